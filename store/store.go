@@ -1,0 +1,818 @@
+package store
+
+import (
+	"container/list"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/ipfs/boxo/blockstore"
+	"github.com/ipfs/boxo/datastore/dshelp"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	"github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	dssync "github.com/ipfs/go-datastore/sync"
+	badger4 "github.com/ipfs/go-ds-badger4"
+	ipld "github.com/ipfs/go-ipld-format"
+	mh "github.com/multiformats/go-multihash"
+
+	"github.com/meshcdn/meshcdn/internal/dagfile"
+)
+
+// DefaultQuota is the quota of a Config whose Quota is zero: 1 GiB.
+const DefaultQuota int64 = 1 << 30
+
+var (
+	blockPrefix = datastore.NewKey("/blocks")
+	rootPrefix  = datastore.NewKey("/meshcdn/store/root")
+)
+
+// Config configures a Store. The zero value of each field means the default
+// stated beside it. New copies the Config; later changes to it do nothing.
+type Config struct {
+	// Dir is the directory of the badger database that holds blocks and
+	// metadata. It is created if missing. Required unless Datastore is set
+	// or InMemory is true.
+	Dir string
+
+	// Datastore, if set, holds blocks and metadata instead of badger on Dir.
+	// It must be safe for concurrent use. The Store does not close it.
+	Datastore datastore.Batching
+
+	// InMemory keeps everything in memory and loses it on Close: for tests
+	// and throw-away nodes. Ignored when Datastore is set.
+	InMemory bool
+
+	// Quota is the most bytes of block data the store holds. Zero means
+	// DefaultQuota (1 GiB); a negative value means no quota. The quota counts
+	// block bytes, not badger's own overhead on disk.
+	Quota int64
+
+	// Logger receives the store's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Usage is a snapshot of what a Store holds.
+type Usage struct {
+	// Used is the bytes of block data held (and being written).
+	Used int64
+	// Quota is the quota in force; negative means none.
+	Quota int64
+	// Pinned is the bytes of blocks that belong to pinned content.
+	Pinned int64
+	// Blocks and Roots count the blocks and the content roots held.
+	Blocks, Roots int
+}
+
+// RootInfo describes one content root held by the store.
+type RootInfo struct {
+	Cid      cid.Cid
+	Size     int64 // bytes of the root's distinct blocks
+	Blocks   int
+	Pinned   bool
+	LastUsed time.Time
+}
+
+// Store is a blockstore with a byte quota, pins and eviction of the least
+// recently used unpinned content. It implements boxo's blockstore.Blockstore,
+// so bitswap and blockservice use it as it is.
+//
+// Content is a root CID and the blocks of its DAG. Blocks put on their own
+// (as bitswap does) are loose until AddRoot or a Txn names the content they
+// belong to; loose blocks are evicted first, oldest first. Evicting content
+// removes the blocks only it uses: a block shared with other held content
+// stays. Pinned content is never evicted.
+//
+// Every block put is checked against its CID and every block read is checked
+// again, so bit rot or a tampered database is reported as *CorruptError and
+// never returned. Usage, pins and recency survive Close and reopen; recency
+// is written at Close, so a crash loses only the recency of the last session.
+//
+// A Store is safe for concurrent use.
+type Store struct {
+	ds     datastore.Batching
+	closer io.Closer // the datastore we opened, if any
+	log    *slog.Logger
+	quota  int64
+
+	mu     sync.Mutex
+	closed bool
+	used   int64
+	pinned int64
+	blocks map[string]*blockMeta // by multihash bytes
+	roots  map[string]*rootMeta  // by multihash bytes of the root
+	lru    list.List             // *rootMeta (unpinned) and *blockMeta (loose); front is the oldest
+	subs   map[*subscription]struct{}
+	wg     sync.WaitGroup
+}
+
+var _ blockstore.Blockstore = (*Store)(nil)
+
+type blockMeta struct {
+	key     string
+	c       cid.Cid // as last put; raw codec when only known from disk
+	size    int64
+	refs    int // roots holding it plus open Txns holding it
+	pinRefs int // pinned roots holding it
+	roots   []*rootMeta
+	elem    *list.Element // set while loose (refs == 0)
+	used    time.Time
+	pending chan struct{} // non-nil while its first write is under way
+}
+
+type rootMeta struct {
+	c      cid.Cid
+	size   int64
+	pinned bool
+	used   time.Time
+	saved  time.Time // used as last written
+	blocks []*blockMeta
+	elem   *list.Element // set while unpinned
+}
+
+// rootRecord is the persisted form of a root.
+type rootRecord struct {
+	V      int      `json:"v"`
+	Pinned bool     `json:"pinned,omitempty"`
+	Used   int64    `json:"used"`
+	Blocks []string `json:"blocks"`
+}
+
+// New opens a Store. With Config.Dir it opens (or creates) a badger database
+// there, tuned for a desktop app rather than a server, and reads back usage,
+// pins and recency. Blocks of content whose record survived but whose blocks
+// did not (a crash between the two) become loose.
+func New(cfg Config) (*Store, error) {
+	s := &Store{
+		log:    cfg.Logger,
+		quota:  cfg.Quota,
+		blocks: make(map[string]*blockMeta),
+		roots:  make(map[string]*rootMeta),
+		subs:   make(map[*subscription]struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("pkg", "store")
+	if s.quota == 0 {
+		s.quota = DefaultQuota
+	}
+	switch {
+	case cfg.Datastore != nil:
+		s.ds = cfg.Datastore
+	case cfg.InMemory:
+		s.ds = dssync.MutexWrap(datastore.NewMapDatastore())
+	case cfg.Dir != "":
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store: open: %w", err)
+		}
+		d, err := badger4.NewDatastore(cfg.Dir, desktopBadgerOptions())
+		if err != nil {
+			return nil, fmt.Errorf("store: open badger at %s: %w", cfg.Dir, err)
+		}
+		s.ds, s.closer = d, d
+	default:
+		return nil, errors.New("store: Config needs Dir, Datastore or InMemory")
+	}
+	if err := s.load(context.Background()); err != nil {
+		if s.closer != nil {
+			s.closer.Close()
+		}
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	return s, nil
+}
+
+// desktopBadgerOptions sizes badger for a desktop app: badger's defaults
+// (64 MiB memtables, five of them, 256 MiB caches, 1 GiB value log files)
+// are for servers. Blocks of more than 4 KiB go to the value log, so the LSM
+// tree stays small; the value log is garbage collected every 10 minutes so
+// that evicted blocks give their disk space back.
+func desktopBadgerOptions() *badger4.Options {
+	o := badger4.DefaultOptions
+	o.GcInterval = 10 * time.Minute
+	o.GcSleep = time.Second
+	o.GcDiscardRatio = 0.3
+	o.Options = o.Options.
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(4 << 20).
+		WithValueThreshold(4 << 10).
+		WithValueLogFileSize(128 << 20).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithNumCompactors(2).
+		WithLogger(nil).
+		WithLoggingLevel(badger.ERROR)
+	return &o
+}
+
+// load reads the blocks present and the root records back into memory.
+func (s *Store) load(ctx context.Context) error {
+	res, err := s.ds.Query(ctx, query.Query{Prefix: blockPrefix.String(), KeysOnly: true, ReturnsSizes: true})
+	if err != nil {
+		return err
+	}
+	for r := range res.Next() {
+		if r.Error != nil {
+			res.Close()
+			return r.Error
+		}
+		k := datastore.RawKey(r.Key)
+		hash, err := dshelp.DsKeyToMultihash(datastore.NewKey(k.BaseNamespace()))
+		if err != nil {
+			s.log.Warn("skipping unreadable block key", "key", r.Key, "err", err)
+			continue
+		}
+		size := int64(r.Size)
+		if size < 0 {
+			n, err := s.ds.GetSize(ctx, k)
+			if err != nil {
+				res.Close()
+				return err
+			}
+			size = int64(n)
+		}
+		b := &blockMeta{key: string(hash), c: cid.NewCidV1(cid.Raw, hash), size: size}
+		s.blocks[b.key] = b
+		s.used += size
+	}
+	res.Close()
+
+	res, err = s.ds.Query(ctx, query.Query{Prefix: rootPrefix.String()})
+	if err != nil {
+		return err
+	}
+	var stale []datastore.Key
+	var roots []*rootMeta
+	for r := range res.Next() {
+		if r.Error != nil {
+			res.Close()
+			return r.Error
+		}
+		k := datastore.RawKey(r.Key)
+		rm, err := s.decodeRoot(k, r.Value)
+		if err != nil {
+			s.log.Warn("dropping root record", "key", r.Key, "err", err)
+			stale = append(stale, k)
+			continue
+		}
+		roots = append(roots, rm)
+	}
+	res.Close()
+	for _, k := range stale {
+		if err := s.ds.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	sort.Slice(roots, func(i, j int) bool { return roots[i].used.Before(roots[j].used) })
+	// Loose blocks have no recency on disk: they go first, oldest of all.
+	for _, b := range s.blocks {
+		b.refs = 0
+	}
+	for _, rm := range roots {
+		s.attachRoot(rm)
+	}
+	for _, b := range s.blocks {
+		if b.refs == 0 {
+			b.elem = s.lru.PushFront(b)
+		}
+	}
+	return nil
+}
+
+func (s *Store) decodeRoot(k datastore.Key, v []byte) (*rootMeta, error) {
+	c, err := cid.Decode(k.BaseNamespace())
+	if err != nil {
+		return nil, err
+	}
+	var rec rootRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return nil, err
+	}
+	if rec.V != 1 {
+		return nil, fmt.Errorf("unknown record version %d", rec.V)
+	}
+	rm := &rootMeta{c: c, pinned: rec.Pinned, used: time.Unix(0, rec.Used)}
+	rm.saved = rm.used
+	seen := make(map[string]bool, len(rec.Blocks))
+	for _, bs := range rec.Blocks {
+		bc, err := cid.Decode(bs)
+		if err != nil {
+			return nil, err
+		}
+		b := s.blocks[string(bc.Hash())]
+		if b == nil {
+			return nil, fmt.Errorf("%w: block %s missing", ErrIncomplete, bc)
+		}
+		b.c = bc
+		if !seen[b.key] {
+			seen[b.key] = true
+			rm.blocks = append(rm.blocks, b)
+			rm.size += b.size
+		}
+	}
+	return rm, nil
+}
+
+// attachRoot adds a root's references to its blocks. The caller holds mu
+// (or owns the Store, during load).
+func (s *Store) attachRoot(rm *rootMeta) {
+	s.roots[string(rm.c.Hash())] = rm
+	for _, b := range rm.blocks {
+		if b.refs == 0 && b.elem != nil {
+			s.lru.Remove(b.elem)
+			b.elem = nil
+		}
+		b.refs++
+		b.roots = append(b.roots, rm)
+		if rm.pinned {
+			if b.pinRefs == 0 {
+				s.pinned += b.size
+			}
+			b.pinRefs++
+		}
+	}
+	if !rm.pinned {
+		rm.elem = s.lru.PushBack(rm)
+	}
+}
+
+// Close writes recency back, closes the database if the Store opened it, and
+// ends every subscription. It is idempotent; calls after it fail with
+// ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var dirty []*rootMeta
+	for _, rm := range s.roots {
+		if !rm.used.Equal(rm.saved) {
+			dirty = append(dirty, rm)
+		}
+	}
+	for sub := range s.subs {
+		sub.stop()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+
+	var errs []error
+	for _, rm := range dirty {
+		if err := s.saveRoot(context.Background(), rm); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.closer != nil {
+		errs = append(errs, s.closer.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) saveRoot(ctx context.Context, rm *rootMeta) error {
+	rec := rootRecord{V: 1, Pinned: rm.pinned, Used: rm.used.UnixNano(), Blocks: make([]string, len(rm.blocks))}
+	for i, b := range rm.blocks {
+		rec.Blocks[i] = b.c.String()
+	}
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return s.ds.Put(ctx, rootPrefix.ChildString(rm.c.String()), v)
+}
+
+func dsKey(hash string) datastore.Key {
+	return blockPrefix.Child(dshelp.MultihashToDsKey(mh.Multihash(hash)))
+}
+
+// Put stores a block after checking it against its CID; a block that does not
+// match fails with ErrHashMismatch. The block is loose until content that uses
+// it is named with AddRoot. It evicts the least recently used unpinned
+// content to make room and fails with ErrQuotaExceeded if it cannot.
+func (s *Store) Put(ctx context.Context, b blocks.Block) error {
+	return s.putChecked(ctx, b, nil)
+}
+
+// PutMany is Put for each block, in order; it stops at the first error.
+func (s *Store) PutMany(ctx context.Context, bs []blocks.Block) error {
+	for _, b := range bs {
+		if err := s.Put(ctx, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) putChecked(ctx context.Context, b blocks.Block, t *Txn) error {
+	if err := dagfile.Check(b); err != nil {
+		var he *dagfile.HashError
+		if errors.As(err, &he) {
+			return fmt.Errorf("store: put %s: %w", b.Cid(), ErrHashMismatch)
+		}
+		return fmt.Errorf("store: put: %w", err)
+	}
+	return s.put(ctx, b, t)
+}
+
+// put stores a block that is known to match its CID. With a Txn, the block
+// is held by it and cannot be evicted until the Txn ends.
+func (s *Store) put(ctx context.Context, blk blocks.Block, t *Txn) error {
+	key := string(blk.Cid().Hash())
+	data := blk.RawData()
+	size := int64(len(data))
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return ErrClosed
+		}
+		b := s.blocks[key]
+		if b != nil && b.pending != nil {
+			wait := b.pending
+			s.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("store: put %s: %w", blk.Cid(), ctx.Err())
+			}
+		}
+		if b != nil {
+			if t != nil {
+				t.hold(b, false)
+			} else {
+				s.touchBlock(b, time.Now())
+			}
+			s.mu.Unlock()
+			return nil
+		}
+		if err := s.makeRoom(ctx, size); err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("store: put %s (%d bytes): %w", blk.Cid(), size, err)
+		}
+		b = &blockMeta{key: key, c: blk.Cid(), size: size, pending: make(chan struct{}), used: time.Now()}
+		s.blocks[key] = b
+		s.used += size
+		if t != nil {
+			t.hold(b, true)
+		}
+		s.mu.Unlock()
+
+		err := s.ds.Put(ctx, dsKey(key), data)
+
+		s.mu.Lock()
+		close(b.pending)
+		b.pending = nil
+		if err != nil {
+			if t != nil {
+				t.forget(b)
+			}
+			delete(s.blocks, key)
+			s.used -= size
+			s.mu.Unlock()
+			return fmt.Errorf("store: put %s: %w", blk.Cid(), err)
+		}
+		if b.refs == 0 {
+			b.elem = s.lru.PushBack(b)
+		}
+		s.mu.Unlock()
+		return nil
+	}
+}
+
+// makeRoom evicts until n more bytes fit. The caller holds mu.
+func (s *Store) makeRoom(ctx context.Context, n int64) error {
+	if s.quota < 0 {
+		return nil
+	}
+	if n > s.quota {
+		return ErrQuotaExceeded
+	}
+	for s.used+n > s.quota {
+		e := s.lru.Front()
+		if e == nil {
+			return ErrQuotaExceeded
+		}
+		var err error
+		switch u := e.Value.(type) {
+		case *rootMeta:
+			err = s.evictRoot(ctx, u, Evicted)
+		case *blockMeta:
+			err = s.deleteBlock(ctx, u)
+		}
+		if err != nil {
+			// Do not try the same victim forever.
+			s.lru.MoveToBack(e)
+			s.log.Error("eviction failed", "err", err)
+			return err
+		}
+	}
+	return nil
+}
+
+// evictRoot forgets a root and deletes the blocks only it held. The caller
+// holds mu.
+func (s *Store) evictRoot(ctx context.Context, rm *rootMeta, kind EventKind) error {
+	if err := s.ds.Delete(ctx, rootPrefix.ChildString(rm.c.String())); err != nil {
+		return err
+	}
+	delete(s.roots, string(rm.c.Hash()))
+	if rm.elem != nil {
+		s.lru.Remove(rm.elem)
+		rm.elem = nil
+	}
+	var errs []error
+	for _, b := range rm.blocks {
+		b.refs--
+		b.roots = removeRoot(b.roots, rm)
+		if rm.pinned {
+			b.pinRefs--
+			if b.pinRefs == 0 {
+				s.pinned -= b.size
+			}
+		}
+		if b.refs == 0 {
+			if err := s.deleteBlock(ctx, b); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	s.emit(Event{Kind: kind, Root: rm.c, Size: rm.size})
+	s.log.Debug("content removed", "cid", rm.c, "bytes", rm.size, "why", kind.String())
+	return errors.Join(errs...)
+}
+
+func removeRoot(rs []*rootMeta, rm *rootMeta) []*rootMeta {
+	for i, r := range rs {
+		if r == rm {
+			return append(rs[:i], rs[i+1:]...)
+		}
+	}
+	return rs
+}
+
+// deleteBlock deletes a block that nothing holds. The caller holds mu.
+func (s *Store) deleteBlock(ctx context.Context, b *blockMeta) error {
+	if b.elem != nil {
+		s.lru.Remove(b.elem)
+		b.elem = nil
+	}
+	if err := s.ds.Delete(ctx, dsKey(b.key)); err != nil {
+		b.elem = s.lru.PushFront(b)
+		return err
+	}
+	delete(s.blocks, b.key)
+	s.used -= b.size
+	return nil
+}
+
+// touchBlock marks a block, and the content it belongs to, as used now. The
+// caller holds mu.
+func (s *Store) touchBlock(b *blockMeta, now time.Time) {
+	b.used = now
+	if b.elem != nil {
+		s.lru.MoveToBack(b.elem)
+	}
+	for _, rm := range b.roots {
+		rm.used = now
+		if rm.elem != nil {
+			s.lru.MoveToBack(rm.elem)
+		}
+	}
+}
+
+// Get returns a block after checking its bytes against its CID. A missing
+// block is ipld.ErrNotFound (as boxo expects); a block whose stored bytes no
+// longer match is *CorruptError, and that block is dropped from the store.
+// Get counts as a use of the content the block belongs to.
+func (s *Store) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	key := string(c.Hash())
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	b := s.blocks[key]
+	if b == nil || b.pending != nil {
+		s.mu.Unlock()
+		return nil, ipld.ErrNotFound{Cid: c}
+	}
+	s.touchBlock(b, time.Now())
+	s.mu.Unlock()
+
+	data, err := s.ds.Get(ctx, dsKey(key))
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil, ipld.ErrNotFound{Cid: c}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get %s: %w", c, err)
+	}
+	if err := dagfile.CheckBytes(c, data); err != nil {
+		s.log.Error("corrupt block dropped", "cid", c, "err", err)
+		s.dropCorrupt(ctx, key)
+		return nil, &CorruptError{Cid: c}
+	}
+	return blocks.NewBlockWithCid(data, c)
+}
+
+// dropCorrupt removes a corrupt block and every root that used it, so that
+// the content can be fetched again.
+func (s *Store) dropCorrupt(ctx context.Context, key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.blocks[key]
+	if b == nil || s.closed {
+		return
+	}
+	for _, rm := range append([]*rootMeta(nil), b.roots...) {
+		if err := s.evictRoot(ctx, rm, Removed); err != nil {
+			s.log.Error("removing corrupt content", "cid", rm.c, "err", err)
+		}
+	}
+	if b.refs == 0 && s.blocks[key] == b {
+		if err := s.deleteBlock(ctx, b); err != nil {
+			s.log.Error("removing corrupt block", "err", err)
+		}
+	}
+}
+
+// Has reports whether the block is held.
+func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, ErrClosed
+	}
+	b := s.blocks[string(c.Hash())]
+	return b != nil && b.pending == nil, nil
+}
+
+// GetSize returns the size of a held block, or ipld.ErrNotFound.
+func (s *Store) GetSize(ctx context.Context, c cid.Cid) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	b := s.blocks[string(c.Hash())]
+	if b == nil || b.pending != nil {
+		return 0, ipld.ErrNotFound{Cid: c}
+	}
+	return int(b.size), nil
+}
+
+// DeleteBlock deletes a loose block. A block that belongs to held content or
+// to an open Txn is not deleted (use Remove for content): it returns an error.
+// Deleting a block that is not held is not an error.
+func (s *Store) DeleteBlock(ctx context.Context, c cid.Cid) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	b := s.blocks[string(c.Hash())]
+	if b == nil {
+		return nil
+	}
+	if b.refs > 0 || b.pending != nil {
+		return fmt.Errorf("store: delete %s: block is in use by content", c)
+	}
+	return s.deleteBlock(ctx, b)
+}
+
+// AllKeysChan lists the blocks held when it is called. Blocks known only from
+// disk (not put or named in this session) come with the raw codec, as boxo's
+// blockstore does.
+func (s *Store) AllKeysChan(ctx context.Context) (<-chan cid.Cid, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	keys := make([]cid.Cid, 0, len(s.blocks))
+	for _, b := range s.blocks {
+		if b.pending == nil {
+			keys = append(keys, b.c)
+		}
+	}
+	s.mu.Unlock()
+	ch := make(chan cid.Cid)
+	go func() {
+		defer close(ch)
+		for _, k := range keys {
+			select {
+			case ch <- k:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ch, nil
+}
+
+// AddRoot names content whose blocks are all held (put one by one, as a
+// fetch does): from then on its blocks are evicted together, least recently
+// used first, or never if pin is true. It fails with ErrIncomplete if a block
+// of the DAG is missing. Adding content already held only updates its pin
+// (a pin is never removed here) and its recency.
+func (s *Store) AddRoot(ctx context.Context, root cid.Cid, pin bool) error {
+	t := s.Begin()
+	defer t.Discard()
+	return t.Commit(ctx, root, pin)
+}
+
+// Pin pins held content so that it is never evicted. Content that is not
+// held fails with ErrIncomplete.
+func (s *Store) Pin(ctx context.Context, root cid.Cid) error {
+	return s.AddRoot(ctx, root, true)
+}
+
+// Unpin makes pinned content evictable again, as the most recently used.
+func (s *Store) Unpin(ctx context.Context, root cid.Cid) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	rm := s.roots[string(root.Hash())]
+	if rm == nil || !rm.pinned {
+		return fmt.Errorf("store: unpin %s: %w", root, ErrNotPinned)
+	}
+	rm.pinned = false
+	if err := s.saveRoot(ctx, rm); err != nil {
+		rm.pinned = true
+		return fmt.Errorf("store: unpin %s: %w", root, err)
+	}
+	for _, b := range rm.blocks {
+		b.pinRefs--
+		if b.pinRefs == 0 {
+			s.pinned -= b.size
+		}
+	}
+	rm.used = time.Now()
+	rm.saved = rm.used
+	rm.elem = s.lru.PushBack(rm)
+	return nil
+}
+
+// Remove deletes held content, pinned or not, and the blocks only it uses.
+// Removing content that is not held is not an error.
+func (s *Store) Remove(ctx context.Context, root cid.Cid) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	rm := s.roots[string(root.Hash())]
+	if rm == nil {
+		return nil
+	}
+	if err := s.evictRoot(ctx, rm, Removed); err != nil {
+		return fmt.Errorf("store: remove %s: %w", root, err)
+	}
+	return nil
+}
+
+// Usage reports what the store holds now.
+func (s *Store) Usage() Usage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Usage{Used: s.used, Quota: s.quota, Pinned: s.pinned, Blocks: len(s.blocks), Roots: len(s.roots)}
+}
+
+// Roots lists the content held, most recently used first.
+func (s *Store) Roots() []RootInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]RootInfo, 0, len(s.roots))
+	for _, rm := range s.roots {
+		out = append(out, RootInfo{Cid: rm.c, Size: rm.size, Blocks: len(rm.blocks), Pinned: rm.pinned, LastUsed: rm.used})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].LastUsed.After(out[j].LastUsed) })
+	return out
+}
+
+// Holds reports whether root is held as whole content (AddRoot, Import or a
+// committed Txn named it).
+func (s *Store) Holds(root cid.Cid) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.roots[string(root.Hash())] != nil
+}

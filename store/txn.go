@@ -1,0 +1,195 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshcdn/meshcdn/internal/dagfile"
+)
+
+// Txn stores the blocks of one piece of content so that it lands whole or not
+// at all: blocks put through a Txn, and blocks already held that it puts
+// again, cannot be evicted while it is open. Commit names the content (its
+// blocks are then evicted together, or never if pinned); Discard, or a failed
+// Commit followed by Discard, deletes the blocks that the Txn added and
+// nothing else holds. Always call Discard, also after Commit (it does nothing
+// then). A Txn is safe for concurrent use.
+type Txn struct {
+	s    *Store
+	held map[*blockMeta]bool // true for blocks this Txn wrote
+	done bool
+}
+
+// Begin opens a Txn.
+func (s *Store) Begin() *Txn {
+	return &Txn{s: s, held: make(map[*blockMeta]bool)}
+}
+
+// hold keeps b from eviction until the Txn ends. The caller holds s.mu.
+func (t *Txn) hold(b *blockMeta, isNew bool) {
+	if _, ok := t.held[b]; ok {
+		return
+	}
+	t.held[b] = isNew
+	if b.elem != nil {
+		t.s.lru.Remove(b.elem)
+		b.elem = nil
+	}
+	b.refs++
+}
+
+// forget undoes hold for a block whose write failed. The caller holds s.mu.
+func (t *Txn) forget(b *blockMeta) {
+	if _, ok := t.held[b]; ok {
+		delete(t.held, b)
+		b.refs--
+	}
+}
+
+// Put checks a block against its CID and stores it as part of the Txn. It
+// fails with ErrHashMismatch for a block that does not match, and with
+// ErrQuotaExceeded when the block cannot fit even after eviction.
+func (t *Txn) Put(ctx context.Context, b blocks.Block) error {
+	if t.isDone() {
+		return errors.New("store: put on a finished Txn")
+	}
+	return t.s.putChecked(ctx, b, t)
+}
+
+func (t *Txn) isDone() bool {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	return t.done
+}
+
+// Commit names root as held content. Every block of root's DAG must be held
+// (put through this Txn or already in the store), else it fails with
+// ErrIncomplete; each inner node read is checked against its CID. With pin,
+// the content is pinned.
+func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
+	s := t.s
+	if t.isDone() {
+		return errors.New("store: commit on a finished Txn")
+	}
+	var order []*blockMeta
+	claim := func(c cid.Cid) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return ErrClosed
+		}
+		b := s.blocks[string(c.Hash())]
+		if b == nil || b.pending != nil {
+			return fmt.Errorf("%w: block %s missing", ErrIncomplete, c)
+		}
+		b.c = c
+		t.hold(b, false)
+		order = append(order, b)
+		return nil
+	}
+	var rawSize int64
+	if root.Type() == cid.Raw {
+		n, err := s.GetSize(ctx, root)
+		if err != nil {
+			return fmt.Errorf("store: commit %s: %w: %v", root, ErrIncomplete, err)
+		}
+		rawSize = int64(n)
+	}
+	_, err := dagfile.Walk(ctx, s, root, rawSize,
+		func(b blocks.Block) error { return claim(b.Cid()) },
+		func(l dagfile.Leaf) error { return claim(l.Cid) })
+	if err != nil {
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrIncomplete) {
+			return fmt.Errorf("store: commit %s: %w", root, err)
+		}
+		var nf interface{ IsNotFound() bool }
+		if errors.As(err, &nf) && nf.IsNotFound() {
+			return fmt.Errorf("store: commit %s: %w: %v", root, ErrIncomplete, err)
+		}
+		return fmt.Errorf("store: commit %s: %w", root, err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	now := time.Now()
+	if rm := s.roots[string(root.Hash())]; rm != nil {
+		rm.used = now
+		if rm.elem != nil {
+			s.lru.MoveToBack(rm.elem)
+		}
+		if pin && !rm.pinned {
+			rm.pinned = true
+			if err := s.saveRoot(ctx, rm); err != nil {
+				rm.pinned = false
+				return fmt.Errorf("store: pin %s: %w", root, err)
+			}
+			rm.saved = rm.used
+			s.lru.Remove(rm.elem)
+			rm.elem = nil
+			for _, b := range rm.blocks {
+				if b.pinRefs == 0 {
+					s.pinned += b.size
+				}
+				b.pinRefs++
+			}
+		}
+		t.release(true)
+		return nil
+	}
+	rm := &rootMeta{c: root, pinned: pin, used: now, saved: now}
+	seen := make(map[*blockMeta]bool, len(order))
+	for _, b := range order {
+		if !seen[b] {
+			seen[b] = true
+			rm.blocks = append(rm.blocks, b)
+			rm.size += b.size
+		}
+	}
+	if err := s.saveRoot(ctx, rm); err != nil {
+		return fmt.Errorf("store: commit %s: %w", root, err)
+	}
+	s.attachRoot(rm)
+	t.release(true)
+	s.emit(Event{Kind: Added, Root: root, Size: rm.size, Pinned: pin})
+	return nil
+}
+
+// Discard ends the Txn. If it was not committed, the blocks it wrote that
+// nothing else holds are deleted; blocks that were held before stay. It is
+// safe to call more than once.
+func (t *Txn) Discard() {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	t.release(false)
+}
+
+// release drops the Txn's holds. The caller holds s.mu.
+func (t *Txn) release(committed bool) {
+	if t.done {
+		return
+	}
+	t.done = true
+	s := t.s
+	for b, isNew := range t.held {
+		b.refs--
+		if b.refs > 0 || s.blocks[b.key] != b {
+			continue
+		}
+		if isNew && !committed && !s.closed {
+			if err := s.deleteBlock(context.Background(), b); err != nil {
+				s.log.Error("discarding block", "cid", b.c, "err", err)
+			}
+			continue
+		}
+		b.elem = s.lru.PushBack(b)
+	}
+	t.held = nil
+}
