@@ -188,7 +188,9 @@ type HashError struct {
 	Cid cid.Cid
 }
 
-func (e *HashError) Error() string { return fmt.Sprintf("block %s: bytes do not match its hash", e.Cid) }
+func (e *HashError) Error() string {
+	return fmt.Sprintf("block %s: bytes do not match its hash", e.Cid)
+}
 
 // Check recomputes b's CID from its bytes and reports a *HashError if they
 // differ. Only sha2-256 and identity CIDs of version 0 or 1 are accepted.
