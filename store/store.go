@@ -145,6 +145,7 @@ type rootRecord struct {
 	Pinned bool     `json:"pinned,omitempty"`
 	Used   int64    `json:"used"`
 	Blocks []string `json:"blocks"`
+	Sizes  []int64  `json:"sizes"`
 }
 
 // New opens a Store. With Config.Dir it opens (or creates) a badger database
@@ -220,7 +221,10 @@ func desktopBadgerOptions() *badger4.Options {
 
 // load reads the blocks present and the root records back into memory.
 func (s *Store) load(ctx context.Context) error {
-	res, err := s.ds.Query(ctx, query.Query{Prefix: blockPrefix.String(), KeysOnly: true, ReturnsSizes: true})
+	// Block sizes come from the root records: badger only approximates the
+	// size of a value in its value log. Blocks no record names (a fetch or
+	// import cut short) are read to learn theirs.
+	res, err := s.ds.Query(ctx, query.Query{Prefix: blockPrefix.String(), KeysOnly: true})
 	if err != nil {
 		return err
 	}
@@ -235,18 +239,8 @@ func (s *Store) load(ctx context.Context) error {
 			s.log.Warn("skipping unreadable block key", "key", r.Key, "err", err)
 			continue
 		}
-		size := int64(r.Size)
-		if size < 0 {
-			n, err := s.ds.GetSize(ctx, k)
-			if err != nil {
-				res.Close()
-				return err
-			}
-			size = int64(n)
-		}
-		b := &blockMeta{key: string(hash), c: cid.NewCidV1(cid.Raw, hash), size: size}
+		b := &blockMeta{key: string(hash), c: cid.NewCidV1(cid.Raw, hash), size: -1}
 		s.blocks[b.key] = b
-		s.used += size
 	}
 	res.Close()
 
@@ -281,6 +275,16 @@ func (s *Store) load(ctx context.Context) error {
 	for _, b := range s.blocks {
 		b.refs = 0
 	}
+	for _, b := range s.blocks {
+		if b.size < 0 {
+			v, err := s.ds.Get(ctx, dsKey(b.key))
+			if err != nil {
+				return err
+			}
+			b.size = int64(len(v))
+		}
+		s.used += b.size
+	}
 	for _, rm := range roots {
 		s.attachRoot(rm)
 	}
@@ -306,8 +310,11 @@ func (s *Store) decodeRoot(k datastore.Key, v []byte) (*rootMeta, error) {
 	}
 	rm := &rootMeta{c: c, pinned: rec.Pinned, used: time.Unix(0, rec.Used)}
 	rm.saved = rm.used
+	if len(rec.Sizes) != len(rec.Blocks) {
+		return nil, fmt.Errorf("record has %d blocks and %d sizes", len(rec.Blocks), len(rec.Sizes))
+	}
 	seen := make(map[string]bool, len(rec.Blocks))
-	for _, bs := range rec.Blocks {
+	for i, bs := range rec.Blocks {
 		bc, err := cid.Decode(bs)
 		if err != nil {
 			return nil, err
@@ -317,6 +324,10 @@ func (s *Store) decodeRoot(k datastore.Key, v []byte) (*rootMeta, error) {
 			return nil, fmt.Errorf("%w: block %s missing", ErrIncomplete, bc)
 		}
 		b.c = bc
+		if rec.Sizes[i] < 0 || (b.size >= 0 && b.size != rec.Sizes[i]) {
+			return nil, fmt.Errorf("block %s has sizes %d and %d", bc, b.size, rec.Sizes[i])
+		}
+		b.size = rec.Sizes[i]
 		if !seen[b.key] {
 			seen[b.key] = true
 			rm.blocks = append(rm.blocks, b)
@@ -387,9 +398,10 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) saveRoot(ctx context.Context, rm *rootMeta) error {
-	rec := rootRecord{V: 1, Pinned: rm.pinned, Used: rm.used.UnixNano(), Blocks: make([]string, len(rm.blocks))}
+	rec := rootRecord{V: 1, Pinned: rm.pinned, Used: rm.used.UnixNano(), Blocks: make([]string, len(rm.blocks)), Sizes: make([]int64, len(rm.blocks))}
 	for i, b := range rm.blocks {
 		rec.Blocks[i] = b.c.String()
+		rec.Sizes[i] = b.size
 	}
 	v, err := json.Marshal(rec)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 
 	"github.com/meshcdn/meshcdn/internal/dagfile"
 )
@@ -107,8 +108,7 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 		if errors.Is(err, ErrClosed) || errors.Is(err, ErrIncomplete) {
 			return fmt.Errorf("store: commit %s: %w", root, err)
 		}
-		var nf interface{ IsNotFound() bool }
-		if errors.As(err, &nf) && nf.IsNotFound() {
+		if ipld.IsNotFound(err) {
 			return fmt.Errorf("store: commit %s: %w: %v", root, ErrIncomplete, err)
 		}
 		return fmt.Errorf("store: commit %s: %w", root, err)

@@ -1,0 +1,256 @@
+package manifest_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/manifest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestFromReaderMatchesKubo checks every Kubo vector, the 1 GiB + 1 MiB one
+// included (two layers of inner nodes), and that the inner nodes a manifest
+// carries give back the leaves' byte ranges.
+func TestFromReaderMatchesKubo(t *testing.T) {
+	for _, v := range testutil.KuboVectors {
+		if testing.Short() && v.Size > 64<<20 {
+			continue
+		}
+		t.Run(fmt.Sprint(v.Size), func(t *testing.T) {
+			a, err := manifest.FromReader(context.Background(), testutil.Reader(testutil.KuboSeed, v.Size))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Cid.String() != v.Cid || a.Size != v.Size {
+				t.Fatalf("FromReader(%d bytes) = %s, %d; Kubo gives %s", v.Size, a.Cid, a.Size, v.Cid)
+			}
+			leaves, err := a.Leaves(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantLeaves := (v.Size + (1 << 20) - 1) >> 20
+			if v.Size == 0 {
+				wantLeaves = 1
+			}
+			if int64(len(leaves)) != wantLeaves {
+				t.Errorf("%d leaves, want %d", len(leaves), wantLeaves)
+			}
+			for i, l := range leaves {
+				if l.Offset != int64(i)<<20 {
+					t.Fatalf("leaf %d at offset %d", i, l.Offset)
+				}
+			}
+			if v.Size > 1<<30 && len(a.Nodes) != 3 {
+				t.Errorf("a 1025-leaf file has %d inner nodes, want 3 (root and two children)", len(a.Nodes))
+			}
+		})
+	}
+}
+
+func writeDir(t *testing.T) (string, map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
+	want := map[string]string{}
+	for i, v := range testutil.KuboVectors {
+		if v.Size > 16<<20 {
+			continue
+		}
+		name := filepath.Join(dir, fmt.Sprintf("d%d", i%2), fmt.Sprintf("f%d.bin", v.Size))
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, testutil.Bytes(testutil.KuboSeed, v.Size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want[fmt.Sprintf("d%d/f%d.bin", i%2, v.Size)] = v.Cid
+	}
+	return dir, want
+}
+
+func TestFromDirRoundTrip(t *testing.T) {
+	dir, want := writeDir(t)
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("<!doctype html><p>hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := manifest.FromDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, c := range want {
+		a, ok := m.Lookup(p)
+		if !ok || a.Cid.String() != c {
+			t.Errorf("Lookup(%q) = %v, %v; want %s", p, a.Cid, ok, c)
+		}
+	}
+	if a, ok := m.Lookup("/index.html"); !ok || a.Type != "text/html; charset=utf-8" {
+		t.Errorf("Lookup(/index.html) = %+v, %v", a, ok)
+	}
+	if _, ok := m.Lookup("link"); ok {
+		t.Error("a symlink made it into the manifest")
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := manifest.Parse(data)
+	if err != nil {
+		t.Fatalf("Parse(Marshal()) = %v", err)
+	}
+	if len(m2.Assets) != len(m.Assets) {
+		t.Fatalf("round trip: %d assets, want %d", len(m2.Assets), len(m.Assets))
+	}
+	for i := range m.Assets {
+		a, b := m.Assets[i], m2.Assets[i]
+		if a.Path != b.Path || !a.Cid.Equals(b.Cid) || a.Size != b.Size || a.Type != b.Type || len(a.Nodes) != len(b.Nodes) {
+			t.Errorf("round trip asset %d: %+v != %+v", i, b, a)
+		}
+	}
+}
+
+// valid is a small valid manifest as a generic JSON tree, for the bad-input
+// table to break one piece at a time.
+func valid(t *testing.T) map[string]any {
+	t.Helper()
+	a, err := manifest.FromReader(context.Background(), testutil.Reader(1, 2<<20+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Path, a.Type = "big.bin", "application/octet-stream"
+	small, err := manifest.FromReader(context.Background(), testutil.Reader(2, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	small.Path, small.Type = "small.txt", "text/plain"
+	data, err := (&manifest.Manifest{Assets: []manifest.Asset{a, small}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestParseRejects(t *testing.T) {
+	asset := func(v map[string]any, i int) map[string]any { return v["assets"].([]any)[i].(map[string]any) }
+	otherNode := func(t *testing.T) string {
+		a, err := manifest.FromReader(context.Background(), testutil.Reader(99, 3<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.StdEncoding.EncodeToString(a.Nodes[0].RawData())
+	}
+	tests := []struct {
+		name    string
+		edit    func(t *testing.T, v map[string]any)
+		raw     string
+		wantErr error
+	}{
+		{name: "unknown version", edit: func(t *testing.T, v map[string]any) { v["version"] = 2 }, wantErr: manifest.ErrUnsupportedVersion},
+		{name: "no version", edit: func(t *testing.T, v map[string]any) { delete(v, "version") }, wantErr: manifest.ErrInvalid},
+		{name: "wrong profile", edit: func(t *testing.T, v map[string]any) { v["profile"] = "kubo-legacy" }, wantErr: manifest.ErrInvalid},
+		{name: "unknown field", edit: func(t *testing.T, v map[string]any) { v["extra"] = true }, wantErr: manifest.ErrInvalid},
+		{name: "bad cid", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["cid"] = "bafkqnotacid" }, wantErr: manifest.ErrInvalid},
+		{name: "cidv0", edit: func(t *testing.T, v map[string]any) {
+			asset(v, 1)["cid"] = "QmbWqxBEKC3P8tqsKc98xmWNzrzDtRLMiMPL8wBuTGsMnR"
+		}, wantErr: manifest.ErrInvalid},
+		{name: "negative size", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["size"] = -1 }, wantErr: manifest.ErrInvalid},
+		{name: "no size", edit: func(t *testing.T, v map[string]any) { delete(asset(v, 1), "size") }, wantErr: manifest.ErrInvalid},
+		{name: "raw asset too big", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["size"] = 2 << 20 }, wantErr: manifest.ErrInvalid},
+		{name: "dotdot path", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["path"] = "../x" }, wantErr: manifest.ErrInvalid},
+		{name: "inner dotdot", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["path"] = "a/../../x" }, wantErr: manifest.ErrInvalid},
+		{name: "absolute path", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["path"] = "/etc/passwd" }, wantErr: manifest.ErrInvalid},
+		{name: "backslash", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["path"] = `..\x` }, wantErr: manifest.ErrInvalid},
+		{name: "empty segment", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["path"] = "a//b" }, wantErr: manifest.ErrInvalid},
+		{name: "control char", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["path"] = "a\x00b" }, wantErr: manifest.ErrInvalid},
+		{name: "duplicate path", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["path"] = "big.bin" }, wantErr: manifest.ErrInvalid},
+		{name: "bad type", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["type"] = "text/;;" }, wantErr: manifest.ErrInvalid},
+		{name: "no nodes", edit: func(t *testing.T, v map[string]any) { delete(asset(v, 0), "nodes") }, wantErr: manifest.ErrInvalid},
+		{name: "node of another file", edit: func(t *testing.T, v map[string]any) { asset(v, 0)["nodes"] = []any{otherNode(t)} }, wantErr: manifest.ErrInvalid},
+		{name: "extra node", edit: func(t *testing.T, v map[string]any) {
+			asset(v, 0)["nodes"] = append(asset(v, 0)["nodes"].([]any), otherNode(t))
+		}, wantErr: manifest.ErrInvalid},
+		{name: "size disagrees with nodes", edit: func(t *testing.T, v map[string]any) { asset(v, 0)["size"] = 2<<20 + 2 }, wantErr: manifest.ErrInvalid},
+		{name: "bad base64", edit: func(t *testing.T, v map[string]any) { asset(v, 0)["nodes"] = []any{"!!!"} }, wantErr: manifest.ErrInvalid},
+		{name: "nodes on raw", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["nodes"] = []any{otherNode(t)} }, wantErr: manifest.ErrInvalid},
+		{name: "not json", raw: "{\"version\":1,", wantErr: manifest.ErrInvalid},
+		{name: "trailing data", raw: "{\"version\":1,\"profile\":\"unixfs-v1-2025\",\"assets\":[]} {}", wantErr: manifest.ErrInvalid},
+		{name: "array", raw: "[]", wantErr: manifest.ErrInvalid},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			data := []byte(tc.raw)
+			if tc.edit != nil {
+				v := valid(t)
+				tc.edit(t, v)
+				var err error
+				if data, err = json.Marshal(v); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m, err := manifest.Parse(data)
+			if !errors.Is(err, tc.wantErr) || m != nil {
+				t.Errorf("Parse = %v, %v; want %v", m, err, tc.wantErr)
+			}
+		})
+	}
+	// The untouched manifest parses.
+	data, _ := json.Marshal(valid(t))
+	if _, err := manifest.Parse(data); err != nil {
+		t.Errorf("Parse(valid) = %v", err)
+	}
+}
+
+func TestReadLimit(t *testing.T) {
+	big := strings.NewReader(`{"version":1,"profile":"unixfs-v1-2025","assets":[` + strings.Repeat(" ", manifest.MaxSize) + `]}`)
+	if _, err := manifest.Read(big); !errors.Is(err, manifest.ErrInvalid) {
+		t.Errorf("Read(oversized) = %v, want ErrInvalid", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"version":1,"profile":"unixfs-v1-2025","assets":[]}`))
+	f.Add([]byte(`{"version":1,"profile":"unixfs-v1-2025","assets":[{"path":"a","cid":"bafkreicnpm7pomakz5ymrewygj63qjzpkrbuvw6gdjhbgcswhs2zudipi4","size":1,"type":"text/plain"}]}`))
+	f.Add([]byte(`{"version":2}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := manifest.Parse(data)
+		if err != nil {
+			if m != nil {
+				t.Fatal("Parse returned a manifest and an error")
+			}
+			if !errors.Is(err, manifest.ErrInvalid) && !errors.Is(err, manifest.ErrUnsupportedVersion) {
+				t.Fatalf("Parse error %v is neither ErrInvalid nor ErrUnsupportedVersion", err)
+			}
+			return
+		}
+		// What parses must survive a round trip unchanged.
+		out, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m2, err := manifest.Parse(out)
+		if err != nil || len(m2.Assets) != len(m.Assets) {
+			t.Fatalf("round trip: %v", err)
+		}
+		for _, a := range m.Assets {
+			if manifest.CheckPath(a.Path) != nil {
+				t.Fatalf("unsafe path %q accepted", a.Path)
+			}
+		}
+	})
+}

@@ -1,0 +1,127 @@
+package store_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/store"
+)
+
+const crashEnv = "MESHCDN_STORE_CRASH_DIR"
+
+// crashChild runs in a child process: it imports content into the store at
+// the directory crashEnv names, printing each root once Import returns, until
+// it is killed.
+func crashChild() {
+	s, err := store.New(store.Config{Dir: os.Getenv(crashEnv), Quota: 24 * mib})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	for i := uint64(0); ; i++ {
+		size := int64(1+i%5)*mib/2 + int64(i)
+		c, err := s.Import(context.Background(), testutil.Reader(i, size), store.ImportOptions{Pin: i%7 == 0})
+		if err != nil {
+			fmt.Println("error", err)
+			continue
+		}
+		fmt.Println("imported", c.Root, size, i%7 == 0)
+	}
+}
+
+// TestCrashMidImport kills a process with SIGKILL while it imports, then
+// reopens its store: the usage must equal the bytes of the blocks actually
+// present, every block must verify, and every import that returned before
+// the kill must be whole.
+func TestCrashMidImport(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a child process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	type done struct {
+		root   cid.Cid
+		pinned bool
+	}
+	var finished []done
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if f[0] == "error" {
+			continue
+		}
+		c, err := cid.Decode(f[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		finished = append(finished, done{c, f[3] == "true"})
+		if len(finished) == 40 { // past the quota, so evictions happen too
+			break
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if len(finished) < 40 {
+		t.Fatalf("child finished only %d imports", len(finished))
+	}
+
+	ctx := context.Background()
+	s := newBadger(t, dir, 24*mib)
+	u := s.Usage()
+	keys, err := s.AllKeysChan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var present int64
+	n := 0
+	for k := range keys {
+		b, err := s.Get(ctx, k)
+		if err != nil {
+			t.Fatalf("Get(%s) after the crash = %v", k, err)
+		}
+		present += int64(len(b.RawData()))
+		n++
+	}
+	if present != u.Used || n != u.Blocks {
+		t.Errorf("after the crash: Usage = %d bytes in %d blocks, present %d bytes in %d blocks", u.Used, u.Blocks, present, n)
+	}
+	if u.Used > 24*mib {
+		t.Errorf("usage %d over the quota", u.Used)
+	}
+	// Every pinned import that returned is still whole and pinned.
+	pinned := map[string]bool{}
+	for _, r := range s.Roots() {
+		if r.Pinned {
+			pinned[r.Cid.KeyString()] = true
+		}
+		if err := s.AddRoot(ctx, r.Cid, false); err != nil {
+			t.Errorf("held root %s is not whole: %v", r.Cid, err)
+		}
+	}
+	for _, d := range finished {
+		if d.pinned && !pinned[d.root.KeyString()] {
+			t.Errorf("pinned %s lost in the crash", d.root)
+		}
+	}
+	t.Logf("killed after %d imports; reopened with %d roots, %d blocks, %d bytes", len(finished), u.Roots, u.Blocks, u.Used)
+}
