@@ -1,0 +1,670 @@
+package announce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/routing"
+
+	"github.com/meshcdn/meshcdn/store"
+)
+
+// Announcer defaults. See Config.
+const (
+	DefaultSummaryInterval   = time.Minute
+	DefaultPeerRate          = 4
+	DefaultPeerBurst         = 64
+	DefaultReprovideInterval = 12 * time.Hour
+	DefaultProvideTimeout    = time.Minute
+)
+
+// rejoinGap is the least time between two summaries sent because peers
+// joined the topic: a burst of joins costs one summary, not one each.
+const rejoinGap = 500 * time.Millisecond
+
+// Holdings is what an Announcer needs from the content store:
+// *store.Store satisfies it.
+type Holdings interface {
+	// Roots lists the content held now.
+	Roots() []store.RootInfo
+	// Subscribe reports content coming and going until ctx ends; the
+	// channel is then closed.
+	Subscribe(ctx context.Context) <-chan store.Event
+}
+
+// ContentRouter is what an Announcer needs from a DHT: *dht.IpfsDHT
+// satisfies it.
+type ContentRouter = routing.ContentRouting
+
+// Toggle turns a feature on or off; its zero value, Default, means the
+// feature's documented default.
+type Toggle int8
+
+const (
+	// Default leaves the feature at its documented default.
+	Default Toggle = 0
+	// On turns the feature on.
+	On Toggle = 1
+	// Off turns the feature off.
+	Off Toggle = -1
+)
+
+// Config configures an Announcer. Zero fields mean the default stated beside
+// them. New copies the Config; later changes to it do nothing.
+type Config struct {
+	// Name is the mesh's name (see ValidName). Required. The gossipsub topic
+	// (Topic), the DHT protocol prefix (ProtocolPrefix) and the mDNS service
+	// (MDNSService) derive from it, so meshes of different names never mix.
+	Name string
+
+	// Host is the libp2p host. Required. The Announcer does not close it.
+	Host host.Host
+
+	// PubSub is the host's gossipsub, which the Announcer joins Topic(Name)
+	// on. Create it with PubSubOptions (flood publishing matters: see
+	// there). Whatever its signing policy, the Announcer rejects unsigned
+	// messages. The Announcer does not close a PubSub passed here.
+	//
+	// Nil: New creates a gossipsub with PubSubOptions and stops it on Close.
+	// A host has one PubSub, so pass one if anything else on the host uses
+	// pubsub (or a second Announcer for another mesh name). Note that a
+	// PubSub's goroutines end shortly after it is stopped, not before Close
+	// returns: go-libp2p-pubsub offers no way to wait for them.
+	PubSub *pubsub.PubSub
+
+	// DHT is the mesh's Kademlia DHT, where held roots are provided and
+	// looked up when gossip knows no provider. Build it with DHTOptions(Name,
+	// ...) so that it is the mesh's own DHT and not the public one. The
+	// Announcer does not close a DHT passed here.
+	//
+	// Nil: New creates one with DHTOptions(Name, DHTMode) and closes it on
+	// Close, unless DisableDHT is set.
+	DHT ContentRouter
+
+	// DisableDHT turns the DHT off: nothing is provided and lookups use
+	// gossip only. Default false.
+	DisableDHT bool
+
+	// DHTMode is the mode of the DHT that New creates. Default dht.ModeAuto
+	// (client until the host learns it is publicly reachable); seeds use
+	// dht.ModeServer.
+	DHTMode dht.ModeOpt
+
+	// Holdings is the content this node holds and announces: usually the
+	// *store.Store. Nil: the Announcer only listens.
+	Holdings Holdings
+
+	// MDNS is LAN discovery with mDNS: peers of the same mesh on the LAN
+	// are found and connected to. Default On. mDNS multicasts on every
+	// interface of the machine: tests turn it Off.
+	MDNS Toggle
+
+	// SummaryInterval is how often the Announcer announces everything it
+	// holds, so that late joiners and peers that missed a message learn the
+	// state without asking. Each period is jittered by ±10%. Default
+	// DefaultSummaryInterval (1 min).
+	SummaryInterval time.Duration
+
+	// TTL is how long this node's HAVE messages say they stay valid. It
+	// must exceed SummaryInterval, whose summaries refresh it. Default
+	// 3 × SummaryInterval; at most MaxTTLSeconds.
+	TTL time.Duration
+
+	// PeerRate and PeerBurst limit the messages accepted from one author:
+	// a token bucket of PeerBurst messages refilled at PeerRate per second.
+	// Messages beyond it are ignored (not forwarded, not recorded). Defaults
+	// DefaultPeerRate (4/s) and DefaultPeerBurst (64, enough for a summary
+	// of 28,000 roots).
+	PeerRate  float64
+	PeerBurst int
+
+	// Table configures the provider table. Its Self, Addrs and Fallback
+	// are set by New.
+	Table TableConfig
+
+	// ReprovideInterval is how often every held root is provided to the
+	// DHT again (provider records expire after 48 h). Default
+	// DefaultReprovideInterval (12 h).
+	ReprovideInterval time.Duration
+
+	// ProvideTimeout bounds one DHT provide. Default DefaultProvideTimeout
+	// (1 min).
+	ProvideTimeout time.Duration
+
+	// Logger receives the Announcer's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Stats counts what an Announcer did.
+type Stats struct {
+	Published      uint64 // messages published
+	PublishedBytes uint64 // their payload bytes
+	Summaries      uint64 // summaries sent (periodic and on peers joining)
+	Received       uint64 // messages accepted from others
+	Unsigned       uint64 // rejected: no signature or no author
+	Oversized      uint64 // rejected: more than MaxMessageSize bytes
+	Malformed      uint64 // rejected: not a valid message
+	UnknownVersion uint64 // ignored: a version this node does not read
+	RateLimited    uint64 // ignored: the author sent too many
+	Provided       uint64 // roots provided to the DHT
+	ProvideErrors  uint64 // provides that failed
+}
+
+type counters struct {
+	published, publishedBytes, summaries, received           atomic.Uint64
+	unsigned, oversized, malformed, unknownVersion, rateLimd atomic.Uint64
+	provided, provideErrors                                  atomic.Uint64
+}
+
+// Announcer tells the mesh what this node holds and learns what others
+// hold: HAVE and DROP messages on the mesh's gossipsub topic, provider
+// records in the mesh's DHT, and mDNS on the LAN. What it learns is in its
+// provider table (Table).
+//
+// It announces every root Holdings holds when started and every
+// SummaryInterval, newly held roots at once (HAVE) and evicted or removed
+// ones at once (DROP), and everything again when peers join the topic (so a
+// peer that connects learns at once). It provides held roots to the DHT.
+//
+// An Announcer is safe for concurrent use. Close stops it.
+type Announcer struct {
+	cfg   Config
+	log   *slog.Logger
+	host  host.Host
+	table *Table
+
+	ps      *pubsub.PubSub
+	topic   *pubsub.Topic
+	sub     *pubsub.Subscription
+	events  *pubsub.TopicEventHandler
+	router  ContentRouter
+	ownDHT  *dht.IpfsDHT
+	mdns    io.Closer
+	val     *validator
+	ctx     context.Context
+	cancel  context.CancelFunc
+	psStop  context.CancelFunc // stops a PubSub we created
+	wg      sync.WaitGroup
+	once    sync.Once
+	closed  atomic.Bool
+	n       counters
+	joined  chan struct{} // a peer joined the topic
+	resync  chan struct{} // the store lost events: summarise
+	provMu  sync.Mutex
+	provSet map[cid.Cid]struct{}
+	provSig chan struct{}
+}
+
+// New starts an Announcer on cfg.Host: it joins the mesh's topic, starts the
+// DHT and mDNS unless turned off, and announces what cfg.Holdings holds.
+func New(cfg Config) (_ *Announcer, err error) {
+	if err := checkName(cfg.Name); err != nil {
+		return nil, fmt.Errorf("announce: new: %w", err)
+	}
+	if cfg.Host == nil {
+		return nil, fmt.Errorf("announce: new: %w: no Host", ErrBadConfig)
+	}
+	if cfg.SummaryInterval <= 0 {
+		cfg.SummaryInterval = DefaultSummaryInterval
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 3 * cfg.SummaryInterval
+	}
+	if cfg.TTL > MaxTTLSeconds*time.Second {
+		cfg.TTL = MaxTTLSeconds * time.Second
+	}
+	if cfg.TTL <= cfg.SummaryInterval {
+		return nil, fmt.Errorf("announce: new: %w: TTL %v must exceed SummaryInterval %v", ErrBadConfig, cfg.TTL, cfg.SummaryInterval)
+	}
+	if cfg.PeerRate <= 0 {
+		cfg.PeerRate = DefaultPeerRate
+	}
+	if cfg.PeerBurst <= 0 {
+		cfg.PeerBurst = DefaultPeerBurst
+	}
+	if cfg.ReprovideInterval <= 0 {
+		cfg.ReprovideInterval = DefaultReprovideInterval
+	}
+	if cfg.ProvideTimeout <= 0 {
+		cfg.ProvideTimeout = DefaultProvideTimeout
+	}
+	if cfg.MDNS == Default {
+		cfg.MDNS = On
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &Announcer{
+		cfg:     cfg,
+		log:     log.With("pkg", "announce", "mesh", cfg.Name),
+		host:    cfg.Host,
+		joined:  make(chan struct{}, 1),
+		resync:  make(chan struct{}, 1),
+		provSet: make(map[cid.Cid]struct{}),
+		provSig: make(chan struct{}, 1),
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			a.shutdown()
+		}
+	}()
+
+	a.ps = cfg.PubSub
+	if a.ps == nil {
+		psCtx, stop := context.WithCancel(context.Background())
+		a.psStop = stop
+		a.ps, err = pubsub.NewGossipSub(psCtx, cfg.Host, PubSubOptions()...)
+		if err != nil {
+			return nil, fmt.Errorf("announce: new: pubsub: %w", err)
+		}
+	}
+	if !cfg.DisableDHT {
+		a.router = cfg.DHT
+		if a.router == nil {
+			a.ownDHT, err = dht.New(cfg.Host, DHTOptions(cfg.Name, cfg.DHTMode)...)
+			if err != nil {
+				return nil, fmt.Errorf("announce: new: dht: %w", err)
+			}
+			a.router = a.ownDHT
+		}
+	}
+	tcfg := cfg.Table
+	tcfg.Self = cfg.Host.ID()
+	tcfg.Addrs = cfg.Host.Peerstore().Addrs
+	tcfg.Fallback = nil
+	if a.router != nil {
+		tcfg.Fallback = a.router
+	}
+	a.table = NewTable(tcfg)
+
+	topic := Topic(cfg.Name)
+	a.val = newValidator(cfg.Host.ID(), cfg.PeerRate, float64(cfg.PeerBurst), &a.n)
+	if err := a.ps.RegisterTopicValidator(topic, a.val.validate, pubsub.WithValidatorInline(true)); err != nil {
+		return nil, fmt.Errorf("announce: new: validator: %w", err)
+	}
+	if a.topic, err = a.ps.Join(topic); err != nil {
+		_ = a.ps.UnregisterTopicValidator(topic)
+		return nil, fmt.Errorf("announce: new: join %s: %w", topic, err)
+	}
+	if a.events, err = a.topic.EventHandler(); err != nil {
+		return nil, fmt.Errorf("announce: new: topic events: %w", err)
+	}
+	if a.sub, err = a.topic.Subscribe(pubsub.WithBufferSize(256)); err != nil {
+		return nil, fmt.Errorf("announce: new: subscribe: %w", err)
+	}
+	if cfg.MDNS == On {
+		if a.mdns, err = startMDNS(a); err != nil {
+			return nil, fmt.Errorf("announce: new: mdns: %w", err)
+		}
+	}
+
+	var storeEvents <-chan store.Event
+	if cfg.Holdings != nil {
+		storeEvents = cfg.Holdings.Subscribe(a.ctx)
+	}
+	a.wg.Add(3)
+	go a.readLoop()
+	go a.joinLoop()
+	go a.tickLoop()
+	if storeEvents != nil {
+		a.wg.Add(1)
+		go a.storeLoop(storeEvents)
+	}
+	if a.router != nil && cfg.Holdings != nil {
+		a.wg.Add(1)
+		go a.provideLoop()
+	}
+	return a, nil
+}
+
+// Table returns the provider table. It stays readable after Close.
+func (a *Announcer) Table() *Table { return a.table }
+
+// Topic returns the gossipsub topic the Announcer publishes on.
+func (a *Announcer) Topic() string { return Topic(a.cfg.Name) }
+
+// Config returns the configuration in effect, defaults filled in.
+func (a *Announcer) Config() Config { return a.cfg }
+
+// Stats returns what the Announcer has done so far.
+func (a *Announcer) Stats() Stats {
+	return Stats{
+		Published:      a.n.published.Load(),
+		PublishedBytes: a.n.publishedBytes.Load(),
+		Summaries:      a.n.summaries.Load(),
+		Received:       a.n.received.Load(),
+		Unsigned:       a.n.unsigned.Load(),
+		Oversized:      a.n.oversized.Load(),
+		Malformed:      a.n.malformed.Load(),
+		UnknownVersion: a.n.unknownVersion.Load(),
+		RateLimited:    a.n.rateLimd.Load(),
+		Provided:       a.n.provided.Load(),
+		ProvideErrors:  a.n.provideErrors.Load(),
+	}
+}
+
+// Announce sends HAVE for roots now, without waiting for the store. It is
+// for content held outside Holdings; content Holdings reports is announced
+// without it.
+func (a *Announcer) Announce(ctx context.Context, roots ...cid.Cid) error {
+	if a.closed.Load() {
+		return fmt.Errorf("announce: announce: %w", ErrClosed)
+	}
+	if err := a.publish(ctx, Have, roots); err != nil {
+		return fmt.Errorf("announce: announce: %w", err)
+	}
+	a.queueProvide(roots)
+	return nil
+}
+
+// Close stops announcing and listening, closes the DHT and PubSub if New
+// created them, closes the table and waits for every goroutine the Announcer
+// started. It does not close the Host, nor a PubSub or DHT from Config.
+// Close is idempotent: later calls return an error wrapping ErrClosed.
+func (a *Announcer) Close() error {
+	err := fmt.Errorf("announce: close: %w", ErrClosed)
+	a.once.Do(func() { err = a.shutdown() })
+	return err
+}
+
+func (a *Announcer) shutdown() error {
+	a.closed.Store(true)
+	a.cancel()
+	var errs []error
+	if a.mdns != nil {
+		errs = append(errs, a.mdns.Close())
+	}
+	if a.events != nil {
+		a.events.Cancel()
+	}
+	if a.sub != nil {
+		a.sub.Cancel()
+	}
+	a.wg.Wait()
+	if a.topic != nil {
+		if err := a.topic.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("topic: %w", err))
+		}
+		if err := a.ps.UnregisterTopicValidator(a.topic.String()); err != nil {
+			errs = append(errs, fmt.Errorf("validator: %w", err))
+		}
+	}
+	if a.table != nil {
+		_ = a.table.Close()
+	}
+	if a.ownDHT != nil {
+		if err := a.ownDHT.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("dht: %w", err))
+		}
+	}
+	if a.psStop != nil {
+		a.psStop()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("announce: close: %w", err)
+	}
+	return nil
+}
+
+// readLoop records the accepted messages of other peers in the table.
+func (a *Announcer) readLoop() {
+	defer a.wg.Done()
+	for {
+		msg, err := a.sub.Next(a.ctx)
+		if err != nil {
+			return
+		}
+		if msg.Local {
+			continue
+		}
+		m, ok := msg.ValidatorData.(Message)
+		if !ok { // cannot happen: the validator sets it
+			continue
+		}
+		from := msg.GetFrom()
+		switch m.Kind {
+		case Have:
+			a.table.add(from, m.TTL, FromGossip, m.Roots)
+		case Drop:
+			a.table.Remove(from, m.Roots...)
+		}
+	}
+}
+
+// joinLoop turns peers joining the topic into a summary.
+func (a *Announcer) joinLoop() {
+	defer a.wg.Done()
+	for {
+		ev, err := a.events.NextPeerEvent(a.ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin {
+			select {
+			case a.joined <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (a *Announcer) jitter(d time.Duration) time.Duration {
+	return d - d/10 + rand.N(d/5+1)
+}
+
+// tickLoop sends summaries (periodic, on join, on resync) and sweeps the
+// table.
+func (a *Announcer) tickLoop() {
+	defer a.wg.Done()
+	summary := time.NewTimer(0) // a first summary at start
+	defer summary.Stop()
+	sweep := time.NewTicker(max(a.cfg.SummaryInterval/2, time.Second))
+	defer sweep.Stop()
+	gap := time.NewTimer(time.Hour)
+	gap.Stop()
+	gapArmed := false
+	var last time.Time
+	send := func() {
+		last = time.Now()
+		a.summarise()
+	}
+	for {
+		select {
+		case <-a.ctx.Done():
+			gap.Stop()
+			return
+		case <-summary.C:
+			send()
+			summary.Reset(a.jitter(a.cfg.SummaryInterval))
+		case <-a.resync:
+			send()
+		case <-a.joined:
+			if wait := rejoinGap - time.Since(last); wait > 0 {
+				if !gapArmed {
+					gap.Reset(wait)
+					gapArmed = true
+				}
+				continue
+			}
+			send()
+		case <-gap.C:
+			gapArmed = false
+			send()
+		case <-sweep.C:
+			a.table.Sweep()
+		}
+	}
+}
+
+// summarise announces everything held.
+func (a *Announcer) summarise() {
+	if a.cfg.Holdings == nil {
+		return
+	}
+	infos := a.cfg.Holdings.Roots()
+	if len(infos) == 0 {
+		return
+	}
+	roots := make([]cid.Cid, len(infos))
+	for i, ri := range infos {
+		roots[i] = ri.Cid
+	}
+	a.n.summaries.Add(1)
+	if err := a.publish(a.ctx, Have, roots); err != nil && a.ctx.Err() == nil {
+		a.log.Warn("summary failed", "err", err)
+	}
+}
+
+// storeLoop announces what the store adds and drops, batching the events
+// that are already waiting into one message per kind.
+func (a *Announcer) storeLoop(events <-chan store.Event) {
+	defer a.wg.Done()
+	for ev := range events {
+		kinds := map[cid.Cid]store.EventKind{ev.Root: ev.Kind}
+		order := []cid.Cid{ev.Root}
+		missed := ev.Missed
+	drain:
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					break drain
+				}
+				if _, seen := kinds[ev.Root]; !seen {
+					order = append(order, ev.Root)
+				}
+				kinds[ev.Root] = ev.Kind
+				missed += ev.Missed
+			default:
+				break drain
+			}
+		}
+		var haves, drops []cid.Cid
+		for _, r := range order {
+			if kinds[r] == store.Added {
+				haves = append(haves, r)
+			} else {
+				drops = append(drops, r)
+			}
+		}
+		if err := a.publish(a.ctx, Drop, drops); err != nil && a.ctx.Err() == nil {
+			a.log.Warn("drop announcement failed", "err", err)
+		}
+		if err := a.publish(a.ctx, Have, haves); err != nil && a.ctx.Err() == nil {
+			a.log.Warn("have announcement failed", "err", err)
+		}
+		a.queueProvide(haves)
+		if missed > 0 {
+			// We lost events: what we hold is no longer what we said.
+			// A summary restores HAVEs; lost DROPs expire at the peers.
+			a.log.Warn("store events lost", "missed", missed)
+			select {
+			case a.resync <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// publish sends roots as messages of kind k.
+func (a *Announcer) publish(ctx context.Context, k Kind, roots []cid.Cid) error {
+	if len(roots) == 0 {
+		return nil
+	}
+	var ttl time.Duration
+	if k == Have {
+		ttl = a.cfg.TTL
+	}
+	msgs, err := Encode(k, ttl, roots)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := a.topic.Publish(ctx, m); err != nil {
+			return fmt.Errorf("publish %v: %w", k, err)
+		}
+		a.n.published.Add(1)
+		a.n.publishedBytes.Add(uint64(len(m)))
+	}
+	return nil
+}
+
+func (a *Announcer) queueProvide(roots []cid.Cid) {
+	if a.router == nil || len(roots) == 0 {
+		return
+	}
+	a.provMu.Lock()
+	for _, r := range roots {
+		a.provSet[r] = struct{}{}
+	}
+	a.provMu.Unlock()
+	select {
+	case a.provSig <- struct{}{}:
+	default:
+	}
+}
+
+// provideLoop provides queued roots to the DHT one at a time, and every held
+// root at start and every ReprovideInterval.
+func (a *Announcer) provideLoop() {
+	defer a.wg.Done()
+	reprovide := time.NewTicker(a.cfg.ReprovideInterval)
+	defer reprovide.Stop()
+	queueAll := func() {
+		infos := a.cfg.Holdings.Roots()
+		roots := make([]cid.Cid, len(infos))
+		for i, ri := range infos {
+			roots[i] = ri.Cid
+		}
+		a.queueProvide(roots)
+	}
+	queueAll()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-reprovide.C:
+			queueAll()
+		case <-a.provSig:
+		}
+		for {
+			a.provMu.Lock()
+			var next cid.Cid
+			for c := range a.provSet {
+				next = c
+				delete(a.provSet, c)
+				break
+			}
+			a.provMu.Unlock()
+			if !next.Defined() || a.ctx.Err() != nil {
+				break
+			}
+			ctx, cancel := context.WithTimeout(a.ctx, a.cfg.ProvideTimeout)
+			start := time.Now()
+			err := a.router.Provide(ctx, next, true)
+			cancel()
+			if err != nil {
+				a.n.provideErrors.Add(1)
+				if a.ctx.Err() == nil {
+					a.log.Debug("provide failed", "cid", next, "err", err)
+				}
+				continue
+			}
+			a.n.provided.Add(1)
+			a.log.Debug("provided", "cid", next, "dur", time.Since(start))
+		}
+	}
+}

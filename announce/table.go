@@ -1,0 +1,474 @@
+package announce
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Table defaults. See TableConfig.
+const (
+	DefaultMaxEntries        = 100_000
+	DefaultMaxEntriesPerPeer = 10_000
+	DefaultMaxTTL            = 30 * time.Minute
+	DefaultDHTTTL            = 10 * time.Minute
+)
+
+// Source says how the table learned an entry.
+type Source int
+
+const (
+	// FromGossip: a HAVE message (including summaries and the
+	// re-announcement a peer sends when it connects).
+	FromGossip Source = iota + 1
+	// FromDHT: a provider record found in the mesh's DHT.
+	FromDHT
+	// FromCaller: Table.Add.
+	FromCaller
+)
+
+func (s Source) String() string {
+	switch s {
+	case FromGossip:
+		return "gossip"
+	case FromDHT:
+		return "dht"
+	case FromCaller:
+		return "caller"
+	}
+	return "unknown"
+}
+
+// TableConfig configures a Table. Zero fields mean the default beside them.
+type TableConfig struct {
+	// MaxEntries caps the (root, peer) pairs held. When full, the entry
+	// refreshed least recently goes first. Default DefaultMaxEntries
+	// (100,000: about 25 MB).
+	MaxEntries int
+
+	// MaxEntriesPerPeer caps the pairs of any one peer, so that one peer
+	// cannot push out everybody else's: its own least recently refreshed
+	// entry goes first. Default DefaultMaxEntriesPerPeer (10,000).
+	MaxEntriesPerPeer int
+
+	// MaxTTL caps how long an entry lives without being refreshed, whatever
+	// the TTL a HAVE claims. Default DefaultMaxTTL (30 min).
+	MaxTTL time.Duration
+
+	// DHTTTL is how long an entry found in the DHT lives. Default
+	// DefaultDHTTTL (10 min).
+	DHTTTL time.Duration
+
+	// Self is this node's peer ID, never listed as a provider.
+	Self peer.ID
+
+	// Addrs, if set, gives a provider's known addresses for the AddrInfo
+	// that FindProvidersAsync returns (usually Host.Peerstore().Addrs).
+	// Nil returns IDs only.
+	Addrs func(peer.ID) []ma.Multiaddr
+
+	// Fallback, if set, is asked by FindProvidersAsync when the table knows
+	// no provider of a root, and what it finds is added to the table for
+	// DHTTTL. The Announcer sets its DHT here. Nil: no fallback.
+	Fallback routing.ContentDiscovery
+}
+
+// Change is one change of a Table, as told to subscribers.
+type Change struct {
+	Root cid.Cid
+	Peer peer.ID
+	// Added is true when Peer became a provider of Root, false when it
+	// stopped being one (DROP, expiry, eviction to keep the caps).
+	Added  bool
+	Source Source // for Added
+	// Missed counts the changes this subscriber lost, because its buffer
+	// was full, just before this one.
+	Missed int
+}
+
+type entryKey struct {
+	root cid.Cid
+	peer peer.ID
+}
+
+type entry struct {
+	key     entryKey
+	expires time.Time
+	source  Source
+	all     *list.Element // in Table.lru
+	own     *list.Element // in Table.byPeer[peer]
+}
+
+type tableSub struct {
+	ch     chan Change
+	missed int
+}
+
+// Table is the provider table: which peers hold which content roots, as
+// learned from HAVE and DROP messages, from peers' re-announcements when they
+// connect and from the DHT. Entries expire; the table never holds more than
+// its caps, evicting the least recently refreshed entries first.
+//
+// Table implements routing.ContentDiscovery, so a bitswap session or the
+// fetch package can be seeded from it. It is safe for concurrent use.
+type Table struct {
+	cfg TableConfig
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	entries map[entryKey]*entry
+	byRoot  map[cid.Cid]map[peer.ID]*entry
+	byPeer  map[peer.ID]*list.List // *entry, least recently refreshed first
+	lru     list.List              // *entry, least recently refreshed first
+	subs    map[*tableSub]struct{}
+	stats   TableStats
+}
+
+var _ routing.ContentDiscovery = (*Table)(nil)
+
+// TableStats counts what a Table did.
+type TableStats struct {
+	Entries  int    // (root, peer) pairs held now
+	Roots    int    // distinct roots held now
+	Peers    int    // distinct peers held now
+	Added    uint64 // new pairs
+	Dropped  uint64 // pairs removed by Remove or a DROP
+	Expired  uint64 // pairs removed because their TTL ran out
+	Evicted  uint64 // pairs removed to keep a cap
+	Lookups  uint64 // FindProvidersAsync calls
+	Fallback uint64 // of which the table knew nothing and asked the Fallback
+}
+
+// NewTable returns an empty Table. Close ends its fallback lookups.
+func NewTable(cfg TableConfig) *Table {
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = DefaultMaxEntries
+	}
+	if cfg.MaxEntriesPerPeer <= 0 {
+		cfg.MaxEntriesPerPeer = DefaultMaxEntriesPerPeer
+	}
+	if cfg.MaxTTL <= 0 {
+		cfg.MaxTTL = DefaultMaxTTL
+	}
+	if cfg.DHTTTL <= 0 {
+		cfg.DHTTTL = DefaultDHTTTL
+	}
+	t := &Table{
+		cfg:     cfg,
+		entries: make(map[entryKey]*entry),
+		byRoot:  make(map[cid.Cid]map[peer.ID]*entry),
+		byPeer:  make(map[peer.ID]*list.List),
+		subs:    make(map[*tableSub]struct{}),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	return t
+}
+
+// Add records that p holds roots, for ttl (capped at MaxTTL; zero or less
+// means MaxTTL), and returns how many pairs were new. Adding a pair that is
+// held refreshes it. Adding Self does nothing.
+func (t *Table) Add(p peer.ID, ttl time.Duration, roots ...cid.Cid) int {
+	return t.add(p, ttl, FromCaller, roots)
+}
+
+func (t *Table) add(p peer.ID, ttl time.Duration, src Source, roots []cid.Cid) int {
+	if p == t.cfg.Self || p == "" {
+		return 0
+	}
+	if ttl <= 0 || ttl > t.cfg.MaxTTL {
+		ttl = t.cfg.MaxTTL
+	}
+	now := time.Now()
+	expires := now.Add(ttl)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return 0
+	}
+	n := 0
+	for _, r := range roots {
+		if !r.Defined() {
+			continue
+		}
+		k := entryKey{r, p}
+		if e, ok := t.entries[k]; ok {
+			if expires.After(e.expires) {
+				e.expires = expires
+			}
+			t.lru.MoveToBack(e.all)
+			t.byPeer[p].MoveToBack(e.own)
+			continue
+		}
+		if own := t.byPeer[p]; own != nil && own.Len() >= t.cfg.MaxEntriesPerPeer {
+			t.removeLocked(own.Front().Value.(*entry), &t.stats.Evicted)
+		}
+		if t.lru.Len() >= t.cfg.MaxEntries {
+			t.removeLocked(t.lru.Front().Value.(*entry), &t.stats.Evicted)
+		}
+		own := t.byPeer[p]
+		if own == nil {
+			own = list.New()
+			t.byPeer[p] = own
+		}
+		e := &entry{key: k, expires: expires, source: src}
+		e.all = t.lru.PushBack(e)
+		e.own = own.PushBack(e)
+		t.entries[k] = e
+		m := t.byRoot[r]
+		if m == nil {
+			m = make(map[peer.ID]*entry)
+			t.byRoot[r] = m
+		}
+		m[p] = e
+		t.stats.Added++
+		n++
+		t.emitLocked(Change{Root: r, Peer: p, Added: true, Source: src})
+	}
+	return n
+}
+
+// Remove records that p no longer holds roots and returns how many pairs it
+// removed.
+func (t *Table) Remove(p peer.ID, roots ...cid.Cid) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, r := range roots {
+		if e, ok := t.entries[entryKey{r, p}]; ok {
+			t.removeLocked(e, &t.stats.Dropped)
+			n++
+		}
+	}
+	return n
+}
+
+// removeLocked removes e, counting it in counter, and tells subscribers.
+func (t *Table) removeLocked(e *entry, counter *uint64) {
+	delete(t.entries, e.key)
+	t.lru.Remove(e.all)
+	if own := t.byPeer[e.key.peer]; own != nil {
+		own.Remove(e.own)
+		if own.Len() == 0 {
+			delete(t.byPeer, e.key.peer)
+		}
+	}
+	if m := t.byRoot[e.key.root]; m != nil {
+		delete(m, e.key.peer)
+		if len(m) == 0 {
+			delete(t.byRoot, e.key.root)
+		}
+	}
+	*counter++
+	t.emitLocked(Change{Root: e.key.root, Peer: e.key.peer})
+}
+
+// Sweep removes the entries whose TTL has run out and returns how many. The
+// Announcer calls it periodically; lookups skip expired entries anyway.
+func (t *Table) Sweep() int {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for el := t.lru.Front(); el != nil; {
+		next := el.Next()
+		if e := el.Value.(*entry); !now.Before(e.expires) {
+			t.removeLocked(e, &t.stats.Expired)
+			n++
+		}
+		el = next
+	}
+	return n
+}
+
+// Providers returns the peers known to hold root, latest expiry first, at most limit of them (limit <= 0: all).
+func (t *Table) Providers(root cid.Cid, limit int) []peer.ID {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.byRoot[root]
+	es := make([]*entry, 0, len(m))
+	for _, e := range m {
+		if now.Before(e.expires) {
+			es = append(es, e)
+		}
+	}
+	sortEntries(es)
+	if limit > 0 && len(es) > limit {
+		es = es[:limit]
+	}
+	ps := make([]peer.ID, len(es))
+	for i, e := range es {
+		ps[i] = e.key.peer
+	}
+	return ps
+}
+
+func sortEntries(es []*entry) {
+	// insertion sort: provider lists are short
+	for i := 1; i < len(es); i++ {
+		for j := i; j > 0 && es[j].expires.After(es[j-1].expires); j-- {
+			es[j], es[j-1] = es[j-1], es[j]
+		}
+	}
+}
+
+// Stats returns what the table holds and has done.
+func (t *Table) Stats() TableStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.stats
+	s.Entries = len(t.entries)
+	s.Roots = len(t.byRoot)
+	s.Peers = len(t.byPeer)
+	return s
+}
+
+// Len returns the number of (root, peer) pairs held, expired ones included
+// until a Sweep or lookup removes them.
+func (t *Table) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.entries)
+}
+
+// FindProvidersAsync implements routing.ContentDiscovery. It sends the peers
+// the table knows to hold root (at most count; count <= 0 means all), with
+// their known addresses, and closes the channel. When the table knows none
+// and a Fallback is configured, it asks the Fallback instead, adds what it
+// finds to the table and passes it on; the channel closes when the Fallback
+// is done, ctx ends or the table closes. The channel is never left open by a
+// cancelled ctx.
+func (t *Table) FindProvidersAsync(ctx context.Context, root cid.Cid, count int) <-chan peer.AddrInfo {
+	ps := t.Providers(root, count)
+	t.mu.Lock()
+	t.stats.Lookups++
+	closed := t.closed
+	fallback := len(ps) == 0 && t.cfg.Fallback != nil && !closed
+	if fallback {
+		t.stats.Fallback++
+		t.wg.Add(1)
+	}
+	t.mu.Unlock()
+	if !fallback {
+		ch := make(chan peer.AddrInfo, len(ps))
+		for _, p := range ps {
+			ch <- t.addrInfo(p)
+		}
+		close(ch)
+		return ch
+	}
+	ch := make(chan peer.AddrInfo)
+	go func() {
+		defer t.wg.Done()
+		defer close(ch)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(t.ctx, cancel)
+		defer stop()
+		src := t.cfg.Fallback.FindProvidersAsync(ctx, root, count)
+		defer func() {
+			cancel()
+			for range src { // let the fallback's goroutine end
+			}
+		}()
+		sent := 0
+		for ai := range src {
+			if ai.ID == t.cfg.Self || ai.ID == "" {
+				continue
+			}
+			t.add(ai.ID, t.cfg.DHTTTL, FromDHT, []cid.Cid{root})
+			if len(ai.Addrs) == 0 {
+				ai = t.addrInfo(ai.ID)
+			}
+			select {
+			case ch <- ai:
+				sent++
+			case <-ctx.Done():
+				return
+			}
+			if count > 0 && sent >= count {
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+func (t *Table) addrInfo(p peer.ID) peer.AddrInfo {
+	ai := peer.AddrInfo{ID: p}
+	if t.cfg.Addrs != nil {
+		ai.Addrs = t.cfg.Addrs(p)
+	}
+	return ai
+}
+
+// tableSubBuffer is how many changes wait for a slow subscriber before newer
+// ones are lost (and counted in Change.Missed).
+const tableSubBuffer = 1024
+
+// Subscribe returns a channel of the table's changes until ctx ends or the
+// table closes, when it is closed. The table never waits for a subscriber:
+// when the buffer (1024 changes) is full, changes are lost and the next one
+// delivered says how many in Missed.
+func (t *Table) Subscribe(ctx context.Context) <-chan Change {
+	sub := &tableSub{ch: make(chan Change, tableSubBuffer)}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		close(sub.ch)
+		return sub.ch
+	}
+	t.subs[sub] = struct{}{}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-t.ctx.Done():
+		}
+		t.mu.Lock()
+		delete(t.subs, sub)
+		close(sub.ch)
+		t.mu.Unlock()
+	}()
+	return sub.ch
+}
+
+func (t *Table) emitLocked(c Change) {
+	for sub := range t.subs {
+		c.Missed = sub.missed
+		select {
+		case sub.ch <- c:
+			sub.missed = 0
+		default:
+			sub.missed++
+		}
+	}
+}
+
+// Close ends the table's fallback lookups and subscriptions and waits for
+// them. The table stays readable; Add does nothing after Close. Close is
+// idempotent; later calls return an error wrapping ErrClosed.
+func (t *Table) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return fmt.Errorf("announce: table close: %w", ErrClosed)
+	}
+	t.closed = true
+	t.mu.Unlock()
+	t.cancel()
+	t.wg.Wait()
+	return nil
+}

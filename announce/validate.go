@@ -1,0 +1,112 @@
+package announce
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// maxBuckets bounds the per-author rate limiters kept.
+const maxBuckets = 4096
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// validator is the topic validator: it rejects what is unsigned, oversized
+// or malformed, ignores unknown versions and authors over their rate, and
+// hands the decoded Message on in ValidatorData.
+type validator struct {
+	self  peer.ID
+	rate  float64
+	burst float64
+	n     *counters
+
+	mu      sync.Mutex
+	buckets map[peer.ID]*bucket
+}
+
+func newValidator(self peer.ID, rate, burst float64, n *counters) *validator {
+	return &validator{self: self, rate: rate, burst: burst, n: n, buckets: make(map[peer.ID]*bucket)}
+}
+
+func (v *validator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	if !msg.Local {
+		// pubsub has verified any signature present; require one, whatever
+		// the PubSub's signing policy.
+		if len(msg.Signature) == 0 || len(msg.From) == 0 {
+			v.n.unsigned.Add(1)
+			return pubsub.ValidationReject
+		}
+		if len(msg.Data) > MaxMessageSize {
+			v.n.oversized.Add(1)
+			return pubsub.ValidationReject
+		}
+		if !v.allow(msg.GetFrom(), time.Now()) {
+			v.n.rateLimd.Add(1)
+			return pubsub.ValidationIgnore
+		}
+	}
+	m, err := Decode(msg.Data)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrUnknownVersion):
+		v.n.unknownVersion.Add(1)
+		return pubsub.ValidationIgnore
+	case errors.Is(err, ErrTooLarge):
+		v.n.oversized.Add(1)
+		return pubsub.ValidationReject
+	default:
+		v.n.malformed.Add(1)
+		return pubsub.ValidationReject
+	}
+	msg.ValidatorData = m
+	if !msg.Local {
+		v.n.received.Add(1)
+	}
+	return pubsub.ValidationAccept
+}
+
+// allow takes a token from p's bucket.
+func (v *validator) allow(p peer.ID, now time.Time) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	b := v.buckets[p]
+	if b == nil {
+		if len(v.buckets) >= maxBuckets {
+			v.pruneLocked(now)
+		}
+		b = &bucket{tokens: v.burst, last: now}
+		v.buckets[p] = b
+	}
+	b.tokens = min(v.burst, b.tokens+now.Sub(b.last).Seconds()*v.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// pruneLocked forgets full buckets (authors idle long enough to be back at
+// their burst); if none is full it forgets one at random, which at worst
+// gives that author a fresh burst.
+func (v *validator) pruneLocked(now time.Time) {
+	for p, b := range v.buckets {
+		if b.tokens+now.Sub(b.last).Seconds()*v.rate >= v.burst {
+			delete(v.buckets, p)
+		}
+	}
+	if len(v.buckets) < maxBuckets {
+		return
+	}
+	for p := range v.buckets {
+		delete(v.buckets, p)
+		return
+	}
+}
