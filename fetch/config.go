@@ -1,0 +1,155 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/ipfs/boxo/blockstore"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of the Config fields whose zero value means "the default".
+const (
+	DefaultPeerTimeout                = 200 * time.Millisecond
+	DefaultStallTimeout               = 5 * time.Second
+	DefaultProviderWait               = 10 * time.Millisecond
+	DefaultReadAhead                  = 16
+	DefaultOriginConcurrency          = 4
+	DefaultPenalty                    = 10 * time.Minute
+	DefaultServeBytesPerSecond  int64 = 16 << 20
+	DefaultServeConcurrency           = 16
+	DefaultMaxOutstandingBytesPerPeer = 8 << 20
+)
+
+// Store is what a Fetcher needs from the block store: a boxo blockstore that
+// fetched blocks go to and that bitswap serves from, and a way to name
+// fetched content as held once all of it is stored (*store.Store implements
+// it; its AddRoot emits the event the announcer turns into an announcement).
+type Store interface {
+	blockstore.Blockstore
+	AddRoot(ctx context.Context, root cid.Cid, pin bool) error
+}
+
+// Config configures a Fetcher. Zero fields mean the default stated beside
+// them. New copies the Config; later changes to it do nothing.
+type Config struct {
+	// Host is the libp2p host bitswap runs on. Required. The Fetcher does
+	// not close it.
+	Host host.Host
+
+	// Store holds fetched blocks (within its own quota) and is what this
+	// peer serves to others. Required. The Fetcher does not close it.
+	Store Store
+
+	// Providers finds peers that hold a root CID (the announce package's
+	// provider table). Nil means only connected peers are asked. The
+	// Fetcher does not close it.
+	Providers routing.ContentDiscovery
+
+	// HTTPClient fetches from origins. Nil means a client of the Fetcher's
+	// own, with keep-alive connections, closed by Close.
+	HTTPClient *http.Client
+
+	// PeerTimeout is how long peers get to deliver the first block of
+	// content a provider is known for, and the longest a reader waits on
+	// one block from peers, before the origin is asked as well. Default
+	// DefaultPeerTimeout (200 ms).
+	PeerTimeout time.Duration
+
+	// StallTimeout is how long a fetch goes on when no source has delivered
+	// anything and the origin has failed (or there is none): then the fetch
+	// fails with ErrUnavailable. Default DefaultStallTimeout (5 s).
+	StallTimeout time.Duration
+
+	// ProviderWait bounds how long Open waits for Providers to say whether
+	// anyone holds the content before going to the origin at once. A
+	// provider table answers in microseconds; a slower discovery keeps
+	// adding peers to the race after Open returns. Default
+	// DefaultProviderWait (10 ms).
+	ProviderWait time.Duration
+
+	// ReadAhead is how many 1 MiB leaves past the reader's position are
+	// fetched (and held in memory) at once. Default DefaultReadAhead (16).
+	ReadAhead int
+
+	// OriginConcurrency is how many origin requests one fetch has in flight.
+	// Default DefaultOriginConcurrency (4).
+	OriginConcurrency int
+
+	// Penalty is how long a peer that sent a bad block is ignored: its
+	// messages are dropped and bitswap treats it as disconnected. Default
+	// DefaultPenalty (10 min).
+	Penalty time.Duration
+
+	// ServeBytesPerSecond caps the bytes per second this peer serves to
+	// others through bitswap. Default DefaultServeBytesPerSecond (16 MiB/s);
+	// negative means no cap.
+	ServeBytesPerSecond int64
+
+	// ServeConcurrency caps how many block requests of other peers are
+	// served at once. Default DefaultServeConcurrency (16); negative means
+	// no cap.
+	ServeConcurrency int
+
+	// MaxOutstandingBytesPerPeer is bitswap's server setting of how many
+	// bytes are in flight to one peer. Boxo's default of 1 MiB (one block)
+	// caps throughput; default DefaultMaxOutstandingBytesPerPeer (8 MiB).
+	MaxOutstandingBytesPerPeer int
+
+	// Logger receives the Fetcher's logs. Nil discards them.
+	Logger *slog.Logger
+
+	// PrometheusRegisterer, if set, gets the Fetcher's metrics (prefix
+	// meshcdn_fetch_). Nil means no metrics are registered. Close
+	// unregisters them.
+	PrometheusRegisterer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() error {
+	if c.Host == nil {
+		return errors.New("fetch: Config.Host is required")
+	}
+	if c.Store == nil {
+		return errors.New("fetch: Config.Store is required")
+	}
+	if c.PeerTimeout == 0 {
+		c.PeerTimeout = DefaultPeerTimeout
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = DefaultStallTimeout
+	}
+	if c.ProviderWait == 0 {
+		c.ProviderWait = DefaultProviderWait
+	}
+	if c.ReadAhead == 0 {
+		c.ReadAhead = DefaultReadAhead
+	}
+	if c.OriginConcurrency == 0 {
+		c.OriginConcurrency = DefaultOriginConcurrency
+	}
+	if c.Penalty == 0 {
+		c.Penalty = DefaultPenalty
+	}
+	if c.ServeBytesPerSecond == 0 {
+		c.ServeBytesPerSecond = DefaultServeBytesPerSecond
+	}
+	if c.ServeConcurrency == 0 {
+		c.ServeConcurrency = DefaultServeConcurrency
+	}
+	if c.MaxOutstandingBytesPerPeer == 0 {
+		c.MaxOutstandingBytesPerPeer = DefaultMaxOutstandingBytesPerPeer
+	}
+	switch {
+	case c.PeerTimeout < 0, c.StallTimeout < 0, c.ProviderWait < 0, c.Penalty < 0:
+		return errors.New("fetch: Config durations must not be negative")
+	case c.ReadAhead < 0, c.OriginConcurrency < 0, c.MaxOutstandingBytesPerPeer < 0:
+		return errors.New("fetch: Config.ReadAhead, OriginConcurrency and MaxOutstandingBytesPerPeer must not be negative")
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package fetch
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+var (
+	// ErrClosed is returned by calls on a closed Fetcher or Reader.
+	ErrClosed = errors.New("fetch: closed")
+
+	// ErrVerify is what every *VerifyError matches with errors.Is: bytes
+	// that do not hash to the CID they were sent for.
+	ErrVerify = errors.New("fetch: block failed verification")
+
+	// ErrUnavailable reports that no source could deliver a block: the
+	// origin failed (or there is none) and no peer delivered within
+	// Config.StallTimeout. The blocks fetched until then stay in the store.
+	ErrUnavailable = errors.New("fetch: content unavailable")
+
+	// ErrNoRoute reports content that cannot be fetched as asked: a file of
+	// more than one leaf without its inner nodes and with no peer or
+	// gateway to give them, or a Target without a CID.
+	ErrNoRoute = errors.New("fetch: no way to fetch")
+)
+
+// Source names where bytes came from. It is also the value of the "source"
+// label of the Prometheus metrics.
+type Source string
+
+// The sources of bytes.
+const (
+	SourceLocal  Source = "local"
+	SourcePeer   Source = "peer"
+	SourceOrigin Source = "origin"
+)
+
+// VerifyError reports a block whose bytes did not match its CID. It matches
+// ErrVerify with errors.Is and wraps the underlying cause, if any.
+type VerifyError struct {
+	// Cid is the CID the bytes were asked for. For a block a peer sent
+	// unasked (bitswap names a received block by the hash of its bytes, so
+	// a corrupted block arrives under a CID nobody asked for), it is the
+	// CID the bytes hash to.
+	Cid cid.Cid
+	// Source is where the bytes came from.
+	Source Source
+	// Peer is the peer that sent them; empty for the origin.
+	Peer peer.ID
+	// Err is the cause, if any.
+	Err error
+}
+
+// Error describes the failure.
+func (e *VerifyError) Error() string {
+	from := string(e.Source)
+	if e.Peer != "" {
+		from = "peer " + e.Peer.String()
+	}
+	s := fmt.Sprintf("fetch: block %s from %s failed verification", e.Cid, from)
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Is reports whether target is ErrVerify.
+func (e *VerifyError) Is(target error) bool { return target == ErrVerify }
+
+// Unwrap returns the cause.
+func (e *VerifyError) Unwrap() error { return e.Err }

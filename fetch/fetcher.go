@@ -1,0 +1,240 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/boxo/bitswap"
+	bsnet "github.com/ipfs/boxo/bitswap/network/bsnet"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Fetcher gets content by CID from the local store, from peers over bitswap
+// and from HTTP origins, verifying every block and streaming in file order.
+// It also runs the bitswap server through which this peer serves what its
+// store holds, within Config.ServeBytesPerSecond and Config.ServeConcurrency.
+//
+// Create one with New; Open starts a fetch. A Fetcher is safe for concurrent
+// use. Close ends every fetch and the bitswap client and server it built;
+// it does not close the Host, the Store or the Providers it was given.
+type Fetcher struct {
+	cfg     Config
+	log     *slog.Logger
+	bs      *bitswap.Bitswap
+	guard   *guard
+	http    *http.Client
+	ownHTTP *http.Transport
+	metrics *metrics
+	served  atomic.Int64
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	readers map[*Reader]struct{}
+	totals  Totals
+}
+
+// New builds a Fetcher on cfg.Host: a bitswap client and server (protocol
+// /ipfs/bitswap/1.2.0 and older) tuned for throughput, serving cfg.Store.
+// It fails on a Config without Host or Store, or with negative durations.
+func New(cfg Config) (*Fetcher, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	f := &Fetcher{cfg: cfg, log: cfg.Logger, readers: make(map[*Reader]struct{})}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	f.log = f.log.With("pkg", "fetch")
+	f.totals.Peers = make(map[peer.ID]int64)
+	if cfg.PrometheusRegisterer != nil {
+		m, err := newMetrics(cfg.PrometheusRegisterer, f)
+		if err != nil {
+			return nil, err
+		}
+		f.metrics = m
+	}
+	f.http = cfg.HTTPClient
+	if f.http == nil {
+		f.ownHTTP = &http.Transport{
+			Proxy:               nil,
+			MaxIdleConnsPerHost: 2 * DefaultOriginConcurrency,
+			IdleConnTimeout:     90 * time.Second,
+			ForceAttemptHTTP2:   true,
+		}
+		f.http = &http.Client{Transport: f.ownHTTP}
+	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+
+	f.guard = newGuard(bsnet.NewFromIpfsHost(cfg.Host), f)
+	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeConcurrency, &f.served)
+	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
+		// Providers are found by root CID here and connected before the
+		// session asks; bitswap's own search would ask about leaf CIDs.
+		bitswap.ProviderSearchDelay(time.Hour),
+		bitswap.WithoutDuplicatedBlockStats(),
+		bitswap.MaxOutstandingBytesPerPeer(cfg.MaxOutstandingBytesPerPeer),
+		bitswap.WithPeerBlockRequestFilter(func(p peer.ID, _ cid.Cid) bool {
+			return !f.guard.isPenalised(p)
+		}),
+	)
+	return f, nil
+}
+
+// Close ends every open fetch (their Readers then fail with ErrClosed),
+// stops the bitswap client and server, closes the Fetcher's own HTTP
+// connections and unregisters its metrics. It waits for every goroutine the
+// Fetcher started. Later calls return an error wrapping ErrClosed.
+func (f *Fetcher) Close() error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return fmt.Errorf("fetch: close: %w", ErrClosed)
+	}
+	f.closed = true
+	rs := make([]*Reader, 0, len(f.readers))
+	for r := range f.readers {
+		rs = append(rs, r)
+	}
+	f.mu.Unlock()
+	for _, r := range rs {
+		r.Close()
+	}
+	f.cancel()
+	f.wg.Wait()
+	err := f.bs.Close()
+	if f.ownHTTP != nil {
+		f.ownHTTP.CloseIdleConnections()
+	}
+	if f.metrics != nil {
+		f.metrics.unregister()
+	}
+	if err != nil {
+		return fmt.Errorf("fetch: close bitswap: %w", err)
+	}
+	return nil
+}
+
+// Config returns the configuration in effect, defaults filled in.
+func (f *Fetcher) Config() Config { return f.cfg }
+
+// Penalised reports whether p is being ignored for having sent a bad block.
+func (f *Fetcher) Penalised(p peer.ID) bool { return f.guard.isPenalised(p) }
+
+// Totals is the accounting of all fetches of a Fetcher since New, and of
+// what it served to others.
+type Totals struct {
+	// Fetches counts Open calls that returned a Reader; Completed those
+	// whose every leaf was fetched; Failed those that ended with an error
+	// other than being closed.
+	Fetches, Completed, Failed int64
+	// LocalBytes, PeerBytes and OriginBytes count the bytes delivered from
+	// each source (the first verified copy of each leaf).
+	LocalBytes, PeerBytes, OriginBytes int64
+	// DuplicateBytes counts verified copies that arrived after another
+	// source had won: the cost of hedging.
+	DuplicateBytes int64
+	// Peers maps each peer to the bytes it delivered first.
+	Peers map[peer.ID]int64
+	// BadBlocks counts blocks that failed verification; PenalisedPeers the
+	// peers penalised for sending them.
+	BadBlocks, PenalisedPeers int64
+	// ServedBytes counts block bytes served to other peers.
+	ServedBytes int64
+}
+
+// Offload is the share of fetched network bytes that came from peers:
+// PeerBytes / (PeerBytes + OriginBytes), or 0 when nothing came from the
+// network.
+func (t Totals) Offload() float64 { return offload(t.PeerBytes, t.OriginBytes) }
+
+func offload(p, o int64) float64 {
+	if p+o == 0 {
+		return 0
+	}
+	return float64(p) / float64(p+o)
+}
+
+// Stats returns a copy of the Fetcher's totals.
+func (f *Fetcher) Stats() Totals {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := f.totals
+	t.Peers = make(map[peer.ID]int64, len(f.totals.Peers))
+	for p, n := range f.totals.Peers {
+		t.Peers[p] = n
+	}
+	t.ServedBytes = f.served.Load()
+	return t
+}
+
+func (f *Fetcher) rejected(e *VerifyError) {
+	f.mu.Lock()
+	f.totals.BadBlocks++
+	f.mu.Unlock()
+	if f.metrics != nil {
+		f.metrics.badBlocks.Inc()
+	}
+	f.log.Info("bad block", "cid", e.Cid, "peer", e.Peer, "source", string(e.Source))
+}
+
+func (f *Fetcher) countPenalty() {
+	f.mu.Lock()
+	f.totals.PenalisedPeers++
+	f.mu.Unlock()
+	if f.metrics != nil {
+		f.metrics.penalised.Inc()
+	}
+}
+
+// account adds a delivered leaf to the totals.
+func (f *Fetcher) account(src Source, p peer.ID, n int64, dup bool) {
+	f.mu.Lock()
+	if dup {
+		f.totals.DuplicateBytes += n
+	} else {
+		switch src {
+		case SourceLocal:
+			f.totals.LocalBytes += n
+		case SourcePeer:
+			f.totals.PeerBytes += n
+			if p != "" {
+				f.totals.Peers[p] += n
+			}
+		case SourceOrigin:
+			f.totals.OriginBytes += n
+		}
+	}
+	f.mu.Unlock()
+	if f.metrics != nil {
+		if dup {
+			f.metrics.dupBytes.WithLabelValues(string(src)).Add(float64(n))
+		} else {
+			f.metrics.bytes.WithLabelValues(string(src)).Add(float64(n))
+		}
+	}
+}
+
+// keep stores a verified block and tells peers that want it.
+func (f *Fetcher) keep(ctx context.Context, b blocks.Block) error {
+	if err := f.cfg.Store.Put(ctx, b); err != nil {
+		return err
+	}
+	if err := f.bs.Server.NotifyNewBlocks(ctx, b); err != nil {
+		f.log.Debug("notify bitswap server", "cid", b.Cid(), "err", err)
+	}
+	return nil
+}
+
+var errFetcherClosed = errors.New("fetcher closed")

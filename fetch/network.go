@@ -1,0 +1,187 @@
+package fetch
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	bsnet "github.com/ipfs/boxo/bitswap/network"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// guard sits between bitswap and its network. It drops the messages of
+// penalised peers and hides them from bitswap (a penalised peer looks
+// disconnected, so sessions drop it), notices blocks nobody asked for (a
+// corrupted block arrives under the CID its bytes hash to, which no fetch
+// wants) and remembers which peer sent each wanted block first, for the
+// accounting.
+type guard struct {
+	bsnet.BitSwapNetwork
+	f *Fetcher
+
+	mu        sync.Mutex
+	receivers []bsnet.Receiver
+	penalised map[peer.ID]time.Time // until
+	wanted    map[cid.Cid]int       // CIDs open fetches want, with a count
+	recent    map[cid.Cid]time.Time // CIDs wanted until recently, with when
+	sender    map[cid.Cid]peer.ID   // first sender of a wanted block
+}
+
+func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
+	return &guard{
+		BitSwapNetwork: n,
+		f:              f,
+		penalised:      make(map[peer.ID]time.Time),
+		wanted:         make(map[cid.Cid]int),
+		recent:         make(map[cid.Cid]time.Time),
+		sender:         make(map[cid.Cid]peer.ID),
+	}
+}
+
+// Start wraps the receivers bitswap registers.
+func (g *guard) Start(rs ...bsnet.Receiver) {
+	g.mu.Lock()
+	g.receivers = rs
+	g.mu.Unlock()
+	g.BitSwapNetwork.Start(guardReceiver{g})
+}
+
+// want registers CIDs a fetch wants; unwant undoes it.
+func (g *guard) want(cs []cid.Cid) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, c := range cs {
+		g.wanted[c]++
+	}
+}
+
+const recentFor = time.Minute
+
+func (g *guard) unwant(cs []cid.Cid) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	for _, c := range cs {
+		if g.wanted[c]--; g.wanted[c] <= 0 {
+			delete(g.wanted, c)
+			delete(g.sender, c)
+			g.recent[c] = now
+		}
+	}
+	for c, t := range g.recent {
+		if now.Sub(t) > recentFor {
+			delete(g.recent, c)
+		}
+	}
+}
+
+// senderOf returns the peer that first sent the block c.
+func (g *guard) senderOf(c cid.Cid) peer.ID {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sender[c]
+}
+
+func (g *guard) isPenalised(p peer.ID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.isPenalisedLocked(p, time.Now())
+}
+
+func (g *guard) isPenalisedLocked(p peer.ID, now time.Time) bool {
+	until, ok := g.penalised[p]
+	if ok && now.After(until) {
+		delete(g.penalised, p)
+		return false
+	}
+	return ok
+}
+
+// penalise drops p from bitswap for the penalty time.
+func (g *guard) penalise(p peer.ID) bool {
+	g.mu.Lock()
+	already := g.isPenalisedLocked(p, time.Now())
+	g.penalised[p] = time.Now().Add(g.f.cfg.Penalty)
+	rs := g.receivers
+	g.mu.Unlock()
+	if already {
+		return false
+	}
+	for _, r := range rs {
+		r.PeerDisconnected(p)
+	}
+	return true
+}
+
+type guardReceiver struct{ g *guard }
+
+func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) {
+	g := r.g
+	now := time.Now()
+	g.mu.Lock()
+	if g.isPenalisedLocked(p, now) {
+		g.mu.Unlock()
+		return
+	}
+	var bad []cid.Cid
+	for _, b := range m.Blocks() {
+		c := b.Cid()
+		if _, ok := g.wanted[c]; ok {
+			if _, seen := g.sender[c]; !seen {
+				g.sender[c] = p
+			}
+			continue
+		}
+		if _, ok := g.recent[c]; ok {
+			continue
+		}
+		bad = append(bad, c)
+	}
+	rs := g.receivers
+	g.mu.Unlock()
+	if len(bad) > 0 {
+		for _, c := range bad {
+			g.f.rejected(&VerifyError{Cid: c, Source: SourcePeer, Peer: p})
+		}
+		if g.penalise(p) {
+			g.f.log.Info("peer penalised", "peer", p, "cid", bad[0], "blocks", len(bad))
+			g.f.countPenalty()
+		}
+		return
+	}
+	for _, rv := range rs {
+		rv.ReceiveMessage(ctx, p, m)
+	}
+}
+
+func (r guardReceiver) ReceiveError(err error) {
+	r.g.mu.Lock()
+	rs := r.g.receivers
+	r.g.mu.Unlock()
+	for _, rv := range rs {
+		rv.ReceiveError(err)
+	}
+}
+
+func (r guardReceiver) PeerConnected(p peer.ID) {
+	if r.g.isPenalised(p) {
+		return
+	}
+	r.g.mu.Lock()
+	rs := r.g.receivers
+	r.g.mu.Unlock()
+	for _, rv := range rs {
+		rv.PeerConnected(p)
+	}
+}
+
+func (r guardReceiver) PeerDisconnected(p peer.ID) {
+	r.g.mu.Lock()
+	rs := r.g.receivers
+	r.g.mu.Unlock()
+	for _, rv := range rs {
+		rv.PeerDisconnected(p)
+	}
+}

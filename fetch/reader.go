@@ -1,0 +1,909 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/exchange"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshcdn/meshcdn/internal/dagfile"
+	"github.com/meshcdn/meshcdn/store"
+)
+
+// Target says what to fetch and where its origin serves it.
+type Target struct {
+	// Cid is the file's root. Required.
+	Cid cid.Cid
+	// Size is the file's size in bytes. Required with Nodes; zero otherwise
+	// means unknown (it is learnt from the DAG).
+	Size int64
+	// Nodes are the file's inner dag-pb nodes (a manifest carries them):
+	// with them every leaf's CID is known before anything is fetched, so
+	// leaves can come from a plain origin. Empty for a single-leaf file or
+	// when unknown (then peers or the gateway give them).
+	Nodes []blocks.Block
+	// URL is the plain file at the origin; missing leaves are fetched from
+	// it with HTTP Range requests (leaf i is bytes [i MiB, (i+1) MiB)) and
+	// checked against their CIDs. Empty means none.
+	URL string
+	// Gateway is a trustless gateway's base URL (blocks are fetched as
+	// GATEWAY/ipfs/CID?format=raw). Used when URL is empty. Empty means
+	// none.
+	Gateway string
+}
+
+func (t Target) hasOrigin() bool { return t.URL != "" || t.Gateway != "" }
+
+// Stats is the accounting of one fetch.
+type Stats struct {
+	// Cid and Size are the content's root and size (Size is -1 while
+	// unknown).
+	Cid  cid.Cid
+	Size int64
+	// LocalBytes, PeerBytes and OriginBytes count the bytes delivered from
+	// each source: the first verified copy of each leaf, once per delivery
+	// (a leaf fetched again after a backwards Seek counts again).
+	LocalBytes, PeerBytes, OriginBytes int64
+	// DuplicateBytes counts verified copies that lost the race.
+	DuplicateBytes int64
+	// Peers maps each peer to the bytes it delivered first.
+	Peers map[peer.ID]int64
+	// TTFB is the time from Open to the first byte handed to the reader;
+	// TTLB from Open to the last leaf fetched. Zero until then.
+	TTFB, TTLB time.Duration
+	// Hedged reports that the origin was asked while peers were.
+	Hedged bool
+	// Complete reports that every leaf has been fetched; Stored that the
+	// content was named in the store (and so announced) as a whole.
+	Complete, Stored bool
+	// NotKept counts leaves the store could not keep (quota): they were
+	// streamed but not stored.
+	NotKept int
+	// OriginErrors counts failed origin requests.
+	OriginErrors int
+}
+
+// Offload is PeerBytes / (PeerBytes + OriginBytes), or 0.
+func (s Stats) Offload() float64 { return offload(s.PeerBytes, s.OriginBytes) }
+
+type provState int
+
+const (
+	provPending provState = iota
+	provNone
+	provSome
+)
+
+// req is one request for a leaf from one source.
+type req struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+type leafState struct {
+	data       []byte // verified bytes, while in the read window
+	fetched    bool   // delivered at least once
+	kept       bool   // stored
+	localTried bool
+	local      *req
+	peer       *req
+	origin     *req
+}
+
+// Reader streams one fetch in file order. Read blocks until the bytes at
+// the position have arrived and been verified; Seek moves the position and
+// the fetch window with it. A Reader is safe for concurrent use, but reads
+// and seeks share one position. Close (or the end of the context given to
+// Open) cancels everything the fetch started.
+type Reader struct {
+	f      *Fetcher
+	t      Target
+	ctx    context.Context
+	cancel context.CancelFunc
+	start  time.Time
+	sess   exchange.Fetcher
+	kick   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	mu         sync.Mutex
+	changed    chan struct{} // closed and replaced when state changes
+	leaves     []store.Leaf  // nil until resolved
+	cids       []cid.Cid     // registered with the guard
+	nodes      []blocks.Block
+	size       int64 // -1 while unknown
+	pos        int64
+	st         []leafState
+	err        error
+	closed     bool
+	stats      Stats
+	prov       provState
+	originOn   bool
+	originDead error
+	originFail int
+	originBusy int
+	fetched    int
+	kept       int
+	finishing  bool
+	lastBlock  time.Time // last delivery from any source
+	lastPeer   time.Time // last delivery from a peer
+	waitSince  time.Time // a Read has been waiting since
+}
+
+// Open starts fetching t and returns a Reader positioned at 0. The fetch
+// runs until the Reader is closed or ctx ends; only the leaves within
+// Config.ReadAhead of the position are fetched, so a caller that stops
+// reading stops the fetch. With no provider known (none in Config.Providers
+// within Config.ProviderWait) the origin is asked at once; otherwise peers
+// get Config.PeerTimeout first. Errors while fetching come from Read.
+func (f *Fetcher) Open(ctx context.Context, t Target) (*Reader, error) {
+	if !t.Cid.Defined() {
+		return nil, fmt.Errorf("fetch: open: %w: no CID", ErrNoRoute)
+	}
+	if t.Size < 0 {
+		return nil, fmt.Errorf("fetch: open %s: negative size", t.Cid)
+	}
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil, fmt.Errorf("fetch: open %s: %w", t.Cid, ErrClosed)
+	}
+	r := &Reader{f: f, t: t, start: time.Now(), kick: make(chan struct{}, 1), changed: make(chan struct{}), size: -1}
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	f.readers[r] = struct{}{}
+	f.totals.Fetches++
+	f.mu.Unlock()
+
+	r.stats.Cid = t.Cid
+	r.stats.Size = -1
+	r.lastBlock = r.start
+	r.lastPeer = r.start
+	if t.Size > 0 || (t.Size == 0 && len(t.Nodes) > 0) {
+		r.size = t.Size
+		r.stats.Size = t.Size
+	}
+	if len(t.Nodes) > 0 || t.Cid.Type() == cid.Raw {
+		if err := r.setLeavesFromTarget(); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	r.sess = f.bs.NewSession(r.ctx)
+	r.findProviders()
+	r.wg.Add(1)
+	go r.run()
+	return r, nil
+}
+
+func (r *Reader) setLeavesFromTarget() error {
+	t := r.t
+	var leaves []store.Leaf
+	if t.Cid.Type() == cid.Raw {
+		size := int64(-1)
+		if r.size >= 0 {
+			size = r.size
+		}
+		if size > dagfile.ChunkSize {
+			return fmt.Errorf("fetch: open %s: size %d too big for a single leaf", t.Cid, size)
+		}
+		leaves = []store.Leaf{{Cid: t.Cid, Offset: 0, Size: size}}
+	} else {
+		var err error
+		leaves, err = store.Leaves(r.ctx, nodeMap(t.Nodes), t.Cid, t.Size)
+		if err != nil {
+			return fmt.Errorf("fetch: open %s: %w", t.Cid, err)
+		}
+		r.nodes = t.Nodes
+	}
+	r.setLeaves(leaves)
+	return nil
+}
+
+// setLeaves installs the leaf list. The caller holds mu or owns r alone.
+func (r *Reader) setLeaves(leaves []store.Leaf) {
+	r.leaves = leaves
+	r.st = make([]leafState, len(leaves))
+	r.cids = make([]cid.Cid, len(leaves))
+	for i, l := range leaves {
+		r.cids[i] = l.Cid
+	}
+	r.f.guard.want(r.cids)
+	if n := len(leaves); n > 0 && leaves[n-1].Size >= 0 {
+		r.size = leaves[n-1].Offset + leaves[n-1].Size
+		r.stats.Size = r.size
+	}
+	r.notifyLocked()
+}
+
+// findProviders asks Config.Providers who holds the root and connects to
+// them, so that the bitswap session's wants reach them.
+func (r *Reader) findProviders() {
+	p := r.f.cfg.Providers
+	if p == nil {
+		r.prov = provNone
+		return
+	}
+	ch := p.FindProvidersAsync(r.ctx, r.t.Cid, 16)
+	timer := time.NewTimer(r.f.cfg.ProviderWait)
+	defer timer.Stop()
+	select {
+	case ai, ok := <-ch:
+		if !ok {
+			r.prov = provNone
+			return
+		}
+		r.prov = provSome
+		r.connect(ai)
+	case <-timer.C:
+		r.prov = provNone // none known yet: the origin goes at once
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for ai := range ch {
+			r.mu.Lock()
+			r.prov = provSome
+			r.mu.Unlock()
+			r.connect(ai)
+		}
+	}()
+}
+
+func (r *Reader) connect(ai peer.AddrInfo) {
+	h := r.f.cfg.Host
+	if ai.ID == h.ID() || r.f.guard.isPenalised(ai.ID) {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := h.Connect(r.ctx, ai); err != nil {
+			r.f.log.Debug("connect to provider", "peer", ai.ID, "err", err)
+		}
+	}()
+}
+
+func (r *Reader) notifyLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *Reader) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run resolves the leaves if needed, then schedules requests until the
+// fetch ends.
+func (r *Reader) run() {
+	defer r.wg.Done()
+	r.mu.Lock()
+	resolved := r.leaves != nil
+	r.mu.Unlock()
+	if !resolved {
+		if err := r.resolve(); err != nil {
+			r.fail(err)
+			return
+		}
+	}
+	tick := time.NewTicker(max(r.f.cfg.PeerTimeout/4, time.Millisecond))
+	defer tick.Stop()
+	for {
+		if done := r.schedule(); done {
+			return
+		}
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.kick:
+		case <-tick.C:
+		}
+	}
+}
+
+// resolve learns the leaves of a dag-pb root opened without its nodes, from
+// the store, peers or the gateway.
+func (r *Reader) resolve() error {
+	g := &nodeFetcher{r: r}
+	var leaves []store.Leaf
+	total, err := dagfile.Walk(r.ctx, g, r.t.Cid, 0, nil, func(l dagfile.Leaf) error {
+		leaves = append(leaves, store.Leaf(l))
+		return nil
+	})
+	if err != nil {
+		if r.ctx.Err() != nil {
+			return fmt.Errorf("fetch: %s: %w", r.t.Cid, r.ctx.Err())
+		}
+		return fmt.Errorf("fetch: resolve %s: %w", r.t.Cid, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.t.Size > 0 && total != r.t.Size {
+		return fmt.Errorf("fetch: resolve %s: DAG holds %d bytes, Target.Size is %d", r.t.Cid, total, r.t.Size)
+	}
+	r.nodes = g.nodes
+	r.setLeaves(leaves)
+	return nil
+}
+
+// nodeFetcher gets inner nodes for resolve: from the store, else from peers
+// (and after PeerTimeout from the gateway, if any).
+type nodeFetcher struct {
+	r     *Reader
+	nodes []blocks.Block
+}
+
+func (g *nodeFetcher) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	r := g.r
+	f := r.f
+	b, err := f.cfg.Store.Get(ctx, c)
+	if err == nil {
+		g.nodes = append(g.nodes, b)
+		return b, nil
+	}
+	if !ipld.IsNotFound(err) {
+		return nil, err
+	}
+	f.guard.want([]cid.Cid{c})
+	defer f.guard.unwant([]cid.Cid{c})
+	wait := f.cfg.StallTimeout
+	if r.t.Gateway != "" {
+		wait = f.cfg.PeerTimeout
+	}
+	pctx, cancel := context.WithTimeout(ctx, wait)
+	b, err = r.sess.GetBlock(pctx, c)
+	cancel()
+	if err != nil && r.t.Gateway != "" && ctx.Err() == nil {
+		var data []byte
+		data, err = f.originLeaf(ctx, Target{Gateway: r.t.Gateway}, store.Leaf{Cid: c, Size: -1})
+		if err == nil {
+			b, err = blocks.NewBlockWithCid(data, c)
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: inner node %s: %v", ErrNoRoute, c, err)
+	}
+	g.nodes = append(g.nodes, b)
+	return b, nil
+}
+
+// schedule starts and cancels requests for the leaves around the position.
+// It reports true when the fetch has ended.
+func (r *Reader) schedule() bool {
+	f := r.f
+	cfg := &f.cfg
+	r.mu.Lock()
+	if r.closed || r.err != nil {
+		r.mu.Unlock()
+		return true
+	}
+	now := time.Now()
+	n := len(r.leaves)
+	cur := r.curLeaf()
+	end := min(n, cur+cfg.ReadAhead)
+
+	// Drop what is behind the reader and cancel what is outside the window.
+	for i := range r.st {
+		if i >= cur && i < end {
+			continue
+		}
+		s := &r.st[i]
+		if i < cur && s.data != nil {
+			s.data = nil
+			s.localTried = false
+		}
+		for _, q := range []**req{&s.local, &s.peer, &s.origin} {
+			if *q != nil {
+				(*q).cancel()
+				if q == &s.origin {
+					r.originBusy--
+				}
+				*q = nil
+			}
+		}
+	}
+
+	missing := false
+	peerWaiting := false
+	for i := cur; i < end; i++ {
+		if r.st[i].data == nil {
+			missing = true
+			if r.st[i].peer != nil {
+				peerWaiting = true
+			}
+		}
+	}
+
+	// Decide whether the origin joins.
+	if !r.originOn && r.t.hasOrigin() && missing {
+		hedge := false
+		switch {
+		case r.prov == provNone:
+			hedge = true // no provider known: a cold start goes to the origin at once
+		case r.stats.PeerBytes == 0 && now.Sub(r.start) >= cfg.PeerTimeout:
+			hedge = true // no peer delivered the first block in time
+		case peerWaiting && now.Sub(r.lastPeer) >= cfg.PeerTimeout:
+			hedge = true // peers stalled
+		case !r.waitSince.IsZero() && now.Sub(r.waitSince) >= cfg.PeerTimeout:
+			hedge = true // the reader waits: peers are slower than it needs
+		}
+		if hedge {
+			r.originOn = true
+			if r.prov != provNone {
+				r.stats.Hedged = true
+			}
+			f.log.Debug("origin joins", "cid", r.t.Cid, "dur", now.Sub(r.start))
+		}
+	}
+
+	var startLocal, startPeer, startOrigin []int
+	for i := cur; i < end; i++ {
+		s := &r.st[i]
+		if s.data != nil || s.local != nil {
+			continue
+		}
+		if !s.localTried {
+			s.localTried = true
+			if has, _ := cfg.Store.Has(r.ctx, r.leaves[i].Cid); has {
+				s.local = r.newReq()
+				startLocal = append(startLocal, i)
+				continue
+			}
+		}
+		if s.peer == nil {
+			s.peer = r.newReq()
+			startPeer = append(startPeer, i)
+		}
+		if r.originOn && r.originDead == nil && s.origin == nil && r.originBusy < cfg.OriginConcurrency {
+			s.origin = r.newReq()
+			r.originBusy++
+			startOrigin = append(startOrigin, i)
+		}
+	}
+
+	// Give up when nothing can come.
+	if missing && (!r.t.hasOrigin() || r.originDead != nil) && now.Sub(r.lastBlock) >= cfg.StallTimeout {
+		cause := r.originDead
+		if cause == nil {
+			cause = errors.New("no origin")
+		}
+		err := fmt.Errorf("fetch: %s: %w: no block for %v from peers; origin: %v", r.t.Cid, ErrUnavailable, cfg.StallTimeout, cause)
+		r.mu.Unlock()
+		r.fail(err)
+		return true
+	}
+
+	finish := r.fetched == n && r.kept == n && !r.finishing
+	if finish {
+		r.finishing = true
+	}
+	reqs := make([]*req, 0, len(startLocal)+len(startPeer)+len(startOrigin))
+	for _, i := range startLocal {
+		reqs = append(reqs, r.st[i].local)
+	}
+	for _, i := range startPeer {
+		reqs = append(reqs, r.st[i].peer)
+	}
+	for _, i := range startOrigin {
+		reqs = append(reqs, r.st[i].origin)
+	}
+	leaves := r.leaves
+	r.mu.Unlock()
+
+	k := 0
+	for _, i := range startLocal {
+		r.goLocal(i, leaves[i], reqs[k])
+		k++
+	}
+	for _, i := range startPeer {
+		r.goPeer(i, leaves[i], reqs[k])
+		k++
+	}
+	for _, i := range startOrigin {
+		r.goOrigin(i, leaves[i], reqs[k])
+		k++
+	}
+	if finish {
+		r.finish()
+	}
+	return false
+}
+
+// curLeaf is the index of the leaf holding the position. The caller holds mu.
+func (r *Reader) curLeaf() int {
+	i := int(r.pos / dagfile.ChunkSize)
+	return min(i, len(r.leaves))
+}
+
+// newReq makes a request with its own context. The caller holds mu.
+func (r *Reader) newReq() *req {
+	ctx, cancel := context.WithCancel(r.ctx)
+	return &req{ctx: ctx, cancel: cancel}
+}
+
+func (r *Reader) goLocal(i int, l store.Leaf, q *req) {
+	ctx := q.ctx
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		b, err := r.f.cfg.Store.Get(ctx, l.Cid)
+		if err != nil {
+			r.mu.Lock()
+			if r.st[i].local == q {
+				r.st[i].local = nil
+			}
+			r.mu.Unlock()
+			q.cancel()
+			r.wake()
+			return
+		}
+		r.deliver(i, b.RawData(), SourceLocal, "", q)
+	}()
+}
+
+func (r *Reader) goPeer(i int, l store.Leaf, q *req) {
+	ctx := q.ctx
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		b, err := r.sess.GetBlock(ctx, l.Cid)
+		if err != nil {
+			r.mu.Lock()
+			if r.st[i].peer == q {
+				r.st[i].peer = nil
+			}
+			r.mu.Unlock()
+			q.cancel()
+			return
+		}
+		r.deliver(i, b.RawData(), SourcePeer, r.f.guard.senderOf(l.Cid), q)
+	}()
+}
+
+func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
+	ctx := q.ctx
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		data, err := r.f.originLeaf(ctx, r.t, l)
+		r.mu.Lock()
+		if err != nil && r.st[i].origin == q {
+			r.st[i].origin = nil
+			r.originBusy--
+		}
+		if err != nil && ctx.Err() == nil {
+			r.stats.OriginErrors++
+			r.originFail++
+			var ve *VerifyError
+			if errors.As(err, &ve) || r.originFail >= 3 {
+				r.originDead = err
+			}
+			r.mu.Unlock()
+			if ve != nil {
+				r.f.rejected(ve)
+			}
+			r.f.log.Info("origin failed", "cid", l.Cid, "err", err)
+			q.cancel()
+			r.wake()
+			return
+		}
+		if err == nil {
+			r.originFail = 0
+		}
+		r.mu.Unlock()
+		if err != nil {
+			q.cancel()
+			return
+		}
+		r.deliver(i, data, SourceOrigin, "", q)
+	}()
+}
+
+
+// deliver takes the verified bytes of leaf i from a source: the first copy
+// wins and the other requests for the leaf are cancelled.
+func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
+	now := time.Now()
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	s := &r.st[i]
+	l := r.leaves[i]
+	// A copy is a duplicate if another won: the winner cancelled and
+	// forgot every request for the leaf, this one included.
+	dup := s.data != nil || (s.local != from && s.peer != from && s.origin != from)
+	n := int64(len(data))
+	if dup {
+		r.stats.DuplicateBytes += n
+		r.mu.Unlock()
+		from.cancel()
+		r.f.account(src, p, n, true)
+		return
+	}
+	for _, q := range []**req{&s.local, &s.peer, &s.origin} {
+		if *q != nil {
+			(*q).cancel()
+			if q == &s.origin {
+				r.originBusy--
+			}
+			*q = nil
+		}
+	}
+	cur := r.curLeaf()
+	if i >= cur && i < cur+r.f.cfg.ReadAhead {
+		s.data = data
+	}
+	if l.Size < 0 {
+		r.leaves[i].Size = n
+		l.Size = n
+		r.size = n
+		r.stats.Size = n
+	}
+	first := !s.fetched
+	s.fetched = true
+	if first {
+		r.fetched++
+		if src == SourceLocal {
+			s.kept = true
+			r.kept++
+		}
+	}
+	switch src {
+	case SourceLocal:
+		r.stats.LocalBytes += n
+	case SourcePeer:
+		r.stats.PeerBytes += n
+		if p != "" {
+			if r.stats.Peers == nil {
+				r.stats.Peers = make(map[peer.ID]int64)
+			}
+			r.stats.Peers[p] += n
+		}
+		r.lastPeer = now
+	case SourceOrigin:
+		r.stats.OriginBytes += n
+	}
+	r.lastBlock = now
+	if r.fetched == len(r.leaves) && r.stats.TTLB == 0 {
+		r.stats.TTLB = now.Sub(r.start)
+		if r.f.metrics != nil {
+			r.f.metrics.ttlb.Observe(r.stats.TTLB.Seconds())
+		}
+	}
+	r.notifyLocked()
+	r.mu.Unlock()
+	r.f.account(src, p, n, false)
+	r.f.log.Debug("block", "cid", l.Cid, "source", string(src), "peer", p, "bytes", n)
+
+	if first && src != SourceLocal {
+		b, err := blocks.NewBlockWithCid(data, l.Cid)
+		if err == nil {
+			err = r.f.keep(r.ctx, b)
+		}
+		r.mu.Lock()
+		if err == nil {
+			s.kept = true
+			r.kept++
+		} else {
+			r.stats.NotKept++
+		}
+		r.mu.Unlock()
+		if err != nil && r.ctx.Err() == nil {
+			r.f.log.Debug("block not kept", "cid", l.Cid, "err", err)
+		}
+	}
+	r.wake()
+}
+
+// finish names the content in the store once all of it is there, which is
+// what announces it.
+func (r *Reader) finish() {
+	ctx := r.ctx
+	for _, b := range r.nodes {
+		if err := r.f.cfg.Store.Put(ctx, b); err != nil {
+			r.f.log.Debug("inner node not kept", "cid", b.Cid(), "err", err)
+			return
+		}
+	}
+	if err := r.f.cfg.Store.AddRoot(ctx, r.t.Cid, false); err != nil {
+		r.f.log.Debug("content not kept whole", "cid", r.t.Cid, "err", err)
+		return
+	}
+	r.mu.Lock()
+	r.stats.Stored = true
+	r.mu.Unlock()
+}
+
+func (r *Reader) fail(err error) {
+	r.mu.Lock()
+	if r.err == nil && !r.closed {
+		r.err = err
+		r.notifyLocked()
+	}
+	r.mu.Unlock()
+	r.f.log.Info("fetch failed", "cid", r.t.Cid, "err", err)
+}
+
+// Read reads the next bytes in file order, waiting for them to arrive and
+// be verified. It returns io.EOF at the end, the fetch's error if it failed
+// (blocks fetched so far stay in the store), and an error wrapping
+// ErrClosed after Close.
+func (r *Reader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		if r.closed {
+			return 0, fmt.Errorf("fetch: read %s: %w", r.t.Cid, ErrClosed)
+		}
+		if r.leaves != nil && r.size >= 0 && r.pos >= r.size {
+			return 0, io.EOF
+		}
+		if r.leaves != nil {
+			i := r.curLeaf()
+			if i < len(r.leaves) && r.st[i].data != nil {
+				s := &r.st[i]
+				off := r.pos - r.leaves[i].Offset
+				n := copy(p, s.data[off:])
+				r.pos += int64(n)
+				r.waitSince = time.Time{}
+				if r.stats.TTFB == 0 {
+					r.stats.TTFB = time.Since(r.start)
+					if r.f.metrics != nil {
+						r.f.metrics.ttfb.Observe(r.stats.TTFB.Seconds())
+					}
+				}
+				if r.curLeaf() != i {
+					r.wake()
+				}
+				return n, nil
+			}
+		}
+		if r.err != nil {
+			return 0, r.err
+		}
+		if r.waitSince.IsZero() {
+			r.waitSince = time.Now()
+		}
+		ch := r.changed
+		r.mu.Unlock()
+		r.wake()
+		select {
+		case <-ch:
+		case <-r.ctx.Done():
+		}
+		r.mu.Lock()
+		if r.ctx.Err() != nil && !r.closed && r.err == nil {
+			return 0, fmt.Errorf("fetch: read %s: %w", r.t.Cid, r.ctx.Err())
+		}
+	}
+}
+
+// Seek sets the position for the next Read (io.Seeker). Seeking relative
+// to the end needs the size: it fails while the size is unknown (a single
+// leaf opened without its size, before it arrives). The fetch window moves
+// with the position: leaves before it are no longer fetched.
+func (r *Reader) Seek(offset int64, whence int) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, fmt.Errorf("fetch: seek %s: %w", r.t.Cid, ErrClosed)
+	}
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = r.pos + offset
+	case io.SeekEnd:
+		if r.size < 0 {
+			return 0, fmt.Errorf("fetch: seek %s: size not known yet", r.t.Cid)
+		}
+		abs = r.size + offset
+	default:
+		return 0, fmt.Errorf("fetch: seek %s: bad whence %d", r.t.Cid, whence)
+	}
+	if abs < 0 {
+		return 0, fmt.Errorf("fetch: seek %s: negative position %d", r.t.Cid, abs)
+	}
+	r.pos = abs
+	r.waitSince = time.Time{}
+	r.wake()
+	return abs, nil
+}
+
+// Size returns the content's size, or -1 while it is unknown.
+func (r *Reader) Size() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.size
+}
+
+// Stats returns a copy of the fetch's accounting so far.
+func (r *Reader) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.stats
+	if r.stats.Peers != nil {
+		s.Peers = make(map[peer.ID]int64, len(r.stats.Peers))
+		for p, n := range r.stats.Peers {
+			s.Peers[p] = n
+		}
+	}
+	s.Complete = r.leaves != nil && r.fetched == len(r.leaves)
+	return s
+}
+
+// Close cancels everything the fetch started and waits for it to end. The
+// blocks fetched stay in the store. Later calls return an error wrapping
+// ErrClosed.
+func (r *Reader) Close() error {
+	first := false
+	r.once.Do(func() { first = true })
+	if !first {
+		return fmt.Errorf("fetch: close %s: %w", r.t.Cid, ErrClosed)
+	}
+	r.mu.Lock()
+	r.closed = true
+	r.notifyLocked()
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+
+	r.mu.Lock()
+	cids := r.cids
+	complete := r.leaves != nil && r.fetched == len(r.leaves)
+	failed := r.err != nil
+	r.mu.Unlock()
+	if cids != nil {
+		r.f.guard.unwant(cids)
+	}
+	f := r.f
+	f.mu.Lock()
+	delete(f.readers, r)
+	result := "abandoned"
+	switch {
+	case complete:
+		f.totals.Completed++
+		result = "complete"
+	case failed:
+		f.totals.Failed++
+		result = "failed"
+	}
+	f.mu.Unlock()
+	if f.metrics != nil {
+		f.metrics.fetches.WithLabelValues(result).Inc()
+	}
+	return nil
+}
+
+var _ io.ReadSeekCloser = (*Reader)(nil)
+
+// nodeMap serves inner nodes to a walk.
+type nodeMap []blocks.Block
+
+func (m nodeMap) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
+	for _, b := range m {
+		if b.Cid().Equals(c) {
+			return b, nil
+		}
+	}
+	return nil, ipld.ErrNotFound{Cid: c}
+}

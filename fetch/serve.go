@@ -1,0 +1,65 @@
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	"golang.org/x/time/rate"
+)
+
+// servingStore is the blockstore bitswap's server reads from: it paces what
+// is served to Config.ServeBytesPerSecond and lets at most
+// Config.ServeConcurrency reads run at once. A block cannot be sent before
+// it is read, so pacing the reads paces the sending.
+type servingStore struct {
+	Store
+	limit  *rate.Limiter  // nil: no cap
+	sem    chan struct{}  // nil: no cap
+	served *atomic.Int64 // bytes handed to bitswap's server
+}
+
+func newServingStore(s Store, bytesPerSec int64, concurrency int, served *atomic.Int64) *servingStore {
+	ss := &servingStore{Store: s, served: served}
+	if bytesPerSec > 0 {
+		// The burst is one block: a leaf is at most 1 MiB, and a bigger
+		// burst would let the first second through at twice the cap.
+		burst := 1 << 20
+		ss.limit = rate.NewLimiter(rate.Limit(bytesPerSec), burst)
+	}
+	if concurrency > 0 {
+		ss.sem = make(chan struct{}, concurrency)
+	}
+	return ss
+}
+
+// Get reads a block for a peer, waiting for a serving slot and for the
+// byte budget.
+func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if s.sem != nil {
+		select {
+		case s.sem <- struct{}{}:
+			defer func() { <-s.sem }()
+		case <-ctx.Done():
+			return nil, fmt.Errorf("fetch: serve %s: %w", c, ctx.Err())
+		}
+	}
+	b, err := s.Store.Get(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if s.limit != nil {
+		n := len(b.RawData())
+		for n > 0 {
+			k := min(n, s.limit.Burst())
+			if err := s.limit.WaitN(ctx, k); err != nil {
+				return nil, fmt.Errorf("fetch: serve %s: %w", c, err)
+			}
+			n -= k
+		}
+	}
+	s.served.Add(int64(len(b.RawData())))
+	return b, nil
+}
