@@ -1,0 +1,198 @@
+package announce
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+)
+
+func testCid(t testing.TB, codec uint64, data string) cid.Cid {
+	t.Helper()
+	h, err := mh.Sum([]byte(data), mh.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cid.NewCidV1(codec, h)
+}
+
+func ExampleEncode() {
+	h1, _ := mh.Sum([]byte("hello\n"), mh.SHA2_256, -1)
+	h2, _ := mh.Sum([]byte("world\n"), mh.SHA2_256, -1)
+	roots := []cid.Cid{cid.NewCidV1(cid.Raw, h1), cid.NewCidV1(cid.DagProtobuf, h2)}
+
+	have, _ := Encode(Have, 3*time.Minute, roots)
+	drop, _ := Encode(Drop, 0, roots[:1])
+	fmt.Println(hex.EncodeToString(have[0]))
+	fmt.Println(hex.EncodeToString(drop[0]))
+
+	m, _ := Decode(have[0])
+	fmt.Println(m.Kind, m.TTL, m.Roots[0])
+	// Output:
+	// 010100b4000224015512205891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be032401701220e258d248fda94c63753607f7c4494ee0fcbe92f1a76bfdac795c9d84101eb317
+	// 01020000000124015512205891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
+	// HAVE 3m0s bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am
+}
+
+func TestEncodeSplitsAtMaxMessageSize(t *testing.T) {
+	roots := make([]cid.Cid, 1000)
+	for i := range roots {
+		roots[i] = testCid(t, cid.Raw, fmt.Sprint(i))
+	}
+	msgs, err := Encode(Have, time.Minute, roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []cid.Cid
+	for _, b := range msgs {
+		if len(b) > MaxMessageSize {
+			t.Fatalf("message of %d bytes, max %d", len(b), MaxMessageSize)
+		}
+		m, err := Decode(b)
+		if err != nil {
+			t.Fatalf("Decode(Encode()) = %v", err)
+		}
+		got = append(got, m.Roots...)
+	}
+	if len(msgs) != 3 || len(got) != len(roots) {
+		t.Fatalf("Encode(1000 roots) = %d messages with %d roots, want 3 with 1000", len(msgs), len(got))
+	}
+	for i := range got {
+		if !got[i].Equals(roots[i]) {
+			t.Fatalf("root %d = %s, want %s", i, got[i], roots[i])
+		}
+	}
+	if n := (MaxMessageSize - headerSize) / 37; n != 442 {
+		t.Fatalf("roots per message = %d, the docs say 442", n)
+	}
+}
+
+func TestEncodeRejects(t *testing.T) {
+	raw := testCid(t, cid.Raw, "x")
+	v0 := cid.NewCidV0(raw.Hash())
+	blake, _ := mh.Sum([]byte("x"), mh.BLAKE3, 32)
+	for _, tc := range []struct {
+		name  string
+		kind  Kind
+		ttl   time.Duration
+		roots []cid.Cid
+	}{
+		{"have ttl 0", Have, 0, []cid.Cid{raw}},
+		{"have ttl too long", Have, 65536 * time.Second, []cid.Cid{raw}},
+		{"drop with ttl", Drop, time.Second, []cid.Cid{raw}},
+		{"unknown kind", Kind(9), time.Second, []cid.Cid{raw}},
+		{"cidv0", Have, time.Second, []cid.Cid{v0}},
+		{"blake3", Have, time.Second, []cid.Cid{cid.NewCidV1(cid.Raw, blake)}},
+		{"undefined", Have, time.Second, []cid.Cid{cid.Undef}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Encode(tc.kind, tc.ttl, tc.roots); err == nil {
+				t.Fatalf("Encode(%v, %v, %v) = nil error, want one", tc.kind, tc.ttl, tc.roots)
+			}
+		})
+	}
+}
+
+func mustHex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+const (
+	rootHex = "24 01 55 1220 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+	goodHex = "01 01 00b4 0001 " + rootHex
+)
+
+func TestDecodeRejects(t *testing.T) {
+	if _, err := Decode(mustHex(t, goodHex)); err != nil {
+		t.Fatalf("Decode(good) = %v", err)
+	}
+	blake, _ := mh.Sum([]byte("x"), mh.BLAKE3, 32)
+	blakeCid := cid.NewCidV1(cid.Raw, blake).Bytes()
+	v0 := testCid(t, cid.Raw, "x").Hash()
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"empty", nil, ErrMalformed},
+		{"version 2", mustHex(t, "02 01 00b4 0001 "+rootHex), ErrUnknownVersion},
+		{"version 0", mustHex(t, "00"), ErrUnknownVersion},
+		{"short header", mustHex(t, "01 01 00b4 00"), ErrMalformed},
+		{"kind 3", mustHex(t, "01 03 00b4 0001 "+rootHex), ErrMalformed},
+		{"have ttl 0", mustHex(t, "01 01 0000 0001 "+rootHex), ErrMalformed},
+		{"drop ttl 1", mustHex(t, "01 02 0001 0001 "+rootHex), ErrMalformed},
+		{"count 0", mustHex(t, "01 01 00b4 0000"), ErrMalformed},
+		{"count too big", mustHex(t, "01 01 00b4 0002 "+rootHex), ErrMalformed},
+		{"count huge", mustHex(t, "01 01 00b4 ffff "+rootHex), ErrMalformed},
+		{"trailing byte", mustHex(t, goodHex+"00"), ErrMalformed},
+		{"length 0", mustHex(t, "01 01 00b4 0001 00 00"), ErrMalformed},
+		{"length past end", mustHex(t, "01 01 00b4 0001 25 015512205891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"), ErrMalformed},
+		{"length short", mustHex(t, "01 01 00b4 0001 23 015512205891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be"), ErrMalformed},
+		{"cidv0", append(mustHex(t, "01 01 00b4 0001 22"), v0...), ErrMalformed},
+		{"blake3", append(append(mustHex(t, "01 01 00b4 0001"), byte(len(blakeCid))), blakeCid...), ErrMalformed},
+		{"garbage 1 MiB", bytes.Repeat([]byte{1}, 1<<20), ErrTooLarge},
+		{"one over max", append(mustHex(t, goodHex), make([]byte, MaxMessageSize)...)[:MaxMessageSize+1], ErrTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := Decode(tc.in)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Decode(%x) = %v, %v, want %v", tc.in[:min(len(tc.in), 64)], m, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeDedupes(t *testing.T) {
+	m, err := Decode(mustHex(t, "01 01 00b4 0002 "+rootHex+rootHex))
+	if err != nil || len(m.Roots) != 1 {
+		t.Fatalf("Decode(root twice) = %v, %v, want one root", m, err)
+	}
+}
+
+// FuzzDecode checks that Decode never panics, that what it accepts obeys the
+// documented limits, and that every accepted message has exactly one
+// encoding: re-encoding gives the input back (when it has no duplicates).
+// The seed corpus is in testdata/fuzz/FuzzDecode.
+func FuzzDecode(f *testing.F) {
+	f.Add(mustHex(f, goodHex))
+	f.Add(mustHex(f, "01 02 0000 0001 "+rootHex))
+	f.Add(mustHex(f, "01 01 00b4 0002 "+rootHex+rootHex))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Decode(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnknownVersion) && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("Decode error %v wraps no sentinel", err)
+			}
+			return
+		}
+		if len(b) > MaxMessageSize || len(m.Roots) == 0 {
+			t.Fatalf("Decode accepted %d bytes with %d roots", len(b), len(m.Roots))
+		}
+		if (m.Kind == Have) != (m.TTL > 0) {
+			t.Fatalf("Decode gave kind %v with ttl %v", m.Kind, m.TTL)
+		}
+		out, err := Encode(m.Kind, m.TTL, m.Roots)
+		if err != nil {
+			t.Fatalf("Encode(Decode(%x)) = %v", b, err)
+		}
+		if len(out) != 1 {
+			t.Fatalf("Encode(Decode(%x)) gave %d messages", b, len(out))
+		}
+		count := int(b[4])<<8 | int(b[5])
+		if count == len(m.Roots) && !bytes.Equal(out[0], b) {
+			t.Fatalf("Encode(Decode(%x)) = %x: two encodings of one message", b, out[0])
+		}
+	})
+}
