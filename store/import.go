@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/ipld/unixfs"
@@ -41,7 +42,13 @@ type ImportOptions struct {
 func (s *Store) Import(ctx context.Context, r io.Reader, opts ImportOptions) (Content, error) {
 	t := s.Begin()
 	defer t.Discard()
-	nd, err := dagfile.Import(ctx, r, txnDAG{t: t})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := newPipeWriter(ctx, t)
+	nd, err := dagfile.Import(ctx, r, w)
+	if werr := w.flush(); err == nil {
+		err = werr
+	}
 	if err != nil {
 		return Content{}, fmt.Errorf("store: import: %w", err)
 	}
@@ -68,23 +75,88 @@ func nodeFileSize(nd ipld.Node) (int64, error) {
 	}
 }
 
-// txnDAG lets boxo's importer write through a Txn. Blocks it makes are hashed
-// by the importer itself, so they are stored without hashing them again.
-type txnDAG struct{ t *Txn }
+// pipeWriter lets boxo's importer write through a Txn while it hashes the
+// next chunk: blocks go to pipeWriters writer goroutines through a short
+// queue (pipeDepth blocks, so about that many MiB in flight); several writers
+// let badger commit their writes together. Blocks the importer made are
+// hashed by the importer itself, so they are stored without hashing them
+// again. The first write error stops the import: the next Add returns it.
+type pipeWriter struct {
+	t   *Txn
+	ch  chan ipld.Node
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	err error
+}
 
-func (d txnDAG) Add(ctx context.Context, n ipld.Node) error { return d.t.s.put(ctx, n, d.t) }
+const (
+	pipeDepth   = 4
+	pipeWriters = 2
+)
 
-func (d txnDAG) AddMany(ctx context.Context, ns []ipld.Node) error {
+func newPipeWriter(ctx context.Context, t *Txn) *pipeWriter {
+	w := &pipeWriter{t: t, ch: make(chan ipld.Node, pipeDepth)}
+	w.wg.Add(pipeWriters)
+	for range pipeWriters {
+		go w.write(ctx)
+	}
+	return w
+}
+
+// write stores queued blocks until the queue closes.
+func (w *pipeWriter) write(ctx context.Context) {
+	defer w.wg.Done()
+	for n := range w.ch {
+		if w.failed() != nil {
+			continue // drain
+		}
+		if err := w.t.s.put(ctx, n, w.t); err != nil {
+			w.mu.Lock()
+			if w.err == nil {
+				w.err = err
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+func (w *pipeWriter) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// flush waits for every queued write and returns the first error.
+func (w *pipeWriter) flush() error {
+	close(w.ch)
+	w.wg.Wait()
+	return w.failed()
+}
+
+func (w *pipeWriter) Add(ctx context.Context, n ipld.Node) error {
+	if err := w.failed(); err != nil {
+		return err
+	}
+	select {
+	case w.ch <- n:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *pipeWriter) AddMany(ctx context.Context, ns []ipld.Node) error {
 	for _, n := range ns {
-		if err := d.Add(ctx, n); err != nil {
+		if err := w.Add(ctx, n); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (d txnDAG) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
-	b, err := d.t.s.Get(ctx, c)
+// Get is not used by the balanced importer; it reads through the store.
+func (w *pipeWriter) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	b, err := w.t.s.Get(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -98,21 +170,21 @@ func merkledagDecoder(b blocks.Block) (ipld.Node, error) {
 	return merkledag.DecodeProtobufBlock(b)
 }
 
-func (d txnDAG) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.NodeOption {
+func (w *pipeWriter) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.NodeOption {
 	ch := make(chan *ipld.NodeOption, len(cs))
 	for _, c := range cs {
-		n, err := d.Get(ctx, c)
+		n, err := w.Get(ctx, c)
 		ch <- &ipld.NodeOption{Node: n, Err: err}
 	}
 	close(ch)
 	return ch
 }
 
-func (d txnDAG) Remove(context.Context, cid.Cid) error {
+func (w *pipeWriter) Remove(context.Context, cid.Cid) error {
 	return errors.New("store: remove through an import is not supported")
 }
 
-func (d txnDAG) RemoveMany(context.Context, []cid.Cid) error {
+func (w *pipeWriter) RemoveMany(context.Context, []cid.Cid) error {
 	return errors.New("store: remove through an import is not supported")
 }
 
