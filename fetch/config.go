@@ -16,15 +16,15 @@ import (
 
 // Defaults of the Config fields whose zero value means "the default".
 const (
-	DefaultPeerTimeout                = 200 * time.Millisecond
-	DefaultStallTimeout               = 5 * time.Second
-	DefaultProviderWait               = 10 * time.Millisecond
-	DefaultReadAhead                  = 16
-	DefaultOriginConcurrency          = 4
-	DefaultPenalty                    = 10 * time.Minute
-	DefaultServeBytesPerSecond  int64 = 16 << 20
-	DefaultServeConcurrency           = 16
-	DefaultMaxOutstandingBytesPerPeer = 8 << 20
+	DefaultPeerTimeout                      = 200 * time.Millisecond
+	DefaultStallTimeout                     = 5 * time.Second
+	DefaultProviderWait                     = 10 * time.Millisecond
+	DefaultReadAhead                        = 16
+	DefaultOriginConcurrency                = 4
+	DefaultPenalty                          = 10 * time.Minute
+	DefaultServeBytesPerSecond        int64 = 16 << 20
+	DefaultServeConcurrency                 = 16
+	DefaultMaxOutstandingBytesPerPeer       = 8 << 20
 )
 
 // Store is what a Fetcher needs from the block store: a boxo blockstore that

@@ -2,10 +2,12 @@ package fetch_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"time"
 	"testing"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshcdn/meshcdn/fetch"
 )
@@ -17,7 +19,9 @@ func TestPeerHit(t *testing.T) {
 	prov := newNode(t, fetch.Config{})
 	prov.hold(t, a)
 	o := newOrigin(t, a.data)
-	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}})
+	// A long peer timeout: the claim is that the provider serves it all,
+	// also on a loaded machine under -race.
+	cl := newNode(t, fetch.Config{PeerTimeout: 5 * time.Second, Providers: providers{a.t.Cid: {prov.info()}}})
 
 	tg := a.t
 	tg.URL = o.URL
@@ -45,6 +49,85 @@ func TestPeerHit(t *testing.T) {
 	if got := prov.f.Stats().ServedBytes; got < int64(len(a.data)) {
 		t.Errorf("provider ServedBytes = %d, want >= %d", got, len(a.data))
 	}
-	_ = cid.Undef
-	_ = peer.ID("")
+}
+
+// TestSilentPeer: a provider is advertised but never answers; the fetch
+// completes from the origin, and its first byte arrives within peer timeout
+// + origin time + 20 ms.
+func TestSilentPeer(t *testing.T) {
+	a := makeAsset(t, 2, 3*MiB)
+	silent := silentPeer(t)
+	o := newOrigin(t, a.data)
+	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {{ID: silent.ID(), Addrs: silent.Addrs()}}}})
+
+	// The origin's own time to a verified first leaf, measured the same way.
+	oStart := time.Now()
+	req, _ := http.NewRequest(http.MethodGet, o.URL, nil)
+	req.Header.Set("Range", "bytes=0-1048575")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	originTime := time.Since(oStart)
+	http.DefaultClient.CloseIdleConnections()
+
+	tg := a.t
+	tg.URL = o.URL
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	st := r.Stats()
+	bound := cl.f.Config().PeerTimeout + originTime + 20*time.Millisecond
+	t.Logf("TTFB %v, bound %v (origin %v)", st.TTFB, bound, originTime)
+	if st.TTFB > bound {
+		t.Errorf("TTFB = %v, want <= %v", st.TTFB, bound)
+	}
+	if st.OriginBytes != int64(len(a.data)) || !st.Hedged {
+		t.Errorf("Stats = %+v, want all %d bytes from the origin, hedged", st, len(a.data))
+	}
+}
+
+// TestLyingPeer: a peer that answers every want with corrupted bytes; the
+// caller gets only correct bytes, the peer is penalised, the fetch completes.
+func TestLyingPeer(t *testing.T) {
+	a := makeAsset(t, 3, 3*MiB+7)
+	good := newNode(t, fetch.Config{})
+	good.hold(t, a)
+	liar := lyingPeer(t, nil, func(k string) []byte {
+		c, err := cid.Cast([]byte(k))
+		if err != nil {
+			return nil
+		}
+		b, err := good.st.Get(context.Background(), c)
+		if err != nil {
+			return nil
+		}
+		return b.RawData()
+	})
+	o := newOrigin(t, a.data)
+	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {{ID: liar.ID(), Addrs: liar.Addrs()}}}})
+
+	tg := a.t
+	tg.URL = o.URL
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	if !cl.f.Penalised(liar.ID()) {
+		t.Errorf("Penalised(liar) = false, want true")
+	}
+	tot := cl.f.Stats()
+	if tot.BadBlocks == 0 || tot.PenalisedPeers != 1 {
+		t.Errorf("Totals: BadBlocks %d, PenalisedPeers %d; want > 0 and 1", tot.BadBlocks, tot.PenalisedPeers)
+	}
+	if st := r.Stats(); st.PeerBytes != 0 {
+		t.Errorf("PeerBytes = %d, want 0", st.PeerBytes)
+	}
 }

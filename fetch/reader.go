@@ -296,17 +296,19 @@ func (r *Reader) run() {
 			return
 		}
 	}
-	tick := time.NewTicker(max(r.f.cfg.PeerTimeout/4, time.Millisecond))
-	defer tick.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		if done := r.schedule(); done {
+		next, done := r.schedule()
+		if done {
 			return
 		}
+		timer.Reset(max(time.Until(next), 0))
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-r.kick:
-		case <-tick.C:
+		case <-timer.C:
 		}
 	}
 }
@@ -381,16 +383,23 @@ func (g *nodeFetcher) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) 
 }
 
 // schedule starts and cancels requests for the leaves around the position.
-// It reports true when the fetch has ended.
-func (r *Reader) schedule() bool {
+// It returns when it wants to run again at the latest (a hedging or stall
+// deadline), and true when the fetch has ended.
+func (r *Reader) schedule() (next time.Time, done bool) {
 	f := r.f
 	cfg := &f.cfg
 	r.mu.Lock()
 	if r.closed || r.err != nil {
 		r.mu.Unlock()
-		return true
+		return time.Time{}, true
 	}
 	now := time.Now()
+	next = now.Add(time.Minute)
+	deadline := func(t time.Time) {
+		if t.After(now) && t.Before(next) {
+			next = t
+		}
+	}
 	n := len(r.leaves)
 	cur := r.curLeaf()
 	end := min(n, cur+cfg.ReadAhead)
@@ -440,6 +449,13 @@ func (r *Reader) schedule() bool {
 		case !r.waitSince.IsZero() && now.Sub(r.waitSince) >= cfg.PeerTimeout:
 			hedge = true // the reader waits: peers are slower than it needs
 		}
+		deadline(r.start.Add(cfg.PeerTimeout))
+		if peerWaiting {
+			deadline(r.lastPeer.Add(cfg.PeerTimeout))
+		}
+		if !r.waitSince.IsZero() {
+			deadline(r.waitSince.Add(cfg.PeerTimeout))
+		}
 		if hedge {
 			r.originOn = true
 			if r.prov != provNone {
@@ -449,6 +465,12 @@ func (r *Reader) schedule() bool {
 		}
 	}
 
+	// The first origin request goes alone, so that the first leaf comes as
+	// fast as a plain request would bring it; then OriginConcurrency.
+	originLimit := cfg.OriginConcurrency
+	if r.stats.OriginBytes == 0 {
+		originLimit = 1
+	}
 	var startLocal, startPeer, startOrigin []int
 	for i := cur; i < end; i++ {
 		s := &r.st[i]
@@ -467,7 +489,7 @@ func (r *Reader) schedule() bool {
 			s.peer = r.newReq()
 			startPeer = append(startPeer, i)
 		}
-		if r.originOn && r.originDead == nil && s.origin == nil && r.originBusy < cfg.OriginConcurrency {
+		if r.originOn && r.originDead == nil && s.origin == nil && r.originBusy < originLimit {
 			s.origin = r.newReq()
 			r.originBusy++
 			startOrigin = append(startOrigin, i)
@@ -483,7 +505,10 @@ func (r *Reader) schedule() bool {
 		err := fmt.Errorf("fetch: %s: %w: no block for %v from peers; origin: %v", r.t.Cid, ErrUnavailable, cfg.StallTimeout, cause)
 		r.mu.Unlock()
 		r.fail(err)
-		return true
+		return time.Time{}, true
+	}
+	if missing {
+		deadline(r.lastBlock.Add(cfg.StallTimeout))
 	}
 
 	finish := r.fetched == n && r.kept == n && !r.finishing
@@ -519,7 +544,7 @@ func (r *Reader) schedule() bool {
 	if finish {
 		r.finish()
 	}
-	return false
+	return next, false
 }
 
 // curLeaf is the index of the leaf holding the position. The caller holds mu.
@@ -611,7 +636,6 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 		r.deliver(i, data, SourceOrigin, "", q)
 	}()
 }
-
 
 // deliver takes the verified bytes of leaf i from a source: the first copy
 // wins and the other requests for the leaf are cancelled.

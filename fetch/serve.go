@@ -16,8 +16,8 @@ import (
 // it is read, so pacing the reads paces the sending.
 type servingStore struct {
 	Store
-	limit  *rate.Limiter  // nil: no cap
-	sem    chan struct{}  // nil: no cap
+	limit  *rate.Limiter // nil: no cap
+	sem    chan struct{} // nil: no cap
 	served *atomic.Int64 // bytes handed to bitswap's server
 }
 
