@@ -4,8 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 

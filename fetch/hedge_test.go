@@ -1,0 +1,94 @@
+package fetch_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/meshcdn/meshcdn/fetch"
+)
+
+// TestSlowPeer: a provider capped at 1/10 of the origin's rate. Hedging
+// brings completion within 1.3x of the origin-only time, and the peer's
+// blocks are still counted.
+func TestSlowPeer(t *testing.T) {
+	const originRate = 8 * MiB
+	a := makeAsset(t, 30, 12*MiB)
+	prov := newNode(t, fetch.Config{ServeBytesPerSecond: originRate / 10})
+	prov.hold(t, a)
+	o := newOrigin(t, a.data)
+	tg := a.t
+	tg.URL = o.URL
+
+	fetchTime := func(cfg fetch.Config) (time.Duration, fetch.Stats) {
+		o.limit = rate.NewLimiter(originRate, 64<<10)
+		cl := newNode(t, cfg)
+		start := time.Now()
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer r.Close()
+		checkBytes(t, readAll(t, r), a.data)
+		return time.Since(start), r.Stats()
+	}
+	originOnly, _ := fetchTime(fetch.Config{})
+	hedged, st := fetchTime(fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}})
+	ratio := float64(hedged) / float64(originOnly)
+	t.Logf("origin only %v, with the slow peer %v (%.2fx); peer %d bytes, origin %d, duplicate %d",
+		originOnly, hedged, ratio, st.PeerBytes, st.OriginBytes, st.DuplicateBytes)
+	if ratio > 1.3 {
+		t.Errorf("hedged fetch took %.2fx the origin-only time, want <= 1.3x", ratio)
+	}
+	if st.PeerBytes == 0 || !st.Hedged {
+		t.Errorf("Stats = %+v, want the peer's blocks counted and the fetch hedged", st)
+	}
+}
+
+// TestServingCaps: a peer capped at 5 MiB/s serves no faster when 10
+// clients ask at once.
+func TestServingCaps(t *testing.T) {
+	const capRate = 5 * MiB
+	a := makeAsset(t, 31, 3*MiB/2)
+	prov := newNode(t, fetch.Config{ServeBytesPerSecond: capRate, ServeConcurrency: 4})
+	prov.hold(t, a)
+	clients := make([]*node, 10)
+	for i := range clients {
+		clients[i] = newNode(t, fetch.Config{StallTimeout: 30 * time.Second,
+			Providers: providers{a.t.Cid: {prov.info()}}})
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(clients))
+	for _, cl := range clients {
+		wg.Go(func() {
+			r, err := cl.f.Open(context.Background(), a.t)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer r.Close()
+			checkBytes(t, readAll(t, r), a.data)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Open: %v", err)
+	}
+	elapsed := time.Since(start)
+	served := prov.f.Stats().ServedBytes
+	// The limiter lets one block (1 MiB) through at once; after that the
+	// rate holds.
+	got := float64(served-MiB) / elapsed.Seconds()
+	t.Logf("served %d bytes to 10 clients in %v: %.2f MiB/s (cap 5 MiB/s)", served, elapsed, got/MiB)
+	if served < 10*int64(len(a.data)) {
+		t.Errorf("served %d bytes, want at least %d", served, 10*len(a.data))
+	}
+	if got > capRate*1.02 {
+		t.Errorf("served at %.2f MiB/s, want <= 5", got/MiB)
+	}
+}

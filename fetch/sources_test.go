@@ -1,0 +1,179 @@
+package fetch_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/store"
+)
+
+// TestDyingSources: the origin dies mid-transfer while a peer holds the
+// rest, and a peer dies mid-transfer while the origin is up: both complete
+// with correct bytes. With both dead, a typed error, and the blocks fetched
+// so far kept.
+func TestDyingSources(t *testing.T) {
+	t.Run("origin dies", func(t *testing.T) {
+		a := makeAsset(t, 10, 6*MiB)
+		// A slow provider: the origin joins, then dies after two leaves.
+		prov := newNode(t, fetch.Config{ServeBytesPerSecond: 4 * MiB})
+		prov.hold(t, a)
+		o := newOrigin(t, a.data)
+		o.dieAt.Store(2)
+		cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}})
+		tg := a.t
+		tg.URL = o.URL
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer r.Close()
+		checkBytes(t, readAll(t, r), a.data)
+		st := r.Stats()
+		t.Logf("peer %d origin %d origin errors %d", st.PeerBytes, st.OriginBytes, st.OriginErrors)
+		if st.PeerBytes == 0 || st.OriginBytes == 0 || st.OriginErrors == 0 {
+			t.Errorf("Stats = %+v, want bytes from both and origin errors", st)
+		}
+	})
+
+	t.Run("peer dies", func(t *testing.T) {
+		a := makeAsset(t, 11, 5*MiB)
+		prov := newNode(t, fetch.Config{ServeBytesPerSecond: 4 * MiB})
+		prov.hold(t, a)
+		o := newOrigin(t, a.data)
+		cl := newNode(t, fetch.Config{PeerTimeout: time.Second, Providers: providers{a.t.Cid: {prov.info()}}})
+		tg := a.t
+		tg.URL = o.URL
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer r.Close()
+		head := make([]byte, MiB)
+		if _, err := io.ReadFull(r, head); err != nil {
+			t.Fatalf("read first leaf: %v", err)
+		}
+		prov.f.Close()
+		prov.h.Close()
+		rest := readAll(t, r)
+		checkBytes(t, append(head, rest...), a.data)
+		st := r.Stats()
+		t.Logf("peer %d origin %d", st.PeerBytes, st.OriginBytes)
+		if st.PeerBytes < MiB || st.OriginBytes == 0 {
+			t.Errorf("Stats = %+v, want the first leaf from the peer and the rest from the origin", st)
+		}
+	})
+
+	t.Run("both die", func(t *testing.T) {
+		a := makeAsset(t, 12, 5*MiB)
+		prov := newNode(t, fetch.Config{ServeBytesPerSecond: 4 * MiB})
+		prov.hold(t, a)
+		o := newOrigin(t, a.data)
+		cl := newNode(t, fetch.Config{PeerTimeout: time.Second, StallTimeout: 300 * time.Millisecond,
+			Providers: providers{a.t.Cid: {prov.info()}}})
+		tg := a.t
+		tg.URL = o.URL
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer r.Close()
+		head := make([]byte, MiB)
+		if _, err := io.ReadFull(r, head); err != nil {
+			t.Fatalf("read first leaf: %v", err)
+		}
+		prov.f.Close()
+		prov.h.Close()
+		o.CloseClientConnections()
+		o.Close()
+		_, err = io.ReadAll(r)
+		if !errors.Is(err, fetch.ErrUnavailable) {
+			t.Fatalf("Read after both died = %v, want ErrUnavailable", err)
+		}
+		leaves, lerr := store.Leaves(context.Background(), prov.st, a.t.Cid, a.t.Size)
+		if lerr != nil {
+			t.Fatal(lerr)
+		}
+		if has, _ := cl.st.Has(context.Background(), leaves[0].Cid); !has {
+			t.Errorf("first leaf not kept after the failure")
+		}
+		t.Logf("error: %v", err)
+	})
+}
+
+// TestStreaming: on a 100 MiB asset the first byte reaches the caller before
+// 10% of the file has been fetched; Seek to the middle fetches from there.
+// The store's quota is 32 MiB: the fetch streams whole all the same.
+func TestStreaming(t *testing.T) {
+	const size = 100 * MiB
+	a := makeAsset(t, 20, size)
+	o := newOrigin(t, a.data)
+	st := newStore(t, 32*MiB)
+	cl := newNode(t, fetch.Config{Store: st})
+	tg := a.t
+	tg.URL = o.URL
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	one := make([]byte, 1)
+	if _, err := r.Read(one); err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	sent := o.sent.Load()
+	t.Logf("first byte after %v, origin had sent %d bytes (%.1f%%)", r.Stats().TTFB, sent, 100*float64(sent)/size)
+	if sent >= size/10 || one[0] != a.data[0] {
+		t.Errorf("first byte %#x after %d bytes sent, want %#x before %d", one[0], sent, a.data[0], size/10)
+	}
+
+	mid := int64(size / 2)
+	if _, err := r.Seek(mid, io.SeekStart); err != nil {
+		t.Fatalf("Seek: %v", err)
+	}
+	buf := make([]byte, MiB+100)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		t.Fatalf("read at the middle: %v", err)
+	}
+	checkBytes(t, buf, a.data[mid:mid+int64(len(buf))])
+	window := int64(cl.f.Config().ReadAhead) * MiB
+	if sent := o.sent.Load(); sent > 2*window+2*MiB {
+		t.Errorf("after Seek to the middle the origin sent %d bytes, want at most %d (two windows)", sent, 2*window+2*MiB)
+	}
+
+	// Back to the start: the first leaves come again (from the store or
+	// the origin).
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		t.Fatalf("Seek: %v", err)
+	}
+	if _, err := io.ReadFull(r, buf); err != nil {
+		t.Fatalf("read at the start: %v", err)
+	}
+	checkBytes(t, buf, a.data[:len(buf)])
+}
+
+// TestOverQuota: a fetch larger than the store's quota streams whole; the
+// store stays within its quota and the content is not named as held.
+func TestOverQuota(t *testing.T) {
+	a := makeAsset(t, 21, 12*MiB+5)
+	o := newOrigin(t, a.data)
+	st := newStore(t, 4*MiB)
+	cl := newNode(t, fetch.Config{Store: st})
+	tg := a.t
+	tg.URL = o.URL
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	if u := st.Usage(); u.Used > 4*MiB {
+		t.Errorf("store holds %d bytes, over its 4 MiB quota", u.Used)
+	}
+	if st.Holds(a.t.Cid) {
+		t.Errorf("store holds the content whole, want not (it does not fit)")
+	}
+}
