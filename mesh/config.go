@@ -1,0 +1,158 @@
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshcdn/meshcdn/announce"
+)
+
+// Role says what a node is for; it picks the defaults of every Config field
+// left zero (see defaults.go).
+type Role string
+
+const (
+	// RoleApp is a desktop app or Electron backend: it dials out, uses
+	// relays and hole punching, finds LAN peers with mDNS and serves others
+	// modestly. The default.
+	RoleApp Role = "app"
+	// RoleSeed is a kiosk or server that stays up: it listens on every
+	// browser-dialable transport, runs a circuit relay v2 service so that
+	// browsers can reach each other, and serves generously.
+	RoleSeed Role = "seed"
+)
+
+// Toggle turns a feature on or off; its zero value means the role's default.
+type Toggle = announce.Toggle
+
+// Toggle values.
+const (
+	Default = announce.Default
+	On      = announce.On
+	Off     = announce.Off
+)
+
+// Config configures a Node. Zero fields mean the role's default, stated
+// beside each field; turning something off takes an explicit value. New
+// copies the Config; Node.Config shows what is in effect.
+type Config struct {
+	// Name is the mesh's name: nodes only meet nodes of the same name (it
+	// derives the gossipsub topic, the DHT protocol prefix and the mDNS
+	// service). Required; see announce.ValidName.
+	Name string
+
+	// Role picks the defaults. Default RoleApp.
+	Role Role
+
+	// DataDir holds the node's identity key (so its peer ID survives
+	// restarts) and its block store. Required unless InMemory.
+	DataDir string
+
+	// InMemory keeps the store in memory and makes a new identity on every
+	// start: for tests and throw-away nodes. Default false.
+	InMemory bool
+
+	// Quota is the most bytes of content the store keeps. Default 1 GiB for
+	// apps, 8 GiB for seeds; negative means no quota.
+	Quota int64
+
+	// Origin is the base URL the site's assets are served from over plain
+	// HTTP: a manifest path p is fetched from Origin + "/" + p (Range
+	// requests for single leaves). Empty means no origin: only peers.
+	Origin string
+
+	// Gateway is a trustless gateway's base URL (GATEWAY/ipfs/CID?format=raw)
+	// used for content fetched by CID alone. Empty means none.
+	Gateway string
+
+	// ListenAddrs are the multiaddrs the host listens on. Default for apps:
+	// TCP and QUIC on every interface, ports chosen by the system; for seeds
+	// also WebTransport, WebRTC-direct and WebSockets. Tests and the demo
+	// pass LoopbackAddrs(role).
+	ListenAddrs []string
+
+	// Bootstrap are peers to connect to at start, as multiaddrs ending in
+	// /p2p/ID (a seed of the mesh). Default none.
+	Bootstrap []string
+
+	// MDNS finds peers of the same mesh on the LAN. Default On for both
+	// roles. It multicasts on every interface: tests turn it Off.
+	MDNS Toggle
+
+	// NATPortMap asks the LAN's router (UPnP, NAT-PMP) to forward a port.
+	// Default On for apps, Off for seeds (which have public addresses).
+	NATPortMap Toggle
+
+	// RelayService runs a circuit relay v2 service so browsers can reach
+	// each other through this node (WebRTC signalling). Default On for
+	// seeds, Off for apps. A relay service runs only where the host counts
+	// as publicly reachable: seeds are declared public
+	// (libp2p.ForceReachabilityPublic).
+	RelayService Toggle
+
+	// DisableDHT turns the mesh's DHT off: content is found by gossip only.
+	// Default false.
+	DisableDHT bool
+
+	// PeerTimeout is how long peers get before the origin is asked as well.
+	// Default 200 ms.
+	PeerTimeout time.Duration
+
+	// ServeBytesPerSecond caps what this node serves to others. Default
+	// 4 MiB/s for apps, 64 MiB/s for seeds; negative means no cap.
+	ServeBytesPerSecond int64
+
+	// ServeConcurrency caps the block requests of others served at once.
+	// Default 8 for apps, 64 for seeds; negative means no cap.
+	ServeConcurrency int
+
+	// MaxMemory is the resource manager's memory limit for libp2p
+	// (connections, streams, buffers). Default 256 MiB for apps, 1 GiB for
+	// seeds.
+	MaxMemory int64
+
+	// MaxConns is the most connections the host keeps (the connection
+	// manager trims above it). Default 128 for apps, 1024 for seeds.
+	MaxConns int
+
+	// HTTPClient fetches manifests and origin content. Nil means a client
+	// of the node's own.
+	HTTPClient *http.Client
+
+	// Logger receives the node's logs (slog attributes pkg, cid, peer,
+	// source, bytes, dur, err). Nil discards them.
+	Logger *slog.Logger
+
+	// PrometheusRegisterer, if set, gets the node's metrics (fetch offload,
+	// bytes by source, libp2p's own). Nil registers nothing: never the
+	// global registry unless you pass it.
+	PrometheusRegisterer prometheus.Registerer
+
+	// Libp2pOptions are appended to the host's options, after ours: tuning
+	// that this Config does not name.
+	Libp2pOptions []libp2p.Option
+}
+
+// ErrConfig reports a Config that cannot make a node; the wrapping error
+// says which field.
+var ErrConfig = errors.New("mesh: bad config")
+
+func (c *Config) validate() error {
+	switch {
+	case !announce.ValidName(c.Name):
+		return fmt.Errorf("%w: Name %q (1-63 of a-z, 0-9 and '-')", ErrConfig, c.Name)
+	case c.Role != RoleApp && c.Role != RoleSeed:
+		return fmt.Errorf("%w: Role %q", ErrConfig, c.Role)
+	case c.DataDir == "" && !c.InMemory:
+		return fmt.Errorf("%w: DataDir is required unless InMemory", ErrConfig)
+	case c.PeerTimeout < 0:
+		return fmt.Errorf("%w: negative PeerTimeout", ErrConfig)
+	}
+	return nil
+}

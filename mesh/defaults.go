@@ -1,0 +1,108 @@
+package mesh
+
+import (
+	"github.com/meshcdn/meshcdn/fetch"
+)
+
+// roleDefaults holds every role default in one place. A Config field left
+// zero takes the value here.
+var roleDefaults = map[Role]Config{
+	RoleApp: {
+		Quota: 1 << 30,
+		ListenAddrs: []string{
+			"/ip4/0.0.0.0/tcp/0",
+			"/ip4/0.0.0.0/udp/0/quic-v1",
+			"/ip6/::/tcp/0",
+			"/ip6/::/udp/0/quic-v1",
+		},
+		MDNS:                On,
+		NATPortMap:          On,
+		RelayService:        Off,
+		PeerTimeout:         fetch.DefaultPeerTimeout,
+		ServeBytesPerSecond: 4 << 20,
+		ServeConcurrency:    8,
+		MaxMemory:           256 << 20,
+		MaxConns:            128,
+	},
+	RoleSeed: {
+		Quota: 8 << 30,
+		ListenAddrs: []string{
+			"/ip4/0.0.0.0/tcp/4001",
+			"/ip4/0.0.0.0/udp/4001/quic-v1",
+			"/ip4/0.0.0.0/udp/4001/quic-v1/webtransport",
+			"/ip4/0.0.0.0/udp/4002/webrtc-direct",
+			"/ip4/0.0.0.0/tcp/4003/ws",
+			"/ip6/::/tcp/4001",
+			"/ip6/::/udp/4001/quic-v1",
+			"/ip6/::/udp/4001/quic-v1/webtransport",
+			"/ip6/::/udp/4002/webrtc-direct",
+		},
+		MDNS:                On,
+		NATPortMap:          Off,
+		RelayService:        On,
+		PeerTimeout:         fetch.DefaultPeerTimeout,
+		ServeBytesPerSecond: 64 << 20,
+		ServeConcurrency:    64,
+		MaxMemory:           1 << 30,
+		MaxConns:            1024,
+	},
+}
+
+// LoopbackAddrs returns listen addresses on 127.0.0.1 with ports chosen by
+// the system, for tests, demos and nodes that only talk to this machine: TCP
+// and QUIC for apps, and for seeds also WebTransport, WebRTC-direct and
+// WebSockets, the transports browsers dial.
+func LoopbackAddrs(r Role) []string {
+	addrs := []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	if r == RoleSeed {
+		addrs = append(addrs,
+			"/ip4/127.0.0.1/udp/0/quic-v1/webtransport",
+			"/ip4/127.0.0.1/udp/0/webrtc-direct",
+			"/ip4/127.0.0.1/tcp/0/ws",
+		)
+	}
+	return addrs
+}
+
+// withDefaults returns c with every zero field set from its role's defaults.
+func (c Config) withDefaults() Config {
+	if c.Role == "" {
+		c.Role = RoleApp
+	}
+	d, ok := roleDefaults[c.Role]
+	if !ok {
+		return c // validate reports the bad role
+	}
+	if c.Quota == 0 {
+		c.Quota = d.Quota
+	}
+	if len(c.ListenAddrs) == 0 {
+		c.ListenAddrs = append([]string(nil), d.ListenAddrs...)
+	}
+	if c.MDNS == Default {
+		c.MDNS = d.MDNS
+	}
+	if c.NATPortMap == Default {
+		c.NATPortMap = d.NATPortMap
+	}
+	if c.RelayService == Default {
+		c.RelayService = d.RelayService
+	}
+	if c.PeerTimeout == 0 {
+		c.PeerTimeout = d.PeerTimeout
+	}
+	if c.ServeBytesPerSecond == 0 {
+		c.ServeBytesPerSecond = d.ServeBytesPerSecond
+	}
+	if c.ServeConcurrency == 0 {
+		c.ServeConcurrency = d.ServeConcurrency
+	}
+	if c.MaxMemory == 0 {
+		c.MaxMemory = d.MaxMemory
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
+	}
+	return c
+}
+

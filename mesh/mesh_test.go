@@ -1,0 +1,208 @@
+package mesh_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"go.uber.org/goleak"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/manifest"
+	"github.com/meshcdn/meshcdn/mesh"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// badger's and ristretto's package-level goroutines outlive every
+		// database; glog's flush daemon starts with the package.
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2.(*defaultPolicy[...]).processItems"),
+		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2.(*Cache[...]).processItems"),
+		// go-libp2p-pubsub's goroutines end shortly after Close, with no
+		// way to wait for them (see announce.Config.PubSub).
+		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p-pubsub.(*PubSub).processLoop"),
+		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p-pubsub.(*PubSub).handleNewStream"),
+		// The opencensus stats worker of go-libp2p's dependencies is global.
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+// site is an origin serving a few generated assets and their manifest.
+type site struct {
+	srv    *httptest.Server
+	m      *manifest.Manifest
+	files  map[string][]byte
+	served func() int64
+}
+
+func newSite(t *testing.T, sizes map[string]int64) *site {
+	t.Helper()
+	dir := t.TempDir()
+	s := &site{files: map[string][]byte{}}
+	i := 0
+	for p, size := range sizes {
+		i++
+		data := testutil.Bytes(uint64(i), size)
+		s.files[p] = data
+		name := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := manifest.FromDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.m = m
+	mj, _ := m.Marshal()
+	var served countingBytes
+	fs := http.FileServer(http.Dir(dir))
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/manifest.json" {
+			w.Write(mj)
+			return
+		}
+		fs.ServeHTTP(&countingWriter{ResponseWriter: w, n: &served}, r)
+	}))
+	t.Cleanup(s.srv.Close)
+	s.served = served.Load
+	return s
+}
+
+func newNode(t *testing.T, cfg mesh.Config) *mesh.Node {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "test-mesh"
+	}
+	if cfg.DataDir == "" {
+		cfg.InMemory = true
+	}
+	cfg.ListenAddrs = mesh.LoopbackAddrs(cfg.Role)
+	cfg.MDNS = mesh.Off
+	cfg.NATPortMap = mesh.Off
+	n, err := mesh.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func TestSeedServesApp(t *testing.T) {
+	s := newSite(t, map[string]int64{"index.html": 3000, "video/a.mp4": 5<<20 + 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: s.srv.URL})
+	m, err := seed.LoadManifest(ctx, "manifest.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := seed.Pin(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	originAfterSeed := s.served()
+	if originAfterSeed < 5<<20 {
+		t.Fatalf("the seed took %d bytes from the origin, want the whole site", originAfterSeed)
+	}
+
+	app := newNode(t, mesh.Config{Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()}})
+	if err := app.WaitPeers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the seed's announcement to reach the app's provider table.
+	waitProvider(ctx, t, app, m.Assets[1].Cid)
+	r, a, err := app.OpenAsset(ctx, m, "video/a.mp4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := r.Stats()
+	r.Close()
+	if !bytes.Equal(got, s.files["video/a.mp4"]) {
+		t.Fatalf("read %d bytes that differ from the asset's %d", len(got), a.Size)
+	}
+	if st.PeerBytes != a.Size || st.OriginBytes != 0 {
+		t.Errorf("fetch stats: %d bytes from peers, %d from the origin; want all %d from peers", st.PeerBytes, st.OriginBytes, a.Size)
+	}
+	if s.served() != originAfterSeed {
+		t.Errorf("the origin served %d more bytes after the seed", s.served()-originAfterSeed)
+	}
+	if got := app.Stats().Offload; got != 1 {
+		t.Errorf("app offload = %v, want 1", got)
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	n := newNode(t, mesh.Config{Role: mesh.RoleSeed})
+	c := n.Config()
+	if c.Quota != 8<<30 || c.RelayService != mesh.On || c.ServeBytesPerSecond != 64<<20 {
+		t.Errorf("seed defaults = quota %d relay %v serve %d", c.Quota, c.RelayService, c.ServeBytesPerSecond)
+	}
+	if _, err := mesh.New(context.Background(), mesh.Config{Name: "Bad Name", InMemory: true}); err == nil {
+		t.Error("New accepted a bad mesh name")
+	}
+	if _, err := mesh.New(context.Background(), mesh.Config{Name: "ok"}); err == nil {
+		t.Error("New accepted a config without DataDir or InMemory")
+	}
+}
+
+func TestIdentitySurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := mesh.Config{Name: "t", DataDir: dir, ListenAddrs: mesh.LoopbackAddrs(mesh.RoleApp), MDNS: mesh.Off, NATPortMap: mesh.Off}
+	a, err := mesh.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := a.ID()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := mesh.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.ID() != id {
+		t.Errorf("peer ID after restart = %s, want %s", b.ID(), id)
+	}
+}
+
+func waitProvider(ctx context.Context, t *testing.T, n *mesh.Node, c cid.Cid) {
+	t.Helper()
+	changes := n.Announcer().Table().Subscribe(ctx)
+	for len(n.Announcer().Table().Providers(c, 1)) == 0 {
+		select {
+		case <-changes:
+		case <-ctx.Done():
+			t.Fatalf("no provider of %s announced", c)
+		}
+	}
+}
+
+type countingBytes struct{ atomic.Int64 }
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *countingBytes
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n.Add(int64(n))
+	return n, err
+}
