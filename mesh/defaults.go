@@ -105,4 +105,3 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
-
