@@ -29,6 +29,18 @@ const (
 	DefaultProvideTimeout    = time.Minute
 )
 
+// sweepInterval is how often the table drops expired entries (lookups skip
+// them anyway; the sweep frees memory and tells subscribers). A sweep of
+// 100,000 entries takes about a millisecond.
+const sweepInterval = time.Second
+
+// Provide retry backoff: a failed provide (typically: no DHT peer yet) is
+// retried after 1 s, doubling up to 5 min.
+const (
+	provideRetryMin = time.Second
+	provideRetryMax = 5 * time.Minute
+)
+
 // rejoinGap is the least time between two summaries sent because peers
 // joined the topic: a burst of joins costs one summary, not one each.
 const rejoinGap = 500 * time.Millisecond
@@ -471,7 +483,7 @@ func (a *Announcer) tickLoop() {
 	defer a.wg.Done()
 	summary := time.NewTimer(0) // a first summary at start
 	defer summary.Stop()
-	sweep := time.NewTicker(max(a.cfg.SummaryInterval/2, time.Second))
+	sweep := time.NewTicker(sweepInterval)
 	defer sweep.Stop()
 	gap := time.NewTimer(time.Hour)
 	gap.Stop()
@@ -632,14 +644,23 @@ func (a *Announcer) provideLoop() {
 		a.queueProvide(roots)
 	}
 	queueAll()
+	failed := make(map[cid.Cid]struct{})
+	backoff := provideRetryMin
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-a.ctx.Done():
 			return
 		case <-reprovide.C:
 			queueAll()
+		case <-retry.C:
+			a.queueProvide(mapKeys(failed))
+			clear(failed)
 		case <-a.provSig:
 		}
+		hadFailures := len(failed) > 0
 		for {
 			a.provMu.Lock()
 			var next cid.Cid
@@ -661,10 +682,24 @@ func (a *Announcer) provideLoop() {
 				if a.ctx.Err() == nil {
 					a.log.Debug("provide failed", "cid", next, "err", err)
 				}
+				failed[next] = struct{}{}
 				continue
 			}
 			a.n.provided.Add(1)
+			backoff = provideRetryMin
 			a.log.Debug("provided", "cid", next, "dur", time.Since(start))
 		}
+		if len(failed) > 0 && !hadFailures {
+			retry.Reset(backoff)
+			backoff = min(2*backoff, provideRetryMax)
+		}
 	}
+}
+
+func mapKeys(m map[cid.Cid]struct{}) []cid.Cid {
+	ks := make([]cid.Cid, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
 }

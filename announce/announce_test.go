@@ -1,0 +1,434 @@
+package announce
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	n := newTestNet(t)
+	h := n.host()
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want error
+	}{
+		{"no name", Config{Host: h}, ErrBadName},
+		{"bad name", Config{Name: "Mesh/1", Host: h}, ErrBadName},
+		{"no host", Config{Name: "ok"}, ErrBadConfig},
+		{"ttl below interval", Config{Name: "ok", Host: h, SummaryInterval: time.Minute, TTL: time.Second}, ErrBadConfig},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := New(tc.cfg); !errors.Is(err, tc.want) {
+				t.Fatalf("New(%s) = %v, want %v", tc.name, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestHaveReachesEveryPeer(t *testing.T) {
+	n := newTestNet(t)
+	var nodes []*tnode
+	for range 6 {
+		nodes = append(nodes, n.node(nodeOpts{}))
+	}
+	// a line: gossip has to forward
+	for i := 1; i < len(nodes); i++ {
+		n.connect(nodes[i-1], nodes[i])
+	}
+	root := importSeed(t, nodes[0], 1, 3000)
+	for _, nd := range nodes[1:] {
+		awaitProvider(t, nd, root, nodes[0].h.ID())
+	}
+	if s := nodes[0].a.Stats(); s.Published == 0 {
+		t.Fatalf("Stats = %+v, want something published", s)
+	}
+}
+
+func TestReannounceOnConnect(t *testing.T) {
+	n := newTestNet(t)
+	a := n.node(nodeOpts{})
+	root := importSeed(t, a, 2, 1000)
+	// b joins later; summaries are hourly, so only the re-announcement on
+	// join can tell it.
+	b := n.node(nodeOpts{noStore: true})
+	n.connect(a, b)
+	awaitProvider(t, b, root, a.h.ID())
+}
+
+func TestDropOnEviction(t *testing.T) {
+	n := newTestNet(t)
+	a := n.node(nodeOpts{quota: 10_000})
+	b := n.node(nodeOpts{noStore: true})
+	n.connect(a, b)
+	awaitTopicPeers(t, 1, a, b)
+	first := importSeed(t, a, 3, 8000)
+	awaitProvider(t, b, first, a.h.ID())
+	second := importSeed(t, a, 4, 8000) // evicts first
+	awaitProvider(t, b, second, a.h.ID())
+	awaitGone(t, b, first, a.h.ID())
+}
+
+func TestPeriodicSummaryRefreshes(t *testing.T) {
+	n := newTestNet(t)
+	// a's HAVEs live 2 s at b and are refreshed every 500 ms.
+	a := n.node(nodeOpts{cfg: func(c *Config) { c.SummaryInterval, c.TTL = 500*time.Millisecond, 2*time.Second }})
+	b := n.node(nodeOpts{noStore: true})
+	n.connect(a, b)
+	root := importSeed(t, a, 5, 1000)
+	awaitProvider(t, b, root, a.h.ID())
+	before := a.a.Stats().Summaries
+	// Wait for two more summaries through b's table: each refresh of
+	// an existing entry is silent, so count a's summaries instead.
+	deadline := time.Now().Add(5 * time.Second)
+	for a.a.Stats().Summaries < before+2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no periodic summary within 5 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !hasProvider(b, root, a.h.ID()) {
+		t.Fatal("b forgot a although a kept summarising")
+	}
+	// When a stops, b forgets it within the TTL.
+	a.a.Close()
+	awaitGone(t, b, root, a.h.ID())
+}
+
+// TestIsolation runs two meshes, red and blue, on the same hosts: h1 is in
+// both (one PubSub, two Announcers, two DHTs), h2 only in red, h3 only in
+// blue. Neither mesh may learn the other's content, by gossip or DHT.
+func TestIsolation(t *testing.T) {
+	n := newTestNet(t)
+	h1 := &tnode{h: n.host()}
+	h1.ps, h1.tr = n.pubsub(h1.h, "red")
+	red1 := n.start(&tnode{h: h1.h, ps: h1.ps, tr: h1.tr}, nodeOpts{name: "red", dht: true})
+	blue1 := n.start(&tnode{h: h1.h, ps: h1.ps, tr: h1.tr}, nodeOpts{name: "blue", dht: true})
+	red2 := n.node(nodeOpts{name: "red", dht: true})
+	blue3 := n.node(nodeOpts{name: "blue", dht: true})
+	n.connect(red1, red2)
+	n.connect(red1, blue3)
+	n.connect(red2, blue3)
+
+	redRoot := importSeed(t, red2, 10, 1000)
+	blueRoot := importSeed(t, blue3, 11, 1000)
+	// Positive controls: each mesh works.
+	awaitProvider(t, red1, redRoot, red2.h.ID())
+	awaitProvider(t, blue1, blueRoot, blue3.h.ID())
+
+	// Gossip: after the positive controls, later messages of the other mesh
+	// would have had the same path; assert they never arrived.
+	for _, c := range []struct {
+		nd   *tnode
+		root cid.Cid
+	}{{red1, blueRoot}, {red2, blueRoot}, {blue1, redRoot}, {blue3, redRoot}} {
+		if ps := c.nd.a.Table().Providers(c.root, 0); len(ps) != 0 {
+			t.Fatalf("mesh %s lists %v for the other mesh's %s", c.nd.a.cfg.Name, ps, c.root)
+		}
+	}
+	// The DHTs: wait until red2 has provided, then look up from both.
+	deadline := time.Now().Add(10 * time.Second)
+	for red2.a.Stats().Provided == 0 || blue3.a.Stats().Provided == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not provided: red2 %+v blue3 %+v", red2.a.Stats(), blue3.a.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if got := collect(red1.d.FindProvidersAsync(ctx, redRoot, 1)); len(got) != 1 || got[0] != red2.h.ID() {
+		t.Fatalf("red DHT finds %v for red content, want red2 (positive control)", got)
+	}
+	if got := collect(blue1.d.FindProvidersAsync(ctx, redRoot, 1)); len(got) != 0 {
+		t.Fatalf("blue DHT on h1 finds %v for red content", got)
+	}
+	if got := collect(blue3.d.FindProvidersAsync(ctx, redRoot, 1)); len(got) != 0 {
+		t.Fatalf("blue DHT on h3 finds %v for red content", got)
+	}
+	if got := collect(red2.d.FindProvidersAsync(ctx, blueRoot, 1)); len(got) != 0 {
+		t.Fatalf("red DHT finds %v for blue content", got)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("a DHT lookup ran into the timeout instead of finishing")
+	}
+	// And the blue table on h1, asked for red content, finds nothing even
+	// through its DHT fallback.
+	if got := collect(blue1.a.Table().FindProvidersAsync(ctx, redRoot, 1)); len(got) != 0 {
+		t.Fatalf("blue table finds %v for red content", got)
+	}
+}
+
+func TestUnsignedRejected(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		victim []pubsub.Option
+		reason string
+	}{
+		// gossipsub's strict signing rejects it first...
+		{"strict pubsub", nil, pubsub.RejectMissingSignature},
+		// ...and with a lax PubSub, the announce validator does.
+		{"lax pubsub", []pubsub.Option{pubsub.WithMessageSignaturePolicy(pubsub.LaxNoSign)}, pubsub.RejectValidationFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newTestNet(t)
+			victim := n.node(nodeOpts{noStore: true, psOpts: tc.victim})
+			evil := n.host()
+			eps, _ := n.pubsub(evil, "test", pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign))
+			if _, err := n.mn.ConnectPeers(evil.ID(), victim.h.ID()); err != nil {
+				t.Fatal(err)
+			}
+			tp := rawTopic(t, eps, "test", 1)
+			root := testCid(t, cid.Raw, "unsigned")
+			msgs, _ := Encode(Have, time.Minute, []cid.Cid{root})
+			if err := tp.Publish(context.Background(), msgs[0]); err != nil {
+				t.Fatal(err)
+			}
+			if r := victim.tr.awaitReject(t); r != tc.reason {
+				t.Fatalf("rejected for %q, want %q", r, tc.reason)
+			}
+			if victim.a.Table().Len() != 0 {
+				t.Fatalf("table has %d entries after an unsigned message", victim.a.Table().Len())
+			}
+		})
+	}
+}
+
+// forge writes one pubsub RPC carrying m straight onto a gossipsub stream
+// from evil to victim, the way a malicious implementation could: nothing in
+// evil's own pubsub checks it first.
+func forge(t *testing.T, evil host.Host, victim peer.ID, m *pb.Message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := evil.NewStream(ctx, victim, pubsub.GossipSubID_v11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpc := &pb.RPC{Publish: []*pb.Message{m}}
+	b, err := proto.Marshal(rpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(append(binary.AppendUvarint(nil, uint64(len(b))), b...)); err != nil {
+		t.Fatal(err)
+	}
+	// The stream stays open: closing it early could race the victim's read.
+	t.Cleanup(func() { s.Reset() })
+}
+
+// signed returns a pubsub message with data, authored by from and signed
+// with key, as gossipsub's StrictSign does it.
+func signed(t *testing.T, key crypto.PrivKey, from peer.ID, topic string, data []byte, seq byte) *pb.Message {
+	t.Helper()
+	m := &pb.Message{From: []byte(from), Data: data, Seqno: []byte{0, 0, 0, 0, 0, 0, 0, seq}, Topic: &topic}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := key.Sign(append([]byte(pubsub.SignPrefix), b...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Signature = sig
+	if m.Key, err = crypto.MarshalPublicKey(key.GetPublic()); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestWronglySignedRejected(t *testing.T) {
+	n := newTestNet(t)
+	victim := n.node(nodeOpts{noStore: true})
+	honest := n.node(nodeOpts{})
+	n.connect(victim, honest)
+	evil := n.host()
+	if _, err := n.mn.ConnectPeers(evil.ID(), victim.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	evilKey := evil.Peerstore().PrivKey(evil.ID())
+	topic := Topic("test")
+	have := func(s string) (cid.Cid, []byte) {
+		r := testCid(t, cid.Raw, s)
+		msgs, _ := Encode(Have, time.Minute, []cid.Cid{r})
+		return r, msgs[0]
+	}
+
+	// Control: a correctly signed message sent the same raw way is
+	// accepted, so the rejections below are the signatures' doing.
+	okRoot, okData := have("control")
+	forge(t, evil, victim.h.ID(), signed(t, evilKey, evil.ID(), topic, okData, 1))
+	awaitProvider(t, victim, okRoot, evil.ID())
+
+	// 1. Data changed after signing.
+	tamperedRoot, tamperedData := have("tampered")
+	m := signed(t, evilKey, evil.ID(), topic, okData, 2)
+	m.Data = tamperedData
+	forge(t, evil, victim.h.ID(), m)
+	if r := victim.tr.awaitReject(t); r != pubsub.RejectInvalidSignature {
+		t.Fatalf("tampered: rejected for %q, want %q", r, pubsub.RejectInvalidSignature)
+	}
+	// 2. Signed by evil, claiming to be the honest peer.
+	forgedRoot, forgedData := have("forged")
+	forge(t, evil, victim.h.ID(), signed(t, evilKey, honest.h.ID(), topic, forgedData, 3))
+	if r := victim.tr.awaitReject(t); r != pubsub.RejectInvalidSignature {
+		t.Fatalf("forged author: rejected for %q, want %q", r, pubsub.RejectInvalidSignature)
+	}
+	// 3. Signed by a key that is not the author's, author's key omitted.
+	other, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	m = signed(t, other, evil.ID(), topic, forgedData, 4)
+	m.Key = nil
+	forge(t, evil, victim.h.ID(), m)
+	if r := victim.tr.awaitReject(t); r != pubsub.RejectInvalidSignature {
+		t.Fatalf("foreign key: rejected for %q, want %q", r, pubsub.RejectInvalidSignature)
+	}
+	for _, r := range []cid.Cid{tamperedRoot, forgedRoot} {
+		if ps := victim.a.Table().Providers(r, 0); len(ps) != 0 {
+			t.Fatalf("table lists %v for %s from a wrongly signed message", ps, r)
+		}
+	}
+	if got := victim.a.Stats().Received; got != 1 {
+		t.Fatalf("Stats.Received = %d, want 1 (the control)", got)
+	}
+}
+
+func TestGarbageRejected(t *testing.T) {
+	n := newTestNet(t)
+	// The victim's PubSub allows 4 MiB messages (as a PubSub shared with
+	// another application might), so the announce validator is what stops
+	// 1 MiB of garbage.
+	victim := n.node(nodeOpts{noStore: true, psOpts: []pubsub.Option{pubsub.WithMaxMessageSize(4 << 20)}})
+	evil := n.host()
+	eps, _ := n.pubsub(evil, "test", pubsub.WithMaxMessageSize(4<<20))
+	if _, err := n.mn.ConnectPeers(evil.ID(), victim.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	tp := rawTopic(t, eps, "test", 1)
+	garbage := make([]byte, 1<<20)
+	rand.Read(garbage)
+	garbage[0] = Version // garbage that passes the version check
+	root := testCid(t, cid.Raw, "g")
+	good, _ := Encode(Have, time.Minute, []cid.Cid{root})
+	future := append([]byte{2}, good[0][1:]...)
+	for _, tc := range []struct {
+		name   string
+		data   []byte
+		reason string
+		count  func(Stats) uint64
+	}{
+		{"1 MiB garbage", garbage, pubsub.RejectValidationFailed, func(s Stats) uint64 { return s.Oversized }},
+		{"1 KiB garbage", garbage[:1024], pubsub.RejectValidationFailed, func(s Stats) uint64 { return s.Malformed }},
+		{"truncated", good[0][:len(good[0])-1], pubsub.RejectValidationFailed, func(s Stats) uint64 { return s.Malformed }},
+		{"version 2", future, pubsub.RejectValidationIgnored, func(s Stats) uint64 { return s.UnknownVersion }},
+	} {
+		before := tc.count(victim.a.Stats())
+		if err := tp.Publish(context.Background(), tc.data); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if r := victim.tr.awaitReject(t); r != tc.reason {
+			t.Fatalf("%s: rejected for %q, want %q", tc.name, r, tc.reason)
+		}
+		if got := tc.count(victim.a.Stats()) - before; got != 1 {
+			t.Fatalf("%s: counted %d times in %+v, want once", tc.name, got, victim.a.Stats())
+		}
+	}
+	if victim.a.Table().Len() != 0 {
+		t.Fatalf("table has %d entries after garbage", victim.a.Table().Len())
+	}
+	// The same attacker's valid message still gets through: nothing above
+	// broke the connection.
+	if err := tp.Publish(context.Background(), good[0]); err != nil {
+		t.Fatal(err)
+	}
+	awaitProvider(t, victim, root, evil.ID())
+}
+
+func TestFloodRateLimitedAndCapped(t *testing.T) {
+	n := newTestNet(t)
+	victim := n.node(nodeOpts{noStore: true, cfg: func(c *Config) {
+		c.PeerRate, c.PeerBurst = 1, 5
+		c.Table = TableConfig{MaxEntries: 3000, MaxEntriesPerPeer: 1000}
+	}})
+	honest := n.node(nodeOpts{})
+	n.connect(victim, honest)
+	honestRoot := importSeed(t, honest, 20, 1000)
+	awaitProvider(t, victim, honestRoot, honest.h.ID())
+
+	evil := n.host()
+	eps, _ := n.pubsub(evil, "test")
+	if _, err := n.mn.ConnectPeers(evil.ID(), victim.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	tp := rawTopic(t, eps, "test", 1)
+	const floods = 60
+	for i := range floods {
+		msgs, err := Encode(Have, time.Hour, manyCids(t, string(rune('A'+i%26))+string(rune('a'+i/26)), 442))
+		if err != nil || len(msgs) != 1 {
+			t.Fatal(len(msgs), err)
+		}
+		if err := tp.Publish(context.Background(), msgs[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every flood message is either delivered or ignored at the victim:
+	// wait until all 60 are accounted for.
+	deadline := time.After(20 * time.Second)
+	var delivered, ignored int
+	for delivered+ignored < floods {
+		select {
+		case m := <-victim.tr.delivered:
+			if m.GetFrom() == evil.ID() {
+				delivered++
+			}
+		case r := <-victim.tr.rejects:
+			if r != pubsub.RejectValidationIgnored {
+				t.Fatalf("flood message rejected for %q, want ignored", r)
+			}
+			ignored++
+		case <-deadline:
+			t.Fatalf("after 20 s: %d delivered, %d ignored of %d", delivered, ignored, floods)
+		}
+	}
+	// The burst of 5 passes (plus what 1/s refilled meanwhile); the rest is
+	// ignored.
+	if delivered < 5 || delivered > 10 || ignored < floods-10 {
+		t.Fatalf("%d delivered, %d ignored, want about 5 delivered", delivered, ignored)
+	}
+	if s := victim.a.Stats(); s.RateLimited != uint64(ignored) {
+		t.Fatalf("Stats.RateLimited = %d, want %d", s.RateLimited, ignored)
+	}
+	// The accepted ones hold 5 × 442 roots of one peer: capped at 1000 per
+	// peer, and the honest peer's entry is still there.
+	ts := victim.a.Table().Stats()
+	if ts.Entries > 1001 {
+		t.Fatalf("table holds %d entries, per-peer cap 1000 + 1 honest", ts.Entries)
+	}
+	if !hasProvider(victim, honestRoot, honest.h.ID()) {
+		t.Fatal("the flood pushed the honest peer's entry out")
+	}
+}
+
+func TestRepeatedGarbageBytes(t *testing.T) {
+	// Decode of every prefix of a valid message fails cleanly.
+	good, _ := Encode(Have, time.Minute, manyCids(t, "p", 3))
+	for i := range len(good[0]) {
+		if _, err := Decode(good[0][:i]); err == nil {
+			t.Fatalf("Decode(prefix %d) = nil error", i)
+		}
+	}
+	if _, err := Decode(bytes.Clone(good[0])); err != nil {
+		t.Fatal(err)
+	}
+}
