@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -133,7 +134,7 @@ type origin struct {
 	sent    atomic.Int64
 	reqs    atomic.Int64
 	limit   *rate.Limiter // nil: no pacing
-	dieAt   atomic.Int64  // after this many requests, fail all (0: never)
+	dieAt   atomic.Int64  // after this many requests, cut all (0: never; <0: from the start)
 	mu      sync.Mutex
 	started chan struct{}
 }
@@ -148,7 +149,7 @@ func newOrigin(t testing.TB, data []byte) *origin {
 
 func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 	n := o.reqs.Add(1)
-	if d := o.dieAt.Load(); d > 0 && n > d {
+	if d := o.dieAt.Load(); d < 0 || d > 0 && n > d {
 		panic(http.ErrAbortHandler) // the connection is cut
 	}
 	start, end := int64(0), int64(len(o.data))
@@ -217,4 +218,9 @@ func waitStored(t testing.TB, st *store.Store, root cid.Cid) {
 		}
 	}
 	t.Fatalf("store never held %s", root)
+}
+
+// cidFromPath parses /ipfs/CID.
+func cidFromPath(p string) (cid.Cid, error) {
+	return cid.Decode(strings.TrimPrefix(p, "/ipfs/"))
 }

@@ -502,7 +502,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		if cause == nil {
 			cause = errors.New("no origin")
 		}
-		err := fmt.Errorf("%w: %s: no block from any source for %v; origin: %v", ErrUnavailable, r.t.Cid, cfg.StallTimeout, cause)
+		err := fmt.Errorf("%w: %s: no block from any source for %v; origin: %w", ErrUnavailable, r.t.Cid, cfg.StallTimeout, cause)
 		r.mu.Unlock()
 		r.fail(err)
 		return time.Time{}, true

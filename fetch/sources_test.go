@@ -69,10 +69,11 @@ func TestDyingSources(t *testing.T) {
 
 	t.Run("both die", func(t *testing.T) {
 		a := makeAsset(t, 12, 5*MiB)
-		prov := newNode(t, fetch.Config{ServeBytesPerSecond: 4 * MiB})
+		prov := newNode(t, fetch.Config{ServeBytesPerSecond: 2 * MiB})
 		prov.hold(t, a)
 		o := newOrigin(t, a.data)
-		cl := newNode(t, fetch.Config{PeerTimeout: time.Second, StallTimeout: 300 * time.Millisecond,
+		o.dieAt.Store(-1) // every request is cut
+		cl := newNode(t, fetch.Config{StallTimeout: 1500 * time.Millisecond,
 			Providers: providers{a.t.Cid: {prov.info()}}})
 		tg := a.t
 		tg.URL = o.URL
@@ -87,8 +88,6 @@ func TestDyingSources(t *testing.T) {
 		}
 		prov.f.Close()
 		prov.h.Close()
-		o.CloseClientConnections()
-		o.Close()
 		_, err = io.ReadAll(r)
 		if !errors.Is(err, fetch.ErrUnavailable) {
 			t.Fatalf("Read after both died = %v, want ErrUnavailable", err)

@@ -1,0 +1,268 @@
+package fetch_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/manifest"
+	"github.com/meshcdn/meshcdn/store"
+)
+
+var modTime = time.Unix(1_700_000_000, 0)
+
+func TestNewConfigErrors(t *testing.T) {
+	h := newHost(t)
+	st := newStore(t, -1)
+	for _, tc := range []struct {
+		name string
+		cfg  fetch.Config
+	}{
+		{"no host", fetch.Config{Store: st}},
+		{"no store", fetch.Config{Host: h}},
+		{"negative timeout", fetch.Config{Host: h, Store: st, PeerTimeout: -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if f, err := fetch.New(tc.cfg); err == nil {
+				f.Close()
+				t.Errorf("New(%s) = nil error, want one", tc.name)
+			}
+		})
+	}
+	f, err := fetch.New(fetch.Config{Host: h, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Config(); got.PeerTimeout != 200*time.Millisecond || got.ReadAhead != fetch.DefaultReadAhead {
+		t.Errorf("Config() = %+v, want defaults filled in", got)
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	if err := f.Close(); !errors.Is(err, fetch.ErrClosed) {
+		t.Errorf("second Close = %v, want ErrClosed", err)
+	}
+	if _, err := f.Open(context.Background(), fetch.Target{Cid: makeAsset(t, 1, 10).t.Cid}); !errors.Is(err, fetch.ErrClosed) {
+		t.Errorf("Open after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestLocalHit: content the store holds is read from it, no network.
+func TestLocalHit(t *testing.T) {
+	a := makeAsset(t, 40, 2*MiB+3)
+	cl := newNode(t, fetch.Config{})
+	cl.hold(t, a)
+	r, err := cl.f.Open(context.Background(), fetch.Target{Cid: a.t.Cid}) // by CID alone
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	if st := r.Stats(); st.LocalBytes != int64(len(a.data)) || st.PeerBytes+st.OriginBytes != 0 {
+		t.Errorf("Stats = %+v, want all local", st)
+	}
+}
+
+// TestByCIDFromPeer: opened by CID alone, the inner nodes come from the
+// provider too.
+func TestByCIDFromPeer(t *testing.T) {
+	a := makeAsset(t, 41, 3*MiB)
+	prov := newNode(t, fetch.Config{})
+	prov.hold(t, a)
+	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}})
+	r, err := cl.f.Open(context.Background(), fetch.Target{Cid: a.t.Cid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	if n, err := r.Seek(0, io.SeekEnd); err != nil || n != int64(len(a.data)) {
+		t.Errorf("Seek(0, End) = %d, %v; want %d", n, err, len(a.data))
+	}
+}
+
+// TestGateway: a trustless gateway origin serves raw blocks, including the
+// inner nodes of content opened by CID alone.
+func TestGateway(t *testing.T) {
+	a := makeAsset(t, 42, 2*MiB+1)
+	src := newStore(t, -1)
+	holder := &node{st: src}
+	holder.hold(t, a)
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := cidFromPath(r.URL.Path)
+		if err != nil || r.URL.Query().Get("format") != "raw" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		b, err := src.Get(r.Context(), c)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/vnd.ipld.raw")
+		w.Write(b.RawData())
+	}))
+	defer gw.Close()
+	cl := newNode(t, fetch.Config{})
+	r, err := cl.f.Open(context.Background(), fetch.Target{Cid: a.t.Cid, Gateway: gw.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	waitStored(t, cl.st, a.t.Cid)
+}
+
+// TestLyingOrigin: an origin whose bytes do not match the manifest fails
+// the fetch with a *VerifyError inside ErrUnavailable; nothing wrong is
+// handed out.
+func TestLyingOrigin(t *testing.T) {
+	a := makeAsset(t, 43, 2*MiB)
+	bad := append([]byte(nil), a.data...)
+	bad[MiB+10] ^= 0xff
+	o := newOrigin(t, bad)
+	cl := newNode(t, fetch.Config{StallTimeout: 100 * time.Millisecond})
+	tg := a.t
+	tg.URL = o.URL
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	var ve *fetch.VerifyError
+	if !errors.Is(err, fetch.ErrUnavailable) || !errors.As(err, &ve) || !errors.Is(err, fetch.ErrVerify) {
+		t.Fatalf("ReadAll = %v, want ErrUnavailable wrapping a *VerifyError", err)
+	}
+	if ve.Source != fetch.SourceOrigin || !strings.HasPrefix(ve.Error(), "fetch: ") {
+		t.Errorf("VerifyError = %+v", ve)
+	}
+	checkBytes(t, got, a.data[:len(got)])
+	if len(got) > MiB {
+		t.Errorf("read %d bytes, want at most the first (good) leaf", len(got))
+	}
+}
+
+// TestCloseAndCancel: Close and a cancelled context end a fetch that waits.
+func TestCloseAndCancel(t *testing.T) {
+	a := makeAsset(t, 44, 2*MiB)
+	silent := silentPeer(t)
+	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {{ID: silent.ID(), Addrs: silent.Addrs()}}}})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r, err := cl.f.Open(ctx, a.t) // no origin: it waits on the silent peer
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := r.Read(make([]byte, 10)); done <- err }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Read after cancel = %v, want context.Canceled", err)
+	}
+	r.Close()
+
+	r, err = cl.f.Open(context.Background(), a.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, err := r.Read(make([]byte, 10)); done <- err }()
+	if err := cl.f.Close(); err != nil {
+		t.Fatalf("Fetcher.Close = %v", err)
+	}
+	if err := <-done; !errors.Is(err, fetch.ErrClosed) {
+		t.Errorf("Read after Fetcher.Close = %v, want ErrClosed", err)
+	}
+	if err := r.Close(); !errors.Is(err, fetch.ErrClosed) {
+		t.Errorf("Reader.Close after Fetcher.Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestOpenPathAndMetrics: a manifest path is fetched from the origin, and
+// the metrics land on the registry the caller gave (not the global one).
+func TestOpenPathAndMetrics(t *testing.T) {
+	a := makeAsset(t, 45, MiB+100)
+	small := makeAsset(t, 46, 1000)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/site/app.js", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "app.js", modTime, strings.NewReader(string(a.data)))
+	})
+	mux.HandleFunc("/site/logo.png", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "logo.png", modTime, strings.NewReader(string(small.data)))
+	})
+	o := httptest.NewServer(mux)
+	defer o.Close()
+	m := &manifest.Manifest{Version: 1, Assets: []manifest.Asset{
+		{Path: "app.js", Cid: a.t.Cid, Size: a.t.Size, Type: "text/javascript", Nodes: a.t.Nodes},
+		{Path: "logo.png", Cid: small.t.Cid, Size: small.t.Size, Type: "image/png"},
+	}}
+	raw, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = manifest.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cl := newNode(t, fetch.Config{PrometheusRegisterer: reg})
+	for _, p := range []struct {
+		path string
+		want []byte
+	}{{"app.js", a.data}, {"logo.png", small.data}} {
+		r, err := cl.f.OpenPath(context.Background(), m, o.URL+"/site", p.path)
+		if err != nil {
+			t.Fatalf("OpenPath(%s): %v", p.path, err)
+		}
+		checkBytes(t, readAll(t, r), p.want)
+		r.Close()
+	}
+	if _, err := cl.f.OpenPath(context.Background(), m, o.URL, "nope"); !errors.Is(err, fetch.ErrNoRoute) {
+		t.Errorf("OpenPath(nope) = %v, want ErrNoRoute", err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += fmt.Sprintf("{%s=%s}", l.GetName(), l.GetValue())
+			}
+			switch {
+			case m.Counter != nil:
+				got[name] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				got[name] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				got[name] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		"meshcdn_fetch_bytes_total{source=origin}":     float64(len(a.data) + len(small.data)),
+		"meshcdn_fetch_fetches_total{result=complete}": 2,
+		"meshcdn_fetch_ttfb_seconds":                   2,
+		"meshcdn_fetch_offload_ratio":                  0,
+	} {
+		if got[name] != want {
+			t.Errorf("metric %s = %v, want %v (all: %v)", name, got[name], want, got)
+		}
+	}
+	// A second Fetcher on the same registry is refused, not a panic.
+	if _, err := fetch.New(fetch.Config{Host: newHost(t), Store: newStore(t, -1), PrometheusRegisterer: reg}); err == nil {
+		t.Errorf("second Fetcher on one registry: nil error")
+	}
+	_ = store.Leaf{}
+}

@@ -1,0 +1,62 @@
+// Package fetch gets content by CID the way meshcdn promises: never slower
+// than the origin by more than a few milliseconds, never a wrong byte, and as
+// many bytes from peers as possible.
+//
+// A Fetcher (New) runs boxo bitswap on a libp2p host the caller owns, serving
+// what the caller's Store holds to other peers within a byte rate and a
+// concurrency cap. Open (or OpenPath, given a manifest) returns a Reader, an
+// io.ReadSeekCloser that streams the file in order as its blocks arrive:
+//
+//	r, err := f.Open(ctx, fetch.Target{Cid: root, Size: size, Nodes: nodes, URL: "https://cdn.example/app.js"})
+//	...
+//	defer r.Close()
+//	io.Copy(w, r)
+//	st := r.Stats() // bytes from local / peer / origin, TTFB, TTLB, per peer
+//
+// # Fetch, step by step
+//
+//  1. Each leaf (1 MiB of the file, unixfs-v1-2025) in the read-ahead window
+//     (Config.ReadAhead leaves from the reader's position) is first looked up
+//     in the Store.
+//  2. Then a bitswap session asks connected peers; the providers of the root
+//     that Config.Providers (the announce package's table) names are
+//     connected first, so the session's wants reach them.
+//  3. The origin (a plain file fetched with HTTP Range requests, each leaf
+//     checked against the leaf CID the inner nodes give, or a trustless
+//     gateway's raw blocks) joins at once when no provider is known (a cold
+//     start costs what a plain request does), and otherwise when peers have
+//     not delivered the first block within Config.PeerTimeout (200 ms), have
+//     stalled for that long, or the reader has waited that long on a block.
+//     Peers go on: each leaf goes to whichever source delivers a verified
+//     copy first, and the other request is cancelled. The first origin
+//     request goes alone, the next ones Config.OriginConcurrency at once.
+//  4. Every block is checked against its CID before it is stored or handed
+//     to the reader. Bitswap names a received block by the hash of its
+//     bytes, so a corrupted block arrives under a CID no fetch asked for: its
+//     sender is penalised (Config.Penalty): its messages are dropped, bitswap
+//     sees it as disconnected and its requests are refused.
+//  5. Fetched blocks go to the Store within its quota; a fetch larger than
+//     the quota streams all the same. When every block is stored the root is
+//     named with Store.AddRoot, which is how the announcer learns of it.
+//  6. With the origin failed (three failures in a row, or one bad block) and
+//     no block from anyone for Config.StallTimeout, Read returns an error
+//     wrapping ErrUnavailable; the blocks fetched so far stay in the Store.
+//
+// # Accounting
+//
+// Reader.Stats and Fetcher.Stats return plain structs: bytes from the local
+// store, from peers and from the origin (the first verified copy of each
+// leaf), duplicate bytes (the cost of hedging), bytes per peer, time to
+// first byte and to last block, and the offload ratio (peer bytes over
+// network bytes). With Config.PrometheusRegisterer the same figures are
+// exported as meshcdn_fetch_* metrics; labels are only source and result.
+//
+// # Bitswap tuning
+//
+// boxo's defaults give about 0.13x of plain HTTP when a file is streamed in
+// order; the server's MaxOutstandingBytesPerPeer (1 MiB, one block in flight)
+// is the limit. New sets it to Config.MaxOutstandingBytesPerPeer (8 MiB),
+// keeps Config.ReadAhead wants in flight per fetch, and turns off bitswap's
+// own provider search (it would look up leaf CIDs, which the provider table
+// does not hold; providers are found by root here).
+package fetch
