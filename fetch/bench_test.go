@@ -1,0 +1,220 @@
+package fetch_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+
+	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/store"
+)
+
+// cpuTime is the user+system CPU time of this process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkColdStart (must-show 1): no provider known, so the first byte
+// comes from the origin. It prints the median time to first byte of a plain
+// http.Get and of Fetcher.Open + Read over 30 interleaved runs of a 4 MiB
+// file, and their difference (target: at most 5 ms).
+//
+//	go test -run '^$' -bench ColdStart -benchtime 1x ./fetch/
+func BenchmarkColdStart(b *testing.B) {
+	const runs = 30
+	a := makeAsset(b, 50, 4*MiB)
+	o := newOrigin(b, a.data)
+	tg := a.t
+	tg.URL = o.URL
+	st := newStore(b, -1)
+	cl := newNode(b, fetch.Config{Store: st})
+	leaves, err := store.Leaves(context.Background(), nodesGetter(a.t), a.t.Cid, a.t.Size)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	one := make([]byte, 1)
+	for range b.N {
+		var plain, ours []time.Duration
+		for range runs {
+			start := time.Now()
+			resp, err := hc.Get(o.URL)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(resp.Body, one); err != nil {
+				b.Fatal(err)
+			}
+			plain = append(plain, time.Since(start))
+			resp.Body.Close()
+
+			start = time.Now()
+			r, err := cl.f.Open(context.Background(), tg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(r, one); err != nil {
+				b.Fatal(err)
+			}
+			ours = append(ours, time.Since(start))
+			r.Close()
+			st.Remove(context.Background(), a.t.Cid) // cold again
+			for _, l := range leaves {
+				st.DeleteBlock(context.Background(), l.Cid)
+			}
+		}
+		mp, mo := median(plain), median(ours)
+		b.ReportMetric(float64(mp.Microseconds())/1000, "http-ttfb-ms")
+		b.ReportMetric(float64(mo.Microseconds())/1000, "meshcdn-ttfb-ms")
+		b.ReportMetric(float64((mo-mp).Microseconds())/1000, "extra-ms")
+		b.Logf("median TTFB over %d runs: http.Get %v, meshcdn %v, extra %v", runs, mp, mo, mo-mp)
+	}
+}
+
+// BenchmarkThroughput (must-show 9): a file fetched by plain http.Get, by
+// meshcdn from the origin (no provider) and by meshcdn from a peer
+// (streamed in file order through the Reader), interleaved, in one process
+// on loopback. It prints MiB/s, the ratio to http.Get and the process's CPU
+// seconds per GiB (server side included) for each, medians of the
+// repetitions. MESHCDN_BENCH_MIB sets the size (default 128), and
+// MESHCDN_BENCH_REPS the repetitions (default 3).
+//
+//	go test -run '^$' -bench Throughput -benchtime 1x ./fetch/
+func BenchmarkThroughput(b *testing.B) {
+	size := int64(envInt("MESHCDN_BENCH_MIB", 128)) * MiB
+	reps := envInt("MESHCDN_BENCH_REPS", 3)
+	a := makeAsset(b, 51, size)
+	o := newOrigin(b, a.data)
+	prov := newNode(b, fetch.Config{})
+	prov.hold(b, a)
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+
+	type result struct{ wall, cpu []time.Duration }
+	res := map[string]*result{"http": {}, "origin": {}, "peer": {}}
+	measure := func(name string, fn func() int64) {
+		runtime.GC()
+		c0, t0 := cpuTime(), time.Now()
+		n := fn()
+		wall, cpu := time.Since(t0), cpuTime()-c0
+		if n != size {
+			b.Fatalf("%s read %d bytes, want %d", name, n, size)
+		}
+		res[name].wall = append(res[name].wall, wall)
+		res[name].cpu = append(res[name].cpu, cpu)
+	}
+	fetchVia := func(providers providers, url string) int64 {
+		cl := newNodeNoCleanup(b, fetch.Config{Providers: providers})
+		defer cl.close()
+		tg := a.t
+		tg.URL = url
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close()
+		n, err := io.Copy(io.Discard, r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st := r.Stats(); url == "" && st.PeerBytes != size {
+			b.Fatalf("peer fetch: %+v", st)
+		}
+		return n
+	}
+	for range b.N {
+		for range reps {
+			measure("http", func() int64 {
+				resp, err := hc.Get(o.URL)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer resp.Body.Close()
+				n, _ := io.Copy(io.Discard, resp.Body)
+				return n
+			})
+			measure("origin", func() int64 { return fetchVia(nil, o.URL) })
+			measure("peer", func() int64 { return fetchVia(providers{a.t.Cid: {prov.info()}}, "") })
+		}
+	}
+	httpRate := float64(size) / median(res["http"].wall).Seconds()
+	for _, name := range []string{"http", "origin", "peer"} {
+		r := res[name]
+		rate := float64(size) / median(r.wall).Seconds()
+		cpuPerGiB := median(r.cpu).Seconds() / (float64(size) / (1 << 30))
+		b.ReportMetric(rate/MiB, name+"-MiB/s")
+		b.ReportMetric(rate/httpRate, name+"-ratio")
+		b.ReportMetric(cpuPerGiB, name+"-cpu-s/GiB")
+		b.Logf("%-6s %7.0f MiB/s  %.2fx of http.Get  %.2f CPU s/GiB", name, rate/MiB, rate/httpRate, cpuPerGiB)
+	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// nodesGetter serves a Target's inner nodes.
+type nodesGetter fetch.Target
+
+func (g nodesGetter) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	for _, b := range g.Nodes {
+		if b.Cid().Equals(c) {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("no node %s", c)
+}
+
+// newNodeNoCleanup is newNode for a node the caller closes.
+func newNodeNoCleanup(b *testing.B, cfg fetch.Config) *node {
+	b.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(),
+		libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport))
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := store.New(store.Config{InMemory: true, Quota: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Host, cfg.Store = h, st
+	if cfg.ServeBytesPerSecond == 0 {
+		cfg.ServeBytesPerSecond = -1
+	}
+	f, err := fetch.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &node{h: h, st: st, f: f}
+}
+
+func (n *node) close() {
+	n.f.Close()
+	n.h.Close()
+	n.st.Close()
+}
