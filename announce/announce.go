@@ -490,6 +490,9 @@ func (a *Announcer) tickLoop() {
 	gapArmed := false
 	var last time.Time
 	send := func() {
+		if len(a.topic.ListPeers()) == 0 {
+			return // nobody to tell; a peer joining triggers a summary
+		}
 		last = time.Now()
 		a.summarise()
 	}
