@@ -206,3 +206,68 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 	w.n.Add(int64(n))
 	return n, err
 }
+
+// TestSeedRestart stops a seed and starts it again on the same directory:
+// same peer ID, nothing fetched from the origin again, and it serves again.
+func TestSeedRestart(t *testing.T) {
+	s := newSite(t, map[string]int64{"a.bin": 2<<20 + 5, "b.txt": 100})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	cfg := mesh.Config{Name: "restart", Role: mesh.RoleSeed, DataDir: dir, Origin: s.srv.URL,
+		ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed), MDNS: mesh.Off}
+	seed, err := mesh.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := seed.LoadManifest(ctx, "manifest.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := seed.Pin(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	id := seed.ID()
+	if err := seed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := s.served()
+
+	seed, err = mesh.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Close()
+	if seed.ID() != id {
+		t.Errorf("peer ID after restart = %s, want %s", seed.ID(), id)
+	}
+	if err := seed.Pin(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.served() - before; got != 0 {
+		t.Errorf("the restarted seed fetched %d bytes from the origin again", got)
+	}
+	if u := seed.Stats().Store; u.Roots != 2 || u.Pinned != u.Used {
+		t.Errorf("store after restart = %+v, want 2 pinned roots", u)
+	}
+
+	app := newNode(t, mesh.Config{Name: "restart", Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()}})
+	if err := app.WaitPeers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := m.Lookup("a.bin")
+	waitProvider(ctx, t, app, a.Cid)
+	r, _, err := app.OpenAsset(ctx, m, "a.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	st := r.Stats()
+	r.Close()
+	if err != nil || !bytes.Equal(got, s.files["a.bin"]) {
+		t.Fatalf("fetch from the restarted seed: %v, %d bytes", err, len(got))
+	}
+	if st.PeerBytes != a.Size || s.served() != before {
+		t.Errorf("after restart: %d bytes from peers of %d, origin sent %d more", st.PeerBytes, a.Size, s.served()-before)
+	}
+}

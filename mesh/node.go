@@ -470,6 +470,14 @@ func (n *Node) Pin(ctx context.Context, m *manifest.Manifest) error {
 				return fmt.Errorf("mesh: pin %s: %d leaves not kept: %w", a.Path, st.NotKept, store.ErrQuotaExceeded)
 			}
 		}
+		// Every leaf is held; the inner nodes come from the manifest
+		// (already checked against their CIDs), so the content can be
+		// named and pinned now, whether or not the fetch did it first.
+		for _, b := range a.Nodes {
+			if err := n.store.Put(ctx, b); err != nil {
+				return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
+			}
+		}
 		if err := n.store.Pin(ctx, a.Cid); err != nil {
 			return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
 		}

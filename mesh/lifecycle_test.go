@@ -1,0 +1,96 @@
+package mesh_test
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/mesh"
+)
+
+func openFiles(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd here")
+	}
+	return len(ents)
+}
+
+// TestStartCloseTwentyNodes starts 20 nodes that connect to each other,
+// closes them, and checks that goroutines and open files come back to where
+// they were.
+func TestStartCloseTwentyNodes(t *testing.T) {
+	// Warm up what is started once per process (badger's and libp2p's
+	// package-level workers), so the baseline includes it.
+	warm, err := mesh.New(context.Background(), mesh.Config{Name: "leak", DataDir: t.TempDir(), ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed), MDNS: mesh.Off, NATPortMap: mesh.Off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm.Close()
+	settle()
+	baseG, baseF := runtime.NumGoroutine(), openFiles(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var nodes []*mesh.Node
+	for i := range 20 {
+		role := mesh.RoleApp
+		if i == 0 {
+			role = mesh.RoleSeed
+		}
+		cfg := mesh.Config{Name: "leak", Role: role, DataDir: t.TempDir(), ListenAddrs: mesh.LoopbackAddrs(role), MDNS: mesh.Off, NATPortMap: mesh.Off}
+		if i > 0 {
+			cfg.Bootstrap = []string{nodes[0].Addrs()[0].String()}
+		}
+		n, err := mesh.New(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes[1:] {
+		if err := n.WaitPeers(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if g := runtime.NumGoroutine(); g < baseG+20 {
+		t.Fatalf("20 running nodes use only %d goroutines over the baseline: the test measures nothing", g-baseG)
+	}
+	for _, n := range nodes {
+		if err := n.Close(); err != nil {
+			t.Errorf("Close = %v", err)
+		}
+		if err := n.Close(); err != nil {
+			t.Errorf("second Close = %v", err)
+		}
+		if err := n.WaitPeers(ctx, 1); err != mesh.ErrClosed {
+			t.Errorf("WaitPeers after Close = %v, want ErrClosed", err)
+		}
+	}
+	// go-libp2p-pubsub's goroutines end shortly after Close, not before it
+	// returns; give them a bounded time.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		settle()
+		g, f := runtime.NumGoroutine(), openFiles(t)
+		if g <= baseG && f <= baseF {
+			t.Logf("goroutines %d (baseline %d), open files %d (baseline %d)", g, baseG, f, baseF)
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			t.Fatalf("after closing 20 nodes: %d goroutines (baseline %d), %d open files (baseline %d)\n%s", g, baseG, f, baseF, buf[:n])
+		}
+		time.Sleep(100 * time.Millisecond) // nothing to await: goroutines ending elsewhere
+	}
+}
+
+func settle() {
+	runtime.GC()
+	time.Sleep(50 * time.Millisecond)
+}
+
