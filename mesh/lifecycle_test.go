@@ -93,4 +93,3 @@ func settle() {
 	runtime.GC()
 	time.Sleep(50 * time.Millisecond)
 }
-
