@@ -49,6 +49,12 @@ func TestHaveReachesEveryPeer(t *testing.T) {
 	for i := 1; i < len(nodes); i++ {
 		n.connect(nodes[i-1], nodes[i])
 	}
+	awaitMesh(t, nodes, func(i int) int {
+		if i == 0 || i == len(nodes)-1 {
+			return 1
+		}
+		return 2
+	})
 	root := importSeed(t, nodes[0], 1, 3000)
 	for _, nd := range nodes[1:] {
 		awaitProvider(t, nd, root, nodes[0].h.ID())

@@ -303,6 +303,25 @@ func awaitTopicPeers(t testing.TB, want int, nodes ...*tnode) {
 	}
 }
 
+// awaitMesh polls (the mesh forms at heartbeats; nothing reports it but
+// the tracer's count) until every node has at least want(i) peers in its
+// gossipsub mesh for the topic. A message that a peer receives before its
+// mesh forms is forwarded to nobody, and gossip (IHAVE) goes only to peers
+// outside the mesh: tests that need multi-hop delivery of a message published
+// right away wait for this first.
+func awaitMesh(t testing.TB, nodes []*tnode, want func(i int) int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for i, nd := range nodes {
+		for nd.tr.mesh.Load() < int64(want(i)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d has %d mesh peers, want %d", i, nd.tr.mesh.Load(), want(i))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
 // rawTopic joins the mesh's topic on a bare pubsub (an attacker's) and
 // waits until it sees want subscribers.
 func rawTopic(t testing.TB, ps *pubsub.PubSub, name string, want int) *pubsub.Topic {
