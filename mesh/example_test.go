@@ -14,13 +14,24 @@ import (
 )
 
 // exampleOrigin serves a one-page site and its manifest, as a CDN would.
-func exampleOrigin() *httptest.Server {
+// Close removes the site.
+func exampleOrigin() *siteServer {
 	dir, _ := os.MkdirTemp("", "meshcdn-example-")
 	os.WriteFile(filepath.Join(dir, "index.html"), []byte("<!doctype html><h1>hello, mesh</h1>\n"), 0o644)
 	m, _ := manifest.FromDir(context.Background(), dir)
 	data, _ := m.Marshal()
 	os.WriteFile(filepath.Join(dir, "manifest.json"), data, 0o644)
-	return httptest.NewServer(http.FileServer(http.Dir(dir)))
+	return &siteServer{httptest.NewServer(http.FileServer(http.Dir(dir))), dir}
+}
+
+type siteServer struct {
+	*httptest.Server
+	dir string
+}
+
+func (s *siteServer) Close() {
+	s.Server.Close()
+	os.RemoveAll(s.dir)
 }
 
 func Example() {
