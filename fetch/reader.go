@@ -771,22 +771,72 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	chunk, at, err := r.next()
+	if err != nil {
+		return 0, err
+	}
+	n := copy(p, chunk)
+	r.advance(at, n)
+	return n, nil
+}
+
+// WriteTo writes the rest of the content to w, leaf by leaf as each
+// arrives (io.WriterTo: io.Copy uses it, saving a copy per read). It
+// returns the bytes written and the first error, io.EOF excepted.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		chunk, at, err := r.next()
+		if len(chunk) > 0 {
+			n, werr := w.Write(chunk)
+			total += int64(n)
+			r.advance(at, n)
+			if werr != nil {
+				return total, werr
+			}
+			if n < len(chunk) {
+				return total, io.ErrShortWrite
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// advance moves the position by n from at, unless a Seek moved it since.
+func (r *Reader) advance(at int64, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pos != at {
+		return
+	}
+	i := r.curLeaf()
+	r.pos += int64(n)
+	if r.curLeaf() != i {
+		r.wake()
+	}
+}
+
+// next waits for the bytes at the position and returns them up to the end
+// of their leaf, with the position they start at, without moving it. The
+// slice is never written to: a leaf's bytes do not change once verified.
+func (r *Reader) next() ([]byte, int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for {
 		if r.closed {
-			return 0, fmt.Errorf("fetch: read %s: %w", r.t.Cid, ErrClosed)
+			return nil, 0, fmt.Errorf("fetch: read %s: %w", r.t.Cid, ErrClosed)
 		}
 		if r.leaves != nil && r.size >= 0 && r.pos >= r.size {
-			return 0, io.EOF
+			return nil, 0, io.EOF
 		}
 		if r.leaves != nil {
 			i := r.curLeaf()
 			if i < len(r.leaves) && r.st[i].data != nil {
-				s := &r.st[i]
-				off := r.pos - r.leaves[i].Offset
-				n := copy(p, s.data[off:])
-				r.pos += int64(n)
 				r.waitSince = time.Time{}
 				if r.stats.TTFB == 0 {
 					r.stats.TTFB = time.Since(r.start)
@@ -794,14 +844,11 @@ func (r *Reader) Read(p []byte) (int, error) {
 						r.f.metrics.ttfb.Observe(r.stats.TTFB.Seconds())
 					}
 				}
-				if r.curLeaf() != i {
-					r.wake()
-				}
-				return n, nil
+				return r.st[i].data[r.pos-r.leaves[i].Offset:], r.pos, nil
 			}
 		}
 		if r.err != nil {
-			return 0, r.err
+			return nil, 0, r.err
 		}
 		if r.waitSince.IsZero() {
 			r.waitSince = time.Now()
@@ -815,7 +862,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		}
 		r.mu.Lock()
 		if r.ctx.Err() != nil && !r.closed && r.err == nil {
-			return 0, fmt.Errorf("fetch: read %s: %w", r.t.Cid, r.ctx.Err())
+			return nil, 0, fmt.Errorf("fetch: read %s: %w", r.t.Cid, r.ctx.Err())
 		}
 	}
 }
