@@ -58,7 +58,8 @@ func TestSilentPeer(t *testing.T) {
 	a := makeAsset(t, 2, 3*MiB)
 	silent := silentPeer(t)
 	o := newOrigin(t, a.data)
-	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {{ID: silent.ID(), Addrs: silent.Addrs()}}}})
+	cl := newNode(t, fetch.Config{StallTimeout: 500 * time.Millisecond,
+		Providers: providers{a.t.Cid: {{ID: silent.ID(), Addrs: silent.Addrs()}}}})
 
 	// The origin's own time to a verified first leaf, measured the same way.
 	oStart := time.Now()
@@ -89,6 +90,15 @@ func TestSilentPeer(t *testing.T) {
 	}
 	if st.OriginBytes != int64(len(a.data)) || !st.Hedged {
 		t.Errorf("Stats = %+v, want all %d bytes from the origin, hedged", st, len(a.data))
+	}
+	// Having advertised the content and sent nothing for StallTimeout, the
+	// peer is penalised. There is no event for it: poll.
+	deadline := time.Now().Add(5 * time.Second)
+	for !cl.f.Penalised(silent.ID()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("silent provider not penalised after StallTimeout")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

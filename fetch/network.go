@@ -27,6 +27,7 @@ type guard struct {
 	wanted    map[cid.Cid]int       // CIDs open fetches want, with a count
 	recent    map[cid.Cid]time.Time // CIDs wanted until recently, with when
 	sender    map[cid.Cid]peer.ID   // first sender of a wanted block
+	useful    map[peer.ID]time.Time // last block or HAVE of a wanted CID
 }
 
 func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
@@ -37,6 +38,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		wanted:         make(map[cid.Cid]int),
 		recent:         make(map[cid.Cid]time.Time),
 		sender:         make(map[cid.Cid]peer.ID),
+		useful:         make(map[peer.ID]time.Time),
 	}
 }
 
@@ -99,6 +101,15 @@ func (g *guard) isPenalisedLocked(p peer.ID, now time.Time) bool {
 	return ok
 }
 
+// usefulSince reports whether p sent a wanted block or a HAVE for one
+// since t.
+func (g *guard) usefulSince(p peer.ID, t time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	u, ok := g.useful[p]
+	return ok && !u.Before(t)
+}
+
 // penalise drops p from bitswap for the penalty time.
 func (g *guard) penalise(p peer.ID) bool {
 	g.mu.Lock()
@@ -132,12 +143,19 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 			if _, seen := g.sender[c]; !seen {
 				g.sender[c] = p
 			}
+			g.useful[p] = now
 			continue
 		}
 		if _, ok := g.recent[c]; ok {
 			continue
 		}
 		bad = append(bad, c)
+	}
+	for _, c := range m.Haves() {
+		if _, ok := g.wanted[c]; ok {
+			g.useful[p] = now
+			break
+		}
 	}
 	rs := g.receivers
 	g.mu.Unlock()

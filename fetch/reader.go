@@ -133,6 +133,8 @@ type Reader struct {
 	fetched    int
 	kept       int
 	finishing  bool
+	provs      []peer.ID // providers connected for this fetch
+	provsDone  bool      // the providers' silence has been judged
 	lastBlock  time.Time // last delivery from any source
 	lastPeer   time.Time // last delivery from a peer
 	waitSince  time.Time // a Read has been waiting since
@@ -262,6 +264,9 @@ func (r *Reader) connect(ai peer.AddrInfo) {
 	if ai.ID == h.ID() || r.f.guard.isPenalised(ai.ID) {
 		return
 	}
+	r.mu.Lock()
+	r.provs = append(r.provs, ai.ID)
+	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -511,6 +516,22 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		deadline(r.lastBlock.Add(cfg.StallTimeout))
 	}
 
+	// A provider that advertised the content and, in StallTimeout, sent
+	// neither a block nor a HAVE for it is penalised.
+	var silent []peer.ID
+	if !r.provsDone && len(r.provs) > 0 {
+		if now.Sub(r.start) >= cfg.StallTimeout {
+			r.provsDone = true
+			for _, p := range r.provs {
+				if !f.guard.usefulSince(p, r.start) {
+					silent = append(silent, p)
+				}
+			}
+		} else {
+			deadline(r.start.Add(cfg.StallTimeout))
+		}
+	}
+
 	finish := r.fetched == n && r.kept == n && !r.finishing
 	if finish {
 		r.finishing = true
@@ -540,6 +561,12 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	for _, i := range startOrigin {
 		r.goOrigin(i, leaves[i], reqs[k])
 		k++
+	}
+	for _, p := range silent {
+		if f.guard.penalise(p) {
+			f.countPenalty()
+			f.log.Info("silent provider penalised", "peer", p, "cid", r.t.Cid)
+		}
 	}
 	if finish {
 		r.finish()
