@@ -82,9 +82,10 @@ type Config struct {
 	// Default DefaultOriginConcurrency (4).
 	OriginConcurrency int
 
-	// Penalty is how long a peer that sent a bad block is ignored: its
-	// messages are dropped and bitswap treats it as disconnected. Default
-	// DefaultPenalty (10 min).
+	// Penalty is how long a peer that sent a bad block (or advertised the
+	// content and sent nothing for StallTimeout) is ignored: its messages
+	// are dropped, bitswap treats it as disconnected and its requests are
+	// refused. Default DefaultPenalty (10 min).
 	Penalty time.Duration
 
 	// ServeBytesPerSecond caps the bytes per second this peer serves to

@@ -34,7 +34,9 @@
 //     to the reader. Bitswap names a received block by the hash of its
 //     bytes, so a corrupted block arrives under a CID no fetch asked for: its
 //     sender is penalised (Config.Penalty): its messages are dropped, bitswap
-//     sees it as disconnected and its requests are refused.
+//     sees it as disconnected and its requests are refused. A provider that
+//     advertised the content and, within Config.StallTimeout, sent neither a
+//     block nor a HAVE for it is penalised the same way.
 //  5. Fetched blocks go to the Store within its quota; a fetch larger than
 //     the quota streams all the same. When every block is stored the root is
 //     named with Store.AddRoot, which is how the announcer learns of it.

@@ -1,0 +1,149 @@
+package fetch_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/store"
+)
+
+// memOrigin is an http.RoundTripper that serves one file from memory, with
+// Range support, so that an origin can live inside a synctest bubble.
+type memOrigin struct {
+	data  []byte
+	delay time.Duration // per request, in the bubble's time
+}
+
+func (m memOrigin) RoundTrip(req *http.Request) (*http.Response, error) {
+	if m.delay > 0 {
+		select {
+		case <-time.After(m.delay):
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	}
+	rec := httptest.NewRecorder()
+	http.ServeContent(rec, req, "file", modTime, bytes.NewReader(m.data))
+	return rec.Result(), nil
+}
+
+// TestHedgeTiming checks the origin's timing in a synctest bubble, where
+// time is exact: with no provider known the origin is asked at once; with a
+// provider that never delivers, after exactly PeerTimeout.
+func TestHedgeTiming(t *testing.T) {
+	a := makeAsset(t, 60, 2*MiB+5)
+	const originDelay = 30 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		provider bool
+		want     time.Duration
+	}{
+		{"no provider", false, originDelay},
+		{"unreachable provider", true, fetch.DefaultPeerTimeout + originDelay},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				// A host without listeners or transports: no network
+				// inside the bubble.
+				h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer h.Close()
+				st, err := store.New(store.Config{InMemory: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				cfg := fetch.Config{Host: h, Store: st,
+					HTTPClient: &http.Client{Transport: memOrigin{data: a.data, delay: originDelay}}}
+				if tc.provider {
+					// Known to hold it, but not reachable: peers get
+					// PeerTimeout first.
+					cfg.Providers = providers{a.t.Cid: {{ID: peer.ID("unreachable-provider")}}}
+				}
+				f, err := fetch.New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				tg := a.t
+				tg.URL = "http://origin.invalid/file"
+				r, err := f.Open(context.Background(), tg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				got, err := io.ReadAll(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkBytes(t, got, a.data)
+				if st := r.Stats(); st.TTFB != tc.want {
+					t.Errorf("TTFB = %v, want exactly %v", st.TTFB, tc.want)
+				}
+			})
+		})
+	}
+}
+
+// failingOrigin answers every request with 503.
+type failingOrigin struct{}
+
+func (failingOrigin) RoundTrip(req *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	http.Error(rec, "down", http.StatusServiceUnavailable)
+	return rec.Result(), nil
+}
+
+// TestStallTimeout: with the origin failing and no peer, Read fails with
+// ErrUnavailable exactly StallTimeout after the last block.
+func TestStallTimeout(t *testing.T) {
+	a := makeAsset(t, 61, 2*MiB)
+	synctest.Test(t, func(t *testing.T) {
+		h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		st, err := store.New(store.Config{InMemory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		f, err := fetch.New(fetch.Config{Host: h, Store: st, HTTPClient: &http.Client{Transport: failingOrigin{}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		tg := a.t
+		tg.URL = "http://origin.invalid/file"
+		start := time.Now()
+		r, err := f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		_, err = io.ReadAll(r)
+		if !errors.Is(err, fetch.ErrUnavailable) {
+			t.Fatalf("ReadAll = %v, want ErrUnavailable", err)
+		}
+		if d := time.Since(start); d != fetch.DefaultStallTimeout {
+			t.Errorf("failed after %v, want exactly %v", d, fetch.DefaultStallTimeout)
+		}
+		if s := r.Stats(); s.OriginErrors != 3 {
+			t.Errorf("OriginErrors = %d, want 3 (then the origin counts as dead)", s.OriginErrors)
+		}
+	})
+}
