@@ -196,23 +196,25 @@ func New(cfg Config) (*Store, error) {
 // desktopBadgerOptions sizes badger for a desktop app: badger's defaults
 // (64 MiB memtables, five of them, 256 MiB caches, 1 GiB value log files)
 // are for servers. Blocks of more than 4 KiB go to the value log, so the LSM
-// tree stays small; the value log is garbage collected every 10 minutes so
-// that evicted blocks give their disk space back.
+// tree holds only keys and small records and 4 MiB memtables suffice; an idle
+// node costs about 7 MiB of Go heap in all (BenchmarkNodeFootprint in mesh).
+// The value log is garbage collected every 10 minutes so that evicted blocks
+// give their disk space back.
 func desktopBadgerOptions() *badger4.Options {
 	o := badger4.DefaultOptions
 	o.GcInterval = 10 * time.Minute
 	o.GcSleep = time.Second
 	o.GcDiscardRatio = 0.3
 	o.Options = o.Options.
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(4 << 20).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
-		WithBaseTableSize(4 << 20).
+		WithBaseTableSize(2 << 20).
 		WithValueThreshold(4 << 10).
 		WithValueLogFileSize(128 << 20).
-		WithBlockCacheSize(16 << 20).
-		WithIndexCacheSize(8 << 20).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
 		WithNumCompactors(2).
 		WithLogger(nil).
 		WithLoggingLevel(badger.ERROR)
