@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 
 	"github.com/meshcdn/meshcdn/store"
@@ -439,8 +441,9 @@ func (a *Announcer) readLoop() {
 		if err != nil {
 			return
 		}
-		if msg.Local {
-			continue
+		self := a.host.ID()
+		if msg.ReceivedFrom == self || msg.GetFrom() == self {
+			continue // our own
 		}
 		m, ok := msg.ValidatorData.(Message)
 		if !ok { // cannot happen: the validator sets it
@@ -464,11 +467,41 @@ func (a *Announcer) joinLoop() {
 		if err != nil {
 			return
 		}
-		if ev.Type == pubsub.PeerJoin {
-			select {
-			case a.joined <- struct{}{}:
-			default:
-			}
+		a.log.Debug("topic peer event", "peer", ev.Peer, "type", ev.Type)
+		if ev.Type != pubsub.PeerJoin || !a.awaitSendable(ev.Peer) {
+			continue
+		}
+		select {
+		case a.joined <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Sendable polling: see awaitSendable.
+const (
+	sendablePoll    = 5 * time.Millisecond
+	sendableTimeout = 2 * time.Second
+)
+
+// awaitSendable waits until pubsub can send to p, and reports whether it
+// can. go-libp2p-pubsub announces a join when p's subscription arrives,
+// which can be before its own send queue to p exists; a message published
+// then is dropped for p ("No send queue for peer"). Topic.ListPeers lists
+// only peers with a send queue, and nothing signals when p gets one: poll.
+func (a *Announcer) awaitSendable(p peer.ID) bool {
+	deadline := time.Now().Add(sendableTimeout)
+	for {
+		if slices.Contains(a.topic.ListPeers(), p) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-a.ctx.Done():
+			return false
+		case <-time.After(sendablePoll):
 		}
 	}
 }
@@ -489,11 +522,13 @@ func (a *Announcer) tickLoop() {
 	gap.Stop()
 	gapArmed := false
 	var last time.Time
-	send := func() {
+	send := func(why string) {
 		if len(a.topic.ListPeers()) == 0 {
+			a.log.Debug("summary skipped: no peers", "why", why)
 			return // nobody to tell; a peer joining triggers a summary
 		}
 		last = time.Now()
+		a.log.Debug("summary", "why", why)
 		a.summarise()
 	}
 	for {
@@ -502,10 +537,10 @@ func (a *Announcer) tickLoop() {
 			gap.Stop()
 			return
 		case <-summary.C:
-			send()
+			send("periodic")
 			summary.Reset(a.jitter(a.cfg.SummaryInterval))
 		case <-a.resync:
-			send()
+			send("resync")
 		case <-a.joined:
 			if wait := rejoinGap - time.Since(last); wait > 0 {
 				if !gapArmed {
@@ -514,10 +549,10 @@ func (a *Announcer) tickLoop() {
 				}
 				continue
 			}
-			send()
+			send("join")
 		case <-gap.C:
 			gapArmed = false
-			send()
+			send("join")
 		case <-sweep.C:
 			a.table.Sweep()
 		}
@@ -538,6 +573,7 @@ func (a *Announcer) summarise() {
 		roots[i] = ri.Cid
 	}
 	a.n.summaries.Add(1)
+	a.log.Debug("summarising", "roots", len(roots))
 	if err := a.publish(a.ctx, Have, roots); err != nil && a.ctx.Err() == nil {
 		a.log.Warn("summary failed", "err", err)
 	}

@@ -438,3 +438,32 @@ func TestRepeatedGarbageBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReannounceOnReconnect: content imported while two peers are apart is
+// announced to nobody; when they reconnect, the summary on join tells. The
+// first half is the same for a fresh connection: the HAVE of an import right
+// after connecting can race pubsub's setup and be lost, and the summary on
+// join repairs it.
+func TestReannounceOnReconnect(t *testing.T) {
+	n := newTestNet(t)
+	a := n.node(nodeOpts{})
+	b := n.node(nodeOpts{noStore: true})
+	n.connect(a, b)
+	first := importSeed(t, a, 30, 1000)
+	awaitProvider(t, b, first, a.h.ID())
+	if err := n.mn.DisconnectPeers(a.h.ID(), b.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until a's pubsub has noticed b is gone, so the import below is
+	// announced to nobody.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(a.ps.ListPeers(a.a.Topic())) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a still sees b on the topic after disconnecting")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	second := importSeed(t, a, 31, 1000)
+	n.connect(a, b)
+	awaitProvider(t, b, second, a.h.ID())
+}

@@ -36,7 +36,10 @@ func newValidator(self peer.ID, rate, burst float64, n *counters) *validator {
 }
 
 func (v *validator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-	if !msg.Local {
+	// Our own publishes pass through here too, with ReceivedFrom set to
+	// this host (msg.Local means something else: WithLocalPublication).
+	own := msg.ReceivedFrom == v.self
+	if !own {
 		// pubsub has verified any signature present; require one, whatever
 		// the PubSub's signing policy.
 		if len(msg.Signature) == 0 || len(msg.From) == 0 {
@@ -66,7 +69,7 @@ func (v *validator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) 
 		return pubsub.ValidationReject
 	}
 	msg.ValidatorData = m
-	if !msg.Local {
+	if !own {
 		v.n.received.Add(1)
 	}
 	return pubsub.ValidationAccept
