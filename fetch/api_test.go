@@ -266,3 +266,21 @@ func TestOpenPathAndMetrics(t *testing.T) {
 	}
 	_ = store.Leaf{}
 }
+
+// TestEmptyFile: the empty file (size 0 is known from its CID) reads as
+// empty at once.
+func TestEmptyFile(t *testing.T) {
+	a := makeAsset(t, 47, 0)
+	o := newOrigin(t, a.data)
+	cl := newNode(t, fetch.Config{})
+	tg := a.t
+	tg.URL = o.URL
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatalf("Open(%v): %v", a.t.Cid, err)
+	}
+	defer r.Close()
+	if got := readAll(t, r); len(got) != 0 {
+		t.Errorf("read %d bytes, want 0", len(got))
+	}
+}

@@ -39,6 +39,9 @@ type Fetcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	callMu sync.Mutex
+	calls  map[string]*originCall // origin requests in flight, by leaf
+
 	mu      sync.Mutex
 	closed  bool
 	readers map[*Reader]struct{}
@@ -52,7 +55,7 @@ func New(cfg Config) (*Fetcher, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	f := &Fetcher{cfg: cfg, log: cfg.Logger, readers: make(map[*Reader]struct{})}
+	f := &Fetcher{cfg: cfg, log: cfg.Logger, readers: make(map[*Reader]struct{}), calls: make(map[string]*originCall)}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}

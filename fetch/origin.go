@@ -14,6 +14,59 @@ import (
 	"github.com/meshcdn/meshcdn/store"
 )
 
+// originCall is one origin request shared by the fetches that want the same
+// leaf at once (STYLE: concurrent fetches of one CID share one load). It is
+// cancelled when the last of them gives up.
+type originCall struct {
+	done    chan struct{}
+	data    []byte
+	err     error
+	waiters int
+	cancel  context.CancelFunc
+}
+
+// originShared is originLeaf, shared among concurrent callers for one leaf.
+func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf) ([]byte, error) {
+	key := l.Cid.KeyString()
+	f.callMu.Lock()
+	c := f.calls[key]
+	if c == nil {
+		cctx, cancel := context.WithCancel(f.ctx)
+		c = &originCall{done: make(chan struct{}), cancel: cancel}
+		f.calls[key] = c
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			c.data, c.err = f.originLeaf(cctx, t, l)
+			f.callMu.Lock()
+			if f.calls[key] == c {
+				delete(f.calls, key)
+			}
+			f.callMu.Unlock()
+			cancel()
+			close(c.done)
+		}()
+	}
+	c.waiters++
+	f.callMu.Unlock()
+
+	select {
+	case <-c.done:
+		return c.data, c.err
+	case <-ctx.Done():
+		f.callMu.Lock()
+		c.waiters--
+		if c.waiters == 0 {
+			c.cancel()
+			if f.calls[key] == c {
+				delete(f.calls, key) // later callers start afresh
+			}
+		}
+		f.callMu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
 // errOriginStatus is wrapped by errors for unexpected HTTP statuses.
 var errOriginStatus = errors.New("unexpected status")
 

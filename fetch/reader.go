@@ -74,6 +74,9 @@ type Stats struct {
 // Offload is PeerBytes / (PeerBytes + OriginBytes), or 0.
 func (s Stats) Offload() float64 { return offload(s.PeerBytes, s.OriginBytes) }
 
+// emptySHA256 is the multihash (hex) of the empty file under sha2-256.
+const emptySHA256 = "1220e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
 type provState int
 
 const (
@@ -193,6 +196,9 @@ func (r *Reader) setLeavesFromTarget() error {
 		if r.size >= 0 {
 			size = r.size
 		}
+		if t.Cid.Hash().HexString() == emptySHA256 {
+			size = 0 // the empty file: Size 0 is not "unknown" here
+		}
 		if size > dagfile.ChunkSize {
 			return fmt.Errorf("fetch: open %s: size %d too big for a single leaf", t.Cid, size)
 		}
@@ -250,11 +256,19 @@ func (r *Reader) findProviders() {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		for ai := range ch {
-			r.mu.Lock()
-			r.prov = provSome
-			r.mu.Unlock()
-			r.connect(ai)
+		for {
+			select {
+			case ai, ok := <-ch:
+				if !ok {
+					return
+				}
+				r.mu.Lock()
+				r.prov = provSome
+				r.mu.Unlock()
+				r.connect(ai)
+			case <-r.ctx.Done():
+				return // a discovery that does not close its channel must not hold Close up
+			}
 		}
 	}()
 }
@@ -630,7 +644,7 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		data, err := r.f.originLeaf(ctx, r.t, l)
+		data, err := r.f.originShared(ctx, r.t, l)
 		r.mu.Lock()
 		if err != nil && r.st[i].origin == q {
 			r.st[i].origin = nil
@@ -678,6 +692,9 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	// A copy is a duplicate if another won: the winner cancelled and
 	// forgot every request for the leaf, this one included.
 	dup := s.data != nil || (s.local != from && s.peer != from && s.origin != from)
+	if data == nil {
+		data = []byte{} // the empty leaf: present, not missing
+	}
 	n := int64(len(data))
 	if dup {
 		r.stats.DuplicateBytes += n

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/meshcdn/meshcdn/fetch"
 	"github.com/meshcdn/meshcdn/store"
@@ -174,5 +177,29 @@ func TestOverQuota(t *testing.T) {
 	}
 	if st.Holds(a.t.Cid) {
 		t.Errorf("store holds the content whole, want not (it does not fit)")
+	}
+}
+
+// TestSharedOriginLoad: two fetches of one CID at once share the origin's
+// leaf requests.
+func TestSharedOriginLoad(t *testing.T) {
+	a := makeAsset(t, 22, 4*MiB)
+	o := newOrigin(t, a.data)
+	o.limit = rate.NewLimiter(16*MiB, 64<<10)
+	cl := newNode(t, fetch.Config{})
+	tg := a.t
+	tg.URL = o.URL
+	var wg sync.WaitGroup
+	for range 2 {
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		wg.Go(func() { checkBytes(t, readAll(t, r), a.data) })
+	}
+	wg.Wait()
+	if sent := o.sent.Load(); sent > int64(len(a.data))+MiB {
+		t.Errorf("origin sent %d bytes for two fetches of %d, want them shared", sent, len(a.data))
 	}
 }
