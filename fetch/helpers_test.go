@@ -54,9 +54,10 @@ func newStore(t testing.TB, quota int64) *store.Store {
 
 // node is a host, a store and a fetcher on them.
 type node struct {
-	h  host.Host
-	st *store.Store
-	f  *fetch.Fetcher
+	h     host.Host
+	st    *store.Store
+	f     *fetch.Fetcher
+	plain fetch.Store // set on benchmark nodes that run on a plain blockstore
 }
 
 func newNode(t testing.TB, cfg fetch.Config) *node {
