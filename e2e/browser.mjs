@@ -18,3 +18,21 @@ export async function launch(extraArgs = []) {
     ],
   });
 }
+
+// The flags WebRTC needs in headless Chromium on loopback (see INTEROP):
+// without them no ICE candidate is gathered and dials time out.
+export const webrtcArgs = ['--allow-loopback-in-peer-connection', '--use-fake-ui-for-media-stream'];
+
+// launchBrowser starts Chromium for pages that must not share storage: each
+// browser.newContext() is a fresh profile (Cache API, IndexedDB).
+export async function launchBrowser(extraArgs = []) {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run',
+      ...webrtcArgs, ...extraArgs,
+    ],
+  });
+}

@@ -372,8 +372,11 @@ export class Mesh extends EventTarget {
       }
       const usePeers = provs.length > 0
       rec.providers = provs
-      const state = { peerDelivered: false }
-      const peerBlock = (c) => this.fromPeers(c, rec, state, AbortSignal.timeout(30_000))
+      const state = { t0, peerDelivered: false }
+      state.firstPeer = new Promise((resolve) => { state.onPeer = resolve })
+      // Inner nodes the manifest does not carry come from peers; they are
+      // not file bytes, so they are not counted.
+      const peerBlock = async (c) => (await this.fromPeers(c, AbortSignal.timeout(30_000))).bytes
       const { inner, leaves } = await this.leaves(asset, peerBlock)
       rec.leaves = leaves.length
       const parts = new Array(leaves.length)
@@ -384,6 +387,14 @@ export class Mesh extends EventTarget {
           parts[i] = await this.leaf(leaves[i], i, asset, usePeers, rec, state)
           if (rec.ttfbMs == null && i === 0) rec.ttfbMs = Math.round(performance.now() - t0)
         }
+      }
+      // The first leaf goes alone: peers get the whole link for the block
+      // that decides whether the origin joins (1 MiB over WebRTC takes
+      // about 80 ms; four at once would pass the 200 ms peer timeout).
+      if (usePeers && leaves.length > 1) {
+        next = 1
+        parts[0] = await this.leaf(leaves[0], 0, asset, usePeers, rec, state)
+        rec.ttfbMs = Math.round(performance.now() - t0)
       }
       await Promise.all(Array.from({ length: Math.min(this.cfg.concurrency, leaves.length) }, worker))
       const size = parts.reduce((n, p) => n + p.length, 0)
@@ -404,7 +415,10 @@ export class Mesh extends EventTarget {
     }
   }
 
-  // leaf gets one leaf: local, or the race of peers and origin.
+  // leaf gets one leaf: local, or the race of peers and origin. Peers get
+  // peerTimeout from the fetch's start to deliver a first block; once they
+  // have, a leaf is hedged only after stallTimeout. The first verified copy
+  // wins and is counted; a later copy counts as duplicate bytes.
   async leaf (c, i, asset, usePeers, rec, state) {
     const local = this.store.block(c)
     if (local != null) {
@@ -417,14 +431,28 @@ export class Mesh extends EventTarget {
     const peerAbort = new AbortController()
     const originAbort = new AbortController()
     const racers = []
+    let won = false
+    const claim = (source, sender) => ({ bytes }) => {
+      if (won) {
+        this.stats.duplicateBytes += bytes.length
+        throw new Error('lost the race')
+      }
+      won = true
+      this.count(rec, source, sender(), bytes.length)
+      return bytes
+    }
+    const leafStart = performance.now()
     if (usePeers) {
-      racers.push(this.fromPeers(c, rec, state, peerAbort.signal).then((b) => { originAbort.abort(); return b }))
+      let sender = null
+      racers.push(this.fromPeers(c, peerAbort.signal)
+        .then((r) => { sender = r.sender; state.peerDelivered = true; state.onPeer(); originAbort.abort(); return r })
+        .then(claim('peer', () => sender)))
     }
     if (canOrigin) {
-      const wait = !usePeers ? 0 : (state.peerDelivered ? this.cfg.stallTimeout : this.cfg.peerTimeout)
-      racers.push(delay(wait, originAbort.signal)
-        .then(() => this.fromOrigin(c, i, asset, rec, originAbort.signal))
-        .then((b) => { peerAbort.abort(); return b }))
+      racers.push(this.originGate(state, leafStart, usePeers, originAbort.signal)
+        .then(() => this.fromOrigin(c, i, asset, originAbort.signal))
+        .then((r) => { peerAbort.abort(); return r })
+        .then(claim('origin', () => null)))
     }
     try {
       return await Promise.any(racers)
@@ -436,7 +464,31 @@ export class Mesh extends EventTarget {
     }
   }
 
-  async fromPeers (c, rec, state, signal) {
+  // originGate resolves when the origin should join a leaf's race.
+  async originGate (state, leafStart, usePeers, signal) {
+    if (!usePeers) return
+    const first = state.t0 + this.cfg.peerTimeout - performance.now()
+    await Promise.race([delay(first, signal), state.firstPeer])
+    signal.throwIfAborted()
+    if (!state.peerDelivered) return
+    await delay(leafStart + this.cfg.stallTimeout - performance.now(), signal)
+  }
+
+  count (rec, source, sender, n) {
+    if (source === 'peer') {
+      rec.peerBytes += n
+      rec.peers[sender] = (rec.peers[sender] ?? 0) + n
+      this.stats.peerBytes += n
+      this.stats.peers[sender] = (this.stats.peers[sender] ?? 0) + n
+    } else {
+      rec.originBytes += n
+      this.stats.originBytes += n
+    }
+  }
+
+  // fromPeers gets a block over bitswap and verifies it; sender is the peer
+  // that delivered it.
+  async fromPeers (c, signal) {
     let sender = null
     const parts = []
     for await (const p of this.helia.blockstore.get(c, {
@@ -449,20 +501,11 @@ export class Mesh extends EventTarget {
       await this.store.delete(c)
       throw new Error(`block ${c} from ${sender} failed verification`)
     }
-    if (sender == null) {
-      // Already here: the origin's copy won while bitswap was finishing.
-      this.stats.duplicateBytes += bytes.length
-      throw new Error(`block ${c} came from the origin first`)
-    }
-    state.peerDelivered = true
-    rec.peerBytes += bytes.length
-    rec.peers[sender] = (rec.peers[sender] ?? 0) + bytes.length
-    this.stats.peerBytes += bytes.length
-    this.stats.peers[sender] = (this.stats.peers[sender] ?? 0) + bytes.length
-    return bytes
+    if (sender == null) throw new Error(`block ${c} was stored by another source first`)
+    return { bytes, sender }
   }
 
-  async fromOrigin (c, i, asset, rec, signal) {
+  async fromOrigin (c, i, asset, signal) {
     const start = i * CHUNK
     const headers = {}
     if (asset.cid.code !== RAW) headers.Range = `bytes=${start}-${start + CHUNK - 1}`
@@ -476,9 +519,7 @@ export class Mesh extends EventTarget {
     }
     signal.throwIfAborted()
     await this.helia.blockstore.put(c, bytes) // also tells bitswap: wants resolve, peers may ask
-    rec.originBytes += bytes.length
-    this.stats.originBytes += bytes.length
-    return bytes
+    return { bytes }
   }
 
   // importBytes adds a file as the unixfs-v1-2025 profile does (1 MiB raw

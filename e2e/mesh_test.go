@@ -1,0 +1,613 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/manifest"
+	"github.com/meshcdn/meshcdn/mesh"
+)
+
+// TestMain runs the package inside a network namespace that has only a
+// loopback interface (unshare -n, then ip link set lo up), so that WebRTC
+// gathers no candidate pointing off the machine. It re-executes the test
+// binary there; MESHCDN_E2E_NETNS=off runs in place.
+func TestMain(m *testing.M) {
+	if os.Getenv("MESHCDN_E2E_NETNS") == "" {
+		if code, ok := inNetNS(); ok {
+			os.Exit(code)
+		}
+		fmt.Fprintln(os.Stderr, "e2e: no network namespace (unshare -n failed): WebRTC may gather non-loopback candidates")
+	}
+	os.Exit(m.Run())
+}
+
+func inNetNS() (int, bool) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return 0, false
+	}
+	ns := []string{"-n"}
+	if os.Geteuid() != 0 {
+		ns = []string{"-r", "-n"}
+	}
+	if err := exec.Command(unshare, append(ns, "--", "sh", "-c", "ip link set lo up")...).Run(); err != nil {
+		return 0, false
+	}
+	args := append(ns, "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", os.Args[0])
+	cmd := exec.Command(unshare, append(args, os.Args[1:]...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "MESHCDN_E2E_NETNS=1")
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), true
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1, true
+	}
+	return 0, true
+}
+
+const meshName = "e2e-mesh"
+
+// dist is the built page (cd examples/browser && npm ci && npm run build).
+func dist(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join("..", "examples", "browser", "dist")
+	if _, err := os.Stat(filepath.Join(dir, "main.js")); err != nil {
+		t.Fatalf("the page is not built (%v): cd examples/browser && npm ci && npm run build", err)
+	}
+	return dir
+}
+
+// pageServer serves the built page, and extra files (path -> bytes) from the
+// same origin, on 127.0.0.1.
+func pageServer(t *testing.T, extra map[string][]byte) *httptest.Server {
+	t.Helper()
+	fs := http.FileServer(http.Dir(dist(t)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b, ok := extra[r.URL.Path]; ok {
+			w.Write(b)
+			return
+		}
+		fs.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// site is an origin on 127.0.0.1 serving generated assets and their
+// manifest, with CORS for the page, counting the asset bytes it serves.
+type site struct {
+	srv    *httptest.Server
+	m      *manifest.Manifest
+	files  map[string][]byte
+	served atomic.Int64
+}
+
+func newSite(t *testing.T, sizes map[string]int64) *site {
+	t.Helper()
+	dir := t.TempDir()
+	s := &site{files: map[string][]byte{}}
+	i := uint64(100)
+	for p, size := range sizes {
+		i++
+		data := testutil.Bytes(i, size)
+		s.files[p] = data
+		name := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := manifest.FromDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.m = m
+	mj, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := http.FileServer(http.Dir(dir))
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Headers", "Range")
+		h.Set("Access-Control-Expose-Headers", "Content-Range, Content-Length")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if r.URL.Path == "/manifest.json" {
+			h.Set("Content-Type", "application/json")
+			w.Write(mj)
+			return
+		}
+		fs.ServeHTTP(countingWriter{w, &s.served}, r)
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (w countingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n.Add(int64(n))
+	return n, err
+}
+
+func newNode(t *testing.T, cfg mesh.Config) *mesh.Node {
+	t.Helper()
+	cfg.Name = meshName
+	cfg.InMemory = true
+	if len(cfg.ListenAddrs) == 0 {
+		cfg.ListenAddrs = mesh.LoopbackAddrs(cfg.Role)
+	}
+	cfg.MDNS = mesh.Off
+	cfg.NATPortMap = mesh.Off
+	n, err := mesh.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// addr returns n's listen address of a transport ("webtransport",
+// "webrtc-direct", "ws").
+func addr(t *testing.T, n *mesh.Node, transport string) ma.Multiaddr {
+	t.Helper()
+	for _, a := range n.Addrs() {
+		if strings.Contains(a.String(), "/"+transport+"/") {
+			return a
+		}
+	}
+	t.Fatalf("%s listens on no %s address: %v", n.ID(), transport, n.Addrs())
+	return nil
+}
+
+// pageURL is the page's URL with its settings.
+func pageURL(srv *httptest.Server, seed ma.Multiaddr, manifestURL string) string {
+	q := url.Values{"name": {meshName}, "seed": {seed.String()}}
+	if manifestURL != "" {
+		q.Set("manifest", manifestURL)
+	}
+	return srv.URL + "/index.html?" + q.Encode()
+}
+
+// driver talks to pages.mjs: one JSON command a line, one reply a line.
+type driver struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	mu   sync.Mutex
+	next int
+}
+
+func newDriver(t *testing.T) *driver {
+	t.Helper()
+	cmd := exec.Command("node", "pages.mjs")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	d := &driver{t: t, cmd: cmd, in: in, out: sc}
+	t.Cleanup(func() {
+		d.call(map[string]any{"op": "close"}, 10*time.Second)
+		in.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return d
+}
+
+func (d *driver) call(c map[string]any, timeout time.Duration) (json.RawMessage, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.next++
+	c["id"] = d.next
+	line, _ := json.Marshal(c)
+	if _, err := d.in.Write(append(line, '\n')); err != nil {
+		return nil, err
+	}
+	type reply struct {
+		ID    int
+		OK    bool
+		Value json.RawMessage
+		Error string
+	}
+	got := make(chan reply, 1)
+	go func() {
+		var r reply
+		if d.out.Scan() {
+			json.Unmarshal(d.out.Bytes(), &r)
+		} else {
+			r.Error = fmt.Sprintf("pages.mjs ended: %v", d.out.Err())
+		}
+		got <- r
+	}()
+	select {
+	case r := <-got:
+		if !r.OK {
+			return nil, fmt.Errorf("%s", r.Error)
+		}
+		return r.Value, nil
+	case <-time.After(timeout):
+		d.cmd.Process.Kill()
+		return nil, fmt.Errorf("pages.mjs: no reply to %s within %v", c["op"], timeout)
+	}
+}
+
+// open loads a page and waits until it has joined the mesh.
+func (d *driver) open(name, u string) pageStats {
+	d.t.Helper()
+	v, err := d.call(map[string]any{"op": "open", "page": name, "url": u}, 60*time.Second)
+	if err != nil {
+		d.t.Fatalf("open page %s: %v", name, err)
+	}
+	var st pageStats
+	if err := json.Unmarshal(v, &st); err != nil {
+		d.t.Fatalf("page %s stats %s: %v", name, v, err)
+	}
+	return st
+}
+
+// eval runs an async function body in a page and decodes its result.
+func (d *driver) eval(name, js string, into any) {
+	d.t.Helper()
+	v, err := d.call(map[string]any{"op": "eval", "page": name, "js": js}, 90*time.Second)
+	if err != nil {
+		d.t.Fatalf("page %s: %v", name, err)
+	}
+	if into != nil {
+		if err := json.Unmarshal(v, into); err != nil {
+			d.t.Fatalf("page %s returned %s: %v", name, v, err)
+		}
+	}
+}
+
+func (d *driver) stats(name string) pageStats {
+	d.t.Helper()
+	var st pageStats
+	d.eval(name, "return window.meshcdnStats()", &st)
+	return st
+}
+
+type pageStats struct {
+	PeerID      string
+	Seed        string
+	PeerBytes   int64
+	OriginBytes int64
+	LocalBytes  int64
+	ServedBytes int64
+	Peers       map[string]int64
+	Held        []string
+	Connections []struct {
+		Peer, Addr, Direction string
+		Limited               bool
+	}
+}
+
+// fetchResult is what fetchJS returns: the fetch's accounting and the
+// SHA-256 of the bytes it delivered.
+type fetchResult struct {
+	Stats struct {
+		Cid                          string
+		Size, PeerBytes, OriginBytes int64
+		LocalBytes                   int64
+		Peers                        map[string]int64
+		Providers                    []string
+		Origin                       string
+		Ms                           int
+	}
+	Sha256 string
+}
+
+// fetchJS fetches an asset in the page (asset is a JS expression) and
+// returns the fetch's accounting and the bytes' SHA-256.
+func fetchJS(asset string, waitProvider bool) string {
+	wait := ""
+	if waitProvider {
+		wait = "await m.waitProvider(a.cid, 20000);"
+	}
+	return fmt.Sprintf(`const m = window.meshcdn; const a = %s; %s
+const r = await m.fetchAsset(a);
+const h = new Uint8Array(await crypto.subtle.digest('SHA-256', r.bytes));
+return { stats: r.stats, sha256: Array.from(h, (b) => b.toString(16).padStart(2, '0')).join('') };`, asset, wait)
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// connTo returns the seed's connections to p, as "local <- remote".
+func connsTo(n *mesh.Node, p string) []string {
+	id, err := peer.Decode(p)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, c := range n.Host().Network().ConnsToPeer(id) {
+		out = append(out, c.LocalMultiaddr().String()+" <- "+c.RemoteMultiaddr().String())
+	}
+	return out
+}
+
+// port returns a multiaddr's UDP or TCP port.
+func port(a ma.Multiaddr) string {
+	if p, err := a.ValueForProtocol(ma.P_UDP); err == nil {
+		return p
+	}
+	p, _ := a.ValueForProtocol(ma.P_TCP)
+	return p
+}
+
+// TestBrowserFromSeedWebTransport: a Go seed holds an asset; the page
+// fetches it from the seed over WebTransport, every byte from the peer.
+func TestBrowserFromSeedWebTransport(t *testing.T) { testBrowserFromSeed(t, "webtransport") }
+
+// TestBrowserFromSeedWebRTCDirect: the same over WebRTC-direct.
+func TestBrowserFromSeedWebRTCDirect(t *testing.T) { testBrowserFromSeed(t, "webrtc-direct") }
+
+func testBrowserFromSeed(t *testing.T, transport string) {
+	const path = "video/clip.bin"
+	s := newSite(t, map[string]int64{path: 5<<20 + 3, "index.html": 3000})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: s.srv.URL})
+	if err := seed.Pin(ctx, s.m); err != nil {
+		t.Fatal(err)
+	}
+	originBefore := s.served.Load()
+	servedBefore := seed.Stats().Fetch.ServedBytes
+	size := int64(len(s.files[path]))
+
+	seedAddr := addr(t, seed, transport)
+	d := newDriver(t)
+	start := time.Now()
+	ps := d.open("A", pageURL(pageServer(t, nil), seedAddr, s.srv.URL+"/manifest.json"))
+	t.Logf("page %s joined through %s in %v", ps.PeerID, ps.Seed, time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(ps.Seed, "/"+transport) {
+		t.Fatalf("the page connected through %s, want %s", ps.Seed, transport)
+	}
+
+	var res fetchResult
+	d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, true), &res)
+	t.Logf("page fetch: %+v", res.Stats)
+	if res.Sha256 != sum(s.files[path]) {
+		t.Errorf("the page's bytes differ from the asset (sha256 %s)", res.Sha256)
+	}
+	if res.Stats.PeerBytes != size || res.Stats.OriginBytes != 0 || res.Stats.Peers[seed.ID().String()] != size {
+		t.Errorf("page: %d bytes from peers (%v), %d from the origin; want all %d from the seed %s",
+			res.Stats.PeerBytes, res.Stats.Peers, res.Stats.OriginBytes, size, seed.ID())
+	}
+	served := seed.Stats().Fetch.ServedBytes - servedBefore
+	if served < size {
+		t.Errorf("seed: served %d bytes during the page's fetch, want at least %d", served, size)
+	}
+	if got := s.served.Load() - originBefore; got != 0 {
+		t.Errorf("origin: served %d bytes during the page's fetch, want 0", got)
+	}
+	// The seed's side of the connection is on the transport's listener.
+	conns := connsTo(seed, ps.PeerID)
+	want := port(seedAddr)
+	onListener := false
+	for _, c := range conns {
+		local, _ := ma.NewMultiaddr(strings.SplitN(c, " <- ", 2)[0])
+		onListener = onListener || port(local) == want
+	}
+	if !onListener {
+		t.Errorf("seed: connections to the page %v, none on the %s listener (port %s)", conns, transport, want)
+	}
+	st := d.stats("A")
+	t.Logf("seed side: %v; served %d bytes; page totals: peer %d, origin %d", conns, served, st.PeerBytes, st.OriginBytes)
+}
+
+// TestBrowserOriginFallback: no peer holds the asset, so the page fetches
+// it from the origin at once and counts it as origin bytes.
+func TestBrowserOriginFallback(t *testing.T) {
+	const path = "fonts/face.woff2"
+	s := newSite(t, map[string]int64{path: 2<<20 + 77})
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed}) // holds nothing
+	size := int64(len(s.files[path]))
+	d := newDriver(t)
+	d.open("A", pageURL(pageServer(t, nil), addr(t, seed, "webtransport"), s.srv.URL+"/manifest.json"))
+
+	var res fetchResult
+	d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, false), &res)
+	t.Logf("page fetch: %+v", res.Stats)
+	if res.Sha256 != sum(s.files[path]) {
+		t.Errorf("the page's bytes differ from the asset (sha256 %s)", res.Sha256)
+	}
+	if res.Stats.OriginBytes != size || res.Stats.PeerBytes != 0 || res.Stats.Origin != "origin" {
+		t.Errorf("page: %d bytes from the origin, %d from peers (%q); want all %d from the origin", res.Stats.OriginBytes, res.Stats.PeerBytes, res.Stats.Origin, size)
+	}
+	if got := s.served.Load(); got < size {
+		t.Errorf("origin: served %d bytes, want at least %d", got, size)
+	}
+	if got := seed.Stats().Fetch.ServedBytes; got != 0 {
+		t.Errorf("seed: served %d bytes of content it does not hold", got)
+	}
+	st := d.stats("A")
+	if st.OriginBytes != size || st.PeerBytes != 0 {
+		t.Errorf("page totals: origin %d, peers %d; want %d, 0", st.OriginBytes, st.PeerBytes, size)
+	}
+}
+
+// uploadCID imports data as meshcdn does and returns its CID: what the page
+// must compute for the same bytes.
+func uploadCID(t *testing.T, data []byte) cid.Cid {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "upload.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := manifest.FromDir(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Assets[0].Cid
+}
+
+// TestGoFromBrowser: the page imports content no Go node has and announces
+// it; a Go app node fetches it from the page. Browsers cannot be dialled,
+// so the page dials the app node (which listens on WebTransport on
+// loopback) and the app's fetch goes back over that connection.
+func TestGoFromBrowser(t *testing.T) {
+	data := testutil.Bytes(7, 3<<20+5)
+	want := uploadCID(t, data)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	app := newNode(t, mesh.Config{Role: mesh.RoleApp, ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed)})
+	d := newDriver(t)
+	ps := d.open("A", pageURL(pageServer(t, map[string][]byte{"/upload.bin": data}), addr(t, app, "webtransport"), ""))
+
+	var got string
+	d.eval("A", `const b = new Uint8Array(await (await fetch('/upload.bin')).arrayBuffer());
+return (await window.meshcdn.importBytes(b)).toString();`, &got)
+	if got != want.String() {
+		t.Fatalf("page imported the bytes as %s, meshcdn as %s", got, want)
+	}
+	// The page's HAVE reaches the app's provider table.
+	changes := app.Announcer().Table().Subscribe(ctx)
+	for len(app.Announcer().Table().Providers(want, 1)) == 0 {
+		select {
+		case <-changes:
+		case <-ctx.Done():
+			t.Fatalf("the app never learned that the page holds %s", want)
+		}
+	}
+	start := time.Now()
+	r, err := app.Open(ctx, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(r)
+	st := r.Stats()
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("app fetched %d bytes in %v: %+v", len(b), time.Since(start).Round(time.Millisecond), st)
+	if sum(b) != sum(data) {
+		t.Errorf("the app's bytes differ from the page's")
+	}
+	size := int64(len(data))
+	if st.PeerBytes != size || st.OriginBytes != 0 {
+		t.Errorf("app: %d bytes from peers, %d from the origin; want all %d from the page", st.PeerBytes, st.OriginBytes, size)
+	}
+	if got := app.Stats().Fetch.Peers; got[peer.ID(mustDecode(t, ps.PeerID))] != size {
+		t.Errorf("app: bytes by peer %v, want %d from the page %s", got, size, ps.PeerID)
+	}
+	pst := d.stats("A")
+	if pst.ServedBytes < size {
+		t.Errorf("page: served %d bytes, want at least %d", pst.ServedBytes, size)
+	}
+}
+
+func mustDecode(t *testing.T, s string) peer.ID {
+	t.Helper()
+	id, err := peer.Decode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestBrowserFromBrowser: two pages connected only to the seed; one imports
+// content and announces it, the other learns it through the seed's
+// gossipsub, dials the first through the seed's relay (WebRTC signalled over
+// the circuit) and fetches every byte from it. The seed serves none.
+func TestBrowserFromBrowser(t *testing.T) {
+	data := testutil.Bytes(9, 4<<20+11)
+	size := int64(len(data))
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed})
+	srv := pageServer(t, map[string][]byte{"/upload.bin": data})
+	seedAddr := addr(t, seed, "webtransport")
+	d := newDriver(t)
+	b := d.open("B", pageURL(srv, seedAddr, ""))
+	a := d.open("A", pageURL(srv, seedAddr, ""))
+
+	var root string
+	d.eval("A", `const b = new Uint8Array(await (await fetch('/upload.bin')).arrayBuffer());
+return (await window.meshcdn.importBytes(b)).toString();`, &root)
+	var res fetchResult
+	d.eval("B", fetchJS(`{ cid: '`+root+`' }`, true), &res)
+	t.Logf("page B fetch: %+v", res.Stats)
+	if res.Sha256 != sum(data) {
+		t.Errorf("B's bytes differ from A's")
+	}
+	if res.Stats.PeerBytes != size || res.Stats.OriginBytes != 0 || res.Stats.Peers[a.PeerID] != size {
+		t.Errorf("B: %d bytes from peers %v, %d from the origin; want all %d from A %s", res.Stats.PeerBytes, res.Stats.Peers, res.Stats.OriginBytes, size, a.PeerID)
+	}
+	ast := d.stats("A")
+	if ast.ServedBytes < size {
+		t.Errorf("A: served %d bytes, want at least %d", ast.ServedBytes, size)
+	}
+	if got := seed.Stats().Fetch; got.ServedBytes != 0 || got.PeerBytes != 0 {
+		t.Errorf("seed: served %d bytes, fetched %d; want none of the asset", got.ServedBytes, got.PeerBytes)
+	}
+	bst := d.stats("B")
+	direct := false
+	for _, c := range bst.Connections {
+		if c.Peer == a.PeerID {
+			t.Logf("B <-> A: %s (limited %v)", c.Addr, c.Limited)
+			direct = direct || (!c.Limited && strings.Contains(c.Addr, "/webrtc"))
+		}
+	}
+	if !direct {
+		t.Errorf("B has no unlimited WebRTC connection to A: %+v", bst.Connections)
+	}
+	_ = b
+}
