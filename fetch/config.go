@@ -19,7 +19,7 @@ const (
 	DefaultPeerTimeout                      = 200 * time.Millisecond
 	DefaultStallTimeout                     = 5 * time.Second
 	DefaultProviderWait                     = 10 * time.Millisecond
-	DefaultReadAhead                        = 16
+	DefaultReadAhead                        = 32
 	DefaultOriginConcurrency                = 4
 	DefaultPenalty                          = 10 * time.Minute
 	DefaultServeBytesPerSecond        int64 = 16 << 20

@@ -57,8 +57,10 @@
 //
 // boxo's defaults give about 0.13x of plain HTTP when a file is streamed in
 // order; the server's MaxOutstandingBytesPerPeer (1 MiB, one block in flight)
-// is the limit. New sets it to Config.MaxOutstandingBytesPerPeer (8 MiB),
-// keeps Config.ReadAhead wants in flight per fetch, and turns off bitswap's
-// own provider search (it would look up leaf CIDs, which the provider table
-// does not hold; providers are found by root here).
+// is the limit. New sets it to Config.MaxOutstandingBytesPerPeer (8 MiB) and
+// keeps Config.ReadAhead (32) wants in flight per fetch: bitswap's client
+// sends wants to a peer at most every 20 ms, so the window must cover what
+// arrives in that time. It turns off bitswap's own provider search (it would
+// look up leaf CIDs, which the provider table does not hold; providers are
+// found by root here).
 package fetch

@@ -132,7 +132,8 @@ func (f *Fetcher) Close() error {
 // Config returns the configuration in effect, defaults filled in.
 func (f *Fetcher) Config() Config { return f.cfg }
 
-// Penalised reports whether p is being ignored for having sent a bad block.
+// Penalised reports whether p is being ignored for having sent a bad block
+// or for advertising content and sending nothing (see Config.Penalty).
 func (f *Fetcher) Penalised(p peer.ID) bool { return f.guard.isPenalised(p) }
 
 // Totals is the accounting of all fetches of a Fetcher since New, and of
