@@ -53,46 +53,60 @@ func TestPeerHit(t *testing.T) {
 
 // TestSilentPeer: a provider is advertised but never answers; the fetch
 // completes from the origin, and its first byte arrives within peer timeout
-// + origin time + 20 ms.
+// + origin time + 20 ms (medians of 5 runs, so that a loaded machine's
+// scheduling jitter does not decide).
 func TestSilentPeer(t *testing.T) {
+	const runs = 5
 	a := makeAsset(t, 2, 3*MiB)
 	silent := silentPeer(t)
 	o := newOrigin(t, a.data)
-	cl := newNode(t, fetch.Config{StallTimeout: 500 * time.Millisecond,
-		Providers: providers{a.t.Cid: {{ID: silent.ID(), Addrs: silent.Addrs()}}}})
-
-	// The origin's own time to a verified first leaf, measured the same way.
-	oStart := time.Now()
-	req, _ := http.NewRequest(http.MethodGet, o.URL, nil)
-	req.Header.Set("Range", "bytes=0-1048575")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	originTime := time.Since(oStart)
-	http.DefaultClient.CloseIdleConnections()
-
 	tg := a.t
 	tg.URL = o.URL
-	r, err := cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
+	var originTimes, ttfbs []time.Duration
+	var cl *node
+	for i := range runs {
+		// The origin's own time to a first leaf, on a fresh connection as
+		// the fetch has.
+		hc := &http.Client{Transport: &http.Transport{}}
+		oStart := time.Now()
+		req, _ := http.NewRequest(http.MethodGet, o.URL, nil)
+		req.Header.Set("Range", "bytes=0-1048575")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		originTimes = append(originTimes, time.Since(oStart))
+		hc.CloseIdleConnections()
+
+		cl = newNode(t, fetch.Config{StallTimeout: 500 * time.Millisecond,
+			Providers: providers{a.t.Cid: {{ID: silent.ID(), Addrs: silent.Addrs()}}}})
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		checkBytes(t, readAll(t, r), a.data)
+		st := r.Stats()
+		if i < runs-1 {
+			r.Close()
+		} else {
+			defer r.Close() // open until its providers' silence is judged
+		}
+		ttfbs = append(ttfbs, st.TTFB)
+		if st.OriginBytes != int64(len(a.data)) || !st.Hedged {
+			t.Errorf("Stats = %+v, want all %d bytes from the origin, hedged", st, len(a.data))
+		}
 	}
-	defer r.Close()
-	checkBytes(t, readAll(t, r), a.data)
-	st := r.Stats()
+	ttfb, originTime := median(ttfbs), median(originTimes)
 	bound := cl.f.Config().PeerTimeout + originTime + 20*time.Millisecond
-	t.Logf("TTFB %v, bound %v (origin %v)", st.TTFB, bound, originTime)
-	if st.TTFB > bound {
-		t.Errorf("TTFB = %v, want <= %v", st.TTFB, bound)
+	t.Logf("median TTFB %v, bound %v (median origin time %v); all TTFBs %v", ttfb, bound, originTime, ttfbs)
+	if ttfb > bound {
+		t.Errorf("median TTFB = %v, want <= %v", ttfb, bound)
 	}
-	if st.OriginBytes != int64(len(a.data)) || !st.Hedged {
-		t.Errorf("Stats = %+v, want all %d bytes from the origin, hedged", st, len(a.data))
-	}
-	// Having advertised the content and sent nothing for StallTimeout, the
-	// peer is penalised. There is no event for it: poll.
+	// Having advertised the content and sent nothing for StallTimeout while
+	// the last fetch was open, the peer is penalised. There is no event for
+	// it: poll.
 	deadline := time.Now().Add(5 * time.Second)
 	for !cl.f.Penalised(silent.ID()) {
 		if time.Now().After(deadline) {
@@ -120,7 +134,10 @@ func TestLyingPeer(t *testing.T) {
 		return b.RawData()
 	})
 	o := newOrigin(t, a.data)
-	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {{ID: liar.ID(), Addrs: liar.Addrs()}}}})
+	// A long peer timeout: the origin joins because the only provider was
+	// caught lying, not because time ran out.
+	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute,
+		Providers: providers{a.t.Cid: {{ID: liar.ID(), Addrs: liar.Addrs()}}}})
 
 	tg := a.t
 	tg.URL = o.URL

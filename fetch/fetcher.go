@@ -183,6 +183,15 @@ func (f *Fetcher) Stats() Totals {
 	return t
 }
 
+// wakeAll makes every open fetch look at its state again.
+func (f *Fetcher) wakeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for r := range f.readers {
+		r.wake()
+	}
+}
+
 func (f *Fetcher) rejected(e *VerifyError) {
 	f.mu.Lock()
 	f.totals.BadBlocks++

@@ -166,6 +166,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		if g.penalise(p) {
 			g.f.log.Info("peer penalised", "peer", p, "cid", bad[0], "blocks", len(bad))
 			g.f.countPenalty()
+			g.f.wakeAll()
 		}
 		return
 	}

@@ -461,6 +461,8 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		switch {
 		case r.prov == provNone:
 			hedge = true // no provider known: a cold start goes to the origin at once
+		case r.allProvidersPenalised():
+			hedge = true // every provider known has been caught lying
 		case r.stats.PeerBytes == 0 && now.Sub(r.start) >= cfg.PeerTimeout:
 			hedge = true // no peer delivered the first block in time
 		case peerWaiting && now.Sub(r.lastPeer) >= cfg.PeerTimeout:
@@ -586,6 +588,20 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		r.finish()
 	}
 	return next, false
+}
+
+// allProvidersPenalised reports whether providers were found and all of
+// them are penalised. The caller holds mu.
+func (r *Reader) allProvidersPenalised() bool {
+	if len(r.provs) == 0 {
+		return false
+	}
+	for _, p := range r.provs {
+		if !r.f.guard.isPenalised(p) {
+			return false
+		}
+	}
+	return true
 }
 
 // curLeaf is the index of the leaf holding the position. The caller holds mu.
