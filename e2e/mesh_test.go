@@ -550,6 +550,7 @@ return (await window.meshcdn.importBytes(b)).toString();`, &got)
 	if got := app.Stats().Fetch.Peers; got[peer.ID(mustDecode(t, ps.PeerID))] != size {
 		t.Errorf("app: bytes by peer %v, want %d from the page %s", got, size, ps.PeerID)
 	}
+	d.eval("A", fmt.Sprintf(`await window.meshcdn.waitStats((s) => s.servedBytes >= %d).catch(() => {})`, size), nil)
 	pst := d.stats("A")
 	if pst.ServedBytes < size {
 		t.Errorf("page: served %d bytes, want at least %d", pst.ServedBytes, size)
@@ -591,6 +592,7 @@ return (await window.meshcdn.importBytes(b)).toString();`, &root)
 	if res.Stats.PeerBytes != size || res.Stats.OriginBytes != 0 || res.Stats.Peers[a.PeerID] != size {
 		t.Errorf("B: %d bytes from peers %v, %d from the origin; want all %d from A %s", res.Stats.PeerBytes, res.Stats.Peers, res.Stats.OriginBytes, size, a.PeerID)
 	}
+	d.eval("A", fmt.Sprintf(`await window.meshcdn.waitStats((s) => s.servedBytes >= %d).catch(() => {})`, size), nil)
 	ast := d.stats("A")
 	if ast.ServedBytes < size {
 		t.Errorf("A: served %d bytes, want at least %d", ast.ServedBytes, size)

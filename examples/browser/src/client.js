@@ -246,6 +246,26 @@ export class Mesh extends EventTarget {
     })
   }
 
+  // waitStats resolves once pred(stats) holds, re-checking on every change
+  // of the counters (bitswap counts a block as served after its stream
+  // closes, a moment after the receiver has it).
+  waitStats (pred, timeout = 10_000) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (!pred(this.stats)) return false
+        this.removeEventListener('stats', check)
+        clearTimeout(t)
+        resolve(this.stats)
+        return true
+      }
+      const t = setTimeout(() => {
+        this.removeEventListener('stats', check)
+        reject(new Error(`meshcdn: counters did not reach the expected state within ${timeout} ms: ${JSON.stringify({ ...this.stats, fetches: undefined })}`))
+      }, timeout)
+      if (!check()) this.addEventListener('stats', check)
+    })
+  }
+
   async publish (kind, roots) {
     if (roots.length === 0 || this.libp2p == null) return 0
     let recipients = 0
