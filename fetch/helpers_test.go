@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -112,6 +113,30 @@ func (n *node) hold(t testing.TB, a asset) {
 	c, err := n.st.Import(context.Background(), bytes.NewReader(a.data), store.ImportOptions{})
 	if err != nil || !c.Root.Equals(a.t.Cid) {
 		t.Fatalf("Import = %v, %v; want %v", c.Root, err, a.t.Cid)
+	}
+}
+
+// holdLeaves puts a's inner nodes and its first k leaves into n's store.
+func (n *node) holdLeaves(t testing.TB, a asset, k int) {
+	t.Helper()
+	ctx := context.Background()
+	leaves, err := store.Leaves(ctx, nodesGetter(a.t), a.t.Cid, a.t.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range a.t.Nodes {
+		if err := n.st.Put(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range leaves[:k] {
+		b, err := blocks.NewBlockWithCid(a.data[l.Offset:l.Offset+l.Size], l.Cid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.st.Put(ctx, b); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
