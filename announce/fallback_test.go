@@ -3,12 +3,14 @@ package announce
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 )
 
 // TestDHTFallback: gossip is disabled between A and B (each PubSub refuses
@@ -18,7 +20,14 @@ import (
 //
 //	go test -race -run TestDHTFallback -v ./announce/
 func TestDHTFallback(t *testing.T) {
+	for _, lat := range []time.Duration{0, 5 * time.Millisecond} {
+		t.Run(fmt.Sprintf("latency=%v", lat), func(t *testing.T) { testDHTFallback(t, lat) })
+	}
+}
+
+func testDHTFallback(t *testing.T, latency time.Duration) {
 	n := newTestNet(t)
+	n.mn.SetLinkDefaults(mocknet.LinkOptions{Latency: latency})
 	hA, hB := n.host(), n.host()
 	// Drop every pubsub RPC from the other peer (subscriptions included,
 	// so neither publishes to the other). pubsub.WithPeerFilter is not
@@ -36,12 +45,22 @@ func TestDHTFallback(t *testing.T) {
 	all := []*tnode{a, b}
 	for range 3 {
 		h := n.host()
-		n.dht(h, "test")
-		all = append(all, &tnode{h: h})
+		all = append(all, &tnode{h: h, d: n.dht(h, "test")})
 	}
 	for i := range all {
 		for j := i + 1; j < len(all); j++ {
 			n.connect(all[i], all[j])
+		}
+	}
+	// The measurement starts with the DHT up: every routing table holds
+	// the other four (filled after identify; nothing signals it: poll).
+	deadline := time.Now().Add(10 * time.Second)
+	for _, nd := range all {
+		for nd.d.RoutingTable().Size() < len(all)-1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("routing table of %s has %d peers, want %d", nd.h.ID(), nd.d.RoutingTable().Size(), len(all)-1)
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 
@@ -83,8 +102,8 @@ func TestDHTFallback(t *testing.T) {
 	}
 	slices.Sort(provides)
 	slices.Sort(lookups)
-	t.Logf("5 DHT peers on mocknet, %d rounds: B import+provide median %v (max %v); A's table lookup through the DHT median %v (max %v)",
-		rounds, provides[rounds/2], provides[rounds-1], lookups[rounds/2], lookups[rounds-1])
+	t.Logf("5 DHT peers on mocknet, link latency %v, %d rounds: B import+provide median %v (max %v); A's table lookup through the DHT median %v (max %v)",
+		latency, rounds, provides[rounds/2], provides[rounds-1], lookups[rounds/2], lookups[rounds-1])
 }
 
 var errBlocked = errors.New("blocked by the test")
