@@ -50,7 +50,7 @@ func (s Source) String() string {
 type TableConfig struct {
 	// MaxEntries caps the (root, peer) pairs held. When full, the entry
 	// refreshed least recently goes first. Default DefaultMaxEntries
-	// (100,000: about 25 MB).
+	// (100,000: about 28 MiB, see BenchmarkTableMemory).
 	MaxEntries int
 
 	// MaxEntriesPerPeer caps the pairs of any one peer, so that one peer
