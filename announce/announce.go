@@ -24,11 +24,16 @@ import (
 
 // Announcer defaults. See Config.
 const (
-	DefaultSummaryInterval   = time.Minute
-	DefaultPeerRate          = 4
-	DefaultPeerBurst         = 64
+	// DefaultSummaryInterval is Config.SummaryInterval's default.
+	DefaultSummaryInterval = time.Minute
+	// DefaultPeerRate is Config.PeerRate's default, messages per second.
+	DefaultPeerRate = 4
+	// DefaultPeerBurst is Config.PeerBurst's default, messages.
+	DefaultPeerBurst = 64
+	// DefaultReprovideInterval is Config.ReprovideInterval's default.
 	DefaultReprovideInterval = 12 * time.Hour
-	DefaultProvideTimeout    = time.Minute
+	// DefaultProvideTimeout is Config.ProvideTimeout's default.
+	DefaultProvideTimeout = time.Minute
 )
 
 // sweepInterval is how often the table drops expired entries (lookups skip

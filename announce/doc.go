@@ -52,7 +52,8 @@
 // bad kind, a HAVE with ttl 0, a DROP with ttl not 0, a length byte of 0 or
 // above 64, or a root that is not a CIDv1 of a sha2-256 multihash. A root
 // repeated within a message counts once. Varints inside CIDs must be minimal
-// (as multiformats writes them), so a valid message has exactly one encoding.
+// (as multiformats writes them), so a valid message without repeated roots
+// has exactly one encoding.
 //
 // Example: a HAVE, ttl 180 s, of two roots, raw
 // bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am ("hello\n") and
@@ -106,6 +107,11 @@
 // joiner or a peer that just connected learns the state without asking. TTL
 // defaults to 3 × SummaryInterval, so a peer that leaves without a DROP is
 // forgotten within three summaries.
+//
+// Messages of one author can arrive out of order through the mesh. A HAVE
+// overtaken by a later DROP of the same root re-adds the entry until the
+// HAVE's TTL runs out; a fetcher that asks that peer gets DONT_HAVE. (The
+// gossipsub sequence number could order them; this version does not.)
 //
 // # Validation
 //
@@ -167,6 +173,8 @@
 // also carries a 91-byte public key):
 //
 //	go test -run '^$' -bench 'Convergence30|Traffic30' -benchtime 1x ./announce/
+//
+// gave:
 //
 //   - A HAVE of one root costs each of the 30 peers about 1.07 KB sent and as
 //     much received (1058-1083 B): a 43-byte payload in a ~200-byte signed

@@ -15,10 +15,14 @@ import (
 
 // Table defaults. See TableConfig.
 const (
-	DefaultMaxEntries        = 100_000
+	// DefaultMaxEntries is TableConfig.MaxEntries's default.
+	DefaultMaxEntries = 100_000
+	// DefaultMaxEntriesPerPeer is TableConfig.MaxEntriesPerPeer's default.
 	DefaultMaxEntriesPerPeer = 10_000
-	DefaultMaxTTL            = 30 * time.Minute
-	DefaultDHTTTL            = 10 * time.Minute
+	// DefaultMaxTTL is TableConfig.MaxTTL's default.
+	DefaultMaxTTL = 30 * time.Minute
+	// DefaultDHTTTL is TableConfig.DHTTTL's default.
+	DefaultDHTTTL = 10 * time.Minute
 )
 
 // Source says how the table learned an entry.
@@ -34,6 +38,7 @@ const (
 	FromCaller
 )
 
+// String returns "gossip", "dht" or "caller".
 func (s Source) String() string {
 	switch s {
 	case FromGossip:

@@ -41,6 +41,7 @@ const (
 	Drop Kind = 2
 )
 
+// String returns "HAVE", "DROP" or "Kind(n)".
 func (k Kind) String() string {
 	switch k {
 	case Have:
