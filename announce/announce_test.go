@@ -467,3 +467,26 @@ func TestReannounceOnReconnect(t *testing.T) {
 	n.connect(a, b)
 	awaitProvider(t, b, second, a.h.ID())
 }
+
+// TestCloseLeavesSharedPubSubUsable: an Announcer on a PubSub it was given
+// leaves the PubSub working and its topic free: a new Announcer of the same
+// mesh can start on it, and another mesh's Announcer on it is unaffected.
+func TestCloseLeavesSharedPubSubUsable(t *testing.T) {
+	n := newTestNet(t)
+	shared := &tnode{h: n.host()}
+	shared.ps, shared.tr = n.pubsub(shared.h, "test")
+	first := n.start(&tnode{h: shared.h, ps: shared.ps, tr: shared.tr}, nodeOpts{noStore: true})
+	other := n.start(&tnode{h: shared.h, ps: shared.ps, tr: shared.tr}, nodeOpts{name: "other", noStore: true})
+	if err := first.a.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	again := n.start(&tnode{h: shared.h, ps: shared.ps, tr: shared.tr}, nodeOpts{noStore: true})
+	peer := n.node(nodeOpts{})
+	otherPeer := n.node(nodeOpts{name: "other"})
+	n.connect(shared, peer)
+	n.connect(shared, otherPeer)
+	root := importSeed(t, peer, 40, 1000)
+	otherRoot := importSeed(t, otherPeer, 41, 1000)
+	awaitProvider(t, again, root, peer.h.ID())
+	awaitProvider(t, other, otherRoot, otherPeer.h.ID())
+}

@@ -8,6 +8,14 @@
 // implements libp2p's routing.ContentDiscovery so that the fetch package and
 // bitswap sessions are seeded from it.
 //
+// # Wiring
+//
+// mesh.New creates the host's gossipsub with PubSubOptions and the mesh's
+// DHT with DHTOptions (it may also be the host's router), and passes both,
+// with the store as Holdings, in Config; the Announcer then closes neither.
+// Left nil, the Announcer creates and closes its own. The fetch package
+// takes Announcer.Table() as its routing.ContentDiscovery.
+//
 // # Names
 //
 // A mesh has a name (ValidName: 1-63 of a-z, 0-9, '-'). From it derive

@@ -121,6 +121,11 @@ type tableSub struct {
 // connect and from the DHT. Entries expire; the table never holds more than
 // its caps, evicting the least recently refreshed entries first.
 //
+// A connected peer is listed for what it announced, not merely for being
+// connected: a peer that connects sends its summary at once, and a table
+// that listed every neighbour for every root would make a fetcher wait on
+// peers that have nothing instead of going to the origin at once.
+//
 // Table implements routing.ContentDiscovery, so a bitswap session or the
 // fetch package can be seeded from it. It is safe for concurrent use.
 type Table struct {
