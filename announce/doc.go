@@ -25,7 +25,8 @@
 //	mDNS service         _meshcdn-<name>._udp               MDNSService
 //
 // so two meshes never see each other's messages, records or LAN peers, and
-// the public IPFS DHT (/ipfs/kad/1.0.0) is never joined by this package.
+// the public IPFS DHT (/ipfs/kad/1.0.0) is never joined by this package: a
+// user who wants it passes such a DHT in Config.DHT, explicitly.
 //
 // # Wire format, version 1
 //

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/meshcdn/meshcdn/store"
 )
@@ -40,7 +41,7 @@ func TestMDNSInNetns(t *testing.T) {
 		st *store.Store
 		a  *Announcer
 	}
-	start := func() peerT {
+	start := func(name string) peerT {
 		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 		if err != nil {
 			t.Fatal(err)
@@ -52,14 +53,17 @@ func TestMDNSInNetns(t *testing.T) {
 		}
 		t.Cleanup(func() { st.Close() })
 		// MDNS left at its default: On.
-		a, err := New(Config{Name: "lan", Host: h, Holdings: st, DisableDHT: true})
+		a, err := New(Config{Name: name, Host: h, Holdings: st, DisableDHT: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { a.Close() })
 		return peerT{st, a}
 	}
-	p1, p2 := start(), start()
+	// p3 is in another mesh on the same LAN: it advertises another mDNS
+	// service, so p1 and p2 never connect to it.
+	p3 := start("elsewhere")
+	p1, p2 := start("lan"), start("lan")
 	begin := time.Now()
 	c, err := p1.st.Import(context.Background(), strings.NewReader("on the LAN"), store.ImportOptions{})
 	if err != nil {
@@ -67,4 +71,9 @@ func TestMDNSInNetns(t *testing.T) {
 	}
 	awaitProvider(t, &tnode{h: p2.a.host, a: p2.a}, c.Root, p1.a.host.ID())
 	t.Logf("unconnected peer found through mDNS and learned the content in %v", time.Since(begin))
+	for _, p := range []peerT{p1, p2} {
+		if got := p.a.host.Network().Connectedness(p3.a.host.ID()); got == network.Connected {
+			t.Fatalf("a peer of mesh lan connected to the peer of mesh elsewhere")
+		}
+	}
 }
