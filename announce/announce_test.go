@@ -490,3 +490,37 @@ func TestCloseLeavesSharedPubSubUsable(t *testing.T) {
 	awaitProvider(t, again, root, peer.h.ID())
 	awaitProvider(t, other, otherRoot, otherPeer.h.ID())
 }
+
+// TestLateJoinerLearnsFromSummary: c joins late, two hops from a, which
+// its join does not reach (a sees no join); a's periodic summary tells it:
+// the message that brings c the root is a later one than the HAVE b got.
+func TestLateJoinerLearnsFromSummary(t *testing.T) {
+	n := newTestNet(t)
+	a := n.node(nodeOpts{cfg: func(c *Config) { c.SummaryInterval = 300 * time.Millisecond }})
+	b := n.node(nodeOpts{noStore: true})
+	n.connect(a, b)
+	root := importSeed(t, a, 50, 1000)
+	awaitProvider(t, b, root, a.h.ID())
+	first := firstFrom(t, b, a)
+	c := n.node(nodeOpts{noStore: true})
+	n.connect(b, c)
+	awaitProvider(t, c, root, a.h.ID())
+	if got := firstFrom(t, c, a); got.ID == first.ID {
+		t.Fatal("c learned a's root from the original HAVE, not from a summary")
+	}
+}
+
+// firstFrom returns the first message from author that nd delivered.
+func firstFrom(t *testing.T, nd, author *tnode) *pubsub.Message {
+	t.Helper()
+	for {
+		select {
+		case m := <-nd.tr.delivered:
+			if m.GetFrom() == author.h.ID() {
+				return m
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no message from the author was delivered")
+		}
+	}
+}
