@@ -239,13 +239,21 @@ func (f *Fetcher) account(src Source, p peer.ID, n int64, dup bool) {
 	}
 }
 
-// keep stores a verified block and tells peers that want it.
-func (f *Fetcher) keep(ctx context.Context, b blocks.Block) error {
+// keep stores a verified block and tells bitswap: its server, so that
+// peers that want it get it, and for a block that did not come from a peer
+// its client too, so that the wants for it are cancelled.
+func (f *Fetcher) keep(ctx context.Context, b blocks.Block, src Source) error {
 	if err := f.cfg.Store.Put(ctx, b); err != nil {
 		return err
 	}
-	if err := f.bs.Server.NotifyNewBlocks(ctx, b); err != nil {
-		f.log.Debug("notify bitswap server", "cid", b.Cid(), "err", err)
+	var err error
+	if src == SourcePeer {
+		err = f.bs.Server.NotifyNewBlocks(ctx, b)
+	} else {
+		err = f.bs.NotifyNewBlocks(ctx, b)
+	}
+	if err != nil {
+		f.log.Debug("notify bitswap", "cid", b.Cid(), "err", err)
 	}
 	return nil
 }

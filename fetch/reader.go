@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/exchange"
@@ -493,6 +494,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		originLimit = 1
 	}
 	var startLocal, startPeer, startOrigin []int
+	var pb, headBatch *peerBatch
 	for i := cur; i < end; i++ {
 		s := &r.st[i]
 		if s.data != nil || s.local != nil {
@@ -506,8 +508,26 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 				continue
 			}
 		}
-		if s.peer == nil {
-			s.peer = r.newReq()
+		// Until a peer has delivered, only the leaf the reader needs first
+		// is asked of peers (as with the origin): its bytes come first.
+		// After PeerTimeout the whole window is asked anyway.
+		peerSlowStart := r.stats.PeerBytes == 0 && i != cur && now.Sub(r.start) < cfg.PeerTimeout
+		if peerSlowStart {
+			deadline(r.start.Add(cfg.PeerTimeout))
+		}
+		if s.peer == nil && !peerSlowStart {
+			// Bitswap orders the wants it sends together at random: the
+			// leaf the reader needs first is asked on its own, ahead of
+			// the others.
+			if i == cur {
+				headBatch = r.newBatch()
+				s.peer = headBatch.newReq()
+			} else {
+				if pb == nil {
+					pb = r.newBatch()
+				}
+				s.peer = pb.newReq()
+			}
 			startPeer = append(startPeer, i)
 		}
 		if r.originOn && r.originDead == nil && s.origin == nil && r.originBusy < originLimit {
@@ -570,9 +590,16 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		r.goLocal(i, leaves[i], reqs[k])
 		k++
 	}
-	for _, i := range startPeer {
-		r.goPeer(i, leaves[i], reqs[k])
-		k++
+	if len(startPeer) > 0 {
+		rest, restReqs := startPeer, reqs[k:k+len(startPeer)]
+		if headBatch != nil {
+			r.goPeers(rest[:1], leaves, restReqs[:1], headBatch)
+			rest, restReqs = rest[1:], restReqs[1:]
+		}
+		if len(rest) > 0 {
+			r.goPeers(rest, leaves, restReqs, pb)
+		}
+		k += len(startPeer)
 	}
 	for _, i := range startOrigin {
 		r.goOrigin(i, leaves[i], reqs[k])
@@ -636,22 +663,74 @@ func (r *Reader) goLocal(i int, l store.Leaf, q *req) {
 	}()
 }
 
-func (r *Reader) goPeer(i int, l store.Leaf, q *req) {
-	ctx := q.ctx
+// peerBatch is one bitswap request for the leaves that entered the window
+// together: asked in one call, in file order, so that the session gives
+// them decreasing priorities and the peer sends them in the order the
+// reader needs. Its wants end when every leaf in it is delivered or given
+// up (won by another source, left behind by a Seek).
+type peerBatch struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	left   atomic.Int32
+}
+
+func (r *Reader) newBatch() *peerBatch {
+	ctx, cancel := context.WithCancel(r.ctx)
+	return &peerBatch{ctx: ctx, cancel: cancel}
+}
+
+// newReq is a leaf's share of the batch: cancelling it gives the leaf up;
+// the batch's wants are cancelled with the last leaf.
+func (b *peerBatch) newReq() *req {
+	b.left.Add(1)
+	var once sync.Once
+	return &req{ctx: b.ctx, cancel: func() {
+		once.Do(func() {
+			if b.left.Add(-1) == 0 {
+				b.cancel()
+			}
+		})
+	}}
+}
+
+// goPeers asks the session for the leaves idx (in file order) and delivers
+// each block as it comes.
+func (r *Reader) goPeers(idx []int, leaves []store.Leaf, reqs []*req, b *peerBatch) {
+	cids := make([]cid.Cid, len(idx))
+	where := make(map[cid.Cid][]int, len(idx)) // a CID can be several leaves
+	reqOf := make(map[int]*req, len(idx))
+	for k, i := range idx {
+		c := leaves[i].Cid
+		cids[k] = c
+		where[c] = append(where[c], i)
+		reqOf[i] = reqs[k]
+	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		b, err := r.sess.GetBlock(ctx, l.Cid)
-		if err != nil {
-			r.mu.Lock()
+		defer b.cancel()
+		ch, err := r.sess.GetBlocks(b.ctx, cids)
+		if err == nil {
+			for blk := range ch {
+				c := blk.Cid()
+				p := r.f.guard.senderOf(c)
+				if p == "" {
+					continue // our own copy (from the origin) that ended the want
+				}
+				for _, i := range where[c] {
+					r.deliver(i, blk.RawData(), SourcePeer, p, reqOf[i])
+				}
+			}
+		}
+		// The batch ended: leaves it did not deliver may be asked again.
+		r.mu.Lock()
+		for i, q := range reqOf {
 			if r.st[i].peer == q {
 				r.st[i].peer = nil
 			}
-			r.mu.Unlock()
-			q.cancel()
-			return
 		}
-		r.deliver(i, b.RawData(), SourcePeer, r.f.guard.senderOf(l.Cid), q)
+		r.mu.Unlock()
+		r.wake()
 	}()
 }
 
@@ -777,7 +856,7 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	if first && src != SourceLocal {
 		b, err := blocks.NewBlockWithCid(data, l.Cid)
 		if err == nil {
-			err = r.f.keep(r.ctx, b)
+			err = r.f.keep(r.ctx, b, src)
 		}
 		r.mu.Lock()
 		if err == nil {

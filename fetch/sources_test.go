@@ -145,6 +145,7 @@ func TestStreaming(t *testing.T) {
 	}
 	checkBytes(t, buf, a.data[mid:mid+int64(len(buf))])
 	window := int64(cl.f.Config().ReadAhead) * MiB
+	t.Logf("after Seek to the middle and reading 1 MiB there, the origin had sent %d MiB in all", o.sent.Load()/MiB)
 	if sent := o.sent.Load(); sent > 2*window+2*MiB {
 		t.Errorf("after Seek to the middle the origin sent %d bytes, want at most %d (two windows)", sent, 2*window+2*MiB)
 	}
@@ -158,6 +159,30 @@ func TestStreaming(t *testing.T) {
 		t.Fatalf("read at the start: %v", err)
 	}
 	checkBytes(t, buf, a.data[:len(buf)])
+}
+
+// TestStreamingFromPeer: the same first-byte bound when a peer serves the
+// 100 MiB asset: the blocks come in the order the reader needs them.
+func TestStreamingFromPeer(t *testing.T) {
+	const size = 100 * MiB
+	a := makeAsset(t, 23, size)
+	prov := newNode(t, fetch.Config{})
+	prov.hold(t, a)
+	cl := newNode(t, fetch.Config{Store: newStore(t, 32*MiB), Providers: providers{a.t.Cid: {prov.info()}}})
+	r, err := cl.f.Open(context.Background(), a.t)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	one := make([]byte, 1)
+	if _, err := r.Read(one); err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	served := prov.f.Stats().ServedBytes
+	t.Logf("first byte after %v, the peer had read %d MiB for sending (%.1f%%)", r.Stats().TTFB, served/MiB, 100*float64(served)/size)
+	if served >= size/10 || one[0] != a.data[0] {
+		t.Errorf("first byte %#x after %d bytes served, want %#x before %d", one[0], served, a.data[0], size/10)
+	}
 }
 
 // TestOverQuota: a fetch larger than the store's quota streams whole; the
