@@ -101,13 +101,15 @@ func BenchmarkColdStart(b *testing.B) {
 // (streamed in file order through the Reader), interleaved, in one process
 // on loopback. It prints MiB/s, the ratio to http.Get and the process's CPU
 // seconds per GiB (server side included) for each, medians of the
-// repetitions. MESHCDN_BENCH_MIB sets the size (default 128), and
-// MESHCDN_BENCH_REPS the repetitions (default 3).
+// repetitions. MESHCDN_BENCH_MIB sets the size (default 128),
+// MESHCDN_BENCH_REPS the repetitions (default 3) and MESHCDN_BENCH_READAHEAD
+// the client's Config.ReadAhead (default: the default).
 //
 //	go test -run '^$' -bench Throughput -benchtime 1x ./fetch/
 func BenchmarkThroughput(b *testing.B) {
 	size := int64(envInt("MESHCDN_BENCH_MIB", 128)) * MiB
 	reps := envInt("MESHCDN_BENCH_REPS", 3)
+	readAhead := envInt("MESHCDN_BENCH_READAHEAD", 0) // 0: the default
 	a := makeAsset(b, 51, size)
 	o := newOrigin(b, a.data)
 	prov := newNode(b, fetch.Config{})
@@ -142,13 +144,13 @@ func BenchmarkThroughput(b *testing.B) {
 		if plain {
 			cl = newNodePlain(b)
 			cl.f.Close()
-			f, err := fetch.New(fetch.Config{Host: cl.h, Store: cl.plain, Providers: providers, ServeBytesPerSecond: -1})
+			f, err := fetch.New(fetch.Config{Host: cl.h, Store: cl.plain, Providers: providers, ServeBytesPerSecond: -1, ReadAhead: readAhead})
 			if err != nil {
 				b.Fatal(err)
 			}
 			cl.f = f
 		} else {
-			cl = newNodeNoCleanup(b, fetch.Config{Providers: providers})
+			cl = newNodeNoCleanup(b, fetch.Config{Providers: providers, ReadAhead: readAhead})
 		}
 		defer cl.close()
 		tg := a.t
