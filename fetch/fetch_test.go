@@ -136,7 +136,7 @@ func TestLyingPeer(t *testing.T) {
 	o := newOrigin(t, a.data)
 	// A long peer timeout: the origin joins because the only provider was
 	// caught lying, not because time ran out.
-	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute,
+	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute, Penalty: 300 * time.Millisecond,
 		Providers: providers{a.t.Cid: {{ID: liar.ID(), Addrs: liar.Addrs()}}}})
 
 	tg := a.t
@@ -156,5 +156,13 @@ func TestLyingPeer(t *testing.T) {
 	}
 	if st := r.Stats(); st.PeerBytes != 0 {
 		t.Errorf("PeerBytes = %d, want 0", st.PeerBytes)
+	}
+	// The penalty ends after Config.Penalty. There is no event for it: poll.
+	deadline := time.Now().Add(5 * time.Second)
+	for cl.f.Penalised(liar.ID()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("penalty did not end")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -114,6 +114,7 @@ func (f *Fetcher) Close() error {
 	for _, r := range rs {
 		r.Close()
 	}
+	f.guard.stop()
 	f.cancel()
 	f.wg.Wait()
 	err := f.bs.Close()

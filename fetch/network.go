@@ -8,6 +8,7 @@ import (
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	bsnet "github.com/ipfs/boxo/bitswap/network"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -28,6 +29,9 @@ type guard struct {
 	recent    map[cid.Cid]time.Time // CIDs wanted until recently, with when
 	sender    map[cid.Cid]peer.ID   // first sender of a wanted block
 	useful    map[peer.ID]time.Time // last block or HAVE of a wanted CID
+	timers    map[peer.ID]*time.Timer // penalty ends
+	stopped   bool
+	life      sync.RWMutex // held for reading while forgiving; stop takes it
 }
 
 func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
@@ -39,6 +43,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		recent:         make(map[cid.Cid]time.Time),
 		sender:         make(map[cid.Cid]peer.ID),
 		useful:         make(map[peer.ID]time.Time),
+		timers:         make(map[peer.ID]*time.Timer),
 	}
 }
 
@@ -113,8 +118,16 @@ func (g *guard) usefulSince(p peer.ID, t time.Time) bool {
 // penalise drops p from bitswap for the penalty time.
 func (g *guard) penalise(p peer.ID) bool {
 	g.mu.Lock()
+	if g.stopped {
+		g.mu.Unlock()
+		return false
+	}
 	already := g.isPenalisedLocked(p, time.Now())
 	g.penalised[p] = time.Now().Add(g.f.cfg.Penalty)
+	if t := g.timers[p]; t != nil {
+		t.Stop()
+	}
+	g.timers[p] = time.AfterFunc(g.f.cfg.Penalty, func() { g.forgive(p) })
 	rs := g.receivers
 	g.mu.Unlock()
 	if already {
@@ -124,6 +137,43 @@ func (g *guard) penalise(p peer.ID) bool {
 		r.PeerDisconnected(p)
 	}
 	return true
+}
+
+// forgive ends p's penalty: if it is still connected, bitswap hears of it
+// again.
+func (g *guard) forgive(p peer.ID) {
+	g.life.RLock()
+	defer g.life.RUnlock()
+	g.mu.Lock()
+	if g.stopped {
+		g.mu.Unlock()
+		return
+	}
+	delete(g.timers, p)
+	if until, ok := g.penalised[p]; ok && !time.Now().Before(until) {
+		delete(g.penalised, p)
+	}
+	penalised := g.isPenalisedLocked(p, time.Now())
+	rs := g.receivers
+	g.mu.Unlock()
+	if penalised || g.f.cfg.Host.Network().Connectedness(p) != network.Connected {
+		return
+	}
+	for _, r := range rs {
+		r.PeerConnected(p)
+	}
+}
+
+// stop cancels the penalty timers; the guard forgives no one after it.
+func (g *guard) stop() {
+	g.life.Lock() // waits for a forgive under way
+	defer g.life.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopped = true
+	for _, t := range g.timers {
+		t.Stop()
+	}
 }
 
 type guardReceiver struct{ g *guard }
