@@ -24,11 +24,11 @@ type guard struct {
 
 	mu        sync.Mutex
 	receivers []bsnet.Receiver
-	penalised map[peer.ID]time.Time // until
-	wanted    map[cid.Cid]int       // CIDs open fetches want, with a count
-	recent    map[cid.Cid]time.Time // CIDs wanted until recently, with when
-	sender    map[cid.Cid]peer.ID   // first sender of a wanted block
-	useful    map[peer.ID]time.Time // last block or HAVE of a wanted CID
+	penalised map[peer.ID]time.Time   // until
+	wanted    map[cid.Cid]int         // CIDs open fetches want, with a count
+	recent    map[cid.Cid]time.Time   // CIDs wanted until recently, with when
+	sender    map[cid.Cid]peer.ID     // first sender of a wanted block
+	useful    map[peer.ID]time.Time   // last block or HAVE of a wanted CID
 	timers    map[peer.ID]*time.Timer // penalty ends
 	stopped   bool
 	life      sync.RWMutex // held for reading while forgiving; stop takes it
