@@ -97,19 +97,20 @@ func (v *validator) allow(p peer.ID, now time.Time) bool {
 }
 
 // pruneLocked forgets full buckets (authors idle long enough to be back at
-// their burst); if none is full it forgets one at random, which at worst
-// gives that author a fresh burst.
+// their burst); if that frees less than an eighth of the map it also forgets
+// random ones down to seven eighths, so that a stream of new authors costs
+// O(1) per message on average. Forgetting an author at worst gives it a
+// fresh burst.
 func (v *validator) pruneLocked(now time.Time) {
 	for p, b := range v.buckets {
 		if b.tokens+now.Sub(b.last).Seconds()*v.rate >= v.burst {
 			delete(v.buckets, p)
 		}
 	}
-	if len(v.buckets) < maxBuckets {
-		return
-	}
 	for p := range v.buckets {
+		if len(v.buckets) <= maxBuckets*7/8 {
+			return
+		}
 		delete(v.buckets, p)
-		return
 	}
 }
