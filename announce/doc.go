@@ -111,11 +111,13 @@
 // (capped by TableConfig.MaxTTL), and removes them on DROP. A peer sends
 // HAVE for content it newly holds at once, batching whatever is waiting;
 // DROP at once when its store evicts or removes content; and a summary (HAVE
-// of everything it holds) at start, every SummaryInterval (1 min, ±10%) and
-// when peers join the topic (at most one every 500 ms), so that a late
-// joiner or a peer that just connected learns the state without asking. TTL
-// defaults to 3 × SummaryInterval, so a peer that leaves without a DROP is
-// forgotten within three summaries.
+// of everything it holds) every SummaryInterval (1 min, ±10%) and when peers
+// join the topic (at most one every 500 ms), so that a late joiner or a peer
+// that just connected learns the state without asking. TTL defaults to 3 ×
+// SummaryInterval, so a peer that leaves without a DROP is forgotten within
+// three summaries. A browser peer does the same: it sends its summary when a
+// peer subscribes to the topic (js-libp2p's subscription-change event), since
+// a publish right after connecting may reach nobody.
 //
 // Messages of one author can arrive out of order through the mesh. A HAVE
 // overtaken by a later DROP of the same root re-adds the entry until the
@@ -138,7 +140,9 @@
 // # DHT
 //
 // Held roots are provided to the mesh's DHT when they arrive, all of them at
-// start and every ReprovideInterval (12 h), one provide at a time. boxo's
+// start and every ReprovideInterval (12 h), one provide at a time; a failed
+// provide (typically: no DHT peer yet) is retried after 1 s, doubling up to
+// 5 min. boxo's
 // provider.System was considered and not used: its Close does not wait for
 // its provide workers (our Close must), it logs through go-log's global
 // logger rather than an injected slog.Logger, and its persistent queue adds
