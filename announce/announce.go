@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/store"
 )
@@ -163,6 +164,12 @@ type Config struct {
 
 	// Logger receives the Announcer's logs. Nil discards them.
 	Logger *slog.Logger
+
+	// PrometheusRegisterer, if set, gets the Announcer's metrics
+	// (meshcdn_announce_*: messages published, received and refused by
+	// reason, summaries, provides, table size), unregistered on Close. One
+	// Announcer per registerer. Nil registers nothing.
+	PrometheusRegisterer prometheus.Registerer
 }
 
 // Stats counts what an Announcer did.
@@ -214,6 +221,7 @@ type Announcer struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	psStop  context.CancelFunc // stops a PubSub we created
+	unreg   func()             // unregisters the metrics
 	wg      sync.WaitGroup
 	once    sync.Once
 	closed  atomic.Bool
@@ -324,6 +332,11 @@ func New(cfg Config) (_ *Announcer, err error) {
 	if a.sub, err = a.topic.Subscribe(pubsub.WithBufferSize(256)); err != nil {
 		return nil, fmt.Errorf("announce: new: subscribe: %w", err)
 	}
+	if cfg.PrometheusRegisterer != nil {
+		if a.unreg, err = registerMetrics(cfg.PrometheusRegisterer, a); err != nil {
+			return nil, fmt.Errorf("announce: new: %w", err)
+		}
+	}
 	if cfg.MDNS == On {
 		if a.mdns, err = startMDNS(a); err != nil {
 			return nil, fmt.Errorf("announce: new: mdns: %w", err)
@@ -431,6 +444,9 @@ func (a *Announcer) shutdown() error {
 	}
 	if a.psStop != nil {
 		a.psStop()
+	}
+	if a.unreg != nil {
+		a.unreg()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("announce: close: %w", err)
