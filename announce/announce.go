@@ -138,7 +138,9 @@ type Config struct {
 
 	// TTL is how long this node's HAVE messages say they stay valid. It
 	// must exceed SummaryInterval, whose summaries refresh it. Default
-	// 3 × SummaryInterval; at most MaxTTLSeconds.
+	// 3 × SummaryInterval; at most MaxTTLSeconds. Receivers cap it at their
+	// TableConfig.MaxTTL (default 30 min): with a SummaryInterval above that,
+	// other peers forget this one between summaries.
 	TTL time.Duration
 
 	// PeerRate and PeerBurst limit the messages accepted from one author:
