@@ -383,9 +383,11 @@ func TestFloodRateLimitedAndCapped(t *testing.T) {
 	// ignored), so none is lost in the attacker's own send queue.
 	const floods = 60
 	var delivered, ignored int
+	var ignoredRoots []cid.Cid
 	start := time.Now()
 	for i := range floods {
-		msgs, err := Encode(Have, time.Hour, manyCids(t, string(rune('A'+i%26))+string(rune('a'+i/26)), 442))
+		roots := manyCids(t, string(rune('A'+i%26))+string(rune('a'+i/26)), 442)
+		msgs, err := Encode(Have, time.Hour, roots)
 		if err != nil || len(msgs) != 1 {
 			t.Fatal(len(msgs), err)
 		}
@@ -405,6 +407,7 @@ func TestFloodRateLimitedAndCapped(t *testing.T) {
 					t.Fatalf("flood message rejected for %q, want ignored", r)
 				}
 				ignored++
+				ignoredRoots = append(ignoredRoots, roots[0], roots[441])
 				break await
 			case <-time.After(10 * time.Second):
 				t.Fatalf("flood message %d: neither delivered nor ignored within 10 s", i)
@@ -428,6 +431,11 @@ func TestFloodRateLimitedAndCapped(t *testing.T) {
 	}
 	if !hasProvider(victim, honestRoot, honest.h.ID()) {
 		t.Fatal("the flood pushed the honest peer's entry out")
+	}
+	for _, r := range ignoredRoots {
+		if ps := victim.a.Table().Providers(r, 0); len(ps) != 0 {
+			t.Fatalf("a root of an ignored message is in the table: %s at %v", r, ps)
+		}
 	}
 }
 
