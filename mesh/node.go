@@ -129,6 +129,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		DisableDHT: cfg.DisableDHT,
 		DHTMode:    mode,
 		Logger:     cfg.Logger,
+
+		PrometheusRegisterer: cfg.PrometheusRegisterer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
