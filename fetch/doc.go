@@ -26,8 +26,12 @@
 //     gateway's raw blocks) joins at once when no provider is known (a cold
 //     start costs what a plain request does), and otherwise when peers have
 //     not delivered the first block within Config.PeerTimeout (200 ms), have
-//     stalled for that long, or the reader has waited that long on a block.
-//     Peers go on: each leaf goes to whichever source delivers a verified
+//     stalled for that long, or the reader has waited that long on a block,
+//     or the reader waits on peers whose recent rate is under half of what
+//     the origin has given this Fetcher (known once the origin has been
+//     used). Until a peer has delivered, only the leaf the reader needs
+//     first is asked of peers: bitswap sends wants that go out together in
+//     random order. Peers go on: each leaf goes to whichever source delivers a verified
 //     copy first, and the other request is cancelled. The first origin
 //     request goes alone, the next ones Config.OriginConcurrency at once.
 //  4. Every block is checked against its CID before it is stored or handed

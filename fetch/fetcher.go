@@ -39,6 +39,9 @@ type Fetcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	rateMu     sync.Mutex
+	originRate float64 // bytes/s of one origin request, averaged
+
 	callMu sync.Mutex
 	calls  map[string]*originCall // origin requests in flight, by leaf
 

@@ -92,3 +92,50 @@ func TestServingCaps(t *testing.T) {
 		t.Errorf("served at %.2f MiB/s, want <= 5", got/MiB)
 	}
 }
+
+// TestPeerSlowerThanOrigin: a peer at a quarter of the origin's rate
+// delivers often enough never to stall, yet the reader waits on it: once
+// the origin's rate is known (from an earlier fetch), the origin joins.
+func TestPeerSlowerThanOrigin(t *testing.T) {
+	const originRate = 32 * MiB
+	warm := makeAsset(t, 32, 2*MiB)
+	a := makeAsset(t, 33, 16*MiB)
+	prov := newNode(t, fetch.Config{ServeBytesPerSecond: originRate / 4})
+	prov.hold(t, a)
+	ow := newOrigin(t, warm.data)
+	o := newOrigin(t, a.data)
+	o.limit = rate.NewLimiter(originRate, 64<<10)
+	ow.limit = rate.NewLimiter(originRate, 64<<10)
+	// A long peer timeout: only the rate comparison can bring the origin in.
+	cl := newNode(t, fetch.Config{PeerTimeout: 5 * time.Second, Providers: providers{a.t.Cid: {prov.info()}}})
+
+	// An origin-only fetch first: the Fetcher learns the origin's rate.
+	tw := warm.t
+	tw.URL = ow.URL
+	r, err := cl.f.Open(context.Background(), tw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBytes(t, readAll(t, r), warm.data)
+	r.Close()
+
+	tg := a.t
+	tg.URL = o.URL
+	start := time.Now()
+	r, err = cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	took := time.Since(start)
+	st := r.Stats()
+	peerOnly := time.Duration(float64(len(a.data)) / (originRate / 4) * float64(time.Second))
+	t.Logf("took %v (peer alone would take about %v); peer %d bytes, origin %d", took, peerOnly, st.PeerBytes, st.OriginBytes)
+	if !st.Hedged || st.OriginBytes == 0 || st.PeerBytes == 0 {
+		t.Errorf("Stats = %+v, want hedged with bytes from both", st)
+	}
+	if took > peerOnly/2 {
+		t.Errorf("took %v, want well under the peer-only %v", took, peerOnly)
+	}
+}

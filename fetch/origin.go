@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -77,19 +78,19 @@ var errOriginStatus = errors.New("unexpected status")
 func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byte, error) {
 	var req *http.Request
 	var err error
-	max := l.Size
-	if max < 0 {
-		max = dagfile.ChunkSize
+	limit := l.Size
+	if limit < 0 {
+		limit = dagfile.ChunkSize
 	}
 	if t.URL != "" {
 		req, err = http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
 		if err != nil {
 			return nil, fmt.Errorf("fetch: origin request: %w", err)
 		}
-		if max == 0 {
+		if limit == 0 {
 			return f.verify(l.Cid, nil)
 		}
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", l.Offset, l.Offset+max-1))
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", l.Offset, l.Offset+limit-1))
 	} else {
 		u := strings.TrimSuffix(t.Gateway, "/") + "/ipfs/" + l.Cid.String() + "?format=raw"
 		req, err = http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -98,6 +99,7 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byt
 		}
 		req.Header.Set("Accept", "application/vnd.ipld.raw")
 	}
+	start := time.Now()
 	resp, err := f.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: origin %s: %w", l.Cid, err)
@@ -118,12 +120,36 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byt
 			return nil, fmt.Errorf("fetch: origin %s: %w", l.Cid, err)
 		}
 	} else {
-		data, err = io.ReadAll(io.LimitReader(resp.Body, max))
+		data, err = io.ReadAll(io.LimitReader(resp.Body, limit))
 		if err != nil {
 			return nil, fmt.Errorf("fetch: origin %s: %w", l.Cid, err)
 		}
 	}
-	return f.verify(l.Cid, data)
+	data, err = f.verify(l.Cid, data)
+	if err == nil && len(data) >= 256<<10 {
+		f.noteOriginRate(float64(len(data)) / max(time.Since(start).Seconds(), 1e-6))
+	}
+	return data, err
+}
+
+// noteOriginRate folds one origin request's bytes per second into the
+// Fetcher's estimate (an exponentially weighted average).
+func (f *Fetcher) noteOriginRate(r float64) {
+	f.rateMu.Lock()
+	defer f.rateMu.Unlock()
+	if f.originRate == 0 {
+		f.originRate = r
+	} else {
+		f.originRate = 0.8*f.originRate + 0.2*r
+	}
+}
+
+// originCapacity is what the origin is estimated to give one fetch, in
+// bytes per second (0: not known yet).
+func (f *Fetcher) originCapacity() float64 {
+	f.rateMu.Lock()
+	defer f.rateMu.Unlock()
+	return f.originRate * float64(f.cfg.OriginConcurrency)
 }
 
 // verify checks data against c.

@@ -137,11 +137,12 @@ type Reader struct {
 	fetched    int
 	kept       int
 	finishing  bool
-	provs      []peer.ID // providers connected for this fetch
-	provsDone  bool      // the providers' silence has been judged
-	lastBlock  time.Time // last delivery from any source
-	lastPeer   time.Time // last delivery from a peer
-	waitSince  time.Time // a Read has been waiting since
+	provs      []peer.ID   // providers connected for this fetch
+	provsDone  bool        // the providers' silence has been judged
+	lastBlock  time.Time   // last delivery from any source
+	lastPeer   time.Time   // last delivery from a peer
+	peerTimes  []time.Time // the last peerRateWindow deliveries from peers
+	waitSince  time.Time   // a Read has been waiting since
 }
 
 // Open starts fetching t and returns a Reader positioned at 0. The fetch
@@ -470,6 +471,8 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 			hedge = true // peers stalled
 		case !r.waitSince.IsZero() && now.Sub(r.waitSince) >= cfg.PeerTimeout:
 			hedge = true // the reader waits: peers are slower than it needs
+		case !r.waitSince.IsZero() && r.peersSlowerThanOrigin():
+			hedge = true // the reader waits on peers that are slower than the origin has been
 		}
 		deadline(r.start.Add(cfg.PeerTimeout))
 		if peerWaiting {
@@ -615,6 +618,26 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		r.finish()
 	}
 	return next, false
+}
+
+// peerRateWindow is how many recent peer leaves the peer rate is taken over.
+const peerRateWindow = 4
+
+// peersSlowerThanOrigin reports whether peers have lately delivered at less
+// than half the rate the origin has given this Fetcher. It says nothing
+// until the origin has been measured once. The caller holds mu, and calls
+// it while the reader waits (so the peers, not the reader, set the pace).
+func (r *Reader) peersSlowerThanOrigin() bool {
+	if len(r.peerTimes) < peerRateWindow {
+		return false
+	}
+	origin := r.f.originCapacity()
+	span := r.peerTimes[len(r.peerTimes)-1].Sub(r.peerTimes[0])
+	if origin == 0 || span <= 0 {
+		return false
+	}
+	peer := float64((len(r.peerTimes)-1)*dagfile.ChunkSize) / span.Seconds()
+	return peer < origin/2
 }
 
 // allProvidersPenalised reports whether providers were found and all of
@@ -838,6 +861,10 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 			r.stats.Peers[p] += n
 		}
 		r.lastPeer = now
+		r.peerTimes = append(r.peerTimes, now)
+		if len(r.peerTimes) > peerRateWindow {
+			r.peerTimes = r.peerTimes[1:]
+		}
 	case SourceOrigin:
 		r.stats.OriginBytes += n
 	}
