@@ -67,4 +67,18 @@
 // arrives in that time. It turns off bitswap's own provider search (it would
 // look up leaf CIDs, which the provider table does not hold; providers are
 // found by root here).
+//
+// # Performance
+//
+// Measured on a shared 2-core machine, loopback TCP, client and server in one
+// process, 128 MiB, medians of interleaved runs
+// (go test -run '^$' -bench 'ColdStart|Throughput' -benchtime 1x ./fetch/):
+//
+//   - Cold start (no provider known): first byte 1.1 to 1.3 ms after a plain
+//     http.Get's, median of 30 runs.
+//   - Origin fetch through the Reader: about 0.5x of http.Get's throughput,
+//     1.7 CPU s/GiB (http.Get: 0.5).
+//   - Peer fetch through the Reader: 0.22x to 0.26x, 2.8 to 3.0 CPU s/GiB;
+//     0.30x to 0.38x and 1.7 to 1.9 CPU s/GiB when both sides run on a
+//     blockstore that does not hash on put and on read, as store.Store does.
 package fetch
