@@ -613,3 +613,80 @@ return (await window.meshcdn.importBytes(b)).toString();`, &root)
 	}
 	_ = b
 }
+
+// TestSeedServesPage runs examples/seed with -browser: the page it serves,
+// opened with no query string, reads /meshcdn.json (mesh name, the seed's
+// addresses, the manifest), joins the mesh and fetches a pinned asset from
+// the seed.
+func TestSeedServesPage(t *testing.T) {
+	const path = "img/hero.jpg"
+	s := newSite(t, map[string]int64{path: 1<<20 + 500})
+	size := int64(len(s.files[path]))
+	dir, err := filepath.Abs(dist(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "seed")
+	build := exec.Command("go", "build", "-o", bin, "./examples/seed")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./examples/seed: %v\n%s", err, out)
+	}
+	seed := exec.Command(bin, "-name", meshName, "-dir", t.TempDir(),
+		"-manifest", s.srv.URL+"/manifest.json", "-loopback", "-browser", dir, "-browser-addr", "127.0.0.1:0")
+	seed.Stderr = os.Stderr
+	out, err := seed.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := seed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		seed.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- seed.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("the seed did not stop cleanly on SIGINT: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			seed.Process.Kill()
+			<-done
+			t.Errorf("the seed did not stop within 20 s of SIGINT")
+		}
+	})
+	sc := bufio.NewScanner(out)
+	page := ""
+	pinned := false
+	for (page == "" || !pinned) && sc.Scan() {
+		line := sc.Text()
+		if u, ok := strings.CutPrefix(line, "browser page: "); ok {
+			page = u
+		}
+		pinned = pinned || strings.HasPrefix(line, "pinned ")
+	}
+	if page == "" || !pinned {
+		t.Fatalf("the seed printed no page URL or pinned nothing (page %q)", page)
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	originBefore := s.served.Load()
+	d := newDriver(t)
+	ps := d.open("A", page)
+	if ps.Seed == "" {
+		t.Fatalf("the page found no seed in meshcdn.json: %+v", ps)
+	}
+	var res fetchResult
+	d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, true), &res)
+	t.Logf("page fetch through %s: %+v", ps.Seed, res.Stats)
+	if res.Sha256 != sum(s.files[path]) || res.Stats.PeerBytes != size || res.Stats.OriginBytes != 0 {
+		t.Errorf("page: %d bytes from peers, %d from the origin; want all %d from the seed, verified", res.Stats.PeerBytes, res.Stats.OriginBytes, size)
+	}
+	if got := s.served.Load() - originBefore; got != 0 {
+		t.Errorf("origin: served %d bytes to the page, want 0", got)
+	}
+}

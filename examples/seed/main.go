@@ -8,13 +8,25 @@
 // It listens on every browser-dialable transport (TCP, QUIC, WebTransport,
 // WebRTC-direct, WebSockets) and runs a circuit relay so that browsers can
 // reach each other. -loopback keeps it on 127.0.0.1 for trying it out.
+//
+// -browser DIR also serves the built browser client (examples/browser/dist,
+// built with `npm ci && npm run build` there) over HTTP on -browser-addr
+// (127.0.0.1 only), with /meshcdn.json beside it: the mesh's name, the
+// seed's browser-dialable multiaddrs (WebTransport and WebRTC-direct
+// certificate hashes change between starts, so they are read at each
+// request) and the manifest's URL. Opening the printed URL shows the whole
+// mesh from one command; the origin must allow the page's origin (CORS) for
+// the manifest and Range requests.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -33,6 +45,8 @@ func main() {
 	loopback := flag.Bool("loopback", false, "listen on 127.0.0.1 only, mDNS off")
 	quota := flag.Int64("quota-mib", 0, "store quota in MiB (default: the seed role's 8 GiB)")
 	bootstrap := flag.String("bootstrap", "", "comma-separated multiaddrs of other seeds")
+	browser := flag.String("browser", "", "directory of the built browser client to serve (examples/browser/dist)")
+	browserAddr := flag.String("browser-addr", "127.0.0.1:8090", "where -browser serves the page: a 127.0.0.1 address")
 	flag.Parse()
 	if *name == "" || *dir == "" || *manifestURL == "" {
 		flag.Usage()
@@ -52,13 +66,14 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, *manifestURL, *recheck); err != nil {
+	page := pageConfig{dir: *browser, addr: *browserAddr, manifest: *manifestURL}
+	if err := run(ctx, cfg, *manifestURL, *recheck, page); err != nil {
 		fmt.Fprintln(os.Stderr, "seed:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cfg mesh.Config, manifestURL string, recheck time.Duration) error {
+func run(ctx context.Context, cfg mesh.Config, manifestURL string, recheck time.Duration, page pageConfig) error {
 	n, err := mesh.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -67,6 +82,13 @@ func run(ctx context.Context, cfg mesh.Config, manifestURL string, recheck time.
 	fmt.Println("seed", n.ID())
 	for _, a := range n.Addrs() {
 		fmt.Println("  listening on", a)
+	}
+	if page.dir != "" {
+		stop, err := servePage(n, cfg.Name, page)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	for {
 		if err := pin(ctx, n, manifestURL); err != nil {
@@ -96,4 +118,40 @@ func pin(ctx context.Context, n *mesh.Node, manifestURL string) error {
 		len(m.Assets), after.Fetch.OriginBytes-before.OriginBytes, after.Fetch.PeerBytes-before.PeerBytes,
 		after.Store.Used, after.Fetch.ServedBytes)
 	return nil
+}
+
+type pageConfig struct{ dir, addr, manifest string }
+
+// servePage serves the browser client from page.dir and /meshcdn.json, the
+// settings the page reads when its URL has none.
+func servePage(n *mesh.Node, name string, page pageConfig) (func(), error) {
+	host, _, err := net.SplitHostPort(page.addr)
+	if err != nil || net.ParseIP(host) == nil || !net.ParseIP(host).IsLoopback() {
+		return nil, fmt.Errorf("-browser-addr %q: want a loopback address such as 127.0.0.1:8090", page.addr)
+	}
+	if _, err := os.Stat(page.dir + "/main.js"); err != nil {
+		return nil, fmt.Errorf("-browser %s: %w (build it: cd examples/browser && npm ci && npm run build)", page.dir, err)
+	}
+	ln, err := net.Listen("tcp", page.addr)
+	if err != nil {
+		return nil, fmt.Errorf("-browser-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/meshcdn.json", func(w http.ResponseWriter, r *http.Request) {
+		var addrs []string
+		for _, a := range n.Addrs() {
+			s := a.String()
+			if strings.Contains(s, "/webtransport/") || strings.Contains(s, "/webrtc-direct/") || strings.Contains(s, "/ws/") {
+				addrs = append(addrs, s)
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		json.NewEncoder(w).Encode(map[string]any{"name": name, "peer": n.ID().String(), "addrs": addrs, "manifest": page.manifest})
+	})
+	mux.Handle("/", http.FileServer(http.Dir(page.dir)))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	fmt.Printf("browser page: http://%s/\n", ln.Addr())
+	return func() { srv.Close() }, nil
 }
