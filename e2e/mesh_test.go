@@ -332,6 +332,7 @@ type pageStats struct {
 	ServedBytes int64
 	Peers       map[string]int64
 	Held        []string
+	Used        int64
 	Connections []struct {
 		Peer, Addr, Direction string
 		Limited               bool
@@ -399,6 +400,9 @@ func TestBrowserFromSeedWebTransport(t *testing.T) { testBrowserFromSeed(t, "web
 
 // TestBrowserFromSeedWebRTCDirect: the same over WebRTC-direct.
 func TestBrowserFromSeedWebRTCDirect(t *testing.T) { testBrowserFromSeed(t, "webrtc-direct") }
+
+// TestBrowserFromSeedWebSockets: the same over WebSockets, the last resort.
+func TestBrowserFromSeedWebSockets(t *testing.T) { testBrowserFromSeed(t, "ws") }
 
 func testBrowserFromSeed(t *testing.T, transport string) {
 	const path = "video/clip.bin"
@@ -677,8 +681,8 @@ func TestSeedServesPage(t *testing.T) {
 	originBefore := s.served.Load()
 	d := newDriver(t)
 	ps := d.open("A", page)
-	if ps.Seed == "" {
-		t.Fatalf("the page found no seed in meshcdn.json: %+v", ps)
+	if !strings.Contains(ps.Seed, "/webtransport/") {
+		t.Fatalf("the page connected through %q; offered every transport, it should prefer WebTransport", ps.Seed)
 	}
 	var res fetchResult
 	d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, true), &res)
@@ -689,4 +693,62 @@ func TestSeedServesPage(t *testing.T) {
 	if got := s.served.Load() - originBefore; got != 0 {
 		t.Errorf("origin: served %d bytes to the page, want 0", got)
 	}
+}
+
+// TestBrowserDropOnEviction: a page with a 3 MiB quota imports one asset,
+// then another; keeping the second evicts the first, and the page's DROP
+// takes it out of a Go node's provider table while the second stays.
+func TestBrowserDropOnEviction(t *testing.T) {
+	first, second := testutil.Bytes(21, 2<<20+1), testutil.Bytes(22, 2<<20+2)
+	c1, c2 := uploadCID(t, first), uploadCID(t, second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	app := newNode(t, mesh.Config{Role: mesh.RoleApp, ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed)})
+	srv := pageServer(t, map[string][]byte{"/1.bin": first, "/2.bin": second})
+	d := newDriver(t)
+	ps := d.open("A", pageURL(srv, addr(t, app, "webtransport"), "")+"&quota-mib=3")
+	page := mustDecode(t, ps.PeerID)
+	table := app.Announcer().Table()
+	changes := table.Subscribe(ctx)
+	holds := func(c cid.Cid) bool {
+		for _, p := range table.Providers(c, 10) {
+			if p == page {
+				return true
+			}
+		}
+		return false
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case <-changes:
+			case <-ctx.Done():
+				t.Fatalf("the app's table never showed that %s", what)
+			}
+		}
+	}
+	importJS := func(p string) string {
+		return `const b = new Uint8Array(await (await fetch('` + p + `')).arrayBuffer());
+return (await window.meshcdn.importBytes(b)).toString();`
+	}
+	var got string
+	d.eval("A", importJS("/1.bin"), &got)
+	if got != c1.String() {
+		t.Fatalf("page imported %s, want %s", got, c1)
+	}
+	waitUntil("the page holds the first asset (HAVE)", func() bool { return holds(c1) })
+	d.eval("A", importJS("/2.bin"), &got)
+	if got != c2.String() {
+		t.Fatalf("page imported %s, want %s", got, c2)
+	}
+	waitUntil("the page dropped the first asset (DROP) and holds the second (HAVE)", func() bool { return !holds(c1) && holds(c2) })
+	st := d.stats("A")
+	if len(st.Held) != 1 || st.Held[0] != c2.String() {
+		t.Errorf("page holds %v, want only %s", st.Held, c2)
+	}
+	if st.Used > 3<<20 {
+		t.Errorf("page stores %d bytes, over its 3 MiB quota", st.Used)
+	}
+	t.Logf("page holds %v in %d bytes; app announce stats %+v", st.Held, st.Used, app.Stats().Announce)
 }
