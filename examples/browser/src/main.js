@@ -28,6 +28,7 @@ async function settings () {
     manifest: q.get('manifest') ?? cfg.manifest ?? null,
     quota: q.has('quota-mib') ? Number(q.get('quota-mib')) * (1 << 20) : undefined,
     summaryInterval: q.has('summary-ms') ? Number(q.get('summary-ms')) : undefined,
+    peerTimeout: q.has('peer-timeout-ms') ? Number(q.get('peer-timeout-ms')) : undefined,
     cacheName: q.get('cache') ?? undefined,
     fetch: q.getAll('fetch')
   }
