@@ -15,6 +15,8 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshcdn/meshcdn/internal/verified"
 )
 
 // Fetcher gets content by CID from the local store, from peers over bitswap
@@ -247,7 +249,10 @@ func (f *Fetcher) account(src Source, p peer.ID, n int64, dup bool) {
 // peers that want it get it, and for a block that did not come from a peer
 // its client too, so that the wants for it are cancelled.
 func (f *Fetcher) keep(ctx context.Context, b blocks.Block, src Source) error {
-	if err := f.cfg.Store.Put(ctx, b); err != nil {
+	// Every block kept was hashed against its CID just before (by bitswap
+	// on receipt, or by verify for origin blocks): the store need not hash
+	// it again.
+	if err := f.cfg.Store.Put(ctx, verified.Wrap(b)); err != nil {
 		return err
 	}
 	var err error
