@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -282,5 +284,31 @@ func TestEmptyFile(t *testing.T) {
 	defer r.Close()
 	if got := readAll(t, r); len(got) != 0 {
 		t.Errorf("read %d bytes, want 0", len(got))
+	}
+}
+
+// TestOriginIgnoringRange: an origin that answers every Range request with
+// the whole file (200), as python's http.server does, still gives a correct
+// fetch: each leaf is cut out of the whole-file answer and checked.
+func TestOriginIgnoringRange(t *testing.T) {
+	a := makeAsset(t, 45, 3*MiB+77)
+	var requests atomic.Int64
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Length", strconv.Itoa(len(a.data)))
+		w.Write(a.data) // no Range support
+	}))
+	defer o.Close()
+	cl := newNode(t, fetch.Config{})
+	tg := a.t
+	tg.URL = o.URL
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	if st := r.Stats(); st.OriginBytes != int64(len(a.data)) || requests.Load() < 4 {
+		t.Errorf("stats %+v after %d origin requests", st, requests.Load())
 	}
 }

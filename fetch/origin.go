@@ -110,6 +110,14 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byt
 	case resp.StatusCode == http.StatusOK && (t.URL == "" || l.Offset == 0):
 		// A gateway answers 200; a plain origin that ignores Range sends
 		// the whole file, of which the first leaf is the head.
+	case resp.StatusCode == http.StatusOK:
+		// A plain origin that ignores Range (python's http.server, some
+		// proxies) sends the whole file: skip to the leaf. Correct, but it
+		// costs the origin the bytes before the leaf on every request.
+		f.log.Debug("origin ignores Range requests", "cid", l.Cid, "bytes", l.Offset)
+		if _, err := io.CopyN(io.Discard, resp.Body, l.Offset); err != nil {
+			return nil, fmt.Errorf("fetch: origin %s: skipping to offset %d of a whole-file answer: %w", l.Cid, l.Offset, err)
+		}
 	default:
 		return nil, fmt.Errorf("fetch: origin %s: %w %s", l.Cid, errOriginStatus, resp.Status)
 	}

@@ -7,6 +7,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 	"golang.org/x/time/rate"
 )
 
@@ -43,7 +44,7 @@ func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
 		case s.sem <- struct{}{}:
 			defer func() { <-s.sem }()
 		case <-ctx.Done():
-			return nil, fmt.Errorf("fetch: serve %s: %w", c, ctx.Err())
+			return nil, cancelled(c)
 		}
 	}
 	b, err := s.Store.Get(ctx, c)
@@ -55,6 +56,9 @@ func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
 		for n > 0 {
 			k := min(n, s.limit.Burst())
 			if err := s.limit.WaitN(ctx, k); err != nil {
+				if ctx.Err() != nil {
+					return nil, cancelled(c)
+				}
 				return nil, fmt.Errorf("fetch: serve %s: %w", c, err)
 			}
 			n -= k
@@ -63,3 +67,9 @@ func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
 	s.served.Add(int64(len(b.RawData())))
 	return b, nil
 }
+
+// cancelled is what a read for a peer returns when bitswap's server gave up
+// on it (the peer cancelled, or the server is stopping): not found, which
+// bitswap takes quietly, where any other error is logged at ERROR level on
+// the embedding app's stderr.
+func cancelled(c cid.Cid) error { return ipld.ErrNotFound{Cid: c} }
