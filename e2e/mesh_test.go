@@ -761,3 +761,51 @@ return (await window.meshcdn.importBytes(b)).toString();`
 	}
 	t.Logf("page holds %v in %d bytes; app announce stats %+v", st.Held, st.Used, app.Stats().Announce)
 }
+
+// TestBrowserCacheSurvivesReload: what the page keeps is in the Cache API;
+// after a reload it holds it again (every block checked against its CID)
+// and announces it at start, so a Go node learns the reloaded page holds it.
+func TestBrowserCacheSurvivesReload(t *testing.T) {
+	data := testutil.Bytes(31, 2<<20+9)
+	want := uploadCID(t, data)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	app := newNode(t, mesh.Config{Role: mesh.RoleApp, ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed)})
+	d := newDriver(t)
+	d.open("A", pageURL(pageServer(t, map[string][]byte{"/x.bin": data}), addr(t, app, "webtransport"), ""))
+	var got string
+	d.eval("A", `const b = new Uint8Array(await (await fetch('/x.bin')).arrayBuffer());
+return (await window.meshcdn.importBytes(b)).toString();`, &got)
+	if got != want.String() {
+		t.Fatalf("page imported %s, want %s", got, want)
+	}
+	v, err := d.call(map[string]any{"op": "reload", "page": "A"}, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st pageStats
+	if err := json.Unmarshal(v, &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Held) != 1 || st.Held[0] != want.String() || st.Used < int64(len(data)) {
+		t.Fatalf("after the reload the page holds %v (%d bytes), want %s", st.Held, st.Used, want)
+	}
+	// The reloaded page has a new peer ID; its summary at start reaches the app.
+	reloaded := mustDecode(t, st.PeerID)
+	table := app.Announcer().Table()
+	changes := table.Subscribe(ctx)
+	for {
+		found := false
+		for _, p := range table.Providers(want, 10) {
+			found = found || p == reloaded
+		}
+		if found {
+			break
+		}
+		select {
+		case <-changes:
+		case <-ctx.Done():
+			t.Fatalf("the app never learned that the reloaded page %s holds %s", reloaded, want)
+		}
+	}
+}

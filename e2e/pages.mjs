@@ -4,7 +4,9 @@
 //       context of its own and waits for window.meshcdnReady
 //   {"id":2,"op":"eval","page":"A","js":"return 1+1"}   runs an async
 //       function body in the page and replies with its JSON value
-//   {"id":3,"op":"close"}
+//   {"id":3,"op":"reload","page":"A"}  reloads a page (same context, so
+//       its Cache API survives) and waits for window.meshcdnReady
+//   {"id":4,"op":"close"}
 // Replies: {"id":1,"ok":true,"value":...} or {"id":1,"ok":false,"error":"..."}.
 // Page console lines go to stderr, prefixed with the page's name.
 import { createInterface } from 'node:readline';
@@ -31,6 +33,14 @@ async function run(cmd) {
       const page = pages.get(cmd.page);
       if (!page) throw new Error(`no page ${cmd.page}`);
       return page.evaluate(`(async () => { ${cmd.js} })()`);
+    }
+    case 'reload': {
+      const page = pages.get(cmd.page);
+      if (!page) throw new Error(`no page ${cmd.page}`);
+      await page.reload();
+      await page.waitForFunction(() => window.meshcdnReady !== undefined);
+      await page.evaluate(() => window.meshcdnReady);
+      return page.evaluate(() => window.meshcdnStats());
     }
     case 'close':
       await browser.close();
