@@ -764,7 +764,7 @@ return (await window.meshcdn.importBytes(b)).toString();`
 
 // TestBrowserCacheSurvivesReload: what the page keeps is in the Cache API;
 // after a reload it holds it again (every block checked against its CID)
-// and announces it at start, so a Go node learns the reloaded page holds it.
+// and announces it at start under the same peer ID.
 func TestBrowserCacheSurvivesReload(t *testing.T) {
 	data := testutil.Bytes(31, 2<<20+9)
 	want := uploadCID(t, data)
@@ -772,7 +772,7 @@ func TestBrowserCacheSurvivesReload(t *testing.T) {
 	defer cancel()
 	app := newNode(t, mesh.Config{Role: mesh.RoleApp, ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed)})
 	d := newDriver(t)
-	d.open("A", pageURL(pageServer(t, map[string][]byte{"/x.bin": data}), addr(t, app, "webtransport"), ""))
+	before := d.open("A", pageURL(pageServer(t, map[string][]byte{"/x.bin": data}), addr(t, app, "webtransport"), ""))
 	var got string
 	d.eval("A", `const b = new Uint8Array(await (await fetch('/x.bin')).arrayBuffer());
 return (await window.meshcdn.importBytes(b)).toString();`, &got)
@@ -790,7 +790,12 @@ return (await window.meshcdn.importBytes(b)).toString();`, &got)
 	if len(st.Held) != 1 || st.Held[0] != want.String() || st.Used < int64(len(data)) {
 		t.Fatalf("after the reload the page holds %v (%d bytes), want %s", st.Held, st.Used, want)
 	}
-	// The reloaded page has a new peer ID; its summary at start reaches the app.
+	// The key is kept in localStorage: same peer ID, so what others'
+	// tables say about the page stays true. Its summary at start reaches
+	// the app.
+	if st.PeerID != before.PeerID {
+		t.Errorf("the page's peer ID changed on reload: %s, then %s", before.PeerID, st.PeerID)
+	}
 	reloaded := mustDecode(t, st.PeerID)
 	table := app.Announcer().Table()
 	changes := table.Subscribe(ctx)

@@ -8,6 +8,7 @@ import { withBitswap } from '@helia/bitswap'
 import { withLibp2pLight } from '@helia/libp2p'
 import * as dagPB from '@ipld/dag-pb'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import { gossipsub, TopicValidatorResult } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
@@ -97,13 +98,28 @@ export class Mesh extends EventTarget {
     this.seed = null // the multiaddr of the seed we are connected to
   }
 
+  // identity returns the page's key, kept in localStorage so that the peer
+  // ID survives reloads: what others' tables say this page holds stays true.
+  async identity () {
+    const slot = `meshcdn-key-${this.name}`
+    try {
+      const saved = localStorage.getItem(slot)
+      if (saved != null) return privateKeyFromProtobuf(Uint8Array.from(atob(saved), (c) => c.charCodeAt(0)))
+    } catch {}
+    const key = await generateKeyPair('Ed25519')
+    try { localStorage.setItem(slot, btoa(String.fromCharCode(...privateKeyToProtobuf(key)))) } catch {}
+    return key
+  }
+
   async start () {
     await this.store.open()
+    const privateKey = await this.identity()
     const helia = createHeliaLight({
       blockstore: this.store,
       metrics: metrics((n) => { this.stats.servedBytes += n; this.emit('stats') })
     })
     withLibp2pLight(helia, {
+      privateKey,
       addresses: { listen: ['/p2p-circuit', '/webrtc'] },
       transports: [webTransport(), webRTCDirect(), webRTC(), webSockets(), circuitRelayTransport()],
       connectionEncrypters: [noise()],
@@ -384,13 +400,21 @@ export class Mesh extends EventTarget {
     const t0 = performance.now()
     this.store.active.add(root.toString())
     try {
-      let provs = []
-      if (!this.store.holds(root)) {
-        provs = this.providers(root)
-        const ok = await Promise.all(provs.map((p) => this.dialPeer(p)))
-        provs = provs.filter((_, i) => ok[i])
+      // Dialling a provider counts against the peer timeout: a provider
+      // that has gone (a closed tab) must not delay the origin.
+      const provs = this.store.holds(root) ? [] : this.providers(root)
+      let usePeers = provs.some((p) => this.connected(p))
+      if (!usePeers && provs.length > 0) {
+        const anyDial = new Promise((resolve) => {
+          let left = provs.length
+          for (const p of provs) {
+            this.dialPeer(p).then((ok) => { if (ok) resolve(true); else if (--left === 0) resolve(false) })
+          }
+        })
+        // Without an origin, wait for the dials; with one, peers still
+        // dialling stay in the race and the origin joins at peerTimeout.
+        usePeers = asset.url == null ? await anyDial : await Promise.race([anyDial, delay(this.cfg.peerTimeout, new AbortController().signal).then(() => true)])
       }
-      const usePeers = provs.length > 0
       rec.providers = provs
       const state = { t0, peerDelivered: false }
       state.firstPeer = new Promise((resolve) => { state.onPeer = resolve })
