@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -812,5 +814,55 @@ return (await window.meshcdn.importBytes(b)).toString();`, &got)
 		case <-ctx.Done():
 			t.Fatalf("the app never learned that the reloaded page %s holds %s", reloaded, want)
 		}
+	}
+}
+
+// TestBrowserGoneProvider: page A fetches an asset and announces it, then
+// its tab closes without a DROP. Page B still has A in its table; the dial
+// fails and B goes to the origin without waiting out a dial timeout.
+func TestBrowserGoneProvider(t *testing.T) {
+	const path = "app.js"
+	s := newSite(t, map[string]int64{path: 1<<20 + 99})
+	size := int64(len(s.files[path]))
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed})
+	u := pageURL(pageServer(t, nil), addr(t, seed, "webtransport"), s.srv.URL+"/manifest.json")
+	d := newDriver(t)
+	d.open("B", u)
+	a := d.open("A", u)
+	var res fetchResult
+	d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, false), &res)
+	if res.Stats.OriginBytes != size {
+		t.Fatalf("A: %d bytes from the origin, want %d", res.Stats.OriginBytes, size)
+	}
+	var provs []string
+	d.eval("B", `return await window.meshcdn.waitProvider(window.meshcdn.manifest.lookup('`+path+`').cid, 20000)`, &provs)
+	if len(provs) != 1 || provs[0] != a.PeerID {
+		t.Fatalf("B's providers %v, want A %s", provs, a.PeerID)
+	}
+	if _, err := d.call(map[string]any{"op": "closepage", "page": "A"}, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The seed notices A has gone (its relay reservation goes with it).
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sub, err := seed.Host().EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for seed.Host().Network().Connectedness(mustDecode(t, a.PeerID)) == network.Connected {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the seed still has a connection to the closed page")
+		case <-sub.Out():
+		}
+	}
+	d.eval("B", fetchJS(`m.manifest.lookup('`+path+`')`, false), &res)
+	t.Logf("B with a gone provider: %+v", res.Stats)
+	if res.Sha256 != sum(s.files[path]) || res.Stats.OriginBytes != size || res.Stats.PeerBytes != 0 {
+		t.Errorf("B: %d bytes from the origin, %d from peers; want all %d from the origin, verified", res.Stats.OriginBytes, res.Stats.PeerBytes, size)
+	}
+	if res.Stats.Ms > 2000 {
+		t.Errorf("B took %d ms: the gone provider delayed the origin", res.Stats.Ms)
 	}
 }

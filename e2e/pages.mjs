@@ -6,7 +6,8 @@
 //       function body in the page and replies with its JSON value
 //   {"id":3,"op":"reload","page":"A"}  reloads a page (same context, so
 //       its Cache API survives) and waits for window.meshcdnReady
-//   {"id":4,"op":"close"}
+//   {"id":4,"op":"closepage","page":"A"}  closes a page (a tab going away)
+//   {"id":5,"op":"close"}
 // Replies: {"id":1,"ok":true,"value":...} or {"id":1,"ok":false,"error":"..."}.
 // Page console lines go to stderr, prefixed with the page's name.
 import { createInterface } from 'node:readline';
@@ -41,6 +42,13 @@ async function run(cmd) {
       await page.waitForFunction(() => window.meshcdnReady !== undefined);
       await page.evaluate(() => window.meshcdnReady);
       return page.evaluate(() => window.meshcdnStats());
+    }
+    case 'closepage': {
+      const page = pages.get(cmd.page);
+      if (!page) throw new Error(`no page ${cmd.page}`);
+      pages.delete(cmd.page);
+      await page.context().close();
+      return null;
     }
     case 'close':
       await browser.close();
