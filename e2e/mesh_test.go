@@ -24,8 +24,6 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/event"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -842,21 +840,9 @@ func TestBrowserGoneProvider(t *testing.T) {
 	if _, err := d.call(map[string]any{"op": "closepage", "page": "A"}, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// The seed notices A has gone (its relay reservation goes with it).
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	sub, err := seed.Host().EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	for seed.Host().Network().Connectedness(mustDecode(t, a.PeerID)) == network.Connected {
-		select {
-		case <-ctx.Done():
-			t.Fatal("the seed still has a connection to the closed page")
-		case <-sub.Out():
-		}
-	}
+	// Whether or not the seed has noticed yet (a closed tab's QUIC
+	// connection may linger until its idle timeout), B's dial to A must not
+	// hold the origin back beyond the peer timeout.
 	d.eval("B", fetchJS(`m.manifest.lookup('`+path+`')`, false), &res)
 	t.Logf("B with a gone provider: %+v", res.Stats)
 	if res.Sha256 != sum(s.files[path]) || res.Stats.OriginBytes != size || res.Stats.PeerBytes != 0 {
