@@ -667,11 +667,15 @@ func (a *Announcer) publish(ctx context.Context, k Kind, roots []cid.Cid) error 
 		return err
 	}
 	for _, m := range msgs {
-		if err := a.topic.Publish(ctx, m); err != nil {
-			return fmt.Errorf("publish %v: %w", k, err)
-		}
+		// Counted before it leaves, so that no peer can have it before
+		// the counter says so; taken back if publishing fails.
 		a.n.published.Add(1)
 		a.n.publishedBytes.Add(uint64(len(m)))
+		if err := a.topic.Publish(ctx, m); err != nil {
+			a.n.published.Add(^uint64(0))
+			a.n.publishedBytes.Add(^uint64(len(m) - 1))
+			return fmt.Errorf("publish %v: %w", k, err)
+		}
 	}
 	return nil
 }

@@ -117,7 +117,10 @@ func TestSeedServesApp(t *testing.T) {
 		t.Fatalf("the seed took %d bytes from the origin, want the whole site", originAfterSeed)
 	}
 
-	app := newNode(t, mesh.Config{Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()}})
+	// The test is about the wiring (announcements reach the app, bitswap
+	// serves it), not the 200 ms race, which -race on a loaded 2-core
+	// machine can lose: peers get 5 s here.
+	app := newNode(t, mesh.Config{Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()}, PeerTimeout: 5 * time.Second})
 	if err := app.WaitPeers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +254,7 @@ func TestSeedRestart(t *testing.T) {
 		t.Errorf("store after restart = %+v, want 2 pinned roots", u)
 	}
 
-	app := newNode(t, mesh.Config{Name: "restart", Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()}})
+	app := newNode(t, mesh.Config{Name: "restart", Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()}, PeerTimeout: 5 * time.Second})
 	if err := app.WaitPeers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
