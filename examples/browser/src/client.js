@@ -290,6 +290,7 @@ export class Mesh extends EventTarget {
         const res = await this.libp2p.services.pubsub.publish(this.topic, data)
         recipients = Math.max(recipients, res.recipients.length)
         this.stats.announce.sent++
+        this.log(`announce: ${kind === wire.HAVE ? 'HAVE' : 'DROP'} of ${roots.length} roots to ${res.recipients.length} peers`)
       } catch (err) {
         this.log(`announce: ${err.message}`) // no peer yet: the summary on join repeats it
       }
