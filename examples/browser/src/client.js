@@ -325,13 +325,17 @@ export class Mesh extends EventTarget {
       const relay = this.seed.toString().includes('/p2p/') ? this.seed.toString() : `${this.seed}/p2p/${this.seedConn.remotePeer}`
       tries.push(multiaddr(`${relay}/p2p-circuit/webrtc/p2p/${p}`))
     }
-    for (const a of tries) {
+    // WebRTC signalled through the relay failed to finish in 5 s once in
+    // about thirty runs on a busy machine ("signal timed out"); a second
+    // attempt is cheap next to the origin it saves.
+    for (const a of [...tries, ...tries]) {
       try {
         await this.libp2p.dial(a, { signal: AbortSignal.timeout(this.cfg.dialTimeout) })
         return true
       } catch (err) {
         this.log(`dial ${a}: ${err.message}`)
       }
+      if (this.connected(p)) return true
     }
     return this.connected(p)
   }
@@ -417,6 +421,9 @@ export class Mesh extends EventTarget {
         usePeers = asset.url == null ? await anyDial : await Promise.race([anyDial, delay(this.cfg.peerTimeout, new AbortController().signal).then(() => true)])
       }
       rec.providers = provs
+      if (!usePeers && asset.url == null && !this.store.holds(root)) {
+        throw new Error(`meshcdn: ${root}: ${provs.length === 0 ? 'no provider known' : 'no provider reachable'} and no origin URL`)
+      }
       const state = { t0, peerDelivered: false }
       state.firstPeer = new Promise((resolve) => { state.onPeer = resolve })
       // Inner nodes the manifest does not carry come from peers; they are
