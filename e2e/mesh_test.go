@@ -706,6 +706,24 @@ func TestSeedServesPage(t *testing.T) {
 	if got := s.toPages.Load(); got != 0 {
 		t.Errorf("origin: served %d bytes to the page, want 0", got)
 	}
+	// The page shows what it fetched and from where.
+	var shown struct {
+		Peer, Origin, Offload string
+		Rows                  [][]string
+	}
+	d.eval("A", `const t = (id) => document.getElementById(id).textContent;
+return { peer: t('peer'), origin: t('origin'), offload: t('offload'),
+  rows: [...document.querySelectorAll('#rows tr')].map((tr) => [...tr.children].map((td) => td.textContent)) };`, &shown)
+	if shown.Peer != "1.00 MiB" || shown.Origin != "0 B" || shown.Offload != "100.0 %" || len(shown.Rows) != 1 || shown.Rows[0][0] != path || shown.Rows[0][2] != "peers" {
+		t.Errorf("the page shows peer %q, origin %q, offload %q, rows %q; want 1.00 MiB from peers, 0 B from the origin, one row for %s", shown.Peer, shown.Origin, shown.Offload, shown.Rows, path)
+	}
+	shot := os.Getenv("MESHCDN_PAGE_SCREENSHOT")
+	if shot == "" {
+		shot = filepath.Join(t.TempDir(), "page.png")
+	}
+	if _, err := d.call(map[string]any{"op": "screenshot", "page": "A", "path": shot}, 30*time.Second); err != nil {
+		t.Errorf("screenshot: %v", err)
+	}
 }
 
 // TestBrowserDropOnEviction: a page with a 3 MiB quota imports one asset,

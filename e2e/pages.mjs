@@ -7,7 +7,8 @@
 //   {"id":3,"op":"reload","page":"A"}  reloads a page (same context, so
 //       its Cache API survives) and waits for window.meshcdnReady
 //   {"id":4,"op":"closepage","page":"A"}  closes a page (a tab going away)
-//   {"id":5,"op":"close"}
+//   {"id":5,"op":"screenshot","page":"A","path":"/tmp/x.png"}
+//   {"id":6,"op":"close"}
 // Replies: {"id":1,"ok":true,"value":...} or {"id":1,"ok":false,"error":"..."}.
 // Page console lines go to stderr, prefixed with the page's name.
 import { createInterface } from 'node:readline';
@@ -48,6 +49,12 @@ async function run(cmd) {
       if (!page) throw new Error(`no page ${cmd.page}`);
       pages.delete(cmd.page);
       await page.context().close();
+      return null;
+    }
+    case 'screenshot': {
+      const page = pages.get(cmd.page);
+      if (!page) throw new Error(`no page ${cmd.page}`);
+      await page.screenshot({ path: cmd.path, fullPage: true });
       return null;
     }
     case 'close':
