@@ -312,3 +312,25 @@ func TestOriginIgnoringRange(t *testing.T) {
 		t.Errorf("stats %+v after %d origin requests", st, requests.Load())
 	}
 }
+
+// TestClosedRightAfterLastByteIsStored: a reader closed as soon as it read
+// the last byte still leaves the content named in the store (and so
+// announced) when Close returns.
+func TestClosedRightAfterLastByteIsStored(t *testing.T) {
+	for i := range 5 {
+		a := makeAsset(t, uint64(60+i), 3*MiB+5)
+		o := newOrigin(t, a.data)
+		cl := newNode(t, fetch.Config{})
+		tg := a.t
+		tg.URL = o.URL
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkBytes(t, readAll(t, r), a.data)
+		r.Close()
+		if !cl.st.Holds(a.t.Cid) {
+			t.Fatalf("run %d: content not held right after Close", i)
+		}
+	}
+}

@@ -615,7 +615,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		}
 	}
 	if finish {
-		r.finish()
+		r.finish(r.ctx)
 	}
 	return next, false
 }
@@ -900,10 +900,12 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	r.wake()
 }
 
+// finishTimeout bounds naming content in the store after its reader closed.
+const finishTimeout = 10 * time.Second
+
 // finish names the content in the store once all of it is there, which is
 // what announces it.
-func (r *Reader) finish() {
-	ctx := r.ctx
+func (r *Reader) finish(ctx context.Context) {
 	for _, b := range r.nodes {
 		if err := r.f.cfg.Store.Put(ctx, b); err != nil {
 			r.f.log.Debug("inner node not kept", "cid", b.Cid(), "err", err)
@@ -1103,6 +1105,18 @@ func (r *Reader) Close() error {
 	r.mu.Unlock()
 	r.cancel()
 	r.wg.Wait()
+
+	// A reader closed right after its last byte can stop the fetch before
+	// it named the content in the store: every leaf is kept, so do it now
+	// (local work, bounded), or the content would stay loose and unannounced.
+	r.mu.Lock()
+	unnamed := r.leaves != nil && r.fetched == len(r.leaves) && r.kept == len(r.leaves) && !r.stats.Stored
+	r.mu.Unlock()
+	if unnamed {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), finishTimeout)
+		r.finish(ctx)
+		cancel()
+	}
 
 	r.mu.Lock()
 	cids := r.cids
