@@ -100,7 +100,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-cache")
-	rd, err := g.n.fetcher.Open(r.Context(), g.n.target(a))
+	t, err := g.n.target(a)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	rd, err := g.n.fetcher.Open(r.Context(), t)
 	g.serve(w, r, rd, err, a.Cid, a.Type)
 }
 

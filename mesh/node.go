@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -389,27 +388,21 @@ func (n *Node) OpenAsset(ctx context.Context, m *manifest.Manifest, path string)
 	if !ok {
 		return nil, manifest.Asset{}, fmt.Errorf("mesh: open %q: %w", path, ErrNotInManifest)
 	}
-	r, err := n.fetcher.Open(ctx, n.target(a))
+	t, err := n.target(a)
+	if err != nil {
+		return nil, a, err
+	}
+	r, err := n.fetcher.Open(ctx, t)
 	return r, a, err
 }
 
 // ErrNotInManifest reports a path that the manifest does not list.
 var ErrNotInManifest = errors.New("mesh: not in the manifest")
 
-func (n *Node) target(a manifest.Asset) fetch.Target {
-	t := fetch.Target{Cid: a.Cid, Size: a.Size, Nodes: a.Nodes, Gateway: n.cfg.Gateway}
-	if n.cfg.Origin != "" {
-		t.URL = strings.TrimSuffix(n.cfg.Origin, "/") + "/" + escapePath(a.Path)
-	}
-	return t
-}
-
-func escapePath(p string) string {
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return strings.Join(segs, "/")
+// target is where the asset comes from: peers, and the origin at
+// Config.Origin + "/" + its path (escaped).
+func (n *Node) target(a manifest.Asset) (fetch.Target, error) {
+	return fetch.AssetTarget(a, n.cfg.Origin, n.cfg.Gateway)
 }
 
 // maxManifestFetch bounds how long LoadManifest waits for the origin.
@@ -458,7 +451,11 @@ func (n *Node) Pin(ctx context.Context, m *manifest.Manifest) error {
 			return ErrClosed
 		}
 		if !n.store.Holds(a.Cid) {
-			r, err := n.fetcher.Open(ctx, n.target(a))
+			t, err := n.target(a)
+			if err != nil {
+				return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
+			}
+			r, err := n.fetcher.Open(ctx, t)
 			if err != nil {
 				return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
 			}
