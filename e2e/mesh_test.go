@@ -170,9 +170,12 @@ type countingWriter struct {
 	n *atomic.Int64
 }
 
+// Write counts the bytes before they leave, so that the count is never
+// behind what the page has received; bytes that fail to go are taken back.
 func (w countingWriter) Write(p []byte) (int, error) {
+	w.n.Add(int64(len(p)))
 	n, err := w.ResponseWriter.Write(p)
-	w.n.Add(int64(n))
+	w.n.Add(int64(n - len(p)))
 	return n, err
 }
 
