@@ -207,7 +207,7 @@ func (r *Reader) setLeavesFromTarget() error {
 		leaves = []store.Leaf{{Cid: t.Cid, Offset: 0, Size: size}}
 	} else {
 		var err error
-		leaves, err = store.Leaves(r.ctx, nodeMap(t.Nodes), t.Cid, t.Size)
+		leaves, err = store.Leaves(r.ctx, dagfile.NewNodes(t.Nodes), t.Cid, t.Size)
 		if err != nil {
 			return fmt.Errorf("fetch: open %s: %w", t.Cid, err)
 		}
@@ -1146,15 +1146,3 @@ func (r *Reader) Close() error {
 }
 
 var _ io.ReadSeekCloser = (*Reader)(nil)
-
-// nodeMap serves inner nodes to a walk.
-type nodeMap []blocks.Block
-
-func (m nodeMap) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
-	for _, b := range m {
-		if b.Cid().Equals(c) {
-			return b, nil
-		}
-	}
-	return nil, ipld.ErrNotFound{Cid: c}
-}

@@ -95,7 +95,7 @@ func FromFile(ctx context.Context, name string) (Asset, error) {
 // FromReader computes the CID, size and inner nodes of the bytes r gives.
 // Path and Type are left for the caller.
 func FromReader(ctx context.Context, r io.Reader) (Asset, error) {
-	sink := &innerSink{nodes: make(nodeMap)}
+	sink := &innerSink{nodes: make(dagfile.Nodes)}
 	nd, err := dagfile.Import(ctx, r, sink)
 	if err != nil {
 		return Asset{}, err
@@ -119,7 +119,7 @@ func FromReader(ctx context.Context, r io.Reader) (Asset, error) {
 // wanted: it keeps the dag-pb nodes and drops the leaves, whose CIDs are in
 // the inner nodes.
 type innerSink struct {
-	nodes nodeMap
+	nodes dagfile.Nodes
 }
 
 func (s *innerSink) Add(_ context.Context, n ipld.Node) error {

@@ -15,7 +15,6 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
-	ipld "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/meshcdn/meshcdn/internal/dagfile"
@@ -74,7 +73,7 @@ type Asset struct {
 // Leaves lists the asset's leaves with their byte ranges in the plain file,
 // from its Nodes alone.
 func (a Asset) Leaves(ctx context.Context) ([]store.Leaf, error) {
-	return store.Leaves(ctx, nodeGetter(a.Nodes), a.Cid, a.Size)
+	return store.Leaves(ctx, dagfile.NewNodes(a.Nodes), a.Cid, a.Size)
 }
 
 // Lookup returns the asset at path. A leading slash is ignored.
@@ -254,7 +253,7 @@ func parseAsset(wa wireAsset) (Asset, error) {
 	// there, each is checked against its CID, and the leaves must add up to
 	// the size. A node no walk reaches is refused too.
 	used := make(map[string]bool, len(a.Nodes))
-	g := nodeGetter(a.Nodes)
+	g := dagfile.NewNodes(a.Nodes)
 	total, err := dagfile.Walk(context.Background(), g, c, a.Size, func(b blocks.Block) error {
 		used[b.Cid().KeyString()] = true
 		return nil
@@ -302,22 +301,4 @@ func CheckPath(p string) error {
 		}
 	}
 	return nil
-}
-
-// nodeMap serves a file's inner nodes to a walk.
-type nodeMap map[string]blocks.Block
-
-func nodeGetter(nodes []blocks.Block) nodeMap {
-	m := make(nodeMap, len(nodes))
-	for _, b := range nodes {
-		m[b.Cid().KeyString()] = b
-	}
-	return m
-}
-
-func (g nodeMap) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
-	if b, ok := g[c.KeyString()]; ok {
-		return b, nil
-	}
-	return nil, ipld.ErrNotFound{Cid: c}
 }

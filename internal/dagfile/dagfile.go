@@ -213,3 +213,24 @@ func CheckBytes(c cid.Cid, data []byte) error {
 	}
 	return nil
 }
+
+// Nodes holds a file's inner nodes by CID, for a walk (a Getter): the nodes a
+// manifest carries, or those an import made.
+type Nodes map[string]blocks.Block
+
+// NewNodes indexes nodes by CID.
+func NewNodes(nodes []blocks.Block) Nodes {
+	m := make(Nodes, len(nodes))
+	for _, b := range nodes {
+		m[b.Cid().KeyString()] = b
+	}
+	return m
+}
+
+// Get returns the node with CID c, or ipld.ErrNotFound.
+func (m Nodes) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
+	if b, ok := m[c.KeyString()]; ok {
+		return b, nil
+	}
+	return nil, ipld.ErrNotFound{Cid: c}
+}
