@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 
@@ -30,6 +31,8 @@ type guard struct {
 	sender    map[cid.Cid]peer.ID     // first sender of a wanted block
 	useful    map[peer.ID]time.Time   // last block or HAVE of a wanted CID
 	timers    map[peer.ID]*time.Timer // penalty ends
+	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: file order
+	nextPrio  int32                   // the next (lower) priority given out
 	stopped   bool
 	life      sync.RWMutex // held for reading while forgiving; stop takes it
 }
@@ -44,6 +47,8 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		sender:         make(map[cid.Cid]peer.ID),
 		useful:         make(map[peer.ID]time.Time),
 		timers:         make(map[peer.ID]*time.Timer),
+		prio:           make(map[cid.Cid]int32),
+		nextPrio:       math.MaxInt32,
 	}
 }
 
@@ -64,6 +69,70 @@ func (g *guard) want(cs []cid.Cid) {
 	}
 }
 
+// order gives cs, in the order given, decreasing wire priorities below
+// every priority given before. A reader asks for leaves in file order, so
+// the serving peer, which sends the highest priority first, sends them in
+// the order the reader needs. (Bitswap's sessions put the wants they send
+// together in a map, so the priorities they give follow no order.)
+func (g *guard) order(cs []cid.Cid) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.prio) == 0 {
+		g.nextPrio = math.MaxInt32
+	}
+	for _, c := range cs {
+		if g.nextPrio == math.MinInt32+1 {
+			return // after 2^32 asks with wants open all along: bitswap's own order
+		}
+		g.prio[c] = g.nextPrio
+		g.nextPrio--
+	}
+}
+
+// NewMessageSender wraps bitswap's senders so that want entries go out
+// with the priorities order gave.
+func (g *guard) NewMessageSender(ctx context.Context, p peer.ID, opts *bsnet.MessageSenderOpts) (bsnet.MessageSender, error) {
+	s, err := g.BitSwapNetwork.NewMessageSender(ctx, p, opts)
+	if err != nil {
+		return nil, err
+	}
+	return orderedSender{s, g}, nil
+}
+
+// SendMessage is NewMessageSender's one-shot form.
+func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) error {
+	g.reprioritise(m)
+	return g.BitSwapNetwork.SendMessage(ctx, p, m)
+}
+
+// reprioritise sets the priority of each want in m that order ranked.
+func (g *guard) reprioritise(m bsmsg.BitSwapMessage) {
+	wl := m.Wantlist()
+	if len(wl) == 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, e := range wl {
+		if e.Cancel {
+			continue
+		}
+		if pr, ok := g.prio[e.Cid]; ok && pr != e.Priority {
+			m.AddEntry(e.Cid, pr, e.WantType, e.SendDontHave)
+		}
+	}
+}
+
+type orderedSender struct {
+	bsnet.MessageSender
+	g *guard
+}
+
+func (s orderedSender) SendMsg(ctx context.Context, m bsmsg.BitSwapMessage) error {
+	s.g.reprioritise(m)
+	return s.MessageSender.SendMsg(ctx, m)
+}
+
 const recentFor = time.Minute
 
 func (g *guard) unwant(cs []cid.Cid) {
@@ -74,6 +143,7 @@ func (g *guard) unwant(cs []cid.Cid) {
 		if g.wanted[c]--; g.wanted[c] <= 0 {
 			delete(g.wanted, c)
 			delete(g.sender, c)
+			delete(g.prio, c)
 			g.recent[c] = now
 		}
 	}

@@ -379,6 +379,7 @@ func (g *nodeFetcher) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) 
 	}
 	f.guard.want([]cid.Cid{c})
 	defer f.guard.unwant([]cid.Cid{c})
+	f.guard.order([]cid.Cid{c})
 	wait := f.cfg.StallTimeout
 	if r.t.Gateway != "" {
 		wait = f.cfg.PeerTimeout
@@ -497,7 +498,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		originLimit = 1
 	}
 	var startLocal, startPeer, startOrigin []int
-	var pb, headBatch *peerBatch
+	var pb *peerBatch
 	for i := cur; i < end; i++ {
 		s := &r.st[i]
 		if s.data != nil || s.local != nil {
@@ -511,26 +512,14 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 				continue
 			}
 		}
-		// Until a peer has delivered, only the leaf the reader needs first
-		// is asked of peers (as with the origin): its bytes come first.
-		// After PeerTimeout the whole window is asked anyway.
-		peerSlowStart := r.stats.PeerBytes == 0 && i != cur && now.Sub(r.start) < cfg.PeerTimeout
-		if peerSlowStart {
-			deadline(r.start.Add(cfg.PeerTimeout))
-		}
-		if s.peer == nil && !peerSlowStart {
-			// Bitswap orders the wants it sends together at random: the
-			// leaf the reader needs first is asked on its own, ahead of
-			// the others.
-			if i == cur {
-				headBatch = r.newBatch()
-				s.peer = headBatch.newReq()
-			} else {
-				if pb == nil {
-					pb = r.newBatch()
-				}
-				s.peer = pb.newReq()
+		if s.peer == nil {
+			// One batch for the leaves that entered the window together;
+			// the guard gives their wants priorities in file order, so
+			// the peer sends the leaf the reader needs first.
+			if pb == nil {
+				pb = r.newBatch()
 			}
+			s.peer = pb.newReq()
 			startPeer = append(startPeer, i)
 		}
 		if r.originOn && r.originDead == nil && s.origin == nil && r.originBusy < originLimit {
@@ -594,14 +583,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		k++
 	}
 	if len(startPeer) > 0 {
-		rest, restReqs := startPeer, reqs[k:k+len(startPeer)]
-		if headBatch != nil {
-			r.goPeers(rest[:1], leaves, restReqs[:1], headBatch)
-			rest, restReqs = rest[1:], restReqs[1:]
-		}
-		if len(rest) > 0 {
-			r.goPeers(rest, leaves, restReqs, pb)
-		}
+		r.goPeers(startPeer, leaves, reqs[k:k+len(startPeer)], pb)
 		k += len(startPeer)
 	}
 	for _, i := range startOrigin {
@@ -728,6 +710,7 @@ func (r *Reader) goPeers(idx []int, leaves []store.Leaf, reqs []*req, b *peerBat
 		where[c] = append(where[c], i)
 		reqOf[i] = reqs[k]
 	}
+	r.f.guard.order(cids)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
