@@ -105,7 +105,8 @@ type Config struct {
 	PeerTimeout time.Duration
 
 	// ServeBytesPerSecond caps what this node serves to others. Default
-	// 4 MiB/s for apps, 64 MiB/s for seeds; negative means no cap.
+	// 4 MiB/s for apps, 128 MiB/s (about a gigabit link) for seeds;
+	// negative means no cap.
 	ServeBytesPerSecond int64
 
 	// ServeConcurrency caps the block requests of others served at once.

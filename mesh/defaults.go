@@ -41,7 +41,7 @@ var roleDefaults = map[Role]Config{
 		NATPortMap:          Off,
 		RelayService:        On,
 		PeerTimeout:         fetch.DefaultPeerTimeout,
-		ServeBytesPerSecond: 64 << 20,
+		ServeBytesPerSecond: 128 << 20, // about a gigabit link: serving is a seed's job
 		ServeConcurrency:    64,
 		MaxMemory:           1 << 30,
 		MaxConns:            1024,

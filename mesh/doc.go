@@ -10,7 +10,8 @@
 //   - RoleSeed, a kiosk or server that stays up: listens on TCP, QUIC,
 //     WebTransport, WebRTC-direct and WebSockets, runs a circuit relay v2
 //     service so that browsers can reach each other, pins what it is told
-//     to, serves generously (64 MiB/s, 64 requests), keeps 8 GiB.
+//     to, serves generously (128 MiB/s, about a gigabit link; 64 requests
+//     at once), keeps 8 GiB.
 //
 // Every default sits in defaults.go; Node.Config shows what is in effect.
 //

@@ -153,7 +153,7 @@ func TestSeedServesApp(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	n := newNode(t, mesh.Config{Role: mesh.RoleSeed})
 	c := n.Config()
-	if c.Quota != 8<<30 || c.RelayService != mesh.On || c.ServeBytesPerSecond != 64<<20 {
+	if c.Quota != 8<<30 || c.RelayService != mesh.On || c.ServeBytesPerSecond != 128<<20 {
 		t.Errorf("seed defaults = quota %d relay %v serve %d", c.Quota, c.RelayService, c.ServeBytesPerSecond)
 	}
 	if _, err := mesh.New(context.Background(), mesh.Config{Name: "Bad Name", InMemory: true}); err == nil {
