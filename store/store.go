@@ -104,6 +104,7 @@ type RootInfo struct {
 type Store struct {
 	ds     datastore.Batching
 	closer io.Closer // the datastore we opened, if any
+	kind   dsKind
 	log    *slog.Logger
 	quota  int64
 
@@ -119,6 +120,15 @@ type Store struct {
 }
 
 var _ blockstore.Blockstore = (*Store)(nil)
+
+// dsKind is what holds a Store's blocks.
+type dsKind int
+
+const (
+	kindGiven  dsKind = iota // Config.Datastore: its checks are unknown
+	kindMemory               // Config.InMemory
+	kindBadger               // Config.Dir
+)
 
 type blockMeta struct {
 	key     string
@@ -175,6 +185,7 @@ func New(cfg Config) (*Store, error) {
 		s.ds = cfg.Datastore
 	case cfg.InMemory:
 		s.ds = dssync.MutexWrap(datastore.NewMapDatastore())
+		s.kind = kindMemory
 	case cfg.Dir != "":
 		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 			return nil, fmt.Errorf("store: open: %w", err)
@@ -183,7 +194,7 @@ func New(cfg Config) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store: open badger at %s: %w", cfg.Dir, err)
 		}
-		s.ds, s.closer = d, d
+		s.ds, s.closer, s.kind = d, d, kindBadger
 	default:
 		return nil, errors.New("store: Config needs Dir, Datastore or InMemory")
 	}
@@ -214,7 +225,7 @@ func desktopBadgerOptions() *badger4.Options {
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(2 << 20).
-		WithValueThreshold(4 << 10).
+		WithValueThreshold(valueThreshold).
 		WithVerifyValueChecksum(true). // see GetForPeer
 
 		WithValueLogFileSize(128 << 20).
@@ -628,15 +639,33 @@ func (s *Store) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	return s.get(ctx, c, true)
 }
 
-// GetForPeer is Get for a block another peer asked for: it skips the
-// sha2-256 check, because the peer checks every block it receives (as Kubo
-// serves, with HashOnRead off), which halves what serving costs in CPU. The
-// storage is still checked, more cheaply: badger verifies the CRC32C of
-// every value it reads from its value log, and the length read must be the
-// length stored; a block that fails either is *CorruptError and dropped, as
-// in Get.
+// GetForPeer is Get for a block another peer asked for. For a block in
+// badger's value log (over 4 KiB: every leaf but a file's last) or in memory
+// it skips the sha2-256 check, because the peer checks every block it
+// receives (as Kubo serves, with HashOnRead off), which halves what serving
+// costs in CPU. The storage is still checked, more cheaply: badger verifies
+// the CRC32C of every value it reads from its value log, and the length read
+// must be the length stored; a block that fails either is *CorruptError and
+// dropped, as in Get. Smaller blocks, which badger keeps in its tables
+// unchecked, and blocks of a Config.Datastore are hashed as Get does.
 func (s *Store) GetForPeer(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	return s.get(ctx, c, false)
+}
+
+// valueThreshold is the size above which badger keeps a value in its value
+// log, where each value has a CRC32C checked on read.
+const valueThreshold = 4 << 10
+
+// trustedForPeer reports whether a block of size bytes read for a peer may
+// skip the hash (see GetForPeer).
+func (s *Store) trustedForPeer(size int64) bool {
+	switch s.kind {
+	case kindMemory:
+		return true
+	case kindBadger:
+		return size > valueThreshold
+	}
+	return false
 }
 
 func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, error) {
@@ -667,7 +696,7 @@ func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, er
 		// when it truncated a damaged value log on opening.
 		err = fmt.Errorf("%d bytes stored, %d expected", len(data), size)
 	}
-	if err == nil && hash {
+	if err == nil && (hash || !s.trustedForPeer(size)) {
 		err = dagfile.CheckBytes(c, data)
 	}
 	if err != nil {
