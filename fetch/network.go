@@ -31,8 +31,7 @@ type guard struct {
 	sender    map[cid.Cid]peer.ID     // first sender of a wanted block
 	useful    map[peer.ID]time.Time   // last block or HAVE of a wanted CID
 	timers    map[peer.ID]*time.Timer // penalty ends
-	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: file order
-	nextPrio  int32                   // the next (lower) priority given out
+	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
 	stopped   bool
 	life      sync.RWMutex // held for reading while forgiving; stop takes it
 }
@@ -48,7 +47,6 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		useful:         make(map[peer.ID]time.Time),
 		timers:         make(map[peer.ID]*time.Timer),
 		prio:           make(map[cid.Cid]int32),
-		nextPrio:       math.MaxInt32,
 	}
 }
 
@@ -69,23 +67,18 @@ func (g *guard) want(cs []cid.Cid) {
 	}
 }
 
-// order gives cs, in the order given, decreasing wire priorities below
-// every priority given before. A reader asks for leaves in file order, so
-// the serving peer, which sends the highest priority first, sends them in
-// the order the reader needs. (Bitswap's sessions put the wants they send
+// order gives each of cs the wire priority of its urgency: MaxInt32 less
+// dist, how many leaves ahead of its reader's position it was when asked.
+// The serving peer sends the highest priority first (the oldest ask first
+// among equals), so each reader gets the leaf it needs next first, in file
+// order, and a fetch opened while another's read-ahead window is queued is
+// not served after that window. (Bitswap's sessions put the wants they send
 // together in a map, so the priorities they give follow no order.)
-func (g *guard) order(cs []cid.Cid) {
+func (g *guard) order(cs []cid.Cid, dist []int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.prio) == 0 {
-		g.nextPrio = math.MaxInt32
-	}
-	for _, c := range cs {
-		if g.nextPrio == math.MinInt32+1 {
-			return // after 2^32 asks with wants open all along: bitswap's own order
-		}
-		g.prio[c] = g.nextPrio
-		g.nextPrio--
+	for k, c := range cs {
+		g.prio[c] = math.MaxInt32 - int32(min(max(dist[k], 0), math.MaxInt16))
 	}
 }
 

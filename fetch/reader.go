@@ -379,7 +379,7 @@ func (g *nodeFetcher) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) 
 	}
 	f.guard.want([]cid.Cid{c})
 	defer f.guard.unwant([]cid.Cid{c})
-	f.guard.order([]cid.Cid{c})
+	f.guard.order([]cid.Cid{c}, []int{0})
 	wait := f.cfg.StallTimeout
 	if r.t.Gateway != "" {
 		wait = f.cfg.PeerTimeout
@@ -583,7 +583,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		k++
 	}
 	if len(startPeer) > 0 {
-		r.goPeers(startPeer, leaves, reqs[k:k+len(startPeer)], pb)
+		r.goPeers(startPeer, cur, leaves, reqs[k:k+len(startPeer)], pb)
 		k += len(startPeer)
 	}
 	for _, i := range startOrigin {
@@ -698,19 +698,21 @@ func (b *peerBatch) newReq() *req {
 	}}
 }
 
-// goPeers asks the session for the leaves idx (in file order) and delivers
-// each block as it comes.
-func (r *Reader) goPeers(idx []int, leaves []store.Leaf, reqs []*req, b *peerBatch) {
+// goPeers asks the session for the leaves idx (in file order; the reader
+// is at leaf cur) and delivers each block as it comes.
+func (r *Reader) goPeers(idx []int, cur int, leaves []store.Leaf, reqs []*req, b *peerBatch) {
 	cids := make([]cid.Cid, len(idx))
+	dist := make([]int, len(idx))
 	where := make(map[cid.Cid][]int, len(idx)) // a CID can be several leaves
 	reqOf := make(map[int]*req, len(idx))
 	for k, i := range idx {
 		c := leaves[i].Cid
 		cids[k] = c
+		dist[k] = i - cur
 		where[c] = append(where[c], i)
 		reqOf[i] = reqs[k]
 	}
-	r.f.guard.order(cids)
+	r.f.guard.order(cids, dist)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()

@@ -231,3 +231,38 @@ func TestSharedOriginLoad(t *testing.T) {
 		t.Errorf("origin sent %d bytes for two fetches of %d, want them shared", sent, len(a.data))
 	}
 }
+
+// TestConcurrentFetchNotStarved: a big fetch has its read-ahead window
+// (32 leaves) asked of a peer capped at 8 MiB/s; a small asset opened
+// after it must not wait behind that window: the peer sends the leaf each
+// reader needs next first, whichever fetch asked first.
+func TestConcurrentFetchNotStarved(t *testing.T) {
+	big := makeAsset(t, 70, 40*MiB)
+	small := makeAsset(t, 71, MiB/2)
+	prov := newNode(t, fetch.Config{ServeBytesPerSecond: 8 * MiB})
+	prov.hold(t, big)
+	prov.hold(t, small)
+	// No origin and a long peer timeout: only the peer can serve.
+	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute, StallTimeout: time.Minute,
+		Providers: providers{big.t.Cid: {prov.info()}, small.t.Cid: {prov.info()}}})
+	rb, err := cl.f.Open(context.Background(), big.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	one := make([]byte, 1)
+	if _, err := rb.Read(one); err != nil { // the whole window is asked by now
+		t.Fatal(err)
+	}
+	rs, err := cl.f.Open(context.Background(), small.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	checkBytes(t, readAll(t, rs), small.data)
+	bigSoFar := rb.Stats().PeerBytes
+	t.Logf("small asset read after %v; the big fetch had %d MiB of its 32 MiB window by then", rs.Stats().TTLB, bigSoFar/MiB)
+	if bigSoFar > 16*MiB {
+		t.Errorf("the small asset came after %d MiB of the big fetch's window, want it served before half of it (16 MiB)", bigSoFar/MiB)
+	}
+}
