@@ -404,6 +404,45 @@ func (a *Announcer) Announce(ctx context.Context, roots ...cid.Cid) error {
 	return nil
 }
 
+// FetchingTTL is the TTL of the HAVE that Fetching sends: long enough for
+// a fetch of some hundreds of MiB from an origin, short enough that a node
+// that stopped without a DROP is soon forgotten. A fetch that ends with the
+// content stored is announced again, as held, with Config.TTL.
+const FetchingTTL = 2 * time.Minute
+
+// Fetching sends HAVE for root, with FetchingTTL, when this node starts to
+// fetch it from the origin and no peer is known to hold it. Peers that want
+// the same content then ask this node, and its bitswap server sends them
+// each block as it arrives: a flash crowd that starts cold pays the origin
+// for about one copy instead of one per node. It does not provide root to
+// the DHT. fetch.Config.Advertiser calls it.
+func (a *Announcer) Fetching(ctx context.Context, root cid.Cid) error {
+	if a.closed.Load() {
+		return fmt.Errorf("announce: fetching: %w", ErrClosed)
+	}
+	msgs, err := Encode(Have, FetchingTTL, []cid.Cid{root})
+	if err == nil {
+		err = a.send(ctx, Have, msgs)
+	}
+	if err != nil {
+		return fmt.Errorf("announce: fetching %s: %w", root, err)
+	}
+	return nil
+}
+
+// Abandoned sends DROP for root when a fetch that Fetching announced ends
+// without the content stored whole, so that peers stop asking this node
+// for it. fetch.Config.Advertiser calls it.
+func (a *Announcer) Abandoned(ctx context.Context, root cid.Cid) error {
+	if a.closed.Load() {
+		return fmt.Errorf("announce: abandoned: %w", ErrClosed)
+	}
+	if err := a.publish(ctx, Drop, []cid.Cid{root}); err != nil {
+		return fmt.Errorf("announce: abandoned %s: %w", root, err)
+	}
+	return nil
+}
+
 // Close stops announcing and listening, closes the DHT and PubSub if New
 // created them, closes the table and waits for every goroutine the Announcer
 // started. It does not close the Host, nor a PubSub or DHT from Config.
@@ -666,6 +705,11 @@ func (a *Announcer) publish(ctx context.Context, k Kind, roots []cid.Cid) error 
 	if err != nil {
 		return err
 	}
+	return a.send(ctx, k, msgs)
+}
+
+// send publishes messages of kind k on the topic.
+func (a *Announcer) send(ctx context.Context, k Kind, msgs [][]byte) error {
 	for _, m := range msgs {
 		// Counted before it leaves, so that no peer can have it before
 		// the counter says so; taken back if publishing fails.

@@ -537,3 +537,28 @@ func firstFrom(t *testing.T, nd, author *tnode) *pubsub.Message {
 		}
 	}
 }
+
+// TestFetchingThenAbandoned: a node announces content it has only started
+// to fetch; a peer lists it as a provider at once, and forgets it when the
+// fetch is abandoned.
+func TestFetchingThenAbandoned(t *testing.T) {
+	n := newTestNet(t)
+	a := n.node(nodeOpts{})
+	b := n.node(nodeOpts{noStore: true})
+	n.connect(a, b)
+	awaitTopicPeers(t, 1, a, b)
+	root := testCid(t, cid.DagProtobuf, "content a is fetching")
+	ctx := context.Background()
+	if err := a.a.Fetching(ctx, root); err != nil {
+		t.Fatalf("Fetching: %v", err)
+	}
+	awaitProvider(t, b, root, a.h.ID())
+	if err := a.a.Abandoned(ctx, root); err != nil {
+		t.Fatalf("Abandoned: %v", err)
+	}
+	awaitGone(t, b, root, a.h.ID())
+	a.a.Close()
+	if err := a.a.Fetching(ctx, root); !errors.Is(err, ErrClosed) {
+		t.Errorf("Fetching after Close = %v, want ErrClosed", err)
+	}
+}

@@ -119,6 +119,18 @@
 // peer subscribes to the topic (js-libp2p's subscription-change event), since
 // a publish right after connecting may reach nobody.
 //
+// A peer may also send HAVE for content it has only started to fetch, from
+// the origin, when no peer was known to hold it (Announcer.Fetching, ttl
+// FetchingTTL = 120 s), and DROP if that fetch ends without the content
+// held. Its blocks then arrive at that peer over the fetch: bitswap there
+// sends each wanted block as it comes (and DONT_HAVE for one not there yet,
+// if asked so), so peers that want the same content at the same time get it
+// from the first one instead of each from the origin. A fetcher treats such
+// a provider like any other: it races it for the peer timeout and hedges to
+// the origin when it is slow. Once the content is held whole the peer sends
+// an ordinary HAVE. The message format is the same: receivers need not tell
+// the two apart.
+//
 // Messages of one author can arrive out of order through the mesh. A HAVE
 // overtaken by a later DROP of the same root re-adds the entry until the
 // HAVE's TTL runs out; a fetcher that asks that peer gets DONT_HAVE. (The

@@ -9,11 +9,14 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/meshcdn/meshcdn/fetch"
 	"github.com/meshcdn/meshcdn/manifest"
@@ -332,5 +335,90 @@ func TestClosedRightAfterLastByteIsStored(t *testing.T) {
 		if !cl.st.Holds(a.t.Cid) {
 			t.Fatalf("run %d: content not held right after Close", i)
 		}
+	}
+}
+
+// advertiser records what a Fetcher tells it.
+type advertiser struct {
+	mu        sync.Mutex
+	fetching  []cid.Cid
+	abandoned []cid.Cid
+	told      chan struct{}
+}
+
+func (a *advertiser) Fetching(ctx context.Context, c cid.Cid) error {
+	a.mu.Lock()
+	a.fetching = append(a.fetching, c)
+	a.mu.Unlock()
+	a.told <- struct{}{}
+	return nil
+}
+
+func (a *advertiser) Abandoned(ctx context.Context, c cid.Cid) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.abandoned = append(a.abandoned, c)
+	return nil
+}
+
+// TestAdvertiser: a cold fetch (no provider known) is advertised once when
+// its origin requests start; one closed before its content is stored is
+// abandoned, one that completes is not; a fetch with a provider known is
+// not advertised.
+func TestAdvertiser(t *testing.T) {
+	a := makeAsset(t, 80, 3*MiB)
+	o := newOrigin(t, a.data)
+	o.limit = rate.NewLimiter(4*MiB, 64<<10) // slow enough to close mid-fetch
+	tg := a.t
+	tg.URL = o.URL
+	adv := &advertiser{told: make(chan struct{}, 4)}
+	cl := newNode(t, fetch.Config{Advertiser: adv})
+
+	// Closed mid-fetch: advertised, then abandoned.
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-adv.told
+	r.Close()
+	adv.mu.Lock()
+	if len(adv.fetching) != 1 || !adv.fetching[0].Equals(a.t.Cid) || len(adv.abandoned) != 1 || !adv.abandoned[0].Equals(a.t.Cid) {
+		t.Errorf("after a fetch closed mid-way: fetching %v, abandoned %v; want %s once each", adv.fetching, adv.abandoned, a.t.Cid)
+	}
+	adv.fetching, adv.abandoned = nil, nil
+	adv.mu.Unlock()
+
+	// Read to the end: advertised, stored, not abandoned.
+	tg.URL = newOrigin(t, a.data).URL
+	r, err = cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBytes(t, readAll(t, r), a.data)
+	r.Close()
+	adv.mu.Lock()
+	if len(adv.fetching) != 1 || len(adv.abandoned) != 0 || !r.Stats().Stored {
+		t.Errorf("after a whole fetch: fetching %v, abandoned %v, stored %v; want one fetching, none abandoned, stored", adv.fetching, adv.abandoned, r.Stats().Stored)
+	}
+	adv.mu.Unlock()
+
+	// A provider known: peers, not this node, are the source to tell of.
+	b := makeAsset(t, 81, 2*MiB)
+	prov := newNode(t, fetch.Config{})
+	prov.hold(t, b)
+	adv2 := &advertiser{told: make(chan struct{}, 4)}
+	cl2 := newNode(t, fetch.Config{Advertiser: adv2, Providers: providers{b.t.Cid: {prov.info()}}})
+	tb := b.t
+	tb.URL = newOrigin(t, b.data).URL
+	r, err = cl2.f.Open(context.Background(), tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBytes(t, readAll(t, r), b.data)
+	r.Close()
+	adv2.mu.Lock()
+	defer adv2.mu.Unlock()
+	if len(adv2.fetching) != 0 || len(adv2.abandoned) != 0 {
+		t.Errorf("with a provider known: fetching %v, abandoned %v; want nothing told", adv2.fetching, adv2.abandoned)
 	}
 }

@@ -36,6 +36,15 @@ type Store interface {
 	AddRoot(ctx context.Context, root cid.Cid, pin bool) error
 }
 
+// Advertiser tells the mesh of content this node has started to fetch from
+// the origin with no peer known to hold it (Fetching), and of such a fetch
+// that ended without the content stored whole (Abandoned). The announce
+// package's *Announcer implements it. Calls should return promptly.
+type Advertiser interface {
+	Fetching(ctx context.Context, root cid.Cid) error
+	Abandoned(ctx context.Context, root cid.Cid) error
+}
+
 // Config configures a Fetcher. Zero fields mean the default stated beside
 // them. New copies the Config; later changes to it do nothing.
 type Config struct {
@@ -51,6 +60,14 @@ type Config struct {
 	// provider table). Nil means only connected peers are asked. The
 	// Fetcher does not close it.
 	Providers routing.ContentDiscovery
+
+	// Advertiser, if set, is told when a fetch starts cold (no provider
+	// known, so from the origin) and when such a fetch ends without the
+	// content stored whole. Peers that want the same content meanwhile find
+	// this node and get each block from it as it arrives, so a flash crowd
+	// that starts together pays the origin for about one copy. Nil: nothing
+	// is told, and each node of such a crowd fetches from the origin.
+	Advertiser Advertiser
 
 	// HTTPClient fetches from origins. Nil means a client of the Fetcher's
 	// own, with keep-alive connections, closed by Close.

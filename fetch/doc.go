@@ -44,7 +44,13 @@
 //  5. Fetched blocks go to the Store within its quota; a fetch larger than
 //     the quota streams all the same. When every block is stored the root is
 //     named with Store.AddRoot, which is how the announcer learns of it.
-//  6. With the origin failed (three failures in a row, or one bad block) and
+//  6. A cold fetch (no provider known, so from the origin) is told to
+//     Config.Advertiser when its origin requests start, and again if it
+//     ends without the content stored whole: peers that want the same
+//     content meanwhile ask this node and get each block from it as it
+//     arrives, so a flash crowd that starts cold pays the origin for about
+//     one copy.
+//  7. With the origin failed (three failures in a row, or one bad block) and
 //     no block from anyone for Config.StallTimeout, Read returns an error
 //     wrapping ErrUnavailable; the blocks fetched so far stay in the Store.
 //

@@ -137,6 +137,7 @@ type Reader struct {
 	fetched    int
 	kept       int
 	finishing  bool
+	advertised bool        // Config.Advertiser was told of this cold fetch
 	provs      []peer.ID   // providers connected for this fetch
 	provsDone  bool        // the providers' silence has been judged
 	lastBlock  time.Time   // last delivery from any source
@@ -560,6 +561,12 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		}
 	}
 
+	// A cold fetch (no provider known) tells the mesh it is under way, so
+	// that peers wanting the same content get it from here as it arrives.
+	advertise := len(startOrigin) > 0 && r.prov == provNone && !r.advertised && cfg.Advertiser != nil && r.fetched < n
+	if advertise {
+		r.advertised = true
+	}
 	finish := r.fetched == n && r.kept == n && !r.finishing
 	if finish {
 		r.finishing = true
@@ -589,6 +596,15 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	for _, i := range startOrigin {
 		r.goOrigin(i, leaves[i], reqs[k])
 		k++
+	}
+	if advertise {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := cfg.Advertiser.Fetching(r.ctx, r.t.Cid); err != nil && r.ctx.Err() == nil {
+				f.log.Debug("advertise fetch", "cid", r.t.Cid, "err", err)
+			}
+		}()
 	}
 	for _, p := range silent {
 		if f.guard.penalise(p) {
@@ -1107,7 +1123,17 @@ func (r *Reader) Close() error {
 	cids := r.cids
 	complete := r.leaves != nil && r.fetched == len(r.leaves)
 	failed := r.err != nil
+	withdraw := r.advertised && !r.stats.Stored
 	r.mu.Unlock()
+	if withdraw {
+		// Peers were told this node is fetching the content; it will not
+		// hold it whole.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), finishTimeout)
+		if err := r.f.cfg.Advertiser.Abandoned(ctx, r.t.Cid); err != nil {
+			r.f.log.Debug("withdraw fetch", "cid", r.t.Cid, "err", err)
+		}
+		cancel()
+	}
 	if cids != nil {
 		r.f.guard.unwant(cids)
 	}

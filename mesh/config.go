@@ -100,6 +100,14 @@ type Config struct {
 	// Default false.
 	DisableDHT bool
 
+	// AnnounceFetches tells the mesh of content this node starts to fetch
+	// from the origin with no peer known to hold it (a HAVE with
+	// announce.FetchingTTL, and a DROP if the fetch is abandoned), so that
+	// peers wanting it at the same time get each block from this node as
+	// it arrives: a flash crowd that starts cold pays the origin for about
+	// one copy instead of one per node. Default On for both roles.
+	AnnounceFetches Toggle
+
 	// PeerTimeout is how long peers get before the origin is asked as well.
 	// Default 200 ms.
 	PeerTimeout time.Duration

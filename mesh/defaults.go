@@ -18,6 +18,7 @@ var roleDefaults = map[Role]Config{
 		MDNS:                On,
 		NATPortMap:          On,
 		RelayService:        Off,
+		AnnounceFetches:     On,
 		PeerTimeout:         fetch.DefaultPeerTimeout,
 		ServeBytesPerSecond: 4 << 20,
 		ServeConcurrency:    8,
@@ -40,6 +41,7 @@ var roleDefaults = map[Role]Config{
 		MDNS:                On,
 		NATPortMap:          Off,
 		RelayService:        On,
+		AnnounceFetches:     On,
 		PeerTimeout:         fetch.DefaultPeerTimeout,
 		ServeBytesPerSecond: 128 << 20, // about a gigabit link: serving is a seed's job
 		ServeConcurrency:    64,
@@ -87,6 +89,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RelayService == Default {
 		c.RelayService = d.RelayService
+	}
+	if c.AnnounceFetches == Default {
+		c.AnnounceFetches = d.AnnounceFetches
 	}
 	if c.PeerTimeout == 0 {
 		c.PeerTimeout = d.PeerTimeout

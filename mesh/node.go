@@ -134,7 +134,12 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
+	var adv fetch.Advertiser
+	if cfg.AnnounceFetches == On {
+		adv = n.ann
+	}
 	n.fetcher, err = fetch.New(fetch.Config{
+		Advertiser:           adv,
 		Host:                 n.host,
 		Store:                n.store,
 		Providers:            n.ann.Table(),

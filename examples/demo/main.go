@@ -51,6 +51,8 @@ type options struct {
 	hold         time.Duration
 	uplinkMiB    float64
 	latency      time.Duration
+
+	announceFetches mesh.Toggle
 }
 
 func main() {
@@ -64,7 +66,12 @@ func main() {
 	flag.DurationVar(&o.hold, "hold", 0, "keep the dashboard up this long after the run")
 	flag.Float64Var(&o.uplinkMiB, "uplink", 25, "the site's internet uplink to the origin in MiB/s, shared by every node (0: unlimited)")
 	flag.DurationVar(&o.latency, "latency", 30*time.Millisecond, "origin latency added to each request")
+	announce := flag.Bool("announce-fetches", true, "nodes tell the mesh of cold fetches they start (mesh.Config.AnnounceFetches)")
 	flag.Parse()
+	o.announceFetches = mesh.Off
+	if *announce {
+		o.announceFetches = mesh.On
+	}
 	if o.peers < 0 || o.seeds < 0 || o.videoMiB < 0 || o.arrival < 0 {
 		fmt.Fprintln(os.Stderr, "demo: negative flag")
 		os.Exit(2)
@@ -317,15 +324,16 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 
 	newMember := func(name string, role mesh.Role, bootstrap []string) (*member, error) {
 		n, err := mesh.New(ctx, mesh.Config{
-			Name:        "demo",
-			Role:        role,
-			InMemory:    true,
-			Origin:      org.url,
-			ListenAddrs: mesh.LoopbackAddrs(role),
-			Bootstrap:   bootstrap,
-			MDNS:        mesh.Off,
-			NATPortMap:  mesh.Off,
-			DisableDHT:  true, // gossip finds everything in one process
+			Name:            "demo",
+			Role:            role,
+			InMemory:        true,
+			Origin:          org.url,
+			ListenAddrs:     mesh.LoopbackAddrs(role),
+			Bootstrap:       bootstrap,
+			MDNS:            mesh.Off,
+			NATPortMap:      mesh.Off,
+			DisableDHT:      true, // gossip finds everything in one process
+			AnnounceFetches: o.announceFetches,
 		})
 		if err != nil {
 			return nil, err

@@ -1,0 +1,152 @@
+package mesh_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/manifest"
+	"github.com/meshcdn/meshcdn/mesh"
+)
+
+// TestColdFetchCollapses: two nodes want the same content that nobody
+// holds yet. The first starts it from the origin and tells the mesh; the
+// second, which hears of it, gets the blocks from the first as they arrive
+// and the origin sends one copy. With AnnounceFetches Off (the baseline, in
+// the same run) the second knows no provider and asks the origin at once;
+// bitswap still finds the first among its connected peers, and the first
+// copy of each leaf wins, but the origin sends more than one copy.
+func TestColdFetchCollapses(t *testing.T) {
+	const size = 12 << 20
+	sentBy := map[mesh.Toggle]int64{}
+	for _, tc := range []struct {
+		name     string
+		announce mesh.Toggle
+	}{
+		{"announced", mesh.On},
+		{"not announced", mesh.Off},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := testutil.Bytes(90, size)
+			warm := testutil.Bytes(91, 1000)
+			a, err := manifest.FromReader(context.Background(), bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := manifest.FromReader(context.Background(), bytes.NewReader(warm))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Path, a.Type = "video.mp4", "video/mp4"
+			w.Path, w.Type = "warm.txt", "text/plain"
+			m := &manifest.Manifest{Version: manifest.Version, Profile: manifest.Profile, Assets: []manifest.Asset{a, w}}
+			files := map[string][]byte{"/video.mp4": data, "/warm.txt": warm}
+			// An origin at 16 MiB/s, so that the first fetch is still under
+			// way when the second starts.
+			var sent countingBytes
+			uplink := rate.NewLimiter(16<<20, 64<<10)
+			origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.ServeContent(&pacedWriter{countingWriter{w, &sent}, uplink, r.Context()}, r, r.URL.Path, time.Time{}, bytes.NewReader(files[r.URL.Path]))
+			}))
+			defer origin.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+
+			// Seeds, whose generous serving cap does not limit the second.
+			// Peers get 2 s before the origin joins: the test is about the
+			// collapsing, not the 200 ms race, which -race on a busy
+			// machine can lose.
+			first := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: origin.URL, AnnounceFetches: tc.announce, PeerTimeout: 2 * time.Second})
+			second := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: origin.URL, AnnounceFetches: tc.announce, PeerTimeout: 2 * time.Second,
+				Bootstrap: []string{first.Addrs()[0].String()}})
+			if err := second.WaitPeers(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			// The first fetches a small asset and the second hears of it:
+			// announcements now go from the first to the second.
+			rw, _, err := first.OpenAsset(ctx, m, w.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(io.Discard, rw); err != nil {
+				t.Fatal(err)
+			}
+			rw.Close()
+			waitProvider(ctx, t, second, w.Cid)
+			sent.Store(0)
+
+			r1, _, err := first.OpenAsset(ctx, m, a.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r1.Close()
+			one := make([]byte, 1)
+			if _, err := r1.Read(one); err != nil { // the fetch is under way
+				t.Fatal(err)
+			}
+			if tc.announce == mesh.On {
+				waitProvider(ctx, t, second, a.Cid)
+			}
+			r2, _, err := second.OpenAsset(ctx, m, a.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r2.Close()
+			done := make(chan []byte)
+			go func() {
+				got, _ := io.ReadAll(r1)
+				done <- got
+			}()
+			got2, err := io.ReadAll(r2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-done
+			st := r2.Stats()
+			t.Logf("second fetch: %d MiB from the first node, %d MiB from the origin; the origin sent %.1f MiB for a %d MiB asset",
+				st.PeerBytes>>20, st.OriginBytes>>20, float64(sent.Load())/(1<<20), size>>20)
+			if !bytes.Equal(got2, data) {
+				t.Fatal("the second node read wrong bytes")
+			}
+			sentBy[tc.announce] = sent.Load()
+			if tc.announce == mesh.On && (st.PeerBytes < size*3/4 || sent.Load() > size*11/10) {
+				t.Errorf("second fetch took %d bytes from peers, and the origin sent %d: want at least 3/4 of %d from the first node and at most 1.1 copies from the origin", st.PeerBytes, sent.Load(), size)
+			}
+		})
+	}
+	if on, off := sentBy[mesh.On], sentBy[mesh.Off]; on >= off {
+		t.Errorf("the origin sent %d bytes with the fetch announced and %d without: want less with", on, off)
+	}
+}
+
+// pacedWriter paces what it writes through a shared limiter, in pieces no
+// larger than its burst.
+type pacedWriter struct {
+	countingWriter
+	lim *rate.Limiter
+	ctx context.Context
+}
+
+func (w *pacedWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		chunk := p[:min(len(p), 32<<10)]
+		if err := w.lim.WaitN(w.ctx, len(chunk)); err != nil {
+			return written, err
+		}
+		n, err := w.countingWriter.Write(chunk)
+		written += n
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
