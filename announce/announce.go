@@ -233,6 +233,13 @@ type Announcer struct {
 	provMu  sync.Mutex
 	provSet map[cid.Cid]struct{}
 	provSig chan struct{}
+
+	// Fetches under way (Fetching) and abandoned (Abandoned), waiting to be
+	// sent: the last call for a root wins.
+	fetchMu    sync.Mutex
+	fetchKind  map[cid.Cid]Kind
+	fetchOrder []cid.Cid
+	fetchSig   chan struct{}
 }
 
 // New starts an Announcer on cfg.Host: it joins the mesh's topic, starts the
@@ -283,6 +290,9 @@ func New(cfg Config) (_ *Announcer, err error) {
 		resync:  make(chan struct{}, 1),
 		provSet: make(map[cid.Cid]struct{}),
 		provSig: make(chan struct{}, 1),
+
+		fetchKind: make(map[cid.Cid]Kind),
+		fetchSig:  make(chan struct{}, 1),
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -349,10 +359,11 @@ func New(cfg Config) (_ *Announcer, err error) {
 	if cfg.Holdings != nil {
 		storeEvents = cfg.Holdings.Subscribe(a.ctx)
 	}
-	a.wg.Add(3)
+	a.wg.Add(4)
 	go a.readLoop()
 	go a.joinLoop()
 	go a.tickLoop()
+	go a.fetchLoop()
 	if storeEvents != nil {
 		a.wg.Add(1)
 		go a.storeLoop(storeEvents)
@@ -410,37 +421,84 @@ func (a *Announcer) Announce(ctx context.Context, roots ...cid.Cid) error {
 // content stored is announced again, as held, with Config.TTL.
 const FetchingTTL = 2 * time.Minute
 
-// Fetching sends HAVE for root, with FetchingTTL, when this node starts to
-// fetch it from the origin and no peer is known to hold it. Peers that want
-// the same content then ask this node, and its bitswap server sends them
-// each block as it arrives: a flash crowd that starts cold pays the origin
-// for about one copy instead of one per node. It does not provide root to
-// the DHT. fetch.Config.Advertiser calls it.
+// Fetching announces root, with a HAVE of FetchingTTL, when this node
+// starts to fetch it from the origin and no peer is known to hold it. Peers
+// that want the same content then ask this node, and its bitswap server
+// sends them each block as it arrives: a flash crowd that starts cold pays
+// the origin for about one copy instead of one per node. It does not
+// provide root to the DHT. The announcement goes out at once, in one
+// message with whatever else is waiting, so that a burst of fetches does
+// not use up the message rate that peers accept from this node.
+// fetch.Config.Advertiser calls it.
 func (a *Announcer) Fetching(ctx context.Context, root cid.Cid) error {
+	return a.queueFetch(root, Have)
+}
+
+// Abandoned announces, with a DROP, that a fetch Fetching announced ended
+// without the content stored whole, so that peers stop asking this node
+// for it. Like Fetching it is batched. fetch.Config.Advertiser calls it.
+func (a *Announcer) Abandoned(ctx context.Context, root cid.Cid) error {
+	return a.queueFetch(root, Drop)
+}
+
+func (a *Announcer) queueFetch(root cid.Cid, k Kind) error {
 	if a.closed.Load() {
-		return fmt.Errorf("announce: fetching: %w", ErrClosed)
+		return fmt.Errorf("announce: %v for a fetch of %s: %w", k, root, ErrClosed)
 	}
-	msgs, err := Encode(Have, FetchingTTL, []cid.Cid{root})
-	if err == nil {
-		err = a.send(ctx, Have, msgs)
+	a.fetchMu.Lock()
+	if _, ok := a.fetchKind[root]; !ok {
+		a.fetchOrder = append(a.fetchOrder, root)
 	}
-	if err != nil {
-		return fmt.Errorf("announce: fetching %s: %w", root, err)
+	a.fetchKind[root] = k
+	a.fetchMu.Unlock()
+	select {
+	case a.fetchSig <- struct{}{}:
+	default:
 	}
 	return nil
 }
 
-// Abandoned sends DROP for root when a fetch that Fetching announced ends
-// without the content stored whole, so that peers stop asking this node
-// for it. fetch.Config.Advertiser calls it.
-func (a *Announcer) Abandoned(ctx context.Context, root cid.Cid) error {
-	if a.closed.Load() {
-		return fmt.Errorf("announce: abandoned: %w", ErrClosed)
+// fetchLoop sends what Fetching and Abandoned queue.
+func (a *Announcer) fetchLoop() {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.fetchSig:
+			a.flushFetches(a.ctx)
+		}
 	}
-	if err := a.publish(ctx, Drop, []cid.Cid{root}); err != nil {
-		return fmt.Errorf("announce: abandoned %s: %w", root, err)
+}
+
+// flushFetches sends the queued fetch announcements: DROPs, then HAVEs with
+// FetchingTTL.
+func (a *Announcer) flushFetches(ctx context.Context) {
+	a.fetchMu.Lock()
+	var haves, drops []cid.Cid
+	for _, r := range a.fetchOrder {
+		if a.fetchKind[r] == Have {
+			haves = append(haves, r)
+		} else {
+			drops = append(drops, r)
+		}
 	}
-	return nil
+	clear(a.fetchKind)
+	a.fetchOrder = a.fetchOrder[:0]
+	a.fetchMu.Unlock()
+	if a.topic == nil {
+		return
+	}
+	if err := a.publish(ctx, Drop, drops); err != nil && ctx.Err() == nil {
+		a.log.Warn("drop announcement failed", "err", err)
+	}
+	msgs, err := Encode(Have, FetchingTTL, haves)
+	if err == nil && len(haves) > 0 {
+		err = a.send(ctx, Have, msgs)
+	}
+	if err != nil && ctx.Err() == nil {
+		a.log.Warn("fetch announcement failed", "err", err)
+	}
 }
 
 // Close stops announcing and listening, closes the DHT and PubSub if New
@@ -455,6 +513,11 @@ func (a *Announcer) Close() error {
 
 func (a *Announcer) shutdown() error {
 	a.closed.Store(true)
+	// Fetches abandoned as the node closes (its Fetcher closes first) are
+	// told while the topic still works.
+	flushCtx, cancelFlush := context.WithTimeout(a.ctx, time.Second)
+	a.flushFetches(flushCtx)
+	cancelFlush()
 	a.cancel()
 	var errs []error
 	if a.mdns != nil {

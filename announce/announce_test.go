@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -560,5 +561,36 @@ func TestFetchingThenAbandoned(t *testing.T) {
 	a.a.Close()
 	if err := a.a.Fetching(ctx, root); !errors.Is(err, ErrClosed) {
 		t.Errorf("Fetching after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestFetchingBurstIsBatched: a page that starts 100 cold fetches at once
+// sends a few messages, not 100: more than a peer's PeerBurst (64) from
+// one author would be ignored, and the node's later announcements with it.
+func TestFetchingBurstIsBatched(t *testing.T) {
+	n := newTestNet(t)
+	a := n.node(nodeOpts{})
+	b := n.node(nodeOpts{noStore: true})
+	n.connect(a, b)
+	awaitTopicPeers(t, 1, a, b)
+	before := a.a.Stats().Published
+	var roots []cid.Cid
+	for i := range 100 {
+		root := testCid(t, cid.DagProtobuf, fmt.Sprintf("fetch %d", i))
+		roots = append(roots, root)
+		if err := a.a.Fetching(context.Background(), root); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, root := range roots {
+		awaitProvider(t, b, root, a.h.ID())
+	}
+	sent := a.a.Stats().Published - before
+	t.Logf("100 fetches announced in %d messages", sent)
+	if sent > 10 {
+		t.Errorf("100 fetches announced in %d messages, want a few", sent)
+	}
+	if s := b.a.Stats(); s.RateLimited != 0 {
+		t.Errorf("the peer rate-limited %d messages", s.RateLimited)
 	}
 }
