@@ -677,29 +677,7 @@ func TestCorruptValueLogFile(t *testing.T) {
 			}
 
 			// Find the leaf's bytes in a value log file and flip one.
-			files, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
-			if err != nil || len(files) == 0 {
-				t.Fatalf("no value log files in %s: %v", dir, err)
-			}
-			probe := data[victim.Offset+1000 : victim.Offset+1064]
-			flipped := false
-			for _, f := range files {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if at := bytes.Index(b, probe); at >= 0 {
-					b[at+10] ^= 0x01
-					if err := os.WriteFile(f, b, 0o600); err != nil {
-						t.Fatal(err)
-					}
-					flipped = true
-					break
-				}
-			}
-			if !flipped {
-				t.Fatal("the leaf's bytes are in no value log file")
-			}
+			flipByteIn(t, filepath.Join(dir, "*.vlog"), data[victim.Offset+1000:victim.Offset+1064])
 
 			s = newBadger(t, dir, 0)
 			if read == "GetForPeer" {
@@ -746,29 +724,7 @@ func TestCorruptSmallBlockInTable(t *testing.T) {
 
 	// Random bytes pass through badger's compression as they are: find
 	// them in a table file and flip one.
-	files, err := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no table files in %s: %v", dir, err)
-	}
-	probe := data[700:764]
-	flipped := false
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if at := bytes.Index(b, probe); at >= 0 {
-			b[at+10] ^= 0x01
-			if err := os.WriteFile(f, b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			flipped = true
-			break
-		}
-	}
-	if !flipped {
-		t.Fatal("the block's bytes are in no table file")
-	}
+	flipByteIn(t, filepath.Join(dir, "*.sst"), data[700:764])
 
 	s = newBadger(t, dir, 0)
 	blk, err := s.GetForPeer(ctx, c.Root)
@@ -824,4 +780,28 @@ func TestGetForPeerHashesGivenDatastore(t *testing.T) {
 	if !errors.As(err, &ce) {
 		t.Fatalf("GetForPeer(damaged block of a given datastore) = %v, want *CorruptError", err)
 	}
+}
+
+// flipByteIn finds probe in one of the files pattern matches and flips a
+// bit of it there, as rot on disk would.
+func flipByteIn(t *testing.T, pattern string, probe []byte) {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no files match %s: %v", pattern, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if at := bytes.Index(b, probe); at >= 0 {
+			b[at+10] ^= 0x01
+			if err := os.WriteFile(f, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("the bytes are in no file matching %s", pattern)
 }
