@@ -543,11 +543,7 @@ func firstFrom(t *testing.T, nd, author *tnode) *pubsub.Message {
 // to fetch; a peer lists it as a provider at once, and forgets it when the
 // fetch is abandoned.
 func TestFetchingThenAbandoned(t *testing.T) {
-	n := newTestNet(t)
-	a := n.node(nodeOpts{})
-	b := n.node(nodeOpts{noStore: true})
-	n.connect(a, b)
-	awaitTopicPeers(t, 1, a, b)
+	a, b := announcerAndListener(t)
 	root := testCid(t, cid.DagProtobuf, "content a is fetching")
 	ctx := context.Background()
 	if err := a.a.Fetching(ctx, root); err != nil {
@@ -568,11 +564,7 @@ func TestFetchingThenAbandoned(t *testing.T) {
 // sends a few messages, not 100: more than a peer's PeerBurst (64) from
 // one author would be ignored, and the node's later announcements with it.
 func TestFetchingBurstIsBatched(t *testing.T) {
-	n := newTestNet(t)
-	a := n.node(nodeOpts{})
-	b := n.node(nodeOpts{noStore: true})
-	n.connect(a, b)
-	awaitTopicPeers(t, 1, a, b)
+	a, b := announcerAndListener(t)
 	before := a.a.Stats().Published
 	var roots []cid.Cid
 	for i := range 100 {
@@ -593,4 +585,16 @@ func TestFetchingBurstIsBatched(t *testing.T) {
 	if s := b.a.Stats(); s.RateLimited != 0 {
 		t.Errorf("the peer rate-limited %d messages", s.RateLimited)
 	}
+}
+
+// announcerAndListener starts two connected nodes on the topic: a with a
+// store, b without.
+func announcerAndListener(t *testing.T) (a, b *tnode) {
+	t.Helper()
+	n := newTestNet(t)
+	a = n.node(nodeOpts{})
+	b = n.node(nodeOpts{noStore: true})
+	n.connect(a, b)
+	awaitTopicPeers(t, 1, a, b)
+	return a, b
 }
