@@ -13,6 +13,9 @@
 //     to, serves generously (128 MiB/s, about a gigabit link; 64 requests
 //     at once), keeps 8 GiB.
 //
+// Both roles announce a cold fetch while it is under way
+// (Config.AnnounceFetches), so that nodes wanting the same content at the
+// same time take its blocks from the first instead of each from the origin.
 // Every default sits in defaults.go; Node.Config shows what is in effect.
 //
 //	n, err := mesh.New(ctx, mesh.Config{Name: "acme-site", DataDir: dir, Origin: "https://cdn.example.com"})
