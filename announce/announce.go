@@ -428,8 +428,8 @@ const FetchingTTL = 2 * time.Minute
 // the origin for about one copy instead of one per node. It does not
 // provide root to the DHT. The announcement goes out at once, in one
 // message with whatever else is waiting, so that a burst of fetches does
-// not use up the message rate that peers accept from this node.
-// fetch.Config.Advertiser calls it.
+// not use up the message rate that peers accept from this node; ctx is
+// not used, since nothing waits. fetch.Config.Advertiser calls it.
 func (a *Announcer) Fetching(ctx context.Context, root cid.Cid) error {
 	return a.queueFetch(root, Have)
 }
@@ -492,11 +492,7 @@ func (a *Announcer) flushFetches(ctx context.Context) {
 	if err := a.publish(ctx, Drop, drops); err != nil && ctx.Err() == nil {
 		a.log.Warn("drop announcement failed", "err", err)
 	}
-	msgs, err := Encode(Have, FetchingTTL, haves)
-	if err == nil && len(haves) > 0 {
-		err = a.send(ctx, Have, msgs)
-	}
-	if err != nil && ctx.Err() == nil {
+	if err := a.publishTTL(ctx, Have, FetchingTTL, haves); err != nil && ctx.Err() == nil {
 		a.log.Warn("fetch announcement failed", "err", err)
 	}
 }
@@ -755,24 +751,24 @@ func (a *Announcer) storeLoop(events <-chan store.Event) {
 	}
 }
 
-// publish sends roots as messages of kind k.
+// publish sends roots as messages of kind k; a HAVE says Config.TTL.
 func (a *Announcer) publish(ctx context.Context, k Kind, roots []cid.Cid) error {
-	if len(roots) == 0 {
-		return nil
-	}
 	var ttl time.Duration
 	if k == Have {
 		ttl = a.cfg.TTL
+	}
+	return a.publishTTL(ctx, k, ttl, roots)
+}
+
+// publishTTL sends roots as messages of kind k with the given ttl.
+func (a *Announcer) publishTTL(ctx context.Context, k Kind, ttl time.Duration, roots []cid.Cid) error {
+	if len(roots) == 0 {
+		return nil
 	}
 	msgs, err := Encode(k, ttl, roots)
 	if err != nil {
 		return err
 	}
-	return a.send(ctx, k, msgs)
-}
-
-// send publishes messages of kind k on the topic.
-func (a *Announcer) send(ctx context.Context, k Kind, msgs [][]byte) error {
 	for _, m := range msgs {
 		// Counted before it leaves, so that no peer can have it before
 		// the counter says so; taken back if publishing fails.
