@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -104,9 +105,12 @@ type RootInfo struct {
 type Store struct {
 	ds     datastore.Batching
 	closer io.Closer // the datastore we opened, if any
-	kind   dsKind
-	log    *slog.Logger
-	quota  int64
+	// trustAbove is the size above which GetForPeer skips the hash: -1 in
+	// memory (every block), valueThreshold on badger, none for a
+	// Config.Datastore.
+	trustAbove int64
+	log        *slog.Logger
+	quota      int64
 
 	mu     sync.Mutex
 	closed bool
@@ -120,15 +124,6 @@ type Store struct {
 }
 
 var _ blockstore.Blockstore = (*Store)(nil)
-
-// dsKind is what holds a Store's blocks.
-type dsKind int
-
-const (
-	kindGiven  dsKind = iota // Config.Datastore: its checks are unknown
-	kindMemory               // Config.InMemory
-	kindBadger               // Config.Dir
-)
 
 type blockMeta struct {
 	key     string
@@ -183,9 +178,10 @@ func New(cfg Config) (*Store, error) {
 	switch {
 	case cfg.Datastore != nil:
 		s.ds = cfg.Datastore
+		s.trustAbove = math.MaxInt64 // its checks are unknown
 	case cfg.InMemory:
 		s.ds = dssync.MutexWrap(datastore.NewMapDatastore())
-		s.kind = kindMemory
+		s.trustAbove = -1
 	case cfg.Dir != "":
 		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 			return nil, fmt.Errorf("store: open: %w", err)
@@ -194,7 +190,7 @@ func New(cfg Config) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store: open badger at %s: %w", cfg.Dir, err)
 		}
-		s.ds, s.closer, s.kind = d, d, kindBadger
+		s.ds, s.closer, s.trustAbove = d, d, valueThreshold
 	default:
 		return nil, errors.New("store: Config needs Dir, Datastore or InMemory")
 	}
@@ -656,18 +652,6 @@ func (s *Store) GetForPeer(ctx context.Context, c cid.Cid) (blocks.Block, error)
 // log, where each value has a CRC32C checked on read.
 const valueThreshold = 4 << 10
 
-// trustedForPeer reports whether a block of size bytes read for a peer may
-// skip the hash (see GetForPeer).
-func (s *Store) trustedForPeer(size int64) bool {
-	switch s.kind {
-	case kindMemory:
-		return true
-	case kindBadger:
-		return size > valueThreshold
-	}
-	return false
-}
-
 func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, error) {
 	key := string(c.Hash())
 	s.mu.Lock()
@@ -696,7 +680,7 @@ func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, er
 		// when it truncated a damaged value log on opening.
 		err = fmt.Errorf("%d bytes stored, %d expected", len(data), size)
 	}
-	if err == nil && (hash || !s.trustedForPeer(size)) {
+	if err == nil && (hash || size <= s.trustAbove) {
 		err = dagfile.CheckBytes(c, data)
 	}
 	if err != nil {

@@ -703,9 +703,10 @@ func TestCorruptValueLogFile(t *testing.T) {
 }
 
 // TestCorruptSmallBlockInTable: a block small enough to live in badger's
-// LSM tree (a small file, an inner node) rots on disk. GetForPeer, which
-// does not hash, must still notice (badger checks each table block's
-// checksum) rather than hand a peer wrong bytes.
+// LSM tree (a small file, an inner node) rots on disk. Badger reads its
+// tables without checking a checksum, so GetForPeer, which skips the hash
+// for blocks in the value log, must hash this one rather than hand a peer
+// wrong bytes.
 func TestCorruptSmallBlockInTable(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
