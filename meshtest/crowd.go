@@ -47,8 +47,8 @@ type CrowdConfig struct {
 	// another. Default every asset of the manifest, in manifest order.
 	Assets []string
 
-	// Neighbours is how many apps that arrived before it an app connects
-	// to when it arrives, chosen at random (as mDNS would find on a LAN),
+	// Neighbours is how many apps started before it an app bootstraps to
+	// when it arrives, chosen at random (as mDNS would find on a LAN),
 	// besides the seeds. Default 3; negative: none.
 	Neighbours int
 
@@ -146,9 +146,9 @@ func (c *Crowd) Nodes() []*mesh.Node {
 	return ns
 }
 
-// Run starts the seeds, which each fetch every asset and pin the site, then
-// the apps, before the apps' clock starts, bootstrapped to the seeds; each
-// app then arrives on the schedule: it connects to Neighbours earlier apps,
+// Run starts the seeds, which each fetch every asset and pin the site; then
+// the apps arrive on the schedule. An arriving app starts (mesh.New,
+// bootstrapped to the seeds and to Neighbours apps started before it),
 // waits up to WaitProvider to hear of a holder, and fetches Assets in order,
 // checking every byte against the site. Run returns when every app is done
 // or ctx ends, with the Report and the errors of failed fetches joined. The
@@ -167,15 +167,11 @@ func (c *Crowd) Run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return c.Report(), err
 	}
-	apps, err := c.startApps(ctx, seeds)
-	if err != nil {
-		return c.Report(), err
-	}
 	c.mu.Lock()
 	c.phase = time.Since(c.start)
 	c.sentApp = c.cfg.Origin.Sent()
 	c.mu.Unlock()
-	err = c.arrive(ctx, apps)
+	err = c.arrive(ctx, seeds)
 	c.mu.Lock()
 	c.end = time.Since(c.start)
 	c.mu.Unlock()
@@ -210,25 +206,6 @@ func (c *Crowd) allPaths() []string {
 	return ps
 }
 
-// startApps starts every app, a few at a time, bootstrapped to the seeds.
-func (c *Crowd) startApps(ctx context.Context, seeds []string) ([]*member, error) {
-	apps := make([]*member, c.cfg.Apps)
-	errs := make([]error, c.cfg.Apps)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	for i := range apps {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			apps[i], errs[i] = c.newMember(ctx, fmt.Sprintf("app-%02d", i+1), mesh.RoleApp, c.cfg.App, seeds)
-		}()
-	}
-	wg.Wait()
-	return apps, errors.Join(errs...)
-}
-
 func (c *Crowd) newMember(ctx context.Context, name string, role mesh.Role, cfg mesh.Config, boot []string) (*member, error) {
 	cfg.Role = role
 	cfg.Origin = c.cfg.Origin.URL()
@@ -252,19 +229,14 @@ func (c *Crowd) newMember(ctx context.Context, name string, role mesh.Role, cfg 
 }
 
 // arrive runs the apps' schedule and waits for every app to be done.
-func (c *Crowd) arrive(ctx context.Context, apps []*member) error {
-	times := c.cfg.Arrival(len(apps))
-	rng := rand.New(rand.NewPCG(c.cfg.Rand, 1))
+func (c *Crowd) arrive(ctx context.Context, seeds []string) error {
+	times := c.cfg.Arrival(c.cfg.Apps)
+	a := &arrivals{rng: rand.New(rand.NewPCG(c.cfg.Rand, 1))}
+	width := len(fmt.Sprint(c.cfg.Apps))
 	clock := time.Now()
-	errs := make([]error, len(apps))
+	errs := make([]error, c.cfg.Apps)
 	var wg sync.WaitGroup
-	for i, mb := range apps {
-		var neighbours []string
-		if c.cfg.Neighbours > 0 {
-			for _, j := range rng.Perm(i)[:min(c.cfg.Neighbours, i)] {
-				neighbours = append(neighbours, apps[j].node.Addrs()[0].String())
-			}
-		}
+	for i := range c.cfg.Apps {
 		at := times[min(i, len(times)-1)]
 		wg.Add(1)
 		go func() {
@@ -277,23 +249,51 @@ func (c *Crowd) arrive(ctx context.Context, apps []*member) error {
 				errs[i] = ctx.Err()
 				return
 			}
-			mb.mu.Lock()
-			mb.arrival = time.Since(c.start)
-			mb.mu.Unlock()
-			errs[i] = c.join(ctx, mb, neighbours)
+			errs[i] = c.join(ctx, fmt.Sprintf("app-%0*d", width, i+1), seeds, a)
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
-// join connects an arriving app to its neighbours, waits to hear of a
-// holder, and fetches.
-func (c *Crowd) join(ctx context.Context, mb *member, neighbours []string) error {
-	for _, a := range neighbours {
-		mb.node.Connect(ctx, a) // best effort, as mDNS would be
+// arrivals are the addresses of the apps started so far.
+type arrivals struct {
+	mu    sync.Mutex
+	rng   *rand.Rand
+	addrs []string
+}
+
+// pick returns up to n addresses of apps started before, at random.
+func (a *arrivals) pick(n int) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, j := range a.rng.Perm(len(a.addrs))[:min(max(n, 0), len(a.addrs))] {
+		out = append(out, a.addrs[j])
 	}
-	if c.cfg.WaitProvider > 0 && len(neighbours)+c.cfg.Seeds > 0 {
+	return out
+}
+
+func (a *arrivals) add(addr string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.addrs = append(a.addrs, addr)
+}
+
+// join starts an arriving app bootstrapped to the seeds and to neighbours
+// that arrived before it, waits to hear of a holder, and fetches.
+func (c *Crowd) join(ctx context.Context, name string, seeds []string, a *arrivals) error {
+	arrival := time.Since(c.start)
+	boot := append(append([]string(nil), seeds...), a.pick(c.cfg.Neighbours)...)
+	mb, err := c.newMember(ctx, name, mesh.RoleApp, c.cfg.App, boot)
+	if err != nil {
+		return err
+	}
+	mb.mu.Lock()
+	mb.arrival = arrival
+	mb.mu.Unlock()
+	a.add(mb.node.Addrs()[0].String())
+	if c.cfg.WaitProvider > 0 && len(boot) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, c.cfg.WaitProvider)
 		if mb.node.WaitPeers(wctx, 1) == nil {
 			last, _ := c.m.Lookup(c.cfg.Assets[len(c.cfg.Assets)-1])

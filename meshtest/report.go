@@ -2,6 +2,7 @@ package meshtest
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meshcdn/meshcdn/mesh"
@@ -32,7 +33,8 @@ type Report struct {
 	// Offload is PeerBytes over PeerBytes+OriginBytes, seeds included;
 	// AppOffload the same for the apps alone.
 	Offload, AppOffload float64
-	// Nodes holds every node started, seeds first.
+	// Nodes holds every node started: seeds first, then apps, by name
+	// (app-1 is the first to arrive).
 	Nodes []NodeReport
 	// Fetches holds every fetch finished, in the order they finished per
 	// node.
@@ -111,6 +113,12 @@ func (c *Crowd) Report() *Report {
 			r.AppOriginBytes += nr.Stats.Fetch.OriginBytes
 		}
 	}
+	slices.SortStableFunc(r.Nodes, func(a, b NodeReport) int {
+		if a.Role != b.Role {
+			return strings.Compare(string(b.Role), string(a.Role)) // seeds first
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	r.Offload = ratio(r.PeerBytes, r.PeerBytes+r.OriginBytes)
 	r.AppOffload = ratio(r.AppPeerBytes, r.AppPeerBytes+r.AppOriginBytes)
 	r.Copies = ratio(r.OriginSent, r.SiteBytes)
