@@ -53,7 +53,7 @@ func TestPercentile(t *testing.T) {
 // five apps arrive and take it from the seed and each other.
 func TestCrowdSeedServesApps(t *testing.T) {
 	site := meshtest.DemoSite(9, 2<<20+1)
-	o := newOrigin(t, meshtest.OriginConfig{Site: site, BytesPerSecond: 16 << 20, Latency: 10 * time.Millisecond})
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site, BytesPerSecond: 16 << 20, Latency: 10 * time.Millisecond})
 	// Peers get 5 s before the origin joins: the test is about the crowd's
 	// wiring and accounting, not the 200 ms race, which -race on a loaded
 	// machine can lose.
@@ -103,7 +103,7 @@ func TestCrowdSeedServesApps(t *testing.T) {
 // seed: Run reports the failed fetches, and the others succeed.
 func TestCrowdReportsFailures(t *testing.T) {
 	site := meshtest.GenerateSite(10, map[string]int64{"a.txt": 1000, "v.mp4": 2 << 20})
-	o := newOrigin(t, meshtest.OriginConfig{Site: site})
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site})
 	o.SetFault(meshtest.FaultPath("v.mp4", meshtest.Fault{Kind: meshtest.FaultStatus, Status: 500}))
 	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: o, Apps: 2, Badger: true, WaitProvider: -1, Neighbours: -1})
 	if err != nil {

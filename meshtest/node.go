@@ -58,3 +58,15 @@ func WaitProvider(ctx context.Context, n *mesh.Node, c cid.Cid) error {
 	}
 	return nil
 }
+
+// StartOrigin starts an origin for the test tb, which fails at once if it
+// cannot start; the origin is closed when the test ends.
+func StartOrigin(tb testing.TB, cfg OriginConfig) *Origin {
+	tb.Helper()
+	o, err := NewOrigin(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(o.Close)
+	return o
+}

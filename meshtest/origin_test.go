@@ -33,16 +33,6 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func newOrigin(t *testing.T, cfg meshtest.OriginConfig) *meshtest.Origin {
-	t.Helper()
-	o, err := meshtest.NewOrigin(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(o.Close)
-	return o
-}
-
 // get fetches path from o with an optional Range header and returns the
 // response and its body (and the error reading it).
 func get(t *testing.T, ctx context.Context, o *meshtest.Origin, path, rng string) (*http.Response, []byte, error) {
@@ -96,7 +86,7 @@ func TestSiteManifestMatchesFromDir(t *testing.T) {
 		t.Error("DemoSite(2) equals DemoSite(1)")
 	}
 	// An origin on the directory serves what FromDir lists.
-	o := newOrigin(t, meshtest.OriginConfig{Dir: dir})
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Dir: dir})
 	_, mj, err := get(t, context.Background(), o, "manifest.json", "")
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +102,7 @@ func TestSiteManifestMatchesFromDir(t *testing.T) {
 
 func TestOriginServesAndCounts(t *testing.T) {
 	site := meshtest.GenerateSite(3, map[string]int64{"a.bin": 300 << 10, "b/c.txt": 1000})
-	o := newOrigin(t, meshtest.OriginConfig{Site: site, Label: func(r *http.Request) string { return r.UserAgent() }})
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site, Label: func(r *http.Request) string { return r.UserAgent() }})
 	ctx := context.Background()
 	resp, b, err := get(t, ctx, o, "a.bin", "")
 	if err != nil || resp.StatusCode != 200 || !bytes.Equal(b, site["a.bin"]) {
@@ -138,7 +128,7 @@ func TestOriginServesAndCounts(t *testing.T) {
 
 func TestOriginNoRange(t *testing.T) {
 	site := meshtest.GenerateSite(4, map[string]int64{"a.bin": 5000})
-	o := newOrigin(t, meshtest.OriginConfig{Site: site, NoRange: true})
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site, NoRange: true})
 	resp, b, err := get(t, context.Background(), o, "a.bin", "bytes=10-19")
 	if err != nil || resp.StatusCode != 200 || !bytes.Equal(b, site["a.bin"]) || resp.Header.Get("Accept-Ranges") != "" {
 		t.Fatalf("GET with Range and NoRange = %v, %d bytes, Accept-Ranges %q, %v; want 200, the whole file and no Accept-Ranges",
@@ -151,7 +141,7 @@ func TestOriginNoRange(t *testing.T) {
 func TestOriginUplinkShared(t *testing.T) {
 	const size, rate = 1 << 20, 4 << 20
 	site := meshtest.GenerateSite(5, map[string]int64{"a": size, "b": size})
-	o := newOrigin(t, meshtest.OriginConfig{Site: site, BytesPerSecond: rate, Latency: 50 * time.Millisecond})
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site, BytesPerSecond: rate, Latency: 50 * time.Millisecond})
 	start := time.Now()
 	done := make(chan error, 2)
 	for _, p := range []string{"a", "b"} {
@@ -176,7 +166,7 @@ func TestOriginUplinkShared(t *testing.T) {
 func TestOriginFaults(t *testing.T) {
 	const size = 200 << 10
 	site := meshtest.GenerateSite(6, map[string]int64{"a.bin": size, "ok.bin": 100})
-	o := newOrigin(t, meshtest.OriginConfig{Site: site})
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site})
 	for _, tc := range []struct {
 		name  string
 		fault meshtest.Fault
