@@ -62,8 +62,8 @@ func TestTinyRun(t *testing.T) {
 	if s := rep.Scale; s == nil || s.Learned != s.Peers-1 || s.TableEntries < s.Peers*scaleRoots {
 		t.Errorf("scale: %+v", s)
 	}
-	if rep.Office == nil || rep.Office.Skipped == "" {
-		t.Errorf("office: %+v, want a skip line", rep.Office)
+	if of := rep.Office; of == nil || len(of.Assets) != 2 || of.Assets[0].PeerTTFBp50 <= 0 || of.Assets[0].OriginTTFBp50 < 40 {
+		t.Errorf("office: %+v, want both assets, and origin TTFBs above the origin's 40 ms", of)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "bench.json"))
 	if err != nil {

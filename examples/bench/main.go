@@ -33,7 +33,12 @@
 //     (one process, no sockets) on one gossipsub topic: announce bytes per
 //     second per peer while idle, provider table memory, and the time until
 //     every peer's table lists a new root.
-//   - office: not implemented yet; it prints a skip line.
+//   - office: an app holding a 100 KiB and a 20 MiB (-office-large-mib)
+//     asset, and fresh apps (-office-samples per asset and source, default
+//     5) fetching each from it (peer hits) or, with no peer, from an origin
+//     40 ms away behind 100 Mbit/s: time to first byte of both. On
+//     loopback, the delay and rate added in user space by meshtest.Origin;
+//     not yet in network namespaces, and without the LAN's 0.5 ms RTT.
 //
 // Progress goes to stderr, a line per step. At the end it prints every target
 // of the benchmark issue beside its figure, met or missed and by how much.
@@ -65,7 +70,9 @@
 //	             rss_file, goroutines}] (bytes), app_back_under_50mib_s (-1: not within the window)}
 //	scale       {peers, idle_seconds, announce_bytes_per_s_per_peer, table_bytes_per_entry,
 //	             root_learned_p50_ms, root_learned_max_ms, learned (peers that learned it)}
-//	office      {skipped: reason}
+//	office      {network (how it was staged), samples, assets: [{path, bytes, peer_ttfb_p50_ms,
+//	             origin_ttfb_p50_ms, peer_over_origin, peer_ttfb_ms, origin_ttfb_ms,
+//	             peer_sources (peer|origin|mixed per peer-hit sample)}]}
 //	targets     [{name, figure, op ("<=" | ">=" | "report"), target, unit, met, by, note}]
 //	plots       the PNG files written
 //
@@ -111,6 +118,8 @@ type options struct {
 	footIdle, footAfter time.Duration
 	footMiB             int
 
+	officeSamples, officeLargeMiB int
+
 	scaleN                   int
 	scaleSettle, scaleWindow time.Duration
 }
@@ -139,6 +148,8 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.footIdle, "footprint-idle", 30*time.Second, "footprint: idle time before the first sample")
 	fs.DurationVar(&o.footAfter, "footprint-after", 60*time.Second, "footprint: how long to watch after the fetch")
 	fs.IntVar(&o.footMiB, "footprint-mib", 30, "footprint: the fetch's size in MiB")
+	fs.IntVar(&o.officeSamples, "office-samples", 5, "office: fresh apps per asset and source")
+	fs.IntVar(&o.officeLargeMiB, "office-large-mib", 20, "office: the large asset in MiB")
 	fs.IntVar(&o.scaleN, "scale-n", 500, "scale: announcers on the mocknet")
 	fs.DurationVar(&o.scaleSettle, "scale-settle", 8*time.Second, "scale: settling time before the idle window")
 	fs.DurationVar(&o.scaleWindow, "scale-window", 10*time.Second, "scale: the idle window")
@@ -176,6 +187,7 @@ func (o *options) shrink() {
 	o.longAssets, o.longPeers, o.longFetches = 20, 3, 5
 	o.tputMiB, o.tputReps = 4, 1
 	o.footIdle, o.footAfter, o.footMiB = time.Second, 2*time.Second, 2
+	o.officeSamples, o.officeLargeMiB = 1, 2
 	o.scaleN, o.scaleSettle, o.scaleWindow = 10, time.Second, time.Second
 }
 
@@ -215,7 +227,7 @@ func run(ctx context.Context, o options, p *progress) *Report {
 		"throughput": func() (err error) { rep.Throughput, err = runThroughput(ctx, o, p); return },
 		"footprint":  func() (err error) { rep.Footprint, err = runFootprint(ctx, o, p); return },
 		"scale":      func() (err error) { rep.Scale, err = runScale(ctx, o, p); return },
-		"office":     func() (err error) { rep.Office = runOffice(p); return nil },
+		"office":     func() (err error) { rep.Office, err = runOffice(ctx, o, p); return },
 	}
 	for _, s := range o.scenarios {
 		p.step("%s: start", s)
