@@ -2,16 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/sha256"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/meshcdn/meshcdn/manifest"
@@ -107,9 +102,9 @@ func (r *ThroughputRun) measure(size int64, setup func() (func() (int64, error),
 	}
 	defer done()
 	runtime.GC()
-	c0, t0 := cpuTime(), time.Now()
+	c0, t0 := meshtest.CPUTime(), time.Now()
 	n, err := fn()
-	wall, cpu := time.Since(t0), cpuTime()-c0
+	wall, cpu := time.Since(t0), meshtest.CPUTime()-c0
 	if err != nil {
 		return err
 	}
@@ -193,56 +188,16 @@ func httpGet(ctx context.Context, u string) (int64, error) {
 }
 
 // ceiling computes the ceiling as fetch's BenchmarkThroughput does: the
-// bytes must at least be hashed once (sha2-256), sealed and opened once
-// (AES-128-GCM, what TLS 1.3 chose here) and carried as http.Get carries
-// them; with every core busy, no faster than NumCPU over that CPU time.
+// bytes must at least be hashed once, sealed and opened once and carried as
+// http.Get carries them (meshtest.CeilingCPU); with every core busy, no
+// faster than NumCPU over that CPU time.
 func ceiling(data []byte, httpCPU, httpRate float64) Ceiling {
-	size := int64(len(data))
 	c := Ceiling{HTTP: httpCPU}
-	c.SHA256 = perGiB(size, func() {
-		for off := int64(0); off < size; off += mib {
-			sha256.Sum256(data[off:min(off+mib, size)])
-		}
-	})
-	c.AESGCM = perGiB(size, func() { sealOpen(data) })
+	c.SHA256, c.AESGCM = meshtest.CeilingCPU(data)
 	c.CPUPerGiB = c.SHA256 + c.AESGCM + c.HTTP
 	rate := float64(runtime.NumCPU()) / c.CPUPerGiB * (1 << 30)
 	c.MiBps, c.RatioHTTP = rate/mib, rate/httpRate
 	return c
-}
-
-// perGiB runs fn, which handles size bytes, and returns its CPU seconds per
-// GiB (the fastest of three runs).
-func perGiB(size int64, fn func()) float64 {
-	best := time.Duration(math.MaxInt64)
-	for range 3 {
-		c0 := cpuTime()
-		fn()
-		best = min(best, cpuTime()-c0)
-	}
-	return best.Seconds() / (float64(size) / (1 << 30))
-}
-
-// sealOpen seals data in TLS-record-sized pieces with AES-128-GCM and opens
-// each again: what the two ends of a TLS 1.3 connection do to it.
-func sealOpen(data []byte) {
-	blk, _ := aes.NewCipher(make([]byte, 16))
-	aead, _ := cipher.NewGCM(blk)
-	const record = 16 << 10
-	nonce := make([]byte, aead.NonceSize())
-	buf := make([]byte, 0, record+aead.Overhead())
-	out := make([]byte, 0, record)
-	for off := 0; off < len(data); off += record {
-		sealed := aead.Seal(buf[:0], nonce, data[off:min(off+record, len(data))], nil)
-		aead.Open(out[:0], nonce, sealed, nil)
-	}
-}
-
-// cpuTime is the user+system CPU time of this process so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func median(ds []time.Duration) time.Duration { return meshtest.Percentile(ds, 0.5) }
