@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,11 +50,16 @@ type schedule struct {
 func runCrowd(ctx context.Context, o options, p *progress) (*CrowdResult, error) {
 	site := meshtest.DemoSite(42, int64(o.videoMiB)*mib)
 	res := &CrowdResult{SiteBytes: site.Size(), Assets: len(site), UplinkBytesPerSecond: int64(o.uplinkMiB * mib), LatencyMs: ms(o.latency)}
-	scheds := []schedule{
-		{o.within.String(), meshtest.Staggered(o.within)},
-		{"poisson " + o.poisson.String(), meshtest.Poisson(o.poisson, o.seed)},
-	}
-	for _, n := range o.crowdN {
+	within := schedule{o.within.String(), meshtest.Staggered(o.within)}
+	poisson := schedule{"poisson " + o.poisson.String(), meshtest.Poisson(o.poisson, o.seed)}
+	for _, n := range slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(o.crowdN), o.poissonN...)))) {
+		var scheds []schedule
+		if slices.Contains(o.crowdN, n) {
+			scheds = append(scheds, within)
+		}
+		if slices.Contains(o.poissonN, n) {
+			scheds = append(scheds, poisson)
+		}
 		for _, s := range scheds {
 			for _, seeds := range []int{0, 1} {
 				r, err := crowdRun(ctx, o, site, n, s, seeds)

@@ -7,13 +7,15 @@
 //
 // Scenarios (-scenarios, comma-separated; default all):
 //
-//   - crowd: N app peers (-crowd-n, default 10,50,100) arriving all within
-//     100 ms and as a Poisson process over 10 s, with no seed and with one
-//     seed that pinned the site first; and the same N plain HTTP clients on
-//     the same schedule as the baseline (no mesh). The site is the demo's
-//     (meshtest.DemoSite; its video -video MiB, default 4, so that the
-//     defaults fit in 10 minutes; -video 50 is the demo's 57.7 MB site)
-//     behind a meshtest.Origin at 25 MiB/s shared by all and 30 ms.
+//   - crowd: N app peers arriving all within 100 ms (-crowd-n, default
+//     10,50,100) and as a Poisson process over 10 s (-poisson-n, default
+//     10,50; add 100 for the full matrix, a few minutes more), with no seed
+//     and with one seed that pinned the site first; and the same N plain
+//     HTTP clients on the same schedule as the baseline (no mesh). The site
+//     is the demo's (meshtest.DemoSite) with a smaller video (-video MiB,
+//     default 1: 6.1 MiB in all, so that the defaults fit in 10 minutes;
+//     -video 50 is the demo's 57.7 MB site), behind a meshtest.Origin at
+//     25 MiB/s shared by all and 30 ms.
 //   - longtail: a site of -longtail-assets small assets (default 200) with
 //     Zipf popularity (s = 1); -longtail-peers app peers (default 20), no
 //     seed, arriving over 5 s, each fetching -longtail-fetches distinct
@@ -104,6 +106,7 @@ type options struct {
 	tiny      bool
 
 	crowdN    []int
+	poissonN  []int
 	videoMiB  int
 	uplinkMiB float64
 	latency   time.Duration
@@ -133,8 +136,9 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.jsonPath, "json", "bench.json", "where to write the JSON report")
 	fs.StringVar(&o.plotDir, "plots", "bench-plots", "directory for the PNG plots (empty: none)")
 	fs.BoolVar(&o.tiny, "tiny", false, "every scenario at a tiny size, for a quick check")
-	ns := fs.String("crowd-n", "10,50,100", "crowd sizes, comma-separated")
-	fs.IntVar(&o.videoMiB, "video", 4, "crowd: the demo site's video in MiB (50: the demo's site)")
+	ns := fs.String("crowd-n", "10,50,100", "crowd sizes arriving within -within, comma-separated")
+	pns := fs.String("poisson-n", "10,50", "crowd sizes arriving as a Poisson process over -poisson, comma-separated")
+	fs.IntVar(&o.videoMiB, "video", 1, "crowd: the demo site's video in MiB (50: the demo's site)")
 	fs.Float64Var(&o.uplinkMiB, "uplink", 25, "crowd: the origin's uplink in MiB/s, shared")
 	fs.DurationVar(&o.latency, "latency", 30*time.Millisecond, "crowd: the origin's added latency")
 	fs.DurationVar(&o.within, "within", 100*time.Millisecond, "crowd: the span of the simultaneous arrivals")
@@ -165,12 +169,12 @@ func parseFlags(args []string) (options, error) {
 		}
 		o.scenarios = append(o.scenarios, s)
 	}
-	for _, s := range strings.Split(*ns, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return o, fmt.Errorf("bad -crowd-n %q", *ns)
-		}
-		o.crowdN = append(o.crowdN, n)
+	var err error
+	if o.crowdN, err = ints("crowd-n", *ns); err != nil {
+		return o, err
+	}
+	if o.poissonN, err = ints("poisson-n", *pns); err != nil {
+		return o, err
 	}
 	if o.tiny {
 		o.shrink()
@@ -178,9 +182,24 @@ func parseFlags(args []string) (options, error) {
 	return o, nil
 }
 
+func ints(flag, list string) ([]int, error) {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad -%s %q", flag, list)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
 // shrink makes every scenario tiny: the test's sizes.
 func (o *options) shrink() {
-	o.crowdN = []int{2}
+	o.crowdN, o.poissonN = []int{2}, []int{2}
 	o.videoMiB = 1
 	o.uplinkMiB = 64
 	o.poisson = time.Second

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshcdn/meshcdn/announce"
+	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/meshtest"
 	"github.com/meshcdn/meshcdn/store"
 )
@@ -46,11 +48,12 @@ type scalePeer struct {
 	ps *pubsub.PubSub
 }
 
-const scaleRoots = 4
+const scaleRoots = 2
 
 // runScale starts n announcers (gossip only, as in a LAN or one site's
 // mesh) on a mocknet, connected in a ring plus three random chords each,
-// each holding scaleRoots small roots; then measures idle announce traffic,
+// each holding scaleRoots small roots (imported before the links, so that
+// they spread in the summaries peers send when they meet); then measures idle announce traffic,
 // the tables' memory and how long a new root takes to reach every table.
 func runScale(ctx context.Context, o options, p *progress) (*ScaleResult, error) {
 	start := time.Now()
@@ -72,12 +75,6 @@ func runScale(ctx context.Context, o options, p *progress) (*ScaleResult, error)
 	if err != nil {
 		return nil, err
 	}
-	links, err := linkScalePeers(mn, peers, o.seed)
-	if err != nil {
-		return nil, err
-	}
-	res.Degree = 2 * float64(links) / float64(n)
-	p.step("scale: %d announcers up and linked (mean degree %.1f)", n, res.Degree)
 	for i, sp := range peers {
 		for j := range scaleRoots {
 			if _, err := sp.st.Import(ctx, bytes.NewReader(data(uint64(100_000+i*scaleRoots+j), 1024)), store.ImportOptions{}); err != nil {
@@ -85,6 +82,12 @@ func runScale(ctx context.Context, o options, p *progress) (*ScaleResult, error)
 			}
 		}
 	}
+	links, err := linkScalePeers(mn, peers, o.seed)
+	if err != nil {
+		return nil, err
+	}
+	res.Degree = 2 * float64(links) / float64(n)
+	p.step("scale: %d announcers up and linked (mean degree %.1f)", n, res.Degree)
 	// Let the imports' HAVEs spread and gossipsub's caches drain, then
 	// measure an idle window.
 	time.Sleep(o.scaleSettle) // settling: nothing reports it
@@ -106,7 +109,7 @@ func runScale(ctx context.Context, o options, p *progress) (*ScaleResult, error)
 	if err := learnRoot(ctx, peers, res); err != nil {
 		return res, err
 	}
-	p.step("scale: a new root reached %d of %d peers: p50 %.0f ms, last %.0f ms", res.Learned, n-1, res.RootLearnedP50Ms, res.RootLearnedMaxMs)
+	p.step("scale: a new root reached %d of %d peers within 30 s: p50 %.0f ms, last of them %.0f ms", res.Learned, n-1, res.RootLearnedP50Ms, res.RootLearnedMaxMs)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
@@ -165,52 +168,60 @@ func linkScalePeers(mn mocknet.Mocknet, peers []*scalePeer, seed uint64) (int, e
 }
 
 // learnRoot imports a new root on peer 0 and waits (at most 30 s) until
-// every other table lists it.
+// every other table lists it: each table is checked on every change it
+// reports, and every 50 ms in case a change was dropped (a slow subscriber
+// loses changes).
 func learnRoot(ctx context.Context, peers []*scalePeer, res *ScaleResult) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	type arrival struct {
-		i  int
-		at time.Time
-		c  cid.Cid
-	}
-	arrivals := make(chan arrival, 4*len(peers))
-	for i, sp := range peers[1:] {
-		sub := sp.a.Table().Subscribe(ctx)
-		go func() {
-			for ch := range sub {
-				if ch.Added {
-					select {
-					case arrivals <- arrival{i, time.Now(), ch.Root}:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	t0 := time.Now()
-	c, err := peers[0].st.Import(ctx, bytes.NewReader(data(7_777_777, 2048)), store.ImportOptions{})
+	content := data(7_777_777, 2048)
+	a, err := manifest.FromReader(ctx, bytes.NewReader(content))
 	if err != nil {
 		return err
 	}
-	got := map[int]time.Duration{}
-	var times []time.Duration
-	for len(got) < len(peers)-1 {
-		select {
-		case a := <-arrivals:
-			if a.c.Equals(c.Root) && got[a.i] == 0 {
-				got[a.i] = a.at.Sub(t0)
-				times = append(times, a.at.Sub(t0))
+	learned := make(chan time.Time, len(peers))
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for _, sp := range peers[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if at, ok := awaitRoot(ctx, sp.a.Table(), a.Cid); ok {
+				learned <- at
 			}
-		case <-ctx.Done():
-			res.Learned = len(got)
-			return fmt.Errorf("only %d of %d peers learned a new root within 30 s", len(got), len(peers)-1)
-		}
+		}()
 	}
-	res.Learned = len(got)
+	if _, err := peers[0].st.Import(ctx, bytes.NewReader(content), store.ImportOptions{}); err != nil {
+		return err
+	}
+	wg.Wait()
+	close(learned)
+	var times []time.Duration
+	for at := range learned {
+		times = append(times, at.Sub(t0))
+	}
+	res.Learned = len(times)
 	res.RootLearnedP50Ms = ms(meshtest.Percentile(times, 0.5))
 	res.RootLearnedMaxMs = ms(meshtest.Percentile(times, 1))
-	return nil
+	return nil // peers that did not learn it in time are a figure (Learned), not a failure
+}
+
+// awaitRoot waits until t lists a provider of root and says when.
+func awaitRoot(ctx context.Context, t *announce.Table, root cid.Cid) (time.Time, bool) {
+	changes := t.Subscribe(ctx)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if len(t.Providers(root, 1)) > 0 {
+			return time.Now(), true
+		}
+		select {
+		case <-changes:
+		case <-tick.C:
+		case <-ctx.Done():
+			return time.Time{}, false
+		}
+	}
 }
 
 // sizeTracer counts the bytes of the pubsub RPCs a peer sends (all topics:

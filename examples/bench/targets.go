@@ -19,7 +19,8 @@ func targets(r *Report) []Target {
 	if s := r.Scale; s != nil {
 		ts = append(ts,
 			check(fmt.Sprintf("scale: %d peers, announce traffic per peer (idle)", s.Peers), s.AnnounceBytesPerSecPerPeer, "report", 0, "B/s", ""),
-			check(fmt.Sprintf("scale: %d peers, time until all know a new root", s.Peers), s.RootLearnedMaxMs, "report", 0, "ms", fmt.Sprintf("%d of %d learned it", s.Learned, s.Peers)))
+			check(fmt.Sprintf("scale: %d peers, time until all know a new root", s.Peers), s.RootLearnedMaxMs, "report", 0, "ms",
+				fmt.Sprintf("%d of the %d others learned it within 30 s; the figure is the last of them", s.Learned, s.Peers-1)))
 	}
 	if o := r.Office; o != nil {
 		for _, a := range o.Assets {
