@@ -3,9 +3,14 @@ package mesh_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,6 +125,7 @@ func TestGateway(t *testing.T) {
 	t.Run("remote client refused", func(t *testing.T) {
 		req := httptest.NewRequest("GET", "/index.html", nil)
 		req.RemoteAddr = "192.0.2.7:5555" // never dialled: the handler only reads it
+		req.Host = "192.0.2.1:8080"       // the gateway's own LAN address
 		rec := httptest.NewRecorder()
 		n.Gateway(mesh.GatewayConfig{Manifest: m}).ServeHTTP(rec, req)
 		if rec.Code != http.StatusForbidden {
@@ -131,4 +137,185 @@ func TestGateway(t *testing.T) {
 			t.Errorf("non-loopback client with AllowRemote = %d, want 200", rec.Code)
 		}
 	})
+}
+
+// hungOrigin is an origin that accepts connections and never answers.
+func hungOrigin(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// downOrigin is the address of an origin that is not running.
+func downOrigin(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + ln.Addr().String()
+	ln.Close()
+	return u
+}
+
+// statusOrigin answers every request with code.
+func statusOrigin(t *testing.T, code int) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "origin says no", code)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// gatewayGet requests path from a gateway and reads the whole answer; err
+// is the error of reading the body.
+func gatewayGet(t *testing.T, ctx context.Context, url string, hdr map[string]string) (resp *http.Response, body []byte, err error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+// TestGatewayHungOrigin: an origin that accepts and never answers, no peer:
+// the gateway answers 504 within its FirstByteTimeout plus a second, with
+// no byte of content, and the node closes promptly after.
+func TestGatewayHungOrigin(t *testing.T) {
+	s := newSite(t, map[string]int64{"app.js": 2<<20 + 5, "small.css": 700})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: hungOrigin(t)})
+	const timeout = time.Second
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, FirstByteTimeout: timeout}))
+	defer gw.Close()
+	for _, p := range []string{"/app.js", "/small.css"} {
+		start := time.Now()
+		resp, body, err := gatewayGet(t, ctx, gw.URL+p, nil)
+		took := time.Since(start)
+		if err != nil || resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("GET %s with a hung origin = %d (%v), want 504", p, resp.StatusCode, err)
+		}
+		if took > timeout+time.Second {
+			t.Errorf("GET %s took %v, want at most %v", p, took, timeout+time.Second)
+		}
+		if !strings.Contains(string(body), "no byte from any source") || resp.Header.Get("Etag") != "" {
+			t.Errorf("504 body %q, ETag %q: want the reason and no content headers", body, resp.Header.Get("Etag"))
+		}
+	}
+}
+
+// TestGatewayOriginFails: an origin that answers 404 or 500, or is down,
+// and no peer: 502 with the reason, before any header of content, never a
+// 200 with missing bytes.
+func TestGatewayOriginFails(t *testing.T) {
+	s := newSite(t, map[string]int64{"app.js": 2<<20 + 5})
+	for _, tc := range []struct {
+		name   string
+		origin func(*testing.T) string
+		hdr    map[string]string
+	}{
+		{"404", func(t *testing.T) string { return statusOrigin(t, http.StatusNotFound) }, nil},
+		{"500 range", func(t *testing.T) string { return statusOrigin(t, http.StatusInternalServerError) }, map[string]string{"Range": "bytes=1048576-"}},
+		{"down", downOrigin, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			n := newNode(t, mesh.Config{Origin: tc.origin(t)})
+			gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
+			defer gw.Close()
+			resp, body, err := gatewayGet(t, ctx, gw.URL+"/app.js", tc.hdr)
+			if err != nil || resp.StatusCode != http.StatusBadGateway {
+				t.Fatalf("GET = %d with %d bytes (%v), want 502", resp.StatusCode, len(body), err)
+			}
+			if !strings.Contains(string(body), "origin") {
+				t.Errorf("502 body %q does not say the origin failed", body)
+			}
+		})
+	}
+}
+
+// dyingOrigin serves the first leaf of the file at /app.js and then, for
+// any Range that starts later, either hangs (hang) or cuts the connection.
+func dyingOrigin(t *testing.T, data []byte, hang bool) string {
+	t.Helper()
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.Header.Get("Range"), "bytes=0-") {
+			if hang {
+				select {
+				case <-stop:
+				case <-r.Context().Done():
+				}
+			}
+			panic(http.ErrAbortHandler)
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+	}))
+	t.Cleanup(func() { close(stop); srv.Close() })
+	return srv.URL
+}
+
+// TestGatewayAbortsMidBody: a source that fails after the headers went out
+// (the origin serves the first leaf, then dies or hangs): the client sees
+// a broken transfer (unexpected EOF), never a body that ends cleanly short.
+func TestGatewayAbortsMidBody(t *testing.T) {
+	s := newSite(t, map[string]int64{"app.js": 3<<20 + 5})
+	for _, hang := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hang=%v", hang), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			n := newNode(t, mesh.Config{Origin: dyingOrigin(t, s.files["app.js"], hang)})
+			gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, FirstByteTimeout: time.Second}))
+			defer gw.Close()
+			resp, body, err := gatewayGet(t, ctx, gw.URL+"/app.js", nil)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET = %d, want 200 (the first leaf came)", resp.StatusCode)
+			}
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("reading the body: %v after %d bytes, want unexpected EOF", err, len(body))
+			}
+			if len(body) >= len(s.files["app.js"]) || !bytes.Equal(body, s.files["app.js"][:len(body)]) {
+				t.Errorf("got %d bytes, want a correct prefix of %d", len(body), len(s.files["app.js"]))
+			}
+		})
+	}
 }
