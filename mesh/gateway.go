@@ -123,7 +123,9 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 //
 // With Config.PrometheusRegisterer, requests are counted in
 // meshcdn_gateway_requests_total by class (2xx, 3xx, 4xx, 5xx, and aborted:
-// connections cut after the headers). A Gateway is safe for concurrent use.
+// responses cut after the headers, by a failed source, a client that left
+// or one that did not read for the write timeout). A Gateway is safe for
+// concurrent use.
 type Gateway struct {
 	n       *Node
 	cfg     GatewayConfig
@@ -415,7 +417,11 @@ func (w *gatewayWriter) Write(p []byte) (int, error) {
 		}
 		defer w.park.Stop()
 	}
-	return w.ResponseWriter.Write(p)
+	n, err := w.ResponseWriter.Write(p)
+	if err != nil {
+		w.aborted = true // the client went, or did not read for the write timeout
+	}
+	return n, err
 }
 
 // Unwrap gives http.ResponseController the underlying writer.

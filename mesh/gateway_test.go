@@ -1,18 +1,25 @@
 package mesh_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"mime"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/mesh"
 )
@@ -317,5 +324,279 @@ func TestGatewayAbortsMidBody(t *testing.T) {
 				t.Errorf("got %d bytes, want a correct prefix of %d", len(body), len(s.files["app.js"]))
 			}
 		})
+	}
+}
+
+// TestGatewayHost: a Host header that is not a loopback name, an IP
+// literal or a configured name gets 403 (DNS rebinding: a page of
+// evil.example whose name resolves to 127.0.0.1 cannot read the gateway).
+func TestGatewayHost(t *testing.T) {
+	s := newSite(t, map[string]int64{"index.html": 100})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.srv.URL})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, Hosts: []string{"App.Example"}}))
+	defer gw.Close()
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"localhost", 200},
+		{"localhost:8080", 200},
+		{"LOCALHOST.:1", 200},
+		{"app.localhost:9", 200},
+		{"127.0.0.1:8080", 200},
+		{"[::1]:8080", 200},
+		{"[::1]", 200},
+		{"app.example", 200},
+		{"app.example:443", 200},
+		{"evil.example", 403},
+		{"evil.example:8080", 403},
+		{"localhost.evil.example", 403},
+		{"127.0.0.1.nip.io", 403},
+		{"example", 403},
+	} {
+		req, err := http.NewRequestWithContext(ctx, "GET", gw.URL+"/index.html", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = tc.host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET with Host %q = %d, want %d", tc.host, resp.StatusCode, tc.want)
+		}
+		if tc.want == 200 && !bytes.Equal(body, s.files["index.html"]) {
+			t.Errorf("GET with Host %q: wrong body", tc.host)
+		}
+	}
+}
+
+// TestGatewayManyRanges: more ranges than GatewayConfig.MaxRanges get the
+// whole content (200), read once; up to the cap, a multipart answer whose
+// parts are right, each leaf read once.
+func TestGatewayManyRanges(t *testing.T) {
+	const size = 3<<20 + 5
+	s := newSite(t, map[string]int64{"v.mp4": size})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.srv.URL})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
+	defer gw.Close()
+	data := s.files["v.mp4"]
+	if _, body, err := gatewayGet(t, ctx, gw.URL+"/v.mp4", nil); err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("warming GET: %v, %d bytes", err, len(body))
+	}
+
+	// 20,000 one-byte ranges spread over the file, backwards.
+	var specs []string
+	for i := range 20000 {
+		off := int64(size-1) - int64(i)*(size/20000)
+		specs = append(specs, fmt.Sprintf("%d-%d", off, off))
+	}
+	before := n.Stats().Fetch.LocalBytes
+	resp, body, err := gatewayGet(t, ctx, gw.URL+"/v.mp4", map[string]string{"Range": "bytes=" + strings.Join(specs, ",")})
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("20000 ranges = %d with %d bytes (%v), want 200 with the whole file", resp.StatusCode, len(body), err)
+	}
+	if got := n.Stats().Fetch.LocalBytes - before; got != size {
+		t.Errorf("20000 ranges read %d bytes from the store, want each leaf once (%d)", got, size)
+	}
+
+	// 16 ranges, forward, several in one leaf, some overlapping.
+	type rng struct{ start, end int64 }
+	ranges := []rng{{0, 0}, {10, 20}, {15, 30}, {1000, 1000}, {1<<20 - 1, 1 << 20}, {1<<20 + 7, 1<<20 + 7}, {1<<20 + 9, 2<<20 + 3},
+		{2<<20 + 4, 2<<20 + 4}, {2<<20 + 100, 2<<20 + 200}, {2<<20 + 300, 2<<20 + 300}, {3 << 20, 3<<20 + 1},
+		{3<<20 + 2, 3<<20 + 2}, {3<<20 + 3, 3<<20 + 3}, {3<<20 + 4, 3<<20 + 4}, {3<<20 + 4, 3<<20 + 4}, {3<<20 + 1, 3<<20 + 4}}
+	specs = specs[:0]
+	for _, r := range ranges {
+		specs = append(specs, fmt.Sprintf("%d-%d", r.start, r.end))
+	}
+	before = n.Stats().Fetch.LocalBytes
+	resp, body, err = gatewayGet(t, ctx, gw.URL+"/v.mp4", map[string]string{"Range": "bytes=" + strings.Join(specs, ",")})
+	if err != nil || resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("16 ranges = %d (%v), want 206", resp.StatusCode, err)
+	}
+	_, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	for i, r := range ranges {
+		part, err := mr.NextPart()
+		if err != nil {
+			t.Fatalf("part %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(part)
+		if !bytes.Equal(got, data[r.start:r.end+1]) {
+			t.Errorf("part %d (%d-%d) = %d bytes that differ from the file's", i, r.start, r.end, len(got))
+		}
+	}
+	if _, err := mr.NextPart(); err != io.EOF {
+		t.Errorf("after 16 parts: %v, want the end", err)
+	}
+	if got := n.Stats().Fetch.LocalBytes - before; got != size {
+		t.Errorf("16 forward ranges read %d bytes from the store, want each leaf once (%d)", got, size)
+	}
+}
+
+// stalledGet sends GET path to the gateway at addr on a raw connection and
+// reads nothing: a client that stops reading.
+func stalledGet(t *testing.T, addr, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// liveHeap is the live heap after a collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// waitFor polls cond every 50 ms until it holds or ctx ends.
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		}
+	}
+}
+
+// TestGatewayStalledReaders: clients that stop reading a 48 MiB asset give
+// back their fetch's read-ahead window (32 MiB each) within seconds, so
+// that six of them hold a few MiB of heap rather than 192; when they read
+// on, each gets the whole file, right.
+func TestGatewayStalledReaders(t *testing.T) {
+	const size, clients = 48<<20 + 3, 6
+	s := newSite(t, map[string]int64{"big.bin": size})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.srv.URL})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
+	defer gw.Close()
+	if _, body, err := gatewayGet(t, ctx, gw.URL+"/big.bin", nil); err != nil || !bytes.Equal(body, s.files["big.bin"]) {
+		t.Fatalf("warming GET: %v, %d bytes", err, len(body))
+	}
+	base := liveHeap()
+	fetches := n.Stats().Fetch.Fetches
+	var conns []net.Conn
+	for range clients {
+		conns = append(conns, stalledGet(t, gw.Listener.Addr().String(), "/big.bin"))
+	}
+	waitFor(ctx, t, "the stalled requests to start", func() bool { return n.Stats().Fetch.Fetches >= fetches+clients })
+	const bound = clients * 4 << 20
+	var extra int64
+	waitFor(ctx, t, "the stalled requests to give back their windows", func() bool {
+		extra = liveHeap() - base
+		return extra < bound
+	})
+	t.Logf("%d stalled readers hold %d KiB of heap", clients, extra>>10)
+
+	for i, c := range conns {
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(body, s.files["big.bin"]) {
+			t.Errorf("client %d after its stall: %v, %d bytes of %d, equal %v", i, err, len(body), size, bytes.Equal(body, s.files["big.bin"]))
+		}
+	}
+}
+
+// counterValues gathers reg's meshcdn_gateway_requests_total by class.
+func counterValues(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "meshcdn_gateway_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	return got
+}
+
+// TestGatewayWriteTimeout: a client that does not read for WriteTimeout is
+// disconnected (counted as aborted), having had only part of the file.
+func TestGatewayWriteTimeout(t *testing.T) {
+	const size = 24<<20 + 3
+	s := newSite(t, map[string]int64{"big.bin": size})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	n := newNode(t, mesh.Config{Origin: s.srv.URL, PrometheusRegisterer: reg})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, WriteTimeout: time.Second}))
+	defer gw.Close()
+	c := stalledGet(t, gw.Listener.Addr().String(), "/big.bin")
+	waitFor(ctx, t, "the stalled client to be cut off", func() bool { return counterValues(t, reg)["aborted"] == 1 })
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || len(body) >= size {
+		t.Errorf("a client that stalled past the write timeout read %d of %d bytes (%v), want a cut transfer", len(body), size, err)
+	}
+}
+
+// TestGatewayMetrics: requests are counted by status class on the node's
+// registry, and two gateways of one node share the counter.
+func TestGatewayMetrics(t *testing.T) {
+	s := newSite(t, map[string]int64{"index.html": 100, "a.css": 10})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	n := newNode(t, mesh.Config{Origin: s.srv.URL, PrometheusRegisterer: reg})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
+	defer gw.Close()
+	gw2 := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
+	defer gw2.Close()
+	a, _ := s.m.Lookup("a.css")
+	for _, r := range []struct {
+		url string
+		hdr map[string]string
+	}{
+		{gw.URL + "/index.html", nil},
+		{gw2.URL + "/a.css", nil},
+		{gw.URL + "/a.css", map[string]string{"If-None-Match": `"` + a.Cid.String() + `"`}},
+		{gw.URL + "/nope", nil},
+		{gw2.URL + "/ipfs/nope", nil},
+		{gw.URL + "/a.css", map[string]string{"Range": "bytes=100-"}},
+	} {
+		if _, _, err := gatewayGet(t, ctx, r.url, r.hdr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]float64{"2xx": 2, "3xx": 1, "4xx": 3, "5xx": 0, "aborted": 0}
+	if got := counterValues(t, reg); !maps.Equal(got, want) {
+		t.Errorf("meshcdn_gateway_requests_total = %v, want %v", got, want)
 	}
 }
