@@ -520,7 +520,7 @@ func TestGatewayStalledReaders(t *testing.T) {
 	// (the in-memory store hands out the stored slices themselves).
 	n := newNode(t, mesh.Config{Origin: s.srv.URL, DataDir: t.TempDir()})
 	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
-	defer gw.Close()
+	t.Cleanup(gw.Close) // after the stalled clients close: Close waits for their requests
 	if _, body, err := gatewayGet(t, ctx, gw.URL+"/big.bin", nil); err != nil || !bytes.Equal(body, s.files["big.bin"]) {
 		t.Fatalf("warming GET: %v, %d bytes", err, len(body))
 	}
@@ -586,7 +586,7 @@ func TestGatewayWriteTimeout(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	n := newNode(t, mesh.Config{Origin: s.srv.URL, PrometheusRegisterer: reg})
 	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, WriteTimeout: time.Second}))
-	defer gw.Close()
+	t.Cleanup(gw.Close) // after the stalled clients close: Close waits for their requests
 	c := stalledGet(t, gw.Listener.Addr().String(), "/big.bin")
 	waitFor(ctx, t, "the stalled client to be cut off", func() bool { return counterValues(t, reg)["aborted"] == 1 })
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
