@@ -15,6 +15,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/meshcdn/meshcdn/fetch"
 	"github.com/meshcdn/meshcdn/manifest"
@@ -32,6 +33,9 @@ const (
 	// DefaultGatewayMaxRanges is the most byte ranges one request may ask
 	// for; a Range header with more is ignored and the whole content sent.
 	DefaultGatewayMaxRanges = 16
+	// DefaultGatewayMaxBuffer bounds the bytes that the fetches of a
+	// gateway's requests may hold in memory at once.
+	DefaultGatewayMaxBuffer = 256 << 20
 )
 
 // gatewayParkAfter is how long a write to a client may block before the
@@ -76,6 +80,18 @@ type GatewayConfig struct {
 	// (RFC 9110 allows ignoring Range). Default DefaultGatewayMaxRanges
 	// (16); negative means no cap.
 	MaxRanges int
+
+	// MaxBuffer bounds the bytes the open fetches of the gateway's requests
+	// may hold at once. Each request counts, while its fetch is open, one
+	// leaf (1 MiB) for itself plus its fetch's read-ahead window: as many
+	// leaves as are left to read, at most fetch.Config.ReadAhead (32). A
+	// request that would go over waits for others to end or park (see
+	// Gateway), within FirstByteTimeout, and otherwise gets 503 (or, after
+	// its headers, an aborted connection). One request larger than the
+	// bound runs alone. Default DefaultGatewayMaxBuffer (256 MiB: eight
+	// large streams at once, many more small files); negative means no
+	// bound.
+	MaxBuffer int64
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -88,6 +104,9 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 	}
 	if c.MaxRanges == 0 {
 		c.MaxRanges = DefaultGatewayMaxRanges
+	}
+	if c.MaxBuffer == 0 {
+		c.MaxBuffer = DefaultGatewayMaxBuffer
 	}
 	c.Hosts = append([]string(nil), c.Hosts...)
 	for i, h := range c.Hosts {
@@ -112,14 +131,18 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 // that looks whole. Unknown paths are 404, unsafe paths and bad CIDs 400,
 // other methods 405, Host names it does not serve 403.
 //
-// What a request costs: its fetch's read-ahead window (fetch.Config.ReadAhead
-// leaves, 32 MiB by default) while the client reads, one 1 MiB leaf buffer,
-// and a goroutine. A client that stops reading for a second gives the window
-// back (its fetch is closed and opened again at the same place, from the
-// store, when it reads on), so a stalled reader holds about one leaf; one
-// that blocks a write for GatewayConfig.WriteTimeout is disconnected. Every
-// range of a multi-range request is cut from the one leaf read for it:
-// a leaf is read once while the ranges move forward.
+// What a request costs: while the client reads, its fetch's read-ahead
+// window (fetch.Config.ReadAhead leaves, 32 MiB by default, or the rest of
+// a smaller file), one 1 MiB leaf buffer and a goroutine. The windows of
+// all requests together stay within GatewayConfig.MaxBuffer (256 MiB): a
+// request that would go over waits. A client that stops reading for a
+// second gives its window back (its fetch is closed, and opened again at
+// the same place, from the store, when it reads on), so a stalled reader
+// holds one leaf buffer, its socket and a goroutine; one that blocks a
+// write for GatewayConfig.WriteTimeout (60 s) is disconnected. Every range
+// of a multi-range request is cut from the one leaf read for it: a leaf is
+// read once while the ranges move forward, and a request has at most
+// GatewayConfig.MaxRanges ranges.
 //
 // With Config.PrometheusRegisterer, requests are counted in
 // meshcdn_gateway_requests_total by class (2xx, 3xx, 4xx, 5xx, and aborted:
@@ -131,12 +154,17 @@ type Gateway struct {
 	cfg     GatewayConfig
 	m       atomic.Pointer[manifest.Manifest]
 	metrics *prometheus.CounterVec // nil without a registerer
+	budget  *semaphore.Weighted    // MaxBuffer; nil for no bound
+	window  int64                  // the fetches' read-ahead, in leaves
 }
 
 // Gateway returns a gateway serving through the node. Gateways of one node
 // share their request metrics.
 func (n *Node) Gateway(cfg GatewayConfig) *Gateway {
-	g := &Gateway{n: n, cfg: cfg.withDefaults()}
+	g := &Gateway{n: n, cfg: cfg.withDefaults(), window: int64(n.fetcher.Config().ReadAhead)}
+	if g.cfg.MaxBuffer > 0 {
+		g.budget = semaphore.NewWeighted(g.cfg.MaxBuffer)
+	}
 	g.m.Store(cfg.Manifest)
 	g.metrics = gatewayMetrics(n.cfg.PrometheusRegisterer)
 	return g
@@ -318,6 +346,8 @@ var noModTime time.Time
 // errorStatus maps a fetch failure to the status the gateway answers.
 func errorStatus(err error) int {
 	switch {
+	case errors.Is(err, errBusy):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	case errors.Is(err, ErrClosed), errors.Is(err, fetch.ErrClosed):
@@ -448,6 +478,7 @@ type source struct {
 	rd      *fetch.Reader // nil until opened, and while parked
 	rdCtx   context.Context
 	cancel  context.CancelCauseFunc
+	held    int64 // bytes of Gateway.budget held for rd
 	rdPos   int64
 	reading bool
 	closed  bool
@@ -562,12 +593,12 @@ func (s *source) fill(i int64) error {
 // readLeaf reads leaf i from the fetch (opening one if there is none) into
 // buf, within FirstByteTimeout. Only fill calls it, with reading set.
 func (s *source) readLeaf(i int64, buf []byte) ([]byte, error) {
+	off := i * leafSize
 	if s.rd == nil {
-		if err := s.open(); err != nil {
+		if err := s.open(off); err != nil {
 			return nil, err
 		}
 	}
-	off := i * leafSize
 	if off != s.rdPos {
 		if _, err := s.rd.Seek(off, io.SeekStart); err != nil {
 			return nil, fmt.Errorf("mesh: gateway: %w", err)
@@ -612,18 +643,52 @@ func (s *source) readLeaf(i int64, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// open opens a fetch of the target at its start. Only readLeaf calls it.
-func (s *source) open() error {
+// errBusy reports a request that found the gateway's MaxBuffer taken.
+var errBusy = errors.New("mesh: gateway: busy: its open fetches hold GatewayConfig.MaxBuffer")
+
+// open opens a fetch of the target, to be read from off, within the
+// gateway's MaxBuffer. Only readLeaf calls it.
+func (s *source) open(off int64) error {
+	held, err := s.reserve(off)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	rd, err := s.g.n.fetcher.Open(ctx, s.t)
 	if err != nil {
 		cancel(nil)
+		s.g.budget.Release(held)
 		return fmt.Errorf("mesh: gateway: %w", err)
 	}
 	s.mu.Lock()
-	s.rd, s.rdCtx, s.cancel, s.rdPos = rd, ctx, cancel, 0
+	s.rd, s.rdCtx, s.cancel, s.rdPos, s.held = rd, ctx, cancel, 0, held
 	s.mu.Unlock()
 	return nil
+}
+
+// reserve takes from the gateway's budget what a fetch read from off may
+// hold: one leaf, and the read-ahead window over what is left. It waits
+// for others to release, within FirstByteTimeout.
+func (s *source) reserve(off int64) (int64, error) {
+	b := s.g.budget
+	if b == nil {
+		return 0, nil
+	}
+	leaves := s.g.window
+	if s.size >= 0 {
+		leaves = min(leaves, (s.size-off+leafSize-1)/leafSize)
+	}
+	n := min((leaves+1)*leafSize, s.g.cfg.MaxBuffer)
+	ctx := s.ctx
+	if d := s.g.cfg.FirstByteTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	if err := b.Acquire(ctx, n); err != nil {
+		return 0, fmt.Errorf("%w (waited %v)", errBusy, s.g.cfg.FirstByteTimeout)
+	}
+	return n, nil
 }
 
 // park closes the fetch while no leaf is being read, releasing its
@@ -644,6 +709,10 @@ func (s *source) closeLocked() {
 		s.cancel(nil)
 		s.rd.Close()
 		s.rd, s.cancel = nil, nil
+		if s.held > 0 {
+			s.g.budget.Release(s.held)
+			s.held = 0
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -509,8 +510,9 @@ func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
 
 // TestGatewayStalledReaders: clients that stop reading a 48 MiB asset give
 // back their fetch's read-ahead window (32 MiB each) within seconds, so
-// that six of them hold a few MiB of heap rather than 192; when they read
-// on, each gets the whole file, right.
+// that six of them hold a few MiB of heap rather than 192; meanwhile the
+// windows held at once stay within MaxBuffer (one window here); when the
+// clients read on, each gets the whole file, right.
 func TestGatewayStalledReaders(t *testing.T) {
 	const size, clients = 48<<20 + 3, 6
 	s := newSite(t, map[string]int64{"big.bin": size})
@@ -519,12 +521,27 @@ func TestGatewayStalledReaders(t *testing.T) {
 	// On disk, as in use: every leaf read from badger is a copy on the heap
 	// (the in-memory store hands out the stored slices themselves).
 	n := newNode(t, mesh.Config{Origin: s.srv.URL, DataDir: t.TempDir()})
-	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
+	const maxBuffer = 33 << 20 // one request's window (32 leaves) and buffer (1)
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, MaxBuffer: maxBuffer}))
 	t.Cleanup(gw.Close) // after the stalled clients close: Close waits for their requests
 	if _, body, err := gatewayGet(t, ctx, gw.URL+"/big.bin", nil); err != nil || !bytes.Equal(body, s.files["big.bin"]) {
 		t.Fatalf("warming GET: %v, %d bytes", err, len(body))
 	}
 	base := liveHeap()
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			peak.Store(max(peak.Load(), liveHeap()-base))
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
 	fetches := n.Stats().Fetch.Fetches
 	var conns []net.Conn
 	for range clients {
@@ -533,8 +550,9 @@ func TestGatewayStalledReaders(t *testing.T) {
 	waitFor(ctx, t, "the stalled requests to start", func() bool { return n.Stats().Fetch.Fetches >= fetches+clients })
 	const bound = clients * 4 << 20
 	var extra int64
+	settled := false
 	defer func() {
-		if t.Failed() {
+		if !settled {
 			t.Logf("%d stalled readers still hold %d MiB of heap", clients, extra>>20)
 		}
 	}()
@@ -542,7 +560,13 @@ func TestGatewayStalledReaders(t *testing.T) {
 		extra = liveHeap() - base
 		return extra < bound
 	})
-	t.Logf("%d stalled readers hold %d KiB of heap", clients, extra>>10)
+	settled = true
+	close(stop)
+	<-sampled
+	t.Logf("%d stalled readers hold %d KiB of heap, at most %d MiB on the way", clients, extra>>10, peak.Load()>>20)
+	if p := peak.Load(); p > maxBuffer+clients<<20+32<<20 {
+		t.Errorf("the stalled readers held up to %d MiB of heap, want at most MaxBuffer (%d MiB) and a little", p>>20, maxBuffer>>20)
+	}
 
 	for i, c := range conns {
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
