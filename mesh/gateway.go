@@ -138,7 +138,7 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 // request that would go over waits. A client that stops reading for a
 // second gives its window back (its fetch is closed, and opened again at
 // the same place, from the store, when it reads on), so a stalled reader
-// holds one leaf buffer, its socket and a goroutine; one that blocks a
+// holds its socket, a goroutine and a 32 KiB copy buffer; one that blocks a
 // write for GatewayConfig.WriteTimeout (60 s) is disconnected. Every range
 // of a multi-range request is cut from the one leaf read for it: a leaf is
 // read once while the ranges move forward, and a request has at most
@@ -485,7 +485,6 @@ type source struct {
 	leaf    int64 // index of the leaf in buf; -1 for none
 	buf     []byte
 	err     error // the first failure to read
-	parks   int
 }
 
 // errNoByte is the cause of a leaf read cut by FirstByteTimeout.
@@ -692,8 +691,8 @@ func (s *source) reserve(off int64) (int64, error) {
 }
 
 // park closes the fetch while no leaf is being read, releasing its
-// read-ahead window; the next fill opens another. The timer of a write
-// that blocks calls it.
+// read-ahead window and the leaf buffer; the next fill opens another. The
+// timer of a write that blocks calls it.
 func (s *source) park() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -701,7 +700,7 @@ func (s *source) park() {
 		return
 	}
 	s.closeLocked()
-	s.parks++
+	s.buf, s.leaf = nil, -1
 }
 
 func (s *source) closeLocked() {
