@@ -322,7 +322,7 @@ func (g *Gateway) serve(w *gatewayWriter, r *http.Request, t fetch.Target, typ s
 		h.Del("X-Ipfs-Path")
 		h.Del("Cache-Control")
 		h.Del("Content-Type")
-		http.Error(w, "meshcdn gateway: "+err.Error(), errorStatus(err))
+		http.Error(w, err.Error(), errorStatus(err))
 		return
 	}
 	if g.cfg.MaxRanges >= 0 && countRanges(r.Header.Get("Range")) > g.cfg.MaxRanges {
