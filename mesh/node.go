@@ -78,6 +78,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.log = n.log.With("pkg", "mesh")
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	registerDependencyLogs(n, cfg.Logger) // see log.go
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -270,6 +271,7 @@ func loadIdentity(path string) (crypto.PrivKey, error) {
 // idempotent; later calls on the node fail with ErrClosed.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		defer unregisterDependencyLogs(n)
 		n.closed.Store(true)
 		n.cancel()
 		var errs []error
