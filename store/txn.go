@@ -85,7 +85,7 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 			return ErrClosed
 		}
 		b := s.blocks[string(c.Hash())]
-		if b == nil || b.pending != nil {
+		if !b.held() {
 			return fmt.Errorf("%w: block %s missing", ErrIncomplete, c)
 		}
 		b.c = c
@@ -126,6 +126,9 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 			s.lru.MoveToBack(rm.elem)
 		}
 		if pin && !rm.pinned {
+			if s.readOnly {
+				return fmt.Errorf("store: pin %s: %w", root, ErrReadOnly)
+			}
 			rm.pinned = true
 			if err := s.saveRoot(ctx, rm); err != nil {
 				rm.pinned = false
@@ -135,11 +138,12 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 			s.lru.Remove(rm.elem)
 			rm.elem = nil
 			for _, b := range rm.blocks {
-				if b.pinRefs == 0 {
+				if b.pinRefs == 0 && !b.missing {
 					s.pinned += b.size
 				}
 				b.pinRefs++
 			}
+			s.pinsChanged()
 		}
 		t.release(true)
 		return nil
@@ -153,10 +157,16 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 			rm.size += b.size
 		}
 	}
+	if s.readOnly {
+		return fmt.Errorf("store: commit %s: %w", root, ErrReadOnly)
+	}
 	if err := s.saveRoot(ctx, rm); err != nil {
 		return fmt.Errorf("store: commit %s: %w", root, err)
 	}
 	s.attachRoot(rm)
+	if pin {
+		s.pinsChanged()
+	}
 	t.release(true)
 	s.emit(Event{Kind: Added, Root: root, Size: rm.size, Pinned: pin})
 	return nil
@@ -181,6 +191,11 @@ func (t *Txn) release(committed bool) {
 	for b, isNew := range t.held {
 		b.refs--
 		if b.refs > 0 || s.blocks[b.key] != b {
+			continue
+		}
+		if b.missing {
+			delete(s.blocks, b.key)
+			s.nmissing--
 			continue
 		}
 		if isNew && !committed && !s.closed {
