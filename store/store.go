@@ -159,12 +159,12 @@ type Store struct {
 	health   Health
 	used     int64
 	nmissing int // blocks in blocks that are missing
-	pinned int64
-	blocks map[string]*blockMeta // by multihash bytes
-	roots  map[string]*rootMeta  // by multihash bytes of the root
-	lru    list.List             // *rootMeta (unpinned) and *blockMeta (loose); front is the oldest
-	subs   map[*subscription]struct{}
-	wg     sync.WaitGroup
+	pinned   int64
+	blocks   map[string]*blockMeta // by multihash bytes
+	roots    map[string]*rootMeta  // by multihash bytes of the root
+	lru      list.List             // *rootMeta (unpinned) and *blockMeta (loose); front is the oldest
+	subs     map[*subscription]struct{}
+	wg       sync.WaitGroup
 
 	pinMu     sync.Mutex // serialises pin file writes
 	pinsDirty bool       // under mu
