@@ -124,6 +124,11 @@ func (s *Store) load(ctx context.Context) error {
 			b.elem = s.lru.PushFront(b)
 		}
 	}
+	if !s.readOnly && s.quota >= 0 && s.used > s.quota {
+		// A smaller quota than last time, or blocks salvaged that had
+		// been evicted: evict down to the quota.
+		return s.makeRoom(ctx, 0)
+	}
 	return nil
 }
 

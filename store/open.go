@@ -35,9 +35,11 @@ func (s *Store) openDisk(dir string, free FreeSpaceFunc) error {
 	if s.guard.low() {
 		return s.openFull(dir)
 	}
+	tail := s.salvageTail(dir)
 	d, err := openBadgerKV(dir, false, s.guard, s.log)
 	if err == nil {
 		s.ds, s.closer = d, d
+		s.restoreTail(tail)
 		return nil
 	}
 	if !damaged(err) {
@@ -98,10 +100,12 @@ func (s *Store) recover(dir string, openErr error) error {
 		return err
 	}
 	s.ds, s.closer = d, d
-	copied := -1
+	var copied int
 	if old, err := openBadgerKV(aside, true, s.guard, s.log); err == nil {
 		copied = s.salvage(old, d)
 		old.Close()
+	} else {
+		copied = s.salvageLogs(aside, d)
 	}
 	s.log.Error("damaged database moved aside; starting from what verifies in it",
 		"dir", dir, "aside", aside, "err", openErr, "salvaged", copied)

@@ -250,6 +250,9 @@ func New(cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
+	if s.pinDir != "" && !s.readOnly && s.nmissing > 0 {
+		s.repairFromLogs(context.Background(), s.pinDir)
+	}
 	if s.pinDir != "" {
 		s.wg.Add(1)
 		go s.pinWriter()

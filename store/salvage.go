@@ -1,0 +1,281 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/badger/v4/y"
+	"github.com/dgraph-io/ristretto/v2/z"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	"github.com/ipfs/go-datastore"
+
+	"github.com/meshcdn/meshcdn/internal/dagfile"
+)
+
+// Badger's log files (value logs, *.vlog, and memtable logs, *.mem) are a
+// 20-byte header and then entries, each: meta and user-meta bytes, the key
+// length, value length and expiry as uvarints, the key (the user key and 8
+// bytes of MaxUint64 less the version), the value, and a big-endian CRC32C of all that. When
+// badger cannot open a database (its MANIFEST or tables damaged), these
+// files still hold every block of more than 4 KiB and the recent small
+// entries: salvageLogs reads them directly. A block is kept only if it
+// matches its hash and a record only if it passes its checksum, so a
+// misread can lose an entry but never bring back wrong bytes.
+const (
+	logHeaderSize = 20
+	metaDelete    = 1 << 0
+	metaPointer   = 1 << 1
+)
+
+type logEntry struct {
+	version uint64
+	value   []byte
+	deleted bool
+}
+
+// salvageLogs copies from the log and table files of the database in dir
+// into to
+// the newest version of every block that verifies and of every root
+// record that verifies and was not deleted after. It returns how many
+// entries it copied.
+func (s *Store) salvageLogs(dir string, to kv) int {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	files = append(files, mems...)
+	sort.Strings(files)
+	latest := make(map[string]logEntry)
+	keep := func(key string, e logEntry) {
+		if old, ok := latest[key]; !ok || e.version >= old.version {
+			latest[key] = e
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		readLog(b, keep)
+	}
+	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	for _, f := range tables {
+		if err := readTable(f, keep); err != nil {
+			s.log.Warn("salvage: table unreadable", "file", f, "err", err)
+		}
+	}
+	ctx := context.Background()
+	n := 0
+	for k, e := range latest {
+		if e.deleted || !s.salvageable(k, e.value) {
+			continue
+		}
+		if s.guard.allow(int64(len(e.value))) != nil {
+			break
+		}
+		if to.Put(ctx, datastore.RawKey(k), e.value) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// salvageable reports whether a salvaged entry verifies: a block matches
+// its hash, a root record its checksum.
+func (s *Store) salvageable(k string, v []byte) bool {
+	switch {
+	case strings.HasPrefix(k, blockPrefix.String()+"/"):
+		hash, err := blockHash(k)
+		return err == nil && checkHash(hash, v) == nil
+	case strings.HasPrefix(k, rootPrefix.String()+"/"):
+		_, err := decodeRecord(v)
+		return err == nil
+	}
+	return false
+}
+
+// readLog calls fn for each entry of a badger log file that passes its
+// CRC, skipping entries that fail it while their lengths are plausible and
+// stopping where they are not.
+func readLog(b []byte, fn func(key string, e logEntry)) {
+	readLogReporting(b, func(key string, e logEntry, _ bool) { fn(key, e) })
+}
+
+// readLogReporting is readLog, also telling fn whether an entry comes
+// after one that failed its CRC.
+func readLogReporting(b []byte, fn func(key string, e logEntry, afterDamage bool)) {
+	damaged := false
+	for off := logHeaderSize; off+2 < len(b); {
+		meta := b[off]
+		p := off + 2
+		klen, n1 := binary.Uvarint(b[p:])
+		if n1 <= 0 {
+			return
+		}
+		p += n1
+		vlen, n2 := binary.Uvarint(b[p:])
+		if n2 <= 0 {
+			return
+		}
+		p += n2
+		_, n3 := binary.Uvarint(b[p:])
+		if n3 <= 0 {
+			return
+		}
+		p += n3
+		if klen == 0 || klen > 1<<16 || vlen > uint64(len(b)) || p+int(klen)+int(vlen)+4 > len(b) {
+			return
+		}
+		end := p + int(klen) + int(vlen)
+		sum := binary.BigEndian.Uint32(b[end:])
+		ok := crc32.Checksum(b[off:end], castagnoli) == sum
+		if ok && klen > 8 && meta&metaPointer == 0 {
+			key := b[p : p+int(klen)]
+			fn(string(key[:len(key)-8]), logEntry{
+				version: math.MaxUint64 - binary.BigEndian.Uint64(key[len(key)-8:]),
+				value:   b[p+int(klen) : end],
+				deleted: meta&metaDelete != 0,
+			}, damaged)
+		}
+		damaged = damaged || !ok
+		off = end + 4
+	}
+}
+
+// readTable calls fn for each entry of a badger table file that holds its
+// value (the others point into the value log, which readLog reads). A
+// table whose index fails its checksum yields nothing; one whose blocks
+// fail theirs yields the entries before the first damaged block.
+func readTable(file string, fn func(key string, e logEntry)) (err error) {
+	mf, err := z.OpenMmapFile(file, os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer mf.Close(-1)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("badger panicked reading %s: %v", file, r)
+		}
+	}()
+	t, err := table.OpenTable(mf, table.Options{
+		BlockSize:   4 << 10,
+		Compression: options.Snappy,
+		ChkMode:     options.OnBlockRead,
+	})
+	if err != nil {
+		return err
+	}
+	it := t.NewIterator(0)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) <= 8 || v.Meta&metaPointer != 0 {
+			continue
+		}
+		fn(string(y.ParseKey(k)), logEntry{
+			version: y.ParseTs(k),
+			value:   append([]byte(nil), v.Value...),
+			deleted: v.Meta&metaDelete != 0,
+		})
+	}
+	return nil
+}
+
+// salvageTail reads the newest value log file in dir before badger opens
+// it. Badger cuts that file at its first entry that fails its CRC, losing
+// every entry after it; readLog reads past such entries. It returns the
+// blocks after the first damaged entry that match their hashes (nil when
+// nothing is damaged), for restoreTail to put back.
+func (s *Store) salvageTail(dir string) map[string][]byte {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if len(files) == 0 {
+		return nil
+	}
+	sort.Strings(files)
+	b, err := os.ReadFile(files[len(files)-1])
+	if err != nil {
+		return nil
+	}
+	var tail map[string][]byte
+	readLogReporting(b, func(key string, e logEntry, afterDamage bool) {
+		if afterDamage && !e.deleted && strings.HasPrefix(key, blockPrefix.String()+"/") && s.salvageable(key, e.value) {
+			if tail == nil {
+				tail = make(map[string][]byte)
+			}
+			tail[key] = e.value
+		}
+	})
+	return tail
+}
+
+// restoreTail puts back the blocks of salvageTail that badger lost.
+func (s *Store) restoreTail(tail map[string][]byte) {
+	ctx := context.Background()
+	n := 0
+	for k, v := range tail {
+		key := datastore.RawKey(k)
+		if got, err := s.ds.Get(ctx, key); err == nil && bytes.Equal(got, v) {
+			continue
+		}
+		if err := s.ds.Put(ctx, key, v); err != nil {
+			s.log.Warn("restoring a block cut from the value log failed", "key", k, "err", err)
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		s.log.Warn("value log damaged: restored the blocks badger cut after the damage", "blocks", n)
+	}
+}
+
+// repairFromLogs looks for the blocks that held content is missing after
+// load (a damaged table lost their keys) in the value and memtable logs
+// of the database, which keep every block of more than 4 KiB written
+// since the last garbage collection, and puts back those that match their
+// hashes.
+func (s *Store) repairFromLogs(ctx context.Context, dir string) {
+	want := make(map[string]cid.Cid)
+	s.mu.Lock()
+	for _, b := range s.blocks {
+		if b.missing {
+			want[dsKey(b.key).String()] = b.c
+		}
+	}
+	s.mu.Unlock()
+	if len(want) == 0 {
+		return
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	n := 0
+	for _, f := range append(files, mems...) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		readLog(b, func(key string, e logEntry) {
+			c, ok := want[key]
+			if !ok || e.deleted {
+				return
+			}
+			blk, err := blocks.NewBlockWithCid(bytes.Clone(e.value), c)
+			if err != nil || dagfile.Check(blk) != nil {
+				return
+			}
+			if s.put(ctx, blk, nil) == nil {
+				delete(want, key)
+				n++
+			}
+		})
+	}
+	s.log.Warn("missing blocks found again in the value log", "found", n, "still missing", len(want))
+}
