@@ -59,7 +59,9 @@ func checkNoWrongByte(t *testing.T, s *store.Store, assets []asset) map[string]b
 	for _, a := range assets {
 		for _, l := range a.leaves {
 			for _, get := range []func(context.Context, cid.Cid) (interface{ RawData() []byte }, error){
-				func(ctx context.Context, c cid.Cid) (interface{ RawData() []byte }, error) { return s.GetForPeer(ctx, c) },
+				func(ctx context.Context, c cid.Cid) (interface{ RawData() []byte }, error) {
+					return s.GetForPeer(ctx, c)
+				},
 				func(ctx context.Context, c cid.Cid) (interface{ RawData() []byte }, error) { return s.Get(ctx, c) },
 			} {
 				b, err := get(ctx, l.Cid)
@@ -324,4 +326,3 @@ func refetch(t *testing.T, s *store.Store, data []byte) {
 		t.Fatalf("AddRoot after refetch = %v", err)
 	}
 }
-
