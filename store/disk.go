@@ -73,7 +73,7 @@ func (g *diskGuard) allow(n int64) error {
 		g.refresh(now)
 	}
 	if g.lastErr != nil {
-		return fmt.Errorf("%w: %v", ErrDiskFull, g.lastErr)
+		return fmt.Errorf("%w: cannot read the free space of %s: %v", ErrDiskFull, g.dir, g.lastErr)
 	}
 	if left := g.last - g.since - n; left < g.margin {
 		return fmt.Errorf("%w: %d bytes free on the disk of %s, %d kept free", ErrDiskFull, g.last-g.since, g.dir, g.margin)

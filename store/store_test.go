@@ -31,6 +31,10 @@ func TestMain(m *testing.M) {
 		crashChild()
 		return
 	}
+	if os.Getenv(removeDirEnv) != "" {
+		removeDirChild()
+		return
+	}
 	// badger starts package-level goroutines on first use (its z.Closer
 	// based caches and the ristretto metrics ticker) that outlive every
 	// database: they are not ours to stop.
