@@ -27,13 +27,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(crashEnv) != "" {
-		crashChild()
-		return
-	}
-	if os.Getenv(removeDirEnv) != "" {
-		removeDirChild()
-		return
+	for env, child := range children {
+		if os.Getenv(env) != "" {
+			child()
+			return
+		}
 	}
 	// badger starts package-level goroutines on first use (its z.Closer
 	// based caches and the ristretto metrics ticker) that outlive every
@@ -46,6 +44,13 @@ func TestMain(m *testing.M) {
 }
 
 const mib = 1 << 20
+
+// children are the roles the test binary plays in a child process, by the
+// environment variable that asks for each.
+var children = map[string]func(){
+	crashEnv:     crashChild,
+	removeDirEnv: removeDirChild,
+}
 
 func newMem(t testing.TB, quota int64) *store.Store {
 	t.Helper()
