@@ -49,9 +49,15 @@ func (s *Store) openDisk(dir string, free FreeSpaceFunc) error {
 }
 
 // openFull opens the database when the disk is below DiskMargin: read-only
-// in badger if it can, else for writing with every write refused.
+// in badger if it can (after trimming the memtable logs a crash left at
+// full size), else for writing with every write refused.
 func (s *Store) openFull(dir string) error {
 	avail, ferr := s.guard.freeNow()
+	// Before badger maps them: reading a hole of a mapped file needs a
+	// page of free space on some filesystems (tmpfs), SIGBUS without.
+	if err := trimLogs(dir); err != nil {
+		s.log.Warn("trimming the memtable logs failed", "err", err)
+	}
 	d, err := openBadgerKV(dir, true, s.guard, s.log)
 	if err != nil && ferr == nil && avail >= minOpenFree {
 		d, err = openBadgerKV(dir, false, s.guard, s.log)

@@ -279,3 +279,64 @@ func (s *Store) repairFromLogs(ctx context.Context, dir string) {
 	}
 	s.log.Warn("missing blocks found again in the value log", "found", n, "still missing", len(want))
 }
+
+// metaTxn marks an entry of a transaction that a later entry ends.
+const metaTxn = 1 << 6
+
+// logValidEnd returns where the entries of a badger log file that badger
+// replays end: after the last entry that passes its CRC and is not in the
+// middle of a transaction.
+func logValidEnd(b []byte) int {
+	end := logHeaderSize
+	for off := logHeaderSize; off+2 < len(b); {
+		meta := b[off]
+		p := off + 2
+		klen, n1 := binary.Uvarint(b[p:])
+		if n1 <= 0 {
+			break
+		}
+		p += n1
+		vlen, n2 := binary.Uvarint(b[p:])
+		if n2 <= 0 {
+			break
+		}
+		p += n2
+		_, n3 := binary.Uvarint(b[p:])
+		if n3 <= 0 {
+			break
+		}
+		p += n3
+		if klen == 0 || klen > 1<<16 || vlen > uint64(len(b)) || p+int(klen)+int(vlen)+4 > len(b) {
+			break
+		}
+		stop := p + int(klen) + int(vlen)
+		if crc32.Checksum(b[off:stop], castagnoli) != binary.BigEndian.Uint32(b[stop:]) {
+			break
+		}
+		off = stop + 4
+		if meta&metaTxn == 0 {
+			end = off
+		}
+	}
+	return min(end, len(b))
+}
+
+// trimLogs cuts each memtable log in dir after its last entry that badger
+// replays, as badger does itself when it opens for writing: a process
+// killed leaves these logs at their full mapped size, which badger refuses
+// to open read-only. Cutting a file never needs free space.
+func trimLogs(dir string) error {
+	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	for _, f := range mems {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if end := logValidEnd(b); end < len(b) {
+			if err := os.Truncate(f, int64(end)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
