@@ -3,6 +3,7 @@ package store_test
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -226,7 +227,15 @@ func TestDamageManifest(t *testing.T) {
 	}
 	flipAt(t, mf, int(info.Size())/2)
 
-	s := newBadger(t, dir, 0)
+	rec := &recorder{}
+	s, err := store.New(store.Config{Dir: dir, Logger: slog.New(rec)})
+	if err != nil {
+		t.Fatalf("New with a damaged MANIFEST = %v", err)
+	}
+	defer s.Close()
+	if !rec.has("damaged database moved aside; starting from what verifies in it") {
+		t.Errorf("no log line says the database was moved aside: %q", rec.recs)
+	}
 	h := s.Health()
 	if h.MovedAside == "" {
 		t.Fatalf("Health = %+v, want the damaged database moved aside", h)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -146,12 +147,16 @@ func TestOpensReadOnlyOnFullDisk(t *testing.T) {
 	before := snapshotDir(t, dir)
 
 	disk.free.Store(store.DiskMargin - 1)
-	s, err = store.New(store.Config{Dir: dir, FreeSpace: disk.FreeSpace})
+	rec := &recorder{}
+	s, err = store.New(store.Config{Dir: dir, FreeSpace: disk.FreeSpace, Logger: slog.New(rec)})
 	if err != nil {
 		t.Fatalf("New on a full disk = %v", err)
 	}
 	if h := s.Health(); !h.ReadOnly {
 		t.Errorf("Health on a full disk = %+v, want ReadOnly", h)
+	}
+	if !rec.has("disk full: store opened read-only") {
+		t.Errorf("no log line says the store is read-only: %q", rec.recs)
 	}
 	if !bytes.Equal(readAll(t, s, c.Root, c.Size), data) {
 		t.Error("read-only store reads back wrong bytes")

@@ -117,6 +117,18 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	r.recs = append(r.recs, b.String())
 	return nil
 }
+// has reports whether a record with the message msg came.
+func (r *recorder) has(msg string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rec := range r.recs {
+		if rec == msg || strings.HasPrefix(rec, msg+" ") {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *recorder) WithAttrs(as []slog.Attr) slog.Handler {
 	return &withAttrs{r, as}
 }
