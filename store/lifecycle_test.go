@@ -117,6 +117,7 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	r.recs = append(r.recs, b.String())
 	return nil
 }
+
 // has reports whether a record with the message msg came.
 func (r *recorder) has(msg string) bool {
 	r.mu.Lock()
