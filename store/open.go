@@ -5,9 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/ristretto/v2/z"
 	"github.com/ipfs/go-datastore"
 )
 
@@ -34,6 +39,9 @@ func (s *Store) openDisk(dir string, free FreeSpaceFunc) error {
 	s.pinDir = dir
 	if s.guard.low() {
 		return s.openFull(dir)
+	}
+	if err := checkTables(dir); err != nil {
+		return s.recover(dir, err)
 	}
 	tail := s.salvageTail(dir)
 	d, err := openBadgerKV(dir, false, s.guard, s.log)
@@ -107,7 +115,11 @@ func (s *Store) recover(dir string, openErr error) error {
 	}
 	s.ds, s.closer = d, d
 	var copied int
-	if old, err := openBadgerKV(aside, true, s.guard, s.log); err == nil {
+	old, err := (*badgerKV)(nil), checkTables(aside)
+	if err == nil {
+		old, err = openBadgerKV(aside, true, s.guard, s.log)
+	}
+	if err == nil {
 		copied = s.salvage(old, d)
 		old.Close()
 	} else {
@@ -148,4 +160,45 @@ func (s *Store) salvage(from, to *badgerKV) int {
 		return err == nil
 	})
 	return n
+}
+
+// checkTables reads the MANIFEST in dir and opens the index of every table
+// it lists, as badger will: an error means badger would fail to open the
+// database, and it should not be asked to, because badger leaves
+// goroutines running when it fails after reading its MANIFEST.
+func checkTables(dir string) error {
+	f, err := os.Open(filepath.Join(dir, "MANIFEST"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // a new database
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	m, _, err := badger.ReplayManifestFile(f, 0)
+	if err != nil {
+		return fmt.Errorf("MANIFEST: %w", err)
+	}
+	for id := range m.Tables {
+		if err := checkTable(table.NewFilename(id, dir)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkTable opens a table file's index, as badger does.
+func checkTable(file string) (err error) {
+	mf, err := z.OpenMmapFile(file, os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer mf.Close(-1)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("table %s: %v", file, r)
+		}
+	}()
+	_, err = table.OpenTable(mf, tableOptions(options.NoVerification))
+	return err
 }

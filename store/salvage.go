@@ -156,6 +156,10 @@ func readLogReporting(b []byte, fn func(key string, e logEntry, afterDamage bool
 // table whose index fails its checksum yields nothing; one whose blocks
 // fail theirs yields the entries before the first damaged block.
 func readTable(file string, fn func(key string, e logEntry)) (err error) {
+	if _, ok := table.ParseFileID(filepath.Base(file)); !ok {
+		// OpenTable would close the file itself, and then again here.
+		return fmt.Errorf("not a table file name: %s", file)
+	}
 	mf, err := z.OpenMmapFile(file, os.O_RDONLY, 0)
 	if err != nil {
 		return err
@@ -166,11 +170,7 @@ func readTable(file string, fn func(key string, e logEntry)) (err error) {
 			err = fmt.Errorf("badger panicked reading %s: %v", file, r)
 		}
 	}()
-	t, err := table.OpenTable(mf, table.Options{
-		BlockSize:   4 << 10,
-		Compression: options.Snappy,
-		ChkMode:     options.OnBlockRead,
-	})
+	t, err := table.OpenTable(mf, tableOptions(options.OnBlockRead))
 	if err != nil {
 		return err
 	}
@@ -339,4 +339,10 @@ func trimLogs(dir string) error {
 		}
 	}
 	return nil
+}
+
+// tableOptions are what badger opens our tables with (its defaults: 4 KiB
+// blocks, Snappy).
+func tableOptions(mode options.ChecksumVerificationMode) table.Options {
+	return table.Options{BlockSize: 4 << 10, Compression: options.Snappy, ChkMode: mode}
 }
