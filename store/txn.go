@@ -126,24 +126,9 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 			s.lru.MoveToBack(rm.elem)
 		}
 		if pin && !rm.pinned {
-			if s.readOnly {
-				return fmt.Errorf("store: pin %s: %w", root, ErrReadOnly)
+			if err := s.pin(ctx, rm); err != nil {
+				return err
 			}
-			rm.pinned = true
-			if err := s.saveRoot(ctx, rm); err != nil {
-				rm.pinned = false
-				return fmt.Errorf("store: pin %s: %w", root, err)
-			}
-			rm.saved = rm.used
-			s.lru.Remove(rm.elem)
-			rm.elem = nil
-			for _, b := range rm.blocks {
-				if b.pinRefs == 0 && !b.missing {
-					s.pinned += b.size
-				}
-				b.pinRefs++
-			}
-			s.pinsChanged()
 		}
 		t.release(true)
 		return nil
@@ -169,6 +154,29 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 	}
 	t.release(true)
 	s.emit(Event{Kind: Added, Root: root, Size: rm.size, Pinned: pin})
+	return nil
+}
+
+// pin pins held content. The caller holds s.mu.
+func (s *Store) pin(ctx context.Context, rm *rootMeta) error {
+	if s.readOnly {
+		return fmt.Errorf("store: pin %s: %w", rm.c, ErrReadOnly)
+	}
+	rm.pinned = true
+	if err := s.saveRoot(ctx, rm); err != nil {
+		rm.pinned = false
+		return fmt.Errorf("store: pin %s: %w", rm.c, err)
+	}
+	rm.saved = rm.used
+	s.lru.Remove(rm.elem)
+	rm.elem = nil
+	for _, b := range rm.blocks {
+		if b.pinRefs == 0 && !b.missing {
+			s.pinned += b.size
+		}
+		b.pinRefs++
+	}
+	s.pinsChanged()
 	return nil
 }
 
