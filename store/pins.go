@@ -49,6 +49,12 @@ func readPins(dir string) (map[string]rootRecord, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodePins(b)
+}
+
+// decodePins decodes a pin file and checks its checksum and every
+// record's.
+func decodePins(b []byte) (map[string]rootRecord, error) {
 	nl := bytes.IndexByte(b, '\n')
 	if nl < 0 || !bytes.HasPrefix(b, []byte(pinFileMagic)) {
 		return nil, errors.New("pin file has no header")
