@@ -42,13 +42,14 @@ type logEntry struct {
 	version uint64
 	value   []byte
 	deleted bool
+	file    int // where salvageLogs found it: a log file's index, -1 for a table
 }
 
 // salvageLogs copies from the log and table files of the database in dir
-// into to
-// the newest version of every block that verifies and of every root
-// record that verifies and was not deleted after. It returns how many
-// entries it copied.
+// into to the newest version of every block that verifies and of every root
+// record that verifies and was not deleted after. It holds one log file in
+// memory at a time (a first pass finds where each key's newest version is,
+// a second copies it) and returns how many entries it copied.
 func (s *Store) salvageLogs(dir string, to kv) int {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.vlog"))
 	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
@@ -60,30 +61,56 @@ func (s *Store) salvageLogs(dir string, to kv) int {
 			latest[key] = e
 		}
 	}
-	for _, f := range files {
+	for i, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
-		readLog(b, keep)
+		readLog(b, func(key string, e logEntry) {
+			e.file, e.value = i, nil
+			keep(key, e)
+		})
 	}
 	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
 	for _, f := range tables {
-		if err := readTable(f, keep); err != nil {
+		if err := readTable(f, func(key string, e logEntry) {
+			e.file = -1
+			keep(key, e)
+		}); err != nil {
 			s.log.Warn("salvage: table unreadable", "file", f, "err", err)
 		}
 	}
-	ctx := context.Background()
 	n := 0
-	for k, e := range latest {
+	put := func(k string, e logEntry) bool {
 		if e.deleted || !s.salvageable(k, e.value) {
-			continue
+			return true
 		}
 		if s.guard.allow(int64(len(e.value))) != nil {
-			break
+			return false
 		}
-		if to.Put(ctx, datastore.RawKey(k), e.value) == nil {
+		if to.Put(context.Background(), datastore.RawKey(k), e.value) == nil {
 			n++
+		}
+		return true
+	}
+	for k, e := range latest {
+		if e.file < 0 && !put(k, e) {
+			return n
+		}
+	}
+	for i, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		full := false
+		readLog(b, func(key string, e logEntry) {
+			if l := latest[key]; !full && l.file == i && l.version == e.version {
+				full = !put(key, e)
+			}
+		})
+		if full {
+			break
 		}
 	}
 	return n
