@@ -41,6 +41,9 @@ func (s *Store) openDisk(dir string, free FreeSpaceFunc) error {
 		return s.openFull(dir)
 	}
 	if err := checkTables(dir); err != nil {
+		if !damaged(err) {
+			return err
+		}
 		return s.recover(dir, err)
 	}
 	tail := s.salvageTail(dir)
@@ -85,7 +88,8 @@ func (s *Store) openFull(dir string) error {
 // a full disk.
 func damaged(err error) bool {
 	t := err.Error()
-	for _, s := range []string{"directory lock", "permission denied", "no space left", "read-only file system"} {
+	for _, s := range []string{"directory lock", "permission denied", "no space left", "read-only file system",
+		"too many open files", "cannot allocate memory"} {
 		if strings.Contains(t, s) {
 			return false
 		}
