@@ -335,3 +335,24 @@ func refetch(t *testing.T, s *store.Store, data []byte) {
 		t.Fatalf("AddRoot after refetch = %v", err)
 	}
 }
+
+// TestOpenHeldDatabaseIsNotDamage: a database another Store holds open
+// fails to open, and is not mistaken for damage and moved aside.
+func TestOpenHeldDatabaseIsNotDamage(t *testing.T) {
+	dir := t.TempDir()
+	s := newBadger(t, dir, 0)
+	c, err := s.Import(context.Background(), bytes.NewReader(testutil.Bytes(3, mib+1)), store.ImportOptions{Pin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := store.New(store.Config{Dir: dir}); err == nil {
+		s2.Close()
+		t.Fatal("a second Store opened a database in use")
+	}
+	if aside, _ := filepath.Glob(dir + ".damaged-*"); len(aside) != 0 {
+		t.Errorf("a database in use was moved aside to %v", aside)
+	}
+	if !s.Holds(c.Root) {
+		t.Error("the first Store lost its content")
+	}
+}
