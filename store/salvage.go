@@ -138,44 +138,95 @@ func readLog(b []byte, fn func(key string, e logEntry)) {
 }
 
 // readLogReporting is readLog, also telling fn whether an entry comes
-// after one that failed its CRC.
+// after one that failed its CRC. After a damaged entry (a flipped byte in
+// its value, or in its header, which makes its lengths wrong) it finds the
+// next entry of ours by its key, so that damage costs the entries it hit.
 func readLogReporting(b []byte, fn func(key string, e logEntry, afterDamage bool)) {
 	damaged := false
 	for off := logHeaderSize; off+2 < len(b); {
-		meta := b[off]
-		p := off + 2
-		klen, n1 := binary.Uvarint(b[p:])
-		if n1 <= 0 {
+		e, ok := parseEntry(b, off)
+		if ok && e.sumOK(b) {
+			if e.klen > 8 && e.meta&metaPointer == 0 {
+				key := b[e.key : e.key+e.klen]
+				fn(string(key[:len(key)-8]), logEntry{
+					version: math.MaxUint64 - binary.BigEndian.Uint64(key[len(key)-8:]),
+					value:   b[e.key+e.klen : e.end],
+					deleted: e.meta&metaDelete != 0,
+				}, damaged)
+			}
+			off = e.end + 4
+			continue
+		}
+		if e.klen == 0 && b[off] == 0 {
+			return // the zeroed end of the file
+		}
+		damaged = true
+		if off = resync(b, off+1); off < 0 {
 			return
 		}
-		p += n1
-		vlen, n2 := binary.Uvarint(b[p:])
-		if n2 <= 0 {
-			return
-		}
-		p += n2
-		_, n3 := binary.Uvarint(b[p:])
-		if n3 <= 0 {
-			return
-		}
-		p += n3
-		if klen == 0 || klen > 1<<16 || vlen > uint64(len(b)) || p+int(klen)+int(vlen)+4 > len(b) {
-			return
-		}
-		end := p + int(klen) + int(vlen)
-		sum := binary.BigEndian.Uint32(b[end:])
-		ok := crc32.Checksum(b[off:end], castagnoli) == sum
-		if ok && klen > 8 && meta&metaPointer == 0 {
-			key := b[p : p+int(klen)]
-			fn(string(key[:len(key)-8]), logEntry{
-				version: math.MaxUint64 - binary.BigEndian.Uint64(key[len(key)-8:]),
-				value:   b[p+int(klen) : end],
-				deleted: meta&metaDelete != 0,
-			}, damaged)
-		}
-		damaged = damaged || !ok
-		off = end + 4
 	}
+}
+
+// rawEntry is where the parts of an entry of a log file are.
+type rawEntry struct {
+	meta      byte
+	start     int // of the header
+	key, klen int
+	end       int // of the value; the CRC follows
+}
+
+// parseEntry reads the header of the entry at off and reports whether its
+// lengths fit in b.
+func parseEntry(b []byte, off int) (rawEntry, bool) {
+	e := rawEntry{meta: b[off], start: off}
+	p := off + 2
+	var n [3]int
+	var v [3]uint64
+	for i := range v {
+		if p > len(b) {
+			return e, false
+		}
+		v[i], n[i] = binary.Uvarint(b[p:])
+		if n[i] <= 0 {
+			return e, false
+		}
+		p += n[i]
+	}
+	klen, vlen := v[0], v[1]
+	if klen == 0 || klen > 1<<16 || vlen > uint64(len(b)) || p+int(klen)+int(vlen)+4 > len(b) {
+		return e, false
+	}
+	e.key, e.klen = p, int(klen)
+	e.end = p + int(klen) + int(vlen)
+	return e, true
+}
+
+func (e rawEntry) sumOK(b []byte) bool {
+	return crc32.Checksum(b[e.start:e.end], castagnoli) == binary.BigEndian.Uint32(b[e.end:])
+}
+
+// resync finds the first entry at or after from whose key is one of ours
+// and whose CRC holds, or returns -1.
+func resync(b []byte, from int) int {
+	for from < len(b) {
+		k := -1
+		for _, prefix := range [][]byte{[]byte(blockPrefix.String() + "/"), []byte(rootPrefix.String() + "/")} {
+			if i := bytes.Index(b[from:], prefix); i >= 0 && (k < 0 || from+i < k) {
+				k = from + i
+			}
+		}
+		if k < 0 {
+			return -1
+		}
+		// A header is 5 to 32 bytes: two bytes and three uvarints.
+		for h := k - 5; h >= k-32 && h >= logHeaderSize; h-- {
+			if e, ok := parseEntry(b, h); ok && e.key == k && e.sumOK(b) {
+				return h
+			}
+		}
+		from = k + 1
+	}
+	return -1
 }
 
 // readTable calls fn for each entry of a badger table file that holds its

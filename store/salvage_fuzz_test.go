@@ -23,11 +23,16 @@ func logEntryBytes(meta byte, key string, version uint64, value []byte) []byte {
 
 func TestReadLog(t *testing.T) {
 	log := make([]byte, logHeaderSize)
-	log = append(log, logEntryBytes(0, "/a", 1, []byte("one"))...)
-	bad := logEntryBytes(0, "/b", 2, []byte("two"))
-	bad[len(bad)-6] ^= 1
+	a := logEntryBytes(0, "/blocks/A", 1, []byte("one"))
+	log = append(log, a...)
+	bad := logEntryBytes(0, "/blocks/B", 2, []byte("two"))
+	bad[len(bad)-6] ^= 1 // in the value
 	log = append(log, bad...)
-	log = append(log, logEntryBytes(metaDelete, "/c", 3, nil)...)
+	log = append(log, logEntryBytes(metaDelete, "/blocks/C", 3, nil)...)
+	badHeader := logEntryBytes(0, "/blocks/D", 4, []byte("four"))
+	badHeader[3] ^= 0x7f // the value's length
+	log = append(log, badHeader...)
+	log = append(log, logEntryBytes(0, "/meshcdn/store/root/E", 5, []byte("five"))...)
 	log = append(log, make([]byte, 100)...) // the unused end of the file
 	type got struct {
 		key     string
@@ -36,12 +41,13 @@ func TestReadLog(t *testing.T) {
 	}
 	var entries []got
 	readLogReporting(log, func(k string, e logEntry, damaged bool) { entries = append(entries, got{k, e, damaged}) })
-	if len(entries) != 2 || entries[0].key != "/a" || !bytes.Equal(entries[0].e.value, []byte("one")) || entries[0].e.version != 1 ||
-		entries[0].damaged || entries[1].key != "/c" || !entries[1].e.deleted || !entries[1].damaged {
-		t.Errorf("readLog = %+v, want /a, then /c deleted after the damaged /b", entries)
+	if len(entries) != 3 || entries[0].key != "/blocks/A" || !bytes.Equal(entries[0].e.value, []byte("one")) || entries[0].e.version != 1 ||
+		entries[0].damaged || entries[1].key != "/blocks/C" || !entries[1].e.deleted || !entries[1].damaged ||
+		entries[2].key != "/meshcdn/store/root/E" || !bytes.Equal(entries[2].e.value, []byte("five")) {
+		t.Errorf("readLog = %+v, want A, then C deleted after the damaged B, then E after D's damaged header", entries)
 	}
-	if end := logValidEnd(log); end != logHeaderSize+len(logEntryBytes(0, "/a", 1, []byte("one"))) {
-		t.Errorf("logValidEnd = %d, want the end of /a", end)
+	if end := logValidEnd(log); end != logHeaderSize+len(a) {
+		t.Errorf("logValidEnd = %d, want the end of A", end)
 	}
 }
 
