@@ -408,3 +408,27 @@ func TestOpenHeldDatabaseIsNotDamage(t *testing.T) {
 		t.Error("the first Store lost its content")
 	}
 }
+
+// TestReopenWithSmallerQuota: opened with a quota smaller than what it
+// holds, the store evicts unpinned content down to it, keeps its pins (even
+// above the quota) and opens.
+func TestReopenWithSmallerQuota(t *testing.T) {
+	dir := t.TempDir()
+	assets := damageFixture(t, dir) // 3 pinned (9 MiB) and 1 unpinned (3 MiB)
+	s, err := store.New(store.Config{Dir: dir, Quota: 6 * mib})
+	if err != nil {
+		t.Fatalf("New with a quota under the pinned bytes = %v", err)
+	}
+	defer s.Close()
+	for _, a := range assets[:3] {
+		if !s.Holds(a.root) {
+			t.Errorf("pinned %s lost", a.root)
+		}
+	}
+	if s.Holds(assets[3].root) {
+		t.Error("unpinned content kept over the quota")
+	}
+	if u := s.Usage(); u.Used != u.Pinned {
+		t.Errorf("Usage = %+v, want only pinned content", u)
+	}
+}

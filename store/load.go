@@ -126,8 +126,11 @@ func (s *Store) load(ctx context.Context) error {
 	}
 	if !s.readOnly && s.quota >= 0 && s.used > s.quota {
 		// A smaller quota than last time, or blocks salvaged that had
-		// been evicted: evict down to the quota.
-		return s.makeRoom(ctx, 0)
+		// been evicted: evict down to the quota, or as far as the pins
+		// allow (new writes then fail with ErrQuotaExceeded).
+		if err := s.makeRoom(ctx, 0); err != nil {
+			s.log.Warn("held content over the quota", "used", s.used, "quota", s.quota, "err", err)
+		}
 	}
 	return nil
 }
