@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 	"github.com/meshcdn/meshcdn/store"
 )
 
@@ -104,7 +105,7 @@ func TestFaultSeedKilled(t *testing.T) {
 	dir := t.TempDir()
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), killSeedDirEnv+"="+dir, killSeedOriginEnv+"="+s.srv.URL)
+	cmd.Env = append(os.Environ(), killSeedDirEnv+"="+dir, killSeedOriginEnv+"="+s.URL())
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -142,7 +143,7 @@ func TestFaultSeedKilled(t *testing.T) {
 		t.Fatal("the seed never became ready")
 	}
 
-	app := newNode(t, mesh.Config{Name: "kill", Origin: s.srv.URL, Bootstrap: []string{addr}, PeerTimeout: 2 * time.Second})
+	app := newNode(t, mesh.Config{Name: "kill", Origin: s.URL(), Bootstrap: []string{addr}, PeerTimeout: 2 * time.Second})
 	if err := app.WaitPeers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestFaultSeedKilled(t *testing.T) {
 				errs <- fmt.Errorf("%s: %w", as.Path, err)
 				return
 			}
-			if got := append(first[:n], rest...); !bytes.Equal(got, s.files[as.Path]) {
+			if got := append(first[:n], rest...); !bytes.Equal(got, s.Site()[as.Path]) {
 				errs <- fmt.Errorf("%s: %d bytes read, WRONG BYTES", as.Path, len(got))
 				return
 			}
@@ -204,8 +205,8 @@ func TestFaultSeedKilled(t *testing.T) {
 	}
 
 	// Restart the seed on its directory.
-	before := s.served()
-	seed, err := mesh.New(ctx, killSeedCfg(dir, s.srv.URL))
+	before := s.Sent()
+	seed, err := mesh.New(ctx, killSeedCfg(dir, s.URL()))
 	if err != nil {
 		t.Fatalf("restart after SIGKILL: %v", err)
 	}
@@ -214,7 +215,7 @@ func TestFaultSeedKilled(t *testing.T) {
 	if err := seed.Pin(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.served() - before; got != 0 {
+	if got := s.Sent() - before; got != 0 {
 		t.Errorf("the restarted seed fetched %d bytes of its pinned site from the origin again", got)
 	}
 }
@@ -230,7 +231,7 @@ func assetPaths(m *manifest.Manifest) []string {
 // checkSeedStore checks a seed's store after a crash: the acknowledged
 // pins are there and whole, every block held verifies, and every held
 // content reads back as the origin's bytes.
-func checkSeedStore(t *testing.T, st *store.Store, s *site, m *manifest.Manifest, pinned []string) {
+func checkSeedStore(t *testing.T, st *store.Store, s *meshtest.Origin, m *manifest.Manifest, pinned []string) {
 	t.Helper()
 	ctx := context.Background()
 	if h := st.Health(); h.MovedAside != "" || h.DroppedRecords != 0 || h.ReadOnly {
@@ -260,7 +261,7 @@ func checkSeedStore(t *testing.T, st *store.Store, s *site, m *manifest.Manifest
 		}
 		for _, l := range leaves {
 			b, err := st.Get(ctx, l.Cid)
-			if err != nil || !bytes.Equal(b.RawData(), s.files[a.Path][l.Offset:l.Offset+l.Size]) {
+			if err != nil || !bytes.Equal(b.RawData(), s.Site()[a.Path][l.Offset:l.Offset+l.Size]) {
 				t.Errorf("held %s: leaf at %d: %v or wrong bytes", a.Path, l.Offset, err)
 			}
 		}
