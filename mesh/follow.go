@@ -102,6 +102,15 @@ const followBuffer = 16
 // and tells the app (Subscribe, FollowConfig.OnEvent). A failed check
 // keeps the version in effect. Make one with Node.Follow; it is safe for
 // concurrent use and stops at Close or when the node closes.
+//
+// With Pin, a new version goes in this order: the roots that left the site
+// are unpinned (they stay held, and served to peers still on the old
+// version, until the store needs their room: least recently used first);
+// the new version takes effect (gateways serve it at once, fetching what
+// is not held yet from peers and the origin); then its assets not held are
+// fetched and pinned, evicting the old content as they need room, so a
+// quota that fits one version and a bit takes the redeploy. Content that
+// both versions share stays pinned throughout and is not fetched again.
 type Follower struct {
 	n    *Node
 	cfg  FollowConfig

@@ -376,3 +376,50 @@ func TestLoadManifestHung(t *testing.T) {
 		t.Errorf("event %+v, want a timeout and no version", ev)
 	}
 }
+
+// TestFollowRestartUnpins: a seed that was down while the site changed
+// unpins, after its restart on the same DataDir, what left the site, and
+// keeps pinned (without fetching again) what stayed.
+func TestFollowRestartUnpins(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	site := newVersionedSite(t)
+	kept, gone, added := testutil.Bytes(1, 3000), testutil.Bytes(2, 4000), testutil.Bytes(3, 5000)
+	site.deploy(t, map[string][]byte{"kept.bin": kept, "gone.bin": gone})
+	dir := t.TempDir()
+	follow := func() (*mesh.Node, *manifest.Manifest) {
+		n, err := mesh.New(ctx, mesh.Config{Name: "test-mesh", Role: mesh.RoleSeed, DataDir: dir, Origin: site.srv.URL,
+			ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed), MDNS: mesh.Off})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := make(chan mesh.SiteEvent, 8)
+		if _, err := n.Follow(mesh.FollowConfig{URL: "manifest.json", OnEvent: func(ev mesh.SiteEvent) { events <- ev }}); err != nil {
+			t.Fatal(err)
+		}
+		return n, waitEvent(ctx, t, events, mesh.SitePinned).Manifest
+	}
+	n, m1 := follow()
+	n.Close()
+	m2 := site.deploy(t, map[string][]byte{"kept.bin": kept, "added.bin": added})
+	before := site.counters()
+	n, _ = follow()
+	defer n.Close()
+	pinned := map[string]bool{}
+	for _, r := range n.Store().Roots() {
+		pinned[r.Cid.String()] = r.Pinned
+	}
+	for _, tc := range []struct {
+		m    *manifest.Manifest
+		path string
+		want bool
+	}{{m1, "gone.bin", false}, {m2, "kept.bin", true}, {m2, "added.bin", true}} {
+		a, _ := tc.m.Lookup(tc.path)
+		if pinned[a.Cid.String()] != tc.want {
+			t.Errorf("after the restart, %s pinned = %v, want %v", tc.path, pinned[a.Cid.String()], tc.want)
+		}
+	}
+	if after := site.counters(); after["kept.bin"] != before["kept.bin"] || after["added.bin"] != int64(len(added)) {
+		t.Errorf("origin sent %v after the restart (before: %v): want added.bin once and kept.bin not again", after, before)
+	}
+}
