@@ -140,7 +140,8 @@ type Config struct {
 	OriginHeaderTimeout, OriginIdleTimeout time.Duration
 
 	// ManifestTimeout bounds loading a manifest (LoadManifest, Follow),
-	// from the request to the last byte. Default 30 s.
+	// from the request to the last byte. Default 30 s; negative means
+	// none (the caller's context alone).
 	ManifestTimeout time.Duration
 
 	// FollowInterval is how often Follow checks the site's manifest.
@@ -179,8 +180,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: DataDir is required unless InMemory", ErrConfig)
 	case c.PeerTimeout < 0:
 		return fmt.Errorf("%w: negative PeerTimeout", ErrConfig)
-	case c.ManifestTimeout < 0, c.FollowInterval < 0:
-		return fmt.Errorf("%w: negative ManifestTimeout or FollowInterval", ErrConfig)
+	case c.FollowInterval < 0:
+		return fmt.Errorf("%w: negative FollowInterval", ErrConfig)
 	}
 	return nil
 }

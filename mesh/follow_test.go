@@ -328,33 +328,10 @@ func TestFollowSwapsGateway(t *testing.T) {
 // fails LoadManifest within ManifestTimeout with an error matching
 // context.DeadlineExceeded, and the follower reports it and keeps going.
 func TestLoadManifestHung(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	defer func() {
-		ln.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
 	const timeout = 300 * time.Millisecond
-	n := newNode(t, mesh.Config{Origin: "http://" + ln.Addr().String(), ManifestTimeout: timeout})
+	n := newNode(t, mesh.Config{Origin: hungListener(t), ManifestTimeout: timeout})
 	start := time.Now()
-	_, err = n.LoadManifest(context.Background(), "manifest.json")
+	_, err := n.LoadManifest(context.Background(), "manifest.json")
 	if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < timeout || d > timeout+5*time.Second {
 		t.Fatalf("LoadManifest = %v after %v, want DeadlineExceeded after %v", err, d, timeout)
 	}
@@ -421,5 +398,77 @@ func TestFollowRestartUnpins(t *testing.T) {
 	}
 	if after := site.counters(); after["kept.bin"] != before["kept.bin"] || after["added.bin"] != int64(len(added)) {
 		t.Errorf("origin sent %v after the restart (before: %v): want added.bin once and kept.bin not again", after, before)
+	}
+}
+
+// hungListener accepts connections and never answers.
+func hungListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// TestNodeOriginTimeouts: Config.OriginHeaderTimeout reaches the node's
+// fetches: an asset whose origin hangs, with no peer, fails within it
+// (plus slack) with an error matching context.DeadlineExceeded; one whose
+// origin answers 404 fails at once with an error that does not.
+func TestNodeOriginTimeouts(t *testing.T) {
+	data := testutil.Bytes(7, 2<<20)
+	a, err := manifest.FromReader(context.Background(), bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Path, a.Type = "a.bin", "application/octet-stream"
+	m := &manifest.Manifest{Assets: []manifest.Asset{a}}
+	notFound := httptest.NewServer(http.NotFoundHandler())
+	defer notFound.Close()
+	const timeout = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		origin   string
+		deadline bool
+	}{
+		{"hung", hungListener(t), true},
+		{"404", notFound.URL, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t, mesh.Config{Origin: tc.origin, OriginHeaderTimeout: timeout})
+			start := time.Now()
+			r, _, err := n.OpenAsset(context.Background(), m, "a.bin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			r.Close()
+			d := time.Since(start)
+			if err == nil || len(got) != 0 || errors.Is(err, context.DeadlineExceeded) != tc.deadline {
+				t.Fatalf("ReadAll = %d bytes, %v; want an error, matching DeadlineExceeded: %v", len(got), err, tc.deadline)
+			}
+			if (tc.deadline && d < timeout) || d > timeout+5*time.Second {
+				t.Errorf("failed after %v, want about %v or less", d, timeout)
+			}
+		})
 	}
 }
