@@ -50,6 +50,7 @@ func (r *Reader) goWhole(q *req) {
 	go func() {
 		defer r.wg.Done()
 		err := r.readWhole(q.ctx)
+		live := q.ctx.Err() == nil // not cancelled: the read failed on its own
 		r.mu.Lock()
 		if r.whole == q {
 			r.whole = nil
@@ -62,14 +63,17 @@ func (r *Reader) goWhole(q *req) {
 				r.originBusy--
 			}
 		}
-		if err != nil && q.ctx.Err() == nil {
+		if err != nil && live {
 			r.stats.OriginErrors++
 			r.originDead = err
 			r.notifyLocked()
 		}
 		r.mu.Unlock()
 		q.cancel()
-		if err != nil && q.ctx.Err() == nil {
+		if err != nil && live {
+			if errors.Is(err, ErrChanged) {
+				r.fail(fmt.Errorf("%w: %s: %w", ErrUnavailable, r.t.Cid, err))
+			}
 			r.f.log.Info("origin failed", "cid", r.t.Cid, "err", err)
 		}
 		r.wake()
