@@ -69,7 +69,9 @@
 //     marks the origin (scheme and host) for the Fetcher's life, and every
 //     later fetch from it reads each file once, whole, cutting the body
 //     into leaves and verifying each as it comes; it can no longer share a
-//     file between the origin and peers leaf by leaf.
+//     file between the origin and peers leaf by leaf. The answer that finds
+//     it out gives its first leaf and is then closed: it costs what the
+//     origin had sent by then (socket buffers, a few MiB on loopback).
 //   - Sizes: a Content-Range total or a whole-file Content-Length that
 //     differs from the Target's size, a 416 for a range inside that size,
 //     or a leaf whose bytes do not hash to its CID mean the file changed
