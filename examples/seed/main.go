@@ -110,8 +110,8 @@ func report(n *mesh.Node, ev mesh.SiteEvent) {
 		fmt.Printf("site: new version, %d assets; %d roots of the old one unpinned\n", len(ev.Manifest.Assets), ev.Unpinned)
 	case mesh.SitePinned:
 		st := n.Stats()
-		fmt.Printf("site: pinned %d assets: %d bytes fetched (%d from the origin); %d bytes stored of %d, %d served\n",
-			len(ev.Manifest.Assets), ev.Fetched, ev.OriginBytes, st.Store.Used, st.Store.Quota, st.Fetch.ServedBytes)
+		fmt.Printf("pinned %d assets: %d bytes from the origin, %d from peers this round; %d bytes stored of %d, %d served\n",
+			len(ev.Manifest.Assets), ev.OriginBytes, ev.Fetched-ev.OriginBytes, st.Store.Used, st.Store.Quota, st.Fetch.ServedBytes)
 	case mesh.SiteFailed:
 		// Keep serving what is stored; the next check tries again.
 		fmt.Fprintln(os.Stderr, "seed: site check failed:", ev.Err)
