@@ -183,15 +183,20 @@ func TestOriginHung(t *testing.T) {
 // each answer, then nothing until the request ends; or, with hang, never
 // answers at all.
 type stallingOrigin struct {
-	data []byte
-	send int
-	hang bool
+	data    []byte
+	send    int
+	hang    bool
+	noRange bool // answer every request with the whole file
 }
 
 func (o stallingOrigin) RoundTrip(req *http.Request) (*http.Response, error) {
 	if o.hang {
 		<-req.Context().Done()
 		return nil, req.Context().Err()
+	}
+	if o.noRange {
+		req = req.Clone(req.Context())
+		req.Header.Del("Range")
 	}
 	rec := httptest.NewRecorder()
 	http.ServeContent(rec, req, "file", modTime, bytes.NewReader(o.data))
@@ -233,6 +238,9 @@ func TestOriginTimeoutPolicy(t *testing.T) {
 	}{
 		{"no headers", stallingOrigin{hang: true}, 3 * time.Second, time.Hour, 3 * time.Second, true, 0},
 		{"body stalls", stallingOrigin{data: a.data, send: 1000}, time.Hour, 2 * time.Second, 2 * time.Second, true, 0},
+		// The first answer gives leaf 0 and shows Range is ignored; the
+		// whole-file read then stalls inside leaf 1.
+		{"whole-file read stalls", stallingOrigin{data: a.data, send: 1<<20 + 1000, noRange: true}, time.Hour, 2 * time.Second, 2 * time.Second, true, 0},
 		{"default header timeout", stallingOrigin{hang: true}, 0, 0, fetch.DefaultOriginHeaderTimeout, true, 0},
 		{"no timeout", stallingOrigin{hang: true}, -1, -1, time.Hour, false, time.Hour},
 	} {
