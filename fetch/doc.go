@@ -40,7 +40,9 @@
 //     sender is penalised (Config.Penalty): its messages are dropped, bitswap
 //     sees it as disconnected and its requests are refused. A provider that
 //     advertised the content and, within Config.StallTimeout, sent neither a
-//     block nor a HAVE for it is penalised the same way.
+//     block nor a HAVE for it although connected all that time is penalised
+//     the same way (one that could not be reached or lost its connection,
+//     such as a seed restarting, is not).
 //  5. Fetched blocks go to the Store within its quota; a fetch larger than
 //     the quota streams all the same. When every block is stored the root is
 //     named with Store.AddRoot, which is how the announcer learns of it.

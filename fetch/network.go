@@ -30,6 +30,7 @@ type guard struct {
 	recent    map[cid.Cid]time.Time   // CIDs wanted until recently, with when
 	sender    map[cid.Cid]peer.ID     // first sender of a wanted block
 	useful    map[peer.ID]time.Time   // last block or HAVE of a wanted CID
+	gone      map[peer.ID]time.Time   // last disconnect, as bitswap saw it
 	timers    map[peer.ID]*time.Timer // penalty ends
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
 	stopped   bool
@@ -45,6 +46,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		recent:         make(map[cid.Cid]time.Time),
 		sender:         make(map[cid.Cid]peer.ID),
 		useful:         make(map[peer.ID]time.Time),
+		gone:           make(map[peer.ID]time.Time),
 		timers:         make(map[peer.ID]*time.Timer),
 		prio:           make(map[cid.Cid]int32),
 	}
@@ -176,6 +178,20 @@ func (g *guard) usefulSince(p peer.ID, t time.Time) bool {
 	defer g.mu.Unlock()
 	u, ok := g.useful[p]
 	return ok && !u.Before(t)
+}
+
+// linkedSince reports whether p is connected now and has not been
+// disconnected since t: only such a provider can be silent. One that was
+// unreachable or lost its connection may be honest (a seed restarting, a
+// network cut) and is not penalised for what it could not send.
+func (g *guard) linkedSince(p peer.ID, t time.Time) bool {
+	if g.f.cfg.Host.Network().Connectedness(p) != network.Connected {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gone, ok := g.gone[p]
+	return !ok || gone.Before(t)
 }
 
 // penalise drops p from bitswap for the penalty time.
@@ -311,6 +327,13 @@ func (r guardReceiver) PeerConnected(p peer.ID) {
 
 func (r guardReceiver) PeerDisconnected(p peer.ID) {
 	r.g.mu.Lock()
+	now := time.Now()
+	r.g.gone[p] = now
+	for q, t := range r.g.gone {
+		if now.Sub(t) > recentFor+r.g.f.cfg.StallTimeout {
+			delete(r.g.gone, q)
+		}
+	}
 	rs := r.g.receivers
 	r.g.mu.Unlock()
 	for _, rv := range rs {

@@ -551,13 +551,13 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	}
 
 	// A provider that advertised the content and, in StallTimeout, sent
-	// neither a block nor a HAVE for it is penalised.
+	// neither a block nor a HAVE for it while connected is penalised.
 	var silent []peer.ID
 	if !r.provsDone && len(r.provs) > 0 {
 		if now.Sub(r.start) >= cfg.StallTimeout {
 			r.provsDone = true
 			for _, p := range r.provs {
-				if !f.guard.usefulSince(p, r.start) {
+				if !f.guard.usefulSince(p, r.start) && f.guard.linkedSince(p, r.start) {
 					silent = append(silent, p)
 				}
 			}
