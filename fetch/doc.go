@@ -56,8 +56,9 @@
 //     Config.StallTimeout, or at once when no peer is known to hold the
 //     content and none has sent any, Read returns an error wrapping
 //     ErrUnavailable and the origin's error; the blocks fetched so far stay
-//     in the Store. An origin file that changed fails the fetch at once
-//     with ErrChanged.
+//     in the Store. An origin file that changed counts as a failed origin
+//     (error matching ErrChanged): the fetch fails at once if no peer is
+//     known to hold the content, else peers may still complete it.
 //
 // # What an origin must support
 //
@@ -77,8 +78,11 @@
 //   - Sizes: a Content-Range total or a whole-file Content-Length that
 //     differs from the Target's size, a 416 for a range inside that size,
 //     or a leaf whose bytes do not hash to its CID mean the file changed
-//     since the manifest was built: the fetch fails at once with a
-//     *ChangedError (ErrChanged). Load the manifest again.
+//     since the manifest was built: the origin counts as failed with a
+//     *ChangedError (ErrChanged), which fails the fetch at once unless a
+//     peer is known to hold the content the Target names (peers then
+//     complete it, or it fails with that error after StallTimeout). Load
+//     the manifest again.
 //   - ETags are not needed for assets (the CIDs say what is what); a
 //     manifest URL that answers If-None-Match with 304 saves a node that
 //     follows the site a download per check (mesh.Node.Follow).

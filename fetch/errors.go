@@ -25,8 +25,9 @@ var (
 	// content asked for (the manifest's entry is stale: the site was
 	// redeployed): its size differs from the Target's, or a leaf it sent
 	// does not hash to the CID the manifest gives. Every *ChangedError
-	// matches it. A fetch fails with it at once; it is not a lying peer and
-	// penalises no one. Load the site's manifest again.
+	// matches it. A fetch fails with it at once when no peer is known to
+	// hold the content (peers may otherwise complete it); it is not a
+	// lying peer and penalises no one. Load the site's manifest again.
 	ErrChanged = errors.New("fetch: content changed at the origin")
 
 	// ErrNoRoute reports content that cannot be fetched as asked: a file of

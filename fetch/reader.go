@@ -794,11 +794,15 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 			if errors.As(err, &ve) || r.originFail >= 3 || originFatal(err) {
 				r.originDead = err
 			}
+			// A changed file fails the fetch at once unless peers may
+			// still give the content the Target names (the schedule then
+			// gives up as for any dead origin).
+			changed := errors.Is(err, ErrChanged) && r.noPeerHope()
 			r.mu.Unlock()
 			if ve != nil {
 				r.f.rejected(ve)
 			}
-			if errors.Is(err, ErrChanged) {
+			if changed {
 				r.fail(fmt.Errorf("%w: %s: %w", ErrUnavailable, r.t.Cid, err))
 			}
 			r.f.log.Info("origin failed", "cid", l.Cid, "err", err)

@@ -68,10 +68,11 @@ func (r *Reader) goWhole(q *req) {
 			r.originDead = err
 			r.notifyLocked()
 		}
+		changed := err != nil && live && errors.Is(err, ErrChanged) && r.noPeerHope() // see goOrigin
 		r.mu.Unlock()
 		q.cancel()
 		if err != nil && live {
-			if errors.Is(err, ErrChanged) {
+			if changed {
 				r.fail(fmt.Errorf("%w: %s: %w", ErrUnavailable, r.t.Cid, err))
 			}
 			r.f.log.Info("origin failed", "cid", r.t.Cid, "err", err)
