@@ -124,9 +124,9 @@ type faultResult struct {
 // only the origin (and the apps that fetched them) hold.
 var faultSite = map[string]int64{
 	"hot/a.bin": 4 << 10, "hot/b.bin": 100<<10 + 7, "hot/c.bin": 700 << 10, "hot/d.bin": 1<<20 + 1,
-	"hot/e.bin": 5<<19 + 3, "hot/f.bin": 3<<20 + 17,
+	"hot/e.bin": 3<<19 + 3, "hot/f.bin": 2<<20 + 17,
 	"cold/a.bin": 6<<10 + 1, "cold/b.bin": 300 << 10, "cold/c.bin": 1<<20 - 1, "cold/d.bin": 3 << 19,
-	"cold/e.bin": 2<<20 + 3, "cold/f.bin": 7 << 19,
+	"cold/e.bin": 2<<20 + 3, "cold/f.bin": 5 << 19,
 }
 
 const (
@@ -310,7 +310,7 @@ func (fm *faultMesh) newApp(ctx context.Context, i int) *faultApp {
 	a := &faultApp{}
 	dir := t.TempDir()
 	if fm.diskFull {
-		if a.disk = tryTmpfs(t, store.DiskMargin+48<<20); a.disk == "" {
+		if a.disk = tryTmpfs(t, store.DiskMargin+30<<20); a.disk == "" {
 			fm.diskFull = false
 		} else {
 			dir = filepath.Join(a.disk, "data")
@@ -607,6 +607,7 @@ func (fm *faultMesh) check(t *testing.T, results []faultResult, took time.Durati
 	type row struct {
 		planned, injected, correct, typed, failed, notKept int
 		local, peer, origin                                int64
+		took                                               time.Duration
 	}
 	var kinds [numFaultKinds]row
 	errs := map[string]int{}
@@ -614,6 +615,7 @@ func (fm *faultMesh) check(t *testing.T, results []faultResult, took time.Durati
 	for _, r := range results {
 		k := &kinds[r.step.kind]
 		k.planned++
+		k.took += r.dur
 		k.local += r.stats.LocalBytes
 		k.peer += r.stats.PeerBytes
 		k.origin += r.stats.OriginBytes
@@ -647,11 +649,12 @@ func (fm *faultMesh) check(t *testing.T, results []faultResult, took time.Durati
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d fetches in %v: %d correct, %d typed errors, %d failures\n", len(results), took.Round(time.Millisecond),
 		correct, typed, failed)
-	fmt.Fprintf(&b, "%-20s %8s %8s %8s %8s %8s %9s %9s %9s %8s\n", "fault", "planned", "injected", "correct", "typed", "failed",
-		"local MiB", "peer MiB", "orig MiB", "not kept")
+	fmt.Fprintf(&b, "%-20s %8s %8s %8s %8s %8s %9s %9s %9s %8s %9s\n", "fault", "planned", "injected", "correct", "typed", "failed",
+		"local MiB", "peer MiB", "orig MiB", "not kept", "mean time")
 	for k, r := range kinds {
-		fmt.Fprintf(&b, "%-20s %8d %8d %8d %8d %8d %9.1f %9.1f %9.1f %8d\n", faultKind(k), r.planned, r.injected, r.correct, r.typed, r.failed,
-			float64(r.local)/(1<<20), float64(r.peer)/(1<<20), float64(r.origin)/(1<<20), r.notKept)
+		fmt.Fprintf(&b, "%-20s %8d %8d %8d %8d %8d %9.1f %9.1f %9.1f %8d %9v\n", faultKind(k), r.planned, r.injected, r.correct, r.typed, r.failed,
+			float64(r.local)/(1<<20), float64(r.peer)/(1<<20), float64(r.origin)/(1<<20), r.notKept,
+			(r.took / time.Duration(max(r.planned, 1))).Round(time.Millisecond))
 	}
 	for _, te := range typedErrors {
 		if errs[te.name] > 0 {
