@@ -256,6 +256,25 @@ func TestGatewayHungOrigin(t *testing.T) {
 	}
 }
 
+// TestGatewayOriginTimeout: a fetch that fails because the origin timed
+// out (its error wraps context.DeadlineExceeded) is a 504, not a 502.
+func TestGatewayOriginTimeout(t *testing.T) {
+	s := newSite(t, map[string]int64{"app.js": 2<<20 + 5})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := &http.Client{Timeout: 200 * time.Millisecond}
+	n := newNode(t, mesh.Config{Origin: hungOrigin(t), HTTPClient: client})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: 50 * time.Second}))
+	defer gw.Close()
+	resp, body, err := gatewayGet(t, ctx, gw.URL+"/app.js", nil)
+	if err != nil || resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("GET with an origin that times out = %d (%v) %q, want 504", resp.StatusCode, err, body)
+	}
+	if !strings.Contains(string(body), "Timeout") {
+		t.Errorf("504 body %q does not say the origin timed out", body)
+	}
+}
+
 // TestGatewayOriginFails: an origin that answers 404 or 500, or is down,
 // and no peer: 502 with the reason, before any header of content, never a
 // 200 with missing bytes.
