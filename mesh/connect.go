@@ -73,6 +73,7 @@ type keeper struct {
 type bootstrap struct {
 	mu      sync.Mutex
 	keepers map[peer.ID]*keeper
+	addrs   []peer.AddrInfo // the set, as given: AutoRelay's candidates
 	changed chan struct{} // closed and replaced on every change (Ready)
 }
 
@@ -106,11 +107,7 @@ func (n *Node) isBootstrap(p peer.ID) bool {
 func (n *Node) bootstrapPeers() []peer.AddrInfo {
 	n.boot.mu.Lock()
 	defer n.boot.mu.Unlock()
-	out := make([]peer.AddrInfo, 0, len(n.boot.keepers))
-	for _, k := range n.boot.keepers {
-		out = append(out, k.ai)
-	}
-	return out
+	return append([]peer.AddrInfo(nil), n.boot.addrs...)
 }
 
 // SetBootstrap replaces the bootstrap set with addrs (multiaddrs ending in
@@ -148,6 +145,7 @@ func (n *Node) setBootstrap(ais []peer.AddrInfo) {
 		n.boot.mu.Unlock()
 		return
 	}
+	n.boot.addrs = ais
 	for id, k := range n.boot.keepers {
 		if _, ok := want[id]; !ok {
 			delete(n.boot.keepers, id)

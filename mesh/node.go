@@ -90,6 +90,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, client: cfg.HTTPClient, summaries: newSummaries()}
 	n.boot.keepers = make(map[peer.ID]*keeper)
+	n.boot.addrs = bootstrap // AutoRelay may ask before the keepers start
 	n.boot.changed = make(chan struct{})
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -273,7 +274,7 @@ func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, rela
 			autorelay.WithNumRelays(cfg.RelayReservations),
 			autorelay.WithBootDelay(0),
 			autorelay.WithBackoff(cfg.BootstrapBackoff.Max),
-			autorelay.WithMinInterval(cfg.BootstrapBackoff.Min)))
+			autorelay.WithMinInterval(cfg.BootstrapBackoff.Max)))
 	}
 	if cfg.NATPortMap == On {
 		opts = append(opts, libp2p.NATPortMap())
