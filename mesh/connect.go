@@ -74,7 +74,7 @@ type bootstrap struct {
 	mu      sync.Mutex
 	keepers map[peer.ID]*keeper
 	addrs   []peer.AddrInfo // the set, as given: AutoRelay's candidates
-	changed chan struct{} // closed and replaced on every change (Ready)
+	changed chan struct{}   // closed and replaced on every change (Ready)
 }
 
 func (b *bootstrap) notifyLocked() {
