@@ -227,3 +227,53 @@ func TestDataDirInUse(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestSeedRestartKeepsMultiaddrs (issue 10, must-show 2): a seed restarted
+// on the same DataDir and the same fixed listen addresses has the same
+// multiaddrs, certificate hashes of WebTransport and WebRTC-direct included
+// (go-libp2p derives both certificates from the identity key), so stored
+// bootstrap addresses and a browser's seed list keep working.
+func TestSeedRestartKeepsMultiaddrs(t *testing.T) {
+	dir := t.TempDir()
+	cfg := mesh.Config{Name: "fixed", Role: mesh.RoleSeed, DataDir: dir, ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed), MDNS: mesh.Off, DisableDHT: true}
+	seed, err := mesh.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fixed []string // the ports the system chose, now fixed
+	for _, a := range seed.Host().Network().ListenAddresses() {
+		s, _, _ := strings.Cut(a.String(), "/certhash/") // certhashes are not listened on
+		if s != "/p2p-circuit" {
+			fixed = append(fixed, s)
+		}
+	}
+	if err := seed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ListenAddrs = fixed
+	start := func() []string {
+		t.Helper()
+		n, err := mesh.New(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		var out []string
+		for _, a := range n.Addrs() {
+			out = append(out, a.String())
+		}
+		return out
+	}
+	first := start()
+	second := start()
+	certhashes := 0
+	for _, a := range first {
+		certhashes += strings.Count(a, "/certhash/")
+	}
+	if certhashes < 2 {
+		t.Fatalf("the seed's addresses carry %d certificate hashes, want WebTransport's and WebRTC-direct's: %v", certhashes, first)
+	}
+	if strings.Join(first, "\n") != strings.Join(second, "\n") {
+		t.Errorf("multiaddrs changed across a restart:\nbefore %v\nafter  %v", first, second)
+	}
+}
