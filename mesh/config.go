@@ -170,8 +170,9 @@ type Config struct {
 	PrometheusRegisterer prometheus.Registerer
 
 	// PrometheusLabels are constant labels on every metric of the node.
-	// Nodes sharing a registry need different values. Default
-	// {"node": "<peer ID>"}.
+	// Nodes sharing a registry need the same label names with different
+	// values (go-libp2p panics on a registry holding its metrics under
+	// other label names). Default {"node": "<peer ID>"}.
 	PrometheusLabels prometheus.Labels
 
 	// Libp2pOptions are appended to the host's options, after ours: tuning

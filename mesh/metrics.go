@@ -27,7 +27,8 @@ import (
 
 // metrics is the node's registration. A nil *metrics registers nothing.
 type metrics struct {
-	rec *recordingRegisterer
+	rec    *recordingRegisterer
+	labels prometheus.Labels // on every metric
 }
 
 func newMetrics(cfg Config, key crypto.PrivKey) (*metrics, error) {
@@ -42,7 +43,7 @@ func newMetrics(cfg Config, key crypto.PrivKey) (*metrics, error) {
 		}
 		labels = prometheus.Labels{"node": id.String()}
 	}
-	return &metrics{rec: &recordingRegisterer{reg: prometheus.WrapRegistererWith(labels, cfg.PrometheusRegisterer)}}, nil
+	return &metrics{labels: labels, rec: &recordingRegisterer{reg: prometheus.WrapRegistererWith(labels, cfg.PrometheusRegisterer)}}, nil
 }
 
 // registerer is what the node's parts register with; nil without a

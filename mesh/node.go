@@ -106,32 +106,15 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
 
-	var key crypto.PrivKey
-	storeCfg := store.Config{InMemory: cfg.InMemory, Quota: cfg.Quota, Logger: cfg.Logger}
-	if cfg.InMemory {
-		key, _, err = crypto.GenerateEd25519Key(rand.Reader)
-	} else {
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("mesh: data dir: %w", err)
-		}
-		if n.lock, err = lockDataDir(filepath.Join(cfg.DataDir, "node.lock")); err != nil {
-			return nil, err
-		}
-		key, err = loadIdentity(filepath.Join(cfg.DataDir, "identity.key"))
-		storeCfg.Dir = filepath.Join(cfg.DataDir, "blocks")
-	}
+	key, err := n.openDataDir(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("mesh: identity: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if n.store, err = store.New(storeCfg); err != nil {
-		return nil, fmt.Errorf("mesh: %w", err)
-	}
-
 	if n.metrics, err = newMetrics(cfg, key); err != nil {
 		return nil, err
+	}
+	if n.metrics != nil {
+		n.cfg.PrometheusLabels = n.metrics.labels // Config shows the default in effect
 	}
 	reg := n.metrics.registerer() // nil without PrometheusRegisterer
 	opts, err := hostOptions(cfg, key, reg, n.relayCandidates)
@@ -142,30 +125,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
 	}
 
-	mode := dht.ModeAuto
-	if cfg.Role == RoleSeed {
-		mode = dht.ModeServer
-	}
-	n.ann, err = announce.New(announce.Config{
-		Name:       cfg.Name,
-		Host:       n.host,
-		Holdings:   n.store,
-		MDNS:       cfg.MDNS,
-		DisableDHT: cfg.DisableDHT,
-		DHTMode:    mode,
-		Logger:     cfg.Logger,
-
-		PrometheusRegisterer: reg,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mesh: %w", err)
-	}
-	sumCfg := announce.SummaryConfig{Name: cfg.Name, Host: n.host, Holdings: n.store, Logger: cfg.Logger}
-	if cfg.Role == RoleSeed {
-		sumCfg.Table = n.ann.Table() // seeds tell who else holds what
-	}
-	if n.sumSvc, err = announce.NewSummaryService(sumCfg); err != nil {
-		return nil, fmt.Errorf("mesh: %w", err)
+	if err := n.startAnnounce(reg); err != nil {
+		return nil, err
 	}
 	var adv fetch.Advertiser
 	if cfg.AnnounceFetches == On {
@@ -195,6 +156,70 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.setBootstrap(bootstrap)
 	n.log.Info("node started", "peer", n.host.ID(), "role", string(cfg.Role), "addrs", len(n.host.Addrs()))
 	return n, nil
+}
+
+// openDataDir locks the DataDir, loads (or makes) the identity key and
+// opens the store; an InMemory node gets a new key and an in-memory store.
+func (n *Node) openDataDir(ctx context.Context) (crypto.PrivKey, error) {
+	cfg := n.cfg
+	storeCfg := store.Config{InMemory: cfg.InMemory, Quota: cfg.Quota, Logger: cfg.Logger}
+	var key crypto.PrivKey
+	var err error
+	if cfg.InMemory {
+		key, _, err = crypto.GenerateEd25519Key(rand.Reader)
+	} else {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("mesh: data dir: %w", err)
+		}
+		if n.lock, err = lockDataDir(filepath.Join(cfg.DataDir, "node.lock")); err != nil {
+			return nil, err
+		}
+		key, err = loadIdentity(filepath.Join(cfg.DataDir, "identity.key"))
+		storeCfg.Dir = filepath.Join(cfg.DataDir, "blocks")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mesh: identity: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if n.store, err = store.New(storeCfg); err != nil {
+		return nil, fmt.Errorf("mesh: %w", err)
+	}
+	return key, nil
+}
+
+// startAnnounce starts the announcer (gossip, DHT, mDNS) and the summary
+// service on the host.
+func (n *Node) startAnnounce(reg prometheus.Registerer) error {
+	cfg := n.cfg
+	mode := dht.ModeAuto
+	if cfg.Role == RoleSeed {
+		mode = dht.ModeServer
+	}
+	var err error
+	n.ann, err = announce.New(announce.Config{
+		Name:       cfg.Name,
+		Host:       n.host,
+		Holdings:   n.store,
+		MDNS:       cfg.MDNS,
+		DisableDHT: cfg.DisableDHT,
+		DHTMode:    mode,
+		Logger:     cfg.Logger,
+
+		PrometheusRegisterer: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("mesh: %w", err)
+	}
+	sumCfg := announce.SummaryConfig{Name: cfg.Name, Host: n.host, Holdings: n.store, Logger: cfg.Logger}
+	if cfg.Role == RoleSeed {
+		sumCfg.Table = n.ann.Table() // seeds tell who else holds what
+	}
+	if n.sumSvc, err = announce.NewSummaryService(sumCfg); err != nil {
+		return fmt.Errorf("mesh: %w", err)
+	}
+	return nil
 }
 
 // startWatchers starts the goroutines that follow connections: keepers'
