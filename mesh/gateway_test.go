@@ -16,7 +16,7 @@ func TestGateway(t *testing.T) {
 	s := newSite(t, map[string]int64{"index.html": 1500, "css/site.css": 800, "video/v.mp4": 3<<20 + 11})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n := newNode(t, mesh.Config{Origin: s.srv.URL})
+	n := newNode(t, mesh.Config{Origin: s.URL()})
 	m, err := n.LoadManifest(ctx, "manifest.json")
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +49,7 @@ func TestGateway(t *testing.T) {
 
 	t.Run("whole file by path", func(t *testing.T) {
 		resp, body := do("GET", "/video/v.mp4", nil)
-		if resp.StatusCode != 200 || !bytes.Equal(body, s.files["video/v.mp4"]) {
+		if resp.StatusCode != 200 || !bytes.Equal(body, s.Site()["video/v.mp4"]) {
 			t.Fatalf("GET = %d with %d bytes, want 200 with the file", resp.StatusCode, len(body))
 		}
 		if resp.Header.Get("Etag") != etag || resp.Header.Get("Content-Type") != video.Type {
@@ -58,14 +58,14 @@ func TestGateway(t *testing.T) {
 	})
 	t.Run("range across a leaf boundary", func(t *testing.T) {
 		resp, body := do("GET", "/video/v.mp4", map[string]string{"Range": "bytes=1048000-1049999"})
-		want := s.files["video/v.mp4"][1048000:1050000]
+		want := s.Site()["video/v.mp4"][1048000:1050000]
 		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, want) {
 			t.Fatalf("Range GET = %d with %d bytes, want 206 with 2000", resp.StatusCode, len(body))
 		}
 	})
 	t.Run("suffix range", func(t *testing.T) {
 		resp, body := do("GET", "/video/v.mp4", map[string]string{"Range": "bytes=-11"})
-		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, s.files["video/v.mp4"][3<<20:]) {
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, s.Site()["video/v.mp4"][3<<20:]) {
 			t.Fatalf("suffix Range = %d %d bytes", resp.StatusCode, len(body))
 		}
 	})
@@ -83,13 +83,13 @@ func TestGateway(t *testing.T) {
 	})
 	t.Run("index", func(t *testing.T) {
 		resp, body := do("GET", "/", nil)
-		if resp.StatusCode != 200 || !bytes.Equal(body, s.files["index.html"]) {
+		if resp.StatusCode != 200 || !bytes.Equal(body, s.Site()["index.html"]) {
 			t.Fatalf("GET / = %d", resp.StatusCode)
 		}
 	})
 	t.Run("by cid", func(t *testing.T) {
 		resp, body := do("GET", "/ipfs/"+video.Cid.String(), map[string]string{"Range": "bytes=5-9"})
-		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, s.files["video/v.mp4"][5:10]) {
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, s.Site()["video/v.mp4"][5:10]) {
 			t.Fatalf("GET /ipfs/CID = %d %q", resp.StatusCode, body)
 		}
 	})

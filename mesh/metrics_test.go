@@ -24,7 +24,7 @@ func TestPrometheusOnTheGivenRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	n := newNode(t, mesh.Config{Origin: s.srv.URL, PrometheusRegisterer: reg})
+	n := newNode(t, mesh.Config{Origin: s.URL(), PrometheusRegisterer: reg})
 	m, err := n.LoadManifest(ctx, "manifest.json")
 	if err != nil {
 		t.Fatal(err)
