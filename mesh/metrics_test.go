@@ -182,12 +182,12 @@ func TestStatsJSON(t *testing.T) {
 	s := newSite(t, map[string]int64{"a.bin": 1<<20 + 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	seed, m := pinnedSeed(ctx, t, s, "test-mesh")
-	app := newNode(t, mesh.Config{Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()}, PeerTimeout: 5 * time.Second, DisableDHT: true})
+	seed, m := pinnedSeed(ctx, t, s, "stats")
+	app := newNode(t, mesh.Config{Name: "stats", Origin: s.URL(), Bootstrap: []string{seed.Addrs()[0].String()}, PeerTimeout: 5 * time.Second, DisableDHT: true})
 	if err := app.Ready(ctx); err != nil {
 		t.Fatal(err)
 	}
-	fetchAll(ctx, t, app, m, "a.bin", s.files["a.bin"])
+	fetchAll(ctx, t, app, m, "a.bin", s.Site()["a.bin"])
 	b, err := json.Marshal(app.Stats())
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ func ExampleNode_Ready() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	local := func(role mesh.Role, bootstrap ...string) *mesh.Node {
-		n, err := mesh.New(ctx, mesh.Config{Name: "acme-site", Role: role, InMemory: true, Origin: origin.URL,
+		n, err := mesh.New(ctx, mesh.Config{Name: "acme-site", Role: role, InMemory: true, Origin: origin.URL(),
 			Bootstrap: bootstrap, ListenAddrs: mesh.LoopbackAddrs(role), MDNS: mesh.Off, NATPortMap: mesh.Off, DisableDHT: true})
 		if err != nil {
 			panic(err)

@@ -12,12 +12,13 @@ import (
 	"github.com/meshcdn/meshcdn/announce"
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 // pinnedSeed starts a seed that holds all of s.
-func pinnedSeed(ctx context.Context, t *testing.T, s *site, name string) (*mesh.Node, *manifest.Manifest) {
+func pinnedSeed(ctx context.Context, t *testing.T, s *meshtest.Origin, name string) (*mesh.Node, *manifest.Manifest) {
 	t.Helper()
-	seed := newNode(t, mesh.Config{Name: name, Role: mesh.RoleSeed, Origin: s.srv.URL, DisableDHT: true})
+	seed := newNode(t, mesh.Config{Name: name, Role: mesh.RoleSeed, Origin: s.URL(), DisableDHT: true})
 	m, err := seed.LoadManifest(ctx, "manifest.json")
 	if err != nil {
 		t.Fatal(err)
@@ -57,9 +58,9 @@ func TestFirstFetchAfterReadyComesFromTheSeed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	seed, m := pinnedSeed(ctx, t, s, "ready")
-	served := s.served()
+	served := s.Sent()
 	for run := range 20 {
-		app, err := mesh.New(ctx, mesh.Config{Name: "ready", InMemory: true, Origin: s.srv.URL,
+		app, err := mesh.New(ctx, mesh.Config{Name: "ready", InMemory: true, Origin: s.URL(),
 			Bootstrap: []string{seed.Addrs()[0].String()}, PeerTimeout: 5 * time.Second, DisableDHT: true,
 			ListenAddrs: mesh.LoopbackAddrs(mesh.RoleApp), MDNS: mesh.Off, NATPortMap: mesh.Off})
 		if err != nil {
@@ -70,14 +71,14 @@ func TestFirstFetchAfterReadyComesFromTheSeed(t *testing.T) {
 			t.Fatalf("run %d: Ready = %v", run, err)
 		}
 		path := []string{"index.html", "app.js"}[run%2]
-		peer, origin := fetchAll(ctx, t, app, m, path, s.files[path])
+		peer, origin := fetchAll(ctx, t, app, m, path, s.Site()[path])
 		app.Close()
-		if origin != 0 || peer != int64(len(s.files[path])) {
+		if origin != 0 || peer != int64(len(s.Site()[path])) {
 			t.Fatalf("run %d: first fetch of %s after Ready: %d bytes from peers, %d from the origin; want all %d from the seed",
-				run, path, peer, origin, len(s.files[path]))
+				run, path, peer, origin, len(s.Site()[path]))
 		}
 	}
-	if got := s.served() - served; got != 0 {
+	if got := s.Sent() - served; got != 0 {
 		t.Errorf("the origin served %d bytes to the apps", got)
 	}
 }
@@ -99,7 +100,7 @@ func TestFetchBeforeSummaryRacesTheSeed(t *testing.T) {
 		<-hung
 		st.Reset()
 	})
-	app := newNode(t, mesh.Config{Name: "pending", Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()},
+	app := newNode(t, mesh.Config{Name: "pending", Origin: s.URL(), Bootstrap: []string{seed.Addrs()[0].String()},
 		PeerTimeout: 5 * time.Second, DisableDHT: true})
 	if err := app.WaitPeers(ctx, 1); err != nil {
 		t.Fatal(err)
@@ -108,9 +109,9 @@ func TestFetchBeforeSummaryRacesTheSeed(t *testing.T) {
 	if ps := app.Announcer().Table().Providers(a.Cid, 0); len(ps) != 0 {
 		t.Skipf("the seed's gossip reached the app before the fetch (%v): nothing to show", ps)
 	}
-	served := s.served()
-	peer, origin := fetchAll(ctx, t, app, m, "app.js", s.files["app.js"])
-	if origin != 0 || peer != a.Size || s.served() != served {
+	served := s.Sent()
+	peer, origin := fetchAll(ctx, t, app, m, "app.js", s.Site()["app.js"])
+	if origin != 0 || peer != a.Size || s.Sent() != served {
 		t.Errorf("fetch with the seed's summary pending: %d bytes from peers, %d from the origin; want all %d from the seed", peer, origin, a.Size)
 	}
 }
@@ -123,7 +124,7 @@ func TestSummaryFromSeedListsOtherHolders(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	seed := newNode(t, mesh.Config{Name: "others", Role: mesh.RoleSeed, DisableDHT: true})
-	holder := newNode(t, mesh.Config{Name: "others", Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()}, DisableDHT: true})
+	holder := newNode(t, mesh.Config{Name: "others", Origin: s.URL(), Bootstrap: []string{seed.Addrs()[0].String()}, DisableDHT: true})
 	if err := holder.Ready(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -132,11 +133,11 @@ func TestSummaryFromSeedListsOtherHolders(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, _ := m.Lookup("a.bin")
-	fetchAll(ctx, t, holder, m, "a.bin", s.files["a.bin"])
+	fetchAll(ctx, t, holder, m, "a.bin", s.Site()["a.bin"])
 	waitProvider(ctx, t, seed, a.Cid) // the seed heard the holder's HAVE
-	served := s.served()
+	served := s.Sent()
 
-	app := newNode(t, mesh.Config{Name: "others", Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()},
+	app := newNode(t, mesh.Config{Name: "others", Origin: s.URL(), Bootstrap: []string{seed.Addrs()[0].String()},
 		PeerTimeout: 5 * time.Second, DisableDHT: true})
 	if err := app.Ready(ctx); err != nil {
 		t.Fatal(err)
@@ -147,8 +148,8 @@ func TestSummaryFromSeedListsOtherHolders(t *testing.T) {
 	if len(app.Host().Peerstore().Addrs(holder.ID())) == 0 {
 		t.Fatal("the seed's summary gave no address of the holder")
 	}
-	peer, origin := fetchAll(ctx, t, app, m, "a.bin", s.files["a.bin"])
-	if origin != 0 || peer != a.Size || s.served() != served {
+	peer, origin := fetchAll(ctx, t, app, m, "a.bin", s.Site()["a.bin"])
+	if origin != 0 || peer != a.Size || s.Sent() != served {
 		t.Errorf("fetch: %d bytes from peers, %d from the origin; want all %d from the holder", peer, origin, a.Size)
 	}
 }
