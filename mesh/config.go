@@ -98,7 +98,8 @@ type Config struct {
 	// RelayReservations is how many seeds (bootstrap peers) an app holds
 	// circuit relay reservations on while AutoNAT finds it not publicly
 	// reachable, so that peers can reach it through them and hole punching
-	// has a relay to start from. Apps only; default 2.
+	// has a relay to start from. Apps only; default 2; negative turns
+	// AutoRelay off.
 	RelayReservations int
 
 	// MDNS finds peers of the same mesh on the LAN. Default On for both
@@ -224,8 +225,6 @@ func (c *Config) validate() error {
 	case c.BootstrapBackoff.Min <= 0 || c.BootstrapBackoff.Max < c.BootstrapBackoff.Min ||
 		c.BootstrapBackoff.Jitter < 0 || c.BootstrapBackoff.Jitter > 1:
 		return configErr("BootstrapBackoff", fmt.Sprintf("%+v", c.BootstrapBackoff), "want 0 < Min <= Max and 0 <= Jitter <= 1")
-	case c.RelayReservations < 0:
-		return configErr("RelayReservations", fmt.Sprint(c.RelayReservations), "negative")
 	}
 	if err := checkBaseURL("Origin", c.Origin); err != nil {
 		return err

@@ -291,10 +291,13 @@ func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, rela
 		opts = append(opts, libp2p.DisableMetrics())
 	}
 	if cfg.Role == RoleApp {
+		opts = append(opts, libp2p.EnableHolePunching())
+	}
+	if cfg.Role == RoleApp && cfg.RelayReservations > 0 {
 		// Behind NAT (AutoNAT finds the host not publicly reachable), hold
 		// a reservation on a seed's relay service, so that other peers
 		// can reach this one and hole punching has a relay to start from.
-		opts = append(opts, libp2p.EnableHolePunching(), libp2p.EnableAutoRelayWithPeerSource(relays,
+		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(relays,
 			autorelay.WithMinCandidates(1),
 			autorelay.WithNumRelays(cfg.RelayReservations),
 			autorelay.WithBootDelay(0),

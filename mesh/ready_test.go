@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -59,7 +60,9 @@ func TestFirstFetchAfterReadyComesFromTheSeed(t *testing.T) {
 	defer cancel()
 	seed, m := pinnedSeed(ctx, t, s, "ready")
 	served := s.Sent()
+	var waits []time.Duration // New to Ready
 	for run := range 20 {
+		start := time.Now()
 		app, err := mesh.New(ctx, mesh.Config{Name: "ready", InMemory: true, Origin: s.URL(),
 			Bootstrap: []string{seed.Addrs()[0].String()}, PeerTimeout: 5 * time.Second, DisableDHT: true,
 			ListenAddrs: mesh.LoopbackAddrs(mesh.RoleApp), MDNS: mesh.Off, NATPortMap: mesh.Off})
@@ -70,6 +73,7 @@ func TestFirstFetchAfterReadyComesFromTheSeed(t *testing.T) {
 			app.Close()
 			t.Fatalf("run %d: Ready = %v", run, err)
 		}
+		waits = append(waits, time.Since(start))
 		path := []string{"index.html", "app.js"}[run%2]
 		peer, origin := fetchAll(ctx, t, app, m, path, s.Site()[path])
 		app.Close()
@@ -81,6 +85,9 @@ func TestFirstFetchAfterReadyComesFromTheSeed(t *testing.T) {
 	if got := s.Sent() - served; got != 0 {
 		t.Errorf("the origin served %d bytes to the apps", got)
 	}
+	slices.Sort(waits)
+	t.Logf("New to Ready: min %v, median %v, max %v over %d apps", waits[0].Round(time.Millisecond),
+		waits[len(waits)/2].Round(time.Millisecond), waits[len(waits)-1].Round(time.Millisecond), len(waits))
 }
 
 // TestFetchBeforeSummaryRacesTheSeed: a fetch made while the seed's summary
