@@ -154,6 +154,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.setBootstrap(bootstrap)
+	n.boot.mu.Lock()
+	n.askConnected() // peers that dialled in before the watchers started
+	n.boot.mu.Unlock()
 	n.log.Info("node started", "peer", n.host.ID(), "role", string(cfg.Role), "addrs", len(n.host.Addrs()))
 	return n, nil
 }
