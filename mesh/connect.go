@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -111,7 +112,9 @@ func (n *Node) bootstrapPeers() []peer.AddrInfo {
 }
 
 // SetBootstrap replaces the bootstrap set with addrs (multiaddrs ending in
-// /p2p/ID; a peer may be given at several addresses). Peers new to the set
+// /p2p/ID; a peer may be given at several addresses; the node's own
+// addresses are skipped, so a seed can take its site's whole seed list).
+// Peers new to the set
 // are dialled at once and kept connected; peers that left it are no longer
 // redialled nor protected (their connections stay until the connection
 // manager trims them); peers whose addresses changed are redialled at the
@@ -134,6 +137,8 @@ func (n *Node) SetBootstrap(addrs []string) error {
 }
 
 func (n *Node) setBootstrap(ais []peer.AddrInfo) {
+	// A seed finds itself in its site's seed list: not a peer to keep.
+	ais = slices.DeleteFunc(slices.Clone(ais), func(ai peer.AddrInfo) bool { return ai.ID == n.host.ID() })
 	want := make(map[peer.ID]peer.AddrInfo, len(ais))
 	for _, ai := range ais {
 		want[ai.ID] = ai

@@ -111,14 +111,24 @@ func TestSetBootstrap(t *testing.T) {
 	if got := app.Config().Bootstrap; len(got) != 0 {
 		t.Fatalf("a failed SetBootstrap changed Config().Bootstrap to %v", got)
 	}
-	if err := app.SetBootstrap([]string{addr}); err != nil {
+	self := app.Addrs()[0].String() // a seed list may name this node itself
+	if err := app.SetBootstrap([]string{self}); err != nil {
 		t.Fatal(err)
 	}
 	if err := app.Ready(ctx); err != nil {
+		t.Fatalf("Ready with only this node itself as bootstrap peer = %v, want nil (nothing to wait for)", err)
+	}
+	if err := app.SetBootstrap([]string{addr, self}); err != nil {
 		t.Fatal(err)
 	}
-	if got := app.Config().Bootstrap; len(got) != 1 || got[0] != addr {
-		t.Errorf("Config().Bootstrap = %v, want [%s]", got, addr)
+	if err := app.Ready(ctx); err != nil {
+		t.Fatalf("Ready with the seed and this node itself as bootstrap peers = %v", err)
+	}
+	if got := app.Config().Bootstrap; len(got) != 2 || got[0] != addr {
+		t.Errorf("Config().Bootstrap = %v, want [%s %s]", got, addr, self)
+	}
+	if s := app.Stats(); s.Seeds != 1 {
+		t.Errorf("Stats().Seeds = %d, want 1", s.Seeds)
 	}
 	if !app.Host().ConnManager().IsProtected(seed.ID(), "") {
 		t.Error("the bootstrap peer's connection is not protected")

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -253,7 +254,7 @@ func (n *Node) startWatchers() error {
 // mesh's seeds, whose relay services an app behind NAT takes reservations
 // on.
 func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInfo {
-	ais := n.bootstrapPeers()
+	ais := slices.DeleteFunc(n.bootstrapPeers(), func(ai peer.AddrInfo) bool { return ai.ID == n.host.ID() })
 	if len(ais) > num {
 		ais = ais[:num]
 	}
