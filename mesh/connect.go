@@ -138,7 +138,7 @@ func (n *Node) SetBootstrap(addrs []string) error {
 
 func (n *Node) setBootstrap(ais []peer.AddrInfo) {
 	// A seed finds itself in its site's seed list: not a peer to keep.
-	ais = slices.DeleteFunc(slices.Clone(ais), func(ai peer.AddrInfo) bool { return ai.ID == n.host.ID() })
+	ais = slices.DeleteFunc(slices.Clone(ais), func(ai peer.AddrInfo) bool { return ai.ID == n.self })
 	want := make(map[peer.ID]peer.AddrInfo, len(ais))
 	for _, ai := range ais {
 		want[ai.ID] = ai

@@ -54,6 +54,7 @@ type Node struct {
 	fetcher *fetch.Fetcher
 	client  *http.Client
 	lock    *os.File // the DataDir lock
+	self    peer.ID  // known before host is set (AutoRelay asks at once)
 
 	boot      bootstrap
 	summaries *summaries
@@ -110,6 +111,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	key, err := n.openDataDir(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if n.self, err = peer.IDFromPrivateKey(key); err != nil {
+		return nil, fmt.Errorf("mesh: identity: %w", err)
 	}
 	if n.metrics, err = newMetrics(cfg, key); err != nil {
 		return nil, err
@@ -254,7 +258,7 @@ func (n *Node) startWatchers() error {
 // mesh's seeds, whose relay services an app behind NAT takes reservations
 // on.
 func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInfo {
-	ais := slices.DeleteFunc(n.bootstrapPeers(), func(ai peer.AddrInfo) bool { return ai.ID == n.host.ID() })
+	ais := slices.DeleteFunc(n.bootstrapPeers(), func(ai peer.AddrInfo) bool { return ai.ID == n.self })
 	if len(ais) > num {
 		ais = ais[:num]
 	}
