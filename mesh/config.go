@@ -81,8 +81,9 @@ type Config struct {
 
 	// Bootstrap are the mesh's seeds, as multiaddrs ending in /p2p/ID (a
 	// peer may be listed at several addresses). The node dials them at
-	// start and keeps them connected for its whole life: a dropped
-	// connection is redialled at once, a failed dial again after
+	// start and keeps them connected for its whole life: a connection
+	// that lasted BootstrapBackoff.Max and dropped is redialled at once, a
+	// failed dial (or a connection dropped sooner) again after
 	// BootstrapBackoff; their connections are protected from the
 	// connection manager. It asks each for what it and the peers it knows
 	// hold (Ready waits for that), and an app behind NAT takes relay

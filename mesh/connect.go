@@ -20,7 +20,7 @@ import (
 //
 // Every bootstrap peer has a keeper: a goroutine that dials the peer when it
 // is not connected, waits as Backoff says after a failed dial, and dials
-// again at once when the connection drops. Its connections are protected
+// again at once when a connection that lasted drops. Its connections are protected
 // from the connection manager. boxo's peering service does the same job,
 // but its policy is fixed (a disconnect waits 5-10 s before the first
 // redial; its backoff cannot be read or tested), it logs through go-log's
@@ -29,14 +29,19 @@ import (
 // bootstrapTag protects bootstrap connections in the connection manager.
 const bootstrapTag = "meshcdn-bootstrap"
 
-// Backoff is the bootstrap redial policy: after the n-th failed dial in a
-// row, wait Min·2^(n-1), capped at Max, times a jitter factor drawn from
-// [1-Jitter, 1]. A successful dial resets it; the first dial after a
-// disconnect is made at once. The zero value is unusable: see
-// defaultBackoff for the node's.
+// Backoff is the bootstrap redial policy (Config.BootstrapBackoff): after
+// the n-th failed dial in a row, wait Min·2^(n-1), capped at Max, times a
+// jitter factor drawn from [1-Jitter, 1], so that apps that lost the same
+// seed do not redial it in step. When a connection that lasted at least
+// Max drops, the peer is redialled at once and the count starts over; a
+// connection that dropped sooner counts as one more failed dial. A zero
+// Backoff in Config means
+// DefaultBootstrapBackoff. A Backoff is a plain value, safe to share.
 type Backoff struct {
+	// Min is the first wait, Max the longest; 0 < Min <= Max.
 	Min, Max time.Duration
-	Jitter   float64 // 0..1
+	// Jitter is the largest share of a wait cut at random, 0 to 1.
+	Jitter float64
 }
 
 // Delay returns the wait after failures failed dials in a row (at least 1),
@@ -114,13 +119,14 @@ func (n *Node) bootstrapPeers() []peer.AddrInfo {
 // SetBootstrap replaces the bootstrap set with addrs (multiaddrs ending in
 // /p2p/ID; a peer may be given at several addresses; the node's own
 // addresses are skipped, so a seed can take its site's whole seed list).
-// Peers new to the set
-// are dialled at once and kept connected; peers that left it are no longer
+// Peers new to the set are dialled at once and kept connected, and asked
+// for their summary with other holders; peers that left it are no longer
 // redialled nor protected (their connections stay until the connection
 // manager trims them); peers whose addresses changed are redialled at the
 // new ones if not connected. It does not wait for any dial: Ready and
 // WaitPeers do. A bad entry fails the call, changing nothing, with a
-// *ConfigError naming it. Safe for concurrent use.
+// *ConfigError naming it. Config().Bootstrap shows the set given last.
+// Safe for concurrent use: concurrent calls apply one after the other.
 func (n *Node) SetBootstrap(addrs []string) error {
 	if n.closed.Load() {
 		return ErrClosed
@@ -129,10 +135,10 @@ func (n *Node) SetBootstrap(addrs []string) error {
 	if err != nil {
 		return err
 	}
-	n.setBootstrap(ais)
 	n.cfgMu.Lock()
+	defer n.cfgMu.Unlock()
+	n.setBootstrap(ais)
 	n.cfg.Bootstrap = append([]string(nil), addrs...)
-	n.cfgMu.Unlock()
 	return nil
 }
 
@@ -246,7 +252,10 @@ func (n *Node) keep(ctx context.Context, k *keeper) {
 // redialer is a keeper's loop, apart from the host so that its timing can
 // be tested: dial while not connected, waiting as policy says after each
 // failure; then wait for a kick (a disconnect, new addresses) and look
-// again.
+// again. A connection that lasted at least policy.Max is redialled at once
+// when it drops, and the backoff starts over; one that dropped sooner
+// counts as a failed dial, so a peer that accepts and then drops us at once
+// is not redialled in a tight loop.
 type redialer struct {
 	policy    Backoff
 	rand      func() float64
@@ -259,9 +268,23 @@ type redialer struct {
 
 func (r redialer) run(ctx context.Context) {
 	failures := 0
+	var since time.Time // when the connection we know of was made
 	for {
 		ai := r.target()
-		if !r.connected(ai.ID) {
+		if r.connected(ai.ID) {
+			if since.IsZero() {
+				since = time.Now()
+			}
+		} else {
+			if !since.IsZero() { // it dropped
+				if time.Since(since) >= r.policy.Max {
+					failures = 0
+				} else if failures++; !sleepOrKick(ctx, r.policy.Delay(failures, r.rand()), r.kick) {
+					return
+				}
+				since = time.Time{}
+				continue // look again: it may be back
+			}
 			err := r.dial(ctx, ai)
 			if ctx.Err() != nil {
 				return
@@ -274,7 +297,7 @@ func (r redialer) run(ctx context.Context) {
 				}
 				continue
 			}
-			failures = 0
+			since = time.Now()
 		}
 		r.report(ai.ID, stateConnected, nil)
 		select {

@@ -78,8 +78,9 @@ func (f *fakePeer) dialTimes() []time.Duration {
 }
 
 // TestRedialerBackoffAndPromptReconnect: dials of a peer that is down are
-// spaced as the policy says; once up it is connected at the next dial; a
-// disconnect is redialled at once, and the backoff starts again from Min.
+// spaced as the policy says; once up it is connected at the next dial; the
+// drop of a connection that lasted Max is redialled at once, and the
+// backoff starts again from Min; the drop of a short one waits.
 func TestRedialerBackoffAndPromptReconnect(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -120,21 +121,36 @@ func TestRedialerBackoffAndPromptReconnect(t *testing.T) {
 		if !f.connected("") {
 			t.Fatalf("not connected after the peer came up; dials at %v", f.dialTimes())
 		}
-		// A disconnect (the node's watcher kicks) is redialled at once.
+		// Connected for Max (2 s): a disconnect (the node's watcher kicks)
+		// is redialled at once, and the backoff starts again from Min.
+		time.Sleep(2200 * time.Millisecond) // now 10 s
 		f.set(false, false)
-		before := len(f.dialTimes())
 		kick <- struct{}{}
 		synctest.Wait()
-		got := f.dialTimes()
-		if len(got) != before+1 || got[len(got)-1] != 7800*time.Millisecond {
-			t.Fatalf("after the disconnect at 7.8 s: dials at %v, want one more at once", got)
+		if got := f.dialTimes(); got[len(got)-1] != 10*time.Second {
+			t.Fatalf("after a disconnect at 10 s of a connection made at 7.75 s: dials at %v, want one at once", got)
 		}
-		// ... and the backoff starts from Min again.
 		f.set(true, false)
 		time.Sleep(250 * time.Millisecond)
 		synctest.Wait()
-		if !f.connected("") {
-			t.Fatalf("not reconnected 250 ms after the first failed redial; dials at %v", f.dialTimes())
+		if got := f.dialTimes(); !f.connected("") || got[len(got)-1] != 10250*time.Millisecond {
+			t.Fatalf("want a reconnect 250 ms after the failed redial; dials at %v", got)
+		}
+		// A connection dropped after 250 ms counts as a failure: no
+		// redial at once (a peer that accepts and drops us must not be
+		// redialled in a tight loop), the next after Delay(2) = 500 ms.
+		time.Sleep(250 * time.Millisecond) // now 10.5 s
+		f.set(true, false)
+		before := len(f.dialTimes())
+		kick <- struct{}{}
+		synctest.Wait()
+		if got := f.dialTimes(); len(got) != before {
+			t.Fatalf("a connection that lasted 250 ms was redialled at once: dials at %v", got)
+		}
+		time.Sleep(500 * time.Millisecond)
+		synctest.Wait()
+		if got := f.dialTimes(); len(got) != before+1 || got[len(got)-1] != 11*time.Second {
+			t.Fatalf("after a connection that lasted 250 ms: dials at %v, want the next at 11 s", got)
 		}
 		cancel()
 		<-done

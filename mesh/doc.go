@@ -25,8 +25,9 @@
 // # Seeds, readiness, operating
 //
 // Config.Bootstrap names the mesh's seeds. A node keeps them connected for
-// its whole life (a dropped connection is redialled at once, a failed dial
-// again after Config.BootstrapBackoff: 250 ms doubling to 30 s, jittered),
+// its whole life (a dropped connection that had lasted 30 s is redialled at
+// once, a failed dial again after Config.BootstrapBackoff: 250 ms doubling
+// to 30 s, jittered),
 // protects their connections from the connection manager, and, as an app
 // behind NAT, holds circuit relay reservations on them. Node.SetBootstrap
 // changes the set at run time. A seed keeps its multiaddrs across restarts

@@ -44,7 +44,7 @@ var ErrClosed = errors.New("mesh: node closed")
 // peers against the origin. Make one with New; Close releases everything.
 // A Node is safe for concurrent use.
 type Node struct {
-	cfgMu   sync.Mutex // guards cfg.Bootstrap (SetBootstrap)
+	cfgMu   sync.Mutex // guards cfg.Bootstrap; serialises SetBootstrap
 	cfg     Config
 	log     *slog.Logger
 	host    host.Host
