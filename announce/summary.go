@@ -231,7 +231,11 @@ func (s *SummaryService) request(ctx context.Context, p peer.ID, req SummaryRequ
 		}
 		return Summary{}, err
 	}
-	st.Close()
+	if len(b) > MaxSummarySize {
+		st.Reset() // the rest is not read
+	} else {
+		st.Close()
+	}
 	return DecodeSummary(b)
 }
 
