@@ -124,16 +124,13 @@ func (n *Node) ask(p peer.ID) {
 	}()
 }
 
-// learn adds what p's summary says to the provider table.
+// learn adds what p's summary says to the provider table: the other
+// holders only from a bootstrap peer (seed), then p's own roots.
 func (n *Node) learn(p peer.ID, seed bool, sum announce.Summary) {
 	t := n.ann.Table()
-	t.Add(p, sum.TTL, sum.Own...)
-	if !seed {
-		return
-	}
 	self := n.host.ID()
 	for _, h := range sum.Others {
-		if h.Peer == self || h.Peer == p {
+		if !seed || h.Peer == self || h.Peer == p {
 			continue
 		}
 		if len(h.Addrs) > 0 {
@@ -141,7 +138,8 @@ func (n *Node) learn(p peer.ID, seed bool, sum announce.Summary) {
 		}
 		t.Add(h.Peer, sum.TTL, h.Roots...)
 	}
-	n.log.Debug("summary received", "peer", p, "roots", len(sum.Own), "holders", len(sum.Others))
+	t.Add(p, sum.TTL, sum.Own...)
+	n.log.Debug("summary received", "peer", p, "roots", len(sum.Own), "holders", len(sum.Others), "seed", seed)
 }
 
 // summarised records that p's summary is in, for Ready.

@@ -8,7 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	mh "github.com/multiformats/go-multihash"
 
 	"github.com/meshcdn/meshcdn/announce"
 	"github.com/meshcdn/meshcdn/manifest"
@@ -158,5 +163,67 @@ func TestSummaryFromSeedListsOtherHolders(t *testing.T) {
 	peer, origin := fetchAll(ctx, t, app, m, "a.bin", s.Site()["a.bin"])
 	if origin != 0 || peer != a.Size || s.Sent() != served {
 		t.Errorf("fetch: %d bytes from peers, %d from the origin; want all %d from the holder", peer, origin, a.Size)
+	}
+}
+
+// TestOthersTrustedFromSeedsOnly: a peer that is not a bootstrap peer
+// cannot plant other holders in a node's table through its summary answer
+// (it could send the node's fetches to peers that have nothing); its own
+// roots are taken, as from its gossip. The same answer from a bootstrap
+// peer is believed.
+func TestOthersTrustedFromSeedsOnly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	app := newNode(t, mesh.Config{Name: "trust", DisableDHT: true})
+	liar, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer liar.Close()
+	sum := func(s string) cid.Cid {
+		h, _ := mh.Sum([]byte(s), mh.SHA2_256, -1)
+		return cid.NewCidV1(cid.Raw, h)
+	}
+	own, planted := sum("the liar's own"), sum("planted")
+	victim, err := peer.Decode("12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := announce.EncodeSummary(announce.Summary{TTL: time.Minute, Own: []cid.Cid{own},
+		Others: []announce.Holder{{Peer: victim, Roots: []cid.Cid{planted}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	liar.SetStreamHandler(announce.SummaryProtocol("trust"), func(st network.Stream) {
+		io.ReadFull(st, make([]byte, 2))
+		st.Write(answer) // others, asked for or not
+		st.Close()
+	})
+	table := app.Announcer().Table()
+	awaitRoot := func(c cid.Cid) {
+		t.Helper()
+		changes := table.Subscribe(ctx)
+		for len(table.Providers(c, 0)) == 0 {
+			select {
+			case <-changes:
+			case <-ctx.Done():
+				t.Fatalf("%s never reached the table", c)
+			}
+		}
+	}
+	liarAddr := liar.Addrs()[0].Encapsulate(ma.StringCast("/p2p/" + liar.ID().String())).String()
+	if err := app.Connect(ctx, liarAddr); err != nil {
+		t.Fatal(err)
+	}
+	awaitRoot(own) // the answer is in: others go first, then own roots
+	if ps := table.Providers(planted, 0); len(ps) != 0 {
+		t.Fatalf("a peer that is not a seed planted %v as holders", ps)
+	}
+	if err := app.SetBootstrap([]string{liarAddr}); err != nil {
+		t.Fatal(err)
+	}
+	awaitRoot(planted)
+	if ps := table.Providers(planted, 0); len(ps) != 1 || ps[0] != victim {
+		t.Fatalf("a seed's holders: %v, want [%s]", ps, victim)
 	}
 }
