@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -46,9 +47,9 @@ func newVersionedSite(t *testing.T) *versionedSite {
 }
 
 // deploy publishes a new version: files (path to bytes) and its manifest.
-func (s *versionedSite) deploy(t *testing.T, files map[string][]byte) *manifest.Manifest {
+func (s *versionedSite) deploy(t *testing.T, files map[string][]byte, seeds ...string) *manifest.Manifest {
 	t.Helper()
-	m := &manifest.Manifest{}
+	m := &manifest.Manifest{Seeds: seeds}
 	for p, data := range files {
 		a, err := manifest.FromReader(context.Background(), bytes.NewReader(data))
 		if err != nil {
@@ -470,5 +471,39 @@ func TestNodeOriginTimeouts(t *testing.T) {
 				t.Errorf("failed after %v, want about %v or less", d, timeout)
 			}
 		})
+	}
+}
+
+// TestFollowUsesManifestSeeds: an app configured with no bootstrap peer
+// follows a site whose manifest lists its seed; the app connects to the
+// seed and keeps it as a bootstrap peer, and a version that lists no seed
+// leaves the app with its own configuration again.
+func TestFollowUsesManifestSeeds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed})
+	site := newVersionedSite(t)
+	files := map[string][]byte{"a.js": testutil.Bytes(1, 2000)}
+	seedAddr := seed.Addrs()[0].String()
+	site.deploy(t, files, seedAddr, "/dns4/seed.invalid/tcp/1/p2p/not-a-peer-id")
+	app := newNode(t, mesh.Config{Origin: site.srv.URL})
+	f, err := app.Follow(mesh.FollowConfig{URL: "manifest.json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	awaitConnectedness(ctx, t, app, seed.ID(), true)
+	if got := app.Config().Bootstrap; !slices.Equal(got, []string{seedAddr}) {
+		t.Errorf("Bootstrap after following = %q, want the manifest's one valid seed %q", got, seedAddr)
+	}
+	ch := f.Subscribe(ctx)
+	site.deploy(t, files)
+	f.Check()
+	waitEvent(ctx, t, ch, mesh.SiteUpdated)
+	if got := app.Config().Bootstrap; len(got) != 0 {
+		t.Errorf("Bootstrap after a version without seeds = %q, want none", got)
 	}
 }

@@ -166,7 +166,7 @@ func (n *Node) Gateway(cfg GatewayConfig) *Gateway {
 		g.budget = semaphore.NewWeighted(g.cfg.MaxBuffer)
 	}
 	g.m.Store(cfg.Manifest)
-	g.metrics = gatewayMetrics(n.cfg.PrometheusRegisterer)
+	g.metrics = gatewayMetrics(n.metrics.registerer())
 	return g
 }
 

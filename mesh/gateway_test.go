@@ -675,4 +675,11 @@ func TestGatewayMetrics(t *testing.T) {
 	if got := counterValues(t, reg); !maps.Equal(got, want) {
 		t.Errorf("meshcdn_gateway_requests_total = %v, want %v", got, want)
 	}
+	// The counter goes with the node's other collectors at Close.
+	gw.Close()
+	gw2.Close()
+	n.Close()
+	if got := counterValues(t, reg); len(got) != 0 {
+		t.Errorf("after Close meshcdn_gateway_requests_total = %v, want it unregistered", got)
+	}
 }
