@@ -647,6 +647,10 @@ func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, er
 
 	data, err := s.ds.Get(ctx, dsKey(key))
 	if errors.Is(err, datastore.ErrNotFound) {
+		// Held, but gone from the database (a damaged table): missing
+		// from its content from now on, so that a fetch brings it back.
+		s.log.Warn("held block gone from the database", "cid", c)
+		s.dropCorrupt(ctx, b)
 		return nil, ipld.ErrNotFound{Cid: c}
 	}
 	if err != nil && !isChecksumError(err) {
@@ -662,7 +666,7 @@ func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, er
 	}
 	if err != nil {
 		s.log.Error("corrupt block dropped", "cid", c, "err", err)
-		s.dropCorrupt(ctx, key)
+		s.dropCorrupt(ctx, b)
 		return nil, &CorruptError{Cid: c}
 	}
 	return blocks.NewBlockWithCid(data, c)
@@ -675,16 +679,16 @@ func isChecksumError(err error) bool {
 	return strings.Contains(err.Error(), y.ErrChecksumMismatch.Error())
 }
 
-// dropCorrupt removes a corrupt block. Loose, it is gone; if content
+// dropCorrupt removes a corrupt block, read as b. Loose, it is gone; if content
 // uses it, it becomes a missing block of that content, which stays held
 // (and pinned) but incomplete until the block is put again: the damage
 // costs that block, not the content's good blocks.
-func (s *Store) dropCorrupt(ctx context.Context, key string) {
+func (s *Store) dropCorrupt(ctx context.Context, b *blockMeta) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := s.blocks[key]
-	if !b.held() || s.closed {
-		return
+	key := b.key
+	if s.blocks[key] != b || !b.held() || s.closed {
+		return // evicted and put again meanwhile
 	}
 	if b.refs == 0 {
 		if s.readOnly {
