@@ -40,8 +40,10 @@ var (
 // stated beside it. New copies the Config; later changes to it do nothing.
 type Config struct {
 	// Dir is the directory of the badger database that holds blocks and
-	// metadata. It is created if missing. Required unless Datastore is set
-	// or InMemory is true.
+	// metadata, and of the pin file (meshcdn-pins, a second copy of the
+	// pins). It is created if missing. A database badger cannot open is
+	// moved aside to Dir + ".damaged-<time>" (see New). Required unless
+	// Datastore is set or InMemory is true.
 	Dir string
 
 	// Datastore, if set, holds blocks and metadata instead of badger on Dir.
