@@ -246,7 +246,12 @@ func New(cfg Config) (*Store, error) {
 	default:
 		return nil, errors.New("store: Config needs Dir, Datastore or InMemory")
 	}
-	if err := s.load(context.Background()); err != nil {
+	err := s.load(context.Background())
+	if err != nil && s.pinDir != "" && !s.readOnly && s.health.MovedAside == "" {
+		// Badger opened a database it cannot read through: damage too.
+		err = s.reload(err)
+	}
+	if err != nil {
 		if s.closer != nil {
 			s.closer.Close()
 		}
@@ -263,6 +268,23 @@ func New(cfg Config) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// reload moves aside a database that opened but could not be read
+// through, and loads what verifies in it.
+func (s *Store) reload(loadErr error) error {
+	if err := s.closer.Close(); err != nil {
+		s.log.Warn("closing an unreadable database", "err", err)
+	}
+	s.ds, s.closer = nil, nil
+	s.blocks, s.roots = make(map[string]*blockMeta), make(map[string]*rootMeta)
+	s.lru.Init()
+	s.used, s.pinned, s.nmissing = 0, 0, 0
+	s.health = Health{}
+	if err := s.moveAside(s.pinDir, loadErr); err != nil {
+		return err
+	}
+	return s.load(context.Background())
 }
 
 // attachRoot adds a root's references to its blocks. The caller holds mu
