@@ -78,6 +78,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.log = n.log.With("pkg", "mesh")
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	registerDependencyLogs(n, cfg.Logger) // see log.go
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -270,6 +271,7 @@ func loadIdentity(path string) (crypto.PrivKey, error) {
 // idempotent; later calls on the node fail with ErrClosed.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		defer unregisterDependencyLogs(n)
 		n.closed.Store(true)
 		n.cancel()
 		var errs []error
@@ -449,7 +451,8 @@ func (n *Node) LoadManifest(ctx context.Context, u string) (*manifest.Manifest, 
 // Pin fetches every asset of m that the store does not hold (peers first,
 // then the origin) and pins it, so that it is never evicted: what a seed
 // does with its site's manifest. Content already held is not fetched again.
-// It fails with store.ErrQuotaExceeded when the assets cannot all fit.
+// It fails with store.ErrQuotaExceeded when the assets cannot all fit, and
+// with store.ErrDiskFull (or store.ErrReadOnly) when the disk is full.
 func (n *Node) Pin(ctx context.Context, m *manifest.Manifest) error {
 	for _, a := range m.Assets {
 		if n.closed.Load() {
@@ -471,7 +474,7 @@ func (n *Node) Pin(ctx context.Context, m *manifest.Manifest) error {
 				return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
 			}
 			if st.NotKept > 0 {
-				return fmt.Errorf("mesh: pin %s: %d leaves not kept: %w", a.Path, st.NotKept, store.ErrQuotaExceeded)
+				return fmt.Errorf("mesh: pin %s: %d leaves not kept: %w", a.Path, st.NotKept, notKeptWhy(n.store.Health()))
 			}
 		}
 		// Every leaf is held; the inner nodes come from the manifest
@@ -487,6 +490,18 @@ func (n *Node) Pin(ctx context.Context, m *manifest.Manifest) error {
 		}
 	}
 	return nil
+}
+
+// notKeptWhy says why the store did not keep leaves: a full disk, a store
+// opened read-only, else the quota.
+func notKeptWhy(h store.Health) error {
+	switch {
+	case h.ReadOnly:
+		return store.ErrReadOnly
+	case h.DiskFull:
+		return store.ErrDiskFull
+	}
+	return store.ErrQuotaExceeded
 }
 
 // Stats is a snapshot of a node's figures.
