@@ -238,7 +238,7 @@ func TestGatewayHungOrigin(t *testing.T) {
 	defer cancel()
 	n := newNode(t, mesh.Config{Origin: hungOrigin(t)})
 	const timeout = time.Second
-	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, FirstByteTimeout: timeout}))
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: timeout}))
 	defer gw.Close()
 	for _, p := range []string{"/app.js", "/small.css"} {
 		start := time.Now()
@@ -274,7 +274,7 @@ func TestGatewayOriginFails(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			n := newNode(t, mesh.Config{Origin: tc.origin(t)})
-			gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
+			gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest()}))
 			defer gw.Close()
 			resp, body, err := gatewayGet(t, ctx, gw.URL+"/app.js", tc.hdr)
 			if err != nil || resp.StatusCode != http.StatusBadGateway {
@@ -320,8 +320,8 @@ func TestGatewayAbortsMidBody(t *testing.T) {
 		t.Run(fmt.Sprintf("hang=%v,http2=%v", tc.hang, tc.h2), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			n := newNode(t, mesh.Config{Origin: dyingOrigin(t, s.files["app.js"], tc.hang)})
-			gw := httptest.NewUnstartedServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, FirstByteTimeout: time.Second}))
+			n := newNode(t, mesh.Config{Origin: dyingOrigin(t, s.Site()["app.js"], tc.hang)})
+			gw := httptest.NewUnstartedServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: time.Second}))
 			client := http.DefaultClient
 			if tc.h2 {
 				gw.EnableHTTP2 = true
@@ -347,8 +347,8 @@ func TestGatewayAbortsMidBody(t *testing.T) {
 			case tc.h2 && (err == nil || !strings.Contains(err.Error(), "stream error")):
 				t.Errorf("reading the body: %v after %d bytes, want the stream reset", err, len(body))
 			}
-			if len(body) >= len(s.files["app.js"]) || !bytes.Equal(body, s.files["app.js"][:len(body)]) {
-				t.Errorf("got %d bytes, want a correct prefix of %d", len(body), len(s.files["app.js"]))
+			if len(body) >= len(s.Site()["app.js"]) || !bytes.Equal(body, s.Site()["app.js"][:len(body)]) {
+				t.Errorf("got %d bytes, want a correct prefix of %d", len(body), len(s.Site()["app.js"]))
 			}
 		})
 	}
@@ -361,8 +361,8 @@ func TestGatewayHost(t *testing.T) {
 	s := newSite(t, map[string]int64{"index.html": 100})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n := newNode(t, mesh.Config{Origin: s.srv.URL})
-	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, Hosts: []string{"App.Example"}}))
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), Hosts: []string{"App.Example"}}))
 	defer gw.Close()
 	for _, tc := range []struct {
 		host string
@@ -397,7 +397,7 @@ func TestGatewayHost(t *testing.T) {
 		if resp.StatusCode != tc.want {
 			t.Errorf("GET with Host %q = %d, want %d", tc.host, resp.StatusCode, tc.want)
 		}
-		if tc.want == 200 && !bytes.Equal(body, s.files["index.html"]) {
+		if tc.want == 200 && !bytes.Equal(body, s.Site()["index.html"]) {
 			t.Errorf("GET with Host %q: wrong body", tc.host)
 		}
 	}
@@ -411,10 +411,10 @@ func TestGatewayManyRanges(t *testing.T) {
 	s := newSite(t, map[string]int64{"v.mp4": size})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n := newNode(t, mesh.Config{Origin: s.srv.URL})
-	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest()}))
 	defer gw.Close()
-	data := s.files["v.mp4"]
+	data := s.Site()["v.mp4"]
 	if _, body, err := gatewayGet(t, ctx, gw.URL+"/v.mp4", nil); err != nil || !bytes.Equal(body, data) {
 		t.Fatalf("warming GET: %v, %d bytes", err, len(body))
 	}
@@ -520,11 +520,11 @@ func TestGatewayStalledReaders(t *testing.T) {
 	defer cancel()
 	// On disk, as in use: every leaf read from badger is a copy on the heap
 	// (the in-memory store hands out the stored slices themselves).
-	n := newNode(t, mesh.Config{Origin: s.srv.URL, DataDir: t.TempDir()})
+	n := newNode(t, mesh.Config{Origin: s.URL(), DataDir: t.TempDir()})
 	const maxBuffer = 33 << 20 // one request's window (32 leaves) and buffer (1)
-	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, MaxBuffer: maxBuffer}))
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), MaxBuffer: maxBuffer}))
 	t.Cleanup(gw.Close) // after the stalled clients close: Close waits for their requests
-	if _, body, err := gatewayGet(t, ctx, gw.URL+"/big.bin", nil); err != nil || !bytes.Equal(body, s.files["big.bin"]) {
+	if _, body, err := gatewayGet(t, ctx, gw.URL+"/big.bin", nil); err != nil || !bytes.Equal(body, s.Site()["big.bin"]) {
 		t.Fatalf("warming GET: %v, %d bytes", err, len(body))
 	}
 	base := liveHeap()
@@ -575,8 +575,8 @@ func TestGatewayStalledReaders(t *testing.T) {
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if err != nil || !bytes.Equal(body, s.files["big.bin"]) {
-			t.Errorf("client %d after its stall: %v, %d bytes of %d, equal %v", i, err, len(body), size, bytes.Equal(body, s.files["big.bin"]))
+		if err != nil || !bytes.Equal(body, s.Site()["big.bin"]) {
+			t.Errorf("client %d after its stall: %v, %d bytes of %d, equal %v", i, err, len(body), size, bytes.Equal(body, s.Site()["big.bin"]))
 		}
 	}
 }
@@ -608,8 +608,8 @@ func TestGatewayWriteTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	reg := prometheus.NewRegistry()
-	n := newNode(t, mesh.Config{Origin: s.srv.URL, PrometheusRegisterer: reg})
-	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m, WriteTimeout: time.Second}))
+	n := newNode(t, mesh.Config{Origin: s.URL(), PrometheusRegisterer: reg})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), WriteTimeout: time.Second}))
 	t.Cleanup(gw.Close) // after the stalled clients close: Close waits for their requests
 	c := stalledGet(t, gw.Listener.Addr().String(), "/big.bin")
 	waitFor(ctx, t, "the stalled client to be cut off", func() bool { return counterValues(t, reg)["aborted"] == 1 })
@@ -631,12 +631,12 @@ func TestGatewayMetrics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	reg := prometheus.NewRegistry()
-	n := newNode(t, mesh.Config{Origin: s.srv.URL, PrometheusRegisterer: reg})
-	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
+	n := newNode(t, mesh.Config{Origin: s.URL(), PrometheusRegisterer: reg})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest()}))
 	defer gw.Close()
-	gw2 := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.m}))
+	gw2 := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest()}))
 	defer gw2.Close()
-	a, _ := s.m.Lookup("a.css")
+	a, _ := s.Manifest().Lookup("a.css")
 	for _, r := range []struct {
 		url string
 		hdr map[string]string
