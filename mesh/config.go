@@ -130,6 +130,24 @@ type Config struct {
 	// manager trims above it). Default 128 for apps, 1024 for seeds.
 	MaxConns int
 
+	// Site versions and the origin (follow.go). Zero fields take the
+	// defaults in defaults.go (siteDefaults); negative timeouts mean none.
+
+	// OriginHeaderTimeout bounds the wait for the origin's response
+	// headers, OriginIdleTimeout the wait for the next bytes of a body: an
+	// origin silent for that long counts as dead, and its error matches
+	// context.DeadlineExceeded. Default 10 s each.
+	OriginHeaderTimeout, OriginIdleTimeout time.Duration
+
+	// ManifestTimeout bounds loading a manifest (LoadManifest, Follow),
+	// from the request to the last byte. Default 30 s; negative means
+	// none (the caller's context alone).
+	ManifestTimeout time.Duration
+
+	// FollowInterval is how often Follow checks the site's manifest.
+	// Default 1 min for apps, 30 s for seeds.
+	FollowInterval time.Duration
+
 	// HTTPClient fetches manifests and origin content. Nil means a client
 	// of the node's own.
 	HTTPClient *http.Client
@@ -162,6 +180,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: DataDir is required unless InMemory", ErrConfig)
 	case c.PeerTimeout < 0:
 		return fmt.Errorf("%w: negative PeerTimeout", ErrConfig)
+	case c.FollowInterval < 0:
+		return fmt.Errorf("%w: negative FollowInterval", ErrConfig)
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package mesh
 
 import (
+	"time"
+
 	"github.com/meshcdn/meshcdn/fetch"
 )
 
@@ -107,6 +109,40 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = d.MaxConns
+	}
+	return c.withSiteDefaults()
+}
+
+// siteDefaults are the role defaults of following a site and of the
+// origin's timeouts (follow.go).
+var siteDefaults = map[Role]Config{
+	RoleApp: {
+		OriginHeaderTimeout: fetch.DefaultOriginHeaderTimeout,
+		OriginIdleTimeout:   fetch.DefaultOriginIdleTimeout,
+		ManifestTimeout:     30 * time.Second,
+		FollowInterval:      time.Minute,
+	},
+	RoleSeed: {
+		OriginHeaderTimeout: fetch.DefaultOriginHeaderTimeout,
+		OriginIdleTimeout:   fetch.DefaultOriginIdleTimeout,
+		ManifestTimeout:     30 * time.Second,
+		FollowInterval:      30 * time.Second,
+	},
+}
+
+func (c Config) withSiteDefaults() Config {
+	d := siteDefaults[c.Role]
+	if c.OriginHeaderTimeout == 0 {
+		c.OriginHeaderTimeout = d.OriginHeaderTimeout
+	}
+	if c.OriginIdleTimeout == 0 {
+		c.OriginIdleTimeout = d.OriginIdleTimeout
+	}
+	if c.ManifestTimeout == 0 {
+		c.ManifestTimeout = d.ManifestTimeout
+	}
+	if c.FollowInterval == 0 {
+		c.FollowInterval = d.FollowInterval
 	}
 	return c
 }

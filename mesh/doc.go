@@ -32,4 +32,19 @@
 // from everyone. Browsers reach each other over WebRTC signalled through a
 // seed's circuit relay; bulk data never goes through the relay (its default
 // limits of 128 KiB and 2 minutes per circuit forbid it).
+//
+// # Site versions
+//
+// A site is a sequence of manifests at one URL. Node.Follow checks it every
+// Config.FollowInterval (1 min for apps, 30 s for seeds) with
+// If-None-Match, swaps each new version, once checked in full, into the
+// gateways attached to it, and tells the app (Follower.Subscribe or
+// FollowConfig.OnEvent). A seed also pins the version in effect and unpins
+// what left the site first, so a store quota that fits one version and a
+// bit takes every redeploy. Every origin request has timeouts
+// (Config.OriginHeaderTimeout and OriginIdleTimeout, 10 s; a manifest
+// Config.ManifestTimeout, 30 s): a hung origin fails with an error
+// matching context.DeadlineExceeded, other origin failures (a 404 or 500,
+// a refused connection, a file that changed: fetch.ErrChanged) with errors
+// that do not.
 package mesh

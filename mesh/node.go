@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,6 +145,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Providers:            n.ann.Table(),
 		HTTPClient:           n.client,
 		PeerTimeout:          cfg.PeerTimeout,
+		OriginHeaderTimeout:  cfg.OriginHeaderTimeout,
+		OriginIdleTimeout:    cfg.OriginIdleTimeout,
 		ServeBytesPerSecond:  cfg.ServeBytesPerSecond,
 		ServeConcurrency:     cfg.ServeConcurrency,
 		Logger:               cfg.Logger,
@@ -412,80 +413,34 @@ func (n *Node) target(a manifest.Asset) (fetch.Target, error) {
 	return fetch.AssetTarget(a, n.cfg.Origin, n.cfg.Gateway)
 }
 
-// maxManifestFetch bounds how long LoadManifest waits for the origin.
-const maxManifestFetch = 30 * time.Second
-
 // LoadManifest fetches and checks the manifest at u (an absolute URL, or a
-// path relative to Config.Origin such as "manifest.json").
+// path relative to Config.Origin such as "manifest.json"), within
+// Config.ManifestTimeout (30 s) from the request to the last byte: a hung
+// origin fails it with an error matching context.DeadlineExceeded. To
+// follow a site's versions, use Follow.
 func (n *Node) LoadManifest(ctx context.Context, u string) (*manifest.Manifest, error) {
-	if n.closed.Load() {
-		return nil, ErrClosed
-	}
-	if !strings.Contains(u, "://") {
-		if n.cfg.Origin == "" {
-			return nil, fmt.Errorf("mesh: manifest %q: relative URL and no Origin", u)
-		}
-		u = strings.TrimSuffix(n.cfg.Origin, "/") + "/" + strings.TrimPrefix(u, "/")
-	}
-	ctx, cancel := context.WithTimeout(ctx, maxManifestFetch)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("mesh: manifest: %w", err)
-	}
-	resp, err := n.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("mesh: manifest: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("mesh: manifest %s: HTTP %s", u, resp.Status)
-	}
-	m, err := manifest.Read(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("mesh: manifest %s: %w", u, err)
-	}
-	return m, nil
+	m, _, err := n.loadManifest(ctx, u, "")
+	return m, err
 }
 
 // Pin fetches every asset of m that the store does not hold (peers first,
 // then the origin) and pins it, so that it is never evicted: what a seed
 // does with its site's manifest. Content already held is not fetched again.
-// It fails with store.ErrQuotaExceeded when the assets cannot all fit, and
-// with store.ErrDiskFull (or store.ErrReadOnly) when the disk is full.
+// It fails with store.ErrQuotaExceeded, before fetching anything, when the
+// assets not held cannot fit beside the pinned content (unpin what an
+// older version had first: Follow does), and when a fetch could not keep
+// its blocks. Pinning never removes a pin: see Follow for versions.
+// It fails with store.ErrDiskFull (or store.ErrReadOnly) when the store
+// could not keep leaves for a full disk.
 func (n *Node) Pin(ctx context.Context, m *manifest.Manifest) error {
+	if err := n.checkFits(m); err != nil {
+		return err
+	}
 	for _, a := range m.Assets {
 		if n.closed.Load() {
 			return ErrClosed
 		}
-		if !n.store.Holds(a.Cid) {
-			t, err := n.target(a)
-			if err != nil {
-				return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
-			}
-			r, err := n.fetcher.Open(ctx, t)
-			if err != nil {
-				return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
-			}
-			_, err = io.Copy(io.Discard, r)
-			st := r.Stats()
-			r.Close()
-			if err != nil {
-				return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
-			}
-			if st.NotKept > 0 {
-				return fmt.Errorf("mesh: pin %s: %d leaves not kept: %w", a.Path, st.NotKept, notKeptWhy(n.store.Health()))
-			}
-		}
-		// Every leaf is held; the inner nodes come from the manifest
-		// (already checked against their CIDs), so the content can be
-		// named and pinned now, whether or not the fetch did it first.
-		for _, b := range a.Nodes {
-			if err := n.store.Put(ctx, b); err != nil {
-				return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
-			}
-		}
-		if err := n.store.Pin(ctx, a.Cid); err != nil {
+		if err := n.pinAsset(ctx, a); err != nil {
 			return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
 		}
 	}
@@ -502,6 +457,66 @@ func notKeptWhy(h store.Health) error {
 		return store.ErrDiskFull
 	}
 	return store.ErrQuotaExceeded
+}
+
+// checkFits fails with store.ErrQuotaExceeded if the assets of m that the
+// store does not hold are more bytes than the quota leaves beside pinned
+// content.
+func (n *Node) checkFits(m *manifest.Manifest) error {
+	u := n.store.Usage()
+	if u.Quota < 0 {
+		return nil
+	}
+	var need int64
+	seen := make(map[string]bool, len(m.Assets))
+	for _, a := range m.Assets {
+		k := a.Cid.KeyString()
+		if seen[k] || n.store.Holds(a.Cid) {
+			continue
+		}
+		seen[k] = true
+		need += a.Size
+		for _, b := range a.Nodes {
+			need += int64(len(b.RawData()))
+		}
+	}
+	if need > u.Quota-u.Pinned {
+		return fmt.Errorf("mesh: pin: %d bytes to fetch, %d of the quota %d free beside pinned content: %w",
+			need, u.Quota-u.Pinned, u.Quota, store.ErrQuotaExceeded)
+	}
+	return nil
+}
+
+// pinAsset fetches one asset if it is not held, and pins it.
+func (n *Node) pinAsset(ctx context.Context, a manifest.Asset) error {
+	if !n.store.Holds(a.Cid) {
+		t, err := n.target(a)
+		if err != nil {
+			return err
+		}
+		r, err := n.fetcher.Open(ctx, t)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, r)
+		st := r.Stats()
+		r.Close()
+		if err != nil {
+			return err
+		}
+		if st.NotKept > 0 {
+			return fmt.Errorf("%d leaves not kept: %w", st.NotKept, notKeptWhy(n.store.Health()))
+		}
+	}
+	// Every leaf is held; the inner nodes come from the manifest (already
+	// checked against their CIDs), so the content can be named and pinned
+	// now, whether or not the fetch did it first.
+	for _, b := range a.Nodes {
+		if err := n.store.Put(ctx, b); err != nil {
+			return err
+		}
+	}
+	return n.store.Pin(ctx, a.Cid)
 }
 
 // Stats is a snapshot of a node's figures.
