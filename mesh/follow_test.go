@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -249,7 +248,7 @@ func TestFollowSwapsGateway(t *testing.T) {
 // context.DeadlineExceeded, and the follower reports it and keeps going.
 func TestLoadManifestHung(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	n := newNode(t, mesh.Config{Origin: hungListener(t), ManifestTimeout: timeout})
+	n := newNode(t, mesh.Config{Origin: hungOrigin(t), ManifestTimeout: timeout})
 	start := time.Now()
 	_, err := n.LoadManifest(context.Background(), "manifest.json")
 	if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < timeout || d > timeout+5*time.Second {
@@ -321,35 +320,6 @@ func TestFollowRestartUnpins(t *testing.T) {
 	}
 }
 
-// hungListener accepts connections and never answers.
-func hungListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "http://" + ln.Addr().String()
-}
-
 // TestNodeOriginTimeouts: Config.OriginHeaderTimeout reaches the node's
 // fetches: an asset whose origin hangs, with no peer, fails within it
 // (plus slack) with an error matching context.DeadlineExceeded; one whose
@@ -370,7 +340,7 @@ func TestNodeOriginTimeouts(t *testing.T) {
 		origin   string
 		deadline bool
 	}{
-		{"hung", hungListener(t), true},
+		{"hung", hungOrigin(t), true},
 		{"404", notFound.URL, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

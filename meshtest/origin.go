@@ -253,28 +253,25 @@ func (o *Origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p := strings.TrimPrefix(r.URL.Path, "/")
 	v := o.version.Load()
-	if p == o.cfg.ManifestPath {
-		o.manifests.Add(1)
-		if r.Header.Get("If-None-Match") == v.etag {
-			o.notMod.Add(1)
-		}
-		h.Set("Content-Type", "application/json")
-		h.Set("Etag", v.etag)
-		http.ServeContent(w, r, p, time.Time{}, bytes.NewReader(v.mj))
-		return
+	isManifest := p == o.cfg.ManifestPath
+	data, isAsset := v.site[p]
+	isAsset = isAsset && !isManifest
+	if isAsset {
+		o.requests.Add(1)
+		o.count(p, r, 0, true)
 	}
-	data, ok := v.site[p]
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	o.requests.Add(1)
-	o.count(p, r, 0, true)
 	var f Fault
 	if fn := o.fault.Load(); fn != nil && *fn != nil {
 		f = (*fn)(r)
 	}
-	if !o.wait(r.Context(), o.cfg.Latency+f.Delay) {
+	if !isAsset && f.Kind != FaultStatus && f.Kind != FaultHang {
+		f = Fault{} // body faults and delays are for assets only
+	}
+	d := f.Delay
+	if isAsset {
+		d += o.cfg.Latency
+	}
+	if !o.wait(r.Context(), d) {
 		panic(http.ErrAbortHandler) // the client or the origin has gone
 	}
 	switch f.Kind {
@@ -288,6 +285,20 @@ func (o *Origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case FaultHang:
 		o.wait(r.Context(), -1)
 		panic(http.ErrAbortHandler) // never an answer, not even an empty one
+	}
+	if isManifest {
+		o.manifests.Add(1)
+		if r.Header.Get("If-None-Match") == v.etag {
+			o.notMod.Add(1)
+		}
+		h.Set("Content-Type", "application/json")
+		h.Set("Etag", v.etag)
+		http.ServeContent(w, r, p, time.Time{}, bytes.NewReader(v.mj))
+		return
+	}
+	if !isAsset {
+		http.NotFound(w, r)
+		return
 	}
 	if o.cfg.NoRange {
 		r.Header.Del("Range")

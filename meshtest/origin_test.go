@@ -290,3 +290,23 @@ func TestOriginSetSite(t *testing.T) {
 		t.Errorf("Stats = %d manifest requests, %d not modified; want 3 and 1", st.ManifestRequests, st.ManifestNotModified)
 	}
 }
+
+// TestOriginFaultAll: FaultAll's hang and status reach the manifest and
+// paths the site does not have, not only assets.
+func TestOriginFaultAll(t *testing.T) {
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: meshtest.Site{"a.txt": []byte("a")}})
+	o.SetFault(meshtest.FaultAll(meshtest.Fault{Kind: meshtest.FaultStatus, Status: 502}))
+	for _, p := range []string{"manifest.json", "a.txt", "nope"} {
+		if resp, _, err := get(t, context.Background(), o, p, ""); err != nil || resp.StatusCode != 502 {
+			t.Errorf("GET %s under FaultAll(502) = %v, %v; want 502", p, resp, err)
+		}
+	}
+	o.SetFault(meshtest.FaultAll(meshtest.Fault{Kind: meshtest.FaultHang}))
+	for _, p := range []string{"manifest.json", "nope"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		if _, _, err := get(t, ctx, o, p, ""); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("GET %s under FaultAll(hang) = %v, want no answer before the deadline", p, err)
+		}
+		cancel()
+	}
+}
