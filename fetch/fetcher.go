@@ -36,6 +36,7 @@ type Fetcher struct {
 	ownHTTP *http.Transport
 	metrics *metrics
 	served  atomic.Int64
+	direct  directWants // first wants sent to providers directly (firstwant.go)
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -87,7 +88,7 @@ func New(cfg Config) (*Fetcher, error) {
 
 	f.guard = newGuard(bsnet.NewFromIpfsHost(cfg.Host), f)
 	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeConcurrency, &f.served)
-	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
+	f.bs = bitswap.New(f.ctx, firstNet{f.guard}, nil, serving, // firstwant.go
 		// Providers are found by root CID here and connected before the
 		// session asks; bitswap's own search would ask about leaf CIDs.
 		bitswap.ProviderSearchDelay(time.Hour),

@@ -144,6 +144,7 @@ type Reader struct {
 	lastPeer   time.Time   // last delivery from a peer
 	peerTimes  []time.Time // the last peerRateWindow deliveries from peers
 	waitSince  time.Time   // a Read has been waiting since
+	askedFirst bool        // a provider was asked directly (firstwant.go)
 }
 
 // Open starts fetching t and returns a Reader positioned at 0. The fetch
@@ -729,6 +730,7 @@ func (r *Reader) goPeers(idx []int, cur int, leaves []store.Leaf, reqs []*req, b
 		reqOf[i] = reqs[k]
 	}
 	r.f.guard.order(cids, dist)
+	first := r.askFirst(idx, leaves, reqs) // firstwant.go
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -741,8 +743,11 @@ func (r *Reader) goPeers(idx []int, cur int, leaves []store.Leaf, reqs []*req, b
 				if p == "" {
 					continue // our own copy (from the origin) that ended the want
 				}
+				skip := r.f.direct.took(first, c) // the leaf the first want delivered
 				for _, i := range where[c] {
-					r.deliver(i, blk.RawData(), SourcePeer, p, reqOf[i])
+					if i != skip {
+						r.deliver(i, blk.RawData(), SourcePeer, p, reqOf[i])
+					}
 				}
 			}
 		}
