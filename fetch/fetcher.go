@@ -88,7 +88,7 @@ func New(cfg Config) (*Fetcher, error) {
 
 	f.guard = newGuard(bsnet.NewFromIpfsHost(cfg.Host), f)
 	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeConcurrency, &f.served)
-	f.bs = bitswap.New(f.ctx, firstNet{f.guard}, nil, serving, // firstwant.go
+	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
 		// Providers are found by root CID here and connected before the
 		// session asks; bitswap's own search would ask about leaf CIDs.
 		bitswap.ProviderSearchDelay(time.Hour),

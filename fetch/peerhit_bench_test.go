@@ -17,8 +17,9 @@ import (
 // loopback. Each iteration makes MESHCDN_BENCH_RUNS (default 50)
 // interleaved pairs of runs with one client node, the asset deleted from its
 // store after each fetch; it reports the medians over all runs and their
-// ratio (target: the peer hit at most 3 ms), and how many runs were not
-// served by the peer (the origin joins after Config.PeerTimeout).
+// ratio (target: the peer hit at most 3 ms), how many runs were not
+// served by the peer (the origin joins after Config.PeerTimeout) and the
+// duplicate copies of the asset received per run.
 //
 // In "idle" the runs are 30 ms apart, so each fetch starts with bitswap's
 // per-peer message queues idle (a fresh app); in "busy" they follow one
@@ -100,6 +101,8 @@ func benchPeerHit(b *testing.B, gap time.Duration) {
 	b.ReportMetric(float64(mo.Microseconds())/1000, "peer-ttfb-ms")
 	b.ReportMetric(float64(mo)/float64(mp), "ratio")
 	b.ReportMetric(float64(misses), "not-peer-hits")
-	b.Logf("median TTFB over %d runs: http.Get %v, peer hit %v, ratio %.1f; %d runs not a peer hit",
-		len(ours), mp, mo, float64(mo)/float64(mp), misses)
+	dup := float64(cl.f.Stats().DuplicateBytes) / float64(len(ours)) / float64(len(a.data))
+	b.ReportMetric(dup, "dup-copies/run")
+	b.Logf("median TTFB over %d runs: http.Get %v, peer hit %v, ratio %.1f; %d runs not a peer hit, %.3f duplicate copies per run",
+		len(ours), mp, mo, float64(mo)/float64(mp), misses, dup)
 }

@@ -735,6 +735,7 @@ func (r *Reader) goPeers(idx []int, cur int, leaves []store.Leaf, reqs []*req, b
 	go func() {
 		defer r.wg.Done()
 		defer b.cancel()
+		first.lead() // firstwant.go
 		ch, err := r.sess.GetBlocks(b.ctx, cids)
 		if err == nil {
 			for blk := range ch {
