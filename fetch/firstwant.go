@@ -254,13 +254,21 @@ func (w *firstWant) run() {
 	f := r.f
 	defer r.wg.Done()
 	defer f.direct.remove(w)
-	m := bsmsg.New(false)
-	m.AddEntry(w.c, math.MaxInt32, pb.Message_Wantlist_Block, true)
-	err := f.guard.SendMessage(w.q.ctx, w.p, m)
-	close(w.sent)
-	if err != nil {
-		f.log.Debug("first want", "peer", w.p, "cid", w.c, "err", err)
-	}
+	// The send goes apart: a copy of the leaf (from the session, say) may
+	// come while the stream is still being opened, and must not wait for it.
+	sendErr := make(chan error, 1)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		m := bsmsg.New(false)
+		m.AddEntry(w.c, math.MaxInt32, pb.Message_Wantlist_Block, true)
+		err := f.guard.SendMessage(w.q.ctx, w.p, m)
+		close(w.sent)
+		if err != nil {
+			f.log.Debug("first want", "peer", w.p, "cid", w.c, "err", err)
+		}
+		sendErr <- err
+	}()
 	select {
 	case fc := <-w.got:
 		r.deliver(w.i, fc.b.RawData(), SourcePeer, fc.p, w.q)
@@ -276,6 +284,7 @@ func (w *firstWant) run() {
 	}
 	close(w.done)
 	// The leaf is in, or given up: if p did not send it, p need not.
+	err := <-sendErr
 	f.direct.mu.Lock()
 	cancel := err == nil && !w.fromTarget
 	f.direct.mu.Unlock()
