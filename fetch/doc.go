@@ -29,7 +29,7 @@
 //     after the HAVE, through a queue that sends a peer at most one message
 //     per 20 ms (boxo's minSendMessageDelay, a constant): a peer hit took
 //     22 ms on loopback, 41 ms right after another fetch from the same
-//     peer; with the want-block first it takes one round trip (1.5 to 2.5
+//     peer; with the want-block first it takes one round trip (1 to 2.5
 //     ms, BenchmarkPeerHit). The session's want-haves are the hedge: the
 //     other peers answer HAVE, and if the provider asked has not delivered
 //     when the queue lets the next message go, the session asks one of
