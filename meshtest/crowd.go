@@ -47,6 +47,11 @@ type CrowdConfig struct {
 	// another. Default every asset of the manifest, in manifest order.
 	Assets []string
 
+	// AppAssets, if set, gives app i (0 for the first to arrive) its own
+	// list of paths to fetch instead of Assets: a long tail of popularity.
+	// Default nil.
+	AppAssets func(i int) []string
+
 	// Neighbours is how many apps started before it an app bootstraps to
 	// when it arrives, chosen at random (as mDNS would find on a LAN),
 	// besides the seeds. Default 3; negative: none.
@@ -249,7 +254,11 @@ func (c *Crowd) arrive(ctx context.Context, seeds []string) error {
 				errs[i] = ctx.Err()
 				return
 			}
-			errs[i] = c.join(ctx, fmt.Sprintf("app-%0*d", width, i+1), seeds, a)
+			paths := c.cfg.Assets
+			if c.cfg.AppAssets != nil {
+				paths = c.cfg.AppAssets(i)
+			}
+			errs[i] = c.join(ctx, fmt.Sprintf("app-%0*d", width, i+1), paths, seeds, a)
 		}()
 	}
 	wg.Wait()
@@ -282,7 +291,7 @@ func (a *arrivals) add(addr string) {
 
 // join starts an arriving app bootstrapped to the seeds and to neighbours
 // that arrived before it, waits to hear of a holder, and fetches.
-func (c *Crowd) join(ctx context.Context, name string, seeds []string, a *arrivals) error {
+func (c *Crowd) join(ctx context.Context, name string, paths, seeds []string, a *arrivals) error {
 	arrival := time.Since(c.start)
 	boot := append(append([]string(nil), seeds...), a.pick(c.cfg.Neighbours)...)
 	mb, err := c.newMember(ctx, name, mesh.RoleApp, c.cfg.App, boot)
@@ -293,15 +302,15 @@ func (c *Crowd) join(ctx context.Context, name string, seeds []string, a *arriva
 	mb.arrival = arrival
 	mb.mu.Unlock()
 	a.add(mb.node.Addrs()[0].String())
-	if c.cfg.WaitProvider > 0 && len(boot) > 0 {
+	if c.cfg.WaitProvider > 0 && len(boot) > 0 && len(paths) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, c.cfg.WaitProvider)
 		if mb.node.WaitPeers(wctx, 1) == nil {
-			last, _ := c.m.Lookup(c.cfg.Assets[len(c.cfg.Assets)-1])
+			last, _ := c.m.Lookup(paths[len(paths)-1])
 			WaitProvider(wctx, mb.node, last.Cid)
 		}
 		cancel()
 	}
-	return c.fetchAll(ctx, mb, c.cfg.Assets)
+	return c.fetchAll(ctx, mb, paths)
 }
 
 // fetchAll fetches paths through the member's node one after another,

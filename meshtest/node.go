@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ipfs/go-cid"
+	"go.uber.org/goleak"
 
 	"github.com/meshcdn/meshcdn/mesh"
 )
@@ -69,4 +70,22 @@ func StartOrigin(tb testing.TB, cfg OriginConfig) *Origin {
 	}
 	tb.Cleanup(o.Close)
 	return o
+}
+
+// LeakOptions are the goleak options for a TestMain whose tests run mesh
+// nodes: they ignore the goroutines of meshcdn's dependencies that outlive
+// every node by design (badger's and ristretto's package-level workers,
+// glog's flush daemon, go-libp2p-pubsub's loops, which end shortly after
+// Close with no way to wait for them, and the global opencensus worker).
+//
+//	func TestMain(m *testing.M) { goleak.VerifyTestMain(m, meshtest.LeakOptions()...) }
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2.(*defaultPolicy[...]).processItems"),
+		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2.(*Cache[...]).processItems"),
+		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p-pubsub.(*PubSub).processLoop"),
+		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p-pubsub.(*PubSub).handleNewStream"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	}
 }

@@ -18,19 +18,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// badger's and ristretto's package-level goroutines outlive every
-		// database; glog's flush daemon starts with the package.
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2.(*defaultPolicy[...]).processItems"),
-		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2.(*Cache[...]).processItems"),
-		// go-libp2p-pubsub's goroutines end shortly after Close, with no
-		// way to wait for them (see announce.Config.PubSub).
-		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p-pubsub.(*PubSub).processLoop"),
-		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p-pubsub.(*PubSub).handleNewStream"),
-		// The opencensus stats worker of go-libp2p's dependencies is global.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	goleak.VerifyTestMain(m, meshtest.LeakOptions()...)
 }
 
 // get fetches path from o with an optional Range header and returns the
