@@ -21,10 +21,12 @@
 //  2. Then a bitswap session asks connected peers; the providers of the root
 //     that Config.Providers (the announce package's table) names are
 //     connected first, so the session's wants reach them. When a provider
-//     is known, the first message it gets asks for the block: the Reader
-//     sends it a want-block for the first leaf it needs, one bitswap
-//     message of its own outside the session's per-peer queue, beside the
-//     session's want-have broadcast to every connected peer (firstwant.go).
+//     is known, the first message sent to it asks for the block: the
+//     Reader sends it a want-block for the first leaf it needs, one bitswap
+//     message of its own outside the session's per-peer queue, written
+//     before the session's want-have broadcast to every connected peer goes
+//     out (firstwant.go; the two travel on separate streams, so the
+//     provider may take the want-have first and answer HAVE as well).
 //     The session alone would ask with a want-have and send the want-block
 //     after the HAVE, through a queue that sends a peer at most one message
 //     per 20 ms (boxo's minSendMessageDelay, a constant): a peer hit took
