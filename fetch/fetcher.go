@@ -94,8 +94,9 @@ func New(cfg Config) (*Fetcher, error) {
 		bitswap.WithoutDuplicatedBlockStats(),
 		bitswap.MaxOutstandingBytesPerPeer(cfg.MaxOutstandingBytesPerPeer),
 		bitswap.WithPeerBlockRequestFilter(func(p peer.ID, _ cid.Cid) bool {
-			return !f.guard.isPenalised(p)
+			return !f.guard.refusedSender(p)
 		}),
+		bitswap.TaskWorkerCount(serveWorkers(cfg.ServeConcurrency)),
 	)
 	return f, nil
 }
@@ -266,5 +267,13 @@ func (f *Fetcher) keep(ctx context.Context, b blocks.Block, src Source) error {
 	}
 	return nil
 }
+
+// serveWorkers is how many workers bitswap's server sends with: boxo's 8,
+// or half of Config.ServeConcurrency where that is more (seeds: 32), so
+// that a few peers that do not read their replies (each holding up to
+// perPeerSends workers until its deadlines cut it, see sendLimiter)
+// cannot stop the server. More workers than needed cost order: blocks read
+// for sending at once come out of the serving cap in no set order.
+func serveWorkers(concurrency int) int { return max(8, concurrency/2) }
 
 var errFetcherClosed = errors.New("fetcher closed")

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"time"
@@ -32,6 +33,7 @@ type guard struct {
 	useful    map[peer.ID]time.Time   // last block or HAVE of a wanted CID
 	timers    map[peer.ID]*time.Timer // penalty ends
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
+	sends     *sendLimiter            // deadlines of what the server sends
 	stopped   bool
 	life      sync.RWMutex // held for reading while forgiving; stop takes it
 }
@@ -47,6 +49,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		useful:         make(map[peer.ID]time.Time),
 		timers:         make(map[peer.ID]*time.Timer),
 		prio:           make(map[cid.Cid]int32),
+		sends:          newSendLimiter(),
 	}
 }
 
@@ -92,10 +95,53 @@ func (g *guard) NewMessageSender(ctx context.Context, p peer.ID, opts *bsnet.Mes
 	return orderedSender{s, g}, nil
 }
 
-// SendMessage is NewMessageSender's one-shot form.
+// SendMessage is NewMessageSender's one-shot form, which bitswap's server
+// sends blocks with, synchronously, in one of its workers. Here each send
+// gets a deadline for its size, at most perPeerSends run at once per peer
+// (a send that waits slotWait for its turn fails), and a peer that misses
+// deadlines is put on probation, then cut (see sendLimiter).
 func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) error {
 	g.reprioritise(m)
-	return g.BitSwapNetwork.SendMessage(ctx, p, m)
+	slots := g.sends.acquire(p, time.Now())
+	defer g.sends.release(p)
+	wait := time.NewTimer(slotWait)
+	select {
+	case slots <- struct{}{}:
+		wait.Stop()
+		defer func() { <-slots }()
+	case <-wait.C:
+		return errPeerNotDraining
+	case <-ctx.Done():
+		wait.Stop()
+		return ctx.Err()
+	}
+	began := time.Now()
+	deadline, ok := g.sends.begin(p, m.Size(), began)
+	if !ok {
+		return errPeerNotDraining
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	err := g.BitSwapNetwork.SendMessage(ctx, p, m)
+	cancel()
+	now := time.Now()
+	switch g.sends.end(p, began, err != nil && !now.Before(deadline), now) {
+	case sendSlow:
+		g.f.log.Info("peer not draining: one send at a time", "peer", p, "bytes", m.Size(), "dur", now.Sub(began))
+	case sendCut:
+		g.f.log.Info("peer not draining: disconnected", "peer", p, "bytes", m.Size(), "dur", now.Sub(began))
+		_ = g.BitSwapNetwork.DisconnectFrom(context.Background(), p)
+	}
+	return err
+}
+
+// errPeerNotDraining is what a send to a peer that does not read its
+// replies fails with at once (see sendLimiter).
+var errPeerNotDraining = errors.New("fetch: peer does not read what it is sent")
+
+// refusedSender reports whether requests of p are refused: it is
+// penalised, or was cut for not reading what it was sent.
+func (g *guard) refusedSender(p peer.ID) bool {
+	return g.isPenalised(p) || g.sends.refused(p, time.Now())
 }
 
 // reprioritise sets the priority of each want in m that order ranked.
@@ -179,18 +225,33 @@ func (g *guard) usefulSince(p peer.ID, t time.Time) bool {
 }
 
 // penalise drops p from bitswap for the penalty time.
-func (g *guard) penalise(p peer.ID) bool {
+func (g *guard) penalise(p peer.ID) bool { return g.penaliseFor(p, g.f.cfg.Penalty) }
+
+// silentPenalty is the longest a provider is ignored for having sent
+// nothing: a busy but honest seed can be silent for a while, a liar sends
+// bad blocks (Config.Penalty) or breaks its HAVEs.
+const silentPenalty = 30 * time.Second
+
+// penaliseFor drops p from bitswap for d, or until its current penalty
+// ends if that is later. It reports whether p was not penalised before.
+func (g *guard) penaliseFor(p peer.ID, d time.Duration) bool {
 	g.mu.Lock()
 	if g.stopped {
 		g.mu.Unlock()
 		return false
 	}
-	already := g.isPenalisedLocked(p, time.Now())
-	g.penalised[p] = time.Now().Add(g.f.cfg.Penalty)
+	now := time.Now()
+	already := g.isPenalisedLocked(p, now)
+	until := now.Add(d)
+	if already && g.penalised[p].After(until) {
+		g.mu.Unlock()
+		return false
+	}
+	g.penalised[p] = until
 	if t := g.timers[p]; t != nil {
 		t.Stop()
 	}
-	g.timers[p] = time.AfterFunc(g.f.cfg.Penalty, func() { g.forgive(p) })
+	g.timers[p] = time.AfterFunc(d, func() { g.forgive(p) })
 	rs := g.receivers
 	g.mu.Unlock()
 	if already {

@@ -607,7 +607,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		}()
 	}
 	for _, p := range silent {
-		if f.guard.penalise(p) {
+		if f.guard.penaliseFor(p, min(cfg.Penalty, silentPenalty)) {
 			f.countPenalty()
 			f.log.Info("silent provider penalised", "peer", p, "cid", r.t.Cid)
 		}
