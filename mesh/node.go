@@ -23,8 +23,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
-	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/meshcdn/meshcdn/announce"
@@ -187,28 +185,17 @@ func (n *Node) dialBootstrap(ai peer.AddrInfo) {
 }
 
 func hostOptions(cfg Config, key crypto.PrivKey) ([]libp2p.Option, error) {
-	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
-	fds := 512
-	if cfg.Role == RoleSeed {
-		fds = 4096
-	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.Scale(cfg.MaxMemory, fds)))
+	lopts, err := limitOptions(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("mesh: resource manager: %w", err)
-	}
-	cm, err := connmgr.NewConnManager(cfg.MaxConns*3/4, cfg.MaxConns, connmgr.WithGracePeriod(time.Minute))
-	if err != nil {
-		return nil, fmt.Errorf("mesh: connection manager: %w", err)
+		return nil, err
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
-		libp2p.ResourceManager(rm),
-		libp2p.ConnectionManager(cm),
 		libp2p.UserAgent("meshcdn/0"),
 		libp2p.EnableRelay(),
 	}
+	opts = append(opts, lopts...)
 	if cfg.PrometheusRegisterer != nil {
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.PrometheusRegisterer))
 	} else {
