@@ -143,6 +143,14 @@ func (f *Fetcher) Config() Config { return f.cfg }
 // or for advertising content and sending nothing (see Config.Penalty).
 func (f *Fetcher) Penalised(p peer.ID) bool { return f.guard.isPenalised(p) }
 
+// Delivered returns the verified bytes p delivered first to fetches of
+// this Fetcher since New: evidence that p is an honest peer.
+func (f *Fetcher) Delivered(p peer.ID) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.totals.Peers[p]
+}
+
 // Totals is the accounting of all fetches of a Fetcher since New, and of
 // what it served to others.
 type Totals struct {

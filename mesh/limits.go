@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -81,4 +83,21 @@ func limitOptions(cfg Config) ([]libp2p.Option, error) {
 		return nil, fmt.Errorf("mesh: connection manager: %w", err)
 	}
 	return []libp2p.Option{libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)}, nil
+}
+
+// evidence rates what the node knows of p beyond its announcements, for the
+// provider table (announce.TableConfig.Evidence): 3 for a peer that
+// delivered verified bytes to this node, 2 for a bootstrap peer (a seed),
+// 1 for a connected peer, 0 for an unknown key.
+func (n *Node) evidence(p peer.ID) int {
+	if f := n.served.Load(); f != nil && f.Delivered(p) > 0 {
+		return 3
+	}
+	if n.host.ConnManager().IsProtected(p, "meshcdn-bootstrap") {
+		return 2
+	}
+	if n.host.Network().Connectedness(p) == network.Connected {
+		return 1
+	}
+	return 0
 }

@@ -46,6 +46,7 @@ type Node struct {
 	ann     *announce.Announcer
 	fetcher *fetch.Fetcher
 	client  *http.Client
+	served  atomic.Pointer[fetch.Fetcher] // the fetcher, for evidence
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -126,6 +127,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		DisableDHT: cfg.DisableDHT,
 		DHTMode:    mode,
 		Logger:     cfg.Logger,
+		Table:      announce.TableConfig{Evidence: n.evidence},
 
 		PrometheusRegisterer: cfg.PrometheusRegisterer,
 	})
@@ -151,6 +153,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
+	n.served.Store(n.fetcher)
 	for _, ai := range bootstrap {
 		n.wg.Add(1)
 		go func() {
