@@ -8,6 +8,7 @@ import (
 	"time"
 
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	bspb "github.com/ipfs/boxo/bitswap/message/pb"
 	bsnet "github.com/ipfs/boxo/bitswap/network"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -34,6 +35,8 @@ type guard struct {
 	timers    map[peer.ID]*time.Timer // penalty ends
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
 	sends     *sendLimiter            // deadlines of what the server sends
+	proms     *promises               // HAVEs not yet followed by the block
+	promTimer *time.Timer             // checks the promises when one is due
 	stopped   bool
 	life      sync.RWMutex // held for reading while forgiving; stop takes it
 }
@@ -50,6 +53,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		timers:         make(map[peer.ID]*time.Timer),
 		prio:           make(map[cid.Cid]int32),
 		sends:          newSendLimiter(),
+		proms:          newPromises(),
 	}
 }
 
@@ -92,7 +96,7 @@ func (g *guard) NewMessageSender(ctx context.Context, p peer.ID, opts *bsnet.Mes
 	if err != nil {
 		return nil, err
 	}
-	return orderedSender{s, g}, nil
+	return orderedSender{s, g, p}, nil
 }
 
 // SendMessage is NewMessageSender's one-shot form, which bitswap's server
@@ -165,11 +169,36 @@ func (g *guard) reprioritise(m bsmsg.BitSwapMessage) {
 type orderedSender struct {
 	bsnet.MessageSender
 	g *guard
+	p peer.ID
 }
 
 func (s orderedSender) SendMsg(ctx context.Context, m bsmsg.BitSwapMessage) error {
 	s.g.reprioritise(m)
+	s.g.asked(s.p, m)
 	return s.MessageSender.SendMsg(ctx, m)
+}
+
+// asked records the want-blocks of wanted blocks in m, sent to p: promises
+// p is to keep (see promises).
+func (g *guard) asked(p peer.ID, m bsmsg.BitSwapMessage) {
+	wl := m.Wantlist()
+	if len(wl) == 0 {
+		return
+	}
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, e := range wl {
+		if _, ok := g.wanted[e.Cid]; !ok {
+			continue
+		}
+		if e.Cancel {
+			g.proms.dontHave(p, e.Cid)
+		} else if e.WantType == bspb.Message_Wantlist_Block {
+			g.proms.asked(p, e.Cid, now)
+		}
+	}
+	g.armPromisesLocked()
 }
 
 const recentFor = time.Minute
@@ -183,6 +212,7 @@ func (g *guard) unwant(cs []cid.Cid) {
 			delete(g.wanted, c)
 			delete(g.sender, c)
 			delete(g.prio, c)
+			g.proms.forget(c)
 			g.recent[c] = now
 		}
 	}
@@ -298,6 +328,9 @@ func (g *guard) stop() {
 	for _, t := range g.timers {
 		t.Stop()
 	}
+	if g.promTimer != nil {
+		g.promTimer.Stop()
+	}
 }
 
 type guardReceiver struct{ g *guard }
@@ -318,6 +351,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 				g.sender[c] = p
 			}
 			g.useful[p] = now
+			g.proms.delivered(p, c, now)
 			continue
 		}
 		if _, ok := g.recent[c]; ok {
@@ -325,12 +359,19 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		}
 		bad = append(bad, c)
 	}
+	var void []cid.Cid
 	for _, c := range m.Haves() {
 		if _, ok := g.wanted[c]; ok {
 			g.useful[p] = now
-			break
+			if g.proms.have(p, c, now) {
+				void = append(void, c)
+			}
 		}
 	}
+	for _, c := range m.DontHaves() {
+		g.proms.dontHave(p, c)
+	}
+	g.armPromisesLocked()
 	rs := g.receivers
 	g.mu.Unlock()
 	if len(bad) > 0 {
@@ -346,6 +387,68 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	}
 	for _, rv := range rs {
 		rv.ReceiveMessage(ctx, p, m)
+	}
+	if len(void) > 0 {
+		dontHave(ctx, rs, p, void)
+	}
+}
+
+// dontHave tells the receivers that p does not have cs.
+func dontHave(ctx context.Context, rs []bsnet.Receiver, p peer.ID, cs []cid.Cid) {
+	m := bsmsg.New(false)
+	for _, c := range cs {
+		m.AddDontHave(c)
+	}
+	for _, rv := range rs {
+		rv.ReceiveMessage(ctx, p, m)
+	}
+}
+
+// armPromisesLocked sets the promise timer for the earliest promise due.
+// The caller holds mu.
+func (g *guard) armPromisesLocked() {
+	at, ok := g.proms.next()
+	if !ok || g.stopped {
+		return
+	}
+	d := max(time.Until(at), time.Millisecond)
+	if g.promTimer == nil {
+		g.promTimer = time.AfterFunc(d, g.checkPromises)
+		return
+	}
+	g.promTimer.Reset(d)
+}
+
+// checkPromises breaks the promises that are due (see promises): bitswap
+// hears DONT_HAVE from their peers, and peers that only lie are penalised.
+func (g *guard) checkPromises() {
+	g.life.RLock()
+	defer g.life.RUnlock()
+	g.mu.Lock()
+	if g.stopped {
+		g.mu.Unlock()
+		return
+	}
+	broken, liars := g.proms.due(time.Now(), g.f.cfg.Penalty)
+	byPeer := make(map[peer.ID][]cid.Cid)
+	for _, k := range broken {
+		if _, ok := g.wanted[k.c]; ok {
+			byPeer[k.p] = append(byPeer[k.p], k.c)
+		}
+	}
+	g.armPromisesLocked()
+	rs := g.receivers
+	g.mu.Unlock()
+	for p, cs := range byPeer {
+		g.f.log.Debug("HAVE not followed by the block", "peer", p, "cid", cs[0], "blocks", len(cs))
+		dontHave(context.Background(), rs, p, cs)
+	}
+	for _, p := range liars {
+		if g.penalise(p) {
+			g.f.log.Info("peer penalised: HAVEs never followed by blocks", "peer", p)
+			g.f.countPenalty()
+			g.f.wakeAll()
+		}
 	}
 }
 
