@@ -14,6 +14,7 @@ import (
 	bsnet "github.com/ipfs/boxo/bitswap/network/bsnet"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshcdn/meshcdn/internal/verified"
@@ -85,7 +86,7 @@ func New(cfg Config) (*Fetcher, error) {
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 
-	f.guard = newGuard(bsnet.NewFromIpfsHost(cfg.Host), f)
+	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, rejected: f.tooLarge}), f)
 	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeConcurrency, &f.served)
 	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
 		// Providers are found by root CID here and connected before the
@@ -215,6 +216,12 @@ func (f *Fetcher) rejected(e *VerifyError) {
 		f.metrics.badBlocks.Inc()
 	}
 	f.log.Info("bad block", "cid", e.Cid, "peer", e.Peer, "source", string(e.Source))
+}
+
+// tooLarge logs a bitswap stream reset for a message over the limits (see
+// inboundStream).
+func (f *Fetcher) tooLarge(s network.Stream, err error) {
+	f.log.Info("bitswap message refused", "peer", s.Conn().RemotePeer(), "err", err)
 }
 
 func (f *Fetcher) countPenalty() {
