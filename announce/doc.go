@@ -172,6 +172,14 @@
 // table asks the DHT only when gossip knows no provider of a root, and keeps
 // what it finds for TableConfig.DHTTTL (10 min).
 //
+// Provider records that others store here are bounded (DHTOptions): at most
+// MaxProviderRecordsPerPeer (10,000) of one provider and MaxProviderRecords
+// (100,000, about 25 MiB) in all, the provider holding the most giving way
+// when full. go-libp2p-kad-dht v0.42 kept every ADD_PROVIDER for 48 h
+// without a cap (one connection took a seed's heap past 1 GiB) and takes no
+// custom ProviderStore: the bound is its provider datastore. Its provider
+// manager still buffers up to 320 records and caches 256 keys.
+//
 // # LAN
 //
 // With Config.MDNS On (the default) go-libp2p's mDNS finds the mesh's peers
