@@ -68,8 +68,9 @@
 //     few workers, with a deadline of 2 s plus the size at 12.5 KB/s, so a
 //     peer that never reads held every worker for ~86 s per 1 MiB block.
 //     Here a send of blocks has a deadline of 2 s plus its size at
-//     128 KiB/s, at most 8 run at once per peer (a ninth waits 1 s, then is
-//     dropped), a peer that misses a deadline is served one send at a time
+//     128 KiB/s, at most 8 run at once per peer (a ninth waits its turn, and
+//     is dropped after 1 s only if no send to that peer has ended for 2 s),
+//     a peer that misses a deadline is served one send at a time
 //     for a minute, and one that misses again is disconnected and refused
 //     for a minute; the server runs max(8, Config.ServeConcurrency/2)
 //     workers (a seed: 32). What remains in boxo: a dropped send counts as

@@ -102,23 +102,17 @@ func (g *guard) NewMessageSender(ctx context.Context, p peer.ID, opts *bsnet.Mes
 // SendMessage is NewMessageSender's one-shot form, which bitswap's server
 // sends blocks with, synchronously, in one of its workers. Here each send
 // gets a deadline for its size, at most perPeerSends run at once per peer
-// (a send that waits slotWait for its turn fails), and a peer that misses
+// (a send waiting for its turn fails after slotWait if the peer is
+// stalled), and a peer that misses
 // deadlines is put on probation, then cut (see sendLimiter).
 func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) error {
 	g.reprioritise(m)
 	slots := g.sends.acquire(p, time.Now())
 	defer g.sends.release(p)
-	wait := time.NewTimer(slotWait)
-	select {
-	case slots <- struct{}{}:
-		wait.Stop()
-		defer func() { <-slots }()
-	case <-wait.C:
-		return errPeerNotDraining
-	case <-ctx.Done():
-		wait.Stop()
-		return ctx.Err()
+	if err := g.takeSlot(ctx, p, slots); err != nil {
+		return err
 	}
+	defer func() { <-slots }()
 	began := time.Now()
 	deadline, ok := g.sends.begin(p, m.Size(), began)
 	if !ok {
@@ -136,6 +130,26 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 		_ = g.BitSwapNetwork.DisconnectFrom(context.Background(), p)
 	}
 	return err
+}
+
+// takeSlot takes one of p's send slots, waiting while p drains; it fails
+// after slotWait of waiting on a stalled peer (see sendLimiter.stalled).
+func (g *guard) takeSlot(ctx context.Context, p peer.ID, slots chan struct{}) error {
+	t := time.NewTimer(slotWait)
+	defer t.Stop()
+	for {
+		select {
+		case slots <- struct{}{}:
+			return nil
+		case <-t.C:
+			if g.sends.stalled(p, time.Now()) {
+				return errPeerNotDraining
+			}
+			t.Reset(slotWait)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // errPeerNotDraining is what a send to a peer that does not read its

@@ -30,7 +30,9 @@ const (
 	cutFor      = time.Minute
 
 	// perPeerSends is how many sends to one peer run at once; more wait
-	// for a slot up to slotWait and then fail. The server has more
+	// for a slot, and fail after slotWait if the peer is stalled (on
+	// probation, or no send to it has ended for sendBase while some are
+	// under way): a peer that drains, however slowly, loses nothing. The server has more
 	// workers than that where it serves many peers (seeds: see
 	// serveWorkers), so that a few peers that do not read cannot hold
 	// them all, while one peer's blocks go out a few at a time, in the
@@ -60,6 +62,7 @@ type sendPeer struct {
 	slots     chan struct{} // sends under way, at most perPeerSends
 	users     int           // goroutines holding or waiting for a slot
 	inflight  int
+	progress  time.Time // the last send to end, or the first to begin after none was under way
 	slowSince time.Time // zero: not on probation
 	slowUntil time.Time
 	cutUntil  time.Time
@@ -122,6 +125,9 @@ func (l *sendLimiter) begin(p peer.ID, size int, now time.Time) (time.Time, bool
 	if !s.slowSince.IsZero() && s.inflight > 0 {
 		return time.Time{}, false
 	}
+	if s.inflight == 0 {
+		s.progress = now
+	}
 	s.inflight++
 	return now.Add(sendDeadline(size)), true
 }
@@ -136,6 +142,7 @@ func (l *sendLimiter) end(p peer.ID, began time.Time, missed bool, now time.Time
 		return sendOK
 	}
 	s.inflight--
+	s.progress = now
 	v := sendOK
 	switch {
 	case !missed:
@@ -162,6 +169,21 @@ func (l *sendLimiter) pruneLocked(now time.Time) {
 			delete(l.peers, p)
 		}
 	}
+}
+
+// stalled reports whether p is on probation, or has sends under way and
+// none ended for sendBase.
+func (l *sendLimiter) stalled(p peer.ID, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.peers[p]
+	if s == nil {
+		return false
+	}
+	if !s.slowSince.IsZero() && now.Before(s.slowUntil) {
+		return true
+	}
+	return s.inflight > 0 && now.Sub(s.progress) >= sendBase
 }
 
 // refused reports whether p's requests are refused at now (it was cut).

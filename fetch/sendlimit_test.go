@@ -95,3 +95,27 @@ func TestSendLimiter(t *testing.T) {
 		t.Fatal("probation did not end after slowFor")
 	}
 }
+
+// TestSendStalled: a peer is stalled when no send to it has ended for
+// sendBase while some are under way, or while on probation.
+func TestSendStalled(t *testing.T) {
+	l := newSendLimiter()
+	p := peer.ID("p")
+	t0 := time.Unix(1000, 0)
+	l.begin(p, 1<<20, t0)
+	l.begin(p, 1<<20, t0.Add(time.Second))
+	if l.stalled(p, t0.Add(sendBase-time.Millisecond)) {
+		t.Fatal("stalled before sendBase")
+	}
+	if !l.stalled(p, t0.Add(sendBase)) {
+		t.Fatal("not stalled after sendBase without progress")
+	}
+	l.end(p, t0, false, t0.Add(sendBase))
+	if l.stalled(p, t0.Add(sendBase+time.Second)) {
+		t.Fatal("stalled right after a send ended")
+	}
+	l.end(p, t0.Add(time.Second), false, t0.Add(sendBase+time.Second))
+	if l.stalled(p, t0.Add(time.Hour)) {
+		t.Fatal("stalled with nothing under way")
+	}
+}
