@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 // TestMain runs the package inside a network namespace that has only a
@@ -102,98 +102,30 @@ func pageServer(t *testing.T, extra map[string][]byte) *httptest.Server {
 	return srv
 }
 
-// site is an origin on 127.0.0.1 serving generated assets and their
-// manifest, with CORS for the page, counting the asset bytes it serves.
-type site struct {
-	srv    *httptest.Server
-	m      *manifest.Manifest
-	files  map[string][]byte
-	served atomic.Int64
-	// toPages counts the asset bytes served to Chromium (its User-Agent),
-	// apart from what Go nodes took: a Go seed's cancelled hedge can still
-	// be writing when a test reads the counters.
-	toPages atomic.Int64
+// newSite starts an origin on 127.0.0.1 serving generated assets and their
+// manifest, with CORS for the page. It labels the requests of Chromium (its
+// User-Agent) "page", so that toPages counts the asset bytes served to the
+// page apart from what Go nodes took: a Go seed's cancelled hedge can still
+// be writing when a test reads the counters.
+func newSite(t *testing.T, sizes map[string]int64) *meshtest.Origin {
+	return meshtest.StartOrigin(t, meshtest.OriginConfig{
+		Site: meshtest.GenerateSite(100, sizes),
+		Label: func(r *http.Request) string {
+			if strings.Contains(r.UserAgent(), "Chrome") {
+				return "page"
+			}
+			return "go"
+		},
+	})
 }
 
-func newSite(t *testing.T, sizes map[string]int64) *site {
-	t.Helper()
-	dir := t.TempDir()
-	s := &site{files: map[string][]byte{}}
-	i := uint64(100)
-	for p, size := range sizes {
-		i++
-		data := testutil.Bytes(i, size)
-		s.files[p] = data
-		name := filepath.Join(dir, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(name, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m, err := manifest.FromDir(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.m = m
-	mj, err := m.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs := http.FileServer(http.Dir(dir))
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Allow-Headers", "Range")
-		h.Set("Access-Control-Expose-Headers", "Content-Range, Content-Length")
-		if r.Method == http.MethodOptions {
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		if r.URL.Path == "/manifest.json" {
-			h.Set("Content-Type", "application/json")
-			w.Write(mj)
-			return
-		}
-		if strings.Contains(r.UserAgent(), "Chrome") {
-			w = countingWriter{w, &s.toPages}
-		}
-		fs.ServeHTTP(countingWriter{w, &s.served}, r)
-	}))
-	t.Cleanup(s.srv.Close)
-	return s
-}
+// toPages is what the origin has sent to Chromium.
+func toPages(s *meshtest.Origin) int64 { return s.Stats().Labels["page"] }
 
-type countingWriter struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-// Write counts the bytes before they leave, so that the count is never
-// behind what the page has received; bytes that fail to go are taken back.
-func (w countingWriter) Write(p []byte) (int, error) {
-	w.n.Add(int64(len(p)))
-	n, err := w.ResponseWriter.Write(p)
-	w.n.Add(int64(n - len(p)))
-	return n, err
-}
-
+// newNode starts a node of the e2e mesh on loopback (see meshtest.NewNode).
 func newNode(t *testing.T, cfg mesh.Config) *mesh.Node {
-	t.Helper()
 	cfg.Name = meshName
-	cfg.InMemory = true
-	if len(cfg.ListenAddrs) == 0 {
-		cfg.ListenAddrs = mesh.LoopbackAddrs(cfg.Role)
-	}
-	cfg.MDNS = mesh.Off
-	cfg.NATPortMap = mesh.Off
-	n, err := mesh.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return meshtest.NewNode(t, cfg)
 }
 
 // addr returns n's listen address of a transport ("webtransport",
@@ -419,17 +351,17 @@ func testBrowserFromSeed(t *testing.T, transport string) {
 	s := newSite(t, map[string]int64{path: 5<<20 + 3, "index.html": 3000})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: s.srv.URL})
-	if err := seed.Pin(ctx, s.m); err != nil {
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: s.URL()})
+	if err := seed.Pin(ctx, s.Manifest()); err != nil {
 		t.Fatal(err)
 	}
 	servedBefore := seed.Stats().Fetch.ServedBytes
-	size := int64(len(s.files[path]))
+	size := int64(len(s.Site()[path]))
 
 	seedAddr := addr(t, seed, transport)
 	d := newDriver(t)
 	start := time.Now()
-	u := pageURL(pageServer(t, nil), seedAddr, s.srv.URL+"/manifest.json")
+	u := pageURL(pageServer(t, nil), seedAddr, s.URL()+"/manifest.json")
 	// The first 1 MiB block took 37 to 268 ms here (median about 60 ms over
 	// WebTransport, 120 ms over WebRTC-direct, whose SCTP starts slow; the
 	// slow ones when the machine is busy), so the default 200 ms peer
@@ -446,7 +378,7 @@ func testBrowserFromSeed(t *testing.T, transport string) {
 	var res fetchResult
 	d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, true), &res)
 	t.Logf("page fetch: %+v", res.Stats)
-	if res.Sha256 != sum(s.files[path]) {
+	if res.Sha256 != sum(s.Site()[path]) {
 		t.Errorf("the page's bytes differ from the asset (sha256 %s)", res.Sha256)
 	}
 	if res.Stats.PeerBytes != size || res.Stats.OriginBytes != 0 || res.Stats.Peers[seed.ID().String()] != size {
@@ -457,7 +389,7 @@ func testBrowserFromSeed(t *testing.T, transport string) {
 	if served < size {
 		t.Errorf("seed: served %d bytes during the page's fetch, want at least %d", served, size)
 	}
-	if got := s.toPages.Load(); got != 0 {
+	if got := toPages(s); got != 0 {
 		t.Errorf("origin: served %d bytes to the page, want 0", got)
 	}
 	// The seed's side of the connection is on the transport's listener.
@@ -481,20 +413,20 @@ func TestBrowserOriginFallback(t *testing.T) {
 	const path = "fonts/face.woff2"
 	s := newSite(t, map[string]int64{path: 2<<20 + 77})
 	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed}) // holds nothing
-	size := int64(len(s.files[path]))
+	size := int64(len(s.Site()[path]))
 	d := newDriver(t)
-	d.open("A", pageURL(pageServer(t, nil), addr(t, seed, "webtransport"), s.srv.URL+"/manifest.json"))
+	d.open("A", pageURL(pageServer(t, nil), addr(t, seed, "webtransport"), s.URL()+"/manifest.json"))
 
 	var res fetchResult
 	d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, false), &res)
 	t.Logf("page fetch: %+v", res.Stats)
-	if res.Sha256 != sum(s.files[path]) {
+	if res.Sha256 != sum(s.Site()[path]) {
 		t.Errorf("the page's bytes differ from the asset (sha256 %s)", res.Sha256)
 	}
 	if res.Stats.OriginBytes != size || res.Stats.PeerBytes != 0 || res.Stats.Origin != "origin" {
 		t.Errorf("page: %d bytes from the origin, %d from peers (%q); want all %d from the origin", res.Stats.OriginBytes, res.Stats.PeerBytes, res.Stats.Origin, size)
 	}
-	if got := s.toPages.Load(); got < size {
+	if got := toPages(s); got < size {
 		t.Errorf("origin: served %d bytes to the page, want at least %d", got, size)
 	}
 	if got := seed.Stats().Fetch.ServedBytes; got != 0 {
@@ -642,7 +574,7 @@ return (await window.meshcdn.importBytes(b)).toString();`, &root)
 func TestSeedServesPage(t *testing.T) {
 	const path = "img/hero.jpg"
 	s := newSite(t, map[string]int64{path: 1<<20 + 500})
-	size := int64(len(s.files[path]))
+	size := int64(len(s.Site()[path]))
 	dir, err := filepath.Abs(dist(t))
 	if err != nil {
 		t.Fatal(err)
@@ -654,7 +586,7 @@ func TestSeedServesPage(t *testing.T) {
 		t.Fatalf("go build ./examples/seed: %v\n%s", err, out)
 	}
 	seed := exec.Command(bin, "-name", meshName, "-dir", t.TempDir(),
-		"-manifest", s.srv.URL+"/manifest.json", "-loopback", "-browser", dir, "-browser-addr", "127.0.0.1:0")
+		"-manifest", s.URL()+"/manifest.json", "-loopback", "-browser", dir, "-browser-addr", "127.0.0.1:0")
 	seed.Stderr = os.Stderr
 	out, err := seed.StdoutPipe()
 	if err != nil {
@@ -703,10 +635,10 @@ func TestSeedServesPage(t *testing.T) {
 	var res fetchResult
 	d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, true), &res)
 	t.Logf("page fetch through %s: %+v", ps.Seed, res.Stats)
-	if res.Sha256 != sum(s.files[path]) || res.Stats.PeerBytes != size || res.Stats.OriginBytes != 0 {
+	if res.Sha256 != sum(s.Site()[path]) || res.Stats.PeerBytes != size || res.Stats.OriginBytes != 0 {
 		t.Errorf("page: %d bytes from peers, %d from the origin; want all %d from the seed, verified", res.Stats.PeerBytes, res.Stats.OriginBytes, size)
 	}
-	if got := s.toPages.Load(); got != 0 {
+	if got := toPages(s); got != 0 {
 		t.Errorf("origin: served %d bytes to the page, want 0", got)
 	}
 	// The page shows what it fetched and from where.
@@ -846,9 +778,9 @@ return (await window.meshcdn.importBytes(b)).toString();`, &got)
 func TestBrowserGoneProvider(t *testing.T) {
 	const path = "app.js"
 	s := newSite(t, map[string]int64{path: 1<<20 + 99})
-	size := int64(len(s.files[path]))
+	size := int64(len(s.Site()[path]))
 	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed})
-	u := pageURL(pageServer(t, nil), addr(t, seed, "webtransport"), s.srv.URL+"/manifest.json")
+	u := pageURL(pageServer(t, nil), addr(t, seed, "webtransport"), s.URL()+"/manifest.json")
 	d := newDriver(t)
 	d.open("B", u)
 	a := d.open("A", u)
@@ -870,7 +802,7 @@ func TestBrowserGoneProvider(t *testing.T) {
 	// hold the origin back beyond the peer timeout.
 	d.eval("B", fetchJS(`m.manifest.lookup('`+path+`')`, false), &res)
 	t.Logf("B with a gone provider: %+v", res.Stats)
-	if res.Sha256 != sum(s.files[path]) || res.Stats.OriginBytes != size || res.Stats.PeerBytes != 0 {
+	if res.Sha256 != sum(s.Site()[path]) || res.Stats.OriginBytes != size || res.Stats.PeerBytes != 0 {
 		t.Errorf("B: %d bytes from the origin, %d from peers; want all %d from the origin, verified", res.Stats.OriginBytes, res.Stats.PeerBytes, size)
 	}
 	if res.Stats.Ms > 2000 {

@@ -25,6 +25,8 @@ const (
 	DefaultServeBytesPerSecond        int64 = 16 << 20
 	DefaultServeConcurrency                 = 16
 	DefaultMaxOutstandingBytesPerPeer       = 8 << 20
+	DefaultOriginHeaderTimeout              = 10 * time.Second
+	DefaultOriginIdleTimeout                = 10 * time.Second
 )
 
 // Store is what a Fetcher needs from the block store: a boxo blockstore that
@@ -97,6 +99,15 @@ type Config struct {
 	// 20 ms or so: 32 allows about 1.5 GiB/s. Default DefaultReadAhead (32).
 	ReadAhead int
 
+	// OriginHeaderTimeout bounds the wait for an origin's response headers,
+	// and OriginIdleTimeout the wait for the next bytes of its body: an
+	// origin that accepts and says nothing for that long counts as dead.
+	// The request fails with an error that matches
+	// context.DeadlineExceeded, and so does the fetch if no peer delivers.
+	// Default DefaultOriginHeaderTimeout and DefaultOriginIdleTimeout
+	// (10 s each); negative means no timeout.
+	OriginHeaderTimeout, OriginIdleTimeout time.Duration
+
 	// OriginConcurrency is how many origin requests one fetch has in flight.
 	// Default DefaultOriginConcurrency (4).
 	OriginConcurrency int
@@ -152,6 +163,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.OriginConcurrency == 0 {
 		c.OriginConcurrency = DefaultOriginConcurrency
+	}
+	if c.OriginHeaderTimeout == 0 {
+		c.OriginHeaderTimeout = DefaultOriginHeaderTimeout
+	}
+	if c.OriginIdleTimeout == 0 {
+		c.OriginIdleTimeout = DefaultOriginIdleTimeout
 	}
 	if c.Penalty == 0 {
 		c.Penalty = DefaultPenalty

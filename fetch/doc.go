@@ -56,9 +56,47 @@
 //     content meanwhile ask this node and get each block from it as it
 //     arrives, so a flash crowd that starts cold pays the origin for about
 //     one copy.
-//  7. With the origin failed (three failures in a row, or one bad block) and
-//     no block from anyone for Config.StallTimeout, Read returns an error
-//     wrapping ErrUnavailable; the blocks fetched so far stay in the Store.
+//  7. With the origin failed (see below) and no block from anyone for
+//     Config.StallTimeout, or at once when no peer is known to hold the
+//     content and none has sent any, Read returns an error wrapping
+//     ErrUnavailable and the origin's error; the blocks fetched so far stay
+//     in the Store. An origin file that changed fails the fetch at once
+//     with ErrChanged.
+//
+// # What an origin must support
+//
+// A plain origin (Target.URL) is any HTTP server that serves the file's
+// bytes at its URL:
+//
+//   - Range requests (RFC 9110: "Range: bytes=A-B" answered 206 with a
+//     Content-Range) are what lets a fetch take single leaves from the
+//     origin while peers give the rest. An origin that ignores Range and
+//     answers 200 with the whole file works too: the first such answer
+//     marks the origin (scheme and host) for the Fetcher's life, and every
+//     later fetch from it reads each file once, whole, cutting the body
+//     into leaves and verifying each as it comes; it can no longer share a
+//     file between the origin and peers leaf by leaf. The answer that finds
+//     it out gives its first leaf and is then closed: it costs what the
+//     origin had sent by then (socket buffers, a few MiB on loopback).
+//   - Sizes: a Content-Range total or a whole-file Content-Length that
+//     differs from the Target's size, a 416 for a range inside that size,
+//     or a leaf whose bytes do not hash to its CID mean the file changed
+//     since the manifest was built: the fetch fails at once with a
+//     *ChangedError (ErrChanged). Load the manifest again.
+//   - ETags are not needed for assets (the CIDs say what is what); a
+//     manifest URL that answers If-None-Match with 304 saves a node that
+//     follows the site a download per check (mesh.Node.Follow).
+//   - Timeouts: the response headers must come within
+//     Config.OriginHeaderTimeout and the body must not stall for
+//     Config.OriginIdleTimeout (10 s each by default). A hung origin counts
+//     as a dead one, its error matches context.DeadlineExceeded.
+//
+// An origin that fails (a status other than 200/206, a refused connection,
+// a timeout, a changed file) is not asked again within the fetch. With no
+// peer known to hold the content and none having sent any, the fetch then
+// fails at once with ErrUnavailable wrapping the cause; otherwise peers get
+// until Config.StallTimeout. Errors mid-body (a cut connection) are retried
+// up to three times.
 //
 // # Hostile peers
 //

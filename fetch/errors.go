@@ -21,6 +21,14 @@ var (
 	// Config.StallTimeout. The blocks fetched until then stay in the store.
 	ErrUnavailable = errors.New("fetch: content unavailable")
 
+	// ErrChanged reports that the origin's file no longer matches the
+	// content asked for (the manifest's entry is stale: the site was
+	// redeployed): its size differs from the Target's, or a leaf it sent
+	// does not hash to the CID the manifest gives. Every *ChangedError
+	// matches it. A fetch fails with it at once; it is not a lying peer and
+	// penalises no one. Load the site's manifest again.
+	ErrChanged = errors.New("fetch: content changed at the origin")
+
 	// ErrNoRoute reports content that cannot be fetched as asked: a file of
 	// more than one leaf without its inner nodes and with no peer or
 	// gateway to give them, or a Target without a CID.
@@ -72,3 +80,30 @@ func (e *VerifyError) Is(target error) bool { return target == ErrVerify }
 
 // Unwrap returns the cause.
 func (e *VerifyError) Unwrap() error { return e.Err }
+
+// ChangedError reports an origin file that no longer matches the content a
+// fetch asked for. It matches ErrChanged with errors.Is.
+type ChangedError struct {
+	// URL is the origin file.
+	URL string
+	// Root is the content asked for (the manifest's CID for the file).
+	Root cid.Cid
+	// Leaf is the leaf whose bytes failed verification; undefined when the
+	// size told the change.
+	Leaf cid.Cid
+	// Size is the size the Target gives; OriginSize the one the origin
+	// told (Content-Length or Content-Range), or -1 if the size told
+	// nothing.
+	Size, OriginSize int64
+}
+
+// Error describes the change.
+func (e *ChangedError) Error() string {
+	if e.OriginSize >= 0 {
+		return fmt.Sprintf("fetch: %s (%s) changed at the origin: %d bytes there, %d expected", e.URL, e.Root, e.OriginSize, e.Size)
+	}
+	return fmt.Sprintf("fetch: %s (%s) changed at the origin: leaf %s does not match", e.URL, e.Root, e.Leaf)
+}
+
+// Is reports whether target is ErrChanged.
+func (e *ChangedError) Is(target error) bool { return target == ErrChanged }

@@ -136,7 +136,9 @@ func TestLyingPeer(t *testing.T) {
 	o := newOrigin(t, a.data)
 	// A long peer timeout: the origin joins because the only provider was
 	// caught lying, not because time ran out.
-	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute, Penalty: 300 * time.Millisecond,
+	// The penalty is long enough to outlast the fetch on a loaded machine
+	// and short enough to watch it end.
+	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute, Penalty: 3 * time.Second,
 		Providers: providers{a.t.Cid: {{ID: liar.ID(), Addrs: liar.Addrs()}}}})
 
 	tg := a.t
@@ -158,7 +160,7 @@ func TestLyingPeer(t *testing.T) {
 		t.Errorf("PeerBytes = %d, want 0", st.PeerBytes)
 	}
 	// The penalty ends after Config.Penalty. There is no event for it: poll.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for cl.f.Penalised(liar.ID()) {
 		if time.Now().After(deadline) {
 			t.Fatalf("penalty did not end")

@@ -48,6 +48,8 @@ type Fetcher struct {
 	callMu sync.Mutex
 	calls  map[string]*originCall // origin requests in flight, by leaf
 
+	noRange sync.Map // origin URLs (scheme://host) that ignore Range: whole.go
+
 	mu      sync.Mutex
 	closed  bool
 	readers map[*Reader]struct{}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -74,7 +76,9 @@ var errOriginStatus = errors.New("unexpected status")
 // originLeaf fetches one leaf from the target's origin and verifies it: a
 // Range request on the plain file if t.URL is set, else the raw block from
 // the trustless gateway t.Gateway. A leaf of unknown size (Size < 0, a raw
-// root opened without its size) is read up to one chunk.
+// root opened without its size) is read up to one chunk. The response
+// headers must come within Config.OriginHeaderTimeout and each read of the
+// body within Config.OriginIdleTimeout.
 func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byte, error) {
 	var req *http.Request
 	var err error
@@ -82,13 +86,15 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byt
 	if limit < 0 {
 		limit = dagfile.ChunkSize
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if t.URL != "" {
 		req, err = http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
 		if err != nil {
 			return nil, fmt.Errorf("fetch: origin request: %w", err)
 		}
 		if limit == 0 {
-			return f.verify(l.Cid, nil)
+			return f.verifyOrigin(t, l.Cid, nil)
 		}
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", l.Offset, l.Offset+limit-1))
 	} else {
@@ -100,44 +106,188 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byt
 		req.Header.Set("Accept", "application/vnd.ipld.raw")
 	}
 	start := time.Now()
-	resp, err := f.http.Do(req)
+	resp, wd, err := f.originDo(req, cancel)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: origin %s: %w", l.Cid, err)
 	}
 	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode == http.StatusPartialContent:
-	case resp.StatusCode == http.StatusOK && (t.URL == "" || l.Offset == 0):
-		// A gateway answers 200; a plain origin that ignores Range sends
-		// the whole file, of which the first leaf is the head.
-	case resp.StatusCode == http.StatusOK:
-		// A plain origin that ignores Range (python's http.server, some
-		// proxies) sends the whole file: skip to the leaf. Correct, but it
-		// costs the origin the bytes before the leaf on every request.
-		f.log.Debug("origin ignores Range requests", "cid", l.Cid, "bytes", l.Offset)
-		if _, err := io.CopyN(io.Discard, resp.Body, l.Offset); err != nil {
-			return nil, fmt.Errorf("fetch: origin %s: skipping to offset %d of a whole-file answer: %w", l.Cid, l.Offset, err)
-		}
-	default:
-		return nil, fmt.Errorf("fetch: origin %s: %w %s", l.Cid, errOriginStatus, resp.Status)
+	defer wd.stop()
+	if err := f.checkResponse(t, l, resp); err != nil {
+		return nil, err
 	}
 	var data []byte
 	if l.Size >= 0 && t.URL != "" {
 		data = make([]byte, l.Size)
-		if _, err := io.ReadFull(resp.Body, data); err != nil {
-			return nil, fmt.Errorf("fetch: origin %s: %w", l.Cid, err)
-		}
+		_, err = io.ReadFull(resp.Body, data)
 	} else {
 		data, err = io.ReadAll(io.LimitReader(resp.Body, limit))
-		if err != nil {
-			return nil, fmt.Errorf("fetch: origin %s: %w", l.Cid, err)
-		}
 	}
-	data, err = f.verify(l.Cid, data)
+	if err != nil {
+		return nil, fmt.Errorf("fetch: origin %s: %w", l.Cid, wd.explain(err))
+	}
+	data, err = f.verifyOrigin(t, l.Cid, data)
 	if err == nil && len(data) >= 256<<10 {
 		f.noteOriginRate(float64(len(data)) / max(time.Since(start).Seconds(), 1e-6))
 	}
 	return data, err
+}
+
+// checkResponse looks at the status and size headers of an origin's
+// answer for leaf l and positions a whole-file answer at the leaf.
+func (f *Fetcher) checkResponse(t Target, l store.Leaf, resp *http.Response) error {
+	size := t.knownSize()
+	switch {
+	case resp.StatusCode == http.StatusPartialContent:
+		if total := rangeTotal(resp.Header.Get("Content-Range")); t.URL != "" && size >= 0 && total >= 0 && total != size {
+			return &ChangedError{URL: t.URL, Root: t.Cid, Size: size, OriginSize: total}
+		}
+		return nil
+	case resp.StatusCode == http.StatusOK && t.URL == "":
+		return nil // a gateway's raw block
+	case resp.StatusCode == http.StatusOK:
+		// A plain origin that ignores Range (python's http.server, some
+		// proxies) sends the whole file.
+		if size >= 0 && resp.ContentLength >= 0 && resp.ContentLength != size {
+			return &ChangedError{URL: t.URL, Root: t.Cid, Size: size, OriginSize: resp.ContentLength}
+		}
+		if size > dagfile.ChunkSize || resp.ContentLength > dagfile.ChunkSize {
+			f.noteIgnoresRange(t.URL)
+		}
+		if l.Offset > 0 {
+			f.log.Debug("origin ignores Range requests", "cid", l.Cid, "bytes", l.Offset)
+			if _, err := io.CopyN(io.Discard, resp.Body, l.Offset); err != nil {
+				return fmt.Errorf("fetch: origin %s: skipping to offset %d of a whole-file answer: %w", l.Cid, l.Offset, err)
+			}
+		}
+		return nil
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && t.URL != "" && size > l.Offset:
+		// The file is shorter than the leaf's offset now.
+		return &ChangedError{URL: t.URL, Root: t.Cid, Size: size, OriginSize: rangeTotal(resp.Header.Get("Content-Range"))}
+	default:
+		return fmt.Errorf("fetch: origin %s: %w %s", l.Cid, errOriginStatus, resp.Status)
+	}
+}
+
+// rangeTotal is the complete length of a Content-Range header ("bytes
+// 0-99/1234" or "bytes */1234"), or -1.
+func rangeTotal(h string) int64 {
+	i := strings.LastIndexByte(h, '/')
+	if i < 0 {
+		return -1
+	}
+	n, err := strconv.ParseInt(h[i+1:], 10, 64)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
+}
+
+// knownSize is the file's size if the Target says it (with inner nodes or
+// a positive size), else -1.
+func (t Target) knownSize() int64 {
+	if t.Size > 0 || len(t.Nodes) > 0 {
+		return t.Size
+	}
+	return -1
+}
+
+// originDo sends an origin request under Config.OriginHeaderTimeout and
+// returns the response with its body read under Config.OriginIdleTimeout;
+// cancel must cancel the request's context. The caller stops the watchdog
+// and closes the body.
+func (f *Fetcher) originDo(req *http.Request, cancel context.CancelFunc) (*http.Response, *watchdog, error) {
+	wd := newWatchdog(f.cfg.OriginHeaderTimeout, "no response headers", cancel)
+	resp, err := f.http.Do(req)
+	if err != nil {
+		wd.stop()
+		return nil, wd, wd.explain(err)
+	}
+	wd.rearm(f.cfg.OriginIdleTimeout, "no body bytes")
+	resp.Body = &idleBody{ReadCloser: resp.Body, wd: wd}
+	return resp, wd, nil
+}
+
+// watchdog cancels an origin request that says nothing for too long, and
+// tells its errors apart from others. A nil *watchdog (no timeout) does
+// nothing.
+type watchdog struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	d     time.Duration
+	what  string
+	fired string // what had not come when it fired; "" while it has not
+}
+
+func newWatchdog(d time.Duration, what string, cancel context.CancelFunc) *watchdog {
+	w := &watchdog{}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timer = time.AfterFunc(time.Hour, func() {
+		w.mu.Lock()
+		w.fired = fmt.Sprintf("%s for %v", w.what, w.d)
+		w.mu.Unlock()
+		cancel()
+	})
+	w.timer.Stop()
+	w.arm(d, what)
+	return w
+}
+
+// arm starts the timer for d (negative: no timeout). The caller holds mu.
+func (w *watchdog) arm(d time.Duration, what string) {
+	w.d, w.what = d, what
+	if d >= 0 && w.fired == "" {
+		w.timer.Reset(d)
+	}
+}
+
+// rearm restarts the timer with a new duration and meaning.
+func (w *watchdog) rearm(d time.Duration, what string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timer.Stop()
+	w.arm(d, what)
+}
+
+// kick restarts the timer: bytes came.
+func (w *watchdog) kick() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.d >= 0 && w.fired == "" {
+		w.timer.Reset(w.d)
+	}
+}
+
+func (w *watchdog) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timer.Stop()
+}
+
+// explain returns err, or if the watchdog fired, an error saying what did
+// not come in time that matches context.DeadlineExceeded.
+func (w *watchdog) explain(err error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fired == "" {
+		return err
+	}
+	return fmt.Errorf("origin timed out: %s: %w", w.fired, context.DeadlineExceeded)
+}
+
+// idleBody is a response body whose every read that brings bytes kicks the
+// watchdog.
+type idleBody struct {
+	io.ReadCloser
+	wd *watchdog
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.wd.kick()
+	}
+	return n, err
 }
 
 // noteOriginRate folds one origin request's bytes per second into the
@@ -158,6 +308,17 @@ func (f *Fetcher) originCapacity() float64 {
 	f.rateMu.Lock()
 	defer f.rateMu.Unlock()
 	return f.originRate * float64(f.cfg.OriginConcurrency)
+}
+
+// verifyOrigin checks data from t's origin against c: bytes of a plain
+// file that do not match are the file having changed (*ChangedError), bytes
+// of a gateway a lying source (*VerifyError).
+func (f *Fetcher) verifyOrigin(t Target, c cid.Cid, data []byte) ([]byte, error) {
+	data, err := f.verify(c, data)
+	if err != nil && t.URL != "" {
+		return nil, &ChangedError{URL: t.URL, Root: t.Cid, Leaf: c, Size: t.knownSize(), OriginSize: -1}
+	}
+	return data, err
 }
 
 // verify checks data against c.

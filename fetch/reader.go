@@ -136,6 +136,7 @@ type Reader struct {
 	originDead error
 	originFail int
 	originBusy int
+	whole      *req // the whole-file read from an origin that ignores Range (whole.go)
 	fetched    int
 	kept       int
 	finishing  bool
@@ -555,13 +556,17 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		deadline(later(r.waitSince, r.sessSince).Add(stuckAfter))
 	}
 
-	// Give up when nothing can come.
-	if missing && (!r.t.hasOrigin() || r.originDead != nil) && now.Sub(r.lastBlock) >= cfg.StallTimeout {
+	// Give up when nothing can come: at once if the origin failed and no
+	// peer is known to have the content or has sent any of it.
+	if missing && (!r.t.hasOrigin() || r.originDead != nil) && (now.Sub(r.lastBlock) >= cfg.StallTimeout || r.originDead != nil && r.noPeerHope()) {
 		cause := r.originDead
 		if cause == nil {
 			cause = errors.New("no origin")
 		}
 		err := fmt.Errorf("%w: %s: no block from any source for %v; origin: %w", ErrUnavailable, r.t.Cid, cfg.StallTimeout, cause)
+		if now.Sub(r.lastBlock) < cfg.StallTimeout {
+			err = fmt.Errorf("%w: %s: the origin failed and no peer has it: %w", ErrUnavailable, r.t.Cid, cause)
+		}
 		r.mu.Unlock()
 		r.fail(err)
 		return time.Time{}, true
@@ -793,6 +798,19 @@ func (r *Reader) goPeers(idx []int, cur int, leaves []store.Leaf, reqs []*req, b
 
 func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 	ctx := q.ctx
+	if r.t.URL != "" && r.f.ignoresRange(r.t.URL) {
+		// One read of the whole file fulfils q with the others.
+		r.mu.Lock()
+		if r.whole == nil && len(r.leaves) > 1 {
+			r.whole = r.newReq()
+			r.goWhole(r.whole)
+		}
+		whole := r.whole != nil
+		r.mu.Unlock()
+		if whole {
+			return
+		}
+	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -806,12 +824,15 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 			r.stats.OriginErrors++
 			r.originFail++
 			var ve *VerifyError
-			if errors.As(err, &ve) || r.originFail >= 3 {
+			if errors.As(err, &ve) || r.originFail >= 3 || originFatal(err) {
 				r.originDead = err
 			}
 			r.mu.Unlock()
 			if ve != nil {
 				r.f.rejected(ve)
+			}
+			if errors.Is(err, ErrChanged) {
+				r.fail(fmt.Errorf("%w: %s: %w", ErrUnavailable, r.t.Cid, err))
 			}
 			r.f.log.Info("origin failed", "cid", l.Cid, "err", err)
 			q.cancel()

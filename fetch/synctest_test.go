@@ -107,43 +107,59 @@ func (failingOrigin) RoundTrip(req *http.Request) (*http.Response, error) {
 	return rec.Result(), nil
 }
 
-// TestStallTimeout: with the origin failing and no peer, Read fails with
-// ErrUnavailable exactly StallTimeout after the last block.
+// TestStallTimeout: with the origin failing (503), a fetch that no peer is
+// known to serve fails at once with ErrUnavailable; one with a provider
+// known waits for it until exactly StallTimeout after the last block.
 func TestStallTimeout(t *testing.T) {
 	a := makeAsset(t, 61, 2*MiB)
-	synctest.Test(t, func(t *testing.T) {
-		h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		st, err := store.New(store.Config{InMemory: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		f, err := fetch.New(fetch.Config{Host: h, Store: st, HTTPClient: &http.Client{Transport: failingOrigin{}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		tg := a.t
-		tg.URL = "http://origin.invalid/file"
-		start := time.Now()
-		r, err := f.Open(context.Background(), tg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		_, err = io.ReadAll(r)
-		if !errors.Is(err, fetch.ErrUnavailable) {
-			t.Fatalf("ReadAll = %v, want ErrUnavailable", err)
-		}
-		if d := time.Since(start); d != fetch.DefaultStallTimeout {
-			t.Errorf("failed after %v, want exactly %v", d, fetch.DefaultStallTimeout)
-		}
-		if s := r.Stats(); s.OriginErrors != 3 {
-			t.Errorf("OriginErrors = %d, want 3 (then the origin counts as dead)", s.OriginErrors)
-		}
-	})
+	for _, tc := range []struct {
+		name     string
+		provider bool
+		want     time.Duration
+	}{
+		{"no provider", false, 0},
+		{"silent provider", true, fetch.DefaultStallTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer h.Close()
+				st, err := store.New(store.Config{InMemory: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				cfg := fetch.Config{Host: h, Store: st, HTTPClient: &http.Client{Transport: failingOrigin{}}}
+				if tc.provider {
+					cfg.Providers = providers{a.t.Cid: {{ID: peer.ID("unreachable-provider")}}}
+				}
+				f, err := fetch.New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				tg := a.t
+				tg.URL = "http://origin.invalid/file"
+				start := time.Now()
+				r, err := f.Open(context.Background(), tg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				_, err = io.ReadAll(r)
+				if !errors.Is(err, fetch.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("ReadAll = %v, want ErrUnavailable (and no timeout)", err)
+				}
+				if d := time.Since(start); d != tc.want {
+					t.Errorf("failed after %v, want exactly %v", d, tc.want)
+				}
+				if s := r.Stats(); s.OriginErrors != 1 {
+					t.Errorf("OriginErrors = %d, want 1 (a 503 makes the origin count as dead)", s.OriginErrors)
+				}
+			})
+		})
+	}
 }

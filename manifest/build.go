@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
@@ -26,8 +27,16 @@ import (
 // once and hashed with the unixfs-v1-2025 profile, exactly as store.Import
 // and Kubo (`ipfs add --profile unixfs-v1-2025`) would; nothing is stored and
 // memory use stays at about one chunk plus the inner nodes.
-func FromDir(ctx context.Context, dir string) (*Manifest, error) {
+//
+// exclude lists paths relative to dir (slash-separated, as in the manifest)
+// that are left out: the manifest's own file when it is written into dir
+// (a manifest never lists itself), earlier manifests, temporary files.
+func FromDir(ctx context.Context, dir string, exclude ...string) (*Manifest, error) {
 	m := &Manifest{Version: Version, Profile: Profile}
+	skip := make(map[string]bool, len(exclude))
+	for _, e := range exclude {
+		skip[path.Clean(strings.TrimPrefix(filepath.ToSlash(e), "/"))] = true
+	}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -43,7 +52,7 @@ func FromDir(ctx context.Context, dir string) (*Manifest, error) {
 			return err
 		}
 		rel = filepath.ToSlash(rel)
-		if CheckPath(rel) != nil {
+		if CheckPath(rel) != nil || skip[rel] {
 			return nil
 		}
 		a, err := FromFile(ctx, p)

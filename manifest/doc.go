@@ -3,9 +3,17 @@
 // nodes that let a client check every byte it fetches.
 //
 // The origin publishes a manifest (built at deploy time with
-// `go run ./examples/manifest DIR > manifest.json`); clients fetch it over
-// HTTPS and trust it as they trust the origin. Kiosk seeds pin everything a
-// manifest lists.
+// `go run ./examples/manifest DIR`, which writes DIR/manifest.json); clients
+// fetch it over HTTPS and trust it as they trust the origin. Kiosk seeds pin
+// everything a manifest lists. A manifest never lists itself: FromDir takes
+// the paths to leave out, and examples/manifest leaves out its own output
+// and any earlier manifest in DIR.
+//
+// A site is a sequence of manifests published at one URL. A node following
+// the site (mesh.Node.Follow) fetches it again now and then with
+// If-None-Match, and swaps to a new version only once it parsed and
+// checked in full; the paths and CIDs of the old version stay valid for
+// fetches already under way.
 //
 // # Format, version 1
 //
@@ -28,10 +36,15 @@
 //	      "type": "video/mp4",
 //	      "nodes": ["EioKJAFVEiD...", "..."]
 //	    }
+//	  ],
+//	  "seeds": [
+//	    "/dns4/seed1.example.com/tcp/4001/p2p/12D3KooW...",
+//	    "/dns4/seed1.example.com/udp/4001/quic-v1/webtransport/certhash/.../p2p/12D3KooW..."
 //	  ]
 //	}
 //
-// Fields, all required but "nodes"; a reader refuses unknown fields:
+// Fields, all required but "nodes" and "seeds"; a reader refuses unknown
+// fields:
 //
 //   - version: the integer 1. A reader refuses any other version.
 //   - profile: "unixfs-v1-2025", the import parameters of every CID: CIDv1,
@@ -53,6 +66,20 @@
 //     first, then in depth-first order. Files up to 1 GiB have only the
 //     root; above 1 GiB the root links to intermediate nodes. Absent for a
 //     raw root.
+//   - seeds: optional, added within version 1: multiaddrs of the site's
+//     seeds, each a string that starts with "/" and ends in /p2p/ID (at
+//     most 64 entries of at most 1024 bytes, no spaces or control
+//     characters). A reader uses them as bootstrap peers: it dials them,
+//     keeps them connected, and follows changes to the list when a new
+//     version of the manifest arrives. It skips, without failing, an entry
+//     it cannot parse or has no transport for (a browser skips plain /tcp;
+//     a Go node skips /webrtc-direct if it lacks it), and never trusts a
+//     seed's content more than any peer's: every block is still checked
+//     against its CID. Absent or empty: no seeds are named, and peers are
+//     found as before (configured bootstrap peers, mDNS, the DHT). A
+//     manifest without seeds is exactly a manifest of before; Go readers
+//     from before the field was added refuse a manifest that has it
+//     (unknown field), the browser client ignores it.
 //
 // A reader checks the inner nodes before trusting them: each node's CID is
 // computed from its bytes (CIDv1, dag-pb, sha2-256), the first must be the

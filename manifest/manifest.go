@@ -33,6 +33,10 @@ const (
 	MaxPathLen = 1024
 	// MaxAssetSize is the largest asset size accepted: 1 PiB.
 	MaxAssetSize = 1 << 50
+	// MaxSeeds is the most entries of Seeds accepted.
+	MaxSeeds = 64
+	// MaxSeedLen is the longest entry of Seeds accepted, in bytes.
+	MaxSeedLen = 1024
 )
 
 var (
@@ -49,7 +53,11 @@ type Manifest struct {
 	Version int
 	Profile string
 	Assets  []Asset
-	index   map[string]int
+	// Seeds are multiaddrs of the site's seeds, each ending in /p2p/ID:
+	// peers a reader may connect to and keep connected (bootstrap peers).
+	// Optional; see the package doc for what readers do with them.
+	Seeds []string
+	index map[string]int
 }
 
 // Asset is one file of a manifest.
@@ -100,6 +108,7 @@ type wireManifest struct {
 	Version *int        `json:"version"`
 	Profile string      `json:"profile"`
 	Assets  []wireAsset `json:"assets"`
+	Seeds   []string    `json:"seeds,omitempty"`
 }
 
 type wireAsset struct {
@@ -113,7 +122,7 @@ type wireAsset struct {
 // Marshal returns the manifest as indented JSON.
 func (m *Manifest) Marshal() ([]byte, error) {
 	v := Version
-	w := wireManifest{Version: &v, Profile: Profile, Assets: make([]wireAsset, len(m.Assets))}
+	w := wireManifest{Version: &v, Profile: Profile, Assets: make([]wireAsset, len(m.Assets)), Seeds: m.Seeds}
 	for i, a := range m.Assets {
 		size := a.Size
 		w.Assets[i] = wireAsset{Path: a.Path, Cid: a.Cid.String(), Size: &size, Type: a.Type}
@@ -174,7 +183,10 @@ func Parse(data []byte) (*Manifest, error) {
 	if w.Profile != Profile {
 		return nil, fmt.Errorf("%w: profile %q, want %q", ErrInvalid, w.Profile, Profile)
 	}
-	m := &Manifest{Version: Version, Profile: Profile, Assets: make([]Asset, 0, len(w.Assets)), index: make(map[string]int, len(w.Assets))}
+	if err := checkSeeds(w.Seeds); err != nil {
+		return nil, fmt.Errorf("%w: seeds: %v", ErrInvalid, err)
+	}
+	m := &Manifest{Version: Version, Profile: Profile, Seeds: w.Seeds, Assets: make([]Asset, 0, len(w.Assets)), index: make(map[string]int, len(w.Assets))}
 	for i, wa := range w.Assets {
 		a, err := parseAsset(wa)
 		if err != nil {
@@ -268,6 +280,34 @@ func parseAsset(wa wireAsset) (Asset, error) {
 		return Asset{}, fmt.Errorf("%d of %d nodes are not part of the file", len(a.Nodes)-len(used), len(a.Nodes))
 	}
 	return a, nil
+}
+
+// checkSeeds checks the form of the seeds field: at most MaxSeeds entries,
+// each a string of at most MaxSeedLen bytes that starts with "/" and has a
+// /p2p/ component. Whether an entry parses as a multiaddr with transports
+// the reader knows is for the reader to find out when it dials: one it
+// cannot use is skipped, so that a manifest can name transports some
+// readers lack.
+func checkSeeds(seeds []string) error {
+	if len(seeds) > MaxSeeds {
+		return fmt.Errorf("%d entries, at most %d", len(seeds), MaxSeeds)
+	}
+	for i, s := range seeds {
+		switch {
+		case len(s) > MaxSeedLen:
+			return fmt.Errorf("entry %d longer than %d bytes", i, MaxSeedLen)
+		case !strings.HasPrefix(s, "/") || !strings.Contains(s, "/p2p/"):
+			return fmt.Errorf("entry %d (%q) is not a multiaddr ending in /p2p/ID", i, s)
+		case !utf8.ValidString(s):
+			return fmt.Errorf("entry %d is not UTF-8", i)
+		}
+		for _, r := range s {
+			if unicode.IsControl(r) || unicode.IsSpace(r) {
+				return fmt.Errorf("entry %d has a space or control character", i)
+			}
+		}
+	}
+	return nil
 }
 
 // CheckPath reports whether p is a safe asset path: non-empty, valid UTF-8,

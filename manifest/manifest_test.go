@@ -223,34 +223,61 @@ func TestReadLimit(t *testing.T) {
 	}
 }
 
-func FuzzParse(f *testing.F) {
-	f.Add([]byte(`{"version":1,"profile":"unixfs-v1-2025","assets":[]}`))
-	f.Add([]byte(`{"version":1,"profile":"unixfs-v1-2025","assets":[{"path":"a","cid":"bafkreicnpm7pomakz5ymrewygj63qjzpkrbuvw6gdjhbgcswhs2zudipi4","size":1,"type":"text/plain"}]}`))
-	f.Add([]byte(`{"version":2}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := manifest.Parse(data)
-		if err != nil {
-			if m != nil {
-				t.Fatal("Parse returned a manifest and an error")
-			}
-			if !errors.Is(err, manifest.ErrInvalid) && !errors.Is(err, manifest.ErrUnsupportedVersion) {
-				t.Fatalf("Parse error %v is neither ErrInvalid nor ErrUnsupportedVersion", err)
-			}
-			return
-		}
-		// What parses must survive a round trip unchanged.
-		out, err := m.Marshal()
-		if err != nil {
+// TestFromDirExcludes checks that the paths given to FromDir are left out:
+// a manifest written into its directory never lists itself.
+func TestFromDirExcludes(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"index.html", "manifest.json", "sub/old.json"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		m2, err := manifest.Parse(out)
-		if err != nil || len(m2.Assets) != len(m.Assets) {
-			t.Fatalf("round trip: %v", err)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		for _, a := range m.Assets {
-			if manifest.CheckPath(a.Path) != nil {
-				t.Fatalf("unsafe path %q accepted", a.Path)
-			}
+	}
+	m, err := manifest.FromDir(context.Background(), dir, "manifest.json", "/sub/old.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Assets) != 1 || m.Assets[0].Path != "index.html" {
+		t.Errorf("FromDir(excluding manifest.json, sub/old.json) lists %+v, want only index.html", m.Assets)
+	}
+}
+
+// TestSeeds checks the optional seeds field: it round-trips, a manifest
+// without it is the manifest of before (no "seeds" key), and malformed
+// entries are refused.
+func TestSeeds(t *testing.T) {
+	const seed = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+	old := []byte(`{"version":1,"profile":"unixfs-v1-2025","assets":[]}`)
+	m, err := manifest.Parse(old)
+	if err != nil || len(m.Seeds) != 0 {
+		t.Fatalf("Parse(manifest without seeds) = %v, %v", m, err)
+	}
+	out, _ := m.Marshal()
+	if strings.Contains(string(out), "seeds") {
+		t.Errorf("Marshal without seeds wrote %s", out)
+	}
+	m.Seeds = []string{seed}
+	out, err = m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := manifest.Parse(out)
+	if err != nil || len(m2.Seeds) != 1 || m2.Seeds[0] != seed {
+		t.Fatalf("Parse(Marshal(seeds)) = %v, %v", m2, err)
+	}
+	for _, bad := range []string{
+		`"not-a-multiaddr"`, `"/ip4/127.0.0.1/tcp/4001"`, `""`, `"/ip4/1.2.3.4/tcp/1/p2p/x y"`, `1`,
+		`"/p2p/` + strings.Repeat("a", manifest.MaxSeedLen) + `"`,
+	} {
+		data := []byte(`{"version":1,"profile":"unixfs-v1-2025","assets":[],"seeds":[` + bad + `]}`)
+		if _, err := manifest.Parse(data); !errors.Is(err, manifest.ErrInvalid) {
+			t.Errorf("Parse(seeds [%s]) = %v, want ErrInvalid", bad, err)
 		}
-	})
+	}
+	many := `"` + seed + `"` + strings.Repeat(`,"`+seed+`"`, manifest.MaxSeeds)
+	if _, err := manifest.Parse([]byte(`{"version":1,"profile":"unixfs-v1-2025","assets":[],"seeds":[` + many + `]}`)); !errors.Is(err, manifest.ErrInvalid) {
+		t.Errorf("Parse(%d seeds) = %v, want ErrInvalid", manifest.MaxSeeds+1, err)
+	}
 }

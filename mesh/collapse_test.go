@@ -4,16 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/meshcdn/meshcdn/internal/testutil"
-	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 // TestColdFetchCollapses: two nodes want the same content that nobody
@@ -35,27 +31,15 @@ func TestColdFetchCollapses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := testutil.Bytes(90, size)
-			warm := testutil.Bytes(91, 1000)
-			a, err := manifest.FromReader(context.Background(), bytes.NewReader(data))
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := manifest.FromReader(context.Background(), bytes.NewReader(warm))
-			if err != nil {
-				t.Fatal(err)
-			}
-			a.Path, a.Type = "video.mp4", "video/mp4"
-			w.Path, w.Type = "warm.txt", "text/plain"
-			m := &manifest.Manifest{Version: manifest.Version, Profile: manifest.Profile, Assets: []manifest.Asset{a, w}}
-			files := map[string][]byte{"/video.mp4": data, "/warm.txt": warm}
 			// An origin at 16 MiB/s, so that the first fetch is still under
 			// way when the second starts.
-			var sent countingBytes
-			uplink := rate.NewLimiter(16<<20, 64<<10)
-			origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				http.ServeContent(&pacedWriter{countingWriter{w, &sent}, uplink, r.Context()}, r, r.URL.Path, time.Time{}, bytes.NewReader(files[r.URL.Path]))
-			}))
-			defer origin.Close()
+			origin := meshtest.StartOrigin(t, meshtest.OriginConfig{
+				Site:           meshtest.Site{"video.mp4": data, "warm.txt": testutil.Bytes(91, 1000)},
+				BytesPerSecond: 16 << 20,
+			})
+			m := origin.Manifest()
+			a, _ := m.Lookup("video.mp4")
+			w, _ := m.Lookup("warm.txt")
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 
@@ -63,8 +47,8 @@ func TestColdFetchCollapses(t *testing.T) {
 			// Peers get 2 s before the origin joins: the test is about the
 			// collapsing, not the 200 ms race, which -race on a busy
 			// machine can lose.
-			first := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: origin.URL, AnnounceFetches: tc.announce, PeerTimeout: 2 * time.Second})
-			second := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: origin.URL, AnnounceFetches: tc.announce, PeerTimeout: 2 * time.Second,
+			first := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: origin.URL(), AnnounceFetches: tc.announce, PeerTimeout: 2 * time.Second})
+			second := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: origin.URL(), AnnounceFetches: tc.announce, PeerTimeout: 2 * time.Second,
 				Bootstrap: []string{first.Addrs()[0].String()}})
 			if err := second.WaitPeers(ctx, 1); err != nil {
 				t.Fatal(err)
@@ -80,7 +64,8 @@ func TestColdFetchCollapses(t *testing.T) {
 			}
 			rw.Close()
 			waitProvider(ctx, t, second, w.Cid)
-			sent.Store(0)
+			sent0 := origin.Sent()
+			sent := func() int64 { return origin.Sent() - sent0 }
 
 			r1, _, err := first.OpenAsset(ctx, m, a.Path)
 			if err != nil {
@@ -111,42 +96,17 @@ func TestColdFetchCollapses(t *testing.T) {
 			<-done
 			st := r2.Stats()
 			t.Logf("second fetch: %d MiB from the first node, %d MiB from the origin; the origin sent %.1f MiB for a %d MiB asset",
-				st.PeerBytes>>20, st.OriginBytes>>20, float64(sent.Load())/(1<<20), size>>20)
+				st.PeerBytes>>20, st.OriginBytes>>20, float64(sent())/(1<<20), size>>20)
 			if !bytes.Equal(got2, data) {
 				t.Fatal("the second node read wrong bytes")
 			}
-			sentBy[tc.announce] = sent.Load()
-			if tc.announce == mesh.On && (st.PeerBytes < size*3/4 || sent.Load() > size*11/10) {
-				t.Errorf("second fetch took %d bytes from peers, and the origin sent %d: want at least 3/4 of %d from the first node and at most 1.1 copies from the origin", st.PeerBytes, sent.Load(), size)
+			sentBy[tc.announce] = sent()
+			if tc.announce == mesh.On && (st.PeerBytes < size*3/4 || sent() > size*11/10) {
+				t.Errorf("second fetch took %d bytes from peers, and the origin sent %d: want at least 3/4 of %d from the first node and at most 1.1 copies from the origin", st.PeerBytes, sent(), size)
 			}
 		})
 	}
 	if on, off := sentBy[mesh.On], sentBy[mesh.Off]; on >= off {
 		t.Errorf("the origin sent %d bytes with the fetch announced and %d without: want less with", on, off)
 	}
-}
-
-// pacedWriter paces what it writes through a shared limiter, in pieces no
-// larger than its burst.
-type pacedWriter struct {
-	countingWriter
-	lim *rate.Limiter
-	ctx context.Context
-}
-
-func (w *pacedWriter) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
-		chunk := p[:min(len(p), 32<<10)]
-		if err := w.lim.WaitN(w.ctx, len(chunk)); err != nil {
-			return written, err
-		}
-		n, err := w.countingWriter.Write(chunk)
-		written += n
-		if err != nil {
-			return written, err
-		}
-		p = p[n:]
-	}
-	return written, nil
 }

@@ -1,8 +1,21 @@
 package mesh
 
 import (
+	"time"
+
 	"github.com/meshcdn/meshcdn/fetch"
 )
+
+// Defaults of staying connected (both roles).
+var (
+	// DefaultBootstrapBackoff is Config.BootstrapBackoff's default: a
+	// restarted seed is redialled within a second or two, a dead one every
+	// 15-30 s.
+	DefaultBootstrapBackoff = Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.5}
+)
+
+// DefaultRelayReservations is Config.RelayReservations's default.
+const DefaultRelayReservations = 2
 
 // roleDefaults holds every role default in one place. A Config field left
 // zero takes the value here.
@@ -107,6 +120,46 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = d.MaxConns
+	}
+	if c.BootstrapBackoff == (Backoff{}) {
+		c.BootstrapBackoff = DefaultBootstrapBackoff
+	}
+	if c.RelayReservations == 0 {
+		c.RelayReservations = DefaultRelayReservations
+	}
+	return c.withSiteDefaults()
+}
+
+// siteDefaults are the role defaults of following a site and of the
+// origin's timeouts (follow.go).
+var siteDefaults = map[Role]Config{
+	RoleApp: {
+		OriginHeaderTimeout: fetch.DefaultOriginHeaderTimeout,
+		OriginIdleTimeout:   fetch.DefaultOriginIdleTimeout,
+		ManifestTimeout:     30 * time.Second,
+		FollowInterval:      time.Minute,
+	},
+	RoleSeed: {
+		OriginHeaderTimeout: fetch.DefaultOriginHeaderTimeout,
+		OriginIdleTimeout:   fetch.DefaultOriginIdleTimeout,
+		ManifestTimeout:     30 * time.Second,
+		FollowInterval:      30 * time.Second,
+	},
+}
+
+func (c Config) withSiteDefaults() Config {
+	d := siteDefaults[c.Role]
+	if c.OriginHeaderTimeout == 0 {
+		c.OriginHeaderTimeout = d.OriginHeaderTimeout
+	}
+	if c.OriginIdleTimeout == 0 {
+		c.OriginIdleTimeout = d.OriginIdleTimeout
+	}
+	if c.ManifestTimeout == 0 {
+		c.ManifestTimeout = d.ManifestTimeout
+	}
+	if c.FollowInterval == 0 {
+		c.FollowInterval = d.FollowInterval
 	}
 	return c
 }

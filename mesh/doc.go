@@ -22,6 +22,29 @@
 //	m, err := n.LoadManifest(ctx, "manifest.json")
 //	r, _, err := n.OpenAsset(ctx, m, "video/intro.mp4") // an io.ReadSeekCloser
 //
+// # Seeds, readiness, operating
+//
+// Config.Bootstrap names the mesh's seeds. A node keeps them connected for
+// its whole life (a dropped connection that had lasted 30 s is redialled at
+// once, a failed dial again after Config.BootstrapBackoff: 250 ms doubling
+// to 30 s, jittered),
+// protects their connections from the connection manager, and, as an app
+// behind NAT, holds circuit relay reservations on them. Node.SetBootstrap
+// changes the set at run time. A seed keeps its multiaddrs across restarts
+// when it keeps its DataDir (identity) and listens on fixed ports
+// (examples/seed -listen).
+//
+// On every new connection a node asks the peer for the roots it holds
+// (announce's summary request), and asks its seeds also for who else holds
+// what. Node.Ready waits for the seeds' answers, so the app's first fetch
+// after it uses the mesh; a fetch made earlier races a connected seed whose
+// answer is pending before going to the origin.
+//
+// New names the field of a bad Config (*ConfigError) and refuses a DataDir
+// that another node holds (ErrDataDirInUse). With Config.PrometheusRegisterer
+// every metric of the node carries Config.PrometheusLabels (node="<peer
+// ID>" by default) and Close unregisters them all.
+//
 // # What browsers can and cannot reach
 //
 // Browsers dial a native node over WebTransport, WebRTC-direct or secure
@@ -32,6 +55,21 @@
 // from everyone. Browsers reach each other over WebRTC signalled through a
 // seed's circuit relay; bulk data never goes through the relay (its default
 // limits of 128 KiB and 2 minutes per circuit forbid it).
+//
+// # Site versions
+//
+// A site is a sequence of manifests at one URL. Node.Follow checks it every
+// Config.FollowInterval (1 min for apps, 30 s for seeds) with
+// If-None-Match, swaps each new version, once checked in full, into the
+// gateways attached to it, and tells the app (Follower.Subscribe or
+// FollowConfig.OnEvent). A seed also pins the version in effect and unpins
+// what left the site first, so a store quota that fits one version and a
+// bit takes every redeploy. Every origin request has timeouts
+// (Config.OriginHeaderTimeout and OriginIdleTimeout, 10 s; a manifest
+// Config.ManifestTimeout, 30 s): a hung origin fails with an error
+// matching context.DeadlineExceeded, other origin failures (a 404 or 500,
+// a refused connection, a file that changed: fetch.ErrChanged) with errors
+// that do not.
 //
 // # Connection limits
 //

@@ -6,32 +6,20 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 
-	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 // exampleOrigin serves a one-page site and its manifest, as a CDN would.
-// Close removes the site.
-func exampleOrigin() *siteServer {
-	dir, _ := os.MkdirTemp("", "meshcdn-example-")
-	os.WriteFile(filepath.Join(dir, "index.html"), []byte("<!doctype html><h1>hello, mesh</h1>\n"), 0o644)
-	m, _ := manifest.FromDir(context.Background(), dir)
-	data, _ := m.Marshal()
-	os.WriteFile(filepath.Join(dir, "manifest.json"), data, 0o644)
-	return &siteServer{httptest.NewServer(http.FileServer(http.Dir(dir))), dir}
-}
-
-type siteServer struct {
-	*httptest.Server
-	dir string
-}
-
-func (s *siteServer) Close() {
-	s.Server.Close()
-	os.RemoveAll(s.dir)
+func exampleOrigin() *meshtest.Origin {
+	o, err := meshtest.NewOrigin(meshtest.OriginConfig{
+		Site: meshtest.Site{"index.html": []byte("<!doctype html><h1>hello, mesh</h1>\n")},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return o
 }
 
 func Example() {
@@ -42,7 +30,7 @@ func Example() {
 	n, err := mesh.New(ctx, mesh.Config{
 		Name:        "acme-site",
 		InMemory:    true, // a real app sets DataDir
-		Origin:      origin.URL,
+		Origin:      origin.URL(),
 		ListenAddrs: mesh.LoopbackAddrs(mesh.RoleApp),
 		MDNS:        mesh.Off,
 		NATPortMap:  mesh.Off,
@@ -74,7 +62,7 @@ func ExampleNode_Gateway() {
 	origin := exampleOrigin()
 	defer origin.Close()
 	ctx := context.Background()
-	n, err := mesh.New(ctx, mesh.Config{Name: "acme-site", InMemory: true, Origin: origin.URL,
+	n, err := mesh.New(ctx, mesh.Config{Name: "acme-site", InMemory: true, Origin: origin.URL(),
 		ListenAddrs: mesh.LoopbackAddrs(mesh.RoleApp), MDNS: mesh.Off, NATPortMap: mesh.Off})
 	if err != nil {
 		panic(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/meshcdn/meshcdn/fetch"
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 // The helpers of the network attack replays (fault_<attack>_test.go): a
@@ -32,7 +33,7 @@ const nhAssetSize = 16 << 20
 
 // nhBed is a seed with pinned assets and an honest app connected to it.
 type nhBed struct {
-	site *site
+	site *meshtest.Origin
 	seed *mesh.Node
 	app  *mesh.Node
 	m    *manifest.Manifest
@@ -50,12 +51,12 @@ func newBed(t *testing.T, n int, tune func(*mesh.Config)) *nhBed {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b := &nhBed{site: newSite(t, sizes)}
-	cfg := mesh.Config{Role: mesh.RoleSeed, Origin: b.site.srv.URL}
+	cfg := mesh.Config{Role: mesh.RoleSeed, Origin: b.site.URL()}
 	if tune != nil {
 		tune(&cfg)
 	}
 	b.seed = newNode(t, cfg)
-	b.m = b.site.m
+	b.m = b.site.Manifest()
 	if err := b.seed.Pin(ctx, b.m); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func (b *nhBed) fetch(ctx context.Context, n *mesh.Node, path string) (time.Dura
 		return time.Since(start), r.Stats(), err
 	}
 	d := time.Since(start)
-	if !bytes.Equal(got.Bytes(), b.site.files[path]) {
+	if !bytes.Equal(got.Bytes(), b.site.Site()[path]) {
 		return d, r.Stats(), fmt.Errorf("%s: wrong bytes", path)
 	}
 	return d, r.Stats(), nil

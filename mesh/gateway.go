@@ -1,21 +1,50 @@
 package mesh
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/meshcdn/meshcdn/fetch"
 	"github.com/meshcdn/meshcdn/manifest"
 )
 
-// GatewayConfig configures a Gateway.
+// Defaults of the GatewayConfig fields whose zero value means "the default".
+const (
+	// DefaultGatewayFirstByteTimeout bounds how long the gateway waits for
+	// the first bytes of a response, and for each later leaf, before it
+	// answers 504 (or, once headers are out, aborts the connection).
+	DefaultGatewayFirstByteTimeout = 20 * time.Second
+	// DefaultGatewayWriteTimeout bounds how long one write to a client
+	// (at most 32 KiB) may block before the connection is dropped.
+	DefaultGatewayWriteTimeout = 60 * time.Second
+	// DefaultGatewayMaxRanges is the most byte ranges one request may ask
+	// for; a Range header with more is ignored and the whole content sent.
+	DefaultGatewayMaxRanges = 16
+	// DefaultGatewayMaxBuffer bounds the bytes that the fetches of a
+	// gateway's requests may hold in memory at once.
+	DefaultGatewayMaxBuffer = 256 << 20
+)
+
+// gatewayParkAfter is how long a write to a client may block before the
+// request's fetch is closed, releasing its read-ahead window; the fetch is
+// opened again (from the store) when the client reads on.
+const gatewayParkAfter = time.Second
+
+// GatewayConfig configures a Gateway. Zero fields mean the default stated
+// beside them. Node.Gateway copies it.
 type GatewayConfig struct {
 	// Manifest maps the paths the gateway serves. Nil serves only /ipfs/CID.
 	// Replace it later with SetManifest.
@@ -25,34 +54,179 @@ type GatewayConfig struct {
 	// false: requests from addresses other than loopback get 403, even if
 	// the gateway was bound to a wider address by mistake.
 	AllowRemote bool
+
+	// Hosts are host names, besides the loopback ones, that requests may
+	// name in their Host header (without port; compared without case).
+	// The gateway always accepts localhost, names under .localhost and IP
+	// literals (127.0.0.1, [::1], any port); any other Host gets 403, so
+	// that a web page cannot read the gateway through DNS rebinding (a name
+	// of the page's own that resolves to 127.0.0.1). Default none.
+	Hosts []string
+
+	// FirstByteTimeout bounds how long a request waits for bytes from any
+	// source: for the first leaf it needs (then the answer is 504 before any
+	// header) and for each later one (then the connection is aborted).
+	// Default DefaultGatewayFirstByteTimeout (20 s); negative means no
+	// bound beyond the fetch's own.
+	FirstByteTimeout time.Duration
+
+	// WriteTimeout bounds how long one write of at most 32 KiB to a client
+	// may block; a client that takes longer is disconnected. Default
+	// DefaultGatewayWriteTimeout (60 s); negative means no bound.
+	WriteTimeout time.Duration
+
+	// MaxRanges is the most byte ranges a request may ask for; a Range
+	// header with more is ignored and the whole content is sent with 200
+	// (RFC 9110 allows ignoring Range). Default DefaultGatewayMaxRanges
+	// (16); negative means no cap.
+	MaxRanges int
+
+	// MaxBuffer bounds the bytes the open fetches of the gateway's requests
+	// may hold at once. Each request counts, while its fetch is open, one
+	// leaf (1 MiB) for itself plus its fetch's read-ahead window: as many
+	// leaves as are left to read, at most fetch.Config.ReadAhead (32). A
+	// request that would go over waits for others to end or park (see
+	// Gateway), within FirstByteTimeout, and otherwise gets 503 (or, after
+	// its headers, an aborted connection). One request larger than the
+	// bound runs alone. Default DefaultGatewayMaxBuffer (256 MiB: eight
+	// large streams at once, many more small files); negative means no
+	// bound.
+	MaxBuffer int64
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c GatewayConfig) withDefaults() GatewayConfig {
+	if c.FirstByteTimeout == 0 {
+		c.FirstByteTimeout = DefaultGatewayFirstByteTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultGatewayWriteTimeout
+	}
+	if c.MaxRanges == 0 {
+		c.MaxRanges = DefaultGatewayMaxRanges
+	}
+	if c.MaxBuffer == 0 {
+		c.MaxBuffer = DefaultGatewayMaxBuffer
+	}
+	c.Hosts = append([]string(nil), c.Hosts...)
+	for i, h := range c.Hosts {
+		c.Hosts[i] = strings.TrimSuffix(strings.ToLower(h), ".")
+	}
+	return c
 }
 
 // Gateway is a local HTTP gateway: an http.Handler that serves the assets of
 // a manifest by path (GET /img/logo.png) and any content by CID (GET
 // /ipfs/CID), fetched through the node, with Range requests, ETags from CIDs
 // (If-None-Match gives 304), HEAD and the manifest's content types. A desktop
-// webview or Electron renderer loads assets from it. Unknown paths are 404,
-// unsafe paths 400, other methods 405. Serve it on 127.0.0.1: see
-// ListenGateway in examples/desktop.
+// webview or Electron renderer loads assets from it. Serve it on 127.0.0.1:
+// see ListenGateway in examples/desktop.
+//
+// It answers with the truth: 200 or 206 only once the first bytes of the
+// answer are in hand (verified); 504 when no source gave them within
+// GatewayConfig.FirstByteTimeout or the origin timed out, 502 when every
+// source failed (origin 404, 500 or down, bytes that fail verification), the
+// reason in the body. A source that fails after the headers went out aborts
+// the connection: the client sees a truncated transfer, never a short body
+// that looks whole. Unknown paths are 404, unsafe paths and bad CIDs 400,
+// other methods 405, Host names it does not serve 403.
+//
+// What a request costs: while the client reads, its fetch's read-ahead
+// window (fetch.Config.ReadAhead leaves, 32 MiB by default, or the rest of
+// a smaller file), one 1 MiB leaf buffer and a goroutine. The windows of
+// all requests together stay within GatewayConfig.MaxBuffer (256 MiB): a
+// request that would go over waits. A client that stops reading for a
+// second gives its window back (its fetch is closed, and opened again at
+// the same place, from the store, when it reads on), so a stalled reader
+// holds its socket, a goroutine and a 32 KiB copy buffer; one that blocks a
+// write for GatewayConfig.WriteTimeout (60 s) is disconnected. Every range
+// of a multi-range request is cut from the one leaf read for it: a leaf is
+// read once while the ranges move forward, and a request has at most
+// GatewayConfig.MaxRanges ranges.
+//
+// With Config.PrometheusRegisterer, requests are counted in
+// meshcdn_gateway_requests_total by class (2xx, 3xx, 4xx, 5xx, and aborted:
+// responses cut after the headers, by a failed source, a client that left
+// or one that did not read for the write timeout). A Gateway is safe for
+// concurrent use.
 type Gateway struct {
-	n           *Node
-	m           atomic.Pointer[manifest.Manifest]
-	allowRemote bool
+	n       *Node
+	cfg     GatewayConfig
+	m       atomic.Pointer[manifest.Manifest]
+	metrics *prometheus.CounterVec // nil without a registerer
+	budget  *semaphore.Weighted    // MaxBuffer; nil for no bound
+	window  int64                  // the fetches' read-ahead, in leaves
 }
 
-// Gateway returns a gateway serving through the node.
+// Gateway returns a gateway serving through the node. Gateways of one node
+// share their request metrics.
 func (n *Node) Gateway(cfg GatewayConfig) *Gateway {
-	g := &Gateway{n: n, allowRemote: cfg.AllowRemote}
+	g := &Gateway{n: n, cfg: cfg.withDefaults(), window: int64(n.fetcher.Config().ReadAhead)}
+	if g.cfg.MaxBuffer > 0 {
+		g.budget = semaphore.NewWeighted(g.cfg.MaxBuffer)
+	}
 	g.m.Store(cfg.Manifest)
+	g.metrics = gatewayMetrics(n.cfg.PrometheusRegisterer)
 	return g
+}
+
+// The label values of meshcdn_gateway_requests_total.
+var gatewayClasses = []string{"2xx", "3xx", "4xx", "5xx", "aborted"}
+
+// gatewayMetrics registers the request counter on reg, or finds the one a
+// gateway of the same node registered before. Nil reg: nil.
+func gatewayMetrics(reg prometheus.Registerer) *prometheus.CounterVec {
+	if reg == nil {
+		return nil
+	}
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "meshcdn", Subsystem: "gateway",
+		Name: "requests_total", Help: "Gateway requests answered, by status class (2xx, 3xx, 4xx, 5xx; aborted: cut after the headers)."},
+		[]string{"class"})
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil
+		}
+		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
+		if !ok {
+			return nil
+		}
+		c = existing
+	}
+	for _, l := range gatewayClasses {
+		c.WithLabelValues(l)
+	}
+	return c
 }
 
 // SetManifest replaces the manifest the gateway serves paths from.
 func (g *Gateway) SetManifest(m *manifest.Manifest) { g.m.Store(m) }
 
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !g.allowRemote && !isLoopback(r.RemoteAddr) {
+// ServeHTTP answers one request; see Gateway.
+func (g *Gateway) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	w := &gatewayWriter{ResponseWriter: rw, rc: http.NewResponseController(rw), timeout: g.cfg.WriteTimeout}
+	defer func() {
+		if g.metrics == nil {
+			return
+		}
+		class := "aborted"
+		if !w.aborted {
+			class = strconv.Itoa(w.status/100) + "xx"
+		}
+		if w.aborted || (w.status >= 200 && w.status < 600) {
+			g.metrics.WithLabelValues(class).Inc()
+		}
+	}()
+	g.serveHTTP(w, r)
+}
+
+func (g *Gateway) serveHTTP(w *gatewayWriter, r *http.Request) {
+	if !g.allowRemoteAddr(r.RemoteAddr) {
 		http.Error(w, "meshcdn gateway: loopback clients only", http.StatusForbidden)
+		return
+	}
+	if !g.allowHost(r.Host) {
+		http.Error(w, "meshcdn gateway: Host not served (see GatewayConfig.Hosts)", http.StatusForbidden)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -60,89 +234,172 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	p := r.URL.Path
+	if g.n.closed.Load() {
+		http.Error(w, ErrClosed.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	t, typ, status, msg := g.resolve(r.URL.Path)
+	if status != 0 {
+		http.Error(w, msg, status)
+		return
+	}
+	g.serve(w, r, t, typ)
+}
+
+// resolve maps a request path to what to fetch, or to an error status.
+func (g *Gateway) resolve(p string) (t fetch.Target, typ string, status int, msg string) {
 	m := g.m.Load()
 	if rest, ok := strings.CutPrefix(p, "/ipfs/"); ok {
 		c, err := cid.Decode(strings.TrimSuffix(rest, "/"))
 		if err != nil {
-			http.Error(w, "bad CID", http.StatusBadRequest)
-			return
+			return t, "", http.StatusBadRequest, "bad CID"
 		}
-		typ := ""
+		t = fetch.Target{Cid: c, Gateway: g.n.cfg.Gateway}
 		if m != nil {
 			for _, a := range m.Assets {
 				if a.Cid.Equals(c) {
-					typ = a.Type
-					break
+					// The manifest knows its size and inner nodes, and
+					// where the origin serves it.
+					if at, err := g.n.target(a); err == nil {
+						t = at
+					}
+					return t, a.Type, 0, ""
 				}
 			}
 		}
-		w.Header().Set("Cache-Control", "public, max-age=29030400, immutable")
-		rd, err := g.n.Open(r.Context(), c)
-		g.serve(w, r, rd, err, c, typ)
-		return
+		return t, "", 0, ""
 	}
 	if m == nil {
-		http.NotFound(w, r)
-		return
+		return t, "", http.StatusNotFound, "404 page not found"
 	}
 	rel := strings.TrimPrefix(p, "/")
 	if rel == "" || strings.HasSuffix(rel, "/") {
 		rel += "index.html"
 	}
 	if err := manifest.CheckPath(rel); err != nil {
-		http.Error(w, "bad path", http.StatusBadRequest)
-		return
+		return t, "", http.StatusBadRequest, "bad path"
 	}
 	a, ok := m.Lookup(rel)
 	if !ok {
-		http.NotFound(w, r)
-		return
+		return t, "", http.StatusNotFound, "404 page not found"
 	}
-	w.Header().Set("Cache-Control", "no-cache")
 	t, err := g.n.target(a)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
+		return t, "", http.StatusInternalServerError, err.Error()
 	}
-	rd, err := g.n.fetcher.Open(r.Context(), t)
-	g.serve(w, r, rd, err, a.Cid, a.Type)
+	return t, a.Type, 0, ""
 }
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, rd *fetch.Reader, err error, c cid.Cid, typ string) {
-	if err != nil {
-		status := http.StatusBadGateway
-		if errors.Is(err, ErrClosed) || errors.Is(err, fetch.ErrClosed) {
-			status = http.StatusServiceUnavailable
-		}
-		http.Error(w, err.Error(), status)
+// serve answers r with the content of t: the first bytes it needs are
+// fetched before any header is written, so that a failure is an honest
+// 502/504; a failure after the headers aborts the connection.
+func (g *Gateway) serve(w *gatewayWriter, r *http.Request, t fetch.Target, typ string) {
+	etag := `"` + t.Cid.String() + `"`
+	h := w.Header()
+	h.Set("Etag", etag)
+	h.Set("X-Ipfs-Path", "/ipfs/"+t.Cid.String())
+	if strings.HasPrefix(r.URL.Path, "/ipfs/") {
+		h.Set("Cache-Control", "public, max-age=29030400, immutable")
+	} else {
+		h.Set("Cache-Control", "no-cache")
+	}
+	if typ != "" {
+		h.Set("Content-Type", typ)
+	}
+	if etagMatch(r.Header.Get("If-None-Match"), etag) {
+		// ServeContent answers 304 before reading anything.
+		http.ServeContent(w, r, "", noModTime, emptySeeker{})
 		return
 	}
-	defer rd.Close()
-	w.Header().Set("Etag", `"`+c.String()+`"`)
-	w.Header().Set("X-Ipfs-Path", "/ipfs/"+c.String())
-	if typ != "" {
-		w.Header().Set("Content-Type", typ)
+	src := &source{g: g, ctx: r.Context(), t: t, size: -1, leaf: -1}
+	if t.Size > 0 || len(t.Nodes) > 0 {
+		src.size = t.Size
 	}
-	if rd.Size() < 0 {
-		// Content opened by CID alone: its size comes with its first
-		// block (the DAG root, or the only leaf).
-		var one [1]byte
-		if _, err := io.ReadFull(rd, one[:]); err != nil && !errors.Is(err, io.EOF) {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		if _, err := rd.Seek(0, io.SeekStart); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
+	defer src.close()
+	w.src = src
+	if err := src.prime(r.Header.Get("Range"), g.cfg.MaxRanges); err != nil {
+		h.Del("Etag")
+		h.Del("X-Ipfs-Path")
+		h.Del("Cache-Control")
+		h.Del("Content-Type")
+		http.Error(w, err.Error(), errorStatus(err))
+		return
 	}
-	// ServeContent answers If-None-Match from the ETag, HEAD and Range
-	// requests; it learns the size by seeking to the end.
-	http.ServeContent(w, r, "", noModTime, rd)
+	if g.cfg.MaxRanges >= 0 && countRanges(r.Header.Get("Range")) > g.cfg.MaxRanges {
+		r = r.Clone(r.Context())
+		r.Header.Del("Range")
+	}
+	// ServeContent answers HEAD, Range and conditional requests; it learns
+	// the size by seeking to the end, which src answers without fetching.
+	http.ServeContent(w, r, "", noModTime, src)
+	if err := src.failure(); err != nil && w.wroteHeader {
+		// The headers promised bytes that cannot come: cut the
+		// connection so the client sees a failed transfer.
+		w.aborted = true
+		g.n.log.Info("gateway response aborted", "cid", t.Cid, "err", err)
+		panic(http.ErrAbortHandler)
+	}
 }
 
 var noModTime time.Time
+
+// errorStatus maps a fetch failure to the status the gateway answers.
+func errorStatus(err error) int {
+	switch {
+	case errors.Is(err, errBusy):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	case errors.Is(err, ErrClosed), errors.Is(err, fetch.ErrClosed):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadGateway
+}
+
+// etagMatch reports whether an If-None-Match header names etag (or is *).
+func etagMatch(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// emptySeeker is the content of a 304: ServeContent never reads it.
+type emptySeeker struct{}
+
+func (emptySeeker) Read([]byte) (int, error)          { return 0, io.EOF }
+func (emptySeeker) Seek(int64, int) (int64, error)    { return 0, nil }
+func (g *Gateway) allowRemoteAddr(remote string) bool { return g.cfg.AllowRemote || isLoopback(remote) }
+
+// allowHost reports whether a request's Host header names this gateway:
+// localhost, a name under .localhost, an IP literal, or a configured name.
+func (g *Gateway) allowHost(hostport string) bool {
+	if hostport == "" {
+		return false
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return true // a literal address cannot be rebound to another
+	}
+	for _, h := range g.cfg.Hosts {
+		if host == h {
+			return true
+		}
+	}
+	return false
+}
 
 func isLoopback(remote string) bool {
 	host, _, err := net.SplitHostPort(remote)
@@ -151,4 +408,438 @@ func isLoopback(remote string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// gatewayWriter is the ResponseWriter the gateway writes through: it
+// records the status, bounds each write with the write timeout, and while
+// a write blocks long, parks the request's fetch.
+type gatewayWriter struct {
+	http.ResponseWriter
+	rc          *http.ResponseController
+	timeout     time.Duration
+	src         *source
+	park        *time.Timer
+	status      int
+	wroteHeader bool
+	aborted     bool
+}
+
+func (w *gatewayWriter) WriteHeader(code int) {
+	if !w.wroteHeader && code >= 200 {
+		w.wroteHeader = true
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *gatewayWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.timeout > 0 {
+		_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) // unsupported by some writers: no bound there
+	}
+	if w.src != nil {
+		if w.park == nil {
+			w.park = time.AfterFunc(gatewayParkAfter, w.src.park)
+		} else {
+			w.park.Reset(gatewayParkAfter)
+		}
+		defer w.park.Stop()
+	}
+	n, err := w.ResponseWriter.Write(p)
+	if err != nil {
+		w.aborted = true // the client went, or did not read for the write timeout
+	}
+	return n, err
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *gatewayWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// leafSize is the size of every leaf but a file's last (unixfs-v1-2025).
+const leafSize = 1 << 20
+
+// source is the content of one response as an io.ReadSeeker for
+// http.ServeContent. It reads whole leaves from a fetch.Reader into one
+// buffer and cuts every Read from it, so ranges within a leaf cost one
+// read of it; seeks only move its own position. Each leaf read is bounded
+// by GatewayConfig.FirstByteTimeout. While the client blocks a write, park
+// closes the fetch.Reader (the read-ahead window goes with it); the next
+// leaf read opens a new one.
+type source struct {
+	g    *Gateway
+	ctx  context.Context // the request's
+	t    fetch.Target
+	pos  int64
+	size int64 // -1 until known
+
+	mu      sync.Mutex
+	rd      *fetch.Reader // nil until opened, and while parked
+	rdCtx   context.Context
+	cancel  context.CancelCauseFunc
+	held    int64 // bytes of Gateway.budget held for rd
+	rdPos   int64
+	reading bool
+	closed  bool
+	leaf    int64 // index of the leaf in buf; -1 for none
+	buf     []byte
+	err     error // the first failure to read
+}
+
+// errNoByte is the cause of a leaf read cut by FirstByteTimeout.
+var errNoByte = errors.New("no byte from any source in time")
+
+// prime reads the first leaf the answer needs (the start of the first
+// range of rangeHeader, or 0), and the first leaf if the size is unknown.
+func (s *source) prime(rangeHeader string, maxRanges int) error {
+	if s.size < 0 {
+		if err := s.fill(0); err != nil {
+			return err
+		}
+	}
+	first := int64(0)
+	if rangeHeader != "" {
+		rs, err := parseRanges(rangeHeader, s.size)
+		if err != nil {
+			return nil // ServeContent answers 416 without reading
+		}
+		if len(rs) > 0 && (maxRanges < 0 || len(rs) <= maxRanges) {
+			first = rs[0].start
+		}
+	}
+	if first >= s.size {
+		return nil // nothing to read (the empty file)
+	}
+	if i := first / leafSize; i != s.leaf {
+		return s.fill(i)
+	}
+	return nil
+}
+
+// Read reads from the leaf at the position, reading it first if needed.
+func (s *source) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if s.size >= 0 && s.pos >= s.size {
+		return 0, io.EOF
+	}
+	for {
+		i := s.pos / leafSize
+		s.mu.Lock()
+		if s.leaf == i {
+			n := copy(p, s.buf[s.pos-i*leafSize:])
+			s.mu.Unlock()
+			s.pos += int64(n)
+			return n, nil
+		}
+		s.mu.Unlock()
+		if err := s.fill(i); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// Seek moves the position; it reads nothing.
+func (s *source) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		offset += s.pos
+	case io.SeekEnd:
+		offset += s.size
+	}
+	if offset < 0 {
+		return 0, errors.New("mesh: gateway: seek to a negative position")
+	}
+	s.pos = offset
+	return offset, nil
+}
+
+// fill reads leaf i into the buffer.
+func (s *source) fill(i int64) error {
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return s.err
+	}
+	s.reading = true
+	buf := s.buf
+	s.buf, s.leaf = nil, -1
+	s.mu.Unlock()
+
+	n, err := s.readLeaf(i, buf[:cap(buf)])
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reading = false
+	if s.closed {
+		// The response ended while this read went on (ServeContent's
+		// multi-range writer outlives it when the client goes).
+		s.closeLocked()
+		return errSourceClosed
+	}
+	if err != nil {
+		if s.err == nil {
+			s.err = err
+		}
+		return s.err
+	}
+	s.buf, s.leaf = n, i
+	return nil
+}
+
+// readLeaf reads leaf i from the fetch (opening one if there is none) into
+// buf, within FirstByteTimeout. Only fill calls it, with reading set.
+func (s *source) readLeaf(i int64, buf []byte) ([]byte, error) {
+	off := i * leafSize
+	if s.rd == nil {
+		if err := s.open(off); err != nil {
+			return nil, err
+		}
+	}
+	if off != s.rdPos {
+		if _, err := s.rd.Seek(off, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("mesh: gateway: %w", err)
+		}
+		s.rdPos = off
+	}
+	want := int64(leafSize)
+	if s.size >= 0 {
+		want = min(want, s.size-off)
+	}
+	if int64(cap(buf)) < want {
+		buf = make([]byte, want)
+	}
+	buf = buf[:want]
+	var timer *time.Timer
+	if d := s.g.cfg.FirstByteTimeout; d > 0 {
+		cancel := s.cancel
+		timer = time.AfterFunc(d, func() { cancel(fmt.Errorf("%w (%v): %w", errNoByte, d, context.DeadlineExceeded)) })
+	}
+	n, err := io.ReadFull(s.rd, buf)
+	fired := timer != nil && !timer.Stop()
+	s.rdPos += int64(n)
+	if s.size < 0 && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) {
+		if size := s.rd.Size(); size >= 0 && off+int64(n) == size {
+			err = nil // the content's only leaf, shorter than a chunk
+		}
+	}
+	if err == nil && s.size < 0 {
+		s.size = s.rd.Size()
+	}
+	if err != nil {
+		if cause := context.Cause(s.rdCtx); cause != nil && errors.Is(cause, errNoByte) {
+			err = cause
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("content ended at %d bytes, before its size: %w", off+int64(n), err)
+		}
+		return nil, fmt.Errorf("mesh: gateway: %s: %w", s.t.Cid, err)
+	}
+	if fired {
+		// The timeout fired as the leaf came: the fetch is cancelled,
+		// so the next leaf needs another.
+		s.mu.Lock()
+		s.closeLocked()
+		s.mu.Unlock()
+	}
+	return buf, nil
+}
+
+// errBusy reports a request that found the gateway's MaxBuffer taken.
+var errBusy = errors.New("mesh: gateway: busy: its open fetches hold GatewayConfig.MaxBuffer")
+
+// open opens a fetch of the target, to be read from off, within the
+// gateway's MaxBuffer. Only readLeaf calls it.
+func (s *source) open(off int64) error {
+	held, err := s.reserve(off)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(s.ctx)
+	rd, err := s.g.n.fetcher.Open(ctx, s.t)
+	if err != nil {
+		cancel(nil)
+		s.g.budget.Release(held)
+		return fmt.Errorf("mesh: gateway: %w", err)
+	}
+	s.mu.Lock()
+	s.rd, s.rdCtx, s.cancel, s.rdPos, s.held = rd, ctx, cancel, 0, held
+	s.mu.Unlock()
+	return nil
+}
+
+// reserve takes from the gateway's budget what a fetch read from off may
+// hold: one leaf, and the read-ahead window over what is left. It waits
+// for others to release, within FirstByteTimeout.
+func (s *source) reserve(off int64) (int64, error) {
+	b := s.g.budget
+	if b == nil {
+		return 0, nil
+	}
+	leaves := s.g.window
+	if s.size >= 0 {
+		leaves = min(leaves, (s.size-off+leafSize-1)/leafSize)
+	}
+	n := min((leaves+1)*leafSize, s.g.cfg.MaxBuffer)
+	ctx := s.ctx
+	if d := s.g.cfg.FirstByteTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	if err := b.Acquire(ctx, n); err != nil {
+		return 0, fmt.Errorf("%w (waited %v)", errBusy, s.g.cfg.FirstByteTimeout)
+	}
+	return n, nil
+}
+
+// park closes the fetch while no leaf is being read, releasing its
+// read-ahead window and the leaf buffer; the next fill opens another. The
+// timer of a write that blocks calls it.
+func (s *source) park() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rd == nil || s.reading {
+		return
+	}
+	s.closeLocked()
+	s.buf, s.leaf = nil, -1
+}
+
+func (s *source) closeLocked() {
+	if s.rd != nil {
+		s.cancel(nil)
+		s.rd.Close()
+		s.rd, s.cancel = nil, nil
+		if s.held > 0 {
+			s.g.budget.Release(s.held)
+			s.held = 0
+		}
+	}
+}
+
+// close ends the fetch and frees the buffer. A leaf read under way is
+// cancelled, and closes the fetch when it returns.
+func (s *source) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.buf, s.leaf = nil, -1
+	if s.reading {
+		if s.cancel != nil {
+			s.cancel(errSourceClosed)
+		}
+		return
+	}
+	s.closeLocked()
+}
+
+var errSourceClosed = errors.New("mesh: gateway: response ended")
+
+// failure returns the first failure to read, if any.
+func (s *source) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// countRanges counts the comma-separated items of a Range header, valid
+// or not: what bounds the work of a multi-range answer.
+func countRanges(h string) int {
+	n := 0
+	for spec := range strings.SplitSeq(h, ",") {
+		if strings.TrimSpace(spec) != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// byteRange is one satisfiable range of a Range header: [start, start+length).
+type byteRange struct{ start, length int64 }
+
+var errBadRange = errors.New("mesh: gateway: bad Range header")
+
+// parseRanges parses a Range header ("bytes=0-99,200-,-50") against a
+// content of size bytes, as RFC 9110 section 14.1.2 says: ranges that start
+// past the end are dropped, ends past it are cut. It fails on a malformed
+// header, on one whose every range is unsatisfiable, and when the size is
+// unknown (negative). No header gives no ranges.
+func parseRanges(s string, size int64) ([]byteRange, error) {
+	if s == "" {
+		return nil, nil
+	}
+	if size < 0 {
+		return nil, errBadRange
+	}
+	specs, ok := strings.CutPrefix(s, "bytes=")
+	if !ok {
+		return nil, errBadRange
+	}
+	var out []byteRange
+	for spec := range strings.SplitSeq(specs, ",") {
+		spec = strings.TrimSpace(spec)
+		if spec == "" {
+			continue
+		}
+		first, last, ok := strings.Cut(spec, "-")
+		if !ok {
+			return nil, errBadRange
+		}
+		first, last = strings.TrimSpace(first), strings.TrimSpace(last)
+		var r byteRange
+		if first == "" {
+			// A suffix: the last n bytes.
+			n, err := parseDigits(last)
+			if err != nil {
+				return nil, err
+			}
+			if n == 0 || size == 0 {
+				continue
+			}
+			n = min(n, size)
+			r = byteRange{start: size - n, length: n}
+		} else {
+			start, err := parseDigits(first)
+			if err != nil {
+				return nil, err
+			}
+			end := size - 1
+			if last != "" {
+				if end, err = parseDigits(last); err != nil {
+					return nil, err
+				}
+				if end < start {
+					return nil, errBadRange
+				}
+				end = min(end, size-1)
+			}
+			if start >= size {
+				continue // unsatisfiable: dropped
+			}
+			r = byteRange{start: start, length: end - start + 1}
+		}
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		return nil, errBadRange
+	}
+	return out, nil
+}
+
+// parseDigits parses a non-negative decimal of at most 18 digits.
+func parseDigits(s string) (int64, error) {
+	if s == "" || len(s) > 18 {
+		return 0, errBadRange
+	}
+	var n int64
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return 0, errBadRange
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, nil
 }

@@ -1,13 +1,26 @@
 package mesh_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"maps"
+	"mime"
+	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/mesh"
 )
@@ -16,7 +29,7 @@ func TestGateway(t *testing.T) {
 	s := newSite(t, map[string]int64{"index.html": 1500, "css/site.css": 800, "video/v.mp4": 3<<20 + 11})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n := newNode(t, mesh.Config{Origin: s.srv.URL})
+	n := newNode(t, mesh.Config{Origin: s.URL()})
 	m, err := n.LoadManifest(ctx, "manifest.json")
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +62,7 @@ func TestGateway(t *testing.T) {
 
 	t.Run("whole file by path", func(t *testing.T) {
 		resp, body := do("GET", "/video/v.mp4", nil)
-		if resp.StatusCode != 200 || !bytes.Equal(body, s.files["video/v.mp4"]) {
+		if resp.StatusCode != 200 || !bytes.Equal(body, s.Site()["video/v.mp4"]) {
 			t.Fatalf("GET = %d with %d bytes, want 200 with the file", resp.StatusCode, len(body))
 		}
 		if resp.Header.Get("Etag") != etag || resp.Header.Get("Content-Type") != video.Type {
@@ -58,14 +71,14 @@ func TestGateway(t *testing.T) {
 	})
 	t.Run("range across a leaf boundary", func(t *testing.T) {
 		resp, body := do("GET", "/video/v.mp4", map[string]string{"Range": "bytes=1048000-1049999"})
-		want := s.files["video/v.mp4"][1048000:1050000]
+		want := s.Site()["video/v.mp4"][1048000:1050000]
 		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, want) {
 			t.Fatalf("Range GET = %d with %d bytes, want 206 with 2000", resp.StatusCode, len(body))
 		}
 	})
 	t.Run("suffix range", func(t *testing.T) {
 		resp, body := do("GET", "/video/v.mp4", map[string]string{"Range": "bytes=-11"})
-		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, s.files["video/v.mp4"][3<<20:]) {
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, s.Site()["video/v.mp4"][3<<20:]) {
 			t.Fatalf("suffix Range = %d %d bytes", resp.StatusCode, len(body))
 		}
 	})
@@ -83,13 +96,13 @@ func TestGateway(t *testing.T) {
 	})
 	t.Run("index", func(t *testing.T) {
 		resp, body := do("GET", "/", nil)
-		if resp.StatusCode != 200 || !bytes.Equal(body, s.files["index.html"]) {
+		if resp.StatusCode != 200 || !bytes.Equal(body, s.Site()["index.html"]) {
 			t.Fatalf("GET / = %d", resp.StatusCode)
 		}
 	})
 	t.Run("by cid", func(t *testing.T) {
 		resp, body := do("GET", "/ipfs/"+video.Cid.String(), map[string]string{"Range": "bytes=5-9"})
-		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, s.files["video/v.mp4"][5:10]) {
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, s.Site()["video/v.mp4"][5:10]) {
 			t.Fatalf("GET /ipfs/CID = %d %q", resp.StatusCode, body)
 		}
 	})
@@ -120,6 +133,7 @@ func TestGateway(t *testing.T) {
 	t.Run("remote client refused", func(t *testing.T) {
 		req := httptest.NewRequest("GET", "/index.html", nil)
 		req.RemoteAddr = "192.0.2.7:5555" // never dialled: the handler only reads it
+		req.Host = "192.0.2.1:8080"       // the gateway's own LAN address
 		rec := httptest.NewRecorder()
 		n.Gateway(mesh.GatewayConfig{Manifest: m}).ServeHTTP(rec, req)
 		if rec.Code != http.StatusForbidden {
@@ -131,4 +145,534 @@ func TestGateway(t *testing.T) {
 			t.Errorf("non-loopback client with AllowRemote = %d, want 200", rec.Code)
 		}
 	})
+}
+
+// hungOrigin is an origin that accepts connections and never answers.
+func hungOrigin(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// downOrigin is the address of an origin that is not running.
+func downOrigin(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + ln.Addr().String()
+	ln.Close()
+	return u
+}
+
+// statusOrigin answers every request with code.
+func statusOrigin(t *testing.T, code int) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "origin says no", code)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// gatewayGet requests path from a gateway and reads the whole answer; err
+// is the error of reading the body.
+func gatewayGet(t *testing.T, ctx context.Context, url string, hdr map[string]string) (resp *http.Response, body []byte, err error) {
+	t.Helper()
+	return clientGet(t, ctx, http.DefaultClient, url, hdr)
+}
+
+// clientGet is gatewayGet with a client of the caller's.
+func clientGet(t *testing.T, ctx context.Context, client *http.Client, url string, hdr map[string]string) (resp *http.Response, body []byte, err error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+// TestGatewayHungOrigin: an origin that accepts and never answers, no peer:
+// the gateway answers 504 within its FirstByteTimeout plus a second, with
+// no byte of content, and the node closes promptly after.
+func TestGatewayHungOrigin(t *testing.T) {
+	s := newSite(t, map[string]int64{"app.js": 2<<20 + 5, "small.css": 700})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: hungOrigin(t)})
+	const timeout = time.Second
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: timeout}))
+	defer gw.Close()
+	for _, p := range []string{"/app.js", "/small.css"} {
+		start := time.Now()
+		resp, body, err := gatewayGet(t, ctx, gw.URL+p, nil)
+		took := time.Since(start)
+		if err != nil || resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("GET %s with a hung origin = %d (%v), want 504", p, resp.StatusCode, err)
+		}
+		if took > timeout+time.Second {
+			t.Errorf("GET %s took %v, want at most %v", p, took, timeout+time.Second)
+		}
+		if !strings.Contains(string(body), "no byte from any source") || resp.Header.Get("Etag") != "" {
+			t.Errorf("504 body %q, ETag %q: want the reason and no content headers", body, resp.Header.Get("Etag"))
+		}
+	}
+}
+
+// TestGatewayOriginTimeout: a fetch that fails because the origin timed
+// out (its error wraps context.DeadlineExceeded) is a 504, not a 502.
+func TestGatewayOriginTimeout(t *testing.T) {
+	s := newSite(t, map[string]int64{"app.js": 2<<20 + 5})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := &http.Client{Timeout: 200 * time.Millisecond}
+	n := newNode(t, mesh.Config{Origin: hungOrigin(t), HTTPClient: client})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: 50 * time.Second}))
+	defer gw.Close()
+	resp, body, err := gatewayGet(t, ctx, gw.URL+"/app.js", nil)
+	if err != nil || resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("GET with an origin that times out = %d (%v) %q, want 504", resp.StatusCode, err, body)
+	}
+	if !strings.Contains(string(body), "Timeout") {
+		t.Errorf("504 body %q does not say the origin timed out", body)
+	}
+}
+
+// TestGatewayOriginFails: an origin that answers 404 or 500, or is down,
+// and no peer: 502 with the reason, before any header of content, never a
+// 200 with missing bytes.
+func TestGatewayOriginFails(t *testing.T) {
+	s := newSite(t, map[string]int64{"app.js": 2<<20 + 5})
+	for _, tc := range []struct {
+		name   string
+		origin func(*testing.T) string
+		hdr    map[string]string
+	}{
+		{"404", func(t *testing.T) string { return statusOrigin(t, http.StatusNotFound) }, nil},
+		{"500 range", func(t *testing.T) string { return statusOrigin(t, http.StatusInternalServerError) }, map[string]string{"Range": "bytes=1048576-"}},
+		{"down", downOrigin, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			n := newNode(t, mesh.Config{Origin: tc.origin(t)})
+			gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest()}))
+			defer gw.Close()
+			resp, body, err := gatewayGet(t, ctx, gw.URL+"/app.js", tc.hdr)
+			if err != nil || resp.StatusCode != http.StatusBadGateway {
+				t.Fatalf("GET = %d with %d bytes (%v), want 502", resp.StatusCode, len(body), err)
+			}
+			if !strings.Contains(string(body), "origin") {
+				t.Errorf("502 body %q does not say the origin failed", body)
+			}
+		})
+	}
+}
+
+// dyingOrigin serves the first leaf of the file at /app.js and then, for
+// any Range that starts later, either hangs (hang) or cuts the connection.
+func dyingOrigin(t *testing.T, data []byte, hang bool) string {
+	t.Helper()
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.Header.Get("Range"), "bytes=0-") {
+			if hang {
+				select {
+				case <-stop:
+				case <-r.Context().Done():
+				}
+			}
+			panic(http.ErrAbortHandler)
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+	}))
+	t.Cleanup(func() { close(stop); srv.Close() })
+	return srv.URL
+}
+
+// TestGatewayAbortsMidBody: a source that fails after the headers went out
+// (the origin serves the first leaf, then dies or hangs): the client sees
+// a broken transfer (unexpected EOF, a reset HTTP/2 stream), never a body
+// that ends cleanly short.
+func TestGatewayAbortsMidBody(t *testing.T) {
+	s := newSite(t, map[string]int64{"app.js": 3<<20 + 5})
+	for _, tc := range []struct {
+		hang, h2 bool
+	}{{false, false}, {true, false}, {false, true}, {true, true}} {
+		t.Run(fmt.Sprintf("hang=%v,http2=%v", tc.hang, tc.h2), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			n := newNode(t, mesh.Config{Origin: dyingOrigin(t, s.Site()["app.js"], tc.hang)})
+			gw := httptest.NewUnstartedServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: time.Second}))
+			client := http.DefaultClient
+			if tc.h2 {
+				gw.EnableHTTP2 = true
+				gw.StartTLS()
+				client = gw.Client()
+			} else {
+				gw.Start()
+			}
+			defer gw.Close()
+			resp, body, err := clientGet(t, ctx, client, gw.URL+"/app.js", nil)
+			if tc.h2 && resp.ProtoMajor != 2 {
+				t.Fatalf("answered over %s, want HTTP/2", resp.Proto)
+			}
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET = %d, want 200 (the first leaf came)", resp.StatusCode)
+			}
+			// Over HTTP/1.1 the connection is closed before the declared
+			// length; over HTTP/2 the stream is reset, where a clean end
+			// of stream would leave it to the client to count the bytes.
+			switch {
+			case !tc.h2 && !errors.Is(err, io.ErrUnexpectedEOF):
+				t.Errorf("reading the body: %v after %d bytes, want unexpected EOF", err, len(body))
+			case tc.h2 && (err == nil || !strings.Contains(err.Error(), "stream error")):
+				t.Errorf("reading the body: %v after %d bytes, want the stream reset", err, len(body))
+			}
+			if len(body) >= len(s.Site()["app.js"]) || !bytes.Equal(body, s.Site()["app.js"][:len(body)]) {
+				t.Errorf("got %d bytes, want a correct prefix of %d", len(body), len(s.Site()["app.js"]))
+			}
+		})
+	}
+}
+
+// TestGatewayHost: a Host header that is not a loopback name, an IP
+// literal or a configured name gets 403 (DNS rebinding: a page of
+// evil.example whose name resolves to 127.0.0.1 cannot read the gateway).
+func TestGatewayHost(t *testing.T) {
+	s := newSite(t, map[string]int64{"index.html": 100})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), Hosts: []string{"App.Example"}}))
+	defer gw.Close()
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"localhost", 200},
+		{"localhost:8080", 200},
+		{"LOCALHOST.:1", 200},
+		{"app.localhost:9", 200},
+		{"127.0.0.1:8080", 200},
+		{"[::1]:8080", 200},
+		{"[::1]", 200},
+		{"app.example", 200},
+		{"app.example:443", 200},
+		{"evil.example", 403},
+		{"evil.example:8080", 403},
+		{"localhost.evil.example", 403},
+		{"127.0.0.1.nip.io", 403},
+		{"example", 403},
+	} {
+		req, err := http.NewRequestWithContext(ctx, "GET", gw.URL+"/index.html", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = tc.host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET with Host %q = %d, want %d", tc.host, resp.StatusCode, tc.want)
+		}
+		if tc.want == 200 && !bytes.Equal(body, s.Site()["index.html"]) {
+			t.Errorf("GET with Host %q: wrong body", tc.host)
+		}
+	}
+}
+
+// TestGatewayManyRanges: more ranges than GatewayConfig.MaxRanges get the
+// whole content (200), read once; up to the cap, a multipart answer whose
+// parts are right, each leaf read once.
+func TestGatewayManyRanges(t *testing.T) {
+	const size = 3<<20 + 5
+	s := newSite(t, map[string]int64{"v.mp4": size})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest()}))
+	defer gw.Close()
+	data := s.Site()["v.mp4"]
+	if _, body, err := gatewayGet(t, ctx, gw.URL+"/v.mp4", nil); err != nil || !bytes.Equal(body, data) {
+		t.Fatalf("warming GET: %v, %d bytes", err, len(body))
+	}
+
+	// 20,000 one-byte ranges spread over the file, backwards.
+	var specs []string
+	for i := range 20000 {
+		off := int64(size-1) - int64(i)*(size/20000)
+		specs = append(specs, fmt.Sprintf("%d-%d", off, off))
+	}
+	before := n.Stats().Fetch.LocalBytes
+	resp, body, err := gatewayGet(t, ctx, gw.URL+"/v.mp4", map[string]string{"Range": "bytes=" + strings.Join(specs, ",")})
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
+		t.Fatalf("20000 ranges = %d with %d bytes (%v), want 200 with the whole file", resp.StatusCode, len(body), err)
+	}
+	if got := n.Stats().Fetch.LocalBytes - before; got != size {
+		t.Errorf("20000 ranges read %d bytes from the store, want each leaf once (%d)", got, size)
+	}
+
+	// 16 ranges, forward, several in one leaf, some overlapping.
+	type rng struct{ start, end int64 }
+	ranges := []rng{{0, 0}, {10, 20}, {15, 30}, {1000, 1000}, {1<<20 - 1, 1 << 20}, {1<<20 + 7, 1<<20 + 7}, {1<<20 + 9, 2<<20 + 3},
+		{2<<20 + 4, 2<<20 + 4}, {2<<20 + 100, 2<<20 + 200}, {2<<20 + 300, 2<<20 + 300}, {3 << 20, 3<<20 + 1},
+		{3<<20 + 2, 3<<20 + 2}, {3<<20 + 3, 3<<20 + 3}, {3<<20 + 4, 3<<20 + 4}, {3<<20 + 4, 3<<20 + 4}, {3<<20 + 1, 3<<20 + 4}}
+	specs = specs[:0]
+	for _, r := range ranges {
+		specs = append(specs, fmt.Sprintf("%d-%d", r.start, r.end))
+	}
+	before = n.Stats().Fetch.LocalBytes
+	resp, body, err = gatewayGet(t, ctx, gw.URL+"/v.mp4", map[string]string{"Range": "bytes=" + strings.Join(specs, ",")})
+	if err != nil || resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("16 ranges = %d (%v), want 206", resp.StatusCode, err)
+	}
+	_, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	for i, r := range ranges {
+		part, err := mr.NextPart()
+		if err != nil {
+			t.Fatalf("part %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(part)
+		if !bytes.Equal(got, data[r.start:r.end+1]) {
+			t.Errorf("part %d (%d-%d) = %d bytes that differ from the file's", i, r.start, r.end, len(got))
+		}
+	}
+	if _, err := mr.NextPart(); err != io.EOF {
+		t.Errorf("after 16 parts: %v, want the end", err)
+	}
+	if got := n.Stats().Fetch.LocalBytes - before; got != size {
+		t.Errorf("16 forward ranges read %d bytes from the store, want each leaf once (%d)", got, size)
+	}
+}
+
+// stalledGet sends GET path to the gateway at addr on a raw connection and
+// reads nothing: a client that stops reading.
+func stalledGet(t *testing.T, addr, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// liveHeap is the live heap after a collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// waitFor polls cond every 50 ms until it holds or ctx ends.
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		}
+	}
+}
+
+// TestGatewayStalledReaders: clients that stop reading a 48 MiB asset give
+// back their fetch's read-ahead window (32 MiB each) within seconds, so
+// that six of them hold a few MiB of heap rather than 192; meanwhile the
+// windows held at once stay within MaxBuffer (one window here); when the
+// clients read on, each gets the whole file, right.
+func TestGatewayStalledReaders(t *testing.T) {
+	const size, clients = 48<<20 + 3, 6
+	s := newSite(t, map[string]int64{"big.bin": size})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// On disk, as in use: every leaf read from badger is a copy on the heap
+	// (the in-memory store hands out the stored slices themselves).
+	n := newNode(t, mesh.Config{Origin: s.URL(), DataDir: t.TempDir()})
+	const maxBuffer = 33 << 20 // one request's window (32 leaves) and buffer (1)
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), MaxBuffer: maxBuffer}))
+	t.Cleanup(gw.Close) // after the stalled clients close: Close waits for their requests
+	if _, body, err := gatewayGet(t, ctx, gw.URL+"/big.bin", nil); err != nil || !bytes.Equal(body, s.Site()["big.bin"]) {
+		t.Fatalf("warming GET: %v, %d bytes", err, len(body))
+	}
+	base := liveHeap()
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			peak.Store(max(peak.Load(), liveHeap()-base))
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	fetches := n.Stats().Fetch.Fetches
+	var conns []net.Conn
+	for range clients {
+		conns = append(conns, stalledGet(t, gw.Listener.Addr().String(), "/big.bin"))
+	}
+	waitFor(ctx, t, "the stalled requests to start", func() bool { return n.Stats().Fetch.Fetches >= fetches+clients })
+	const bound = clients * 4 << 20
+	var extra int64
+	settled := false
+	defer func() {
+		if !settled {
+			t.Logf("%d stalled readers still hold %d MiB of heap", clients, extra>>20)
+		}
+	}()
+	waitFor(ctx, t, "the stalled requests to give back their windows", func() bool {
+		extra = liveHeap() - base
+		return extra < bound
+	})
+	settled = true
+	close(stop)
+	<-sampled
+	t.Logf("%d stalled readers hold %d KiB of heap, at most %d MiB on the way", clients, extra>>10, peak.Load()>>20)
+	if p := peak.Load(); p > maxBuffer+clients<<20+32<<20 {
+		t.Errorf("the stalled readers held up to %d MiB of heap, want at most MaxBuffer (%d MiB) and a little", p>>20, maxBuffer>>20)
+	}
+
+	for i, c := range conns {
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(body, s.Site()["big.bin"]) {
+			t.Errorf("client %d after its stall: %v, %d bytes of %d, equal %v", i, err, len(body), size, bytes.Equal(body, s.Site()["big.bin"]))
+		}
+	}
+}
+
+// counterValues gathers reg's meshcdn_gateway_requests_total by class.
+func counterValues(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "meshcdn_gateway_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	return got
+}
+
+// TestGatewayWriteTimeout: a client that does not read for WriteTimeout is
+// disconnected (counted as aborted), having had only part of the file.
+func TestGatewayWriteTimeout(t *testing.T) {
+	const size = 24<<20 + 3
+	s := newSite(t, map[string]int64{"big.bin": size})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	n := newNode(t, mesh.Config{Origin: s.URL(), PrometheusRegisterer: reg})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), WriteTimeout: time.Second}))
+	t.Cleanup(gw.Close) // after the stalled clients close: Close waits for their requests
+	c := stalledGet(t, gw.Listener.Addr().String(), "/big.bin")
+	waitFor(ctx, t, "the stalled client to be cut off", func() bool { return counterValues(t, reg)["aborted"] == 1 })
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || len(body) >= size {
+		t.Errorf("a client that stalled past the write timeout read %d of %d bytes (%v), want a cut transfer", len(body), size, err)
+	}
+}
+
+// TestGatewayMetrics: requests are counted by status class on the node's
+// registry, and two gateways of one node share the counter.
+func TestGatewayMetrics(t *testing.T) {
+	s := newSite(t, map[string]int64{"index.html": 100, "a.css": 10})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	n := newNode(t, mesh.Config{Origin: s.URL(), PrometheusRegisterer: reg})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest()}))
+	defer gw.Close()
+	gw2 := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest()}))
+	defer gw2.Close()
+	a, _ := s.Manifest().Lookup("a.css")
+	for _, r := range []struct {
+		url string
+		hdr map[string]string
+	}{
+		{gw.URL + "/index.html", nil},
+		{gw2.URL + "/a.css", nil},
+		{gw.URL + "/a.css", map[string]string{"If-None-Match": `"` + a.Cid.String() + `"`}},
+		{gw.URL + "/nope", nil},
+		{gw2.URL + "/ipfs/nope", nil},
+		{gw.URL + "/a.css", map[string]string{"Range": "bytes=100-"}},
+	} {
+		if _, _, err := gatewayGet(t, ctx, r.url, r.hdr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]float64{"2xx": 2, "3xx": 1, "4xx": 3, "5xx": 0, "aborted": 0}
+	if got := counterValues(t, reg); !maps.Equal(got, want) {
+		t.Errorf("meshcdn_gateway_requests_total = %v, want %v", got, want)
+	}
 }

@@ -93,7 +93,7 @@ func (n *Node) evidence(p peer.ID) int {
 	if f := n.served.Load(); f != nil && f.Delivered(p) > 0 {
 		return 3
 	}
-	if n.host.ConnManager().IsProtected(p, "meshcdn-bootstrap") {
+	if n.host.ConnManager().IsProtected(p, bootstrapTag) {
 		return 2
 	}
 	if n.host.Network().Connectedness(p) == network.Connected {

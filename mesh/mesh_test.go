@@ -4,107 +4,34 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"go.uber.org/goleak"
 
-	"github.com/meshcdn/meshcdn/internal/testutil"
-	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// badger's and ristretto's package-level goroutines outlive every
-		// database; glog's flush daemon starts with the package.
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2.(*defaultPolicy[...]).processItems"),
-		goleak.IgnoreAnyFunction("github.com/dgraph-io/ristretto/v2.(*Cache[...]).processItems"),
-		// go-libp2p-pubsub's goroutines end shortly after Close, with no
-		// way to wait for them (see announce.Config.PubSub).
-		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p-pubsub.(*PubSub).processLoop"),
-		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p-pubsub.(*PubSub).handleNewStream"),
-		// The opencensus stats worker of go-libp2p's dependencies is global.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	goleak.VerifyTestMain(m, meshtest.LeakOptions()...)
 }
 
-// site is an origin serving a few generated assets and their manifest.
-type site struct {
-	srv    *httptest.Server
-	m      *manifest.Manifest
-	files  map[string][]byte
-	served func() int64
+// newSite starts an origin serving generated files of the given sizes and
+// their manifest.
+func newSite(t *testing.T, sizes map[string]int64) *meshtest.Origin {
+	return meshtest.StartOrigin(t, meshtest.OriginConfig{Site: meshtest.GenerateSite(1, sizes)})
 }
 
-func newSite(t *testing.T, sizes map[string]int64) *site {
-	t.Helper()
-	dir := t.TempDir()
-	s := &site{files: map[string][]byte{}}
-	i := 0
-	for p, size := range sizes {
-		i++
-		data := testutil.Bytes(uint64(i), size)
-		s.files[p] = data
-		name := filepath.Join(dir, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(name, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m, err := manifest.FromDir(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.m = m
-	mj, _ := m.Marshal()
-	var served countingBytes
-	fs := http.FileServer(http.Dir(dir))
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/manifest.json" {
-			w.Write(mj)
-			return
-		}
-		fs.ServeHTTP(&countingWriter{ResponseWriter: w, n: &served}, r)
-	}))
-	t.Cleanup(s.srv.Close)
-	s.served = served.Load
-	return s
-}
-
-func newNode(t *testing.T, cfg mesh.Config) *mesh.Node {
-	t.Helper()
-	if cfg.Name == "" {
-		cfg.Name = "test-mesh"
-	}
-	if cfg.DataDir == "" {
-		cfg.InMemory = true
-	}
-	cfg.ListenAddrs = mesh.LoopbackAddrs(cfg.Role)
-	cfg.MDNS = mesh.Off
-	cfg.NATPortMap = mesh.Off
-	n, err := mesh.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
+// newNode starts a node on loopback for the test (see meshtest.NewNode).
+var newNode = meshtest.NewNode
 
 func TestSeedServesApp(t *testing.T) {
 	s := newSite(t, map[string]int64{"index.html": 3000, "video/a.mp4": 5<<20 + 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: s.srv.URL})
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: s.URL()})
 	m, err := seed.LoadManifest(ctx, "manifest.json")
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +39,7 @@ func TestSeedServesApp(t *testing.T) {
 	if err := seed.Pin(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	originAfterSeed := s.served()
+	originAfterSeed := s.Sent()
 	if originAfterSeed < 5<<20 {
 		t.Fatalf("the seed took %d bytes from the origin, want the whole site", originAfterSeed)
 	}
@@ -120,7 +47,7 @@ func TestSeedServesApp(t *testing.T) {
 	// The test is about the wiring (announcements reach the app, bitswap
 	// serves it), not the 200 ms race, which -race on a loaded 2-core
 	// machine can lose: peers get 5 s here.
-	app := newNode(t, mesh.Config{Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()}, PeerTimeout: 5 * time.Second})
+	app := newNode(t, mesh.Config{Origin: s.URL(), Bootstrap: []string{seed.Addrs()[0].String()}, PeerTimeout: 5 * time.Second})
 	if err := app.WaitPeers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -136,14 +63,14 @@ func TestSeedServesApp(t *testing.T) {
 	}
 	st := r.Stats()
 	r.Close()
-	if !bytes.Equal(got, s.files["video/a.mp4"]) {
+	if !bytes.Equal(got, s.Site()["video/a.mp4"]) {
 		t.Fatalf("read %d bytes that differ from the asset's %d", len(got), a.Size)
 	}
 	if st.PeerBytes != a.Size || st.OriginBytes != 0 {
 		t.Errorf("fetch stats: %d bytes from peers, %d from the origin; want all %d from peers", st.PeerBytes, st.OriginBytes, a.Size)
 	}
-	if s.served() != originAfterSeed {
-		t.Errorf("the origin served %d more bytes after the seed", s.served()-originAfterSeed)
+	if s.Sent() != originAfterSeed {
+		t.Errorf("the origin served %d more bytes after the seed", s.Sent()-originAfterSeed)
 	}
 	if got := app.Stats().Offload; got != 1 {
 		t.Errorf("app offload = %v, want 1", got)
@@ -187,27 +114,9 @@ func TestIdentitySurvivesRestart(t *testing.T) {
 
 func waitProvider(ctx context.Context, t *testing.T, n *mesh.Node, c cid.Cid) {
 	t.Helper()
-	changes := n.Announcer().Table().Subscribe(ctx)
-	for len(n.Announcer().Table().Providers(c, 1)) == 0 {
-		select {
-		case <-changes:
-		case <-ctx.Done():
-			t.Fatalf("no provider of %s announced", c)
-		}
+	if err := meshtest.WaitProvider(ctx, n, c); err != nil {
+		t.Fatal(err)
 	}
-}
-
-type countingBytes struct{ atomic.Int64 }
-
-type countingWriter struct {
-	http.ResponseWriter
-	n *countingBytes
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(p)
-	w.n.Add(int64(n))
-	return n, err
 }
 
 // TestSeedRestart stops a seed and starts it again on the same directory:
@@ -217,7 +126,7 @@ func TestSeedRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	cfg := mesh.Config{Name: "restart", Role: mesh.RoleSeed, DataDir: dir, Origin: s.srv.URL,
+	cfg := mesh.Config{Name: "restart", Role: mesh.RoleSeed, DataDir: dir, Origin: s.URL(),
 		ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed), MDNS: mesh.Off}
 	seed, err := mesh.New(ctx, cfg)
 	if err != nil {
@@ -234,7 +143,7 @@ func TestSeedRestart(t *testing.T) {
 	if err := seed.Close(); err != nil {
 		t.Fatal(err)
 	}
-	before := s.served()
+	before := s.Sent()
 
 	seed, err = mesh.New(ctx, cfg)
 	if err != nil {
@@ -247,14 +156,14 @@ func TestSeedRestart(t *testing.T) {
 	if err := seed.Pin(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.served() - before; got != 0 {
+	if got := s.Sent() - before; got != 0 {
 		t.Errorf("the restarted seed fetched %d bytes from the origin again", got)
 	}
 	if u := seed.Stats().Store; u.Roots != 2 || u.Pinned != u.Used {
 		t.Errorf("store after restart = %+v, want 2 pinned roots", u)
 	}
 
-	app := newNode(t, mesh.Config{Name: "restart", Origin: s.srv.URL, Bootstrap: []string{seed.Addrs()[0].String()}, PeerTimeout: 5 * time.Second})
+	app := newNode(t, mesh.Config{Name: "restart", Origin: s.URL(), Bootstrap: []string{seed.Addrs()[0].String()}, PeerTimeout: 5 * time.Second})
 	if err := app.WaitPeers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -267,10 +176,10 @@ func TestSeedRestart(t *testing.T) {
 	got, err := io.ReadAll(r)
 	st := r.Stats()
 	r.Close()
-	if err != nil || !bytes.Equal(got, s.files["a.bin"]) {
+	if err != nil || !bytes.Equal(got, s.Site()["a.bin"]) {
 		t.Fatalf("fetch from the restarted seed: %v, %d bytes", err, len(got))
 	}
-	if st.PeerBytes != a.Size || s.served() != before {
-		t.Errorf("after restart: %d bytes from peers of %d, origin sent %d more", st.PeerBytes, a.Size, s.served()-before)
+	if st.PeerBytes != a.Size || s.Sent() != before {
+		t.Errorf("after restart: %d bytes from peers of %d, origin sent %d more", st.PeerBytes, a.Size, s.Sent()-before)
 	}
 }

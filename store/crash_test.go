@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,4 +125,70 @@ func TestCrashMidImport(t *testing.T) {
 		}
 	}
 	t.Logf("killed after %d imports; reopened with %d roots, %d blocks, %d bytes", len(finished), u.Roots, u.Blocks, u.Used)
+}
+
+// TestCrashThenOpenReadOnly: after a SIGKILL, badger's memtable logs are
+// left at their full mapped size, which badger refuses to open read-only;
+// a store opened on a disk below the margin trims them as badger would and
+// opens read-only, with every pinned import that returned whole.
+func TestCrashThenOpenReadOnly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a child process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pinned []cid.Cid
+	n := 0
+	sc := bufio.NewScanner(out)
+	for n < 15 && sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if f[0] != "imported" {
+			continue
+		}
+		n++
+		if f[3] == "true" {
+			c, err := cid.Decode(f[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			pinned = append(pinned, c)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if n < 15 || len(pinned) == 0 {
+		t.Fatalf("the child imported %d (%d pinned)", n, len(pinned))
+	}
+	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if len(mems) == 0 {
+		t.Fatal("the killed store left no memtable log: the test shows nothing")
+	}
+
+	disk := &fakeDisk{}
+	disk.free.Store(mib) // too little for badger to open for writing
+	s, err := store.New(store.Config{Dir: dir, Quota: 24 * mib, FreeSpace: disk.FreeSpace})
+	if err != nil {
+		t.Fatalf("New after a crash on a full disk = %v", err)
+	}
+	defer s.Close()
+	if !s.Health().ReadOnly {
+		t.Errorf("Health = %+v, want ReadOnly", s.Health())
+	}
+	ctx := context.Background()
+	for _, c := range pinned {
+		if !s.Holds(c) {
+			t.Errorf("pinned %s lost", c)
+		} else if err := s.AddRoot(ctx, c, true); err != nil {
+			t.Errorf("pinned %s not whole: %v", c, err)
+		}
+	}
 }

@@ -15,6 +15,28 @@
 // Every block is checked against its CID when put and again when read:
 // corrupt bytes are reported as *CorruptError and never returned.
 //
+// # Failures
+//
+// A full disk is an error, never a crash. Badger writes through memory
+// maps, where a full disk is SIGBUS; so the store keeps DiskMargin (72 MiB)
+// free, refuses writes that would take it with ErrDiskFull and serves what
+// it holds; opened on a disk below the margin it is read-only
+// (Health().ReadOnly, ErrReadOnly).
+//
+// Damage costs what it must and no more. A block whose bytes fail their hash
+// (or badger's CRC) is that block lost: its content stays held, pinned if it
+// was, and incomplete (Incomplete, Holds false) until the block is put again,
+// as a fetch does. Root records carry a checksum and pinned ones have a
+// second copy in a pin file beside the database, so a damaged table cannot
+// lose a pin. Blocks badger cuts from a damaged value log, or whose keys a
+// damaged table lost, are read back from the value log directly. A database
+// badger cannot open (a damaged MANIFEST or table index) is moved aside,
+// never deleted; what verifies in it (read from its tables and logs) goes
+// into a new one and the store starts (Health().MovedAside).
+//
+// Badger's logs go to Config.Logger, and nowhere without one. Close returns
+// within seconds even when the directory was removed under the store.
+//
 // # Content identity
 //
 // Import turns bytes into a UnixFS file with the IPIP-499 unixfs-v1-2025

@@ -22,6 +22,14 @@ var (
 	ErrHashMismatch = errors.New("store: block does not match its CID")
 	// ErrNotPinned is returned by Unpin for content that is not pinned.
 	ErrNotPinned = errors.New("store: not pinned")
+	// ErrDiskFull means a write was refused because the disk holding the
+	// store has less than DiskMargin free after it (or its free space
+	// cannot be read, as when the directory was removed). Nothing was
+	// written; what the store holds can still be read.
+	ErrDiskFull = errors.New("store: disk full")
+	// ErrReadOnly means the store refuses every write for its lifetime:
+	// it was opened read-only because the disk was full (Health says why).
+	ErrReadOnly = errors.New("store: read-only")
 )
 
 // CorruptError reports a stored block whose bytes no longer hash to its CID

@@ -2,7 +2,10 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
 	"strings"
 
@@ -58,4 +61,30 @@ func ExampleStore_Begin() {
 	}
 	fmt.Println(dst.Holds(c.Root))
 	// Output: true
+}
+
+func ExampleStore_Health() {
+	dir, err := os.MkdirTemp("", "meshcdn-store-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+
+	// A disk with 512 KiB more than the store keeps free (FreeSpace is
+	// statfs when nil; tests and fault injection set it).
+	free := func(string) (int64, error) { return store.DiskMargin + 512<<10, nil }
+	s, err := store.New(store.Config{Dir: dir, FreeSpace: free})
+	if err != nil {
+		panic(err)
+	}
+	defer s.Close()
+
+	ctx := context.Background()
+	_, err = s.Import(ctx, strings.NewReader("fits"), store.ImportOptions{})
+	fmt.Println(err)
+	_, err = s.Import(ctx, io.LimitReader(rand.NewChaCha8([32]byte{}), 4<<20), store.ImportOptions{})
+	fmt.Println(errors.Is(err, store.ErrDiskFull), s.Health().DiskFull)
+	// Output:
+	// <nil>
+	// true true
 }

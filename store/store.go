@@ -9,22 +9,18 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/y"
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/boxo/datastore/dshelp"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/ipfs/go-datastore"
-	"github.com/ipfs/go-datastore/query"
 	dssync "github.com/ipfs/go-datastore/sync"
-	badger4 "github.com/ipfs/go-ds-badger4"
 	ipld "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
 
@@ -61,8 +57,16 @@ type Config struct {
 	// block bytes, not badger's own overhead on disk.
 	Quota int64
 
-	// Logger receives the store's logs. Nil discards them.
+	// Logger receives the store's logs, badger's among them. Nil discards
+	// them.
 	Logger *slog.Logger
+
+	// FreeSpace reports the free space on the disk holding Dir; nil means
+	// Statfs. A store on disk refuses writes with ErrDiskFull that would
+	// leave less than DiskMargin free, and opens read-only when less is
+	// free already. Tests and fault injection set it; it must be safe for
+	// concurrent use.
+	FreeSpace FreeSpaceFunc
 }
 
 // Usage is a snapshot of what a Store holds.
@@ -73,8 +77,33 @@ type Usage struct {
 	Quota int64
 	// Pinned is the bytes of blocks that belong to pinned content.
 	Pinned int64
-	// Blocks and Roots count the blocks and the content roots held.
+	// Blocks and Roots count the blocks and the content roots held, whole
+	// or incomplete.
 	Blocks, Roots int
+}
+
+// Health says what the store has lost or refuses. The zero value is a
+// healthy store.
+type Health struct {
+	// ReadOnly: the disk was below DiskMargin when the store opened, so it
+	// refuses every write (ErrReadOnly) until it is opened again.
+	ReadOnly bool
+	// DiskFull: the last write was refused with ErrDiskFull. It clears
+	// when a write passes the check again.
+	DiskFull bool
+	// MovedAside is where the database was moved because badger could not
+	// open it (damaged tables or MANIFEST); empty if it was not. The store
+	// started from what verified in it, and from the pin file.
+	MovedAside string
+	// RestoredPins counts the pinned records that the pin file brought back
+	// when the database had lost or damaged them, at open.
+	RestoredPins int
+	// DroppedRecords counts the damaged root records dropped at open.
+	DroppedRecords int
+	// Incomplete counts the content held with blocks missing (lost to
+	// damage): such content keeps its pin and its place, Holds reports it
+	// false, and putting the missing blocks again (a fetch) completes it.
+	Incomplete int
 }
 
 // RootInfo describes one content root held by the store.
@@ -84,6 +113,9 @@ type RootInfo struct {
 	Blocks   int
 	Pinned   bool
 	LastUsed time.Time
+	// Missing lists the blocks lost to damage, for Incomplete; Roots lists
+	// only whole content.
+	Missing []cid.Cid
 }
 
 // Store is a blockstore with a byte quota, pins and eviction of the least
@@ -98,13 +130,22 @@ type RootInfo struct {
 //
 // Every block put is checked against its CID and every block read is checked
 // again, so bit rot or a tampered database is reported as *CorruptError and
-// never returned. Usage, pins and recency survive Close and reopen; recency
-// is written at Close, so a crash loses only the recency of the last session.
+// never returned. A damaged block costs that block only: its content stays
+// held (and pinned) but incomplete until the block is put again. Usage, pins
+// and recency survive Close and reopen; recency is written at Close, so a
+// crash loses only the recency of the last session. Pins are also kept in a
+// pin file beside the database, so that damage to badger's tables cannot
+// lose them.
+//
+// On disk, the Store keeps DiskMargin free: a write that would leave less
+// fails with ErrDiskFull and the store goes on serving what it holds.
 //
 // A Store is safe for concurrent use.
 type Store struct {
-	ds     datastore.Batching
-	closer io.Closer // the datastore we opened, if any
+	ds     kv
+	closer io.Closer // the database we opened, if any
+	guard  *diskGuard
+	pinDir string // where the pin file lives; empty if none
 	// trustAbove is the size above which GetForPeer skips the hash: -1 in
 	// memory (every block), valueThreshold on badger, none for a
 	// Config.Datastore.
@@ -112,15 +153,23 @@ type Store struct {
 	log        *slog.Logger
 	quota      int64
 
-	mu     sync.Mutex
-	closed bool
-	used   int64
-	pinned int64
-	blocks map[string]*blockMeta // by multihash bytes
-	roots  map[string]*rootMeta  // by multihash bytes of the root
-	lru    list.List             // *rootMeta (unpinned) and *blockMeta (loose); front is the oldest
-	subs   map[*subscription]struct{}
-	wg     sync.WaitGroup
+	mu       sync.Mutex
+	closed   bool
+	readOnly bool
+	health   Health
+	used     int64
+	nmissing int // blocks in blocks that are missing
+	pinned   int64
+	blocks   map[string]*blockMeta // by multihash bytes
+	roots    map[string]*rootMeta  // by multihash bytes of the root
+	lru      list.List             // *rootMeta (unpinned) and *blockMeta (loose); front is the oldest
+	subs     map[*subscription]struct{}
+	wg       sync.WaitGroup
+
+	pinMu     sync.Mutex // serialises pin file writes
+	pinsDirty bool       // under mu
+	pinKick   chan struct{}
+	quit      chan struct{}
 }
 
 var _ blockstore.Blockstore = (*Store)(nil)
@@ -135,6 +184,9 @@ type blockMeta struct {
 	elem    *list.Element // set while loose (refs == 0)
 	used    time.Time
 	pending chan struct{} // non-nil while its first write is under way
+	// missing: lost to damage; kept for the content naming it (refs > 0)
+	// until it is put again. Not counted in used or pinned.
+	missing bool
 }
 
 type rootMeta struct {
@@ -145,28 +197,30 @@ type rootMeta struct {
 	saved  time.Time // used as last written
 	blocks []*blockMeta
 	elem   *list.Element // set while unpinned
-}
-
-// rootRecord is the persisted form of a root.
-type rootRecord struct {
-	V      int      `json:"v"`
-	Pinned bool     `json:"pinned,omitempty"`
-	Used   int64    `json:"used"`
-	Blocks []string `json:"blocks"`
-	Sizes  []int64  `json:"sizes"`
+	// missing counts its blocks lost to damage.
+	missing int
 }
 
 // New opens a Store. With Config.Dir it opens (or creates) a badger database
 // there, tuned for a desktop app rather than a server, and reads back usage,
-// pins and recency. Blocks of content whose record survived but whose blocks
-// did not (a crash between the two) become loose.
+// pins and recency. Content whose record survived but some of whose blocks
+// did not (damage, or a crash between the two) is held incomplete.
+//
+// New does not fail on a damaged database: when badger cannot open it, the
+// database is moved aside (Health().MovedAside says where; nothing is
+// deleted), what verifies in it is copied into a new one, pins come back
+// from the pin file, and the store logs an error and starts. When the disk
+// has less than DiskMargin free, the store opens read-only
+// (Health().ReadOnly) and logs an error.
 func New(cfg Config) (*Store, error) {
 	s := &Store{
-		log:    cfg.Logger,
-		quota:  cfg.Quota,
-		blocks: make(map[string]*blockMeta),
-		roots:  make(map[string]*rootMeta),
-		subs:   make(map[*subscription]struct{}),
+		log:     cfg.Logger,
+		quota:   cfg.Quota,
+		blocks:  make(map[string]*blockMeta),
+		roots:   make(map[string]*rootMeta),
+		subs:    make(map[*subscription]struct{}),
+		pinKick: make(chan struct{}, 1),
+		quit:    make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -177,20 +231,16 @@ func New(cfg Config) (*Store, error) {
 	}
 	switch {
 	case cfg.Datastore != nil:
-		s.ds = cfg.Datastore
+		s.ds = dsKV{cfg.Datastore}
 		s.trustAbove = math.MaxInt64 // its checks are unknown
 	case cfg.InMemory:
-		s.ds = dssync.MutexWrap(datastore.NewMapDatastore())
+		s.ds = dsKV{dssync.MutexWrap(datastore.NewMapDatastore())}
 		s.trustAbove = -1
 	case cfg.Dir != "":
-		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-			return nil, fmt.Errorf("store: open: %w", err)
-		}
-		d, err := badger4.NewDatastore(cfg.Dir, desktopBadgerOptions())
-		if err != nil {
+		if err := s.openDisk(cfg.Dir, cfg.FreeSpace); err != nil {
 			return nil, fmt.Errorf("store: open badger at %s: %w", cfg.Dir, err)
 		}
-		s.ds, s.closer, s.trustAbove = d, d, valueThreshold
+		s.trustAbove = valueThreshold
 	default:
 		return nil, errors.New("store: Config needs Dir, Datastore or InMemory")
 	}
@@ -200,155 +250,17 @@ func New(cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
+	if s.pinDir != "" && !s.readOnly && s.nmissing > 0 {
+		s.repairFromLogs(context.Background(), s.pinDir)
+	}
+	if s.pinDir != "" {
+		s.wg.Add(1)
+		go s.pinWriter()
+		if s.pinsDirty {
+			s.pinsChanged()
+		}
+	}
 	return s, nil
-}
-
-// desktopBadgerOptions sizes badger for a desktop app: badger's defaults
-// (64 MiB memtables, five of them, 256 MiB caches, 1 GiB value log files)
-// are for servers. Blocks of more than 4 KiB go to the value log, so the LSM
-// tree holds only keys and small records and 4 MiB memtables suffice; an idle
-// node costs about 7 MiB of Go heap in all (BenchmarkNodeFootprint in mesh).
-// The value log is garbage collected every 10 minutes so that evicted blocks
-// give their disk space back.
-func desktopBadgerOptions() *badger4.Options {
-	o := badger4.DefaultOptions
-	o.GcInterval = 10 * time.Minute
-	o.GcSleep = time.Second
-	o.GcDiscardRatio = 0.3
-	o.Options = o.Options.
-		WithMemTableSize(4 << 20).
-		WithNumMemtables(2).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(8).
-		WithBaseTableSize(2 << 20).
-		WithValueThreshold(valueThreshold).
-		WithVerifyValueChecksum(true). // see GetForPeer
-
-		WithValueLogFileSize(128 << 20).
-		WithBlockCacheSize(8 << 20).
-		WithIndexCacheSize(4 << 20).
-		WithNumCompactors(2).
-		WithLogger(nil).
-		WithLoggingLevel(badger.ERROR)
-	return &o
-}
-
-// load reads the blocks present and the root records back into memory.
-func (s *Store) load(ctx context.Context) error {
-	// Block sizes come from the root records: badger only approximates the
-	// size of a value in its value log. Blocks no record names (a fetch or
-	// import cut short) are read to learn theirs.
-	res, err := s.ds.Query(ctx, query.Query{Prefix: blockPrefix.String(), KeysOnly: true})
-	if err != nil {
-		return err
-	}
-	for r := range res.Next() {
-		if r.Error != nil {
-			res.Close()
-			return r.Error
-		}
-		k := datastore.RawKey(r.Key)
-		hash, err := dshelp.DsKeyToMultihash(datastore.NewKey(k.BaseNamespace()))
-		if err != nil {
-			s.log.Warn("skipping unreadable block key", "key", r.Key, "err", err)
-			continue
-		}
-		b := &blockMeta{key: string(hash), c: cid.NewCidV1(cid.Raw, hash), size: -1}
-		s.blocks[b.key] = b
-	}
-	res.Close()
-
-	res, err = s.ds.Query(ctx, query.Query{Prefix: rootPrefix.String()})
-	if err != nil {
-		return err
-	}
-	var stale []datastore.Key
-	var roots []*rootMeta
-	for r := range res.Next() {
-		if r.Error != nil {
-			res.Close()
-			return r.Error
-		}
-		k := datastore.RawKey(r.Key)
-		rm, err := s.decodeRoot(k, r.Value)
-		if err != nil {
-			s.log.Warn("dropping root record", "key", r.Key, "err", err)
-			stale = append(stale, k)
-			continue
-		}
-		roots = append(roots, rm)
-	}
-	res.Close()
-	for _, k := range stale {
-		if err := s.ds.Delete(ctx, k); err != nil {
-			return err
-		}
-	}
-	sort.Slice(roots, func(i, j int) bool { return roots[i].used.Before(roots[j].used) })
-	// Loose blocks have no recency on disk: they go first, oldest of all.
-	for _, b := range s.blocks {
-		b.refs = 0
-	}
-	for _, b := range s.blocks {
-		if b.size < 0 {
-			v, err := s.ds.Get(ctx, dsKey(b.key))
-			if err != nil {
-				return err
-			}
-			b.size = int64(len(v))
-		}
-		s.used += b.size
-	}
-	for _, rm := range roots {
-		s.attachRoot(rm)
-	}
-	for _, b := range s.blocks {
-		if b.refs == 0 {
-			b.elem = s.lru.PushFront(b)
-		}
-	}
-	return nil
-}
-
-func (s *Store) decodeRoot(k datastore.Key, v []byte) (*rootMeta, error) {
-	c, err := cid.Decode(k.BaseNamespace())
-	if err != nil {
-		return nil, err
-	}
-	var rec rootRecord
-	if err := json.Unmarshal(v, &rec); err != nil {
-		return nil, err
-	}
-	if rec.V != 1 {
-		return nil, fmt.Errorf("unknown record version %d", rec.V)
-	}
-	rm := &rootMeta{c: c, pinned: rec.Pinned, used: time.Unix(0, rec.Used)}
-	rm.saved = rm.used
-	if len(rec.Sizes) != len(rec.Blocks) {
-		return nil, fmt.Errorf("record has %d blocks and %d sizes", len(rec.Blocks), len(rec.Sizes))
-	}
-	seen := make(map[string]bool, len(rec.Blocks))
-	for i, bs := range rec.Blocks {
-		bc, err := cid.Decode(bs)
-		if err != nil {
-			return nil, err
-		}
-		b := s.blocks[string(bc.Hash())]
-		if b == nil {
-			return nil, fmt.Errorf("%w: block %s missing", ErrIncomplete, bc)
-		}
-		b.c = bc
-		if rec.Sizes[i] < 0 || (b.size >= 0 && b.size != rec.Sizes[i]) {
-			return nil, fmt.Errorf("block %s has sizes %d and %d", bc, b.size, rec.Sizes[i])
-		}
-		b.size = rec.Sizes[i]
-		if !seen[b.key] {
-			seen[b.key] = true
-			rm.blocks = append(rm.blocks, b)
-			rm.size += b.size
-		}
-	}
-	return rm, nil
 }
 
 // attachRoot adds a root's references to its blocks. The caller holds mu
@@ -362,12 +274,18 @@ func (s *Store) attachRoot(rm *rootMeta) {
 		}
 		b.refs++
 		b.roots = append(b.roots, rm)
+		if b.missing {
+			rm.missing++
+		}
 		if rm.pinned {
-			if b.pinRefs == 0 {
+			if b.pinRefs == 0 && !b.missing {
 				s.pinned += b.size
 			}
 			b.pinRefs++
 		}
+	}
+	if rm.missing > 0 {
+		s.health.Incomplete++
 	}
 	if !rm.pinned {
 		rm.elem = s.lru.PushBack(rm)
@@ -393,10 +311,18 @@ func (s *Store) Close() error {
 	for sub := range s.subs {
 		sub.stop()
 	}
+	readOnly := s.readOnly
 	s.mu.Unlock()
+	close(s.quit)
 	s.wg.Wait()
+	if s.pinDir != "" {
+		s.flushPins()
+	}
 
 	var errs []error
+	if readOnly {
+		dirty = nil
+	}
 	for _, rm := range dirty {
 		if err := s.saveRoot(context.Background(), rm); err != nil {
 			errs = append(errs, err)
@@ -412,12 +338,7 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) saveRoot(ctx context.Context, rm *rootMeta) error {
-	rec := rootRecord{V: 1, Pinned: rm.pinned, Used: rm.used.UnixNano(), Blocks: make([]string, len(rm.blocks)), Sizes: make([]int64, len(rm.blocks))}
-	for i, b := range rm.blocks {
-		rec.Blocks[i] = b.c.String()
-		rec.Sizes[i] = b.size
-	}
-	v, err := json.Marshal(rec)
+	v, err := json.Marshal(rm.record())
 	if err != nil {
 		return err
 	}
@@ -464,8 +385,7 @@ func (s *Store) putChecked(ctx context.Context, b blocks.Block, t *Txn) error {
 // is held by it and cannot be evicted until the Txn ends.
 func (s *Store) put(ctx context.Context, blk blocks.Block, t *Txn) error {
 	key := string(blk.Cid().Hash())
-	data := blk.RawData()
-	size := int64(len(data))
+	size := int64(len(blk.RawData()))
 	for {
 		s.mu.Lock()
 		if s.closed {
@@ -483,7 +403,7 @@ func (s *Store) put(ctx context.Context, blk blocks.Block, t *Txn) error {
 				return fmt.Errorf("store: put %s: %w", blk.Cid(), ctx.Err())
 			}
 		}
-		if b != nil {
+		if b != nil && !b.missing {
 			if t != nil {
 				t.hold(b, false)
 			} else {
@@ -492,37 +412,83 @@ func (s *Store) put(ctx context.Context, blk blocks.Block, t *Txn) error {
 			s.mu.Unlock()
 			return nil
 		}
-		if err := s.makeRoom(ctx, size); err != nil {
+		if err := s.admit(ctx, size); err != nil {
 			s.mu.Unlock()
 			return fmt.Errorf("store: put %s (%d bytes): %w", blk.Cid(), size, err)
 		}
-		b = &blockMeta{key: key, c: blk.Cid(), size: size, pending: make(chan struct{}), used: time.Now()}
-		s.blocks[key] = b
+		if b == nil {
+			b = &blockMeta{key: key, c: blk.Cid()}
+			s.blocks[key] = b
+		}
+		b.size, b.pending, b.used = size, make(chan struct{}), time.Now()
 		s.used += size
 		if t != nil {
-			t.hold(b, true)
+			t.hold(b, !b.missing)
 		}
 		s.mu.Unlock()
+		return s.write(ctx, b, blk, t)
+	}
+}
 
-		err := s.ds.Put(ctx, dsKey(key), data)
-
-		s.mu.Lock()
-		close(b.pending)
-		b.pending = nil
+// admit checks that size more bytes may be written: the store is writable,
+// the disk keeps its margin, and the quota has room (evicting for it). The
+// caller holds mu.
+func (s *Store) admit(ctx context.Context, size int64) error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	if s.guard != nil {
+		err := s.guard.allow(size)
+		s.health.DiskFull = err != nil
 		if err != nil {
-			if t != nil {
-				t.forget(b)
-			}
-			delete(s.blocks, key)
-			s.used -= size
-			s.mu.Unlock()
+			return err
+		}
+	}
+	return s.makeRoom(ctx, size)
+}
+
+// write writes a block admitted by put, whose meta is pending.
+func (s *Store) write(ctx context.Context, b *blockMeta, blk blocks.Block, t *Txn) error {
+	err := s.ds.Put(ctx, dsKey(b.key), blk.RawData())
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(b.pending)
+	b.pending = nil
+	if err != nil {
+		s.used -= b.size
+		if b.missing {
 			return fmt.Errorf("store: put %s: %w", blk.Cid(), err)
 		}
-		if b.refs == 0 {
-			b.elem = s.lru.PushBack(b)
+		if t != nil {
+			t.forget(b)
 		}
-		s.mu.Unlock()
-		return nil
+		delete(s.blocks, b.key)
+		return fmt.Errorf("store: put %s: %w", blk.Cid(), err)
+	}
+	if b.missing {
+		s.restored(b)
+	}
+	if b.refs == 0 {
+		b.elem = s.lru.PushBack(b)
+	}
+	return nil
+}
+
+// restored marks a missing block as held again; content it completes is
+// whole again (an Added event). The caller holds mu.
+func (s *Store) restored(b *blockMeta) {
+	b.missing = false
+	s.nmissing--
+	if b.pinRefs > 0 {
+		s.pinned += b.size
+	}
+	for _, rm := range b.roots {
+		rm.missing--
+		if rm.missing == 0 {
+			s.health.Incomplete--
+			s.emit(Event{Kind: Added, Root: rm.c, Size: rm.size, Pinned: rm.pinned})
+		}
 	}
 }
 
@@ -567,13 +533,19 @@ func (s *Store) evictRoot(ctx context.Context, rm *rootMeta, kind EventKind) err
 		s.lru.Remove(rm.elem)
 		rm.elem = nil
 	}
+	if rm.missing > 0 {
+		s.health.Incomplete--
+	}
+	if rm.pinned {
+		s.pinsChanged()
+	}
 	var errs []error
 	for _, b := range rm.blocks {
 		b.refs--
 		b.roots = removeRoot(b.roots, rm)
 		if rm.pinned {
 			b.pinRefs--
-			if b.pinRefs == 0 {
+			if b.pinRefs == 0 && !b.missing {
 				s.pinned -= b.size
 			}
 		}
@@ -602,6 +574,11 @@ func (s *Store) deleteBlock(ctx context.Context, b *blockMeta) error {
 	if b.elem != nil {
 		s.lru.Remove(b.elem)
 		b.elem = nil
+	}
+	if b.missing {
+		delete(s.blocks, b.key)
+		s.nmissing--
+		return nil
 	}
 	if err := s.ds.Delete(ctx, dsKey(b.key)); err != nil {
 		b.elem = s.lru.PushFront(b)
@@ -660,7 +637,7 @@ func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, er
 		return nil, ErrClosed
 	}
 	b := s.blocks[key]
-	if b == nil || b.pending != nil {
+	if !b.held() {
 		s.mu.Unlock()
 		return nil, ipld.ErrNotFound{Cid: c}
 	}
@@ -698,23 +675,44 @@ func isChecksumError(err error) bool {
 	return strings.Contains(err.Error(), y.ErrChecksumMismatch.Error())
 }
 
-// dropCorrupt removes a corrupt block and every root that used it, so that
-// the content can be fetched again.
+// dropCorrupt removes a corrupt block. Loose, it is gone; if content
+// uses it, it becomes a missing block of that content, which stays held
+// (and pinned) but incomplete until the block is put again: the damage
+// costs that block, not the content's good blocks.
 func (s *Store) dropCorrupt(ctx context.Context, key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.blocks[key]
-	if b == nil || s.closed {
+	if !b.held() || s.closed {
 		return
 	}
-	for _, rm := range append([]*rootMeta(nil), b.roots...) {
-		if err := s.evictRoot(ctx, rm, Removed); err != nil {
-			s.log.Error("removing corrupt content", "cid", rm.c, "err", err)
+	if b.refs == 0 {
+		if s.readOnly {
+			s.lru.Remove(b.elem)
+			b.elem = nil
+			delete(s.blocks, key)
+			s.used -= b.size
+		} else if err := s.deleteBlock(ctx, b); err != nil {
+			s.log.Error("removing corrupt block", "err", err)
+		}
+		return
+	}
+	if !s.readOnly {
+		if err := s.ds.Delete(ctx, dsKey(key)); err != nil {
+			s.log.Error("removing corrupt block", "err", err)
 		}
 	}
-	if b.refs == 0 && s.blocks[key] == b {
-		if err := s.deleteBlock(ctx, b); err != nil {
-			s.log.Error("removing corrupt block", "err", err)
+	b.missing = true
+	s.nmissing++
+	s.used -= b.size
+	if b.pinRefs > 0 {
+		s.pinned -= b.size
+	}
+	for _, rm := range b.roots {
+		rm.missing++
+		if rm.missing == 1 {
+			s.health.Incomplete++
+			s.emit(Event{Kind: Removed, Root: rm.c, Size: rm.size, Pinned: rm.pinned})
 		}
 	}
 }
@@ -726,8 +724,12 @@ func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
 	if s.closed {
 		return false, ErrClosed
 	}
-	b := s.blocks[string(c.Hash())]
-	return b != nil && b.pending == nil, nil
+	return s.blocks[string(c.Hash())].held(), nil
+}
+
+// held reports whether b is a block whose bytes can be read.
+func (b *blockMeta) held() bool {
+	return b != nil && b.pending == nil && !b.missing
 }
 
 // GetSize returns the size of a held block, or ipld.ErrNotFound.
@@ -738,7 +740,7 @@ func (s *Store) GetSize(ctx context.Context, c cid.Cid) (int, error) {
 		return 0, ErrClosed
 	}
 	b := s.blocks[string(c.Hash())]
-	if b == nil || b.pending != nil {
+	if !b.held() {
 		return 0, ipld.ErrNotFound{Cid: c}
 	}
 	return int(b.size), nil
@@ -760,6 +762,9 @@ func (s *Store) DeleteBlock(ctx context.Context, c cid.Cid) error {
 	if b.refs > 0 || b.pending != nil {
 		return fmt.Errorf("store: delete %s: block is in use by content", c)
 	}
+	if s.readOnly {
+		return fmt.Errorf("store: delete %s: %w", c, ErrReadOnly)
+	}
 	return s.deleteBlock(ctx, b)
 }
 
@@ -774,7 +779,7 @@ func (s *Store) AllKeysChan(ctx context.Context) (<-chan cid.Cid, error) {
 	}
 	keys := make([]cid.Cid, 0, len(s.blocks))
 	for _, b := range s.blocks {
-		if b.pending == nil {
+		if b.held() {
 			keys = append(keys, b.c)
 		}
 	}
@@ -821,14 +826,18 @@ func (s *Store) Unpin(ctx context.Context, root cid.Cid) error {
 	if rm == nil || !rm.pinned {
 		return fmt.Errorf("store: unpin %s: %w", root, ErrNotPinned)
 	}
+	if s.readOnly {
+		return fmt.Errorf("store: unpin %s: %w", root, ErrReadOnly)
+	}
 	rm.pinned = false
 	if err := s.saveRoot(ctx, rm); err != nil {
 		rm.pinned = true
 		return fmt.Errorf("store: unpin %s: %w", root, err)
 	}
+	s.pinsChanged()
 	for _, b := range rm.blocks {
 		b.pinRefs--
-		if b.pinRefs == 0 {
+		if b.pinRefs == 0 && !b.missing {
 			s.pinned -= b.size
 		}
 	}
@@ -850,6 +859,9 @@ func (s *Store) Remove(ctx context.Context, root cid.Cid) error {
 	if rm == nil {
 		return nil
 	}
+	if s.readOnly {
+		return fmt.Errorf("store: remove %s: %w", root, ErrReadOnly)
+	}
 	if err := s.evictRoot(ctx, rm, Removed); err != nil {
 		return fmt.Errorf("store: remove %s: %w", root, err)
 	}
@@ -860,25 +872,54 @@ func (s *Store) Remove(ctx context.Context, root cid.Cid) error {
 func (s *Store) Usage() Usage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Usage{Used: s.used, Quota: s.quota, Pinned: s.pinned, Blocks: len(s.blocks), Roots: len(s.roots)}
+	return Usage{Used: s.used, Quota: s.quota, Pinned: s.pinned, Blocks: len(s.blocks) - s.nmissing, Roots: len(s.roots)}
 }
 
-// Roots lists the content held, most recently used first.
+// Roots lists the content held whole, most recently used first.
 func (s *Store) Roots() []RootInfo {
+	return s.list(false)
+}
+
+// Incomplete lists the content held with blocks lost to damage, most
+// recently used first, with the missing blocks: fetching the content again
+// (or putting those blocks) completes it. Pinned content stays pinned
+// meanwhile.
+func (s *Store) Incomplete() []RootInfo {
+	return s.list(true)
+}
+
+func (s *Store) list(incomplete bool) []RootInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]RootInfo, 0, len(s.roots))
 	for _, rm := range s.roots {
-		out = append(out, RootInfo{Cid: rm.c, Size: rm.size, Blocks: len(rm.blocks), Pinned: rm.pinned, LastUsed: rm.used})
+		if (rm.missing > 0) != incomplete {
+			continue
+		}
+		ri := RootInfo{Cid: rm.c, Size: rm.size, Blocks: len(rm.blocks), Pinned: rm.pinned, LastUsed: rm.used}
+		for _, b := range rm.blocks {
+			if b.missing {
+				ri.Missing = append(ri.Missing, b.c)
+			}
+		}
+		out = append(out, ri)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].LastUsed.After(out[j].LastUsed) })
 	return out
 }
 
 // Holds reports whether root is held as whole content (AddRoot, Import or a
-// committed Txn named it).
+// committed Txn named it, and no block of it was lost since).
 func (s *Store) Holds(root cid.Cid) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.roots[string(root.Hash())] != nil
+	rm := s.roots[string(root.Hash())]
+	return rm != nil && rm.missing == 0
+}
+
+// Health reports what the store has lost or refuses; see Health.
+func (s *Store) Health() Health {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.health
 }

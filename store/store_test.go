@@ -27,9 +27,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(crashEnv) != "" {
-		crashChild()
-		return
+	for env, child := range children {
+		if os.Getenv(env) != "" {
+			child()
+			return
+		}
 	}
 	// badger starts package-level goroutines on first use (its z.Closer
 	// based caches and the ristretto metrics ticker) that outlive every
@@ -42,6 +44,13 @@ func TestMain(m *testing.M) {
 }
 
 const mib = 1 << 20
+
+// children are the roles the test binary plays in a child process, by the
+// environment variable that asks for each.
+var children = map[string]func(){
+	crashEnv:     crashChild,
+	removeDirEnv: removeDirChild,
+}
 
 func newMem(t testing.TB, quota int64) *store.Store {
 	t.Helper()
@@ -489,16 +498,98 @@ func TestCorruptValueInBadger(t *testing.T) {
 	if !errors.As(err, &ce) || !errors.Is(err, store.ErrCorrupt) || !ce.Cid.Equals(victim) {
 		t.Fatalf("Get(corrupt) = %v, want *CorruptError for %s", err, victim)
 	}
-	// The corrupt block and the content using it are gone, so that a fetch
-	// can bring them again; the usage agrees.
-	if s.Holds(c.Root) {
-		t.Error("content with a corrupt block is still held")
+	// The corrupt block is gone, so that a fetch can bring it again; its
+	// content keeps its pin and its good blocks.
+	checkLost(t, s, c.Root, testutil.Bytes(4, 2*mib+9), victim)
+}
+
+// checkLost checks that root, the file data, is held pinned but incomplete
+// with exactly the blocks lost missing, that every other block of it reads
+// back right, that the usage counts what is held, and that putting the lost
+// blocks back completes it.
+func checkLost(t *testing.T, s *store.Store, root cid.Cid, data []byte, lost ...cid.Cid) {
+	t.Helper()
+	ctx := context.Background()
+	if s.Holds(root) {
+		t.Errorf("Holds(%s) with %d blocks lost = true", root, len(lost))
 	}
-	if _, err := s.Get(ctx, victim); !ipld.IsNotFound(err) {
-		t.Errorf("Get after the corrupt block was dropped = %v, want not found", err)
+	var info *store.RootInfo
+	for _, ri := range s.Incomplete() {
+		if ri.Cid.Equals(root) {
+			info = &ri
+		}
 	}
-	if u := s.Usage(); u.Pinned != 0 || u.Roots != 0 {
-		t.Errorf("Usage = %+v, want no roots and nothing pinned", u)
+	if info == nil {
+		t.Fatalf("Incomplete() = %v, want %s listed", s.Incomplete(), root)
+	}
+	if !info.Pinned {
+		t.Errorf("content that lost a block lost its pin")
+	}
+	want := map[string]bool{}
+	for _, c := range lost {
+		want[c.KeyString()] = true
+	}
+	got := map[string]bool{}
+	for _, c := range info.Missing {
+		got[c.KeyString()] = true
+	}
+	if len(got) != len(want) {
+		t.Errorf("Missing = %v, want %v", info.Missing, lost)
+	}
+	for k := range want {
+		if !got[k] {
+			t.Errorf("Missing = %v, want %v", info.Missing, lost)
+		}
+	}
+	leaves, err := store.Leaves(ctx, s, root, int64(len(data)))
+	if err != nil && len(lost) == 0 {
+		t.Fatalf("Leaves = %v", err)
+	}
+	var held int64
+	for _, l := range leaves {
+		b, err := s.Get(ctx, l.Cid)
+		if want[l.Cid.KeyString()] {
+			if !ipld.IsNotFound(err) {
+				t.Errorf("Get(lost %s) = %v, want not found", l.Cid, err)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(b.RawData(), data[l.Offset:l.Offset+l.Size]) {
+			t.Fatalf("Get(good leaf %s) = %v, or wrong bytes", l.Cid, err)
+		}
+		held += l.Size
+	}
+	if u := s.Usage(); u.Used < held || u.Pinned > u.Used || u.Used > u.Quota {
+		t.Errorf("Usage = %+v, want at least the %d good leaf bytes used, and within the quota", u, held)
+	}
+	// Fetching again (putting the lost blocks) makes the content whole.
+	fresh := newMem(t, -1)
+	c, err := fresh.Import(ctx, bytes.NewReader(data), store.ImportOptions{})
+	if err != nil || !c.Root.Equals(root) {
+		t.Fatalf("re-import = %v, %v", c.Root, err)
+	}
+	for _, l := range lost {
+		b, err := fresh.Get(ctx, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(ctx, b); err != nil {
+			t.Fatalf("Put(lost block) = %v", err)
+		}
+	}
+	if !s.Holds(root) {
+		t.Errorf("after the lost blocks came back: Holds = false")
+	}
+	for _, ri := range s.Incomplete() {
+		if ri.Cid.Equals(root) {
+			t.Errorf("after the lost blocks came back: Incomplete lists it, missing %v", ri.Missing)
+		}
+	}
+	if !bytes.Equal(readAll(t, s, root, int64(len(data))), data) {
+		t.Error("content read back wrong after repair")
+	}
+	if u := s.Usage(); u.Pinned > u.Used || u.Used > u.Quota {
+		t.Errorf("Usage after repair = %+v", u)
 	}
 }
 
@@ -689,15 +780,10 @@ func TestCorruptValueLogFile(t *testing.T) {
 			if !errors.As(err, &ce) || !ce.Cid.Equals(victim.Cid) {
 				t.Fatalf("%s(rotten) = %v, want *CorruptError for %s", read, err, victim.Cid)
 			}
-			if s.Holds(c.Root) {
-				t.Error("content with a rotten block is still held")
-			}
-			if u := s.Usage(); u.Roots != 0 || u.Pinned != 0 {
-				t.Errorf("Usage = %+v, want no roots and nothing pinned", u)
-			}
 			if _, err := s.GetForPeer(ctx, victim.Cid); !ipld.IsNotFound(err) {
 				t.Errorf("GetForPeer after the rotten block was dropped = %v, want not found", err)
 			}
+			checkLost(t, s, c.Root, data, victim.Cid)
 		})
 	}
 }

@@ -85,7 +85,7 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 			return ErrClosed
 		}
 		b := s.blocks[string(c.Hash())]
-		if b == nil || b.pending != nil {
+		if !b.held() {
 			return fmt.Errorf("%w: block %s missing", ErrIncomplete, c)
 		}
 		b.c = c
@@ -126,19 +126,8 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 			s.lru.MoveToBack(rm.elem)
 		}
 		if pin && !rm.pinned {
-			rm.pinned = true
-			if err := s.saveRoot(ctx, rm); err != nil {
-				rm.pinned = false
-				return fmt.Errorf("store: pin %s: %w", root, err)
-			}
-			rm.saved = rm.used
-			s.lru.Remove(rm.elem)
-			rm.elem = nil
-			for _, b := range rm.blocks {
-				if b.pinRefs == 0 {
-					s.pinned += b.size
-				}
-				b.pinRefs++
+			if err := s.pin(ctx, rm); err != nil {
+				return err
 			}
 		}
 		t.release(true)
@@ -153,12 +142,41 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 			rm.size += b.size
 		}
 	}
+	if s.readOnly {
+		return fmt.Errorf("store: commit %s: %w", root, ErrReadOnly)
+	}
 	if err := s.saveRoot(ctx, rm); err != nil {
 		return fmt.Errorf("store: commit %s: %w", root, err)
 	}
 	s.attachRoot(rm)
+	if pin {
+		s.pinsChanged()
+	}
 	t.release(true)
 	s.emit(Event{Kind: Added, Root: root, Size: rm.size, Pinned: pin})
+	return nil
+}
+
+// pin pins held content. The caller holds s.mu.
+func (s *Store) pin(ctx context.Context, rm *rootMeta) error {
+	if s.readOnly {
+		return fmt.Errorf("store: pin %s: %w", rm.c, ErrReadOnly)
+	}
+	rm.pinned = true
+	if err := s.saveRoot(ctx, rm); err != nil {
+		rm.pinned = false
+		return fmt.Errorf("store: pin %s: %w", rm.c, err)
+	}
+	rm.saved = rm.used
+	s.lru.Remove(rm.elem)
+	rm.elem = nil
+	for _, b := range rm.blocks {
+		if b.pinRefs == 0 && !b.missing {
+			s.pinned += b.size
+		}
+		b.pinRefs++
+	}
+	s.pinsChanged()
 	return nil
 }
 
@@ -181,6 +199,11 @@ func (t *Txn) release(committed bool) {
 	for b, isNew := range t.held {
 		b.refs--
 		if b.refs > 0 || s.blocks[b.key] != b {
+			continue
+		}
+		if b.missing {
+			delete(s.blocks, b.key)
+			s.nmissing--
 			continue
 		}
 		if isNew && !committed && !s.closed {

@@ -8,7 +8,10 @@
 //
 // Every asset is fetched from peers of the mesh first and from the origin
 // when they are not fast enough; bytes are checked against their CIDs before
-// the gateway serves them.
+// the gateway serves them. The app follows the site's manifest URL
+// (mesh.Node.Follow, checked every minute): when the site is redeployed, the
+// gateway swaps to the new version at once and the program says so, which
+// is where a real app would tell its webview to reload.
 package main
 
 import (
@@ -34,6 +37,7 @@ func main() {
 	origin := flag.String("origin", "", "origin base URL (default: the manifest's directory)")
 	addr := flag.String("addr", "127.0.0.1:8377", "gateway address; keep it on loopback")
 	bootstrap := flag.String("bootstrap", "", "comma-separated multiaddrs of seeds")
+	recheck := flag.Duration("recheck", 0, "how often to check the manifest (default: the app role's 1m)")
 	loopback := flag.Bool("loopback", false, "listen for peers on 127.0.0.1 only, mDNS and UPnP off")
 	flag.Parse()
 	if *name == "" || *dir == "" || *manifestURL == "" {
@@ -43,7 +47,7 @@ func main() {
 	if *origin == "" {
 		*origin = (*manifestURL)[:strings.LastIndex(*manifestURL, "/")]
 	}
-	cfg := mesh.Config{Name: *name, DataDir: *dir, Origin: *origin}
+	cfg := mesh.Config{Name: *name, DataDir: *dir, Origin: *origin, FollowInterval: *recheck}
 	if *bootstrap != "" {
 		cfg.Bootstrap = strings.Split(*bootstrap, ",")
 	}
@@ -65,16 +69,36 @@ func run(ctx context.Context, cfg mesh.Config, manifestURL, addr string) error {
 		return err
 	}
 	defer n.Close()
-	m, err := n.LoadManifest(ctx, manifestURL)
+	f, err := n.Follow(mesh.FollowConfig{URL: manifestURL})
 	if err != nil {
 		return err
 	}
+	defer f.Close()
+	// Until the first version loads (the origin may be slow or down), the
+	// app waits; then the gateway follows every version.
+	m, err := f.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	events := f.Subscribe(ctx)
+	g := n.Gateway(mesh.GatewayConfig{})
+	f.Attach(g)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: n.Gateway(mesh.GatewayConfig{Manifest: m}), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Printf("gateway: http://%s/ (%d assets); peer %s\n", ln.Addr(), len(m.Assets), n.ID())
+	go func() {
+		for ev := range events {
+			switch ev.Kind {
+			case mesh.SiteUpdated:
+				fmt.Printf("site updated: %d assets now (was %d); the gateway serves the new version\n", len(ev.Manifest.Assets), len(ev.Previous.Assets))
+			case mesh.SiteFailed:
+				fmt.Fprintln(os.Stderr, "desktop: site check failed (still serving the version in effect):", ev.Err)
+			}
+		}
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -1,6 +1,10 @@
-// Command seed runs a kiosk seed: a node in the seed role that pins every
-// asset a manifest lists, checks the manifest again periodically, serves the
-// mesh, and survives restarts (what it stored is not fetched again).
+// Command seed runs a kiosk seed: a node in the seed role that follows the
+// site's manifest URL (mesh.Node.Follow): it pins every asset of the
+// current version, checks the manifest again every -recheck (If-None-Match:
+// an unchanged manifest costs a 304), unpins what left the site before
+// fetching a new version (so a quota that fits one version and a bit takes
+// a redeploy), serves the mesh, and survives restarts (what it stored is
+// not fetched again; what left the site while it was down is unpinned).
 //
 //	go run ./examples/seed -name acme-site -dir /var/lib/meshcdn \
 //	    -manifest https://cdn.example.com/manifest.json
@@ -8,6 +12,15 @@
 // It listens on every browser-dialable transport (TCP, QUIC, WebTransport,
 // WebRTC-direct, WebSockets) and runs a circuit relay so that browsers can
 // reach each other. -loopback keeps it on 127.0.0.1 for trying it out.
+// -listen fixes the addresses (comma-separated multiaddrs, ports included):
+// with the same -dir (its identity) and -listen, a restarted seed has the
+// same multiaddrs, WebRTC-direct's certificate hash included (go-libp2p
+// derives that certificate from the identity key), so the addresses apps
+// store as Bootstrap keep working:
+//
+//	go run ./examples/seed -name acme-site -dir /var/lib/meshcdn \
+//	    -manifest https://cdn.example.com/manifest.json \
+//	    -listen /ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1,/ip4/0.0.0.0/udp/4001/quic-v1/webtransport,/ip4/0.0.0.0/udp/4002/webrtc-direct
 //
 // -browser DIR also serves the built browser client (examples/browser/dist,
 // built with `npm ci && npm run build` there) over HTTP on -browser-addr
@@ -41,10 +54,11 @@ func main() {
 	dir := flag.String("dir", "", "data directory: identity and stored content (required)")
 	manifestURL := flag.String("manifest", "", "URL of the site's manifest (required)")
 	origin := flag.String("origin", "", "origin base URL (default: the manifest's directory)")
-	recheck := flag.Duration("recheck", 5*time.Minute, "how often to fetch the manifest again")
+	recheck := flag.Duration("recheck", 0, "how often to check the manifest (default: the seed role's 30s)")
 	loopback := flag.Bool("loopback", false, "listen on 127.0.0.1 only, mDNS off")
 	quota := flag.Int64("quota-mib", 0, "store quota in MiB (default: the seed role's 8 GiB)")
 	bootstrap := flag.String("bootstrap", "", "comma-separated multiaddrs of other seeds")
+	listen := flag.String("listen", "", "comma-separated multiaddrs to listen on, ports fixed so that the seed's multiaddrs survive restarts (default: the seed role's; with -loopback, 127.0.0.1 with ports chosen by the system)")
 	browser := flag.String("browser", "", "directory of the built browser client to serve (examples/browser/dist)")
 	browserAddr := flag.String("browser-addr", "127.0.0.1:8090", "where -browser serves the page: a 127.0.0.1 address")
 	flag.Parse()
@@ -56,7 +70,7 @@ func main() {
 		*origin = (*manifestURL)[:strings.LastIndex(*manifestURL, "/")]
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cfg := mesh.Config{Name: *name, Role: mesh.RoleSeed, DataDir: *dir, Origin: *origin, Quota: *quota << 20, Logger: log}
+	cfg := mesh.Config{Name: *name, Role: mesh.RoleSeed, DataDir: *dir, Origin: *origin, Quota: *quota << 20, FollowInterval: *recheck, Logger: log}
 	if *bootstrap != "" {
 		cfg.Bootstrap = strings.Split(*bootstrap, ",")
 	}
@@ -64,16 +78,19 @@ func main() {
 		cfg.ListenAddrs = mesh.LoopbackAddrs(mesh.RoleSeed)
 		cfg.MDNS = mesh.Off
 	}
+	if *listen != "" {
+		cfg.ListenAddrs = strings.Split(*listen, ",") // mesh.New names a bad entry
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	page := pageConfig{dir: *browser, addr: *browserAddr, manifest: *manifestURL}
-	if err := run(ctx, cfg, *manifestURL, *recheck, page); err != nil {
+	if err := run(ctx, cfg, *manifestURL, page); err != nil {
 		fmt.Fprintln(os.Stderr, "seed:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cfg mesh.Config, manifestURL string, recheck time.Duration, page pageConfig) error {
+func run(ctx context.Context, cfg mesh.Config, manifestURL string, page pageConfig) error {
 	n, err := mesh.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -90,34 +107,28 @@ func run(ctx context.Context, cfg mesh.Config, manifestURL string, recheck time.
 		}
 		defer stop()
 	}
-	for {
-		if err := pin(ctx, n, manifestURL); err != nil {
-			// Keep serving what is stored; try again at the next check.
-			slog.Default().Error("pinning the manifest failed", "err", err)
-			fmt.Fprintln(os.Stderr, "seed:", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(recheck):
-		}
-	}
-}
-
-func pin(ctx context.Context, n *mesh.Node, manifestURL string) error {
-	m, err := n.LoadManifest(ctx, manifestURL)
+	f, err := n.Follow(mesh.FollowConfig{URL: manifestURL, OnEvent: func(ev mesh.SiteEvent) { report(n, ev) }})
 	if err != nil {
 		return err
 	}
-	before := n.Stats().Fetch
-	if err := n.Pin(ctx, m); err != nil {
-		return err
-	}
-	after := n.Stats()
-	fmt.Printf("pinned %d assets: %d bytes from the origin, %d from peers this round; %d bytes stored, %d served\n",
-		len(m.Assets), after.Fetch.OriginBytes-before.OriginBytes, after.Fetch.PeerBytes-before.PeerBytes,
-		after.Store.Used, after.Fetch.ServedBytes)
+	defer f.Close()
+	<-ctx.Done()
 	return nil
+}
+
+// report prints what happened to the site.
+func report(n *mesh.Node, ev mesh.SiteEvent) {
+	switch ev.Kind {
+	case mesh.SiteUpdated:
+		fmt.Printf("site: new version, %d assets; %d roots of the old one unpinned\n", len(ev.Manifest.Assets), ev.Unpinned)
+	case mesh.SitePinned:
+		st := n.Stats()
+		fmt.Printf("pinned %d assets: %d bytes from the origin, %d from peers this round; %d bytes stored of %d, %d served\n",
+			len(ev.Manifest.Assets), ev.OriginBytes, ev.Fetched-ev.OriginBytes, st.Store.Used, st.Store.Quota, st.Fetch.ServedBytes)
+	case mesh.SiteFailed:
+		// Keep serving what is stored; the next check tries again.
+		fmt.Fprintln(os.Stderr, "seed: site check failed:", ev.Err)
+	}
 }
 
 type pageConfig struct{ dir, addr, manifest string }

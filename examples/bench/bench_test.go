@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/meshcdn/meshcdn/meshtest"
+)
+
+func TestMain(m *testing.M) {
+	// The footprint scenario runs this binary again as a node.
+	if len(os.Args) > 2 && os.Args[1] == "-child" {
+		os.Exit(childMain(os.Args[2:]))
+	}
+	goleak.VerifyTestMain(m, meshtest.LeakOptions()...)
+}
+
+// TestTinyRun runs every scenario at a tiny size and checks that each wrote
+// its figures, the JSON and the plots.
+func TestTinyRun(t *testing.T) {
+	dir := t.TempDir()
+	o, err := parseFlags([]string{"-tiny", "-json", filepath.Join(dir, "bench.json"), "-plots", filepath.Join(dir, "plots")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep := run(ctx, o, newProgress(&log))
+	t.Log(log.String())
+	if len(rep.Errors) > 0 {
+		t.Fatalf("scenarios failed: %v", rep.Errors)
+	}
+	if err := writeReport(o, rep); err != nil {
+		t.Fatal(err)
+	}
+	if c := rep.Crowd; c == nil || len(c.Runs) != 6 {
+		t.Errorf("crowd: %+v, want 6 runs (2 schedules × (2 mesh crowds + baseline))", c)
+	} else {
+		for _, r := range c.Runs {
+			if r.Failed > 0 || r.TTFBp50 <= 0 || r.CompletionP50 < r.TTFBp50 || (!r.Mesh && r.Copies < float64(r.N)*0.99) {
+				t.Errorf("crowd run %+v: want no failure, TTFB within completion, and a baseline costing N copies", r)
+			}
+		}
+	}
+	if l := rep.LongTail; l == nil || len(l.Ranks) == 0 || l.Failed > 0 {
+		t.Errorf("longtail: %+v", l)
+	}
+	if th := rep.Throughput; th == nil || len(th.Runs) != 4 || th.Ceiling.MiBps <= 0 || th.PeerOfCeiling <= 0 {
+		t.Errorf("throughput: %+v", th)
+	}
+	if f := rep.Footprint; f == nil || f.AppIdleRSS <= 0 || f.AppFinalRSS <= 0 || !f.SeedIdleFound {
+		t.Errorf("footprint: %+v", f)
+	}
+	if s := rep.Scale; s == nil || s.Learned != s.Peers-1 || s.TableEntries < s.Peers*scaleRoots {
+		t.Errorf("scale: %+v", s)
+	}
+	if of := rep.Office; of == nil || len(of.Assets) != 2 || of.Assets[0].PeerTTFBp50 <= 0 || of.Assets[0].OriginTTFBp50 < 40 {
+		t.Errorf("office: %+v, want both assets, and origin TTFBs above the origin's 40 ms", of)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "bench.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b, &back); err != nil || back.Schema != 1 || len(back.Targets) == 0 || len(back.Plots) != 4 {
+		t.Errorf("bench.json: schema %d, %d targets, plots %v, %v", back.Schema, len(back.Targets), back.Plots, err)
+	}
+	for _, p := range back.Plots {
+		if fi, err := os.Stat(p); err != nil || fi.Size() < 1000 {
+			t.Errorf("plot %s: %v", p, err)
+		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		figure, bound float64
+		op            string
+		met           bool
+		by            string
+	}{
+		{1.0, 1.25, "<=", true, "met with 0.25"},
+		{3.0, 1.25, "<=", false, "missed by 1.75"},
+		{0.9, 0.95, ">=", false, "missed by 0.05"},
+		{0.99, 0.95, ">=", true, "met with 0.04"},
+	} {
+		got := check("x", tc.figure, tc.op, tc.bound, "u", "")
+		if got.Met != tc.met || !strings.HasPrefix(got.By, tc.by) {
+			t.Errorf("check(%v %s %v) = met %v, %q; want %v, %q…", tc.figure, tc.op, tc.bound, got.Met, got.By, tc.met, tc.by)
+		}
+	}
+}

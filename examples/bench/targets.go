@@ -1,0 +1,76 @@
+package main
+
+import "fmt"
+
+// targets puts every target of the benchmark issue (must-show 2) that this
+// run measured beside its figure. Nothing is estimated: a target whose
+// scenario did not run, or ran at another size, is not listed.
+func targets(r *Report) []Target {
+	var ts []Target
+	if c := r.Crowd; c != nil {
+		ts = append(ts, crowdTargets(c)...)
+	}
+	if t := r.Throughput; t != nil && t.Ceiling.MiBps > 0 {
+		ts = append(ts, check("throughput: peer fetch (TCP) of the in-run ceiling", t.PeerOfCeiling, ">=", 0.8, "×", ""))
+	}
+	if f := r.Footprint; f != nil {
+		ts = append(ts, footprintTargets(f)...)
+	}
+	if s := r.Scale; s != nil {
+		ts = append(ts,
+			check(fmt.Sprintf("scale: %d peers, announce traffic per peer (idle)", s.Peers), s.AnnounceBytesPerSecPerPeer, "report", 0, "B/s", ""),
+			check(fmt.Sprintf("scale: %d peers, time until all know a new root", s.Peers), s.RootLearnedMaxMs, "report", 0, "ms",
+				fmt.Sprintf("%d of the %d others learned it within 30 s; the figure is the last of them", s.Learned, s.Peers-1)))
+	}
+	if o := r.Office; o != nil {
+		for _, a := range o.Assets {
+			ts = append(ts, check(fmt.Sprintf("office: %s, peer-hit TTFB ÷ origin TTFB", a.Path), a.Ratio, "<=", 0.1, "×",
+				fmt.Sprintf("%.1f ms vs %.1f ms; loopback with user-space origin delay, no namespaces", a.PeerTTFBp50, a.OriginTTFBp50)))
+		}
+	}
+	return ts
+}
+
+func crowdTargets(c *CrowdResult) []Target {
+	var ts []Target
+	find := func(n int, poisson bool, seeds int, isMesh bool) *CrowdRun {
+		for i := range c.Runs {
+			r := &c.Runs[i]
+			if r.N == n && (r.Arrival[0] == 'p') == poisson && r.Mesh == isMesh && (!isMesh || r.Seeds == seeds) {
+				return r
+			}
+		}
+		return nil
+	}
+	note := fmt.Sprintf("site %.1f MiB", float64(c.SiteBytes)/mib)
+	if r := find(50, false, 0, true); r != nil {
+		ts = append(ts, check("crowd: 50 within "+r.Arrival+", no seed: origin copies", r.Copies, "<=", 1.25, "copies", note))
+		if b := find(50, false, 0, false); b != nil && b.CompletionP50 > 0 {
+			ts = append(ts, check("crowd: 50 within "+r.Arrival+", no seed: completion p50 ÷ no mesh", r.CompletionP50/b.CompletionP50, "<=", 0.5, "×",
+				fmt.Sprintf("%.0f ms vs %.0f ms (fetch issue, must-show 2)", r.CompletionP50, b.CompletionP50)))
+		}
+	}
+	if r := find(50, true, 0, true); r != nil {
+		ts = append(ts, check("crowd: 50 "+r.Arrival+", no seed: offload", r.Offload, ">=", 0.95, "", note))
+	}
+	return ts
+}
+
+func footprintTargets(f *FootprintResult) []Target {
+	var ts []Target
+	if f.AppIdleRSS > 0 {
+		ts = append(ts, check(fmt.Sprintf("footprint: idle app node VmRSS (after %.0f s)", f.IdleSeconds), float64(f.AppIdleRSS)/mib, "<=", 40, "MiB", "target < 40 MiB"))
+	}
+	if f.AppFinalRSS > 0 {
+		note := "never under 50 MiB in the window"
+		if f.AppBackUnder >= 0 {
+			note = fmt.Sprintf("under 50 MiB %.0f s after the fetch", f.AppBackUnder)
+		}
+		ts = append(ts, check(fmt.Sprintf("footprint: app VmRSS %.0f s after a %d MiB fetch", f.AfterSeconds, f.FetchBytes/mib),
+			float64(f.AppFinalRSS)/mib, "<=", 50, "MiB", note))
+	}
+	if f.SeedIdleFound {
+		ts = append(ts, check(fmt.Sprintf("footprint: idle seed RssAnon (after %.0f s)", f.IdleSeconds), float64(f.SeedIdleAnon)/mib, "<=", 40, "MiB", "target < 40 MiB"))
+	}
+	return ts
+}

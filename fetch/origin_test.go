@@ -1,0 +1,344 @@
+package fetch_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+
+	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/store"
+)
+
+// TestChangedOrigin: an origin file that no longer matches the Target (the
+// site was redeployed under a stale manifest) fails the fetch at once, long
+// before StallTimeout, with a *ChangedError that says how; it is not a bad
+// block and penalises no one.
+func TestChangedOrigin(t *testing.T) {
+	a := makeAsset(t, 70, 3*MiB+100)
+	changed := append([]byte(nil), a.data...)
+	changed[MiB+5] ^= 0xff
+	for _, tc := range []struct {
+		name     string
+		data     []byte
+		noRange  bool
+		wantSize int64 // OriginSize in the error; -1: a leaf told
+	}{
+		{"grew", append(append([]byte(nil), a.data...), "more"...), false, int64(len(a.data)) + 4},
+		{"shrank", a.data[:MiB/2], false, MiB / 2},
+		{"same size, new bytes", changed, false, -1},
+		{"grew, no Range support", append(append([]byte(nil), a.data...), "more"...), true, int64(len(a.data)) + 4},
+		{"same size, new bytes, no Range support", changed, true, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var o *origin
+			url := ""
+			if tc.noRange {
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Length", strconv.Itoa(len(tc.data)))
+					w.Write(tc.data)
+				}))
+				t.Cleanup(srv.Close)
+				url = srv.URL
+			} else {
+				o = newOrigin(t, tc.data)
+				url = o.URL
+			}
+			cl := newNode(t, fetch.Config{StallTimeout: time.Minute})
+			tg := a.t
+			tg.URL = url
+			start := time.Now()
+			r, err := cl.f.Open(context.Background(), tg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			got, err := io.ReadAll(r)
+			var ce *fetch.ChangedError
+			if !errors.Is(err, fetch.ErrChanged) || !errors.As(err, &ce) || errors.Is(err, fetch.ErrVerify) {
+				t.Fatalf("ReadAll = %v, want a *ChangedError", err)
+			}
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("failed after %v: not at once", d)
+			}
+			if ce.URL != url || !ce.Root.Equals(a.t.Cid) || ce.Size != a.t.Size || ce.OriginSize != tc.wantSize {
+				t.Errorf("ChangedError = %+v, want size %d there", ce, tc.wantSize)
+			}
+			if tc.wantSize < 0 && !ce.Leaf.Defined() {
+				t.Errorf("ChangedError %+v does not name the leaf", ce)
+			}
+			checkBytes(t, got, a.data[:len(got)])
+			if s := cl.f.Stats(); s.BadBlocks != 0 || s.PenalisedPeers != 0 {
+				t.Errorf("Stats = %+v: a changed file counted as a bad block", s)
+			}
+		})
+	}
+}
+
+// TestOriginDeadAtOnce: with no peer to turn to, an origin that answers 404
+// or 500, or is down, fails the fetch at once (not after StallTimeout),
+// with an error that is not a timeout.
+func TestOriginDeadAtOnce(t *testing.T) {
+	a := makeAsset(t, 71, 2*MiB)
+	down := httptest.NewServer(http.NotFoundHandler())
+	downURL := down.URL
+	down.Close()
+	for _, tc := range []struct {
+		name string
+		url  func(t *testing.T) string
+	}{
+		{"404", func(t *testing.T) string { return serveStatus(t, http.StatusNotFound) }},
+		{"500", func(t *testing.T) string { return serveStatus(t, http.StatusInternalServerError) }},
+		{"down", func(t *testing.T) string { return downURL }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := newNode(t, fetch.Config{StallTimeout: time.Minute})
+			tg := a.t
+			tg.URL = tc.url(t)
+			start := time.Now()
+			r, err := cl.f.Open(context.Background(), tg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			got, err := io.ReadAll(r)
+			if !errors.Is(err, fetch.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || len(got) != 0 {
+				t.Fatalf("ReadAll = %d bytes, %v; want ErrUnavailable, not a timeout", len(got), err)
+			}
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("failed after %v: not at once", d)
+			}
+		})
+	}
+}
+
+func serveStatus(t *testing.T, code int) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, http.StatusText(code), code)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestOriginHung: an origin that accepts connections and never answers
+// fails the fetch within OriginHeaderTimeout (plus slack for a loaded
+// machine) with an error matching context.DeadlineExceeded.
+func TestOriginHung(t *testing.T) {
+	a := makeAsset(t, 72, 2*MiB)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // read nothing, answer nothing
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-accepted
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	const timeout = 300 * time.Millisecond
+	cl := newNode(t, fetch.Config{OriginHeaderTimeout: timeout, StallTimeout: time.Minute})
+	tg := a.t
+	tg.URL = "http://" + ln.Addr().String() + "/file"
+	start := time.Now()
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_, err = io.ReadAll(r)
+	d := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, fetch.ErrUnavailable) {
+		t.Fatalf("ReadAll = %v, want ErrUnavailable matching context.DeadlineExceeded", err)
+	}
+	if d < timeout || d > timeout+5*time.Second {
+		t.Errorf("failed after %v, want %v (plus slack)", d, timeout)
+	}
+}
+
+// stallingOrigin answers at once but sends only the first `send` bytes of
+// each answer, then nothing until the request ends; or, with hang, never
+// answers at all.
+type stallingOrigin struct {
+	data    []byte
+	send    int
+	hang    bool
+	noRange bool // answer every request with the whole file
+}
+
+func (o stallingOrigin) RoundTrip(req *http.Request) (*http.Response, error) {
+	if o.hang {
+		<-req.Context().Done()
+		return nil, req.Context().Err()
+	}
+	if o.noRange {
+		req = req.Clone(req.Context())
+		req.Header.Del("Range")
+	}
+	rec := httptest.NewRecorder()
+	http.ServeContent(rec, req, "file", modTime, bytes.NewReader(o.data))
+	resp := rec.Result()
+	resp.Body = &stallBody{r: io.LimitReader(resp.Body, int64(o.send)), ctx: req.Context()}
+	return resp, nil
+}
+
+type stallBody struct {
+	r   io.Reader
+	ctx context.Context
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if n > 0 || err != io.EOF {
+		return n, err
+	}
+	<-b.ctx.Done()
+	return 0, b.ctx.Err()
+}
+
+func (b *stallBody) Close() error { return nil }
+
+// TestOriginTimeoutPolicy checks the origin timeouts in a synctest bubble,
+// where time is exact: no headers for OriginHeaderTimeout, or no body
+// bytes for OriginIdleTimeout, fail the fetch (no peer known) exactly then,
+// with an error matching context.DeadlineExceeded; negative timeouts wait
+// for as long as the caller does.
+func TestOriginTimeoutPolicy(t *testing.T) {
+	a := makeAsset(t, 73, 2*MiB)
+	for _, tc := range []struct {
+		name           string
+		o              stallingOrigin
+		header, idle   time.Duration
+		want           time.Duration // 0: no timeout, the caller's context ends it
+		wantDeadline   bool
+		callerDeadline time.Duration
+	}{
+		{"no headers", stallingOrigin{hang: true}, 3 * time.Second, time.Hour, 3 * time.Second, true, 0},
+		{"body stalls", stallingOrigin{data: a.data, send: 1000}, time.Hour, 2 * time.Second, 2 * time.Second, true, 0},
+		// The first answer gives leaf 0 and shows Range is ignored; the
+		// whole-file read then stalls inside leaf 1.
+		{"whole-file read stalls", stallingOrigin{data: a.data, send: 1<<20 + 1000, noRange: true}, time.Hour, 2 * time.Second, 2 * time.Second, true, 0},
+		{"default header timeout", stallingOrigin{hang: true}, 0, 0, fetch.DefaultOriginHeaderTimeout, true, 0},
+		{"no timeout", stallingOrigin{hang: true}, -1, -1, time.Hour, false, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer h.Close()
+				st, err := store.New(store.Config{InMemory: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				f, err := fetch.New(fetch.Config{Host: h, Store: st, StallTimeout: 24 * time.Hour,
+					OriginHeaderTimeout: tc.header, OriginIdleTimeout: tc.idle,
+					HTTPClient: &http.Client{Transport: tc.o}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				ctx := context.Background()
+				if tc.callerDeadline > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tc.callerDeadline)
+					defer cancel()
+				}
+				tg := a.t
+				tg.URL = "http://origin.invalid/file"
+				start := time.Now()
+				r, err := f.Open(ctx, tg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				_, err = io.ReadAll(r)
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("ReadAll = %v, want context.DeadlineExceeded", err)
+				}
+				if got := errors.Is(err, fetch.ErrUnavailable); got != tc.wantDeadline {
+					t.Errorf("ReadAll = %v: the origin's timeout ended it: %v, want %v", err, got, tc.wantDeadline)
+				}
+				if d := time.Since(start); d != tc.want {
+					t.Errorf("failed after %v, want exactly %v", d, tc.want)
+				}
+			})
+		})
+	}
+}
+
+// TestRangeIgnoredReadOnce: an origin that answers Range requests with the
+// whole file sends each file about once (before: once per leaf, 33
+// requests and 627 MB for a 31 MB file), and once the origin is known to
+// ignore Range, a second file takes one request.
+func TestRangeIgnoredReadOnce(t *testing.T) {
+	files := []asset{makeAsset(t, 74, 12*MiB+3), makeAsset(t, 75, 5*MiB)}
+	var reqs, sent atomic.Int64
+	mux := http.NewServeMux()
+	for i, a := range files {
+		mux.HandleFunc(fmt.Sprintf("/f%d", i), func(w http.ResponseWriter, r *http.Request) {
+			reqs.Add(1)
+			w.Header().Set("Content-Length", strconv.Itoa(len(a.data)))
+			for b := a.data; len(b) > 0; {
+				k := min(len(b), 64<<10)
+				n, err := w.Write(b[:k])
+				sent.Add(int64(n))
+				if err != nil {
+					return
+				}
+				b = b[k:]
+			}
+		})
+	}
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	cl := newNode(t, fetch.Config{})
+	for i, a := range files {
+		reqs.Store(0)
+		sent.Store(0)
+		tg := a.t
+		tg.URL = fmt.Sprintf("%s/f%d", srv.URL, i)
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkBytes(t, readAll(t, r), a.data)
+		st := r.Stats()
+		r.Close()
+		size := int64(len(a.data))
+		wantReqs := int64(2) // the first answer finds out; one more reads the file whole
+		if i > 0 {
+			wantReqs = 1
+		}
+		t.Logf("file %d (%d bytes): %d requests, %d bytes sent", i, size, reqs.Load(), sent.Load())
+		if st.OriginBytes != size || reqs.Load() > wantReqs || sent.Load() > 2*size {
+			t.Errorf("file %d (%d bytes): %d requests, %d bytes sent, %d kept; want at most %d requests and %d bytes",
+				i, size, reqs.Load(), sent.Load(), st.OriginBytes, wantReqs, 2*size)
+		}
+	}
+}

@@ -1,0 +1,474 @@
+package mesh_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
+	"github.com/meshcdn/meshcdn/manifest"
+	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/store"
+)
+
+// versionedSite is an origin whose site can be redeployed: it serves the
+// files of the current version and its manifest (with an ETag, answering
+// If-None-Match with 304), and counts what it sends per path.
+type versionedSite struct {
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	files    map[string][]byte
+	m        *manifest.Manifest
+	mjson    []byte
+	etag     string
+	sent     map[string]int64 // body bytes per path
+	requests map[string]int   // requests per path
+	notMod   int              // 304 answers to the manifest
+}
+
+func newVersionedSite(t *testing.T) *versionedSite {
+	s := &versionedSite{sent: map[string]int64{}, requests: map[string]int{}}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// deploy publishes a new version: files (path to bytes) and its manifest.
+func (s *versionedSite) deploy(t *testing.T, files map[string][]byte) *manifest.Manifest {
+	t.Helper()
+	m := &manifest.Manifest{}
+	for p, data := range files {
+		a, err := manifest.FromReader(context.Background(), bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Path, a.Type = p, "application/octet-stream"
+		m.Assets = append(m.Assets, a)
+	}
+	sort.Slice(m.Assets, func(i, j int) bool { return m.Assets[i].Path < m.Assets[j].Path })
+	data, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = manifest.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.files, s.m, s.mjson, s.etag = files, m, data, `"`+hex.EncodeToString(sum[:8])+`"`
+	return m
+}
+
+func (s *versionedSite) serve(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path[1:]
+	s.mu.Lock()
+	s.requests[p]++
+	if p == "manifest.json" {
+		etag, data := s.etag, s.mjson
+		if r.Header.Get("If-None-Match") == etag {
+			s.notMod++
+		}
+		s.mu.Unlock()
+		w.Header().Set("Etag", etag)
+		http.ServeContent(w, r, "manifest.json", time.Time{}, bytes.NewReader(data))
+		return
+	}
+	data, ok := s.files[p]
+	s.mu.Unlock()
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	http.ServeContent(&countingPathWriter{ResponseWriter: w, s: s, p: p}, r, p, time.Time{}, bytes.NewReader(data))
+}
+
+type countingPathWriter struct {
+	http.ResponseWriter
+	s *versionedSite
+	p string
+}
+
+func (w *countingPathWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.s.mu.Lock()
+	w.s.sent[w.p] += int64(n)
+	w.s.mu.Unlock()
+	return n, err
+}
+
+// counters returns a copy of the bytes sent per path.
+func (s *versionedSite) counters() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.sent))
+	for p, n := range s.sent {
+		out[p] = n
+	}
+	return out
+}
+
+// waitEvent waits for an event of kind on ch (failing on SiteFailed when
+// kind is not SiteFailed).
+func waitEvent(ctx context.Context, t *testing.T, ch <-chan mesh.SiteEvent, kind mesh.SiteEventKind) mesh.SiteEvent {
+	t.Helper()
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("events ended before %v", kind)
+			}
+			if ev.Kind == kind {
+				return ev
+			}
+			if ev.Kind == mesh.SiteFailed {
+				t.Fatalf("site event %v: %v", ev.Kind, ev.Err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %v event: %v", kind, ctx.Err())
+		}
+	}
+}
+
+// TestSiteUpdatesUnderQuota is the issue's must-show 1: a site updated
+// three times under a seed whose quota fits one version and a bit. After
+// each deploy the seed holds and serves the whole version (an app with no
+// origin fetches all of it from the seed), the store never holds more than
+// its quota, exactly the current version is pinned, and the origin sent
+// each changed file once (unchanged files not again).
+func TestSiteUpdatesUnderQuota(t *testing.T) {
+	const MiB = 1 << 20
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	file := func(seed uint64, size int64) []byte { return testutil.Bytes(seed, size) }
+	versions := []map[string][]byte{
+		{"index.html": file(1, 2000), "app.js": file(2, 3*MiB+5), "video.mp4": file(3, 2*MiB), "logo.png": file(4, 300<<10)},
+		{"index.html": file(11, 2100), "app.js": file(12, 3*MiB+7), "video.mp4": file(3, 2*MiB), "logo.png": file(4, 300<<10)},
+		{"index.html": file(21, 2200), "app.js": file(12, 3*MiB+7), "video.mp4": file(23, 2*MiB+1), "logo.png": file(4, 300<<10)},
+		{"index.html": file(31, 1900), "app.js": file(32, 3*MiB+1), "video.mp4": file(33, 2*MiB-9), "new.css": file(34, 500<<10)},
+	}
+	const quota = 6*MiB + MiB/2 // the largest version is about 5.8 MiB
+	site := newVersionedSite(t)
+	site.deploy(t, versions[0])
+
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, DataDir: t.TempDir(), Origin: site.srv.URL, Quota: quota})
+	// The quota holds throughout: checked at every content event.
+	overQuota := make(chan store.Usage, 1)
+	evs := seed.Store().Subscribe(ctx)
+	var watch sync.WaitGroup
+	watch.Add(1)
+	go func() {
+		defer watch.Done()
+		for range evs {
+			if u := seed.Store().Usage(); u.Used > quota {
+				select {
+				case overQuota <- u:
+				default:
+				}
+			}
+		}
+	}()
+	defer func() { cancel(); watch.Wait() }()
+
+	events := make(chan mesh.SiteEvent, 64)
+	f, err := seed.Follow(mesh.FollowConfig{URL: "manifest.json", Interval: time.Hour, OnEvent: func(ev mesh.SiteEvent) { events <- ev }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := map[string][]byte{}
+	for v, files := range versions {
+		if v > 0 {
+			site.deploy(t, files)
+			f.Check()
+		}
+		before := site.counters()
+		up := waitEvent(ctx, t, events, mesh.SiteUpdated)
+		pinned := waitEvent(ctx, t, events, mesh.SitePinned)
+		m := pinned.Manifest
+		if up.Manifest != m || len(m.Assets) != len(files) {
+			t.Fatalf("version %d: updated to %p, pinned %p with %d assets", v, up.Manifest, m, len(m.Assets))
+		}
+		// The origin sent each changed file once, unchanged ones not at all.
+		after := site.counters()
+		for p, data := range files {
+			sent := after[p] - before[p]
+			want := int64(len(data))
+			if bytes.Equal(prev[p], data) {
+				want = 0
+			}
+			if sent != want {
+				t.Errorf("version %d: the origin sent %d bytes of %s, want %d", v, sent, p, want)
+			}
+		}
+		// Exactly the current version is pinned.
+		want := map[string]bool{}
+		for _, a := range m.Assets {
+			want[a.Cid.String()] = true
+		}
+		for _, r := range seed.Store().Roots() {
+			if r.Pinned != want[r.Cid.String()] {
+				t.Errorf("version %d: root %s pinned=%v, want %v", v, r.Cid, r.Pinned, want[r.Cid.String()])
+			}
+			delete(want, r.Cid.String())
+		}
+		if len(want) != 0 {
+			t.Errorf("version %d: %d assets not held", v, len(want))
+		}
+		// The seed serves the whole version: an app with no origin gets
+		// every byte from it.
+		app := newNode(t, mesh.Config{Bootstrap: []string{seed.Addrs()[0].String()}})
+		if err := app.WaitPeers(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range m.Assets {
+			r, _, err := app.OpenAsset(ctx, m, a.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			st := r.Stats()
+			r.Close()
+			if err != nil || !bytes.Equal(got, files[a.Path]) || st.PeerBytes != a.Size {
+				t.Fatalf("version %d: app read %s: %d bytes (%d from peers), %v; want %d from the seed", v, a.Path, len(got), st.PeerBytes, err, a.Size)
+			}
+		}
+		app.Close()
+		if got := site.counters(); fmt.Sprint(got) != fmt.Sprint(after) {
+			t.Errorf("version %d: the origin sent %v during the app's fetch (before: %v)", v, got, after)
+		}
+		prev = files
+		if u := seed.Store().Usage(); u.Used > quota {
+			t.Errorf("version %d: store holds %d bytes, quota %d", v, u.Used, quota)
+		}
+	}
+	select {
+	case u := <-overQuota:
+		t.Errorf("the store held %+v, over its quota", u)
+	default:
+	}
+}
+
+// TestFollowSwapsGateway: an app following a site serves the new version
+// from its gateway after a deploy, learns of it by event and by callback,
+// and an unchanged manifest costs a 304.
+func TestFollowSwapsGateway(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	site := newVersionedSite(t)
+	site.deploy(t, map[string][]byte{"index.html": []byte("<p>one")})
+	app := newNode(t, mesh.Config{Origin: site.srv.URL})
+	var mu sync.Mutex
+	var kinds []mesh.SiteEventKind
+	f, err := app.Follow(mesh.FollowConfig{URL: "manifest.json", Interval: time.Hour, OnEvent: func(ev mesh.SiteEvent) {
+		mu.Lock()
+		kinds = append(kinds, ev.Kind)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	events := f.Subscribe(ctx) // after the first version: sees the second
+	g := app.Gateway(mesh.GatewayConfig{})
+	f.Attach(g)
+	gw := httptest.NewServer(g)
+	defer gw.Close()
+	get := func() string {
+		resp, err := http.Get(gw.URL + "/index.html")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := get(); got != "<p>one" {
+		t.Fatalf("gateway serves %q, want version one", got)
+	}
+	f.Check() // unchanged: a 304, no event
+	site.deploy(t, map[string][]byte{"index.html": []byte("<p>two")})
+	f.Check()
+	ev := waitEvent(ctx, t, events, mesh.SiteUpdated)
+	if ev.Previous == nil || ev.Manifest == ev.Previous || f.Manifest() != ev.Manifest {
+		t.Errorf("event %+v, Manifest() %p", ev, f.Manifest())
+	}
+	if got := get(); got != "<p>two" {
+		t.Errorf("gateway serves %q after the update, want version two", got)
+	}
+	mu.Lock()
+	if len(kinds) != 2 || kinds[0] != mesh.SiteUpdated || kinds[1] != mesh.SiteUpdated {
+		t.Errorf("OnEvent saw %v, want two updates", kinds)
+	}
+	mu.Unlock()
+	site.mu.Lock()
+	notMod := site.notMod
+	site.mu.Unlock()
+	if notMod < 1 {
+		t.Errorf("the origin answered %d checks with 304, want at least 1", notMod)
+	}
+}
+
+// TestLoadManifestHung: a manifest origin that accepts and never answers
+// fails LoadManifest within ManifestTimeout with an error matching
+// context.DeadlineExceeded, and the follower reports it and keeps going.
+func TestLoadManifestHung(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	n := newNode(t, mesh.Config{Origin: hungListener(t), ManifestTimeout: timeout})
+	start := time.Now()
+	_, err := n.LoadManifest(context.Background(), "manifest.json")
+	if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < timeout || d > timeout+5*time.Second {
+		t.Fatalf("LoadManifest = %v after %v, want DeadlineExceeded after %v", err, d, timeout)
+	}
+	events := make(chan mesh.SiteEvent, 1)
+	f, err := n.Follow(mesh.FollowConfig{URL: "manifest.json", OnEvent: func(ev mesh.SiteEvent) {
+		select {
+		case events <- ev:
+		default:
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ev := waitEvent(ctx, t, events, mesh.SiteFailed)
+	if !errors.Is(ev.Err, context.DeadlineExceeded) || ev.Manifest != nil {
+		t.Errorf("event %+v, want a timeout and no version", ev)
+	}
+}
+
+// TestFollowRestartUnpins: a seed that was down while the site changed
+// unpins, after its restart on the same DataDir, what left the site, and
+// keeps pinned (without fetching again) what stayed.
+func TestFollowRestartUnpins(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	site := newVersionedSite(t)
+	kept, gone, added := testutil.Bytes(1, 3000), testutil.Bytes(2, 4000), testutil.Bytes(3, 5000)
+	site.deploy(t, map[string][]byte{"kept.bin": kept, "gone.bin": gone})
+	dir := t.TempDir()
+	follow := func() (*mesh.Node, *manifest.Manifest) {
+		n, err := mesh.New(ctx, mesh.Config{Name: "test-mesh", Role: mesh.RoleSeed, DataDir: dir, Origin: site.srv.URL,
+			ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed), MDNS: mesh.Off})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := make(chan mesh.SiteEvent, 8)
+		if _, err := n.Follow(mesh.FollowConfig{URL: "manifest.json", OnEvent: func(ev mesh.SiteEvent) { events <- ev }}); err != nil {
+			t.Fatal(err)
+		}
+		return n, waitEvent(ctx, t, events, mesh.SitePinned).Manifest
+	}
+	n, m1 := follow()
+	n.Close()
+	m2 := site.deploy(t, map[string][]byte{"kept.bin": kept, "added.bin": added})
+	before := site.counters()
+	n, _ = follow()
+	defer n.Close()
+	pinned := map[string]bool{}
+	for _, r := range n.Store().Roots() {
+		pinned[r.Cid.String()] = r.Pinned
+	}
+	for _, tc := range []struct {
+		m    *manifest.Manifest
+		path string
+		want bool
+	}{{m1, "gone.bin", false}, {m2, "kept.bin", true}, {m2, "added.bin", true}} {
+		a, _ := tc.m.Lookup(tc.path)
+		if pinned[a.Cid.String()] != tc.want {
+			t.Errorf("after the restart, %s pinned = %v, want %v", tc.path, pinned[a.Cid.String()], tc.want)
+		}
+	}
+	if after := site.counters(); after["kept.bin"] != before["kept.bin"] || after["added.bin"] != int64(len(added)) {
+		t.Errorf("origin sent %v after the restart (before: %v): want added.bin once and kept.bin not again", after, before)
+	}
+}
+
+// hungListener accepts connections and never answers.
+func hungListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// TestNodeOriginTimeouts: Config.OriginHeaderTimeout reaches the node's
+// fetches: an asset whose origin hangs, with no peer, fails within it
+// (plus slack) with an error matching context.DeadlineExceeded; one whose
+// origin answers 404 fails at once with an error that does not.
+func TestNodeOriginTimeouts(t *testing.T) {
+	data := testutil.Bytes(7, 2<<20)
+	a, err := manifest.FromReader(context.Background(), bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Path, a.Type = "a.bin", "application/octet-stream"
+	m := &manifest.Manifest{Assets: []manifest.Asset{a}}
+	notFound := httptest.NewServer(http.NotFoundHandler())
+	defer notFound.Close()
+	const timeout = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		origin   string
+		deadline bool
+	}{
+		{"hung", hungListener(t), true},
+		{"404", notFound.URL, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t, mesh.Config{Origin: tc.origin, OriginHeaderTimeout: timeout})
+			start := time.Now()
+			r, _, err := n.OpenAsset(context.Background(), m, "a.bin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			r.Close()
+			d := time.Since(start)
+			if err == nil || len(got) != 0 || errors.Is(err, context.DeadlineExceeded) != tc.deadline {
+				t.Fatalf("ReadAll = %d bytes, %v; want an error, matching DeadlineExceeded: %v", len(got), err, tc.deadline)
+			}
+			if (tc.deadline && d < timeout) || d > timeout+5*time.Second {
+				t.Errorf("failed after %v, want about %v or less", d, timeout)
+			}
+		})
+	}
+}

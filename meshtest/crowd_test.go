@@ -1,0 +1,139 @@
+package meshtest_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
+)
+
+func TestArrivals(t *testing.T) {
+	if got := meshtest.AtOnce()(3); !slices.Equal(got, []time.Duration{0, 0, 0}) {
+		t.Errorf("AtOnce()(3) = %v", got)
+	}
+	if got := meshtest.Staggered(time.Second)(3); !slices.Equal(got, []time.Duration{0, 500 * time.Millisecond, time.Second}) {
+		t.Errorf("Staggered(1s)(3) = %v", got)
+	}
+	if got := meshtest.Staggered(time.Second)(1); !slices.Equal(got, []time.Duration{0}) {
+		t.Errorf("Staggered(1s)(1) = %v", got)
+	}
+	p1, p1again, p2 := meshtest.Poisson(10*time.Second, 1)(50), meshtest.Poisson(10*time.Second, 1)(50), meshtest.Poisson(10*time.Second, 2)(50)
+	if !slices.Equal(p1, p1again) || slices.Equal(p1, p2) {
+		t.Error("Poisson: the same seed gave another schedule, or another seed the same")
+	}
+	if !slices.IsSorted(p1) || p1[0] < 0 || p1[49] > 10*time.Second || p1[49]-p1[0] < 5*time.Second {
+		t.Errorf("Poisson(10s)(50) = %v, want sorted times spread over [0, 10s]", p1)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{0, 1}, {0.5, 3}, {0.95, 4}, {1, 5}} {
+		if got := meshtest.Percentile(ds, tc.p); got != tc.want {
+			t.Errorf("Percentile(%v, %v) = %v, want %v", ds, tc.p, got, tc.want)
+		}
+	}
+	if !slices.Equal(ds, []time.Duration{5, 1, 4, 2, 3}) {
+		t.Error("Percentile changed its argument")
+	}
+	if got := meshtest.Percentile(nil, 0.5); got != 0 {
+		t.Errorf("Percentile(nil) = %v, want 0", got)
+	}
+}
+
+// TestCrowdSeedServesApps: one seed pins the site from the origin, then
+// five apps arrive and take it from the seed and each other.
+func TestCrowdSeedServesApps(t *testing.T) {
+	site := meshtest.DemoSite(9, 2<<20+1)
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site, BytesPerSecond: 16 << 20, Latency: 10 * time.Millisecond})
+	// Peers get 5 s before the origin joins: the test is about the crowd's
+	// wiring and accounting, not the 200 ms race, which -race on a loaded
+	// machine can lose.
+	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: o, Seeds: 1, Apps: 5, Arrival: meshtest.Staggered(300 * time.Millisecond),
+		App: mesh.Config{PeerTimeout: 5 * time.Second}, WaitProvider: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := c.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Nodes) != 6 || len(c.Nodes()) != 6 || r.Nodes[0].Role != mesh.RoleSeed || r.Assets != len(site) || r.SiteBytes != site.Size() {
+		t.Fatalf("report: %d nodes, %d assets of %d bytes; want 6 nodes, %d assets of %d", len(r.Nodes), r.Assets, r.SiteBytes, len(site), site.Size())
+	}
+	if len(r.Fetches) != 6*len(site) {
+		t.Errorf("%d fetches, want %d", len(r.Fetches), 6*len(site))
+	}
+	for _, f := range r.Fetches {
+		if f.Err != "" || f.TTFB <= 0 || f.Duration < f.TTFB || f.PeerBytes+f.OriginBytes+f.LocalBytes != f.Size {
+			t.Errorf("fetch %+v: want no error, a TTFB within its duration and every byte counted", f)
+		}
+	}
+	if r.OriginSent < r.SiteBytes || r.Copies != float64(r.OriginSent)/float64(r.SiteBytes) || o.Sent() < r.OriginSent {
+		t.Errorf("origin sent %d (%.2f copies), want at least the seed's copy of %d", r.OriginSent, r.Copies, r.SiteBytes)
+	}
+	if r.AppOffload < 0.9 || r.AppPeerBytes < 5*r.SiteBytes*9/10 {
+		t.Errorf("apps: offload %.3f, %d bytes from peers; want at least 0.9 of 5 copies from the seed", r.AppOffload, r.AppPeerBytes)
+	}
+	for _, n := range r.Nodes[1:] {
+		if n.Done <= n.Arrival || n.Arrival < r.AppsStart || n.Fetches != len(site) {
+			t.Errorf("app %s arrived %v, done %v, %d fetches", n.Name, n.Arrival, n.Done, n.Fetches)
+		}
+	}
+	if got := len(r.Completions()); got != 5 {
+		t.Errorf("%d completions, want 5", got)
+	}
+	if got := len(r.TTFBs(meshtest.FromApps)); got != 5*len(site) {
+		t.Errorf("%d app TTFBs, want %d", got, 5*len(site))
+	}
+}
+
+// TestCrowdReportsFailures: an origin that answers 500 to the video, no
+// seed: Run reports the failed fetches, and the others succeed.
+func TestCrowdReportsFailures(t *testing.T) {
+	site := meshtest.GenerateSite(10, map[string]int64{"a.txt": 1000, "v.mp4": 2 << 20})
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site})
+	o.SetFault(meshtest.FaultPath("v.mp4", meshtest.Fault{Kind: meshtest.FaultStatus, Status: 500}))
+	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: o, Apps: 2, Badger: true, WaitProvider: -1, Neighbours: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := c.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "v.mp4") {
+		t.Errorf("Run = %v, want the video's failures", err)
+	}
+	var failed, ok int
+	for _, f := range r.Fetches {
+		if f.Err != "" {
+			failed++
+		} else {
+			ok++
+		}
+	}
+	if failed != 2 || ok != 2 || r.Nodes[0].Failed != 1 {
+		t.Errorf("%d failed and %d good fetches, want 2 and 2", failed, ok)
+	}
+	if cfg := c.Nodes()[0].Config(); cfg.InMemory || cfg.DataDir == "" {
+		t.Errorf("Badger crowd node: InMemory %v, DataDir %q", cfg.InMemory, cfg.DataDir)
+	}
+	dir := c.Nodes()[0].Config().DataDir
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("after Close, %s: %v; want it removed", dir, err)
+	}
+}

@@ -1,0 +1,234 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/ipfs/go-datastore"
+)
+
+// badgerKV is a badger database as a kv. The store opens badger itself
+// rather than through go-ds-badger4, which sends badger's logs to go-log
+// (stderr) whatever the options say, runs value log GC however full the
+// disk is, and waits forever in Close when badger cannot flush.
+type badgerKV struct {
+	db       *badger.DB
+	dir      string
+	dirInfo  os.FileInfo // the directory as opened, to notice it removed
+	readOnly bool
+	guard    *diskGuard
+	log      *slog.Logger
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// gcInterval is how often the value log is garbage collected, so that
+// evicted blocks give their disk space back.
+const (
+	gcInterval     = 10 * time.Minute
+	gcSleep        = time.Second
+	gcDiscardRatio = 0.3
+	// closeTimeout bounds Close: badger retries a failed memtable flush
+	// forever.
+	closeTimeout = 10 * time.Second
+)
+
+// badgerOptions sizes badger for a desktop app: badger's defaults (64 MiB
+// memtables, five of them, 256 MiB caches, 1 GiB value log files) are for
+// servers. Blocks of more than 4 KiB go to the value log, so the LSM tree
+// holds only keys and small records and 4 MiB memtables suffice; an idle
+// node costs about 7 MiB of Go heap in all (BenchmarkNodeFootprint in mesh).
+// Value log files of 16 MiB keep DiskMargin small and let garbage
+// collection give space back in small steps. Table blocks are not checked
+// on read (a check that fails makes the whole table, and so the database,
+// unopenable): the store checks what it reads instead, blocks by hash and
+// records by checksum.
+func badgerOptions(dir string, readOnly bool, log *slog.Logger) badger.Options {
+	o := badger.DefaultOptions(dir).
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(numMemtables).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(2 << 20).
+		WithValueThreshold(valueThreshold).
+		WithVerifyValueChecksum(true). // see GetForPeer
+		WithValueLogFileSize(vlogFileSize).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithNumCompactors(2).
+		WithReadOnly(readOnly).
+		WithLogger(nil)
+	if log.Enabled(context.Background(), slog.LevelError) {
+		o = o.WithLogger(badgerLogger{log.With("from", "badger")})
+	}
+	return o
+}
+
+// badgerLogger passes badger's logs to the store's Logger: errors and
+// warnings as such, the rest as debug.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) out(level slog.Level, format string, args []any) {
+	if l.log.Enabled(context.Background(), level) {
+		l.log.Log(context.Background(), level, "badger", "text", strings.TrimSpace(fmt.Sprintf(format, args...)))
+	}
+}
+
+func (l badgerLogger) Errorf(f string, a ...any)   { l.out(slog.LevelError, f, a) }
+func (l badgerLogger) Warningf(f string, a ...any) { l.out(slog.LevelWarn, f, a) }
+func (l badgerLogger) Infof(f string, a ...any)    { l.out(slog.LevelDebug, f, a) }
+func (l badgerLogger) Debugf(f string, a ...any)   { l.out(slog.LevelDebug, f, a) }
+
+// openBadgerKV opens badger at dir, catching a panic of badger's on a
+// damaged database as an error.
+func openBadgerKV(dir string, readOnly bool, guard *diskGuard, log *slog.Logger) (kv *badgerKV, err error) {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("badger panicked: %v", r)
+		}
+	}()
+	db, err := badger.Open(badgerOptions(dir, readOnly, log))
+	if err != nil {
+		return nil, err
+	}
+	kv = &badgerKV{db: db, dir: dir, dirInfo: info, readOnly: readOnly, guard: guard, log: log, stop: make(chan struct{})}
+	if !readOnly {
+		kv.wg.Add(1)
+		go kv.gcLoop()
+	}
+	return kv, nil
+}
+
+// gcLoop garbage collects the value log every gcInterval, unless the disk
+// is too full for the rewrite (a GC pass writes the live values of one
+// value log file into the current one before deleting it).
+func (d *badgerKV) gcLoop() {
+	defer d.wg.Done()
+	t := time.NewTimer(gcInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+		}
+		next := gcInterval
+		if free, err := d.guard.freeNow(); err == nil && free >= d.guard.margin+vlogFileSize {
+			switch err := d.db.RunValueLogGC(gcDiscardRatio); {
+			case err == nil:
+				next = gcSleep // there may be more to collect
+			case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+			default:
+				d.log.Warn("value log garbage collection failed", "err", err)
+			}
+		}
+		t.Reset(next)
+	}
+}
+
+func (d *badgerKV) Get(_ context.Context, k datastore.Key) ([]byte, error) {
+	var v []byte
+	err := d.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(k.Bytes())
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, datastore.ErrNotFound
+	}
+	return v, err
+}
+
+func (d *badgerKV) Put(_ context.Context, k datastore.Key, v []byte) error {
+	if d.readOnly {
+		return ErrReadOnly
+	}
+	return d.db.Update(func(txn *badger.Txn) error { return txn.Set(k.Bytes(), v) })
+}
+
+func (d *badgerKV) Delete(_ context.Context, k datastore.Key) error {
+	if d.readOnly {
+		return ErrReadOnly
+	}
+	return d.db.Update(func(txn *badger.Txn) error { return txn.Delete(k.Bytes()) })
+}
+
+func (d *badgerKV) Iterate(ctx context.Context, prefix string, keysOnly bool, fn func(string, []byte, error) error) error {
+	return d.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(prefix)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			var v []byte
+			var verr error
+			if !keysOnly {
+				v, verr = item.ValueCopy(nil)
+			}
+			if err := fn(string(item.KeyCopy(nil)), v, verr); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// gone reports whether the directory badger was opened in is no longer
+// there (removed, or replaced by another).
+func (d *badgerKV) gone() bool {
+	info, err := os.Stat(d.dir)
+	return err != nil || !os.SameFile(info, d.dirInfo)
+}
+
+// Close closes badger within closeTimeout. Badger writes its last memtable
+// into a new table file at Close and retries that forever if it fails,
+// which it does when the directory was removed under it: the directory is
+// then made again for the flush and removed after it (what its remover
+// asked for), and Close reports what happened.
+func (d *badgerKV) Close() error {
+	close(d.stop)
+	d.wg.Wait()
+	var remade bool
+	var goneErr error
+	if _, err := os.Stat(d.dir); errors.Is(err, os.ErrNotExist) {
+		goneErr = fmt.Errorf("directory %s was removed while open", d.dir)
+		remade = os.MkdirAll(d.dir, 0o700) == nil
+	} else if d.gone() {
+		goneErr = fmt.Errorf("directory %s was replaced while open", d.dir)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.db.Close() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(closeTimeout):
+		err = fmt.Errorf("badger did not close within %v", closeTimeout)
+	}
+	if remade {
+		os.RemoveAll(d.dir)
+	}
+	if goneErr != nil {
+		return goneErr
+	}
+	return err
+}
