@@ -36,7 +36,7 @@ func TestFaultProviderFlood(t *testing.T) {
 
 	h := attacker(t)
 	connectTo(ctx, t, h, b.seed)
-	proto := announce.ProtocolPrefix("test-mesh") + "/kad/1.0.0"
+	proto := announce.ProtocolPrefix(b.seed.Config().Name) + "/kad/1.0.0"
 	s, err := h.NewStream(ctx, b.seed.ID(), proto)
 	if err != nil {
 		t.Fatal(err)
