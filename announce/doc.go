@@ -136,6 +136,112 @@
 // HAVE's TTL runs out; a fetcher that asks that peer gets DONT_HAVE. (The
 // gossipsub sequence number could order them; this version does not.)
 //
+// # Summary request, version 1
+//
+// A peer that connects to another learns at once what it holds by asking
+// it, instead of waiting for its gossip (which reaches a new neighbour only
+// after the topic subscription is exchanged, and sometimes not before the
+// first fetch). A node asks every peer of the mesh whose identify lists the
+// protocol, once per time connected; a node started with bootstrap peers
+// waits for their answers before it calls itself ready (mesh.Node.Ready).
+//
+// The protocol is a libp2p stream protocol, SummaryProtocol:
+//
+//	/meshcdn/<name>/summary/1
+//
+// The asking peer opens a stream, writes the request, closes its write side
+// and reads the answer until the stream ends. The answering peer reads the
+// request, writes the answer and closes the stream. Either side resets the
+// stream on anything else, and after 10 s (DefaultSummaryTimeout) in all.
+// A peer answers at most 16 requests at once (DefaultSummaryConcurrency);
+// beyond that it resets the stream.
+//
+// The request is exactly two bytes:
+//
+//	offset  size  field
+//	0       1     version: 0x01. The answering peer resets the stream on any
+//	              other value.
+//	1       1     flags. Bit 0 (0x01): also list other holders (a peer asks
+//	              this of its bootstrap peers, the mesh's seeds). Other bits
+//	              are sent as 0 and ignored.
+//
+// The answer is at most 1 MiB (MaxSummarySize); the asking peer stops
+// reading past that and drops the answer:
+//
+//	offset  size  field
+//	0       1     version: 0x01. Any other value: drop the answer.
+//	1       2     ttl: unsigned 16-bit big-endian, seconds, 1..65535: how
+//	              long the asker may believe the answer (180 by default).
+//	3       ...   groups, up to the end of the stream (possibly none):
+//	                1 byte   P, the length of the holder's peer ID, 0..64.
+//	                         0 means the answering peer itself: that group,
+//	                         if present, comes first.
+//	                P bytes  the holder's binary peer ID (the multihash of
+//	                         a /p2p/ address component).
+//	                1 byte   A, the number of addresses, 0..8; 0 when P is 0.
+//	                A times:
+//	                  2 bytes  unsigned big-endian length M, 1..1024
+//	                  M bytes  a binary multiaddr where the holder may be
+//	                           dialled (without /p2p/<holder>)
+//	                2 bytes  unsigned 16-bit big-endian count N of roots,
+//	                         at least 1
+//	                N times: 1 byte length L (1..64) and L bytes of a binary
+//	                         CIDv1 with a sha2-256 multihash, as in the
+//	                         announce message
+//
+// A holder other than the answering peer appears at most once and at most
+// 64 of them (MaxSummaryHolders) appear; each is a peer the answering peer's
+// provider table lists (seeds only: other peers answer with their own group
+// alone), the most recently heard first, with the addresses the answering
+// peer knows for it. The asker drops, whole, an answer that is too long or
+// truncated, has a peer ID that does not parse, an own group that is not
+// first, a holder listed twice, more than 64 holders, a group with 0 roots,
+// a length out of range, or a root that is not a CIDv1 of a sha2-256
+// multihash. A root repeated within a group counts once. What does not fit
+// in 1 MiB is left out by the sender, its own roots first (about 28,000
+// roots fit).
+//
+// Example (ExampleEncodeSummary): the request "others too", 2 bytes,
+//
+//	01 01
+//
+// and an answer, ttl 180 s, from a peer holding the raw root of "hello\n",
+// listing one other holder, 12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp
+// at /ip4/127.0.0.1/tcp/4001, of the dag-pb root of the example above, 133
+// bytes:
+//
+//	01 00b4
+//	00 00 0001
+//	24 01 55 1220 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
+//	26 0024080112204cb5abf6ad79fbf5abbccafcc269d85cd2651ed4b885b5869f241aedf0a5ba29
+//	01 0008 047f000001060fa1
+//	0001
+//	24 01 70 1220 e258d248fda94c63753607f7c4494ee0fcbe92f1a76bfdac795c9d84101eb317
+//
+// What the asker does with an answer: it records (answering peer, root) for
+// each own root, for ttl, as if from a HAVE; gossip then refreshes or drops
+// the entries as usual. It records the other holders' entries, and their
+// addresses, only from its bootstrap peers, which it trusts as it trusts its
+// configuration; a browser client asks its seeds the same way. In
+// JavaScript (it-length-prefixed is not used: the stream's bytes are the
+// message):
+//
+//	const stream = await libp2p.dialProtocol(seed, `/meshcdn/${name}/summary/1`)
+//	await stream.sink([Uint8Array.of(1, 1)])
+//	const data = concat(await all(stream.source)) // Uint8ArrayList chunks
+//	if (data.length > 1 << 20 || data[0] !== 1) return
+//	const v = new DataView(data.buffer, data.byteOffset, data.byteLength)
+//	const ttl = v.getUint16(1); let off = 3
+//	while (off < data.length) {
+//	  const p = data[off]; const id = p ? peerIdFromBytes(data.subarray(off + 1, off + 1 + p)) : seed
+//	  off += 1 + p
+//	  const addrs = []; let a = data[off++]
+//	  while (a-- > 0) { const m = v.getUint16(off); addrs.push(multiaddr(data.subarray(off + 2, off + 2 + m))); off += 2 + m }
+//	  let n = v.getUint16(off); off += 2
+//	  while (n-- > 0) { const l = data[off]; record(id, CID.decode(data.subarray(off + 1, off + 1 + l)), ttl); off += 1 + l }
+//	}
+//	// plus the checks above
+//
 // # Validation
 //
 // A gossipsub topic validator runs before any message reaches the table or
@@ -146,8 +252,16 @@
 // once or PeerRate per second on average (64 and 4/s) is ignored.
 // "Rejected" counts against the forwarding peer in gossipsub's peer score;
 // "ignored" does not. The Table caps entries overall (100,000) and per peer
-// (10,000), evicting the least recently refreshed first, so a flood cannot
-// grow it or push out everyone else's entries.
+// (10,000), and a TTL at TableConfig.MaxTTL (10 min: the protocol's own TTL
+// is 3 min). Keys are free, so an author's rate limit means little against
+// sybils: the Table therefore ranks providers by evidence
+// (TableConfig.Evidence; mesh rates a peer that delivered verified bytes
+// over a bootstrap/seed peer over a connected peer over an unknown key).
+// When full it evicts the least recently refreshed entry of an unknown key,
+// and an entry of a peer with evidence only when no unknown one is left;
+// Providers lists peers with more evidence first, then by expiry. A flood of
+// HAVEs from unknown keys can neither evict the seed's entries nor push it
+// out of the first providers of a root (the wire format is unchanged).
 //
 // # DHT
 //
@@ -163,6 +277,14 @@
 // that asks a peer that no longer holds the content gets DONT_HAVE. The
 // table asks the DHT only when gossip knows no provider of a root, and keeps
 // what it finds for TableConfig.DHTTTL (10 min).
+//
+// Provider records that others store here are bounded (DHTOptions): at most
+// MaxProviderRecordsPerPeer (10,000) of one provider and MaxProviderRecords
+// (100,000, about 25 MiB) in all, the provider holding the most giving way
+// when full. go-libp2p-kad-dht v0.42 kept every ADD_PROVIDER for 48 h
+// without a cap (one connection took a seed's heap past 1 GiB) and takes no
+// custom ProviderStore: the bound is its provider datastore. Its provider
+// manager still buffers up to 320 records and caches 256 keys.
 //
 // # LAN
 //

@@ -20,7 +20,26 @@
 //     in the Store.
 //  2. Then a bitswap session asks connected peers; the providers of the root
 //     that Config.Providers (the announce package's table) names are
-//     connected first, so the session's wants reach them.
+//     connected first, so the session's wants reach them. When a provider
+//     is known, the first message sent to it asks for the block: the
+//     Reader sends it a want-block for the first leaf it needs, one bitswap
+//     message of its own outside the session's per-peer queue, written
+//     before the session's want-have broadcast to every connected peer goes
+//     out (firstwant.go; the two travel on separate streams, so the
+//     provider may take the want-have first and answer HAVE as well).
+//     The session alone would ask with a want-have and send the want-block
+//     after the HAVE, through a queue that sends a peer at most one message
+//     per 20 ms (boxo's minSendMessageDelay, a constant): a peer hit took
+//     22 ms on loopback, 41 ms right after another fetch from the same
+//     peer; with the want-block first it takes one round trip (1 to 2.5
+//     ms, BenchmarkPeerHit). The session's want-haves are the hedge: the
+//     other peers answer HAVE, and if the provider asked has not delivered
+//     when the queue lets the next message go, the session asks one of
+//     them for the block. The guard hands the copies of that leaf to the
+//     Reader itself (bitswap drops a block its session has not yet
+//     recorded as wanted); a later copy, from the hedge, is counted as a
+//     duplicate, and the want is cancelled at the provider if it did not
+//     send the leaf. At most one leaf per fetch is asked this way.
 //  3. The origin (a plain file fetched with HTTP Range requests, each leaf
 //     checked against the leaf CID the inner nodes give, or a trustless
 //     gateway's raw blocks) joins at once when no provider is known (a cold
@@ -40,9 +59,15 @@
 //     sender is penalised (Config.Penalty): its messages are dropped, bitswap
 //     sees it as disconnected and its requests are refused. A provider that
 //     advertised the content and, within Config.StallTimeout, sent neither a
-//     block nor a HAVE for it although connected all that time is penalised
-//     the same way (one that could not be reached or lost its connection,
-//     such as a seed restarting, is not).
+//     block nor a HAVE for it although connected all that time is ignored
+//     the same way, for at most 30 s (a busy but honest seed can be silent
+//     for a while; one that could not be reached or lost its connection,
+//     such as a seed restarting, is not ignored). A peer asked for a
+//     block (after it said HAVE) that does not send it within 2 s, while
+//     another peer said HAVE of it, is taken as not having it (bitswap
+//     hears DONT_HAVE from it, and asks the other); after three such broken
+//     promises with nothing delivered it is penalised. A reader that waits
+//     3 s on a leaf asked of peers asks it again on a new bitswap session.
 //  5. Fetched blocks go to the Store within its quota; a fetch larger than
 //     the quota streams all the same. When every block is stored the root is
 //     named with Store.AddRoot, which is how the announcer learns of it.
@@ -97,6 +122,34 @@
 // fails at once with ErrUnavailable wrapping the cause; otherwise peers get
 // until Config.StallTimeout. Errors mid-body (a cut connection) are retried
 // up to three times.
+//
+// # Hostile peers
+//
+// boxo's bitswap is wrapped where it trusts its peers (issue 11):
+//
+//   - Serving: boxo's server writes each message synchronously in one of a
+//     few workers, with a deadline of 2 s plus the size at 12.5 KB/s, so a
+//     peer that never reads held every worker for ~86 s per 1 MiB block.
+//     Here a send of blocks has a deadline of 2 s plus its size at
+//     128 KiB/s, at most 8 run at once per peer (a ninth waits its turn, and
+//     is dropped after 1 s only if no send to that peer has ended for 2 s),
+//     a peer that misses a deadline is served one send at a time
+//     for a minute, and one that misses again is disconnected and refused
+//     for a minute; the server runs max(8, Config.ServeConcurrency/2)
+//     workers (a seed: 32). What remains in boxo: a dropped send counts as
+//     sent, so that peer must ask again, and four peers that never read
+//     can hold a seed's workers for one deadline.
+//   - Reading: boxo decodes any message up to 4 MiB whole. Inbound bitswap
+//     streams are read through a framing filter that resets a stream at a
+//     message whose want list is over 128 KiB (boxo keeps 1024 wants per
+//     peer anyway), reserves each message's size with the resource
+//     manager while it is read, and closes streams idle for 2 min between
+//     messages or slower than 128 KiB/s within one.
+//   - HAVEs: a HAVE is an answer to boxo's sessions, which then wait on
+//     that peer; see step 4 above for how broken ones are handled. boxo's
+//     own search stays off (providers are found by root here), so the
+//     reader's re-ask on a new session is what recovers a block whose only
+//     asked peer lied.
 //
 // # Accounting
 //

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/announce"
@@ -77,9 +79,29 @@ type Config struct {
 	// pass LoopbackAddrs(role).
 	ListenAddrs []string
 
-	// Bootstrap are peers to connect to at start, as multiaddrs ending in
-	// /p2p/ID (a seed of the mesh). Default none.
+	// Bootstrap are the mesh's seeds, as multiaddrs ending in /p2p/ID (a
+	// peer may be listed at several addresses). The node dials them at
+	// start and keeps them connected for its whole life: a connection
+	// that lasted BootstrapBackoff.Max and dropped is redialled at once, a
+	// failed dial (or a connection dropped sooner) again after
+	// BootstrapBackoff; their connections are protected from the
+	// connection manager. It asks each for what it and the peers it knows
+	// hold (Ready waits for that), and an app behind NAT takes relay
+	// reservations on them. Node.SetBootstrap changes the set at run time.
+	// Default none.
 	Bootstrap []string
+
+	// BootstrapBackoff is the wait between failed dials of a bootstrap
+	// peer. Default DefaultBootstrapBackoff: 250 ms doubling to 30 s, each
+	// wait cut by up to half at random.
+	BootstrapBackoff Backoff
+
+	// RelayReservations is how many seeds (bootstrap peers) an app holds
+	// circuit relay reservations on while AutoNAT finds it not publicly
+	// reachable, so that peers can reach it through them and hole punching
+	// has a relay to start from. Apps only; default 2; negative turns
+	// AutoRelay off.
+	RelayReservations int
 
 	// MDNS finds peers of the same mesh on the LAN. Default On for both
 	// roles. It multicasts on every interface: tests turn it Off.
@@ -156,32 +178,109 @@ type Config struct {
 	// source, bytes, dur, err). Nil discards them.
 	Logger *slog.Logger
 
-	// PrometheusRegisterer, if set, gets the node's metrics (fetch offload,
-	// bytes by source, libp2p's own). Nil registers nothing: never the
-	// global registry unless you pass it.
+	// PrometheusRegisterer, if set, gets the node's metrics: store usage
+	// and quota (meshcdn_store_*), connected peers by role (meshcdn_peers),
+	// fetches (meshcdn_fetch_*), announcements (meshcdn_announce_*) and
+	// libp2p's own. Every one carries PrometheusLabels, and Close
+	// unregisters all of them, libp2p's included, so nodes can come and go
+	// and several can share one registry. go-libp2p's own series are
+	// process-wide (package-level collectors): with two nodes in one
+	// process, each node's copy of them counts both. Nil registers
+	// nothing: never the global registry unless you pass it.
 	PrometheusRegisterer prometheus.Registerer
+
+	// PrometheusLabels are constant labels on every metric of the node.
+	// Nodes sharing a registry need the same label names with different
+	// values (go-libp2p panics on a registry holding its metrics under
+	// other label names). Default {"node": "<peer ID>"}.
+	PrometheusLabels prometheus.Labels
 
 	// Libp2pOptions are appended to the host's options, after ours: tuning
 	// that this Config does not name.
 	Libp2pOptions []libp2p.Option
 }
 
-// ErrConfig reports a Config that cannot make a node; the wrapping error
-// says which field.
+// ErrConfig reports a Config that cannot make a node. New returns it
+// wrapped in a *ConfigError that says which field.
 var ErrConfig = errors.New("mesh: bad config")
+
+// ConfigError is the error New returns for a Config it cannot use. It
+// matches ErrConfig with errors.Is.
+type ConfigError struct {
+	// Field names the field, with the index of the entry for a list
+	// ("Bootstrap[1]").
+	Field string
+	// Value is the offending value as given, if any.
+	Value string
+	// Reason says what is wrong with it.
+	Reason string
+}
+
+// Error returns "mesh: bad config: Field "Value": Reason".
+func (e *ConfigError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("%v: %s: %s", ErrConfig, e.Field, e.Reason)
+	}
+	return fmt.Sprintf("%v: %s %q: %s", ErrConfig, e.Field, e.Value, e.Reason)
+}
+
+// Is reports whether target is ErrConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
+
+func configErr(field, value, reason string) error {
+	return &ConfigError{Field: field, Value: value, Reason: reason}
+}
 
 func (c *Config) validate() error {
 	switch {
 	case !announce.ValidName(c.Name):
-		return fmt.Errorf("%w: Name %q (1-63 of a-z, 0-9 and '-')", ErrConfig, c.Name)
+		return configErr("Name", c.Name, "1-63 of a-z, 0-9 and '-'")
 	case c.Role != RoleApp && c.Role != RoleSeed:
-		return fmt.Errorf("%w: Role %q", ErrConfig, c.Role)
+		return configErr("Role", string(c.Role), `not "app" or "seed"`)
 	case c.DataDir == "" && !c.InMemory:
-		return fmt.Errorf("%w: DataDir is required unless InMemory", ErrConfig)
+		return configErr("DataDir", "", "required unless InMemory")
 	case c.PeerTimeout < 0:
-		return fmt.Errorf("%w: negative PeerTimeout", ErrConfig)
+		return configErr("PeerTimeout", c.PeerTimeout.String(), "negative")
+	case c.BootstrapBackoff.Min <= 0 || c.BootstrapBackoff.Max < c.BootstrapBackoff.Min ||
+		c.BootstrapBackoff.Jitter < 0 || c.BootstrapBackoff.Jitter > 1:
+		return configErr("BootstrapBackoff", fmt.Sprintf("%+v", c.BootstrapBackoff), "want 0 < Min <= Max and 0 <= Jitter <= 1")
 	case c.FollowInterval < 0:
-		return fmt.Errorf("%w: negative FollowInterval", ErrConfig)
+		return configErr("FollowInterval", c.FollowInterval.String(), "negative")
+	}
+	if err := checkBaseURL("Origin", c.Origin); err != nil {
+		return err
+	}
+	if err := checkBaseURL("Gateway", c.Gateway); err != nil {
+		return err
+	}
+	for i, a := range c.ListenAddrs {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return configErr(fmt.Sprintf("ListenAddrs[%d]", i), a, err.Error())
+		}
+	}
+	for i, a := range c.Bootstrap {
+		if _, err := parsePeer(a); err != nil {
+			return configErr(fmt.Sprintf("Bootstrap[%d]", i), a, err.Error())
+		}
+	}
+	return nil
+}
+
+// checkBaseURL accepts "" or an absolute http or https URL with a host.
+func checkBaseURL(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return configErr(field, s, "not a URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return configErr(field, s, "not an http or https URL")
+	case u.Host == "":
+		return configErr(field, s, "no host")
+	case u.RawQuery != "" || u.Fragment != "":
+		return configErr(field, s, "a base URL has no query or fragment")
 	}
 	return nil
 }

@@ -6,6 +6,17 @@ import (
 	"github.com/meshcdn/meshcdn/fetch"
 )
 
+// Defaults of staying connected (both roles).
+var (
+	// DefaultBootstrapBackoff is Config.BootstrapBackoff's default: a
+	// restarted seed is redialled within a second or two, a dead one every
+	// 15-30 s.
+	DefaultBootstrapBackoff = Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.5}
+)
+
+// DefaultRelayReservations is Config.RelayReservations's default.
+const DefaultRelayReservations = 2
+
 // roleDefaults holds every role default in one place. A Config field left
 // zero takes the value here.
 var roleDefaults = map[Role]Config{
@@ -109,6 +120,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = d.MaxConns
+	}
+	if c.BootstrapBackoff == (Backoff{}) {
+		c.BootstrapBackoff = DefaultBootstrapBackoff
+	}
+	if c.RelayReservations == 0 {
+		c.RelayReservations = DefaultRelayReservations
 	}
 	return c.withSiteDefaults()
 }

@@ -22,6 +22,29 @@
 //	m, err := n.LoadManifest(ctx, "manifest.json")
 //	r, _, err := n.OpenAsset(ctx, m, "video/intro.mp4") // an io.ReadSeekCloser
 //
+// # Seeds, readiness, operating
+//
+// Config.Bootstrap names the mesh's seeds. A node keeps them connected for
+// its whole life (a dropped connection that had lasted 30 s is redialled at
+// once, a failed dial again after Config.BootstrapBackoff: 250 ms doubling
+// to 30 s, jittered),
+// protects their connections from the connection manager, and, as an app
+// behind NAT, holds circuit relay reservations on them. Node.SetBootstrap
+// changes the set at run time. A seed keeps its multiaddrs across restarts
+// when it keeps its DataDir (identity) and listens on fixed ports
+// (examples/seed -listen).
+//
+// On every new connection a node asks the peer for the roots it holds
+// (announce's summary request), and asks its seeds also for who else holds
+// what. Node.Ready waits for the seeds' answers, so the app's first fetch
+// after it uses the mesh; a fetch made earlier races a connected seed whose
+// answer is pending before going to the origin.
+//
+// New names the field of a bad Config (*ConfigError) and refuses a DataDir
+// that another node holds (ErrDataDirInUse). With Config.PrometheusRegisterer
+// every metric of the node carries Config.PrometheusLabels (node="<peer
+// ID>" by default) and Close unregisters them all.
+//
 // # What browsers can and cannot reach
 //
 // Browsers dial a native node over WebTransport, WebRTC-direct or secure
@@ -47,4 +70,17 @@
 // matching context.DeadlineExceeded, other origin failures (a 404 or 500,
 // a refused connection, a file that changed: fetch.ErrChanged) with errors
 // that do not.
+//
+// # Connection limits
+//
+// go-libp2p's resource manager and connection manager are configured from
+// one figure, Config.MaxConns (limits.go): the connection manager keeps
+// between 3/4 of it and all of it (new connections safe for 30 s), the
+// resource manager admits a quarter more than MaxConns inbound, so that
+// trimming (idle peers first) always comes before refusing anyone; before,
+// a seed admitted 128 inbound connections against a MaxConns of 1024, and
+// 128 idle peers locked everyone out. Bitswap streams are capped at 16
+// inbound per peer. The provider table ranks peers by what the node knows
+// of them (delivered verified bytes, bootstrap, connected) over unknown
+// keys: see announce.TableConfig.Evidence.
 package mesh

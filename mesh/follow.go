@@ -39,6 +39,14 @@ type FollowConfig struct {
 	// unpins what left the site while the node was down.
 	Pin Toggle
 
+	// Seeds adds the seeds the manifest lists (its "seeds" field) to the
+	// node's bootstrap peers, which are then kept connected (see
+	// Node.SetBootstrap): an app finds the site's seeds, and follows their
+	// changes, without a rebuild. The peers of Config.Bootstrap at Follow
+	// stay in the set; entries that do not parse are skipped. Default On;
+	// Off leaves the bootstrap peers alone.
+	Seeds Toggle
+
 	// OnEvent, if set, is called with every event, in order, from the
 	// follower's goroutine with none of the node's locks held. It should
 	// return promptly: the next check waits for it. Subscribe is the
@@ -130,10 +138,12 @@ type Follower struct {
 	subs     map[*siteSub]struct{}
 
 	// Owned by the follower's goroutine.
-	etag     string
-	body     [sha256.Size]byte
-	pinned   map[string]cid.Cid // roots pinned for the site
-	pinnedOK bool               // the version in effect is pinned whole
+	baseSeeds []string // Config.Bootstrap at Follow; nil with Seeds Off
+	seeds     string   // the manifest seeds in effect, joined
+	etag      string
+	body      [sha256.Size]byte
+	pinned    map[string]cid.Cid // roots pinned for the site
+	pinnedOK  bool               // the version in effect is pinned whole
 }
 
 type siteSub struct {
@@ -163,6 +173,9 @@ func (n *Node) Follow(cfg FollowConfig) (*Follower, error) {
 	}
 	f := &Follower{n: n, cfg: cfg, url: u, kick: make(chan struct{}, 1), done: make(chan struct{}),
 		first: make(chan struct{}), subs: make(map[*siteSub]struct{}), pinned: make(map[string]cid.Cid)}
+	if cfg.Seeds != Off {
+		f.baseSeeds = n.Config().Bootstrap
+	}
 	f.pin = cfg.Pin == On || (cfg.Pin == Default && n.cfg.Role == RoleSeed)
 	if f.pin {
 		f.loadPins()
@@ -322,6 +335,7 @@ func (f *Follower) swap(m *manifest.Manifest) {
 	for _, g := range gws {
 		g.SetManifest(m)
 	}
+	f.useSeeds(m)
 	f.n.log.Info("site version in effect", "url", f.url, "assets", len(m.Assets), "unpinned", unpinned)
 	f.emit(SiteEvent{Kind: SiteUpdated, Manifest: m, Previous: prev, Unpinned: unpinned})
 	if prev == nil {
@@ -514,4 +528,24 @@ func timeoutCause(ctx context.Context, err error) error {
 		return context.Cause(ctx)
 	}
 	return err
+}
+
+// useSeeds makes the node's bootstrap peers those it was configured with
+// plus the seeds m lists, when those changed (FollowConfig.Seeds).
+func (f *Follower) useSeeds(m *manifest.Manifest) {
+	if f.cfg.Seeds == Off || strings.Join(m.Seeds, " ") == f.seeds {
+		return
+	}
+	f.seeds = strings.Join(m.Seeds, " ")
+	addrs := append([]string(nil), f.baseSeeds...)
+	for _, s := range m.Seeds {
+		if _, err := parsePeer(s); err != nil {
+			f.n.log.Warn("manifest seed skipped", "url", f.url, "seed", s, "err", err)
+			continue
+		}
+		addrs = append(addrs, s)
+	}
+	if err := f.n.SetBootstrap(addrs); err != nil {
+		f.n.log.Warn("manifest seeds not used", "url", f.url, "err", err)
+	}
 }

@@ -3,15 +3,11 @@ package mesh_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -19,104 +15,29 @@ import (
 	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 	"github.com/meshcdn/meshcdn/store"
 )
 
-// versionedSite is an origin whose site can be redeployed: it serves the
-// files of the current version and its manifest (with an ETag, answering
-// If-None-Match with 304), and counts what it sends per path.
-type versionedSite struct {
-	srv *httptest.Server
-
-	mu       sync.Mutex
-	files    map[string][]byte
-	m        *manifest.Manifest
-	mjson    []byte
-	etag     string
-	sent     map[string]int64 // body bytes per path
-	requests map[string]int   // requests per path
-	notMod   int              // 304 answers to the manifest
-}
-
-func newVersionedSite(t *testing.T) *versionedSite {
-	s := &versionedSite{sent: map[string]int64{}, requests: map[string]int{}}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.srv.Close)
-	return s
-}
-
-// deploy publishes a new version: files (path to bytes) and its manifest.
-func (s *versionedSite) deploy(t *testing.T, files map[string][]byte) *manifest.Manifest {
+// deploySite publishes a new version of the site on o: files (path to bytes)
+// and its manifest, swapped together (see meshtest.Origin.SetSite).
+func deploySite(t *testing.T, o *meshtest.Origin, files map[string][]byte) *manifest.Manifest {
 	t.Helper()
-	m := &manifest.Manifest{}
-	for p, data := range files {
-		a, err := manifest.FromReader(context.Background(), bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.Path, a.Type = p, "application/octet-stream"
-		m.Assets = append(m.Assets, a)
-	}
-	sort.Slice(m.Assets, func(i, j int) bool { return m.Assets[i].Path < m.Assets[j].Path })
-	data, err := m.Marshal()
+	m, err := o.SetSite(files)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err = manifest.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(data)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.files, s.m, s.mjson, s.etag = files, m, data, `"`+hex.EncodeToString(sum[:8])+`"`
 	return m
 }
 
-func (s *versionedSite) serve(w http.ResponseWriter, r *http.Request) {
-	p := r.URL.Path[1:]
-	s.mu.Lock()
-	s.requests[p]++
-	if p == "manifest.json" {
-		etag, data := s.etag, s.mjson
-		if r.Header.Get("If-None-Match") == etag {
-			s.notMod++
+// counters returns the body bytes o has sent per path, for the paths it
+// has sent any of.
+func counters(o *meshtest.Origin) map[string]int64 {
+	out := map[string]int64{}
+	for p, ps := range o.Stats().Paths {
+		if ps.Sent > 0 {
+			out[p] = ps.Sent
 		}
-		s.mu.Unlock()
-		w.Header().Set("Etag", etag)
-		http.ServeContent(w, r, "manifest.json", time.Time{}, bytes.NewReader(data))
-		return
-	}
-	data, ok := s.files[p]
-	s.mu.Unlock()
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	http.ServeContent(&countingPathWriter{ResponseWriter: w, s: s, p: p}, r, p, time.Time{}, bytes.NewReader(data))
-}
-
-type countingPathWriter struct {
-	http.ResponseWriter
-	s *versionedSite
-	p string
-}
-
-func (w *countingPathWriter) Write(b []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(b)
-	w.s.mu.Lock()
-	w.s.sent[w.p] += int64(n)
-	w.s.mu.Unlock()
-	return n, err
-}
-
-// counters returns a copy of the bytes sent per path.
-func (s *versionedSite) counters() map[string]int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]int64, len(s.sent))
-	for p, n := range s.sent {
-		out[p] = n
 	}
 	return out
 }
@@ -161,10 +82,10 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 		{"index.html": file(31, 1900), "app.js": file(32, 3*MiB+1), "video.mp4": file(33, 2*MiB-9), "new.css": file(34, 500<<10)},
 	}
 	const quota = 6*MiB + MiB/2 // the largest version is about 5.8 MiB
-	site := newVersionedSite(t)
-	site.deploy(t, versions[0])
+	site := meshtest.StartOrigin(t, meshtest.OriginConfig{})
+	deploySite(t, site, versions[0])
 
-	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, DataDir: t.TempDir(), Origin: site.srv.URL, Quota: quota})
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, DataDir: t.TempDir(), Origin: site.URL(), Quota: quota})
 	// The quota holds throughout: checked at every content event.
 	overQuota := make(chan store.Usage, 1)
 	evs := seed.Store().Subscribe(ctx)
@@ -191,10 +112,10 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 	prev := map[string][]byte{}
 	for v, files := range versions {
 		if v > 0 {
-			site.deploy(t, files)
+			deploySite(t, site, files)
 			f.Check()
 		}
-		before := site.counters()
+		before := counters(site)
 		up := waitEvent(ctx, t, events, mesh.SiteUpdated)
 		pinned := waitEvent(ctx, t, events, mesh.SitePinned)
 		m := pinned.Manifest
@@ -202,7 +123,7 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 			t.Fatalf("version %d: updated to %p, pinned %p with %d assets", v, up.Manifest, m, len(m.Assets))
 		}
 		// The origin sent each changed file once, unchanged ones not at all.
-		after := site.counters()
+		after := counters(site)
 		for p, data := range files {
 			sent := after[p] - before[p]
 			want := int64(len(data))
@@ -246,7 +167,7 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 			}
 		}
 		app.Close()
-		if got := site.counters(); fmt.Sprint(got) != fmt.Sprint(after) {
+		if got := counters(site); fmt.Sprint(got) != fmt.Sprint(after) {
 			t.Errorf("version %d: the origin sent %v during the app's fetch (before: %v)", v, got, after)
 		}
 		prev = files
@@ -267,9 +188,9 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 func TestFollowSwapsGateway(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	site := newVersionedSite(t)
-	site.deploy(t, map[string][]byte{"index.html": []byte("<p>one")})
-	app := newNode(t, mesh.Config{Origin: site.srv.URL})
+	site := meshtest.StartOrigin(t, meshtest.OriginConfig{})
+	deploySite(t, site, map[string][]byte{"index.html": []byte("<p>one")})
+	app := newNode(t, mesh.Config{Origin: site.URL()})
 	var mu sync.Mutex
 	var kinds []mesh.SiteEventKind
 	f, err := app.Follow(mesh.FollowConfig{URL: "manifest.json", Interval: time.Hour, OnEvent: func(ev mesh.SiteEvent) {
@@ -302,7 +223,7 @@ func TestFollowSwapsGateway(t *testing.T) {
 		t.Fatalf("gateway serves %q, want version one", got)
 	}
 	f.Check() // unchanged: a 304, no event
-	site.deploy(t, map[string][]byte{"index.html": []byte("<p>two")})
+	deploySite(t, site, map[string][]byte{"index.html": []byte("<p>two")})
 	f.Check()
 	ev := waitEvent(ctx, t, events, mesh.SiteUpdated)
 	if ev.Previous == nil || ev.Manifest == ev.Previous || f.Manifest() != ev.Manifest {
@@ -316,9 +237,7 @@ func TestFollowSwapsGateway(t *testing.T) {
 		t.Errorf("OnEvent saw %v, want two updates", kinds)
 	}
 	mu.Unlock()
-	site.mu.Lock()
-	notMod := site.notMod
-	site.mu.Unlock()
+	notMod := site.Stats().ManifestNotModified
 	if notMod < 1 {
 		t.Errorf("the origin answered %d checks with 304, want at least 1", notMod)
 	}
@@ -329,7 +248,7 @@ func TestFollowSwapsGateway(t *testing.T) {
 // context.DeadlineExceeded, and the follower reports it and keeps going.
 func TestLoadManifestHung(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	n := newNode(t, mesh.Config{Origin: hungListener(t), ManifestTimeout: timeout})
+	n := newNode(t, mesh.Config{Origin: hungOrigin(t), ManifestTimeout: timeout})
 	start := time.Now()
 	_, err := n.LoadManifest(context.Background(), "manifest.json")
 	if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < timeout || d > timeout+5*time.Second {
@@ -360,12 +279,12 @@ func TestLoadManifestHung(t *testing.T) {
 func TestFollowRestartUnpins(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	site := newVersionedSite(t)
+	site := meshtest.StartOrigin(t, meshtest.OriginConfig{})
 	kept, gone, added := testutil.Bytes(1, 3000), testutil.Bytes(2, 4000), testutil.Bytes(3, 5000)
-	site.deploy(t, map[string][]byte{"kept.bin": kept, "gone.bin": gone})
+	deploySite(t, site, map[string][]byte{"kept.bin": kept, "gone.bin": gone})
 	dir := t.TempDir()
 	follow := func() (*mesh.Node, *manifest.Manifest) {
-		n, err := mesh.New(ctx, mesh.Config{Name: "test-mesh", Role: mesh.RoleSeed, DataDir: dir, Origin: site.srv.URL,
+		n, err := mesh.New(ctx, mesh.Config{Name: "test-mesh", Role: mesh.RoleSeed, DataDir: dir, Origin: site.URL(),
 			ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed), MDNS: mesh.Off})
 		if err != nil {
 			t.Fatal(err)
@@ -378,8 +297,8 @@ func TestFollowRestartUnpins(t *testing.T) {
 	}
 	n, m1 := follow()
 	n.Close()
-	m2 := site.deploy(t, map[string][]byte{"kept.bin": kept, "added.bin": added})
-	before := site.counters()
+	m2 := deploySite(t, site, map[string][]byte{"kept.bin": kept, "added.bin": added})
+	before := counters(site)
 	n, _ = follow()
 	defer n.Close()
 	pinned := map[string]bool{}
@@ -396,38 +315,9 @@ func TestFollowRestartUnpins(t *testing.T) {
 			t.Errorf("after the restart, %s pinned = %v, want %v", tc.path, pinned[a.Cid.String()], tc.want)
 		}
 	}
-	if after := site.counters(); after["kept.bin"] != before["kept.bin"] || after["added.bin"] != int64(len(added)) {
+	if after := counters(site); after["kept.bin"] != before["kept.bin"] || after["added.bin"] != int64(len(added)) {
 		t.Errorf("origin sent %v after the restart (before: %v): want added.bin once and kept.bin not again", after, before)
 	}
-}
-
-// hungListener accepts connections and never answers.
-func hungListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "http://" + ln.Addr().String()
 }
 
 // TestNodeOriginTimeouts: Config.OriginHeaderTimeout reaches the node's
@@ -450,7 +340,7 @@ func TestNodeOriginTimeouts(t *testing.T) {
 		origin   string
 		deadline bool
 	}{
-		{"hung", hungListener(t), true},
+		{"hung", hungOrigin(t), true},
 		{"404", notFound.URL, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -166,7 +166,7 @@ func (n *Node) Gateway(cfg GatewayConfig) *Gateway {
 		g.budget = semaphore.NewWeighted(g.cfg.MaxBuffer)
 	}
 	g.m.Store(cfg.Manifest)
-	g.metrics = gatewayMetrics(n.cfg.PrometheusRegisterer)
+	g.metrics = gatewayMetrics(n.metrics.registerer())
 	return g
 }
 
@@ -618,9 +618,7 @@ func (s *source) readLeaf(i int64, buf []byte) ([]byte, error) {
 		timer = time.AfterFunc(d, func() { cancel(fmt.Errorf("%w (%v): %w", errNoByte, d, context.DeadlineExceeded)) })
 	}
 	n, err := io.ReadFull(s.rd, buf)
-	if timer != nil {
-		timer.Stop()
-	}
+	fired := timer != nil && !timer.Stop()
 	s.rdPos += int64(n)
 	if s.size < 0 && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) {
 		if size := s.rd.Size(); size >= 0 && off+int64(n) == size {
@@ -638,6 +636,13 @@ func (s *source) readLeaf(i int64, buf []byte) ([]byte, error) {
 			err = fmt.Errorf("content ended at %d bytes, before its size: %w", off+int64(n), err)
 		}
 		return nil, fmt.Errorf("mesh: gateway: %s: %w", s.t.Cid, err)
+	}
+	if fired {
+		// The timeout fired as the leaf came: the fetch is cancelled,
+		// so the next leaf needs another.
+		s.mu.Lock()
+		s.closeLocked()
+		s.mu.Unlock()
 	}
 	return buf, nil
 }

@@ -15,7 +15,6 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 func TestGateway(t *testing.T) {
@@ -147,38 +147,12 @@ func TestGateway(t *testing.T) {
 	})
 }
 
-// hungOrigin is an origin that accepts connections and never answers.
+// hungOrigin is an origin that never answers (meshtest.FaultHang).
 func hungOrigin(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "http://" + ln.Addr().String()
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{})
+	o.SetFault(meshtest.FaultAll(meshtest.Fault{Kind: meshtest.FaultHang}))
+	return o.URL()
 }
 
 // downOrigin is the address of an origin that is not running.
@@ -253,6 +227,25 @@ func TestGatewayHungOrigin(t *testing.T) {
 		if !strings.Contains(string(body), "no byte from any source") || resp.Header.Get("Etag") != "" {
 			t.Errorf("504 body %q, ETag %q: want the reason and no content headers", body, resp.Header.Get("Etag"))
 		}
+	}
+}
+
+// TestGatewayOriginTimeout: a fetch that fails because the origin timed
+// out (its error wraps context.DeadlineExceeded) is a 504, not a 502.
+func TestGatewayOriginTimeout(t *testing.T) {
+	s := newSite(t, map[string]int64{"app.js": 2<<20 + 5})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := &http.Client{Timeout: 200 * time.Millisecond}
+	n := newNode(t, mesh.Config{Origin: hungOrigin(t), HTTPClient: client})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: 50 * time.Second}))
+	defer gw.Close()
+	resp, body, err := gatewayGet(t, ctx, gw.URL+"/app.js", nil)
+	if err != nil || resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("GET with an origin that times out = %d (%v) %q, want 504", resp.StatusCode, err, body)
+	}
+	if !strings.Contains(string(body), "Timeout") {
+		t.Errorf("504 body %q does not say the origin timed out", body)
 	}
 }
 
@@ -655,5 +648,12 @@ func TestGatewayMetrics(t *testing.T) {
 	want := map[string]float64{"2xx": 2, "3xx": 1, "4xx": 3, "5xx": 0, "aborted": 0}
 	if got := counterValues(t, reg); !maps.Equal(got, want) {
 		t.Errorf("meshcdn_gateway_requests_total = %v, want %v", got, want)
+	}
+	// The counter goes with the node's other collectors at Close.
+	gw.Close()
+	gw2.Close()
+	n.Close()
+	if got := counterValues(t, reg); len(got) != 0 {
+		t.Errorf("after Close meshcdn_gateway_requests_total = %v, want it unregistered", got)
 	}
 }

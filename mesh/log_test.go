@@ -52,7 +52,13 @@ func TestDependencyLogsSilent(t *testing.T) {
 	run := func(env ...string) string {
 		t.Helper()
 		cmd := exec.Command(os.Args[0], "-test.run=^TestDependencyLogsChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), append(env, "MESHCDN_LOG_CHILD=1")...)
+		// The child's go-log settings are the test's: none but env.
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "GOLOG_") && !strings.HasPrefix(kv, "IPFS_LOGGING") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, append(env, "MESHCDN_LOG_CHILD=1")...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if out, err := cmd.Output(); err != nil {

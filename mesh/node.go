@@ -5,14 +5,15 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	blocks "github.com/ipfs/go-block-format"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
@@ -22,9 +23,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
-	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/announce"
 	"github.com/meshcdn/meshcdn/fetch"
@@ -40,13 +41,22 @@ var ErrClosed = errors.New("mesh: node closed")
 // peers against the origin. Make one with New; Close releases everything.
 // A Node is safe for concurrent use.
 type Node struct {
+	cfgMu   sync.Mutex // guards cfg.Bootstrap; serialises SetBootstrap
 	cfg     Config
 	log     *slog.Logger
 	host    host.Host
 	store   *store.Store
 	ann     *announce.Announcer
+	sumSvc  *announce.SummaryService
 	fetcher *fetch.Fetcher
+	served  atomic.Pointer[fetch.Fetcher] // the fetcher, for evidence
 	client  *http.Client
+	lock    *os.File // the DataDir lock
+	self    peer.ID  // known before host is set (AutoRelay asks at once)
+
+	boot      bootstrap
+	summaries *summaries
+	metrics   *metrics
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -57,9 +67,16 @@ type Node struct {
 	closeErr  error
 }
 
+// ErrDataDirInUse is returned (wrapped) by New when another node, in this
+// process or another, runs on the same DataDir: an app can tell its user
+// that it is already running.
+var ErrDataDirInUse = errors.New("mesh: data dir in use by another node")
+
 // New starts a node. ctx bounds the start only (opening the store, starting
-// the host); the node runs until Close. Bootstrap peers are dialled in the
-// background: WaitPeers waits for them.
+// the host); the node runs until Close. A Config it cannot use fails with a
+// *ConfigError (errors.Is ErrConfig) naming the field; a DataDir another
+// node holds fails with ErrDataDirInUse. Bootstrap peers are dialled in the
+// background and kept connected: Ready and WaitPeers wait for them.
 func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -67,11 +84,14 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	cfg.ListenAddrs = append([]string(nil), cfg.ListenAddrs...)
 	cfg.Bootstrap = append([]string(nil), cfg.Bootstrap...)
-	bootstrap, err := parsePeers(cfg.Bootstrap)
+	bootstrap, err := parseBootstrap("Bootstrap", cfg.Bootstrap)
 	if err != nil {
-		return nil, fmt.Errorf("%w: Bootstrap: %v", ErrConfig, err)
+		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, client: cfg.HTTPClient}
+	n := &Node{cfg: cfg, log: cfg.Logger, client: cfg.HTTPClient, summaries: newSummaries()}
+	n.boot.keepers = make(map[peer.ID]*keeper)
+	n.boot.addrs = bootstrap // AutoRelay may ask before the keepers start
+	n.boot.changed = make(chan struct{})
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
@@ -87,13 +107,82 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
 
-	var key crypto.PrivKey
+	key, err := n.openDataDir(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if n.self, err = peer.IDFromPrivateKey(key); err != nil {
+		return nil, fmt.Errorf("mesh: identity: %w", err)
+	}
+	if n.metrics, err = newMetrics(cfg, key); err != nil {
+		return nil, err
+	}
+	if n.metrics != nil {
+		n.cfg.PrometheusLabels = n.metrics.labels // Config shows the default in effect
+	}
+	reg := n.metrics.registerer() // nil without PrometheusRegisterer
+	opts, err := hostOptions(cfg, key, reg, n.relayCandidates)
+	if err != nil {
+		return nil, err
+	}
+	if n.host, err = libp2p.New(opts...); err != nil {
+		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
+	}
+
+	if err := n.startAnnounce(reg); err != nil {
+		return nil, err
+	}
+	var adv fetch.Advertiser
+	if cfg.AnnounceFetches == On {
+		adv = n.ann
+	}
+	n.fetcher, err = fetch.New(fetch.Config{
+		Advertiser:           adv,
+		Host:                 n.host,
+		Store:                n.store,
+		Providers:            providers{n: n, table: n.ann.Table()},
+		HTTPClient:           n.client,
+		PeerTimeout:          cfg.PeerTimeout,
+		OriginHeaderTimeout:  cfg.OriginHeaderTimeout,
+		OriginIdleTimeout:    cfg.OriginIdleTimeout,
+		ServeBytesPerSecond:  cfg.ServeBytesPerSecond,
+		ServeConcurrency:     cfg.ServeConcurrency,
+		Logger:               cfg.Logger,
+		PrometheusRegisterer: reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mesh: %w", err)
+	}
+	n.served.Store(n.fetcher)
+	if err := n.metrics.registerNode(n); err != nil {
+		return nil, err
+	}
+	if err := n.startWatchers(); err != nil {
+		return nil, err
+	}
+	n.setBootstrap(bootstrap)
+	n.boot.mu.Lock()
+	n.askConnected() // peers that dialled in before the watchers started
+	n.boot.mu.Unlock()
+	n.log.Info("node started", "peer", n.host.ID(), "role", string(cfg.Role), "addrs", len(n.host.Addrs()))
+	return n, nil
+}
+
+// openDataDir locks the DataDir, loads (or makes) the identity key and
+// opens the store; an InMemory node gets a new key and an in-memory store.
+func (n *Node) openDataDir(ctx context.Context) (crypto.PrivKey, error) {
+	cfg := n.cfg
 	storeCfg := store.Config{InMemory: cfg.InMemory, Quota: cfg.Quota, Logger: cfg.Logger}
+	var key crypto.PrivKey
+	var err error
 	if cfg.InMemory {
 		key, _, err = crypto.GenerateEd25519Key(rand.Reader)
 	} else {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("mesh: data dir: %w", err)
+		}
+		if n.lock, err = lockDataDir(filepath.Join(cfg.DataDir, "node.lock")); err != nil {
+			return nil, err
 		}
 		key, err = loadIdentity(filepath.Join(cfg.DataDir, "identity.key"))
 		storeCfg.Dir = filepath.Join(cfg.DataDir, "blocks")
@@ -107,19 +196,18 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.store, err = store.New(storeCfg); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
+	return key, nil
+}
 
-	opts, err := hostOptions(cfg, key)
-	if err != nil {
-		return nil, err
-	}
-	if n.host, err = libp2p.New(opts...); err != nil {
-		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
-	}
-
+// startAnnounce starts the announcer (gossip, DHT, mDNS) and the summary
+// service on the host.
+func (n *Node) startAnnounce(reg prometheus.Registerer) error {
+	cfg := n.cfg
 	mode := dht.ModeAuto
 	if cfg.Role == RoleSeed {
 		mode = dht.ModeServer
 	}
+	var err error
 	n.ann, err = announce.New(announce.Config{
 		Name:       cfg.Name,
 		Host:       n.host,
@@ -128,96 +216,93 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		DisableDHT: cfg.DisableDHT,
 		DHTMode:    mode,
 		Logger:     cfg.Logger,
+		Table:      announce.TableConfig{Evidence: n.evidence},
 
-		PrometheusRegisterer: cfg.PrometheusRegisterer,
+		PrometheusRegisterer: reg,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("mesh: %w", err)
+		return fmt.Errorf("mesh: %w", err)
 	}
-	var adv fetch.Advertiser
-	if cfg.AnnounceFetches == On {
-		adv = n.ann
-	}
-	n.fetcher, err = fetch.New(fetch.Config{
-		Advertiser:           adv,
-		Host:                 n.host,
-		Store:                n.store,
-		Providers:            n.ann.Table(),
-		HTTPClient:           n.client,
-		PeerTimeout:          cfg.PeerTimeout,
-		OriginHeaderTimeout:  cfg.OriginHeaderTimeout,
-		OriginIdleTimeout:    cfg.OriginIdleTimeout,
-		ServeBytesPerSecond:  cfg.ServeBytesPerSecond,
-		ServeConcurrency:     cfg.ServeConcurrency,
-		Logger:               cfg.Logger,
-		PrometheusRegisterer: cfg.PrometheusRegisterer,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mesh: %w", err)
-	}
-	for _, ai := range bootstrap {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.dialBootstrap(ai)
-		}()
-	}
-	n.log.Info("node started", "peer", n.host.ID(), "role", string(cfg.Role), "addrs", len(n.host.Addrs()))
-	return n, nil
-}
-
-// dialBootstrap connects to a bootstrap peer, retrying with backoff until it
-// works or the node closes.
-func (n *Node) dialBootstrap(ai peer.AddrInfo) {
-	wait := 250 * time.Millisecond
-	for {
-		ctx, cancel := context.WithTimeout(n.ctx, 15*time.Second)
-		err := n.host.Connect(ctx, ai)
-		cancel()
-		if err == nil {
-			n.host.ConnManager().Protect(ai.ID, "meshcdn-bootstrap")
-			return
-		}
-		n.log.Warn("bootstrap dial failed", "peer", ai.ID, "err", err)
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, time.Minute)
-	}
-}
-
-func hostOptions(cfg Config, key crypto.PrivKey) ([]libp2p.Option, error) {
-	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
-	fds := 512
+	sumCfg := announce.SummaryConfig{Name: cfg.Name, Host: n.host, Holdings: n.store, Logger: cfg.Logger}
 	if cfg.Role == RoleSeed {
-		fds = 4096
+		sumCfg.Table = n.ann.Table() // seeds tell who else holds what
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.Scale(cfg.MaxMemory, fds)))
-	if err != nil {
-		return nil, fmt.Errorf("mesh: resource manager: %w", err)
+	if n.sumSvc, err = announce.NewSummaryService(sumCfg); err != nil {
+		return fmt.Errorf("mesh: %w", err)
 	}
-	cm, err := connmgr.NewConnManager(cfg.MaxConns*3/4, cfg.MaxConns, connmgr.WithGracePeriod(time.Minute))
+	return nil
+}
+
+// startWatchers starts the goroutines that follow connections: keepers'
+// redials and summary requests.
+func (n *Node) startWatchers() error {
+	conns, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
 	if err != nil {
-		return nil, fmt.Errorf("mesh: connection manager: %w", err)
+		return fmt.Errorf("mesh: subscribe: %w", err)
+	}
+	ids, err := n.host.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+	if err != nil {
+		conns.Close()
+		return fmt.Errorf("mesh: subscribe: %w", err)
+	}
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		n.watchConnections(conns)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.watchIdentify(ids)
+	}()
+	return nil
+}
+
+// relayCandidates is AutoRelay's peer source: the bootstrap peers, the
+// mesh's seeds, whose relay services an app behind NAT takes reservations
+// on.
+func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInfo {
+	ais := slices.DeleteFunc(n.bootstrapPeers(), func(ai peer.AddrInfo) bool { return ai.ID == n.self })
+	if len(ais) > num {
+		ais = ais[:num]
+	}
+	ch := make(chan peer.AddrInfo, len(ais))
+	for _, ai := range ais {
+		ch <- ai
+	}
+	close(ch)
+	return ch
+}
+
+func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, relays autorelay.PeerSource) ([]libp2p.Option, error) {
+	lopts, err := limitOptions(cfg)
+	if err != nil {
+		return nil, err
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
-		libp2p.ResourceManager(rm),
-		libp2p.ConnectionManager(cm),
 		libp2p.UserAgent("meshcdn/0"),
 		libp2p.EnableRelay(),
 	}
-	if cfg.PrometheusRegisterer != nil {
-		opts = append(opts, libp2p.PrometheusRegisterer(cfg.PrometheusRegisterer))
+	opts = append(opts, lopts...)
+	if reg != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(reg))
 	} else {
 		opts = append(opts, libp2p.DisableMetrics())
 	}
 	if cfg.Role == RoleApp {
 		opts = append(opts, libp2p.EnableHolePunching())
+	}
+	if cfg.Role == RoleApp && cfg.RelayReservations > 0 {
+		// Behind NAT (AutoNAT finds the host not publicly reachable), hold
+		// a reservation on a seed's relay service, so that other peers
+		// can reach this one and hole punching has a relay to start from.
+		opts = append(opts, libp2p.EnableAutoRelayWithPeerSource(relays,
+			autorelay.WithMinCandidates(1),
+			autorelay.WithNumRelays(cfg.RelayReservations),
+			autorelay.WithBootDelay(0),
+			autorelay.WithBackoff(cfg.BootstrapBackoff.Max),
+			autorelay.WithMinInterval(cfg.BootstrapBackoff.Max)))
 	}
 	if cfg.NATPortMap == On {
 		opts = append(opts, libp2p.NATPortMap())
@@ -226,18 +311,6 @@ func hostOptions(cfg Config, key crypto.PrivKey) ([]libp2p.Option, error) {
 		opts = append(opts, libp2p.EnableRelayService(), libp2p.ForceReachabilityPublic())
 	}
 	return append(opts, cfg.Libp2pOptions...), nil
-}
-
-func parsePeers(addrs []string) ([]peer.AddrInfo, error) {
-	var mas []ma.Multiaddr
-	for _, s := range addrs {
-		m, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return nil, err
-		}
-		mas = append(mas, m)
-	}
-	return peer.AddrInfosFromP2pAddrs(mas...)
 }
 
 // loadIdentity reads the node's private key, or makes and saves one.
@@ -273,11 +346,16 @@ func loadIdentity(path string) (crypto.PrivKey, error) {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		defer unregisterDependencyLogs(n)
+		n.boot.mu.Lock() // setBootstrap starts nothing after this
 		n.closed.Store(true)
+		n.boot.mu.Unlock()
 		n.cancel()
 		var errs []error
 		if n.fetcher != nil {
 			errs = append(errs, n.fetcher.Close())
+		}
+		if n.sumSvc != nil {
+			errs = append(errs, n.sumSvc.Close())
 		}
 		if n.ann != nil {
 			errs = append(errs, n.ann.Close())
@@ -288,6 +366,10 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 		if n.store != nil {
 			errs = append(errs, n.store.Close())
+		}
+		n.metrics.unregister() // after the host: libp2p's too
+		if n.lock != nil {
+			errs = append(errs, n.lock.Close())
 		}
 		if n.cfg.HTTPClient == nil && n.client != nil {
 			n.client.CloseIdleConnections()
@@ -301,7 +383,9 @@ func (n *Node) Close() error {
 
 // Config returns the configuration in effect, role defaults filled in.
 func (n *Node) Config() Config {
+	n.cfgMu.Lock()
 	c := n.cfg
+	n.cfgMu.Unlock()
 	c.ListenAddrs = append([]string(nil), c.ListenAddrs...)
 	c.Bootstrap = append([]string(nil), c.Bootstrap...)
 	return c
@@ -334,12 +418,12 @@ func (n *Node) Connect(ctx context.Context, addr string) error {
 	if n.closed.Load() {
 		return ErrClosed
 	}
-	ais, err := parsePeers([]string{addr})
+	ai, err := parsePeer(addr)
 	if err != nil {
 		return fmt.Errorf("mesh: connect %q: %w", addr, err)
 	}
-	if err := n.host.Connect(ctx, ais[0]); err != nil {
-		return fmt.Errorf("mesh: connect %s: %w", ais[0].ID, err)
+	if err := n.host.Connect(ctx, ai); err != nil {
+		return fmt.Errorf("mesh: connect %s: %w", ai.ID, err)
 	}
 	return nil
 }
@@ -489,6 +573,18 @@ func (n *Node) checkFits(m *manifest.Manifest) error {
 
 // pinAsset fetches one asset if it is not held, and pins it.
 func (n *Node) pinAsset(ctx context.Context, a manifest.Asset) error {
+	if a.Size == 0 {
+		// An empty file is one empty raw block: nothing to fetch. The
+		// store hashes it, so a manifest whose CID is not that of no
+		// bytes fails here.
+		b, err := blocks.NewBlockWithCid(nil, a.Cid)
+		if err != nil {
+			return err
+		}
+		if err := n.store.Put(ctx, b); err != nil {
+			return err
+		}
+	}
 	if !n.store.Holds(a.Cid) {
 		t, err := n.target(a)
 		if err != nil {
@@ -532,16 +628,21 @@ type Stats struct {
 	Announce announce.Stats
 	// Peers is the number of connected peers.
 	Peers int
+	// Seeds is how many of them are bootstrap peers.
+	Seeds int
 }
 
-// Stats returns the node's figures now.
+// Stats returns the node's figures now. Stats marshals to JSON with peer
+// IDs as strings.
 func (n *Node) Stats() Stats {
 	t := n.fetcher.Stats()
+	seeds, others := n.peerCounts()
 	return Stats{
 		Fetch:    t,
 		Offload:  t.Offload(),
 		Store:    n.store.Usage(),
 		Announce: n.ann.Stats(),
-		Peers:    len(n.host.Network().Peers()),
+		Peers:    seeds + others,
+		Seeds:    seeds,
 	}
 }

@@ -3,6 +3,8 @@ package meshtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -64,9 +66,7 @@ type OriginConfig struct {
 // be set while it serves.
 type Origin struct {
 	cfg      OriginConfig
-	site     Site
-	m        *manifest.Manifest
-	mj       []byte
+	version  atomic.Pointer[version]
 	url      string
 	srv      *http.Server
 	uplink   *rate.Limiter
@@ -77,10 +77,32 @@ type Origin struct {
 
 	fault atomic.Pointer[FaultFunc]
 
-	sent, requests atomic.Int64
-	mu             sync.Mutex
-	paths          map[string]*PathStats
-	labels         map[string]int64
+	sent, requests    atomic.Int64
+	manifests, notMod atomic.Int64
+	mu                sync.Mutex
+	paths             map[string]*PathStats
+	labels            map[string]int64
+}
+
+// version is a site and its manifest, as served together.
+type version struct {
+	site Site
+	m    *manifest.Manifest
+	mj   []byte
+	etag string
+}
+
+func newVersion(site Site) (*version, error) {
+	m, err := site.Manifest(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	mj, err := m.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("meshtest: origin: %w", err)
+	}
+	sum := sha256.Sum256(mj)
+	return &version{site: site, m: m, mj: mj, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}, nil
 }
 
 // PathStats counts the requests for one path and the body bytes sent for it.
@@ -101,6 +123,9 @@ type OriginStats struct {
 	Paths map[string]PathStats
 	// Labels holds Sent per OriginConfig.Label name.
 	Labels map[string]int64
+	// ManifestRequests counts requests for the manifest; ManifestNotModified
+	// those answered 304 (If-None-Match with the current ETag).
+	ManifestRequests, ManifestNotModified int64
 }
 
 // NewOrigin starts an origin on 127.0.0.1 with a port chosen by the system.
@@ -122,16 +147,13 @@ func NewOrigin(cfg OriginConfig) (*Origin, error) {
 	if cfg.Burst <= 0 {
 		cfg.Burst = 64 << 10
 	}
-	m, err := site.Manifest(context.Background())
+	v, err := newVersion(site)
 	if err != nil {
 		return nil, err
 	}
-	mj, err := m.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("meshtest: origin: %w", err)
-	}
-	o := &Origin{cfg: cfg, site: site, m: m, mj: mj, done: make(chan struct{}), served: make(chan struct{}),
+	o := &Origin{cfg: cfg, done: make(chan struct{}), served: make(chan struct{}),
 		paths: map[string]*PathStats{}, labels: map[string]int64{}}
+	o.version.Store(v)
 	if cfg.BytesPerSecond > 0 {
 		o.uplink = rate.NewLimiter(rate.Limit(cfg.BytesPerSecond), cfg.Burst)
 	}
@@ -140,7 +162,7 @@ func NewOrigin(cfg OriginConfig) (*Origin, error) {
 		return nil, fmt.Errorf("meshtest: origin: %w", err)
 	}
 	o.url = "http://" + ln.Addr().String()
-	o.srv = &http.Server{Handler: http.HandlerFunc(o.serve), ReadHeaderTimeout: 10 * time.Second,
+	o.srv = &http.Server{Handler: http.HandlerFunc(o.serveTracked), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: discardLog}
 	go func() {
 		defer close(o.served)
@@ -156,11 +178,24 @@ func (o *Origin) URL() string { return o.url }
 // ManifestURL is the absolute URL of the site's manifest.
 func (o *Origin) ManifestURL() string { return o.url + "/" + o.cfg.ManifestPath }
 
-// Manifest is the site's manifest. Callers must not change it.
-func (o *Origin) Manifest() *manifest.Manifest { return o.m }
+// Manifest is the current site's manifest. Callers must not change it.
+func (o *Origin) Manifest() *manifest.Manifest { return o.version.Load().m }
 
-// Site is the site the origin serves. Callers must not change it.
-func (o *Origin) Site() Site { return o.site }
+// Site is the site the origin serves now. Callers must not change it.
+func (o *Origin) Site() Site { return o.version.Load().site }
+
+// SetSite deploys a new version of the site: from now on the origin serves
+// site and its manifest (with a new ETag), atomically; requests under way
+// finish with the version they started with. It returns the new manifest.
+// Safe to call while the origin serves.
+func (o *Origin) SetSite(site Site) (*manifest.Manifest, error) {
+	v, err := newVersion(site)
+	if err != nil {
+		return nil, err
+	}
+	o.version.Store(v)
+	return v.m, nil
+}
 
 // Sent returns the asset body bytes sent so far (see OriginStats.Sent).
 func (o *Origin) Sent() int64 { return o.sent.Load() }
@@ -172,7 +207,8 @@ func (o *Origin) Requests() int64 { return o.requests.Load() }
 func (o *Origin) Stats() OriginStats {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	s := OriginStats{Requests: o.requests.Load(), Sent: o.sent.Load(), Paths: map[string]PathStats{}, Labels: map[string]int64{}}
+	s := OriginStats{Requests: o.requests.Load(), Sent: o.sent.Load(), Paths: map[string]PathStats{}, Labels: map[string]int64{},
+		ManifestRequests: o.manifests.Load(), ManifestNotModified: o.notMod.Load()}
 	for p, ps := range o.paths {
 		s.Paths[p] = *ps
 	}
@@ -194,9 +230,19 @@ func (o *Origin) Close() {
 	})
 }
 
-func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
+// serveTracked serves a request from the origin's listener; Close waits
+// for it.
+func (o *Origin) serveTracked(w http.ResponseWriter, r *http.Request) {
 	o.handlers.Add(1)
 	defer o.handlers.Done()
+	o.ServeHTTP(w, r)
+}
+
+// ServeHTTP answers one request as the origin does on its listener: for
+// tests that carry requests in memory (a testing/synctest bubble). Such
+// requests are the caller's: Close ends their hangs and stalls but does not
+// wait for them.
+func (o *Origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Headers", "Range")
@@ -206,23 +252,26 @@ func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := strings.TrimPrefix(r.URL.Path, "/")
-	if p == o.cfg.ManifestPath {
-		h.Set("Content-Type", "application/json")
-		w.Write(o.mj)
-		return
+	v := o.version.Load()
+	isManifest := p == o.cfg.ManifestPath
+	data, isAsset := v.site[p]
+	isAsset = isAsset && !isManifest
+	if isAsset {
+		o.requests.Add(1)
+		o.count(p, r, 0, true)
 	}
-	data, ok := o.site[p]
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	o.requests.Add(1)
-	o.count(p, r, 0, true)
 	var f Fault
 	if fn := o.fault.Load(); fn != nil && *fn != nil {
 		f = (*fn)(r)
 	}
-	if !o.wait(r.Context(), o.cfg.Latency+f.Delay) {
+	if !isAsset && f.Kind != FaultStatus && f.Kind != FaultHang {
+		f = Fault{} // body faults and delays are for assets only
+	}
+	d := f.Delay
+	if isAsset {
+		d += o.cfg.Latency
+	}
+	if !o.wait(r.Context(), d) {
 		panic(http.ErrAbortHandler) // the client or the origin has gone
 	}
 	switch f.Kind {
@@ -236,6 +285,20 @@ func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
 	case FaultHang:
 		o.wait(r.Context(), -1)
 		panic(http.ErrAbortHandler) // never an answer, not even an empty one
+	}
+	if isManifest {
+		o.manifests.Add(1)
+		if r.Header.Get("If-None-Match") == v.etag {
+			o.notMod.Add(1)
+		}
+		h.Set("Content-Type", "application/json")
+		h.Set("Etag", v.etag)
+		http.ServeContent(w, r, p, time.Time{}, bytes.NewReader(v.mj))
+		return
+	}
+	if !isAsset {
+		http.NotFound(w, r)
+		return
 	}
 	if o.cfg.NoRange {
 		r.Header.Del("Range")

@@ -12,6 +12,15 @@
 // It listens on every browser-dialable transport (TCP, QUIC, WebTransport,
 // WebRTC-direct, WebSockets) and runs a circuit relay so that browsers can
 // reach each other. -loopback keeps it on 127.0.0.1 for trying it out.
+// -listen fixes the addresses (comma-separated multiaddrs, ports included):
+// with the same -dir (its identity) and -listen, a restarted seed has the
+// same multiaddrs, WebRTC-direct's certificate hash included (go-libp2p
+// derives that certificate from the identity key), so the addresses apps
+// store as Bootstrap keep working:
+//
+//	go run ./examples/seed -name acme-site -dir /var/lib/meshcdn \
+//	    -manifest https://cdn.example.com/manifest.json \
+//	    -listen /ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1,/ip4/0.0.0.0/udp/4001/quic-v1/webtransport,/ip4/0.0.0.0/udp/4002/webrtc-direct
 //
 // -browser DIR also serves the built browser client (examples/browser/dist,
 // built with `npm ci && npm run build` there) over HTTP on -browser-addr
@@ -49,6 +58,7 @@ func main() {
 	loopback := flag.Bool("loopback", false, "listen on 127.0.0.1 only, mDNS off")
 	quota := flag.Int64("quota-mib", 0, "store quota in MiB (default: the seed role's 8 GiB)")
 	bootstrap := flag.String("bootstrap", "", "comma-separated multiaddrs of other seeds")
+	listen := flag.String("listen", "", "comma-separated multiaddrs to listen on, ports fixed so that the seed's multiaddrs survive restarts (default: the seed role's; with -loopback, 127.0.0.1 with ports chosen by the system)")
 	browser := flag.String("browser", "", "directory of the built browser client to serve (examples/browser/dist)")
 	browserAddr := flag.String("browser-addr", "127.0.0.1:8090", "where -browser serves the page: a 127.0.0.1 address")
 	flag.Parse()
@@ -67,6 +77,9 @@ func main() {
 	if *loopback {
 		cfg.ListenAddrs = mesh.LoopbackAddrs(mesh.RoleSeed)
 		cfg.MDNS = mesh.Off
+	}
+	if *listen != "" {
+		cfg.ListenAddrs = strings.Split(*listen, ",") // mesh.New names a bad entry
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,29 @@
+//go:build unix
+
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+)
+
+// lockDataDir takes an exclusive lock on path (created if missing), held
+// until the returned file is closed or the process ends: a second node on
+// the same DataDir, in this process or another, fails with
+// ErrDataDirInUse.
+func lockDataDir(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: data dir lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("mesh: data dir %s: %w", path, ErrDataDirInUse)
+		}
+		return nil, fmt.Errorf("mesh: data dir lock: %w", err)
+	}
+	return f, nil
+}
