@@ -11,9 +11,13 @@ import (
 	"github.com/meshcdn/meshcdn/fetch"
 )
 
-// TestSlowPeer: a provider capped at 1/10 of the origin's rate. Hedging
-// brings completion within 1.3x of the origin-only time, and the peer's
-// blocks are still counted.
+// TestSlowPeer: a provider capped at 1/10 of the origin's rate. The origin
+// joins as soon as the peer shows itself slower than the origin, so the
+// slow peer gives only a small share of the file (what it can send at its
+// rate in about the origin's time), and its blocks are still counted. The
+// time against origin-only is logged, not asserted: it measures the
+// machine as much as the policy (BenchmarkThroughput and the bench program
+// measure speed).
 func TestSlowPeer(t *testing.T) {
 	const originRate = 8 * MiB
 	a := makeAsset(t, 30, 12*MiB)
@@ -40,8 +44,12 @@ func TestSlowPeer(t *testing.T) {
 	ratio := float64(hedged) / float64(originOnly)
 	t.Logf("origin only %v, with the slow peer %v (%.2fx); peer %d bytes, origin %d, duplicate %d",
 		originOnly, hedged, ratio, st.PeerBytes, st.OriginBytes, st.DuplicateBytes)
-	if ratio > 1.3 {
-		t.Errorf("hedged fetch took %.2fx the origin-only time, want <= 1.3x", ratio)
+	// Both sources are paced by rate limiters, so the peer's share does not
+	// depend on the machine's load: about 1/11 when the origin joins at
+	// once; a fetch that waited on the peer (a late hedge, or none) takes
+	// far more from it.
+	if total := st.PeerBytes + st.OriginBytes; st.PeerBytes*4 > total {
+		t.Errorf("the slow peer gave %d of %d bytes, want at most a quarter: the origin joined late", st.PeerBytes, total)
 	}
 	if st.PeerBytes == 0 || !st.Hedged {
 		t.Errorf("Stats = %+v, want the peer's blocks counted and the fetch hedged", st)
