@@ -269,9 +269,16 @@ func TestGatewayOriginFails(t *testing.T) {
 			n := newNode(t, mesh.Config{Origin: tc.origin(t)})
 			gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest()}))
 			defer gw.Close()
+			start := time.Now()
 			resp, body, err := gatewayGet(t, ctx, gw.URL+"/app.js", tc.hdr)
+			took := time.Since(start)
 			if err != nil || resp.StatusCode != http.StatusBadGateway {
 				t.Fatalf("GET = %d with %d bytes (%v), want 502", resp.StatusCode, len(body), err)
+			}
+			// At once: not after the fetch's stall timeout (5 s), which a
+			// fetch with no provider used to wait after the origin failed.
+			if took >= 3*time.Second {
+				t.Errorf("502 after %v, want it at once (no peer to wait for)", took)
 			}
 			if !strings.Contains(string(body), "origin") {
 				t.Errorf("502 body %q does not say the origin failed", body)
