@@ -13,9 +13,10 @@ import (
 	"github.com/libp2p/go-libp2p"
 
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
-// memSite is an http.RoundTripper serving a versionedSite's handler in
+// memSite is an http.RoundTripper serving an origin's handler in
 // memory, so that a follower can run in a synctest bubble; with hang it
 // answers nothing until the request ends.
 type memSite struct {
@@ -45,10 +46,9 @@ func (m *memSite) RoundTrip(req *http.Request) (*http.Response, error) {
 // that hangs fails the check after exactly ManifestTimeout (30 s by
 // default), the version in effect staying.
 func TestFollowTiming(t *testing.T) {
-	site := &versionedSite{sent: map[string]int64{}, requests: map[string]int{}}
-	site.deploy(t, map[string][]byte{"index.html": []byte("one")})
+	site := newVersionedSite(t, meshtest.Site{"index.html": []byte("one")})
 	synctest.Test(t, func(t *testing.T) {
-		tr := &memSite{h: http.HandlerFunc(site.serve)}
+		tr := &memSite{h: site.Handler()}
 		n, err := mesh.New(context.Background(), mesh.Config{Name: "test-mesh", InMemory: true, Origin: "http://origin.invalid",
 			MDNS: mesh.Off, NATPortMap: mesh.Off, DisableDHT: true, HTTPClient: &http.Client{Transport: tr},
 			Libp2pOptions: []libp2p.Option{libp2p.NoListenAddrs, libp2p.NoTransports}})
@@ -72,7 +72,7 @@ func TestFollowTiming(t *testing.T) {
 		}
 		// Unchanged at 1 min and 2 min (304s); the deploy is seen at 3 min.
 		time.Sleep(2*time.Minute + 30*time.Second)
-		site.deploy(t, map[string][]byte{"index.html": []byte("two")})
+		setSite(t, site, meshtest.Site{"index.html": []byte("two")})
 		if ev, d := next(); ev.Kind != mesh.SiteUpdated || d != 3*time.Minute {
 			t.Errorf("second event %v after %v, want an update at 3m", ev.Kind, d)
 		}

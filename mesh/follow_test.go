@@ -3,8 +3,6 @@ package mesh_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -20,104 +17,31 @@ import (
 	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 	"github.com/meshcdn/meshcdn/store"
 )
 
-// versionedSite is an origin whose site can be redeployed: it serves the
-// files of the current version and its manifest (with an ETag, answering
-// If-None-Match with 304), and counts what it sends per path.
-type versionedSite struct {
-	srv *httptest.Server
-
-	mu       sync.Mutex
-	files    map[string][]byte
-	m        *manifest.Manifest
-	mjson    []byte
-	etag     string
-	sent     map[string]int64 // body bytes per path
-	requests map[string]int   // requests per path
-	notMod   int              // 304 answers to the manifest
+// newVersionedSite starts an origin for a site to be redeployed (with
+// SetSite) serving files, with seeds in its manifest.
+func newVersionedSite(t *testing.T, files meshtest.Site, seeds ...string) *meshtest.Origin {
+	return meshtest.StartOrigin(t, meshtest.OriginConfig{Site: files, Seeds: seeds})
 }
 
-func newVersionedSite(t *testing.T) *versionedSite {
-	s := &versionedSite{sent: map[string]int64{}, requests: map[string]int{}}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.srv.Close)
-	return s
-}
-
-// deploy publishes a new version: files (path to bytes) and its manifest.
-func (s *versionedSite) deploy(t *testing.T, files map[string][]byte, seeds ...string) *manifest.Manifest {
+// deploy publishes a new version of the site: files and their manifest.
+func setSite(t *testing.T, o *meshtest.Origin, files meshtest.Site, seeds ...string) *manifest.Manifest {
 	t.Helper()
-	m := &manifest.Manifest{Seeds: seeds}
-	for p, data := range files {
-		a, err := manifest.FromReader(context.Background(), bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.Path, a.Type = p, "application/octet-stream"
-		m.Assets = append(m.Assets, a)
-	}
-	sort.Slice(m.Assets, func(i, j int) bool { return m.Assets[i].Path < m.Assets[j].Path })
-	data, err := m.Marshal()
+	m, err := o.SetSite(files, seeds...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err = manifest.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(data)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.files, s.m, s.mjson, s.etag = files, m, data, `"`+hex.EncodeToString(sum[:8])+`"`
 	return m
 }
 
-func (s *versionedSite) serve(w http.ResponseWriter, r *http.Request) {
-	p := r.URL.Path[1:]
-	s.mu.Lock()
-	s.requests[p]++
-	if p == "manifest.json" {
-		etag, data := s.etag, s.mjson
-		if r.Header.Get("If-None-Match") == etag {
-			s.notMod++
-		}
-		s.mu.Unlock()
-		w.Header().Set("Etag", etag)
-		http.ServeContent(w, r, "manifest.json", time.Time{}, bytes.NewReader(data))
-		return
-	}
-	data, ok := s.files[p]
-	s.mu.Unlock()
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	http.ServeContent(&countingPathWriter{ResponseWriter: w, s: s, p: p}, r, p, time.Time{}, bytes.NewReader(data))
-}
-
-type countingPathWriter struct {
-	http.ResponseWriter
-	s *versionedSite
-	p string
-}
-
-func (w *countingPathWriter) Write(b []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(b)
-	w.s.mu.Lock()
-	w.s.sent[w.p] += int64(n)
-	w.s.mu.Unlock()
-	return n, err
-}
-
-// counters returns a copy of the bytes sent per path.
-func (s *versionedSite) counters() map[string]int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]int64, len(s.sent))
-	for p, n := range s.sent {
-		out[p] = n
+// sentByPath returns the asset body bytes o has sent per path.
+func sentByPath(o *meshtest.Origin) map[string]int64 {
+	out := map[string]int64{}
+	for p, ps := range o.Stats().Paths {
+		out[p] = ps.Sent
 	}
 	return out
 }
@@ -155,17 +79,16 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	file := func(seed uint64, size int64) []byte { return testutil.Bytes(seed, size) }
-	versions := []map[string][]byte{
+	versions := []meshtest.Site{
 		{"index.html": file(1, 2000), "app.js": file(2, 3*MiB+5), "video.mp4": file(3, 2*MiB), "logo.png": file(4, 300<<10)},
 		{"index.html": file(11, 2100), "app.js": file(12, 3*MiB+7), "video.mp4": file(3, 2*MiB), "logo.png": file(4, 300<<10)},
 		{"index.html": file(21, 2200), "app.js": file(12, 3*MiB+7), "video.mp4": file(23, 2*MiB+1), "logo.png": file(4, 300<<10)},
 		{"index.html": file(31, 1900), "app.js": file(32, 3*MiB+1), "video.mp4": file(33, 2*MiB-9), "new.css": file(34, 500<<10)},
 	}
 	const quota = 6*MiB + MiB/2 // the largest version is about 5.8 MiB
-	site := newVersionedSite(t)
-	site.deploy(t, versions[0])
+	site := newVersionedSite(t, versions[0])
 
-	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, DataDir: t.TempDir(), Origin: site.srv.URL, Quota: quota})
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, DataDir: t.TempDir(), Origin: site.URL(), Quota: quota})
 	// The quota holds throughout: checked at every content event.
 	overQuota := make(chan store.Usage, 1)
 	evs := seed.Store().Subscribe(ctx)
@@ -189,13 +112,13 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prev := map[string][]byte{}
+	prev := meshtest.Site{}
 	for v, files := range versions {
 		if v > 0 {
-			site.deploy(t, files)
+			setSite(t, site, files)
 			f.Check()
 		}
-		before := site.counters()
+		before := sentByPath(site)
 		up := waitEvent(ctx, t, events, mesh.SiteUpdated)
 		pinned := waitEvent(ctx, t, events, mesh.SitePinned)
 		m := pinned.Manifest
@@ -203,7 +126,7 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 			t.Fatalf("version %d: updated to %p, pinned %p with %d assets", v, up.Manifest, m, len(m.Assets))
 		}
 		// The origin sent each changed file once, unchanged ones not at all.
-		after := site.counters()
+		after := sentByPath(site)
 		for p, data := range files {
 			sent := after[p] - before[p]
 			want := int64(len(data))
@@ -230,6 +153,7 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 		}
 		// The seed serves the whole version: an app with no origin gets
 		// every byte from it.
+		pathsAfter := site.Stats().Paths
 		app := newNode(t, mesh.Config{Bootstrap: []string{seed.Addrs()[0].String()}})
 		if err := app.WaitPeers(ctx, 1); err != nil {
 			t.Fatal(err)
@@ -247,8 +171,8 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 			}
 		}
 		app.Close()
-		if got := site.counters(); fmt.Sprint(got) != fmt.Sprint(after) {
-			t.Errorf("version %d: the origin sent %v during the app's fetch (before: %v)", v, got, after)
+		if got := site.Stats().Paths; fmt.Sprint(got) != fmt.Sprint(pathsAfter) {
+			t.Errorf("version %d: the origin answered %v during the app's fetch (before: %v)", v, got, pathsAfter)
 		}
 		prev = files
 		if u := seed.Store().Usage(); u.Used > quota {
@@ -268,9 +192,8 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 func TestFollowSwapsGateway(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	site := newVersionedSite(t)
-	site.deploy(t, map[string][]byte{"index.html": []byte("<p>one")})
-	app := newNode(t, mesh.Config{Origin: site.srv.URL})
+	site := newVersionedSite(t, meshtest.Site{"index.html": []byte("<p>one")})
+	app := newNode(t, mesh.Config{Origin: site.URL()})
 	var mu sync.Mutex
 	var kinds []mesh.SiteEventKind
 	f, err := app.Follow(mesh.FollowConfig{URL: "manifest.json", Interval: time.Hour, OnEvent: func(ev mesh.SiteEvent) {
@@ -303,7 +226,7 @@ func TestFollowSwapsGateway(t *testing.T) {
 		t.Fatalf("gateway serves %q, want version one", got)
 	}
 	f.Check() // unchanged: a 304, no event
-	site.deploy(t, map[string][]byte{"index.html": []byte("<p>two")})
+	setSite(t, site, meshtest.Site{"index.html": []byte("<p>two")})
 	f.Check()
 	ev := waitEvent(ctx, t, events, mesh.SiteUpdated)
 	if ev.Previous == nil || ev.Manifest == ev.Previous || f.Manifest() != ev.Manifest {
@@ -317,10 +240,7 @@ func TestFollowSwapsGateway(t *testing.T) {
 		t.Errorf("OnEvent saw %v, want two updates", kinds)
 	}
 	mu.Unlock()
-	site.mu.Lock()
-	notMod := site.notMod
-	site.mu.Unlock()
-	if notMod < 1 {
+	if notMod := site.Stats().NotModified; notMod < 1 {
 		t.Errorf("the origin answered %d checks with 304, want at least 1", notMod)
 	}
 }
@@ -361,12 +281,11 @@ func TestLoadManifestHung(t *testing.T) {
 func TestFollowRestartUnpins(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	site := newVersionedSite(t)
 	kept, gone, added := testutil.Bytes(1, 3000), testutil.Bytes(2, 4000), testutil.Bytes(3, 5000)
-	site.deploy(t, map[string][]byte{"kept.bin": kept, "gone.bin": gone})
+	site := newVersionedSite(t, meshtest.Site{"kept.bin": kept, "gone.bin": gone})
 	dir := t.TempDir()
 	follow := func() (*mesh.Node, *manifest.Manifest) {
-		n, err := mesh.New(ctx, mesh.Config{Name: "test-mesh", Role: mesh.RoleSeed, DataDir: dir, Origin: site.srv.URL,
+		n, err := mesh.New(ctx, mesh.Config{Name: "test-mesh", Role: mesh.RoleSeed, DataDir: dir, Origin: site.URL(),
 			ListenAddrs: mesh.LoopbackAddrs(mesh.RoleSeed), MDNS: mesh.Off})
 		if err != nil {
 			t.Fatal(err)
@@ -379,8 +298,8 @@ func TestFollowRestartUnpins(t *testing.T) {
 	}
 	n, m1 := follow()
 	n.Close()
-	m2 := site.deploy(t, map[string][]byte{"kept.bin": kept, "added.bin": added})
-	before := site.counters()
+	m2 := setSite(t, site, meshtest.Site{"kept.bin": kept, "added.bin": added})
+	before := sentByPath(site)
 	n, _ = follow()
 	defer n.Close()
 	pinned := map[string]bool{}
@@ -397,7 +316,7 @@ func TestFollowRestartUnpins(t *testing.T) {
 			t.Errorf("after the restart, %s pinned = %v, want %v", tc.path, pinned[a.Cid.String()], tc.want)
 		}
 	}
-	if after := site.counters(); after["kept.bin"] != before["kept.bin"] || after["added.bin"] != int64(len(added)) {
+	if after := sentByPath(site); after["kept.bin"] != before["kept.bin"] || after["added.bin"] != int64(len(added)) {
 		t.Errorf("origin sent %v after the restart (before: %v): want added.bin once and kept.bin not again", after, before)
 	}
 }
@@ -482,11 +401,10 @@ func TestFollowUsesManifestSeeds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed})
-	site := newVersionedSite(t)
-	files := map[string][]byte{"a.js": testutil.Bytes(1, 2000)}
+	files := meshtest.Site{"a.js": testutil.Bytes(1, 2000)}
 	seedAddr := seed.Addrs()[0].String()
-	site.deploy(t, files, seedAddr, "/dns4/seed.invalid/tcp/1/p2p/not-a-peer-id")
-	app := newNode(t, mesh.Config{Origin: site.srv.URL})
+	site := newVersionedSite(t, files, seedAddr, "/dns4/seed.invalid/tcp/1/p2p/not-a-peer-id")
+	app := newNode(t, mesh.Config{Origin: site.URL()})
 	f, err := app.Follow(mesh.FollowConfig{URL: "manifest.json"})
 	if err != nil {
 		t.Fatal(err)
@@ -500,7 +418,7 @@ func TestFollowUsesManifestSeeds(t *testing.T) {
 		t.Errorf("Bootstrap after following = %q, want the manifest's one valid seed %q", got, seedAddr)
 	}
 	ch := f.Subscribe(ctx)
-	site.deploy(t, files)
+	setSite(t, site, files)
 	f.Check()
 	waitEvent(ctx, t, ch, mesh.SiteUpdated)
 	if got := app.Config().Bootstrap; len(got) != 0 {

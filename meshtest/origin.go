@@ -3,6 +3,8 @@ package meshtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -50,6 +52,10 @@ type OriginConfig struct {
 	// with 200 and no Accept-Ranges header. Default false: ranges served.
 	NoRange bool
 
+	// Seeds is the manifest's "seeds" field (multiaddrs of the site's
+	// seeds) of the site served at start. Default none.
+	Seeds []string
+
 	// Label, if set, names the client of each request (for instance from
 	// its User-Agent); Stats counts the bytes sent to each label. Default
 	// nil: no labels.
@@ -59,14 +65,13 @@ type OriginConfig struct {
 // Origin is an HTTP origin on 127.0.0.1 serving a Site and its manifest, as
 // a site's CDN would, with a shaped uplink, added latency and faults on
 // demand, counting what it actually sends. Responses carry CORS headers, so
-// that pages from other origins (browser tests) can read them. Make one with
-// NewOrigin; Close stops it. An Origin is safe for concurrent use; faults can
-// be set while it serves.
+// that pages from other origins (browser tests) can read them. The manifest
+// carries an ETag and answers a matching If-None-Match with 304. Make one
+// with NewOrigin; Close stops it. An Origin is safe for concurrent use;
+// faults can be set and the site redeployed (SetSite) while it serves.
 type Origin struct {
 	cfg      OriginConfig
-	site     Site
-	m        *manifest.Manifest
-	mj       []byte
+	cur      atomic.Pointer[version]
 	url      string
 	srv      *http.Server
 	uplink   *rate.Limiter
@@ -77,10 +82,11 @@ type Origin struct {
 
 	fault atomic.Pointer[FaultFunc]
 
-	sent, requests atomic.Int64
-	mu             sync.Mutex
-	paths          map[string]*PathStats
-	labels         map[string]int64
+	sent, requests         atomic.Int64
+	manifests, notModified atomic.Int64
+	mu                     sync.Mutex
+	paths                  map[string]*PathStats
+	labels                 map[string]int64
 }
 
 // PathStats counts the requests for one path and the body bytes sent for it.
@@ -101,6 +107,36 @@ type OriginStats struct {
 	Paths map[string]PathStats
 	// Labels holds Sent per OriginConfig.Label name.
 	Labels map[string]int64
+	// ManifestRequests counts the requests for the manifest, and
+	// NotModified those of them answered 304 (If-None-Match matched).
+	ManifestRequests, NotModified int64
+}
+
+// version is one deploy of the site: its files, its manifest and the
+// manifest's bytes and ETag.
+type version struct {
+	site Site
+	m    *manifest.Manifest
+	mj   []byte
+	etag string
+}
+
+// newVersion builds site's manifest, with seeds as its "seeds" field.
+func newVersion(site Site, seeds []string) (*version, error) {
+	m, err := site.Manifest(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	m.Seeds = seeds
+	mj, err := m.Marshal()
+	if err == nil {
+		m, err = manifest.Parse(mj) // indexed, as a client sees it
+	}
+	if err != nil {
+		return nil, fmt.Errorf("meshtest: origin: %w", err)
+	}
+	sum := sha256.Sum256(mj)
+	return &version{site: site, m: m, mj: mj, etag: `"` + hex.EncodeToString(sum[:12]) + `"`}, nil
 }
 
 // NewOrigin starts an origin on 127.0.0.1 with a port chosen by the system.
@@ -122,16 +158,13 @@ func NewOrigin(cfg OriginConfig) (*Origin, error) {
 	if cfg.Burst <= 0 {
 		cfg.Burst = 64 << 10
 	}
-	m, err := site.Manifest(context.Background())
+	v, err := newVersion(site, cfg.Seeds)
 	if err != nil {
 		return nil, err
 	}
-	mj, err := m.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("meshtest: origin: %w", err)
-	}
-	o := &Origin{cfg: cfg, site: site, m: m, mj: mj, done: make(chan struct{}), served: make(chan struct{}),
+	o := &Origin{cfg: cfg, done: make(chan struct{}), served: make(chan struct{}),
 		paths: map[string]*PathStats{}, labels: map[string]int64{}}
+	o.cur.Store(v)
 	if cfg.BytesPerSecond > 0 {
 		o.uplink = rate.NewLimiter(rate.Limit(cfg.BytesPerSecond), cfg.Burst)
 	}
@@ -156,11 +189,34 @@ func (o *Origin) URL() string { return o.url }
 // ManifestURL is the absolute URL of the site's manifest.
 func (o *Origin) ManifestURL() string { return o.url + "/" + o.cfg.ManifestPath }
 
-// Manifest is the site's manifest. Callers must not change it.
-func (o *Origin) Manifest() *manifest.Manifest { return o.m }
+// Manifest is the manifest of the site served now. Callers must not change
+// it.
+func (o *Origin) Manifest() *manifest.Manifest { return o.cur.Load().m }
 
-// Site is the site the origin serves. Callers must not change it.
-func (o *Origin) Site() Site { return o.site }
+// Site is the site the origin serves now. Callers must not change it.
+func (o *Origin) Site() Site { return o.cur.Load().site }
+
+// SetSite redeploys: from now on the origin serves site, and a manifest
+// built from it (see Site.Manifest) with seeds as its "seeds" field, which
+// it returns. Files and manifest change together: a request sees the old
+// version or the new one, never a mix. Requests under way finish with the
+// version they started with; the counts go on across versions. The origin
+// keeps site: do not change it afterwards. Safe to call while the origin
+// serves.
+func (o *Origin) SetSite(site Site, seeds ...string) (*manifest.Manifest, error) {
+	v, err := newVersion(site, seeds)
+	if err != nil {
+		return nil, err
+	}
+	o.cur.Store(v)
+	return v.m, nil
+}
+
+// Handler is the origin's HTTP handler, for serving the origin without its
+// listener: say, from an in-memory http.RoundTripper in a testing/synctest
+// bubble. What it serves is counted as the listener's requests are; Close
+// does not wait for its requests, the caller does.
+func (o *Origin) Handler() http.Handler { return http.HandlerFunc(o.handle) }
 
 // Sent returns the asset body bytes sent so far (see OriginStats.Sent).
 func (o *Origin) Sent() int64 { return o.sent.Load() }
@@ -172,7 +228,8 @@ func (o *Origin) Requests() int64 { return o.requests.Load() }
 func (o *Origin) Stats() OriginStats {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	s := OriginStats{Requests: o.requests.Load(), Sent: o.sent.Load(), Paths: map[string]PathStats{}, Labels: map[string]int64{}}
+	s := OriginStats{Requests: o.requests.Load(), Sent: o.sent.Load(), Paths: map[string]PathStats{}, Labels: map[string]int64{},
+		ManifestRequests: o.manifests.Load(), NotModified: o.notModified.Load()}
 	for p, ps := range o.paths {
 		s.Paths[p] = *ps
 	}
@@ -197,6 +254,10 @@ func (o *Origin) Close() {
 func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
 	o.handlers.Add(1)
 	defer o.handlers.Done()
+	o.handle(w, r)
+}
+
+func (o *Origin) handle(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Headers", "Range")
@@ -206,12 +267,12 @@ func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := strings.TrimPrefix(r.URL.Path, "/")
+	v := o.cur.Load()
 	if p == o.cfg.ManifestPath {
-		h.Set("Content-Type", "application/json")
-		w.Write(o.mj)
+		o.serveManifest(w, r, v)
 		return
 	}
-	data, ok := o.site[p]
+	data, ok := v.site[p]
 	if !ok {
 		http.NotFound(w, r)
 		return
@@ -246,6 +307,21 @@ func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
 	if pw.abort {
 		panic(http.ErrAbortHandler) // cut the connection mid-body
 	}
+}
+
+// serveManifest serves v's manifest with its ETag, 304 on a matching
+// If-None-Match.
+func (o *Origin) serveManifest(w http.ResponseWriter, r *http.Request, v *version) {
+	o.manifests.Add(1)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Etag", v.etag)
+	if r.Header.Get("If-None-Match") == v.etag {
+		o.notModified.Add(1)
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Write(v.mj)
 }
 
 // wait waits d (forever if d < 0) and reports false if the request or the
