@@ -80,6 +80,11 @@ func (s *seed) pinned(ctx context.Context, path string) *manifest.Manifest {
 	}
 }
 
+// failAll makes every asset request to the origin fail.
+func failAll(*http.Request) meshtest.Fault {
+	return meshtest.Fault{Kind: meshtest.FaultStatus, Status: http.StatusServiceUnavailable}
+}
+
 // lockedBuffer collects what the app prints.
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -103,7 +108,9 @@ func (b *lockedBuffer) String() string {
 // by the seeds its site's manifest lists, serves the site from the seed,
 // follows a redeploy (changed, added and removed files) and, after the
 // seed restarts on the same address, reconnects within 10 s and again gets
-// from the seed what only the seed holds.
+// from the seed what only the seed holds. Once the seed has pinned a
+// version, the origin fails every asset request: every byte the app
+// serves must come from the seed, its first page load included.
 func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -123,6 +130,7 @@ func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.pinned(ctx, "video.mp4")
+	origin.SetFault(failAll) // from now on, only the seed can serve the site
 
 	// The app. PeerTimeout is generous: the test is about the app's life,
 	// not the 200 ms race, which -race on a loaded machine can lose.
@@ -166,17 +174,20 @@ func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 		t.Fatalf("the app did not find the mesh ready: %s", out)
 	}
 
-	// Version one comes from the seed: the origin sends no asset byte.
-	fromSeed(ctx, t, n, origin, gw, v1, "index.html", "app.js", "old.css")
+	// The first page load, right after the app serves: version one comes
+	// from the seed.
+	fromSeed(t, n, origin, gw, v1, "index.html", "app.js", "old.css")
 
 	// Version two: index.html changed, new.js added, old.css removed.
 	v2 := meshtest.Site{"index.html": []byte("<!doctype html><h1>version two</h1>"), "app.js": v1["app.js"],
 		"new.js": testutil.Bytes(4, 100<<10), "video.mp4": v1["video.mp4"]}
+	origin.SetFault(nil)
 	if _, err := origin.SetSite(v2, seedAddr); err != nil {
 		t.Fatal(err)
 	}
 	s.f.Check()
 	s.pinned(ctx, "new.js")
+	origin.SetFault(failAll)
 	select {
 	case m := <-updated:
 		if _, ok := m.Lookup("new.js"); !ok {
@@ -188,19 +199,24 @@ func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 	if got := out.String(); !strings.Contains(got, "site updated: 4 assets now (was 4)") {
 		t.Errorf("the app printed %q, want it to say the site was updated", got)
 	}
-	fromSeed(ctx, t, n, origin, gw, v2, "index.html", "new.js")
+	for _, p := range []string{"index.html", "new.js"} { // announced by the seed as it pinned them
+		a, _ := origin.Manifest().Lookup(p)
+		if err := meshtest.WaitProvider(ctx, n, a.Cid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fromSeed(t, n, origin, gw, v2, "index.html", "new.js")
 	if code, _ := get(t, gw+"old.css"); code != http.StatusNotFound {
 		t.Errorf("GET old.css after it left the site = %d, want 404", code)
 	}
 
 	// The seed restarts on the same address; the app reconnects within
-	// 10 s, and what only the seed holds (the origin now fails video.mp4)
-	// comes from it.
+	// 10 s, and what only the seed holds (video.mp4, never fetched by the
+	// app) comes from it.
 	if err := s.n.Close(); err != nil {
 		t.Fatal(err)
 	}
 	awaitConnected(ctx, t, n, seedID, false)
-	origin.SetFault(meshtest.FaultPath("video.mp4", meshtest.Fault{Kind: meshtest.FaultStatus, Status: http.StatusInternalServerError}))
 	restarted := time.Now()
 	startSeed(ctx, t, s)
 	if s.n.ID() != seedID || s.n.Addrs()[0].String() != seedAddr {
@@ -210,23 +226,20 @@ func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 	defer cancelWithin()
 	awaitConnected(within, t, n, seedID, true)
 	t.Logf("the app reconnected %v after the seed restarted", time.Since(restarted).Round(time.Millisecond))
-	fromSeed(ctx, t, n, origin, gw, v2, "video.mp4")
+	fromSeed(t, n, origin, gw, v2, "video.mp4")
 }
 
 // fromSeed gets each path of site through the app's gateway at gw and
 // checks its bytes, and that they came from peers: the app's node counts
 // them as peer bytes, none from the origin, and the origin had no request
 // for the path.
-func fromSeed(ctx context.Context, t *testing.T, n *mesh.Node, origin *meshtest.Origin, gw string, site meshtest.Site, paths ...string) {
+func fromSeed(t *testing.T, n *mesh.Node, origin *meshtest.Origin, gw string, site meshtest.Site, paths ...string) {
 	t.Helper()
 	m := origin.Manifest()
 	for _, p := range paths {
 		a, ok := m.Lookup(p)
 		if !ok {
 			t.Fatalf("%s is not in the site's manifest", p)
-		}
-		if err := meshtest.WaitProvider(ctx, n, a.Cid); err != nil {
-			t.Fatal(err)
 		}
 		before, originBefore := n.Stats().Fetch, origin.Stats().Paths[p]
 		code, body := get(t, gw+p)
