@@ -36,6 +36,7 @@ type Fetcher struct {
 	ownHTTP *http.Transport
 	metrics *metrics
 	served  atomic.Int64
+	direct  directWants // first wants sent to providers directly (firstwant.go)
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc

@@ -283,6 +283,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		}
 		return
 	}
+	g.f.direct.received(g.f, p, m.Blocks()) // firstwant.go: before bitswap, which may not want them yet
 	for _, rv := range rs {
 		rv.ReceiveMessage(ctx, p, m)
 	}

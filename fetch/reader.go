@@ -145,6 +145,7 @@ type Reader struct {
 	lastPeer   time.Time   // last delivery from a peer
 	peerTimes  []time.Time // the last peerRateWindow deliveries from peers
 	waitSince  time.Time   // a Read has been waiting since
+	askedFirst bool        // a provider was asked directly (firstwant.go)
 }
 
 // Open starts fetching t and returns a Reader positioned at 0. The fetch
@@ -734,10 +735,12 @@ func (r *Reader) goPeers(idx []int, cur int, leaves []store.Leaf, reqs []*req, b
 		reqOf[i] = reqs[k]
 	}
 	r.f.guard.order(cids, dist)
+	first := r.askFirst(idx, leaves, reqs) // firstwant.go
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		defer b.cancel()
+		first.lead() // firstwant.go
 		ch, err := r.sess.GetBlocks(b.ctx, cids)
 		if err == nil {
 			for blk := range ch {
@@ -746,8 +749,11 @@ func (r *Reader) goPeers(idx []int, cur int, leaves []store.Leaf, reqs []*req, b
 				if p == "" {
 					continue // our own copy (from the origin) that ended the want
 				}
+				skip := r.f.direct.took(first, c) // the leaf the first want delivered
 				for _, i := range where[c] {
-					r.deliver(i, blk.RawData(), SourcePeer, p, reqOf[i])
+					if i != skip {
+						r.deliver(i, blk.RawData(), SourcePeer, p, reqOf[i])
+					}
 				}
 			}
 		}

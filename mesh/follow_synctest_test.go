@@ -46,9 +46,11 @@ func (m *memSite) RoundTrip(req *http.Request) (*http.Response, error) {
 // that hangs fails the check after exactly ManifestTimeout (30 s by
 // default), the version in effect staying.
 func TestFollowTiming(t *testing.T) {
-	site := newVersionedSite(t, meshtest.Site{"index.html": []byte("one")})
+	// Made outside the bubble: its listener's goroutine is not the
+	// bubble's; inside, requests reach it in memory.
+	site := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: meshtest.Site{"index.html": []byte("one")}})
 	synctest.Test(t, func(t *testing.T) {
-		tr := &memSite{h: site.Handler()}
+		tr := &memSite{h: site}
 		n, err := mesh.New(context.Background(), mesh.Config{Name: "test-mesh", InMemory: true, Origin: "http://origin.invalid",
 			MDNS: mesh.Off, NATPortMap: mesh.Off, DisableDHT: true, HTTPClient: &http.Client{Transport: tr},
 			Libp2pOptions: []libp2p.Option{libp2p.NoListenAddrs, libp2p.NoTransports}})
@@ -72,7 +74,7 @@ func TestFollowTiming(t *testing.T) {
 		}
 		// Unchanged at 1 min and 2 min (304s); the deploy is seen at 3 min.
 		time.Sleep(2*time.Minute + 30*time.Second)
-		setSite(t, site, meshtest.Site{"index.html": []byte("two")})
+		deploySite(t, site, map[string][]byte{"index.html": []byte("two")})
 		if ev, d := next(); ev.Kind != mesh.SiteUpdated || d != 3*time.Minute {
 			t.Errorf("second event %v after %v, want an update at 3m", ev.Kind, d)
 		}

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -21,27 +19,25 @@ import (
 	"github.com/meshcdn/meshcdn/store"
 )
 
-// newVersionedSite starts an origin for a site to be redeployed (with
-// SetSite) serving files, with seeds in its manifest.
-func newVersionedSite(t *testing.T, files meshtest.Site, seeds ...string) *meshtest.Origin {
-	return meshtest.StartOrigin(t, meshtest.OriginConfig{Site: files, Seeds: seeds})
-}
-
-// deploy publishes a new version of the site: files and their manifest.
-func setSite(t *testing.T, o *meshtest.Origin, files meshtest.Site, seeds ...string) *manifest.Manifest {
+// deploySite publishes a new version of the site on o: files (path to bytes)
+// and its manifest, swapped together (see meshtest.Origin.SetSite).
+func deploySite(t *testing.T, o *meshtest.Origin, files map[string][]byte) *manifest.Manifest {
 	t.Helper()
-	m, err := o.SetSite(files, seeds...)
+	m, err := o.SetSite(files)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
-// sentByPath returns the asset body bytes o has sent per path.
-func sentByPath(o *meshtest.Origin) map[string]int64 {
+// counters returns the body bytes o has sent per path, for the paths it
+// has sent any of.
+func counters(o *meshtest.Origin) map[string]int64 {
 	out := map[string]int64{}
 	for p, ps := range o.Stats().Paths {
-		out[p] = ps.Sent
+		if ps.Sent > 0 {
+			out[p] = ps.Sent
+		}
 	}
 	return out
 }
@@ -79,14 +75,15 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	file := func(seed uint64, size int64) []byte { return testutil.Bytes(seed, size) }
-	versions := []meshtest.Site{
+	versions := []map[string][]byte{
 		{"index.html": file(1, 2000), "app.js": file(2, 3*MiB+5), "video.mp4": file(3, 2*MiB), "logo.png": file(4, 300<<10)},
 		{"index.html": file(11, 2100), "app.js": file(12, 3*MiB+7), "video.mp4": file(3, 2*MiB), "logo.png": file(4, 300<<10)},
 		{"index.html": file(21, 2200), "app.js": file(12, 3*MiB+7), "video.mp4": file(23, 2*MiB+1), "logo.png": file(4, 300<<10)},
 		{"index.html": file(31, 1900), "app.js": file(32, 3*MiB+1), "video.mp4": file(33, 2*MiB-9), "new.css": file(34, 500<<10)},
 	}
 	const quota = 6*MiB + MiB/2 // the largest version is about 5.8 MiB
-	site := newVersionedSite(t, versions[0])
+	site := meshtest.StartOrigin(t, meshtest.OriginConfig{})
+	deploySite(t, site, versions[0])
 
 	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, DataDir: t.TempDir(), Origin: site.URL(), Quota: quota})
 	// The quota holds throughout: checked at every content event.
@@ -112,13 +109,13 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prev := meshtest.Site{}
+	prev := map[string][]byte{}
 	for v, files := range versions {
 		if v > 0 {
-			setSite(t, site, files)
+			deploySite(t, site, files)
 			f.Check()
 		}
-		before := sentByPath(site)
+		before := counters(site)
 		up := waitEvent(ctx, t, events, mesh.SiteUpdated)
 		pinned := waitEvent(ctx, t, events, mesh.SitePinned)
 		m := pinned.Manifest
@@ -126,7 +123,7 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 			t.Fatalf("version %d: updated to %p, pinned %p with %d assets", v, up.Manifest, m, len(m.Assets))
 		}
 		// The origin sent each changed file once, unchanged ones not at all.
-		after := sentByPath(site)
+		after := counters(site)
 		for p, data := range files {
 			sent := after[p] - before[p]
 			want := int64(len(data))
@@ -153,7 +150,6 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 		}
 		// The seed serves the whole version: an app with no origin gets
 		// every byte from it.
-		pathsAfter := site.Stats().Paths
 		app := newNode(t, mesh.Config{Bootstrap: []string{seed.Addrs()[0].String()}})
 		if err := app.WaitPeers(ctx, 1); err != nil {
 			t.Fatal(err)
@@ -171,8 +167,8 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 			}
 		}
 		app.Close()
-		if got := site.Stats().Paths; fmt.Sprint(got) != fmt.Sprint(pathsAfter) {
-			t.Errorf("version %d: the origin answered %v during the app's fetch (before: %v)", v, got, pathsAfter)
+		if got := counters(site); fmt.Sprint(got) != fmt.Sprint(after) {
+			t.Errorf("version %d: the origin sent %v during the app's fetch (before: %v)", v, got, after)
 		}
 		prev = files
 		if u := seed.Store().Usage(); u.Used > quota {
@@ -192,7 +188,8 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 func TestFollowSwapsGateway(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	site := newVersionedSite(t, meshtest.Site{"index.html": []byte("<p>one")})
+	site := meshtest.StartOrigin(t, meshtest.OriginConfig{})
+	deploySite(t, site, map[string][]byte{"index.html": []byte("<p>one")})
 	app := newNode(t, mesh.Config{Origin: site.URL()})
 	var mu sync.Mutex
 	var kinds []mesh.SiteEventKind
@@ -226,7 +223,7 @@ func TestFollowSwapsGateway(t *testing.T) {
 		t.Fatalf("gateway serves %q, want version one", got)
 	}
 	f.Check() // unchanged: a 304, no event
-	setSite(t, site, meshtest.Site{"index.html": []byte("<p>two")})
+	deploySite(t, site, map[string][]byte{"index.html": []byte("<p>two")})
 	f.Check()
 	ev := waitEvent(ctx, t, events, mesh.SiteUpdated)
 	if ev.Previous == nil || ev.Manifest == ev.Previous || f.Manifest() != ev.Manifest {
@@ -240,7 +237,8 @@ func TestFollowSwapsGateway(t *testing.T) {
 		t.Errorf("OnEvent saw %v, want two updates", kinds)
 	}
 	mu.Unlock()
-	if notMod := site.Stats().NotModified; notMod < 1 {
+	notMod := site.Stats().ManifestNotModified
+	if notMod < 1 {
 		t.Errorf("the origin answered %d checks with 304, want at least 1", notMod)
 	}
 }
@@ -250,7 +248,7 @@ func TestFollowSwapsGateway(t *testing.T) {
 // context.DeadlineExceeded, and the follower reports it and keeps going.
 func TestLoadManifestHung(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	n := newNode(t, mesh.Config{Origin: hungListener(t), ManifestTimeout: timeout})
+	n := newNode(t, mesh.Config{Origin: hungOrigin(t), ManifestTimeout: timeout})
 	start := time.Now()
 	_, err := n.LoadManifest(context.Background(), "manifest.json")
 	if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d < timeout || d > timeout+5*time.Second {
@@ -281,8 +279,9 @@ func TestLoadManifestHung(t *testing.T) {
 func TestFollowRestartUnpins(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	site := meshtest.StartOrigin(t, meshtest.OriginConfig{})
 	kept, gone, added := testutil.Bytes(1, 3000), testutil.Bytes(2, 4000), testutil.Bytes(3, 5000)
-	site := newVersionedSite(t, meshtest.Site{"kept.bin": kept, "gone.bin": gone})
+	deploySite(t, site, map[string][]byte{"kept.bin": kept, "gone.bin": gone})
 	dir := t.TempDir()
 	follow := func() (*mesh.Node, *manifest.Manifest) {
 		n, err := mesh.New(ctx, mesh.Config{Name: "test-mesh", Role: mesh.RoleSeed, DataDir: dir, Origin: site.URL(),
@@ -298,8 +297,8 @@ func TestFollowRestartUnpins(t *testing.T) {
 	}
 	n, m1 := follow()
 	n.Close()
-	m2 := setSite(t, site, meshtest.Site{"kept.bin": kept, "added.bin": added})
-	before := sentByPath(site)
+	m2 := deploySite(t, site, map[string][]byte{"kept.bin": kept, "added.bin": added})
+	before := counters(site)
 	n, _ = follow()
 	defer n.Close()
 	pinned := map[string]bool{}
@@ -316,38 +315,9 @@ func TestFollowRestartUnpins(t *testing.T) {
 			t.Errorf("after the restart, %s pinned = %v, want %v", tc.path, pinned[a.Cid.String()], tc.want)
 		}
 	}
-	if after := sentByPath(site); after["kept.bin"] != before["kept.bin"] || after["added.bin"] != int64(len(added)) {
+	if after := counters(site); after["kept.bin"] != before["kept.bin"] || after["added.bin"] != int64(len(added)) {
 		t.Errorf("origin sent %v after the restart (before: %v): want added.bin once and kept.bin not again", after, before)
 	}
-}
-
-// hungListener accepts connections and never answers.
-func hungListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "http://" + ln.Addr().String()
 }
 
 // TestNodeOriginTimeouts: Config.OriginHeaderTimeout reaches the node's
@@ -370,7 +340,7 @@ func TestNodeOriginTimeouts(t *testing.T) {
 		origin   string
 		deadline bool
 	}{
-		{"hung", hungListener(t), true},
+		{"hung", hungOrigin(t), true},
 		{"404", notFound.URL, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -390,38 +360,5 @@ func TestNodeOriginTimeouts(t *testing.T) {
 				t.Errorf("failed after %v, want about %v or less", d, timeout)
 			}
 		})
-	}
-}
-
-// TestFollowUsesManifestSeeds: an app configured with no bootstrap peer
-// follows a site whose manifest lists its seed; the app connects to the
-// seed and keeps it as a bootstrap peer, and a version that lists no seed
-// leaves the app with its own configuration again.
-func TestFollowUsesManifestSeeds(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed})
-	files := meshtest.Site{"a.js": testutil.Bytes(1, 2000)}
-	seedAddr := seed.Addrs()[0].String()
-	site := newVersionedSite(t, files, seedAddr, "/dns4/seed.invalid/tcp/1/p2p/not-a-peer-id")
-	app := newNode(t, mesh.Config{Origin: site.URL()})
-	f, err := app.Follow(mesh.FollowConfig{URL: "manifest.json"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
-	awaitConnectedness(ctx, t, app, seed.ID(), true)
-	if got := app.Config().Bootstrap; !slices.Equal(got, []string{seedAddr}) {
-		t.Errorf("Bootstrap after following = %q, want the manifest's one valid seed %q", got, seedAddr)
-	}
-	ch := f.Subscribe(ctx)
-	setSite(t, site, files)
-	f.Check()
-	waitEvent(ctx, t, ch, mesh.SiteUpdated)
-	if got := app.Config().Bootstrap; len(got) != 0 {
-		t.Errorf("Bootstrap after a version without seeds = %q, want none", got)
 	}
 }

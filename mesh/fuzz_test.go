@@ -8,8 +8,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 // fuzzSite is a node holding a small site, and its gateway.
@@ -38,24 +37,10 @@ func newFuzzSite(f *testing.F) *fuzzSite {
 		"empty.txt":    {},
 		"css/site.css": testutil.Bytes(3, 4000),
 	}}
-	dir := f.TempDir()
-	for p, data := range s.files {
-		name := filepath.Join(dir, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-			f.Fatal(err)
-		}
-		if err := os.WriteFile(name, data, 0o644); err != nil {
-			f.Fatal(err)
-		}
-	}
-	m, err := manifest.FromDir(context.Background(), dir)
-	if err != nil {
-		f.Fatal(err)
-	}
+	origin := meshtest.StartOrigin(f, meshtest.OriginConfig{Site: s.files})
+	m := origin.Manifest()
 	s.m = m
-	origin := httptest.NewServer(http.FileServer(http.Dir(dir)))
-	f.Cleanup(origin.Close)
-	n, err := mesh.New(context.Background(), mesh.Config{Name: "fuzz", InMemory: true, Origin: origin.URL,
+	n, err := mesh.New(context.Background(), mesh.Config{Name: "fuzz", InMemory: true, Origin: origin.URL(),
 		ListenAddrs: mesh.LoopbackAddrs(mesh.RoleApp), MDNS: mesh.Off, NATPortMap: mesh.Off})
 	if err != nil {
 		f.Fatal(err)

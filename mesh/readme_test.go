@@ -53,9 +53,12 @@ func readmeApp(ctx context.Context, cfg mesh.Config, ln net.Listener) error {
 	return http.Serve(ln, gw)
 }
 
-// failAll makes every asset request to the origin fail: from then on, only
-// peers can serve the site.
-func failAll(r *http.Request) meshtest.Fault {
+// failAssets makes every asset request to the origin fail (the manifest's
+// are served): from then on, only peers can serve the site.
+func failAssets(r *http.Request) meshtest.Fault {
+	if r.URL.Path == "/manifest.json" {
+		return meshtest.Fault{}
+	}
 	return meshtest.Fault{Kind: meshtest.FaultStatus, Status: http.StatusServiceUnavailable}
 }
 
@@ -82,7 +85,9 @@ func TestREADMESnippetThroughUpdateAndSeedRestart(t *testing.T) {
 	defer func() { seed.Close() }()
 	seedCfg.ListenAddrs = listenAddrsOf(seed) // the same port on restart
 	seedAddr := seed.Addrs()[0].String()
-	setSite(t, origin, v1, seedAddr)
+	if _, err := origin.SetSeeds(seedAddr); err != nil {
+		t.Fatal(err)
+	}
 	// The seed's own address is among the manifest's seeds: it does not
 	// bootstrap to itself.
 	events := make(chan mesh.SiteEvent, 16)
@@ -96,7 +101,7 @@ func TestREADMESnippetThroughUpdateAndSeedRestart(t *testing.T) {
 		return f
 	}
 	f := seedFollow()
-	origin.SetFault(failAll)
+	origin.SetFault(failAssets)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -127,10 +132,10 @@ func TestREADMESnippetThroughUpdateAndSeedRestart(t *testing.T) {
 	v2 := meshtest.Site{"index.html": []byte("<h1>two"), "app.js": v1["app.js"], "new.js": testutil.Bytes(4, 50<<10),
 		"video.mp4": v1["video.mp4"]}
 	origin.SetFault(nil)
-	setSite(t, origin, v2, seedAddr)
+	deploySite(t, origin, v2)
 	f.Check()
 	waitEvent(ctx, t, events, mesh.SitePinned)
-	origin.SetFault(failAll)
+	origin.SetFault(failAssets)
 	for _, p := range []string{"index.html", "new.js"} {
 		waitFor(ctx, t, "the app to serve version two's "+p, func() bool {
 			code, body := httpGet(t, gw+p)

@@ -58,7 +58,7 @@ func TestCrowdSeedServesApps(t *testing.T) {
 	// wiring and accounting, not the 200 ms race, which -race on a loaded
 	// machine can lose.
 	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: o, Seeds: 1, Apps: 5, Arrival: meshtest.Staggered(300 * time.Millisecond),
-		App: mesh.Config{PeerTimeout: 5 * time.Second}, WaitProvider: 5 * time.Second})
+		App: mesh.Config{PeerTimeout: 5 * time.Second}, WaitProvider: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,8 +29,11 @@ func Example() {
 		Seeds:  1,
 		Apps:   4,
 		// The configuration under test.
-		App:     mesh.Config{PeerTimeout: 2 * time.Second, Quota: 64 << 20},
+		App:     mesh.Config{PeerTimeout: 5 * time.Second, Quota: 64 << 20},
 		Arrival: meshtest.Staggered(500 * time.Millisecond),
+		// Each app waits until it has heard who holds the site (at
+		// most 10 s: generous, for a loaded test machine).
+		WaitProvider: 10 * time.Second,
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -44,12 +44,14 @@ type Fault struct {
 	Delay time.Duration
 }
 
-// FaultFunc picks the fault for a request to an asset (never the manifest).
+// FaultFunc picks the fault for a request. FaultStatus and FaultHang apply
+// to every request (the manifest's, and paths the site does not have);
+// FaultStall, FaultTruncate, FaultCorrupt and Delay only to asset requests.
 // It runs on the request's goroutine, concurrently with other requests, and
 // must not keep r.
 type FaultFunc func(r *http.Request) Fault
 
-// SetFault makes fn decide the fault of every asset request from now on;
+// SetFault makes fn decide the fault of every request from now on;
 // nil serves every request normally again. Requests under way keep the fault
 // they were given. Safe to call while the origin serves.
 func (o *Origin) SetFault(fn FaultFunc) {
@@ -59,6 +61,9 @@ func (o *Origin) SetFault(fn FaultFunc) {
 	}
 	o.fault.Store(&fn)
 }
+
+// FaultAll returns a FaultFunc that gives f to every request.
+func FaultAll(f Fault) FaultFunc { return func(*http.Request) Fault { return f } }
 
 // FaultPath returns a FaultFunc that gives f to requests for path p and
 // serves the others normally.

@@ -53,7 +53,8 @@ type OriginConfig struct {
 	NoRange bool
 
 	// Seeds is the manifest's "seeds" field (multiaddrs of the site's
-	// seeds) of the site served at start. Default none.
+	// seeds, see manifest.Manifest.Seeds) until SetSeeds changes it.
+	// Default none.
 	Seeds []string
 
 	// Label, if set, names the client of each request (for instance from
@@ -65,28 +66,54 @@ type OriginConfig struct {
 // Origin is an HTTP origin on 127.0.0.1 serving a Site and its manifest, as
 // a site's CDN would, with a shaped uplink, added latency and faults on
 // demand, counting what it actually sends. Responses carry CORS headers, so
-// that pages from other origins (browser tests) can read them. The manifest
-// carries an ETag and answers a matching If-None-Match with 304. Make one
-// with NewOrigin; Close stops it. An Origin is safe for concurrent use;
-// faults can be set and the site redeployed (SetSite) while it serves.
+// that pages from other origins (browser tests) can read them. Make one with
+// NewOrigin; Close stops it. An Origin is safe for concurrent use; faults can
+// be set while it serves.
 type Origin struct {
-	cfg      OriginConfig
-	cur      atomic.Pointer[version]
-	url      string
-	srv      *http.Server
-	uplink   *rate.Limiter
-	done     chan struct{}
-	handlers sync.WaitGroup
-	served   chan struct{}
-	close    sync.Once
+	cfg       OriginConfig
+	version   atomic.Pointer[version]
+	deploying sync.Mutex // SetSite and SetSeeds, one at a time
+	url       string
+	srv       *http.Server
+	uplink    *rate.Limiter
+	done      chan struct{}
+	handlers  sync.WaitGroup
+	served    chan struct{}
+	close     sync.Once
 
 	fault atomic.Pointer[FaultFunc]
 
-	sent, requests         atomic.Int64
-	manifests, notModified atomic.Int64
-	mu                     sync.Mutex
-	paths                  map[string]*PathStats
-	labels                 map[string]int64
+	sent, requests    atomic.Int64
+	manifests, notMod atomic.Int64
+	mu                sync.Mutex
+	paths             map[string]*PathStats
+	labels            map[string]int64
+}
+
+// version is a site and its manifest, as served together.
+type version struct {
+	site  Site
+	seeds []string
+	m     *manifest.Manifest
+	mj    []byte
+	etag  string
+}
+
+func newVersion(site Site, seeds []string) (*version, error) {
+	m, err := site.Manifest(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	m.Seeds = seeds
+	mj, err := m.Marshal()
+	if err == nil && len(seeds) > 0 {
+		_, err = manifest.Parse(mj) // seeds a client would refuse
+	}
+	if err != nil {
+		return nil, fmt.Errorf("meshtest: origin: %w", err)
+	}
+	sum := sha256.Sum256(mj)
+	return &version{site: site, seeds: seeds, m: m, mj: mj, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}, nil
 }
 
 // PathStats counts the requests for one path and the body bytes sent for it.
@@ -107,36 +134,9 @@ type OriginStats struct {
 	Paths map[string]PathStats
 	// Labels holds Sent per OriginConfig.Label name.
 	Labels map[string]int64
-	// ManifestRequests counts the requests for the manifest, and
-	// NotModified those of them answered 304 (If-None-Match matched).
-	ManifestRequests, NotModified int64
-}
-
-// version is one deploy of the site: its files, its manifest and the
-// manifest's bytes and ETag.
-type version struct {
-	site Site
-	m    *manifest.Manifest
-	mj   []byte
-	etag string
-}
-
-// newVersion builds site's manifest, with seeds as its "seeds" field.
-func newVersion(site Site, seeds []string) (*version, error) {
-	m, err := site.Manifest(context.Background())
-	if err != nil {
-		return nil, err
-	}
-	m.Seeds = seeds
-	mj, err := m.Marshal()
-	if err == nil {
-		m, err = manifest.Parse(mj) // indexed, as a client sees it
-	}
-	if err != nil {
-		return nil, fmt.Errorf("meshtest: origin: %w", err)
-	}
-	sum := sha256.Sum256(mj)
-	return &version{site: site, m: m, mj: mj, etag: `"` + hex.EncodeToString(sum[:12]) + `"`}, nil
+	// ManifestRequests counts requests for the manifest; ManifestNotModified
+	// those answered 304 (If-None-Match with the current ETag).
+	ManifestRequests, ManifestNotModified int64
 }
 
 // NewOrigin starts an origin on 127.0.0.1 with a port chosen by the system.
@@ -164,7 +164,7 @@ func NewOrigin(cfg OriginConfig) (*Origin, error) {
 	}
 	o := &Origin{cfg: cfg, done: make(chan struct{}), served: make(chan struct{}),
 		paths: map[string]*PathStats{}, labels: map[string]int64{}}
-	o.cur.Store(v)
+	o.version.Store(v)
 	if cfg.BytesPerSecond > 0 {
 		o.uplink = rate.NewLimiter(rate.Limit(cfg.BytesPerSecond), cfg.Burst)
 	}
@@ -173,7 +173,7 @@ func NewOrigin(cfg OriginConfig) (*Origin, error) {
 		return nil, fmt.Errorf("meshtest: origin: %w", err)
 	}
 	o.url = "http://" + ln.Addr().String()
-	o.srv = &http.Server{Handler: http.HandlerFunc(o.serve), ReadHeaderTimeout: 10 * time.Second,
+	o.srv = &http.Server{Handler: http.HandlerFunc(o.serveTracked), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: discardLog}
 	go func() {
 		defer close(o.served)
@@ -189,34 +189,40 @@ func (o *Origin) URL() string { return o.url }
 // ManifestURL is the absolute URL of the site's manifest.
 func (o *Origin) ManifestURL() string { return o.url + "/" + o.cfg.ManifestPath }
 
-// Manifest is the manifest of the site served now. Callers must not change
-// it.
-func (o *Origin) Manifest() *manifest.Manifest { return o.cur.Load().m }
+// Manifest is the current site's manifest. Callers must not change it.
+func (o *Origin) Manifest() *manifest.Manifest { return o.version.Load().m }
 
 // Site is the site the origin serves now. Callers must not change it.
-func (o *Origin) Site() Site { return o.cur.Load().site }
+func (o *Origin) Site() Site { return o.version.Load().site }
 
-// SetSite redeploys: from now on the origin serves site, and a manifest
-// built from it (see Site.Manifest) with seeds as its "seeds" field, which
-// it returns. Files and manifest change together: a request sees the old
-// version or the new one, never a mix. Requests under way finish with the
-// version they started with; the counts go on across versions. The origin
-// keeps site: do not change it afterwards. Safe to call while the origin
+// SetSite deploys a new version of the site: from now on the origin serves
+// site and its manifest (with a new ETag), atomically; requests under way
+// finish with the version they started with. The manifest keeps the seeds
+// in effect (see SetSeeds). It returns the new manifest. Safe to call while
+// the origin serves.
+func (o *Origin) SetSite(site Site) (*manifest.Manifest, error) {
+	return o.deploy(func(v *version) (*version, error) { return newVersion(site, v.seeds) })
+}
+
+// SetSeeds publishes the site again with seeds as its manifest's "seeds"
+// field (a new ETag; the files stay), as a deploy that moves the site's
+// seeds would. It returns the new manifest. Safe to call while the origin
 // serves.
-func (o *Origin) SetSite(site Site, seeds ...string) (*manifest.Manifest, error) {
-	v, err := newVersion(site, seeds)
+func (o *Origin) SetSeeds(seeds ...string) (*manifest.Manifest, error) {
+	return o.deploy(func(v *version) (*version, error) { return newVersion(v.site, seeds) })
+}
+
+// deploy replaces the version in effect with next's answer.
+func (o *Origin) deploy(next func(*version) (*version, error)) (*manifest.Manifest, error) {
+	o.deploying.Lock()
+	defer o.deploying.Unlock()
+	v, err := next(o.version.Load())
 	if err != nil {
 		return nil, err
 	}
-	o.cur.Store(v)
+	o.version.Store(v)
 	return v.m, nil
 }
-
-// Handler is the origin's HTTP handler, for serving the origin without its
-// listener: say, from an in-memory http.RoundTripper in a testing/synctest
-// bubble. What it serves is counted as the listener's requests are; Close
-// does not wait for its requests, the caller does.
-func (o *Origin) Handler() http.Handler { return http.HandlerFunc(o.handle) }
 
 // Sent returns the asset body bytes sent so far (see OriginStats.Sent).
 func (o *Origin) Sent() int64 { return o.sent.Load() }
@@ -229,7 +235,7 @@ func (o *Origin) Stats() OriginStats {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	s := OriginStats{Requests: o.requests.Load(), Sent: o.sent.Load(), Paths: map[string]PathStats{}, Labels: map[string]int64{},
-		ManifestRequests: o.manifests.Load(), NotModified: o.notModified.Load()}
+		ManifestRequests: o.manifests.Load(), ManifestNotModified: o.notMod.Load()}
 	for p, ps := range o.paths {
 		s.Paths[p] = *ps
 	}
@@ -251,13 +257,19 @@ func (o *Origin) Close() {
 	})
 }
 
-func (o *Origin) serve(w http.ResponseWriter, r *http.Request) {
+// serveTracked serves a request from the origin's listener; Close waits
+// for it.
+func (o *Origin) serveTracked(w http.ResponseWriter, r *http.Request) {
 	o.handlers.Add(1)
 	defer o.handlers.Done()
-	o.handle(w, r)
+	o.ServeHTTP(w, r)
 }
 
-func (o *Origin) handle(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP answers one request as the origin does on its listener: for
+// tests that carry requests in memory (a testing/synctest bubble). Such
+// requests are the caller's: Close ends their hangs and stalls but does not
+// wait for them.
+func (o *Origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Headers", "Range")
@@ -267,23 +279,26 @@ func (o *Origin) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := strings.TrimPrefix(r.URL.Path, "/")
-	v := o.cur.Load()
-	if p == o.cfg.ManifestPath {
-		o.serveManifest(w, r, v)
-		return
+	v := o.version.Load()
+	isManifest := p == o.cfg.ManifestPath
+	data, isAsset := v.site[p]
+	isAsset = isAsset && !isManifest
+	if isAsset {
+		o.requests.Add(1)
+		o.count(p, r, 0, true)
 	}
-	data, ok := v.site[p]
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	o.requests.Add(1)
-	o.count(p, r, 0, true)
 	var f Fault
 	if fn := o.fault.Load(); fn != nil && *fn != nil {
 		f = (*fn)(r)
 	}
-	if !o.wait(r.Context(), o.cfg.Latency+f.Delay) {
+	if !isAsset && f.Kind != FaultStatus && f.Kind != FaultHang {
+		f = Fault{} // body faults and delays are for assets only
+	}
+	d := f.Delay
+	if isAsset {
+		d += o.cfg.Latency
+	}
+	if !o.wait(r.Context(), d) {
 		panic(http.ErrAbortHandler) // the client or the origin has gone
 	}
 	switch f.Kind {
@@ -298,6 +313,20 @@ func (o *Origin) handle(w http.ResponseWriter, r *http.Request) {
 		o.wait(r.Context(), -1)
 		panic(http.ErrAbortHandler) // never an answer, not even an empty one
 	}
+	if isManifest {
+		o.manifests.Add(1)
+		if r.Header.Get("If-None-Match") == v.etag {
+			o.notMod.Add(1)
+		}
+		h.Set("Content-Type", "application/json")
+		h.Set("Etag", v.etag)
+		http.ServeContent(w, r, p, time.Time{}, bytes.NewReader(v.mj))
+		return
+	}
+	if !isAsset {
+		http.NotFound(w, r)
+		return
+	}
 	if o.cfg.NoRange {
 		r.Header.Del("Range")
 		w = noRangeWriter{w}
@@ -307,21 +336,6 @@ func (o *Origin) handle(w http.ResponseWriter, r *http.Request) {
 	if pw.abort {
 		panic(http.ErrAbortHandler) // cut the connection mid-body
 	}
-}
-
-// serveManifest serves v's manifest with its ETag, 304 on a matching
-// If-None-Match.
-func (o *Origin) serveManifest(w http.ResponseWriter, r *http.Request, v *version) {
-	o.manifests.Add(1)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Etag", v.etag)
-	if r.Header.Get("If-None-Match") == v.etag {
-		o.notModified.Add(1)
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	w.Write(v.mj)
 }
 
 // wait waits d (forever if d < 0) and reports false if the request or the

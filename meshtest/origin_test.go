@@ -249,3 +249,64 @@ func TestOriginCloseEndsHangs(t *testing.T) {
 		}
 	}
 }
+
+// TestOriginSetSite: a redeploy swaps the files and the manifest together;
+// the manifest's ETag changes with it and If-None-Match gets 304 while it
+// stands.
+func TestOriginSetSite(t *testing.T) {
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: meshtest.Site{"index.html": []byte("one")}})
+	ctx := context.Background()
+	manifestETag := func(inm string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", o.ManifestURL(), nil)
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Etag")
+	}
+	code, etag1 := manifestETag("")
+	if code != 200 || etag1 == "" {
+		t.Fatalf("manifest = %d, ETag %q", code, etag1)
+	}
+	if code, _ := manifestETag(etag1); code != http.StatusNotModified {
+		t.Errorf("manifest with If-None-Match of the current ETag = %d, want 304", code)
+	}
+	m2, err := o.SetSite(meshtest.Site{"index.html": []byte("two"), "new.txt": []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, etag2 := manifestETag(etag1); code != 200 || etag2 == etag1 {
+		t.Errorf("after SetSite: manifest = %d, ETag %q (was %q); want 200 and a new ETag", code, etag2, etag1)
+	}
+	if _, b, _ := get(t, ctx, o, "index.html", ""); string(b) != "two" || len(m2.Assets) != 2 || o.Manifest() != m2 {
+		t.Errorf("after SetSite: index.html = %q, manifest of %d assets", b, len(m2.Assets))
+	}
+	if st := o.Stats(); st.ManifestRequests != 3 || st.ManifestNotModified != 1 {
+		t.Errorf("Stats = %d manifest requests, %d not modified; want 3 and 1", st.ManifestRequests, st.ManifestNotModified)
+	}
+}
+
+// TestOriginFaultAll: FaultAll's hang and status reach the manifest and
+// paths the site does not have, not only assets.
+func TestOriginFaultAll(t *testing.T) {
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: meshtest.Site{"a.txt": []byte("a")}})
+	o.SetFault(meshtest.FaultAll(meshtest.Fault{Kind: meshtest.FaultStatus, Status: 502}))
+	for _, p := range []string{"manifest.json", "a.txt", "nope"} {
+		if resp, _, err := get(t, context.Background(), o, p, ""); err != nil || resp.StatusCode != 502 {
+			t.Errorf("GET %s under FaultAll(502) = %v, %v; want 502", p, resp, err)
+		}
+	}
+	o.SetFault(meshtest.FaultAll(meshtest.Fault{Kind: meshtest.FaultHang}))
+	for _, p := range []string{"manifest.json", "nope"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		if _, _, err := get(t, ctx, o, p, ""); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("GET %s under FaultAll(hang) = %v, want no answer before the deadline", p, err)
+		}
+		cancel()
+	}
+}

@@ -138,9 +138,16 @@ func (d *badgerKV) gcLoop() {
 	}
 }
 
-func (d *badgerKV) Get(_ context.Context, k datastore.Key) ([]byte, error) {
-	var v []byte
-	err := d.db.View(func(txn *badger.Txn) error {
+// caught turns a panic of badger's reading a damaged table into an error.
+func caught(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("badger panicked reading: %v", r)
+	}
+}
+
+func (d *badgerKV) Get(_ context.Context, k datastore.Key) (v []byte, err error) {
+	defer caught(&err)
+	err = d.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(k.Bytes())
 		if err != nil {
 			return err
@@ -168,7 +175,8 @@ func (d *badgerKV) Delete(_ context.Context, k datastore.Key) error {
 	return d.db.Update(func(txn *badger.Txn) error { return txn.Delete(k.Bytes()) })
 }
 
-func (d *badgerKV) Iterate(ctx context.Context, prefix string, keysOnly bool, fn func(string, []byte, error) error) error {
+func (d *badgerKV) Iterate(ctx context.Context, prefix string, keysOnly bool, fn func(string, []byte, error) error) (err error) {
+	defer caught(&err)
 	return d.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.PrefetchValues = false

@@ -3,6 +3,7 @@ package store_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"testing"
 
 	"github.com/ipfs/go-cid"
+	"github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	badger4 "github.com/ipfs/go-ds-badger4"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/store"
@@ -430,5 +434,59 @@ func TestReopenWithSmallerQuota(t *testing.T) {
 	}
 	if u := s.Usage(); u.Used != u.Pinned {
 		t.Errorf("Usage = %+v, want only pinned content", u)
+	}
+}
+
+// TestOpensStoreOfEarlierVersion: a database written before root records
+// had checksums (version 1) and before the pin file opens with its pins,
+// and gets a pin file.
+func TestOpensStoreOfEarlierVersion(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	assets := damageFixture(t, dir)
+	if err := os.Remove(filepath.Join(dir, "meshcdn-pins")); err != nil {
+		t.Fatal(err)
+	}
+	d, err := badger4.NewDatastore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.Query(ctx, query.Query{Prefix: "/meshcdn/store/root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := res.Rest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		var rec map[string]any
+		if err := json.Unmarshal(r.Value, &rec); err != nil {
+			t.Fatal(err)
+		}
+		delete(rec, "sum")
+		rec["v"] = 1
+		v, _ := json.Marshal(rec)
+		if err := d.Put(ctx, datastore.NewKey(r.Key), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := store.New(store.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPinsKept(t, s, assets)
+	if lost := checkNoWrongByte(t, s, assets); len(lost) != 0 {
+		t.Errorf("%d leaves lost", len(lost))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "meshcdn-pins")); err != nil {
+		t.Errorf("no pin file after opening an earlier store: %v", err)
 	}
 }

@@ -3,7 +3,6 @@ package store
 import (
 	"fmt"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -11,16 +10,6 @@ import (
 // filesystem holding dir. An error means the store cannot write there (the
 // directory is gone, the filesystem failed).
 type FreeSpaceFunc func(dir string) (int64, error)
-
-// Statfs is the FreeSpaceFunc a Store uses when Config.FreeSpace is nil: the
-// statfs(2) system call's available blocks.
-func Statfs(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
-}
 
 // Badger writes its value log, memtable logs and tables through memory
 // maps of files it grew with ftruncate, so a full disk shows up as SIGBUS

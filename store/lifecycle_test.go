@@ -40,9 +40,18 @@ func removeDirChild() {
 	for i := range 50 { // small blocks, so that badger's memtable has something to flush
 		s.Put(ctx, blocks.NewBlock(testutil.Bytes(uint64(100+i), 1000)))
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		fmt.Println("remove", err)
-		os.Exit(1)
+	// As rm -rf would, again while the store writes files into it (its
+	// pin file, badger's tables).
+	for i := 0; ; i++ {
+		err := os.RemoveAll(dir)
+		if err == nil {
+			break
+		}
+		if i == 100 {
+			fmt.Println("remove", err)
+			os.Exit(1)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	// The free space is cached for a second.
 	time.Sleep(1100 * time.Millisecond)

@@ -44,7 +44,7 @@ func (s *Store) openDisk(dir string, free FreeSpaceFunc) error {
 		if !damaged(err) {
 			return err
 		}
-		return s.recover(dir, err)
+		return s.moveAside(dir, err)
 	}
 	tail := s.salvageTail(dir)
 	d, err := openBadgerKV(dir, false, s.guard, s.log)
@@ -56,7 +56,7 @@ func (s *Store) openDisk(dir string, free FreeSpaceFunc) error {
 	if !damaged(err) {
 		return err
 	}
-	return s.recover(dir, err)
+	return s.moveAside(dir, err)
 }
 
 // openFull opens the database when the disk is below DiskMargin: read-only
@@ -97,9 +97,9 @@ func damaged(err error) bool {
 	return !errors.Is(err, os.ErrPermission)
 }
 
-// recover moves a damaged database aside, opens a new one in its place and
+// moveAside moves a damaged database aside, opens a new one in its place and
 // copies into it what verifies in the old one, if badger can read it.
-func (s *Store) recover(dir string, openErr error) error {
+func (s *Store) moveAside(dir string, openErr error) error {
 	aside := dir + ".damaged-" + time.Now().UTC().Format("20060102T150405.000Z")
 	if err := os.Rename(dir, aside); err != nil {
 		return fmt.Errorf("badger cannot open the database (%v) and it cannot be moved aside: %w", openErr, err)

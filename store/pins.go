@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 )
 
 // The pin file keeps a second copy of the records of pinned content, outside
@@ -116,8 +117,11 @@ func (s *Store) pinsChanged() {
 	}
 }
 
-// pinWriter writes the pin file when pins changed, coalescing changes made
-// while it writes, until the Store closes.
+// pinWriter writes the pin file when pins changed, at most once per
+// pinFileEvery (a seed pinning a site asset by asset changes its pins many
+// times a second), until the Store closes; Close writes the last changes.
+// The database holds every pin first, so a crash before the file is written
+// loses nothing; the file is the second copy.
 func (s *Store) pinWriter() {
 	defer s.wg.Done()
 	for {
@@ -127,8 +131,16 @@ func (s *Store) pinWriter() {
 		case <-s.quit:
 			return
 		}
+		select {
+		case <-time.After(pinFileEvery):
+		case <-s.quit:
+			return
+		}
 	}
 }
+
+// pinFileEvery is the least time between two writes of the pin file.
+const pinFileEvery = time.Second
 
 // flushPins writes the pin file if pins changed since it was last written.
 func (s *Store) flushPins() {

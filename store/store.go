@@ -40,8 +40,10 @@ var (
 // stated beside it. New copies the Config; later changes to it do nothing.
 type Config struct {
 	// Dir is the directory of the badger database that holds blocks and
-	// metadata. It is created if missing. Required unless Datastore is set
-	// or InMemory is true.
+	// metadata, and of the pin file (meshcdn-pins, a second copy of the
+	// pins). It is created if missing. A database badger cannot open is
+	// moved aside to Dir + ".damaged-<time>" (see New). Required unless
+	// Datastore is set or InMemory is true.
 	Dir string
 
 	// Datastore, if set, holds blocks and metadata instead of badger on Dir.
@@ -244,7 +246,12 @@ func New(cfg Config) (*Store, error) {
 	default:
 		return nil, errors.New("store: Config needs Dir, Datastore or InMemory")
 	}
-	if err := s.load(context.Background()); err != nil {
+	err := s.load(context.Background())
+	if err != nil && s.pinDir != "" && !s.readOnly && s.health.MovedAside == "" {
+		// Badger opened a database it cannot read through: damage too.
+		err = s.reload(err)
+	}
+	if err != nil {
 		if s.closer != nil {
 			s.closer.Close()
 		}
@@ -261,6 +268,23 @@ func New(cfg Config) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// reload moves aside a database that opened but could not be read
+// through, and loads what verifies in it.
+func (s *Store) reload(loadErr error) error {
+	if err := s.closer.Close(); err != nil {
+		s.log.Warn("closing an unreadable database", "err", err)
+	}
+	s.ds, s.closer = nil, nil
+	s.blocks, s.roots = make(map[string]*blockMeta), make(map[string]*rootMeta)
+	s.lru.Init()
+	s.used, s.pinned, s.nmissing = 0, 0, 0
+	s.health = Health{}
+	if err := s.moveAside(s.pinDir, loadErr); err != nil {
+		return err
+	}
+	return s.load(context.Background())
 }
 
 // attachRoot adds a root's references to its blocks. The caller holds mu
@@ -647,6 +671,10 @@ func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, er
 
 	data, err := s.ds.Get(ctx, dsKey(key))
 	if errors.Is(err, datastore.ErrNotFound) {
+		// Held, but gone from the database (a damaged table): missing
+		// from its content from now on, so that a fetch brings it back.
+		s.log.Warn("held block gone from the database", "cid", c)
+		s.dropCorrupt(ctx, b)
 		return nil, ipld.ErrNotFound{Cid: c}
 	}
 	if err != nil && !isChecksumError(err) {
@@ -662,7 +690,7 @@ func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, er
 	}
 	if err != nil {
 		s.log.Error("corrupt block dropped", "cid", c, "err", err)
-		s.dropCorrupt(ctx, key)
+		s.dropCorrupt(ctx, b)
 		return nil, &CorruptError{Cid: c}
 	}
 	return blocks.NewBlockWithCid(data, c)
@@ -675,16 +703,16 @@ func isChecksumError(err error) bool {
 	return strings.Contains(err.Error(), y.ErrChecksumMismatch.Error())
 }
 
-// dropCorrupt removes a corrupt block. Loose, it is gone; if content
+// dropCorrupt removes a corrupt block, read as b. Loose, it is gone; if content
 // uses it, it becomes a missing block of that content, which stays held
 // (and pinned) but incomplete until the block is put again: the damage
 // costs that block, not the content's good blocks.
-func (s *Store) dropCorrupt(ctx context.Context, key string) {
+func (s *Store) dropCorrupt(ctx context.Context, b *blockMeta) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := s.blocks[key]
-	if !b.held() || s.closed {
-		return
+	key := b.key
+	if s.blocks[key] != b || !b.held() || s.closed {
+		return // evicted and put again meanwhile
 	}
 	if b.refs == 0 {
 		if s.readOnly {

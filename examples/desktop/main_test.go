@@ -80,8 +80,12 @@ func (s *seed) pinned(ctx context.Context, path string) *manifest.Manifest {
 	}
 }
 
-// failAll makes every asset request to the origin fail.
-func failAll(*http.Request) meshtest.Fault {
+// failAssets makes every asset request to the origin fail (the manifest's
+// are served).
+func failAssets(r *http.Request) meshtest.Fault {
+	if r.URL.Path == "/manifest.json" {
+		return meshtest.Fault{}
+	}
 	return meshtest.Fault{Kind: meshtest.FaultStatus, Status: http.StatusServiceUnavailable}
 }
 
@@ -126,11 +130,11 @@ func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 	// The seed's address is known once it runs; the site then lists it.
 	startSeed(ctx, t, s)
 	seedID, seedAddr := s.n.ID(), s.n.Addrs()[0].String()
-	if _, err := origin.SetSite(v1, seedAddr); err != nil {
+	if _, err := origin.SetSeeds(seedAddr); err != nil {
 		t.Fatal(err)
 	}
 	s.pinned(ctx, "video.mp4")
-	origin.SetFault(failAll) // from now on, only the seed can serve the site
+	origin.SetFault(failAssets) // from now on, only the seed can serve the site
 
 	// The app. PeerTimeout is generous: the test is about the app's life,
 	// not the 200 ms race, which -race on a loaded machine can lose.
@@ -182,12 +186,12 @@ func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 	v2 := meshtest.Site{"index.html": []byte("<!doctype html><h1>version two</h1>"), "app.js": v1["app.js"],
 		"new.js": testutil.Bytes(4, 100<<10), "video.mp4": v1["video.mp4"]}
 	origin.SetFault(nil)
-	if _, err := origin.SetSite(v2, seedAddr); err != nil {
+	if _, err := origin.SetSite(v2); err != nil { // the seeds stay
 		t.Fatal(err)
 	}
 	s.f.Check()
 	s.pinned(ctx, "new.js")
-	origin.SetFault(failAll)
+	origin.SetFault(failAssets)
 	select {
 	case m := <-updated:
 		if _, ok := m.Lookup("new.js"); !ok {

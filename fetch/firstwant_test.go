@@ -1,0 +1,310 @@
+package fetch_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	pb "github.com/ipfs/boxo/bitswap/message/pb"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	msgio "github.com/libp2p/go-msgio"
+
+	"github.com/meshcdn/meshcdn/fetch"
+)
+
+// scripted is a host speaking the real bitswap protocol (boxo's message
+// format, a stream per message as bitswap sends) with a scripted server: it
+// records every want and cancel it receives, in order, and answers a
+// want-block for a block it holds with the block after blockDelay, a
+// want-have with HAVE unless noHaves, and a want for a block it lacks with
+// DONT_HAVE when asked to.
+type scripted struct {
+	h          host.Host
+	blocks     map[cid.Cid]blocks.Block
+	blockDelay time.Duration
+	noHaves    bool
+
+	mu      sync.Mutex
+	msgs    [][]bsmsg.Entry  // received wantlists, in order of arrival
+	asked   map[cid.Cid]bool // want-blocks taken (answered or to be)
+	replyTo []int            // index in msgs of the message each block sent answered
+	sent    chan struct{}    // gets a value after each block sent
+}
+
+func newScripted(t testing.TB, hold ...blocks.Block) *scripted {
+	t.Helper()
+	s := &scripted{h: newHost(t), blocks: make(map[cid.Cid]blocks.Block), asked: make(map[cid.Cid]bool), sent: make(chan struct{}, 16)}
+	for _, b := range hold {
+		s.blocks[b.Cid()] = b
+	}
+	for _, p := range bitswapProtocols {
+		s.h.SetStreamHandler(p, s.serve)
+	}
+	return s
+}
+
+func (s *scripted) info() peer.AddrInfo { return peer.AddrInfo{ID: s.h.ID(), Addrs: s.h.Addrs()} }
+
+func (s *scripted) serve(st network.Stream) {
+	defer st.Reset()
+	from := st.Conn().RemotePeer()
+	r := msgio.NewVarintReaderSize(st, network.MessageSizeMax)
+	for {
+		m, _, err := bsmsg.FromMsgReader(r)
+		if err != nil {
+			return
+		}
+		wl := m.Wantlist()
+		s.mu.Lock()
+		k := len(s.msgs)
+		s.msgs = append(s.msgs, wl)
+		presence := bsmsg.New(false)
+		var want []blocks.Block
+		for _, e := range wl {
+			b, ok := s.blocks[e.Cid]
+			switch {
+			case e.Cancel:
+			case ok && e.WantType == pb.Message_Wantlist_Block:
+				if !s.asked[e.Cid] {
+					s.asked[e.Cid] = true
+					want = append(want, b)
+				}
+			case ok && !s.noHaves:
+				presence.AddHave(e.Cid)
+			case !ok && e.SendDontHave:
+				presence.AddDontHave(e.Cid)
+			}
+		}
+		s.mu.Unlock()
+		if !presence.Empty() {
+			send(s.h, from, presence)
+		}
+		if len(want) > 0 {
+			time.Sleep(s.blockDelay)
+			reply := bsmsg.New(false)
+			for _, b := range want {
+				reply.AddBlock(b)
+			}
+			s.mu.Lock()
+			for range want {
+				s.replyTo = append(s.replyTo, k)
+			}
+			s.mu.Unlock()
+			send(s.h, from, reply)
+			s.sent <- struct{}{}
+		}
+	}
+}
+
+// firstAbout returns the index of the first message with an entry for c,
+// and that entry.
+func (s *scripted) firstAbout(c cid.Cid) (int, bsmsg.Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, wl := range s.msgs {
+		for _, e := range wl {
+			if e.Cid.Equals(c) {
+				return k, e, true
+			}
+		}
+	}
+	return 0, bsmsg.Entry{}, false
+}
+
+func (s *scripted) askedBlock(c cid.Cid) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.asked[c]
+}
+
+func (s *scripted) cancelled(c cid.Cid) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, wl := range s.msgs {
+		for _, e := range wl {
+			if e.Cancel && e.Cid.Equals(c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// smallAsset is a 100 KiB asset: one raw leaf, its own root.
+func smallAsset(t testing.TB, seed uint64) (asset, blocks.Block) {
+	t.Helper()
+	a := makeAsset(t, seed, 100<<10)
+	b, err := blocks.NewBlockWithCid(a.data, a.t.Cid)
+	if err != nil || len(a.t.Nodes) != 0 {
+		t.Fatalf("100 KiB asset is not one raw leaf: %v, %d nodes", err, len(a.t.Nodes))
+	}
+	return a, b
+}
+
+// TestFirstWantAsksForTheBlock: with a provider known and connected, the
+// client asks it for the block at once, with a want-block (beside the
+// want-have of bitswap's session, whose HAVE would bring the session's
+// want-block a round trip and up to 20 ms later), and the block the
+// provider sends in reply to it, once, is what the reader gets. In
+// "no-haves" the provider never answers want-have, so without the
+// want-block sent at once the fetch could not complete at all.
+func TestFirstWantAsksForTheBlock(t *testing.T) {
+	for _, noHaves := range []bool{false, true} {
+		name := "haves"
+		if noHaves {
+			name = "no-haves"
+		}
+		t.Run(name, func(t *testing.T) { testFirstWant(t, noHaves) })
+	}
+}
+
+func testFirstWant(t *testing.T, noHaves bool) {
+	a, blk := smallAsset(t, 60)
+	prov := newScripted(t, blk)
+	prov.noHaves = noHaves
+	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute, Providers: providers{a.t.Cid: {prov.info()}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.h.Connect(ctx, prov.info()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cl.f.Open(ctx, a.t)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+
+	k, e, ok := prov.firstAbout(a.t.Cid)
+	if !ok {
+		t.Fatalf("provider never asked about %s", a.t.Cid)
+	}
+	t.Logf("first entry about the content, in message %d: %+v", k, e)
+	prov.mu.Lock()
+	replyTo := append([]int(nil), prov.replyTo...)
+	var answered []bsmsg.Entry
+	if len(replyTo) > 0 {
+		answered = prov.msgs[replyTo[0]]
+	}
+	prov.mu.Unlock()
+	if len(replyTo) != 1 {
+		t.Fatalf("provider sent the block %d times, want once", len(replyTo))
+	}
+	wb := false
+	for _, x := range answered {
+		wb = wb || x.Cid.Equals(a.t.Cid) && x.WantType == pb.Message_Wantlist_Block && x.SendDontHave && !x.Cancel
+	}
+	if !wb {
+		t.Errorf("the block answered %+v, want a want-block with send-dont-have for %s", answered, a.t.Cid)
+	}
+	st := r.Stats()
+	if st.PeerBytes != int64(len(a.data)) || st.Peers[prov.h.ID()] != int64(len(a.data)) || st.DuplicateBytes != 0 {
+		t.Errorf("Stats = %+v, want all %d bytes from the provider, no duplicate", st, len(a.data))
+	}
+}
+
+// TestFirstWantDuplicateCounted: the provider asked directly (it never
+// answers want-have, so only the direct want asks it for the block) sends
+// the block late, ignoring cancels, while another provider, asked by
+// bitswap's session after its HAVE, sends it first. The reader gets the
+// first copy, the late one is counted as a duplicate (reader and Fetcher),
+// and the provider asked directly gets a cancel once the leaf is in.
+func TestFirstWantDuplicateCounted(t *testing.T) {
+	a, blk := smallAsset(t, 61)
+	slow := newScripted(t, blk)
+	slow.blockDelay = 500 * time.Millisecond
+	slow.noHaves = true // so that the session asks the other provider
+	fast := newNode(t, fetch.Config{})
+	fast.hold(t, a)
+	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute,
+		Providers: providers{a.t.Cid: {slow.info(), fast.info()}}})
+	ctx := context.Background()
+	for _, ai := range []peer.AddrInfo{slow.info(), fast.info()} {
+		if err := cl.h.Connect(ctx, ai); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := cl.f.Open(ctx, a.t)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	if !slow.askedBlock(a.t.Cid) {
+		t.Fatalf("the first provider (which never answers want-have) got no want-block")
+	}
+	if st := r.Stats(); st.Peers[fast.h.ID()] != int64(len(a.data)) {
+		t.Fatalf("Stats.Peers = %v, want all from the fast provider %s", st.Peers, fast.h.ID())
+	}
+
+	select {
+	case <-slow.sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("slow provider never sent its block")
+	}
+	// Its copy is on the way; there is no event for its arrival: poll.
+	n := int64(len(a.data))
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Stats().DuplicateBytes != n || cl.f.Stats().DuplicateBytes != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("DuplicateBytes: reader %d, Fetcher %d; want %d each", r.Stats().DuplicateBytes, cl.f.Stats().DuplicateBytes, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !slow.cancelled(a.t.Cid) {
+		t.Errorf("the provider asked directly got no cancel after the leaf came from elsewhere")
+	}
+	if st := r.Stats(); st.PeerBytes != n {
+		t.Errorf("PeerBytes = %d, want %d (the duplicate is not delivered)", st.PeerBytes, n)
+	}
+}
+
+// TestFirstWantHedge: the provider asked directly is silent, or lacks the
+// block (DONT_HAVE); the session's want-haves to the others are the hedge,
+// and the fetch completes from the provider that has it, without the origin.
+func TestFirstWantHedge(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		first func(t *testing.T) peer.AddrInfo
+	}{
+		{"silent", func(t *testing.T) peer.AddrInfo {
+			h := silentPeer(t)
+			return peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}
+		}},
+		{"dont-have", func(t *testing.T) peer.AddrInfo { return newScripted(t).info() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, _ := smallAsset(t, 62)
+			first := tc.first(t)
+			good := newNode(t, fetch.Config{})
+			good.hold(t, a)
+			o := newOrigin(t, a.data)
+			cl := newNode(t, fetch.Config{PeerTimeout: time.Minute,
+				Providers: providers{a.t.Cid: {first, good.info()}}})
+			ctx := context.Background()
+			for _, ai := range []peer.AddrInfo{first, good.info()} {
+				if err := cl.h.Connect(ctx, ai); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tg := a.t
+			tg.URL = o.URL
+			r, err := cl.f.Open(ctx, tg)
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			defer r.Close()
+			checkBytes(t, readAll(t, r), a.data)
+			st := r.Stats()
+			if st.Peers[good.h.ID()] != int64(len(a.data)) || st.OriginBytes != 0 || o.sent.Load() != 0 {
+				t.Errorf("Stats = %+v (origin sent %d), want all from %s", st, o.sent.Load(), good.h.ID())
+			}
+		})
+	}
+}
