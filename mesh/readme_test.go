@@ -18,7 +18,8 @@ import (
 // readmeApp is the README's "Use it in your app" snippet (its text is in
 // docs/pending/lifecycle.md), step for step. What differs: the snippet's
 // Config literal (name, DataDir, origin) is cfg, which the test adds
-// loopback ports and mDNS off to; its gateway listens on ln instead of
+// loopback ports, mDNS off and a FollowInterval of 100 ms (instead of the
+// app role's minute) to; its gateway listens on ln instead of
 // 127.0.0.1:8377; and its log.Fatal calls return the error instead.
 func readmeApp(ctx context.Context, cfg mesh.Config, ln net.Listener) error {
 	n, err := mesh.New(ctx, cfg)
