@@ -104,24 +104,7 @@ func TestREADMESnippetThroughUpdateAndSeedRestart(t *testing.T) {
 	f := seedFollow()
 	origin.SetFault(failAssets)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := "http://" + ln.Addr().String() + "/"
-	appCtx, stopApp := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- readmeApp(appCtx, mesh.Config{Name: "acme-site", DataDir: t.TempDir(), Origin: origin.URL(),
-			FollowInterval: 100 * time.Millisecond, ListenAddrs: mesh.LoopbackAddrs(mesh.RoleApp), MDNS: mesh.Off, NATPortMap: mesh.Off}, ln)
-	}()
-	defer func() {
-		stopApp()
-		ln.Close()
-		if err := <-done; err == nil {
-			t.Error("readmeApp returned nil, want the closed listener's error")
-		}
-	}()
+	gw := startReadmeApp(ctx, t, origin)
 	// The first page load, right after the app starts serving.
 	for _, p := range []string{"index.html", "app.js", "old.css"} {
 		if code, body := httpGet(t, gw+p); code != http.StatusOK || !bytes.Equal(body, v1[p]) {
@@ -171,6 +154,30 @@ func TestREADMESnippetThroughUpdateAndSeedRestart(t *testing.T) {
 	if st := origin.Stats(); st.Paths["video.mp4"].Sent != int64(len(v1["video.mp4"])) {
 		t.Errorf("the origin sent %d bytes of video.mp4, want one copy (the seed's)", st.Paths["video.mp4"].Sent)
 	}
+}
+
+// startReadmeApp runs readmeApp on a port of its own until the test ends,
+// and returns its gateway's URL.
+func startReadmeApp(ctx context.Context, t *testing.T, origin *meshtest.Origin) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := "http://" + ln.Addr().String() + "/"
+	cfg := mesh.Config{Name: "acme-site", DataDir: t.TempDir(), Origin: origin.URL(),
+		FollowInterval: 100 * time.Millisecond, ListenAddrs: mesh.LoopbackAddrs(mesh.RoleApp), MDNS: mesh.Off, NATPortMap: mesh.Off}
+	appCtx, stopApp := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- readmeApp(appCtx, cfg, ln) }()
+	t.Cleanup(func() {
+		stopApp()
+		ln.Close()
+		if err := <-done; err == nil {
+			t.Error("readmeApp returned nil, want the closed listener's error")
+		}
+	})
+	return gw
 }
 
 // httpGet GETs url and returns the status and the body. It keeps no

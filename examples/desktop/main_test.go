@@ -133,41 +133,7 @@ func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 	s.pinned(ctx, "video.mp4")
 	origin.SetFault(failAssets) // from now on, only the seed can serve the site
 
-	// The app. PeerTimeout is generous: the test is about the app's life,
-	// not the 200 ms race, which -race on a loaded machine can lose.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := "http://" + ln.Addr().String() + "/"
-	out := &lockedBuffer{}
-	started := make(chan *mesh.Node, 1)
-	updated := make(chan *manifest.Manifest, 16)
-	cfg := mesh.Config{Name: "acme-site", DataDir: t.TempDir(), Origin: origin.URL(), FollowInterval: 100 * time.Millisecond,
-		PeerTimeout: 5 * time.Second, ListenAddrs: mesh.LoopbackAddrs(mesh.RoleApp), MDNS: mesh.Off, NATPortMap: mesh.Off}
-	appCtx, stopApp := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(appCtx, cfg, origin.ManifestURL(), ln, app{out: out, errOut: out, ready: 10 * time.Second,
-			started: func(n *mesh.Node) { started <- n },
-			event: func(ev mesh.SiteEvent) {
-				if ev.Kind == mesh.SiteUpdated {
-					updated <- ev.Manifest
-				}
-			}})
-	}()
-	defer func() {
-		stopApp()
-		if err := <-done; err != nil {
-			t.Errorf("run = %v", err)
-		}
-	}()
-	var n *mesh.Node
-	select {
-	case n = <-started:
-	case err := <-done:
-		t.Fatalf("run = %v before serving", err)
-	}
+	n, gw, out, updated := startDesktop(ctx, t, origin)
 	if got := n.Config().Bootstrap; len(got) != 1 || got[0] != seedAddr {
 		t.Fatalf("the app's bootstrap peers = %q, want the manifest's seed %s", got, seedAddr)
 	}
@@ -233,6 +199,50 @@ func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 	}
 	t.Logf("the app reconnected %v after the seed restarted", time.Since(restarted).Round(time.Millisecond))
 	fromSeed(t, n, origin, gw, v2, "video.mp4")
+}
+
+// startDesktop runs the app (run, as main does with -loopback) on a port of
+// its own until the test ends. It returns the app's node, its gateway's
+// URL, what it printed, and the versions it updated to.
+func startDesktop(ctx context.Context, t *testing.T, origin *meshtest.Origin) (*mesh.Node, string, *lockedBuffer, <-chan *manifest.Manifest) {
+	t.Helper()
+	// PeerTimeout is generous: the test is about the app's life, not the
+	// 200 ms race, which -race on a loaded machine can lose.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := "http://" + ln.Addr().String() + "/"
+	out := &lockedBuffer{}
+	started := make(chan *mesh.Node, 1)
+	updated := make(chan *manifest.Manifest, 16)
+	cfg := mesh.Config{Name: "acme-site", DataDir: t.TempDir(), Origin: origin.URL(), FollowInterval: 100 * time.Millisecond,
+		PeerTimeout: 5 * time.Second, ListenAddrs: mesh.LoopbackAddrs(mesh.RoleApp), MDNS: mesh.Off, NATPortMap: mesh.Off}
+	appCtx, stopApp := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(appCtx, cfg, origin.ManifestURL(), ln, app{out: out, errOut: out, ready: 10 * time.Second,
+			started: func(n *mesh.Node) { started <- n },
+			event: func(ev mesh.SiteEvent) {
+				if ev.Kind == mesh.SiteUpdated {
+					updated <- ev.Manifest
+				}
+			}})
+	}()
+	t.Cleanup(func() {
+		stopApp()
+		if err := <-done; err != nil {
+			t.Errorf("run = %v", err)
+		}
+	})
+	select {
+	case n := <-started:
+		return n, gw, out, updated
+	case err := <-done:
+		done <- err // for the cleanup
+		t.Fatalf("run = %v before serving", err)
+		return nil, "", nil, nil
+	}
 }
 
 // fromSeed gets each path of site through the app's gateway at gw and
