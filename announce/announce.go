@@ -139,7 +139,7 @@ type Config struct {
 	// TTL is how long this node's HAVE messages say they stay valid. It
 	// must exceed SummaryInterval, whose summaries refresh it. Default
 	// 3 × SummaryInterval; at most MaxTTLSeconds. Receivers cap it at their
-	// TableConfig.MaxTTL (default 30 min): with a SummaryInterval above that,
+	// TableConfig.MaxTTL (default 10 min): with a SummaryInterval above that,
 	// other peers forget this one between summaries.
 	TTL time.Duration
 

@@ -252,8 +252,16 @@
 // once or PeerRate per second on average (64 and 4/s) is ignored.
 // "Rejected" counts against the forwarding peer in gossipsub's peer score;
 // "ignored" does not. The Table caps entries overall (100,000) and per peer
-// (10,000), evicting the least recently refreshed first, so a flood cannot
-// grow it or push out everyone else's entries.
+// (10,000), and a TTL at TableConfig.MaxTTL (10 min: the protocol's own TTL
+// is 3 min). Keys are free, so an author's rate limit means little against
+// sybils: the Table therefore ranks providers by evidence
+// (TableConfig.Evidence; mesh rates a peer that delivered verified bytes
+// over a bootstrap/seed peer over a connected peer over an unknown key).
+// When full it evicts the least recently refreshed entry of an unknown key,
+// and an entry of a peer with evidence only when no unknown one is left;
+// Providers lists peers with more evidence first, then by expiry. A flood of
+// HAVEs from unknown keys can neither evict the seed's entries nor push it
+// out of the first providers of a root (the wire format is unchanged).
 //
 // # DHT
 //
@@ -269,6 +277,14 @@
 // that asks a peer that no longer holds the content gets DONT_HAVE. The
 // table asks the DHT only when gossip knows no provider of a root, and keeps
 // what it finds for TableConfig.DHTTTL (10 min).
+//
+// Provider records that others store here are bounded (DHTOptions): at most
+// MaxProviderRecordsPerPeer (10,000) of one provider and MaxProviderRecords
+// (100,000, about 25 MiB) in all, the provider holding the most giving way
+// when full. go-libp2p-kad-dht v0.42 kept every ADD_PROVIDER for 48 h
+// without a cap (one connection took a seed's heap past 1 GiB) and takes no
+// custom ProviderStore: the bound is its provider datastore. Its provider
+// manager still buffers up to 320 records and caches 256 keys.
 //
 // # LAN
 //

@@ -54,8 +54,9 @@ func MDNSService(name string) string { return "_meshcdn-" + name + "._udp" }
 // for callers (mesh.New) that build the DHT themselves, for example as the
 // host's router: the mesh's protocol prefix, no bootstrap peers (the routing
 // table fills from connected peers that speak the same protocol), no value
-// records (the mesh only needs provider records) and the given mode. Append
-// options to change more. It panics on an invalid name: check it with
+// records (the mesh only needs provider records), provider records kept in
+// a bounded store (MaxProviderRecords in all, MaxProviderRecordsPerPeer per
+// provider) and the given mode. Append options to change more. It panics on an invalid name: check it with
 // ValidName first.
 func DHTOptions(name string, mode dht.ModeOpt) []dht.Option {
 	if !ValidName(name) {
@@ -66,6 +67,8 @@ func DHTOptions(name string, mode dht.ModeOpt) []dht.Option {
 		dht.Mode(mode),
 		dht.DisableValues(),
 		dht.BootstrapPeers(),
+		// Provider records in a bounded store (see MaxProviderRecords).
+		dht.ProviderDatastore(newProviderStore(MaxProviderRecords, MaxProviderRecordsPerPeer)),
 	}
 }
 

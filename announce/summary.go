@@ -1,6 +1,7 @@
 package announce
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"io"
@@ -256,8 +257,8 @@ func (s *SummaryService) Close() error {
 	return nil
 }
 
-// holders lists the peers the table knows to hold content (not except), the
-// most recently refreshed first, at most limit of them, with their unexpired
+// holders lists the peers the table knows to hold content (not except),
+// those with evidence first and the most recently refreshed first among them, at most limit of them, with their unexpired
 // roots (the most recently refreshed first).
 func (t *Table) holders(except peer.ID, limit int) []Holder {
 	now := time.Now()
@@ -265,22 +266,25 @@ func (t *Table) holders(except peer.ID, limit int) []Holder {
 	defer t.mu.Unlock()
 	var out []Holder
 	index := make(map[peer.ID]int)
-	for el := t.lru.Back(); el != nil; el = el.Prev() {
-		e := el.Value.(*entry)
-		p := e.key.peer
-		if p == except || !now.Before(e.expires) {
-			continue
-		}
-		i, ok := index[p]
-		if !ok {
-			if len(out) == limit {
+	// Peers with evidence first (see TableConfig.Evidence), then the rest.
+	for _, l := range []*list.List{&t.kept, &t.lru} {
+		for el := l.Back(); el != nil; el = el.Prev() {
+			e := el.Value.(*entry)
+			p := e.key.peer
+			if p == except || !now.Before(e.expires) {
 				continue
 			}
-			i = len(out)
-			index[p] = i
-			out = append(out, Holder{Peer: p})
+			i, ok := index[p]
+			if !ok {
+				if len(out) == limit {
+					continue
+				}
+				i = len(out)
+				index[p] = i
+				out = append(out, Holder{Peer: p})
+			}
+			out[i].Roots = append(out[i].Roots, e.key.root)
 		}
-		out[i].Roots = append(out[i].Roots, e.key.root)
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,8 +20,10 @@ const (
 	DefaultMaxEntries = 100_000
 	// DefaultMaxEntriesPerPeer is TableConfig.MaxEntriesPerPeer's default.
 	DefaultMaxEntriesPerPeer = 10_000
-	// DefaultMaxTTL is TableConfig.MaxTTL's default.
-	DefaultMaxTTL = 30 * time.Minute
+	// DefaultMaxTTL is TableConfig.MaxTTL's default: what the protocol
+	// needs (a HAVE's default TTL is 3 min, 3 × the summary interval),
+	// with room for a SummaryInterval of up to 3 min.
+	DefaultMaxTTL = 10 * time.Minute
 	// DefaultDHTTTL is TableConfig.DHTTTL's default.
 	DefaultDHTTTL = 10 * time.Minute
 )
@@ -64,8 +67,18 @@ type TableConfig struct {
 	MaxEntriesPerPeer int
 
 	// MaxTTL caps how long an entry lives without being refreshed, whatever
-	// the TTL a HAVE claims. Default DefaultMaxTTL (30 min).
+	// the TTL a HAVE claims. Default DefaultMaxTTL (10 min).
 	MaxTTL time.Duration
+
+	// Evidence, if set, rates what this node knows of a peer beyond its
+	// announcements: 0 for an unknown key, more for a connected peer, a
+	// bootstrap or seed peer, a peer that delivered verified bytes (the
+	// higher, the better). Entries of peers with evidence are evicted only
+	// when no entry of an unknown peer is left, and Providers lists peers
+	// by evidence first: keys are free, so a flood of unknown keys can
+	// neither push out nor outrank them. It is called with the table's lock
+	// held and must not call the Table. Nil: every peer is unknown.
+	Evidence func(peer.ID) int
 
 	// DHTTTL is how long an entry found in the DHT lives. Default
 	// DefaultDHTTTL (10 min).
@@ -107,7 +120,8 @@ type entry struct {
 	key     entryKey
 	expires time.Time
 	source  Source
-	all     *list.Element // in Table.lru
+	in      *list.List    // Table.lru or Table.kept
+	all     *list.Element // in Table.lru or Table.kept
 	own     *list.Element // in Table.byPeer[peer]
 }
 
@@ -140,7 +154,8 @@ type Table struct {
 	entries map[entryKey]*entry
 	byRoot  map[cid.Cid]map[peer.ID]*entry
 	byPeer  map[peer.ID]*list.List // *entry, least recently refreshed first
-	lru     list.List              // *entry, least recently refreshed first
+	lru     list.List              // *entry of unknown peers, least recently refreshed first
+	kept    list.List              // *entry of peers with evidence, likewise
 	subs    map[*tableSub]struct{}
 	stats   TableStats
 }
@@ -216,23 +231,29 @@ func (t *Table) add(p peer.ID, ttl time.Duration, src Source, roots []cid.Cid) i
 			if expires.After(e.expires) {
 				e.expires = expires
 			}
-			t.lru.MoveToBack(e.all)
+			e.in.Remove(e.all)
+			e.in = t.listFor(p)
+			e.all = e.in.PushBack(e)
 			t.byPeer[p].MoveToBack(e.own)
 			continue
 		}
 		if own := t.byPeer[p]; own != nil && own.Len() >= t.cfg.MaxEntriesPerPeer {
 			t.removeLocked(own.Front().Value.(*entry), &t.stats.Evicted)
 		}
-		if t.lru.Len() >= t.cfg.MaxEntries {
-			t.removeLocked(t.lru.Front().Value.(*entry), &t.stats.Evicted)
+		if len(t.entries) >= t.cfg.MaxEntries {
+			victim := t.lru.Front()
+			if victim == nil {
+				victim = t.kept.Front()
+			}
+			t.removeLocked(victim.Value.(*entry), &t.stats.Evicted)
 		}
 		own := t.byPeer[p]
 		if own == nil {
 			own = list.New()
 			t.byPeer[p] = own
 		}
-		e := &entry{key: k, expires: expires, source: src}
-		e.all = t.lru.PushBack(e)
+		e := &entry{key: k, expires: expires, source: src, in: t.listFor(p)}
+		e.all = e.in.PushBack(e)
 		e.own = own.PushBack(e)
 		t.entries[k] = e
 		m := t.byRoot[r]
@@ -266,7 +287,7 @@ func (t *Table) Remove(p peer.ID, roots ...cid.Cid) int {
 // removeLocked removes e, counting it in counter, and tells subscribers.
 func (t *Table) removeLocked(e *entry, counter *uint64) {
 	delete(t.entries, e.key)
-	t.lru.Remove(e.all)
+	e.in.Remove(e.all)
 	if own := t.byPeer[e.key.peer]; own != nil {
 		own.Remove(e.own)
 		if own.Len() == 0 {
@@ -290,27 +311,47 @@ func (t *Table) Sweep() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
-	for el := t.lru.Front(); el != nil; {
-		next := el.Next()
-		if e := el.Value.(*entry); !now.Before(e.expires) {
-			t.removeLocked(e, &t.stats.Expired)
-			n++
+	for _, l := range []*list.List{&t.lru, &t.kept} {
+		for el := l.Front(); el != nil; {
+			next := el.Next()
+			if e := el.Value.(*entry); !now.Before(e.expires) {
+				t.removeLocked(e, &t.stats.Expired)
+				n++
+			}
+			el = next
 		}
-		el = next
 	}
 	return n
 }
 
-// Providers returns the peers known to hold root, latest expiry first, at most limit of them (limit <= 0: all).
+// evidence is TableConfig.Evidence of p, 0 without one. The caller holds mu.
+func (t *Table) evidence(p peer.ID) int {
+	if t.cfg.Evidence == nil {
+		return 0
+	}
+	return t.cfg.Evidence(p)
+}
+
+// listFor is the eviction list of p's entries. The caller holds mu.
+func (t *Table) listFor(p peer.ID) *list.List {
+	if t.evidence(p) > 0 {
+		return &t.kept
+	}
+	return &t.lru
+}
+
+// Providers returns the peers known to hold root, at most limit of them
+// (limit <= 0: all): those with the most evidence (TableConfig.Evidence)
+// first, and among equals the latest expiry first.
 func (t *Table) Providers(root cid.Cid, limit int) []peer.ID {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	m := t.byRoot[root]
-	es := make([]*entry, 0, len(m))
+	es := make([]ranked, 0, len(m))
 	for _, e := range m {
 		if now.Before(e.expires) {
-			es = append(es, e)
+			es = append(es, ranked{e, t.evidence(e.key.peer)})
 		}
 	}
 	sortEntries(es)
@@ -324,13 +365,20 @@ func (t *Table) Providers(root cid.Cid, limit int) []peer.ID {
 	return ps
 }
 
-func sortEntries(es []*entry) {
-	// insertion sort: provider lists are short
-	for i := 1; i < len(es); i++ {
-		for j := i; j > 0 && es[j].expires.After(es[j-1].expires); j-- {
-			es[j], es[j-1] = es[j-1], es[j]
+// ranked is an entry with its peer's evidence.
+type ranked struct {
+	*entry
+	ev int
+}
+
+// sortEntries orders es by evidence, then expiry, both descending.
+func sortEntries(es []ranked) {
+	slices.SortStableFunc(es, func(a, b ranked) int {
+		if a.ev != b.ev {
+			return b.ev - a.ev
 		}
-	}
+		return b.expires.Compare(a.expires)
+	})
 }
 
 // Stats returns what the table holds and has done.

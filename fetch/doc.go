@@ -59,7 +59,13 @@
 //     sender is penalised (Config.Penalty): its messages are dropped, bitswap
 //     sees it as disconnected and its requests are refused. A provider that
 //     advertised the content and, within Config.StallTimeout, sent neither a
-//     block nor a HAVE for it is penalised the same way.
+//     block nor a HAVE for it is ignored the same way, for at most 30 s (a
+//     busy but honest seed can be silent for a while). A peer asked for a
+//     block (after it said HAVE) that does not send it within 2 s, while
+//     another peer said HAVE of it, is taken as not having it (bitswap
+//     hears DONT_HAVE from it, and asks the other); after three such broken
+//     promises with nothing delivered it is penalised. A reader that waits
+//     3 s on a leaf asked of peers asks it again on a new bitswap session.
 //  5. Fetched blocks go to the Store within its quota; a fetch larger than
 //     the quota streams all the same. When every block is stored the root is
 //     named with Store.AddRoot, which is how the announcer learns of it.
@@ -110,6 +116,34 @@
 // fails at once with ErrUnavailable wrapping the cause; otherwise peers get
 // until Config.StallTimeout. Errors mid-body (a cut connection) are retried
 // up to three times.
+//
+// # Hostile peers
+//
+// boxo's bitswap is wrapped where it trusts its peers (issue 11):
+//
+//   - Serving: boxo's server writes each message synchronously in one of a
+//     few workers, with a deadline of 2 s plus the size at 12.5 KB/s, so a
+//     peer that never reads held every worker for ~86 s per 1 MiB block.
+//     Here a send of blocks has a deadline of 2 s plus its size at
+//     128 KiB/s, at most 8 run at once per peer (a ninth waits its turn, and
+//     is dropped after 1 s only if no send to that peer has ended for 2 s),
+//     a peer that misses a deadline is served one send at a time
+//     for a minute, and one that misses again is disconnected and refused
+//     for a minute; the server runs max(8, Config.ServeConcurrency/2)
+//     workers (a seed: 32). What remains in boxo: a dropped send counts as
+//     sent, so that peer must ask again, and four peers that never read
+//     can hold a seed's workers for one deadline.
+//   - Reading: boxo decodes any message up to 4 MiB whole. Inbound bitswap
+//     streams are read through a framing filter that resets a stream at a
+//     message whose want list is over 128 KiB (boxo keeps 1024 wants per
+//     peer anyway), reserves each message's size with the resource
+//     manager while it is read, and closes streams idle for 2 min between
+//     messages or slower than 128 KiB/s within one.
+//   - HAVEs: a HAVE is an answer to boxo's sessions, which then wait on
+//     that peer; see step 4 above for how broken ones are handled. boxo's
+//     own search stays off (providers are found by root here), so the
+//     reader's re-ask on a new session is what recovers a block whose only
+//     asked peer lied.
 //
 // # Accounting
 //

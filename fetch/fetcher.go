@@ -14,6 +14,7 @@ import (
 	bsnet "github.com/ipfs/boxo/bitswap/network/bsnet"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshcdn/meshcdn/internal/verified"
@@ -88,7 +89,7 @@ func New(cfg Config) (*Fetcher, error) {
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 
-	f.guard = newGuard(bsnet.NewFromIpfsHost(cfg.Host), f)
+	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, rejected: f.tooLarge}), f)
 	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeConcurrency, &f.served)
 	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
 		// Providers are found by root CID here and connected before the
@@ -97,8 +98,9 @@ func New(cfg Config) (*Fetcher, error) {
 		bitswap.WithoutDuplicatedBlockStats(),
 		bitswap.MaxOutstandingBytesPerPeer(cfg.MaxOutstandingBytesPerPeer),
 		bitswap.WithPeerBlockRequestFilter(func(p peer.ID, _ cid.Cid) bool {
-			return !f.guard.isPenalised(p)
+			return !f.guard.refusedSender(p)
 		}),
+		bitswap.TaskWorkerCount(serveWorkers(cfg.ServeConcurrency)),
 	)
 	return f, nil
 }
@@ -144,6 +146,14 @@ func (f *Fetcher) Config() Config { return f.cfg }
 // Penalised reports whether p is being ignored for having sent a bad block
 // or for advertising content and sending nothing (see Config.Penalty).
 func (f *Fetcher) Penalised(p peer.ID) bool { return f.guard.isPenalised(p) }
+
+// Delivered returns the verified bytes p delivered first to fetches of
+// this Fetcher since New: evidence that p is an honest peer.
+func (f *Fetcher) Delivered(p peer.ID) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.totals.Peers[p]
+}
 
 // Totals is the accounting of all fetches of a Fetcher since New, and of
 // what it served to others.
@@ -211,6 +221,12 @@ func (f *Fetcher) rejected(e *VerifyError) {
 	f.log.Info("bad block", "cid", e.Cid, "peer", e.Peer, "source", string(e.Source))
 }
 
+// tooLarge logs a bitswap stream reset for a message over the limits (see
+// inboundStream).
+func (f *Fetcher) tooLarge(s network.Stream, err error) {
+	f.log.Info("bitswap message refused", "peer", s.Conn().RemotePeer(), "err", err)
+}
+
 func (f *Fetcher) countPenalty() {
 	f.mu.Lock()
 	f.totals.PenalisedPeers++
@@ -269,5 +285,13 @@ func (f *Fetcher) keep(ctx context.Context, b blocks.Block, src Source) error {
 	}
 	return nil
 }
+
+// serveWorkers is how many workers bitswap's server sends with: boxo's 8,
+// or half of Config.ServeConcurrency where that is more (seeds: 32), so
+// that a few peers that do not read their replies (each holding up to
+// perPeerSends workers until its deadlines cut it, see sendLimiter)
+// cannot stop the server. More workers than needed cost order: blocks read
+// for sending at once come out of the serving cap in no set order.
+func serveWorkers(concurrency int) int { return max(8, concurrency/2) }
 
 var errFetcherClosed = errors.New("fetcher closed")

@@ -2,11 +2,13 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"time"
 
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	bspb "github.com/ipfs/boxo/bitswap/message/pb"
 	bsnet "github.com/ipfs/boxo/bitswap/network"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -32,6 +34,9 @@ type guard struct {
 	useful    map[peer.ID]time.Time   // last block or HAVE of a wanted CID
 	timers    map[peer.ID]*time.Timer // penalty ends
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
+	sends     *sendLimiter            // deadlines of what the server sends
+	proms     *promises               // HAVEs not yet followed by the block
+	promTimer *time.Timer             // checks the promises when one is due
 	stopped   bool
 	life      sync.RWMutex // held for reading while forgiving; stop takes it
 }
@@ -47,6 +52,8 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		useful:         make(map[peer.ID]time.Time),
 		timers:         make(map[peer.ID]*time.Timer),
 		prio:           make(map[cid.Cid]int32),
+		sends:          newSendLimiter(),
+		proms:          newPromises(),
 	}
 }
 
@@ -89,13 +96,70 @@ func (g *guard) NewMessageSender(ctx context.Context, p peer.ID, opts *bsnet.Mes
 	if err != nil {
 		return nil, err
 	}
-	return orderedSender{s, g}, nil
+	return orderedSender{s, g, p}, nil
 }
 
-// SendMessage is NewMessageSender's one-shot form.
+// SendMessage is NewMessageSender's one-shot form, which bitswap's server
+// sends blocks with, synchronously, in one of its workers. Here each send
+// gets a deadline for its size, at most perPeerSends run at once per peer
+// (a send waiting for its turn fails after slotWait if the peer is
+// stalled), and a peer that misses
+// deadlines is put on probation, then cut (see sendLimiter).
 func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) error {
 	g.reprioritise(m)
-	return g.BitSwapNetwork.SendMessage(ctx, p, m)
+	slots := g.sends.acquire(p, time.Now())
+	defer g.sends.release(p)
+	if err := g.takeSlot(ctx, p, slots); err != nil {
+		return err
+	}
+	defer func() { <-slots }()
+	began := time.Now()
+	deadline, ok := g.sends.begin(p, m.Size(), began)
+	if !ok {
+		return errPeerNotDraining
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	err := g.BitSwapNetwork.SendMessage(ctx, p, m)
+	cancel()
+	now := time.Now()
+	switch g.sends.end(p, began, err != nil && !now.Before(deadline), now) {
+	case sendSlow:
+		g.f.log.Info("peer not draining: one send at a time", "peer", p, "bytes", m.Size(), "dur", now.Sub(began))
+	case sendCut:
+		g.f.log.Info("peer not draining: disconnected", "peer", p, "bytes", m.Size(), "dur", now.Sub(began))
+		_ = g.BitSwapNetwork.DisconnectFrom(context.Background(), p)
+	}
+	return err
+}
+
+// takeSlot takes one of p's send slots, waiting while p drains; it fails
+// after slotWait of waiting on a stalled peer (see sendLimiter.stalled).
+func (g *guard) takeSlot(ctx context.Context, p peer.ID, slots chan struct{}) error {
+	t := time.NewTimer(slotWait)
+	defer t.Stop()
+	for {
+		select {
+		case slots <- struct{}{}:
+			return nil
+		case <-t.C:
+			if g.sends.stalled(p, time.Now()) {
+				return errPeerNotDraining
+			}
+			t.Reset(slotWait)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// errPeerNotDraining is what a send to a peer that does not read its
+// replies fails with at once (see sendLimiter).
+var errPeerNotDraining = errors.New("fetch: peer does not read what it is sent")
+
+// refusedSender reports whether requests of p are refused: it is
+// penalised, or was cut for not reading what it was sent.
+func (g *guard) refusedSender(p peer.ID) bool {
+	return g.isPenalised(p) || g.sends.refused(p, time.Now())
 }
 
 // reprioritise sets the priority of each want in m that order ranked.
@@ -119,11 +183,36 @@ func (g *guard) reprioritise(m bsmsg.BitSwapMessage) {
 type orderedSender struct {
 	bsnet.MessageSender
 	g *guard
+	p peer.ID
 }
 
 func (s orderedSender) SendMsg(ctx context.Context, m bsmsg.BitSwapMessage) error {
 	s.g.reprioritise(m)
+	s.g.asked(s.p, m)
 	return s.MessageSender.SendMsg(ctx, m)
+}
+
+// asked records the want-blocks of wanted blocks in m, sent to p: promises
+// p is to keep (see promises).
+func (g *guard) asked(p peer.ID, m bsmsg.BitSwapMessage) {
+	wl := m.Wantlist()
+	if len(wl) == 0 {
+		return
+	}
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, e := range wl {
+		if _, ok := g.wanted[e.Cid]; !ok {
+			continue
+		}
+		if e.Cancel {
+			g.proms.dontHave(p, e.Cid)
+		} else if e.WantType == bspb.Message_Wantlist_Block {
+			g.proms.asked(p, e.Cid, now)
+		}
+	}
+	g.armPromisesLocked()
 }
 
 const recentFor = time.Minute
@@ -137,6 +226,7 @@ func (g *guard) unwant(cs []cid.Cid) {
 			delete(g.wanted, c)
 			delete(g.sender, c)
 			delete(g.prio, c)
+			g.proms.forget(c)
 			g.recent[c] = now
 		}
 	}
@@ -179,18 +269,33 @@ func (g *guard) usefulSince(p peer.ID, t time.Time) bool {
 }
 
 // penalise drops p from bitswap for the penalty time.
-func (g *guard) penalise(p peer.ID) bool {
+func (g *guard) penalise(p peer.ID) bool { return g.penaliseFor(p, g.f.cfg.Penalty) }
+
+// silentPenalty is the longest a provider is ignored for having sent
+// nothing: a busy but honest seed can be silent for a while, a liar sends
+// bad blocks (Config.Penalty) or breaks its HAVEs.
+const silentPenalty = 30 * time.Second
+
+// penaliseFor drops p from bitswap for d, or until its current penalty
+// ends if that is later. It reports whether p was not penalised before.
+func (g *guard) penaliseFor(p peer.ID, d time.Duration) bool {
 	g.mu.Lock()
 	if g.stopped {
 		g.mu.Unlock()
 		return false
 	}
-	already := g.isPenalisedLocked(p, time.Now())
-	g.penalised[p] = time.Now().Add(g.f.cfg.Penalty)
+	now := time.Now()
+	already := g.isPenalisedLocked(p, now)
+	until := now.Add(d)
+	if already && g.penalised[p].After(until) {
+		g.mu.Unlock()
+		return false
+	}
+	g.penalised[p] = until
 	if t := g.timers[p]; t != nil {
 		t.Stop()
 	}
-	g.timers[p] = time.AfterFunc(g.f.cfg.Penalty, func() { g.forgive(p) })
+	g.timers[p] = time.AfterFunc(d, func() { g.forgive(p) })
 	rs := g.receivers
 	g.mu.Unlock()
 	if already {
@@ -237,6 +342,9 @@ func (g *guard) stop() {
 	for _, t := range g.timers {
 		t.Stop()
 	}
+	if g.promTimer != nil {
+		g.promTimer.Stop()
+	}
 }
 
 type guardReceiver struct{ g *guard }
@@ -257,6 +365,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 				g.sender[c] = p
 			}
 			g.useful[p] = now
+			g.proms.delivered(p, c, now)
 			continue
 		}
 		if _, ok := g.recent[c]; ok {
@@ -264,12 +373,19 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		}
 		bad = append(bad, c)
 	}
+	var void []cid.Cid
 	for _, c := range m.Haves() {
 		if _, ok := g.wanted[c]; ok {
 			g.useful[p] = now
-			break
+			if g.proms.have(p, c, now) {
+				void = append(void, c)
+			}
 		}
 	}
+	for _, c := range m.DontHaves() {
+		g.proms.dontHave(p, c)
+	}
+	g.armPromisesLocked()
 	rs := g.receivers
 	g.mu.Unlock()
 	if len(bad) > 0 {
@@ -286,6 +402,68 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	g.f.direct.received(g.f, p, m.Blocks()) // firstwant.go: before bitswap, which may not want them yet
 	for _, rv := range rs {
 		rv.ReceiveMessage(ctx, p, m)
+	}
+	if len(void) > 0 {
+		dontHave(ctx, rs, p, void)
+	}
+}
+
+// dontHave tells the receivers that p does not have cs.
+func dontHave(ctx context.Context, rs []bsnet.Receiver, p peer.ID, cs []cid.Cid) {
+	m := bsmsg.New(false)
+	for _, c := range cs {
+		m.AddDontHave(c)
+	}
+	for _, rv := range rs {
+		rv.ReceiveMessage(ctx, p, m)
+	}
+}
+
+// armPromisesLocked sets the promise timer for the earliest promise due.
+// The caller holds mu.
+func (g *guard) armPromisesLocked() {
+	at, ok := g.proms.next()
+	if !ok || g.stopped {
+		return
+	}
+	d := max(time.Until(at), time.Millisecond)
+	if g.promTimer == nil {
+		g.promTimer = time.AfterFunc(d, g.checkPromises)
+		return
+	}
+	g.promTimer.Reset(d)
+}
+
+// checkPromises breaks the promises that are due (see promises): bitswap
+// hears DONT_HAVE from their peers, and peers that only lie are penalised.
+func (g *guard) checkPromises() {
+	g.life.RLock()
+	defer g.life.RUnlock()
+	g.mu.Lock()
+	if g.stopped {
+		g.mu.Unlock()
+		return
+	}
+	broken, liars := g.proms.due(time.Now(), g.f.cfg.Penalty)
+	byPeer := make(map[peer.ID][]cid.Cid)
+	for _, k := range broken {
+		if _, ok := g.wanted[k.c]; ok {
+			byPeer[k.p] = append(byPeer[k.p], k.c)
+		}
+	}
+	g.armPromisesLocked()
+	rs := g.receivers
+	g.mu.Unlock()
+	for p, cs := range byPeer {
+		g.f.log.Debug("HAVE not followed by the block", "peer", p, "cid", cs[0], "blocks", len(cs))
+		dontHave(context.Background(), rs, p, cs)
+	}
+	for _, p := range liars {
+		if g.penalise(p) {
+			g.f.log.Info("peer penalised: HAVEs never followed by blocks", "peer", p)
+			g.f.countPenalty()
+			g.f.wakeAll()
+		}
 	}
 }
 

@@ -108,15 +108,17 @@ type leafState struct {
 // and seeks share one position. Close (or the end of the context given to
 // Open) cancels everything the fetch started.
 type Reader struct {
-	f      *Fetcher
-	t      Target
-	ctx    context.Context
-	cancel context.CancelFunc
-	start  time.Time
-	sess   exchange.Fetcher
-	kick   chan struct{}
-	wg     sync.WaitGroup
-	once   sync.Once
+	f         *Fetcher
+	t         Target
+	ctx       context.Context
+	cancel    context.CancelFunc
+	start     time.Time
+	sess      exchange.Fetcher
+	kick      chan struct{}
+	leafSess  exchange.Fetcher // the session leaves are asked on; under mu
+	sessSince time.Time        // when leafSess started; under mu
+	wg        sync.WaitGroup
+	once      sync.Once
 
 	mu         sync.Mutex
 	changed    chan struct{} // closed and replaced when state changes
@@ -187,6 +189,7 @@ func (f *Fetcher) Open(ctx context.Context, t Target) (*Reader, error) {
 		}
 	}
 	r.sess = f.bs.NewSession(r.ctx)
+	r.leafSess, r.sessSince = r.sess, r.start
 	r.findProviders()
 	r.wg.Add(1)
 	go r.run()
@@ -532,6 +535,28 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		}
 	}
 
+	// A leaf the reader has waited on for stuckAfter while it was asked
+	// of peers is asked again on a new session: bitswap's session can be
+	// left with nobody to ask (the peer it asked was caught lying, and the
+	// others were never asked about that block) and, its own search being
+	// off, never asks again.
+	if !r.waitSince.IsZero() && cur < n && r.st[cur].peer != nil && now.Sub(later(r.waitSince, r.sessSince)) >= stuckAfter {
+		r.leafSess, r.sessSince = f.bs.NewSession(r.ctx), now
+		for i := cur; i < end; i++ {
+			if q := r.st[i].peer; q != nil && r.st[i].data == nil {
+				q.cancel()
+				r.st[i].peer = nil
+			}
+		}
+		f.log.Debug("leaf asked again on a new session", "cid", r.leaves[cur].Cid)
+		r.mu.Unlock()
+		r.wake()
+		return now, false
+	}
+	if !r.waitSince.IsZero() && cur < n && r.st[cur].peer != nil {
+		deadline(later(r.waitSince, r.sessSince).Add(stuckAfter))
+	}
+
 	// Give up when nothing can come: at once if the origin failed and no
 	// peer is known to have the content or has sent any of it.
 	if missing && (!r.t.hasOrigin() || r.originDead != nil) && (now.Sub(r.lastBlock) >= cfg.StallTimeout || r.originDead != nil && r.noPeerHope()) {
@@ -613,7 +638,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		}()
 	}
 	for _, p := range silent {
-		if f.guard.penalise(p) {
+		if f.guard.penaliseFor(p, min(cfg.Penalty, silentPenalty)) {
 			f.countPenalty()
 			f.log.Info("silent provider penalised", "peer", p, "cid", r.t.Cid)
 		}
@@ -623,6 +648,11 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	}
 	return next, false
 }
+
+// stuckAfter is how long the reader waits on a leaf asked of peers before
+// it is asked again on a new bitswap session: past the guard's deadline for
+// a HAVE's block (haveDeadline), under StallTimeout.
+const stuckAfter = 3 * time.Second
 
 // peerRateWindow is how many recent peer leaves the peer rate is taken over.
 const peerRateWindow = 4
@@ -736,12 +766,15 @@ func (r *Reader) goPeers(idx []int, cur int, leaves []store.Leaf, reqs []*req, b
 	}
 	r.f.guard.order(cids, dist)
 	first := r.askFirst(idx, leaves, reqs) // firstwant.go
+	r.mu.Lock()
+	sess := r.leafSess
+	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		defer b.cancel()
 		first.lead() // firstwant.go
-		ch, err := r.sess.GetBlocks(b.ctx, cids)
+		ch, err := sess.GetBlocks(b.ctx, cids)
 		if err == nil {
 			for blk := range ch {
 				c := blk.Cid()
@@ -1184,3 +1217,11 @@ func (r *Reader) Close() error {
 }
 
 var _ io.ReadSeekCloser = (*Reader)(nil)
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

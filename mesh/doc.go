@@ -70,4 +70,17 @@
 // matching context.DeadlineExceeded, other origin failures (a 404 or 500,
 // a refused connection, a file that changed: fetch.ErrChanged) with errors
 // that do not.
+//
+// # Connection limits
+//
+// go-libp2p's resource manager and connection manager are configured from
+// one figure, Config.MaxConns (limits.go): the connection manager keeps
+// between 3/4 of it and all of it (new connections safe for 30 s), the
+// resource manager admits a quarter more than MaxConns inbound, so that
+// trimming (idle peers first) always comes before refusing anyone; before,
+// a seed admitted 128 inbound connections against a MaxConns of 1024, and
+// 128 idle peers locked everyone out. Bitswap streams are capped at 16
+// inbound per peer. The provider table ranks peers by what the node knows
+// of them (delivered verified bytes, bootstrap, connected) over unknown
+// keys: see announce.TableConfig.Evidence.
 package mesh

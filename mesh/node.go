@@ -14,7 +14,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
@@ -25,8 +24,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
-	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
-	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -52,6 +49,7 @@ type Node struct {
 	ann     *announce.Announcer
 	sumSvc  *announce.SummaryService
 	fetcher *fetch.Fetcher
+	served  atomic.Pointer[fetch.Fetcher] // the fetcher, for evidence
 	client  *http.Client
 	lock    *os.File // the DataDir lock
 	self    peer.ID  // known before host is set (AutoRelay asks at once)
@@ -155,6 +153,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
+	n.served.Store(n.fetcher)
 	if err := n.metrics.registerNode(n); err != nil {
 		return nil, err
 	}
@@ -217,6 +216,7 @@ func (n *Node) startAnnounce(reg prometheus.Registerer) error {
 		DisableDHT: cfg.DisableDHT,
 		DHTMode:    mode,
 		Logger:     cfg.Logger,
+		Table:      announce.TableConfig{Evidence: n.evidence},
 
 		PrometheusRegisterer: reg,
 	})
@@ -274,28 +274,17 @@ func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInf
 }
 
 func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, relays autorelay.PeerSource) ([]libp2p.Option, error) {
-	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
-	fds := 512
-	if cfg.Role == RoleSeed {
-		fds = 4096
-	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.Scale(cfg.MaxMemory, fds)))
+	lopts, err := limitOptions(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("mesh: resource manager: %w", err)
-	}
-	cm, err := connmgr.NewConnManager(cfg.MaxConns*3/4, cfg.MaxConns, connmgr.WithGracePeriod(time.Minute))
-	if err != nil {
-		return nil, fmt.Errorf("mesh: connection manager: %w", err)
+		return nil, err
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
-		libp2p.ResourceManager(rm),
-		libp2p.ConnectionManager(cm),
 		libp2p.UserAgent("meshcdn/0"),
 		libp2p.EnableRelay(),
 	}
+	opts = append(opts, lopts...)
 	if reg != nil {
 		opts = append(opts, libp2p.PrometheusRegisterer(reg))
 	} else {

@@ -1,0 +1,188 @@
+package fetch
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Want lists that are too large. boxo's bitswap reads any message up to
+// 4 MiB and decodes it whole; 60 connections resending 2 MB want lists took
+// a seed to 1.75 GiB and the honest fetch to 23x, the resource manager
+// seeing a sixth of that memory. The engine keeps at most 1024 wants per
+// peer, so a longer list is only work. The bitswap network here reads its
+// inbound streams through inboundStream, which follows each message's
+// protobuf framing as the bytes pass (nothing is buffered but a few
+// header bytes) and
+//
+//   - resets the stream at a message whose want list is over
+//     maxWantlistBytes (about 2,900 entries), before boxo decodes it;
+//   - closes a stream idle for streamIdle between messages, and one whose
+//     message does not arrive at minSendRate (a peer that opens streams
+//     and sends nothing holds none for long);
+//   - reserves each message's size with the stream's resource scope while it
+//     is read (what boxo then allocates for it), so that the resource
+//     manager's memory limits count it and refuse what does not fit.
+const (
+	streamIdle       = 2 * time.Minute
+	maxWantlistBytes = 128 << 10
+	maxMessageBytes  = network.MessageSizeMax // boxo's own cap: 4 MiB
+)
+
+// errTooLarge is what reading a bitswap message over the limits fails with.
+var errTooLarge = errors.New("fetch: bitswap message over the limits")
+
+// filterHost is the host bitswap's network is built on: the handlers it
+// sets read their streams through inboundStream.
+type filterHost struct {
+	host.Host
+	rejected func(network.Stream, error)
+}
+
+func (h filterHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
+	h.Host.SetStreamHandler(pid, func(s network.Stream) {
+		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.rejected})
+	})
+}
+
+// inboundStream passes a bitswap stream's bytes through while checking
+// each message's framing: a varint length, then top-level protobuf fields
+// (1 want list, 2 and 3 blocks, 4 block presences, 5 pending bytes).
+type inboundStream struct {
+	network.Stream
+	r        *bufio.Reader
+	rejected func(network.Stream, error)
+
+	pending   []byte // header bytes parsed, not yet handed out
+	frameLeft int    // bytes of the current message not yet handed out
+	fieldLeft int    // bytes of the current field's body not yet handed out
+	wantBytes int    // want list bytes in the current message
+	reserved  int    // memory reserved for the current message
+	err       error
+}
+
+func (s *inboundStream) Read(p []byte) (int, error) {
+	for len(s.pending) == 0 && s.fieldLeft == 0 {
+		if s.err != nil {
+			return 0, s.err
+		}
+		if err := s.header(); err != nil {
+			s.fail(err)
+			return 0, err
+		}
+	}
+	if len(s.pending) > 0 {
+		n := copy(p, s.pending)
+		s.pending = s.pending[n:]
+		return n, nil
+	}
+	n, err := s.r.Read(p[:min(len(p), s.fieldLeft)])
+	s.fieldLeft -= n
+	s.frameLeft -= n
+	if s.frameLeft == 0 {
+		s.release()
+	}
+	return n, err
+}
+
+// header parses the next message or field header into pending.
+func (s *inboundStream) header() error {
+	if s.frameLeft == 0 {
+		_ = s.SetReadDeadline(time.Now().Add(streamIdle))
+		l, err := s.varint()
+		if err != nil {
+			return err
+		}
+		_ = s.SetReadDeadline(time.Now().Add(sendDeadline(int(min(l, maxMessageBytes)))))
+		if l > maxMessageBytes {
+			return fmt.Errorf("%w: message of %d bytes", errTooLarge, l)
+		}
+		if l > 0 {
+			if err := s.Scope().ReserveMemory(int(l), network.ReservationPriorityAlways); err != nil {
+				return fmt.Errorf("%w: %v", errTooLarge, err)
+			}
+			s.reserved = int(l)
+		}
+		s.frameLeft, s.wantBytes = int(l), 0
+		return nil
+	}
+	mark := len(s.pending)
+	tag, err := s.varint()
+	if err != nil {
+		return err
+	}
+	switch tag & 7 {
+	case 0:
+		_, err = s.varint()
+	case 1:
+		s.fieldLeft = 8
+	case 5:
+		s.fieldLeft = 4
+	case 2:
+		var l uint64
+		if l, err = s.varint(); err == nil {
+			s.fieldLeft = int(min(l, maxMessageBytes+1))
+			if tag>>3 == 1 {
+				s.wantBytes += s.fieldLeft
+			}
+		}
+	default:
+		err = fmt.Errorf("%w: bad wire type %d", errTooLarge, tag&7)
+	}
+	if err != nil {
+		return err
+	}
+	if s.wantBytes > maxWantlistBytes {
+		return fmt.Errorf("%w: want list of %d bytes", errTooLarge, s.wantBytes)
+	}
+	s.frameLeft -= len(s.pending) - mark
+	if s.frameLeft < s.fieldLeft || s.frameLeft < 0 {
+		return fmt.Errorf("%w: field past its message", errTooLarge)
+	}
+	if s.frameLeft == 0 {
+		s.release()
+	}
+	return nil
+}
+
+// varint reads a varint, appending its bytes to pending.
+func (s *inboundStream) varint() (uint64, error) {
+	var v uint64
+	for i := 0; i < 10; i++ {
+		b, err := s.r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		s.pending = append(s.pending, b)
+		v |= uint64(b&0x7f) << (7 * i)
+		if b < 0x80 {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: bad varint", errTooLarge)
+}
+
+func (s *inboundStream) release() {
+	if s.reserved > 0 {
+		s.Scope().ReleaseMemory(s.reserved)
+		s.reserved = 0
+	}
+}
+
+// fail ends the stream: over the limits it is reset and reported.
+func (s *inboundStream) fail(err error) {
+	s.err = err
+	s.pending = nil
+	s.release()
+	if errors.Is(err, errTooLarge) {
+		s.Stream.Reset()
+		if s.rejected != nil {
+			s.rejected(s.Stream, err)
+		}
+	}
+}

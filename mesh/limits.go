@@ -1,0 +1,103 @@
+package mesh
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+)
+
+// Connection and stream limits. go-libp2p's resource manager, scaled to a
+// seed's 1 GiB, admits 128 inbound connections while its connection manager
+// only trims above MaxConns (1024): 128 idle connections locked every new
+// peer out and nothing was ever trimmed. Here both follow MaxConns: the
+// connection manager keeps between 3/4 of it and all of it, and the
+// resource manager admits a quarter more than that, inbound and in all, so
+// that the connection manager always gets to trim (idle peers first) before
+// the resource manager refuses anyone. Bitswap's streams are bounded per
+// peer (bitswapStreamsPerPeer inbound: boxo opens one for its wants and one
+// per message it sends), so a few peers cannot take the protocol's share
+// with idle streams (20 peers × 60 did, of 768).
+const (
+	// bitswapStreamsPerPeer is the most inbound bitswap streams one peer
+	// holds at once.
+	bitswapStreamsPerPeer = 16
+	// connGrace is how long a new connection is safe from trimming.
+	connGrace = 30 * time.Second
+)
+
+// bitswapProtocols are the protocol IDs boxo's bitswap speaks.
+var bitswapProtocols = []protocol.ID{"/ipfs/bitswap/1.2.0", "/ipfs/bitswap/1.1.0", "/ipfs/bitswap/1.0.0", "/ipfs/bitswap"}
+
+// resourceLimits returns the resource manager's limits for cfg: go-libp2p's
+// defaults scaled to MaxMemory, with the connection and bitswap stream
+// limits above.
+func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	fds := 512
+	if cfg.Role == RoleSeed {
+		fds = 4096
+	}
+	inbound := cfg.MaxConns + cfg.MaxConns/4
+	total := inbound + cfg.MaxConns/4
+	fds = max(fds, total+256)
+	base := limits.Scale(cfg.MaxMemory, fds)
+	perPeer := rcmgr.ResourceLimits{StreamsInbound: bitswapStreamsPerPeer}
+	over := rcmgr.PartialLimitConfig{
+		System: rcmgr.ResourceLimits{
+			ConnsInbound: rcmgr.LimitVal(inbound),
+			Conns:        rcmgr.LimitVal(total),
+			FD:           rcmgr.LimitVal(fds),
+		},
+		Transient: rcmgr.ResourceLimits{
+			ConnsInbound: rcmgr.LimitVal(max(64, inbound/4)),
+			Conns:        rcmgr.LimitVal(max(128, total/4)),
+		},
+		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{},
+		Protocol:     map[protocol.ID]rcmgr.ResourceLimits{},
+	}
+	for _, p := range bitswapProtocols {
+		over.ProtocolPeer[p] = perPeer
+		over.Protocol[p] = rcmgr.ResourceLimits{
+			StreamsInbound: rcmgr.LimitVal(max(1024, 4*cfg.MaxConns)),
+			Streams:        rcmgr.LimitVal(max(2048, 8*cfg.MaxConns)),
+		}
+	}
+	return over.Build(base)
+}
+
+// limitOptions returns the host's resource and connection managers.
+func limitOptions(cfg Config) ([]libp2p.Option, error) {
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(cfg)))
+	if err != nil {
+		return nil, fmt.Errorf("mesh: resource manager: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(cfg.MaxConns*3/4, cfg.MaxConns, connmgr.WithGracePeriod(connGrace))
+	if err != nil {
+		return nil, fmt.Errorf("mesh: connection manager: %w", err)
+	}
+	return []libp2p.Option{libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)}, nil
+}
+
+// evidence rates what the node knows of p beyond its announcements, for the
+// provider table (announce.TableConfig.Evidence): 3 for a peer that
+// delivered verified bytes to this node, 2 for a bootstrap peer (a seed),
+// 1 for a connected peer, 0 for an unknown key.
+func (n *Node) evidence(p peer.ID) int {
+	if f := n.served.Load(); f != nil && f.Delivered(p) > 0 {
+		return 3
+	}
+	if n.host.ConnManager().IsProtected(p, bootstrapTag) {
+		return 2
+	}
+	if n.host.Network().Connectedness(p) == network.Connected {
+		return 1
+	}
+	return 0
+}
