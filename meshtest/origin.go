@@ -80,6 +80,7 @@ type Origin struct {
 	handlers  sync.WaitGroup
 	served    chan struct{}
 	close     sync.Once
+	closing   sync.Mutex // orders handlers.Add before Close's Wait
 
 	fault atomic.Pointer[FaultFunc]
 
@@ -250,7 +251,9 @@ func (o *Origin) Stats() OriginStats {
 // return. It is idempotent.
 func (o *Origin) Close() {
 	o.close.Do(func() {
+		o.closing.Lock()
 		close(o.done)
+		o.closing.Unlock()
 		o.srv.Close()
 		<-o.served
 		o.handlers.Wait()
@@ -260,7 +263,17 @@ func (o *Origin) Close() {
 // serveTracked serves a request from the origin's listener; Close waits
 // for it.
 func (o *Origin) serveTracked(w http.ResponseWriter, r *http.Request) {
+	// A connection accepted before Close may start its handler while
+	// Close waits: the Add is under Close's lock, or the request is cut.
+	o.closing.Lock()
+	select {
+	case <-o.done:
+		o.closing.Unlock()
+		panic(http.ErrAbortHandler)
+	default:
+	}
 	o.handlers.Add(1)
+	o.closing.Unlock()
 	defer o.handlers.Done()
 	o.ServeHTTP(w, r)
 }
