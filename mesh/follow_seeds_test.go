@@ -2,15 +2,11 @@ package mesh_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
-	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
 	"github.com/meshcdn/meshcdn/meshtest"
 )
@@ -26,29 +22,11 @@ func TestFollowUsesManifestSeeds(t *testing.T) {
 	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed})
 	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: meshtest.Site{"a.js": testutil.Bytes(1, 2000)}})
 	seedAddr := seed.Addrs()[0].String()
-	// The manifest with seeds is served apart from the origin's own, which
-	// has none: a second version only changes the seeds.
-	var body atomic.Pointer[[]byte]
-	setSeeds := func(seeds ...string) {
-		m := *o.Manifest()
-		m.Seeds = seeds
-		data, err := m.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := manifest.Parse(data); err != nil {
-			t.Fatal(err)
-		}
-		body.Store(&data)
+	if _, err := o.SetSeeds(seedAddr, "/dns4/seed.invalid/tcp/1/p2p/not-a-peer-id"); err != nil {
+		t.Fatal(err)
 	}
-	setSeeds(seedAddr, "/dns4/seed.invalid/tcp/1/p2p/not-a-peer-id")
-	ms := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write(*body.Load())
-	}))
-	defer ms.Close()
-
 	app := newNode(t, mesh.Config{Origin: o.URL()})
-	f, err := app.Follow(mesh.FollowConfig{URL: ms.URL + "/manifest.json"})
+	f, err := app.Follow(mesh.FollowConfig{URL: "manifest.json"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +39,9 @@ func TestFollowUsesManifestSeeds(t *testing.T) {
 		t.Errorf("Bootstrap after following = %q, want the manifest's one valid seed %q", got, seedAddr)
 	}
 	ch := f.Subscribe(ctx)
-	setSeeds()
+	if _, err := o.SetSeeds(); err != nil { // a version that only changes the seeds
+		t.Fatal(err)
+	}
 	f.Check()
 	waitEvent(ctx, t, ch, mesh.SiteUpdated)
 	if got := app.Config().Bootstrap; len(got) != 0 {

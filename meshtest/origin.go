@@ -52,6 +52,11 @@ type OriginConfig struct {
 	// with 200 and no Accept-Ranges header. Default false: ranges served.
 	NoRange bool
 
+	// Seeds is the manifest's "seeds" field (multiaddrs of the site's
+	// seeds, see manifest.Manifest.Seeds) until SetSeeds changes it.
+	// Default none.
+	Seeds []string
+
 	// Label, if set, names the client of each request (for instance from
 	// its User-Agent); Stats counts the bytes sent to each label. Default
 	// nil: no labels.
@@ -65,15 +70,17 @@ type OriginConfig struct {
 // NewOrigin; Close stops it. An Origin is safe for concurrent use; faults can
 // be set while it serves.
 type Origin struct {
-	cfg      OriginConfig
-	version  atomic.Pointer[version]
-	url      string
-	srv      *http.Server
-	uplink   *rate.Limiter
-	done     chan struct{}
-	handlers sync.WaitGroup
-	served   chan struct{}
-	close    sync.Once
+	cfg       OriginConfig
+	version   atomic.Pointer[version]
+	deploying sync.Mutex // SetSite and SetSeeds, one at a time
+	url       string
+	srv       *http.Server
+	uplink    *rate.Limiter
+	done      chan struct{}
+	handlers  sync.WaitGroup
+	served    chan struct{}
+	close     sync.Once
+	closing   sync.Mutex // orders handlers.Add before Close's Wait
 
 	fault atomic.Pointer[FaultFunc]
 
@@ -86,23 +93,28 @@ type Origin struct {
 
 // version is a site and its manifest, as served together.
 type version struct {
-	site Site
-	m    *manifest.Manifest
-	mj   []byte
-	etag string
+	site  Site
+	seeds []string
+	m     *manifest.Manifest
+	mj    []byte
+	etag  string
 }
 
-func newVersion(site Site) (*version, error) {
+func newVersion(site Site, seeds []string) (*version, error) {
 	m, err := site.Manifest(context.Background())
 	if err != nil {
 		return nil, err
 	}
+	m.Seeds = seeds
 	mj, err := m.Marshal()
+	if err == nil && len(seeds) > 0 {
+		_, err = manifest.Parse(mj) // seeds a client would refuse
+	}
 	if err != nil {
 		return nil, fmt.Errorf("meshtest: origin: %w", err)
 	}
 	sum := sha256.Sum256(mj)
-	return &version{site: site, m: m, mj: mj, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}, nil
+	return &version{site: site, seeds: seeds, m: m, mj: mj, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}, nil
 }
 
 // PathStats counts the requests for one path and the body bytes sent for it.
@@ -147,7 +159,7 @@ func NewOrigin(cfg OriginConfig) (*Origin, error) {
 	if cfg.Burst <= 0 {
 		cfg.Burst = 64 << 10
 	}
-	v, err := newVersion(site)
+	v, err := newVersion(site, cfg.Seeds)
 	if err != nil {
 		return nil, err
 	}
@@ -186,10 +198,26 @@ func (o *Origin) Site() Site { return o.version.Load().site }
 
 // SetSite deploys a new version of the site: from now on the origin serves
 // site and its manifest (with a new ETag), atomically; requests under way
-// finish with the version they started with. It returns the new manifest.
-// Safe to call while the origin serves.
+// finish with the version they started with. The manifest keeps the seeds
+// in effect (see SetSeeds). It returns the new manifest. Safe to call while
+// the origin serves.
 func (o *Origin) SetSite(site Site) (*manifest.Manifest, error) {
-	v, err := newVersion(site)
+	return o.deploy(func(v *version) (*version, error) { return newVersion(site, v.seeds) })
+}
+
+// SetSeeds publishes the site again with seeds as its manifest's "seeds"
+// field (a new ETag; the files stay), as a deploy that moves the site's
+// seeds would. It returns the new manifest. Safe to call while the origin
+// serves.
+func (o *Origin) SetSeeds(seeds ...string) (*manifest.Manifest, error) {
+	return o.deploy(func(v *version) (*version, error) { return newVersion(v.site, seeds) })
+}
+
+// deploy replaces the version in effect with next's answer.
+func (o *Origin) deploy(next func(*version) (*version, error)) (*manifest.Manifest, error) {
+	o.deploying.Lock()
+	defer o.deploying.Unlock()
+	v, err := next(o.version.Load())
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +251,9 @@ func (o *Origin) Stats() OriginStats {
 // return. It is idempotent.
 func (o *Origin) Close() {
 	o.close.Do(func() {
+		o.closing.Lock()
 		close(o.done)
+		o.closing.Unlock()
 		o.srv.Close()
 		<-o.served
 		o.handlers.Wait()
@@ -233,7 +263,17 @@ func (o *Origin) Close() {
 // serveTracked serves a request from the origin's listener; Close waits
 // for it.
 func (o *Origin) serveTracked(w http.ResponseWriter, r *http.Request) {
+	// A connection accepted before Close may start its handler while
+	// Close waits: the Add is under Close's lock, or the request is cut.
+	o.closing.Lock()
+	select {
+	case <-o.done:
+		o.closing.Unlock()
+		panic(http.ErrAbortHandler)
+	default:
+	}
 	o.handlers.Add(1)
+	o.closing.Unlock()
 	defer o.handlers.Done()
 	o.ServeHTTP(w, r)
 }

@@ -11,7 +11,9 @@
 // the gateway serves them. The app follows the site's manifest URL
 // (mesh.Node.Follow, checked every minute): when the site is redeployed, the
 // gateway swaps to the new version at once and the program says so, which
-// is where a real app would tell its webview to reload.
+// is where a real app would tell its webview to reload. Before serving, it
+// waits (up to -ready) until the node knows what its seeds hold, so that
+// the first page load already comes from the mesh.
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -36,8 +39,9 @@ func main() {
 	manifestURL := flag.String("manifest", "", "URL of the site's manifest (required)")
 	origin := flag.String("origin", "", "origin base URL (default: the manifest's directory)")
 	addr := flag.String("addr", "127.0.0.1:8377", "gateway address; keep it on loopback")
-	bootstrap := flag.String("bootstrap", "", "comma-separated multiaddrs of seeds")
+	bootstrap := flag.String("bootstrap", "", "comma-separated multiaddrs of seeds (the manifest's seeds are added)")
 	recheck := flag.Duration("recheck", 0, "how often to check the manifest (default: the app role's 1m)")
+	ready := flag.Duration("ready", 5*time.Second, "how long to wait for the mesh before serving")
 	loopback := flag.Bool("loopback", false, "listen for peers on 127.0.0.1 only, mDNS and UPnP off")
 	flag.Parse()
 	if *name == "" || *dir == "" || *manifestURL == "" {
@@ -57,13 +61,31 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, *manifestURL, *addr); err != nil {
+	ln, err := net.Listen("tcp", *addr)
+	if err == nil {
+		err = run(ctx, cfg, *manifestURL, ln, app{out: os.Stdout, errOut: os.Stderr, ready: *ready})
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "desktop:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cfg mesh.Config, manifestURL, addr string) error {
+// app is what run reports to, and the hooks a test watches it with.
+type app struct {
+	out, errOut io.Writer
+	// ready bounds the wait for the mesh before the gateway serves.
+	ready time.Duration
+	// started, if set, is called with the node once the gateway serves.
+	started func(*mesh.Node)
+	// event, if set, is called with every site event after it is reported.
+	event func(mesh.SiteEvent)
+}
+
+// run runs the app until ctx ends: a node, following manifestURL, whose
+// gateway serves on ln (which run closes).
+func run(ctx context.Context, cfg mesh.Config, manifestURL string, ln net.Listener, a app) error {
+	defer ln.Close()
 	n, err := mesh.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -80,38 +102,59 @@ func run(ctx context.Context, cfg mesh.Config, manifestURL, addr string) error {
 	if err != nil {
 		return err
 	}
-	events := f.Subscribe(ctx)
+	// The first page load should use the mesh: wait (bounded) until the
+	// node knows what its seeds (configured, and the manifest's) hold.
+	rctx, cancel := context.WithTimeout(ctx, a.ready)
+	err = n.Ready(rctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(a.errOut, "desktop: the mesh is not ready, serving anyway (first loads may come from the origin):", err)
+	}
+	ectx, stopEvents := context.WithCancel(ctx)
+	defer stopEvents()
+	events := f.Subscribe(ectx)
 	g := n.Gateway(mesh.GatewayConfig{})
 	f.Attach(g)
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Printf("gateway: http://%s/ (%d assets); peer %s\n", ln.Addr(), len(m.Assets), n.ID())
+	fmt.Fprintf(a.out, "gateway: http://%s/ (%d assets); peer %s\n", ln.Addr(), len(m.Assets), n.ID())
+	reported := make(chan struct{})
 	go func() {
-		for ev := range events {
-			switch ev.Kind {
-			case mesh.SiteUpdated:
-				fmt.Printf("site updated: %d assets now (was %d); the gateway serves the new version\n", len(ev.Manifest.Assets), len(ev.Previous.Assets))
-			case mesh.SiteFailed:
-				fmt.Fprintln(os.Stderr, "desktop: site check failed (still serving the version in effect):", ev.Err)
-			}
-		}
+		defer close(reported)
+		a.report(events)
 	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if a.started != nil {
+		a.started(n)
+	}
 	select {
 	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
+	case err = <-errc:
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
+	stopEvents()
+	<-reported
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
 	st := n.Stats()
-	fmt.Printf("offload %.3f: %d bytes from peers, %d from the origin\n", st.Offload, st.Fetch.PeerBytes, st.Fetch.OriginBytes)
+	fmt.Fprintf(a.out, "offload %.3f: %d bytes from peers, %d from the origin\n", st.Offload, st.Fetch.PeerBytes, st.Fetch.OriginBytes)
 	return nil
+}
+
+// report says what happens to the site, until events ends.
+func (a app) report(events <-chan mesh.SiteEvent) {
+	for ev := range events {
+		switch ev.Kind {
+		case mesh.SiteUpdated:
+			fmt.Fprintf(a.out, "site updated: %d assets now (was %d); the gateway serves the new version\n", len(ev.Manifest.Assets), len(ev.Previous.Assets))
+		case mesh.SiteFailed:
+			fmt.Fprintln(a.errOut, "desktop: site check failed (still serving the version in effect):", ev.Err)
+		}
+		if a.event != nil {
+			a.event(ev)
+		}
+	}
 }
