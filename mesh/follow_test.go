@@ -111,11 +111,13 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 	}
 	prev := map[string][]byte{}
 	for v, files := range versions {
+		// Counted before the check: the seed starts fetching as soon as
+		// it sees the new version.
+		before := counters(site)
 		if v > 0 {
 			deploySite(t, site, files)
 			f.Check()
 		}
-		before := counters(site)
 		up := waitEvent(ctx, t, events, mesh.SiteUpdated)
 		pinned := waitEvent(ctx, t, events, mesh.SitePinned)
 		m := pinned.Manifest
