@@ -105,15 +105,15 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 	defer func() { cancel(); watch.Wait() }()
 
 	events := make(chan mesh.SiteEvent, 64)
+	// What the origin sent is counted from before each version is seen:
+	// the seed starts fetching as soon as it sees one.
+	before := counters(site)
 	f, err := seed.Follow(mesh.FollowConfig{URL: "manifest.json", Interval: time.Hour, OnEvent: func(ev mesh.SiteEvent) { events <- ev }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	prev := map[string][]byte{}
 	for v, files := range versions {
-		// Counted before the check: the seed starts fetching as soon as
-		// it sees the new version.
-		before := counters(site)
 		if v > 0 {
 			deploySite(t, site, files)
 			f.Check()
@@ -126,8 +126,10 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 		}
 		// The origin sent each changed file once, unchanged ones not at all.
 		after := counters(site)
+		sentBefore := before
+		before = after
 		for p, data := range files {
-			sent := after[p] - before[p]
+			sent := after[p] - sentBefore[p]
 			want := int64(len(data))
 			if bytes.Equal(prev[p], data) {
 				want = 0
