@@ -37,12 +37,12 @@ import (
 // peer could hold 384, a connection 128 with its 32 MiB of yamux windows),
 // and it stays full only while they keep reopening streams the host resets
 // after 10 s (go-libp2p admits 8 connections per IPv4 address or IPv6 /56:
-// 64 connections take 8 of those). The system's inbound streams have room for that and 4 per
-// connection negotiated. Each un-negotiated yamux stream reserves its
-// 256 KiB window from its connection's memory, so a full transient scope
-// holds MaxConns/2 MiB of the system's MaxMemory (512 MiB of a seed's
-// 1 GiB; reserved, not allocated: the window fills only with bytes the peer
-// sends).
+// 64 connections take 8 of those). The system's inbound streams have room
+// for that and 4 per connection negotiated. Each un-negotiated yamux stream
+// reserves its 256 KiB window from its connection's memory, so a full
+// transient scope holds MaxConns/2 MiB of the system's MaxMemory (512 MiB of
+// a seed's 1 GiB; reserved, not allocated: the window fills only with bytes
+// the peer sends).
 const (
 	// bitswapStreamsPerPeer is the most inbound bitswap streams one peer
 	// holds at once.
