@@ -23,10 +23,34 @@ import (
 // peer (bitswapStreamsPerPeer inbound: boxo opens one for its wants and one
 // per message it sends), so a few peers cannot take the protocol's share
 // with idle streams (20 peers × 60 did, of 768).
+//
+// A stream that has not negotiated its protocol yet sits in the resource
+// manager's transient scope until go-libp2p's host gives up on it after 10 s
+// (basichost.DefaultNegotiationTimeout, which libp2p.New cannot change).
+// Scaled to 1 GiB that scope admits 256 inbound streams: 20 peers opening 60
+// streams each and never writing on them kept it full, and a new app's
+// streams were refused. So a peer holds at most peerStreamsInbound inbound
+// streams of any protocol, negotiated or not, and the transient scope admits
+// two per connection the connection manager keeps (MaxConns). Filling it now
+// takes MaxConns/16 peers (64 on a seed, each a connection and a key)
+// holding all they may, where before two connections of one peer did (a
+// peer could hold 384, a connection 128 with its 32 MiB of yamux windows),
+// and it stays full only while they keep reopening streams the host resets
+// after 10 s (go-libp2p admits 8 connections per IPv4 address or IPv6 /56:
+// 64 connections take 8 of those). The system's inbound streams have room
+// for that and 4 per connection negotiated. Each un-negotiated yamux stream
+// reserves its 256 KiB window from its connection's memory, so a full
+// transient scope holds MaxConns/2 MiB of the system's MaxMemory (512 MiB of
+// a seed's 1 GiB; reserved, not allocated: the window fills only with bytes
+// the peer sends).
 const (
 	// bitswapStreamsPerPeer is the most inbound bitswap streams one peer
 	// holds at once.
 	bitswapStreamsPerPeer = 16
+	// peerStreamsInbound is the most inbound streams of any protocol,
+	// negotiated or not, one peer holds at once: bitswap's 16 and room for
+	// identify, ping, the DHT, gossipsub and the mesh's own protocols.
+	peerStreamsInbound = 32
 	// connGrace is how long a new connection is safe from trimming.
 	connGrace = 30 * time.Second
 )
@@ -49,16 +73,24 @@ func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 	fds = max(fds, total+256)
 	base := limits.Scale(cfg.MaxMemory, fds)
 	perPeer := rcmgr.ResourceLimits{StreamsInbound: bitswapStreamsPerPeer}
+	scaled := base.ToPartialLimitConfig()
+	transientStreams := max(scaled.Transient.StreamsInbound, rcmgr.LimitVal(2*cfg.MaxConns))
+	systemStreams := max(scaled.System.StreamsInbound, transientStreams+rcmgr.LimitVal(4*cfg.MaxConns))
 	over := rcmgr.PartialLimitConfig{
 		System: rcmgr.ResourceLimits{
-			ConnsInbound: rcmgr.LimitVal(inbound),
-			Conns:        rcmgr.LimitVal(total),
-			FD:           rcmgr.LimitVal(fds),
+			ConnsInbound:   rcmgr.LimitVal(inbound),
+			Conns:          rcmgr.LimitVal(total),
+			FD:             rcmgr.LimitVal(fds),
+			StreamsInbound: systemStreams,
+			Streams:        2 * systemStreams,
 		},
 		Transient: rcmgr.ResourceLimits{
-			ConnsInbound: rcmgr.LimitVal(max(64, inbound/4)),
-			Conns:        rcmgr.LimitVal(max(128, total/4)),
+			ConnsInbound:   rcmgr.LimitVal(max(64, inbound/4)),
+			Conns:          rcmgr.LimitVal(max(128, total/4)),
+			StreamsInbound: transientStreams,
+			Streams:        2 * transientStreams,
 		},
+		PeerDefault:  rcmgr.ResourceLimits{StreamsInbound: peerStreamsInbound},
 		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{},
 		Protocol:     map[protocol.ID]rcmgr.ResourceLimits{},
 	}

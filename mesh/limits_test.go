@@ -10,7 +10,10 @@ import (
 // admits more inbound connections than the connection manager's high
 // watermark (MaxConns), so that the connection manager gets to trim before
 // anyone is refused, and a peer holds at most bitswapStreamsPerPeer inbound
-// bitswap streams while the protocol as a whole has room for many peers.
+// bitswap streams while the protocol as a whole has room for many peers. A
+// peer holds at most peerStreamsInbound inbound streams, negotiated or not,
+// and the transient scope (streams still negotiating) has room for two per
+// connection, so it takes MaxConns/16 peers' idle streams to fill it.
 func TestResourceLimitsFollowMaxConns(t *testing.T) {
 	for _, role := range []Role{RoleApp, RoleSeed} {
 		cfg := Config{Role: role, Name: "x", InMemory: true}.withDefaults()
@@ -23,6 +26,15 @@ func TestResourceLimitsFollowMaxConns(t *testing.T) {
 		}
 		if fd := int(l.System.FD); fd < int(l.System.Conns) {
 			t.Errorf("%s: system FD = %d, want at least Conns %d", role, fd, l.System.Conns)
+		}
+		if n := int(l.PeerDefault.StreamsInbound); n != peerStreamsInbound {
+			t.Errorf("%s: inbound streams per peer = %d, want %d", role, n, peerStreamsInbound)
+		}
+		if n := int(l.Transient.StreamsInbound); n < 2*cfg.MaxConns {
+			t.Errorf("%s: transient inbound streams = %d, want at least 2 per connection (%d)", role, n, 2*cfg.MaxConns)
+		}
+		if n, tr := int(l.System.StreamsInbound), int(l.Transient.StreamsInbound); n < tr+4*cfg.MaxConns {
+			t.Errorf("%s: system inbound streams = %d, want room for the transient %d and 4 per connection (%d)", role, n, tr, tr+4*cfg.MaxConns)
 		}
 		for _, p := range []protocol.ID{"/ipfs/bitswap/1.2.0", "/ipfs/bitswap"} {
 			if n := int(l.ProtocolPeer[p].StreamsInbound); n != bitswapStreamsPerPeer {
