@@ -81,7 +81,7 @@ func TestManifestCommandMatchesKubo(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("<!doctype html><title>x</title>"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "run", "./examples/manifest", dir)
+	cmd := exec.Command("go", "run", "./examples/manifest", "-o", "-", dir)
 	cmd.Dir = ".."
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
