@@ -3,6 +3,7 @@ package mesh_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"runtime"
@@ -44,7 +45,9 @@ import (
 //	bare       a bare fetch.Fetcher on a TCP-only host with libp2p's default resource manager
 //
 // MESHCDN_BENCH_MIB sets the size (default 64), MESHCDN_BENCH_REPS the
-// repetitions (default 3), MESHCDN_BENCH_ONLY a comma-separated subset.
+// repetitions (default 3), MESHCDN_BENCH_ONLY a comma-separated subset,
+// MESHCDN_BENCH_LOG (debug, info, ...) the level of the seeds' log on
+// stderr (default: none).
 //
 //	go test -run '^$' -bench NodeThroughput -benchtime 1x ./mesh
 func BenchmarkNodeThroughput(b *testing.B) {
@@ -58,6 +61,13 @@ func BenchmarkNodeThroughput(b *testing.B) {
 	newSeed := func(capped bool) *mesh.Node {
 		cfg := mesh.Config{Role: mesh.RoleSeed, Origin: org.URL(), DisableDHT: false,
 			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}}
+		if lv := os.Getenv("MESHCDN_BENCH_LOG"); lv != "" { // the seeds' log, at this level
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(lv)); err != nil {
+				b.Fatal(err)
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+		}
 		if !capped {
 			cfg.ServeBytesPerSecond, cfg.ServeConcurrency = -1, -1
 		}
@@ -189,7 +199,7 @@ func timeNode(b *testing.B, m *manifest.Manifest, path string, seed *mesh.Node, 
 	}
 	defer r.Close()
 	if got, err := io.Copy(io.Discard, r); err != nil || got != a.Size || r.Stats().PeerBytes != a.Size {
-		b.Fatalf("fetch: %d bytes, %v, %+v", got, err, r.Stats())
+		b.Fatalf("fetch via %s: %d bytes, %v, %+v", cfg.Bootstrap, got, err, r.Stats())
 	}
 	return time.Since(t0), meshtest.CPUTime() - c0
 }
