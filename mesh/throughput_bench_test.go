@@ -177,6 +177,13 @@ func timeNode(b *testing.B, m *manifest.Manifest, path string, seed *mesh.Node, 
 			break
 		}
 	}
+	if lv := os.Getenv("MESHCDN_BENCH_LOG"); lv != "" {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(lv)); err != nil {
+			b.Fatal(err)
+		}
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})).With("node", "app")
+	}
 	n, err := mesh.New(context.Background(), meshtest.LocalConfig(cfg))
 	if err != nil {
 		b.Fatal(err)
