@@ -25,8 +25,16 @@ import (
 // with idle streams (20 peers × 60 did, of 768).
 const (
 	// bitswapStreamsPerPeer is the most inbound bitswap streams one peer
-	// holds at once.
-	bitswapStreamsPerPeer = 16
+	// holds at once. An honest seed sending at full speed holds more than
+	// its 8 sends under way (fetch's perPeerSends): boxo's SendMessage
+	// returns once a block is in the muxer's window and closes the stream
+	// in the background, so the next send opens a new stream while this
+	// node has yet to read the end of the last ones. At 16, a loaded app
+	// node refused the seed's streams ("cannot reserve inbound stream"),
+	// each refusal a block dropped: a 3 s stall until the leaf was asked
+	// again, or the fetch failed after StallTimeout (BenchmarkNodeThroughput,
+	// thru's notes).
+	bitswapStreamsPerPeer = 64
 	// connGrace is how long a new connection is safe from trimming.
 	connGrace = 30 * time.Second
 )
