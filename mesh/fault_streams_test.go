@@ -123,7 +123,7 @@ func pingOnce(ctx context.Context, h host.Host, n *mesh.Node) error {
 // defaults (256 on a seed) the attackers kept it full and a new peer's
 // streams were refused (reset, code 4098): a new app never learnt what the
 // seed holds, and every ping of a new honest peer failed. Now a peer holds
-// at most 32 inbound streams, negotiated or not, and the transient scope
+// at most 80 inbound streams, negotiated or not, and the transient scope
 // admits 2 per MaxConns: while the attack runs, 50 pings of a new honest
 // peer all succeed, and a new app joins and fetches 16 MiB, all from the
 // seed, within 2x its baseline (or 3 s more: the attackers' hosts share the

@@ -32,7 +32,7 @@ import (
 // streams were refused. So a peer holds at most peerStreamsInbound inbound
 // streams of any protocol, negotiated or not, and the transient scope admits
 // two per connection the connection manager keeps (MaxConns). Filling it now
-// takes MaxConns/16 peers (64 on a seed, each a connection and a key)
+// takes MaxConns/40 peers (26 on a seed, each a connection and a key)
 // holding all they may, where before two connections of one peer did (a
 // peer could hold 384, a connection 128 with its 32 MiB of yamux windows),
 // and it stays full only while they keep reopening streams the host resets
@@ -45,12 +45,20 @@ import (
 // the peer sends).
 const (
 	// bitswapStreamsPerPeer is the most inbound bitswap streams one peer
-	// holds at once.
-	bitswapStreamsPerPeer = 16
+	// holds at once. An honest seed sending at full speed holds more than
+	// its 8 sends under way (fetch's perPeerSends): boxo's SendMessage
+	// returns once a block is in the muxer's window and closes the stream
+	// in the background, so the next send opens a new stream while this
+	// node has yet to read the end of the last ones. At 16, a loaded app
+	// node refused the seed's streams ("cannot reserve inbound stream"),
+	// each refusal a block dropped: a 3 s stall until the leaf was asked
+	// again, or the fetch failed after StallTimeout (BenchmarkNodeThroughput,
+	// thru's notes).
+	bitswapStreamsPerPeer = 64
 	// peerStreamsInbound is the most inbound streams of any protocol,
-	// negotiated or not, one peer holds at once: bitswap's 16 and room for
+	// negotiated or not, one peer holds at once: bitswap's 64 and room for
 	// identify, ping, the DHT, gossipsub and the mesh's own protocols.
-	peerStreamsInbound = 32
+	peerStreamsInbound = 80
 	// connGrace is how long a new connection is safe from trimming.
 	connGrace = 30 * time.Second
 )

@@ -13,7 +13,7 @@ import (
 // bitswap streams while the protocol as a whole has room for many peers. A
 // peer holds at most peerStreamsInbound inbound streams, negotiated or not,
 // and the transient scope (streams still negotiating) has room for two per
-// connection, so it takes MaxConns/16 peers' idle streams to fill it.
+// connection, so it takes MaxConns/40 peers' idle streams to fill it.
 func TestResourceLimitsFollowMaxConns(t *testing.T) {
 	for _, role := range []Role{RoleApp, RoleSeed} {
 		cfg := Config{Role: role, Name: "x", InMemory: true}.withDefaults()

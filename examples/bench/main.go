@@ -68,9 +68,11 @@
 //	longtail    {assets, peers, fetches_per_peer, zipf_s, offload,
 //	             ranks: [{from, to, fetches, peer_bytes, origin_bytes, offload}], failed_fetches, seconds}
 //	throughput  {bytes, reps, cores, runs: [{name (peer-tcp|peer-quic|origin|http-get),
-//	             mib_per_s, ratio_to_http (ratio to http.Get), cpu_s_per_gib}],
+//	             mib_per_s, ratio_to_http (ratio to http.Get), cpu_s_per_gib, cores_used}],
 //	             ceiling: {mib_per_s, ratio_to_http, cpu_s_per_gib, sha256_cpu_s_per_gib,
-//	             aes_gcm_cpu_s_per_gib, http_cpu_s_per_gib}, peer_tcp_of_ceiling}
+//	             aes_gcm_cpu_s_per_gib, http_cpu_s_per_gib},
+//	             peer_tcp_of_ceiling (ceiling's CPU per GiB ÷ peer-tcp's: load-independent),
+//	             peer_tcp_of_ceiling_wall (peer-tcp's MiB/s ÷ ceiling's, which assumes every core free)}
 //	footprint   {fetch_bytes, samples: [{node (app|seed), phase, at_s, vm_rss, vm_hwm, rss_anon,
 //	             rss_file, goroutines}] (bytes), app_back_under_50mib_s (-1: not within the window)}
 //	scale       {peers, idle_seconds, announce_bytes_per_s_per_peer, table_bytes_per_entry,
