@@ -110,7 +110,10 @@ func TestFaultHaveLiar(t *testing.T) {
 	}
 	heap1 := liveHeapMiB()
 	t.Logf("live heap: %.0f MiB before, %.0f MiB after", heap0, heap1)
-	if heap1-heap0 > 64 {
-		t.Errorf("live heap grew by %.0f MiB, want at most 64", heap1-heap0)
+	// The whole process is measured: the seed, the liar and three apps
+	// with their read-ahead windows (up to 32 MiB each while a fetch
+	// runs), so the bound is the one the other attack tests use.
+	if heap1-heap0 > 96 {
+		t.Errorf("live heap grew by %.0f MiB, want at most 96", heap1-heap0)
 	}
 }
