@@ -2,19 +2,14 @@ package fetch_test
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/sha256"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"os"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,15 +22,9 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/meshtest"
 	"github.com/meshcdn/meshcdn/store"
 )
-
-// cpuTime is the user+system CPU time of this process so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
@@ -140,9 +129,9 @@ func BenchmarkThroughput(b *testing.B) {
 		fn, done := setup()
 		defer done()
 		runtime.GC()
-		c0, t0 := cpuTime(), time.Now()
+		c0, t0 := meshtest.CPUTime(), time.Now()
 		n := fn()
-		wall, cpu := time.Since(t0), cpuTime()-c0
+		wall, cpu := time.Since(t0), meshtest.CPUTime()-c0
 		if n != size {
 			b.Fatalf("%s read %d bytes, want %d", name, n, size)
 		}
@@ -230,13 +219,7 @@ func BenchmarkThroughput(b *testing.B) {
 	// (AES-128-GCM, what TLS 1.3 chose here) and carried over loopback as
 	// http.Get carries them; with every core busy and nothing else, the
 	// fetch can go no faster than NumCPU / that CPU time per byte.
-	data := a.data
-	shaCPU := perGiB(size, func() {
-		for off := int64(0); off < size; off += MiB {
-			sha256.Sum256(data[off:min(off+MiB, size)])
-		}
-	})
-	gcmCPU := perGiB(size, func() { sealOpen(b, data) })
+	shaCPU, gcmCPU := meshtest.CeilingCPU(a.data)
 	httpCPU := median(res["http"].cpu).Seconds() / (float64(size) / (1 << 30))
 	floor := shaCPU + gcmCPU + httpCPU
 	ceiling := float64(runtime.NumCPU()) / floor * (1 << 30)
@@ -246,41 +229,6 @@ func BenchmarkThroughput(b *testing.B) {
 	if p, ok := rates["peer"]; ok {
 		b.ReportMetric(p/ceiling, "peer-of-ceiling")
 		b.Logf("peer fetch at %.2f of the ceiling", p/ceiling)
-	}
-}
-
-// perGiB runs fn, which handles size bytes, and returns its CPU seconds per
-// GiB (the fastest of three runs).
-func perGiB(size int64, fn func()) float64 {
-	best := time.Duration(math.MaxInt64)
-	for range 3 {
-		c0 := cpuTime()
-		fn()
-		best = min(best, cpuTime()-c0)
-	}
-	return best.Seconds() / (float64(size) / (1 << 30))
-}
-
-// sealOpen seals data in TLS-record-sized pieces with AES-128-GCM and opens
-// each again: what the two ends of a TLS 1.3 connection do to it.
-func sealOpen(b *testing.B, data []byte) {
-	blk, err := aes.NewCipher(make([]byte, 16))
-	if err != nil {
-		b.Fatal(err)
-	}
-	aead, err := cipher.NewGCM(blk)
-	if err != nil {
-		b.Fatal(err)
-	}
-	const record = 16 << 10
-	nonce := make([]byte, aead.NonceSize())
-	buf := make([]byte, 0, record+aead.Overhead())
-	out := make([]byte, 0, record)
-	for off := 0; off < len(data); off += record {
-		sealed := aead.Seal(buf[:0], nonce, data[off:min(off+record, len(data))], nil)
-		if _, err := aead.Open(out[:0], nonce, sealed, nil); err != nil {
-			b.Fatal(err)
-		}
 	}
 }
 
