@@ -508,6 +508,7 @@ func (r guardReceiver) PeerDisconnected(p peer.ID) {
 	r.g.mu.Lock()
 	now := time.Now()
 	r.g.gone[p] = now
+	r.g.proms.gone(p)
 	for q, t := range r.g.gone {
 		if now.Sub(t) > recentFor+r.g.f.cfg.StallTimeout {
 			delete(r.g.gone, q)

@@ -99,6 +99,21 @@ func (ps *promises) delivered(p peer.ID, c cid.Cid, now time.Time) {
 	ps.last[p] = now
 }
 
+// gone drops p's open promises and HAVEs: p lost its connection (killed,
+// restarted, a network cut), so what it was asked on it cannot come, and it
+// broke no promise. Bitswap sends its wants again when p is back.
+func (ps *promises) gone(p peer.ID) {
+	for k := range ps.open {
+		if k.p == p {
+			delete(ps.open, k)
+		}
+	}
+	for _, m := range ps.haves {
+		delete(m, p)
+	}
+	delete(ps.broken, p)
+}
+
 // forget drops what is known of c (it arrived, or nobody wants it).
 func (ps *promises) forget(c cid.Cid) {
 	for k := range ps.open {

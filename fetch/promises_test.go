@@ -69,3 +69,25 @@ func TestPromises(t *testing.T) {
 		t.Fatalf("a busy peer was judged: %v", b)
 	}
 }
+
+// TestPromisesPeerGone: what a peer was asked before its connection went
+// (a seed killed or cut off) is not held against it once it is back.
+func TestPromisesPeerGone(t *testing.T) {
+	seed, other := peer.ID("seed"), peer.ID("other")
+	c := []cid.Cid{testLeaf(t, "0"), testLeaf(t, "1"), testLeaf(t, "2")}
+	t0 := time.Unix(1000, 0)
+	ps := newPromises()
+	for _, x := range c {
+		ps.have(seed, x, t0)
+		ps.have(other, x, t0)
+		ps.asked(seed, x, t0)
+	}
+	ps.gone(seed)
+	b, liars := ps.due(t0.Add(10*haveDeadline), time.Minute)
+	if len(b)+len(liars) != 0 {
+		t.Fatalf("a peer that lost its connection broke %v, liars %v", b, liars)
+	}
+	if _, ok := ps.next(); ok {
+		t.Fatal("promises of a gone peer are still open")
+	}
+}

@@ -3,10 +3,12 @@
 package mesh_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -321,7 +323,8 @@ func (fm *faultMesh) newApp(ctx context.Context, i int) *faultApp {
 	client := &http.Client{Transport: appTransport{app: i, base: tr}}
 	a.node = newNode(t, mesh.Config{Name: "faults", DataDir: dir, Origin: fm.origin.URL(), HTTPClient: client,
 		Bootstrap:           []string{fm.seeds[0].Addrs()[0].String(), fm.seeds[1].Addrs()[0].String()},
-		OriginHeaderTimeout: faultOriginTimeout, OriginIdleTimeout: faultOriginTimeout, PeerTimeout: faultPeerTimeout})
+		OriginHeaderTimeout: faultOriginTimeout, OriginIdleTimeout: faultOriginTimeout, PeerTimeout: faultPeerTimeout,
+		Logger: slog.New(slog.NewTextHandler(penaltyLog{t}, nil))})
 	var err error
 	if a.m, err = a.node.LoadManifest(ctx, "manifest.json"); err != nil {
 		t.Fatal(err)
@@ -330,6 +333,17 @@ func (fm *faultMesh) newApp(ctx context.Context, i int) *faultApp {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// penaltyLog logs the penalties a node's log reports, with their reason,
+// for checkPenalties's failures.
+type penaltyLog struct{ t *testing.T }
+
+func (l penaltyLog) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("penalised")) {
+		l.t.Logf("%s", bytes.TrimSpace(p))
+	}
+	return len(p), nil
 }
 
 // tryTmpfs mounts a tmpfs of size bytes for the test and returns it, or ""
