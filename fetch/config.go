@@ -10,6 +10,7 @@ import (
 	"github.com/ipfs/boxo/blockstore"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -47,6 +48,16 @@ type Advertiser interface {
 	Abandoned(ctx context.Context, root cid.Cid) error
 }
 
+// Crowd tells which other peers are fetching a root at the same time as
+// this node: those that announced it (Advertiser.Fetching) and have not yet
+// announced it held or abandoned. A fetch splits the leaves it takes from
+// the origin among them (striping) and takes the rest from them. The
+// announce package's *Table implements it. Calls must be cheap and safe
+// for concurrent use.
+type Crowd interface {
+	Fetchers(root cid.Cid) []peer.ID
+}
+
 // Config configures a Fetcher. Zero fields mean the default stated beside
 // them. New copies the Config; later changes to it do nothing.
 type Config struct {
@@ -70,6 +81,11 @@ type Config struct {
 	// that starts together pays the origin for about one copy. Nil: nothing
 	// is told, and each node of such a crowd fetches from the origin.
 	Advertiser Advertiser
+
+	// Crowd, if set, names the peers fetching the same content at the
+	// same time, for striping. Nil: no striping. The Fetcher does not
+	// close it.
+	Crowd Crowd
 
 	// HTTPClient fetches from origins. Nil means a client of the Fetcher's
 	// own, with keep-alive connections, closed by Close.
