@@ -118,6 +118,13 @@ type Config struct {
 	// (libp2p.ForceReachabilityPublic).
 	RelayService Toggle
 
+	// Relay bounds the relay service (reservations in all, per IP and per
+	// ASN, circuits per peer, bytes and lifetime of a circuit) and the
+	// connections one IP address may hold, sized on seeds for the browsers
+	// of an office behind one NAT. A zero field takes the role's default
+	// (see RelayLimits); a negative one means no limit.
+	Relay RelayLimits
+
 	// DisableDHT turns the mesh's DHT off: content is found by gossip only.
 	// Default false.
 	DisableDHT bool

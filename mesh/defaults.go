@@ -17,6 +17,24 @@ var (
 // DefaultRelayReservations is Config.RelayReservations's default.
 const DefaultRelayReservations = 2
 
+// Relay and per-address limits (Config.Relay). Apps keep go-libp2p's
+// defaults; seeds serve the browsers of whole offices, each office behind
+// one NAT address: 256 tabs of one address, 1024 reservations in all (the
+// seed's MaxConns), 64 circuits per tab (a tab holding what a crowd wants
+// is dialled by every other tab within seconds), and circuits of 128 KiB
+// and 1 min, enough to signal WebRTC (about 5 KB) and never enough for
+// content.
+var (
+	appRelayLimits = RelayLimits{
+		Reservations: 128, ReservationsPerIP: 8, ReservationsPerASN: 32, CircuitsPerPeer: 16,
+		CircuitBytes: 128 << 10, CircuitDuration: 2 * time.Minute, ConnsPerIP: 8,
+	}
+	seedRelayLimits = RelayLimits{
+		Reservations: 1024, ReservationsPerIP: 256, ReservationsPerASN: 1024, CircuitsPerPeer: 64,
+		CircuitBytes: 128 << 10, CircuitDuration: time.Minute, ConnsPerIP: 256,
+	}
+)
+
 // roleDefaults holds every role default in one place. A Config field left
 // zero takes the value here.
 var roleDefaults = map[Role]Config{
@@ -37,6 +55,7 @@ var roleDefaults = map[Role]Config{
 		ServeConcurrency:    8,
 		MaxMemory:           256 << 20,
 		MaxConns:            128,
+		Relay:               appRelayLimits,
 	},
 	RoleSeed: {
 		Quota: 8 << 30,
@@ -60,6 +79,7 @@ var roleDefaults = map[Role]Config{
 		ServeConcurrency:    64,
 		MaxMemory:           1 << 30,
 		MaxConns:            1024,
+		Relay:               seedRelayLimits,
 	},
 }
 
@@ -124,6 +144,7 @@ func (c Config) withDefaults() Config {
 	if c.BootstrapBackoff == (Backoff{}) {
 		c.BootstrapBackoff = DefaultBootstrapBackoff
 	}
+	c.Relay = c.Relay.withDefaults(d.Relay)
 	if c.RelayReservations == 0 {
 		c.RelayReservations = DefaultRelayReservations
 	}

@@ -114,7 +114,7 @@ func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 
 // limitOptions returns the host's resource and connection managers.
 func limitOptions(cfg Config) ([]libp2p.Option, error) {
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(cfg)))
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(cfg)), connLimitOptions(cfg)...)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: resource manager: %w", err)
 	}

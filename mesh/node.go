@@ -308,7 +308,7 @@ func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, rela
 		opts = append(opts, libp2p.NATPortMap())
 	}
 	if cfg.RelayService == On {
-		opts = append(opts, libp2p.EnableRelayService(), libp2p.ForceReachabilityPublic())
+		opts = append(opts, relayServiceOption(cfg), libp2p.ForceReachabilityPublic())
 	}
 	return append(opts, cfg.Libp2pOptions...), nil
 }
