@@ -1,0 +1,200 @@
+// Wants: what this page asks of peers over bitswap, sent by the page itself
+// instead of through @helia/bitswap's want list, which (4.0.19) broadcasts
+// every want-block to every connected peer and never puts a cancel on the
+// wire (its want-list.js skips cancel entries), so every peer asked sent
+// the block even after another copy had arrived.
+//
+// Here a want-block goes only to the peers the caller names; when the want
+// ends (the block arrived from anyone, the origin won, or the caller gave
+// up) a CANCEL goes to every peer asked that has not delivered. Messages to
+// one peer go in order on one long-lived /ipfs/bitswap/1.2.0 stream (a new
+// stream per message may be read out of order by the receiver: a cancel
+// overtaking its want leaves the want standing). The messages are plain
+// bitswap 1.2.0 protobuf (Go's boxo, Kubo and Helia read them); blocks and
+// presences still arrive through Helia's bitswap, whose want list emits a
+// 'block' event for every block received and 'presence' for HAVE and
+// DONT_HAVE, which is what this listens to.
+export const BITSWAP_120 = '/ipfs/bitswap/1.2.0'
+export const WANT_BLOCK = 0
+export const WANT_HAVE = 1
+
+// encodeWantlist encodes a bitswap Message holding only a wantlist:
+// entries [{cid, cancel?, wantType?, sendDontHave?}], priority 1.
+//
+//	Message { Wantlist wantlist = 1 }
+//	Wantlist { repeated Entry entries = 1; bool full = 2 }
+//	Entry { bytes block = 1; int32 priority = 2; bool cancel = 3;
+//	        WantType wantType = 4; bool sendDontHave = 5 }
+export function encodeWantlist (entries, full = false) {
+  const list = []
+  for (const e of entries) {
+    const ent = [...field(1, 2), ...varint(e.cid.bytes.length), ...e.cid.bytes, ...field(2, 0), 1]
+    if (e.cancel) ent.push(...field(3, 0), 1)
+    if (!e.cancel && e.wantType === WANT_HAVE) ent.push(...field(4, 0), 1)
+    if (!e.cancel && e.sendDontHave) ent.push(...field(5, 0), 1)
+    list.push(...field(1, 2), ...varint(ent.length), ...ent)
+  }
+  if (full) list.push(...field(2, 0), 1)
+  return Uint8Array.from([...field(1, 2), ...varint(list.length), ...list])
+}
+
+function field (n, wire) { return varint((n << 3) | wire) }
+
+export function varint (n) {
+  const out = []
+  while (n >= 0x80) { out.push((n % 0x80) | 0x80); n = Math.floor(n / 0x80) }
+  out.push(n)
+  return out
+}
+
+const key = (c) => c.multihash.bytes.join(',') // bitswap keys blocks by multihash
+
+export class Wants {
+  // bitswap is @helia/bitswap's Bitswap (its wantList emits what arrives);
+  // libp2p the node. onCount(what, peer, n = 1) counts wantBlocks,
+  // wantHaves, cancels, messages, sendErrors and duplicateBytes (blocks
+  // that arrived when nobody here wanted them any more).
+  constructor ({ bitswap, libp2p, onCount = () => {}, log = () => {} }) {
+    this.bitswap = bitswap
+    this.libp2p = libp2p
+    this.onCount = onCount
+    this.log = log
+    this.active = new Map() // key -> {cid, asked: Set(peer), done}
+    this.queues = new Map() // peer -> {pending: Map(key -> entry), busy, stream}
+    this.waiters = new Map() // key -> Set(fn(detail))
+    this.presence = new Map() // key -> Set(fn(detail))
+    this.onBlock = (e) => {
+      // A block nobody here waits for was sent in vain: a duplicate.
+      if (!this.dispatch(this.waiters, e.detail)) this.onCount('duplicateBytes', e.detail.sender.toString(), e.detail.block.length)
+    }
+    this.onPresence = (e) => { if (e.detail.block == null) this.dispatch(this.presence, e.detail) }
+    bitswap.wantList.addEventListener('block', this.onBlock)
+    bitswap.wantList.addEventListener('presence', this.onPresence)
+  }
+
+  stop () {
+    this.bitswap.wantList.removeEventListener('block', this.onBlock)
+    this.bitswap.wantList.removeEventListener('presence', this.onPresence)
+    for (const q of this.queues.values()) q.stream?.abort(new Error('stopped'))
+    this.queues.clear()
+  }
+
+  dispatch (map, detail) {
+    const fns = map.get(key(detail.cid))
+    if (fns == null) return false
+    for (const fn of [...fns]) fn(detail)
+    return true
+  }
+
+  // isWanted reports whether a block is still wanted here (a block arriving
+  // that is not was sent in vain: a duplicate).
+  isWanted (c) { return this.active.has(key(c)) }
+
+  // get asks peers (peer ID strings) for block c with want-block and
+  // resolves with {bytes, sender} from the first that sends it. ask(peers)
+  // on the returned handle adds peers later (a peer hedge); the want ends
+  // (CANCEL to those asked that have not delivered) when it resolves, when
+  // signal aborts, or on cancel(). onDontHave(peer) hears DONT_HAVE.
+  want (c, { signal, onDontHave } = {}) {
+    const k = key(c)
+    if (this.active.has(k)) throw new Error(`wants: ${c} is already wanted`)
+    const w = { cid: c, asked: new Set(), sender: null, done: false }
+    this.active.set(k, w)
+    let resolve, reject
+    w.result = new Promise((res, rej) => { resolve = res; reject = rej })
+    const onBlock = (d) => {
+      if (w.done) return
+      w.sender = d.sender.toString()
+      finish()
+      resolve({ bytes: d.block, sender: w.sender })
+    }
+    const onPres = (d) => { if (!d.has && w.asked.has(d.sender.toString())) onDontHave?.(d.sender.toString()) }
+    const finish = () => {
+      if (w.done) return
+      w.done = true
+      this.active.delete(k)
+      this.waiters.get(k)?.delete(onBlock)
+      if (this.waiters.get(k)?.size === 0) this.waiters.delete(k)
+      this.presence.get(k)?.delete(onPres)
+      if (this.presence.get(k)?.size === 0) this.presence.delete(k)
+      signal?.removeEventListener('abort', onAbort)
+      for (const p of w.asked) if (p !== w.sender) this.enqueue(p, { cid: c, cancel: true })
+    }
+    const onAbort = () => { finish(); reject(signal.reason ?? new Error('want aborted')) }
+    if (!this.waiters.has(k)) this.waiters.set(k, new Set())
+    this.waiters.get(k).add(onBlock)
+    if (!this.presence.has(k)) this.presence.set(k, new Set())
+    this.presence.get(k).add(onPres)
+    if (signal?.aborted) onAbort()
+    else signal?.addEventListener('abort', onAbort, { once: true })
+    return {
+      result: w.result,
+      asked: w.asked,
+      ask: (peers) => {
+        if (w.done) return
+        for (const p of peers) {
+          if (w.asked.has(p)) continue
+          w.asked.add(p)
+          this.enqueue(p, { cid: c, wantType: WANT_BLOCK, sendDontHave: true })
+        }
+      },
+      cancel: () => { if (!w.done) { finish(); reject(new Error('want cancelled')) } }
+    }
+  }
+
+  // enqueue adds an entry to a peer's next message. A cancel of a want not
+  // yet sent removes the want instead: nothing goes on the wire.
+  enqueue (p, entry) {
+    let q = this.queues.get(p)
+    if (q == null) { q = { pending: new Map(), busy: false, stream: null }; this.queues.set(p, q) }
+    const k = key(entry.cid)
+    const prev = q.pending.get(k)
+    if (entry.cancel && prev != null && !prev.cancel) q.pending.delete(k)
+    else q.pending.set(k, entry)
+    if (!q.busy) this.flush(p, q)
+  }
+
+  async flush (p, q) {
+    q.busy = true
+    try {
+      await Promise.resolve() // gather what this turn of the event loop adds
+      while (q.pending.size > 0) {
+        const entries = [...q.pending.values()]
+        q.pending.clear()
+        await this.send(p, q, entries)
+      }
+    } finally {
+      q.busy = false
+    }
+  }
+
+  async send (p, q, entries) {
+    const msg = encodeWantlist(entries)
+    const frame = Uint8Array.from([...varint(msg.length), ...msg])
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        if (q.stream == null || q.stream.status !== 'open' || q.stream.writeStatus !== 'writable') {
+          const conn = this.libp2p.getConnections().find((c) => c.remotePeer.toString() === p && c.limits == null && c.status === 'open')
+          if (conn == null) throw new Error('not connected (or only through a relay)')
+          const st = await conn.newStream(BITSWAP_120, { signal: AbortSignal.timeout(5000) })
+          st.addEventListener('close', () => { if (q.stream === st) q.stream = null })
+          st.closeRead().catch(() => {}) // nothing comes back on it: answers come on the peer's streams
+          q.stream = st
+        }
+        if (!q.stream.send(frame)) await q.stream.onDrain({ signal: AbortSignal.timeout(5000) })
+        for (const e of entries) {
+          this.onCount(e.cancel ? 'cancels' : e.wantType === WANT_HAVE ? 'wantHaves' : 'wantBlocks', p)
+        }
+        this.onCount('messages', p)
+        return
+      } catch (err) {
+        q.stream?.abort(err)
+        q.stream = null
+        if (attempt === 1) {
+          this.onCount('sendErrors', p)
+          this.log(`wants: to ${p}: ${err.message}`)
+        }
+      }
+    }
+  }
+}

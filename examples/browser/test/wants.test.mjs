@@ -1,0 +1,116 @@
+// node --test: the page's own want sender. The wire bytes are checked with
+// @helia/bitswap's protobuf codec (what Helia peers decode; Go's boxo reads
+// the same schema); the sending rules with a stand-in for libp2p that keeps
+// what each peer was sent, and Helia's want list's events.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { BitswapMessage as Message, WantType } from '../node_modules/@helia/bitswap/dist/src/pb/message.js'
+import { Wants, encodeWantlist, WANT_BLOCK, WANT_HAVE } from '../src/wants.js'
+
+const cidOf = async (s) => CID.createV1(0x55, await sha256.digest(new TextEncoder().encode(s)))
+
+test('encodeWantlist writes what Helia decodes', async () => {
+  const a = await cidOf('a')
+  const b = await cidOf('b')
+  const c = await cidOf('c')
+  const m = Message.decode(encodeWantlist([
+    { cid: a, wantType: WANT_BLOCK, sendDontHave: true },
+    { cid: b, cancel: true },
+    { cid: c, wantType: WANT_HAVE }
+  ]))
+  const e = m.wantlist.entries
+  assert.equal(e.length, 3)
+  assert.deepEqual(CID.decode(e[0].cid).toString(), a.toString())
+  assert.equal(e[0].wantType ?? WantType.WantBlock, WantType.WantBlock) // proto3: 0 is not written
+  assert.equal(e[0].sendDontHave, true)
+  assert.equal(e[0].cancel ?? false, false)
+  assert.equal(e[1].cancel, true)
+  assert.deepEqual(CID.decode(e[1].cid).toString(), b.toString())
+  assert.equal(e[2].wantType, WantType.WantHave)
+  assert.equal(m.wantlist.full ?? false, false)
+  assert.equal(Message.decode(encodeWantlist([], true)).wantlist.full, true)
+})
+
+// fakeNet is libp2p as Wants uses it: connections whose streams record the
+// length-prefixed messages written on them.
+function fakeNet (peers) {
+  const sent = new Map(peers.map((p) => [p, []]))
+  const conn = (p) => ({
+    remotePeer: { toString: () => p },
+    limits: null,
+    status: 'open',
+    newStream: async () => {
+      const st = new EventTarget()
+      Object.assign(st, {
+        status: 'open',
+        writeStatus: 'writable',
+        closeRead: async () => {},
+        abort () { this.status = 'aborted' },
+        send (frame) {
+          let n = 0; let shift = 0; let i = 0
+          for (; ; i++) { n += (frame[i] & 0x7f) * 2 ** shift; shift += 7; if (frame[i] < 0x80) break }
+          assert.equal(frame.length, i + 1 + n)
+          sent.get(p).push(Message.decode(frame.subarray(i + 1)))
+          return true
+        }
+      })
+      return st
+    }
+  })
+  return { sent, libp2p: { getConnections: () => peers.map(conn) } }
+}
+
+const entries = (msgs) => msgs.flatMap((m) => m.wantlist.entries.map((e) => `${e.cancel ? 'cancel' : e.wantType === WantType.WantHave ? 'have' : 'block'} ${CID.decode(e.cid)}`))
+const tick = () => new Promise((resolve) => setTimeout(resolve, 10))
+
+test('want-block only to the peers asked; CANCEL to those that did not deliver', async () => {
+  const { sent, libp2p } = fakeNet(['P1', 'P2', 'P3'])
+  const wantList = new EventTarget()
+  const counts = {}
+  const w = new Wants({ bitswap: { wantList }, libp2p, onCount: (what, _p, n = 1) => { counts[what] = (counts[what] ?? 0) + n } })
+  const c = await cidOf('leaf')
+  const h = w.want(c)
+  h.ask(['P1'])
+  await tick()
+  h.ask(['P2'])
+  await tick()
+  assert.deepEqual(entries(sent.get('P1')), [`block ${c}`])
+  assert.deepEqual(entries(sent.get('P2')), [`block ${c}`])
+  assert.deepEqual(entries(sent.get('P3')), [])
+  const block = new Uint8Array([1, 2, 3])
+  wantList.dispatchEvent(new CustomEvent('block', { detail: { cid: c, sender: { toString: () => 'P2' }, block } }))
+  const r = await h.result
+  assert.equal(r.sender, 'P2')
+  assert.deepEqual(r.bytes, block)
+  await tick()
+  assert.deepEqual(entries(sent.get('P1')), [`block ${c}`, `cancel ${c}`])
+  assert.deepEqual(entries(sent.get('P2')), [`block ${c}`]) // it delivered: its want is gone
+  // P1's copy, sent before the cancel reached it, is counted as waste.
+  wantList.dispatchEvent(new CustomEvent('block', { detail: { cid: c, sender: { toString: () => 'P1' }, block } }))
+  assert.deepEqual(counts, { wantBlocks: 2, cancels: 1, messages: 3, duplicateBytes: 3 })
+  w.stop()
+})
+
+test('an abort sends CANCEL; a want cancelled before it went out sends nothing', async () => {
+  const { sent, libp2p } = fakeNet(['P1'])
+  const wantList = new EventTarget()
+  const w = new Wants({ bitswap: { wantList }, libp2p })
+  const c = await cidOf('x')
+  const d = await cidOf('y')
+  const ac = new AbortController()
+  const h = w.want(c, { signal: ac.signal })
+  h.ask(['P1'])
+  await tick()
+  ac.abort()
+  await assert.rejects(h.result)
+  const h2 = w.want(d)
+  h2.ask(['P1'])
+  h2.cancel() // same turn: the want never left
+  await assert.rejects(h2.result)
+  await tick()
+  assert.deepEqual(entries(sent.get('P1')), [`block ${c}`, `cancel ${c}`])
+  assert.equal(w.isWanted(c), false)
+  w.stop()
+})
