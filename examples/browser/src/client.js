@@ -21,7 +21,9 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
 import { QuotaStore, concat } from './store.js'
+import * as summaryWire from './summary.js'
 import { verify } from './verify.js'
+import { Wants } from './wants.js'
 
 export const CHUNK = 1 << 20 // unixfs-v1-2025: 1 MiB raw leaves
 export const MAX_LINKS = 1024
@@ -35,7 +37,9 @@ export const defaults = {
   ttl: 180, // s, HAVE ttl: 3 x summaryInterval
   summaryInterval: 60_000, // ms, ±10%
   concurrency: 4, // leaves in flight per fetch
-  dialTimeout: 5000
+  dialTimeout: 5000,
+  summaryWait: 2000, // ms start() waits for the seed's summary
+  maxDials: 4 // providers dialled at once for a fetch
 }
 
 // rank orders seed addresses: WebTransport, then WebRTC-direct, then
@@ -47,28 +51,6 @@ export function rank (addr) {
   if (s.includes('/wss') || s.includes('/tls/ws')) return 2
   if (s.includes('/ws')) return 3
   return 9
-}
-
-// Metrics is the small part of libp2p's Metrics interface Helia's bitswap
-// uses: its counter of block bytes sent to peers is what this page served.
-function metrics (onServed) {
-  const noop = { update () {}, increment () {}, decrement () {}, reset () {}, timer () { return () => {} } }
-  return {
-    registerMetric: () => noop,
-    registerMetricGroup: () => noop,
-    registerCounterGroup: () => noop,
-    registerHistogram: () => noop,
-    registerHistogramGroup: () => noop,
-    registerSummary: () => noop,
-    registerSummaryGroup: () => noop,
-    registerCounter: (name) => name === 'helia_bitswap_sent_data_bytes_total'
-      ? { increment: (n = 1) => onServed(n), reset () {} }
-      : noop,
-    trackMultiaddrConnection () {},
-    trackProtocolStream () {},
-    createTrace: () => undefined,
-    traceFunction: (_name, fn) => fn
-  }
 }
 
 export async function createMesh (opts) {
@@ -92,10 +74,17 @@ export class Mesh extends EventTarget {
     this.stats = {
       peerBytes: 0, originBytes: 0, localBytes: 0, servedBytes: 0, duplicateBytes: 0,
       peers: {}, fetches: [], badBlocks: 0,
+      // What this page put on the wire over bitswap (wants.js): want-blocks,
+      // cancels, messages, failed sends; served: bytes of blocks whose send
+      // finished, by peer; duplicates: bytes that arrived unwanted, by peer.
+      wants: { wantBlocks: 0, wantHaves: 0, cancels: 0, messages: 0, sendErrors: 0 },
+      served: {}, serveErrors: 0, duplicates: {},
+      summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
     }
     this.store = new QuotaStore({ quota: this.cfg.quota, cacheName, onDrop: (roots) => this.publish(wire.DROP, roots) })
     this.seed = null // the multiaddr of the seed we are connected to
+    this.summaryAddrs = new Map() // peer -> binary multiaddrs the seed's summary gave
   }
 
   // identity returns the page's key, kept in localStorage so that the peer
@@ -114,10 +103,7 @@ export class Mesh extends EventTarget {
   async start () {
     await this.store.open()
     const privateKey = await this.identity()
-    const helia = createHeliaLight({
-      blockstore: this.store,
-      metrics: metrics((n) => { this.stats.servedBytes += n; this.emit('stats') })
-    })
+    const helia = createHeliaLight({ blockstore: this.store })
     withLibp2pLight(helia, {
       privateKey,
       addresses: { listen: ['/p2p-circuit', '/webrtc'] },
@@ -137,6 +123,7 @@ export class Mesh extends EventTarget {
     await helia.start()
     this.helia = helia
     this.libp2p = helia.libp2p
+    this.startWants()
     const ps = this.libp2p.services.pubsub
     ps.topicValidators.set(this.topic, (_from, msg) => this.validate(msg))
     ps.addEventListener('message', (e) => this.receive(e.detail))
@@ -149,7 +136,13 @@ export class Mesh extends EventTarget {
     this.libp2p.addEventListener('connection:close', () => this.emit('peers'))
     this.timer = setTimeout(() => this.tick(), this.jitter(this.cfg.summaryInterval))
     this.sweeper = setInterval(() => this.sweep(), 1000)
-    if (this.seeds.length > 0) await this.connectSeed()
+    if (this.seeds.length > 0) {
+      const conn = await this.connectSeed()
+      // Learn at once what the mesh holds: the seed's answer, not its
+      // gossip, which reaches a new neighbour only after subscriptions
+      // are exchanged (and a page's first fetch starts before that).
+      await Promise.race([this.askSummary(conn.remotePeer), delay(this.cfg.summaryWait, new AbortController().signal)])
+    }
     this.summary()
   }
 
@@ -183,7 +176,95 @@ export class Mesh extends EventTarget {
   async stop () {
     clearTimeout(this.timer)
     clearInterval(this.sweeper)
+    this.wants?.stop()
     await this.helia?.stop()
+  }
+
+  // --- bitswap: what the page sends ---
+
+  // startWants puts the page's own want sender (wants.js) beside Helia's
+  // bitswap, and counts served bytes only for sends that finished: Helia
+  // counts a block as sent even when writing it failed.
+  startWants () {
+    const bitswap = this.helia.blockBrokers.find((b) => b.name === 'bitswap').bitswap
+    this.bitswap = bitswap
+    this.outstanding = new Map() // peer -> wants in flight from this page
+    this.wants = new Wants({
+      bitswap,
+      libp2p: this.libp2p,
+      log: this.log,
+      onCount: (what, p, n = 1) => {
+        if (what === 'duplicateBytes') {
+          this.stats.duplicateBytes += n
+          this.stats.duplicates[p] = (this.stats.duplicates[p] ?? 0) + n
+        } else {
+          this.stats.wants[what] += n
+        }
+        this.emit('stats')
+      }
+    })
+    const send = bitswap.network.sendMessage.bind(bitswap.network)
+    bitswap.network.sendMessage = async (peerId, message, options = {}) => {
+      let failed = false
+      const onProgress = (evt) => {
+        if (evt.type === 'bitswap:send-wantlist:error') failed = true
+        options.onProgress?.(evt)
+      }
+      try {
+        await send(peerId, message, { ...options, onProgress })
+      } catch (err) {
+        failed = true
+        throw err
+      } finally {
+        let n = 0
+        for (const b of message.blocks?.values() ?? []) n += b.data.byteLength
+        if (n > 0) {
+          if (failed) this.stats.serveErrors++
+          else {
+            const p = peerId.toString()
+            this.stats.servedBytes += n
+            this.stats.served[p] = (this.stats.served[p] ?? 0) + n
+          }
+          this.emit('stats')
+        }
+      }
+    }
+  }
+
+  // --- the summary request ---
+
+  // askSummary asks the seed what it and the peers it knows hold
+  // (summary.js) and records the answer in the provider table.
+  async askSummary (seed) {
+    const t0 = performance.now()
+    this.stats.summary.asked++
+    try {
+      const { ttl, groups } = await summaryWire.ask(this.libp2p, this.name, seed)
+      const exp = Date.now() + Math.min(ttl, 3600) * 1000
+      const me = this.libp2p.peerId.toString()
+      for (const g of groups) {
+        const p = g.peer ?? seed.toString()
+        if (p === me) continue
+        if (g.peer != null) {
+          this.stats.summary.holders++
+          if (g.addrs.length > 0) this.summaryAddrs.set(p, g.addrs)
+        }
+        for (const r of g.roots) {
+          const k = r.toString()
+          if (!this.table.has(k)) this.table.set(k, new Map())
+          const ps = this.table.get(k)
+          ps.set(p, Math.max(ps.get(p) ?? 0, exp))
+          this.stats.summary.roots++
+        }
+      }
+      this.stats.summary.answered++
+      this.stats.summary.ms = Math.round(performance.now() - t0)
+      this.log(`summary: ${groups.length} holders in ${this.stats.summary.ms} ms`)
+      this.emit('providers')
+    } catch (err) {
+      this.stats.summary.error = err.message
+      this.log(`summary: ${err.message}`)
+    }
   }
 
   // --- announcements ---
@@ -314,13 +395,15 @@ export class Mesh extends EventTarget {
 
   // --- peers ---
 
-  connected (p) { return this.libp2p.getConnections().some((c) => c.remotePeer.toString() === p) }
+  // connected reports a connection to p that can carry blocks (a relayed,
+  // limited one only signals WebRTC).
+  connected (p) { return this.libp2p.getConnections().some((c) => c.remotePeer.toString() === p && c.limits == null) }
 
   // dialPeer connects to a provider: directly if the peer store knows an
   // address, else through the seed's relay with WebRTC (browser peers).
   async dialPeer (p) {
     if (this.connected(p)) return true
-    const tries = []
+    const tries = this.summaryDialAddrs(p)
     if (this.seed != null) {
       const relay = this.seed.toString().includes('/p2p/') ? this.seed.toString() : `${this.seed}/p2p/${this.seedConn.remotePeer}`
       tries.push(multiaddr(`${relay}/p2p-circuit/webrtc/p2p/${p}`))
@@ -338,6 +421,19 @@ export class Mesh extends EventTarget {
       if (this.connected(p)) return true
     }
     return this.connected(p)
+  }
+
+  // summaryDialAddrs returns the addresses the seed's summary gave for p
+  // (app nodes; browsers have none), to try before the relay.
+  summaryDialAddrs (p) {
+    const out = []
+    for (const b of this.summaryAddrs.get(p) ?? []) {
+      try {
+        const a = multiaddr(b)
+        out.push(a.toString().includes('/p2p/') ? a : a.encapsulate(`/p2p/${p}`))
+      } catch {}
+    }
+    return out
   }
 
   connections () {
@@ -396,39 +492,26 @@ export class Mesh extends EventTarget {
 
   // fetchAsset fetches an asset {cid, size?, nodes?, url?, path?}: from the
   // store, else from peers when a provider is known (the origin joins the
-  // race after peerTimeout), else from the origin at once. It returns the
-  // bytes and the fetch's accounting.
+  // race by the hedge rule of originGate), else from the origin at once. It
+  // returns the bytes and the fetch's accounting.
   async fetchAsset (asset, { keepBytes = true } = {}) {
     asset = { ...asset, cid: typeof asset.cid === 'string' ? CID.parse(asset.cid) : asset.cid }
     const root = asset.cid
-    const rec = { path: asset.path ?? null, cid: root.toString(), size: asset.size ?? null, peerBytes: 0, originBytes: 0, localBytes: 0, peers: {}, ms: 0, ttfbMs: null, leaves: 0, origin: 'none' }
+    const rec = { path: asset.path ?? null, cid: root.toString(), size: asset.size ?? null, peerBytes: 0, originBytes: 0, localBytes: 0, peers: {}, ms: 0, ttfbMs: null, leaves: 0, origin: 'none', originJoins: {} }
     const t0 = performance.now()
     this.store.active.add(root.toString())
     try {
-      // Dialling a provider counts against the peer timeout: a provider
-      // that has gone (a closed tab) must not delay the origin.
       const provs = this.store.holds(root) ? [] : this.providers(root)
-      let usePeers = provs.some((p) => this.connected(p))
-      if (!usePeers && provs.length > 0) {
-        const anyDial = new Promise((resolve) => {
-          let left = provs.length
-          for (const p of provs) {
-            this.dialPeer(p).then((ok) => { if (ok) resolve(true); else if (--left === 0) resolve(false) })
-          }
-        })
-        // Without an origin, wait for the dials; with one, peers still
-        // dialling stay in the race and the origin joins at peerTimeout.
-        usePeers = asset.url == null ? await anyDial : await Promise.race([anyDial, delay(this.cfg.peerTimeout, new AbortController().signal).then(() => true)])
-      }
+      const usePeers = await this.reachProviders(provs, asset.url != null)
       rec.providers = provs
       if (!usePeers && asset.url == null && !this.store.holds(root)) {
         throw new Error(`meshcdn: ${root}: ${provs.length === 0 ? 'no provider known' : 'no provider reachable'} and no origin URL`)
       }
-      const state = { t0, peerDelivered: false }
+      const state = { t0, peerDelivered: false, lastPeer: 0, provs, blockWaiters: new Set() }
       state.firstPeer = new Promise((resolve) => { state.onPeer = resolve })
       // Inner nodes the manifest does not carry come from peers; they are
       // not file bytes, so they are not counted.
-      const peerBlock = async (c) => (await this.fromPeers(c, AbortSignal.timeout(30_000))).bytes
+      const peerBlock = async (c) => (await this.fromPeers(c, AbortSignal.timeout(30_000), provs)).bytes
       const { inner, leaves } = await this.leaves(asset, peerBlock)
       rec.leaves = leaves.length
       const parts = new Array(leaves.length)
@@ -467,10 +550,32 @@ export class Mesh extends EventTarget {
     }
   }
 
-  // leaf gets one leaf: local, or the race of peers and origin. Peers get
-  // peerTimeout from the fetch's start to deliver a first block; once they
-  // have, a leaf is hedged only after stallTimeout. The first verified copy
-  // wins and is counted; a later copy counts as duplicate bytes.
+  // reachProviders connects to up to maxDials providers (those connected
+  // first) and reports whether peers take part in the fetch. Dialling
+  // counts against the peer timeout: a provider that has gone (a closed
+  // tab) must not delay the origin. Without an origin it waits for the
+  // dials; with one, peers still dialling stay in the race and the origin
+  // joins by the hedge rule.
+  async reachProviders (provs, canOrigin) {
+    if (provs.length === 0) return false
+    if (provs.some((p) => this.connected(p))) return true
+    const pick = [...provs].sort(() => Math.random() - 0.5).slice(0, this.cfg.maxDials)
+    const anyDial = new Promise((resolve) => {
+      let left = pick.length
+      for (const p of pick) {
+        this.dialPeer(p).then((ok) => { if (ok) resolve(true); else if (--left === 0) resolve(false) })
+      }
+    })
+    if (!canOrigin) return anyDial
+    return Promise.race([anyDial, delay(this.cfg.peerTimeout, new AbortController().signal).then(() => true)])
+  }
+
+  // leaf gets one leaf: local, or the race of peers and origin. The peers
+  // asked are the fewest the race needs (choosePeer); the origin joins by
+  // originGate's rule. The first verified copy wins and is counted; the
+  // other request is cancelled (a CANCEL on the wire to peers, an aborted
+  // HTTP request to the origin), and a copy that still arrives is counted
+  // as duplicate bytes.
   async leaf (c, i, asset, usePeers, rec, state) {
     const local = this.store.block(c)
     if (local != null) {
@@ -496,12 +601,21 @@ export class Mesh extends EventTarget {
     const leafStart = performance.now()
     if (usePeers) {
       let sender = null
-      racers.push(this.fromPeers(c, peerAbort.signal)
-        .then((r) => { sender = r.sender; state.peerDelivered = true; state.onPeer(); originAbort.abort(); return r })
+      racers.push(this.fromPeers(c, peerAbort.signal, state.provs)
+        .then((r) => {
+          sender = r.sender
+          state.peerDelivered = true
+          state.lastPeer = performance.now()
+          state.onPeer()
+          for (const fn of [...state.blockWaiters]) fn()
+          originAbort.abort()
+          return r
+        })
         .then(claim('peer', () => sender)))
     }
     if (canOrigin) {
       racers.push(this.originGate(state, leafStart, usePeers, originAbort.signal)
+        .then((why) => { if (why != null) rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1 })
         .then(() => this.fromOrigin(c, i, asset, originAbort.signal))
         .then((r) => { peerAbort.abort(); return r })
         .then(claim('origin', () => null)))
@@ -516,14 +630,38 @@ export class Mesh extends EventTarget {
     }
   }
 
-  // originGate resolves when the origin should join a leaf's race.
+  // originGate resolves when the origin should join a leaf's race, with
+  // the reason, following the Go fetch package's rule: at once when no peer
+  // takes part; when peers have not delivered a first block peerTimeout
+  // after the fetch began ('first'); once they have, when they have
+  // delivered nothing for peerTimeout while this leaf waits ('stall'), or
+  // when this leaf has waited twice what an origin leaf has taken this page
+  // (peers slower than half the origin's rate, known once the origin has
+  // been used: 'slow'); stallTimeout bounds the wait ('cap').
   async originGate (state, leafStart, usePeers, signal) {
-    if (!usePeers) return
+    if (!usePeers) return null
     const first = state.t0 + this.cfg.peerTimeout - performance.now()
     await Promise.race([delay(first, signal), state.firstPeer])
     signal.throwIfAborted()
-    if (!state.peerDelivered) return
-    await delay(leafStart + this.cfg.stallTimeout - performance.now(), signal)
+    if (!state.peerDelivered) return 'first'
+    for (;;) {
+      const now = performance.now()
+      const rules = [
+        ['stall', Math.max(state.lastPeer, leafStart) + this.cfg.peerTimeout],
+        ['slow', this.originLeafMs == null ? Infinity : leafStart + 2 * this.originLeafMs],
+        ['cap', leafStart + this.cfg.stallTimeout]
+      ]
+      const [why, at] = rules.reduce((a, b) => (b[1] < a[1] ? b : a))
+      if (now >= at) return why
+      let wake
+      const block = new Promise((resolve) => { wake = resolve; state.blockWaiters.add(wake) })
+      try {
+        await Promise.race([delay(at - now, signal), block])
+      } finally {
+        state.blockWaiters.delete(wake)
+      }
+      signal.throwIfAborted()
+    }
   }
 
   count (rec, source, sender, n) {
@@ -538,29 +676,57 @@ export class Mesh extends EventTarget {
     }
   }
 
-  // fromPeers gets a block over bitswap and verifies it; sender is the peer
-  // that delivered it.
-  async fromPeers (c, signal) {
-    let sender = null
-    const parts = []
-    for await (const p of this.helia.blockstore.get(c, {
-      signal,
-      onProgress: (e) => { if (e.type === 'bitswap:block' && e.detail.cid.equals(c)) sender = e.detail.sender.toString() }
-    })) parts.push(p)
-    const bytes = concat(parts)
-    if (!await verify(c, bytes)) {
-      this.stats.badBlocks++
-      await this.store.delete(c)
-      throw new Error(`block ${c} from ${sender} failed verification`)
+  // choosePeer picks the provider to ask for a block: a connected one (not
+  // only through a relay) not asked yet, with the fewest wants of this page
+  // in flight, ties broken at random so that a crowd spreads over holders.
+  choosePeer (provs, asked) {
+    const ok = provs.filter((p) => !asked.has(p) && this.connected(p))
+    if (ok.length === 0) return null
+    const load = (p) => this.outstanding.get(p) ?? 0
+    const least = Math.min(...ok.map(load))
+    const best = ok.filter((p) => load(p) === least)
+    return best[Math.floor(Math.random() * best.length)]
+  }
+
+  // fromPeers gets a block over bitswap from the providers and verifies it;
+  // sender is the peer that delivered it. One provider is asked at a time
+  // (want-block); the next is asked when one answers DONT_HAVE or a
+  // provider connects while none could be asked. Providers that are not
+  // connected yet (still dialling) are asked once they are.
+  async fromPeers (c, signal, provs) {
+    const h = this.wants.want(c, { signal, onDontHave: () => askNext() })
+    const mine = new Set()
+    const askNext = () => {
+      const p = this.choosePeer(provs, h.asked)
+      if (p == null) return false
+      mine.add(p)
+      this.outstanding.set(p, (this.outstanding.get(p) ?? 0) + 1)
+      h.ask([p])
+      return true
     }
-    if (sender == null) throw new Error(`block ${c} was stored by another source first`)
-    return { bytes, sender }
+    const onPeers = () => { if (h.asked.size === 0 || [...h.asked].every((p) => !this.connected(p))) askNext() }
+    this.addEventListener('peers', onPeers)
+    try {
+      askNext()
+      const { bytes, sender } = await h.result
+      if (!await verify(c, bytes)) {
+        this.stats.badBlocks++
+        throw new Error(`block ${c} from ${sender} failed verification`)
+      }
+      await this.helia.blockstore.put(c, bytes) // stores it and tells bitswap: peers wanting it get it
+      return { bytes, sender }
+    } finally {
+      this.removeEventListener('peers', onPeers)
+      h.cancel()
+      for (const p of mine) this.outstanding.set(p, this.outstanding.get(p) - 1)
+    }
   }
 
   async fromOrigin (c, i, asset, signal) {
     const start = i * CHUNK
     const headers = {}
     if (asset.cid.code !== RAW) headers.Range = `bytes=${start}-${start + CHUNK - 1}`
+    const t = performance.now()
     const res = await fetch(asset.url, { headers, signal })
     if (!res.ok) throw new Error(`origin ${asset.url}: HTTP ${res.status}`)
     let bytes = new Uint8Array(await res.arrayBuffer())
@@ -570,7 +736,10 @@ export class Mesh extends EventTarget {
       throw new Error(`origin bytes ${start}+${bytes.length} do not match leaf ${c}`)
     }
     signal.throwIfAborted()
-    await this.helia.blockstore.put(c, bytes) // also tells bitswap: wants resolve, peers may ask
+    // What an origin leaf takes, for originGate's 'slow' rule (an EWMA).
+    const ms = performance.now() - t
+    this.originLeafMs = this.originLeafMs == null ? ms : 0.7 * this.originLeafMs + 0.3 * ms
+    await this.helia.blockstore.put(c, bytes) // also tells bitswap: peers wanting it get it
     return { bytes }
   }
 
