@@ -36,7 +36,8 @@ export const defaults = {
   stallTimeout: 2000, // ms a leaf may take once peers have delivered, before hedging
   ttl: 180, // s, HAVE ttl: 3 x summaryInterval
   summaryInterval: 60_000, // ms, ±10%
-  concurrency: 4, // leaves in flight per fetch
+  concurrency: 4, // leaves in flight per fetch from peers
+  originConcurrency: 2, // leaves in flight per fetch from the origin
   dialTimeout: 5000,
   summaryWait: 2000, // ms start() waits for the seed's summary
   maxDials: 4 // providers dialled at once for a fetch
@@ -78,7 +79,7 @@ export class Mesh extends EventTarget {
       // cancels, messages, failed sends; served: bytes of blocks whose send
       // finished, by peer; duplicates: bytes that arrived unwanted, by peer.
       wants: { wantBlocks: 0, wantHaves: 0, cancels: 0, messages: 0, sendErrors: 0 },
-      served: {}, serveErrors: 0, duplicates: {},
+      served: {}, serveErrors: 0, duplicates: {}, peerBlockMs: [],
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
     }
@@ -138,6 +139,7 @@ export class Mesh extends EventTarget {
     this.sweeper = setInterval(() => this.sweep(), 1000)
     if (this.seeds.length > 0) {
       const conn = await this.connectSeed()
+      this.wants.warm(conn.remotePeer.toString())
       // Learn at once what the mesh holds: the seed's answer, not its
       // gossip, which reaches a new neighbour only after subscriptions
       // are exchanged (and a page's first fetch starts before that).
@@ -231,6 +233,14 @@ export class Mesh extends EventTarget {
     }
   }
 
+  // preconnect dials up to maxDials of the holders a summary named, in the
+  // background: a WebRTC connection through the relay takes a few hundred
+  // ms, which the page's first fetch should not wait for.
+  preconnect (holders) {
+    const pick = [...holders].sort(() => Math.random() - 0.5).slice(0, this.cfg.maxDials)
+    for (const p of pick) this.dialPeer(p).catch(() => {})
+  }
+
   // --- the summary request ---
 
   // askSummary asks the seed what it and the peers it knows hold
@@ -261,6 +271,7 @@ export class Mesh extends EventTarget {
       this.stats.summary.ms = Math.round(performance.now() - t0)
       this.log(`summary: ${groups.length} holders in ${this.stats.summary.ms} ms`)
       this.emit('providers')
+      this.preconnect(groups.filter((g) => g.peer != null && g.peer !== me).map((g) => g.peer))
     } catch (err) {
       this.stats.summary.error = err.message
       this.log(`summary: ${err.message}`)
@@ -507,31 +518,15 @@ export class Mesh extends EventTarget {
       if (!usePeers && asset.url == null && !this.store.holds(root)) {
         throw new Error(`meshcdn: ${root}: ${provs.length === 0 ? 'no provider known' : 'no provider reachable'} and no origin URL`)
       }
-      const state = { t0, peerDelivered: false, lastPeer: 0, provs, blockWaiters: new Set() }
-      state.firstPeer = new Promise((resolve) => { state.onPeer = resolve })
+      const state = { t0, peerDelivered: false, lastPeer: 0, firstPeerAt: 0, peerBytes: 0, peerBlocks: 0, provs, blockWaiters: new Set() }
+      state.firstPeer = new Promise((resolve) => { state.onPeer = () => { state.firstPeerAt ||= performance.now(); resolve() } })
       // Inner nodes the manifest does not carry come from peers; they are
       // not file bytes, so they are not counted.
       const peerBlock = async (c) => (await this.fromPeers(c, AbortSignal.timeout(30_000), provs)).bytes
       const { inner, leaves } = await this.leaves(asset, peerBlock)
       rec.leaves = leaves.length
       const parts = new Array(leaves.length)
-      let next = 0
-      const worker = async () => {
-        while (next < leaves.length) {
-          const i = next++
-          parts[i] = await this.leaf(leaves[i], i, asset, usePeers, rec, state)
-          if (rec.ttfbMs == null && i === 0) rec.ttfbMs = Math.round(performance.now() - t0)
-        }
-      }
-      // The first leaf goes alone: peers get the whole link for the block
-      // that decides whether the origin joins (1 MiB over WebRTC takes
-      // about 80 ms; four at once would pass the 200 ms peer timeout).
-      if (usePeers && leaves.length > 1) {
-        next = 1
-        parts[0] = await this.leaf(leaves[0], 0, asset, usePeers, rec, state)
-        rec.ttfbMs = Math.round(performance.now() - t0)
-      }
-      await Promise.all(Array.from({ length: Math.min(this.cfg.concurrency, leaves.length) }, worker))
+      await this.getLeaves(leaves, asset, usePeers, rec, state, parts)
       const size = parts.reduce((n, p) => n + p.length, 0)
       if (asset.size != null && size !== asset.size) throw new Error(`meshcdn: ${root}: got ${size} bytes, the manifest says ${asset.size}`)
       rec.size = size
@@ -570,13 +565,62 @@ export class Mesh extends EventTarget {
     return Promise.race([anyDial, delay(this.cfg.peerTimeout, new AbortController().signal).then(() => true)])
   }
 
-  // leaf gets one leaf: local, or the race of peers and origin. The peers
-  // asked are the fewest the race needs (choosePeer); the origin joins by
-  // originGate's rule. The first verified copy wins and is counted; the
+  // getLeaves fills parts with the fetch's leaves. Without peers the
+  // origin takes them all, concurrency at once. With peers the leaves are
+  // split, not raced, so that no byte is sent twice: peers take them from
+  // the front (one at a time until a peer has delivered: the first block
+  // decides), the origin from the back while its gate is open (originGate:
+  // no first block within peerTimeout, peers stalled, or peers slower than
+  // half the origin), originConcurrency at once. A leaf goes to both only
+  // as a hedge: when the peer asked has not delivered it within
+  // stallTimeout, when no peer can be asked, or when nothing is left for
+  // the origin and peers have not delivered a first block (a one-leaf
+  // file).
+  async getLeaves (leaves, asset, usePeers, rec, state, parts) {
+    const q = { front: 0, back: leaves.length, inflight: new Map() } // i -> hedge()
+    const take = async (i, how, why) => {
+      if (why != null) rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+      parts[i] = await this.leaf(leaves[i], i, asset, how, rec, state, q)
+      if (i === 0) rec.ttfbMs ??= Math.round(performance.now() - state.t0)
+    }
+    const n = (k) => Array.from({ length: Math.min(k, leaves.length) }, (_, j) => j)
+    if (!usePeers) {
+      await Promise.all(n(this.cfg.concurrency).map(async () => { while (q.front < q.back) await take(q.front++, 'origin') }))
+      return
+    }
+    const peerWorker = async (k) => {
+      while (q.front < q.back) {
+        if (k > 0 && !state.peerDelivered) { await Promise.race([state.firstPeer, delay(50, new AbortController().signal)]); continue }
+        await take(q.front++, 'peers')
+      }
+    }
+    const done = new AbortController()
+    const originWorker = async () => {
+      for (;;) {
+        let why
+        try { why = await this.originGate(state, q, done.signal) } catch { return }
+        if (q.front < q.back) { await take(--q.back, 'origin', why); continue }
+        // Nothing left to split: a leaf still waiting on peers that have
+        // not delivered a first block gets the origin as well.
+        if (!state.peerDelivered) {
+          for (const [, hedge] of q.inflight) if (hedge('first')) break
+        }
+        return
+      }
+    }
+    const origin = asset.url == null ? [] : n(this.cfg.originConcurrency).map(originWorker)
+    await Promise.all(n(this.cfg.concurrency).map(peerWorker))
+    done.abort()
+    await Promise.all(origin)
+  }
+
+  // leaf gets one leaf: local, or from the source given ('peers' or
+  // 'origin'). A leaf asked of peers is raced by the origin only as a hedge
+  // (see getLeaves): then the first verified copy wins and is counted, the
   // other request is cancelled (a CANCEL on the wire to peers, an aborted
   // HTTP request to the origin), and a copy that still arrives is counted
   // as duplicate bytes.
-  async leaf (c, i, asset, usePeers, rec, state) {
+  async leaf (c, i, asset, how, rec, state, q) {
     const local = this.store.block(c)
     if (local != null) {
       rec.localBytes += local.length
@@ -584,7 +628,6 @@ export class Mesh extends EventTarget {
       return local
     }
     const canOrigin = asset.url != null
-    if (!usePeers && !canOrigin) throw new Error(`meshcdn: no provider of ${asset.cid} and no origin URL`)
     const peerAbort = new AbortController()
     const originAbort = new AbortController()
     const racers = []
@@ -598,24 +641,38 @@ export class Mesh extends EventTarget {
       this.count(rec, source, sender(), bytes.length)
       return bytes
     }
-    const leafStart = performance.now()
-    if (usePeers) {
+    let hedge = () => false
+    const hedged = new Promise((resolve) => {
+      hedge = (why) => {
+        if (!canOrigin || q.inflight.get(i) !== hedge) return false
+        q.inflight.delete(i)
+        rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+        resolve()
+        return true
+      }
+    })
+    if (how === 'peers') {
+      q.inflight.set(i, hedge)
       let sender = null
-      racers.push(this.fromPeers(c, peerAbort.signal, state.provs)
+      const fromPeers = this.fromPeers(c, peerAbort.signal, state.provs)
+      fromPeers.catch(() => { if (!won) hedge('peers failed') })
+      racers.push(fromPeers
         .then((r) => {
           sender = r.sender
           state.peerDelivered = true
           state.lastPeer = performance.now()
+          state.peerBytes += r.bytes.length
+          state.peerBlocks++
           state.onPeer()
           for (const fn of [...state.blockWaiters]) fn()
           originAbort.abort()
           return r
         })
         .then(claim('peer', () => sender)))
+      delay(this.cfg.stallTimeout, originAbort.signal).then(() => hedge('cap'), () => {})
     }
     if (canOrigin) {
-      racers.push(this.originGate(state, leafStart, usePeers, originAbort.signal)
-        .then((why) => { if (why != null) rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1 })
+      racers.push((how === 'origin' ? Promise.resolve() : hedged)
         .then(() => this.fromOrigin(c, i, asset, originAbort.signal))
         .then((r) => { peerAbort.abort(); return r })
         .then(claim('origin', () => null)))
@@ -625,34 +682,46 @@ export class Mesh extends EventTarget {
     } catch (err) {
       throw new Error(`meshcdn: leaf ${i} (${c}) of ${asset.cid}: ${err.errors?.map((e) => e.message).join('; ') ?? err.message}`)
     } finally {
+      q.inflight.delete(i)
       peerAbort.abort()
       originAbort.abort()
     }
   }
 
-  // originGate resolves when the origin should join a leaf's race, with
-  // the reason, following the Go fetch package's rule: at once when no peer
-  // takes part; when peers have not delivered a first block peerTimeout
-  // after the fetch began ('first'); once they have, when they have
-  // delivered nothing for peerTimeout while this leaf waits ('stall'), or
-  // when this leaf has waited twice what an origin leaf has taken this page
-  // (peers slower than half the origin's rate, known once the origin has
-  // been used: 'slow'); stallTimeout bounds the wait ('cap').
-  async originGate (state, leafStart, usePeers, signal) {
-    if (!usePeers) return null
-    const first = state.t0 + this.cfg.peerTimeout - performance.now()
-    await Promise.race([delay(first, signal), state.firstPeer])
-    signal.throwIfAborted()
-    if (!state.peerDelivered) return 'first'
+  // originGate resolves, with the reason, when the origin may take a leaf
+  // of a fetch that peers take part in, following the Go fetch package's
+  // rule: peers have not delivered a first block peerTimeout after the
+  // fetch began, or after what an origin leaf takes this page if that is
+  // longer ('first'); or, once they have, they have delivered nothing
+  // for peerTimeout or for 1.5 rounds of their pace ('stall'), or their rate in this fetch is under half
+  // of what an origin leaf takes this page (known once the origin has been
+  // used: 'slow'). It is asked again before every leaf the origin takes, so
+  // the origin stops taking leaves when peers keep up again. It rejects
+  // when signal aborts (the peers took the last leaf).
+  async originGate (state, q, signal) {
     for (;;) {
+      signal.throwIfAborted()
       const now = performance.now()
-      const rules = [
-        ['stall', Math.max(state.lastPeer, leafStart) + this.cfg.peerTimeout],
-        ['slow', this.originLeafMs == null ? Infinity : leafStart + 2 * this.originLeafMs],
-        ['cap', leafStart + this.cfg.stallTimeout]
-      ]
-      const [why, at] = rules.reduce((a, b) => (b[1] < a[1] ? b : a))
-      if (now >= at) return why
+      let at
+      if (!state.peerDelivered) {
+        // Peers slower than the origin: no first block within peerTimeout,
+        // or within what an origin leaf has taken this page, if longer.
+        at = state.t0 + Math.max(this.cfg.peerTimeout, this.originLeafMs ?? 0)
+        if (now >= at) return 'first'
+      } else {
+        // Stalled: no block for peerTimeout, or, once peers have a pace,
+        // for one and a half times what a round of concurrency blocks takes
+        // them (blocks asked together arrive together).
+        const gap = state.peerBlocks > 1 ? (state.lastPeer - state.firstPeerAt) / (state.peerBlocks - 1) : 0
+        at = state.lastPeer + Math.max(this.cfg.peerTimeout, 1.5 * this.cfg.concurrency * gap)
+        if (now >= at) return 'stall'
+        if (this.originLeafMs != null) {
+          const peerRate = state.peerBytes / Math.max(1, now - state.firstPeerAt)
+          const originRate = CHUNK / this.originLeafMs
+          if (now - state.firstPeerAt > this.cfg.peerTimeout && peerRate < originRate / 2) return 'slow'
+          at = Math.min(at, now + 100) // the rates change: look again
+        }
+      }
       let wake
       const block = new Promise((resolve) => { wake = resolve; state.blockWaiters.add(wake) })
       try {
@@ -660,7 +729,6 @@ export class Mesh extends EventTarget {
       } finally {
         state.blockWaiters.delete(wake)
       }
-      signal.throwIfAborted()
     }
   }
 
@@ -691,10 +759,19 @@ export class Mesh extends EventTarget {
   // fromPeers gets a block over bitswap from the providers and verifies it;
   // sender is the peer that delivered it. One provider is asked at a time
   // (want-block); the next is asked when one answers DONT_HAVE or a
-  // provider connects while none could be asked. Providers that are not
-  // connected yet (still dialling) are asked once they are.
+  // provider connects while none could be asked (providers still being
+  // dialled are asked once connected). It fails when every provider asked
+  // answered DONT_HAVE and none is left.
   async fromPeers (c, signal, provs) {
-    const h = this.wants.want(c, { signal, onDontHave: () => askNext() })
+    const dontHave = new Set()
+    const h = this.wants.want(c, {
+      signal,
+      onDontHave: (p) => {
+        dontHave.add(p)
+        // Every provider asked said DONT_HAVE and none is left to ask.
+        if (!askNext() && [...h.asked].every((q) => dontHave.has(q))) h.cancel()
+      }
+    })
     const mine = new Set()
     const askNext = () => {
       const p = this.choosePeer(provs, h.asked)
@@ -707,8 +784,12 @@ export class Mesh extends EventTarget {
     const onPeers = () => { if (h.asked.size === 0 || [...h.asked].every((p) => !this.connected(p))) askNext() }
     this.addEventListener('peers', onPeers)
     try {
+      const asked = performance.now()
       askNext()
       const { bytes, sender } = await h.result
+      const ms = Math.round(performance.now() - asked)
+      this.stats.peerBlockMs.push(ms) // from want-block to the block, for the crowd test's figures
+      if (this.stats.peerBlockMs.length > 1000) this.stats.peerBlockMs.shift()
       if (!await verify(c, bytes)) {
         this.stats.badBlocks++
         throw new Error(`block ${c} from ${sender} failed verification`)

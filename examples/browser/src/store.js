@@ -22,6 +22,7 @@ export class QuotaStore extends BaseBlockstore {
     this.active = new Set() // roots being fetched or imported: never evicted
     this.notKept = 0
     this.cache = null
+    this.writes = new Set() // Cache API writes under way
   }
 
   // open loads what an earlier visit kept in the Cache API, checking every
@@ -63,7 +64,12 @@ export class QuotaStore extends BaseBlockstore {
     const bytes = await collect(val)
     const key = cid.toString()
     if (this.putLocal(key, bytes) && this.cache != null) {
-      await this.cache.put(CACHE_PREFIX + key, new Response(bytes)).catch(() => {})
+      // The Cache API write is not waited for here (it took tens of ms a
+      // block on a busy machine, on the path of every fetched block);
+      // markRoot waits for the writes before the index names the root.
+      const w = this.cache.put(CACHE_PREFIX + key, new Response(bytes)).catch(() => {})
+      this.writes.add(w)
+      w.finally(() => this.writes.delete(w))
     }
     return cid
   }
@@ -104,6 +110,7 @@ export class QuotaStore extends BaseBlockstore {
     const bytes = keys.reduce((n, k) => n + (this.blocks.get(k)?.length ?? 0), 0)
     if (!keys.every((k) => this.blocks.has(k))) return false
     this.roots.set(root.toString(), { cid: root, blocks: keys, bytes, used: Date.now() })
+    await Promise.all([...this.writes])
     await this.saveIndex()
     return true
   }

@@ -168,19 +168,35 @@ export class Wants {
     }
   }
 
+  // warm opens the stream to p ahead of the first want (a protocol
+  // negotiation less on the first block's path).
+  warm (p) {
+    let q = this.queues.get(p)
+    if (q == null) { q = { pending: new Map(), busy: false, stream: null }; this.queues.set(p, q) }
+    if (q.busy) return
+    q.busy = true
+    this.open(p, q).catch((err) => this.log(`wants: to ${p}: ${err.message}`)).finally(() => {
+      q.busy = false
+      if (q.pending.size > 0) this.flush(p, q)
+    })
+  }
+
+  async open (p, q) {
+    if (q.stream != null && q.stream.status === 'open' && q.stream.writeStatus === 'writable') return
+    const conn = this.libp2p.getConnections().find((c) => c.remotePeer.toString() === p && c.limits == null && c.status === 'open')
+    if (conn == null) throw new Error('not connected (or only through a relay)')
+    const st = await conn.newStream(BITSWAP_120, { signal: AbortSignal.timeout(5000) })
+    st.addEventListener('close', () => { if (q.stream === st) q.stream = null })
+    st.closeRead().catch(() => {}) // nothing comes back on it: answers come on the peer's streams
+    q.stream = st
+  }
+
   async send (p, q, entries) {
     const msg = encodeWantlist(entries)
     const frame = Uint8Array.from([...varint(msg.length), ...msg])
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
-        if (q.stream == null || q.stream.status !== 'open' || q.stream.writeStatus !== 'writable') {
-          const conn = this.libp2p.getConnections().find((c) => c.remotePeer.toString() === p && c.limits == null && c.status === 'open')
-          if (conn == null) throw new Error('not connected (or only through a relay)')
-          const st = await conn.newStream(BITSWAP_120, { signal: AbortSignal.timeout(5000) })
-          st.addEventListener('close', () => { if (q.stream === st) q.stream = null })
-          st.closeRead().catch(() => {}) // nothing comes back on it: answers come on the peer's streams
-          q.stream = st
-        }
+        await this.open(p, q)
         if (!q.stream.send(frame)) await q.stream.onDrain({ signal: AbortSignal.timeout(5000) })
         for (const e of entries) {
           this.onCount(e.cancel ? 'cancels' : e.wantType === WANT_HAVE ? 'wantHaves' : 'wantBlocks', p)

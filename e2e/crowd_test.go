@@ -1,0 +1,381 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
+)
+
+// crowdSite is the crowd's site: 6 files, 26.7 MiB, the shape of the one
+// measured in issue 15 (a page, a script, three images and a video).
+func crowdSite() meshtest.Site {
+	return meshtest.GenerateSite(15, map[string]int64{
+		"index.html":      20 << 10,
+		"app.js":          700 << 10,
+		"img/hero.jpg":    3<<20 + 123,
+		"img/photo-0.jpg": 1<<20 + 512<<10,
+		"img/photo-1.jpg": 1<<20 + 512<<10 + 1,
+		"video/intro.mp4": 20 << 20,
+	})
+}
+
+// crowdPage is what crowd.mjs reports of one page.
+type crowdPage struct {
+	Name                        string
+	OpenedMs, JoinedMs, KnownMs int64
+	KnownFrom                   []string
+	Fetches                     []struct {
+		Path, Sha256 string
+		Stats        struct {
+			Size, PeerBytes, OriginBytes, LocalBytes int64
+			Peers                                    map[string]int64
+			Providers                                []string
+			Origin                                   string
+			Ms                                       int
+			OriginJoins                              map[string]int
+		}
+	}
+	Stats struct {
+		PeerID                             string
+		PeerBytes, OriginBytes, LocalBytes int64
+		ServedBytes, DuplicateBytes        int64
+		Peers, Served, Duplicates          map[string]int64
+		ServeErrors, BadBlocks             int64
+		PeerBlockMs                        []int64
+		Wants                              struct{ WantBlocks, Cancels, Messages, SendErrors int64 }
+		Summary                            struct{ Asked, Answered, Roots, Holders int64 }
+		Connections                        []struct {
+			Peer, Addr string
+			Limited    bool
+		}
+	}
+}
+
+// runCrowd opens n pages (crowd.mjs) against the seed, one a second, each
+// fetching the whole site, then late pages one after the other, each
+// fetching the first path, and returns what they report.
+func runCrowd(t *testing.T, u string, n, late int, paths []string) (pages, lates []crowdPage) {
+	t.Helper()
+	cmd := exec.Command("node", "crowd.mjs")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		in.Write([]byte("close\n"))
+		in.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}()
+	req, _ := json.Marshal(map[string]any{"url": u, "n": n, "staggerMs": 1000, "paths": paths, "settleMs": 2000, "late": late, "timeoutMs": 240_000})
+	if _, err := in.Write(append(req, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	if !sc.Scan() {
+		t.Fatalf("crowd.mjs reported nothing: %v", sc.Err())
+	}
+	var res struct{ Pages, Late []crowdPage }
+	if err := json.Unmarshal(sc.Bytes(), &res); err != nil {
+		t.Fatalf("crowd.mjs: %v", err)
+	}
+	if len(res.Pages) != n {
+		t.Fatalf("crowd.mjs reported %d pages, want %d", len(res.Pages), n)
+	}
+	if len(res.Late) != late {
+		t.Fatalf("crowd.mjs reported %d late pages, want %d", len(res.Late), late)
+	}
+	return res.Pages, res.Late
+}
+
+// TestCrowd runs a crowd of tabs against one seed, the origin paced like
+// the demo's (25 MiB/s shared, 30 ms to the first byte): S1, the seed pins
+// the site; S0, it pins nothing and the tabs serve each other. It asserts
+// correctness (every byte verified, every fetch's and page's counters add
+// up, no byte counted as used that was not counted as sent) and logs the
+// figures of issue 15 (offload, what the seed and the tabs sent against
+// what was used, when a late tab knew a holder), which are not asserted:
+// this machine is shared.
+//
+// MESHCDN_CROWD="S1:10,S0:5" picks the cases (default S1:10,S0:5,S0:10).
+func TestCrowd(t *testing.T) {
+	cases := os.Getenv("MESHCDN_CROWD")
+	if cases == "" {
+		cases = "S1:10,S0:5,S0:10"
+	}
+	for _, c := range strings.Split(cases, ",") {
+		var pinned bool
+		var n int
+		if _, err := fmt.Sscanf(strings.Replace(c, ":", " ", 1), "S%d %d", new(int), &n); err != nil {
+			t.Fatalf("MESHCDN_CROWD: bad case %q", c)
+		}
+		pinned = strings.HasPrefix(c, "S1")
+		t.Run(c, func(t *testing.T) { testCrowd(t, pinned, n) })
+	}
+}
+
+func testCrowd(t *testing.T, pinned bool, n int) {
+	site := crowdSite()
+	s := meshtest.StartOrigin(t, meshtest.OriginConfig{
+		Site:           site,
+		BytesPerSecond: 25 << 20,
+		Latency:        30 * time.Millisecond,
+		Label: func(r *http.Request) string {
+			if strings.Contains(r.UserAgent(), "Chrome") {
+				return "page"
+			}
+			return "go"
+		},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: s.URL()})
+	if pinned {
+		if err := seed.Pin(ctx, s.Manifest()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seedID := seed.ID().String()
+	servedBefore := seed.Stats().Fetch.ServedBytes
+	paths := site.Paths()
+	u := pageURL(pageServer(t, nil), addr(t, seed, "webtransport"), s.URL()+"/manifest.json")
+	start := time.Now()
+	pages, late := runCrowd(t, u, n, crowdLate, paths)
+	elapsed := time.Since(start)
+	seedServed := seed.Stats().Fetch.ServedBytes - servedBefore
+
+	var used, fromPeers, fromOrigin, fromSeed, tabToTab, tabSent, dup, wants, cancels int64
+	fromTab := map[string]int64{}
+	ids := map[string]bool{}
+	for _, p := range pages {
+		ids[p.Stats.PeerID] = true
+	}
+	for _, p := range pages {
+		checkPage(t, p, site)
+		st := p.Stats
+		used += st.PeerBytes + st.OriginBytes
+		fromPeers += st.PeerBytes
+		fromOrigin += st.OriginBytes
+		for id, b := range st.Peers {
+			if id == seedID {
+				fromSeed += b
+			} else {
+				tabToTab += b
+				fromTab[id] += b
+			}
+		}
+		for id, b := range st.Served {
+			if ids[id] {
+				tabSent += b
+			}
+		}
+		dup += st.DuplicateBytes
+		wants += st.Wants.WantBlocks
+		cancels += st.Wants.Cancels
+	}
+	// No byte counted as used that its sender did not count as sent.
+	for _, p := range pages {
+		if got := fromTab[p.Stats.PeerID]; got > p.Stats.ServedBytes {
+			t.Errorf("%s: the tabs used %d bytes from it, it counts %d served", p.Name, got, p.Stats.ServedBytes)
+		}
+	}
+	if fromSeed > seedServed {
+		t.Errorf("the tabs used %d bytes from the seed, the seed counts %d served", fromSeed, seedServed)
+	}
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+	ratio := func(a, b int64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return float64(a) / float64(b)
+	}
+	toPages := s.Stats().Labels["page"]
+	t.Logf("%s, %d tabs, site %.1f MiB, %v: offload %.3f; origin sent %.2f copies (%.1f MiB) to the tabs; seed sent %.1f MiB for %.1f MiB used from it (%.2fx); tab to tab %.1f MiB used, %.1f MiB sent (%.2fx); duplicates %.1f MiB; want-blocks %d, cancels %d",
+		map[bool]string{true: "S1", false: "S0"}[pinned], n, mib(site.Size()), elapsed.Round(time.Second),
+		ratio(fromPeers, used), ratio(toPages, site.Size()), mib(toPages), mib(seedServed), mib(fromSeed), ratio(seedServed, fromSeed),
+		mib(tabToTab), mib(tabSent), ratio(tabSent, tabToTab), mib(dup), wants, cancels)
+	logLate(t, late, site, seedID, pinned)
+	var blockMs []int64
+	for _, p := range pages {
+		blockMs = append(blockMs, p.Stats.PeerBlockMs...)
+	}
+	slices.Sort(blockMs)
+	if len(blockMs) > 0 {
+		t.Logf("want-block to block, ms: median %d, p90 %d, max %d (%d blocks)", blockMs[len(blockMs)/2], blockMs[len(blockMs)*9/10], blockMs[len(blockMs)-1], len(blockMs))
+	}
+	if pinned {
+		fromSeed := 0
+		for _, p := range pages {
+			if f := p.Fetches[0].Stats; f.OriginBytes == 0 && f.Peers[seedID] > 0 {
+				fromSeed++
+			}
+		}
+		t.Logf("crowd tabs' first fetch from the seed (no origin byte): %d of %d", fromSeed, len(pages))
+	}
+	for _, p := range pages {
+		f := p.Fetches[0].Stats
+		t.Logf("%s: opened %.1fs, joined +%dms, summary %d roots of %d holders; first fetch %s (%s) in %d ms; peers %.1f MiB, origin %.1f MiB, served %.1f MiB, duplicates %.1f MiB; origin joins %v",
+			p.Name, float64(p.OpenedMs)/1000, p.JoinedMs-p.OpenedMs, p.Stats.Summary.Roots, p.Stats.Summary.Holders, p.Fetches[0].Path, f.Origin, f.Ms,
+			mib(p.Stats.PeerBytes), mib(p.Stats.OriginBytes), mib(p.Stats.ServedBytes), mib(p.Stats.DuplicateBytes), joins(p))
+	}
+}
+
+// checkPage asserts what must hold of every page: every byte verified
+// (the SHA-256 of what it delivered is the file's), and its counters add
+// up (a fetch's bytes by source give its size; the page's totals are the
+// sum of its fetches).
+func checkPage(t *testing.T, p crowdPage, site meshtest.Site) {
+	t.Helper()
+	if p.Stats.BadBlocks != 0 {
+		t.Errorf("%s: %d blocks failed verification", p.Name, p.Stats.BadBlocks)
+	}
+	if len(p.Fetches) != len(site) {
+		t.Fatalf("%s: %d fetches, want %d", p.Name, len(p.Fetches), len(site))
+	}
+	var peer, origin int64
+	byPeer := map[string]int64{}
+	for _, f := range p.Fetches {
+		want := site[f.Path]
+		if f.Sha256 != sum(want) {
+			t.Errorf("%s: %s: the bytes differ from the file", p.Name, f.Path)
+		}
+		st := f.Stats
+		if st.Size != int64(len(want)) || st.PeerBytes+st.OriginBytes+st.LocalBytes != st.Size {
+			t.Errorf("%s: %s: %d bytes, from peers %d + origin %d + local %d; want %d", p.Name, f.Path, st.Size, st.PeerBytes, st.OriginBytes, st.LocalBytes, len(want))
+		}
+		var s int64
+		for id, b := range st.Peers {
+			s += b
+			byPeer[id] += b
+		}
+		if s != st.PeerBytes {
+			t.Errorf("%s: %s: bytes by peer add up to %d, from peers %d", p.Name, f.Path, s, st.PeerBytes)
+		}
+		peer += st.PeerBytes
+		origin += st.OriginBytes
+	}
+	if peer != p.Stats.PeerBytes || origin != p.Stats.OriginBytes {
+		t.Errorf("%s: totals peer %d, origin %d; its fetches add up to %d, %d", p.Name, p.Stats.PeerBytes, p.Stats.OriginBytes, peer, origin)
+	}
+	for id, b := range byPeer {
+		if p.Stats.Peers[id] != b {
+			t.Errorf("%s: %d bytes from %s in all, its fetches say %d", p.Name, p.Stats.Peers[id], id, b)
+		}
+	}
+}
+
+// crowdLate is how many tabs open after the crowd, one after the other.
+const crowdLate = 3
+
+// logLate checks the late tabs' fetch (every byte verified, its counters
+// adding up) and logs how long after opening each knew a holder of the
+// first asset (median), and in S1 how many first fetches came from the
+// seed with no origin byte.
+func logLate(t *testing.T, late []crowdPage, site meshtest.Site, seedID string, pinned bool) {
+	t.Helper()
+	var known []int64
+	fromSeed := 0
+	for _, p := range late {
+		f := p.Fetches[0]
+		if f.Sha256 != sum(site[f.Path]) || f.Stats.PeerBytes+f.Stats.OriginBytes+f.Stats.LocalBytes != int64(len(site[f.Path])) {
+			t.Errorf("%s: %s: bytes differ or do not add up: %+v", p.Name, f.Path, f.Stats)
+		}
+		if p.KnownMs > 0 {
+			known = append(known, p.KnownMs-p.OpenedMs)
+		}
+		if f.Stats.OriginBytes == 0 && f.Stats.Peers[seedID] > 0 {
+			fromSeed++
+		}
+		t.Logf("%s: joined +%dms, knew %v at +%dms; first fetch %s: %s in %d ms, peers %v, origin %d bytes", p.Name, p.JoinedMs-p.OpenedMs, p.KnownFrom, p.KnownMs-p.OpenedMs, f.Path, f.Stats.Origin, f.Stats.Ms, f.Stats.Peers, f.Stats.OriginBytes)
+	}
+	slices.Sort(known)
+	med := int64(-1)
+	if len(known) > 0 {
+		med = known[len(known)/2]
+	}
+	t.Logf("late tabs: %d of %d knew a holder, after (ms from opening the page) %v, median %d", len(known), len(late), known, med)
+	if pinned {
+		t.Logf("late tabs' first fetch from the seed (no origin byte): %d of %d", fromSeed, len(late))
+	}
+}
+
+func joins(p crowdPage) map[string]int {
+	out := map[string]int{}
+	for _, f := range p.Fetches {
+		for k, v := range f.Stats.OriginJoins {
+			out[k] += v
+		}
+	}
+	return out
+}
+
+// TestBrowserFirstFetchKnowsSeed: ten page loads, each in a fresh browser
+// profile, each fetching an asset the seed holds right after it has joined.
+// Every load must know the seed as a provider when its fetch starts (the
+// page asked the seed for its summary when it connected, before it called
+// itself ready), and every byte must be verified; how many of the ten came
+// wholly from the seed is logged (a peer first block over 200 ms, on a
+// loaded machine, still lets the origin in, by the hedge rule).
+func TestBrowserFirstFetchKnowsSeed(t *testing.T) {
+	const path, loads = "img/hero.jpg", 10
+	s := newSite(t, map[string]int64{path: 3<<20 + 123, "app.js": 300 << 10})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: s.URL()})
+	if err := seed.Pin(ctx, s.Manifest()); err != nil {
+		t.Fatal(err)
+	}
+	size := int64(len(s.Site()[path]))
+	u := pageURL(pageServer(t, nil), addr(t, seed, "webtransport"), s.URL()+"/manifest.json")
+	d := newDriver(t)
+	fromSeed := 0
+	for i := range loads {
+		name := fmt.Sprintf("L%d", i)
+		d.open(name, u)
+		var res fetchResult
+		d.eval(name, fetchJS(`m.manifest.lookup('`+path+`')`, false), &res)
+		st := res.Stats
+		if res.Sha256 != sum(s.Site()[path]) || st.PeerBytes+st.OriginBytes != size {
+			t.Errorf("load %d: bytes differ or do not add up: %+v", i, st)
+		}
+		if !slices.Contains(st.Providers, seed.ID().String()) {
+			t.Errorf("load %d: the fetch started knowing providers %v, not the seed %s", i, st.Providers, seed.ID())
+		}
+		if st.OriginBytes == 0 && st.Peers[seed.ID().String()] == size {
+			fromSeed++
+		}
+		t.Logf("load %d: %s in %d ms (first leaf %d ms), from the seed %d, origin %d", i, st.Origin, st.Ms, st.TtfbMs, st.Peers[seed.ID().String()], st.OriginBytes)
+		if _, err := d.call(map[string]any{"op": "closepage", "page": name}, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("first fetch after load wholly from the seed: %d of %d", fromSeed, loads)
+}
