@@ -379,3 +379,44 @@ func TestBrowserFirstFetchKnowsSeed(t *testing.T) {
 	}
 	t.Logf("first fetch after load wholly from the seed: %d of %d", fromSeed, loads)
 }
+
+// TestBrowserTwelveTabsBehindOneIP: twelve tabs on one address (an office
+// behind one NAT; here 127.0.0.1) all take a relay reservation on the seed
+// (each page's addresses gain a /p2p-circuit one), and a thirteenth tab
+// reaches every one of them through the seed, ending on a direct WebRTC
+// connection. go-libp2p's default relay limits refused the ninth.
+func TestBrowserTwelveTabsBehindOneIP(t *testing.T) {
+	const tabs = 12
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed})
+	u := pageURL(pageServer(t, nil), addr(t, seed, "webtransport"), "")
+	d := newDriver(t)
+	ids := make([]string, tabs)
+	for i := range tabs {
+		ids[i] = d.open(fmt.Sprintf("T%d", i), u).PeerID
+	}
+	for i := range tabs {
+		var circuit string
+		d.eval(fmt.Sprintf("T%d", i), `const l = window.meshcdn.libp2p;
+const deadline = Date.now() + 30000;
+for (;;) {
+  const a = l.getMultiaddrs().map(String).find((s) => s.includes('/p2p-circuit'));
+  if (a != null || Date.now() > deadline) return a ?? '';
+  await new Promise((resolve) => setTimeout(resolve, 100));
+}`, &circuit)
+		if circuit == "" {
+			t.Errorf("tab %d of %d: no relay reservation on the seed within 30 s", i, tabs)
+		}
+	}
+	d.open("X", u)
+	for i, id := range ids {
+		var res struct {
+			OK     bool
+			Direct bool
+		}
+		d.eval("X", `const m = window.meshcdn; const ok = await m.dialPeer('`+id+`');
+return { ok, direct: m.connections().some((c) => c.peer === '`+id+`' && !c.limited && c.addr.includes('/webrtc')) };`, &res)
+		if !res.OK || !res.Direct {
+			t.Errorf("tab %d (%s): reached %v, direct WebRTC %v", i, id, res.OK, res.Direct)
+		}
+	}
+}
