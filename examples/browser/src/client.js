@@ -573,7 +573,8 @@ export class Mesh extends EventTarget {
   // no first block within peerTimeout, peers stalled, or peers slower than
   // half the origin), originConcurrency at once. A leaf goes to both only
   // as a hedge: when the peer asked has not delivered it within
-  // stallTimeout, when no peer can be asked, or when nothing is left for
+  // stallTimeout (or 3 times the page's peer block time, if longer), when
+  // no peer can be asked, or when nothing is left for
   // the origin and peers have not delivered a first block (a one-leaf
   // file).
   async getLeaves (leaves, asset, usePeers, rec, state, parts) {
@@ -669,7 +670,10 @@ export class Mesh extends EventTarget {
           return r
         })
         .then(claim('peer', () => sender)))
-      delay(this.cfg.stallTimeout, originAbort.signal).then(() => hedge('cap'), () => {})
+      // A leaf its peer has not delivered within stallTimeout (or three
+      // times what a peer block takes this page, if longer: a busy seed
+      // is slow, not gone) gets the origin as well.
+      delay(Math.max(this.cfg.stallTimeout, 3 * (this.peerBlockMs ?? 0)), originAbort.signal).then(() => hedge('cap'), () => {})
     }
     if (canOrigin) {
       racers.push((how === 'origin' ? Promise.resolve() : hedged)
@@ -788,6 +792,7 @@ export class Mesh extends EventTarget {
       askNext()
       const { bytes, sender } = await h.result
       const ms = Math.round(performance.now() - asked)
+      this.peerBlockMs = this.peerBlockMs == null ? ms : 0.8 * this.peerBlockMs + 0.2 * ms
       this.stats.peerBlockMs.push(ms) // from want-block to the block, for the crowd test's figures
       if (this.stats.peerBlockMs.length > 1000) this.stats.peerBlockMs.shift()
       if (!await verify(c, bytes)) {
