@@ -53,8 +53,12 @@
 // a Go node behind NAT (a typical desktop app) is not reachable by browsers;
 // it still serves other native peers (hole punching, relays) and fetches
 // from everyone. Browsers reach each other over WebRTC signalled through a
-// seed's circuit relay; bulk data never goes through the relay (its default
-// limits of 128 KiB and 2 minutes per circuit forbid it).
+// seed's circuit relay; bulk data never goes through the relay (its limits
+// of 128 KiB and 1 minute per circuit forbid it). A seed's relay and
+// per-address limits (Config.Relay, RelayLimits) are sized for the browsers
+// of an office behind one NAT address: 256 reservations and connections per
+// IP, 1024 reservations in all, 64 circuits per peer; go-libp2p's defaults
+// (8 per IP) refused the ninth tab.
 //
 // # Site versions
 //

@@ -11,7 +11,8 @@
 //
 // It listens on every browser-dialable transport (TCP, QUIC, WebTransport,
 // WebRTC-direct, WebSockets) and runs a circuit relay so that browsers can
-// reach each other. -loopback keeps it on 127.0.0.1 for trying it out.
+// reach each other, with the seed role's relay limits (mesh.RelayLimits:
+// 256 browsers behind one address, 1024 reservations in all). -loopback keeps it on 127.0.0.1 for trying it out.
 // -listen fixes the addresses (comma-separated multiaddrs, ports included):
 // with the same -dir (its identity) and -listen, a restarted seed has the
 // same multiaddrs, WebRTC-direct's certificate hash included (go-libp2p
