@@ -27,6 +27,7 @@ import { Wants } from './wants.js'
 
 export const CHUNK = 1 << 20 // unixfs-v1-2025: 1 MiB raw leaves
 export const MAX_LINKS = 1024
+export const FETCHING_TTL = 120 // s, announce.FetchingTTL
 const RAW = 0x55
 const DAG_PB = 0x70
 
@@ -374,10 +375,10 @@ export class Mesh extends EventTarget {
     })
   }
 
-  async publish (kind, roots) {
+  async publish (kind, roots, ttl = this.cfg.ttl) {
     if (roots.length === 0 || this.libp2p == null) return 0
     let recipients = 0
-    for (const data of wire.encode(kind, this.cfg.ttl, roots)) {
+    for (const data of wire.encode(kind, ttl, roots)) {
       try {
         const res = await this.libp2p.services.pubsub.publish(this.topic, data)
         recipients = Math.max(recipients, res.recipients.length)
@@ -510,6 +511,7 @@ export class Mesh extends EventTarget {
     const root = asset.cid
     const rec = { path: asset.path ?? null, cid: root.toString(), size: asset.size ?? null, peerBytes: 0, originBytes: 0, localBytes: 0, peers: {}, ms: 0, ttfbMs: null, leaves: 0, origin: 'none', originJoins: {} }
     const t0 = performance.now()
+    let fetching = false
     this.store.active.add(root.toString())
     try {
       const provs = this.store.holds(root) ? [] : this.providers(root)
@@ -518,6 +520,7 @@ export class Mesh extends EventTarget {
       if (!usePeers && asset.url == null && !this.store.holds(root)) {
         throw new Error(`meshcdn: ${root}: ${provs.length === 0 ? 'no provider known' : 'no provider reachable'} and no origin URL`)
       }
+      fetching = this.announceFetching(root, provs, asset)
       const state = { t0, peerDelivered: false, lastPeer: 0, firstPeerAt: 0, peerBytes: 0, peerBlocks: 0, provs, blockWaiters: new Set() }
       state.firstPeer = new Promise((resolve) => { state.onPeer = () => { state.firstPeerAt ||= performance.now(); resolve() } })
       // Inner nodes the manifest does not carry come from peers; they are
@@ -539,10 +542,25 @@ export class Mesh extends EventTarget {
       this.store.touch(root)
       this.stats.fetches.push(rec)
       this.emit('stats')
+      fetching = false
       return { bytes: keepBytes ? concat(parts) : null, stats: rec }
     } finally {
+      if (fetching) this.publish(wire.DROP, [root]) // told the mesh, and failed
       this.store.active.delete(root.toString())
     }
+  }
+
+  // announceFetching tells the mesh, as the Go side's AnnounceFetches does,
+  // of a root this page starts to fetch from the origin with no provider
+  // known (a HAVE with the ttl FETCHING_TTL, 120 s): peers wanting it
+  // meanwhile ask this page, whose bitswap keeps their wants and sends
+  // each block as it arrives (DONT_HAVE first, once), so that a crowd
+  // that starts cold shares what the first tabs fetch. It reports whether
+  // it did; the fetch sends DROP if it then fails.
+  announceFetching (root, provs, asset) {
+    if (provs.length > 0 || asset.url == null || this.store.holds(root)) return false
+    this.publish(wire.HAVE, [root], FETCHING_TTL)
+    return true
   }
 
   // reachProviders connects to up to maxDials providers (those connected
@@ -764,17 +782,15 @@ export class Mesh extends EventTarget {
   // sender is the peer that delivered it. One provider is asked at a time
   // (want-block); the next is asked when one answers DONT_HAVE or a
   // provider connects while none could be asked (providers still being
-  // dialled are asked once connected). It fails when every provider asked
-  // answered DONT_HAVE and none is left.
+  // dialled are asked once connected).
   async fromPeers (c, signal, provs) {
-    const dontHave = new Set()
     const h = this.wants.want(c, {
       signal,
-      onDontHave: (p) => {
-        dontHave.add(p)
-        // Every provider asked said DONT_HAVE and none is left to ask.
-        if (!askNext() && [...h.asked].every((q) => dontHave.has(q))) h.cancel()
-      }
+      // DONT_HAVE: ask the next provider too. The want stays where it
+      // is: a peer still fetching the content (it announced it as it
+      // started) sends the block when it has it; the hedge covers the
+      // others.
+      onDontHave: () => { askNext() }
     })
     const mine = new Set()
     const askNext = () => {
