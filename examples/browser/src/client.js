@@ -159,18 +159,22 @@ export class Mesh extends EventTarget {
   }
 
   // connectSeed dials the seeds' addresses in order of preference until one
-  // works.
+  // works. A round that fails is tried again with twice the timeout, three
+  // rounds in all: on a busy machine a WebTransport handshake took more
+  // than the 5 s of the first round.
   async connectSeed () {
     const errs = []
-    for (const a of this.seeds) {
-      try {
-        const conn = await this.libp2p.dial(a, { signal: AbortSignal.timeout(this.cfg.dialTimeout) })
-        this.seed = a
-        this.seedConn = conn
-        this.log(`connected to seed over ${conn.remoteAddr}`)
-        return conn
-      } catch (err) {
-        errs.push(`${a}: ${err.message}`)
+    for (let round = 0; round < 3; round++) {
+      for (const a of this.seeds) {
+        try {
+          const conn = await this.libp2p.dial(a, { signal: AbortSignal.timeout(this.cfg.dialTimeout * 2 ** round) })
+          this.seed = a
+          this.seedConn = conn
+          this.log(`connected to seed over ${conn.remoteAddr}`)
+          return conn
+        } catch (err) {
+          errs.push(`${a} (round ${round + 1}): ${err.message}`)
+        }
       }
     }
     throw new Error(`meshcdn: no seed address worked: ${errs.join('; ')}`)
