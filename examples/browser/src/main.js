@@ -2,6 +2,7 @@
 // meshcdn.json the seed serves beside it), joins the mesh and shows what it
 // fetched and from where. window.meshcdn is the client (tests drive it);
 // window.meshcdnStats() returns its counters.
+import { CID } from 'multiformats/cid'
 import { createMesh } from './client.js'
 
 const $ = (id) => document.getElementById(id)
@@ -65,6 +66,7 @@ async function main () {
   $('mesh').textContent = cfg.name
   const m = await createMesh({ ...cfg, log })
   window.meshcdn = m
+  window.meshcdnCID = (s) => CID.parse(s) // for tests and scripts
   window.meshcdnStats = () => JSON.parse(JSON.stringify({ ...m.stats, peerId: m.libp2p.peerId.toString(), seed: m.seed?.toString() ?? null, connections: m.connections(), held: m.store.heldRoots().map(String), used: m.store.used }))
   $('me').textContent = m.libp2p.peerId.toString()
   for (const ev of ['stats', 'peers', 'providers']) m.addEventListener(ev, () => render(m))
