@@ -17,6 +17,7 @@ const rl = createInterface({ input: process.stdin })
 const lines = rl[Symbol.asyncIterator]()
 const cfg = JSON.parse((await lines.next()).value)
 const browser = await launchBrowser()
+const own = [] // browsers of single tabs
 const t0 = Date.now()
 const since = () => Date.now() - t0
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -39,7 +40,11 @@ async function inPage (paths) {
 async function one (i) {
   await sleep(i * cfg.staggerMs)
   const name = `T${i}`
-  const ctx = await browser.newContext()
+  // Each tab in a browser of its own (a user's machine of its own: its own
+  // network process, which runs QUIC and WebRTC), unless MESHCDN_CROWD_SHARED.
+  const b = process.env.MESHCDN_CROWD_SHARED ? browser : await launchBrowser()
+  if (b !== browser) own.push(b)
+  const ctx = await b.newContext()
   const page = await ctx.newPage()
   page.on('pageerror', (e) => process.stderr.write(`[page ${name}] error: ${e.message}\n`))
   if (process.env.MESHCDN_CROWD_CONSOLE) page.on('console', (m) => process.stderr.write(`[page ${name}] ${m.text()}\n`))
@@ -93,5 +98,6 @@ for (;;) {
   const l = await lines.next()
   if (l.done || l.value.trim() === 'close') break
 }
+for (const b of own) await b.close().catch(() => {})
 await browser.close().catch(() => {})
 process.exit(0)
