@@ -196,6 +196,7 @@ export class Mesh extends EventTarget {
     const bitswap = this.helia.blockBrokers.find((b) => b.name === 'bitswap').bitswap
     this.bitswap = bitswap
     this.outstanding = new Map() // peer -> wants in flight from this page
+    this.peerMs = new Map() // peer -> what a block has taken from it (EWMA, ms)
     this.wants = new Wants({
       bitswap,
       libp2p: this.libp2p,
@@ -595,8 +596,8 @@ export class Mesh extends EventTarget {
   // no first block within peerTimeout, peers stalled, or peers slower than
   // half the origin), originConcurrency at once. A leaf goes to both only
   // as a hedge: when the peer asked has not delivered it within
-  // stallTimeout (or 3 times the page's peer block time, if longer), when
-  // no peer can be asked, or when nothing is left for
+  // stallTimeout (or 3 times what a block takes from the slowest
+  // provider, if longer), when no peer can be asked, or when nothing is left for
   // the origin and peers have not delivered a first block (a one-leaf
   // file).
   async getLeaves (leaves, asset, usePeers, rec, state, parts) {
@@ -693,9 +694,11 @@ export class Mesh extends EventTarget {
         })
         .then(claim('peer', () => sender)))
       // A leaf its peer has not delivered within stallTimeout (or three
-      // times what a peer block takes this page, if longer: a busy seed
-      // is slow, not gone) gets the origin as well.
-      delay(Math.max(this.cfg.stallTimeout, 3 * (this.peerBlockMs ?? 0)), originAbort.signal).then(() => hedge('cap'), () => {})
+      // times what a block takes from the slowest of the providers, if
+      // longer: a busy seed or a tab on WebRTC is slow, not gone) gets the
+      // origin as well.
+      const slowest = Math.max(this.peerBlockMs ?? 0, ...state.provs.map((p) => this.peerMs.get(p) ?? 0))
+      delay(Math.max(this.cfg.stallTimeout, 3 * slowest), originAbort.signal).then(() => hedge('cap'), () => {})
     }
     if (canOrigin) {
       racers.push((how === 'origin' ? Promise.resolve() : hedged)
@@ -771,14 +774,18 @@ export class Mesh extends EventTarget {
   }
 
   // choosePeer picks the provider to ask for a block: a connected one (not
-  // only through a relay) not asked yet, with the fewest wants of this page
-  // in flight, ties broken at random so that a crowd spreads over holders.
+  // only through a relay) not asked yet, that would deliver it first: the
+  // fewest (wants of this page in flight + 1) x (what a block has taken
+  // from it, an EWMA; a peer not measured yet counts as fast as the fastest
+  // one measured, so that it gets tried), ties broken at random so that a
+  // crowd spreads over holders.
   choosePeer (provs, asked) {
     const ok = provs.filter((p) => !asked.has(p) && this.connected(p))
     if (ok.length === 0) return null
-    const load = (p) => this.outstanding.get(p) ?? 0
-    const least = Math.min(...ok.map(load))
-    const best = ok.filter((p) => load(p) === least)
+    const fastest = Math.min(100, ...this.peerMs.values())
+    const score = (p) => ((this.outstanding.get(p) ?? 0) + 1) * (this.peerMs.get(p) ?? fastest)
+    const least = Math.min(...ok.map(score))
+    const best = ok.filter((p) => score(p) === least)
     return best[Math.floor(Math.random() * best.length)]
   }
 
@@ -813,6 +820,8 @@ export class Mesh extends EventTarget {
       const { bytes, sender } = await h.result
       const ms = Math.round(performance.now() - asked)
       this.peerBlockMs = this.peerBlockMs == null ? ms : 0.8 * this.peerBlockMs + 0.2 * ms
+      const prev = this.peerMs.get(sender)
+      this.peerMs.set(sender, prev == null ? ms : 0.7 * prev + 0.3 * ms)
       this.stats.peerBlockMs.push(ms) // from want-block to the block, for the crowd test's figures
       if (this.stats.peerBlockMs.length > 1000) this.stats.peerBlockMs.shift()
       if (!await verify(c, bytes)) {
