@@ -125,7 +125,10 @@ func runCrowd(t *testing.T, u string, n, late int, paths []string) (pages, lates
 // what was used, when a late tab knew a holder), which are not asserted:
 // this machine is shared.
 //
+// Each tab runs in a Chromium of its own (a user's machine: its own network
+// process for QUIC and WebRTC); MESHCDN_CROWD_SHARED=1 puts them all in one.
 // MESHCDN_CROWD="S1:10,S0:5" picks the cases (default S1:10,S0:5,S0:10).
+// The three default cases take about 3 minutes on 2 cores.
 func TestCrowd(t *testing.T) {
 	cases := os.Getenv("MESHCDN_CROWD")
 	if cases == "" {
