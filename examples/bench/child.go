@@ -23,6 +23,9 @@ import (
 func childMain(args []string) int {
 	logging.SetAllLoggers(logging.LevelFatal)
 	role := args[0]
+	if role == "office" {
+		return officeChild(args[1:])
+	}
 	fs := flag.NewFlagSet("child", flag.ContinueOnError)
 	origin := fs.String("origin", "", "origin URL")
 	boot := fs.String("boot", "", "seed address")

@@ -41,9 +41,12 @@
 //   - office: an app holding a 100 KiB and a 20 MiB (-office-large-mib)
 //     asset, and fresh apps (-office-samples per asset and source, default
 //     5) fetching each from it (peer hits) or, with no peer, from an origin
-//     40 ms away behind 100 Mbit/s: time to first byte of both. On
-//     loopback, the delay and rate added in user space by meshtest.Origin;
-//     not yet in network namespaces, and without the LAN's 0.5 ms RTT.
+//     40 ms away behind 100 Mbit/s: time to first byte of both. As root,
+//     the fresh apps run in a network namespace the bench makes (two veth
+//     pairs: a LAN to the holder through a relay adding 0.25 ms each way,
+//     and a WAN to the origin) and deletes; otherwise on loopback, saying
+//     so. The origin's 40 ms and 100 Mbit/s are added in user space by
+//     meshtest.Origin (these kernels have no netem qdisc).
 //
 // Progress goes to stderr, a line per step. At the end it prints every target
 // of the benchmark issue beside its figure, met or missed and by how much.
