@@ -31,6 +31,8 @@ func childMain(args []string) int {
 	boot := fs.String("boot", "", "seed address")
 	idle := fs.Duration("idle", 30*time.Second, "idle time")
 	after := fs.Duration("after", 60*time.Second, "watch time after the fetch")
+	streams := fs.Int("streams", 0, "streams read at video pace after the watch")
+	pace := fs.Float64("pace", 2, "each stream's pace in MiB/s")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -56,6 +58,9 @@ func childMain(args []string) int {
 		err = c.seed(ctx, *idle)
 	} else {
 		err = c.app(ctx, *idle, *after)
+		if err == nil && *streams > 0 {
+			err = c.streams(ctx, *streams, *pace)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench child:", role+":", err)
@@ -158,19 +163,76 @@ func (c *childRun) app(ctx context.Context, idle, after time.Duration) error {
 	return nil
 }
 
-// fetch reads the asset through the node, sampling every 100 ms, and
-// returns the sample with the largest VmRSS, as phase "during".
-func (c *childRun) fetch(ctx context.Context, m *manifest.Manifest) (Sample, error) {
+// streams reads n stream assets at once, each at pace MiB/s as a video
+// player would, and emits the sample with the largest VmRSS meanwhile, as
+// phase "streams".
+func (c *childRun) streams(ctx context.Context, n int, pace float64) error {
+	m, err := c.node.LoadManifest(ctx, "manifest.json")
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	peak := c.watchPeak("streams")
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- c.readPaced(ctx, m, streamPath(i), pace)
+		}()
+	}
+	wg.Wait()
+	c.emit(peak())
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readPaced reads path through the node at pace MiB/s, 256 KiB at a time.
+func (c *childRun) readPaced(ctx context.Context, m *manifest.Manifest, path string, pace float64) error {
+	r, _, err := c.node.OpenAsset(ctx, m, path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	const step = 256 << 10
+	start := time.Now()
+	buf := make([]byte, step)
+	var read int64
+	for {
+		n, err := io.ReadFull(r, buf)
+		read += int64(n)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		due := start.Add(time.Duration(float64(read) / (pace * mib) * float64(time.Second)))
+		time.Sleep(time.Until(due))
+	}
+}
+
+// streamPath names the i-th stream asset of the footprint site.
+func streamPath(i int) string { return fmt.Sprintf("stream%d.bin", i) }
+
+// watchPeak samples every 100 ms until the returned func is called, which
+// returns the sample with the largest VmRSS, as phase.
+func (c *childRun) watchPeak(phase string) func() Sample {
 	done := make(chan struct{})
 	peak := make(chan Sample, 1)
 	go func() {
-		best := c.sample("during")
+		best := c.sample(phase)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
 			case <-tick.C:
-				if s := c.sample("during"); s.VmRSS > best.VmRSS {
+				if s := c.sample(phase); s.VmRSS > best.VmRSS {
 					best = s
 				}
 			case <-done:
@@ -179,11 +241,20 @@ func (c *childRun) fetch(ctx context.Context, m *manifest.Manifest) (Sample, err
 			}
 		}
 	}()
+	return func() Sample {
+		close(done)
+		return <-peak
+	}
+}
+
+// fetch reads the asset through the node, sampling every 100 ms, and
+// returns the sample with the largest VmRSS, as phase "during".
+func (c *childRun) fetch(ctx context.Context, m *manifest.Manifest) (Sample, error) {
+	peak := c.watchPeak("during")
 	r, _, err := c.node.OpenAsset(ctx, m, footPath)
 	if err == nil {
 		_, err = io.Copy(io.Discard, r)
 		r.Close()
 	}
-	close(done)
-	return <-peak, err
+	return peak(), err
 }

@@ -25,6 +25,17 @@ type FootprintResult struct {
 	AppFinalRSS   int64    `json:"-"`
 	SeedIdleAnon  int64    `json:"-"`
 	SeedIdleFound bool     `json:"-"`
+	// Streams read StreamBytes each at once, at PaceMiBps, after the
+	// watch; StreamsAnonDelta is the app's peak RssAnon meanwhile less its
+	// RssAnon before them.
+	Streams          int     `json:"streams"`
+	StreamBytes      int64   `json:"stream_bytes"`
+	PaceMiBps        float64 `json:"pace_mibps"`
+	StreamsAnonDelta int64   `json:"streams_rss_anon_delta"`
+	// Kubo is an idle Kubo daemon's sample beside ours, when MESHCDN_KUBO
+	// names one; KuboSkipped says why not otherwise.
+	Kubo        *Sample `json:"kubo,omitempty"`
+	KuboSkipped string  `json:"kubo_skipped,omitempty"`
 }
 
 // Sample is one reading of a node process's /proc/self/status.
@@ -46,12 +57,19 @@ const footPath = "video.bin"
 // (this program with -child), so that /proc/self/status is theirs alone.
 func runFootprint(ctx context.Context, o options, p *progress) (*FootprintResult, error) {
 	size := int64(o.footMiB) * mib
-	org, err := meshtest.NewOrigin(meshtest.OriginConfig{Site: meshtest.GenerateSite(o.seed, map[string]int64{footPath: size})})
+	files := map[string]int64{footPath: size}
+	for i := range o.footStreams {
+		files[streamPath(i)] = int64(o.footStreamMiB) * mib
+	}
+	org, err := meshtest.NewOrigin(meshtest.OriginConfig{Site: meshtest.GenerateSite(o.seed, files)})
 	if err != nil {
 		return nil, err
 	}
 	defer org.Close()
-	res := &FootprintResult{FetchBytes: size, AppBackUnder: -1, AfterSeconds: o.footAfter.Seconds(), IdleSeconds: o.footIdle.Seconds()}
+	res := &FootprintResult{FetchBytes: size, AppBackUnder: -1, AfterSeconds: o.footAfter.Seconds(), IdleSeconds: o.footIdle.Seconds(),
+		Streams: o.footStreams, StreamBytes: int64(o.footStreamMiB) * mib, PaceMiBps: o.footPace}
+	kubo := startKuboIdle(ctx, o.footIdle, res)
+	defer kubo()
 	common := []string{"-origin", org.URL(), "-idle", o.footIdle.String(), "-after", o.footAfter.String()}
 	seed, seedOut, err := startChild(ctx, append([]string{"seed"}, common...))
 	if err != nil {
@@ -64,7 +82,8 @@ func runFootprint(ctx context.Context, o options, p *progress) (*FootprintResult
 		return nil, fmt.Errorf("seed: no address (%v)", err)
 	}
 	p.step("footprint: seed pinned %d MiB; app starting, idle for %v", o.footMiB, o.footIdle)
-	app, appOut, err := startChild(ctx, append([]string{"app", "-boot", first.Addr}, common...))
+	app, appOut, err := startChild(ctx, append([]string{"app", "-boot", first.Addr,
+		"-streams", fmt.Sprint(o.footStreams), "-pace", fmt.Sprint(o.footPace)}, common...))
 	if err != nil {
 		return nil, err
 	}
@@ -76,15 +95,42 @@ func runFootprint(ctx context.Context, o options, p *progress) (*FootprintResult
 	}
 	seed.stdin.Close()
 	res.Samples = append(<-seedDone, appSamples...)
+	var lastAnon int64
 	for _, s := range res.Samples {
-		if s.Node == "seed" && s.Phase == "idle" {
+		switch {
+		case s.Node == "seed" && s.Phase == "idle":
 			res.SeedIdleAnon, res.SeedIdleFound = s.RssAnon, true
+		case s.Node == "app" && s.Phase == "streams":
+			res.StreamsAnonDelta = s.RssAnon - lastAnon
+		case s.Node == "app":
+			lastAnon = s.RssAnon
 		}
 	}
 	if len(appSamples) == 0 {
 		return res, errors.New("app: no samples")
 	}
 	return res, nil
+}
+
+// startKuboIdle samples an idle Kubo daemon beside the nodes when
+// MESHCDN_KUBO names one, into res; the returned func waits for it.
+func startKuboIdle(ctx context.Context, idle time.Duration, res *FootprintResult) func() {
+	bin := os.Getenv(kuboEnv)
+	if bin == "" {
+		res.KuboSkipped = kuboEnv + " not set"
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s, err := kuboIdle(ctx, bin, idle)
+		if err != nil {
+			res.KuboSkipped = err.Error()
+			return
+		}
+		res.Kubo = &s
+	}()
+	return func() { <-done }
 }
 
 // collect reads samples until EOF, noting the app's figures in res.

@@ -126,8 +126,10 @@ type options struct {
 
 	tputMiB, tputReps int
 
-	footIdle, footAfter time.Duration
-	footMiB             int
+	footIdle, footAfter        time.Duration
+	footMiB                    int
+	footStreams, footStreamMiB int
+	footPace                   float64
 
 	officeSamples, officeLargeMiB int
 
@@ -160,6 +162,9 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.footIdle, "footprint-idle", 30*time.Second, "footprint: idle time before the first sample")
 	fs.DurationVar(&o.footAfter, "footprint-after", 60*time.Second, "footprint: how long to watch after the fetch")
 	fs.IntVar(&o.footMiB, "footprint-mib", 30, "footprint: the fetch's size in MiB")
+	fs.IntVar(&o.footStreams, "footprint-streams", 4, "footprint: streams read at once at -footprint-pace after the watch")
+	fs.IntVar(&o.footStreamMiB, "footprint-stream-mib", 16, "footprint: each stream's size in MiB")
+	fs.Float64Var(&o.footPace, "footprint-pace", 2, "footprint: each stream's pace in MiB/s (a video player's)")
 	fs.IntVar(&o.officeSamples, "office-samples", 5, "office: fresh apps per asset and source")
 	fs.IntVar(&o.officeLargeMiB, "office-large-mib", 20, "office: the large asset in MiB")
 	fs.IntVar(&o.scaleN, "scale-n", 100, "scale: announcers on the mocknet (the issue asks 500; see the doc)")
@@ -214,6 +219,7 @@ func (o *options) shrink() {
 	o.longAssets, o.longPeers, o.longFetches = 20, 3, 5
 	o.tputMiB, o.tputReps = 4, 1
 	o.footIdle, o.footAfter, o.footMiB = time.Second, 2*time.Second, 2
+	o.footStreams, o.footStreamMiB, o.footPace = 2, 2, 8
 	o.officeSamples, o.officeLargeMiB = 1, 2
 	o.scaleN, o.scaleSettle, o.scaleWindow = 10, time.Second, time.Second
 }
