@@ -78,5 +78,13 @@ func footprintTargets(f *FootprintResult) []Target {
 	if f.SeedIdleFound {
 		ts = append(ts, check(fmt.Sprintf("footprint: idle seed RssAnon (after %.0f s)", f.IdleSeconds), float64(f.SeedIdleAnon)/mib, "<=", 40, "MiB", "target < 40 MiB"))
 	}
+	if f.Streams > 0 {
+		ts = append(ts, check(fmt.Sprintf("footprint: %d streams at %.0f MiB/s, app RssAnon above the level before", f.Streams, f.PaceMiBps),
+			float64(f.StreamsAnonDelta)/mib, "<=", 40, "MiB", "fetch issue, must-show 7: 4 streams at video pace hold <= 40 MiB"))
+	}
+	if k := f.Kubo; k != nil {
+		ts = append(ts, check(fmt.Sprintf("footprint: idle Kubo daemon VmRSS beside (after %.0f s)", k.At), float64(k.VmRSS)/mib, "report", 0, "MiB",
+			fmt.Sprintf("RssAnon %.1f MiB, RssFile %.1f MiB", float64(k.RssAnon)/mib, float64(k.RssFile)/mib)))
+	}
 	return ts
 }
