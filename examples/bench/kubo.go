@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/meshcdn/meshcdn/examples/bench/internal/node"
 	"io"
 	"os"
 	"os/exec"
@@ -77,6 +78,6 @@ func kuboIdle(ctx context.Context, bin string, idle time.Duration) (Sample, erro
 	}
 	st := string(b)
 	return Sample{Node: "kubo", Phase: "idle", At: time.Since(start).Seconds(),
-		VmRSS: procField(st, "VmRSS"), VmHWM: procField(st, "VmHWM"), RssAnon: procField(st, "RssAnon"), RssFile: procField(st, "RssFile"),
+		VmRSS: node.ProcField(st, "VmRSS"), VmHWM: node.ProcField(st, "VmHWM"), RssAnon: node.ProcField(st, "RssAnon"), RssFile: node.ProcField(st, "RssFile"),
 		Goroutines: -1}, nil
 }

@@ -96,6 +96,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/meshcdn/meshcdn/examples/bench/internal/node"
 	"os"
 	"os/signal"
 	"runtime"
@@ -295,7 +296,7 @@ func writeReport(o options, rep *Report) error {
 func machine() Machine {
 	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		m.MemoryBytes = procField(string(b), "MemTotal")
+		m.MemoryBytes = node.ProcField(string(b), "MemTotal")
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
