@@ -127,6 +127,7 @@ func (c Config) withDefaults() Config {
 	if c.RelayReservations == 0 {
 		c.RelayReservations = DefaultRelayReservations
 	}
+	c = c.withBrowserTransports()
 	return c.withSiteDefaults()
 }
 
@@ -160,6 +161,24 @@ func (c Config) withSiteDefaults() Config {
 	}
 	if c.FollowInterval == 0 {
 		c.FollowInterval = d.FollowInterval
+	}
+	return c
+}
+
+// browserTransportDefaults are Config.BrowserTransports's role defaults:
+// apps listen where browsers on their LAN can dial them (browsers.go);
+// seeds' default ListenAddrs have both transports on fixed ports already.
+var browserTransportDefaults = map[Role]Toggle{
+	RoleApp:  On,
+	RoleSeed: Off,
+}
+
+func (c Config) withBrowserTransports() Config {
+	if c.BrowserTransports == Default {
+		c.BrowserTransports = browserTransportDefaults[c.Role]
+	}
+	if c.BrowserTransports == On {
+		c.ListenAddrs = withBrowserAddrs(c.ListenAddrs)
 	}
 	return c
 }
