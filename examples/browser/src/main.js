@@ -30,6 +30,7 @@ async function settings () {
     summaryInterval: q.has('summary-ms') ? Number(q.get('summary-ms')) : undefined,
     peerTimeout: q.has('peer-timeout-ms') ? Number(q.get('peer-timeout-ms')) : undefined,
     cacheName: q.get('cache') ?? undefined,
+    lan: q.get('lan') !== 'off', // dial desktop apps on the LAN (lan.js)
     fetch: q.getAll('fetch')
   }
 }
@@ -65,7 +66,7 @@ async function main () {
   $('mesh').textContent = cfg.name
   const m = await createMesh({ ...cfg, log })
   window.meshcdn = m
-  window.meshcdnStats = () => JSON.parse(JSON.stringify({ ...m.stats, peerId: m.libp2p.peerId.toString(), seed: m.seed?.toString() ?? null, connections: m.connections(), held: m.store.heldRoots().map(String), used: m.store.used }))
+  window.meshcdnStats = () => JSON.parse(JSON.stringify({ ...m.stats, peerId: m.libp2p.peerId.toString(), seed: m.seed?.toString() ?? null, lan: m.lan?.stats ?? null, connections: m.connections(), held: m.store.heldRoots().map(String), used: m.store.used }))
   $('me').textContent = m.libp2p.peerId.toString()
   for (const ev of ['stats', 'peers', 'providers']) m.addEventListener(ev, () => render(m))
   render(m)
