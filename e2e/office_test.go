@@ -426,44 +426,70 @@ func median(xs []int) int {
 // 100 KiB asset from the app on the LAN against the same size from an
 // origin 40 ms away (user-space delay before each response), median of 10
 // each, after a warm-up fetch of each kind (the LAN dial, the origin's TCP
-// connection). Logged, not asserted: the target is at most 0.25x.
+// connection). Page A reaches the app over WebRTC-direct (what lan.js
+// prefers); page B, for comparison, over WebTransport (the test keeps only
+// the app's WebTransport addresses in B's lan.js). Logged, not asserted:
+// the target is at most 0.25x.
 func TestOfficeTiming(t *testing.T) {
 	o := newOffice(t)
 	const n = 10
 	sizes := map[string]int64{}
-	var lan, far []string
+	var rtc, wt, far []string
 	for i := 0; i <= n; i++ {
-		lan = append(lan, fmt.Sprintf("lan/%02d.bin", i))
+		rtc = append(rtc, fmt.Sprintf("rtc/%02d.bin", i))
+		wt = append(wt, fmt.Sprintf("wt/%02d.bin", i))
 		far = append(far, fmt.Sprintf("far/%02d.bin", i))
-		sizes[lan[i]], sizes[far[i]] = 100<<10, 100<<10
+		sizes[rtc[i]], sizes[wt[i]], sizes[far[i]] = 100<<10, 100<<10, 100<<10
 	}
 	s, wan := officeSite(t, sizes, 40*time.Millisecond)
 	seed := officeSeed(t, meshName)
-	app := officeAppNode(t, meshName, officeApp, s, lan, mesh.Default, nil, seed)
+	app := officeAppNode(t, meshName, officeApp, s, append(slices.Clone(rtc), wt...), mesh.Default, nil, seed)
 	d := o.driver()
-	d.open("A", o.pageURL(t, meshName, seed, wan, nil))
-	ttfb := func(path string) (int, fetchResult) {
-		var res fetchResult
-		d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, strings.HasPrefix(path, "lan/")), &res)
+	u := o.pageURL(t, meshName, seed, wan, nil)
+	d.open("A", u)
+	d.open("B", u)
+	d.eval("B", `const L = window.meshcdn.lan; const all = L.candidates.bind(L);
+L.candidates = (p) => all(p).filter((a) => a.includes('/webtransport/'));`, nil)
+	fetch := func(page, path string, fromApp bool) (int, fetchResult) {
+		var res fetchResult // fresh: decoding into a used one merges maps
+		d.eval(page, fetchJS(`m.manifest.lookup('`+path+`')`, fromApp), &res)
+		if fromApp && res.Stats.Peers[app.ID().String()] != 100<<10 {
+			t.Errorf("page %s: %s from %v and the origin %d, want all from the app", page, path, res.Stats.Peers, res.Stats.OriginBytes)
+		}
+		if !fromApp && res.Stats.OriginBytes != 100<<10 {
+			t.Errorf("page %s: %s from %v and the origin %d, want all from the origin", page, path, res.Stats.Peers, res.Stats.OriginBytes)
+		}
 		return res.Stats.TtfbMs, res
 	}
-	var fromApp, fromOrigin []int
-	for i := 0; i <= n; i++ {
-		a, ra := ttfb(lan[i])
-		b, rb := ttfb(far[i])
-		if ra.Stats.Peers[app.ID().String()] != 100<<10 || rb.Stats.OriginBytes != 100<<10 {
-			t.Fatalf("fetch %d: %s from %v and the origin %d; %s from the origin %d: want the app, then the origin",
-				i, lan[i], ra.Stats.Peers, ra.Stats.OriginBytes, far[i], rb.Stats.OriginBytes)
-		}
-		if i == 0 {
-			t.Logf("warm-up: app %d ms (dial included), origin %d ms (TCP connect included)", a, b)
-			continue
-		}
-		fromApp, fromOrigin = append(fromApp, a), append(fromOrigin, b)
+	// The first fetch from the app includes the LAN dial (a summary
+	// request to the seed, then the handshake: 150-250 ms here), so the
+	// origin may win it at the 200 ms peer timeout; the connection stays
+	// for the timed fetches.
+	for _, w := range []struct{ page, path string }{{"A", rtc[0]}, {"B", wt[0]}} {
+		var res fetchResult
+		d.eval(w.page, fetchJS(`m.manifest.lookup('`+w.path+`')`, true), &res)
+		t.Logf("warm-up: page %s %s %d ms from %s (dial included)", w.page, w.path, res.Stats.TtfbMs, res.Stats.Origin)
 	}
-	mApp, mOrigin := median(slices.Clone(fromApp)), median(slices.Clone(fromOrigin))
-	t.Logf("TTFB of 100 KiB, median of %d: app on the LAN %d ms %v, origin 40 ms away %d ms %v: ratio %.2f (target <= 0.25)",
-		n, mApp, fromApp, mOrigin, fromOrigin, float64(mApp)/float64(max(mOrigin, 1)))
+	a, _ := fetch("A", far[0], false)
+	t.Logf("warm-up: page A %s %d ms from the origin (TCP connect included)", far[0], a)
+	var fromRTC, fromWT, fromOrigin []int
+	for i := 1; i <= n; i++ {
+		a, _ := fetch("A", rtc[i], true)
+		b, _ := fetch("B", wt[i], true)
+		c, _ := fetch("A", far[i], false)
+		fromRTC, fromWT, fromOrigin = append(fromRTC, a), append(fromWT, b), append(fromOrigin, c)
+	}
+	for _, p := range []string{"A", "B"} {
+		for _, c := range d.stats(p).Connections {
+			if c.Peer == app.ID().String() {
+				t.Logf("page %s -> app: %s", p, c.Addr)
+			}
+		}
+	}
+	mRTC, mWT, mOrigin := median(slices.Clone(fromRTC)), median(slices.Clone(fromWT)), median(slices.Clone(fromOrigin))
+	ratio := func(m int) float64 { return float64(m) / float64(max(mOrigin, 1)) }
+	t.Logf("TTFB of 100 KiB, median of %d: app on the LAN over WebRTC-direct %d ms %v (ratio %.2f), over WebTransport %d ms %v (ratio %.2f); origin 40 ms away %d ms %v (target ratio <= 0.25)",
+		n, mRTC, fromRTC, ratio(mRTC), mWT, fromWT, ratio(mWT), mOrigin, fromOrigin)
 }
 
 // TestOfficeLANOff (issue 14, must-show 3): with BrowserTransports Off the
@@ -531,6 +557,7 @@ func TestOfficeOtherMesh(t *testing.T) {
 	if res.Stats.Peers[appA.ID().String()] != int64(len(s.Site()[mine])) {
 		t.Fatalf("page: %s from %v and the origin %d, want all from app A (the LAN path must work here)", mine, res.Stats.Peers, res.Stats.OriginBytes)
 	}
+	res = fetchResult{} // decoding into a used one merges its maps
 	d.eval("A", fetchJS(`m.manifest.lookup('`+theirs+`')`, false), &res)
 	t.Logf("page fetch of the other mesh's asset: %+v", res.Stats)
 	if res.Sha256 != sum(s.Site()[theirs]) || res.Stats.OriginBytes != int64(len(s.Site()[theirs])) || len(res.Stats.Providers) != 0 {
