@@ -66,7 +66,9 @@ var roleDefaults = map[Role]Config{
 // LoopbackAddrs returns listen addresses on 127.0.0.1 with ports chosen by
 // the system, for tests, demos and nodes that only talk to this machine: TCP
 // and QUIC for apps, and for seeds also WebTransport, WebRTC-direct and
-// WebSockets, the transports browsers dial.
+// WebSockets, the transports browsers dial. (An app with
+// Config.BrowserTransports On, its default, adds WebRTC-direct and
+// WebTransport on 127.0.0.1 itself.)
 func LoopbackAddrs(r Role) []string {
 	addrs := []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 	if r == RoleSeed {
