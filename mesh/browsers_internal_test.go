@@ -3,6 +3,8 @@ package mesh
 import (
 	"slices"
 	"testing"
+
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 func TestWithBrowserAddrs(t *testing.T) {
@@ -42,5 +44,31 @@ func TestWithBrowserAddrs(t *testing.T) {
 				t.Errorf("withBrowserAddrs wrote %q into its argument's spare capacity", spare)
 			}
 		})
+	}
+}
+
+func TestSummaryOrder(t *testing.T) {
+	in := []string{
+		"/ip4/127.0.0.1/udp/1/webrtc-direct", "/ip4/127.0.0.1/tcp/1",
+		"/ip4/10.0.0.1/tcp/1", "/ip4/10.0.0.1/udp/1/quic-v1", "/ip4/10.0.0.1/tcp/2/ws",
+		"/ip6/fe80::1/udp/1/webrtc-direct", "/ip4/10.0.0.1/udp/1/quic-v1/webtransport",
+		"/ip4/10.0.0.1/udp/2/webrtc-direct", "/ip6/fd00::1/udp/2/webrtc-direct",
+	}
+	want := []string{
+		"/ip4/10.0.0.1/udp/2/webrtc-direct", "/ip6/fd00::1/udp/2/webrtc-direct",
+		"/ip4/10.0.0.1/udp/1/quic-v1/webtransport", "/ip4/10.0.0.1/udp/1/quic-v1",
+		"/ip4/10.0.0.1/tcp/1", "/ip4/10.0.0.1/tcp/2/ws",
+		"/ip4/127.0.0.1/udp/1/webrtc-direct", "/ip6/fe80::1/udp/1/webrtc-direct", "/ip4/127.0.0.1/tcp/1",
+	}
+	var addrs []ma.Multiaddr
+	for _, s := range in {
+		addrs = append(addrs, ma.StringCast(s))
+	}
+	var got []string
+	for _, a := range summaryOrder(addrs) {
+		got = append(got, a.String())
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("summaryOrder(%q) =\n%q, want\n%q", in, got, want)
 	}
 }

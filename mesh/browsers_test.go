@@ -14,6 +14,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 // browserAddrs returns n's WebRTC-direct and WebTransport addresses.
@@ -136,5 +137,61 @@ func TestBrowserTransportsOff(t *testing.T) {
 	}
 	if rtc, wt := browserAddrs(seed); len(rtc) != 1 || len(wt) != 1 {
 		t.Errorf("seed listens on WebRTC-direct %v and WebTransport %v, want one of each", rtc, wt)
+	}
+}
+
+// TestSeedListsReachableHolderAddrsFirst: a seed's summary answer carries
+// at most eight addresses of a holder (announce.MaxHolderAddrs). A desktop
+// app has 16 or more (four transports on loopback and each interface);
+// those others can reach come first, so an asker on the holder's LAN gets
+// its WebRTC-direct address. Before, the eight came in the peerstore's map
+// order, and the LAN ones were often left out.
+func TestSeedListsReachableHolderAddrsFirst(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := newSite(t, map[string]int64{"a.bin": 3000})
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed})
+	holder := newNode(t, mesh.Config{Origin: s.URL()})
+	if err := holder.Pin(ctx, s.Manifest()); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Connect(ctx, seed.Addrs()[0].String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := meshtest.WaitProvider(ctx, seed, s.Manifest().Assets[0].Cid); err != nil {
+		t.Fatal(err)
+	}
+	// The holder's loopback addresses (TCP, QUIC, WebTransport,
+	// WebRTC-direct) are in the seed's peerstore from identify; add what
+	// a LAN interface with IPv4 and IPv6 would give.
+	rtc, wt := browserAddrs(holder)
+	rtcHash, wtHash := certhashes(rtc), certhashes(wt)
+	var lan []ma.Multiaddr
+	for _, ip := range []string{"/ip4/10.9.8.7", "/ip6/fd00::7"} {
+		for _, a := range []string{"/tcp/4001", "/udp/4001/quic-v1", "/udp/4002/webrtc-direct/certhash/" + rtcHash[0],
+			"/udp/4003/quic-v1/webtransport/certhash/" + wtHash[0] + "/certhash/" + wtHash[1]} {
+			lan = append(lan, ma.StringCast(ip+a))
+		}
+	}
+	seed.Host().Peerstore().AddAddrs(holder.ID(), lan, time.Hour)
+	if n := len(seed.Host().Peerstore().Addrs(holder.ID())); n < 12 {
+		t.Fatalf("the seed knows %d addresses of the holder, want at least 12 for this test", n)
+	}
+	app := newNode(t, mesh.Config{Bootstrap: []string{seed.Addrs()[0].String()}})
+	if err := app.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range app.Host().Peerstore().Addrs(holder.ID()) {
+		got = append(got, a.String())
+	}
+	var want []string
+	for _, a := range lan {
+		want = append(want, a.String())
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("the app learned the holder's addresses %q from the seed, want the eight LAN ones %q", got, want)
 	}
 }

@@ -200,12 +200,17 @@ export class Lan {
     this.mesh.emit?.('providers')
   }
 
-  // candidates lists where p may be dialled directly: WebRTC-direct first,
-  // then WebTransport.
+  // candidates lists where p may be dialled directly, in the order dial
+  // tries them: LAN addresses before loopback ones (which reach p only when
+  // it runs on the page's own machine), WebRTC-direct before WebTransport.
   candidates (p) {
     const k = this.known.get(p)
     if (!this.enabled || k == null) return []
-    const rank = (a) => (localAddr(a) === 'webrtc-direct' ? 0 : 1)
+    const rank = (a) => {
+      const [ip] = multiaddr(a).getComponents()
+      const loopback = ip.value === '::1' || ip.value.startsWith('127.')
+      return (loopback ? 2 : 0) + (localAddr(a) === 'webrtc-direct' ? 0 : 1)
+    }
     return [...k.addrs].sort((a, b) => rank(a) - rank(b))
   }
 

@@ -103,9 +103,10 @@ const seedAnswer = (addrsA) => ({
 test('learn records holders and only their dialable LAN addresses; dial uses exactly those', async () => {
   const m = fakeMesh()
   const lan = new Lan(m)
-  lan.learn(seedAnswer([lanAwt, '/ip4/10.0.0.5/tcp/4001', lanA]), 'seed')
+  const loop = `/ip4/127.0.0.1/udp/4100/webrtc-direct/certhash/${hash}`
+  lan.learn(seedAnswer([loop, lanAwt, '/ip4/10.0.0.5/tcp/4001', lanA]), 'seed')
   assert.deepEqual([...m.table.get(rawRoot).keys()].sort(), ['A', 'B', 'seed'])
-  assert.deepEqual(lan.candidates('A'), [lanA, lanAwt]) // WebRTC-direct first
+  assert.deepEqual(lan.candidates('A'), [lanA, lanAwt, loop]) // LAN first, WebRTC-direct first
   assert.deepEqual(lan.candidates('B'), []) // public or not browser-dialable
   assert.deepEqual(lan.candidates('C'), []) // never listed
   assert.equal(await lan.dial('A'), true)
