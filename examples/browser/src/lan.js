@@ -142,14 +142,17 @@ export class Lan {
     if (this.enabled) this.refresh().catch(() => {})
   }
 
-  // refresh asks the connected seed for its summary, others included, at
-  // most once per second (concurrent callers share one request).
+  // refresh asks the connected seed for its summary, others included.
+  // Concurrent callers share one request; within a second of the last one
+  // it asks nothing and resolves false at once (a peer the seed did not
+  // list a moment ago is no app it knows: dialPeer goes on to the relay
+  // without waiting).
   refresh () {
     if (!this.enabled || this.mesh.seedConn == null) return Promise.resolve(false)
     if (this.pending != null) return this.pending
-    const wait = Math.max(0, this.lastAsk + REFRESH_MIN_INTERVAL - Date.now())
-    this.pending = new Promise((resolve) => setTimeout(resolve, wait))
-      .then(() => { this.lastAsk = Date.now(); return this.ask() })
+    if (Date.now() - this.lastAsk < REFRESH_MIN_INTERVAL) return Promise.resolve(false)
+    this.lastAsk = Date.now()
+    this.pending = this.ask()
       .then((answer) => { this.learn(answer, this.mesh.seedConn.remotePeer.toString()); return true })
       .catch((err) => { this.mesh.log?.(`lan: summary from the seed: ${err.message}`); return false })
       .finally(() => { this.pending = null })

@@ -134,3 +134,35 @@ test('a relayed or limited connection does not count as direct', async () => {
   lan.learn(seedAnswer([lanA]), 'seed')
   assert.equal(await lan.dial('A'), false)
 })
+
+test('refresh asks the seed once, shares the request, and never waits', async () => {
+  const m = fakeMesh()
+  let asks = 0
+  m.seedConn = {
+    remotePeer: { toString: () => 'seed' },
+    newStream: async (proto) => {
+      asks++
+      assert.equal(proto, '/meshcdn/m/summary/1')
+      const sent = []
+      return {
+        send: (b) => { sent.push(...b); return true },
+        close: async () => assert.deepEqual(sent, [1, 1]), // version 1, others too
+        abort () {},
+        async * [Symbol.asyncIterator] () { yield answer.subarray(0, 50); yield answer.subarray(50) }
+      }
+    }
+  }
+  const lan = new Lan(m)
+  const [a, b] = await Promise.all([lan.refresh(), lan.refresh()])
+  assert.equal(a, true)
+  assert.equal(b, true)
+  assert.equal(asks, 1)
+  assert.deepEqual([...m.table.get(rawRoot).keys()], ['seed']) // the seed's own root
+  assert.deepEqual([...m.table.get(pbRoot).keys()], [other])
+  assert.deepEqual(lan.candidates(other), []) // its one address is plain TCP
+  const t0 = Date.now()
+  assert.equal(await lan.dial('unknown'), false) // asked a moment ago: no new request, no wait
+  assert.ok(Date.now() - t0 < 100)
+  assert.equal(asks, 1)
+  assert.deepEqual(m.dialled, [])
+})
