@@ -74,7 +74,8 @@ type Config struct {
 	Gateway string
 
 	// ListenAddrs are the multiaddrs the host listens on. Default for apps:
-	// TCP and QUIC on every interface, ports chosen by the system; for seeds
+	// TCP and QUIC on every interface, ports chosen by the system (and
+	// WebRTC-direct and WebTransport, see BrowserTransports); for seeds
 	// also WebTransport, WebRTC-direct and WebSockets. Tests and the demo
 	// pass LoopbackAddrs(role).
 	ListenAddrs []string
