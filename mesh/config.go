@@ -64,6 +64,13 @@ type Config struct {
 	// apps, 8 GiB for seeds; negative means no quota.
 	Quota int64
 
+	// ReleaseMapped is how often the store gives the pages of its
+	// memory-mapped files back to the kernel (store.Config.ReleaseMapped),
+	// so that an app's resident memory falls back after a fetch. Default
+	// store.DefaultReleaseMapped (20 s) for apps; never for seeds, whose
+	// served content is best kept resident; negative means never.
+	ReleaseMapped time.Duration
+
 	// Origin is the base URL the site's assets are served from over plain
 	// HTTP: a manifest path p is fetched from Origin + "/" + p (Range
 	// requests for single leaves). Empty means no origin: only peers.

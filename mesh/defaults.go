@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/store"
 )
 
 // Defaults of staying connected (both roles).
@@ -37,6 +38,7 @@ var roleDefaults = map[Role]Config{
 		ServeConcurrency:    8,
 		MaxMemory:           256 << 20,
 		MaxConns:            128,
+		ReleaseMapped:       store.DefaultReleaseMapped,
 	},
 	RoleSeed: {
 		Quota: 8 << 30,
@@ -60,6 +62,7 @@ var roleDefaults = map[Role]Config{
 		ServeConcurrency:    64,
 		MaxMemory:           1 << 30,
 		MaxConns:            1024,
+		ReleaseMapped:       -1,
 	},
 }
 
@@ -122,6 +125,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = d.MaxConns
+	}
+	if c.ReleaseMapped == 0 {
+		c.ReleaseMapped = d.ReleaseMapped
 	}
 	if c.BootstrapBackoff == (Backoff{}) {
 		c.BootstrapBackoff = DefaultBootstrapBackoff

@@ -172,7 +172,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 // opens the store; an InMemory node gets a new key and an in-memory store.
 func (n *Node) openDataDir(ctx context.Context) (crypto.PrivKey, error) {
 	cfg := n.cfg
-	storeCfg := store.Config{InMemory: cfg.InMemory, Quota: cfg.Quota, Logger: cfg.Logger}
+	storeCfg := store.Config{InMemory: cfg.InMemory, Quota: cfg.Quota, Logger: cfg.Logger, ReleaseMapped: cfg.ReleaseMapped}
 	var key crypto.PrivKey
 	var err error
 	if cfg.InMemory {
