@@ -140,36 +140,52 @@ func (o *office) driver() *driver {
 	return d
 }
 
-// listenIn opens a TCP listener on addr inside the network namespace ns:
-// the calling thread enters ns for the socket calls only (the socket stays
-// in ns), then returns to the test's namespace.
+// listenIn opens a TCP listener on addr inside the network namespace ns.
+// A goroutine of its own, locked to its thread, enters ns for the socket
+// calls (the socket stays in ns) and returns to the test's namespace; if
+// it cannot return, it ends still locked, and Go retires that thread.
 func listenIn(ns, addr string) (net.Listener, error) {
-	runtime.LockOSThread()
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		ln, back, err := listenLocked(ns, addr)
+		if back {
+			runtime.UnlockOSThread()
+		}
+		done <- result{ln, err}
+	}()
+	r := <-done
+	return r.ln, r.err
+}
+
+// listenLocked does listenIn's work on a locked thread; back reports
+// whether the thread is in the namespace it started in.
+func listenLocked(ns, addr string) (net.Listener, bool, error) {
 	self, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
+		return nil, true, err
 	}
 	defer self.Close()
 	target, err := os.Open("/run/netns/" + ns)
 	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
+		return nil, true, err
 	}
 	defer target.Close()
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("setns %s: %w", ns, err)
+		return nil, true, fmt.Errorf("setns %s: %w", ns, err)
 	}
 	ln, lerr := net.Listen("tcp", addr)
 	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread stays locked and ends with this goroutine's caller
-		// never seeing it again: Go retires a locked thread it cannot
-		// trust. Report the failure.
-		return nil, fmt.Errorf("setns back: %w", err)
+		if ln != nil {
+			ln.Close()
+		}
+		return nil, false, fmt.Errorf("setns back from %s: %w", ns, err)
 	}
-	runtime.UnlockOSThread()
-	return ln, lerr
+	return ln, true, lerr
 }
 
 // pageServer serves the built page to Chromium at 127.0.0.1 inside the
