@@ -495,10 +495,18 @@ L.candidates = (p) => all(p).filter((a) => a.includes('/webtransport/'));`, nil)
 		c, _ := fetch("A", far[i], false)
 		fromRTC, fromWT, fromOrigin = append(fromRTC, a), append(fromWT, b), append(fromOrigin, c)
 	}
+	// A libp2p ping opens a new stream on the page's connection to the app,
+	// as every bitswap message does: over WebRTC-direct that is a new data
+	// channel, over WebTransport a QUIC stream.
 	for _, p := range []string{"A", "B"} {
+		var pings []int
+		d.eval(p, `const id = '`+app.ID().String()+`'; const m = window.meshcdn;
+const c = m.libp2p.getConnections().find((c) => c.remotePeer.toString() === id && c.limits == null);
+const out = []; for (let i = 0; i < 10; i++) out.push(Math.round(await m.libp2p.services.ping.ping(c.remotePeer)));
+return out;`, &pings)
 		for _, c := range d.stats(p).Connections {
 			if c.Peer == app.ID().String() {
-				t.Logf("page %s -> app: %s", p, c.Addr)
+				t.Logf("page %s -> app: %s; ping (a new stream each) median %d ms %v", p, c.Addr, median(slices.Clone(pings)), pings)
 			}
 		}
 	}
