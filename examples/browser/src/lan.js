@@ -238,6 +238,10 @@ export class Lan {
       this.mesh.log?.(`lan: dial ${a}: ${rec.ok ? `connected in ${rec.ms} ms` : rec.error ?? 'not direct'}`)
       if (rec.ok) return true
     }
+    // Every address failed (the app may have restarted on new ports): the
+    // next dial asks the seed again.
+    const k2 = this.known.get(p)
+    if (k2 != null && k2.addrs.length > 0) k2.at = 0
     return false
   }
 }

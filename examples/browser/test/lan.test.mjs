@@ -166,3 +166,18 @@ test('refresh asks the seed once, shares the request, and never waits', async ()
   assert.equal(asks, 1)
   assert.deepEqual(m.dialled, [])
 })
+
+test('after a failed LAN dial the next one asks the seed again', async () => {
+  const m = fakeMesh()
+  m.libp2p.dial = async (a) => { m.dialled.push(a.toString()); throw new Error('unreachable') }
+  let asks = 0
+  m.seedConn = { remotePeer: { toString: () => 'seed' }, newStream: async () => { asks++; throw new Error('no stream') } }
+  const lan = new Lan(m)
+  lan.learn(seedAnswer([lanA]), 'seed')
+  lan.lastAsk = 0
+  assert.equal(await lan.dial('A'), false) // fresh entry: no request, one dial
+  assert.equal(asks, 0)
+  assert.equal(await lan.dial('A'), false) // marked stale: asks first
+  assert.equal(asks, 1)
+  assert.deepEqual(m.dialled, [`${lanA}/p2p/A`, `${lanA}/p2p/A`])
+})
