@@ -29,6 +29,7 @@ async function settings () {
     quota: q.has('quota-mib') ? Number(q.get('quota-mib')) * (1 << 20) : undefined,
     summaryInterval: q.has('summary-ms') ? Number(q.get('summary-ms')) : undefined,
     peerTimeout: q.has('peer-timeout-ms') ? Number(q.get('peer-timeout-ms')) : undefined,
+    stallTimeout: q.has('stall-timeout-ms') ? Number(q.get('stall-timeout-ms')) : undefined,
     cacheName: q.get('cache') ?? undefined,
     lan: q.get('lan') !== 'off', // dial desktop apps on the LAN (lan.js)
     fetch: q.getAll('fetch')
