@@ -223,7 +223,7 @@ func (n *Node) startAnnounce(reg prometheus.Registerer) error {
 	if err != nil {
 		return fmt.Errorf("mesh: %w", err)
 	}
-	sumCfg := announce.SummaryConfig{Name: cfg.Name, Host: n.host, Holdings: n.store, Logger: cfg.Logger}
+	sumCfg := announce.SummaryConfig{Name: cfg.Name, Host: summaryHost(n.host), Holdings: n.store, Logger: cfg.Logger}
 	if cfg.Role == RoleSeed {
 		sumCfg.Table = n.ann.Table() // seeds tell who else holds what
 	}
