@@ -20,6 +20,7 @@ import { createHeliaLight } from 'helia'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
+import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
 import { verify } from './verify.js'
@@ -57,6 +58,7 @@ export function rank (addr) {
 
 export async function createMesh (opts) {
   const m = new Mesh(opts)
+  m.lan = new Lan(m, opts?.lan) // direct dials to desktop apps on the LAN (lan.js)
   await m.start()
   return m
 }
@@ -86,7 +88,6 @@ export class Mesh extends EventTarget {
     }
     this.store = new QuotaStore({ quota: this.cfg.quota, cacheName, onDrop: (roots) => this.publish(wire.DROP, roots) })
     this.seed = null // the multiaddr of the seed we are connected to
-    this.summaryAddrs = new Map() // peer -> binary multiaddrs the seed's summary gave
   }
 
   // identity returns the page's key, kept in localStorage so that the peer
@@ -146,6 +147,7 @@ export class Mesh extends EventTarget {
       // are exchanged (and a page's first fetch starts before that).
       await Promise.race([this.askSummary(conn.remotePeer), delay(this.cfg.summaryWait, new AbortController().signal)])
     }
+    this.lan?.start()
     this.summary()
   }
 
@@ -263,7 +265,6 @@ export class Mesh extends EventTarget {
         if (p === me) continue
         if (g.peer != null) {
           this.stats.summary.holders++
-          if (g.addrs.length > 0) this.summaryAddrs.set(p, g.addrs)
         }
         for (const r of g.roots) {
           const k = r.toString()
@@ -420,7 +421,8 @@ export class Mesh extends EventTarget {
   // address, else through the seed's relay with WebRTC (browser peers).
   async dialPeer (p) {
     if (this.connected(p)) return true
-    const tries = this.summaryDialAddrs(p)
+    if (await this.lan?.dial(p)) return true // a desktop app on the LAN (lan.js)
+    const tries = []
     if (this.seed != null) {
       const relay = this.seed.toString().includes('/p2p/') ? this.seed.toString() : `${this.seed}/p2p/${this.seedConn.remotePeer}`
       tries.push(multiaddr(`${relay}/p2p-circuit/webrtc/p2p/${p}`))
@@ -438,19 +440,6 @@ export class Mesh extends EventTarget {
       if (this.connected(p)) return true
     }
     return this.connected(p)
-  }
-
-  // summaryDialAddrs returns the addresses the seed's summary gave for p
-  // (app nodes; browsers have none), to try before the relay.
-  summaryDialAddrs (p) {
-    const out = []
-    for (const b of this.summaryAddrs.get(p) ?? []) {
-      try {
-        const a = multiaddr(b)
-        out.push(a.toString().includes('/p2p/') ? a : a.encapsulate(`/p2p/${p}`))
-      } catch {}
-    }
-    return out
   }
 
   connections () {
