@@ -415,23 +415,28 @@ func (a *Announcer) Announce(ctx context.Context, roots ...cid.Cid) error {
 	return nil
 }
 
-// FetchingTTL is the TTL of the HAVE that Fetching sends: long enough for
+// FetchingTTL is the TTL of the FETCH that Fetching sends: long enough for
 // a fetch of some hundreds of MiB from an origin, short enough that a node
 // that stopped without a DROP is soon forgotten. A fetch that ends with the
 // content stored is announced again, as held, with Config.TTL.
 const FetchingTTL = 2 * time.Minute
 
-// Fetching announces root, with a HAVE of FetchingTTL, when this node
+// Fetching announces root, with a FETCH of FetchingTTL, when this node
 // starts to fetch it from the origin and no peer is known to hold it. Peers
 // that want the same content then ask this node, and its bitswap server
 // sends them each block as it arrives: a flash crowd that starts cold pays
-// the origin for about one copy instead of one per node. It does not
-// provide root to the DHT. The announcement goes out at once, in one
-// message with whatever else is waiting, so that a burst of fetches does
-// not use up the message rate that peers accept from this node; ctx is
-// not used, since nothing waits. fetch.Config.Advertiser calls it.
+// the origin for about one copy instead of one per node. Peers list this
+// node in Table.Fetchers (for striping) until it announces root held
+// (HAVE) or abandoned (DROP). It does not provide root to the DHT.
+//
+// The announcement goes out at once, with no batching delay: the fetch
+// loop wakes on the call and publishes whatever is queued by then (a burst
+// of calls while a publish is under way shares the next message), so that
+// a burst of fetches does not use up the message rate that peers accept
+// from this node. ctx is not used, since nothing waits.
+// fetch.Config.Advertiser calls it.
 func (a *Announcer) Fetching(ctx context.Context, root cid.Cid) error {
-	return a.queueFetch(root, Have)
+	return a.queueFetch(root, Fetch)
 }
 
 // Abandoned announces, with a DROP, that a fetch Fetching announced ended
@@ -471,14 +476,14 @@ func (a *Announcer) fetchLoop() {
 	}
 }
 
-// flushFetches sends the queued fetch announcements: DROPs, then HAVEs with
-// FetchingTTL.
+// flushFetches sends the queued fetch announcements: DROPs, then FETCHes
+// with FetchingTTL.
 func (a *Announcer) flushFetches(ctx context.Context) {
 	a.fetchMu.Lock()
-	var haves, drops []cid.Cid
+	var fetches, drops []cid.Cid
 	for _, r := range a.fetchOrder {
-		if a.fetchKind[r] == Have {
-			haves = append(haves, r)
+		if a.fetchKind[r] == Fetch {
+			fetches = append(fetches, r)
 		} else {
 			drops = append(drops, r)
 		}
@@ -492,7 +497,7 @@ func (a *Announcer) flushFetches(ctx context.Context) {
 	if err := a.publish(ctx, Drop, drops); err != nil && ctx.Err() == nil {
 		a.log.Warn("drop announcement failed", "err", err)
 	}
-	if err := a.publishTTL(ctx, Have, FetchingTTL, haves); err != nil && ctx.Err() == nil {
+	if err := a.publishTTL(ctx, Fetch, FetchingTTL, fetches); err != nil && ctx.Err() == nil {
 		a.log.Warn("fetch announcement failed", "err", err)
 	}
 }
@@ -570,12 +575,12 @@ func (a *Announcer) readLoop() {
 		if !ok { // cannot happen: the validator sets it
 			continue
 		}
-		from := msg.GetFrom()
+		u := update{peer: msg.GetFrom(), ttl: m.TTL, src: FromGossip, seq: seqno(msg), fetching: m.Kind == Fetch}
 		switch m.Kind {
-		case Have:
-			a.table.add(from, m.TTL, FromGossip, m.Roots)
+		case Have, Fetch:
+			a.table.update(u, m.Roots)
 		case Drop:
-			a.table.Remove(from, m.Roots...)
+			a.table.remove(u.peer, u.seq, m.Roots)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package announce
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"sync"
 	"time"
@@ -113,4 +114,15 @@ func (v *validator) pruneLocked(now time.Time) {
 		}
 		delete(v.buckets, p)
 	}
+}
+
+// seqno is the gossipsub sequence number of msg, 0 without one. Go and
+// JavaScript gossipsub both count it up from the start time in
+// nanoseconds, per author.
+func seqno(msg *pubsub.Message) uint64 {
+	b := msg.GetSeqno()
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
 }
