@@ -239,6 +239,14 @@ type Announcer struct {
 	fetchMu    sync.Mutex
 	fetchKind  map[cid.Cid]Kind
 	fetchOrder []cid.Cid
+	// Fetches under way: announced again in summaries, so that peers that
+	// join meanwhile learn of them, until held (a store event) or
+	// abandoned.
+	active map[cid.Cid]struct{}
+	// pubMu orders a summary's FETCHes and the HAVE of a fetch that ends:
+	// a FETCH published after the HAVE would mark this node as fetching
+	// again at the peers.
+	pubMu sync.Mutex
 	fetchSig   chan struct{}
 }
 
@@ -292,6 +300,7 @@ func New(cfg Config) (_ *Announcer, err error) {
 		provSig: make(chan struct{}, 1),
 
 		fetchKind: make(map[cid.Cid]Kind),
+		active:    make(map[cid.Cid]struct{}),
 		fetchSig:  make(chan struct{}, 1),
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
@@ -455,6 +464,11 @@ func (a *Announcer) queueFetch(root cid.Cid, k Kind) error {
 		a.fetchOrder = append(a.fetchOrder, root)
 	}
 	a.fetchKind[root] = k
+	if k == Fetch {
+		a.active[root] = struct{}{}
+	} else {
+		delete(a.active, root)
+	}
 	a.fetchMu.Unlock()
 	select {
 	case a.fetchSig <- struct{}{}:
@@ -685,23 +699,41 @@ func (a *Announcer) tickLoop() {
 	}
 }
 
-// summarise announces everything held.
+// summarise announces everything held, and the fetches under way (FETCH,
+// FetchingTTL) that are not held by now.
 func (a *Announcer) summarise() {
-	if a.cfg.Holdings == nil {
-		return
-	}
-	infos := a.cfg.Holdings.Roots()
-	if len(infos) == 0 {
-		return
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
+	var infos []store.RootInfo
+	if a.cfg.Holdings != nil {
+		infos = a.cfg.Holdings.Roots()
 	}
 	roots := make([]cid.Cid, len(infos))
+	held := make(map[cid.Cid]struct{}, len(infos))
 	for i, ri := range infos {
 		roots[i] = ri.Cid
+		held[ri.Cid] = struct{}{}
+	}
+	a.fetchMu.Lock()
+	var fetches []cid.Cid
+	for r := range a.active {
+		if _, ok := held[r]; ok {
+			delete(a.active, r)
+		} else {
+			fetches = append(fetches, r)
+		}
+	}
+	a.fetchMu.Unlock()
+	if len(roots) == 0 && len(fetches) == 0 {
+		return
 	}
 	a.n.summaries.Add(1)
-	a.log.Debug("summarising", "roots", len(roots))
+	a.log.Debug("summarising", "roots", len(roots), "fetches", len(fetches))
 	if err := a.publish(a.ctx, Have, roots); err != nil && a.ctx.Err() == nil {
 		a.log.Warn("summary failed", "err", err)
+	}
+	if err := a.publishTTL(a.ctx, Fetch, FetchingTTL, fetches); err != nil && a.ctx.Err() == nil {
+		a.log.Warn("summary of fetches failed", "err", err)
 	}
 }
 
@@ -737,12 +769,19 @@ func (a *Announcer) storeLoop(events <-chan store.Event) {
 				drops = append(drops, r)
 			}
 		}
+		a.pubMu.Lock()
+		a.fetchMu.Lock()
+		for _, r := range haves {
+			delete(a.active, r) // the HAVE ends the fetch at the peers
+		}
+		a.fetchMu.Unlock()
 		if err := a.publish(a.ctx, Drop, drops); err != nil && a.ctx.Err() == nil {
 			a.log.Warn("drop announcement failed", "err", err)
 		}
 		if err := a.publish(a.ctx, Have, haves); err != nil && a.ctx.Err() == nil {
 			a.log.Warn("have announcement failed", "err", err)
 		}
+		a.pubMu.Unlock()
 		a.queueProvide(haves)
 		if missed > 0 {
 			// We lost events: what we hold is no longer what we said.

@@ -108,3 +108,21 @@ func TestFetchAnnouncementOverLoopback(t *testing.T) {
 		t.Fatalf("Fetchers after the DROP = %v, want none", got)
 	}
 }
+
+// TestFetchReannouncedToLateJoiner: a fetch announced before any peer was
+// there reaches a peer that connects later, with the summary sent when it
+// joins the topic, as a FETCH.
+func TestFetchReannouncedToLateJoiner(t *testing.T) {
+	a, b := loopbackNode(t), loopbackNode(t)
+	root := testCid(t, cid.DagProtobuf, "fetched before anyone came")
+	if err := a.a.Fetching(context.Background(), root); err != nil {
+		t.Fatal(err)
+	}
+	connectLoopback(t, a, b)
+	took := awaitFetching(t, b, root, a.h.ID(), true, 5*time.Second)
+	t.Logf("B learned of A's earlier fetch %v after joining", took)
+	if err := a.a.Abandoned(context.Background(), root); err != nil {
+		t.Fatal(err)
+	}
+	awaitGone(t, b, root, a.h.ID())
+}
