@@ -246,8 +246,8 @@ type Announcer struct {
 	// pubMu orders a summary's FETCHes and the HAVE of a fetch that ends:
 	// a FETCH published after the HAVE would mark this node as fetching
 	// again at the peers.
-	pubMu sync.Mutex
-	fetchSig   chan struct{}
+	pubMu    sync.Mutex
+	fetchSig chan struct{}
 }
 
 // New starts an Announcer on cfg.Host: it joins the mesh's topic, starts the
