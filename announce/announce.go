@@ -185,6 +185,7 @@ type Stats struct {
 	Malformed      uint64 // rejected: not a valid message
 	UnknownVersion uint64 // ignored: a version this node does not read
 	RateLimited    uint64 // ignored: the author sent too many
+	Replayed       uint64 // ignored: a sequence number seen or passed (a replay)
 	Provided       uint64 // roots provided to the DHT
 	ProvideErrors  uint64 // provides that failed
 }
@@ -192,6 +193,7 @@ type Stats struct {
 type counters struct {
 	published, publishedBytes, summaries, received           atomic.Uint64
 	unsigned, oversized, malformed, unknownVersion, rateLimd atomic.Uint64
+	replayed                                                 atomic.Uint64
 	provided, provideErrors                                  atomic.Uint64
 }
 
@@ -339,7 +341,7 @@ func New(cfg Config) (_ *Announcer, err error) {
 	a.table = NewTable(tcfg)
 
 	topic := Topic(cfg.Name)
-	a.val = newValidator(cfg.Host.ID(), cfg.PeerRate, float64(cfg.PeerBurst), &a.n)
+	a.val = newValidator(cfg.Host.ID(), cfg.PeerRate, float64(cfg.PeerBurst), &a.n, cfg.Table.Evidence)
 	if err := a.ps.RegisterTopicValidator(topic, a.val.validate, pubsub.WithValidatorInline(true)); err != nil {
 		return nil, fmt.Errorf("announce: new: validator: %w", err)
 	}
@@ -405,6 +407,7 @@ func (a *Announcer) Stats() Stats {
 		Malformed:      a.n.malformed.Load(),
 		UnknownVersion: a.n.unknownVersion.Load(),
 		RateLimited:    a.n.rateLimd.Load(),
+		Replayed:       a.n.replayed.Load(),
 		Provided:       a.n.provided.Load(),
 		ProvideErrors:  a.n.provideErrors.Load(),
 	}

@@ -32,7 +32,7 @@ func BenchmarkFetchCrowd50(b *testing.B) {
 func benchFetchCrowd(b *testing.B, n int, spread time.Duration) {
 	nodes := make([]*tnode, n)
 	for i := range nodes {
-		nodes[i] = loopbackNode(b)
+		nodes[i] = loopbackNode(b, false)
 	}
 	root := rootOf("the crowd's site")
 	ctx, cancel := context.WithCancel(context.Background())

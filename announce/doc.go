@@ -304,6 +304,40 @@
 // HAVEs from unknown keys can neither evict the seed's entries nor push it
 // out of the first providers of a root (the wire format is unchanged).
 //
+// # Replay
+//
+// A signed message stays valid forever: anyone who captured one (any peer
+// of the mesh receives them all) can send it again later, to anyone, and
+// gossipsub's seen-message cache forgets a message after 2 minutes. A
+// replayed HAVE of content its author has since dropped, or FETCH of a
+// fetch it has since abandoned, would list the author for content it does
+// not have (a striping peer would wait on it and blame it); a replayed DROP
+// would hide a holder. So the validator also ignores (Stats.Replayed) a
+// message whose gossipsub sequence number it has already accepted from that
+// author, or has passed by more than 64, or that is older than the first
+// it saw from that author. Both go-libp2p-pubsub and @libp2p/gossipsub (the
+// browser's) count the sequence number up per author from the author's
+// start time in nanoseconds, so a new message always carries a new, higher
+// number, also after the author restarts; the 64 below the highest are
+// still accepted once each, for messages that overtook each other on
+// different paths. The sequence number is inside the signed envelope: it
+// cannot be changed without the author's key. The Table then orders what
+// passes: a message older than the one that last set an entry changes
+// nothing (see Semantics).
+//
+// The validator remembers 16,384 authors (about 100 bytes each). When full
+// it forgets the author without evidence (TableConfig.Evidence) it heard
+// from least recently, and one with evidence only when none other is left:
+// a flood of new keys cannot make it forget the seed or connected peers.
+// What is not covered: a node that restarts, or that was made to forget an
+// author by such a flood, accepts as that author's first message one
+// replay of a message it had not seen, until the author's next message
+// (with a higher number) supersedes it at the entries it names, and at
+// most for its TTL (capped by TableConfig.MaxTTL). An author whose clock
+// went back between two runs (its numbers start below the ones a peer
+// remembers) is ignored by that peer until the peer forgets it or
+// restarts.
+//
 // # DHT
 //
 // Held roots are provided to the mesh's DHT when they arrive, all of them at

@@ -10,12 +10,15 @@ import (
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshcdn/meshcdn/store"
 )
 
 // loopbackNode starts a real libp2p host on 127.0.0.1 (TCP) with a
-// gossipsub (PubSubOptions, a tracer, psOpts) and an Announcer on it (no
-// DHT, no mDNS, no store), all closed at cleanup.
-func loopbackNode(t testing.TB, psOpts ...pubsub.Option) *tnode {
+// gossipsub (PubSubOptions and a tracer) and an Announcer on it (no DHT, no
+// mDNS; an in-memory store as Holdings if withStore), all closed at
+// cleanup.
+func loopbackNode(t testing.TB, withStore bool) *tnode {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
 	if err != nil {
@@ -27,10 +30,18 @@ func loopbackNode(t testing.TB, psOpts ...pubsub.Option) *tnode {
 	t.Cleanup(cancel)
 	nd.tr = newTracer(Topic("test"))
 	opts := append(PubSubOptions(), pubsub.WithRawTracer(nd.tr))
-	if nd.ps, err = pubsub.NewGossipSub(ctx, h, append(opts, psOpts...)...); err != nil {
+	if nd.ps, err = pubsub.NewGossipSub(ctx, h, opts...); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{Name: "test", Host: h, PubSub: nd.ps, DisableDHT: true, MDNS: Off, SummaryInterval: time.Hour})
+	cfg := Config{Name: "test", Host: h, PubSub: nd.ps, DisableDHT: true, MDNS: Off, SummaryInterval: time.Hour}
+	if withStore {
+		if nd.st, err = store.New(store.Config{InMemory: true, Quota: 1 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nd.st.Close() })
+		cfg.Holdings = nd.st
+	}
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +84,7 @@ func awaitFetching(t testing.TB, nd *tnode, root cid.Cid, p peer.ID, want bool, 
 // within a bound; when A then holds the content (an ordinary HAVE), B moves
 // it to the holders; when A abandons another fetch (DROP), B forgets it.
 func TestFetchAnnouncementOverLoopback(t *testing.T) {
-	a, b := loopbackNode(t), loopbackNode(t)
+	a, b := loopbackNode(t, false), loopbackNode(t, false)
 	connectLoopback(t, a, b)
 	ctx := context.Background()
 	root := testCid(t, cid.DagProtobuf, "a flash crowd's site")
@@ -113,7 +124,7 @@ func TestFetchAnnouncementOverLoopback(t *testing.T) {
 // there reaches a peer that connects later, with the summary sent when it
 // joins the topic, as a FETCH.
 func TestFetchReannouncedToLateJoiner(t *testing.T) {
-	a, b := loopbackNode(t), loopbackNode(t)
+	a, b := loopbackNode(t, false), loopbackNode(t, false)
 	root := testCid(t, cid.DagProtobuf, "fetched before anyone came")
 	if err := a.a.Fetching(context.Background(), root); err != nil {
 		t.Fatal(err)

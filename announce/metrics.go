@@ -31,6 +31,7 @@ func registerMetrics(reg prometheus.Registerer, a *Announcer) (func(), error) {
 		counter("refused_messages_total", refusedHelp, prometheus.Labels{"reason": "malformed"}, func(s Stats) uint64 { return s.Malformed }),
 		counter("refused_messages_total", refusedHelp, prometheus.Labels{"reason": "unknown_version"}, func(s Stats) uint64 { return s.UnknownVersion }),
 		counter("refused_messages_total", refusedHelp, prometheus.Labels{"reason": "rate_limited"}, func(s Stats) uint64 { return s.RateLimited }),
+		counter("refused_messages_total", refusedHelp, prometheus.Labels{"reason": "replayed"}, func(s Stats) uint64 { return s.Replayed }),
 		counter("provides_total", "DHT provides, by result.", prometheus.Labels{"result": "ok"}, func(s Stats) uint64 { return s.Provided }),
 		counter("provides_total", "DHT provides, by result.", prometheus.Labels{"result": "error"}, func(s Stats) uint64 { return s.ProvideErrors }),
 		gauge("table_entries", "(root, peer) pairs in the provider table.", func(s TableStats) int { return s.Entries }),
