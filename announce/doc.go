@@ -429,7 +429,7 @@
 //     mDNS's known-answer suppression), so a popular asset costs k
 //     announcements, not N.
 //   - A compact summary (a Bloom filter at about 1.25 bytes per root for 1 %
-//     false positives, against 37) as a version 2 message: a false positive
+//     false positives, against 37) as a version 3 message: a false positive
 //     costs a fetcher one DONT_HAVE.
 //   - Summaries from long-lived peers (seeds, desktop apps) only; browsers
 //     send HAVE and DROP for changes.

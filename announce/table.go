@@ -172,6 +172,9 @@ type Table struct {
 	kept    list.List                      // *entry of peers with evidence, likewise
 	subs    map[*tableSub]struct{}
 	stats   TableStats
+	// nextExpiry is at or before the earliest expiry of any entry (zero:
+	// no entry), so that Sweep can skip its walk until then.
+	nextExpiry time.Time
 }
 
 var _ routing.ContentDiscovery = (*Table)(nil)
@@ -315,6 +318,9 @@ func (t *Table) insertLocked(k entryKey, expires time.Time, u update) {
 		own = list.New()
 		t.byPeer[p] = own
 	}
+	if t.nextExpiry.IsZero() || expires.Before(t.nextExpiry) {
+		t.nextExpiry = expires
+	}
 	e := &entry{key: k, expires: expires, source: u.src, seq: u.seq, in: t.listFor(p)}
 	e.all = e.in.PushBack(e)
 	e.own = own.PushBack(e)
@@ -409,21 +415,35 @@ func (t *Table) removeLocked(e *entry, counter *uint64) {
 
 // Sweep removes the entries whose TTL has run out and returns how many. The
 // Announcer calls it periodically; lookups skip expired entries anyway.
+//
+// A sweep walks the table only when an entry may have expired: the table
+// keeps a lower bound of the entries' expiries (refreshes move expiries
+// later, never earlier), so a table whose entries are refreshed before
+// they run out is walked about once per refresh period, not every call.
 func (t *Table) Sweep() int {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if now.Before(t.nextExpiry) {
+		return 0
+	}
 	n := 0
+	var next time.Time
 	for _, l := range []*list.List{&t.lru, &t.kept} {
 		for el := l.Front(); el != nil; {
-			next := el.Next()
-			if e := el.Value.(*entry); !now.Before(e.expires) {
+			following := el.Next()
+			e := el.Value.(*entry)
+			switch {
+			case !now.Before(e.expires):
 				t.removeLocked(e, &t.stats.Expired)
 				n++
+			case next.IsZero() || e.expires.Before(next):
+				next = e.expires
 			}
-			el = next
+			el = following
 		}
 	}
+	t.nextExpiry = next
 	return n
 }
 

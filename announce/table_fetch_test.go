@@ -135,3 +135,39 @@ func sorted(ps []peer.ID) []peer.ID {
 	slices.Sort(ps)
 	return ps
 }
+
+// TestSweepSkipsUntilAnExpiry: Sweep removes each entry once its TTL has
+// run out, also when entries were refreshed or added with shorter TTLs in
+// between (it skips its walk until the earliest expiry it knows of).
+func TestSweepSkipsUntilAnExpiry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tb := NewTable(TableConfig{})
+		defer tb.Close()
+		a, b, c := rootOf("a"), rootOf("b"), rootOf("c")
+		tb.Add("p", time.Minute, a)
+		tb.Add("p", 3*time.Minute, b)
+		time.Sleep(30 * time.Second)
+		if n := tb.Sweep(); n != 0 {
+			t.Fatalf("Sweep at 30 s = %d, want 0", n)
+		}
+		tb.Add("p", 3*time.Minute, a) // refreshed: now expires at 3:30
+		time.Sleep(10 * time.Second)
+		tb.Add("p", 10*time.Second, c) // expires at 0:50
+		time.Sleep(10 * time.Second)
+		if n := tb.Sweep(); n != 1 || tb.Len() != 2 {
+			t.Fatalf("Sweep at 50 s = %d, Len %d; want c gone, 2 left", n, tb.Len())
+		}
+		time.Sleep(20 * time.Second) // 1:10, past a's first TTL
+		if n := tb.Sweep(); n != 0 {
+			t.Fatalf("Sweep at 1:10 = %d, want 0: a was refreshed", n)
+		}
+		time.Sleep(2 * time.Minute) // 3:10
+		if n := tb.Sweep(); n != 1 || len(tb.Providers(b, 0)) != 0 {
+			t.Fatalf("Sweep at 3:10 = %d, want b gone", n)
+		}
+		time.Sleep(20 * time.Second) // 3:30
+		if n := tb.Sweep(); n != 1 || tb.Len() != 0 {
+			t.Fatalf("Sweep at 3:30 = %d, Len %d; want a gone, none left", n, tb.Len())
+		}
+	})
+}
