@@ -165,7 +165,17 @@
 // them. Fetch announcements are not delayed: Fetching wakes the fetch loop,
 // which publishes at once whatever is queued (calls made while a publish
 // is under way share the next message); on loopback a peer lists the
-// author as a fetcher within a few milliseconds.
+// author as a fetcher within a few milliseconds. Peers that are not
+// neighbours hear of each other through the gossipsub mesh, which forms at
+// heartbeats (HeartbeatInterval): in a cold crowd of 50 real hosts on
+// 127.0.0.1 starting within 100 ms, each dialling 3 earlier ones
+// (BenchmarkFetchCrowd50, on 2 cores shared with other jobs, load average
+// 13 to 30), half the pairs knew of each other 0.45-0.8 s after the
+// author's call, 95% within 1.1-2.8 s, and every node knew every other 3-6.5
+// s after the first start; a node whose mesh formed after a fetch was
+// announced learns of it from the author's next summary (at most one
+// SummaryInterval later; once, 1 of 50 nodes missed one author for longer
+// than 30 s).
 //
 // Messages of one author can arrive out of order through the mesh. The
 // Table orders them by the gossipsub sequence number, which go-libp2p-pubsub
