@@ -9,4 +9,16 @@
 // `ip link set lo up`) so that WebRTC offers no candidate off the machine;
 // MESHCDN_E2E_NETNS=off runs in place. pages.mjs drives the pages: one JSON
 // command a line from the Go test, one reply a line back.
+//
+// The office tests (office_test.go, TestOffice*) build a LAN inside that
+// namespace: a veth pair, 10.77.0.0/24, whose far end sits in a named
+// network namespace of its own (ip netns) holding Chromium at 10.77.0.2;
+// the Go app nodes listen at 10.77.0.1 (and .3) on the near end, which also
+// carries 198.18.0.1, where the seeds and the origin listen and which
+// Chromium reaches through its default route. The page itself is served at
+// 127.0.0.1 inside Chromium's namespace (a secure context, for WebTransport
+// and crypto.subtle). They skip when not root, when run with
+// MESHCDN_E2E_NETNS=off, or where ip netns fails.
+//
+//	go test -tags e2e -count=1 -run TestOffice -v ./e2e/
 package e2e

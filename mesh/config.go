@@ -64,6 +64,13 @@ type Config struct {
 	// apps, 8 GiB for seeds; negative means no quota.
 	Quota int64
 
+	// ReleaseMapped is how often the store gives the pages of its
+	// memory-mapped files back to the kernel (store.Config.ReleaseMapped),
+	// so that an app's resident memory falls back after a fetch. Default
+	// store.DefaultReleaseMapped (20 s) for apps; never for seeds, whose
+	// served content is best kept resident; negative means never.
+	ReleaseMapped time.Duration
+
 	// Origin is the base URL the site's assets are served from over plain
 	// HTTP: a manifest path p is fetched from Origin + "/" + p (Range
 	// requests for single leaves). Empty means no origin: only peers.
@@ -74,7 +81,8 @@ type Config struct {
 	Gateway string
 
 	// ListenAddrs are the multiaddrs the host listens on. Default for apps:
-	// TCP and QUIC on every interface, ports chosen by the system; for seeds
+	// TCP and QUIC on every interface, ports chosen by the system (and
+	// WebRTC-direct and WebTransport, see BrowserTransports); for seeds
 	// also WebTransport, WebRTC-direct and WebSockets. Tests and the demo
 	// pass LoopbackAddrs(role).
 	ListenAddrs []string
@@ -117,6 +125,24 @@ type Config struct {
 	// as publicly reachable: seeds are declared public
 	// (libp2p.ForceReachabilityPublic).
 	RelayService Toggle
+
+	// BrowserTransports makes the host also listen on WebRTC-direct and
+	// WebTransport (UDP, ports chosen by the system) at every IP address of
+	// ListenAddrs that lacks them, so that a browser that can reach the
+	// node (a page on the same LAN as a desktop app) dials it directly and
+	// fetches over that connection instead of from the origin. Browser
+	// pages of the mesh learn these addresses from the mesh's seeds (the
+	// summary request, see package announce): a seed tells them to pages
+	// of its own mesh only, and a page dials a private address only of a
+	// peer that announced content in its mesh. Default On for apps; Off
+	// for seeds, whose default ListenAddrs list both transports on fixed
+	// ports. Off listens on ListenAddrs alone, and pages then fetch what
+	// this node holds from the origin or a seed. The addresses' certificate
+	// hashes derive from the identity key (go-libp2p): WebRTC-direct's
+	// stays the same across restarts on the same DataDir, WebTransport's
+	// changes every 14 days; the ports change at each start. Node.Config
+	// lists the added addresses in ListenAddrs.
+	BrowserTransports Toggle
 
 	// DisableDHT turns the mesh's DHT off: content is found by gossip only.
 	// Default false.

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/store"
 )
 
 // Defaults of staying connected (both roles).
@@ -37,6 +38,7 @@ var roleDefaults = map[Role]Config{
 		ServeConcurrency:    8,
 		MaxMemory:           256 << 20,
 		MaxConns:            128,
+		ReleaseMapped:       store.DefaultReleaseMapped,
 	},
 	RoleSeed: {
 		Quota: 8 << 30,
@@ -60,13 +62,16 @@ var roleDefaults = map[Role]Config{
 		ServeConcurrency:    64,
 		MaxMemory:           1 << 30,
 		MaxConns:            1024,
+		ReleaseMapped:       -1,
 	},
 }
 
 // LoopbackAddrs returns listen addresses on 127.0.0.1 with ports chosen by
 // the system, for tests, demos and nodes that only talk to this machine: TCP
 // and QUIC for apps, and for seeds also WebTransport, WebRTC-direct and
-// WebSockets, the transports browsers dial.
+// WebSockets, the transports browsers dial. (An app with
+// Config.BrowserTransports On, its default, adds WebRTC-direct and
+// WebTransport on 127.0.0.1 itself.)
 func LoopbackAddrs(r Role) []string {
 	addrs := []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 	if r == RoleSeed {
@@ -121,12 +126,16 @@ func (c Config) withDefaults() Config {
 	if c.MaxConns == 0 {
 		c.MaxConns = d.MaxConns
 	}
+	if c.ReleaseMapped == 0 {
+		c.ReleaseMapped = d.ReleaseMapped
+	}
 	if c.BootstrapBackoff == (Backoff{}) {
 		c.BootstrapBackoff = DefaultBootstrapBackoff
 	}
 	if c.RelayReservations == 0 {
 		c.RelayReservations = DefaultRelayReservations
 	}
+	c = c.withBrowserTransports()
 	return c.withSiteDefaults()
 }
 
@@ -160,6 +169,24 @@ func (c Config) withSiteDefaults() Config {
 	}
 	if c.FollowInterval == 0 {
 		c.FollowInterval = d.FollowInterval
+	}
+	return c
+}
+
+// browserTransportDefaults are Config.BrowserTransports's role defaults:
+// apps listen where browsers on their LAN can dial them (browsers.go);
+// seeds' default ListenAddrs have both transports on fixed ports already.
+var browserTransportDefaults = map[Role]Toggle{
+	RoleApp:  On,
+	RoleSeed: Off,
+}
+
+func (c Config) withBrowserTransports() Config {
+	if c.BrowserTransports == Default {
+		c.BrowserTransports = browserTransportDefaults[c.Role]
+	}
+	if c.BrowserTransports == On {
+		c.ListenAddrs = withBrowserAddrs(c.ListenAddrs)
 	}
 	return c
 }

@@ -5,7 +5,8 @@
 // fetch), wired with defaults for a role:
 //
 //   - RoleApp, a desktop app or Electron backend: dials out, uses relays and
-//     hole punching, finds LAN peers with mDNS, serves others modestly
+//     hole punching, finds LAN peers with mDNS, listens for browsers on its
+//     LAN (WebRTC-direct and WebTransport), serves others modestly
 //     (4 MiB/s, 8 requests at once), keeps 1 GiB.
 //   - RoleSeed, a kiosk or server that stays up: listens on TCP, QUIC,
 //     WebTransport, WebRTC-direct and WebSockets, runs a circuit relay v2
@@ -48,13 +49,20 @@
 // # What browsers can and cannot reach
 //
 // Browsers dial a native node over WebTransport, WebRTC-direct or secure
-// WebSockets only when the node has a reachable address: seeds on public
-// addresses. go-libp2p has no private-to-private WebRTC (go-libp2p#2009), so
-// a Go node behind NAT (a typical desktop app) is not reachable by browsers;
-// it still serves other native peers (hole punching, relays) and fetches
-// from everyone. Browsers reach each other over WebRTC signalled through a
-// seed's circuit relay; bulk data never goes through the relay (its default
-// limits of 128 KiB and 2 minutes per circuit forbid it).
+// WebSockets only when they can reach one of its addresses: seeds on public
+// addresses, and desktop apps from a page on the same LAN. An app listens
+// on WebRTC-direct and WebTransport at its own addresses by default
+// (Config.BrowserTransports; Off turns it off); a page learns those
+// addresses from its seed (announce's summary request lists the holders of
+// its own mesh with their addresses) and dials an app that holds what it
+// wants directly, at a private or loopback address the app gave, never one
+// it was not told of (examples/browser/src/lan.js). go-libp2p has no
+// private-to-private WebRTC (go-libp2p#2009), so a Go node behind NAT is
+// not reachable by browsers outside its LAN; it still serves other native
+// peers (hole punching, relays) and fetches from everyone. Browsers reach
+// each other over WebRTC signalled through a seed's circuit relay; bulk data
+// never goes through the relay (its default limits of 128 KiB and 2 minutes
+// per circuit forbid it).
 //
 // # Site versions
 //

@@ -173,7 +173,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 // opens the store; an InMemory node gets a new key and an in-memory store.
 func (n *Node) openDataDir(ctx context.Context) (crypto.PrivKey, error) {
 	cfg := n.cfg
-	storeCfg := store.Config{InMemory: cfg.InMemory, Quota: cfg.Quota, Logger: cfg.Logger}
+	storeCfg := store.Config{InMemory: cfg.InMemory, Quota: cfg.Quota, Logger: cfg.Logger, ReleaseMapped: cfg.ReleaseMapped}
 	var key crypto.PrivKey
 	var err error
 	if cfg.InMemory {
@@ -224,7 +224,7 @@ func (n *Node) startAnnounce(reg prometheus.Registerer) error {
 	if err != nil {
 		return fmt.Errorf("mesh: %w", err)
 	}
-	sumCfg := announce.SummaryConfig{Name: cfg.Name, Host: n.host, Holdings: n.store, Logger: cfg.Logger}
+	sumCfg := announce.SummaryConfig{Name: cfg.Name, Host: summaryHost(n.host), Holdings: n.store, Logger: cfg.Logger}
 	if cfg.Role == RoleSeed {
 		sumCfg.Table = n.ann.Table() // seeds tell who else holds what
 	}

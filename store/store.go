@@ -69,6 +69,16 @@ type Config struct {
 	// free already. Tests and fault injection set it; it must be safe for
 	// concurrent use.
 	FreeSpace FreeSpaceFunc
+
+	// ReleaseMapped, if positive, is how often the pages of the database's
+	// memory-mapped files are given back to the kernel (Linux only).
+	// Badger writes and reads blocks through mappings, so what a node
+	// fetched stays in its resident memory (RssFile) until the system runs
+	// short; releasing them makes an app's footprint fall back after a
+	// fetch, at the cost of reading from disk what is served next. Default
+	// 0: never (a seed serving hot content wants them resident);
+	// DefaultReleaseMapped suits an app.
+	ReleaseMapped time.Duration
 }
 
 // Usage is a snapshot of what a Store holds.
@@ -265,6 +275,10 @@ func New(cfg Config) (*Store, error) {
 		go s.pinWriter()
 		if s.pinsDirty {
 			s.pinsChanged()
+		}
+		if cfg.ReleaseMapped > 0 {
+			s.wg.Add(1)
+			go s.releaseLoop(cfg.Dir, cfg.ReleaseMapped)
 		}
 	}
 	return s, nil

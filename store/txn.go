@@ -73,67 +73,24 @@ func (t *Txn) isDone() bool {
 // ErrIncomplete; each inner node read is checked against its CID. With pin,
 // the content is pinned.
 func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
-	s := t.s
 	if t.isDone() {
 		return errors.New("store: commit on a finished Txn")
 	}
-	var order []*blockMeta
-	claim := func(c cid.Cid) error {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.closed {
-			return ErrClosed
-		}
-		b := s.blocks[string(c.Hash())]
-		if !b.held() {
-			return fmt.Errorf("%w: block %s missing", ErrIncomplete, c)
-		}
-		b.c = c
-		t.hold(b, false)
-		order = append(order, b)
-		return nil
-	}
-	var rawSize int64
-	if root.Type() == cid.Raw {
-		n, err := s.GetSize(ctx, root)
-		if err != nil {
-			return fmt.Errorf("store: commit %s: %w: %v", root, ErrIncomplete, err)
-		}
-		rawSize = int64(n)
-	}
-	_, err := dagfile.Walk(ctx, s, root, rawSize,
-		func(b blocks.Block) error { return claim(b.Cid()) },
-		func(l dagfile.Leaf) error { return claim(l.Cid) })
+	order, err := t.claimDAG(ctx, root)
 	if err != nil {
-		if errors.Is(err, ErrClosed) || errors.Is(err, ErrIncomplete) {
-			return fmt.Errorf("store: commit %s: %w", root, err)
-		}
-		if ipld.IsNotFound(err) {
-			return fmt.Errorf("store: commit %s: %w: %v", root, ErrIncomplete, err)
-		}
-		return fmt.Errorf("store: commit %s: %w", root, err)
+		return err
 	}
-
+	s := t.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
-	now := time.Now()
 	if rm := s.roots[string(root.Hash())]; rm != nil {
-		rm.used = now
-		if rm.elem != nil {
-			s.lru.MoveToBack(rm.elem)
-		}
-		if pin && !rm.pinned {
-			if err := s.pin(ctx, rm); err != nil {
-				return err
-			}
-		}
-		t.release(true)
-		return nil
+		return t.touch(ctx, rm, pin)
 	}
-	rm := &rootMeta{c: root, pinned: pin, used: now, saved: now}
+	rm := &rootMeta{c: root, pinned: pin, used: time.Now()}
+	rm.saved = rm.used
 	seen := make(map[*blockMeta]bool, len(order))
 	for _, b := range order {
 		if !seen[b] {
@@ -154,6 +111,67 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 	}
 	t.release(true)
 	s.emit(Event{Kind: Added, Root: root, Size: rm.size, Pinned: pin})
+	return nil
+}
+
+// claimDAG walks root's DAG through the store and holds every block of it
+// for the transaction, in DAG order; a block that is not held gives
+// ErrIncomplete.
+func (t *Txn) claimDAG(ctx context.Context, root cid.Cid) ([]*blockMeta, error) {
+	s := t.s
+	var order []*blockMeta
+	claim := func(c cid.Cid) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return ErrClosed
+		}
+		b := s.blocks[string(c.Hash())]
+		if !b.held() {
+			return fmt.Errorf("%w: block %s missing", ErrIncomplete, c)
+		}
+		b.c = c
+		t.hold(b, false)
+		order = append(order, b)
+		return nil
+	}
+	var rawSize int64
+	if root.Type() == cid.Raw {
+		n, err := s.GetSize(ctx, root)
+		if err != nil {
+			return nil, fmt.Errorf("store: commit %s: %w: %v", root, ErrIncomplete, err)
+		}
+		rawSize = int64(n)
+	}
+	_, err := dagfile.Walk(ctx, s, root, rawSize,
+		func(b blocks.Block) error { return claim(b.Cid()) },
+		func(l dagfile.Leaf) error { return claim(l.Cid) })
+	switch {
+	case err == nil:
+		return order, nil
+	case errors.Is(err, ErrClosed) || errors.Is(err, ErrIncomplete):
+		return nil, fmt.Errorf("store: commit %s: %w", root, err)
+	case ipld.IsNotFound(err):
+		return nil, fmt.Errorf("store: commit %s: %w: %v", root, ErrIncomplete, err)
+	default:
+		return nil, fmt.Errorf("store: commit %s: %w", root, err)
+	}
+}
+
+// touch commits content the store already holds: it is used now, and
+// pinned if asked. The caller holds s.mu.
+func (t *Txn) touch(ctx context.Context, rm *rootMeta, pin bool) error {
+	s := t.s
+	rm.used = time.Now()
+	if rm.elem != nil {
+		s.lru.MoveToBack(rm.elem)
+	}
+	if pin && !rm.pinned {
+		if err := s.pin(ctx, rm); err != nil {
+			return err
+		}
+	}
+	t.release(true)
 	return nil
 }
 

@@ -64,6 +64,8 @@ func TestTinyRun(t *testing.T) {
 	}
 	if of := rep.Office; of == nil || len(of.Assets) != 2 || of.Assets[0].PeerTTFBp50 <= 0 || of.Assets[0].OriginTTFBp50 < 40 {
 		t.Errorf("office: %+v, want both assets, and origin TTFBs above the origin's 40 ms", of)
+	} else if os.Geteuid() == 0 && of.Network != officeNetns {
+		t.Errorf("office ran as root on %q, want its own network namespaces", of.Network)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "bench.json"))
 	if err != nil {

@@ -25,9 +25,13 @@ func targets(r *Report) []Target {
 				fmt.Sprintf("%d of the %d others learned it within 30 s; the figure is the last of them", s.Learned, s.Peers-1)))
 	}
 	if o := r.Office; o != nil {
+		staged := "loopback with user-space origin delay, no namespaces"
+		if o.Network == officeNetns {
+			staged = "network namespaces, LAN 0.5 ms RTT, origin 40 ms"
+		}
 		for _, a := range o.Assets {
 			ts = append(ts, check(fmt.Sprintf("office: %s, peer-hit TTFB ÷ origin TTFB", a.Path), a.Ratio, "<=", 0.1, "×",
-				fmt.Sprintf("%.1f ms vs %.1f ms; loopback with user-space origin delay, no namespaces", a.PeerTTFBp50, a.OriginTTFBp50)))
+				fmt.Sprintf("%.1f ms vs %.1f ms; %s", a.PeerTTFBp50, a.OriginTTFBp50, staged)))
 		}
 	}
 	return ts
@@ -73,6 +77,14 @@ func footprintTargets(f *FootprintResult) []Target {
 	}
 	if f.SeedIdleFound {
 		ts = append(ts, check(fmt.Sprintf("footprint: idle seed RssAnon (after %.0f s)", f.IdleSeconds), float64(f.SeedIdleAnon)/mib, "<=", 40, "MiB", "target < 40 MiB"))
+	}
+	if f.Streams > 0 {
+		ts = append(ts, check(fmt.Sprintf("footprint: %d streams at %.0f MiB/s, app RssAnon above the level before", f.Streams, f.PaceMiBps),
+			float64(f.StreamsAnonDelta)/mib, "<=", 40, "MiB", "fetch issue, must-show 7: 4 streams at video pace hold <= 40 MiB"))
+	}
+	if k := f.Kubo; k != nil {
+		ts = append(ts, check(fmt.Sprintf("footprint: idle Kubo daemon VmRSS beside (after %.0f s)", k.At), float64(k.VmRSS)/mib, "report", 0, "MiB",
+			fmt.Sprintf("RssAnon %.1f MiB, RssFile %.1f MiB", float64(k.RssAnon)/mib, float64(k.RssFile)/mib)))
 	}
 	return ts
 }

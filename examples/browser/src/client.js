@@ -20,6 +20,7 @@ import { createHeliaLight } from 'helia'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
+import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import { verify } from './verify.js'
 
@@ -73,6 +74,7 @@ function metrics (onServed) {
 
 export async function createMesh (opts) {
   const m = new Mesh(opts)
+  m.lan = new Lan(m, opts?.lan) // direct dials to desktop apps on the LAN (lan.js)
   await m.start()
   return m
 }
@@ -150,6 +152,7 @@ export class Mesh extends EventTarget {
     this.timer = setTimeout(() => this.tick(), this.jitter(this.cfg.summaryInterval))
     this.sweeper = setInterval(() => this.sweep(), 1000)
     if (this.seeds.length > 0) await this.connectSeed()
+    this.lan?.start()
     this.summary()
   }
 
@@ -320,6 +323,7 @@ export class Mesh extends EventTarget {
   // address, else through the seed's relay with WebRTC (browser peers).
   async dialPeer (p) {
     if (this.connected(p)) return true
+    if (await this.lan?.dial(p)) return true // a desktop app on the LAN (lan.js)
     const tries = []
     if (this.seed != null) {
       const relay = this.seed.toString().includes('/p2p/') ? this.seed.toString() : `${this.seed}/p2p/${this.seedConn.remotePeer}`

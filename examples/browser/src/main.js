@@ -29,7 +29,9 @@ async function settings () {
     quota: q.has('quota-mib') ? Number(q.get('quota-mib')) * (1 << 20) : undefined,
     summaryInterval: q.has('summary-ms') ? Number(q.get('summary-ms')) : undefined,
     peerTimeout: q.has('peer-timeout-ms') ? Number(q.get('peer-timeout-ms')) : undefined,
+    stallTimeout: q.has('stall-timeout-ms') ? Number(q.get('stall-timeout-ms')) : undefined,
     cacheName: q.get('cache') ?? undefined,
+    lan: q.get('lan') !== 'off', // dial desktop apps on the LAN (lan.js)
     fetch: q.getAll('fetch')
   }
 }
@@ -65,7 +67,7 @@ async function main () {
   $('mesh').textContent = cfg.name
   const m = await createMesh({ ...cfg, log })
   window.meshcdn = m
-  window.meshcdnStats = () => JSON.parse(JSON.stringify({ ...m.stats, peerId: m.libp2p.peerId.toString(), seed: m.seed?.toString() ?? null, connections: m.connections(), held: m.store.heldRoots().map(String), used: m.store.used }))
+  window.meshcdnStats = () => JSON.parse(JSON.stringify({ ...m.stats, peerId: m.libp2p.peerId.toString(), seed: m.seed?.toString() ?? null, lan: m.lan?.stats ?? null, connections: m.connections(), held: m.store.heldRoots().map(String), used: m.store.used }))
   $('me').textContent = m.libp2p.peerId.toString()
   for (const ev of ['stats', 'peers', 'providers']) m.addEventListener(ev, () => render(m))
   render(m)

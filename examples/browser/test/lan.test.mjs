@@ -1,0 +1,183 @@
+// node --test: what the page learns from its seed and what it may dial
+// (src/lan.js), against announce/doc.go's summary example.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { base64url } from 'multiformats/bases/base64'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { CID } from 'multiformats/cid'
+import { Lan, decodeSummary, localAddr } from '../src/lan.js'
+
+const hex = (s) => Uint8Array.from(s.replace(/\s+/g, '').match(/../g).map((b) => parseInt(b, 16)))
+const answer = hex(`01 00b4
+  00 00 0001
+  24 01 55 1220 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
+  26 0024080112204cb5abf6ad79fbf5abbccafcc269d85cd2651ed4b885b5869f241aedf0a5ba29
+  01 0008 047f000001060fa1
+  0001
+  24 01 70 1220 e258d248fda94c63753607f7c4494ee0fcbe92f1a76bfdac795c9d84101eb317`)
+const rawRoot = 'bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am'
+const pbRoot = 'bafybeihcldjer7njjrrxknqh67cestxa7s7jf4nhnp62y6k4twcbahvtc4'
+const other = '12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp'
+const hash = base64url.encode((await sha256.digest(new Uint8Array([1]))).bytes)
+const hash2 = base64url.encode((await sha256.digest(new Uint8Array([2]))).bytes)
+
+test('decodeSummary reads the documented answer', () => {
+  assert.equal(answer.length, 133)
+  const { ttl, groups } = decodeSummary(answer)
+  assert.equal(ttl, 180)
+  assert.equal(groups.length, 2)
+  assert.equal(groups[0].peer, null)
+  assert.deepEqual(groups[0].roots.map(String), [rawRoot])
+  assert.equal(groups[1].peer, other)
+  assert.deepEqual(groups[1].addrs.map(String), ['/ip4/127.0.0.1/tcp/4001'])
+  assert.deepEqual(groups[1].roots.map(String), [pbRoot])
+})
+
+test('decodeSummary drops bad answers whole', () => {
+  const cases = {
+    truncated: answer.subarray(0, answer.length - 1),
+    'unknown version': Uint8Array.of(2, 0, 180),
+    'ttl 0': Uint8Array.of(1, 0, 0),
+    'own group not first': Uint8Array.from([...answer.subarray(0, 3), ...answer.subarray(42), ...answer.subarray(3, 42)]),
+    'holder twice': Uint8Array.from([...answer, ...answer.subarray(42)]),
+    'no roots': Uint8Array.of(1, 0, 180, 0, 0, 0, 0),
+    'address on the own group': Uint8Array.of(1, 0, 180, 0, 1, 0, 1, 0)
+  }
+  for (const [name, data] of Object.entries(cases)) {
+    assert.throws(() => decodeSummary(data), undefined, name)
+  }
+})
+
+test('localAddr accepts only private or loopback WebRTC-direct and WebTransport with certhash', () => {
+  const cases = [
+    [`/ip4/10.1.2.3/udp/4002/webrtc-direct/certhash/${hash}`, 'webrtc-direct'],
+    [`/ip4/192.168.1.20/udp/51000/quic-v1/webtransport/certhash/${hash}/certhash/${hash2}`, 'webtransport'],
+    [`/ip4/172.16.0.1/udp/1/webrtc-direct/certhash/${hash}`, 'webrtc-direct'],
+    [`/ip4/172.31.255.1/udp/1/webrtc-direct/certhash/${hash}`, 'webrtc-direct'],
+    [`/ip4/127.0.0.1/udp/1/webrtc-direct/certhash/${hash}`, 'webrtc-direct'],
+    [`/ip6/fd12::5/udp/1/webrtc-direct/certhash/${hash}`, 'webrtc-direct'],
+    [`/ip6/::1/udp/1/webrtc-direct/certhash/${hash}`, 'webrtc-direct'],
+    [`/ip4/172.32.0.1/udp/1/webrtc-direct/certhash/${hash}`, null], // public
+    [`/ip4/192.169.0.1/udp/1/webrtc-direct/certhash/${hash}`, null],
+    [`/ip4/8.8.8.8/udp/1/webrtc-direct/certhash/${hash}`, null],
+    [`/ip6/2001:db8::1/udp/1/webrtc-direct/certhash/${hash}`, null],
+    ['/ip4/10.1.2.3/udp/4002/webrtc-direct', null], // no certhash
+    ['/ip4/10.1.2.3/udp/4002/quic-v1/webtransport', null],
+    ['/ip4/10.1.2.3/tcp/4001', null],
+    ['/ip4/10.1.2.3/udp/4001/quic-v1', null],
+    ['/ip4/10.1.2.3/tcp/4003/ws', null],
+    [`/dns4/printer.local/udp/1/webrtc-direct/certhash/${hash}`, null],
+    [`/ip4/10.1.2.3/udp/4002/webrtc-direct/certhash/${hash}/p2p/${other}/p2p-circuit`, null]
+  ]
+  for (const [a, want] of cases) assert.equal(localAddr(a), want, a)
+})
+
+// fakeMesh is the part of the client Lan uses; dial records what is dialled.
+function fakeMesh () {
+  const dialled = []
+  return {
+    name: 'm',
+    table: new Map(),
+    emit () {},
+    seedConn: null,
+    libp2p: {
+      peerId: { toString: () => 'me' },
+      dial: async (a) => { dialled.push(a.toString()); return { remoteAddr: a, limits: null } }
+    },
+    dialled
+  }
+}
+
+const root = CID.parse(rawRoot)
+const lanA = `/ip4/10.0.0.5/udp/4100/webrtc-direct/certhash/${hash}`
+const lanAwt = `/ip4/10.0.0.5/udp/4101/quic-v1/webtransport/certhash/${hash}/certhash/${hash2}`
+const seedAnswer = (addrsA) => ({
+  ttl: 180,
+  groups: [
+    { peer: null, addrs: [], roots: [root] },
+    { peer: 'A', addrs: addrsA, roots: [root] },
+    { peer: 'B', addrs: [`/ip4/203.0.113.7/udp/1/webrtc-direct/certhash/${hash}`, '/ip4/10.0.0.6/tcp/4001'], roots: [root] }
+  ]
+})
+
+test('learn records holders and only their dialable LAN addresses; dial uses exactly those', async () => {
+  const m = fakeMesh()
+  const lan = new Lan(m)
+  const loop = `/ip4/127.0.0.1/udp/4100/webrtc-direct/certhash/${hash}`
+  lan.learn(seedAnswer([loop, lanAwt, '/ip4/10.0.0.5/tcp/4001', lanA]), 'seed')
+  assert.deepEqual([...m.table.get(rawRoot).keys()].sort(), ['A', 'B', 'seed'])
+  assert.deepEqual(lan.candidates('A'), [lanA, lanAwt, loop]) // LAN first, WebRTC-direct first
+  assert.deepEqual(lan.candidates('B'), []) // public or not browser-dialable
+  assert.deepEqual(lan.candidates('C'), []) // never listed
+  assert.equal(await lan.dial('A'), true)
+  assert.deepEqual(m.dialled, [`${lanA}/p2p/A`])
+  assert.equal(await lan.dial('B'), false)
+  assert.equal(await lan.dial('C'), false) // no seed connection: nothing to ask, nothing dialled
+  assert.deepEqual(m.dialled, [`${lanA}/p2p/A`])
+  assert.deepEqual(lan.stats.dials.map((d) => [d.peer, d.ok]), [['A', true]])
+})
+
+test('turned off, the page neither learns addresses nor dials', async () => {
+  const m = fakeMesh()
+  const lan = new Lan(m, false)
+  lan.learn(seedAnswer([lanA]), 'seed')
+  assert.deepEqual(lan.candidates('A'), [])
+  assert.equal(await lan.dial('A'), false)
+  assert.equal(await lan.refresh(), false)
+  assert.deepEqual(m.dialled, [])
+})
+
+test('a relayed or limited connection does not count as direct', async () => {
+  const m = fakeMesh()
+  m.libp2p.dial = async (a) => ({ remoteAddr: a, limits: { bytes: 1 } })
+  const lan = new Lan(m)
+  lan.learn(seedAnswer([lanA]), 'seed')
+  assert.equal(await lan.dial('A'), false)
+})
+
+test('refresh asks the seed once, shares the request, and never waits', async () => {
+  const m = fakeMesh()
+  let asks = 0
+  m.seedConn = {
+    remotePeer: { toString: () => 'seed' },
+    newStream: async (proto) => {
+      asks++
+      assert.equal(proto, '/meshcdn/m/summary/1')
+      const sent = []
+      return {
+        send: (b) => { sent.push(...b); return true },
+        close: async () => assert.deepEqual(sent, [1, 1]), // version 1, others too
+        abort () {},
+        async * [Symbol.asyncIterator] () { yield answer.subarray(0, 50); yield answer.subarray(50) }
+      }
+    }
+  }
+  const lan = new Lan(m)
+  const [a, b] = await Promise.all([lan.refresh(), lan.refresh()])
+  assert.equal(a, true)
+  assert.equal(b, true)
+  assert.equal(asks, 1)
+  assert.deepEqual([...m.table.get(rawRoot).keys()], ['seed']) // the seed's own root
+  assert.deepEqual([...m.table.get(pbRoot).keys()], [other])
+  assert.deepEqual(lan.candidates(other), []) // its one address is plain TCP
+  const t0 = Date.now()
+  assert.equal(await lan.dial('unknown'), false) // asked a moment ago: no new request, no wait
+  assert.ok(Date.now() - t0 < 100)
+  assert.equal(asks, 1)
+  assert.deepEqual(m.dialled, [])
+})
+
+test('after a failed LAN dial the next one asks the seed again', async () => {
+  const m = fakeMesh()
+  m.libp2p.dial = async (a) => { m.dialled.push(a.toString()); throw new Error('unreachable') }
+  let asks = 0
+  m.seedConn = { remotePeer: { toString: () => 'seed' }, newStream: async () => { asks++; throw new Error('no stream') } }
+  const lan = new Lan(m)
+  lan.learn(seedAnswer([lanA]), 'seed')
+  lan.lastAsk = 0
+  assert.equal(await lan.dial('A'), false) // fresh entry: no request, one dial
+  assert.equal(asks, 0)
+  assert.equal(await lan.dial('A'), false) // marked stale: asks first
+  assert.equal(asks, 1)
+  assert.deepEqual(m.dialled, [`${lanA}/p2p/A`, `${lanA}/p2p/A`])
+})
