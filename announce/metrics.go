@@ -22,7 +22,7 @@ func registerMetrics(reg prometheus.Registerer, a *Announcer) (func(), error) {
 	}
 	const refusedHelp = "Messages from others refused by the announce validator, by reason."
 	cs := []prometheus.Collector{
-		counter("published_messages_total", "HAVE and DROP messages published.", nil, func(s Stats) uint64 { return s.Published }),
+		counter("published_messages_total", "Announce messages published (HAVE, DROP, FETCH).", nil, func(s Stats) uint64 { return s.Published }),
 		counter("published_bytes_total", "Payload bytes of the messages published.", nil, func(s Stats) uint64 { return s.PublishedBytes }),
 		counter("summaries_total", "Summaries sent (periodic and on peers joining).", nil, func(s Stats) uint64 { return s.Summaries }),
 		counter("received_messages_total", "Messages from others accepted.", nil, func(s Stats) uint64 { return s.Received }),
