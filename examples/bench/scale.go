@@ -114,6 +114,14 @@ func runScale(ctx context.Context, o options, p *progress) (*ScaleResult, error)
 		return res, err
 	}
 	p.step("scale: a new root reached %d of %d peers within 30 s: p50 %.0f ms, last of them %.0f ms", res.Learned, n-1, res.RootLearnedP50Ms, res.RootLearnedMaxMs)
+	var st announce.Stats
+	for _, sp := range peers {
+		s := sp.a.Stats()
+		st.Received += s.Received
+		st.Replayed += s.Replayed
+		st.RateLimited += s.RateLimited
+	}
+	p.step("scale: messages accepted %d, ignored as replayed %d, as over the rate limit %d (all peers)", st.Received, st.Replayed, st.RateLimited)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
