@@ -185,6 +185,7 @@ type Stats struct {
 	Malformed      uint64 // rejected: not a valid message
 	UnknownVersion uint64 // ignored: a version this node does not read
 	RateLimited    uint64 // ignored: the author sent too many
+	Replayed       uint64 // ignored: a sequence number seen or passed (a replay)
 	Provided       uint64 // roots provided to the DHT
 	ProvideErrors  uint64 // provides that failed
 }
@@ -192,6 +193,7 @@ type Stats struct {
 type counters struct {
 	published, publishedBytes, summaries, received           atomic.Uint64
 	unsigned, oversized, malformed, unknownVersion, rateLimd atomic.Uint64
+	replayed                                                 atomic.Uint64
 	provided, provideErrors                                  atomic.Uint64
 }
 
@@ -239,7 +241,15 @@ type Announcer struct {
 	fetchMu    sync.Mutex
 	fetchKind  map[cid.Cid]Kind
 	fetchOrder []cid.Cid
-	fetchSig   chan struct{}
+	// Fetches under way: announced again in summaries, so that peers that
+	// join meanwhile learn of them, until held (a store event) or
+	// abandoned.
+	active map[cid.Cid]struct{}
+	// pubMu orders a summary's FETCHes and the HAVE of a fetch that ends:
+	// a FETCH published after the HAVE would mark this node as fetching
+	// again at the peers.
+	pubMu    sync.Mutex
+	fetchSig chan struct{}
 }
 
 // New starts an Announcer on cfg.Host: it joins the mesh's topic, starts the
@@ -292,6 +302,7 @@ func New(cfg Config) (_ *Announcer, err error) {
 		provSig: make(chan struct{}, 1),
 
 		fetchKind: make(map[cid.Cid]Kind),
+		active:    make(map[cid.Cid]struct{}),
 		fetchSig:  make(chan struct{}, 1),
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
@@ -330,7 +341,7 @@ func New(cfg Config) (_ *Announcer, err error) {
 	a.table = NewTable(tcfg)
 
 	topic := Topic(cfg.Name)
-	a.val = newValidator(cfg.Host.ID(), cfg.PeerRate, float64(cfg.PeerBurst), &a.n)
+	a.val = newValidator(cfg.Host.ID(), cfg.PeerRate, float64(cfg.PeerBurst), &a.n, cfg.Table.Evidence)
 	if err := a.ps.RegisterTopicValidator(topic, a.val.validate, pubsub.WithValidatorInline(true)); err != nil {
 		return nil, fmt.Errorf("announce: new: validator: %w", err)
 	}
@@ -396,6 +407,7 @@ func (a *Announcer) Stats() Stats {
 		Malformed:      a.n.malformed.Load(),
 		UnknownVersion: a.n.unknownVersion.Load(),
 		RateLimited:    a.n.rateLimd.Load(),
+		Replayed:       a.n.replayed.Load(),
 		Provided:       a.n.provided.Load(),
 		ProvideErrors:  a.n.provideErrors.Load(),
 	}
@@ -415,23 +427,28 @@ func (a *Announcer) Announce(ctx context.Context, roots ...cid.Cid) error {
 	return nil
 }
 
-// FetchingTTL is the TTL of the HAVE that Fetching sends: long enough for
+// FetchingTTL is the TTL of the FETCH that Fetching sends: long enough for
 // a fetch of some hundreds of MiB from an origin, short enough that a node
 // that stopped without a DROP is soon forgotten. A fetch that ends with the
 // content stored is announced again, as held, with Config.TTL.
 const FetchingTTL = 2 * time.Minute
 
-// Fetching announces root, with a HAVE of FetchingTTL, when this node
+// Fetching announces root, with a FETCH of FetchingTTL, when this node
 // starts to fetch it from the origin and no peer is known to hold it. Peers
 // that want the same content then ask this node, and its bitswap server
 // sends them each block as it arrives: a flash crowd that starts cold pays
-// the origin for about one copy instead of one per node. It does not
-// provide root to the DHT. The announcement goes out at once, in one
-// message with whatever else is waiting, so that a burst of fetches does
-// not use up the message rate that peers accept from this node; ctx is
-// not used, since nothing waits. fetch.Config.Advertiser calls it.
+// the origin for about one copy instead of one per node. Peers list this
+// node in Table.Fetchers (for striping) until it announces root held
+// (HAVE) or abandoned (DROP). It does not provide root to the DHT.
+//
+// The announcement goes out at once, with no batching delay: the fetch
+// loop wakes on the call and publishes whatever is queued by then (a burst
+// of calls while a publish is under way shares the next message), so that
+// a burst of fetches does not use up the message rate that peers accept
+// from this node. ctx is not used, since nothing waits.
+// fetch.Config.Advertiser calls it.
 func (a *Announcer) Fetching(ctx context.Context, root cid.Cid) error {
-	return a.queueFetch(root, Have)
+	return a.queueFetch(root, Fetch)
 }
 
 // Abandoned announces, with a DROP, that a fetch Fetching announced ended
@@ -450,6 +467,11 @@ func (a *Announcer) queueFetch(root cid.Cid, k Kind) error {
 		a.fetchOrder = append(a.fetchOrder, root)
 	}
 	a.fetchKind[root] = k
+	if k == Fetch {
+		a.active[root] = struct{}{}
+	} else {
+		delete(a.active, root)
+	}
 	a.fetchMu.Unlock()
 	select {
 	case a.fetchSig <- struct{}{}:
@@ -471,14 +493,14 @@ func (a *Announcer) fetchLoop() {
 	}
 }
 
-// flushFetches sends the queued fetch announcements: DROPs, then HAVEs with
-// FetchingTTL.
+// flushFetches sends the queued fetch announcements: DROPs, then FETCHes
+// with FetchingTTL.
 func (a *Announcer) flushFetches(ctx context.Context) {
 	a.fetchMu.Lock()
-	var haves, drops []cid.Cid
+	var fetches, drops []cid.Cid
 	for _, r := range a.fetchOrder {
-		if a.fetchKind[r] == Have {
-			haves = append(haves, r)
+		if a.fetchKind[r] == Fetch {
+			fetches = append(fetches, r)
 		} else {
 			drops = append(drops, r)
 		}
@@ -492,7 +514,7 @@ func (a *Announcer) flushFetches(ctx context.Context) {
 	if err := a.publish(ctx, Drop, drops); err != nil && ctx.Err() == nil {
 		a.log.Warn("drop announcement failed", "err", err)
 	}
-	if err := a.publishTTL(ctx, Have, FetchingTTL, haves); err != nil && ctx.Err() == nil {
+	if err := a.publishTTL(ctx, Fetch, FetchingTTL, fetches); err != nil && ctx.Err() == nil {
 		a.log.Warn("fetch announcement failed", "err", err)
 	}
 }
@@ -570,12 +592,12 @@ func (a *Announcer) readLoop() {
 		if !ok { // cannot happen: the validator sets it
 			continue
 		}
-		from := msg.GetFrom()
+		u := update{peer: msg.GetFrom(), ttl: m.TTL, src: FromGossip, seq: seqno(msg), fetching: m.Kind == Fetch}
 		switch m.Kind {
-		case Have:
-			a.table.add(from, m.TTL, FromGossip, m.Roots)
+		case Have, Fetch:
+			a.table.update(u, m.Roots)
 		case Drop:
-			a.table.Remove(from, m.Roots...)
+			a.table.remove(u.peer, u.seq, m.Roots)
 		}
 	}
 }
@@ -680,23 +702,41 @@ func (a *Announcer) tickLoop() {
 	}
 }
 
-// summarise announces everything held.
+// summarise announces everything held, and the fetches under way (FETCH,
+// FetchingTTL) that are not held by now.
 func (a *Announcer) summarise() {
-	if a.cfg.Holdings == nil {
-		return
-	}
-	infos := a.cfg.Holdings.Roots()
-	if len(infos) == 0 {
-		return
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
+	var infos []store.RootInfo
+	if a.cfg.Holdings != nil {
+		infos = a.cfg.Holdings.Roots()
 	}
 	roots := make([]cid.Cid, len(infos))
+	held := make(map[cid.Cid]struct{}, len(infos))
 	for i, ri := range infos {
 		roots[i] = ri.Cid
+		held[ri.Cid] = struct{}{}
+	}
+	a.fetchMu.Lock()
+	var fetches []cid.Cid
+	for r := range a.active {
+		if _, ok := held[r]; ok {
+			delete(a.active, r)
+		} else {
+			fetches = append(fetches, r)
+		}
+	}
+	a.fetchMu.Unlock()
+	if len(roots) == 0 && len(fetches) == 0 {
+		return
 	}
 	a.n.summaries.Add(1)
-	a.log.Debug("summarising", "roots", len(roots))
+	a.log.Debug("summarising", "roots", len(roots), "fetches", len(fetches))
 	if err := a.publish(a.ctx, Have, roots); err != nil && a.ctx.Err() == nil {
 		a.log.Warn("summary failed", "err", err)
+	}
+	if err := a.publishTTL(a.ctx, Fetch, FetchingTTL, fetches); err != nil && a.ctx.Err() == nil {
+		a.log.Warn("summary of fetches failed", "err", err)
 	}
 }
 
@@ -732,12 +772,19 @@ func (a *Announcer) storeLoop(events <-chan store.Event) {
 				drops = append(drops, r)
 			}
 		}
+		a.pubMu.Lock()
+		a.fetchMu.Lock()
+		for _, r := range haves {
+			delete(a.active, r) // the HAVE ends the fetch at the peers
+		}
+		a.fetchMu.Unlock()
 		if err := a.publish(a.ctx, Drop, drops); err != nil && a.ctx.Err() == nil {
 			a.log.Warn("drop announcement failed", "err", err)
 		}
 		if err := a.publish(a.ctx, Have, haves); err != nil && a.ctx.Err() == nil {
 			a.log.Warn("have announcement failed", "err", err)
 		}
+		a.pubMu.Unlock()
 		a.queueProvide(haves)
 		if missed > 0 {
 			// We lost events: what we hold is no longer what we said.

@@ -328,7 +328,7 @@ func TestGarbageRejected(t *testing.T) {
 	garbage[0] = Version // garbage that passes the version check
 	root := testCid(t, cid.Raw, "g")
 	good, _ := Encode(Have, time.Minute, []cid.Cid{root})
-	future := append([]byte{2}, good[0][1:]...)
+	future := append([]byte{3}, good[0][1:]...)
 	for _, tc := range []struct {
 		name   string
 		data   []byte
@@ -338,7 +338,7 @@ func TestGarbageRejected(t *testing.T) {
 		{"1 MiB garbage", garbage, pubsub.RejectValidationFailed, func(s Stats) uint64 { return s.Oversized }},
 		{"1 KiB garbage", garbage[:1024], pubsub.RejectValidationFailed, func(s Stats) uint64 { return s.Malformed }},
 		{"truncated", good[0][:len(good[0])-1], pubsub.RejectValidationFailed, func(s Stats) uint64 { return s.Malformed }},
-		{"version 2", future, pubsub.RejectValidationIgnored, func(s Stats) uint64 { return s.UnknownVersion }},
+		{"version 3", future, pubsub.RejectValidationIgnored, func(s Stats) uint64 { return s.UnknownVersion }},
 	} {
 		before := tc.count(victim.a.Stats())
 		if err := tp.Publish(context.Background(), tc.data); err != nil {

@@ -28,7 +28,7 @@
 // the public IPFS DHT (/ipfs/kad/1.0.0) is never joined by this package: a
 // user who wants it passes such a DHT in Config.DHT, explicitly.
 //
-// # Wire format, version 1
+// # Wire format, versions 1 and 2
 //
 // Every message is the data of one gossipsub message on the mesh's topic.
 // The gossipsub envelope must be signed by the author's peer key (gossipsub's
@@ -37,13 +37,16 @@
 // Messages without a signature are rejected. The data is:
 //
 //	offset  size  field
-//	0       1     version: 0x01. Any other value: ignore the message (a
-//	              newer format; do not penalise the sender).
+//	0       1     version: 0x01, or 0x02 for FETCH (see below). Any other
+//	              value: ignore the message (a newer format; do not
+//	              penalise the sender).
 //	1       1     kind: 0x01 HAVE (the author holds the roots), 0x02 DROP
-//	              (it no longer holds them). Other values: reject.
-//	2       2     ttl: unsigned 16-bit big-endian, seconds. HAVE: 1..65535,
-//	              how long the receiver may believe it; the author announces
-//	              again (or sends DROP) before it runs out. DROP: 0.
+//	              (it no longer holds them), in version 1 only; 0x03 FETCH
+//	              (it is fetching them), in version 2 only. Other values,
+//	              or a kind in the other version: reject.
+//	2       2     ttl: unsigned 16-bit big-endian, seconds. HAVE and FETCH:
+//	              1..65535, how long the receiver may believe it; the author
+//	              announces again (or sends DROP) before it runs out. DROP: 0.
 //	4       2     count: unsigned 16-bit big-endian, the number of roots
 //	              that follow, at least 1.
 //	6       ...   count times:
@@ -58,7 +61,8 @@
 // (MaxMessageSize); a sender splits longer lists into several messages, so
 // one message carries up to 442 sha2-256 roots. A receiver rejects, whole,
 // a message that is too long, truncated, has trailing bytes, a count of 0, a
-// bad kind, a HAVE with ttl 0, a DROP with ttl not 0, a length byte of 0 or
+// bad kind (or a kind of the other version), a HAVE or FETCH with ttl 0, a
+// DROP with ttl not 0, a length byte of 0 or
 // above 64, or a root that is not a CIDv1 of a sha2-256 multihash. A root
 // repeated within a message counts once. Varints inside CIDs must be minimal
 // (as multiformats writes them), so a valid message without repeated roots
@@ -73,19 +77,36 @@
 //	24 01 55 1220 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
 //	24 01 70 1220 e258d248fda94c63753607f7c4494ee0fcbe92f1a76bfdac795c9d84101eb317
 //
-// and a DROP of the first root, 43 bytes:
+// a DROP of the first root, 43 bytes:
 //
 //	01 02 0000 0001
 //	24 01 55 1220 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
 //
+// and a FETCH, ttl 120 s (FetchingTTL), of the second root, 43 bytes:
+//
+//	02 03 0078 0001
+//	24 01 70 1220 e258d248fda94c63753607f7c4494ee0fcbe92f1a76bfdac795c9d84101eb317
+//
 // (spaces only for reading; the bytes are contiguous). ExampleEncode prints
-// both.
+// all three.
+//
+// Version 2 has version 1's layout and one kind, FETCH: the author has
+// started to fetch the roots (from the origin) and serves their blocks as
+// they arrive. It is a version of its own, not a third kind of version 1,
+// so that peers that read only version 1 (meshcdn before FETCH, and the
+// browser client of examples/browser until it learns it) ignore it without
+// penalising the sender, as they ignore any unknown version, while HAVE and
+// DROP, still sent as version 1, stay readable by every peer. What such a
+// peer misses is only the hint: it learns the author as a holder from its
+// HAVE once the fetch is done, and until then fetches from the origin or
+// from the peers it knows.
 //
 // In JavaScript, with multiformats' CID (already a dependency of Helia):
 //
 //	const v = new DataView(data.buffer, data.byteOffset, data.byteLength)
-//	if (data[0] !== 1) return // unknown version: ignore
+//	if (data[0] !== 1 && data[0] !== 2) return // unknown version: ignore
 //	const kind = data[1], ttl = v.getUint16(2), count = v.getUint16(4)
+//	if ((kind === 3) !== (data[0] === 2)) throw new Error('bad kind') // reject
 //	let off = 6; const roots = []
 //	for (let i = 0; i < count; i++) {
 //	  const len = data[off]
@@ -93,6 +114,15 @@
 //	  off += 1 + len
 //	}
 //	// plus the checks above: off === data.length, kind and ttl rules, ...
+//
+// A browser marks a fetch the same way: it writes 0x02 as the version and
+// 0x03 as the kind, a ttl of 120, and the roots, and publishes it when it
+// starts to fetch content from the origin that no known peer holds (a
+// HAVE, version 1, when the content is held whole; a DROP if it gives up).
+// Reading, it keeps, per (author, root), whether the last message was a
+// FETCH: those are the peers fetching the root with it, among which it may
+// split the origin's leaves (striping, see the fetch package); all of them
+// are providers it may ask for blocks.
 //
 // Why this encoding: a fixed six-byte header and length-prefixed binary CIDs
 // are read in a dozen lines of JavaScript with a DataView and multiformats,
@@ -119,8 +149,8 @@
 // peer subscribes to the topic (js-libp2p's subscription-change event), since
 // a publish right after connecting may reach nobody.
 //
-// A peer may also send HAVE for content it has only started to fetch, from
-// the origin, when no peer was known to hold it (Announcer.Fetching, ttl
+// A peer sends FETCH for content it has only started to fetch, from the
+// origin, when no peer was known to hold it (Announcer.Fetching, ttl
 // FetchingTTL = 120 s), and DROP if that fetch ends without the content
 // held. Its blocks then arrive at that peer over the fetch: bitswap there
 // sends each wanted block as it comes (and DONT_HAVE for one not there yet,
@@ -128,13 +158,34 @@
 // from the first one instead of each from the origin. A fetcher treats such
 // a provider like any other: it races it for the peer timeout and hedges to
 // the origin when it is slow. Once the content is held whole the peer sends
-// an ordinary HAVE. The message format is the same: receivers need not tell
-// the two apart.
+// an ordinary HAVE. The Table lists a FETCH's author among the root's
+// providers and, until a HAVE, a DROP or the TTL ends it, among its
+// fetchers (Table.Fetchers, at most TableConfig.MaxFetchers = 64, those
+// with evidence first): the fetch package splits the origin's leaves among
+// them. Fetch announcements are not delayed: Fetching wakes the fetch loop,
+// which publishes at once whatever is queued (calls made while a publish
+// is under way share the next message); on loopback a peer lists the
+// author as a fetcher within a few milliseconds. Peers that are not
+// neighbours hear of each other through the gossipsub mesh, which forms at
+// heartbeats (HeartbeatInterval): in a cold crowd of 50 real hosts on
+// 127.0.0.1 starting within 100 ms, each dialling 3 earlier ones
+// (BenchmarkFetchCrowd50, on 2 cores shared with other jobs, load average
+// 13 to 30), half the pairs knew of each other 0.45-0.8 s after the
+// author's call, 95% within 1.1-2.8 s, and every node knew every other 3-6.5
+// s after the first start; a node whose mesh formed after a fetch was
+// announced learns of it from the author's next summary (at most one
+// SummaryInterval later; once, 1 of 50 nodes missed one author for longer
+// than 30 s).
 //
-// Messages of one author can arrive out of order through the mesh. A HAVE
-// overtaken by a later DROP of the same root re-adds the entry until the
-// HAVE's TTL runs out; a fetcher that asks that peer gets DONT_HAVE. (The
-// gossipsub sequence number could order them; this version does not.)
+// Messages of one author can arrive out of order through the mesh. The
+// Table orders them by the gossipsub sequence number, which go-libp2p-pubsub
+// and @libp2p/gossipsub both count up per author from its start time in
+// nanoseconds: a HAVE, FETCH or DROP of a root changes nothing when a later
+// message of the same author has already set that root's entry (TableStats.Stale
+// counts them). A DROP that overtakes the HAVE before it still loses: the
+// table keeps no trace of removed entries, and the late HAVE re-adds the
+// entry until its TTL runs out; a fetcher that asks that peer gets
+// DONT_HAVE.
 //
 // # Summary request, version 1
 //
@@ -263,6 +314,40 @@
 // HAVEs from unknown keys can neither evict the seed's entries nor push it
 // out of the first providers of a root (the wire format is unchanged).
 //
+// # Replay
+//
+// A signed message stays valid forever: anyone who captured one (any peer
+// of the mesh receives them all) can send it again later, to anyone, and
+// gossipsub's seen-message cache forgets a message after 2 minutes. A
+// replayed HAVE of content its author has since dropped, or FETCH of a
+// fetch it has since abandoned, would list the author for content it does
+// not have (a striping peer would wait on it and blame it); a replayed DROP
+// would hide a holder. So the validator also ignores (Stats.Replayed) a
+// message whose gossipsub sequence number it has already accepted from that
+// author, or has passed by more than 64, or that is older than the first
+// it saw from that author. Both go-libp2p-pubsub and @libp2p/gossipsub (the
+// browser's) count the sequence number up per author from the author's
+// start time in nanoseconds, so a new message always carries a new, higher
+// number, also after the author restarts; the 64 below the highest are
+// still accepted once each, for messages that overtook each other on
+// different paths. The sequence number is inside the signed envelope: it
+// cannot be changed without the author's key. The Table then orders what
+// passes: a message older than the one that last set an entry changes
+// nothing (see Semantics).
+//
+// The validator remembers 16,384 authors (about 100 bytes each). When full
+// it forgets the author without evidence (TableConfig.Evidence) it heard
+// from least recently, and one with evidence only when none other is left:
+// a flood of new keys cannot make it forget the seed or connected peers.
+// What is not covered: a node that restarts, or that was made to forget an
+// author by such a flood, accepts as that author's first message one
+// replay of a message it had not seen, until the author's next message
+// (with a higher number) supersedes it at the entries it names, and at
+// most for its TTL (capped by TableConfig.MaxTTL). An author whose clock
+// went back between two runs (its numbers start below the ones a peer
+// remembers) is ignored by that peer until the peer forgets it or
+// restarts.
+//
 // # DHT
 //
 // Held roots are provided to the mesh's DHT when they arrive, all of them at
@@ -354,7 +439,7 @@
 //     mDNS's known-answer suppression), so a popular asset costs k
 //     announcements, not N.
 //   - A compact summary (a Bloom filter at about 1.25 bytes per root for 1 %
-//     false positives, against 37) as a version 2 message: a false positive
+//     false positives, against 37) as a version 3 message: a false positive
 //     costs a fetcher one DONT_HAVE.
 //   - Summaries from long-lived peers (seeds, desktop apps) only; browsers
 //     send HAVE and DROP for changes.

@@ -14,6 +14,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(mustHex(f, goodHex))
 	f.Add(mustHex(f, "01 02 0000 0001 "+rootHex))
 	f.Add(mustHex(f, "01 01 00b4 0002 "+rootHex+rootHex))
+	f.Add(mustHex(f, "02 03 0078 0001 "+rootHex))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
@@ -26,7 +27,7 @@ func FuzzDecode(f *testing.F) {
 		if len(b) > MaxMessageSize || len(m.Roots) == 0 {
 			t.Fatalf("Decode accepted %d bytes with %d roots", len(b), len(m.Roots))
 		}
-		if (m.Kind == Have) != (m.TTL > 0) {
+		if (m.Kind != Drop) != (m.TTL > 0) {
 			t.Fatalf("Decode gave kind %v with ttl %v", m.Kind, m.TTL)
 		}
 		out, err := Encode(m.Kind, m.TTL, m.Roots)

@@ -22,7 +22,7 @@ func registerMetrics(reg prometheus.Registerer, a *Announcer) (func(), error) {
 	}
 	const refusedHelp = "Messages from others refused by the announce validator, by reason."
 	cs := []prometheus.Collector{
-		counter("published_messages_total", "HAVE and DROP messages published.", nil, func(s Stats) uint64 { return s.Published }),
+		counter("published_messages_total", "Announce messages published (HAVE, DROP, FETCH).", nil, func(s Stats) uint64 { return s.Published }),
 		counter("published_bytes_total", "Payload bytes of the messages published.", nil, func(s Stats) uint64 { return s.PublishedBytes }),
 		counter("summaries_total", "Summaries sent (periodic and on peers joining).", nil, func(s Stats) uint64 { return s.Summaries }),
 		counter("received_messages_total", "Messages from others accepted.", nil, func(s Stats) uint64 { return s.Received }),
@@ -31,6 +31,7 @@ func registerMetrics(reg prometheus.Registerer, a *Announcer) (func(), error) {
 		counter("refused_messages_total", refusedHelp, prometheus.Labels{"reason": "malformed"}, func(s Stats) uint64 { return s.Malformed }),
 		counter("refused_messages_total", refusedHelp, prometheus.Labels{"reason": "unknown_version"}, func(s Stats) uint64 { return s.UnknownVersion }),
 		counter("refused_messages_total", refusedHelp, prometheus.Labels{"reason": "rate_limited"}, func(s Stats) uint64 { return s.RateLimited }),
+		counter("refused_messages_total", refusedHelp, prometheus.Labels{"reason": "replayed"}, func(s Stats) uint64 { return s.Replayed }),
 		counter("provides_total", "DHT provides, by result.", prometheus.Labels{"result": "ok"}, func(s Stats) uint64 { return s.Provided }),
 		counter("provides_total", "DHT provides, by result.", prometheus.Labels{"result": "error"}, func(s Stats) uint64 { return s.ProvideErrors }),
 		gauge("table_entries", "(root, peer) pairs in the provider table.", func(s TableStats) int { return s.Entries }),

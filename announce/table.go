@@ -26,6 +26,8 @@ const (
 	DefaultMaxTTL = 10 * time.Minute
 	// DefaultDHTTTL is TableConfig.DHTTTL's default.
 	DefaultDHTTTL = 10 * time.Minute
+	// DefaultMaxFetchers is TableConfig.MaxFetchers's default.
+	DefaultMaxFetchers = 64
 )
 
 // Source says how the table learned an entry.
@@ -84,6 +86,11 @@ type TableConfig struct {
 	// DefaultDHTTTL (10 min).
 	DHTTTL time.Duration
 
+	// MaxFetchers caps how many peers Fetchers returns for one root: the
+	// ones with the most evidence, then the latest expiry. Default
+	// DefaultMaxFetchers (64); negative means no cap.
+	MaxFetchers int
+
 	// Self is this node's peer ID, never listed as a provider.
 	Self peer.ID
 
@@ -102,10 +109,14 @@ type TableConfig struct {
 type Change struct {
 	Root cid.Cid
 	Peer peer.ID
-	// Added is true when Peer became a provider of Root, false when it
+	// Added is true when Peer became a provider of Root, or when a
+	// provider changed between fetching and holding it; false when it
 	// stopped being one (DROP, expiry, eviction to keep the caps).
 	Added  bool
 	Source Source // for Added
+	// Fetching, for Added, is true when Peer announced that it is
+	// fetching Root (a FETCH message) and false when it holds it.
+	Fetching bool
 	// Missed counts the changes this subscriber lost, because its buffer
 	// was full, just before this one.
 	Missed int
@@ -117,12 +128,14 @@ type entryKey struct {
 }
 
 type entry struct {
-	key     entryKey
-	expires time.Time
-	source  Source
-	in      *list.List    // Table.lru or Table.kept
-	all     *list.Element // in Table.lru or Table.kept
-	own     *list.Element // in Table.byPeer[peer]
+	key      entryKey
+	expires  time.Time
+	source   Source
+	fetching bool          // from a FETCH, not yet followed by a HAVE
+	seq      uint64        // gossipsub seqno of the last message that set it; 0 otherwise
+	in       *list.List    // Table.lru or Table.kept
+	all      *list.Element // in Table.lru or Table.kept
+	own      *list.Element // in Table.byPeer[peer]
 }
 
 type tableSub struct {
@@ -153,11 +166,15 @@ type Table struct {
 	closed  bool
 	entries map[entryKey]*entry
 	byRoot  map[cid.Cid]map[peer.ID]*entry
-	byPeer  map[peer.ID]*list.List // *entry, least recently refreshed first
-	lru     list.List              // *entry of unknown peers, least recently refreshed first
-	kept    list.List              // *entry of peers with evidence, likewise
+	fetches map[cid.Cid]map[peer.ID]*entry // the fetching entries of byRoot
+	byPeer  map[peer.ID]*list.List         // *entry, least recently refreshed first
+	lru     list.List                      // *entry of unknown peers, least recently refreshed first
+	kept    list.List                      // *entry of peers with evidence, likewise
 	subs    map[*tableSub]struct{}
 	stats   TableStats
+	// nextExpiry is at or before the earliest expiry of any entry (zero:
+	// no entry), so that Sweep can skip its walk until then.
+	nextExpiry time.Time
 }
 
 var _ routing.ContentDiscovery = (*Table)(nil)
@@ -171,6 +188,8 @@ type TableStats struct {
 	Dropped  uint64 // pairs removed by Remove or a DROP
 	Expired  uint64 // pairs removed because their TTL ran out
 	Evicted  uint64 // pairs removed to keep a cap
+	Fetching int    // pairs whose peer is fetching the root, now
+	Stale    uint64 // gossip ignored: older than what set the pair
 	Lookups  uint64 // FindProvidersAsync calls
 	Fallback uint64 // of which the table knew nothing and asked the Fallback
 }
@@ -189,10 +208,14 @@ func NewTable(cfg TableConfig) *Table {
 	if cfg.DHTTTL <= 0 {
 		cfg.DHTTTL = DefaultDHTTTL
 	}
+	if cfg.MaxFetchers == 0 {
+		cfg.MaxFetchers = DefaultMaxFetchers
+	}
 	t := &Table{
 		cfg:     cfg,
 		entries: make(map[entryKey]*entry),
 		byRoot:  make(map[cid.Cid]map[peer.ID]*entry),
+		fetches: make(map[cid.Cid]map[peer.ID]*entry),
 		byPeer:  make(map[peer.ID]*list.List),
 		subs:    make(map[*tableSub]struct{}),
 	}
@@ -208,14 +231,36 @@ func (t *Table) Add(p peer.ID, ttl time.Duration, roots ...cid.Cid) int {
 }
 
 func (t *Table) add(p peer.ID, ttl time.Duration, src Source, roots []cid.Cid) int {
+	return t.update(update{peer: p, ttl: ttl, src: src}, roots)
+}
+
+// update is what one message (or call) says of its roots.
+type update struct {
+	peer     peer.ID
+	ttl      time.Duration
+	src      Source
+	fetching bool   // a FETCH: the peer is fetching the roots
+	seq      uint64 // the gossipsub seqno of the message; 0: not gossip
+}
+
+// stale reports whether u is older than what last set e: gossip of one
+// author is ordered by its seqno, so a HAVE, FETCH or DROP overtaken by a
+// later message of the same author changes nothing.
+func (u update) stale(e *entry) bool {
+	return u.seq != 0 && u.seq <= e.seq
+}
+
+// update records u for roots and returns how many pairs were new.
+func (t *Table) update(u update, roots []cid.Cid) int {
+	p := u.peer
 	if p == t.cfg.Self || p == "" {
 		return 0
 	}
+	ttl := u.ttl
 	if ttl <= 0 || ttl > t.cfg.MaxTTL {
 		ttl = t.cfg.MaxTTL
 	}
-	now := time.Now()
-	expires := now.Add(ttl)
+	expires := time.Now().Add(ttl)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -226,57 +271,118 @@ func (t *Table) add(p peer.ID, ttl time.Duration, src Source, roots []cid.Cid) i
 		if !r.Defined() {
 			continue
 		}
-		k := entryKey{r, p}
-		if e, ok := t.entries[k]; ok {
-			if expires.After(e.expires) {
-				e.expires = expires
-			}
-			e.in.Remove(e.all)
-			e.in = t.listFor(p)
-			e.all = e.in.PushBack(e)
-			t.byPeer[p].MoveToBack(e.own)
+		e, ok := t.entries[entryKey{r, p}]
+		if !ok {
+			t.insertLocked(entryKey{r, p}, expires, u)
+			n++
 			continue
 		}
-		if own := t.byPeer[p]; own != nil && own.Len() >= t.cfg.MaxEntriesPerPeer {
-			t.removeLocked(own.Front().Value.(*entry), &t.stats.Evicted)
+		if u.stale(e) {
+			t.stats.Stale++
+			continue
 		}
-		if len(t.entries) >= t.cfg.MaxEntries {
-			victim := t.lru.Front()
-			if victim == nil {
-				victim = t.kept.Front()
-			}
-			t.removeLocked(victim.Value.(*entry), &t.stats.Evicted)
+		if expires.After(e.expires) {
+			e.expires = expires
 		}
-		own := t.byPeer[p]
-		if own == nil {
-			own = list.New()
-			t.byPeer[p] = own
-		}
-		e := &entry{key: k, expires: expires, source: src, in: t.listFor(p)}
+		e.in.Remove(e.all)
+		e.in = t.listFor(p)
 		e.all = e.in.PushBack(e)
-		e.own = own.PushBack(e)
-		t.entries[k] = e
-		m := t.byRoot[r]
-		if m == nil {
-			m = make(map[peer.ID]*entry)
-			t.byRoot[r] = m
+		t.byPeer[p].MoveToBack(e.own)
+		if u.src == FromGossip {
+			e.seq = u.seq
+			if e.fetching != u.fetching {
+				t.setFetchingLocked(e, u.fetching)
+				t.emitLocked(Change{Root: r, Peer: p, Added: true, Source: u.src, Fetching: u.fetching})
+			}
 		}
-		m[p] = e
-		t.stats.Added++
-		n++
-		t.emitLocked(Change{Root: r, Peer: p, Added: true, Source: src})
 	}
 	return n
+}
+
+// insertLocked adds a new entry for k, evicting to keep the caps, and tells
+// subscribers.
+func (t *Table) insertLocked(k entryKey, expires time.Time, u update) {
+	p, r := k.peer, k.root
+	if own := t.byPeer[p]; own != nil && own.Len() >= t.cfg.MaxEntriesPerPeer {
+		t.removeLocked(own.Front().Value.(*entry), &t.stats.Evicted)
+	}
+	if len(t.entries) >= t.cfg.MaxEntries {
+		victim := t.lru.Front()
+		if victim == nil {
+			victim = t.kept.Front()
+		}
+		t.removeLocked(victim.Value.(*entry), &t.stats.Evicted)
+	}
+	own := t.byPeer[p]
+	if own == nil {
+		own = list.New()
+		t.byPeer[p] = own
+	}
+	if t.nextExpiry.IsZero() || expires.Before(t.nextExpiry) {
+		t.nextExpiry = expires
+	}
+	e := &entry{key: k, expires: expires, source: u.src, seq: u.seq, in: t.listFor(p)}
+	e.all = e.in.PushBack(e)
+	e.own = own.PushBack(e)
+	t.entries[k] = e
+	m := t.byRoot[r]
+	if m == nil {
+		m = make(map[peer.ID]*entry)
+		t.byRoot[r] = m
+	}
+	m[p] = e
+	if u.fetching {
+		t.setFetchingLocked(e, true)
+	}
+	t.stats.Added++
+	t.emitLocked(Change{Root: r, Peer: p, Added: true, Source: u.src, Fetching: u.fetching})
+}
+
+// setFetchingLocked marks e as fetching or holding, keeping the fetches
+// index.
+func (t *Table) setFetchingLocked(e *entry, fetching bool) {
+	e.fetching = fetching
+	if fetching {
+		t.stats.Fetching++
+	} else {
+		t.stats.Fetching--
+	}
+	r, p := e.key.root, e.key.peer
+	m := t.fetches[r]
+	if fetching {
+		if m == nil {
+			m = make(map[peer.ID]*entry)
+			t.fetches[r] = m
+		}
+		m[p] = e
+		return
+	}
+	delete(m, p)
+	if len(m) == 0 {
+		delete(t.fetches, r)
+	}
 }
 
 // Remove records that p no longer holds roots and returns how many pairs it
 // removed.
 func (t *Table) Remove(p peer.ID, roots ...cid.Cid) int {
+	return t.remove(p, 0, roots)
+}
+
+// remove is Remove for a DROP of gossipsub seqno seq (0: not gossip): a
+// pair set by a later message of p stays.
+func (t *Table) remove(p peer.ID, seq uint64, roots []cid.Cid) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
+	u := update{seq: seq}
 	for _, r := range roots {
-		if e, ok := t.entries[entryKey{r, p}]; ok {
+		e, ok := t.entries[entryKey{r, p}]
+		switch {
+		case !ok:
+		case u.stale(e):
+			t.stats.Stale++
+		default:
 			t.removeLocked(e, &t.stats.Dropped)
 			n++
 		}
@@ -300,27 +406,44 @@ func (t *Table) removeLocked(e *entry, counter *uint64) {
 			delete(t.byRoot, e.key.root)
 		}
 	}
+	if e.fetching {
+		t.setFetchingLocked(e, false)
+	}
 	*counter++
 	t.emitLocked(Change{Root: e.key.root, Peer: e.key.peer})
 }
 
 // Sweep removes the entries whose TTL has run out and returns how many. The
 // Announcer calls it periodically; lookups skip expired entries anyway.
+//
+// A sweep walks the table only when an entry may have expired: the table
+// keeps a lower bound of the entries' expiries (refreshes move expiries
+// later, never earlier), so a table whose entries are refreshed before
+// they run out is walked about once per refresh period, not every call.
 func (t *Table) Sweep() int {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if now.Before(t.nextExpiry) {
+		return 0
+	}
 	n := 0
+	var next time.Time
 	for _, l := range []*list.List{&t.lru, &t.kept} {
 		for el := l.Front(); el != nil; {
-			next := el.Next()
-			if e := el.Value.(*entry); !now.Before(e.expires) {
+			following := el.Next()
+			e := el.Value.(*entry)
+			switch {
+			case !now.Before(e.expires):
 				t.removeLocked(e, &t.stats.Expired)
 				n++
+			case next.IsZero() || e.expires.Before(next):
+				next = e.expires
 			}
-			el = next
+			el = following
 		}
 	}
+	t.nextExpiry = next
 	return n
 }
 
@@ -354,6 +477,36 @@ func (t *Table) Providers(root cid.Cid, limit int) []peer.ID {
 			es = append(es, ranked{e, t.evidence(e.key.peer)})
 		}
 	}
+	return rankedPeers(es, limit)
+}
+
+// Fetchers returns the peers that announced they are fetching root (a
+// FETCH message) and have since announced neither that they hold it (HAVE)
+// nor that they gave up (DROP), and whose announcement has not expired
+// (FetchingTTL): at most MaxFetchers of them, those with the most evidence
+// first, then the latest expiry. It implements the fetch package's Crowd.
+// It costs one map lookup and a sort of that root's fetchers; it is safe
+// for concurrent use, and the slice is the caller's.
+func (t *Table) Fetchers(root cid.Cid) []peer.ID {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.fetches[root]
+	if len(m) == 0 {
+		return nil
+	}
+	es := make([]ranked, 0, len(m))
+	for _, e := range m {
+		if now.Before(e.expires) {
+			es = append(es, ranked{e, t.evidence(e.key.peer)})
+		}
+	}
+	return rankedPeers(es, t.cfg.MaxFetchers)
+}
+
+// rankedPeers sorts es (sortEntries) and returns the first limit peers
+// (limit <= 0: all).
+func rankedPeers(es []ranked, limit int) []peer.ID {
 	sortEntries(es)
 	if limit > 0 && len(es) > limit {
 		es = es[:limit]

@@ -2,6 +2,7 @@ package announce
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"sync"
 	"time"
@@ -22,17 +23,21 @@ type bucket struct {
 // or malformed, ignores unknown versions and authors over their rate, and
 // hands the decoded Message on in ValidatorData.
 type validator struct {
-	self  peer.ID
-	rate  float64
-	burst float64
-	n     *counters
+	self   peer.ID
+	rate   float64
+	burst  float64
+	n      *counters
+	replay *replayGuard
 
 	mu      sync.Mutex
 	buckets map[peer.ID]*bucket
 }
 
-func newValidator(self peer.ID, rate, burst float64, n *counters) *validator {
-	return &validator{self: self, rate: rate, burst: burst, n: n, buckets: make(map[peer.ID]*bucket)}
+// newValidator returns the validator of self's topic; evidence (may be
+// nil) ranks authors for the replay guard as for the Table.
+func newValidator(self peer.ID, rate, burst float64, n *counters, evidence func(peer.ID) int) *validator {
+	return &validator{self: self, rate: rate, burst: burst, n: n, buckets: make(map[peer.ID]*bucket),
+		replay: newReplayGuard(maxReplayAuthors, evidence)}
 }
 
 func (v *validator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
@@ -68,10 +73,18 @@ func (v *validator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) 
 		v.n.malformed.Add(1)
 		return pubsub.ValidationReject
 	}
-	msg.ValidatorData = m
 	if !own {
+		if len(msg.GetSeqno()) != 8 {
+			v.n.malformed.Add(1)
+			return pubsub.ValidationReject
+		}
+		if !v.replay.accept(msg.GetFrom(), seqno(msg)) {
+			v.n.replayed.Add(1)
+			return pubsub.ValidationIgnore
+		}
 		v.n.received.Add(1)
 	}
+	msg.ValidatorData = m
 	return pubsub.ValidationAccept
 }
 
@@ -113,4 +126,15 @@ func (v *validator) pruneLocked(now time.Time) {
 		}
 		delete(v.buckets, p)
 	}
+}
+
+// seqno is the gossipsub sequence number of msg, 0 without one. Go and
+// JavaScript gossipsub both count it up from the start time in
+// nanoseconds, per author.
+func seqno(msg *pubsub.Message) uint64 {
+	b := msg.GetSeqno()
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
 }

@@ -9,7 +9,7 @@ import (
 )
 
 func TestValidatorTokenBucket(t *testing.T) {
-	v := newValidator("me", 2, 3, &counters{})
+	v := newValidator("me", 2, 3, &counters{}, nil)
 	now := time.Unix(1000, 0)
 	for i := range 3 {
 		if !v.allow("p", now) {
@@ -40,7 +40,7 @@ func TestValidatorTokenBucket(t *testing.T) {
 }
 
 func TestValidatorBucketsBounded(t *testing.T) {
-	v := newValidator("me", 1, 2, &counters{})
+	v := newValidator("me", 1, 2, &counters{}, nil)
 	now := time.Unix(1000, 0)
 	// A flooding author, then many new ones: the map stays bounded.
 	v.allow("flood", now)

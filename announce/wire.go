@@ -12,8 +12,16 @@ import (
 // Wire constants. The package documentation describes the format they
 // belong to.
 const (
-	// Version is the format version this package writes and reads.
+	// Version is the format version of HAVE and DROP messages, which
+	// every peer reads.
 	Version = 1
+
+	// VersionFetch is the format version of FETCH messages: version 1's
+	// layout with kind Fetch. A peer that reads only version 1 ignores
+	// them (an unknown version is never penalised), so fetch
+	// announcements cost old peers nothing and HAVE and DROP stay
+	// readable by all.
+	VersionFetch = 2
 
 	// MaxMessageSize is the largest message in bytes, header included.
 	// Larger messages are rejected unread.
@@ -39,15 +47,22 @@ const (
 	Have Kind = 1
 	// Drop says the sender no longer holds the roots.
 	Drop Kind = 2
+	// Fetch says the sender has started to fetch the roots (from the
+	// origin) and serves their blocks as they arrive: a partial holder,
+	// until it sends HAVE (held whole) or DROP (abandoned), or the TTL
+	// runs out. Sent as version VersionFetch.
+	Fetch Kind = 3
 )
 
-// String returns "HAVE", "DROP" or "Kind(n)".
+// String returns "HAVE", "DROP", "FETCH" or "Kind(n)".
 func (k Kind) String() string {
 	switch k {
 	case Have:
 		return "HAVE"
 	case Drop:
 		return "DROP"
+	case Fetch:
+		return "FETCH"
 	}
 	return fmt.Sprintf("Kind(%d)", byte(k))
 }
@@ -56,7 +71,7 @@ func (k Kind) String() string {
 // is the gossipsub author, whose peer key signs the pubsub envelope.
 type Message struct {
 	Kind Kind
-	// TTL is how long a HAVE stays valid: whole seconds, 1 to
+	// TTL is how long a HAVE or FETCH stays valid: whole seconds, 1 to
 	// MaxTTLSeconds. Zero for DROP.
 	TTL time.Duration
 	// Roots are the content roots, CIDv1 with sha2-256 multihashes, in the
@@ -83,16 +98,21 @@ func checkRoot(c cid.Cid) error {
 }
 
 // Encode returns the roots as one or more messages of kind k, each at most
-// MaxMessageSize bytes, in order. A HAVE's ttl is rounded up to whole seconds
-// and must be 1 s to MaxTTLSeconds; a DROP's ttl must be zero. Duplicate
-// roots are sent once. No roots give no messages.
+// MaxMessageSize bytes, in order: version Version for HAVE and DROP,
+// VersionFetch for FETCH. A HAVE's or FETCH's ttl is rounded up to whole
+// seconds and must be 1 s to MaxTTLSeconds; a DROP's ttl must be zero.
+// Duplicate roots are sent once. No roots give no messages.
 func Encode(k Kind, ttl time.Duration, roots []cid.Cid) ([][]byte, error) {
 	var ttlSec int64
+	version := byte(Version)
 	switch k {
-	case Have:
+	case Have, Fetch:
 		ttlSec = int64((ttl + time.Second - 1) / time.Second)
 		if ttlSec < 1 || ttlSec > MaxTTLSeconds {
-			return nil, fmt.Errorf("announce: encode: HAVE ttl %v out of range 1s..%ds", ttl, MaxTTLSeconds)
+			return nil, fmt.Errorf("announce: encode: %v ttl %v out of range 1s..%ds", k, ttl, MaxTTLSeconds)
+		}
+		if k == Fetch {
+			version = VersionFetch
 		}
 	case Drop:
 		if ttl != 0 {
@@ -126,7 +146,7 @@ func Encode(k Kind, ttl time.Duration, roots []cid.Cid) ([][]byte, error) {
 		}
 		if cur == nil {
 			cur = make([]byte, headerSize, 512)
-			cur[0] = Version
+			cur[0] = version
 			cur[1] = byte(k)
 			binary.BigEndian.PutUint16(cur[2:4], uint16(ttlSec))
 		}
@@ -148,18 +168,21 @@ func Decode(b []byte) (Message, error) {
 	if len(b) < 1 {
 		return Message{}, fmt.Errorf("%w: empty", ErrMalformed)
 	}
-	if b[0] != Version {
+	if b[0] != Version && b[0] != VersionFetch {
 		return Message{}, fmt.Errorf("%w: %d", ErrUnknownVersion, b[0])
 	}
 	if len(b) < headerSize {
 		return Message{}, fmt.Errorf("%w: %d bytes, header needs %d", ErrMalformed, len(b), headerSize)
 	}
 	m := Message{Kind: Kind(b[1])}
+	if (m.Kind == Fetch) != (b[0] == VersionFetch) {
+		return Message{}, fmt.Errorf("%w: kind %d in version %d", ErrMalformed, b[1], b[0])
+	}
 	ttl := binary.BigEndian.Uint16(b[2:4])
 	switch m.Kind {
-	case Have:
+	case Have, Fetch:
 		if ttl == 0 {
-			return Message{}, fmt.Errorf("%w: HAVE with ttl 0", ErrMalformed)
+			return Message{}, fmt.Errorf("%w: %v with ttl 0", ErrMalformed, m.Kind)
 		}
 		m.TTL = time.Duration(ttl) * time.Second
 	case Drop:

@@ -29,15 +29,21 @@ func ExampleEncode() {
 
 	have, _ := Encode(Have, 3*time.Minute, roots)
 	drop, _ := Encode(Drop, 0, roots[:1])
+	fetch, _ := Encode(Fetch, 2*time.Minute, roots[1:])
 	fmt.Println(hex.EncodeToString(have[0]))
 	fmt.Println(hex.EncodeToString(drop[0]))
+	fmt.Println(hex.EncodeToString(fetch[0]))
 
 	m, _ := Decode(have[0])
+	fmt.Println(m.Kind, m.TTL, m.Roots[0])
+	m, _ = Decode(fetch[0])
 	fmt.Println(m.Kind, m.TTL, m.Roots[0])
 	// Output:
 	// 010100b4000224015512205891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be032401701220e258d248fda94c63753607f7c4494ee0fcbe92f1a76bfdac795c9d84101eb317
 	// 01020000000124015512205891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
+	// 0203007800012401701220e258d248fda94c63753607f7c4494ee0fcbe92f1a76bfdac795c9d84101eb317
 	// HAVE 3m0s bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am
+	// FETCH 2m0s bafybeihcldjer7njjrrxknqh67cestxa7s7jf4nhnp62y6k4twcbahvtc4
 }
 
 func TestEncodeSplitsAtMaxMessageSize(t *testing.T) {
@@ -86,6 +92,7 @@ func TestEncodeRejects(t *testing.T) {
 		{"have ttl 0", Have, 0, []cid.Cid{raw}},
 		{"have ttl too long", Have, 65536 * time.Second, []cid.Cid{raw}},
 		{"drop with ttl", Drop, time.Second, []cid.Cid{raw}},
+		{"fetch ttl 0", Fetch, 0, []cid.Cid{raw}},
 		{"unknown kind", Kind(9), time.Second, []cid.Cid{raw}},
 		{"cidv0", Have, time.Second, []cid.Cid{v0}},
 		{"blake3", Have, time.Second, []cid.Cid{cid.NewCidV1(cid.Raw, blake)}},
@@ -126,10 +133,15 @@ func TestDecodeRejects(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, ErrMalformed},
-		{"version 2", mustHex(t, "02 01 00b4 0001 "+rootHex), ErrUnknownVersion},
+		{"version 3", mustHex(t, "03 01 00b4 0001 "+rootHex), ErrUnknownVersion},
+		{"version 2 HAVE", mustHex(t, "02 01 00b4 0001 "+rootHex), ErrMalformed},
+		{"version 2 DROP", mustHex(t, "02 02 0000 0001 "+rootHex), ErrMalformed},
+		{"version 1 FETCH", mustHex(t, "01 03 0078 0001 "+rootHex), ErrMalformed},
+		{"fetch ttl 0", mustHex(t, "02 03 0000 0001 "+rootHex), ErrMalformed},
 		{"version 0", mustHex(t, "00"), ErrUnknownVersion},
 		{"short header", mustHex(t, "01 01 00b4 00"), ErrMalformed},
-		{"kind 3", mustHex(t, "01 03 00b4 0001 "+rootHex), ErrMalformed},
+		{"kind 4", mustHex(t, "01 04 00b4 0001 "+rootHex), ErrMalformed},
+		{"version 2 kind 4", mustHex(t, "02 04 00b4 0001 "+rootHex), ErrMalformed},
 		{"have ttl 0", mustHex(t, "01 01 0000 0001 "+rootHex), ErrMalformed},
 		{"drop ttl 1", mustHex(t, "01 02 0001 0001 "+rootHex), ErrMalformed},
 		{"count 0", mustHex(t, "01 01 00b4 0000"), ErrMalformed},

@@ -141,6 +141,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Host:                 n.host,
 		Store:                n.store,
 		Providers:            providers{n: n, table: n.ann.Table()},
+		Crowd:                n.ann.Table(), // who else is fetching: striping
 		HTTPClient:           n.client,
 		PeerTimeout:          cfg.PeerTimeout,
 		OriginHeaderTimeout:  cfg.OriginHeaderTimeout,

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -12,10 +14,12 @@ import (
 
 	"github.com/ipfs/go-cid"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshcdn/meshcdn/announce"
@@ -36,6 +40,7 @@ type ScaleResult struct {
 	RootLearnedP50Ms           float64 `json:"root_learned_p50_ms"`
 	RootLearnedMaxMs           float64 `json:"root_learned_max_ms"`
 	Learned                    int     `json:"learned"`
+	SettleSeconds              float64 `json:"settle_seconds"`
 	Seconds                    float64 `json:"seconds"`
 }
 
@@ -89,13 +94,13 @@ func runScale(ctx context.Context, o options, p *progress) (*ScaleResult, error)
 	p.step("scale: %d announcers up and linked (mean degree %.1f)", n, res.Degree)
 	// Let the imports' HAVEs spread and gossipsub's caches drain, then
 	// measure an idle window.
-	time.Sleep(o.scaleSettle) // settling: nothing reports it
+	settled := settle(ctx, peers, o.scaleSettle)
+	res.SettleSeconds = time.Since(start).Seconds()
+	p.step("scale: tables settled (%v): %d entries, %d expected", settled, tableEntries(peers), n*(n-1)*scaleRoots)
 	runtime.GC()
 	var m1 runtime.MemStats
 	runtime.ReadMemStats(&m1)
-	for _, sp := range peers {
-		res.TableEntries += sp.a.Table().Stats().Entries
-	}
+	res.TableEntries = tableEntries(peers)
 	res.TableBytesPerEntry = float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc)) / float64(max(res.TableEntries, 1))
 	p.step("scale: %d table entries in all; heap above start %.0f MiB (%.0f B per entry, everything included)",
 		res.TableEntries, float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc))/mib, res.TableBytesPerEntry)
@@ -109,14 +114,66 @@ func runScale(ctx context.Context, o options, p *progress) (*ScaleResult, error)
 		return res, err
 	}
 	p.step("scale: a new root reached %d of %d peers within 30 s: p50 %.0f ms, last of them %.0f ms", res.Learned, n-1, res.RootLearnedP50Ms, res.RootLearnedMaxMs)
+	var st announce.Stats
+	for _, sp := range peers {
+		s := sp.a.Stats()
+		st.Received += s.Received
+		st.Replayed += s.Replayed
+		st.RateLimited += s.RateLimited
+	}
+	p.step("scale: messages accepted %d, ignored as replayed %d, as over the rate limit %d (all peers)", st.Received, st.Replayed, st.RateLimited)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
 
+// settle waits until no table has added an entry for quiet (the summary
+// floods of peers meeting have been absorbed) or every table lists every
+// other peer's roots, at most 15 minutes; it reports which.
+func settle(ctx context.Context, peers []*scalePeer, quiet time.Duration) string {
+	want := len(peers) * (len(peers) - 1) * scaleRoots
+	deadline := time.Now().Add(15 * time.Minute)
+	var last uint64
+	lastChange := time.Now()
+	for {
+		var added uint64
+		for _, sp := range peers {
+			added += sp.a.Table().Stats().Added
+		}
+		if added != last {
+			last, lastChange = added, time.Now()
+		}
+		switch {
+		case tableEntries(peers) >= want:
+			return "complete"
+		case time.Since(lastChange) >= quiet:
+			return "quiet"
+		case time.Now().After(deadline) || ctx.Err() != nil:
+			return "gave up"
+		}
+		time.Sleep(time.Second) // polling: nothing reports a settled mesh
+	}
+}
+
+func tableEntries(peers []*scalePeer) int {
+	n := 0
+	for _, sp := range peers {
+		n += sp.a.Table().Stats().Entries
+	}
+	return n
+}
+
+// startScalePeers starts n announcers on mn. Their keys are Ed25519, as a
+// mesh node's identity is: mocknet's GenPeer makes ECDSA P-256 keys, whose
+// signatures cost about twice as much to check, and every peer checks every
+// message's signature.
 func startScalePeers(ctx context.Context, mn mocknet.Mocknet, n int, sent *atomic.Uint64) ([]*scalePeer, error) {
 	var peers []*scalePeer
-	for range n {
-		h, err := mn.GenPeer()
+	for i := range n {
+		key, _, err := crypto.GenerateEd25519Key(crand.Reader)
+		if err != nil {
+			return peers, err
+		}
+		h, err := mn.AddPeer(key, ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4242", i>>16&255, i>>8&255, i&255)))
 		if err != nil {
 			return peers, err
 		}
