@@ -8,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -28,17 +29,40 @@ import (
 //   - reserves each message's size with the stream's resource scope while it
 //     is read (what boxo then allocates for it), so that the resource
 //     manager's memory limits count it and refuse what does not fit.
+//
+// A peer that sends a message over the limits (or malformed) breaks the
+// protocol as no honest bitswap does: its connections are closed at once
+// and, for refuseFor, its bitswap streams are reset as they arrive, before
+// a byte of them is read. Resetting the stream alone left the peer its
+// connection to open the next one on: 8 such peers, each sending its next
+// 2 MB want list as soon as the last was refused, had the seed take in
+// (and decrypt) a yamux window of each, about 30 a second, and slowed an
+// honest fetch beside them 2.2-5x. Now each refused list costs the peer a
+// new connection (a handshake, and go-libp2p admits 0.2 new connections a
+// second per IPv4 address or IPv6 /56 after a burst of 16).
 const (
 	streamIdle       = 2 * time.Minute
 	maxWantlistBytes = 128 << 10
 	maxMessageBytes  = network.MessageSizeMax // boxo's own cap: 4 MiB
+	refuseFor        = time.Minute
 )
 
-// errTooLarge is what reading a bitswap message over the limits fails with.
-var errTooLarge = errors.New("fetch: bitswap message over the limits")
+// refusedKey is the peerstore key under which a host keeps until when a
+// peer's bitswap streams are refused (a time.Time).
+const refusedKey = "meshcdn/fetch/refused-until"
+
+// errTooLarge is what reading a bitswap message over the limits, or
+// malformed, fails with: the peer is refused. errNoMemory is what it fails
+// with when the resource manager has no room for it: the stream is reset,
+// the peer (not at fault) is not refused.
+var (
+	errTooLarge = errors.New("fetch: bitswap message over the limits")
+	errNoMemory = errors.New("fetch: no memory for a bitswap message")
+)
 
 // filterHost is the host bitswap's network is built on: the handlers it
-// sets read their streams through inboundStream.
+// sets read their streams through inboundStream, and reset those of
+// refused peers unread. rejected, if set, is told of each refusal.
 type filterHost struct {
 	host.Host
 	rejected func(network.Stream, error)
@@ -46,8 +70,31 @@ type filterHost struct {
 
 func (h filterHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
 	h.Host.SetStreamHandler(pid, func(s network.Stream) {
-		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.rejected})
+		if p := s.Conn().RemotePeer(); h.refused(p, time.Now()) {
+			_ = s.Reset()
+			_ = h.Network().ClosePeer(p)
+			return
+		}
+		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.refuse})
 	})
+}
+
+// refuse closes the connections of the peer that sent s a message over
+// the limits and refuses its streams for refuseFor.
+func (h filterHost) refuse(s network.Stream, err error) {
+	p := s.Conn().RemotePeer()
+	_ = h.Peerstore().Put(p, refusedKey, time.Now().Add(refuseFor))
+	if h.rejected != nil {
+		h.rejected(s, err)
+	}
+	_ = h.Network().ClosePeer(p)
+}
+
+// refused reports whether p's streams are refused at now.
+func (h filterHost) refused(p peer.ID, now time.Time) bool {
+	v, err := h.Peerstore().Get(p, refusedKey)
+	until, ok := v.(time.Time)
+	return err == nil && ok && now.Before(until)
 }
 
 // inboundStream passes a bitswap stream's bytes through while checking
@@ -90,27 +137,44 @@ func (s *inboundStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// header parses the next message or field header into pending.
+// header parses the next message or field header into pending. A
+// message's length goes out only with its first field's header: boxo
+// allocates the whole message when it reads the length, so a message
+// refused at its first field (a want list comes first) costs no allocation.
 func (s *inboundStream) header() error {
 	if s.frameLeft == 0 {
-		_ = s.SetReadDeadline(time.Now().Add(streamIdle))
-		l, err := s.varint()
-		if err != nil {
+		if err := s.messageHeader(); err != nil || s.frameLeft == 0 {
 			return err
 		}
-		_ = s.SetReadDeadline(time.Now().Add(sendDeadline(int(min(l, maxMessageBytes)))))
-		if l > maxMessageBytes {
-			return fmt.Errorf("%w: message of %d bytes", errTooLarge, l)
-		}
-		if l > 0 {
-			if err := s.Scope().ReserveMemory(int(l), network.ReservationPriorityAlways); err != nil {
-				return fmt.Errorf("%w: %v", errTooLarge, err)
-			}
-			s.reserved = int(l)
-		}
-		s.frameLeft, s.wantBytes = int(l), 0
-		return nil
 	}
+	return s.fieldHeader()
+}
+
+// messageHeader parses a message's length, sets its read deadline and
+// reserves its size with the stream's scope.
+func (s *inboundStream) messageHeader() error {
+	_ = s.SetReadDeadline(time.Now().Add(streamIdle))
+	l, err := s.varint()
+	if err != nil {
+		return err
+	}
+	_ = s.SetReadDeadline(time.Now().Add(sendDeadline(int(min(l, maxMessageBytes)))))
+	if l > maxMessageBytes {
+		return fmt.Errorf("%w: message of %d bytes", errTooLarge, l)
+	}
+	if l > 0 {
+		if err := s.Scope().ReserveMemory(int(l), network.ReservationPriorityAlways); err != nil {
+			return fmt.Errorf("%w: %v", errTooLarge, err)
+		}
+		s.reserved = int(l)
+	}
+	s.frameLeft, s.wantBytes = int(l), 0
+	return nil
+}
+
+// fieldHeader parses a field's tag (and length) and checks the want list's
+// size so far.
+func (s *inboundStream) fieldHeader() error {
 	mark := len(s.pending)
 	tag, err := s.varint()
 	if err != nil {
@@ -174,15 +238,19 @@ func (s *inboundStream) release() {
 	}
 }
 
-// fail ends the stream: over the limits it is reset and reported.
+// fail ends the stream: over the limits it is reset and its peer refused;
+// without memory for the message it is reset.
 func (s *inboundStream) fail(err error) {
 	s.err = err
 	s.pending = nil
 	s.release()
-	if errors.Is(err, errTooLarge) {
-		s.Stream.Reset()
+	switch {
+	case errors.Is(err, errTooLarge):
+		_ = s.Stream.Reset()
 		if s.rejected != nil {
 			s.rejected(s.Stream, err)
 		}
+	case errors.Is(err, errNoMemory):
+		_ = s.Stream.Reset()
 	}
 }
