@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -24,8 +25,15 @@ import (
 //   - resets the stream at a message whose want list is over
 //     maxWantlistBytes (about 2,900 entries), before boxo decodes it;
 //   - closes a stream idle for streamIdle between messages, and one whose
-//     message does not arrive at minSendRate (a peer that opens streams
-//     and sends nothing holds none for long);
+//     message does not arrive at minSendRate;
+//   - refuses the peer (below) of a stream that brings no message within
+//     firstMessageWait: boxo writes a message on each stream as soon as it
+//     opens it, so a peer whose new streams sit silent is holding them.
+//     64 keys each holding the per-peer maximum of 64 silent bitswap
+//     streams filled the protocol's 4096 (4 per MaxConns) and locked every
+//     new peer out of bitswap for as long as they kept them (streamIdle,
+//     then again); now each such peer holds them for firstMessageWait and
+//     is then refused;
 //   - reserves each message's size with the stream's resource scope while it
 //     is read (what boxo then allocates for it), so that the resource
 //     manager's memory limits count it and refuse what does not fit.
@@ -45,6 +53,7 @@ const (
 	maxWantlistBytes = 128 << 10
 	maxMessageBytes  = network.MessageSizeMax // boxo's own cap: 4 MiB
 	refuseFor        = time.Minute
+	firstMessageWait = 10 * time.Second
 )
 
 // refusedKey is the peerstore key under which a host keeps until when a
@@ -52,11 +61,13 @@ const (
 const refusedKey = "meshcdn/fetch/refused-until"
 
 // errTooLarge is what reading a bitswap message over the limits, or
-// malformed, fails with: the peer is refused. errNoMemory is what it fails
-// with when the resource manager has no room for it: the stream is reset,
-// the peer (not at fault) is not refused.
+// malformed, fails with, and errSilent what a new stream without a message
+// within firstMessageWait fails with: the peer is refused. errNoMemory is
+// what it fails with when the resource manager has no room for a message:
+// the stream is reset, the peer (not at fault) is not refused.
 var (
 	errTooLarge = errors.New("fetch: bitswap message over the limits")
+	errSilent   = errors.New("fetch: bitswap stream left silent")
 	errNoMemory = errors.New("fetch: no memory for a bitswap message")
 )
 
@@ -110,6 +121,7 @@ type inboundStream struct {
 	fieldLeft int    // bytes of the current field's body not yet handed out
 	wantBytes int    // want list bytes in the current message
 	reserved  int    // memory reserved for the current message
+	started   bool   // a message header arrived
 	err       error
 }
 
@@ -153,11 +165,20 @@ func (s *inboundStream) header() error {
 // messageHeader parses a message's length, sets its read deadline and
 // reserves its size with the stream's scope.
 func (s *inboundStream) messageHeader() error {
-	_ = s.SetReadDeadline(time.Now().Add(streamIdle))
+	wait := streamIdle
+	if !s.started {
+		wait = firstMessageWait
+	}
+	_ = s.SetReadDeadline(time.Now().Add(wait))
 	l, err := s.varint()
+	var ne net.Error
+	if err != nil && !s.started && len(s.pending) == 0 && errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w: no message in %v: %v", errSilent, wait, err)
+	}
 	if err != nil {
 		return err
 	}
+	s.started = true
 	_ = s.SetReadDeadline(time.Now().Add(sendDeadline(int(min(l, maxMessageBytes)))))
 	if l > maxMessageBytes {
 		return fmt.Errorf("%w: message of %d bytes", errTooLarge, l)
@@ -245,7 +266,7 @@ func (s *inboundStream) fail(err error) {
 	s.pending = nil
 	s.release()
 	switch {
-	case errors.Is(err, errTooLarge):
+	case errors.Is(err, errTooLarge), errors.Is(err, errSilent):
 		_ = s.Stream.Reset()
 		if s.rejected != nil {
 			s.rejected(s.Stream, err)

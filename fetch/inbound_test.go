@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -180,5 +181,35 @@ func TestInboundRefusesPeer(t *testing.T) {
 	if !fh.refused(bad.ID(), time.Now()) || fh.refused(bad.ID(), time.Now().Add(refuseFor)) || fh.refused(good.ID(), time.Now()) {
 		t.Fatalf("refused: bad now %v, bad after refuseFor %v, good %v; want true, false, false",
 			fh.refused(bad.ID(), time.Now()), fh.refused(bad.ID(), time.Now().Add(refuseFor)), fh.refused(good.ID(), time.Now()))
+	}
+}
+
+// timeoutReader fails each read with a timeout, as a stream past its read
+// deadline does.
+type timeoutReader struct{}
+
+func (timeoutReader) Read([]byte) (int, error) { return 0, os.ErrDeadlineExceeded }
+
+// TestInboundSilentStream: a new stream that brings no message before its
+// first deadline fails with errSilent, is reset and its peer refused; one
+// that timed out after a message (an idle want stream) only ends.
+func TestInboundSilentStream(t *testing.T) {
+	ps := &pipeStream{r: timeoutReader{}}
+	var rejected error
+	s := &inboundStream{Stream: ps, r: bufio.NewReaderSize(ps, 4096), rejected: func(_ network.Stream, err error) { rejected = err }}
+	if _, err := s.Read(make([]byte, 16)); !errors.Is(err, errSilent) || !ps.reset || !errors.Is(rejected, errSilent) {
+		t.Fatalf("a silent new stream: err %v, reset %v, rejected %v; want errSilent, a reset and the peer refused", err, ps.reset, rejected)
+	}
+
+	var wire bytes.Buffer
+	if err := wantMessage(t, 3).ToNetV1(&wire); err != nil {
+		t.Fatal(err)
+	}
+	ps = &pipeStream{r: io.MultiReader(&wire, timeoutReader{})}
+	rejected = nil
+	s = &inboundStream{Stream: ps, r: bufio.NewReaderSize(ps, 4096), rejected: func(_ network.Stream, err error) { rejected = err }}
+	_, err := io.ReadAll(s)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, errSilent) || ps.reset || rejected != nil {
+		t.Fatalf("an idle stream after a message: err %v, reset %v, rejected %v; want the timeout alone", err, ps.reset, rejected)
 	}
 }
