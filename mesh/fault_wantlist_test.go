@@ -52,6 +52,16 @@ func (c *msgCounter) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
+// total returns how many records were counted.
+func (c *msgCounter) total() (n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range c.by {
+		n += k
+	}
+	return n
+}
+
 // counts returns how many peers were counted and the most records of one.
 func (c *msgCounter) counts() (peers, most int) {
 	c.mu.Lock()
