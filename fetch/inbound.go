@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -26,14 +27,16 @@ import (
 //     maxWantlistBytes (about 2,900 entries), before boxo decodes it;
 //   - closes a stream idle for streamIdle between messages, and one whose
 //     message does not arrive at minSendRate;
-//   - refuses the peer (below) of a stream that brings no message within
-//     firstMessageWait: boxo writes a message on each stream as soon as it
-//     opens it, so a peer whose new streams sit silent is holding them.
-//     64 keys each holding the per-peer maximum of 64 silent bitswap
-//     streams filled the protocol's 4096 (4 per MaxConns) and locked every
-//     new peer out of bitswap for as long as they kept them (streamIdle,
-//     then again); now each such peer holds them for firstMessageWait and
-//     is then refused;
+//   - resets a stream that brings no message within firstMessageWait, and
+//     refuses (below) a peer with silentStrikes such streams within
+//     refuseFor. boxo writes a message on each stream as soon as it opens
+//     it, except at times on its one want stream per peer (opened before a
+//     want list that can come out empty): a silent stream now and then is
+//     honest, a handful at once is a peer holding streams. 64 keys each
+//     holding the per-peer maximum of 64 silent bitswap streams filled the
+//     protocol's 4096 (4 per MaxConns) and locked every new peer out of
+//     bitswap for as long as they kept them (streamIdle, then again); now
+//     each such peer holds them for firstMessageWait and is then refused;
 //   - reserves each message's size with the stream's resource scope while it
 //     is read (what boxo then allocates for it), so that the resource
 //     manager's memory limits count it and refuse what does not fit.
@@ -54,11 +57,35 @@ const (
 	maxMessageBytes  = network.MessageSizeMax // boxo's own cap: 4 MiB
 	refuseFor        = time.Minute
 	firstMessageWait = 10 * time.Second
+	silentStrikes    = 4
 )
 
 // refusedKey is the peerstore key under which a host keeps until when a
-// peer's bitswap streams are refused (a time.Time).
-const refusedKey = "meshcdn/fetch/refused-until"
+// peer's bitswap streams are refused (a time.Time); silentKey the one
+// under which it counts a peer's silent streams (a *silentCount).
+const (
+	refusedKey = "meshcdn/fetch/refused-until"
+	silentKey  = "meshcdn/fetch/silent-streams"
+)
+
+// silentCount counts a peer's streams reset for bringing no message, over
+// a window of refuseFor.
+type silentCount struct {
+	mu    sync.Mutex
+	n     int
+	since time.Time
+}
+
+// add counts one at now and reports whether the peer is at silentStrikes.
+func (c *silentCount) add(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now.Sub(c.since) > refuseFor {
+		c.n, c.since = 0, now
+	}
+	c.n++
+	return c.n >= silentStrikes
+}
 
 // errTooLarge is what reading a bitswap message over the limits, or
 // malformed, fails with, and errSilent what a new stream without a message
@@ -91,14 +118,31 @@ func (h filterHost) SetStreamHandler(pid protocol.ID, handler network.StreamHand
 }
 
 // refuse closes the connections of the peer that sent s a message over
-// the limits and refuses its streams for refuseFor.
+// the limits, or left silentStrikes streams silent, and refuses its
+// streams for refuseFor.
 func (h filterHost) refuse(s network.Stream, err error) {
 	p := s.Conn().RemotePeer()
+	if errors.Is(err, errSilent) && !h.silentCounter(p).add(time.Now()) {
+		return
+	}
 	_ = h.Peerstore().Put(p, refusedKey, time.Now().Add(refuseFor))
 	if h.rejected != nil {
 		h.rejected(s, err)
 	}
 	_ = h.Network().ClosePeer(p)
+}
+
+// silentCounter returns p's silentCount, made on first use. Two streams
+// of p timing out at once may each make one: a count lost, no more.
+func (h filterHost) silentCounter(p peer.ID) *silentCount {
+	if v, err := h.Peerstore().Get(p, silentKey); err == nil {
+		if c, ok := v.(*silentCount); ok {
+			return c
+		}
+	}
+	c := &silentCount{}
+	_ = h.Peerstore().Put(p, silentKey, c)
+	return c
 }
 
 // refused reports whether p's streams are refused at now.

@@ -213,3 +213,49 @@ func TestInboundSilentStream(t *testing.T) {
 		t.Fatalf("an idle stream after a message: err %v, reset %v, rejected %v; want the timeout alone", err, ps.reset, rejected)
 	}
 }
+
+// connOf is a network.Conn that knows only its remote peer.
+type connOf struct {
+	network.Conn
+	p peer.ID
+}
+
+func (c connOf) RemotePeer() peer.ID { return c.p }
+
+// streamOf is a network.Stream of a connection to p.
+type streamOf struct {
+	network.Stream
+	p peer.ID
+}
+
+func (s streamOf) Conn() network.Conn { return connOf{p: s.p} }
+
+// TestInboundSilentStrikes: a peer's silent streams are reset alone up to
+// silentStrikes-1 within refuseFor; the silentStrikes-th refuses the peer.
+// A want list over the limits refuses at once.
+func TestInboundSilentStrikes(t *testing.T) {
+	seed := loopHost(t)
+	fh := filterHost{Host: seed}
+	quiet, big := peer.ID("quiet"), peer.ID("big")
+	for i := range silentStrikes {
+		if fh.refused(quiet, time.Now()) {
+			t.Fatalf("refused after %d silent streams, want after %d", i, silentStrikes)
+		}
+		fh.refuse(streamOf{p: quiet}, errSilent)
+	}
+	if !fh.refused(quiet, time.Now()) {
+		t.Fatalf("not refused after %d silent streams", silentStrikes)
+	}
+	fh.refuse(streamOf{p: big}, errTooLarge)
+	if !fh.refused(big, time.Now()) {
+		t.Fatal("not refused after a want list over the limits")
+	}
+	c := &silentCount{}
+	now := time.Now()
+	for range silentStrikes - 1 {
+		c.add(now)
+	}
+	if c.add(now.Add(refuseFor + time.Second)) {
+		t.Fatal("silent streams further apart than refuseFor counted together")
+	}
+}

@@ -245,9 +245,10 @@ func awaitStreams(t *testing.T, n *mesh.Node, within time.Duration, what string,
 // (4 per MaxConns), and a new peer's bitswap streams are refused. Each
 // such stream used to be held for streamIdle (2 min) and could be opened
 // again. Now a new bitswap stream that brings no message within 10 s
-// (fetch's firstMessageWait) refuses its peer: the sybils are disconnected
-// and their streams reset, so the seed holds none of theirs within 30 s
-// of the attack; then a new peer opens 64 bitswap streams, 50 pings of it
+// (fetch's firstMessageWait) is reset, and a peer with 4 such streams
+// within a minute (silentStrikes) is refused: disconnected, its bitswap
+// streams reset unread for a minute. The seed holds none of the sybils'
+// streams within 30 s of the attack; then a new peer opens 64 bitswap streams, 50 pings of it
 // succeed, and a new app fetches 16 MiB, all from the seed, the seed not
 // penalised.
 func TestFaultIdleStreamsSybils(t *testing.T) {
