@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -23,22 +26,81 @@ import (
 //   - resets the stream at a message whose want list is over
 //     maxWantlistBytes (about 2,900 entries), before boxo decodes it;
 //   - closes a stream idle for streamIdle between messages, and one whose
-//     message does not arrive at minSendRate (a peer that opens streams
-//     and sends nothing holds none for long);
+//     message does not arrive at minSendRate;
+//   - resets a stream that brings no message within firstMessageWait, and
+//     refuses (below) a peer with silentStrikes such streams within
+//     refuseFor. boxo writes a message on each stream as soon as it opens
+//     it, except at times on its one want stream per peer (opened before a
+//     want list that can come out empty): a silent stream now and then is
+//     honest, a handful at once is a peer holding streams. 64 keys each
+//     holding the per-peer maximum of 64 silent bitswap streams filled the
+//     protocol's 4096 (4 per MaxConns) and locked every new peer out of
+//     bitswap for as long as they kept them (streamIdle, then again); now
+//     each such peer holds them for firstMessageWait and is then refused;
 //   - reserves each message's size with the stream's resource scope while it
 //     is read (what boxo then allocates for it), so that the resource
 //     manager's memory limits count it and refuse what does not fit.
+//
+// A peer that sends a message over the limits (or malformed) breaks the
+// protocol as no honest bitswap does: its connections are closed at once
+// and, for refuseFor, its bitswap streams are reset as they arrive, before
+// a byte of them is read. Resetting the stream alone left the peer its
+// connection to open the next one on: 8 such peers, each sending its next
+// 2 MB want list as soon as the last was refused, had the seed take in
+// (and decrypt) a yamux window of each, about 30 a second, and slowed an
+// honest fetch beside them 2.2-5x. Now each refused list costs the peer a
+// new connection (a handshake, and go-libp2p admits 0.2 new connections a
+// second per IPv4 address or IPv6 /56 after a burst of 16).
 const (
 	streamIdle       = 2 * time.Minute
 	maxWantlistBytes = 128 << 10
 	maxMessageBytes  = network.MessageSizeMax // boxo's own cap: 4 MiB
+	refuseFor        = time.Minute
+	firstMessageWait = 10 * time.Second
+	silentStrikes    = 4
 )
 
-// errTooLarge is what reading a bitswap message over the limits fails with.
-var errTooLarge = errors.New("fetch: bitswap message over the limits")
+// refusedKey is the peerstore key under which a host keeps until when a
+// peer's bitswap streams are refused (a time.Time); silentKey the one
+// under which it counts a peer's silent streams (a *silentCount).
+const (
+	refusedKey = "meshcdn/fetch/refused-until"
+	silentKey  = "meshcdn/fetch/silent-streams"
+)
+
+// silentCount counts a peer's streams reset for bringing no message, over
+// a window of refuseFor.
+type silentCount struct {
+	mu    sync.Mutex
+	n     int
+	since time.Time
+}
+
+// add counts one at now and reports whether the peer is at silentStrikes.
+func (c *silentCount) add(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now.Sub(c.since) > refuseFor {
+		c.n, c.since = 0, now
+	}
+	c.n++
+	return c.n >= silentStrikes
+}
+
+// errTooLarge is what reading a bitswap message over the limits, or
+// malformed, fails with, and errSilent what a new stream without a message
+// within firstMessageWait fails with: the peer is refused. errNoMemory is
+// what it fails with when the resource manager has no room for a message:
+// the stream is reset, the peer (not at fault) is not refused.
+var (
+	errTooLarge = errors.New("fetch: bitswap message over the limits")
+	errSilent   = errors.New("fetch: bitswap stream left silent")
+	errNoMemory = errors.New("fetch: no memory for a bitswap message")
+)
 
 // filterHost is the host bitswap's network is built on: the handlers it
-// sets read their streams through inboundStream.
+// sets read their streams through inboundStream, and reset those of
+// refused peers unread. rejected, if set, is told of each refusal.
 type filterHost struct {
 	host.Host
 	rejected func(network.Stream, error)
@@ -46,8 +108,48 @@ type filterHost struct {
 
 func (h filterHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
 	h.Host.SetStreamHandler(pid, func(s network.Stream) {
-		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.rejected})
+		if p := s.Conn().RemotePeer(); h.refused(p, time.Now()) {
+			_ = s.Reset()
+			_ = h.Network().ClosePeer(p)
+			return
+		}
+		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.refuse})
 	})
+}
+
+// refuse closes the connections of the peer that sent s a message over
+// the limits, or left silentStrikes streams silent, and refuses its
+// streams for refuseFor.
+func (h filterHost) refuse(s network.Stream, err error) {
+	p := s.Conn().RemotePeer()
+	if errors.Is(err, errSilent) && !h.silentCounter(p).add(time.Now()) {
+		return
+	}
+	_ = h.Peerstore().Put(p, refusedKey, time.Now().Add(refuseFor))
+	if h.rejected != nil {
+		h.rejected(s, err)
+	}
+	_ = h.Network().ClosePeer(p)
+}
+
+// silentCounter returns p's silentCount, made on first use. Two streams
+// of p timing out at once may each make one: a count lost, no more.
+func (h filterHost) silentCounter(p peer.ID) *silentCount {
+	if v, err := h.Peerstore().Get(p, silentKey); err == nil {
+		if c, ok := v.(*silentCount); ok {
+			return c
+		}
+	}
+	c := &silentCount{}
+	_ = h.Peerstore().Put(p, silentKey, c)
+	return c
+}
+
+// refused reports whether p's streams are refused at now.
+func (h filterHost) refused(p peer.ID, now time.Time) bool {
+	v, err := h.Peerstore().Get(p, refusedKey)
+	until, ok := v.(time.Time)
+	return err == nil && ok && now.Before(until)
 }
 
 // inboundStream passes a bitswap stream's bytes through while checking
@@ -63,6 +165,7 @@ type inboundStream struct {
 	fieldLeft int    // bytes of the current field's body not yet handed out
 	wantBytes int    // want list bytes in the current message
 	reserved  int    // memory reserved for the current message
+	started   bool   // a message header arrived
 	err       error
 }
 
@@ -90,27 +193,53 @@ func (s *inboundStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// header parses the next message or field header into pending.
+// header parses the next message or field header into pending. A
+// message's length goes out only with its first field's header: boxo
+// allocates the whole message when it reads the length, so a message
+// refused at its first field (a want list comes first) costs no allocation.
 func (s *inboundStream) header() error {
 	if s.frameLeft == 0 {
-		_ = s.SetReadDeadline(time.Now().Add(streamIdle))
-		l, err := s.varint()
-		if err != nil {
+		if err := s.messageHeader(); err != nil || s.frameLeft == 0 {
 			return err
 		}
-		_ = s.SetReadDeadline(time.Now().Add(sendDeadline(int(min(l, maxMessageBytes)))))
-		if l > maxMessageBytes {
-			return fmt.Errorf("%w: message of %d bytes", errTooLarge, l)
-		}
-		if l > 0 {
-			if err := s.Scope().ReserveMemory(int(l), network.ReservationPriorityAlways); err != nil {
-				return fmt.Errorf("%w: %v", errTooLarge, err)
-			}
-			s.reserved = int(l)
-		}
-		s.frameLeft, s.wantBytes = int(l), 0
-		return nil
 	}
+	return s.fieldHeader()
+}
+
+// messageHeader parses a message's length, sets its read deadline and
+// reserves its size with the stream's scope.
+func (s *inboundStream) messageHeader() error {
+	wait := streamIdle
+	if !s.started {
+		wait = firstMessageWait
+	}
+	_ = s.SetReadDeadline(time.Now().Add(wait))
+	l, err := s.varint()
+	var ne net.Error
+	if err != nil && !s.started && len(s.pending) == 0 && errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w: no message in %v: %v", errSilent, wait, err)
+	}
+	if err != nil {
+		return err
+	}
+	s.started = true
+	_ = s.SetReadDeadline(time.Now().Add(sendDeadline(int(min(l, maxMessageBytes)))))
+	if l > maxMessageBytes {
+		return fmt.Errorf("%w: message of %d bytes", errTooLarge, l)
+	}
+	if l > 0 {
+		if err := s.Scope().ReserveMemory(int(l), network.ReservationPriorityAlways); err != nil {
+			return fmt.Errorf("%w: %v", errTooLarge, err)
+		}
+		s.reserved = int(l)
+	}
+	s.frameLeft, s.wantBytes = int(l), 0
+	return nil
+}
+
+// fieldHeader parses a field's tag (and length) and checks the want list's
+// size so far.
+func (s *inboundStream) fieldHeader() error {
 	mark := len(s.pending)
 	tag, err := s.varint()
 	if err != nil {
@@ -174,15 +303,19 @@ func (s *inboundStream) release() {
 	}
 }
 
-// fail ends the stream: over the limits it is reset and reported.
+// fail ends the stream: over the limits it is reset and its peer refused;
+// without memory for the message it is reset.
 func (s *inboundStream) fail(err error) {
 	s.err = err
 	s.pending = nil
 	s.release()
-	if errors.Is(err, errTooLarge) {
-		s.Stream.Reset()
+	switch {
+	case errors.Is(err, errTooLarge), errors.Is(err, errSilent):
+		_ = s.Stream.Reset()
 		if s.rejected != nil {
 			s.rejected(s.Stream, err)
 		}
+	case errors.Is(err, errNoMemory):
+		_ = s.Stream.Reset()
 	}
 }

@@ -3,9 +3,12 @@ package fetch
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +16,11 @@ import (
 	bspb "github.com/ipfs/boxo/bitswap/message/pb"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-msgio"
 	mh "github.com/multiformats/go-multihash"
 )
@@ -42,7 +49,9 @@ func wantMessage(t *testing.T, n int) bsmsg.BitSwapMessage {
 
 // TestInboundFilter: messages within the limits (wants, blocks, presences)
 // pass through the filter byte for byte and decode as sent; a message with
-// a want list over maxWantlistBytes resets the stream before it is read.
+// a want list over maxWantlistBytes resets the stream before any of it,
+// not even its length, is handed to boxo (which allocates the whole
+// message when it reads the length: 2 MiB for each want list of an attack).
 func TestInboundFilter(t *testing.T) {
 	var wire bytes.Buffer
 	small := wantMessage(t, 500)
@@ -78,7 +87,175 @@ func TestInboundFilter(t *testing.T) {
 	if !errors.Is(err, errTooLarge) || !ps.reset || !errors.Is(rejected, errTooLarge) {
 		t.Fatalf("a want list of 5000 entries: err %v, reset %v, rejected %v; want errTooLarge and a reset", err, ps.reset, rejected)
 	}
-	if len(got) > 64 {
-		t.Fatalf("%d bytes of the oversized message passed, want only its headers", len(got))
+	if len(got) != 0 {
+		t.Fatalf("%d bytes of the oversized message passed, want none", len(got))
+	}
+}
+
+// loopHost starts a libp2p host on loopback TCP.
+func loopHost(t *testing.T) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(),
+		libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// writeWants opens a bitswap stream from h to p and writes m on it.
+func writeWants(ctx context.Context, h host.Host, p peer.ID, m bsmsg.BitSwapMessage) (network.Stream, error) {
+	s, err := h.NewStream(ctx, p, "/ipfs/bitswap/1.2.0")
+	if err != nil {
+		return nil, err
+	}
+	var wire bytes.Buffer
+	if err := m.ToNetV1(&wire); err != nil {
+		return nil, err
+	}
+	_, err = s.Write(wire.Bytes())
+	return s, err
+}
+
+// TestInboundRefusesPeer: a peer that sends a want list over the limits
+// loses its connection at once, and for refuseFor its bitswap streams are
+// reset before the handler sees them, however small what it sends; another
+// peer's messages go on reaching the handler.
+func TestInboundRefusesPeer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	seed, bad, good := loopHost(t), loopHost(t), loopHost(t)
+	var rejected atomic.Int64
+	msgs := make(chan peer.ID, 16)
+	fh := filterHost{Host: seed, rejected: func(network.Stream, error) { rejected.Add(1) }}
+	fh.SetStreamHandler("/ipfs/bitswap/1.2.0", func(s network.Stream) {
+		defer s.Close()
+		rd := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
+		for {
+			if _, _, err := bsmsg.FromMsgReader(rd); err != nil {
+				return
+			}
+			msgs <- s.Conn().RemotePeer()
+		}
+	})
+	for _, h := range []host.Host{bad, good} {
+		if err := h.Connect(ctx, peer.AddrInfo{ID: seed.ID(), Addrs: seed.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := writeWants(ctx, good, seed.ID(), wantMessage(t, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if p := <-msgs; p != good.ID() {
+		t.Fatalf("message from %s, want the good peer's", p)
+	}
+
+	s, _ := writeWants(ctx, bad, seed.ID(), wantMessage(t, 5000))
+	if s != nil {
+		_, _ = io.Copy(io.Discard, s) // until the reset
+	}
+	for seed.Network().Connectedness(bad.ID()) == network.Connected {
+		if ctx.Err() != nil {
+			t.Fatal("the peer that sent 5000 wants is still connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if rejected.Load() != 1 {
+		t.Fatalf("%d refusals reported, want 1", rejected.Load())
+	}
+	// Back with a small want list: reset unread, disconnected again.
+	s, err := writeWants(ctx, bad, seed.ID(), wantMessage(t, 10))
+	if err == nil {
+		_, err = s.Read(make([]byte, 1))
+	}
+	if err == nil || err == io.EOF {
+		t.Fatalf("a refused peer's new stream: read %v, want a reset", err)
+	}
+	if _, err := writeWants(ctx, good, seed.ID(), wantMessage(t, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if p := <-msgs; p != good.ID() {
+		t.Fatalf("message from %s (the refused peer), want the good peer's", p)
+	}
+	if !fh.refused(bad.ID(), time.Now()) || fh.refused(bad.ID(), time.Now().Add(refuseFor)) || fh.refused(good.ID(), time.Now()) {
+		t.Fatalf("refused: bad now %v, bad after refuseFor %v, good %v; want true, false, false",
+			fh.refused(bad.ID(), time.Now()), fh.refused(bad.ID(), time.Now().Add(refuseFor)), fh.refused(good.ID(), time.Now()))
+	}
+}
+
+// timeoutReader fails each read with a timeout, as a stream past its read
+// deadline does.
+type timeoutReader struct{}
+
+func (timeoutReader) Read([]byte) (int, error) { return 0, os.ErrDeadlineExceeded }
+
+// TestInboundSilentStream: a new stream that brings no message before its
+// first deadline fails with errSilent, is reset and its peer refused; one
+// that timed out after a message (an idle want stream) only ends.
+func TestInboundSilentStream(t *testing.T) {
+	ps := &pipeStream{r: timeoutReader{}}
+	var rejected error
+	s := &inboundStream{Stream: ps, r: bufio.NewReaderSize(ps, 4096), rejected: func(_ network.Stream, err error) { rejected = err }}
+	if _, err := s.Read(make([]byte, 16)); !errors.Is(err, errSilent) || !ps.reset || !errors.Is(rejected, errSilent) {
+		t.Fatalf("a silent new stream: err %v, reset %v, rejected %v; want errSilent, a reset and the peer refused", err, ps.reset, rejected)
+	}
+
+	var wire bytes.Buffer
+	if err := wantMessage(t, 3).ToNetV1(&wire); err != nil {
+		t.Fatal(err)
+	}
+	ps = &pipeStream{r: io.MultiReader(&wire, timeoutReader{})}
+	rejected = nil
+	s = &inboundStream{Stream: ps, r: bufio.NewReaderSize(ps, 4096), rejected: func(_ network.Stream, err error) { rejected = err }}
+	_, err := io.ReadAll(s)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, errSilent) || ps.reset || rejected != nil {
+		t.Fatalf("an idle stream after a message: err %v, reset %v, rejected %v; want the timeout alone", err, ps.reset, rejected)
+	}
+}
+
+// connOf is a network.Conn that knows only its remote peer.
+type connOf struct {
+	network.Conn
+	p peer.ID
+}
+
+func (c connOf) RemotePeer() peer.ID { return c.p }
+
+// streamOf is a network.Stream of a connection to p.
+type streamOf struct {
+	network.Stream
+	p peer.ID
+}
+
+func (s streamOf) Conn() network.Conn { return connOf{p: s.p} }
+
+// TestInboundSilentStrikes: a peer's silent streams are reset alone up to
+// silentStrikes-1 within refuseFor; the silentStrikes-th refuses the peer.
+// A want list over the limits refuses at once.
+func TestInboundSilentStrikes(t *testing.T) {
+	seed := loopHost(t)
+	fh := filterHost{Host: seed}
+	quiet, big := peer.ID("quiet"), peer.ID("big")
+	for i := range silentStrikes {
+		if fh.refused(quiet, time.Now()) {
+			t.Fatalf("refused after %d silent streams, want after %d", i, silentStrikes)
+		}
+		fh.refuse(streamOf{p: quiet}, errSilent)
+	}
+	if !fh.refused(quiet, time.Now()) {
+		t.Fatalf("not refused after %d silent streams", silentStrikes)
+	}
+	fh.refuse(streamOf{p: big}, errTooLarge)
+	if !fh.refused(big, time.Now()) {
+		t.Fatal("not refused after a want list over the limits")
+	}
+	c := &silentCount{}
+	now := time.Now()
+	for range silentStrikes - 1 {
+		c.add(now)
+	}
+	if c.add(now.Add(refuseFor + time.Second)) {
+		t.Fatal("silent streams further apart than refuseFor counted together")
 	}
 }

@@ -8,38 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/mesh"
 	"github.com/meshcdn/meshcdn/meshtest"
 	"github.com/meshcdn/meshcdn/store"
 )
-
-// mountTmpfs mounts a tmpfs of size bytes for the test, or skips it when
-// the test cannot mount (not root, or no CAP_SYS_ADMIN).
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs to fill (the fault suite runs as root in .ci/run)")
-	}
-	dir := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v): this test needs CAP_SYS_ADMIN", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // TestFaultSeedDiskFull: a seed whose data directory is on a small real
 // filesystem pins one site, then another that does not fit on the disk.
@@ -47,7 +24,7 @@ func mountTmpfs(t *testing.T, size int64) string {
 // the seed goes on serving the first site to an app, every byte right,
 // every byte from the seed.
 func TestFaultSeedDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, store.DiskMargin+24<<20)
+	mnt := testutil.MountTmpfs(t, store.DiskMargin+24<<20)
 	sizes := map[string]int64{}
 	for i := range 4 {
 		sizes[fmt.Sprintf("a/%d.bin", i)] = 2<<20 + int64(i)

@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
 	"github.com/meshcdn/meshcdn/meshtest"
@@ -312,7 +313,7 @@ func (fm *faultMesh) newApp(ctx context.Context, i int) *faultApp {
 	a := &faultApp{}
 	dir := t.TempDir()
 	if fm.diskFull {
-		if a.disk = tryTmpfs(t, store.DiskMargin+30<<20); a.disk == "" {
+		if a.disk = testutil.TryTmpfs(t, store.DiskMargin+30<<20); a.disk == "" {
 			fm.diskFull = false
 		} else {
 			dir = filepath.Join(a.disk, "data")
@@ -344,25 +345,6 @@ func (l penaltyLog) Write(p []byte) (int, error) {
 		l.t.Logf("%s", bytes.TrimSpace(p))
 	}
 	return len(p), nil
-}
-
-// tryTmpfs mounts a tmpfs of size bytes for the test and returns it, or ""
-// if it cannot (the disk-full faults are then left out).
-func tryTmpfs(t *testing.T, size int64) string {
-	dir := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Logf("cannot mount a tmpfs (%v): no disk-full faults", err)
-		return ""
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
 }
 
 // appHeader marks an app's origin requests with its number.

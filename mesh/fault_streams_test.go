@@ -189,3 +189,122 @@ func TestFaultIdleStreams(t *testing.T) {
 		t.Errorf("live heap grew by %.0f MiB, want at most 96", heap1-heap0)
 	}
 }
+
+// bitswapStreamsIn is how many inbound streams n's resource manager holds
+// for bitswap 1.2.0.
+func bitswapStreamsIn(n *mesh.Node) int {
+	var in int
+	_ = n.Host().Network().ResourceManager().ViewProtocol(bitswapProtocols[0], func(s network.ProtocolScope) error {
+		in = s.Stat().NumStreamsInbound
+		return nil
+	})
+	return in
+}
+
+// silentBitswapStreams opens k bitswap streams from h to n at once, each
+// negotiated and then never written on, read until n ends them. It returns
+// once each was admitted or refused; the readers are counted in wg.
+func silentBitswapStreams(ctx context.Context, h host.Host, n *mesh.Node, k int, wg *sync.WaitGroup) {
+	var opening sync.WaitGroup
+	for range k {
+		opening.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := h.NewStream(ctx, n.ID(), bitswapProtocols[0])
+			opening.Done()
+			if err != nil {
+				return
+			}
+			stop := context.AfterFunc(ctx, func() { s.Reset() })
+			defer stop()
+			_, _ = io.Copy(io.Discard, s) // until the seed resets it
+			s.Reset()
+		}()
+	}
+	opening.Wait()
+}
+
+// awaitStreams polls until cond holds of n's inbound bitswap streams, and
+// fails t after within.
+func awaitStreams(t *testing.T, n *mesh.Node, within time.Duration, what string, cond func(int) bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond(bitswapStreamsIn(n)) {
+		if time.Since(start) > within {
+			t.Fatalf("after %v the seed holds %d inbound bitswap streams: want %s", within, bitswapStreamsIn(n), what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// TestFaultIdleStreamsSybils: MaxConns/16 peers (64 on a seed, each its
+// own key and connection) each open the per-peer maximum of bitswap
+// streams (64) and never send on them: 4096 streams, the protocol's limit
+// (4 per MaxConns), and a new peer's bitswap streams are refused. Each
+// such stream used to be held for streamIdle (2 min) and could be opened
+// again. Now a new bitswap stream that brings no message within 10 s
+// (fetch's firstMessageWait) is reset, and a peer with 4 such streams
+// within a minute (silentStrikes) is refused: disconnected, its bitswap
+// streams reset unread for a minute. The seed holds none of the sybils'
+// streams within 30 s of the attack; then a new peer opens 64 bitswap streams, 50 pings of it
+// succeed, and a new app fetches 16 MiB, all from the seed, the seed not
+// penalised.
+func TestFaultIdleStreamsSybils(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	b := newBed(t, 1, nil)
+	base := b.baseline(ctx, t, "a0.bin")
+	sybils := b.seed.Config().MaxConns / 16
+	attackCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	hs := make([]host.Host, sybils)
+	for i := range hs {
+		hs[i] = attacker(t)
+		connectTCP(ctx, t, hs[i], b.seed)
+	}
+	before := bitswapStreamsIn(b.seed)
+	var opening sync.WaitGroup
+	for _, h := range hs {
+		opening.Add(1)
+		go func() {
+			defer opening.Done()
+			silentBitswapStreams(attackCtx, h, b.seed, 64, &wg)
+		}()
+	}
+	opening.Wait()
+	held := 0 // the most the seed held: the streams are negotiated lazily
+	awaitStreams(t, b.seed, 20*time.Second, "4000 or more, or a peak", func(n int) bool {
+		if n < held && held > 0 {
+			return true // streams are going: the sybils are being refused
+		}
+		held = max(held, n)
+		return n >= 4000
+	})
+	t.Logf("%d sybils: the seed held up to %d inbound bitswap streams (%d before)", sybils, held, before)
+	if held < 3500 {
+		t.Fatalf("the sybils held only %d streams: the attack is not replayed", held)
+	}
+	took := awaitStreams(t, b.seed, 30*time.Second, "the sybils' gone", func(n int) bool { return n <= before })
+	t.Logf("the sybils' streams were gone %v after they were all open", took)
+
+	probe := attacker(t)
+	connectTCP(ctx, t, probe, b.seed)
+	if n := refusedPings(ctx, t, probe, b.seed, 50); n > 0 {
+		t.Errorf("%d of 50 pings from a new peer failed after the sybils", n)
+	}
+	probeCtx, probeStop := context.WithCancel(ctx)
+	silentBitswapStreams(probeCtx, probe, b.seed, 64, &wg)
+	awaitStreams(t, b.seed, 5*time.Second, "a new peer's 64 admitted", func(n int) bool { return n >= before+64 })
+	probeStop()
+	app := b.newApp(ctx, t)
+	d, st, err := b.fetch(ctx, app, "a0.bin")
+	if err != nil {
+		t.Fatalf("honest fetch after the sybils: %v", err)
+	}
+	t.Logf("honest fetch: baseline %v, after the sybils %v (%.1fx)", base, d, float64(d)/float64(base))
+	b.checkHonest(t, app, st)
+}

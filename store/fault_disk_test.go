@@ -26,31 +26,6 @@ const fullDiskEnv = "MESHCDN_STORE_FULL_DISK_DIR"
 
 func init() { children[fullDiskEnv] = fullDiskChild }
 
-// mountTmpfs mounts a tmpfs of size bytes for the test, or skips it when
-// the test cannot mount (not root, or no CAP_SYS_ADMIN).
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs to fill (the fault suite runs as root in .ci/run)")
-	}
-	dir := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v): this test needs CAP_SYS_ADMIN", err)
-	}
-	t.Cleanup(func() {
-		// Detached: badger opened read-only keeps its memtable logs
-		// mapped after Close (it never releases the memtables it replays
-		// in that mode), which would keep the filesystem busy.
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
 // fill writes a file in dir until the filesystem has at most left bytes
 // free, as another program filling the disk would.
 func fill(t *testing.T, dir string, left int64) {
@@ -130,7 +105,7 @@ func checkImported(t *testing.T, s *store.Store, done []imported) {
 // stays pinned; reopened on the full disk, the store is read-only and
 // serves it; with space again, it writes again.
 func TestFaultDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, store.DiskMargin+48*mib)
+	mnt := testutil.MountTmpfs(t, store.DiskMargin+48*mib)
 	dir := filepath.Join(mnt, "blocks")
 	s, err := store.New(store.Config{Dir: dir, Quota: -1})
 	if err != nil {
@@ -236,7 +211,7 @@ func fullDiskChild() {
 // of SIGBUS (or, if it gets an error first, cannot close cleanly): what
 // the margin prevents.
 func TestFaultDiskFullWithoutMargin(t *testing.T) {
-	mnt := mountTmpfs(t, store.DiskMargin+48*mib)
+	mnt := testutil.MountTmpfs(t, store.DiskMargin+48*mib)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), fullDiskEnv+"="+filepath.Join(mnt, "blocks"))
 	var out bytes.Buffer
@@ -264,7 +239,7 @@ func TestFaultDiskFullWithoutMargin(t *testing.T) {
 // the kill, are trimmed as badger would), with every pinned import that
 // returned before the kill whole and readable.
 func TestFaultCrashThenDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, store.DiskMargin+64*mib)
+	mnt := testutil.MountTmpfs(t, store.DiskMargin+64*mib)
 	dir := filepath.Join(mnt, "blocks")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
