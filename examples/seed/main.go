@@ -12,7 +12,8 @@
 // It listens on every browser-dialable transport (TCP, QUIC, WebTransport,
 // WebRTC-direct, WebSockets) and runs a circuit relay so that browsers can
 // reach each other, with the seed role's relay limits (mesh.RelayLimits:
-// 256 browsers behind one address, 1024 reservations in all). -loopback keeps it on 127.0.0.1 for trying it out.
+// 256 browsers behind one address, 1024 reservations in all). -loopback
+// keeps it on 127.0.0.1 for trying it out.
 // -listen fixes the addresses (comma-separated multiaddrs, ports included):
 // with the same -dir (its identity) and -listen, a restarted seed has the
 // same multiaddrs, WebRTC-direct's certificate hash included (go-libp2p
@@ -26,9 +27,9 @@
 // -browser DIR also serves the built browser client (examples/browser/dist,
 // built with `npm ci && npm run build` there) over HTTP on -browser-addr
 // (127.0.0.1 only), with /meshcdn.json beside it: the mesh's name, the
-// seed's browser-dialable multiaddrs (WebTransport and WebRTC-direct
-// certificate hashes change between starts, so they are read at each
-// request) and the manifest's URL. Opening the printed URL shows the whole
+// seed's browser-dialable multiaddrs (read at each request: the ports
+// change between starts unless -listen fixes them, and WebTransport's
+// certificate hash every 14 days) and the manifest's URL. Opening the printed URL shows the whole
 // mesh from one command; the origin must allow the page's origin (CORS) for
 // the manifest and Range requests.
 package main
