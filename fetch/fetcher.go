@@ -175,6 +175,10 @@ type Totals struct {
 	BadBlocks, PenalisedPeers int64
 	// ServedBytes counts block bytes served to other peers.
 	ServedBytes int64
+	// OriginSentBytes and OriginWastedBytes add up the fetches' (see
+	// Stats): what origins sent, and what of it was not a first verified
+	// copy (OriginSentBytes - OriginBytes, or 0).
+	OriginSentBytes, OriginWastedBytes int64
 }
 
 // Offload is the share of fetched network bytes that came from peers:
@@ -199,6 +203,7 @@ func (f *Fetcher) Stats() Totals {
 		t.Peers[p] = n
 	}
 	t.ServedBytes = f.served.Load()
+	t.OriginWastedBytes = max(t.OriginSentBytes-t.OriginBytes, 0)
 	return t
 }
 
@@ -233,6 +238,16 @@ func (f *Fetcher) countPenalty() {
 	f.mu.Unlock()
 	if f.metrics != nil {
 		f.metrics.penalised.Inc()
+	}
+}
+
+// noteOriginSent adds n bytes an origin sent to the totals.
+func (f *Fetcher) noteOriginSent(n int64) {
+	f.mu.Lock()
+	f.totals.OriginSentBytes += n
+	f.mu.Unlock()
+	if f.metrics != nil {
+		f.metrics.originSent.Add(float64(n))
 	}
 }
 

@@ -29,7 +29,9 @@ type originCall struct {
 }
 
 // originShared is originLeaf, shared among concurrent callers for one leaf.
-func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf) ([]byte, error) {
+// What the origin sent for the shared request is told to sent, the sink
+// of the caller that started it.
+func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent func(int64)) ([]byte, error) {
 	key := l.Cid.KeyString()
 	f.callMu.Lock()
 	c := f.calls[key]
@@ -40,7 +42,7 @@ func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf) ([]b
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			c.data, c.err = f.originLeaf(cctx, t, l)
+			c.data, c.err = f.originLeaf(cctx, t, l, sent)
 			f.callMu.Lock()
 			if f.calls[key] == c {
 				delete(f.calls, key)
@@ -78,8 +80,9 @@ var errOriginStatus = errors.New("unexpected status")
 // the trustless gateway t.Gateway. A leaf of unknown size (Size < 0, a raw
 // root opened without its size) is read up to one chunk. The response
 // headers must come within Config.OriginHeaderTimeout and each read of the
-// body within Config.OriginIdleTimeout.
-func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byte, error) {
+// body within Config.OriginIdleTimeout. What the origin sent is told to
+// sent (see meteredBody) once the body is closed.
+func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf, sent func(int64)) ([]byte, error) {
 	var req *http.Request
 	var err error
 	limit := l.Size
@@ -106,7 +109,7 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byt
 		req.Header.Set("Accept", "application/vnd.ipld.raw")
 	}
 	start := time.Now()
-	resp, wd, err := f.originDo(req, cancel)
+	resp, wd, err := f.originDo(req, cancel, sent)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: origin %s: %w", l.Cid, err)
 	}
@@ -194,17 +197,83 @@ func (t Target) knownSize() int64 {
 // originDo sends an origin request under Config.OriginHeaderTimeout and
 // returns the response with its body read under Config.OriginIdleTimeout;
 // cancel must cancel the request's context. The caller stops the watchdog
-// and closes the body.
-func (f *Fetcher) originDo(req *http.Request, cancel context.CancelFunc) (*http.Response, *watchdog, error) {
+// and closes the body; closing it tells sent (if not nil) what the origin
+// sent (meteredBody).
+func (f *Fetcher) originDo(req *http.Request, cancel context.CancelFunc, sent func(int64)) (*http.Response, *watchdog, error) {
 	wd := newWatchdog(f.cfg.OriginHeaderTimeout, "no response headers", cancel)
+	asked := time.Now()
 	resp, err := f.http.Do(req)
 	if err != nil {
 		wd.stop()
 		return nil, wd, wd.explain(err)
 	}
 	wd.rearm(f.cfg.OriginIdleTimeout, "no body bytes")
-	resp.Body = &idleBody{ReadCloser: resp.Body, wd: wd}
+	resp.Body = &meteredBody{ReadCloser: &idleBody{ReadCloser: resp.Body, wd: wd},
+		length: resp.ContentLength, rtt: time.Since(asked), headers: time.Now(), sink: sent}
 	return resp, wd, nil
+}
+
+// meteredBody counts what the origin sent in one response body, which is
+// what Stats.OriginSentBytes adds up: every body byte read off the wire,
+// whether it was kept or thrown away (a hedge cut off, a leaf that lost
+// the race, the bytes skipped in a whole-file answer), plus, for a body
+// closed before its end, an estimate of the bytes that were in flight and
+// are lost with the connection: the bandwidth-delay product, the rate the
+// body came at times the time the response headers took (one round trip
+// and the origin's think time), at most what remained of the body. The
+// headers themselves are not counted. On close it tells the sink the
+// total, once.
+type meteredBody struct {
+	io.ReadCloser
+	length  int64         // the Content-Length, -1 if unknown
+	rtt     time.Duration // from the request to its headers
+	headers time.Time
+	sink    func(int64)
+
+	mu   sync.Mutex
+	read int64
+	eof  bool
+	done bool
+}
+
+func (b *meteredBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.mu.Lock()
+	b.read += int64(n)
+	if err == io.EOF {
+		b.eof = true
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+func (b *meteredBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return err
+	}
+	b.done = true
+	if b.sink != nil {
+		b.sink(b.read + inFlight(b.read, b.length, b.eof, time.Since(b.headers), b.rtt))
+	}
+	return err
+}
+
+// inFlight estimates the body bytes an origin had sent but a reader had
+// not read when it closed the body after read of length bytes (length < 0:
+// unknown) over elapsed: the bandwidth-delay product (the rate so far
+// times rtt), at most what remained. A body read to its end has none.
+func inFlight(read, length int64, eof bool, elapsed, rtt time.Duration) int64 {
+	if eof || (length >= 0 && read >= length) || read == 0 || elapsed <= 0 {
+		return 0
+	}
+	est := int64(float64(read) * rtt.Seconds() / elapsed.Seconds())
+	if length >= 0 {
+		est = min(est, length-read)
+	}
+	return max(est, 0)
 }
 
 // watchdog cancels an origin request that says nothing for too long, and

@@ -70,6 +70,18 @@ type Stats struct {
 	NotKept int
 	// OriginErrors counts failed origin requests.
 	OriginErrors int
+	// OriginSentBytes counts what the origin sent for this fetch's
+	// requests, kept or not: every response body byte read, including
+	// those thrown away (a hedge cut off, a copy that lost the race, bytes
+	// skipped in a whole-file answer), plus for each body closed before its
+	// end an estimate of the bytes in flight (the bandwidth-delay product
+	// of that response, at most what remained). Headers are not counted.
+	// A request shared with a concurrent fetch of the same leaf counts for
+	// the fetch that started it.
+	OriginSentBytes int64
+	// OriginWastedBytes is what the origin sent that was not a first
+	// verified copy: OriginSentBytes - OriginBytes, or 0.
+	OriginWastedBytes int64
 }
 
 // Offload is PeerBytes / (PeerBytes + OriginBytes), or 0.
@@ -395,7 +407,7 @@ func (g *nodeFetcher) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) 
 	cancel()
 	if err != nil && r.t.Gateway != "" && ctx.Err() == nil {
 		var data []byte
-		data, err = f.originLeaf(ctx, Target{Gateway: r.t.Gateway}, store.Leaf{Cid: c, Size: -1})
+		data, err = f.originLeaf(ctx, Target{Gateway: r.t.Gateway}, store.Leaf{Cid: c, Size: -1}, r.noteOriginSent)
 		if err == nil {
 			b, err = blocks.NewBlockWithCid(data, c)
 		}
@@ -820,7 +832,7 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		data, err := r.f.originShared(ctx, r.t, l)
+		data, err := r.f.originShared(ctx, r.t, l, r.noteOriginSent)
 		r.mu.Lock()
 		if err != nil && r.st[i].origin == q {
 			r.st[i].origin = nil
@@ -859,6 +871,15 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 		}
 		r.deliver(i, data, SourceOrigin, "", q)
 	}()
+}
+
+// noteOriginSent adds n bytes the origin sent for this fetch (a
+// meteredBody's count) to its stats and the Fetcher's.
+func (r *Reader) noteOriginSent(n int64) {
+	r.mu.Lock()
+	r.stats.OriginSentBytes += n
+	r.mu.Unlock()
+	r.f.noteOriginSent(n)
 }
 
 // deliver takes the verified bytes of leaf i from a source: the first copy
@@ -1152,6 +1173,7 @@ func (r *Reader) Stats() Stats {
 		}
 	}
 	s.Complete = r.leaves != nil && r.fetched == len(r.leaves)
+	s.OriginWastedBytes = max(s.OriginSentBytes-s.OriginBytes, 0)
 	return s
 }
 
