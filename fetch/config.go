@@ -83,9 +83,16 @@ type Config struct {
 	Advertiser Advertiser
 
 	// Crowd, if set, names the peers fetching the same content at the
-	// same time, for striping. Nil: no striping. The Fetcher does not
-	// close it.
+	// same time, for striping: each node of the crowd takes a different
+	// share of the leaves from the origin (policy.go, the package doc says
+	// how the share is computed) and the rest from the others. Nil: no
+	// striping. The Fetcher does not close it.
 	Crowd Crowd
+
+	// NoStriping turns striping off although Crowd is set: every fetch
+	// asks the origin for any leaf peers are late with. Default false
+	// (striping on).
+	NoStriping bool
 
 	// HTTPClient fetches from origins. Nil means a client of the Fetcher's
 	// own, with keep-alive connections, closed by Close.

@@ -77,7 +77,34 @@
 //     content meanwhile ask this node and get each block from it as it
 //     arrives, so a flash crowd that starts cold pays the origin for about
 //     one copy.
-//  7. With the origin failed (see below) and no block from anyone for
+//  7. Striping (policy.go): with Config.Crowd naming other peers fetching
+//     the same root at the same time, the nodes split the leaves they take
+//     from the origin, each taking a different share and the rest from
+//     the others as they arrive. Leaf i (0-based, in file order) belongs
+//     to the member p of the stripe, the crowd and this node less
+//     penalised peers, with the highest score
+//
+//     score(root, p, i) = first 8 bytes, read big-endian, of
+//     SHA-256(root CID bytes || peer ID bytes || i as 8 bytes big-endian)
+//
+//     (CID and peer ID in their binary forms; a tie goes to the greater
+//     peer ID bytes). Every member computes the same owners without a
+//     coordinator (rendezvous hashing), and a member that joins or leaves
+//     moves only the leaves it takes or held. Once the origin has joined
+//     (step 3) a node asks it only for its own leaves; another's leaf goes
+//     to the origin when no peer has said HAVE of it within
+//     Config.PeerTimeout plus the origin's time for the leaf (its place
+//     in its owner's queue of Config.OriginConcurrency requests times one
+//     leaf's time, measured from this Fetcher's origin requests, 1 s until
+//     measured) after it was asked and the origin joined, or when the
+//     reader has waited PeerTimeout plus one leaf's origin time on it. A
+//     node that announces a fetch and sends nothing thus delays no one by
+//     more than PeerTimeout and the origin's time; crowd members are
+//     judged as silent providers are (step 4) and penalised, which takes
+//     them out of the stripe. A striping node tells Config.Advertiser of
+//     its fetch when its origin requests start, provider known or not, so
+//     that the others count it in. Config.NoStriping turns it off.
+//  8. With the origin failed (see below) and no block from anyone for
 //     Config.StallTimeout, or at once when no peer is known to hold the
 //     content and none has sent any, Read returns an error wrapping
 //     ErrUnavailable and the origin's error; the blocks fetched so far stay
@@ -157,8 +184,16 @@
 // store, from peers and from the origin (the first verified copy of each
 // leaf), duplicate bytes (the cost of hedging), bytes per peer, time to
 // first byte and to last block, and the offload ratio (peer bytes over
-// network bytes). With Config.PrometheusRegisterer the same figures are
-// exported as meshcdn_fetch_* metrics; labels are only source and result.
+// network bytes). Origin bytes are a budget, so what the origin sent is
+// counted besides what was kept: OriginSentBytes is every response body
+// byte read off the wire, kept or thrown away (a hedge cut off, a copy
+// that lost the race, bytes skipped in a whole-file answer), plus for
+// each response closed before its end an estimate of what was in flight
+// (that response's rate times the time its headers took, at most what
+// remained); OriginWastedBytes is what of it was not a first verified
+// copy. With Config.PrometheusRegisterer the same figures are exported as
+// meshcdn_fetch_* metrics (origin_sent_bytes_total for what origins
+// sent); labels are only source and result.
 //
 // # Bitswap tuning
 //

@@ -371,6 +371,14 @@ func (f *Fetcher) noteOriginRate(r float64) {
 	}
 }
 
+// originRequestRate is what one origin request has been giving, in bytes
+// per second (0: not measured yet).
+func (f *Fetcher) originRequestRate() float64 {
+	f.rateMu.Lock()
+	defer f.rateMu.Unlock()
+	return f.originRate
+}
+
 // originCapacity is what the origin is estimated to give one fetch, in
 // bytes per second (0: not known yet).
 func (f *Fetcher) originCapacity() float64 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +110,8 @@ type leafState struct {
 	fetched    bool   // delivered at least once
 	kept       bool   // stored
 	localTried bool
+	since      time.Time // first asked of peers, while in the window
+	originAt   time.Time // when origin was asked
 	local      *req
 	peer       *req
 	origin     *req
@@ -132,34 +135,36 @@ type Reader struct {
 	wg        sync.WaitGroup
 	once      sync.Once
 
-	mu         sync.Mutex
-	changed    chan struct{} // closed and replaced when state changes
-	leaves     []store.Leaf  // nil until resolved
-	cids       []cid.Cid     // registered with the guard
-	nodes      []blocks.Block
-	size       int64 // -1 while unknown
-	pos        int64
-	st         []leafState
-	err        error
-	closed     bool
-	stats      Stats
-	prov       provState
-	originOn   bool
-	originDead error
-	originFail int
-	originBusy int
-	whole      *req // the whole-file read from an origin that ignores Range (whole.go)
-	fetched    int
-	kept       int
-	finishing  bool
-	advertised bool        // Config.Advertiser was told of this cold fetch
-	provs      []peer.ID   // providers connected for this fetch
-	provsDone  bool        // the providers' silence has been judged
-	lastBlock  time.Time   // last delivery from any source
-	lastPeer   time.Time   // last delivery from a peer
-	peerTimes  []time.Time // the last peerRateWindow deliveries from peers
-	waitSince  time.Time   // a Read has been waiting since
-	askedFirst bool        // a provider was asked directly (firstwant.go)
+	mu          sync.Mutex
+	changed     chan struct{} // closed and replaced when state changes
+	leaves      []store.Leaf  // nil until resolved
+	cids        []cid.Cid     // registered with the guard
+	nodes       []blocks.Block
+	size        int64 // -1 while unknown
+	pos         int64
+	st          []leafState
+	err         error
+	closed      bool
+	stats       Stats
+	prov        provState
+	originOn    bool
+	originSince time.Time // when the origin joined
+	originDead  error
+	originFail  int
+	originBusy  int
+	whole       *req // the whole-file read from an origin that ignores Range (whole.go)
+	fetched     int
+	kept        int
+	finishing   bool
+	advertised  bool        // Config.Advertiser was told of this cold fetch
+	provs       []peer.ID   // providers connected for this fetch
+	provsDone   bool        // the providers' silence has been judged
+	lastBlock   time.Time   // last delivery from any source
+	lastPeer    time.Time   // last delivery from a peer
+	peerTimes   []time.Time // the last peerRateWindow deliveries from peers
+	waitSince   time.Time   // a Read has been waiting since
+	askedFirst  bool        // a provider was asked directly (firstwant.go)
+	stripe      *stripe     // the split of origin leaves with the crowd (policy.go); nil: none
 }
 
 // Open starts fetching t and returns a Reader positioned at 0. The fetch
@@ -301,6 +306,12 @@ func (r *Reader) connect(ai peer.AddrInfo) {
 	r.mu.Lock()
 	r.provs = append(r.provs, ai.ID)
 	r.mu.Unlock()
+	r.dial(ai)
+}
+
+// dial connects to a peer in the background, for the fetch's life.
+func (r *Reader) dial(ai peer.AddrInfo) {
+	h := r.f.cfg.Host
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -422,29 +433,72 @@ func (g *nodeFetcher) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) 
 	return b, nil
 }
 
-// schedule starts and cancels requests for the leaves around the position.
-// It returns when it wants to run again at the latest (a hedging or stall
-// deadline), and true when the fetch has ended.
+// plan is what one pass of schedule decided, carried out once the lock is
+// released.
+type plan struct {
+	leaves               []store.Leaf
+	cur                  int
+	local, peer, origin  []int // leaves to start requests for
+	localQ, peerQ, origQ []*req
+	batch                *peerBatch
+	connect              []peer.AddrInfo // crowd members to connect to
+	silent               []peer.ID       // providers to penalise for silence
+	advertise, finish    bool
+}
+
+// schedule starts and cancels requests for the leaves around the position,
+// as the policy (policy.go) says. It returns when it wants to run again at
+// the latest (a hedging or stall deadline), and true when the fetch has
+// ended.
 func (r *Reader) schedule() (next time.Time, done bool) {
-	f := r.f
-	cfg := &f.cfg
+	cfg := &r.f.cfg
 	r.mu.Lock()
 	if r.closed || r.err != nil {
 		r.mu.Unlock()
 		return time.Time{}, true
 	}
 	now := time.Now()
-	next = now.Add(time.Minute)
-	deadline := func(t time.Time) {
-		if t.After(now) && t.Before(next) {
-			next = t
-		}
-	}
-	n := len(r.leaves)
+	s := newSoon(now)
 	cur := r.curLeaf()
-	end := min(n, cur+cfg.ReadAhead)
+	end := min(len(r.leaves), cur+cfg.ReadAhead)
+	r.dropOutsideLocked(cur, end)
+	missing, peerWaiting := r.windowLocked(cur, end)
+	r.joinOriginLocked(now, missing, peerWaiting, s)
+	p := &plan{leaves: r.leaves, cur: cur}
+	r.stripeLocked(p)
+	r.planLocked(p, cur, end, now, s)
+	if r.stuckLocked(cur, end, now, s) {
+		r.mu.Unlock()
+		r.wake()
+		return now, false
+	}
+	if err := r.giveUpLocked(missing, now, s); err != nil {
+		r.mu.Unlock()
+		r.fail(err)
+		return time.Time{}, true
+	}
+	p.silent = r.silentLocked(now, s)
+	n := len(r.leaves)
+	// A fetch that takes leaves from the origin tells the mesh it is under
+	// way, so that peers wanting the same content get them from here as
+	// they arrive and, striping, leave them to this node: a cold fetch
+	// always, one with providers known when it stripes.
+	p.advertise = len(p.origin) > 0 && (r.prov == provNone || r.striping()) && !r.advertised && cfg.Advertiser != nil && r.fetched < n
+	if p.advertise {
+		r.advertised = true
+	}
+	p.finish = r.fetched == n && r.kept == n && !r.finishing
+	if p.finish {
+		r.finishing = true
+	}
+	r.mu.Unlock()
+	r.carryOut(p)
+	return s.next, false
+}
 
-	// Drop what is behind the reader and cancel what is outside the window.
+// dropOutsideLocked forgets the bytes of leaves behind the reader and
+// cancels requests outside the window [cur, end). The caller holds mu.
+func (r *Reader) dropOutsideLocked(cur, end int) {
 	for i := range r.st {
 		if i >= cur && i < end {
 			continue
@@ -454,19 +508,28 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 			s.data = nil
 			s.localTried = false
 		}
-		for _, q := range []**req{&s.local, &s.peer, &s.origin} {
-			if *q != nil {
-				(*q).cancel()
-				if q == &s.origin {
-					r.originBusy--
-				}
-				*q = nil
+		s.since = time.Time{}
+		r.cancelLocked(s)
+	}
+}
+
+// cancelLocked cancels and forgets every request for a leaf. The caller
+// holds mu.
+func (r *Reader) cancelLocked(s *leafState) {
+	for _, q := range []**req{&s.local, &s.peer, &s.origin} {
+		if *q != nil {
+			(*q).cancel()
+			if q == &s.origin {
+				r.originBusy--
 			}
+			*q = nil
 		}
 	}
+}
 
-	missing := false
-	peerWaiting := false
+// windowLocked reports whether a leaf in [cur, end) is missing, and
+// whether one of those is asked of peers. The caller holds mu.
+func (r *Reader) windowLocked(cur, end int) (missing, peerWaiting bool) {
 	for i := cur; i < end; i++ {
 		if r.st[i].data == nil {
 			missing = true
@@ -475,216 +538,260 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 			}
 		}
 	}
+	return missing, peerWaiting
+}
 
-	// Decide whether the origin joins.
-	if !r.originOn && r.t.hasOrigin() && missing {
-		hedge := false
-		switch {
-		case r.prov == provNone:
-			hedge = true // no provider known: a cold start goes to the origin at once
-		case r.allProvidersPenalised():
-			hedge = true // every provider known has been caught lying
-		case r.stats.PeerBytes == 0 && now.Sub(r.start) >= cfg.PeerTimeout:
-			hedge = true // no peer delivered the first block in time
-		case peerWaiting && now.Sub(r.lastPeer) >= cfg.PeerTimeout:
-			hedge = true // peers stalled
-		case !r.waitSince.IsZero() && now.Sub(r.waitSince) >= cfg.PeerTimeout:
-			hedge = true // the reader waits: peers are slower than it needs
-		case !r.waitSince.IsZero() && r.peersSlowerThanOrigin():
-			hedge = true // the reader waits on peers that are slower than the origin has been
-		}
-		deadline(r.start.Add(cfg.PeerTimeout))
-		if peerWaiting {
-			deadline(r.lastPeer.Add(cfg.PeerTimeout))
-		}
-		if !r.waitSince.IsZero() {
-			deadline(r.waitSince.Add(cfg.PeerTimeout))
-		}
-		if hedge {
-			r.originOn = true
-			if r.prov != provNone {
-				r.stats.Hedged = true
-			}
-			f.log.Debug("origin joins", "cid", r.t.Cid, "dur", now.Sub(r.start))
-		}
+// joinOriginLocked lets the origin join when the policy says so
+// (originJoins). The caller holds mu.
+func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *soon) {
+	if r.originOn || !r.t.hasOrigin() {
+		return
 	}
+	join, why := originJoins(joinState{
+		now: now, start: r.start, lastPeer: r.lastPeer, waitSince: r.waitSince,
+		peerTimeout: r.f.cfg.PeerTimeout, missing: missing, peerWaiting: peerWaiting,
+		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
+		peerDelivered: r.stats.PeerBytes > 0,
+		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.f.originCapacity()),
+	}, s)
+	if !join {
+		return
+	}
+	r.originOn, r.originSince = true, now
+	if r.prov != provNone {
+		r.stats.Hedged = true
+	}
+	r.f.log.Debug("origin joins", "cid", r.t.Cid, "dur", now.Sub(r.start), "why", why)
+}
 
-	// The first origin request goes alone, so that the first leaf comes as
-	// fast as a plain request would bring it; then OriginConcurrency.
+// planLocked decides the requests to start for the leaves in [cur, end):
+// the store first, then peers, and the origin once it has joined, for the
+// leaves the stripe leaves to this node or that are overdue. The first
+// origin request goes alone, so that the first leaf comes as fast as a
+// plain request would bring it; then OriginConcurrency. The caller holds
+// mu.
+func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
+	cfg := &r.f.cfg
 	originLimit := cfg.OriginConcurrency
 	if r.stats.OriginBytes == 0 {
 		originLimit = 1
 	}
-	var startLocal, startPeer, startOrigin []int
-	var pb *peerBatch
+	leaf := r.leafTimeLocked(cur, end, now)
 	for i := cur; i < end; i++ {
-		s := &r.st[i]
-		if s.data != nil || s.local != nil {
+		st := &r.st[i]
+		if st.data != nil || st.local != nil {
 			continue
 		}
-		if !s.localTried {
-			s.localTried = true
+		if !st.localTried {
+			st.localTried = true
 			if has, _ := cfg.Store.Has(r.ctx, r.leaves[i].Cid); has {
-				s.local = r.newReq()
-				startLocal = append(startLocal, i)
+				st.local = r.newReq()
+				p.local, p.localQ = append(p.local, i), append(p.localQ, st.local)
 				continue
 			}
 		}
-		if s.peer == nil {
+		if st.peer == nil {
 			// One batch for the leaves that entered the window together;
 			// the guard gives their wants priorities in file order, so
 			// the peer sends the leaf the reader needs first.
-			if pb == nil {
-				pb = r.newBatch()
+			if p.batch == nil {
+				p.batch = r.newBatch()
 			}
-			s.peer = pb.newReq()
-			startPeer = append(startPeer, i)
+			st.peer = p.batch.newReq()
+			if st.since.IsZero() {
+				st.since = now
+			}
+			p.peer, p.peerQ = append(p.peer, i), append(p.peerQ, st.peer)
 		}
-		if r.originOn && r.originDead == nil && s.origin == nil && r.originBusy < originLimit {
-			s.origin = r.newReq()
+		if r.originOn && r.originDead == nil && st.origin == nil && r.originBusy < originLimit && r.mineLocked(i, now, leaf, s) {
+			st.origin, st.originAt = r.newReq(), now
 			r.originBusy++
-			startOrigin = append(startOrigin, i)
+			p.origin, p.origQ = append(p.origin, i), append(p.origQ, st.origin)
 		}
 	}
+}
 
-	// A leaf the reader has waited on for stuckAfter while it was asked
-	// of peers is asked again on a new session: bitswap's session can be
-	// left with nobody to ask (the peer it asked was caught lying, and the
-	// others were never asked about that block) and, its own search being
-	// off, never asks again.
-	if !r.waitSince.IsZero() && cur < n && r.st[cur].peer != nil && now.Sub(later(r.waitSince, r.sessSince)) >= stuckAfter {
-		r.leafSess, r.sessSince = f.bs.NewSession(r.ctx), now
-		for i := cur; i < end; i++ {
-			if q := r.st[i].peer; q != nil && r.st[i].data == nil {
-				q.cancel()
-				r.st[i].peer = nil
-			}
+// leafTimeLocked is how long the origin is taken to need for one leaf:
+// what this Fetcher's origin requests have given (leafTime), or if longer
+// how long its oldest origin request in the window has been running
+// (others asking the same origin wait as long). The caller holds mu.
+func (r *Reader) leafTimeLocked(cur, end int, now time.Time) time.Duration {
+	leaf := leafTime(r.f.originRequestRate())
+	for i := cur; i < end; i++ {
+		if st := &r.st[i]; st.origin != nil && !st.originAt.IsZero() {
+			leaf = max(leaf, now.Sub(st.originAt))
 		}
-		f.log.Debug("leaf asked again on a new session", "cid", r.leaves[cur].Cid)
-		r.mu.Unlock()
-		r.wake()
-		return now, false
 	}
-	if !r.waitSince.IsZero() && cur < n && r.st[cur].peer != nil {
-		deadline(later(r.waitSince, r.sessSince).Add(stuckAfter))
-	}
+	return leaf
+}
 
-	// Give up when nothing can come: at once if the origin failed and no
-	// peer is known to have the content or has sent any of it.
-	if missing && (!r.t.hasOrigin() || r.originDead != nil) && (now.Sub(r.lastBlock) >= cfg.StallTimeout || r.originDead != nil && r.noPeerHope()) {
-		cause := r.originDead
-		if cause == nil {
-			cause = errors.New("no origin")
-		}
-		err := fmt.Errorf("%w: %s: no block from any source for %v; origin: %w", ErrUnavailable, r.t.Cid, cfg.StallTimeout, cause)
-		if now.Sub(r.lastBlock) < cfg.StallTimeout {
-			err = fmt.Errorf("%w: %s: the origin failed and no peer has it: %w", ErrUnavailable, r.t.Cid, cause)
-		}
-		r.mu.Unlock()
-		r.fail(err)
-		return time.Time{}, true
+// stuckLocked asks a leaf the reader has waited on for stuckAfter while it
+// was asked of peers again on a new session: bitswap's session can be
+// left with nobody to ask (the peer it asked was caught lying, and the
+// others were never asked about that block) and, its own search being
+// off, never asks again. It reports whether it did. The caller holds mu.
+func (r *Reader) stuckLocked(cur, end int, now time.Time, s *soon) bool {
+	if r.waitSince.IsZero() || cur >= len(r.leaves) || r.st[cur].peer == nil {
+		return false
 	}
-	if missing {
-		deadline(r.lastBlock.Add(cfg.StallTimeout))
+	since := later(r.waitSince, r.sessSince)
+	if now.Sub(since) < stuckAfter {
+		s.at(since.Add(stuckAfter))
+		return false
 	}
+	r.leafSess, r.sessSince = r.f.bs.NewSession(r.ctx), now
+	for i := cur; i < end; i++ {
+		if q := r.st[i].peer; q != nil && r.st[i].data == nil {
+			q.cancel()
+			r.st[i].peer = nil
+		}
+	}
+	r.f.log.Debug("leaf asked again on a new session", "cid", r.leaves[cur].Cid)
+	return true
+}
 
-	// A provider that advertised the content and, in StallTimeout, sent
-	// neither a block nor a HAVE for it while connected is penalised.
+// giveUpLocked returns the fetch's error when nothing can come: at once if
+// the origin failed and no peer is known to have the content or has sent
+// any of it, else after StallTimeout with nothing delivered. The caller
+// holds mu.
+func (r *Reader) giveUpLocked(missing bool, now time.Time, s *soon) error {
+	cfg := &r.f.cfg
+	if !missing {
+		return nil
+	}
+	s.at(r.lastBlock.Add(cfg.StallTimeout))
+	if r.t.hasOrigin() && r.originDead == nil {
+		return nil
+	}
+	stalled := now.Sub(r.lastBlock) >= cfg.StallTimeout
+	if !stalled && (r.originDead == nil || !r.noPeerHope()) {
+		return nil
+	}
+	cause := r.originDead
+	if cause == nil {
+		cause = errors.New("no origin")
+	}
+	if !stalled {
+		return fmt.Errorf("%w: %s: the origin failed and no peer has it: %w", ErrUnavailable, r.t.Cid, cause)
+	}
+	return fmt.Errorf("%w: %s: no block from any source for %v; origin: %w", ErrUnavailable, r.t.Cid, cfg.StallTimeout, cause)
+}
+
+// silentLocked returns the providers (and crowd members) to penalise: those
+// that, in StallTimeout from the start, sent neither a block nor a HAVE
+// for the content while connected. They are judged once. The caller holds
+// mu.
+func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
+	if r.provsDone || len(r.provs) == 0 {
+		return nil
+	}
+	if now.Sub(r.start) < r.f.cfg.StallTimeout {
+		s.at(r.start.Add(r.f.cfg.StallTimeout))
+		return nil
+	}
+	r.provsDone = true
 	var silent []peer.ID
-	if !r.provsDone && len(r.provs) > 0 {
-		if now.Sub(r.start) >= cfg.StallTimeout {
-			r.provsDone = true
-			for _, p := range r.provs {
-				if !f.guard.usefulSince(p, r.start) && f.guard.linkedSince(p, r.start) {
-					silent = append(silent, p)
-				}
-			}
-		} else {
-			deadline(r.start.Add(cfg.StallTimeout))
+	for _, p := range r.provs {
+		if !r.f.guard.usefulSince(p, r.start) && r.f.guard.linkedSince(p, r.start) {
+			silent = append(silent, p)
 		}
 	}
+	return silent
+}
 
-	// A cold fetch (no provider known) tells the mesh it is under way, so
-	// that peers wanting the same content get it from here as it arrives.
-	advertise := len(startOrigin) > 0 && r.prov == provNone && !r.advertised && cfg.Advertiser != nil && r.fetched < n
-	if advertise {
-		r.advertised = true
+// carryOut starts what schedule planned, without the lock.
+func (r *Reader) carryOut(p *plan) {
+	f := r.f
+	for k, i := range p.local {
+		r.goLocal(i, p.leaves[i], p.localQ[k])
 	}
-	finish := r.fetched == n && r.kept == n && !r.finishing
-	if finish {
-		r.finishing = true
+	if len(p.peer) > 0 {
+		r.goPeers(p.peer, p.cur, p.leaves, p.peerQ, p.batch)
 	}
-	reqs := make([]*req, 0, len(startLocal)+len(startPeer)+len(startOrigin))
-	for _, i := range startLocal {
-		reqs = append(reqs, r.st[i].local)
+	for k, i := range p.origin {
+		r.goOrigin(i, p.leaves[i], p.origQ[k])
 	}
-	for _, i := range startPeer {
-		reqs = append(reqs, r.st[i].peer)
+	for _, ai := range p.connect {
+		r.dial(ai)
 	}
-	for _, i := range startOrigin {
-		reqs = append(reqs, r.st[i].origin)
-	}
-	leaves := r.leaves
-	r.mu.Unlock()
-
-	k := 0
-	for _, i := range startLocal {
-		r.goLocal(i, leaves[i], reqs[k])
-		k++
-	}
-	if len(startPeer) > 0 {
-		r.goPeers(startPeer, cur, leaves, reqs[k:k+len(startPeer)], pb)
-		k += len(startPeer)
-	}
-	for _, i := range startOrigin {
-		r.goOrigin(i, leaves[i], reqs[k])
-		k++
-	}
-	if advertise {
+	if p.advertise {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			if err := cfg.Advertiser.Fetching(r.ctx, r.t.Cid); err != nil && r.ctx.Err() == nil {
+			if err := f.cfg.Advertiser.Fetching(r.ctx, r.t.Cid); err != nil && r.ctx.Err() == nil {
 				f.log.Debug("advertise fetch", "cid", r.t.Cid, "err", err)
 			}
 		}()
 	}
-	for _, p := range silent {
-		if f.guard.penaliseFor(p, min(cfg.Penalty, silentPenalty)) {
+	for _, id := range p.silent {
+		if f.guard.penaliseFor(id, min(f.cfg.Penalty, silentPenalty)) {
 			f.countPenalty()
-			f.log.Info("silent provider penalised", "peer", p, "cid", r.t.Cid)
+			f.log.Info("silent provider penalised", "peer", id, "cid", r.t.Cid)
 		}
 	}
-	if finish {
+	if p.finish {
 		r.finish(r.ctx)
 	}
-	return next, false
+}
+
+// striping reports whether this fetch splits its origin leaves with a
+// crowd (Config.Crowd set, Config.NoStriping not).
+func (r *Reader) striping() bool { return r.f.cfg.Crowd != nil && !r.f.cfg.NoStriping }
+
+// stripeLocked brings the stripe up to date with the crowd fetching the
+// root: members are the crowd and this node, penalised peers left out.
+// Members not yet known as providers are connected (so bitswap asks them)
+// and judged for silence like providers. The caller holds mu.
+func (r *Reader) stripeLocked(p *plan) {
+	if !r.striping() {
+		return
+	}
+	self := r.f.cfg.Host.ID()
+	st := newStripe(r.t.Cid, self, r.f.cfg.Crowd.Fetchers(r.t.Cid), r.f.guard.isPenalised)
+	if r.stripe != nil && r.stripe.same(st.members) {
+		return
+	}
+	r.stripe = st
+	for _, m := range st.members {
+		if m != self && !slices.Contains(r.provs, m) {
+			r.provs = append(r.provs, m)
+			if ai := r.f.cfg.Host.Peerstore().PeerInfo(m); len(ai.Addrs) > 0 {
+				p.connect = append(p.connect, ai)
+			}
+		}
+	}
+}
+
+// mineLocked reports whether leaf i may be asked of the origin: always
+// without a stripe; striping, when the stripe gives it to this node or the
+// leaf is overdue from its owner (policy.go: overdue). The caller holds
+// mu.
+func (r *Reader) mineLocked(i int, now time.Time, leaf time.Duration, s *soon) bool {
+	if r.stripe == nil || r.stripe.alone() || r.stripe.owner(i) == r.f.cfg.Host.ID() {
+		return true
+	}
+	if r.f.guard.isPenalised(r.stripe.owner(i)) {
+		return true // until the stripe is made again without it
+	}
+	owner := r.stripe.owner(i)
+	before := 0
+	for k := r.curLeaf(); k < i; k++ {
+		if r.st[k].data == nil && r.stripe.owner(k) == owner {
+			before++
+		}
+	}
+	a := leafAsk{since: later(r.st[i].since, r.originSince), rank: 1 + before/r.f.cfg.OriginConcurrency,
+		held: r.f.guard.held(r.leaves[i].Cid)}
+	if i == r.curLeaf() {
+		a.waitSince = r.waitSince
+	}
+	return overdue(a, now, r.f.cfg.PeerTimeout, leaf, s)
 }
 
 // stuckAfter is how long the reader waits on a leaf asked of peers before
 // it is asked again on a new bitswap session: past the guard's deadline for
 // a HAVE's block (haveDeadline), under StallTimeout.
 const stuckAfter = 3 * time.Second
-
-// peerRateWindow is how many recent peer leaves the peer rate is taken over.
-const peerRateWindow = 4
-
-// peersSlowerThanOrigin reports whether peers have lately delivered at less
-// than half the rate the origin has given this Fetcher. It says nothing
-// until the origin has been measured once. The caller holds mu, and calls
-// it while the reader waits (so the peers, not the reader, set the pace).
-func (r *Reader) peersSlowerThanOrigin() bool {
-	if len(r.peerTimes) < peerRateWindow {
-		return false
-	}
-	origin := r.f.originCapacity()
-	span := r.peerTimes[len(r.peerTimes)-1].Sub(r.peerTimes[0])
-	if origin == 0 || span <= 0 {
-		return false
-	}
-	peer := float64((len(r.peerTimes)-1)*dagfile.ChunkSize) / span.Seconds()
-	return peer < origin/2
-}
 
 // allProvidersPenalised reports whether providers were found and all of
 // them are penalised. The caller holds mu.
@@ -907,15 +1014,7 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 		r.f.account(src, p, n, true)
 		return
 	}
-	for _, q := range []**req{&s.local, &s.peer, &s.origin} {
-		if *q != nil {
-			(*q).cancel()
-			if q == &s.origin {
-				r.originBusy--
-			}
-			*q = nil
-		}
-	}
+	r.cancelLocked(s)
 	cur := r.curLeaf()
 	if i >= cur && i < cur+r.f.cfg.ReadAhead {
 		s.data = data
