@@ -82,13 +82,10 @@
 //     from the origin, each taking a different share and the rest from
 //     the others as they arrive. Leaf i (0-based, in file order) belongs
 //     to the member p of the stripe, the crowd and this node less
-//     penalised peers, with the highest score
-//
-//     score(root, p, i) = first 8 bytes, read big-endian, of
-//     SHA-256(root CID bytes || peer ID bytes || i as 8 bytes big-endian)
-//
-//     (CID and peer ID in their binary forms; a tie goes to the greater
-//     peer ID bytes). Every member computes the same owners without a
+//     penalised peers, with the highest score(root, p, i): the first 8
+//     bytes, read big-endian, of SHA-256(root CID bytes || peer ID bytes
+//     || i as 8 bytes big-endian), CID and peer ID in their binary forms
+//     (a tie goes to the greater peer ID bytes). Every member computes the same owners without a
 //     coordinator (rendezvous hashing), and a member that joins or leaves
 //     moves only the leaves it takes or held. Once the origin has joined
 //     (step 3) a node asks it only for its own leaves; another's leaf goes
