@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/meshcdn/meshcdn/internal/dagfile"
 	"github.com/meshcdn/meshcdn/internal/verified"
 )
 
@@ -138,6 +139,15 @@ func (f *Fetcher) Close() error {
 		return fmt.Errorf("fetch: close bitswap: %w", err)
 	}
 	return nil
+}
+
+// windowLeaves is how many leaves from the reader's position a Reader holds
+// in memory (Config.WindowBytes, at least one).
+func (f *Fetcher) windowLeaves() int {
+	if f.cfg.WindowBytes < 0 {
+		return f.cfg.ReadAhead
+	}
+	return max(1, int(f.cfg.WindowBytes/dagfile.ChunkSize))
 }
 
 // Config returns the configuration in effect, defaults filled in.

@@ -61,13 +61,19 @@ func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent
 	case <-ctx.Done():
 		f.callMu.Lock()
 		c.waiters--
-		if c.waiters == 0 {
+		last := c.waiters == 0
+		if last {
 			c.cancel()
 			if f.calls[key] == c {
 				delete(f.calls, key) // later callers start afresh
 			}
 		}
 		f.callMu.Unlock()
+		if last {
+			// The cancelled request ends at once; waiting for it means
+			// what the origin sent for it is counted when the fetch ends.
+			<-c.done
+		}
 		return nil, ctx.Err()
 	}
 }

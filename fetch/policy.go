@@ -203,21 +203,23 @@ type leafAsk struct {
 	// it: 1 + (how many of the owner's leaves come before it in the
 	// window) / Config.OriginConcurrency.
 	rank int
-	// held: a peer said HAVE of the leaf (its owner has it).
-	held bool
+	// held: a peer said HAVE of the leaf (its owner has it); ownerActive:
+	// its owner sent a block or a HAVE of this content within peerTimeout
+	// plus one leaf's origin time (it is working through its share).
+	held, ownerActive bool
 }
 
 // overdue reports whether a leaf another member owns is taken from the
 // origin after all: its owner should have had it from the origin (rank
 // times the origin's time for a leaf, leaf) and offered it within
-// peerTimeout. That is when nobody has said HAVE of it by then, or when
-// the reader has waited peerTimeout plus one leaf's origin time on it
-// although some peer holds it (the holders are too busy). A node that
-// announces a fetch and sends nothing thus delays a reader by at most
-// peerTimeout plus the origin's time for what it was to fetch. It notes
-// in s when the answer changes.
+// peerTimeout. That is when nobody has said HAVE of it by then and its
+// owner has been silent for as long, or when the reader has waited
+// peerTimeout plus one leaf's origin time on it (its owner is too busy),
+// twice that if a peer has said HAVE of it (the holders are too busy). A node that announces a fetch and sends nothing thus
+// delays a reader by at most peerTimeout plus the origin's time for what
+// it was to fetch. It notes in s when the answer changes.
 func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon) bool {
-	if !a.held {
+	if !a.held && !a.ownerActive {
 		due := a.since.Add(peerTimeout + time.Duration(max(a.rank, 1))*leaf)
 		if !now.Before(due) {
 			return true
@@ -225,11 +227,34 @@ func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon)
 		s.at(due)
 	}
 	if !a.waitSince.IsZero() {
-		due := a.waitSince.Add(peerTimeout + leaf)
+		wait := peerTimeout + leaf
+		if a.held {
+			wait *= 2 // a peer has it: it is on its way
+		}
+		due := a.waitSince.Add(wait)
 		if !now.Before(due) {
 			return true
 		}
 		s.at(due)
 	}
 	return false
+}
+
+// reask reports whether a leaf another stripe member owns, asked of peers
+// at asked and not held by any peer (no HAVE), is asked again now: at
+// most every interval per fetch (not before next, the time the last
+// re-ask allows the next one) and not before interval after it was last
+// asked. Boxo's server does not reliably tell a peer that was answered
+// DONT_HAVE that it has the block now, so the owner's share is asked for
+// again until someone says HAVE. It notes in s when the answer changes.
+func reask(asked, next, now time.Time, interval time.Duration, held bool, s *soon) bool {
+	if held {
+		return false
+	}
+	due := later(asked.Add(interval), next)
+	if now.Before(due) {
+		s.at(due)
+		return false
+	}
+	return true
 }

@@ -241,8 +241,10 @@ func TestOverdue(t *testing.T) {
 		{"third in its owner's queue", leafAsk{since: t0, rank: 3}, pt + 2*leaf, false, pt + 3*leaf},
 		{"third, its owner sent nothing", leafAsk{since: t0, rank: 3}, pt + 3*leaf, true, 0},
 		{"a peer holds it", leafAsk{since: t0, held: true}, 10 * time.Second, false, 0},
-		{"held, the reader waits", leafAsk{since: t0, held: true, waitSince: t0.Add(time.Second)}, time.Second + pt, false, time.Second + pt + leaf},
-		{"held, the reader waited too long", leafAsk{since: t0, held: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, true, 0},
+		{"its owner is at work", leafAsk{since: t0, ownerActive: true}, 10 * time.Second, false, 0},
+		{"held, the reader waits", leafAsk{since: t0, held: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, false, time.Second + 2*(pt+leaf)},
+		{"held, the reader waited too long", leafAsk{since: t0, held: true, waitSince: t0.Add(time.Second)}, time.Second + 2*(pt+leaf), true, 0},
+		{"not held, the reader waited too long", leafAsk{since: t0, ownerActive: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, true, 0},
 	} {
 		now := t0.Add(tc.at)
 		s := newSoon(now)
@@ -291,4 +293,36 @@ func TestSilentMemberSynctest(t *testing.T) {
 				firstAt, secondAt, pt+500*time.Millisecond, pt+time.Second)
 		}
 	})
+}
+
+func TestReask(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const every = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		asked    time.Duration // after t0
+		next     time.Duration // after t0; the fetch's next re-ask allowed
+		at       time.Duration
+		held     bool
+		want     bool
+		wantNext time.Duration // after t0; 0: nothing due
+	}{
+		{"just asked", 0, 0, 100 * time.Millisecond, false, false, every},
+		{"asked an interval ago", 0, 0, every, false, true, 0},
+		{"someone holds it", 0, 0, time.Second, true, false, 0},
+		{"the fetch re-asked lately", 0, 500 * time.Millisecond, 400 * time.Millisecond, false, false, 500 * time.Millisecond},
+	} {
+		now := t0.Add(tc.at)
+		s := newSoon(now)
+		if got := reask(t0.Add(tc.asked), t0.Add(tc.next), now, every, tc.held, s); got != tc.want {
+			t.Errorf("%s: reask = %v, want %v", tc.name, got, tc.want)
+		}
+		want := now.Add(time.Minute)
+		if tc.wantNext != 0 {
+			want = t0.Add(tc.wantNext)
+		}
+		if !s.next.Equal(want) {
+			t.Errorf("%s: next look at %v, want %v", tc.name, s.next.Sub(t0), want.Sub(t0))
+		}
+	}
 }

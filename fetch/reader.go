@@ -111,7 +111,10 @@ type leafState struct {
 	kept       bool   // stored
 	localTried bool
 	since      time.Time // first asked of peers, while in the window
+	inStore    bool      // the store holds it (as last looked)
+	dropped    bool      // fetched and stored, let go of by the window (keepLeaf)
 	originAt   time.Time // when origin was asked
+	peerAt     time.Time // when peers were last asked
 	local      *req
 	peer       *req
 	origin     *req
@@ -165,6 +168,7 @@ type Reader struct {
 	waitSince   time.Time   // a Read has been waiting since
 	askedFirst  bool        // a provider was asked directly (firstwant.go)
 	stripe      *stripe     // the split of origin leaves with the crowd (policy.go); nil: none
+	reaskAt     time.Time   // striping: leaves may be asked of peers again from then
 }
 
 // Open starts fetching t and returns a Reader positioned at 0. The fetch
@@ -466,6 +470,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	r.joinOriginLocked(now, missing, peerWaiting, s)
 	p := &plan{leaves: r.leaves, cur: cur}
 	r.stripeLocked(p)
+	r.reaskLocked(cur, end, now, s)
 	r.planLocked(p, cur, end, now, s)
 	if r.stuckLocked(cur, end, now, s) {
 		r.mu.Unlock()
@@ -577,14 +582,21 @@ func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
 		originLimit = 1
 	}
 	leaf := r.leafTimeLocked(cur, end, now)
+	window := r.f.windowLeaves()
 	for i := cur; i < end; i++ {
 		st := &r.st[i]
 		if st.data != nil || st.local != nil {
 			continue
 		}
 		if !st.localTried {
+			if !st.inStore {
+				st.inStore, _ = cfg.Store.Has(r.ctx, r.leaves[i].Cid)
+			}
+			if st.inStore && i >= cur+window {
+				continue // read from the store when the reader nears it
+			}
 			st.localTried = true
-			if has, _ := cfg.Store.Has(r.ctx, r.leaves[i].Cid); has {
+			if st.inStore {
 				st.local = r.newReq()
 				p.local, p.localQ = append(p.local, i), append(p.localQ, st.local)
 				continue
@@ -597,7 +609,7 @@ func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
 			if p.batch == nil {
 				p.batch = r.newBatch()
 			}
-			st.peer = p.batch.newReq()
+			st.peer, st.peerAt = p.batch.newReq(), now
 			if st.since.IsZero() {
 				st.since = now
 			}
@@ -762,6 +774,38 @@ func (r *Reader) stripeLocked(p *plan) {
 	}
 }
 
+// reaskLocked asks peers again, on a new bitswap session, for the leaves
+// other stripe members own that no peer has said HAVE of since they were
+// last asked (reask, policy.go): a peer that answered DONT_HAVE because
+// it had not yet fetched its share is not reliably heard from when it has
+// it. The caller holds mu.
+func (r *Reader) reaskLocked(cur, end int, now time.Time, s *soon) {
+	if r.stripe == nil || r.stripe.alone() {
+		return
+	}
+	every := max(r.f.cfg.PeerTimeout, leafTime(r.f.originRequestRate()))
+	self := r.f.cfg.Host.ID()
+	var again []int
+	for i := cur; i < end; i++ {
+		st := &r.st[i]
+		if st.data != nil || st.peer == nil || r.stripe.owner(i) == self {
+			continue
+		}
+		if reask(st.peerAt, r.reaskAt, now, every, r.f.guard.held(r.leaves[i].Cid), s) {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	for _, i := range again {
+		r.st[i].peer.cancel()
+		r.st[i].peer = nil
+	}
+	r.leafSess, r.sessSince, r.reaskAt = r.f.bs.NewSession(r.ctx), now, now.Add(every)
+	r.f.log.Debug("leaves asked again", "cid", r.t.Cid, "leaves", len(again))
+}
+
 // mineLocked reports whether leaf i may be asked of the origin: always
 // without a stripe; striping, when the stripe gives it to this node or the
 // leaf is overdue from its owner (policy.go: overdue). The caller holds
@@ -774,18 +818,24 @@ func (r *Reader) mineLocked(i int, now time.Time, leaf time.Duration, s *soon) b
 		return true // until the stripe is made again without it
 	}
 	owner := r.stripe.owner(i)
-	before := 0
+	before := 0 // the owner's leaves before i: its origin requests go in file order
 	for k := r.curLeaf(); k < i; k++ {
-		if r.st[k].data == nil && r.stripe.owner(k) == owner {
+		if r.stripe.owner(k) == owner {
 			before++
 		}
 	}
 	a := leafAsk{since: later(r.st[i].since, r.originSince), rank: 1 + before/r.f.cfg.OriginConcurrency,
-		held: r.f.guard.held(r.leaves[i].Cid)}
+		held:        r.f.guard.held(r.leaves[i].Cid),
+		ownerActive: r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf))}
 	if i == r.curLeaf() {
 		a.waitSince = r.waitSince
 	}
-	return overdue(a, now, r.f.cfg.PeerTimeout, leaf, s)
+	if !overdue(a, now, r.f.cfg.PeerTimeout, leaf, s) {
+		return false
+	}
+	r.f.log.Debug("leaf overdue from its stripe owner", "cid", r.leaves[i].Cid, "owner", owner,
+		"held", a.held, "active", a.ownerActive, "rank", a.rank, "leaf", leaf, "asked", now.Sub(a.since), "waited", now.Sub(a.waitSince))
+	return true
 }
 
 // stuckAfter is how long the reader waits on a leaf asked of peers before
@@ -828,7 +878,7 @@ func (r *Reader) goLocal(i int, l store.Leaf, q *req) {
 		if err != nil {
 			r.mu.Lock()
 			if r.st[i].local == q {
-				r.st[i].local = nil
+				r.st[i].local, r.st[i].inStore = nil, false // gone from the store: ask the network
 			}
 			r.mu.Unlock()
 			q.cancel()
@@ -993,6 +1043,10 @@ func (r *Reader) noteOriginSent(n int64) {
 // wins and the other requests for the leaf are cancelled.
 func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	now := time.Now()
+	if data == nil {
+		data = []byte{} // the empty leaf: present, not missing
+	}
+	n := int64(len(data))
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -1002,12 +1056,7 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	l := r.leaves[i]
 	// A copy is a duplicate if another won: the winner cancelled and
 	// forgot every request for the leaf, this one included.
-	dup := s.data != nil || (s.local != from && s.peer != from && s.origin != from)
-	if data == nil {
-		data = []byte{} // the empty leaf: present, not missing
-	}
-	n := int64(len(data))
-	if dup {
+	if s.data != nil || (s.local != from && s.peer != from && s.origin != from) {
 		r.stats.DuplicateBytes += n
 		r.mu.Unlock()
 		from.cancel()
@@ -1015,18 +1064,44 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 		return
 	}
 	r.cancelLocked(s)
+	if src == SourceLocal && s.dropped {
+		// A leaf the window let go of, read back from the store: it was
+		// counted when it was fetched.
+		s.dropped = false
+		s.data = data
+		r.notifyLocked()
+		r.mu.Unlock()
+		r.wake()
+		return
+	}
+	first := r.recordLocked(i, data, src, p, now)
+	r.notifyLocked()
+	r.mu.Unlock()
+	r.f.account(src, p, n, false)
+	r.f.log.Debug("block", "cid", l.Cid, "source", string(src), "peer", p, "bytes", n)
+	if first && src != SourceLocal {
+		r.keepLeaf(i, l, data, src)
+	}
+	r.wake()
+}
+
+// recordLocked holds the first copy of leaf i for the reader and counts
+// it. It reports whether the leaf had never been fetched before. The
+// caller holds mu.
+func (r *Reader) recordLocked(i int, data []byte, src Source, p peer.ID, now time.Time) bool {
+	s := &r.st[i]
+	n := int64(len(data))
 	cur := r.curLeaf()
 	if i >= cur && i < cur+r.f.cfg.ReadAhead {
-		s.data = data
+		s.data = data // past the window only until it is stored (keepLeaf)
 	}
-	if l.Size < 0 {
+	if r.leaves[i].Size < 0 {
 		r.leaves[i].Size = n
-		l.Size = n
 		r.size = n
 		r.stats.Size = n
 	}
 	first := !s.fetched
-	s.fetched = true
+	s.fetched, s.dropped = true, false
 	if first {
 		r.fetched++
 		if src == SourceLocal {
@@ -1060,29 +1135,33 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 			r.f.metrics.ttlb.Observe(r.stats.TTLB.Seconds())
 		}
 	}
-	r.notifyLocked()
-	r.mu.Unlock()
-	r.f.account(src, p, n, false)
-	r.f.log.Debug("block", "cid", l.Cid, "source", string(src), "peer", p, "bytes", n)
+	return first
+}
 
-	if first && src != SourceLocal {
-		b, err := blocks.NewBlockWithCid(data, l.Cid)
-		if err == nil {
-			err = r.f.keep(r.ctx, b, src)
-		}
-		r.mu.Lock()
-		if err == nil {
-			s.kept = true
-			r.kept++
-		} else {
-			r.stats.NotKept++
-		}
-		r.mu.Unlock()
-		if err != nil && r.ctx.Err() == nil {
-			r.f.log.Debug("block not kept", "cid", l.Cid, "err", err)
-		}
+// keepLeaf stores a leaf fetched from the network. Once stored, a leaf
+// past the window (Config.WindowBytes from the reader's position) is let
+// go of and read back from the store when the reader nears it; one the
+// store could not keep stays in memory.
+func (r *Reader) keepLeaf(i int, l store.Leaf, data []byte, src Source) {
+	b, err := blocks.NewBlockWithCid(data, l.Cid)
+	if err == nil {
+		err = r.f.keep(r.ctx, b, src)
 	}
-	r.wake()
+	r.mu.Lock()
+	s := &r.st[i]
+	if err == nil {
+		s.kept = true
+		r.kept++
+		if s.data != nil && i >= r.curLeaf()+r.f.windowLeaves() {
+			s.data, s.dropped, s.inStore, s.localTried = nil, true, true, false
+		}
+	} else {
+		r.stats.NotKept++
+	}
+	r.mu.Unlock()
+	if err != nil && r.ctx.Err() == nil {
+		r.f.log.Debug("block not kept", "cid", l.Cid, "err", err)
+	}
 }
 
 // finishTimeout bounds naming content in the store after its reader closed.

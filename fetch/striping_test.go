@@ -2,15 +2,18 @@ package fetch_test
 
 import (
 	"context"
-	"sync"
+	"crypto/sha256"
+	"encoding/binary"
 	"testing"
 	"time"
 
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
 
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/store"
 )
 
 // crowd is a static fetch.Crowd: the peers fetching each root, set before
@@ -19,57 +22,83 @@ type crowd map[cid.Cid][]peer.ID
 
 func (c crowd) Fetchers(root cid.Cid) []peer.ID { return c[root] }
 
-// TestStripingSplitsOrigin: two nodes fetching the same file at once, each
-// told that both fetch it, take different leaves from the origin and the
-// rest from each other: the origin sends about one copy, where without
-// striping it sends two.
+// stripeOwner computes the owner of leaf i the way the package doc tells
+// a browser to: the member with the highest first 8 bytes (big-endian) of
+// SHA-256(root || peer ID || i as 8 bytes big-endian).
+func stripeOwner(root cid.Cid, members []peer.ID, i int) peer.ID {
+	var best peer.ID
+	var bestScore uint64
+	for k, p := range members {
+		buf := append(append(root.Bytes(), []byte(p)...), make([]byte, 8)...)
+		binary.BigEndian.PutUint64(buf[len(buf)-8:], uint64(i))
+		sum := sha256.Sum256(buf)
+		sc := binary.BigEndian.Uint64(sum[:8])
+		if k == 0 || sc > bestScore || (sc == bestScore && p > best) {
+			best, bestScore = p, sc
+		}
+	}
+	return best
+}
+
+// TestStripingSplitsOrigin: a node fetching a file that the crowd says
+// another node fetches too asks the origin only for the leaves the stripe
+// (computed here as the package doc says) gives it, and takes the other
+// node's share from that node, which holds it: the origin sends this
+// node's share and nothing more (one leaf of slack). Without striping
+// the same fetch races the origin against the peer for every leaf.
 func TestStripingSplitsOrigin(t *testing.T) {
 	a := makeAsset(t, 93, 12*MiB)
-	size := int64(len(a.data))
-	run := func(noStriping bool) (int64, [2]fetch.Stats) {
+	leaves, err := store.Leaves(context.Background(), nodesGetter(a.t), a.t.Cid, a.t.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(noStriping bool) (mine, theirs int64, st fetch.Stats) {
+		other := newNode(t, fetch.Config{})
+		cl := newNode(t, fetch.Config{Crowd: crowd{a.t.Cid: {other.h.ID()}},
+			Providers: providers{a.t.Cid: {other.info()}}, NoStriping: noStriping})
+		members := []peer.ID{cl.h.ID(), other.h.ID()}
+		for i, l := range leaves {
+			if stripeOwner(a.t.Cid, members, i) == cl.h.ID() {
+				mine += l.Size
+				continue
+			}
+			theirs += l.Size
+			b, err := blocks.NewBlockWithCid(a.data[l.Offset:l.Offset+l.Size], l.Cid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := other.st.Put(context.Background(), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// An origin slower than a peer even under -race on a busy
+		// machine: the test is about the split, not the race.
 		o := newOrigin(t, a.data)
-		o.limit = rate.NewLimiter(16*MiB, 64<<10)
+		o.limit = rate.NewLimiter(6*MiB, 64<<10)
 		tg := a.t
 		tg.URL = o.URL
-		cr, provs := crowd{}, providers{}
-		var ns [2]*node
-		for k := range ns {
-			ns[k] = newNode(t, fetch.Config{Crowd: cr, Providers: provs, NoStriping: noStriping})
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatal(err)
 		}
-		cr[a.t.Cid] = []peer.ID{ns[0].h.ID(), ns[1].h.ID()}
-		provs[a.t.Cid] = []peer.AddrInfo{ns[0].info(), ns[1].info()}
-		var sts [2]fetch.Stats
-		var wg sync.WaitGroup
-		for k, n := range ns {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r, err := n.f.Open(context.Background(), tg)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				defer r.Close()
-				checkBytes(t, readAll(t, r), a.data)
-				sts[k] = r.Stats()
-			}()
-		}
-		wg.Wait()
-		return o.sent.Load(), sts
+		defer r.Close()
+		checkBytes(t, readAll(t, r), a.data)
+		return mine, theirs, r.Stats()
 	}
-	plain, pst := run(true)
-	striped, sst := run(false)
-	t.Logf("origin sent %.2f copies without striping (peer bytes %d, %d), %.2f with (peer bytes %d, %d)",
-		float64(plain)/float64(size), pst[0].PeerBytes, pst[1].PeerBytes,
-		float64(striped)/float64(size), sst[0].PeerBytes, sst[1].PeerBytes)
-	if striped*2 > size*3 {
-		t.Errorf("striping: the origin sent %d bytes for a %d-byte file, want at most 1.5 copies", striped, size)
+	mine, theirs, st := run(false)
+	t.Logf("striping: own share %d, the other's %d; origin kept %d, sent %d; peer %d", mine, theirs, st.OriginBytes, st.OriginSentBytes, st.PeerBytes)
+	if mine == 0 || theirs == 0 {
+		t.Fatalf("the stripe gives %d bytes to the node and %d to the other: pick another asset", mine, theirs)
 	}
-	for k, st := range sst {
-		if st.PeerBytes == 0 || st.OriginSentBytes == 0 {
-			t.Errorf("node %d: %d bytes from its peer, origin sent it %d: the file was not split", k, st.PeerBytes, st.OriginSentBytes)
-		}
+	// One leaf of slack: a reader that waits twice PeerTimeout plus the
+	// origin's time for a leaf on a peer asks the origin (a loaded machine).
+	if st.OriginSentBytes > mine+MiB || st.PeerBytes < theirs-MiB {
+		t.Errorf("striping: the origin sent %d bytes (own share %d), peers gave %d (their share %d)", st.OriginSentBytes, mine, st.PeerBytes, theirs)
 	}
+	// The baseline, logged: the origin races the peer for every leaf, and
+	// how many it wins depends on the machine.
+	_, _, plain := run(true)
+	t.Logf("without striping: origin kept %d, sent %d; peer %d", plain.OriginBytes, plain.OriginSentBytes, plain.PeerBytes)
 }
 
 // TestStripingSilentMember is the issue's "a node that announces a fetch

@@ -143,6 +143,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Providers:            providers{n: n, table: n.ann.Table()},
 		HTTPClient:           n.client,
 		PeerTimeout:          cfg.PeerTimeout,
+		NoStriping:           cfg.FetchStriping == Off,
+		WindowBytes:          cfg.FetchWindowBytes,
 		OriginHeaderTimeout:  cfg.OriginHeaderTimeout,
 		OriginIdleTimeout:    cfg.OriginIdleTimeout,
 		ServeBytesPerSecond:  cfg.ServeBytesPerSecond,
