@@ -468,15 +468,18 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	r.dropOutsideLocked(cur, end)
 	missing, peerWaiting := r.windowLocked(cur, end)
 	r.joinOriginLocked(now, missing, peerWaiting, s)
-	p := &plan{leaves: r.leaves, cur: cur}
-	r.stripeLocked(p)
-	r.reaskLocked(cur, end, now, s)
-	r.planLocked(p, cur, end, now, s)
+	// A stuck leaf is asked again before anything is planned: requests
+	// planned and then dropped would be recorded as under way and never
+	// started.
 	if r.stuckLocked(cur, end, now, s) {
 		r.mu.Unlock()
 		r.wake()
 		return now, false
 	}
+	p := &plan{leaves: r.leaves, cur: cur}
+	r.stripeLocked(p)
+	r.reaskLocked(cur, end, now, s)
+	r.planLocked(p, cur, end, now, s)
 	if err := r.giveUpLocked(missing, now, s); err != nil {
 		r.mu.Unlock()
 		r.fail(err)
