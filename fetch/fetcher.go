@@ -289,6 +289,23 @@ func (f *Fetcher) account(src Source, p peer.ID, n int64, dup bool) {
 	}
 }
 
+// peerGetter is the Store's read for blocks that were checked when they
+// were stored and are checked by the store's own checksums on read
+// (*store.Store's GetForPeer skips the sha2-256 of large blocks).
+type peerGetter interface {
+	GetForPeer(ctx context.Context, c cid.Cid) (blocks.Block, error)
+}
+
+// readLocal reads a block from the Store. A leaf the window let go of
+// (readBack: this fetch verified it and stored it moments ago) is read
+// without hashing it again where the Store can, saving a sha2-256 per MiB.
+func (f *Fetcher) readLocal(ctx context.Context, c cid.Cid, readBack bool) (blocks.Block, error) {
+	if pg, ok := f.cfg.Store.(peerGetter); ok && readBack {
+		return pg.GetForPeer(ctx, c)
+	}
+	return f.cfg.Store.Get(ctx, c)
+}
+
 // keep stores a verified block and tells bitswap: its server, so that
 // peers that want it get it, and for a block that did not come from a peer
 // its client too, so that the wants for it are cancelled.

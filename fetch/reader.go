@@ -874,10 +874,13 @@ func (r *Reader) newReq() *req {
 
 func (r *Reader) goLocal(i int, l store.Leaf, q *req) {
 	ctx := q.ctx
+	r.mu.Lock()
+	readBack := r.st[i].dropped
+	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		b, err := r.f.cfg.Store.Get(ctx, l.Cid)
+		b, err := r.f.readLocal(ctx, l.Cid, readBack)
 		if err != nil {
 			r.mu.Lock()
 			if r.st[i].local == q {
