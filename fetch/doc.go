@@ -188,8 +188,8 @@
 // byte read off the wire, kept or thrown away (a hedge cut off, a copy
 // that lost the race, bytes skipped in a whole-file answer), plus for
 // each response closed before its end an estimate of what was in flight
-// (that response's rate times the time its headers took, at most what
-// remained); OriginWastedBytes is what of it was not a first verified
+// (that response's rate times the time its headers took, at most 256 KiB
+// and what remained); OriginWastedBytes is what of it was not a first verified
 // copy. With Config.PrometheusRegisterer the same figures are exported as
 // meshcdn_fetch_* metrics (origin_sent_bytes_total for what origins
 // sent); labels are only source and result.

@@ -226,7 +226,7 @@ func (f *Fetcher) originDo(req *http.Request, cancel context.CancelFunc, sent fu
 // closed before its end, an estimate of the bytes that were in flight and
 // are lost with the connection: the bandwidth-delay product, the rate the
 // body came at times the time the response headers took (one round trip
-// and the origin's think time), at most what remained of the body. The
+// and the origin's think time), at most 256 KiB and what remained. The
 // headers themselves are not counted. On close it tells the sink the
 // total, once.
 type meteredBody struct {
@@ -267,15 +267,21 @@ func (b *meteredBody) Close() error {
 	return err
 }
 
+// maxInFlight bounds the estimate of one cut response's bytes in flight:
+// a socket receive buffer's worth. The time to the headers overstates the
+// round trip when the origin queues the response before its first write.
+const maxInFlight = 256 << 10
+
 // inFlight estimates the body bytes an origin had sent but a reader had
 // not read when it closed the body after read of length bytes (length < 0:
 // unknown) over elapsed: the bandwidth-delay product (the rate so far
-// times rtt), at most what remained. A body read to its end has none.
+// times rtt, at most maxInFlight), at most what remained. A body read to
+// its end has none.
 func inFlight(read, length int64, eof bool, elapsed, rtt time.Duration) int64 {
 	if eof || (length >= 0 && read >= length) || read == 0 || elapsed <= 0 {
 		return 0
 	}
-	est := int64(float64(read) * rtt.Seconds() / elapsed.Seconds())
+	est := min(int64(float64(read)*rtt.Seconds()/elapsed.Seconds()), maxInFlight)
 	if length >= 0 {
 		est = min(est, length-read)
 	}

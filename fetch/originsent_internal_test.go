@@ -23,6 +23,7 @@ func TestInFlight(t *testing.T) {
 		{"rate times rtt", 100_000, 1 << 20, false, 100 * ms, 10 * ms, 10_000},
 		{"at most what remained", 1000_000, 1_001_000, false, 100 * ms, 50 * ms, 1000},
 		{"unknown length", 100_000, -1, false, 100 * ms, 20 * ms, 20_000},
+		{"at most a socket buffer", 10 << 20, -1, false, 100 * ms, 50 * ms, maxInFlight},
 	} {
 		if got := inFlight(tc.read, tc.length, tc.eof, tc.elapsed, tc.rtt); got != tc.want {
 			t.Errorf("%s: inFlight = %d, want %d", tc.name, got, tc.want)

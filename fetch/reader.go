@@ -76,7 +76,8 @@ type Stats struct {
 	// those thrown away (a hedge cut off, a copy that lost the race, bytes
 	// skipped in a whole-file answer), plus for each body closed before its
 	// end an estimate of the bytes in flight (the bandwidth-delay product
-	// of that response, at most what remained). Headers are not counted.
+	// of that response, at most 256 KiB and what remained). Headers are
+	// not counted.
 	// A request shared with a concurrent fetch of the same leaf counts for
 	// the fetch that started it.
 	OriginSentBytes int64
