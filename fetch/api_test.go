@@ -282,6 +282,7 @@ func TestOpenPathAndMetrics(t *testing.T) {
 		"meshcdn_fetch_fetches_total{result=complete}": 2,
 		"meshcdn_fetch_ttfb_seconds":                   2,
 		"meshcdn_fetch_offload_ratio":                  0,
+		"meshcdn_fetch_origin_sent_bytes_total":        float64(len(a.data) + len(small.data)),
 	} {
 		if got[name] != want {
 			t.Errorf("metric %s = %v, want %v (all: %v)", name, got[name], want, got)

@@ -21,6 +21,7 @@ const (
 	DefaultStallTimeout                     = 5 * time.Second
 	DefaultProviderWait                     = 10 * time.Millisecond
 	DefaultReadAhead                        = 32
+	DefaultWindowBytes                int64 = 8 << 20
 	DefaultOriginConcurrency                = 4
 	DefaultPenalty                          = 10 * time.Minute
 	DefaultServeBytesPerSecond        int64 = 16 << 20
@@ -83,9 +84,16 @@ type Config struct {
 	Advertiser Advertiser
 
 	// Crowd, if set, names the peers fetching the same content at the
-	// same time, for striping. Nil: no striping. The Fetcher does not
-	// close it.
+	// same time, for striping: each node of the crowd takes a different
+	// share of the leaves from the origin (policy.go, the package doc says
+	// how the share is computed) and the rest from the others. Nil: no
+	// striping. The Fetcher does not close it.
 	Crowd Crowd
+
+	// NoStriping turns striping off although Crowd is set: every fetch
+	// asks the origin for any leaf peers are late with. Default false
+	// (striping on).
+	NoStriping bool
 
 	// HTTPClient fetches from origins. Nil means a client of the Fetcher's
 	// own, with keep-alive connections, closed by Close.
@@ -110,10 +118,18 @@ type Config struct {
 	ProviderWait time.Duration
 
 	// ReadAhead is how many 1 MiB leaves past the reader's position are
-	// fetched (and held in memory) at once. Bitswap's client sends wants at
+	// fetched at once (WindowBytes of them held in memory). Bitswap's client sends wants at
 	// most every 20 ms, so a peer fetch moves at most ReadAhead MiB per
 	// 20 ms or so: 32 allows about 1.5 GiB/s. Default DefaultReadAhead (32).
 	ReadAhead int
+
+	// WindowBytes bounds the leaves a Reader holds in memory ahead of its
+	// position: leaves fetched further ahead (within ReadAhead) go to the
+	// store and are read back from it when the reader nears them, counted
+	// once. A leaf the store cannot keep (quota) stays in memory. Default
+	// DefaultWindowBytes (8 MiB, at least one leaf); negative means no
+	// bound (every leaf within ReadAhead stays in memory).
+	WindowBytes int64
 
 	// OriginHeaderTimeout bounds the wait for an origin's response headers,
 	// and OriginIdleTimeout the wait for the next bytes of its body: an
@@ -176,6 +192,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ReadAhead == 0 {
 		c.ReadAhead = DefaultReadAhead
+	}
+	if c.WindowBytes == 0 {
+		c.WindowBytes = DefaultWindowBytes
 	}
 	if c.OriginConcurrency == 0 {
 		c.OriginConcurrency = DefaultOriginConcurrency

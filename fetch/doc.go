@@ -17,7 +17,9 @@
 //
 //  1. Each leaf (1 MiB of the file, unixfs-v1-2025) in the read-ahead window
 //     (Config.ReadAhead leaves from the reader's position) is first looked up
-//     in the Store.
+//     in the Store. A Reader holds at most Config.WindowBytes (8 MiB) of
+//     leaves in memory: those fetched further ahead are stored and read
+//     back from the Store when the reader nears them (counted once).
 //  2. Then a bitswap session asks connected peers; the providers of the root
 //     that Config.Providers (the announce package's table) names are
 //     connected first, so the session's wants reach them. When a provider
@@ -77,7 +79,31 @@
 //     content meanwhile ask this node and get each block from it as it
 //     arrives, so a flash crowd that starts cold pays the origin for about
 //     one copy.
-//  7. With the origin failed (see below) and no block from anyone for
+//  7. Striping (policy.go): with Config.Crowd naming other peers fetching
+//     the same root at the same time, the nodes split the leaves they take
+//     from the origin, each taking a different share and the rest from
+//     the others as they arrive. Leaf i (0-based, in file order) belongs
+//     to the member p of the stripe, the crowd and this node less
+//     penalised peers, with the highest score(root, p, i): the first 8
+//     bytes, read big-endian, of SHA-256(root CID bytes || peer ID bytes
+//     || i as 8 bytes big-endian), CID and peer ID in their binary forms
+//     (a tie goes to the greater peer ID bytes). Every member computes the same owners without a
+//     coordinator (rendezvous hashing), and a member that joins or leaves
+//     moves only the leaves it takes or held. Once the origin has joined
+//     (step 3) a node asks it only for its own leaves; another's leaf goes
+//     to the origin when no peer has said HAVE of it within
+//     Config.PeerTimeout plus the origin's time for the leaf (its place
+//     in its owner's queue of Config.OriginConcurrency requests times one
+//     leaf's time, measured from this Fetcher's origin requests, 1 s until
+//     measured) after it was asked and the origin joined, or when the
+//     reader has waited PeerTimeout plus one leaf's origin time on it. A
+//     node that announces a fetch and sends nothing thus delays no one by
+//     more than PeerTimeout and the origin's time; crowd members are
+//     judged as silent providers are (step 4) and penalised, which takes
+//     them out of the stripe. A striping node tells Config.Advertiser of
+//     its fetch when its origin requests start, provider known or not, so
+//     that the others count it in. Config.NoStriping turns it off.
+//  8. With the origin failed (see below) and no block from anyone for
 //     Config.StallTimeout, or at once when no peer is known to hold the
 //     content and none has sent any, Read returns an error wrapping
 //     ErrUnavailable and the origin's error; the blocks fetched so far stay
@@ -157,8 +183,16 @@
 // store, from peers and from the origin (the first verified copy of each
 // leaf), duplicate bytes (the cost of hedging), bytes per peer, time to
 // first byte and to last block, and the offload ratio (peer bytes over
-// network bytes). With Config.PrometheusRegisterer the same figures are
-// exported as meshcdn_fetch_* metrics; labels are only source and result.
+// network bytes). Origin bytes are a budget, so what the origin sent is
+// counted besides what was kept: OriginSentBytes is every response body
+// byte read off the wire, kept or thrown away (a hedge cut off, a copy
+// that lost the race, bytes skipped in a whole-file answer), plus for
+// each response closed before its end an estimate of what was in flight
+// (that response's rate times the time its headers took, at most 256 KiB
+// and what remained); OriginWastedBytes is what of it was not a first verified
+// copy. With Config.PrometheusRegisterer the same figures are exported as
+// meshcdn_fetch_* metrics (origin_sent_bytes_total for what origins
+// sent); labels are only source and result.
 //
 // # Bitswap tuning
 //
@@ -199,7 +233,13 @@
 //     process, on badger), the Go heap holds 60 to 81 MiB more live data
 //     than the two idle nodes, 83 to 141 MiB in use with garbage not yet
 //     collected (go test -run '^$' -bench FetchMemory -benchtime 1x
-//     ./fetch/). Of it, the Reader's window is up to Config.ReadAhead
-//     leaves (32 MiB); the rest is bitswap's and yamux's message buffers on
-//     both ends (pooled, up to 2 MiB each) and badger's memtables.
+//     ./fetch/), before the bounded window. Of it, the Reader's window
+//     was up to Config.ReadAhead leaves (32 MiB); it is now
+//     Config.WindowBytes (8 MiB). The rest is bitswap's and yamux's
+//     message buffers on both ends (pooled, up to 2 MiB each: a heap
+//     profile at the peak shows libp2p's buffer pool as the largest part)
+//     and badger's memtables. With the window, on a machine at load
+//     average 20: 71 to 80 MiB live for the fast reader, 72 to 78 for the
+//     player (the player's heap in use 72 to 125 MiB; main's run beside
+//     it 78 live, 116 in use).
 package fetch

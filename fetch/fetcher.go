@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/meshcdn/meshcdn/internal/dagfile"
 	"github.com/meshcdn/meshcdn/internal/verified"
 )
 
@@ -140,6 +141,15 @@ func (f *Fetcher) Close() error {
 	return nil
 }
 
+// windowLeaves is how many leaves from the reader's position a Reader holds
+// in memory (Config.WindowBytes, at least one).
+func (f *Fetcher) windowLeaves() int {
+	if f.cfg.WindowBytes < 0 {
+		return f.cfg.ReadAhead
+	}
+	return max(1, int(f.cfg.WindowBytes/dagfile.ChunkSize))
+}
+
 // Config returns the configuration in effect, defaults filled in.
 func (f *Fetcher) Config() Config { return f.cfg }
 
@@ -175,6 +185,10 @@ type Totals struct {
 	BadBlocks, PenalisedPeers int64
 	// ServedBytes counts block bytes served to other peers.
 	ServedBytes int64
+	// OriginSentBytes and OriginWastedBytes add up the fetches' (see
+	// Stats): what origins sent, and what of it was not a first verified
+	// copy (OriginSentBytes - OriginBytes, or 0).
+	OriginSentBytes, OriginWastedBytes int64
 }
 
 // Offload is the share of fetched network bytes that came from peers:
@@ -199,6 +213,7 @@ func (f *Fetcher) Stats() Totals {
 		t.Peers[p] = n
 	}
 	t.ServedBytes = f.served.Load()
+	t.OriginWastedBytes = max(t.OriginSentBytes-t.OriginBytes, 0)
 	return t
 }
 
@@ -236,6 +251,16 @@ func (f *Fetcher) countPenalty() {
 	}
 }
 
+// noteOriginSent adds n bytes an origin sent to the totals.
+func (f *Fetcher) noteOriginSent(n int64) {
+	f.mu.Lock()
+	f.totals.OriginSentBytes += n
+	f.mu.Unlock()
+	if f.metrics != nil {
+		f.metrics.originSent.Add(float64(n))
+	}
+}
+
 // account adds a delivered leaf to the totals.
 func (f *Fetcher) account(src Source, p peer.ID, n int64, dup bool) {
 	f.mu.Lock()
@@ -262,6 +287,23 @@ func (f *Fetcher) account(src Source, p peer.ID, n int64, dup bool) {
 			f.metrics.bytes.WithLabelValues(string(src)).Add(float64(n))
 		}
 	}
+}
+
+// peerGetter is the Store's read for blocks that were checked when they
+// were stored and are checked by the store's own checksums on read
+// (*store.Store's GetForPeer skips the sha2-256 of large blocks).
+type peerGetter interface {
+	GetForPeer(ctx context.Context, c cid.Cid) (blocks.Block, error)
+}
+
+// readLocal reads a block from the Store. A leaf the window let go of
+// (readBack: this fetch verified it and stored it moments ago) is read
+// without hashing it again where the Store can, saving a sha2-256 per MiB.
+func (f *Fetcher) readLocal(ctx context.Context, c cid.Cid, readBack bool) (blocks.Block, error) {
+	if pg, ok := f.cfg.Store.(peerGetter); ok && readBack {
+		return pg.GetForPeer(ctx, c)
+	}
+	return f.cfg.Store.Get(ctx, c)
 }
 
 // keep stores a verified block and tells bitswap: its server, so that

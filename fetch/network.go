@@ -239,6 +239,14 @@ func (g *guard) unwant(cs []cid.Cid) {
 	}
 }
 
+// held reports whether a peer has said HAVE of c (and not yet sent it to
+// this node): some peer holds it.
+func (g *guard) held(c cid.Cid) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.proms.haves[c]) > 0
+}
+
 // senderOf returns the peer that first sent the block c.
 func (g *guard) senderOf(c cid.Cid) peer.ID {
 	g.mu.Lock()

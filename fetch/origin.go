@@ -29,7 +29,9 @@ type originCall struct {
 }
 
 // originShared is originLeaf, shared among concurrent callers for one leaf.
-func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf) ([]byte, error) {
+// What the origin sent for the shared request is told to sent, the sink
+// of the caller that started it.
+func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent func(int64)) ([]byte, error) {
 	key := l.Cid.KeyString()
 	f.callMu.Lock()
 	c := f.calls[key]
@@ -40,7 +42,7 @@ func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf) ([]b
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			c.data, c.err = f.originLeaf(cctx, t, l)
+			c.data, c.err = f.originLeaf(cctx, t, l, sent)
 			f.callMu.Lock()
 			if f.calls[key] == c {
 				delete(f.calls, key)
@@ -59,13 +61,19 @@ func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf) ([]b
 	case <-ctx.Done():
 		f.callMu.Lock()
 		c.waiters--
-		if c.waiters == 0 {
+		last := c.waiters == 0
+		if last {
 			c.cancel()
 			if f.calls[key] == c {
 				delete(f.calls, key) // later callers start afresh
 			}
 		}
 		f.callMu.Unlock()
+		if last {
+			// The cancelled request ends at once; waiting for it means
+			// what the origin sent for it is counted when the fetch ends.
+			<-c.done
+		}
 		return nil, ctx.Err()
 	}
 }
@@ -78,8 +86,9 @@ var errOriginStatus = errors.New("unexpected status")
 // the trustless gateway t.Gateway. A leaf of unknown size (Size < 0, a raw
 // root opened without its size) is read up to one chunk. The response
 // headers must come within Config.OriginHeaderTimeout and each read of the
-// body within Config.OriginIdleTimeout.
-func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byte, error) {
+// body within Config.OriginIdleTimeout. What the origin sent is told to
+// sent (see meteredBody) once the body is closed.
+func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf, sent func(int64)) ([]byte, error) {
 	var req *http.Request
 	var err error
 	limit := l.Size
@@ -106,7 +115,7 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf) ([]byt
 		req.Header.Set("Accept", "application/vnd.ipld.raw")
 	}
 	start := time.Now()
-	resp, wd, err := f.originDo(req, cancel)
+	resp, wd, err := f.originDo(req, cancel, sent)
 	if err != nil {
 		return nil, fmt.Errorf("fetch: origin %s: %w", l.Cid, err)
 	}
@@ -194,17 +203,89 @@ func (t Target) knownSize() int64 {
 // originDo sends an origin request under Config.OriginHeaderTimeout and
 // returns the response with its body read under Config.OriginIdleTimeout;
 // cancel must cancel the request's context. The caller stops the watchdog
-// and closes the body.
-func (f *Fetcher) originDo(req *http.Request, cancel context.CancelFunc) (*http.Response, *watchdog, error) {
+// and closes the body; closing it tells sent (if not nil) what the origin
+// sent (meteredBody).
+func (f *Fetcher) originDo(req *http.Request, cancel context.CancelFunc, sent func(int64)) (*http.Response, *watchdog, error) {
 	wd := newWatchdog(f.cfg.OriginHeaderTimeout, "no response headers", cancel)
+	asked := time.Now()
 	resp, err := f.http.Do(req)
 	if err != nil {
 		wd.stop()
 		return nil, wd, wd.explain(err)
 	}
 	wd.rearm(f.cfg.OriginIdleTimeout, "no body bytes")
-	resp.Body = &idleBody{ReadCloser: resp.Body, wd: wd}
+	resp.Body = &meteredBody{ReadCloser: &idleBody{ReadCloser: resp.Body, wd: wd},
+		length: resp.ContentLength, rtt: time.Since(asked), headers: time.Now(), sink: sent}
 	return resp, wd, nil
+}
+
+// meteredBody counts what the origin sent in one response body, which is
+// what Stats.OriginSentBytes adds up: every body byte read off the wire,
+// whether it was kept or thrown away (a hedge cut off, a leaf that lost
+// the race, the bytes skipped in a whole-file answer), plus, for a body
+// closed before its end, an estimate of the bytes that were in flight and
+// are lost with the connection: the bandwidth-delay product, the rate the
+// body came at times the time the response headers took (one round trip
+// and the origin's think time), at most 256 KiB and what remained. The
+// headers themselves are not counted. On close it tells the sink the
+// total, once.
+type meteredBody struct {
+	io.ReadCloser
+	length  int64         // the Content-Length, -1 if unknown
+	rtt     time.Duration // from the request to its headers
+	headers time.Time
+	sink    func(int64)
+
+	mu   sync.Mutex
+	read int64
+	eof  bool
+	done bool
+}
+
+func (b *meteredBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.mu.Lock()
+	b.read += int64(n)
+	if err == io.EOF {
+		b.eof = true
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+func (b *meteredBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return err
+	}
+	b.done = true
+	if b.sink != nil {
+		b.sink(b.read + inFlight(b.read, b.length, b.eof, time.Since(b.headers), b.rtt))
+	}
+	return err
+}
+
+// maxInFlight bounds the estimate of one cut response's bytes in flight:
+// a socket receive buffer's worth. The time to the headers overstates the
+// round trip when the origin queues the response before its first write.
+const maxInFlight = 256 << 10
+
+// inFlight estimates the body bytes an origin had sent but a reader had
+// not read when it closed the body after read of length bytes (length < 0:
+// unknown) over elapsed: the bandwidth-delay product (the rate so far
+// times rtt, at most maxInFlight), at most what remained. A body read to
+// its end has none.
+func inFlight(read, length int64, eof bool, elapsed, rtt time.Duration) int64 {
+	if eof || (length >= 0 && read >= length) || read == 0 || elapsed <= 0 {
+		return 0
+	}
+	est := min(int64(float64(read)*rtt.Seconds()/elapsed.Seconds()), maxInFlight)
+	if length >= 0 {
+		est = min(est, length-read)
+	}
+	return max(est, 0)
 }
 
 // watchdog cancels an origin request that says nothing for too long, and
@@ -300,6 +381,14 @@ func (f *Fetcher) noteOriginRate(r float64) {
 	} else {
 		f.originRate = 0.8*f.originRate + 0.2*r
 	}
+}
+
+// originRequestRate is what one origin request has been giving, in bytes
+// per second (0: not measured yet).
+func (f *Fetcher) originRequestRate() float64 {
+	f.rateMu.Lock()
+	defer f.rateMu.Unlock()
+	return f.originRate
 }
 
 // originCapacity is what the origin is estimated to give one fetch, in

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,19 @@ type Stats struct {
 	NotKept int
 	// OriginErrors counts failed origin requests.
 	OriginErrors int
+	// OriginSentBytes counts what the origin sent for this fetch's
+	// requests, kept or not: every response body byte read, including
+	// those thrown away (a hedge cut off, a copy that lost the race, bytes
+	// skipped in a whole-file answer), plus for each body closed before its
+	// end an estimate of the bytes in flight (the bandwidth-delay product
+	// of that response, at most 256 KiB and what remained). Headers are
+	// not counted.
+	// A request shared with a concurrent fetch of the same leaf counts for
+	// the fetch that started it.
+	OriginSentBytes int64
+	// OriginWastedBytes is what the origin sent that was not a first
+	// verified copy: OriginSentBytes - OriginBytes, or 0.
+	OriginWastedBytes int64
 }
 
 // Offload is PeerBytes / (PeerBytes + OriginBytes), or 0.
@@ -97,6 +111,11 @@ type leafState struct {
 	fetched    bool   // delivered at least once
 	kept       bool   // stored
 	localTried bool
+	since      time.Time // first asked of peers, while in the window
+	inStore    bool      // the store holds it (as last looked)
+	dropped    bool      // fetched and stored, let go of by the window (keepLeaf)
+	originAt   time.Time // when origin was asked
+	peerAt     time.Time // when peers were last asked
 	local      *req
 	peer       *req
 	origin     *req
@@ -120,34 +139,37 @@ type Reader struct {
 	wg        sync.WaitGroup
 	once      sync.Once
 
-	mu         sync.Mutex
-	changed    chan struct{} // closed and replaced when state changes
-	leaves     []store.Leaf  // nil until resolved
-	cids       []cid.Cid     // registered with the guard
-	nodes      []blocks.Block
-	size       int64 // -1 while unknown
-	pos        int64
-	st         []leafState
-	err        error
-	closed     bool
-	stats      Stats
-	prov       provState
-	originOn   bool
-	originDead error
-	originFail int
-	originBusy int
-	whole      *req // the whole-file read from an origin that ignores Range (whole.go)
-	fetched    int
-	kept       int
-	finishing  bool
-	advertised bool        // Config.Advertiser was told of this cold fetch
-	provs      []peer.ID   // providers connected for this fetch
-	provsDone  bool        // the providers' silence has been judged
-	lastBlock  time.Time   // last delivery from any source
-	lastPeer   time.Time   // last delivery from a peer
-	peerTimes  []time.Time // the last peerRateWindow deliveries from peers
-	waitSince  time.Time   // a Read has been waiting since
-	askedFirst bool        // a provider was asked directly (firstwant.go)
+	mu          sync.Mutex
+	changed     chan struct{} // closed and replaced when state changes
+	leaves      []store.Leaf  // nil until resolved
+	cids        []cid.Cid     // registered with the guard
+	nodes       []blocks.Block
+	size        int64 // -1 while unknown
+	pos         int64
+	st          []leafState
+	err         error
+	closed      bool
+	stats       Stats
+	prov        provState
+	originOn    bool
+	originSince time.Time // when the origin joined
+	originDead  error
+	originFail  int
+	originBusy  int
+	whole       *req // the whole-file read from an origin that ignores Range (whole.go)
+	fetched     int
+	kept        int
+	finishing   bool
+	advertised  bool        // Config.Advertiser was told of this cold fetch
+	provs       []peer.ID   // providers connected for this fetch
+	provsDone   bool        // the providers' silence has been judged
+	lastBlock   time.Time   // last delivery from any source
+	lastPeer    time.Time   // last delivery from a peer
+	peerTimes   []time.Time // the last peerRateWindow deliveries from peers
+	waitSince   time.Time   // a Read has been waiting since
+	askedFirst  bool        // a provider was asked directly (firstwant.go)
+	stripe      *stripe     // the split of origin leaves with the crowd (policy.go); nil: none
+	reaskAt     time.Time   // striping: leaves may be asked of peers again from then
 }
 
 // Open starts fetching t and returns a Reader positioned at 0. The fetch
@@ -289,6 +311,12 @@ func (r *Reader) connect(ai peer.AddrInfo) {
 	r.mu.Lock()
 	r.provs = append(r.provs, ai.ID)
 	r.mu.Unlock()
+	r.dial(ai)
+}
+
+// dial connects to a peer in the background, for the fetch's life.
+func (r *Reader) dial(ai peer.AddrInfo) {
+	h := r.f.cfg.Host
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -395,7 +423,7 @@ func (g *nodeFetcher) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) 
 	cancel()
 	if err != nil && r.t.Gateway != "" && ctx.Err() == nil {
 		var data []byte
-		data, err = f.originLeaf(ctx, Target{Gateway: r.t.Gateway}, store.Leaf{Cid: c, Size: -1})
+		data, err = f.originLeaf(ctx, Target{Gateway: r.t.Gateway}, store.Leaf{Cid: c, Size: -1}, r.noteOriginSent)
 		if err == nil {
 			b, err = blocks.NewBlockWithCid(data, c)
 		}
@@ -410,29 +438,76 @@ func (g *nodeFetcher) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) 
 	return b, nil
 }
 
-// schedule starts and cancels requests for the leaves around the position.
-// It returns when it wants to run again at the latest (a hedging or stall
-// deadline), and true when the fetch has ended.
+// plan is what one pass of schedule decided, carried out once the lock is
+// released.
+type plan struct {
+	leaves               []store.Leaf
+	cur                  int
+	local, peer, origin  []int // leaves to start requests for
+	localQ, peerQ, origQ []*req
+	batch                *peerBatch
+	connect              []peer.AddrInfo // crowd members to connect to
+	silent               []peer.ID       // providers to penalise for silence
+	advertise, finish    bool
+}
+
+// schedule starts and cancels requests for the leaves around the position,
+// as the policy (policy.go) says. It returns when it wants to run again at
+// the latest (a hedging or stall deadline), and true when the fetch has
+// ended.
 func (r *Reader) schedule() (next time.Time, done bool) {
-	f := r.f
-	cfg := &f.cfg
+	cfg := &r.f.cfg
 	r.mu.Lock()
 	if r.closed || r.err != nil {
 		r.mu.Unlock()
 		return time.Time{}, true
 	}
 	now := time.Now()
-	next = now.Add(time.Minute)
-	deadline := func(t time.Time) {
-		if t.After(now) && t.Before(next) {
-			next = t
-		}
-	}
-	n := len(r.leaves)
+	s := newSoon(now)
 	cur := r.curLeaf()
-	end := min(n, cur+cfg.ReadAhead)
+	end := min(len(r.leaves), cur+cfg.ReadAhead)
+	r.dropOutsideLocked(cur, end)
+	missing, peerWaiting := r.windowLocked(cur, end)
+	r.joinOriginLocked(now, missing, peerWaiting, s)
+	// A stuck leaf is asked again before anything is planned: requests
+	// planned and then dropped would be recorded as under way and never
+	// started.
+	if r.stuckLocked(cur, end, now, s) {
+		r.mu.Unlock()
+		r.wake()
+		return now, false
+	}
+	p := &plan{leaves: r.leaves, cur: cur}
+	r.stripeLocked(p)
+	r.reaskLocked(cur, end, now, s)
+	r.planLocked(p, cur, end, now, s)
+	if err := r.giveUpLocked(missing, now, s); err != nil {
+		r.mu.Unlock()
+		r.fail(err)
+		return time.Time{}, true
+	}
+	p.silent = r.silentLocked(now, s)
+	n := len(r.leaves)
+	// A fetch that takes leaves from the origin tells the mesh it is under
+	// way, so that peers wanting the same content get them from here as
+	// they arrive and, striping, leave them to this node: a cold fetch
+	// always, one with providers known when it stripes.
+	p.advertise = len(p.origin) > 0 && (r.prov == provNone || r.striping()) && !r.advertised && cfg.Advertiser != nil && r.fetched < n
+	if p.advertise {
+		r.advertised = true
+	}
+	p.finish = r.fetched == n && r.kept == n && !r.finishing
+	if p.finish {
+		r.finishing = true
+	}
+	r.mu.Unlock()
+	r.carryOut(p)
+	return s.next, false
+}
 
-	// Drop what is behind the reader and cancel what is outside the window.
+// dropOutsideLocked forgets the bytes of leaves behind the reader and
+// cancels requests outside the window [cur, end). The caller holds mu.
+func (r *Reader) dropOutsideLocked(cur, end int) {
 	for i := range r.st {
 		if i >= cur && i < end {
 			continue
@@ -442,19 +517,28 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 			s.data = nil
 			s.localTried = false
 		}
-		for _, q := range []**req{&s.local, &s.peer, &s.origin} {
-			if *q != nil {
-				(*q).cancel()
-				if q == &s.origin {
-					r.originBusy--
-				}
-				*q = nil
+		s.since = time.Time{}
+		r.cancelLocked(s)
+	}
+}
+
+// cancelLocked cancels and forgets every request for a leaf. The caller
+// holds mu.
+func (r *Reader) cancelLocked(s *leafState) {
+	for _, q := range []**req{&s.local, &s.peer, &s.origin} {
+		if *q != nil {
+			(*q).cancel()
+			if q == &s.origin {
+				r.originBusy--
 			}
+			*q = nil
 		}
 	}
+}
 
-	missing := false
-	peerWaiting := false
+// windowLocked reports whether a leaf in [cur, end) is missing, and
+// whether one of those is asked of peers. The caller holds mu.
+func (r *Reader) windowLocked(cur, end int) (missing, peerWaiting bool) {
 	for i := cur; i < end; i++ {
 		if r.st[i].data == nil {
 			missing = true
@@ -463,216 +547,305 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 			}
 		}
 	}
+	return missing, peerWaiting
+}
 
-	// Decide whether the origin joins.
-	if !r.originOn && r.t.hasOrigin() && missing {
-		hedge := false
-		switch {
-		case r.prov == provNone:
-			hedge = true // no provider known: a cold start goes to the origin at once
-		case r.allProvidersPenalised():
-			hedge = true // every provider known has been caught lying
-		case r.stats.PeerBytes == 0 && now.Sub(r.start) >= cfg.PeerTimeout:
-			hedge = true // no peer delivered the first block in time
-		case peerWaiting && now.Sub(r.lastPeer) >= cfg.PeerTimeout:
-			hedge = true // peers stalled
-		case !r.waitSince.IsZero() && now.Sub(r.waitSince) >= cfg.PeerTimeout:
-			hedge = true // the reader waits: peers are slower than it needs
-		case !r.waitSince.IsZero() && r.peersSlowerThanOrigin():
-			hedge = true // the reader waits on peers that are slower than the origin has been
-		}
-		deadline(r.start.Add(cfg.PeerTimeout))
-		if peerWaiting {
-			deadline(r.lastPeer.Add(cfg.PeerTimeout))
-		}
-		if !r.waitSince.IsZero() {
-			deadline(r.waitSince.Add(cfg.PeerTimeout))
-		}
-		if hedge {
-			r.originOn = true
-			if r.prov != provNone {
-				r.stats.Hedged = true
-			}
-			f.log.Debug("origin joins", "cid", r.t.Cid, "dur", now.Sub(r.start))
-		}
+// joinOriginLocked lets the origin join when the policy says so
+// (originJoins). The caller holds mu.
+func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *soon) {
+	if r.originOn || !r.t.hasOrigin() {
+		return
 	}
+	join, why := originJoins(joinState{
+		now: now, start: r.start, lastPeer: r.lastPeer, waitSince: r.waitSince,
+		peerTimeout: r.f.cfg.PeerTimeout, missing: missing, peerWaiting: peerWaiting,
+		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
+		peerDelivered: r.stats.PeerBytes > 0,
+		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.f.originCapacity()),
+	}, s)
+	if !join {
+		return
+	}
+	r.originOn, r.originSince = true, now
+	if r.prov != provNone {
+		r.stats.Hedged = true
+	}
+	r.f.log.Debug("origin joins", "cid", r.t.Cid, "dur", now.Sub(r.start), "why", why)
+}
 
-	// The first origin request goes alone, so that the first leaf comes as
-	// fast as a plain request would bring it; then OriginConcurrency.
+// planLocked decides the requests to start for the leaves in [cur, end):
+// the store first, then peers, and the origin once it has joined, for the
+// leaves the stripe leaves to this node or that are overdue. The first
+// origin request goes alone, so that the first leaf comes as fast as a
+// plain request would bring it; then OriginConcurrency. The caller holds
+// mu.
+func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
+	cfg := &r.f.cfg
 	originLimit := cfg.OriginConcurrency
 	if r.stats.OriginBytes == 0 {
 		originLimit = 1
 	}
-	var startLocal, startPeer, startOrigin []int
-	var pb *peerBatch
+	leaf := r.leafTimeLocked(cur, end, now)
+	window := r.f.windowLeaves()
 	for i := cur; i < end; i++ {
-		s := &r.st[i]
-		if s.data != nil || s.local != nil {
+		st := &r.st[i]
+		if st.data != nil || st.local != nil {
 			continue
 		}
-		if !s.localTried {
-			s.localTried = true
-			if has, _ := cfg.Store.Has(r.ctx, r.leaves[i].Cid); has {
-				s.local = r.newReq()
-				startLocal = append(startLocal, i)
+		if !st.localTried {
+			if !st.inStore {
+				st.inStore, _ = cfg.Store.Has(r.ctx, r.leaves[i].Cid)
+			}
+			if st.inStore && i >= cur+window {
+				continue // read from the store when the reader nears it
+			}
+			st.localTried = true
+			if st.inStore {
+				st.local = r.newReq()
+				p.local, p.localQ = append(p.local, i), append(p.localQ, st.local)
 				continue
 			}
 		}
-		if s.peer == nil {
+		if st.peer == nil {
 			// One batch for the leaves that entered the window together;
 			// the guard gives their wants priorities in file order, so
 			// the peer sends the leaf the reader needs first.
-			if pb == nil {
-				pb = r.newBatch()
+			if p.batch == nil {
+				p.batch = r.newBatch()
 			}
-			s.peer = pb.newReq()
-			startPeer = append(startPeer, i)
+			st.peer, st.peerAt = p.batch.newReq(), now
+			if st.since.IsZero() {
+				st.since = now
+			}
+			p.peer, p.peerQ = append(p.peer, i), append(p.peerQ, st.peer)
 		}
-		if r.originOn && r.originDead == nil && s.origin == nil && r.originBusy < originLimit {
-			s.origin = r.newReq()
+		if r.originOn && r.originDead == nil && st.origin == nil && r.originBusy < originLimit && r.mineLocked(i, now, leaf, s) {
+			st.origin, st.originAt = r.newReq(), now
 			r.originBusy++
-			startOrigin = append(startOrigin, i)
+			p.origin, p.origQ = append(p.origin, i), append(p.origQ, st.origin)
 		}
 	}
+}
 
-	// A leaf the reader has waited on for stuckAfter while it was asked
-	// of peers is asked again on a new session: bitswap's session can be
-	// left with nobody to ask (the peer it asked was caught lying, and the
-	// others were never asked about that block) and, its own search being
-	// off, never asks again.
-	if !r.waitSince.IsZero() && cur < n && r.st[cur].peer != nil && now.Sub(later(r.waitSince, r.sessSince)) >= stuckAfter {
-		r.leafSess, r.sessSince = f.bs.NewSession(r.ctx), now
-		for i := cur; i < end; i++ {
-			if q := r.st[i].peer; q != nil && r.st[i].data == nil {
-				q.cancel()
-				r.st[i].peer = nil
-			}
+// leafTimeLocked is how long the origin is taken to need for one leaf:
+// what this Fetcher's origin requests have given (leafTime), or if longer
+// how long its oldest origin request in the window has been running
+// (others asking the same origin wait as long). The caller holds mu.
+func (r *Reader) leafTimeLocked(cur, end int, now time.Time) time.Duration {
+	leaf := leafTime(r.f.originRequestRate())
+	for i := cur; i < end; i++ {
+		if st := &r.st[i]; st.origin != nil && !st.originAt.IsZero() {
+			leaf = max(leaf, now.Sub(st.originAt))
 		}
-		f.log.Debug("leaf asked again on a new session", "cid", r.leaves[cur].Cid)
-		r.mu.Unlock()
-		r.wake()
-		return now, false
 	}
-	if !r.waitSince.IsZero() && cur < n && r.st[cur].peer != nil {
-		deadline(later(r.waitSince, r.sessSince).Add(stuckAfter))
-	}
+	return leaf
+}
 
-	// Give up when nothing can come: at once if the origin failed and no
-	// peer is known to have the content or has sent any of it.
-	if missing && (!r.t.hasOrigin() || r.originDead != nil) && (now.Sub(r.lastBlock) >= cfg.StallTimeout || r.originDead != nil && r.noPeerHope()) {
-		cause := r.originDead
-		if cause == nil {
-			cause = errors.New("no origin")
-		}
-		err := fmt.Errorf("%w: %s: no block from any source for %v; origin: %w", ErrUnavailable, r.t.Cid, cfg.StallTimeout, cause)
-		if now.Sub(r.lastBlock) < cfg.StallTimeout {
-			err = fmt.Errorf("%w: %s: the origin failed and no peer has it: %w", ErrUnavailable, r.t.Cid, cause)
-		}
-		r.mu.Unlock()
-		r.fail(err)
-		return time.Time{}, true
+// stuckLocked asks a leaf the reader has waited on for stuckAfter while it
+// was asked of peers again on a new session: bitswap's session can be
+// left with nobody to ask (the peer it asked was caught lying, and the
+// others were never asked about that block) and, its own search being
+// off, never asks again. It reports whether it did. The caller holds mu.
+func (r *Reader) stuckLocked(cur, end int, now time.Time, s *soon) bool {
+	if r.waitSince.IsZero() || cur >= len(r.leaves) || r.st[cur].peer == nil {
+		return false
 	}
-	if missing {
-		deadline(r.lastBlock.Add(cfg.StallTimeout))
+	since := later(r.waitSince, r.sessSince)
+	if now.Sub(since) < stuckAfter {
+		s.at(since.Add(stuckAfter))
+		return false
 	}
+	r.leafSess, r.sessSince = r.f.bs.NewSession(r.ctx), now
+	for i := cur; i < end; i++ {
+		if q := r.st[i].peer; q != nil && r.st[i].data == nil {
+			q.cancel()
+			r.st[i].peer = nil
+		}
+	}
+	r.f.log.Debug("leaf asked again on a new session", "cid", r.leaves[cur].Cid)
+	return true
+}
 
-	// A provider that advertised the content and, in StallTimeout, sent
-	// neither a block nor a HAVE for it while connected is penalised.
+// giveUpLocked returns the fetch's error when nothing can come: at once if
+// the origin failed and no peer is known to have the content or has sent
+// any of it, else after StallTimeout with nothing delivered. The caller
+// holds mu.
+func (r *Reader) giveUpLocked(missing bool, now time.Time, s *soon) error {
+	cfg := &r.f.cfg
+	if !missing {
+		return nil
+	}
+	s.at(r.lastBlock.Add(cfg.StallTimeout))
+	if r.t.hasOrigin() && r.originDead == nil {
+		return nil
+	}
+	stalled := now.Sub(r.lastBlock) >= cfg.StallTimeout
+	if !stalled && (r.originDead == nil || !r.noPeerHope()) {
+		return nil
+	}
+	cause := r.originDead
+	if cause == nil {
+		cause = errors.New("no origin")
+	}
+	if !stalled {
+		return fmt.Errorf("%w: %s: the origin failed and no peer has it: %w", ErrUnavailable, r.t.Cid, cause)
+	}
+	return fmt.Errorf("%w: %s: no block from any source for %v; origin: %w", ErrUnavailable, r.t.Cid, cfg.StallTimeout, cause)
+}
+
+// silentLocked returns the providers (and crowd members) to penalise: those
+// that, in StallTimeout from the start, sent neither a block nor a HAVE
+// for the content while connected. They are judged once. The caller holds
+// mu.
+func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
+	if r.provsDone || len(r.provs) == 0 {
+		return nil
+	}
+	if now.Sub(r.start) < r.f.cfg.StallTimeout {
+		s.at(r.start.Add(r.f.cfg.StallTimeout))
+		return nil
+	}
+	r.provsDone = true
 	var silent []peer.ID
-	if !r.provsDone && len(r.provs) > 0 {
-		if now.Sub(r.start) >= cfg.StallTimeout {
-			r.provsDone = true
-			for _, p := range r.provs {
-				if !f.guard.usefulSince(p, r.start) && f.guard.linkedSince(p, r.start) {
-					silent = append(silent, p)
-				}
-			}
-		} else {
-			deadline(r.start.Add(cfg.StallTimeout))
+	for _, p := range r.provs {
+		if !r.f.guard.usefulSince(p, r.start) && r.f.guard.linkedSince(p, r.start) {
+			silent = append(silent, p)
 		}
 	}
+	return silent
+}
 
-	// A cold fetch (no provider known) tells the mesh it is under way, so
-	// that peers wanting the same content get it from here as it arrives.
-	advertise := len(startOrigin) > 0 && r.prov == provNone && !r.advertised && cfg.Advertiser != nil && r.fetched < n
-	if advertise {
-		r.advertised = true
+// carryOut starts what schedule planned, without the lock.
+func (r *Reader) carryOut(p *plan) {
+	f := r.f
+	for k, i := range p.local {
+		r.goLocal(i, p.leaves[i], p.localQ[k])
 	}
-	finish := r.fetched == n && r.kept == n && !r.finishing
-	if finish {
-		r.finishing = true
+	if len(p.peer) > 0 {
+		r.goPeers(p.peer, p.cur, p.leaves, p.peerQ, p.batch)
 	}
-	reqs := make([]*req, 0, len(startLocal)+len(startPeer)+len(startOrigin))
-	for _, i := range startLocal {
-		reqs = append(reqs, r.st[i].local)
+	for k, i := range p.origin {
+		r.goOrigin(i, p.leaves[i], p.origQ[k])
 	}
-	for _, i := range startPeer {
-		reqs = append(reqs, r.st[i].peer)
+	for _, ai := range p.connect {
+		r.dial(ai)
 	}
-	for _, i := range startOrigin {
-		reqs = append(reqs, r.st[i].origin)
-	}
-	leaves := r.leaves
-	r.mu.Unlock()
-
-	k := 0
-	for _, i := range startLocal {
-		r.goLocal(i, leaves[i], reqs[k])
-		k++
-	}
-	if len(startPeer) > 0 {
-		r.goPeers(startPeer, cur, leaves, reqs[k:k+len(startPeer)], pb)
-		k += len(startPeer)
-	}
-	for _, i := range startOrigin {
-		r.goOrigin(i, leaves[i], reqs[k])
-		k++
-	}
-	if advertise {
+	if p.advertise {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			if err := cfg.Advertiser.Fetching(r.ctx, r.t.Cid); err != nil && r.ctx.Err() == nil {
+			if err := f.cfg.Advertiser.Fetching(r.ctx, r.t.Cid); err != nil && r.ctx.Err() == nil {
 				f.log.Debug("advertise fetch", "cid", r.t.Cid, "err", err)
 			}
 		}()
 	}
-	for _, p := range silent {
-		if f.guard.penaliseFor(p, min(cfg.Penalty, silentPenalty)) {
+	for _, id := range p.silent {
+		if f.guard.penaliseFor(id, min(f.cfg.Penalty, silentPenalty)) {
 			f.countPenalty()
-			f.log.Info("silent provider penalised", "peer", p, "cid", r.t.Cid)
+			f.log.Info("silent provider penalised", "peer", id, "cid", r.t.Cid)
 		}
 	}
-	if finish {
+	if p.finish {
 		r.finish(r.ctx)
 	}
-	return next, false
+}
+
+// striping reports whether this fetch splits its origin leaves with a
+// crowd (Config.Crowd set, Config.NoStriping not).
+func (r *Reader) striping() bool { return r.f.cfg.Crowd != nil && !r.f.cfg.NoStriping }
+
+// stripeLocked brings the stripe up to date with the crowd fetching the
+// root: members are the crowd and this node, penalised peers left out.
+// Members not yet known as providers are connected (so bitswap asks them)
+// and judged for silence like providers. The caller holds mu.
+func (r *Reader) stripeLocked(p *plan) {
+	if !r.striping() {
+		return
+	}
+	self := r.f.cfg.Host.ID()
+	st := newStripe(r.t.Cid, self, r.f.cfg.Crowd.Fetchers(r.t.Cid), r.f.guard.isPenalised)
+	if r.stripe != nil && r.stripe.same(st.members) {
+		return
+	}
+	r.stripe = st
+	for _, m := range st.members {
+		if m != self && !slices.Contains(r.provs, m) {
+			r.provs = append(r.provs, m)
+			if ai := r.f.cfg.Host.Peerstore().PeerInfo(m); len(ai.Addrs) > 0 {
+				p.connect = append(p.connect, ai)
+			}
+		}
+	}
+}
+
+// reaskLocked asks peers again, on a new bitswap session, for the leaves
+// other stripe members own that no peer has said HAVE of since they were
+// last asked (reask, policy.go): a peer that answered DONT_HAVE because
+// it had not yet fetched its share is not reliably heard from when it has
+// it. The caller holds mu.
+func (r *Reader) reaskLocked(cur, end int, now time.Time, s *soon) {
+	if r.stripe == nil || r.stripe.alone() {
+		return
+	}
+	every := max(r.f.cfg.PeerTimeout, leafTime(r.f.originRequestRate()))
+	self := r.f.cfg.Host.ID()
+	var again []int
+	for i := cur; i < end; i++ {
+		st := &r.st[i]
+		if st.data != nil || st.peer == nil || r.stripe.owner(i) == self {
+			continue
+		}
+		if reask(st.peerAt, r.reaskAt, now, every, r.f.guard.held(r.leaves[i].Cid), s) {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	for _, i := range again {
+		r.st[i].peer.cancel()
+		r.st[i].peer = nil
+	}
+	r.leafSess, r.sessSince, r.reaskAt = r.f.bs.NewSession(r.ctx), now, now.Add(every)
+	r.f.log.Debug("leaves asked again", "cid", r.t.Cid, "leaves", len(again))
+}
+
+// mineLocked reports whether leaf i may be asked of the origin: always
+// without a stripe; striping, when the stripe gives it to this node or the
+// leaf is overdue from its owner (policy.go: overdue). The caller holds
+// mu.
+func (r *Reader) mineLocked(i int, now time.Time, leaf time.Duration, s *soon) bool {
+	if r.stripe == nil || r.stripe.alone() || r.stripe.owner(i) == r.f.cfg.Host.ID() {
+		return true
+	}
+	if r.f.guard.isPenalised(r.stripe.owner(i)) {
+		return true // until the stripe is made again without it
+	}
+	owner := r.stripe.owner(i)
+	before := 0 // the owner's leaves before i: its origin requests go in file order
+	for k := r.curLeaf(); k < i; k++ {
+		if r.stripe.owner(k) == owner {
+			before++
+		}
+	}
+	a := leafAsk{since: later(r.st[i].since, r.originSince), rank: 1 + before/r.f.cfg.OriginConcurrency,
+		held:        r.f.guard.held(r.leaves[i].Cid),
+		ownerActive: r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf))}
+	if i == r.curLeaf() {
+		a.waitSince = r.waitSince
+	}
+	if !overdue(a, now, r.f.cfg.PeerTimeout, leaf, s) {
+		return false
+	}
+	r.f.log.Debug("leaf overdue from its stripe owner", "cid", r.leaves[i].Cid, "owner", owner,
+		"held", a.held, "active", a.ownerActive, "rank", a.rank, "leaf", leaf, "asked", now.Sub(a.since), "waited", now.Sub(a.waitSince))
+	return true
 }
 
 // stuckAfter is how long the reader waits on a leaf asked of peers before
 // it is asked again on a new bitswap session: past the guard's deadline for
 // a HAVE's block (haveDeadline), under StallTimeout.
 const stuckAfter = 3 * time.Second
-
-// peerRateWindow is how many recent peer leaves the peer rate is taken over.
-const peerRateWindow = 4
-
-// peersSlowerThanOrigin reports whether peers have lately delivered at less
-// than half the rate the origin has given this Fetcher. It says nothing
-// until the origin has been measured once. The caller holds mu, and calls
-// it while the reader waits (so the peers, not the reader, set the pace).
-func (r *Reader) peersSlowerThanOrigin() bool {
-	if len(r.peerTimes) < peerRateWindow {
-		return false
-	}
-	origin := r.f.originCapacity()
-	span := r.peerTimes[len(r.peerTimes)-1].Sub(r.peerTimes[0])
-	if origin == 0 || span <= 0 {
-		return false
-	}
-	peer := float64((len(r.peerTimes)-1)*dagfile.ChunkSize) / span.Seconds()
-	return peer < origin/2
-}
 
 // allProvidersPenalised reports whether providers were found and all of
 // them are penalised. The caller holds mu.
@@ -702,14 +875,17 @@ func (r *Reader) newReq() *req {
 
 func (r *Reader) goLocal(i int, l store.Leaf, q *req) {
 	ctx := q.ctx
+	r.mu.Lock()
+	readBack := r.st[i].dropped
+	r.mu.Unlock()
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		b, err := r.f.cfg.Store.Get(ctx, l.Cid)
+		b, err := r.f.readLocal(ctx, l.Cid, readBack)
 		if err != nil {
 			r.mu.Lock()
 			if r.st[i].local == q {
-				r.st[i].local = nil
+				r.st[i].local, r.st[i].inStore = nil, false // gone from the store: ask the network
 			}
 			r.mu.Unlock()
 			q.cancel()
@@ -820,7 +996,7 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		data, err := r.f.originShared(ctx, r.t, l)
+		data, err := r.f.originShared(ctx, r.t, l, r.noteOriginSent)
 		r.mu.Lock()
 		if err != nil && r.st[i].origin == q {
 			r.st[i].origin = nil
@@ -861,10 +1037,23 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 	}()
 }
 
+// noteOriginSent adds n bytes the origin sent for this fetch (a
+// meteredBody's count) to its stats and the Fetcher's.
+func (r *Reader) noteOriginSent(n int64) {
+	r.mu.Lock()
+	r.stats.OriginSentBytes += n
+	r.mu.Unlock()
+	r.f.noteOriginSent(n)
+}
+
 // deliver takes the verified bytes of leaf i from a source: the first copy
 // wins and the other requests for the leaf are cancelled.
 func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	now := time.Now()
+	if data == nil {
+		data = []byte{} // the empty leaf: present, not missing
+	}
+	n := int64(len(data))
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -874,39 +1063,52 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	l := r.leaves[i]
 	// A copy is a duplicate if another won: the winner cancelled and
 	// forgot every request for the leaf, this one included.
-	dup := s.data != nil || (s.local != from && s.peer != from && s.origin != from)
-	if data == nil {
-		data = []byte{} // the empty leaf: present, not missing
-	}
-	n := int64(len(data))
-	if dup {
+	if s.data != nil || (s.local != from && s.peer != from && s.origin != from) {
 		r.stats.DuplicateBytes += n
 		r.mu.Unlock()
 		from.cancel()
 		r.f.account(src, p, n, true)
 		return
 	}
-	for _, q := range []**req{&s.local, &s.peer, &s.origin} {
-		if *q != nil {
-			(*q).cancel()
-			if q == &s.origin {
-				r.originBusy--
-			}
-			*q = nil
-		}
+	r.cancelLocked(s)
+	if src == SourceLocal && s.dropped {
+		// A leaf the window let go of, read back from the store: it was
+		// counted when it was fetched.
+		s.dropped = false
+		s.data = data
+		r.notifyLocked()
+		r.mu.Unlock()
+		r.wake()
+		return
 	}
+	first := r.recordLocked(i, data, src, p, now)
+	r.notifyLocked()
+	r.mu.Unlock()
+	r.f.account(src, p, n, false)
+	r.f.log.Debug("block", "cid", l.Cid, "source", string(src), "peer", p, "bytes", n)
+	if first && src != SourceLocal {
+		r.keepLeaf(i, l, data, src)
+	}
+	r.wake()
+}
+
+// recordLocked holds the first copy of leaf i for the reader and counts
+// it. It reports whether the leaf had never been fetched before. The
+// caller holds mu.
+func (r *Reader) recordLocked(i int, data []byte, src Source, p peer.ID, now time.Time) bool {
+	s := &r.st[i]
+	n := int64(len(data))
 	cur := r.curLeaf()
 	if i >= cur && i < cur+r.f.cfg.ReadAhead {
-		s.data = data
+		s.data = data // past the window only until it is stored (keepLeaf)
 	}
-	if l.Size < 0 {
+	if r.leaves[i].Size < 0 {
 		r.leaves[i].Size = n
-		l.Size = n
 		r.size = n
 		r.stats.Size = n
 	}
 	first := !s.fetched
-	s.fetched = true
+	s.fetched, s.dropped = true, false
 	if first {
 		r.fetched++
 		if src == SourceLocal {
@@ -940,29 +1142,33 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 			r.f.metrics.ttlb.Observe(r.stats.TTLB.Seconds())
 		}
 	}
-	r.notifyLocked()
-	r.mu.Unlock()
-	r.f.account(src, p, n, false)
-	r.f.log.Debug("block", "cid", l.Cid, "source", string(src), "peer", p, "bytes", n)
+	return first
+}
 
-	if first && src != SourceLocal {
-		b, err := blocks.NewBlockWithCid(data, l.Cid)
-		if err == nil {
-			err = r.f.keep(r.ctx, b, src)
-		}
-		r.mu.Lock()
-		if err == nil {
-			s.kept = true
-			r.kept++
-		} else {
-			r.stats.NotKept++
-		}
-		r.mu.Unlock()
-		if err != nil && r.ctx.Err() == nil {
-			r.f.log.Debug("block not kept", "cid", l.Cid, "err", err)
-		}
+// keepLeaf stores a leaf fetched from the network. Once stored, a leaf
+// past the window (Config.WindowBytes from the reader's position) is let
+// go of and read back from the store when the reader nears it; one the
+// store could not keep stays in memory.
+func (r *Reader) keepLeaf(i int, l store.Leaf, data []byte, src Source) {
+	b, err := blocks.NewBlockWithCid(data, l.Cid)
+	if err == nil {
+		err = r.f.keep(r.ctx, b, src)
 	}
-	r.wake()
+	r.mu.Lock()
+	s := &r.st[i]
+	if err == nil {
+		s.kept = true
+		r.kept++
+		if s.data != nil && i >= r.curLeaf()+r.f.windowLeaves() {
+			s.data, s.dropped, s.inStore, s.localTried = nil, true, true, false
+		}
+	} else {
+		r.stats.NotKept++
+	}
+	r.mu.Unlock()
+	if err != nil && r.ctx.Err() == nil {
+		r.f.log.Debug("block not kept", "cid", l.Cid, "err", err)
+	}
 }
 
 // finishTimeout bounds naming content in the store after its reader closed.
@@ -1152,6 +1358,7 @@ func (r *Reader) Stats() Stats {
 		}
 	}
 	s.Complete = r.leaves != nil && r.fetched == len(r.leaves)
+	s.OriginWastedBytes = max(s.OriginSentBytes-s.OriginBytes, 0)
 	return s
 }
 

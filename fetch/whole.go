@@ -90,7 +90,7 @@ func (r *Reader) readWhole(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fetch: origin request: %w", err)
 	}
-	resp, wd, err := f.originDo(req, cancel)
+	resp, wd, err := f.originDo(req, cancel, r.noteOriginSent)
 	if err != nil {
 		return fmt.Errorf("fetch: origin %s: %w", r.t.Cid, err)
 	}

@@ -167,6 +167,17 @@ type Config struct {
 	// Default 200 ms.
 	PeerTimeout time.Duration
 
+	// FetchStriping splits the leaves that nodes fetching the same content
+	// at the same time take from the origin, each node a different share
+	// (fetch.Config.Crowd, fetch.Config.NoStriping). Default On for both
+	// roles; Off asks the origin for whatever peers are late with.
+	FetchStriping Toggle
+
+	// FetchWindowBytes bounds the leaves each fetch holds in memory ahead
+	// of its reader (fetch.Config.WindowBytes). Default 8 MiB; negative
+	// means no bound.
+	FetchWindowBytes int64
+
 	// ServeBytesPerSecond caps what this node serves to others. Default
 	// 4 MiB/s for apps, 128 MiB/s (about a gigabit link) for seeds;
 	// negative means no cap.

@@ -144,6 +144,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Crowd:                n.ann.Table(), // who else is fetching: striping
 		HTTPClient:           n.client,
 		PeerTimeout:          cfg.PeerTimeout,
+		NoStriping:           cfg.FetchStriping == Off,
+		WindowBytes:          cfg.FetchWindowBytes,
 		OriginHeaderTimeout:  cfg.OriginHeaderTimeout,
 		OriginIdleTimeout:    cfg.OriginIdleTimeout,
 		ServeBytesPerSecond:  cfg.ServeBytesPerSecond,

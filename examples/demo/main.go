@@ -43,6 +43,7 @@ type options struct {
 	latency      time.Duration
 
 	announceFetches mesh.Toggle
+	striping        mesh.Toggle
 }
 
 func main() {
@@ -57,10 +58,15 @@ func main() {
 	flag.Float64Var(&o.uplinkMiB, "uplink", 25, "the site's internet uplink to the origin in MiB/s, shared by every node (0: unlimited)")
 	flag.DurationVar(&o.latency, "latency", 30*time.Millisecond, "origin latency added to each request")
 	announce := flag.Bool("announce-fetches", true, "nodes tell the mesh of cold fetches they start (mesh.Config.AnnounceFetches)")
+	striping := flag.Bool("striping", true, "nodes fetching the same content at once split the leaves they take from the origin (mesh.Config.FetchStriping)")
 	flag.Parse()
 	o.announceFetches = mesh.Off
 	if *announce {
 		o.announceFetches = mesh.On
+	}
+	o.striping = mesh.Off
+	if *striping {
+		o.striping = mesh.On
 	}
 	if o.peers < 0 || o.seeds < 0 || o.videoMiB < 0 || o.arrival < 0 {
 		fmt.Fprintln(os.Stderr, "demo: negative flag")
@@ -154,7 +160,7 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 	}
 	defer org.Close()
 	// Every node: gossip finds everything in one process, so no DHT.
-	cfg := mesh.Config{Name: "demo", DisableDHT: true, AnnounceFetches: o.announceFetches}
+	cfg := mesh.Config{Name: "demo", DisableDHT: true, AnnounceFetches: o.announceFetches, FetchStriping: o.striping}
 	crowd, err := meshtest.NewCrowd(meshtest.CrowdConfig{
 		Origin: org, Seeds: o.seeds, Apps: o.peers, Seed: cfg, App: cfg,
 		// The flash crowd: app peers arrive spread over o.arrival, each

@@ -1,0 +1,12 @@
+package fetch
+
+// HeldBytes is the bytes of leaves the Reader holds in memory, for tests.
+func (r *Reader) HeldBytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var n int64
+	for _, s := range r.st {
+		n += int64(len(s.data))
+	}
+	return n
+}

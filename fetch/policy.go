@@ -1,0 +1,260 @@
+package fetch
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"slices"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshcdn/meshcdn/internal/dagfile"
+)
+
+// The fetch's policy: when the origin joins, which leaves a node takes
+// from the origin when others fetch the same content (striping), when a
+// leaf left to another is taken from the origin after all, and when peers
+// count as slower than the origin. Everything here is a pure function of
+// the state it is given and the time: the Reader (reader.go) gathers the
+// state under its lock, asks, and carries the answer out; the tests
+// (policy_test.go) drive it with a fake clock.
+
+// soon collects the earliest time after now at which a rule's answer
+// changes, which is when the Reader must look again.
+type soon struct {
+	now, next time.Time
+}
+
+func newSoon(now time.Time) *soon { return &soon{now: now, next: now.Add(time.Minute)} }
+
+// at notes that something changes at t.
+func (s *soon) at(t time.Time) {
+	if t.After(s.now) && t.Before(s.next) {
+		s.next = t
+	}
+}
+
+// joinState is what decides whether the origin joins a fetch that has
+// not asked it yet.
+type joinState struct {
+	now, start time.Time
+	// lastPeer is the last delivery from a peer (start if none); waitSince
+	// when the reader began to wait on the leaf at its position (zero: it
+	// does not wait).
+	lastPeer, waitSince time.Time
+	peerTimeout         time.Duration
+	// missing: a leaf in the window has not arrived; peerWaiting: one of
+	// those is asked of peers.
+	missing, peerWaiting bool
+	// noProvider: no peer is known to hold the content; provsPenalised:
+	// every provider known has been penalised; peerDelivered: some peer has
+	// delivered a leaf of it; peersSlow: peers deliver at under half the
+	// origin's rate (slowerThanOrigin).
+	noProvider, provsPenalised, peerDelivered, peersSlow bool
+}
+
+// originJoins reports whether the origin joins now and why, and notes in
+// s when the answer may change. The rules, in order:
+//   - no provider known: at once (a cold start costs what a plain request
+//     does);
+//   - every provider known has been penalised: at once;
+//   - no peer delivered within peerTimeout of the start;
+//   - the leaves asked of peers got nothing for peerTimeout (peers stalled);
+//   - the reader has waited peerTimeout on one leaf;
+//   - the reader waits and peers are slower than half the origin's rate.
+func originJoins(j joinState, s *soon) (bool, string) {
+	if !j.missing {
+		return false, ""
+	}
+	s.at(j.start.Add(j.peerTimeout))
+	if j.peerWaiting {
+		s.at(j.lastPeer.Add(j.peerTimeout))
+	}
+	waits := !j.waitSince.IsZero()
+	if waits {
+		s.at(j.waitSince.Add(j.peerTimeout))
+	}
+	switch {
+	case j.noProvider:
+		return true, "no provider known"
+	case j.provsPenalised:
+		return true, "every provider penalised"
+	case !j.peerDelivered && j.now.Sub(j.start) >= j.peerTimeout:
+		return true, "no peer delivered in time"
+	case j.peerWaiting && j.now.Sub(j.lastPeer) >= j.peerTimeout:
+		return true, "peers stalled"
+	case waits && j.now.Sub(j.waitSince) >= j.peerTimeout:
+		return true, "the reader waited"
+	case waits && j.peersSlow:
+		return true, "peers slower than the origin"
+	}
+	return false, ""
+}
+
+// peerRateWindow is how many recent peer leaves the peer rate is taken over.
+const peerRateWindow = 4
+
+// slowerThanOrigin reports whether the peer deliveries at times (the last
+// peerRateWindow, oldest first) came at less than half of origin bytes
+// per second. It says nothing (false) with fewer times or no origin rate.
+func slowerThanOrigin(times []time.Time, origin float64) bool {
+	if len(times) < peerRateWindow || origin == 0 {
+		return false
+	}
+	span := times[len(times)-1].Sub(times[0])
+	if span <= 0 {
+		return false
+	}
+	rate := float64((len(times)-1)*dagfile.ChunkSize) / span.Seconds()
+	return rate < origin/2
+}
+
+// Striping. Nodes fetching the same content at the same time (Config.Crowd
+// names them) split the leaves they take from the origin: leaf i belongs
+// to the member p of the stripe (the crowd and this node, penalised peers
+// left out) with the highest score(root, p, i), the first 8 bytes, read
+// big-endian, of SHA-256(root CID bytes || peer ID bytes || i as 8 bytes
+// big-endian); a tie goes to the greater peer ID bytes. All members compute
+// the same owners without talking (rendezvous hashing), and a node that
+// joins or leaves moves only the leaves it wins or held. A node asks the
+// origin for its own leaves and peers for the others; see overdue for
+// when it takes another's leaf from the origin after all.
+
+// stripeScore is member p's score for leaf i of root.
+func stripeScore(root cid.Cid, p peer.ID, i int) uint64 {
+	h := sha256.New()
+	h.Write(root.Bytes())
+	h.Write([]byte(p))
+	var idx [8]byte
+	binary.BigEndian.PutUint64(idx[:], uint64(i))
+	h.Write(idx[:])
+	var sum [sha256.Size]byte
+	return binary.BigEndian.Uint64(h.Sum(sum[:0])[:8])
+}
+
+// stripe is the owners of a root's leaves among a set of members. It
+// caches owners as they are asked; a new set of members needs a new
+// stripe. Not safe for concurrent use (the Reader's lock guards it).
+type stripe struct {
+	root    cid.Cid
+	members []peer.ID // sorted, no duplicates
+	owners  map[int]peer.ID
+}
+
+// newStripe makes the stripe of root over self and crowd, less the peers
+// left out.
+func newStripe(root cid.Cid, self peer.ID, crowd []peer.ID, out func(peer.ID) bool) *stripe {
+	ms := []peer.ID{self}
+	for _, p := range crowd {
+		if p != self && (out == nil || !out(p)) {
+			ms = append(ms, p)
+		}
+	}
+	slices.Sort(ms)
+	return &stripe{root: root, members: slices.Compact(ms), owners: make(map[int]peer.ID)}
+}
+
+// same reports whether the stripe is over exactly the members ms (sorted).
+func (s *stripe) same(ms []peer.ID) bool { return slices.Equal(s.members, ms) }
+
+// alone reports whether the stripe has one member: nothing is split.
+func (s *stripe) alone() bool { return len(s.members) <= 1 }
+
+// owner is the member that takes leaf i from the origin.
+func (s *stripe) owner(i int) peer.ID {
+	if p, ok := s.owners[i]; ok {
+		return p
+	}
+	var best peer.ID
+	var bestScore uint64
+	for k, p := range s.members {
+		sc := stripeScore(s.root, p, i)
+		if k == 0 || sc > bestScore || (sc == bestScore && p > best) {
+			best, bestScore = p, sc
+		}
+	}
+	s.owners[i] = best
+	return best
+}
+
+// assumedLeafTime is how long the origin is taken to need for one leaf
+// before any origin request of this Fetcher has been measured: 1 MiB/s.
+const assumedLeafTime = time.Second
+
+// leafTime is how long one origin request takes for one leaf at rate
+// bytes per second (0: not measured yet, assumedLeafTime).
+func leafTime(rate float64) time.Duration {
+	if rate <= 0 {
+		return assumedLeafTime
+	}
+	return time.Duration(float64(dagfile.ChunkSize) / rate * float64(time.Second))
+}
+
+// leafAsk is what overdue needs about a leaf another member owns.
+type leafAsk struct {
+	// since is when the owner can be taken to have started on the leaf:
+	// when it was first asked of peers or when the origin joined this
+	// fetch, whichever is later (the owner is in the same position).
+	// waitSince is when the reader began to wait on it (zero: it does
+	// not).
+	since, waitSince time.Time
+	// rank is how many rounds of origin requests its owner needs to reach
+	// it: 1 + (how many of the owner's leaves come before it in the
+	// window) / Config.OriginConcurrency.
+	rank int
+	// held: a peer said HAVE of the leaf (its owner has it); ownerActive:
+	// its owner sent a block or a HAVE of this content within peerTimeout
+	// plus one leaf's origin time (it is working through its share).
+	held, ownerActive bool
+}
+
+// overdue reports whether a leaf another member owns is taken from the
+// origin after all: its owner should have had it from the origin (rank
+// times the origin's time for a leaf, leaf) and offered it within
+// peerTimeout. That is when nobody has said HAVE of it by then and its
+// owner has been silent for as long, or when the reader has waited
+// peerTimeout plus one leaf's origin time on it (its owner is too busy),
+// twice that if a peer has said HAVE of it (the holders are too busy). A node that announces a fetch and sends nothing thus
+// delays a reader by at most peerTimeout plus the origin's time for what
+// it was to fetch. It notes in s when the answer changes.
+func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon) bool {
+	if !a.held && !a.ownerActive {
+		due := a.since.Add(peerTimeout + time.Duration(max(a.rank, 1))*leaf)
+		if !now.Before(due) {
+			return true
+		}
+		s.at(due)
+	}
+	if !a.waitSince.IsZero() {
+		wait := peerTimeout + leaf
+		if a.held {
+			wait *= 2 // a peer has it: it is on its way
+		}
+		due := a.waitSince.Add(wait)
+		if !now.Before(due) {
+			return true
+		}
+		s.at(due)
+	}
+	return false
+}
+
+// reask reports whether a leaf another stripe member owns, asked of peers
+// at asked and not held by any peer (no HAVE), is asked again now: at
+// most every interval per fetch (not before next, the time the last
+// re-ask allows the next one) and not before interval after it was last
+// asked. Boxo's server does not reliably tell a peer that was answered
+// DONT_HAVE that it has the block now, so the owner's share is asked for
+// again until someone says HAVE. It notes in s when the answer changes.
+func reask(asked, next, now time.Time, interval time.Duration, held bool, s *soon) bool {
+	if held {
+		return false
+	}
+	due := later(asked.Add(interval), next)
+	if now.Before(due) {
+		s.at(due)
+		return false
+	}
+	return true
+}

@@ -1,0 +1,328 @@
+package fetch
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mh "github.com/multiformats/go-multihash"
+
+	"github.com/meshcdn/meshcdn/internal/dagfile"
+)
+
+// The policy's tests: pure functions and a fake clock, no libp2p.
+
+func TestOriginJoins(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	pt := 200 * time.Millisecond
+	base := joinState{start: t0, lastPeer: t0, peerTimeout: pt, missing: true}
+	for _, tc := range []struct {
+		name     string
+		at       time.Duration // now, after the start
+		edit     func(*joinState)
+		want     bool
+		wantNext time.Duration // after the start; 0: a minute (nothing due)
+	}{
+		{"nothing missing", time.Second, func(j *joinState) { j.missing = false }, false, 0},
+		{"cold start", 0, func(j *joinState) { j.noProvider = true }, true, pt},
+		{"providers all penalised", 0, func(j *joinState) { j.provsPenalised = true }, true, pt},
+		{"peers get peerTimeout", pt - 1, nil, false, pt},
+		{"no peer delivered in time", pt, nil, true, 0},
+		{"a peer delivered", pt, func(j *joinState) { j.peerDelivered = true }, false, 0},
+		{"peers stalled", 3 * pt, func(j *joinState) {
+			j.peerDelivered, j.peerWaiting, j.lastPeer = true, true, t0.Add(2*pt)
+		}, true, 0},
+		{"peers not yet stalled", 3 * pt, func(j *joinState) {
+			j.peerDelivered, j.peerWaiting, j.lastPeer = true, true, t0.Add(2*pt+1)
+		}, false, 3*pt + 1},
+		{"the reader waited", 5 * pt, func(j *joinState) {
+			j.peerDelivered, j.waitSince = true, t0.Add(4*pt)
+		}, true, 0},
+		{"the reader waits, peers slow", 5 * pt, func(j *joinState) {
+			j.peerDelivered, j.waitSince, j.peersSlow = true, t0.Add(5*pt), true
+		}, true, 6 * pt},
+		{"peers slow, the reader does not wait", 5 * pt, func(j *joinState) {
+			j.peerDelivered, j.peersSlow = true, true
+		}, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := base
+			j.now = t0.Add(tc.at)
+			if tc.edit != nil {
+				tc.edit(&j)
+			}
+			s := newSoon(j.now)
+			got, why := originJoins(j, s)
+			if got != tc.want {
+				t.Errorf("originJoins = %v (%q), want %v", got, why, tc.want)
+			}
+			want := j.now.Add(time.Minute)
+			if tc.wantNext != 0 {
+				want = t0.Add(tc.wantNext)
+			}
+			if !s.next.Equal(want) {
+				t.Errorf("next look at %v after the start, want %v", s.next.Sub(t0), want.Sub(t0))
+			}
+		})
+	}
+}
+
+// TestOriginJoinsSynctest drives the join rule with a fake clock the way
+// the Reader does (look, sleep until the next time it names, look again):
+// a provider that delivers nothing makes the origin join exactly
+// PeerTimeout after the start; a reader that waits on a stalled peer
+// exactly PeerTimeout after it began to wait.
+func TestOriginJoinsSynctest(t *testing.T) {
+	const pt = 200 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		edit func(j *joinState, start time.Time)
+		want time.Duration
+	}{
+		{"silent provider", func(*joinState, time.Time) {}, pt},
+		{"waiting reader", func(j *joinState, start time.Time) {
+			j.peerDelivered, j.waitSince = true, start.Add(350*time.Millisecond)
+		}, 350*time.Millisecond + pt},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				start := time.Now()
+				for {
+					j := joinState{now: time.Now(), start: start, lastPeer: start, peerTimeout: pt, missing: true}
+					tc.edit(&j, start)
+					s := newSoon(j.now)
+					if join, _ := originJoins(j, s); join {
+						break
+					}
+					time.Sleep(s.next.Sub(j.now))
+				}
+				if d := time.Since(start); d != tc.want {
+					t.Errorf("the origin joined after %v, want %v", d, tc.want)
+				}
+			})
+		})
+	}
+}
+
+func TestSlowerThanOrigin(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	every := func(d time.Duration) []time.Time {
+		var ts []time.Time
+		for i := range peerRateWindow {
+			ts = append(ts, t0.Add(time.Duration(i)*d))
+		}
+		return ts
+	}
+	mibps := float64(dagfile.ChunkSize)
+	for _, tc := range []struct {
+		name   string
+		times  []time.Time
+		origin float64
+		want   bool
+	}{
+		{"origin not measured", every(time.Second), 0, false},
+		{"too few deliveries", every(time.Second)[:peerRateWindow-1], 10 * mibps, false},
+		{"1 MiB/s against 10", every(time.Second), 10 * mibps, true},
+		{"10 MiB/s against 10", every(100 * time.Millisecond), 10 * mibps, false},
+		{"just over half", every(190 * time.Millisecond), 10 * mibps, false},
+		{"just under half", every(210 * time.Millisecond), 10 * mibps, true},
+	} {
+		if got := slowerThanOrigin(tc.times, tc.origin); got != tc.want {
+			t.Errorf("%s: slowerThanOrigin = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func testRoot(t testing.TB, s string) cid.Cid {
+	t.Helper()
+	h, err := mh.Sum([]byte(s), mh.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cid.NewCidV1(cid.DagProtobuf, h)
+}
+
+func testPeers(n int) []peer.ID {
+	ps := make([]peer.ID, n)
+	for i := range ps {
+		ps[i] = peer.ID(fmt.Sprintf("peer-%03d", i))
+	}
+	return ps
+}
+
+// TestStripeScore: the score is what the package doc tells a browser to
+// compute: the first 8 bytes, big-endian, of SHA-256(root || peer || i).
+func TestStripeScore(t *testing.T) {
+	root := testRoot(t, "site")
+	p := testPeers(1)[0]
+	for _, i := range []int{0, 1, 255, 1 << 20} {
+		buf := append(append(root.Bytes(), []byte(p)...), make([]byte, 8)...)
+		binary.BigEndian.PutUint64(buf[len(buf)-8:], uint64(i))
+		sum := sha256.Sum256(buf)
+		if got, want := stripeScore(root, p, i), binary.BigEndian.Uint64(sum[:8]); got != want {
+			t.Errorf("stripeScore(%d) = %x, want %x", i, got, want)
+		}
+	}
+}
+
+// TestStripeOwners: every member computes the same owners whatever order
+// the crowd comes in; the leaves split about evenly; a member that joins
+// takes leaves only for itself, and one left out (penalised) gives up only
+// its own; a stripe of one owns everything.
+func TestStripeOwners(t *testing.T) {
+	root := testRoot(t, "video")
+	ps := testPeers(10)
+	const leaves = 1000
+	views := make([]*stripe, len(ps))
+	for k, self := range ps {
+		crowd := append([]peer.ID(nil), ps[k+1:]...)
+		crowd = append(crowd, ps[:k]...)
+		views[k] = newStripe(root, self, crowd, nil)
+	}
+	count := map[peer.ID]int{}
+	for i := range leaves {
+		o := views[0].owner(i)
+		count[o]++
+		for _, k := range []int{1, 5, 9} {
+			if got := views[k].owner(i); got != o {
+				t.Fatalf("leaf %d: member %d says %s owns it, member 0 says %s", i, k, got, o)
+			}
+		}
+	}
+	for _, p := range ps {
+		if n := count[p]; n < leaves/len(ps)*7/10 || n > leaves/len(ps)*13/10 {
+			t.Errorf("%s owns %d of %d leaves, want about %d", p, n, leaves, leaves/len(ps))
+		}
+	}
+	fewer := newStripe(root, ps[0], ps[1:9], nil) // ps[9] not yet in the crowd
+	out := newStripe(root, ps[0], ps[1:], func(p peer.ID) bool { return p == ps[3] })
+	for i := range leaves {
+		full := views[0].owner(i)
+		if o := fewer.owner(i); o != full && full != ps[9] {
+			t.Fatalf("leaf %d: a joining member moved it from %s to %s", i, o, full)
+		}
+		if o := out.owner(i); o == ps[3] || (full != ps[3] && o != full) {
+			t.Fatalf("leaf %d: with %s left out, owner %s (was %s)", i, ps[3], o, full)
+		}
+	}
+	alone := newStripe(root, ps[0], []peer.ID{ps[0]}, nil)
+	if !alone.alone() || alone.owner(7) != ps[0] {
+		t.Errorf("a stripe of one: alone %v, owner %s", alone.alone(), alone.owner(7))
+	}
+}
+
+func TestLeafTime(t *testing.T) {
+	if got := leafTime(0); got != assumedLeafTime {
+		t.Errorf("leafTime(unknown) = %v, want %v", got, assumedLeafTime)
+	}
+	if got := leafTime(4 * float64(dagfile.ChunkSize)); got != 250*time.Millisecond {
+		t.Errorf("leafTime(4 MiB/s) = %v, want 250ms", got)
+	}
+}
+
+func TestOverdue(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const pt, leaf = 200 * time.Millisecond, 800 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		a        leafAsk
+		at       time.Duration
+		want     bool
+		wantNext time.Duration // after t0; 0: nothing due
+	}{
+		{"just asked", leafAsk{since: t0}, 0, false, pt + leaf},
+		{"nobody has it yet", leafAsk{since: t0, rank: 1}, pt + leaf - 1, false, pt + leaf},
+		{"its owner sent nothing", leafAsk{since: t0, rank: 1}, pt + leaf, true, 0},
+		{"third in its owner's queue", leafAsk{since: t0, rank: 3}, pt + 2*leaf, false, pt + 3*leaf},
+		{"third, its owner sent nothing", leafAsk{since: t0, rank: 3}, pt + 3*leaf, true, 0},
+		{"a peer holds it", leafAsk{since: t0, held: true}, 10 * time.Second, false, 0},
+		{"its owner is at work", leafAsk{since: t0, ownerActive: true}, 10 * time.Second, false, 0},
+		{"held, the reader waits", leafAsk{since: t0, held: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, false, time.Second + 2*(pt+leaf)},
+		{"held, the reader waited too long", leafAsk{since: t0, held: true, waitSince: t0.Add(time.Second)}, time.Second + 2*(pt+leaf), true, 0},
+		{"not held, the reader waited too long", leafAsk{since: t0, ownerActive: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, true, 0},
+	} {
+		now := t0.Add(tc.at)
+		s := newSoon(now)
+		if got := overdue(tc.a, now, pt, leaf, s); got != tc.want {
+			t.Errorf("%s: overdue = %v, want %v", tc.name, got, tc.want)
+		}
+		want := now.Add(time.Minute)
+		if tc.wantNext != 0 {
+			want = t0.Add(tc.wantNext)
+		}
+		if !tc.want && !s.next.Equal(want) {
+			t.Errorf("%s: next look at %v, want %v", tc.name, s.next.Sub(t0), want.Sub(t0))
+		}
+	}
+}
+
+// TestSilentMemberSynctest is the issue's "a node that announces a fetch
+// and sends nothing delays no one beyond peer timeout + origin time", on
+// the policy alone: the leaves a silent member owns are asked of the
+// origin exactly PeerTimeout plus the origin's time for them after they
+// were asked of peers, and a leaf some peer holds is not.
+func TestSilentMemberSynctest(t *testing.T) {
+	const pt = 200 * time.Millisecond
+	rate := 2 * float64(dagfile.ChunkSize) // the origin gives a request 2 MiB/s
+	synctest.Test(t, func(t *testing.T) {
+		asked := time.Now()
+		held := leafAsk{since: asked, held: true}
+		first, second := leafAsk{since: asked, rank: 1}, leafAsk{since: asked, rank: 2}
+		var firstAt, secondAt time.Duration
+		for secondAt == 0 {
+			now := time.Now()
+			s := newSoon(now)
+			if overdue(held, now, pt, leafTime(rate), s) {
+				t.Fatalf("a leaf a peer holds went to the origin after %v", now.Sub(asked))
+			}
+			if firstAt == 0 && overdue(first, now, pt, leafTime(rate), s) {
+				firstAt = now.Sub(asked)
+			}
+			if overdue(second, now, pt, leafTime(rate), s) {
+				secondAt = now.Sub(asked)
+			}
+			time.Sleep(s.next.Sub(now))
+		}
+		if firstAt != pt+500*time.Millisecond || secondAt != pt+time.Second {
+			t.Errorf("the silent member's leaves went to the origin after %v and %v, want %v and %v",
+				firstAt, secondAt, pt+500*time.Millisecond, pt+time.Second)
+		}
+	})
+}
+
+func TestReask(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const every = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		asked    time.Duration // after t0
+		next     time.Duration // after t0; the fetch's next re-ask allowed
+		at       time.Duration
+		held     bool
+		want     bool
+		wantNext time.Duration // after t0; 0: nothing due
+	}{
+		{"just asked", 0, 0, 100 * time.Millisecond, false, false, every},
+		{"asked an interval ago", 0, 0, every, false, true, 0},
+		{"someone holds it", 0, 0, time.Second, true, false, 0},
+		{"the fetch re-asked lately", 0, 500 * time.Millisecond, 400 * time.Millisecond, false, false, 500 * time.Millisecond},
+	} {
+		now := t0.Add(tc.at)
+		s := newSoon(now)
+		if got := reask(t0.Add(tc.asked), t0.Add(tc.next), now, every, tc.held, s); got != tc.want {
+			t.Errorf("%s: reask = %v, want %v", tc.name, got, tc.want)
+		}
+		want := now.Add(time.Minute)
+		if tc.wantNext != 0 {
+			want = t0.Add(tc.wantNext)
+		}
+		if !s.next.Equal(want) {
+			t.Errorf("%s: next look at %v, want %v", tc.name, s.next.Sub(t0), want.Sub(t0))
+		}
+	}
+}

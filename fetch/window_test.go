@@ -1,0 +1,48 @@
+package fetch_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/fetch"
+)
+
+// TestWindowBounded: a Reader that does not read holds at most
+// Config.WindowBytes of leaves although it fetches Config.ReadAhead of
+// them; the leaves past the window are read back from the store when the
+// reader reaches them, and every byte is counted once, from where it came
+// (the first 3 leaves were in the store already).
+func TestWindowBounded(t *testing.T) {
+	a := makeAsset(t, 95, 20*MiB+5)
+	prov := newNode(t, fetch.Config{})
+	prov.hold(t, a)
+	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}, WindowBytes: 4 * MiB})
+	cl.holdLeaves(t, a, 3)
+	r, err := cl.f.Open(context.Background(), a.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for !r.Stats().Complete && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // the whole file is within ReadAhead: it all comes
+	}
+	held := r.HeldBytes()
+	for held > 4*MiB && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // the last leaves are being stored
+		held = r.HeldBytes()
+	}
+	if !r.Stats().Complete || held > 4*MiB {
+		t.Fatalf("complete %v, holding %d bytes before the first read, want at most %d", r.Stats().Complete, held, 4*MiB)
+	}
+	checkBytes(t, readAll(t, r), a.data)
+	st := r.Stats()
+	size := int64(len(a.data))
+	// Duplicates (the first want's hedge may bring a leaf twice) are not
+	// deliveries; read-backs must not count as local bytes.
+	if st.LocalBytes != 3*MiB || st.PeerBytes != size-3*MiB || st.OriginBytes != 0 {
+		t.Errorf("Stats: local %d, peer %d, origin %d, duplicate %d; want local %d, peer %d",
+			st.LocalBytes, st.PeerBytes, st.OriginBytes, st.DuplicateBytes, 3*MiB, size-3*MiB)
+	}
+}
