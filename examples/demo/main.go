@@ -44,6 +44,7 @@ type options struct {
 
 	announceFetches mesh.Toggle
 	striping        mesh.Toggle
+	windowMiB       int64
 }
 
 func main() {
@@ -59,6 +60,7 @@ func main() {
 	flag.DurationVar(&o.latency, "latency", 30*time.Millisecond, "origin latency added to each request")
 	announce := flag.Bool("announce-fetches", true, "nodes tell the mesh of cold fetches they start (mesh.Config.AnnounceFetches)")
 	striping := flag.Bool("striping", true, "nodes fetching the same content at once split the leaves they take from the origin (mesh.Config.FetchStriping)")
+	flag.Int64Var(&o.windowMiB, "window-mib", 0, "MiB each fetch holds in memory ahead of its reader (mesh.Config.FetchWindowBytes; 0: the default 8, -1: no bound)")
 	flag.Parse()
 	o.announceFetches = mesh.Off
 	if *announce {
@@ -160,7 +162,7 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 	}
 	defer org.Close()
 	// Every node: gossip finds everything in one process, so no DHT.
-	cfg := mesh.Config{Name: "demo", DisableDHT: true, AnnounceFetches: o.announceFetches, FetchStriping: o.striping}
+	cfg := mesh.Config{Name: "demo", DisableDHT: true, AnnounceFetches: o.announceFetches, FetchStriping: o.striping, FetchWindowBytes: o.windowMiB << 20}
 	crowd, err := meshtest.NewCrowd(meshtest.CrowdConfig{
 		Origin: org, Seeds: o.seeds, Apps: o.peers, Seed: cfg, App: cfg,
 		// The flash crowd: app peers arrive spread over o.arrival, each
