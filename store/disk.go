@@ -31,6 +31,10 @@ const (
 	DiskMargin = 2*vlogFileSize + 2*(numMemtables+1)*memTableSize + 16<<20
 )
 
+// maxLeaf is the largest block an import writes (1 MiB chunks): DiskFull
+// stays set while one would be refused.
+const maxLeaf = 1 << 20
+
 // diskGuard decides whether a write of n bytes may go to disk. statfs is
 // cheap but not free, so the answer is cached: the free space read last,
 // less the bytes allowed since, is trusted for up to a second unless it
@@ -69,6 +73,14 @@ func (g *diskGuard) allow(n int64) error {
 	}
 	g.since += n
 	return nil
+}
+
+// fits reports whether n more bytes would keep the margin, by the last
+// reading (no statfs).
+func (g *diskGuard) fits(n int64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lastErr == nil && g.last-g.since-n >= g.margin
 }
 
 // refresh reads the free space again. The caller holds mu.

@@ -57,6 +57,17 @@ func TestDiskFullRefusesWrites(t *testing.T) {
 	if h := s.Health(); !h.DiskFull || h.ReadOnly {
 		t.Errorf("Health on a full disk = %+v, want DiskFull only", h)
 	}
+	// A small block still fits; a leaf would not: the disk is still full.
+	if err := s.Put(ctx, blocks.NewBlock(testutil.Bytes(4, 300))); err != nil {
+		t.Fatalf("Put of 300 bytes with half a MiB above the margin = %v", err)
+	}
+	if h := s.Health(); !h.DiskFull {
+		t.Errorf("Health after a small write fitted = %+v, want DiskFull while a leaf would be refused", h)
+	}
+	if u := s.Usage(); u.Used != before.Used+300 {
+		t.Errorf("Usage after the small write = %+v, want 300 bytes more than %+v", u, before)
+	}
+	before = s.Usage()
 	if u := s.Usage(); u != before {
 		t.Errorf("Usage after refused writes = %+v, want %+v", u, before)
 	}

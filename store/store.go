@@ -477,9 +477,14 @@ func (s *Store) admit(ctx context.Context, size int64) error {
 	}
 	if s.guard != nil {
 		err := s.guard.allow(size)
-		s.health.DiskFull = err != nil
 		if err != nil {
+			s.health.DiskFull = true
 			return err
+		}
+		// A small write (a record) that fits does not end DiskFull while a
+		// leaf would still be refused.
+		if s.health.DiskFull && s.guard.fits(maxLeaf) {
+			s.health.DiskFull = false
 		}
 	}
 	return s.makeRoom(ctx, size)
