@@ -316,6 +316,7 @@ func (g *guard) penaliseFor(p peer.ID, d time.Duration) bool {
 		return false
 	}
 	g.penalised[p] = until
+	g.proms.penalised(p)
 	if t := g.timers[p]; t != nil {
 		t.Stop()
 	}
@@ -468,7 +469,8 @@ func (g *guard) checkPromises() {
 		g.mu.Unlock()
 		return
 	}
-	broken, liars := g.proms.due(time.Now(), g.f.cfg.Penalty)
+	now := time.Now()
+	broken, liars := g.proms.due(now, g.f.cfg.Penalty, func(q peer.ID) bool { return g.isPenalisedLocked(q, now) })
 	byPeer := make(map[peer.ID][]cid.Cid)
 	for _, k := range broken {
 		if _, ok := g.wanted[k.c]; ok {

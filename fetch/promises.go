@@ -114,6 +114,19 @@ func (ps *promises) gone(p peer.ID) {
 	delete(ps.broken, p)
 }
 
+// penalised drops what p said and was asked (it is ignored now), and
+// lifts the voids of other peers' HAVEs: a promise of theirs was judged
+// broken because another peer, perhaps p, said HAVE of the same block, so
+// a busy but honest seed was cut off from blocks only p claimed to have.
+func (ps *promises) penalised(p peer.ID) {
+	ps.gone(p)
+	for k := range ps.liedTo {
+		if k.p != p {
+			delete(ps.liedTo, k)
+		}
+	}
+}
+
 // forget drops what is known of c (it arrived, or nobody wants it).
 func (ps *promises) forget(c cid.Cid) {
 	for k := range ps.open {
@@ -126,7 +139,10 @@ func (ps *promises) forget(c cid.Cid) {
 
 // due returns the promises broken at now, and the peers to penalise: those
 // that broke brokenLimit promises with no block delivered since the first.
-func (ps *promises) due(now time.Time, penalty time.Duration) (broken []promiseKey, liars []peer.ID) {
+//
+// A penalised peer (excluded) is no other holder: its HAVEs are worth
+// nothing.
+func (ps *promises) due(now time.Time, penalty time.Duration, excluded func(peer.ID) bool) (broken []promiseKey, liars []peer.ID) {
 	for k, at := range ps.open {
 		if now.Sub(at) < haveDeadline {
 			continue
@@ -135,7 +151,7 @@ func (ps *promises) due(now time.Time, penalty time.Duration) (broken []promiseK
 			ps.open[k] = last // busy: it delivered lately
 			continue
 		}
-		if !ps.otherHolder(k, now) {
+		if !ps.otherHolder(k, now, excluded) {
 			ps.open[k] = now // nobody else to ask: wait on it
 			continue
 		}
@@ -163,9 +179,9 @@ func (ps *promises) due(now time.Time, penalty time.Duration) (broken []promiseK
 
 // otherHolder reports whether a peer other than k.p said HAVE of k.c and
 // has not broken a promise of it.
-func (ps *promises) otherHolder(k promiseKey, now time.Time) bool {
+func (ps *promises) otherHolder(k promiseKey, now time.Time, excluded func(peer.ID) bool) bool {
 	for q := range ps.haves[k.c] {
-		if q == k.p {
+		if q == k.p || (excluded != nil && excluded(q)) {
 			continue
 		}
 		if until, ok := ps.liedTo[promiseKey{q, k.c}]; ok && now.Before(until) {

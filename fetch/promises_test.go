@@ -30,7 +30,7 @@ func TestPromises(t *testing.T) {
 
 	// A sole provider that is slow is waited on.
 	ps.asked(seed, c[0], t0)
-	if b, l := ps.due(t0.Add(10*haveDeadline), time.Minute); len(b)+len(l) != 0 {
+	if b, l := ps.due(t0.Add(10*haveDeadline), time.Minute, nil); len(b)+len(l) != 0 {
 		t.Fatalf("a sole slow provider was judged: %v %v", b, l)
 	}
 	ps.delivered(seed, c[0], t0.Add(10*haveDeadline))
@@ -45,10 +45,10 @@ func TestPromises(t *testing.T) {
 	if at, ok := ps.next(); !ok || !at.Equal(t1.Add(haveDeadline)) {
 		t.Fatalf("next = %v %v, want %v", at, ok, t1.Add(haveDeadline))
 	}
-	if b, _ := ps.due(t1.Add(haveDeadline-time.Millisecond), time.Minute); len(b) != 0 {
+	if b, _ := ps.due(t1.Add(haveDeadline-time.Millisecond), time.Minute, nil); len(b) != 0 {
 		t.Fatalf("broken before the deadline: %v", b)
 	}
-	b, liars := ps.due(t1.Add(haveDeadline), time.Minute)
+	b, liars := ps.due(t1.Add(haveDeadline), time.Minute, nil)
 	if len(b) != 3 || len(liars) != 1 || liars[0] != liar {
 		t.Fatalf("due = %v, %v; want 3 broken and the liar", b, liars)
 	}
@@ -65,7 +65,7 @@ func TestPromises(t *testing.T) {
 	ps.have(seed, c[0], t2)
 	ps.asked(busy, c[0], t2)
 	ps.delivered(busy, c[1], t2.Add(haveDeadline-time.Millisecond))
-	if b, _ := ps.due(t2.Add(haveDeadline), time.Minute); len(b) != 0 {
+	if b, _ := ps.due(t2.Add(haveDeadline), time.Minute, nil); len(b) != 0 {
 		t.Fatalf("a busy peer was judged: %v", b)
 	}
 }
@@ -83,11 +83,44 @@ func TestPromisesPeerGone(t *testing.T) {
 		ps.asked(seed, x, t0)
 	}
 	ps.gone(seed)
-	b, liars := ps.due(t0.Add(10*haveDeadline), time.Minute)
+	b, liars := ps.due(t0.Add(10*haveDeadline), time.Minute, nil)
 	if len(b)+len(liars) != 0 {
 		t.Fatalf("a peer that lost its connection broke %v, liars %v", b, liars)
 	}
 	if _, ok := ps.next(); ok {
 		t.Fatal("promises of a gone peer are still open")
+	}
+}
+
+// TestPromisesLiarPenalised: a busy seed's promise is broken because a
+// liar said HAVE of the same block, voiding the seed's HAVE; once the liar
+// is penalised the void is lifted, and a penalised peer's HAVE no longer
+// makes another peer's promise break.
+func TestPromisesLiarPenalised(t *testing.T) {
+	liar, seed := peer.ID("liar"), peer.ID("seed")
+	c := []cid.Cid{testLeaf(t, "0"), testLeaf(t, "1")}
+	t0 := time.Unix(1000, 0)
+	ps := newPromises()
+	ps.have(liar, c[0], t0)
+	ps.have(seed, c[0], t0)
+	ps.asked(seed, c[0], t0)
+	if b, _ := ps.due(t0.Add(haveDeadline), time.Minute, nil); len(b) != 1 || b[0].p != seed {
+		t.Fatalf("due = %v, want the seed's promise broken (the liar said HAVE too)", b)
+	}
+	if !ps.have(seed, c[0], t0.Add(haveDeadline)) {
+		t.Fatal("the seed's HAVE is not void after its promise broke")
+	}
+	ps.penalised(liar)
+	if ps.have(seed, c[0], t0.Add(haveDeadline)) {
+		t.Fatal("the seed's HAVE is still void after the liar was penalised")
+	}
+
+	penalised := func(p peer.ID) bool { return p == liar }
+	t1 := t0.Add(time.Hour)
+	ps.have(liar, c[1], t1)
+	ps.have(seed, c[1], t1)
+	ps.asked(seed, c[1], t1)
+	if b, l := ps.due(t1.Add(haveDeadline), time.Minute, penalised); len(b)+len(l) != 0 {
+		t.Fatalf("due = %v, %v: a penalised peer's HAVE broke the seed's promise", b, l)
 	}
 }
