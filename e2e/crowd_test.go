@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -69,37 +68,15 @@ type crowdPage struct {
 // fetching the first path, and returns what they report.
 func runCrowd(t *testing.T, u string, n, late int, paths []string) (pages, lates []crowdPage) {
 	t.Helper()
-	cmd := exec.Command("node", "crowd.mjs")
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	in, sc, stop := startScript(t, exec.Command("node", "crowd.mjs"), 20*time.Second)
 	defer func() {
 		in.Write([]byte("close\n"))
-		in.Close()
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		stop()
 	}()
 	req, _ := json.Marshal(map[string]any{"url": u, "n": n, "staggerMs": 1000, "paths": paths, "settleMs": 2000, "late": late, "timeoutMs": 240_000})
 	if _, err := in.Write(append(req, '\n')); err != nil {
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	if !sc.Scan() {
 		t.Fatalf("crowd.mjs reported nothing: %v", sc.Err())
 	}

@@ -162,7 +162,27 @@ type driver struct {
 
 func newDriver(t *testing.T) *driver {
 	t.Helper()
-	cmd := exec.Command("node", "pages.mjs")
+	return startDriver(t, exec.Command("node", "pages.mjs"))
+}
+
+// startDriver starts cmd (pages.mjs, however it is run) as the test's
+// driver; it is closed when the test ends.
+func startDriver(t *testing.T, cmd *exec.Cmd) *driver {
+	t.Helper()
+	in, sc, stop := startScript(t, cmd, 10*time.Second)
+	d := &driver{t: t, cmd: cmd, in: in, out: sc}
+	t.Cleanup(func() {
+		d.call(map[string]any{"op": "close"}, 10*time.Second)
+		stop()
+	})
+	return d
+}
+
+// startScript starts cmd (a Node script of this directory) with its stdin
+// and stdout piped and returns them, and a stop func that closes its stdin
+// and waits for it, killing it after grace.
+func startScript(t *testing.T, cmd *exec.Cmd, grace time.Duration) (io.WriteCloser, *bufio.Scanner, func()) {
+	t.Helper()
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -177,20 +197,18 @@ func newDriver(t *testing.T) *driver {
 	}
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	d := &driver{t: t, cmd: cmd, in: in, out: sc}
-	t.Cleanup(func() {
-		d.call(map[string]any{"op": "close"}, 10*time.Second)
+	stop := func() {
 		in.Close()
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		select {
 		case <-done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(grace):
 			cmd.Process.Kill()
 			<-done
 		}
-	})
-	return d
+	}
+	return in, sc, stop
 }
 
 func (d *driver) call(c map[string]any, timeout time.Duration) (json.RawMessage, error) {

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -107,37 +106,8 @@ func newOffice(t *testing.T) *office {
 
 // driver starts pages.mjs (Chromium) inside the office's namespace.
 func (o *office) driver() *driver {
-	t := o.t
-	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", o.ns, "node", "pages.mjs")
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	d := &driver{t: t, cmd: cmd, in: in, out: sc}
-	t.Cleanup(func() {
-		d.call(map[string]any{"op": "close"}, 10*time.Second)
-		in.Close()
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	return d
+	o.t.Helper()
+	return startDriver(o.t, exec.Command("ip", "netns", "exec", o.ns, "node", "pages.mjs"))
 }
 
 // listenIn opens a TCP listener on addr inside the network namespace ns.
