@@ -316,7 +316,12 @@ func (g *guard) penaliseFor(p peer.ID, d time.Duration) bool {
 		return false
 	}
 	g.penalised[p] = until
-	g.proms.penalised(p)
+	restore := make(map[peer.ID][]cid.Cid)
+	for _, k := range g.proms.penalised(p) {
+		if _, ok := g.wanted[k.c]; ok {
+			restore[k.p] = append(restore[k.p], k.c)
+		}
+	}
 	if t := g.timers[p]; t != nil {
 		t.Stop()
 	}
@@ -328,6 +333,11 @@ func (g *guard) penaliseFor(p peer.ID, d time.Duration) bool {
 	}
 	for _, r := range rs {
 		r.PeerDisconnected(p)
+	}
+	for q, cs := range restore {
+		if g.f.cfg.Host.Network().Connectedness(q) == network.Connected {
+			have(context.Background(), rs, q, cs)
+		}
 	}
 	return true
 }
@@ -438,6 +448,18 @@ func dontHave(ctx context.Context, rs []bsnet.Receiver, p peer.ID, cs []cid.Cid)
 	m := bsmsg.New(false)
 	for _, c := range cs {
 		m.AddDontHave(c)
+	}
+	for _, rv := range rs {
+		rv.ReceiveMessage(ctx, p, m)
+	}
+}
+
+// have tells the receivers that p has cs again: the HAVEs of p that a
+// penalised peer had made the guard answer with DONT_HAVE.
+func have(ctx context.Context, rs []bsnet.Receiver, p peer.ID, cs []cid.Cid) {
+	m := bsmsg.New(false)
+	for _, c := range cs {
+		m.AddHave(c)
 	}
 	for _, rv := range rs {
 		rv.ReceiveMessage(ctx, p, m)

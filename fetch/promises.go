@@ -118,13 +118,17 @@ func (ps *promises) gone(p peer.ID) {
 // lifts the voids of other peers' HAVEs: a promise of theirs was judged
 // broken because another peer, perhaps p, said HAVE of the same block, so
 // a busy but honest seed was cut off from blocks only p claimed to have.
-func (ps *promises) penalised(p peer.ID) {
+// It returns the voids it lifted: bitswap was told DONT_HAVE for them and
+// is to hear HAVE again.
+func (ps *promises) penalised(p peer.ID) (lifted []promiseKey) {
 	ps.gone(p)
 	for k := range ps.liedTo {
 		if k.p != p {
 			delete(ps.liedTo, k)
+			lifted = append(lifted, k)
 		}
 	}
+	return lifted
 }
 
 // forget drops what is known of c (it arrived, or nobody wants it).

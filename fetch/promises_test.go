@@ -110,7 +110,9 @@ func TestPromisesLiarPenalised(t *testing.T) {
 	if !ps.have(seed, c[0], t0.Add(haveDeadline)) {
 		t.Fatal("the seed's HAVE is not void after its promise broke")
 	}
-	ps.penalised(liar)
+	if lifted := ps.penalised(liar); len(lifted) != 1 || lifted[0] != (promiseKey{seed, c[0]}) {
+		t.Fatalf("penalised(liar) lifted %v, want the seed's void of %s (bitswap is to hear HAVE again)", lifted, c[0])
+	}
 	if ps.have(seed, c[0], t0.Add(haveDeadline)) {
 		t.Fatal("the seed's HAVE is still void after the liar was penalised")
 	}
