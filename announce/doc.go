@@ -324,8 +324,9 @@
 // not have (a striping peer would wait on it and blame it); a replayed DROP
 // would hide a holder. So the validator also ignores (Stats.Replayed) a
 // message whose gossipsub sequence number it has already accepted from that
-// author, or has passed by more than 64, or that is older than the first
-// it saw from that author. Both go-libp2p-pubsub and @libp2p/gossipsub (the
+// author, or has passed by more than 64, or that is more than 2 older than
+// the first it saw from that author (pubsub validates messages
+// concurrently, so an author's first two can be checked in either order). Both go-libp2p-pubsub and @libp2p/gossipsub (the
 // browser's) count the sequence number up per author from the author's
 // start time in nanoseconds, so a new message always carries a new, higher
 // number, also after the author restarts; the 64 below the highest are

@@ -13,6 +13,12 @@ const (
 	// highest accepted one are still accepted once each (messages that
 	// overtook each other in the mesh).
 	replayWindow = 64
+	// firstSlack is how many sequence numbers just below the first one
+	// seen from an author are still accepted once each: pubsub validates
+	// messages concurrently, so an author's first two messages to arrive
+	// can be checked in either order (the older one was refused, and its
+	// announcement lost until the author's next summary).
+	firstSlack = 2
 	// maxReplayAuthors bounds the authors whose sequence numbers are
 	// remembered: about 100 bytes each.
 	maxReplayAuthors = 16384
@@ -50,7 +56,8 @@ func newReplayGuard(max int, evidence func(peer.ID) int) *replayGuard {
 // accept reports whether seq is new from p, and records it if so: above
 // every number accepted from p, or one of the replayWindow numbers below
 // the highest that was not accepted yet. The first number seen from p
-// counts as the highest, with everything below it as seen. When full, the
+// counts as the highest, with everything below it as seen but the
+// firstSlack numbers just below it. When full, the
 // guard forgets the author without evidence accepted least recently (one
 // with evidence only when no other is left): a flood of new keys cannot
 // make it forget the peers this node trusts.
@@ -62,7 +69,7 @@ func (g *replayGuard) accept(p peer.ID, seq uint64) bool {
 		if len(g.authors) >= g.max {
 			g.forgetOldest()
 		}
-		a = &authorSeq{p: p, high: seq, seen: ^uint64(0)}
+		a = &authorSeq{p: p, high: seq, seen: ^uint64(0) &^ (1<<(firstSlack+1) - 2)}
 		g.authors[p] = a
 		g.touch(a)
 		return true

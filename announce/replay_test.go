@@ -32,7 +32,9 @@ func TestReplayGuard(t *testing.T) {
 	}{
 		{"a", 1000, true},  // first contact
 		{"a", 1000, false}, // the same again
-		{"a", 999, false},  // from before the first contact
+		{"a", 999, true},   // overtaken by the first contact (firstSlack)
+		{"a", 999, false},
+		{"a", 1000 - firstSlack - 1, false}, // from before the first contact
 		{"a", 1002, true},
 		{"a", 1001, true}, // overtaken by 1002: still new
 		{"a", 1001, false},
