@@ -136,38 +136,7 @@ func TestCrashThenOpenReadOnly(t *testing.T) {
 		t.Skip("spawns a child process")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var pinned []cid.Cid
-	n := 0
-	sc := bufio.NewScanner(out)
-	for n < 15 && sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if f[0] != "imported" {
-			continue
-		}
-		n++
-		if f[3] == "true" {
-			c, err := cid.Decode(f[1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			pinned = append(pinned, c)
-		}
-	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-	if n < 15 || len(pinned) == 0 {
-		t.Fatalf("the child imported %d (%d pinned)", n, len(pinned))
-	}
+	pinned := killAfterImports(t, dir, 15)
 	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
 	if len(mems) == 0 {
 		t.Fatal("the killed store left no memtable log: the test shows nothing")
@@ -191,4 +160,44 @@ func TestCrashThenOpenReadOnly(t *testing.T) {
 			t.Errorf("pinned %s not whole: %v", c, err)
 		}
 	}
+}
+
+// killAfterImports runs this test binary as the crash child importing into
+// dir, kills it with SIGKILL once it has reported n finished imports, and
+// returns the roots of those that were pinned (at least one).
+func killAfterImports(t *testing.T, dir string, n int) []cid.Cid {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pinned []cid.Cid
+	done := 0
+	sc := bufio.NewScanner(out)
+	for done < n && sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if f[0] != "imported" {
+			continue
+		}
+		done++
+		if f[3] == "true" {
+			c, err := cid.Decode(f[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			pinned = append(pinned, c)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if done < n || len(pinned) == 0 {
+		t.Fatalf("the child imported %d (%d pinned) before the kill", done, len(pinned))
+	}
+	return pinned
 }

@@ -3,7 +3,6 @@
 package store_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -241,38 +240,7 @@ func TestFaultDiskFullWithoutMargin(t *testing.T) {
 func TestFaultCrashThenDiskFull(t *testing.T) {
 	mnt := testutil.MountTmpfs(t, store.DiskMargin+64*mib)
 	dir := filepath.Join(mnt, "blocks")
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var pinned []cid.Cid
-	n := 0
-	sc := bufio.NewScanner(out)
-	for sc.Scan() && n < 20 {
-		f := strings.Fields(sc.Text())
-		if f[0] != "imported" {
-			continue
-		}
-		n++
-		if f[3] == "true" {
-			c, err := cid.Decode(f[1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			pinned = append(pinned, c)
-		}
-	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-	if n < 20 || len(pinned) == 0 {
-		t.Fatalf("the child imported %d (%d pinned) before the kill", n, len(pinned))
-	}
+	pinned := killAfterImports(t, dir, 20)
 	fill(t, mnt, 0)
 	if free, _ := store.Statfs(mnt); free > 64<<10 {
 		t.Fatalf("%d bytes still free", free)
@@ -309,7 +277,7 @@ func TestFaultCrashThenDiskFull(t *testing.T) {
 			t.Errorf("Get(%s) = %v", k, err)
 		}
 	}
-	t.Logf("killed after %d imports (%d pinned); reopened read-only with %+v", n, len(pinned), s.Usage())
+	t.Logf("killed after 20 imports (%d pinned); reopened read-only with %+v", len(pinned), s.Usage())
 	if err := s.Close(); err != nil {
 		t.Errorf("Close = %v", err)
 	}
