@@ -445,21 +445,21 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 
 // dontHave tells the receivers that p does not have cs.
 func dontHave(ctx context.Context, rs []bsnet.Receiver, p peer.ID, cs []cid.Cid) {
-	m := bsmsg.New(false)
-	for _, c := range cs {
-		m.AddDontHave(c)
-	}
-	for _, rv := range rs {
-		rv.ReceiveMessage(ctx, p, m)
-	}
+	tell(ctx, rs, p, cs, bsmsg.BitSwapMessage.AddDontHave)
 }
 
 // have tells the receivers that p has cs again: the HAVEs of p that a
 // penalised peer had made the guard answer with DONT_HAVE.
 func have(ctx context.Context, rs []bsnet.Receiver, p peer.ID, cs []cid.Cid) {
+	tell(ctx, rs, p, cs, bsmsg.BitSwapMessage.AddHave)
+}
+
+// tell hands the receivers a message from p with one entry per CID of cs,
+// made by add.
+func tell(ctx context.Context, rs []bsnet.Receiver, p peer.ID, cs []cid.Cid, add func(bsmsg.BitSwapMessage, cid.Cid)) {
 	m := bsmsg.New(false)
 	for _, c := range cs {
-		m.AddHave(c)
+		add(m, c)
 	}
 	for _, rv := range rs {
 		rv.ReceiveMessage(ctx, p, m)
