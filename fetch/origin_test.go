@@ -15,10 +15,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
-
 	"github.com/meshcdn/meshcdn/fetch"
-	"github.com/meshcdn/meshcdn/store"
 )
 
 // TestChangedOrigin: an origin file that no longer matches the Target (the
@@ -249,16 +246,7 @@ func TestOriginTimeoutPolicy(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer h.Close()
-				st, err := store.New(store.Config{InMemory: true})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer st.Close()
+				h, st := bubbleNode(t)
 				f, err := fetch.New(fetch.Config{Host: h, Store: st, StallTimeout: 24 * time.Hour,
 					OriginHeaderTimeout: tc.header, OriginIdleTimeout: tc.idle,
 					HTTPClient: &http.Client{Transport: tc.o}})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshcdn/meshcdn/fetch"
@@ -54,18 +55,7 @@ func TestHedgeTiming(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				// A host without listeners or transports: no network
-				// inside the bubble.
-				h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer h.Close()
-				st, err := store.New(store.Config{InMemory: true})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer st.Close()
+				h, st := bubbleNode(t)
 				cfg := fetch.Config{Host: h, Store: st,
 					HTTPClient: &http.Client{Transport: memOrigin{data: a.data, delay: originDelay}}}
 				if tc.provider {
@@ -122,16 +112,7 @@ func TestStallTimeout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer h.Close()
-				st, err := store.New(store.Config{InMemory: true})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer st.Close()
+				h, st := bubbleNode(t)
 				cfg := fetch.Config{Host: h, Store: st, HTTPClient: &http.Client{Transport: failingOrigin{}}}
 				if tc.provider {
 					cfg.Providers = providers{a.t.Cid: {{ID: peer.ID("unreachable-provider")}}}
@@ -162,4 +143,22 @@ func TestStallTimeout(t *testing.T) {
 			})
 		})
 	}
+}
+
+// bubbleNode makes a host without listeners or transports (no network
+// inside a synctest bubble) and an in-memory store, both closed when the
+// test ends.
+func bubbleNode(t *testing.T) (host.Host, *store.Store) {
+	t.Helper()
+	h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	st, err := store.New(store.Config{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return h, st
 }
