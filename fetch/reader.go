@@ -706,9 +706,15 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 		return nil
 	}
 	r.provsDone = true
+	// A member of the crowd fetching this content from the same origin is
+	// not judged when that origin failed: it had nothing to send either.
+	var fetching []peer.ID
+	if r.originDead != nil && r.f.cfg.Crowd != nil {
+		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
+	}
 	var silent []peer.ID
 	for _, p := range r.provs {
-		if !r.f.guard.usefulSince(p, r.start) && r.f.guard.linkedSince(p, r.start) {
+		if !r.f.guard.usefulSince(p, r.start) && r.f.guard.linkedSince(p, r.start) && !slices.Contains(fetching, p) {
 			silent = append(silent, p)
 		}
 	}
