@@ -160,11 +160,7 @@ func TestLyingOrigin(t *testing.T) {
 	cl := newNode(t, fetch.Config{StallTimeout: 100 * time.Millisecond})
 	tg := a.t
 	tg.Gateway = gw.URL
-	r, err := cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := cl.open(t, tg)
 	got, err := io.ReadAll(r)
 	var ve *fetch.VerifyError
 	if !errors.Is(err, fetch.ErrUnavailable) || !errors.As(err, &ve) || !errors.Is(err, fetch.ErrVerify) || errors.Is(err, fetch.ErrChanged) {
@@ -328,11 +324,7 @@ func TestOriginIgnoringRange(t *testing.T) {
 	cl := newNode(t, fetch.Config{})
 	tg := a.t
 	tg.URL = o.URL
-	r, err := cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := cl.open(t, tg)
 	checkBytes(t, readAll(t, r), a.data)
 	// One request finds out; one more reads the rest of the file whole.
 	if st := r.Stats(); st.OriginBytes != int64(len(a.data)) || requests.Load() > 2 {

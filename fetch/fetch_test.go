@@ -25,11 +25,7 @@ func TestPeerHit(t *testing.T) {
 
 	tg := a.t
 	tg.URL = o.URL
-	r, err := cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	defer r.Close()
+	r := cl.open(t, tg)
 	checkBytes(t, readAll(t, r), a.data)
 	waitStored(t, cl.st, a.t.Cid)
 	st := r.Stats()
@@ -143,11 +139,7 @@ func TestLyingPeer(t *testing.T) {
 
 	tg := a.t
 	tg.URL = o.URL
-	r, err := cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	defer r.Close()
+	r := cl.open(t, tg)
 	checkBytes(t, readAll(t, r), a.data)
 	if !cl.f.Penalised(liar.ID()) {
 		t.Errorf("Penalised(liar) = false, want true")

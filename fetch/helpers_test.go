@@ -250,3 +250,15 @@ func waitStored(t testing.TB, st *store.Store, root cid.Cid) {
 func cidFromPath(p string) (cid.Cid, error) {
 	return cid.Decode(strings.TrimPrefix(p, "/ipfs/"))
 }
+
+// open opens tg on n's Fetcher, failing t if it cannot, and closes the
+// Reader when t ends.
+func (n *node) open(t testing.TB, tg fetch.Target) *fetch.Reader {
+	t.Helper()
+	r, err := n.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}

@@ -56,11 +56,7 @@ func TestChangedOrigin(t *testing.T) {
 			tg := a.t
 			tg.URL = url
 			start := time.Now()
-			r, err := cl.f.Open(context.Background(), tg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			r := cl.open(t, tg)
 			got, err := io.ReadAll(r)
 			var ce *fetch.ChangedError
 			if !errors.Is(err, fetch.ErrChanged) || !errors.As(err, &ce) || errors.Is(err, fetch.ErrVerify) {
@@ -104,11 +100,7 @@ func TestOriginDeadAtOnce(t *testing.T) {
 			tg := a.t
 			tg.URL = tc.url(t)
 			start := time.Now()
-			r, err := cl.f.Open(context.Background(), tg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			r := cl.open(t, tg)
 			got, err := io.ReadAll(r)
 			if !errors.Is(err, fetch.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || len(got) != 0 {
 				t.Fatalf("ReadAll = %d bytes, %v; want ErrUnavailable, not a timeout", len(got), err)
@@ -161,11 +153,7 @@ func TestOriginHung(t *testing.T) {
 	tg := a.t
 	tg.URL = "http://" + ln.Addr().String() + "/file"
 	start := time.Now()
-	r, err := cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := cl.open(t, tg)
 	_, err = io.ReadAll(r)
 	d := time.Since(start)
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, fetch.ErrUnavailable) {

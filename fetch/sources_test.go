@@ -29,11 +29,7 @@ func TestDyingSources(t *testing.T) {
 		cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}})
 		tg := a.t
 		tg.URL = o.URL
-		r, err := cl.f.Open(context.Background(), tg)
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		defer r.Close()
+		r := cl.open(t, tg)
 		checkBytes(t, readAll(t, r), a.data)
 		st := r.Stats()
 		t.Logf("peer %d origin %d origin errors %d", st.PeerBytes, st.OriginBytes, st.OriginErrors)
@@ -50,11 +46,7 @@ func TestDyingSources(t *testing.T) {
 		cl := newNode(t, fetch.Config{PeerTimeout: time.Second, Providers: providers{a.t.Cid: {prov.info()}}})
 		tg := a.t
 		tg.URL = o.URL
-		r, err := cl.f.Open(context.Background(), tg)
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		defer r.Close()
+		r := cl.open(t, tg)
 		head := make([]byte, MiB)
 		if _, err := io.ReadFull(r, head); err != nil {
 			t.Fatalf("read first leaf: %v", err)
@@ -83,18 +75,14 @@ func TestDyingSources(t *testing.T) {
 			Providers: providers{a.t.Cid: {prov.info()}}})
 		tg := a.t
 		tg.URL = o.URL
-		r, err := cl.f.Open(context.Background(), tg)
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		defer r.Close()
+		r := cl.open(t, tg)
 		head := make([]byte, MiB)
 		if _, err := io.ReadFull(r, head); err != nil {
 			t.Fatalf("read first leaf: %v", err)
 		}
 		prov.f.Close()
 		prov.h.Close()
-		_, err = io.ReadAll(r)
+		_, err := io.ReadAll(r)
 		if !errors.Is(err, fetch.ErrUnavailable) {
 			t.Fatalf("Read after both died = %v, want ErrUnavailable", err)
 		}
@@ -120,11 +108,7 @@ func TestStreaming(t *testing.T) {
 	cl := newNode(t, fetch.Config{Store: st})
 	tg := a.t
 	tg.URL = o.URL
-	r, err := cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	defer r.Close()
+	r := cl.open(t, tg)
 	one := make([]byte, 1)
 	if _, err := r.Read(one); err != nil {
 		t.Fatalf("Read: %v", err)
@@ -194,11 +178,7 @@ func TestOverQuota(t *testing.T) {
 	cl := newNode(t, fetch.Config{Store: st})
 	tg := a.t
 	tg.URL = o.URL
-	r, err := cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	defer r.Close()
+	r := cl.open(t, tg)
 	checkBytes(t, readAll(t, r), a.data)
 	if u := st.Usage(); u.Used > 4*MiB {
 		t.Errorf("store holds %d bytes, over its 4 MiB quota", u.Used)
@@ -219,11 +199,7 @@ func TestSharedOriginLoad(t *testing.T) {
 	tg.URL = o.URL
 	var wg sync.WaitGroup
 	for range 2 {
-		r, err := cl.f.Open(context.Background(), tg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
+		r := cl.open(t, tg)
 		wg.Go(func() { checkBytes(t, readAll(t, r), a.data) })
 	}
 	wg.Wait()
