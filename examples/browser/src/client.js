@@ -148,8 +148,7 @@ export class Mesh extends EventTarget {
       // are exchanged (and a page's first fetch starts before that).
       await Promise.race([this.askSummary(conn.remotePeer), delay(this.cfg.summaryWait, new AbortController().signal)])
     }
-    this.lan?.start()
-    this.summary()
+    this.summary() // (the seed's answer also gave lan.js its addresses: one request)
   }
 
   emit (type) { this.dispatchEvent(new Event(type)) }
@@ -277,6 +276,7 @@ export class Mesh extends EventTarget {
       }
       this.stats.summary.answered++
       this.stats.summary.ms = Math.round(performance.now() - t0)
+      this.lan?.heard({ ttl, groups }, seed.toString()) // desktop apps' LAN addresses (lan.js)
       this.log(`summary: ${groups.length} holders in ${this.stats.summary.ms} ms`)
       this.emit('providers')
       this.preconnect(groups.filter((g) => g.peer != null && g.peer !== me).map((g) => g.peer))
