@@ -205,3 +205,18 @@ test('heard: the page\'s own summary answer gives the addresses, and no request 
   off.heard({ ttl: 180, groups: [{ peer: 'A', addrs: [bin(lanA)], roots: [root] }] }, 'seed')
   assert.deepEqual(off.candidates('A'), [])
 })
+
+test('concurrent dials of one peer share one', async () => {
+  const m = fakeMesh()
+  let release
+  const gate = new Promise((resolve) => { release = resolve })
+  m.libp2p.dial = async (a) => { m.dialled.push(a.toString()); await gate; return { remoteAddr: a, limits: null } }
+  const lan = new Lan(m)
+  lan.learn(seedAnswer([lanA]), 'seed')
+  const both = Promise.all([lan.dial('A'), lan.dial('A')])
+  release()
+  assert.deepEqual(await both, [true, true])
+  assert.deepEqual(m.dialled, [`${lanA}/p2p/A`])
+  assert.equal(await lan.dial('A'), true) // a later dial is a new one
+  assert.equal(m.dialled.length, 2)
+})
