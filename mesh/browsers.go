@@ -140,8 +140,9 @@ const reuseMax = 4
 // concurrent use.
 type reuseHost struct {
 	host.Host
-	mu   sync.Mutex
-	idle map[peer.ID][]*reusedStream
+	mu    sync.Mutex
+	idle  map[peer.ID][]*reusedStream
+	swept time.Time // when put last dropped every peer's expired streams
 }
 
 func newReuseHost(h host.Host) *reuseHost {
@@ -211,14 +212,20 @@ func (h *reuseHost) put(r *reusedStream) bool {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	p := r.Conn().RemotePeer()
-	list := slices.DeleteFunc(h.idle[p], func(o *reusedStream) bool {
-		if o.usable(now) {
-			return false
+	if now.Sub(h.swept) >= reuseIdle {
+		// Peers that went away are never asked for again: drop their
+		// streams here, or the map grows with every page that leaves.
+		h.swept = now
+		for q, l := range h.idle {
+			if l = h.prune(l, now); len(l) == 0 {
+				delete(h.idle, q)
+			} else {
+				h.idle[q] = l
+			}
 		}
-		o.closeNow()
-		return true
-	})
+	}
+	p := r.Conn().RemotePeer()
+	list := h.prune(h.idle[p], now)
 	if len(list) >= reuseMax {
 		h.idle[p] = list
 		return false
@@ -228,6 +235,17 @@ func (h *reuseHost) put(r *reusedStream) bool {
 	r.mu.Unlock()
 	h.idle[p] = append(list, r)
 	return true
+}
+
+// prune closes and drops the streams of list that are no longer usable.
+func (h *reuseHost) prune(list []*reusedStream, now time.Time) []*reusedStream {
+	return slices.DeleteFunc(list, func(o *reusedStream) bool {
+		if o.usable(now) {
+			return false
+		}
+		o.closeNow()
+		return true
+	})
 }
 
 // reusedStream is a bitswap stream over WebRTC-direct that goes back to

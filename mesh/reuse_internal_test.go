@@ -82,13 +82,21 @@ func send(ctx context.Context, h host.Host, p peer.ID, msg string) error {
 // receives bitswap messages.
 func reusePair(t *testing.T, transport libp2p.Option, listen string) (*reuseHost, peer.ID, *receiver) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	app, err := libp2p.New(libp2p.NoTransports, transport, libp2p.ListenAddrStrings(listen), libp2p.DisableMetrics())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { app.Close() })
+	page, r := addPage(t, app, transport)
+	return newReuseHost(app), page.ID(), r
+}
+
+// addPage starts a page-like host that dials app and receives bitswap
+// messages.
+func addPage(t *testing.T, app host.Host, transport libp2p.Option) (host.Host, *receiver) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	page, err := libp2p.New(libp2p.NoTransports, transport, libp2p.NoListenAddrs, libp2p.DisableMetrics())
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +107,7 @@ func reusePair(t *testing.T, transport libp2p.Option, listen string) (*reuseHost
 	if err := page.Connect(ctx, peer.AddrInfo{ID: app.ID(), Addrs: app.Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	return newReuseHost(app), page.ID(), r
+	return page, r
 }
 
 func (r *receiver) await(t *testing.T, want string) {
@@ -225,5 +233,41 @@ func TestIsBitswap(t *testing.T) {
 		if got := isBitswap(tt.pids); got != tt.want {
 			t.Errorf("isBitswap(%v) = %v, want %v", tt.pids, got, tt.want)
 		}
+	}
+}
+
+// TestReuseHostDropsGonePeers: the streams pooled for a page that went
+// away are dropped (and closed) by a later send to another page, so the
+// pool does not grow with every page that leaves.
+func TestReuseHostDropsGonePeers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	transport := libp2p.Transport(libp2pwebrtc.New)
+	h, gone, r := reusePair(t, transport, "/ip4/127.0.0.1/udp/0/webrtc-direct")
+	stay, r2 := addPage(t, h.Host, transport)
+	if err := send(ctx, h, gone, "to the page that leaves"); err != nil {
+		t.Fatal(err)
+	}
+	r.await(t, "to the page that leaves")
+	h.mu.Lock()
+	pooled := len(h.idle[gone])
+	h.mu.Unlock()
+	if pooled != 1 {
+		t.Fatalf("%d streams pooled for the page, want 1", pooled)
+	}
+	if err := h.Network().ClosePeer(gone); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	h.swept = time.Time{} // the next put sweeps, as it does every reuseIdle
+	h.mu.Unlock()
+	if err := send(ctx, h, stay.ID(), "to the page that stays"); err != nil {
+		t.Fatal(err)
+	}
+	r2.await(t, "to the page that stays")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.idle[gone]; ok || len(h.idle[stay.ID()]) != 1 {
+		t.Errorf("pool after the page left: %v, want only the staying page's stream", h.idle)
 	}
 }
