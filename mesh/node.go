@@ -138,7 +138,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.fetcher, err = fetch.New(fetch.Config{
 		Advertiser:           adv,
-		Host:                 n.host,
+		Host:                 newReuseHost(n.host), // bitswap streams to pages stay open (browsers.go)
 		Store:                n.store,
 		Providers:            providers{n: n, table: n.ann.Table()},
 		Crowd:                n.ann.Table(), // who else is fetching: striping

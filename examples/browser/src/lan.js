@@ -125,21 +125,42 @@ export function localAddr (a) {
 // and dials them. mesh is the client (client.js): it uses mesh.name,
 // mesh.libp2p, mesh.seedConn, mesh.table and mesh.emit.
 export class Lan {
-  // options: false (off), or { enabled, dialTimeout }.
+  // options: false (off), or { enabled, dialTimeout, prefer }; prefer
+  // 'webtransport' tries an app's WebTransport addresses before its
+  // WebRTC-direct ones (default 'webrtc-direct').
   constructor (mesh, options = {}) {
-    const { enabled = true, dialTimeout = 5000 } = options === false ? { enabled: false } : (options ?? {})
+    const { enabled = true, dialTimeout = 5000, prefer = 'webrtc-direct' } = options === false ? { enabled: false } : (options ?? {})
     this.mesh = mesh
     this.enabled = enabled !== false
     this.dialTimeout = dialTimeout
+    this.prefer = prefer
     this.known = new Map() // peer -> { addrs: [string], at: ms }
     this.pending = null
+    this.dialing = new Map() // peer -> its dial under way
     this.lastAsk = 0
-    this.stats = { enabled: this.enabled, answers: 0, learned: 0, dials: [] }
+    this.stats = { enabled: this.enabled, asked: 0, answers: 0, learned: 0, dials: [] }
   }
 
   // start asks the seed at once, so that a first fetch finds the addresses.
+  // The page does not call it: its own summary request at join (client.js
+  // askSummary, flag "others too") is the same request, and its answer
+  // comes here through heard; asking again doubled every page load's
+  // requests to the seed.
   start () {
     if (this.enabled) this.refresh().catch(() => {})
+  }
+
+  // heard takes an answer to a summary request the page sent itself
+  // ({ ttl, groups }, with groups' addrs as binary multiaddrs, as
+  // summary.js decodes them) from the seed `from`, as if this module had
+  // asked: the holders' addresses are learned and no request of its own
+  // follows within REFRESH_MIN_INTERVAL. Addresses that do not parse are
+  // left out.
+  heard ({ ttl, groups }, from) {
+    if (!this.enabled) return
+    this.lastAsk = Date.now()
+    const parse = (a) => { try { return [multiaddr(a)] } catch { return [] } }
+    this.learn({ ttl, groups: groups.map((g) => ({ ...g, addrs: g.addrs.flatMap(parse) })) }, from)
   }
 
   // refresh asks the connected seed for its summary, others included.
@@ -160,6 +181,7 @@ export class Lan {
   }
 
   async ask () {
+    this.stats.asked++
     const conn = this.mesh.seedConn
     const stream = await conn.newStream(`/meshcdn/${this.mesh.name}/summary/1`, { signal: AbortSignal.timeout(10_000) })
     stream.send(Uint8Array.of(1, 1))
@@ -205,22 +227,35 @@ export class Lan {
 
   // candidates lists where p may be dialled directly, in the order dial
   // tries them: LAN addresses before loopback ones (which reach p only when
-  // it runs on the page's own machine), WebRTC-direct before WebTransport.
+  // it runs on the page's own machine), the preferred transport first
+  // (WebRTC-direct unless options.prefer says otherwise).
   candidates (p) {
     const k = this.known.get(p)
     if (!this.enabled || k == null) return []
     const rank = (a) => {
       const [ip] = multiaddr(a).getComponents()
       const loopback = ip.value === '::1' || ip.value.startsWith('127.')
-      return (loopback ? 2 : 0) + (localAddr(a) === 'webrtc-direct' ? 0 : 1)
+      return (loopback ? 2 : 0) + (localAddr(a) === this.prefer ? 0 : 1)
     }
     return [...k.addrs].sort((a, b) => rank(a) - rank(b))
   }
 
   // dial connects to provider p over the LAN if the seed gave a dialable
-  // address for it; it resolves true once connected directly.
-  async dial (p) {
-    if (!this.enabled) return false
+  // address for it; it resolves true once connected directly. Concurrent
+  // callers for one peer share one dial: the page's preconnect at join and
+  // its first fetch both dialled the app, and the second WebRTC-direct
+  // handshake took 0.7 s.
+  dial (p) {
+    if (!this.enabled) return Promise.resolve(false)
+    let d = this.dialing.get(p)
+    if (d == null) {
+      d = this.dialOnce(p).finally(() => this.dialing.delete(p))
+      this.dialing.set(p, d)
+    }
+    return d
+  }
+
+  async dialOnce (p) {
     const k = this.known.get(p)
     if (k == null || Date.now() - k.at > REFRESH_MAX_AGE) await this.refresh()
     for (const a of this.candidates(p)) {

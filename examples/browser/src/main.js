@@ -32,7 +32,9 @@ async function settings () {
     peerTimeout: q.has('peer-timeout-ms') ? Number(q.get('peer-timeout-ms')) : undefined,
     stallTimeout: q.has('stall-timeout-ms') ? Number(q.get('stall-timeout-ms')) : undefined,
     cacheName: q.get('cache') ?? undefined,
-    lan: q.get('lan') !== 'off', // dial desktop apps on the LAN (lan.js)
+    // Dial desktop apps on the LAN (lan.js); ?lan-prefer=webtransport
+    // tries their WebTransport addresses first.
+    lan: q.get('lan') === 'off' ? false : { prefer: q.get('lan-prefer') ?? undefined },
     fetch: q.getAll('fetch')
   }
 }

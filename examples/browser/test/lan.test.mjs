@@ -5,6 +5,7 @@ import assert from 'node:assert/strict'
 import { base64url } from 'multiformats/bases/base64'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { CID } from 'multiformats/cid'
+import { multiaddr } from '@multiformats/multiaddr'
 import { Lan, decodeSummary, localAddr } from '../src/lan.js'
 
 const hex = (s) => Uint8Array.from(s.replace(/\s+/g, '').match(/../g).map((b) => parseInt(b, 16)))
@@ -107,6 +108,9 @@ test('learn records holders and only their dialable LAN addresses; dial uses exa
   lan.learn(seedAnswer([loop, lanAwt, '/ip4/10.0.0.5/tcp/4001', lanA]), 'seed')
   assert.deepEqual([...m.table.get(rawRoot).keys()].sort(), ['A', 'B', 'seed'])
   assert.deepEqual(lan.candidates('A'), [lanA, lanAwt, loop]) // LAN first, WebRTC-direct first
+  const wt = new Lan(fakeMesh(), { prefer: 'webtransport' })
+  wt.learn(seedAnswer([loop, lanAwt, '/ip4/10.0.0.5/tcp/4001', lanA]), 'seed')
+  assert.deepEqual(wt.candidates('A'), [lanAwt, lanA, loop]) // LAN first, WebTransport first
   assert.deepEqual(lan.candidates('B'), []) // public or not browser-dialable
   assert.deepEqual(lan.candidates('C'), []) // never listed
   assert.equal(await lan.dial('A'), true)
@@ -180,4 +184,39 @@ test('after a failed LAN dial the next one asks the seed again', async () => {
   assert.equal(await lan.dial('A'), false) // marked stale: asks first
   assert.equal(asks, 1)
   assert.deepEqual(m.dialled, [`${lanA}/p2p/A`, `${lanA}/p2p/A`])
+})
+
+test('heard: the page\'s own summary answer gives the addresses, and no request of lan.js follows', async () => {
+  const m = fakeMesh()
+  let asks = 0
+  m.seedConn = { remotePeer: { toString: () => 'seed' }, newStream: async () => { asks++; throw new Error('no stream') } }
+  const lan = new Lan(m)
+  const bin = (a) => multiaddr(a).bytes
+  // As summary.js decodes an answer: binary addresses, one of them garbage.
+  lan.heard({ ttl: 180, groups: [{ peer: null, addrs: [], roots: [root] }, { peer: 'A', addrs: [bin(lanA), Uint8Array.of(0xff, 0xff), bin('/ip4/10.0.0.5/tcp/4001')], roots: [root] }] }, 'seed')
+  assert.deepEqual(lan.candidates('A'), [lanA])
+  assert.deepEqual([...m.table.get(rawRoot).keys()].sort(), ['A', 'seed'])
+  assert.equal(await lan.dial('A'), true)
+  assert.equal(await lan.dial('B'), false) // unknown, but the seed was just asked: no request
+  assert.equal(asks, 0)
+  assert.equal(lan.stats.asked, 0)
+  assert.deepEqual(m.dialled, [`${lanA}/p2p/A`])
+  const off = new Lan(fakeMesh(), false)
+  off.heard({ ttl: 180, groups: [{ peer: 'A', addrs: [bin(lanA)], roots: [root] }] }, 'seed')
+  assert.deepEqual(off.candidates('A'), [])
+})
+
+test('concurrent dials of one peer share one', async () => {
+  const m = fakeMesh()
+  let release
+  const gate = new Promise((resolve) => { release = resolve })
+  m.libp2p.dial = async (a) => { m.dialled.push(a.toString()); await gate; return { remoteAddr: a, limits: null } }
+  const lan = new Lan(m)
+  lan.learn(seedAnswer([lanA]), 'seed')
+  const both = Promise.all([lan.dial('A'), lan.dial('A')])
+  release()
+  assert.deepEqual(await both, [true, true])
+  assert.deepEqual(m.dialled, [`${lanA}/p2p/A`])
+  assert.equal(await lan.dial('A'), true) // a later dial is a new one
+  assert.equal(m.dialled.length, 2)
 })
