@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,9 +53,12 @@ type CrowdConfig struct {
 	// Default nil.
 	AppAssets func(i int) []string
 
-	// Neighbours is how many apps started before it an app bootstraps to
-	// when it arrives, chosen at random (as mDNS would find on a LAN),
-	// besides the seeds. Default 3; negative: none.
+	// Neighbours is how many other apps an arriving app connects to,
+	// chosen at random (as mDNS would find on a LAN), besides the seeds:
+	// apps started before it are its bootstrap peers, and if there are
+	// fewer than Neighbours it also dials apps that finished starting while
+	// it started, so that apps arriving together form one mesh. Default 3;
+	// negative: none.
 	Neighbours int
 
 	// WaitProvider is how long an arriving app that has a peer waits for
@@ -272,15 +276,40 @@ type arrivals struct {
 	addrs []string
 }
 
-// pick returns up to n addresses of apps started before, at random.
-func (a *arrivals) pick(n int) []string {
+// pick returns up to n addresses of apps started so far, at random, none
+// of them in not.
+func (a *arrivals) pick(n int, not []string) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []string
-	for _, j := range a.rng.Perm(len(a.addrs))[:min(max(n, 0), len(a.addrs))] {
-		out = append(out, a.addrs[j])
+	for _, j := range a.rng.Perm(len(a.addrs)) {
+		if len(out) >= n {
+			break
+		}
+		if !slices.Contains(not, a.addrs[j]) {
+			out = append(out, a.addrs[j])
+		}
 	}
 	return out
+}
+
+// meetLate connects a just-started app to apps that finished starting
+// while it started, up to Neighbours in all with the early ones it was
+// bootstrapped to, as mDNS finds whoever is up on a LAN: apps that start
+// together would otherwise each find none of the others started and stay
+// islands (with 50 apps arriving within 100 ms and a start taking longer
+// than that, every app was one). It returns how many it connected to.
+func (c *Crowd) meetLate(ctx context.Context, n *mesh.Node, a *arrivals, early []string) int {
+	self := n.Addrs()[0].String()
+	met := 0
+	for _, addr := range a.pick(c.cfg.Neighbours-len(early), append(early, self)) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if n.Connect(cctx, addr) == nil {
+			met++
+		}
+		cancel()
+	}
+	return met
 }
 
 func (a *arrivals) add(addr string) {
@@ -293,7 +322,8 @@ func (a *arrivals) add(addr string) {
 // that arrived before it, waits to hear of a holder, and fetches.
 func (c *Crowd) join(ctx context.Context, name string, paths, seeds []string, a *arrivals) error {
 	arrival := time.Since(c.start)
-	boot := append(append([]string(nil), seeds...), a.pick(c.cfg.Neighbours)...)
+	early := a.pick(c.cfg.Neighbours, nil)
+	boot := append(append([]string(nil), seeds...), early...)
 	mb, err := c.newMember(ctx, name, mesh.RoleApp, c.cfg.App, boot)
 	if err != nil {
 		return err
@@ -302,7 +332,8 @@ func (c *Crowd) join(ctx context.Context, name string, paths, seeds []string, a 
 	mb.arrival = arrival
 	mb.mu.Unlock()
 	a.add(mb.node.Addrs()[0].String())
-	if c.cfg.WaitProvider > 0 && len(boot) > 0 && len(paths) > 0 {
+	late := c.meetLate(ctx, mb.node, a, early)
+	if c.cfg.WaitProvider > 0 && len(boot)+late > 0 && len(paths) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, c.cfg.WaitProvider)
 		if mb.node.WaitPeers(wctx, 1) == nil {
 			last, _ := c.m.Lookup(paths[len(paths)-1])

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/meshcdn/meshcdn/mesh"
 	"github.com/meshcdn/meshcdn/meshtest"
 )
@@ -135,5 +137,43 @@ func TestCrowdReportsFailures(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("after Close, %s: %v; want it removed", dir, err)
+	}
+}
+
+// TestCrowdAtOnceIsOneMesh: apps that all start at the same moment, no
+// seed, end up as one mesh: each meets apps that finished starting while it
+// started. Bootstrapped only to apps started before them, they found none
+// and stayed islands, each fetching the site from the origin alone.
+func TestCrowdAtOnceIsOneMesh(t *testing.T) {
+	site := meshtest.DemoSite(3, 64<<10)
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site})
+	const apps = 8
+	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: o, Apps: apps, Arrival: meshtest.AtOnce(), WaitProvider: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodes := c.Nodes()
+	index := make(map[peer.ID]int, len(nodes))
+	for i, n := range nodes {
+		index[n.ID()] = i
+	}
+	// Everyone reachable from the first over the connections they hold.
+	seen := map[int]bool{0: true}
+	for queue := []int{0}; len(queue) > 0; queue = queue[1:] {
+		for _, p := range nodes[queue[0]].Host().Network().Peers() {
+			if j, ok := index[p]; ok && !seen[j] {
+				seen[j] = true
+				queue = append(queue, j)
+			}
+		}
+	}
+	if len(nodes) != apps || len(seen) != apps {
+		t.Fatalf("%d of %d apps reachable from the first over connections: islands", len(seen), len(nodes))
 	}
 }
