@@ -36,8 +36,11 @@ const (
 	// workers than that where it serves many peers (seeds: see
 	// serveWorkers), so that a few peers that do not read cannot hold
 	// them all, while one peer's blocks go out a few at a time, in the
-	// order it asked for them.
-	perPeerSends = 8
+	// order it asked for them. Each send holds boxo's buffer for the
+	// message (2 MiB for a 1 MiB leaf) and the receiver one as large
+	// while it reads: 2 sends keep a LAN peer's link busy at a quarter of
+	// the memory of 8.
+	perPeerSends = 2
 	slotWait     = time.Second
 )
 
