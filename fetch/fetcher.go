@@ -150,6 +150,28 @@ func (f *Fetcher) windowLeaves() int {
 	return max(1, int(f.cfg.WindowBytes/dagfile.ChunkSize))
 }
 
+// readBack is how many leaves from the reader's position a Reader reads
+// from the store ahead of it: a local read takes about a millisecond, so
+// two keep a reader fed, and a slow reader (a player) holds two leaves
+// read back rather than its whole window.
+const readBack = 2
+
+// readBackLeaves is how many leaves from the reader's position are read
+// from the store ahead of it: readBack, within the window.
+func (f *Fetcher) readBackLeaves() int { return min(readBack, f.windowLeaves()) }
+
+// aheadLeaves is how many leaves past the window a Reader has asked of
+// peers, or holds until they are stored, at once: blocks arrive faster
+// than the store takes them, and each one asked is one in memory until it
+// is stored (BenchmarkFetchMemory). A quarter of the window, at least
+// one; ReadAhead without a window.
+func (f *Fetcher) aheadLeaves() int {
+	if f.cfg.WindowBytes < 0 {
+		return f.cfg.ReadAhead
+	}
+	return max(1, f.windowLeaves()/4)
+}
+
 // Config returns the configuration in effect, defaults filled in.
 func (f *Fetcher) Config() Config { return f.cfg }
 
@@ -328,12 +350,15 @@ func (f *Fetcher) keep(ctx context.Context, b blocks.Block, src Source) error {
 	return nil
 }
 
-// serveWorkers is how many workers bitswap's server sends with: boxo's 8,
-// or half of Config.ServeConcurrency where that is more (seeds: 32), so
-// that a few peers that do not read their replies (each holding up to
-// perPeerSends workers until its deadlines cut it, see sendLimiter)
-// cannot stop the server. More workers than needed cost order: blocks read
-// for sending at once come out of the serving cap in no set order.
-func serveWorkers(concurrency int) int { return max(8, concurrency/2) }
+// serveWorkers is how many workers bitswap's server sends with: a quarter
+// of Config.ServeConcurrency, at least 4 (apps and the default: 4; seeds:
+// 16), so that a few peers that do not read their replies (each holding up
+// to perPeerSends workers until its deadlines cut it, see sendLimiter)
+// cannot stop the server. Each worker holds a block read for sending and,
+// while it writes, boxo's buffer for the message (2 MiB for a 1 MiB leaf):
+// boxo's 8 workers cost up to 24 MiB. More workers than needed also cost
+// order: blocks read for sending at once come out of the serving cap in no
+// set order.
+func serveWorkers(concurrency int) int { return max(4, concurrency/4) }
 
 var errFetcherClosed = errors.New("fetcher closed")

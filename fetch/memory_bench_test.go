@@ -2,8 +2,12 @@ package fetch_test
 
 import (
 	"context"
+	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,13 +17,21 @@ import (
 	"github.com/meshcdn/meshcdn/store"
 )
 
+// memProfileDir, if set, is where BenchmarkFetchMemory writes heap
+// profiles: NAME-idle.pprof before each fetch and NAME.pprof at its peak of
+// live heap, to compare with go tool pprof -diff_base.
+var memProfileDir = flag.String("fetchmem.profile", "", "BenchmarkFetchMemory: write heap profiles (idle, peak) to this directory")
+
 // BenchmarkFetchMemory: what a peer fetch costs in Go heap, both ends in
 // one process on badger stores (so that held content is on disk, not in
-// the heap): the peak heap in use above what the two idle nodes use, while
-// a 64 MiB asset streams to a reader that keeps up (io.Copy) and to one
-// that reads 1 MiB every 20 ms (a player: the read-ahead window fills).
+// the heap): the peak heap in use above what the two idle nodes use, and
+// the peak of live heap (after a collection, every 30 ms while the fetch
+// runs), while a 64 MiB asset streams to a reader that keeps up (io.Copy)
+// and to one that reads 1 MiB every 20 ms (a player: the read-ahead window
+// fills). The provider's side counts too: its reads and sends.
 //
-//	go test -run '^$' -bench FetchMemory -benchtime 1x ./fetch/
+//	go test -run '^$' -bench FetchMemory -benchtime 1x -count 3 ./fetch/
+//	go test -run '^$' -bench FetchMemory -benchtime 1x ./fetch/ -fetchmem.profile DIR
 func BenchmarkFetchMemory(b *testing.B) {
 	const size = 64 * MiB
 	a := makeAsset(b, 52, size)
@@ -58,6 +70,8 @@ func BenchmarkFetchMemory(b *testing.B) {
 			cl := badgerNode(fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}})
 			runtime.GC()
 			base, baseLive := heapInUse(), liveHeap()
+			writeHeapProfile(b, tc.name+"-idle")
+			var samples atomic.Int64
 			var peak, peakLive atomic.Uint64
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
@@ -68,9 +82,11 @@ func BenchmarkFetchMemory(b *testing.B) {
 					if h := heapInUse(); h > peak.Load() {
 						peak.Store(h)
 					}
-					if i%10 == 9 { // a collection every 100 ms: what is live
+					if i%3 == 2 { // a collection every 30 ms: what is live
+						samples.Add(1)
 						if h := liveHeap(); h > peakLive.Load() {
 							peakLive.Store(h)
+							writeHeapProfile(b, tc.name)
 						}
 					}
 					select {
@@ -94,10 +110,27 @@ func BenchmarkFetchMemory(b *testing.B) {
 			live := float64(peakLive.Load()-min(baseLive, peakLive.Load())) / MiB
 			b.ReportMetric(extra, tc.name+"-peak-heap-MiB")
 			b.ReportMetric(live, tc.name+"-peak-live-MiB")
-			b.Logf("%-12s peak Go heap in use %.1f MiB above the idle nodes', of which live (sampled after a collection every 100 ms) %.1f MiB; ReadAhead %d leaves of 1 MiB",
-				tc.name, extra, live, fetch.DefaultReadAhead)
+			b.Logf("%-12s peak Go heap in use %.1f MiB above the idle nodes', of which live (the most of %d samples after a collection, every 30 ms) %.1f MiB; ReadAhead %d leaves of 1 MiB, window %d MiB",
+				tc.name, extra, samples.Load(), live, fetch.DefaultReadAhead, fetch.DefaultWindowBytes/MiB)
 			cl.f.Close()
 		}
+	}
+}
+
+// writeHeapProfile writes the heap profile (as of the last collection) to
+// name.pprof in -fetchmem.profile, if set.
+func writeHeapProfile(b *testing.B, name string) {
+	if *memProfileDir == "" {
+		return
+	}
+	f, err := os.Create(filepath.Join(*memProfileDir, name+".pprof"))
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Error(err)
 	}
 }
 

@@ -587,6 +587,7 @@ func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
 	}
 	leaf := r.leafTimeLocked(cur, end, now)
 	window := r.f.windowLeaves()
+	ahead, aheadMax := r.aheadLocked(cur+window, end), r.f.aheadLeaves()
 	for i := cur; i < end; i++ {
 		st := &r.st[i]
 		if st.data != nil || st.local != nil {
@@ -596,7 +597,7 @@ func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
 			if !st.inStore {
 				st.inStore, _ = cfg.Store.Has(r.ctx, r.leaves[i].Cid)
 			}
-			if st.inStore && i >= cur+window {
+			if st.inStore && i >= cur+r.readAheadLocalLocked(i, window) {
 				continue // read from the store when the reader nears it
 			}
 			st.localTried = true
@@ -606,7 +607,10 @@ func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
 				continue
 			}
 		}
-		if st.peer == nil {
+		if st.peer == nil && (i < cur+window || ahead < aheadMax) {
+			if i >= cur+window {
+				ahead++
+			}
 			// One batch for the leaves that entered the window together;
 			// the guard gives their wants priorities in file order, so
 			// the peer sends the leaf the reader needs first.
@@ -625,6 +629,31 @@ func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
 			p.origin, p.origQ = append(p.origin, i), append(p.origQ, st.origin)
 		}
 	}
+}
+
+// readAheadLocalLocked is how far ahead of the reader leaf i, in the
+// store, is read from it: a leaf fetched and let go of (spareKeptLocked)
+// within Fetcher.readBackLeaves, one the store held before the fetch
+// within the window (read, it counts as fetched). The caller holds mu.
+func (r *Reader) readAheadLocalLocked(i, window int) int {
+	if r.st[i].dropped {
+		return r.f.readBackLeaves()
+	}
+	return window
+}
+
+// aheadLocked counts the leaves in [from, end), past the window, that
+// are asked of peers or held until they are stored: the leaves fetched
+// ahead of the window that may be in memory (the Reader's or bitswap's) at
+// once. The caller holds mu.
+func (r *Reader) aheadLocked(from, end int) int {
+	n := 0
+	for i := from; i < end; i++ {
+		if s := &r.st[i]; s.peer != nil || (s.data != nil && !s.kept) {
+			n++
+		}
+	}
+	return n
 }
 
 // leafTimeLocked is how long the origin is taken to need for one leaf:
@@ -1165,15 +1194,40 @@ func (r *Reader) keepLeaf(i int, l store.Leaf, data []byte, src Source) {
 	if err == nil {
 		s.kept = true
 		r.kept++
-		if s.data != nil && i >= r.curLeaf()+r.f.windowLeaves() {
-			s.data, s.dropped, s.inStore, s.localTried = nil, true, true, false
-		}
+		r.spareKeptLocked(i)
 	} else {
 		r.stats.NotKept++
 	}
 	r.mu.Unlock()
 	if err != nil && r.ctx.Err() == nil {
 		r.f.log.Debug("block not kept", "cid", l.Cid, "err", err)
+	}
+}
+
+// spareKeptLocked lets go of the bytes of stored leaves that need not
+// stay in memory, to be read back from the store when the reader nears
+// them: leaf i, just stored, if it is past the window, and every stored
+// leaf past the leaves read back ahead of the reader
+// (Fetcher.readBackLeaves) if the reader has those already: it reads
+// slower than leaves arrive (a player). A reader that keeps up finds the
+// leaves it waits for in memory. The caller holds mu.
+func (r *Reader) spareKeptLocked(i int) {
+	cur, rb, win := r.curLeaf(), r.f.readBackLeaves(), r.f.windowLeaves()
+	spare := func(j int) {
+		if s := &r.st[j]; s.data != nil && s.kept {
+			s.data, s.dropped, s.inStore, s.localTried = nil, true, true, false
+		}
+	}
+	if i >= cur+win {
+		spare(i)
+	}
+	for j := cur; j < cur+rb; j++ {
+		if j >= len(r.st) || r.st[j].data == nil {
+			return // the reader waits, or is at the end
+		}
+	}
+	for j := cur + rb; j < cur+win && j < len(r.st); j++ {
+		spare(j)
 	}
 }
 

@@ -36,8 +36,12 @@ const (
 	// workers than that where it serves many peers (seeds: see
 	// serveWorkers), so that a few peers that do not read cannot hold
 	// them all, while one peer's blocks go out a few at a time, in the
-	// order it asked for them.
-	perPeerSends = 8
+	// order it asked for them. Each send holds boxo's buffer for the
+	// message (2 MiB for a 1 MiB leaf) and the receiver one as large
+	// while it reads: 4 sends keep a peer's link busy at half the memory
+	// of 8 (with 2, an honest fetch from a loaded seed under attack by
+	// non-reading peers took 3 to 4x its baseline, TestFaultNonReadingPeer).
+	perPeerSends = 4
 	slotWait     = time.Second
 )
 

@@ -46,3 +46,46 @@ func TestWindowBounded(t *testing.T) {
 			st.LocalBytes, st.PeerBytes, st.OriginBytes, st.DuplicateBytes, 3*MiB, size-3*MiB)
 	}
 }
+
+// TestWindowSlowReader: a Reader whose reader is slower than the leaves
+// arrive (here: it reads nothing until the fetch is complete) lets go of
+// the stored leaves past the two it reads back ahead of the reader,
+// whatever its window, and asks peers for at most a quarter of a window of
+// leaves past the window at once (each one asked is one in memory until
+// stored).
+func TestWindowSlowReader(t *testing.T) {
+	a := makeAsset(t, 96, 24*MiB)
+	prov := newNode(t, fetch.Config{})
+	prov.hold(t, a)
+	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}})
+	r, err := cl.f.Open(context.Background(), a.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	var most int
+	for !r.Stats().Complete && time.Now().Before(deadline) {
+		n, max := r.AheadLeaves()
+		if n > max {
+			t.Fatalf("%d leaves past the window asked or unstored at once, want at most %d", n, max)
+		}
+		most = max
+		time.Sleep(time.Millisecond)
+	}
+	if most != int(fetch.DefaultWindowBytes/MiB/4) {
+		t.Errorf("at most %d leaves ahead of the window, want a quarter of the window (%d)", most, fetch.DefaultWindowBytes/MiB/4)
+	}
+	held := r.HeldBytes()
+	for held > 2*MiB && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // the last leaves are being stored
+		held = r.HeldBytes()
+	}
+	if !r.Stats().Complete || held > 2*MiB {
+		t.Fatalf("complete %v, holding %d bytes before the first read, want at most %d", r.Stats().Complete, held, 2*MiB)
+	}
+	checkBytes(t, readAll(t, r), a.data)
+	if st := r.Stats(); st.PeerBytes != int64(len(a.data)) || st.LocalBytes != 0 {
+		t.Errorf("Stats: peer %d, local %d; want every byte once, from the peer", st.PeerBytes, st.LocalBytes)
+	}
+}

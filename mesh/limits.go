@@ -46,7 +46,7 @@ import (
 const (
 	// bitswapStreamsPerPeer is the most inbound bitswap streams one peer
 	// holds at once. An honest seed sending at full speed holds more than
-	// its 8 sends under way (fetch's perPeerSends): boxo's SendMessage
+	// its sends under way (fetch's perPeerSends, 4): boxo's SendMessage
 	// returns once a block is in the muxer's window and closes the stream
 	// in the background, so the next send opens a new stream while this
 	// node has yet to read the end of the last ones. At 16, a loaded app

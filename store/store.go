@@ -75,8 +75,14 @@ type Config struct {
 	// Badger writes and reads blocks through mappings, so what a node
 	// fetched stays in its resident memory (RssFile) until the system runs
 	// short; releasing them makes an app's footprint fall back after a
-	// fetch, at the cost of reading from disk what is served next. Default
-	// 0: never (a seed serving hot content wants them resident);
+	// fetch, at the cost of reading from disk what is served next. At the
+	// same interval, when the process allocated 8 MiB or more since the
+	// last time, or holds that much free heap, the store gives the Go
+	// heap's garbage and free pages back to the kernel with
+	// debug.FreeOSMemory (a collection of the whole process's heap; an
+	// idle process is left alone): the Go runtime would keep most of what
+	// a fetch allocated resident (RssAnon) for minutes.
+	// Default 0: never (a seed serving hot content wants them resident);
 	// DefaultReleaseMapped suits an app.
 	ReleaseMapped time.Duration
 }

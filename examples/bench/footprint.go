@@ -166,8 +166,9 @@ func collect(r *bufio.Scanner, p *progress, res *FootprintResult) []Sample {
 		if p == nil {
 			continue
 		}
-		p.step("footprint: %s %-10s VmRSS %5.1f MiB, VmHWM %5.1f, RssAnon %5.1f, RssFile %5.1f, %d goroutines",
-			s.Node, s.Phase, float64(s.VmRSS)/mib, float64(s.VmHWM)/mib, float64(s.RssAnon)/mib, float64(s.RssFile)/mib, s.Goroutines)
+		p.step("footprint: %s %-10s VmRSS %5.1f MiB, VmHWM %5.1f, RssAnon %5.1f, RssFile %5.1f, Go heap %5.1f (live %5.1f), %d goroutines",
+			s.Node, s.Phase, float64(s.VmRSS)/mib, float64(s.VmHWM)/mib, float64(s.RssAnon)/mib, float64(s.RssFile)/mib,
+			float64(s.HeapObjects)/mib, float64(s.HeapLive)/mib, s.Goroutines)
 		switch {
 		case s.Phase == "idle":
 			res.AppIdleRSS = s.VmRSS

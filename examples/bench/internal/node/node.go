@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,6 +90,7 @@ type childRun struct {
 func (c *childRun) sample(phase string) Sample {
 	s, _ := ReadStatus("/proc/self/status")
 	s.Node, s.Phase, s.At, s.Goroutines = c.name, phase, time.Since(c.start).Seconds(), runtime.NumGoroutine()
+	s.HeapObjects, s.HeapLive = readHeap()
 	return s
 }
 
@@ -282,7 +284,22 @@ type Sample struct {
 	RssAnon    int64   `json:"rss_anon"`
 	RssFile    int64   `json:"rss_file"`
 	Goroutines int     `json:"goroutines"`
-	Addr       string  `json:"addr,omitempty"`
+	// HeapObjects is the Go heap's objects, garbage included, and HeapLive
+	// what was live at the last collection (runtime/metrics), in bytes.
+	HeapObjects int64  `json:"heap_objects,omitempty"`
+	HeapLive    int64  `json:"heap_live,omitempty"`
+	Addr        string `json:"addr,omitempty"`
+}
+
+// readHeap reads the Go heap's objects and its live bytes at the last
+// collection.
+func readHeap() (objects, live int64) {
+	m := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	metrics.Read(m)
+	if m[0].Value.Kind() != metrics.KindUint64 || m[1].Value.Kind() != metrics.KindUint64 {
+		return 0, 0
+	}
+	return int64(m[0].Value.Uint64()), int64(m[1].Value.Uint64())
 }
 
 // ReadStatus reads the memory fields of a /proc/<pid>/status file.
