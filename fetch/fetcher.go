@@ -350,15 +350,17 @@ func (f *Fetcher) keep(ctx context.Context, b blocks.Block, src Source) error {
 	return nil
 }
 
-// serveWorkers is how many workers bitswap's server sends with: a quarter
-// of Config.ServeConcurrency, at least 4 (apps and the default: 4; seeds:
-// 16), so that a few peers that do not read their replies (each holding up
-// to perPeerSends workers until its deadlines cut it, see sendLimiter)
+// serveWorkers is how many workers bitswap's server sends with: half of
+// Config.ServeConcurrency, at least 4 (apps: 4; the default: 8; seeds:
+// 32), so that a few peers that do not read their replies (each holding
+// up to perPeerSends workers until its deadlines cut it, see sendLimiter)
 // cannot stop the server. Each worker holds a block read for sending and,
-// while it writes, boxo's buffer for the message (2 MiB for a 1 MiB leaf):
-// boxo's 8 workers cost up to 24 MiB. More workers than needed also cost
-// order: blocks read for sending at once come out of the serving cap in no
-// set order.
-func serveWorkers(concurrency int) int { return max(4, concurrency/4) }
+// while it writes, boxo's buffer for the message (2 MiB for a 1 MiB leaf),
+// so an app keeps few; a seed keeps more, as a worker is busy for as long
+// as one peer takes to read a block: 32 peers reading at 2 MiB/s each keep
+// 32 workers busy and a seed's uplink at 64 MiB/s. More workers than
+// needed also cost order: blocks read for sending at once come out of the
+// serving cap in no set order.
+func serveWorkers(concurrency int) int { return max(4, concurrency/2) }
 
 var errFetcherClosed = errors.New("fetcher closed")

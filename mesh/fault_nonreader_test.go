@@ -95,7 +95,7 @@ func nonReader(ctx context.Context, t *testing.T, n *mesh.Node) host.Host {
 // for blocks and never read the replies. boxo's server writes each block in
 // one of its workers with a deadline of about 86 s per 1 MiB; with boxo's 8
 // workers one such peer stopped the seed serving anyone. The fix: a seed
-// runs 16 workers, at most 4 sends per peer at once, and a deadline per send
+// runs 32 workers, at most 4 sends per peer at once, and a deadline per send
 // (2 s + size at 128 KiB/s) after which the peer is limited to one send at a
 // time, then disconnected. Three non-reading peers that keep asking (12
 // sends stuck) leave the honest fetch within 2x its baseline, all from the
