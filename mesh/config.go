@@ -66,7 +66,10 @@ type Config struct {
 
 	// ReleaseMapped is how often the store gives the pages of its
 	// memory-mapped files back to the kernel (store.Config.ReleaseMapped),
-	// so that an app's resident memory falls back after a fetch. Default
+	// and, when the process allocated or holds 8 MiB or more since the
+	// last pass, returns the Go heap's free pages too (debug.FreeOSMemory:
+	// a collection; an idle process is left alone), so that an app's
+	// resident memory falls back after a fetch. Default
 	// store.DefaultReleaseMapped (20 s) for apps; never for seeds, whose
 	// served content is best kept resident; negative means never.
 	ReleaseMapped time.Duration
