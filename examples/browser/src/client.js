@@ -24,7 +24,7 @@ import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
 import { verify } from './verify.js'
-import { Wants } from './wants.js'
+import { Wants, encodeReply } from './wants.js'
 
 export const CHUNK = 1 << 20 // unixfs-v1-2025: 1 MiB raw leaves
 export const MAX_LINKS = 1024
@@ -215,6 +215,13 @@ export class Mesh extends EventTarget {
     })
     const send = bitswap.network.sendMessage.bind(bitswap.network)
     bitswap.network.sendMessage = async (peerId, message, options = {}) => {
+      const p = peerId.toString()
+      // Blocks and presences go on the page's long-lived stream to the
+      // peer (wants.js), one message per block; Helia's network opens a
+      // stream per message (over WebRTC a data channel per block). A
+      // message with wants, or a peer reached only through a relay, goes
+      // Helia's way.
+      if (message.wantlist.size === 0 && await this.reply(p, message)) return
       let failed = false
       const onProgress = (evt) => {
         if (evt.type === 'bitswap:send-wantlist:error') failed = true
@@ -228,17 +235,45 @@ export class Mesh extends EventTarget {
       } finally {
         let n = 0
         for (const b of message.blocks?.values() ?? []) n += b.data.byteLength
-        if (n > 0) {
-          if (failed) this.stats.serveErrors++
-          else {
-            const p = peerId.toString()
-            this.stats.servedBytes += n
-            this.stats.served[p] = (this.stats.served[p] ?? 0) + n
-          }
-          this.emit('stats')
-        }
+        this.served(p, n, failed)
       }
     }
+  }
+
+  // served counts n bytes of blocks sent to p (a send that failed counts
+  // as a serve error, not as bytes).
+  served (p, n, failed) {
+    if (n === 0) return
+    if (failed) this.stats.serveErrors++
+    else {
+      this.stats.servedBytes += n
+      this.stats.served[p] = (this.stats.served[p] ?? 0) + n
+    }
+    this.emit('stats')
+  }
+
+  // reply sends a reply message of Helia's bitswap (blocks, presences) to
+  // p on the page's own stream to it, a message per block, counting each
+  // block written, and reports whether it did; false when nothing was
+  // written (the caller sends it Helia's way). A failure after a block went
+  // out throws.
+  async reply (p, message) {
+    const blocks = [...message.blocks.values()]
+    const presences = [...message.blockPresences.values()]
+    let sent = 0
+    for (let k = 0; k < Math.max(1, blocks.length); k++) {
+      const b = blocks.slice(k, k + 1)
+      try {
+        await this.wants.reply(p, encodeReply({ blocks: b, presences: k === 0 ? presences : [] }))
+      } catch (err) {
+        if (sent === 0) return false
+        this.served(p, b[0].data.byteLength, true)
+        throw err
+      }
+      sent++
+      this.served(p, b[0]?.data.byteLength ?? 0, false)
+    }
+    return true
   }
 
   // preconnect dials up to maxDials of the holders a summary named, in the
