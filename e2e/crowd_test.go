@@ -45,6 +45,7 @@ type crowdPage struct {
 			Origin                                   string
 			Ms                                       int
 			OriginJoins                              map[string]int
+			OriginLeafMs, PaceMs                     *int64
 		}
 	}
 	Stats struct {
@@ -225,7 +226,24 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 		t.Logf("%s: opened %.1fs, joined +%dms, summary %d roots of %d holders; first fetch %s (%s) in %d ms; peers %.1f MiB, origin %.1f MiB, served %.1f MiB, duplicates %.1f MiB; origin joins %v",
 			p.Name, float64(p.OpenedMs)/1000, p.JoinedMs-p.OpenedMs, p.Stats.Summary.Roots, p.Stats.Summary.Holders, p.Fetches[0].Path, f.Origin, f.Ms,
 			mib(p.Stats.PeerBytes), mib(p.Stats.OriginBytes), mib(p.Stats.ServedBytes), mib(p.Stats.DuplicateBytes), joins(p))
+		t.Logf("%s: by fetch (origin leaves, joins, origin leaf ms, fastest provider's block ms, fetch ms): %s", p.Name, byFetch(p))
 	}
+}
+
+// byFetch sums up where each fetch of a page lost leaves to the origin.
+func byFetch(p crowdPage) string {
+	var b strings.Builder
+	ms := func(v *int64) string {
+		if v == nil {
+			return "-"
+		}
+		return fmt.Sprint(*v)
+	}
+	for _, f := range p.Fetches {
+		st := f.Stats
+		fmt.Fprintf(&b, "%s: %.1f %v %s %s %d; ", f.Path, float64(st.OriginBytes)/(1<<20), st.OriginJoins, ms(st.OriginLeafMs), ms(st.PaceMs), st.Ms)
+	}
+	return b.String()
 }
 
 // checkPage asserts what must hold of every page: every byte verified

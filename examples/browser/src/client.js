@@ -564,6 +564,8 @@ export class Mesh extends EventTarget {
       if (asset.size != null && size !== asset.size) throw new Error(`meshcdn: ${root}: got ${size} bytes, the manifest says ${asset.size}`)
       rec.size = size
       rec.ms = Math.round(performance.now() - t0)
+      rec.originLeafMs = this.originLeafMs == null ? null : Math.round(this.originLeafMs)
+      rec.paceMs = Math.round(this.paceOf(provs) ?? 0) || null
       rec.origin = rec.originBytes > 0 ? (rec.peerBytes > 0 ? 'peers+origin' : 'origin') : (rec.peerBytes > 0 ? 'peers' : 'local')
       await this.kept() // every block of the file is in the store before its root is marked
       const wasHeld = this.store.holds(root)
@@ -640,7 +642,9 @@ export class Mesh extends EventTarget {
     }
     const peerWorker = async (k) => {
       while (q.front < q.back) {
-        if (k > 0 && !state.peerDelivered) { await Promise.race([state.firstPeer, delay(50, new AbortController().signal)]); continue }
+        // One leaf until a peer has delivered (the first block decides),
+        // unless a provider has shown its pace to this page already.
+        if (k > 0 && !state.peerDelivered && this.paceOf(state.provs) == null) { await Promise.race([state.firstPeer, delay(50, new AbortController().signal)]); continue }
         await take(q.front++, 'peers')
       }
     }
@@ -758,17 +762,28 @@ export class Mesh extends EventTarget {
       signal.throwIfAborted()
       const now = performance.now()
       let at
+      // A provider of this fetch that has delivered blocks to this page
+      // before (an earlier fetch) has a known pace: what a block takes from
+      // it. It is waited for as long as one and a half blocks take, when
+      // at that pace it keeps up with the origin by the 'slow' rule
+      // (concurrency blocks per pace, at least half an origin leaf's
+      // rate): the origin would be no faster, and a fetch must not lose
+      // its first leaves to the origin only because it is a new fetch.
+      const pace = this.paceOf(state.provs)
+      const paced = pace != null && (this.originLeafMs == null || pace <= 2 * this.cfg.concurrency * this.originLeafMs) ? 1.5 * pace : 0
       if (!state.peerDelivered) {
         // Peers slower than the origin: no first block within peerTimeout,
-        // or within what an origin leaf has taken this page, if longer.
-        at = state.t0 + Math.max(this.cfg.peerTimeout, this.originLeafMs ?? 0)
+        // or within what an origin leaf has taken this page, or within the
+        // known pace of a provider, whichever is longest.
+        at = state.t0 + Math.max(this.cfg.peerTimeout, this.originLeafMs ?? 0, paced)
         if (now >= at) return 'first'
       } else {
         // Stalled: no block for peerTimeout, or, once peers have a pace,
         // for one and a half times what a round of concurrency blocks takes
-        // them (blocks asked together arrive together).
+        // them (blocks asked together arrive together), or what one and a
+        // half blocks take from the fastest provider.
         const gap = state.peerBlocks > 1 ? (state.lastPeer - state.firstPeerAt) / (state.peerBlocks - 1) : 0
-        at = state.lastPeer + Math.max(this.cfg.peerTimeout, 1.5 * this.cfg.concurrency * gap)
+        at = state.lastPeer + Math.max(this.cfg.peerTimeout, 1.5 * this.cfg.concurrency * gap, paced)
         if (now >= at) return 'stall'
         if (this.originLeafMs != null) {
           const peerRate = state.peerBytes / Math.max(1, now - state.firstPeerAt)
@@ -785,6 +800,17 @@ export class Mesh extends EventTarget {
         state.blockWaiters.delete(wake)
       }
     }
+  }
+
+  // paceOf is what a block has taken (EWMA, ms) from the fastest of the
+  // connected providers that have delivered to this page, or null.
+  paceOf (provs) {
+    let best = null
+    for (const p of provs) {
+      const ms = this.peerMs.get(p)
+      if (ms != null && (best == null || ms < best) && this.connected(p)) best = ms
+    }
+    return best
   }
 
   count (rec, source, sender, n) {
