@@ -36,6 +36,7 @@ export const defaults = {
   quota: 256 << 20, // bytes the page keeps
   peerTimeout: 200, // ms peers get for a block before the origin is asked as well
   stallTimeout: 2000, // ms a leaf may take once peers have delivered, before hedging
+  capMax: 15_000, // ms a leaf waits at most on a peer that keeps delivering other blocks, before hedging
   ttl: 180, // s, HAVE ttl: 3 x summaryInterval
   summaryInterval: 60_000, // ms, ±10%
   concurrency: 4, // leaves in flight per fetch from peers
@@ -199,6 +200,8 @@ export class Mesh extends EventTarget {
     this.bitswap = bitswap
     this.outstanding = new Map() // peer -> wants in flight from this page
     this.peerMs = new Map() // peer -> what a block has taken from it (EWMA, ms)
+    this.lastBlockFrom = new Map() // peer -> when it last delivered a block (performance.now())
+    this.askedFor = new Map() // CID string -> the peers asked for it (a want under way)
     this.wants = new Wants({
       bitswap,
       libp2p: this.libp2p,
@@ -726,9 +729,22 @@ export class Mesh extends EventTarget {
       // A leaf its peer has not delivered within stallTimeout (or three
       // times what a block takes from the slowest of the providers, if
       // longer: a busy seed or a tab on WebRTC is slow, not gone) gets the
-      // origin as well.
+      // origin as well, unless a peer asked for it has delivered another
+      // block to this page within that window: it is delivering, the leaf
+      // is queued behind others there, and a copy from the origin would
+      // make one of the two sends a waste. The window is then waited
+      // again, up to capMax in all; the originGate's stall and slow rules
+      // still give the origin other leaves when peers fall behind.
       const slowest = Math.max(this.peerBlockMs ?? 0, ...state.provs.map((p) => this.peerMs.get(p) ?? 0))
-      delay(Math.max(this.cfg.stallTimeout, 3 * slowest), originAbort.signal).then(() => hedge('cap'), () => {})
+      const win = Math.max(this.cfg.stallTimeout, 3 * slowest)
+      const asked = performance.now()
+      const cap = () => delay(win, originAbort.signal).then(() => {
+        const now = performance.now()
+        const delivering = [...(this.askedFor.get(c.toString()) ?? [])].some((p) => now - (this.lastBlockFrom.get(p) ?? -Infinity) < win)
+        if (delivering && now - asked < this.cfg.capMax) return cap()
+        hedge('cap')
+      }, () => {})
+      cap()
     }
     if (canOrigin) {
       racers.push((how === 'origin' ? Promise.resolve() : hedged)
@@ -856,6 +872,7 @@ export class Mesh extends EventTarget {
       onDontHave: () => { askNext() }
     })
     const mine = new Set()
+    this.askedFor.set(c.toString(), h.asked)
     const askNext = () => {
       const p = this.choosePeer(provs, h.asked)
       if (p == null) return false
@@ -870,6 +887,7 @@ export class Mesh extends EventTarget {
       const asked = performance.now()
       askNext()
       const { bytes, sender } = await h.result
+      this.lastBlockFrom.set(sender, performance.now())
       const ms = Math.round(performance.now() - asked)
       this.peerBlockMs = this.peerBlockMs == null ? ms : 0.8 * this.peerBlockMs + 0.2 * ms
       const prev = this.peerMs.get(sender)
@@ -885,6 +903,7 @@ export class Mesh extends EventTarget {
       return { bytes, sender }
     } finally {
       this.removeEventListener('peers', onPeers)
+      if (this.askedFor.get(c.toString()) === h.asked) this.askedFor.delete(c.toString())
       h.cancel()
       for (const p of mine) this.outstanding.set(p, this.outstanding.get(p) - 1)
     }
