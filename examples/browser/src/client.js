@@ -80,9 +80,10 @@ export class Mesh extends EventTarget {
       peerBytes: 0, originBytes: 0, localBytes: 0, servedBytes: 0, duplicateBytes: 0,
       peers: {}, fetches: [], badBlocks: 0,
       // What this page put on the wire over bitswap (wants.js): want-blocks,
-      // cancels, messages, failed sends; served: bytes of blocks whose send
+      // cancels, messages, replies (block and presence messages sent on
+      // its own stream), failed sends; served: bytes of blocks whose send
       // finished, by peer; duplicates: bytes that arrived unwanted, by peer.
-      wants: { wantBlocks: 0, wantHaves: 0, cancels: 0, messages: 0, sendErrors: 0 },
+      wants: { wantBlocks: 0, wantHaves: 0, cancels: 0, messages: 0, replies: 0, sendErrors: 0 },
       served: {}, serveErrors: 0, duplicates: {}, peerBlockMs: [],
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }

@@ -86,7 +86,8 @@ const key = (c) => c.multihash.bytes.join(',') // bitswap keys blocks by multiha
 export class Wants {
   // bitswap is @helia/bitswap's Bitswap (its wantList emits what arrives);
   // libp2p the node. onCount(what, peer, n = 1) counts wantBlocks,
-  // wantHaves, cancels, messages, sendErrors and duplicateBytes (blocks
+  // wantHaves, cancels, messages, replies (reply messages written),
+  // sendErrors and duplicateBytes (blocks
   // that arrived when nobody here wanted them any more).
   constructor ({ bitswap, libp2p, onCount = () => {}, log = () => {} }) {
     this.bitswap = bitswap
@@ -222,6 +223,7 @@ export class Wants {
         const r = q.replies.shift()
         try {
           await this.write(p, q, r.frame)
+          this.onCount('replies', p)
           r.resolve()
         } catch (err) {
           r.reject(err)
