@@ -845,14 +845,17 @@ export class Mesh extends EventTarget {
   // choosePeer picks the provider to ask for a block: a connected one (not
   // only through a relay) not asked yet, that would deliver it first: the
   // fewest (wants of this page in flight + 1) x (what a block has taken
-  // from it, an EWMA; a peer not measured yet counts as fast as the fastest
-  // one measured, so that it gets tried), ties broken at random so that a
-  // crowd spreads over holders.
+  // from it, an EWMA; a peer not measured yet counts as the page's typical
+  // peer, the EWMA over all of them, so that it gets tried once the
+  // measured ones have wants in flight: counted as the fastest, as before,
+  // every new holder drew the first wants of every fetch, and a tab slow on
+  // WebRTC let the origin in), ties broken at random so that a crowd
+  // spreads over holders.
   choosePeer (provs, asked) {
     const ok = provs.filter((p) => !asked.has(p) && this.connected(p))
     if (ok.length === 0) return null
-    const fastest = Math.min(100, ...this.peerMs.values())
-    const score = (p) => ((this.outstanding.get(p) ?? 0) + 1) * (this.peerMs.get(p) ?? fastest)
+    const typical = this.peerBlockMs ?? 100
+    const score = (p) => ((this.outstanding.get(p) ?? 0) + 1) * (this.peerMs.get(p) ?? typical)
     const least = Math.min(...ok.map(score))
     const best = ok.filter((p) => score(p) === least)
     return best[Math.floor(Math.random() * best.length)]
