@@ -89,9 +89,17 @@ export class Wants {
   // wantHaves, cancels, messages, replies (reply messages written),
   // sendErrors and duplicateBytes (blocks
   // that arrived when nobody here wanted them any more).
-  constructor ({ bitswap, libp2p, onCount = () => {}, log = () => {} }) {
+  //
+  // A stream idle for idleMs (default 8 s) is closed and a new one opened
+  // for the next message: a Helia receiver aborts a bitswap stream that
+  // brought no message for 10 s (its messageReceiveTimeout), and a block
+  // written just as it does would be lost. now is the clock (ms; tests
+  // pass their own).
+  constructor ({ bitswap, libp2p, onCount = () => {}, log = () => {}, idleMs = 8000, now = () => performance.now() }) {
     this.bitswap = bitswap
     this.libp2p = libp2p
+    this.idleMs = idleMs
+    this.now = now
     this.onCount = onCount
     this.log = log
     this.active = new Map() // key -> {cid, asked: Set(peer), done}
@@ -247,6 +255,11 @@ export class Wants {
   }
 
   async open (p, q) {
+    if (q.stream != null && this.now() - q.lastWrite > this.idleMs) {
+      const old = q.stream
+      q.stream = null
+      old.close().catch((err) => old.abort(err)) // what was written still arrives
+    }
     if (q.stream != null && q.stream.status === 'open' && q.stream.writeStatus === 'writable') return
     const conn = this.libp2p.getConnections().find((c) => c.remotePeer.toString() === p && c.limits == null && c.status === 'open')
     if (conn == null) throw new Error('not connected (or only through a relay)')
@@ -254,6 +267,7 @@ export class Wants {
     st.addEventListener('close', () => { if (q.stream === st) q.stream = null })
     st.closeRead().catch(() => {}) // nothing comes back on it: answers come on the peer's streams
     q.stream = st
+    q.lastWrite = this.now()
   }
 
   async send (p, q, entries) {
@@ -277,7 +291,9 @@ export class Wants {
     for (let attempt = 0; ; attempt++) {
       try {
         await this.open(p, q)
+        q.lastWrite = this.now()
         if (!q.stream.send(bytes)) await q.stream.onDrain({ signal: AbortSignal.timeout(10_000) })
+        q.lastWrite = this.now()
         return
       } catch (err) {
         q.stream?.abort(err)

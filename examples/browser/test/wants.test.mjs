@@ -49,6 +49,7 @@ function fakeNet (peers) {
         status: 'open',
         writeStatus: 'writable',
         closeRead: async () => {},
+        close: async () => { st.status = 'closed' },
         abort () { this.status = 'aborted' },
         send (frame) {
           let n = 0; let shift = 0; let i = 0
@@ -153,4 +154,19 @@ test('replies and wants to a peer share one stream, in order', async () => {
   assert.deepEqual(msgs[2].blocks[0].data, data)
   assert.equal(net.streams(), 1)
   await assert.rejects(w.reply('P9', encodeReply({ blocks: [] })), /not connected/)
+})
+
+test('a stream idle for idleMs is replaced before the next message', async () => {
+  const net = fakeNet(['P1'])
+  let t = 0
+  const w = new Wants({ bitswap: { wantList: new EventTarget() }, libp2p: net.libp2p, idleMs: 8000, now: () => t })
+  const msg = encodeReply({ blocks: [{ prefix: Uint8Array.from([1, 0x55, 0x12, 0x20]), data: Uint8Array.from([7]) }] })
+  await w.reply('P1', msg)
+  t += 7000
+  await w.reply('P1', msg)
+  assert.equal(net.streams(), 1) // written 7 s after the last write: the same stream
+  t += 8001
+  await w.reply('P1', msg)
+  assert.equal(net.streams(), 2) // idle for more than 8 s: a new one
+  assert.equal(net.sent.get('P1').length, 3)
 })
