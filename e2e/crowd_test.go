@@ -45,6 +45,7 @@ type crowdPage struct {
 			Origin                                   string
 			Ms                                       int
 			OriginJoins                              map[string]int
+			OriginLeafMs, PaceMs                     *int64
 		}
 	}
 	Stats struct {
@@ -54,7 +55,7 @@ type crowdPage struct {
 		Peers, Served, Duplicates          map[string]int64
 		ServeErrors, BadBlocks             int64
 		PeerBlockMs                        []int64
-		Wants                              struct{ WantBlocks, Cancels, Messages, SendErrors int64 }
+		Wants                              struct{ WantBlocks, Cancels, Messages, Replies, SendErrors int64 }
 		Summary                            struct{ Asked, Answered, Roots, Holders int64 }
 		Connections                        []struct {
 			Peer, Addr string
@@ -152,7 +153,7 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 	elapsed := time.Since(start)
 	seedServed := seed.Stats().Fetch.ServedBytes - servedBefore
 
-	var used, fromPeers, fromOrigin, fromSeed, tabToTab, tabSent, dup, wants, cancels int64
+	var used, fromPeers, fromOrigin, fromSeed, tabToTab, tabSent, dup, wants, cancels, replies int64
 	fromTab := map[string]int64{}
 	ids := map[string]bool{}
 	for _, p := range pages {
@@ -180,6 +181,7 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 		dup += st.DuplicateBytes
 		wants += st.Wants.WantBlocks
 		cancels += st.Wants.Cancels
+		replies += st.Wants.Replies
 	}
 	// No byte counted as used that its sender did not count as sent.
 	for _, p := range pages {
@@ -198,10 +200,10 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 		return float64(a) / float64(b)
 	}
 	toPages := s.Stats().Labels["page"]
-	t.Logf("%s, %d tabs, site %.1f MiB, %v: offload %.3f; origin sent %.2f copies (%.1f MiB) to the tabs; seed sent %.1f MiB for %.1f MiB used from it (%.2fx); tab to tab %.1f MiB used, %.1f MiB sent (%.2fx); duplicates %.1f MiB; want-blocks %d, cancels %d",
+	t.Logf("%s, %d tabs, site %.1f MiB, %v: offload %.3f; origin sent %.2f copies (%.1f MiB) to the tabs; seed sent %.1f MiB for %.1f MiB used from it (%.2fx); tab to tab %.1f MiB used, %.1f MiB sent (%.2fx); duplicates %.1f MiB; want-blocks %d, cancels %d, reply messages on the tabs' own streams %d",
 		map[bool]string{true: "S1", false: "S0"}[pinned], n, mib(site.Size()), elapsed.Round(time.Second),
 		ratio(fromPeers, used), ratio(toPages, site.Size()), mib(toPages), mib(seedServed), mib(fromSeed), ratio(seedServed, fromSeed),
-		mib(tabToTab), mib(tabSent), ratio(tabSent, tabToTab), mib(dup), wants, cancels)
+		mib(tabToTab), mib(tabSent), ratio(tabSent, tabToTab), mib(dup), wants, cancels, replies)
 	logLate(t, late, site, seedID, pinned)
 	var blockMs []int64
 	for _, p := range pages {
@@ -225,7 +227,24 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 		t.Logf("%s: opened %.1fs, joined +%dms, summary %d roots of %d holders; first fetch %s (%s) in %d ms; peers %.1f MiB, origin %.1f MiB, served %.1f MiB, duplicates %.1f MiB; origin joins %v",
 			p.Name, float64(p.OpenedMs)/1000, p.JoinedMs-p.OpenedMs, p.Stats.Summary.Roots, p.Stats.Summary.Holders, p.Fetches[0].Path, f.Origin, f.Ms,
 			mib(p.Stats.PeerBytes), mib(p.Stats.OriginBytes), mib(p.Stats.ServedBytes), mib(p.Stats.DuplicateBytes), joins(p))
+		t.Logf("%s: by fetch (origin leaves, joins, origin leaf ms, fastest provider's block ms, fetch ms): %s", p.Name, byFetch(p))
 	}
+}
+
+// byFetch sums up where each fetch of a page lost leaves to the origin.
+func byFetch(p crowdPage) string {
+	var b strings.Builder
+	ms := func(v *int64) string {
+		if v == nil {
+			return "-"
+		}
+		return fmt.Sprint(*v)
+	}
+	for _, f := range p.Fetches {
+		st := f.Stats
+		fmt.Fprintf(&b, "%s: %.1f %v %s %s %d; ", f.Path, float64(st.OriginBytes)/(1<<20), st.OriginJoins, ms(st.OriginLeafMs), ms(st.PaceMs), st.Ms)
+	}
+	return b.String()
 }
 
 // checkPage asserts what must hold of every page: every byte verified

@@ -24,7 +24,7 @@ import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
 import { verify } from './verify.js'
-import { Wants } from './wants.js'
+import { Wants, encodeReply } from './wants.js'
 
 export const CHUNK = 1 << 20 // unixfs-v1-2025: 1 MiB raw leaves
 export const MAX_LINKS = 1024
@@ -36,6 +36,7 @@ export const defaults = {
   quota: 256 << 20, // bytes the page keeps
   peerTimeout: 200, // ms peers get for a block before the origin is asked as well
   stallTimeout: 2000, // ms a leaf may take once peers have delivered, before hedging
+  capMax: 15_000, // ms a leaf waits at most on a peer that keeps delivering other blocks, before hedging
   ttl: 180, // s, HAVE ttl: 3 x summaryInterval
   summaryInterval: 60_000, // ms, ±10%
   concurrency: 4, // leaves in flight per fetch from peers
@@ -79,9 +80,10 @@ export class Mesh extends EventTarget {
       peerBytes: 0, originBytes: 0, localBytes: 0, servedBytes: 0, duplicateBytes: 0,
       peers: {}, fetches: [], badBlocks: 0,
       // What this page put on the wire over bitswap (wants.js): want-blocks,
-      // cancels, messages, failed sends; served: bytes of blocks whose send
+      // cancels, messages, replies (block and presence messages sent on
+      // its own stream), failed sends; served: bytes of blocks whose send
       // finished, by peer; duplicates: bytes that arrived unwanted, by peer.
-      wants: { wantBlocks: 0, wantHaves: 0, cancels: 0, messages: 0, sendErrors: 0 },
+      wants: { wantBlocks: 0, wantHaves: 0, cancels: 0, messages: 0, replies: 0, sendErrors: 0 },
       served: {}, serveErrors: 0, duplicates: {}, peerBlockMs: [],
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
@@ -199,6 +201,8 @@ export class Mesh extends EventTarget {
     this.bitswap = bitswap
     this.outstanding = new Map() // peer -> wants in flight from this page
     this.peerMs = new Map() // peer -> what a block has taken from it (EWMA, ms)
+    this.lastBlockFrom = new Map() // peer -> when it last delivered a block (performance.now())
+    this.askedFor = new Map() // CID string -> the peers asked for it (a want under way)
     this.wants = new Wants({
       bitswap,
       libp2p: this.libp2p,
@@ -215,6 +219,13 @@ export class Mesh extends EventTarget {
     })
     const send = bitswap.network.sendMessage.bind(bitswap.network)
     bitswap.network.sendMessage = async (peerId, message, options = {}) => {
+      const p = peerId.toString()
+      // Blocks and presences go on the page's long-lived stream to the
+      // peer (wants.js), one message per block; Helia's network opens a
+      // stream per message (over WebRTC a data channel per block). A
+      // message with wants, or a peer reached only through a relay, goes
+      // Helia's way.
+      if (message.wantlist.size === 0 && await this.reply(p, message)) return
       let failed = false
       const onProgress = (evt) => {
         if (evt.type === 'bitswap:send-wantlist:error') failed = true
@@ -228,17 +239,45 @@ export class Mesh extends EventTarget {
       } finally {
         let n = 0
         for (const b of message.blocks?.values() ?? []) n += b.data.byteLength
-        if (n > 0) {
-          if (failed) this.stats.serveErrors++
-          else {
-            const p = peerId.toString()
-            this.stats.servedBytes += n
-            this.stats.served[p] = (this.stats.served[p] ?? 0) + n
-          }
-          this.emit('stats')
-        }
+        this.served(p, n, failed)
       }
     }
+  }
+
+  // served counts n bytes of blocks sent to p (a send that failed counts
+  // as a serve error, not as bytes).
+  served (p, n, failed) {
+    if (n === 0) return
+    if (failed) this.stats.serveErrors++
+    else {
+      this.stats.servedBytes += n
+      this.stats.served[p] = (this.stats.served[p] ?? 0) + n
+    }
+    this.emit('stats')
+  }
+
+  // reply sends a reply message of Helia's bitswap (blocks, presences) to
+  // p on the page's own stream to it, a message per block, counting each
+  // block written, and reports whether it did; false when nothing was
+  // written (the caller sends it Helia's way). A failure after a block went
+  // out throws.
+  async reply (p, message) {
+    const blocks = [...message.blocks.values()]
+    const presences = [...message.blockPresences.values()]
+    let sent = 0
+    for (let k = 0; k < Math.max(1, blocks.length); k++) {
+      const b = blocks.slice(k, k + 1)
+      try {
+        await this.wants.reply(p, encodeReply({ blocks: b, presences: k === 0 ? presences : [] }))
+      } catch (err) {
+        if (sent === 0) return false
+        this.served(p, b[0].data.byteLength, true)
+        throw err
+      }
+      sent++
+      this.served(p, b[0]?.data.byteLength ?? 0, false)
+    }
+    return true
   }
 
   // preconnect dials up to maxDials of the holders a summary named, in the
@@ -529,6 +568,8 @@ export class Mesh extends EventTarget {
       if (asset.size != null && size !== asset.size) throw new Error(`meshcdn: ${root}: got ${size} bytes, the manifest says ${asset.size}`)
       rec.size = size
       rec.ms = Math.round(performance.now() - t0)
+      rec.originLeafMs = this.originLeafMs == null ? null : Math.round(this.originLeafMs)
+      rec.paceMs = Math.round(this.paceOf(provs) ?? 0) || null
       rec.origin = rec.originBytes > 0 ? (rec.peerBytes > 0 ? 'peers+origin' : 'origin') : (rec.peerBytes > 0 ? 'peers' : 'local')
       await this.kept() // every block of the file is in the store before its root is marked
       const wasHeld = this.store.holds(root)
@@ -605,7 +646,9 @@ export class Mesh extends EventTarget {
     }
     const peerWorker = async (k) => {
       while (q.front < q.back) {
-        if (k > 0 && !state.peerDelivered) { await Promise.race([state.firstPeer, delay(50, new AbortController().signal)]); continue }
+        // One leaf until a peer has delivered (the first block decides),
+        // unless a provider has shown its pace to this page already.
+        if (k > 0 && !state.peerDelivered && this.paceOf(state.provs) == null) { await Promise.race([state.firstPeer, delay(50, new AbortController().signal)]); continue }
         await take(q.front++, 'peers')
       }
     }
@@ -687,9 +730,22 @@ export class Mesh extends EventTarget {
       // A leaf its peer has not delivered within stallTimeout (or three
       // times what a block takes from the slowest of the providers, if
       // longer: a busy seed or a tab on WebRTC is slow, not gone) gets the
-      // origin as well.
+      // origin as well, unless a peer asked for it has delivered another
+      // block to this page within that window: it is delivering, the leaf
+      // is queued behind others there, and a copy from the origin would
+      // make one of the two sends a waste. The window is then waited
+      // again, up to capMax in all; the originGate's stall and slow rules
+      // still give the origin other leaves when peers fall behind.
       const slowest = Math.max(this.peerBlockMs ?? 0, ...state.provs.map((p) => this.peerMs.get(p) ?? 0))
-      delay(Math.max(this.cfg.stallTimeout, 3 * slowest), originAbort.signal).then(() => hedge('cap'), () => {})
+      const win = Math.max(this.cfg.stallTimeout, 3 * slowest)
+      const asked = performance.now()
+      const cap = () => delay(win, originAbort.signal).then(() => {
+        const now = performance.now()
+        const delivering = [...(this.askedFor.get(c.toString()) ?? [])].some((p) => now - (this.lastBlockFrom.get(p) ?? -Infinity) < win)
+        if (delivering && now - asked < this.cfg.capMax) return cap()
+        hedge('cap')
+      }, () => {})
+      cap()
     }
     if (canOrigin) {
       racers.push((how === 'origin' ? Promise.resolve() : hedged)
@@ -723,17 +779,28 @@ export class Mesh extends EventTarget {
       signal.throwIfAborted()
       const now = performance.now()
       let at
+      // A provider of this fetch that has delivered blocks to this page
+      // before (an earlier fetch) has a known pace: what a block takes from
+      // it. It is waited for as long as one and a half blocks take, when
+      // at that pace it keeps up with the origin by the 'slow' rule
+      // (concurrency blocks per pace, at least half an origin leaf's
+      // rate): the origin would be no faster, and a fetch must not lose
+      // its first leaves to the origin only because it is a new fetch.
+      const pace = this.paceOf(state.provs)
+      const paced = pace != null && (this.originLeafMs == null || pace <= 2 * this.cfg.concurrency * this.originLeafMs) ? 1.5 * pace : 0
       if (!state.peerDelivered) {
         // Peers slower than the origin: no first block within peerTimeout,
-        // or within what an origin leaf has taken this page, if longer.
-        at = state.t0 + Math.max(this.cfg.peerTimeout, this.originLeafMs ?? 0)
+        // or within what an origin leaf has taken this page, or within the
+        // known pace of a provider, whichever is longest.
+        at = state.t0 + Math.max(this.cfg.peerTimeout, this.originLeafMs ?? 0, paced)
         if (now >= at) return 'first'
       } else {
         // Stalled: no block for peerTimeout, or, once peers have a pace,
         // for one and a half times what a round of concurrency blocks takes
-        // them (blocks asked together arrive together).
+        // them (blocks asked together arrive together), or what one and a
+        // half blocks take from the fastest provider.
         const gap = state.peerBlocks > 1 ? (state.lastPeer - state.firstPeerAt) / (state.peerBlocks - 1) : 0
-        at = state.lastPeer + Math.max(this.cfg.peerTimeout, 1.5 * this.cfg.concurrency * gap)
+        at = state.lastPeer + Math.max(this.cfg.peerTimeout, 1.5 * this.cfg.concurrency * gap, paced)
         if (now >= at) return 'stall'
         if (this.originLeafMs != null) {
           const peerRate = state.peerBytes / Math.max(1, now - state.firstPeerAt)
@@ -752,6 +819,17 @@ export class Mesh extends EventTarget {
     }
   }
 
+  // paceOf is what a block has taken (EWMA, ms) from the fastest of the
+  // connected providers that have delivered to this page, or null.
+  paceOf (provs) {
+    let best = null
+    for (const p of provs) {
+      const ms = this.peerMs.get(p)
+      if (ms != null && (best == null || ms < best) && this.connected(p)) best = ms
+    }
+    return best
+  }
+
   count (rec, source, sender, n) {
     if (source === 'peer') {
       rec.peerBytes += n
@@ -767,14 +845,17 @@ export class Mesh extends EventTarget {
   // choosePeer picks the provider to ask for a block: a connected one (not
   // only through a relay) not asked yet, that would deliver it first: the
   // fewest (wants of this page in flight + 1) x (what a block has taken
-  // from it, an EWMA; a peer not measured yet counts as fast as the fastest
-  // one measured, so that it gets tried), ties broken at random so that a
-  // crowd spreads over holders.
+  // from it, an EWMA; a peer not measured yet counts as the page's typical
+  // peer, the EWMA over all of them, so that it gets tried once the
+  // measured ones have wants in flight: counted as the fastest, as before,
+  // every new holder drew the first wants of every fetch, and a tab slow on
+  // WebRTC let the origin in), ties broken at random so that a crowd
+  // spreads over holders.
   choosePeer (provs, asked) {
     const ok = provs.filter((p) => !asked.has(p) && this.connected(p))
     if (ok.length === 0) return null
-    const fastest = Math.min(100, ...this.peerMs.values())
-    const score = (p) => ((this.outstanding.get(p) ?? 0) + 1) * (this.peerMs.get(p) ?? fastest)
+    const typical = this.peerBlockMs ?? 100
+    const score = (p) => ((this.outstanding.get(p) ?? 0) + 1) * (this.peerMs.get(p) ?? typical)
     const least = Math.min(...ok.map(score))
     const best = ok.filter((p) => score(p) === least)
     return best[Math.floor(Math.random() * best.length)]
@@ -795,6 +876,7 @@ export class Mesh extends EventTarget {
       onDontHave: () => { askNext() }
     })
     const mine = new Set()
+    this.askedFor.set(c.toString(), h.asked)
     const askNext = () => {
       const p = this.choosePeer(provs, h.asked)
       if (p == null) return false
@@ -809,6 +891,7 @@ export class Mesh extends EventTarget {
       const asked = performance.now()
       askNext()
       const { bytes, sender } = await h.result
+      this.lastBlockFrom.set(sender, performance.now())
       const ms = Math.round(performance.now() - asked)
       this.peerBlockMs = this.peerBlockMs == null ? ms : 0.8 * this.peerBlockMs + 0.2 * ms
       const prev = this.peerMs.get(sender)
@@ -824,6 +907,7 @@ export class Mesh extends EventTarget {
       return { bytes, sender }
     } finally {
       this.removeEventListener('peers', onPeers)
+      if (this.askedFor.get(c.toString()) === h.asked) this.askedFor.delete(c.toString())
       h.cancel()
       for (const p of mine) this.outstanding.set(p, this.outstanding.get(p) - 1)
     }

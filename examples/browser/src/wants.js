@@ -40,6 +40,40 @@ export function encodeWantlist (entries, full = false) {
 
 function field (n, wire) { return varint((n << 3) | wire) }
 
+// encodeReply encodes a bitswap Message holding blocks and block presences
+// (what a peer that was asked sends back): blocks [{prefix, data}],
+// presences [{cid (bytes), type ('HaveBlock', 'DoNotHaveBlock' or 0, 1)}].
+// Blocks are copied into one buffer once (a 1 MiB block through an array
+// of numbers, as encodeWantlist does, would cost milliseconds).
+//
+//	Message { repeated Block payload = 3; repeated BlockPresence blockPresences = 4 }
+//	Block { bytes prefix = 1; bytes data = 2 }
+//	BlockPresence { bytes cid = 1; BlockPresenceType type = 2 } // Have = 0, DontHave = 1
+export function encodeReply ({ blocks = [], presences = [] }) {
+  const parts = []
+  for (const b of blocks) {
+    const inner = [...field(1, 2), ...varint(b.prefix.length), ...b.prefix, ...field(2, 2), ...varint(b.data.length)]
+    parts.push(Uint8Array.from([...field(3, 2), ...varint(inner.length + b.data.length), ...inner]), b.data)
+  }
+  for (const p of presences) {
+    const dont = p.type === 1 || p.type === 'DoNotHaveBlock'
+    const inner = [...field(1, 2), ...varint(p.cid.length), ...p.cid, ...(dont ? [...field(2, 0), 1] : [])]
+    parts.push(Uint8Array.from([...field(4, 2), ...varint(inner.length), ...inner]))
+  }
+  return join(parts)
+}
+
+// frame prefixes a message with its length (a varint), as bitswap streams
+// carry them.
+export function frame (msg) { return join([Uint8Array.from(varint(msg.length)), msg]) }
+
+function join (parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let off = 0
+  for (const p of parts) { out.set(p, off); off += p.length }
+  return out
+}
+
 export function varint (n) {
   const out = []
   while (n >= 0x80) { out.push((n % 0x80) | 0x80); n = Math.floor(n / 0x80) }
@@ -52,11 +86,20 @@ const key = (c) => c.multihash.bytes.join(',') // bitswap keys blocks by multiha
 export class Wants {
   // bitswap is @helia/bitswap's Bitswap (its wantList emits what arrives);
   // libp2p the node. onCount(what, peer, n = 1) counts wantBlocks,
-  // wantHaves, cancels, messages, sendErrors and duplicateBytes (blocks
+  // wantHaves, cancels, messages, replies (reply messages written),
+  // sendErrors and duplicateBytes (blocks
   // that arrived when nobody here wanted them any more).
-  constructor ({ bitswap, libp2p, onCount = () => {}, log = () => {} }) {
+  //
+  // A stream idle for idleMs (default 8 s) is closed and a new one opened
+  // for the next message: a Helia receiver aborts a bitswap stream that
+  // brought no message for 10 s (its messageReceiveTimeout), and a block
+  // written just as it does would be lost. now is the clock (ms; tests
+  // pass their own).
+  constructor ({ bitswap, libp2p, onCount = () => {}, log = () => {}, idleMs = 8000, now = () => performance.now() }) {
     this.bitswap = bitswap
     this.libp2p = libp2p
+    this.idleMs = idleMs
+    this.now = now
     this.onCount = onCount
     this.log = log
     this.active = new Map() // key -> {cid, asked: Set(peer), done}
@@ -145,8 +188,7 @@ export class Wants {
   // enqueue adds an entry to a peer's next message. A cancel of a want not
   // yet sent removes the want instead: nothing goes on the wire.
   enqueue (p, entry) {
-    let q = this.queues.get(p)
-    if (q == null) { q = { pending: new Map(), busy: false, stream: null }; this.queues.set(p, q) }
+    const q = this.queue(p)
     const k = key(entry.cid)
     const prev = q.pending.get(k)
     if (entry.cancel && prev != null && !prev.cancel) q.pending.delete(k)
@@ -154,14 +196,46 @@ export class Wants {
     if (!q.busy) this.flush(p, q)
   }
 
+  queue (p) {
+    let q = this.queues.get(p)
+    if (q == null) { q = { pending: new Map(), replies: [], busy: false, stream: null }; this.queues.set(p, q) }
+    return q
+  }
+
+  // reply sends a message of blocks and presences (encodeReply) to p on
+  // the same long-lived stream as this page's wants, instead of on a new
+  // stream per message as @helia/bitswap's network does: over WebRTC every
+  // new stream is a new data channel, whose opening costs a round trip and
+  // the receiver's setup, on the path of every block a tab serves. It
+  // resolves once the message is written, and rejects when it could not be
+  // (no direct connection to p, or the stream failed twice): the caller
+  // may then send it another way. Wants waiting for p go first.
+  reply (p, msg) {
+    const q = this.queue(p)
+    const done = new Promise((resolve, reject) => q.replies.push({ frame: frame(msg), resolve, reject }))
+    if (!q.busy) this.flush(p, q)
+    return done
+  }
+
   async flush (p, q) {
     q.busy = true
     try {
       await Promise.resolve() // gather what this turn of the event loop adds
-      while (q.pending.size > 0) {
-        const entries = [...q.pending.values()]
-        q.pending.clear()
-        await this.send(p, q, entries)
+      while (q.pending.size > 0 || q.replies.length > 0) {
+        if (q.pending.size > 0) {
+          const entries = [...q.pending.values()]
+          q.pending.clear()
+          await this.send(p, q, entries)
+          continue
+        }
+        const r = q.replies.shift()
+        try {
+          await this.write(p, q, r.frame)
+          this.onCount('replies', p)
+          r.resolve()
+        } catch (err) {
+          r.reject(err)
+        }
       }
     } finally {
       q.busy = false
@@ -171,17 +245,21 @@ export class Wants {
   // warm opens the stream to p ahead of the first want (a protocol
   // negotiation less on the first block's path).
   warm (p) {
-    let q = this.queues.get(p)
-    if (q == null) { q = { pending: new Map(), busy: false, stream: null }; this.queues.set(p, q) }
+    const q = this.queue(p)
     if (q.busy) return
     q.busy = true
     this.open(p, q).catch((err) => this.log(`wants: to ${p}: ${err.message}`)).finally(() => {
       q.busy = false
-      if (q.pending.size > 0) this.flush(p, q)
+      if (q.pending.size > 0 || q.replies.length > 0) this.flush(p, q)
     })
   }
 
   async open (p, q) {
+    if (q.stream != null && this.now() - q.lastWrite > this.idleMs) {
+      const old = q.stream
+      q.stream = null
+      old.close().catch((err) => old.abort(err)) // what was written still arrives
+    }
     if (q.stream != null && q.stream.status === 'open' && q.stream.writeStatus === 'writable') return
     const conn = this.libp2p.getConnections().find((c) => c.remotePeer.toString() === p && c.limits == null && c.status === 'open')
     if (conn == null) throw new Error('not connected (or only through a relay)')
@@ -189,27 +267,38 @@ export class Wants {
     st.addEventListener('close', () => { if (q.stream === st) q.stream = null })
     st.closeRead().catch(() => {}) // nothing comes back on it: answers come on the peer's streams
     q.stream = st
+    q.lastWrite = this.now()
   }
 
   async send (p, q, entries) {
-    const msg = encodeWantlist(entries)
-    const frame = Uint8Array.from([...varint(msg.length), ...msg])
-    for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await this.write(p, q, frame(encodeWantlist(entries)))
+    } catch (err) {
+      this.onCount('sendErrors', p)
+      this.log(`wants: to ${p}: ${err.message}`)
+      return
+    }
+    for (const e of entries) {
+      this.onCount(e.cancel ? 'cancels' : e.wantType === WANT_HAVE ? 'wantHaves' : 'wantBlocks', p)
+    }
+    this.onCount('messages', p)
+  }
+
+  // write puts one framed message on p's stream, opening it if need be; a
+  // stream that fails is dropped and the write tried once more on a new
+  // one.
+  async write (p, q, bytes) {
+    for (let attempt = 0; ; attempt++) {
       try {
         await this.open(p, q)
-        if (!q.stream.send(frame)) await q.stream.onDrain({ signal: AbortSignal.timeout(5000) })
-        for (const e of entries) {
-          this.onCount(e.cancel ? 'cancels' : e.wantType === WANT_HAVE ? 'wantHaves' : 'wantBlocks', p)
-        }
-        this.onCount('messages', p)
+        q.lastWrite = this.now()
+        if (!q.stream.send(bytes)) await q.stream.onDrain({ signal: AbortSignal.timeout(10_000) })
+        q.lastWrite = this.now()
         return
       } catch (err) {
         q.stream?.abort(err)
         q.stream = null
-        if (attempt === 1) {
-          this.onCount('sendErrors', p)
-          this.log(`wants: to ${p}: ${err.message}`)
-        }
+        if (attempt === 1) throw err
       }
     }
   }

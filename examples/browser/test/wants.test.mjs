@@ -6,8 +6,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BitswapMessage as Message, WantType } from '../node_modules/@helia/bitswap/dist/src/pb/message.js'
-import { Wants, encodeWantlist, WANT_BLOCK, WANT_HAVE } from '../src/wants.js'
+import { BitswapMessage as Message, BlockPresenceType, WantType } from '../node_modules/@helia/bitswap/dist/src/pb/message.js'
+import { Wants, encodeWantlist, encodeReply, WANT_BLOCK, WANT_HAVE } from '../src/wants.js'
 
 const cidOf = async (s) => CID.createV1(0x55, await sha256.digest(new TextEncoder().encode(s)))
 
@@ -37,16 +37,19 @@ test('encodeWantlist writes what Helia decodes', async () => {
 // length-prefixed messages written on them.
 function fakeNet (peers) {
   const sent = new Map(peers.map((p) => [p, []]))
+  let streams = 0
   const conn = (p) => ({
     remotePeer: { toString: () => p },
     limits: null,
     status: 'open',
     newStream: async () => {
+      streams++
       const st = new EventTarget()
       Object.assign(st, {
         status: 'open',
         writeStatus: 'writable',
         closeRead: async () => {},
+        close: async () => { st.status = 'closed' },
         abort () { this.status = 'aborted' },
         send (frame) {
           let n = 0; let shift = 0; let i = 0
@@ -59,7 +62,7 @@ function fakeNet (peers) {
       return st
     }
   })
-  return { sent, libp2p: { getConnections: () => peers.map(conn) } }
+  return { sent, streams: () => streams, libp2p: { getConnections: () => peers.map(conn) } }
 }
 
 const entries = (msgs) => msgs.flatMap((m) => m.wantlist.entries.map((e) => `${e.cancel ? 'cancel' : e.wantType === WantType.WantHave ? 'have' : 'block'} ${CID.decode(e.cid)}`))
@@ -113,4 +116,57 @@ test('an abort sends CANCEL; a want cancelled before it went out sends nothing',
   assert.deepEqual(entries(sent.get('P1')), [`block ${c}`, `cancel ${c}`])
   assert.equal(w.isWanted(c), false)
   w.stop()
+})
+
+test('encodeReply writes blocks and presences Helia decodes', async () => {
+  const a = await cidOf('a')
+  const b = await cidOf('b')
+  const data = new Uint8Array(3 << 20).map((_, i) => i % 251)
+  const prefix = Uint8Array.from([1, 0x55, 0x12, 0x20])
+  const m = Message.decode(encodeReply({
+    blocks: [{ prefix, data }],
+    presences: [{ cid: a.bytes, type: BlockPresenceType.DoNotHaveBlock }, { cid: b.bytes, type: BlockPresenceType.HaveBlock }]
+  }))
+  assert.equal(m.blocks.length, 1)
+  assert.deepEqual(m.blocks[0].prefix, prefix)
+  assert.deepEqual(m.blocks[0].data, data)
+  assert.equal(m.blockPresences.length, 2)
+  assert.equal(CID.decode(m.blockPresences[0].cid).toString(), a.toString())
+  assert.equal(m.blockPresences[0].type, BlockPresenceType.DoNotHaveBlock)
+  assert.equal(CID.decode(m.blockPresences[1].cid).toString(), b.toString())
+  assert.equal(m.blockPresences[1].type ?? BlockPresenceType.HaveBlock, BlockPresenceType.HaveBlock)
+  assert.equal(m.wantlist, undefined)
+})
+
+test('replies and wants to a peer share one stream, in order', async () => {
+  const net = fakeNet(['P1'])
+  const w = new Wants({ bitswap: { wantList: new EventTarget() }, libp2p: net.libp2p })
+  const c = await cidOf('x')
+  const data = Uint8Array.from([1, 2, 3])
+  await w.reply('P1', encodeReply({ blocks: [{ prefix: Uint8Array.from([1, 0x55, 0x12, 0x20]), data }] }))
+  w.want(c).ask(['P1'])
+  await tick()
+  await w.reply('P1', encodeReply({ blocks: [{ prefix: Uint8Array.from([1, 0x55, 0x12, 0x20]), data }] }))
+  const msgs = net.sent.get('P1')
+  assert.equal(msgs.length, 3)
+  assert.deepEqual(msgs[0].blocks[0].data, data)
+  assert.deepEqual(entries([msgs[1]]), [`block ${c}`])
+  assert.deepEqual(msgs[2].blocks[0].data, data)
+  assert.equal(net.streams(), 1)
+  await assert.rejects(w.reply('P9', encodeReply({ blocks: [] })), /not connected/)
+})
+
+test('a stream idle for idleMs is replaced before the next message', async () => {
+  const net = fakeNet(['P1'])
+  let t = 0
+  const w = new Wants({ bitswap: { wantList: new EventTarget() }, libp2p: net.libp2p, idleMs: 8000, now: () => t })
+  const msg = encodeReply({ blocks: [{ prefix: Uint8Array.from([1, 0x55, 0x12, 0x20]), data: Uint8Array.from([7]) }] })
+  await w.reply('P1', msg)
+  t += 7000
+  await w.reply('P1', msg)
+  assert.equal(net.streams(), 1) // written 7 s after the last write: the same stream
+  t += 8001
+  await w.reply('P1', msg)
+  assert.equal(net.streams(), 2) // idle for more than 8 s: a new one
+  assert.equal(net.sent.get('P1').length, 3)
 })
