@@ -53,9 +53,11 @@ type joinState struct {
 	// origin's rate (slowerThanOrigin).
 	noProvider, provsPenalised, peerDelivered, peersSlow bool
 	// held: a peer has said HAVE of the first leaf the window misses (it
-	// is on its way); leaf is the origin's time for one leaf (leafTime).
-	// A held leaf gets leaf longer before the origin joins for it: the
-	// origin, asked then, would bring it no sooner.
+	// is on its way), or a provider that holds the content has lately sent
+	// this node blocks or HAVEs (it is up, only busy); leaf is the
+	// origin's time for one leaf (leafTime). Peers then get leaf longer
+	// for the first block before the origin joins: the origin, asked
+	// then, would bring it no sooner.
 	held bool
 	leaf time.Duration
 }
@@ -67,8 +69,9 @@ type joinState struct {
 //   - every provider known has been penalised: at once;
 //   - no peer delivered within peerTimeout of the start, or peerTimeout
 //     plus the origin's time for a leaf when a peer has said HAVE of the
-//     first leaf missing (it is on its way; the origin, asked then, would
-//     bring it no sooner, and in a crowd the origin is shared);
+//     first leaf missing or a holder has lately served this node (the
+//     origin, asked then, would bring it no sooner, and in a crowd the
+//     origin is shared);
 //   - the leaves asked of peers got nothing for peerTimeout (peers stalled);
 //   - the reader has waited peerTimeout on one leaf;
 //   - the reader waits and peers are slower than half the origin's rate.
@@ -80,15 +83,19 @@ func originJoins(j joinState, s *soon) (bool, string) {
 	if j.held {
 		first += j.leaf
 	}
+	// Before the first block, peers stalled and the reader waiting are
+	// the first-block rule.
+	wait := j.peerTimeout
 	if !j.peerDelivered {
+		wait = first
 		s.at(j.start.Add(first))
 	}
 	if j.peerWaiting {
-		s.at(j.lastPeer.Add(j.peerTimeout))
+		s.at(j.lastPeer.Add(wait))
 	}
 	waits := !j.waitSince.IsZero()
 	if waits {
-		s.at(j.waitSince.Add(j.peerTimeout))
+		s.at(j.waitSince.Add(wait))
 	}
 	switch {
 	case j.noProvider:
@@ -97,9 +104,9 @@ func originJoins(j joinState, s *soon) (bool, string) {
 		return true, "every provider penalised"
 	case !j.peerDelivered && j.now.Sub(j.start) >= first:
 		return true, "no peer delivered in time"
-	case j.peerWaiting && j.now.Sub(j.lastPeer) >= j.peerTimeout:
+	case j.peerWaiting && j.now.Sub(j.lastPeer) >= wait:
 		return true, "peers stalled"
-	case waits && j.now.Sub(j.waitSince) >= j.peerTimeout:
+	case waits && j.now.Sub(j.waitSince) >= wait:
 		return true, "the reader waited"
 	case waits && j.peersSlow:
 		return true, "peers slower than the origin"

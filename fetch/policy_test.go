@@ -57,9 +57,15 @@ func TestOriginJoins(t *testing.T) {
 		{"held, no peer delivered in time", 4 * pt, func(j *joinState) {
 			j.held, j.leaf = true, 3*pt
 		}, true, 0},
-		{"held does not lengthen the reader's wait", 5 * pt, func(j *joinState) {
+		{"held: the reader waiting on the first block gets as long", 3 * pt, func(j *joinState) {
+			j.held, j.leaf, j.waitSince = true, 3*pt, t0
+		}, false, 4 * pt},
+		{"held does not lengthen the reader's wait once a peer delivered", 5 * pt, func(j *joinState) {
 			j.held, j.leaf, j.peerDelivered, j.waitSince = true, 3*pt, true, t0.Add(4*pt)
 		}, true, 0},
+		{"held: peers waited on for the first block get as long", 3 * pt, func(j *joinState) {
+			j.held, j.leaf, j.peerWaiting = true, 3*pt, true
+		}, false, 4 * pt},
 		{"held does not lengthen a stall", 3 * pt, func(j *joinState) {
 			j.held, j.leaf, j.peerDelivered, j.peerWaiting, j.lastPeer = true, 3*pt, true, true, t0.Add(2*pt)
 		}, true, 0},

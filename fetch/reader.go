@@ -508,11 +508,15 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	n := len(r.leaves)
 	// A fetch tells the mesh it is under way, so that peers wanting the
 	// same content get its leaves from here as they arrive and, striping,
-	// leave its share to this node: a cold fetch when its origin requests
-	// start; a striping fetch as soon as it asks the network for anything,
-	// so that nodes that start together have heard of each other by the
-	// time the origin joins (PeerTimeout later) and split the leaves.
-	p.advertise = (len(p.origin) > 0 && r.prov == provNone || r.striping() && len(p.origin)+len(p.peer) > 0) &&
+	// leave its share to this node: a cold fetch, and a striping one, when
+	// its origin requests start; a striping fetch that knows of nobody
+	// else fetching the content as soon as it asks peers, as it may be
+	// the first of a crowd that starts together: the others have then
+	// heard of it by the time the origin joins (PeerTimeout later) and
+	// split the leaves with it. One that knows of others fetching leaves
+	// the content to them until it takes from the origin itself.
+	early := r.striping() && len(p.peer) > 0 && (r.stripe == nil || r.stripe.alone())
+	p.advertise = (len(p.origin) > 0 && (r.prov == provNone || r.striping()) || early) &&
 		!r.advertised && cfg.Advertiser != nil && r.fetched < n
 	if p.advertise {
 		r.advertised, r.announcedAt = true, now
@@ -584,7 +588,8 @@ func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *s
 		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
 		peerDelivered: r.stats.PeerBytes > 0,
 		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.f.originCapacity()),
-		held:          r.firstMissingHeldLocked(), leaf: leafTime(r.f.originRequestRate()),
+		held:          r.firstMissingHeldLocked() || r.holderDeliveringLocked(now),
+		leaf:          leafTime(r.f.originRequestRate()),
 	}, s)
 	if !join {
 		return
@@ -606,6 +611,23 @@ func (r *Reader) firstMissingHeldLocked() bool {
 	for i := r.curLeaf(); i < len(r.leaves); i++ {
 		if r.st[i].data == nil {
 			return r.f.guard.held(r.leaves[i].Cid)
+		}
+	}
+	return false
+}
+
+// holderDeliveringLocked reports whether a provider of this content that
+// holds it (not one of the crowd still fetching it) has sent this Fetcher
+// a wanted block or a HAVE within StallTimeout: it is up and serving,
+// only busy. The caller holds mu.
+func (r *Reader) holderDeliveringLocked(now time.Time) bool {
+	var fetching []peer.ID
+	if r.f.cfg.Crowd != nil {
+		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
+	}
+	for _, p := range r.provs {
+		if !slices.Contains(fetching, p) && !r.f.guard.isPenalised(p) && r.f.guard.usefulSince(p, now.Add(-r.f.cfg.StallTimeout)) {
+			return true
 		}
 	}
 	return false
