@@ -494,13 +494,19 @@ func (a *Announcer) fetchLoop() {
 }
 
 // flushFetches sends the queued fetch announcements: DROPs, then FETCHes
-// with FetchingTTL.
+// with FetchingTTL. A fetch that ended held meanwhile (its HAVE went out,
+// which ends it at the peers) is not announced: a FETCH after the HAVE
+// would list this node as fetching again until FetchingTTL.
 func (a *Announcer) flushFetches(ctx context.Context) {
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
 	a.fetchMu.Lock()
 	var fetches, drops []cid.Cid
 	for _, r := range a.fetchOrder {
 		if a.fetchKind[r] == Fetch {
-			fetches = append(fetches, r)
+			if _, ok := a.active[r]; ok {
+				fetches = append(fetches, r)
+			}
 		} else {
 			drops = append(drops, r)
 		}

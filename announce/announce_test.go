@@ -560,6 +560,33 @@ func TestFetchingThenAbandoned(t *testing.T) {
 	}
 }
 
+// TestFetchingNotAfterHave: a fetch announcement still queued when the
+// fetch ended held (its HAVE went out, which ends the fetch at the peers)
+// is not sent: a FETCH after the HAVE would list the node as fetching
+// again, and striping peers would count it in, until FetchingTTL. (A
+// striping fetch announces itself when it starts, so a fast peer hit
+// often ends before its FETCH is out.)
+func TestFetchingNotAfterHave(t *testing.T) {
+	a, b := announcerAndListener(t)
+	root := testCid(t, cid.DagProtobuf, "a fetch that ended held")
+	// What Fetching queues, and then what the store's HAVE does to it,
+	// before the fetch loop sends the queue.
+	a.a.fetchMu.Lock()
+	a.a.fetchKind[root] = Fetch
+	a.a.fetchOrder = append(a.a.fetchOrder, root)
+	a.a.fetchMu.Unlock()
+	before := a.a.Stats().Published
+	a.a.flushFetches(context.Background())
+	if sent := a.a.Stats().Published - before; sent != 0 {
+		t.Errorf("a fetch that ended held was announced as under way (%d messages)", sent)
+	}
+	// One still under way is sent.
+	if err := a.a.Fetching(context.Background(), root); err != nil {
+		t.Fatal(err)
+	}
+	awaitProvider(t, b, root, a.h.ID())
+}
+
 // TestFetchingBurstIsBatched: a page that starts 100 cold fetches at once
 // sends a few messages, not 100: more than a peer's PeerBurst (64) from
 // one author would be ignored, and the node's later announcements with it.

@@ -50,7 +50,12 @@
 //     stalled for that long, or the reader has waited that long on a block,
 //     or the reader waits on peers whose recent rate is under half of what
 //     the origin has given this Fetcher (known once the origin has been
-//     used). Until a peer has delivered, only the leaf the reader needs
+//     used). For the first block peers get the origin's time for a leaf
+//     besides PeerTimeout (measured from this Fetcher's origin requests,
+//     1 s until measured) when a peer has said HAVE of it or a provider
+//     that holds the content has sent this Fetcher a block or a HAVE
+//     within Config.StallTimeout: the origin, asked then, would bring it
+//     no sooner, and in a crowd it is shared. Until a peer has delivered, only the leaf the reader needs
 //     first is asked of peers: bitswap sends wants that go out together in
 //     random order. Peers go on: each leaf goes to whichever source delivers a verified
 //     copy first, and the other request is cancelled. The first origin
@@ -102,7 +107,14 @@
 //     judged as silent providers are (step 4) and penalised, which takes
 //     them out of the stripe. A striping node tells Config.Advertiser of
 //     its fetch when its origin requests start, provider known or not, so
-//     that the others count it in. Config.NoStriping turns it off.
+//     that the others count it in, and one that knows of nobody else
+//     fetching the content as soon as it asks peers (it may be the first
+//     of a crowd that starts together). It counts itself a member of its
+//     stripe only Config.PeerTimeout after it told Config.Advertiser (the
+//     others must have heard of it): until then, knowing of others, it
+//     owns no leaf, and knowing of none, every leaf. A leaf a peer has
+//     said HAVE of goes to the origin only when overdue, even if this
+//     node owns it. Config.NoStriping turns it off.
 //  8. With the origin failed (see below) and no block from anyone for
 //     Config.StallTimeout, or at once when no peer is known to hold the
 //     content and none has sent any, Read returns an error wrapping

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
 
 	"github.com/meshcdn/meshcdn/fetch"
@@ -145,4 +146,64 @@ func TestPeerSlowerThanOrigin(t *testing.T) {
 	}
 	// How much sooner it ends depends on the machine's load; the rule is
 	// what is checked here (without it: no origin bytes, about peerOnly).
+}
+
+// TestBusyHolderNotHedged: a holder that has just served this node and
+// is slow to send the first block of the next content (it serves 1.5
+// MiB/s and has just sent a 1 MiB leaf, so the next takes about 0.7 s) is
+// given the origin's time for a leaf (1 s until the origin is measured)
+// besides PeerTimeout: the origin, asked at PeerTimeout, would bring the
+// leaf no sooner, and in a crowd it is shared. The origin is not asked. A
+// node with no such history asks it at PeerTimeout (the hedge that made
+// every node of a crowd beside a busy seed fetch from the origin).
+func TestBusyHolderNotHedged(t *testing.T) {
+	warm, next := makeAsset(t, 40, MiB), makeAsset(t, 41, MiB)
+	o := newOrigin(t, next.data)
+	tg := next.t
+	tg.URL = o.URL
+	// fetchBoth fetches warm (by from, which drains the holder's one-leaf
+	// burst) and then next (by cl) from a new holder.
+	var provs map[*node]providers // each client's providers, filled in as it asks
+	fetchBoth := func(from, cl *node) fetch.Stats {
+		holder := newNode(t, fetch.Config{ServeBytesPerSecond: 3 * MiB / 2})
+		holder.hold(t, warm)
+		holder.hold(t, next)
+		for _, n := range []*node{from, cl} {
+			if err := n.h.Connect(context.Background(), holder.info()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ask := func(n *node, a asset, tg fetch.Target) fetch.Stats {
+			provs[n][a.t.Cid] = []peer.AddrInfo{holder.info()}
+			r, err := n.f.Open(context.Background(), tg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			checkBytes(t, readAll(t, r), a.data)
+			return r.Stats()
+		}
+		ask(from, warm, warm.t)
+		return ask(cl, next, tg)
+	}
+	provs = map[*node]providers{}
+	newClient := func() *node {
+		p := providers{}
+		n := newNode(t, fetch.Config{Providers: p})
+		provs[n] = p
+		return n
+	}
+	other, fresh := newClient(), newClient()
+	st := fetchBoth(other, fresh)
+	t.Logf("no history with the holder: TTFB %v, origin %d, peer %d, hedged %v", st.TTFB, st.OriginBytes, st.PeerBytes, st.Hedged)
+	if !st.Hedged {
+		t.Fatalf("a node with no history did not hedge when the first block took %v: the test shows nothing", st.TTFB)
+	}
+	cl := newClient()
+	before := o.reqs.Load()
+	st = fetchBoth(cl, cl)
+	t.Logf("just served by the holder: TTFB %v, origin %d, peer %d, hedged %v", st.TTFB, st.OriginBytes, st.PeerBytes, st.Hedged)
+	if st.Hedged || o.reqs.Load() != before || st.PeerBytes != MiB {
+		t.Errorf("a holder that had just served this node was hedged at PeerTimeout: Stats %+v, origin asked %d times", st, o.reqs.Load()-before)
+	}
 }

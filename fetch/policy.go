@@ -52,6 +52,14 @@ type joinState struct {
 	// delivered a leaf of it; peersSlow: peers deliver at under half the
 	// origin's rate (slowerThanOrigin).
 	noProvider, provsPenalised, peerDelivered, peersSlow bool
+	// held: a peer has said HAVE of the first leaf the window misses (it
+	// is on its way), or a provider that holds the content has lately sent
+	// this node blocks or HAVEs (it is up, only busy); leaf is the
+	// origin's time for one leaf (leafTime). Peers then get leaf longer
+	// for the first block before the origin joins: the origin, asked
+	// then, would bring it no sooner.
+	held bool
+	leaf time.Duration
 }
 
 // originJoins reports whether the origin joins now and why, and notes in
@@ -59,7 +67,11 @@ type joinState struct {
 //   - no provider known: at once (a cold start costs what a plain request
 //     does);
 //   - every provider known has been penalised: at once;
-//   - no peer delivered within peerTimeout of the start;
+//   - no peer delivered within peerTimeout of the start, or peerTimeout
+//     plus the origin's time for a leaf when a peer has said HAVE of the
+//     first leaf missing or a holder has lately served this node (the
+//     origin, asked then, would bring it no sooner, and in a crowd the
+//     origin is shared);
 //   - the leaves asked of peers got nothing for peerTimeout (peers stalled);
 //   - the reader has waited peerTimeout on one leaf;
 //   - the reader waits and peers are slower than half the origin's rate.
@@ -67,24 +79,34 @@ func originJoins(j joinState, s *soon) (bool, string) {
 	if !j.missing {
 		return false, ""
 	}
-	s.at(j.start.Add(j.peerTimeout))
+	first := j.peerTimeout // for the first block
+	if j.held {
+		first += j.leaf
+	}
+	// Before the first block, peers stalled and the reader waiting are
+	// the first-block rule.
+	wait := j.peerTimeout
+	if !j.peerDelivered {
+		wait = first
+		s.at(j.start.Add(first))
+	}
 	if j.peerWaiting {
-		s.at(j.lastPeer.Add(j.peerTimeout))
+		s.at(j.lastPeer.Add(wait))
 	}
 	waits := !j.waitSince.IsZero()
 	if waits {
-		s.at(j.waitSince.Add(j.peerTimeout))
+		s.at(j.waitSince.Add(wait))
 	}
 	switch {
 	case j.noProvider:
 		return true, "no provider known"
 	case j.provsPenalised:
 		return true, "every provider penalised"
-	case !j.peerDelivered && j.now.Sub(j.start) >= j.peerTimeout:
+	case !j.peerDelivered && j.now.Sub(j.start) >= first:
 		return true, "no peer delivered in time"
-	case j.peerWaiting && j.now.Sub(j.lastPeer) >= j.peerTimeout:
+	case j.peerWaiting && j.now.Sub(j.lastPeer) >= wait:
 		return true, "peers stalled"
-	case waits && j.now.Sub(j.waitSince) >= j.peerTimeout:
+	case waits && j.now.Sub(j.waitSince) >= wait:
 		return true, "the reader waited"
 	case waits && j.peersSlow:
 		return true, "peers slower than the origin"
@@ -138,6 +160,7 @@ func stripeScore(root cid.Cid, p peer.ID, i int) uint64 {
 // stripe. Not safe for concurrent use (the Reader's lock guards it).
 type stripe struct {
 	root    cid.Cid
+	self    peer.ID
 	members []peer.ID // sorted, no duplicates
 	owners  map[int]peer.ID
 }
@@ -145,21 +168,58 @@ type stripe struct {
 // newStripe makes the stripe of root over self and crowd, less the peers
 // left out.
 func newStripe(root cid.Cid, self peer.ID, crowd []peer.ID, out func(peer.ID) bool) *stripe {
-	ms := []peer.ID{self}
+	return makeStripe(root, self, crowd, out, true)
+}
+
+// makeStripe makes the stripe of root over crowd, less the peers left out,
+// and self if selfIn (see heard): a node the others cannot have heard of
+// yet owns nothing when it knows of others, so that it does not take from
+// the origin leaves that they, not knowing of it, take too.
+func makeStripe(root cid.Cid, self peer.ID, crowd []peer.ID, out func(peer.ID) bool, selfIn bool) *stripe {
+	var ms []peer.ID
+	if selfIn {
+		ms = append(ms, self)
+	}
 	for _, p := range crowd {
 		if p != self && (out == nil || !out(p)) {
 			ms = append(ms, p)
 		}
 	}
 	slices.Sort(ms)
-	return &stripe{root: root, members: slices.Compact(ms), owners: make(map[int]peer.ID)}
+	return &stripe{root: root, self: self, members: slices.Compact(ms), owners: make(map[int]peer.ID)}
 }
 
-// same reports whether the stripe is over exactly the members ms (sorted).
-func (s *stripe) same(ms []peer.ID) bool { return slices.Equal(s.members, ms) }
+// same reports whether the stripe is over exactly the members of o.
+func (s *stripe) same(o *stripe) bool { return slices.Equal(s.members, o.members) }
 
-// alone reports whether the stripe has one member: nothing is split.
-func (s *stripe) alone() bool { return len(s.members) <= 1 }
+// alone reports whether nothing is split: no member but this node.
+func (s *stripe) alone() bool {
+	return len(s.members) == 0 || len(s.members) == 1 && s.members[0] == s.self
+}
+
+// hearing is how long after its fetch announcement a node counts itself in
+// the stripe (see heard): the time the announcement takes to reach the
+// others, Config.PeerTimeout.
+
+// heard reports whether the others fetching the same content can be taken
+// to have heard of this node's fetch, announced at announced (zero: not
+// yet), by now: hearing after it. A fetch that is not announced (no
+// Advertiser) counts as heard: the crowd it is given is all it can know.
+// It notes in s when the answer changes.
+func heard(announces bool, announced, now time.Time, hearing time.Duration, s *soon) bool {
+	if !announces {
+		return true
+	}
+	if announced.IsZero() {
+		return false
+	}
+	due := announced.Add(hearing)
+	if now.Before(due) {
+		s.at(due)
+		return false
+	}
+	return true
+}
 
 // owner is the member that takes leaf i from the origin.
 func (s *stripe) owner(i int) peer.ID {

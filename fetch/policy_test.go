@@ -49,6 +49,26 @@ func TestOriginJoins(t *testing.T) {
 		{"peers slow, the reader does not wait", 5 * pt, func(j *joinState) {
 			j.peerDelivered, j.peersSlow = true, true
 		}, false, 0},
+		// A peer said HAVE of the first leaf: the origin, at 3 peer
+		// timeouts a leaf, would not bring it sooner.
+		{"held: peers get peerTimeout and a leaf's origin time", pt, func(j *joinState) {
+			j.held, j.leaf = true, 3*pt
+		}, false, 4 * pt},
+		{"held, no peer delivered in time", 4 * pt, func(j *joinState) {
+			j.held, j.leaf = true, 3*pt
+		}, true, 0},
+		{"held: the reader waiting on the first block gets as long", 3 * pt, func(j *joinState) {
+			j.held, j.leaf, j.waitSince = true, 3*pt, t0
+		}, false, 4 * pt},
+		{"held does not lengthen the reader's wait once a peer delivered", 5 * pt, func(j *joinState) {
+			j.held, j.leaf, j.peerDelivered, j.waitSince = true, 3*pt, true, t0.Add(4*pt)
+		}, true, 0},
+		{"held: peers waited on for the first block get as long", 3 * pt, func(j *joinState) {
+			j.held, j.leaf, j.peerWaiting = true, 3*pt, true
+		}, false, 4 * pt},
+		{"held does not lengthen a stall", 3 * pt, func(j *joinState) {
+			j.held, j.leaf, j.peerDelivered, j.peerWaiting, j.lastPeer = true, 3*pt, true, true, t0.Add(2*pt)
+		}, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			j := base
@@ -324,5 +344,74 @@ func TestReask(t *testing.T) {
 		if !s.next.Equal(want) {
 			t.Errorf("%s: next look at %v, want %v", tc.name, s.next.Sub(t0), want.Sub(t0))
 		}
+	}
+}
+
+// TestStripeHearing: a node that announced its fetch counts itself in the
+// stripe only PeerTimeout after the announcement (the others must have
+// heard of it first); until then, knowing of others, it owns nothing, and
+// knowing of none, it owns everything (a cold start is not delayed). A
+// fetch that is not announced counts itself in at once.
+func TestStripeHearing(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const pt = 200 * time.Millisecond
+	root := testRoot(t, "page")
+	ps := testPeers(3)
+	self, others := ps[0], ps[1:]
+	for _, tc := range []struct {
+		name      string
+		announces bool
+		announced time.Duration // after t0; -1: not yet
+		at        time.Duration
+		want      bool
+		wantNext  time.Duration // after t0; 0: nothing due
+	}{
+		{"not announced (no Advertiser)", false, -1, 0, true, 0},
+		{"announcement not sent yet", true, -1, 0, false, 0},
+		{"just announced", true, 0, pt - 1, false, pt},
+		{"heard", true, 0, pt, true, 0},
+	} {
+		var announced time.Time
+		if tc.announced >= 0 {
+			announced = t0.Add(tc.announced)
+		}
+		now := t0.Add(tc.at)
+		s := newSoon(now)
+		got := heard(tc.announces, announced, now, pt, s)
+		if got != tc.want {
+			t.Errorf("%s: heard = %v, want %v", tc.name, got, tc.want)
+		}
+		want := now.Add(time.Minute)
+		if tc.wantNext != 0 {
+			want = t0.Add(tc.wantNext)
+		}
+		if !s.next.Equal(want) {
+			t.Errorf("%s: next look at %v, want %v", tc.name, s.next.Sub(t0), want.Sub(t0))
+		}
+	}
+	unheard := makeStripe(root, self, others, nil, false)
+	full := makeStripe(root, self, others, nil, true)
+	if unheard.alone() || full.alone() {
+		t.Fatalf("a stripe with others is alone: unheard %v, full %v", unheard.alone(), full.alone())
+	}
+	mine := 0
+	for i := range 300 {
+		if o := unheard.owner(i); o == self {
+			t.Fatalf("leaf %d: a node not yet heard of owns it", i)
+		}
+		if full.owner(i) == self {
+			mine++
+		} else if full.owner(i) != unheard.owner(i) {
+			t.Fatalf("leaf %d: counting this node in moved it from %s to %s", i, unheard.owner(i), full.owner(i))
+		}
+	}
+	if mine < 60 || mine > 140 {
+		t.Errorf("heard, the node owns %d of 300 leaves, want about 100", mine)
+	}
+	if cold := makeStripe(root, self, nil, nil, false); !cold.alone() {
+		t.Errorf("a node that knows of no other is not alone before it is heard")
+	}
+	if gone := makeStripe(root, self, others[:1], func(peer.ID) bool { return true }, false); !gone.alone() {
+		t.Errorf("a node whose only other member is penalised is not alone")
 	}
 }

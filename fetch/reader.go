@@ -160,7 +160,8 @@ type Reader struct {
 	fetched     int
 	kept        int
 	finishing   bool
-	advertised  bool        // Config.Advertiser was told of this cold fetch
+	advertised  bool        // Config.Advertiser was told of this fetch
+	announcedAt time.Time   // when (zero: not yet)
 	provs       []peer.ID   // providers connected for this fetch
 	provsDone   bool        // the providers' silence has been judged
 	lastBlock   time.Time   // last delivery from any source
@@ -170,6 +171,17 @@ type Reader struct {
 	askedFirst  bool        // a provider was asked directly (firstwant.go)
 	stripe      *stripe     // the split of origin leaves with the crowd (policy.go); nil: none
 	reaskAt     time.Time   // striping: leaves may be asked of peers again from then
+	trace       fetchTrace  // what the policy decided, logged when the fetch ends
+}
+
+// fetchTrace is what a fetch's policy decided, for the debug log at its
+// end. Under mu.
+type fetchTrace struct {
+	crowdAtOpen, crowdAtJoin int            // crowd members known at Open and when the origin joined
+	provAtOpen               bool           // a provider was known at Open
+	joinWhy                  string         // why the origin joined ("" if it did not)
+	joinAt                   time.Duration  // when, after Open
+	originLeaves             map[string]int // leaves asked of the origin, by reason
 }
 
 // Open starts fetching t and returns a Reader positioned at 0. The fetch
@@ -213,6 +225,12 @@ func (f *Fetcher) Open(ctx context.Context, t Target) (*Reader, error) {
 	r.sess = f.bs.NewSession(r.ctx)
 	r.leafSess, r.sessSince = r.sess, r.start
 	r.findProviders()
+	r.mu.Lock()
+	r.trace.provAtOpen = r.prov == provSome
+	if f.cfg.Crowd != nil {
+		r.trace.crowdAtOpen = len(f.cfg.Crowd.Fetchers(t.Cid))
+	}
+	r.mu.Unlock()
 	r.wg.Add(1)
 	go r.run()
 	return r, nil
@@ -478,7 +496,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		return now, false
 	}
 	p := &plan{leaves: r.leaves, cur: cur}
-	r.stripeLocked(p)
+	r.stripeLocked(p, now, s)
 	r.reaskLocked(cur, end, now, s)
 	r.planLocked(p, cur, end, now, s)
 	if err := r.giveUpLocked(missing, now, s); err != nil {
@@ -488,13 +506,21 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	}
 	p.silent = r.silentLocked(now, s)
 	n := len(r.leaves)
-	// A fetch that takes leaves from the origin tells the mesh it is under
-	// way, so that peers wanting the same content get them from here as
-	// they arrive and, striping, leave them to this node: a cold fetch
-	// always, one with providers known when it stripes.
-	p.advertise = len(p.origin) > 0 && (r.prov == provNone || r.striping()) && !r.advertised && cfg.Advertiser != nil && r.fetched < n
+	// A fetch tells the mesh it is under way, so that peers wanting the
+	// same content get its leaves from here as they arrive and, striping,
+	// leave its share to this node: a cold fetch, and a striping one, when
+	// its origin requests start; a striping fetch that knows of nobody
+	// else fetching the content as soon as it asks peers, as it may be
+	// the first of a crowd that starts together: the others have then
+	// heard of it by the time the origin joins (PeerTimeout later) and
+	// split the leaves with it. One that knows of others fetching leaves
+	// the content to them until it takes from the origin itself.
+	early := r.striping() && len(p.peer) > 0 && (r.stripe == nil || r.stripe.alone())
+	p.advertise = (len(p.origin) > 0 && (r.prov == provNone || r.striping()) || early) &&
+		!r.advertised && cfg.Advertiser != nil && r.fetched < n
 	if p.advertise {
-		r.advertised = true
+		r.advertised, r.announcedAt = true, now
+		s.at(now.Add(cfg.PeerTimeout)) // heard: this node joins its stripe
 	}
 	p.finish = r.fetched == n && r.kept == n && !r.finishing
 	if p.finish {
@@ -562,15 +588,49 @@ func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *s
 		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
 		peerDelivered: r.stats.PeerBytes > 0,
 		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.f.originCapacity()),
+		held:          r.firstMissingHeldLocked() || r.holderDeliveringLocked(now),
+		leaf:          leafTime(r.f.originRequestRate()),
 	}, s)
 	if !join {
 		return
 	}
 	r.originOn, r.originSince = true, now
+	r.trace.joinWhy, r.trace.joinAt = why, now.Sub(r.start)
+	if r.f.cfg.Crowd != nil {
+		r.trace.crowdAtJoin = len(r.f.cfg.Crowd.Fetchers(r.t.Cid))
+	}
 	if r.prov != provNone {
 		r.stats.Hedged = true
 	}
 	r.f.log.Debug("origin joins", "cid", r.t.Cid, "dur", now.Sub(r.start), "why", why)
+}
+
+// firstMissingHeldLocked reports whether a peer has said HAVE of the
+// first leaf from the position that has not arrived. The caller holds mu.
+func (r *Reader) firstMissingHeldLocked() bool {
+	for i := r.curLeaf(); i < len(r.leaves); i++ {
+		if r.st[i].data == nil {
+			return r.f.guard.held(r.leaves[i].Cid)
+		}
+	}
+	return false
+}
+
+// holderDeliveringLocked reports whether a provider of this content that
+// holds it (not one of the crowd still fetching it) has sent this Fetcher
+// a wanted block or a HAVE within StallTimeout: it is up and serving,
+// only busy. The caller holds mu.
+func (r *Reader) holderDeliveringLocked(now time.Time) bool {
+	var fetching []peer.ID
+	if r.f.cfg.Crowd != nil {
+		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
+	}
+	for _, p := range r.provs {
+		if !slices.Contains(fetching, p) && !r.f.guard.isPenalised(p) && r.f.guard.usefulSince(p, now.Add(-r.f.cfg.StallTimeout)) {
+			return true
+		}
+	}
+	return false
 }
 
 // planLocked decides the requests to start for the leaves in [cur, end):
@@ -623,7 +683,15 @@ func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
 			}
 			p.peer, p.peerQ = append(p.peer, i), append(p.peerQ, st.peer)
 		}
-		if r.originOn && r.originDead == nil && st.origin == nil && r.originBusy < originLimit && r.mineLocked(i, now, leaf, s) {
+		if r.originOn && r.originDead == nil && st.origin == nil && r.originBusy < originLimit {
+			mine, why := r.mineLocked(i, now, leaf, s)
+			if !mine {
+				continue
+			}
+			if r.trace.originLeaves == nil {
+				r.trace.originLeaves = make(map[string]int)
+			}
+			r.trace.originLeaves[why]++
 			st.origin, st.originAt = r.newReq(), now
 			r.originBusy++
 			p.origin, p.origQ = append(p.origin, i), append(p.origQ, st.origin)
@@ -793,13 +861,14 @@ func (r *Reader) striping() bool { return r.f.cfg.Crowd != nil && !r.f.cfg.NoStr
 // root: members are the crowd and this node, penalised peers left out.
 // Members not yet known as providers are connected (so bitswap asks them)
 // and judged for silence like providers. The caller holds mu.
-func (r *Reader) stripeLocked(p *plan) {
+func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 	if !r.striping() {
 		return
 	}
 	self := r.f.cfg.Host.ID()
-	st := newStripe(r.t.Cid, self, r.f.cfg.Crowd.Fetchers(r.t.Cid), r.f.guard.isPenalised)
-	if r.stripe != nil && r.stripe.same(st.members) {
+	in := heard(r.f.cfg.Advertiser != nil, r.announcedAt, now, r.f.cfg.PeerTimeout, s)
+	st := makeStripe(r.t.Cid, self, r.f.cfg.Crowd.Fetchers(r.t.Cid), r.f.guard.isPenalised, in)
+	if r.stripe != nil && r.stripe.same(st) {
 		return
 	}
 	r.stripe = st
@@ -849,13 +918,21 @@ func (r *Reader) reaskLocked(cur, end int, now time.Time, s *soon) {
 // without a stripe; striping, when the stripe gives it to this node or the
 // leaf is overdue from its owner (policy.go: overdue). The caller holds
 // mu.
-func (r *Reader) mineLocked(i int, now time.Time, leaf time.Duration, s *soon) bool {
-	if r.stripe == nil || r.stripe.alone() || r.stripe.owner(i) == r.f.cfg.Host.ID() {
-		return true
+func (r *Reader) mineLocked(i int, now time.Time, leaf time.Duration, s *soon) (bool, string) {
+	held := r.f.guard.held(r.leaves[i].Cid)
+	switch {
+	case r.stripe == nil:
+		return true, "no stripe"
+	case r.stripe.alone():
+		return true, "alone"
+	case r.stripe.owner(i) == r.f.cfg.Host.ID() && !held:
+		return true, "mine"
+	case r.f.guard.isPenalised(r.stripe.owner(i)):
+		return true, "owner penalised" // until the stripe is made again without it
 	}
-	if r.f.guard.isPenalised(r.stripe.owner(i)) {
-		return true // until the stripe is made again without it
-	}
+	// Another's leaf, or this node's own that a peer already holds (it
+	// said HAVE): the peers are asked, and the origin only once it is
+	// overdue.
 	owner := r.stripe.owner(i)
 	before := 0 // the owner's leaves before i: its origin requests go in file order
 	for k := r.curLeaf(); k < i; k++ {
@@ -864,17 +941,20 @@ func (r *Reader) mineLocked(i int, now time.Time, leaf time.Duration, s *soon) b
 		}
 	}
 	a := leafAsk{since: later(r.st[i].since, r.originSince), rank: 1 + before/r.f.cfg.OriginConcurrency,
-		held:        r.f.guard.held(r.leaves[i].Cid),
+		held:        held,
 		ownerActive: r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf))}
 	if i == r.curLeaf() {
 		a.waitSince = r.waitSince
 	}
 	if !overdue(a, now, r.f.cfg.PeerTimeout, leaf, s) {
-		return false
+		return false, ""
 	}
 	r.f.log.Debug("leaf overdue from its stripe owner", "cid", r.leaves[i].Cid, "owner", owner,
 		"held", a.held, "active", a.ownerActive, "rank", a.rank, "leaf", leaf, "asked", now.Sub(a.since), "waited", now.Sub(a.waitSince))
-	return true
+	if a.held {
+		return true, "overdue held"
+	}
+	return true, "overdue"
 }
 
 // stuckAfter is how long the reader waits on a leaf asked of peers before
@@ -1451,6 +1531,10 @@ func (r *Reader) Close() error {
 	}
 
 	r.mu.Lock()
+	r.f.log.Debug("fetch ended", "cid", r.t.Cid, "leaves", len(r.leaves), "provider", r.trace.provAtOpen,
+		"crowd_open", r.trace.crowdAtOpen, "crowd_join", r.trace.crowdAtJoin, "join", r.trace.joinWhy, "join_at", r.trace.joinAt,
+		"origin_leaves", r.trace.originLeaves, "peer_bytes", r.stats.PeerBytes, "origin_bytes", r.stats.OriginBytes,
+		"origin_sent", r.stats.OriginSentBytes, "ttlb", r.stats.TTLB)
 	cids := r.cids
 	complete := r.leaves != nil && r.fetched == len(r.leaves)
 	failed := r.err != nil

@@ -29,6 +29,7 @@ type CrowdRun struct {
 	Arrival       string    `json:"arrival"`
 	Seeds         int       `json:"seeds"`
 	Mesh          bool      `json:"mesh"`
+	Striping      bool      `json:"striping"`
 	Offload       float64   `json:"offload"`
 	OriginSent    int64     `json:"origin_sent_bytes"`
 	Copies        float64   `json:"copies"`
@@ -62,13 +63,15 @@ func runCrowd(ctx context.Context, o options, p *progress) (*CrowdResult, error)
 		}
 		for _, s := range scheds {
 			for _, seeds := range []int{0, 1} {
-				r, err := crowdRun(ctx, o, site, n, s, seeds)
-				if err != nil {
-					return res, err
+				for _, striping := range o.striping {
+					r, err := crowdRun(ctx, o, site, n, s, seeds, striping)
+					if err != nil {
+						return res, err
+					}
+					p.step("crowd: %-28s offload %.3f, origin copies %.2f, TTFB p50 %.0f ms, completion p50 %.0f ms (%.0f s)",
+						r.Name, r.Offload, r.Copies, r.TTFBp50, r.CompletionP50, r.Seconds)
+					res.Runs = append(res.Runs, r)
 				}
-				p.step("crowd: %-28s offload %.3f, origin copies %.2f, TTFB p50 %.0f ms, completion p50 %.0f ms (%.0f s)",
-					r.Name, r.Offload, r.Copies, r.TTFBp50, r.CompletionP50, r.Seconds)
-				res.Runs = append(res.Runs, r)
 			}
 			r, err := plainRun(ctx, o, site, n, s)
 			if err != nil {
@@ -86,15 +89,20 @@ func (o options) origin(site meshtest.Site) (*meshtest.Origin, error) {
 	return meshtest.NewOrigin(meshtest.OriginConfig{Site: site, BytesPerSecond: int64(o.uplinkMiB * mib), Latency: o.latency})
 }
 
-// crowdRun runs n app peers (and seeds) of the mesh on schedule s.
-func crowdRun(ctx context.Context, o options, site meshtest.Site, n int, s schedule, seeds int) (CrowdRun, error) {
-	r := CrowdRun{Name: fmt.Sprintf("%d apps, %s, %d seed", n, s.name, seeds), N: n, Arrival: s.name, Seeds: seeds, Mesh: true}
+// crowdRun runs n app peers (and seeds) of the mesh on schedule s, with
+// striping on or off.
+func crowdRun(ctx context.Context, o options, site meshtest.Site, n int, s schedule, seeds int, striping bool) (CrowdRun, error) {
+	r := CrowdRun{Name: fmt.Sprintf("%d apps, %s, %d seed", n, s.name, seeds), N: n, Arrival: s.name, Seeds: seeds, Mesh: true, Striping: striping}
 	org, err := o.origin(site)
 	if err != nil {
 		return r, err
 	}
 	defer org.Close()
-	cfg := mesh.Config{Name: "bench", DisableDHT: true}
+	cfg := mesh.Config{Name: "bench", DisableDHT: true, FetchStriping: mesh.On}
+	if !striping {
+		r.Name += ", striping off"
+		cfg.FetchStriping = mesh.Off
+	}
 	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: org, Seeds: seeds, Apps: n, Seed: cfg, App: cfg, Arrival: s.arrival, Rand: o.seed})
 	if err != nil {
 		return r, err

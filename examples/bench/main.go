@@ -15,7 +15,9 @@
 //     is the demo's (meshtest.DemoSite) with a smaller video (-video MiB,
 //     default 1: 6.1 MiB in all, so that the defaults fit in 10 minutes;
 //     -video 50 is the demo's 57.7 MB site), behind a meshtest.Origin at
-//     25 MiB/s shared by all and 30 ms.
+//     25 MiB/s shared by all and 30 ms. -striping on,off runs every mesh
+//     crowd twice, with striping (mesh.Config.FetchStriping) on and off:
+//     the same-run comparison of fetch issue 13 (default on).
 //   - longtail: a site of -longtail-assets small assets (default 200) with
 //     Zipf popularity (s = 1); -longtail-peers app peers (default 20), no
 //     seed, arriving over 5 s, each fetching -longtail-fetches distinct
@@ -62,6 +64,7 @@
 //	seconds     the whole run's wall time
 //	crowd       {site_bytes, assets, uplink_bytes_per_second, latency_ms, runs: [run]}
 //	            run: {name, n, arrival ("100ms" | "poisson 10s"), seeds, mesh (false: the baseline),
+//	                  striping (mesh runs: striping on),
 //	                  offload (peer ÷ all bytes the apps fetched), origin_sent_bytes (what the origin
 //	                  sent while the apps ran), copies (origin_sent_bytes ÷ site_bytes),
 //	                  ttfb_p50_ms, ttfb_p95_ms (every fetch of the apps),
@@ -122,6 +125,7 @@ type options struct {
 	within    time.Duration
 	poisson   time.Duration
 	seed      uint64
+	striping  []bool // crowd: the mesh runs with striping on (true) and off
 
 	longAssets, longPeers, longFetches int
 
@@ -155,6 +159,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.within, "within", 100*time.Millisecond, "crowd: the span of the simultaneous arrivals")
 	fs.DurationVar(&o.poisson, "poisson", 10*time.Second, "crowd: the span of the Poisson arrivals")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed of schedules and choices")
+	strip := fs.String("striping", "on", "crowd: run the mesh crowds with striping on, off, or both (on,off: the same-run comparison)")
 	fs.IntVar(&o.longAssets, "longtail-assets", 200, "longtail: assets in the site")
 	fs.IntVar(&o.longPeers, "longtail-peers", 20, "longtail: app peers")
 	fs.IntVar(&o.longFetches, "longtail-fetches", 30, "longtail: assets each peer fetches")
@@ -189,6 +194,16 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.poissonN, err = ints("poisson-n", *pns); err != nil {
 		return o, err
+	}
+	for _, v := range strings.Split(*strip, ",") {
+		switch strings.TrimSpace(v) {
+		case "on":
+			o.striping = append(o.striping, true)
+		case "off":
+			o.striping = append(o.striping, false)
+		default:
+			return o, fmt.Errorf("bad -striping %q (on, off or on,off)", *strip)
+		}
 	}
 	if o.tiny {
 		o.shrink()

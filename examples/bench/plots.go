@@ -68,6 +68,9 @@ func crowdPlot(c *CrowdResult, ylabel string, y func(CrowdRun) float64, withBase
 			continue
 		}
 		name := fmt.Sprintf("mesh, %s, %d seed", r.Arrival, r.Seeds)
+		if r.Mesh && !r.Striping {
+			name += ", striping off"
+		}
 		if !r.Mesh {
 			name = "no mesh (http), " + r.Arrival
 		}

@@ -42,7 +42,7 @@ func crowdTargets(c *CrowdResult) []Target {
 	find := func(n int, poisson bool, seeds int, isMesh bool) *CrowdRun {
 		for i := range c.Runs {
 			r := &c.Runs[i]
-			if r.N == n && (r.Arrival[0] == 'p') == poisson && r.Mesh == isMesh && (!isMesh || r.Seeds == seeds) {
+			if r.N == n && (r.Arrival[0] == 'p') == poisson && r.Mesh == isMesh && (!isMesh || r.Seeds == seeds && r.Striping) {
 				return r
 			}
 		}
