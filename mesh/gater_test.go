@@ -34,9 +34,9 @@ func loopbackHost(t *testing.T) host.Host {
 	return h
 }
 
-// sendWants writes a bitswap want list of n entries from h to p on a new
+// sendWantList writes a bitswap want list of n entries from h to p on a new
 // stream and reads until the stream ends; it returns the stream's error.
-func sendWants(ctx context.Context, h host.Host, p peer.ID, n int) error {
+func sendWantList(ctx context.Context, h host.Host, p peer.ID, n int) error {
 	s, err := h.NewStream(ctx, p, "/ipfs/bitswap/1.2.0")
 	if err != nil {
 		return err
@@ -73,7 +73,7 @@ func TestRefusedPeerCannotReconnect(t *testing.T) {
 	if err := bad.Connect(ctx, info); err != nil {
 		t.Fatal(err)
 	}
-	_ = sendWants(ctx, bad, seed.ID(), 5000)
+	_ = sendWantList(ctx, bad, seed.ID(), 5000)
 	waitFor(ctx, t, "the seed to cut the peer off", func() bool {
 		return seed.Host().Network().Connectedness(bad.ID()) != network.Connected
 	})
@@ -87,7 +87,7 @@ func TestRefusedPeerCannotReconnect(t *testing.T) {
 		// Refused after the security handshake, which on TCP may leave the
 		// dialler's side believing it connected: a stream shows it is not.
 		_ = bad.Connect(network.WithForceDirectDial(ctx, "redial"), info)
-		_ = sendWants(ctx, bad, seed.ID(), 10)
+		_ = sendWantList(ctx, bad, seed.ID(), 10)
 	}
 	if n := conns.Load(); n != 0 {
 		t.Fatalf("the seed took %d connections of the refused peer, want none", n)
