@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/boxo/bitswap"
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	bspb "github.com/ipfs/boxo/bitswap/message/pb"
 	bsnet "github.com/ipfs/boxo/bitswap/network"
@@ -577,21 +578,37 @@ func (g *guard) checkPromises() {
 	}
 }
 
-// reset tells the receivers that p disconnected and, unless it is
-// penalised or gone, connected again: bitswap forgets p's HAVEs (which it
-// never turns into DONT_HAVE), so its sessions ask another holder of what
-// p was asked, and sends p its wants again. The wants stay open at p, so
-// a block p sends late is still taken.
+// reset tells the receivers' clients that p disconnected and, unless it
+// is penalised or gone, connected again: bitswap forgets p's HAVEs (which
+// it never turns into DONT_HAVE), so its sessions ask another holder of
+// what p was asked, and sends p its wants again. The wants stay open at p,
+// so a block p sends late is still taken; bitswap's server is not told, so
+// what p asked of this node stays asked.
 func (g *guard) reset(rs []bsnet.Receiver, p peer.ID) {
 	for _, r := range rs {
-		r.PeerDisconnected(p)
+		clientOf(r).PeerDisconnected(p)
 	}
 	if g.isPenalised(p) || g.f.cfg.Host.Network().Connectedness(p) != network.Connected {
 		return
 	}
 	for _, r := range rs {
-		r.PeerConnected(p)
+		clientOf(r).PeerConnected(p)
 	}
+}
+
+// peerEvents is what a bitswap receiver is told of its peers.
+type peerEvents interface {
+	PeerConnected(peer.ID)
+	PeerDisconnected(peer.ID)
+}
+
+// clientOf is r's client side when r is boxo's Bitswap (client and server
+// in one), else r.
+func clientOf(r bsnet.Receiver) peerEvents {
+	if b, ok := r.(*bitswap.Bitswap); ok && b.Client != nil {
+		return b.Client
+	}
+	return r
 }
 
 func (r guardReceiver) ReceiveError(err error) {
