@@ -242,3 +242,27 @@ func BenchmarkTableMemory(b *testing.B) {
 		tb.Close()
 	}
 }
+
+// BenchmarkTableMemorySybils is BenchmarkTableMemory for a sybil flood:
+// 100,000 entries of distinct roots, 442 per key (one HAVE message each),
+// where the table costs the most per entry.
+func BenchmarkTableMemorySybils(b *testing.B) {
+	const perKey = 442
+	rs := manyCids(b, "sybil", DefaultMaxEntries)
+	var before, after runtime.MemStats
+	for range b.N {
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		tb := NewTable(TableConfig{MaxEntriesPerPeer: perKey})
+		for i := 0; i < len(rs); i += perKey {
+			p := peer.ID(fmt.Sprintf("sybil-%036d", i)) // as long as a real ID
+			tb.Add(p, time.Hour, rs[i:min(i+perKey, len(rs))]...)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		n := tb.Len()
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "B/entry")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB")
+		tb.Close()
+	}
+}

@@ -60,7 +60,9 @@ func (s Source) String() string {
 type TableConfig struct {
 	// MaxEntries caps the (root, peer) pairs held. When full, the entry
 	// refreshed least recently goes first. Default DefaultMaxEntries
-	// (100,000: about 28 MiB, see BenchmarkTableMemory).
+	// (100,000: about 27 MiB, 33 MiB when each entry is of a root of its
+	// own, as in a sybil flood; see BenchmarkTableMemory and
+	// BenchmarkTableMemorySybils).
 	MaxEntries int
 
 	// MaxEntriesPerPeer caps the pairs of any one peer, so that one peer
@@ -133,6 +135,7 @@ type entry struct {
 	source   Source
 	fetching bool          // from a FETCH, not yet followed by a HAVE
 	seq      uint64        // gossipsub seqno of the last message that set it; 0 otherwise
+	ri       int           // index in Table.byRoot[key.root]
 	in       *list.List    // Table.lru or Table.kept
 	all      *list.Element // in Table.lru or Table.kept
 	own      *list.Element // in Table.byPeer[peer]
@@ -165,7 +168,7 @@ type Table struct {
 	mu      sync.Mutex
 	closed  bool
 	entries map[entryKey]*entry
-	byRoot  map[cid.Cid]map[peer.ID]*entry
+	byRoot  map[cid.Cid][]*entry           // a root's entries, each at its entry.ri
 	fetches map[cid.Cid]map[peer.ID]*entry // the fetching entries of byRoot
 	byPeer  map[peer.ID]*list.List         // *entry, least recently refreshed first
 	lru     list.List                      // *entry of unknown peers, least recently refreshed first
@@ -214,7 +217,7 @@ func NewTable(cfg TableConfig) *Table {
 	t := &Table{
 		cfg:     cfg,
 		entries: make(map[entryKey]*entry),
-		byRoot:  make(map[cid.Cid]map[peer.ID]*entry),
+		byRoot:  make(map[cid.Cid][]*entry),
 		fetches: make(map[cid.Cid]map[peer.ID]*entry),
 		byPeer:  make(map[peer.ID]*list.List),
 		subs:    make(map[*tableSub]struct{}),
@@ -325,12 +328,8 @@ func (t *Table) insertLocked(k entryKey, expires time.Time, u update) {
 	e.all = e.in.PushBack(e)
 	e.own = own.PushBack(e)
 	t.entries[k] = e
-	m := t.byRoot[r]
-	if m == nil {
-		m = make(map[peer.ID]*entry)
-		t.byRoot[r] = m
-	}
-	m[p] = e
+	e.ri = len(t.byRoot[r])
+	t.byRoot[r] = append(t.byRoot[r], e)
 	if u.fetching {
 		t.setFetchingLocked(e, true)
 	}
@@ -400,10 +399,14 @@ func (t *Table) removeLocked(e *entry, counter *uint64) {
 			delete(t.byPeer, e.key.peer)
 		}
 	}
-	if m := t.byRoot[e.key.root]; m != nil {
-		delete(m, e.key.peer)
-		if len(m) == 0 {
+	if es := t.byRoot[e.key.root]; len(es) > 0 {
+		last := es[len(es)-1]
+		es[e.ri], last.ri = last, e.ri
+		es[len(es)-1] = nil
+		if es = es[:len(es)-1]; len(es) == 0 {
 			delete(t.byRoot, e.key.root)
+		} else {
+			t.byRoot[e.key.root] = es
 		}
 	}
 	if e.fetching {

@@ -144,6 +144,16 @@ type Config struct {
 	// Default DefaultOriginConcurrency (4).
 	OriginConcurrency int
 
+	// Gater, if set, keeps the peers this Fetcher refuses for breaking the
+	// bitswap protocol (a message over the limits or malformed, silent
+	// streams). Give the same Gater to the Host as its connection gater
+	// (libp2p.ConnectionGater, when the Host is built) so that a refused
+	// peer cannot connect again while it is refused; the Fetcher only reads
+	// and adds to it. Nil: the Fetcher keeps its own, and a refused peer,
+	// whose connections are closed, can dial again at once (its bitswap
+	// streams are still reset unread). mesh.New sets it.
+	Gater *Gater
+
 	// Penalty is how long a peer that sent a bad block (or advertised the
 	// content and sent nothing for StallTimeout) is ignored: its messages
 	// are dropped, bitswap treats it as disconnected and its requests are

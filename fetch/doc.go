@@ -69,12 +69,15 @@
 //     block nor a HAVE for it although connected all that time is ignored
 //     the same way, for at most 30 s (a busy but honest seed can be silent
 //     for a while; one that could not be reached or lost its connection,
-//     such as a seed restarting, is not ignored). A peer asked for a
-//     block (after it said HAVE) that does not send it within 2 s, while
-//     another peer said HAVE of it, is taken as not having it (bitswap
-//     hears DONT_HAVE from it, and asks the other); after three such broken
-//     promises with nothing delivered it is penalised. A reader that waits
-//     3 s on a leaf asked of peers asks it again on a new bitswap session.
+//     such as a seed restarting, is not ignored). A peer's HAVEs are not
+//     trusted alone until it delivers a block: bitswap hears two of them
+//     at a time until then. A block asked of such a peer that does not come
+//     within four times its round trip plus the fastest delivering peer's
+//     time per block (at least 100 ms, at most 2 s), while another peer said
+//     HAVE of it, is asked of the other (the peer is reset in bitswap, which
+//     cannot take back a HAVE); a peer with two such late blocks that
+//     delivers nothing in 2 s is penalised. A reader that waits 3 s on a
+//     leaf asked of peers asks it again on a new bitswap session.
 //  5. Fetched blocks go to the Store within its quota; a fetch larger than
 //     the quota streams all the same. When every block is stored the root is
 //     named with Store.AddRoot, which is how the announcer learns of it.

@@ -90,7 +90,11 @@ func New(cfg Config) (*Fetcher, error) {
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 
-	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, rejected: f.tooLarge}), f)
+	gate := cfg.Gater
+	if gate == nil {
+		gate = new(Gater)
+	}
+	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge}), f)
 	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeConcurrency, &f.served)
 	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
 		// Providers are found by root CID here and connected before the

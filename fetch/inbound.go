@@ -8,10 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // Want lists that are too large. boxo's bitswap reads any message up to
@@ -48,9 +51,12 @@ import (
 // connection to open the next one on: 8 such peers, each sending its next
 // 2 MB want list as soon as the last was refused, had the seed take in
 // (and decrypt) a yamux window of each, about 30 a second, and slowed an
-// honest fetch beside them 2.2-5x. Now each refused list costs the peer a
-// new connection (a handshake, and go-libp2p admits 0.2 new connections a
-// second per IPv4 address or IPv6 /56 after a burst of 16).
+// honest fetch beside them 2.2-5x. Closing its connections alone still
+// let a refused peer dial again at once (go-libp2p exempts loopback from
+// its connection rate limit) and have the seed take in its next message's
+// first window; with the Fetcher's Gater as the host's connection gater
+// (mesh does this), the peer's new connections are refused after their
+// security handshake for as long as it is refused.
 const (
 	streamIdle       = 2 * time.Minute
 	maxWantlistBytes = 128 << 10
@@ -60,13 +66,78 @@ const (
 	silentStrikes    = 4
 )
 
-// refusedKey is the peerstore key under which a host keeps until when a
-// peer's bitswap streams are refused (a time.Time); silentKey the one
-// under which it counts a peer's silent streams (a *silentCount).
-const (
-	refusedKey = "meshcdn/fetch/refused-until"
-	silentKey  = "meshcdn/fetch/silent-streams"
-)
+// silentKey is the peerstore key under which a host counts a peer's silent
+// streams (a *silentCount).
+const silentKey = "meshcdn/fetch/silent-streams"
+
+// Gater keeps the peers a Fetcher refuses: one that sent a bitswap message
+// over the limits or malformed, or left too many bitswap streams silent, is
+// refused for a minute (see the Want lists comment in inbound.go). The
+// Fetcher closes a refused peer's connections and resets its bitswap
+// streams unread; a Gater that is also the host's connection gater
+// (libp2p.ConnectionGater) refuses the peer's new connections, inbound and
+// outbound, after their security handshake, so that it cannot dial again
+// at once (go-libp2p exempts loopback and allowlisted addresses from its
+// connection rate limit) and have the seed take in a stream window of its
+// next message each time.
+//
+// The zero value is ready to use; a Gater is safe for concurrent use. It
+// holds an entry per refused peer while it is refused.
+type Gater struct {
+	mu        sync.Mutex
+	until     map[peer.ID]time.Time
+	nextPrune int
+}
+
+var _ connmgr.ConnectionGater = (*Gater)(nil)
+
+// gaterPruneAt is the number of refusals held from which a Gater forgets
+// the expired ones.
+const gaterPruneAt = 256
+
+// refuse refuses p until until.
+func (g *Gater) refuse(p peer.ID, until time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.until == nil {
+		g.until = make(map[peer.ID]time.Time)
+	}
+	if len(g.until) >= max(g.nextPrune, gaterPruneAt) {
+		now := time.Now()
+		for q, u := range g.until {
+			if !now.Before(u) {
+				delete(g.until, q)
+			}
+		}
+		g.nextPrune = 2 * len(g.until)
+	}
+	g.until[p] = until
+}
+
+// Refused reports whether p is refused at now.
+func (g *Gater) Refused(p peer.ID, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	until, ok := g.until[p]
+	return ok && now.Before(until)
+}
+
+// InterceptPeerDial refuses dialling a refused peer.
+func (g *Gater) InterceptPeerDial(p peer.ID) bool { return !g.Refused(p, time.Now()) }
+
+// InterceptAddrDial allows every address: peers are judged by ID.
+func (g *Gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
+
+// InterceptAccept allows every connection until its peer is known.
+func (g *Gater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+
+// InterceptSecured refuses a connection, either way, with a refused peer.
+func (g *Gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return !g.Refused(p, time.Now())
+}
+
+// InterceptUpgraded allows every connection that got this far.
+func (g *Gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
 
 // silentCount counts a peer's streams reset for bringing no message, over
 // a window of refuseFor.
@@ -103,6 +174,7 @@ var (
 // refused peers unread. rejected, if set, is told of each refusal.
 type filterHost struct {
 	host.Host
+	gate     *Gater
 	rejected func(network.Stream, error)
 }
 
@@ -125,7 +197,7 @@ func (h filterHost) refuse(s network.Stream, err error) {
 	if errors.Is(err, errSilent) && !h.silentCounter(p).add(time.Now()) {
 		return
 	}
-	_ = h.Peerstore().Put(p, refusedKey, time.Now().Add(refuseFor))
+	h.gate.refuse(p, time.Now().Add(refuseFor))
 	if h.rejected != nil {
 		h.rejected(s, err)
 	}
@@ -146,11 +218,7 @@ func (h filterHost) silentCounter(p peer.ID) *silentCount {
 }
 
 // refused reports whether p's streams are refused at now.
-func (h filterHost) refused(p peer.ID, now time.Time) bool {
-	v, err := h.Peerstore().Get(p, refusedKey)
-	until, ok := v.(time.Time)
-	return err == nil && ok && now.Before(until)
-}
+func (h filterHost) refused(p peer.ID, now time.Time) bool { return h.gate.Refused(p, now) }
 
 // inboundStream passes a bitswap stream's bytes through while checking
 // each message's framing: a varint length, then top-level protobuf fields

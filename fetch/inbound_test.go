@@ -93,10 +93,10 @@ func TestInboundFilter(t *testing.T) {
 }
 
 // loopHost starts a libp2p host on loopback TCP.
-func loopHost(t *testing.T) host.Host {
+func loopHost(t *testing.T, opts ...libp2p.Option) host.Host {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(),
-		libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport))
+	h, err := libp2p.New(append([]libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(),
+		libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestInboundRefusesPeer(t *testing.T) {
 	seed, bad, good := loopHost(t), loopHost(t), loopHost(t)
 	var rejected atomic.Int64
 	msgs := make(chan peer.ID, 16)
-	fh := filterHost{Host: seed, rejected: func(network.Stream, error) { rejected.Add(1) }}
+	fh := filterHost{Host: seed, gate: new(Gater), rejected: func(network.Stream, error) { rejected.Add(1) }}
 	fh.SetStreamHandler("/ipfs/bitswap/1.2.0", func(s network.Stream) {
 		defer s.Close()
 		rd := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
@@ -197,6 +197,87 @@ func TestInboundRefusesPeer(t *testing.T) {
 	}
 }
 
+// TestInboundRefusedCannotReconnect: a peer refused for a want list over
+// the limits cannot connect again while it is refused, when the Gater is
+// the host's connection gater too: it could redial at once and have the
+// seed take in its next message's first window each time (loopback is
+// exempt from go-libp2p's connection rate limit). Another peer connects
+// and is heard; the seed does not dial the refused peer either; once the
+// refusal ends, the peer connects again.
+func TestInboundRefusedCannotReconnect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	gate := new(Gater)
+	seed := loopHost(t, libp2p.ConnectionGater(gate))
+	bad, good := loopHost(t), loopHost(t)
+	msgs := make(chan peer.ID, 16)
+	fh := filterHost{Host: seed, gate: gate}
+	fh.SetStreamHandler("/ipfs/bitswap/1.2.0", func(s network.Stream) {
+		defer s.Close()
+		rd := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
+		for {
+			if _, _, err := bsmsg.FromMsgReader(rd); err != nil {
+				return
+			}
+			msgs <- s.Conn().RemotePeer()
+		}
+	})
+	seedInfo := peer.AddrInfo{ID: seed.ID(), Addrs: seed.Addrs()}
+	if err := bad.Connect(ctx, seedInfo); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := writeWants(ctx, bad, seed.ID(), wantMessage(t, 5000))
+	if s != nil {
+		_, _ = io.Copy(io.Discard, s) // until the reset
+	}
+	for seed.Network().Connectedness(bad.ID()) == network.Connected {
+		if ctx.Err() != nil {
+			t.Fatal("the peer that sent 5000 wants is still connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Each connection the seed takes from the refused peer from now on.
+	var conns atomic.Int64
+	seed.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if c.RemotePeer() == bad.ID() {
+			conns.Add(1)
+		}
+	}})
+	for i := range 3 {
+		// The seed refuses the connection after its security handshake,
+		// which on TCP ends the dialler's side too: Connect may succeed
+		// there. A stream on it cannot open, or is reset unread.
+		_ = bad.Connect(network.WithForceDirectDial(ctx, "redial"), seedInfo)
+		if s, err := writeWants(ctx, bad, seed.ID(), wantMessage(t, 10)); err == nil {
+			if _, err := s.Read(make([]byte, 1)); err == nil {
+				t.Fatalf("redial %d: the refused peer's stream was answered", i)
+			}
+		}
+	}
+	if n := conns.Load(); n != 0 {
+		t.Fatalf("the seed took %d connections of the refused peer, want none", n)
+	}
+	if err := seed.Connect(ctx, peer.AddrInfo{ID: bad.ID(), Addrs: bad.Addrs()}); err == nil {
+		t.Fatal("the seed dialled the refused peer")
+	}
+	if err := good.Connect(ctx, seedInfo); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeWants(ctx, good, seed.ID(), wantMessage(t, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if p := <-msgs; p != good.ID() {
+		t.Fatalf("message from %s, want the good peer's", p)
+	}
+	gate.refuse(bad.ID(), time.Now()) // the minute is up
+	if _, err := writeWants(network.WithForceDirectDial(ctx, "refusal over"), bad, seed.ID(), wantMessage(t, 10)); err != nil {
+		t.Fatalf("the peer cannot open a stream after its refusal ended: %v", err)
+	}
+	if p := <-msgs; p != bad.ID() || conns.Load() != 1 {
+		t.Fatalf("after the refusal: message from %s, %d connections; want the peer's, over one", p, conns.Load())
+	}
+}
+
 // timeoutReader fails each read with a timeout, as a stream past its read
 // deadline does.
 type timeoutReader struct{}
@@ -248,7 +329,7 @@ func (s streamOf) Conn() network.Conn { return connOf{p: s.p} }
 // A want list over the limits refuses at once.
 func TestInboundSilentStrikes(t *testing.T) {
 	seed := loopHost(t)
-	fh := filterHost{Host: seed}
+	fh := filterHost{Host: seed, gate: new(Gater)}
 	quiet, big := peer.ID("quiet"), peer.ID("big")
 	for i := range silentStrikes {
 		if fh.refused(quiet, time.Now()) {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/ipfs/boxo/bitswap"
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	bspb "github.com/ipfs/boxo/bitswap/message/pb"
 	bsnet "github.com/ipfs/boxo/bitswap/network"
@@ -55,7 +57,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		timers:         make(map[peer.ID]*time.Timer),
 		prio:           make(map[cid.Cid]int32),
 		sends:          newSendLimiter(),
-		proms:          newPromises(),
+		proms:          newPromises(f.cfg.Penalty),
 	}
 }
 
@@ -209,9 +211,9 @@ func (g *guard) asked(p peer.ID, m bsmsg.BitSwapMessage) {
 			continue
 		}
 		if e.Cancel {
-			g.proms.dontHave(p, e.Cid)
-		} else if e.WantType == bspb.Message_Wantlist_Block {
-			g.proms.asked(p, e.Cid, now)
+			g.proms.dontHave(p, e.Cid, now)
+		} else {
+			g.proms.asked(p, e.Cid, e.WantType == bspb.Message_Wantlist_Block, now)
 		}
 	}
 	g.armPromisesLocked()
@@ -317,7 +319,7 @@ func (g *guard) penaliseFor(p peer.ID, d time.Duration) bool {
 	}
 	g.penalised[p] = until
 	restore := make(map[peer.ID][]cid.Cid)
-	for _, k := range g.proms.penalised(p) {
+	for _, k := range append(g.proms.penalised(p), g.releaseLocked()...) {
 		if _, ok := g.wanted[k.c]; ok {
 			restore[k.p] = append(restore[k.p], k.c)
 		}
@@ -408,21 +410,31 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		}
 		bad = append(bad, c)
 	}
-	var void []cid.Cid
+	var void, held []cid.Cid
 	for _, c := range m.Haves() {
 		if _, ok := g.wanted[c]; ok {
 			g.useful[p] = now
-			if g.proms.have(p, c, now) {
+			switch v, h := g.proms.have(p, c, now); {
+			case v:
 				void = append(void, c)
+			case h:
+				held = append(held, c)
 			}
 		}
 	}
 	for _, c := range m.DontHaves() {
-		g.proms.dontHave(p, c)
+		g.proms.dontHave(p, c, now)
+	}
+	var released []promiseKey
+	if len(m.Blocks())+len(m.DontHaves()) > 0 {
+		released = g.releaseLocked()
 	}
 	g.armPromisesLocked()
 	rs := g.receivers
 	g.mu.Unlock()
+	if len(held) > 0 {
+		m = withoutPresences(m, held)
+	}
 	if len(bad) > 0 {
 		for _, c := range bad {
 			g.f.rejected(&VerifyError{Cid: c, Source: SourcePeer, Peer: p})
@@ -440,6 +452,55 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	}
 	if len(void) > 0 {
 		dontHave(ctx, rs, p, void)
+	}
+	tellHaves(ctx, rs, released)
+}
+
+// withoutPresences returns a copy of m without the block presences of cs
+// (HAVEs held back from bitswap: see promises).
+func withoutPresences(m bsmsg.BitSwapMessage, cs []cid.Cid) bsmsg.BitSwapMessage {
+	out := bsmsg.New(m.Full())
+	for _, e := range m.Wantlist() {
+		if e.Cancel {
+			out.Cancel(e.Cid)
+		} else {
+			out.AddEntry(e.Cid, e.Priority, e.WantType, e.SendDontHave)
+		}
+	}
+	for _, b := range m.Blocks() {
+		out.AddBlock(b)
+	}
+	for _, bp := range m.BlockPresences() {
+		if !slices.Contains(cs, bp.Cid) {
+			out.AddBlockPresence(bp.Cid, bp.Type)
+		}
+	}
+	out.SetPendingBytes(m.PendingBytes())
+	return out
+}
+
+// releaseLocked returns the held HAVEs bitswap may hear now, of CIDs
+// still wanted. The caller holds mu.
+func (g *guard) releaseLocked() []promiseKey {
+	ks := g.proms.release()
+	n := 0
+	for _, k := range ks {
+		if _, ok := g.wanted[k.c]; ok {
+			ks[n] = k
+			n++
+		}
+	}
+	return ks[:n]
+}
+
+// tellHaves tells the receivers the HAVEs of ks, by peer.
+func tellHaves(ctx context.Context, rs []bsnet.Receiver, ks []promiseKey) {
+	by := make(map[peer.ID][]cid.Cid)
+	for _, k := range ks {
+		by[k.p] = append(by[k.p], k.c)
+	}
+	for p, cs := range by {
+		have(ctx, rs, p, cs)
 	}
 }
 
@@ -492,20 +553,22 @@ func (g *guard) checkPromises() {
 		return
 	}
 	now := time.Now()
-	broken, liars := g.proms.due(now, g.f.cfg.Penalty, func(q peer.ID) bool { return g.isPenalisedLocked(q, now) })
+	late, liars := g.proms.due(now, func(q peer.ID) bool { return g.isPenalisedLocked(q, now) })
 	byPeer := make(map[peer.ID][]cid.Cid)
-	for _, k := range broken {
+	for _, k := range late {
 		if _, ok := g.wanted[k.c]; ok {
 			byPeer[k.p] = append(byPeer[k.p], k.c)
 		}
 	}
+	released := g.releaseLocked()
 	g.armPromisesLocked()
 	rs := g.receivers
 	g.mu.Unlock()
 	for p, cs := range byPeer {
-		g.f.log.Debug("HAVE not followed by the block", "peer", p, "cid", cs[0], "blocks", len(cs))
-		dontHave(context.Background(), rs, p, cs)
+		g.f.log.Debug("HAVE not followed by the block in time: peer reset in bitswap", "peer", p, "cid", cs[0], "blocks", len(cs))
+		g.reset(rs, p)
 	}
+	tellHaves(context.Background(), rs, released)
 	for _, p := range liars {
 		if g.penalise(p) {
 			g.f.log.Info("peer penalised: HAVEs never followed by blocks", "peer", p)
@@ -513,6 +576,39 @@ func (g *guard) checkPromises() {
 			g.f.wakeAll()
 		}
 	}
+}
+
+// reset tells the receivers' clients that p disconnected and, unless it
+// is penalised or gone, connected again: bitswap forgets p's HAVEs (which
+// it never turns into DONT_HAVE), so its sessions ask another holder of
+// what p was asked, and sends p its wants again. The wants stay open at p,
+// so a block p sends late is still taken; bitswap's server is not told, so
+// what p asked of this node stays asked.
+func (g *guard) reset(rs []bsnet.Receiver, p peer.ID) {
+	for _, r := range rs {
+		clientOf(r).PeerDisconnected(p)
+	}
+	if g.isPenalised(p) || g.f.cfg.Host.Network().Connectedness(p) != network.Connected {
+		return
+	}
+	for _, r := range rs {
+		clientOf(r).PeerConnected(p)
+	}
+}
+
+// peerEvents is what a bitswap receiver is told of its peers.
+type peerEvents interface {
+	PeerConnected(peer.ID)
+	PeerDisconnected(peer.ID)
+}
+
+// clientOf is r's client side when r is boxo's Bitswap (client and server
+// in one), else r.
+func clientOf(r bsnet.Receiver) peerEvents {
+	if b, ok := r.(*bitswap.Bitswap); ok && b.Client != nil {
+		return b.Client
+	}
+	return r
 }
 
 func (r guardReceiver) ReceiveError(err error) {
@@ -546,9 +642,11 @@ func (r guardReceiver) PeerDisconnected(p peer.ID) {
 			delete(r.g.gone, q)
 		}
 	}
+	released := r.g.releaseLocked()
 	rs := r.g.receivers
 	r.g.mu.Unlock()
 	for _, rv := range rs {
 		rv.PeerDisconnected(p)
 	}
+	tellHaves(context.Background(), rs, released)
 }

@@ -11,24 +11,50 @@ import (
 // with HAVE and never sends the block kept bitswap's sessions waiting on it
 // (a session asks one peer that said HAVE for the block, and a HAVE counts as
 // an answer), so peer-only fetches failed although an honest seed was
-// connected. The guard remembers each want-block bitswap sends (a promise
-// the peer is asked to keep) and which peers said HAVE of each block. When a
-// block has not come haveDeadline after it was asked of p, p delivered no
-// block meanwhile (a busy peer that keeps delivering is not judged), and
-// another peer said HAVE of it, the promise is broken: bitswap is told
-// DONT_HAVE from p for that block, so the session asks the other holder;
-// HAVEs of it from p are answered the same way for Config.Penalty; and a
-// peer that broke brokenLimit promises with no block delivered since the
-// first is penalised (Config.Penalty). With no other holder nothing is
-// judged: a slow sole provider is waited for (and the origin hedges).
+// connected; with a constant 2 s deadline on its promises the first fetch
+// beside it still took 2.5-6x its baseline. Bitswap cannot be told that a
+// peer's HAVE was false (its presence table never turns a HAVE into a
+// DONT_HAVE), only that the peer is gone. The guard remembers each
+// want-block bitswap sends (a promise the peer is asked to keep), times each
+// want-have's answer, and remembers which peers said HAVE of each block:
+//
+//   - A HAVE is not trusted alone: a peer that has not delivered a block
+//     lately (unproven) has at most probeLimit of its HAVEs, less its late
+//     promises, told to bitswap; the rest are held back until it delivers a
+//     block, when they are told. So a liar gets at most probeLimit blocks
+//     asked of it, and an honest peer is trusted after its first block.
+//   - An unproven peer's promise is late lateAfter after it was asked:
+//     lateFactor times its HAVE round trip plus the time per block of the
+//     fastest peer delivering, at least lateFloor and at most haveDeadline.
+//     When another peer said HAVE of the block, the late peer is reset in
+//     bitswap (told disconnected, then connected: bitswap forgets its HAVEs
+//     and asks the other holder, while the peer's want stays open at the
+//     peer), and its HAVEs of the block are void for Config.Penalty or
+//     until it delivers a block. A peer that delivers is judged by bitswap's
+//     own preference for the peers that sent it blocks first, and by the
+//     Reader's re-ask of a stuck leaf (reader.go, stuckAfter).
+//   - A peer with lateLimit late promises that has delivered nothing in
+//     haveDeadline since the first is a liar: penalised (Config.Penalty).
+//
+// With no other holder nothing is judged: a slow sole provider is waited for
+// (and the origin hedges). A peer whose connection went broke no promise.
 const (
-	// haveDeadline is how long after a want-block the block must have
-	// arrived. It is well under DefaultStallTimeout (5 s), which ends a
-	// fetch that nothing feeds.
+	// haveDeadline bounds lateAfter, and is how long a peer with late
+	// promises may go without delivering a block before it is a liar. It
+	// is well under DefaultStallTimeout (5 s), which ends a fetch that
+	// nothing feeds.
 	haveDeadline = 2 * time.Second
-	// brokenLimit is how many broken promises, with no block delivered
-	// since the first, get a peer penalised.
-	brokenLimit = 3
+	// lateFloor is the shortest lateAfter: a round trip and a 1 MiB block
+	// on a loaded machine, with room.
+	lateFloor = 100 * time.Millisecond
+	// lateFactor is how many times its expected time a block may take
+	// before its promise is late.
+	lateFactor = 4
+	// lateLimit is how many late promises, with nothing delivered for
+	// haveDeadline since the first, make a liar.
+	lateLimit = 2
+	// probeLimit is how many HAVEs of an unproven peer bitswap hears.
+	probeLimit = 2
 )
 
 type promiseKey struct {
@@ -36,41 +62,105 @@ type promiseKey struct {
 	c cid.Cid
 }
 
+// promise is an open want-block: asked at, judged at due.
+type promise struct {
+	at, due time.Time
+}
+
+// lateness counts a peer's late promises since it last delivered a block.
+type lateness struct {
+	n     int
+	first time.Time
+}
+
 // promises is a decision type: methods take the time and return what to
-// do; the guard holds its lock and carries it out.
+// do; the guard holds its lock and carries it out. Its maps are bounded by
+// the wanted CIDs times the connected peers, and by the peers that
+// delivered within the penalty.
 type promises struct {
-	open   map[promiseKey]time.Time     // want-block sent at
-	haves  map[cid.Cid]map[peer.ID]bool // peers that said HAVE of a block
-	last   map[peer.ID]time.Time        // last block delivered by a peer
-	liedTo map[promiseKey]time.Time     // HAVEs of it from p are void until
-	broken map[peer.ID]int              // promises broken since p last delivered
+	open    map[promiseKey]promise       // want-blocks not yet answered
+	haveAsk map[promiseKey]time.Time     // want-haves not yet answered
+	haves   map[cid.Cid]map[peer.ID]bool // peers that said HAVE of a block
+	last    map[peer.ID]time.Time        // last block delivered by a peer
+	blk     map[peer.ID]time.Duration    // a peer's time per block, averaged
+	rtt     map[peer.ID]time.Duration    // a peer's want-have to answer time, averaged
+	liedTo  map[promiseKey]time.Time     // HAVEs of it from p are void until
+	late    map[peer.ID]lateness         // late promises since p last delivered
+	probes  map[peer.ID]map[cid.Cid]bool // HAVEs of an unproven peer bitswap heard
+	held    map[peer.ID]map[cid.Cid]bool // HAVEs held back from bitswap
+	penalty time.Duration                // how long voids and deliveries are remembered
 }
 
-func newPromises() *promises {
+func newPromises(penalty time.Duration) *promises {
 	return &promises{
-		open:   make(map[promiseKey]time.Time),
-		haves:  make(map[cid.Cid]map[peer.ID]bool),
-		last:   make(map[peer.ID]time.Time),
-		liedTo: make(map[promiseKey]time.Time),
-		broken: make(map[peer.ID]int),
+		open:    make(map[promiseKey]promise),
+		haveAsk: make(map[promiseKey]time.Time),
+		haves:   make(map[cid.Cid]map[peer.ID]bool),
+		last:    make(map[peer.ID]time.Time),
+		blk:     make(map[peer.ID]time.Duration),
+		rtt:     make(map[peer.ID]time.Duration),
+		liedTo:  make(map[promiseKey]time.Time),
+		late:    make(map[peer.ID]lateness),
+		probes:  make(map[peer.ID]map[cid.Cid]bool),
+		held:    make(map[peer.ID]map[cid.Cid]bool),
+		penalty: penalty,
 	}
 }
 
-// asked records a want-block of c sent to p at now.
-func (ps *promises) asked(p peer.ID, c cid.Cid, now time.Time) {
+// asked records a want of c sent to p at now: a want-block (block) is a
+// promise; a want-have times p's answer.
+func (ps *promises) asked(p peer.ID, c cid.Cid, block bool, now time.Time) {
 	k := promiseKey{p, c}
-	if _, ok := ps.open[k]; !ok {
-		ps.open[k] = now
+	if !block {
+		if _, ok := ps.haveAsk[k]; !ok {
+			ps.haveAsk[k] = now
+		}
+		return
 	}
+	if _, ok := ps.open[k]; !ok {
+		d := haveDeadline // a proven peer's promise is kept to time its blocks
+		if !ps.proven(p) {
+			d = ps.lateAfter(p)
+		}
+		ps.open[k] = promise{at: now, due: now.Add(d)}
+	}
+}
+
+// answered takes the round trip of p's answer about c, if a want-have of
+// it was timed.
+func (ps *promises) answered(k promiseKey, now time.Time) {
+	at, ok := ps.haveAsk[k]
+	if !ok {
+		return
+	}
+	delete(ps.haveAsk, k)
+	ps.rtt[k.p] = average(ps.rtt[k.p], now.Sub(at))
+}
+
+// average is an exponentially weighted average, a quarter weight to the
+// new sample; the first sample (avg 0) stands alone.
+func average(avg, sample time.Duration) time.Duration {
+	if avg == 0 {
+		return sample
+	}
+	return avg + (sample-avg)/4
+}
+
+// proven reports whether p delivered a block lately (within the penalty).
+func (ps *promises) proven(p peer.ID) bool {
+	_, ok := ps.last[p]
+	return ok
 }
 
 // have records p's HAVE of c at now. It reports whether the HAVE is void
-// (p broke its promise of c before): then the guard answers DONT_HAVE.
-func (ps *promises) have(p peer.ID, c cid.Cid, now time.Time) (void bool) {
+// (p's promise of c was late: the guard answers DONT_HAVE) or held back
+// (not trusted alone: bitswap does not hear it yet).
+func (ps *promises) have(p peer.ID, c cid.Cid, now time.Time) (void, hold bool) {
 	k := promiseKey{p, c}
+	ps.answered(k, now)
 	if until, ok := ps.liedTo[k]; ok {
 		if now.Before(until) {
-			return true
+			return true, false
 		}
 		delete(ps.liedTo, k)
 	}
@@ -80,22 +170,54 @@ func (ps *promises) have(p peer.ID, c cid.Cid, now time.Time) (void bool) {
 		ps.haves[c] = m
 	}
 	m[p] = true
-	return false
+	if ps.trusted(p, c) {
+		return false, false
+	}
+	addTo(ps.held, p, c)
+	return false, true
 }
 
-// dontHave records p's DONT_HAVE of c: its promise is answered.
-func (ps *promises) dontHave(p peer.ID, c cid.Cid) {
-	delete(ps.open, promiseKey{p, c})
+// trusted reports whether bitswap may hear p's HAVE of c now: p delivered
+// lately, or it has a probe left (then it takes it).
+func (ps *promises) trusted(p peer.ID, c cid.Cid) bool {
+	if ps.proven(p) || ps.probes[p][c] {
+		return true
+	}
+	if len(ps.probes[p])+ps.late[p].n >= probeLimit {
+		return false
+	}
+	addTo(ps.probes, p, c)
+	return true
+}
+
+// dontHave records p's DONT_HAVE of c at now: its promise is answered.
+func (ps *promises) dontHave(p peer.ID, c cid.Cid, now time.Time) {
+	k := promiseKey{p, c}
+	ps.answered(k, now)
+	delete(ps.open, k)
 	if m := ps.haves[c]; m != nil {
 		delete(m, p)
 	}
+	delete(ps.probes[p], c)
+	delete(ps.held[p], c)
 }
 
 // delivered records that c arrived from p at now: every promise of c is
-// kept, and p is delivering.
+// kept, p is delivering (its late promises and voids are forgiven), and
+// its time per block is learnt: from the want-block, or from its previous
+// block if it was busy with that then.
 func (ps *promises) delivered(p peer.ID, c cid.Cid, now time.Time) {
+	if pr, ok := ps.open[promiseKey{p, c}]; ok {
+		ps.blk[p] = average(ps.blk[p], now.Sub(ps.since(p, pr)))
+	}
 	ps.forget(c)
-	delete(ps.broken, p)
+	delete(ps.late, p)
+	delete(ps.probes, p)
+	for k := range ps.liedTo {
+		if k.p == p {
+			delete(ps.liedTo, k)
+		}
+	}
 	ps.last[p] = now
 }
 
@@ -108,16 +230,26 @@ func (ps *promises) gone(p peer.ID) {
 			delete(ps.open, k)
 		}
 	}
-	for _, m := range ps.haves {
-		delete(m, p)
+	for k := range ps.haveAsk {
+		if k.p == p {
+			delete(ps.haveAsk, k)
+		}
 	}
-	delete(ps.broken, p)
+	for c, m := range ps.haves {
+		delete(m, p)
+		if len(m) == 0 {
+			delete(ps.haves, c)
+		}
+	}
+	delete(ps.late, p)
+	delete(ps.probes, p)
+	delete(ps.held, p)
+	delete(ps.rtt, p)
 }
 
 // penalised drops what p said and was asked (it is ignored now), and
 // lifts the voids of other peers' HAVEs: a promise of theirs was judged
-// broken because another peer, perhaps p, said HAVE of the same block, so
-// a busy but honest seed was cut off from blocks only p claimed to have.
+// late because another peer, perhaps p, said HAVE of the same block.
 // It returns the voids it lifted: bitswap was told DONT_HAVE for them and
 // is to hear HAVE again.
 func (ps *promises) penalised(p peer.ID) (lifted []promiseKey) {
@@ -138,39 +270,107 @@ func (ps *promises) forget(c cid.Cid) {
 			delete(ps.open, k)
 		}
 	}
+	for k := range ps.haveAsk {
+		if k.c == c {
+			delete(ps.haveAsk, k)
+		}
+	}
+	for p := range ps.haves[c] {
+		delete(ps.probes[p], c)
+		delete(ps.held[p], c)
+	}
 	delete(ps.haves, c)
 }
 
-// due returns the promises broken at now, and the peers to penalise: those
-// that broke brokenLimit promises with no block delivered since the first.
+// release returns the held HAVEs bitswap may hear now (their peer
+// delivered, or a probe came free) and forgets them as held.
+func (ps *promises) release() (told []promiseKey) {
+	for p, cs := range ps.held {
+		for c := range cs {
+			if ps.trusted(p, c) {
+				delete(cs, c)
+				told = append(told, promiseKey{p, c})
+			}
+		}
+		if len(cs) == 0 {
+			delete(ps.held, p)
+		}
+	}
+	return told
+}
+
+// since is when p's promise pr is counted from: when it was asked, or
+// p's last block if later (a peer sending the blocks asked before keeps
+// its later promises).
+func (ps *promises) since(p peer.ID, pr promise) time.Time {
+	if last, ok := ps.last[p]; ok && last.After(pr.at) {
+		return last
+	}
+	return pr.at
+}
+
+// lateAfter is how long an unproven peer p's block may take before its
+// promise is late: lateFactor times its round trip plus the time per
+// block of the fastest peer delivering, within [lateFloor, haveDeadline].
+func (ps *promises) lateAfter(p peer.ID) time.Duration {
+	var ref time.Duration
+	for q, d := range ps.blk {
+		if q != p && ps.proven(q) && (ref == 0 || d < ref) {
+			ref = d
+		}
+	}
+	return min(max(lateFactor*(ps.rtt[p]+ref), lateFloor), haveDeadline)
+}
+
+// due returns the promises late at now (their peers are to be reset in
+// bitswap) and the peers to penalise as liars.
 //
 // A penalised peer (excluded) is no other holder: its HAVEs are worth
 // nothing.
-func (ps *promises) due(now time.Time, penalty time.Duration, excluded func(peer.ID) bool) (broken []promiseKey, liars []peer.ID) {
-	for k, at := range ps.open {
-		if now.Sub(at) < haveDeadline {
+func (ps *promises) due(now time.Time, excluded func(peer.ID) bool) (late []promiseKey, liars []peer.ID) {
+	for k, pr := range ps.open {
+		switch {
+		case now.Before(pr.due):
 			continue
-		}
-		if last, ok := ps.last[k.p]; ok && now.Sub(last) < haveDeadline {
-			ps.open[k] = last // busy: it delivered lately
+		case ps.proven(k.p):
+			delete(ps.open, k) // it delivers: bitswap prefers it, or not
 			continue
-		}
-		if !ps.otherHolder(k, now, excluded) {
-			ps.open[k] = now // nobody else to ask: wait on it
+		case !ps.otherHolder(k, now, excluded):
+			pr.due = now.Add(ps.lateAfter(k.p)) // nobody else to ask: wait on it
+			ps.open[k] = pr
 			continue
 		}
 		delete(ps.open, k)
 		delete(ps.haves[k.c], k.p)
-		ps.liedTo[k] = now.Add(penalty)
-		broken = append(broken, k)
-		ps.broken[k.p]++
-		if ps.broken[k.p] == brokenLimit {
-			liars = append(liars, k.p)
+		delete(ps.probes[k.p], k.c)
+		ps.liedTo[k] = now.Add(ps.penalty)
+		late = append(late, k)
+		l := ps.late[k.p]
+		if l.n == 0 {
+			l.first = now
+		}
+		l.n++
+		ps.late[k.p] = l
+	}
+	for p, l := range ps.late {
+		if l.n >= lateLimit && now.Sub(l.first) >= haveDeadline {
+			delete(ps.late, p)
+			if excluded == nil || !excluded(p) {
+				liars = append(liars, p)
+			}
 		}
 	}
+	ps.prune(now)
+	return late, liars
+}
+
+// prune forgets deliveries older than the penalty (with the peers' block
+// times) and voids that ended.
+func (ps *promises) prune(now time.Time) {
 	for p, last := range ps.last {
-		if now.Sub(last) >= penalty {
+		if now.Sub(last) >= ps.penalty {
 			delete(ps.last, p)
+			delete(ps.blk, p)
 		}
 	}
 	for k, until := range ps.liedTo {
@@ -178,11 +378,10 @@ func (ps *promises) due(now time.Time, penalty time.Duration, excluded func(peer
 			delete(ps.liedTo, k)
 		}
 	}
-	return broken, liars
 }
 
 // otherHolder reports whether a peer other than k.p said HAVE of k.c and
-// has not broken a promise of it.
+// has not been late with it.
 func (ps *promises) otherHolder(k promiseKey, now time.Time, excluded func(peer.ID) bool) bool {
 	for q := range ps.haves[k.c] {
 		if q == k.p || (excluded != nil && excluded(q)) {
@@ -199,10 +398,25 @@ func (ps *promises) otherHolder(k promiseKey, now time.Time, excluded func(peer.
 // next is when due has something to do at the earliest, or false.
 func (ps *promises) next() (time.Time, bool) {
 	var t time.Time
-	for _, at := range ps.open {
-		if d := at.Add(haveDeadline); t.IsZero() || d.Before(t) {
+	for _, pr := range ps.open {
+		if t.IsZero() || pr.due.Before(t) {
+			t = pr.due
+		}
+	}
+	for _, l := range ps.late {
+		if d := l.first.Add(haveDeadline); l.n >= lateLimit && (t.IsZero() || d.Before(t)) {
 			t = d
 		}
 	}
 	return t, !t.IsZero()
+}
+
+// addTo adds c to m[p], making the set on first use.
+func addTo(m map[peer.ID]map[cid.Cid]bool, p peer.ID, c cid.Cid) {
+	s := m[p]
+	if s == nil {
+		s = make(map[cid.Cid]bool)
+		m[p] = s
+	}
+	s[c] = true
 }

@@ -1,12 +1,22 @@
 package fetch
 
 import (
+	"context"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	pb "github.com/ipfs/boxo/bitswap/message/pb"
+	bsnet "github.com/ipfs/boxo/bitswap/network"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mh "github.com/multiformats/go-multihash"
+
+	"github.com/meshcdn/meshcdn/store"
 )
 
 func testLeaf(t *testing.T, s string) cid.Cid {
@@ -18,55 +28,176 @@ func testLeaf(t *testing.T, s string) cid.Cid {
 	return cid.NewCidV1(cid.Raw, h)
 }
 
-// TestPromises: a want-block not answered by its block within haveDeadline
-// is broken only when another peer said HAVE of it and the asked peer
-// delivered nothing meanwhile; three broken promises with nothing delivered
-// name a liar; a broken promise voids that peer's HAVEs of the block.
-func TestPromises(t *testing.T) {
+func testLeaves(t *testing.T, n int) []cid.Cid {
+	t.Helper()
+	cs := make([]cid.Cid, n)
+	for i := range cs {
+		cs[i] = testLeaf(t, string(rune('a'+i)))
+	}
+	return cs
+}
+
+// TestPromisesLateAfter: an unproven peer's promise is late after
+// lateFactor times its round trip plus the fastest delivering peer's time
+// per block, within [lateFloor, haveDeadline].
+func TestPromisesLateAfter(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		rtt, blk time.Duration // the liar's round trip, the seed's time per block (0: none)
+		want     time.Duration
+	}{
+		{"nothing known: the floor", 0, 0, lateFloor},
+		{"loopback: the floor", 1 * ms, 8 * ms, lateFloor},
+		{"scaled", 10 * ms, 50 * ms, 240 * ms},
+		{"slow link", 150 * ms, 200 * ms, 1400 * ms},
+		{"at most haveDeadline", 400 * ms, 600 * ms, haveDeadline},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			liar, seed := peer.ID("liar"), peer.ID("seed")
+			c := testLeaves(t, 2)
+			t0 := time.Unix(1000, 0)
+			ps := newPromises(time.Minute)
+			if tc.rtt > 0 {
+				ps.asked(liar, c[0], false, t0)
+				ps.have(liar, c[0], t0.Add(tc.rtt))
+			}
+			if tc.blk > 0 {
+				ps.asked(seed, c[1], true, t0)
+				ps.delivered(seed, c[1], t0.Add(tc.blk))
+			}
+			if got := ps.lateAfter(liar); got != tc.want {
+				t.Errorf("lateAfter = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPromisesLate: an unproven peer's want-block not answered by lateAfter
+// is late only when another peer said HAVE of the block; a proven peer's
+// is not judged; a late promise voids the peer's HAVE of the block.
+func TestPromisesLate(t *testing.T) {
 	liar, seed := peer.ID("liar"), peer.ID("seed")
-	c := []cid.Cid{testLeaf(t, "0"), testLeaf(t, "1"), testLeaf(t, "2"), testLeaf(t, "3")}
+	c := testLeaves(t, 4)
 	t0 := time.Unix(1000, 0)
-	ps := newPromises()
+	ps := newPromises(time.Minute)
 
 	// A sole provider that is slow is waited on.
-	ps.asked(seed, c[0], t0)
-	if b, l := ps.due(t0.Add(10*haveDeadline), time.Minute, nil); len(b)+len(l) != 0 {
-		t.Fatalf("a sole slow provider was judged: %v %v", b, l)
-	}
-	ps.delivered(seed, c[0], t0.Add(10*haveDeadline))
-
-	// The liar is asked for three blocks the seed also has.
-	t1 := t0.Add(time.Hour)
-	for _, x := range c[1:] {
-		ps.have(seed, x, t1)
-		ps.have(liar, x, t1)
-		ps.asked(liar, x, t1)
-	}
-	if at, ok := ps.next(); !ok || !at.Equal(t1.Add(haveDeadline)) {
-		t.Fatalf("next = %v %v, want %v", at, ok, t1.Add(haveDeadline))
-	}
-	if b, _ := ps.due(t1.Add(haveDeadline-time.Millisecond), time.Minute, nil); len(b) != 0 {
-		t.Fatalf("broken before the deadline: %v", b)
-	}
-	b, liars := ps.due(t1.Add(haveDeadline), time.Minute, nil)
-	if len(b) != 3 || len(liars) != 1 || liars[0] != liar {
-		t.Fatalf("due = %v, %v; want 3 broken and the liar", b, liars)
-	}
-	if !ps.have(liar, c[1], t1.Add(haveDeadline)) {
-		t.Fatal("the liar's HAVE of a block it lied about is not void")
-	}
-	if ps.have(seed, c[1], t1.Add(haveDeadline)) {
-		t.Fatal("the seed's HAVE is void")
+	ps.have(liar, c[0], t0)
+	ps.asked(liar, c[0], true, t0)
+	if l, ls := ps.due(t0.Add(10*lateFloor), nil); len(l)+len(ls) != 0 {
+		t.Fatalf("a sole slow provider was judged: %v %v", l, ls)
 	}
 
-	// A busy peer that keeps delivering is not judged.
-	t2 := t1.Add(time.Hour)
-	busy := peer.ID("busy")
-	ps.have(seed, c[0], t2)
-	ps.asked(busy, c[0], t2)
-	ps.delivered(busy, c[1], t2.Add(haveDeadline-time.Millisecond))
-	if b, _ := ps.due(t2.Add(haveDeadline), time.Minute, nil); len(b) != 0 {
-		t.Fatalf("a busy peer was judged: %v", b)
+	// With the seed holding it too, the liar's promise is late at exactly
+	// lateFloor (nothing is known of either yet).
+	ps.have(seed, c[1], t0)
+	ps.have(liar, c[1], t0)
+	ps.asked(liar, c[1], true, t0)
+	if at, ok := ps.next(); !ok || at.After(t0.Add(lateFloor)) {
+		t.Fatalf("next = %v %v, want at most %v", at, ok, t0.Add(lateFloor))
+	}
+	if l, _ := ps.due(t0.Add(lateFloor-time.Millisecond), nil); len(l) != 0 {
+		t.Fatalf("late before lateAfter: %v", l)
+	}
+	l, _ := ps.due(t0.Add(lateFloor), nil)
+	if len(l) != 1 || l[0] != (promiseKey{liar, c[1]}) {
+		t.Fatalf("due = %v, want the liar's promise of c1 late", l)
+	}
+	if void, _ := ps.have(liar, c[1], t0.Add(lateFloor)); !void {
+		t.Fatal("the liar's HAVE of a block it was late with is not void")
+	}
+
+	// A peer that delivers is not judged late: bitswap prefers it.
+	t1 := t0.Add(time.Second)
+	ps.asked(seed, c[2], true, t1)
+	ps.delivered(seed, c[2], t1.Add(10*time.Millisecond))
+	ps.have(liar, c[3], t1)
+	ps.have(seed, c[3], t1)
+	ps.asked(seed, c[3], true, t1)
+	if l, _ := ps.due(t1.Add(haveDeadline), nil); len(l) != 0 {
+		t.Fatalf("a delivering peer was judged late: %v", l)
+	}
+}
+
+// TestPromisesHold: a peer that has delivered nothing has probeLimit of its
+// HAVEs told to bitswap, less its late promises; the rest are held until it
+// delivers a block.
+func TestPromisesHold(t *testing.T) {
+	newbie, seed := peer.ID("newbie"), peer.ID("seed")
+	c := testLeaves(t, 6)
+	t0 := time.Unix(1000, 0)
+	ps := newPromises(time.Minute)
+	var held []cid.Cid
+	for i, x := range c {
+		if _, hold := ps.have(newbie, x, t0); hold {
+			held = append(held, x)
+		} else if i >= probeLimit {
+			t.Fatalf("HAVE %d of an unproven peer told to bitswap, want at most %d", i, probeLimit)
+		}
+	}
+	if len(held) != len(c)-probeLimit {
+		t.Fatalf("%d HAVEs held, want %d", len(held), len(c)-probeLimit)
+	}
+	if r := ps.release(); len(r) != 0 {
+		t.Fatalf("released %v before the peer delivered", r)
+	}
+	ps.delivered(newbie, c[0], t0.Add(time.Millisecond))
+	if r := ps.release(); len(r) != len(held) {
+		t.Fatalf("released %d after the peer delivered, want the %d held", len(r), len(held))
+	}
+
+	// A late promise uses a probe up until the peer delivers.
+	liar := peer.ID("liar")
+	cs := testLeaves(t, 12)[6:]
+	ps.have(seed, cs[0], t0)
+	ps.have(liar, cs[0], t0)
+	ps.asked(liar, cs[0], true, t0)
+	if l, _ := ps.due(t0.Add(haveDeadline), nil); len(l) != 1 {
+		t.Fatalf("due = %v, want the liar's promise late", l)
+	}
+	told := 0
+	for _, x := range cs[1:] {
+		if _, hold := ps.have(liar, x, t0.Add(haveDeadline)); !hold {
+			told++
+		}
+	}
+	if told != probeLimit-1 {
+		t.Fatalf("%d HAVEs of a peer with a late promise told, want %d", told, probeLimit-1)
+	}
+}
+
+// TestPromisesLiar: a peer with lateLimit late promises and no block
+// delivered for haveDeadline since the first is a liar; a block delivered
+// meanwhile forgives it.
+func TestPromisesLiar(t *testing.T) {
+	for _, forgive := range []bool{false, true} {
+		liar, seed := peer.ID("liar"), peer.ID("seed")
+		c := testLeaves(t, 3)
+		t0 := time.Unix(1000, 0)
+		ps := newPromises(time.Minute)
+		for _, x := range c[:2] {
+			ps.have(seed, x, t0)
+			ps.have(liar, x, t0)
+			ps.asked(liar, x, true, t0)
+		}
+		if l, ls := ps.due(t0.Add(lateFloor), nil); len(l) != 2 || len(ls) != 0 {
+			t.Fatalf("due = %v, %v; want two late and no liar yet", l, ls)
+		}
+		if forgive {
+			ps.asked(liar, c[2], true, t0.Add(lateFloor))
+			ps.delivered(liar, c[2], t0.Add(lateFloor+time.Millisecond))
+		}
+		if at, ok := ps.next(); !forgive && (!ok || !at.Equal(t0.Add(lateFloor+haveDeadline))) {
+			t.Fatalf("next = %v %v, want %v", at, ok, t0.Add(lateFloor+haveDeadline))
+		}
+		if _, ls := ps.due(t0.Add(lateFloor+haveDeadline-time.Millisecond), nil); len(ls) != 0 {
+			t.Fatalf("liar named before haveDeadline: %v", ls)
+		}
+		_, ls := ps.due(t0.Add(lateFloor+haveDeadline), nil)
+		if want := !forgive; (len(ls) == 1 && ls[0] == liar) != want {
+			t.Fatalf("forgive %v: liars = %v, want the liar named: %v", forgive, ls, want)
+		}
 	}
 }
 
@@ -74,46 +205,46 @@ func TestPromises(t *testing.T) {
 // (a seed killed or cut off) is not held against it once it is back.
 func TestPromisesPeerGone(t *testing.T) {
 	seed, other := peer.ID("seed"), peer.ID("other")
-	c := []cid.Cid{testLeaf(t, "0"), testLeaf(t, "1"), testLeaf(t, "2")}
+	c := testLeaves(t, 3)
 	t0 := time.Unix(1000, 0)
-	ps := newPromises()
+	ps := newPromises(time.Minute)
 	for _, x := range c {
 		ps.have(seed, x, t0)
 		ps.have(other, x, t0)
-		ps.asked(seed, x, t0)
+		ps.asked(seed, x, true, t0)
 	}
 	ps.gone(seed)
-	b, liars := ps.due(t0.Add(10*haveDeadline), time.Minute, nil)
-	if len(b)+len(liars) != 0 {
-		t.Fatalf("a peer that lost its connection broke %v, liars %v", b, liars)
+	l, liars := ps.due(t0.Add(10*haveDeadline), nil)
+	if len(l)+len(liars) != 0 {
+		t.Fatalf("a peer that lost its connection was late with %v, liars %v", l, liars)
 	}
 	if _, ok := ps.next(); ok {
 		t.Fatal("promises of a gone peer are still open")
 	}
 }
 
-// TestPromisesLiarPenalised: a busy seed's promise is broken because a
+// TestPromisesLiarPenalised: an unproven seed's promise is late because a
 // liar said HAVE of the same block, voiding the seed's HAVE; once the liar
 // is penalised the void is lifted, and a penalised peer's HAVE no longer
-// makes another peer's promise break.
+// makes another peer's promise late.
 func TestPromisesLiarPenalised(t *testing.T) {
 	liar, seed := peer.ID("liar"), peer.ID("seed")
-	c := []cid.Cid{testLeaf(t, "0"), testLeaf(t, "1")}
+	c := testLeaves(t, 2)
 	t0 := time.Unix(1000, 0)
-	ps := newPromises()
+	ps := newPromises(time.Minute)
 	ps.have(liar, c[0], t0)
 	ps.have(seed, c[0], t0)
-	ps.asked(seed, c[0], t0)
-	if b, _ := ps.due(t0.Add(haveDeadline), time.Minute, nil); len(b) != 1 || b[0].p != seed {
-		t.Fatalf("due = %v, want the seed's promise broken (the liar said HAVE too)", b)
+	ps.asked(seed, c[0], true, t0)
+	if l, _ := ps.due(t0.Add(lateFloor), nil); len(l) != 1 || l[0].p != seed {
+		t.Fatalf("due = %v, want the seed's promise late (the liar said HAVE too)", l)
 	}
-	if !ps.have(seed, c[0], t0.Add(haveDeadline)) {
-		t.Fatal("the seed's HAVE is not void after its promise broke")
+	if void, _ := ps.have(seed, c[0], t0.Add(lateFloor)); !void {
+		t.Fatal("the seed's HAVE is not void after its promise was late")
 	}
 	if lifted := ps.penalised(liar); len(lifted) != 1 || lifted[0] != (promiseKey{seed, c[0]}) {
 		t.Fatalf("penalised(liar) lifted %v, want the seed's void of %s (bitswap is to hear HAVE again)", lifted, c[0])
 	}
-	if ps.have(seed, c[0], t0.Add(haveDeadline)) {
+	if void, _ := ps.have(seed, c[0], t0.Add(lateFloor)); void {
 		t.Fatal("the seed's HAVE is still void after the liar was penalised")
 	}
 
@@ -121,8 +252,128 @@ func TestPromisesLiarPenalised(t *testing.T) {
 	t1 := t0.Add(time.Hour)
 	ps.have(liar, c[1], t1)
 	ps.have(seed, c[1], t1)
-	ps.asked(seed, c[1], t1)
-	if b, l := ps.due(t1.Add(haveDeadline), time.Minute, penalised); len(b)+len(l) != 0 {
-		t.Fatalf("due = %v, %v: a penalised peer's HAVE broke the seed's promise", b, l)
+	ps.asked(seed, c[1], true, t1)
+	if l, ls := ps.due(t1.Add(haveDeadline), penalised); len(l)+len(ls) != 0 {
+		t.Fatalf("due = %v, %v: a penalised peer's HAVE made the seed's promise late", l, ls)
 	}
+}
+
+// recorder is a bitswap receiver that records, with the time, what the
+// guard tells bitswap.
+type recorder struct {
+	mu     sync.Mutex
+	haves  map[peer.ID]int       // HAVEs told, by peer
+	resets map[peer.ID]time.Time // first disconnect told, by peer
+}
+
+func (r *recorder) ReceiveMessage(_ context.Context, p peer.ID, m bsmsg.BitSwapMessage) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.haves[p] += len(m.Haves())
+}
+func (r *recorder) ReceiveError(error)    {}
+func (r *recorder) PeerConnected(peer.ID) {}
+func (r *recorder) PeerDisconnected(p peer.ID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.resets[p]; !ok {
+		r.resets[p] = time.Now()
+	}
+}
+
+func (r *recorder) reset(p peer.ID) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.resets[p]
+	return at, ok
+}
+
+// TestGuardLiarTiming runs the guard's timers in a synctest bubble, where
+// time is exact. A seed delivers a block in 50 ms; a liar answers a
+// want-have in 10 ms and says HAVE of six blocks the seed also has: bitswap
+// hears probeLimit of the liar's HAVEs. The liar's want-block is late, and
+// the liar reset in bitswap, exactly 4 x (10 + 50) ms after it was sent;
+// with a second late promise it is penalised exactly haveDeadline after the
+// first; the seed is not.
+func TestGuardLiarTiming(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		st, err := store.New(store.Config{InMemory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		f, err := New(Config{Host: h, Store: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		g := f.guard
+		rec := &recorder{haves: make(map[peer.ID]int), resets: make(map[peer.ID]time.Time)}
+		g.mu.Lock()
+		g.receivers = []bsnet.Receiver{rec}
+		g.mu.Unlock()
+		rv := guardReceiver{g}
+		ctx := context.Background()
+		liar, seed := peer.ID("liar"), peer.ID("seed")
+		seedBlock := blocks.NewBlock([]byte("seed's first block"))
+		c := testLeaves(t, 6)
+		g.want(append([]cid.Cid{seedBlock.Cid()}, c...))
+		want := func(p peer.ID, typ pb.Message_Wantlist_WantType, cs ...cid.Cid) {
+			m := bsmsg.New(false)
+			for _, x := range cs {
+				m.AddEntry(x, 1, typ, true)
+			}
+			g.asked(p, m)
+		}
+		haves := func(p peer.ID, cs ...cid.Cid) {
+			m := bsmsg.New(false)
+			for _, x := range cs {
+				m.AddHave(x)
+			}
+			rv.ReceiveMessage(ctx, p, m)
+		}
+
+		want(seed, pb.Message_Wantlist_Block, seedBlock.Cid())
+		time.Sleep(50 * time.Millisecond)
+		m := bsmsg.New(false)
+		m.AddBlock(seedBlock)
+		rv.ReceiveMessage(ctx, seed, m)
+		haves(seed, c...)
+
+		want(liar, pb.Message_Wantlist_Have, c...)
+		time.Sleep(10 * time.Millisecond)
+		haves(liar, c...)
+		if got := rec.haves[liar]; got != probeLimit {
+			t.Fatalf("bitswap heard %d HAVEs of the liar, want %d", got, probeLimit)
+		}
+
+		t0 := time.Now()
+		want(liar, pb.Message_Wantlist_Block, c[0], c[1])
+		late := 4 * (10 + 50) * time.Millisecond
+		time.Sleep(late - time.Millisecond)
+		synctest.Wait()
+		if _, ok := rec.reset(liar); ok {
+			t.Fatalf("liar reset before its promise was late (%v)", late)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if at, ok := rec.reset(liar); !ok || at.Sub(t0) != late {
+			t.Fatalf("liar reset %v after its want-block (%v), want exactly %v", at.Sub(t0), ok, late)
+		}
+		time.Sleep(haveDeadline - time.Millisecond)
+		synctest.Wait()
+		if f.Penalised(liar) {
+			t.Fatal("liar penalised before haveDeadline after its first late promise")
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if !f.Penalised(liar) || f.Penalised(seed) {
+			t.Fatalf("penalised: liar %v, seed %v; want the liar only", f.Penalised(liar), f.Penalised(seed))
+		}
+	})
 }

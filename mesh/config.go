@@ -243,7 +243,9 @@ type Config struct {
 	PrometheusLabels prometheus.Labels
 
 	// Libp2pOptions are appended to the host's options, after ours: tuning
-	// that this Config does not name.
+	// that this Config does not name. A libp2p.ConnectionGater given here
+	// is asked beside the node's own, which refuses the connections of
+	// peers the fetcher refuses (fetch.Gater).
 	Libp2pOptions []libp2p.Option
 }
 

@@ -4,6 +4,7 @@ package mesh_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-msgio"
 
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 // haveLiar is an attacker that answers every want it gets with HAVE and
@@ -21,6 +23,7 @@ import (
 func haveLiar(ctx context.Context, t *testing.T, n *mesh.Node) host.Host {
 	t.Helper()
 	h := attacker(t)
+	target := n.ID() // not n: the handlers live as long as h
 	var mu sync.Mutex
 	var out network.Stream
 	var wg sync.WaitGroup
@@ -38,7 +41,7 @@ func haveLiar(ctx context.Context, t *testing.T, n *mesh.Node) host.Host {
 		mu.Lock()
 		defer mu.Unlock()
 		if out == nil {
-			s, err := h.NewStream(ctx, n.ID(), bitswapProtocols...)
+			s, err := h.NewStream(ctx, target, bitswapProtocols...)
 			if err != nil {
 				return
 			}
@@ -71,49 +74,102 @@ func haveLiar(ctx context.Context, t *testing.T, n *mesh.Node) host.Host {
 // TestFaultHaveLiar replays attack 6 of issue 11: a peer answers HAVE to
 // every want and never sends a block. Bitswap's sessions asked it for the
 // blocks and waited: 5 of 7 peer-only fetches failed after 5 s although an
-// honest seed was connected, and the liar was never penalised. Now a HAVE
-// want-block not answered by the block within 2 s, while another peer said
-// HAVE of it, turns into DONT_HAVE from that peer for that block, so the
-// session asks the seed; a peer that broke three such promises without
-// delivering anything is penalised; and a reader stuck 3 s on a leaf asks
-// it again on a new session. Three peer-only fetches with the liar
-// connected complete (bound: the baseline plus 6 s, or 2x), all from the
-// seed; the liar is penalised, the seed is not.
+// honest seed was connected, and with a constant 2 s deadline on its HAVEs
+// the first fetch beside it took 2.5-6x its baseline. Now a peer's HAVEs
+// are not trusted alone until it delivers a block, and a want-block of an
+// unproven peer not answered within a few of its round trips and block
+// times (at least 100 ms) resets the peer in bitswap, which then asks the
+// seed (see fetch/promises.go).
+//
+// Each round is a fresh app's first fetch, from peers only: one with a new
+// liar connected beside the seed, one without (the baseline), interleaved
+// so that both see the same load. The median with the liar is within 2x the
+// median without; every fetch takes all its bytes from the seed, and nobody
+// penalises the seed; liars that were asked for blocks are penalised.
 func TestFaultHaveLiar(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
-	b := newBed(t, 4, nil)
-	base := b.baseline(ctx, t, "a0.bin")
+	b := newBed(t, 1, nil)
 	heap0 := liveHeapMiB()
-	liar := haveLiar(ctx, t, b.app)
-	if err := b.app.WaitPeers(ctx, 2); err != nil {
-		t.Fatal(err)
-	}
-	var worst time.Duration
-	for _, path := range []string{"a1.bin", "a2.bin", "a3.bin"} {
-		d, st, err := b.fetch(ctx, b.app, path)
-		if err != nil {
-			t.Fatalf("honest fetch of %s with a liar connected: %v (liar penalised %v, seed penalised %v)", path, err, b.app.Fetcher().Penalised(liar.ID()), b.app.Fetcher().Penalised(b.seed.ID()))
+	const rounds = 5
+	var base, lied []time.Duration
+	caught := 0
+	for i := range rounds {
+		d, _ := b.freshFetch(ctx, t, "a0.bin", false)
+		base = append(base, d)
+		d, penalised := b.freshFetch(ctx, t, "a0.bin", true)
+		lied = append(lied, d)
+		if penalised {
+			caught++
 		}
-		t.Logf("%s: %v (baseline %v, %.1fx)", path, d, base, float64(d)/float64(base))
-		worst = max(worst, d)
-		b.checkHonest(t, b.app, st)
+		t.Logf("round %d: %v with a liar (penalised %v), %v without (%.1fx)", i, d, penalised, base[i], float64(d)/float64(base[i]))
 	}
-	// A fetch may pay the guard's deadline for a HAVE's block (2 s) and the
-	// reader's re-ask of a stuck leaf on a new session (3 s) before the liar
-	// is penalised: bounded, not within 2x on a loaded machine.
-	if limit := max(2*base, base+6*time.Second); worst > limit {
-		t.Errorf("slowest fetch with the liar connected took %v, want at most %v", worst, limit)
+	mb, ml := median(base), median(lied)
+	t.Logf("median: %v with a liar, %v without (%.2fx); slowest with a liar %v; %d of %d liars penalised",
+		ml, mb, float64(ml)/float64(mb), slices.Max(lied), caught, rounds)
+	if ml > 2*mb {
+		t.Errorf("first fetch beside a liar: median %v, want at most 2x the baseline %v", ml, mb)
 	}
-	if !b.app.Fetcher().Penalised(liar.ID()) {
-		t.Errorf("the liar is not penalised")
+	if caught == 0 {
+		t.Errorf("no liar was penalised")
 	}
 	heap1 := liveHeapMiB()
 	t.Logf("live heap: %.0f MiB before, %.0f MiB after", heap0, heap1)
-	// The whole process is measured: the seed, the liar and three apps
-	// with their read-ahead windows (up to 32 MiB each while a fetch
-	// runs), so the bound is the one the other attack tests use.
-	if heap1-heap0 > 96 {
-		t.Errorf("live heap grew by %.0f MiB, want at most 96", heap1-heap0)
+	// The whole process is measured: the seed and whatever the closed apps
+	// and the liars left behind.
+	if heap1-heap0 > 64 {
+		t.Errorf("live heap grew by %.0f MiB, want at most 64", heap1-heap0)
 	}
+}
+
+// freshFetch starts an app, connects a new liar to it if liar is set, and
+// returns how long the app's first fetch of path took and whether the app
+// penalised the liar within 4 s of the fetch (a liar whose probes the seed
+// answered first did not lie to this app, and is not asked again). It fails
+// t if the fetch fails, takes a byte from anyone but the seed, or the app
+// penalises the seed.
+func (b *nhBed) freshFetch(ctx context.Context, t *testing.T, path string, liar bool) (time.Duration, bool) {
+	t.Helper()
+	// Closed here and referenced by no cleanup: a closed node's in-memory
+	// store stays on the heap while anything refers to the node, which
+	// would hide what the attack costs.
+	app, err := mesh.New(ctx, meshtest.LocalConfig(mesh.Config{Bootstrap: b.boot()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	b.waitApp(ctx, t, app)
+	var h host.Host
+	if liar {
+		h = haveLiar(ctx, t, app)
+		defer h.Close()
+		if err := app.WaitPeers(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, st, err := b.fetch(ctx, app, path)
+	if err != nil {
+		t.Fatalf("fetch of %s (liar %v): %v", path, liar, err)
+	}
+	b.checkHonest(t, app, st)
+	if !liar {
+		return d, false
+	}
+	wctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	penalised := func() bool { return app.Fetcher().Penalised(h.ID()) }
+	for !penalised() && wctx.Err() == nil {
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-wctx.Done():
+		}
+	}
+	return d, penalised()
+}
+
+// median returns the median of ds (the upper one of an even count).
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

@@ -68,11 +68,18 @@ func newBed(t *testing.T, n int, tune func(*mesh.Config)) *nhBed {
 // lists the seed for every asset.
 func (b *nhBed) newApp(ctx context.Context, t *testing.T) *mesh.Node {
 	t.Helper()
-	var boot []string
-	for _, a := range b.seed.Addrs() {
-		boot = append(boot, a.String())
-	}
-	app := newNode(t, mesh.Config{Bootstrap: boot[:1]})
+	return b.waitApp(ctx, t, newNode(t, mesh.Config{Bootstrap: b.boot()}))
+}
+
+// boot is the seed's first address, to bootstrap an app with.
+func (b *nhBed) boot() []string {
+	return []string{b.seed.Addrs()[0].String()}
+}
+
+// waitApp waits until app is connected and its table lists the seed for
+// every asset.
+func (b *nhBed) waitApp(ctx context.Context, t *testing.T, app *mesh.Node) *mesh.Node {
+	t.Helper()
 	if err := app.WaitPeers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}

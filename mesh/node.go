@@ -121,7 +121,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.cfg.PrometheusLabels = n.metrics.labels // Config shows the default in effect
 	}
 	reg := n.metrics.registerer() // nil without PrometheusRegisterer
-	opts, err := hostOptions(cfg, key, reg, n.relayCandidates)
+	gate := new(fetch.Gater)      // shared by the host and the fetcher's bitswap filter
+	opts, err := hostOptions(cfg, key, reg, n.relayCandidates, gate)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +141,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Advertiser:           adv,
 		Host:                 newReuseHost(n.host), // bitswap streams to pages stay open (browsers.go)
 		Store:                n.store,
+		Gater:                gate,
 		Providers:            providers{n: n, table: n.ann.Table()},
 		Crowd:                n.ann.Table(), // who else is fetching: striping
 		HTTPClient:           n.client,
@@ -276,7 +278,7 @@ func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInf
 	return ch
 }
 
-func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, relays autorelay.PeerSource) ([]libp2p.Option, error) {
+func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, relays autorelay.PeerSource, gate *fetch.Gater) ([]libp2p.Option, error) {
 	lopts, err := limitOptions(cfg)
 	if err != nil {
 		return nil, err
@@ -313,7 +315,8 @@ func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, rela
 	if cfg.RelayService == On {
 		opts = append(opts, relayServiceOption(cfg), libp2p.ForceReachabilityPublic())
 	}
-	return append(opts, cfg.Libp2pOptions...), nil
+	opts = append(opts, cfg.Libp2pOptions...)
+	return append(opts, gaterOption(gate)), nil
 }
 
 // loadIdentity reads the node's private key, or makes and saves one.
