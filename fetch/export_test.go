@@ -10,12 +10,3 @@ func (r *Reader) HeldBytes() int64 {
 	}
 	return n
 }
-
-// AheadLeaves is how many leaves past the window the Reader has asked of
-// peers or holds until they are stored, and the most it may, for tests.
-func (r *Reader) AheadLeaves() (n, most int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	cur := r.curLeaf()
-	return r.aheadLocked(cur+r.f.windowLeaves(), min(len(r.leaves), cur+r.f.cfg.ReadAhead)), r.f.aheadLeaves()
-}

@@ -164,18 +164,6 @@ const readBack = 2
 // from the store ahead of it: readBack, within the window.
 func (f *Fetcher) readBackLeaves() int { return min(readBack, f.windowLeaves()) }
 
-// aheadLeaves is how many leaves past the window a Reader has asked of
-// peers, or holds until they are stored, at once: blocks arrive faster
-// than the store takes them, and each one asked is one in memory until it
-// is stored (BenchmarkFetchMemory). A quarter of the window, at least
-// one; ReadAhead without a window.
-func (f *Fetcher) aheadLeaves() int {
-	if f.cfg.WindowBytes < 0 {
-		return f.cfg.ReadAhead
-	}
-	return max(1, f.windowLeaves()/4)
-}
-
 // Config returns the configuration in effect, defaults filled in.
 func (f *Fetcher) Config() Config { return f.cfg }
 

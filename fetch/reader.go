@@ -647,7 +647,6 @@ func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
 	}
 	leaf := r.leafTimeLocked(cur, end, now)
 	window := r.f.windowLeaves()
-	ahead, aheadMax := r.aheadLocked(cur+window, end), r.f.aheadLeaves()
 	for i := cur; i < end; i++ {
 		st := &r.st[i]
 		if st.data != nil || st.local != nil {
@@ -667,10 +666,7 @@ func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
 				continue
 			}
 		}
-		if st.peer == nil && (i < cur+window || ahead < aheadMax) {
-			if i >= cur+window {
-				ahead++
-			}
+		if st.peer == nil {
 			// One batch for the leaves that entered the window together;
 			// the guard gives their wants priorities in file order, so
 			// the peer sends the leaf the reader needs first.
@@ -708,20 +704,6 @@ func (r *Reader) readAheadLocalLocked(i, window int) int {
 		return r.f.readBackLeaves()
 	}
 	return window
-}
-
-// aheadLocked counts the leaves in [from, end), past the window, that
-// are asked of peers or held until they are stored: the leaves fetched
-// ahead of the window that may be in memory (the Reader's or bitswap's) at
-// once. The caller holds mu.
-func (r *Reader) aheadLocked(from, end int) int {
-	n := 0
-	for i := from; i < end; i++ {
-		if s := &r.st[i]; s.peer != nil || (s.data != nil && !s.kept) {
-			n++
-		}
-	}
-	return n
 }
 
 // leafTimeLocked is how long the origin is taken to need for one leaf:

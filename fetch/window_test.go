@@ -50,9 +50,7 @@ func TestWindowBounded(t *testing.T) {
 // TestWindowSlowReader: a Reader whose reader is slower than the leaves
 // arrive (here: it reads nothing until the fetch is complete) lets go of
 // the stored leaves past the two it reads back ahead of the reader,
-// whatever its window, and asks peers for at most a quarter of a window of
-// leaves past the window at once (each one asked is one in memory until
-// stored).
+// whatever its window.
 func TestWindowSlowReader(t *testing.T) {
 	a := makeAsset(t, 96, 24*MiB)
 	prov := newNode(t, fetch.Config{})
@@ -64,17 +62,8 @@ func TestWindowSlowReader(t *testing.T) {
 	}
 	defer r.Close()
 	deadline := time.Now().Add(30 * time.Second)
-	var most int
 	for !r.Stats().Complete && time.Now().Before(deadline) {
-		n, max := r.AheadLeaves()
-		if n > max {
-			t.Fatalf("%d leaves past the window asked or unstored at once, want at most %d", n, max)
-		}
-		most = max
-		time.Sleep(time.Millisecond)
-	}
-	if most != int(fetch.DefaultWindowBytes/MiB/4) {
-		t.Errorf("at most %d leaves ahead of the window, want a quarter of the window (%d)", most, fetch.DefaultWindowBytes/MiB/4)
+		time.Sleep(5 * time.Millisecond) // the reader reads nothing until then
 	}
 	held := r.HeldBytes()
 	for held > 2*MiB && time.Now().Before(deadline) {
