@@ -151,16 +151,7 @@ func TestInboundRefusesPeer(t *testing.T) {
 		t.Fatalf("message from %s, want the good peer's", p)
 	}
 
-	s, _ := writeWants(ctx, bad, seed.ID(), wantMessage(t, 5000))
-	if s != nil {
-		_, _ = io.Copy(io.Discard, s) // until the reset
-	}
-	for seed.Network().Connectedness(bad.ID()) == network.Connected {
-		if ctx.Err() != nil {
-			t.Fatal("the peer that sent 5000 wants is still connected")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	sendOversize(ctx, t, bad, seed)
 	if rejected.Load() != 1 {
 		t.Fatalf("%d refusals reported, want 1", rejected.Load())
 	}
@@ -226,16 +217,7 @@ func TestInboundRefusedCannotReconnect(t *testing.T) {
 	if err := bad.Connect(ctx, seedInfo); err != nil {
 		t.Fatal(err)
 	}
-	s, _ := writeWants(ctx, bad, seed.ID(), wantMessage(t, 5000))
-	if s != nil {
-		_, _ = io.Copy(io.Discard, s) // until the reset
-	}
-	for seed.Network().Connectedness(bad.ID()) == network.Connected {
-		if ctx.Err() != nil {
-			t.Fatal("the peer that sent 5000 wants is still connected")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	sendOversize(ctx, t, bad, seed)
 	// Each connection the seed takes from the refused peer from now on.
 	var conns atomic.Int64
 	seed.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
@@ -351,5 +333,21 @@ func TestInboundSilentStrikes(t *testing.T) {
 	}
 	if c.add(now.Add(refuseFor + time.Second)) {
 		t.Fatal("silent streams further apart than refuseFor counted together")
+	}
+}
+
+// sendOversize sends seed a want list of 5000 entries from bad and waits
+// until seed has cut bad off.
+func sendOversize(ctx context.Context, t *testing.T, bad, seed host.Host) {
+	t.Helper()
+	s, _ := writeWants(ctx, bad, seed.ID(), wantMessage(t, 5000))
+	if s != nil {
+		_, _ = io.Copy(io.Discard, s) // until the reset
+	}
+	for seed.Network().Connectedness(bad.ID()) == network.Connected {
+		if ctx.Err() != nil {
+			t.Fatal("the peer that sent 5000 wants is still connected")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

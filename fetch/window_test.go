@@ -25,17 +25,7 @@ func TestWindowBounded(t *testing.T) {
 	}
 	defer r.Close()
 	deadline := time.Now().Add(30 * time.Second)
-	for !r.Stats().Complete && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond) // the whole file is within ReadAhead: it all comes
-	}
-	held := r.HeldBytes()
-	for held > 4*MiB && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond) // the last leaves are being stored
-		held = r.HeldBytes()
-	}
-	if !r.Stats().Complete || held > 4*MiB {
-		t.Fatalf("complete %v, holding %d bytes before the first read, want at most %d", r.Stats().Complete, held, 4*MiB)
-	}
+	waitHolding(t, r, deadline, 4*MiB) // the whole file is within ReadAhead: it all comes
 	checkBytes(t, readAll(t, r), a.data)
 	st := r.Stats()
 	size := int64(len(a.data))
@@ -62,19 +52,27 @@ func TestWindowSlowReader(t *testing.T) {
 	}
 	defer r.Close()
 	deadline := time.Now().Add(30 * time.Second)
-	for !r.Stats().Complete && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // the reader reads nothing until then
-	}
-	held := r.HeldBytes()
-	for held > 2*MiB && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond) // the last leaves are being stored
-		held = r.HeldBytes()
-	}
-	if !r.Stats().Complete || held > 2*MiB {
-		t.Fatalf("complete %v, holding %d bytes before the first read, want at most %d", r.Stats().Complete, held, 2*MiB)
-	}
+	waitHolding(t, r, deadline, 2*MiB)
 	checkBytes(t, readAll(t, r), a.data)
 	if st := r.Stats(); st.PeerBytes != int64(len(a.data)) || st.LocalBytes != 0 {
 		t.Errorf("Stats: peer %d, local %d; want every byte once, from the peer", st.PeerBytes, st.LocalBytes)
+	}
+}
+
+// waitHolding waits until r's fetch is complete (its reader has read
+// nothing) and r holds at most limit bytes of leaves in memory, failing t
+// if that is not so by deadline.
+func waitHolding(t *testing.T, r *fetch.Reader, deadline time.Time, limit int64) {
+	t.Helper()
+	for !r.Stats().Complete && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	held := r.HeldBytes()
+	for held > limit && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // the last leaves are being stored
+		held = r.HeldBytes()
+	}
+	if !r.Stats().Complete || held > limit {
+		t.Fatalf("complete %v, holding %d bytes before the first read, want at most %d", r.Stats().Complete, held, limit)
 	}
 }
