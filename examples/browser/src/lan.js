@@ -25,73 +25,17 @@
 // Turn it off with createMesh({ lan: false }) (the page: ?lan=off): the page
 // then never asks for nor dials LAN addresses.
 import { multiaddr } from '@multiformats/multiaddr'
-import { base58btc } from 'multiformats/bases/base58'
-import { CID } from 'multiformats/cid'
+import * as summary from './summary.js'
 
-export const MAX_SUMMARY_SIZE = 1 << 20
-const MAX_HOLDERS = 64
-const MAX_ADDRS = 8
 const REFRESH_MIN_INTERVAL = 1000 // ms between two summary requests to the seed
 const REFRESH_MAX_AGE = 60_000 // ms an answer is used before a dial asks again
 
-// decodeSummary reads a summary answer (announce/doc.go, "Summary request,
-// version 1"). It returns { ttl, groups: [{ peer, addrs, roots }] }, peer
-// being null for the answering peer's own group, or throws on anything the
-// spec says to drop whole.
-export function decodeSummary (data) {
-  if (data.length > MAX_SUMMARY_SIZE) throw new Error('summary: too long')
-  if (data.length < 3 || data[0] !== 1) throw new Error('summary: unknown version')
-  const v = new DataView(data.buffer, data.byteOffset, data.byteLength)
-  const need = (off, n) => { if (off + n > data.length) throw new Error('summary: truncated') }
-  const ttl = v.getUint16(1)
-  if (ttl === 0) throw new Error('summary: ttl 0')
-  const groups = []
-  const seen = new Set()
-  let off = 3
-  while (off < data.length) {
-    const p = data[off++]
-    if (p > 64) throw new Error('summary: peer ID too long')
-    need(off, p)
-    let peer = null
-    if (p > 0) {
-      peer = base58btc.baseEncode(data.subarray(off, off + p))
-      if (seen.has(peer)) throw new Error('summary: holder listed twice')
-      seen.add(peer)
-      if (seen.size > MAX_HOLDERS) throw new Error('summary: too many holders')
-    } else if (groups.length > 0) {
-      throw new Error('summary: own group not first')
-    }
-    off += p
-    need(off, 1)
-    let na = data[off++]
-    if (na > MAX_ADDRS || (p === 0 && na !== 0)) throw new Error('summary: bad address count')
-    const addrs = []
-    while (na-- > 0) {
-      need(off, 2)
-      const m = v.getUint16(off)
-      if (m === 0 || m > 1024) throw new Error('summary: bad address length')
-      need(off + 2, m)
-      addrs.push(multiaddr(data.slice(off + 2, off + 2 + m)))
-      off += 2 + m
-    }
-    need(off, 2)
-    let n = v.getUint16(off)
-    off += 2
-    if (n === 0) throw new Error('summary: group without roots')
-    const roots = []
-    while (n-- > 0) {
-      need(off, 1)
-      const l = data[off]
-      if (l === 0 || l > 64) throw new Error('summary: bad CID length')
-      need(off + 1, l)
-      const c = CID.decode(data.subarray(off + 1, off + 1 + l))
-      if (c.version !== 1 || c.multihash.code !== 0x12 || c.multihash.size !== 32) throw new Error('summary: root not a CIDv1 sha2-256')
-      roots.push(c)
-      off += 1 + l
-    }
-    groups.push({ peer, addrs, roots })
-  }
-  return { ttl, groups }
+// withAddrs is a summary answer as summary.js decodes it ({ ttl, groups },
+// groups' addrs binary multiaddrs) with its addresses as multiaddrs, those
+// that do not parse left out.
+function withAddrs ({ ttl, groups }) {
+  const parse = (a) => { try { return [multiaddr(a)] } catch { return [] } }
+  return { ttl, groups: groups.map((g) => ({ ...g, addrs: g.addrs.flatMap(parse) })) }
 }
 
 // isLocalIP says whether an IP address (as a multiaddr shows it) is private
@@ -159,8 +103,7 @@ export class Lan {
   heard ({ ttl, groups }, from) {
     if (!this.enabled) return
     this.lastAsk = Date.now()
-    const parse = (a) => { try { return [multiaddr(a)] } catch { return [] } }
-    this.learn({ ttl, groups: groups.map((g) => ({ ...g, addrs: g.addrs.flatMap(parse) })) }, from)
+    this.learn(withAddrs({ ttl, groups }), from)
   }
 
   // refresh asks the connected seed for its summary, others included.
@@ -180,24 +123,11 @@ export class Lan {
     return this.pending
   }
 
+  // ask asks the connected seed for its summary, others included
+  // (summary.js: the request, its bounds and the answer's checks).
   async ask () {
     this.stats.asked++
-    const conn = this.mesh.seedConn
-    const stream = await conn.newStream(`/meshcdn/${this.mesh.name}/summary/1`, { signal: AbortSignal.timeout(10_000) })
-    stream.send(Uint8Array.of(1, 1))
-    await stream.close()
-    const parts = []
-    let size = 0
-    for await (const chunk of stream) {
-      const b = chunk instanceof Uint8Array ? chunk : chunk.subarray()
-      size += b.length
-      if (size > MAX_SUMMARY_SIZE) { stream.abort(new Error('too long')); throw new Error('answer over 1 MiB') }
-      parts.push(b)
-    }
-    const data = new Uint8Array(size)
-    let off = 0
-    for (const b of parts) { data.set(b, off); off += b.length }
-    return decodeSummary(data)
+    return withAddrs(await summary.ask(this.mesh.libp2p, this.mesh.name, this.mesh.seedConn.remotePeer))
   }
 
   // learn takes an answer of the seed `from`: its holders' roots go into

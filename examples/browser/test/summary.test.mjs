@@ -3,15 +3,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as summary from '../src/summary.js'
+import { answer, hex } from './fixtures.mjs'
 
-const hex = (s) => Uint8Array.from(s.replace(/\s+/g, '').match(/../g).map((b) => parseInt(b, 16)))
-const answer = hex(`01 00b4
-  00 00 0001
-  24 01 55 1220 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
-  26 0024080112204cb5abf6ad79fbf5abbccafcc269d85cd2651ed4b885b5869f241aedf0a5ba29
-  01 0008 047f000001060fa1
-  0001
-  24 01 70 1220 e258d248fda94c63753607f7c4494ee0fcbe92f1a76bfdac795c9d84101eb317`)
 
 test('the request is the documented two bytes', () => {
   assert.deepEqual(summary.request(), Uint8Array.of(1, 1))
