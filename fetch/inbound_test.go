@@ -127,18 +127,8 @@ func TestInboundRefusesPeer(t *testing.T) {
 	defer cancel()
 	seed, bad, good := loopHost(t), loopHost(t), loopHost(t)
 	var rejected atomic.Int64
-	msgs := make(chan peer.ID, 16)
 	fh := filterHost{Host: seed, gate: new(Gater), rejected: func(network.Stream, error) { rejected.Add(1) }}
-	fh.SetStreamHandler("/ipfs/bitswap/1.2.0", func(s network.Stream) {
-		defer s.Close()
-		rd := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
-		for {
-			if _, _, err := bsmsg.FromMsgReader(rd); err != nil {
-				return
-			}
-			msgs <- s.Conn().RemotePeer()
-		}
-	})
+	msgs := recordMessages(fh)
 	for _, h := range []host.Host{bad, good} {
 		if err := h.Connect(ctx, peer.AddrInfo{ID: seed.ID(), Addrs: seed.Addrs()}); err != nil {
 			t.Fatal(err)
@@ -201,18 +191,7 @@ func TestInboundRefusedCannotReconnect(t *testing.T) {
 	gate := new(Gater)
 	seed := loopHost(t, libp2p.ConnectionGater(gate))
 	bad, good := loopHost(t), loopHost(t)
-	msgs := make(chan peer.ID, 16)
-	fh := filterHost{Host: seed, gate: gate}
-	fh.SetStreamHandler("/ipfs/bitswap/1.2.0", func(s network.Stream) {
-		defer s.Close()
-		rd := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
-		for {
-			if _, _, err := bsmsg.FromMsgReader(rd); err != nil {
-				return
-			}
-			msgs <- s.Conn().RemotePeer()
-		}
-	})
+	msgs := recordMessages(filterHost{Host: seed, gate: gate})
 	seedInfo := peer.AddrInfo{ID: seed.ID(), Addrs: seed.Addrs()}
 	if err := bad.Connect(ctx, seedInfo); err != nil {
 		t.Fatal(err)
@@ -350,4 +329,21 @@ func sendOversize(ctx context.Context, t *testing.T, bad, seed host.Host) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// recordMessages sets fh's bitswap handler to one that reads each stream's
+// messages and sends the sender of each on the channel it returns.
+func recordMessages(fh filterHost) <-chan peer.ID {
+	msgs := make(chan peer.ID, 16)
+	fh.SetStreamHandler("/ipfs/bitswap/1.2.0", func(s network.Stream) {
+		defer s.Close()
+		rd := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
+		for {
+			if _, _, err := bsmsg.FromMsgReader(rd); err != nil {
+				return
+			}
+			msgs <- s.Conn().RemotePeer()
+		}
+	})
+	return msgs
 }
