@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"time"
 )
 
@@ -22,7 +23,6 @@ func (s *Store) releaseLoop(dir string, every time.Duration) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	heap := newHeapReleaser()
 	for {
 		select {
 		case <-s.quit:
@@ -34,10 +34,36 @@ func (s *Store) releaseLoop(dir string, every time.Duration) {
 		} else if n > 0 {
 			s.log.Debug("released mapped pages", "bytes", n)
 		}
-		if n := heap.release(); n > 0 {
+		if n := releaseHeap(time.Now(), every); n > 0 {
 			s.log.Debug("released Go heap", "bytes", n)
 		}
 	}
+}
+
+// processHeap is the process's one heapReleaser. The Go heap, and what
+// debug.FreeOSMemory does, are the whole process's: with a store each
+// releasing on its own, 50 nodes on badger in one process (a test, the
+// bench) forced 50 collections per interval for the same allocations.
+var processHeap struct {
+	mu   sync.Mutex
+	h    *heapReleaser
+	last time.Time // when a store last ran the check
+}
+
+// releaseHeap runs the process's heap check (heapReleaser.release) at now,
+// unless some store's loop ran it within half of every; it returns what
+// the check released.
+func releaseHeap(now time.Time, every time.Duration) int64 {
+	processHeap.mu.Lock()
+	defer processHeap.mu.Unlock()
+	if processHeap.h == nil {
+		processHeap.h = newHeapReleaser()
+	}
+	if now.Sub(processHeap.last) < every/2 {
+		return 0
+	}
+	processHeap.last = now
+	return processHeap.h.release()
 }
 
 // minHeapRelease is the least allocation since the last check, or free

@@ -3,6 +3,7 @@ package store
 import (
 	"runtime/metrics"
 	"testing"
+	"time"
 )
 
 // heapSink keeps the test's allocations reachable until it drops them, so
@@ -40,4 +41,27 @@ func releasedBytes(t *testing.T) int64 {
 		t.Fatal("no /memory/classes/heap/released:bytes")
 	}
 	return int64(m[0].Value.Uint64())
+}
+
+// TestReleaseHeapOncePerInterval: however many stores' loops check, the
+// process's heap is checked at most once per half interval: the second
+// store's check right after the first does nothing, though 16 MiB were
+// allocated since (each store forced a collection before).
+func TestReleaseHeapOncePerInterval(t *testing.T) {
+	const every = time.Hour
+	now := time.Now()
+	processHeap.mu.Lock()
+	processHeap.last = time.Time{} // another run of this test set it an hour ahead
+	processHeap.mu.Unlock()
+	releaseHeap(now, every) // the first check: sets the baseline
+	for range 16 {
+		heapSink = append(heapSink, make([]byte, 1<<20))
+	}
+	heapSink = nil
+	if n := releaseHeap(now.Add(time.Second), every); n != 0 {
+		t.Errorf("a second store's check a second later released %d MiB", n>>20)
+	}
+	if n := releaseHeap(now.Add(every), every); n < 16<<20 {
+		t.Errorf("the check an interval later released %d MiB, want the 16 MiB allocated since", n>>20)
+	}
 }
