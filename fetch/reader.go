@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -177,6 +178,7 @@ type Reader struct {
 // fetchTrace is what a fetch's policy decided, for the debug log at its
 // end. Under mu.
 type fetchTrace struct {
+	on                       bool           // the log takes debug records: the crowd's sizes are looked up
 	crowdAtOpen, crowdAtJoin int            // crowd members known at Open and when the origin joined
 	provAtOpen               bool           // a provider was known at Open
 	joinWhy                  string         // why the origin joined ("" if it did not)
@@ -227,7 +229,8 @@ func (f *Fetcher) Open(ctx context.Context, t Target) (*Reader, error) {
 	r.findProviders()
 	r.mu.Lock()
 	r.trace.provAtOpen = r.prov == provSome
-	if f.cfg.Crowd != nil {
+	r.trace.on = f.log.Enabled(r.ctx, slog.LevelDebug)
+	if r.trace.on && f.cfg.Crowd != nil {
 		r.trace.crowdAtOpen = len(f.cfg.Crowd.Fetchers(t.Cid))
 	}
 	r.mu.Unlock()
@@ -596,7 +599,7 @@ func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *s
 	}
 	r.originOn, r.originSince = true, now
 	r.trace.joinWhy, r.trace.joinAt = why, now.Sub(r.start)
-	if r.f.cfg.Crowd != nil {
+	if r.trace.on && r.f.cfg.Crowd != nil {
 		r.trace.crowdAtJoin = len(r.f.cfg.Crowd.Fetchers(r.t.Cid))
 	}
 	if r.prov != provNone {
