@@ -211,6 +211,9 @@ func TestFaultSeedKilled(t *testing.T) {
 		t.Fatalf("restart after SIGKILL: %v", err)
 	}
 	defer seed.Close()
+	if h := seed.Store().Health(); h.MovedAside != "" || h.DroppedRecords != 0 || h.ReadOnly {
+		t.Errorf("store health after the crash = %+v", h)
+	}
 	checkSeedStore(t, seed.Store(), s, m, append(assetPaths(a), pinnedB...))
 	if err := seed.Pin(ctx, a); err != nil {
 		t.Fatal(err)
@@ -228,15 +231,12 @@ func assetPaths(m *manifest.Manifest) []string {
 	return out
 }
 
-// checkSeedStore checks a seed's store after a crash: the acknowledged
-// pins are there and whole, every block held verifies, and every held
-// content reads back as the origin's bytes.
+// checkSeedStore checks a seed's store after a crash or damage: the
+// acknowledged pins are there and whole, every block held verifies, and
+// every held content reads back as the origin's bytes.
 func checkSeedStore(t *testing.T, st *store.Store, s *meshtest.Origin, m *manifest.Manifest, pinned []string) {
 	t.Helper()
 	ctx := context.Background()
-	if h := st.Health(); h.MovedAside != "" || h.DroppedRecords != 0 || h.ReadOnly {
-		t.Errorf("store health after the crash = %+v", h)
-	}
 	roots := map[string]store.RootInfo{}
 	for _, r := range st.Roots() {
 		roots[r.Cid.KeyString()] = r

@@ -180,3 +180,43 @@ func liveHeapMiB() float64 {
 	runtime.ReadMemStats(&ms)
 	return float64(ms.HeapAlloc) / (1 << 20)
 }
+
+// interleaved runs rounds of a baseline fetch and a fetch under attack,
+// one after the other so that both see the same load, and returns their
+// medians. It fails t if the median under attack is over twice the
+// baseline's (issue 11: the honest fetch within 2x of its baseline in the
+// same run).
+func interleaved(t *testing.T, rounds int, base, attacked func(round int) time.Duration) (mb, ma time.Duration) {
+	t.Helper()
+	var bs, as []time.Duration
+	for i := range rounds {
+		bs = append(bs, base(i))
+		as = append(as, attacked(i))
+		t.Logf("round %d: %v under attack, %v without (%.2fx)", i, as[i], bs[i], float64(as[i])/float64(bs[i]))
+	}
+	mb, ma = median(bs), median(as)
+	t.Logf("honest fetch, median of %d: %v under attack, %v without (%.2fx)", rounds, ma, mb, float64(ma)/float64(mb))
+	if ma > 2*mb {
+		t.Errorf("honest fetch under attack: median %v, want at most 2x the baseline %v", ma, mb)
+	}
+	return mb, ma
+}
+
+// freshTimed starts a new app bootstrapped to b's seed, fetches path from
+// peers only, checks it as checkHonest does, closes the app and returns how
+// long the fetch took.
+func (b *nhBed) freshTimed(ctx context.Context, t *testing.T, path string) time.Duration {
+	t.Helper()
+	app, err := mesh.New(ctx, meshtest.LocalConfig(mesh.Config{Bootstrap: b.boot()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	b.waitApp(ctx, t, app)
+	d, st, err := b.fetch(ctx, app, path)
+	if err != nil {
+		t.Fatalf("honest fetch of %s: %v", path, err)
+	}
+	b.checkHonest(t, app, st)
+	return d
+}
