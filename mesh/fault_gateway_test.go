@@ -1,0 +1,125 @@
+//go:build fault
+
+package mesh_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/mesh"
+)
+
+// gatewayAbuse is attack 8 of issue 11 against the gateway at gw: k
+// clients that ask for path and stop reading, and a client that asks for
+// path in 20,000 one-byte ranges over and over, reading each answer. stop
+// ends it and waits.
+type gatewayAbuse struct {
+	stop    func()
+	answers atomic.Int64 // many-range requests answered whole
+}
+
+func startGatewayAbuse(ctx context.Context, t *testing.T, gw *httptest.Server, n *mesh.Node, path string, size int64, k int) *gatewayAbuse {
+	t.Helper()
+	ga := &gatewayAbuse{}
+	fetches := n.Stats().Fetch.Fetches
+	var conns []net.Conn
+	for range k {
+		conns = append(conns, stalledGet(t, gw.Listener.Addr().String(), path))
+	}
+	waitFor(ctx, t, "the stalled requests to start", func() bool { return n.Stats().Fetch.Fetches >= fetches+int64(k) })
+	var specs []string
+	for i := range 20000 {
+		off := size - 1 - int64(i)*(size/20000)
+		specs = append(specs, fmt.Sprintf("%d-%d", off, off))
+	}
+	rng := "bytes=" + strings.Join(specs, ",")
+	actx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for actx.Err() == nil {
+			req, _ := http.NewRequestWithContext(actx, "GET", gw.URL+path, nil)
+			req.Header.Set("Range", rng)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				continue
+			}
+			if _, err := io.Copy(io.Discard, resp.Body); err == nil && resp.StatusCode == http.StatusOK {
+				ga.answers.Add(1)
+			}
+			resp.Body.Close()
+		}
+	})
+	ga.stop = func() {
+		cancel()
+		wg.Wait()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	return ga
+}
+
+// TestFaultGatewayAbuse replays attack 8 of issue 11 against a seed's
+// gateway: 20,000 one-byte ranges in one request cost 7 s and 11 CPU-s
+// (each range re-read and re-hashed its leaf) against 53 ms for the whole
+// file, and 60 stalled readers held 940 MiB of heap with no write timeout.
+// Now more ranges than MaxRanges get the whole file, read once, and a
+// request whose client stops reading parks its fetch, within MaxBuffer.
+// In rounds, the honest app beside the seed fetches an asset from it by
+// bitswap and a local client GETs the asset through the gateway, once
+// without the attack and once with 60 stalled readers and a client
+// repeating the many-range request: each median under attack is within 2x
+// its baseline, the live heap stays bounded, every byte is right, and the
+// app does not penalise the seed.
+func TestFaultGatewayAbuse(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	b := newBed(t, 1, nil)
+	gw := httptest.NewServer(b.seed.Gateway(mesh.GatewayConfig{Manifest: b.m}))
+	t.Cleanup(gw.Close)
+	const path, stalled = "/a0.bin", 60
+	heap0 := liveHeapMiB()
+	var heapPeak float64
+	var answers int64
+	under := func(honest func() time.Duration) func(int) time.Duration {
+		return func(int) time.Duration {
+			ga := startGatewayAbuse(ctx, t, gw, b.seed, path, nhAssetSize, stalled)
+			d := honest()
+			heapPeak = max(heapPeak, liveHeapMiB())
+			ga.stop()
+			answers += ga.answers.Load()
+			return d
+		}
+	}
+	fetchApp := func() time.Duration { return b.freshTimed(ctx, t, "a0.bin") }
+	getGateway := func() time.Duration {
+		start := time.Now()
+		if _, body, err := gatewayGet(t, ctx, gw.URL+path, nil); err != nil || !bytes.Equal(body, b.site.Site()["a0.bin"]) {
+			t.Fatalf("honest GET through the gateway: %v, %d bytes, or WRONG BYTES", err, len(body))
+		}
+		return time.Since(start)
+	}
+	t.Run("app", func(t *testing.T) {
+		interleaved(t, 5, func(int) time.Duration { return fetchApp() }, under(fetchApp))
+	})
+	t.Run("gateway", func(t *testing.T) {
+		interleaved(t, 5, func(int) time.Duration { return getGateway() }, under(getGateway))
+	})
+	t.Logf("many-range requests answered whole meanwhile: %d; live heap %.0f MiB before, at most %.0f under attack", answers, heap0, heapPeak)
+	if answers == 0 {
+		t.Errorf("no many-range request was answered during the rounds")
+	}
+	if heapPeak-heap0 > 128 {
+		t.Errorf("live heap grew by %.0f MiB under attack, want at most 128", heapPeak-heap0)
+	}
+}
