@@ -255,38 +255,8 @@ type Announcer struct {
 // New starts an Announcer on cfg.Host: it joins the mesh's topic, starts the
 // DHT and mDNS unless turned off, and announces what cfg.Holdings holds.
 func New(cfg Config) (_ *Announcer, err error) {
-	if err := checkName(cfg.Name); err != nil {
+	if cfg, err = cfg.withDefaults(); err != nil {
 		return nil, fmt.Errorf("announce: new: %w", err)
-	}
-	if cfg.Host == nil {
-		return nil, fmt.Errorf("announce: new: %w: no Host", ErrBadConfig)
-	}
-	if cfg.SummaryInterval <= 0 {
-		cfg.SummaryInterval = DefaultSummaryInterval
-	}
-	if cfg.TTL <= 0 {
-		cfg.TTL = 3 * cfg.SummaryInterval
-	}
-	if cfg.TTL > MaxTTLSeconds*time.Second {
-		cfg.TTL = MaxTTLSeconds * time.Second
-	}
-	if cfg.TTL <= cfg.SummaryInterval {
-		return nil, fmt.Errorf("announce: new: %w: TTL %v must exceed SummaryInterval %v", ErrBadConfig, cfg.TTL, cfg.SummaryInterval)
-	}
-	if cfg.PeerRate <= 0 {
-		cfg.PeerRate = DefaultPeerRate
-	}
-	if cfg.PeerBurst <= 0 {
-		cfg.PeerBurst = DefaultPeerBurst
-	}
-	if cfg.ReprovideInterval <= 0 {
-		cfg.ReprovideInterval = DefaultReprovideInterval
-	}
-	if cfg.ProvideTimeout <= 0 {
-		cfg.ProvideTimeout = DefaultProvideTimeout
-	}
-	if cfg.MDNS == Default {
-		cfg.MDNS = On
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -311,14 +281,74 @@ func New(cfg Config) (_ *Announcer, err error) {
 			a.shutdown()
 		}
 	}()
+	if err := a.startRouting(); err != nil {
+		return nil, err
+	}
+	if err := a.joinTopic(); err != nil {
+		return nil, err
+	}
+	if cfg.PrometheusRegisterer != nil {
+		if a.unreg, err = registerMetrics(cfg.PrometheusRegisterer, a); err != nil {
+			return nil, fmt.Errorf("announce: new: %w", err)
+		}
+	}
+	if cfg.MDNS == On {
+		if a.mdns, err = startMDNS(a); err != nil {
+			return nil, fmt.Errorf("announce: new: mdns: %w", err)
+		}
+	}
+	a.startLoops()
+	return a, nil
+}
 
+// withDefaults returns c with its zero fields set to their defaults, or
+// an error wrapping ErrBadConfig.
+func (c Config) withDefaults() (Config, error) {
+	if err := checkName(c.Name); err != nil {
+		return c, err
+	}
+	if c.Host == nil {
+		return c, fmt.Errorf("%w: no Host", ErrBadConfig)
+	}
+	if c.SummaryInterval <= 0 {
+		c.SummaryInterval = DefaultSummaryInterval
+	}
+	if c.TTL <= 0 {
+		c.TTL = 3 * c.SummaryInterval
+	}
+	c.TTL = min(c.TTL, MaxTTLSeconds*time.Second)
+	if c.TTL <= c.SummaryInterval {
+		return c, fmt.Errorf("%w: TTL %v must exceed SummaryInterval %v", ErrBadConfig, c.TTL, c.SummaryInterval)
+	}
+	if c.PeerRate <= 0 {
+		c.PeerRate = DefaultPeerRate
+	}
+	if c.PeerBurst <= 0 {
+		c.PeerBurst = DefaultPeerBurst
+	}
+	if c.ReprovideInterval <= 0 {
+		c.ReprovideInterval = DefaultReprovideInterval
+	}
+	if c.ProvideTimeout <= 0 {
+		c.ProvideTimeout = DefaultProvideTimeout
+	}
+	if c.MDNS == Default {
+		c.MDNS = On
+	}
+	return c, nil
+}
+
+// startRouting sets up gossipsub (unless Config.PubSub is given), the DHT
+// (unless disabled or given) and the provider table that falls back on it.
+func (a *Announcer) startRouting() (err error) {
+	cfg := a.cfg
 	a.ps = cfg.PubSub
 	if a.ps == nil {
 		psCtx, stop := context.WithCancel(context.Background())
 		a.psStop = stop
 		a.ps, err = pubsub.NewGossipSub(psCtx, cfg.Host, PubSubOptions()...)
 		if err != nil {
-			return nil, fmt.Errorf("announce: new: pubsub: %w", err)
+			return fmt.Errorf("announce: new: pubsub: %w", err)
 		}
 	}
 	if !cfg.DisableDHT {
@@ -326,7 +356,7 @@ func New(cfg Config) (_ *Announcer, err error) {
 		if a.router == nil {
 			a.ownDHT, err = dht.New(cfg.Host, DHTOptions(cfg.Name, cfg.DHTMode)...)
 			if err != nil {
-				return nil, fmt.Errorf("announce: new: dht: %w", err)
+				return fmt.Errorf("announce: new: dht: %w", err)
 			}
 			a.router = a.ownDHT
 		}
@@ -339,36 +369,34 @@ func New(cfg Config) (_ *Announcer, err error) {
 		tcfg.Fallback = a.router
 	}
 	a.table = NewTable(tcfg)
+	return nil
+}
 
-	topic := Topic(cfg.Name)
-	a.val = newValidator(cfg.Host.ID(), cfg.PeerRate, float64(cfg.PeerBurst), &a.n, cfg.Table.Evidence)
+// joinTopic validates, joins and subscribes to the mesh's topic.
+func (a *Announcer) joinTopic() (err error) {
+	topic := Topic(a.cfg.Name)
+	a.val = newValidator(a.cfg.Host.ID(), a.cfg.PeerRate, float64(a.cfg.PeerBurst), &a.n, a.cfg.Table.Evidence)
 	if err := a.ps.RegisterTopicValidator(topic, a.val.validate, pubsub.WithValidatorInline(true)); err != nil {
-		return nil, fmt.Errorf("announce: new: validator: %w", err)
+		return fmt.Errorf("announce: new: validator: %w", err)
 	}
 	if a.topic, err = a.ps.Join(topic); err != nil {
 		_ = a.ps.UnregisterTopicValidator(topic)
-		return nil, fmt.Errorf("announce: new: join %s: %w", topic, err)
+		return fmt.Errorf("announce: new: join %s: %w", topic, err)
 	}
 	if a.events, err = a.topic.EventHandler(); err != nil {
-		return nil, fmt.Errorf("announce: new: topic events: %w", err)
+		return fmt.Errorf("announce: new: topic events: %w", err)
 	}
 	if a.sub, err = a.topic.Subscribe(pubsub.WithBufferSize(256)); err != nil {
-		return nil, fmt.Errorf("announce: new: subscribe: %w", err)
+		return fmt.Errorf("announce: new: subscribe: %w", err)
 	}
-	if cfg.PrometheusRegisterer != nil {
-		if a.unreg, err = registerMetrics(cfg.PrometheusRegisterer, a); err != nil {
-			return nil, fmt.Errorf("announce: new: %w", err)
-		}
-	}
-	if cfg.MDNS == On {
-		if a.mdns, err = startMDNS(a); err != nil {
-			return nil, fmt.Errorf("announce: new: mdns: %w", err)
-		}
-	}
+	return nil
+}
 
+// startLoops starts the Announcer's goroutines; Close waits for them.
+func (a *Announcer) startLoops() {
 	var storeEvents <-chan store.Event
-	if cfg.Holdings != nil {
-		storeEvents = cfg.Holdings.Subscribe(a.ctx)
+	if a.cfg.Holdings != nil {
+		storeEvents = a.cfg.Holdings.Subscribe(a.ctx)
 	}
 	a.wg.Add(4)
 	go a.readLoop()
@@ -379,11 +407,10 @@ func New(cfg Config) (_ *Announcer, err error) {
 		a.wg.Add(1)
 		go a.storeLoop(storeEvents)
 	}
-	if a.router != nil && cfg.Holdings != nil {
+	if a.router != nil && a.cfg.Holdings != nil {
 		a.wg.Add(1)
 		go a.provideLoop()
 	}
-	return a, nil
 }
 
 // Table returns the provider table. It stays readable after Close.

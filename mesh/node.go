@@ -133,6 +133,29 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.startAnnounce(reg); err != nil {
 		return nil, err
 	}
+	if err := n.startFetcher(reg, gate); err != nil {
+		return nil, err
+	}
+	n.served.Store(n.fetcher)
+	if err := n.metrics.registerNode(n); err != nil {
+		return nil, err
+	}
+	if err := n.startWatchers(); err != nil {
+		return nil, err
+	}
+	n.setBootstrap(bootstrap)
+	n.boot.mu.Lock()
+	n.askConnected() // peers that dialled in before the watchers started
+	n.boot.mu.Unlock()
+	n.log.Info("node started", "peer", n.host.ID(), "role", string(cfg.Role), "addrs", len(n.host.Addrs()))
+	return n, nil
+}
+
+// startFetcher starts the node's fetcher on its host, store and provider
+// table; gate is the host's connection gater, shared with the fetcher's
+// bitswap filter.
+func (n *Node) startFetcher(reg prometheus.Registerer, gate *fetch.Gater) (err error) {
+	cfg := n.cfg
 	var adv fetch.Advertiser
 	if cfg.AnnounceFetches == On {
 		adv = n.ann
@@ -156,21 +179,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		PrometheusRegisterer: reg,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("mesh: %w", err)
+		return fmt.Errorf("mesh: %w", err)
 	}
-	n.served.Store(n.fetcher)
-	if err := n.metrics.registerNode(n); err != nil {
-		return nil, err
-	}
-	if err := n.startWatchers(); err != nil {
-		return nil, err
-	}
-	n.setBootstrap(bootstrap)
-	n.boot.mu.Lock()
-	n.askConnected() // peers that dialled in before the watchers started
-	n.boot.mu.Unlock()
-	n.log.Info("node started", "peer", n.host.ID(), "role", string(cfg.Role), "addrs", len(n.host.Addrs()))
-	return n, nil
+	return nil
 }
 
 // openDataDir locks the DataDir, loads (or makes) the identity key and
