@@ -40,8 +40,14 @@ const (
 
 // gatewayParkAfter is how long a write to a client may block before the
 // request's fetch is closed, releasing its read-ahead window; the fetch is
-// opened again (from the store) when the client reads on.
-const gatewayParkAfter = time.Second
+// opened again (from the store) when the client reads on. While another
+// request waits for MaxBuffer, a write blocked for gatewayParkCheck parks
+// its fetch already: a client that stops reading delays others by that
+// much, not a second.
+const (
+	gatewayParkAfter = time.Second
+	gatewayParkCheck = 100 * time.Millisecond
+)
 
 // GatewayConfig configures a Gateway. Zero fields mean the default stated
 // beside them. Node.Gateway copies it.
@@ -83,14 +89,14 @@ type GatewayConfig struct {
 
 	// MaxBuffer bounds the bytes the open fetches of the gateway's requests
 	// may hold at once. Each request counts, while its fetch is open, one
-	// leaf (1 MiB) for itself plus its fetch's read-ahead window: as many
-	// leaves as are left to read, at most fetch.Config.ReadAhead (32). A
-	// request that would go over waits for others to end or park (see
-	// Gateway), within FirstByteTimeout, and otherwise gets 503 (or, after
-	// its headers, an aborted connection). One request larger than the
-	// bound runs alone. Default DefaultGatewayMaxBuffer (256 MiB: eight
-	// large streams at once, many more small files); negative means no
-	// bound.
+	// leaf (1 MiB) for itself plus its fetch's in-memory window: as many
+	// leaves as are left to read, at most fetch.Config.WindowBytes (8 MiB;
+	// fetch.Config.ReadAhead leaves if that is unbounded). A request that
+	// would go over waits for others to end or park (see Gateway), within
+	// FirstByteTimeout, and otherwise gets 503 (or, after its headers, an
+	// aborted connection). One request larger than the bound runs alone.
+	// Default DefaultGatewayMaxBuffer (256 MiB: 28 large streams at once,
+	// many more small files); negative means no bound.
 	MaxBuffer int64
 }
 
@@ -131,13 +137,14 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 // that looks whole. Unknown paths are 404, unsafe paths and bad CIDs 400,
 // other methods 405, Host names it does not serve 403.
 //
-// What a request costs: while the client reads, its fetch's read-ahead
-// window (fetch.Config.ReadAhead leaves, 32 MiB by default, or the rest of
-// a smaller file), one 1 MiB leaf buffer and a goroutine. The windows of
-// all requests together stay within GatewayConfig.MaxBuffer (256 MiB): a
+// What a request costs: while the client reads, its fetch's in-memory
+// window (fetch.Config.WindowBytes, 8 MiB by default, or the rest of a
+// smaller file), one 1 MiB leaf buffer and a goroutine. The windows of all
+// requests together stay within GatewayConfig.MaxBuffer (256 MiB): a
 // request that would go over waits. A client that stops reading for a
-// second gives its window back (its fetch is closed, and opened again at
-// the same place, from the store, when it reads on), so a stalled reader
+// second, or for 0.1 s while another request waits, gives its window back
+// (its fetch is closed, and opened again at the same place, from the
+// store, when it reads on), so a stalled reader
 // holds its socket, a goroutine and a 32 KiB copy buffer; one that blocks a
 // write for GatewayConfig.WriteTimeout (60 s) is disconnected. Every range
 // of a multi-range request is cut from the one leaf read for it: a leaf is
@@ -155,19 +162,30 @@ type Gateway struct {
 	m       atomic.Pointer[manifest.Manifest]
 	metrics *prometheus.CounterVec // nil without a registerer
 	budget  *semaphore.Weighted    // MaxBuffer; nil for no bound
-	window  int64                  // the fetches' read-ahead, in leaves
+	waiting atomic.Int64           // requests waiting for budget
+	window  int64                  // a fetch's in-memory window, in leaves
 }
 
 // Gateway returns a gateway serving through the node. Gateways of one node
 // share their request metrics.
 func (n *Node) Gateway(cfg GatewayConfig) *Gateway {
-	g := &Gateway{n: n, cfg: cfg.withDefaults(), window: int64(n.fetcher.Config().ReadAhead)}
+	g := &Gateway{n: n, cfg: cfg.withDefaults(), window: windowLeaves(n.fetcher.Config())}
 	if g.cfg.MaxBuffer > 0 {
 		g.budget = semaphore.NewWeighted(g.cfg.MaxBuffer)
 	}
 	g.m.Store(cfg.Manifest)
 	g.metrics = gatewayMetrics(n.metrics.registerer())
 	return g
+}
+
+// windowLeaves is how many leaves a fetch of fc holds in memory ahead of
+// its reader at most: its WindowBytes in leaves, within its ReadAhead.
+func windowLeaves(fc fetch.Config) int64 {
+	n := int64(fc.ReadAhead)
+	if fc.WindowBytes > 0 {
+		n = min(n, max(1, (fc.WindowBytes+leafSize-1)/leafSize))
+	}
+	return n
 }
 
 // The label values of meshcdn_gateway_requests_total.
@@ -418,7 +436,9 @@ type gatewayWriter struct {
 	rc          *http.ResponseController
 	timeout     time.Duration
 	src         *source
-	park        *time.Timer
+	parkMu      sync.Mutex
+	park        *time.Timer  // checks a blocked write (checkPark); under parkMu
+	writing     atomic.Int64 // when the write under way began (unix ns), 0 between writes
 	status      int
 	wroteHeader bool
 	aborted     bool
@@ -440,18 +460,50 @@ func (w *gatewayWriter) Write(p []byte) (int, error) {
 		_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) // unsupported by some writers: no bound there
 	}
 	if w.src != nil {
-		if w.park == nil {
-			w.park = time.AfterFunc(gatewayParkAfter, w.src.park)
-		} else {
-			w.park.Reset(gatewayParkAfter)
-		}
-		defer w.park.Stop()
+		w.writing.Store(time.Now().UnixNano())
+		defer w.writing.Store(0)
+		w.armPark()
+		defer w.stopPark()
 	}
 	n, err := w.ResponseWriter.Write(p)
 	if err != nil {
 		w.aborted = true // the client went, or did not read for the write timeout
 	}
 	return n, err
+}
+
+// checkPark runs gatewayParkCheck after a write began and every
+// gatewayParkCheck while it blocks: it parks the request's fetch once the
+// write has blocked gatewayParkAfter, or at once if another request waits
+// for the gateway's MaxBuffer.
+func (w *gatewayWriter) checkPark() {
+	began := w.writing.Load()
+	if began == 0 {
+		return // the write returned
+	}
+	if w.src.g.waiting.Load() > 0 || time.Since(time.Unix(0, began)) >= gatewayParkAfter {
+		w.src.park()
+		return
+	}
+	w.armPark()
+}
+
+// armPark has checkPark run in gatewayParkCheck.
+func (w *gatewayWriter) armPark() {
+	w.parkMu.Lock()
+	defer w.parkMu.Unlock()
+	if w.park == nil {
+		w.park = time.AfterFunc(gatewayParkCheck, w.checkPark)
+		return
+	}
+	w.park.Reset(gatewayParkCheck)
+}
+
+// stopPark stops the check of a write that returned.
+func (w *gatewayWriter) stopPark() {
+	w.parkMu.Lock()
+	defer w.parkMu.Unlock()
+	w.park.Stop()
 }
 
 // Unwrap gives http.ResponseController the underlying writer.
@@ -689,6 +741,11 @@ func (s *source) reserve(off int64) (int64, error) {
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
+	if b.TryAcquire(n) {
+		return n, nil
+	}
+	s.g.waiting.Add(1) // blocked writers park for it: checkPark
+	defer s.g.waiting.Add(-1)
 	if err := b.Acquire(ctx, n); err != nil {
 		return 0, fmt.Errorf("%w (waited %v)", errBusy, s.g.cfg.FirstByteTimeout)
 	}

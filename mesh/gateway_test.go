@@ -581,6 +581,40 @@ func TestGatewayStalledReaders(t *testing.T) {
 	}
 }
 
+// TestGatewayStalledReaderYields: a client that stops reading holds the
+// gateway's whole MaxBuffer, and another asks for a small file: the
+// stalled request's fetch parks as soon as its write has blocked 0.1 s
+// with the other waiting, not after a second, so the other gets its file
+// within a FirstByteTimeout shorter than that second (it got 503 when
+// only the second parked a fetch).
+func TestGatewayStalledReaderYields(t *testing.T) {
+	const size = 24<<20 + 3
+	s := newSite(t, map[string]int64{"big.bin": size, "small.bin": 100 << 10})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	// MaxBuffer is what the big file's request takes: its fetch's window
+	// (8 leaves) and one leaf.
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), MaxBuffer: 9 << 20, FirstByteTimeout: 700 * time.Millisecond}))
+	t.Cleanup(gw.Close) // after the stalled client closes: Close waits for its request
+	for _, p := range []string{"/big.bin", "/small.bin"} {
+		if _, body, err := gatewayGet(t, ctx, gw.URL+p, nil); err != nil || len(body) == 0 {
+			t.Fatalf("warming GET %s: %v, %d bytes", p, err, len(body))
+		}
+	}
+	fetches := n.Stats().Fetch.Fetches
+	stalledGet(t, gw.Listener.Addr().String(), "/big.bin")
+	waitFor(ctx, t, "the stalled request to start", func() bool { return n.Stats().Fetch.Fetches > fetches })
+	resp, body, err := gatewayGet(t, ctx, gw.URL+"/small.bin", nil)
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, s.Site()["small.bin"]) {
+		code := 0
+		if resp != nil {
+			code = resp.StatusCode
+		}
+		t.Fatalf("GET /small.bin beside a stalled reader holding MaxBuffer: %d, %d bytes (%v); want 200 with the file", code, len(body), err)
+	}
+}
+
 // counterValues gathers reg's meshcdn_gateway_requests_total by class.
 func counterValues(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	t.Helper()
