@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	libp2pwebrtc "github.com/libp2p/go-libp2p/p2p/transport/webrtc"
+	libp2pwebtransport "github.com/libp2p/go-libp2p/p2p/transport/webtransport"
 )
 
 const bitswap120 = protocol.ID("/ipfs/bitswap/1.2.0")
@@ -134,9 +135,19 @@ func (r *receiver) streamCount() int {
 // the next message opens a new one and arrives. Without reuseHost every
 // message took a new stream (a new data channel).
 func TestReuseHostWebRTCDirect(t *testing.T) {
+	testReuseHost(t, libp2p.Transport(libp2pwebrtc.New), "/ip4/127.0.0.1/udp/0/webrtc-direct")
+}
+
+// TestReuseHostWebTransport: the same over WebTransport, where a page took
+// a new QUIC stream per block (3 streams for 3 messages without reuseHost).
+func TestReuseHostWebTransport(t *testing.T) {
+	testReuseHost(t, libp2p.Transport(libp2pwebtransport.New), "/ip4/127.0.0.1/udp/0/quic-v1/webtransport")
+}
+
+func testReuseHost(t *testing.T, transport libp2p.Option, listen string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	h, page, r := reusePair(t, libp2p.Transport(libp2pwebrtc.New), "/ip4/127.0.0.1/udp/0/webrtc-direct")
+	h, page, r := reusePair(t, transport, listen)
 	r.resetAt = 3
 	for i := range 3 {
 		msg := fmt.Sprintf("block %d", i)

@@ -65,15 +65,24 @@ export function localAddr (a) {
   return null
 }
 
+// defaultPrefer is the LAN transport tried first: WebTransport where the
+// browser has it.
+function defaultPrefer () {
+  return typeof globalThis.WebTransport === 'function' ? 'webtransport' : 'webrtc-direct'
+}
+
 // Lan learns the LAN addresses of the mesh's holders from the page's seed
 // and dials them. mesh is the client (client.js): it uses mesh.name,
 // mesh.libp2p, mesh.seedConn, mesh.table and mesh.emit.
 export class Lan {
-  // options: false (off), or { enabled, dialTimeout, prefer }; prefer
-  // 'webtransport' tries an app's WebTransport addresses before its
-  // WebRTC-direct ones (default 'webrtc-direct').
+  // options: false (off), or { enabled, dialTimeout, prefer }; prefer is
+  // the transport whose addresses of an app are tried first, the other's
+  // after: 'webtransport' (the default where the browser has WebTransport)
+  // or 'webrtc-direct' (the default elsewhere). Over WebTransport a 100
+  // KiB block from an app on the LAN came in about half the time it took
+  // over WebRTC-direct, whose streams go-libp2p sends 32 KiB at a time.
   constructor (mesh, options = {}) {
-    const { enabled = true, dialTimeout = 5000, prefer = 'webrtc-direct' } = options === false ? { enabled: false } : (options ?? {})
+    const { enabled = true, dialTimeout = 5000, prefer = defaultPrefer() } = options === false ? { enabled: false } : (options ?? {})
     this.mesh = mesh
     this.enabled = enabled !== false
     this.dialTimeout = dialTimeout
@@ -158,7 +167,7 @@ export class Lan {
   // candidates lists where p may be dialled directly, in the order dial
   // tries them: LAN addresses before loopback ones (which reach p only when
   // it runs on the page's own machine), the preferred transport first
-  // (WebRTC-direct unless options.prefer says otherwise).
+  // (options.prefer).
   candidates (p) {
     const k = this.known.get(p)
     if (!this.enabled || k == null) return []

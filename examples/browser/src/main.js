@@ -32,8 +32,8 @@ async function settings () {
     peerTimeout: q.has('peer-timeout-ms') ? Number(q.get('peer-timeout-ms')) : undefined,
     stallTimeout: q.has('stall-timeout-ms') ? Number(q.get('stall-timeout-ms')) : undefined,
     cacheName: q.get('cache') ?? undefined,
-    // Dial desktop apps on the LAN (lan.js); ?lan-prefer=webtransport
-    // tries their WebTransport addresses first.
+    // Dial desktop apps on the LAN (lan.js); ?lan-prefer=webrtc-direct
+    // (or webtransport) tries that transport's addresses first.
     lan: q.get('lan') === 'off' ? false : { prefer: q.get('lan-prefer') ?? undefined },
     fetch: q.getAll('fetch')
   }
