@@ -20,6 +20,7 @@ import { createHeliaLight } from 'helia'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
+import { capHedges, capWindow, originJoin } from './gate.js'
 import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
@@ -727,22 +728,17 @@ export class Mesh extends EventTarget {
           return r
         })
         .then(claim('peer', () => sender)))
-      // A leaf its peer has not delivered within stallTimeout (or three
-      // times what a block takes from the slowest of the providers, if
-      // longer: a busy seed or a tab on WebRTC is slow, not gone) gets the
-      // origin as well, unless a peer asked for it has delivered another
-      // block to this page within that window: it is delivering, the leaf
-      // is queued behind others there, and a copy from the origin would
-      // make one of the two sends a waste. The window is then waited
-      // again, up to capMax in all; the originGate's stall and slow rules
-      // still give the origin other leaves when peers fall behind.
+      // A leaf its peer has not delivered within capWindow gets the origin
+      // as well, unless a peer asked for it is still delivering to this
+      // page (gate.js, capHedges): then the window is waited again, up to
+      // capMax in all; the originGate's stall and slow rules still give
+      // the origin other leaves when peers fall behind.
       const slowest = Math.max(this.peerBlockMs ?? 0, ...state.provs.map((p) => this.peerMs.get(p) ?? 0))
-      const win = Math.max(this.cfg.stallTimeout, 3 * slowest)
+      const win = capWindow(this.cfg.stallTimeout, slowest)
       const asked = performance.now()
       const cap = () => delay(win, originAbort.signal).then(() => {
-        const now = performance.now()
-        const delivering = [...(this.askedFor.get(c.toString()) ?? [])].some((p) => now - (this.lastBlockFrom.get(p) ?? -Infinity) < win)
-        if (delivering && now - asked < this.cfg.capMax) return cap()
+        const lastBlocks = [...(this.askedFor.get(c.toString()) ?? [])].map((p) => this.lastBlockFrom.get(p) ?? -Infinity)
+        if (!capHedges({ now: performance.now(), asked, win, capMax: this.cfg.capMax, lastBlocks })) return cap()
         hedge('cap')
       }, () => {})
       cap()
@@ -765,50 +761,30 @@ export class Mesh extends EventTarget {
   }
 
   // originGate resolves, with the reason, when the origin may take a leaf
-  // of a fetch that peers take part in, following the Go fetch package's
-  // rule: peers have not delivered a first block peerTimeout after the
-  // fetch began, or after what an origin leaf takes this page if that is
-  // longer ('first'); or, once they have, they have delivered nothing
-  // for peerTimeout or for 1.5 rounds of their pace ('stall'), or their rate in this fetch is under half
-  // of what an origin leaf takes this page (known once the origin has been
-  // used: 'slow'). It is asked again before every leaf the origin takes, so
-  // the origin stops taking leaves when peers keep up again. It rejects
-  // when signal aborts (the peers took the last leaf).
+  // of a fetch that peers take part in, by the rules of gate.js's
+  // originJoin (the Go fetch package's). It is asked again before every
+  // leaf the origin takes, so the origin stops taking leaves when peers
+  // keep up again. It rejects when signal aborts (the peers took the last
+  // leaf).
   async originGate (state, q, signal) {
     for (;;) {
       signal.throwIfAborted()
       const now = performance.now()
-      let at
-      // A provider of this fetch that has delivered blocks to this page
-      // before (an earlier fetch) has a known pace: what a block takes from
-      // it. It is waited for as long as one and a half blocks take, when
-      // at that pace it keeps up with the origin by the 'slow' rule
-      // (concurrency blocks per pace, at least half an origin leaf's
-      // rate): the origin would be no faster, and a fetch must not lose
-      // its first leaves to the origin only because it is a new fetch.
-      const pace = this.paceOf(state.provs)
-      const paced = pace != null && (this.originLeafMs == null || pace <= 2 * this.cfg.concurrency * this.originLeafMs) ? 1.5 * pace : 0
-      if (!state.peerDelivered) {
-        // Peers slower than the origin: no first block within peerTimeout,
-        // or within what an origin leaf has taken this page, or within the
-        // known pace of a provider, whichever is longest.
-        at = state.t0 + Math.max(this.cfg.peerTimeout, this.originLeafMs ?? 0, paced)
-        if (now >= at) return 'first'
-      } else {
-        // Stalled: no block for peerTimeout, or, once peers have a pace,
-        // for one and a half times what a round of concurrency blocks takes
-        // them (blocks asked together arrive together), or what one and a
-        // half blocks take from the fastest provider.
-        const gap = state.peerBlocks > 1 ? (state.lastPeer - state.firstPeerAt) / (state.peerBlocks - 1) : 0
-        at = state.lastPeer + Math.max(this.cfg.peerTimeout, 1.5 * this.cfg.concurrency * gap, paced)
-        if (now >= at) return 'stall'
-        if (this.originLeafMs != null) {
-          const peerRate = state.peerBytes / Math.max(1, now - state.firstPeerAt)
-          const originRate = CHUNK / this.originLeafMs
-          if (now - state.firstPeerAt > this.cfg.peerTimeout && peerRate < originRate / 2) return 'slow'
-          at = Math.min(at, now + 100) // the rates change: look again
-        }
-      }
+      const { why, at } = originJoin({
+        now,
+        t0: state.t0,
+        peerDelivered: state.peerDelivered,
+        firstPeerAt: state.firstPeerAt,
+        lastPeer: state.lastPeer,
+        peerBlocks: state.peerBlocks,
+        peerBytes: state.peerBytes,
+        pace: this.paceOf(state.provs),
+        originLeafMs: this.originLeafMs,
+        peerTimeout: this.cfg.peerTimeout,
+        concurrency: this.cfg.concurrency,
+        leafBytes: CHUNK
+      })
+      if (why != null) return why
       let wake
       const block = new Promise((resolve) => { wake = resolve; state.blockWaiters.add(wake) })
       try {

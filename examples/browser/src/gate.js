@@ -1,0 +1,63 @@
+// The page's hedge rules as pure functions of the time and what a fetch
+// has seen, so that they are tested without a browser or timers
+// (test/gate.test.mjs). client.js's originGate and leaf carry them out.
+// They follow the Go fetch package's rules (fetch/policy.go).
+
+// originJoin says whether the origin may take a leaf of a fetch that peers
+// take part in now, and why, or else when to look again:
+//
+//   - before the first peer block ('first'): once peerTimeout has passed
+//     since the fetch began, or what an origin leaf takes this page if
+//     that is longer, or one and a half blocks at a provider's known pace
+//     (a provider that delivered to this page before), if that is longer
+//     and at that pace the provider keeps up with the origin (concurrency
+//     blocks per pace, at least half an origin leaf's rate);
+//   - after it ('stall'): nothing delivered for peerTimeout, or for one
+//     and a half rounds of concurrency blocks at the fetch's own gap
+//     between blocks, or one and a half blocks at the known pace,
+//     whichever is longest;
+//   - after it ('slow'): once the origin's time for a leaf is known, the
+//     peers' rate in this fetch (over more than peerTimeout) is under half
+//     the origin's; the rates change, so look again within 100 ms.
+//
+// s is { now, t0, peerDelivered, firstPeerAt, lastPeer, peerBlocks,
+// peerBytes, pace (ms per block of the fastest connected provider, or
+// null), originLeafMs (or null), peerTimeout, concurrency, leafBytes }.
+// It returns { why } when the origin joins, else { at } (ms, the clock of
+// now).
+export function originJoin (s) {
+  const paced = s.pace != null && (s.originLeafMs == null || s.pace <= 2 * s.concurrency * s.originLeafMs) ? 1.5 * s.pace : 0
+  if (!s.peerDelivered) {
+    const at = s.t0 + Math.max(s.peerTimeout, s.originLeafMs ?? 0, paced)
+    return s.now >= at ? { why: 'first' } : { at }
+  }
+  const gap = s.peerBlocks > 1 ? (s.lastPeer - s.firstPeerAt) / (s.peerBlocks - 1) : 0
+  let at = s.lastPeer + Math.max(s.peerTimeout, 1.5 * s.concurrency * gap, paced)
+  if (s.now >= at) return { why: 'stall' }
+  if (s.originLeafMs != null) {
+    const peerRate = s.peerBytes / Math.max(1, s.now - s.firstPeerAt)
+    const originRate = s.leafBytes / s.originLeafMs
+    if (s.now - s.firstPeerAt > s.peerTimeout && peerRate < originRate / 2) return { why: 'slow' }
+    at = Math.min(at, s.now + 100)
+  }
+  return { at }
+}
+
+// capWindow is how long a leaf asked of peers waits before the origin is
+// asked for it as well: stallTimeout, or three times what a block takes
+// from the slowest provider if longer (a busy seed or a tab on WebRTC is
+// slow, not gone).
+export function capWindow (stallTimeout, slowestMs) {
+  return Math.max(stallTimeout, 3 * slowestMs)
+}
+
+// capHedges says whether a leaf whose capWindow win has passed now gets
+// the origin as well: not while a peer it was asked of has delivered
+// another block to this page within the window (it is delivering; the
+// leaf is queued behind others there, and a copy from the origin would
+// make one of the two sends a waste), up to capMax after it was asked.
+// lastBlocks are the times of those peers' last blocks to this page.
+export function capHedges ({ now, asked, win, capMax, lastBlocks }) {
+  const delivering = lastBlocks.some((t) => now - t < win)
+  return !(delivering && now - asked < capMax)
+}

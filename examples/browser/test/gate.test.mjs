@@ -1,0 +1,89 @@
+// node --test: the page's hedge rules (src/gate.js), as tables over the
+// clock. Times are ms; a fetch begins at t0 = 1000.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { capHedges, capWindow, originJoin } from '../src/gate.js'
+
+const MiB = 1 << 20
+
+// base is a fetch that peers take part in and that has had nothing yet:
+// peerTimeout 200 ms, 4 leaves at once, the origin not measured.
+const base = {
+  now: 1000,
+  t0: 1000,
+  peerDelivered: false,
+  firstPeerAt: 0,
+  lastPeer: 0,
+  peerBlocks: 0,
+  peerBytes: 0,
+  pace: null,
+  originLeafMs: null,
+  peerTimeout: 200,
+  concurrency: 4,
+  leafBytes: MiB
+}
+
+// delivered is base after peers delivered n blocks, the first at first
+// and then one every gap ms.
+function delivered (n, first, gap) {
+  return { ...base, peerDelivered: true, firstPeerAt: first, lastPeer: first + (n - 1) * gap, peerBlocks: n, peerBytes: n * MiB }
+}
+
+test('originJoin before the first peer block', () => {
+  const cases = [
+    { name: 'waits for peerTimeout', s: { now: 1100 }, want: { at: 1200 } },
+    { name: 'joins at peerTimeout', s: { now: 1200 }, want: { why: 'first' } },
+    { name: 'an origin leaf slower than peerTimeout is waited for', s: { now: 1250, originLeafMs: 300 }, want: { at: 1300 } },
+    { name: 'a known pace within the origin\'s is waited for 1.5 blocks', s: { now: 1250, pace: 400, originLeafMs: 100 }, want: { at: 1600 } },
+    { name: 'then the origin joins', s: { now: 1600, pace: 400, originLeafMs: 100 }, want: { why: 'first' } },
+    // 4 blocks per 1000 ms is under half the origin's 1 per 100 ms: the
+    // pace does not hold the origin back.
+    { name: 'a pace slower than half the origin is ignored', s: { now: 1200, pace: 1000, originLeafMs: 100 }, want: { why: 'first' } },
+    { name: 'a known pace with the origin not measured is waited for', s: { now: 1200, pace: 1000 }, want: { at: 2500 } }
+  ]
+  for (const c of cases) {
+    assert.deepEqual(originJoin({ ...base, ...c.s }), c.want, c.name)
+  }
+})
+
+test('originJoin after the first peer block', () => {
+  const cases = [
+    // one block at 1050: stalled after peerTimeout without another.
+    { name: 'waits peerTimeout after the last block', s: { ...delivered(1, 1050, 0), now: 1200 }, want: { at: 1250 } },
+    { name: 'stalled after peerTimeout', s: { ...delivered(1, 1050, 0), now: 1250 }, want: { why: 'stall' } },
+    // three blocks 100 ms apart, 4 at once: 1.5 rounds of 4 blocks at
+    // 100 ms is 600 ms after the last (1250).
+    { name: 'a slow round is not a stall', s: { ...delivered(3, 1050, 100), now: 1800 }, want: { at: 1850 } },
+    { name: 'stalled after 1.5 rounds', s: { ...delivered(3, 1050, 100), now: 1850 }, want: { why: 'stall' } },
+    { name: 'a known pace lengthens the stall window', s: { ...delivered(1, 1050, 0), now: 1500, pace: 400 }, want: { at: 1650 } },
+    // 1 MiB in 500 ms from peers against 1 MiB per 100 ms from the
+    // origin: under half, after more than peerTimeout.
+    { name: 'slow peers', s: { ...delivered(1, 1050, 0), now: 1550, lastPeer: 1500, originLeafMs: 100 }, want: { why: 'slow' } },
+    { name: 'not slow before peerTimeout of peer blocks', s: { ...delivered(1, 1050, 0), now: 1200, originLeafMs: 100 }, want: { at: 1250 } },
+    // 4 MiB in 400 ms (10 MiB/s) against 20 MiB/s from the origin: half,
+    // not slow; looked at again within 100 ms.
+    { name: 'peers at half the origin keep it out', s: { ...delivered(4, 1050, 100), now: 1450, originLeafMs: 50 }, want: { at: 1550 } }
+  ]
+  for (const c of cases) {
+    assert.deepEqual(originJoin({ ...base, ...c.s }), c.want, c.name)
+  }
+})
+
+test('capWindow', () => {
+  assert.equal(capWindow(2000, 0), 2000)
+  assert.equal(capWindow(2000, 500), 2000)
+  assert.equal(capWindow(2000, 900), 2700)
+})
+
+test('capHedges', () => {
+  const s = { now: 10000, asked: 8000, win: 2000, capMax: 15000 }
+  const cases = [
+    { name: 'nobody asked delivered', s: { lastBlocks: [] }, want: true },
+    { name: 'a peer asked delivered within the window', s: { lastBlocks: [-Infinity, 9000] }, want: false },
+    { name: 'the last block is as old as the window', s: { lastBlocks: [8000] }, want: true },
+    { name: 'delivering, but capMax after the ask', s: { lastBlocks: [9900], asked: -5000 }, want: true }
+  ]
+  for (const c of cases) {
+    assert.equal(capHedges({ ...s, ...c.s }), c.want, c.name)
+  }
+})
