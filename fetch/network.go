@@ -34,6 +34,7 @@ type guard struct {
 	recent    map[cid.Cid]time.Time   // CIDs wanted until recently, with when
 	sender    map[cid.Cid]peer.ID     // first sender of a wanted block
 	useful    map[peer.ID]time.Time   // last block or HAVE of a wanted CID
+	answered  map[peer.ID]time.Time   // last block, HAVE or DONT_HAVE of a wanted CID
 	gone      map[peer.ID]time.Time   // last disconnect, as bitswap saw it
 	timers    map[peer.ID]*time.Timer // penalty ends
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
@@ -53,6 +54,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		recent:         make(map[cid.Cid]time.Time),
 		sender:         make(map[cid.Cid]peer.ID),
 		useful:         make(map[peer.ID]time.Time),
+		answered:       make(map[peer.ID]time.Time),
 		gone:           make(map[peer.ID]time.Time),
 		timers:         make(map[peer.ID]*time.Timer),
 		prio:           make(map[cid.Cid]int32),
@@ -280,6 +282,17 @@ func (g *guard) usefulSince(p peer.ID, t time.Time) bool {
 	return ok && !u.Before(t)
 }
 
+// answeredSince reports whether p answered a want since t: a block, a
+// HAVE or a DONT_HAVE of a wanted CID. A peer that says it does not have
+// the content is honest, not silent (a seed asked before its summary
+// arrived, a holder that evicted the content).
+func (g *guard) answeredSince(p peer.ID, t time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	u, ok := g.answered[p]
+	return ok && !u.Before(t)
+}
+
 // linkedSince reports whether p is connected now and has not been
 // disconnected since t: only such a provider can be silent. One that was
 // unreachable or lost its connection may be honest (a seed restarting, a
@@ -401,7 +414,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 			if _, seen := g.sender[c]; !seen {
 				g.sender[c] = p
 			}
-			g.useful[p] = now
+			g.useful[p], g.answered[p] = now, now
 			g.proms.delivered(p, c, now)
 			continue
 		}
@@ -413,7 +426,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	var void, held []cid.Cid
 	for _, c := range m.Haves() {
 		if _, ok := g.wanted[c]; ok {
-			g.useful[p] = now
+			g.useful[p], g.answered[p] = now, now
 			switch v, h := g.proms.have(p, c, now); {
 			case v:
 				void = append(void, c)
@@ -423,6 +436,11 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		}
 	}
 	for _, c := range m.DontHaves() {
+		_, w := g.wanted[c]
+		_, r := g.recent[c]
+		if w || r { // an answer that came after the want ended is one too
+			g.answered[p] = now
+		}
 		g.proms.dontHave(p, c, now)
 	}
 	var released []promiseKey

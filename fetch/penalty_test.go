@@ -2,6 +2,8 @@ package fetch_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -59,5 +61,51 @@ func TestGoneProviderNotPenalised(t *testing.T) {
 	}
 	if cl.f.Penalised(down.ID()) {
 		t.Error("a provider that could not be reached was penalised as silent")
+	}
+}
+
+// TestEmptyProviderNotPenalised: a provider listed for content it does
+// not hold (a connected seed before its summary arrived, listed first; a
+// holder that evicted the content) answers the fetch's first want with
+// DONT_HAVE: it is not silent (it was penalised for 30 s: found by
+// TestFaultRandomFetches, an app ignoring a restarted seed). The fetch has
+// nothing else (the origin never answers); the provider that never answers
+// is penalised beside it, which shows the judgement ran. A crowd member
+// that answers DONT_HAVE is still penalised: TestStripingSilentMember.
+func TestEmptyProviderNotPenalised(t *testing.T) {
+	a := makeAsset(t, 62, MiB)
+	tg := a.t
+	tg.URL = "http://origin.invalid/a.bin"
+	control, empty := silentPeer(t), newNode(t, fetch.Config{})
+	cl := newNode(t, fetch.Config{
+		StallTimeout:        time.Second,
+		OriginHeaderTimeout: 1500 * time.Millisecond,
+		HTTPClient:          &http.Client{Transport: stallingOrigin{hang: true}},
+		Providers:           providers{a.t.Cid: {empty.info(), {ID: control.ID(), Addrs: control.Addrs()}}},
+	})
+	// Connected first, as a bootstrap seed is: the fetch's first want
+	// (want-block, send DONT_HAVE) goes to connected providers.
+	for _, ai := range []peer.AddrInfo{empty.info(), {ID: control.ID(), Addrs: control.Addrs()}} {
+		if err := cl.h.Connect(context.Background(), ai); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := io.ReadAll(r); err == nil {
+		t.Fatal("read the content with no source holding it")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !cl.f.Penalised(control.ID()) {
+		if time.Now().After(deadline) {
+			t.Fatal("the provider that never answered was not penalised")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if cl.f.Penalised(empty.h.ID()) {
+		t.Error("a provider that answered DONT_HAVE was penalised as silent")
 	}
 }

@@ -776,9 +776,13 @@ func (r *Reader) giveUpLocked(missing bool, now time.Time, s *soon) error {
 }
 
 // silentLocked returns the providers (and crowd members) to penalise: those
-// that, in StallTimeout from the start, sent neither a block nor a HAVE
-// for the content while connected. They are judged once. The caller holds
-// mu.
+// that, in StallTimeout from the start, sent nothing for the content
+// while connected. A provider that answered DONT_HAVE said something: it
+// was listed for content it does not hold (a seed asked before its summary
+// came, a holder that evicted it) and is honest. A member of the crowd
+// fetching the content must deliver its share: a DONT_HAVE does not
+// excuse it, unless the origin failed (it had nothing to send either).
+// They are judged once. The caller holds mu.
 func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 	if r.provsDone || len(r.provs) == 0 {
 		return nil
@@ -788,15 +792,18 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 		return nil
 	}
 	r.provsDone = true
-	// A member of the crowd fetching this content from the same origin is
-	// not judged when that origin failed: it had nothing to send either.
 	var fetching []peer.ID
-	if r.originDead != nil && r.f.cfg.Crowd != nil {
+	if r.f.cfg.Crowd != nil {
 		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
 	}
+	g := r.f.guard
 	var silent []peer.ID
 	for _, p := range r.provs {
-		if !r.f.guard.usefulSince(p, r.start) && r.f.guard.linkedSince(p, r.start) && !slices.Contains(fetching, p) {
+		member := slices.Contains(fetching, p)
+		switch {
+		case !g.linkedSince(p, r.start), g.usefulSince(p, r.start):
+		case member && r.originDead != nil:
+		case member, !g.answeredSince(p, r.start):
 			silent = append(silent, p)
 		}
 	}
