@@ -385,8 +385,11 @@ func testBrowserFromSeed(t *testing.T, transport string) {
 	// slow ones when the machine is busy), so the default 200 ms peer
 	// timeout hedged to the origin in about one run of eight. These tests
 	// are about the transport and the accounting, not the timer (the fetch
-	// package's tests cover hedging): peers get 1 s.
-	u += "&peer-timeout-ms=1000"
+	// package's tests and the page's test/gate.test.mjs cover hedging):
+	// peers get 5 s, and 20 s per leaf (with 1 s, at a load average of 11
+	// a stall between two blocks over WebRTC-direct let the origin take the
+	// last leaf).
+	u += "&peer-timeout-ms=5000&stall-timeout-ms=20000"
 	ps := d.open("A", u)
 	t.Logf("page %s joined through %s in %v", ps.PeerID, ps.Seed, time.Since(start).Round(time.Millisecond))
 	if !strings.Contains(ps.Seed, "/"+transport) {
