@@ -307,6 +307,22 @@ func (g *guard) linkedSince(p peer.ID, t time.Time) bool {
 	return !ok || gone.Before(t)
 }
 
+// pruneLocked forgets the disconnects, blocks and answers of peers older
+// than any Reader asks about (a Reader judges its providers StallTimeout
+// after its start): on a seed that runs for months each peer ever seen
+// stayed in these maps. PeerDisconnected calls it, so they hold at most
+// the peers connected lately. The caller holds mu.
+func (g *guard) pruneLocked(now time.Time) {
+	horizon := recentFor + g.f.cfg.StallTimeout
+	for _, m := range []map[peer.ID]time.Time{g.gone, g.useful, g.answered} {
+		for q, t := range m {
+			if now.Sub(t) > horizon {
+				delete(m, q)
+			}
+		}
+	}
+}
+
 // penalise drops p from bitswap for the penalty time.
 func (g *guard) penalise(p peer.ID) bool { return g.penaliseFor(p, g.f.cfg.Penalty) }
 
@@ -655,11 +671,7 @@ func (r guardReceiver) PeerDisconnected(p peer.ID) {
 	now := time.Now()
 	r.g.gone[p] = now
 	r.g.proms.gone(p)
-	for q, t := range r.g.gone {
-		if now.Sub(t) > recentFor+r.g.f.cfg.StallTimeout {
-			delete(r.g.gone, q)
-		}
-	}
+	r.g.pruneLocked(now)
 	released := r.g.releaseLocked()
 	rs := r.g.receivers
 	r.g.mu.Unlock()
