@@ -198,11 +198,20 @@ func TestBusyHolderNotHedged(t *testing.T) {
 		provs[n] = p
 		return n
 	}
-	other, fresh := newClient(), newClient()
-	st := fetchBoth(other, fresh)
-	t.Logf("no history with the holder: TTFB %v, origin %d, peer %d, hedged %v", st.TTFB, st.OriginBytes, st.PeerBytes, st.Hedged)
+	// The control: a node with no history hedges at PeerTimeout, unless
+	// the holder's HAVE of the leaf came first (then it is on its way, and
+	// the node rightly waits as long: about one run in five under -race).
+	// Up to five tries, each with a new holder, to see the hedge.
+	var st fetch.Stats
+	for range 5 {
+		st = fetchBoth(newClient(), newClient())
+		t.Logf("no history with the holder: TTFB %v, origin %d, peer %d, hedged %v", st.TTFB, st.OriginBytes, st.PeerBytes, st.Hedged)
+		if st.Hedged {
+			break
+		}
+	}
 	if !st.Hedged {
-		t.Fatalf("a node with no history did not hedge when the first block took %v: the test shows nothing", st.TTFB)
+		t.Fatalf("a node with no history did not hedge in five tries (the last first block took %v): the test shows nothing", st.TTFB)
 	}
 	cl := newClient()
 	before := o.reqs.Load()
