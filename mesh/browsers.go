@@ -296,13 +296,19 @@ func (r *reusedStream) usable(now time.Time) bool {
 	return !r.broken
 }
 
-// Write writes b, a whole bitswap message (boxo writes each in one call).
-// If the stream came from the pool and the write fails (the peer reset it
-// while it was idle), b goes on a new stream instead, which then replaces
-// it: a peer drops the part of a message cut by a reset.
+// Write writes b, part of a bitswap message. If the stream came from the
+// pool and the message's first write fails (the peer reset it while it was
+// idle), b goes on a new stream instead, which then replaces it: a peer
+// drops the part of a message cut by a reset. A later write of the same
+// message that fails is not retried: the rest of a message on a new stream
+// would not be a message (a message may be written in parts: the fetch
+// package writes a block's data apart from its framing).
 func (r *reusedStream) Write(b []byte) (int, error) {
 	n, err := r.Stream.Write(b)
 	if err == nil {
+		r.mu.Lock()
+		r.reused = false // this message has begun on this stream
+		r.mu.Unlock()
 		return n, nil
 	}
 	r.mu.Lock()

@@ -209,6 +209,35 @@ func testReuseHost(t *testing.T, transport libp2p.Option, listen string) {
 	if n := r.streamCount(); n != 3 {
 		t.Errorf("after the second reset: %d streams in all, want 3", n)
 	}
+
+	// A message whose first part went out on a pooled stream and whose
+	// second part fails is not retried: its rest alone on a new stream
+	// would not be a message.
+	s = h.take(page, []protocol.ID{bitswap120})
+	if s == nil {
+		t.Fatal("no pooled stream after block 4")
+	}
+	if _, err := s.Write(binary.AppendUvarint(nil, uint64(len("block 5")))); err != nil {
+		t.Fatalf("first part of a message on a pooled stream: %v", err)
+	}
+	r.mu.Lock()
+	_ = r.last.Reset()
+	r.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := s.Stream.Write(nil); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the app's transport never read the receiver's reset")
+		}
+	}
+	if _, err := s.Write([]byte("block 5")); err == nil {
+		t.Error("the second part of a message cut by a reset was written somewhere")
+	}
+	_ = s.Close()
+	if n := r.streamCount(); n != 3 {
+		t.Errorf("after a message cut in two: %d streams in all, want 3 (its second part went on a new one)", n)
+	}
 }
 
 // TestReuseHostOtherTransports: over TCP nothing changes, a stream per
