@@ -19,7 +19,8 @@ import (
 
 // memProfileDir, if set, is where BenchmarkFetchMemory writes heap
 // profiles: NAME-idle.pprof before each fetch and NAME.pprof at its peak of
-// live heap, to compare with go tool pprof -diff_base.
+// live heap, to compare with go tool pprof -diff_base, and beside each the
+// goroutines at that moment (NAME.goroutines): where blocks wait.
 var memProfileDir = flag.String("fetchmem.profile", "", "BenchmarkFetchMemory: write heap profiles (idle, peak) to this directory")
 
 // BenchmarkFetchMemory: what a peer fetch costs in Go heap, both ends in
@@ -118,7 +119,8 @@ func BenchmarkFetchMemory(b *testing.B) {
 }
 
 // writeHeapProfile writes the heap profile (as of the last collection) to
-// name.pprof in -fetchmem.profile, if set.
+// name.pprof in -fetchmem.profile, if set, and the goroutines' stacks to
+// name.goroutines.
 func writeHeapProfile(b *testing.B, name string) {
 	if *memProfileDir == "" {
 		return
@@ -130,6 +132,15 @@ func writeHeapProfile(b *testing.B, name string) {
 	}
 	defer f.Close()
 	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Error(err)
+	}
+	g, err := os.Create(filepath.Join(*memProfileDir, name+".goroutines"))
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer g.Close()
+	if err := pprof.Lookup("goroutine").WriteTo(g, 1); err != nil {
 		b.Error(err)
 	}
 }

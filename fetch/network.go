@@ -123,7 +123,7 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 		return errPeerNotDraining
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
-	err := g.BitSwapNetwork.SendMessage(ctx, p, m)
+	err := g.BitSwapNetwork.SendMessage(ctx, p, streamed(m)) // wire.go: no message-sized buffer
 	cancel()
 	now := time.Now()
 	switch g.sends.end(p, began, err != nil && !now.Before(deadline), now) {
