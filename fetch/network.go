@@ -39,6 +39,7 @@ type guard struct {
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
 	sends     *sendLimiter            // deadlines of what the server sends
 	proms     *promises               // HAVEs not yet followed by the block
+	side      *sideBlocks             // blocks the inbound filter took out of messages (nil: none)
 	promTimer *time.Timer             // checks the promises when one is due
 	stopped   bool
 	life      sync.RWMutex // held for reading while forgiving; stop takes it
@@ -388,6 +389,9 @@ type guardReceiver struct{ g *guard }
 
 func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) {
 	g := r.g
+	if g.side != nil {
+		m = withSideBlocks(g.side, m)
+	}
 	now := time.Now()
 	g.mu.Lock()
 	if g.isPenalisedLocked(p, now) {
