@@ -45,8 +45,8 @@ import (
 //     bitswap for as long as they kept them (streamIdle, then again); now
 //     each such peer holds them for firstMessageWait and is then refused;
 //   - reserves each message's size with the stream's resource scope while it
-//     is read, so that the resource manager's memory limits count it and
-//     refuse what does not fit.
+//     is read and handed on, so that the resource manager's memory limits
+//     count it and refuse what does not fit.
 //
 // A peer that sends a message over the limits (or malformed) breaks the
 // protocol as no honest bitswap does: its connections are closed at once
@@ -259,6 +259,9 @@ func (s *inboundStream) Read(p []byte) (int, error) {
 	}
 	n := copy(p, s.pending)
 	s.pending = s.pending[n:]
+	if len(s.pending) == 0 {
+		s.release() // boxo has read it: what it allocated for it is its own
+	}
 	return n, nil
 }
 
@@ -283,7 +286,6 @@ func (s *inboundStream) message() error {
 	if err != nil {
 		return err
 	}
-	defer s.release()
 	var out, blks = []byte{}, []blocks.Block(nil)
 	for left, wantBytes := int(l), 0; left > 0; {
 		field, n, err := s.field(&out, left, &wantBytes)

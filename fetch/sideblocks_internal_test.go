@@ -163,3 +163,54 @@ func TestFetcherTakesBlocksAside(t *testing.T) {
 		t.Errorf("side table: %d held, %d taken out; want 0 and 1", held, taken)
 	}
 }
+
+// countingScope is a stream scope that counts the memory reserved.
+type countingScope struct {
+	network.NullScope
+	reserved int
+}
+
+func (s *countingScope) ReserveMemory(n int, _ uint8) error { s.reserved += n; return nil }
+func (s *countingScope) ReleaseMemory(n int)                { s.reserved -= n }
+
+type scopedPipe struct {
+	pipeStream
+	scope *countingScope
+}
+
+func (s *scopedPipe) Scope() network.StreamScope { return s.scope }
+
+// TestInboundReservesUntilHandedOn: a message's size stays reserved with
+// the stream's scope until boxo has read all of it (when it holds its own
+// copy), and is released then.
+func TestInboundReservesUntilHandedOn(t *testing.T) {
+	var wire bytes.Buffer
+	if err := wantMessage(t, 300).ToNetV1(&wire); err != nil {
+		t.Fatal(err)
+	}
+	total := wire.Len()
+	ps := &scopedPipe{pipeStream: pipeStream{r: bytes.NewReader(wire.Bytes())}, scope: &countingScope{}}
+	s := &inboundStream{Stream: ps, r: bufio.NewReaderSize(ps, 4096)}
+	buf := make([]byte, 100)
+	n, err := s.Read(buf)
+	if err != nil || n == 0 {
+		t.Fatal(n, err)
+	}
+	if ps.scope.reserved == 0 {
+		t.Fatal("nothing reserved while the message is handed on")
+	}
+	got := n
+	for got < total {
+		n, err := s.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+		if got < total && ps.scope.reserved == 0 {
+			t.Fatalf("reservation released with %d of %d bytes handed on", got, total)
+		}
+	}
+	if ps.scope.reserved != 0 {
+		t.Errorf("%d bytes still reserved after the message was handed on", ps.scope.reserved)
+	}
+}
