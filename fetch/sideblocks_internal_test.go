@@ -10,6 +10,7 @@ import (
 
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	pb "github.com/ipfs/boxo/bitswap/message/pb"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -213,4 +214,53 @@ func TestInboundReservesUntilHandedOn(t *testing.T) {
 	if ps.scope.reserved != 0 {
 		t.Errorf("%d bytes still reserved after the message was handed on", ps.scope.reserved)
 	}
+}
+
+// FuzzInboundSideBlocks: whatever a peer sends, the inbound filter with a
+// side table neither panics nor keeps blocks once the stream has ended,
+// and what boxo decodes from it, with its blocks put back, decodes.
+func FuzzInboundSideBlocks(f *testing.F) {
+	leaf := blocks.NewBlock(bytes.Repeat([]byte{9}, 300))
+	for _, build := range []func() bsmsg.BitSwapMessage{
+		func() bsmsg.BitSwapMessage {
+			m := bsmsg.New(false)
+			m.AddBlock(leaf)
+			m.AddHave(leaf.Cid())
+			m.SetPendingBytes(7)
+			return m
+		},
+		func() bsmsg.BitSwapMessage {
+			m := bsmsg.New(true)
+			m.AddEntry(leaf.Cid(), 3, pb.Message_Wantlist_Have, true)
+			m.AddDontHave(markerCid("forged"))
+			return m
+		},
+	} {
+		var wire bytes.Buffer
+		if err := build().ToNetV1(&wire); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(wire.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		side := newSideBlocks()
+		ps := &pipeStream{r: bytes.NewReader(data)}
+		s := &inboundStream{Stream: ps, r: bufio.NewReaderSize(ps, 4096), side: side}
+		rd := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
+		for {
+			m, _, err := bsmsg.FromMsgReader(rd)
+			if err != nil {
+				_ = s.Reset() // as boxo does on an error
+				break
+			}
+			for _, bp := range withSideBlocks(side, m).BlockPresences() {
+				if _, ok := markerToken(bp.Cid); ok {
+					t.Fatalf("a marker reached bitswap: %s", bp.Cid)
+				}
+			}
+		}
+		if held, _ := side.counts(); held != 0 {
+			t.Fatalf("%d messages' blocks held after the stream ended", held)
+		}
+	})
 }
