@@ -94,7 +94,9 @@ func New(cfg Config) (*Fetcher, error) {
 	if gate == nil {
 		gate = new(Gater)
 	}
-	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge}), f)
+	side := newSideBlocks() // sideblocks.go: received blocks without copies
+	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side}), f)
+	f.guard.side = side
 	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeConcurrency, &f.served)
 	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
 		// Providers are found by root CID here and connected before the

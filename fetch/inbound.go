@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -15,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Want lists that are too large. boxo's bitswap reads any message up to
@@ -22,9 +26,9 @@ import (
 // a seed to 1.75 GiB and the honest fetch to 23x, the resource manager
 // seeing a sixth of that memory. The engine keeps at most 1024 wants per
 // peer, so a longer list is only work. The bitswap network here reads its
-// inbound streams through inboundStream, which follows each message's
-// protobuf framing as the bytes pass (nothing is buffered but a few
-// header bytes) and
+// inbound streams through inboundStream, which reads each message whole
+// (its fields checked as they arrive, before their bodies are read), hands
+// boxo its blocks aside (sideblocks.go) and the rest as it came, and
 //
 //   - resets the stream at a message whose want list is over
 //     maxWantlistBytes (about 2,900 entries), before boxo decodes it;
@@ -41,8 +45,8 @@ import (
 //     bitswap for as long as they kept them (streamIdle, then again); now
 //     each such peer holds them for firstMessageWait and is then refused;
 //   - reserves each message's size with the stream's resource scope while it
-//     is read (what boxo then allocates for it), so that the resource
-//     manager's memory limits count it and refuse what does not fit.
+//     is read and handed on, so that the resource manager's memory limits
+//     count it and refuse what does not fit.
 //
 // A peer that sends a message over the limits (or malformed) breaks the
 // protocol as no honest bitswap does: its connections are closed at once
@@ -176,6 +180,7 @@ type filterHost struct {
 	host.Host
 	gate     *Gater
 	rejected func(network.Stream, error)
+	side     *sideBlocks // nil: blocks go through boxo's decoding
 }
 
 func (h filterHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
@@ -185,7 +190,7 @@ func (h filterHost) SetStreamHandler(pid protocol.ID, handler network.StreamHand
 			_ = h.Network().ClosePeer(p)
 			return
 		}
-		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.refuse})
+		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.refuse, side: h.side})
 	})
 }
 
@@ -220,142 +225,183 @@ func (h filterHost) silentCounter(p peer.ID) *silentCount {
 // refused reports whether p's streams are refused at now.
 func (h filterHost) refused(p peer.ID, now time.Time) bool { return h.gate.Refused(p, now) }
 
-// inboundStream passes a bitswap stream's bytes through while checking
-// each message's framing: a varint length, then top-level protobuf fields
-// (1 want list, 2 and 3 blocks, 4 block presences, 5 pending bytes).
+// inboundStream passes a bitswap stream's messages on while checking each
+// message's framing: a varint length, then top-level protobuf fields (1
+// want list, 2 and 3 blocks, 4 block presences, 5 pending bytes). It reads
+// each message whole before handing any of it out. With side set, it takes
+// the blocks (field 3) out of the message, each read into a buffer of its
+// own size, and hands boxo the rest with a marker by which the guard puts
+// them back (see sideBlocks); without, the message passes byte for byte.
 type inboundStream struct {
 	network.Stream
 	r        *bufio.Reader
 	rejected func(network.Stream, error)
+	side     *sideBlocks // nil: blocks pass through boxo's decoding
 
-	pending   []byte // header bytes parsed, not yet handed out
-	frameLeft int    // bytes of the current message not yet handed out
-	fieldLeft int    // bytes of the current field's body not yet handed out
-	wantBytes int    // want list bytes in the current message
-	reserved  int    // memory reserved for the current message
-	started   bool   // a message header arrived
-	err       error
+	pending  []byte // the message being handed out
+	token    string // side key of the blocks of the last message handed out
+	reserved int    // memory reserved for the current message
+	started  bool   // a message header arrived
+	err      error
 }
 
 func (s *inboundStream) Read(p []byte) (int, error) {
-	for len(s.pending) == 0 && s.fieldLeft == 0 {
+	if len(s.pending) == 0 {
+		// boxo asks for the next message: it has handled the last one.
+		s.dropSide()
 		if s.err != nil {
 			return 0, s.err
 		}
-		if err := s.header(); err != nil {
+		if err := s.message(); err != nil {
 			s.fail(err)
 			return 0, err
 		}
 	}
-	if len(s.pending) > 0 {
-		n := copy(p, s.pending)
-		s.pending = s.pending[n:]
-		return n, nil
+	n := copy(p, s.pending)
+	s.pending = s.pending[n:]
+	if len(s.pending) == 0 {
+		s.release() // boxo has read it: what it allocated for it is its own
 	}
-	n, err := s.r.Read(p[:min(len(p), s.fieldLeft)])
-	s.fieldLeft -= n
-	s.frameLeft -= n
-	if s.frameLeft == 0 {
-		s.release()
-	}
-	return n, err
+	return n, nil
 }
 
-// header parses the next message or field header into pending. A
-// message's length goes out only with its first field's header: boxo
-// allocates the whole message when it reads the length, so a message
-// refused at its first field (a want list comes first) costs no allocation.
-func (s *inboundStream) header() error {
-	if s.frameLeft == 0 {
-		if err := s.messageHeader(); err != nil || s.frameLeft == 0 {
+// Close and Reset let go of blocks taken out of a message boxo did not
+// hand on.
+func (s *inboundStream) Close() error { s.dropSide(); return s.Stream.Close() }
+func (s *inboundStream) Reset() error { s.dropSide(); return s.Stream.Reset() }
+
+func (s *inboundStream) dropSide() {
+	if s.token != "" {
+		s.side.take(s.token)
+		s.token = ""
+	}
+}
+
+// message reads the next message whole into pending. Its length goes out
+// only once all of it is read and checked: boxo allocates the whole
+// message when it reads the length, so a message refused at any field
+// costs boxo no allocation.
+func (s *inboundStream) message() error {
+	l, err := s.messageHeader()
+	if err != nil {
+		return err
+	}
+	var out, blks = []byte{}, []blocks.Block(nil)
+	for left, wantBytes := int(l), 0; left > 0; {
+		field, n, err := s.field(&out, left, &wantBytes)
+		if err != nil {
 			return err
 		}
+		left -= n
+		if field == nil {
+			continue
+		}
+		b, err := payloadBlock(field)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errTooLarge, err)
+		}
+		blks = append(blks, b)
 	}
-	return s.fieldHeader()
+	if len(blks) > 0 {
+		s.token = s.side.put(blks)
+		out = appendMarker(out, s.token)
+	}
+	s.pending = append(protowire.AppendVarint(make([]byte, 0, 10+len(out)), uint64(len(out))), out...)
+	return nil
 }
 
-// messageHeader parses a message's length, sets its read deadline and
+// messageHeader reads a message's length, sets its read deadline and
 // reserves its size with the stream's scope.
-func (s *inboundStream) messageHeader() error {
+func (s *inboundStream) messageHeader() (uint64, error) {
 	wait := streamIdle
 	if !s.started {
 		wait = firstMessageWait
 	}
 	_ = s.SetReadDeadline(time.Now().Add(wait))
-	l, err := s.varint()
+	var hdr []byte
+	l, err := s.varint(&hdr)
 	var ne net.Error
-	if err != nil && !s.started && len(s.pending) == 0 && errors.As(err, &ne) && ne.Timeout() {
-		return fmt.Errorf("%w: no message in %v: %v", errSilent, wait, err)
+	if err != nil && !s.started && len(hdr) == 0 && errors.As(err, &ne) && ne.Timeout() {
+		return 0, fmt.Errorf("%w: no message in %v: %v", errSilent, wait, err)
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	s.started = true
 	_ = s.SetReadDeadline(time.Now().Add(sendDeadline(int(min(l, maxMessageBytes)))))
 	if l > maxMessageBytes {
-		return fmt.Errorf("%w: message of %d bytes", errTooLarge, l)
+		return 0, fmt.Errorf("%w: message of %d bytes", errTooLarge, l)
 	}
 	if l > 0 {
 		if err := s.Scope().ReserveMemory(int(l), network.ReservationPriorityAlways); err != nil {
-			return fmt.Errorf("%w: %v", errTooLarge, err)
+			return 0, fmt.Errorf("%w: %v", errTooLarge, err)
 		}
 		s.reserved = int(l)
 	}
-	s.frameLeft, s.wantBytes = int(l), 0
-	return nil
+	return l, nil
 }
 
-// fieldHeader parses a field's tag (and length) and checks the want list's
-// size so far.
-func (s *inboundStream) fieldHeader() error {
-	mark := len(s.pending)
-	tag, err := s.varint()
+// field reads one field of at most left bytes, checking the want list's
+// size so far (counted in wantBytes) before its body is read. A block
+// (field 3) taken out of the message (side set) is returned, read into a
+// buffer of its size; any other field is appended to out as it came. n is
+// the field's size.
+func (s *inboundStream) field(out *[]byte, left int, wantBytes *int) (block []byte, n int, err error) {
+	mark := len(*out)
+	tag, err := s.varint(out)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
+	body := 0
 	switch tag & 7 {
 	case 0:
-		_, err = s.varint()
+		_, err = s.varint(out)
 	case 1:
-		s.fieldLeft = 8
+		body = 8
 	case 5:
-		s.fieldLeft = 4
+		body = 4
 	case 2:
 		var l uint64
-		if l, err = s.varint(); err == nil {
-			s.fieldLeft = int(min(l, maxMessageBytes+1))
+		if l, err = s.varint(out); err == nil {
+			body = int(min(l, maxMessageBytes+1))
 			if tag>>3 == 1 {
-				s.wantBytes += s.fieldLeft
+				*wantBytes += body
 			}
 		}
 	default:
 		err = fmt.Errorf("%w: bad wire type %d", errTooLarge, tag&7)
 	}
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	if s.wantBytes > maxWantlistBytes {
-		return fmt.Errorf("%w: want list of %d bytes", errTooLarge, s.wantBytes)
+	if *wantBytes > maxWantlistBytes {
+		return nil, 0, fmt.Errorf("%w: want list of %d bytes", errTooLarge, *wantBytes)
 	}
-	s.frameLeft -= len(s.pending) - mark
-	if s.frameLeft < s.fieldLeft || s.frameLeft < 0 {
-		return fmt.Errorf("%w: field past its message", errTooLarge)
+	n = len(*out) - mark + body
+	if n > left {
+		return nil, 0, fmt.Errorf("%w: field past its message", errTooLarge)
 	}
-	if s.frameLeft == 0 {
-		s.release()
+	if tag == 3<<3|2 && s.side != nil {
+		*out = (*out)[:mark] // the header goes with the block
+		block = make([]byte, body)
+		_, err = io.ReadFull(s.r, block)
+		return block, n, err
 	}
-	return nil
+	*out = slices.Grow(*out, body)
+	_, err = io.ReadFull(s.r, (*out)[len(*out):len(*out)+body])
+	*out = (*out)[:len(*out)+body]
+	return nil, n, err
 }
 
-// varint reads a varint, appending its bytes to pending.
-func (s *inboundStream) varint() (uint64, error) {
+// varint reads a varint, appending its bytes to out.
+func (s *inboundStream) varint(out *[]byte) (uint64, error) {
 	var v uint64
 	for i := 0; i < 10; i++ {
 		b, err := s.r.ReadByte()
 		if err != nil {
 			return 0, err
 		}
-		s.pending = append(s.pending, b)
+		*out = append(*out, b)
 		v |= uint64(b&0x7f) << (7 * i)
 		if b < 0x80 {
 			return v, nil
@@ -376,6 +422,7 @@ func (s *inboundStream) release() {
 func (s *inboundStream) fail(err error) {
 	s.err = err
 	s.pending = nil
+	s.dropSide()
 	s.release()
 	switch {
 	case errors.Is(err, errTooLarge), errors.Is(err, errSilent):

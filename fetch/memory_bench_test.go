@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,8 @@ import (
 
 // memProfileDir, if set, is where BenchmarkFetchMemory writes heap
 // profiles: NAME-idle.pprof before each fetch and NAME.pprof at its peak of
-// live heap, to compare with go tool pprof -diff_base.
+// live heap, to compare with go tool pprof -diff_base, and beside each the
+// goroutines at that moment (NAME.goroutines): where blocks wait.
 var memProfileDir = flag.String("fetchmem.profile", "", "BenchmarkFetchMemory: write heap profiles (idle, peak) to this directory")
 
 // BenchmarkFetchMemory: what a peer fetch costs in Go heap, both ends in
@@ -69,10 +71,10 @@ func BenchmarkFetchMemory(b *testing.B) {
 		} {
 			cl := badgerNode(fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}})
 			runtime.GC()
-			base, baseLive := heapInUse(), liveHeap()
+			base, baseLive, baseMarked := heapInUse(), liveHeap(), markedHeap()
 			writeHeapProfile(b, tc.name+"-idle")
 			var samples atomic.Int64
-			var peak, peakLive atomic.Uint64
+			var peak, peakLive, peakMarked atomic.Uint64
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			wg.Go(func() {
@@ -86,6 +88,9 @@ func BenchmarkFetchMemory(b *testing.B) {
 						samples.Add(1)
 						if h := liveHeap(); h > peakLive.Load() {
 							peakLive.Store(h)
+						}
+						if h := markedHeap(); h > peakMarked.Load() {
+							peakMarked.Store(h)
 							writeHeapProfile(b, tc.name)
 						}
 					}
@@ -108,8 +113,10 @@ func BenchmarkFetchMemory(b *testing.B) {
 			wg.Wait()
 			extra := float64(peak.Load()-min(base, peak.Load())) / MiB
 			live := float64(peakLive.Load()-min(baseLive, peakLive.Load())) / MiB
+			marked := float64(peakMarked.Load()-min(baseMarked, peakMarked.Load())) / MiB
 			b.ReportMetric(extra, tc.name+"-peak-heap-MiB")
 			b.ReportMetric(live, tc.name+"-peak-live-MiB")
+			b.ReportMetric(marked, tc.name+"-peak-marked-MiB")
 			b.Logf("%-12s peak Go heap in use %.1f MiB above the idle nodes', of which live (the most of %d samples after a collection, every 30 ms) %.1f MiB; ReadAhead %d leaves of 1 MiB, window %d MiB",
 				tc.name, extra, samples.Load(), live, fetch.DefaultReadAhead, fetch.DefaultWindowBytes/MiB)
 			cl.f.Close()
@@ -118,7 +125,8 @@ func BenchmarkFetchMemory(b *testing.B) {
 }
 
 // writeHeapProfile writes the heap profile (as of the last collection) to
-// name.pprof in -fetchmem.profile, if set.
+// name.pprof in -fetchmem.profile, if set, and the goroutines' stacks to
+// name.goroutines.
 func writeHeapProfile(b *testing.B, name string) {
 	if *memProfileDir == "" {
 		return
@@ -132,6 +140,15 @@ func writeHeapProfile(b *testing.B, name string) {
 	if err := pprof.WriteHeapProfile(f); err != nil {
 		b.Error(err)
 	}
+	g, err := os.Create(filepath.Join(*memProfileDir, name+".goroutines"))
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer g.Close()
+	if err := pprof.Lookup("goroutine").WriteTo(g, 1); err != nil {
+		b.Error(err)
+	}
 }
 
 // liveHeap collects garbage and returns the bytes of live heap objects.
@@ -140,6 +157,17 @@ func liveHeap() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// markedHeap returns the bytes of heap objects the last collection found
+// live (runtime/metrics /gc/heap/live:bytes): unlike HeapAlloc read after
+// runtime.GC, it leaves out what was allocated between the end of the
+// collection and the reading, which on a loaded machine (this goroutine
+// waiting its turn while blocks stream) ran to tens of MiB.
+func markedHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // heapInUse returns the bytes of heap spans in use, garbage included.

@@ -40,6 +40,7 @@ type guard struct {
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
 	sends     *sendLimiter            // deadlines of what the server sends
 	proms     *promises               // HAVEs not yet followed by the block
+	side      *sideBlocks             // blocks the inbound filter took out of messages (nil: none)
 	promTimer *time.Timer             // checks the promises when one is due
 	stopped   bool
 	life      sync.RWMutex // held for reading while forgiving; stop takes it
@@ -125,7 +126,7 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 		return errPeerNotDraining
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
-	err := g.BitSwapNetwork.SendMessage(ctx, p, m)
+	err := g.BitSwapNetwork.SendMessage(ctx, p, streamed(m)) // wire.go: no message-sized buffer
 	cancel()
 	now := time.Now()
 	switch g.sends.end(p, began, err != nil && !now.Before(deadline), now) {
@@ -417,6 +418,9 @@ type guardReceiver struct{ g *guard }
 
 func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) {
 	g := r.g
+	if g.side != nil {
+		m = withSideBlocks(g.side, m)
+	}
 	now := time.Now()
 	g.mu.Lock()
 	if g.isPenalisedLocked(p, now) {
