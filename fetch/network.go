@@ -497,6 +497,18 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 // withoutPresences returns a copy of m without the block presences of cs
 // (HAVEs held back from bitswap: see promises).
 func withoutPresences(m bsmsg.BitSwapMessage, cs []cid.Cid) bsmsg.BitSwapMessage {
+	out := withoutAnyPresence(m)
+	for _, bp := range m.BlockPresences() {
+		if !slices.Contains(cs, bp.Cid) {
+			out.AddBlockPresence(bp.Cid, bp.Type)
+		}
+	}
+	return out
+}
+
+// withoutAnyPresence returns a copy of m (its want list, blocks and
+// pending bytes) without its block presences.
+func withoutAnyPresence(m bsmsg.BitSwapMessage) bsmsg.BitSwapMessage {
 	out := bsmsg.New(m.Full())
 	for _, e := range m.Wantlist() {
 		if e.Cancel {
@@ -507,11 +519,6 @@ func withoutPresences(m bsmsg.BitSwapMessage, cs []cid.Cid) bsmsg.BitSwapMessage
 	}
 	for _, b := range m.Blocks() {
 		out.AddBlock(b)
-	}
-	for _, bp := range m.BlockPresences() {
-		if !slices.Contains(cs, bp.Cid) {
-			out.AddBlockPresence(bp.Cid, bp.Type)
-		}
 	}
 	out.SetPendingBytes(m.PendingBytes())
 	return out

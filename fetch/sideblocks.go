@@ -154,17 +154,7 @@ func withSideBlocks(t *sideBlocks, m bsmsg.BitSwapMessage) bsmsg.BitSwapMessage 
 	if len(tokens) == 0 {
 		return m
 	}
-	out := bsmsg.New(m.Full())
-	for _, e := range m.Wantlist() {
-		if e.Cancel {
-			out.Cancel(e.Cid)
-		} else {
-			out.AddEntry(e.Cid, e.Priority, e.WantType, e.SendDontHave)
-		}
-	}
-	for _, b := range m.Blocks() {
-		out.AddBlock(b)
-	}
+	out := withoutAnyPresence(m)
 	for _, tok := range tokens {
 		for _, b := range t.take(tok) {
 			out.AddBlock(b)
@@ -175,6 +165,5 @@ func withSideBlocks(t *sideBlocks, m bsmsg.BitSwapMessage) bsmsg.BitSwapMessage 
 			out.AddBlockPresence(bp.Cid, bp.Type)
 		}
 	}
-	out.SetPendingBytes(m.PendingBytes())
 	return out
 }

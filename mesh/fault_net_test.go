@@ -204,19 +204,9 @@ func interleaved(t *testing.T, rounds int, base, attacked func(round int) time.D
 
 // freshTimed starts a new app bootstrapped to b's seed, fetches path from
 // peers only, checks it as checkHonest does, closes the app and returns how
-// long the fetch took.
+// long the fetch took (freshFetch without a liar).
 func (b *nhBed) freshTimed(ctx context.Context, t *testing.T, path string) time.Duration {
 	t.Helper()
-	app, err := mesh.New(ctx, meshtest.LocalConfig(mesh.Config{Bootstrap: b.boot()}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	b.waitApp(ctx, t, app)
-	d, st, err := b.fetch(ctx, app, path)
-	if err != nil {
-		t.Fatalf("honest fetch of %s: %v", path, err)
-	}
-	b.checkHonest(t, app, st)
+	d, _ := b.freshFetch(ctx, t, path, false)
 	return d
 }

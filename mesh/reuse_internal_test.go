@@ -123,6 +123,24 @@ func (r *receiver) await(t *testing.T, want string) {
 	}
 }
 
+// resetLast resets the stream the receiver read last, s's other end, and
+// waits until s's transport has read the reset (no event tells when: it
+// polls with empty writes).
+func (r *receiver) resetLast(t *testing.T, s *reusedStream) {
+	t.Helper()
+	r.mu.Lock()
+	_ = r.last.Reset()
+	r.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := s.Stream.Write(nil); err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the app's transport never read the receiver's reset")
+		}
+	}
+}
+
 func (r *receiver) streamCount() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -189,17 +207,7 @@ func testReuseHost(t *testing.T, transport libp2p.Option, listen string) {
 	if s == nil {
 		t.Fatal("no pooled stream after block 3")
 	}
-	r.mu.Lock()
-	_ = r.last.Reset()
-	r.mu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := s.Stream.Write(nil); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the app's transport never read the receiver's reset")
-		}
-	}
+	r.resetLast(t, s)
 	b := binary.AppendUvarint(nil, uint64(len("block 4")))
 	if _, err := s.Write(append(b, "block 4"...)); err != nil {
 		t.Fatalf("write on a pooled stream the peer reset: %v", err)
@@ -220,17 +228,7 @@ func testReuseHost(t *testing.T, transport libp2p.Option, listen string) {
 	if _, err := s.Write(binary.AppendUvarint(nil, uint64(len("block 5")))); err != nil {
 		t.Fatalf("first part of a message on a pooled stream: %v", err)
 	}
-	r.mu.Lock()
-	_ = r.last.Reset()
-	r.mu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := s.Stream.Write(nil); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the app's transport never read the receiver's reset")
-		}
-	}
+	r.resetLast(t, s)
 	if _, err := s.Write([]byte("block 5")); err == nil {
 		t.Error("the second part of a message cut by a reset was written somewhere")
 	}
