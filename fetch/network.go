@@ -35,6 +35,7 @@ type guard struct {
 	sender    map[cid.Cid]peer.ID     // first sender of a wanted block
 	useful    map[peer.ID]time.Time   // last block or HAVE of a wanted CID
 	answered  map[peer.ID]time.Time   // last block, HAVE or DONT_HAVE of a wanted CID
+	expect    map[peer.ID]time.Time   // first want that asked for an answer, not answered since
 	gone      map[peer.ID]time.Time   // last disconnect, as bitswap saw it
 	timers    map[peer.ID]*time.Timer // penalty ends
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
@@ -56,6 +57,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		sender:         make(map[cid.Cid]peer.ID),
 		useful:         make(map[peer.ID]time.Time),
 		answered:       make(map[peer.ID]time.Time),
+		expect:         make(map[peer.ID]time.Time),
 		gone:           make(map[peer.ID]time.Time),
 		timers:         make(map[peer.ID]*time.Timer),
 		prio:           make(map[cid.Cid]int32),
@@ -114,6 +116,7 @@ func (g *guard) NewMessageSender(ctx context.Context, p peer.ID, opts *bsnet.Mes
 // deadlines is put on probation, then cut (see sendLimiter).
 func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) error {
 	g.reprioritise(m)
+	g.expectAnswer(p, m)
 	slots := g.sends.acquire(p, time.Now())
 	defer g.sends.release(p)
 	if err := g.takeSlot(ctx, p, slots); err != nil {
@@ -196,6 +199,7 @@ type orderedSender struct {
 func (s orderedSender) SendMsg(ctx context.Context, m bsmsg.BitSwapMessage) error {
 	s.g.reprioritise(m)
 	s.g.asked(s.p, m)
+	s.g.expectAnswer(s.p, m)
 	return s.MessageSender.SendMsg(ctx, m)
 }
 
@@ -283,6 +287,33 @@ func (g *guard) usefulSince(p peer.ID, t time.Time) bool {
 	return ok && !u.Before(t)
 }
 
+// expectAnswer notes the first want in m, sent to p, that asks p to answer
+// even if it does not have the block (send DONT_HAVE): from then on p owes
+// an answer (see owesAnswer). bitswap's broadcast want-haves do not ask
+// it, and a peer without the block rightly says nothing to them.
+func (g *guard) expectAnswer(p peer.ID, m bsmsg.BitSwapMessage) {
+	for _, e := range m.Wantlist() {
+		if e.Cancel || !e.SendDontHave {
+			continue
+		}
+		g.mu.Lock()
+		if _, ok := g.expect[p]; !ok {
+			g.expect[p] = time.Now()
+		}
+		g.mu.Unlock()
+		return
+	}
+}
+
+// owesAnswer reports whether p was asked for an answer at or before t and
+// has not answered since.
+func (g *guard) owesAnswer(p peer.ID, t time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	at, ok := g.expect[p]
+	return ok && !at.After(t)
+}
+
 // answeredSince reports whether p answered a want since t: a block, a
 // HAVE or a DONT_HAVE of a wanted CID. A peer that says it does not have
 // the content is honest, not silent (a seed asked before its summary
@@ -315,7 +346,7 @@ func (g *guard) linkedSince(p peer.ID, t time.Time) bool {
 // the peers connected lately. The caller holds mu.
 func (g *guard) pruneLocked(now time.Time) {
 	horizon := recentFor + g.f.cfg.StallTimeout
-	for _, m := range []map[peer.ID]time.Time{g.gone, g.useful, g.answered} {
+	for _, m := range []map[peer.ID]time.Time{g.gone, g.useful, g.answered, g.expect} {
 		for q, t := range m {
 			if now.Sub(t) > horizon {
 				delete(m, q)
@@ -435,6 +466,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 				g.sender[c] = p
 			}
 			g.useful[p], g.answered[p] = now, now
+			delete(g.expect, p)
 			g.proms.delivered(p, c, now)
 			continue
 		}
@@ -447,6 +479,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	for _, c := range m.Haves() {
 		if _, ok := g.wanted[c]; ok {
 			g.useful[p], g.answered[p] = now, now
+			delete(g.expect, p)
 			switch v, h := g.proms.have(p, c, now); {
 			case v:
 				void = append(void, c)
@@ -460,6 +493,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		_, r := g.recent[c]
 		if w || r { // an answer that came after the want ended is one too
 			g.answered[p] = now
+			delete(g.expect, p)
 		}
 		g.proms.dontHave(p, c, now)
 	}

@@ -64,48 +64,61 @@ func TestGoneProviderNotPenalised(t *testing.T) {
 	}
 }
 
-// TestEmptyProviderNotPenalised: a provider listed for content it does
-// not hold (a connected seed before its summary arrived, listed first; a
-// holder that evicted the content) answers the fetch's first want with
-// DONT_HAVE: it is not silent (it was penalised for 30 s: found by
-// TestFaultRandomFetches, an app ignoring a restarted seed). The fetch has
-// nothing else (the origin never answers); the provider that never answers
-// is penalised beside it, which shows the judgement ran. A crowd member
-// that answers DONT_HAVE is still penalised: TestStripingSilentMember.
+// TestEmptyProviderNotPenalised: of two connected providers listed for
+// content neither holds, the first (a seed before its summary came, a
+// holder that evicted the content) is sent the fetch's first want-block,
+// which asks for an answer, and says DONT_HAVE; the second is sent only
+// bitswap's broadcast want-have, which asks for none, and says nothing, as
+// a peer without the block should. Neither is silent: both were penalised
+// for 30 s (found by TestFaultRandomFetches, an app penalising a restarted
+// seed). The fetch has nothing else (the origin never answers). A third
+// client's fetch, with the quiet peer as its only provider, sends it the
+// first want-block: unanswered, it is penalised, which shows the judgement
+// ran. A crowd member that answers DONT_HAVE is still penalised:
+// TestStripingSilentMember.
 func TestEmptyProviderNotPenalised(t *testing.T) {
 	a := makeAsset(t, 62, MiB)
 	tg := a.t
 	tg.URL = "http://origin.invalid/a.bin"
-	control, empty := silentPeer(t), newNode(t, fetch.Config{})
-	cl := newNode(t, fetch.Config{
-		StallTimeout:        time.Second,
-		OriginHeaderTimeout: 1500 * time.Millisecond,
-		HTTPClient:          &http.Client{Transport: stallingOrigin{hang: true}},
-		Providers:           providers{a.t.Cid: {empty.info(), {ID: control.ID(), Addrs: control.Addrs()}}},
-	})
-	// Connected first, as a bootstrap seed is: the fetch's first want
-	// (want-block, send DONT_HAVE) goes to connected providers.
-	for _, ai := range []peer.AddrInfo{empty.info(), {ID: control.ID(), Addrs: control.Addrs()}} {
-		if err := cl.h.Connect(context.Background(), ai); err != nil {
+	quiet, empty := silentPeer(t), newNode(t, fetch.Config{})
+	quietInfo := peer.AddrInfo{ID: quiet.ID(), Addrs: quiet.Addrs()}
+	fetchNothing := func(provs ...peer.AddrInfo) *node {
+		cl := newNode(t, fetch.Config{
+			StallTimeout:        time.Second,
+			OriginHeaderTimeout: 1500 * time.Millisecond,
+			HTTPClient:          &http.Client{Transport: stallingOrigin{hang: true}},
+			Providers:           providers{a.t.Cid: provs},
+		})
+		// Connected first, as a bootstrap seed is: the first want goes to
+		// the first provider connected.
+		for _, ai := range provs {
+			if err := cl.h.Connect(context.Background(), ai); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { r.Close() })
+		if _, err := io.ReadAll(r); err == nil {
+			t.Fatal("read the content with no source holding it")
+		}
+		return cl
 	}
-	r, err := cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if _, err := io.ReadAll(r); err == nil {
-		t.Fatal("read the content with no source holding it")
-	}
+	cl := fetchNothing(empty.info(), quietInfo)
+	witness := fetchNothing(quietInfo)
 	deadline := time.Now().Add(10 * time.Second)
-	for !cl.f.Penalised(control.ID()) {
+	for !witness.f.Penalised(quiet.ID()) {
 		if time.Now().After(deadline) {
-			t.Fatal("the provider that never answered was not penalised")
+			t.Fatal("a provider sent the first want-block that never answered was not penalised")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if cl.f.Penalised(empty.h.ID()) {
 		t.Error("a provider that answered DONT_HAVE was penalised as silent")
+	}
+	if cl.f.Penalised(quiet.ID()) {
+		t.Error("a provider asked for no answer (a broadcast want-have) was penalised as silent")
 	}
 }

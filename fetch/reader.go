@@ -777,10 +777,14 @@ func (r *Reader) giveUpLocked(missing bool, now time.Time, s *soon) error {
 
 // silentLocked returns the providers (and crowd members) to penalise: those
 // that, in StallTimeout from the start, sent nothing for the content
-// while connected. A provider that answered DONT_HAVE said something: it
-// was listed for content it does not hold (a seed asked before its summary
-// came, a holder that evicted it) and is honest. A member of the crowd
-// fetching the content must deliver its share: a DONT_HAVE does not
+// while connected, though asked for an answer at least PeerTimeout before
+// (a want that says send DONT_HAVE: the fetch's first want-block,
+// bitswap's wants to its session's peers). A provider that answered
+// DONT_HAVE said something: it was listed for content it does not hold (a
+// seed asked before its summary came, a holder that evicted it) and is
+// honest; one that was only sent bitswap's broadcast want-haves, which ask
+// for no answer, owes none. A member of the crowd fetching the content
+// must deliver its share whatever it was asked: a DONT_HAVE does not
 // excuse it, unless the origin failed (it had nothing to send either).
 // They are judged once. The caller holds mu.
 func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
@@ -803,7 +807,7 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 		switch {
 		case !g.linkedSince(p, r.start), g.usefulSince(p, r.start):
 		case member && r.originDead != nil:
-		case member, !g.answeredSince(p, r.start):
+		case member, !g.answeredSince(p, r.start) && g.owesAnswer(p, now.Add(-r.f.cfg.PeerTimeout)):
 			silent = append(silent, p)
 		}
 	}
