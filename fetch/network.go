@@ -34,7 +34,7 @@ type guard struct {
 	recent    map[cid.Cid]time.Time   // CIDs wanted until recently, with when
 	sender    map[cid.Cid]peer.ID     // first sender of a wanted block
 	useful    map[peer.ID]time.Time   // last block or HAVE of a wanted CID
-	answered  map[peer.ID]time.Time   // last block, HAVE or DONT_HAVE of a wanted CID
+	answered  map[peer.ID]time.Time   // last message with a block, HAVE or DONT_HAVE
 	expect    map[peer.ID]time.Time   // first want that asked for an answer, not answered since
 	gone      map[peer.ID]time.Time   // last disconnect, as bitswap saw it
 	timers    map[peer.ID]*time.Timer // penalty ends
@@ -116,7 +116,6 @@ func (g *guard) NewMessageSender(ctx context.Context, p peer.ID, opts *bsnet.Mes
 // deadlines is put on probation, then cut (see sendLimiter).
 func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) error {
 	g.reprioritise(m)
-	g.expectAnswer(p, m)
 	slots := g.sends.acquire(p, time.Now())
 	defer g.sends.release(p)
 	if err := g.takeSlot(ctx, p, slots); err != nil {
@@ -131,6 +130,9 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	err := g.BitSwapNetwork.SendMessage(ctx, p, streamed(m)) // wire.go: no message-sized buffer
 	cancel()
+	if err == nil {
+		g.expectAnswer(p, m) // the first want: asked, if it went out
+	}
 	now := time.Now()
 	switch g.sends.end(p, began, err != nil && !now.Before(deadline), now) {
 	case sendSlow:
@@ -199,8 +201,11 @@ type orderedSender struct {
 func (s orderedSender) SendMsg(ctx context.Context, m bsmsg.BitSwapMessage) error {
 	s.g.reprioritise(m)
 	s.g.asked(s.p, m)
-	s.g.expectAnswer(s.p, m)
-	return s.MessageSender.SendMsg(ctx, m)
+	err := s.MessageSender.SendMsg(ctx, m)
+	if err == nil {
+		s.g.expectAnswer(s.p, m)
+	}
+	return err
 }
 
 // asked records the want-blocks of wanted blocks in m, sent to p: promises
@@ -287,10 +292,12 @@ func (g *guard) usefulSince(p peer.ID, t time.Time) bool {
 	return ok && !u.Before(t)
 }
 
-// expectAnswer notes the first want in m, sent to p, that asks p to answer
-// even if it does not have the block (send DONT_HAVE): from then on p owes
-// an answer (see owesAnswer). bitswap's broadcast want-haves do not ask
-// it, and a peer without the block rightly says nothing to them.
+// expectAnswer notes the first want in m, sent to p (the send succeeded),
+// that asks p to answer even if it does not have the block (send
+// DONT_HAVE): from then on p owes an answer (see owesAnswer). bitswap's
+// broadcast want-haves do not ask it, and a peer without the block rightly
+// says nothing to them. A want that failed to go out (a stream that could
+// not be opened, a send limiter's refusal) asks nothing.
 func (g *guard) expectAnswer(p peer.ID, m bsmsg.BitSwapMessage) {
 	for _, e := range m.Wantlist() {
 		if e.Cancel || !e.SendDontHave {
@@ -314,8 +321,18 @@ func (g *guard) owesAnswer(p peer.ID, t time.Time) bool {
 	return ok && !at.After(t)
 }
 
-// answeredSince reports whether p answered a want since t: a block, a
-// HAVE or a DONT_HAVE of a wanted CID. A peer that says it does not have
+// owedFor is how long p has owed an answer at now (0: it owes none).
+func (g *guard) owedFor(p peer.ID, now time.Time) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if at, ok := g.expect[p]; ok {
+		return now.Sub(at)
+	}
+	return 0
+}
+
+// answeredSince reports whether p answered since t: a message with a
+// block, a HAVE or a DONT_HAVE. A peer that says it does not have
 // the content is honest, not silent (a seed asked before its summary
 // arrived, a holder that evicted the content).
 func (g *guard) answeredSince(p peer.ID, t time.Time) bool {
@@ -458,6 +475,13 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		g.mu.Unlock()
 		return
 	}
+	if len(m.Blocks())+len(m.BlockPresences()) > 0 {
+		// An answer, whatever it is about: p is not silent. (Matching it
+		// to what was asked raced with the want's registration: a DONT_HAVE
+		// to the first want could come before the session wanted the CID.)
+		g.answered[p] = now
+		delete(g.expect, p)
+	}
 	var bad []cid.Cid
 	for _, b := range m.Blocks() {
 		c := b.Cid()
@@ -465,8 +489,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 			if _, seen := g.sender[c]; !seen {
 				g.sender[c] = p
 			}
-			g.useful[p], g.answered[p] = now, now
-			delete(g.expect, p)
+			g.useful[p] = now
 			g.proms.delivered(p, c, now)
 			continue
 		}
@@ -478,8 +501,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	var void, held []cid.Cid
 	for _, c := range m.Haves() {
 		if _, ok := g.wanted[c]; ok {
-			g.useful[p], g.answered[p] = now, now
-			delete(g.expect, p)
+			g.useful[p] = now
 			switch v, h := g.proms.have(p, c, now); {
 			case v:
 				void = append(void, c)
@@ -489,12 +511,6 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		}
 	}
 	for _, c := range m.DontHaves() {
-		_, w := g.wanted[c]
-		_, r := g.recent[c]
-		if w || r { // an answer that came after the want ended is one too
-			g.answered[p] = now
-			delete(g.expect, p)
-		}
 		g.proms.dontHave(p, c, now)
 	}
 	var released []promiseKey
@@ -715,6 +731,7 @@ func (r guardReceiver) PeerDisconnected(p peer.ID) {
 	r.g.mu.Lock()
 	now := time.Now()
 	r.g.gone[p] = now
+	delete(r.g.expect, p) // what it was asked went with the connection
 	r.g.proms.gone(p)
 	r.g.pruneLocked(now)
 	released := r.g.releaseLocked()

@@ -4,10 +4,12 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -121,4 +123,82 @@ func TestEmptyProviderNotPenalised(t *testing.T) {
 	if cl.f.Penalised(quiet.ID()) {
 		t.Error("a provider asked for no answer (a broadcast want-have) was penalised as silent")
 	}
+}
+
+// TestReconnectedProviderOwesNothing: a provider asked for an answer whose
+// connection then goes (a seed killed and restarted under the same key)
+// owes nothing on the new connection: what it was asked went with the old
+// one. Without that, a later fetch that did not ask it penalised it as
+// silent (found by TestFaultRandomFetches: "app 0 penalised the honest
+// seed 1"). A second provider, asked by that later fetch and silent, is
+// penalised: the judgement ran.
+func TestReconnectedProviderOwesNothing(t *testing.T) {
+	a, b := makeAsset(t, 63, MiB), makeAsset(t, 64, MiB)
+	quiet, asked := notifyingSilentPeer(t)
+	witness := silentPeer(t)
+	quietInfo := peer.AddrInfo{ID: quiet.ID(), Addrs: quiet.Addrs()}
+	witnessInfo := peer.AddrInfo{ID: witness.ID(), Addrs: witness.Addrs()}
+	cl := newNode(t, fetch.Config{
+		StallTimeout:        time.Second,
+		OriginHeaderTimeout: 1500 * time.Millisecond,
+		HTTPClient:          &http.Client{Transport: stallingOrigin{hang: true}},
+		Providers:           providers{a.t.Cid: {quietInfo}, b.t.Cid: {witnessInfo, quietInfo}},
+	})
+	ctx := context.Background()
+	for _, ai := range []peer.AddrInfo{witnessInfo, quietInfo} {
+		if err := cl.h.Connect(ctx, ai); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := func(tg fetch.Target) *fetch.Reader {
+		tg.URL = "http://origin.invalid/x"
+		r, err := cl.f.Open(ctx, tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	r := open(a.t)
+	<-asked // the first want reached quiet: it owes an answer
+	cl.h.Network().ClosePeer(quiet.ID())
+	if err := cl.h.Connect(ctx, quietInfo); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r); err == nil {
+		t.Fatal("read content nobody holds")
+	}
+	if _, err := io.ReadAll(open(b.t)); err == nil {
+		t.Fatal("read content nobody holds")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !cl.f.Penalised(witness.ID()) {
+		if time.Now().After(deadline) {
+			t.Fatal("the silent provider the second fetch asked was not penalised")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if cl.f.Penalised(quiet.ID()) {
+		t.Error("a provider asked on a connection that went, and not since, was penalised as silent")
+	}
+}
+
+// notifyingSilentPeer is silentPeer that also says on asked when a bitswap
+// stream with a message in it arrives (the first only).
+func notifyingSilentPeer(t *testing.T) (host.Host, <-chan struct{}) {
+	t.Helper()
+	h := newHost(t)
+	asked := make(chan struct{})
+	var once sync.Once
+	for _, p := range bitswapProtocols {
+		h.SetStreamHandler(p, func(s network.Stream) {
+			var b [1]byte
+			if _, err := s.Read(b[:]); err == nil {
+				once.Do(func() { close(asked) })
+			}
+			io.Copy(io.Discard, s)
+			s.Reset()
+		})
+	}
+	return h, asked
 }
