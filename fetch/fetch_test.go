@@ -101,15 +101,8 @@ func TestSilentPeer(t *testing.T) {
 		t.Errorf("median TTFB = %v, want <= %v", ttfb, bound)
 	}
 	// Having advertised the content and sent nothing for StallTimeout while
-	// the last fetch was open, the peer is penalised. There is no event for
-	// it: poll.
-	deadline := time.Now().Add(5 * time.Second)
-	for !cl.f.Penalised(silent.ID()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("silent provider not penalised after StallTimeout")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// the last fetch was open, the peer is penalised.
+	awaitPenalised(t, cl.f, silent.ID(), 5*time.Second, "the silent provider")
 }
 
 // TestLyingPeer: a peer that answers every want with corrupted bytes; the

@@ -16,6 +16,20 @@ import (
 	"github.com/meshcdn/meshcdn/fetch"
 )
 
+// awaitPenalised waits up to within for f to penalise p (who is named by
+// what) and fails t if it does not. A provider's silence is judged
+// StallTimeout after a fetch's start, with no event for it: it polls.
+func awaitPenalised(t *testing.T, f *fetch.Fetcher, p peer.ID, within time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !f.Penalised(p) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s was not penalised within %v", what, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestGoneProviderNotPenalised: of three providers that send nothing for
 // StallTimeout, only the one connected all along is penalised as silent.
 // One whose connection was cut during the fetch and one that could not be
@@ -49,15 +63,8 @@ func TestGoneProviderNotPenalised(t *testing.T) {
 	cl.h.Network().ClosePeer(cut.ID())
 	checkBytes(t, readAll(t, r), a.data)
 
-	// The providers are judged together, StallTimeout after Open. There is
-	// no event for it: poll for the control's penalty.
-	deadline := time.Now().Add(10 * time.Second)
-	for !cl.f.Penalised(control.ID()) {
-		if time.Now().After(deadline) {
-			t.Fatal("the silent provider connected all along was not penalised")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// The providers are judged together, StallTimeout after Open.
+	awaitPenalised(t, cl.f, control.ID(), 10*time.Second, "the silent provider connected all along")
 	if cl.f.Penalised(cut.ID()) {
 		t.Error("a provider whose connection was cut during the fetch was penalised as silent")
 	}
@@ -110,13 +117,7 @@ func TestEmptyProviderNotPenalised(t *testing.T) {
 	}
 	cl := fetchNothing(empty.info(), quietInfo)
 	witness := fetchNothing(quietInfo)
-	deadline := time.Now().Add(10 * time.Second)
-	for !witness.f.Penalised(quiet.ID()) {
-		if time.Now().After(deadline) {
-			t.Fatal("a provider sent the first want-block that never answered was not penalised")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitPenalised(t, witness.f, quiet.ID(), 10*time.Second, "a provider sent the first want-block that never answered")
 	if cl.f.Penalised(empty.h.ID()) {
 		t.Error("a provider that answered DONT_HAVE was penalised as silent")
 	}
@@ -171,13 +172,7 @@ func TestReconnectedProviderOwesNothing(t *testing.T) {
 	if _, err := io.ReadAll(open(b.t)); err == nil {
 		t.Fatal("read content nobody holds")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !cl.f.Penalised(witness.ID()) {
-		if time.Now().After(deadline) {
-			t.Fatal("the silent provider the second fetch asked was not penalised")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitPenalised(t, cl.f, witness.ID(), 10*time.Second, "the silent provider the second fetch asked")
 	if cl.f.Penalised(quiet.ID()) {
 		t.Error("a provider asked on a connection that went, and not since, was penalised as silent")
 	}
