@@ -165,6 +165,16 @@ type Config struct {
 	// negative means no cap.
 	ServeBytesPerSecond int64
 
+	// ServeBurst is how many bytes this peer, having served nothing for a
+	// while, may send at once before ServeBytesPerSecond paces it: over any
+	// span T it serves at most the cap times T plus ServeBurst. Default (0)
+	// one block (1 MiB, the largest leaf), which paces every block after
+	// the first; mesh's roles set one second of the cap, so that an idle
+	// holder answers a peer in a round trip rather than at the cap's pace
+	// (1 MiB at 4 MiB/s takes 250 ms, longer than PeerTimeout). Values
+	// under one block count as one block.
+	ServeBurst int64
+
 	// ServeConcurrency caps how many block requests of other peers are
 	// served at once. Default DefaultServeConcurrency (16); negative means
 	// no cap.

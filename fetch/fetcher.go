@@ -97,7 +97,7 @@ func New(cfg Config) (*Fetcher, error) {
 	side := newSideBlocks() // sideblocks.go: received blocks without copies
 	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side}), f)
 	f.guard.side = side
-	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeConcurrency, &f.served)
+	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeBurst, cfg.ServeConcurrency, &f.served)
 	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
 		// Providers are found by root CID here and connected before the
 		// session asks; bitswap's own search would ask about leaf CIDs.

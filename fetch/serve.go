@@ -22,13 +22,12 @@ type servingStore struct {
 	served *atomic.Int64 // bytes handed to bitswap's server
 }
 
-func newServingStore(s Store, bytesPerSec int64, concurrency int, served *atomic.Int64) *servingStore {
+func newServingStore(s Store, bytesPerSec, burst int64, concurrency int, served *atomic.Int64) *servingStore {
 	ss := &servingStore{Store: s, served: served}
 	if bytesPerSec > 0 {
-		// The burst is one block: a leaf is at most 1 MiB, and a bigger
-		// burst would let the first second through at twice the cap.
-		burst := 1 << 20
-		ss.limit = rate.NewLimiter(rate.Limit(bytesPerSec), burst)
+		// At least one block, so that a block of the largest size (a
+		// leaf is at most 1 MiB) can be served at all.
+		ss.limit = rate.NewLimiter(rate.Limit(bytesPerSec), int(min(max(burst, 1<<20), 1<<30)))
 	}
 	if concurrency > 0 {
 		ss.sem = make(chan struct{}, concurrency)

@@ -186,6 +186,14 @@ type Config struct {
 	// negative means no cap.
 	ServeBytesPerSecond int64
 
+	// ServeBurst is how many bytes this node, having served nothing for a
+	// while, may send at once before ServeBytesPerSecond paces it (over any
+	// span T: at most the cap times T plus ServeBurst). Default one second
+	// of ServeBytesPerSecond: the cap is an average, so that an idle holder
+	// answers a peer in a round trip, and the first copies in a crowd,
+	// which then serve others, go out at once. At least one block (1 MiB).
+	ServeBurst int64
+
 	// ServeConcurrency caps the block requests of others served at once.
 	// Default 8 for apps, 64 for seeds; negative means no cap.
 	ServeConcurrency int

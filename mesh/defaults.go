@@ -137,6 +137,9 @@ func (c Config) withDefaults() Config {
 	if c.ServeBytesPerSecond == 0 {
 		c.ServeBytesPerSecond = d.ServeBytesPerSecond
 	}
+	if c.ServeBurst == 0 && c.ServeBytesPerSecond > 0 {
+		c.ServeBurst = c.ServeBytesPerSecond // one second of the cap
+	}
 	if c.ServeConcurrency == 0 {
 		c.ServeConcurrency = d.ServeConcurrency
 	}

@@ -174,6 +174,7 @@ func (n *Node) startFetcher(reg prometheus.Registerer, gate *fetch.Gater) (err e
 		OriginHeaderTimeout:  cfg.OriginHeaderTimeout,
 		OriginIdleTimeout:    cfg.OriginIdleTimeout,
 		ServeBytesPerSecond:  cfg.ServeBytesPerSecond,
+		ServeBurst:           cfg.ServeBurst,
 		ServeConcurrency:     cfg.ServeConcurrency,
 		Logger:               cfg.Logger,
 		PrometheusRegisterer: reg,
