@@ -188,10 +188,12 @@ type Config struct {
 
 	// ServeBurst is how many bytes this node, having served nothing for a
 	// while, may send at once before ServeBytesPerSecond paces it (over any
-	// span T: at most the cap times T plus ServeBurst). Default one second
-	// of ServeBytesPerSecond: the cap is an average, so that an idle holder
-	// answers a peer in a round trip, and the first copies in a crowd,
-	// which then serve others, go out at once. At least one block (1 MiB).
+	// span T: at most the cap times T plus ServeBurst). Default for apps
+	// 4 MiB (a second of their default cap, at most the cap): an idle app
+	// answers a peer in a round trip rather than at the cap's pace; for
+	// seeds one block, 1 MiB (at their cap's pace a block every 8 ms, and
+	// a crowd served in the order it asked finishes sooner than one served
+	// all at once). At least one block.
 	ServeBurst int64
 
 	// ServeConcurrency caps the block requests of others served at once.

@@ -83,12 +83,14 @@ func TestConfigDefaults(t *testing.T) {
 	if c.Quota != 8<<30 || c.RelayService != mesh.On || c.ServeBytesPerSecond != 128<<20 {
 		t.Errorf("seed defaults = quota %d relay %v serve %d", c.Quota, c.RelayService, c.ServeBytesPerSecond)
 	}
-	if c.ServeBurst != c.ServeBytesPerSecond {
-		t.Errorf("seed ServeBurst = %d, want one second of the cap (%d)", c.ServeBurst, c.ServeBytesPerSecond)
+	if c.ServeBurst != 1<<20 {
+		t.Errorf("seed ServeBurst = %d, want one block", c.ServeBurst)
 	}
-	app := newNode(t, mesh.Config{ServeBytesPerSecond: 3 << 20}).Config()
-	if app.ServeBurst != 3<<20 {
-		t.Errorf("app ServeBurst = %d with a 3 MiB/s cap, want one second of it", app.ServeBurst)
+	if app := newNode(t, mesh.Config{}).Config(); app.ServeBurst != 4<<20 {
+		t.Errorf("app ServeBurst = %d, want 4 MiB", app.ServeBurst)
+	}
+	if app := newNode(t, mesh.Config{ServeBytesPerSecond: 3 << 20}).Config(); app.ServeBurst != 3<<20 {
+		t.Errorf("app ServeBurst = %d with a 3 MiB/s cap, want at most the cap", app.ServeBurst)
 	}
 	if _, err := mesh.New(context.Background(), mesh.Config{Name: "Bad Name", InMemory: true}); err == nil {
 		t.Error("New accepted a bad mesh name")
