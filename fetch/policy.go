@@ -163,6 +163,7 @@ type stripe struct {
 	self    peer.ID
 	members []peer.ID // sorted, no duplicates
 	owners  map[int]peer.ID
+	places  map[int]int
 }
 
 // newStripe makes the stripe of root over self and crowd, less the peers
@@ -186,7 +187,7 @@ func makeStripe(root cid.Cid, self peer.ID, crowd []peer.ID, out func(peer.ID) b
 		}
 	}
 	slices.Sort(ms)
-	return &stripe{root: root, self: self, members: slices.Compact(ms), owners: make(map[int]peer.ID)}
+	return &stripe{root: root, self: self, members: slices.Compact(ms), owners: make(map[int]peer.ID), places: make(map[int]int)}
 }
 
 // same reports whether the stripe is over exactly the members of o.
@@ -238,6 +239,33 @@ func (s *stripe) owner(i int) peer.ID {
 	return best
 }
 
+// place is this node's place in leaf i's ranking of the members: 0 if it
+// owns the leaf, 1 if it has the next-highest score, and so on (the
+// members' len if it is not a member).
+func (s *stripe) place(i int) int {
+	if k, ok := s.places[i]; ok {
+		return k
+	}
+	if !slices.Contains(s.members, s.self) {
+		s.places[i] = len(s.members)
+		return len(s.members)
+	}
+	mine := stripeScore(s.root, s.self, i)
+	k := 0
+	for _, p := range s.members {
+		if sc := stripeScore(s.root, p, i); p != s.self && (sc > mine || sc == mine && p > s.self) {
+			k++
+		}
+	}
+	s.places[i] = k
+	return k
+}
+
+// backupWaves bounds the waves in which the members of a stripe take a late
+// leaf from the origin (see overdue): the members after the owner go one
+// wave at a time, those placed backupWaves or later together in the last.
+const backupWaves = 4
+
 // assumedLeafTime is how long the origin is taken to need for one leaf
 // before any origin request of this Fetcher has been measured: 1 MiB/s.
 const assumedLeafTime = time.Second
@@ -267,6 +295,9 @@ type leafAsk struct {
 	// its owner sent a block or a HAVE of this content within peerTimeout
 	// plus one leaf's origin time (it is working through its share).
 	held, ownerActive bool
+	// backup is this node's place in the leaf's ranking after its owner
+	// (stripe.place: 1 for the next-highest score; 0 counts as 1).
+	backup int
 }
 
 // overdue reports whether a leaf another member owns is taken from the
@@ -275,19 +306,26 @@ type leafAsk struct {
 // peerTimeout. That is when nobody has said HAVE of it by then and its
 // owner has been silent for as long, or when the reader has waited
 // peerTimeout plus one leaf's origin time on it (its owner is too busy),
-// twice that if a peer has said HAVE of it (the holders are too busy). A node that announces a fetch and sends nothing thus
-// delays a reader by at most peerTimeout plus the origin's time for what
-// it was to fetch. It notes in s when the answer changes.
+// twice that if a peer has said HAVE of it (the holders are too busy).
+// The members after the owner do not all go at once: the one placed next
+// (backup 1) goes at those times, the one after it waits peerTimeout (and
+// the reader's wait) once more, and so on up to backupWaves, so that a late
+// owner costs the origin a copy or two rather than one per member, and the
+// first backup's copy reaches the others before they go. A node that
+// announces a fetch and sends nothing thus delays a reader by at most
+// backupWaves times peerTimeout plus the origin's time for what it was to
+// fetch. It notes in s when the answer changes.
 func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon) bool {
+	wave := time.Duration(min(max(a.backup, 1), backupWaves))
 	if !a.held && !a.ownerActive {
-		due := a.since.Add(peerTimeout + time.Duration(max(a.rank, 1))*leaf)
+		due := a.since.Add(wave*peerTimeout + time.Duration(max(a.rank, 1))*leaf)
 		if !now.Before(due) {
 			return true
 		}
 		s.at(due)
 	}
 	if !a.waitSince.IsZero() {
-		wait := peerTimeout + leaf
+		wait := wave * (peerTimeout + leaf)
 		if a.held {
 			wait *= 2 // a peer has it: it is on its way
 		}

@@ -265,6 +265,13 @@ func TestOverdue(t *testing.T) {
 		{"held, the reader waits", leafAsk{since: t0, held: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, false, time.Second + 2*(pt+leaf)},
 		{"held, the reader waited too long", leafAsk{since: t0, held: true, waitSince: t0.Add(time.Second)}, time.Second + 2*(pt+leaf), true, 0},
 		{"not held, the reader waited too long", leafAsk{since: t0, ownerActive: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, true, 0},
+		{"first backup, its owner sent nothing", leafAsk{since: t0, rank: 1, backup: 1}, pt + leaf, true, 0},
+		{"second backup waits a wave more", leafAsk{since: t0, rank: 1, backup: 2}, pt + leaf, false, 2*pt + leaf},
+		{"second backup, its turn", leafAsk{since: t0, rank: 1, backup: 2}, 2*pt + leaf, true, 0},
+		{"far backups go in the last wave", leafAsk{since: t0, rank: 1, backup: 40}, backupWaves*pt + leaf - 1, false, backupWaves*pt + leaf},
+		{"far backup, the last wave", leafAsk{since: t0, rank: 1, backup: 40}, backupWaves*pt + leaf, true, 0},
+		{"third backup, the reader waits", leafAsk{since: t0, ownerActive: true, backup: 3, waitSince: t0.Add(time.Second)}, time.Second + 2*(pt+leaf), false, time.Second + 3*(pt+leaf)},
+		{"third backup, held, the reader waited", leafAsk{since: t0, held: true, backup: 3, waitSince: t0.Add(time.Second)}, time.Second + 6*(pt+leaf), true, 0},
 	} {
 		now := t0.Add(tc.at)
 		s := newSoon(now)
@@ -313,6 +320,43 @@ func TestSilentMemberSynctest(t *testing.T) {
 				firstAt, secondAt, pt+500*time.Millisecond, pt+time.Second)
 		}
 	})
+}
+
+// TestStripePlace: every member's place in a leaf's ranking is what
+// sorting the members by score gives, the owner first, and the places of
+// all members are 0 to len-1 once each.
+func TestStripePlace(t *testing.T) {
+	root := testRoot(t, "place")
+	crowd := testPeers(7)
+	for leaf := range 20 {
+		seen := make(map[int]bool)
+		for _, self := range crowd {
+			st := newStripe(root, self, crowd, nil)
+			k := st.place(leaf)
+			if seen[k] {
+				t.Fatalf("leaf %d: place %d given twice", leaf, k)
+			}
+			seen[k] = true
+			if (k == 0) != (st.owner(leaf) == self) {
+				t.Errorf("leaf %d: %s has place %d, owner %s", leaf, self, k, st.owner(leaf))
+			}
+			higher := 0
+			for _, p := range crowd {
+				if sc, mine := stripeScore(root, p, leaf), stripeScore(root, self, leaf); sc > mine || sc == mine && p > self {
+					higher++
+				}
+			}
+			if k != higher {
+				t.Errorf("leaf %d: place %d, want %d", leaf, k, higher)
+			}
+		}
+		if len(seen) != len(crowd) {
+			t.Errorf("leaf %d: %d places for %d members", leaf, len(seen), len(crowd))
+		}
+	}
+	if st := makeStripe(root, crowd[0], crowd[1:], nil, false); st.place(0) != len(crowd)-1 {
+		t.Errorf("a node outside the stripe has place %d, want %d", st.place(0), len(crowd)-1)
+	}
 }
 
 func TestReask(t *testing.T) {

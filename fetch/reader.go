@@ -184,6 +184,7 @@ type fetchTrace struct {
 	joinWhy                  string         // why the origin joined ("" if it did not)
 	joinAt                   time.Duration  // when, after Open
 	originLeaves             map[string]int // leaves asked of the origin, by reason
+	announcedAt              time.Duration  // when the fetch was announced, after Open (0: not)
 }
 
 // Open starts fetching t and returns a Reader positioned at 0. The fetch
@@ -523,6 +524,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		!r.advertised && cfg.Advertiser != nil && r.fetched < n
 	if p.advertise {
 		r.advertised, r.announcedAt = true, now
+		r.trace.announcedAt = now.Sub(r.start)
 		s.at(now.Add(cfg.PeerTimeout)) // heard: this node joins its stripe
 	}
 	p.finish = r.fetched == n && r.kept == n && !r.finishing
@@ -938,7 +940,8 @@ func (r *Reader) mineLocked(i int, now time.Time, leaf time.Duration, s *soon) (
 	}
 	a := leafAsk{since: later(r.st[i].since, r.originSince), rank: 1 + before/r.f.cfg.OriginConcurrency,
 		held:        held,
-		ownerActive: r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf))}
+		ownerActive: r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf)),
+		backup:      r.stripe.place(i)}
 	if i == r.curLeaf() {
 		a.waitSince = r.waitSince
 	}
@@ -1530,7 +1533,7 @@ func (r *Reader) Close() error {
 	r.f.log.Debug("fetch ended", "cid", r.t.Cid, "leaves", len(r.leaves), "provider", r.trace.provAtOpen,
 		"crowd_open", r.trace.crowdAtOpen, "crowd_join", r.trace.crowdAtJoin, "join", r.trace.joinWhy, "join_at", r.trace.joinAt,
 		"origin_leaves", r.trace.originLeaves, "peer_bytes", r.stats.PeerBytes, "origin_bytes", r.stats.OriginBytes,
-		"origin_sent", r.stats.OriginSentBytes, "ttlb", r.stats.TTLB)
+		"origin_sent", r.stats.OriginSentBytes, "ttlb", r.stats.TTLB, "announced_at", r.trace.announcedAt)
 	cids := r.cids
 	complete := r.leaves != nil && r.fetched == len(r.leaves)
 	failed := r.err != nil
