@@ -61,3 +61,26 @@ export function capHedges ({ now, asked, win, capMax, lastBlocks }) {
   const delivering = lastBlocks.some((t) => now - t < win)
   return !(delivering && now - asked < capMax)
 }
+
+// announceFetch says whether a page that starts to fetch a root tells the
+// mesh so at once (a HAVE with the fetching ttl), so that tabs wanting the
+// root ask it for the blocks it has (its bitswap sends each as it arrives,
+// DONT_HAVE first for those it lacks):
+//   - never for a root it holds;
+//   - with no provider known, when it fetches from the origin (the Go
+//     side's AnnounceFetches);
+//   - with providers, unless the seed it is connected to is one of them:
+//     a crowd that fetches from tabs (the seed holds nothing) then has
+//     every fetching tab serving what it has, and its upload grows with
+//     the crowd; before, only tabs that had finished the root (or started
+//     it from the origin) were asked, and a 20 MiB file's first holder
+//     served every later tab. Where the seed holds the root it serves the
+//     crowd, and a tab still fetching would only draw wants it answers
+//     DONT_HAVE.
+// s is { held, provs (peer IDs), seed (the seed's peer ID or null),
+// canOrigin }.
+export function announceFetch ({ held, provs, seed, canOrigin }) {
+  if (held) return false
+  if (provs.length === 0) return canOrigin
+  return seed == null || !provs.includes(seed)
+}

@@ -2,7 +2,7 @@
 // clock. Times are ms; a fetch begins at t0 = 1000.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { capHedges, capWindow, originJoin } from '../src/gate.js'
+import { announceFetch, capHedges, capWindow, originJoin } from '../src/gate.js'
 
 const MiB = 1 << 20
 
@@ -86,4 +86,19 @@ test('capHedges', () => {
   for (const c of cases) {
     assert.equal(capHedges({ ...s, ...c.s }), c.want, c.name)
   }
+})
+
+test('announceFetch: who tells the mesh it is fetching a root', () => {
+  const cases = [
+    { name: 'held: never', s: { held: true, provs: [], seed: 'S', canOrigin: true }, want: false },
+    { name: 'no provider, from the origin', s: { held: false, provs: [], seed: 'S', canOrigin: true }, want: true },
+    { name: 'no provider, no origin: nothing to fetch from', s: { held: false, provs: [], seed: 'S', canOrigin: false }, want: false },
+    // Before, a fetch from other tabs never announced: a crowd's later
+    // tabs all asked the first holders.
+    { name: 'from tabs, the seed holding nothing', s: { held: false, provs: ['T1', 'T2'], seed: 'S', canOrigin: true }, want: true },
+    { name: 'from tabs, without an origin', s: { held: false, provs: ['T1'], seed: 'S', canOrigin: false }, want: true },
+    { name: 'from tabs, no seed connected', s: { held: false, provs: ['T1'], seed: null, canOrigin: true }, want: true },
+    { name: 'the seed holds it: the seed serves', s: { held: false, provs: ['T1', 'S'], seed: 'S', canOrigin: true }, want: false }
+  ]
+  for (const c of cases) assert.equal(announceFetch(c.s), c.want, c.name)
 })
