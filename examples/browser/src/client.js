@@ -826,6 +826,7 @@ export class Mesh extends EventTarget {
         peerBlocks: state.peerBlocks,
         peerBytes: state.peerBytes,
         pace: this.paceOf(state.provs),
+        typicalPace: state.provs.some((p) => this.connected(p)) ? this.peerBlockMs ?? null : null,
         originLeafMs: this.originLeafMs,
         peerTimeout: this.cfg.peerTimeout,
         concurrency: this.cfg.concurrency,

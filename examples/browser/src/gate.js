@@ -11,7 +11,13 @@
 //     that is longer, or one and a half blocks at a provider's known pace
 //     (a provider that delivered to this page before), if that is longer
 //     and at that pace the provider keeps up with the origin (concurrency
-//     blocks per pace, at least half an origin leaf's rate);
+//     blocks per pace, at least half an origin leaf's rate); with no
+//     provider of the fetch's pace known but one connected, the page's
+//     typical pace (what a block has taken from its peers in general)
+//     stands for it: in a crowd of tabs every fetch began with none known,
+//     a block between tabs took longer than an origin leaf to come, and
+//     the origin took every small file and most of the others, while
+//     those peers, once measured, kept up;
 //   - after it ('stall'): nothing delivered for peerTimeout, or for one
 //     and a half rounds of concurrency blocks at the fetch's own gap
 //     between blocks, or one and a half blocks at the known pace,
@@ -22,13 +28,16 @@
 //
 // s is { now, t0, peerDelivered, firstPeerAt, lastPeer, peerBlocks,
 // peerBytes, pace (ms per block of the fastest connected provider, or
-// null), originLeafMs (or null), peerTimeout, concurrency, leafBytes }.
+// null), typicalPace (ms per block of this page's peers, or null: pass it
+// only when a provider of the fetch is connected), originLeafMs (or
+// null), peerTimeout, concurrency, leafBytes }.
 // It returns { why } when the origin joins, else { at } (ms, the clock of
 // now).
 export function originJoin (s) {
-  const paced = s.pace != null && (s.originLeafMs == null || s.pace <= 2 * s.concurrency * s.originLeafMs) ? 1.5 * s.pace : 0
+  const keepsUp = (pace) => pace != null && (s.originLeafMs == null || pace <= 2 * s.concurrency * s.originLeafMs) ? 1.5 * pace : 0
+  const paced = keepsUp(s.pace)
   if (!s.peerDelivered) {
-    const at = s.t0 + Math.max(s.peerTimeout, s.originLeafMs ?? 0, paced)
+    const at = s.t0 + Math.max(s.peerTimeout, s.originLeafMs ?? 0, s.pace != null ? paced : keepsUp(s.typicalPace))
     return s.now >= at ? { why: 'first' } : { at }
   }
   const gap = s.peerBlocks > 1 ? (s.lastPeer - s.firstPeerAt) / (s.peerBlocks - 1) : 0

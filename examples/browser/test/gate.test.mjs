@@ -17,6 +17,7 @@ const base = {
   peerBlocks: 0,
   peerBytes: 0,
   pace: null,
+  typicalPace: null,
   originLeafMs: null,
   peerTimeout: 200,
   concurrency: 4,
@@ -39,7 +40,13 @@ test('originJoin before the first peer block', () => {
     // 4 blocks per 1000 ms is under half the origin's 1 per 100 ms: the
     // pace does not hold the origin back.
     { name: 'a pace slower than half the origin is ignored', s: { now: 1200, pace: 1000, originLeafMs: 100 }, want: { why: 'first' } },
-    { name: 'a known pace with the origin not measured is waited for', s: { now: 1200, pace: 1000 }, want: { at: 2500 } }
+    { name: 'a known pace with the origin not measured is waited for', s: { now: 1200, pace: 1000 }, want: { at: 2500 } },
+    // No provider of this fetch measured: the page's typical pace stands
+    // for it, under the same rule (before, the origin joined at 1200).
+    { name: 'the typical pace is waited for when no provider\'s is known', s: { now: 1250, typicalPace: 400, originLeafMs: 100 }, want: { at: 1600 } },
+    { name: 'then the origin joins (typical)', s: { now: 1600, typicalPace: 400, originLeafMs: 100 }, want: { why: 'first' } },
+    { name: 'a typical pace slower than half the origin is ignored', s: { now: 1200, typicalPace: 1000, originLeafMs: 100 }, want: { why: 'first' } },
+    { name: 'a provider\'s own pace goes before the typical one', s: { now: 1200, pace: 1000, typicalPace: 400, originLeafMs: 100 }, want: { why: 'first' } }
   ]
   for (const c of cases) {
     assert.deepEqual(originJoin({ ...base, ...c.s }), c.want, c.name)
@@ -56,6 +63,7 @@ test('originJoin after the first peer block', () => {
     { name: 'a slow round is not a stall', s: { ...delivered(3, 1050, 100), now: 1800 }, want: { at: 1850 } },
     { name: 'stalled after 1.5 rounds', s: { ...delivered(3, 1050, 100), now: 1850 }, want: { why: 'stall' } },
     { name: 'a known pace lengthens the stall window', s: { ...delivered(1, 1050, 0), now: 1500, pace: 400 }, want: { at: 1650 } },
+    { name: 'the typical pace does not lengthen it', s: { ...delivered(1, 1050, 0), now: 1250, typicalPace: 400 }, want: { why: 'stall' } },
     // 1 MiB in 500 ms from peers against 1 MiB per 100 ms from the
     // origin: under half, after more than peerTimeout.
     { name: 'slow peers', s: { ...delivered(1, 1050, 0), now: 1550, lastPeer: 1500, originLeafMs: 100 }, want: { why: 'slow' } },
