@@ -211,6 +211,7 @@ export class Mesh extends EventTarget {
     this.peerMs = new Map() // peer -> what a block has taken from it (EWMA, ms)
     this.lastBlockFrom = new Map() // peer -> when it last delivered a block (performance.now())
     this.askedFor = new Map() // CID string -> the peers asked for it (a want under way)
+    this.comingAt = new Map() // CID string -> when a peer asked said HAVE (the block is on its way)
     this.wants = new Wants({
       bitswap,
       libp2p: this.libp2p,
@@ -292,7 +293,12 @@ export class Mesh extends EventTarget {
     const ledger = this.bitswap.peerWantLists?.ledgerMap?.get(peerId)
     try {
       await sendReply({ blocks: [...message.blocks], presences: [...message.blockPresences.values()] }, {
-        write: (blocks, presences, wanted) => this.wants.reply(p, encodeReply({ blocks, presences }), { block: blocks.length > 0, wanted }),
+        // A block goes with a HAVE ahead of it: p knows it is coming.
+        write: (blocks, presences, wanted, cid) => this.wants.reply(p, encodeReply({ blocks, presences }), {
+          block: blocks.length > 0,
+          wanted,
+          have: cid == null ? undefined : encodeReply({ presences: [{ cid, type: 'HaveBlock' }] })
+        }),
         // Helia's ledger keys wants by the multihash in base64 without the
         // multibase prefix its messages' keys carry.
         wanted: (key) => ledger == null || ledger.wants.has(key.slice(1)),
@@ -708,8 +714,9 @@ export class Mesh extends EventTarget {
         if (q.front < q.back) { await take(--q.back, 'origin', why); continue }
         // Nothing left to split: a leaf still waiting on peers that have
         // not delivered a first block gets the origin as well.
+        // Not one a peer said is on its way (HAVE).
         if (!state.peerDelivered) {
-          for (const [, hedge] of q.inflight) if (hedge('first')) break
+          for (const [i, hedge] of q.inflight) if (!this.comingAt.has(leaves[i].toString()) && hedge('first')) break
         }
         return
       }
@@ -760,7 +767,7 @@ export class Mesh extends EventTarget {
     if (how === 'peers') {
       q.inflight.set(i, hedge)
       let sender = null
-      const fromPeers = this.fromPeers(c, peerAbort.signal, state.provs)
+      const fromPeers = this.fromPeers(c, peerAbort.signal, state.provs, () => { state.held = true })
       fromPeers.catch(() => { if (!won) hedge('peers failed') })
       racers.push(fromPeers
         .then((r) => {
@@ -784,7 +791,9 @@ export class Mesh extends EventTarget {
       const win = capWindow(this.cfg.stallTimeout, slowest)
       const asked = performance.now()
       const cap = () => delay(win, originAbort.signal).then(() => {
+        // A block said to be on its way (HAVE) counts as delivering.
         const lastBlocks = [...(this.askedFor.get(c.toString()) ?? [])].map((p) => this.lastBlockFrom.get(p) ?? -Infinity)
+        lastBlocks.push(this.comingAt.get(c.toString()) ?? -Infinity)
         if (!capHedges({ now: performance.now(), asked, win, capMax: this.cfg.capMax, lastBlocks })) return cap()
         hedge('cap')
       }, () => {})
@@ -821,6 +830,7 @@ export class Mesh extends EventTarget {
         now,
         t0: state.t0,
         peerDelivered: state.peerDelivered,
+        held: state.held === true,
         firstPeerAt: state.firstPeerAt,
         lastPeer: state.lastPeer,
         peerBlocks: state.peerBlocks,
@@ -890,9 +900,17 @@ export class Mesh extends EventTarget {
   // is asked at a time (want-block); the next is asked when one answers
   // DONT_HAVE or a provider connects while none could be asked (providers
   // still being dialled are asked once connected).
-  async fromPeers (c, signal, provs) {
+  //
+  // A HAVE from a peer asked means the block is on its way (a page serving
+  // it says so as it starts to send it): comingAt notes when, for the
+  // hedges, and onHave() tells the fetch.
+  async fromPeers (c, signal, provs, onHave = () => {}) {
     const h = this.wants.want(c, {
       signal,
+      onHave: () => {
+        this.comingAt.set(c.toString(), performance.now())
+        onHave()
+      },
       // DONT_HAVE: ask the next provider too. The want stays where it
       // is: a peer still fetching the content (it announced it as it
       // started) sends the block when it has it; the hedge covers the
@@ -932,6 +950,7 @@ export class Mesh extends EventTarget {
     } finally {
       this.removeEventListener('peers', onPeers)
       if (this.askedFor.get(c.toString()) === h.asked) this.askedFor.delete(c.toString())
+      this.comingAt.delete(c.toString())
       h.cancel()
       for (const p of mine) this.outstanding.set(p, this.outstanding.get(p) - 1)
     }

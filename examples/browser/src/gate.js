@@ -17,7 +17,10 @@
 //     stands for it: in a crowd of tabs every fetch began with none known,
 //     a block between tabs took longer than an origin leaf to come, and
 //     the origin took every small file and most of the others, while
-//     those peers, once measured, kept up;
+//     those peers, once measured, kept up; and once a peer asked has said
+//     HAVE (a page serving a block says so as it starts to send it: it is
+//     on its way), one origin leaf's time more (the Go side's "held": the
+//     origin, asked then, would bring it no sooner);
 //   - after it ('stall'): nothing delivered for peerTimeout, or for one
 //     and a half rounds of concurrency blocks at the fetch's own gap
 //     between blocks, or one and a half blocks at the known pace,
@@ -26,7 +29,7 @@
 //     peers' rate in this fetch (over more than peerTimeout) is under half
 //     the origin's; the rates change, so look again within 100 ms.
 //
-// s is { now, t0, peerDelivered, firstPeerAt, lastPeer, peerBlocks,
+// s is { now, t0, peerDelivered, held, firstPeerAt, lastPeer, peerBlocks,
 // peerBytes, pace (ms per block of the fastest connected provider, or
 // null), typicalPace (ms per block of this page's peers, or null: pass it
 // only when a provider of the fetch is connected), originLeafMs (or
@@ -37,7 +40,7 @@ export function originJoin (s) {
   const keepsUp = (pace) => pace != null && (s.originLeafMs == null || pace <= 2 * s.concurrency * s.originLeafMs) ? 1.5 * pace : 0
   const paced = keepsUp(s.pace)
   if (!s.peerDelivered) {
-    const at = s.t0 + Math.max(s.peerTimeout, s.originLeafMs ?? 0, s.pace != null ? paced : keepsUp(s.typicalPace))
+    const at = s.t0 + Math.max(s.peerTimeout, s.originLeafMs ?? 0, s.pace != null ? paced : keepsUp(s.typicalPace)) + (s.held ? s.originLeafMs ?? s.peerTimeout : 0)
     return s.now >= at ? { why: 'first' } : { at }
   }
   const gap = s.peerBlocks > 1 ? (s.lastPeer - s.firstPeerAt) / (s.peerBlocks - 1) : 0

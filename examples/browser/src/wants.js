@@ -156,8 +156,10 @@ export class Wants {
   // resolves with {bytes, sender} from the first that sends it. ask(peers)
   // on the returned handle adds peers later (a peer hedge); the want ends
   // (CANCEL to those asked that have not delivered) when it resolves, when
-  // signal aborts, or on cancel(). onDontHave(peer) hears DONT_HAVE.
-  want (c, { signal, onDontHave } = {}) {
+  // signal aborts, or on cancel(). onDontHave(peer) hears DONT_HAVE,
+  // onHave(peer) HAVE from a peer asked (a page serving the block says
+  // HAVE as it starts to send it: it is on its way).
+  want (c, { signal, onDontHave, onHave } = {}) {
     const k = key(c)
     if (this.active.has(k)) throw new Error(`wants: ${c} is already wanted`)
     const w = { cid: c, asked: new Set(), sender: null, done: false }
@@ -170,7 +172,12 @@ export class Wants {
       finish()
       resolve({ bytes: d.block, sender: w.sender })
     }
-    const onPres = (d) => { if (!d.has && w.asked.has(d.sender.toString())) onDontHave?.(d.sender.toString()) }
+    const onPres = (d) => {
+      const p = d.sender.toString()
+      if (!w.asked.has(p)) return
+      if (d.has) onHave?.(p)
+      else onDontHave?.(p)
+    }
     const finish = () => {
       if (w.done) return
       w.done = true
@@ -234,9 +241,14 @@ export class Wants {
   // blocks sent to all peers (see the constructor); when its turn comes,
   // wanted() (if given) says whether p still wants it, and if not it is
   // not written and the promise resolves false; else true once written.
-  reply (p, msg, { block = false, wanted } = {}) {
+  //
+  // have, if given, is a message (a HAVE presence of the block) written
+  // just before the block when its turn comes: it reaches p at once, the
+  // block after it (hundreds of ms over WebRTC in a crowd), so p knows
+  // that the block is on its way and does not ask the origin for it.
+  reply (p, msg, { block = false, wanted, have } = {}) {
     const q = this.queue(p)
-    const done = new Promise((resolve, reject) => q.replies.push({ frame: frame(msg), block, wanted, resolve, reject }))
+    const done = new Promise((resolve, reject) => q.replies.push({ frame: frame(msg), block, wanted, have: have == null ? null : frame(have), resolve, reject }))
     if (!q.busy) this.flush(p, q)
     return done
   }
@@ -316,6 +328,7 @@ export class Wants {
             continue
           }
           const t = this.now()
+          if (r.have != null) await this.write(p, q, r.have)
           await this.write(p, q, r.frame)
           if (r.block) {
             await this.drained(q.stream)

@@ -12,6 +12,7 @@ const base = {
   now: 1000,
   t0: 1000,
   peerDelivered: false,
+  held: false,
   firstPeerAt: 0,
   lastPeer: 0,
   peerBlocks: 0,
@@ -46,7 +47,11 @@ test('originJoin before the first peer block', () => {
     { name: 'the typical pace is waited for when no provider\'s is known', s: { now: 1250, typicalPace: 400, originLeafMs: 100 }, want: { at: 1600 } },
     { name: 'then the origin joins (typical)', s: { now: 1600, typicalPace: 400, originLeafMs: 100 }, want: { why: 'first' } },
     { name: 'a typical pace slower than half the origin is ignored', s: { now: 1200, typicalPace: 1000, originLeafMs: 100 }, want: { why: 'first' } },
-    { name: 'a provider\'s own pace goes before the typical one', s: { now: 1200, pace: 1000, typicalPace: 400, originLeafMs: 100 }, want: { why: 'first' } }
+    { name: 'a provider\'s own pace goes before the typical one', s: { now: 1200, pace: 1000, typicalPace: 400, originLeafMs: 100 }, want: { why: 'first' } },
+    // A peer said HAVE: the block is on its way; one origin leaf more.
+    { name: 'held: one origin leaf more', s: { now: 1350, held: true, originLeafMs: 300 }, want: { at: 1600 } },
+    { name: 'held, then the origin joins', s: { now: 1600, held: true, originLeafMs: 300 }, want: { why: 'first' } },
+    { name: 'held, the origin not measured: peerTimeout more', s: { now: 1200, held: true }, want: { at: 1400 } }
   ]
   for (const c of cases) {
     assert.deepEqual(originJoin({ ...base, ...c.s }), c.want, c.name)
@@ -109,4 +114,10 @@ test('announceFetch: who tells the mesh it is fetching a root', () => {
     { name: 'the seed holds it: the seed serves', s: { held: false, provs: ['T1', 'S'], seed: 'S', canOrigin: true }, want: false }
   ]
   for (const c of cases) assert.equal(announceFetch(c.s), c.want, c.name)
+})
+
+test('capHedges: a block said to be on its way counts as delivering', () => {
+  // The caller puts the time of the HAVE among lastBlocks.
+  assert.equal(capHedges({ now: 5000, asked: 1000, win: 2000, capMax: 15000, lastBlocks: [-Infinity, 4000] }), false)
+  assert.equal(capHedges({ now: 5000, asked: 1000, win: 2000, capMax: 15000, lastBlocks: [-Infinity, 2000] }), true)
 })

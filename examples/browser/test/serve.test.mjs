@@ -1,7 +1,10 @@
 // node --test: how the page sends the blocks it serves (src/serve.js).
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { sendReply } from '../src/serve.js'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { base64 } from 'multiformats/bases/base64'
+import { cidBytes, sendReply } from '../src/serve.js'
 
 const blk = (n) => ({ prefix: Uint8Array.from([1, 0x55, 0x12, 0x20]), data: new Uint8Array(n) })
 
@@ -46,4 +49,16 @@ test('a failed first write says nothing was written; a later one counts the fail
     onFailed: (key, n) => failed.push(`${key} ${n}`)
   }), (err) => err.written === 1)
   assert.deepEqual(failed, ['b 2'])
+})
+
+test('each block is written with its CID, for the HAVE sent ahead of it', async () => {
+  for (const codec of [0x55, 0x70]) {
+    const c = CID.createV1(codec, await sha256.digest(Uint8Array.from([codec])))
+    const key = base64.encode(c.multihash.bytes) // Helia's message key
+    const prefix = Uint8Array.from([1, codec, 0x12, 0x20])
+    assert.ok(CID.decode(cidBytes(key, prefix)).equals(c))
+    let got
+    await sendReply({ blocks: [[key, { prefix, data: new Uint8Array(3) }]] }, { write: async (_b, _p, _w, cid) => { got = cid; return true } })
+    assert.ok(CID.decode(got).equals(c))
+  }
 })

@@ -244,3 +244,41 @@ test('a turn ends after drainMs when the channel never drains', async () => {
   assert.equal(await r2, true)
   assert.equal(net.sent.get('P2').length, 1)
 })
+
+test('a HAVE goes just ahead of its block when the block\'s turn comes, not before; none for a block skipped', async () => {
+  const net = fakeNet(['P1', 'P2'], { channels: true })
+  const w = new Wants({ bitswap: { wantList: new EventTarget() }, libp2p: net.libp2p, lowWater: 1000 })
+  const c = await cidOf('z')
+  const have = encodeReply({ presences: [{ cid: c.bytes, type: 'HaveBlock' }] })
+  const r1 = w.reply('P1', block(5000), { block: true })
+  const r2 = w.reply('P2', block(5001), { block: true, have })
+  const r3 = w.reply('P2', block(5002), { block: true, have, wanted: () => false })
+  await tick()
+  assert.equal(net.sent.get('P2').length, 0) // not while P1's block has the turn
+  net.drain('P1')
+  await r1
+  await r2
+  assert.equal(await r3, false)
+  const m = net.sent.get('P2')
+  assert.equal(m.length, 2)
+  assert.equal(m[0].blockPresences[0].type, BlockPresenceType.HaveBlock)
+  assert.deepEqual(CID.decode(m[0].blockPresences[0].cid).toString(), c.toString())
+  assert.equal(m[1].blocks.length, 1)
+})
+
+test('want: HAVE from a peer asked is heard (onHave), DONT_HAVE as before', async () => {
+  const { libp2p } = fakeNet(['P1', 'P2'])
+  const wantList = new EventTarget()
+  const w = new Wants({ bitswap: { wantList }, libp2p })
+  const c = await cidOf('h')
+  const heard = []
+  const h = w.want(c, { onHave: (p) => heard.push(`have ${p}`), onDontHave: (p) => heard.push(`dont ${p}`) })
+  h.ask(['P1'])
+  const pres = (p, has) => wantList.dispatchEvent(Object.assign(new Event('presence'), { detail: { cid: c, sender: { toString: () => p }, has } }))
+  pres('P1', true)
+  pres('P2', true) // not asked: not heard
+  pres('P1', false)
+  assert.deepEqual(heard, ['have P1', 'dont P1'])
+  h.cancel()
+  await h.result.catch(() => {})
+})
