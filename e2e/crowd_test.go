@@ -54,7 +54,9 @@ type crowdPage struct {
 		ServedBytes, DuplicateBytes        int64
 		Peers, Served, Duplicates          map[string]int64
 		ServeErrors, BadBlocks             int64
-		PeerBlockMs                        []int64
+		PeerBlockMs, ServeMs, BlockSendMs  []int64
+		ServeSkipped, ServeSkippedBytes    int64
+		DontHaves                          int64
 		Wants                              struct{ WantBlocks, Cancels, Messages, Replies, SendErrors int64 }
 		Summary                            struct{ Asked, Answered, Roots, Holders int64 }
 		Connections                        []struct {
@@ -212,6 +214,27 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 	slices.Sort(blockMs)
 	if len(blockMs) > 0 {
 		t.Logf("want-block to block, ms: median %d, p90 %d, max %d (%d blocks)", blockMs[len(blockMs)/2], blockMs[len(blockMs)*9/10], blockMs[len(blockMs)-1], len(blockMs))
+	}
+	var serveMs []int64
+	var skipped, skippedBytes, dontHaves int64
+	for _, p := range pages {
+		serveMs = append(serveMs, p.Stats.ServeMs...)
+		skipped += p.Stats.ServeSkipped
+		skippedBytes += p.Stats.ServeSkippedBytes
+		dontHaves += p.Stats.DontHaves
+	}
+	var sendMs []int64
+	for _, p := range pages {
+		sendMs = append(sendMs, p.Stats.BlockSendMs...)
+	}
+	slices.Sort(sendMs)
+	if len(sendMs) > 0 {
+		t.Logf("tabs serving: a block's own send (write to its data channel holding at most 256 KiB of it), ms: median %d, p90 %d (%d blocks)", sendMs[len(sendMs)/2], sendMs[len(sendMs)*9/10], len(sendMs))
+	}
+	slices.Sort(serveMs)
+	if len(serveMs) > 0 {
+		t.Logf("tabs serving: want-block arrived to block written, ms: median %d, p90 %d, max %d (%d blocks); blocks not sent as cancelled meanwhile %d (%.1f MiB); DONT_HAVEs received %d",
+			serveMs[len(serveMs)/2], serveMs[len(serveMs)*9/10], serveMs[len(serveMs)-1], len(serveMs), skipped, mib(skippedBytes), dontHaves)
 	}
 	if pinned {
 		fromSeed := 0

@@ -17,14 +17,16 @@ import { webSockets } from '@libp2p/websockets'
 import { webTransport } from '@libp2p/webtransport'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHeliaLight } from 'helia'
+import { base64 } from 'multiformats/bases/base64'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
-import { capHedges, capWindow, originJoin } from './gate.js'
+import { announceFetch, capHedges, capWindow, originJoin } from './gate.js'
 import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
 import { verify } from './verify.js'
+import { sendReply } from './serve.js'
 import { Wants, encodeReply } from './wants.js'
 
 export const CHUNK = 1 << 20 // unixfs-v1-2025: 1 MiB raw leaves
@@ -86,6 +88,11 @@ export class Mesh extends EventTarget {
       // finished, by peer; duplicates: bytes that arrived unwanted, by peer.
       wants: { wantBlocks: 0, wantHaves: 0, cancels: 0, messages: 0, replies: 0, sendErrors: 0 },
       served: {}, serveErrors: 0, duplicates: {}, peerBlockMs: [],
+      // Serving: blocks not sent because the peer cancelled while they
+      // waited their turn; serveMs, from a peer's want-block to the block
+      // written (wants.js: sent but lowWater); blockSendMs, the block's
+      // own turn (from its write); dontHaves, DONT_HAVEs received.
+      serveSkipped: 0, serveSkippedBytes: 0, serveMs: [], blockSendMs: [], dontHaves: 0,
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
     }
@@ -204,11 +211,17 @@ export class Mesh extends EventTarget {
     this.peerMs = new Map() // peer -> what a block has taken from it (EWMA, ms)
     this.lastBlockFrom = new Map() // peer -> when it last delivered a block (performance.now())
     this.askedFor = new Map() // CID string -> the peers asked for it (a want under way)
+    this.comingAt = new Map() // CID string -> when a peer asked said HAVE (the block is on its way)
     this.wants = new Wants({
       bitswap,
       libp2p: this.libp2p,
       log: this.log,
       onCount: (what, p, n = 1) => {
+        if (what === 'blockSendMs') {
+          this.stats.blockSendMs.push(Math.round(n))
+          if (this.stats.blockSendMs.length > 1000) this.stats.blockSendMs.shift()
+          return
+        }
         if (what === 'duplicateBytes') {
           this.stats.duplicateBytes += n
           this.stats.duplicates[p] = (this.stats.duplicates[p] ?? 0) + n
@@ -218,6 +231,18 @@ export class Mesh extends EventTarget {
         this.emit('stats')
       }
     })
+    // When each peer's want-block arrived (serveTime).
+    this.wantAt = new Map() // `${peer} ${key}` -> performance.now()
+    bitswap.network.addEventListener('bitswap:message', (e) => {
+      const p = e.detail.connection.remotePeer.toString()
+      for (const en of e.detail.message.wantlist?.entries ?? []) {
+        let k
+        try { k = `${p} ${base64.encode(CID.decode(en.cid).multihash.bytes)}` } catch { continue }
+        if (en.cancel) this.wantAt.delete(k)
+        else if (en.wantType !== 1 && !this.wantAt.has(k)) this.wantAt.set(k, performance.now())
+      }
+      if (this.wantAt.size > 10_000) this.wantAt.clear()
+    })
     const send = bitswap.network.sendMessage.bind(bitswap.network)
     bitswap.network.sendMessage = async (peerId, message, options = {}) => {
       const p = peerId.toString()
@@ -226,7 +251,7 @@ export class Mesh extends EventTarget {
       // stream per message (over WebRTC a data channel per block). A
       // message with wants, or a peer reached only through a relay, goes
       // Helia's way.
-      if (message.wantlist.size === 0 && await this.reply(p, message)) return
+      if (message.wantlist.size === 0 && await this.reply(peerId, p, message)) return
       let failed = false
       const onProgress = (evt) => {
         if (evt.type === 'bitswap:send-wantlist:error') failed = true
@@ -258,27 +283,53 @@ export class Mesh extends EventTarget {
   }
 
   // reply sends a reply message of Helia's bitswap (blocks, presences) to
-  // p on the page's own stream to it, a message per block, counting each
-  // block written, and reports whether it did; false when nothing was
-  // written (the caller sends it Helia's way). A failure after a block went
-  // out throws.
-  async reply (p, message) {
-    const blocks = [...message.blocks.values()]
-    const presences = [...message.blockPresences.values()]
-    let sent = 0
-    for (let k = 0; k < Math.max(1, blocks.length); k++) {
-      const b = blocks.slice(k, k + 1)
-      try {
-        await this.wants.reply(p, encodeReply({ blocks: b, presences: k === 0 ? presences : [] }))
-      } catch (err) {
-        if (sent === 0) return false
-        this.served(p, b[0].data.byteLength, true)
-        throw err
-      }
-      sent++
-      this.served(p, b[0]?.data.byteLength ?? 0, false)
+  // p on the page's own stream to it, a message per block (serve.js),
+  // counting each block written, and reports whether it did; false when
+  // nothing was written (the caller sends the rest Helia's way). A block
+  // p has cancelled by the time its turn comes is not sent (Helia's
+  // ledger put it in the message before the cancel came). A failure after
+  // a block went out throws.
+  async reply (peerId, p, message) {
+    const ledger = this.bitswap.peerWantLists?.ledgerMap?.get(peerId)
+    try {
+      await sendReply({ blocks: [...message.blocks], presences: [...message.blockPresences.values()] }, {
+        // A block goes with a HAVE ahead of it: p knows it is coming.
+        write: (blocks, presences, wanted, cid) => this.wants.reply(p, encodeReply({ blocks, presences }), {
+          block: blocks.length > 0,
+          wanted,
+          have: cid == null ? undefined : encodeReply({ presences: [{ cid, type: 'HaveBlock' }] })
+        }),
+        // Helia's ledger keys wants by the multihash in base64 without the
+        // multibase prefix its messages' keys carry.
+        wanted: (key) => ledger == null || ledger.wants.has(key.slice(1)),
+        onSkipped: (key, n) => {
+          message.blocks.delete(key)
+          this.stats.serveSkipped++
+          this.stats.serveSkippedBytes += n
+        },
+        onSent: (key, n) => {
+          message.blocks.delete(key)
+          this.served(p, n, false)
+          this.serveTime(p, key)
+        },
+        onFailed: (_key, n) => this.served(p, n, true)
+      })
+    } catch (err) {
+      if (err.written === 0) return false
+      throw err
     }
     return true
+  }
+
+  // serveTime records what a block served to p took from the arrival of
+  // p's want to its write (stats.serveMs, the crowd test's figures).
+  serveTime (p, key) {
+    const k = `${p} ${key}`
+    const t = this.wantAt.get(k)
+    if (t == null) return
+    this.wantAt.delete(k)
+    this.stats.serveMs.push(Math.round(performance.now() - t))
+    if (this.stats.serveMs.length > 1000) this.stats.serveMs.shift()
   }
 
   // preconnect dials up to maxDials of the holders a summary named, in the
@@ -588,15 +639,17 @@ export class Mesh extends EventTarget {
     }
   }
 
-  // announceFetching tells the mesh, as the Go side's AnnounceFetches does,
-  // of a root this page starts to fetch from the origin with no provider
-  // known (a HAVE with the ttl FETCHING_TTL, 120 s): peers wanting it
-  // meanwhile ask this page, whose bitswap keeps their wants and sends
-  // each block as it arrives (DONT_HAVE first, once), so that a crowd
-  // that starts cold shares what the first tabs fetch. It reports whether
-  // it did; the fetch sends DROP if it then fails.
+  // announceFetching tells the mesh of a root this page starts to fetch
+  // (a HAVE with the ttl FETCHING_TTL, 120 s) when gate.js's announceFetch
+  // says so: from the origin with no provider known, as the Go side's
+  // AnnounceFetches does, or from tabs when the seed does not hold it.
+  // Peers wanting it meanwhile ask this page, whose bitswap keeps their
+  // wants and sends each block as it arrives (DONT_HAVE first, once), so
+  // that a crowd shares what its tabs fetch while they fetch it. It
+  // reports whether it did; the fetch sends DROP if it then fails.
   announceFetching (root, provs, asset) {
-    if (provs.length > 0 || asset.url == null || this.store.holds(root)) return false
+    const seed = this.seedConn?.remotePeer.toString() ?? null
+    if (!announceFetch({ held: this.store.holds(root), provs, seed, canOrigin: asset.url != null })) return false
     this.publish(wire.HAVE, [root], FETCHING_TTL)
     return true
   }
@@ -661,8 +714,9 @@ export class Mesh extends EventTarget {
         if (q.front < q.back) { await take(--q.back, 'origin', why); continue }
         // Nothing left to split: a leaf still waiting on peers that have
         // not delivered a first block gets the origin as well.
+        // Not one a peer said is on its way (HAVE).
         if (!state.peerDelivered) {
-          for (const [, hedge] of q.inflight) if (hedge('first')) break
+          for (const [i, hedge] of q.inflight) if (!this.comingAt.has(leaves[i].toString()) && hedge('first')) break
         }
         return
       }
@@ -713,7 +767,7 @@ export class Mesh extends EventTarget {
     if (how === 'peers') {
       q.inflight.set(i, hedge)
       let sender = null
-      const fromPeers = this.fromPeers(c, peerAbort.signal, state.provs)
+      const fromPeers = this.fromPeers(c, peerAbort.signal, state.provs, () => { state.held = true })
       fromPeers.catch(() => { if (!won) hedge('peers failed') })
       racers.push(fromPeers
         .then((r) => {
@@ -737,7 +791,9 @@ export class Mesh extends EventTarget {
       const win = capWindow(this.cfg.stallTimeout, slowest)
       const asked = performance.now()
       const cap = () => delay(win, originAbort.signal).then(() => {
+        // A block said to be on its way (HAVE) counts as delivering.
         const lastBlocks = [...(this.askedFor.get(c.toString()) ?? [])].map((p) => this.lastBlockFrom.get(p) ?? -Infinity)
+        lastBlocks.push(this.comingAt.get(c.toString()) ?? -Infinity)
         if (!capHedges({ now: performance.now(), asked, win, capMax: this.cfg.capMax, lastBlocks })) return cap()
         hedge('cap')
       }, () => {})
@@ -774,11 +830,13 @@ export class Mesh extends EventTarget {
         now,
         t0: state.t0,
         peerDelivered: state.peerDelivered,
+        held: state.held === true,
         firstPeerAt: state.firstPeerAt,
         lastPeer: state.lastPeer,
         peerBlocks: state.peerBlocks,
         peerBytes: state.peerBytes,
         pace: this.paceOf(state.provs),
+        typicalPace: state.provs.some((p) => this.connected(p)) ? this.peerBlockMs ?? null : null,
         originLeafMs: this.originLeafMs,
         peerTimeout: this.cfg.peerTimeout,
         concurrency: this.cfg.concurrency,
@@ -842,14 +900,22 @@ export class Mesh extends EventTarget {
   // is asked at a time (want-block); the next is asked when one answers
   // DONT_HAVE or a provider connects while none could be asked (providers
   // still being dialled are asked once connected).
-  async fromPeers (c, signal, provs) {
+  //
+  // A HAVE from a peer asked means the block is on its way (a page serving
+  // it says so as it starts to send it): comingAt notes when, for the
+  // hedges, and onHave() tells the fetch.
+  async fromPeers (c, signal, provs, onHave = () => {}) {
     const h = this.wants.want(c, {
       signal,
+      onHave: () => {
+        this.comingAt.set(c.toString(), performance.now())
+        onHave()
+      },
       // DONT_HAVE: ask the next provider too. The want stays where it
       // is: a peer still fetching the content (it announced it as it
       // started) sends the block when it has it; the hedge covers the
       // others.
-      onDontHave: () => { askNext() }
+      onDontHave: () => { this.stats.dontHaves++; askNext() }
     })
     const mine = new Set()
     this.askedFor.set(c.toString(), h.asked)
@@ -884,6 +950,7 @@ export class Mesh extends EventTarget {
     } finally {
       this.removeEventListener('peers', onPeers)
       if (this.askedFor.get(c.toString()) === h.asked) this.askedFor.delete(c.toString())
+      this.comingAt.delete(c.toString())
       h.cancel()
       for (const p of mine) this.outstanding.set(p, this.outstanding.get(p) - 1)
     }

@@ -11,7 +11,16 @@
 //     that is longer, or one and a half blocks at a provider's known pace
 //     (a provider that delivered to this page before), if that is longer
 //     and at that pace the provider keeps up with the origin (concurrency
-//     blocks per pace, at least half an origin leaf's rate);
+//     blocks per pace, at least half an origin leaf's rate); with no
+//     provider of the fetch's pace known but one connected, the page's
+//     typical pace (what a block has taken from its peers in general)
+//     stands for it: in a crowd of tabs every fetch began with none known,
+//     a block between tabs took longer than an origin leaf to come, and
+//     the origin took every small file and most of the others, while
+//     those peers, once measured, kept up; and once a peer asked has said
+//     HAVE (a page serving a block says so as it starts to send it: it is
+//     on its way), one origin leaf's time more (the Go side's "held": the
+//     origin, asked then, would bring it no sooner);
 //   - after it ('stall'): nothing delivered for peerTimeout, or for one
 //     and a half rounds of concurrency blocks at the fetch's own gap
 //     between blocks, or one and a half blocks at the known pace,
@@ -20,15 +29,18 @@
 //     peers' rate in this fetch (over more than peerTimeout) is under half
 //     the origin's; the rates change, so look again within 100 ms.
 //
-// s is { now, t0, peerDelivered, firstPeerAt, lastPeer, peerBlocks,
+// s is { now, t0, peerDelivered, held, firstPeerAt, lastPeer, peerBlocks,
 // peerBytes, pace (ms per block of the fastest connected provider, or
-// null), originLeafMs (or null), peerTimeout, concurrency, leafBytes }.
+// null), typicalPace (ms per block of this page's peers, or null: pass it
+// only when a provider of the fetch is connected), originLeafMs (or
+// null), peerTimeout, concurrency, leafBytes }.
 // It returns { why } when the origin joins, else { at } (ms, the clock of
 // now).
 export function originJoin (s) {
-  const paced = s.pace != null && (s.originLeafMs == null || s.pace <= 2 * s.concurrency * s.originLeafMs) ? 1.5 * s.pace : 0
+  const keepsUp = (pace) => pace != null && (s.originLeafMs == null || pace <= 2 * s.concurrency * s.originLeafMs) ? 1.5 * pace : 0
+  const paced = keepsUp(s.pace)
   if (!s.peerDelivered) {
-    const at = s.t0 + Math.max(s.peerTimeout, s.originLeafMs ?? 0, paced)
+    const at = s.t0 + Math.max(s.peerTimeout, s.originLeafMs ?? 0, s.pace != null ? paced : keepsUp(s.typicalPace)) + (s.held ? s.originLeafMs ?? s.peerTimeout : 0)
     return s.now >= at ? { why: 'first' } : { at }
   }
   const gap = s.peerBlocks > 1 ? (s.lastPeer - s.firstPeerAt) / (s.peerBlocks - 1) : 0
@@ -60,4 +72,27 @@ export function capWindow (stallTimeout, slowestMs) {
 export function capHedges ({ now, asked, win, capMax, lastBlocks }) {
   const delivering = lastBlocks.some((t) => now - t < win)
   return !(delivering && now - asked < capMax)
+}
+
+// announceFetch says whether a page that starts to fetch a root tells the
+// mesh so at once (a HAVE with the fetching ttl), so that tabs wanting the
+// root ask it for the blocks it has (its bitswap sends each as it arrives,
+// DONT_HAVE first for those it lacks):
+//   - never for a root it holds;
+//   - with no provider known, when it fetches from the origin (the Go
+//     side's AnnounceFetches);
+//   - with providers, unless the seed it is connected to is one of them:
+//     a crowd that fetches from tabs (the seed holds nothing) then has
+//     every fetching tab serving what it has, and its upload grows with
+//     the crowd; before, only tabs that had finished the root (or started
+//     it from the origin) were asked, and a 20 MiB file's first holder
+//     served every later tab. Where the seed holds the root it serves the
+//     crowd, and a tab still fetching would only draw wants it answers
+//     DONT_HAVE.
+// s is { held, provs (peer IDs), seed (the seed's peer ID or null),
+// canOrigin }.
+export function announceFetch ({ held, provs, seed, canOrigin }) {
+  if (held) return false
+  if (provs.length === 0) return canOrigin
+  return seed == null || !provs.includes(seed)
 }

@@ -2,7 +2,7 @@
 // clock. Times are ms; a fetch begins at t0 = 1000.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { capHedges, capWindow, originJoin } from '../src/gate.js'
+import { announceFetch, capHedges, capWindow, originJoin } from '../src/gate.js'
 
 const MiB = 1 << 20
 
@@ -12,11 +12,13 @@ const base = {
   now: 1000,
   t0: 1000,
   peerDelivered: false,
+  held: false,
   firstPeerAt: 0,
   lastPeer: 0,
   peerBlocks: 0,
   peerBytes: 0,
   pace: null,
+  typicalPace: null,
   originLeafMs: null,
   peerTimeout: 200,
   concurrency: 4,
@@ -39,7 +41,17 @@ test('originJoin before the first peer block', () => {
     // 4 blocks per 1000 ms is under half the origin's 1 per 100 ms: the
     // pace does not hold the origin back.
     { name: 'a pace slower than half the origin is ignored', s: { now: 1200, pace: 1000, originLeafMs: 100 }, want: { why: 'first' } },
-    { name: 'a known pace with the origin not measured is waited for', s: { now: 1200, pace: 1000 }, want: { at: 2500 } }
+    { name: 'a known pace with the origin not measured is waited for', s: { now: 1200, pace: 1000 }, want: { at: 2500 } },
+    // No provider of this fetch measured: the page's typical pace stands
+    // for it, under the same rule (before, the origin joined at 1200).
+    { name: 'the typical pace is waited for when no provider\'s is known', s: { now: 1250, typicalPace: 400, originLeafMs: 100 }, want: { at: 1600 } },
+    { name: 'then the origin joins (typical)', s: { now: 1600, typicalPace: 400, originLeafMs: 100 }, want: { why: 'first' } },
+    { name: 'a typical pace slower than half the origin is ignored', s: { now: 1200, typicalPace: 1000, originLeafMs: 100 }, want: { why: 'first' } },
+    { name: 'a provider\'s own pace goes before the typical one', s: { now: 1200, pace: 1000, typicalPace: 400, originLeafMs: 100 }, want: { why: 'first' } },
+    // A peer said HAVE: the block is on its way; one origin leaf more.
+    { name: 'held: one origin leaf more', s: { now: 1350, held: true, originLeafMs: 300 }, want: { at: 1600 } },
+    { name: 'held, then the origin joins', s: { now: 1600, held: true, originLeafMs: 300 }, want: { why: 'first' } },
+    { name: 'held, the origin not measured: peerTimeout more', s: { now: 1200, held: true }, want: { at: 1400 } }
   ]
   for (const c of cases) {
     assert.deepEqual(originJoin({ ...base, ...c.s }), c.want, c.name)
@@ -56,6 +68,7 @@ test('originJoin after the first peer block', () => {
     { name: 'a slow round is not a stall', s: { ...delivered(3, 1050, 100), now: 1800 }, want: { at: 1850 } },
     { name: 'stalled after 1.5 rounds', s: { ...delivered(3, 1050, 100), now: 1850 }, want: { why: 'stall' } },
     { name: 'a known pace lengthens the stall window', s: { ...delivered(1, 1050, 0), now: 1500, pace: 400 }, want: { at: 1650 } },
+    { name: 'the typical pace does not lengthen it', s: { ...delivered(1, 1050, 0), now: 1250, typicalPace: 400 }, want: { why: 'stall' } },
     // 1 MiB in 500 ms from peers against 1 MiB per 100 ms from the
     // origin: under half, after more than peerTimeout.
     { name: 'slow peers', s: { ...delivered(1, 1050, 0), now: 1550, lastPeer: 1500, originLeafMs: 100 }, want: { why: 'slow' } },
@@ -86,4 +99,25 @@ test('capHedges', () => {
   for (const c of cases) {
     assert.equal(capHedges({ ...s, ...c.s }), c.want, c.name)
   }
+})
+
+test('announceFetch: who tells the mesh it is fetching a root', () => {
+  const cases = [
+    { name: 'held: never', s: { held: true, provs: [], seed: 'S', canOrigin: true }, want: false },
+    { name: 'no provider, from the origin', s: { held: false, provs: [], seed: 'S', canOrigin: true }, want: true },
+    { name: 'no provider, no origin: nothing to fetch from', s: { held: false, provs: [], seed: 'S', canOrigin: false }, want: false },
+    // Before, a fetch from other tabs never announced: a crowd's later
+    // tabs all asked the first holders.
+    { name: 'from tabs, the seed holding nothing', s: { held: false, provs: ['T1', 'T2'], seed: 'S', canOrigin: true }, want: true },
+    { name: 'from tabs, without an origin', s: { held: false, provs: ['T1'], seed: 'S', canOrigin: false }, want: true },
+    { name: 'from tabs, no seed connected', s: { held: false, provs: ['T1'], seed: null, canOrigin: true }, want: true },
+    { name: 'the seed holds it: the seed serves', s: { held: false, provs: ['T1', 'S'], seed: 'S', canOrigin: true }, want: false }
+  ]
+  for (const c of cases) assert.equal(announceFetch(c.s), c.want, c.name)
+})
+
+test('capHedges: a block said to be on its way counts as delivering', () => {
+  // The caller puts the time of the HAVE among lastBlocks.
+  assert.equal(capHedges({ now: 5000, asked: 1000, win: 2000, capMax: 15000, lastBlocks: [-Infinity, 4000] }), false)
+  assert.equal(capHedges({ now: 5000, asked: 1000, win: 2000, capMax: 15000, lastBlocks: [-Infinity, 2000] }), true)
 })

@@ -35,8 +35,13 @@ test('encodeWantlist writes what Helia decodes', async () => {
 
 // fakeNet is libp2p as Wants uses it: connections whose streams record the
 // length-prefixed messages written on them.
-function fakeNet (peers) {
+//
+// With channels, each stream has a data channel as @libp2p/webrtc's have
+// (channel.bufferedAmount grows by what is sent; drain(p) empties it and
+// fires bufferedamountlow), kept in channels by peer.
+function fakeNet (peers, { channels = false } = {}) {
   const sent = new Map(peers.map((p) => [p, []]))
+  const chans = new Map()
   let streams = 0
   const conn = (p) => ({
     remotePeer: { toString: () => p },
@@ -56,13 +61,23 @@ function fakeNet (peers) {
           for (; ; i++) { n += (frame[i] & 0x7f) * 2 ** shift; shift += 7; if (frame[i] < 0x80) break }
           assert.equal(frame.length, i + 1 + n)
           sent.get(p).push(Message.decode(frame.subarray(i + 1)))
+          if (st.channel != null) st.channel.bufferedAmount += frame.length
           return true
         }
       })
+      if (channels) {
+        st.channel = Object.assign(new EventTarget(), { bufferedAmount: 0, bufferedAmountLowThreshold: 0 })
+        chans.set(p, st.channel)
+      }
       return st
     }
   })
-  return { sent, streams: () => streams, libp2p: { getConnections: () => peers.map(conn) } }
+  const drain = (p) => {
+    const ch = chans.get(p)
+    ch.bufferedAmount = 0
+    ch.dispatchEvent(new Event('bufferedamountlow'))
+  }
+  return { sent, streams: () => streams, drain, libp2p: { getConnections: () => peers.map(conn) } }
 }
 
 const entries = (msgs) => msgs.flatMap((m) => m.wantlist.entries.map((e) => `${e.cancel ? 'cancel' : e.wantType === WantType.WantHave ? 'have' : 'block'} ${CID.decode(e.cid)}`))
@@ -169,4 +184,101 @@ test('a stream idle for idleMs is replaced before the next message', async () =>
   await w.reply('P1', msg)
   assert.equal(net.streams(), 2) // idle for more than 8 s: a new one
   assert.equal(net.sent.get('P1').length, 3)
+})
+
+const block = (n) => encodeReply({ blocks: [{ prefix: Uint8Array.from([1, 0x55, 0x12, 0x20]), data: new Uint8Array(n).fill(n % 251) }] })
+
+test('blocks go out one at a time across peers; one cancelled while it waited is not sent', async () => {
+  const net = fakeNet(['P1', 'P2', 'P3'], { channels: true })
+  const w = new Wants({ bitswap: { wantList: new EventTarget() }, libp2p: net.libp2p, lowWater: 1000 })
+  let p2Wants = true
+  const r1 = w.reply('P1', block(5000), { block: true, wanted: () => true })
+  const r2 = w.reply('P2', block(5001), { block: true, wanted: () => p2Wants })
+  const r3 = w.reply('P3', block(5002), { block: true, wanted: () => true })
+  await tick()
+  // P1's block is in its data channel, more than lowWater of it unsent:
+  // its turn goes on, the others wait.
+  assert.equal(net.sent.get('P1').length, 1)
+  assert.equal(net.sent.get('P2').length, 0)
+  assert.equal(net.sent.get('P3').length, 0)
+  p2Wants = false // P2's CANCEL came while its block waited
+  net.drain('P1')
+  assert.equal(await r1, true)
+  assert.equal(await r2, false)
+  await tick()
+  assert.equal(net.sent.get('P2').length, 0)
+  assert.equal(net.sent.get('P3').length, 1)
+  net.drain('P3')
+  assert.equal(await r3, true)
+})
+
+test('wants and presences do not wait for a block\'s turn', async () => {
+  const net = fakeNet(['P1', 'P2'], { channels: true })
+  const w = new Wants({ bitswap: { wantList: new EventTarget() }, libp2p: net.libp2p, lowWater: 1000 })
+  const r1 = w.reply('P1', block(5000), { block: true })
+  const r2 = w.reply('P2', block(5001), { block: true })
+  await tick()
+  assert.equal(net.sent.get('P2').length, 0) // its block waits for P1's turn
+  const c = await cidOf('y')
+  w.want(c).ask(['P2'])
+  const dontHave = w.reply('P2', encodeReply({ presences: [{ cid: c.bytes, type: 'DoNotHaveBlock' }] }))
+  await tick()
+  // The want and the presence went out before P2's block.
+  await dontHave
+  assert.equal(net.sent.get('P2').length, 2)
+  assert.deepEqual(entries([net.sent.get('P2')[0]]), [`block ${c}`])
+  assert.equal(net.sent.get('P2')[1].blockPresences.length, 1)
+  net.drain('P1')
+  assert.equal(await r1, true)
+  assert.equal(await r2, true)
+  assert.equal(net.sent.get('P2').length, 3)
+  assert.equal(net.sent.get('P2')[2].blocks.length, 1)
+})
+
+test('a turn ends after drainMs when the channel never drains', async () => {
+  const net = fakeNet(['P1', 'P2'], { channels: true })
+  const w = new Wants({ bitswap: { wantList: new EventTarget() }, libp2p: net.libp2p, lowWater: 1000, drainMs: 30 })
+  const r1 = w.reply('P1', block(5000), { block: true })
+  const r2 = w.reply('P2', block(5001), { block: true })
+  assert.equal(await r1, true)
+  assert.equal(await r2, true)
+  assert.equal(net.sent.get('P2').length, 1)
+})
+
+test('a HAVE goes just ahead of its block when the block\'s turn comes, not before; none for a block skipped', async () => {
+  const net = fakeNet(['P1', 'P2'], { channels: true })
+  const w = new Wants({ bitswap: { wantList: new EventTarget() }, libp2p: net.libp2p, lowWater: 1000 })
+  const c = await cidOf('z')
+  const have = encodeReply({ presences: [{ cid: c.bytes, type: 'HaveBlock' }] })
+  const r1 = w.reply('P1', block(5000), { block: true })
+  const r2 = w.reply('P2', block(5001), { block: true, have })
+  const r3 = w.reply('P2', block(5002), { block: true, have, wanted: () => false })
+  await tick()
+  assert.equal(net.sent.get('P2').length, 0) // not while P1's block has the turn
+  net.drain('P1')
+  await r1
+  await r2
+  assert.equal(await r3, false)
+  const m = net.sent.get('P2')
+  assert.equal(m.length, 2)
+  assert.equal(m[0].blockPresences[0].type, BlockPresenceType.HaveBlock)
+  assert.deepEqual(CID.decode(m[0].blockPresences[0].cid).toString(), c.toString())
+  assert.equal(m[1].blocks.length, 1)
+})
+
+test('want: HAVE from a peer asked is heard (onHave), DONT_HAVE as before', async () => {
+  const { libp2p } = fakeNet(['P1', 'P2'])
+  const wantList = new EventTarget()
+  const w = new Wants({ bitswap: { wantList }, libp2p })
+  const c = await cidOf('h')
+  const heard = []
+  const h = w.want(c, { onHave: (p) => heard.push(`have ${p}`), onDontHave: (p) => heard.push(`dont ${p}`) })
+  h.ask(['P1'])
+  const pres = (p, has) => wantList.dispatchEvent(Object.assign(new Event('presence'), { detail: { cid: c, sender: { toString: () => p }, has } }))
+  pres('P1', true)
+  pres('P2', true) // not asked: not heard
+  pres('P1', false)
+  assert.deepEqual(heard, ['have P1', 'dont P1'])
+  h.cancel()
+  await h.result.catch(() => {})
 })
