@@ -3,8 +3,8 @@
 // many bytes from peers as possible.
 //
 // A Fetcher (New) runs boxo bitswap on a libp2p host the caller owns, serving
-// what the caller's Store holds to other peers within a byte rate and a
-// concurrency cap. Open (or OpenPath, given a manifest) returns a Reader, an
+// what the caller's Store holds to other peers within a byte rate (an
+// average: Config.ServeBurst may go at once) and a concurrency cap. Open (or OpenPath, given a manifest) returns a Reader, an
 // io.ReadSeekCloser that streams the file in order as its blocks arrive:
 //
 //	r, err := f.Open(ctx, fetch.Target{Cid: root, Size: size, Nodes: nodes, URL: "https://cdn.example/app.js"})
@@ -172,7 +172,7 @@
 //     few workers, with a deadline of 2 s plus the size at 12.5 KB/s, so a
 //     peer that never reads held every worker for ~86 s per 1 MiB block.
 //     Here a send of blocks has a deadline of 2 s plus its size at
-//     128 KiB/s, at most 8 run at once per peer (a ninth waits its turn, and
+//     128 KiB/s, at most 4 run at once per peer (a fifth waits its turn, and
 //     is dropped after 1 s only if no send to that peer has ended for 2 s),
 //     a peer that misses a deadline is served one send at a time
 //     for a minute, and one that misses again is disconnected and refused
