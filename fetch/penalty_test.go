@@ -51,6 +51,12 @@ func TestGoneProviderNotPenalised(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
+	// Connected before the fetch, so that the first want (to the first
+	// connected provider) goes to control: were cut connected first, the
+	// want would go to cut and control would owe nothing.
+	if err := cl.h.Connect(context.Background(), peer.AddrInfo{ID: control.ID(), Addrs: control.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
 
 	r, err := cl.f.Open(context.Background(), tg)
 	if err != nil {
