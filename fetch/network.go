@@ -128,10 +128,14 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 		return errPeerNotDraining
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
+	// The first want is owed from before it goes out, so that a
+	// disconnect while it is sent (or as soon as it is read) takes it
+	// away with the connection; one that failed to go out is taken back.
+	asked := g.expectAnswer(p, m, began)
 	err := g.BitSwapNetwork.SendMessage(ctx, p, streamed(m)) // wire.go: no message-sized buffer
 	cancel()
-	if err == nil {
-		g.expectAnswer(p, m) // the first want: asked, if it went out
+	if err != nil && asked {
+		g.unexpect(p, began)
 	}
 	now := time.Now()
 	switch g.sends.end(p, began, err != nil && !now.Before(deadline), now) {
@@ -201,9 +205,11 @@ type orderedSender struct {
 func (s orderedSender) SendMsg(ctx context.Context, m bsmsg.BitSwapMessage) error {
 	s.g.reprioritise(m)
 	s.g.asked(s.p, m)
+	at := time.Now()
+	noted := s.g.expectAnswer(s.p, m, at) // owed from before it goes out: see SendMessage
 	err := s.MessageSender.SendMsg(ctx, m)
-	if err == nil {
-		s.g.expectAnswer(s.p, m)
+	if err != nil && noted {
+		s.g.unexpect(s.p, at)
 	}
 	return err
 }
@@ -292,23 +298,35 @@ func (g *guard) usefulSince(p peer.ID, t time.Time) bool {
 	return ok && !u.Before(t)
 }
 
-// expectAnswer notes the first want in m, sent to p (the send succeeded),
-// that asks p to answer even if it does not have the block (send
+// expectAnswer notes, as of at, the first want in m, about to be sent to
+// p, that asks p to answer even if it does not have the block (send
 // DONT_HAVE): from then on p owes an answer (see owesAnswer). bitswap's
 // broadcast want-haves do not ask it, and a peer without the block rightly
-// says nothing to them. A want that failed to go out (a stream that could
-// not be opened, a send limiter's refusal) asks nothing.
-func (g *guard) expectAnswer(p peer.ID, m bsmsg.BitSwapMessage) {
+// says nothing to them. It reports whether it noted one (p owed nothing
+// before); a want that then fails to go out (a stream that could not be
+// opened, a send limiter's refusal) asks nothing: unexpect takes it back.
+func (g *guard) expectAnswer(p peer.ID, m bsmsg.BitSwapMessage, at time.Time) bool {
 	for _, e := range m.Wantlist() {
 		if e.Cancel || !e.SendDontHave {
 			continue
 		}
 		g.mu.Lock()
-		if _, ok := g.expect[p]; !ok {
-			g.expect[p] = time.Now()
+		defer g.mu.Unlock()
+		if _, ok := g.expect[p]; ok {
+			return false
 		}
-		g.mu.Unlock()
-		return
+		g.expect[p] = at
+		return true
+	}
+	return false
+}
+
+// unexpect takes back what expectAnswer noted as of at, if p still owes it.
+func (g *guard) unexpect(p peer.ID, at time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t, ok := g.expect[p]; ok && t.Equal(at) {
+		delete(g.expect, p)
 	}
 }
 

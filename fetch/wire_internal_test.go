@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	pb "github.com/ipfs/boxo/bitswap/message/pb"
@@ -159,5 +161,60 @@ func TestGuardSendsStreamed(t *testing.T) {
 	}
 	if _, ok := net.sent[0].(streamedMessage); !ok {
 		t.Errorf("the network got a %T, want a streamedMessage", net.sent[0])
+	}
+}
+
+// droppingNet is a bitswap network on which the peer's connection goes as
+// each message is sent (the peer read it and went), or the send fails.
+type droppingNet struct {
+	bsnet.BitSwapNetwork
+	g    *guard
+	fail bool
+}
+
+func (n *droppingNet) SendMessage(_ context.Context, p peer.ID, _ bsmsg.BitSwapMessage) error {
+	if n.fail {
+		return errors.New("stream reset")
+	}
+	guardReceiver{n.g}.PeerDisconnected(p)
+	return nil
+}
+
+// TestGuardOwedGoesWithConnection: a want that asks for an answer and
+// whose peer's connection goes while it is sent is not owed afterwards (it
+// went with the connection: the peer, reconnected, is not penalised as
+// silent for it); one that fails to go out is not owed either; one sent
+// on a connection that stays is.
+func TestGuardOwedGoesWithConnection(t *testing.T) {
+	f := &Fetcher{cfg: Config{Penalty: DefaultPenalty}, log: slog.New(slog.DiscardHandler)}
+	net := &droppingNet{}
+	g := newGuard(net, f)
+	net.g = g
+	p := peer.ID("p")
+	want := func() bsmsg.BitSwapMessage {
+		m := bsmsg.New(false)
+		m.AddEntry(testBlock(t, []byte("leaf")).Cid(), 1, pb.Message_Wantlist_Block, true)
+		return m
+	}
+	if err := g.SendMessage(context.Background(), p, want()); err != nil {
+		t.Fatal(err)
+	}
+	if g.owesAnswer(p, time.Now()) {
+		t.Error("a want whose connection went while it was sent is still owed")
+	}
+	net.fail = true
+	q := peer.ID("q")
+	if err := g.SendMessage(context.Background(), q, want()); err == nil {
+		t.Fatal("the failing send succeeded")
+	}
+	if g.owesAnswer(q, time.Now()) {
+		t.Error("a want that failed to go out is owed")
+	}
+	g.BitSwapNetwork = &recordingNet{}
+	if err := g.SendMessage(context.Background(), p, want()); err != nil {
+		t.Fatal(err)
+	}
+	if !g.owesAnswer(p, time.Now()) {
+		t.Error("a want sent on a connection that stayed is not owed")
 	}
 }
