@@ -128,15 +128,10 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 		return errPeerNotDraining
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
-	// The first want is owed from before it goes out, so that a
-	// disconnect while it is sent (or as soon as it is read) takes it
-	// away with the connection; one that failed to go out is taken back.
-	asked := g.expectAnswer(p, m, began)
-	err := g.BitSwapNetwork.SendMessage(ctx, p, streamed(m)) // wire.go: no message-sized buffer
+	err := g.sendAsking(p, m, began, func() error {
+		return g.BitSwapNetwork.SendMessage(ctx, p, streamed(m)) // wire.go: no message-sized buffer
+	})
 	cancel()
-	if err != nil && asked {
-		g.unexpect(p, began)
-	}
 	now := time.Now()
 	switch g.sends.end(p, began, err != nil && !now.Before(deadline), now) {
 	case sendSlow:
@@ -205,11 +200,19 @@ type orderedSender struct {
 func (s orderedSender) SendMsg(ctx context.Context, m bsmsg.BitSwapMessage) error {
 	s.g.reprioritise(m)
 	s.g.asked(s.p, m)
-	at := time.Now()
-	noted := s.g.expectAnswer(s.p, m, at) // owed from before it goes out: see SendMessage
-	err := s.MessageSender.SendMsg(ctx, m)
+	return s.g.sendAsking(s.p, m, time.Now(), func() error { return s.MessageSender.SendMsg(ctx, m) })
+}
+
+// sendAsking sends m to p with send, begun at at. p owes an answer to the
+// first want in m that asks for one (expectAnswer) from before it goes
+// out, so that a disconnect while it is sent, or as soon as it is read,
+// takes the debt away with the connection; a want that fails to go out is
+// taken back.
+func (g *guard) sendAsking(p peer.ID, m bsmsg.BitSwapMessage, at time.Time, send func() error) error {
+	noted := g.expectAnswer(p, m, at)
+	err := send()
 	if err != nil && noted {
-		s.g.unexpect(s.p, at)
+		g.unexpect(p, at)
 	}
 	return err
 }
@@ -306,19 +309,16 @@ func (g *guard) usefulSince(p peer.ID, t time.Time) bool {
 // before); a want that then fails to go out (a stream that could not be
 // opened, a send limiter's refusal) asks nothing: unexpect takes it back.
 func (g *guard) expectAnswer(p peer.ID, m bsmsg.BitSwapMessage, at time.Time) bool {
-	for _, e := range m.Wantlist() {
-		if e.Cancel || !e.SendDontHave {
-			continue
-		}
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		if _, ok := g.expect[p]; ok {
-			return false
-		}
-		g.expect[p] = at
-		return true
+	if !slices.ContainsFunc(m.Wantlist(), func(e bsmsg.Entry) bool { return !e.Cancel && e.SendDontHave }) {
+		return false
 	}
-	return false
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.expect[p]; ok {
+		return false
+	}
+	g.expect[p] = at
+	return true
 }
 
 // unexpect takes back what expectAnswer noted as of at, if p still owes it.
