@@ -218,8 +218,7 @@ export class Mesh extends EventTarget {
       log: this.log,
       onCount: (what, p, n = 1) => {
         if (what === 'blockSendMs') {
-          this.stats.blockSendMs.push(Math.round(n))
-          if (this.stats.blockSendMs.length > 1000) this.stats.blockSendMs.shift()
+          keepLast(this.stats.blockSendMs, Math.round(n))
           return
         }
         if (what === 'duplicateBytes') {
@@ -328,8 +327,7 @@ export class Mesh extends EventTarget {
     const t = this.wantAt.get(k)
     if (t == null) return
     this.wantAt.delete(k)
-    this.stats.serveMs.push(Math.round(performance.now() - t))
-    if (this.stats.serveMs.length > 1000) this.stats.serveMs.shift()
+    keepLast(this.stats.serveMs, Math.round(performance.now() - t))
   }
 
   // preconnect dials up to maxDials of the holders a summary named, in the
@@ -938,8 +936,7 @@ export class Mesh extends EventTarget {
       this.peerBlockMs = this.peerBlockMs == null ? ms : 0.8 * this.peerBlockMs + 0.2 * ms
       const prev = this.peerMs.get(sender)
       this.peerMs.set(sender, prev == null ? ms : 0.7 * prev + 0.3 * ms)
-      this.stats.peerBlockMs.push(ms) // from want-block to the block, for the crowd test's figures
-      if (this.stats.peerBlockMs.length > 1000) this.stats.peerBlockMs.shift()
+      keepLast(this.stats.peerBlockMs, ms) // from want-block to the block, for the crowd test's figures
       // No second hash here: Helia's bitswap hashed the bytes as they
       // arrived (with the hash function the sender's prefix names) and
       // made the block's CID from that digest, and the want took it only
@@ -1042,6 +1039,12 @@ function varint (n) {
   while (n >= 0x80) { out.push((n % 0x80) | 0x80); n = Math.floor(n / 0x80) }
   out.push(n)
   return out
+}
+
+// keepLast appends v to the sample list, which keeps the last 1000.
+function keepLast (list, v) {
+  list.push(v)
+  if (list.length > 1000) list.shift()
 }
 
 function delay (ms, signal) {
