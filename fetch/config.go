@@ -26,7 +26,7 @@ const (
 	DefaultPenalty                          = 10 * time.Minute
 	DefaultServeBytesPerSecond        int64 = 16 << 20
 	DefaultServeConcurrency                 = 16
-	DefaultMaxOutstandingBytesPerPeer       = 8 << 20
+	DefaultMaxOutstandingBytesPerPeer       = 2 << 20
 	DefaultOriginHeaderTimeout              = 10 * time.Second
 	DefaultOriginIdleTimeout                = 10 * time.Second
 )
@@ -181,8 +181,10 @@ type Config struct {
 	ServeConcurrency int
 
 	// MaxOutstandingBytesPerPeer is bitswap's server setting of how many
-	// bytes are in flight to one peer. Boxo's default of 1 MiB (one block)
-	// caps throughput; default DefaultMaxOutstandingBytesPerPeer (8 MiB).
+	// bytes of blocks it reads for one peer ahead of their sending. Boxo's
+	// default of 1 MiB (one block) caps throughput; default
+	// DefaultMaxOutstandingBytesPerPeer (2 MiB). More holds more in memory
+	// and lets one peer's wants take a busy holder's sends from the others.
 	MaxOutstandingBytesPerPeer int
 
 	// Logger receives the Fetcher's logs. Nil discards them.

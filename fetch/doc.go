@@ -213,15 +213,20 @@
 //
 // boxo's defaults give about 0.13x of plain HTTP when a file is streamed in
 // order; the server's MaxOutstandingBytesPerPeer (1 MiB, one block in flight)
-// is the limit. New sets it to Config.MaxOutstandingBytesPerPeer (8 MiB) and
+// is the limit. New sets it to Config.MaxOutstandingBytesPerPeer (2 MiB) and
 // keeps Config.ReadAhead (32) wants in flight per fetch: bitswap's client
 // sends wants to a peer at most every 20 ms, so the window must cover what
 // arrives in that time. Wants carry priorities by urgency (how far ahead of
 // its reader a leaf is), so every reader's next leaf goes out first, after
-// what the peer already has in flight. (Fewer bytes in flight, a quarter or
-// half second of the serving cap, halved that wait for a new fetch but
-// lowered the demo's offload from 0.83-0.87 to 0.79-0.83, so it stays at
-// 8 MiB.) It turns off bitswap's own provider search (it would look up leaf
+// what the peer already has in flight. The server reads a block when it
+// takes the want, and a holder at its serving cap keeps it until the cap
+// lets it go: with 8 MiB one peer's wants took 8 of a busy holder's reads,
+// and in a flash crowd of 50 apps the others waited past the peer timeout
+// and went to the origin (origin copies median 15.5 with 8 MiB against 11
+// with 2, 4 interleaved pairs), while a peer fetch kept its throughput with
+// 2 (0.46-0.48 of the ceiling with either) and held 8 MiB less
+// (BenchmarkFetchMemory).
+// It turns off bitswap's own provider search (it would look up leaf
 // CIDs, which the provider table does not hold; providers are found by root
 // here).
 //

@@ -36,7 +36,9 @@ func newServingStore(s Store, bytesPerSec, burst int64, concurrency int, served 
 }
 
 // Get reads a block for a peer, waiting for a serving slot and for the
-// byte budget.
+// byte budget. It waits for the budget before it reads, by the block's size
+// from the store's index, so that a holder at its cap does not keep in
+// memory the blocks it is not yet allowed to send.
 func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	if s.sem != nil {
 		select {
@@ -44,6 +46,15 @@ func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
 			defer func() { <-s.sem }()
 		case <-ctx.Done():
 			return nil, cancelled(c)
+		}
+	}
+	if s.limit != nil {
+		n, err := s.Store.GetSize(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.wait(ctx, c, n); err != nil {
+			return nil, err
 		}
 	}
 	var b blocks.Block
@@ -56,21 +67,23 @@ func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
 	if err != nil {
 		return nil, err
 	}
-	if s.limit != nil {
-		n := len(b.RawData())
-		for n > 0 {
-			k := min(n, s.limit.Burst())
-			if err := s.limit.WaitN(ctx, k); err != nil {
-				if ctx.Err() != nil {
-					return nil, cancelled(c)
-				}
-				return nil, fmt.Errorf("fetch: serve %s: %w", c, err)
-			}
-			n -= k
-		}
-	}
 	s.served.Add(int64(len(b.RawData())))
 	return b, nil
+}
+
+// wait takes n bytes from the serving budget, a burst at a time.
+func (s *servingStore) wait(ctx context.Context, c cid.Cid, n int) error {
+	for n > 0 {
+		k := min(n, s.limit.Burst())
+		if err := s.limit.WaitN(ctx, k); err != nil {
+			if ctx.Err() != nil {
+				return cancelled(c)
+			}
+			return fmt.Errorf("fetch: serve %s: %w", c, err)
+		}
+		n -= k
+	}
+	return nil
 }
 
 // forPeer is a Store with a cheaper read for blocks served to peers, who

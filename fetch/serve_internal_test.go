@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 
 	"github.com/meshcdn/meshcdn/store"
@@ -72,4 +73,59 @@ func TestServeBurst(t *testing.T) {
 			t.Errorf("default burst: block %d served after %v, want %v", i, d, want)
 		}
 	}
+}
+
+// readCounter is a Store that counts the blocks read from it.
+type readCounter struct {
+	Store
+	reads atomic.Int64
+}
+
+func (r *readCounter) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	r.reads.Add(1)
+	return r.Store.Get(ctx, c)
+}
+
+// TestServeCapReadsLate: a holder at its serving cap reads a block only once
+// the cap lets it go, so that the blocks waiting for the cap are not held in
+// memory (boxo's server asks for MaxOutstandingBytesPerPeer of blocks per
+// peer at once).
+func TestServeCapReadsLate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st, err := store.New(store.Config{InMemory: true, Quota: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		var cs []cid.Cid
+		for i := range 3 {
+			b := testBlock(t, bytes.Repeat([]byte{byte(i + 1)}, 1<<20))
+			if err := st.Put(context.Background(), b); err != nil {
+				t.Fatal(err)
+			}
+			cs = append(cs, b.Cid())
+		}
+		rc := &readCounter{Store: st}
+		var served atomic.Int64
+		ss := newServingStore(rc, 1<<20, 0, -1, &served) // 1 MiB/s, one block of burst
+		done := make(chan struct{})
+		for _, c := range cs {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				if _, err := ss.Get(context.Background(), c); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		synctest.Wait() // the first is served; two wait for the cap
+		if n := rc.reads.Load(); n != 1 {
+			t.Errorf("%d blocks read while the cap let one go, want 1", n)
+		}
+		for range cs {
+			<-done
+		}
+		if n := rc.reads.Load(); n != 3 {
+			t.Errorf("%d blocks read in all, want 3", n)
+		}
+	})
 }
