@@ -308,17 +308,21 @@ type leafAsk struct {
 // peerTimeout plus one leaf's origin time on it (its owner is too busy),
 // twice that if a peer has said HAVE of it (the holders are too busy).
 // The members after the owner do not all go at once: the one placed next
-// (backup 1) goes at those times, the one after it waits peerTimeout (and
-// the reader's wait) once more, and so on up to backupWaves, so that a late
-// owner costs the origin a copy or two rather than one per member, and the
-// first backup's copy reaches the others before they go. A node that
-// announces a fetch and sends nothing thus delays a reader by at most
-// backupWaves times peerTimeout plus the origin's time for what it was to
-// fetch. It notes in s when the answer changes.
+// (backup 1) goes at those times, the one after it peerTimeout plus one
+// leaf's origin time later (the first backup's fetch of it and its offer),
+// and so on up to backupWaves, so that a late owner costs the origin a copy
+// or two rather than one per member, and the first backup's copy reaches
+// the others before they go. A node that
+// announces a fetch and sends nothing thus delays its first backup by
+// peerTimeout plus the origin's time for what it was to fetch, and a later
+// backup, if no earlier one delivers either, by at most backupWaves times
+// peerTimeout plus one leaf's origin time more. It notes in s when the answer changes.
 func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon) bool {
 	wave := time.Duration(min(max(a.backup, 1), backupWaves))
 	if !a.held && !a.ownerActive {
-		due := a.since.Add(wave*peerTimeout + time.Duration(max(a.rank, 1))*leaf)
+		// Each wave after the first waits for the one before it to fetch
+		// the leaf from the origin (leaf) and offer it (peerTimeout).
+		due := a.since.Add(peerTimeout + time.Duration(max(a.rank, 1))*leaf + (wave-1)*(peerTimeout+leaf))
 		if !now.Before(due) {
 			return true
 		}

@@ -1,14 +1,17 @@
 package fetch_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"io"
 	"testing"
 	"time"
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
 
@@ -141,5 +144,72 @@ func TestStripingSilentMember(t *testing.T) {
 	}
 	if !cl.f.Penalised(silent.h.ID()) {
 		t.Errorf("the silent member was not penalised")
+	}
+}
+
+// TestStripingSilentOwnerOfThree: two honest nodes and a silent member that
+// announced the fetch and holds nothing, all in one stripe. The silent
+// member's leaves go to the origin from one of the two (its first backup,
+// or both) once a peer timeout and the origin's time for them have passed:
+// against the same two nodes fetching without it, in the same run, the
+// fetch takes well under StallTimeout (30 s) more, where waiting for the
+// silent member's penalty would cost all of it. (The times themselves vary
+// several-fold on a loaded machine, so they are logged, not compared.)
+func TestStripingSilentOwnerOfThree(t *testing.T) {
+	a := makeAsset(t, 95, 24*MiB)
+	const stall = 30 * time.Second
+	run := func(withSilent bool) (slowest time.Duration, sent int64) {
+		o := newOrigin(t, a.data)
+		o.limit = rate.NewLimiter(16*MiB, 64<<10)
+		tg := a.t
+		tg.URL = o.URL
+		silent := newNode(t, fetch.Config{})
+		hx, hy := newHost(t), newHost(t)
+		on := func(h, other host.Host) *node {
+			members := []peer.ID{other.ID()}
+			provs := []peer.AddrInfo{{ID: other.ID(), Addrs: other.Addrs()}}
+			if withSilent {
+				members = append(members, silent.h.ID())
+				provs = append(provs, silent.info())
+			}
+			n := &node{h: h, st: newStore(t, -1)}
+			f, err := fetch.New(fetch.Config{Host: h, Store: n.st, ServeBytesPerSecond: -1, StallTimeout: stall,
+				Crowd: crowd{a.t.Cid: members}, Providers: providers{a.t.Cid: provs}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.f = f
+			t.Cleanup(func() { f.Close() })
+			return n
+		}
+		res := make(chan fetch.Stats, 2)
+		for _, n := range []*node{on(hx, hy), on(hy, hx)} {
+			go func() {
+				r, err := n.f.Open(context.Background(), tg)
+				if err != nil {
+					t.Error(err)
+					res <- fetch.Stats{}
+					return
+				}
+				defer r.Close()
+				data, err := io.ReadAll(r)
+				if err != nil || !bytes.Equal(data, a.data) {
+					t.Errorf("read %d bytes (%v), want the asset's %d", len(data), err, len(a.data))
+				}
+				res <- r.Stats()
+			}()
+		}
+		for range 2 {
+			st := <-res
+			slowest = max(slowest, st.TTLB)
+			sent += st.OriginSentBytes
+		}
+		return slowest, sent
+	}
+	base, baseSent := run(false)
+	got, sent := run(true)
+	t.Logf("two nodes: %v, origin sent %d; with a silent member: %v, origin sent %d (file %d)", base, baseSent, got, sent, len(a.data))
+	if got >= base+stall/2 {
+		t.Errorf("with a silent member the fetch took %v, without %v", got, base)
 	}
 }
