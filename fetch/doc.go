@@ -225,10 +225,9 @@
 // and went to the origin (origin copies median 15.5 with 8 MiB against 11
 // with 2, 4 interleaved pairs), while a peer fetch kept its throughput with
 // 2 (0.46-0.48 of the ceiling with either) and held 8 MiB less
-// (BenchmarkFetchMemory).
-// It turns off bitswap's own provider search (it would look up leaf
-// CIDs, which the provider table does not hold; providers are found by root
-// here).
+// (BenchmarkFetchMemory). It turns off bitswap's own provider search (it
+// would look up leaf CIDs, which the provider table does not hold;
+// providers are found by root here).
 //
 // # Performance
 //
