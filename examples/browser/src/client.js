@@ -22,7 +22,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
 import { announceFetch, capHedges, capWindow, originJoin } from './gate.js'
-import { ASSUMED_LEAF_MS, Stripe, heard, stripeOrigin } from './stripe.js'
+import { ASSUMED_LEAF_MS, Stripe, heard, reask, stripeOrigin } from './stripe.js'
 import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
@@ -51,6 +51,7 @@ export const defaults = {
   stripeWindow: 16, // leaves of a striped fetch asked of peers at once
   maxMembers: 16, // stripe members dialled for a fetch
   fetchRepeat: 1000, // ms between FETCH announcements of a root while fetching it
+  giveUp: 30_000, // ms a striped fetch waits at most with no block from anyone, nothing asked of the origin
   peerTimeMax: 8000 // ms a striped fetch gives a peer at most to offer a leaf (stripe.js overdue's peerTimeout)
 }
 
@@ -694,7 +695,7 @@ export class Mesh extends EventTarget {
   // reports whether it did; the fetch sends DROP if it then fails.
   announceFetching (root, provs, asset) {
     const seed = this.seedConn?.remotePeer.toString() ?? null
-    if (!announceFetch({ held: this.store.holds(root), provs, seed, canOrigin: asset.url != null })) return false
+    if (!announceFetch({ held: this.store.holds(root), provs, fetchers: this.fetchersOf(root), seed, canOrigin: asset.url != null })) return false
     this.fetching.add(root.toString())
     this.publish(wire.FETCH, [root], FETCHING_TTL)
     return true
@@ -835,7 +836,8 @@ export class Mesh extends EventTarget {
     const askPeers = (i, owner) => {
       const l = L[i]
       l.peer = new AbortController()
-      l.asked = performance.now()
+      l.asked ??= performance.now()
+      l.peerAt = performance.now()
       const c = leaves[i]
       this.fromPeers(c, l.peer.signal, state.provs, () => poke(), owner, (p) => l.dontHave.add(p))
         .then((r) => {
@@ -844,7 +846,7 @@ export class Mesh extends EventTarget {
           state.peerBytes += r.bytes.length
           state.peerBlocks++
           done(i, r.bytes, 'peer', r.sender)
-        }, () => { l.peerFailed = parts[i] == null; poke() })
+        }, () => { l.peerFailed = parts[i] == null && !l.reasking; l.reasking = false; poke() })
     }
     const askOrigin = (i, why) => {
       const l = L[i]
@@ -900,6 +902,7 @@ export class Mesh extends EventTarget {
         const leaf = this.originLeafMs ?? ASSUMED_LEAF_MS
         const slowest = Math.max(this.peerBlockMs ?? 0, ...state.provs.map((p) => this.peerMs.get(p) ?? 0))
         const capWin = capWindow(this.cfg.stallTimeout, slowest)
+        let reasked = false
         for (let i = lowest; i < end; i++) {
           if (parts[i] != null) continue
           const l = L[i]
@@ -916,8 +919,31 @@ export class Mesh extends EventTarget {
             const owner = stripe.alone() ? null : stripe.owner(i)
             askPeers(i, owner === me ? null : owner)
           }
-          if (!canOrigin || l.origin != null || state.originDead != null || originBusy >= limit) continue
           const owner = stripe.owner(i)
+          // A leaf its owner, or a peer now holding the root, answered
+          // DONT_HAVE for, held by nobody, is asked again (a Go peer does
+          // not reliably send a block unasked once it has it).
+          const stale = [...l.dontHave].some((p) => (p === owner && p !== me) || holders.has(p))
+          // A leaf asked before its owner (or anyone to ask) was known is
+          // asked again at once: the want went to nobody, or not to it.
+          const askedNow = this.askedFor.get(c.toString())
+          const unasked = l.peer != null && ((owner != null && owner !== me && this.connected(owner) && !askedNow?.has(owner)) ||
+            ((askedNow?.size ?? 0) === 0 && state.provs.some((p) => this.connected(p))))
+          if (unasked) {
+            l.reasking = true
+            l.peer.abort()
+            askPeers(i, owner === me ? null : owner)
+          } else if (stale && !held(i) && l.peer != null) {
+            const r = reask(l.peerAt, state.reaskAt ?? 0, now, Math.max(this.cfg.peerTimeout, leaf), false)
+            if (r.again) {
+              l.reasking = true
+              l.peer.abort()
+              l.dontHave.clear()
+              askPeers(i, owner)
+              reasked = true
+            } else if (r.at != null) next = Math.min(next, r.at)
+          }
+          if (!canOrigin || l.origin != null || state.originDead != null || originBusy >= limit) continue
           // A leaf of an owner not connected yet (WebRTC through the relay
           // takes a while) waits for the connection, up to two dial
           // timeouts; the owner's clock starts when it is connected.
@@ -958,7 +984,9 @@ export class Mesh extends EventTarget {
           if (d.why != null) askOrigin(i, d.why)
           else if (d.at != null) next = Math.min(next, d.at)
         }
+        if (reasked) state.reaskAt = now + Math.max(this.cfg.peerTimeout, leaf)
         if (left === 0) break
+        if (now - lastProgress > this.cfg.giveUp && originBusy === 0) throw failure ?? new Error(`meshcdn: ${state.root}: no block from any source for ${this.cfg.giveUp} ms`)
         const wait = Math.max(1, Math.min(next, now + 100) - now)
         await new Promise((resolve) => {
           const t = setTimeout(resolve, wait)

@@ -191,3 +191,16 @@ export function stripeOrigin (s) {
   if (d.due) return { why: s.held ? 'overdue held' : 'overdue' }
   return { at: d.at }
 }
+
+// reask says whether a leaf another member owns, asked of it at asked and
+// answered DONT_HAVE, with no HAVE from anyone since, is asked again now
+// (the Go side's reask, times in ms): at most every interval per fetch
+// (not before next, the time the last re-ask allows the next one) and not
+// before interval after it was last asked. Go's bitswap server does not
+// reliably send a block to a peer it answered DONT_HAVE once it has it;
+// a page's does. It returns { again } and, while not yet, at.
+export function reask (asked, next, now, interval, held) {
+  if (held) return { again: false, at: null }
+  const due = Math.max(asked + interval, next)
+  return now >= due ? { again: true, at: null } : { again: false, at: due }
+}

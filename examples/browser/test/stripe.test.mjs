@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BACKUP_WAVES, Stripe, compareBytes, heard, overdue, peerBytes, stripeScore, stripeOrigin } from '../src/stripe.js'
+import { BACKUP_WAVES, Stripe, compareBytes, heard, overdue, peerBytes, reask, stripeScore, stripeOrigin } from '../src/stripe.js'
 
 const root = CID.parse('bafybeihcldjer7njjrrxknqh67cestxa7s7jf4nhnp62y6k4twcbahvtc4')
 
@@ -182,4 +182,18 @@ test('stripeOrigin: which leaves of a striped fetch the origin takes, and when',
     ['alone, held: the window from the HAVE', { stripe: alone, i: 0, held: true, heldAt: 2500, now: 3000 }, { at: 4500 }]
   ]
   for (const [name, s, want] of cases) assert.deepEqual(stripeOrigin({ ...base, ...s }), want, name)
+})
+
+test('reask: the Go side\'s table (fetch.TestReask)', () => {
+  const t0 = 1000
+  const every = 300
+  const cases = [
+    ['just asked', 0, 0, 100, false, { again: false, at: t0 + every }],
+    ['asked an interval ago', 0, 0, every, false, { again: true, at: null }],
+    ['someone holds it', 0, 0, 1000, true, { again: false, at: null }],
+    ['the fetch re-asked lately', 0, 500, 400, false, { again: false, at: t0 + 500 }]
+  ]
+  for (const [name, asked, next, at, held, want] of cases) {
+    assert.deepEqual(reask(t0 + asked, t0 + next, t0 + at, every, held), want, name)
+  }
 })
