@@ -545,6 +545,7 @@ export class Mesh extends EventTarget {
   // address, else through the seed's relay with WebRTC (browser peers).
   async dialPeer (p) {
     if (this.connected(p)) return true
+    const t0 = performance.now()
     if (await this.lan?.dial(p)) return true // a desktop app on the LAN (lan.js)
     const tries = []
     if (this.seed != null) {
@@ -557,6 +558,10 @@ export class Mesh extends EventTarget {
     for (const a of [...tries, ...tries]) {
       try {
         await this.libp2p.dial(a, { signal: AbortSignal.timeout(this.cfg.dialTimeout) })
+        // What a dial through the relay takes (an EWMA, ms): how long a
+        // striped fetch waits for a member or holder to connect.
+        const ms = performance.now() - t0
+        this.dialMs = this.dialMs == null ? ms : 0.7 * this.dialMs + 0.3 * ms
         return true
       } catch (err) {
         this.log(`dial ${a}: ${err.message}`)
@@ -889,6 +894,7 @@ export class Mesh extends EventTarget {
         // to peerTimeMax.
         const peerTime = Math.min(Math.max(this.cfg.peerTimeout, this.peerBlockMs ?? 0), this.cfg.peerTimeMax)
         const holderUp = [...holders].some((p) => this.connected(p))
+        const dialWait = Math.min(2 * this.cfg.dialTimeout, Math.max(this.cfg.peerTimeout, 2 * (this.dialMs ?? 0)))
         for (const p of stripe.members) if (!state.connectedAt.has(p) && this.connected(p)) state.connectedAt.set(p, now)
         const limit = stripe.alone() && !holder ? this.cfg.concurrency : this.cfg.originConcurrency
         // The page waits on the first missing leaf once it has nothing
@@ -945,13 +951,16 @@ export class Mesh extends EventTarget {
           }
           if (!canOrigin || l.origin != null || state.originDead != null || originBusy >= limit) continue
           // A leaf of an owner not connected yet (WebRTC through the relay
-          // takes a while) waits for the connection, up to two dial
-          // timeouts; the owner's clock starts when it is connected.
+          // takes a while, seconds on a busy machine) waits for the
+          // connection, up to twice what this page's dials have taken
+          // (dialMs; peerTimeout if longer, two dial timeouts at most); the
+          // owner's clock starts when it is connected. Likewise a leaf
+          // the holders could send, while none of them is connected yet:
+          // a holder that has gone (a closed tab) delays the origin that
+          // long at most.
           const ownerAt = owner === me ? null : state.connectedAt.get(owner)
-          if (owner !== me && !stripe.alone() && ownerAt == null && now - l.asked < 2 * this.cfg.dialTimeout) continue
-          // Likewise a leaf the holders could send, while none of them is
-          // connected yet.
-          if (holder && !holderUp && now - l.asked < 2 * this.cfg.dialTimeout) continue
+          if (owner !== me && !stripe.alone() && ownerAt == null && now - l.asked < dialWait) { next = Math.min(next, l.asked + dialWait); continue }
+          if (holder && !holderUp && now - l.asked < dialWait) { next = Math.min(next, l.asked + dialWait); continue }
           let before = 0 // the owner's leaves before i: its origin requests go in file order
           for (let k = lowest; k < i; k++) if (stripe.owner(k) === owner) before++
           const d = stripeOrigin({
@@ -961,7 +970,7 @@ export class Mesh extends EventTarget {
             asked: l.capFrom ?? l.asked,
             held: held(i),
             heldAt: this.comingAt.get(c.toString()) ?? null,
-            holder,
+            holder: holderUp,
             ownerActive: Math.max(this.lastBlockFrom.get(owner) ?? -Infinity, this.lastHaveFrom.get(owner) ?? -Infinity) >= now - peerTime - leaf,
             waitSince: state.waitLeaf === i ? state.waitAt : null,
             rank: 1 + Math.floor(before / this.cfg.originConcurrency),

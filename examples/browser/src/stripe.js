@@ -161,11 +161,13 @@ export function overdue (a, now, peerTimeout, leaf) {
 //   - another member's leaf, or the page's own that a peer said HAVE of:
 //     when overdue says so ('overdue', 'overdue held');
 //   - no other member (alone): at once when no holder is connected and no
-//     peer said HAVE of it ('alone'), else once capWin has passed since it
-//     was asked, or since the HAVE if one came ('cap').
+//     peer said HAVE of it ('alone'; the caller waits a while for holders
+//     still being dialled), else once capWin has passed since it was
+//     asked, or since the HAVE if one came ('cap').
 //
 // s is { stripe, i, now, asked (when leaf i was asked of peers), held,
-// heldAt (when the HAVE came, or null), holder, ownerActive, waitSince,
+// heldAt (when the HAVE came, or null), holder (a holder is connected),
+// ownerActive, waitSince,
 // rank, peerTimeout, leaf (ms an origin leaf takes), originSince (when
 // this page's origin joined: its heard time), capWin }. It returns { why }
 // or { at } (null: not by the clock).
