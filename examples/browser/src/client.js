@@ -51,7 +51,7 @@ export const defaults = {
   stripeWindow: 16, // leaves of a striped fetch asked of peers at once
   maxMembers: 16, // stripe members dialled for a fetch
   fetchRepeat: 1000, // ms between FETCH announcements of a root while fetching it
-  giveUp: 30_000, // ms a striped fetch waits at most with no block from anyone, nothing asked of the origin
+  giveUp: 30_000, // ms a striped fetch without the origin waits at most with no block from anyone
   peerTimeMax: 8000 // ms a striped fetch gives a peer at most to offer a leaf (stripe.js overdue's peerTimeout)
 }
 
@@ -838,13 +838,17 @@ export class Mesh extends EventTarget {
       L[i].origin?.abort()
       poke()
     }
-    const askPeers = (i, owner) => {
+    // askPeers asks peers for leaf i: its owner first when another member
+    // owns it, and the holders (providers not fetching the root); not the
+    // other members, who fetch their own shares (a want at each of them
+    // drew a DONT_HAVE, and the block from each that came to have it).
+    const askPeers = (i, owner, cands) => {
       const l = L[i]
       l.peer = new AbortController()
       l.asked ??= performance.now()
       l.peerAt = performance.now()
       const c = leaves[i]
-      this.fromPeers(c, l.peer.signal, state.provs, () => poke(), owner, (p) => l.dontHave.add(p))
+      this.fromPeers(c, l.peer.signal, cands, () => poke(), owner, (p) => l.dontHave.add(p))
         .then((r) => {
           state.peerDelivered = true
           state.lastPeer = performance.now()
@@ -897,6 +901,17 @@ export class Mesh extends EventTarget {
         const dialWait = Math.min(2 * this.cfg.dialTimeout, Math.max(this.cfg.peerTimeout, 2 * (this.dialMs ?? 0)))
         for (const p of stripe.members) if (!state.connectedAt.has(p) && this.connected(p)) state.connectedAt.set(p, now)
         const limit = stripe.alone() && !holder ? this.cfg.concurrency : this.cfg.originConcurrency
+        // other(i) is leaf i's owner when another member owns it;
+        // candidates(i) the peers leaf i is asked of.
+        const other = (i) => { const o = stripe.alone() ? null : stripe.owner(i); return o === me ? null : o }
+        const candidates = (i) => other(i) == null ? [...holders] : [other(i), ...holders]
+        // Peers stalled: no peer block for stallWin (2 s, or twice the
+        // peer time, up to 8 s) since the page was heard: the origin
+        // takes the first missing leaves (whoever owns them) until a peer
+        // block comes again. A member or holder that announces and sends
+        // nothing cannot hold a fetch up longer.
+        const stallWin = Math.min(Math.max(this.cfg.stallTimeout, 2 * peerTime), 4 * this.cfg.stallTimeout)
+        const stalled = canOrigin && now - Math.max(state.lastPeer, state.heardAt ?? state.t0) >= stallWin
         // The page waits on the first missing leaf once it has nothing
         // of its own left to fetch (the Go reader's waitSince).
         let own = 0
@@ -922,8 +937,7 @@ export class Mesh extends EventTarget {
               left--
               continue
             }
-            const owner = stripe.alone() ? null : stripe.owner(i)
-            askPeers(i, owner === me ? null : owner)
+            askPeers(i, other(i), candidates(i))
           }
           const owner = stripe.owner(i)
           // A leaf its owner, or a peer now holding the root, answered
@@ -933,19 +947,19 @@ export class Mesh extends EventTarget {
           // A leaf asked before its owner (or anyone to ask) was known is
           // asked again at once: the want went to nobody, or not to it.
           const askedNow = this.askedFor.get(c.toString())
-          const unasked = l.peer != null && ((owner != null && owner !== me && this.connected(owner) && !askedNow?.has(owner)) ||
-            ((askedNow?.size ?? 0) === 0 && state.provs.some((p) => this.connected(p))))
+          const unasked = l.peer != null && ((other(i) != null && this.connected(other(i)) && !askedNow?.has(other(i))) ||
+            ((askedNow?.size ?? 0) === 0 && candidates(i).some((p) => this.connected(p))))
           if (unasked) {
             l.reasking = true
             l.peer.abort()
-            askPeers(i, owner === me ? null : owner)
+            askPeers(i, other(i), candidates(i))
           } else if (stale && !held(i) && l.peer != null) {
             const r = reask(l.peerAt, state.reaskAt ?? 0, now, Math.max(this.cfg.peerTimeout, leaf), false)
             if (r.again) {
               l.reasking = true
               l.peer.abort()
               l.dontHave.clear()
-              askPeers(i, owner)
+              askPeers(i, other(i), candidates(i))
               reasked = true
             } else if (r.at != null) next = Math.min(next, r.at)
           }
@@ -991,11 +1005,13 @@ export class Mesh extends EventTarget {
             }
           }
           if (d.why != null) askOrigin(i, d.why)
+          else if (stalled) askOrigin(i, 'stall')
           else if (d.at != null) next = Math.min(next, d.at)
         }
         if (reasked) state.reaskAt = now + Math.max(this.cfg.peerTimeout, leaf)
         if (left === 0) break
-        if (now - lastProgress > this.cfg.giveUp && originBusy === 0) throw failure ?? new Error(`meshcdn: ${state.root}: no block from any source for ${this.cfg.giveUp} ms`)
+        if (!stalled) next = Math.min(next, Math.max(state.lastPeer, state.heardAt ?? state.t0) + stallWin)
+        if ((!canOrigin || state.originDead != null) && now - lastProgress > this.cfg.giveUp && originBusy === 0) throw failure ?? new Error(`meshcdn: ${state.root}: no block from any source for ${this.cfg.giveUp} ms`)
         const wait = Math.max(1, Math.min(next, now + 100) - now)
         await new Promise((resolve) => {
           const t = setTimeout(resolve, wait)
