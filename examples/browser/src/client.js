@@ -905,12 +905,14 @@ export class Mesh extends EventTarget {
         // candidates(i) the peers leaf i is asked of.
         const other = (i) => { const o = stripe.alone() ? null : stripe.owner(i); return o === me ? null : o }
         const candidates = (i) => other(i) == null ? [...holders] : [other(i), ...holders]
-        // Peers stalled: no peer block for stallWin (2 s, or twice the
-        // peer time, up to 8 s) since the page was heard: the origin
-        // takes the first missing leaves (whoever owns them) until a peer
-        // block comes again. A member or holder that announces and sends
-        // nothing cannot hold a fetch up longer.
-        const stallWin = Math.min(Math.max(this.cfg.stallTimeout, 2 * peerTime), 4 * this.cfg.stallTimeout)
+        // Peers stalled: no peer block for stallWin (4 stallTimeouts, 8 s,
+        // or twice the peer time, up to 16 s) since the page was heard:
+        // the origin takes the first missing leaves (whoever owns them)
+        // until a peer block comes again. A member or holder that
+        // announces and sends nothing cannot hold a fetch up longer (a
+        // crowd run hung 30 s on such a holder). With 2 s it took most
+        // of the 10-tab crowd's video from the origin.
+        const stallWin = Math.min(Math.max(4 * this.cfg.stallTimeout, 2 * peerTime), 8 * this.cfg.stallTimeout)
         const stalled = canOrigin && now - Math.max(state.lastPeer, state.heardAt ?? state.t0) >= stallWin
         // The page waits on the first missing leaf once it has nothing
         // of its own left to fetch (the Go reader's waitSince).
