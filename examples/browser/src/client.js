@@ -537,6 +537,13 @@ export class Mesh extends EventTarget {
 
   // --- peers ---
 
+  // isTab reports whether p is a browser: this page reaches other tabs over
+  // WebRTC (through a relay's signalling), Go nodes and Kubo over
+  // WebTransport, WebRTC-direct or WebSockets.
+  isTab (p) {
+    return this.libp2p.getConnections().some((c) => c.remotePeer.toString() === p && /\/webrtc(\/|$)/.test(c.remoteAddr.toString()))
+  }
+
   // connected reports a connection to p that can carry blocks (a relayed,
   // limited one only signals WebRTC).
   connected (p) { return this.libp2p.getConnections().some((c) => c.remotePeer.toString() === p && c.limits == null) }
@@ -839,9 +846,10 @@ export class Mesh extends EventTarget {
       poke()
     }
     // askPeers asks peers for leaf i: its owner first when another member
-    // owns it, and the holders (providers not fetching the root); not the
-    // other members, who fetch their own shares (a want at each of them
-    // drew a DONT_HAVE, and the block from each that came to have it).
+    // owns it, then (on DONT_HAVE) the other providers one at a time: a
+    // holder, or a member that took it as a backup, sends it. (Asking only
+    // the owner and the holders gave more overdue leaves in the 10-tab
+    // crowd.)
     const askPeers = (i, owner, cands) => {
       const l = L[i]
       l.peer = new AbortController()
@@ -904,7 +912,7 @@ export class Mesh extends EventTarget {
         // other(i) is leaf i's owner when another member owns it;
         // candidates(i) the peers leaf i is asked of.
         const other = (i) => { const o = stripe.alone() ? null : stripe.owner(i); return o === me ? null : o }
-        const candidates = (i) => other(i) == null ? [...holders] : [other(i), ...holders]
+        const candidates = () => state.provs
         // Peers stalled: no peer block for stallWin (4 stallTimeouts, 8 s,
         // or twice the peer time, up to 16 s) since the page was heard:
         // the origin takes the first missing leaves (whoever owns them)
@@ -943,9 +951,13 @@ export class Mesh extends EventTarget {
           }
           const owner = stripe.owner(i)
           // A leaf its owner, or a peer now holding the root, answered
-          // DONT_HAVE for, held by nobody, is asked again (a Go peer does
-          // not reliably send a block unasked once it has it).
-          const stale = [...l.dontHave].some((p) => (p === owner && p !== me) || holders.has(p))
+          // DONT_HAVE for, held by nobody, is asked again when that peer is
+          // not a tab: a Go peer does not reliably send a block unasked
+          // once it has it. A tab keeps the want and sends it; asking it
+          // again (a CANCEL, then a new want) put the leaf at the back of
+          // its serving queue, and the 10-tab crowd took more leaves from
+          // the origin as overdue.
+          const stale = [...l.dontHave].some((p) => ((p === owner && p !== me) || holders.has(p)) && !this.isTab(p))
           // A leaf asked before its owner (or anyone to ask) was known is
           // asked again at once: the want went to nobody, or not to it.
           const askedNow = this.askedFor.get(c.toString())
