@@ -980,14 +980,17 @@ export class Mesh extends EventTarget {
           if (!canOrigin || l.origin != null || state.originDead != null || originBusy >= limit) continue
           // A leaf of an owner not connected yet (WebRTC through the relay
           // takes a while, seconds on a busy machine) waits for the
-          // connection, up to twice what this page's dials have taken
-          // (dialMs; peerTimeout if longer, two dial timeouts at most); the
-          // owner's clock starts when it is connected. Likewise a leaf
-          // the holders could send, while none of them is connected yet:
-          // a holder that has gone (a closed tab) delays the origin that
-          // long at most.
+          // connection, up to two dial timeouts (the owner repeats its
+          // FETCH every second: it is there); the owner's clock starts
+          // when it is connected. (Waiting only as long as for a holder
+          // made the 10-tab crowd take three times as many leaves as
+          // overdue.) A leaf the holders could send, while none of them is
+          // connected yet, waits up to twice what this page's dials have
+          // taken (dialMs; peerTimeout if longer): a holder that has gone
+          // (a closed tab) delays the origin that long at most.
           const ownerAt = owner === me ? null : state.connectedAt.get(owner)
-          if (owner !== me && !stripe.alone() && ownerAt == null && now - l.asked < dialWait) { next = Math.min(next, l.asked + dialWait); continue }
+          const ownerWait = 2 * this.cfg.dialTimeout
+          if (owner !== me && !stripe.alone() && ownerAt == null && now - l.asked < ownerWait) { next = Math.min(next, l.asked + ownerWait); continue }
           if (holder && !holderUp && now - l.asked < dialWait) { next = Math.min(next, l.asked + dialWait); continue }
           let before = 0 // the owner's leaves before i: its origin requests go in file order
           for (let k = lowest; k < i; k++) if (stripe.owner(k) === owner) before++
