@@ -958,11 +958,17 @@ export class Mesh extends EventTarget {
           // its serving queue, and the 10-tab crowd took more leaves from
           // the origin as overdue.
           const stale = [...l.dontHave].some((p) => ((p === owner && p !== me) || holders.has(p)) && !this.isTab(p))
-          // A leaf asked before its owner (or anyone to ask) was known is
-          // asked again at once: the want went to nobody, or not to it.
+          // A leaf asked before anyone could be asked is asked again at
+          // once, and one whose owner is a connected peer that is not a
+          // tab (a Go node) and was not asked: the want went to nobody, or
+          // not to it. (A tab owner new to the leaf is reached by the
+          // DONT_HAVEs; restarting every want whose owner changed as tabs
+          // came and went sent twice the WebRTC bytes the 10-tab crowd
+          // used.)
           const askedNow = this.askedFor.get(c.toString())
-          const unasked = l.peer != null && ((other(i) != null && this.connected(other(i)) && !askedNow?.has(other(i))) ||
-            ((askedNow?.size ?? 0) === 0 && candidates(i).some((p) => this.connected(p))))
+          const o = other(i)
+          const unasked = l.peer != null && (((askedNow?.size ?? 0) === 0 && candidates(i).some((p) => this.connected(p))) ||
+            (o != null && !this.isTab(o) && this.connected(o) && !askedNow?.has(o)))
           if (unasked) {
             l.reasking = true
             l.peer.abort()
