@@ -1,10 +1,13 @@
-// The HAVE/DROP wire format, version 1, implemented from the text of the Go
-// announce package's doc.go (github.com/meshcdn/meshcdn/announce).
+// The announce wire format, implemented from the text of the Go announce
+// package's doc.go (github.com/meshcdn/meshcdn/announce): HAVE and DROP in
+// version 1, FETCH (the author is fetching the roots) in version 2.
 import { CID } from 'multiformats/cid'
 
 export const VERSION = 1
+export const VERSION_FETCH = 2
 export const HAVE = 1
 export const DROP = 2
+export const FETCH = 3
 export const MAX_MESSAGE_SIZE = 16384
 // 6-byte header, then 37 bytes per sha2-256 root: at most 442 roots.
 export const MAX_ROOTS = Math.floor((MAX_MESSAGE_SIZE - 6) / 37)
@@ -16,10 +19,13 @@ export const validName = (name) => /^[a-z0-9-]{1,63}$/.test(name)
 
 export class UnknownVersionError extends Error {}
 
+// versionOf is the version a kind is sent in: FETCH in 2, HAVE and DROP in 1.
+const versionOf = (kind) => kind === FETCH ? VERSION_FETCH : VERSION
+
 // encode returns one message per MAX_ROOTS roots (deduplicated).
 export function encode (kind, ttl, roots) {
-  if (kind !== HAVE && kind !== DROP) throw new Error(`announce: bad kind ${kind}`)
-  if (kind === HAVE && (ttl < 1 || ttl > 65535)) throw new Error('announce: HAVE needs a ttl of 1..65535 s')
+  if (kind !== HAVE && kind !== DROP && kind !== FETCH) throw new Error(`announce: bad kind ${kind}`)
+  if (kind !== DROP && (ttl < 1 || ttl > 65535)) throw new Error('announce: HAVE and FETCH need a ttl of 1..65535 s')
   if (kind === DROP) ttl = 0
   const seen = new Set()
   const uniq = []
@@ -34,7 +40,7 @@ export function encode (kind, ttl, roots) {
     const size = 6 + bins.reduce((n, b) => n + 1 + b.length, 0)
     const data = new Uint8Array(size)
     const v = new DataView(data.buffer)
-    data[0] = VERSION
+    data[0] = versionOf(kind)
     data[1] = kind
     v.setUint16(2, ttl)
     v.setUint16(4, part.length)
@@ -56,19 +62,19 @@ function checkRoot (c) {
 }
 
 // decode returns {kind, ttl, roots} or throws: UnknownVersionError for a
-// version other than 1 (ignore the message), Error for anything malformed
-// (reject it).
+// version other than 1 and 2 (ignore the message), Error for anything
+// malformed, a kind of the other version included (reject it).
 export function decode (data) {
   if (data.length > MAX_MESSAGE_SIZE) throw new Error('announce: message too long')
   if (data.length < 1) throw new Error('announce: empty message')
-  if (data[0] !== VERSION) throw new UnknownVersionError(`announce: version ${data[0]}`)
+  if (data[0] !== VERSION && data[0] !== VERSION_FETCH) throw new UnknownVersionError(`announce: version ${data[0]}`)
   if (data.length < 6) throw new Error('announce: truncated header')
   const v = new DataView(data.buffer, data.byteOffset, data.byteLength)
   const kind = data[1]
   const ttl = v.getUint16(2)
   const count = v.getUint16(4)
-  if (kind !== HAVE && kind !== DROP) throw new Error(`announce: bad kind ${kind}`)
-  if (kind === HAVE && ttl === 0) throw new Error('announce: HAVE with ttl 0')
+  if ((kind !== HAVE && kind !== DROP && kind !== FETCH) || versionOf(kind) !== data[0]) throw new Error(`announce: bad kind ${kind} in version ${data[0]}`)
+  if (kind !== DROP && ttl === 0) throw new Error('announce: HAVE or FETCH with ttl 0')
   if (kind === DROP && ttl !== 0) throw new Error('announce: DROP with a ttl')
   if (count === 0) throw new Error('announce: count 0')
   let off = 6

@@ -22,6 +22,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
 import { announceFetch, capHedges, capWindow, originJoin } from './gate.js'
+import { ASSUMED_LEAF_MS, Stripe, heard, reask, stripeOrigin } from './stripe.js'
 import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
@@ -46,7 +47,12 @@ export const defaults = {
   originConcurrency: 2, // leaves in flight per fetch from the origin
   dialTimeout: 5000,
   summaryWait: 2000, // ms start() waits for the seed's summary
-  maxDials: 4 // providers dialled at once for a fetch
+  maxDials: 4, // providers dialled at once for a fetch
+  stripeWindow: 16, // leaves of a striped fetch asked of peers at once
+  maxMembers: 16, // stripe members dialled for a fetch
+  fetchRepeat: 1000, // ms between FETCH announcements of a root while fetching it
+  giveUp: 30_000, // ms a striped fetch without the origin waits at most with no block from anyone
+  peerTimeMax: 8000 // ms a striped fetch gives a peer at most to offer a leaf (stripe.js overdue's peerTimeout)
 }
 
 // rank orders seed addresses: WebTransport, then WebRTC-direct, then
@@ -78,6 +84,8 @@ export class Mesh extends EventTarget {
     for (const [k, v] of Object.entries({ quota, peerTimeout, stallTimeout, ttl, summaryInterval })) if (v != null) this.cfg[k] = v
     this.log = log ?? (() => {})
     this.table = new Map() // root -> Map(peer -> expiry ms)
+    this.fetchers = new Map() // root -> Map(peer -> expiry ms): the last message was a FETCH
+    this.fetching = new Set() // roots this page announced FETCH of and is fetching
     this.rates = new Map() // author -> {tokens, at}
     this.stats = {
       peerBytes: 0, originBytes: 0, localBytes: 0, servedBytes: 0, duplicateBytes: 0,
@@ -210,6 +218,7 @@ export class Mesh extends EventTarget {
     this.outstanding = new Map() // peer -> wants in flight from this page
     this.peerMs = new Map() // peer -> what a block has taken from it (EWMA, ms)
     this.lastBlockFrom = new Map() // peer -> when it last delivered a block (performance.now())
+    this.lastHaveFrom = new Map() // peer -> when it last said HAVE of a block this page asked for
     this.askedFor = new Map() // CID string -> the peers asked for it (a want under way)
     this.comingAt = new Map() // CID string -> when a peer asked said HAVE (the block is on its way)
     this.wants = new Wants({
@@ -408,11 +417,21 @@ export class Mesh extends EventTarget {
     this.stats.announce.received++
     for (const r of m.roots) {
       const k = r.toString()
-      if (m.kind === wire.HAVE) {
-        if (!this.table.has(k)) this.table.set(k, new Map())
-        this.table.get(k).set(p, Date.now() + Math.min(m.ttl, 3600) * 1000)
-      } else {
+      if (m.kind === wire.DROP) {
         this.table.get(k)?.delete(p)
+        this.fetchers.get(k)?.delete(p)
+        continue
+      }
+      // HAVE and FETCH: a provider. FETCH: also fetching it (a stripe
+      // member, stripe.js), until a HAVE, a DROP or its ttl ends it.
+      const exp = Date.now() + Math.min(m.ttl, 3600) * 1000
+      if (!this.table.has(k)) this.table.set(k, new Map())
+      this.table.get(k).set(p, exp)
+      if (m.kind === wire.FETCH) {
+        if (!this.fetchers.has(k)) this.fetchers.set(k, new Map())
+        this.fetchers.get(k).set(p, exp)
+      } else {
+        this.fetchers.get(k)?.delete(p)
       }
     }
     this.emit('providers')
@@ -420,10 +439,19 @@ export class Mesh extends EventTarget {
 
   sweep () {
     const now = Date.now()
-    for (const [k, ps] of this.table) {
-      for (const [p, exp] of ps) if (exp <= now) ps.delete(p)
-      if (ps.size === 0) this.table.delete(k)
+    for (const t of [this.table, this.fetchers]) {
+      for (const [k, ps] of t) {
+        for (const [p, exp] of ps) if (exp <= now) ps.delete(p)
+        if (ps.size === 0) t.delete(k)
+      }
     }
+  }
+
+  // fetchersOf lists the peers that announced they are fetching root
+  // (FETCH, version 2) and have not said HAVE or DROP of it since.
+  fetchersOf (root) {
+    const now = Date.now()
+    return [...(this.fetchers.get(root.toString()) ?? new Map())].filter(([, exp]) => exp > now).map(([p]) => p)
   }
 
   providers (root) {
@@ -479,7 +507,7 @@ export class Mesh extends EventTarget {
         const res = await this.libp2p.services.pubsub.publish(this.topic, data)
         recipients = Math.max(recipients, res.recipients.length)
         this.stats.announce.sent++
-        this.log(`announce: ${kind === wire.HAVE ? 'HAVE' : 'DROP'} of ${roots.length} roots to ${res.recipients.length} peers`)
+        this.log(`announce: ${{ [wire.HAVE]: 'HAVE', [wire.DROP]: 'DROP', [wire.FETCH]: 'FETCH' }[kind]} of ${roots.length} roots to ${res.recipients.length} peers`)
       } catch (err) {
         this.log(`announce: ${err.message}`) // no peer yet: the summary on join repeats it
       }
@@ -487,7 +515,13 @@ export class Mesh extends EventTarget {
     return recipients
   }
 
-  summary () { return this.publish(wire.HAVE, this.store.heldRoots()) }
+  // summary announces what the page holds (HAVE) and what it is fetching
+  // (FETCH): a tab that joins while others fetch learns of them as
+  // fetchers, not only as providers from the seed's summary answer.
+  summary () {
+    this.publish(wire.FETCH, [...this.fetching].map((k) => CID.parse(k)), FETCHING_TTL)
+    return this.publish(wire.HAVE, this.store.heldRoots())
+  }
 
   // summarySoon sends a summary when a peer joins the topic, at most one
   // every 500 ms.
@@ -503,6 +537,13 @@ export class Mesh extends EventTarget {
 
   // --- peers ---
 
+  // isTab reports whether p is a browser: this page reaches other tabs over
+  // WebRTC (through a relay's signalling), Go nodes and Kubo over
+  // WebTransport, WebRTC-direct or WebSockets.
+  isTab (p) {
+    return this.libp2p.getConnections().some((c) => c.remotePeer.toString() === p && /\/webrtc(\/|$)/.test(c.remoteAddr.toString()))
+  }
+
   // connected reports a connection to p that can carry blocks (a relayed,
   // limited one only signals WebRTC).
   connected (p) { return this.libp2p.getConnections().some((c) => c.remotePeer.toString() === p && c.limits == null) }
@@ -511,6 +552,7 @@ export class Mesh extends EventTarget {
   // address, else through the seed's relay with WebRTC (browser peers).
   async dialPeer (p) {
     if (this.connected(p)) return true
+    const t0 = performance.now()
     if (await this.lan?.dial(p)) return true // a desktop app on the LAN (lan.js)
     const tries = []
     if (this.seed != null) {
@@ -523,6 +565,10 @@ export class Mesh extends EventTarget {
     for (const a of [...tries, ...tries]) {
       try {
         await this.libp2p.dial(a, { signal: AbortSignal.timeout(this.cfg.dialTimeout) })
+        // What a dial through the relay takes (an EWMA, ms): how long a
+        // striped fetch waits for a member or holder to connect.
+        const ms = performance.now() - t0
+        this.dialMs = this.dialMs == null ? ms : 0.7 * this.dialMs + 0.3 * ms
         return true
       } catch (err) {
         this.log(`dial ${a}: ${err.message}`)
@@ -596,6 +642,7 @@ export class Mesh extends EventTarget {
     const rec = { path: asset.path ?? null, cid: root.toString(), size: asset.size ?? null, peerBytes: 0, originBytes: 0, localBytes: 0, peers: {}, ms: 0, ttfbMs: null, leaves: 0, origin: 'none', originJoins: {} }
     const t0 = performance.now()
     let fetching = false
+    let repeat = null
     this.store.active.add(root.toString())
     try {
       const provs = this.store.holds(root) ? [] : this.providers(root)
@@ -605,7 +652,12 @@ export class Mesh extends EventTarget {
         throw new Error(`meshcdn: ${root}: ${provs.length === 0 ? 'no provider known' : 'no provider reachable'} and no origin URL`)
       }
       fetching = this.announceFetching(root, provs, asset)
-      const state = { t0, peerDelivered: false, lastPeer: 0, firstPeerAt: 0, peerBytes: 0, peerBlocks: 0, provs, blockWaiters: new Set() }
+      // A fetch announced (FETCH) is a member of the root's stripe: it
+      // takes its own leaves from the origin and the others' from the
+      // members (getLeavesStriped). It repeats the announcement while it
+      // fetches, so that tabs joining meanwhile learn it is fetching.
+      if (fetching) repeat = setInterval(() => this.publish(wire.FETCH, [root], FETCHING_TTL), this.cfg.fetchRepeat)
+      const state = { t0, peerDelivered: false, lastPeer: 0, firstPeerAt: 0, peerBytes: 0, peerBlocks: 0, provs, blockWaiters: new Set(), root, striped: fetching, announcedAt: fetching ? performance.now() : null }
       state.firstPeer = new Promise((resolve) => { state.onPeer = () => { state.firstPeerAt ||= performance.now(); resolve() } })
       // Inner nodes the manifest does not carry come from peers; they are
       // not file bytes, so they are not counted.
@@ -613,7 +665,10 @@ export class Mesh extends EventTarget {
       const { inner, leaves } = await this.leaves(asset, peerBlock)
       rec.leaves = leaves.length
       const parts = new Array(leaves.length)
-      await this.getLeaves(leaves, asset, usePeers, rec, state, parts)
+      if (state.striped) await this.getLeavesStriped(leaves, asset, rec, state, parts)
+      else await this.getLeaves(leaves, asset, usePeers, rec, state, parts)
+      clearInterval(repeat)
+      rec.striped = state.striped ? { members: state.stripe?.members.length ?? 0, maxMembers: state.maxMembers ?? 0 } : null
       const size = parts.reduce((n, p) => n + p.length, 0)
       if (asset.size != null && size !== asset.size) throw new Error(`meshcdn: ${root}: got ${size} bytes, the manifest says ${asset.size}`)
       rec.size = size
@@ -623,6 +678,7 @@ export class Mesh extends EventTarget {
       rec.origin = rec.originBytes > 0 ? (rec.peerBytes > 0 ? 'peers+origin' : 'origin') : (rec.peerBytes > 0 ? 'peers' : 'local')
       await this.kept() // every block of the file is in the store before its root is marked
       const wasHeld = this.store.holds(root)
+      this.fetching.delete(root.toString())
       if (await this.store.markRoot(root, [...inner, ...leaves])) {
         if (!wasHeld) await this.publish(wire.HAVE, [root])
       }
@@ -632,23 +688,28 @@ export class Mesh extends EventTarget {
       fetching = false
       return { bytes: keepBytes ? concat(parts) : null, stats: rec }
     } finally {
+      clearInterval(repeat)
+      this.fetching.delete(root.toString())
       if (fetching) this.publish(wire.DROP, [root]) // told the mesh, and failed
       this.store.active.delete(root.toString())
     }
   }
 
   // announceFetching tells the mesh of a root this page starts to fetch
-  // (a HAVE with the ttl FETCHING_TTL, 120 s) when gate.js's announceFetch
+  // (a FETCH, version 2, ttl FETCHING_TTL, 120 s: Go nodes and other tabs
+  // count the page in the root's stripe) when gate.js's announceFetch
   // says so: from the origin with no provider known, as the Go side's
   // AnnounceFetches does, or from tabs when the seed does not hold it.
   // Peers wanting it meanwhile ask this page, whose bitswap keeps their
   // wants and sends each block as it arrives (DONT_HAVE first, once), so
-  // that a crowd shares what its tabs fetch while they fetch it. It
+  // that a crowd shares what its tabs fetch while they fetch it, and the
+  // fetch then takes its share of the stripe (getLeavesStriped). It
   // reports whether it did; the fetch sends DROP if it then fails.
   announceFetching (root, provs, asset) {
     const seed = this.seedConn?.remotePeer.toString() ?? null
-    if (!announceFetch({ held: this.store.holds(root), provs, seed, canOrigin: asset.url != null })) return false
-    this.publish(wire.HAVE, [root], FETCHING_TTL)
+    if (!announceFetch({ held: this.store.holds(root), provs, fetchers: this.fetchersOf(root), seed, canOrigin: asset.url != null })) return false
+    this.fetching.add(root.toString())
+    this.publish(wire.FETCH, [root], FETCHING_TTL)
     return true
   }
 
@@ -723,6 +784,272 @@ export class Mesh extends EventTarget {
     await Promise.all(n(this.cfg.concurrency).map(peerWorker))
     done.abort()
     await Promise.all(origin)
+  }
+
+  // stripeOf is the stripe of a striped fetch now (stripe.js): the peers
+  // announcing a fetch of its root, and this page once the others can
+  // have heard of its own announcement (peerTimeout after it). Members new
+  // to the fetch become its providers and are dialled.
+  stripeOf (state, now) {
+    const h = heard(state.announcedAt, now, this.cfg.peerTimeout)
+    const me = this.libp2p.peerId.toString()
+    const crowd = this.fetchersOf(state.root).filter((p) => p !== me).slice(0, this.cfg.maxMembers)
+    const key = `${h.heard} ${[...crowd].sort().join(' ')}`
+    if (state.stripe == null || state.stripeKey !== key) {
+      state.stripe = new Stripe(state.root.bytes, me, crowd, h.heard)
+      state.stripeKey = key
+      state.maxMembers = Math.max(state.maxMembers ?? 0, state.stripe.members.length)
+      for (const p of crowd) {
+        if (state.provs.includes(p)) continue
+        state.provs.push(p)
+        this.dialPeer(p).catch(() => {})
+      }
+    }
+    state.heardAt = h.heard ? state.announcedAt + this.cfg.peerTimeout : null
+    return { stripe: state.stripe, at: h.at }
+  }
+
+  // getLeavesStriped fills parts with the leaves of a fetch this page
+  // announced (FETCH), the Go fetch package's way: every leaf of a window
+  // (stripeWindow from the first missing one) is asked of peers, the
+  // owner first when another member owns it (its bitswap sends the block
+  // when it has it), and the origin takes, in file order and
+  // originConcurrency at once (concurrency when alone with nobody to ask),
+  // the leaves stripe.js's stripeOrigin gives it: its own share of the
+  // stripe at once, another member's when it is overdue, any when it is
+  // alone. The first verified copy wins; the other request is cancelled.
+  async getLeavesStriped (leaves, asset, rec, state, parts) {
+    const n = leaves.length
+    const canOrigin = asset.url != null
+    const L = leaves.map(() => ({ asked: null, capFrom: null, peer: null, origin: null, peerFailed: false, dontHave: new Set() }))
+    state.connectedAt = new Map() // member -> when this fetch first saw it connected
+    let left = n
+    let originBusy = 0
+    let lastProgress = performance.now()
+    let failure = null
+    let wake = () => {}
+    const poke = () => wake()
+    this.addEventListener('providers', poke)
+    this.addEventListener('peers', poke)
+    const done = (i, bytes, source, sender) => {
+      if (parts[i] != null) {
+        this.stats.duplicateBytes += bytes.length
+        return
+      }
+      parts[i] = bytes
+      left--
+      lastProgress = performance.now()
+      this.count(rec, source, sender, bytes.length)
+      if (i === 0) rec.ttfbMs ??= Math.round(performance.now() - state.t0)
+      L[i].peer?.abort()
+      L[i].origin?.abort()
+      poke()
+    }
+    // askPeers asks peers for leaf i: its owner first when another member
+    // owns it, then (on DONT_HAVE) the other providers one at a time: a
+    // holder, or a member that took it as a backup, sends it. (Asking only
+    // the owner and the holders gave more overdue leaves in the 10-tab
+    // crowd.)
+    const askPeers = (i, owner, cands) => {
+      const l = L[i]
+      l.peer = new AbortController()
+      l.asked ??= performance.now()
+      l.peerAt = performance.now()
+      const c = leaves[i]
+      this.fromPeers(c, l.peer.signal, cands, () => poke(), owner, (p) => l.dontHave.add(p))
+        .then((r) => {
+          state.peerDelivered = true
+          state.lastPeer = performance.now()
+          state.peerBytes += r.bytes.length
+          state.peerBlocks++
+          done(i, r.bytes, 'peer', r.sender)
+        }, () => { l.peerFailed = parts[i] == null && !l.reasking; l.reasking = false; poke() })
+    }
+    const askOrigin = (i, why) => {
+      const l = L[i]
+      l.origin = new AbortController()
+      originBusy++
+      rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+      this.fromOrigin(leaves[i], i, asset, l.origin.signal)
+        .then((r) => done(i, r.bytes, 'origin', null), (err) => {
+          if (parts[i] == null && !l.origin.signal.aborted) {
+            failure = err
+            state.originDead = err
+          }
+        })
+        .finally(() => { originBusy--; poke() })
+    }
+    try {
+      while (left > 0) {
+        const now = performance.now()
+        if (failure != null && now - lastProgress > 5 * this.cfg.stallTimeout) throw failure
+        const { stripe, at: heardAt } = this.stripeOf(state, now)
+        let next = heardAt ?? now + 100
+        const lowest = parts.findIndex((p) => p == null)
+        const end = Math.min(n, lowest + this.cfg.stripeWindow)
+        const me = stripe.self
+        // A holder: a provider known not to be fetching the root (it may
+        // still be being dialled).
+        const fetchers = this.fetchersOf(state.root)
+        const holders = new Set(state.provs.filter((p) => !stripe.has(p) && !fetchers.includes(p)))
+        const holder = holders.size > 0
+        // A leaf is held when a peer said HAVE of it (its block is on the
+        // way), or when a connected holder of the root (its HAVE of the
+        // root says it holds every block) was asked for it and did not
+        // say DONT_HAVE: it is queued there.
+        const held = (i) => this.comingAt.has(leaves[i].toString()) ||
+          [...(this.askedFor.get(leaves[i].toString()) ?? [])].some((p) => holders.has(p) && !L[i].dontHave.has(p) && this.connected(p))
+        // What a peer is given to offer a leaf: peerTimeout, or what a
+        // block has taken from this page's peers, want-block to block, if
+        // longer (over WebRTC between tabs on a busy machine 0.3-2 s, and
+        // seconds more queued behind the blocks a tab serves others), up
+        // to peerTimeMax.
+        const peerTime = Math.min(Math.max(this.cfg.peerTimeout, this.peerBlockMs ?? 0), this.cfg.peerTimeMax)
+        const holderUp = [...holders].some((p) => this.connected(p))
+        const dialWait = Math.min(2 * this.cfg.dialTimeout, Math.max(this.cfg.peerTimeout, 2 * (this.dialMs ?? 0)))
+        for (const p of stripe.members) if (!state.connectedAt.has(p) && this.connected(p)) state.connectedAt.set(p, now)
+        const limit = stripe.alone() && !holder ? this.cfg.concurrency : this.cfg.originConcurrency
+        // other(i) is leaf i's owner when another member owns it;
+        // candidates(i) the peers leaf i is asked of.
+        const other = (i) => { const o = stripe.alone() ? null : stripe.owner(i); return o === me ? null : o }
+        const candidates = () => state.provs
+        // Peers stalled: no peer block for stallWin (4 stallTimeouts, 8 s,
+        // or twice the peer time, up to 16 s) since the page was heard:
+        // the origin takes the first missing leaves (whoever owns them)
+        // until a peer block comes again. A member or holder that
+        // announces and sends nothing cannot hold a fetch up longer (a
+        // crowd run hung 30 s on such a holder). With 2 s it took most
+        // of the 10-tab crowd's video from the origin.
+        const stallWin = Math.min(Math.max(4 * this.cfg.stallTimeout, 2 * peerTime), 8 * this.cfg.stallTimeout)
+        const stalled = canOrigin && now - Math.max(state.lastPeer, state.heardAt ?? state.t0) >= stallWin
+        // The page waits on the first missing leaf once it has nothing
+        // of its own left to fetch (the Go reader's waitSince).
+        let own = 0
+        if (!stripe.alone()) {
+          for (let i = lowest; i < n; i++) if (parts[i] == null && stripe.owner(i) === me && !held(i)) own++
+        }
+        if (own > 0 || stripe.alone()) state.waitLeaf = null
+        else if (state.waitLeaf !== lowest) { state.waitLeaf = lowest; state.waitAt = now }
+        const leaf = this.originLeafMs ?? ASSUMED_LEAF_MS
+        const slowest = Math.max(this.peerBlockMs ?? 0, ...state.provs.map((p) => this.peerMs.get(p) ?? 0))
+        const capWin = capWindow(this.cfg.stallTimeout, slowest)
+        let reasked = false
+        for (let i = lowest; i < end; i++) {
+          if (parts[i] != null) continue
+          const l = L[i]
+          const c = leaves[i]
+          if (l.asked == null) {
+            const local = this.store.block(c)
+            if (local != null) {
+              rec.localBytes += local.length
+              this.stats.localBytes += local.length
+              parts[i] = local
+              left--
+              continue
+            }
+            askPeers(i, other(i), candidates(i))
+          }
+          const owner = stripe.owner(i)
+          // A leaf its owner, or a peer now holding the root, answered
+          // DONT_HAVE for, held by nobody, is asked again when that peer is
+          // not a tab: a Go peer does not reliably send a block unasked
+          // once it has it. A tab keeps the want and sends it; asking it
+          // again (a CANCEL, then a new want) put the leaf at the back of
+          // its serving queue, and the 10-tab crowd took more leaves from
+          // the origin as overdue.
+          const stale = [...l.dontHave].some((p) => ((p === owner && p !== me) || holders.has(p)) && !this.isTab(p))
+          // A leaf asked before anyone could be asked is asked again at
+          // once, and one whose owner is a connected peer that is not a
+          // tab (a Go node) and was not asked: the want went to nobody, or
+          // not to it. (A tab owner new to the leaf is reached by the
+          // DONT_HAVEs; restarting every want whose owner changed as tabs
+          // came and went sent twice the WebRTC bytes the 10-tab crowd
+          // used.)
+          const askedNow = this.askedFor.get(c.toString())
+          const o = other(i)
+          const unasked = l.peer != null && (((askedNow?.size ?? 0) === 0 && candidates(i).some((p) => this.connected(p))) ||
+            (o != null && !this.isTab(o) && this.connected(o) && !askedNow?.has(o)))
+          if (unasked) {
+            l.reasking = true
+            l.peer.abort()
+            askPeers(i, other(i), candidates(i))
+          } else if (stale && !held(i) && l.peer != null) {
+            const r = reask(l.peerAt, state.reaskAt ?? 0, now, Math.max(this.cfg.peerTimeout, leaf), false)
+            if (r.again) {
+              l.reasking = true
+              l.peer.abort()
+              l.dontHave.clear()
+              askPeers(i, other(i), candidates(i))
+              reasked = true
+            } else if (r.at != null) next = Math.min(next, r.at)
+          }
+          if (!canOrigin || l.origin != null || state.originDead != null || originBusy >= limit) continue
+          // A leaf of an owner not connected yet (WebRTC through the relay
+          // takes a while, seconds on a busy machine) waits for the
+          // connection, up to two dial timeouts (the owner repeats its
+          // FETCH every second: it is there); the owner's clock starts
+          // when it is connected. (Waiting only as long as for a holder
+          // made the 10-tab crowd take three times as many leaves as
+          // overdue.) A leaf the holders could send, while none of them is
+          // connected yet, waits up to twice what this page's dials have
+          // taken (dialMs; peerTimeout if longer): a holder that has gone
+          // (a closed tab) delays the origin that long at most.
+          const ownerAt = owner === me ? null : state.connectedAt.get(owner)
+          const ownerWait = 2 * this.cfg.dialTimeout
+          if (owner !== me && !stripe.alone() && ownerAt == null && now - l.asked < ownerWait) { next = Math.min(next, l.asked + ownerWait); continue }
+          if (holder && !holderUp && now - l.asked < dialWait) { next = Math.min(next, l.asked + dialWait); continue }
+          let before = 0 // the owner's leaves before i: its origin requests go in file order
+          for (let k = lowest; k < i; k++) if (stripe.owner(k) === owner) before++
+          const d = stripeOrigin({
+            stripe,
+            i,
+            now,
+            asked: l.capFrom ?? l.asked,
+            held: held(i),
+            heldAt: this.comingAt.get(c.toString()) ?? null,
+            holder: holderUp,
+            ownerActive: Math.max(this.lastBlockFrom.get(owner) ?? -Infinity, this.lastHaveFrom.get(owner) ?? -Infinity) >= now - peerTime - leaf,
+            waitSince: state.waitLeaf === i ? state.waitAt : null,
+            rank: 1 + Math.floor(before / this.cfg.originConcurrency),
+            peerTimeout: peerTime,
+            leaf,
+            originSince: Math.max(state.heardAt ?? now, ownerAt ?? -Infinity),
+            capWin
+          })
+          if (d.why === 'cap') {
+            // A peer asked that keeps delivering is busy, not gone
+            // (gate.js, capHedges): the window is waited again.
+            const lastBlocks = [...(this.askedFor.get(c.toString()) ?? [])].map((p) => this.lastBlockFrom.get(p) ?? -Infinity)
+            lastBlocks.push(this.comingAt.get(c.toString()) ?? -Infinity)
+            if (!capHedges({ now, asked: l.asked, win: capWin, capMax: this.cfg.capMax, lastBlocks })) {
+              l.capFrom = now
+              next = Math.min(next, now + capWin)
+              continue
+            }
+          }
+          if (d.why != null) askOrigin(i, d.why)
+          else if (stalled) askOrigin(i, 'stall')
+          else if (d.at != null) next = Math.min(next, d.at)
+        }
+        if (reasked) state.reaskAt = now + Math.max(this.cfg.peerTimeout, leaf)
+        if (left === 0) break
+        if (!stalled) next = Math.min(next, Math.max(state.lastPeer, state.heardAt ?? state.t0) + stallWin)
+        if ((!canOrigin || state.originDead != null) && now - lastProgress > this.cfg.giveUp && originBusy === 0) throw failure ?? new Error(`meshcdn: ${state.root}: no block from any source for ${this.cfg.giveUp} ms`)
+        const wait = Math.max(1, Math.min(next, now + 100) - now)
+        await new Promise((resolve) => {
+          const t = setTimeout(resolve, wait)
+          wake = () => { clearTimeout(t); wake = () => {}; resolve() }
+        })
+        if (failure != null && state.provs.every((p) => !this.connected(p)) && left > 0) throw failure
+      }
+    } finally {
+      this.removeEventListener('providers', poke)
+      this.removeEventListener('peers', poke)
+      for (const l of L) {
+        l.peer?.abort()
+        l.origin?.abort()
+      }
+    }
   }
 
   // leaf gets one leaf: local, or from the source given ('peers' or
@@ -902,23 +1229,27 @@ export class Mesh extends EventTarget {
   // A HAVE from a peer asked means the block is on its way (a page serving
   // it says so as it starts to send it): comingAt notes when, for the
   // hedges, and onHave() tells the fetch.
-  async fromPeers (c, signal, provs, onHave = () => {}) {
+  //
+  // prefer, a provider (a stripe member that owns the leaf), is asked
+  // first when it is connected.
+  async fromPeers (c, signal, provs, onHave = () => {}, prefer = null, onDontHave = () => {}) {
     const h = this.wants.want(c, {
       signal,
-      onHave: () => {
+      onHave: (p) => {
         this.comingAt.set(c.toString(), performance.now())
+        this.lastHaveFrom.set(p, performance.now())
         onHave()
       },
       // DONT_HAVE: ask the next provider too. The want stays where it
       // is: a peer still fetching the content (it announced it as it
       // started) sends the block when it has it; the hedge covers the
       // others.
-      onDontHave: () => { this.stats.dontHaves++; askNext() }
+      onDontHave: (p) => { this.stats.dontHaves++; onDontHave(p); askNext() }
     })
     const mine = new Set()
     this.askedFor.set(c.toString(), h.asked)
     const askNext = () => {
-      const p = this.choosePeer(provs, h.asked)
+      const p = prefer != null && !h.asked.has(prefer) && this.connected(prefer) ? prefer : this.choosePeer(provs, h.asked)
       if (p == null) return false
       mine.add(p)
       this.outstanding.set(p, (this.outstanding.get(p) ?? 0) + 1)

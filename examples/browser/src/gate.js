@@ -75,24 +75,28 @@ export function capHedges ({ now, asked, win, capMax, lastBlocks }) {
 }
 
 // announceFetch says whether a page that starts to fetch a root tells the
-// mesh so at once (a HAVE with the fetching ttl), so that tabs wanting the
-// root ask it for the blocks it has (its bitswap sends each as it arrives,
-// DONT_HAVE first for those it lacks):
+// mesh so at once (a FETCH, announce version 2: the page is then a member
+// of the root's stripe, stripe.js), so that tabs and Go nodes wanting the
+// root ask it for the blocks it has (its bitswap sends each as it
+// arrives, DONT_HAVE first for those it lacks) and split the origin's
+// leaves with it:
 //   - never for a root it holds;
 //   - with no provider known, when it fetches from the origin (the Go
 //     side's AnnounceFetches);
-//   - with providers, unless the seed it is connected to is one of them:
-//     a crowd that fetches from tabs (the seed holds nothing) then has
-//     every fetching tab serving what it has, and its upload grows with
-//     the crowd; before, only tabs that had finished the root (or started
-//     it from the origin) were asked, and a 20 MiB file's first holder
-//     served every later tab. Where the seed holds the root it serves the
-//     crowd, and a tab still fetching would only draw wants it answers
-//     DONT_HAVE.
-// s is { held, provs (peer IDs), seed (the seed's peer ID or null),
-// canOrigin }.
-export function announceFetch ({ held, provs, seed, canOrigin }) {
+//   - with providers, unless the seed it is connected to holds the root
+//     (is a provider and not fetching it): a crowd that fetches from tabs
+//     (the seed holds nothing) then has every fetching tab serving what it
+//     has, and its upload grows with the crowd; before, only tabs that had
+//     finished the root (or started it from the origin) were asked, and a
+//     20 MiB file's first holder served every later tab. Where the seed
+//     holds the root it serves the crowd, and a tab still fetching would
+//     only draw wants it answers DONT_HAVE. A seed (or an app a page
+//     dials as its seed) that is itself fetching the root is a stripe
+//     member like any other.
+// s is { held, provs (peer IDs), fetchers (those of provs announcing a
+// fetch of the root), seed (the seed's peer ID or null), canOrigin }.
+export function announceFetch ({ held, provs, fetchers = [], seed, canOrigin }) {
   if (held) return false
   if (provs.length === 0) return canOrigin
-  return seed == null || !provs.includes(seed)
+  return seed == null || !provs.includes(seed) || fetchers.includes(seed)
 }

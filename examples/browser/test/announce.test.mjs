@@ -12,12 +12,15 @@ const have = hex(`01 01 00b4 0002
   24 01 70 1220 e258d248fda94c63753607f7c4494ee0fcbe92f1a76bfdac795c9d84101eb317`)
 const drop = hex(`01 02 0000 0001
   24 01 55 1220 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03`)
+const fetch = hex(`02 03 0078 0001
+  24 01 70 1220 e258d248fda94c63753607f7c4494ee0fcbe92f1a76bfdac795c9d84101eb317`)
 
 test('encode gives the documented bytes', () => {
   assert.deepEqual(wire.encode(wire.HAVE, 180, [a, b, a]), [have])
   assert.equal(have.length, 80)
   assert.deepEqual(wire.encode(wire.DROP, 0, [a]), [drop])
   assert.equal(drop.length, 43)
+  assert.deepEqual(wire.encode(wire.FETCH, 120, [b]), [fetch])
 })
 
 test('decode reads the documented bytes', () => {
@@ -26,6 +29,10 @@ test('decode reads the documented bytes', () => {
   assert.equal(h.ttl, 180)
   assert.deepEqual(h.roots.map(String), [a.toString(), b.toString()])
   assert.deepEqual(wire.decode(drop).roots.map(String), [a.toString()])
+  const f = wire.decode(fetch)
+  assert.equal(f.kind, wire.FETCH)
+  assert.equal(f.ttl, 120)
+  assert.deepEqual(f.roots.map(String), [b.toString()])
 })
 
 test('decode rejects what the doc says to reject', () => {
@@ -37,12 +44,18 @@ test('decode rejects what the doc says to reject', () => {
     haveTTL0: new Uint8Array([1, 1, 0, 0, ...drop.subarray(4)]),
     dropTTL: new Uint8Array([1, 2, 0, 1, ...drop.subarray(4)]),
     len0: hex('01 01 00b4 0001 00'),
-    tooLong: new Uint8Array(16385).fill(1)
+    tooLong: new Uint8Array(16385).fill(1),
+    // A kind in the other version (doc.go: reject).
+    fetchInV1: new Uint8Array([1, 3, ...fetch.subarray(2)]),
+    haveInV2: new Uint8Array([2, 1, ...have.subarray(2)]),
+    dropInV2: new Uint8Array([2, 2, ...drop.subarray(2)]),
+    fetchTTL0: new Uint8Array([2, 3, 0, 0, ...fetch.subarray(4)])
   }
   for (const [name, data] of Object.entries(bad)) {
     assert.throws(() => wire.decode(data), (err) => !(err instanceof wire.UnknownVersionError), name)
   }
-  assert.throws(() => wire.decode(new Uint8Array([2, 1, 0, 1])), wire.UnknownVersionError)
+  assert.throws(() => wire.decode(new Uint8Array([3, 1, 0, 1])), wire.UnknownVersionError)
+  assert.throws(() => wire.decode(new Uint8Array([0, 1, 0, 1])), wire.UnknownVersionError)
 })
 
 test('long lists split at 442 roots', async () => {

@@ -111,7 +111,11 @@ test('announceFetch: who tells the mesh it is fetching a root', () => {
     { name: 'from tabs, the seed holding nothing', s: { held: false, provs: ['T1', 'T2'], seed: 'S', canOrigin: true }, want: true },
     { name: 'from tabs, without an origin', s: { held: false, provs: ['T1'], seed: 'S', canOrigin: false }, want: true },
     { name: 'from tabs, no seed connected', s: { held: false, provs: ['T1'], seed: null, canOrigin: true }, want: true },
-    { name: 'the seed holds it: the seed serves', s: { held: false, provs: ['T1', 'S'], seed: 'S', canOrigin: true }, want: false }
+    { name: 'the seed holds it: the seed serves', s: { held: false, provs: ['T1', 'S'], seed: 'S', canOrigin: true }, want: false },
+    // Before, a seed (or an app the page dials as its seed) fetching the
+    // root counted as holding it: the page did not join its stripe.
+    { name: 'the seed is fetching it: a stripe with it', s: { held: false, provs: ['S'], fetchers: ['S'], seed: 'S', canOrigin: true }, want: true },
+    { name: 'the seed is fetching it, others hold it', s: { held: false, provs: ['T1', 'S'], fetchers: ['S'], seed: 'S', canOrigin: true }, want: true }
   ]
   for (const c of cases) assert.equal(announceFetch(c.s), c.want, c.name)
 })

@@ -1,0 +1,208 @@
+// Striping: tabs (and Go nodes) fetching the same root at the same time
+// split the leaves they take from the origin, by the Go fetch package's
+// rule (fetch/policy.go, "Striping"; README "Striping, and how a browser
+// joins a stripe"). Pure functions of the members, the leaf and the
+// clock, so that they are tested without a browser or timers
+// (test/stripe.test.mjs); client.js's striped fetch carries them out.
+import { sha256 } from '@noble/hashes/sha2.js'
+import { base58btc } from 'multiformats/bases/base58'
+
+// BACKUP_WAVES bounds the waves in which the members of a stripe take a
+// late leaf from the origin (see overdue): the members after the owner go
+// one wave at a time, those placed BACKUP_WAVES or later together in the
+// last. The Go side's backupWaves.
+export const BACKUP_WAVES = 4
+
+// ASSUMED_LEAF_MS is how long an origin leaf is taken to need before this
+// page has measured one: 1 MiB/s, the Go side's assumedLeafTime.
+export const ASSUMED_LEAF_MS = 1000
+
+// peerBytes is the binary form of a peer ID string (the multihash a /p2p/
+// address component carries): what Go's peer.ID holds.
+export function peerBytes (id) {
+  return base58btc.baseDecode(id)
+}
+
+// stripeScore is member p's score for leaf i of root: the first 8 bytes,
+// read big-endian, of SHA-256(root CID bytes || peer ID bytes || i as 8
+// bytes big-endian), as a BigInt. root and p are Uint8Arrays.
+export function stripeScore (root, p, i) {
+  const buf = new Uint8Array(root.length + p.length + 8)
+  buf.set(root, 0)
+  buf.set(p, root.length)
+  new DataView(buf.buffer).setBigUint64(root.length + p.length, BigInt(i))
+  const sum = sha256(buf)
+  return new DataView(sum.buffer, sum.byteOffset, 8).getBigUint64(0)
+}
+
+// compareBytes orders byte strings as Go orders peer.IDs (strings).
+export function compareBytes (a, b) {
+  const n = Math.min(a.length, b.length)
+  for (let k = 0; k < n; k++) if (a[k] !== b[k]) return a[k] - b[k]
+  return a.length - b.length
+}
+
+// Stripe is the owners of a root's leaves among a set of members (peer ID
+// strings): the crowd, and self if selfIn (see heard: a page the others
+// cannot have heard of yet owns nothing). It caches owners and places as
+// they are asked; a new set of members needs a new Stripe. score is
+// stripeScore but in tests.
+export class Stripe {
+  constructor (root, self, crowd, selfIn = true, score = stripeScore) {
+    this.root = root // Uint8Array, the root CID's bytes
+    this.self = self
+    this.score = score
+    const ids = new Set(crowd)
+    if (selfIn) ids.add(self)
+    else ids.delete(self)
+    this.bytes = new Map([...ids].map((p) => [p, peerBytes(p)]))
+    this.members = [...ids].sort((a, b) => compareBytes(this.bytes.get(a), this.bytes.get(b)))
+    this.owners = new Map()
+    this.places = new Map()
+  }
+
+  // key names the members: two stripes of a root with equal keys are the same.
+  get key () { return this.members.join(' ') }
+
+  // alone reports whether nothing is split: no member but this page.
+  alone () { return this.members.length === 0 || (this.members.length === 1 && this.members[0] === this.self) }
+
+  has (p) { return this.bytes.has(p) }
+
+  // ranked is the members of leaf i, highest score first (ties: the
+  // greater peer ID bytes first).
+  ranked (i) {
+    const sc = new Map(this.members.map((p) => [p, this.score(this.root, this.bytes.get(p), i)]))
+    return [...this.members].sort((a, b) => {
+      const x = sc.get(a)
+      const y = sc.get(b)
+      if (x !== y) return x > y ? -1 : 1
+      return compareBytes(this.bytes.get(b), this.bytes.get(a))
+    })
+  }
+
+  // owner is the member that takes leaf i from the origin (null: none).
+  owner (i) {
+    if (!this.owners.has(i)) {
+      const r = this.ranked(i)
+      this.owners.set(i, r[0] ?? null)
+      if (this.bytes.has(this.self)) this.places.set(i, r.indexOf(this.self))
+    }
+    return this.owners.get(i)
+  }
+
+  // place is this page's place in leaf i's ranking: 0 if it owns the leaf,
+  // 1 if it has the next-highest score, and so on (the number of members
+  // if it is not one).
+  place (i) {
+    if (!this.bytes.has(this.self)) return this.members.length
+    this.owner(i)
+    return this.places.get(i)
+  }
+}
+
+// heard reports whether the others fetching the root can be taken to have
+// heard of this page's fetch, announced at announced (ms; null: not
+// announced), by now: hearing (the peer timeout) after it. It returns
+// { heard } and, while not yet, at: when it will be.
+export function heard (announced, now, hearing) {
+  if (announced == null) return { heard: false, at: null }
+  const due = announced + hearing
+  return now >= due ? { heard: true, at: null } : { heard: false, at: due }
+}
+
+// overdue says whether a leaf another member owns is taken from the origin
+// after all (the Go side's overdue, times in ms): its owner should have had
+// it from the origin (rank times the origin's time for a leaf, leaf) and
+// offered it within peerTimeout. That is when nobody has said HAVE of it by
+// then and its owner has been silent for as long, or when the page has
+// waited peerTimeout plus one leaf's origin time on it (its owner is too
+// busy), twice that if a peer has said HAVE of it. The members after the
+// owner go in waves: the one placed next (backup 1) at those times, the one
+// after it peerTimeout (and the wait) later, up to BACKUP_WAVES.
+//
+// a is { since (when the owner can be taken to have started on the leaf:
+// when it was asked of peers or when this page's origin joined, whichever
+// is later), waitSince (when the page began to wait on it, or null), rank
+// (1 + the owner's leaves before it / origin concurrency), held (a peer
+// said HAVE of it), ownerActive (its owner sent a block or a HAVE within
+// peerTimeout plus one origin leaf), backup (stripe.place; 0 counts as 1) }.
+// It returns { due: true }, or { due: false, at } with at the time the
+// answer may change (null: not by the clock).
+export function overdue (a, now, peerTimeout, leaf) {
+  const wave = Math.min(Math.max(a.backup, 1), BACKUP_WAVES)
+  let at = null
+  const soon = (t) => { at = at == null ? t : Math.min(at, t) }
+  if (!a.held && !a.ownerActive) {
+    const due = a.since + wave * peerTimeout + Math.max(a.rank, 1) * leaf
+    if (now >= due) return { due: true }
+    soon(due)
+  }
+  if (a.waitSince != null) {
+    let wait = wave * (peerTimeout + leaf)
+    if (a.held) wait *= 2 // a peer has it: it is on its way
+    const due = a.waitSince + wait
+    if (now >= due) return { due: true }
+    soon(due)
+  }
+  return { due: false, at }
+}
+
+// stripeOrigin says whether a leaf of a striped fetch (the page announced
+// it) is asked of the origin now, and why, or else when to look again.
+// Every leaf is asked of peers too (a member or holder that has it sends
+// it, and the first copy wins):
+//
+//   - the stripe has other members, the page owns the leaf and no peer has
+//     said HAVE of it ('mine'): at once, or, when a holder (a connected
+//     provider that is not fetching the root) could send it, once
+//     peerTimeout has passed since it was asked of peers (the Go side's
+//     first-block rule);
+//   - another member's leaf, or the page's own that a peer said HAVE of:
+//     when overdue says so ('overdue', 'overdue held');
+//   - no other member (alone): at once when no holder is connected and no
+//     peer said HAVE of it ('alone'; the caller waits a while for holders
+//     still being dialled), else once capWin has passed since it was
+//     asked, or since the HAVE if one came ('cap').
+//
+// s is { stripe, i, now, asked (when leaf i was asked of peers), held,
+// heldAt (when the HAVE came, or null), holder (a holder is connected),
+// ownerActive, waitSince,
+// rank, peerTimeout, leaf (ms an origin leaf takes), originSince (when
+// this page's origin joined: its heard time), capWin }. It returns { why }
+// or { at } (null: not by the clock).
+export function stripeOrigin (s) {
+  if (s.stripe.alone()) {
+    if (!s.holder && !s.held) return { why: 'alone' }
+    const due = Math.max(s.asked, s.heldAt ?? -Infinity) + s.capWin
+    return s.now >= due ? { why: 'cap' } : { at: due }
+  }
+  if (s.stripe.owner(s.i) === s.stripe.self && !s.held) {
+    if (!s.holder) return { why: 'mine' }
+    const due = s.asked + s.peerTimeout
+    return s.now >= due ? { why: 'mine' } : { at: due }
+  }
+  const d = overdue({
+    since: Math.max(s.asked, s.originSince),
+    waitSince: s.waitSince,
+    rank: s.rank,
+    held: s.held,
+    ownerActive: s.ownerActive,
+    backup: s.stripe.place(s.i)
+  }, s.now, s.peerTimeout, s.leaf)
+  if (d.due) return { why: s.held ? 'overdue held' : 'overdue' }
+  return { at: d.at }
+}
+
+// reask says whether a leaf another member owns, asked of it at asked and
+// answered DONT_HAVE, with no HAVE from anyone since, is asked again now
+// (the Go side's reask, times in ms): at most every interval per fetch
+// (not before next, the time the last re-ask allows the next one) and not
+// before interval after it was last asked. Go's bitswap server does not
+// reliably send a block to a peer it answered DONT_HAVE once it has it;
+// a page's does. It returns { again } and, while not yet, at.
+export function reask (asked, next, now, interval, held) {
+  if (held) return { again: false, at: null }
+  const due = Math.max(asked + interval, next)
+  return now >= due ? { again: true, at: null } : { again: false, at: due }
+}

@@ -1,0 +1,199 @@
+// node --test: striping (src/stripe.js): the Go fetch package's scores and
+// owners, and its overdue rule as tables over the clock (times in ms).
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { BACKUP_WAVES, Stripe, compareBytes, heard, overdue, peerBytes, reask, stripeScore, stripeOrigin } from '../src/stripe.js'
+
+const root = CID.parse('bafybeihcldjer7njjrrxknqh67cestxa7s7jf4nhnp62y6k4twcbahvtc4')
+
+// Peer IDs in the two forms a mesh meets: an Ed25519 key inlined
+// (identity multihash, 12D3Koo...) and a sha2-256 one (Qm...).
+const ed = '12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp'
+const qm = 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N'
+
+// crowd makes n distinct Ed25519-form peer IDs (identity multihashes of
+// 36 bytes, as js-libp2p and go-libp2p write them), deterministically.
+async function crowd (n) {
+  const { base58btc } = await import('multiformats/bases/base58')
+  const ids = []
+  for (let k = 0; k < n; k++) {
+    const key = (await sha256.digest(new Uint8Array([k, 7]))).digest
+    const mh = new Uint8Array([0x00, 0x24, 0x08, 0x01, 0x12, 0x20, ...key])
+    ids.push(base58btc.baseEncode(mh))
+  }
+  return ids
+}
+
+test('stripeScore equals the Go side\'s', () => {
+  // Printed by Go: binary.BigEndian.Uint64(sha256.Sum256(root.Bytes() ||
+  // []byte(peer.Decode(id)) || uint64_be(i))[:8]), the formula
+  // fetch.TestStripeScore holds stripeScore to.
+  const cases = [
+    [ed, 0, '3cf91ad3e6b0d2c8'], [ed, 1, 'f2d26984de66c64f'], [ed, 7, 'b6d63b84d2240714'], [ed, 1 << 20, 'f0f4bf9c8a0c506a'],
+    [qm, 0, '77ce982f76f96ee6'], [qm, 1, '68ec0332f6aa4af8'], [qm, 7, 'd680a110d24d6396'], [qm, 1 << 20, 'e6b8419ab8f32a8c']
+  ]
+  for (const [id, i, want] of cases) {
+    assert.equal(stripeScore(root.bytes, peerBytes(id), i).toString(16).padStart(16, '0'), want, `${id} leaf ${i}`)
+  }
+})
+
+test('peerBytes and compareBytes order peer IDs as Go does', () => {
+  assert.equal(peerBytes(ed).length, 38) // 0x00 0x24, then the 36-byte protobuf key
+  assert.equal(peerBytes(qm).length, 34) // 0x12 0x20, then a sha2-256 digest
+  assert.ok(compareBytes(peerBytes(ed), peerBytes(qm)) < 0) // 0x00 before 0x12
+  assert.ok(compareBytes(new Uint8Array([1]), new Uint8Array([1, 0])) < 0)
+  assert.equal(compareBytes(new Uint8Array([1, 2]), new Uint8Array([1, 2])), 0)
+})
+
+test('every member computes the same owners; the leaves split about evenly', async () => {
+  const ps = await crowd(10)
+  const leaves = 1000
+  const views = ps.map((self, k) => new Stripe(root.bytes, self, [...ps.slice(k + 1), ...ps.slice(0, k)]))
+  const count = new Map()
+  for (let i = 0; i < leaves; i++) {
+    const o = views[0].owner(i)
+    count.set(o, (count.get(o) ?? 0) + 1)
+    for (const k of [1, 5, 9]) assert.equal(views[k].owner(i), o, `leaf ${i}`)
+    // The owner has the highest score (brute force).
+    const best = ps.reduce((a, p) => stripeScore(root.bytes, peerBytes(p), i) > stripeScore(root.bytes, peerBytes(a), i) ? p : a)
+    assert.equal(o, best, `leaf ${i}`)
+  }
+  for (const p of ps) {
+    const n = count.get(p) ?? 0
+    assert.ok(n >= 70 && n <= 130, `${p} owns ${n} of ${leaves}`)
+  }
+  // A member that joins takes leaves only for itself.
+  const fewer = new Stripe(root.bytes, ps[0], ps.slice(1, 9))
+  for (let i = 0; i < leaves; i++) {
+    const full = views[0].owner(i)
+    if (full !== ps[9]) assert.equal(fewer.owner(i), full, `leaf ${i}`)
+  }
+  const alone = new Stripe(root.bytes, ps[0], [ps[0]])
+  assert.ok(alone.alone())
+  assert.equal(alone.owner(7), ps[0])
+  assert.ok(new Stripe(root.bytes, ps[0], []).alone())
+  assert.ok(!new Stripe(root.bytes, ps[0], [ps[1]]).alone())
+})
+
+test('place: the ranking of the members, the owner first', async () => {
+  const ps = await crowd(7)
+  for (let i = 0; i < 20; i++) {
+    const seen = new Set()
+    for (const self of ps) {
+      const st = new Stripe(root.bytes, self, ps)
+      const k = st.place(i)
+      assert.ok(!seen.has(k), `leaf ${i}: place ${k} twice`)
+      seen.add(k)
+      assert.equal(k === 0, st.owner(i) === self)
+      const mine = stripeScore(root.bytes, peerBytes(self), i)
+      const higher = ps.filter((p) => stripeScore(root.bytes, peerBytes(p), i) > mine).length
+      assert.equal(k, higher, `leaf ${i}`)
+    }
+    assert.equal(seen.size, ps.length)
+  }
+  // A page not heard yet is no member: it owns nothing, its place is last.
+  const out = new Stripe(root.bytes, ps[0], ps.slice(1), false)
+  assert.equal(out.place(0), ps.length - 1)
+  for (let i = 0; i < 50; i++) assert.notEqual(out.owner(i), ps[0])
+  assert.ok(!out.has(ps[0]))
+})
+
+test('a tie goes to the greater peer ID bytes', async () => {
+  // Scores that tie cannot be made from SHA-256: the stripe is given a
+  // constant score.
+  const ps = [ed, qm, ...await crowd(3)]
+  const st = new Stripe(root.bytes, ed, ps, true, () => 7n)
+  const greatest = ps.reduce((a, p) => compareBytes(peerBytes(p), peerBytes(a)) > 0 ? p : a)
+  assert.equal(greatest, qm) // 0x12... after 0x00...
+  assert.equal(st.owner(3), qm)
+  assert.equal(st.place(3), ps.filter((p) => compareBytes(peerBytes(p), peerBytes(ed)) > 0).length)
+})
+
+test('heard: a page counts itself in peerTimeout after its announcement', () => {
+  assert.deepEqual(heard(null, 5000, 200), { heard: false, at: null })
+  assert.deepEqual(heard(1000, 1199, 200), { heard: false, at: 1200 })
+  assert.deepEqual(heard(1000, 1200, 200), { heard: true, at: null })
+})
+
+test('overdue: the Go side\'s table (fetch.TestOverdue)', () => {
+  const t0 = 1000
+  const pt = 200
+  const leaf = 800
+  const cases = [
+    ['just asked', { since: t0 }, 0, false, pt + leaf],
+    ['nobody has it yet', { since: t0, rank: 1 }, pt + leaf - 1, false, pt + leaf],
+    ['its owner sent nothing', { since: t0, rank: 1 }, pt + leaf, true],
+    ['third in its owner\'s queue', { since: t0, rank: 3 }, pt + 2 * leaf, false, pt + 3 * leaf],
+    ['third, its owner sent nothing', { since: t0, rank: 3 }, pt + 3 * leaf, true],
+    ['a peer holds it', { since: t0, held: true }, 10_000, false, null],
+    ['its owner is at work', { since: t0, ownerActive: true }, 10_000, false, null],
+    ['held, the reader waits', { since: t0, held: true, waitSince: t0 + 1000 }, 1000 + pt + leaf, false, 1000 + 2 * (pt + leaf)],
+    ['held, the reader waited too long', { since: t0, held: true, waitSince: t0 + 1000 }, 1000 + 2 * (pt + leaf), true],
+    ['not held, the reader waited too long', { since: t0, ownerActive: true, waitSince: t0 + 1000 }, 1000 + pt + leaf, true],
+    ['first backup, its owner sent nothing', { since: t0, rank: 1, backup: 1 }, pt + leaf, true],
+    ['second backup waits a wave more', { since: t0, rank: 1, backup: 2 }, pt + leaf, false, 2 * pt + leaf],
+    ['second backup, its turn', { since: t0, rank: 1, backup: 2 }, 2 * pt + leaf, true],
+    ['far backups go in the last wave', { since: t0, rank: 1, backup: 40 }, BACKUP_WAVES * pt + leaf - 1, false, BACKUP_WAVES * pt + leaf],
+    ['far backup, the last wave', { since: t0, rank: 1, backup: 40 }, BACKUP_WAVES * pt + leaf, true],
+    ['third backup, the reader waits', { since: t0, ownerActive: true, backup: 3, waitSince: t0 + 1000 }, 1000 + 2 * (pt + leaf), false, 1000 + 3 * (pt + leaf)],
+    ['third backup, held, the reader waited', { since: t0, held: true, backup: 3, waitSince: t0 + 1000 }, 1000 + 6 * (pt + leaf), true]
+  ]
+  for (const [name, a, at, want, next] of cases) {
+    const got = overdue({ rank: 0, backup: 0, held: false, ownerActive: false, waitSince: null, ...a }, t0 + at, pt, leaf)
+    if (want) assert.deepEqual(got, { due: true }, name)
+    else assert.deepEqual(got, { due: false, at: next == null ? null : t0 + next }, name)
+  }
+})
+
+test('stripeOrigin: which leaves of a striped fetch the origin takes, and when', async () => {
+  const [self, other, third] = await crowd(3)
+  const st = new Stripe(root.bytes, self, [other, third])
+  let mine = -1
+  let theirs = -1
+  for (let i = 0; (mine < 0 || theirs < 0) && i < 100; i++) {
+    if (st.owner(i) === self && mine < 0) mine = i
+    if (st.owner(i) !== self && st.place(i) === 1 && theirs < 0) theirs = i
+  }
+  const pt = 200
+  const leaf = 300
+  const base = { stripe: st, now: 1000, asked: 1000, held: false, heldAt: null, holder: false, ownerActive: false, waitSince: null, rank: 1, peerTimeout: pt, leaf, originSince: 1000, capWin: 2000 }
+  const alone = new Stripe(root.bytes, self, [])
+  const cases = [
+    ['mine: at once', { i: mine }, { why: 'mine' }],
+    ['mine, a holder connected: peers get peerTimeout', { i: mine, holder: true, now: 1100 }, { at: 1200 }],
+    ['mine, a holder connected, then the origin', { i: mine, holder: true, now: 1200 }, { why: 'mine' }],
+    // A peer said HAVE of the page's own leaf: it is on its way, and it
+    // goes by the overdue rule like another's (held: only the wait).
+    ['mine, held: the peers bring it', { i: mine, held: true, now: 9000 }, { at: null }],
+    ['another\'s: waits for its owner', { i: theirs, now: 1100 }, { at: 1000 + pt + leaf }],
+    ['another\'s, overdue', { i: theirs, now: 1000 + pt + leaf }, { why: 'overdue' }],
+    ['another\'s, the owner is at work', { i: theirs, ownerActive: true, now: 5000 }, { at: null }],
+    ['another\'s, the page waits on it', { i: theirs, ownerActive: true, waitSince: 2000, now: 2000 + pt + leaf }, { why: 'overdue' }],
+    ['another\'s, held, the page waits', { i: theirs, held: true, waitSince: 2000, now: 2000 + pt + leaf }, { at: 2000 + 2 * (pt + leaf) }],
+    ['another\'s, held, waited twice', { i: theirs, held: true, waitSince: 2000, now: 2000 + 2 * (pt + leaf) }, { why: 'overdue held' }],
+    // The page's origin joined after the leaf was asked: the owner is in
+    // the same position, the clock starts then.
+    ['another\'s, the origin joined late', { i: theirs, originSince: 1500, now: 1500 + pt + leaf - 1 }, { at: 1500 + pt + leaf }],
+    ['alone: at once', { stripe: alone, i: 0 }, { why: 'alone' }],
+    ['alone, a holder: the cap window', { stripe: alone, i: 0, holder: true, now: 2000 }, { at: 3000 }],
+    ['alone, a holder, the window passed', { stripe: alone, i: 0, holder: true, now: 3000 }, { why: 'cap' }],
+    ['alone, held: the window from the HAVE', { stripe: alone, i: 0, held: true, heldAt: 2500, now: 3000 }, { at: 4500 }]
+  ]
+  for (const [name, s, want] of cases) assert.deepEqual(stripeOrigin({ ...base, ...s }), want, name)
+})
+
+test('reask: the Go side\'s table (fetch.TestReask)', () => {
+  const t0 = 1000
+  const every = 300
+  const cases = [
+    ['just asked', 0, 0, 100, false, { again: false, at: t0 + every }],
+    ['asked an interval ago', 0, 0, every, false, { again: true, at: null }],
+    ['someone holds it', 0, 0, 1000, true, { again: false, at: null }],
+    ['the fetch re-asked lately', 0, 500, 400, false, { again: false, at: t0 + 500 }]
+  ]
+  for (const [name, asked, next, at, held, want] of cases) {
+    assert.deepEqual(reask(t0 + asked, t0 + next, t0 + at, every, held), want, name)
+  }
+})
