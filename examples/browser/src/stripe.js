@@ -119,7 +119,8 @@ export function heard (announced, now, hearing) {
 // waited peerTimeout plus one leaf's origin time on it (its owner is too
 // busy), twice that if a peer has said HAVE of it. The members after the
 // owner go in waves: the one placed next (backup 1) at those times, the one
-// after it peerTimeout (and the wait) later, up to BACKUP_WAVES.
+// after it peerTimeout plus one origin leaf (and the wait) later, up to
+// BACKUP_WAVES.
 //
 // a is { since (when the owner can be taken to have started on the leaf:
 // when it was asked of peers or when this page's origin joined, whichever
@@ -134,7 +135,9 @@ export function overdue (a, now, peerTimeout, leaf) {
   let at = null
   const soon = (t) => { at = at == null ? t : Math.min(at, t) }
   if (!a.held && !a.ownerActive) {
-    const due = a.since + wave * peerTimeout + Math.max(a.rank, 1) * leaf
+    // Each wave after the first waits for the one before it to fetch the
+    // leaf from the origin (leaf) and offer it (peerTimeout).
+    const due = a.since + peerTimeout + Math.max(a.rank, 1) * leaf + (wave - 1) * (peerTimeout + leaf)
     if (now >= due) return { due: true }
     soon(due)
   }

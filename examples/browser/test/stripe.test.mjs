@@ -133,10 +133,10 @@ test('overdue: the Go side\'s table (fetch.TestOverdue)', () => {
     ['held, the reader waited too long', { since: t0, held: true, waitSince: t0 + 1000 }, 1000 + 2 * (pt + leaf), true],
     ['not held, the reader waited too long', { since: t0, ownerActive: true, waitSince: t0 + 1000 }, 1000 + pt + leaf, true],
     ['first backup, its owner sent nothing', { since: t0, rank: 1, backup: 1 }, pt + leaf, true],
-    ['second backup waits a wave more', { since: t0, rank: 1, backup: 2 }, pt + leaf, false, 2 * pt + leaf],
-    ['second backup, its turn', { since: t0, rank: 1, backup: 2 }, 2 * pt + leaf, true],
-    ['far backups go in the last wave', { since: t0, rank: 1, backup: 40 }, BACKUP_WAVES * pt + leaf - 1, false, BACKUP_WAVES * pt + leaf],
-    ['far backup, the last wave', { since: t0, rank: 1, backup: 40 }, BACKUP_WAVES * pt + leaf, true],
+    ['second backup waits a wave more', { since: t0, rank: 1, backup: 2 }, pt + leaf, false, 2 * (pt + leaf)],
+    ['second backup, its turn', { since: t0, rank: 1, backup: 2 }, 2 * (pt + leaf), true],
+    ['far backups go in the last wave', { since: t0, rank: 1, backup: 40 }, BACKUP_WAVES * (pt + leaf) - 1, false, BACKUP_WAVES * (pt + leaf)],
+    ['far backup, the last wave', { since: t0, rank: 1, backup: 40 }, BACKUP_WAVES * (pt + leaf), true],
     ['third backup, the reader waits', { since: t0, ownerActive: true, backup: 3, waitSince: t0 + 1000 }, 1000 + 2 * (pt + leaf), false, 1000 + 3 * (pt + leaf)],
     ['third backup, held, the reader waited', { since: t0, held: true, backup: 3, waitSince: t0 + 1000 }, 1000 + 6 * (pt + leaf), true]
   ]
