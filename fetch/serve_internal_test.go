@@ -14,6 +14,26 @@ import (
 	"github.com/meshcdn/meshcdn/store"
 )
 
+// blocksHeld returns an in-memory store, closed when the test ends, holding
+// n different 1 MiB blocks, and their CIDs.
+func blocksHeld(t *testing.T, n int) (*store.Store, []cid.Cid) {
+	t.Helper()
+	st, err := store.New(store.Config{InMemory: true, Quota: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var cs []cid.Cid
+	for i := range n {
+		b := testBlock(t, bytes.Repeat([]byte{byte(i + 1)}, 1<<20))
+		if err := st.Put(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, b.Cid())
+	}
+	return st, cs
+}
+
 // servedAt reads blocks cs through a serving store capped at rate bytes per
 // second with burst, one after another from an idle start, and returns how
 // long after the start each was handed out (in a synctest bubble: the
@@ -22,19 +42,7 @@ func servedAt(t *testing.T, rate, burst int64, n int) []time.Duration {
 	t.Helper()
 	var out []time.Duration
 	synctest.Test(t, func(t *testing.T) {
-		st, err := store.New(store.Config{InMemory: true, Quota: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		var cs []cid.Cid
-		for i := range n {
-			b := testBlock(t, bytes.Repeat([]byte{byte(i + 1)}, 1<<20))
-			if err := st.Put(context.Background(), b); err != nil {
-				t.Fatal(err)
-			}
-			cs = append(cs, b.Cid())
-		}
+		st, cs := blocksHeld(t, n)
 		var served atomic.Int64
 		ss := newServingStore(st, rate, burst, -1, &served)
 		start := time.Now()
@@ -92,19 +100,7 @@ func (r *readCounter) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) 
 // peer at once).
 func TestServeCapReadsLate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st, err := store.New(store.Config{InMemory: true, Quota: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		var cs []cid.Cid
-		for i := range 3 {
-			b := testBlock(t, bytes.Repeat([]byte{byte(i + 1)}, 1<<20))
-			if err := st.Put(context.Background(), b); err != nil {
-				t.Fatal(err)
-			}
-			cs = append(cs, b.Cid())
-		}
+		st, cs := blocksHeld(t, 3)
 		rc := &readCounter{Store: st}
 		var served atomic.Int64
 		ss := newServingStore(rc, 1<<20, 0, -1, &served) // 1 MiB/s, one block of burst
