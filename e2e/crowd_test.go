@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -131,12 +130,7 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 		Site:           site,
 		BytesPerSecond: 25 << 20,
 		Latency:        30 * time.Millisecond,
-		Label: func(r *http.Request) string {
-			if strings.Contains(r.UserAgent(), "Chrome") {
-				return "page"
-			}
-			return "go"
-		},
+		Label:          byBrowser,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

@@ -109,14 +109,18 @@ func pageServer(t *testing.T, extra map[string][]byte) *httptest.Server {
 // be writing when a test reads the counters.
 func newSite(t *testing.T, sizes map[string]int64) *meshtest.Origin {
 	return meshtest.StartOrigin(t, meshtest.OriginConfig{
-		Site: meshtest.GenerateSite(100, sizes),
-		Label: func(r *http.Request) string {
-			if strings.Contains(r.UserAgent(), "Chrome") {
-				return "page"
-			}
-			return "go"
-		},
+		Site:  meshtest.GenerateSite(100, sizes),
+		Label: byBrowser,
 	})
+}
+
+// byBrowser is the origins' Label: "page" for a request of Chromium (its
+// User-Agent), "go" for any other.
+func byBrowser(r *http.Request) string {
+	if strings.Contains(r.UserAgent(), "Chrome") {
+		return "page"
+	}
+	return "go"
 }
 
 // toPages is what the origin has sent to Chromium.

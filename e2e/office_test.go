@@ -196,12 +196,7 @@ func officeSite(t *testing.T, sizes map[string]int64, latency time.Duration) (*m
 	s := meshtest.StartOrigin(t, meshtest.OriginConfig{
 		Site:    meshtest.GenerateSite(14, sizes),
 		Latency: latency,
-		Label: func(r *http.Request) string {
-			if strings.Contains(r.UserAgent(), "Chrome") {
-				return "page"
-			}
-			return "go"
-		},
+		Label:   byBrowser,
 	})
 	return s, serveWAN(t, s)
 }

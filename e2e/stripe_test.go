@@ -6,9 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,12 +32,7 @@ func TestBrowserStripesWithGo(t *testing.T) {
 		Site:           site,
 		BytesPerSecond: 8 << 20, // two whole copies take 4 s: time to split
 		Latency:        30 * time.Millisecond,
-		Label: func(r *http.Request) string {
-			if strings.Contains(r.UserAgent(), "Chrome") {
-				return "page"
-			}
-			return "go"
-		},
+		Label:          byBrowser,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
