@@ -224,42 +224,54 @@ func heard(announces bool, announced, now time.Time, hearing time.Duration, s *s
 
 // owner is the member that takes leaf i from the origin.
 func (s *stripe) owner(i int) peer.ID {
-	if p, ok := s.owners[i]; ok {
-		return p
-	}
-	var best peer.ID
-	var bestScore uint64
-	for k, p := range s.members {
-		sc := stripeScore(s.root, p, i)
-		if k == 0 || sc > bestScore || (sc == bestScore && p > best) {
-			best, bestScore = p, sc
-		}
-	}
-	s.owners[i] = best
-	return best
+	s.rank(i)
+	return s.owners[i]
 }
 
 // place is this node's place in leaf i's ranking of the members: 0 if it
 // owns the leaf, 1 if it has the next-highest score, and so on (the
 // members' len if it is not a member).
 func (s *stripe) place(i int) int {
-	if k, ok := s.places[i]; ok {
-		return k
+	s.rank(i)
+	return s.places[i]
+}
+
+// rank ranks the members for leaf i, each score computed once, and caches
+// the owner and this node's place.
+func (s *stripe) rank(i int) {
+	if _, ok := s.owners[i]; ok {
+		return
 	}
-	if !slices.Contains(s.members, s.self) {
-		s.places[i] = len(s.members)
-		return len(s.members)
-	}
-	mine := stripeScore(s.root, s.self, i)
-	k := 0
-	for _, p := range s.members {
-		if sc := stripeScore(s.root, p, i); p != s.self && (sc > mine || sc == mine && p > s.self) {
-			k++
+	scores := make([]uint64, len(s.members))
+	best, me := -1, -1
+	for k, p := range s.members {
+		scores[k] = stripeScore(s.root, p, i)
+		if best < 0 || above(scores[k], p, scores[best], s.members[best]) {
+			best = k
+		}
+		if p == s.self {
+			me = k
 		}
 	}
-	s.places[i] = k
-	return k
+	var owner peer.ID
+	if best >= 0 {
+		owner = s.members[best]
+	}
+	place := len(s.members)
+	if me >= 0 {
+		place = 0
+		for k, p := range s.members {
+			if above(scores[k], p, scores[me], s.self) {
+				place++
+			}
+		}
+	}
+	s.owners[i], s.places[i] = owner, place
 }
+
+// above reports whether member p with score a ranks above member q with
+// score b: a higher score, a tie to the greater peer ID bytes.
+func above(a uint64, p peer.ID, b uint64, q peer.ID) bool { return a > b || a == b && p > q }
 
 // backupWaves bounds the waves in which the members of a stripe take a late
 // leaf from the origin (see overdue): the members after the owner go one
@@ -312,11 +324,11 @@ type leafAsk struct {
 // leaf's origin time later (the first backup's fetch of it and its offer),
 // and so on up to backupWaves, so that a late owner costs the origin a copy
 // or two rather than one per member, and the first backup's copy reaches
-// the others before they go. A node that
-// announces a fetch and sends nothing thus delays its first backup by
-// peerTimeout plus the origin's time for what it was to fetch, and a later
-// backup, if no earlier one delivers either, by at most backupWaves times
-// peerTimeout plus one leaf's origin time more. It notes in s when the answer changes.
+// the others before they go. A node that announces a fetch and sends
+// nothing thus delays its first backup by peerTimeout plus the origin's
+// time for what it was to fetch, and a later backup, if no earlier one
+// delivers either, by at most backupWaves times peerTimeout plus one leaf's
+// origin time more. It notes in s when the answer changes.
 func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon) bool {
 	wave := time.Duration(min(max(a.backup, 1), backupWaves))
 	if !a.held && !a.ownerActive {
