@@ -63,7 +63,13 @@ type node struct {
 
 func newNode(t testing.TB, cfg fetch.Config) *node {
 	t.Helper()
-	n := &node{h: newHost(t)}
+	return nodeOn(t, newHost(t), cfg)
+}
+
+// nodeOn is newNode on a host made before (whose ID others' configs name).
+func nodeOn(t testing.TB, h host.Host, cfg fetch.Config) *node {
+	t.Helper()
+	n := &node{h: h}
 	if cfg.Store == nil {
 		n.st = newStore(t, -1)
 		cfg.Store = n.st

@@ -172,15 +172,8 @@ func TestStripingSilentOwnerOfThree(t *testing.T) {
 				members = append(members, silent.h.ID())
 				provs = append(provs, silent.info())
 			}
-			n := &node{h: h, st: newStore(t, -1)}
-			f, err := fetch.New(fetch.Config{Host: h, Store: n.st, ServeBytesPerSecond: -1, StallTimeout: stall,
+			return nodeOn(t, h, fetch.Config{StallTimeout: stall,
 				Crowd: crowd{a.t.Cid: members}, Providers: providers{a.t.Cid: provs}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			n.f = f
-			t.Cleanup(func() { f.Close() })
-			return n
 		}
 		res := make(chan fetch.Stats, 2)
 		for _, n := range []*node{on(hx, hy), on(hy, hx)} {
