@@ -465,6 +465,11 @@ func TestReannounceOnReconnect(t *testing.T) {
 	n.connect(a, b)
 	first := importSeed(t, a, 30, 1000)
 	awaitProvider(t, b, first, a.h.ID())
+	// Apart: unlinked as well as disconnected, so that nothing under way
+	// (a summary request, a pubsub stream being opened) dials b again.
+	if err := n.mn.UnlinkPeers(a.h.ID(), b.h.ID()); err != nil {
+		t.Fatal(err)
+	}
 	if err := n.mn.DisconnectPeers(a.h.ID(), b.h.ID()); err != nil {
 		t.Fatal(err)
 	}
@@ -478,6 +483,9 @@ func TestReannounceOnReconnect(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	second := importSeed(t, a, 31, 1000)
+	if _, err := n.mn.LinkPeers(a.h.ID(), b.h.ID()); err != nil {
+		t.Fatal(err)
+	}
 	n.connect(a, b)
 	awaitProvider(t, b, second, a.h.ID())
 }
