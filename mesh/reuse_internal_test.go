@@ -166,7 +166,9 @@ func testReuseHost(t *testing.T, transport libp2p.Option, listen string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h, page, r := reusePair(t, transport, listen)
+	r.mu.Lock() // the page's handler may already be reading it
 	r.resetAt = 3
+	r.mu.Unlock()
 	for i := range 3 {
 		msg := fmt.Sprintf("block %d", i)
 		if err := send(ctx, h, page, msg); err != nil {
