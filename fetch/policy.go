@@ -273,11 +273,6 @@ func (s *stripe) rank(i int) {
 // score b: a higher score, a tie to the greater peer ID bytes.
 func above(a uint64, p peer.ID, b uint64, q peer.ID) bool { return a > b || a == b && p > q }
 
-// backupWaves bounds the waves in which the members of a stripe take a late
-// leaf from the origin (see overdue): the members after the owner go one
-// wave at a time, those placed backupWaves or later together in the last.
-const backupWaves = 4
-
 // assumedLeafTime is how long the origin is taken to need for one leaf
 // before any origin request of this Fetcher has been measured: 1 MiB/s.
 const assumedLeafTime = time.Second
@@ -322,15 +317,19 @@ type leafAsk struct {
 // The members after the owner do not all go at once: the one placed next
 // (backup 1) goes at those times, the one after it peerTimeout plus one
 // leaf's origin time later (the first backup's fetch of it and its offer),
-// and so on up to backupWaves, so that a late owner costs the origin a copy
-// or two rather than one per member, and the first backup's copy reaches
-// the others before they go. A node that announces a fetch and sends
-// nothing thus delays its first backup by peerTimeout plus the origin's
-// time for what it was to fetch, and a later backup, if no earlier one
-// delivers either, by at most backupWaves times peerTimeout plus one leaf's
-// origin time more. It notes in s when the answer changes.
+// and so on, one member a wave, so that a late owner costs the origin a
+// copy or two rather than one per member, and the first backup's copy
+// reaches the others before they go. A node that announces a fetch and
+// sends nothing thus delays its first backup by peerTimeout plus the
+// origin's time for what it was to fetch, and the k-th backup, if no
+// earlier one delivers either, by k-1 times peerTimeout plus one leaf's
+// origin time more. (The waves were capped at 4, the members placed later
+// all going together in the last: in a congested flash crowd, with the
+// origin shared and holders at their serving caps, every member of a
+// large stripe then took each late leaf from the origin.) It notes in s
+// when the answer changes.
 func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon) bool {
-	wave := time.Duration(min(max(a.backup, 1), backupWaves))
+	wave := time.Duration(max(a.backup, 1))
 	if !a.held && !a.ownerActive {
 		// Each wave after the first waits for the one before it to fetch
 		// the leaf from the origin (leaf) and offer it (peerTimeout).

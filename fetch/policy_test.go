@@ -268,8 +268,8 @@ func TestOverdue(t *testing.T) {
 		{"first backup, its owner sent nothing", leafAsk{since: t0, rank: 1, backup: 1}, pt + leaf, true, 0},
 		{"second backup waits a wave more", leafAsk{since: t0, rank: 1, backup: 2}, pt + leaf, false, 2 * (pt + leaf)},
 		{"second backup, its turn", leafAsk{since: t0, rank: 1, backup: 2}, 2 * (pt + leaf), true, 0},
-		{"far backups go in the last wave", leafAsk{since: t0, rank: 1, backup: 40}, backupWaves*(pt+leaf) - 1, false, backupWaves * (pt + leaf)},
-		{"far backup, the last wave", leafAsk{since: t0, rank: 1, backup: 40}, backupWaves * (pt + leaf), true, 0},
+		{"a far backup waits for its own wave", leafAsk{since: t0, rank: 1, backup: 40}, 40*(pt+leaf) - 1, false, 40 * (pt + leaf)},
+		{"a far backup, its wave", leafAsk{since: t0, rank: 1, backup: 40}, 40 * (pt + leaf), true, 0},
 		{"third backup, the reader waits", leafAsk{since: t0, ownerActive: true, backup: 3, waitSince: t0.Add(time.Second)}, time.Second + 2*(pt+leaf), false, time.Second + 3*(pt+leaf)},
 		{"third backup, held, the reader waited", leafAsk{since: t0, held: true, backup: 3, waitSince: t0.Add(time.Second)}, time.Second + 6*(pt+leaf), true, 0},
 	} {
