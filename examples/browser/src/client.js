@@ -22,7 +22,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
 import { announceFetch, capHedges, capWindow, originJoin } from './gate.js'
-import { ASSUMED_LEAF_MS, Stripe, askOf, clocks, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, waitOn } from './stripe.js'
+import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, waitOn } from './stripe.js'
 import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
@@ -49,7 +49,7 @@ export const defaults = {
   summaryWait: 2000, // ms start() waits for the seed's summary
   maxDials: 4, // providers dialled at once for a fetch
   stripeWindow: 16, // leaves of a striped fetch asked of peers at once
-  maxMembers: 16, // stripe members dialled for a fetch
+  maxMembers: MAX_MEMBERS, // other stripe members counted (and dialled) for a fetch: Go's cap, see stripe.js
   fetchRepeat: 1000, // ms between FETCH announcements of a root while fetching it
   giveUp: 30_000, // ms a striped fetch without the origin waits at most with no block from anyone
   peerTimeMax: 8000 // ms a striped fetch gives a peer at most to offer a leaf (stripe.js overdue's peerTimeout)
@@ -793,7 +793,7 @@ export class Mesh extends EventTarget {
   stripeOf (state, now) {
     const h = heard(state.announcedAt, now, this.cfg.peerTimeout)
     const me = this.libp2p.peerId.toString()
-    const crowd = this.fetchersOf(state.root).filter((p) => p !== me).slice(0, this.cfg.maxMembers)
+    const crowd = crowdOf(this.fetchersOf(state.root), me, this.cfg.maxMembers)
     const key = `${h.heard} ${[...crowd].sort().join(' ')}`
     if (state.stripe == null || state.stripeKey !== key) {
       state.stripe = new Stripe(state.root.bytes, me, crowd, h.heard)

@@ -102,6 +102,24 @@ export class Stripe {
   }
 }
 
+// MAX_MEMBERS caps the peers a page counts in a root's stripe besides
+// itself: the Go side's cap (announce.DefaultMaxFetchers, 64, what
+// Table.Fetchers returns to the fetch package). Every member must compute
+// the same owners, so the page counts as many as a Go node does; with a
+// lower cap (16 until now) a crowd of more than 17 fetching one root split
+// its leaves two ways, and a leaf could have two owners or none. Past 64
+// the two still differ in which they keep: Go keeps those with the most
+// evidence, then the latest expiry; the page keeps those it heard of
+// first.
+export const MAX_MEMBERS = 64
+
+// crowdOf is the crowd of a stripe: the peers announcing a fetch of the
+// root (fetchers, in the order the page heard of them), less self, at most
+// max (MAX_MEMBERS).
+export function crowdOf (fetchers, self, max = MAX_MEMBERS) {
+  return fetchers.filter((p) => p !== self).slice(0, max)
+}
+
 // heard reports whether the others fetching the root can be taken to have
 // heard of this page's fetch, announced at announced (ms; null: not
 // announced), by now: hearing (the peer timeout) after it. It returns

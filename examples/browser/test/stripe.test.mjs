@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BACKUP_WAVES, Stripe, askOf, clocks, compareBytes, heard, originLeaf, originRank, overdue, ownLeft, peerBytes, reask, reaskLeaf, stall, stripeScore, stripeOrigin, waitOn } from '../src/stripe.js'
+import { BACKUP_WAVES, MAX_MEMBERS, Stripe, askOf, clocks, compareBytes, crowdOf, heard, originLeaf, originRank, overdue, ownLeft, peerBytes, reask, reaskLeaf, stall, stripeScore, stripeOrigin, waitOn } from '../src/stripe.js'
 
 const root = CID.parse('bafybeihcldjer7njjrrxknqh67cestxa7s7jf4nhnp62y6k4twcbahvtc4')
 
@@ -365,4 +365,21 @@ test('originLeaf: when the origin takes a leaf of a striped fetch', async () => 
     ['alone, delivering but past capMax', { stripe: alone, i: 0, holder: true, holderUp: true, now: 16_000, lastBlocks: [15_900] }, { why: 'cap' }]
   ]
   for (const [name, o, want] of cases) assert.deepEqual(originLeaf({ ...base, ...o }), want, name)
+})
+
+test('crowdOf: every page of a crowd of 40 computes the same owners', async () => {
+  const ps = await crowd(40)
+  // Each page hears of the others in its own order (here: rotated), and
+  // of itself too (its own FETCH comes back through the table's peers).
+  const views = ps.map((self, k) => new Stripe(root.bytes, self, crowdOf([...ps.slice(k), ...ps.slice(0, k)], self)))
+  for (const v of views) assert.equal(v.members.length, 40)
+  for (let i = 0; i < 200; i++) {
+    const o = views[0].owner(i)
+    for (const v of views) assert.equal(v.owner(i), o, `leaf ${i}`)
+  }
+  const many = await crowd(MAX_MEMBERS + 6)
+  const c = crowdOf(many, many[3])
+  assert.equal(c.length, MAX_MEMBERS)
+  assert.ok(!c.includes(many[3]))
+  assert.deepEqual(crowdOf(many, many[3], 2), [many[0], many[1]])
 })
