@@ -95,7 +95,9 @@ export class Mesh extends EventTarget {
       // its own stream), failed sends; served: bytes of blocks whose send
       // finished, by peer; duplicates: bytes that arrived unwanted, by peer.
       wants: { wantBlocks: 0, wantHaves: 0, cancels: 0, messages: 0, replies: 0, sendErrors: 0 },
-      served: {}, serveErrors: 0, duplicates: {}, peerBlockMs: [],
+      // duplicateCauses: those bytes again by why their want had ended
+      // (wants.js duplicateCause).
+      served: {}, serveErrors: 0, duplicates: {}, duplicateCauses: {}, peerBlockMs: [],
       // Serving: blocks not sent because the peer cancelled while they
       // waited their turn; serveMs, from a peer's want-block to the block
       // written (wants.js: sent but lowWater); blockSendMs, the block's
@@ -225,7 +227,11 @@ export class Mesh extends EventTarget {
       bitswap,
       libp2p: this.libp2p,
       log: this.log,
-      onCount: (what, p, n = 1) => {
+      onCount: (what, p, n = 1, cause) => {
+        if (what === 'duplicateCause') {
+          this.stats.duplicateCauses[cause] = (this.stats.duplicateCauses[cause] ?? 0) + n
+          return
+        }
         if (what === 'blockSendMs') {
           keepLast(this.stats.blockSendMs, Math.round(n))
           return
@@ -905,7 +911,7 @@ export class Mesh extends EventTarget {
     if (canOrigin) {
       racers.push((how === 'origin' ? Promise.resolve() : hedged)
         .then(() => this.fromOrigin(c, i, asset, originAbort.signal))
-        .then((r) => { peerAbort.abort(); return r })
+        .then((r) => { peerAbort.abort('origin'); return r })
         .then(claim('origin', () => null)))
     }
     try {
@@ -1308,7 +1314,7 @@ class StripedFetch {
     })
     if (r.again != null) {
       l.reasking = true
-      l.peer.abort()
+      l.peer.abort(`reask ${r.again}`)
       if (r.again === 'stale') {
         l.dontHave.clear()
         v.reasked = true
@@ -1352,7 +1358,7 @@ class StripedFetch {
     this.lastProgress = performance.now()
     m.count(rec, source, sender, bytes.length)
     if (i === 0) rec.ttfbMs ??= Math.round(performance.now() - state.t0)
-    this.L[i].peer?.abort()
+    this.L[i].peer?.abort(source)
     this.L[i].origin?.abort()
     this.poke()
   }

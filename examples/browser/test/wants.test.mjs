@@ -107,7 +107,39 @@ test('want-block only to the peers asked; CANCEL to those that did not deliver',
   assert.deepEqual(entries(sent.get('P2')), [`block ${c}`]) // it delivered: its want is gone
   // P1's copy, sent before the cancel reached it, is counted as waste.
   wantList.dispatchEvent(new CustomEvent('block', { detail: { cid: c, sender: { toString: () => 'P1' }, block } }))
-  assert.deepEqual(counts, { wantBlocks: 2, cancels: 1, messages: 3, duplicateBytes: 3 })
+  assert.deepEqual(counts, { wantBlocks: 2, cancels: 1, messages: 3, duplicateBytes: 3, duplicateCause: 3 })
+  w.stop()
+})
+
+test('a duplicate is counted with why its want ended', async () => {
+  const { libp2p } = fakeNet(['P1', 'P2', 'P3'])
+  const wantList = new EventTarget()
+  const causes = []
+  const w = new Wants({ bitswap: { wantList }, libp2p, onCount: (what, p, n, cause) => { if (what === 'duplicateCause') causes.push(`${p} ${n} ${cause}`) } })
+  const peer = (id) => ({ toString: () => id })
+  const block = (c, id) => wantList.dispatchEvent(new CustomEvent('block', { detail: { cid: c, sender: peer(id), block: new Uint8Array(5) } }))
+  const have = (c, id) => wantList.dispatchEvent(new CustomEvent('presence', { detail: { cid: c, sender: peer(id), has: true } }))
+  // P1 said HAVE (its send was under way), P2 did not; P3 delivered.
+  const c = await cidOf('raced')
+  const h = w.want(c)
+  h.ask(['P1', 'P2', 'P3'])
+  have(c, 'P1')
+  block(c, 'P3')
+  await h.result
+  block(c, 'P1')
+  block(c, 'P2')
+  // The origin won: the want was aborted with that reason.
+  const d = await cidOf('origin won')
+  const ac = new AbortController()
+  const g = w.want(d, { signal: ac.signal })
+  g.ask(['P1'])
+  ac.abort('origin')
+  await assert.rejects(g.result)
+  block(d, 'P1')
+  block(d, 'P2') // never asked
+  const e = await cidOf('never wanted')
+  block(e, 'P3')
+  assert.deepEqual(causes, ['P1 5 block, sending', 'P2 5 block, cancel late', 'P1 5 origin, cancel late', 'P2 5 not asked', 'P3 5 not asked'])
   w.stop()
 })
 
