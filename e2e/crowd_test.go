@@ -56,6 +56,7 @@ type crowdPage struct {
 		DuplicateCauses                    map[string]int64
 		ServeErrors, BadBlocks             int64
 		PeerBlockMs, ServeMs, BlockSendMs  []int64
+		CancelMs                           []int64
 		ServeSkipped, ServeSkippedBytes    int64
 		DontHaves                          int64
 		Wants                              struct{ WantBlocks, Cancels, Messages, Replies, SendErrors int64 }
@@ -241,6 +242,14 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 	slices.Sort(sendMs)
 	if len(sendMs) > 0 {
 		t.Logf("tabs serving: a block's own send (write to its data channel holding at most 256 KiB of it), ms: median %d, p90 %d (%d blocks)", sendMs[len(sendMs)/2], sendMs[len(sendMs)*9/10], len(sendMs))
+	}
+	var cancelMs []int64
+	for _, p := range pages {
+		cancelMs = append(cancelMs, p.Stats.CancelMs...)
+	}
+	slices.Sort(cancelMs)
+	if len(cancelMs) > 0 {
+		t.Logf("tabs' CANCELs: want ended to CANCEL written, ms: median %d, p90 %d, max %d (%d)", cancelMs[len(cancelMs)/2], cancelMs[len(cancelMs)*9/10], cancelMs[len(cancelMs)-1], len(cancelMs))
 	}
 	slices.Sort(serveMs)
 	if len(serveMs) > 0 {

@@ -102,7 +102,8 @@ export class Mesh extends EventTarget {
       // waited their turn; serveMs, from a peer's want-block to the block
       // written (wants.js: sent but lowWater); blockSendMs, the block's
       // own turn (from its write); dontHaves, DONT_HAVEs received.
-      serveSkipped: 0, serveSkippedBytes: 0, serveMs: [], blockSendMs: [], dontHaves: 0,
+      // cancelMs, what a CANCEL waited to be written (wants.js).
+      serveSkipped: 0, serveSkippedBytes: 0, serveMs: [], blockSendMs: [], dontHaves: 0, cancelMs: [],
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
     }
@@ -232,8 +233,8 @@ export class Mesh extends EventTarget {
           this.stats.duplicateCauses[cause] = (this.stats.duplicateCauses[cause] ?? 0) + n
           return
         }
-        if (what === 'blockSendMs') {
-          keepLast(this.stats.blockSendMs, Math.round(n))
+        if (what === 'blockSendMs' || what === 'cancelMs') {
+          keepLast(this.stats[what], Math.round(n))
           return
         }
         if (what === 'duplicateBytes') {
@@ -1012,7 +1013,13 @@ export class Mesh extends EventTarget {
   //
   // A HAVE from a peer asked means the block is on its way (a page serving
   // it says so as it starts to send it): comingAt notes when, for the
-  // hedges, and onHave() tells the fetch.
+  // hedges, and onHave() tells the fetch. The want then ends at the other
+  // peers asked that have not said HAVE (wants.js only), and no more are
+  // asked unless those left are gone: a peer asked that got the block
+  // meanwhile would send a copy in vain (in the 10-tab crowd, a third of
+  // the WebRTC bytes that arrived unwanted came from peers asked that had
+  // not begun to send when another's copy came, and as many again from
+  // peers sending at the same time).
   //
   // prefer, a provider (a stripe member that owns the leaf), is asked
   // first when it is connected.
@@ -1022,15 +1029,21 @@ export class Mesh extends EventTarget {
       onHave: (p) => {
         this.comingAt.set(c.toString(), performance.now())
         this.lastHaveFrom.set(p, performance.now())
+        coming = true
+        for (const q of h.only(p)) {
+          mine.delete(q)
+          this.outstanding.set(q, this.outstanding.get(q) - 1)
+        }
         onHave()
       },
-      // DONT_HAVE: ask the next provider too. The want stays where it
-      // is: a peer still fetching the content (it announced it as it
-      // started) sends the block when it has it; the hedge covers the
-      // others.
-      onDontHave: (p) => { this.stats.dontHaves++; onDontHave(p); askNext() }
+      // DONT_HAVE: ask the next provider too, unless a block is on its
+      // way. The want stays where it is: a peer still fetching the content
+      // (it announced it as it started) sends the block when it has it;
+      // the hedge covers the others.
+      onDontHave: (p) => { this.stats.dontHaves++; onDontHave(p); if (!coming) askNext() }
     })
-    const mine = new Set()
+    let coming = false
+    const mine = new Set() // peers asked and counted in outstanding
     this.askedFor.set(c.toString(), h.asked)
     const askNext = () => {
       const p = prefer != null && !h.asked.has(prefer) && this.connected(prefer) ? prefer : this.choosePeer(provs, h.asked)
@@ -1305,6 +1318,7 @@ class StripedFetch {
       dontHave: l.dontHave,
       holders: v.holders,
       held: v.held(i),
+      coming: m.comingAt.has(c.toString()),
       connected: (p) => m.connected(p),
       isTab: (p) => m.isTab(p),
       peerAt: l.peerAt,

@@ -321,7 +321,9 @@ export function originRank (stripe, lowest, i, concurrency) {
 //
 //   - 'unasked': it went to nobody while a candidate is connected now (it
 //     was asked before anyone could be), or its owner is a connected peer
-//     that is not a tab (a Go node) and was not asked. A tab owner new to
+//     that is not a tab (a Go node) and was not asked, unless another
+//     peer said HAVE of it (coming: its block is on the way, and the want
+//     ended at the others, the owner too). A tab owner new to
 //     the leaf is reached by the DONT_HAVEs: restarting every want whose
 //     owner changed as tabs came and went sent twice the WebRTC bytes the
 //     10-tab crowd used.
@@ -335,6 +337,7 @@ export function originRank (stripe, lowest, i, concurrency) {
 // r is { stripe, i, asking, asked (the peers the want went to, a Set),
 // candidates (the peers it may go to), dontHave (those that answered
 // DONT_HAVE, a Set), holders (a Set), held (a peer holds it: held(i)),
+// coming (a peer asked said HAVE of it),
 // connected(p), isTab(p), peerAt (when it was last asked), reaskAt (when
 // the fetch may re-ask next), now, interval }. It returns { again } (null:
 // not now) and at, when the answer may change by the clock.
@@ -342,7 +345,7 @@ export function reaskLeaf (r) {
   if (!r.asking) return { again: null, at: null }
   const o = askOf(r.stripe, r.i)
   if ((r.asked.size === 0 && r.candidates.some(r.connected)) ||
-    (o != null && !r.isTab(o) && r.connected(o) && !r.asked.has(o))) return { again: 'unasked', at: null }
+    (o != null && !r.coming && !r.isTab(o) && r.connected(o) && !r.asked.has(o))) return { again: 'unasked', at: null }
   const owner = r.stripe.owner(r.i)
   const stale = [...r.dontHave].some((p) => ((p === owner && p !== r.stripe.self) || r.holders.has(p)) && !r.isTab(p))
   if (!stale || r.held) return { again: null, at: null }

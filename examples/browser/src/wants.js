@@ -90,8 +90,10 @@ export class Wants {
   // blockSendMs (n: what a block's turn took, from its write to its data
   // channel holding at most lowWater of it), sendErrors,
   // duplicateBytes (blocks that arrived when nobody here wanted them any
-  // more) and duplicateCause (the same bytes again, with a fourth
-  // argument: why, see duplicateCause).
+  // more), duplicateCause (the same bytes again, with a fourth
+  // argument: why, see duplicateCause) and cancelMs (n: what a CANCEL
+  // waited, from the want's end to its write: behind the message being
+  // written to that peer, a block maybe).
   //
   // A stream idle for idleMs (default 8 s) is closed and a new one opened
   // for the next message: a Helia receiver aborts a bitswap stream that
@@ -181,7 +183,9 @@ export class Wants {
   want (c, { signal, onDontHave, onHave } = {}) {
     const k = key(c)
     if (this.active.has(k)) throw new Error(`wants: ${c} is already wanted`)
-    const w = { cid: c, asked: new Set(), haves: new Set(), sender: null, done: false }
+    // asked: the peers the want stands at; all: every peer asked; haves:
+    // those that said HAVE.
+    const w = { cid: c, asked: new Set(), all: new Set(), haves: new Set(), sender: null, done: false }
     this.active.set(k, w)
     let resolve, reject
     w.result = new Promise((res, rej) => { resolve = res; reject = rej })
@@ -193,8 +197,8 @@ export class Wants {
     }
     const onPres = (d) => {
       const p = d.sender.toString()
+      if (d.has && w.all.has(p)) w.haves.add(p)
       if (!w.asked.has(p)) return
-      if (d.has) w.haves.add(p)
       if (d.has) onHave?.(p)
       else onDontHave?.(p)
     }
@@ -203,7 +207,7 @@ export class Wants {
       w.done = true
       this.active.delete(k)
       this.ended.delete(k)
-      this.ended.set(k, { why, asked: w.asked, haves: w.haves })
+      this.ended.set(k, { why, asked: w.all, haves: w.haves })
       if (this.ended.size > 4096) this.ended.delete(this.ended.keys().next().value)
       this.waiters.get(k)?.delete(onBlock)
       if (this.waiters.get(k)?.size === 0) this.waiters.delete(k)
@@ -227,8 +231,27 @@ export class Wants {
         for (const p of peers) {
           if (w.asked.has(p)) continue
           w.asked.add(p)
+          w.all.add(p)
           this.enqueue(p, { cid: c, wantType: WANT_BLOCK, sendDontHave: true })
         }
+      },
+      // only ends the want at every peer it stands at but p and those that
+      // said HAVE: a CANCEL goes to each (nothing, if the want had not gone
+      // out yet), and ask may ask them again. For when p said HAVE: its
+      // block is on its way (a page says so as it starts to send it), and
+      // another peer that gets the block meanwhile would send a copy in
+      // vain.
+      // It returns the peers it ended the want at.
+      only: (p) => {
+        const out = []
+        if (w.done) return out
+        for (const q of [...w.asked]) {
+          if (q === p || w.haves.has(q)) continue
+          w.asked.delete(q)
+          out.push(q)
+          this.enqueue(q, { cid: c, cancel: true })
+        }
+        return out
       },
       cancel: () => { if (!w.done) { finish('cancel'); reject(new Error('want cancelled')) } }
     }
@@ -237,6 +260,7 @@ export class Wants {
   // enqueue adds an entry to a peer's next message. A cancel of a want not
   // yet sent removes the want instead: nothing goes on the wire.
   enqueue (p, entry) {
+    if (entry.cancel) entry.at = this.now()
     const q = this.queue(p)
     const k = key(entry.cid)
     const prev = q.pending.get(k)
@@ -408,6 +432,7 @@ export class Wants {
     }
     for (const e of entries) {
       this.onCount(e.cancel ? 'cancels' : e.wantType === WANT_HAVE ? 'wantHaves' : 'wantBlocks', p)
+      if (e.cancel) this.onCount('cancelMs', p, this.now() - e.at)
     }
     this.onCount('messages', p)
   }
