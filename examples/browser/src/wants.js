@@ -162,11 +162,12 @@ export class Wants {
   // 'origin', 'reask', ...: the signal's reason; 'cancel') and whether p
   // had said HAVE of it by then ('sending': its send was under way, which
   // no CANCEL stops) or not ('cancel late': it started before the CANCEL
-  // reached it).
+  // reached it; 'cancel late after DONT_HAVE' if it had said it lacked
+  // the block: it got it later).
   duplicateCause (k, p) {
     const e = this.ended.get(k)
     if (e == null || !e.asked.has(p)) return 'not asked'
-    return `${e.why}, ${e.haves.has(p) ? 'sending' : 'cancel late'}`
+    return `${e.why}, ${e.haves.has(p) ? 'sending' : e.dontHaves.has(p) ? 'cancel late after DONT_HAVE' : 'cancel late'}`
   }
 
   // isWanted reports whether a block is still wanted here (a block arriving
@@ -183,9 +184,9 @@ export class Wants {
   want (c, { signal, onDontHave, onHave } = {}) {
     const k = key(c)
     if (this.active.has(k)) throw new Error(`wants: ${c} is already wanted`)
-    // asked: the peers the want stands at; all: every peer asked; haves:
-    // those that said HAVE.
-    const w = { cid: c, asked: new Set(), all: new Set(), haves: new Set(), sender: null, done: false }
+    // asked: the peers the want stands at; all: every peer asked; haves,
+    // dontHaves: those that said HAVE, DONT_HAVE.
+    const w = { cid: c, asked: new Set(), all: new Set(), haves: new Set(), dontHaves: new Set(), sender: null, done: false }
     this.active.set(k, w)
     let resolve, reject
     w.result = new Promise((res, rej) => { resolve = res; reject = rej })
@@ -197,7 +198,7 @@ export class Wants {
     }
     const onPres = (d) => {
       const p = d.sender.toString()
-      if (d.has && w.all.has(p)) w.haves.add(p)
+      if (w.all.has(p)) (d.has ? w.haves : w.dontHaves).add(p)
       if (!w.asked.has(p)) return
       if (d.has) onHave?.(p)
       else onDontHave?.(p)
@@ -207,7 +208,7 @@ export class Wants {
       w.done = true
       this.active.delete(k)
       this.ended.delete(k)
-      this.ended.set(k, { why, asked: w.all, haves: w.haves })
+      this.ended.set(k, { why, asked: w.all, haves: w.haves, dontHaves: w.dontHaves })
       if (this.ended.size > 4096) this.ended.delete(this.ended.keys().next().value)
       this.waiters.get(k)?.delete(onBlock)
       if (this.waiters.get(k)?.size === 0) this.waiters.delete(k)

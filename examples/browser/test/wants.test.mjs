@@ -139,6 +139,15 @@ test('a duplicate is counted with why its want ended', async () => {
   await h.result
   block(c, 'P1')
   block(c, 'P2')
+  // P3 said DONT_HAVE, then got the block and sent it as the origin won.
+  const f = await cidOf('lacked')
+  const ac0 = new AbortController()
+  const g0 = w.want(f, { signal: ac0.signal })
+  g0.ask(['P3'])
+  wantList.dispatchEvent(new CustomEvent('presence', { detail: { cid: f, sender: peer('P3'), has: false } }))
+  ac0.abort('origin')
+  await assert.rejects(g0.result)
+  block(f, 'P3')
   // The origin won: the want was aborted with that reason.
   const d = await cidOf('origin won')
   const ac = new AbortController()
@@ -150,7 +159,7 @@ test('a duplicate is counted with why its want ended', async () => {
   block(d, 'P2') // never asked
   const e = await cidOf('never wanted')
   block(e, 'P3')
-  assert.deepEqual(causes, ['P1 5 block, sending', 'P2 5 block, cancel late', 'P1 5 origin, cancel late', 'P2 5 not asked', 'P3 5 not asked'])
+  assert.deepEqual(causes, ['P1 5 block, sending', 'P2 5 block, cancel late', 'P3 5 origin, cancel late after DONT_HAVE', 'P1 5 origin, cancel late', 'P2 5 not asked', 'P3 5 not asked'])
   w.stop()
 })
 
