@@ -42,6 +42,11 @@
 //     recorded as wanted); a later copy, from the hedge, is counted as a
 //     duplicate, and the want is cancelled at the provider if it did not
 //     send the leaf. At most one leaf per fetch is asked this way.
+//     Providers are looked up again every 2 s while a leaf waits on peers
+//     (refresh.go): up to 8 new ones, at random, are connected and the
+//     leaves waited on for a PeerTimeout are asked again on a new session,
+//     so a long fetch also asks the holders that finished after it opened
+//     (TestLateProviderAsked).
 //  3. The origin (a plain file fetched with HTTP Range requests, each leaf
 //     checked against the leaf CID the inner nodes give, or a trustless
 //     gateway's raw blocks) joins at once when no provider is known (a cold

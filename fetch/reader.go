@@ -172,6 +172,7 @@ type Reader struct {
 	askedFirst  bool        // a provider was asked directly (firstwant.go)
 	stripe      *stripe     // the split of origin leaves with the crowd (policy.go); nil: none
 	reaskAt     time.Time   // striping: leaves may be asked of peers again from then
+	provAt      time.Time   // when the providers were last looked up
 	trace       fetchTrace  // what the policy decided, logged when the fetch ends
 }
 
@@ -227,6 +228,7 @@ func (f *Fetcher) Open(ctx context.Context, t Target) (*Reader, error) {
 	}
 	r.sess = f.bs.NewSession(r.ctx)
 	r.leafSess, r.sessSince = r.sess, r.start
+	r.provAt = r.start
 	r.findProviders()
 	r.mu.Lock()
 	r.trace.provAtOpen = r.prov == provSome
@@ -471,6 +473,7 @@ type plan struct {
 	connect              []peer.AddrInfo // crowd members to connect to
 	silent               []peer.ID       // providers to penalise for silence
 	advertise, finish    bool
+	refresh              bool // look the providers up again (refresh.go)
 }
 
 // schedule starts and cancels requests for the leaves around the position,
@@ -501,6 +504,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	}
 	p := &plan{leaves: r.leaves, cur: cur}
 	r.stripeLocked(p, now, s)
+	p.refresh = r.refreshDueLocked(now, peerWaiting, s)
 	r.reaskLocked(cur, end, now, s)
 	r.planLocked(p, cur, end, now, s)
 	if err := r.giveUpLocked(missing, now, s); err != nil {
@@ -830,6 +834,10 @@ func (r *Reader) carryOut(p *plan) {
 	}
 	for _, ai := range p.connect {
 		r.dial(ai)
+	}
+	if p.refresh {
+		r.wg.Add(1)
+		go r.refreshProviders()
 	}
 	if p.advertise {
 		r.wg.Add(1)

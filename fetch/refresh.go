@@ -1,0 +1,111 @@
+package fetch
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Providers found during a fetch.
+//
+// A Reader looks up the content's providers when it opens. In a flash
+// crowd that is when only the first few nodes hold the content, and every
+// node of the crowd finds the same few: they take all its wants, each
+// serving at its cap, while the nodes that finished since (announcing
+// HAVE) are never asked, and the leaves that wait on the few pass to the
+// origin. So a fetch that waits on peers looks the providers up again
+// every provRefresh, connects to up to provRefreshNew of those it did not
+// know, chosen at random (every node sees the same table: the first of
+// its list would take the crowd's wants again), and asks the leaves it
+// has waited on for a PeerTimeout again on a new bitswap session, whose
+// want-haves reach the new providers (bitswap's own search is off).
+
+const (
+	// provRefresh is how often a fetch waiting on peers looks the
+	// providers up again.
+	provRefresh = 2 * time.Second
+	// provRefreshNew is the most new providers one lookup connects to.
+	provRefreshNew = 8
+)
+
+// refreshDueLocked reports whether the providers are to be looked up
+// again now (lookAgain), and if so notes the lookup. The caller holds mu.
+func (r *Reader) refreshDueLocked(now time.Time, peerWaiting bool, s *soon) bool {
+	known := r.f.cfg.Providers != nil && r.prov == provSome
+	if !lookAgain(known, peerWaiting, r.provAt, now, s) {
+		return false
+	}
+	r.provAt = now
+	return true
+}
+
+// lookAgain reports whether a fetch looks its providers up again at now:
+// when one was known (a lookup that finds none may go to the DHT, the
+// provider finder's fallback, and the origin is on then anyway), a leaf
+// waits on peers, and provRefresh has passed since the last lookup.
+func lookAgain(known, waiting bool, last, now time.Time, s *soon) bool {
+	if !known || !waiting {
+		return false
+	}
+	due := last.Add(provRefresh)
+	if now.Before(due) {
+		s.at(due)
+		return false
+	}
+	return true
+}
+
+// refreshProviders looks the providers up again, connects to new ones and,
+// if there were any, has the leaves waiting on peers asked again. It runs
+// in its own goroutine, counted in r.wg.
+func (r *Reader) refreshProviders() {
+	defer r.wg.Done()
+	ctx, cancel := context.WithTimeout(r.ctx, r.f.cfg.ProviderWait)
+	defer cancel()
+	var fresh []peer.AddrInfo
+	for ai := range r.f.cfg.Providers.FindProvidersAsync(ctx, r.t.Cid, 0) {
+		if ai.ID != r.f.cfg.Host.ID() && !r.f.guard.isPenalised(ai.ID) {
+			fresh = append(fresh, ai)
+		}
+	}
+	r.mu.Lock()
+	fresh = slices.DeleteFunc(fresh, func(ai peer.AddrInfo) bool { return slices.Contains(r.provs, ai.ID) })
+	rand.Shuffle(len(fresh), func(i, j int) { fresh[i], fresh[j] = fresh[j], fresh[i] })
+	fresh = fresh[:min(len(fresh), provRefreshNew)]
+	for _, ai := range fresh {
+		r.provs = append(r.provs, ai.ID)
+	}
+	again := len(fresh) > 0 && r.askAgainLocked(time.Now())
+	r.mu.Unlock()
+	for _, ai := range fresh {
+		r.dial(ai)
+	}
+	if again {
+		r.wake()
+	}
+}
+
+// askAgainLocked cancels the peer requests of the missing leaves asked a
+// PeerTimeout ago or more and starts a new bitswap session for the next
+// ones; schedule asks those leaves again. It reports whether there were
+// any. The caller holds mu.
+func (r *Reader) askAgainLocked(now time.Time) bool {
+	n := 0
+	for i := range r.st {
+		st := &r.st[i]
+		if st.peer != nil && st.data == nil && now.Sub(st.peerAt) >= r.f.cfg.PeerTimeout {
+			st.peer.cancel()
+			st.peer = nil
+			n++
+		}
+	}
+	if n == 0 {
+		return false
+	}
+	r.leafSess, r.sessSince = r.f.bs.NewSession(r.ctx), now
+	r.f.log.Debug("leaves asked again of new providers", "cid", r.t.Cid, "leaves", n)
+	return true
+}
