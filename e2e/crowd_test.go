@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"slices"
@@ -52,8 +53,10 @@ type crowdPage struct {
 		PeerBytes, OriginBytes, LocalBytes int64
 		ServedBytes, DuplicateBytes        int64
 		Peers, Served, Duplicates          map[string]int64
+		DuplicateCauses                    map[string]int64
 		ServeErrors, BadBlocks             int64
 		PeerBlockMs, ServeMs, BlockSendMs  []int64
+		CancelMs                           []int64
 		ServeSkipped, ServeSkippedBytes    int64
 		DontHaves                          int64
 		Wants                              struct{ WantBlocks, Cancels, Messages, Replies, SendErrors int64 }
@@ -151,6 +154,8 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 
 	var used, fromPeers, fromOrigin, fromSeed, tabToTab, tabSent, dup, wants, cancels, replies int64
 	fromTab := map[string]int64{}
+	causes := map[string]int64{}
+	var tabDup int64 // bytes tabs sent other tabs that arrived unwanted
 	ids := map[string]bool{}
 	for _, p := range pages {
 		ids[p.Stats.PeerID] = true
@@ -175,6 +180,14 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 			}
 		}
 		dup += st.DuplicateBytes
+		for id, b := range st.Duplicates {
+			if ids[id] {
+				tabDup += b
+			}
+		}
+		for c, b := range st.DuplicateCauses {
+			causes[c] += b
+		}
 		wants += st.Wants.WantBlocks
 		cancels += st.Wants.Cancels
 		replies += st.Wants.Replies
@@ -200,6 +213,11 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 		map[bool]string{true: "S1", false: "S0"}[pinned], n, mib(site.Size()), elapsed.Round(time.Second),
 		ratio(fromPeers, used), ratio(toPages, site.Size()), mib(toPages), mib(seedServed), mib(fromSeed), ratio(seedServed, fromSeed),
 		mib(tabToTab), mib(tabSent), ratio(tabSent, tabToTab), mib(dup), wants, cancels, replies)
+	// Where the tab-to-tab bytes sent beyond those used went: blocks that
+	// arrived unwanted (by why their want had ended: the page's
+	// duplicateCauses, all senders), and sent but not seen to arrive.
+	t.Logf("tab to tab sent but not used: %.1f MiB arrived unwanted, %.1f MiB not seen to arrive; unwanted arrivals (all senders) by why the want ended, MiB: %s",
+		mib(tabDup), mib(tabSent-tabToTab-tabDup), mibMap(causes))
 	logLate(t, late, site, seedID, pinned)
 	var blockMs []int64
 	for _, p := range pages {
@@ -224,6 +242,14 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 	slices.Sort(sendMs)
 	if len(sendMs) > 0 {
 		t.Logf("tabs serving: a block's own send (write to its data channel holding at most 256 KiB of it), ms: median %d, p90 %d (%d blocks)", sendMs[len(sendMs)/2], sendMs[len(sendMs)*9/10], len(sendMs))
+	}
+	var cancelMs []int64
+	for _, p := range pages {
+		cancelMs = append(cancelMs, p.Stats.CancelMs...)
+	}
+	slices.Sort(cancelMs)
+	if len(cancelMs) > 0 {
+		t.Logf("tabs' CANCELs: want ended to CANCEL written, ms: median %d, p90 %d, max %d (%d)", cancelMs[len(cancelMs)/2], cancelMs[len(cancelMs)*9/10], cancelMs[len(cancelMs)-1], len(cancelMs))
 	}
 	slices.Sort(serveMs)
 	if len(serveMs) > 0 {
@@ -439,4 +465,13 @@ return { ok, direct: m.connections().some((c) => c.peer === '`+id+`' && !c.limit
 			t.Errorf("tab %d (%s): reached %v, direct WebRTC %v", i, id, res.OK, res.Direct)
 		}
 	}
+}
+
+// mibMap writes a map of byte counts as "key: MiB" pairs, sorted by key.
+func mibMap(m map[string]int64) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(&b, "%s: %.1f; ", k, float64(m[k])/(1<<20))
+	}
+	return b.String()
 }

@@ -22,7 +22,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
 import { announceFetch, capHedges, capWindow, originJoin } from './gate.js'
-import { ASSUMED_LEAF_MS, Stripe, heard, reask, stripeOrigin } from './stripe.js'
+import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, waitOn } from './stripe.js'
 import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
@@ -49,7 +49,7 @@ export const defaults = {
   summaryWait: 2000, // ms start() waits for the seed's summary
   maxDials: 4, // providers dialled at once for a fetch
   stripeWindow: 16, // leaves of a striped fetch asked of peers at once
-  maxMembers: 16, // stripe members dialled for a fetch
+  maxMembers: MAX_MEMBERS, // other stripe members counted (and dialled) for a fetch: Go's cap, see stripe.js
   fetchRepeat: 1000, // ms between FETCH announcements of a root while fetching it
   giveUp: 30_000, // ms a striped fetch without the origin waits at most with no block from anyone
   peerTimeMax: 8000 // ms a striped fetch gives a peer at most to offer a leaf (stripe.js overdue's peerTimeout)
@@ -95,12 +95,15 @@ export class Mesh extends EventTarget {
       // its own stream), failed sends; served: bytes of blocks whose send
       // finished, by peer; duplicates: bytes that arrived unwanted, by peer.
       wants: { wantBlocks: 0, wantHaves: 0, cancels: 0, messages: 0, replies: 0, sendErrors: 0 },
-      served: {}, serveErrors: 0, duplicates: {}, peerBlockMs: [],
+      // duplicateCauses: those bytes again by why their want had ended
+      // (wants.js duplicateCause).
+      served: {}, serveErrors: 0, duplicates: {}, duplicateCauses: {}, peerBlockMs: [],
       // Serving: blocks not sent because the peer cancelled while they
       // waited their turn; serveMs, from a peer's want-block to the block
       // written (wants.js: sent but lowWater); blockSendMs, the block's
       // own turn (from its write); dontHaves, DONT_HAVEs received.
-      serveSkipped: 0, serveSkippedBytes: 0, serveMs: [], blockSendMs: [], dontHaves: 0,
+      // cancelMs, what a CANCEL waited to be written (wants.js).
+      serveSkipped: 0, serveSkippedBytes: 0, serveMs: [], blockSendMs: [], dontHaves: 0, cancelMs: [],
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
     }
@@ -225,9 +228,13 @@ export class Mesh extends EventTarget {
       bitswap,
       libp2p: this.libp2p,
       log: this.log,
-      onCount: (what, p, n = 1) => {
-        if (what === 'blockSendMs') {
-          keepLast(this.stats.blockSendMs, Math.round(n))
+      onCount: (what, p, n = 1, cause) => {
+        if (what === 'duplicateCause') {
+          this.stats.duplicateCauses[cause] = (this.stats.duplicateCauses[cause] ?? 0) + n
+          return
+        }
+        if (what === 'blockSendMs' || what === 'cancelMs') {
+          keepLast(this.stats[what], Math.round(n))
           return
         }
         if (what === 'duplicateBytes') {
@@ -793,7 +800,7 @@ export class Mesh extends EventTarget {
   stripeOf (state, now) {
     const h = heard(state.announcedAt, now, this.cfg.peerTimeout)
     const me = this.libp2p.peerId.toString()
-    const crowd = this.fetchersOf(state.root).filter((p) => p !== me).slice(0, this.cfg.maxMembers)
+    const crowd = crowdOf(this.fetchersOf(state.root), me, this.cfg.maxMembers)
     const key = `${h.heard} ${[...crowd].sort().join(' ')}`
     if (state.stripe == null || state.stripeKey !== key) {
       state.stripe = new Stripe(state.root.bytes, me, crowd, h.heard)
@@ -815,241 +822,23 @@ export class Mesh extends EventTarget {
   // owner first when another member owns it (its bitswap sends the block
   // when it has it), and the origin takes, in file order and
   // originConcurrency at once (concurrency when alone with nobody to ask),
-  // the leaves stripe.js's stripeOrigin gives it: its own share of the
-  // stripe at once, another member's when it is overdue, any when it is
-  // alone. The first verified copy wins; the other request is cancelled.
+  // the leaves stripe.js's rules give it: its own share of the stripe at
+  // once, another member's when it is overdue, any when it is alone. The
+  // first verified copy wins; the other request is cancelled. StripedFetch
+  // (below) carries the rules out.
   async getLeavesStriped (leaves, asset, rec, state, parts) {
-    const n = leaves.length
-    const canOrigin = asset.url != null
-    const L = leaves.map(() => ({ asked: null, capFrom: null, peer: null, origin: null, peerFailed: false, dontHave: new Set() }))
-    state.connectedAt = new Map() // member -> when this fetch first saw it connected
-    let left = n
-    let originBusy = 0
-    let lastProgress = performance.now()
-    let failure = null
-    let wake = () => {}
-    const poke = () => wake()
-    this.addEventListener('providers', poke)
-    this.addEventListener('peers', poke)
-    const done = (i, bytes, source, sender) => {
-      if (parts[i] != null) {
-        this.stats.duplicateBytes += bytes.length
-        return
-      }
-      parts[i] = bytes
-      left--
-      lastProgress = performance.now()
-      this.count(rec, source, sender, bytes.length)
-      if (i === 0) rec.ttfbMs ??= Math.round(performance.now() - state.t0)
-      L[i].peer?.abort()
-      L[i].origin?.abort()
-      poke()
+    await new StripedFetch(this, leaves, asset, rec, state, parts).run()
+  }
+
+  // local returns leaf c from the store (null if it is not there), counted
+  // as local bytes of the fetch rec.
+  local (c, rec) {
+    const b = this.store.block(c)
+    if (b != null) {
+      rec.localBytes += b.length
+      this.stats.localBytes += b.length
     }
-    // askPeers asks peers for leaf i: its owner first when another member
-    // owns it, then (on DONT_HAVE) the other providers one at a time: a
-    // holder, or a member that took it as a backup, sends it. (Asking only
-    // the owner and the holders gave more overdue leaves in the 10-tab
-    // crowd.)
-    const askPeers = (i, owner, cands) => {
-      const l = L[i]
-      l.peer = new AbortController()
-      l.asked ??= performance.now()
-      l.peerAt = performance.now()
-      const c = leaves[i]
-      this.fromPeers(c, l.peer.signal, cands, () => poke(), owner, (p) => l.dontHave.add(p))
-        .then((r) => {
-          state.peerDelivered = true
-          state.lastPeer = performance.now()
-          state.peerBytes += r.bytes.length
-          state.peerBlocks++
-          done(i, r.bytes, 'peer', r.sender)
-        }, () => { l.peerFailed = parts[i] == null && !l.reasking; l.reasking = false; poke() })
-    }
-    const askOrigin = (i, why) => {
-      const l = L[i]
-      l.origin = new AbortController()
-      originBusy++
-      rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
-      this.fromOrigin(leaves[i], i, asset, l.origin.signal)
-        .then((r) => done(i, r.bytes, 'origin', null), (err) => {
-          if (parts[i] == null && !l.origin.signal.aborted) {
-            failure = err
-            state.originDead = err
-          }
-        })
-        .finally(() => { originBusy--; poke() })
-    }
-    try {
-      while (left > 0) {
-        const now = performance.now()
-        if (failure != null && now - lastProgress > 5 * this.cfg.stallTimeout) throw failure
-        const { stripe, at: heardAt } = this.stripeOf(state, now)
-        let next = heardAt ?? now + 100
-        const lowest = parts.findIndex((p) => p == null)
-        const end = Math.min(n, lowest + this.cfg.stripeWindow)
-        const me = stripe.self
-        // A holder: a provider known not to be fetching the root (it may
-        // still be being dialled).
-        const fetchers = this.fetchersOf(state.root)
-        const holders = new Set(state.provs.filter((p) => !stripe.has(p) && !fetchers.includes(p)))
-        const holder = holders.size > 0
-        // A leaf is held when a peer said HAVE of it (its block is on the
-        // way), or when a connected holder of the root (its HAVE of the
-        // root says it holds every block) was asked for it and did not
-        // say DONT_HAVE: it is queued there.
-        const held = (i) => this.comingAt.has(leaves[i].toString()) ||
-          [...(this.askedFor.get(leaves[i].toString()) ?? [])].some((p) => holders.has(p) && !L[i].dontHave.has(p) && this.connected(p))
-        // What a peer is given to offer a leaf: peerTimeout, or what a
-        // block has taken from this page's peers, want-block to block, if
-        // longer (over WebRTC between tabs on a busy machine 0.3-2 s, and
-        // seconds more queued behind the blocks a tab serves others), up
-        // to peerTimeMax.
-        const peerTime = Math.min(Math.max(this.cfg.peerTimeout, this.peerBlockMs ?? 0), this.cfg.peerTimeMax)
-        const holderUp = [...holders].some((p) => this.connected(p))
-        const dialWait = Math.min(2 * this.cfg.dialTimeout, Math.max(this.cfg.peerTimeout, 2 * (this.dialMs ?? 0)))
-        for (const p of stripe.members) if (!state.connectedAt.has(p) && this.connected(p)) state.connectedAt.set(p, now)
-        const limit = stripe.alone() && !holder ? this.cfg.concurrency : this.cfg.originConcurrency
-        // other(i) is leaf i's owner when another member owns it;
-        // candidates(i) the peers leaf i is asked of.
-        const other = (i) => { const o = stripe.alone() ? null : stripe.owner(i); return o === me ? null : o }
-        const candidates = () => state.provs
-        // Peers stalled: no peer block for stallWin (4 stallTimeouts, 8 s,
-        // or twice the peer time, up to 16 s) since the page was heard:
-        // the origin takes the first missing leaves (whoever owns them)
-        // until a peer block comes again. A member or holder that
-        // announces and sends nothing cannot hold a fetch up longer (a
-        // crowd run hung 30 s on such a holder). With 2 s it took most
-        // of the 10-tab crowd's video from the origin.
-        const stallWin = Math.min(Math.max(4 * this.cfg.stallTimeout, 2 * peerTime), 8 * this.cfg.stallTimeout)
-        const stalled = canOrigin && now - Math.max(state.lastPeer, state.heardAt ?? state.t0) >= stallWin
-        // The page waits on the first missing leaf once it has nothing
-        // of its own left to fetch (the Go reader's waitSince).
-        let own = 0
-        if (!stripe.alone()) {
-          for (let i = lowest; i < n; i++) if (parts[i] == null && stripe.owner(i) === me && !held(i)) own++
-        }
-        if (own > 0 || stripe.alone()) state.waitLeaf = null
-        else if (state.waitLeaf !== lowest) { state.waitLeaf = lowest; state.waitAt = now }
-        const leaf = this.originLeafMs ?? ASSUMED_LEAF_MS
-        const slowest = Math.max(this.peerBlockMs ?? 0, ...state.provs.map((p) => this.peerMs.get(p) ?? 0))
-        const capWin = capWindow(this.cfg.stallTimeout, slowest)
-        let reasked = false
-        for (let i = lowest; i < end; i++) {
-          if (parts[i] != null) continue
-          const l = L[i]
-          const c = leaves[i]
-          if (l.asked == null) {
-            const local = this.store.block(c)
-            if (local != null) {
-              rec.localBytes += local.length
-              this.stats.localBytes += local.length
-              parts[i] = local
-              left--
-              continue
-            }
-            askPeers(i, other(i), candidates(i))
-          }
-          const owner = stripe.owner(i)
-          // A leaf its owner, or a peer now holding the root, answered
-          // DONT_HAVE for, held by nobody, is asked again when that peer is
-          // not a tab: a Go peer does not reliably send a block unasked
-          // once it has it. A tab keeps the want and sends it; asking it
-          // again (a CANCEL, then a new want) put the leaf at the back of
-          // its serving queue, and the 10-tab crowd took more leaves from
-          // the origin as overdue.
-          const stale = [...l.dontHave].some((p) => ((p === owner && p !== me) || holders.has(p)) && !this.isTab(p))
-          // A leaf asked before anyone could be asked is asked again at
-          // once, and one whose owner is a connected peer that is not a
-          // tab (a Go node) and was not asked: the want went to nobody, or
-          // not to it. (A tab owner new to the leaf is reached by the
-          // DONT_HAVEs; restarting every want whose owner changed as tabs
-          // came and went sent twice the WebRTC bytes the 10-tab crowd
-          // used.)
-          const askedNow = this.askedFor.get(c.toString())
-          const o = other(i)
-          const unasked = l.peer != null && (((askedNow?.size ?? 0) === 0 && candidates(i).some((p) => this.connected(p))) ||
-            (o != null && !this.isTab(o) && this.connected(o) && !askedNow?.has(o)))
-          if (unasked) {
-            l.reasking = true
-            l.peer.abort()
-            askPeers(i, other(i), candidates(i))
-          } else if (stale && !held(i) && l.peer != null) {
-            const r = reask(l.peerAt, state.reaskAt ?? 0, now, Math.max(this.cfg.peerTimeout, leaf), false)
-            if (r.again) {
-              l.reasking = true
-              l.peer.abort()
-              l.dontHave.clear()
-              askPeers(i, other(i), candidates(i))
-              reasked = true
-            } else if (r.at != null) next = Math.min(next, r.at)
-          }
-          if (!canOrigin || l.origin != null || state.originDead != null || originBusy >= limit) continue
-          // A leaf of an owner not connected yet (WebRTC through the relay
-          // takes a while, seconds on a busy machine) waits for the
-          // connection, up to two dial timeouts (the owner repeats its
-          // FETCH every second: it is there); the owner's clock starts
-          // when it is connected. (Waiting only as long as for a holder
-          // made the 10-tab crowd take three times as many leaves as
-          // overdue.) A leaf the holders could send, while none of them is
-          // connected yet, waits up to twice what this page's dials have
-          // taken (dialMs; peerTimeout if longer): a holder that has gone
-          // (a closed tab) delays the origin that long at most.
-          const ownerAt = owner === me ? null : state.connectedAt.get(owner)
-          const ownerWait = 2 * this.cfg.dialTimeout
-          if (owner !== me && !stripe.alone() && ownerAt == null && now - l.asked < ownerWait) { next = Math.min(next, l.asked + ownerWait); continue }
-          if (holder && !holderUp && now - l.asked < dialWait) { next = Math.min(next, l.asked + dialWait); continue }
-          let before = 0 // the owner's leaves before i: its origin requests go in file order
-          for (let k = lowest; k < i; k++) if (stripe.owner(k) === owner) before++
-          const d = stripeOrigin({
-            stripe,
-            i,
-            now,
-            asked: l.capFrom ?? l.asked,
-            held: held(i),
-            heldAt: this.comingAt.get(c.toString()) ?? null,
-            holder: holderUp,
-            ownerActive: Math.max(this.lastBlockFrom.get(owner) ?? -Infinity, this.lastHaveFrom.get(owner) ?? -Infinity) >= now - peerTime - leaf,
-            waitSince: state.waitLeaf === i ? state.waitAt : null,
-            rank: 1 + Math.floor(before / this.cfg.originConcurrency),
-            peerTimeout: peerTime,
-            leaf,
-            originSince: Math.max(state.heardAt ?? now, ownerAt ?? -Infinity),
-            capWin
-          })
-          if (d.why === 'cap') {
-            // A peer asked that keeps delivering is busy, not gone
-            // (gate.js, capHedges): the window is waited again.
-            const lastBlocks = [...(this.askedFor.get(c.toString()) ?? [])].map((p) => this.lastBlockFrom.get(p) ?? -Infinity)
-            lastBlocks.push(this.comingAt.get(c.toString()) ?? -Infinity)
-            if (!capHedges({ now, asked: l.asked, win: capWin, capMax: this.cfg.capMax, lastBlocks })) {
-              l.capFrom = now
-              next = Math.min(next, now + capWin)
-              continue
-            }
-          }
-          if (d.why != null) askOrigin(i, d.why)
-          else if (stalled) askOrigin(i, 'stall')
-          else if (d.at != null) next = Math.min(next, d.at)
-        }
-        if (reasked) state.reaskAt = now + Math.max(this.cfg.peerTimeout, leaf)
-        if (left === 0) break
-        if (!stalled) next = Math.min(next, Math.max(state.lastPeer, state.heardAt ?? state.t0) + stallWin)
-        if ((!canOrigin || state.originDead != null) && now - lastProgress > this.cfg.giveUp && originBusy === 0) throw failure ?? new Error(`meshcdn: ${state.root}: no block from any source for ${this.cfg.giveUp} ms`)
-        const wait = Math.max(1, Math.min(next, now + 100) - now)
-        await new Promise((resolve) => {
-          const t = setTimeout(resolve, wait)
-          wake = () => { clearTimeout(t); wake = () => {}; resolve() }
-        })
-        if (failure != null && state.provs.every((p) => !this.connected(p)) && left > 0) throw failure
-      }
-    } finally {
-      this.removeEventListener('providers', poke)
-      this.removeEventListener('peers', poke)
-      for (const l of L) {
-        l.peer?.abort()
-        l.origin?.abort()
-      }
-    }
+    return b
   }
 
   // leaf gets one leaf: local, or from the source given ('peers' or
@@ -1059,12 +848,8 @@ export class Mesh extends EventTarget {
   // HTTP request to the origin), and a copy that still arrives is counted
   // as duplicate bytes.
   async leaf (c, i, asset, how, rec, state, q) {
-    const local = this.store.block(c)
-    if (local != null) {
-      rec.localBytes += local.length
-      this.stats.localBytes += local.length
-      return local
-    }
+    const local = this.local(c, rec)
+    if (local != null) return local
     const canOrigin = asset.url != null
     const peerAbort = new AbortController()
     const originAbort = new AbortController()
@@ -1127,7 +912,7 @@ export class Mesh extends EventTarget {
     if (canOrigin) {
       racers.push((how === 'origin' ? Promise.resolve() : hedged)
         .then(() => this.fromOrigin(c, i, asset, originAbort.signal))
-        .then((r) => { peerAbort.abort(); return r })
+        .then((r) => { peerAbort.abort('origin'); return r })
         .then(claim('origin', () => null)))
     }
     try {
@@ -1228,7 +1013,13 @@ export class Mesh extends EventTarget {
   //
   // A HAVE from a peer asked means the block is on its way (a page serving
   // it says so as it starts to send it): comingAt notes when, for the
-  // hedges, and onHave() tells the fetch.
+  // hedges, and onHave() tells the fetch. The want then ends at the other
+  // peers asked that have not said HAVE (wants.js only), and no more are
+  // asked unless those left are gone: a peer asked that got the block
+  // meanwhile would send a copy in vain (in the 10-tab crowd, a third of
+  // the WebRTC bytes that arrived unwanted came from peers asked that had
+  // not begun to send when another's copy came, and as many again from
+  // peers sending at the same time).
   //
   // prefer, a provider (a stripe member that owns the leaf), is asked
   // first when it is connected.
@@ -1238,15 +1029,21 @@ export class Mesh extends EventTarget {
       onHave: (p) => {
         this.comingAt.set(c.toString(), performance.now())
         this.lastHaveFrom.set(p, performance.now())
+        coming = true
+        for (const q of h.only(p)) {
+          mine.delete(q)
+          this.outstanding.set(q, this.outstanding.get(q) - 1)
+        }
         onHave()
       },
-      // DONT_HAVE: ask the next provider too. The want stays where it
-      // is: a peer still fetching the content (it announced it as it
-      // started) sends the block when it has it; the hedge covers the
-      // others.
-      onDontHave: (p) => { this.stats.dontHaves++; onDontHave(p); askNext() }
+      // DONT_HAVE: ask the next provider too, unless a block is on its
+      // way. The want stays where it is: a peer still fetching the content
+      // (it announced it as it started) sends the block when it has it;
+      // the hedge covers the others.
+      onDontHave: (p) => { this.stats.dontHaves++; onDontHave(p); if (!coming) askNext() }
     })
-    const mine = new Set()
+    let coming = false
+    const mine = new Set() // peers asked and counted in outstanding
     this.askedFor.set(c.toString(), h.asked)
     const askNext = () => {
       const p = prefer != null && !h.asked.has(prefer) && this.connected(prefer) ? prefer : this.choosePeer(provs, h.asked)
@@ -1384,4 +1181,237 @@ function delay (ms, signal) {
     const t = setTimeout(resolve, ms)
     signal.addEventListener('abort', () => { clearTimeout(t); reject(signal.reason) }, { once: true })
   })
+}
+
+// StripedFetch is one striped fetch (Mesh.getLeavesStriped): a loop that
+// looks at the fetch every 100 ms at most, or when a block, a provider or
+// a peer comes, and carries out stripe.js's rules for each leaf of the
+// window: ask it of peers (askOf), restart that want (reaskLeaf), ask the
+// origin (originLeaf). Not safe for concurrent use: one fetch runs it.
+class StripedFetch {
+  constructor (mesh, leaves, asset, rec, state, parts) {
+    this.m = mesh
+    this.leaves = leaves
+    this.asset = asset
+    this.rec = rec
+    this.state = state
+    this.parts = parts
+    this.canOrigin = asset.url != null
+    // Per leaf: asked (first asked of peers), peerAt (last asked), capFrom,
+    // the peer and origin requests' aborts, peerFailed, reasking, and the
+    // peers that answered DONT_HAVE.
+    this.L = leaves.map(() => ({ asked: null, capFrom: null, peer: null, origin: null, peerFailed: false, dontHave: new Set() }))
+    state.connectedAt = new Map() // member -> when this fetch first saw it connected
+    this.left = leaves.length
+    this.originBusy = 0
+    this.lastProgress = performance.now()
+    this.failure = null
+    this.wake = () => {}
+    this.poke = () => this.wake()
+  }
+
+  async run () {
+    const { m, state } = this
+    m.addEventListener('providers', this.poke)
+    m.addEventListener('peers', this.poke)
+    try {
+      while (this.left > 0) {
+        const now = performance.now()
+        if (this.failure != null && now - this.lastProgress > 5 * m.cfg.stallTimeout) throw this.failure
+        const v = this.round(now)
+        for (let i = v.lowest; i < v.end; i++) if (this.parts[i] == null) this.step(i, v)
+        if (v.reasked) state.reaskAt = now + v.interval
+        if (this.left === 0) break
+        if (v.stall.at != null) v.next = Math.min(v.next, v.stall.at)
+        if ((!this.canOrigin || state.originDead != null) && now - this.lastProgress > m.cfg.giveUp && this.originBusy === 0) {
+          throw this.failure ?? new Error(`meshcdn: ${state.root}: no block from any source for ${m.cfg.giveUp} ms`)
+        }
+        const wait = Math.max(1, Math.min(v.next, now + 100) - now)
+        await new Promise((resolve) => {
+          const t = setTimeout(resolve, wait)
+          this.wake = () => { clearTimeout(t); this.wake = () => {}; resolve() }
+        })
+        if (this.failure != null && state.provs.every((p) => !m.connected(p)) && this.left > 0) throw this.failure
+      }
+    } finally {
+      m.removeEventListener('providers', this.poke)
+      m.removeEventListener('peers', this.poke)
+      for (const l of this.L) {
+        l.peer?.abort()
+        l.origin?.abort()
+      }
+    }
+  }
+
+  // round is what the fetch knows now, for this round's steps: the stripe,
+  // the window, the holders, the clocks (stripe.js clocks), whether peers
+  // have stalled, the leaf the page waits on; next collects when to look
+  // again, reasked whether a want was asked again.
+  round (now) {
+    const { m, state } = this
+    const { stripe, at: heardAt } = m.stripeOf(state, now)
+    const lowest = this.parts.findIndex((p) => p == null)
+    // A holder: a provider known not to be fetching the root (it may
+    // still be being dialled).
+    const fetchers = m.fetchersOf(state.root)
+    const holders = new Set(state.provs.filter((p) => !stripe.has(p) && !fetchers.includes(p)))
+    const leaf = m.originLeafMs ?? ASSUMED_LEAF_MS
+    const slowestMs = Math.max(m.peerBlockMs ?? 0, ...state.provs.map((p) => m.peerMs.get(p) ?? 0))
+    const c = clocks(m.cfg, { peerBlockMs: m.peerBlockMs, dialMs: m.dialMs, slowestMs })
+    for (const p of stripe.members) if (!state.connectedAt.has(p) && m.connected(p)) state.connectedAt.set(p, now)
+    const v = {
+      ...c,
+      now,
+      stripe,
+      lowest,
+      end: Math.min(this.leaves.length, lowest + m.cfg.stripeWindow),
+      holders,
+      holder: holders.size > 0,
+      holderUp: [...holders].some((p) => m.connected(p)),
+      leaf,
+      interval: Math.max(m.cfg.peerTimeout, leaf), // between re-asks
+      limit: stripe.alone() && holders.size === 0 ? m.cfg.concurrency : m.cfg.originConcurrency,
+      stall: stall({ now, since: Math.max(state.lastPeer, state.heardAt ?? state.t0), stallWin: c.stallWin, canOrigin: this.canOrigin }),
+      next: heardAt ?? now + 100,
+      reasked: false
+    }
+    v.held = (i) => this.held(i, holders)
+    const own = ownLeft(stripe, lowest, this.leaves.length, (i) => this.parts[i] == null && !v.held(i))
+    const w = waitOn({ leaf: state.waitLeaf, at: state.waitAt }, { own, alone: stripe.alone(), lowest, now })
+    state.waitLeaf = w.leaf
+    state.waitAt = w.at
+    return v
+  }
+
+  // held reports whether leaf i is held: a peer said HAVE of it (its block
+  // is on the way), or a connected holder of the root (its HAVE of the
+  // root says it holds every block) was asked for it and did not say
+  // DONT_HAVE: it is queued there.
+  held (i, holders) {
+    const { m } = this
+    const k = this.leaves[i].toString()
+    return m.comingAt.has(k) ||
+      [...(m.askedFor.get(k) ?? [])].some((p) => holders.has(p) && !this.L[i].dontHave.has(p) && m.connected(p))
+  }
+
+  // step carries out the rules for leaf i, still missing, in round v: the
+  // store, then peers (asked, or asked again), then the origin.
+  step (i, v) {
+    const { m, state } = this
+    const l = this.L[i]
+    const c = this.leaves[i]
+    if (l.asked == null) {
+      const local = m.local(c, this.rec)
+      if (local != null) {
+        this.parts[i] = local
+        this.left--
+        return
+      }
+      this.askPeers(i, v.stripe)
+    }
+    const r = reaskLeaf({
+      stripe: v.stripe,
+      i,
+      asking: l.peer != null,
+      asked: m.askedFor.get(c.toString()) ?? new Set(),
+      candidates: state.provs,
+      dontHave: l.dontHave,
+      holders: v.holders,
+      held: v.held(i),
+      coming: m.comingAt.has(c.toString()),
+      connected: (p) => m.connected(p),
+      isTab: (p) => m.isTab(p),
+      peerAt: l.peerAt,
+      reaskAt: state.reaskAt ?? 0,
+      now: v.now,
+      interval: v.interval
+    })
+    if (r.again != null) {
+      l.reasking = true
+      l.peer.abort(`reask ${r.again}`)
+      if (r.again === 'stale') {
+        l.dontHave.clear()
+        v.reasked = true
+      }
+      this.askPeers(i, v.stripe)
+    } else if (r.at != null) v.next = Math.min(v.next, r.at)
+    if (!this.canOrigin || l.origin != null || state.originDead != null || this.originBusy >= v.limit) return
+    const owner = v.stripe.owner(i)
+    const k = c.toString()
+    const d = originLeaf({
+      ...v,
+      i,
+      asked: l.asked,
+      capFrom: l.capFrom,
+      ownerAt: owner === v.stripe.self ? null : state.connectedAt.get(owner),
+      heardAt: state.heardAt,
+      held: v.held(i),
+      heldAt: m.comingAt.get(k) ?? null,
+      ownerActive: Math.max(m.lastBlockFrom.get(owner) ?? -Infinity, m.lastHaveFrom.get(owner) ?? -Infinity) >= v.now - v.peerTime - v.leaf,
+      waitSince: state.waitLeaf === i ? state.waitAt : null,
+      rank: originRank(v.stripe, v.lowest, i, m.cfg.originConcurrency),
+      stalled: v.stall.stalled,
+      capMax: m.cfg.capMax,
+      lastBlocks: [...[...(m.askedFor.get(k) ?? [])].map((p) => m.lastBlockFrom.get(p) ?? -Infinity), m.comingAt.get(k) ?? -Infinity]
+    })
+    if (d.capFrom != null) l.capFrom = d.capFrom
+    if (d.why != null) this.askOrigin(i, d.why)
+    else if (d.at != null) v.next = Math.min(v.next, d.at)
+  }
+
+  // done takes leaf i's first verified copy and cancels the other request;
+  // a later copy counts as duplicate bytes.
+  done (i, bytes, source, sender) {
+    const { m, rec, state } = this
+    if (this.parts[i] != null) {
+      m.stats.duplicateBytes += bytes.length
+      return
+    }
+    this.parts[i] = bytes
+    this.left--
+    this.lastProgress = performance.now()
+    m.count(rec, source, sender, bytes.length)
+    if (i === 0) rec.ttfbMs ??= Math.round(performance.now() - state.t0)
+    this.L[i].peer?.abort(source)
+    this.L[i].origin?.abort()
+    this.poke()
+  }
+
+  // askPeers asks peers for leaf i: its owner first when another member
+  // owns it (askOf), then (on DONT_HAVE) the other providers one at a
+  // time: a holder, or a member that took it as a backup, sends it.
+  // (Asking only the owner and the holders gave more overdue leaves in
+  // the 10-tab crowd.)
+  askPeers (i, stripe) {
+    const { m, state } = this
+    const l = this.L[i]
+    l.peer = new AbortController()
+    l.asked ??= performance.now()
+    l.peerAt = performance.now()
+    m.fromPeers(this.leaves[i], l.peer.signal, state.provs, this.poke, askOf(stripe, i), (p) => l.dontHave.add(p))
+      .then((r) => {
+        state.peerDelivered = true
+        state.lastPeer = performance.now()
+        state.peerBytes += r.bytes.length
+        state.peerBlocks++
+        this.done(i, r.bytes, 'peer', r.sender)
+      }, () => { l.peerFailed = this.parts[i] == null && !l.reasking; l.reasking = false; this.poke() })
+  }
+
+  // askOrigin asks the origin for leaf i (why: the rule that let it in).
+  askOrigin (i, why) {
+    const { m, rec, state } = this
+    const l = this.L[i]
+    l.origin = new AbortController()
+    this.originBusy++
+    rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+    m.fromOrigin(this.leaves[i], i, this.asset, l.origin.signal)
+      .then((r) => this.done(i, r.bytes, 'origin', null), (err) => {
+        if (this.parts[i] == null && !l.origin.signal.aborted) {
+          this.failure = err
+          state.originDead = err
+        }
+      })
+      .finally(() => { this.originBusy--; this.poke() })
+  }
 }

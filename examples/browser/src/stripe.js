@@ -6,6 +6,7 @@
 // (test/stripe.test.mjs); client.js's striped fetch carries them out.
 import { sha256 } from '@noble/hashes/sha2.js'
 import { base58btc } from 'multiformats/bases/base58'
+import { capHedges, capWindow } from './gate.js'
 
 // BACKUP_WAVES bounds the waves in which the members of a stripe take a
 // late leaf from the origin (see overdue): the members after the owner go
@@ -99,6 +100,24 @@ export class Stripe {
     this.owner(i)
     return this.places.get(i)
   }
+}
+
+// MAX_MEMBERS caps the peers a page counts in a root's stripe besides
+// itself: the Go side's cap (announce.DefaultMaxFetchers, 64, what
+// Table.Fetchers returns to the fetch package). Every member must compute
+// the same owners, so the page counts as many as a Go node does; with a
+// lower cap (16 until now) a crowd of more than 17 fetching one root split
+// its leaves two ways, and a leaf could have two owners or none. Past 64
+// the two still differ in which they keep: Go keeps those with the most
+// evidence, then the latest expiry; the page keeps those it heard of
+// first.
+export const MAX_MEMBERS = 64
+
+// crowdOf is the crowd of a stripe: the peers announcing a fetch of the
+// root (fetchers, in the order the page heard of them), less self, at most
+// max (MAX_MEMBERS).
+export function crowdOf (fetchers, self, max = MAX_MEMBERS) {
+  return fetchers.filter((p) => p !== self).slice(0, max)
 }
 
 // heard reports whether the others fetching the root can be taken to have
@@ -208,4 +227,179 @@ export function reask (asked, next, now, interval, held) {
   if (held) return { again: false, at: null }
   const due = Math.max(asked + interval, next)
   return now >= due ? { again: true, at: null } : { again: false, at: due }
+}
+
+// askOf is the peer leaf i is asked of first: its owner when another
+// member owns it (its bitswap sends the block when it has it), else null
+// (the page's own leaf, or nothing is split: any provider).
+export function askOf (stripe, i) {
+  if (stripe.alone()) return null
+  const o = stripe.owner(i)
+  return o === stripe.self ? null : o
+}
+
+// clocks are the times a striped fetch goes by in a round (ms), from the
+// page's config c ({ peerTimeout, peerTimeMax, stallTimeout, dialTimeout })
+// and what it has measured, m ({ peerBlockMs: what a block has taken from
+// its peers, want-block to block; dialMs: what a dial through the relay
+// has taken; slowestMs: what a block takes from its slowest provider },
+// each null or 0 if not measured):
+//
+//   - peerTime, what a peer is given to offer a leaf (overdue's
+//     peerTimeout): peerTimeout, or peerBlockMs if longer (over WebRTC
+//     between tabs on a busy machine 0.3-2 s, and seconds more queued
+//     behind the blocks a tab serves others), up to peerTimeMax;
+//   - stallWin, how long peers may deliver nothing before the origin takes
+//     the first missing leaves (see stall): 4 stallTimeouts, or twice
+//     peerTime, up to 8 stallTimeouts (with 2 s the origin took most of
+//     the 10-tab crowd's video);
+//   - ownerWait, how long a leaf whose owner is not connected yet waits
+//     for the connection: two dial timeouts (WebRTC through the relay
+//     takes seconds on a busy machine; the owner repeats its FETCH every
+//     second: it is there);
+//   - dialWait, how long a leaf the holders could send waits while none
+//     of them is connected: twice dialMs, peerTimeout if longer, up to
+//     ownerWait (a holder that has gone, a closed tab, delays the origin
+//     that long at most);
+//   - capWin, gate.js's capWindow over slowestMs.
+export function clocks (c, m) {
+  const peerTime = Math.min(Math.max(c.peerTimeout, m.peerBlockMs ?? 0), c.peerTimeMax)
+  return {
+    peerTime,
+    stallWin: Math.min(Math.max(4 * c.stallTimeout, 2 * peerTime), 8 * c.stallTimeout),
+    ownerWait: 2 * c.dialTimeout,
+    dialWait: Math.min(2 * c.dialTimeout, Math.max(c.peerTimeout, 2 * (m.dialMs ?? 0))),
+    capWin: capWindow(c.stallTimeout, m.slowestMs ?? 0)
+  }
+}
+
+// stall says whether the peers of a striped fetch have stalled: no peer
+// block for stallWin since since (the later of the last peer block and
+// when the page was heard, or the fetch's start), with an origin to turn
+// to. The origin then takes the first missing leaves, whoever owns them,
+// until a peer block comes again: a member or holder that announces and
+// sends nothing cannot hold a fetch up longer (a crowd run hung 30 s on
+// such a holder). It returns { stalled } and, while not, at: when it
+// would be.
+export function stall ({ now, since, stallWin, canOrigin }) {
+  const stalled = canOrigin && now - since >= stallWin
+  return { stalled, at: stalled ? null : since + stallWin }
+}
+
+// ownLeft reports whether the page owns a leaf from from to to (exclusive)
+// that is still to fetch and that no peer holds (pending(i)).
+export function ownLeft (stripe, from, to, pending) {
+  if (stripe.alone()) return false
+  for (let i = from; i < to; i++) if (stripe.owner(i) === stripe.self && pending(i)) return true
+  return false
+}
+
+// waitOn is the leaf a striped fetch waits on, and since when (the Go
+// reader's waitSince; overdue's waitSince): the first missing one
+// (lowest), once the page has nothing of its own left to fetch (own) in a
+// stripe it shares; none while it has (at is then kept). w is the last
+// answer, { leaf, at }.
+export function waitOn (w, { own, alone, lowest, now }) {
+  if (own || alone) return { leaf: null, at: w.at }
+  if (w.leaf !== lowest) return { leaf: lowest, at: now }
+  return w
+}
+
+// originRank is leaf i's place in its owner's origin queue (overdue's
+// rank): 1 + the owner's leaves from lowest before it, over the origin
+// concurrency (an owner takes its leaves in file order, concurrency at
+// once).
+export function originRank (stripe, lowest, i, concurrency) {
+  const owner = stripe.owner(i)
+  let before = 0
+  for (let k = lowest; k < i; k++) if (stripe.owner(k) === owner) before++
+  return 1 + Math.floor(before / concurrency)
+}
+
+// reaskLeaf says whether the want of leaf i, asked of peers (r.asking), is
+// restarted now (asked afresh: cancelled, then a new want) and why:
+//
+//   - 'unasked': it went to nobody while a candidate is connected now (it
+//     was asked before anyone could be), or its owner is a connected peer
+//     that is not a tab (a Go node) and was not asked, unless another
+//     peer said HAVE of it (coming: its block is on the way, and the want
+//     ended at the others, the owner too). A tab owner new to
+//     the leaf is reached by the DONT_HAVEs: restarting every want whose
+//     owner changed as tabs came and went sent twice the WebRTC bytes the
+//     10-tab crowd used.
+//   - 'stale': its owner, or a holder, answered DONT_HAVE, that peer is
+//     not a tab, nobody holds the leaf, and reask (above) says it is time:
+//     a Go peer does not reliably send a block unasked once it has it. A
+//     tab keeps the want and sends it; asking it again put the leaf at
+//     the back of its serving queue, and the 10-tab crowd took more
+//     leaves from the origin as overdue.
+//
+// r is { stripe, i, asking, asked (the peers the want went to, a Set),
+// candidates (the peers it may go to), dontHave (those that answered
+// DONT_HAVE, a Set), holders (a Set), held (a peer holds it: held(i)),
+// coming (a peer asked said HAVE of it),
+// connected(p), isTab(p), peerAt (when it was last asked), reaskAt (when
+// the fetch may re-ask next), now, interval }. It returns { again } (null:
+// not now) and at, when the answer may change by the clock.
+export function reaskLeaf (r) {
+  if (!r.asking) return { again: null, at: null }
+  const o = askOf(r.stripe, r.i)
+  if ((r.asked.size === 0 && r.candidates.some(r.connected)) ||
+    (o != null && !r.coming && !r.isTab(o) && r.connected(o) && !r.asked.has(o))) return { again: 'unasked', at: null }
+  const owner = r.stripe.owner(r.i)
+  const stale = [...r.dontHave].some((p) => ((p === owner && p !== r.stripe.self) || r.holders.has(p)) && !r.isTab(p))
+  if (!stale || r.held) return { again: null, at: null }
+  const d = reask(r.peerAt, r.reaskAt, r.now, r.interval, false)
+  return { again: d.again ? 'stale' : null, at: d.at }
+}
+
+// originLeaf says whether leaf i of a striped fetch, asked of peers and
+// not of the origin, with room at the origin, is asked of the origin now
+// and why, or else when to look again:
+//
+//   - a leaf of an owner not connected yet waits for the connection, up
+//     to ownerWait after it was asked (waiting only as long as for a
+//     holder made the 10-tab crowd take three times as many leaves as
+//     overdue); the owner's clock starts when it is connected (ownerAt);
+//   - a leaf the holders could send, while none of them is connected yet
+//     (holder, not holderUp), waits up to dialWait;
+//   - then stripeOrigin decides, the owner's clock starting at the later
+//     of heardAt (when the others heard of the page; now if not yet) and
+//     ownerAt; a 'cap' hedge waits again (capFrom: now) while a peer asked
+//     keeps delivering (gate.js capHedges: it is busy, not gone);
+//   - a stalled fetch (stall) takes the leaf anyway ('stall').
+//
+// o is { stripe, i, now, asked (when it was first asked of peers),
+// capFrom (when its cap window last restarted, or null), ownerAt, heardAt,
+// holder, holderUp, held, heldAt, ownerActive, waitSince, rank, stalled,
+// leaf, capMax, lastBlocks (the times of the last blocks from the peers it
+// was asked of, and of its HAVE) } and the clocks (peerTime, ownerWait,
+// dialWait, capWin). It returns { why }, or { at } (null: not by the
+// clock), with capFrom when the cap window restarts.
+export function originLeaf (o) {
+  const { stripe, i, now } = o
+  if (stripe.owner(i) !== stripe.self && !stripe.alone() && o.ownerAt == null && now - o.asked < o.ownerWait) return { at: o.asked + o.ownerWait }
+  if (o.holder && !o.holderUp && now - o.asked < o.dialWait) return { at: o.asked + o.dialWait }
+  const d = stripeOrigin({
+    stripe,
+    i,
+    now,
+    asked: o.capFrom ?? o.asked,
+    held: o.held,
+    heldAt: o.heldAt,
+    holder: o.holderUp,
+    ownerActive: o.ownerActive,
+    waitSince: o.waitSince,
+    rank: o.rank,
+    peerTimeout: o.peerTime,
+    leaf: o.leaf,
+    originSince: Math.max(o.heardAt ?? now, o.ownerAt ?? -Infinity),
+    capWin: o.capWin
+  })
+  if (d.why === 'cap' && !capHedges({ now, asked: o.asked, win: o.capWin, capMax: o.capMax, lastBlocks: o.lastBlocks })) {
+    return { at: now + o.capWin, capFrom: now }
+  }
+  if (d.why != null) return { why: d.why }
+  if (o.stalled) return { why: 'stall' }
+  return { at: d.at ?? null }
 }

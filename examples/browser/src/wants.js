@@ -88,9 +88,12 @@ export class Wants {
   // libp2p the node. onCount(what, peer, n = 1) counts wantBlocks,
   // wantHaves, cancels, messages, replies (reply messages written),
   // blockSendMs (n: what a block's turn took, from its write to its data
-  // channel holding at most lowWater of it), sendErrors and
-  // duplicateBytes (blocks
-  // that arrived when nobody here wanted them any more).
+  // channel holding at most lowWater of it), sendErrors,
+  // duplicateBytes (blocks that arrived when nobody here wanted them any
+  // more), duplicateCause (the same bytes again, with a fourth
+  // argument: why, see duplicateCause) and cancelMs (n: what a CANCEL
+  // waited, from the want's end to its write: behind the message being
+  // written to that peer, a block maybe).
   //
   // A stream idle for idleMs (default 8 s) is closed and a new one opened
   // for the next message: a Helia receiver aborts a bitswap stream that
@@ -125,9 +128,14 @@ export class Wants {
     this.queues = new Map() // peer -> {pending: Map(key -> entry), busy, stream}
     this.waiters = new Map() // key -> Set(fn(detail))
     this.presence = new Map() // key -> Set(fn(detail))
+    this.ended = new Map() // key -> {why, asked, haves}: wants ended lately (duplicateCause)
     this.onBlock = (e) => {
       // A block nobody here waits for was sent in vain: a duplicate.
-      if (!this.dispatch(this.waiters, e.detail)) this.onCount('duplicateBytes', e.detail.sender.toString(), e.detail.block.length)
+      if (this.dispatch(this.waiters, e.detail)) return
+      const p = e.detail.sender.toString()
+      const n = e.detail.block.length
+      this.onCount('duplicateBytes', p, n)
+      this.onCount('duplicateCause', p, n, this.duplicateCause(key(e.detail.cid), p))
     }
     this.onPresence = (e) => { if (e.detail.block == null) this.dispatch(this.presence, e.detail) }
     bitswap.wantList.addEventListener('block', this.onBlock)
@@ -148,6 +156,20 @@ export class Wants {
     return true
   }
 
+  // duplicateCause says why a block with key k came from p when nobody
+  // here wanted it any more: 'not asked' (p was not asked for it by a want
+  // lately ended), or why its want ended ('block': another copy came;
+  // 'origin', 'reask', ...: the signal's reason; 'cancel') and whether p
+  // had said HAVE of it by then ('sending': its send was under way, which
+  // no CANCEL stops) or not ('cancel late': it started before the CANCEL
+  // reached it; 'cancel late after DONT_HAVE' if it had said it lacked
+  // the block: it got it later).
+  duplicateCause (k, p) {
+    const e = this.ended.get(k)
+    if (e == null || !e.asked.has(p)) return 'not asked'
+    return `${e.why}, ${e.haves.has(p) ? 'sending' : e.dontHaves.has(p) ? 'cancel late after DONT_HAVE' : 'cancel late'}`
+  }
+
   // isWanted reports whether a block is still wanted here (a block arriving
   // that is not was sent in vain: a duplicate).
   isWanted (c) { return this.active.has(key(c)) }
@@ -162,26 +184,32 @@ export class Wants {
   want (c, { signal, onDontHave, onHave } = {}) {
     const k = key(c)
     if (this.active.has(k)) throw new Error(`wants: ${c} is already wanted`)
-    const w = { cid: c, asked: new Set(), sender: null, done: false }
+    // asked: the peers the want stands at; all: every peer asked; haves,
+    // dontHaves: those that said HAVE, DONT_HAVE.
+    const w = { cid: c, asked: new Set(), all: new Set(), haves: new Set(), dontHaves: new Set(), sender: null, done: false }
     this.active.set(k, w)
     let resolve, reject
     w.result = new Promise((res, rej) => { resolve = res; reject = rej })
     const onBlock = (d) => {
       if (w.done) return
       w.sender = d.sender.toString()
-      finish()
+      finish('block')
       resolve({ bytes: d.block, sender: w.sender })
     }
     const onPres = (d) => {
       const p = d.sender.toString()
+      if (w.all.has(p)) (d.has ? w.haves : w.dontHaves).add(p)
       if (!w.asked.has(p)) return
       if (d.has) onHave?.(p)
       else onDontHave?.(p)
     }
-    const finish = () => {
+    const finish = (why) => {
       if (w.done) return
       w.done = true
       this.active.delete(k)
+      this.ended.delete(k)
+      this.ended.set(k, { why, asked: w.all, haves: w.haves, dontHaves: w.dontHaves })
+      if (this.ended.size > 4096) this.ended.delete(this.ended.keys().next().value)
       this.waiters.get(k)?.delete(onBlock)
       if (this.waiters.get(k)?.size === 0) this.waiters.delete(k)
       this.presence.get(k)?.delete(onPres)
@@ -189,7 +217,7 @@ export class Wants {
       signal?.removeEventListener('abort', onAbort)
       for (const p of w.asked) if (p !== w.sender) this.enqueue(p, { cid: c, cancel: true })
     }
-    const onAbort = () => { finish(); reject(signal.reason ?? new Error('want aborted')) }
+    const onAbort = () => { finish(typeof signal.reason === 'string' ? signal.reason : 'abort'); reject(signal.reason ?? new Error('want aborted')) }
     if (!this.waiters.has(k)) this.waiters.set(k, new Set())
     this.waiters.get(k).add(onBlock)
     if (!this.presence.has(k)) this.presence.set(k, new Set())
@@ -204,16 +232,36 @@ export class Wants {
         for (const p of peers) {
           if (w.asked.has(p)) continue
           w.asked.add(p)
+          w.all.add(p)
           this.enqueue(p, { cid: c, wantType: WANT_BLOCK, sendDontHave: true })
         }
       },
-      cancel: () => { if (!w.done) { finish(); reject(new Error('want cancelled')) } }
+      // only ends the want at every peer it stands at but p and those that
+      // said HAVE: a CANCEL goes to each (nothing, if the want had not gone
+      // out yet), and ask may ask them again. For when p said HAVE: its
+      // block is on its way (a page says so as it starts to send it), and
+      // another peer that gets the block meanwhile would send a copy in
+      // vain.
+      // It returns the peers it ended the want at.
+      only: (p) => {
+        const out = []
+        if (w.done) return out
+        for (const q of [...w.asked]) {
+          if (q === p || w.haves.has(q)) continue
+          w.asked.delete(q)
+          out.push(q)
+          this.enqueue(q, { cid: c, cancel: true })
+        }
+        return out
+      },
+      cancel: () => { if (!w.done) { finish('cancel'); reject(new Error('want cancelled')) } }
     }
   }
 
   // enqueue adds an entry to a peer's next message. A cancel of a want not
   // yet sent removes the want instead: nothing goes on the wire.
   enqueue (p, entry) {
+    if (entry.cancel) entry.at = this.now()
     const q = this.queue(p)
     const k = key(entry.cid)
     const prev = q.pending.get(k)
@@ -385,6 +433,7 @@ export class Wants {
     }
     for (const e of entries) {
       this.onCount(e.cancel ? 'cancels' : e.wantType === WANT_HAVE ? 'wantHaves' : 'wantBlocks', p)
+      if (e.cancel) this.onCount('cancelMs', p, this.now() - e.at)
     }
     this.onCount('messages', p)
   }

@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BACKUP_WAVES, Stripe, compareBytes, heard, overdue, peerBytes, reask, stripeScore, stripeOrigin } from '../src/stripe.js'
+import { BACKUP_WAVES, MAX_MEMBERS, Stripe, askOf, clocks, compareBytes, crowdOf, heard, originLeaf, originRank, overdue, ownLeft, peerBytes, reask, reaskLeaf, stall, stripeScore, stripeOrigin, waitOn } from '../src/stripe.js'
 
 const root = CID.parse('bafybeihcldjer7njjrrxknqh67cestxa7s7jf4nhnp62y6k4twcbahvtc4')
 
@@ -196,4 +196,192 @@ test('reask: the Go side\'s table (fetch.TestReask)', () => {
   for (const [name, asked, next, at, held, want] of cases) {
     assert.deepEqual(reask(t0 + asked, t0 + next, t0 + at, every, held), want, name)
   }
+})
+
+// leafOf finds the first leaf (under 200) of st for which pred holds.
+function leafOf (st, pred) {
+  for (let i = 0; i < 200; i++) if (pred(i)) return i
+  throw new Error('no such leaf')
+}
+
+test('askOf: the owner first when another member owns the leaf', async () => {
+  const [self, other] = await crowd(2)
+  const st = new Stripe(root.bytes, self, [other])
+  const theirs = leafOf(st, (i) => st.owner(i) === other)
+  const mine = leafOf(st, (i) => st.owner(i) === self)
+  assert.equal(askOf(st, theirs), other)
+  assert.equal(askOf(st, mine), null)
+  assert.equal(askOf(new Stripe(root.bytes, self, []), 0), null)
+  // Not heard yet: every leaf is another's.
+  const out = new Stripe(root.bytes, self, [other], false)
+  assert.equal(askOf(out, mine), other)
+})
+
+test('clocks: the times of a striped fetch\'s round', () => {
+  const c = { peerTimeout: 200, peerTimeMax: 8000, stallTimeout: 2000, dialTimeout: 5000 }
+  const cases = [
+    ['nothing measured', {}, { peerTime: 200, stallWin: 8000, ownerWait: 10_000, dialWait: 200, capWin: 2000 }],
+    ['slow peers', { peerBlockMs: 3000, slowestMs: 1000 }, { peerTime: 3000, stallWin: 8000, ownerWait: 10_000, dialWait: 200, capWin: 3000 }],
+    ['very slow peers', { peerBlockMs: 6000, slowestMs: 6000 }, { peerTime: 6000, stallWin: 12_000, ownerWait: 10_000, dialWait: 200, capWin: 18_000 }],
+    ['peer time capped', { peerBlockMs: 20_000 }, { peerTime: 8000, stallWin: 16_000, ownerWait: 10_000, dialWait: 200, capWin: 2000 }],
+    ['dials measured', { dialMs: 1500 }, { peerTime: 200, stallWin: 8000, ownerWait: 10_000, dialWait: 3000, capWin: 2000 }],
+    ['dial wait capped', { dialMs: 9000 }, { peerTime: 200, stallWin: 8000, ownerWait: 10_000, dialWait: 10_000, capWin: 2000 }]
+  ]
+  for (const [name, m, want] of cases) assert.deepEqual(clocks(c, { peerBlockMs: null, dialMs: null, slowestMs: 0, ...m }), want, name)
+})
+
+test('stall: the origin takes over from silent peers', () => {
+  const cases = [
+    ['quiet, not long', { now: 5000, since: 1000, stallWin: 8000, canOrigin: true }, { stalled: false, at: 9000 }],
+    ['quiet too long', { now: 9000, since: 1000, stallWin: 8000, canOrigin: true }, { stalled: true, at: null }],
+    ['no origin to turn to', { now: 9000, since: 1000, stallWin: 8000, canOrigin: false }, { stalled: false, at: 9000 }]
+  ]
+  for (const [name, s, want] of cases) assert.deepEqual(stall(s), want, name)
+})
+
+test('ownLeft and waitOn: the leaf the page waits on', async () => {
+  const [self, other] = await crowd(2)
+  const st = new Stripe(root.bytes, self, [other])
+  const mine = leafOf(st, (i) => st.owner(i) === self)
+  const theirs = leafOf(st, (i) => st.owner(i) === other)
+  assert.ok(ownLeft(st, 0, 200, () => true))
+  assert.ok(!ownLeft(st, 0, 200, (i) => i !== mine && st.owner(i) !== self))
+  assert.ok(ownLeft(st, mine, mine + 1, () => true))
+  assert.ok(!ownLeft(st, theirs, theirs + 1, () => true))
+  assert.ok(!ownLeft(new Stripe(root.bytes, self, []), 0, 200, () => true), 'alone')
+  const w0 = { leaf: null, at: null }
+  const cases = [
+    ['own leaves left: no wait', w0, { own: true, alone: false, lowest: 3, now: 100 }, { leaf: null, at: null }],
+    ['alone: no wait', { leaf: 2, at: 50 }, { own: false, alone: true, lowest: 3, now: 100 }, { leaf: null, at: 50 }],
+    ['nothing of its own: waits from now', w0, { own: false, alone: false, lowest: 3, now: 100 }, { leaf: 3, at: 100 }],
+    ['still the same leaf: the clock goes on', { leaf: 3, at: 100 }, { own: false, alone: false, lowest: 3, now: 900 }, { leaf: 3, at: 100 }],
+    ['the next leaf: a new clock', { leaf: 3, at: 100 }, { own: false, alone: false, lowest: 4, now: 900 }, { leaf: 4, at: 900 }]
+  ]
+  for (const [name, w, a, want] of cases) assert.deepEqual(waitOn(w, a), want, name)
+})
+
+test('originRank: a leaf\'s place in its owner\'s origin queue', async () => {
+  const [self, other] = await crowd(2)
+  const st = new Stripe(root.bytes, self, [other])
+  const theirs = []
+  for (let i = 0; theirs.length < 5; i++) if (st.owner(i) === other) theirs.push(i)
+  // Two at once: the owner's first two leaves are rank 1, the next two 2.
+  assert.deepEqual(theirs.map((i) => originRank(st, theirs[0], i, 2)), [1, 1, 2, 2, 3])
+  assert.deepEqual(theirs.map((i) => originRank(st, theirs[2], i, 2)).slice(2), [1, 1, 2])
+  assert.equal(originRank(st, theirs[0], theirs[4], 1), 5)
+})
+
+test('reaskLeaf: when a want is asked afresh', async () => {
+  const [self, other, holder] = await crowd(3)
+  const st = new Stripe(root.bytes, self, [other])
+  const theirs = leafOf(st, (i) => st.owner(i) === other)
+  const mine = leafOf(st, (i) => st.owner(i) === self)
+  const tabs = new Set()
+  const up = new Set([other, holder])
+  const base = {
+    stripe: st,
+    i: theirs,
+    asking: true,
+    asked: new Set([other]),
+    candidates: [other, holder],
+    dontHave: new Set(),
+    holders: new Set([holder]),
+    held: false,
+    coming: false,
+    connected: (p) => up.has(p),
+    isTab: (p) => tabs.has(p),
+    peerAt: 1000,
+    reaskAt: 0,
+    now: 1100,
+    interval: 300
+  }
+  const none = { again: null, at: null }
+  const cases = [
+    ['asked of its owner, no answer', {}, none],
+    ['not asking', { asking: false, asked: new Set() }, none],
+    ['asked of nobody, a candidate up', { asked: new Set() }, { again: 'unasked', at: null }],
+    ['asked of nobody, nobody up', { asked: new Set(), connected: () => false }, none],
+    ['a Go owner not asked', { asked: new Set([holder]) }, { again: 'unasked', at: null }],
+    ['a Go owner not asked, another\'s copy coming', { asked: new Set([holder]), coming: true }, none],
+    ['a Go owner not connected', { asked: new Set([holder]), connected: (p) => p === holder }, none],
+    ['a tab owner not asked: the DONT_HAVEs reach it', { asked: new Set([holder]), isTab: (p) => p === other }, none],
+    ['my own leaf, asked of a holder', { i: mine, asked: new Set([holder]) }, none],
+    ['a Go owner said DONT_HAVE: not yet', { dontHave: new Set([other]) }, { again: null, at: 1300 }],
+    ['a Go owner said DONT_HAVE: again', { dontHave: new Set([other]), now: 1300 }, { again: 'stale', at: null }],
+    ['a Go holder said DONT_HAVE', { dontHave: new Set([holder]), now: 1300 }, { again: 'stale', at: null }],
+    ['the fetch re-asked lately', { dontHave: new Set([other]), now: 1300, reaskAt: 1500 }, { again: null, at: 1500 }],
+    ['a tab owner said DONT_HAVE: it keeps the want', { dontHave: new Set([other]), now: 1300, isTab: (p) => p === other }, none],
+    ['DONT_HAVE, but another peer holds it', { dontHave: new Set([other]), now: 1300, held: true }, none],
+    ['DONT_HAVE from neither owner nor holder', { dontHave: new Set([self]), now: 1300 }, none]
+  ]
+  for (const [name, r, want] of cases) assert.deepEqual(reaskLeaf({ ...base, ...r }), want, name)
+})
+
+test('originLeaf: when the origin takes a leaf of a striped fetch', async () => {
+  const [self, other] = await crowd(2)
+  const st = new Stripe(root.bytes, self, [other])
+  const theirs = leafOf(st, (i) => st.owner(i) === other && st.place(i) === 1)
+  const mine = leafOf(st, (i) => st.owner(i) === self)
+  const alone = new Stripe(root.bytes, self, [])
+  const pt = 200
+  const leaf = 300
+  const base = {
+    stripe: st,
+    i: theirs,
+    now: 1000,
+    asked: 1000,
+    capFrom: null,
+    ownerAt: 500,
+    heardAt: 800,
+    holder: false,
+    holderUp: false,
+    held: false,
+    heldAt: null,
+    ownerActive: false,
+    waitSince: null,
+    rank: 1,
+    stalled: false,
+    leaf,
+    capMax: 15_000,
+    lastBlocks: [],
+    peerTime: pt,
+    ownerWait: 10_000,
+    dialWait: 1000,
+    capWin: 2000
+  }
+  const cases = [
+    ['another\'s, its owner not connected: wait for it', { ownerAt: undefined, now: 5000 }, { at: 11_000 }],
+    ['another\'s, its owner never came: overdue', { ownerAt: undefined, now: 11_000 }, { why: 'overdue' }],
+    ['another\'s, not connected, but stalled: still waits', { ownerAt: undefined, now: 5000, stalled: true }, { at: 11_000 }],
+    ['another\'s: waits for its owner', {}, { at: 1000 + pt + leaf }],
+    ['another\'s, the owner connected late: its clock starts then', { ownerAt: 3000, now: 3000 }, { at: 3000 + pt + leaf }],
+    ['another\'s, overdue', { now: 1000 + pt + leaf }, { why: 'overdue' }],
+    ['another\'s, stalled', { ownerActive: true, now: 5000, stalled: true }, { why: 'stall' }],
+    ['a holder still being dialled', { i: mine, holder: true, now: 1500 }, { at: 2000 }],
+    ['mine, at once', { i: mine }, { why: 'mine' }],
+    ['mine, a holder up: peers first', { i: mine, holder: true, holderUp: true, now: 1100 }, { at: 1000 + pt }],
+    ['alone, a holder up: the cap window', { stripe: alone, i: 0, holder: true, holderUp: true, now: 2000 }, { at: 3000 }],
+    ['alone, the cap window passed', { stripe: alone, i: 0, holder: true, holderUp: true, now: 3000 }, { why: 'cap' }],
+    ['alone, the window passed, the peer delivering', { stripe: alone, i: 0, holder: true, holderUp: true, now: 3000, lastBlocks: [2500] }, { at: 5000, capFrom: 3000 }],
+    ['alone, the restarted window', { stripe: alone, i: 0, holder: true, holderUp: true, capFrom: 3000, now: 4000, lastBlocks: [3900] }, { at: 5000 }],
+    ['alone, delivering but past capMax', { stripe: alone, i: 0, holder: true, holderUp: true, now: 16_000, lastBlocks: [15_900] }, { why: 'cap' }]
+  ]
+  for (const [name, o, want] of cases) assert.deepEqual(originLeaf({ ...base, ...o }), want, name)
+})
+
+test('crowdOf: every page of a crowd of 40 computes the same owners', async () => {
+  const ps = await crowd(40)
+  // Each page hears of the others in its own order (here: rotated), and
+  // of itself too (its own FETCH comes back through the table's peers).
+  const views = ps.map((self, k) => new Stripe(root.bytes, self, crowdOf([...ps.slice(k), ...ps.slice(0, k)], self)))
+  for (const v of views) assert.equal(v.members.length, 40)
+  for (let i = 0; i < 200; i++) {
+    const o = views[0].owner(i)
+    for (const v of views) assert.equal(v.owner(i), o, `leaf ${i}`)
+  }
+  const many = await crowd(MAX_MEMBERS + 6)
+  const c = crowdOf(many, many[3])
+  assert.equal(c.length, MAX_MEMBERS)
+  assert.ok(!c.includes(many[3]))
+  assert.deepEqual(crowdOf(many, many[3], 2), [many[0], many[1]])
 })

@@ -87,7 +87,17 @@ test('want-block only to the peers asked; CANCEL to those that did not deliver',
   const { sent, libp2p } = fakeNet(['P1', 'P2', 'P3'])
   const wantList = new EventTarget()
   const counts = {}
-  const w = new Wants({ bitswap: { wantList }, libp2p, onCount: (what, _p, n = 1) => { counts[what] = (counts[what] ?? 0) + n } })
+  const cancelMs = []
+  let clock = 0
+  const w = new Wants({
+    bitswap: { wantList },
+    libp2p,
+    now: () => clock,
+    onCount: (what, _p, n = 1) => {
+      if (what === 'cancelMs') cancelMs.push(n)
+      else counts[what] = (counts[what] ?? 0) + n
+    }
+  })
   const c = await cidOf('leaf')
   const h = w.want(c)
   h.ask(['P1'])
@@ -107,7 +117,76 @@ test('want-block only to the peers asked; CANCEL to those that did not deliver',
   assert.deepEqual(entries(sent.get('P2')), [`block ${c}`]) // it delivered: its want is gone
   // P1's copy, sent before the cancel reached it, is counted as waste.
   wantList.dispatchEvent(new CustomEvent('block', { detail: { cid: c, sender: { toString: () => 'P1' }, block } }))
-  assert.deepEqual(counts, { wantBlocks: 2, cancels: 1, messages: 3, duplicateBytes: 3 })
+  assert.deepEqual(counts, { wantBlocks: 2, cancels: 1, messages: 3, duplicateBytes: 3, duplicateCause: 3 })
+  assert.deepEqual(cancelMs, [0]) // written at once: nothing else was going to P1
+  w.stop()
+})
+
+test('a duplicate is counted with why its want ended', async () => {
+  const { libp2p } = fakeNet(['P1', 'P2', 'P3'])
+  const wantList = new EventTarget()
+  const causes = []
+  const w = new Wants({ bitswap: { wantList }, libp2p, onCount: (what, p, n, cause) => { if (what === 'duplicateCause') causes.push(`${p} ${n} ${cause}`) } })
+  const peer = (id) => ({ toString: () => id })
+  const block = (c, id) => wantList.dispatchEvent(new CustomEvent('block', { detail: { cid: c, sender: peer(id), block: new Uint8Array(5) } }))
+  const have = (c, id) => wantList.dispatchEvent(new CustomEvent('presence', { detail: { cid: c, sender: peer(id), has: true } }))
+  // P1 said HAVE (its send was under way), P2 did not; P3 delivered.
+  const c = await cidOf('raced')
+  const h = w.want(c)
+  h.ask(['P1', 'P2', 'P3'])
+  have(c, 'P1')
+  block(c, 'P3')
+  await h.result
+  block(c, 'P1')
+  block(c, 'P2')
+  // P3 said DONT_HAVE, then got the block and sent it as the origin won.
+  const f = await cidOf('lacked')
+  const ac0 = new AbortController()
+  const g0 = w.want(f, { signal: ac0.signal })
+  g0.ask(['P3'])
+  wantList.dispatchEvent(new CustomEvent('presence', { detail: { cid: f, sender: peer('P3'), has: false } }))
+  ac0.abort('origin')
+  await assert.rejects(g0.result)
+  block(f, 'P3')
+  // The origin won: the want was aborted with that reason.
+  const d = await cidOf('origin won')
+  const ac = new AbortController()
+  const g = w.want(d, { signal: ac.signal })
+  g.ask(['P1'])
+  ac.abort('origin')
+  await assert.rejects(g.result)
+  block(d, 'P1')
+  block(d, 'P2') // never asked
+  const e = await cidOf('never wanted')
+  block(e, 'P3')
+  assert.deepEqual(causes, ['P1 5 block, sending', 'P2 5 block, cancel late', 'P3 5 origin, cancel late after DONT_HAVE', 'P1 5 origin, cancel late', 'P2 5 not asked', 'P3 5 not asked'])
+  w.stop()
+})
+
+test('only: a HAVE ends the want at the peers that did not say HAVE', async () => {
+  const { sent, libp2p } = fakeNet(['P1', 'P2', 'P3', 'P4'])
+  const wantList = new EventTarget()
+  const w = new Wants({ bitswap: { wantList }, libp2p })
+  const peer = (id) => ({ toString: () => id })
+  const c = await cidOf('coming')
+  const h = w.want(c)
+  h.ask(['P1', 'P2', 'P3'])
+  await tick()
+  wantList.dispatchEvent(new CustomEvent('presence', { detail: { cid: c, sender: peer('P2'), has: true } }))
+  h.ask(['P4']) // not gone out yet when only comes: nothing goes to P4
+  assert.deepEqual(h.only('P1').sort(), ['P3', 'P4'])
+  await tick()
+  assert.deepEqual(entries(sent.get('P1')), [`block ${c}`])
+  assert.deepEqual(entries(sent.get('P2')), [`block ${c}`]) // it is sending: a CANCEL would not stop it
+  assert.deepEqual(entries(sent.get('P3')), [`block ${c}`, `cancel ${c}`])
+  assert.deepEqual(entries(sent.get('P4')), [])
+  assert.deepEqual([...h.asked].sort(), ['P1', 'P2'])
+  h.ask(['P3']) // asked again (the HAVE's sender went away)
+  await tick()
+  assert.deepEqual(entries(sent.get('P3')), [`block ${c}`, `cancel ${c}`, `block ${c}`])
+  h.cancel()
+  await assert.rejects(h.result)
+  assert.deepEqual(h.only('P1'), [])
   w.stop()
 })
 
