@@ -8,12 +8,6 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import { base58btc } from 'multiformats/bases/base58'
 import { capHedges, capWindow } from './gate.js'
 
-// BACKUP_WAVES bounds the waves in which the members of a stripe take a
-// late leaf from the origin (see overdue): the members after the owner go
-// one wave at a time, those placed BACKUP_WAVES or later together in the
-// last. The Go side's backupWaves.
-export const BACKUP_WAVES = 4
-
 // ASSUMED_LEAF_MS is how long an origin leaf is taken to need before this
 // page has measured one: 1 MiB/s, the Go side's assumedLeafTime.
 export const ASSUMED_LEAF_MS = 1000
@@ -138,8 +132,10 @@ export function heard (announced, now, hearing) {
 // waited peerTimeout plus one leaf's origin time on it (its owner is too
 // busy), twice that if a peer has said HAVE of it. The members after the
 // owner go in waves: the one placed next (backup 1) at those times, the one
-// after it peerTimeout plus one origin leaf (and the wait) later, up to
-// BACKUP_WAVES.
+// after it peerTimeout plus one origin leaf (and the wait) later, and so
+// on, one member a wave, as the Go side's overdue (no cap: with the fourth
+// and later members going together, every member of a large stripe took a
+// late leaf from the origin).
 //
 // a is { since (when the owner can be taken to have started on the leaf:
 // when it was asked of peers or when this page's origin joined, whichever
@@ -150,7 +146,7 @@ export function heard (announced, now, hearing) {
 // It returns { due: true }, or { due: false, at } with at the time the
 // answer may change (null: not by the clock).
 export function overdue (a, now, peerTimeout, leaf) {
-  const wave = Math.min(Math.max(a.backup, 1), BACKUP_WAVES)
+  const wave = Math.max(a.backup, 1)
   let at = null
   const soon = (t) => { at = at == null ? t : Math.min(at, t) }
   if (!a.held && !a.ownerActive) {

@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { BACKUP_WAVES, MAX_MEMBERS, Stripe, askOf, clocks, compareBytes, crowdOf, heard, originLeaf, originRank, overdue, ownLeft, peerBytes, reask, reaskLeaf, stall, stripeScore, stripeOrigin, waitOn } from '../src/stripe.js'
+import { MAX_MEMBERS, Stripe, askOf, clocks, compareBytes, crowdOf, heard, originLeaf, originRank, overdue, ownLeft, peerBytes, reask, reaskLeaf, stall, stripeScore, stripeOrigin, waitOn } from '../src/stripe.js'
 
 const root = CID.parse('bafybeihcldjer7njjrrxknqh67cestxa7s7jf4nhnp62y6k4twcbahvtc4')
 
@@ -135,8 +135,8 @@ test('overdue: the Go side\'s table (fetch.TestOverdue)', () => {
     ['first backup, its owner sent nothing', { since: t0, rank: 1, backup: 1 }, pt + leaf, true],
     ['second backup waits a wave more', { since: t0, rank: 1, backup: 2 }, pt + leaf, false, 2 * (pt + leaf)],
     ['second backup, its turn', { since: t0, rank: 1, backup: 2 }, 2 * (pt + leaf), true],
-    ['far backups go in the last wave', { since: t0, rank: 1, backup: 40 }, BACKUP_WAVES * (pt + leaf) - 1, false, BACKUP_WAVES * (pt + leaf)],
-    ['far backup, the last wave', { since: t0, rank: 1, backup: 40 }, BACKUP_WAVES * (pt + leaf), true],
+    ['a far backup waits for its own wave', { since: t0, rank: 1, backup: 40 }, 40 * (pt + leaf) - 1, false, 40 * (pt + leaf)],
+    ['a far backup, its wave', { since: t0, rank: 1, backup: 40 }, 40 * (pt + leaf), true],
     ['third backup, the reader waits', { since: t0, ownerActive: true, backup: 3, waitSince: t0 + 1000 }, 1000 + 2 * (pt + leaf), false, 1000 + 3 * (pt + leaf)],
     ['third backup, held, the reader waited', { since: t0, held: true, backup: 3, waitSince: t0 + 1000 }, 1000 + 6 * (pt + leaf), true]
   ]
