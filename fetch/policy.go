@@ -371,3 +371,29 @@ func reask(asked, next, now time.Time, interval time.Duration, held bool, s *soo
 	}
 	return true
 }
+
+// Providers found during a fetch (refresh.go).
+
+const (
+	// provRefresh is how often a fetch waiting on peers looks the
+	// providers up again.
+	provRefresh = 2 * time.Second
+	// provRefreshNew is the most new providers one lookup connects to.
+	provRefreshNew = 8
+)
+
+// lookAgain reports whether a fetch looks its providers up again at now:
+// when one was known (a lookup that finds none may go to the DHT, the
+// provider finder's fallback, and the origin is on then anyway), a leaf
+// waits on peers, and provRefresh has passed since the last lookup.
+func lookAgain(known, waiting bool, last, now time.Time, s *soon) bool {
+	if !known || !waiting {
+		return false
+	}
+	due := last.Add(provRefresh)
+	if now.Before(due) {
+		s.at(due)
+		return false
+	}
+	return true
+}
