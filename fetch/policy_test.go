@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -488,4 +489,28 @@ func TestLookAgain(t *testing.T) {
 			t.Errorf("%s: next look at %v, want %v", tc.name, s.next.Sub(t0), want.Sub(t0))
 		}
 	}
+}
+
+// TestLookAgainSynctest: a fetch that waits on peers for 7 s looks its
+// providers up again at 2, 4 and 6 s, and not once it stops waiting.
+func TestLookAgainSynctest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		last := start
+		var at []time.Duration
+		for time.Since(start) < 9*time.Second {
+			now := time.Now()
+			waiting := now.Sub(start) < 7*time.Second
+			s := newSoon(now)
+			if lookAgain(true, waiting, last, now, s) {
+				last = now
+				at = append(at, now.Sub(start))
+			}
+			time.Sleep(min(s.next.Sub(now), time.Second))
+		}
+		want := []time.Duration{provRefresh, 2 * provRefresh, 3 * provRefresh}
+		if !slices.Equal(at, want) {
+			t.Errorf("looked again at %v, want %v", at, want)
+		}
+	})
 }
