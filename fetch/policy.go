@@ -35,6 +35,15 @@ func (s *soon) at(t time.Time) {
 	}
 }
 
+// reached reports whether now is at or past due; if not, it notes due.
+func (s *soon) reached(now, due time.Time) bool {
+	if now.Before(due) {
+		s.at(due)
+		return false
+	}
+	return true
+}
+
 // joinState is what decides whether the origin joins a fetch that has
 // not asked it yet.
 type joinState struct {
@@ -214,12 +223,7 @@ func heard(announces bool, announced, now time.Time, hearing time.Duration, s *s
 	if announced.IsZero() {
 		return false
 	}
-	due := announced.Add(hearing)
-	if now.Before(due) {
-		s.at(due)
-		return false
-	}
-	return true
+	return s.reached(now, announced.Add(hearing))
 }
 
 // owner is the member that takes leaf i from the origin.
@@ -334,21 +338,18 @@ func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon)
 		// Each wave after the first waits for the one before it to fetch
 		// the leaf from the origin (leaf) and offer it (peerTimeout).
 		due := a.since.Add(peerTimeout + time.Duration(max(a.rank, 1))*leaf + (wave-1)*(peerTimeout+leaf))
-		if !now.Before(due) {
+		if s.reached(now, due) {
 			return true
 		}
-		s.at(due)
 	}
 	if !a.waitSince.IsZero() {
 		wait := wave * (peerTimeout + leaf)
 		if a.held {
 			wait *= 2 // a peer has it: it is on its way
 		}
-		due := a.waitSince.Add(wait)
-		if !now.Before(due) {
+		if s.reached(now, a.waitSince.Add(wait)) {
 			return true
 		}
-		s.at(due)
 	}
 	return false
 }
@@ -364,12 +365,7 @@ func reask(asked, next, now time.Time, interval time.Duration, held bool, s *soo
 	if held {
 		return false
 	}
-	due := later(asked.Add(interval), next)
-	if now.Before(due) {
-		s.at(due)
-		return false
-	}
-	return true
+	return s.reached(now, later(asked.Add(interval), next))
 }
 
 // Providers found during a fetch (refresh.go).
@@ -390,10 +386,5 @@ func lookAgain(known, waiting bool, last, now time.Time, s *soon) bool {
 	if !known || !waiting {
 		return false
 	}
-	due := last.Add(provRefresh)
-	if now.Before(due) {
-		s.at(due)
-		return false
-	}
-	return true
+	return s.reached(now, last.Add(provRefresh))
 }

@@ -279,12 +279,8 @@ func TestOverdue(t *testing.T) {
 		if got := overdue(tc.a, now, pt, leaf, s); got != tc.want {
 			t.Errorf("%s: overdue = %v, want %v", tc.name, got, tc.want)
 		}
-		want := now.Add(time.Minute)
-		if tc.wantNext != 0 {
-			want = t0.Add(tc.wantNext)
-		}
-		if !tc.want && !s.next.Equal(want) {
-			t.Errorf("%s: next look at %v, want %v", tc.name, s.next.Sub(t0), want.Sub(t0))
+		if !tc.want {
+			checkNext(t, tc.name, s, t0, tc.wantNext)
 		}
 	}
 }
@@ -382,13 +378,7 @@ func TestReask(t *testing.T) {
 		if got := reask(t0.Add(tc.asked), t0.Add(tc.next), now, every, tc.held, s); got != tc.want {
 			t.Errorf("%s: reask = %v, want %v", tc.name, got, tc.want)
 		}
-		want := now.Add(time.Minute)
-		if tc.wantNext != 0 {
-			want = t0.Add(tc.wantNext)
-		}
-		if !s.next.Equal(want) {
-			t.Errorf("%s: next look at %v, want %v", tc.name, s.next.Sub(t0), want.Sub(t0))
-		}
+		checkNext(t, tc.name, s, t0, tc.wantNext)
 	}
 }
 
@@ -426,13 +416,7 @@ func TestStripeHearing(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%s: heard = %v, want %v", tc.name, got, tc.want)
 		}
-		want := now.Add(time.Minute)
-		if tc.wantNext != 0 {
-			want = t0.Add(tc.wantNext)
-		}
-		if !s.next.Equal(want) {
-			t.Errorf("%s: next look at %v, want %v", tc.name, s.next.Sub(t0), want.Sub(t0))
-		}
+		checkNext(t, tc.name, s, t0, tc.wantNext)
 	}
 	unheard := makeStripe(root, self, others, nil, false)
 	full := makeStripe(root, self, others, nil, true)
@@ -481,13 +465,7 @@ func TestLookAgain(t *testing.T) {
 		if got := lookAgain(tc.known, tc.waiting, t0, now, s); got != tc.want {
 			t.Errorf("%s: lookAgain = %v, want %v", tc.name, got, tc.want)
 		}
-		want := now.Add(time.Minute)
-		if tc.wantNext != 0 {
-			want = t0.Add(tc.wantNext)
-		}
-		if !s.next.Equal(want) {
-			t.Errorf("%s: next look at %v, want %v", tc.name, s.next.Sub(t0), want.Sub(t0))
-		}
+		checkNext(t, tc.name, s, t0, tc.wantNext)
 	}
 }
 
@@ -513,4 +491,17 @@ func TestLookAgainSynctest(t *testing.T) {
 			t.Errorf("looked again at %v, want %v", at, want)
 		}
 	})
+}
+
+// checkNext checks when s says to look again: at t0 plus wantNext, or,
+// with wantNext 0, nothing due (s's minute on).
+func checkNext(t *testing.T, name string, s *soon, t0 time.Time, wantNext time.Duration) {
+	t.Helper()
+	want := s.now.Add(time.Minute)
+	if wantNext != 0 {
+		want = t0.Add(wantNext)
+	}
+	if !s.next.Equal(want) {
+		t.Errorf("%s: next look at %v, want %v", name, s.next.Sub(t0), want.Sub(t0))
+	}
 }
