@@ -152,56 +152,16 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 	elapsed := time.Since(start)
 	seedServed := seed.Stats().Fetch.ServedBytes - servedBefore
 
-	var used, fromPeers, fromOrigin, fromSeed, tabToTab, tabSent, dup, wants, cancels, replies int64
-	fromTab := map[string]int64{}
-	causes := map[string]int64{}
-	var tabDup int64 // bytes tabs sent other tabs that arrived unwanted
-	ids := map[string]bool{}
-	for _, p := range pages {
-		ids[p.Stats.PeerID] = true
-	}
-	for _, p := range pages {
-		checkPage(t, p, site)
-		st := p.Stats
-		used += st.PeerBytes + st.OriginBytes
-		fromPeers += st.PeerBytes
-		fromOrigin += st.OriginBytes
-		for id, b := range st.Peers {
-			if id == seedID {
-				fromSeed += b
-			} else {
-				tabToTab += b
-				fromTab[id] += b
-			}
-		}
-		for id, b := range st.Served {
-			if ids[id] {
-				tabSent += b
-			}
-		}
-		dup += st.DuplicateBytes
-		for id, b := range st.Duplicates {
-			if ids[id] {
-				tabDup += b
-			}
-		}
-		for c, b := range st.DuplicateCauses {
-			causes[c] += b
-		}
-		wants += st.Wants.WantBlocks
-		cancels += st.Wants.Cancels
-		replies += st.Wants.Replies
-	}
+	c := tallyCrowd(t, pages, site, seedID)
 	// No byte counted as used that its sender did not count as sent.
 	for _, p := range pages {
-		if got := fromTab[p.Stats.PeerID]; got > p.Stats.ServedBytes {
+		if got := c.fromTab[p.Stats.PeerID]; got > p.Stats.ServedBytes {
 			t.Errorf("%s: the tabs used %d bytes from it, it counts %d served", p.Name, got, p.Stats.ServedBytes)
 		}
 	}
-	if fromSeed > seedServed {
-		t.Errorf("the tabs used %d bytes from the seed, the seed counts %d served", fromSeed, seedServed)
+	if c.fromSeed > seedServed {
+		t.Errorf("the tabs used %d bytes from the seed, the seed counts %d served", c.fromSeed, seedServed)
 	}
-	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
 	ratio := func(a, b int64) float64 {
 		if b == 0 {
 			return 0
@@ -211,51 +171,105 @@ func testCrowd(t *testing.T, pinned bool, n int) {
 	toPages := s.Stats().Labels["page"]
 	t.Logf("%s, %d tabs, site %.1f MiB, %v: offload %.3f; origin sent %.2f copies (%.1f MiB) to the tabs; seed sent %.1f MiB for %.1f MiB used from it (%.2fx); tab to tab %.1f MiB used, %.1f MiB sent (%.2fx); duplicates %.1f MiB; want-blocks %d, cancels %d, reply messages on the tabs' own streams %d",
 		map[bool]string{true: "S1", false: "S0"}[pinned], n, mib(site.Size()), elapsed.Round(time.Second),
-		ratio(fromPeers, used), ratio(toPages, site.Size()), mib(toPages), mib(seedServed), mib(fromSeed), ratio(seedServed, fromSeed),
-		mib(tabToTab), mib(tabSent), ratio(tabSent, tabToTab), mib(dup), wants, cancels, replies)
+		ratio(c.fromPeers, c.used), ratio(toPages, site.Size()), mib(toPages), mib(seedServed), mib(c.fromSeed), ratio(seedServed, c.fromSeed),
+		mib(c.tabToTab), mib(c.tabSent), ratio(c.tabSent, c.tabToTab), mib(c.dup), c.wants, c.cancels, c.replies)
 	// Where the tab-to-tab bytes sent beyond those used went: blocks that
 	// arrived unwanted (by why their want had ended: the page's
 	// duplicateCauses, all senders), and sent but not seen to arrive.
 	t.Logf("tab to tab sent but not used: %.1f MiB arrived unwanted, %.1f MiB not seen to arrive; unwanted arrivals (all senders) by why the want ended, MiB: %s",
-		mib(tabDup), mib(tabSent-tabToTab-tabDup), mibMap(causes))
+		mib(c.tabDup), mib(c.tabSent-c.tabToTab-c.tabDup), mibMap(c.causes))
 	logLate(t, late, site, seedID, pinned)
-	var blockMs []int64
+	logTimings(t, pages)
+	logPages(t, pages, seedID, pinned)
+}
+
+// crowdTally is what a crowd's tabs counted, summed: bytes used (from
+// peers and the origin), from the seed, from other tabs (in all and by
+// sender), sent to other tabs, duplicates (all, and those from other tabs,
+// by why the want had ended), wants on the wire.
+type crowdTally struct {
+	used, fromPeers, fromSeed, tabToTab, tabSent, dup, tabDup int64
+	wants, cancels, replies                                   int64
+	fromTab, causes                                           map[string]int64
+}
+
+// tallyCrowd checks each page (checkPage) and sums what the tabs counted.
+func tallyCrowd(t *testing.T, pages []crowdPage, site meshtest.Site, seedID string) crowdTally {
+	c := crowdTally{fromTab: map[string]int64{}, causes: map[string]int64{}}
+	ids := map[string]bool{}
 	for _, p := range pages {
-		blockMs = append(blockMs, p.Stats.PeerBlockMs...)
+		ids[p.Stats.PeerID] = true
 	}
-	slices.Sort(blockMs)
-	if len(blockMs) > 0 {
-		t.Logf("want-block to block, ms: median %d, p90 %d, max %d (%d blocks)", blockMs[len(blockMs)/2], blockMs[len(blockMs)*9/10], blockMs[len(blockMs)-1], len(blockMs))
+	for _, p := range pages {
+		checkPage(t, p, site)
+		st := p.Stats
+		c.used += st.PeerBytes + st.OriginBytes
+		c.fromPeers += st.PeerBytes
+		for id, b := range st.Peers {
+			if id == seedID {
+				c.fromSeed += b
+			} else {
+				c.tabToTab += b
+				c.fromTab[id] += b
+			}
+		}
+		for id, b := range st.Served {
+			if ids[id] {
+				c.tabSent += b
+			}
+		}
+		c.dup += st.DuplicateBytes
+		for id, b := range st.Duplicates {
+			if ids[id] {
+				c.tabDup += b
+			}
+		}
+		for k, b := range st.DuplicateCauses {
+			c.causes[k] += b
+		}
+		c.wants += st.Wants.WantBlocks
+		c.cancels += st.Wants.Cancels
+		c.replies += st.Wants.Replies
 	}
-	var serveMs []int64
+	return c
+}
+
+// logTimings logs the tabs' timings: want-block to block, a served
+// block's own send, a CANCEL's wait to be written, want-block to block
+// written (medians, p90s, maxima).
+func logTimings(t *testing.T, pages []crowdPage) {
+	sorted := func(of func(crowdPage) []int64) []int64 {
+		var ms []int64
+		for _, p := range pages {
+			ms = append(ms, of(p)...)
+		}
+		slices.Sort(ms)
+		return ms
+	}
+	if ms := sorted(func(p crowdPage) []int64 { return p.Stats.PeerBlockMs }); len(ms) > 0 {
+		t.Logf("want-block to block, ms: median %d, p90 %d, max %d (%d blocks)", ms[len(ms)/2], ms[len(ms)*9/10], ms[len(ms)-1], len(ms))
+	}
+	if ms := sorted(func(p crowdPage) []int64 { return p.Stats.BlockSendMs }); len(ms) > 0 {
+		t.Logf("tabs serving: a block's own send (write to its data channel holding at most 256 KiB of it), ms: median %d, p90 %d (%d blocks)", ms[len(ms)/2], ms[len(ms)*9/10], len(ms))
+	}
+	if ms := sorted(func(p crowdPage) []int64 { return p.Stats.CancelMs }); len(ms) > 0 {
+		t.Logf("tabs' CANCELs: want ended to CANCEL written, ms: median %d, p90 %d, max %d (%d)", ms[len(ms)/2], ms[len(ms)*9/10], ms[len(ms)-1], len(ms))
+	}
 	var skipped, skippedBytes, dontHaves int64
 	for _, p := range pages {
-		serveMs = append(serveMs, p.Stats.ServeMs...)
 		skipped += p.Stats.ServeSkipped
 		skippedBytes += p.Stats.ServeSkippedBytes
 		dontHaves += p.Stats.DontHaves
 	}
-	var sendMs []int64
-	for _, p := range pages {
-		sendMs = append(sendMs, p.Stats.BlockSendMs...)
-	}
-	slices.Sort(sendMs)
-	if len(sendMs) > 0 {
-		t.Logf("tabs serving: a block's own send (write to its data channel holding at most 256 KiB of it), ms: median %d, p90 %d (%d blocks)", sendMs[len(sendMs)/2], sendMs[len(sendMs)*9/10], len(sendMs))
-	}
-	var cancelMs []int64
-	for _, p := range pages {
-		cancelMs = append(cancelMs, p.Stats.CancelMs...)
-	}
-	slices.Sort(cancelMs)
-	if len(cancelMs) > 0 {
-		t.Logf("tabs' CANCELs: want ended to CANCEL written, ms: median %d, p90 %d, max %d (%d)", cancelMs[len(cancelMs)/2], cancelMs[len(cancelMs)*9/10], cancelMs[len(cancelMs)-1], len(cancelMs))
-	}
-	slices.Sort(serveMs)
-	if len(serveMs) > 0 {
+	if ms := sorted(func(p crowdPage) []int64 { return p.Stats.ServeMs }); len(ms) > 0 {
 		t.Logf("tabs serving: want-block arrived to block written, ms: median %d, p90 %d, max %d (%d blocks); blocks not sent as cancelled meanwhile %d (%.1f MiB); DONT_HAVEs received %d",
-			serveMs[len(serveMs)/2], serveMs[len(serveMs)*9/10], serveMs[len(serveMs)-1], len(serveMs), skipped, mib(skippedBytes), dontHaves)
+			ms[len(ms)/2], ms[len(ms)*9/10], ms[len(ms)-1], len(ms), skipped, mib(skippedBytes), dontHaves)
 	}
+}
+
+// logPages logs how many tabs' first fetch came wholly from the seed (S1)
+// and each tab's own figures.
+func logPages(t *testing.T, pages []crowdPage, seedID string, pinned bool) {
 	if pinned {
 		fromSeed := 0
 		for _, p := range pages {
@@ -471,7 +485,10 @@ return { ok, direct: m.connections().some((c) => c.peer === '`+id+`' && !c.limit
 func mibMap(m map[string]int64) string {
 	var b strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(m)) {
-		fmt.Fprintf(&b, "%s: %.1f; ", k, float64(m[k])/(1<<20))
+		fmt.Fprintf(&b, "%s: %.1f; ", k, mib(m[k]))
 	}
 	return b.String()
 }
+
+// mib is b in MiB.
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
