@@ -743,15 +743,29 @@ func (r *Reader) stuckLocked(cur, end int, now time.Time, s *soon) bool {
 		s.at(since.Add(stuckAfter))
 		return false
 	}
-	r.leafSess, r.sessSince = r.f.bs.NewSession(r.ctx), now
-	for i := cur; i < end; i++ {
-		if q := r.st[i].peer; q != nil && r.st[i].data == nil {
-			q.cancel()
-			r.st[i].peer = nil
-		}
-	}
+	r.askAgainLocked(now, cur, end, func(int) bool { return true })
 	r.f.log.Debug("leaf asked again on a new session", "cid", r.leaves[cur].Cid)
 	return true
+}
+
+// askAgainLocked cancels the peer requests of the missing leaves in
+// [from, to) that pick selects and, if there were any, starts a new
+// bitswap session, on which schedule asks them again (a new session's
+// want-haves reach every connected peer). It returns how many it
+// cancelled. The caller holds mu.
+func (r *Reader) askAgainLocked(now time.Time, from, to int, pick func(i int) bool) int {
+	n := 0
+	for i := from; i < to; i++ {
+		if st := &r.st[i]; st.peer != nil && st.data == nil && pick(i) {
+			st.peer.cancel()
+			st.peer = nil
+			n++
+		}
+	}
+	if n > 0 {
+		r.leafSess, r.sessSince = r.f.bs.NewSession(r.ctx), now
+	}
+	return n
 }
 
 // giveUpLocked returns the fetch's error when nothing can come: at once if
@@ -899,25 +913,15 @@ func (r *Reader) reaskLocked(cur, end int, now time.Time, s *soon) {
 	}
 	every := max(r.f.cfg.PeerTimeout, leafTime(r.f.originRequestRate()))
 	self := r.f.cfg.Host.ID()
-	var again []int
-	for i := cur; i < end; i++ {
-		st := &r.st[i]
-		if st.data != nil || st.peer == nil || r.stripe.owner(i) == self {
-			continue
-		}
-		if reask(st.peerAt, r.reaskAt, now, every, r.f.guard.held(r.leaves[i].Cid), s) {
-			again = append(again, i)
-		}
-	}
-	if len(again) == 0 {
+	n := r.askAgainLocked(now, cur, end, func(i int) bool {
+		return r.stripe.owner(i) != self &&
+			reask(r.st[i].peerAt, r.reaskAt, now, every, r.f.guard.held(r.leaves[i].Cid), s)
+	})
+	if n == 0 {
 		return
 	}
-	for _, i := range again {
-		r.st[i].peer.cancel()
-		r.st[i].peer = nil
-	}
-	r.leafSess, r.sessSince, r.reaskAt = r.f.bs.NewSession(r.ctx), now, now.Add(every)
-	r.f.log.Debug("leaves asked again", "cid", r.t.Cid, "leaves", len(again))
+	r.reaskAt = now.Add(every)
+	r.f.log.Debug("leaves asked again", "cid", r.t.Cid, "leaves", n)
 }
 
 // mineLocked reports whether leaf i may be asked of the origin: always

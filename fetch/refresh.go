@@ -56,34 +56,17 @@ func (r *Reader) refreshProviders() {
 	for _, ai := range fresh {
 		r.provs = append(r.provs, ai.ID)
 	}
-	again := len(fresh) > 0 && r.askAgainLocked(time.Now())
+	again := 0
+	if len(fresh) > 0 {
+		now := time.Now()
+		again = r.askAgainLocked(now, 0, len(r.st), func(i int) bool { return now.Sub(r.st[i].peerAt) >= r.f.cfg.PeerTimeout })
+	}
 	r.mu.Unlock()
 	for _, ai := range fresh {
 		r.dial(ai)
 	}
-	if again {
+	if again > 0 {
+		r.f.log.Debug("leaves asked again of new providers", "cid", r.t.Cid, "leaves", again)
 		r.wake()
 	}
-}
-
-// askAgainLocked cancels the peer requests of the missing leaves asked a
-// PeerTimeout ago or more and starts a new bitswap session for the next
-// ones; schedule asks those leaves again. It reports whether there were
-// any. The caller holds mu.
-func (r *Reader) askAgainLocked(now time.Time) bool {
-	n := 0
-	for i := range r.st {
-		st := &r.st[i]
-		if st.peer != nil && st.data == nil && now.Sub(st.peerAt) >= r.f.cfg.PeerTimeout {
-			st.peer.cancel()
-			st.peer = nil
-			n++
-		}
-	}
-	if n == 0 {
-		return false
-	}
-	r.leafSess, r.sessSince = r.f.bs.NewSession(r.ctx), now
-	r.f.log.Debug("leaves asked again of new providers", "cid", r.t.Cid, "leaves", n)
-	return true
 }
