@@ -22,7 +22,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
 import { announceFetch, capHedges, capMove, capWindow, originJoin, pickPeer } from './gate.js'
-import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, waitOn } from './stripe.js'
+import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, cancelOnOrigin, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, waitOn } from './stripe.js'
 import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
@@ -104,6 +104,9 @@ export class Mesh extends EventTarget {
       // own turn (from its write); dontHaves, DONT_HAVEs received.
       // cancelMs, what a CANCEL waited to be written (wants.js).
       serveSkipped: 0, serveSkippedBytes: 0, serveMs: [], blockSendMs: [], dontHaves: 0, cancelMs: [],
+      // dials: WebRTC dials to peers through the relay that connected and
+      // that failed (dialPeer, each attempt).
+      dials: { ok: 0, failed: 0 },
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
     }
@@ -576,8 +579,10 @@ export class Mesh extends EventTarget {
         // striped fetch waits for a member or holder to connect.
         const ms = performance.now() - t0
         this.dialMs = this.dialMs == null ? ms : 0.7 * this.dialMs + 0.3 * ms
+        this.stats.dials.ok++
         return true
       } catch (err) {
+        this.stats.dials.failed++
         this.log(`dial ${a}: ${err.message}`)
       }
       if (this.connected(p)) return true
@@ -1365,6 +1370,7 @@ class StripedFetch {
       }
       this.askPeers(i, v.stripe)
     }
+    if (l.cancelled) return // the origin has it (askOrigin)
     const r = reaskLeaf({
       stripe: v.stripe,
       i,
@@ -1451,21 +1457,32 @@ class StripedFetch {
         state.peerBytes += r.bytes.length
         state.peerBlocks++
         this.done(i, r.bytes, 'peer', r.sender)
-      }, () => { l.peerFailed = this.parts[i] == null && !l.reasking; l.reasking = false; this.poke() })
+      }, () => { l.peerFailed = this.parts[i] == null && !l.reasking && !l.cancelled; l.reasking = false; this.poke() })
   }
 
   // askOrigin asks the origin for leaf i (why: the rule that let it in).
+  // The want at the peers asked for it ends now unless one said HAVE
+  // (stripe.js cancelOnOrigin); it is asked of them again if the origin
+  // fails.
   askOrigin (i, why) {
     const { m, rec, state } = this
     const l = this.L[i]
     l.origin = new AbortController()
     this.originBusy++
     rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+    if (cancelOnOrigin({ asking: l.peer != null && !l.peer.signal.aborted, coming: m.comingAt.has(this.leaves[i].toString()) })) {
+      l.cancelled = true
+      l.peer.abort('origin')
+    }
     m.fromOrigin(this.leaves[i], i, this.asset, l.origin.signal)
       .then((r) => this.done(i, r.bytes, 'origin', null), (err) => {
         if (this.parts[i] == null && !l.origin.signal.aborted) {
           this.failure = err
           state.originDead = err
+          if (l.cancelled) {
+            l.cancelled = false
+            this.askPeers(i, state.stripe)
+          }
         }
       })
       .finally(() => { this.originBusy--; this.poke() })
