@@ -62,8 +62,11 @@ type crowdPage struct {
 		DontHaves                          int64
 		Wants                              struct{ WantBlocks, Cancels, Messages, Replies, SendErrors int64 }
 		Summary                            struct{ Asked, Answered, Roots, Holders int64 }
-		Dials                              struct{ Ok, Failed int64 }
-		Connections                        []struct {
+		Dials                              struct {
+			Ok, Failed int64
+			Errors     map[string]int64
+		}
+		Connections []struct {
 			Peer, Addr string
 			Limited    bool
 		}
@@ -292,6 +295,9 @@ func logPages(t *testing.T, pages []crowdPage, seedID string, pinned bool) {
 		t.Logf("%s: opened %.1fs, joined +%dms, summary %d roots of %d holders; first fetch %s (%s) in %d ms; peers %.1f MiB, origin %.1f MiB, served %.1f MiB, duplicates %.1f MiB; origin joins %v; dials %d ok, %d failed; %d direct connections at the end",
 			p.Name, float64(p.OpenedMs)/1000, p.JoinedMs-p.OpenedMs, p.Stats.Summary.Roots, p.Stats.Summary.Holders, p.Fetches[0].Path, f.Origin, f.Ms,
 			mib(p.Stats.PeerBytes), mib(p.Stats.OriginBytes), mib(p.Stats.ServedBytes), mib(p.Stats.DuplicateBytes), joins(p), p.Stats.Dials.Ok, p.Stats.Dials.Failed, direct)
+		if len(p.Stats.Dials.Errors) > 0 {
+			t.Logf("%s: failed dials by error: %v", p.Name, p.Stats.Dials.Errors)
+		}
 		t.Logf("%s: by fetch (origin MiB, joins, origin leaf ms, fastest provider's block ms, fetch ms, MiB from the seed and from tabs, each join: why@ms into the fetch, who had wants then (S seed, T tabs), pace, origin leaf ms, ms since the seed's last block): %s", p.Name, byFetch(p, seedID))
 	}
 }

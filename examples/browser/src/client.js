@@ -106,7 +106,7 @@ export class Mesh extends EventTarget {
       serveSkipped: 0, serveSkippedBytes: 0, serveMs: [], blockSendMs: [], dontHaves: 0, cancelMs: [],
       // dials: WebRTC dials to peers through the relay that connected and
       // that failed (dialPeer, each attempt).
-      dials: { ok: 0, failed: 0 },
+      dials: { ok: 0, failed: 0, errors: {} }, // errors: failed dials by message
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
     }
@@ -583,6 +583,8 @@ export class Mesh extends EventTarget {
         return true
       } catch (err) {
         this.stats.dials.failed++
+        const msg = `${err.name}: ${err.message}`.replace(/12D3Koo\w+/g, 'P').slice(0, 100)
+        this.stats.dials.errors[msg] = (this.stats.dials.errors[msg] ?? 0) + 1
         this.log(`dial ${a}: ${err.message}`)
       }
       if (this.connected(p)) return true
