@@ -904,27 +904,7 @@ export class Mesh extends EventTarget {
           return r
         })
         .then(claim('peer', () => sender)))
-      // A leaf its peer has not delivered within capWindow gets the origin
-      // as well, unless a peer asked for it is still delivering to this
-      // page (gate.js, capHedges): then the window is waited again, up to
-      // capMax in all; the originGate's stall and slow rules still give
-      // the origin other leaves when peers fall behind.
-      const slowest = Math.max(this.peerBlockMs ?? 0, ...state.provs.map((p) => this.peerMs.get(p) ?? 0))
-      const win = capWindow(this.cfg.stallTimeout, slowest)
-      const asked = performance.now()
-      const cap = () => delay(win, originAbort.signal).then(() => {
-        // A block said to be on its way (HAVE) counts as delivering.
-        const lastBlocks = [...(this.askedFor.get(c.toString()) ?? [])].map((p) => this.lastBlockFrom.get(p) ?? -Infinity)
-        lastBlocks.push(this.comingAt.get(c.toString()) ?? -Infinity)
-        if (!capHedges({ now: performance.now(), asked, win, capMax: this.cfg.capMax, lastBlocks })) return cap()
-        const to = capMove({ asked: [...(this.askedFor.get(c.toString()) ?? [])], coming: this.comingAt.has(c.toString()), serving: this.servingOf(state).by })
-        if (to != null && ctl.move?.(to)) {
-          this.noteJoin(rec, 'move', state, [to])
-          return cap()
-        }
-        hedge('cap')
-      }, () => {})
-      cap()
+      this.capLoop(c, rec, state, ctl, hedge, originAbort.signal)
     }
     if (canOrigin) {
       racers.push((how === 'origin' ? Promise.resolve() : hedged)
@@ -941,6 +921,32 @@ export class Mesh extends EventTarget {
       peerAbort.abort()
       originAbort.abort()
     }
+  }
+
+  // capLoop gives leaf c, asked of peers, the origin as well (hedge('cap'))
+  // when its peer has not delivered within capWindow, unless a peer asked
+  // for it is still delivering to this page (gate.js, capHedges): then the
+  // window is waited again, up to capMax in all. A leaf asked only of tabs
+  // moves to a holder that serves this page first (capMove, through ctl,
+  // fromPeers's control). The originGate's stall and slow rules still give
+  // the origin other leaves when peers fall behind. signal ends the loop.
+  capLoop (c, rec, state, ctl, hedge, signal) {
+    const slowest = Math.max(this.peerBlockMs ?? 0, ...state.provs.map((p) => this.peerMs.get(p) ?? 0))
+    const win = capWindow(this.cfg.stallTimeout, slowest)
+    const asked = performance.now()
+    const cap = () => delay(win, signal).then(() => {
+      // A block said to be on its way (HAVE) counts as delivering.
+      const lastBlocks = [...(this.askedFor.get(c.toString()) ?? [])].map((p) => this.lastBlockFrom.get(p) ?? -Infinity)
+      lastBlocks.push(this.comingAt.get(c.toString()) ?? -Infinity)
+      if (!capHedges({ now: performance.now(), asked, win, capMax: this.cfg.capMax, lastBlocks })) return cap()
+      const to = capMove({ asked: [...(this.askedFor.get(c.toString()) ?? [])], coming: this.comingAt.has(c.toString()), serving: this.servingOf(state).by })
+      if (to != null && ctl.move?.(to)) {
+        this.noteJoin(rec, 'move', state, [to])
+        return cap()
+      }
+      hedge('cap')
+    }, () => {})
+    cap()
   }
 
   // noteJoin notes an origin join of an unstriped fetch in rec.joins, for
