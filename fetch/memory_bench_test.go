@@ -55,8 +55,10 @@ var memProfileDir = flag.String("fetchmem.profile", "", "BenchmarkFetchMemory: w
 // milliseconds, peak-live and peak-marked count up to gc-allocs-MiB of
 // blocks that were garbage before the collection ended. Run with
 // GODEBUG=gcstoptheworld=1 for what was reachable at each sample: the
-// collections then mark with no goroutine of ours running (gc-allocs-MiB
-// is then what is allocated while they sweep, which is not counted).
+// collections then mark with no goroutine of ours running, and
+// peak-reachable-MiB (reported only then) is the most that was reachable
+// at a sample, above idle; gc-allocs-MiB is then what was allocated while
+// the collections swept, which none of the figures counts as live.
 //
 //	go test -run '^$' -bench FetchMemory -benchtime 1x -count 7 ./fetch/
 //	GODEBUG=gcstoptheworld=1 go test -run '^$' -bench FetchMemory -benchtime 1x -count 7 ./fetch/
@@ -181,11 +183,26 @@ func fetchMemory(b *testing.B, prov *node, as []asset, read func(io.Reader) erro
 	b.ReportMetric(above(peak.live, idle.live), "peak-live-MiB")
 	b.ReportMetric(above(peak.marked, idle.marked), "peak-marked-MiB")
 	b.ReportMetric(float64(peak.gcAllocs)/MiB, "gc-allocs-MiB")
+	stw := stopTheWorldGC()
+	if stw {
+		b.ReportMetric(above(peak.marked, idle.marked), "peak-reachable-MiB")
+	}
 	b.Logf("peak Go heap in use %.1f MiB above the idle nodes', of which live (the most of %d samples after a collection, every 30 ms) %.1f MiB, marked %.1f MiB; at most %.1f MiB allocated during one collection (collections stop the world: %v); ReadAhead %d leaves of 1 MiB, window %d MiB",
 		above(peak.inUse, idle.inUse), samples.Load(), above(peak.live, idle.live), above(peak.marked, idle.marked),
-		float64(peak.gcAllocs)/MiB, strings.Contains(os.Getenv("GODEBUG"), "gcstoptheworld=1"),
-		fetch.DefaultReadAhead, fetch.DefaultWindowBytes/MiB)
+		float64(peak.gcAllocs)/MiB, stw, fetch.DefaultReadAhead, fetch.DefaultWindowBytes/MiB)
 	cl.f.Close()
+}
+
+// stopTheWorldGC reports whether the collector marks with the world
+// stopped (GODEBUG=gcstoptheworld=1 or 2): then what a collection marks is
+// exactly what was reachable when it began.
+func stopTheWorldGC() bool {
+	for _, kv := range strings.Split(os.Getenv("GODEBUG"), ",") {
+		if kv == "gcstoptheworld=1" || kv == "gcstoptheworld=2" {
+			return true
+		}
+	}
+	return false
 }
 
 // heapSample is what one sample of the heap found (see sampleHeap), or
