@@ -46,6 +46,7 @@ type crowdPage struct {
 			Ms                                       int
 			OriginJoins                              map[string]int
 			OriginLeafMs, PaceMs                     *int64
+			Joins                                    []string
 		}
 	}
 	Stats struct {
@@ -61,7 +62,11 @@ type crowdPage struct {
 		DontHaves                          int64
 		Wants                              struct{ WantBlocks, Cancels, Messages, Replies, SendErrors int64 }
 		Summary                            struct{ Asked, Answered, Roots, Holders int64 }
-		Connections                        []struct {
+		Dials                              struct {
+			Ok, Failed int64
+			Errors     map[string]int64
+		}
+		Connections []struct {
 			Peer, Addr string
 			Limited    bool
 		}
@@ -281,15 +286,24 @@ func logPages(t *testing.T, pages []crowdPage, seedID string, pinned bool) {
 	}
 	for _, p := range pages {
 		f := p.Fetches[0].Stats
-		t.Logf("%s: opened %.1fs, joined +%dms, summary %d roots of %d holders; first fetch %s (%s) in %d ms; peers %.1f MiB, origin %.1f MiB, served %.1f MiB, duplicates %.1f MiB; origin joins %v",
+		direct := 0
+		for _, c := range p.Stats.Connections {
+			if !c.Limited {
+				direct++
+			}
+		}
+		t.Logf("%s: opened %.1fs, joined +%dms, summary %d roots of %d holders; first fetch %s (%s) in %d ms; peers %.1f MiB, origin %.1f MiB, served %.1f MiB, duplicates %.1f MiB; origin joins %v; dials %d ok, %d failed; %d direct connections at the end",
 			p.Name, float64(p.OpenedMs)/1000, p.JoinedMs-p.OpenedMs, p.Stats.Summary.Roots, p.Stats.Summary.Holders, p.Fetches[0].Path, f.Origin, f.Ms,
-			mib(p.Stats.PeerBytes), mib(p.Stats.OriginBytes), mib(p.Stats.ServedBytes), mib(p.Stats.DuplicateBytes), joins(p))
-		t.Logf("%s: by fetch (origin leaves, joins, origin leaf ms, fastest provider's block ms, fetch ms): %s", p.Name, byFetch(p))
+			mib(p.Stats.PeerBytes), mib(p.Stats.OriginBytes), mib(p.Stats.ServedBytes), mib(p.Stats.DuplicateBytes), joins(p), p.Stats.Dials.Ok, p.Stats.Dials.Failed, direct)
+		if len(p.Stats.Dials.Errors) > 0 {
+			t.Logf("%s: failed dials by error: %v", p.Name, p.Stats.Dials.Errors)
+		}
+		t.Logf("%s: by fetch (origin MiB, joins, origin leaf ms, fastest provider's block ms, fetch ms, MiB from the seed and from tabs, each join: why@ms into the fetch, who had wants then (S seed, T tabs), pace, origin leaf ms, ms since the seed's last block): %s", p.Name, byFetch(p, seedID))
 	}
 }
 
 // byFetch sums up where each fetch of a page lost leaves to the origin.
-func byFetch(p crowdPage) string {
+func byFetch(p crowdPage, seedID string) string {
 	var b strings.Builder
 	ms := func(v *int64) string {
 		if v == nil {
@@ -299,7 +313,13 @@ func byFetch(p crowdPage) string {
 	}
 	for _, f := range p.Fetches {
 		st := f.Stats
-		fmt.Fprintf(&b, "%s: %.1f %v %s %s %d; ", f.Path, float64(st.OriginBytes)/(1<<20), st.OriginJoins, ms(st.OriginLeafMs), ms(st.PaceMs), st.Ms)
+		var tabs int64
+		for id, n := range st.Peers {
+			if id != seedID {
+				tabs += n
+			}
+		}
+		fmt.Fprintf(&b, "%s: %.1f %v %s %s %d seed %.1f tabs %.1f %q; ", f.Path, mib(st.OriginBytes), st.OriginJoins, ms(st.OriginLeafMs), ms(st.PaceMs), st.Ms, mib(st.Peers[seedID]), mib(tabs), st.Joins)
 	}
 	return b.String()
 }

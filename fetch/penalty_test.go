@@ -203,3 +203,26 @@ func notifyingSilentPeer(t *testing.T) (host.Host, <-chan struct{}) {
 	}
 	return h, asked
 }
+
+// TestSilentProviderAskedLate: a provider that sends nothing is judged
+// silent once it has owed an answer for PeerTimeout, even when that is
+// after StallTimeout (here StallTimeout is shorter than PeerTimeout, so at
+// StallTimeout the want has gone unanswered for less than PeerTimeout: as
+// when the want goes out late on a loaded machine). Before, the providers
+// were judged once, at StallTimeout, and such a provider never.
+func TestSilentProviderAskedLate(t *testing.T) {
+	a := makeAsset(t, 61, 2*MiB)
+	silent := silentPeer(t)
+	o := newOrigin(t, a.data)
+	tg := a.t
+	tg.URL = o.URL
+	cl := newNode(t, fetch.Config{StallTimeout: 300 * time.Millisecond, PeerTimeout: time.Second,
+		Providers: providers{a.t.Cid: {{ID: silent.ID(), Addrs: silent.Addrs()}}}})
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close() // open until the provider's silence is judged
+	checkBytes(t, readAll(t, r), a.data)
+	awaitPenalised(t, cl.f, silent.ID(), 5*time.Second, "the provider asked less than PeerTimeout before StallTimeout")
+}

@@ -806,7 +806,10 @@ func (r *Reader) giveUpLocked(missing bool, now time.Time, s *soon) error {
 // for no answer, owes none. A member of the crowd fetching the content
 // must deliver its share whatever it was asked: a DONT_HAVE does not
 // excuse it, unless the origin failed (it had nothing to send either).
-// They are judged once. The caller holds mu.
+// They are judged once; a provider first asked for an answer less than
+// PeerTimeout before (its want went out late: a slow dial, a loaded
+// machine) is judged when it has owed the answer that long. The caller
+// holds mu.
 func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 	if r.provsDone || len(r.provs) == 0 {
 		return nil
@@ -820,15 +823,18 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 	if r.f.cfg.Crowd != nil {
 		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
 	}
-	g := r.f.guard
+	g, pt := r.f.guard, r.f.cfg.PeerTimeout
 	var silent []peer.ID
 	for _, p := range r.provs {
 		member := slices.Contains(fetching, p)
 		switch {
-		case !g.linkedSince(p, r.start), g.usefulSince(p, r.start):
+		case !g.linkedSince(p, r.start), g.usefulSince(p, r.start), g.isPenalised(p):
 		case member && r.originDead != nil:
-		case member, !g.answeredSince(p, r.start) && g.owesAnswer(p, now.Add(-r.f.cfg.PeerTimeout)):
+		case member, !g.answeredSince(p, r.start) && g.owesAnswer(p, now.Add(-pt)):
 			silent = append(silent, p)
+		case !g.answeredSince(p, r.start) && g.owesAnswer(p, now):
+			r.provsDone = false // asked late: judged once it has owed for PeerTimeout
+			s.at(now.Add(pt - g.owedFor(p, now)))
 		}
 	}
 	return silent

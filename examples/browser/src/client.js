@@ -21,8 +21,8 @@ import { base64 } from 'multiformats/bases/base64'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
-import { announceFetch, capHedges, capWindow, originJoin } from './gate.js'
-import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, waitOn } from './stripe.js'
+import { announceFetch, capHedges, capMove, capWindow, originJoin, pickPeer } from './gate.js'
+import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, cancelOnOrigin, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, waitOn } from './stripe.js'
 import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
@@ -104,6 +104,9 @@ export class Mesh extends EventTarget {
       // own turn (from its write); dontHaves, DONT_HAVEs received.
       // cancelMs, what a CANCEL waited to be written (wants.js).
       serveSkipped: 0, serveSkippedBytes: 0, serveMs: [], blockSendMs: [], dontHaves: 0, cancelMs: [],
+      // dials: WebRTC dials to peers through the relay that connected and
+      // that failed (dialPeer, each attempt).
+      dials: { ok: 0, failed: 0, errors: {} }, // errors: failed dials by message
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
     }
@@ -576,8 +579,12 @@ export class Mesh extends EventTarget {
         // striped fetch waits for a member or holder to connect.
         const ms = performance.now() - t0
         this.dialMs = this.dialMs == null ? ms : 0.7 * this.dialMs + 0.3 * ms
+        this.stats.dials.ok++
         return true
       } catch (err) {
+        this.stats.dials.failed++
+        const msg = `${err.name}: ${err.message}`.replace(/12D3Koo\w+/g, 'P').slice(0, 100)
+        this.stats.dials.errors[msg] = (this.stats.dials.errors[msg] ?? 0) + 1
         this.log(`dial ${a}: ${err.message}`)
       }
       if (this.connected(p)) return true
@@ -755,7 +762,10 @@ export class Mesh extends EventTarget {
   async getLeaves (leaves, asset, usePeers, rec, state, parts) {
     const q = { front: 0, back: leaves.length, inflight: new Map() } // i -> hedge()
     const take = async (i, how, why) => {
-      if (why != null) rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+      if (why != null) {
+        rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+        this.noteJoin(rec, why, state, [...q.inflight.keys()].flatMap((j) => [...(this.askedFor.get(leaves[j].toString()) ?? [])]))
+      }
       parts[i] = await this.leaf(leaves[i], i, asset, how, rec, state, q)
       if (i === 0) rec.ttfbMs ??= Math.round(performance.now() - state.t0)
     }
@@ -870,6 +880,7 @@ export class Mesh extends EventTarget {
         if (!canOrigin || q.inflight.get(i) !== hedge) return false
         q.inflight.delete(i)
         rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+        this.noteJoin(rec, why, state, this.askedFor.get(c.toString()) ?? [])
         resolve()
         return true
       }
@@ -877,7 +888,8 @@ export class Mesh extends EventTarget {
     if (how === 'peers') {
       q.inflight.set(i, hedge)
       let sender = null
-      const fromPeers = this.fromPeers(c, peerAbort.signal, state.provs, () => { state.held = true })
+      const ctl = {}
+      const fromPeers = this.fromPeers(c, peerAbort.signal, state.provs, () => { state.held = true }, null, () => {}, ctl)
       fromPeers.catch(() => { if (!won) hedge('peers failed') })
       racers.push(fromPeers
         .then((r) => {
@@ -905,6 +917,11 @@ export class Mesh extends EventTarget {
         const lastBlocks = [...(this.askedFor.get(c.toString()) ?? [])].map((p) => this.lastBlockFrom.get(p) ?? -Infinity)
         lastBlocks.push(this.comingAt.get(c.toString()) ?? -Infinity)
         if (!capHedges({ now: performance.now(), asked, win, capMax: this.cfg.capMax, lastBlocks })) return cap()
+        const to = capMove({ asked: [...(this.askedFor.get(c.toString()) ?? [])], coming: this.comingAt.has(c.toString()), serving: this.servingOf(state).by })
+        if (to != null && ctl.move?.(to)) {
+          this.noteJoin(rec, 'move', state, [to])
+          return cap()
+        }
         hedge('cap')
       }, () => {})
       cap()
@@ -924,6 +941,19 @@ export class Mesh extends EventTarget {
       peerAbort.abort()
       originAbort.abort()
     }
+  }
+
+  // noteJoin notes an origin join of an unstriped fetch in rec.joins, for
+  // the crowd test's figures: why, ms into the fetch, who had the wants
+  // then (S the seed, T tabs), the pace and origin leaf time the gate saw,
+  // and ms since the seed last sent this page a block.
+  noteJoin (rec, why, state, asked) {
+    const seed = this.seedConn?.remotePeer.toString()
+    const who = [...new Set(asked)].map((p) => p === seed ? 'S' : 'T').sort().join('') || '-'
+    const ms = (v) => v == null ? '-' : Math.round(v)
+    const now = performance.now()
+    rec.joins ??= []
+    rec.joins.push(`${why}@${ms(now - state.t0)}${who} p${ms(this.paceOf(state.provs))} o${ms(this.originLeafMs)} s${ms(seed == null || !this.lastBlockFrom.has(seed) ? null : now - this.lastBlockFrom.get(seed))}`)
   }
 
   // originGate resolves, with the reason, when the origin may take a leaf
@@ -950,7 +980,9 @@ export class Mesh extends EventTarget {
         originLeafMs: this.originLeafMs,
         peerTimeout: this.cfg.peerTimeout,
         concurrency: this.cfg.concurrency,
-        leafBytes: CHUNK
+        leafBytes: CHUNK,
+        servingAt: this.servingOf(state).at,
+        stallTimeout: this.cfg.stallTimeout
       })
       if (why != null) return why
       let wake
@@ -961,6 +993,26 @@ export class Mesh extends EventTarget {
         state.blockWaiters.delete(wake)
       }
     }
+  }
+
+  // servingOf finds the holders of a fetch's root that serve this page:
+  // connected providers not fetching the root themselves (the seed, in a
+  // crowd) that have sent it a block or HAVE, for any fetch. It returns
+  // the latest such time (at, or null) and, by, the holder fastest to
+  // deliver to this page of those that did within stallTimeout (or null).
+  servingOf (state) {
+    const fetching = new Set(this.fetchersOf(state.root))
+    const now = performance.now()
+    let at = null
+    let by = null
+    for (const p of state.provs) {
+      if (fetching.has(p) || !this.connected(p)) continue
+      const t = Math.max(this.lastBlockFrom.get(p) ?? -Infinity, this.lastHaveFrom.get(p) ?? -Infinity)
+      if (t === -Infinity) continue
+      if (at == null || t > at) at = t
+      if (now - t < this.cfg.stallTimeout && (by == null || (this.peerMs.get(p) ?? Infinity) < (this.peerMs.get(by) ?? Infinity))) by = p
+    }
+    return { at, by }
   }
 
   // paceOf is what a block has taken (EWMA, ms) from the fastest of the
@@ -993,16 +1045,11 @@ export class Mesh extends EventTarget {
   // peer, the EWMA over all of them, so that it gets tried once the
   // measured ones have wants in flight: counted as the fastest, as before,
   // every new holder drew the first wants of every fetch, and a tab slow on
-  // WebRTC let the origin in), ties broken at random so that a crowd
-  // spreads over holders.
+  // WebRTC let the origin in), ties broken for the seed, else at random so
+  // that a crowd spreads over holders (gate.js, pickPeer).
   choosePeer (provs, asked) {
     const ok = provs.filter((p) => !asked.has(p) && this.connected(p))
-    if (ok.length === 0) return null
-    const typical = this.peerBlockMs ?? 100
-    const score = (p) => ((this.outstanding.get(p) ?? 0) + 1) * (this.peerMs.get(p) ?? typical)
-    const least = Math.min(...ok.map(score))
-    const best = ok.filter((p) => score(p) === least)
-    return best[Math.floor(Math.random() * best.length)]
+    return pickPeer({ ok, outstanding: this.outstanding, peerMs: this.peerMs, typical: this.peerBlockMs ?? 100, seed: this.seedConn?.remotePeer.toString() ?? null, rand: Math.random })
   }
 
   // fromPeers gets a block over bitswap from the providers, checked by its
@@ -1023,7 +1070,10 @@ export class Mesh extends EventTarget {
   //
   // prefer, a provider (a stripe member that owns the leaf), is asked
   // first when it is connected.
-  async fromPeers (c, signal, provs, onHave = () => {}, prefer = null, onDontHave = () => {}) {
+  //
+  // ctl, if given, gets move(p): ask p and end the want at the others
+  // asked (none of which said HAVE), for capMove; false if it cannot.
+  async fromPeers (c, signal, provs, onHave = () => {}, prefer = null, onDontHave = () => {}, ctl = null) {
     const h = this.wants.want(c, {
       signal,
       onHave: (p) => {
@@ -1052,6 +1102,19 @@ export class Mesh extends EventTarget {
       this.outstanding.set(p, (this.outstanding.get(p) ?? 0) + 1)
       h.ask([p])
       return true
+    }
+    if (ctl != null) {
+      ctl.move = (p) => {
+        if (coming || h.asked.has(p) || !this.connected(p)) return false
+        mine.add(p)
+        this.outstanding.set(p, (this.outstanding.get(p) ?? 0) + 1)
+        h.ask([p])
+        for (const q of h.only(p)) {
+          mine.delete(q)
+          this.outstanding.set(q, this.outstanding.get(q) - 1)
+        }
+        return true
+      }
     }
     const onPeers = () => { if (h.asked.size === 0 || [...h.asked].every((p) => !this.connected(p))) askNext() }
     this.addEventListener('peers', onPeers)
@@ -1309,6 +1372,7 @@ class StripedFetch {
       }
       this.askPeers(i, v.stripe)
     }
+    if (l.cancelled) return // the origin has it (askOrigin)
     const r = reaskLeaf({
       stripe: v.stripe,
       i,
@@ -1395,21 +1459,32 @@ class StripedFetch {
         state.peerBytes += r.bytes.length
         state.peerBlocks++
         this.done(i, r.bytes, 'peer', r.sender)
-      }, () => { l.peerFailed = this.parts[i] == null && !l.reasking; l.reasking = false; this.poke() })
+      }, () => { l.peerFailed = this.parts[i] == null && !l.reasking && !l.cancelled; l.reasking = false; this.poke() })
   }
 
   // askOrigin asks the origin for leaf i (why: the rule that let it in).
+  // The want at the peers asked for it ends now unless one said HAVE
+  // (stripe.js cancelOnOrigin); it is asked of them again if the origin
+  // fails.
   askOrigin (i, why) {
     const { m, rec, state } = this
     const l = this.L[i]
     l.origin = new AbortController()
     this.originBusy++
     rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+    if (cancelOnOrigin({ asking: l.peer != null && !l.peer.signal.aborted, coming: m.comingAt.has(this.leaves[i].toString()) })) {
+      l.cancelled = true
+      l.peer.abort('origin')
+    }
     m.fromOrigin(this.leaves[i], i, this.asset, l.origin.signal)
       .then((r) => this.done(i, r.bytes, 'origin', null), (err) => {
         if (this.parts[i] == null && !l.origin.signal.aborted) {
           this.failure = err
           state.originDead = err
+          if (l.cancelled) {
+            l.cancelled = false
+            this.askPeers(i, state.stripe)
+          }
         }
       })
       .finally(() => { this.originBusy--; this.poke() })

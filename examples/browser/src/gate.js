@@ -29,24 +29,42 @@
 //     peers' rate in this fetch (over more than peerTimeout) is under half
 //     the origin's; the rates change, so look again within 100 ms.
 //
+// A holder of the root that is not fetching it and has sent this page a
+// block or HAVE within stallTimeout (servingAt: the seed, in a crowd) is
+// up, only busy serving (the Go side's holderDelivering): then the first
+// block gets one origin leaf's time more, as when held; the stall window
+// runs from that holder's last block or HAVE, whichever fetch it was for,
+// and is one origin leaf longer; and 'slow' needs the rate of at least
+// slowBlocks peer blocks (Go's peerRateWindow), not a block or two that
+// came in a burst. Before, a tab that opened while the seed served the
+// 20 MiB video to other tabs let the origin in after 200 ms without a
+// block and lost 10-18 leaves of the crowd's site to it.
+//
 // s is { now, t0, peerDelivered, held, firstPeerAt, lastPeer, peerBlocks,
 // peerBytes, pace (ms per block of the fastest connected provider, or
 // null), typicalPace (ms per block of this page's peers, or null: pass it
 // only when a provider of the fetch is connected), originLeafMs (or
-// null), peerTimeout, concurrency, leafBytes }.
+// null), peerTimeout, concurrency, leafBytes, servingAt (or null),
+// stallTimeout }.
 // It returns { why } when the origin joins, else { at } (ms, the clock of
 // now).
 export function originJoin (s) {
   const keepsUp = (pace) => pace != null && (s.originLeafMs == null || pace <= 2 * s.concurrency * s.originLeafMs) ? 1.5 * pace : 0
   const paced = keepsUp(s.pace)
+  const serving = s.servingAt != null && s.now - s.servingAt < s.stallTimeout
+  const leaf = s.originLeafMs ?? s.peerTimeout
   if (!s.peerDelivered) {
-    const at = s.t0 + Math.max(s.peerTimeout, s.originLeafMs ?? 0, s.pace != null ? paced : keepsUp(s.typicalPace)) + (s.held ? s.originLeafMs ?? s.peerTimeout : 0)
+    const at = s.t0 + Math.max(s.peerTimeout, s.originLeafMs ?? 0, s.pace != null ? paced : keepsUp(s.typicalPace)) + (s.held || serving ? leaf : 0)
     return s.now >= at ? { why: 'first' } : { at }
   }
   const gap = s.peerBlocks > 1 ? (s.lastPeer - s.firstPeerAt) / (s.peerBlocks - 1) : 0
-  let at = s.lastPeer + Math.max(s.peerTimeout, 1.5 * s.concurrency * gap, paced)
+  const since = serving ? Math.max(s.lastPeer, s.servingAt) : s.lastPeer
+  let at = since + Math.max(s.peerTimeout, 1.5 * s.concurrency * gap, paced) + (serving ? leaf : 0)
+  // The holder may stop serving meanwhile: look again when it counts as
+  // gone, the stall window then being the plain one.
+  if (serving) at = Math.min(at, Math.max(s.servingAt + s.stallTimeout, s.lastPeer + Math.max(s.peerTimeout, 1.5 * s.concurrency * gap, paced)))
   if (s.now >= at) return { why: 'stall' }
-  if (s.originLeafMs != null) {
+  if (s.originLeafMs != null && (!serving || s.peerBlocks >= slowBlocks)) {
     const peerRate = s.peerBytes / Math.max(1, s.now - s.firstPeerAt)
     const originRate = s.leafBytes / s.originLeafMs
     if (s.now - s.firstPeerAt > s.peerTimeout && peerRate < originRate / 2) return { why: 'slow' }
@@ -54,6 +72,10 @@ export function originJoin (s) {
   }
   return { at }
 }
+
+// slowBlocks is how many peer blocks a fetch with a serving holder needs
+// before its peers' rate can count as slow (Go's peerRateWindow).
+export const slowBlocks = 4
 
 // capWindow is how long a leaf asked of peers waits before the origin is
 // asked for it as well: stallTimeout, or three times what a block takes
@@ -72,6 +94,38 @@ export function capWindow (stallTimeout, slowestMs) {
 export function capHedges ({ now, asked, win, capMax, lastBlocks }) {
   const delivering = lastBlocks.some((t) => now - t < win)
   return !(delivering && now - asked < capMax)
+}
+
+// capMove says whom a leaf whose capWindow has passed is asked of
+// instead of the origin: serving, a holder not fetching the root that
+// serves this page (the seed, in a crowd; client.js's servingOf), when the
+// leaf was not asked of it and no peer asked has said HAVE of it (then it
+// is on its way); the want is moved there and the window waited again.
+// null: the origin is asked as well. Before, a leaf asked of a tab that
+// held the root but was slow over WebRTC went to the origin after 2 s
+// while the seed was serving this page.
+export function capMove ({ asked, coming, serving }) {
+  if (coming || serving == null || asked.includes(serving)) return null
+  return serving
+}
+
+// pickPeer picks, of the providers ok (connected, not asked yet), the
+// one that would deliver a block first: the fewest (wants in flight + 1)
+// x (what a block has taken from it, peerMs; typical for one not measured
+// yet). Ties go to the seed, which the page dialled itself and which
+// serves what it announces, else at random (rand() in [0, 1)) so that a
+// crowd spreads over holders. Before, a tab that had measured nobody
+// asked a random holder, most often another tab, slow over WebRTC, and
+// its first files came from the origin while the seed held them.
+// outstanding and peerMs are Maps by peer ID; it returns null if ok is
+// empty.
+export function pickPeer ({ ok, outstanding, peerMs, typical, seed, rand }) {
+  if (ok.length === 0) return null
+  const score = (p) => ((outstanding.get(p) ?? 0) + 1) * (peerMs.get(p) ?? typical)
+  const least = Math.min(...ok.map(score))
+  const best = ok.filter((p) => score(p) === least)
+  if (seed != null && best.includes(seed)) return seed
+  return best[Math.floor(rand() * best.length)]
 }
 
 // announceFetch says whether a page that starts to fetch a root tells the

@@ -212,6 +212,21 @@ export function stripeOrigin (s) {
   return { at: d.at }
 }
 
+// cancelOnOrigin says whether a striped fetch that asks the origin for a
+// leaf it has asked of peers ends the want at those peers then, not when
+// the origin's copy comes: yes, unless a peer asked has said HAVE of it
+// (its send is under way, which no CANCEL stops). The origin is asked
+// once the peers are not waited for (overdue, cap, stall, or this page's
+// own leaf); an owner whose turn to send came while the origin's copy was
+// on its way sent the whole block in vain over WebRTC, because the CANCEL
+// (sent when the origin's copy came, and queued behind the blocks this
+// page sends that peer) reached it after its turn began: in the 10-tab S0
+// crowd 11 of 18 MiB that arrived unwanted came so ('origin, cancel
+// late'). If the origin then fails, the leaf is asked of peers again.
+export function cancelOnOrigin ({ asking, coming }) {
+  return asking && !coming
+}
+
 // reask says whether a leaf another member owns, asked of it at asked and
 // answered DONT_HAVE, with no HAVE from anyone since, is asked again now
 // (the Go side's reask, times in ms): at most every interval per fetch

@@ -2,7 +2,7 @@
 // clock. Times are ms; a fetch begins at t0 = 1000.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { announceFetch, capHedges, capWindow, originJoin } from '../src/gate.js'
+import { announceFetch, capHedges, capMove, capWindow, originJoin, pickPeer } from '../src/gate.js'
 
 const MiB = 1 << 20
 
@@ -22,7 +22,9 @@ const base = {
   originLeafMs: null,
   peerTimeout: 200,
   concurrency: 4,
-  leafBytes: MiB
+  leafBytes: MiB,
+  servingAt: null,
+  stallTimeout: 2000
 }
 
 // delivered is base after peers delivered n blocks, the first at first
@@ -124,4 +126,53 @@ test('capHedges: a block said to be on its way counts as delivering', () => {
   // The caller puts the time of the HAVE among lastBlocks.
   assert.equal(capHedges({ now: 5000, asked: 1000, win: 2000, capMax: 15000, lastBlocks: [-Infinity, 4000] }), false)
   assert.equal(capHedges({ now: 5000, asked: 1000, win: 2000, capMax: 15000, lastBlocks: [-Infinity, 2000] }), true)
+})
+
+test('originJoin with a holder serving this page (the seed, busy)', () => {
+  const cases = [
+    // It sent this page a block at 900 (another fetch): one origin leaf
+    // more for the first block (before: the origin joined at 1300).
+    { name: 'first: one origin leaf more', s: { now: 1300, originLeafMs: 300, servingAt: 900 }, want: { at: 1600 } },
+    { name: 'first: then the origin joins', s: { now: 1600, originLeafMs: 300, servingAt: 900 }, want: { why: 'first' } },
+    { name: 'first: a holder silent for stallTimeout is not serving', s: { now: 1300, originLeafMs: 300, servingAt: -1000 }, want: { why: 'first' } },
+    // One block at 1050 (before: stalled at 1250).
+    { name: 'stall: one origin leaf more', s: { ...delivered(1, 1050, 0), now: 1250, originLeafMs: 100, servingAt: 1050 }, want: { at: 1350 } },
+    { name: 'stall: then the origin joins', s: { ...delivered(1, 1050, 0), now: 1350, originLeafMs: 100, servingAt: 1050 }, want: { why: 'stall' } },
+    // Its block to another fetch of this page at 1400 shows it is up.
+    { name: 'stall: counted from its last block to this page', s: { ...delivered(1, 1050, 0), now: 1600, originLeafMs: 100, servingAt: 1400 }, want: { at: 1700 } },
+    // Two blocks 100 ms apart, then 450 ms without: slow by the rate of
+    // two blocks (before), not yet by Go's window of four.
+    { name: 'slow: two blocks are not a rate', s: { ...delivered(2, 1050, 100), now: 1600, originLeafMs: 100, servingAt: 1500 }, want: { at: 2200 } },
+    { name: 'slow: four blocks are', s: { ...delivered(4, 1050, 100), now: 1900, originLeafMs: 50, servingAt: 1350 }, want: { why: 'slow' } }
+  ]
+  for (const c of cases) {
+    assert.deepEqual(originJoin({ ...base, ...c.s }), c.want, c.name)
+  }
+  // Without the holder the same fetches let the origin in.
+  assert.deepEqual(originJoin({ ...base, now: 1300, originLeafMs: 300 }), { why: 'first' })
+  assert.deepEqual(originJoin({ ...base, ...delivered(1, 1050, 0), now: 1250, originLeafMs: 100 }), { why: 'stall' })
+  assert.deepEqual(originJoin({ ...base, ...delivered(2, 1050, 100), now: 1600, originLeafMs: 100 }), { why: 'slow' })
+})
+
+test('capMove: a leaf a slow tab has not sent goes to the serving seed, not the origin', () => {
+  const cases = [
+    { name: 'asked of a tab: move to the seed', s: { asked: ['T1'], coming: false, serving: 'S' }, want: 'S' },
+    { name: 'asked of the seed already: the origin', s: { asked: ['T1', 'S'], coming: false, serving: 'S' }, want: null },
+    { name: 'a peer said HAVE: on its way, not moved', s: { asked: ['T1'], coming: true, serving: 'S' }, want: null },
+    { name: 'no holder serving: the origin', s: { asked: ['T1'], coming: false, serving: null }, want: null }
+  ]
+  for (const c of cases) assert.equal(capMove(c.s), c.want, c.name)
+})
+
+test('pickPeer: the fastest, ties to the seed', () => {
+  const none = new Map()
+  const last = () => 0.99 // a random pick would take the last of the ties
+  const cases = [
+    { name: 'nobody measured: the seed', s: { ok: ['T1', 'S', 'T2'], outstanding: none, peerMs: none, typical: 100, seed: 'S', rand: last }, want: 'S' },
+    { name: 'nobody measured, no seed among them: at random', s: { ok: ['T1', 'T2'], outstanding: none, peerMs: none, typical: 100, seed: 'S', rand: last }, want: 'T2' },
+    { name: 'a tab measured faster than the seed', s: { ok: ['T1', 'S'], outstanding: none, peerMs: new Map([['T1', 50], ['S', 200]]), typical: 100, seed: 'S', rand: last }, want: 'T1' },
+    { name: 'the seed busy with this page\'s wants', s: { ok: ['T1', 'S'], outstanding: new Map([['S', 3]]), peerMs: none, typical: 100, seed: 'S', rand: last }, want: 'T1' },
+    { name: 'none', s: { ok: [], outstanding: none, peerMs: none, typical: 100, seed: 'S', rand: last }, want: null }
+  ]
+  for (const c of cases) assert.equal(pickPeer(c.s), c.want, c.name)
 })

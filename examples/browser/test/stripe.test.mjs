@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { MAX_MEMBERS, Stripe, askOf, clocks, compareBytes, crowdOf, heard, originLeaf, originRank, overdue, ownLeft, peerBytes, reask, reaskLeaf, stall, stripeScore, stripeOrigin, waitOn } from '../src/stripe.js'
+import { MAX_MEMBERS, Stripe, askOf, cancelOnOrigin, clocks, compareBytes, crowdOf, heard, originLeaf, originRank, overdue, ownLeft, peerBytes, reask, reaskLeaf, stall, stripeScore, stripeOrigin, waitOn } from '../src/stripe.js'
 
 const root = CID.parse('bafybeihcldjer7njjrrxknqh67cestxa7s7jf4nhnp62y6k4twcbahvtc4')
 
@@ -384,4 +384,13 @@ test('crowdOf: every page of a crowd of 40 computes the same owners', async () =
   assert.equal(c.length, MAX_MEMBERS)
   assert.ok(!c.includes(many[3]))
   assert.deepEqual(crowdOf(many, many[3], 2), [many[0], many[1]])
+})
+
+test('cancelOnOrigin: the want at peers ends when the origin is asked, unless one is sending', () => {
+  const cases = [
+    { name: 'asked of peers, none said HAVE: cancel now', s: { asking: true, coming: false }, want: true },
+    { name: 'a peer said HAVE: its send is under way', s: { asking: true, coming: true }, want: false },
+    { name: 'not asked of peers', s: { asking: false, coming: false }, want: false }
+  ]
+  for (const c of cases) assert.equal(cancelOnOrigin(c.s), c.want, c.name)
 })
