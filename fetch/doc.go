@@ -232,7 +232,11 @@
 // 2 (0.46-0.48 of the ceiling with either) and held 8 MiB less
 // (BenchmarkFetchMemory). It turns off bitswap's own provider search (it
 // would look up leaf CIDs, which the provider table does not hold;
-// providers are found by root here).
+// providers are found by root here). A Fetcher reads a peer's next block
+// only while the blocks it is storing come to less than 4 MiB (waiting at
+// most a second for its store), so that a store that falls behind holds
+// the peer's sends back rather than received blocks piling up in memory
+// (backlog.go).
 //
 // # Performance
 //

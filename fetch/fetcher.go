@@ -38,7 +38,8 @@ type Fetcher struct {
 	ownHTTP *http.Transport
 	metrics *metrics
 	served  atomic.Int64
-	direct  directWants // first wants sent to providers directly (firstwant.go)
+	direct  directWants   // first wants sent to providers directly (firstwant.go)
+	backlog *storeBacklog // blocks being stored (backlog.go)
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -95,7 +96,8 @@ func New(cfg Config) (*Fetcher, error) {
 		gate = new(Gater)
 	}
 	side := newSideBlocks() // sideblocks.go: received blocks without copies
-	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side}), f)
+	f.backlog = newStoreBacklog(storeBacklogBytes)
+	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side, backlog: f.backlog, done: f.ctx}), f)
 	f.guard.side = side
 	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeBurst, cfg.ServeConcurrency, &f.served)
 	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
@@ -328,11 +330,15 @@ func (f *Fetcher) readLocal(ctx context.Context, c cid.Cid, readBack bool) (bloc
 func (f *Fetcher) keep(ctx context.Context, b blocks.Block, src Source) error {
 	// Every block kept was hashed against its CID just before (by bitswap
 	// on receipt, or by verify for origin blocks): the store need not hash
-	// it again.
-	if err := f.cfg.Store.Put(ctx, verified.Wrap(b)); err != nil {
+	// it again. While it is stored, it counts in the backlog that holds
+	// back the next blocks peers send (backlog.go).
+	n := int64(len(b.RawData()))
+	f.backlog.add(n)
+	err := f.cfg.Store.Put(ctx, verified.Wrap(b))
+	f.backlog.done(n)
+	if err != nil {
 		return err
 	}
-	var err error
 	if src == SourcePeer {
 		err = f.bs.Server.NotifyNewBlocks(ctx, b)
 	} else {

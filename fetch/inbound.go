@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -181,6 +182,10 @@ type filterHost struct {
 	gate     *Gater
 	rejected func(network.Stream, error)
 	side     *sideBlocks // nil: blocks go through boxo's decoding
+	// backlog, if set with side, holds the next block of a message back
+	// while the Fetcher's store is behind (backlog.go), until done ends.
+	backlog *storeBacklog
+	done    context.Context
 }
 
 func (h filterHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
@@ -190,7 +195,7 @@ func (h filterHost) SetStreamHandler(pid protocol.ID, handler network.StreamHand
 			_ = h.Network().ClosePeer(p)
 			return
 		}
-		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.refuse, side: h.side})
+		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.refuse, side: h.side, backlog: h.backlog, done: h.done})
 	})
 }
 
@@ -237,6 +242,8 @@ type inboundStream struct {
 	r        *bufio.Reader
 	rejected func(network.Stream, error)
 	side     *sideBlocks // nil: blocks pass through boxo's decoding
+	backlog  *storeBacklog
+	done     context.Context
 
 	pending  []byte // the message being handed out
 	token    string // side key of the blocks of the last message handed out
@@ -383,6 +390,9 @@ func (s *inboundStream) field(out *[]byte, left int, wantBytes *int) (block []by
 	}
 	if tag == 3<<3|2 && s.side != nil {
 		*out = (*out)[:mark] // the header goes with the block
+		if s.backlog != nil {
+			s.backlog.wait(s.done, body, storeBacklogWait)
+		}
 		block = make([]byte, body)
 		_, err = io.ReadFull(s.r, block)
 		return block, n, err
