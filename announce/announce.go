@@ -250,6 +250,11 @@ type Announcer struct {
 	// again at the peers.
 	pubMu    sync.Mutex
 	fetchSig chan struct{}
+
+	// The addresses the last ADDRS gave, and when it went out.
+	addrsMu   sync.Mutex
+	addrsSent string
+	addrsAt   time.Time
 }
 
 // New starts an Announcer on cfg.Host: it joins the mesh's topic, starts the
@@ -631,6 +636,8 @@ func (a *Announcer) readLoop() {
 			a.table.update(u, m.Roots)
 		case Drop:
 			a.table.remove(u.peer, u.seq, m.Roots)
+		case Addrs:
+			a.host.Peerstore().AddAddrs(u.peer, m.Addrs, m.TTL)
 		}
 	}
 }
@@ -765,6 +772,10 @@ func (a *Announcer) summarise() {
 	}
 	a.n.summaries.Add(1)
 	a.log.Debug("summarising", "roots", len(roots), "fetches", len(fetches))
+	// A summary is for peers that joined since: they missed the ADDRS too.
+	a.addrsMu.Lock()
+	a.addrsSent = ""
+	a.addrsMu.Unlock()
 	if err := a.publish(a.ctx, Have, roots); err != nil && a.ctx.Err() == nil {
 		a.log.Warn("summary failed", "err", err)
 	}
@@ -831,6 +842,44 @@ func (a *Announcer) storeLoop(events <-chan store.Event) {
 	}
 }
 
+// AddrsTTL is how long peers may dial the addresses an ADDRS message gives.
+// A node sends ADDRS before its first HAVE or FETCH, before each summary,
+// and before any HAVE or FETCH when its addresses changed or half of
+// AddrsTTL has passed since the last.
+const AddrsTTL = 30 * time.Minute
+
+// announceAddrs publishes this host's addresses (ADDRS) when they are due:
+// a peer that learns from a HAVE or FETCH, relayed by others, that this node
+// holds or fetches content can then dial it. Without them it knows the peer
+// only by ID and can ask it nothing unless they happen to be connected.
+func (a *Announcer) announceAddrs(ctx context.Context) {
+	addrs := a.host.Addrs()
+	if len(addrs) == 0 {
+		return
+	}
+	key := fmt.Sprint(addrs)
+	now := time.Now()
+	a.addrsMu.Lock()
+	due := key != a.addrsSent || now.Sub(a.addrsAt) >= AddrsTTL/2
+	if due {
+		a.addrsSent, a.addrsAt = key, now
+	}
+	a.addrsMu.Unlock()
+	if !due {
+		return
+	}
+	m, err := EncodeAddrs(AddrsTTL, addrs)
+	if err == nil {
+		err = a.send(ctx, Addrs, [][]byte{m})
+	}
+	if err != nil {
+		a.addrsMu.Lock()
+		a.addrsSent = "" // try again with the next announcement
+		a.addrsMu.Unlock()
+		a.log.Debug("addresses not announced", "err", err)
+	}
+}
+
 // publish sends roots as messages of kind k; a HAVE says Config.TTL.
 func (a *Announcer) publish(ctx context.Context, k Kind, roots []cid.Cid) error {
 	var ttl time.Duration
@@ -849,6 +898,14 @@ func (a *Announcer) publishTTL(ctx context.Context, k Kind, ttl time.Duration, r
 	if err != nil {
 		return err
 	}
+	if k != Drop {
+		a.announceAddrs(ctx)
+	}
+	return a.send(ctx, k, msgs)
+}
+
+// send publishes msgs, of kind k.
+func (a *Announcer) send(ctx context.Context, k Kind, msgs [][]byte) error {
 	for _, m := range msgs {
 		// Counted before it leaves, so that no peer can have it before
 		// the counter says so; taken back if publishing fails.

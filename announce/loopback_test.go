@@ -9,6 +9,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshcdn/meshcdn/store"
@@ -136,4 +137,35 @@ func TestFetchReannouncedToLateJoiner(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitGone(t, b, root, a.h.ID())
+}
+
+// TestFetcherDialableThroughGossip: three real hosts in a line, A-B-C, so
+// that A hears C only through B. When C starts a fetch, A lists it among
+// the root's fetchers and can dial it: C's addresses came with its
+// announcement (ADDRS). Without them A knew C by ID only, and a fetch on A
+// could not ask the peer its stripe gave leaves to.
+func TestFetcherDialableThroughGossip(t *testing.T) {
+	a, b, c := loopbackNode(t, false), loopbackNode(t, false), loopbackNode(t, false)
+	connectLoopback(t, a, b)
+	connectLoopback(t, b, c)
+	// B forwards only to its mesh, which forms at heartbeats.
+	awaitMesh(t, []*tnode{a, b, c}, func(i int) int { return 1 + i%2 })
+	root := testCid(t, cid.DagProtobuf, "content C fetches")
+	if err := c.a.Fetching(context.Background(), root); err != nil {
+		t.Fatal(err)
+	}
+	// Gossip from C reaches A over one path, in order: the ADDRS, sent
+	// before the FETCH, has been read when the FETCH has.
+	awaitFetching(t, a, root, c.h.ID(), true, 5*time.Second)
+	if a.h.Network().Connectedness(c.h.ID()) == network.Connected {
+		t.Fatal("A is connected to C already: the test needs them apart")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.h.Connect(ctx, a.h.Peerstore().PeerInfo(c.h.ID())); err != nil {
+		t.Fatalf("A cannot dial C, a fetcher it heard of: %v", err)
+	}
+	if got := a.a.Stats().Received; got < 2 {
+		t.Fatalf("A received %d messages, want C's ADDRS and FETCH", got)
+	}
 }

@@ -3,9 +3,11 @@ package announce
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -22,6 +24,14 @@ const (
 	// announcements cost old peers nothing and HAVE and DROP stay
 	// readable by all.
 	VersionFetch = 2
+
+	// VersionAddrs is the format version of ADDRS messages, which say
+	// where their author can be dialled (see EncodeAddrs). A peer that
+	// reads only versions 1 and 2 ignores them.
+	VersionAddrs = 3
+
+	// MaxAddrs is the most addresses one ADDRS message carries.
+	MaxAddrs = 8
 
 	// MaxMessageSize is the largest message in bytes, header included.
 	// Larger messages are rejected unread.
@@ -52,6 +62,9 @@ const (
 	// until it sends HAVE (held whole) or DROP (abandoned), or the TTL
 	// runs out. Sent as version VersionFetch.
 	Fetch Kind = 3
+	// Addrs says where the sender can be dialled: the message carries
+	// multiaddrs instead of roots. Sent as version VersionAddrs.
+	Addrs Kind = 4
 )
 
 // String returns "HAVE", "DROP", "FETCH" or "Kind(n)".
@@ -63,6 +76,8 @@ func (k Kind) String() string {
 		return "DROP"
 	case Fetch:
 		return "FETCH"
+	case Addrs:
+		return "ADDRS"
 	}
 	return fmt.Sprintf("Kind(%d)", byte(k))
 }
@@ -75,8 +90,11 @@ type Message struct {
 	// MaxTTLSeconds. Zero for DROP.
 	TTL time.Duration
 	// Roots are the content roots, CIDv1 with sha2-256 multihashes, in the
-	// order sent, without duplicates.
+	// order sent, without duplicates. None in an ADDRS.
 	Roots []cid.Cid
+	// Addrs are the sender's addresses, in the order sent: only in an
+	// ADDRS, whose TTL says how long they may be dialled.
+	Addrs []ma.Multiaddr
 }
 
 // checkRoot reports whether c may appear in a message.
@@ -168,6 +186,9 @@ func Decode(b []byte) (Message, error) {
 	if len(b) < 1 {
 		return Message{}, fmt.Errorf("%w: empty", ErrMalformed)
 	}
+	if b[0] == VersionAddrs {
+		return decodeAddrs(b)
+	}
 	if b[0] != Version && b[0] != VersionFetch {
 		return Message{}, fmt.Errorf("%w: %d", ErrUnknownVersion, b[0])
 	}
@@ -227,6 +248,81 @@ func Decode(b []byte) (Message, error) {
 	}
 	if len(rest) != 0 {
 		return Message{}, fmt.Errorf("%w: %d bytes after the last root", ErrMalformed, len(rest))
+	}
+	return m, nil
+}
+
+// maxAddrBytes bounds one binary multiaddr in an ADDRS message.
+const maxAddrBytes = 1024
+
+// EncodeAddrs returns an ADDRS message (version VersionAddrs) saying that
+// its author can be dialled at addrs for ttl (rounded up to whole seconds,
+// 1 s to MaxTTLSeconds): the first MaxAddrs addresses, each at most 1024
+// bytes in binary form, duplicates sent once. It fails if no address is
+// left.
+func EncodeAddrs(ttl time.Duration, addrs []ma.Multiaddr) ([]byte, error) {
+	ttlSec := int64((ttl + time.Second - 1) / time.Second)
+	if ttlSec < 1 || ttlSec > MaxTTLSeconds {
+		return nil, fmt.Errorf("announce: encode: ADDRS ttl %v out of range 1s..%ds", ttl, MaxTTLSeconds)
+	}
+	out := make([]byte, headerSize, 256)
+	out[0], out[1] = VersionAddrs, byte(Addrs)
+	binary.BigEndian.PutUint16(out[2:4], uint16(ttlSec))
+	var sent [][]byte
+	for _, a := range addrs {
+		b := a.Bytes()
+		if len(sent) == MaxAddrs || len(b) == 0 || len(b) > maxAddrBytes ||
+			slices.ContainsFunc(sent, func(s []byte) bool { return string(s) == string(b) }) {
+			continue
+		}
+		sent = append(sent, b)
+		out = binary.BigEndian.AppendUint16(out, uint16(len(b)))
+		out = append(out, b...)
+	}
+	if len(sent) == 0 {
+		return nil, fmt.Errorf("announce: encode: ADDRS without an address")
+	}
+	binary.BigEndian.PutUint16(out[4:6], uint16(len(sent)))
+	return out, nil
+}
+
+// decodeAddrs parses an ADDRS message (version VersionAddrs), whose size
+// Decode has checked.
+func decodeAddrs(b []byte) (Message, error) {
+	if len(b) < headerSize {
+		return Message{}, fmt.Errorf("%w: %d bytes, header needs %d", ErrMalformed, len(b), headerSize)
+	}
+	if Kind(b[1]) != Addrs {
+		// A kind added to version 3 later: ignored, like a newer version.
+		return Message{}, fmt.Errorf("%w: %d with kind %d", ErrUnknownVersion, b[0], b[1])
+	}
+	ttl := binary.BigEndian.Uint16(b[2:4])
+	if ttl == 0 {
+		return Message{}, fmt.Errorf("%w: ADDRS with ttl 0", ErrMalformed)
+	}
+	count := int(binary.BigEndian.Uint16(b[4:6]))
+	if count == 0 || count > MaxAddrs {
+		return Message{}, fmt.Errorf("%w: %d addresses, want 1..%d", ErrMalformed, count, MaxAddrs)
+	}
+	m := Message{Kind: Addrs, TTL: time.Duration(ttl) * time.Second, Addrs: make([]ma.Multiaddr, 0, count)}
+	rest := b[headerSize:]
+	for i := range count {
+		if len(rest) < 2 {
+			return Message{}, fmt.Errorf("%w: address %d: truncated", ErrMalformed, i)
+		}
+		l := int(binary.BigEndian.Uint16(rest))
+		if l == 0 || l > maxAddrBytes || len(rest) < 2+l {
+			return Message{}, fmt.Errorf("%w: address %d: bad length %d", ErrMalformed, i, l)
+		}
+		a, err := ma.NewMultiaddrBytes(rest[2 : 2+l])
+		if err != nil {
+			return Message{}, fmt.Errorf("%w: address %d: %v", ErrMalformed, i, err)
+		}
+		m.Addrs = append(m.Addrs, a)
+		rest = rest[2+l:]
+	}
+	if len(rest) != 0 {
+		return Message{}, fmt.Errorf("%w: %d bytes after the last address", ErrMalformed, len(rest))
 	}
 	return m, nil
 }

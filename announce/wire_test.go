@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -169,5 +170,79 @@ func TestDecodeDedupes(t *testing.T) {
 	m, err := Decode(mustHex(t, "01 01 00b4 0002 "+rootHex+rootHex))
 	if err != nil || len(m.Roots) != 1 {
 		t.Fatalf("Decode(root twice) = %v, %v, want one root", m, err)
+	}
+}
+
+func TestAddrsRoundTrip(t *testing.T) {
+	a := ma.StringCast("/ip4/127.0.0.1/tcp/4001")
+	b := ma.StringCast("/ip6/::1/udp/4001/quic-v1")
+	in := []ma.Multiaddr{a, b, a}
+	for range MaxAddrs {
+		in = append(in, ma.StringCast("/ip4/10.0.0.1/tcp/1"))
+	}
+	msg, err := EncodeAddrs(90*time.Second, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg[0] != VersionAddrs || Kind(msg[1]) != Addrs {
+		t.Fatalf("header %x, want version %d kind %d", msg[:2], VersionAddrs, Addrs)
+	}
+	m, err := Decode(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Duplicates go once: a, b and the third address, 3 in all.
+	if m.Kind != Addrs || m.TTL != 90*time.Second || len(m.Addrs) != 3 || !m.Addrs[0].Equal(a) || !m.Addrs[1].Equal(b) || len(m.Roots) != 0 {
+		t.Fatalf("Decode(EncodeAddrs) = %+v", m)
+	}
+	many := make([]ma.Multiaddr, 0, MaxAddrs+2)
+	for i := range MaxAddrs + 2 {
+		many = append(many, ma.StringCast(fmt.Sprintf("/ip4/10.0.0.%d/tcp/1", i)))
+	}
+	if msg, err = EncodeAddrs(time.Minute, many); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = Decode(msg); err != nil || len(m.Addrs) != MaxAddrs {
+		t.Fatalf("Decode(EncodeAddrs(%d addresses)) = %d addresses, %v, want %d", len(many), len(m.Addrs), err, MaxAddrs)
+	}
+	for _, bad := range []time.Duration{0, (MaxTTLSeconds + 1) * time.Second} {
+		if _, err := EncodeAddrs(bad, in); err == nil {
+			t.Errorf("EncodeAddrs(ttl %v) did not fail", bad)
+		}
+	}
+	if _, err := EncodeAddrs(time.Minute, nil); err == nil {
+		t.Error("EncodeAddrs(no addresses) did not fail")
+	}
+}
+
+func TestDecodeAddrsRejects(t *testing.T) {
+	addr := hex.EncodeToString(ma.StringCast("/ip4/127.0.0.1/tcp/4001").Bytes()) // 8 bytes
+	good := "03 04 0078 0001 0008 " + addr
+	if _, err := Decode(mustHex(t, good)); err != nil {
+		t.Fatalf("Decode(good) = %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		in   string
+		want error
+	}{
+		{"other kind in version 3", "03 01 00b4 0001 " + rootHex, ErrUnknownVersion},
+		{"ttl 0", "03 04 0000 0001 0008 " + addr, ErrMalformed},
+		{"count 0", "03 04 0078 0000", ErrMalformed},
+		{"count over MaxAddrs", "03 04 0078 0009 0008 " + addr, ErrMalformed},
+		{"count too big", "03 04 0078 0002 0008 " + addr, ErrMalformed},
+		{"length 0", "03 04 0078 0001 0000", ErrMalformed},
+		{"length past end", "03 04 0078 0001 0009 " + addr, ErrMalformed},
+		{"length over 1024", "03 04 0078 0001 0401 " + addr, ErrMalformed},
+		{"not a multiaddr", "03 04 0078 0001 0002 ffff", ErrMalformed},
+		{"trailing byte", good + "00", ErrMalformed},
+		{"short header", "03 04 0078 00", ErrMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := Decode(mustHex(t, tc.in))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Decode(%s) = %v, %v, want %v", tc.in, m, err, tc.want)
+			}
+		})
 	}
 }
