@@ -772,10 +772,6 @@ func (a *Announcer) summarise() {
 	}
 	a.n.summaries.Add(1)
 	a.log.Debug("summarising", "roots", len(roots), "fetches", len(fetches))
-	// A summary is for peers that joined since: they missed the ADDRS too.
-	a.addrsMu.Lock()
-	a.addrsSent = ""
-	a.addrsMu.Unlock()
 	if err := a.publish(a.ctx, Have, roots); err != nil && a.ctx.Err() == nil {
 		a.log.Warn("summary failed", "err", err)
 	}
@@ -843,10 +839,16 @@ func (a *Announcer) storeLoop(events <-chan store.Event) {
 }
 
 // AddrsTTL is how long peers may dial the addresses an ADDRS message gives.
-// A node sends ADDRS before its first HAVE or FETCH, before each summary,
-// and before any HAVE or FETCH when its addresses changed or half of
-// AddrsTTL has passed since the last.
 const AddrsTTL = 30 * time.Minute
+
+// addrsEvery is the least time between two ADDRS messages with the same
+// addresses: a node sends ADDRS before a HAVE or FETCH (a summary's too)
+// unless it sent one within addrsEvery. Not only once: gossip relays a
+// HAVE or FETCH to peers that missed an earlier ADDRS (in a crowd that
+// starts cold, the first announcements go out before the gossipsub mesh
+// forms and reach only the author's neighbours), and an ADDRS costs about
+// 60 bytes.
+const addrsEvery = 5 * time.Second
 
 // announceAddrs publishes this host's addresses (ADDRS) when they are due:
 // a peer that learns from a HAVE or FETCH, relayed by others, that this node
@@ -860,7 +862,7 @@ func (a *Announcer) announceAddrs(ctx context.Context) {
 	key := fmt.Sprint(addrs)
 	now := time.Now()
 	a.addrsMu.Lock()
-	due := key != a.addrsSent || now.Sub(a.addrsAt) >= AddrsTTL/2
+	due := key != a.addrsSent || now.Sub(a.addrsAt) >= addrsEvery
 	if due {
 		a.addrsSent, a.addrsAt = key, now
 	}

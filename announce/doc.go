@@ -108,10 +108,12 @@
 // multiaddr; nothing may follow the last. A receiver rejects, whole, an ADDRS
 // that breaks these rules, and ignores a version 3 message of another kind
 // (kinds added later), as it ignores an unknown version. A node sends ADDRS
-// (its host's addresses, ttl AddrsTTL = 30 min) just before its first HAVE
-// or FETCH, before each summary (which is for peers that joined since), and
-// before a HAVE or FETCH when its addresses changed or 15 minutes have
-// passed; a receiver adds them to its peerstore for the ttl. Gossip
+// (its host's addresses, ttl AddrsTTL = 30 min) just before a HAVE or FETCH
+// (a summary's too), unless it sent the same addresses within the last 5
+// s: gossip relays each HAVE and FETCH to peers that may have missed the
+// earlier ADDRS (in a crowd that starts cold the first announcements go out
+// before the gossipsub mesh forms and reach only the author's neighbours).
+// A receiver adds the addresses to its peerstore for the ttl. Gossip
 // relays a HAVE or FETCH to peers that are not the author's neighbours: the
 // fetch package dials the providers and the fetchers of a stripe the Table
 // names, and without addresses could reach only those it happened to be
