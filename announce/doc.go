@@ -107,7 +107,8 @@
 // 2-byte big-endian length, 1..1024, and that many bytes of a binary
 // multiaddr; nothing may follow the last. A receiver rejects, whole, an ADDRS
 // that breaks these rules, and ignores a version 3 message of another kind
-// (kinds added later), as it ignores an unknown version. A node sends ADDRS
+// (kinds added later), as it ignores an unknown version. A node whose
+// Config.AnnounceAddrs is set (default false) sends ADDRS
 // (its host's addresses, ttl AddrsTTL = 30 min) just before a HAVE or FETCH
 // (a summary's too), unless it sent the same addresses within the last 5
 // s: gossip relays each HAVE and FETCH to peers that may have missed the
@@ -117,11 +118,14 @@
 // relays a HAVE or FETCH to peers that are not the author's neighbours: the
 // fetch package dials the providers and the fetchers of a stripe the Table
 // names, and without addresses could reach only those it happened to be
-// connected to. (Measured, a cold crowd of 50 apps on 127.0.0.1 each
-// dialling 3 others: 4,823 dials of providers and stripe members failed
-// with "no addresses" in one run; with ADDRS, 431; see the fetch issue's
-// notes.) The addresses are the author's word, signed like every message: a
-// wrong one costs a failed dial, since a dial checks the peer ID. Peers that
+// connected to. Measured in the demo site's cold crowd of 50 apps on
+// 127.0.0.1, each dialling 3 others: 3,100-4,800 dials of providers and
+// stripe members failed with "no addresses" a run, 110-430 with ADDRS;
+// the origin sent about 12 copies of the site instead of 20, but the crowd
+// took about 80 s instead of 40 (nodes then wait on holders busy at their
+// serving caps while the origin idles), which is why it is off by default.
+// The addresses are the author's word, signed like every message: a wrong
+// one costs a failed dial, since a dial checks the peer ID. Peers that
 // read only versions 1 and 2 (meshcdn before ADDRS, the browser client,
 // which dials through relays and WebRTC) ignore ADDRS.
 //

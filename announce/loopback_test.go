@@ -21,6 +21,18 @@ import (
 // cleanup.
 func loopbackNode(t testing.TB, withStore bool) *tnode {
 	t.Helper()
+	return loopbackNodeWith(t, withStore, false)
+}
+
+// loopbackNodeAddrs is loopbackNode (no store) with Config.AnnounceAddrs.
+func loopbackNodeAddrs(t testing.TB) *tnode {
+	t.Helper()
+	return loopbackNodeWith(t, false, true)
+}
+
+// loopbackNodeWith is loopbackNode, with Config.AnnounceAddrs set to addrs.
+func loopbackNodeWith(t testing.TB, withStore, addrs bool) *tnode {
+	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +46,7 @@ func loopbackNode(t testing.TB, withStore bool) *tnode {
 	if nd.ps, err = pubsub.NewGossipSub(ctx, h, opts...); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Name: "test", Host: h, PubSub: nd.ps, DisableDHT: true, MDNS: Off, SummaryInterval: time.Hour}
+	cfg := Config{Name: "test", Host: h, PubSub: nd.ps, DisableDHT: true, MDNS: Off, SummaryInterval: time.Hour, AnnounceAddrs: addrs}
 	if withStore {
 		if nd.st, err = store.New(store.Config{InMemory: true, Quota: 1 << 20}); err != nil {
 			t.Fatal(err)
@@ -145,7 +157,7 @@ func TestFetchReannouncedToLateJoiner(t *testing.T) {
 // announcement (ADDRS). Without them A knew C by ID only, and a fetch on A
 // could not ask the peer its stripe gave leaves to.
 func TestFetcherDialableThroughGossip(t *testing.T) {
-	a, b, c := loopbackNode(t, false), loopbackNode(t, false), loopbackNode(t, false)
+	a, b, c := loopbackNode(t, false), loopbackNode(t, false), loopbackNodeAddrs(t)
 	connectLoopback(t, a, b)
 	connectLoopback(t, b, c)
 	// B forwards only to its mesh, which forms at heartbeats.

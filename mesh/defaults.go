@@ -141,6 +141,9 @@ func (c Config) withDefaults() Config {
 	if c.AnnounceFetches == Default {
 		c.AnnounceFetches = d.AnnounceFetches
 	}
+	if c.AnnounceAddrs == Default {
+		c.AnnounceAddrs = Off
+	}
 	if c.PeerTimeout == 0 {
 		c.PeerTimeout = d.PeerTimeout
 	}

@@ -226,14 +226,15 @@ func (n *Node) startAnnounce(reg prometheus.Registerer) error {
 	}
 	var err error
 	n.ann, err = announce.New(announce.Config{
-		Name:       cfg.Name,
-		Host:       n.host,
-		Holdings:   n.store,
-		MDNS:       cfg.MDNS,
-		DisableDHT: cfg.DisableDHT,
-		DHTMode:    mode,
-		Logger:     cfg.Logger,
-		Table:      announce.TableConfig{Evidence: n.evidence},
+		Name:          cfg.Name,
+		Host:          n.host,
+		Holdings:      n.store,
+		MDNS:          cfg.MDNS,
+		AnnounceAddrs: cfg.AnnounceAddrs == On,
+		DisableDHT:    cfg.DisableDHT,
+		DHTMode:       mode,
+		Logger:        cfg.Logger,
+		Table:         announce.TableConfig{Evidence: n.evidence},
 
 		PrometheusRegisterer: reg,
 	})
