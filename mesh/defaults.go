@@ -51,6 +51,7 @@ var roleDefaults = map[Role]Config{
 		NATPortMap:          On,
 		RelayService:        Off,
 		AnnounceFetches:     On,
+		AnnounceAddrs:       Off,
 		PeerTimeout:         fetch.DefaultPeerTimeout,
 		ServeBytesPerSecond: 4 << 20,
 		// One second of the cap: an idle app sends a block in a round
@@ -80,6 +81,7 @@ var roleDefaults = map[Role]Config{
 		NATPortMap:          Off,
 		RelayService:        On,
 		AnnounceFetches:     On,
+		AnnounceAddrs:       Off,
 		PeerTimeout:         fetch.DefaultPeerTimeout,
 		ServeBytesPerSecond: 128 << 20, // about a gigabit link: serving is a seed's job
 		// One block: at 128 MiB/s a block every 8 ms, and a crowd is
@@ -142,7 +144,7 @@ func (c Config) withDefaults() Config {
 		c.AnnounceFetches = d.AnnounceFetches
 	}
 	if c.AnnounceAddrs == Default {
-		c.AnnounceAddrs = Off
+		c.AnnounceAddrs = d.AnnounceAddrs
 	}
 	if c.PeerTimeout == 0 {
 		c.PeerTimeout = d.PeerTimeout

@@ -934,12 +934,14 @@ export class Mesh extends EventTarget {
     const slowest = Math.max(this.peerBlockMs ?? 0, ...state.provs.map((p) => this.peerMs.get(p) ?? 0))
     const win = capWindow(this.cfg.stallTimeout, slowest)
     const asked = performance.now()
+    const key = c.toString()
     const cap = () => delay(win, signal).then(() => {
+      const askedOf = [...(this.askedFor.get(key) ?? [])]
       // A block said to be on its way (HAVE) counts as delivering.
-      const lastBlocks = [...(this.askedFor.get(c.toString()) ?? [])].map((p) => this.lastBlockFrom.get(p) ?? -Infinity)
-      lastBlocks.push(this.comingAt.get(c.toString()) ?? -Infinity)
+      const lastBlocks = askedOf.map((p) => this.lastBlockFrom.get(p) ?? -Infinity)
+      lastBlocks.push(this.comingAt.get(key) ?? -Infinity)
       if (!capHedges({ now: performance.now(), asked, win, capMax: this.cfg.capMax, lastBlocks })) return cap()
-      const to = capMove({ asked: [...(this.askedFor.get(c.toString()) ?? [])], coming: this.comingAt.has(c.toString()), serving: this.servingOf(state).by })
+      const to = capMove({ asked: askedOf, coming: this.comingAt.has(key), serving: this.servingOf(state).by })
       if (to != null && ctl.move?.(to)) {
         this.noteJoin(rec, 'move', state, [to])
         return cap()
