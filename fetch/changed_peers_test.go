@@ -22,8 +22,11 @@ func TestChangedOriginPeersServe(t *testing.T) {
 		changed[i] ^= 0xff
 	}
 	o := newOrigin(t, changed)
-	// A slow peer, so that the fetch turns to the origin as well.
-	good := newNode(t, fetch.Config{ServeBytesPerSecond: 2 * MiB})
+	// A slow peer, so that the fetch turns to the origin as well: after its
+	// first block (its burst) it keeps the reader waiting 2 s a leaf, longer
+	// than the origin lets it wait before hedging one (hedgeLeaf: four
+	// PeerTimeouts while its pace is unknown).
+	good := newNode(t, fetch.Config{ServeBytesPerSecond: MiB / 2})
 	good.hold(t, a)
 	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {good.info()}}})
 	if err := cl.h.Connect(context.Background(), peer.AddrInfo{ID: good.h.ID(), Addrs: good.h.Addrs()}); err != nil {

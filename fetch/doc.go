@@ -52,10 +52,23 @@
 //     gateway's raw blocks) joins at once when no provider is known (a cold
 //     start costs what a plain request does), and otherwise when peers have
 //     not delivered the first block within Config.PeerTimeout (200 ms), have
-//     stalled for that long, or the reader has waited that long on a block,
-//     or the reader waits on peers whose recent rate is under half of what
-//     the origin has given this Fetcher (known once the origin has been
-//     used). For the first block peers get the origin's time for a leaf
+//     stalled for twice their recent pace between leaves (at least
+//     PeerTimeout, at most half of Config.StallTimeout: a holder serving a
+//     crowd sends each fetcher leaves in bursts), or the reader has waited
+//     that long on a block, or the reader waits on peers whose recent rate
+//     is under half of the origin's share: what the origin has given this
+//     Fetcher (known once the origin has been used), divided among the
+//     nodes known to fetch the same content (Config.Crowd), who share it.
+//     When a provider that holds the content (not one still fetching it)
+//     has sent this Fetcher blocks or HAVEs within StallTimeout, the origin
+//     joins as a hedge per leaf: it takes only the leaf the reader waits
+//     on, at once if peers are slower than its share, else once the reader
+//     has waited the first block's time (before any peer delivered) or four
+//     times as long as peers get for a leaf (at most half of StallTimeout);
+//     it takes every leaf it may, as below, only once no holder is serving
+//     (TestBusyHolderHedgedPerLeaf: a holder at 3 MiB/s and a faster idle
+//     origin; the origin took 11 of 12 MiB before, none now). For the
+//     first block peers get the origin's time for a leaf
 //     besides PeerTimeout (measured from this Fetcher's origin requests,
 //     1 s until measured) when a peer has said HAVE of it or a provider
 //     that holds the content has sent this Fetcher a block or a HAVE

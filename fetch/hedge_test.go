@@ -221,3 +221,44 @@ func TestBusyHolderNotHedged(t *testing.T) {
 		t.Errorf("a holder that had just served this node was hedged at PeerTimeout: Stats %+v, origin asked %d times", st, o.reqs.Load()-before)
 	}
 }
+
+// TestBusyHolderHedgedPerLeaf: a holder that has just served this node
+// sends a 12 MiB asset at 3 MiB/s, a leaf every third of a second, to a
+// reader that reads as fast as it can; an idle origin is faster. The
+// reader waits on each leaf longer than PeerTimeout, but the holder is
+// serving, not gone: the origin hedges single leaves the reader has waited
+// on for long (hedgeLeaf) rather than taking the rest of the file. Before,
+// the origin joined at the first wait over PeerTimeout and took most of
+// the leaves while the holder sent them too.
+func TestBusyHolderHedgedPerLeaf(t *testing.T) {
+	warm, a := makeAsset(t, 42, MiB), makeAsset(t, 43, 12*MiB)
+	holder := newNode(t, fetch.Config{ServeBytesPerSecond: 3 * MiB})
+	holder.hold(t, warm)
+	holder.hold(t, a)
+	o := newOrigin(t, a.data)
+	o.limit = rate.NewLimiter(32*MiB, 64<<10)
+	cl := newNode(t, fetch.Config{Providers: providers{warm.t.Cid: {holder.info()}, a.t.Cid: {holder.info()}}})
+	r, err := cl.f.Open(context.Background(), warm.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBytes(t, readAll(t, r), warm.data)
+	r.Close()
+
+	tg := a.t
+	tg.URL = o.URL
+	start := time.Now()
+	r, err = cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	st := r.Stats()
+	t.Logf("took %v: peer %d bytes, origin %d (sent %d, %d requests)", time.Since(start), st.PeerBytes, st.OriginBytes, o.sent.Load(), o.reqs.Load())
+	// At 3 MiB/s the holder never leaves the reader waiting four times its
+	// pace; a loaded machine may delay a leaf or two that long.
+	if o.sent.Load() > 3*MiB {
+		t.Errorf("the origin sent %d bytes of a %d-byte file the holder was serving, want at most 3 MiB: it took leaves the holder was sending", o.sent.Load(), len(a.data))
+	}
+}

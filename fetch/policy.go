@@ -69,6 +69,56 @@ type joinState struct {
 	// then, would bring it no sooner.
 	held bool
 	leaf time.Duration
+	// serving: a provider that holds the content, not one of the crowd
+	// still fetching it, has sent this node blocks or HAVEs within
+	// stallTimeout (holderDeliveringLocked; then held too).
+	serving bool
+	// pace is the recent time between leaves from peers (peerPace; 0:
+	// not known), stallTimeout Config.StallTimeout. Once peers deliver,
+	// they count as stalled, and the reader as kept waiting, only after
+	// twice their own pace (see afterPeers).
+	pace, stallTimeout time.Duration
+}
+
+// afterPeers is how long peers that have delivered get for the next leaf
+// before they count as stalled or as keeping the reader waiting: twice the
+// pace at which they have delivered, at least peerTimeout and at most half
+// of stallTimeout. A busy holder serving a crowd sends each of its fetchers
+// a leaf every few hundred milliseconds; judged against peerTimeout alone,
+// every reader of a fast-reading crowd hedged at the origin on the first
+// such gap and then took most of the file from it (the peer deadline
+// adapts to what the mesh has shown: DESIGN.md). Peers slower than the
+// origin are a rule of their own (slowerThanOrigin).
+func afterPeers(peerTimeout, pace, stallTimeout time.Duration) time.Duration {
+	return max(peerTimeout, min(2*pace, stallTimeout/2))
+}
+
+// peerPace is the mean time between the peer deliveries at times (oldest
+// first), 0 with fewer than two.
+func peerPace(times []time.Time) time.Duration {
+	if len(times) < 2 {
+		return 0
+	}
+	return times[len(times)-1].Sub(times[0]) / time.Duration(len(times)-1)
+}
+
+// first is how long peers get for the first block: peerTimeout, and the
+// origin's time for a leaf besides when held.
+func (j joinState) first() time.Duration {
+	if j.held {
+		return j.peerTimeout + j.leaf
+	}
+	return j.peerTimeout
+}
+
+// wait is how long peers get for the next leaf, the reader waiting or not:
+// afterPeers once a peer has delivered, before that the first block's
+// time.
+func (j joinState) wait() time.Duration {
+	if !j.peerDelivered {
+		return j.first()
+	}
+	return afterPeers(j.peerTimeout, j.pace, j.stallTimeout)
 }
 
 // originJoins reports whether the origin joins now and why, and notes in
@@ -81,22 +131,15 @@ type joinState struct {
 //     first leaf missing or a holder has lately served this node (the
 //     origin, asked then, would bring it no sooner, and in a crowd the
 //     origin is shared);
-//   - the leaves asked of peers got nothing for peerTimeout (peers stalled);
-//   - the reader has waited peerTimeout on one leaf;
+//   - the leaves asked of peers got nothing for afterPeers (peers stalled);
+//   - the reader has waited afterPeers on one leaf;
 //   - the reader waits and peers are slower than half the origin's rate.
 func originJoins(j joinState, s *soon) (bool, string) {
 	if !j.missing {
 		return false, ""
 	}
-	first := j.peerTimeout // for the first block
-	if j.held {
-		first += j.leaf
-	}
-	// Before the first block, peers stalled and the reader waiting are
-	// the first-block rule.
-	wait := j.peerTimeout
+	first, wait := j.first(), j.wait()
 	if !j.peerDelivered {
-		wait = first
 		s.at(j.start.Add(first))
 	}
 	if j.peerWaiting {
@@ -108,20 +151,88 @@ func originJoins(j joinState, s *soon) (bool, string) {
 	}
 	switch {
 	case j.noProvider:
-		return true, "no provider known"
+		return true, joinNoProvider
 	case j.provsPenalised:
-		return true, "every provider penalised"
+		return true, joinPenalised
 	case !j.peerDelivered && j.now.Sub(j.start) >= first:
-		return true, "no peer delivered in time"
+		return true, joinNoDelivery
 	case j.peerWaiting && j.now.Sub(j.lastPeer) >= wait:
-		return true, "peers stalled"
+		return true, joinStalled
 	case waits && j.now.Sub(j.waitSince) >= wait:
-		return true, "the reader waited"
+		return true, joinWaited
 	case waits && j.peersSlow:
-		return true, "peers slower than the origin"
+		return true, joinSlow
 	}
 	return false, ""
 }
+
+// Why the origin joins (originJoins).
+const (
+	joinNoProvider = "no provider known"
+	joinPenalised  = "every provider penalised"
+	joinNoDelivery = "no peer delivered in time"
+	joinStalled    = "peers stalled"
+	joinWaited     = "the reader waited"
+	joinSlow       = "peers slower than the origin"
+)
+
+// hedgesOnly reports whether the origin, joining for why, only hedges
+// the leaf the reader waits on (hedgeLeaf) rather than taking every leaf
+// it may, striping's share included: when a holder of the content serves
+// this fetch (serving, joinState) and the peers are only late or slower
+// than the origin, not gone. Slow peers are hedged per leaf, not
+// per file (DESIGN.md): a fetch beside a busy seed took, once the origin
+// joined, most of its leaves from the origin while the seed went on
+// sending them too.
+func hedgesOnly(why string, serving bool) bool {
+	return serving && (why == joinNoDelivery || why == joinStalled || why == joinWaited || why == joinSlow)
+}
+
+// hedgeLeaf reports whether the origin, hedging per leaf, takes the leaf
+// the reader has waited on since j.waitSince (zero: it does not wait): at
+// once when peers are slower than the origin's share (slowerThanOrigin);
+// before any peer delivered, once it has waited the first block's time
+// (joinState.first); else once it has waited hedgeWaits times as long as
+// peers get for a leaf (j.wait()), at most half of stallTimeout. A holder serving a crowd
+// sends each of its fetchers leaves in bursts, with gaps of several times
+// its mean pace; hedged at the reader's first wait, leaves came to a
+// sixth of the bytes of a crowd beside a seed, almost all of them sent by
+// the peers too. A holder gone silent is penalised after stallTimeout, and
+// the origin then takes every leaf (originJoins). It notes in s when the
+// answer changes.
+func hedgeLeaf(j joinState, s *soon) bool {
+	if j.waitSince.IsZero() {
+		return false
+	}
+	if j.peersSlow {
+		return true
+	}
+	wait := j.first() // the first block: time to first byte is the origin's to beat
+	if j.peerDelivered {
+		wait = j.hedgeWait()
+	}
+	return s.reached(j.now, j.waitSince.Add(wait))
+}
+
+// hedgeWait is hedgeWaits times as long as peers get for a leaf, at most
+// half of stallTimeout.
+func (j joinState) hedgeWait() time.Duration {
+	w := j.wait()
+	return max(w, min(hedgeWaits*w, j.stallTimeout/2))
+}
+
+// takesOver reports whether the origin, hedging per leaf, takes every leaf
+// it may from now on: the leaves asked of peers have got nothing for
+// hedgeWait (the holder has stalled, not only paused between bursts). A
+// holder still serving others keeps sending this node HAVEs, so only the
+// silence of its blocks tells. It notes in s when the answer changes.
+func takesOver(j joinState, s *soon) bool {
+	return j.peerWaiting && s.reached(j.now, j.lastPeer.Add(j.hedgeWait()))
+}
+
+// hedgeWaits is how many times as long as peers get for a leaf the reader
+// waits on one before the origin, hedging per leaf, takes it.
+const hedgeWaits = 4
 
 // peerRateWindow is how many recent peer leaves the peer rate is taken over.
 const peerRateWindow = 4

@@ -505,3 +505,146 @@ func checkNext(t *testing.T, name string, s *soon, t0 time.Time, wantNext time.D
 		t.Errorf("%s: next look at %v, want %v", name, s.next.Sub(t0), want.Sub(t0))
 	}
 }
+
+func TestAfterPeers(t *testing.T) {
+	const pt, stall = 200 * time.Millisecond, 5 * time.Second
+	for _, tc := range []struct {
+		pace, want time.Duration
+	}{
+		{0, pt},                     // no pace known
+		{50 * time.Millisecond, pt}, // fast peers: at least peerTimeout
+		{300 * time.Millisecond, 600 * time.Millisecond}, // twice the pace
+		{10 * time.Second, stall / 2},                    // at most half of StallTimeout
+	} {
+		if got := afterPeers(pt, tc.pace, stall); got != tc.want {
+			t.Errorf("afterPeers(pace %v) = %v, want %v", tc.pace, got, tc.want)
+		}
+	}
+	t0 := time.Unix(1000, 0)
+	if got := peerPace([]time.Time{t0}); got != 0 {
+		t.Errorf("peerPace of one delivery = %v, want 0", got)
+	}
+	times := []time.Time{t0, t0.Add(100 * time.Millisecond), t0.Add(400 * time.Millisecond), t0.Add(600 * time.Millisecond)}
+	if got := peerPace(times); got != 200*time.Millisecond {
+		t.Errorf("peerPace = %v, want 200ms (600ms over 3 gaps)", got)
+	}
+}
+
+// TestOriginJoinsAtPeersPace: once peers deliver, the reader waiting and
+// peers stalling are judged against twice the peers' own pace, not
+// against PeerTimeout alone.
+func TestOriginJoinsAtPeersPace(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const pt = 200 * time.Millisecond
+	j := joinState{start: t0, lastPeer: t0, peerTimeout: pt, stallTimeout: 5 * time.Second, missing: true,
+		peerDelivered: true, pace: 400 * time.Millisecond, waitSince: t0}
+	for _, tc := range []struct {
+		at   time.Duration
+		want bool
+	}{{pt, false}, {799 * time.Millisecond, false}, {800 * time.Millisecond, true}} {
+		j.now = t0.Add(tc.at)
+		s := newSoon(j.now)
+		if got, why := originJoins(j, s); got != tc.want || got && why != joinWaited {
+			t.Errorf("at %v: originJoins = %v (%q), want %v", tc.at, got, why, tc.want)
+		}
+		if !tc.want && !s.next.Equal(t0.Add(800*time.Millisecond)) {
+			t.Errorf("at %v: next look %v after the start, want 800ms", tc.at, s.next.Sub(t0))
+		}
+	}
+	j.waitSince, j.peerWaiting, j.now = time.Time{}, true, t0.Add(800*time.Millisecond)
+	if got, why := originJoins(j, newSoon(j.now)); !got || why != joinStalled {
+		t.Errorf("peers silent for twice their pace: originJoins = %v (%q), want a stall", got, why)
+	}
+}
+
+func TestHedgesOnly(t *testing.T) {
+	for _, why := range []string{joinNoDelivery, joinStalled, joinWaited, joinSlow} {
+		if !hedgesOnly(why, true) {
+			t.Errorf("%q with a holder serving: the origin takes every leaf, want a per-leaf hedge", why)
+		}
+		if hedgesOnly(why, false) {
+			t.Errorf("%q with no holder serving: a per-leaf hedge, want every leaf", why)
+		}
+	}
+	for _, why := range []string{joinNoProvider, joinPenalised} {
+		if hedgesOnly(why, true) {
+			t.Errorf("%q: a per-leaf hedge, want every leaf: the peers cannot serve", why)
+		}
+	}
+}
+
+func TestHedgeLeaf(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const pt = 200 * time.Millisecond
+	base := joinState{start: t0, lastPeer: t0, peerTimeout: pt, stallTimeout: 5 * time.Second,
+		missing: true, peerDelivered: true, waitSince: t0}
+	for _, tc := range []struct {
+		name     string
+		at       time.Duration
+		edit     func(*joinState)
+		want     bool
+		wantNext time.Duration // after t0; 0: a minute (nothing due)
+	}{
+		{"the reader does not wait", time.Minute, func(j *joinState) { j.waitSince = time.Time{} }, false, 0},
+		{"peers slower than the origin: at once", 0, func(j *joinState) { j.peersSlow = true }, true, 0},
+		{"the reader gets hedgeWaits peer waits", hedgeWaits*pt - 1, nil, false, hedgeWaits * pt},
+		{"hedged after hedgeWaits peer waits", hedgeWaits * pt, nil, true, 0},
+		{"at the peers' pace", 7 * time.Second / 4, func(j *joinState) {
+			j.pace = 400 * time.Millisecond // 800ms a leaf; four times that, at most 2.5s
+		}, false, 2500 * time.Millisecond},
+		{"never longer than half of StallTimeout", 2500 * time.Millisecond, func(j *joinState) {
+			j.pace = time.Second
+		}, true, 0},
+		{"before any peer delivered: the first block's time", pt + pt/2 - 1, func(j *joinState) {
+			j.peerDelivered, j.held, j.leaf = false, true, pt/2
+		}, false, pt + pt/2},
+		{"no first block in the first block's time", pt + pt/2, func(j *joinState) {
+			j.peerDelivered, j.held, j.leaf = false, true, pt/2
+		}, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := base
+			j.now = t0.Add(tc.at)
+			if tc.edit != nil {
+				tc.edit(&j)
+			}
+			s := newSoon(j.now)
+			if got := hedgeLeaf(j, s); got != tc.want {
+				t.Errorf("hedgeLeaf = %v, want %v", got, tc.want)
+			}
+			want := j.now.Add(time.Minute)
+			if tc.wantNext != 0 {
+				want = t0.Add(tc.wantNext)
+			}
+			if !s.next.Equal(want) {
+				t.Errorf("next look at %v after t0, want %v", s.next.Sub(t0), want.Sub(t0))
+			}
+		})
+	}
+}
+
+// TestTakesOver: a hedging origin takes every leaf once the leaves asked of
+// peers have got nothing for hedgeWait, not at a pause between bursts.
+func TestTakesOver(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const pt = 200 * time.Millisecond
+	j := joinState{start: t0, lastPeer: t0, peerTimeout: pt, stallTimeout: 5 * time.Second,
+		missing: true, peerDelivered: true, peerWaiting: true}
+	for _, tc := range []struct {
+		at   time.Duration
+		want bool
+	}{{pt, false}, {hedgeWaits*pt - 1, false}, {hedgeWaits * pt, true}} {
+		j.now = t0.Add(tc.at)
+		s := newSoon(j.now)
+		if got := takesOver(j, s); got != tc.want {
+			t.Errorf("peers silent for %v: takesOver = %v, want %v", tc.at, got, tc.want)
+		}
+		if !tc.want && !s.next.Equal(t0.Add(hedgeWaits*pt)) {
+			t.Errorf("peers silent for %v: next look %v after t0, want %v", tc.at, s.next.Sub(t0), hedgeWaits*pt)
+		}
+	}
+	j.peerWaiting, j.now = false, t0.Add(time.Minute)
+	if takesOver(j, newSoon(j.now)) {
+		t.Error("nothing asked of peers: takesOver = true, want false")
+	}
+}

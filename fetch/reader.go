@@ -153,6 +153,7 @@ type Reader struct {
 	stats       Stats
 	prov        provState
 	originOn    bool
+	originHedge bool      // the origin only hedges the leaf the reader waits on (hedgesOnly)
 	originSince time.Time // when the origin joined
 	originDead  error
 	originFail  int
@@ -586,24 +587,28 @@ func (r *Reader) windowLocked(cur, end int) (missing, peerWaiting bool) {
 }
 
 // joinOriginLocked lets the origin join when the policy says so
-// (originJoins). The caller holds mu.
+// (originJoins), as a hedge of the leaf the reader waits on if a holder
+// serves the fetch (hedgesOnly), and lets a hedging origin take every
+// leaf it may once the peers have stalled (takesOver) or no holder serves
+// any longer. The caller holds mu.
 func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *soon) {
-	if r.originOn || !r.t.hasOrigin() {
+	if r.originOn && !r.originHedge || !r.t.hasOrigin() {
 		return
 	}
-	join, why := originJoins(joinState{
-		now: now, start: r.start, lastPeer: r.lastPeer, waitSince: r.waitSince,
-		peerTimeout: r.f.cfg.PeerTimeout, missing: missing, peerWaiting: peerWaiting,
-		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
-		peerDelivered: r.stats.PeerBytes > 0,
-		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.f.originCapacity()),
-		held:          r.firstMissingHeldLocked() || r.holderDeliveringLocked(now),
-		leaf:          leafTime(r.f.originRequestRate()),
-	}, s)
+	j := r.joinStateLocked(now, missing, peerWaiting)
+	if r.originOn {
+		if takesOver(j, s) || !j.serving {
+			r.originHedge = false
+			r.f.log.Debug("origin takes over from hedging", "cid", r.t.Cid, "dur", now.Sub(r.start), "serving", j.serving)
+		}
+		return
+	}
+	join, why := originJoins(j, s)
 	if !join {
 		return
 	}
-	r.originOn, r.originSince = true, now
+	hedge := hedgesOnly(why, j.serving)
+	r.originOn, r.originHedge, r.originSince = true, hedge, now
 	r.trace.joinWhy, r.trace.joinAt = why, now.Sub(r.start)
 	if r.trace.on && r.f.cfg.Crowd != nil {
 		r.trace.crowdAtJoin = len(r.f.cfg.Crowd.Fetchers(r.t.Cid))
@@ -611,7 +616,37 @@ func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *s
 	if r.prov != provNone {
 		r.stats.Hedged = true
 	}
-	r.f.log.Debug("origin joins", "cid", r.t.Cid, "dur", now.Sub(r.start), "why", why)
+	r.f.log.Debug("origin joins", "cid", r.t.Cid, "dur", now.Sub(r.start), "why", why, "hedge", hedge)
+}
+
+// joinStateLocked gathers what originJoins decides on. The caller holds
+// mu.
+func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinState {
+	serving := r.holderDeliveringLocked(now)
+	return joinState{
+		now: now, start: r.start, lastPeer: r.lastPeer, waitSince: r.waitSince,
+		peerTimeout: r.f.cfg.PeerTimeout, missing: missing, peerWaiting: peerWaiting,
+		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
+		peerDelivered: r.stats.PeerBytes > 0,
+		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.originShareLocked()),
+		held:          serving || r.firstMissingHeldLocked(), serving: serving,
+		leaf: leafTime(r.f.originRequestRate()),
+		pace: peerPace(r.peerTimes), stallTimeout: r.f.cfg.StallTimeout,
+	}
+}
+
+// originShareLocked is the origin's rate this fetch may count on, in bytes
+// per second (0: not measured): the Fetcher's measure of its capacity,
+// shared with the others known to fetch the same content (Config.Crowd),
+// who ask the same origin. Peers serving a crowd are slower for each of
+// its nodes than an idle origin, and so is the origin once the whole crowd
+// asks it. The caller holds mu.
+func (r *Reader) originShareLocked() float64 {
+	c := r.f.originCapacity()
+	if r.f.cfg.Crowd != nil {
+		c /= float64(1 + len(r.f.cfg.Crowd.Fetchers(r.t.Cid)))
+	}
+	return c
 }
 
 // firstMissingHeldLocked reports whether a peer has said HAVE of the
@@ -930,11 +965,19 @@ func (r *Reader) reaskLocked(cur, end int, now time.Time, s *soon) {
 	r.f.log.Debug("leaves asked again", "cid", r.t.Cid, "leaves", n)
 }
 
-// mineLocked reports whether leaf i may be asked of the origin: always
-// without a stripe; striping, when the stripe gives it to this node or the
-// leaf is overdue from its owner (policy.go: overdue). The caller holds
-// mu.
+// mineLocked reports whether leaf i may be asked of the origin, and why:
+// while the origin hedges per leaf (a holder serves the fetch), only the
+// leaf the reader waits on, when hedgeLeaf says so; else always without a
+// stripe; striping, when the stripe gives it to this node or the leaf is
+// overdue from its owner (policy.go: overdue). The caller holds mu.
 func (r *Reader) mineLocked(i int, now time.Time, leaf time.Duration, s *soon) (bool, string) {
+	if r.originHedge {
+		if i != r.curLeaf() {
+			return false, ""
+		}
+		j := r.joinStateLocked(now, true, false)
+		return hedgeLeaf(j, s), "hedge"
+	}
 	held := r.f.guard.held(r.leaves[i].Cid)
 	switch {
 	case r.stripe == nil:

@@ -22,11 +22,17 @@ func TestDyingSources(t *testing.T) {
 	t.Run("origin dies", func(t *testing.T) {
 		a := makeAsset(t, 10, 6*MiB)
 		// A slow provider: the origin joins, then dies after two leaves.
-		prov := newNode(t, fetch.Config{ServeBytesPerSecond: 4 * MiB})
+		// After its first block (its burst) the provider keeps the reader
+		// waiting a second a leaf, longer than the origin lets it wait
+		// before hedging one (hedgeLeaf: four PeerTimeouts, 400 ms here,
+		// while its pace is unknown); once the origin's rate is measured,
+		// the provider is slower than it and the origin hedges each leaf
+		// the reader waits on.
+		prov := newNode(t, fetch.Config{ServeBytesPerSecond: MiB})
 		prov.hold(t, a)
 		o := newOrigin(t, a.data)
 		o.dieAt.Store(2)
-		cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}})
+		cl := newNode(t, fetch.Config{PeerTimeout: 100 * time.Millisecond, Providers: providers{a.t.Cid: {prov.info()}}})
 		tg := a.t
 		tg.URL = o.URL
 		r := cl.open(t, tg)
