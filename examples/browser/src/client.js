@@ -29,6 +29,7 @@ import * as summaryWire from './summary.js'
 import { verify } from './verify.js'
 import { sendReply } from './serve.js'
 import { Wants, encodeReply } from './wants.js'
+import { DialQueue } from './dials.js'
 
 export const CHUNK = 1 << 20 // unixfs-v1-2025: 1 MiB raw leaves
 export const MAX_LINKS = 1024
@@ -45,7 +46,8 @@ export const defaults = {
   summaryInterval: 60_000, // ms, ±10%
   concurrency: 4, // leaves in flight per fetch from peers
   originConcurrency: 2, // leaves in flight per fetch from the origin
-  dialTimeout: 5000,
+  dialTimeout: 5000, // ms, each attempt from its start (dialPeer)
+  maxDialing: 2, // dials under way at once (dials.js)
   summaryWait: 2000, // ms start() waits for the seed's summary
   maxDials: 4, // providers dialled at once for a fetch
   stripeWindow: 16, // leaves of a striped fetch asked of peers at once
@@ -106,13 +108,17 @@ export class Mesh extends EventTarget {
       serveSkipped: 0, serveSkippedBytes: 0, serveMs: [], blockSendMs: [], dontHaves: 0, cancelMs: [],
       // dials: WebRTC dials to peers through the relay that connected and
       // that failed (dialPeer, each attempt).
-      dials: { ok: 0, failed: 0, errors: {} }, // errors: failed dials by message
+      // log: the last 200 attempts, [peer (its last 6 characters), ms
+      // since start, ms taken, 'ok' or the error, whether p was connected
+      // (by its own dial to this page) when the attempt ended].
+      dials: { ok: 0, failed: 0, errors: {}, log: [] }, // errors: failed dials by message
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
     }
     this.store = new QuotaStore({ quota: this.cfg.quota, cacheName, onDrop: (roots) => this.publish(wire.DROP, roots) })
     this.seed = null // the multiaddr of the seed we are connected to
     this.keeping = new Set() // block puts under way (keep)
+    this.dials = new DialQueue({ limit: this.cfg.maxDialing }) // dialPeer's dials
   }
 
   // identity returns the page's key, kept in localStorage so that the peer
@@ -560,9 +566,17 @@ export class Mesh extends EventTarget {
 
   // dialPeer connects to a provider: directly if the peer store knows an
   // address, else through the seed's relay with WebRTC (browser peers).
+  // Dials wait in dials (dials.js): at most maxDialing at once, one per
+  // peer (a second call for a peer being dialled shares that dial).
   async dialPeer (p) {
     if (this.connected(p)) return true
     const t0 = performance.now()
+    return this.dials.run(p, () => this.dialNow(p, t0))
+  }
+
+  // dialNow is dialPeer's dial, in its turn; t0 is when it was asked for.
+  async dialNow (p, t0) {
+    if (this.connected(p)) return true // it dialled this page meanwhile
     if (await this.lan?.dial(p)) return true // a desktop app on the LAN (lan.js)
     const tries = []
     if (this.seed != null) {
@@ -573,6 +587,8 @@ export class Mesh extends EventTarget {
     // about thirty runs on a busy machine ("signal timed out"); a second
     // attempt is cheap next to the origin it saves.
     for (const a of [...tries, ...tries]) {
+      await this.dialGone(p)
+      const t1 = performance.now()
       try {
         await this.libp2p.dial(a, { signal: AbortSignal.timeout(this.cfg.dialTimeout) })
         // What a dial through the relay takes (an EWMA, ms): how long a
@@ -580,16 +596,37 @@ export class Mesh extends EventTarget {
         const ms = performance.now() - t0
         this.dialMs = this.dialMs == null ? ms : 0.7 * this.dialMs + 0.3 * ms
         this.stats.dials.ok++
+        this.noteDial(p, t1, 'ok')
         return true
       } catch (err) {
         this.stats.dials.failed++
         const msg = `${err.name}: ${err.message}`.replace(/12D3Koo\w+/g, 'P').slice(0, 100)
         this.stats.dials.errors[msg] = (this.stats.dials.errors[msg] ?? 0) + 1
+        this.noteDial(p, t1, msg)
         this.log(`dial ${a}: ${err.message}`)
       }
       if (this.connected(p)) return true
     }
     return this.connected(p)
+  }
+
+  // dialGone waits (up to a dial timeout, polling every 50 ms) until
+  // libp2p's dial queue holds no dial to p: a dial to a peer still there
+  // (one that timed out and is still being torn down) joins it and fails
+  // with it, within milliseconds; most second attempts did so.
+  async dialGone (p) {
+    const until = performance.now() + this.cfg.dialTimeout
+    while (performance.now() < until && this.libp2p.getDialQueue().some((d) => d.peerId?.toString() === p)) {
+      await delay(50, new AbortController().signal)
+    }
+  }
+
+  // noteDial keeps one dial attempt to p, begun at t1, in stats.dials.log.
+  noteDial (p, t1, result) {
+    const now = performance.now()
+    const log = this.stats.dials.log
+    log.push([p.slice(-6), Math.round(t1), Math.round(now - t1), result, this.connected(p)])
+    if (log.length > 200) log.shift()
   }
 
   connections () {
