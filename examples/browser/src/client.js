@@ -1519,7 +1519,7 @@ class StripedFetch {
     rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
     if (cancelOnOrigin({ asking: l.peer != null && !l.peer.signal.aborted, coming: m.comingAt.has(this.leaves[i].toString()) })) {
       l.cancelled = true
-      l.peer.abort('origin')
+      l.peer.abort(`origin ${why}`)
     }
     m.fromOrigin(this.leaves[i], i, this.asset, l.origin.signal)
       .then((r) => this.done(i, r.bytes, 'origin', null), (err) => {
