@@ -47,7 +47,7 @@ export const defaults = {
   concurrency: 4, // leaves in flight per fetch from peers
   originConcurrency: 2, // leaves in flight per fetch from the origin
   dialTimeout: 5000, // ms, each attempt from its start (dialPeer)
-  maxDialing: 2, // dials under way at once (dials.js)
+  maxDialing: 4, // dials under way at once (dials.js)
   summaryWait: 2000, // ms start() waits for the seed's summary
   maxDials: 4, // providers dialled at once for a fetch
   stripeWindow: 16, // leaves of a striped fetch asked of peers at once
