@@ -22,7 +22,7 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
 import { announceFetch, capHedges, capMove, capWindow, originJoin, pickPeer } from './gate.js'
-import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, cancelOnOrigin, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, waitOn } from './stripe.js'
+import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, cancelOnOrigin, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, stallOrder, waitOn, waitedPace } from './stripe.js'
 import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
@@ -1328,6 +1328,7 @@ class StripedFetch {
         if (this.failure != null && now - this.lastProgress > 5 * m.cfg.stallTimeout) throw this.failure
         const v = this.round(now)
         for (let i = v.lowest; i < v.end; i++) if (this.parts[i] == null) this.step(i, v)
+        if (v.stall.stalled) for (const i of stallOrder(v.lowest, v.end)) if (this.parts[i] == null) this.stallLeaf(i, v)
         if (v.reasked) state.reaskAt = now + v.interval
         if (this.left === 0) break
         if (v.stall.at != null) v.next = Math.min(v.next, v.stall.at)
@@ -1444,10 +1445,34 @@ class StripedFetch {
       }
       this.askPeers(i, v.stripe)
     } else if (r.at != null) v.next = Math.min(v.next, r.at)
-    if (!this.canOrigin || l.origin != null || state.originDead != null || this.originBusy >= v.limit) return
+    const d = this.originRule(i, v, false)
+    if (d == null) return
+    if (d.capFrom != null) l.capFrom = d.capFrom
+    if (d.why != null) this.askOrigin(i, d.why)
+    else if (d.at != null) v.next = Math.min(v.next, d.at)
+  }
+
+  // stallLeaf asks the origin for leaf i, still missing, if the stall rule
+  // lets it in (and no other rule has: step went first). A stalled fetch
+  // offers the rule the window's leaves from the last (stripe.js
+  // stallOrder).
+  stallLeaf (i, v) {
+    const d = this.originRule(i, v, true)
+    if (d?.why === 'stall') this.askOrigin(i, d.why)
+  }
+
+  // originRule is stripe.js originLeaf's answer for leaf i in round v
+  // (null: the origin is not asked now whatever the rules say: no origin,
+  // it has the leaf, it failed, or it is busy); stalled says whether the
+  // stall rule is in it.
+  originRule (i, v, stalled) {
+    const { m, state } = this
+    const l = this.L[i]
+    const c = this.leaves[i]
+    if (!this.canOrigin || l.cancelled || l.origin != null || state.originDead != null || this.originBusy >= v.limit) return null
     const owner = v.stripe.owner(i)
     const k = c.toString()
-    const d = originLeaf({
+    return originLeaf({
       ...v,
       i,
       asked: l.asked,
@@ -1459,13 +1484,10 @@ class StripedFetch {
       ownerActive: Math.max(m.lastBlockFrom.get(owner) ?? -Infinity, m.lastHaveFrom.get(owner) ?? -Infinity) >= v.now - v.peerTime - v.leaf,
       waitSince: state.waitLeaf === i ? state.waitAt : null,
       rank: originRank(v.stripe, v.lowest, i, m.cfg.originConcurrency),
-      stalled: v.stall.stalled,
+      stalled,
       capMax: m.cfg.capMax,
       lastBlocks: [...[...(m.askedFor.get(k) ?? [])].map((p) => m.lastBlockFrom.get(p) ?? -Infinity), m.comingAt.get(k) ?? -Infinity]
     })
-    if (d.capFrom != null) l.capFrom = d.capFrom
-    if (d.why != null) this.askOrigin(i, d.why)
-    else if (d.at != null) v.next = Math.min(v.next, d.at)
   }
 
   // done takes leaf i's first verified copy and cancels the other request;
@@ -1507,6 +1529,18 @@ class StripedFetch {
       }, () => { l.peerFailed = this.parts[i] == null && !l.reasking && !l.cancelled; l.reasking = false; this.poke() })
   }
 
+  // gaveUp notes, when the origin takes leaf i because peers were too
+  // slow (why: overdue, stall, cap), what its want has stood at a
+  // connected peer since it was last asked: the page's peer time is at
+  // least that (stripe.js waitedPace).
+  gaveUp (i, why) {
+    const { m } = this
+    const l = this.L[i]
+    if (!/^(overdue|stall|cap)/.test(why) || l.peer == null || l.peer.signal.aborted || l.peerAt == null) return
+    if (![...(m.askedFor.get(this.leaves[i].toString()) ?? [])].some((p) => m.connected(p))) return
+    m.peerBlockMs = waitedPace(m.peerBlockMs, performance.now() - l.peerAt)
+  }
+
   // askOrigin asks the origin for leaf i (why: the rule that let it in).
   // The want at the peers asked for it ends now unless one said HAVE
   // (stripe.js cancelOnOrigin); it is asked of them again if the origin
@@ -1517,6 +1551,7 @@ class StripedFetch {
     l.origin = new AbortController()
     this.originBusy++
     rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+    this.gaveUp(i, why)
     if (cancelOnOrigin({ asking: l.peer != null && !l.peer.signal.aborted, coming: m.comingAt.has(this.leaves[i].toString()) })) {
       l.cancelled = true
       l.peer.abort(`origin ${why}`)
