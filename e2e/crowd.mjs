@@ -10,6 +10,10 @@
 // fetches: [{path, sha256, stats}], stats}], "late": [...]}, with times in
 // ms since the crowd started; "late" are `late` more pages opened one after
 // the other once the crowd is done, each fetching the first path only. It then waits for a line "close" (or stdin's end).
+// MESHCDN_CROWD_PROFILE=T3,T7 records those pages' main-thread CPU profile
+// (V8's sampling profiler, 1 ms) from load to the end of their fetches,
+// written as <name>.cpuprofile to MESHCDN_CROWD_PROFILE_DIR (default the
+// system's temporary directory); Chromium's DevTools open it.
 import { createInterface } from 'node:readline'
 import { launchBrowser } from './browser.mjs'
 
@@ -50,10 +54,23 @@ async function one (i) {
   if (process.env.MESHCDN_CROWD_CONSOLE) page.on('console', (m) => process.stderr.write(`[page ${name}] ${m.text()}\n`))
   const openedMs = since()
   await page.goto(cfg.url)
+  let prof = null
+  if ((process.env.MESHCDN_CROWD_PROFILE ?? '').split(',').includes(name)) {
+    prof = await ctx.newCDPSession(page)
+    await prof.send('Profiler.enable')
+    await prof.send('Profiler.setSamplingInterval', { interval: 1000 })
+    await prof.send('Profiler.start')
+  }
   await page.waitForFunction(() => window.meshcdnReady !== undefined)
   await page.evaluate(() => window.meshcdnReady)
   const joinedMs = since()
   const r = await page.evaluate(inPage, cfg.paths)
+  if (prof != null) {
+    const { profile } = await prof.send('Profiler.stop')
+    const { writeFileSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    writeFileSync(`${process.env.MESHCDN_CROWD_PROFILE_DIR ?? tmpdir()}/${name}.cpuprofile`, JSON.stringify(profile))
+  }
   return { name, page, openedMs, joinedMs, knownMs: r.knownAt == null ? null : r.knownAt - t0, knownFrom: r.knownFrom, fetches: r.fetches }
 }
 

@@ -65,6 +65,7 @@ type crowdPage struct {
 		Dials                              struct {
 			Ok, Failed int64
 			Errors     map[string]int64
+			Log        [][]any
 		}
 		Connections []struct {
 			Peer, Addr string
@@ -114,6 +115,8 @@ func runCrowd(t *testing.T, u string, n, late int, paths []string) (pages, lates
 //
 // Each tab runs in a Chromium of its own (a user's machine: its own network
 // process for QUIC and WebRTC); MESHCDN_CROWD_SHARED=1 puts them all in one.
+// MESHCDN_CROWD_DIALS=1 logs each tab's dial attempts (peer, start, ms,
+// result); MESHCDN_CROWD_PROFILE (crowd.mjs) records tabs' CPU profiles.
 // MESHCDN_CROWD="S1:10,S0:5" picks the cases (default S1:10,S0:5,S0:10).
 // The three default cases take about 3 minutes on 2 cores.
 func TestCrowd(t *testing.T) {
@@ -297,6 +300,9 @@ func logPages(t *testing.T, pages []crowdPage, seedID string, pinned bool) {
 			mib(p.Stats.PeerBytes), mib(p.Stats.OriginBytes), mib(p.Stats.ServedBytes), mib(p.Stats.DuplicateBytes), joins(p), p.Stats.Dials.Ok, p.Stats.Dials.Failed, direct)
 		if len(p.Stats.Dials.Errors) > 0 {
 			t.Logf("%s: failed dials by error: %v", p.Name, p.Stats.Dials.Errors)
+		}
+		if os.Getenv("MESHCDN_CROWD_DIALS") != "" {
+			t.Logf("%s: %s dials (peer, at ms, took ms, result, connected after): %v", p.Name, p.Stats.PeerID[len(p.Stats.PeerID)-6:], p.Stats.Dials.Log)
 		}
 		t.Logf("%s: by fetch (origin MiB, joins, origin leaf ms, fastest provider's block ms, fetch ms, MiB from the seed and from tabs, each join: why@ms into the fetch, who had wants then (S seed, T tabs), pace, origin leaf ms, ms since the seed's last block): %s", p.Name, byFetch(p, seedID))
 	}

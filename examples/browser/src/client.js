@@ -22,13 +22,14 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import * as wire from './announce.js'
 import { announceFetch, capHedges, capMove, capWindow, originJoin, pickPeer } from './gate.js'
-import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, cancelOnOrigin, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, waitOn } from './stripe.js'
+import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, cancelOnOrigin, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, stallOrder, waitOn, waitedPace } from './stripe.js'
 import { Lan } from './lan.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
 import { verify } from './verify.js'
 import { sendReply } from './serve.js'
 import { Wants, encodeReply } from './wants.js'
+import { DialQueue } from './dials.js'
 
 export const CHUNK = 1 << 20 // unixfs-v1-2025: 1 MiB raw leaves
 export const MAX_LINKS = 1024
@@ -45,7 +46,8 @@ export const defaults = {
   summaryInterval: 60_000, // ms, ±10%
   concurrency: 4, // leaves in flight per fetch from peers
   originConcurrency: 2, // leaves in flight per fetch from the origin
-  dialTimeout: 5000,
+  dialTimeout: 5000, // ms, each attempt from its start (dialPeer)
+  maxDialing: 4, // dials under way at once (dials.js)
   summaryWait: 2000, // ms start() waits for the seed's summary
   maxDials: 4, // providers dialled at once for a fetch
   stripeWindow: 16, // leaves of a striped fetch asked of peers at once
@@ -106,13 +108,17 @@ export class Mesh extends EventTarget {
       serveSkipped: 0, serveSkippedBytes: 0, serveMs: [], blockSendMs: [], dontHaves: 0, cancelMs: [],
       // dials: WebRTC dials to peers through the relay that connected and
       // that failed (dialPeer, each attempt).
-      dials: { ok: 0, failed: 0, errors: {} }, // errors: failed dials by message
+      // log: the last 200 attempts, [peer (its last 6 characters), ms
+      // since start, ms taken, 'ok' or the error, whether p was connected
+      // (by its own dial to this page) when the attempt ended].
+      dials: { ok: 0, failed: 0, errors: {}, log: [] }, // errors: failed dials by message
       summary: { asked: 0, answered: 0, roots: 0, holders: 0, ms: null, error: null },
       announce: { sent: 0, received: 0, rejected: 0, ignored: 0 }
     }
     this.store = new QuotaStore({ quota: this.cfg.quota, cacheName, onDrop: (roots) => this.publish(wire.DROP, roots) })
     this.seed = null // the multiaddr of the seed we are connected to
     this.keeping = new Set() // block puts under way (keep)
+    this.dials = new DialQueue({ limit: this.cfg.maxDialing }) // dialPeer's dials
   }
 
   // identity returns the page's key, kept in localStorage so that the peer
@@ -560,9 +566,17 @@ export class Mesh extends EventTarget {
 
   // dialPeer connects to a provider: directly if the peer store knows an
   // address, else through the seed's relay with WebRTC (browser peers).
+  // Dials wait in dials (dials.js): at most maxDialing at once, one per
+  // peer (a second call for a peer being dialled shares that dial).
   async dialPeer (p) {
     if (this.connected(p)) return true
     const t0 = performance.now()
+    return this.dials.run(p, () => this.dialNow(p, t0))
+  }
+
+  // dialNow is dialPeer's dial, in its turn; t0 is when it was asked for.
+  async dialNow (p, t0) {
+    if (this.connected(p)) return true // it dialled this page meanwhile
     if (await this.lan?.dial(p)) return true // a desktop app on the LAN (lan.js)
     const tries = []
     if (this.seed != null) {
@@ -573,6 +587,8 @@ export class Mesh extends EventTarget {
     // about thirty runs on a busy machine ("signal timed out"); a second
     // attempt is cheap next to the origin it saves.
     for (const a of [...tries, ...tries]) {
+      await this.dialGone(p)
+      const t1 = performance.now()
       try {
         await this.libp2p.dial(a, { signal: AbortSignal.timeout(this.cfg.dialTimeout) })
         // What a dial through the relay takes (an EWMA, ms): how long a
@@ -580,16 +596,37 @@ export class Mesh extends EventTarget {
         const ms = performance.now() - t0
         this.dialMs = this.dialMs == null ? ms : 0.7 * this.dialMs + 0.3 * ms
         this.stats.dials.ok++
+        this.noteDial(p, t1, 'ok')
         return true
       } catch (err) {
         this.stats.dials.failed++
         const msg = `${err.name}: ${err.message}`.replace(/12D3Koo\w+/g, 'P').slice(0, 100)
         this.stats.dials.errors[msg] = (this.stats.dials.errors[msg] ?? 0) + 1
+        this.noteDial(p, t1, msg)
         this.log(`dial ${a}: ${err.message}`)
       }
       if (this.connected(p)) return true
     }
     return this.connected(p)
+  }
+
+  // dialGone waits (up to a dial timeout, polling every 50 ms) until
+  // libp2p's dial queue holds no dial to p: a dial to a peer still there
+  // (one that timed out and is still being torn down) joins it and fails
+  // with it, within milliseconds; most second attempts did so.
+  async dialGone (p) {
+    const until = performance.now() + this.cfg.dialTimeout
+    while (performance.now() < until && this.libp2p.getDialQueue().some((d) => d.peerId?.toString() === p)) {
+      await delay(50, new AbortController().signal)
+    }
+  }
+
+  // noteDial keeps one dial attempt to p, begun at t1, in stats.dials.log.
+  noteDial (p, t1, result) {
+    const now = performance.now()
+    const log = this.stats.dials.log
+    log.push([p.slice(-6), Math.round(t1), Math.round(now - t1), result, this.connected(p)])
+    if (log.length > 200) log.shift()
   }
 
   connections () {
@@ -1291,6 +1328,7 @@ class StripedFetch {
         if (this.failure != null && now - this.lastProgress > 5 * m.cfg.stallTimeout) throw this.failure
         const v = this.round(now)
         for (let i = v.lowest; i < v.end; i++) if (this.parts[i] == null) this.step(i, v)
+        if (v.stall.stalled) for (const i of stallOrder(v.lowest, v.end)) if (this.parts[i] == null) this.stallLeaf(i, v)
         if (v.reasked) state.reaskAt = now + v.interval
         if (this.left === 0) break
         if (v.stall.at != null) v.next = Math.min(v.next, v.stall.at)
@@ -1407,10 +1445,34 @@ class StripedFetch {
       }
       this.askPeers(i, v.stripe)
     } else if (r.at != null) v.next = Math.min(v.next, r.at)
-    if (!this.canOrigin || l.origin != null || state.originDead != null || this.originBusy >= v.limit) return
+    const d = this.originRule(i, v, false)
+    if (d == null) return
+    if (d.capFrom != null) l.capFrom = d.capFrom
+    if (d.why != null) this.askOrigin(i, d.why)
+    else if (d.at != null) v.next = Math.min(v.next, d.at)
+  }
+
+  // stallLeaf asks the origin for leaf i, still missing, if the stall rule
+  // lets it in (and no other rule has: step went first). A stalled fetch
+  // offers the rule the window's leaves from the last (stripe.js
+  // stallOrder).
+  stallLeaf (i, v) {
+    const d = this.originRule(i, v, true)
+    if (d?.why === 'stall') this.askOrigin(i, d.why)
+  }
+
+  // originRule is stripe.js originLeaf's answer for leaf i in round v
+  // (null: the origin is not asked now whatever the rules say: no origin,
+  // it has the leaf, it failed, or it is busy); stalled says whether the
+  // stall rule is in it.
+  originRule (i, v, stalled) {
+    const { m, state } = this
+    const l = this.L[i]
+    const c = this.leaves[i]
+    if (!this.canOrigin || l.cancelled || l.origin != null || state.originDead != null || this.originBusy >= v.limit) return null
     const owner = v.stripe.owner(i)
     const k = c.toString()
-    const d = originLeaf({
+    return originLeaf({
       ...v,
       i,
       asked: l.asked,
@@ -1422,13 +1484,10 @@ class StripedFetch {
       ownerActive: Math.max(m.lastBlockFrom.get(owner) ?? -Infinity, m.lastHaveFrom.get(owner) ?? -Infinity) >= v.now - v.peerTime - v.leaf,
       waitSince: state.waitLeaf === i ? state.waitAt : null,
       rank: originRank(v.stripe, v.lowest, i, m.cfg.originConcurrency),
-      stalled: v.stall.stalled,
+      stalled,
       capMax: m.cfg.capMax,
       lastBlocks: [...[...(m.askedFor.get(k) ?? [])].map((p) => m.lastBlockFrom.get(p) ?? -Infinity), m.comingAt.get(k) ?? -Infinity]
     })
-    if (d.capFrom != null) l.capFrom = d.capFrom
-    if (d.why != null) this.askOrigin(i, d.why)
-    else if (d.at != null) v.next = Math.min(v.next, d.at)
   }
 
   // done takes leaf i's first verified copy and cancels the other request;
@@ -1470,6 +1529,18 @@ class StripedFetch {
       }, () => { l.peerFailed = this.parts[i] == null && !l.reasking && !l.cancelled; l.reasking = false; this.poke() })
   }
 
+  // gaveUp notes, when the origin takes leaf i because peers were too
+  // slow (why: overdue, stall, cap), what its want has stood at a
+  // connected peer since it was last asked: the page's peer time is at
+  // least that (stripe.js waitedPace).
+  gaveUp (i, why) {
+    const { m } = this
+    const l = this.L[i]
+    if (!/^(overdue|stall|cap)/.test(why) || l.peer == null || l.peer.signal.aborted || l.peerAt == null) return
+    if (![...(m.askedFor.get(this.leaves[i].toString()) ?? [])].some((p) => m.connected(p))) return
+    m.peerBlockMs = waitedPace(m.peerBlockMs, performance.now() - l.peerAt)
+  }
+
   // askOrigin asks the origin for leaf i (why: the rule that let it in).
   // The want at the peers asked for it ends now unless one said HAVE
   // (stripe.js cancelOnOrigin); it is asked of them again if the origin
@@ -1480,9 +1551,10 @@ class StripedFetch {
     l.origin = new AbortController()
     this.originBusy++
     rec.originJoins[why] = (rec.originJoins[why] ?? 0) + 1
+    this.gaveUp(i, why)
     if (cancelOnOrigin({ asking: l.peer != null && !l.peer.signal.aborted, coming: m.comingAt.has(this.leaves[i].toString()) })) {
       l.cancelled = true
-      l.peer.abort('origin')
+      l.peer.abort(`origin ${why}`)
     }
     m.fromOrigin(this.leaves[i], i, this.asset, l.origin.signal)
       .then((r) => this.done(i, r.bytes, 'origin', null), (err) => {

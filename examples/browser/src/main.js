@@ -4,15 +4,20 @@
 // window.meshcdnStats() returns its counters.
 import { CID } from 'multiformats/cid'
 import { createMesh } from './client.js'
+import { coalesce, trimList } from './ui.js'
 
 const $ = (id) => document.getElementById(id)
 const q = new URLSearchParams(location.search)
 const fmt = (n) => n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(2)} MiB`
 
+// logLines is how many lines the page's log keeps.
+const logLines = 200
+
 function log (line) {
   const li = document.createElement('li')
   li.textContent = `${new Date().toISOString().slice(11, 23)} ${line}`
   $('log').prepend(li)
+  trimList($('log'), logLines)
   console.log(`[meshcdn] ${line}`)
 }
 
@@ -73,7 +78,9 @@ async function main () {
   window.meshcdnCID = (s) => CID.parse(s) // for tests and scripts
   window.meshcdnStats = () => JSON.parse(JSON.stringify({ ...m.stats, peerId: m.libp2p.peerId.toString(), seed: m.seed?.toString() ?? null, lan: m.lan?.stats ?? null, connections: m.connections(), held: m.store.heldRoots().map(String), used: m.store.used }))
   $('me').textContent = m.libp2p.peerId.toString()
-  for (const ev of ['stats', 'peers', 'providers']) m.addEventListener(ev, () => render(m))
+  // At most 4 renders a second, however often the counters change.
+  const later = coalesce(() => render(m), 250)
+  for (const ev of ['stats', 'peers', 'providers']) m.addEventListener(ev, later)
   render(m)
   log(`peer ${m.libp2p.peerId}; seed ${m.seed ?? 'none'}`)
   if (cfg.manifest != null) {

@@ -284,6 +284,23 @@ export function clocks (c, m) {
   }
 }
 
+// waitedPace is the page's peer time estimate (peerBlockMs, an EWMA of
+// want-block to block over the blocks that came) once a want that stood
+// waited ms at a connected peer is given up for the origin (overdue,
+// stall, cap): the block would have taken at least that long, so the
+// estimate moves toward it as such a block would have moved it; a wait
+// shorter than the estimate says nothing. Without it the estimate counted
+// only the blocks that came, the quick ones: in the 10-tab crowd a tab
+// whose first blocks took 1 s kept a peer time near 1 s while its wants
+// stood 5-12 s at busy owners, and gave its video's leaves to the origin
+// after 2-3 s each (overdue: peerTime plus an origin leaf). prev null:
+// no block has come yet.
+export function waitedPace (prev, waited) {
+  if (prev == null) return waited
+  if (waited <= prev) return prev
+  return 0.8 * prev + 0.2 * waited
+}
+
 // stall says whether the peers of a striped fetch have stalled: no peer
 // block for stallWin since since (the later of the last peer block and
 // when the page was heard, or the fetch's start), with an origin to turn
@@ -295,6 +312,22 @@ export function clocks (c, m) {
 export function stall ({ now, since, stallWin, canOrigin }) {
   const stalled = canOrigin && now - since >= stallWin
   return { stalled, at: stalled ? null : since + stallWin }
+}
+
+// stallOrder is the order in which a stalled striped fetch offers the
+// leaves of its window, lowest to end (exclusive), still missing, to the
+// origin under the stall rule: the last first. The first were asked
+// earliest, so their owners' turns to send them have come or are next;
+// taken from the origin, the CANCEL came too late and the block was sent
+// in vain: in a loaded 10-tab crowd 24 MiB a run arrived unwanted so
+// ('origin stall, cancel late'), a tenth of what tabs sent. The last
+// stand furthest back in the owners' queues, and a CANCEL reaches them
+// before their turn. Every leaf is fetched either way; a peer block that
+// comes ends the stall.
+export function stallOrder (lowest, end) {
+  const out = []
+  for (let i = end - 1; i >= lowest; i--) out.push(i)
+  return out
 }
 
 // ownLeft reports whether the page owns a leaf from from to to (exclusive)

@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { MAX_MEMBERS, Stripe, askOf, cancelOnOrigin, clocks, compareBytes, crowdOf, heard, originLeaf, originRank, overdue, ownLeft, peerBytes, reask, reaskLeaf, stall, stripeScore, stripeOrigin, waitOn } from '../src/stripe.js'
+import { MAX_MEMBERS, Stripe, askOf, cancelOnOrigin, clocks, compareBytes, crowdOf, heard, originLeaf, originRank, overdue, ownLeft, peerBytes, reask, reaskLeaf, stall, stallOrder, stripeScore, stripeOrigin, waitOn, waitedPace } from '../src/stripe.js'
 
 const root = CID.parse('bafybeihcldjer7njjrrxknqh67cestxa7s7jf4nhnp62y6k4twcbahvtc4')
 
@@ -230,6 +230,44 @@ test('clocks: the times of a striped fetch\'s round', () => {
   for (const [name, m, want] of cases) assert.deepEqual(clocks(c, { peerBlockMs: null, dialMs: null, slowestMs: 0, ...m }), want, name)
 })
 
+test('waitedPace: a want given up on says a block takes at least that long', () => {
+  const cases = [
+    ['no block yet', null, 1500, 1500],
+    ['a shorter wait says nothing', 3000, 1200, 3000],
+    ['as long as the estimate', 3000, 3000, 3000],
+    ['a longer wait moves it as a block would', 1000, 6000, 2000]
+  ]
+  for (const [name, prev, waited, want] of cases) assert.equal(waitedPace(prev, waited), want, name)
+})
+
+// The 10-tab crowd's video: the first blocks came from peers in 1 s, then
+// owners queued this page's wants behind eight other tabs' (want-block to
+// block 5 s at the median). Counting only the blocks that came, the peer
+// time stayed 1 s and every other member's leaf went to the origin 1 s
+// plus an origin leaf after it was asked; counting the wants given up
+// on, the owners are given longer.
+test('waitedPace: wants given up on lengthen what the next leaf is given', () => {
+  const c = { peerTimeout: 200, peerTimeMax: 8000, stallTimeout: 2000, dialTimeout: 5000 }
+  const leaf = 500
+  const dueAfter = (peerBlockMs) => {
+    const { peerTime } = clocks(c, { peerBlockMs, dialMs: null, slowestMs: 0 })
+    // when a leaf asked at 0 of a silent owner is overdue (rank 1, first wave)
+    return overdue({ since: 0, waitSince: null, rank: 1, held: false, ownerActive: false, backup: 1 }, 0, peerTime, leaf).at
+  }
+  let est = 1000
+  assert.equal(dueAfter(est), 1500)
+  const dues = []
+  for (let k = 0; k < 6; k++) {
+    est = waitedPace(est, 5000) // six wants given up on after 5 s each
+    dues.push(dueAfter(est))
+  }
+  for (let k = 1; k < dues.length; k++) assert.ok(dues[k] > dues[k - 1], `each give-up lengthens the next wait: ${dues}`)
+  assert.ok(dues[5] > 4000, `after six, the next leaf is given more than 4 s: ${dues}`)
+  // Blocks that come quickly again bring it down (client.js's EWMA).
+  for (let k = 0; k < 20; k++) est = 0.8 * est + 0.2 * 1000
+  assert.ok(dueAfter(est) < 1600)
+})
+
 test('stall: the origin takes over from silent peers', () => {
   const cases = [
     ['quiet, not long', { now: 5000, since: 1000, stallWin: 8000, canOrigin: true }, { stalled: false, at: 9000 }],
@@ -237,6 +275,33 @@ test('stall: the origin takes over from silent peers', () => {
     ['no origin to turn to', { now: 9000, since: 1000, stallWin: 8000, canOrigin: false }, { stalled: false, at: 9000 }]
   ]
   for (const [name, s, want] of cases) assert.deepEqual(stall(s), want, name)
+})
+
+// A stalled fetch with room for 2 origin leaves, its window leaves 4-19
+// asked of their owners at 1000, 1100, ... (the front first), the owners
+// busy (active) so that only the stall rule lets the origin in: it gets
+// the two of another member asked last, the furthest back in the owners'
+// queues, not the two whose blocks are likeliest on their way.
+test('stallOrder: a stalled fetch gives the origin the window\'s last leaves first', async () => {
+  assert.deepEqual(stallOrder(4, 8), [7, 6, 5, 4])
+  assert.deepEqual(stallOrder(3, 3), [])
+  const [self, other] = await crowd(2)
+  const st = new Stripe(root.bytes, self, [other])
+  const askedAt = (i) => 1000 + 100 * (i - 4)
+  const o = (i) => originLeaf({
+    stripe: st, i, now: 20_000, asked: askedAt(i), capFrom: null, ownerAt: 500, heardAt: 800, holder: false, holderUp: false,
+    held: false, heldAt: null, ownerActive: true, waitSince: null, rank: 1, stalled: true, leaf: 300, capMax: 15_000,
+    lastBlocks: [], peerTime: 200, ownerWait: 10_000, dialWait: 1000, capWin: 2000
+  })
+  const theirs = []
+  for (let i = 4; i < 20; i++) if (st.owner(i) === other) theirs.push(i)
+  assert.ok(theirs.length >= 4, `leaves of the other member: ${theirs}`)
+  const taken = []
+  for (const i of stallOrder(4, 20)) {
+    if (taken.length === 2) break
+    if (o(i).why === 'stall') taken.push(i)
+  }
+  assert.deepEqual(taken, theirs.slice(-2).reverse())
 })
 
 test('ownLeft and waitOn: the leaf the page waits on', async () => {
