@@ -966,18 +966,29 @@ func (r *Reader) reaskLocked(cur, end int, now time.Time, s *soon) {
 }
 
 // mineLocked reports whether leaf i may be asked of the origin, and why:
-// while the origin hedges per leaf (a holder serves the fetch), only the
-// leaf the reader waits on, when hedgeLeaf says so; else always without a
-// stripe; striping, when the stripe gives it to this node or the leaf is
-// overdue from its owner (policy.go: overdue). The caller holds mu.
+// always without a stripe; striping, when the stripe gives it to this node
+// or the leaf is overdue from its owner (policy.go: overdue); and while the
+// origin hedges per leaf (a holder serves the fetch), only if besides it
+// is the leaf the reader waits on and hedgeLeaf says so. The caller holds
+// mu.
 func (r *Reader) mineLocked(i int, now time.Time, leaf time.Duration, s *soon) (bool, string) {
 	if r.originHedge {
-		if i != r.curLeaf() {
+		if i != r.curLeaf() || !hedgeLeaf(r.joinStateLocked(now, true, false), s) {
 			return false, ""
 		}
-		j := r.joinStateLocked(now, true, false)
-		return hedgeLeaf(j, s), "hedge"
+		// The leaf may be hedged; in a crowd, the stripe still says who
+		// takes it from the origin (its owner, the others once it is
+		// overdue): every member of a crowd beside a busy seed hedged the
+		// same leaves.
+		mine, why := r.stripeMineLocked(i, now, leaf, s)
+		return mine, "hedge " + why
 	}
+	return r.stripeMineLocked(i, now, leaf, s)
+}
+
+// stripeMineLocked is mineLocked's answer by the stripe alone. The caller
+// holds mu.
+func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *soon) (bool, string) {
 	held := r.f.guard.held(r.leaves[i].Cid)
 	switch {
 	case r.stripe == nil:
