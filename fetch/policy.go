@@ -133,7 +133,8 @@ func (j joinState) wait() time.Duration {
 //     origin is shared);
 //   - the leaves asked of peers got nothing for afterPeers (peers stalled);
 //   - the reader has waited afterPeers on one leaf;
-//   - the reader waits and peers are slower than half the origin's rate.
+//   - the reader waits and peers are slower than half the origin's share
+//     (slowerThanOrigin, Reader.originShareLocked).
 func originJoins(j joinState, s *soon) (bool, string) {
 	if !j.missing {
 		return false, ""
@@ -178,11 +179,12 @@ const (
 
 // hedgesOnly reports whether the origin, joining for why, only hedges
 // the leaf the reader waits on (hedgeLeaf) rather than taking every leaf
-// it may, striping's share included: when a holder of the content serves
-// this fetch (serving, joinState) and the peers are only late or slower
-// than the origin, not gone. Slow peers are hedged per leaf, not
-// per file (DESIGN.md): a fetch beside a busy seed took, once the origin
-// joined, most of its leaves from the origin while the seed went on
+// it may: when a holder of the content serves this fetch (serving,
+// joinState) and the peers are only late or slower than the origin, not
+// gone. In a crowd the stripe still says which member hedges a leaf (its
+// owner; the others once it is overdue). Slow peers are hedged per leaf,
+// not per file (DESIGN.md): a fetch beside a busy seed took, once the
+// origin joined, most of its leaves from the origin while the seed went on
 // sending them too.
 func hedgesOnly(why string, serving bool) bool {
 	return serving && (why == joinNoDelivery || why == joinStalled || why == joinWaited || why == joinSlow)
@@ -192,14 +194,13 @@ func hedgesOnly(why string, serving bool) bool {
 // the reader has waited on since j.waitSince (zero: it does not wait): at
 // once when peers are slower than the origin's share (slowerThanOrigin);
 // before any peer delivered, once it has waited the first block's time
-// (joinState.first); else once it has waited hedgeWaits times as long as
-// peers get for a leaf (j.wait()), at most half of stallTimeout. A holder serving a crowd
-// sends each of its fetchers leaves in bursts, with gaps of several times
-// its mean pace; hedged at the reader's first wait, leaves came to a
-// sixth of the bytes of a crowd beside a seed, almost all of them sent by
-// the peers too. A holder gone silent is penalised after stallTimeout, and
-// the origin then takes every leaf (originJoins). It notes in s when the
-// answer changes.
+// (joinState.first); else once it has waited hedgeWait. A holder serving
+// a crowd sends each of its fetchers leaves in bursts, with gaps of
+// several times its mean pace; hedged at the reader's first wait, leaves
+// came to a sixth of the bytes of a crowd beside a seed, almost all of
+// them sent by the peers too. Once the peers have sent nothing for as long
+// (takesOver) or no holder serves any more, the origin takes every leaf
+// it may. It notes in s when the answer changes.
 func hedgeLeaf(j joinState, s *soon) bool {
 	if j.waitSince.IsZero() {
 		return false
