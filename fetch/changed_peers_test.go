@@ -24,7 +24,7 @@ func TestChangedOriginPeersServe(t *testing.T) {
 	o := newOrigin(t, changed)
 	// A slow peer, so that the fetch turns to the origin as well: after its
 	// first block (its burst) it keeps the reader waiting 2 s a leaf, longer
-	// than the origin lets it wait before hedging one (hedgeLeaf: four
+	// than the origin lets it wait before hedging one (hedgeLeaf: two
 	// PeerTimeouts while its pace is unknown).
 	good := newNode(t, fetch.Config{ServeBytesPerSecond: MiB / 2})
 	good.hold(t, a)

@@ -73,6 +73,10 @@ type joinState struct {
 	// still fetching it, has sent this node blocks or HAVEs within
 	// stallTimeout (holderDeliveringLocked; then held too).
 	serving bool
+	// crowd: others are known to fetch the same content (Config.Crowd);
+	// skipped: a later leaf of the window has come from peers while the
+	// one the reader waits on has not.
+	crowd, skipped bool
 	// pace is the recent time between leaves from peers (peerPace; 0:
 	// not known), stallTimeout Config.StallTimeout. Once peers deliver,
 	// they count as stalled, and the reader as kept waiting, only after
@@ -215,10 +219,16 @@ func hedgeLeaf(j joinState, s *soon) bool {
 	return s.reached(j.now, j.waitSince.Add(wait))
 }
 
-// hedgeWait is hedgeWaits times as long as peers get for a leaf, at most
-// half of stallTimeout.
+// hedgeWait is hedgeWaits times as long as peers get for a leaf (wait), at
+// most half of stallTimeout: a holder serving a crowd sends each of its
+// fetchers leaves in bursts. Only wait when no crowd is known and peers
+// have sent later leaves but not the one the reader waits on: the holder
+// skipped it (a damaged block it dropped, TestFaultSeedDamage).
 func (j joinState) hedgeWait() time.Duration {
 	w := j.wait()
+	if j.skipped && !j.crowd {
+		return w
+	}
 	return max(w, min(hedgeWaits*w, j.stallTimeout/2))
 }
 
@@ -232,7 +242,7 @@ func takesOver(j joinState, s *soon) bool {
 }
 
 // hedgeWaits is how many times as long as peers get for a leaf the reader
-// waits on one before the origin, hedging per leaf, takes it.
+// waits on one, in a crowd, before the origin, hedging per leaf, takes it.
 const hedgeWaits = 4
 
 // peerRateWindow is how many recent peer leaves the peer rate is taken over.

@@ -577,7 +577,7 @@ func TestHedgeLeaf(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	const pt = 200 * time.Millisecond
 	base := joinState{start: t0, lastPeer: t0, peerTimeout: pt, stallTimeout: 5 * time.Second,
-		missing: true, peerDelivered: true, waitSince: t0}
+		missing: true, peerDelivered: true, waitSince: t0, crowd: true}
 	for _, tc := range []struct {
 		name     string
 		at       time.Duration
@@ -589,8 +589,12 @@ func TestHedgeLeaf(t *testing.T) {
 		{"peers slower than the origin: at once", 0, func(j *joinState) { j.peersSlow = true }, true, 0},
 		{"the reader gets hedgeWaits peer waits", hedgeWaits*pt - 1, nil, false, hedgeWaits * pt},
 		{"hedged after hedgeWaits peer waits", hedgeWaits * pt, nil, true, 0},
+		{"no crowd, a later leaf came: hedged after one peer wait", pt, func(j *joinState) { j.crowd, j.skipped = false, true }, true, 0},
+		{"no crowd, a later leaf came: not before", pt - 1, func(j *joinState) { j.crowd, j.skipped = false, true }, false, pt},
+		{"a later leaf came in a crowd: hedgeWaits peer waits", pt, func(j *joinState) { j.skipped = true }, false, hedgeWaits * pt},
+		{"no crowd, nothing skipped: hedgeWaits peer waits", pt, func(j *joinState) { j.crowd = false }, false, hedgeWaits * pt},
 		{"at the peers' pace", 7 * time.Second / 4, func(j *joinState) {
-			j.pace = 400 * time.Millisecond // 800ms a leaf; four times that, at most 2.5s
+			j.pace = 700 * time.Millisecond // 1.4s a leaf; hedgeWaits times that, at most 2.5s
 		}, false, 2500 * time.Millisecond},
 		{"never longer than half of StallTimeout", 2500 * time.Millisecond, func(j *joinState) {
 			j.pace = time.Second
@@ -629,7 +633,7 @@ func TestTakesOver(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	const pt = 200 * time.Millisecond
 	j := joinState{start: t0, lastPeer: t0, peerTimeout: pt, stallTimeout: 5 * time.Second,
-		missing: true, peerDelivered: true, peerWaiting: true}
+		missing: true, peerDelivered: true, peerWaiting: true, crowd: true}
 	for _, tc := range []struct {
 		at   time.Duration
 		want bool

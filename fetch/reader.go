@@ -623,16 +623,34 @@ func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *s
 // mu.
 func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinState {
 	serving := r.holderDeliveringLocked(now)
+	crowd := r.f.cfg.Crowd != nil && len(r.f.cfg.Crowd.Fetchers(r.t.Cid)) > 0
 	return joinState{
 		now: now, start: r.start, lastPeer: r.lastPeer, waitSince: r.waitSince,
 		peerTimeout: r.f.cfg.PeerTimeout, missing: missing, peerWaiting: peerWaiting,
 		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
 		peerDelivered: r.stats.PeerBytes > 0,
 		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.originShareLocked()),
-		held:          serving || r.firstMissingHeldLocked(), serving: serving,
+		held:          serving || r.firstMissingHeldLocked(), serving: serving, crowd: crowd, skipped: r.skippedLocked(),
 		leaf: leafTime(r.f.originRequestRate()),
 		pace: peerPace(r.peerTimes), stallTimeout: r.f.cfg.StallTimeout,
 	}
+}
+
+// skippedLocked reports whether a leaf after the reader's, within the
+// window, has come from peers (fetched, never asked of the origin) while
+// the reader's has not. The caller holds mu.
+func (r *Reader) skippedLocked() bool {
+	cur := r.curLeaf()
+	if cur >= len(r.leaves) || r.st[cur].data != nil {
+		return false
+	}
+	end := min(len(r.leaves), cur+r.f.windowLeaves())
+	for k := cur + 1; k < end; k++ {
+		if st := &r.st[k]; st.fetched && st.originAt.IsZero() {
+			return true
+		}
+	}
+	return false
 }
 
 // originShareLocked is the origin's rate this fetch may count on, in bytes

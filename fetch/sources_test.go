@@ -24,7 +24,7 @@ func TestDyingSources(t *testing.T) {
 		// A slow provider: the origin joins, then dies after two leaves.
 		// After its first block (its burst) the provider keeps the reader
 		// waiting a second a leaf, longer than the origin lets it wait
-		// before hedging one (hedgeLeaf: four PeerTimeouts, 400 ms here,
+		// before hedging one (hedgeLeaf: two PeerTimeouts, 200 ms here,
 		// while its pace is unknown); once the origin's rate is measured,
 		// the provider is slower than it and the origin hedges each leaf
 		// the reader waits on.
