@@ -63,8 +63,10 @@
 //     has sent this Fetcher blocks or HAVEs within StallTimeout, the origin
 //     joins as a hedge per leaf: it takes only the leaf the reader waits
 //     on, at once if peers are slower than its share, else once the reader
-//     has waited the first block's time (before any peer delivered) or twice
-//     as long as peers get for a leaf (at most half of StallTimeout);
+//     has waited the first block's time (before any peer delivered) or four
+//     times as long as peers get for a leaf (at most half of StallTimeout;
+//     as long, when no crowd is known and peers have sent later leaves but
+//     not that one: a seed that dropped a damaged block);
 //     it takes every leaf it may, as below, only once no holder is serving
 //     (TestBusyHolderHedgedPerLeaf: a holder at 3 MiB/s and a faster idle
 //     origin; the origin took 11 of 12 MiB before, none now). For the
