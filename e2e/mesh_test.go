@@ -671,9 +671,17 @@ func TestSeedServesPage(t *testing.T) {
 		Peer, Origin, Offload string
 		Rows                  [][]string
 	}
-	d.eval("A", `const t = (id) => document.getElementById(id).textContent;
+	// The page renders at most 4 times a second (src/ui.js coalesce):
+	// look again until it has, for up to 5 s.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		d.eval("A", `const t = (id) => document.getElementById(id).textContent;
 return { peer: t('peer'), origin: t('origin'), offload: t('offload'),
   rows: [...document.querySelectorAll('#rows tr')].map((tr) => [...tr.children].map((td) => td.textContent)) };`, &shown)
+		if len(shown.Rows) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if shown.Peer != "1.00 MiB" || shown.Origin != "0 B" || shown.Offload != "100.0 %" || len(shown.Rows) != 1 || shown.Rows[0][0] != path || shown.Rows[0][2] != "peers" {
 		t.Errorf("the page shows peer %q, origin %q, offload %q, rows %q; want 1.00 MiB from peers, 0 B from the origin, one row for %s", shown.Peer, shown.Origin, shown.Offload, shown.Rows, path)
 	}
