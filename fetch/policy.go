@@ -138,7 +138,7 @@ func (j joinState) wait() time.Duration {
 //   - the leaves asked of peers got nothing for afterPeers (peers stalled);
 //   - the reader has waited afterPeers on one leaf;
 //   - the reader waits and peers are slower than half the origin's share
-//     (slowerThanOrigin, Reader.originShareLocked).
+//     (slowerThanOrigin, Fetcher.originShare).
 func originJoins(j joinState, s *soon) (bool, string) {
 	if !j.missing {
 		return false, ""

@@ -623,14 +623,17 @@ func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *s
 // mu.
 func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinState {
 	serving := r.holderDeliveringLocked(now)
-	crowd := r.f.cfg.Crowd != nil && len(r.f.cfg.Crowd.Fetchers(r.t.Cid)) > 0
+	fetchers := 0
+	if r.f.cfg.Crowd != nil {
+		fetchers = len(r.f.cfg.Crowd.Fetchers(r.t.Cid))
+	}
 	return joinState{
 		now: now, start: r.start, lastPeer: r.lastPeer, waitSince: r.waitSince,
 		peerTimeout: r.f.cfg.PeerTimeout, missing: missing, peerWaiting: peerWaiting,
 		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
 		peerDelivered: r.stats.PeerBytes > 0,
-		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.originShareLocked()),
-		held:          serving || r.firstMissingHeldLocked(), serving: serving, crowd: crowd, skipped: r.skippedLocked(),
+		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.f.originShare(fetchers)),
+		held:          serving || r.firstMissingHeldLocked(), serving: serving, crowd: fetchers > 0, skipped: r.skippedLocked(),
 		leaf: leafTime(r.f.originRequestRate()),
 		pace: peerPace(r.peerTimes), stallTimeout: r.f.cfg.StallTimeout,
 	}
@@ -653,18 +656,14 @@ func (r *Reader) skippedLocked() bool {
 	return false
 }
 
-// originShareLocked is the origin's rate this fetch may count on, in bytes
-// per second (0: not measured): the Fetcher's measure of its capacity,
-// shared with the others known to fetch the same content (Config.Crowd),
+// originShare is the origin's rate a fetch may count on, in bytes per
+// second (0: not measured): the Fetcher's measure of its capacity, shared
+// with fetchers others known to fetch the same content (Config.Crowd),
 // who ask the same origin. Peers serving a crowd are slower for each of
 // its nodes than an idle origin, and so is the origin once the whole crowd
-// asks it. The caller holds mu.
-func (r *Reader) originShareLocked() float64 {
-	c := r.f.originCapacity()
-	if r.f.cfg.Crowd != nil {
-		c /= float64(1 + len(r.f.cfg.Crowd.Fetchers(r.t.Cid)))
-	}
-	return c
+// asks it.
+func (f *Fetcher) originShare(fetchers int) float64 {
+	return f.originCapacity() / float64(1+fetchers)
 }
 
 // firstMissingHeldLocked reports whether a peer has said HAVE of the
