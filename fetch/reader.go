@@ -475,6 +475,10 @@ type plan struct {
 	silent               []peer.ID       // providers to penalise for silence
 	advertise, finish    bool
 	refresh              bool // look the providers up again (refresh.go)
+	// missing and peerWaiting are windowLocked's answer; join the state
+	// the origin's rules decide on, built once a pass (joinLocked).
+	missing, peerWaiting bool
+	join                 *joinState
 }
 
 // schedule starts and cancels requests for the leaves around the position,
@@ -493,8 +497,9 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	cur := r.curLeaf()
 	end := min(len(r.leaves), cur+cfg.ReadAhead)
 	r.dropOutsideLocked(cur, end)
-	missing, peerWaiting := r.windowLocked(cur, end)
-	r.joinOriginLocked(now, missing, peerWaiting, s)
+	p := &plan{leaves: r.leaves, cur: cur}
+	p.missing, p.peerWaiting = r.windowLocked(cur, end)
+	r.joinOriginLocked(p, now, s)
 	// A stuck leaf is asked again before anything is planned: requests
 	// planned and then dropped would be recorded as under way and never
 	// started.
@@ -503,12 +508,11 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		r.wake()
 		return now, false
 	}
-	p := &plan{leaves: r.leaves, cur: cur}
 	r.stripeLocked(p, now, s)
-	p.refresh = r.refreshDueLocked(now, peerWaiting, s)
+	p.refresh = r.refreshDueLocked(now, p.peerWaiting, s)
 	r.reaskLocked(cur, end, now, s)
 	r.planLocked(p, cur, end, now, s)
-	if err := r.giveUpLocked(missing, now, s); err != nil {
+	if err := r.giveUpLocked(p.missing, now, s); err != nil {
 		r.mu.Unlock()
 		r.fail(err)
 		return time.Time{}, true
@@ -591,11 +595,11 @@ func (r *Reader) windowLocked(cur, end int) (missing, peerWaiting bool) {
 // serves the fetch (hedgesOnly), and lets a hedging origin take every
 // leaf it may once the peers have stalled (takesOver) or no holder serves
 // any longer. The caller holds mu.
-func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *soon) {
+func (r *Reader) joinOriginLocked(p *plan, now time.Time, s *soon) {
 	if r.originOn && !r.originHedge || !r.t.hasOrigin() {
 		return
 	}
-	j := r.joinStateLocked(now, missing, peerWaiting)
+	j := r.joinLocked(p, now)
 	if r.originOn {
 		if takesOver(j, s) || !j.serving {
 			r.originHedge = false
@@ -617,6 +621,16 @@ func (r *Reader) joinOriginLocked(now time.Time, missing, peerWaiting bool, s *s
 		r.stats.Hedged = true
 	}
 	r.f.log.Debug("origin joins", "cid", r.t.Cid, "dur", now.Sub(r.start), "why", why, "hedge", hedge)
+}
+
+// joinLocked returns the pass's join state, gathered the first time a rule
+// asks (joinStateLocked). The caller holds mu.
+func (r *Reader) joinLocked(p *plan, now time.Time) joinState {
+	if p.join == nil {
+		j := r.joinStateLocked(now, p.missing, p.peerWaiting)
+		p.join = &j
+	}
+	return *p.join
 }
 
 // joinStateLocked gathers what originJoins decides on. The caller holds
@@ -741,7 +755,7 @@ func (r *Reader) planLocked(p *plan, cur, end int, now time.Time, s *soon) {
 			p.peer, p.peerQ = append(p.peer, i), append(p.peerQ, st.peer)
 		}
 		if r.originOn && r.originDead == nil && st.origin == nil && r.originBusy < originLimit {
-			mine, why := r.mineLocked(i, now, leaf, s)
+			mine, why := r.mineLocked(p, i, now, leaf, s)
 			if !mine {
 				continue
 			}
@@ -988,9 +1002,9 @@ func (r *Reader) reaskLocked(cur, end int, now time.Time, s *soon) {
 // origin hedges per leaf (a holder serves the fetch), only if besides it
 // is the leaf the reader waits on and hedgeLeaf says so. The caller holds
 // mu.
-func (r *Reader) mineLocked(i int, now time.Time, leaf time.Duration, s *soon) (bool, string) {
+func (r *Reader) mineLocked(p *plan, i int, now time.Time, leaf time.Duration, s *soon) (bool, string) {
 	if r.originHedge {
-		if i != r.curLeaf() || !hedgeLeaf(r.joinStateLocked(now, true, false), s) {
+		if i != r.curLeaf() || !hedgeLeaf(r.joinLocked(p, now), s) {
 			return false, ""
 		}
 		// The leaf may be hedged; in a crowd, the stripe still says who
