@@ -32,13 +32,8 @@ func TestSlowPeer(t *testing.T) {
 		o.limit = rate.NewLimiter(originRate, 64<<10)
 		cl := newNode(t, cfg)
 		start := time.Now()
-		r, err := cl.f.Open(context.Background(), tg)
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		defer r.Close()
-		checkBytes(t, readAll(t, r), a.data)
-		return time.Since(start), r.Stats()
+		st := cl.fetchWhole(t, tg, a.data)
+		return time.Since(start), st
 	}
 	originOnly, _ := fetchTime(fetch.Config{})
 	hedged, st := fetchTime(fetch.Config{Providers: providers{a.t.Cid: {prov.info()}}})
@@ -121,24 +116,13 @@ func TestPeerSlowerThanOrigin(t *testing.T) {
 	// An origin-only fetch first: the Fetcher learns the origin's rate.
 	tw := warm.t
 	tw.URL = ow.URL
-	r, err := cl.f.Open(context.Background(), tw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkBytes(t, readAll(t, r), warm.data)
-	r.Close()
+	cl.fetchWhole(t, tw, warm.data)
 
 	tg := a.t
 	tg.URL = o.URL
 	start := time.Now()
-	r, err = cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	checkBytes(t, readAll(t, r), a.data)
+	st := cl.fetchWhole(t, tg, a.data)
 	took := time.Since(start)
-	st := r.Stats()
 	peerOnly := time.Duration(float64(len(a.data)) / (originRate / 4) * float64(time.Second))
 	t.Logf("took %v (peer alone would take about %v); peer %d bytes, origin %d", took, peerOnly, st.PeerBytes, st.OriginBytes)
 	if !st.Hedged || st.OriginBytes == 0 || st.PeerBytes == 0 {
@@ -180,13 +164,7 @@ func TestBusyHolderNotHedged(t *testing.T) {
 		}
 		ask := func(n *node, a asset, tg fetch.Target) fetch.Stats {
 			provs[n][a.t.Cid] = []peer.AddrInfo{holder.info()}
-			r, err := n.f.Open(context.Background(), tg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			checkBytes(t, readAll(t, r), a.data)
-			return r.Stats()
+			return n.fetchWhole(t, tg, a.data)
 		}
 		ask(from, warm, warm.t)
 		return ask(cl, next, tg)
@@ -238,23 +216,12 @@ func TestBusyHolderHedgedPerLeaf(t *testing.T) {
 	o := newOrigin(t, a.data)
 	o.limit = rate.NewLimiter(32*MiB, 64<<10)
 	cl := newNode(t, fetch.Config{Providers: providers{warm.t.Cid: {holder.info()}, a.t.Cid: {holder.info()}}})
-	r, err := cl.f.Open(context.Background(), warm.t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkBytes(t, readAll(t, r), warm.data)
-	r.Close()
+	cl.fetchWhole(t, warm.t, warm.data)
 
 	tg := a.t
 	tg.URL = o.URL
 	start := time.Now()
-	r, err = cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	checkBytes(t, readAll(t, r), a.data)
-	st := r.Stats()
+	st := cl.fetchWhole(t, tg, a.data)
 	t.Logf("took %v: peer %d bytes, origin %d (sent %d, %d requests)", time.Since(start), st.PeerBytes, st.OriginBytes, o.sent.Load(), o.reqs.Load())
 	// At 3 MiB/s the holder never leaves the reader waiting four times its
 	// pace; a loaded machine may delay a leaf or two that long.

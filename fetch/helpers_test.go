@@ -268,3 +268,16 @@ func (n *node) open(t testing.TB, tg fetch.Target) *fetch.Reader {
 	t.Cleanup(func() { _ = r.Close() })
 	return r
 }
+
+// fetchWhole fetches tg through n to the end, checks the bytes against
+// want, closes the Reader, and returns its Stats.
+func (n *node) fetchWhole(t testing.TB, tg fetch.Target, want []byte) fetch.Stats {
+	t.Helper()
+	r := n.open(t, tg)
+	checkBytes(t, readAll(t, r), want)
+	st := r.Stats()
+	if err := r.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	return st
+}

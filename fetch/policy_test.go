@@ -22,13 +22,7 @@ func TestOriginJoins(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	pt := 200 * time.Millisecond
 	base := joinState{start: t0, lastPeer: t0, peerTimeout: pt, missing: true}
-	for _, tc := range []struct {
-		name     string
-		at       time.Duration // now, after the start
-		edit     func(*joinState)
-		want     bool
-		wantNext time.Duration // after the start; 0: a minute (nothing due)
-	}{
+	runJoinCases(t, base, originJoins, []joinCase{
 		{"nothing missing", time.Second, func(j *joinState) { j.missing = false }, false, 0},
 		{"cold start", 0, func(j *joinState) { j.noProvider = true }, true, pt},
 		{"providers all penalised", 0, func(j *joinState) { j.provsPenalised = true }, true, pt},
@@ -70,7 +64,26 @@ func TestOriginJoins(t *testing.T) {
 		{"held does not lengthen a stall", 3 * pt, func(j *joinState) {
 			j.held, j.leaf, j.peerDelivered, j.peerWaiting, j.lastPeer = true, 3*pt, true, true, t0.Add(2*pt)
 		}, true, 0},
-	} {
+	})
+}
+
+// joinCase is a case of a rule over the join state: the state base.start
+// plus at, edited; the rule's answer; and when the answer changes, after
+// base.start (0: nothing changes within the minute).
+type joinCase struct {
+	name     string
+	at       time.Duration
+	edit     func(*joinState)
+	want     bool
+	wantNext time.Duration
+}
+
+// runJoinCases checks rule's answer, and the next look it notes, in each
+// case.
+func runJoinCases(t *testing.T, base joinState, rule func(joinState, *soon) (bool, string), cases []joinCase) {
+	t.Helper()
+	t0 := base.start
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			j := base
 			j.now = t0.Add(tc.at)
@@ -78,9 +91,8 @@ func TestOriginJoins(t *testing.T) {
 				tc.edit(&j)
 			}
 			s := newSoon(j.now)
-			got, why := originJoins(j, s)
-			if got != tc.want {
-				t.Errorf("originJoins = %v (%q), want %v", got, why, tc.want)
+			if got, why := rule(j, s); got != tc.want {
+				t.Errorf("answer %v (%q), want %v", got, why, tc.want)
 			}
 			want := j.now.Add(time.Minute)
 			if tc.wantNext != 0 {
@@ -578,13 +590,8 @@ func TestHedgeLeaf(t *testing.T) {
 	const pt = 200 * time.Millisecond
 	base := joinState{start: t0, lastPeer: t0, peerTimeout: pt, stallTimeout: 5 * time.Second,
 		missing: true, peerDelivered: true, waitSince: t0, crowd: true}
-	for _, tc := range []struct {
-		name     string
-		at       time.Duration
-		edit     func(*joinState)
-		want     bool
-		wantNext time.Duration // after t0; 0: a minute (nothing due)
-	}{
+	hedge := func(j joinState, s *soon) (bool, string) { return hedgeLeaf(j, s), "" }
+	runJoinCases(t, base, hedge, []joinCase{
 		{"the reader does not wait", time.Minute, func(j *joinState) { j.waitSince = time.Time{} }, false, 0},
 		{"peers slower than the origin: at once", 0, func(j *joinState) { j.peersSlow = true }, true, 0},
 		{"the reader gets hedgeWaits peer waits", hedgeWaits*pt - 1, nil, false, hedgeWaits * pt},
@@ -605,26 +612,7 @@ func TestHedgeLeaf(t *testing.T) {
 		{"no first block in the first block's time", pt + pt/2, func(j *joinState) {
 			j.peerDelivered, j.held, j.leaf = false, true, pt/2
 		}, true, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			j := base
-			j.now = t0.Add(tc.at)
-			if tc.edit != nil {
-				tc.edit(&j)
-			}
-			s := newSoon(j.now)
-			if got := hedgeLeaf(j, s); got != tc.want {
-				t.Errorf("hedgeLeaf = %v, want %v", got, tc.want)
-			}
-			want := j.now.Add(time.Minute)
-			if tc.wantNext != 0 {
-				want = t0.Add(tc.wantNext)
-			}
-			if !s.next.Equal(want) {
-				t.Errorf("next look at %v after t0, want %v", s.next.Sub(t0), want.Sub(t0))
-			}
-		})
-	}
+	})
 }
 
 // TestTakesOver: a hedging origin takes every leaf once the leaves asked of
