@@ -166,9 +166,19 @@ func TestFetcherDialableThroughGossip(t *testing.T) {
 	if err := c.a.Fetching(context.Background(), root); err != nil {
 		t.Fatal(err)
 	}
-	// Gossip from C reaches A over one path, in order: the ADDRS, sent
-	// before the FETCH, has been read when the FETCH has.
 	awaitFetching(t, a, root, c.h.ID(), true, 5*time.Second)
+	// C sends its ADDRS before the FETCH, yet A can list the FETCH before
+	// it has read the ADDRS (a suite run saw "no addresses" here; pubsub
+	// validates messages concurrently): a fetch on A dials C once the
+	// addresses are in, as its stripe's members are looked at again each
+	// pass (fetch.TestStripingMemberAddressesLate).
+	deadline := time.Now().Add(5 * time.Second)
+	for len(a.h.Peerstore().Addrs(c.h.ID())) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("A never learned C's addresses")
+		}
+		time.Sleep(10 * time.Millisecond) // the address book has no event to await
+	}
 	if a.h.Network().Connectedness(c.h.ID()) == network.Connected {
 		t.Fatal("A is connected to C already: the test needs them apart")
 	}

@@ -15,6 +15,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshcdn/meshcdn/internal/dagfile"
@@ -960,16 +961,31 @@ func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 	self := r.f.cfg.Host.ID()
 	in := heard(r.f.cfg.Advertiser != nil, r.announcedAt, now, r.f.cfg.PeerTimeout, s)
 	st := makeStripe(r.t.Cid, self, r.f.cfg.Crowd.Fetchers(r.t.Cid), r.f.guard.isPenalised, in)
-	if r.stripe != nil && r.stripe.same(st) {
-		return
+	if r.stripe == nil || !r.stripe.same(st) {
+		r.stripe = st
 	}
-	r.stripe = st
-	for _, m := range st.members {
-		if m != self && !slices.Contains(r.provs, m) {
-			r.provs = append(r.provs, m)
-			if ai := r.f.cfg.Host.Peerstore().PeerInfo(m); len(ai.Addrs) > 0 {
-				p.connect = append(p.connect, ai)
-			}
+	r.meetMembersLocked(p)
+}
+
+// meetMembersLocked makes the stripe's members that are not providers yet
+// providers, connecting them. A member this node cannot dial yet (known
+// by ID only: its fetch announcement came by gossip before its addresses)
+// is left for a later pass, which finds its addresses once they arrive;
+// made a provider at once, it was never dialled, and the leaves the stripe
+// gave it all went to the origin. The caller holds mu.
+func (r *Reader) meetMembersLocked(p *plan) {
+	h := r.f.cfg.Host
+	for _, m := range r.stripe.members {
+		if m == h.ID() || slices.Contains(r.provs, m) {
+			continue
+		}
+		ai := h.Peerstore().PeerInfo(m)
+		if len(ai.Addrs) == 0 && h.Network().Connectedness(m) != network.Connected {
+			continue
+		}
+		r.provs = append(r.provs, m)
+		if len(ai.Addrs) > 0 {
+			p.connect = append(p.connect, ai)
 		}
 	}
 }

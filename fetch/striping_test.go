@@ -12,6 +12,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
 
@@ -59,21 +60,7 @@ func TestStripingSplitsOrigin(t *testing.T) {
 		other := newNode(t, fetch.Config{})
 		cl := newNode(t, fetch.Config{Crowd: crowd{a.t.Cid: {other.h.ID()}},
 			Providers: providers{a.t.Cid: {other.info()}}, NoStriping: noStriping})
-		members := []peer.ID{cl.h.ID(), other.h.ID()}
-		for i, l := range leaves {
-			if stripeOwner(a.t.Cid, members, i) == cl.h.ID() {
-				mine += l.Size
-				continue
-			}
-			theirs += l.Size
-			b, err := blocks.NewBlockWithCid(a.data[l.Offset:l.Offset+l.Size], l.Cid)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := other.st.Put(context.Background(), b); err != nil {
-				t.Fatal(err)
-			}
-		}
+		mine, theirs = holdTheirShare(t, a, leaves, cl, other)
 		// An origin slower than a peer even under -race on a busy
 		// machine: the test is about the split, not the race.
 		o := newOrigin(t, a.data)
@@ -102,6 +89,69 @@ func TestStripingSplitsOrigin(t *testing.T) {
 	// how many it wins depends on the machine.
 	_, _, plain := run(true)
 	t.Logf("without striping: origin kept %d, sent %d; peer %d", plain.OriginBytes, plain.OriginSentBytes, plain.PeerBytes)
+}
+
+// holdTheirShare puts into other's store the leaves of a that the stripe of
+// cl and other gives to other, and returns the bytes of each one's share.
+func holdTheirShare(t *testing.T, a asset, leaves []store.Leaf, cl, other *node) (mine, theirs int64) {
+	t.Helper()
+	members := []peer.ID{cl.h.ID(), other.h.ID()}
+	for i, l := range leaves {
+		if stripeOwner(a.t.Cid, members, i) == cl.h.ID() {
+			mine += l.Size
+			continue
+		}
+		theirs += l.Size
+		b, err := blocks.NewBlockWithCid(a.data[l.Offset:l.Offset+l.Size], l.Cid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := other.st.Put(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return mine, theirs
+}
+
+// TestStripingMemberAddressesLate: the crowd names a member whose
+// addresses this node learns only after its fetch began (gossip can bring
+// a FETCH before the same peer's ADDRS). Once they arrive the fetch dials
+// the member and takes leaves of its share from it; before, it counted
+// the member as a provider at once, never dialled it, and took its share
+// from the origin.
+func TestStripingMemberAddressesLate(t *testing.T) {
+	a := makeAsset(t, 93, 12*MiB)
+	leaves, err := store.Leaves(context.Background(), nodesGetter(a.t), a.t.Cid, a.t.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newNode(t, fetch.Config{})
+	cl := newNode(t, fetch.Config{Crowd: crowd{a.t.Cid: {other.h.ID()}}})
+	_, theirs := holdTheirShare(t, a, leaves, cl, other)
+	if theirs == 0 {
+		t.Skip("the stripe gives the member nothing (one time in 4096)")
+	}
+	o := newOrigin(t, a.data)
+	o.limit = rate.NewLimiter(4*MiB, 64<<10) // 3 s for the file: time for the peer
+	tg := a.t
+	tg.URL = o.URL
+	r := cl.open(t, tg)
+	one := make([]byte, 1)
+	if _, err := io.ReadFull(r, one); err != nil {
+		t.Fatal(err) // the first leaf is here: the fetch has made its stripe
+	}
+	if cl.h.Network().Connectedness(other.h.ID()) == network.Connected {
+		t.Fatal("connected to the member before knowing its addresses")
+	}
+	cl.h.Peerstore().AddAddrs(other.h.ID(), other.h.Addrs(), time.Hour)
+	rest := readAll(t, r)
+	checkBytes(t, append(one, rest...), a.data)
+	st := r.Stats()
+	t.Logf("their share %d bytes; from peers %d, origin kept %d, sent %d", theirs, st.PeerBytes, st.OriginBytes, st.OriginSentBytes)
+	if st.PeerBytes == 0 || cl.h.Network().Connectedness(other.h.ID()) != network.Connected {
+		t.Errorf("the member whose addresses came late gave %d bytes (connected: %v), want some of its share %d",
+			st.PeerBytes, cl.h.Network().Connectedness(other.h.ID()), theirs)
+	}
 }
 
 // TestStripingSilentMember is the issue's "a node that announces a fetch
