@@ -637,11 +637,12 @@ func (r *Reader) joinLocked(p *plan, now time.Time) joinState {
 // joinStateLocked gathers what originJoins decides on. The caller holds
 // mu.
 func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinState {
-	serving := r.holderDeliveringLocked(now)
-	fetchers := 0
+	var fetching []peer.ID
 	if r.f.cfg.Crowd != nil {
-		fetchers = len(r.f.cfg.Crowd.Fetchers(r.t.Cid))
+		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
 	}
+	fetchers := len(fetching)
+	serving := r.holderDeliveringLocked(now, fetching)
 	return joinState{
 		now: now, start: r.start, lastPeer: r.lastPeer, waitSince: r.waitSince,
 		peerTimeout: r.f.cfg.PeerTimeout, missing: missing, peerWaiting: peerWaiting,
@@ -695,12 +696,9 @@ func (r *Reader) firstMissingHeldLocked() bool {
 // holderDeliveringLocked reports whether a provider of this content that
 // holds it (not one of the crowd still fetching it) has sent this Fetcher
 // a wanted block or a HAVE within StallTimeout: it is up and serving,
-// only busy. The caller holds mu.
-func (r *Reader) holderDeliveringLocked(now time.Time) bool {
-	var fetching []peer.ID
-	if r.f.cfg.Crowd != nil {
-		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
-	}
+// only busy; fetching is the crowd fetching it (Config.Crowd). The
+// caller holds mu.
+func (r *Reader) holderDeliveringLocked(now time.Time, fetching []peer.ID) bool {
 	for _, p := range r.provs {
 		if !slices.Contains(fetching, p) && !r.f.guard.isPenalised(p) && r.f.guard.usefulSince(p, now.Add(-r.f.cfg.StallTimeout)) {
 			return true
