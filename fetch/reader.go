@@ -173,6 +173,7 @@ type Reader struct {
 	waitSince   time.Time   // a Read has been waiting since
 	askedFirst  bool        // a provider was asked directly (firstwant.go)
 	stripe      *stripe     // the split of origin leaves with the crowd (policy.go); nil: none
+	unmet       bool        // a stripe member had no address yet: each pass looks again (meetMembersLocked)
 	reaskAt     time.Time   // striping: leaves may be asked of peers again from then
 	provAt      time.Time   // when the providers were last looked up
 	trace       fetchTrace  // what the policy decided, logged when the fetch ends
@@ -959,10 +960,13 @@ func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 	self := r.f.cfg.Host.ID()
 	in := heard(r.f.cfg.Advertiser != nil, r.announcedAt, now, r.f.cfg.PeerTimeout, s)
 	st := makeStripe(r.t.Cid, self, r.f.cfg.Crowd.Fetchers(r.t.Cid), r.f.guard.isPenalised, in)
-	if r.stripe == nil || !r.stripe.same(st) {
+	changed := r.stripe == nil || !r.stripe.same(st)
+	if changed {
 		r.stripe = st
 	}
-	r.meetMembersLocked(p)
+	if changed || r.unmet {
+		r.unmet = r.meetMembersLocked(p)
+	}
 }
 
 // meetMembersLocked makes the stripe's members that are not providers yet
@@ -970,8 +974,9 @@ func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 // by ID only: its fetch announcement came by gossip before its addresses)
 // is left for a later pass, which finds its addresses once they arrive;
 // made a provider at once, it was never dialled, and the leaves the stripe
-// gave it all went to the origin. The caller holds mu.
-func (r *Reader) meetMembersLocked(p *plan) {
+// gave it all went to the origin. It reports whether it left any. The
+// caller holds mu.
+func (r *Reader) meetMembersLocked(p *plan) (unmet bool) {
 	h := r.f.cfg.Host
 	for _, m := range r.stripe.members {
 		if m == h.ID() || slices.Contains(r.provs, m) {
@@ -979,6 +984,7 @@ func (r *Reader) meetMembersLocked(p *plan) {
 		}
 		ai := h.Peerstore().PeerInfo(m)
 		if len(ai.Addrs) == 0 && h.Network().Connectedness(m) != network.Connected {
+			unmet = true
 			continue
 		}
 		r.provs = append(r.provs, m)
@@ -986,6 +992,7 @@ func (r *Reader) meetMembersLocked(p *plan) {
 			p.connect = append(p.connect, ai)
 		}
 	}
+	return unmet
 }
 
 // reaskLocked asks peers again, on a new bitswap session, for the leaves
