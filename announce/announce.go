@@ -16,6 +16,7 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/prometheus/client_golang/prometheus"
@@ -221,27 +222,36 @@ type Announcer struct {
 	host  host.Host
 	table *Table
 
-	ps      *pubsub.PubSub
-	topic   *pubsub.Topic
-	sub     *pubsub.Subscription
-	events  *pubsub.TopicEventHandler
-	router  ContentRouter
-	ownDHT  *dht.IpfsDHT
-	mdns    io.Closer
-	val     *validator
-	ctx     context.Context
-	cancel  context.CancelFunc
-	psStop  context.CancelFunc // stops a PubSub we created
-	unreg   func()             // unregisters the metrics
-	wg      sync.WaitGroup
-	once    sync.Once
-	closed  atomic.Bool
-	n       counters
-	joined  chan struct{} // a peer joined the topic
-	resync  chan struct{} // the store lost events: summarise
-	provMu  sync.Mutex
-	provSet map[cid.Cid]struct{}
-	provSig chan struct{}
+	ps     *pubsub.PubSub
+	topic  *pubsub.Topic
+	sub    *pubsub.Subscription
+	events *pubsub.TopicEventHandler
+	router ContentRouter
+	ownDHT *dht.IpfsDHT
+	mdns   io.Closer
+	val    *validator
+	ctx    context.Context
+	cancel context.CancelFunc
+	psStop context.CancelFunc // stops a PubSub we created
+	unreg  func()             // unregisters the metrics
+	wg     sync.WaitGroup
+	once   sync.Once
+	closed atomic.Bool
+	n      counters
+	joined chan struct{} // a peer joined the topic
+	// Peers that joined the topic or connected, watched until pubsub can
+	// send to them (sendableLoop).
+	joinsMu  sync.Mutex
+	joins    map[peer.ID]pendingJoin
+	joinSig  chan struct{}
+	notifiee network.Notifiee
+	// eventHook, when set (tests), sees each topic peer event before
+	// joinLoop handles it.
+	eventHook atomic.Pointer[func(pubsub.PeerEvent)]
+	resync    chan struct{} // the store lost events: summarise
+	provMu    sync.Mutex
+	provSet   map[cid.Cid]struct{}
+	provSig   chan struct{}
 
 	// Fetches under way (Fetching) and abandoned (Abandoned), waiting to be
 	// sent: the last call for a root wins.
@@ -279,6 +289,8 @@ func New(cfg Config) (_ *Announcer, err error) {
 		log:     log.With("pkg", "announce", "mesh", cfg.Name),
 		host:    cfg.Host,
 		joined:  make(chan struct{}, 1),
+		joins:   make(map[peer.ID]pendingJoin),
+		joinSig: make(chan struct{}, 1),
 		resync:  make(chan struct{}, 1),
 		provSet: make(map[cid.Cid]struct{}),
 		provSig: make(chan struct{}, 1),
@@ -410,9 +422,14 @@ func (a *Announcer) startLoops() {
 	if a.cfg.Holdings != nil {
 		storeEvents = a.cfg.Holdings.Subscribe(a.ctx)
 	}
-	a.wg.Add(4)
+	a.wg.Add(5)
 	go a.readLoop()
 	go a.joinLoop()
+	go a.sendableLoop()
+	a.notifiee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		a.expectJoin(c.RemotePeer(), true)
+	}}
+	a.host.Network().Notify(a.notifiee)
 	go a.tickLoop()
 	go a.fetchLoop()
 	if storeEvents != nil {
@@ -582,6 +599,9 @@ func (a *Announcer) shutdown() error {
 	a.flushFetches(flushCtx)
 	cancelFlush()
 	a.cancel()
+	if a.notifiee != nil {
+		a.host.Network().StopNotify(a.notifiee)
+	}
 	var errs []error
 	if a.mdns != nil {
 		errs = append(errs, a.mdns.Close())
@@ -649,7 +669,7 @@ func (a *Announcer) readLoop() {
 	}
 }
 
-// joinLoop turns peers joining the topic into a summary.
+// joinLoop hands peers joining the topic to sendableLoop.
 func (a *Announcer) joinLoop() {
 	defer a.wg.Done()
 	for {
@@ -657,43 +677,104 @@ func (a *Announcer) joinLoop() {
 		if err != nil {
 			return
 		}
-		a.log.Debug("topic peer event", "peer", ev.Peer, "type", ev.Type)
-		if ev.Type != pubsub.PeerJoin || !a.awaitSendable(ev.Peer) {
-			continue
+		if hook := a.eventHook.Load(); hook != nil {
+			(*hook)(ev)
 		}
-		select {
-		case a.joined <- struct{}{}:
-		default:
+		a.log.Debug("topic peer event", "peer", ev.Peer, "type", ev.Type)
+		if ev.Type == pubsub.PeerJoin {
+			a.expectJoin(ev.Peer, false)
 		}
 	}
 }
 
-// Sendable polling: see awaitSendable.
+// Sendable polling: see sendableLoop.
 const (
-	sendablePoll    = 5 * time.Millisecond
-	sendableTimeout = 2 * time.Second
+	sendablePoll = 5 * time.Millisecond
+	// sendableTimeout is how long a peer that joined or connected is
+	// watched for pubsub to be able to send to it: a stream opened over a
+	// slow or relayed link, or on a loaded machine, can take seconds.
+	sendableTimeout = 10 * time.Second
 )
 
-// awaitSendable waits until pubsub can send to p, and reports whether it
-// can. go-libp2p-pubsub announces a join when p's subscription arrives,
-// which can be before its own send queue to p exists; a message published
-// then is dropped for p ("No send queue for peer"). Topic.ListPeers lists
-// only peers with a send queue, and nothing signals when p gets one: poll.
-func (a *Announcer) awaitSendable(p peer.ID) bool {
-	deadline := time.Now().Add(sendableTimeout)
+// pendingJoin is a peer watched by sendableLoop.
+type pendingJoin struct {
+	until time.Time
+	// conn: it connected (it may be on the topic already, on another
+	// connection: then it has not joined); else it joined the topic.
+	conn bool
+}
+
+// expectJoin has sendableLoop watch p, which joined the topic or (conn)
+// connected.
+func (a *Announcer) expectJoin(p peer.ID, conn bool) {
+	a.joinsMu.Lock()
+	if _, ok := a.joins[p]; !ok || !conn {
+		a.joins[p] = pendingJoin{until: time.Now().Add(sendableTimeout), conn: conn}
+	}
+	a.joinsMu.Unlock()
+	select {
+	case a.joinSig <- struct{}{}:
+	default:
+	}
+}
+
+// sendableLoop turns the peers expectJoin watches into a summary once
+// pubsub can send to them. go-libp2p-pubsub announces a join when p's
+// subscription arrives, which can be before its own send queue to p
+// exists; a message published then is dropped for p ("No send queue for
+// peer"). Topic.ListPeers lists only peers with a send queue, and nothing
+// signals when p gets one: poll. Connections are watched as well as
+// joins: pubsub drops a leave and a join of the same peer that wait
+// unread together, so a peer that drops off and comes back quickly can
+// rejoin with no join event at all.
+func (a *Announcer) sendableLoop() {
+	defer a.wg.Done()
+	poll := time.NewTimer(time.Hour)
+	defer poll.Stop()
 	for {
-		if slices.Contains(a.topic.ListPeers(), p) {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
 		select {
 		case <-a.ctx.Done():
-			return false
-		case <-time.After(sendablePoll):
+			return
+		case <-a.joinSig:
+		case <-poll.C:
+		}
+		joined, more := a.sendable()
+		if joined {
+			select {
+			case a.joined <- struct{}{}:
+			default:
+			}
+		}
+		if more {
+			poll.Reset(sendablePoll)
 		}
 	}
+}
+
+// sendable settles the watched peers pubsub can now send to, and those
+// watched too long; it reports whether one joined and whether any are left.
+func (a *Announcer) sendable() (joined, more bool) {
+	a.joinsMu.Lock()
+	defer a.joinsMu.Unlock()
+	if len(a.joins) == 0 {
+		return false, false
+	}
+	on := a.topic.ListPeers()
+	now := time.Now()
+	for p, j := range a.joins {
+		switch {
+		case slices.Contains(on, p):
+			delete(a.joins, p)
+			joined = joined || !j.conn
+		case now.After(j.until):
+			delete(a.joins, p)
+		default:
+			// A connected peer not on the topic yet: when it gets there,
+			// it has joined (again).
+			a.joins[p] = pendingJoin{until: j.until}
+		}
+	}
+	return joined, len(a.joins) > 0
 }
 
 func (a *Announcer) jitter(d time.Duration) time.Duration {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -632,4 +633,65 @@ func announcerAndListener(t *testing.T) (a, b *tnode) {
 	n.connect(a, b)
 	awaitTopicPeers(t, 1, a, b)
 	return a, b
+}
+
+// TestRejoinWhileEventsWait: b drops off and reconnects while a's loop
+// over topic events is busy (held on c's leaving). go-libp2p-pubsub
+// drops a leave and a join of the same peer that wait unread together, so
+// no join event ever tells a that b is back; a tells b what it imported
+// meanwhile all the same, well before its next periodic summary (an hour).
+func TestRejoinWhileEventsWait(t *testing.T) {
+	n := newTestNet(t)
+	a := n.node(nodeOpts{cfg: func(c *Config) { c.SummaryInterval = time.Hour }})
+	b := n.node(nodeOpts{noStore: true})
+	c := n.node(nodeOpts{noStore: true})
+	n.connect(a, b)
+	n.connect(a, c)
+	first := importSeed(t, a, 60, 1000)
+	awaitProvider(t, b, first, a.h.ID())
+	awaitTopicPeers(t, 2, a)
+
+	held, release := make(chan struct{}), make(chan struct{})
+	hook := func(ev pubsub.PeerEvent) {
+		if ev.Peer == c.h.ID() && ev.Type == pubsub.PeerLeave {
+			close(held)
+			<-release
+		}
+	}
+	a.a.eventHook.Store(&hook)
+	defer close(release)
+	apart(t, n, a, c)
+	<-held
+	apart(t, n, a, b)
+	second := importSeed(t, a, 61, 1000)
+	// Past gossipsub's message cache (HistoryGossip heartbeats), whose
+	// IHAVE gossip would otherwise bring b the HAVE a published while b was
+	// away; nothing signals when a message leaves it.
+	time.Sleep(time.Duration(pubsub.GossipSubHistoryGossip)*pubsub.GossipSubHeartbeatInterval + time.Second)
+	if _, err := n.mn.LinkPeers(a.h.ID(), b.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	n.connect(a, b)
+	awaitTopicPeers(t, 1, a) // b's join has met its leave in the event log
+	release <- struct{}{}
+	awaitProvider(t, b, second, a.h.ID())
+}
+
+// apart unlinks and disconnects x and y and waits until x's pubsub no
+// longer lists y on the topic.
+func apart(t *testing.T, n *testNet, x, y *tnode) {
+	t.Helper()
+	if err := n.mn.UnlinkPeers(x.h.ID(), y.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.mn.DisconnectPeers(x.h.ID(), y.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for slices.Contains(x.ps.ListPeers(x.a.Topic()), y.h.ID()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still sees %s on the topic after disconnecting", x.h.ID(), y.h.ID())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
