@@ -2,8 +2,6 @@ package fetch_test
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"testing"
 	"time"
 
@@ -51,7 +49,10 @@ func TestPeerHit(t *testing.T) {
 // TestSilentPeer: a provider is advertised but never answers; the fetch
 // completes from the origin, and its first byte arrives within peer timeout
 // + origin time + 20 ms (medians of 5 runs, so that a loaded machine's
-// scheduling jitter does not decide).
+// scheduling jitter does not decide). The origin time is that of the same
+// fetch with no provider, on a node of its own: the origin's own time and
+// the fetch's (verifying and keeping the first leaf), which under the race
+// detector on a loaded machine is more than 20 ms by itself.
 func TestSilentPeer(t *testing.T) {
 	const runs = 5
 	a := makeAsset(t, 2, 3*MiB)
@@ -62,20 +63,14 @@ func TestSilentPeer(t *testing.T) {
 	var originTimes, ttfbs []time.Duration
 	var cl *node
 	for i := range runs {
-		// The origin's own time to a first leaf, on a fresh connection as
-		// the fetch has.
-		hc := &http.Client{Transport: &http.Transport{}}
-		oStart := time.Now()
-		req, _ := http.NewRequest(http.MethodGet, o.URL, nil)
-		req.Header.Set("Range", "bytes=0-1048575")
-		resp, err := hc.Do(req)
+		alone := newNode(t, fetch.Config{})
+		r, err := alone.f.Open(context.Background(), tg)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("Open: %v", err)
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		originTimes = append(originTimes, time.Since(oStart))
-		hc.CloseIdleConnections()
+		checkBytes(t, readAll(t, r), a.data)
+		r.Close()
+		originTimes = append(originTimes, r.Stats().TTFB)
 
 		silentInfo := peer.AddrInfo{ID: silent.ID(), Addrs: silent.Addrs()}
 		cl = newNode(t, fetch.Config{StallTimeout: 500 * time.Millisecond,
@@ -88,7 +83,7 @@ func TestSilentPeer(t *testing.T) {
 		if err := cl.h.Connect(context.Background(), silentInfo); err != nil {
 			t.Fatal(err)
 		}
-		r, err := cl.f.Open(context.Background(), tg)
+		r, err = cl.f.Open(context.Background(), tg)
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
@@ -106,7 +101,7 @@ func TestSilentPeer(t *testing.T) {
 	}
 	ttfb, originTime := median(ttfbs), median(originTimes)
 	bound := cl.f.Config().PeerTimeout + originTime + 20*time.Millisecond
-	t.Logf("median TTFB %v, bound %v (median origin time %v); all TTFBs %v", ttfb, bound, originTime, ttfbs)
+	t.Logf("median TTFB %v, bound %v (median origin-only TTFB %v); all TTFBs %v, origin-only %v", ttfb, bound, originTime, ttfbs, originTimes)
 	if ttfb > bound {
 		t.Errorf("median TTFB = %v, want <= %v", ttfb, bound)
 	}
