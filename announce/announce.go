@@ -242,7 +242,7 @@ type Announcer struct {
 	// Peers that joined the topic or connected, watched until pubsub can
 	// send to them (sendableLoop).
 	joinsMu  sync.Mutex
-	joins    map[peer.ID]pendingJoin
+	joins    map[peer.ID]time.Time // until when
 	joinSig  chan struct{}
 	notifiee network.Notifiee
 	// eventHook, when set (tests), sees each topic peer event before
@@ -289,7 +289,7 @@ func New(cfg Config) (_ *Announcer, err error) {
 		log:     log.With("pkg", "announce", "mesh", cfg.Name),
 		host:    cfg.Host,
 		joined:  make(chan struct{}, 1),
-		joins:   make(map[peer.ID]pendingJoin),
+		joins:   make(map[peer.ID]time.Time),
 		joinSig: make(chan struct{}, 1),
 		resync:  make(chan struct{}, 1),
 		provSet: make(map[cid.Cid]struct{}),
@@ -426,8 +426,13 @@ func (a *Announcer) startLoops() {
 	go a.readLoop()
 	go a.joinLoop()
 	go a.sendableLoop()
-	a.notifiee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
-		a.expectJoin(c.RemotePeer(), true)
+	a.notifiee = &network.NotifyBundle{ConnectedF: func(n network.Network, c network.Conn) {
+		// A peer's first connection (a second one to a peer already
+		// here is no join): a peer coming back may be on the topic
+		// again with no join event (sendableLoop).
+		if len(n.ConnsToPeer(c.RemotePeer())) <= 1 {
+			a.expectJoin(c.RemotePeer())
+		}
 	}}
 	a.host.Network().Notify(a.notifiee)
 	go a.tickLoop()
@@ -682,35 +687,29 @@ func (a *Announcer) joinLoop() {
 		}
 		a.log.Debug("topic peer event", "peer", ev.Peer, "type", ev.Type)
 		if ev.Type == pubsub.PeerJoin {
-			a.expectJoin(ev.Peer, false)
+			a.expectJoin(ev.Peer)
 		}
 	}
 }
 
 // Sendable polling: see sendableLoop.
 const (
-	sendablePoll = 5 * time.Millisecond
+	// sendablePoll is the first wait between looks, after a peer joins
+	// or connects; each look after it waits twice as long, up to
+	// sendablePollMax.
+	sendablePoll    = 5 * time.Millisecond
+	sendablePollMax = 200 * time.Millisecond
 	// sendableTimeout is how long a peer that joined or connected is
 	// watched for pubsub to be able to send to it: a stream opened over a
 	// slow or relayed link, or on a loaded machine, can take seconds.
 	sendableTimeout = 10 * time.Second
 )
 
-// pendingJoin is a peer watched by sendableLoop.
-type pendingJoin struct {
-	until time.Time
-	// conn: it connected (it may be on the topic already, on another
-	// connection: then it has not joined); else it joined the topic.
-	conn bool
-}
-
-// expectJoin has sendableLoop watch p, which joined the topic or (conn)
+// expectJoin has sendableLoop watch p, which joined the topic or
 // connected.
-func (a *Announcer) expectJoin(p peer.ID, conn bool) {
+func (a *Announcer) expectJoin(p peer.ID) {
 	a.joinsMu.Lock()
-	if _, ok := a.joins[p]; !ok || !conn {
-		a.joins[p] = pendingJoin{until: time.Now().Add(sendableTimeout), conn: conn}
-	}
+	a.joins[p] = time.Now().Add(sendableTimeout)
 	a.joinsMu.Unlock()
 	select {
 	case a.joinSig <- struct{}{}:
@@ -723,20 +722,26 @@ func (a *Announcer) expectJoin(p peer.ID, conn bool) {
 // subscription arrives, which can be before its own send queue to p
 // exists; a message published then is dropped for p ("No send queue for
 // peer"). Topic.ListPeers lists only peers with a send queue, and nothing
-// signals when p gets one: poll. Connections are watched as well as
-// joins: pubsub drops a leave and a join of the same peer that wait
-// unread together, so a peer that drops off and comes back quickly can
-// rejoin with no join event at all.
+// signals when p gets one: poll. A peer's first connection is watched as
+// well as joins: pubsub drops a leave and a join of the same peer that
+// wait unread together, so a peer that drops off and comes back quickly
+// can rejoin with no join event at all. (A connected peer that never
+// joins the topic, a DHT client say, costs looks for sendableTimeout.)
 func (a *Announcer) sendableLoop() {
 	defer a.wg.Done()
 	poll := time.NewTimer(time.Hour)
 	defer poll.Stop()
+	every := sendablePoll
 	for {
 		select {
 		case <-a.ctx.Done():
 			return
 		case <-a.joinSig:
+			every = sendablePoll
 		case <-poll.C:
+			// Peers that connect and never join (a DHT client, say) are
+			// watched for sendableTimeout: look ever less often.
+			every = min(2*every, sendablePollMax)
 		}
 		joined, more := a.sendable()
 		if joined {
@@ -746,7 +751,7 @@ func (a *Announcer) sendableLoop() {
 			}
 		}
 		if more {
-			poll.Reset(sendablePoll)
+			poll.Reset(every)
 		}
 	}
 }
@@ -761,17 +766,13 @@ func (a *Announcer) sendable() (joined, more bool) {
 	}
 	on := a.topic.ListPeers()
 	now := time.Now()
-	for p, j := range a.joins {
+	for p, until := range a.joins {
 		switch {
 		case slices.Contains(on, p):
 			delete(a.joins, p)
-			joined = joined || !j.conn
-		case now.After(j.until):
+			joined = true
+		case now.After(until):
 			delete(a.joins, p)
-		default:
-			// A connected peer not on the topic yet: when it gets there,
-			// it has joined (again).
-			a.joins[p] = pendingJoin{until: j.until}
 		}
 	}
 	return joined, len(a.joins) > 0

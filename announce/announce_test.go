@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -645,29 +647,47 @@ func TestRejoinWhileEventsWait(t *testing.T) {
 	a := n.node(nodeOpts{cfg: func(c *Config) { c.SummaryInterval = time.Hour }})
 	b := n.node(nodeOpts{noStore: true})
 	c := n.node(nodeOpts{noStore: true})
-	n.connect(a, b)
-	n.connect(a, c)
-	first := importSeed(t, a, 60, 1000)
-	awaitProvider(t, b, first, a.h.ID())
-	awaitTopicPeers(t, 2, a)
-
+	// The hook passes a's events on, and holds the loop on c's leave once
+	// told to. A leave of c's that met c's join still unread would cancel
+	// it: the joins are awaited as read first.
+	seen := make(chan pubsub.PeerEvent, 64)
+	var hold atomic.Bool
+	var once sync.Once
 	held, release := make(chan struct{}), make(chan struct{})
 	hook := func(ev pubsub.PeerEvent) {
-		if ev.Peer == c.h.ID() && ev.Type == pubsub.PeerLeave {
-			close(held)
-			<-release
+		if hold.Load() && ev.Peer == c.h.ID() && ev.Type == pubsub.PeerLeave {
+			once.Do(func() {
+				close(held)
+				<-release
+			})
+			return
+		}
+		select {
+		case seen <- ev:
+		default: // the test reads only the first few
 		}
 	}
 	a.a.eventHook.Store(&hook)
 	defer close(release)
+	n.connect(a, b)
+	n.connect(a, c)
+	awaitEvents(t, seen, pubsub.PeerJoin, b.h.ID(), c.h.ID())
+	first := importSeed(t, a, 60, 1000)
+	awaitProvider(t, b, first, a.h.ID())
+
+	hold.Store(true)
 	apart(t, n, a, c)
-	<-held
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a's loop never read c's leave")
+	}
 	apart(t, n, a, b)
 	second := importSeed(t, a, 61, 1000)
 	// Past gossipsub's message cache (HistoryGossip heartbeats), whose
 	// IHAVE gossip would otherwise bring b the HAVE a published while b was
 	// away; nothing signals when a message leaves it.
-	time.Sleep(time.Duration(pubsub.GossipSubHistoryGossip)*pubsub.GossipSubHeartbeatInterval + time.Second)
+	time.Sleep(time.Duration(pubsub.GossipSubHistoryGossip)*HeartbeatInterval + time.Second)
 	if _, err := n.mn.LinkPeers(a.h.ID(), b.h.ID()); err != nil {
 		t.Fatal(err)
 	}
@@ -675,6 +695,23 @@ func TestRejoinWhileEventsWait(t *testing.T) {
 	awaitTopicPeers(t, 1, a) // b's join has met its leave in the event log
 	release <- struct{}{}
 	awaitProvider(t, b, second, a.h.ID())
+}
+
+// awaitEvents waits until seen has brought an event of type typ for each
+// of ps.
+func awaitEvents(t *testing.T, seen <-chan pubsub.PeerEvent, typ pubsub.EventType, ps ...peer.ID) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for len(ps) > 0 {
+		select {
+		case ev := <-seen:
+			if ev.Type == typ {
+				ps = slices.DeleteFunc(ps, func(p peer.ID) bool { return p == ev.Peer })
+			}
+		case <-timeout:
+			t.Fatalf("no %v event for %v", typ, ps)
+		}
+	}
 }
 
 // apart unlinks and disconnects x and y and waits until x's pubsub no

@@ -1,7 +1,12 @@
 package announce
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -216,6 +221,9 @@ func (n *testNet) start(nd *tnode, o nodeOpts) *tnode {
 		nd.st = st
 		cfg.Holdings = st
 	}
+	if os.Getenv("MESHCDN_TEST_LOG") != "" {
+		cfg.Logger = failureLog(t, nd.h.ID().String()[len(nd.h.ID().String())-6:])
+	}
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}
@@ -339,4 +347,30 @@ func rawTopic(t testing.TB, ps *pubsub.PubSub, name string, want int) *pubsub.To
 		time.Sleep(5 * time.Millisecond)
 	}
 	return tp
+}
+
+// failureLog is a debug logger whose lines the test prints if it fails
+// (MESHCDN_TEST_LOG=1: for chasing a flake).
+func failureLog(t testing.TB, name string) *slog.Logger {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("log of %s:\n%s", name, buf.String())
+			mu.Unlock()
+		}
+	})
+	return slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
