@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -703,12 +702,22 @@ const (
 	// watched for pubsub to be able to send to it: a stream opened over a
 	// slow or relayed link, or on a loaded machine, can take seconds.
 	sendableTimeout = 10 * time.Second
+	// maxWatched caps the peers watched at once: a flood of connections
+	// costs at most this much memory and work per look (a summary goes
+	// out anyway, to those watched, once one of them joins).
+	maxWatched = 4096
 )
 
 // expectJoin has sendableLoop watch p, which joined the topic or
 // connected.
 func (a *Announcer) expectJoin(p peer.ID) {
 	a.joinsMu.Lock()
+	_, had := a.joins[p]
+	if !had && len(a.joins) >= maxWatched {
+		a.joinsMu.Unlock()
+		a.log.Debug("too many peers joining to watch", "peer", p)
+		return
+	}
 	a.joins[p] = time.Now().Add(sendableTimeout)
 	a.joinsMu.Unlock()
 	select {
@@ -764,11 +773,15 @@ func (a *Announcer) sendable() (joined, more bool) {
 	if len(a.joins) == 0 {
 		return false, false
 	}
-	on := a.topic.ListPeers()
+	on := make(map[peer.ID]struct{})
+	for _, p := range a.topic.ListPeers() {
+		on[p] = struct{}{}
+	}
 	now := time.Now()
 	for p, until := range a.joins {
+		_, sendable := on[p]
 		switch {
-		case slices.Contains(on, p):
+		case sendable:
 			delete(a.joins, p)
 			joined = true
 		case now.After(until):
