@@ -533,10 +533,7 @@ func (a *Announcer) queueFetch(root cid.Cid, k Kind) error {
 		delete(a.active, root)
 	}
 	a.fetchMu.Unlock()
-	select {
-	case a.fetchSig <- struct{}{}:
-	default:
-	}
+	signal(a.fetchSig)
 	return nil
 }
 
@@ -720,10 +717,7 @@ func (a *Announcer) expectJoin(p peer.ID) {
 	}
 	a.joins[p] = time.Now().Add(sendableTimeout)
 	a.joinsMu.Unlock()
-	select {
-	case a.joinSig <- struct{}{}:
-	default:
-	}
+	signal(a.joinSig)
 }
 
 // sendableLoop turns the peers expectJoin watches into a summary once
@@ -754,10 +748,7 @@ func (a *Announcer) sendableLoop() {
 		}
 		joined, more := a.sendable()
 		if joined {
-			select {
-			case a.joined <- struct{}{}:
-			default:
-			}
+			signal(a.joined)
 		}
 		if more {
 			poll.Reset(every)
@@ -932,10 +923,7 @@ func (a *Announcer) storeLoop(events <-chan store.Event) {
 			// We lost events: what we hold is no longer what we said.
 			// A summary restores HAVEs; lost DROPs expire at the peers.
 			a.log.Warn("store events lost", "missed", missed)
-			select {
-			case a.resync <- struct{}{}:
-			default:
-			}
+			signal(a.resync)
 		}
 	}
 }
@@ -1033,10 +1021,7 @@ func (a *Announcer) queueProvide(roots []cid.Cid) {
 		a.provSet[r] = struct{}{}
 	}
 	a.provMu.Unlock()
-	select {
-	case a.provSig <- struct{}{}:
-	default:
-	}
+	signal(a.provSig)
 }
 
 // provideLoop provides queued roots to the DHT one at a time, and every held
@@ -1112,4 +1097,13 @@ func mapKeys(m map[cid.Cid]struct{}) []cid.Cid {
 		ks = append(ks, k)
 	}
 	return ks
+}
+
+// signal wakes whoever waits on ch (a channel of capacity 1) without
+// blocking: a signal already pending stands for this one.
+func signal(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }
