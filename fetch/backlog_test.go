@@ -2,6 +2,7 @@ package fetch_test
 
 import (
 	"context"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -82,5 +83,45 @@ func TestStoreBacklogHoldsBack(t *testing.T) {
 	}
 	for k, r := range rs {
 		checkBytes(t, readAll(t, r), as[k].data)
+	}
+}
+
+// TestPeerLeavesReadableWhileStoring: a fetch from a provider into a
+// store whose writes all wait: every leaf is delivered to the reader
+// while the first is still being written. Stored in the loop that took the
+// blocks from bitswap, the leaves behind the first waited in bitswap's
+// channels, neither readable nor counted in the backlog, until the reader
+// asked for them again (6 s, the provider sending them twice).
+func TestPeerLeavesReadableWhileStoring(t *testing.T) {
+	prov := newNode(t, fetch.Config{})
+	a := makeAsset(t, 91, 3*MiB) // under the backlog: nothing held back
+	prov.hold(t, a)
+	st := &stallingStore{Store: newStore(t, -1), put: make(chan struct{}, 64), released: make(chan struct{})}
+	cl, err := fetch.New(fetch.Config{Host: newHost(t), Store: st, Providers: providers{a.t.Cid: {prov.info()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := cl.Open(ctx, a.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer st.release() // before the Reader's Close, which waits for the writes
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("leaves not readable while the store writes (%d writes begun): %v", len(st.put), err)
+	}
+	checkBytes(t, b, a.data)
+	s := r.Stats()
+	if s.PeerBytes != int64(len(a.data)) {
+		t.Errorf("%d bytes from the peer, want all %d", s.PeerBytes, len(a.data))
+	}
+	// Leaves left in bitswap's channels came once the reader, having
+	// waited stuckAfter on them, asked for them again.
+	if s.TTLB >= fetch.StuckAfter {
+		t.Errorf("last byte after %v: leaves were asked again (at %v)", s.TTLB, fetch.StuckAfter)
 	}
 }

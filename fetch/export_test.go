@@ -10,3 +10,7 @@ func (r *Reader) HeldBytes() int64 {
 	}
 	return n
 }
+
+// StuckAfter is how long a reader waits on a leaf asked of peers before
+// asking again (stuckAfter).
+const StuckAfter = stuckAfter

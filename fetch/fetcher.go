@@ -330,12 +330,8 @@ func (f *Fetcher) readLocal(ctx context.Context, c cid.Cid, readBack bool) (bloc
 func (f *Fetcher) keep(ctx context.Context, b blocks.Block, src Source) error {
 	// Every block kept was hashed against its CID just before (by bitswap
 	// on receipt, or by verify for origin blocks): the store need not hash
-	// it again. While it is stored, it counts in the backlog that holds
-	// back the next blocks peers send (backlog.go).
-	n := int64(len(b.RawData()))
-	f.backlog.add(n)
+	// it again. The caller counts it in the store backlog (keepCounted).
 	err := f.cfg.Store.Put(ctx, verified.Wrap(b))
-	f.backlog.done(n)
 	if err != nil {
 		return err
 	}
