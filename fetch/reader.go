@@ -1342,14 +1342,16 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 func (r *Reader) keepCounted(i int, l store.Leaf, data []byte, src Source) {
 	n := int64(len(data))
 	r.f.backlog.add(n)
-	if src != SourcePeer {
+	keep := func() {
 		r.keepLeaf(i, l, data, src)
 		r.f.backlog.done(n)
+	}
+	if src != SourcePeer {
+		keep()
 		return
 	}
 	r.wg.Go(func() {
-		r.keepLeaf(i, l, data, src)
-		r.f.backlog.done(n)
+		keep()
 		r.wake()
 	})
 }
