@@ -26,8 +26,9 @@ const (
 	storeBacklogWait  = time.Second
 )
 
-// storeBacklog counts the bytes of blocks a Fetcher is storing and lets
-// the inbound filter wait for them. It is safe for concurrent use.
+// storeBacklog counts the bytes of blocks a Fetcher has taken from a
+// source and not yet stored (Reader.keepCounted) and lets the inbound
+// filter wait for them. It is safe for concurrent use.
 type storeBacklog struct {
 	limit int64
 	mu    sync.Mutex

@@ -248,10 +248,10 @@
 // (BenchmarkFetchMemory). It turns off bitswap's own provider search (it
 // would look up leaf CIDs, which the provider table does not hold;
 // providers are found by root here). A Fetcher reads a peer's next block
-// only while the blocks it is storing come to less than 4 MiB (waiting at
-// most a second for its store), so that a store that falls behind holds
-// the peer's sends back rather than received blocks piling up in memory
-// (backlog.go).
+// only while the blocks it has received and not yet stored come to less
+// than 4 MiB (waiting at most a second for its store), so that a store
+// that falls behind holds the peer's sends back rather than received
+// blocks piling up in memory (backlog.go).
 //
 // # Performance
 //
