@@ -97,9 +97,15 @@ func (b *stripeBed) round(ctx context.Context, path string, size int64) string {
 	sent0 := b.origin.Stats().Labels
 	byPeer0 := b.app.Stats().Fetch.Peers[b.page]
 
-	// Watch the app's table: is the page listed as fetching the root?
+	// Watch the app's table: is the page listed as fetching the root? (The
+	// watcher and the wait for the page's HAVE below each have a
+	// subscription: sharing one, either could take the change the other
+	// waits for.)
 	table := b.app.Announcer().Table()
-	watchCtx, stopWatch := context.WithCancel(ctx)
+	roundCtx, endRound := context.WithCancel(ctx)
+	defer endRound()
+	held := table.Subscribe(roundCtx)
+	watchCtx, stopWatch := context.WithCancel(roundCtx)
 	changes := table.Subscribe(watchCtx)
 	var sawFetcher atomic.Bool
 	watched := make(chan struct{})
@@ -162,7 +168,7 @@ func (b *stripeBed) round(ctx context.Context, path string, size int64) string {
 	// Once done, the page is a holder, not a fetcher.
 	for slices.Contains(table.Fetchers(root), b.page) || !slices.Contains(table.Providers(root, 0), b.page) {
 		select {
-		case <-changes:
+		case <-held:
 		case <-ctx.Done():
 			t.Fatalf("the app's table never listed the page as a holder only: fetchers %v, providers %v", table.Fetchers(root), table.Providers(root, 0))
 		}
