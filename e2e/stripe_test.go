@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshcdn/meshcdn/manifest"
@@ -96,73 +97,23 @@ func (b *stripeBed) round(ctx context.Context, path string, size int64) string {
 	root := b.m.Assets[k].Cid
 	sent0 := b.origin.Stats().Labels
 	byPeer0 := b.app.Stats().Fetch.Peers[b.page]
-
-	// Watch the app's table: is the page listed as fetching the root? (The
-	// watcher and the wait for the page's HAVE below each have a
+	// The watcher and the wait for the page's HAVE below each have a
 	// subscription: sharing one, either could take the change the other
-	// waits for.)
+	// waits for.
 	table := b.app.Announcer().Table()
 	roundCtx, endRound := context.WithCancel(ctx)
 	defer endRound()
 	held := table.Subscribe(roundCtx)
-	watchCtx, stopWatch := context.WithCancel(roundCtx)
-	changes := table.Subscribe(watchCtx)
-	var sawFetcher atomic.Bool
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		for {
-			if slices.Contains(table.Fetchers(root), b.page) {
-				sawFetcher.Store(true)
-			}
-			select {
-			case <-changes:
-			case <-watchCtx.Done():
-				return
-			}
-		}
-	}()
+	sawFetcher := b.watchFetcher(roundCtx, root)
 
-	// The app and the page start together.
-	type goResult struct {
-		b   []byte
-		err error
-		st  string
-		pb  int64
-	}
-	goDone := make(chan goResult, 1)
-	go func() {
-		r, _, err := b.app.OpenAsset(ctx, b.m, path)
-		if err != nil {
-			goDone <- goResult{err: err}
-			return
-		}
-		data, err := io.ReadAll(r)
-		st := r.Stats()
-		r.Close()
-		goDone <- goResult{b: data, err: err, st: fmt.Sprintf("%+v", st), pb: st.PeerBytes}
-	}()
-	var res struct {
-		Stats struct {
-			Size, PeerBytes, OriginBytes int64
-			Peers                        map[string]int64
-			OriginJoins                  map[string]int
-			Striped                      *struct{ Members, MaxMembers int }
-		}
-		Sha256 string
-	}
-	b.d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, false), &res)
-	g := <-goDone
-	if g.err != nil {
-		t.Fatal(g.err)
-	}
+	pg, app := b.fetchTogether(ctx, path)
 	sent := b.origin.Stats().Labels
-	t.Logf("%s: page: %+v", path, res.Stats)
-	t.Logf("%s: app: %s", path, g.st)
+	t.Logf("%s: page: %+v", path, pg.Stats)
+	t.Logf("%s: app: %s", path, app.st)
 	t.Logf("%s: origin sent %.2f copies to the page, %.2f to the app", path,
 		float64(sent["page"]-sent0["page"])/float64(size), float64(sent["go"]-sent0["go"])/float64(size))
-	if res.Sha256 != sum(b.site[path]) || sum(g.b) != sum(b.site[path]) {
-		t.Fatalf("wrong bytes: page sha256 %s, app %s, want %s", res.Sha256, sum(g.b), sum(b.site[path]))
+	if pg.Sha256 != sum(b.site[path]) || sum(app.b) != sum(b.site[path]) {
+		t.Fatalf("wrong bytes: page sha256 %s, app %s, want %s", pg.Sha256, sum(app.b), sum(b.site[path]))
 	}
 
 	// Once done, the page is a holder, not a fetcher.
@@ -173,18 +124,92 @@ func (b *stripeBed) round(ctx context.Context, path string, size int64) string {
 			t.Fatalf("the app's table never listed the page as a holder only: fetchers %v, providers %v", table.Fetchers(root), table.Providers(root, 0))
 		}
 	}
-	stopWatch()
-	<-watched
-	if !sawFetcher.Load() {
+	if !sawFetcher() {
 		t.Fatalf("the app's table never listed the page among the fetchers of %s (its fetch announcement was not a FETCH)", root)
 	}
 	switch {
-	case res.Stats.Striped == nil || res.Stats.Striped.MaxMembers < 2:
-		return fmt.Sprintf("the page's fetch was not striped with the app: %+v", res.Stats.Striped)
-	case res.Stats.Peers[b.app.ID().String()] == 0:
-		return fmt.Sprintf("the page took no leaf from the app (origin joins %v)", res.Stats.OriginJoins)
-	case b.app.Stats().Fetch.Peers[b.page] == byPeer0 || g.pb == 0:
+	case pg.Stats.Striped == nil || pg.Stats.Striped.MaxMembers < 2:
+		return fmt.Sprintf("the page's fetch was not striped with the app: %+v", pg.Stats.Striped)
+	case pg.Stats.Peers[b.app.ID().String()] == 0:
+		return fmt.Sprintf("the page took no leaf from the app (origin joins %v)", pg.Stats.OriginJoins)
+	case b.app.Stats().Fetch.Peers[b.page] == byPeer0 || app.peerBytes == 0:
 		return "the app took no leaf from the page"
 	}
 	return ""
+}
+
+// watchFetcher watches the app's table from now until the function it
+// returns is called, which reports whether the table listed the page
+// among root's fetchers meanwhile.
+func (b *stripeBed) watchFetcher(ctx context.Context, root cid.Cid) func() bool {
+	ctx, stop := context.WithCancel(ctx)
+	table := b.app.Announcer().Table()
+	changes := table.Subscribe(ctx)
+	var saw atomic.Bool
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			if slices.Contains(table.Fetchers(root), b.page) {
+				saw.Store(true)
+			}
+			select {
+			case <-changes:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() bool {
+		stop()
+		<-watched
+		return saw.Load()
+	}
+}
+
+// stripePage is what the page reports of its fetch (fetchJS).
+type stripePage struct {
+	Stats struct {
+		Size, PeerBytes, OriginBytes int64
+		Peers                        map[string]int64
+		OriginJoins                  map[string]int
+		Striped                      *struct{ Members, MaxMembers int }
+	}
+	Sha256 string
+}
+
+// stripeApp is what the app's fetch gave: the bytes, its Stats printed,
+// and its peer bytes.
+type stripeApp struct {
+	b         []byte
+	st        string
+	peerBytes int64
+}
+
+// fetchTogether starts the app's fetch of path and the page's together
+// and returns what each got once both are done.
+func (b *stripeBed) fetchTogether(ctx context.Context, path string) (stripePage, stripeApp) {
+	type result struct {
+		app stripeApp
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, _, err := b.app.OpenAsset(ctx, b.m, path)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		data, err := io.ReadAll(r)
+		st := r.Stats()
+		r.Close()
+		done <- result{app: stripeApp{b: data, st: fmt.Sprintf("%+v", st), peerBytes: st.PeerBytes}, err: err}
+	}()
+	var pg stripePage
+	b.d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, false), &pg)
+	r := <-done
+	if r.err != nil {
+		b.t.Fatal(r.err)
+	}
+	return pg, r.app
 }
