@@ -40,7 +40,7 @@ func TestBrowserStripesWithGo(t *testing.T) {
 	const size = 16<<20 + 5
 	files := map[string]int64{}
 	for i := range stripeRounds {
-		files[fmt.Sprintf("video/clip%d.mp4", i)] = size
+		files[clipPath(i)] = size
 	}
 	site := meshtest.GenerateSite(41, files)
 	s := meshtest.StartOrigin(t, meshtest.OriginConfig{
@@ -60,7 +60,7 @@ func TestBrowserStripesWithGo(t *testing.T) {
 	b.page = mustDecode(t, ps.PeerID)
 	var failed []string
 	for i := range stripeRounds {
-		why := b.round(ctx, fmt.Sprintf("video/clip%d.mp4", i), size)
+		why := b.round(ctx, clipPath(i))
 		if why == "" {
 			return
 		}
@@ -72,6 +72,10 @@ func TestBrowserStripesWithGo(t *testing.T) {
 
 // stripeRounds is how many assets TestBrowserStripesWithGo fetches at most.
 const stripeRounds = 3
+
+// clipPath is the path of the asset TestBrowserStripesWithGo fetches in
+// round i.
+func clipPath(i int) string { return fmt.Sprintf("video/clip%d.mp4", i) }
 
 // stripeBed is TestBrowserStripesWithGo's origin, app and page.
 type stripeBed struct {
@@ -88,13 +92,13 @@ type stripeBed struct {
 // if the bytes are wrong or the app's table did not list the page as a
 // fetcher, then as a holder, and returns why the round did not show
 // leaves going both ways ("" if it did).
-func (b *stripeBed) round(ctx context.Context, path string, size int64) string {
+func (b *stripeBed) round(ctx context.Context, path string) string {
 	t := b.t
-	k := slices.IndexFunc(b.m.Assets, func(a manifest.Asset) bool { return a.Path == path })
-	if k < 0 {
+	asset, ok := b.m.Lookup(path)
+	if !ok {
 		t.Fatalf("%s is not in the manifest", path)
 	}
-	root := b.m.Assets[k].Cid
+	root, size := asset.Cid, float64(len(b.site[path]))
 	sent0 := b.origin.Stats().Labels
 	byPeer0 := b.app.Stats().Fetch.Peers[b.page]
 	// The watcher and the wait for the page's HAVE below each have a
@@ -111,7 +115,7 @@ func (b *stripeBed) round(ctx context.Context, path string, size int64) string {
 	t.Logf("%s: page: %+v", path, pg.Stats)
 	t.Logf("%s: app: %s", path, app.st)
 	t.Logf("%s: origin sent %.2f copies to the page, %.2f to the app", path,
-		float64(sent["page"]-sent0["page"])/float64(size), float64(sent["go"]-sent0["go"])/float64(size))
+		float64(sent["page"]-sent0["page"])/size, float64(sent["go"]-sent0["go"])/size)
 	if pg.Sha256 != sum(b.site[path]) || sum(app.b) != sum(b.site[path]) {
 		t.Fatalf("wrong bytes: page sha256 %s, app %s, want %s", pg.Sha256, sum(app.b), sum(b.site[path]))
 	}
