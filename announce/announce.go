@@ -195,6 +195,11 @@ type Stats struct {
 	Replayed       uint64 // ignored: a sequence number seen or passed (a replay)
 	Provided       uint64 // roots provided to the DHT
 	ProvideErrors  uint64 // provides that failed
+	// Resubscribes counts peers whose pubsub streams were reset because
+	// they left the topic while still connected, Redials those closed and
+	// dialled again because a pubsub stream with them was missing
+	// (resubscribe.go).
+	Resubscribes, Redials uint64
 }
 
 type counters struct {
@@ -202,6 +207,7 @@ type counters struct {
 	unsigned, oversized, malformed, unknownVersion, rateLimd atomic.Uint64
 	replayed                                                 atomic.Uint64
 	provided, provideErrors                                  atomic.Uint64
+	resubscribes, redials                                    atomic.Uint64
 }
 
 // Announcer tells the mesh what this node holds and learns what others
@@ -244,6 +250,9 @@ type Announcer struct {
 	joins    map[peer.ID]time.Time // until when
 	joinSig  chan struct{}
 	notifiee network.Notifiee
+	// Peers to look at for pubsub state lost while connected
+	// (resubscribe.go).
+	repairs *repairs
 	// eventHook, when set (tests), sees each topic peer event before
 	// joinLoop handles it.
 	eventHook atomic.Pointer[func(pubsub.PeerEvent)]
@@ -290,6 +299,7 @@ func New(cfg Config) (_ *Announcer, err error) {
 		joined:  make(chan struct{}, 1),
 		joins:   make(map[peer.ID]time.Time),
 		joinSig: make(chan struct{}, 1),
+		repairs: newRepairs(),
 		resync:  make(chan struct{}, 1),
 		provSet: make(map[cid.Cid]struct{}),
 		provSig: make(chan struct{}, 1),
@@ -421,16 +431,19 @@ func (a *Announcer) startLoops() {
 	if a.cfg.Holdings != nil {
 		storeEvents = a.cfg.Holdings.Subscribe(a.ctx)
 	}
-	a.wg.Add(5)
+	a.wg.Add(6)
 	go a.readLoop()
 	go a.joinLoop()
 	go a.sendableLoop()
+	go a.repairLoop()
 	a.notifiee = &network.NotifyBundle{ConnectedF: func(n network.Network, c network.Conn) {
 		// A peer's first connection (a second one to a peer already
 		// here is no join): a peer coming back may be on the topic
-		// again with no join event (sendableLoop).
+		// again with no join event (sendableLoop). Its pubsub streams
+		// are looked at connectGrace later (resubscribe.go).
 		if len(n.ConnsToPeer(c.RemotePeer())) <= 1 {
 			a.expectJoin(c.RemotePeer())
+			a.repairs.lookAt(c.RemotePeer(), time.Now().Add(connectGrace))
 		}
 	}}
 	a.host.Network().Notify(a.notifiee)
@@ -470,6 +483,8 @@ func (a *Announcer) Stats() Stats {
 		Replayed:       a.n.replayed.Load(),
 		Provided:       a.n.provided.Load(),
 		ProvideErrors:  a.n.provideErrors.Load(),
+		Resubscribes:   a.n.resubscribes.Load(),
+		Redials:        a.n.redials.Load(),
 	}
 }
 
@@ -670,7 +685,8 @@ func (a *Announcer) readLoop() {
 	}
 }
 
-// joinLoop hands peers joining the topic to sendableLoop.
+// joinLoop hands peers joining the topic to sendableLoop, and those
+// leaving it to repairLoop (resubscribe.go).
 func (a *Announcer) joinLoop() {
 	defer a.wg.Done()
 	for {
@@ -682,8 +698,11 @@ func (a *Announcer) joinLoop() {
 			(*hook)(ev)
 		}
 		a.log.Debug("topic peer event", "peer", ev.Peer, "type", ev.Type)
-		if ev.Type == pubsub.PeerJoin {
+		switch ev.Type {
+		case pubsub.PeerJoin:
 			a.expectJoin(ev.Peer)
+		case pubsub.PeerLeave:
+			a.noteLeave(ev.Peer)
 		}
 	}
 }

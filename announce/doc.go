@@ -177,6 +177,23 @@
 // peer subscribes to the topic (js-libp2p's subscription-change event), since
 // a publish right after connecting may reach nobody.
 //
+// go-libp2p-pubsub learns a peer's topics only at the start of each stream
+// the peer writes to it, and loses them, or its stream to the peer, in
+// ways that last as long as the connection: its own stream to the peer
+// dies while the connection stays up (a duplicate connection closing, a
+// write to a slow reader timing out), a closed stream's cleanup runs after
+// the peer's new stream (a quick reconnect), or it gives up restarting a
+// dying stream (4 times in 10 minutes). Nothing it publishes reaches that
+// peer then, and pubsub never notices. The Announcer repairs it from its
+// side: a peer that left the topic while still connected and is not back a
+// second later has its pubsub streams reset, so that both sides start new
+// streams and tell each other their topics again (Stats.Resubscribes, at
+// most once a minute per peer); a peer that runs pubsub but lacks a pubsub
+// stream in either direction, at two looks 3 s apart (after it connects or
+// leaves), is closed and dialled again by the node that dialled it
+// (Stats.Redials, at most 3 times in 10 minutes per peer). See
+// resubscribe.go.
+//
 // A peer sends FETCH for content it has only started to fetch, from the
 // origin, when no peer was known to hold it (Announcer.Fetching, ttl
 // FetchingTTL = 120 s), and DROP if that fetch ends without the content

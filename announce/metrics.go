@@ -21,6 +21,7 @@ func registerMetrics(reg prometheus.Registerer, a *Announcer) (func(), error) {
 			func() float64 { return float64(f(a.table.Stats())) })
 	}
 	const refusedHelp = "Messages from others refused by the announce validator, by reason."
+	const repairHelp = "Peers whose pubsub state was lost while connected, repaired: their pubsub streams reset, or they were redialled."
 	cs := []prometheus.Collector{
 		counter("published_messages_total", "Announce messages published (HAVE, DROP, FETCH).", nil, func(s Stats) uint64 { return s.Published }),
 		counter("published_bytes_total", "Payload bytes of the messages published.", nil, func(s Stats) uint64 { return s.PublishedBytes }),
@@ -34,6 +35,8 @@ func registerMetrics(reg prometheus.Registerer, a *Announcer) (func(), error) {
 		counter("refused_messages_total", refusedHelp, prometheus.Labels{"reason": "replayed"}, func(s Stats) uint64 { return s.Replayed }),
 		counter("provides_total", "DHT provides, by result.", prometheus.Labels{"result": "ok"}, func(s Stats) uint64 { return s.Provided }),
 		counter("provides_total", "DHT provides, by result.", prometheus.Labels{"result": "error"}, func(s Stats) uint64 { return s.ProvideErrors }),
+		counter("pubsub_repairs_total", repairHelp, prometheus.Labels{"repair": "reset"}, func(s Stats) uint64 { return s.Resubscribes }),
+		counter("pubsub_repairs_total", repairHelp, prometheus.Labels{"repair": "redial"}, func(s Stats) uint64 { return s.Redials }),
 		gauge("table_entries", "(root, peer) pairs in the provider table.", func(s TableStats) int { return s.Entries }),
 		gauge("table_roots", "Distinct roots in the provider table.", func(s TableStats) int { return s.Roots }),
 		gauge("table_peers", "Distinct peers in the provider table.", func(s TableStats) int { return s.Peers }),

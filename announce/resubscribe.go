@@ -1,0 +1,400 @@
+package announce
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Pubsub state lost while connected. go-libp2p-pubsub (v0.19) keeps one
+// writer stream to each connected peer and learns a peer's topics only
+// from what the peer sends at the start of its writer stream. Measured
+// here, with real pubsubs on mocknet, it loses that state in ways that
+// last as long as the connection:
+//   - its own writer to the peer dies while the connection stays up (a
+//     stream reset, one of two duplicate connections closing, the 30 s
+//     write deadline on a peer that reads slowly): it forgets the peer's
+//     topics and opens a new writer, which sends this node's topics but
+//     asks for none;
+//   - the cleanup of a closed inbound stream runs after the peer's new
+//     stream has delivered its topics (a quick reconnect);
+//   - after a quick disconnect and reconnect one pubsub, or both, has no
+//     writer at all on the new connection (it took the connection for one
+//     it had, then dropped the old writer), or it restarted a dying
+//     writer 4 times within 10 minutes and gave up on the peer.
+//
+// Nothing one side publishes then reaches the other while they stay
+// connected, and pubsub never notices.
+//
+// The Announcer repairs it from its side. A peer is looked at repairGrace
+// after it leaves the topic while still connected and connectGrace after
+// it connects. A peer that runs pubsub (identify lists a pubsub protocol)
+// but lacks a pubsub stream in either direction over a connection that is
+// not limited, at two looks connectGrace apart, has a pubsub that gave up:
+// the node that dialled it closes
+// the connections and, redialPause later, dials it again, which gives both
+// pubsubs a fresh start (at most maxRedials times in redialWindow, not
+// within redialEvery of the last). A peer with both streams that left the
+// topic has its pubsub streams reset: both pubsubs open new writers, each
+// starting with its topics, and each learns the other's again (at most
+// once per resetEvery; a peer that really left the topic, its Announcer
+// closed and its host still up, says so in its new stream and is left
+// alone).
+
+const (
+	// repairGrace is how long a peer that left the topic while connected
+	// gets to come back on its own before it is repaired; a reset is
+	// looked at again twice as long after it (pubsub restarts a writer
+	// after a backoff of up to a second).
+	repairGrace = time.Second
+	// connectGrace is how long after a peer connects its pubsub streams
+	// are looked at: both pubsubs open their writers at once, after
+	// identify.
+	connectGrace = 3 * time.Second
+	// resetEvery is the least time between two resets of one peer: a
+	// reset costs each side one of pubsub's writer restarts, of which it
+	// allows 4 per peer within 10 minutes.
+	resetEvery = time.Minute
+	// maxRedials redials of one peer at most within redialWindow, none
+	// within redialEvery of the last: a peer whose pubsub never opens a
+	// stream to this node (its resource limits, a blocklist) is not
+	// redialled forever.
+	maxRedials   = 3
+	redialWindow = 10 * time.Minute
+	redialEvery  = 5 * time.Second
+	// redialPause is how long a redial waits between closing the
+	// connections and dialling again, so that both pubsubs handle the
+	// disconnect while the peer is not connected; redialTimeout bounds the
+	// dial.
+	redialPause   = time.Second
+	redialTimeout = 10 * time.Second
+)
+
+// pubsubProtocols are the protocol ID prefixes of the streams a repair
+// counts and resets: gossipsub's, floodsub's and randomsub's. A PubSub
+// given custom protocol IDs (pubsub.WithGossipSubProtocols) is not
+// repaired.
+var pubsubProtocols = []string{"/meshsub/", "/floodsub/", "/randomsub/"}
+
+// repairs is what the Announcer knows of peers to look at and of the
+// repairs made. It is safe for concurrent use.
+type repairs struct {
+	mu      sync.Mutex
+	due     map[peer.ID]time.Time   // looked at from then on
+	missing map[peer.ID]time.Time   // found lacking a pubsub stream, at
+	reset   map[peer.ID]time.Time   // last reset
+	redials map[peer.ID][]time.Time // redials within redialWindow, oldest first
+	sig     chan struct{}
+}
+
+func newRepairs() *repairs {
+	return &repairs{
+		due:     make(map[peer.ID]time.Time),
+		missing: make(map[peer.ID]time.Time),
+		reset:   make(map[peer.ID]time.Time),
+		redials: make(map[peer.ID][]time.Time),
+		sig:     make(chan struct{}, 1),
+	}
+}
+
+// lookAt has p looked at at t. At most maxWatched peers wait at once.
+func (r *repairs) lookAt(p peer.ID, t time.Time) {
+	r.mu.Lock()
+	if _, had := r.due[p]; had || len(r.due) < maxWatched {
+		r.due[p] = t
+	}
+	r.mu.Unlock()
+	signal(r.sig)
+}
+
+// take returns the peers due by now, forgetting them, and when the next
+// one is (zero: none waits).
+func (r *repairs) take(now time.Time) (ps []peer.ID, next time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p, at := range r.due {
+		switch {
+		case !now.Before(at):
+			delete(r.due, p)
+			ps = append(ps, p)
+		case next.IsZero() || at.Before(next):
+			next = at
+		}
+	}
+	return ps, next
+}
+
+// next returns when the first peer waiting is due (zero: none).
+func (r *repairs) next() (next time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, at := range r.due {
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next
+}
+
+// strike notes that p lacks a pubsub stream at now and reports whether it
+// did at the look before too (within 2 × connectGrace); if not, p is
+// looked at again connectGrace later. A stream still being set up, on a
+// loaded machine, is not taken for one that is missing.
+func (r *repairs) strike(p peer.ID, now time.Time) bool {
+	r.mu.Lock()
+	at, ok := r.missing[p]
+	if ok && now.Sub(at) <= 2*connectGrace {
+		delete(r.missing, p)
+		r.mu.Unlock()
+		return true
+	}
+	if len(r.missing) >= maxWatched {
+		for q, at := range r.missing {
+			if now.Sub(at) > 2*connectGrace {
+				delete(r.missing, q)
+			}
+		}
+	}
+	if len(r.missing) < maxWatched {
+		r.missing[p] = now
+	}
+	r.mu.Unlock()
+	r.lookAt(p, now.Add(connectGrace))
+	return false
+}
+
+// clear forgets that p lacked a pubsub stream.
+func (r *repairs) clear(p peer.ID) {
+	r.mu.Lock()
+	delete(r.missing, p)
+	r.mu.Unlock()
+}
+
+// allowReset reports whether p may be reset at now (not within
+// resetEvery), and if so notes it.
+func (r *repairs) allowReset(p peer.ID, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if at, ok := r.reset[p]; ok && now.Sub(at) < resetEvery {
+		return false
+	}
+	if len(r.reset) >= maxWatched {
+		for q, at := range r.reset {
+			if now.Sub(at) >= resetEvery {
+				delete(r.reset, q)
+			}
+		}
+		if len(r.reset) >= maxWatched {
+			return false
+		}
+	}
+	r.reset[p] = now
+	return true
+}
+
+// allowRedial reports whether p may be redialled at now (fewer than
+// maxRedials within redialWindow, none within redialEvery), and if so
+// notes it.
+func (r *repairs) allowRedial(p peer.ID, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ts := r.redials[p]
+	for len(ts) > 0 && now.Sub(ts[0]) >= redialWindow {
+		ts = ts[1:]
+	}
+	r.redials[p] = ts
+	if len(ts) >= maxRedials || len(ts) > 0 && now.Sub(ts[len(ts)-1]) < redialEvery {
+		return false
+	}
+	if len(ts) == 0 && len(r.redials) >= maxWatched {
+		for q, qs := range r.redials {
+			if len(qs) == 0 || now.Sub(qs[len(qs)-1]) >= redialWindow {
+				delete(r.redials, q)
+			}
+		}
+		if len(r.redials) >= maxWatched {
+			return false
+		}
+	}
+	r.redials[p] = append(ts, now)
+	return true
+}
+
+// noteLeave is joinLoop's part: p left the topic; if it is still
+// connected, repairLoop looks at it after repairGrace.
+func (a *Announcer) noteLeave(p peer.ID) {
+	if a.host.Network().Connectedness(p) != network.Connected {
+		return
+	}
+	a.repairs.lookAt(p, time.Now().Add(repairGrace))
+}
+
+// repairLoop looks at the peers noteLeave and the connection notifiee hand
+// it once they are due.
+func (a *Announcer) repairLoop() {
+	defer a.wg.Done()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.repairs.sig:
+		case <-t.C:
+		}
+		if next := a.repairDue(time.Now()); !next.IsZero() {
+			t.Reset(time.Until(next))
+		}
+	}
+}
+
+// repairDue looks at each peer due by now that is still connected
+// (repair). It returns when the next peer is due (zero: none).
+func (a *Announcer) repairDue(now time.Time) time.Time {
+	ps, next := a.repairs.take(now)
+	if len(ps) == 0 {
+		return next
+	}
+	on := make(map[peer.ID]struct{})
+	for _, p := range a.topic.ListPeers() {
+		on[p] = struct{}{}
+	}
+	for _, p := range ps {
+		if a.host.Network().Connectedness(p) == network.Connected {
+			_, onTopic := on[p]
+			a.repair(p, onTopic, now)
+		}
+	}
+	return a.repairs.next()
+}
+
+// repair repairs p, connected, if its pubsub state is lost (see the top of
+// this file): a redial if a pubsub stream is missing, else a reset if p is
+// off the topic.
+func (a *Announcer) repair(p peer.ID, onTopic bool, now time.Time) {
+	st := pubsubStreams(a.host, p)
+	if st.full && (st.in == 0 || st.out == 0) && (st.in > 0 || a.runsPubSub(p)) {
+		if a.repairs.strike(p, now) {
+			a.redialIfAllowed(p, st, now)
+		}
+		return
+	}
+	a.repairs.clear(p)
+	if onTopic || st.in == 0 || st.out == 0 {
+		return
+	}
+	if !a.repairs.allowReset(p, now) {
+		a.log.Debug("peer off the topic while connected, reset lately", "peer", p)
+		return
+	}
+	n := resetPubSubStreams(a.host, p)
+	a.n.resubscribes.Add(1)
+	a.log.Info("peer off the topic while connected: pubsub streams reset", "peer", p, "streams", n)
+	a.repairs.lookAt(p, now.Add(2*repairGrace))
+}
+
+// redialIfAllowed redials p, which lacks a pubsub stream, if this node
+// dialled it (one that dialled this node, a browser or an app behind NAT,
+// may not be dialable, and looks at the same streams from its side) and
+// allowRedial allows it.
+func (a *Announcer) redialIfAllowed(p peer.ID, st streamCount, now time.Time) {
+	switch {
+	case !st.dialled:
+		a.log.Debug("pubsub stream missing, peer not dialled by this node", "peer", p, "in", st.in, "out", st.out)
+	case !a.repairs.allowRedial(p, now):
+		a.log.Debug("pubsub stream missing, redialled lately", "peer", p, "in", st.in, "out", st.out)
+	default:
+		a.n.redials.Add(1)
+		a.log.Info("pubsub stream missing: redialling", "peer", p, "in", st.in, "out", st.out)
+		a.wg.Add(1)
+		go a.redial(p)
+	}
+}
+
+// runsPubSub reports whether p's identify lists a pubsub protocol.
+func (a *Announcer) runsPubSub(p peer.ID) bool {
+	ps, err := a.host.Peerstore().SupportsProtocols(p, pubsub.GossipSubDefaultProtocols...)
+	return err == nil && len(ps) > 0
+}
+
+// redial closes the connections to p and, redialPause later, dials it
+// again at the addresses the peerstore has for it. A pubsub that handles
+// the disconnect once the new connection is up takes the peer for still
+// connected and restarts its old writer instead, which it may not do any
+// more, and then has none. The new connection is looked at connectGrace
+// after it comes up, like any.
+func (a *Announcer) redial(p peer.ID) {
+	defer a.wg.Done()
+	ai := a.host.Peerstore().PeerInfo(p)
+	_ = a.host.Network().ClosePeer(p)
+	select {
+	case <-a.ctx.Done():
+		return
+	case <-time.After(redialPause):
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, redialTimeout)
+	defer cancel()
+	if err := a.host.Connect(ctx, ai); err != nil {
+		a.log.Info("redial of a peer whose pubsub stream was missing", "peer", p, "err", err)
+	}
+}
+
+// streamCount is what repair needs of the connections to a peer: its
+// pubsub streams in (opened by the peer: its writer) and out (this
+// node's), whether one connection is not limited (pubsub opens streams
+// only over those), and whether this node dialled one.
+type streamCount struct {
+	in, out       int
+	full, dialled bool
+}
+
+// pubsubStreams counts the pubsub streams between h and p.
+func pubsubStreams(h host.Host, p peer.ID) (st streamCount) {
+	for _, c := range h.Network().ConnsToPeer(p) {
+		cs := c.Stat()
+		st.full = st.full || !cs.Limited
+		st.dialled = st.dialled || cs.Direction == network.DirOutbound
+		for _, s := range c.GetStreams() {
+			switch {
+			case !isPubSub(s.Protocol()):
+			case s.Stat().Direction == network.DirInbound:
+				st.in++
+			default:
+				st.out++
+			}
+		}
+	}
+	return st
+}
+
+// resetPubSubStreams resets every pubsub stream between h and p, and
+// reports how many there were.
+func resetPubSubStreams(h host.Host, p peer.ID) int {
+	n := 0
+	for _, c := range h.Network().ConnsToPeer(p) {
+		for _, s := range c.GetStreams() {
+			if isPubSub(s.Protocol()) {
+				_ = s.Reset()
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// isPubSub reports whether id is a pubsub router's protocol.
+func isPubSub(id protocol.ID) bool {
+	for _, pre := range pubsubProtocols {
+		if strings.HasPrefix(string(id), pre) {
+			return true
+		}
+	}
+	return false
+}
