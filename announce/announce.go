@@ -254,8 +254,9 @@ type Announcer struct {
 	// (resubscribe.go).
 	repairs *repairs
 	// eventHook, when set (tests), sees each topic peer event before
-	// joinLoop handles it.
+	// joinLoop handles it; lookHook each peer repairLoop has looked at.
 	eventHook atomic.Pointer[func(pubsub.PeerEvent)]
+	lookHook  atomic.Pointer[func(peer.ID)]
 	resync    chan struct{} // the store lost events: summarise
 	provMu    sync.Mutex
 	provSet   map[cid.Cid]struct{}
@@ -443,7 +444,7 @@ func (a *Announcer) startLoops() {
 		// are looked at connectGrace later (resubscribe.go).
 		if len(n.ConnsToPeer(c.RemotePeer())) <= 1 {
 			a.expectJoin(c.RemotePeer())
-			a.repairs.lookAt(c.RemotePeer(), time.Now().Add(connectGrace))
+			a.repairs.lookAt(c.RemotePeer(), time.Now().Add(connectGrace), false)
 		}
 	}}
 	a.host.Network().Notify(a.notifiee)

@@ -87,7 +87,7 @@ var pubsubProtocols = []string{"/meshsub/", "/floodsub/", "/randomsub/"}
 // repairs made. It is safe for concurrent use.
 type repairs struct {
 	mu      sync.Mutex
-	due     map[peer.ID]time.Time   // looked at from then on
+	due     map[peer.ID]look        // to be looked at
 	missing map[peer.ID]time.Time   // found lacking a pubsub stream, at
 	reset   map[peer.ID]time.Time   // last reset
 	redials map[peer.ID][]time.Time // redials within redialWindow, oldest first
@@ -96,7 +96,7 @@ type repairs struct {
 
 func newRepairs() *repairs {
 	return &repairs{
-		due:     make(map[peer.ID]time.Time),
+		due:     make(map[peer.ID]look),
 		missing: make(map[peer.ID]time.Time),
 		reset:   make(map[peer.ID]time.Time),
 		redials: make(map[peer.ID][]time.Time),
@@ -104,40 +104,50 @@ func newRepairs() *repairs {
 	}
 }
 
-// lookAt has p looked at at t. At most maxWatched peers wait at once.
-func (r *repairs) lookAt(p peer.ID, t time.Time) {
+// look is a peer to be looked at: from when, and whether it left the
+// topic while connected (only such a peer is reset: one that runs pubsub
+// and was never on the topic, a Kubo node or another mesh's, is not).
+type look struct {
+	p    peer.ID
+	at   time.Time
+	left bool
+}
+
+// lookAt has p looked at at t, noting whether it left the topic. At most
+// maxWatched peers wait at once.
+func (r *repairs) lookAt(p peer.ID, t time.Time, left bool) {
 	r.mu.Lock()
-	if _, had := r.due[p]; had || len(r.due) < maxWatched {
-		r.due[p] = t
+	if old, had := r.due[p]; had || len(r.due) < maxWatched {
+		r.due[p] = look{p: p, at: t, left: left || had && old.left}
 	}
 	r.mu.Unlock()
 	signal(r.sig)
 }
 
-// take returns the peers due by now, forgetting them, and when the next
+// take returns the looks due by now, forgetting them, and when the next
 // one is (zero: none waits).
-func (r *repairs) take(now time.Time) (ps []peer.ID, next time.Time) {
+func (r *repairs) take(now time.Time) (ls []look, next time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for p, at := range r.due {
+	for p, l := range r.due {
 		switch {
-		case !now.Before(at):
+		case !now.Before(l.at):
 			delete(r.due, p)
-			ps = append(ps, p)
-		case next.IsZero() || at.Before(next):
-			next = at
+			ls = append(ls, l)
+		case next.IsZero() || l.at.Before(next):
+			next = l.at
 		}
 	}
-	return ps, next
+	return ls, next
 }
 
 // next returns when the first peer waiting is due (zero: none).
 func (r *repairs) next() (next time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, at := range r.due {
-		if next.IsZero() || at.Before(next) {
-			next = at
+	for _, l := range r.due {
+		if next.IsZero() || l.at.Before(next) {
+			next = l.at
 		}
 	}
 	return next
@@ -145,9 +155,9 @@ func (r *repairs) next() (next time.Time) {
 
 // strike notes that p lacks a pubsub stream at now and reports whether it
 // did at the look before too (within 2 × connectGrace); if not, p is
-// looked at again connectGrace later. A stream still being set up, on a
+// looked at again connectGrace later (left: it left the topic). A stream still being set up, on a
 // loaded machine, is not taken for one that is missing.
-func (r *repairs) strike(p peer.ID, now time.Time) bool {
+func (r *repairs) strike(p peer.ID, now time.Time, left bool) bool {
 	r.mu.Lock()
 	at, ok := r.missing[p]
 	if ok && now.Sub(at) <= 2*connectGrace {
@@ -166,7 +176,7 @@ func (r *repairs) strike(p peer.ID, now time.Time) bool {
 		r.missing[p] = now
 	}
 	r.mu.Unlock()
-	r.lookAt(p, now.Add(connectGrace))
+	r.lookAt(p, now.Add(connectGrace), left)
 	return false
 }
 
@@ -233,7 +243,7 @@ func (a *Announcer) noteLeave(p peer.ID) {
 	if a.host.Network().Connectedness(p) != network.Connected {
 		return
 	}
-	a.repairs.lookAt(p, time.Now().Add(repairGrace))
+	a.repairs.lookAt(p, time.Now().Add(repairGrace), true)
 }
 
 // repairLoop looks at the peers noteLeave and the connection notifiee hand
@@ -258,36 +268,40 @@ func (a *Announcer) repairLoop() {
 // repairDue looks at each peer due by now that is still connected
 // (repair). It returns when the next peer is due (zero: none).
 func (a *Announcer) repairDue(now time.Time) time.Time {
-	ps, next := a.repairs.take(now)
-	if len(ps) == 0 {
+	ls, next := a.repairs.take(now)
+	if len(ls) == 0 {
 		return next
 	}
 	on := make(map[peer.ID]struct{})
 	for _, p := range a.topic.ListPeers() {
 		on[p] = struct{}{}
 	}
-	for _, p := range ps {
-		if a.host.Network().Connectedness(p) == network.Connected {
-			_, onTopic := on[p]
-			a.repair(p, onTopic, now)
+	for _, l := range ls {
+		if a.host.Network().Connectedness(l.p) == network.Connected {
+			_, onTopic := on[l.p]
+			a.repair(l, onTopic, now)
+		}
+		if hook := a.lookHook.Load(); hook != nil {
+			(*hook)(l.p)
 		}
 	}
 	return a.repairs.next()
 }
 
-// repair repairs p, connected, if its pubsub state is lost (see the top of
-// this file): a redial if a pubsub stream is missing, else a reset if p is
-// off the topic.
-func (a *Announcer) repair(p peer.ID, onTopic bool, now time.Time) {
+// repair repairs l's peer, connected, if its pubsub state is lost (see the
+// top of this file): a redial if a pubsub stream is missing, else a reset
+// if it left the topic and is still off it.
+func (a *Announcer) repair(l look, onTopic bool, now time.Time) {
+	p := l.p
 	st := pubsubStreams(a.host, p)
 	if st.full && (st.in == 0 || st.out == 0) && (st.in > 0 || a.runsPubSub(p)) {
-		if a.repairs.strike(p, now) {
+		if a.repairs.strike(p, now, l.left) {
 			a.redialIfAllowed(p, st, now)
 		}
 		return
 	}
 	a.repairs.clear(p)
-	if onTopic || st.in == 0 || st.out == 0 {
+	if !l.left || onTopic || st.in == 0 || st.out == 0 {
 		return
 	}
 	if !a.repairs.allowReset(p, now) {
@@ -297,7 +311,7 @@ func (a *Announcer) repair(p peer.ID, onTopic bool, now time.Time) {
 	n := resetPubSubStreams(a.host, p)
 	a.n.resubscribes.Add(1)
 	a.log.Info("peer off the topic while connected: pubsub streams reset", "peer", p, "streams", n)
-	a.repairs.lookAt(p, now.Add(2*repairGrace))
+	a.repairs.lookAt(p, now.Add(2*repairGrace), false)
 }
 
 // redialIfAllowed redials p, which lacks a pubsub stream, if this node

@@ -142,6 +142,30 @@ func TestResubscribeKeepsOtherTopics(t *testing.T) {
 	}
 }
 
+// TestNoRepairForPeersNeverOnTopic: a peer that runs pubsub but is not on
+// the topic (a Kubo node with pubsub, another mesh's node) is looked at
+// after it connects and left alone: its streams are all there.
+func TestNoRepairForPeersNeverOnTopic(t *testing.T) {
+	n := newTestNet(t)
+	a := n.node(nodeOpts{})
+	other := n.node(nodeOpts{name: "other"})
+	looked := make(chan peer.ID, 16)
+	hook := func(p peer.ID) { looked <- p }
+	a.a.lookHook.Store(&hook)
+	n.connect(a, other)
+	deadline := time.After(10 * time.Second)
+	for p := peer.ID(""); p != other.h.ID(); {
+		select {
+		case p = <-looked:
+		case <-deadline:
+			t.Fatal("a never looked at the peer that connected")
+		}
+	}
+	if st := a.a.Stats(); st.Resubscribes != 0 || st.Redials != 0 {
+		t.Fatalf("a repaired a peer never on its topic: %d resets, %d redials", st.Resubscribes, st.Redials)
+	}
+}
+
 // awaitOnTopic waits until nd's pubsub lists p on nd's topic.
 func awaitOnTopic(t *testing.T, nd *tnode, p peer.ID) {
 	t.Helper()
@@ -165,20 +189,25 @@ func TestRepairsPolicy(t *testing.T) {
 	r := newRepairs()
 	t0 := time.Unix(1000, 0)
 	p, q := peer.ID("p"), peer.ID("q")
-	r.lookAt(p, t0.Add(repairGrace))
-	r.lookAt(q, t0.Add(300*time.Millisecond+repairGrace))
+	r.lookAt(p, t0.Add(repairGrace), true)
+	r.lookAt(q, t0.Add(300*time.Millisecond+repairGrace), false)
 	if ps, next := r.take(t0.Add(repairGrace - time.Millisecond)); len(ps) != 0 || !next.Equal(t0.Add(repairGrace)) {
 		t.Fatalf("before the grace: take = %v, next %v", ps, next)
 	}
-	ps, next := r.take(t0.Add(repairGrace))
-	if len(ps) != 1 || ps[0] != p || !next.Equal(t0.Add(300*time.Millisecond+repairGrace)) {
-		t.Fatalf("at the grace: take = %v, next %v; want [p], q's grace", ps, next)
+	ls, next := r.take(t0.Add(repairGrace))
+	if len(ls) != 1 || ls[0].p != p || !ls[0].left || !next.Equal(t0.Add(300*time.Millisecond+repairGrace)) {
+		t.Fatalf("at the grace: take = %v, next %v; want p (left), q's grace", ls, next)
 	}
-	if ps, _ := r.take(t0.Add(repairGrace)); len(ps) != 0 {
-		t.Fatalf("taken twice: %v", ps)
+	// A look after a leave stays one after a leave when looked at again
+	// for another reason.
+	r.lookAt(p, t0.Add(2*repairGrace), false)
+	r.lookAt(p, t0.Add(2*repairGrace), true)
+	r.lookAt(p, t0.Add(2*repairGrace), false)
+	if ls, _ := r.take(t0.Add(2 * repairGrace)); len(ls) != 2 || ls[0].left == ls[1].left {
+		t.Fatalf("take = %v, want p left and q not", ls)
 	}
-	if got := r.next(); !got.Equal(t0.Add(300*time.Millisecond + repairGrace)) {
-		t.Fatalf("next = %v, want q's grace", got)
+	if ls, _ := r.take(t0.Add(repairGrace)); len(ls) != 0 {
+		t.Fatalf("taken twice: %v", ls)
 	}
 	for _, c := range []struct {
 		at   time.Duration
