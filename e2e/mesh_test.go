@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/meshcdn/meshcdn/announce"
 	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
@@ -498,14 +500,10 @@ return (await window.meshcdn.importBytes(b)).toString();`, &got)
 		t.Fatalf("page imported the bytes as %s, meshcdn as %s", got, want)
 	}
 	// The page's HAVE reaches the app's provider table.
-	changes := app.Announcer().Table().Subscribe(ctx)
-	for len(app.Announcer().Table().Providers(want, 1)) == 0 {
-		select {
-		case <-changes:
-		case <-ctx.Done():
-			t.Fatalf("the app never learned that the page holds %s", want)
-		}
-	}
+	table := app.Announcer().Table()
+	waitTable(ctx, t, table, "the app never learned that the page holds "+want.String(), func() bool {
+		return len(table.Providers(want, 1)) > 0
+	})
 	start := time.Now()
 	r, err := app.Open(ctx, want)
 	if err != nil {
@@ -708,7 +706,6 @@ func TestBrowserDropOnEviction(t *testing.T) {
 	ps := d.open("A", pageURL(srv, addr(t, app, "webtransport"), "")+"&quota-mib=3")
 	page := mustDecode(t, ps.PeerID)
 	table := app.Announcer().Table()
-	changes := table.Subscribe(ctx)
 	holds := func(c cid.Cid) bool {
 		for _, p := range table.Providers(c, 10) {
 			if p == page {
@@ -719,13 +716,7 @@ func TestBrowserDropOnEviction(t *testing.T) {
 	}
 	waitUntil := func(what string, cond func() bool) {
 		t.Helper()
-		for !cond() {
-			select {
-			case <-changes:
-			case <-ctx.Done():
-				t.Fatalf("the app's table never showed that %s", what)
-			}
-		}
+		waitTable(ctx, t, table, "the app's table never showed that "+what, cond)
 	}
 	importJS := func(p string) string {
 		return `const b = new Uint8Array(await (await fetch('` + p + `')).arrayBuffer());
@@ -788,19 +779,23 @@ return (await window.meshcdn.importBytes(b)).toString();`, &got)
 	}
 	reloaded := mustDecode(t, st.PeerID)
 	table := app.Announcer().Table()
+	waitTable(ctx, t, table, fmt.Sprintf("the app never learned that the reloaded page %s holds %s", reloaded, want), func() bool {
+		return slices.Contains(table.Providers(want, 10), reloaded)
+	})
+}
+
+// waitTable waits until cond holds, looking again at each change of
+// table, and fails the test with msg if ctx ends first.
+func waitTable(ctx context.Context, t *testing.T, table *announce.Table, msg string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	changes := table.Subscribe(ctx)
-	for {
-		found := false
-		for _, p := range table.Providers(want, 10) {
-			found = found || p == reloaded
-		}
-		if found {
-			break
-		}
+	for !cond() {
 		select {
 		case <-changes:
 		case <-ctx.Done():
-			t.Fatalf("the app never learned that the reloaded page %s holds %s", reloaded, want)
+			t.Fatal(msg)
 		}
 	}
 }

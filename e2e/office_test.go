@@ -269,15 +269,10 @@ func officeAppNode(t *testing.T, name, ip string, s *meshtest.Origin, paths []st
 		}
 	}
 	table := seeds[0].Announcer().Table()
-	changes := table.Subscribe(ctx)
 	for _, a := range m.Assets {
-		for !slices.Contains(table.Providers(a.Cid, 64), app.ID()) {
-			select {
-			case <-changes:
-			case <-ctx.Done():
-				t.Fatalf("the seed never listed the app as a holder of %s", a.Path)
-			}
-		}
+		waitTable(ctx, t, table, "the seed never listed the app as a holder of "+a.Path, func() bool {
+			return slices.Contains(table.Providers(a.Cid, 64), app.ID())
+		})
 	}
 	return app
 }
