@@ -15,20 +15,20 @@ import (
 
 // Pubsub state lost while connected. go-libp2p-pubsub (v0.19) keeps one
 // writer stream to each connected peer and learns a peer's topics only
-// from what the peer sends at the start of its writer stream. Measured
-// here, with real pubsubs on mocknet, it loses that state in ways that
-// last as long as the connection:
+// from what the peer sends at the start of its writer stream. It loses
+// that state in ways that last as long as the connection:
 //   - its own writer to the peer dies while the connection stays up (a
 //     stream reset, one of two duplicate connections closing, the 30 s
 //     write deadline on a peer that reads slowly): it forgets the peer's
 //     topics and opens a new writer, which sends this node's topics but
-//     asks for none;
-//   - the cleanup of a closed inbound stream runs after the peer's new
-//     stream has delivered its topics (a quick reconnect);
-//   - after a quick disconnect and reconnect one pubsub, or both, has no
-//     writer at all on the new connection (it took the connection for one
-//     it had, then dropped the old writer), or it restarted a dying
-//     writer 4 times within 10 minutes and gave up on the peer.
+//     asks for none (reproduced: TestResubscribeAfterWriterReset);
+//   - it restarts a dying writer at most 4 times within 10 minutes and
+//     then gives up on the peer while connected (reproduced:
+//     TestRedialWhenPeerGaveUp);
+//   - the cleanup of a closed inbound stream can run after the peer's new
+//     stream has delivered its topics (a quick reconnect; read in its
+//     comm.go, where the stream leaves the inbound map before its close is
+//     queued).
 //
 // Nothing one side publishes then reaches the other while they stay
 // connected, and pubsub never notices.
@@ -38,15 +38,15 @@ import (
 // it connects. A peer that runs pubsub (identify lists a pubsub protocol)
 // but lacks a pubsub stream in either direction over a connection that is
 // not limited, at two looks connectGrace apart, has a pubsub that gave up:
-// the node that dialled it closes
-// the connections and, redialPause later, dials it again, which gives both
-// pubsubs a fresh start (at most maxRedials times in redialWindow, not
-// within redialEvery of the last). A peer with both streams that left the
-// topic has its pubsub streams reset: both pubsubs open new writers, each
-// starting with its topics, and each learns the other's again (at most
-// once per resetEvery; a peer that really left the topic, its Announcer
-// closed and its host still up, says so in its new stream and is left
-// alone).
+// the node that dialled it closes the connections and, redialPause later,
+// dials it again, which gives both pubsubs a fresh start (at most
+// maxRedials times in redialWindow, not within redialEvery of the last).
+// A peer with both streams that left the topic has its pubsub streams
+// reset: both pubsubs open new writers, each starting with its topics, and
+// each learns the other's again (at most once per resetEvery; a peer that
+// really left the topic, its Announcer closed and its host still up, says
+// so in its new stream and is left alone). A peer that runs pubsub and was
+// never on the topic (a Kubo node, another mesh's node) is not reset.
 
 const (
 	// repairGrace is how long a peer that left the topic while connected
