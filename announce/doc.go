@@ -188,7 +188,7 @@
 // side: a peer that left the topic while still connected and is not back a
 // second later has its pubsub streams reset, so that both sides start new
 // streams and tell each other their topics again (Stats.Resubscribes, at
-// most once a minute per peer); a peer that runs pubsub but lacks a pubsub
+// most twice a minute per peer); a peer that runs pubsub but lacks a pubsub
 // stream in either direction, at two looks 3 s apart (after it connects or
 // leaves), is closed and dialled again by the node that dialled it
 // (Stats.Redials, at most 3 times in 10 minutes per peer). See

@@ -43,7 +43,7 @@ import (
 // maxRedials times in redialWindow, not within redialEvery of the last).
 // A peer with both streams that left the topic has its pubsub streams
 // reset: both pubsubs open new writers, each starting with its topics, and
-// each learns the other's again (at most once per resetEvery; a peer that
+// each learns the other's again (at most twice per resetEvery; a peer that
 // really left the topic, its Announcer closed and its host still up, says
 // so in its new stream and is left alone). A peer that runs pubsub and was
 // never on the topic (a Kubo node, another mesh's node) is not reset.
@@ -58,14 +58,10 @@ const (
 	// are looked at: both pubsubs open their writers at once, after
 	// identify.
 	connectGrace = 3 * time.Second
-	// resetEvery is the least time between two resets of one peer: a
-	// reset costs each side one of pubsub's writer restarts, of which it
-	// allows 4 per peer within 10 minutes.
+	// resetEvery is the window of resetBudget.
 	resetEvery = time.Minute
 	// maxRedials redials of one peer at most within redialWindow, none
-	// within redialEvery of the last: a peer whose pubsub never opens a
-	// stream to this node (its resource limits, a blocklist) is not
-	// redialled forever.
+	// within redialEvery of the last (redialBudget).
 	maxRedials   = 3
 	redialWindow = 10 * time.Minute
 	redialEvery  = 5 * time.Second
@@ -89,7 +85,7 @@ type repairs struct {
 	mu      sync.Mutex
 	due     map[peer.ID]look        // to be looked at
 	missing map[peer.ID]time.Time   // found lacking a pubsub stream, at
-	reset   map[peer.ID]time.Time   // last reset
+	resets  map[peer.ID][]time.Time // resets within resetEvery, oldest first
 	redials map[peer.ID][]time.Time // redials within redialWindow, oldest first
 	sig     chan struct{}
 }
@@ -98,7 +94,7 @@ func newRepairs() *repairs {
 	return &repairs{
 		due:     make(map[peer.ID]look),
 		missing: make(map[peer.ID]time.Time),
-		reset:   make(map[peer.ID]time.Time),
+		resets:  make(map[peer.ID][]time.Time),
 		redials: make(map[peer.ID][]time.Time),
 		sig:     make(chan struct{}, 1),
 	}
@@ -187,54 +183,71 @@ func (r *repairs) clear(p peer.ID) {
 	r.mu.Unlock()
 }
 
-// allowReset reports whether p may be reset at now (not within
-// resetEvery), and if so notes it.
-func (r *repairs) allowReset(p peer.ID, now time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if at, ok := r.reset[p]; ok && now.Sub(at) < resetEvery {
-		return false
-	}
-	if len(r.reset) >= maxWatched {
-		for q, at := range r.reset {
-			if now.Sub(at) >= resetEvery {
-				delete(r.reset, q)
-			}
-		}
-		if len(r.reset) >= maxWatched {
-			return false
-		}
-	}
-	r.reset[p] = now
-	return true
+// budget is how often one kind of repair may be made of one peer: at
+// most max within window, none within every of the last.
+type budget struct {
+	max           int
+	window, every time.Duration
 }
 
-// allowRedial reports whether p may be redialled at now (fewer than
-// maxRedials within redialWindow, none within redialEvery), and if so
-// notes it.
+var (
+	// resetBudget: a reset costs each side one of pubsub's writer
+	// restarts, of which it allows 4 per peer within 10 minutes. A second
+	// reset soon after the first is for the race a reset can lose: a side
+	// whose writer the reset killed forgets the other's topics when it
+	// handles that death, and if the other's new stream came first its
+	// topics are forgotten again.
+	resetBudget = budget{max: 2, window: resetEvery, every: 2 * repairGrace}
+	// redialBudget: a peer whose pubsub never opens a stream to this node
+	// (its resource limits, a blocklist) is not redialled for ever.
+	redialBudget = budget{max: maxRedials, window: redialWindow, every: redialEvery}
+)
+
+// allowWithin reports whether p may be repaired at now within b, given the
+// repairs made (by peer, oldest first), and if so notes it there. If not
+// only because the last was within every, it says when p may be (zero
+// otherwise).
+func allowWithin(made map[peer.ID][]time.Time, b budget, p peer.ID, now time.Time) (bool, time.Time) {
+	ts := made[p]
+	for len(ts) > 0 && now.Sub(ts[0]) >= b.window {
+		ts = ts[1:]
+	}
+	made[p] = ts
+	if len(ts) >= b.max {
+		return false, time.Time{}
+	}
+	if len(ts) > 0 && now.Sub(ts[len(ts)-1]) < b.every {
+		return false, ts[len(ts)-1].Add(b.every)
+	}
+	if len(ts) == 0 && len(made) >= maxWatched {
+		for q, qs := range made {
+			if len(qs) == 0 || now.Sub(qs[len(qs)-1]) >= b.window {
+				delete(made, q)
+			}
+		}
+		if len(made) >= maxWatched {
+			return false, time.Time{}
+		}
+	}
+	made[p] = append(ts, now)
+	return true, time.Time{}
+}
+
+// allowReset reports whether p may be reset at now (resetBudget), and if
+// so notes it; if not yet, when it may be.
+func (r *repairs) allowReset(p peer.ID, now time.Time) (bool, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return allowWithin(r.resets, resetBudget, p, now)
+}
+
+// allowRedial reports whether p may be redialled at now (redialBudget),
+// and if so notes it.
 func (r *repairs) allowRedial(p peer.ID, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ts := r.redials[p]
-	for len(ts) > 0 && now.Sub(ts[0]) >= redialWindow {
-		ts = ts[1:]
-	}
-	r.redials[p] = ts
-	if len(ts) >= maxRedials || len(ts) > 0 && now.Sub(ts[len(ts)-1]) < redialEvery {
-		return false
-	}
-	if len(ts) == 0 && len(r.redials) >= maxWatched {
-		for q, qs := range r.redials {
-			if len(qs) == 0 || now.Sub(qs[len(qs)-1]) >= redialWindow {
-				delete(r.redials, q)
-			}
-		}
-		if len(r.redials) >= maxWatched {
-			return false
-		}
-	}
-	r.redials[p] = append(ts, now)
-	return true
+	ok, _ := allowWithin(r.redials, redialBudget, p, now)
+	return ok
 }
 
 // noteLeave is joinLoop's part: p left the topic; if it is still
@@ -304,14 +317,17 @@ func (a *Announcer) repair(l look, onTopic bool, now time.Time) {
 	if !l.left || onTopic || st.in == 0 || st.out == 0 {
 		return
 	}
-	if !a.repairs.allowReset(p, now) {
+	if ok, at := a.repairs.allowReset(p, now); !ok {
 		a.log.Debug("peer off the topic while connected, reset lately", "peer", p)
+		if !at.IsZero() {
+			a.repairs.lookAt(p, at, true)
+		}
 		return
 	}
+	a.n.resubscribes.Add(1) // before: the repair's effect can be seen at once
 	n := resetPubSubStreams(a.host, p)
-	a.n.resubscribes.Add(1)
 	a.log.Info("peer off the topic while connected: pubsub streams reset", "peer", p, "streams", n)
-	a.repairs.lookAt(p, now.Add(2*repairGrace), false)
+	a.repairs.lookAt(p, now.Add(2*repairGrace), true)
 }
 
 // redialIfAllowed redials p, which lacks a pubsub stream, if this node
