@@ -472,7 +472,6 @@ func TestReannounceOnReconnect(t *testing.T) {
 	awaitProvider(t, b, first, a.h.ID())
 	// Apart: neither knows the other's addresses any more, so that nothing
 	// under way (a pubsub stream being opened) dials the other again.
-	addrsA, addrsB := a.h.Addrs(), b.h.Addrs()
 	a.h.Peerstore().ClearAddrs(b.h.ID())
 	b.h.Peerstore().ClearAddrs(a.h.ID())
 	_ = a.h.Network().ClosePeer(b.h.ID())
@@ -487,13 +486,7 @@ func TestReannounceOnReconnect(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	second := importSeed(t, a, 31, 1000)
-	b.h.Peerstore().AddAddrs(a.h.ID(), addrsA, time.Hour)
-	a.h.Peerstore().AddAddrs(b.h.ID(), addrsB, time.Hour)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.h.Connect(ctx, peer.AddrInfo{ID: b.h.ID(), Addrs: addrsB}); err != nil {
-		t.Fatal(err)
-	}
+	connectLoopback(t, a, b)
 	awaitProvider(t, b, second, a.h.ID())
 }
 
