@@ -9,7 +9,9 @@
 // one JSON line: {"pages": [{name, openedMs, joinedMs, knownMs, knownFrom,
 // fetches: [{path, sha256, stats}], stats}], "late": [...]}, with times in
 // ms since the crowd started; "late" are `late` more pages opened one after
-// the other once the crowd is done, each fetching the first path only. It then waits for a line "close" (or stdin's end).
+// the other once the crowd is done, each fetching the first path only
+// (with connectedMs: when its connection to the seed opened, i.e. it joined
+// the mesh). It then waits for a line "close" (or stdin's end).
 // MESHCDN_CROWD_PROFILE=T3,T7 records those pages' main-thread CPU profile
 // (V8's sampling profiler, 1 ms) from load to the end of their fetches,
 // written as <name>.cpuprofile to MESHCDN_CROWD_PROFILE_DIR (default the
@@ -98,9 +100,9 @@ for (let j = 0; j < (cfg.late ?? 0); j++) {
     const knownAt = ps.length > 0 ? Date.now() : null
     const f = await m.fetchAsset(a)
     const h = new Uint8Array(await crypto.subtle.digest('SHA-256', f.bytes))
-    return { knownAt, knownFrom: ps, fetch: { path: p, sha256: Array.from(h, (b) => b.toString(16).padStart(2, '0')).join(''), stats: f.stats } }
+    return { knownAt, connectedAt: m.seedConnectedAt ?? null, knownFrom: ps, fetch: { path: p, sha256: Array.from(h, (b) => b.toString(16).padStart(2, '0')).join(''), stats: f.stats } }
   }, cfg.paths[0])
-  late.push({ name: `L${j}`, openedMs, joinedMs, knownMs: r.knownAt == null ? null : r.knownAt - t0, knownFrom: r.knownFrom, fetches: [r.fetch] })
+  late.push({ name: `L${j}`, openedMs, joinedMs, connectedMs: r.connectedAt == null ? null : r.connectedAt - t0, knownMs: r.knownAt == null ? null : r.knownAt - t0, knownFrom: r.knownFrom, fetches: [r.fetch] })
   await ctx.close()
 }
 const pages = []

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -406,9 +405,13 @@ func TestOfficePageFetchesFromApp(t *testing.T) {
 	}
 }
 
-// median returns the median of xs (sorted in place).
-func median(xs []int) int {
-	sort.Ints(xs)
+// median returns the median of xs (sorted in place; the upper of the two
+// middle ones), or -1 if xs is empty.
+func median[T int | int64](xs []T) T {
+	if len(xs) == 0 {
+		return -1
+	}
+	slices.Sort(xs)
 	return xs[len(xs)/2]
 }
 

@@ -117,6 +117,7 @@ export class Mesh extends EventTarget {
     }
     this.store = new QuotaStore({ quota: this.cfg.quota, cacheName, onDrop: (roots) => this.publish(wire.DROP, roots) })
     this.seed = null // the multiaddr of the seed we are connected to
+    this.seedConnectedAt = null // Date.now() when that connection opened: the page joined the mesh
     this.keeping = new Set() // block puts under way (keep)
     this.dials = new DialQueue({ limit: this.cfg.maxDialing }) // dialPeer's dials
   }
@@ -202,6 +203,7 @@ export class Mesh extends EventTarget {
           const conn = await this.libp2p.dial(a, { signal: AbortSignal.timeout(this.cfg.dialTimeout * 2 ** round) })
           this.seed = a
           this.seedConn = conn
+          this.seedConnectedAt = Date.now()
           this.log(`connected to seed over ${conn.remoteAddr}`)
           return conn
         } catch (err) {
