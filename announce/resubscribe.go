@@ -161,14 +161,7 @@ func (r *repairs) strike(p peer.ID, now time.Time, left bool) bool {
 		r.mu.Unlock()
 		return true
 	}
-	if len(r.missing) >= maxWatched {
-		for q, at := range r.missing {
-			if now.Sub(at) > 2*connectGrace {
-				delete(r.missing, q)
-			}
-		}
-	}
-	if len(r.missing) < maxWatched {
+	if makeRoom(r.missing, func(at time.Time) bool { return now.Sub(at) > 2*connectGrace }) {
 		r.missing[p] = now
 	}
 	r.mu.Unlock()
@@ -181,6 +174,19 @@ func (r *repairs) clear(p peer.ID) {
 	r.mu.Lock()
 	delete(r.missing, p)
 	r.mu.Unlock()
+}
+
+// makeRoom deletes the entries of m that stale reports once m holds
+// maxWatched peers, and reports whether m has room for one more.
+func makeRoom[V any](m map[peer.ID]V, stale func(V) bool) bool {
+	if len(m) >= maxWatched {
+		for q, v := range m {
+			if stale(v) {
+				delete(m, q)
+			}
+		}
+	}
+	return len(m) < maxWatched
 }
 
 // budget is how often one kind of repair may be made of one peer: at
@@ -219,15 +225,9 @@ func allowWithin(made map[peer.ID][]time.Time, b budget, p peer.ID, now time.Tim
 	if len(ts) > 0 && now.Sub(ts[len(ts)-1]) < b.every {
 		return false, ts[len(ts)-1].Add(b.every)
 	}
-	if len(ts) == 0 && len(made) >= maxWatched {
-		for q, qs := range made {
-			if len(qs) == 0 || now.Sub(qs[len(qs)-1]) >= b.window {
-				delete(made, q)
-			}
-		}
-		if len(made) >= maxWatched {
-			return false, time.Time{}
-		}
+	stale := func(qs []time.Time) bool { return len(qs) == 0 || now.Sub(qs[len(qs)-1]) >= b.window }
+	if len(ts) == 0 && !makeRoom(made, stale) {
+		return false, time.Time{}
 	}
 	made[p] = append(ts, now)
 	return true, time.Time{}
@@ -391,12 +391,10 @@ func pubsubStreams(h host.Host, p peer.ID) (st streamCount) {
 		cs := c.Stat()
 		st.full = st.full || !cs.Limited
 		st.dialled = st.dialled || cs.Direction == network.DirOutbound
-		for _, s := range c.GetStreams() {
-			switch {
-			case !isPubSub(s.Protocol()):
-			case s.Stat().Direction == network.DirInbound:
+		for _, s := range pubsubStreamsOf(c) {
+			if s.Stat().Direction == network.DirInbound {
 				st.in++
-			default:
+			} else {
 				st.out++
 			}
 		}
@@ -409,14 +407,23 @@ func pubsubStreams(h host.Host, p peer.ID) (st streamCount) {
 func resetPubSubStreams(h host.Host, p peer.ID) int {
 	n := 0
 	for _, c := range h.Network().ConnsToPeer(p) {
-		for _, s := range c.GetStreams() {
-			if isPubSub(s.Protocol()) {
-				_ = s.Reset()
-				n++
-			}
+		for _, s := range pubsubStreamsOf(c) {
+			_ = s.Reset()
+			n++
 		}
 	}
 	return n
+}
+
+// pubsubStreamsOf returns the pubsub streams open on c.
+func pubsubStreamsOf(c network.Conn) []network.Stream {
+	var out []network.Stream
+	for _, s := range c.GetStreams() {
+		if isPubSub(s.Protocol()) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // isPubSub reports whether id is a pubsub router's protocol.

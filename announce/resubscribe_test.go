@@ -31,8 +31,8 @@ func resetWriter(t *testing.T, from, to *tnode) {
 	t.Helper()
 	n := 0
 	for _, c := range from.h.Network().ConnsToPeer(to.h.ID()) {
-		for _, s := range c.GetStreams() {
-			if isPubSub(s.Protocol()) && s.Stat().Direction == network.DirOutbound {
+		for _, s := range pubsubStreamsOf(c) {
+			if s.Stat().Direction == network.DirOutbound {
 				_ = s.Reset()
 				n++
 			}
