@@ -102,125 +102,163 @@ func BenchmarkColdStart(b *testing.B) {
 //	go test -run '^$' -bench Throughput -benchtime 1x ./fetch/
 func BenchmarkThroughput(b *testing.B) {
 	size := int64(envInt("MESHCDN_BENCH_MIB", 128)) * MiB
+	tb := &throughputBench{
+		b:         b,
+		size:      size,
+		readAhead: envInt("MESHCDN_BENCH_READAHEAD", 0), // 0: the default
+		a:         makeAsset(b, 51, size),
+		res:       map[string]*throughputRuns{"http": {}, "origin": {}, "peer": {}, "peer-plainbs": {}},
+	}
 	reps := envInt("MESHCDN_BENCH_REPS", 3)
-	readAhead := envInt("MESHCDN_BENCH_READAHEAD", 0) // 0: the default
-	a := makeAsset(b, 51, size)
-	o := newOrigin(b, a.data)
+	o := newOrigin(b, tb.a.data)
 	prov := newNode(b, fetch.Config{})
-	prov.hold(b, a)
+	prov.hold(b, tb.a)
+	plainProv := plainCopy(b, prov, tb.a)
 	hc := &http.Client{Transport: &http.Transport{}}
 	defer hc.CloseIdleConnections()
 
-	type result struct{ wall, cpu []time.Duration }
-	res := map[string]*result{"http": {}, "origin": {}, "peer": {}, "peer-plainbs": {}}
-	// The same content on a second provider whose store is boxo's plain
-	// blockstore (no hash on read): with the client on one too, it shows
-	// what fetch does without store.Store's two extra hashes per block.
-	plainProv := newNodePlain(b)
-	for _, blk := range allBlocks(b, prov, a) {
-		if err := plainProv.f.Config().Store.Put(context.Background(), blk); err != nil {
-			b.Fatal(err)
-		}
-	}
-	// measure times fn, a fetch of the whole asset; the client node it
-	// fetches with is made before the clock starts and closed after it
-	// stops (a node is made once per app run, not once per fetch).
-	measure := func(name string, setup func() (fn func() int64, done func())) {
-		fn, done := setup()
-		defer done()
-		runtime.GC()
-		c0, t0 := meshtest.CPUTime(), time.Now()
-		n := fn()
-		wall, cpu := time.Since(t0), meshtest.CPUTime()-c0
-		if n != size {
-			b.Fatalf("%s read %d bytes, want %d", name, n, size)
-		}
-		res[name].wall = append(res[name].wall, wall)
-		res[name].cpu = append(res[name].cpu, cpu)
-	}
-	fetchVia := func(providers providers, url string, plain bool) func() (func() int64, func()) {
-		return func() (func() int64, func()) {
-			var cl *node
-			if plain {
-				cl = newNodePlain(b)
-				cl.f.Close()
-				f, err := fetch.New(fetch.Config{Host: cl.h, Store: cl.plain, Providers: providers, ServeBytesPerSecond: -1, ReadAhead: readAhead})
-				if err != nil {
-					b.Fatal(err)
-				}
-				cl.f = f
-			} else {
-				cl = newNodeNoCleanup(b, fetch.Config{Providers: providers, ReadAhead: readAhead})
-			}
-			run := func() int64 {
-				tg := a.t
-				tg.URL = url
-				r, err := cl.f.Open(context.Background(), tg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer r.Close()
-				n, err := io.Copy(io.Discard, r)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if st := r.Stats(); url == "" && st.PeerBytes != size {
-					b.Fatalf("peer fetch: %+v", st)
-				}
-				return n
-			}
-			return run, cl.close
-		}
-	}
 	only := os.Getenv("MESHCDN_BENCH_ONLY") // a comma-separated subset, for profiling
 	want := func(name string) bool { return only == "" || slices.Contains(strings.Split(only, ","), name) }
 	for range b.N {
 		for range reps {
-			measure("http", func() (func() int64, func()) {
-				return func() int64 {
-					resp, err := hc.Get(o.URL)
-					if err != nil {
-						b.Fatal(err)
-					}
-					defer resp.Body.Close()
-					n, _ := io.Copy(io.Discard, resp.Body)
-					return n
-				}, func() {}
-			})
+			tb.measure("http", tb.httpGet(hc, o.URL))
 			if want("origin") {
-				measure("origin", fetchVia(nil, o.URL, false))
+				tb.measure("origin", tb.fetchVia(nil, o.URL, false))
 			}
 			if want("peer") {
-				measure("peer", fetchVia(providers{a.t.Cid: {prov.info()}}, "", false))
+				tb.measure("peer", tb.fetchVia(providers{tb.a.t.Cid: {prov.info()}}, "", false))
 			}
 			if want("peer-plainbs") {
-				measure("peer-plainbs", fetchVia(providers{a.t.Cid: {plainProv.info()}}, "", true))
+				tb.measure("peer-plainbs", tb.fetchVia(providers{tb.a.t.Cid: {plainProv.info()}}, "", true))
 			}
 		}
 	}
-	httpRate := float64(size) / median(res["http"].wall).Seconds()
+	tb.report()
+}
+
+// throughputBench is BenchmarkThroughput's asset and what it measured.
+type throughputBench struct {
+	b         *testing.B
+	size      int64
+	readAhead int
+	a         asset
+	res       map[string]*throughputRuns
+}
+
+// throughputRuns are one way's wall and CPU times, one per repetition.
+type throughputRuns struct{ wall, cpu []time.Duration }
+
+// plainCopy returns a second provider of a whose store is boxo's plain
+// blockstore (no hash on read): with the client on one too, it shows what
+// fetch does without store.Store's two extra hashes per block.
+func plainCopy(b *testing.B, prov *node, a asset) *node {
+	b.Helper()
+	plain := newNodePlain(b)
+	for _, blk := range allBlocks(b, prov, a) {
+		if err := plain.f.Config().Store.Put(context.Background(), blk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return plain
+}
+
+// measure times fn, a fetch of the whole asset; the client node it
+// fetches with is made before the clock starts and closed after it stops
+// (a node is made once per app run, not once per fetch).
+func (tb *throughputBench) measure(name string, setup func() (fn func() int64, done func())) {
+	fn, done := setup()
+	defer done()
+	runtime.GC()
+	c0, t0 := meshtest.CPUTime(), time.Now()
+	n := fn()
+	wall, cpu := time.Since(t0), meshtest.CPUTime()-c0
+	if n != tb.size {
+		tb.b.Fatalf("%s read %d bytes, want %d", name, n, tb.size)
+	}
+	tb.res[name].wall = append(tb.res[name].wall, wall)
+	tb.res[name].cpu = append(tb.res[name].cpu, cpu)
+}
+
+// httpGet is measure's setup for a plain http.Get of url.
+func (tb *throughputBench) httpGet(hc *http.Client, url string) func() (func() int64, func()) {
+	return func() (func() int64, func()) {
+		return func() int64 {
+			resp, err := hc.Get(url)
+			if err != nil {
+				tb.b.Fatal(err)
+			}
+			defer resp.Body.Close()
+			n, _ := io.Copy(io.Discard, resp.Body)
+			return n
+		}, func() {}
+	}
+}
+
+// fetchVia is measure's setup for a fetch through a new client node that
+// knows providers and the origin url ("" for none); plain puts the client
+// on boxo's plain blockstore.
+func (tb *throughputBench) fetchVia(providers providers, url string, plain bool) func() (func() int64, func()) {
+	b := tb.b
+	return func() (func() int64, func()) {
+		var cl *node
+		if plain {
+			cl = newNodePlain(b)
+			cl.f.Close()
+			f, err := fetch.New(fetch.Config{Host: cl.h, Store: cl.plain, Providers: providers, ServeBytesPerSecond: -1, ReadAhead: tb.readAhead})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cl.f = f
+		} else {
+			cl = newNodeNoCleanup(b, fetch.Config{Providers: providers, ReadAhead: tb.readAhead})
+		}
+		run := func() int64 {
+			tg := tb.a.t
+			tg.URL = url
+			r, err := cl.f.Open(context.Background(), tg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			n, err := io.Copy(io.Discard, r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if st := r.Stats(); url == "" && st.PeerBytes != tb.size {
+				b.Fatalf("peer fetch: %+v", st)
+			}
+			return n
+		}
+		return run, cl.close
+	}
+}
+
+// report reports each way's rate, its ratio to http.Get and its CPU per
+// GiB (medians), and the ceiling of a verified, encrypted peer fetch on
+// this machine: its bytes must at least be hashed once (sha2-256), sealed
+// and opened once (AES-128-GCM, what TLS 1.3 chose here) and carried over
+// loopback as http.Get carries them; with every core busy and nothing
+// else, the fetch can go no faster than NumCPU / that CPU time per byte.
+func (tb *throughputBench) report() {
+	b, size := tb.b, tb.size
+	gib := float64(size) / (1 << 30)
+	httpRate := float64(size) / median(tb.res["http"].wall).Seconds()
 	rates := map[string]float64{}
 	for _, name := range []string{"http", "origin", "peer", "peer-plainbs"} {
-		r := res[name]
+		r := tb.res[name]
 		if len(r.wall) == 0 {
 			continue
 		}
 		rate := float64(size) / median(r.wall).Seconds()
 		rates[name] = rate
-		cpuPerGiB := median(r.cpu).Seconds() / (float64(size) / (1 << 30))
+		cpuPerGiB := median(r.cpu).Seconds() / gib
 		b.ReportMetric(rate/MiB, name+"-MiB/s")
 		b.ReportMetric(rate/httpRate, name+"-ratio")
 		b.ReportMetric(cpuPerGiB, name+"-cpu-s/GiB")
 		b.Logf("%-12s %7.0f MiB/s  %.2fx of http.Get  %.2f CPU s/GiB", name, rate/MiB, rate/httpRate, cpuPerGiB)
 	}
-
-	// The ceiling of a verified, encrypted peer fetch on this machine: its
-	// bytes must at least be hashed once (sha2-256), sealed and opened once
-	// (AES-128-GCM, what TLS 1.3 chose here) and carried over loopback as
-	// http.Get carries them; with every core busy and nothing else, the
-	// fetch can go no faster than NumCPU / that CPU time per byte.
-	shaCPU, gcmCPU := meshtest.CeilingCPU(a.data)
-	httpCPU := median(res["http"].cpu).Seconds() / (float64(size) / (1 << 30))
+	shaCPU, gcmCPU := meshtest.CeilingCPU(tb.a.data)
+	httpCPU := median(tb.res["http"].cpu).Seconds() / gib
 	floor := shaCPU + gcmCPU + httpCPU
 	ceiling := float64(runtime.NumCPU()) / floor * (1 << 30)
 	b.ReportMetric(ceiling/httpRate, "ceiling-ratio")

@@ -75,68 +75,12 @@ func (o originReply) body(honest, whole []byte) []byte {
 // fetch must never panic and never return a wrong byte: the whole content,
 // verified, or an error.
 func FuzzOriginResponse(f *testing.F) {
-	data := testutil.Bytes(7, 2<<20+1000)
-	st, err := store.New(store.Config{InMemory: true, Quota: -1})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer st.Close()
-	ctx := context.Background()
-	c, err := st.Import(ctx, bytes.NewReader(data), store.ImportOptions{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	nodes, err := store.InnerNodes(ctx, st, c.Root)
-	if err != nil {
-		f.Fatal(err)
-	}
-	leaves, err := store.Leaves(ctx, dagfile.NewNodes(nodes), c.Root, c.Size)
-	if err != nil {
-		f.Fatal(err)
-	}
-	byCid := map[string][]byte{}
-	for _, l := range leaves {
-		byCid[l.Cid.String()] = data[l.Offset : l.Offset+l.Size]
-	}
-
+	fc := newFuzzContent(f)
 	var current atomic.Pointer[originReply]
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reply := current.Load()
-		whole := data
-		if r.URL.Path == "/leaf" {
-			whole = byCid[leaves[2].Cid.String()]
-		}
-		honest := whole
-		if c, ok := strings.CutPrefix(r.URL.Path, "/ipfs/"); ok {
-			honest = byCid[c]
-		} else if a, b, ok := parseOneRange(r.Header.Get("Range")); ok && a <= b && a < int64(len(whole)) {
-			honest = whole[a:min(b+1, int64(len(whole)))]
-		}
-		if reply.hdrKey != "" {
-			w.Header().Set(reply.hdrKey, reply.hdrVal)
-		}
-		w.WriteHeader(reply.status)
-		w.Write(reply.body(honest, whole))
-	}))
-	defer origin.Close()
-
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(),
-		libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport))
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer h.Close()
-	fst, err := store.New(store.Config{InMemory: true, Quota: -1})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer fst.Close()
-	fe, err := fetch.New(fetch.Config{Host: h, Store: forgetfulStore{fst}, StallTimeout: 20 * time.Millisecond,
-		PeerTimeout: time.Millisecond, ProviderWait: time.Millisecond})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer fe.Close()
+	origin := fc.origin(&current)
+	f.Cleanup(origin.Close) // after the Fetcher's close (cleanups run last first)
+	fe := fuzzFetcher(f)
+	data, c, nodes, leaves, byCid := fc.data, fc.c, fc.nodes, fc.leaves, fc.byCid
 
 	f.Add(uint8(0), 206, uint8(0), "", uint8(5), 0, []byte{})                              // honest, Range
 	f.Add(uint8(1), 200, uint8(0), "", uint8(5), 0, []byte{})                              // honest gateway
@@ -172,6 +116,89 @@ func FuzzOriginResponse(f *testing.F) {
 		}
 		checkFetch(t, fe, tg, want)
 	})
+}
+
+// fuzzContent is FuzzOriginResponse's file: three leaves (2 MiB and 1000
+// bytes), imported, with its inner nodes, leaves and each leaf's bytes.
+type fuzzContent struct {
+	data   []byte
+	c      store.Content
+	nodes  []blocks.Block
+	leaves []store.Leaf
+	byCid  map[string][]byte
+}
+
+func newFuzzContent(f *testing.F) *fuzzContent {
+	f.Helper()
+	fc := &fuzzContent{data: testutil.Bytes(7, 2<<20+1000), byCid: map[string][]byte{}}
+	st, err := store.New(store.Config{InMemory: true, Quota: -1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	if fc.c, err = st.Import(ctx, bytes.NewReader(fc.data), store.ImportOptions{}); err != nil {
+		f.Fatal(err)
+	}
+	if fc.nodes, err = store.InnerNodes(ctx, st, fc.c.Root); err != nil {
+		f.Fatal(err)
+	}
+	if fc.leaves, err = store.Leaves(ctx, dagfile.NewNodes(fc.nodes), fc.c.Root, fc.c.Size); err != nil {
+		f.Fatal(err)
+	}
+	for _, l := range fc.leaves {
+		fc.byCid[l.Cid.String()] = fc.data[l.Offset : l.Offset+l.Size]
+	}
+	return fc
+}
+
+// origin serves the file at any path (its third leaf alone at /leaf) and
+// its blocks as a trustless gateway (/ipfs/<cid>), each answer made by the
+// reply current holds from the honest bytes.
+func (fc *fuzzContent) origin(current *atomic.Pointer[originReply]) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reply := current.Load()
+		whole := fc.data
+		if r.URL.Path == "/leaf" {
+			whole = fc.byCid[fc.leaves[2].Cid.String()]
+		}
+		honest := whole
+		if c, ok := strings.CutPrefix(r.URL.Path, "/ipfs/"); ok {
+			honest = fc.byCid[c]
+		} else if a, b, ok := parseOneRange(r.Header.Get("Range")); ok && a <= b && a < int64(len(whole)) {
+			honest = whole[a:min(b+1, int64(len(whole)))]
+		}
+		if reply.hdrKey != "" {
+			w.Header().Set(reply.hdrKey, reply.hdrVal)
+		}
+		w.WriteHeader(reply.status)
+		w.Write(reply.body(honest, whole))
+	}))
+}
+
+// fuzzFetcher is a Fetcher on a host of its own that knows no peer, with
+// short timeouts, over a store that forgets what it is given; closed when
+// the fuzz target ends.
+func fuzzFetcher(f *testing.F) *fetch.Fetcher {
+	f.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(),
+		libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { h.Close() })
+	fst, err := store.New(store.Config{InMemory: true, Quota: -1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { fst.Close() })
+	fe, err := fetch.New(fetch.Config{Host: h, Store: forgetfulStore{fst}, StallTimeout: 20 * time.Millisecond,
+		PeerTimeout: time.Millisecond, ProviderWait: time.Millisecond})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { fe.Close() })
+	return fe
 }
 
 // checkFetch fetches tg and fails unless it gives want exactly or an error.

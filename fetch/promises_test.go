@@ -288,6 +288,33 @@ func (r *recorder) reset(p peer.ID) (time.Time, bool) {
 	return at, ok
 }
 
+// recordedGuard returns a Fetcher on a host with no transport whose guard
+// passes what it lets through to a recorder instead of bitswap; both are
+// closed when t ends.
+func recordedGuard(t *testing.T) (*Fetcher, *recorder) {
+	t.Helper()
+	h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	st, err := store.New(store.Config{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f, err := New(Config{Host: h, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	rec := &recorder{haves: make(map[peer.ID]int), resets: make(map[peer.ID]time.Time)}
+	f.guard.mu.Lock()
+	f.guard.receivers = []bsnet.Receiver{rec}
+	f.guard.mu.Unlock()
+	return f, rec
+}
+
 // TestGuardLiarTiming runs the guard's timers in a synctest bubble, where
 // time is exact. A seed delivers a block in 50 ms; a liar answers a
 // want-have in 10 ms and says HAVE of six blocks the seed also has: bitswap
@@ -297,26 +324,8 @@ func (r *recorder) reset(p peer.ID) (time.Time, bool) {
 // first; the seed is not.
 func TestGuardLiarTiming(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.DisableRelay())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		st, err := store.New(store.Config{InMemory: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		f, err := New(Config{Host: h, Store: st})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
+		f, rec := recordedGuard(t)
 		g := f.guard
-		rec := &recorder{haves: make(map[peer.ID]int), resets: make(map[peer.ID]time.Time)}
-		g.mu.Lock()
-		g.receivers = []bsnet.Receiver{rec}
-		g.mu.Unlock()
 		rv := guardReceiver{g}
 		ctx := context.Background()
 		liar, seed := peer.ID("liar"), peer.ID("seed")

@@ -19,88 +19,98 @@ import (
 // with correct bytes. With both dead, a typed error, and the blocks fetched
 // so far kept.
 func TestDyingSources(t *testing.T) {
-	t.Run("origin dies", func(t *testing.T) {
-		a := makeAsset(t, 10, 6*MiB)
-		// A slow provider: the origin joins, then dies after two leaves.
-		// After its first block (its burst) the provider keeps the reader
-		// waiting a second a leaf, longer than the origin lets it wait
-		// before hedging one (hedgeLeaf: two PeerTimeouts, 200 ms here,
-		// while its pace is unknown); once the origin's rate is measured,
-		// the provider is slower than it and the origin hedges each leaf
-		// the reader waits on.
-		prov := newNode(t, fetch.Config{ServeBytesPerSecond: MiB})
-		prov.hold(t, a)
-		o := newOrigin(t, a.data)
-		o.dieAt.Store(2)
-		cl := newNode(t, fetch.Config{PeerTimeout: 100 * time.Millisecond, Providers: providers{a.t.Cid: {prov.info()}}})
-		tg := a.t
-		tg.URL = o.URL
-		r := cl.open(t, tg)
-		checkBytes(t, readAll(t, r), a.data)
-		st := r.Stats()
-		t.Logf("peer %d origin %d origin errors %d", st.PeerBytes, st.OriginBytes, st.OriginErrors)
-		if st.PeerBytes == 0 || st.OriginBytes == 0 || st.OriginErrors == 0 {
-			t.Errorf("Stats = %+v, want bytes from both and origin errors", st)
-		}
-	})
+	t.Run("origin dies", dyingOrigin)
+	t.Run("peer dies", dyingPeer)
+	t.Run("both die", dyingBoth)
+}
 
-	t.Run("peer dies", func(t *testing.T) {
-		a := makeAsset(t, 11, 8*MiB)
-		prov := newNode(t, fetch.Config{ServeBytesPerSecond: MiB})
-		prov.hold(t, a)
-		o := newOrigin(t, a.data)
-		cl := newNode(t, fetch.Config{PeerTimeout: time.Second, Providers: providers{a.t.Cid: {prov.info()}}})
-		tg := a.t
-		tg.URL = o.URL
-		r := cl.open(t, tg)
-		head := make([]byte, MiB)
-		if _, err := io.ReadFull(r, head); err != nil {
-			t.Fatalf("read first leaf: %v", err)
-		}
-		prov.f.Close()
-		prov.h.Close()
-		rest := readAll(t, r)
-		checkBytes(t, append(head, rest...), a.data)
-		st := r.Stats()
-		t.Logf("peer %d origin %d", st.PeerBytes, st.OriginBytes)
-		if st.PeerBytes < MiB || st.OriginBytes == 0 {
-			t.Errorf("Stats = %+v, want the first leaf from the peer and the rest from the origin", st)
-		}
-	})
+// dyingOrigin: the origin dies after two leaves while a slow peer holds
+// the rest: the fetch completes from both, counting the origin's errors.
+func dyingOrigin(t *testing.T) {
+	a := makeAsset(t, 10, 6*MiB)
+	// A slow provider: the origin joins, then dies after two leaves.
+	// After its first block (its burst) the provider keeps the reader
+	// waiting a second a leaf, longer than the origin lets it wait
+	// before hedging one (hedgeLeaf: two PeerTimeouts, 200 ms here,
+	// while its pace is unknown); once the origin's rate is measured,
+	// the provider is slower than it and the origin hedges each leaf
+	// the reader waits on.
+	prov := newNode(t, fetch.Config{ServeBytesPerSecond: MiB})
+	prov.hold(t, a)
+	o := newOrigin(t, a.data)
+	o.dieAt.Store(2)
+	cl := newNode(t, fetch.Config{PeerTimeout: 100 * time.Millisecond, Providers: providers{a.t.Cid: {prov.info()}}})
+	tg := a.t
+	tg.URL = o.URL
+	r := cl.open(t, tg)
+	checkBytes(t, readAll(t, r), a.data)
+	st := r.Stats()
+	t.Logf("peer %d origin %d origin errors %d", st.PeerBytes, st.OriginBytes, st.OriginErrors)
+	if st.PeerBytes == 0 || st.OriginBytes == 0 || st.OriginErrors == 0 {
+		t.Errorf("Stats = %+v, want bytes from both and origin errors", st)
+	}
+}
 
-	t.Run("both die", func(t *testing.T) {
-		a := makeAsset(t, 12, 5*MiB)
-		// The peer holds the first two leaves only and dies after the
-		// first is read: whatever the timing, the rest can come from
-		// nowhere.
-		prov := newNode(t, fetch.Config{})
-		prov.holdLeaves(t, a, 2)
-		o := newOrigin(t, a.data)
-		o.dieAt.Store(-1) // every request is cut
-		cl := newNode(t, fetch.Config{StallTimeout: 1500 * time.Millisecond,
-			Providers: providers{a.t.Cid: {prov.info()}}})
-		tg := a.t
-		tg.URL = o.URL
-		r := cl.open(t, tg)
-		head := make([]byte, MiB)
-		if _, err := io.ReadFull(r, head); err != nil {
-			t.Fatalf("read first leaf: %v", err)
-		}
-		prov.f.Close()
-		prov.h.Close()
-		_, err := io.ReadAll(r)
-		if !errors.Is(err, fetch.ErrUnavailable) {
-			t.Fatalf("Read after both died = %v, want ErrUnavailable", err)
-		}
-		leaves, lerr := store.Leaves(context.Background(), nodesGetter(a.t), a.t.Cid, a.t.Size)
-		if lerr != nil {
-			t.Fatal(lerr)
-		}
-		if has, _ := cl.st.Has(context.Background(), leaves[0].Cid); !has {
-			t.Errorf("first leaf not kept after the failure")
-		}
-		t.Logf("error: %v", err)
-	})
+// dyingPeer: the peer dies after the first leaf while the origin is up:
+// the rest comes from the origin.
+func dyingPeer(t *testing.T) {
+	a := makeAsset(t, 11, 8*MiB)
+	prov := newNode(t, fetch.Config{ServeBytesPerSecond: MiB})
+	prov.hold(t, a)
+	o := newOrigin(t, a.data)
+	cl := newNode(t, fetch.Config{PeerTimeout: time.Second, Providers: providers{a.t.Cid: {prov.info()}}})
+	tg := a.t
+	tg.URL = o.URL
+	r := cl.open(t, tg)
+	head := make([]byte, MiB)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatalf("read first leaf: %v", err)
+	}
+	prov.f.Close()
+	prov.h.Close()
+	rest := readAll(t, r)
+	checkBytes(t, append(head, rest...), a.data)
+	st := r.Stats()
+	t.Logf("peer %d origin %d", st.PeerBytes, st.OriginBytes)
+	if st.PeerBytes < MiB || st.OriginBytes == 0 {
+		t.Errorf("Stats = %+v, want the first leaf from the peer and the rest from the origin", st)
+	}
+}
+
+// dyingBoth: the peer dies with the origin dead: ErrUnavailable, and the
+// leaf fetched so far is kept.
+func dyingBoth(t *testing.T) {
+	a := makeAsset(t, 12, 5*MiB)
+	// The peer holds the first two leaves only and dies after the
+	// first is read: whatever the timing, the rest can come from
+	// nowhere.
+	prov := newNode(t, fetch.Config{})
+	prov.holdLeaves(t, a, 2)
+	o := newOrigin(t, a.data)
+	o.dieAt.Store(-1) // every request is cut
+	cl := newNode(t, fetch.Config{StallTimeout: 1500 * time.Millisecond,
+		Providers: providers{a.t.Cid: {prov.info()}}})
+	tg := a.t
+	tg.URL = o.URL
+	r := cl.open(t, tg)
+	head := make([]byte, MiB)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatalf("read first leaf: %v", err)
+	}
+	prov.f.Close()
+	prov.h.Close()
+	_, err := io.ReadAll(r)
+	if !errors.Is(err, fetch.ErrUnavailable) {
+		t.Fatalf("Read after both died = %v, want ErrUnavailable", err)
+	}
+	leaves, lerr := store.Leaves(context.Background(), nodesGetter(a.t), a.t.Cid, a.t.Size)
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	if has, _ := cl.st.Has(context.Background(), leaves[0].Cid); !has {
+		t.Errorf("first leaf not kept after the failure")
+	}
+	t.Logf("error: %v", err)
 }
 
 // TestStreaming: on a 100 MiB asset the first byte reaches the caller before
