@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"go.uber.org/goleak"
 	"sync/atomic"
@@ -40,19 +41,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	// Node 0's store turns slow on request: Close must wait for a loop
 	// that is inside it.
 	slow := &slowHoldings{Holdings: stores[0], entered: make(chan struct{})}
-	holdings := [2]Holdings{slow, stores[1]}
-	var as [2]*Announcer
-	for i, nd := range hosts {
-		a, err := New(Config{
-			Name: "leak", Host: nd.h, Holdings: holdings[i],
-			MDNS: Off, DHTMode: dht.ModeServer, SummaryInterval: 50 * time.Millisecond,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		as[i] = a
-		nd.a = a
-	}
+	as := startLeakAnnouncers(t, hosts, [2]Holdings{slow, stores[1]})
 	n.connect(hosts[0], hosts[1])
 	root := importSeed(t, &tnode{st: stores[0]}, 7, 5000)
 	awaitProvider(t, hosts[1], root, hosts[0].h.ID())
@@ -61,34 +50,12 @@ func TestCloseLeavesNothing(t *testing.T) {
 
 	slow.armed.Store(true)
 	<-slow.entered // a summary is reading the slow store
-	for _, a := range as {
-		if err := a.Close(); err != nil {
-			t.Fatalf("Close = %v", err)
-		}
-		if !slow.exited.Load() {
-			t.Fatal("Close returned while a loop was still inside Holdings.Roots")
-		}
-		if err := a.Close(); !errors.Is(err, ErrClosed) {
-			t.Fatalf("second Close = %v, want ErrClosed", err)
-		}
-		if err := a.Announce(context.Background(), root); !errors.Is(err, ErrClosed) {
-			t.Fatalf("Announce after Close = %v, want ErrClosed", err)
-		}
-	}
+	closeWaitsForLoops(t, as, slow, root)
 	for range lookup { // closed by Close
 	}
 	// 0. Close waited: right after it no goroutine runs code of this
-	// package (other than the test's own). A loop that has called its
-	// WaitGroup's Done may still be returning from its function when Close
-	// returns, so the check allows 100 ms for that, far below any loop's
-	// period.
-	ours := ourGoroutines()
-	for deadline := time.Now().Add(100 * time.Millisecond); len(ours) > 0 && time.Now().Before(deadline); ours = ourGoroutines() {
-		runtime.Gosched()
-	}
-	if len(ours) > 0 {
-		t.Fatalf("%d goroutines of package announce still running right after Close:\n%s", len(ours), strings.Join(ours, "\n\n"))
-	}
+	// package (other than the test's own).
+	checkNoneOfOursRunning(t)
 	// 1. With the hosts still up, nothing of ours is left. The PubSubs New
 	// created stop asynchronously (go-libp2p-pubsub cannot be waited for):
 	// goleak.Find retries for a while before failing. The host, not the
@@ -111,6 +78,63 @@ func TestCloseLeavesNothing(t *testing.T) {
 	}
 	if err := goleak.Find(before); err != nil {
 		t.Fatalf("after closing the hosts: %v", err)
+	}
+}
+
+// startLeakAnnouncers starts an Announcer on each of hosts, with the
+// matching holdings, creating its own PubSub and DHT (a DHT server), and
+// summarising every 50 ms.
+func startLeakAnnouncers(t *testing.T, hosts [2]*tnode, holdings [2]Holdings) [2]*Announcer {
+	t.Helper()
+	var as [2]*Announcer
+	for i, nd := range hosts {
+		a, err := New(Config{
+			Name: "leak", Host: nd.h, Holdings: holdings[i],
+			MDNS: Off, DHTMode: dht.ModeServer, SummaryInterval: 50 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		as[i] = a
+		nd.a = a
+	}
+	return as
+}
+
+// closeWaitsForLoops closes each of as while a loop is inside slow, and
+// checks that Close returned only after that loop left it, and that a
+// second Close and an Announce of root after it fail with ErrClosed.
+func closeWaitsForLoops(t *testing.T, as [2]*Announcer, slow *slowHoldings, root cid.Cid) {
+	t.Helper()
+	for _, a := range as {
+		if err := a.Close(); err != nil {
+			t.Fatalf("Close = %v", err)
+		}
+		if !slow.exited.Load() {
+			t.Fatal("Close returned while a loop was still inside Holdings.Roots")
+		}
+		if err := a.Close(); !errors.Is(err, ErrClosed) {
+			t.Fatalf("second Close = %v, want ErrClosed", err)
+		}
+		if err := a.Announce(context.Background(), root); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Announce after Close = %v, want ErrClosed", err)
+		}
+	}
+}
+
+// checkNoneOfOursRunning checks that no goroutine runs code of this
+// package (other than the test's own). A loop that has called its
+// WaitGroup's Done may still be returning from its function when Close
+// returns, so the check allows 100 ms for that, far below any loop's
+// period.
+func checkNoneOfOursRunning(t *testing.T) {
+	t.Helper()
+	ours := ourGoroutines()
+	for deadline := time.Now().Add(100 * time.Millisecond); len(ours) > 0 && time.Now().Before(deadline); ours = ourGoroutines() {
+		runtime.Gosched()
+	}
+	if len(ours) > 0 {
+		t.Fatalf("%d goroutines of package announce still running right after Close:\n%s", len(ours), strings.Join(ours, "\n\n"))
 	}
 }
 

@@ -602,14 +602,54 @@ func TestSeedServesPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	page := startSeedProgram(t, buildSeedProgram(t), s.URL()+"/manifest.json", dir)
+	d := newDriver(t)
+	ps := d.open("A", page+"?peer-timeout-ms=1000") // see testBrowserFromSeed
+	if !strings.Contains(ps.Seed, "/webtransport/") {
+		t.Fatalf("the page connected through %q; offered every transport, it should prefer WebTransport", ps.Seed)
+	}
+	var res fetchResult
+	d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, true), &res)
+	t.Logf("page fetch through %s: %+v", ps.Seed, res.Stats)
+	if res.Sha256 != sum(s.Site()[path]) || res.Stats.PeerBytes != size || res.Stats.OriginBytes != 0 {
+		t.Errorf("page: %d bytes from peers, %d from the origin; want all %d from the seed, verified", res.Stats.PeerBytes, res.Stats.OriginBytes, size)
+	}
+	if got := toPages(s); got != 0 {
+		t.Errorf("origin: served %d bytes to the page, want 0", got)
+	}
+	// The page shows what it fetched and from where.
+	checkPageShowsFetch(t, d, "A", path)
+	shot := os.Getenv("MESHCDN_PAGE_SCREENSHOT")
+	if shot == "" {
+		shot = filepath.Join(t.TempDir(), "page.png")
+	}
+	if _, err := d.call(map[string]any{"op": "screenshot", "page": "A", "path": shot}, 30*time.Second); err != nil {
+		t.Errorf("screenshot: %v", err)
+	}
+}
+
+// buildSeedProgram builds examples/seed into a temporary directory and
+// returns the binary's path.
+func buildSeedProgram(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "seed")
 	build := exec.Command("go", "build", "-o", bin, "./examples/seed")
 	build.Dir = ".."
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./examples/seed: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// startSeedProgram runs the seed program bin on loopback, following the
+// site at manifestURL and serving the page in dir, until the test ends
+// (it must then stop cleanly on SIGINT, within 20 s). It waits until the
+// seed has printed its page's URL and pinned the site, and returns that
+// URL.
+func startSeedProgram(t *testing.T, bin, manifestURL, dir string) string {
+	t.Helper()
 	seed := exec.Command(bin, "-name", meshName, "-dir", t.TempDir(),
-		"-manifest", s.URL()+"/manifest.json", "-loopback", "-browser", dir, "-browser-addr", "127.0.0.1:0")
+		"-manifest", manifestURL, "-loopback", "-browser", dir, "-browser-addr", "127.0.0.1:0")
 	seed.Stderr = os.Stderr
 	out, err := seed.StdoutPipe()
 	if err != nil {
@@ -650,21 +690,13 @@ func TestSeedServesPage(t *testing.T) {
 		for sc.Scan() {
 		}
 	}()
-	d := newDriver(t)
-	ps := d.open("A", page+"?peer-timeout-ms=1000") // see testBrowserFromSeed
-	if !strings.Contains(ps.Seed, "/webtransport/") {
-		t.Fatalf("the page connected through %q; offered every transport, it should prefer WebTransport", ps.Seed)
-	}
-	var res fetchResult
-	d.eval("A", fetchJS(`m.manifest.lookup('`+path+`')`, true), &res)
-	t.Logf("page fetch through %s: %+v", ps.Seed, res.Stats)
-	if res.Sha256 != sum(s.Site()[path]) || res.Stats.PeerBytes != size || res.Stats.OriginBytes != 0 {
-		t.Errorf("page: %d bytes from peers, %d from the origin; want all %d from the seed, verified", res.Stats.PeerBytes, res.Stats.OriginBytes, size)
-	}
-	if got := toPages(s); got != 0 {
-		t.Errorf("origin: served %d bytes to the page, want 0", got)
-	}
-	// The page shows what it fetched and from where.
+	return page
+}
+
+// checkPageShowsFetch checks that the page shows its one fetch, of path,
+// all from peers: 1.00 MiB from peers, 0 B from the origin, one row.
+func checkPageShowsFetch(t *testing.T, d *driver, page, path string) {
+	t.Helper()
 	var shown struct {
 		Peer, Origin, Offload string
 		Rows                  [][]string
@@ -672,7 +704,7 @@ func TestSeedServesPage(t *testing.T) {
 	// The page renders at most 4 times a second (src/ui.js coalesce):
 	// look again until it has, for up to 5 s.
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		d.eval("A", `const t = (id) => document.getElementById(id).textContent;
+		d.eval(page, `const t = (id) => document.getElementById(id).textContent;
 return { peer: t('peer'), origin: t('origin'), offload: t('offload'),
   rows: [...document.querySelectorAll('#rows tr')].map((tr) => [...tr.children].map((td) => td.textContent)) };`, &shown)
 		if len(shown.Rows) > 0 || time.Now().After(deadline) {
@@ -682,13 +714,6 @@ return { peer: t('peer'), origin: t('origin'), offload: t('offload'),
 	}
 	if shown.Peer != "1.00 MiB" || shown.Origin != "0 B" || shown.Offload != "100.0 %" || len(shown.Rows) != 1 || shown.Rows[0][0] != path || shown.Rows[0][2] != "peers" {
 		t.Errorf("the page shows peer %q, origin %q, offload %q, rows %q; want 1.00 MiB from peers, 0 B from the origin, one row for %s", shown.Peer, shown.Origin, shown.Offload, shown.Rows, path)
-	}
-	shot := os.Getenv("MESHCDN_PAGE_SCREENSHOT")
-	if shot == "" {
-		shot = filepath.Join(t.TempDir(), "page.png")
-	}
-	if _, err := d.call(map[string]any{"op": "screenshot", "page": "A", "path": shot}, 30*time.Second); err != nil {
-		t.Errorf("screenshot: %v", err)
 	}
 }
 

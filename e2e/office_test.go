@@ -348,43 +348,8 @@ func TestOfficePageFetchesFromApp(t *testing.T) {
 			res.Stats.PeerBytes, res.Stats.Peers, res.Stats.OriginBytes, size, app.ID())
 	}
 
-	// The page's side: one connection to the app, direct, to its LAN
-	// address over WebRTC-direct.
-	st := d.stats("A")
-	var toApp []string
-	for _, c := range st.Connections {
-		if c.Peer == app.ID().String() {
-			toApp = append(toApp, c.Addr)
-			if c.Limited || strings.Contains(c.Addr, "/p2p-circuit") || !strings.HasPrefix(c.Addr, "/ip4/"+officeApp+"/udp/"+webrtcPort(t, app)+"/webrtc-direct/") {
-				t.Errorf("page -> app connection %s (limited %v): want a direct WebRTC-direct one to %s", c.Addr, c.Limited, officeApp)
-			}
-		}
-	}
-	if len(toApp) == 0 {
-		t.Errorf("page: no connection to the app: %+v", st.Connections)
-	}
-	t.Logf("page -> app: %v; lan: %+v", toApp, d.lan("A"))
-	// One summary request per page load: the page's own at join, whose
-	// answer also gave lan.js the app's addresses (lan.js asked again, and
-	// every load sent two).
-	var asked int
-	d.eval("A", "return window.meshcdnStats().summary.asked", &asked)
-	if lan := d.lan("A"); asked+lan.Asked != 1 || lan.Answers != 1 {
-		t.Errorf("page: %d summary requests at join and %d from lan.js (%d answers used there), want 1 in all", asked, lan.Asked, lan.Answers)
-	}
-
-	// The app's side: every connection from the page comes from the
-	// page's LAN address to the WebRTC-direct listener, none relayed.
-	conns := app.Host().Network().ConnsToPeer(mustDecode(t, ps.PeerID))
-	if len(conns) == 0 {
-		t.Errorf("app: no connection from the page")
-	}
-	for _, c := range conns {
-		remote, local := c.RemoteMultiaddr().String(), c.LocalMultiaddr()
-		if !strings.HasPrefix(remote, "/ip4/"+officePage+"/udp/") || strings.Contains(remote, "/p2p-circuit") || port(local) != webrtcPort(t, app) {
-			t.Errorf("app <- page connection %s <- %s: want from %s on the WebRTC-direct listener", local, remote, officePage)
-		}
-	}
+	checkPageConnections(t, d, "A", app)
+	checkAppConnections(t, app, ps)
 	// Both sides' counters agree: what the app served is what the page
 	// counted from it. Bitswap counts a block as served once its message
 	// is written, a moment after the page may have it.
@@ -402,6 +367,51 @@ func TestOfficePageFetchesFromApp(t *testing.T) {
 	}
 	if got := toPages(s); got != 0 {
 		t.Errorf("origin: sent %d bytes to the page, want 0", got)
+	}
+}
+
+// checkPageConnections checks the page's side of
+// TestOfficePageFetchesFromApp: the page has one connection to the app,
+// direct, to its LAN address over WebRTC-direct, and sent one summary
+// request in all: its own at join, whose answer also gave lan.js the app's
+// addresses (lan.js asked again, and every load sent two).
+func checkPageConnections(t *testing.T, d *driver, page string, app *mesh.Node) {
+	t.Helper()
+	st := d.stats(page)
+	var toApp []string
+	for _, c := range st.Connections {
+		if c.Peer == app.ID().String() {
+			toApp = append(toApp, c.Addr)
+			if c.Limited || strings.Contains(c.Addr, "/p2p-circuit") || !strings.HasPrefix(c.Addr, "/ip4/"+officeApp+"/udp/"+webrtcPort(t, app)+"/webrtc-direct/") {
+				t.Errorf("page -> app connection %s (limited %v): want a direct WebRTC-direct one to %s", c.Addr, c.Limited, officeApp)
+			}
+		}
+	}
+	if len(toApp) == 0 {
+		t.Errorf("page: no connection to the app: %+v", st.Connections)
+	}
+	t.Logf("page -> app: %v; lan: %+v", toApp, d.lan(page))
+	var asked int
+	d.eval(page, "return window.meshcdnStats().summary.asked", &asked)
+	if lan := d.lan(page); asked+lan.Asked != 1 || lan.Answers != 1 {
+		t.Errorf("page: %d summary requests at join and %d from lan.js (%d answers used there), want 1 in all", asked, lan.Asked, lan.Answers)
+	}
+}
+
+// checkAppConnections checks the app's side of
+// TestOfficePageFetchesFromApp: every connection from the page (ps) comes
+// from the page's LAN address to the WebRTC-direct listener, none relayed.
+func checkAppConnections(t *testing.T, app *mesh.Node, ps pageStats) {
+	t.Helper()
+	conns := app.Host().Network().ConnsToPeer(mustDecode(t, ps.PeerID))
+	if len(conns) == 0 {
+		t.Errorf("app: no connection from the page")
+	}
+	for _, c := range conns {
+		remote, local := c.RemoteMultiaddr().String(), c.LocalMultiaddr()
+		if !strings.HasPrefix(remote, "/ip4/"+officePage+"/udp/") || strings.Contains(remote, "/p2p-circuit") || port(local) != webrtcPort(t, app) {
+			t.Errorf("app <- page connection %s <- %s: want from %s on the WebRTC-direct listener", local, remote, officePage)
+		}
 	}
 }
 

@@ -159,6 +159,49 @@ func TestFaultSeedDamage(t *testing.T) {
 	if err := seed.Pin(ctx, m); err != nil {
 		t.Fatal(err)
 	}
+	hit := damageRunningSeed(ctx, t, seed, s, m, dir, corrupt)
+
+	if err := seed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	flipInTables(t, dir)
+	before := s.Sent()
+	seed, err = mesh.New(ctx, damageSeedCfg(dir, s.URL(), nil))
+	if err != nil {
+		t.Fatalf("restart with damaged tables: %v", err)
+	}
+	checkDamagedStore(ctx, t, seed.Store(), s, m)
+	if err := seed.Pin(ctx, m); err != nil {
+		t.Fatalf("pin again after the damage: %v", err)
+	}
+	refetched := s.Sent() - before
+	t.Logf("restarted: health %+v; pinning again took %d bytes from the origin", seed.Store().Health(), refetched)
+	if refetched > int64(hit+2)<<20 {
+		t.Errorf("pinning again took %d bytes from the origin: more than the %d leaves lost", refetched, hit)
+	}
+	if h := seed.Store().Health(); h.MovedAside != "" || h.ReadOnly {
+		t.Errorf("store health after the repair = %+v", h)
+	}
+	checkSeedStore(t, seed.Store(), s, m, assetPaths(m))
+
+	app2 := newNode(t, mesh.Config{Name: "damage", Bootstrap: []string{seed.Addrs()[0].String()}})
+	for _, a := range m.Assets {
+		waitProvider(ctx, t, app2, a.Cid)
+	}
+	st2 := fetchEvery(ctx, t, app2, s, m)
+	if st2.OriginBytes != 0 || st2.BadBlocks != 0 || st2.PeerBytes != st2.Peers[seed.ID()] {
+		t.Errorf("a new app after the repair: %+v; want every byte from the seed", st2)
+	}
+}
+
+// damageRunningSeed runs TestFaultSeedDamage's rounds on the running seed
+// (dir its DataDir, corrupt counting its "corrupt block dropped" logs):
+// fresh apps fetch each asset of m before and after two of its leaves are
+// damaged in the value log, and it checks that the seed served no damaged
+// block, dropped some and served the apps. It returns how many leaves were
+// damaged.
+func damageRunningSeed(ctx context.Context, t *testing.T, seed *mesh.Node, s *meshtest.Origin, m *manifest.Manifest, dir string, corrupt *msgCounter) int {
+	t.Helper()
 	heap0 := liveHeapMiB()
 	hit := 0
 	var st fetch.Totals
@@ -187,10 +230,13 @@ func TestFaultSeedDamage(t *testing.T) {
 	if st.PeerBytes == 0 {
 		t.Errorf("the apps took nothing from the seed")
 	}
+	return hit
+}
 
-	if err := seed.Close(); err != nil {
-		t.Fatal(err)
-	}
+// flipInTables flips five bytes, spread evenly, in every table file (.sst)
+// of the stopped store at dir.
+func flipInTables(t *testing.T, dir string) {
+	t.Helper()
 	for _, sst := range findFiles(t, dir, ".sst") {
 		fi, err := os.Stat(sst)
 		if err != nil {
@@ -201,33 +247,6 @@ func TestFaultSeedDamage(t *testing.T) {
 			offs = append(offs, fi.Size()*(2*i+1)/10)
 		}
 		flipInPlace(t, sst, offs...)
-	}
-	before := s.Sent()
-	seed, err = mesh.New(ctx, damageSeedCfg(dir, s.URL(), nil))
-	if err != nil {
-		t.Fatalf("restart with damaged tables: %v", err)
-	}
-	checkDamagedStore(ctx, t, seed.Store(), s, m)
-	if err := seed.Pin(ctx, m); err != nil {
-		t.Fatalf("pin again after the damage: %v", err)
-	}
-	refetched := s.Sent() - before
-	t.Logf("restarted: health %+v; pinning again took %d bytes from the origin", seed.Store().Health(), refetched)
-	if refetched > int64(hit+2)<<20 {
-		t.Errorf("pinning again took %d bytes from the origin: more than the %d leaves lost", refetched, hit)
-	}
-	if h := seed.Store().Health(); h.MovedAside != "" || h.ReadOnly {
-		t.Errorf("store health after the repair = %+v", h)
-	}
-	checkSeedStore(t, seed.Store(), s, m, assetPaths(m))
-
-	app2 := newNode(t, mesh.Config{Name: "damage", Bootstrap: []string{seed.Addrs()[0].String()}})
-	for _, a := range m.Assets {
-		waitProvider(ctx, t, app2, a.Cid)
-	}
-	st2 := fetchEvery(ctx, t, app2, s, m)
-	if st2.OriginBytes != 0 || st2.BadBlocks != 0 || st2.PeerBytes != st2.Peers[seed.ID()] {
-		t.Errorf("a new app after the repair: %+v; want every byte from the seed", st2)
 	}
 }
 

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio/pbio"
 	mh "github.com/multiformats/go-multihash"
 
@@ -42,54 +44,15 @@ func TestFaultProviderFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Reset()
-	w := pbio.NewDelimitedWriter(s)
-	self := dhtpb.PeerInfosToPBPeers(h.Network(), []peer.AddrInfo{{ID: h.ID(), Addrs: h.Addrs()}})
-	key := func(i int) []byte {
-		m, _ := mh.Sum([]byte(fmt.Sprint("junk", i)), mh.SHA2_256, -1)
-		return m
-	}
-	const sent = 12_000
-	for i := range sent {
-		m := dhtpb.NewMessage(dhtpb.Message_ADD_PROVIDER, key(i), 0)
-		m.ProviderPeers = self
-		if err := w.WriteMsg(m); err != nil {
-			t.Fatalf("ADD_PROVIDER %d: %v", i, err)
-		}
-	}
+	sendProviderFlood(t, h, s, 12_000)
 	providers := func(k []byte) []peer.ID {
 		t.Helper()
-		q, err := h.NewStream(ctx, b.seed.ID(), proto)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer q.Reset()
-		if err := pbio.NewDelimitedWriter(q).WriteMsg(dhtpb.NewMessage(dhtpb.Message_GET_PROVIDERS, k, 0)); err != nil {
-			t.Fatal(err)
-		}
-		var resp dhtpb.Message
-		if err := pbio.NewDelimitedReader(q, network.MessageSizeMax).ReadMsg(&resp); err != nil {
-			t.Fatal(err)
-		}
-		var ps []peer.ID
-		for _, ai := range dhtpb.PBPeersToPeerInfos(resp.ProviderPeers) {
-			ps = append(ps, ai.ID)
-		}
-		return ps
+		return queryProviders(ctx, t, h, b.seed.ID(), proto, k)
 	}
-	// ADD_PROVIDER has no answer; the seed reads a stream's messages in
-	// order, so the answer to a GET_PROVIDERS sent after them says it has
-	// read them all.
-	if err := w.WriteMsg(dhtpb.NewMessage(dhtpb.Message_GET_PROVIDERS, key(0), 0)); err != nil {
-		t.Fatal(err)
-	}
-	var resp dhtpb.Message
-	if err := pbio.NewDelimitedReader(s, network.MessageSizeMax).ReadMsg(&resp); err != nil {
-		t.Fatalf("GET_PROVIDERS after the flood: %v", err)
-	}
-	if ps := providers(key(0)); len(ps) != 1 || ps[0] != h.ID() {
+	if ps := providers(floodKey(0)); len(ps) != 1 || ps[0] != h.ID() {
 		t.Errorf("providers of the first key = %v, want the attacker (under its cap)", ps)
 	}
-	if ps := providers(key(11_000)); len(ps) != 0 {
+	if ps := providers(floodKey(11_000)); len(ps) != 0 {
 		t.Errorf("providers of key 11,000 = %v, want none (past the attacker's cap of %d)", ps, announce.MaxProviderRecordsPerPeer)
 	}
 	a, _ := b.m.Lookup("a0.bin")
@@ -112,4 +75,59 @@ func TestFaultProviderFlood(t *testing.T) {
 	if heap1-heap0 > 64 {
 		t.Errorf("live heap grew by %.0f MiB, want at most 64", heap1-heap0)
 	}
+}
+
+// floodKey is the i-th junk key of TestFaultProviderFlood.
+func floodKey(i int) []byte {
+	m, _ := mh.Sum([]byte(fmt.Sprint("junk", i)), mh.SHA2_256, -1)
+	return m
+}
+
+// sendProviderFlood sends n ADD_PROVIDER records naming h, for floodKey(0)
+// to floodKey(n-1), on the DHT stream s, and returns once the seed has read
+// them all.
+func sendProviderFlood(t *testing.T, h host.Host, s network.Stream, n int) {
+	t.Helper()
+	w := pbio.NewDelimitedWriter(s)
+	self := dhtpb.PeerInfosToPBPeers(h.Network(), []peer.AddrInfo{{ID: h.ID(), Addrs: h.Addrs()}})
+	for i := range n {
+		m := dhtpb.NewMessage(dhtpb.Message_ADD_PROVIDER, floodKey(i), 0)
+		m.ProviderPeers = self
+		if err := w.WriteMsg(m); err != nil {
+			t.Fatalf("ADD_PROVIDER %d: %v", i, err)
+		}
+	}
+	// ADD_PROVIDER has no answer; the seed reads a stream's messages in
+	// order, so the answer to a GET_PROVIDERS sent after them says it has
+	// read them all.
+	if err := w.WriteMsg(dhtpb.NewMessage(dhtpb.Message_GET_PROVIDERS, floodKey(0), 0)); err != nil {
+		t.Fatal(err)
+	}
+	var resp dhtpb.Message
+	if err := pbio.NewDelimitedReader(s, network.MessageSizeMax).ReadMsg(&resp); err != nil {
+		t.Fatalf("GET_PROVIDERS after the flood: %v", err)
+	}
+}
+
+// queryProviders asks the peer p, on a new stream of h for proto (its DHT
+// protocol), for the providers of the key k.
+func queryProviders(ctx context.Context, t *testing.T, h host.Host, p peer.ID, proto protocol.ID, k []byte) []peer.ID {
+	t.Helper()
+	q, err := h.NewStream(ctx, p, proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Reset()
+	if err := pbio.NewDelimitedWriter(q).WriteMsg(dhtpb.NewMessage(dhtpb.Message_GET_PROVIDERS, k, 0)); err != nil {
+		t.Fatal(err)
+	}
+	var resp dhtpb.Message
+	if err := pbio.NewDelimitedReader(q, network.MessageSizeMax).ReadMsg(&resp); err != nil {
+		t.Fatal(err)
+	}
+	var ps []peer.ID
+	for _, ai := range dhtpb.PBPeersToPeerInfos(resp.ProviderPeers) {
+		ps = append(ps, ai.ID)
+	}
+	return ps
 }

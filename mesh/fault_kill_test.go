@@ -92,58 +92,13 @@ func subManifest(m *manifest.Manifest, prefix string) *manifest.Manifest {
 // every pin it acknowledged, whole, every block verifies, nothing was moved
 // aside or dropped, and pinning its site again costs the origin nothing.
 func TestFaultSeedKilled(t *testing.T) {
-	sizes := map[string]int64{}
-	for i := range 10 {
-		sizes[fmt.Sprintf("a/%d.bin", i)] = 2<<20 + int64(i)*1000
-	}
-	for i := range 20 {
-		sizes[fmt.Sprintf("b/%d.bin", i)] = 3<<20 + int64(i)
-	}
-	s := newSite(t, sizes)
+	s := newSite(t, killSiteSizes())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
 
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), killSeedDirEnv+"="+dir, killSeedOriginEnv+"="+s.URL())
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	var mu sync.Mutex
-	var pinnedB []string
-	ready := make(chan string, 1)
-	lines := make(chan struct{})
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			switch {
-			case len(f) == 2 && f[0] == "ready":
-				ready <- f[1]
-			case len(f) == 2 && f[0] == "pinned":
-				mu.Lock()
-				pinnedB = append(pinnedB, f[1])
-				mu.Unlock()
-			default:
-				t.Errorf("seed: %s", sc.Text())
-			}
-		}
-	}()
-	var addr string
-	select {
-	case addr = <-ready:
-	case <-ctx.Done():
-		t.Fatal("the seed never became ready")
-	}
-
-	app := newNode(t, mesh.Config{Name: "kill", Origin: s.URL(), Bootstrap: []string{addr}, PeerTimeout: 2 * time.Second})
+	ks := startKillSeed(ctx, t, dir, s.URL())
+	app := newNode(t, mesh.Config{Name: "kill", Origin: s.URL(), Bootstrap: []string{ks.addr}, PeerTimeout: 2 * time.Second})
 	if err := app.WaitPeers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -160,39 +115,11 @@ func TestFaultSeedKilled(t *testing.T) {
 	started := make(chan struct{}, len(a.Assets))
 	errs := make(chan error, len(a.Assets))
 	for _, as := range a.Assets {
-		go func() {
-			r, _, err := app.OpenAsset(ctx, m, as.Path)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer r.Close()
-			first := make([]byte, 64<<10)
-			n, err := io.ReadFull(r, first)
-			started <- struct{}{}
-			if err != nil {
-				errs <- fmt.Errorf("%s: first bytes: %w", as.Path, err)
-				return
-			}
-			rest, err := io.ReadAll(r)
-			if err != nil {
-				errs <- fmt.Errorf("%s: %w", as.Path, err)
-				return
-			}
-			if got := append(first[:n], rest...); !bytes.Equal(got, s.Site()[as.Path]) {
-				errs <- fmt.Errorf("%s: %d bytes read, WRONG BYTES", as.Path, len(got))
-				return
-			}
-			errs <- nil
-		}()
+		go func() { errs <- readAssetWhole(ctx, app, m, as.Path, s.Site()[as.Path], started) }()
 	}
 	<-started
 	peerBefore := app.Stats().Fetch.PeerBytes
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
-	<-lines
+	pinnedB := ks.kill(t)
 	for range a.Assets {
 		if err := <-errs; err != nil {
 			t.Error(err)
@@ -203,8 +130,118 @@ func TestFaultSeedKilled(t *testing.T) {
 	if st.OriginBytes == 0 {
 		t.Error("nothing came from the origin: the seed was not killed during the fetches")
 	}
+	checkKilledSeedRestart(ctx, t, dir, s, m, a, pinnedB)
+}
 
-	// Restart the seed on its directory.
+// killSiteSizes is the site of TestFaultSeedKilled: ten assets under a/
+// (fetched while the seed is killed) and twenty under b/ (pinned by the
+// seed while it is killed).
+func killSiteSizes() map[string]int64 {
+	sizes := map[string]int64{}
+	for i := range 10 {
+		sizes[fmt.Sprintf("a/%d.bin", i)] = 2<<20 + int64(i)*1000
+	}
+	for i := range 20 {
+		sizes[fmt.Sprintf("b/%d.bin", i)] = 3<<20 + int64(i)
+	}
+	return sizes
+}
+
+// killSeed is the seed of TestFaultSeedKilled, running in a child process.
+type killSeed struct {
+	cmd   *exec.Cmd
+	addr  string        // the seed's first address, as it printed it
+	lines chan struct{} // closed when the seed's output ends
+
+	mu      sync.Mutex
+	pinnedB []string // the b/ assets the seed said it pinned
+}
+
+// startKillSeed starts the test binary as a seed on dir (see killSeedChild)
+// and waits until it is ready; the seed is killed at the end of the test.
+func startKillSeed(ctx context.Context, t *testing.T, dir, origin string) *killSeed {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), killSeedDirEnv+"="+dir, killSeedOriginEnv+"="+origin)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	ks := &killSeed{cmd: cmd, lines: make(chan struct{})}
+	ready := make(chan string, 1)
+	go func() {
+		defer close(ks.lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			switch {
+			case len(f) == 2 && f[0] == "ready":
+				ready <- f[1]
+			case len(f) == 2 && f[0] == "pinned":
+				ks.mu.Lock()
+				ks.pinnedB = append(ks.pinnedB, f[1])
+				ks.mu.Unlock()
+			default:
+				t.Errorf("seed: %s", sc.Text())
+			}
+		}
+	}()
+	select {
+	case ks.addr = <-ready:
+	case <-ctx.Done():
+		t.Fatal("the seed never became ready")
+	}
+	return ks
+}
+
+// kill kills the seed with SIGKILL, waits for it and for the end of its
+// output, and returns the b/ assets it said it pinned.
+func (ks *killSeed) kill(t *testing.T) []string {
+	t.Helper()
+	if err := ks.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ks.cmd.Wait()
+	<-ks.lines
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return ks.pinnedB
+}
+
+// readAssetWhole reads path of m from app, signalling on started once the
+// first 64 KiB were read (or failed), and checks that it read want.
+func readAssetWhole(ctx context.Context, app *mesh.Node, m *manifest.Manifest, path string, want []byte, started chan<- struct{}) error {
+	r, _, err := app.OpenAsset(ctx, m, path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	first := make([]byte, 64<<10)
+	n, err := io.ReadFull(r, first)
+	started <- struct{}{}
+	if err != nil {
+		return fmt.Errorf("%s: first bytes: %w", path, err)
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if got := append(first[:n], rest...); !bytes.Equal(got, want) {
+		return fmt.Errorf("%s: %d bytes read, WRONG BYTES", path, len(got))
+	}
+	return nil
+}
+
+// checkKilledSeedRestart restarts the killed seed on dir and checks it:
+// its store is healthy, holds every pin it acknowledged (a and pinnedB),
+// whole, and pinning a again costs the origin nothing.
+func checkKilledSeedRestart(ctx context.Context, t *testing.T, dir string, s *meshtest.Origin, m, a *manifest.Manifest, pinnedB []string) {
+	t.Helper()
 	before := s.Sent()
 	seed, err := mesh.New(ctx, killSeedCfg(dir, s.URL()))
 	if err != nil {

@@ -87,22 +87,8 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 
 	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, DataDir: t.TempDir(), Origin: site.URL(), Quota: quota})
 	// The quota holds throughout: checked at every content event.
-	overQuota := make(chan store.Usage, 1)
-	evs := seed.Store().Subscribe(ctx)
-	var watch sync.WaitGroup
-	watch.Add(1)
-	go func() {
-		defer watch.Done()
-		for range evs {
-			if u := seed.Store().Usage(); u.Used > quota {
-				select {
-				case overQuota <- u:
-				default:
-				}
-			}
-		}
-	}()
-	defer func() { cancel(); watch.Wait() }()
+	overQuota, watchDone := watchQuota(ctx, seed, quota)
+	defer func() { cancel(); watchDone() }()
 
 	events := make(chan mesh.SiteEvent, 64)
 	// What the origin sent is counted from before each version is seen:
@@ -124,56 +110,11 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 		if up.Manifest != m || len(m.Assets) != len(files) {
 			t.Fatalf("version %d: updated to %p, pinned %p with %d assets", v, up.Manifest, m, len(m.Assets))
 		}
-		// The origin sent each changed file once, unchanged ones not at all.
 		after := counters(site)
-		sentBefore := before
+		checkOriginSentChanged(t, v, files, prev, before, after)
 		before = after
-		for p, data := range files {
-			sent := after[p] - sentBefore[p]
-			want := int64(len(data))
-			if bytes.Equal(prev[p], data) {
-				want = 0
-			}
-			if sent != want {
-				t.Errorf("version %d: the origin sent %d bytes of %s, want %d", v, sent, p, want)
-			}
-		}
-		// Exactly the current version is pinned.
-		want := map[string]bool{}
-		for _, a := range m.Assets {
-			want[a.Cid.String()] = true
-		}
-		for _, r := range seed.Store().Roots() {
-			if r.Pinned != want[r.Cid.String()] {
-				t.Errorf("version %d: root %s pinned=%v, want %v", v, r.Cid, r.Pinned, want[r.Cid.String()])
-			}
-			delete(want, r.Cid.String())
-		}
-		if len(want) != 0 {
-			t.Errorf("version %d: %d assets not held", v, len(want))
-		}
-		// The seed serves the whole version: an app with no origin gets
-		// every byte from it.
-		app := newNode(t, mesh.Config{Bootstrap: []string{seed.Addrs()[0].String()}})
-		if err := app.WaitPeers(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
-		for _, a := range m.Assets {
-			r, _, err := app.OpenAsset(ctx, m, a.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(r)
-			st := r.Stats()
-			r.Close()
-			if err != nil || !bytes.Equal(got, files[a.Path]) || st.PeerBytes != a.Size {
-				t.Fatalf("version %d: app read %s: %d bytes (%d from peers), %v; want %d from the seed", v, a.Path, len(got), st.PeerBytes, err, a.Size)
-			}
-		}
-		app.Close()
-		if got := counters(site); fmt.Sprint(got) != fmt.Sprint(after) {
-			t.Errorf("version %d: the origin sent %v during the app's fetch (before: %v)", v, got, after)
-		}
+		checkPinnedExactly(t, v, seed, m)
+		checkAppFetchesFromSeed(ctx, t, v, seed, site, m, files, after)
 		prev = files
 		if u := seed.Store().Usage(); u.Used > quota {
 			t.Errorf("version %d: store holds %d bytes, quota %d", v, u.Used, quota)
@@ -183,6 +124,91 @@ func TestSiteUpdatesUnderQuota(t *testing.T) {
 	case u := <-overQuota:
 		t.Errorf("the store held %+v, over its quota", u)
 	default:
+	}
+}
+
+// watchQuota checks n's store usage against quota at every content event
+// until ctx ends: overQuota receives a usage over it. done waits for the
+// watch to end once ctx is cancelled.
+func watchQuota(ctx context.Context, n *mesh.Node, quota int64) (overQuota <-chan store.Usage, done func()) {
+	over := make(chan store.Usage, 1)
+	evs := n.Store().Subscribe(ctx)
+	var watch sync.WaitGroup
+	watch.Add(1)
+	go func() {
+		defer watch.Done()
+		for range evs {
+			if u := n.Store().Usage(); u.Used > quota {
+				select {
+				case over <- u:
+				default:
+				}
+			}
+		}
+	}()
+	return over, watch.Wait
+}
+
+// checkOriginSentChanged checks that, for version v, the origin sent each
+// changed file once and unchanged ones (as in prev) not at all, from the
+// per-path counters before and after.
+func checkOriginSentChanged(t *testing.T, v int, files, prev map[string][]byte, before, after map[string]int64) {
+	t.Helper()
+	for p, data := range files {
+		sent := after[p] - before[p]
+		want := int64(len(data))
+		if bytes.Equal(prev[p], data) {
+			want = 0
+		}
+		if sent != want {
+			t.Errorf("version %d: the origin sent %d bytes of %s, want %d", v, sent, p, want)
+		}
+	}
+}
+
+// checkPinnedExactly checks that seed holds every asset of m and pins
+// exactly those.
+func checkPinnedExactly(t *testing.T, v int, seed *mesh.Node, m *manifest.Manifest) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, a := range m.Assets {
+		want[a.Cid.String()] = true
+	}
+	for _, r := range seed.Store().Roots() {
+		if r.Pinned != want[r.Cid.String()] {
+			t.Errorf("version %d: root %s pinned=%v, want %v", v, r.Cid, r.Pinned, want[r.Cid.String()])
+		}
+		delete(want, r.Cid.String())
+	}
+	if len(want) != 0 {
+		t.Errorf("version %d: %d assets not held", v, len(want))
+	}
+}
+
+// checkAppFetchesFromSeed checks that the seed serves the whole version m:
+// an app with no origin gets every byte of it from the seed, and site (whose
+// counters were after) sends nothing meanwhile.
+func checkAppFetchesFromSeed(ctx context.Context, t *testing.T, v int, seed *mesh.Node, site *meshtest.Origin, m *manifest.Manifest, files map[string][]byte, after map[string]int64) {
+	t.Helper()
+	app := newNode(t, mesh.Config{Bootstrap: []string{seed.Addrs()[0].String()}})
+	if err := app.WaitPeers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range m.Assets {
+		r, _, err := app.OpenAsset(ctx, m, a.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		st := r.Stats()
+		r.Close()
+		if err != nil || !bytes.Equal(got, files[a.Path]) || st.PeerBytes != a.Size {
+			t.Fatalf("version %d: app read %s: %d bytes (%d from peers), %v; want %d from the seed", v, a.Path, len(got), st.PeerBytes, err, a.Size)
+		}
+	}
+	app.Close()
+	if got := counters(site); fmt.Sprint(got) != fmt.Sprint(after) {
+		t.Errorf("version %d: the origin sent %v during the app's fetch (before: %v)", v, got, after)
 	}
 }
 

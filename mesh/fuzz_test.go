@@ -152,40 +152,51 @@ func FuzzGateway(f *testing.F) {
 			return
 		}
 
-		// The reference: ServeContent over the asset's true bytes.
-		ref := req.Clone(context.Background())
-		if countSpecs(rng) > mesh.DefaultGatewayMaxRanges {
-			ref.Header.Del("Range")
-		}
-		refRec := httptest.NewRecorder()
-		refRec.Header().Set("Etag", etag)
-		http.ServeContent(refRec, ref, "", time.Time{}, bytes.NewReader(data))
-		if rec.Code != refRec.Code {
-			t.Fatalf("%s %q Range %q = %d, ServeContent says %d", method, p, rng, rec.Code, refRec.Code)
-		}
-		if rec.Code != http.StatusOK && rec.Code != http.StatusPartialContent {
-			return
-		}
-		if got, want := rec.Header().Get("Content-Length"), refRec.Header().Get("Content-Length"); got != want {
-			t.Fatalf("%s %q Range %q: Content-Length %s, want %s", method, p, rng, got, want)
-		}
-		if head {
-			if rec.Body.Len() != 0 {
-				t.Fatalf("HEAD %q: %d bytes of body", p, rec.Body.Len())
-			}
-			return
-		}
-		gotParts, err1 := parts(rec)
-		wantParts, err2 := parts(refRec)
-		if err1 != nil || err2 != nil || len(gotParts) != len(wantParts) {
-			t.Fatalf("%s %q Range %q: %d parts (%v), want %d (%v)", method, p, rng, len(gotParts), err1, len(wantParts), err2)
-		}
-		for i := range gotParts {
-			if !bytes.Equal(gotParts[i], wantParts[i]) {
-				t.Fatalf("%s %q Range %q: part %d differs from the content's bytes", method, p, rng, i)
-			}
-		}
+		checkLikeServeContent(t, req, rec, data, etag)
 	})
+}
+
+// checkLikeServeContent checks the gateway's answer rec to req, for an
+// asset of the bytes data and the ETag etag, against the reference:
+// http.ServeContent over data (with a Range of more than
+// DefaultGatewayMaxRanges ranges ignored). Status, Content-Length and every
+// byte of every part must agree; a HEAD answer has no body.
+func checkLikeServeContent(t *testing.T, req *http.Request, rec *httptest.ResponseRecorder, data []byte, etag string) {
+	t.Helper()
+	method, p, rng, head := req.Method, req.URL.Path, req.Header.Get("Range"), req.Method == http.MethodHead
+	// The reference: ServeContent over the asset's true bytes.
+	ref := req.Clone(context.Background())
+	if countSpecs(rng) > mesh.DefaultGatewayMaxRanges {
+		ref.Header.Del("Range")
+	}
+	refRec := httptest.NewRecorder()
+	refRec.Header().Set("Etag", etag)
+	http.ServeContent(refRec, ref, "", time.Time{}, bytes.NewReader(data))
+	if rec.Code != refRec.Code {
+		t.Fatalf("%s %q Range %q = %d, ServeContent says %d", method, p, rng, rec.Code, refRec.Code)
+	}
+	if rec.Code != http.StatusOK && rec.Code != http.StatusPartialContent {
+		return
+	}
+	if got, want := rec.Header().Get("Content-Length"), refRec.Header().Get("Content-Length"); got != want {
+		t.Fatalf("%s %q Range %q: Content-Length %s, want %s", method, p, rng, got, want)
+	}
+	if head {
+		if rec.Body.Len() != 0 {
+			t.Fatalf("HEAD %q: %d bytes of body", p, rec.Body.Len())
+		}
+		return
+	}
+	gotParts, err1 := parts(rec)
+	wantParts, err2 := parts(refRec)
+	if err1 != nil || err2 != nil || len(gotParts) != len(wantParts) {
+		t.Fatalf("%s %q Range %q: %d parts (%v), want %d (%v)", method, p, rng, len(gotParts), err1, len(wantParts), err2)
+	}
+	for i := range gotParts {
+		if !bytes.Equal(gotParts[i], wantParts[i]) {
+			t.Fatalf("%s %q Range %q: part %d differs from the content's bytes", method, p, rng, i)
+		}
+	}
 }
 
 // countSpecs counts the comma-separated items of a Range header.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
 	"github.com/meshcdn/meshcdn/meshtest"
 )
@@ -37,75 +38,104 @@ func TestGateway(t *testing.T) {
 	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: m}))
 	defer gw.Close()
 	video, _ := m.Lookup("video/v.mp4")
-	etag := `"` + video.Cid.String() + `"`
+	b := &gatewayBed{ctx: ctx, s: s, n: n, m: m, gw: gw, video: video, etag: `"` + video.Cid.String() + `"`}
+	testGatewayServes(t, b)
+	testGatewayRefuses(t, b)
+}
 
-	do := func(method, path string, hdr map[string]string) (*http.Response, []byte) {
-		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, method, gw.URL+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for k, v := range hdr {
-			req.Header.Set(k, v)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, body
+// gatewayBed is what TestGateway's subtests share: a node's gateway over a
+// site, and the site's video.
+type gatewayBed struct {
+	ctx   context.Context
+	s     *meshtest.Origin
+	n     *mesh.Node
+	m     *manifest.Manifest
+	gw    *httptest.Server
+	video manifest.Asset
+	etag  string // the video's ETag
+}
+
+// do sends a method request for path, with the headers hdr, to the gateway
+// and reads the whole answer.
+func (b *gatewayBed) do(t *testing.T, method, path string, hdr map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(b.ctx, method, b.gw.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
 
+// testGatewayServes runs TestGateway's subtests of requests the gateway
+// answers with content: whole files, ranges, conditional and HEAD
+// requests, the index and paths by CID.
+func testGatewayServes(t *testing.T, b *gatewayBed) {
+	t.Helper()
+	s := b.s
 	t.Run("whole file by path", func(t *testing.T) {
-		resp, body := do("GET", "/video/v.mp4", nil)
+		resp, body := b.do(t, "GET", "/video/v.mp4", nil)
 		if resp.StatusCode != 200 || !bytes.Equal(body, s.Site()["video/v.mp4"]) {
 			t.Fatalf("GET = %d with %d bytes, want 200 with the file", resp.StatusCode, len(body))
 		}
-		if resp.Header.Get("Etag") != etag || resp.Header.Get("Content-Type") != video.Type {
-			t.Errorf("headers: ETag %q type %q, want %q %q", resp.Header.Get("Etag"), resp.Header.Get("Content-Type"), etag, video.Type)
+		if resp.Header.Get("Etag") != b.etag || resp.Header.Get("Content-Type") != b.video.Type {
+			t.Errorf("headers: ETag %q type %q, want %q %q", resp.Header.Get("Etag"), resp.Header.Get("Content-Type"), b.etag, b.video.Type)
 		}
 	})
 	t.Run("range across a leaf boundary", func(t *testing.T) {
-		resp, body := do("GET", "/video/v.mp4", map[string]string{"Range": "bytes=1048000-1049999"})
+		resp, body := b.do(t, "GET", "/video/v.mp4", map[string]string{"Range": "bytes=1048000-1049999"})
 		want := s.Site()["video/v.mp4"][1048000:1050000]
 		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, want) {
 			t.Fatalf("Range GET = %d with %d bytes, want 206 with 2000", resp.StatusCode, len(body))
 		}
 	})
 	t.Run("suffix range", func(t *testing.T) {
-		resp, body := do("GET", "/video/v.mp4", map[string]string{"Range": "bytes=-11"})
+		resp, body := b.do(t, "GET", "/video/v.mp4", map[string]string{"Range": "bytes=-11"})
 		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, s.Site()["video/v.mp4"][3<<20:]) {
 			t.Fatalf("suffix Range = %d %d bytes", resp.StatusCode, len(body))
 		}
 	})
 	t.Run("if-none-match", func(t *testing.T) {
-		resp, body := do("GET", "/video/v.mp4", map[string]string{"If-None-Match": etag})
+		resp, body := b.do(t, "GET", "/video/v.mp4", map[string]string{"If-None-Match": b.etag})
 		if resp.StatusCode != http.StatusNotModified || len(body) != 0 {
 			t.Fatalf("If-None-Match = %d with %d bytes, want 304", resp.StatusCode, len(body))
 		}
 	})
 	t.Run("head", func(t *testing.T) {
-		resp, body := do("HEAD", "/css/site.css", nil)
+		resp, body := b.do(t, "HEAD", "/css/site.css", nil)
 		if resp.StatusCode != 200 || len(body) != 0 || resp.ContentLength != 800 {
 			t.Fatalf("HEAD = %d, %d bytes, length %d", resp.StatusCode, len(body), resp.ContentLength)
 		}
 	})
 	t.Run("index", func(t *testing.T) {
-		resp, body := do("GET", "/", nil)
+		resp, body := b.do(t, "GET", "/", nil)
 		if resp.StatusCode != 200 || !bytes.Equal(body, s.Site()["index.html"]) {
 			t.Fatalf("GET / = %d", resp.StatusCode)
 		}
 	})
 	t.Run("by cid", func(t *testing.T) {
-		resp, body := do("GET", "/ipfs/"+video.Cid.String(), map[string]string{"Range": "bytes=5-9"})
+		resp, body := b.do(t, "GET", "/ipfs/"+b.video.Cid.String(), map[string]string{"Range": "bytes=5-9"})
 		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, s.Site()["video/v.mp4"][5:10]) {
 			t.Fatalf("GET /ipfs/CID = %d %q", resp.StatusCode, body)
 		}
 	})
+}
+
+// testGatewayRefuses runs TestGateway's subtests of requests the gateway
+// refuses: bad paths, other methods and remote clients.
+func testGatewayRefuses(t *testing.T, b *gatewayBed) {
+	t.Helper()
 	for _, tc := range []struct {
 		path string
 		want int
@@ -118,14 +148,14 @@ func TestGateway(t *testing.T) {
 		{"/a//b", 400},
 	} {
 		t.Run("bad "+tc.path, func(t *testing.T) {
-			resp, _ := do("GET", tc.path, nil)
+			resp, _ := b.do(t, "GET", tc.path, nil)
 			if resp.StatusCode != tc.want {
 				t.Errorf("GET %s = %d, want %d", tc.path, resp.StatusCode, tc.want)
 			}
 		})
 	}
 	t.Run("method", func(t *testing.T) {
-		resp, _ := do("POST", "/index.html", nil)
+		resp, _ := b.do(t, "POST", "/index.html", nil)
 		if resp.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("POST = %d, want 405", resp.StatusCode)
 		}
@@ -135,12 +165,12 @@ func TestGateway(t *testing.T) {
 		req.RemoteAddr = "192.0.2.7:5555" // never dialled: the handler only reads it
 		req.Host = "192.0.2.1:8080"       // the gateway's own LAN address
 		rec := httptest.NewRecorder()
-		n.Gateway(mesh.GatewayConfig{Manifest: m}).ServeHTTP(rec, req)
+		b.n.Gateway(mesh.GatewayConfig{Manifest: b.m}).ServeHTTP(rec, req)
 		if rec.Code != http.StatusForbidden {
 			t.Errorf("non-loopback client = %d, want 403", rec.Code)
 		}
 		rec = httptest.NewRecorder()
-		n.Gateway(mesh.GatewayConfig{Manifest: m, AllowRemote: true}).ServeHTTP(rec, req)
+		b.n.Gateway(mesh.GatewayConfig{Manifest: b.m, AllowRemote: true}).ServeHTTP(rec, req)
 		if rec.Code != http.StatusOK {
 			t.Errorf("non-loopback client with AllowRemote = %d, want 200", rec.Code)
 		}

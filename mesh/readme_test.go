@@ -115,20 +115,7 @@ func TestREADMESnippetThroughUpdateAndSeedRestart(t *testing.T) {
 	// Version two: the seed pins it from the origin, then the app serves it.
 	v2 := meshtest.Site{"index.html": []byte("<h1>two"), "app.js": v1["app.js"], "new.js": testutil.Bytes(4, 50<<10),
 		"video.mp4": v1["video.mp4"]}
-	origin.SetFault(nil)
-	deploySite(t, origin, v2)
-	f.Check()
-	waitEvent(ctx, t, events, mesh.SitePinned)
-	origin.SetFault(failAssets)
-	for _, p := range []string{"index.html", "new.js"} {
-		waitFor(ctx, t, "the app to serve version two's "+p, func() bool {
-			code, body := httpGet(t, gw+p)
-			return code == http.StatusOK && bytes.Equal(body, v2[p])
-		})
-	}
-	if code, _ := httpGet(t, gw+"old.css"); code != http.StatusNotFound {
-		t.Errorf("GET old.css after it left the site = %d, want 404", code)
-	}
+	deployPinnedThenServed(ctx, t, origin, f, events, gw, v2)
 
 	// The seed restarts on the same address; within 10 s the app is
 	// connected again and gets video.mp4, which only the seed holds.
@@ -150,16 +137,47 @@ func TestREADMESnippetThroughUpdateAndSeedRestart(t *testing.T) {
 	defer f.Close()
 	// Still within the 10 s, the app serves video.mp4, which it never
 	// fetched and the origin refuses: from the seed.
+	checkVideoFromRestartedSeed(within, t, origin, gw, v2["video.mp4"])
+}
+
+// deployPinnedThenServed deploys v2 on origin (its asset requests let
+// through meanwhile), waits until the seed following it with f has pinned
+// it (events being f's), and then, the origin failing asset requests
+// again, until the app at gw serves version two's changed and added files
+// (index.html, new.js); old.css, which left the site, must then be 404.
+func deployPinnedThenServed(ctx context.Context, t *testing.T, origin *meshtest.Origin, f *mesh.Follower, events <-chan mesh.SiteEvent, gw string, v2 meshtest.Site) {
+	t.Helper()
+	origin.SetFault(nil)
+	deploySite(t, origin, v2)
+	f.Check()
+	waitEvent(ctx, t, events, mesh.SitePinned)
+	origin.SetFault(failAssets)
+	for _, p := range []string{"index.html", "new.js"} {
+		waitFor(ctx, t, "the app to serve version two's "+p, func() bool {
+			code, body := httpGet(t, gw+p)
+			return code == http.StatusOK && bytes.Equal(body, v2[p])
+		})
+	}
+	if code, _ := httpGet(t, gw+"old.css"); code != http.StatusNotFound {
+		t.Errorf("GET old.css after it left the site = %d, want 404", code)
+	}
+}
+
+// checkVideoFromRestartedSeed waits, within ctx, until the app at gw serves
+// video.mp4 (which it never fetched and the origin refuses), checks that it
+// is video, and that the origin sent it only once (to the seed).
+func checkVideoFromRestartedSeed(ctx context.Context, t *testing.T, origin *meshtest.Origin, gw string, video []byte) {
+	t.Helper()
 	var body []byte
-	waitFor(within, t, "the app to serve video.mp4 from the restarted seed", func() bool {
+	waitFor(ctx, t, "the app to serve video.mp4 from the restarted seed", func() bool {
 		var code int
 		code, body = httpGet(t, gw+"video.mp4")
 		return code == http.StatusOK
 	})
-	if !bytes.Equal(body, v2["video.mp4"]) {
-		t.Fatalf("GET video.mp4 after the seed's restart = %d bytes that differ from its %d", len(body), len(v2["video.mp4"]))
+	if !bytes.Equal(body, video) {
+		t.Fatalf("GET video.mp4 after the seed's restart = %d bytes that differ from its %d", len(body), len(video))
 	}
-	if st := origin.Stats(); st.Paths["video.mp4"].Sent != int64(len(v1["video.mp4"])) {
+	if st := origin.Stats(); st.Paths["video.mp4"].Sent != int64(len(video)) {
 		t.Errorf("the origin sent %d bytes of video.mp4, want one copy (the seed's)", st.Paths["video.mp4"].Sent)
 	}
 }

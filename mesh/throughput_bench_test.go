@@ -58,36 +58,14 @@ func BenchmarkNodeThroughput(b *testing.B) {
 	m := org.Manifest()
 	a, _ := m.Lookup(path)
 	ctx := context.Background()
-	newSeed := func(capped bool) *mesh.Node {
-		cfg := mesh.Config{Role: mesh.RoleSeed, Origin: org.URL(), DisableDHT: false,
-			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}}
-		if lv := os.Getenv("MESHCDN_BENCH_LOG"); lv != "" { // the seeds' log, at this level
-			var l slog.Level
-			if err := l.UnmarshalText([]byte(lv)); err != nil {
-				b.Fatal(err)
-			}
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-		}
-		if !capped {
-			cfg.ServeBytesPerSecond, cfg.ServeConcurrency = -1, -1
-		}
-		s := meshtest.NewNode(b, cfg)
-		if err := s.Pin(ctx, m); err != nil {
-			b.Fatal(err)
-		}
-		return s
-	}
-	seed, capped := newSeed(false), newSeed(true)
+	seed, capped := newBenchSeed(ctx, b, org, m, false), newBenchSeed(ctx, b, org, m, true)
 	seedNoDHT := meshtest.NewNode(b, mesh.Config{Role: mesh.RoleSeed, Origin: org.URL(), DisableDHT: true,
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, ServeBytesPerSecond: -1, ServeConcurrency: -1})
 	if err := seedNoDHT.Pin(ctx, m); err != nil {
 		b.Fatal(err)
 	}
 
-	variants := []struct {
-		name string
-		run  func() (wall, cpu time.Duration)
-	}{
+	variants := []benchVariant{
 		{"http", func() (time.Duration, time.Duration) { return timeHTTP(b, org.URL()+"/"+path, size) }},
 		{"app", func() (time.Duration, time.Duration) { return timeNode(b, m, path, seed, mesh.Config{}, "/tcp/") }},
 		{"app-quic", func() (time.Duration, time.Duration) {
@@ -115,6 +93,46 @@ func BenchmarkNodeThroughput(b *testing.B) {
 			}
 		}
 	}
+	reportThroughput(b, variants, walls, cpus, org.Site()[path], size)
+}
+
+// benchVariant is one way of fetching of BenchmarkNodeThroughput: run
+// fetches the asset once and returns the wall and CPU time it took.
+type benchVariant struct {
+	name string
+	run  func() (wall, cpu time.Duration)
+}
+
+// newBenchSeed starts a seed of BenchmarkNodeThroughput on org (its log on
+// stderr at MESHCDN_BENCH_LOG's level, if set), uncapped unless capped,
+// and pins m on it.
+func newBenchSeed(ctx context.Context, b *testing.B, org *meshtest.Origin, m *manifest.Manifest, capped bool) *mesh.Node {
+	b.Helper()
+	cfg := mesh.Config{Role: mesh.RoleSeed, Origin: org.URL(), DisableDHT: false,
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}}
+	if lv := os.Getenv("MESHCDN_BENCH_LOG"); lv != "" { // the seeds' log, at this level
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(lv)); err != nil {
+			b.Fatal(err)
+		}
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	}
+	if !capped {
+		cfg.ServeBytesPerSecond, cfg.ServeConcurrency = -1, -1
+	}
+	s := meshtest.NewNode(b, cfg)
+	if err := s.Pin(ctx, m); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// reportThroughput logs and reports, for each variant that ran, its median
+// MiB/s over the wall times walls and the CPU times cpus of fetching data
+// (size bytes), beside http.Get's and the ceiling's (see
+// BenchmarkNodeThroughput).
+func reportThroughput(b *testing.B, variants []benchVariant, walls, cpus map[string][]time.Duration, data []byte, size int64) {
+	b.Helper()
 	gib := float64(size) / (1 << 30)
 	mibps := func(ds []time.Duration) float64 { return gib * 1024 / meshtest.Percentile(ds, 0.5).Seconds() }
 	cpuPerGiB := func(ds []time.Duration) float64 { return meshtest.Percentile(ds, 0.5).Seconds() / gib }
@@ -122,7 +140,7 @@ func BenchmarkNodeThroughput(b *testing.B) {
 	// compute it: NumCPU over the CPU per GiB a verified, encrypted fetch
 	// cannot avoid. It assumes the process gets every core; "cores" shows
 	// how many each way of fetching actually used (CPU over wall time).
-	sha, gcm := meshtest.CeilingCPU(org.Site()[path])
+	sha, gcm := meshtest.CeilingCPU(data)
 	floor := sha + gcm + cpuPerGiB(cpus["http"])
 	ceiling := float64(runtime.NumCPU()) / floor * 1024
 	httpRate := mibps(walls["http"])

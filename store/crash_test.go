@@ -48,6 +48,41 @@ func TestCrashMidImport(t *testing.T) {
 		t.Skip("spawns a child process")
 	}
 	dir := t.TempDir()
+	finished := crashDuringImports(t, dir)
+
+	ctx := context.Background()
+	s := newBadger(t, dir, 24*mib)
+	u := s.Usage()
+	checkUsageMatchesBlocks(ctx, t, s, u)
+	// Every pinned import that returned is still whole and pinned.
+	pinned := map[string]bool{}
+	for _, r := range s.Roots() {
+		if r.Pinned {
+			pinned[r.Cid.KeyString()] = true
+		}
+		if err := s.AddRoot(ctx, r.Cid, false); err != nil {
+			t.Errorf("held root %s is not whole: %v", r.Cid, err)
+		}
+	}
+	for _, d := range finished {
+		if d.pinned && !pinned[d.root.KeyString()] {
+			t.Errorf("pinned %s lost in the crash", d.root)
+		}
+	}
+	t.Logf("killed after %d imports; reopened with %d roots, %d blocks, %d bytes", len(finished), u.Roots, u.Blocks, u.Used)
+}
+
+// crashImport is an import the crash child reported finished.
+type crashImport struct {
+	root   cid.Cid
+	pinned bool
+}
+
+// crashDuringImports runs this test binary as the crash child importing
+// into dir, kills it with SIGKILL once it has reported 40 finished imports
+// (past the quota, so evictions happen too), and returns those.
+func crashDuringImports(t *testing.T, dir string) []crashImport {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
 	out, err := cmd.StdoutPipe()
@@ -58,11 +93,7 @@ func TestCrashMidImport(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	type done struct {
-		root   cid.Cid
-		pinned bool
-	}
-	var finished []done
+	var finished []crashImport
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -73,7 +104,7 @@ func TestCrashMidImport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		finished = append(finished, done{c, f[3] == "true"})
+		finished = append(finished, crashImport{c, f[3] == "true"})
 		if len(finished) == 40 { // past the quota, so evictions happen too
 			break
 		}
@@ -85,10 +116,14 @@ func TestCrashMidImport(t *testing.T) {
 	if len(finished) < 40 {
 		t.Fatalf("child finished only %d imports", len(finished))
 	}
+	return finished
+}
 
-	ctx := context.Background()
-	s := newBadger(t, dir, 24*mib)
-	u := s.Usage()
+// checkUsageMatchesBlocks checks that every block in s verifies, that u
+// (s's usage on reopening) counts exactly the blocks present, and that it
+// is within the quota.
+func checkUsageMatchesBlocks(ctx context.Context, t *testing.T, s *store.Store, u store.Usage) {
+	t.Helper()
 	keys, err := s.AllKeysChan(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -109,22 +144,6 @@ func TestCrashMidImport(t *testing.T) {
 	if u.Used > 24*mib {
 		t.Errorf("usage %d over the quota", u.Used)
 	}
-	// Every pinned import that returned is still whole and pinned.
-	pinned := map[string]bool{}
-	for _, r := range s.Roots() {
-		if r.Pinned {
-			pinned[r.Cid.KeyString()] = true
-		}
-		if err := s.AddRoot(ctx, r.Cid, false); err != nil {
-			t.Errorf("held root %s is not whole: %v", r.Cid, err)
-		}
-	}
-	for _, d := range finished {
-		if d.pinned && !pinned[d.root.KeyString()] {
-			t.Errorf("pinned %s lost in the crash", d.root)
-		}
-	}
-	t.Logf("killed after %d imports; reopened with %d roots, %d blocks, %d bytes", len(finished), u.Roots, u.Blocks, u.Used)
 }
 
 // TestCrashThenOpenReadOnly: after a SIGKILL, badger's memtable logs are

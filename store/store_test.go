@@ -203,58 +203,16 @@ func TestQuotaConcurrentImports(t *testing.T) {
 	events := s.Subscribe(ctx)
 
 	// A watcher samples the store's own accounting the whole time.
-	var samples, over atomic.Int64
-	done := make(chan struct{})
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		for {
-			u := s.Usage()
-			samples.Add(1)
-			if u.Used > u.Quota {
-				over.Add(1)
-			}
-			select {
-			case <-done:
-				return
-			default:
-			}
-		}
-	}()
-
-	type imported struct {
-		root   cid.Cid
-		seed   uint64
-		pinned bool
+	stopWatch := sampleUsage(s)
+	results := importConcurrently(ctx, t, s, workers, each, size)
+	samples, over := stopWatch()
+	if over > 0 {
+		t.Errorf("watcher saw usage over the quota in %d of %d samples", over, samples)
 	}
-	results := make([][]imported, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				seed := uint64(w*100 + i)
-				pin := w == 0 && i < 2 // some pinned content among the churn
-				c, err := s.Import(ctx, testutil.Reader(seed, size), store.ImportOptions{Pin: pin})
-				if err != nil {
-					t.Errorf("worker %d: Import = %v", w, err)
-					return
-				}
-				results[w] = append(results[w], imported{c.Root, seed, pin})
-			}
-		}()
+	if samples < 100 {
+		t.Errorf("watcher took only %d samples", samples)
 	}
-	wg.Wait()
-	close(done)
-	<-watched
-	if over.Load() > 0 {
-		t.Errorf("watcher saw usage over the quota in %d of %d samples", over.Load(), samples.Load())
-	}
-	if samples.Load() < 100 {
-		t.Errorf("watcher took only %d samples", samples.Load())
-	}
-	t.Logf("watcher samples: %d; peak bytes present %d of quota %d", samples.Load(), ds.peak, quota)
+	t.Logf("watcher samples: %d; peak bytes present %d of quota %d", samples, ds.peak, quota)
 
 	// Pinned content is all there and reads back right.
 	for _, r := range results[0] {
@@ -272,7 +230,82 @@ func TestQuotaConcurrentImports(t *testing.T) {
 	// Nothing was read, so eviction order must be commit order: each
 	// evicted root is the oldest unpinned root still held at that moment.
 	cancel()
-	var added, evicted []cid.Cid
+	evicted := checkEvictionOrder(t, events)
+	u := s.Usage()
+	if u.Used > quota || u.Roots != workers*each-len(evicted) {
+		t.Errorf("Usage = %+v with %d evicted of %d", u, len(evicted), workers*each)
+	}
+}
+
+// sampleUsage samples s.Usage() in a loop until the returned stop is
+// called; stop returns how many samples were taken and how many of them
+// were over the quota.
+func sampleUsage(s *store.Store) (stop func() (samples, over int64)) {
+	var nSamples, nOver atomic.Int64
+	done := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			u := s.Usage()
+			nSamples.Add(1)
+			if u.Used > u.Quota {
+				nOver.Add(1)
+			}
+			select {
+			case <-done:
+				return
+			default:
+			}
+		}
+	}()
+	return func() (int64, int64) {
+		close(done)
+		<-watched
+		return nSamples.Load(), nOver.Load()
+	}
+}
+
+// quotaImport is one import of TestQuotaConcurrentImports.
+type quotaImport struct {
+	root   cid.Cid
+	seed   uint64
+	pinned bool
+}
+
+// importConcurrently has workers goroutines each import each files of size
+// bytes into s (worker 0 pins its first two), and returns every worker's
+// imports in order.
+func importConcurrently(ctx context.Context, t *testing.T, s *store.Store, workers, each int, size int64) [][]quotaImport {
+	t.Helper()
+	results := make([][]quotaImport, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				seed := uint64(w*100 + i)
+				pin := w == 0 && i < 2 // some pinned content among the churn
+				c, err := s.Import(ctx, testutil.Reader(seed, size), store.ImportOptions{Pin: pin})
+				if err != nil {
+					t.Errorf("worker %d: Import = %v", w, err)
+					return
+				}
+				results[w] = append(results[w], quotaImport{c.Root, seed, pin})
+			}
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+// checkEvictionOrder reads events (whose subscription was cancelled) to
+// their end and checks that something was evicted and that each evicted
+// root was the least recently added unpinned one; it returns the evicted.
+func checkEvictionOrder(t *testing.T, events <-chan store.Event) (evicted []cid.Cid) {
+	t.Helper()
+	var added []cid.Cid
 	for ev := range events {
 		if ev.Missed != 0 {
 			t.Fatalf("lost %d events", ev.Missed)
@@ -294,10 +327,7 @@ func TestQuotaConcurrentImports(t *testing.T) {
 			t.Fatalf("eviction %d was %s, want the least recently used %s", i, c, added[i])
 		}
 	}
-	u := s.Usage()
-	if u.Used > quota || u.Roots != workers*each-len(evicted) {
-		t.Errorf("Usage = %+v with %d evicted of %d", u, len(evicted), workers*each)
-	}
+	return evicted
 }
 
 func TestEvictsLeastRecentlyUsed(t *testing.T) {
@@ -513,6 +543,35 @@ func checkLost(t *testing.T, s *store.Store, root cid.Cid, data []byte, lost ...
 	if s.Holds(root) {
 		t.Errorf("Holds(%s) with %d blocks lost = true", root, len(lost))
 	}
+	want := checkMissing(t, s, root, lost)
+	leaves, err := store.Leaves(ctx, s, root, int64(len(data)))
+	if err != nil && len(lost) == 0 {
+		t.Fatalf("Leaves = %v", err)
+	}
+	var held int64
+	for _, l := range leaves {
+		b, err := s.Get(ctx, l.Cid)
+		if want[l.Cid.KeyString()] {
+			if !ipld.IsNotFound(err) {
+				t.Errorf("Get(lost %s) = %v, want not found", l.Cid, err)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(b.RawData(), data[l.Offset:l.Offset+l.Size]) {
+			t.Fatalf("Get(good leaf %s) = %v, or wrong bytes", l.Cid, err)
+		}
+		held += l.Size
+	}
+	if u := s.Usage(); u.Used < held || u.Pinned > u.Used || u.Used > u.Quota {
+		t.Errorf("Usage = %+v, want at least the %d good leaf bytes used, and within the quota", u, held)
+	}
+	checkRepairLost(t, s, root, data, lost)
+}
+
+// checkMissing checks that s lists root as incomplete, still pinned, with
+// exactly the blocks lost missing; it returns lost as a set of key strings.
+func checkMissing(t *testing.T, s *store.Store, root cid.Cid, lost []cid.Cid) map[string]bool {
+	t.Helper()
 	var info *store.RootInfo
 	for _, ri := range s.Incomplete() {
 		if ri.Cid.Equals(root) {
@@ -541,28 +600,15 @@ func checkLost(t *testing.T, s *store.Store, root cid.Cid, data []byte, lost ...
 			t.Errorf("Missing = %v, want %v", info.Missing, lost)
 		}
 	}
-	leaves, err := store.Leaves(ctx, s, root, int64(len(data)))
-	if err != nil && len(lost) == 0 {
-		t.Fatalf("Leaves = %v", err)
-	}
-	var held int64
-	for _, l := range leaves {
-		b, err := s.Get(ctx, l.Cid)
-		if want[l.Cid.KeyString()] {
-			if !ipld.IsNotFound(err) {
-				t.Errorf("Get(lost %s) = %v, want not found", l.Cid, err)
-			}
-			continue
-		}
-		if err != nil || !bytes.Equal(b.RawData(), data[l.Offset:l.Offset+l.Size]) {
-			t.Fatalf("Get(good leaf %s) = %v, or wrong bytes", l.Cid, err)
-		}
-		held += l.Size
-	}
-	if u := s.Usage(); u.Used < held || u.Pinned > u.Used || u.Used > u.Quota {
-		t.Errorf("Usage = %+v, want at least the %d good leaf bytes used, and within the quota", u, held)
-	}
-	// Fetching again (putting the lost blocks) makes the content whole.
+	return want
+}
+
+// checkRepairLost puts the lost blocks of root (the file data) back into s,
+// as fetching again would, and checks that the content is then whole, reads
+// back right and is accounted within the quota.
+func checkRepairLost(t *testing.T, s *store.Store, root cid.Cid, data []byte, lost []cid.Cid) {
+	t.Helper()
+	ctx := context.Background()
 	fresh := newMem(t, -1)
 	c, err := fresh.Import(ctx, bytes.NewReader(data), store.ImportOptions{})
 	if err != nil || !c.Root.Equals(root) {

@@ -148,34 +148,8 @@ func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 	// Version two: index.html changed, new.js added, old.css removed.
 	v2 := meshtest.Site{"index.html": []byte("<!doctype html><h1>version two</h1>"), "app.js": v1["app.js"],
 		"new.js": testutil.Bytes(4, 100<<10), "video.mp4": v1["video.mp4"]}
-	origin.SetFault(nil)
-	if _, err := origin.SetSite(v2); err != nil { // the seeds stay
-		t.Fatal(err)
-	}
-	s.f.Check()
-	s.pinned(ctx, "new.js")
-	origin.SetFault(failAssets)
-	select {
-	case m := <-updated:
-		if _, ok := m.Lookup("new.js"); !ok {
-			t.Fatalf("the app updated to a version without new.js")
-		}
-	case <-ctx.Done():
-		t.Fatal("the app saw no update")
-	}
-	if got := out.String(); !strings.Contains(got, "site updated: 4 assets now (was 4)") {
-		t.Errorf("the app printed %q, want it to say the site was updated", got)
-	}
-	for _, p := range []string{"index.html", "new.js"} { // announced by the seed as it pinned them
-		a, _ := origin.Manifest().Lookup(p)
-		if err := meshtest.WaitProvider(ctx, n, a.Cid); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fromSeed(t, n, origin, gw, v2, "index.html", "new.js")
-	if code, _ := get(t, gw+"old.css"); code != http.StatusNotFound {
-		t.Errorf("GET old.css after it left the site = %d, want 404", code)
-	}
+	deployAndWaitPinned(ctx, t, s, origin, v2)
+	checkAppUpdated(ctx, t, n, origin, gw, out, updated, v2)
 
 	// The seed restarts on the same address; the app reconnects within
 	// 10 s, and what only the seed holds (video.mp4, never fetched by the
@@ -201,6 +175,49 @@ func TestDesktopThroughUpdateAndSeedRestart(t *testing.T) {
 	}
 	t.Logf("the app reconnected %v after the seed restarted", time.Since(restarted).Round(time.Millisecond))
 	fromSeed(t, n, origin, gw, v2, "video.mp4")
+}
+
+// deployAndWaitPinned deploys v2 on origin (its asset requests let
+// through meanwhile, the seeds it lists kept) and waits until the seed s
+// has pinned it; the origin then fails asset requests again.
+func deployAndWaitPinned(ctx context.Context, t *testing.T, s *seed, origin *meshtest.Origin, v2 meshtest.Site) {
+	t.Helper()
+	origin.SetFault(nil)
+	if _, err := origin.SetSite(v2); err != nil { // the seeds stay
+		t.Fatal(err)
+	}
+	s.f.Check()
+	s.pinned(ctx, "new.js")
+	origin.SetFault(failAssets)
+}
+
+// checkAppUpdated checks that the app (its node n, its gateway at gw,
+// what it printed in out and the versions it updated to on updated)
+// updates to version two (v2) and says so, and then serves its changed and
+// added files from the seed, and old.css, which left the site, as 404.
+func checkAppUpdated(ctx context.Context, t *testing.T, n *mesh.Node, origin *meshtest.Origin, gw string, out *lockedBuffer, updated <-chan *manifest.Manifest, v2 meshtest.Site) {
+	t.Helper()
+	select {
+	case m := <-updated:
+		if _, ok := m.Lookup("new.js"); !ok {
+			t.Fatalf("the app updated to a version without new.js")
+		}
+	case <-ctx.Done():
+		t.Fatal("the app saw no update")
+	}
+	if got := out.String(); !strings.Contains(got, "site updated: 4 assets now (was 4)") {
+		t.Errorf("the app printed %q, want it to say the site was updated", got)
+	}
+	for _, p := range []string{"index.html", "new.js"} { // announced by the seed as it pinned them
+		a, _ := origin.Manifest().Lookup(p)
+		if err := meshtest.WaitProvider(ctx, n, a.Cid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fromSeed(t, n, origin, gw, v2, "index.html", "new.js")
+	if code, _ := get(t, gw+"old.css"); code != http.StatusNotFound {
+		t.Errorf("GET old.css after it left the site = %d, want 404", code)
+	}
 }
 
 // startDesktop runs the app (run, as main does with -loopback) on a port of
