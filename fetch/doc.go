@@ -69,7 +69,12 @@
 //     not that one: a seed that dropped a damaged block);
 //     it takes every leaf it may, as below, only once no holder is serving
 //     (TestBusyHolderHedgedPerLeaf: a holder at 3 MiB/s and a faster idle
-//     origin; the origin took 11 of 12 MiB before, none now). For the
+//     origin; the origin took 11 of 12 MiB before, none now). A leaf the
+//     reader waits on that every peer asked for has answered DONT_HAVE of,
+//     with no HAVE of it standing and no crowd known (a holder that
+//     dropped a damaged block), goes to the origin at once, not after
+//     the peer timeout (TestLeafRefusedByHolder; in a crowd a member
+//     still fetching says DONT_HAVE of what it will soon send). For the
 //     first block peers get the origin's time for a leaf
 //     besides PeerTimeout (measured from this Fetcher's origin requests,
 //     1 s until measured) when a peer has said HAVE of it or a provider

@@ -125,6 +125,13 @@ func (n *node) hold(t testing.TB, a asset) {
 // holdLeaves puts a's inner nodes and its first k leaves into n's store.
 func (n *node) holdLeaves(t testing.TB, a asset, k int) {
 	t.Helper()
+	n.holdLeavesIf(t, a, func(i int) bool { return i < k })
+}
+
+// holdLeavesIf puts a's inner nodes and the leaves i for which keep(i)
+// into n's store.
+func (n *node) holdLeavesIf(t testing.TB, a asset, keep func(i int) bool) {
+	t.Helper()
 	ctx := context.Background()
 	leaves, err := store.Leaves(ctx, nodesGetter(a.t), a.t.Cid, a.t.Size)
 	if err != nil {
@@ -135,7 +142,10 @@ func (n *node) holdLeaves(t testing.TB, a asset, k int) {
 			t.Fatal(err)
 		}
 	}
-	for _, l := range leaves[:k] {
+	for i, l := range leaves {
+		if !keep(i) {
+			continue
+		}
 		b, err := blocks.NewBlockWithCid(a.data[l.Offset:l.Offset+l.Size], l.Cid)
 		if err != nil {
 			t.Fatal(err)

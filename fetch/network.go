@@ -270,6 +270,14 @@ func (g *guard) held(c cid.Cid) bool {
 	return len(g.proms.haves[c]) > 0
 }
 
+// refused reports whether a peer said DONT_HAVE of c and none's HAVE of
+// it stands (promises.refusedOnly).
+func (g *guard) refused(c cid.Cid) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.proms.refusedOnly(c)
+}
+
 // senderOf returns the peer that first sent the block c.
 func (g *guard) senderOf(c cid.Cid) peer.ID {
 	g.mu.Lock()
@@ -529,7 +537,11 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		}
 	}
 	for _, c := range m.DontHaves() {
-		g.proms.dontHave(p, c, now)
+		if _, ok := g.wanted[c]; ok {
+			g.proms.refused(p, c, now)
+		} else {
+			g.proms.dontHave(p, c, now)
+		}
 	}
 	var released []promiseKey
 	if len(m.Blocks())+len(m.DontHaves()) > 0 {

@@ -75,8 +75,9 @@ type joinState struct {
 	serving bool
 	// crowd: others are known to fetch the same content (Config.Crowd);
 	// skipped: a later leaf of the window has come from peers while the
-	// one the reader waits on has not.
-	crowd, skipped bool
+	// one the reader waits on has not; refused: a peer said DONT_HAVE of
+	// the leaf the reader waits on and no peer's HAVE of it stands.
+	crowd, skipped, refused bool
 	// pace is the recent time between leaves from peers (peerPace; 0:
 	// not known), stallTimeout Config.StallTimeout. Once peers deliver,
 	// they count as stalled, and the reader as kept waiting, only after
@@ -130,6 +131,10 @@ func (j joinState) wait() time.Duration {
 //   - no provider known: at once (a cold start costs what a plain request
 //     does);
 //   - every provider known has been penalised: at once;
+//   - the reader waits on a leaf the peers asked said they do not have,
+//     none said they have, and no crowd is known: at once (a holder that
+//     dropped a damaged block; in a crowd, a member still fetching says
+//     DONT_HAVE of what it will have and send);
 //   - no peer delivered within peerTimeout of the start, or peerTimeout
 //     plus the origin's time for a leaf when a peer has said HAVE of the
 //     first leaf missing or a holder has lately served this node (the
@@ -159,6 +164,8 @@ func originJoins(j joinState, s *soon) (bool, string) {
 		return true, joinNoProvider
 	case j.provsPenalised:
 		return true, joinPenalised
+	case waits && j.lacking():
+		return true, joinRefused
 	case !j.peerDelivered && j.now.Sub(j.start) >= first:
 		return true, joinNoDelivery
 	case j.peerWaiting && j.now.Sub(j.lastPeer) >= wait:
@@ -179,7 +186,13 @@ const (
 	joinStalled    = "peers stalled"
 	joinWaited     = "the reader waited"
 	joinSlow       = "peers slower than the origin"
+	joinRefused    = "the peers asked do not have the leaf"
 )
+
+// lacking reports whether the leaf the reader waits on is one the peers
+// asked said they do not have, none said they have, and no crowd is known
+// to be fetching (whose members say DONT_HAVE of what they are fetching).
+func (j joinState) lacking() bool { return j.refused && !j.crowd }
 
 // hedgesOnly reports whether the origin, joining for why, only hedges
 // the leaf the reader waits on (hedgeLeaf) rather than taking every leaf
@@ -191,13 +204,14 @@ const (
 // origin joined, most of its leaves from the origin while the seed went on
 // sending them too.
 func hedgesOnly(why string, serving bool) bool {
-	return serving && (why == joinNoDelivery || why == joinStalled || why == joinWaited || why == joinSlow)
+	return serving && (why == joinNoDelivery || why == joinStalled || why == joinWaited || why == joinSlow || why == joinRefused)
 }
 
 // hedgeLeaf reports whether the origin, hedging per leaf, takes the leaf
 // the reader has waited on since j.waitSince (zero: it does not wait): at
-// once when peers are slower than the origin's share (slowerThanOrigin);
-// before any peer delivered, once it has waited the first block's time
+// once when peers are slower than the origin's share (slowerThanOrigin)
+// or the peers asked do not have it (joinState.lacking); before any peer
+// delivered, once it has waited the first block's time
 // (joinState.first); else once it has waited hedgeWait. A holder serving
 // a crowd sends each of its fetchers leaves in bursts, with gaps of
 // several times its mean pace; hedged at the reader's first wait, leaves
@@ -209,7 +223,7 @@ func hedgeLeaf(j joinState, s *soon) bool {
 	if j.waitSince.IsZero() {
 		return false
 	}
-	if j.peersSlow {
+	if j.peersSlow || j.lacking() {
 		return true
 	}
 	wait := j.first() // the first block: time to first byte is the origin's to beat

@@ -26,6 +26,15 @@ func TestOriginJoins(t *testing.T) {
 		{"nothing missing", time.Second, func(j *joinState) { j.missing = false }, false, 0},
 		{"cold start", 0, func(j *joinState) { j.noProvider = true }, true, pt},
 		{"providers all penalised", 0, func(j *joinState) { j.provsPenalised = true }, true, pt},
+		// The peers asked said DONT_HAVE of the leaf the reader waits on
+		// (a holder dropped a damaged block): the origin at once.
+		{"the reader waits on a leaf the peers do not have", 0, func(j *joinState) {
+			j.waitSince, j.refused = t0, true
+		}, true, pt},
+		{"a leaf the peers do not have, the reader does not wait", pt - 1, func(j *joinState) { j.refused = true }, false, pt},
+		{"a leaf the peers do not have, in a crowd: peers get peerTimeout", pt - 1, func(j *joinState) {
+			j.waitSince, j.refused, j.crowd = t0, true, true
+		}, false, pt},
 		{"peers get peerTimeout", pt - 1, nil, false, pt},
 		{"no peer delivered in time", pt, nil, true, 0},
 		{"a peer delivered", pt, func(j *joinState) { j.peerDelivered = true }, false, 0},
@@ -570,7 +579,7 @@ func TestOriginJoinsAtPeersPace(t *testing.T) {
 }
 
 func TestHedgesOnly(t *testing.T) {
-	for _, why := range []string{joinNoDelivery, joinStalled, joinWaited, joinSlow} {
+	for _, why := range []string{joinNoDelivery, joinStalled, joinWaited, joinSlow, joinRefused} {
 		if !hedgesOnly(why, true) {
 			t.Errorf("%q with a holder serving: the origin takes every leaf, want a per-leaf hedge", why)
 		}
@@ -594,6 +603,8 @@ func TestHedgeLeaf(t *testing.T) {
 	runJoinCases(t, base, hedge, []joinCase{
 		{"the reader does not wait", time.Minute, func(j *joinState) { j.waitSince = time.Time{} }, false, 0},
 		{"peers slower than the origin: at once", 0, func(j *joinState) { j.peersSlow = true }, true, 0},
+		{"no crowd, the peers do not have it: at once", 0, func(j *joinState) { j.crowd, j.refused = false, true }, true, 0},
+		{"in a crowd the peers' DONT_HAVE is not final: hedgeWaits peer waits", pt, func(j *joinState) { j.refused = true }, false, hedgeWaits * pt},
 		{"the reader gets hedgeWaits peer waits", hedgeWaits*pt - 1, nil, false, hedgeWaits * pt},
 		{"hedged after hedgeWaits peer waits", hedgeWaits * pt, nil, true, 0},
 		{"no crowd, a later leaf came: hedged after one peer wait", pt, func(j *joinState) { j.crowd, j.skipped = false, true }, true, 0},

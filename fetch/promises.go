@@ -81,6 +81,7 @@ type promises struct {
 	open    map[promiseKey]promise       // want-blocks not yet answered
 	haveAsk map[promiseKey]time.Time     // want-haves not yet answered
 	haves   map[cid.Cid]map[peer.ID]bool // peers that said HAVE of a block
+	donts   map[cid.Cid]map[peer.ID]bool // peers that said DONT_HAVE of a wanted block, and not HAVE since
 	last    map[peer.ID]time.Time        // last block delivered by a peer
 	blk     map[peer.ID]time.Duration    // a peer's time per block, averaged
 	rtt     map[peer.ID]time.Duration    // a peer's want-have to answer time, averaged
@@ -96,6 +97,7 @@ func newPromises(penalty time.Duration) *promises {
 		open:    make(map[promiseKey]promise),
 		haveAsk: make(map[promiseKey]time.Time),
 		haves:   make(map[cid.Cid]map[peer.ID]bool),
+		donts:   make(map[cid.Cid]map[peer.ID]bool),
 		last:    make(map[peer.ID]time.Time),
 		blk:     make(map[peer.ID]time.Duration),
 		rtt:     make(map[peer.ID]time.Duration),
@@ -170,6 +172,7 @@ func (ps *promises) have(p peer.ID, c cid.Cid, now time.Time) (void, hold bool) 
 		ps.haves[c] = m
 	}
 	m[p] = true
+	ps.unrefuse(p, c)
 	if ps.trusted(p, c) {
 		return false, false
 	}
@@ -200,6 +203,49 @@ func (ps *promises) dontHave(p peer.ID, c cid.Cid, now time.Time) {
 	}
 	delete(ps.probes[p], c)
 	delete(ps.held[p], c)
+}
+
+// refused records that p answered DONT_HAVE of c, a wanted block, at
+// now: dontHave, and p is noted as not holding c until it says HAVE of it
+// or c is forgotten (refusedOnly).
+func (ps *promises) refused(p peer.ID, c cid.Cid, now time.Time) {
+	ps.dontHave(p, c, now)
+	m := ps.donts[c]
+	if m == nil {
+		m = make(map[peer.ID]bool)
+		ps.donts[c] = m
+	}
+	m[p] = true
+}
+
+// unrefuse forgets that p said DONT_HAVE of c.
+func (ps *promises) unrefuse(p peer.ID, c cid.Cid) {
+	if m := ps.donts[c]; m != nil {
+		delete(m, p)
+		if len(m) == 0 {
+			delete(ps.donts, c)
+		}
+	}
+}
+
+// refusedOnly reports whether a peer said DONT_HAVE of c, no peer's HAVE
+// of it stands and no peer asked for it has yet to answer: the peers asked
+// do not have it (a holder that dropped a damaged block).
+func (ps *promises) refusedOnly(c cid.Cid) bool {
+	if len(ps.donts[c]) == 0 || len(ps.haves[c]) > 0 {
+		return false
+	}
+	for k := range ps.open {
+		if k.c == c {
+			return false
+		}
+	}
+	for k := range ps.haveAsk {
+		if k.c == c {
+			return false
+		}
+	}
+	return true
 }
 
 // delivered records that c arrived from p at now: every promise of c is
@@ -241,6 +287,9 @@ func (ps *promises) gone(p peer.ID) {
 			delete(ps.haves, c)
 		}
 	}
+	for c := range ps.donts {
+		ps.unrefuse(p, c)
+	}
 	delete(ps.late, p)
 	delete(ps.probes, p)
 	delete(ps.held, p)
@@ -280,6 +329,7 @@ func (ps *promises) forget(c cid.Cid) {
 		delete(ps.held[p], c)
 	}
 	delete(ps.haves, c)
+	delete(ps.donts, c)
 }
 
 // release returns the held HAVEs bitswap may hear now (their peer

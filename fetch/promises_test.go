@@ -223,6 +223,50 @@ func TestPromisesPeerGone(t *testing.T) {
 	}
 }
 
+// TestPromisesRefused: a peer's DONT_HAVE of a wanted block stands until
+// that peer says HAVE of it, the block is forgotten or the peer is gone;
+// another peer's HAVE of it, or a want of it not yet answered, makes it no
+// longer refused by all.
+func TestPromisesRefused(t *testing.T) {
+	seed, other := peer.ID("seed"), peer.ID("other")
+	c := testLeaves(t, 4)
+	t0 := time.Unix(1000, 0)
+	ps := newPromises(time.Minute)
+	for _, x := range c {
+		ps.asked(seed, x, true, t0)
+		ps.refused(seed, x, t0)
+	}
+	for i, x := range c {
+		if !ps.refusedOnly(x) {
+			t.Fatalf("leaf %d: not refused after the seed's DONT_HAVE", i)
+		}
+	}
+	if _, ok := ps.open[promiseKey{seed, c[0]}]; ok {
+		t.Error("a DONT_HAVE left the want-block open")
+	}
+	ps.have(other, c[0], t0)
+	ps.have(seed, c[1], t0)
+	ps.forget(c[2])
+	for i, want := range []bool{false, false, false, true} {
+		if got := ps.refusedOnly(c[i]); got != want {
+			t.Errorf("leaf %d: refusedOnly = %v, want %v", i, got, want)
+		}
+	}
+	ps.asked(other, c[3], false, t0)
+	if ps.refusedOnly(c[3]) {
+		t.Error("refused by all while a peer asked has not answered")
+	}
+	ps.refused(other, c[3], t0)
+	if !ps.refusedOnly(c[3]) {
+		t.Error("not refused once every peer asked said DONT_HAVE")
+	}
+	ps.gone(seed)
+	ps.gone(other)
+	if ps.refusedOnly(c[3]) || len(ps.donts) != 0 {
+		t.Errorf("a gone peer's DONT_HAVE still stands: %v", ps.donts)
+	}
+}
+
 // TestPromisesLiarPenalised: an unproven seed's promise is late because a
 // liar said HAVE of the same block, voiding the seed's HAVE; once the liar
 // is penalised the void is lifted, and a penalised peer's HAVE no longer

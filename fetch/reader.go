@@ -651,8 +651,9 @@ func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinS
 		peerDelivered: r.stats.PeerBytes > 0,
 		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.f.originShare(fetchers)),
 		held:          serving || r.firstMissingHeldLocked(), serving: serving, crowd: fetchers > 0, skipped: r.skippedLocked(),
-		leaf: leafTime(r.f.originRequestRate()),
-		pace: peerPace(r.peerTimes), stallTimeout: r.f.cfg.StallTimeout,
+		refused: fetchers == 0 && r.waitedRefusedLocked(), // (only asked for when no crowd is known)
+		leaf:    leafTime(r.f.originRequestRate()),
+		pace:    peerPace(r.peerTimes), stallTimeout: r.f.cfg.StallTimeout,
 	}
 }
 
@@ -671,6 +672,14 @@ func (r *Reader) skippedLocked() bool {
 		}
 	}
 	return false
+}
+
+// waitedRefusedLocked reports whether the reader waits on a leaf that the
+// peers asked said they do not have and none said they have
+// (guard.refused). The caller holds mu.
+func (r *Reader) waitedRefusedLocked() bool {
+	cur := r.curLeaf()
+	return !r.waitSince.IsZero() && cur < len(r.leaves) && r.st[cur].data == nil && r.f.guard.refused(r.leaves[cur].Cid)
 }
 
 // originShare is the origin's rate a fetch may count on, in bytes per

@@ -113,6 +113,34 @@ func dyingBoth(t *testing.T) {
 	t.Logf("error: %v", err)
 }
 
+// TestLeafRefusedByHolder: the only provider holds every leaf but one (a
+// holder that dropped a damaged block) and answers DONT_HAVE of it; the
+// origin takes that leaf, and only it, at once rather than after the peer
+// timeout the reader would give a holder that says nothing.
+func TestLeafRefusedByHolder(t *testing.T) {
+	a := makeAsset(t, 13, 6*MiB)
+	prov := newNode(t, fetch.Config{})
+	prov.holdLeavesIf(t, a, func(i int) bool { return i != 2 })
+	o := newOrigin(t, a.data)
+	const peerTimeout = 5 * time.Second
+	cl := newNode(t, fetch.Config{PeerTimeout: peerTimeout, StallTimeout: 4 * peerTimeout,
+		Providers: providers{a.t.Cid: {prov.info()}}})
+	tg := a.t
+	tg.URL = o.URL
+	start := time.Now()
+	r := cl.open(t, tg)
+	checkBytes(t, readAll(t, r), a.data)
+	took := time.Since(start)
+	st := r.Stats()
+	t.Logf("took %v; peer %d origin %d", took, st.PeerBytes, st.OriginBytes)
+	if st.OriginBytes != MiB || st.PeerBytes != a.t.Size-MiB {
+		t.Errorf("Stats = %+v, want the refused leaf (1 MiB) from the origin and the rest from the peer", st)
+	}
+	if took >= peerTimeout {
+		t.Errorf("the fetch took %v: the origin waited out the peer timeout (%v) for the refused leaf", took, peerTimeout)
+	}
+}
+
 // TestStreaming: on a 100 MiB asset the first byte reaches the caller before
 // 10% of the file has been fetched; Seek to the middle fetches from there.
 // The store's quota is 32 MiB: the fetch streams whole all the same.
