@@ -188,6 +188,15 @@ func liveHeapMiB() float64 {
 // same run).
 func interleaved(t *testing.T, rounds int, base, attacked func(round int) time.Duration) (mb, ma time.Duration) {
 	t.Helper()
+	return interleavedPlus(t, rounds, 0, base, attacked)
+}
+
+// interleavedPlus is interleaved with a bound of twice the baseline plus
+// extra: a delay the defence itself costs by design, whatever the
+// baseline (on a fast machine, without -race, such a delay alone is more
+// than the baseline).
+func interleavedPlus(t *testing.T, rounds int, extra time.Duration, base, attacked func(round int) time.Duration) (mb, ma time.Duration) {
+	t.Helper()
 	var bs, as []time.Duration
 	for i := range rounds {
 		bs = append(bs, base(i))
@@ -196,8 +205,8 @@ func interleaved(t *testing.T, rounds int, base, attacked func(round int) time.D
 	}
 	mb, ma = median(bs), median(as)
 	t.Logf("honest fetch, median of %d: %v under attack, %v without (%.2fx)", rounds, ma, mb, float64(ma)/float64(mb))
-	if ma > 2*mb {
-		t.Errorf("honest fetch under attack: median %v, want at most 2x the baseline %v", ma, mb)
+	if ma > 2*mb+extra {
+		t.Errorf("honest fetch under attack: median %v, want at most 2x the baseline %v plus %v", ma, mb, extra)
 	}
 	return mb, ma
 }
