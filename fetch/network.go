@@ -270,8 +270,8 @@ func (g *guard) held(c cid.Cid) bool {
 	return len(g.proms.haves[c]) > 0
 }
 
-// refused reports whether a peer said DONT_HAVE of c and none's HAVE of
-// it stands (promises.refusedOnly).
+// refused reports whether every peer asked for c has answered, a peer
+// with DONT_HAVE, and none's HAVE of it stands (promises.refusedOnly).
 func (g *guard) refused(c cid.Cid) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()

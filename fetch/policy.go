@@ -75,8 +75,10 @@ type joinState struct {
 	serving bool
 	// crowd: others are known to fetch the same content (Config.Crowd);
 	// skipped: a later leaf of the window has come from peers while the
-	// one the reader waits on has not; refused: a peer said DONT_HAVE of
-	// the leaf the reader waits on and no peer's HAVE of it stands.
+	// one the reader waits on has not; refused: every peer asked for the
+	// leaf the reader waits on has answered, with DONT_HAVE, and no peer's
+	// HAVE of it stands (guard.refused; gathered only when no crowd is
+	// known).
 	crowd, skipped, refused bool
 	// pace is the recent time between leaves from peers (peerPace; 0:
 	// not known), stallTimeout Config.StallTimeout. Once peers deliver,
