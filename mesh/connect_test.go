@@ -130,13 +130,13 @@ func TestSetBootstrap(t *testing.T) {
 	if s := app.Stats(); s.Seeds != 1 {
 		t.Errorf("Stats().Seeds = %d, want 1", s.Seeds)
 	}
-	if !app.Host().ConnManager().IsProtected(seed.ID(), "") {
+	if !app.Host().ConnManager().IsProtected(seed.ID(), mesh.BootstrapTag) {
 		t.Error("the bootstrap peer's connection is not protected")
 	}
 	if err := app.SetBootstrap(nil); err != nil {
 		t.Fatal(err)
 	}
-	if app.Host().ConnManager().IsProtected(seed.ID(), "") {
+	if app.Host().ConnManager().IsProtected(seed.ID(), mesh.BootstrapTag) {
 		t.Error("a peer removed from the bootstrap set is still protected")
 	}
 	// Not redialled any more: a disconnect stays a disconnect.

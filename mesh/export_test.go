@@ -4,3 +4,8 @@ package mesh
 // MaxBuffer may wait for a blocked write to be parked (gatewayParkCheck),
 // for tests.
 const GatewayParkCheck = gatewayParkCheck
+
+// BootstrapTag is the connection manager's protection tag of bootstrap
+// peers (bootstrapTag), for tests: gossipsub protects its mesh peers under
+// tags of its own, so IsProtected(p, "") says nothing of ours.
+const BootstrapTag = bootstrapTag
