@@ -661,8 +661,8 @@ func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinS
 // window, has come from peers (fetched, never asked of the origin) while
 // the reader's has not. The caller holds mu.
 func (r *Reader) skippedLocked() bool {
-	cur := r.curLeaf()
-	if cur >= len(r.leaves) || r.st[cur].data != nil {
+	cur, waiting := r.waitingLeafLocked()
+	if !waiting {
 		return false
 	}
 	end := min(len(r.leaves), cur+r.f.windowLeaves())
@@ -678,8 +678,15 @@ func (r *Reader) skippedLocked() bool {
 // peers asked said they do not have and none said they have
 // (guard.refused). The caller holds mu.
 func (r *Reader) waitedRefusedLocked() bool {
+	cur, waiting := r.waitingLeafLocked()
+	return waiting && !r.waitSince.IsZero() && r.f.guard.refused(r.leaves[cur].Cid)
+}
+
+// waitingLeafLocked returns the leaf at the position and whether it has
+// yet to arrive (false past the end). The caller holds mu.
+func (r *Reader) waitingLeafLocked() (int, bool) {
 	cur := r.curLeaf()
-	return !r.waitSince.IsZero() && cur < len(r.leaves) && r.st[cur].data == nil && r.f.guard.refused(r.leaves[cur].Cid)
+	return cur, cur < len(r.leaves) && r.st[cur].data == nil
 }
 
 // originShare is the origin's rate a fetch may count on, in bytes per
