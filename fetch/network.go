@@ -524,25 +524,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		}
 		bad = append(bad, c)
 	}
-	var void, held []cid.Cid
-	for _, c := range m.Haves() {
-		if _, ok := g.wanted[c]; ok {
-			g.useful[p] = now
-			switch v, h := g.proms.have(p, c, now); {
-			case v:
-				void = append(void, c)
-			case h:
-				held = append(held, c)
-			}
-		}
-	}
-	for _, c := range m.DontHaves() {
-		if _, ok := g.wanted[c]; ok {
-			g.proms.refused(p, c, now)
-		} else {
-			g.proms.dontHave(p, c, now)
-		}
-	}
+	void, held := g.presencesLocked(p, m, now)
 	var released []promiseKey
 	if len(m.Blocks())+len(m.DontHaves()) > 0 {
 		released = g.releaseLocked()
@@ -572,6 +554,32 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		dontHave(ctx, rs, p, void)
 	}
 	tellHaves(ctx, rs, released)
+}
+
+// presencesLocked records the HAVEs and DONT_HAVEs of m, from p at now,
+// in the promise book. It returns the wanted CIDs whose HAVE is void (p's
+// promise of it was late) and those whose HAVE is held back from bitswap.
+// The caller holds g.mu.
+func (g *guard) presencesLocked(p peer.ID, m bsmsg.BitSwapMessage, now time.Time) (void, held []cid.Cid) {
+	for _, c := range m.Haves() {
+		if _, ok := g.wanted[c]; ok {
+			g.useful[p] = now
+			switch v, h := g.proms.have(p, c, now); {
+			case v:
+				void = append(void, c)
+			case h:
+				held = append(held, c)
+			}
+		}
+	}
+	for _, c := range m.DontHaves() {
+		if _, ok := g.wanted[c]; ok {
+			g.proms.refused(p, c, now)
+		} else {
+			g.proms.dontHave(p, c, now)
+		}
+	}
+	return void, held
 }
 
 // withoutPresences returns a copy of m without the block presences of cs
