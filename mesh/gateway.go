@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/internal/dagfile"
 	"github.com/meshcdn/meshcdn/manifest"
 )
 
@@ -134,7 +135,8 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 // source failed (origin 404, 500 or down, bytes that fail verification), the
 // reason in the body. A source that fails after the headers went out aborts
 // the connection: the client sees a truncated transfer, never a short body
-// that looks whole. Unknown paths are 404, unsafe paths and bad CIDs 400,
+// that looks whole. Unknown paths are 404, unsafe paths and bad CIDs
+// (including CIDs of a hash other than sha2-256 and identity) 400,
 // other methods 405, Host names it does not serve 403.
 //
 // What a request costs: while the client reads, its fetch's in-memory
@@ -271,6 +273,10 @@ func (g *Gateway) resolve(p string) (t fetch.Target, typ string, status int, msg
 		c, err := cid.Decode(strings.TrimSuffix(rest, "/"))
 		if err != nil {
 			return t, "", http.StatusBadRequest, "bad CID"
+		}
+		if dagfile.CheckHash(c) != nil {
+			// No source's bytes could be verified against it.
+			return t, "", http.StatusBadRequest, "bad CID: unsupported hash (sha2-256 or identity)"
 		}
 		t = fetch.Target{Cid: c, Gateway: g.n.cfg.Gateway}
 		if m != nil {

@@ -192,6 +192,16 @@ func (e *HashError) Error() string {
 	return fmt.Sprintf("block %s: bytes do not match its hash", e.Cid)
 }
 
+// CheckHash reports an error if c's hash is one Check does not accept
+// (neither sha2-256 nor identity): no bytes could ever be verified
+// against c.
+func CheckHash(c cid.Cid) error {
+	if p := c.Prefix(); p.MhType != mh.SHA2_256 && p.MhType != mh.IDENTITY {
+		return fmt.Errorf("block %s: unsupported hash %#x", c, p.MhType)
+	}
+	return nil
+}
+
 // Check recomputes b's CID from its bytes and reports a *HashError if they
 // differ. Only sha2-256 and identity CIDs of version 0 or 1 are accepted.
 func Check(b blocks.Block) error {
@@ -200,10 +210,10 @@ func Check(b blocks.Block) error {
 
 // CheckBytes is Check on a CID and bytes.
 func CheckBytes(c cid.Cid, data []byte) error {
-	p := c.Prefix()
-	if p.MhType != mh.SHA2_256 && p.MhType != mh.IDENTITY {
-		return fmt.Errorf("block %s: unsupported hash %#x", c, p.MhType)
+	if err := CheckHash(c); err != nil {
+		return err
 	}
+	p := c.Prefix()
 	got, err := p.Sum(data)
 	if err != nil {
 		return fmt.Errorf("block %s: %w", c, err)
