@@ -693,13 +693,42 @@ func TestRejoinWhileEventsWait(t *testing.T) {
 	// IHAVE gossip would otherwise bring b the HAVE a published while b was
 	// away; nothing signals when a message leaves it.
 	time.Sleep(time.Duration(pubsub.GossipSubHistoryGossip)*HeartbeatInterval + time.Second)
-	if _, err := n.mn.LinkPeers(a.h.ID(), b.h.ID()); err != nil {
-		t.Fatal(err)
-	}
-	n.connect(a, b)
-	awaitTopicPeers(t, 1, a) // b's join has met its leave in the event log
+	rejoin(t, n, a, b) // b's join has met its leave in the event log
 	release <- struct{}{}
 	awaitProvider(t, b, second, a.h.ID())
+}
+
+// rejoin links and connects x and y again, parted by apart, and waits
+// until x's pubsub lists y on the topic. On mocknet under load a stream
+// x's pubsub opens to y as they reconnect can fail, which pubsub takes by
+// dropping y's send queue with y left on the topic (newPeerError; see
+// TestRejoinWhileEventsWait): x then never lists y on this connection
+// (a suite run: 0 peers after 10 s). That is pubsub's loss, which the
+// Announcer's repair and the loopback tests cover, not what the callers
+// test: they part and connect again, up to three times.
+func rejoin(t *testing.T, n *testNet, x, y *tnode) {
+	t.Helper()
+	for try := 1; ; try++ {
+		if _, err := n.mn.LinkPeers(x.h.ID(), y.h.ID()); err != nil {
+			t.Fatal(err)
+		}
+		n.connect(x, y)
+		deadline := time.Now().Add(5 * time.Second)
+		for !slices.Contains(x.ps.ListPeers(x.a.Topic()), y.h.ID()) {
+			if time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond) // nothing signals a send queue
+		}
+		if slices.Contains(x.ps.ListPeers(x.a.Topic()), y.h.ID()) {
+			return
+		}
+		if try == 3 {
+			t.Fatalf("%s does not list %s on the topic after %d connections", x.h.ID(), y.h.ID(), try)
+		}
+		t.Logf("%s does not list %s on the topic: parting and connecting again", x.h.ID(), y.h.ID())
+		apart(t, n, x, y)
+	}
 }
 
 // awaitEvents waits until seen has brought an event of type typ for each
