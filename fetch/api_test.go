@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -436,5 +437,30 @@ func TestAdvertiser(t *testing.T) {
 	defer adv2.mu.Unlock()
 	if len(adv2.fetching) != 0 || len(adv2.abandoned) != 0 {
 		t.Errorf("with a provider known: fetching %v, abandoned %v; want nothing told", adv2.fetching, adv2.abandoned)
+	}
+}
+
+// TestOpenRefusesUnverifiableHashes: a CID whose hash no bytes are
+// verified against (another hash function, or a sha2-256 digest cut
+// short, which go-multihash would check by truncating, so that a peer
+// could forge its bytes) is ErrNoRoute before anything is asked.
+func TestOpenRefusesUnverifiableHashes(t *testing.T) {
+	cl := newNode(t, fetch.Config{})
+	short, err := mh.Sum([]byte("an asset"), mh.SHA2_256, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := mh.Sum([]byte("an asset"), mh.SHA2_512, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []mh.Multihash{short, other} {
+		c := cid.NewCidV1(cid.Raw, h)
+		if _, err := cl.f.Open(context.Background(), fetch.Target{Cid: c, Size: 8}); !errors.Is(err, fetch.ErrNoRoute) {
+			t.Errorf("Open(%s) = %v, want ErrNoRoute", c, err)
+		}
+	}
+	if got := cl.f.Stats().Fetches; got != 0 {
+		t.Errorf("%d fetches counted, want 0", got)
 	}
 }

@@ -32,7 +32,9 @@ var (
 
 	// ErrNoRoute reports content that cannot be fetched as asked: a file of
 	// more than one leaf without its inner nodes and with no peer or
-	// gateway to give them, or a Target without a CID.
+	// gateway to give them, a Target without a CID, or a CID whose hash
+	// no bytes are verified against (only sha2-256 with its whole 32-byte
+	// digest, and identity).
 	ErrNoRoute = errors.New("fetch: no way to fetch")
 )
 

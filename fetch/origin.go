@@ -410,14 +410,15 @@ func (f *Fetcher) verifyOrigin(t Target, c cid.Cid, data []byte) ([]byte, error)
 	return data, err
 }
 
-// verify checks data against c.
+// verify checks data against c (dagfile.CheckBytes).
 func (f *Fetcher) verify(c cid.Cid, data []byte) ([]byte, error) {
-	got, err := c.Prefix().Sum(data)
-	if err != nil {
-		return nil, &VerifyError{Cid: c, Source: SourceOrigin, Err: err}
-	}
-	if !got.Equals(c) {
+	err := dagfile.CheckBytes(c, data)
+	var mismatch *dagfile.HashError
+	switch {
+	case errors.As(err, &mismatch):
 		return nil, &VerifyError{Cid: c, Source: SourceOrigin}
+	case err != nil:
+		return nil, &VerifyError{Cid: c, Source: SourceOrigin, Err: err}
 	}
 	return data, nil
 }

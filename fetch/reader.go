@@ -204,6 +204,9 @@ func (f *Fetcher) Open(ctx context.Context, t Target) (*Reader, error) {
 	if t.Size < 0 {
 		return nil, fmt.Errorf("fetch: open %s: negative size", t.Cid)
 	}
+	if err := dagfile.CheckHash(t.Cid); err != nil {
+		return nil, fmt.Errorf("fetch: open: %w: %v", ErrNoRoute, err)
+	}
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()

@@ -3,6 +3,7 @@ package manifest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -217,8 +218,8 @@ func parseAsset(wa wireAsset) (Asset, error) {
 		return Asset{}, fmt.Errorf("cid: %v", err)
 	}
 	p := c.Prefix()
-	if p.Version != 1 || p.MhType != mh.SHA2_256 || (p.Codec != cid.Raw && p.Codec != cid.DagProtobuf) {
-		return Asset{}, fmt.Errorf("cid %s is not CIDv1 sha2-256 raw or dag-pb", c)
+	if p.Version != 1 || p.MhType != mh.SHA2_256 || p.MhLength != sha256.Size || (p.Codec != cid.Raw && p.Codec != cid.DagProtobuf) {
+		return Asset{}, fmt.Errorf("cid %s is not CIDv1 sha2-256 (32 bytes) raw or dag-pb", c)
 	}
 	a.Cid = c
 	if a.Type == "" {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
 	"go.uber.org/goleak"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
@@ -166,6 +168,15 @@ func TestParseRejects(t *testing.T) {
 		{name: "wrong profile", edit: func(t *testing.T, v map[string]any) { v["profile"] = "kubo-legacy" }, wantErr: manifest.ErrInvalid},
 		{name: "unknown field", edit: func(t *testing.T, v map[string]any) { v["extra"] = true }, wantErr: manifest.ErrInvalid},
 		{name: "bad cid", edit: func(t *testing.T, v map[string]any) { asset(v, 1)["cid"] = "bafkqnotacid" }, wantErr: manifest.ErrInvalid},
+		{name: "truncated digest", edit: func(t *testing.T, v map[string]any) {
+			// A 4-byte sha2-256 digest: go-multihash would check bytes
+			// against it by truncating their hash, forgeable in 2^32 tries.
+			h, err := mh.Sum([]byte("a small asset"), mh.SHA2_256, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			asset(v, 1)["cid"] = cid.NewCidV1(cid.Raw, h).String()
+		}, wantErr: manifest.ErrInvalid},
 		{name: "cidv0", edit: func(t *testing.T, v map[string]any) {
 			asset(v, 1)["cid"] = "QmbWqxBEKC3P8tqsKc98xmWNzrzDtRLMiMPL8wBuTGsMnR"
 		}, wantErr: manifest.ErrInvalid},

@@ -73,8 +73,8 @@ func (s *fuzzSite) want(p string) (data []byte, etag string, status int) {
 		if err != nil {
 			return nil, "", http.StatusBadRequest
 		}
-		if h := c.Prefix().MhType; h != mh.SHA2_256 && h != mh.IDENTITY {
-			return nil, "", http.StatusBadRequest // never verifiable
+		if p := c.Prefix(); (p.MhType != mh.SHA2_256 || p.MhLength != 32) && p.MhType != mh.IDENTITY {
+			return nil, "", http.StatusBadRequest // never verifiable, or forgeable
 		}
 		for _, a := range s.m.Assets {
 			if a.Cid.Equals(c) {

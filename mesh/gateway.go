@@ -276,7 +276,7 @@ func (g *Gateway) resolve(p string) (t fetch.Target, typ string, status int, msg
 		}
 		if dagfile.CheckHash(c) != nil {
 			// No source's bytes could be verified against it.
-			return t, "", http.StatusBadRequest, "bad CID: unsupported hash (sha2-256 or identity)"
+			return t, "", http.StatusBadRequest, "bad CID: unsupported hash (sha2-256 of 32 bytes, or identity)"
 		}
 		t = fetch.Target{Cid: c, Gateway: g.n.cfg.Gateway}
 		if m != nil {

@@ -10,6 +10,7 @@ package dagfile
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -102,8 +103,12 @@ type Getter interface {
 // entered (through inner) and leaves (through leaf), without reading any
 // leaf's bytes. A raw root is a single-leaf file whose size is rawSize (the
 // caller knows it, since leaves are never read here). The inner nodes are
-// read from g and each is checked against its CID.
+// read from g and each is checked against its CID; a root or a link whose
+// hash CheckHash refuses is ErrNotFile.
 func Walk(ctx context.Context, g Getter, root cid.Cid, rawSize int64, inner func(blocks.Block) error, leaf func(Leaf) error) (int64, error) {
+	if err := CheckHash(root); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrNotFile, err)
+	}
 	if root.Type() == cid.Raw {
 		if rawSize < 0 || rawSize > ChunkSize {
 			return 0, fmt.Errorf("%w: raw root %s of size %d", ErrNotFile, root, rawSize)
@@ -157,6 +162,9 @@ func walk(ctx context.Context, g Getter, c cid.Cid, depth int, off *int64, inner
 		}
 	}
 	for i, l := range links {
+		if err := CheckHash(l.Cid); err != nil {
+			return fmt.Errorf("%w: %s links to %v", ErrNotFile, c, err)
+		}
 		size := int64(fsn.BlockSize(i))
 		switch l.Cid.Type() {
 		case cid.Raw:
@@ -192,18 +200,25 @@ func (e *HashError) Error() string {
 	return fmt.Sprintf("block %s: bytes do not match its hash", e.Cid)
 }
 
-// CheckHash reports an error if c's hash is one Check does not accept
-// (neither sha2-256 nor identity): no bytes could ever be verified
-// against c.
+// CheckHash reports an error if c's hash is one Check does not accept:
+// neither sha2-256 nor identity, so that no bytes could ever be verified
+// against c, or a sha2-256 digest shorter than 32 bytes, which
+// go-multihash checks by truncating the hash of the bytes to its length
+// (a 4-byte digest takes about 2^32 tries to forge).
 func CheckHash(c cid.Cid) error {
-	if p := c.Prefix(); p.MhType != mh.SHA2_256 && p.MhType != mh.IDENTITY {
+	p := c.Prefix()
+	switch {
+	case p.MhType == mh.SHA2_256 && p.MhLength != sha256.Size:
+		return fmt.Errorf("block %s: sha2-256 digest of %d bytes, want %d", c, p.MhLength, sha256.Size)
+	case p.MhType != mh.SHA2_256 && p.MhType != mh.IDENTITY:
 		return fmt.Errorf("block %s: unsupported hash %#x", c, p.MhType)
 	}
 	return nil
 }
 
 // Check recomputes b's CID from its bytes and reports a *HashError if they
-// differ. Only sha2-256 and identity CIDs of version 0 or 1 are accepted.
+// differ. Only sha2-256 (32-byte digests) and identity CIDs of version 0
+// or 1 are accepted (CheckHash).
 func Check(b blocks.Block) error {
 	return CheckBytes(b.Cid(), b.RawData())
 }
