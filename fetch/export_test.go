@@ -1,5 +1,7 @@
 package fetch
 
+import "time"
+
 // HeldBytes is the bytes of leaves the Reader holds in memory, for tests.
 func (r *Reader) HeldBytes() int64 {
 	r.mu.Lock()
@@ -14,3 +16,20 @@ func (r *Reader) HeldBytes() int64 {
 // StuckAfter is how long a reader waits on a leaf asked of peers before
 // asking again (stuckAfter).
 const StuckAfter = stuckAfter
+
+// WaitsRefused reports whether a Read waits on a leaf that every peer
+// asked for it said DONT_HAVE of (guard.refusers), whoever they were.
+func (r *Reader) WaitsRefused() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur, waiting := r.waitingLeafLocked()
+	return waiting && !r.waitSince.IsZero() && len(r.f.guard.refusers(r.leaves[cur].Cid)) > 0
+}
+
+// JoinsRefused reports whether the origin would join now because the
+// peers asked do not have the leaf a Read waits on (joinState.lacking).
+func (r *Reader) JoinsRefused() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.joinStateLocked(time.Now(), true, false).lacking()
+}

@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"errors"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -270,12 +271,16 @@ func (g *guard) held(c cid.Cid) bool {
 	return len(g.proms.haves[c]) > 0
 }
 
-// refused reports whether every peer asked for c has answered, a peer
-// with DONT_HAVE, and none's HAVE of it stands (promises.refusedOnly).
-func (g *guard) refused(c cid.Cid) bool {
+// refusers returns the peers that said DONT_HAVE of c when every peer
+// asked for c has answered, one at least with DONT_HAVE, and none's HAVE
+// of it stands (promises.refusedOnly); else none.
+func (g *guard) refusers(c cid.Cid) []peer.ID {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.proms.refusedOnly(c)
+	if !g.proms.refusedOnly(c) {
+		return nil
+	}
+	return slices.Collect(maps.Keys(g.proms.donts[c]))
 }
 
 // senderOf returns the peer that first sent the block c.

@@ -193,7 +193,9 @@ const (
 
 // lacking reports whether the leaf the reader waits on is one the peers
 // asked said they do not have, none said they have, and no crowd is known
-// to be fetching (whose members say DONT_HAVE of what they are fetching).
+// to be fetching (whose members say DONT_HAVE of what they are fetching;
+// a refusal from a peer seen fetching it, since done, does not count
+// either: Reader.waitedRefusedLocked).
 func (j joinState) lacking() bool { return j.refused && !j.crowd }
 
 // hedgesOnly reports whether the origin, joining for why, only hedges

@@ -177,6 +177,11 @@ type Reader struct {
 	reaskAt     time.Time   // striping: leaves may be asked of peers again from then
 	provAt      time.Time   // when the providers were last looked up
 	trace       fetchTrace  // what the policy decided, logged when the fetch ends
+
+	// sawFetching is the peers listed fetching the content during this
+	// read (joinStateLocked): their DONT_HAVEs were of leaves they had yet
+	// to fetch (waitedRefusedLocked).
+	sawFetching map[peer.ID]struct{}
 }
 
 // fetchTrace is what a fetch's policy decided, for the debug log at its
@@ -646,6 +651,12 @@ func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinS
 		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
 	}
 	fetchers := len(fetching)
+	for _, p := range fetching {
+		if r.sawFetching == nil {
+			r.sawFetching = make(map[peer.ID]struct{})
+		}
+		r.sawFetching[p] = struct{}{}
+	}
 	serving := r.holderDeliveringLocked(now, fetching)
 	return joinState{
 		now: now, start: r.start, lastPeer: r.lastPeer, waitSince: r.waitSince,
@@ -679,10 +690,21 @@ func (r *Reader) skippedLocked() bool {
 
 // waitedRefusedLocked reports whether the reader waits on a leaf that the
 // peers asked said they do not have and none said they have
-// (guard.refused). The caller holds mu.
+// (guard.refusers), one of them at least a peer this read never saw
+// fetching the content: a crowd member says DONT_HAVE of a leaf it has
+// yet to fetch, and is not asked again when, done, it moves from the
+// fetchers to the holders (a fetch beside one such member took 5 leaves
+// from the origin as it did, cut off as the member's copies came). The
+// caller holds mu.
 func (r *Reader) waitedRefusedLocked() bool {
 	cur, waiting := r.waitingLeafLocked()
-	return waiting && !r.waitSince.IsZero() && r.f.guard.refused(r.leaves[cur].Cid)
+	if !waiting || r.waitSince.IsZero() {
+		return false
+	}
+	return slices.ContainsFunc(r.f.guard.refusers(r.leaves[cur].Cid), func(p peer.ID) bool {
+		_, fetched := r.sawFetching[p]
+		return !fetched
+	})
 }
 
 // waitingLeafLocked returns the leaf at the position and whether it has

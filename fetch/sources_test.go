@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
 
 	"github.com/meshcdn/meshcdn/fetch"
@@ -139,6 +142,72 @@ func TestLeafRefusedByHolder(t *testing.T) {
 	if took >= peerTimeout {
 		t.Errorf("the fetch took %v: the origin waited out the peer timeout (%v) for the refused leaf", took, peerTimeout)
 	}
+}
+
+// TestLeafRefusedByFetcher: the only provider is a crowd member still
+// fetching the content, and answers DONT_HAVE of a leaf it has yet to
+// fetch. Once it has the leaf and moves from the fetchers to the holders,
+// its refusal is not taken for a holder's (TestLeafRefusedByHolder): the
+// origin is not asked for the leaf, which the peer sends as it gets it. A
+// suite run's TestColdFetchCollapses
+// saw the origin asked for 5 such leaves, sending 1.2 copies.
+func TestLeafRefusedByFetcher(t *testing.T) {
+	a := makeAsset(t, 14, 6*MiB)
+	prov := newNode(t, fetch.Config{})
+	prov.holdLeavesIf(t, a, func(i int) bool { return i != 2 })
+	o := newOrigin(t, a.data)
+	fetching := &liveCrowd{ids: map[cid.Cid][]peer.ID{a.t.Cid: {prov.h.ID()}}}
+	const peerTimeout = 8 * time.Second
+	cl := newNode(t, fetch.Config{PeerTimeout: peerTimeout, StallTimeout: 4 * peerTimeout, NoStriping: true,
+		Crowd: fetching, Providers: providers{a.t.Cid: {prov.info()}}})
+	tg := a.t
+	tg.URL = o.URL
+	r := cl.open(t, tg)
+	got := make(chan []byte, 1)
+	go func() { got <- readAll(t, r) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !r.WaitsRefused() {
+		if time.Now().After(deadline) {
+			t.Fatal("the reader never waited on the leaf the fetcher refused")
+		}
+		time.Sleep(5 * time.Millisecond) // nothing signals a DONT_HAVE
+	}
+	// The provider is done (a holder now) before the reader has the leaf:
+	// its bitswap server does not always tell a peer it answered
+	// DONT_HAVE that it has the block now.
+	fetching.set(a.t.Cid, nil)
+	if r.JoinsRefused() {
+		t.Error("the origin joins for the refusal of a peer seen fetching")
+	}
+	// It fetched the leaf from an origin of its own, as a crowd member
+	// does, which tells its bitswap server.
+	own := a.t
+	own.URL = newOrigin(t, a.data).URL
+	checkBytes(t, readAll(t, prov.open(t, own)), a.data)
+	checkBytes(t, <-got, a.data)
+	st := r.Stats()
+	t.Logf("peer %d origin %d; the origin sent %d", st.PeerBytes, st.OriginBytes, o.sent.Load())
+	if sent := o.sent.Load(); sent != 0 || st.PeerBytes != a.t.Size {
+		t.Errorf("Stats = %+v and the origin sent %d bytes: want every leaf from the peer and nothing from the origin", st, sent)
+	}
+}
+
+// liveCrowd is a Crowd whose fetchers a test changes as a fetch goes.
+type liveCrowd struct {
+	mu  sync.Mutex
+	ids map[cid.Cid][]peer.ID
+}
+
+func (c *liveCrowd) Fetchers(root cid.Cid) []peer.ID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.ids[root])
+}
+
+func (c *liveCrowd) set(root cid.Cid, ps []peer.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ids[root] = ps
 }
 
 // TestStreaming: on a 100 MiB asset the first byte reaches the caller before
