@@ -387,6 +387,14 @@ func (g *guard) linkedSince(p peer.ID, t time.Time) bool {
 	return !ok || gone.Before(t)
 }
 
+// cutSince reports whether p was disconnected since t.
+func (g *guard) cutSince(p peer.ID, t time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gone, ok := g.gone[p]
+	return ok && !gone.Before(t)
+}
+
 // pruneLocked forgets the disconnects, blocks and answers of peers older
 // than any Reader asks about (a Reader judges its providers StallTimeout
 // after its start): on a seed that runs for months each peer ever seen

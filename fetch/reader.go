@@ -915,8 +915,9 @@ func (r *Reader) giveUpLocked(missing bool, now time.Time, s *soon) error {
 // excuse it, unless the origin failed (it had nothing to send either).
 // They are judged once; a provider first asked for an answer less than
 // PeerTimeout before (its want went out late: a slow dial, a loaded
-// machine) is judged when it has owed the answer that long. The caller
-// holds mu.
+// machine) is judged when it has owed the answer that long, and one not
+// yet connected or asked (the dial or the want still on its way) is
+// looked at again PeerTimeout later. The caller holds mu.
 func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 	if r.provsDone || len(r.provs) == 0 {
 		return nil
@@ -931,17 +932,27 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
 	}
 	g, pt := r.f.guard, r.f.cfg.PeerTimeout
+	again := r.start.Add(r.f.cfg.StallTimeout + pt) // when a provider not yet asked is looked at again
+	early := now.Before(again)
 	var silent []peer.ID
 	for _, p := range r.provs {
 		member := slices.Contains(fetching, p)
+		linked := g.linkedSince(p, r.start)
 		switch {
-		case !g.linkedSince(p, r.start), g.usefulSince(p, r.start), g.isPenalised(p):
+		case g.usefulSince(p, r.start), g.isPenalised(p):
+		case !linked && early && !g.cutSince(p, r.start):
+			r.provsDone = false // not connected yet: the dial may be under way
+			s.at(again)
+		case !linked:
 		case member && r.originDead != nil:
 		case member, !g.answeredSince(p, r.start) && g.owesAnswer(p, now.Add(-pt)):
 			silent = append(silent, p)
 		case !g.answeredSince(p, r.start) && g.owesAnswer(p, now):
 			r.provsDone = false // asked late: judged once it has owed for PeerTimeout
 			s.at(now.Add(pt - g.owedFor(p, now)))
+		case !g.answeredSince(p, r.start) && early:
+			r.provsDone = false // not asked yet: the want may be on its way
+			s.at(again)
 		}
 	}
 	return silent
