@@ -916,8 +916,8 @@ func (r *Reader) giveUpLocked(missing bool, now time.Time, s *soon) error {
 // They are judged once; a provider first asked for an answer less than
 // PeerTimeout before (its want went out late: a slow dial, a loaded
 // machine) is judged when it has owed the answer that long, and one not
-// yet connected or asked (the dial or the want still on its way) is
-// looked at again PeerTimeout later. The caller holds mu.
+// yet connected (not a crowd member) or asked (the dial or the want still
+// on its way) is looked at again PeerTimeout later. The caller holds mu.
 func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 	if r.provsDone || len(r.provs) == 0 {
 		return nil
@@ -940,8 +940,11 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 		linked := g.linkedSince(p, r.start)
 		switch {
 		case g.usefulSince(p, r.start), g.isPenalised(p):
-		case !linked && early && !g.cutSince(p, r.start):
-			r.provsDone = false // not connected yet: the dial may be under way
+		case !linked && early && !member && !g.cutSince(p, r.start):
+			// Not connected yet: the dial may be under way. (A crowd member
+			// is judged on what it delivered, not on an answer it owes:
+			// one not connected by StallTimeout is not judged, as before.)
+			r.provsDone = false
 			s.at(again)
 		case !linked:
 		case member && r.originDead != nil:
