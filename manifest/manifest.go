@@ -3,7 +3,6 @@ package manifest
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -218,7 +217,7 @@ func parseAsset(wa wireAsset) (Asset, error) {
 		return Asset{}, fmt.Errorf("cid: %v", err)
 	}
 	p := c.Prefix()
-	if p.Version != 1 || p.MhType != mh.SHA2_256 || p.MhLength != sha256.Size || (p.Codec != cid.Raw && p.Codec != cid.DagProtobuf) {
+	if p.Version != 1 || p.MhType != mh.SHA2_256 || dagfile.CheckHash(c) != nil || (p.Codec != cid.Raw && p.Codec != cid.DagProtobuf) {
 		return Asset{}, fmt.Errorf("cid %s is not CIDv1 sha2-256 (32 bytes) raw or dag-pb", c)
 	}
 	a.Cid = c

@@ -136,7 +136,8 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 // reason in the body. A source that fails after the headers went out aborts
 // the connection: the client sees a truncated transfer, never a short body
 // that looks whole. Unknown paths are 404, unsafe paths and bad CIDs
-// (including CIDs of a hash other than sha2-256 and identity) 400,
+// (including CIDs whose hash no bytes are checked against: another hash
+// than sha2-256 and identity, or a sha2-256 digest cut short) 400,
 // other methods 405, Host names it does not serve 403.
 //
 // What a request costs: while the client reads, its fetch's in-memory
