@@ -149,8 +149,8 @@ func TestLeafRefusedByHolder(t *testing.T) {
 // fetch. Once it has the leaf and moves from the fetchers to the holders,
 // its refusal is not taken for a holder's (TestLeafRefusedByHolder): the
 // origin is not asked for the leaf, which the peer sends as it gets it. A
-// suite run's TestColdFetchCollapses
-// saw the origin asked for 5 such leaves, sending 1.2 copies.
+// suite run's TestColdFetchCollapses saw the origin asked for 5 such
+// leaves, sending 1.2 copies.
 func TestLeafRefusedByFetcher(t *testing.T) {
 	a := makeAsset(t, 14, 6*MiB)
 	prov := newNode(t, fetch.Config{})
