@@ -2,6 +2,7 @@ package fetch_test
 
 import (
 	"context"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -207,6 +208,51 @@ func testFirstWant(t *testing.T, noHaves bool) {
 	if st.PeerBytes != int64(len(a.data)) || st.Peers[prov.h.ID()] != int64(len(a.data)) || st.DuplicateBytes != 0 {
 		t.Errorf("Stats = %+v, want all %d bytes from the provider, no duplicate", st, len(a.data))
 	}
+}
+
+// TestFirstWantDialsProvider: the first want to a provider not connected
+// yet dials it with the addresses the provider lookup gave. Here the host's
+// Connect, which the Reader's own dial of the provider uses, never returns
+// (a slow dial), and the provider never answers want-have: only the first
+// want can fetch the block. Before, the provider's addresses reached the
+// peerstore only inside that Connect, so the first want, sent meanwhile,
+// failed with "no addresses", and a silent provider, never asked for an
+// answer, was never penalised (TestSilentProviderAskedLate on a loaded
+// machine).
+func TestFirstWantDialsProvider(t *testing.T) {
+	a, blk := smallAsset(t, 65)
+	prov := newScripted(t, blk)
+	prov.noHaves = true
+	h := stuckConnect{Host: newHost(t), release: make(chan struct{})}
+	defer close(h.release)
+	cl := nodeOn(t, h, fetch.Config{PeerTimeout: time.Minute, Providers: providers{a.t.Cid: {prov.info()}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := cl.f.Open(ctx, a.t)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read from a provider dialled by the first want: %v", err)
+	}
+	checkBytes(t, got, a.data)
+}
+
+// stuckConnect is a host whose Connect waits for release (or its context)
+// and does nothing: a dial that takes long.
+type stuckConnect struct {
+	host.Host
+	release chan struct{}
+}
+
+func (h stuckConnect) Connect(ctx context.Context, _ peer.AddrInfo) error {
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+	}
+	return ctx.Err()
 }
 
 // TestFirstWantDuplicateCounted: the provider asked directly (it never

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,21 +168,20 @@ func (p providers) FindProvidersAsync(ctx context.Context, c cid.Cid, n int) <-c
 }
 
 // origin is an httptest origin serving one file with Range support. It
-// counts the bytes it sends, can be paced and can be killed.
+// counts the bytes it sends, can be paced, held and killed.
 type origin struct {
 	*httptest.Server
-	data    []byte
-	sent    atomic.Int64
-	reqs    atomic.Int64
-	limit   *rate.Limiter // nil: no pacing
-	dieAt   atomic.Int64  // after this many requests, cut all (0: never; <0: from the start)
-	mu      sync.Mutex
-	started chan struct{}
+	data  []byte
+	sent  atomic.Int64
+	reqs  atomic.Int64
+	limit *rate.Limiter   // nil: no pacing
+	dieAt atomic.Int64    // after this many requests, cut all (0: never; <0: from the start)
+	hold  <-chan struct{} // nil: answer at once; else answer once it is closed
 }
 
 func newOrigin(t testing.TB, data []byte) *origin {
 	t.Helper()
-	o := &origin{data: data, started: make(chan struct{})}
+	o := &origin{data: data}
 	o.Server = httptest.NewServer(http.HandlerFunc(o.serve))
 	t.Cleanup(o.Close)
 	return o
@@ -193,6 +191,13 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 	n := o.reqs.Add(1)
 	if d := o.dieAt.Load(); d < 0 || d > 0 && n > d {
 		panic(http.ErrAbortHandler) // the connection is cut
+	}
+	if o.hold != nil {
+		select {
+		case <-o.hold:
+		case <-r.Context().Done():
+			return
+		}
 	}
 	start, end := int64(0), int64(len(o.data))
 	status := http.StatusOK

@@ -17,6 +17,7 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/meshcdn/meshcdn/internal/dagfile"
 	"github.com/meshcdn/meshcdn/store"
@@ -343,10 +344,24 @@ func (r *Reader) connect(ai peer.AddrInfo) {
 	if ai.ID == h.ID() || r.f.guard.isPenalised(ai.ID) {
 		return
 	}
+	r.learnAddrs(ai)
 	r.mu.Lock()
 	r.provs = append(r.provs, ai.ID)
 	r.mu.Unlock()
 	r.dial(ai)
+}
+
+// learnAddrs puts a provider's addresses in the peerstore before the
+// provider is listed in r.provs, where the scheduler may pick it at once:
+// a want sent to it (the first want, firstwant.go) dials it with what the
+// peerstore holds. Left to dial's Connect, in its own goroutine, the want
+// could go first and fail ("no addresses"), the provider never asked for
+// the block and so never owing an answer (found by
+// TestSilentProviderAskedLate on a loaded machine).
+func (r *Reader) learnAddrs(ai peer.AddrInfo) {
+	if len(ai.Addrs) > 0 {
+		r.f.cfg.Host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
+	}
 }
 
 // dial connects to a peer in the background, for the fetch's life.

@@ -54,6 +54,7 @@ func (r *Reader) refreshProviders() {
 	rand.Shuffle(len(fresh), func(i, j int) { fresh[i], fresh[j] = fresh[j], fresh[i] })
 	fresh = fresh[:min(len(fresh), provRefreshNew)]
 	for _, ai := range fresh {
+		r.learnAddrs(ai) // before the scheduler can pick it
 		r.provs = append(r.provs, ai.ID)
 	}
 	again := 0
