@@ -378,13 +378,7 @@ func (g *guard) answeredSince(p peer.ID, t time.Time) bool {
 // unreachable or lost its connection may be honest (a seed restarting, a
 // network cut) and is not penalised for what it could not send.
 func (g *guard) linkedSince(p peer.ID, t time.Time) bool {
-	if g.f.cfg.Host.Network().Connectedness(p) != network.Connected {
-		return false
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	gone, ok := g.gone[p]
-	return !ok || gone.Before(t)
+	return g.f.cfg.Host.Network().Connectedness(p) == network.Connected && !g.cutSince(p, t)
 }
 
 // cutSince reports whether p was disconnected since t.

@@ -953,6 +953,7 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 	for _, p := range r.provs {
 		member := slices.Contains(fetching, p)
 		linked := g.linkedSince(p, r.start)
+		quiet := !g.answeredSince(p, r.start) // said nothing this fetch
 		switch {
 		case g.usefulSince(p, r.start), g.isPenalised(p):
 		case !linked && early && !member && !g.cutSince(p, r.start):
@@ -963,12 +964,12 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 			s.at(again)
 		case !linked:
 		case member && r.originDead != nil:
-		case member, !g.answeredSince(p, r.start) && g.owesAnswer(p, now.Add(-pt)):
+		case member, quiet && g.owesAnswer(p, now.Add(-pt)):
 			silent = append(silent, p)
-		case !g.answeredSince(p, r.start) && g.owesAnswer(p, now):
+		case quiet && g.owesAnswer(p, now):
 			r.provsDone = false // asked late: judged once it has owed for PeerTimeout
 			s.at(now.Add(pt - g.owedFor(p, now)))
-		case !g.answeredSince(p, r.start) && early:
+		case quiet && early:
 			r.provsDone = false // not asked yet: the want may be on its way
 			s.at(again)
 		}
