@@ -227,7 +227,7 @@ func (r *Reader) askFirst(idx []int, leaves []store.Leaf, reqs []*req) *firstWan
 
 // firstProvider picks the provider to ask: the first of the fetch's
 // providers that is connected and not penalised, else the first not
-// penalised. The caller holds mu.
+// penalised with an address to dial. The caller holds mu.
 func (r *Reader) firstProvider() peer.ID {
 	h := r.f.cfg.Host
 	var fallback peer.ID
@@ -238,7 +238,7 @@ func (r *Reader) firstProvider() peer.ID {
 		if h.Network().Connectedness(p) == network.Connected {
 			return p
 		}
-		if fallback == "" {
+		if fallback == "" && len(h.Peerstore().Addrs(p)) > 0 {
 			fallback = p
 		}
 	}

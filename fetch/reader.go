@@ -175,6 +175,7 @@ type Reader struct {
 	askedFirst  bool        // a provider was asked directly (firstwant.go)
 	stripe      *stripe     // the split of origin leaves with the crowd (policy.go); nil: none
 	unmet       bool        // a stripe member had no address yet: each pass looks again (meetMembersLocked)
+	addrless    []peer.ID   // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
 	reaskAt     time.Time   // striping: leaves may be asked of peers again from then
 	provAt      time.Time   // when the providers were last looked up
 	trace       fetchTrace  // what the policy decided, logged when the fetch ends
@@ -347,8 +348,57 @@ func (r *Reader) connect(ai peer.AddrInfo) {
 	r.learnAddrs(ai)
 	r.mu.Lock()
 	r.provs = append(r.provs, ai.ID)
+	later := r.addrlessLocked(ai.ID)
 	r.mu.Unlock()
-	r.dial(ai)
+	if !later {
+		r.dial(ai)
+	}
+}
+
+// addrlessLocked reports whether p, a provider just listed, cannot be
+// dialled yet: not connected, and no address known (a peer the provider
+// table knows by ID only, its addresses still on their way by gossip). It
+// is then noted, and dialled once its addresses arrive
+// (dialAddrlessLocked). Dialled at once, it failed ("no addresses") and,
+// already listed, was never dialled again: a crowd member whose fetch
+// announcement came before its addresses stayed out of reach of this
+// node for the whole fetch. The caller holds mu.
+func (r *Reader) addrlessLocked(p peer.ID) bool {
+	h := r.f.cfg.Host
+	if h.Network().Connectedness(p) == network.Connected || len(h.Peerstore().Addrs(p)) > 0 {
+		return false
+	}
+	r.addrless = append(r.addrless, p)
+	return true
+}
+
+// addrlessPoll is how often a fetch with providers known by ID only looks
+// for their addresses (nothing says when they arrive).
+const addrlessPoll = 50 * time.Millisecond
+
+// dialAddrlessLocked dials the providers addrlessLocked noted whose
+// addresses have arrived, forgets those connected meanwhile (they dialled
+// this node), and looks again addrlessPoll later while any are left. The
+// caller holds mu.
+func (r *Reader) dialAddrlessLocked(p *plan, now time.Time, s *soon) {
+	if len(r.addrless) == 0 {
+		return
+	}
+	h := r.f.cfg.Host
+	r.addrless = slices.DeleteFunc(r.addrless, func(id peer.ID) bool {
+		if h.Network().Connectedness(id) == network.Connected || r.f.guard.isPenalised(id) {
+			return true
+		}
+		ai := h.Peerstore().PeerInfo(id)
+		if len(ai.Addrs) == 0 {
+			return false
+		}
+		p.connect = append(p.connect, ai)
+		return true
+	})
+	if len(r.addrless) > 0 {
+		s.at(now.Add(addrlessPoll))
+	}
 }
 
 // learnAddrs puts a provider's addresses in the peerstore before the
@@ -534,6 +584,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		return now, false
 	}
 	r.stripeLocked(p, now, s)
+	r.dialAddrlessLocked(p, now, s)
 	p.refresh = r.refreshDueLocked(now, p.peerWaiting, s)
 	r.reaskLocked(cur, end, now, s)
 	r.planLocked(p, cur, end, now, s)

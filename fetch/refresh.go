@@ -53,9 +53,13 @@ func (r *Reader) refreshProviders() {
 	fresh = slices.DeleteFunc(fresh, func(ai peer.AddrInfo) bool { return slices.Contains(r.provs, ai.ID) })
 	rand.Shuffle(len(fresh), func(i, j int) { fresh[i], fresh[j] = fresh[j], fresh[i] })
 	fresh = fresh[:min(len(fresh), provRefreshNew)]
+	var dial []peer.AddrInfo
 	for _, ai := range fresh {
 		r.learnAddrs(ai) // before the scheduler can pick it
 		r.provs = append(r.provs, ai.ID)
+		if !r.addrlessLocked(ai.ID) {
+			dial = append(dial, ai)
+		}
 	}
 	again := 0
 	if len(fresh) > 0 {
@@ -63,7 +67,7 @@ func (r *Reader) refreshProviders() {
 		again = r.askAgainLocked(now, 0, len(r.st), func(i int) bool { return now.Sub(r.st[i].peerAt) >= r.f.cfg.PeerTimeout })
 	}
 	r.mu.Unlock()
-	for _, ai := range fresh {
+	for _, ai := range dial {
 		r.dial(ai)
 	}
 	if again > 0 {

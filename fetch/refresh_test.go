@@ -74,3 +74,33 @@ func TestLateProviderAsked(t *testing.T) {
 	}
 	t.Logf("took %v: %d bytes from the late provider, %d from the slow one", took, st.Peers[fast.h.ID()], st.Peers[slow.h.ID()])
 }
+
+// TestProviderKnownByIDDialledLater: a provider the table knows by ID only
+// (the mesh's table learns of a peer's fetch or holding by gossip, and of
+// its addresses from a later message) is dialled once its addresses reach
+// the peerstore, during the fetch. Before, the fetch dialled it at once,
+// failed ("no addresses") and never again: with no origin the fetch failed
+// after StallTimeout, and in a 50-app flash crowd about 4,000 such dials
+// failed per run, the crowd members behind them out of reach.
+func TestProviderKnownByIDDialledLater(t *testing.T) {
+	a := makeAsset(t, 66, 2*MiB)
+	holder := newNode(t, fetch.Config{})
+	holder.hold(t, a)
+	c := newNode(t, fetch.Config{StallTimeout: 10 * time.Second,
+		Providers: providers{a.t.Cid: {{ID: holder.h.ID()}}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := c.f.Open(ctx, a.t) // no origin: only the holder can send it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the addresses come later, by gossip
+		c.h.Peerstore().AddAddrs(holder.h.ID(), holder.h.Addrs(), time.Minute)
+	}()
+	checkBytes(t, readAll(t, r), a.data)
+	if got := r.Stats().Peers[holder.h.ID()]; got != int64(len(a.data)) {
+		t.Errorf("%d bytes from the holder, want all %d", got, len(a.data))
+	}
+}
