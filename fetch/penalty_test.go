@@ -144,7 +144,7 @@ func TestEmptyProviderNotPenalised(t *testing.T) {
 // penalised: the judgement ran.
 func TestReconnectedProviderOwesNothing(t *testing.T) {
 	a, b := makeAsset(t, 63, MiB), makeAsset(t, 64, MiB)
-	quiet, asked := notifyingSilentPeer(t)
+	quiet, asked := askedSilentPeer(t)
 	witness := silentPeer(t)
 	quietInfo := peer.AddrInfo{ID: quiet.ID(), Addrs: quiet.Addrs()}
 	witnessInfo := peer.AddrInfo{ID: witness.ID(), Addrs: witness.Addrs()}
@@ -170,7 +170,7 @@ func TestReconnectedProviderOwesNothing(t *testing.T) {
 		return r
 	}
 	r := open(a.t)
-	<-asked // the first want reached quiet: it owes an answer
+	<-asked // quiet was asked for an answer: it owes one
 	cl.h.Network().ClosePeer(quiet.ID())
 	if err := cl.h.Connect(ctx, quietInfo); err != nil {
 		t.Fatal(err)
@@ -185,26 +185,6 @@ func TestReconnectedProviderOwesNothing(t *testing.T) {
 	if cl.f.Penalised(quiet.ID()) {
 		t.Error("a provider asked on a connection that went, and not since, was penalised as silent")
 	}
-}
-
-// notifyingSilentPeer is silentPeer that also says on asked when a bitswap
-// stream with a message in it arrives (the first only).
-func notifyingSilentPeer(t *testing.T) (host.Host, <-chan struct{}) {
-	t.Helper()
-	h := newHost(t)
-	asked := make(chan struct{})
-	var once sync.Once
-	for _, p := range bitswapProtocols {
-		h.SetStreamHandler(p, func(s network.Stream) {
-			var b [1]byte
-			if _, err := s.Read(b[:]); err == nil {
-				once.Do(func() { close(asked) })
-			}
-			io.Copy(io.Discard, s)
-			s.Reset()
-		})
-	}
-	return h, asked
 }
 
 // TestSilentProviderAskedLate: a provider that sends nothing is judged
