@@ -508,6 +508,27 @@ func reask(asked, next, now time.Time, interval time.Duration, held bool, s *soo
 	return s.reached(now, later(asked.Add(interval), next))
 }
 
+// addrlessPoll returns how long a fetch with providers known by ID only
+// waits before it looks for their addresses again, after waiting last
+// (0: none noted since it last looked): addrlessFirst, doubling each time
+// up to addrlessMost. Gossip brings a member's addresses moments after its
+// fetch announcement, or much later when it is reachable only through a
+// relay, or never; looked for every 50 ms for the whole fetch, they cost a
+// scheduling pass each time.
+func addrlessPoll(last time.Duration) time.Duration {
+	if last <= 0 {
+		return addrlessFirst
+	}
+	return min(2*last, addrlessMost)
+}
+
+const (
+	// addrlessFirst is the first wait of addrlessPoll.
+	addrlessFirst = 50 * time.Millisecond
+	// addrlessMost is the longest wait of addrlessPoll.
+	addrlessMost = time.Second
+)
+
 // Providers found during a fetch (refresh.go).
 
 const (

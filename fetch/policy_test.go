@@ -514,6 +514,26 @@ func TestLookAgainSynctest(t *testing.T) {
 	})
 }
 
+// TestAddrlessPoll: a fetch waiting for the addresses of providers known
+// by ID only looks for them 50 ms after noting one, then less and less
+// often, at least once a second; noting another starts again at 50 ms.
+func TestAddrlessPoll(t *testing.T) {
+	var gaps []time.Duration
+	last := time.Duration(0)
+	for range 7 {
+		last = addrlessPoll(last)
+		gaps = append(gaps, last)
+	}
+	ms := time.Millisecond
+	want := []time.Duration{50 * ms, 100 * ms, 200 * ms, 400 * ms, 800 * ms, time.Second, time.Second}
+	if !slices.Equal(gaps, want) {
+		t.Errorf("waits %v, want %v", gaps, want)
+	}
+	if got := addrlessPoll(0); got != addrlessFirst {
+		t.Errorf("after a provider is noted: %v, want %v", got, addrlessFirst)
+	}
+}
+
 // checkNext checks when s says to look again: at t0 plus wantNext, or,
 // with wantNext 0, nothing due (s's minute on).
 func checkNext(t *testing.T, name string, s *soon, t0 time.Time, wantNext time.Duration) {

@@ -164,21 +164,22 @@ type Reader struct {
 	fetched     int
 	kept        int
 	finishing   bool
-	advertised  bool        // Config.Advertiser was told of this fetch
-	announcedAt time.Time   // when (zero: not yet)
-	provs       []peer.ID   // providers connected for this fetch
-	provsDone   bool        // the providers' silence has been judged
-	lastBlock   time.Time   // last delivery from any source
-	lastPeer    time.Time   // last delivery from a peer
-	peerTimes   []time.Time // the last peerRateWindow deliveries from peers
-	waitSince   time.Time   // a Read has been waiting since
-	askedFirst  bool        // a provider was asked directly (firstwant.go)
-	stripe      *stripe     // the split of origin leaves with the crowd (policy.go); nil: none
-	unmet       bool        // a stripe member had no address yet: each pass looks again (meetMembersLocked)
-	addrless    []peer.ID   // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
-	reaskAt     time.Time   // striping: leaves may be asked of peers again from then
-	provAt      time.Time   // when the providers were last looked up
-	trace       fetchTrace  // what the policy decided, logged when the fetch ends
+	advertised  bool          // Config.Advertiser was told of this fetch
+	announcedAt time.Time     // when (zero: not yet)
+	provs       []peer.ID     // providers connected for this fetch
+	provsDone   bool          // the providers' silence has been judged
+	lastBlock   time.Time     // last delivery from any source
+	lastPeer    time.Time     // last delivery from a peer
+	peerTimes   []time.Time   // the last peerRateWindow deliveries from peers
+	waitSince   time.Time     // a Read has been waiting since
+	askedFirst  bool          // a provider was asked directly (firstwant.go)
+	stripe      *stripe       // the split of origin leaves with the crowd (policy.go); nil: none
+	addrless    []peer.ID     // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
+	addrlessAt  time.Time     // when dialAddrlessLocked looks again
+	addrlessGap time.Duration // how long it waits after that (addrlessPoll, doubling)
+	reaskAt     time.Time     // striping: leaves may be asked of peers again from then
+	provAt      time.Time     // when the providers were last looked up
+	trace       fetchTrace    // what the policy decided, logged when the fetch ends
 
 	// sawFetching is the peers listed fetching the content during this
 	// read (joinStateLocked): their DONT_HAVEs were of leaves they had yet
@@ -369,19 +370,23 @@ func (r *Reader) addrlessLocked(p peer.ID) bool {
 		return false
 	}
 	r.addrless = append(r.addrless, p)
+	r.addrlessAt, r.addrlessGap = time.Time{}, 0 // look soon again
 	return true
 }
 
-// addrlessPoll is how often a fetch with providers known by ID only looks
-// for their addresses (nothing says when they arrive).
-const addrlessPoll = 50 * time.Millisecond
-
 // dialAddrlessLocked dials the providers addrlessLocked noted whose
-// addresses have arrived, forgets those connected meanwhile (they dialled
-// this node), and looks again addrlessPoll later while any are left. The
-// caller holds mu.
+// addresses have arrived and forgets those connected meanwhile (they
+// dialled this node) or penalised. Nothing says when addresses arrive, so
+// while any are left it looks again at the times addrlessPoll gives: soon
+// after one is noted, less often the longer it waits (a peer reachable
+// only through a relay may never have an address to dial). The caller
+// holds mu.
 func (r *Reader) dialAddrlessLocked(p *plan, now time.Time, s *soon) {
 	if len(r.addrless) == 0 {
+		return
+	}
+	if now.Before(r.addrlessAt) {
+		s.at(r.addrlessAt)
 		return
 	}
 	h := r.f.cfg.Host
@@ -397,7 +402,9 @@ func (r *Reader) dialAddrlessLocked(p *plan, now time.Time, s *soon) {
 		return true
 	})
 	if len(r.addrless) > 0 {
-		s.at(now.Add(addrlessPoll))
+		r.addrlessGap = addrlessPoll(r.addrlessGap)
+		r.addrlessAt = now.Add(r.addrlessGap)
+		s.at(r.addrlessAt)
 	}
 }
 
@@ -1086,35 +1093,29 @@ func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 	if changed {
 		r.stripe = st
 	}
-	if changed || r.unmet {
-		r.unmet = r.meetMembersLocked(p)
+	if changed {
+		r.meetMembersLocked(p)
 	}
 }
 
 // meetMembersLocked makes the stripe's members that are not providers yet
-// providers, connecting them. A member this node cannot dial yet (known
-// by ID only: its fetch announcement came by gossip before its addresses)
-// is left for a later pass, which finds its addresses once they arrive;
-// made a provider at once, it was never dialled, and the leaves the stripe
-// gave it all went to the origin. It reports whether it left any. The
-// caller holds mu.
-func (r *Reader) meetMembersLocked(p *plan) (unmet bool) {
+// providers, connecting them. A member this node cannot dial yet (known by
+// ID only: its fetch announcement came by gossip before its addresses) is
+// dialled once its addresses arrive (addrlessLocked). The caller holds mu.
+func (r *Reader) meetMembersLocked(p *plan) {
 	h := r.f.cfg.Host
 	for _, m := range r.stripe.members {
 		if m == h.ID() || slices.Contains(r.provs, m) {
 			continue
 		}
-		ai := h.Peerstore().PeerInfo(m)
-		if len(ai.Addrs) == 0 && h.Network().Connectedness(m) != network.Connected {
-			unmet = true
+		r.provs = append(r.provs, m)
+		if r.addrlessLocked(m) {
 			continue
 		}
-		r.provs = append(r.provs, m)
-		if len(ai.Addrs) > 0 {
+		if ai := h.Peerstore().PeerInfo(m); len(ai.Addrs) > 0 {
 			p.connect = append(p.connect, ai)
 		}
 	}
-	return unmet
 }
 
 // reaskLocked asks peers again, on a new bitswap session, for the leaves
