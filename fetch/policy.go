@@ -430,6 +430,11 @@ func leafTime(rate float64) time.Duration {
 	return time.Duration(float64(dagfile.ChunkSize) / rate * float64(time.Second))
 }
 
+// maxAheadWave is the last backup place that takes from the origin a leaf
+// the reader does not wait on yet (overdue): the next would wait 2^16
+// generations.
+const maxAheadWave = 16
+
 // leafAsk is what overdue needs about a leaf another member owns.
 type leafAsk struct {
 	// since is when the owner can be taken to have started on the leaf:
@@ -446,6 +451,8 @@ type leafAsk struct {
 	// its owner sent a block or a HAVE of this content within peerTimeout
 	// plus one leaf's origin time (it is working through its share).
 	held, ownerActive bool
+	// pace is the recent time between leaves from peers (peerPace).
+	pace time.Duration
 	// backup is this node's place in the leaf's ranking after its owner
 	// (stripe.place: 1 for the next-highest score; 0 counts as 1).
 	backup int
@@ -458,26 +465,33 @@ type leafAsk struct {
 // owner has been silent for as long, or when the reader has waited
 // peerTimeout plus one leaf's origin time on it (its owner is too busy),
 // twice that if a peer has said HAVE of it (the holders are too busy).
+//
 // The members after the owner do not all go at once: the one placed next
-// (backup 1) goes at those times, the one after it peerTimeout plus one
-// leaf's origin time later (the first backup's fetch of it and its offer),
-// and so on, one member a wave, so that a late owner costs the origin a
-// copy or two rather than one per member, and the first backup's copy
-// reaches the others before they go. A node that announces a fetch and
-// sends nothing thus delays its first backup by peerTimeout plus the
-// origin's time for what it was to fetch, and the k-th backup, if no
-// earlier one delivers either, by k-1 times peerTimeout plus one leaf's
-// origin time more. (The waves were capped at 4, the members placed later
-// all going together in the last: in a congested flash crowd, with the
-// origin shared and holders at their serving caps, every member of a
-// large stripe then took each late leaf from the origin.) It notes in s
-// when the answer changes.
+// (backup 1) goes at those times, and each later one waits for the copies
+// of those before it to spread. Ahead of the reader, backup k waits
+// 2^(k-1)-1 generations more, a generation being peerTimeout plus the
+// longer of the origin's time for a leaf and the recent time between
+// leaves from peers (pace): the first backup's copy reaches one member a
+// generation, each member holding it passes it on, and the holders at
+// their serving caps are as slow as pace says. Places past maxAheadWave
+// never take a leaf ahead of the reader. With the reader waiting on the
+// leaf, backup k goes after k times peerTimeout plus one leaf's origin
+// time (twice that if held). A node that announces a fetch and sends
+// nothing thus delays its first backup by peerTimeout plus the origin's
+// time for what it was to fetch.
+//
+// (The waves were once capped at 4, the members placed later all going
+// together in the last: in a congested flash crowd every member of a large
+// stripe then took each late leaf from the origin. Spaced one generation
+// apart, at the origin's pace only, a leaf still went to the origin about
+// once per 0.5 s that the mesh had not delivered it: 1,000 overdue leaves
+// in a 50-app flash crowd, 15 to 21 copies of the site.) It notes in s when
+// the answer changes.
 func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon) bool {
 	wave := time.Duration(max(a.backup, 1))
-	if !a.held && !a.ownerActive {
-		// Each wave after the first waits for the one before it to fetch
-		// the leaf from the origin (leaf) and offer it (peerTimeout).
-		due := a.since.Add(peerTimeout + time.Duration(max(a.rank, 1))*leaf + (wave-1)*(peerTimeout+leaf))
+	if !a.held && !a.ownerActive && a.backup <= maxAheadWave {
+		gens := time.Duration(1)<<(max(a.backup, 1)-1) - 1
+		due := a.since.Add(peerTimeout + time.Duration(max(a.rank, 1))*leaf + gens*(peerTimeout+max(leaf, a.pace)))
 		if s.reached(now, due) {
 			return true
 		}

@@ -290,8 +290,14 @@ func TestOverdue(t *testing.T) {
 		{"first backup, its owner sent nothing", leafAsk{since: t0, rank: 1, backup: 1}, pt + leaf, true, 0},
 		{"second backup waits a wave more", leafAsk{since: t0, rank: 1, backup: 2}, pt + leaf, false, 2 * (pt + leaf)},
 		{"second backup, its turn", leafAsk{since: t0, rank: 1, backup: 2}, 2 * (pt + leaf), true, 0},
-		{"a far backup waits for its own wave", leafAsk{since: t0, rank: 1, backup: 40}, 40*(pt+leaf) - 1, false, 40 * (pt + leaf)},
-		{"a far backup, its wave", leafAsk{since: t0, rank: 1, backup: 40}, 40 * (pt + leaf), true, 0},
+		{"fourth backup waits 7 generations more", leafAsk{since: t0, rank: 1, backup: 4}, 8*(pt+leaf) - 1, false, 8 * (pt + leaf)},
+		{"fourth backup, its wave", leafAsk{since: t0, rank: 1, backup: 4}, 8 * (pt + leaf), true, 0},
+		// Peers deliver a leaf every 2 s: a generation is peerTimeout and 2 s.
+		{"second backup, slow peers", leafAsk{since: t0, rank: 1, backup: 2, pace: 2 * time.Second}, 2 * (pt + leaf), false, pt + leaf + pt + 2*time.Second},
+		{"second backup, slow peers, its turn", leafAsk{since: t0, rank: 1, backup: 2, pace: 2 * time.Second}, pt + leaf + pt + 2*time.Second, true, 0},
+		{"first backup: pace does not delay it", leafAsk{since: t0, rank: 1, backup: 1, pace: 2 * time.Second}, pt + leaf, true, 0},
+		{"a far backup leaves it to the others", leafAsk{since: t0, rank: 1, backup: 40}, time.Hour, false, 0},
+		{"a far backup, the reader waited", leafAsk{since: t0, rank: 1, backup: 40, waitSince: t0.Add(time.Second)}, time.Second + 40*(pt+leaf), true, 0},
 		{"third backup, the reader waits", leafAsk{since: t0, ownerActive: true, backup: 3, waitSince: t0.Add(time.Second)}, time.Second + 2*(pt+leaf), false, time.Second + 3*(pt+leaf)},
 		{"third backup, held, the reader waited", leafAsk{since: t0, held: true, backup: 3, waitSince: t0.Add(time.Second)}, time.Second + 6*(pt+leaf), true, 0},
 	} {
