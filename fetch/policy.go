@@ -490,7 +490,7 @@ type leafAsk struct {
 func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon) bool {
 	wave := time.Duration(max(a.backup, 1))
 	if !a.held && !a.ownerActive && a.backup <= maxAheadWave {
-		gens := time.Duration(1)<<(max(a.backup, 1)-1) - 1
+		gens := time.Duration(1)<<(wave-1) - 1
 		due := a.since.Add(peerTimeout + time.Duration(max(a.rank, 1))*leaf + gens*(peerTimeout+max(leaf, a.pace)))
 		if s.reached(now, due) {
 			return true

@@ -1092,8 +1092,6 @@ func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 	changed := r.stripe == nil || !r.stripe.same(st)
 	if changed {
 		r.stripe = st
-	}
-	if changed {
 		r.meetMembersLocked(p)
 	}
 }
