@@ -33,3 +33,8 @@ func (r *Reader) JoinsRefused() bool {
 	defer r.mu.Unlock()
 	return r.joinStateLocked(time.Now(), true, false).lacking()
 }
+
+// AnswerHavesInQueue makes f's server answer want-haves through boxo's
+// task queue only, as a holder without haves.go does (Kubo, meshcdn
+// before it): a busy holder's HAVE comes when a worker is free.
+func (f *Fetcher) AnswerHavesInQueue() { f.guard.haves.close() }

@@ -135,6 +135,7 @@ func (f *Fetcher) Close() error {
 	}
 	f.guard.stop()
 	f.cancel()
+	f.guard.haves.close()
 	f.wg.Wait()
 	err := f.bs.Close()
 	if f.ownHTTP != nil {

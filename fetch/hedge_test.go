@@ -145,6 +145,10 @@ func TestPeerSlowerThanOrigin(t *testing.T) {
 // deadlines (0.2 s and 1.2 s): the token bucket makes it no sooner than
 // 0.5 s after the last, and a loaded machine under -race has 0.7 s to
 // spare (1.5 MiB/s, leaving 0.5 s, failed once in CI).
+//
+// The holder answers want-haves through boxo's queue only, as Kubo does: a
+// meshcdn holder's HAVE comes at once (haves.go), and a node that heard it
+// waits for the block whatever its history.
 func TestBusyHolderNotHedged(t *testing.T) {
 	warm, next := makeAsset(t, 40, MiB), makeAsset(t, 41, MiB)
 	o := newOrigin(t, next.data)
@@ -155,6 +159,7 @@ func TestBusyHolderNotHedged(t *testing.T) {
 	var provs map[*node]providers // each client's providers, filled in as it asks
 	fetchBoth := func(from, cl *node) fetch.Stats {
 		holder := newNode(t, fetch.Config{ServeBytesPerSecond: 2 * MiB})
+		holder.f.AnswerHavesInQueue() // its HAVE comes late when it is busy
 		holder.hold(t, warm)
 		holder.hold(t, next)
 		for _, n := range []*node{from, cl} {

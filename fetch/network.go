@@ -43,6 +43,7 @@ type guard struct {
 	sends     *sendLimiter            // deadlines of what the server sends
 	proms     *promises               // HAVEs not yet followed by the block
 	side      *sideBlocks             // blocks the inbound filter took out of messages (nil: none)
+	haves     *haveAnswers            // want-haves of held blocks, answered outside boxo (haves.go)
 	promTimer *time.Timer             // checks the promises when one is due
 	stopped   bool
 	life      sync.RWMutex // held for reading while forgiving; stop takes it
@@ -64,6 +65,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		prio:           make(map[cid.Cid]int32),
 		sends:          newSendLimiter(),
 		proms:          newPromises(f.cfg.Penalty),
+		haves:          newHaveAnswers(f.ctx, f.holds, n.SendMessage),
 	}
 }
 
@@ -552,6 +554,9 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 			g.f.wakeAll()
 		}
 		return
+	}
+	if len(m.Wantlist()) > 0 && !g.refusedSender(p) {
+		m = g.haves.answer(p, m) // haves.go: not behind the blocks in boxo's queue
 	}
 	g.f.direct.received(g.f, p, m.Blocks()) // firstwant.go: before bitswap, which may not want them yet
 	for _, rv := range rs {

@@ -1,0 +1,107 @@
+package fetch_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	bspb "github.com/ipfs/boxo/bitswap/message/pb"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-msgio"
+
+	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/store"
+)
+
+// listen makes h take bitswap messages, handing each to got.
+func listen(h host.Host, got chan<- bsmsg.BitSwapMessage) {
+	for _, p := range bitswapProtocols {
+		h.SetStreamHandler(p, func(s network.Stream) {
+			defer s.Reset()
+			r := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
+			for {
+				m, _, err := bsmsg.FromMsgReader(r)
+				if err != nil {
+					return
+				}
+				select {
+				case got <- m:
+				default: // the test has what it needs
+				}
+			}
+		})
+	}
+}
+
+// TestHaveNotBehindBlocks: a holder whose serving workers all wait on its
+// serving cap, each with a block for a greedy peer to read, still answers
+// another peer's want-have of a block it holds, at once. boxo's server
+// queues the HAVE behind the blocks: without the guard's own answer
+// (haves.go) it came when a worker was free, here never.
+func TestHaveNotBehindBlocks(t *testing.T) {
+	holder := newNode(t, fetch.Config{ServeBytesPerSecond: 1, ServeConcurrency: 1})
+	a := makeAsset(t, 7, 12*MiB)
+	holder.hold(t, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leaves, err := store.Leaves(ctx, nodesGetter(a.t), a.t.Cid, a.t.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Greedy peers want every leaf but the last: the first block spends
+	// the cap's burst, and every worker then waits with one to read.
+	blocksIn := make(chan bsmsg.BitSwapMessage, 1)
+	for range 8 {
+		g := newHost(t)
+		listen(g, blocksIn)
+		if err := g.Connect(ctx, holder.info()); err != nil {
+			t.Fatal(err)
+		}
+		m := bsmsg.New(true)
+		for i, l := range leaves[:len(leaves)-1] {
+			m.AddEntry(l.Cid, int32(len(leaves)-i), bspb.Message_Wantlist_Block, false)
+		}
+		send(g, holder.h.ID(), m)
+	}
+	waitMessage(ctx, t, blocksIn, func(m bsmsg.BitSwapMessage) bool { return len(m.Blocks()) > 0 })
+
+	asker := newHost(t)
+	answers := make(chan bsmsg.BitSwapMessage, 16)
+	listen(asker, answers)
+	if err := asker.Connect(ctx, holder.info()); err != nil {
+		t.Fatal(err)
+	}
+	last := leaves[len(leaves)-1].Cid
+	m := bsmsg.New(false)
+	m.AddEntry(last, 1, bspb.Message_Wantlist_Have, true)
+	send(asker, holder.h.ID(), m)
+	waitMessage(ctx, t, answers, func(m bsmsg.BitSwapMessage) bool { return hasHave(m, last) })
+}
+
+func hasHave(m bsmsg.BitSwapMessage, c cid.Cid) bool {
+	for _, h := range m.Haves() {
+		if h.Equals(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitMessage waits for a message from in that ok accepts.
+func waitMessage(ctx context.Context, t *testing.T, in <-chan bsmsg.BitSwapMessage, ok func(bsmsg.BitSwapMessage) bool) {
+	t.Helper()
+	for {
+		select {
+		case m := <-in:
+			if ok(m) {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("no such message before the deadline")
+		}
+	}
+}
