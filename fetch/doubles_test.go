@@ -70,6 +70,24 @@ func lyingPeer(t testing.TB, data func(c blocks.Block) []byte, lookup func(k str
 	return h
 }
 
+// onMessages makes h take bitswap messages, handing each to each as it
+// is read.
+func onMessages(h host.Host, each func(bsmsg.BitSwapMessage)) {
+	for _, p := range bitswapProtocols {
+		h.SetStreamHandler(p, func(s network.Stream) {
+			defer s.Reset()
+			r := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
+			for {
+				m, _, err := bsmsg.FromMsgReader(r)
+				if err != nil {
+					return
+				}
+				each(m)
+			}
+		})
+	}
+}
+
 // send writes one bitswap message to p on a new stream, as bitswap does.
 func send(h host.Host, p peer.ID, m bsmsg.BitSwapMessage) {
 	s, err := h.NewStream(context.Background(), p, bitswapProtocols[0])

@@ -9,31 +9,20 @@ import (
 	bspb "github.com/ipfs/boxo/bitswap/message/pb"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-msgio"
 
 	"github.com/meshcdn/meshcdn/fetch"
 	"github.com/meshcdn/meshcdn/store"
 )
 
-// listen makes h take bitswap messages, handing each to got.
+// listen makes h take bitswap messages, handing each to got while it has
+// room.
 func listen(h host.Host, got chan<- bsmsg.BitSwapMessage) {
-	for _, p := range bitswapProtocols {
-		h.SetStreamHandler(p, func(s network.Stream) {
-			defer s.Reset()
-			r := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
-			for {
-				m, _, err := bsmsg.FromMsgReader(r)
-				if err != nil {
-					return
-				}
-				select {
-				case got <- m:
-				default: // the test has what it needs
-				}
-			}
-		})
-	}
+	onMessages(h, func(m bsmsg.BitSwapMessage) {
+		select {
+		case got <- m:
+		default: // the test has what it needs
+		}
+	})
 }
 
 // TestHaveNotBehindBlocks: a holder whose serving workers all wait on its

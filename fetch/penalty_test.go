@@ -14,7 +14,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-msgio"
 
 	"github.com/meshcdn/meshcdn/fetch"
 )
@@ -234,20 +233,10 @@ func askedSilentPeer(t *testing.T) (host.Host, <-chan struct{}) {
 	h := newHost(t)
 	asked := make(chan struct{})
 	var once sync.Once
-	for _, p := range bitswapProtocols {
-		h.SetStreamHandler(p, func(s network.Stream) {
-			defer s.Reset()
-			r := msgio.NewVarintReaderSize(s, network.MessageSizeMax)
-			for {
-				m, _, err := bsmsg.FromMsgReader(r)
-				if err != nil {
-					return
-				}
-				if slices.ContainsFunc(m.Wantlist(), func(e bsmsg.Entry) bool { return !e.Cancel && e.SendDontHave }) {
-					once.Do(func() { close(asked) })
-				}
-			}
-		})
-	}
+	onMessages(h, func(m bsmsg.BitSwapMessage) {
+		if slices.ContainsFunc(m.Wantlist(), func(e bsmsg.Entry) bool { return !e.Cancel && e.SendDontHave }) {
+			once.Do(func() { close(asked) })
+		}
+	})
 	return h, asked
 }
