@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -10,17 +11,7 @@ import (
 	bspb "github.com/ipfs/boxo/bitswap/message/pb"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/multiformats/go-multihash"
 )
-
-func testCid(t *testing.T, i int) cid.Cid {
-	t.Helper()
-	h, err := multihash.Sum([]byte{byte(i), byte(i >> 8)}, multihash.SHA2_256, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cid.NewCidV1(cid.Raw, h)
-}
 
 // TestHaveAnswersBacklog: one HAVE message in flight per peer; what is
 // asked meanwhile goes in the next, at most haveBacklog of it, and the
@@ -30,7 +21,7 @@ func TestHaveAnswersBacklog(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		held := func(_ context.Context, c cid.Cid) (bool, error) { return c != testCid(t, 0), nil }
+		held := func(_ context.Context, c cid.Cid) (bool, error) { return c != testLeaf(t, "0"), nil }
 		release := make(chan struct{})
 		var mu sync.Mutex
 		var sent []int
@@ -45,7 +36,7 @@ func TestHaveAnswersBacklog(t *testing.T) {
 		want := func(from, to int, typ bspb.Message_Wantlist_WantType) bsmsg.BitSwapMessage {
 			m := bsmsg.New(false)
 			for i := from; i < to; i++ {
-				m.AddEntry(testCid(t, i), 1, typ, true)
+				m.AddEntry(testLeaf(t, strconv.Itoa(i)), 1, typ, true)
 			}
 			return m
 		}

@@ -2,12 +2,12 @@ package fetch_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	bspb "github.com/ipfs/boxo/bitswap/message/pb"
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 
 	"github.com/meshcdn/meshcdn/fetch"
@@ -68,16 +68,7 @@ func TestHaveNotBehindBlocks(t *testing.T) {
 	m := bsmsg.New(false)
 	m.AddEntry(last, 1, bspb.Message_Wantlist_Have, true)
 	send(asker, holder.h.ID(), m)
-	waitMessage(ctx, t, answers, func(m bsmsg.BitSwapMessage) bool { return hasHave(m, last) })
-}
-
-func hasHave(m bsmsg.BitSwapMessage, c cid.Cid) bool {
-	for _, h := range m.Haves() {
-		if h.Equals(c) {
-			return true
-		}
-	}
-	return false
+	waitMessage(ctx, t, answers, func(m bsmsg.BitSwapMessage) bool { return slices.ContainsFunc(m.Haves(), last.Equals) })
 }
 
 // waitMessage waits for a message from in that ok accepts.

@@ -555,7 +555,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		}
 		return
 	}
-	if len(m.Wantlist()) > 0 && !g.refusedSender(p) {
+	if !g.refusedSender(p) {
 		m = g.haves.answer(p, m) // haves.go: not behind the blocks in boxo's queue
 	}
 	g.f.direct.received(g.f, p, m.Blocks()) // firstwant.go: before bitswap, which may not want them yet
