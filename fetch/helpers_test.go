@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -177,6 +178,8 @@ type origin struct {
 	limit *rate.Limiter   // nil: no pacing
 	dieAt atomic.Int64    // after this many requests, cut all (0: never; <0: from the start)
 	hold  <-chan struct{} // nil: answer at once; else answer once it is closed
+	asked chan struct{}   // nil, or closed at the first request (set before the first)
+	once  sync.Once
 }
 
 func newOrigin(t testing.TB, data []byte) *origin {
@@ -189,6 +192,9 @@ func newOrigin(t testing.TB, data []byte) *origin {
 
 func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 	n := o.reqs.Add(1)
+	if o.asked != nil {
+		o.once.Do(func() { close(o.asked) })
+	}
 	if d := o.dieAt.Load(); d < 0 || d > 0 && n > d {
 		panic(http.ErrAbortHandler) // the connection is cut
 	}

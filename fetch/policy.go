@@ -523,22 +523,29 @@ func reask(asked, next, now time.Time, interval time.Duration, held bool, s *soo
 }
 
 // addrlessPoll returns how long a fetch with providers known by ID only
-// waits before it looks for their addresses again, after waiting last
-// (0: none noted since it last looked): addrlessFirst, doubling each time
-// up to addrlessMost. Gossip brings a member's addresses moments after its
+// waits before it looks for their addresses again, after waiting last (0:
+// none noted since it last looked), the first of them noted waited ago:
+// addrlessFirst for the first addrlessSteady, then doubling each time up
+// to addrlessMost. Gossip brings a member's addresses moments after its
 // fetch announcement, or much later when it is reachable only through a
 // relay, or never; looked for every 50 ms for the whole fetch, they cost a
-// scheduling pass each time.
-func addrlessPoll(last time.Duration) time.Duration {
-	if last <= 0 {
+// scheduling pass each time. Doubling from the start, addresses that came
+// 300 ms after the fetch began waited for the look at 350 ms and then
+// 750 ms, by which time the origin had taken the member's share (seen in
+// TestStripingMemberAddressesLate, one run in 20).
+func addrlessPoll(last, waited time.Duration) time.Duration {
+	if last <= 0 || waited < addrlessSteady {
 		return addrlessFirst
 	}
 	return min(2*last, addrlessMost)
 }
 
 const (
-	// addrlessFirst is the first wait of addrlessPoll.
+	// addrlessFirst is the first wait of addrlessPoll, and every wait of
+	// its first addrlessSteady.
 	addrlessFirst = 50 * time.Millisecond
+	// addrlessSteady is how long addrlessPoll looks every addrlessFirst.
+	addrlessSteady = time.Second
 	// addrlessMost is the longest wait of addrlessPoll.
 	addrlessMost = time.Second
 )

@@ -521,21 +521,24 @@ func TestLookAgainSynctest(t *testing.T) {
 }
 
 // TestAddrlessPoll: a fetch waiting for the addresses of providers known
-// by ID only looks for them 50 ms after noting one, then less and less
-// often, at least once a second; noting another starts again at 50 ms.
+// by ID only looks for them every 50 ms for the first second after noting
+// one, then less and less often, at least once a second; noting another
+// starts again at 50 ms.
 func TestAddrlessPoll(t *testing.T) {
 	var gaps []time.Duration
-	last := time.Duration(0)
-	for range 7 {
-		last = addrlessPoll(last)
+	last, waited := time.Duration(0), time.Duration(0)
+	for range 26 {
+		last = addrlessPoll(last, waited)
+		waited += last
 		gaps = append(gaps, last)
 	}
 	ms := time.Millisecond
-	want := []time.Duration{50 * ms, 100 * ms, 200 * ms, 400 * ms, 800 * ms, time.Second, time.Second}
+	want := slices.Repeat([]time.Duration{50 * ms}, 20)
+	want = append(want, 100*ms, 200*ms, 400*ms, 800*ms, time.Second, time.Second)
 	if !slices.Equal(gaps, want) {
 		t.Errorf("waits %v, want %v", gaps, want)
 	}
-	if got := addrlessPoll(0); got != addrlessFirst {
+	if got := addrlessPoll(0, 5*time.Second); got != addrlessFirst {
 		t.Errorf("after a provider is noted: %v, want %v", got, addrlessFirst)
 	}
 }
