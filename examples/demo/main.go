@@ -126,6 +126,9 @@ type report struct {
 	Seconds       float64      `json:"seconds"`
 	Nodes         []nodeReport `json:"nodes"`
 	DashboardURL  string       `json:"dashboard_url,omitempty"`
+	// OriginCopies is what the origin sent per asset path, in copies of
+	// that asset: where a crowd's origin egress goes.
+	OriginCopies map[string]float64 `json:"origin_copies_by_path"`
 }
 
 func (r *report) print(w io.Writer) {
@@ -210,6 +213,13 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 func collect(cr *meshtest.Report, org *meshtest.Origin, start time.Time) *report {
 	r := &report{Assets: cr.Assets, SiteBytes: cr.SiteBytes, Seeds: cr.Seeds, Peers: cr.Apps,
 		PeerBytes: cr.PeerBytes, OriginBytes: cr.OriginBytes, OriginServed: org.Sent(), Offload: cr.Offload}
+	r.OriginCopies = map[string]float64{}
+	site := org.Site()
+	for p, ps := range org.Stats().Paths {
+		if n := len(site[p]); n > 0 {
+			r.OriginCopies[p] = float64(ps.Sent) / float64(n)
+		}
+	}
 	byNode := map[string][]time.Duration{}
 	for _, f := range cr.Fetches {
 		byNode[f.Node] = append(byNode[f.Node], f.TTFB)
