@@ -38,3 +38,11 @@ func (r *Reader) JoinsRefused() bool {
 // task queue only, as a holder without haves.go does (Kubo, meshcdn
 // before it): a busy holder's HAVE comes when a worker is free.
 func (f *Fetcher) AnswerHavesInQueue() { f.guard.haves.close() }
+
+// OnWantNoted makes f's guard call fn after it noted a want-have of a
+// block f lacks (haves.go), to tell a test the want has arrived.
+func (f *Fetcher) OnWantNoted(fn func()) {
+	f.guard.haves.mu.Lock()
+	f.guard.haves.onNote = fn
+	f.guard.haves.mu.Unlock()
+}

@@ -336,6 +336,7 @@ func (f *Fetcher) keep(ctx context.Context, b blocks.Block, src Source) error {
 	if err != nil {
 		return err
 	}
+	f.guard.haves.arrived(b.Cid()) // haves.go: not behind the blocks in boxo's queue
 	if src == SourcePeer {
 		err = f.bs.Server.NotifyNewBlocks(ctx, b)
 	} else {

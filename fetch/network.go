@@ -783,6 +783,7 @@ func (r guardReceiver) PeerDisconnected(p peer.ID) {
 	r.g.gone[p] = now
 	delete(r.g.expect, p) // what it was asked went with the connection
 	r.g.proms.gone(p)
+	r.g.haves.gone(p)
 	r.g.pruneLocked(now)
 	released := r.g.releaseLocked()
 	rs := r.g.receivers
