@@ -200,19 +200,28 @@ func (d *directWants) received(f *Fetcher, p peer.ID, bs []blocks.Block) {
 
 // askFirst is goPeers' hook, called once per peer batch: for the Reader's
 // first batch, with a provider known, it asks the provider for the batch's
-// first leaf (idx[0]) directly. It returns the want (nil if none), which
-// the batch consults to skip the session's copy of a block it was handed.
+// first leaf (idx[0]) directly, and for a batch that asks a stuck leaf
+// again, the holder stuckLocked chose. It returns the want (nil if none),
+// which the batch consults to skip the session's copy of a block it was
+// handed.
 func (r *Reader) askFirst(idx []int, leaves []store.Leaf, reqs []*req) *firstWant {
 	if len(idx) == 0 {
 		return nil
 	}
 	r.mu.Lock()
-	if r.askedFirst || r.prov != provSome {
-		r.mu.Unlock()
-		return nil
+	p := r.retarget
+	if p != "" && r.retargetLeaf != idx[0] {
+		p = "" // the stuck leaf came meanwhile
 	}
-	r.askedFirst = true
-	p := r.firstProvider()
+	r.retarget = ""
+	if p == "" {
+		if r.askedFirst || r.prov != provSome {
+			r.mu.Unlock()
+			return nil
+		}
+		r.askedFirst = true
+		p = r.firstProvider()
+	}
 	r.mu.Unlock()
 	if p == "" {
 		return nil

@@ -273,6 +273,16 @@ func (g *guard) held(c cid.Cid) bool {
 	return len(g.proms.haves[c]) > 0
 }
 
+// otherHolder returns the holder of c not yet asked for it that last
+// delivered a block (promises.liveHolder), penalised peers left out; ""
+// if none.
+func (g *guard) otherHolder(c cid.Cid) peer.ID {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	return g.proms.liveHolder(c, func(p peer.ID) bool { return g.isPenalisedLocked(p, now) })
+}
+
 // refusers returns the peers that said DONT_HAVE of c when every peer
 // asked for c has answered, one at least with DONT_HAVE, and none's HAVE
 // of it stands (promises.refusedOnly); else none.

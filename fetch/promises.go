@@ -148,6 +148,27 @@ func average(avg, sample time.Duration) time.Duration {
 	return avg + (sample-avg)/4
 }
 
+// liveHolder returns, of the peers whose HAVE of c stands and that have
+// not been asked for it, the one that delivered a block to this node last
+// (one that never did after those that did); "" if there is none. out
+// leaves peers out. The last to deliver is the one serving this node now:
+// a slow holder's time per block, learnt from a first block its burst
+// sent at once, can look better than a fast one's.
+func (ps *promises) liveHolder(c cid.Cid, out func(peer.ID) bool) peer.ID {
+	var best peer.ID
+	var bestAt time.Time
+	for p := range ps.haves[c] {
+		if _, asked := ps.open[promiseKey{p, c}]; asked || out(p) {
+			continue
+		}
+		at := ps.last[p]
+		if best == "" || at.After(bestAt) || at.Equal(bestAt) && p < best {
+			best, bestAt = p, at
+		}
+	}
+	return best
+}
+
 // proven reports whether p delivered a block lately (within the penalty).
 func (ps *promises) proven(p peer.ID) bool {
 	_, ok := ps.last[p]

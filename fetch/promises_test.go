@@ -430,3 +430,38 @@ func TestGuardLiarTiming(t *testing.T) {
 		}
 	})
 }
+
+// TestPromisesLiveHolder: a stuck leaf is asked directly of the holder
+// that delivered to this node last, not of one with a shorter time per
+// block learnt long ago (a slow holder's burst), nor of one already asked
+// for the leaf or left out; with none, nobody.
+func TestPromisesLiveHolder(t *testing.T) {
+	ps := newPromises(time.Minute)
+	cs := testLeaves(t, 4)
+	t0 := time.Unix(1000, 0)
+	none := func(peer.ID) bool { return false }
+	if got := ps.liveHolder(cs[0], none); got != "" {
+		t.Errorf("no holder: %q", got)
+	}
+	// slow delivers one block at once (its burst), fast one later, slowly.
+	ps.asked("slow", cs[1], true, t0)
+	ps.delivered("slow", cs[1], t0.Add(10*time.Millisecond))
+	ps.asked("fast", cs[2], true, t0.Add(time.Second))
+	ps.delivered("fast", cs[2], t0.Add(1200*time.Millisecond))
+	if ps.blk["slow"] >= ps.blk["fast"] {
+		t.Fatalf("time per block: slow %v, fast %v; the test wants slow's shorter", ps.blk["slow"], ps.blk["fast"])
+	}
+	for _, p := range []peer.ID{"slow", "fast", "new"} {
+		ps.have(p, cs[0], t0.Add(2*time.Second))
+	}
+	if got := ps.liveHolder(cs[0], none); got != "fast" {
+		t.Errorf("holders slow, fast and new: %q, want fast (the last to deliver)", got)
+	}
+	ps.asked("fast", cs[0], true, t0.Add(3*time.Second))
+	if got := ps.liveHolder(cs[0], none); got != "slow" {
+		t.Errorf("fast asked already: %q, want slow (it delivered, new never did)", got)
+	}
+	if got := ps.liveHolder(cs[0], func(p peer.ID) bool { return p == "slow" }); got != "new" {
+		t.Errorf("fast asked, slow left out: %q, want new", got)
+	}
+}

@@ -164,15 +164,17 @@ type Reader struct {
 	fetched       int
 	kept          int
 	finishing     bool
-	advertised    bool          // Config.Advertiser was told of this fetch
-	announcedAt   time.Time     // when (zero: not yet)
-	provs         []peer.ID     // providers connected for this fetch
-	provsDone     bool          // the providers' silence has been judged
-	lastBlock     time.Time     // last delivery from any source
-	lastPeer      time.Time     // last delivery from a peer
-	peerTimes     []time.Time   // the last peerRateWindow deliveries from peers
-	waitSince     time.Time     // a Read has been waiting since
-	askedFirst    bool          // a provider was asked directly (firstwant.go)
+	advertised    bool        // Config.Advertiser was told of this fetch
+	announcedAt   time.Time   // when (zero: not yet)
+	provs         []peer.ID   // providers connected for this fetch
+	provsDone     bool        // the providers' silence has been judged
+	lastBlock     time.Time   // last delivery from any source
+	lastPeer      time.Time   // last delivery from a peer
+	peerTimes     []time.Time // the last peerRateWindow deliveries from peers
+	waitSince     time.Time   // a Read has been waiting since
+	askedFirst    bool        // a provider was asked directly (firstwant.go)
+	retarget      peer.ID     // a holder to ask directly for leaf retargetLeaf, stuck (stuckLocked)
+	retargetLeaf  int
 	stripe        *stripe       // the split of origin leaves with the crowd (policy.go); nil: none
 	addrless      []peer.ID     // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
 	addrlessAt    time.Time     // when dialAddrlessLocked looks again
@@ -917,7 +919,14 @@ func (r *Reader) leafTimeLocked(cur, end int, now time.Time) time.Duration {
 // was asked of peers again on a new session: bitswap's session can be
 // left with nobody to ask (the peer it asked was caught lying, and the
 // others were never asked about that block) and, its own search being
-// off, never asks again. It reports whether it did. The caller holds mu.
+// off, never asks again. The new session's want-block for it can go to
+// the same slow holder (sessions pick among the peers that said HAVE at
+// random until one has delivered): so the holder of the leaf that was
+// not asked for it and last delivered a block (promises.liveHolder) is
+// asked for it directly too, as a fetch's first leaf is (firstwant.go). A fetch with a
+// provider that sends 100 KiB/s and one that came late failed one time in
+// 20 after StallTimeout (TestLateProviderAsked). It reports whether it
+// asked again. The caller holds mu.
 func (r *Reader) stuckLocked(cur, end int, now time.Time, s *soon) bool {
 	if r.waitSince.IsZero() || cur >= len(r.leaves) || r.st[cur].peer == nil {
 		return false
@@ -927,8 +936,10 @@ func (r *Reader) stuckLocked(cur, end int, now time.Time, s *soon) bool {
 		s.at(since.Add(stuckAfter))
 		return false
 	}
+	other := r.f.guard.otherHolder(r.leaves[cur].Cid) // before the wants asked are cancelled
 	r.askAgainLocked(now, cur, end, func(int) bool { return true })
-	r.f.log.Debug("leaf asked again on a new session", "cid", r.leaves[cur].Cid)
+	r.retarget, r.retargetLeaf = other, cur
+	r.f.log.Debug("leaf asked again on a new session", "cid", r.leaves[cur].Cid, "direct", r.retarget)
 	return true
 }
 

@@ -21,7 +21,13 @@ import (
 // same table, and the first of its list would take the crowd's wants),
 // and asks the leaves it has waited on for a PeerTimeout again on a new
 // bitswap session, whose want-haves reach the new providers
-// (TestLateProviderAsked: a slow provider alone stalled the fetch). In a
+// (TestLateProviderAsked: a slow provider alone stalled the fetch). The
+// leaf the reader waits on is asked of one new provider directly too, as
+// a fetch's first leaf is (firstwant.go): the session picks among the
+// peers that said HAVE at random, and a new provider's HAVEs are not all
+// told to it until it has delivered (promises.go), so the want-block often
+// went to the slow provider again and the fetch failed after StallTimeout
+// (one run in 20). In a
 // 50-app flash crowd it found new providers in only one fetch: the
 // crowd's members are connected already.
 
@@ -65,6 +71,9 @@ func (r *Reader) refreshProviders() {
 	if len(fresh) > 0 {
 		now := time.Now()
 		again = r.askAgainLocked(now, 0, len(r.st), func(i int) bool { return now.Sub(r.st[i].peerAt) >= r.f.cfg.PeerTimeout })
+		if cur := r.curLeaf(); again > 0 && !r.waitSince.IsZero() && cur < len(r.st) && r.st[cur].peer == nil && len(dial) > 0 {
+			r.retarget, r.retargetLeaf = dial[0].ID, cur // asked directly too (firstwant.go)
+		}
 	}
 	r.mu.Unlock()
 	for _, ai := range dial {
