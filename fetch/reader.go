@@ -142,47 +142,51 @@ type Reader struct {
 	wg        sync.WaitGroup
 	once      sync.Once
 
-	mu            sync.Mutex
-	changed       chan struct{} // closed and replaced when state changes
-	leaves        []store.Leaf  // nil until resolved
-	cids          []cid.Cid     // registered with the guard
-	nodes         []blocks.Block
-	size          int64 // -1 while unknown
-	pos           int64
-	st            []leafState
-	err           error
-	closed        bool
-	stats         Stats
-	prov          provState
-	originOn      bool
-	originHedge   bool      // the origin only hedges the leaf the reader waits on (hedgesOnly)
-	originSince   time.Time // when the origin joined
-	originDead    error
-	originFail    int
-	originBusy    int
-	whole         *req // the whole-file read from an origin that ignores Range (whole.go)
-	fetched       int
-	kept          int
-	finishing     bool
-	advertised    bool        // Config.Advertiser was told of this fetch
-	announcedAt   time.Time   // when (zero: not yet)
-	provs         []peer.ID   // providers connected for this fetch
-	provsDone     bool        // the providers' silence has been judged
-	lastBlock     time.Time   // last delivery from any source
-	lastPeer      time.Time   // last delivery from a peer
-	peerTimes     []time.Time // the last peerRateWindow deliveries from peers
-	waitSince     time.Time   // a Read has been waiting since
-	askedFirst    bool        // a provider was asked directly (firstwant.go)
-	retarget      peer.ID     // a holder to ask directly for leaf retargetLeaf, stuck (stuckLocked)
+	mu          sync.Mutex
+	changed     chan struct{} // closed and replaced when state changes
+	leaves      []store.Leaf  // nil until resolved
+	cids        []cid.Cid     // registered with the guard
+	nodes       []blocks.Block
+	size        int64 // -1 while unknown
+	pos         int64
+	st          []leafState
+	err         error
+	closed      bool
+	stats       Stats
+	prov        provState
+	originOn    bool
+	originHedge bool      // the origin only hedges the leaf the reader waits on (hedgesOnly)
+	originSince time.Time // when the origin joined
+	originDead  error
+	originFail  int
+	originBusy  int
+	whole       *req // the whole-file read from an origin that ignores Range (whole.go)
+	fetched     int
+	kept        int
+	finishing   bool
+	advertised  bool          // Config.Advertiser was told of this fetch
+	announcedAt time.Time     // when (zero: not yet)
+	provs       []peer.ID     // providers connected for this fetch
+	provsDone   bool          // the providers' silence has been judged
+	lastBlock   time.Time     // last delivery from any source
+	lastPeer    time.Time     // last delivery from a peer
+	peerTimes   []time.Time   // the last peerRateWindow deliveries from peers
+	waitSince   time.Time     // a Read has been waiting since
+	askedFirst  bool          // a provider was asked directly (firstwant.go)
+	stripe      *stripe       // the split of origin leaves with the crowd (policy.go); nil: none
+	addrless    []peer.ID     // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
+	addrlessAt  time.Time     // when dialAddrlessLocked looks again
+	addrlessGap time.Duration // how long it waits after that (addrlessPoll, doubling)
+	reaskAt     time.Time     // striping: leaves may be asked of peers again from then
+	provAt      time.Time     // when the providers were last looked up
+	trace       fetchTrace    // what the policy decided, logged when the fetch ends
+
+	// addrlessSince is when the first of addrless was noted (zero: none
+	// waits). retarget is a holder to ask directly for leaf retargetLeaf
+	// (stuckLocked, refreshProviders; firstwant.go's askFirst).
+	addrlessSince time.Time
+	retarget      peer.ID
 	retargetLeaf  int
-	stripe        *stripe       // the split of origin leaves with the crowd (policy.go); nil: none
-	addrless      []peer.ID     // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
-	addrlessAt    time.Time     // when dialAddrlessLocked looks again
-	addrlessGap   time.Duration // how long it waits after that (addrlessPoll, doubling)
-	addrlessSince time.Time     // when the first of addrless was noted (zero: none waits)
-	reaskAt       time.Time     // striping: leaves may be asked of peers again from then
-	provAt        time.Time     // when the providers were last looked up
-	trace         fetchTrace    // what the policy decided, logged when the fetch ends
 
 	// sawFetching is the peers listed fetching the content during this
 	// read (joinStateLocked): their DONT_HAVEs were of leaves they had yet
