@@ -925,10 +925,10 @@ func (r *Reader) leafTimeLocked(cur, end int, now time.Time) time.Duration {
 // others were never asked about that block) and, its own search being
 // off, never asks again. The new session's want-block for it can go to
 // the same slow holder (sessions pick among the peers that said HAVE at
-// random until one has delivered): so the holder of the leaf that was
-// not asked for it and last delivered a block (promises.liveHolder) is
-// asked for it directly too, as a fetch's first leaf is (firstwant.go). A fetch with a
-// provider that sends 100 KiB/s and one that came late failed one time in
+// random until one has delivered): so the holder of the leaf that was not
+// asked for it and last delivered a block (promises.liveHolder) is asked
+// for it directly too, as a fetch's first leaf is (firstwant.go). A fetch
+// with a provider sending 100 KiB/s and one found late failed one time in
 // 20 after StallTimeout (TestLateProviderAsked). It reports whether it
 // asked again. The caller holds mu.
 func (r *Reader) stuckLocked(cur, end int, now time.Time, s *soon) bool {
