@@ -35,12 +35,7 @@ func TestHaveNotBehindBlocks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	holder, leaves := busyHolder(ctx, t)
-	asker := newHost(t)
-	answers := make(chan bsmsg.BitSwapMessage, 16)
-	listen(asker, answers)
-	if err := asker.Connect(ctx, holder.info()); err != nil {
-		t.Fatal(err)
-	}
+	asker, answers := connectedAsker(ctx, t, holder)
 	last := leaves[len(leaves)-1].Cid
 	m := bsmsg.New(false)
 	m.AddEntry(last, 1, bspb.Message_Wantlist_Have, true)
@@ -58,12 +53,7 @@ func TestHaveOfArrivedBlock(t *testing.T) {
 	defer cancel()
 	holder, _ := busyHolder(ctx, t)
 	b := makeAsset(t, 8, 100<<10) // one leaf, from the origin
-	asker := newHost(t)
-	answers := make(chan bsmsg.BitSwapMessage, 16)
-	listen(asker, answers)
-	if err := asker.Connect(ctx, holder.info()); err != nil {
-		t.Fatal(err)
-	}
+	asker, answers := connectedAsker(ctx, t, holder)
 	noted := make(chan struct{})
 	var once sync.Once
 	holder.f.OnWantNoted(func() { once.Do(func() { close(noted) }) })
@@ -80,6 +70,19 @@ func TestHaveOfArrivedBlock(t *testing.T) {
 	tg.URL = o.URL
 	holder.fetchWhole(t, tg, b.data)
 	waitMessage(ctx, t, answers, func(m bsmsg.BitSwapMessage) bool { return slices.ContainsFunc(m.Haves(), b.t.Cid.Equals) })
+}
+
+// connectedAsker returns a host connected to holder and the bitswap
+// messages it gets.
+func connectedAsker(ctx context.Context, t *testing.T, holder *node) (host.Host, <-chan bsmsg.BitSwapMessage) {
+	t.Helper()
+	asker := newHost(t)
+	answers := make(chan bsmsg.BitSwapMessage, 16)
+	listen(asker, answers)
+	if err := asker.Connect(ctx, holder.info()); err != nil {
+		t.Fatal(err)
+	}
+	return asker, answers
 }
 
 // busyHolder returns a node holding a 12 MiB asset whose serving workers
