@@ -34,6 +34,8 @@ type CrowdConfig struct {
 	// Seed and App are the templates of the seeds' and the apps' configs.
 	// The crowd sets Role, Origin and Bootstrap, and applies LocalConfig
 	// (loopback, mDNS off, InMemory unless Badger); other fields are kept.
+	// A Logger's records carry the node's name (node=seed-1, app-07, ...),
+	// so that one log can hold the whole crowd's.
 	Seed, App mesh.Config
 
 	// Badger puts every node's store on badger, each in its own directory
@@ -221,6 +223,9 @@ func (c *Crowd) newMember(ctx context.Context, name string, role mesh.Role, cfg 
 	cfg.Bootstrap = append(append([]string(nil), cfg.Bootstrap...), boot...)
 	if c.dir != "" {
 		cfg.DataDir = filepath.Join(c.dir, name)
+	}
+	if cfg.Logger != nil {
+		cfg.Logger = cfg.Logger.With("node", name) // one log for the crowd
 	}
 	n, err := mesh.New(ctx, LocalConfig(cfg))
 	if err != nil {

@@ -2,9 +2,11 @@ package meshtest_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,4 +178,72 @@ func TestCrowdAtOnceIsOneMesh(t *testing.T) {
 	if len(nodes) != apps || len(seen) != apps {
 		t.Fatalf("%d of %d apps reachable from the first over connections: islands", len(seen), len(nodes))
 	}
+}
+
+// TestCrowdLogNamesNodes: a crowd whose nodes share one Logger tags each
+// node's records with its name, so that a crowd's log can be read node by
+// node.
+func TestCrowdLogNamesNodes(t *testing.T) {
+	site := meshtest.GenerateSite(11, map[string]int64{"a.txt": 1000})
+	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site})
+	var sink startedNodes
+	log := slog.New(recorder{sink: &sink})
+	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: o, Seeds: 1, Apps: 2, WaitProvider: -1,
+		Seed: mesh.Config{Logger: log}, App: mesh.Config{Logger: log}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	started := sink.names()
+	slices.Sort(started)
+	if want := []string{"app-1", "app-2", "seed-1"}; !slices.Equal(started, want) {
+		t.Errorf("nodes named in the \"node started\" records: %q, want %q", started, want)
+	}
+}
+
+// recorder is a slog.Handler that keeps, in its sink, the node attribute
+// of each "node started" record.
+type recorder struct {
+	sink  *startedNodes
+	attrs []slog.Attr
+}
+
+type startedNodes struct {
+	mu    sync.Mutex
+	nodes []string
+}
+
+func (h recorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h recorder) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "node started" {
+		return nil
+	}
+	node := "(none)"
+	for _, a := range h.attrs {
+		if a.Key == "node" {
+			node = a.Value.String()
+		}
+	}
+	h.sink.mu.Lock()
+	h.sink.nodes = append(h.sink.nodes, node)
+	h.sink.mu.Unlock()
+	return nil
+}
+
+func (h recorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return recorder{h.sink, append(slices.Clip(h.attrs), as...)}
+}
+
+func (h recorder) WithGroup(string) slog.Handler { return h }
+
+func (s *startedNodes) names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.nodes)
 }
