@@ -9,6 +9,7 @@
 //	go run ./examples/demo                 # 1 seed, 20 peers, 50 MiB video
 //	go run ./examples/demo -json           # the same figures as one JSON object
 //	go run ./examples/demo -peers 1 -seeds 0  # no mesh: everything from the origin
+//	go run ./examples/demo -log demo.log   # and every node's debug log, JSON lines
 //
 // A live dashboard is served on 127.0.0.1 while it runs (its URL is printed);
 // -dashboard=false turns it off. Everything listens on 127.0.0.1 only, with
@@ -21,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"text/tabwriter"
@@ -45,6 +47,7 @@ type options struct {
 	announceFetches mesh.Toggle
 	striping        mesh.Toggle
 	windowMiB       int64
+	logPath         string
 }
 
 func main() {
@@ -60,6 +63,7 @@ func main() {
 	flag.DurationVar(&o.latency, "latency", 30*time.Millisecond, "origin latency added to each request")
 	announce := flag.Bool("announce-fetches", true, "nodes tell the mesh of cold fetches they start (mesh.Config.AnnounceFetches)")
 	striping := flag.Bool("striping", true, "nodes fetching the same content at once split the leaves they take from the origin (mesh.Config.FetchStriping)")
+	flag.StringVar(&o.logPath, "log", "", "write every node's debug log to this file, as JSON lines naming the node (node=app-07)")
 	flag.Int64Var(&o.windowMiB, "window-mib", 0, "MiB each fetch holds in memory ahead of its reader (mesh.Config.FetchWindowBytes; 0: the default 8, -1: no bound)")
 	flag.Parse()
 	o.announceFetches = mesh.Off
@@ -166,6 +170,16 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 	defer org.Close()
 	// Every node: gossip finds everything in one process, so no DHT.
 	cfg := mesh.Config{Name: "demo", DisableDHT: true, AnnounceFetches: o.announceFetches, FetchStriping: o.striping, FetchWindowBytes: o.windowMiB << 20}
+	if o.logPath != "" {
+		f, err := os.Create(o.logPath)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		// Records at debug level include each fetch's "fetch ended" summary:
+		// where its leaves came from and why the origin joined.
+		cfg.Logger = slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	crowd, err := meshtest.NewCrowd(meshtest.CrowdConfig{
 		Origin: org, Seeds: o.seeds, Apps: o.peers, Seed: cfg, App: cfg,
 		// The flash crowd: app peers arrive spread over o.arrival, each
