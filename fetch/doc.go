@@ -135,10 +135,12 @@
 //     judged as silent providers are (step 4) and penalised, which takes
 //     them out of the stripe. A striping node tells Config.Advertiser of
 //     its fetch when its origin requests start, provider known or not, so
-//     that the others count it in, and one that knows of nobody else
-//     fetching the content as soon as it asks peers (it may be the first
-//     of a crowd that starts together). It counts itself a member of its
-//     stripe only Config.PeerTimeout after it told Config.Advertiser (the
+//     that the others count it in, and one that knows of no holder of the
+//     whole content (only other fetchers, or nobody) as soon as it asks
+//     peers: it may be the first of a crowd that starts together, and the
+//     others fetching connect to it and ask it for the leaves it gets. It
+//     counts itself a member of its stripe only Config.PeerTimeout after
+//     it told Config.Advertiser (the
 //     others must have heard of it): until then, knowing of others, it
 //     owns no leaf, and knowing of none, every leaf. A leaf a peer has
 //     said HAVE of goes to the origin only when overdue, even if this

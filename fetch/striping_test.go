@@ -271,3 +271,52 @@ func TestStripingSilentOwnerOfThree(t *testing.T) {
 		t.Errorf("with a silent member the fetch took %v, without %v", got, base)
 	}
 }
+
+// TestStripingAnnouncesBesideCrowd: a fetch that knows another node
+// fetching the same content, and no holder of it, announces itself as soon
+// as it asks peers, before any origin request (the others fetching then
+// connect to it and ask it for the leaves it gets; announced only once it
+// took from the origin, most of a flash crowd was known to nobody). Beside
+// a holder of the whole content it announces nothing.
+func TestStripingAnnouncesBesideCrowd(t *testing.T) {
+	a := makeAsset(t, 97, 3*MiB)
+	o := newOrigin(t, a.data)
+	tg := a.t
+	tg.URL = o.URL
+	member := newNode(t, fetch.Config{}) // fetching it too: holds none of it yet
+	adv := &advertiser{told: make(chan struct{}, 4)}
+	// Peers get a minute before the origin joins: only an announcement
+	// made when the fetch asks peers can come within the test.
+	cl := newNode(t, fetch.Config{Advertiser: adv, PeerTimeout: time.Minute,
+		Crowd: crowd{a.t.Cid: {member.h.ID()}}, Providers: providers{a.t.Cid: {member.info()}}})
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	select {
+	case <-adv.told:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a fetch beside a crowd member made no announcement in 10 s")
+	}
+	if n := o.reqs.Load(); n != 0 {
+		t.Errorf("the origin was asked %d times before the announcement, want 0", n)
+	}
+
+	holder := newNode(t, fetch.Config{})
+	holder.hold(t, a)
+	adv2 := &advertiser{told: make(chan struct{}, 4)}
+	cl2 := newNode(t, fetch.Config{Advertiser: adv2, PeerTimeout: time.Minute,
+		Crowd: crowd{a.t.Cid: {member.h.ID()}}, Providers: providers{a.t.Cid: {member.info(), holder.info()}}})
+	r2, err := cl2.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBytes(t, readAll(t, r2), a.data)
+	r2.Close()
+	adv2.mu.Lock()
+	defer adv2.mu.Unlock()
+	if len(adv2.fetching) != 0 {
+		t.Errorf("beside a holder the fetch announced %v, want nothing", adv2.fetching)
+	}
+}
