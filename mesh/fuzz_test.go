@@ -76,6 +76,13 @@ func (s *fuzzSite) want(p string) (data []byte, etag string, status int) {
 		if p := c.Prefix(); (p.MhType != mh.SHA2_256 || p.MhLength != 32) && p.MhType != mh.IDENTITY {
 			return nil, "", http.StatusBadRequest // never verifiable, or forgeable
 		}
+		if c.Type() != cid.Raw && c.Type() != cid.DagProtobuf {
+			return nil, "", http.StatusBadRequest // no UnixFS file
+		}
+		if p := c.Prefix(); p.MhType == mh.IDENTITY && c.Type() == cid.Raw {
+			d, _ := mh.Decode(c.Hash())
+			return d.Digest, `"` + c.String() + `"`, 0 // the CID holds its bytes
+		}
 		for _, a := range s.m.Assets {
 			if a.Cid.Equals(c) {
 				return s.files[a.Path], `"` + c.String() + `"`, 0
@@ -121,6 +128,8 @@ func FuzzGateway(f *testing.F) {
 		{"/ipfs/" + v.Cid.String(), "bytes=+1-+2", false, false},
 		{"/ipfs/" + v.Cid.String() + "/", "bytes=99999999999-", false, false},
 		{"/ipfs/bafkqaaa", "", false, false},
+		{"/ipfs/bafkqablimvwgy3y", "bytes=1-2", true, false}, // identity: "hello"
+		{"/ipfs/bafyqaaa", "", false, false},                 // dag-cbor
 		{"/ipfs/not-a-cid", "", false, false},
 		{"/css/../../etc/passwd", "", false, false},
 		{"/css//site.css", "bytes=1-2", false, false},
@@ -151,7 +160,7 @@ func FuzzGateway(f *testing.F) {
 		gw.ServeHTTP(rec, req)
 		if status != 0 {
 			if rec.Code != status {
-				t.Fatalf("%s %q = %d, want %d", method, p, rec.Code, status)
+				t.Fatalf("%s %q = %d, want %d: %s", method, p, rec.Code, status, rec.Body.String())
 			}
 			return
 		}

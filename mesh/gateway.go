@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
 
@@ -137,8 +139,10 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 // the connection: the client sees a truncated transfer, never a short body
 // that looks whole. Unknown paths are 404, unsafe paths and bad CIDs
 // (including CIDs whose hash no bytes are checked against: another hash
-// than sha2-256 and identity, or a sha2-256 digest cut short) 400,
-// other methods 405, Host names it does not serve 403.
+// than sha2-256 and identity, or a sha2-256 digest cut short; and CIDs of
+// another codec than raw and dag-pb, which name no UnixFS file) 400,
+// other methods 405, Host names it does not serve 403. A raw CID with an
+// identity hash holds its bytes: it is answered from the CID itself.
 //
 // What a request costs: while the client reads, its fetch's in-memory
 // window (fetch.Config.WindowBytes, 8 MiB by default, or the rest of a
@@ -279,6 +283,9 @@ func (g *Gateway) resolve(p string) (t fetch.Target, typ string, status int, msg
 			// No source's bytes could be verified against it.
 			return t, "", http.StatusBadRequest, "bad CID: unsupported hash (sha2-256 of 32 bytes, or identity)"
 		}
+		if c.Type() != cid.Raw && c.Type() != cid.DagProtobuf {
+			return t, "", http.StatusBadRequest, "bad CID: not a UnixFS file (codec raw or dag-pb)"
+		}
 		t = fetch.Target{Cid: c, Gateway: g.n.cfg.Gateway}
 		if m != nil {
 			for _, a := range m.Assets {
@@ -336,6 +343,10 @@ func (g *Gateway) serve(w *gatewayWriter, r *http.Request, t fetch.Target, typ s
 		http.ServeContent(w, r, "", noModTime, emptySeeker{})
 		return
 	}
+	if data, ok := inlineBytes(t.Cid); ok {
+		http.ServeContent(w, g.limitRanges(r), "", noModTime, bytes.NewReader(data))
+		return
+	}
 	src := &source{g: g, ctx: r.Context(), t: t, size: -1, leaf: -1}
 	if t.Size > 0 || len(t.Nodes) > 0 {
 		src.size = t.Size
@@ -350,13 +361,9 @@ func (g *Gateway) serve(w *gatewayWriter, r *http.Request, t fetch.Target, typ s
 		http.Error(w, err.Error(), errorStatus(err))
 		return
 	}
-	if g.cfg.MaxRanges >= 0 && countRanges(r.Header.Get("Range")) > g.cfg.MaxRanges {
-		r = r.Clone(r.Context())
-		r.Header.Del("Range")
-	}
 	// ServeContent answers HEAD, Range and conditional requests; it learns
 	// the size by seeking to the end, which src answers without fetching.
-	http.ServeContent(w, r, "", noModTime, src)
+	http.ServeContent(w, g.limitRanges(r), "", noModTime, src)
 	if err := src.failure(); err != nil && w.wroteHeader {
 		// The headers promised bytes that cannot come: cut the
 		// connection so the client sees a failed transfer.
@@ -367,6 +374,28 @@ func (g *Gateway) serve(w *gatewayWriter, r *http.Request, t fetch.Target, typ s
 }
 
 var noModTime time.Time
+
+// limitRanges returns r without its Range header if it asks for more
+// ranges than GatewayConfig.MaxRanges (the whole content is sent instead).
+func (g *Gateway) limitRanges(r *http.Request) *http.Request {
+	if g.cfg.MaxRanges >= 0 && countRanges(r.Header.Get("Range")) > g.cfg.MaxRanges {
+		r = r.Clone(r.Context())
+		r.Header.Del("Range")
+	}
+	return r
+}
+
+// inlineBytes returns the bytes a raw CID with an identity hash holds.
+func inlineBytes(c cid.Cid) ([]byte, bool) {
+	if c.Type() != cid.Raw || c.Prefix().MhType != mh.IDENTITY {
+		return nil, false
+	}
+	d, err := mh.Decode(c.Hash())
+	if err != nil {
+		return nil, false
+	}
+	return d.Digest, true
+}
 
 // errorStatus maps a fetch failure to the status the gateway answers.
 func errorStatus(err error) int {
