@@ -61,18 +61,8 @@ func TestCrowdSeedServesApps(t *testing.T) {
 	// Peers get 5 s before the origin joins: the test is about the crowd's
 	// wiring and accounting, not the 200 ms race, which -race on a loaded
 	// machine can lose.
-	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: o, Seeds: 1, Apps: 5, Arrival: meshtest.Staggered(300 * time.Millisecond),
-		App: mesh.Config{PeerTimeout: 5 * time.Second}, WaitProvider: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	r, err := c.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, r := runCrowd(t, meshtest.CrowdConfig{Origin: o, Seeds: 1, Apps: 5, Arrival: meshtest.Staggered(300 * time.Millisecond),
+		App: mesh.Config{PeerTimeout: 5 * time.Second}, WaitProvider: 10 * time.Second}, 2*time.Minute)
 	if len(r.Nodes) != 6 || len(c.Nodes()) != 6 || r.Nodes[0].Role != mesh.RoleSeed || r.Assets != len(site) || r.SiteBytes != site.Size() {
 		t.Fatalf("report: %d nodes, %d assets of %d bytes; want 6 nodes, %d assets of %d", len(r.Nodes), r.Assets, r.SiteBytes, len(site), site.Size())
 	}
@@ -101,6 +91,24 @@ func TestCrowdSeedServesApps(t *testing.T) {
 	if got := len(r.TTFBs(meshtest.FromApps)); got != 5*len(site) {
 		t.Errorf("%d app TTFBs, want %d", got, 5*len(site))
 	}
+}
+
+// runCrowd makes a crowd of cfg, closed when t ends, and runs it within
+// timeout; it fails t if the crowd cannot be made or a fetch fails.
+func runCrowd(t *testing.T, cfg meshtest.CrowdConfig, timeout time.Duration) (*meshtest.Crowd, *meshtest.Report) {
+	t.Helper()
+	c, err := meshtest.NewCrowd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	r, err := c.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, r
 }
 
 // TestCrowdReportsFailures: an origin that answers 500 to the video, no
@@ -150,16 +158,7 @@ func TestCrowdAtOnceIsOneMesh(t *testing.T) {
 	site := meshtest.DemoSite(3, 64<<10)
 	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site})
 	const apps = 8
-	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: o, Apps: apps, Arrival: meshtest.AtOnce(), WaitProvider: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := c.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := runCrowd(t, meshtest.CrowdConfig{Origin: o, Apps: apps, Arrival: meshtest.AtOnce(), WaitProvider: -1}, time.Minute)
 	nodes := c.Nodes()
 	index := make(map[peer.ID]int, len(nodes))
 	for i, n := range nodes {
@@ -188,17 +187,8 @@ func TestCrowdLogNamesNodes(t *testing.T) {
 	o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site})
 	var sink startedNodes
 	log := slog.New(recorder{sink: &sink})
-	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: o, Seeds: 1, Apps: 2, WaitProvider: -1,
-		Seed: mesh.Config{Logger: log}, App: mesh.Config{Logger: log}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := c.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
+	runCrowd(t, meshtest.CrowdConfig{Origin: o, Seeds: 1, Apps: 2, WaitProvider: -1,
+		Seed: mesh.Config{Logger: log}, App: mesh.Config{Logger: log}}, time.Minute)
 	started := sink.names()
 	slices.Sort(started)
 	if want := []string{"app-1", "app-2", "seed-1"}; !slices.Equal(started, want) {
