@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -290,6 +292,46 @@ func TestOpenPathAndMetrics(t *testing.T) {
 		t.Errorf("second Fetcher on one registry: nil error")
 	}
 	_ = store.Leaf{}
+}
+
+// TestOpenPathFileNames: an asset whose file name holds "%", "?", "#", a
+// space or non-ASCII letters is fetched from a static file server under that
+// name. A "%" in a manifest path used to be sent as an escape ("a%20b.txt"
+// asked for "a b.txt": 404).
+func TestOpenPathFileNames(t *testing.T) {
+	dir := t.TempDir()
+	names := []string{"100%.txt", "a%20b.txt", "x%2Fy.txt", "q?x#y.txt", "dir with space/ünï ß.txt"}
+	var assets []manifest.Asset
+	data := map[string][]byte{}
+	for i, name := range names {
+		a := makeAsset(t, uint64(60+i), int64(1000+i))
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), a.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		assets = append(assets, manifest.Asset{Path: name, Cid: a.t.Cid, Size: a.t.Size, Type: "text/plain"})
+		data[name] = a.data
+	}
+	o := httptest.NewServer(http.StripPrefix("/site", http.FileServer(http.Dir(dir))))
+	defer o.Close()
+	m := &manifest.Manifest{Version: 1, Assets: assets}
+	cl := newNode(t, fetch.Config{})
+	for _, name := range names {
+		r, err := cl.f.OpenPath(context.Background(), m, o.URL+"/site/", name)
+		if err != nil {
+			t.Errorf("OpenPath(%q): %v", name, err)
+			continue
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Errorf("read %q: %v", name, err)
+			continue
+		}
+		checkBytes(t, got, data[name])
+	}
 }
 
 // TestEmptyFile: the empty file (size 0 is known from its CID) reads as

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/meshcdn/meshcdn/manifest"
 )
@@ -11,16 +12,30 @@ import (
 // AssetTarget returns the Target of a manifest asset. base is the origin's
 // base URL: the plain file is base/PATH (fetched with Range requests), or
 // "" for no plain origin. gateway is a trustless gateway's base URL, or "".
+//
+// PATH is the asset's path as the manifest names the file, each segment
+// escaped: a file named "100%.html" or "a?b" is asked for as "100%25.html"
+// and "a%3Fb", as a static file server maps them back.
 func AssetTarget(a manifest.Asset, base, gateway string) (Target, error) {
 	t := Target{Cid: a.Cid, Size: a.Size, Nodes: a.Nodes, Gateway: gateway}
 	if base != "" {
-		u, err := url.JoinPath(base, a.Path)
+		u, err := assetURL(base, a.Path)
 		if err != nil {
 			return Target{}, fmt.Errorf("fetch: origin URL for %s: %w", a.Path, err)
 		}
 		t.URL = u
 	}
 	return t, nil
+}
+
+// assetURL joins base and the file path p, escaping each segment of p (a
+// "%" in a file name is a character, not an escape).
+func assetURL(base, p string) (string, error) {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return url.JoinPath(base, segs...)
 }
 
 // OpenPath opens the asset at path in m, its plain file served by the
