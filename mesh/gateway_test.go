@@ -27,7 +27,7 @@ import (
 )
 
 func TestGateway(t *testing.T) {
-	s := newSite(t, map[string]int64{"index.html": 1500, "css/site.css": 800, "video/v.mp4": 3<<20 + 11})
+	s := newSite(t, map[string]int64{"index.html": 1500, "css/site.css": 800, "video/v.mp4": 3<<20 + 11, oddName: 300})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n := newNode(t, mesh.Config{Origin: s.URL()})
@@ -42,6 +42,13 @@ func TestGateway(t *testing.T) {
 	testGatewayServes(t, b)
 	testGatewayRefuses(t, b)
 }
+
+// oddName is a site file whose name has characters that a URL escapes, "%"
+// among them; oddNameEscaped is its path in a URL.
+const (
+	oddName        = "odd dir/100% ü?#.txt"
+	oddNameEscaped = "odd%20dir/100%25%20%C3%BC%3F%23.txt"
+)
 
 // gatewayBed is what TestGateway's subtests share: a node's gateway over a
 // site, and the site's video.
@@ -122,6 +129,12 @@ func testGatewayServes(t *testing.T, b *gatewayBed) {
 		resp, body := b.do(t, "GET", "/", nil)
 		if resp.StatusCode != 200 || !bytes.Equal(body, s.Site()["index.html"]) {
 			t.Fatalf("GET / = %d", resp.StatusCode)
+		}
+	})
+	t.Run("file name with characters to escape", func(t *testing.T) {
+		resp, body := b.do(t, "GET", "/"+oddNameEscaped, nil)
+		if resp.StatusCode != 200 || !bytes.Equal(body, s.Site()[oddName]) {
+			t.Fatalf("GET /%s = %d with %d bytes, want 200 with the file", oddNameEscaped, resp.StatusCode, len(body))
 		}
 	})
 	t.Run("by cid", func(t *testing.T) {
