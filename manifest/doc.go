@@ -54,7 +54,9 @@
 //   - assets: the files, in any order (the builder sorts them by path).
 //   - path: relative, slash-separated, with no empty, "." or ".." segment,
 //     no leading slash, no backslash, no control character, at most 1024
-//     bytes of UTF-8. Unique within the manifest.
+//     bytes of UTF-8. Unique within the manifest. It is the file's name,
+//     not a URL: the origin serves it at BASE/PATH with each segment
+//     percent-escaped (a file "img/100% off.png" at "img/100%25%20off.png").
 //   - cid: the file's root as a CIDv1 string (base32 by convention). A file
 //     of at most 1 MiB is a single raw leaf (codec raw, 0x55): its CID is the
 //     hash of the plain bytes. A larger file's root is a dag-pb node (0x70).
