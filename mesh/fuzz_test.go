@@ -8,6 +8,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -32,11 +33,12 @@ type fuzzSite struct {
 func newFuzzSite(f *testing.F) *fuzzSite {
 	f.Helper()
 	s := &fuzzSite{files: map[string][]byte{
-		"index.html":   testutil.Bytes(1, 300),
-		"v.bin":        testutil.Bytes(2, 2<<20+77),
-		"d/e f.txt":    []byte("ten bytes!"),
-		"empty.txt":    {},
-		"css/site.css": testutil.Bytes(3, 4000),
+		"index.html":      testutil.Bytes(1, 300),
+		"v.bin":           testutil.Bytes(2, 2<<20+77),
+		"d/e f.txt":       []byte("ten bytes!"),
+		"empty.txt":       {},
+		"css/site.css":    testutil.Bytes(3, 4000),
+		"docs/index.html": testutil.Bytes(4, 200),
 	}}
 	origin := meshtest.StartOrigin(f, meshtest.OriginConfig{Site: s.files})
 	m := origin.Manifest()
@@ -99,6 +101,9 @@ func (s *fuzzSite) want(p string) (data []byte, etag string, status int) {
 	}
 	a, ok := s.m.Lookup(rel)
 	if !ok {
+		if _, dir := s.m.Lookup(rel + "/index.html"); dir {
+			return nil, "", http.StatusFound // to the directory's slash
+		}
 		return nil, "", http.StatusNotFound
 	}
 	return s.files[a.Path], `"` + a.Cid.String() + `"`, 0
@@ -107,7 +112,8 @@ func (s *fuzzSite) want(p string) (data []byte, etag string, status int) {
 // FuzzGateway sends fuzzed paths, Range headers and conditions to the
 // gateway of a node holding a small site. Every answer must be what the
 // gateway documents: 400 for unsafe paths and bad CIDs, 404 for paths the
-// manifest lacks, and for an asset exactly what http.ServeContent gives
+// manifest lacks, 302 to the slash for a directory with an index.html, and
+// for an asset exactly what http.ServeContent gives
 // over its true bytes (status, length, every byte of every part), with a
 // Range of more than DefaultGatewayMaxRanges ranges ignored.
 func FuzzGateway(f *testing.F) {
@@ -134,6 +140,8 @@ func FuzzGateway(f *testing.F) {
 		{"/css/../../etc/passwd", "", false, false},
 		{"/css//site.css", "bytes=1-2", false, false},
 		{"/css/", "", false, false},
+		{"/docs", "", false, true},
+		{"/docs/", "bytes=0-3", false, false},
 	} {
 		f.Add(seed.path, seed.rng, seed.inm, seed.head)
 	}
@@ -161,6 +169,9 @@ func FuzzGateway(f *testing.F) {
 		if status != 0 {
 			if rec.Code != status {
 				t.Fatalf("%s %q = %d, want %d: %s", method, p, rec.Code, status, rec.Body.String())
+			}
+			if loc := (&url.URL{Path: p}).EscapedPath() + "/"; status == http.StatusFound && rec.Header().Get("Location") != loc {
+				t.Fatalf("%s %q: Location %q, want %q", method, p, rec.Header().Get("Location"), loc)
 			}
 			return
 		}

@@ -137,7 +137,10 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 // source failed (origin 404, 500 or down, bytes that fail verification), the
 // reason in the body. A source that fails after the headers went out aborts
 // the connection: the client sees a truncated transfer, never a short body
-// that looks whole. Unknown paths are 404, unsafe paths and bad CIDs
+// that looks whole. A path ending in "/" serves its index.html, and a
+// directory asked for without the slash (GET /docs for docs/index.html) is
+// redirected to it (302, not 301: a later version of the site may make the
+// path a file). Unknown paths are 404, unsafe paths and bad CIDs
 // (including CIDs whose hash no bytes are checked against: another hash
 // than sha2-256 and identity, or a sha2-256 digest cut short; and CIDs of
 // another codec than raw and dag-pb, which name no UnixFS file) 400,
@@ -264,11 +267,21 @@ func (g *Gateway) serveHTTP(w *gatewayWriter, r *http.Request) {
 		return
 	}
 	t, typ, status, msg := g.resolve(r.URL.Path)
-	if status != 0 {
+	switch status {
+	case 0:
+		g.serve(w, r, t, typ)
+	case http.StatusFound:
+		// A directory asked for without its slash: its index, as a
+		// static file server does. Not permanent: a later version of
+		// the site may make the path a file.
+		loc := r.URL.EscapedPath() + "/"
+		if r.URL.RawQuery != "" {
+			loc += "?" + r.URL.RawQuery
+		}
+		http.Redirect(w, r, loc, http.StatusFound)
+	default:
 		http.Error(w, msg, status)
-		return
 	}
-	g.serve(w, r, t, typ)
 }
 
 // resolve maps a request path to what to fetch, or to an error status.
@@ -313,6 +326,9 @@ func (g *Gateway) resolve(p string) (t fetch.Target, typ string, status int, msg
 	}
 	a, ok := m.Lookup(rel)
 	if !ok {
+		if _, dir := m.Lookup(rel + "/index.html"); dir {
+			return t, "", http.StatusFound, ""
+		}
 		return t, "", http.StatusNotFound, "404 page not found"
 	}
 	t, err := g.n.target(a)
