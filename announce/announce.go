@@ -281,6 +281,8 @@ type Announcer struct {
 	addrsMu   sync.Mutex
 	addrsSent string
 	addrsAt   time.Time
+	// Where the addresses of others' ADDRS go.
+	addrBook *addrBook
 }
 
 // New starts an Announcer on cfg.Host: it joins the mesh's topic, starts the
@@ -308,6 +310,7 @@ func New(cfg Config) (_ *Announcer, err error) {
 		fetchKind: make(map[cid.Cid]Kind),
 		active:    make(map[cid.Cid]struct{}),
 		fetchSig:  make(chan struct{}, 1),
+		addrBook:  newAddrBook(cfg.Host.Network()),
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -681,7 +684,7 @@ func (a *Announcer) readLoop() {
 		case Drop:
 			a.table.remove(u.peer, u.seq, m.Roots)
 		case Addrs:
-			a.host.Peerstore().AddAddrs(u.peer, m.Addrs, m.TTL)
+			a.addrBook.record(u.peer, m.Addrs, m.TTL)
 		}
 	}
 }

@@ -114,7 +114,12 @@
 // s: gossip relays each HAVE and FETCH to peers that may have missed the
 // earlier ADDRS (in a crowd that starts cold the first announcements go out
 // before the gossipsub mesh forms and reach only the author's neighbours).
-// A receiver adds the addresses to its peerstore for the ttl. Gossip
+// A receiver puts the addresses in its peerstore for the ttl, at most
+// AddrsTTL: an author's ADDRS replaces the addresses its earlier one gave,
+// and the peerstore keeps those of the 1,024 authors heard from last (keys
+// are free: without the bound, ADDRS under a new key per message filled
+// the peerstore until libp2p's cap of a million addresses dropped honest
+// peers' too). Gossip
 // relays a HAVE or FETCH to peers that are not the author's neighbours: the
 // fetch package dials the providers and the fetchers of a stripe the Table
 // names, and without addresses could reach only those it happened to be

@@ -1,0 +1,159 @@
+package announce
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// addrsAttacker is a host on the test topic that publishes ADDRS messages
+// under keys of its own making.
+type addrsAttacker struct {
+	topic  *pubsub.Topic
+	victim *tnode
+	sent   uint64
+}
+
+func newAddrsAttacker(t *testing.T, victim *tnode) *addrsAttacker {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ps, err := pubsub.NewGossipSub(ctx, h, PubSubOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp, err := ps.Join(Topic("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	if err := h.Connect(ctx, peer.AddrInfo{ID: victim.h.ID(), Addrs: victim.h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(tp.ListPeers()) == 0 { // pubsub has no event for it
+		if time.Now().After(deadline) {
+			t.Fatal("the attacker never saw the victim on the topic")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return &addrsAttacker{topic: tp, victim: victim}
+}
+
+// newKey returns a fresh author key and its ID.
+func newKey(t *testing.T) (crypto.PrivKey, peer.ID) {
+	t.Helper()
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, id
+}
+
+// publish sends an ADDRS of addrs signed by key and waits until the victim
+// has accepted it.
+func (at *addrsAttacker) publish(t *testing.T, key crypto.PrivKey, id peer.ID, addrs []ma.Multiaddr) {
+	t.Helper()
+	msg, err := EncodeAddrs(MaxTTLSeconds*time.Second, addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := at.topic.Publish(context.Background(), msg, pubsub.WithSecretKeyAndPeerId(key, id)); err != nil {
+		t.Fatal(err)
+	}
+	at.sent++
+	deadline := time.Now().Add(10 * time.Second)
+	for at.victim.a.Stats().Received < at.sent {
+		if time.Now().After(deadline) {
+			t.Fatalf("victim accepted %d of %d messages", at.victim.a.Stats().Received, at.sent)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// fakeAddrs returns n addresses, distinct for distinct k.
+func fakeAddrs(k, n int) []ma.Multiaddr {
+	out := make([]ma.Multiaddr, n)
+	for i := range out {
+		out[i] = ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", k/256%256, k%256, i))
+	}
+	return out
+}
+
+// TestAddrsSybilsBounded: ADDRS under a new key per message keep at most
+// maxAddrAuthors authors' addresses in the peerstore (without the bound,
+// every key's stayed for the message's TTL, up to 18 hours), and an honest
+// author heard from after the flood is still there.
+func TestAddrsSybilsBounded(t *testing.T) {
+	defer func(n int) { maxAddrAuthors = n }(maxAddrAuthors)
+	maxAddrAuthors = 16
+	victim := loopbackNode(t, false)
+	at := newAddrsAttacker(t, victim)
+	var sybils []peer.ID
+	for k := range 3 * maxAddrAuthors {
+		key, id := newKey(t)
+		at.publish(t, key, id, fakeAddrs(k, MaxAddrs))
+		sybils = append(sybils, id)
+	}
+	key, honest := newKey(t)
+	want := fakeAddrs(1000, 2)
+	at.publish(t, key, honest, want)
+	ps := victim.h.Peerstore()
+	kept := 0
+	for _, id := range sybils {
+		if len(ps.Addrs(id)) > 0 {
+			kept++
+		}
+	}
+	if kept > maxAddrAuthors-1 {
+		t.Errorf("peerstore holds addresses of %d sybil authors, want at most %d", kept, maxAddrAuthors-1)
+	}
+	if got := ps.Addrs(honest); len(got) != len(want) {
+		t.Errorf("honest author's addresses = %v, want %v", got, want)
+	}
+}
+
+// TestAddrsReplaced: an author's new ADDRS replaces its earlier addresses
+// (they were added to, up to libp2p's 64 a peer), and the TTL kept is at
+// most AddrsTTL whatever the message says.
+func TestAddrsReplaced(t *testing.T) {
+	victim := loopbackNode(t, false)
+	at := newAddrsAttacker(t, victim)
+	key, id := newKey(t)
+	for k := range 10 {
+		at.publish(t, key, id, fakeAddrs(k, MaxAddrs))
+	}
+	last := fakeAddrs(9, MaxAddrs)
+	got := victim.h.Peerstore().Addrs(id)
+	if len(got) != len(last) {
+		t.Fatalf("peerstore holds %d addresses of the author, want the last ADDRS's %d", len(got), len(last))
+	}
+	for _, a := range got {
+		if !ma.Contains(last, a) {
+			t.Errorf("peerstore holds %v, not in the last ADDRS", a)
+		}
+	}
+	// The messages said 65535 s: expiring the addresses kept for AddrsTTL
+	// must leave none.
+	victim.h.Peerstore().UpdateAddrs(id, AddrsTTL, 0)
+	if got := victim.h.Peerstore().Addrs(id); len(got) != 0 {
+		t.Errorf("%d addresses kept for longer than AddrsTTL", len(got))
+	}
+}
