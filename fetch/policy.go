@@ -570,3 +570,36 @@ func lookAgain(known, waiting bool, last, now time.Time, s *soon) bool {
 	}
 	return s.reached(now, last.Add(provRefresh))
 }
+
+// Crowd members with no sign of life (unproven.go).
+
+// crowdJudged reports whether a fetch judges its crowd members at now:
+// once the reader has waited stall on a leaf (since waitSince; zero: it
+// does not wait) with the origin on (since originSince).
+func crowdJudged(originOn bool, originSince, waitSince, now time.Time, stall time.Duration, s *soon) bool {
+	if !originOn || waitSince.IsZero() {
+		return false
+	}
+	return s.reached(now, later(waitSince, originSince).Add(stall))
+}
+
+// memberSigns is what a fetch knows of a crowd member when it judges the
+// crowd: connected (linked), useful to this node this fetch, owning a leaf
+// a peer has said HAVE of or sent (alive).
+type memberSigns struct{ linked, useful, alive bool }
+
+// memberKept reports whether a member stays in the stripe of a fetch that
+// judged its crowd forged: with any sign of life.
+func memberKept(m memberSigns) bool { return m.linked || m.useful || m.alive }
+
+// crowdShowsLife reports whether a crowd is real as far as a fetch can
+// tell: a member known only by gossip (neither linked nor useful) owns a
+// leaf a peer has said HAVE of or sent.
+func crowdShowsLife(ms []memberSigns) bool {
+	for _, m := range ms {
+		if m.alive && !m.linked && !m.useful {
+			return true
+		}
+	}
+	return false
+}

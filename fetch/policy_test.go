@@ -680,3 +680,95 @@ func TestTakesOver(t *testing.T) {
 		t.Error("nothing asked of peers: takesOver = true, want false")
 	}
 }
+
+// TestCrowdJudged: a fetch judges its crowd members once the reader has
+// waited StallTimeout on a leaf with the origin on, counted from the later
+// of the two, and not while the reader does not wait or the origin is off.
+func TestCrowdJudged(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const stall = 5 * time.Second
+	for _, tc := range []struct {
+		name             string
+		on               bool
+		origin, wait, at time.Duration
+		want             bool
+		wantNext         time.Duration
+	}{
+		{"origin off", false, 0, 0, time.Minute, false, 0},
+		{"the reader does not wait", true, 0, -1, time.Minute, false, 0},
+		{"waited less than stall", true, 0, time.Second, 5 * time.Second, false, 6 * time.Second},
+		{"waited stall", true, 0, time.Second, 6 * time.Second, true, 0},
+		{"the origin joined after the wait began", true, 3 * time.Second, 0, 7 * time.Second, false, 8 * time.Second},
+		{"stall after the origin joined", true, 3 * time.Second, 0, 8 * time.Second, true, 0},
+	} {
+		wait := time.Time{}
+		if tc.wait >= 0 {
+			wait = t0.Add(tc.wait)
+		}
+		now := t0.Add(tc.at)
+		s := newSoon(now)
+		if got := crowdJudged(tc.on, t0.Add(tc.origin), wait, now, stall, s); got != tc.want {
+			t.Errorf("%s: crowdJudged = %v, want %v", tc.name, got, tc.want)
+		}
+		if !tc.want {
+			checkNext(t, tc.name, s, t0, tc.wantNext)
+		}
+	}
+}
+
+// TestCrowdJudgedSynctest: on a fake clock, a fetch whose reader starts
+// waiting as the origin joins judges its crowd exactly StallTimeout later,
+// and a member is kept after that only with a sign of life.
+func TestCrowdJudgedSynctest(t *testing.T) {
+	const stall = 5 * time.Second
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		var at time.Duration
+		for at == 0 {
+			now := time.Now()
+			s := newSoon(now)
+			if crowdJudged(true, start, start, now, stall, s) {
+				at = now.Sub(start)
+				break
+			}
+			time.Sleep(s.next.Sub(now))
+		}
+		if at != stall {
+			t.Errorf("judged after %v, want %v", at, stall)
+		}
+	})
+	for _, tc := range []struct {
+		m    memberSigns
+		want bool
+	}{
+		{memberSigns{}, false},
+		{memberSigns{linked: true}, true},
+		{memberSigns{useful: true}, true},
+		{memberSigns{alive: true}, true},
+	} {
+		if got := memberKept(tc.m); got != tc.want {
+			t.Errorf("memberKept(%+v) = %v, want %v", tc.m, got, tc.want)
+		}
+	}
+}
+
+// TestCrowdShowsLife: a crowd is taken as real when a member known only by
+// gossip owns a leaf a peer has said HAVE of or sent; connected or useful
+// members' signs do not vouch for the others.
+func TestCrowdShowsLife(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ms   []memberSigns
+		want bool
+	}{
+		{"no members", nil, false},
+		{"all silent", []memberSigns{{}, {}, {}}, false},
+		{"a connected member alive", []memberSigns{{}, {linked: true, alive: true}}, false},
+		{"a useful member alive", []memberSigns{{useful: true, alive: true}, {}}, false},
+		{"a gossip-only member alive", []memberSigns{{}, {alive: true}, {linked: true}}, true},
+	} {
+		if got := crowdShowsLife(tc.ms); got != tc.want {
+			t.Errorf("%s: crowdShowsLife = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -192,6 +192,11 @@ type Reader struct {
 	// read (joinStateLocked): their DONT_HAVEs were of leaves they had yet
 	// to fetch (waitedRefusedLocked).
 	sawFetching map[peer.ID]struct{}
+
+	// judged: the crowd members have been judged (unproven.go); alive:
+	// those that showed a sign of life then.
+	judged bool
+	alive  map[peer.ID]bool
 }
 
 // fetchTrace is what a fetch's policy decided, for the debug log at its
@@ -622,6 +627,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		r.wake()
 		return now, false
 	}
+	r.judgeMembersLocked(now, s)
 	r.stripeLocked(p, now, s)
 	r.dialAddrlessLocked(p, now, s)
 	p.refresh = r.refreshDueLocked(now, p.peerWaiting, s)
@@ -1057,7 +1063,8 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 		case !linked && early && !member && !g.cutSince(p, r.start):
 			// Not connected yet: the dial may be under way. (A crowd member
 			// is judged on what it delivered, not on an answer it owes:
-			// one not connected by StallTimeout is not judged, as before.)
+			// one not connected by StallTimeout is not judged here; see
+			// unproven.go for members known only by gossip.)
 			r.provsDone = false
 			s.at(again)
 		case !linked:
@@ -1141,7 +1148,8 @@ func (r *Reader) earlyAnnounceLocked() bool {
 func (r *Reader) striping() bool { return r.f.cfg.Crowd != nil && !r.f.cfg.NoStriping }
 
 // stripeLocked brings the stripe up to date with the crowd fetching the
-// root: members are the crowd and this node, penalised peers left out.
+// root: members are the crowd and this node, penalised peers and, after
+// StallTimeout, those with no sign of life left out (unproven.go).
 // Members not yet known as providers are connected (so bitswap asks them)
 // and judged for silence like providers. The caller holds mu.
 func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
@@ -1150,7 +1158,7 @@ func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 	}
 	self := r.f.cfg.Host.ID()
 	in := heard(r.f.cfg.Advertiser != nil, r.announcedAt, now, r.f.cfg.PeerTimeout, s)
-	st := makeStripe(r.t.Cid, self, r.f.cfg.Crowd.Fetchers(r.t.Cid), r.f.guard.isPenalised, in)
+	st := makeStripe(r.t.Cid, self, r.f.cfg.Crowd.Fetchers(r.t.Cid), r.memberOutLocked, in)
 	changed := r.stripe == nil || !r.stripe.same(st)
 	if changed {
 		r.stripe = st

@@ -3,6 +3,7 @@ package fetch_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -209,6 +211,44 @@ func TestStripingSilentMember(t *testing.T) {
 	}
 	if !cl.f.Penalised(silent.h.ID()) {
 		t.Errorf("the silent member was not penalised")
+	}
+}
+
+// TestStripingForgedCrowd: 64 peers that announced the fetch and cannot be
+// reached (keys of an attacker's making, known only by gossip, no
+// address) fill the stripe beside this node. Its patience with members it
+// has no sign of ends StallTimeout after the origin joined: the fetch
+// takes everything from the origin and ends well within StallTimeout plus
+// the file's time at the origin's pace (without the bound, 8 leaves that
+// each waited for this node's place among 65 members took over a minute).
+func TestStripingForgedCrowd(t *testing.T) {
+	a := makeAsset(t, 97, 8*MiB)
+	o := newOrigin(t, a.data)
+	o.limit = rate.NewLimiter(16*MiB, 64<<10)
+	tg := a.t
+	tg.URL = o.URL
+	forged := make([]peer.ID, 64)
+	for i := range forged {
+		key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if forged[i], err = peer.IDFromPrivateKey(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const stall = 2 * time.Second
+	cl := newNode(t, fetch.Config{Crowd: crowd{a.t.Cid: forged}, StallTimeout: stall})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*stall)
+	defer cancel()
+	r, err := cl.f.Open(ctx, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	if st := r.Stats(); st.OriginBytes != int64(len(a.data)) {
+		t.Errorf("origin bytes %d, want %d", st.OriginBytes, len(a.data))
 	}
 }
 

@@ -47,11 +47,17 @@ func newSybilFlood(ctx context.Context, t *testing.T, seed *mesh.Node) *sybilFlo
 	return &sybilFlood{topic: tp, seed: seed}
 }
 
-// publish sends a HAVE of roots with ttl from a new key, and every 16
-// messages waits until the seed has taken them in (accepted or ignored),
-// so that none is lost in the attacker's own send queue or the seed's
-// validation queue.
+// publish sends a HAVE of roots with ttl from a new key (publishKind).
 func (f *sybilFlood) publish(ctx context.Context, t *testing.T, ttl time.Duration, roots []cid.Cid) {
+	t.Helper()
+	f.publishKind(ctx, t, announce.Have, ttl, roots)
+}
+
+// publishKind sends a message of kind for roots with ttl from a new key,
+// and every 16 messages waits until the seed has taken them in (accepted
+// or ignored), so that none is lost in the attacker's own send queue or
+// the seed's validation queue.
+func (f *sybilFlood) publishKind(ctx context.Context, t *testing.T, kind announce.Kind, ttl time.Duration, roots []cid.Cid) {
 	t.Helper()
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
@@ -61,7 +67,7 @@ func (f *sybilFlood) publish(ctx context.Context, t *testing.T, ttl time.Duratio
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := announce.Encode(announce.Have, ttl, roots)
+	msgs, err := announce.Encode(kind, ttl, roots)
 	if err != nil {
 		t.Fatal(err)
 	}
