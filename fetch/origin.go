@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -106,6 +107,9 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf, sent f
 			return f.verifyOrigin(t, l.Cid, nil)
 		}
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", l.Offset, l.Offset+limit-1))
+		// Byte ranges are of the file's own bytes: without this header
+		// any content coding is acceptable (RFC 9110, 12.5.3).
+		req.Header.Set("Accept-Encoding", "identity")
 	} else {
 		u := strings.TrimSuffix(t.Gateway, "/") + "/ipfs/" + l.Cid.String() + "?format=raw"
 		req, err = http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -145,6 +149,9 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf, sent f
 // answer for leaf l and positions a whole-file answer at the leaf.
 func (f *Fetcher) checkResponse(t Target, l store.Leaf, resp *http.Response) error {
 	size := t.knownSize()
+	if err := decodeBody(l, resp); err != nil {
+		return err
+	}
 	switch {
 	case resp.StatusCode == http.StatusPartialContent:
 		if total := rangeTotal(resp.Header.Get("Content-Range")); t.URL != "" && size >= 0 && total >= 0 && total != size {
@@ -175,6 +182,34 @@ func (f *Fetcher) checkResponse(t Target, l store.Leaf, resp *http.Response) err
 	default:
 		return fmt.Errorf("fetch: origin %s: %w %s", l.Cid, errOriginStatus, resp.Status)
 	}
+}
+
+// decodeBody undoes the content coding of a response the transport did
+// not decode (it asked for none, and none is asked with a Range): an
+// origin may send gzip unasked, or a file stored gzipped with its
+// Content-Encoding. A 200 in gzip is decoded (its Content-Length, of the
+// coded bytes, no longer counts); any other coding, or a 206 of coded
+// bytes (a range of the coded file, not of the file), is an origin error.
+func decodeBody(l store.Leaf, resp *http.Response) error {
+	coding := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
+	if coding == "" || coding == "identity" || resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+		return nil
+	}
+	if resp.StatusCode != http.StatusOK || coding != "gzip" && coding != "x-gzip" {
+		return fmt.Errorf("fetch: origin %s: %w %s with Content-Encoding %q", l.Cid, errOriginStatus, resp.Status, coding)
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		return fmt.Errorf("fetch: origin %s: Content-Encoding gzip: %w", l.Cid, err)
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{zr, resp.Body}
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	return nil
 }
 
 // rangeTotal is the complete length of a Content-Range header ("bytes

@@ -1,0 +1,119 @@
+package fetch_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/meshcdn/meshcdn/fetch"
+)
+
+// fetchFrom fetches tg from a fresh node with no peer, under a deadline
+// well past the fetch's own timeouts, and returns what it read and its
+// error; t fails if the fetch did not end by itself.
+func fetchFrom(t *testing.T, tg fetch.Target) ([]byte, error) {
+	t.Helper()
+	cl := newNode(t, fetch.Config{StallTimeout: time.Minute})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := cl.f.Open(ctx, tg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if ctx.Err() != nil {
+		t.Fatalf("the fetch did not end by itself: %v", err)
+	}
+	return got, err
+}
+
+// gzipped is data gzip-compressed.
+func gzipped(data []byte) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write(data)
+	zw.Close()
+	return b.Bytes()
+}
+
+// TestOriginContentEncoding: an origin that answers with a content-coded
+// body the transport did not ask for and so did not decode (a file stored
+// gzipped with Content-Encoding: gzip, a server that compresses whatever
+// it is asked) gives the file's bytes: a 200 in gzip is decoded; a coding
+// that cannot be decoded, or a range of the coded bytes, fails the fetch
+// at once as an origin error, not as ErrChanged (the file did not change).
+func TestOriginContentEncoding(t *testing.T) {
+	big := makeAsset(t, 80, 3*MiB+100)
+	small := makeAsset(t, 81, 300<<10)
+	gz := func(data []byte) http.HandlerFunc {
+		z := gzipped(data)
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Header().Set("Content-Length", strconv.Itoa(len(z)))
+			w.Write(z)
+		}
+	}
+	gzChunked := func(data []byte) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			zw.Write(data)
+			zw.Close()
+		}
+	}
+	gzRanges := func(data []byte) http.HandlerFunc { // nginx's gzip_static always
+		z := gzipped(data)
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			http.ServeContent(w, r, "f.gz", modTime, bytes.NewReader(z))
+		}
+	}
+	brUnlessIdentity := func(data []byte) http.HandlerFunc { // no Accept-Encoding: any coding will do
+		return func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Accept-Encoding") != "identity" {
+				w.Header().Set("Content-Encoding", "br")
+				w.Write([]byte("\x0b\x02\x80not really brotli"))
+				return
+			}
+			http.ServeContent(w, r, "f", modTime, bytes.NewReader(data))
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		a     asset
+		h     func([]byte) http.HandlerFunc
+		fails bool // with an origin error, not ErrChanged
+	}{
+		{"gzip 200", big, gz, false},
+		{"gzip 200 chunked", big, gzChunked, false},
+		{"gzip 200, one leaf", small, gz, false},
+		{"br unless identity asked", big, brUnlessIdentity, false},
+		{"ranges of the gzip file", big, gzRanges, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.h(tc.a.data))
+			defer srv.Close()
+			tg := tc.a.t
+			tg.URL = srv.URL + "/f"
+			got, err := fetchFrom(t, tg)
+			switch {
+			case !tc.fails && err != nil:
+				t.Fatalf("Fetch = %v, want the file", err)
+			case tc.fails && (!errors.Is(err, fetch.ErrUnavailable) || errors.Is(err, fetch.ErrChanged)):
+				t.Fatalf("Fetch = %v, want ErrUnavailable, not ErrChanged", err)
+			}
+			checkBytes(t, got, tc.a.data[:len(got)])
+			if !tc.fails {
+				checkBytes(t, got, tc.a.data)
+			}
+		})
+	}
+}
