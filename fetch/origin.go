@@ -154,10 +154,7 @@ func (f *Fetcher) checkResponse(t Target, l store.Leaf, resp *http.Response) err
 	}
 	switch {
 	case resp.StatusCode == http.StatusPartialContent:
-		if total := rangeTotal(resp.Header.Get("Content-Range")); t.URL != "" && size >= 0 && total >= 0 && total != size {
-			return &ChangedError{URL: t.URL, Root: t.Cid, Size: size, OriginSize: total}
-		}
-		return nil
+		return checkPartial(t, l, resp)
 	case resp.StatusCode == http.StatusOK && t.URL == "":
 		return nil // a gateway's raw block
 	case resp.StatusCode == http.StatusOK:
@@ -182,6 +179,51 @@ func (f *Fetcher) checkResponse(t Target, l store.Leaf, resp *http.Response) err
 	default:
 		return fmt.Errorf("fetch: origin %s: %w %s", l.Cid, errOriginStatus, resp.Status)
 	}
+}
+
+// checkPartial checks a 206 answer for leaf l against its Content-Range
+// and positions the body at the leaf: the range sent may start before the
+// leaf's (a server may send more than asked), but must hold all of it. An
+// answer without a Content-Range is taken as the range asked for.
+func checkPartial(t Target, l store.Leaf, resp *http.Response) error {
+	h := resp.Header.Get("Content-Range")
+	if total := rangeTotal(h); t.URL != "" && t.knownSize() >= 0 && total >= 0 && total != t.knownSize() {
+		return &ChangedError{URL: t.URL, Root: t.Cid, Size: t.knownSize(), OriginSize: total}
+	}
+	first, last, ok := rangeBounds(h)
+	if t.URL == "" || !ok {
+		return nil
+	}
+	if first > l.Offset || l.Size >= 0 && last < l.Offset+l.Size-1 {
+		return fmt.Errorf("fetch: origin %s: %w %s with bytes %d-%d, not all of the leaf's (%d bytes from %d)",
+			l.Cid, errOriginStatus, resp.Status, first, last, l.Size, l.Offset)
+	}
+	if skip := l.Offset - first; skip > 0 {
+		if _, err := io.CopyN(io.Discard, resp.Body, skip); err != nil {
+			return fmt.Errorf("fetch: origin %s: skipping to offset %d of bytes %d-%d: %w", l.Cid, l.Offset, first, last, err)
+		}
+	}
+	return nil
+}
+
+// rangeBounds parses the range of a Content-Range header ("bytes
+// 0-99/1234"): its first and last byte.
+func rangeBounds(h string) (first, last int64, ok bool) {
+	spec, ok := strings.CutPrefix(h, "bytes ")
+	if !ok {
+		return 0, 0, false
+	}
+	spec, _, _ = strings.Cut(spec, "/")
+	a, b, ok := strings.Cut(spec, "-")
+	if !ok {
+		return 0, 0, false
+	}
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	last, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || first < 0 || last < first {
+		return 0, 0, false
+	}
+	return first, last, true
 }
 
 // decodeBody undoes the content coding of a response the transport did

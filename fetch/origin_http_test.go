@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -113,6 +114,59 @@ func TestOriginContentEncoding(t *testing.T) {
 			checkBytes(t, got, tc.a.data[:len(got)])
 			if !tc.fails {
 				checkBytes(t, got, tc.a.data)
+			}
+		})
+	}
+}
+
+// TestOriginContentRange: a 206 is read by its Content-Range, not by what
+// was asked. A range that holds the leaf (from an earlier offset, or the
+// whole file) gives the leaf's bytes; one that does not (another part of
+// the file, a shorter one) fails the fetch at once as an origin error
+// naming both ranges, not as ErrChanged: the file is as the Target says.
+func TestOriginContentRange(t *testing.T) {
+	a := makeAsset(t, 82, 3*MiB+100)
+	n := int64(len(a.data))
+	send := func(w http.ResponseWriter, first, last int64) {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, n))
+		w.Header().Set("Content-Length", strconv.FormatInt(last-first+1, 10))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(a.data[first : last+1])
+	}
+	for _, tc := range []struct {
+		name  string
+		give  func(first, last int64) (int64, int64) // the range sent for the one asked
+		fails bool
+	}{
+		{"as asked", func(f, l int64) (int64, int64) { return f, l }, false},
+		{"the whole file", func(f, l int64) (int64, int64) { return 0, n - 1 }, false},
+		{"from 4 KiB earlier", func(f, l int64) (int64, int64) { return max(0, f-4096), l }, false},
+		{"from the start, as long", func(f, l int64) (int64, int64) { return 0, l - f }, true},
+		{"shorter", func(f, l int64) (int64, int64) { return f, f + 64<<10 - 1 }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				first, last, ok := parseOneRange(r.Header.Get("Range"))
+				if !ok {
+					http.Error(w, "Range please", http.StatusBadRequest)
+					return
+				}
+				first, last = tc.give(first, min(last, n-1))
+				send(w, first, last)
+			}))
+			defer srv.Close()
+			tg := a.t
+			tg.URL = srv.URL + "/f"
+			got, err := fetchFrom(t, tg)
+			switch {
+			case !tc.fails && err != nil:
+				t.Fatalf("Fetch = %v, want the file", err)
+			case tc.fails && (!errors.Is(err, fetch.ErrUnavailable) || errors.Is(err, fetch.ErrChanged)):
+				t.Fatalf("Fetch = %v, want ErrUnavailable, not ErrChanged", err)
+			}
+			checkBytes(t, got, a.data[:len(got)])
+			if !tc.fails {
+				checkBytes(t, got, a.data)
 			}
 		})
 	}
