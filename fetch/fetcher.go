@@ -49,7 +49,7 @@ type Fetcher struct {
 	originRate float64 // bytes/s of one origin request, averaged
 
 	callMu sync.Mutex
-	calls  map[string]*originCall // origin requests in flight, by leaf
+	calls  map[string]*originCall // origin requests in flight, by URL and leaf
 
 	noRange sync.Map // origin URLs (scheme://host) that ignore Range: whole.go
 

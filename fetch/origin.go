@@ -29,11 +29,13 @@ type originCall struct {
 	cancel  context.CancelFunc
 }
 
-// originShared is originLeaf, shared among concurrent callers for one leaf.
-// What the origin sent for the shared request is told to sent, the sink
-// of the caller that started it.
+// originShared is originLeaf, shared among concurrent callers for one leaf
+// from one URL (or gateway): the same bytes at another URL (a file copied
+// under two names) are another request, which may fare otherwise. What the
+// origin sent for the shared request is told to sent, the sink of the
+// caller that started it.
 func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent func(int64)) ([]byte, error) {
-	key := l.Cid.KeyString()
+	key := t.URL + "\n" + t.Gateway + "\n" + l.Cid.KeyString()
 	f.callMu.Lock()
 	c := f.calls[key]
 	if c == nil {

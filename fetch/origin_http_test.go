@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/meshcdn/meshcdn/fetch"
@@ -170,4 +171,68 @@ func TestOriginContentRange(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pathOrigin is an origin in a synctest bubble: each path of files serves
+// its bytes (Range requests honoured) after delay; any other path answers
+// 404 after delay.
+type pathOrigin struct {
+	files map[string][]byte
+	delay time.Duration
+}
+
+func (o pathOrigin) RoundTrip(req *http.Request) (*http.Response, error) {
+	select {
+	case <-time.After(o.delay):
+	case <-req.Context().Done():
+		return nil, req.Context().Err()
+	}
+	rec := httptest.NewRecorder()
+	if data, ok := o.files[req.URL.Path]; ok {
+		http.ServeContent(rec, req, "file", modTime, bytes.NewReader(data))
+	} else {
+		http.NotFound(rec, req)
+	}
+	return rec.Result(), nil
+}
+
+// TestOriginSharedPerURL: the same file at two paths (a logo copied into
+// two directories: the same CID), one of them missing at the origin. A
+// fetch of the one still there, started while the other's origin request
+// is in flight, gets the file: concurrent fetches share an origin request
+// only for the same URL. Before, it joined the other's request by leaf
+// CID and failed with its 404.
+func TestOriginSharedPerURL(t *testing.T) {
+	a := makeAsset(t, 83, 200<<10)
+	synctest.Test(t, func(t *testing.T) {
+		h, st := bubbleNode(t)
+		o := pathOrigin{files: map[string][]byte{"/b/logo.png": a.data}, delay: time.Second}
+		f, err := fetch.New(fetch.Config{Host: h, Store: st, HTTPClient: &http.Client{Transport: o}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		open := func(path string) *fetch.Reader {
+			tg := a.t
+			tg.URL = "http://origin.invalid" + path
+			r, err := f.Open(context.Background(), tg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		gone := open("/a/logo.png")
+		defer gone.Close()
+		synctest.Wait() // its origin request is in flight
+		here := open("/b/logo.png")
+		defer here.Close()
+		if _, err := io.ReadAll(gone); !errors.Is(err, fetch.ErrUnavailable) {
+			t.Errorf("Fetch(/a/logo.png) = %v, want ErrUnavailable (404)", err)
+		}
+		got, err := io.ReadAll(here)
+		if err != nil {
+			t.Fatalf("Fetch(/b/logo.png) = %v, want the file", err)
+		}
+		checkBytes(t, got, a.data)
+	})
 }
