@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,7 +114,11 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf, sent f
 		// any content coding is acceptable (RFC 9110, 12.5.3).
 		req.Header.Set("Accept-Encoding", "identity")
 	} else {
-		u := strings.TrimSuffix(t.Gateway, "/") + "/ipfs/" + l.Cid.String() + "?format=raw"
+		var u string
+		u, err = gatewayURL(t.Gateway, l.Cid)
+		if err != nil {
+			return nil, fmt.Errorf("fetch: gateway request: %w", err)
+		}
 		req, err = http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
 			return nil, fmt.Errorf("fetch: gateway request: %w", err)
@@ -145,6 +150,22 @@ func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf, sent f
 		f.noteOriginRate(float64(len(data)) / max(time.Since(start).Seconds(), 1e-6))
 	}
 	return data, err
+}
+
+// gatewayURL is the URL of block c at the trustless gateway base:
+// BASE/ipfs/CID?format=raw, the base's own query (a signed URL's token)
+// kept as it is, before format=raw.
+func gatewayURL(base string, c cid.Cid) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", err
+	}
+	u = u.JoinPath("ipfs", c.String())
+	if u.RawQuery != "" {
+		u.RawQuery += "&"
+	}
+	u.RawQuery += "format=raw"
+	return u.String(), nil
 }
 
 // checkResponse looks at the status and size headers of an origin's

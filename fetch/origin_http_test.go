@@ -10,9 +10,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/ipfs/go-cid"
 
 	"github.com/meshcdn/meshcdn/fetch"
 )
@@ -235,4 +238,39 @@ func TestOriginSharedPerURL(t *testing.T) {
 		}
 		checkBytes(t, got, a.data)
 	})
+}
+
+// TestGatewayBaseURL: a trustless gateway's base URL may have a path and a
+// query (a signed URL's token): each block is asked for at
+// BASE-PATH/ipfs/CID with the base's query, exactly as given, and
+// format=raw. Before, the path was appended to the query
+// ("/site?token=a%2Fb%3D/ipfs/CID?format=raw") and every request failed.
+func TestGatewayBaseURL(t *testing.T) {
+	a := makeAsset(t, 84, 2*MiB+1)
+	src := newStore(t, -1)
+	(&node{st: src}).hold(t, a)
+	const token = "token=a%2Fb%3D"
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := cid.Decode(strings.TrimPrefix(r.URL.Path, "/site/ipfs/"))
+		if err != nil || r.URL.Query().Get("format") != "raw" || !strings.HasPrefix(r.URL.RawQuery, token+"&") {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		b, err := src.Get(r.Context(), c)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(b.RawData())
+	}))
+	defer gw.Close()
+	for _, base := range []string{gw.URL + "/site?" + token, gw.URL + "/site/?" + token} {
+		t.Run(base, func(t *testing.T) {
+			got, err := fetchFrom(t, fetch.Target{Cid: a.t.Cid, Gateway: base})
+			if err != nil {
+				t.Fatalf("Fetch = %v, want the file", err)
+			}
+			checkBytes(t, got, a.data)
+		})
+	}
 }

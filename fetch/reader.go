@@ -40,8 +40,8 @@ type Target struct {
 	// checked against their CIDs. Empty means none.
 	URL string
 	// Gateway is a trustless gateway's base URL (blocks are fetched as
-	// GATEWAY/ipfs/CID?format=raw). Used when URL is empty. Empty means
-	// none.
+	// GATEWAY/ipfs/CID?format=raw; a query of its own, such as a signed
+	// URL's token, is kept). Used when URL is empty. Empty means none.
 	Gateway string
 }
 
