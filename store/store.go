@@ -436,6 +436,10 @@ func (s *Store) put(ctx context.Context, blk blocks.Block, t *Txn) error {
 			s.mu.Unlock()
 			return ErrClosed
 		}
+		if t != nil && t.done { // Discard ran since Txn.Put checked
+			s.mu.Unlock()
+			return fmt.Errorf("store: put %s: %w", blk.Cid(), errTxnDone)
+		}
 		b := s.blocks[key]
 		if b != nil && b.pending != nil {
 			wait := b.pending

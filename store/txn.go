@@ -26,6 +26,10 @@ type Txn struct {
 	done bool
 }
 
+// errTxnDone is returned by a Txn's calls made after (or racing with) its
+// Discard or Commit.
+var errTxnDone = errors.New("store: Txn finished")
+
 // Begin opens a Txn.
 func (s *Store) Begin() *Txn {
 	return &Txn{s: s, held: make(map[*blockMeta]bool)}
@@ -57,7 +61,7 @@ func (t *Txn) forget(b *blockMeta) {
 // ErrQuotaExceeded when the block cannot fit even after eviction.
 func (t *Txn) Put(ctx context.Context, b blocks.Block) error {
 	if t.isDone() {
-		return errors.New("store: put on a finished Txn")
+		return errTxnDone
 	}
 	return t.s.putChecked(ctx, b, t)
 }
@@ -74,7 +78,7 @@ func (t *Txn) isDone() bool {
 // the content is pinned.
 func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 	if t.isDone() {
-		return errors.New("store: commit on a finished Txn")
+		return fmt.Errorf("store: commit %s: %w", root, errTxnDone)
 	}
 	order, err := t.claimDAG(ctx, root)
 	if err != nil {
@@ -85,6 +89,9 @@ func (t *Txn) Commit(ctx context.Context, root cid.Cid, pin bool) error {
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
+	}
+	if t.done { // discarded while its DAG was walked
+		return fmt.Errorf("store: commit %s: %w", root, errTxnDone)
 	}
 	if rm := s.roots[string(root.Hash())]; rm != nil {
 		return t.touch(ctx, rm, pin)
@@ -126,6 +133,9 @@ func (t *Txn) claimDAG(ctx context.Context, root cid.Cid) ([]*blockMeta, error) 
 		if s.closed {
 			return ErrClosed
 		}
+		if t.done {
+			return errTxnDone
+		}
 		b := s.blocks[string(c.Hash())]
 		if !b.held() {
 			return fmt.Errorf("%w: block %s missing", ErrIncomplete, c)
@@ -149,7 +159,7 @@ func (t *Txn) claimDAG(ctx context.Context, root cid.Cid) ([]*blockMeta, error) 
 	switch {
 	case err == nil:
 		return order, nil
-	case errors.Is(err, ErrClosed) || errors.Is(err, ErrIncomplete):
+	case errors.Is(err, ErrClosed) || errors.Is(err, ErrIncomplete) || errors.Is(err, errTxnDone):
 		return nil, fmt.Errorf("store: commit %s: %w", root, err)
 	case ipld.IsNotFound(err):
 		return nil, fmt.Errorf("store: commit %s: %w: %v", root, ErrIncomplete, err)
@@ -217,6 +227,11 @@ func (t *Txn) release(committed bool) {
 	for b, isNew := range t.held {
 		b.refs--
 		if b.refs > 0 || s.blocks[b.key] != b {
+			continue
+		}
+		if b.pending != nil {
+			// A Put still writing it: write makes it a loose block when
+			// it lands (or forgets it if it fails).
 			continue
 		}
 		if b.missing {
