@@ -509,6 +509,9 @@ func (s *Store) write(ctx context.Context, b *blockMeta, blk blocks.Block, t *Tx
 	close(b.pending)
 	b.pending = nil
 	if err != nil {
+		if s.closed {
+			err = ErrClosed // badger's "DB Closed" or "Writes are blocked"
+		}
 		s.used -= b.size
 		if b.missing {
 			return fmt.Errorf("store: put %s: %w", blk.Cid(), err)
@@ -706,6 +709,9 @@ func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, er
 		s.dropCorrupt(ctx, b)
 		return nil, ipld.ErrNotFound{Cid: c}
 	}
+	if err != nil && s.isClosed() {
+		return nil, fmt.Errorf("store: get %s: %w", c, ErrClosed) // closed under the read
+	}
 	if err != nil && !isChecksumError(err) {
 		return nil, fmt.Errorf("store: get %s: %w", c, err)
 	}
@@ -723,6 +729,13 @@ func (s *Store) get(ctx context.Context, c cid.Cid, hash bool) (blocks.Block, er
 		return nil, &CorruptError{Cid: c}
 	}
 	return blocks.NewBlockWithCid(data, c)
+}
+
+// isClosed reports whether Close was called.
+func (s *Store) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // isChecksumError reports whether err is badger's CRC mismatch on a value.
