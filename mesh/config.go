@@ -210,11 +210,12 @@ type Config struct {
 
 	// MaxMemory is the resource manager's memory limit for libp2p
 	// (connections, streams, buffers). Default 256 MiB for apps, 1 GiB for
-	// seeds.
+	// seeds; New refuses a negative value.
 	MaxMemory int64
 
 	// MaxConns is the most connections the host keeps (the connection
-	// manager trims above it). Default 128 for apps, 1024 for seeds.
+	// manager trims above it). Default 128 for apps, 1024 for seeds; New
+	// refuses a negative value.
 	MaxConns int
 
 	// Site versions and the origin (follow.go). Zero fields take the
@@ -313,6 +314,13 @@ func (c *Config) validate() error {
 		return configErr("BootstrapBackoff", fmt.Sprintf("%+v", c.BootstrapBackoff), "want 0 < Min <= Max and 0 <= Jitter <= 1")
 	case c.FollowInterval < 0:
 		return configErr("FollowInterval", c.FollowInterval.String(), "negative")
+	case c.MaxMemory < 0:
+		return configErr("MaxMemory", fmt.Sprint(c.MaxMemory), "negative")
+	case c.MaxConns < 0:
+		return configErr("MaxConns", fmt.Sprint(c.MaxConns), "negative")
+	}
+	if err := c.checkToggles(); err != nil {
+		return err
 	}
 	if err := checkBaseURL("Origin", c.Origin); err != nil {
 		return err
@@ -328,6 +336,24 @@ func (c *Config) validate() error {
 	for i, a := range c.Bootstrap {
 		if _, err := parsePeer(a); err != nil {
 			return configErr(fmt.Sprintf("Bootstrap[%d]", i), a, err.Error())
+		}
+	}
+	return nil
+}
+
+// checkToggles refuses a Toggle other than Default, On and Off: the node
+// would take it for Off without a word.
+func (c *Config) checkToggles() error {
+	for _, f := range []struct {
+		name string
+		v    Toggle
+	}{
+		{"MDNS", c.MDNS}, {"NATPortMap", c.NATPortMap}, {"RelayService", c.RelayService},
+		{"BrowserTransports", c.BrowserTransports}, {"AnnounceFetches", c.AnnounceFetches},
+		{"AnnounceAddrs", c.AnnounceAddrs}, {"FetchStriping", c.FetchStriping},
+	} {
+		if f.v != Default && f.v != On && f.v != Off {
+			return configErr(f.name, fmt.Sprint(int(f.v)), "not Default, On or Off")
 		}
 	}
 	return nil
