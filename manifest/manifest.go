@@ -84,16 +84,24 @@ func (a Asset) Leaves(ctx context.Context) ([]store.Leaf, error) {
 	return store.Leaves(ctx, dagfile.NewNodes(a.Nodes), a.Cid, a.Size)
 }
 
-// Lookup returns the asset at path. A leading slash is ignored.
+// Lookup returns the asset at path. A leading slash is ignored; a nil
+// Manifest lists nothing. Lookup does not modify m, so concurrent calls are
+// safe, also on a Manifest built as a literal or whose Assets changed after
+// Parse (it then searches them).
 func (m *Manifest) Lookup(path string) (Asset, bool) {
-	if m.index == nil {
-		m.buildIndex()
-	}
-	i, ok := m.index[strings.TrimPrefix(path, "/")]
-	if !ok {
+	if m == nil {
 		return Asset{}, false
 	}
-	return m.Assets[i], true
+	path = strings.TrimPrefix(path, "/")
+	if i, ok := m.index[path]; ok && i < len(m.Assets) && m.Assets[i].Path == path {
+		return m.Assets[i], true
+	}
+	for _, a := range m.Assets { // no index, or Assets changed since it was built
+		if a.Path == path {
+			return a, true
+		}
+	}
+	return Asset{}, false
 }
 
 func (m *Manifest) buildIndex() {
