@@ -559,6 +559,9 @@ func (n *Node) LoadManifest(ctx context.Context, u string) (*manifest.Manifest, 
 // It fails with store.ErrDiskFull (or store.ErrReadOnly) when the store
 // could not keep leaves for a full disk.
 func (n *Node) Pin(ctx context.Context, m *manifest.Manifest) error {
+	if m == nil {
+		return errors.New("mesh: pin: nil manifest")
+	}
 	if err := n.checkFits(m); err != nil {
 		return err
 	}

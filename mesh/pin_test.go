@@ -2,6 +2,7 @@ package mesh_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -32,5 +33,21 @@ func TestPinEmptyFile(t *testing.T) {
 	}
 	if pinned != len(s.Manifest().Assets) {
 		t.Errorf("%d roots pinned, want %d", pinned, len(s.Manifest().Assets))
+	}
+}
+
+// TestNilManifest: OpenAsset and Pin given a nil manifest fail with an
+// error, never a panic: OpenAsset finds no path in it (ErrNotInManifest).
+func TestNilManifest(t *testing.T) {
+	n := newNode(t, mesh.Config{})
+	ctx := context.Background()
+	if r, _, err := n.OpenAsset(ctx, nil, "index.html"); !errors.Is(err, mesh.ErrNotInManifest) {
+		if r != nil {
+			r.Close()
+		}
+		t.Errorf("OpenAsset(nil manifest) = %v, want ErrNotInManifest", err)
+	}
+	if err := n.Pin(ctx, nil); err == nil {
+		t.Error("Pin(nil manifest) succeeded")
 	}
 }
