@@ -1690,13 +1690,17 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	chunk, at, err := r.next()
-	if err != nil {
-		return 0, err
+	for {
+		chunk, at, err := r.next()
+		if err != nil {
+			return 0, err
+		}
+		// Another Read took these bytes, or a Seek moved the position,
+		// since next: read at the position as it is now.
+		if n, ok := r.take(at, len(chunk), func(k int) int { return copy(p, chunk[:k]) }); ok {
+			return n, nil
+		}
 	}
-	n := copy(p, chunk)
-	r.advance(at, n)
-	return n, nil
 }
 
 // WriteTo writes the rest of the content to w, leaf by leaf as each
@@ -1707,9 +1711,14 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	for {
 		chunk, at, err := r.next()
 		if len(chunk) > 0 {
+			if _, ok := r.take(at, len(chunk), func(k int) int { return k }); !ok {
+				continue // taken by a concurrent Read, or a Seek moved the position
+			}
 			n, werr := w.Write(chunk)
 			total += int64(n)
-			r.advance(at, n)
+			if n < len(chunk) {
+				r.giveBack(at+int64(len(chunk)), len(chunk)-n)
+			}
 			if werr != nil {
 				return total, werr
 			}
@@ -1726,16 +1735,33 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
-// advance moves the position by n from at, unless a Seek moved it since.
-func (r *Reader) advance(at int64, n int) {
+// take claims the bytes at position at, up to avail of them: if the
+// position is still at, it calls use(avail), which returns how many it
+// used, and moves the position past those, all under the lock, so that
+// concurrent Reads never return the same bytes. It reports false when a
+// Read or a Seek moved the position since next returned at.
+func (r *Reader) take(at int64, avail int, use func(k int) int) (int, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.pos != at {
-		return
+		return 0, false
 	}
+	n := use(avail)
 	i := r.curLeaf()
 	r.pos += int64(n)
 	if r.curLeaf() != i {
+		r.wake()
+	}
+	return n, true
+}
+
+// giveBack moves the position back by n from end, the bytes a short write
+// did not take, unless a Read or Seek moved it since.
+func (r *Reader) giveBack(end int64, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pos == end {
+		r.pos -= int64(n)
 		r.wake()
 	}
 }
