@@ -1813,9 +1813,11 @@ func (r *Reader) next() ([]byte, int64, error) {
 }
 
 // Seek sets the position for the next Read (io.Seeker). Seeking relative
-// to the end needs the size: it fails while the size is unknown (a single
-// leaf opened without its size, before it arrives). The fetch window moves
-// with the position: leaves before it are no longer fetched.
+// to the end needs the size: for a file of inner nodes opened by CID alone
+// it waits for them (as http.ServeContent's first Seek needs); it fails
+// while the size is unknown for a single leaf opened without its size,
+// before the leaf arrives. The fetch window moves with the position: leaves
+// before it are no longer fetched.
 func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -1829,6 +1831,9 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	case io.SeekCurrent:
 		abs = r.pos + offset
 	case io.SeekEnd:
+		if err := r.waitSizeLocked(); err != nil {
+			return 0, err
+		}
 		if r.size < 0 {
 			return 0, fmt.Errorf("fetch: seek %s: size not known yet", r.t.Cid)
 		}
@@ -1843,6 +1848,31 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	r.waitSince = time.Time{}
 	r.wake()
 	return abs, nil
+}
+
+// waitSizeLocked waits, for a root that is not a single leaf, until its
+// leaves and so its size are known, the fetch fails, the Reader closes or
+// its context ends. The caller holds mu, which is released while waiting.
+func (r *Reader) waitSizeLocked() error {
+	for r.size < 0 && r.t.Cid.Type() != cid.Raw {
+		switch {
+		case r.closed:
+			return fmt.Errorf("fetch: seek %s: %w", r.t.Cid, ErrClosed)
+		case r.err != nil:
+			return r.err
+		case r.ctx.Err() != nil:
+			return fmt.Errorf("fetch: seek %s: %w", r.t.Cid, r.ctx.Err())
+		}
+		ch := r.changed
+		r.mu.Unlock()
+		r.wake()
+		select {
+		case <-ch:
+		case <-r.ctx.Done():
+		}
+		r.mu.Lock()
+	}
+	return nil
 }
 
 // Size returns the content's size, or -1 while it is unknown.
