@@ -40,6 +40,9 @@ type ImportOptions struct {
 // cannot make room, the blocks it wrote are deleted and the error says why
 // (errors.Is(err, ErrQuotaExceeded) for the quota).
 func (s *Store) Import(ctx context.Context, r io.Reader, opts ImportOptions) (Content, error) {
+	if r == nil {
+		return Content{}, errors.New("store: import: nil reader")
+	}
 	t := s.Begin()
 	defer t.Discard()
 	ctx, cancel := context.WithCancel(ctx)

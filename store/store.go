@@ -412,6 +412,9 @@ func (s *Store) PutMany(ctx context.Context, bs []blocks.Block) error {
 }
 
 func (s *Store) putChecked(ctx context.Context, b blocks.Block, t *Txn) error {
+	if b == nil {
+		return errors.New("store: put: nil block")
+	}
 	if vb, ok := b.(verified.Block); ok {
 		return s.put(ctx, vb.Block, t) // hashed by the meshcdn package that made it
 	}
