@@ -2,17 +2,12 @@ package mesh_test
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"os"
 	"runtime"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/meshcdn/meshcdn/mesh"
-	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 func openFiles(t *testing.T) int {
@@ -97,29 +92,4 @@ func TestStartCloseTwentyNodes(t *testing.T) {
 func settle() {
 	runtime.GC()
 	time.Sleep(50 * time.Millisecond)
-}
-
-// TestNewThatCannotListenLeavesNothing: New fails when the host can listen
-// on none of ListenAddrs (the one TCP port is taken), and releases
-// everything it started: no goroutine of the host (swarm, transports,
-// resource and connection managers) outlives the failed New.
-func TestNewThatCannotListenLeavesNothing(t *testing.T) {
-	taken, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	port := taken.Addr().(*net.TCPAddr).Port
-	before := goleak.IgnoreCurrent()
-	cfg := meshtest.LocalConfig(mesh.Config{
-		ListenAddrs:       []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)},
-		BrowserTransports: mesh.Off,
-	})
-	n, err := mesh.New(context.Background(), cfg)
-	if err == nil {
-		n.Close()
-		t.Fatal("New listening only on a taken port succeeded")
-	}
-	t.Logf("New = %v", err)
-	goleak.VerifyNone(t, append(meshtest.LeakOptions(), before)...)
 }

@@ -129,9 +129,6 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.host, err = libp2p.New(opts...); err != nil {
 		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
 	}
-	if err := listen(n.host, cfg.ListenAddrs); err != nil {
-		return nil, err
-	}
 
 	if err := n.startAnnounce(reg); err != nil {
 		return nil, err
@@ -301,10 +298,7 @@ func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, rela
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
-		// The host listens once made (listen): go-libp2p's New, when it
-		// cannot listen, returns without closing its swarm, transports
-		// and managers, whose goroutines then outlive the failed New.
-		libp2p.NoListenAddrs,
+		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
 		libp2p.UserAgent("meshcdn/0"),
 		libp2p.EnableRelay(),
 	}
@@ -336,23 +330,6 @@ func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, rela
 	}
 	opts = append(opts, cfg.Libp2pOptions...)
 	return append(opts, gaterOption(gate)), nil
-}
-
-// listen makes h listen on addrs (validated multiaddrs). It fails only
-// when h can listen on none of them, as go-libp2p's ListenAddrs option.
-func listen(h host.Host, addrs []string) error {
-	mas := make([]ma.Multiaddr, 0, len(addrs))
-	for _, a := range addrs {
-		m, err := ma.NewMultiaddr(a)
-		if err != nil {
-			return fmt.Errorf("mesh: listen: %w", err)
-		}
-		mas = append(mas, m)
-	}
-	if err := h.Network().Listen(mas...); err != nil {
-		return fmt.Errorf("mesh: listen: %w", err)
-	}
-	return nil
 }
 
 // loadIdentity reads the node's private key, or makes and saves one.
