@@ -2,12 +2,16 @@ package mesh_test
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"os"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
 )
 
 func openFiles(t *testing.T) int {
@@ -92,4 +96,31 @@ func TestStartCloseTwentyNodes(t *testing.T) {
 func settle() {
 	runtime.GC()
 	time.Sleep(50 * time.Millisecond)
+}
+
+// TestPinRacingCloseFailsWithErrClosed: Close while Pin waits on the
+// origin. Pin returns an error that matches ErrClosed, as every call the
+// node's Close ends does, not only the fetcher's own fetch.ErrClosed.
+func TestPinRacingCloseFailsWithErrClosed(t *testing.T) {
+	s := newSite(t, map[string]int64{"a.bin": 3 << 20})
+	asked := make(chan struct{})
+	var once sync.Once
+	s.SetFault(func(r *http.Request) meshtest.Fault {
+		once.Do(func() { close(asked) })
+		return meshtest.Fault{Kind: meshtest.FaultHang}
+	})
+	n, err := mesh.New(context.Background(), meshtest.LocalConfig(mesh.Config{Origin: s.URL()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	done := make(chan error, 1)
+	go func() { done <- n.Pin(context.Background(), s.Manifest()) }()
+	<-asked
+	if err := n.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	if err := <-done; !errors.Is(err, mesh.ErrClosed) {
+		t.Errorf("Pin racing Close = %v, want an error matching ErrClosed", err)
+	}
 }

@@ -485,7 +485,17 @@ func (n *Node) Open(ctx context.Context, c cid.Cid) (*fetch.Reader, error) {
 	if n.closed.Load() {
 		return nil, ErrClosed
 	}
-	return n.fetcher.Open(ctx, fetch.Target{Cid: c, Gateway: n.cfg.Gateway})
+	r, err := n.fetcher.Open(ctx, fetch.Target{Cid: c, Gateway: n.cfg.Gateway})
+	return r, n.closing(err)
+}
+
+// closing makes err, from a call that Close ended under it, match
+// ErrClosed too (beside the fetcher's or the store's own).
+func (n *Node) closing(err error) error {
+	if err == nil || !n.closed.Load() || errors.Is(err, ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrClosed, err)
 }
 
 // OpenAsset fetches the asset at path of m: from the store, else from peers
@@ -504,7 +514,7 @@ func (n *Node) OpenAsset(ctx context.Context, m *manifest.Manifest, path string)
 		return nil, a, err
 	}
 	r, err := n.fetcher.Open(ctx, t)
-	return r, a, err
+	return r, a, n.closing(err)
 }
 
 // ErrNotInManifest reports a path that the manifest does not list.
@@ -523,7 +533,7 @@ func (n *Node) target(a manifest.Asset) (fetch.Target, error) {
 // follow a site's versions, use Follow.
 func (n *Node) LoadManifest(ctx context.Context, u string) (*manifest.Manifest, error) {
 	m, _, err := n.loadManifest(ctx, u, "")
-	return m, err
+	return m, n.closing(err)
 }
 
 // Pin fetches every asset of m that the store does not hold (peers first,
@@ -547,7 +557,7 @@ func (n *Node) Pin(ctx context.Context, m *manifest.Manifest) error {
 			return ErrClosed
 		}
 		if err := n.pinAsset(ctx, a); err != nil {
-			return fmt.Errorf("mesh: pin %s: %w", a.Path, err)
+			return n.closing(fmt.Errorf("mesh: pin %s: %w", a.Path, err))
 		}
 	}
 	return nil
