@@ -208,8 +208,12 @@ func (f *Follower) Wait(ctx context.Context) (*manifest.Manifest, error) {
 }
 
 // Attach makes g serve the version in effect now and every later one:
-// each swap calls g.SetManifest before SiteUpdated is sent.
+// each swap calls g.SetManifest before SiteUpdated is sent. A nil g is
+// ignored.
 func (f *Follower) Attach(g *Gateway) {
+	if g == nil {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gateways = append(f.gateways, g)

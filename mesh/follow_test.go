@@ -396,3 +396,23 @@ func TestNodeOriginTimeouts(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowAttachNil: Attach(nil) is ignored: the follower's next swap
+// used to dereference it, a panic on the follower's goroutine that took
+// the whole process down.
+func TestFollowAttachNil(t *testing.T) {
+	s := newSite(t, map[string]int64{"index.html": 3000})
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	f, err := n.Follow(mesh.FollowConfig{URL: "manifest.json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Attach(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := f.Wait(ctx); err != nil {
+		t.Fatalf("Wait = %v", err)
+	}
+	f.Attach(nil) // with a version in effect
+}
