@@ -352,9 +352,17 @@ func (c *Config) checkToggles() error {
 		{"BrowserTransports", c.BrowserTransports}, {"AnnounceFetches", c.AnnounceFetches},
 		{"AnnounceAddrs", c.AnnounceAddrs}, {"FetchStriping", c.FetchStriping},
 	} {
-		if f.v != Default && f.v != On && f.v != Off {
-			return configErr(f.name, fmt.Sprint(int(f.v)), "not Default, On or Off")
+		if err := checkToggle(f.name, f.v); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// checkToggle refuses a Toggle other than Default, On and Off.
+func checkToggle(field string, v Toggle) error {
+	if v != Default && v != On && v != Off {
+		return configErr(field, fmt.Sprint(int(v)), "not Default, On or Off")
 	}
 	return nil
 }

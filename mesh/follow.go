@@ -171,6 +171,12 @@ func (n *Node) Follow(cfg FollowConfig) (*Follower, error) {
 	if cfg.Interval < 0 {
 		return nil, fmt.Errorf("%w: negative FollowConfig.Interval", ErrConfig)
 	}
+	if err := checkToggle("FollowConfig.Pin", cfg.Pin); err != nil {
+		return nil, err
+	}
+	if err := checkToggle("FollowConfig.Seeds", cfg.Seeds); err != nil {
+		return nil, err
+	}
 	f := &Follower{n: n, cfg: cfg, url: u, kick: make(chan struct{}, 1), done: make(chan struct{}),
 		first: make(chan struct{}), subs: make(map[*siteSub]struct{}), pinned: make(map[string]cid.Cid)}
 	if cfg.Seeds != Off {

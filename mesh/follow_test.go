@@ -416,3 +416,24 @@ func TestFollowAttachNil(t *testing.T) {
 	}
 	f.Attach(nil) // with a version in effect
 }
+
+// TestFollowRejectsBadToggle: a FollowConfig Toggle other than Default, On
+// and Off is refused with a *ConfigError naming it, as New does for
+// Config's; Follow used to take it for Off.
+func TestFollowRejectsBadToggle(t *testing.T) {
+	s := newSite(t, map[string]int64{"index.html": 3000})
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	for _, cfg := range []mesh.FollowConfig{
+		{URL: "manifest.json", Pin: 2},
+		{URL: "manifest.json", Seeds: -2},
+	} {
+		f, err := n.Follow(cfg)
+		var ce *mesh.ConfigError
+		if !errors.As(err, &ce) || !errors.Is(err, mesh.ErrConfig) {
+			if f != nil {
+				f.Close()
+			}
+			t.Errorf("Follow(Pin %d, Seeds %d) = %v, want a *ConfigError", cfg.Pin, cfg.Seeds, err)
+		}
+	}
+}
