@@ -88,6 +88,20 @@ func (at *addrsAttacker) publish(t *testing.T, key crypto.PrivKey, id peer.ID, a
 	}
 }
 
+// awaitAddr waits until the victim's peerstore lists a for id: pubsub
+// counts a message received when it validates it, before the read loop
+// records it, and the peerstore has no event to await.
+func awaitAddr(t *testing.T, victim *tnode, id peer.ID, a ma.Multiaddr) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ma.Contains(victim.h.Peerstore().Addrs(id), a) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the victim never recorded %v for %s", a, id)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // fakeAddrs returns n addresses, distinct for distinct k.
 func fakeAddrs(k, n int) []ma.Multiaddr {
 	out := make([]ma.Multiaddr, n)
@@ -115,6 +129,9 @@ func TestAddrsSybilsBounded(t *testing.T) {
 	key, honest := newKey(t)
 	want := fakeAddrs(1000, 2)
 	at.publish(t, key, honest, want)
+	// Messages are recorded in the order they were validated: once the
+	// last one is in, so are the sybils'.
+	awaitAddr(t, victim, honest, want[0])
 	ps := victim.h.Peerstore()
 	kept := 0
 	for _, id := range sybils {
@@ -141,6 +158,7 @@ func TestAddrsReplaced(t *testing.T) {
 		at.publish(t, key, id, fakeAddrs(k, MaxAddrs))
 	}
 	last := fakeAddrs(9, MaxAddrs)
+	awaitAddr(t, victim, id, last[0])
 	got := victim.h.Peerstore().Addrs(id)
 	if len(got) != len(last) {
 		t.Fatalf("peerstore holds %d addresses of the author, want the last ADDRS's %d", len(got), len(last))
