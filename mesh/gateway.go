@@ -426,15 +426,55 @@ func errorStatus(err error) int {
 	return http.StatusBadGateway
 }
 
-// etagMatch reports whether an If-None-Match header names etag (or is *).
+// etagMatch reports whether an If-None-Match header names etag (or is *),
+// read as http.ServeContent reads it: entity-tags up to the first malformed
+// one, compared weakly. The two must agree: where etagMatch says yes,
+// ServeContent is given no content, and a header it reads otherwise
+// ("bogus, ETAG") would get a 200 with an empty body.
 func etagMatch(header, etag string) bool {
-	for _, t := range strings.Split(header, ",") {
-		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
-		if t == "*" || t == etag {
+	s := header
+	for {
+		s = strings.Trim(s, " \t")
+		switch {
+		case s == "":
+			return false
+		case s[0] == ',':
+			s = s[1:]
+			continue
+		case s[0] == '*':
 			return true
 		}
+		t, rest := scanETag(s)
+		if t == "" {
+			return false // malformed: ServeContent stops here too
+		}
+		if strings.TrimPrefix(t, "W/") == etag {
+			return true
+		}
+		s = rest
 	}
-	return false
+}
+
+// scanETag splits the entity-tag (W/"..." or "...") at the start of s from
+// the rest, as net/http does; a malformed one gives "".
+func scanETag(s string) (etag, rest string) {
+	start := 0
+	if strings.HasPrefix(s, "W/") {
+		start = 2
+	}
+	if len(s[start:]) < 2 || s[start] != '"' {
+		return "", ""
+	}
+	for i := start + 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			return s[:i+1], s[i+1:]
+		case c == 0x21 || c >= 0x23 && c <= 0x7e || c >= 0x80:
+		default:
+			return "", ""
+		}
+	}
+	return "", ""
 }
 
 // emptySeeker is the content of a 304: ServeContent never reads it.
