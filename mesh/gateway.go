@@ -788,7 +788,9 @@ func (s *source) readLeaf(i int64, buf []byte) ([]byte, error) {
 		s.closeLocked()
 		s.mu.Unlock()
 	}
-	return buf, nil
+	// n, not len(buf): the only leaf of content of unknown size is
+	// shorter than the buffer, and ServeContent sniffs what Read gives.
+	return buf[:n], nil
 }
 
 // errBusy reports a request that found the gateway's MaxBuffer taken.

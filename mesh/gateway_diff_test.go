@@ -258,3 +258,30 @@ func TestGatewayIfNoneMatchAsServeContent(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayByCIDSniffsContent asks a gateway without a manifest for
+// small files by CID: their size comes from the fetch, and the Content-Type
+// is sniffed from their bytes alone, as http.FileServer sniffs a file with
+// no extension (not from the rest of a 1 MiB leaf buffer: "x" is text, not
+// application/octet-stream).
+func TestGatewayByCIDSniffsContent(t *testing.T) {
+	b := newDiffBed(t)
+	if err := b.n.Pin(b.ctx, b.m); err != nil {
+		t.Fatal(err)
+	}
+	bare := httptest.NewServer(b.n.Gateway(mesh.GatewayConfig{}))
+	defer bare.Close()
+	for _, p := range []string{"one.txt", "data.json", "LICENSE", "noext", "empty.txt"} {
+		a, _ := b.m.Lookup(p)
+		for _, m := range []string{"GET", "HEAD"} {
+			got := b.ask(t, bare.URL, m, "/ipfs/"+a.Cid.String(), nil)
+			want := http.DetectContentType(b.files[p])
+			if got.status != 200 || got.hdr.Get("Content-Type") != want || got.hdr.Get("X-Content-Length") != fmt.Sprint(len(b.files[p])) {
+				t.Errorf("%s /ipfs/CID of %s = %d, type %q, length %s; want 200, %q, %d", m, p, got.status, got.hdr.Get("Content-Type"), got.hdr.Get("X-Content-Length"), want, len(b.files[p]))
+			}
+			if m == "GET" && !bytes.Equal(got.body, b.files[p]) {
+				t.Errorf("GET /ipfs/CID of %s: %d bytes, not the file's %d", p, len(got.body), len(b.files[p]))
+			}
+		}
+	}
+}
