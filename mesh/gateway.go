@@ -369,7 +369,7 @@ func (g *Gateway) serve(w *gatewayWriter, r *http.Request, t fetch.Target, typ s
 	}
 	defer src.close()
 	w.src = src
-	if err := src.prime(r.Header.Get("Range"), g.cfg.MaxRanges); err != nil {
+	if err := src.prime(primeRange(r, etag), g.cfg.MaxRanges); err != nil {
 		h.Del("Etag")
 		h.Del("X-Ipfs-Path")
 		h.Del("Cache-Control")
@@ -390,6 +390,19 @@ func (g *Gateway) serve(w *gatewayWriter, r *http.Request, t fetch.Target, typ s
 }
 
 var noModTime time.Time
+
+// primeRange returns the Range header of r as ServeContent will act on it:
+// none when an If-Range does not name etag (another ETag, a weak one, or
+// a date, which no content of the gateway matches: no Last-Modified), as
+// then the whole content is sent, whose first bytes are those to prime.
+func primeRange(r *http.Request, etag string) string {
+	if ir := strings.Trim(r.Header.Get("If-Range"), " \t"); ir != "" {
+		if t, _ := scanETag(ir); t != etag {
+			return ""
+		}
+	}
+	return r.Header.Get("Range")
+}
 
 // limitRanges returns r without its Range header if it asks for more
 // ranges than GatewayConfig.MaxRanges (the whole content is sent instead).
@@ -648,7 +661,14 @@ func (s *source) prime(rangeHeader string, maxRanges int) error {
 		if err != nil {
 			return nil // ServeContent answers 416 without reading
 		}
-		if len(rs) > 0 && (maxRanges < 0 || len(rs) <= maxRanges) {
+		// As limitRanges and ServeContent decide: more items than
+		// maxRanges, or ranges adding up to more than the content, get
+		// the whole content.
+		var sum int64
+		for _, r := range rs {
+			sum += r.length
+		}
+		if (maxRanges < 0 || countRanges(rangeHeader) <= maxRanges) && sum <= s.size {
 			first = rs[0].start
 		}
 	}

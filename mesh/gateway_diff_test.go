@@ -68,8 +68,9 @@ func diffSite() map[string][]byte {
 }
 
 // newDiffBed writes the site and its manifest to a directory and starts
-// the origin, a node and its gateway.
-func newDiffBed(t *testing.T) *diffBed {
+// the origin (http.FileServer, through wrap unless it is nil), a node and
+// its gateway.
+func newDiffBed(t *testing.T, wrap func(http.Handler) http.Handler) *diffBed {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -94,7 +95,11 @@ func newDiffBed(t *testing.T) *diffBed {
 	if err := os.WriteFile(filepath.Join(b.dir, "manifest.json"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b.origin = httptest.NewServer(http.FileServer(http.Dir(b.dir)))
+	origin := http.FileServer(http.Dir(b.dir))
+	if wrap != nil {
+		origin = wrap(origin)
+	}
+	b.origin = httptest.NewServer(origin)
 	t.Cleanup(b.origin.Close)
 	b.n = newNode(t, mesh.Config{Origin: b.origin.URL})
 	if b.m, err = b.n.LoadManifest(ctx, "manifest.json"); err != nil {
@@ -203,7 +208,7 @@ var diffRanges = []string{
 // directory listings, GET and HEAD only, /index.html served rather than
 // redirected, and more than 16 ranges answered whole.
 func TestGatewayMatchesFileServer(t *testing.T) {
-	b := newDiffBed(t)
+	b := newDiffBed(t, nil)
 	type request struct {
 		method, path string
 		hdr          map[string]string
@@ -243,7 +248,7 @@ func TestGatewayMatchesFileServer(t *testing.T) {
 // stops at the malformed entry and sends it), never a 200 with no body,
 // which a cache would keep as the content under the file's ETag.
 func TestGatewayIfNoneMatchAsServeContent(t *testing.T) {
-	b := newDiffBed(t)
+	b := newDiffBed(t, nil)
 	for _, p := range []string{"app.js", "video/clip.mp4"} {
 		a, _ := b.m.Lookup(p)
 		etag := `"` + a.Cid.String() + `"`
@@ -265,7 +270,7 @@ func TestGatewayIfNoneMatchAsServeContent(t *testing.T) {
 // no extension (not from the rest of a 1 MiB leaf buffer: "x" is text, not
 // application/octet-stream).
 func TestGatewayByCIDSniffsContent(t *testing.T) {
-	b := newDiffBed(t)
+	b := newDiffBed(t, nil)
 	if err := b.n.Pin(b.ctx, b.m); err != nil {
 		t.Fatal(err)
 	}
@@ -283,5 +288,40 @@ func TestGatewayByCIDSniffsContent(t *testing.T) {
 				t.Errorf("GET /ipfs/CID of %s: %d bytes, not the file's %d", p, len(got.body), len(b.files[p]))
 			}
 		}
+	}
+}
+
+// TestGatewayIfRangeStaleFetchesFromStart asks for a range of the video
+// that will be answered with the whole file (an If-Range naming another
+// version, ranges adding up to more than the file, more than MaxRanges),
+// from an origin that fails the video's first leaf: the whole file's first
+// bytes are those of leaf 0, and the gateway must answer 502 before any
+// header, not a 200 and a cut connection after priming the range's leaf.
+func TestGatewayIfRangeStaleFetchesFromStart(t *testing.T) {
+	b := newDiffBed(t, func(fs http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/video/clip.mp4" && strings.HasPrefix(r.Header.Get("Range"), "bytes=0-") {
+				http.Error(w, "leaf 0 is lost", http.StatusInternalServerError)
+				return
+			}
+			fs.ServeHTTP(w, r)
+		})
+	})
+	a, _ := b.m.Lookup("video/clip.mp4")
+	for _, hdr := range []map[string]string{
+		{"Range": "bytes=2097152-2097160", "If-Range": `"stale"`},
+		{"Range": "bytes=2097152-2097160", "If-Range": `W/"` + a.Cid.String() + `"`},
+		{"Range": "bytes=2097152-2097160", "If-Range": "Mon, 02 Jan 2006 15:04:05 GMT"},
+		{"Range": "bytes=1048576-,1048576-,1048576-"},                        // more than the file: sent whole
+		{"Range": "bytes=2097152-2097160" + strings.Repeat(",9999999-", 16)}, // more than MaxRanges
+	} {
+		got := b.ask(t, b.gw.URL, "GET", "/video/clip.mp4", hdr)
+		if got.status != http.StatusBadGateway {
+			t.Errorf("GET %v with leaf 0 lost = %d (%v), want 502", hdr, got.status, got.err)
+		}
+	}
+	got := b.ask(t, b.gw.URL, "GET", "/video/clip.mp4", map[string]string{"Range": "bytes=2097152-2097160", "If-Range": `"` + a.Cid.String() + `"`})
+	if got.status != http.StatusPartialContent || !bytes.Equal(got.body, b.files["video/clip.mp4"][2097152:2097161]) {
+		t.Errorf("GET with the current If-Range = %d with %d bytes, want 206 with 9", got.status, len(got.body))
 	}
 }
