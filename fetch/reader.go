@@ -1798,18 +1798,24 @@ func (r *Reader) next() ([]byte, int64, error) {
 		if r.waitSince.IsZero() {
 			r.waitSince = time.Now()
 		}
-		ch := r.changed
-		r.mu.Unlock()
-		r.wake()
-		select {
-		case <-ch:
-		case <-r.ctx.Done():
-		}
-		r.mu.Lock()
+		r.waitChangeLocked()
 		if r.ctx.Err() != nil && !r.closed && r.err == nil {
 			return nil, 0, fmt.Errorf("fetch: read %s: %w", r.t.Cid, r.ctx.Err())
 		}
 	}
+}
+
+// waitChangeLocked releases mu until the fetch changes (r.changed) or the
+// Reader's context ends, waking the scheduler first. The caller holds mu.
+func (r *Reader) waitChangeLocked() {
+	ch := r.changed
+	r.mu.Unlock()
+	r.wake()
+	select {
+	case <-ch:
+	case <-r.ctx.Done():
+	}
+	r.mu.Lock()
 }
 
 // Seek sets the position for the next Read (io.Seeker). Seeking relative
@@ -1863,14 +1869,7 @@ func (r *Reader) waitSizeLocked() error {
 		case r.ctx.Err() != nil:
 			return fmt.Errorf("fetch: seek %s: %w", r.t.Cid, r.ctx.Err())
 		}
-		ch := r.changed
-		r.mu.Unlock()
-		r.wake()
-		select {
-		case <-ch:
-		case <-r.ctx.Done():
-		}
-		r.mu.Lock()
+		r.waitChangeLocked()
 	}
 	return nil
 }
