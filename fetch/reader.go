@@ -1290,9 +1290,15 @@ func (r *Reader) allProvidersPenalised() bool {
 	return true
 }
 
-// curLeaf is the index of the leaf holding the position. The caller holds mu.
+// curLeaf is the index of the leaf holding the position. While the size
+// is unknown (a single leaf opened by CID alone, before it arrives) that
+// is the leaf whatever the position: only the leaf tells where it ends.
+// The caller holds mu.
 func (r *Reader) curLeaf() int {
 	i := int(r.pos / dagfile.ChunkSize)
+	if r.size < 0 && len(r.leaves) > 0 {
+		return min(i, len(r.leaves)-1)
+	}
 	return min(i, len(r.leaves))
 }
 
@@ -1819,10 +1825,9 @@ func (r *Reader) waitChangeLocked() {
 }
 
 // Seek sets the position for the next Read (io.Seeker). Seeking relative
-// to the end needs the size: for a file of inner nodes opened by CID alone
-// it waits for them (as http.ServeContent's first Seek needs); it fails
-// while the size is unknown for a single leaf opened without its size,
-// before the leaf arrives. The fetch window moves with the position: leaves
+// to the end needs the size: for a file opened by CID alone it waits for
+// its inner nodes, or for a single leaf, for the leaf (as
+// http.ServeContent's first Seek needs). The fetch window moves with the position: leaves
 // before it are no longer fetched.
 func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	r.mu.Lock()
@@ -1840,9 +1845,6 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 		if err := r.waitSizeLocked(); err != nil {
 			return 0, err
 		}
-		if r.size < 0 {
-			return 0, fmt.Errorf("fetch: seek %s: size not known yet", r.t.Cid)
-		}
 		abs = r.size + offset
 	default:
 		return 0, fmt.Errorf("fetch: seek %s: bad whence %d", r.t.Cid, whence)
@@ -1856,11 +1858,12 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	return abs, nil
 }
 
-// waitSizeLocked waits, for a root that is not a single leaf, until its
-// leaves and so its size are known, the fetch fails, the Reader closes or
-// its context ends. The caller holds mu, which is released while waiting.
+// waitSizeLocked waits until the size is known (from the root's inner
+// nodes, or a single leaf's arrival), the fetch fails, the Reader closes
+// or its context ends. The caller holds mu, which is released while
+// waiting.
 func (r *Reader) waitSizeLocked() error {
-	for r.size < 0 && r.t.Cid.Type() != cid.Raw {
+	for r.size < 0 {
 		switch {
 		case r.closed:
 			return fmt.Errorf("fetch: seek %s: %w", r.t.Cid, ErrClosed)
