@@ -3,12 +3,18 @@ package mesh_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"go.uber.org/goleak"
 
 	"github.com/meshcdn/meshcdn/mesh"
 	"github.com/meshcdn/meshcdn/meshtest"
@@ -122,5 +128,61 @@ func TestPinRacingCloseFailsWithErrClosed(t *testing.T) {
 	}
 	if err := <-done; !errors.Is(err, mesh.ErrClosed) {
 		t.Errorf("Pin racing Close = %v, want an error matching ErrClosed", err)
+	}
+}
+
+// TestNewThatCannotListenLeavesNothing: New fails when the host can listen
+// on none of ListenAddrs (the one TCP port is taken), and releases
+// everything it started: no goroutine of the host (swarm, transports,
+// resource and connection managers) outlives the failed New, as they did
+// when go-libp2p's New listened.
+func TestNewThatCannotListenLeavesNothing(t *testing.T) {
+	taken, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := taken.Addr().(*net.TCPAddr).Port
+	before := goleak.IgnoreCurrent()
+	cfg := meshtest.LocalConfig(mesh.Config{
+		ListenAddrs:       []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)},
+		BrowserTransports: mesh.Off,
+	})
+	n, err := mesh.New(context.Background(), cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("New listening only on a taken port succeeded")
+	}
+	t.Logf("New = %v", err)
+	goleak.VerifyNone(t, append(meshtest.LeakOptions(), before)...)
+}
+
+// TestLibp2pOptionsListenAddrs: the addresses the host listens on are
+// those left once Config.Libp2pOptions apply: none after
+// libp2p.NoListenAddrs (but the relay transport's /p2p-circuit), ours and the options' own after
+// libp2p.ListenAddrStrings.
+func TestLibp2pOptionsListenAddrs(t *testing.T) {
+	n := newNode(t, mesh.Config{BrowserTransports: mesh.Off, Libp2pOptions: []libp2p.Option{libp2p.NoListenAddrs}})
+	for _, a := range n.Host().Network().ListenAddresses() {
+		if a.String() != "/p2p-circuit" { // the relay transport's, not an address of ours
+			t.Errorf("after libp2p.NoListenAddrs the host listens on %v, want nothing but /p2p-circuit", a)
+		}
+	}
+	m := newNode(t, mesh.Config{
+		BrowserTransports: mesh.Off,
+		ListenAddrs:       []string{"/ip4/127.0.0.1/tcp/0"},
+		Libp2pOptions:     []libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1")},
+	})
+	var tcp, quic int
+	for _, a := range m.Host().Network().ListenAddresses() {
+		switch s := a.String(); {
+		case strings.Contains(s, "/tcp/"):
+			tcp++
+		case strings.Contains(s, "/quic-v1"):
+			quic++
+		}
+	}
+	if tcp != 1 || quic != 1 {
+		t.Errorf("listening on %v: want one TCP address (ListenAddrs) and one QUIC (Libp2pOptions)", m.Host().Network().ListenAddresses())
 	}
 }

@@ -126,8 +126,15 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	opts, addrs, err := listenLater(opts)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
+	}
 	if n.host, err = libp2p.New(opts...); err != nil {
 		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
+	}
+	if err := n.host.Network().Listen(addrs...); err != nil {
+		return nil, fmt.Errorf("mesh: libp2p host: %w", err) // the deferred Close closes the host
 	}
 
 	if err := n.startAnnounce(reg); err != nil {
@@ -330,6 +337,30 @@ func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, rela
 	}
 	opts = append(opts, cfg.Libp2pOptions...)
 	return append(opts, gaterOption(gate)), nil
+}
+
+// listenLater returns opts changed so that the host they make listens on
+// nothing, and the addresses it would have listened on, ours and those of
+// Config.Libp2pOptions (which may add some or set none), for New to listen
+// on once the host is made. go-libp2p's New, when it can listen on none of
+// its addresses, returns without closing the swarm, transports and
+// managers it started, whose goroutines then outlive the failed New; a
+// host that cannot listen once made is closed with everything it started.
+// Options that leave the addresses unset (libp2p's defaults apply) are
+// returned as they are.
+func listenLater(opts []libp2p.Option) ([]libp2p.Option, []ma.Multiaddr, error) {
+	var c libp2p.Config
+	if err := c.Apply(opts...); err != nil {
+		return nil, nil, err
+	}
+	if c.ListenAddrs == nil {
+		return opts, nil, nil
+	}
+	none := func(c *libp2p.Config) error {
+		c.ListenAddrs = []ma.Multiaddr{} // not nil: libp2p's default addresses stay out
+		return nil
+	}
+	return append(slices.Clip(opts), none), c.ListenAddrs, nil
 }
 
 // loadIdentity reads the node's private key, or makes and saves one.
