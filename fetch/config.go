@@ -132,8 +132,9 @@ type Config struct {
 	WindowBytes int64
 
 	// OriginHeaderTimeout bounds the wait for an origin's response headers,
-	// and OriginIdleTimeout the wait for the next bytes of its body: an
-	// origin that accepts and says nothing for that long counts as dead.
+	// and OriginIdleTimeout the wait for the next 16 KiB of its body (or
+	// its end): an origin that accepts and says nothing, or trickles a few
+	// bytes, for that long counts as dead.
 	// The request fails with an error that matches
 	// context.DeadlineExceeded, and so does the fetch if no peer delivers.
 	// Default DefaultOriginHeaderTimeout and DefaultOriginIdleTimeout

@@ -180,9 +180,10 @@
 //     manifest URL that answers If-None-Match with 304 saves a node that
 //     follows the site a download per check (mesh.Node.Follow).
 //   - Timeouts: the response headers must come within
-//     Config.OriginHeaderTimeout and the body must not stall for
-//     Config.OriginIdleTimeout (10 s each by default). A hung origin counts
-//     as a dead one, its error matches context.DeadlineExceeded.
+//     Config.OriginHeaderTimeout and each 16 KiB of the body within
+//     Config.OriginIdleTimeout (10 s each by default): a trickle of bytes
+//     does not keep a request alive. A hung origin counts as a dead one,
+//     its error matches context.DeadlineExceeded.
 //
 // An origin that fails (a status other than 200/206, a refused connection,
 // a timeout, a changed file) is not asked again within the fetch. With no

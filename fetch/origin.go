@@ -89,8 +89,8 @@ var errOriginStatus = errors.New("unexpected status")
 // Range request on the plain file if t.URL is set, else the raw block from
 // the trustless gateway t.Gateway. A leaf of unknown size (Size < 0, a raw
 // root opened without its size) is read up to one chunk. The response
-// headers must come within Config.OriginHeaderTimeout and each read of the
-// body within Config.OriginIdleTimeout. What the origin sent is told to
+// headers must come within Config.OriginHeaderTimeout and each 16 KiB of
+// the body within Config.OriginIdleTimeout (idleProgress). What the origin sent is told to
 // sent (see meteredBody) once the body is closed.
 func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf, sent func(int64)) ([]byte, error) {
 	var req *http.Request
@@ -313,7 +313,7 @@ func (f *Fetcher) originDo(req *http.Request, cancel context.CancelFunc, sent fu
 		wd.stop()
 		return nil, wd, wd.explain(err)
 	}
-	wd.rearm(f.cfg.OriginIdleTimeout, "no body bytes")
+	wd.rearm(f.cfg.OriginIdleTimeout, fmt.Sprintf("under %d KiB of body", idleProgress>>10))
 	resp.Body = &meteredBody{ReadCloser: &idleBody{ReadCloser: resp.Body, wd: wd},
 		length: resp.ContentLength, rtt: time.Since(asked), headers: time.Now(), sink: sent}
 	return resp, wd, nil
@@ -456,16 +456,26 @@ func (w *watchdog) explain(err error) error {
 	return fmt.Errorf("origin timed out: %s: %w", w.fired, context.DeadlineExceeded)
 }
 
-// idleBody is a response body whose every read that brings bytes kicks the
-// watchdog.
+// idleProgress is the least an origin's body must bring within each
+// OriginIdleTimeout to count as alive: an origin that trickles a byte now
+// and then (a slow-loris, a link all but dead) would otherwise hold a
+// fetch forever, each byte restarting the timer. 16 KiB per 10 s is about
+// 1.6 KiB/s, far below any origin worth waiting for.
+const idleProgress = 16 << 10
+
+// idleBody is a response body that kicks the watchdog each time
+// idleProgress more bytes have come.
 type idleBody struct {
 	io.ReadCloser
-	wd *watchdog
+	wd  *watchdog
+	got int // bytes since the last kick
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
+	b.got += n
+	if b.got >= idleProgress {
+		b.got = 0
 		b.wd.kick()
 	}
 	return n, err

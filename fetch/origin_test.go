@@ -165,13 +165,16 @@ func TestOriginHung(t *testing.T) {
 }
 
 // stallingOrigin answers at once but sends only the first `send` bytes of
-// each answer, then nothing until the request ends; or, with hang, never
+// each answer, then nothing until the request ends, or with trickle set
+// step more bytes (at least one) each trickle; or, with hang, never
 // answers at all.
 type stallingOrigin struct {
 	data    []byte
 	send    int
 	hang    bool
 	noRange bool // answer every request with the whole file
+	trickle time.Duration
+	step    int
 }
 
 func (o stallingOrigin) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -186,19 +189,30 @@ func (o stallingOrigin) RoundTrip(req *http.Request) (*http.Response, error) {
 	rec := httptest.NewRecorder()
 	http.ServeContent(rec, req, "file", modTime, bytes.NewReader(o.data))
 	resp := rec.Result()
-	resp.Body = &stallBody{r: io.LimitReader(resp.Body, int64(o.send)), ctx: req.Context()}
+	resp.Body = &stallBody{r: io.LimitReader(resp.Body, int64(o.send)), rest: resp.Body, trickle: o.trickle, step: max(o.step, 1), ctx: req.Context()}
 	return resp, nil
 }
 
 type stallBody struct {
-	r   io.Reader
-	ctx context.Context
+	r       io.Reader
+	rest    io.Reader // after r, step bytes each trickle
+	trickle time.Duration
+	step    int
+	ctx     context.Context
 }
 
 func (b *stallBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if n > 0 || err != io.EOF {
 		return n, err
+	}
+	if b.trickle > 0 {
+		select {
+		case <-time.After(b.trickle):
+			return io.ReadFull(b.rest, p[:min(len(p), b.step)])
+		case <-b.ctx.Done():
+			return 0, b.ctx.Err()
+		}
 	}
 	<-b.ctx.Done()
 	return 0, b.ctx.Err()
@@ -223,6 +237,10 @@ func TestOriginTimeoutPolicy(t *testing.T) {
 	}{
 		{"no headers", stallingOrigin{hang: true}, 3 * time.Second, time.Hour, 3 * time.Second, true, 0},
 		{"body stalls", stallingOrigin{data: a.data, send: 1000}, time.Hour, 2 * time.Second, 2 * time.Second, true, 0},
+		// A byte a second, after a first 1000: too little to count as
+		// alive (idleProgress). Before, each byte restarted the timer and
+		// only the caller's deadline ended the fetch.
+		{"body trickles", stallingOrigin{data: a.data, send: 1000, trickle: time.Second}, time.Hour, 2 * time.Second, 2 * time.Second, true, time.Minute},
 		// The first answer gives leaf 0 and shows Range is ignored; the
 		// whole-file read then stalls inside leaf 1.
 		{"whole-file read stalls", stallingOrigin{data: a.data, send: 1<<20 + 1000, noRange: true}, time.Hour, 2 * time.Second, 2 * time.Second, true, 0},
@@ -269,6 +287,38 @@ func TestOriginTimeoutPolicy(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestOriginSlowAlive: an origin that sends 16 KiB a second, slow but
+// alive by OriginIdleTimeout's measure (idleProgress within it), is
+// waited for: the fetch completes.
+func TestOriginSlowAlive(t *testing.T) {
+	a := makeAsset(t, 74, 100<<10)
+	synctest.Test(t, func(t *testing.T) {
+		h, st := bubbleNode(t)
+		o := stallingOrigin{data: a.data, send: 0, trickle: time.Second, step: 16 << 10}
+		f, err := fetch.New(fetch.Config{Host: h, Store: st, StallTimeout: 24 * time.Hour,
+			OriginIdleTimeout: 2 * time.Second, HTTPClient: &http.Client{Transport: o}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		tg := a.t
+		tg.URL = "http://origin.invalid/file"
+		start := time.Now()
+		r, err := f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		got, err := io.ReadAll(r)
+		if err != nil || !bytes.Equal(got, a.data) {
+			t.Fatalf("ReadAll = %d bytes, %v; want the %d bytes", len(got), err, len(a.data))
+		}
+		if d := time.Since(start); d != 7*time.Second {
+			t.Errorf("took %v, want 7s (100 KiB at 16 KiB a second)", d)
+		}
+	})
 }
 
 // TestRangeIgnoredReadOnce: an origin that answers Range requests with the

@@ -222,9 +222,10 @@ type Config struct {
 	// defaults in defaults.go (siteDefaults); negative timeouts mean none.
 
 	// OriginHeaderTimeout bounds the wait for the origin's response
-	// headers, OriginIdleTimeout the wait for the next bytes of a body: an
-	// origin silent for that long counts as dead, and its error matches
-	// context.DeadlineExceeded. Default 10 s each.
+	// headers, OriginIdleTimeout the wait for the next 16 KiB of a body (or
+	// its end): an origin silent, or trickling a few bytes, for that long
+	// counts as dead, and its error matches context.DeadlineExceeded.
+	// Default 10 s each.
 	OriginHeaderTimeout, OriginIdleTimeout time.Duration
 
 	// ManifestTimeout bounds loading a manifest (LoadManifest, Follow),
