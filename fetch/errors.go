@@ -3,6 +3,7 @@ package fetch
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -83,6 +84,37 @@ func (e *VerifyError) Is(target error) bool { return target == ErrVerify }
 
 // Unwrap returns the cause.
 func (e *VerifyError) Unwrap() error { return e.Err }
+
+// OriginStatusError reports an origin's answer with a status a fetch cannot
+// use: a 404, a 500, a 429 or 503 that the retries its Retry-After allows
+// did not cure (Fetcher asks again after a 429 or 503 at most twice, when
+// Retry-After is absent or at most 5 s). The fetch goes on from peers, or
+// fails with ErrUnavailable wrapping it.
+type OriginStatusError struct {
+	// URL is what was asked for (the file, or the gateway's block URL).
+	URL string
+	// Leaf is the leaf asked for.
+	Leaf cid.Cid
+	// StatusCode and Status are the answer's (404, "404 Not Found").
+	StatusCode int
+	Status     string
+	// RetryAfter is the answer's Retry-After (0: none, or not a 429 or
+	// 503): when the origin said it would serve again.
+	RetryAfter time.Duration
+}
+
+// Error describes the answer.
+func (e *OriginStatusError) Error() string {
+	s := fmt.Sprintf("fetch: origin %s: %s answered %s", e.Leaf, e.URL, e.Status)
+	if e.RetryAfter > 0 {
+		s += fmt.Sprintf(" (Retry-After %v)", e.RetryAfter)
+	}
+	return s
+}
+
+// Is reports whether target is errOriginStatus: an origin status error
+// ends the origin's part in the fetch (originFatal).
+func (e *OriginStatusError) Is(target error) bool { return target == errOriginStatus }
 
 // ChangedError reports an origin file that no longer matches the content a
 // fetch asked for. It matches ErrChanged with errors.Is.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -85,14 +86,34 @@ func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent
 // errOriginStatus is wrapped by errors for unexpected HTTP statuses.
 var errOriginStatus = errors.New("unexpected status")
 
-// originLeaf fetches one leaf from the target's origin and verifies it: a
+// originLeaf is originLeafOnce, asked again after a 429 or 503 as
+// retryWait allows.
+func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf, sent func(int64)) ([]byte, error) {
+	for tries := 0; ; tries++ {
+		data, err := f.originLeafOnce(ctx, t, l, sent)
+		wait, again := retryWait(err, tries)
+		if !again {
+			return data, err
+		}
+		f.log.Debug("origin busy: asked again", "cid", l.Cid, "after", wait, "err", err)
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, err
+		}
+	}
+}
+
+// originLeafOnce fetches one leaf from the target's origin and verifies it: a
 // Range request on the plain file if t.URL is set, else the raw block from
 // the trustless gateway t.Gateway. A leaf of unknown size (Size < 0, a raw
 // root opened without its size) is read up to one chunk. The response
 // headers must come within Config.OriginHeaderTimeout and each 16 KiB of
 // the body within Config.OriginIdleTimeout (idleProgress). What the origin sent is told to
 // sent (see meteredBody) once the body is closed.
-func (f *Fetcher) originLeaf(ctx context.Context, t Target, l store.Leaf, sent func(int64)) ([]byte, error) {
+func (f *Fetcher) originLeafOnce(ctx context.Context, t Target, l store.Leaf, sent func(int64)) ([]byte, error) {
 	var req *http.Request
 	var err error
 	limit := l.Size
@@ -200,8 +221,64 @@ func (f *Fetcher) checkResponse(t Target, l store.Leaf, resp *http.Response) err
 		// The file is shorter than the leaf's offset now.
 		return &ChangedError{URL: t.URL, Root: t.Cid, Size: size, OriginSize: rangeTotal(resp.Header.Get("Content-Range"))}
 	default:
-		return fmt.Errorf("fetch: origin %s: %w %s", l.Cid, errOriginStatus, resp.Status)
+		e := &OriginStatusError{URL: t.URL, Leaf: l.Cid, StatusCode: resp.StatusCode, Status: resp.Status}
+		if resp.Request != nil {
+			e.URL = resp.Request.URL.Redacted() // a gateway's block URL; the URL redirected to
+		}
+		if e.StatusCode == http.StatusTooManyRequests || e.StatusCode == http.StatusServiceUnavailable {
+			e.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+		}
+		return e
 	}
+}
+
+// retryAfter reads a Retry-After header, delay-seconds or an HTTP date
+// (RFC 9110, 10.2.3), as the wait from now; 0 when absent, malformed or
+// past.
+func retryAfter(h string, now time.Time) time.Duration {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(h, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, int64(24*time.Hour/time.Second))) * time.Second
+	}
+	if at, err := http.ParseTime(h); err == nil && at.After(now) {
+		return at.Sub(now)
+	}
+	return 0
+}
+
+// Origin retries: a 429 or 503 is asked again at most maxOriginRetries
+// times, after its Retry-After (defaultRetryAfter when it has none) and a
+// quarter more at most of jitter, so that a crowd told the same wait does
+// not come back at once; a Retry-After over maxRetryAfter is not waited
+// for (the fetch goes on from peers, or fails, and the caller may wait).
+const (
+	maxOriginRetries  = 2
+	defaultRetryAfter = time.Second
+	maxRetryAfter     = 5 * time.Second
+)
+
+// retryWait reports whether an origin request that failed with err, after
+// tries retries, is asked again, and after how long.
+func retryWait(err error, tries int) (time.Duration, bool) {
+	var se *OriginStatusError
+	if tries >= maxOriginRetries || !errors.As(err, &se) ||
+		se.StatusCode != http.StatusTooManyRequests && se.StatusCode != http.StatusServiceUnavailable {
+		return 0, false
+	}
+	d := se.RetryAfter
+	if d == 0 {
+		d = defaultRetryAfter
+	}
+	if d > maxRetryAfter {
+		return 0, false
+	}
+	return d + rand.N(d/4+1), true
 }
 
 // checkPartial checks a 206 answer for leaf l against its Content-Range

@@ -88,16 +88,16 @@ func TestHedgeTiming(t *testing.T) {
 	}
 }
 
-// failingOrigin answers every request with 503.
+// failingOrigin answers every request with 500.
 type failingOrigin struct{}
 
 func (failingOrigin) RoundTrip(req *http.Request) (*http.Response, error) {
 	rec := httptest.NewRecorder()
-	http.Error(rec, "down", http.StatusServiceUnavailable)
+	http.Error(rec, "down", http.StatusInternalServerError)
 	return rec.Result(), nil
 }
 
-// TestStallTimeout: with the origin failing (503), a fetch that no peer is
+// TestStallTimeout: with the origin failing (500), a fetch that no peer is
 // known to serve fails at once with ErrUnavailable; one with a provider
 // known waits for it until exactly StallTimeout after the last block.
 func TestStallTimeout(t *testing.T) {
@@ -138,7 +138,7 @@ func TestStallTimeout(t *testing.T) {
 					t.Errorf("failed after %v, want exactly %v", d, tc.want)
 				}
 				if s := r.Stats(); s.OriginErrors != 1 {
-					t.Errorf("OriginErrors = %d, want 1 (a 503 makes the origin count as dead)", s.OriginErrors)
+					t.Errorf("OriginErrors = %d, want 1 (a 500 makes the origin count as dead)", s.OriginErrors)
 				}
 			})
 		})
