@@ -186,7 +186,11 @@
 //     its error matches context.DeadlineExceeded.
 //
 // An origin that fails (a status other than 200/206, a refused connection,
-// a timeout, a changed file) is not asked again within the fetch. With no
+// a timeout, a changed file) is not asked again within the fetch; a status
+// is an *OriginStatusError. A 429 or 503 is first asked again after its
+// Retry-After (1 s without one, plus up to a quarter of jitter), at most
+// twice and only for waits up to 5 s: an origin shedding a crowd's load
+// says when to come back. With no
 // peer known to hold the content and none having sent any, the fetch then
 // fails at once with ErrUnavailable wrapping the cause; otherwise peers get
 // until Config.StallTimeout. Errors mid-body (a cut connection) are retried
