@@ -162,10 +162,13 @@
 //     Content-Range) are what lets a fetch take single leaves from the
 //     origin while peers give the rest. An origin that ignores Range and
 //     answers 200 with the whole file works too: the first such answer
-//     marks the origin (scheme and host) for the Fetcher's life, and every
-//     later fetch from it reads each file once, whole, cutting the body
-//     into leaves and verifying each as it comes; it can no longer share a
-//     file between the origin and peers leaf by leaf. The answer that finds
+//     marks the file and the origin (scheme and host), and later fetches
+//     of the file, and of any file from the origin until it answers one
+//     Range with 206, read each file once, whole ("Range: bytes=0-"),
+//     cutting the body into leaves and verifying each as it comes; such a
+//     read cannot share a file between the origin and peers leaf by leaf.
+//     An origin that honours Range for some files only (a CDN answering a
+//     cache miss whole) has just those read whole. The answer that finds
 //     it out gives its first leaf and is then closed: it costs what the
 //     origin had sent by then (socket buffers, a few MiB on loopback).
 //   - Sizes: a Content-Range total or a whole-file Content-Length that

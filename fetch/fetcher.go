@@ -51,7 +51,10 @@ type Fetcher struct {
 	callMu sync.Mutex
 	calls  map[string]*originCall // origin requests in flight, by URL and leaf
 
-	noRange sync.Map // origin URLs (scheme://host) that ignore Range: whole.go
+	noRange    sync.Map     // origins (scheme://host) that ignored Range: whole.go
+	okRange    sync.Map     // origins that honoured Range
+	noRangeURL sync.Map     // files that ignored Range
+	noRangeN   atomic.Int64 // entries of noRangeURL (bounded: maxNoRangeURLs)
 
 	mu      sync.Mutex
 	closed  bool

@@ -198,6 +198,9 @@ func (f *Fetcher) checkResponse(t Target, l store.Leaf, resp *http.Response) err
 	}
 	switch {
 	case resp.StatusCode == http.StatusPartialContent:
+		if t.URL != "" {
+			f.noteHonoursRange(t.URL)
+		}
 		return checkPartial(t, l, resp)
 	case resp.StatusCode == http.StatusOK && t.URL == "":
 		return nil // a gateway's raw block

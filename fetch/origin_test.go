@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -369,5 +371,61 @@ func TestRangeIgnoredReadOnce(t *testing.T) {
 			t.Errorf("file %d (%d bytes): %d requests, %d bytes sent, %d kept; want at most %d requests and %d bytes",
 				i, size, reqs.Load(), sent.Load(), st.OriginBytes, wantReqs, 2*size)
 		}
+	}
+}
+
+// TestRangeIgnoredByOneFile: an origin that ignores Range for one file (a
+// dynamic path, a CDN answering a cache miss whole) and honours it for the
+// others. Once a whole read of another file has been answered 206, its
+// files are asked for leaf by leaf again (each node's share of a crowd,
+// not a whole copy each), while the file that ignored Range is still read
+// whole. Before, the first whole answer marked the origin, and every file
+// from it was read whole for the Fetcher's life.
+func TestRangeIgnoredByOneFile(t *testing.T) {
+	dyn, big, big2 := makeAsset(t, 76, 3*MiB), makeAsset(t, 77, 3*MiB+5), makeAsset(t, 78, 3*MiB+9)
+	var mu sync.Mutex
+	ranges := map[string][]string{}
+	mux := http.NewServeMux()
+	serve := func(path string, a asset, honour bool) {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			ranges[path] = append(ranges[path], r.Header.Get("Range"))
+			mu.Unlock()
+			if !honour {
+				r.Header.Del("Range")
+			}
+			http.ServeContent(w, r, "f", modTime, bytes.NewReader(a.data))
+		})
+	}
+	serve("/dyn", dyn, false)
+	serve("/big", big, true)
+	serve("/big2", big2, true)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	cl := newNode(t, fetch.Config{})
+	for _, f := range []struct {
+		path string
+		a    asset
+	}{{"/dyn", dyn}, {"/big", big}, {"/big2", big2}} {
+		tg := f.a.t
+		tg.URL = srv.URL + f.path
+		r, err := cl.f.Open(context.Background(), tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkBytes(t, readAll(t, r), f.a.data)
+		r.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("Range headers by path: %q", ranges)
+	if got := ranges["/big"]; len(got) != 1 || got[0] != "bytes=0-" {
+		t.Errorf("/big, after /dyn ignored Range, was asked %q; want one whole read as a range, bytes=0-", got)
+	}
+	if got := ranges["/big2"]; len(got) != 4 || slices.Contains(got, "") || slices.Contains(got, "bytes=0-") {
+		t.Errorf("/big2, after /big honoured Range, was asked %q; want its 4 leaves one by one", got)
+	}
+	if got := ranges["/dyn"]; len(got) != 2 || got[1] != "bytes=0-" {
+		t.Errorf("/dyn was asked %q; want a leaf, answered whole, then a whole read", got)
 	}
 }

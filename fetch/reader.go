@@ -1415,10 +1415,13 @@ func (r *Reader) goPeers(idx []int, cur int, leaves []store.Leaf, reqs []*req, b
 
 func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 	ctx := q.ctx
-	if r.t.URL != "" && r.f.ignoresRange(r.t.URL) {
-		// One read of the whole file fulfils q with the others.
+	if r.t.URL != "" {
+		// One read of the whole file fulfils q with the others, and
+		// while one is under way (it may have found that the origin
+		// honours Range after all), it does.
+		ignores := r.f.ignoresRange(r.t.URL)
 		r.mu.Lock()
-		if r.whole == nil && len(r.leaves) > 1 {
+		if r.whole == nil && ignores && len(r.leaves) > 1 {
 			r.whole = r.newReq()
 			r.goWhole(r.whole)
 		}

@@ -14,9 +14,19 @@ import (
 
 // An origin that ignores Range requests answers each with the whole file
 // (200). Asking it for one leaf at a time would send the file once per
-// leaf, so the first such answer marks the origin (scheme and host), and
-// from then on a fetch from it reads the file once: one request, its body
+// leaf, so the first such answer marks the file and the origin (scheme and
+// host), and from then on a fetch of the file, or from an origin that has
+// not honoured a Range request, reads the file once: one request, its body
 // cut into leaves, each verified and delivered as it comes (whole below).
+// An origin that honours Range for some files and not others (a CDN that
+// answers a cache miss whole, a dynamic path) is marked by file only: a
+// whole read asks "Range: bytes=0-", which such an origin answers 206, and
+// one 206 from an origin keeps its other files read leaf by leaf (shared
+// with peers and striped, where a whole read sends a copy per node).
+
+// maxNoRangeURLs bounds the files remembered for ignoring Range; past it,
+// only origins are.
+const maxNoRangeURLs = 4096
 
 // originKey is what noRange is keyed by: the URL's scheme and host.
 func originKey(u string) string {
@@ -28,16 +38,36 @@ func originKey(u string) string {
 }
 
 func (f *Fetcher) noteIgnoresRange(u string) {
+	if f.noRangeN.Load() < maxNoRangeURLs {
+		if _, known := f.noRangeURL.LoadOrStore(u, true); !known {
+			f.noRangeN.Add(1)
+		}
+	}
 	if _, known := f.noRange.LoadOrStore(originKey(u), true); !known {
-		f.log.Info("origin ignores Range requests: files from it are read whole", "origin", originKey(u))
+		f.log.Info("origin ignores Range requests: its files are read whole until one honours Range", "origin", originKey(u))
 	}
 }
 
-// ignoresRange reports whether the origin of u has answered a Range request
-// with the whole file.
+// noteHonoursRange records that the origin of u has answered a Range
+// request with 206.
+func (f *Fetcher) noteHonoursRange(u string) {
+	if _, known := f.okRange.LoadOrStore(originKey(u), true); !known {
+		if _, ignored := f.noRange.Load(originKey(u)); ignored {
+			f.log.Info("origin honours Range requests for some files: only those that ignored it are read whole", "origin", originKey(u))
+		}
+	}
+}
+
+// ignoresRange reports whether u is read whole: the file has answered a
+// Range request with all of it, or its origin has and has never honoured
+// one.
 func (f *Fetcher) ignoresRange(u string) bool {
-	_, ok := f.noRange.Load(originKey(u))
-	return ok
+	if _, ok := f.noRangeURL.Load(u); ok {
+		return true
+	}
+	_, ignored := f.noRange.Load(originKey(u))
+	_, honoured := f.okRange.Load(originKey(u))
+	return ignored && !honoured
 }
 
 // goWhole reads the whole file from the origin once and delivers every
@@ -90,6 +120,10 @@ func (r *Reader) readWhole(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fetch: origin request: %w", err)
 	}
+	// All of it, as a range: an origin that honours Range answers 206, and
+	// its other files are then read leaf by leaf (noteHonoursRange).
+	req.Header.Set("Range", "bytes=0-")
+	req.Header.Set("Accept-Encoding", "identity")
 	resp, wd, err := f.originDo(req, cancel, r.noteOriginSent)
 	if err != nil {
 		return fmt.Errorf("fetch: origin %s: %w", r.t.Cid, err)
@@ -106,10 +140,23 @@ func (r *Reader) readWhole(ctx context.Context) error {
 	if err := f.checkResponse(r.t, first, resp); err != nil {
 		return err
 	}
+	end := int64(-1) // past the bytes the answer holds; -1: all
 	if resp.StatusCode == http.StatusPartialContent {
-		return fmt.Errorf("fetch: origin %s: %w %s to a whole-file request", r.t.Cid, errOriginStatus, resp.Status)
+		first, last, ok := rangeBounds(resp.Header.Get("Content-Range"))
+		if !ok || first != 0 {
+			return fmt.Errorf("fetch: origin %s: %w %s with %q to a whole-file request", r.t.Cid, errOriginStatus, resp.Status, resp.Header.Get("Content-Range"))
+		}
+		// The file honours Range now: what this answer does not hold is
+		// asked for leaf by leaf.
+		if _, was := f.noRangeURL.LoadAndDelete(r.t.URL); was {
+			f.noRangeN.Add(-1)
+		}
+		end = last + 1
 	}
 	for i, l := range leaves {
+		if end >= 0 && l.Offset+l.Size > end {
+			break
+		}
 		data := make([]byte, l.Size)
 		if _, err := io.ReadFull(resp.Body, data); err != nil {
 			return fmt.Errorf("fetch: origin %s: %w", l.Cid, wd.explain(err))
