@@ -127,7 +127,11 @@ type wireAsset struct {
 	Nodes []string `json:"nodes,omitempty"`
 }
 
-// Marshal returns the manifest as indented JSON.
+// Marshal returns the manifest as indented JSON. It fails with an error
+// matching ErrInvalid when Read would refuse what it wrote (an unsafe or
+// duplicate path, a missing type, a size the CID or inner nodes do not
+// match, more than MaxSize bytes, ...): a manifest built or edited in code
+// is checked before it is deployed, not when every node fails to load it.
 func (m *Manifest) Marshal() ([]byte, error) {
 	v := Version
 	w := wireManifest{Version: &v, Profile: Profile, Assets: make([]wireAsset, len(m.Assets)), Seeds: m.Seeds}
@@ -142,7 +146,14 @@ func (m *Manifest) Marshal() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manifest: marshal: %w", err)
 	}
-	return append(out, '\n'), nil
+	out = append(out, '\n')
+	if len(out) > MaxSize {
+		return nil, fmt.Errorf("manifest: marshal: %w: %d bytes, larger than %d", ErrInvalid, len(out), MaxSize)
+	}
+	if _, err := Parse(out); err != nil {
+		return nil, fmt.Errorf("manifest: marshal: %w", err)
+	}
+	return out, nil
 }
 
 // Read reads and parses a manifest of at most MaxSize bytes.

@@ -292,3 +292,45 @@ func TestSeeds(t *testing.T) {
 		t.Errorf("Parse(%d seeds) = %v, want ErrInvalid", manifest.MaxSeeds+1, err)
 	}
 }
+
+// TestMarshalRefusesWhatReadRefuses: a manifest built in code that Read
+// would refuse fails Marshal with ErrInvalid. Before, Marshal wrote it and
+// every node then failed to load the deployed manifest.
+func TestMarshalRefusesWhatReadRefuses(t *testing.T) {
+	ctx := context.Background()
+	big, err := manifest.FromReader(ctx, testutil.Reader(3, 2<<20+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big.Path, big.Type = "big.bin", "application/octet-stream"
+	small, err := manifest.FromReader(ctx, testutil.Reader(4, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	small.Path, small.Type = "small.txt", "text/plain"
+	for _, tc := range []struct {
+		name string
+		edit func(m *manifest.Manifest)
+	}{
+		{"unsafe path", func(m *manifest.Manifest) { m.Assets[1].Path = "../etc/passwd" }},
+		{"empty path", func(m *manifest.Manifest) { m.Assets[1].Path = "" }},
+		{"duplicate path", func(m *manifest.Manifest) { m.Assets[1].Path = m.Assets[0].Path }},
+		{"no type", func(m *manifest.Manifest) { m.Assets[1].Type = "" }},
+		{"size the nodes do not add up to", func(m *manifest.Manifest) { m.Assets[0].Size++ }},
+		{"raw leaf over a chunk", func(m *manifest.Manifest) { m.Assets[1].Size = 2 << 20 }},
+		{"no nodes for a dag-pb root", func(m *manifest.Manifest) { m.Assets[0].Nodes = nil }},
+		{"undefined CID", func(m *manifest.Manifest) { m.Assets[1].Cid = cid.Undef }},
+		{"seed without /p2p/", func(m *manifest.Manifest) { m.Seeds = []string{"/ip4/127.0.0.1/tcp/4001"} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &manifest.Manifest{Assets: []manifest.Asset{big, small}}
+			tc.edit(m)
+			if data, err := m.Marshal(); !errors.Is(err, manifest.ErrInvalid) {
+				t.Errorf("Marshal = %d bytes, %v; want ErrInvalid", len(data), err)
+			}
+		})
+	}
+	if _, err := (&manifest.Manifest{Assets: []manifest.Asset{big, small}}).Marshal(); err != nil {
+		t.Errorf("Marshal of the valid manifest = %v", err)
+	}
+}
