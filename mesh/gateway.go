@@ -126,7 +126,8 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 
 // Gateway is a local HTTP gateway: an http.Handler that serves the assets of
 // a manifest by path (GET /img/logo.png) and any content by CID (GET
-// /ipfs/CID), fetched through the node, with Range requests, ETags from CIDs
+// /ipfs/CID; a path under /ipfs/ that is no CID is the site's own, for a
+// site with an ipfs folder), fetched through the node, with Range requests, ETags from CIDs
 // (If-None-Match gives 304), HEAD and the manifest's content types. A desktop
 // webview or Electron renderer loads assets from it. Serve it on 127.0.0.1:
 // see ListenGateway in examples/desktop.
@@ -289,6 +290,9 @@ func (g *Gateway) resolve(p string) (t fetch.Target, typ string, status int, msg
 	m := g.m.Load()
 	if rest, ok := strings.CutPrefix(p, "/ipfs/"); ok {
 		c, err := cid.Decode(strings.TrimSuffix(rest, "/"))
+		if err != nil && g.sitePath(m, p) {
+			return g.resolvePath(m, p) // the site's own ipfs/ folder
+		}
 		if err != nil {
 			return t, "", http.StatusBadRequest, "bad CID"
 		}
@@ -314,6 +318,26 @@ func (g *Gateway) resolve(p string) (t fetch.Target, typ string, status int, msg
 		}
 		return t, "", 0, ""
 	}
+	return g.resolvePath(m, p)
+}
+
+// sitePath reports whether the site m has a file, or a folder with an
+// index.html, at request path p.
+func (g *Gateway) sitePath(m *manifest.Manifest, p string) bool {
+	if m == nil {
+		return false
+	}
+	rel := strings.TrimPrefix(p, "/")
+	if rel == "" || strings.HasSuffix(rel, "/") {
+		rel += "index.html"
+	}
+	_, file := m.Lookup(rel)
+	_, dir := m.Lookup(rel + "/index.html")
+	return file || dir
+}
+
+// resolvePath maps a request path to the file of the site m at it.
+func (g *Gateway) resolvePath(m *manifest.Manifest, p string) (t fetch.Target, typ string, status int, msg string) {
 	if m == nil {
 		return t, "", http.StatusNotFound, "404 page not found"
 	}

@@ -742,3 +742,41 @@ func TestGatewayMetrics(t *testing.T) {
 		t.Errorf("after Close meshcdn_gateway_requests_total = %v, want it unregistered", got)
 	}
 }
+
+// TestGatewaySiteIpfsFolder: a site with a folder named ipfs (an IPFS
+// project's docs) has its files served by path; /ipfs/CID still fetches
+// by CID, and a path under /ipfs/ that is neither a CID nor a site file
+// is a bad CID (400). Before, every path under /ipfs/ was read as a CID:
+// the folder's files answered 400.
+func TestGatewaySiteIpfsFolder(t *testing.T) {
+	s := newSite(t, map[string]int64{"index.html": 1500, "ipfs/guide.html": 900, "ipfs/docs/index.html": 700})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	m, err := n.LoadManifest(ctx, "manifest.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: m}))
+	defer gw.Close()
+	b := &gatewayBed{ctx: ctx, s: s, n: n, m: m, gw: gw}
+	guide, _ := m.Lookup("ipfs/guide.html")
+	docs, _ := m.Lookup("ipfs/docs/index.html")
+	for _, tc := range []struct {
+		path   string
+		status int
+		body   []byte
+	}{
+		{"/ipfs/guide.html", http.StatusOK, s.Site()["ipfs/guide.html"]},
+		{"/ipfs/docs/", http.StatusOK, s.Site()["ipfs/docs/index.html"]},
+		{"/ipfs/docs", http.StatusOK, s.Site()["ipfs/docs/index.html"]}, // redirected to /ipfs/docs/
+		{"/ipfs/" + guide.Cid.String(), http.StatusOK, s.Site()["ipfs/guide.html"]},
+		{"/ipfs/" + docs.Cid.String() + "/", http.StatusOK, s.Site()["ipfs/docs/index.html"]},
+		{"/ipfs/nothing.html", http.StatusBadRequest, nil},
+	} {
+		resp, body := b.do(t, http.MethodGet, tc.path, nil)
+		if resp.StatusCode != tc.status || tc.body != nil && !bytes.Equal(body, tc.body) {
+			t.Errorf("GET %s = %d with %d bytes, want %d with %d", tc.path, resp.StatusCode, len(body), tc.status, len(tc.body))
+		}
+	}
+}
