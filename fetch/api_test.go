@@ -38,11 +38,15 @@ func TestNewConfigErrors(t *testing.T) {
 		{"no host", fetch.Config{Store: st}},
 		{"no store", fetch.Config{Host: h}},
 		{"negative timeout", fetch.Config{Host: h, Store: st, PeerTimeout: -1}},
+		{"negative read-ahead", fetch.Config{Host: h, Store: st, ReadAhead: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if f, err := fetch.New(tc.cfg); err == nil {
+			f, err := fetch.New(tc.cfg)
+			if err == nil {
 				f.Close()
-				t.Errorf("New(%s) = nil error, want one", tc.name)
+			}
+			if !errors.Is(err, fetch.ErrConfig) {
+				t.Errorf("New(%s) = %v, want an error matching ErrConfig", tc.name, err)
 			}
 		})
 	}

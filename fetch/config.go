@@ -2,7 +2,7 @@ package fetch
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -199,10 +199,10 @@ type Config struct {
 
 func (c *Config) setDefaults() error {
 	if c.Host == nil {
-		return errors.New("fetch: Config.Host is required")
+		return fmt.Errorf("%w: Config.Host is required", ErrConfig)
 	}
 	if c.Store == nil {
-		return errors.New("fetch: Config.Store is required")
+		return fmt.Errorf("%w: Config.Store is required", ErrConfig)
 	}
 	if c.PeerTimeout == 0 {
 		c.PeerTimeout = DefaultPeerTimeout
@@ -242,9 +242,9 @@ func (c *Config) setDefaults() error {
 	}
 	switch {
 	case c.PeerTimeout < 0, c.StallTimeout < 0, c.ProviderWait < 0, c.Penalty < 0:
-		return errors.New("fetch: Config durations must not be negative")
+		return fmt.Errorf("%w: PeerTimeout, StallTimeout, ProviderWait and Penalty must not be negative", ErrConfig)
 	case c.ReadAhead < 0, c.OriginConcurrency < 0, c.MaxOutstandingBytesPerPeer < 0:
-		return errors.New("fetch: Config.ReadAhead, OriginConcurrency and MaxOutstandingBytesPerPeer must not be negative")
+		return fmt.Errorf("%w: ReadAhead, OriginConcurrency and MaxOutstandingBytesPerPeer must not be negative", ErrConfig)
 	}
 	return nil
 }

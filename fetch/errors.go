@@ -13,6 +13,10 @@ var (
 	// ErrClosed is returned by calls on a closed Fetcher or Reader.
 	ErrClosed = errors.New("fetch: closed")
 
+	// ErrConfig is returned (wrapped) by New for a Config it cannot use: a
+	// missing Host or Store, a negative duration or count.
+	ErrConfig = errors.New("fetch: bad config")
+
 	// ErrVerify is what every *VerifyError matches with errors.Is: bytes
 	// that do not hash to the CID they were sent for.
 	ErrVerify = errors.New("fetch: block failed verification")
