@@ -187,8 +187,13 @@ func (n *Node) Follow(cfg FollowConfig) (*Follower, error) {
 		f.loadPins()
 	}
 	f.ctx, f.cancel = context.WithCancel(n.ctx)
-	n.wg.Add(1)
-	go f.run()
+	if testHookFollowStarting != nil {
+		testHookFollowStarting()
+	}
+	if !n.spawn(f.run) {
+		f.cancel()
+		return nil, ErrClosed
+	}
 	return f, nil
 }
 
@@ -279,8 +284,11 @@ func (f *Follower) Close() error {
 	return nil
 }
 
+// testHookFollowStarting, if set, runs in Follow just before the
+// follower's goroutine starts (a test closes the node there).
+var testHookFollowStarting func()
+
 func (f *Follower) run() {
-	defer f.n.wg.Done()
 	defer func() {
 		f.mu.Lock()
 		close(f.done)

@@ -61,6 +61,9 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// spawnMu orders spawn's Add to wg before Close's Wait: Close sets
+	// closed under it.
+	spawnMu sync.Mutex
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -397,7 +400,9 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		defer unregisterDependencyLogs(n)
 		n.boot.mu.Lock() // setBootstrap starts nothing after this
+		n.spawnMu.Lock() // nor does spawn
 		n.closed.Store(true)
+		n.spawnMu.Unlock()
 		n.boot.mu.Unlock()
 		n.cancel()
 		var errs []error
@@ -429,6 +434,24 @@ func (n *Node) Close() error {
 		}
 	})
 	return n.closeErr
+}
+
+// spawn runs fn in a goroutine that Close waits for, and reports true,
+// unless the node is closing: then it reports false and fn does not run.
+// A check of closed followed by wg.Add raced Close's wg.Wait: the
+// goroutine could start after Close had returned.
+func (n *Node) spawn(fn func()) bool {
+	n.spawnMu.Lock()
+	defer n.spawnMu.Unlock()
+	if n.closed.Load() {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 // Config returns the configuration in effect, role defaults filled in.

@@ -103,9 +103,7 @@ func (n *Node) ask(p peer.ID) {
 	if n.closed.Load() || !n.summaries.claim(p) {
 		return
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		select {
 		case n.summaries.slots <- struct{}{}:
 			defer func() { <-n.summaries.slots }()
@@ -121,7 +119,7 @@ func (n *Node) ask(p peer.ID) {
 		}
 		// Failed or not, Ready waits no longer on p: its gossip will tell.
 		n.summarised(p)
-	}()
+	})
 }
 
 // learn adds what p's summary says to the provider table: the other
@@ -239,9 +237,7 @@ func (f providers) FindProvidersAsync(ctx context.Context, root cid.Cid, count i
 	for _, p := range pending {
 		ch <- peer.AddrInfo{ID: p, Addrs: f.n.host.Peerstore().Addrs(p)}
 	}
-	f.n.wg.Add(1)
-	go func() {
-		defer f.n.wg.Done()
+	merge := func() {
 		defer close(ch)
 		sent := len(pending)
 		for ai := range src {
@@ -257,6 +253,9 @@ func (f providers) FindProvidersAsync(ctx context.Context, root cid.Cid, count i
 				return
 			}
 		}
-	}()
+	}
+	if !f.n.spawn(merge) {
+		return src // closing: the table's answer alone
+	}
 	return ch
 }
