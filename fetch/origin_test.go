@@ -429,3 +429,51 @@ func TestRangeIgnoredByOneFile(t *testing.T) {
 		t.Errorf("/dyn was asked %q; want a leaf, answered whole, then a whole read", got)
 	}
 }
+
+// TestRangeWholeReadCapped: an origin that answered a file whole once (a
+// cache miss) and then answers the whole read's "Range: bytes=0-" with a
+// 206 of its first MiB only (a CDN capping ranges): the leaves in that
+// answer are used, the rest asked for one by one, and the fetch completes
+// without asking for the whole file again.
+func TestRangeWholeReadCapped(t *testing.T) {
+	a := makeAsset(t, 79, 3*MiB+17)
+	var mu sync.Mutex
+	var ranges []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/f", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		first := len(ranges) == 0
+		ranges = append(ranges, r.Header.Get("Range"))
+		mu.Unlock()
+		switch {
+		case first:
+			r.Header.Del("Range") // the cache miss: whole
+		case r.Header.Get("Range") == "bytes=0-":
+			r.Header.Set("Range", fmt.Sprintf("bytes=0-%d", MiB-1)) // capped
+		}
+		http.ServeContent(w, r, "f", modTime, bytes.NewReader(a.data))
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	cl := newNode(t, fetch.Config{})
+	tg := a.t
+	tg.URL = srv.URL + "/f"
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("Range headers: %q", ranges)
+	wholes := 0
+	for _, h := range ranges {
+		if h == "bytes=0-" {
+			wholes++
+		}
+	}
+	if len(ranges) > 5 || wholes != 1 {
+		t.Errorf("asked %q: want the first leaf, one whole read, then the leaves it did not hold one by one", ranges)
+	}
+}
