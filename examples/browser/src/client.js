@@ -24,6 +24,7 @@ import * as wire from './announce.js'
 import { announceFetch, capHedges, capMove, capWindow, originJoin, pickPeer } from './gate.js'
 import { ASSUMED_LEAF_MS, MAX_MEMBERS, Stripe, askOf, cancelOnOrigin, clocks, crowdOf, heard, originLeaf, originRank, ownLeft, reaskLeaf, stall, stallOrder, waitOn, waitedPace } from './stripe.js'
 import { Lan } from './lan.js'
+import { originFetch } from './origin.js'
 import { QuotaStore, concat } from './store.js'
 import * as summaryWire from './summary.js'
 import { verify } from './verify.js'
@@ -640,9 +641,13 @@ export class Mesh extends EventTarget {
   // loadManifest fetches a manifest (format version 1, see the Go manifest
   // package) and checks every inner node against its CID.
   async loadManifest (url) {
-    const res = await fetch(url)
-    if (!res.ok) throw new Error(`meshcdn: manifest ${url}: HTTP ${res.status}`)
-    const j = await res.json()
+    let res
+    try {
+      res = await originFetch(url) // timeouts, Retry-After (origin.js)
+    } catch (err) {
+      throw new Error(`meshcdn: manifest ${url}: ${err.message}`, { cause: err })
+    }
+    const j = JSON.parse(new TextDecoder().decode(res.bytes))
     if (j.version !== 1) throw new Error(`meshcdn: manifest version ${j.version}`)
     if (j.profile !== 'unixfs-v1-2025') throw new Error(`meshcdn: manifest profile ${j.profile}`)
     const base = new URL('.', new URL(url, location.href))
@@ -1210,9 +1215,10 @@ export class Mesh extends EventTarget {
     const headers = {}
     if (asset.cid.code !== RAW) headers.Range = `bytes=${start}-${start + CHUNK - 1}`
     const t = performance.now()
-    const res = await fetch(asset.url, { headers, signal })
-    if (!res.ok) throw new Error(`origin ${asset.url}: HTTP ${res.status}`)
-    let bytes = new Uint8Array(await res.arrayBuffer())
+    // Timeouts on the headers and a trickling body, and 429/503 asked
+    // again after Retry-After (origin.js): a browser's fetch has none.
+    const res = await originFetch(asset.url, { headers, signal })
+    let bytes = res.bytes
     if (res.status === 200 && asset.cid.code !== RAW) bytes = bytes.subarray(start, start + CHUNK) // Range ignored
     if (!await verify(c, bytes)) {
       this.stats.badBlocks++
