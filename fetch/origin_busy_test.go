@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -65,24 +64,9 @@ func TestOriginBusyRetried(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h, st := bubbleNode(t)
 				var n atomic.Int32
 				o := busyOrigin{data: a.data, statuses: tc.statuses, retryAfter: tc.retryAfter, n: &n}
-				f, err := fetch.New(fetch.Config{Host: h, Store: st, HTTPClient: &http.Client{Transport: o}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				tg := a.t
-				tg.URL = "http://origin.invalid/file"
-				start := time.Now()
-				r, err := f.Open(context.Background(), tg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer r.Close()
-				got, err := io.ReadAll(r)
-				d := time.Since(start)
+				got, _, d, err := bubbleRead(t, context.Background(), fetch.Config{HTTPClient: &http.Client{Transport: o}}, a)
 				if tc.ok && (err != nil || !bytes.Equal(got, a.data)) {
 					t.Fatalf("ReadAll = %d bytes, %v; want the %d bytes", len(got), err, len(a.data))
 				}
@@ -91,8 +75,8 @@ func TestOriginBusyRetried(t *testing.T) {
 					if !errors.As(err, &se) || !errors.Is(err, fetch.ErrUnavailable) {
 						t.Fatalf("ReadAll = %v, want ErrUnavailable with an *OriginStatusError", err)
 					}
-					if se.StatusCode != tc.wantStatus || se.RetryAfter != tc.wantAfter || se.URL != tg.URL {
-						t.Errorf("OriginStatusError = %+v, want status %d, Retry-After %v, URL %s", se, tc.wantStatus, tc.wantAfter, tg.URL)
+					if u := "http://origin.invalid/file"; se.StatusCode != tc.wantStatus || se.RetryAfter != tc.wantAfter || se.URL != u {
+						t.Errorf("OriginStatusError = %+v, want status %d, Retry-After %v, URL %s", se, tc.wantStatus, tc.wantAfter, u)
 					}
 				}
 				if d < tc.min || d > tc.max {

@@ -55,32 +55,18 @@ func TestHedgeTiming(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h, st := bubbleNode(t)
-				cfg := fetch.Config{Host: h, Store: st,
-					HTTPClient: &http.Client{Transport: memOrigin{data: a.data, delay: originDelay}}}
+				cfg := fetch.Config{HTTPClient: &http.Client{Transport: memOrigin{data: a.data, delay: originDelay}}}
 				if tc.provider {
 					// Known to hold it, but not reachable: peers get
 					// PeerTimeout first.
 					cfg.Providers = providers{a.t.Cid: {{ID: peer.ID("unreachable-provider")}}}
 				}
-				f, err := fetch.New(cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				tg := a.t
-				tg.URL = "http://origin.invalid/file"
-				r, err := f.Open(context.Background(), tg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer r.Close()
-				got, err := io.ReadAll(r)
+				got, st, _, err := bubbleRead(t, context.Background(), cfg, a)
 				if err != nil {
 					t.Fatal(err)
 				}
 				checkBytes(t, got, a.data)
-				if st := r.Stats(); st.TTFB != tc.want {
+				if st.TTFB != tc.want {
 					t.Errorf("TTFB = %v, want exactly %v", st.TTFB, tc.want)
 				}
 			})
@@ -112,37 +98,48 @@ func TestStallTimeout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h, st := bubbleNode(t)
-				cfg := fetch.Config{Host: h, Store: st, HTTPClient: &http.Client{Transport: failingOrigin{}}}
+				cfg := fetch.Config{HTTPClient: &http.Client{Transport: failingOrigin{}}}
 				if tc.provider {
 					cfg.Providers = providers{a.t.Cid: {{ID: peer.ID("unreachable-provider")}}}
 				}
-				f, err := fetch.New(cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				tg := a.t
-				tg.URL = "http://origin.invalid/file"
-				start := time.Now()
-				r, err := f.Open(context.Background(), tg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer r.Close()
-				_, err = io.ReadAll(r)
+				_, s, d, err := bubbleRead(t, context.Background(), cfg, a)
 				if !errors.Is(err, fetch.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 					t.Fatalf("ReadAll = %v, want ErrUnavailable (and no timeout)", err)
 				}
-				if d := time.Since(start); d != tc.want {
+				if d != tc.want {
 					t.Errorf("failed after %v, want exactly %v", d, tc.want)
 				}
-				if s := r.Stats(); s.OriginErrors != 1 {
+				if s.OriginErrors != 1 {
 					t.Errorf("OriginErrors = %d, want 1 (a 500 makes the origin count as dead)", s.OriginErrors)
 				}
 			})
 		})
 	}
+}
+
+// bubbleRead opens a's content in a synctest bubble with a Fetcher of cfg
+// on a bubbleNode (cfg's Host and Store are set), its origin at
+// http://origin.invalid/file (cfg.HTTPClient answers), reads it to the end
+// under ctx and returns what it read, the fetch's Stats, how long it took
+// and the error.
+func bubbleRead(t *testing.T, ctx context.Context, cfg fetch.Config, a asset) ([]byte, fetch.Stats, time.Duration, error) {
+	t.Helper()
+	cfg.Host, cfg.Store = bubbleNode(t)
+	f, err := fetch.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tg := a.t
+	tg.URL = "http://origin.invalid/file"
+	start := time.Now()
+	r, err := f.Open(ctx, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	return got, r.Stats(), time.Since(start), err
 }
 
 // bubbleNode makes a host without listeners or transports (no network
