@@ -27,20 +27,28 @@ import (
 )
 
 func TestGateway(t *testing.T) {
-	s := newSite(t, map[string]int64{"index.html": 1500, "css/site.css": 800, "video/v.mp4": 3<<20 + 11, oddName: 300})
+	b := startGatewayBed(t, map[string]int64{"index.html": 1500, "css/site.css": 800, "video/v.mp4": 3<<20 + 11, oddName: 300})
+	b.video, _ = b.m.Lookup("video/v.mp4")
+	b.etag = `"` + b.video.Cid.String() + `"`
+	testGatewayServes(t, b)
+	testGatewayRefuses(t, b)
+}
+
+// startGatewayBed starts a site of files of the given sizes, a node on it
+// and its gateway over the site's manifest, for 30 s at most.
+func startGatewayBed(t *testing.T, sizes map[string]int64) *gatewayBed {
+	t.Helper()
+	s := newSite(t, sizes)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	n := newNode(t, mesh.Config{Origin: s.URL()})
 	m, err := n.LoadManifest(ctx, "manifest.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: m}))
-	defer gw.Close()
-	video, _ := m.Lookup("video/v.mp4")
-	b := &gatewayBed{ctx: ctx, s: s, n: n, m: m, gw: gw, video: video, etag: `"` + video.Cid.String() + `"`}
-	testGatewayServes(t, b)
-	testGatewayRefuses(t, b)
+	t.Cleanup(gw.Close)
+	return &gatewayBed{ctx: ctx, s: s, n: n, m: m, gw: gw}
 }
 
 // oddName is a site file whose name has characters that a URL escapes, "%"
@@ -749,19 +757,10 @@ func TestGatewayMetrics(t *testing.T) {
 // is a bad CID (400). Before, every path under /ipfs/ was read as a CID:
 // the folder's files answered 400.
 func TestGatewaySiteIpfsFolder(t *testing.T) {
-	s := newSite(t, map[string]int64{"index.html": 1500, "ipfs/guide.html": 900, "ipfs/docs/index.html": 700})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n := newNode(t, mesh.Config{Origin: s.URL()})
-	m, err := n.LoadManifest(ctx, "manifest.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: m}))
-	defer gw.Close()
-	b := &gatewayBed{ctx: ctx, s: s, n: n, m: m, gw: gw}
-	guide, _ := m.Lookup("ipfs/guide.html")
-	docs, _ := m.Lookup("ipfs/docs/index.html")
+	b := startGatewayBed(t, map[string]int64{"index.html": 1500, "ipfs/guide.html": 900, "ipfs/docs/index.html": 700})
+	s := b.s
+	guide, _ := b.m.Lookup("ipfs/guide.html")
+	docs, _ := b.m.Lookup("ipfs/docs/index.html")
 	for _, tc := range []struct {
 		path   string
 		status int
