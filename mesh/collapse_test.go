@@ -96,8 +96,15 @@ func coldFetchTwice(t *testing.T, announce mesh.Toggle, size int64) int64 {
 		t.Fatal("the second node read wrong bytes")
 	}
 	sentAll := sent()
-	if announce == mesh.On && (st.PeerBytes < size*3/4 || sent() > size*11/10) {
-		t.Errorf("second fetch took %d bytes from peers, and the origin sent %d: want at least 3/4 of %d from the first node and at most 1.1 copies from the origin", st.PeerBytes, sent(), size)
+	// Striping, the two split the leaves neither has yet: the second
+	// takes its share from the origin, up to half of the asset, and the
+	// origin still sends about one copy. A leaf the first had asked the
+	// origin for before it heard of the second, in the second's share,
+	// is sent twice: 1.25 copies, the flash crowd's bound (issue 13),
+	// leaves room for two of the 12 (the 1.1 of before failed on one or
+	// two under load, and "3/4 from the first" on a fair split).
+	if announce == mesh.On && (st.PeerBytes < size/2 || sent() > size*5/4) {
+		t.Errorf("second fetch took %d bytes from peers, and the origin sent %d: want at least half of %d from the first node and at most 1.25 copies from the origin", st.PeerBytes, sent(), size)
 	}
 	return sentAll
 }

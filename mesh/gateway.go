@@ -136,7 +136,8 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 // answer are in hand (verified); 504 when no source gave them within
 // GatewayConfig.FirstByteTimeout or the origin timed out, 502 when every
 // source failed (origin 404, 500 or down, bytes that fail verification), the
-// reason in the body. A source that fails after the headers went out aborts
+// reason in the body; 503 when the origin shed load (429 or 503 after the
+// fetch's retries), with its Retry-After. A source that fails after the headers went out aborts
 // the connection: the client sees a truncated transfer, never a short body
 // that looks whole. A path ending in "/" serves its index.html, and a
 // directory asked for without the slash (GET /docs for docs/index.html) is
@@ -398,6 +399,9 @@ func (g *Gateway) serve(w *gatewayWriter, r *http.Request, t fetch.Target, typ s
 		h.Del("X-Ipfs-Path")
 		h.Del("Cache-Control")
 		h.Del("Content-Type")
+		if d := retryAfter(err); d > 0 {
+			h.Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
+		}
 		http.Error(w, err.Error(), errorStatus(err))
 		return
 	}
@@ -452,15 +456,28 @@ func inlineBytes(c cid.Cid) ([]byte, bool) {
 
 // errorStatus maps a fetch failure to the status the gateway answers.
 func errorStatus(err error) int {
+	var se *fetch.OriginStatusError
 	switch {
 	case errors.Is(err, errBusy):
 		return http.StatusServiceUnavailable
+	case errors.As(err, &se) && (se.StatusCode == http.StatusTooManyRequests || se.StatusCode == http.StatusServiceUnavailable):
+		return http.StatusServiceUnavailable // the origin sheds load: so does the gateway, with its Retry-After
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	case errors.Is(err, ErrClosed), errors.Is(err, fetch.ErrClosed):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusBadGateway
+}
+
+// retryAfter is the wait an origin that shed load asked for, in the
+// failure err (0: none).
+func retryAfter(err error) time.Duration {
+	var se *fetch.OriginStatusError
+	if errors.As(err, &se) {
+		return se.RetryAfter
+	}
+	return 0
 }
 
 // etagMatch reports whether an If-None-Match header names etag (or is *),

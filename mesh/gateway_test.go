@@ -779,3 +779,28 @@ func TestGatewaySiteIpfsFolder(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayOriginSheddingLoad: an origin that answers an asset 503 with
+// a Retry-After longer than a fetch waits (or 429) makes the gateway answer
+// 503 with that Retry-After, so that a client comes back when the origin
+// said; an origin that fails otherwise (500) still makes it 502.
+func TestGatewayOriginSheddingLoad(t *testing.T) {
+	b := startGatewayBed(t, map[string]int64{"index.html": 1500, "a.js": 2000, "b.js": 3000})
+	for _, tc := range []struct {
+		path       string
+		fault      meshtest.Fault
+		status     int
+		retryAfter string
+	}{
+		{"/a.js", meshtest.Fault{Kind: meshtest.FaultStatus, Status: http.StatusServiceUnavailable, RetryAfter: "30"}, http.StatusServiceUnavailable, "30"},
+		{"/b.js", meshtest.Fault{Kind: meshtest.FaultStatus, Status: http.StatusInternalServerError}, http.StatusBadGateway, ""},
+	} {
+		b.s.SetFault(func(*http.Request) meshtest.Fault { return tc.fault })
+		resp, body := b.do(t, http.MethodGet, tc.path, nil)
+		if resp.StatusCode != tc.status || resp.Header.Get("Retry-After") != tc.retryAfter {
+			t.Errorf("GET %s with the origin answering %d = %d, Retry-After %q (%s); want %d, Retry-After %q",
+				tc.path, tc.fault.Status, resp.StatusCode, resp.Header.Get("Retry-After"), body, tc.status, tc.retryAfter)
+		}
+	}
+	b.s.SetFault(nil)
+}

@@ -35,8 +35,10 @@ const (
 // start of the requested range, for a Range request).
 type Fault struct {
 	Kind FaultKind
-	// Status is FaultStatus's code. Default 500.
-	Status int
+	// Status is FaultStatus's code. Default 500. RetryAfter, if set, is
+	// its Retry-After header.
+	Status     int
+	RetryAfter string
 	// After is the body bytes sent before a stall, truncation or
 	// corruption starts.
 	After int64

@@ -320,6 +320,9 @@ func (o *Origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if code == 0 {
 			code = http.StatusInternalServerError
 		}
+		if f.RetryAfter != "" {
+			w.Header().Set("Retry-After", f.RetryAfter)
+		}
 		http.Error(w, http.StatusText(code), code)
 		return
 	case FaultHang:
