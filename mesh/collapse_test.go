@@ -16,7 +16,8 @@ import (
 // TestColdFetchCollapses: two nodes want the same content that nobody
 // holds yet. The first starts it from the origin and tells the mesh; the
 // second, which hears of it, gets the blocks from the first as they arrive
-// and the origin sends one copy. With AnnounceFetches Off (the baseline, in
+// (the two split what neither has yet: striping) and the origin sends
+// about one copy. With AnnounceFetches Off (the baseline, in
 // the same run) the second knows no provider and asks the origin at once;
 // bitswap still finds the first among its connected peers, and the first
 // copy of each leaf wins, but the origin sends more than one copy.
