@@ -23,8 +23,10 @@ import (
 // which can reach none of them, fetches it with peers and the origin both
 // allowed. Before a fetch's patience with members it has no sign of was
 // bounded, this took 2 min 48 s (first byte after 40 s) against 0.1-0.3 s
-// for another asset of the same size, unflooded; the bound is
-// StallTimeout plus a few times that baseline.
+// for another asset of the same size, unflooded; the bound is twice
+// StallTimeout plus a few times that baseline (once StallTimeout failed
+// twice in CI under -race after the whole fault suite: 10.3 and 13.6 s
+// against 9.5 and 10.1, 5.8-6.2 s alone; a stall is minutes).
 func TestFaultSybilFetchers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -47,7 +49,7 @@ func TestFaultSybilFetchers(t *testing.T) {
 	})
 	base := originFetch(ctx, t, app, site, "a1.bin")
 	d := originFetch(ctx, t, app, site, "a0.bin")
-	bound := app.Fetcher().Config().StallTimeout + 4*base + 2*time.Second
+	bound := 2*app.Fetcher().Config().StallTimeout + 4*base + 2*time.Second
 	t.Logf("unflooded %v, beside 64 forged fetchers %v (bound %v)", base, d, bound)
 	if d > bound {
 		t.Errorf("the fetch beside forged fetchers took %v, over %v", d, bound)
