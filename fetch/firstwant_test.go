@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	msgio "github.com/libp2p/go-msgio"
 
 	"github.com/meshcdn/meshcdn/fetch"
@@ -353,4 +354,76 @@ func TestFirstWantHedge(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRefusalWaitsForProviders: the provider asked directly says DONT_HAVE
+// of the only leaf while the session's want-have to the other provider,
+// which holds it, has yet to go out (its stream is held open here, as
+// behind a busy message queue or on a loaded machine). The refusal is one
+// provider's, not every provider's: the origin does not join, and the
+// fetch, once the want-have goes out, takes everything from the holder.
+// Before, the origin could join at the DONT_HAVE (every peer asked so far
+// had refused), which made TestFirstWantHedge/dont-have flaky under load.
+func TestRefusalWaitsForProviders(t *testing.T) {
+	a, _ := smallAsset(t, 63)
+	first := newScripted(t)
+	good := newNode(t, fetch.Config{})
+	good.hold(t, a)
+	o := newOrigin(t, a.data)
+	h := heldStreams{Host: newHost(t), to: good.h.ID(), release: make(chan struct{})}
+	cl := nodeOn(t, h, fetch.Config{PeerTimeout: time.Minute,
+		Providers: providers{a.t.Cid: {first.info(), good.info()}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, ai := range []peer.AddrInfo{first.info(), good.info()} {
+		if err := cl.h.Connect(ctx, ai); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tg := a.t
+	tg.URL = o.URL
+	r, err := cl.f.Open(ctx, tg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer r.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	// No event tells that the DONT_HAVE was taken in: poll.
+	for !r.WaitsRefused() {
+		if ctx.Err() != nil {
+			t.Fatal("the reader never waited on a leaf a provider refused")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r.JoinsRefused() {
+		t.Errorf("the origin joins on one provider's DONT_HAVE while another, connected, has yet to be asked")
+	}
+	close(h.release)
+	checkBytes(t, <-got, a.data)
+	if st := r.Stats(); st.Peers[good.h.ID()] != int64(len(a.data)) || o.sent.Load() != 0 {
+		t.Errorf("Stats = %+v (origin sent %d), want all from the provider holding it", st, o.sent.Load())
+	}
+}
+
+// heldStreams is a host whose streams to one peer open once release is
+// closed.
+type heldStreams struct {
+	host.Host
+	to      peer.ID
+	release chan struct{}
+}
+
+func (h heldStreams) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
+	if p == h.to {
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return h.Host.NewStream(ctx, p, pids...)
 }

@@ -393,6 +393,12 @@ func (g *guard) linkedSince(p peer.ID, t time.Time) bool {
 	return g.f.cfg.Host.Network().Connectedness(p) == network.Connected && !g.cutSince(p, t)
 }
 
+// mayAnswer reports whether p can still answer a want: it is connected
+// and not penalised.
+func (g *guard) mayAnswer(p peer.ID) bool {
+	return g.f.cfg.Host.Network().Connectedness(p) == network.Connected && !g.isPenalised(p)
+}
+
 // cutSince reports whether p was disconnected since t.
 func (g *guard) cutSince(p peer.ID, t time.Time) bool {
 	g.mu.Lock()

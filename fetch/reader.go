@@ -805,15 +805,24 @@ func (r *Reader) skippedLocked() bool {
 // yet to fetch, and is not asked again when, done, it moves from the
 // fetchers to the holders (a fetch beside one such member took 5 leaves
 // from the origin as it did, cut off as the member's copies came). The
-// caller holds mu.
+// caller holds mu. Every provider of this fetch that can still answer
+// (connected, not penalised) must be among them: the first want asks one
+// provider directly, and its DONT_HAVE can come before bitswap's session
+// has sent its want-haves to the others (they were not "asked" yet).
 func (r *Reader) waitedRefusedLocked() bool {
 	cur, waiting := r.waitingLeafLocked()
 	if !waiting || r.waitSince.IsZero() {
 		return false
 	}
-	return slices.ContainsFunc(r.f.guard.refusers(r.leaves[cur].Cid), func(p peer.ID) bool {
+	refs := r.f.guard.refusers(r.leaves[cur].Cid)
+	if !slices.ContainsFunc(refs, func(p peer.ID) bool {
 		_, fetched := r.sawFetching[p]
 		return !fetched
+	}) {
+		return false
+	}
+	return !slices.ContainsFunc(r.provs, func(p peer.ID) bool {
+		return !slices.Contains(refs, p) && r.f.guard.mayAnswer(p)
 	})
 }
 
