@@ -300,6 +300,12 @@ func TestOverdue(t *testing.T) {
 		{"a far backup, the reader waited", leafAsk{since: t0, rank: 1, backup: 40, waitSince: t0.Add(time.Second)}, time.Second + 40*(pt+leaf), true, 0},
 		{"third backup, the reader waits", leafAsk{since: t0, ownerActive: true, backup: 3, waitSince: t0.Add(time.Second)}, time.Second + 2*(pt+leaf), false, time.Second + 3*(pt+leaf)},
 		{"third backup, held, the reader waited", leafAsk{since: t0, held: true, backup: 3, waitSince: t0.Add(time.Second)}, time.Second + 6*(pt+leaf), true, 0},
+		// Peers deliver a leaf every 2 s: the reader waiting on one gives
+		// them that pace, not the origin's time for a leaf.
+		{"held, slow peers, the reader waits", leafAsk{since: t0, held: true, pace: 2 * time.Second, waitSince: t0.Add(time.Second)}, time.Second + 2*(pt+leaf), false, time.Second + 2*(pt+2*time.Second)},
+		{"held, slow peers, the reader waited too long", leafAsk{since: t0, held: true, pace: 2 * time.Second, waitSince: t0.Add(time.Second)}, time.Second + 2*(pt+2*time.Second), true, 0},
+		{"its owner at work, slow peers, the reader waits", leafAsk{since: t0, ownerActive: true, pace: 2 * time.Second, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, false, time.Second + pt + 2*time.Second},
+		{"a silent owner's leaf: slow peers do not delay it", leafAsk{since: t0, rank: 1, pace: 2 * time.Second, waitSince: t0}, pt + leaf, true, 0},
 	} {
 		now := t0.Add(tc.at)
 		s := newSoon(now)
