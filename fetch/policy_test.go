@@ -697,15 +697,22 @@ func TestCrowdJudged(t *testing.T) {
 		name             string
 		on               bool
 		origin, wait, at time.Duration
+		dry              time.Duration // waits ended since a peer last delivered
 		want             bool
 		wantNext         time.Duration
 	}{
-		{"origin off", false, 0, 0, time.Minute, false, 0},
-		{"the reader does not wait", true, 0, -1, time.Minute, false, 0},
-		{"waited less than stall", true, 0, time.Second, 5 * time.Second, false, 6 * time.Second},
-		{"waited stall", true, 0, time.Second, 6 * time.Second, true, 0},
-		{"the origin joined after the wait began", true, 3 * time.Second, 0, 7 * time.Second, false, 8 * time.Second},
-		{"stall after the origin joined", true, 3 * time.Second, 0, 8 * time.Second, true, 0},
+		{"origin off", false, 0, 0, time.Minute, 0, false, 0},
+		{"the reader does not wait", true, 0, -1, time.Minute, 0, false, 0},
+		{"waited less than stall", true, 0, time.Second, 5 * time.Second, 0, false, 6 * time.Second},
+		{"waited stall", true, 0, time.Second, 6 * time.Second, 0, true, 0},
+		{"the origin joined after the wait began", true, 3 * time.Second, 0, 7 * time.Second, 0, false, 8 * time.Second},
+		{"stall after the origin joined", true, 3 * time.Second, 0, 8 * time.Second, 0, true, 0},
+		// The reader waited 4 s on leaves before this one, nothing coming
+		// from peers: 1 s more on this one is stall in all.
+		{"kept waiting leaf after leaf", true, 0, 6 * time.Second, 6*time.Second + 999*time.Millisecond, 4 * time.Second, false, 7 * time.Second},
+		{"kept waiting leaf after leaf, stall in all", true, 0, 6 * time.Second, 7 * time.Second, 4 * time.Second, true, 0},
+		{"waited stall before, waiting again", true, 0, 6 * time.Second, 6 * time.Second, stall, true, 0},
+		{"waited stall before, not waiting now", true, 0, -1, 6 * time.Second, stall, false, 0},
 	} {
 		wait := time.Time{}
 		if tc.wait >= 0 {
@@ -713,7 +720,7 @@ func TestCrowdJudged(t *testing.T) {
 		}
 		now := t0.Add(tc.at)
 		s := newSoon(now)
-		if got := crowdJudged(tc.on, t0.Add(tc.origin), wait, now, stall, s); got != tc.want {
+		if got := crowdJudged(tc.on, t0.Add(tc.origin), wait, tc.dry, now, stall, s); got != tc.want {
 			t.Errorf("%s: crowdJudged = %v, want %v", tc.name, got, tc.want)
 		}
 		if !tc.want {
@@ -733,7 +740,7 @@ func TestCrowdJudgedSynctest(t *testing.T) {
 		for at == 0 {
 			now := time.Now()
 			s := newSoon(now)
-			if crowdJudged(true, start, start, now, stall, s) {
+			if crowdJudged(true, start, start, 0, now, stall, s) {
 				at = now.Sub(start)
 				break
 			}

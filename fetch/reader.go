@@ -172,6 +172,7 @@ type Reader struct {
 	lastPeer    time.Time     // last delivery from a peer
 	peerTimes   []time.Time   // the last peerRateWindow deliveries from peers
 	waitSince   time.Time     // a Read has been waiting since
+	waitedDry   time.Duration // waits ended, origin on, while no peer has delivered (crowdJudged)
 	askedFirst  bool          // a provider was asked directly (firstwant.go)
 	stripe      *stripe       // the split of origin leaves with the crowd (policy.go); nil: none
 	addrless    []peer.ID     // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
@@ -824,6 +825,16 @@ func (r *Reader) waitedRefusedLocked() bool {
 	return !slices.ContainsFunc(r.provs, func(p peer.ID) bool {
 		return !slices.Contains(refs, p) && r.f.guard.mayAnswer(p)
 	})
+}
+
+// endWaitLocked ends the reader's wait on a leaf (if it waited), adding
+// the time it waited with the origin on to waitedDry while no peer has
+// delivered any of the content. The caller holds mu.
+func (r *Reader) endWaitLocked() {
+	if !r.waitSince.IsZero() && r.originOn && r.stats.PeerBytes == 0 {
+		r.waitedDry += max(time.Since(later(r.waitSince, r.originSince)), 0)
+	}
+	r.waitSince = time.Time{}
 }
 
 // waitingLeafLocked returns the leaf at the position and whether it has
@@ -1800,7 +1811,7 @@ func (r *Reader) next() ([]byte, int64, error) {
 		if r.leaves != nil {
 			i := r.curLeaf()
 			if i < len(r.leaves) && r.st[i].data != nil {
-				r.waitSince = time.Time{}
+				r.endWaitLocked()
 				if r.stats.TTFB == 0 {
 					r.stats.TTFB = time.Since(r.start)
 					if r.f.metrics != nil {

@@ -21,7 +21,8 @@ import (
 // 40 s), against 0.1-0.3 s without them.
 //
 // So the patience is bounded: once the reader has waited StallTimeout on
-// one leaf with the origin on (crowdJudged), the fetch looks at its
+// one leaf with the origin on, or on several with nothing from peers
+// between them (crowdJudged), the fetch looks at its
 // members' signs of life: connected, useful to this node this fetch, or
 // owning a leaf a peer has said HAVE of or sent (alive). If a member known
 // only by gossip shows life, the crowd is real as far as this node can
@@ -45,7 +46,7 @@ import (
 // holds mu.
 func (r *Reader) judgeMembersLocked(now time.Time, s *soon) {
 	if r.judged || r.stripe == nil || r.stripe.alone() ||
-		!crowdJudged(r.originOn, r.originSince, r.waitSince, now, r.f.cfg.StallTimeout, s) {
+		!crowdJudged(r.originOn, r.originSince, r.waitSince, r.waitedDry, now, r.f.cfg.StallTimeout, s) {
 		return
 	}
 	r.judged = true
