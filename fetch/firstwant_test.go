@@ -334,19 +334,7 @@ func TestFirstWantHedge(t *testing.T) {
 			o := newOrigin(t, a.data)
 			cl := newNode(t, fetch.Config{PeerTimeout: time.Minute,
 				Providers: providers{a.t.Cid: {first, good.info()}}})
-			ctx := context.Background()
-			for _, ai := range []peer.AddrInfo{first, good.info()} {
-				if err := cl.h.Connect(ctx, ai); err != nil {
-					t.Fatal(err)
-				}
-			}
-			tg := a.t
-			tg.URL = o.URL
-			r, err := cl.f.Open(ctx, tg)
-			if err != nil {
-				t.Fatalf("Open: %v", err)
-			}
-			defer r.Close()
+			r := connectOpen(context.Background(), t, cl, a, o, first, good.info())
 			checkBytes(t, readAll(t, r), a.data)
 			st := r.Stats()
 			if st.Peers[good.h.ID()] != int64(len(a.data)) || st.OriginBytes != 0 || o.sent.Load() != 0 {
@@ -375,18 +363,7 @@ func TestRefusalWaitsForProviders(t *testing.T) {
 		Providers: providers{a.t.Cid: {first.info(), good.info()}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, ai := range []peer.AddrInfo{first.info(), good.info()} {
-		if err := cl.h.Connect(ctx, ai); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tg := a.t
-	tg.URL = o.URL
-	r, err := cl.f.Open(ctx, tg)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	defer r.Close()
+	r := connectOpen(ctx, t, cl, a, o, first.info(), good.info())
 	got := make(chan []byte, 1)
 	go func() {
 		b, _ := io.ReadAll(r)
@@ -407,6 +384,25 @@ func TestRefusalWaitsForProviders(t *testing.T) {
 	if st := r.Stats(); st.Peers[good.h.ID()] != int64(len(a.data)) || o.sent.Load() != 0 {
 		t.Errorf("Stats = %+v (origin sent %d), want all from the provider holding it", st, o.sent.Load())
 	}
+}
+
+// connectOpen connects cl to each of provs and opens a on it, with o as
+// its origin; the Reader is closed when the test ends.
+func connectOpen(ctx context.Context, t *testing.T, cl *node, a asset, o *origin, provs ...peer.AddrInfo) *fetch.Reader {
+	t.Helper()
+	for _, ai := range provs {
+		if err := cl.h.Connect(ctx, ai); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tg := a.t
+	tg.URL = o.URL
+	r, err := cl.f.Open(ctx, tg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
 }
 
 // heldStreams is a host whose streams to one peer open once release is
