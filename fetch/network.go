@@ -749,7 +749,7 @@ func (g *guard) reset(rs []bsnet.Receiver, p peer.ID) {
 	for _, r := range rs {
 		clientOf(r).PeerDisconnected(p)
 	}
-	if g.isPenalised(p) || g.f.cfg.Host.Network().Connectedness(p) != network.Connected {
+	if !g.mayAnswer(p) {
 		return
 	}
 	for _, r := range rs {

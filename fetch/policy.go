@@ -590,8 +590,8 @@ func lookAgain(known, waiting bool, last, now time.Time, s *soon) bool {
 // members took 8-22 s instead of 6: TestFaultSybilFetchers). Judging
 // once nothing came from peers for stall, waiting or not, cost a real
 // flash crowd origin copies (the demo's 50 apps: 5.4-8.1, median 7.4,
-// against 6.0-6.9), and so may counting waits after peers have
-// delivered: a judgement made early sees fewer signs of life.
+// against 5.5-6.9), and so did adding up the waits since a peer last
+// delivered (6.2-7.6): a judgement made early sees fewer signs of life.
 func crowdJudged(originOn bool, originSince, waitSince time.Time, dry time.Duration, now time.Time, stall time.Duration, s *soon) bool {
 	if !originOn || waitSince.IsZero() {
 		return false

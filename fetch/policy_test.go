@@ -697,7 +697,7 @@ func TestCrowdJudged(t *testing.T) {
 		name             string
 		on               bool
 		origin, wait, at time.Duration
-		dry              time.Duration // waits ended since a peer last delivered
+		dry              time.Duration // waits ended while no peer had delivered
 		want             bool
 		wantNext         time.Duration
 	}{
