@@ -168,7 +168,10 @@ type Config struct {
 
 	// ServeBurst is how many bytes this peer, having served nothing for a
 	// while, may send at once before ServeBytesPerSecond paces it: over any
-	// span T it serves at most the cap times T plus ServeBurst. Default (0)
+	// span T it serves at most the cap times T plus ServeBurst, and one
+	// burst more for the blocks peers want urgently (a reader's next leaf,
+	// served ahead of the cap's queue while its debt is within one burst:
+	// urgent.go). Default (0)
 	// one block (1 MiB, the largest leaf), which paces every block after
 	// the first; mesh's roles set one second of the cap, so that an idle
 	// holder answers a peer in a round trip rather than at the cap's pace

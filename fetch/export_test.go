@@ -1,6 +1,10 @@
 package fetch
 
-import "time"
+import (
+	"time"
+
+	"github.com/ipfs/go-cid"
+)
 
 // HeldBytes is the bytes of leaves the Reader holds in memory, for tests.
 func (r *Reader) HeldBytes() int64 {
@@ -46,3 +50,12 @@ func (f *Fetcher) OnWantNoted(fn func()) {
 	f.guard.haves.onNote = fn
 	f.guard.haves.mu.Unlock()
 }
+
+// ServeInTurn makes f serve every block in its serving cap's turn, as a
+// holder without urgent.go does (Kubo, meshcdn before it): a busy
+// holder's first block of a file comes when the cap lets it.
+func (f *Fetcher) ServeInTurn() { f.urgent.stop() }
+
+// WantedUrgently reports whether a peer has asked f for c with the top
+// priority lately, so that f serves it ahead of its cap's queue (urgent.go).
+func (f *Fetcher) WantedUrgently(c cid.Cid) bool { return f.urgent.urgent(c, time.Now()) }

@@ -39,6 +39,7 @@ type Fetcher struct {
 	metrics *metrics
 	served  atomic.Int64
 	direct  directWants   // first wants sent to providers directly (firstwant.go)
+	urgent  *urgentWants  // blocks peers want urgently (urgent.go)
 	backlog *storeBacklog // blocks being stored (backlog.go)
 
 	ctx    context.Context // ends at Close
@@ -69,7 +70,7 @@ func New(cfg Config) (*Fetcher, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	f := &Fetcher{cfg: cfg, log: cfg.Logger, readers: make(map[*Reader]struct{}), calls: make(map[string]*originCall)}
+	f := &Fetcher{cfg: cfg, log: cfg.Logger, readers: make(map[*Reader]struct{}), calls: make(map[string]*originCall), urgent: newUrgentWants()}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -102,7 +103,7 @@ func New(cfg Config) (*Fetcher, error) {
 	f.backlog = newStoreBacklog(storeBacklogBytes)
 	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side, backlog: f.backlog, done: f.ctx}), f)
 	f.guard.side = side
-	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeBurst, cfg.ServeConcurrency, &f.served)
+	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeBurst, cfg.ServeConcurrency, &f.served, f.urgent)
 	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
 		// Providers are found by root CID here and connected before the
 		// session asks; bitswap's own search would ask about leaf CIDs.

@@ -146,9 +146,11 @@ func TestPeerSlowerThanOrigin(t *testing.T) {
 // 0.5 s after the last, and a loaded machine under -race has 0.7 s to
 // spare (1.5 MiB/s, leaving 0.5 s, failed once in CI).
 //
-// The holder answers want-haves through boxo's queue only, as Kubo does: a
-// meshcdn holder's HAVE comes at once (haves.go), and a node that heard it
-// waits for the block whatever its history.
+// The holder answers want-haves through boxo's queue only and serves
+// every block in its cap's turn, as Kubo does: a meshcdn holder's HAVE
+// comes at once (haves.go), and a node that heard it waits for the block
+// whatever its history; and it sends a reader's first block ahead of its
+// cap's queue (urgent.go), here at once.
 func TestBusyHolderNotHedged(t *testing.T) {
 	warm, next := makeAsset(t, 40, MiB), makeAsset(t, 41, MiB)
 	o := newOrigin(t, next.data)
@@ -160,6 +162,7 @@ func TestBusyHolderNotHedged(t *testing.T) {
 	fetchBoth := func(from, cl *node) fetch.Stats {
 		holder := newNode(t, fetch.Config{ServeBytesPerSecond: 2 * MiB})
 		holder.f.AnswerHavesInQueue() // its HAVE comes late when it is busy
+		holder.f.ServeInTurn()        // and its first block
 		holder.hold(t, warm)
 		holder.hold(t, next)
 		for _, n := range []*node{from, cl} {

@@ -572,6 +572,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		return
 	}
 	if !g.refusedSender(p) {
+		g.f.urgent.note(m, now)  // urgent.go: ahead of the serving cap's queue
 		m = g.haves.answer(p, m) // haves.go: not behind the blocks in boxo's queue
 	}
 	g.f.direct.received(g.f, p, m.Blocks()) // firstwant.go: before bitswap, which may not want them yet

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
@@ -14,16 +15,18 @@ import (
 // servingStore is the blockstore bitswap's server reads from: it paces what
 // is served to Config.ServeBytesPerSecond and lets at most
 // Config.ServeConcurrency reads run at once. A block cannot be sent before
-// it is read, so pacing the reads paces the sending.
+// it is read, so pacing the reads paces the sending. Blocks a peer wants
+// urgently go ahead of the cap's queue (urgent.go).
 type servingStore struct {
 	Store
 	limit  *rate.Limiter // nil: no cap
 	sem    chan struct{} // nil: no cap
 	served *atomic.Int64 // bytes handed to bitswap's server
+	urgent *urgentWants  // nil: none go ahead
 }
 
-func newServingStore(s Store, bytesPerSec, burst int64, concurrency int, served *atomic.Int64) *servingStore {
-	ss := &servingStore{Store: s, served: served}
+func newServingStore(s Store, bytesPerSec, burst int64, concurrency int, served *atomic.Int64, urgent *urgentWants) *servingStore {
+	ss := &servingStore{Store: s, served: served, urgent: urgent}
 	if bytesPerSec > 0 {
 		// At least one block, so that a block of the largest size (a
 		// leaf is at most 1 MiB) can be served at all.
@@ -53,8 +56,10 @@ func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
 		if err != nil {
 			return nil, err
 		}
-		if err := s.wait(ctx, c, n); err != nil {
-			return nil, err
+		if !s.ahead(c, n) {
+			if err := s.wait(ctx, c, n); err != nil {
+				return nil, err
+			}
 		}
 	}
 	var b blocks.Block
@@ -84,6 +89,20 @@ func (s *servingStore) wait(ctx context.Context, c cid.Cid, n int) error {
 		n -= k
 	}
 	return nil
+}
+
+// ahead takes n bytes of c, a block wanted urgently, from the serving
+// budget without waiting, and reports whether it did: not if c is not
+// urgent, or if the budget's debt would then pass one burst.
+func (s *servingStore) ahead(c cid.Cid, n int) bool {
+	now := time.Now()
+	if n > s.limit.Burst() || !s.urgent.urgent(c, now) {
+		return false
+	}
+	if s.limit.TokensAt(now)-float64(n) < -float64(s.limit.Burst()) {
+		return false
+	}
+	return s.limit.ReserveN(now, n).OK()
 }
 
 // forPeer is a Store with a cheaper read for blocks served to peers, who

@@ -44,7 +44,7 @@ func servedAt(t *testing.T, rate, burst int64, n int) []time.Duration {
 	synctest.Test(t, func(t *testing.T) {
 		st, cs := blocksHeld(t, n)
 		var served atomic.Int64
-		ss := newServingStore(st, rate, burst, -1, &served)
+		ss := newServingStore(st, rate, burst, -1, &served, nil)
 		start := time.Now()
 		for _, c := range cs {
 			if _, err := ss.Get(context.Background(), c); err != nil {
@@ -103,7 +103,7 @@ func TestServeCapReadsLate(t *testing.T) {
 		st, cs := blocksHeld(t, 3)
 		rc := &readCounter{Store: st}
 		var served atomic.Int64
-		ss := newServingStore(rc, 1<<20, 0, -1, &served) // 1 MiB/s, one block of burst
+		ss := newServingStore(rc, 1<<20, 0, -1, &served, nil) // 1 MiB/s, one block of burst
 		done := make(chan struct{})
 		for _, c := range cs {
 			go func() {
