@@ -46,6 +46,7 @@ type options struct {
 
 	announceFetches mesh.Toggle
 	striping        mesh.Toggle
+	announceAddrs   mesh.Toggle
 	windowMiB       int64
 	logPath         string
 }
@@ -63,6 +64,7 @@ func main() {
 	flag.DurationVar(&o.latency, "latency", 30*time.Millisecond, "origin latency added to each request")
 	announce := flag.Bool("announce-fetches", true, "nodes tell the mesh of cold fetches they start (mesh.Config.AnnounceFetches)")
 	striping := flag.Bool("striping", true, "nodes fetching the same content at once split the leaves they take from the origin (mesh.Config.FetchStriping)")
+	addrs := flag.Bool("announce-addrs", false, "nodes send their addresses with their announcements, so that peers heard of through gossip can be dialled (mesh.Config.AnnounceAddrs)")
 	flag.StringVar(&o.logPath, "log", "", "write every node's debug log to this file, as JSON lines naming the node (node=app-07)")
 	flag.Int64Var(&o.windowMiB, "window-mib", 0, "MiB each fetch holds in memory ahead of its reader (mesh.Config.FetchWindowBytes; 0: the default 8, -1: no bound)")
 	flag.Parse()
@@ -73,6 +75,10 @@ func main() {
 	o.striping = mesh.Off
 	if *striping {
 		o.striping = mesh.On
+	}
+	o.announceAddrs = mesh.Off
+	if *addrs {
+		o.announceAddrs = mesh.On
 	}
 	if o.peers < 0 || o.seeds < 0 || o.videoMiB < 0 || o.arrival < 0 {
 		fmt.Fprintln(os.Stderr, "demo: negative flag")
@@ -169,7 +175,7 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 	}
 	defer org.Close()
 	// Every node: gossip finds everything in one process, so no DHT.
-	cfg := mesh.Config{Name: "demo", DisableDHT: true, AnnounceFetches: o.announceFetches, FetchStriping: o.striping, FetchWindowBytes: o.windowMiB << 20}
+	cfg := mesh.Config{Name: "demo", DisableDHT: true, AnnounceFetches: o.announceFetches, FetchStriping: o.striping, AnnounceAddrs: o.announceAddrs, FetchWindowBytes: o.windowMiB << 20}
 	if o.logPath != "" {
 		f, err := os.Create(o.logPath)
 		if err != nil {
