@@ -34,7 +34,7 @@ import (
 // of the cap, a seed sent the leaf every reader needed next at once and the
 // rest of their windows up to a second late (completion 1.9 and 5 times as
 // long, one run); let ahead while the debt before it was within the burst,
-// the Poisson crowd with a seed cost the origin 5.6 and 10.7 copies (two
+// the Poisson crowd with a seed cost the origin 5.4, 5.6 and 10.7 copies (three
 // runs) against 2.4 to 3.2 with this rule (four; 1.7 to 8.0 without it);
 // with the blocks in turn reserving one at a time (the debt then at most
 // one block, so that urgent blocks went ahead at seeds too), 4.4, 11.8 and
