@@ -2,7 +2,6 @@ package fetch
 
 import (
 	"context"
-	"math"
 	"sync"
 	"time"
 
@@ -271,7 +270,7 @@ func (w *firstWant) run() {
 	go func() {
 		defer r.wg.Done()
 		m := bsmsg.New(false)
-		m.AddEntry(w.c, math.MaxInt32, pb.Message_Wantlist_Block, true)
+		m.AddEntry(w.c, topPriority, pb.Message_Wantlist_Block, true)
 		err := f.guard.SendMessage(w.q.ctx, w.p, m)
 		close(w.sent)
 		if err != nil {

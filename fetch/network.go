@@ -86,7 +86,13 @@ func (g *guard) want(cs []cid.Cid) {
 	}
 }
 
-// order gives each of cs the wire priority of its urgency: MaxInt32 less
+// topPriority is the wire priority of the block a reader needs next: order
+// gives it to the leaf at the reader's position, the first want
+// (firstwant.go) to its leaf, and a holder serves a block asked with it
+// ahead of its serving cap's queue (urgent.go).
+const topPriority = math.MaxInt32
+
+// order gives each of cs the wire priority of its urgency: topPriority less
 // dist, how many leaves ahead of its reader's position it was when asked.
 // The serving peer sends the highest priority first (the oldest ask first
 // among equals), so each reader gets the leaf it needs next first, in file
@@ -97,7 +103,7 @@ func (g *guard) order(cs []cid.Cid, dist []int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for k, c := range cs {
-		g.prio[c] = math.MaxInt32 - int32(min(max(dist[k], 0), math.MaxInt16))
+		g.prio[c] = topPriority - int32(min(max(dist[k], 0), math.MaxInt16))
 	}
 }
 

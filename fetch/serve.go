@@ -96,13 +96,10 @@ func (s *servingStore) wait(ctx context.Context, c cid.Cid, n int) error {
 // urgent, or if the budget's debt would then pass one burst.
 func (s *servingStore) ahead(c cid.Cid, n int) bool {
 	now := time.Now()
-	if n > s.limit.Burst() || !s.urgent.urgent(c, now) {
+	if !s.urgent.urgent(c, now) || s.limit.TokensAt(now)-float64(n) < -float64(s.limit.Burst()) {
 		return false
 	}
-	if s.limit.TokensAt(now)-float64(n) < -float64(s.limit.Burst()) {
-		return false
-	}
-	return s.limit.ReserveN(now, n).OK()
+	return s.limit.ReserveN(now, n).OK() // not for more than a burst
 }
 
 // forPeer is a Store with a cheaper read for blocks served to peers, who

@@ -1,7 +1,6 @@
 package fetch
 
 import (
-	"math"
 	"sync"
 	"time"
 
@@ -17,10 +16,10 @@ import (
 // a file wait up to a second, and the fetch, given PeerTimeout, took the
 // file from the origin; in the demo site's 50-app flash crowd each of the
 // site's small files went to the origin 10 to 30 times although every
-// fetch knew a holder. A want-block with the top priority (math.MaxInt32:
-// the Fetcher gives it to the leaf its reader needs next, guard.order, and
-// to the first want, firstwant.go; boxo's client to the first want it
-// sends a peer) marks its block urgent: when it is read for sending it
+// fetch knew a holder. A want-block with the top priority (topPriority,
+// math.MaxInt32: the Fetcher gives it to the leaf its reader needs next,
+// guard.order, and to the first want, firstwant.go; boxo's client to the
+// first want it sends a peer) marks its block urgent: when it is read for sending it
 // takes its share of the budget without waiting, if the budget's debt
 // (what is reserved and not yet due) then stays within one burst
 // (Config.ServeBurst). The blocks reserved before it keep their turns and
@@ -73,7 +72,7 @@ func (u *urgentWants) note(m bsmsg.BitSwapMessage, now time.Time) {
 		return
 	}
 	for _, e := range wl {
-		if e.Cancel || e.Priority != math.MaxInt32 || e.WantType != bspb.Message_Wantlist_Block {
+		if e.Cancel || e.Priority != topPriority || e.WantType != bspb.Message_Wantlist_Block {
 			continue
 		}
 		if _, ok := u.at[e.Cid]; !ok && len(u.at) >= urgentMax {

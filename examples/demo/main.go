@@ -68,18 +68,9 @@ func main() {
 	flag.StringVar(&o.logPath, "log", "", "write every node's debug log to this file, as JSON lines naming the node (node=app-07)")
 	flag.Int64Var(&o.windowMiB, "window-mib", 0, "MiB each fetch holds in memory ahead of its reader (mesh.Config.FetchWindowBytes; 0: the default 8, -1: no bound)")
 	flag.Parse()
-	o.announceFetches = mesh.Off
-	if *announce {
-		o.announceFetches = mesh.On
-	}
-	o.striping = mesh.Off
-	if *striping {
-		o.striping = mesh.On
-	}
-	o.announceAddrs = mesh.Off
-	if *addrs {
-		o.announceAddrs = mesh.On
-	}
+	o.announceFetches = toggle(*announce)
+	o.striping = toggle(*striping)
+	o.announceAddrs = toggle(*addrs)
 	if o.peers < 0 || o.seeds < 0 || o.videoMiB < 0 || o.arrival < 0 {
 		fmt.Fprintln(os.Stderr, "demo: negative flag")
 		os.Exit(2)
@@ -265,4 +256,12 @@ func collect(cr *meshtest.Report, org *meshtest.Origin, start time.Time) *report
 	r.OriginTTFBp50, r.OriginTTFBp95 = ms(meshtest.Percentile(origin, 0.5)), ms(meshtest.Percentile(origin, 0.95))
 	r.Seconds = time.Since(start).Seconds()
 	return r
+}
+
+// toggle is the mesh.Toggle of a boolean flag.
+func toggle(on bool) mesh.Toggle {
+	if on {
+		return mesh.On
+	}
+	return mesh.Off
 }
