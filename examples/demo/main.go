@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"text/tabwriter"
 	"time"
 
@@ -49,6 +50,7 @@ type options struct {
 	announceAddrs   mesh.Toggle
 	windowMiB       int64
 	logPath         string
+	cpuProfile      string
 }
 
 func main() {
@@ -67,6 +69,7 @@ func main() {
 	addrs := flag.Bool("announce-addrs", false, "nodes send their addresses with their announcements, so that peers heard of through gossip can be dialled (mesh.Config.AnnounceAddrs)")
 	flag.StringVar(&o.logPath, "log", "", "write every node's debug log to this file, as JSON lines naming the node (node=app-07)")
 	flag.Int64Var(&o.windowMiB, "window-mib", 0, "MiB each fetch holds in memory ahead of its reader (mesh.Config.FetchWindowBytes; 0: the default 8, -1: no bound)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (every node) to this file")
 	flag.Parse()
 	o.announceFetches = toggle(*announce)
 	o.striping = toggle(*striping)
@@ -78,6 +81,14 @@ func main() {
 	// boxo logs through go-log, whose default prints errors to stderr;
 	// the demo reports its own figures instead.
 	logging.SetAllLoggers(logging.LevelFatal)
+	if o.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			os.Exit(1)
+		}
+		defer stopProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	rep, err := run(ctx, o, os.Stdout)
@@ -92,6 +103,23 @@ func main() {
 	} else {
 		rep.print(os.Stdout)
 	}
+}
+
+// startCPUProfile starts profiling the process to a new file at path and
+// returns what stops it and closes the file.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // nodeReport is one node's figures.
