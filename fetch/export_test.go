@@ -59,3 +59,7 @@ func (f *Fetcher) ServeInTurn() { f.urgent.stop() }
 // WantedUrgently reports whether a peer has asked f for c with the top
 // priority lately, so that f serves it ahead of its cap's queue (urgent.go).
 func (f *Fetcher) WantedUrgently(c cid.Cid) bool { return f.urgent.urgent(c, time.Now()) }
+
+// OriginCapacity is what the origin is estimated to give one fetch, in
+// bytes per second (originCapacity).
+func (f *Fetcher) OriginCapacity() float64 { return f.originCapacity() }

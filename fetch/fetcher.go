@@ -48,6 +48,8 @@ type Fetcher struct {
 
 	rateMu     sync.Mutex
 	originRate float64 // bytes/s of one origin request, averaged
+	originAll  float64 // bytes/s of the origin requests in flight together, averaged
+	originN    int     // origin requests in flight
 
 	callMu sync.Mutex
 	calls  map[string]*originCall // origin requests in flight, by URL and leaf

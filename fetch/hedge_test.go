@@ -2,14 +2,18 @@ package fetch_test
 
 import (
 	"context"
+	"io"
 	"sync"
 	"testing"
 	"time"
 
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
 
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/store"
 )
 
 // TestSlowPeer: a provider capped at 1/10 of the origin's rate. The origin
@@ -235,5 +239,178 @@ func TestBusyHolderHedgedPerLeaf(t *testing.T) {
 	// pace; a loaded machine may delay a leaf or two that long.
 	if o.sent.Load() > 3*MiB {
 		t.Errorf("the origin sent %d bytes of a %d-byte file the holder was serving, want at most 3 MiB: it took leaves the holder was sending", o.sent.Load(), len(a.data))
+	}
+}
+
+// TestHolderResumesAfterPause: a holder serving a fetch stops sending
+// blocks for 2 s (answering HAVEs all along), long enough for the hedging
+// origin to take over, and then sends again at its cap. Once it does, the
+// origin goes back to hedging single leaves (hedgesAgain) instead of
+// taking every leaf for the rest of the fetch while the holder sends them
+// too: a busy seed that paused once had its readers take the rest of their
+// files from the origin.
+func TestHolderResumesAfterPause(t *testing.T) {
+	const size = 40 * MiB
+	warm, a := makeAsset(t, 44, MiB), makeAsset(t, 45, size)
+	ps := newPausingStore(t)
+	holder := newNode(t, fetch.Config{Store: ps, ServeBytesPerSecond: 12 * MiB})
+	holder.hold(t, warm)
+	holder.hold(t, a)
+	o := newOrigin(t, a.data)
+	o.limit = rate.NewLimiter(8*MiB, 64<<10)
+	cl := newNode(t, fetch.Config{Providers: providers{warm.t.Cid: {holder.info()}, a.t.Cid: {holder.info()}}})
+	cl.fetchWhole(t, warm.t, warm.data) // the holder serves this node
+
+	tg := a.t
+	tg.URL = o.URL
+	r := cl.open(t, tg)
+	defer r.Close()
+	head := make([]byte, 6*MiB)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	ps.pause()
+	resumed := time.AfterFunc(2*time.Second, ps.resume)
+	defer resumed.Stop()
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBytes(t, append(head, rest...), a.data)
+	st := r.Stats()
+	t.Logf("peer %d MiB, origin %d MiB (sent %d MiB, %d requests)", st.PeerBytes/MiB, st.OriginBytes/MiB, o.sent.Load()/MiB, o.reqs.Load())
+	if !st.Hedged || st.OriginBytes == 0 {
+		t.Fatalf("the origin took nothing while the holder paused: Stats %+v; the test shows nothing", st)
+	}
+	// While the holder pauses (after the origin takes over, about 1 s
+	// in), the origin may take what 8 MiB/s brings; once the holder sends
+	// again, only leaves hedged one at a time: 12 MiB sent here. Taking
+	// every leaf after the pause, it sent 24 MiB in 34 requests, most of
+	// them cut off as the holder's copies came first.
+	if sent := o.sent.Load(); sent > 18*MiB {
+		t.Errorf("the origin sent %d MiB of a %d MiB file whose holder paused for 2 s and then served at 12 MiB/s: it went on taking every leaf", sent/MiB, size/MiB)
+	}
+}
+
+// pausingStore is a node's store whose block reads (what serving peers
+// takes) wait while it is paused; HAVEs are still answered.
+type pausingStore struct {
+	*store.Store
+	mu   sync.Mutex
+	open chan struct{} // closed while not paused
+}
+
+func newPausingStore(t testing.TB) *pausingStore {
+	open := make(chan struct{})
+	close(open)
+	return &pausingStore{Store: newStore(t, -1), open: open}
+}
+
+func (s *pausingStore) pause() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open = make(chan struct{})
+}
+
+func (s *pausingStore) resume() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.open)
+}
+
+func (s *pausingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	return s.Store.Get(ctx, c)
+}
+
+// GetForPeer is the read serving takes (store.Store.GetForPeer).
+func (s *pausingStore) GetForPeer(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	return s.Store.GetForPeer(ctx, c)
+}
+
+func (s *pausingStore) wait(ctx context.Context) error {
+	s.mu.Lock()
+	open := s.open
+	s.mu.Unlock()
+	select {
+	case <-open:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestOriginCapacityMeasured: the origin's capacity for a fetch, against
+// which peers count as slower than it (slowerThanOrigin), is what its
+// requests gave together: a lone request's rate when they ran one at a
+// time, not that times OriginConcurrency, and the shared link's rate when
+// they ran four at once. An origin behind a 16 MiB/s link was once taken
+// for 64 MiB/s after lone requests, and peers sending 20 MiB/s counted as
+// slow.
+func TestOriginCapacityMeasured(t *testing.T) {
+	const link = 16 * MiB
+	lone, wide := makeAsset(t, 46, MiB), makeAsset(t, 47, 12*MiB)
+	cl := newNode(t, fetch.Config{})
+	within := func(what string) {
+		t.Helper()
+		got := cl.f.OriginCapacity()
+		t.Logf("%s: capacity %.1f MiB/s", what, got/MiB)
+		if got < link/3 || got > 1.5*link {
+			t.Errorf("%s: the origin's capacity taken for %.1f MiB/s, want about the link's %d", what, got/MiB, link/MiB)
+		}
+	}
+	for range 3 {
+		o := newOrigin(t, lone.data)
+		o.limit = rate.NewLimiter(link, 64<<10)
+		tg := lone.t
+		tg.URL = o.URL
+		cl.fetchWhole(t, tg, lone.data)
+		if err := cl.st.Remove(context.Background(), lone.t.Cid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	within("three one-leaf fetches, one request each")
+	o := newOrigin(t, wide.data)
+	o.limit = rate.NewLimiter(link, 64<<10)
+	tg := wide.t
+	tg.URL = o.URL
+	cl.fetchWhole(t, tg, wide.data)
+	within("a 12-leaf fetch, its requests sharing the link")
+}
+
+// TestOutOfOrderNotSkipped: the reader's leaves come from two holders,
+// one quick that holds the odd leaves and one at 4 MiB/s that holds the
+// even ones, so later leaves keep arriving while the reader waits on an
+// even one. That is no sign that the slow holder dropped the leaf (only a
+// later leaf from a peer asked for the reader's counts: skippedLocked), so
+// the origin waits the serving holder's full hedge time (hedgeWait) before
+// it takes a leaf, and the holder, a leaf every quarter second, is rarely
+// hedged. Counted as skipped, the origin took most even leaves.
+func TestOutOfOrderNotSkipped(t *testing.T) {
+	warm, a := makeAsset(t, 48, MiB), makeAsset(t, 49, 16*MiB)
+	slow := newNode(t, fetch.Config{ServeBytesPerSecond: 4 * MiB})
+	slow.hold(t, warm)
+	slow.holdLeavesIf(t, a, func(i int) bool { return i%2 == 0 })
+	quick := newNode(t, fetch.Config{})
+	quick.holdLeavesIf(t, a, func(i int) bool { return i%2 == 1 })
+	o := newOrigin(t, a.data)
+	o.limit = rate.NewLimiter(32*MiB, 64<<10)
+	cl := newNode(t, fetch.Config{Providers: providers{warm.t.Cid: {slow.info()}, a.t.Cid: {slow.info(), quick.info()}}})
+	cl.fetchWhole(t, warm.t, warm.data) // the slow holder serves this node
+
+	tg := a.t
+	tg.URL = o.URL
+	st := cl.fetchWhole(t, tg, a.data)
+	t.Logf("peers %v, origin %d MiB (sent %d MiB, %d requests), took %v", st.Peers, st.OriginBytes/MiB, o.sent.Load()/MiB, o.reqs.Load(), st.TTLB)
+	if st.Peers[slow.h.ID()] == 0 || st.Peers[quick.h.ID()] == 0 {
+		t.Fatalf("peers %v: want leaves from both holders; the test shows nothing", st.Peers)
+	}
+	if n := o.reqs.Load(); n > 3 {
+		t.Errorf("the origin was asked for %d leaves of 16 while a holder sent one every quarter second: later leaves from another peer counted as the leaf skipped", n)
 	}
 }

@@ -70,11 +70,14 @@ func newNode(t testing.TB, cfg fetch.Config) *node {
 func nodeOn(t testing.TB, h host.Host, cfg fetch.Config) *node {
 	t.Helper()
 	n := &node{h: h}
-	if cfg.Store == nil {
+	switch s := cfg.Store.(type) {
+	case nil:
 		n.st = newStore(t, -1)
 		cfg.Store = n.st
-	} else {
-		n.st = cfg.Store.(*store.Store)
+	case *pausingStore:
+		n.st = s.Store
+	default:
+		n.st = s.(*store.Store)
 	}
 	cfg.Host = n.h
 	if cfg.ServeBytesPerSecond == 0 {

@@ -301,6 +301,15 @@ func (g *guard) refusers(c cid.Cid) []peer.ID {
 	return slices.Collect(maps.Keys(g.proms.donts[c]))
 }
 
+// blockAskedBefore reports whether p has had a want-block of c open (sent,
+// not yet answered) since before t.
+func (g *guard) blockAskedBefore(p peer.ID, c cid.Cid, t time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pr, ok := g.proms.open[promiseKey{p, c}]
+	return ok && pr.at.Before(t)
+}
+
 // senderOf returns the peer that first sent the block c.
 func (g *guard) senderOf(c cid.Cid) peer.ID {
 	g.mu.Lock()

@@ -259,6 +259,17 @@ func takesOver(j joinState, s *soon) bool {
 	return j.peerWaiting && s.reached(j.now, j.lastPeer.Add(j.hedgeWait()))
 }
 
+// hedgesAgain reports whether an origin that took over from hedging at
+// tookOver (zero: it did not) goes back to hedging per leaf: a holder
+// serves the fetch and peers have delivered since. A busy seed that paused
+// for longer than hedgeWait and then went on sending had the origin take
+// every leaf it might for the rest of the fetch: in the default demo the
+// readers whose crowd had finished took their last 5 to 11 leaves from the
+// origin while the seed sent them too.
+func hedgesAgain(j joinState, tookOver time.Time) bool {
+	return !tookOver.IsZero() && j.serving && j.lastPeer.After(tookOver)
+}
+
 // hedgeWaits is how many times as long as peers get for a leaf the reader
 // waits on one, in a crowd, before the origin, hedging per leaf, takes it.
 const hedgeWaits = 4

@@ -687,6 +687,33 @@ func TestTakesOver(t *testing.T) {
 	}
 }
 
+// TestHedgesAgain: an origin that took over from hedging goes back to
+// hedging once a holder serves and a peer has delivered since it took
+// over; not on an older delivery, nor with no holder serving, nor when it
+// never took over.
+func TestHedgesAgain(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	took := t0.Add(time.Second)
+	for _, tc := range []struct {
+		name     string
+		lastPeer time.Time
+		serving  bool
+		tookOver time.Time
+		want     bool
+	}{
+		{"a delivery since, a holder serving", took.Add(time.Millisecond), true, took, true},
+		{"the last delivery before it took over", took.Add(-time.Millisecond), true, took, false},
+		{"a delivery at the moment it took over", took, true, took, false},
+		{"no holder serving", took.Add(time.Millisecond), false, took, false},
+		{"never took over", took.Add(time.Millisecond), true, time.Time{}, false},
+	} {
+		j := joinState{now: took.Add(time.Second), start: t0, lastPeer: tc.lastPeer, serving: tc.serving, missing: true, peerDelivered: true}
+		if got := hedgesAgain(j, tc.tookOver); got != tc.want {
+			t.Errorf("%s: hedgesAgain = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestCrowdJudged: a fetch judges its crowd members once the reader has
 // waited StallTimeout on a leaf with the origin on, counted from the later
 // of the two, and not while the reader does not wait or the origin is off.

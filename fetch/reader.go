@@ -119,6 +119,8 @@ type leafState struct {
 	dropped    bool      // fetched and stored, let go of by the window (keepLeaf)
 	originAt   time.Time // when origin was asked
 	peerAt     time.Time // when peers were last asked
+	fetchedAt  time.Time // when it first came
+	from       peer.ID   // the peer it first came from ("": not from a peer)
 	local      *req
 	peer       *req
 	origin     *req
@@ -157,6 +159,7 @@ type Reader struct {
 	originOn    bool
 	originHedge bool      // the origin only hedges the leaf the reader waits on (hedgesOnly)
 	originSince time.Time // when the origin joined
+	tookOver    time.Time // when a hedging origin took over (takesOver; zero: it has not, or hedges again)
 	originDead  error
 	originFail  int
 	originBusy  int
@@ -713,18 +716,23 @@ func (r *Reader) windowLocked(cur, end int) (missing, peerWaiting bool) {
 
 // joinOriginLocked lets the origin join when the policy says so
 // (originJoins), as a hedge of the leaf the reader waits on if a holder
-// serves the fetch (hedgesOnly), and lets a hedging origin take every
-// leaf it may once the peers have stalled (takesOver) or no holder serves
-// any longer. The caller holds mu.
+// serves the fetch (hedgesOnly), lets a hedging origin take every leaf it
+// may once the peers have stalled (takesOver) or no holder serves any
+// longer, and has it hedge again once they deliver (hedgesAgain). The
+// caller holds mu.
 func (r *Reader) joinOriginLocked(p *plan, now time.Time, s *soon) {
-	if r.originOn && !r.originHedge || !r.t.hasOrigin() {
+	if !r.t.hasOrigin() || r.originOn && !r.originHedge && r.tookOver.IsZero() {
 		return
 	}
 	j := r.joinLocked(p, now)
 	if r.originOn {
-		if takesOver(j, s) || !j.serving {
-			r.originHedge = false
+		switch {
+		case r.originHedge && (takesOver(j, s) || !j.serving):
+			r.originHedge, r.tookOver = false, now
 			r.f.log.Debug("origin takes over from hedging", "cid", r.t.Cid, "dur", now.Sub(r.start), "serving", j.serving)
+		case !r.originHedge && hedgesAgain(j, r.tookOver):
+			r.originHedge, r.tookOver = true, time.Time{}
+			r.f.log.Debug("origin hedges again", "cid", r.t.Cid, "dur", now.Sub(r.start))
 		}
 		return
 	}
@@ -775,24 +783,33 @@ func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinS
 		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
 		peerDelivered: r.stats.PeerBytes > 0,
 		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.f.originShare(fetchers)),
-		held:          serving || r.firstMissingHeldLocked(), serving: serving, crowd: fetchers > 0, skipped: r.skippedLocked(),
+		held:          serving || r.firstMissingHeldLocked(), serving: serving, crowd: fetchers > 0, skipped: r.skippedLocked(now),
 		refused: fetchers == 0 && r.waitedRefusedLocked(), // (only asked for when no crowd is known)
 		leaf:    leafTime(r.f.originRequestRate()),
 		pace:    peerPace(r.peerTimes), stallTimeout: r.f.cfg.StallTimeout,
 	}
 }
 
-// skippedLocked reports whether a leaf after the reader's, within the
-// window, has come from peers (fetched, never asked of the origin) while
-// the reader's has not. The caller holds mu.
-func (r *Reader) skippedLocked() bool {
+// skippedLocked reports whether a peer skipped the leaf the reader waits
+// on: a leaf after it, within the window, came PeerTimeout or more before
+// now from a peer (fetched, never asked of the origin) that had been sent
+// a want-block of the reader's leaf before it sent that one. A peer sends
+// the wants of one fetch in file order (guard.order), give or take its
+// send workers racing, so it has dropped the leaf (a damaged block,
+// TestFaultSeedDamage). Leaves coming out of order from different peers
+// are no sign: counted as one, the origin took a leaf at the reader's
+// first short wait whenever another holder was quicker, in the default
+// demo about one leaf in thirty. The caller holds mu.
+func (r *Reader) skippedLocked(now time.Time) bool {
 	cur, waiting := r.waitingLeafLocked()
 	if !waiting {
 		return false
 	}
 	end := min(len(r.leaves), cur+r.f.windowLeaves())
 	for k := cur + 1; k < end; k++ {
-		if st := &r.st[k]; st.fetched && st.originAt.IsZero() {
+		st := &r.st[k]
+		if st.fetched && st.originAt.IsZero() && st.from != "" && now.Sub(st.fetchedAt) >= r.f.cfg.PeerTimeout &&
+			r.f.guard.blockAskedBefore(st.from, r.leaves[cur].Cid, st.fetchedAt) {
 			return true
 		}
 	}
@@ -1595,6 +1612,10 @@ func (r *Reader) recordLocked(i int, data []byte, src Source, p peer.ID, now tim
 	s.fetched, s.dropped = true, false
 	if first {
 		r.fetched++
+		s.fetchedAt = now
+		if src == SourcePeer {
+			s.from = p
+		}
 		if src == SourceLocal {
 			s.kept = true
 			r.kept++
