@@ -56,18 +56,22 @@
 //     PeerTimeout, at most half of Config.StallTimeout: a holder serving a
 //     crowd sends each fetcher leaves in bursts), or the reader has waited
 //     that long on a block, or the reader waits on peers whose recent rate
-//     is under half of the origin's share: what the origin has given this
-//     Fetcher (known once the origin has been used), divided among the
-//     nodes known to fetch the same content (Config.Crowd), who share it.
+//     is under half of the origin's share: what the origin's requests have
+//     given this Fetcher together (each request's rate times the requests
+//     in flight with it; known once the origin has been used), divided
+//     among the nodes known to fetch the same content (Config.Crowd), who
+//     share it.
 //     When a provider that holds the content (not one still fetching it)
 //     has sent this Fetcher blocks or HAVEs within StallTimeout, the origin
 //     joins as a hedge per leaf: it takes only the leaf the reader waits
 //     on, at once if peers are slower than its share, else once the reader
 //     has waited the first block's time (before any peer delivered) or four
 //     times as long as peers get for a leaf (at most half of StallTimeout;
-//     as long, when no crowd is known and peers have sent later leaves but
-//     not that one: a seed that dropped a damaged block);
-//     it takes every leaf it may, as below, only once no holder is serving
+//     as long, when no crowd is known and a peer asked for that leaf has
+//     since sent a later one and not it: a seed that dropped a damaged
+//     block); it takes every leaf it may, as below, only once no holder is
+//     serving or the peers have sent nothing for as long, and goes back to
+//     hedging once they send again
 //     (TestBusyHolderHedgedPerLeaf: a holder at 3 MiB/s and a faster idle
 //     origin; the origin took 11 of 12 MiB before, none now). A leaf the
 //     reader waits on that every peer asked for has answered DONT_HAVE of,
