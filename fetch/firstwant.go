@@ -233,22 +233,41 @@ func (r *Reader) askFirst(idx []int, leaves []store.Leaf, reqs []*req) *firstWan
 	return w
 }
 
-// firstProvider picks the provider to ask: the first of the fetch's
-// providers that is connected and not penalised, else the first not
-// penalised with an address to dial. The caller holds mu.
+// firstProvider picks the provider to ask, penalised ones left out: the
+// first of the fetch's connected providers that delivered blocks to this
+// node within StallTimeout; else the first connected; else the first with
+// an address to dial. In a crowd beside a seed every node's provider table
+// listed the same crowd member first, and the seed, which served each of
+// them, was asked second: the bench's 50 apps within 100 ms with a seed
+// had the origin send 4.9 to 11.1 copies of the site, 1.3 to 5.7 asking a
+// holder that served them (TestFirstWantToHolderThatDelivered). Picking
+// the quickest of those by its time per block instead sent first wants to
+// apps at their serving caps over the seed the table listed first (the
+// default demo's offload 0.931 against 0.939, six interleaved runs). The
+// caller holds mu.
 func (r *Reader) firstProvider() peer.ID {
 	h := r.f.cfg.Host
-	var fallback peer.ID
+	var first, fallback peer.ID
+	since := time.Now().Add(-r.f.cfg.StallTimeout)
 	for _, p := range r.provs {
 		if p == h.ID() || r.f.guard.isPenalised(p) {
 			continue
 		}
 		if h.Network().Connectedness(p) == network.Connected {
-			return p
+			if r.f.guard.deliveredSince(p, since) {
+				return p
+			}
+			if first == "" {
+				first = p
+			}
+			continue
 		}
 		if fallback == "" && len(h.Peerstore().Addrs(p)) > 0 {
 			fallback = p
 		}
+	}
+	if first != "" {
+		return first
 	}
 	return fallback
 }

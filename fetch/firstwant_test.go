@@ -423,3 +423,33 @@ func (h heldStreams) NewStream(ctx context.Context, p peer.ID, pids ...protocol.
 	}
 	return h.Host.NewStream(ctx, p, pids...)
 }
+
+// TestFirstWantToHolderThatDelivered: of two connected providers, the
+// first want goes to the one that has lately delivered blocks to this
+// node, not to the one the provider table lists first (firstProvider).
+func TestFirstWantToHolderThatDelivered(t *testing.T) {
+	warm, wblk := smallAsset(t, 61)
+	a, blk := smallAsset(t, 62)
+	listed := newScripted(t, blk)
+	served := newScripted(t, wblk, blk)
+	listed.noHaves, served.noHaves = true, true // only the first want fetches
+	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute, Providers: providers{
+		warm.t.Cid: {served.info()},
+		a.t.Cid:    {listed.info(), served.info()},
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, p := range []*scripted{listed, served} {
+		if err := cl.h.Connect(ctx, p.info()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.fetchWhole(t, warm.t, warm.data) // served delivers to this node
+	st := cl.fetchWhole(t, a.t, a.data)
+	if !served.askedBlock(a.t.Cid) || listed.askedBlock(a.t.Cid) {
+		t.Errorf("first want-block to the provider that had just delivered: %v, to the one listed first: %v; want true, false", served.askedBlock(a.t.Cid), listed.askedBlock(a.t.Cid))
+	}
+	if st.Peers[served.h.ID()] != int64(len(a.data)) {
+		t.Errorf("Stats.Peers = %v, want every byte from the provider that had delivered", st.Peers)
+	}
+}

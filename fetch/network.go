@@ -301,6 +301,14 @@ func (g *guard) refusers(c cid.Cid) []peer.ID {
 	return slices.Collect(maps.Keys(g.proms.donts[c]))
 }
 
+// deliveredSince reports whether p delivered a block to this node since t.
+func (g *guard) deliveredSince(p peer.ID, t time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	last, ok := g.proms.last[p]
+	return ok && !last.Before(t)
+}
+
 // blockAskedBefore reports whether p has had a want-block of c open (sent,
 // not yet answered) since before t.
 func (g *guard) blockAskedBefore(p peer.ID, c cid.Cid, t time.Time) bool {
