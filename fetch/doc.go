@@ -23,7 +23,9 @@
 //  2. Then a bitswap session asks connected peers; the providers of the root
 //     that Config.Providers (the announce package's table) names are
 //     connected first, so the session's wants reach them. When a provider
-//     is known, the first message sent to it asks for the block: the
+//     is known, the first message sent to one (the first connected that
+//     has lately delivered to this node, else the first connected) asks
+//     for the block: the
 //     Reader sends it a want-block for the first leaf it needs, one bitswap
 //     message of its own outside the session's per-peer queue, written
 //     before the session's want-have broadcast to every connected peer goes
