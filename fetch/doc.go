@@ -25,8 +25,8 @@
 //     connected first, so the session's wants reach them. When a provider
 //     is known, the first message sent to one (the first connected that
 //     has lately delivered to this node, else the first connected) asks
-//     for the block: the
-//     Reader sends it a want-block for the first leaf it needs, one bitswap
+//     for the block: the Reader sends it a want-block for the first leaf
+//     it needs, one bitswap
 //     message of its own outside the session's per-peer queue, written
 //     before the session's want-have broadcast to every connected peer goes
 //     out (firstwant.go; the two travel on separate streams, so the
