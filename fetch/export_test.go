@@ -35,7 +35,8 @@ func (r *Reader) WaitsRefused() bool {
 func (r *Reader) JoinsRefused() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.joinStateLocked(time.Now(), true, false).lacking()
+	now := time.Now()
+	return r.joinStateLocked(now, true, false, newSoon(now)).lacking()
 }
 
 // AnswerHavesInQueue makes f's server answer want-haves through boxo's

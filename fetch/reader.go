@@ -724,7 +724,7 @@ func (r *Reader) joinOriginLocked(p *plan, now time.Time, s *soon) {
 	if !r.t.hasOrigin() || r.originOn && !r.originHedge && r.tookOver.IsZero() {
 		return
 	}
-	j := r.joinLocked(p, now)
+	j := r.joinLocked(p, now, s)
 	if r.originOn {
 		switch {
 		case r.originHedge && (takesOver(j, s) || !j.serving):
@@ -753,18 +753,19 @@ func (r *Reader) joinOriginLocked(p *plan, now time.Time, s *soon) {
 }
 
 // joinLocked returns the pass's join state, gathered the first time a rule
-// asks (joinStateLocked). The caller holds mu.
-func (r *Reader) joinLocked(p *plan, now time.Time) joinState {
+// asks (joinStateLocked), which notes in s when it changes. The caller
+// holds mu.
+func (r *Reader) joinLocked(p *plan, now time.Time, s *soon) joinState {
 	if p.join == nil {
-		j := r.joinStateLocked(now, p.missing, p.peerWaiting)
+		j := r.joinStateLocked(now, p.missing, p.peerWaiting, s)
 		p.join = &j
 	}
 	return *p.join
 }
 
-// joinStateLocked gathers what originJoins decides on. The caller holds
-// mu.
-func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinState {
+// joinStateLocked gathers what originJoins decides on, and notes in s when
+// a leaf will count as skipped (skippedLocked). The caller holds mu.
+func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool, s *soon) joinState {
 	var fetching []peer.ID
 	if r.f.cfg.Crowd != nil {
 		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
@@ -783,7 +784,7 @@ func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinS
 		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
 		peerDelivered: r.stats.PeerBytes > 0,
 		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.f.originShare(fetchers)),
-		held:          serving || r.firstMissingHeldLocked(), serving: serving, crowd: fetchers > 0, skipped: r.skippedLocked(now),
+		held:          serving || r.firstMissingHeldLocked(), serving: serving, crowd: fetchers > 0, skipped: r.skippedLocked(now, s),
 		refused: fetchers == 0 && r.waitedRefusedLocked(), // (only asked for when no crowd is known)
 		leaf:    leafTime(r.f.originRequestRate()),
 		pace:    peerPace(r.peerTimes), stallTimeout: r.f.cfg.StallTimeout,
@@ -799,8 +800,9 @@ func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool) joinS
 // TestFaultSeedDamage). Leaves coming out of order from different peers
 // are no sign: counted as one, the origin took a leaf at the reader's
 // first short wait whenever another holder was quicker, in the default
-// demo about one leaf in thirty. The caller holds mu.
-func (r *Reader) skippedLocked(now time.Time) bool {
+// demo about one leaf in thirty. It notes in s when such a leaf, come
+// less than PeerTimeout ago, will count. The caller holds mu.
+func (r *Reader) skippedLocked(now time.Time, s *soon) bool {
 	cur, waiting := r.waitingLeafLocked()
 	if !waiting {
 		return false
@@ -808,8 +810,11 @@ func (r *Reader) skippedLocked(now time.Time) bool {
 	end := min(len(r.leaves), cur+r.f.windowLeaves())
 	for k := cur + 1; k < end; k++ {
 		st := &r.st[k]
-		if st.fetched && st.originAt.IsZero() && st.from != "" && now.Sub(st.fetchedAt) >= r.f.cfg.PeerTimeout &&
-			r.f.guard.blockAskedBefore(st.from, r.leaves[cur].Cid, st.fetchedAt) {
+		if !st.fetched || !st.originAt.IsZero() || st.from == "" ||
+			!r.f.guard.blockAskedBefore(st.from, r.leaves[cur].Cid, st.fetchedAt) {
+			continue
+		}
+		if s.reached(now, st.fetchedAt.Add(r.f.cfg.PeerTimeout)) {
 			return true
 		}
 	}
@@ -1253,7 +1258,7 @@ func (r *Reader) reaskLocked(cur, end int, now time.Time, s *soon) {
 // mu.
 func (r *Reader) mineLocked(p *plan, i int, now time.Time, leaf time.Duration, s *soon) (bool, string) {
 	if r.originHedge {
-		if i != r.curLeaf() || !hedgeLeaf(r.joinLocked(p, now), s) {
+		if i != r.curLeaf() || !hedgeLeaf(r.joinLocked(p, now, s), s) {
 			return false, ""
 		}
 		// The leaf may be hedged; in a crowd, the stripe still says who
