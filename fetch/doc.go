@@ -26,10 +26,9 @@
 //     is known, the first message sent to one (the first connected that
 //     has lately delivered to this node, else the first connected) asks
 //     for the block: the Reader sends it a want-block for the first leaf
-//     it needs, one bitswap
-//     message of its own outside the session's per-peer queue, written
-//     before the session's want-have broadcast to every connected peer goes
-//     out (firstwant.go; the two travel on separate streams, so the
+//     it needs, one bitswap message of its own outside the session's
+//     per-peer queue, written before the session's want-have broadcast to
+//     every connected peer goes out (firstwant.go; the two travel on separate streams, so the
 //     provider may take the want-have first and answer HAVE as well).
 //     The session alone would ask with a want-have and send the want-block
 //     after the HAVE, through a queue that sends a peer at most one message
@@ -73,8 +72,8 @@
 //     since sent a later one and not it: a seed that dropped a damaged
 //     block); it takes every leaf it may, as below, only once no holder is
 //     serving or the peers have sent nothing for as long, and goes back to
-//     hedging once they send again
-//     (TestBusyHolderHedgedPerLeaf: a holder at 3 MiB/s and a faster idle
+//     hedging once they send again (TestBusyHolderHedgedPerLeaf: a holder
+//     at 3 MiB/s and a faster idle
 //     origin; the origin took 11 of 12 MiB before, none now). A leaf the
 //     reader waits on that every peer asked for has answered DONT_HAVE of,
 //     with no HAVE of it standing and no crowd known (a holder that

@@ -19,10 +19,10 @@ import (
 // fetch knew a holder. A want-block with the top priority (topPriority,
 // math.MaxInt32: the Fetcher gives it to the leaf its reader needs next,
 // guard.order, and to the first want, firstwant.go; boxo's client to the
-// first want it sends a peer) marks its block urgent: when it is read for sending it
-// takes its share of the budget without waiting, if the budget's debt
-// (what is reserved and not yet due) then stays within one burst
-// (Config.ServeBurst). The blocks reserved before it keep their turns and
+// first want it sends a peer) marks its block urgent: when it is read for
+// sending it takes its share of the budget without waiting, if the
+// budget's debt (what is reserved and not yet due) then stays within one
+// burst (Config.ServeBurst). The blocks reserved before it keep their turns and
 // those after it wait as long as they would have, so the cap holds over
 // time, and at any moment the holder is ahead of it by at most one burst:
 // a peer that marks every want urgent gains that much and no more. An app
