@@ -28,8 +28,9 @@
 //     for the block: the Reader sends it a want-block for the first leaf
 //     it needs, one bitswap message of its own outside the session's
 //     per-peer queue, written before the session's want-have broadcast to
-//     every connected peer goes out (firstwant.go; the two travel on separate streams, so the
-//     provider may take the want-have first and answer HAVE as well).
+//     every connected peer goes out (firstwant.go; the two travel on
+//     separate streams, so the provider may take the want-have first and
+//     answer HAVE as well).
 //     The session alone would ask with a want-have and send the want-block
 //     after the HAVE, through a queue that sends a peer at most one message
 //     per 20 ms (boxo's minSendMessageDelay, a constant): a peer hit took
@@ -73,8 +74,8 @@
 //     block); it takes every leaf it may, as below, only once no holder is
 //     serving or the peers have sent nothing for as long, and goes back to
 //     hedging once they send again (TestBusyHolderHedgedPerLeaf: a holder
-//     at 3 MiB/s and a faster idle
-//     origin; the origin took 11 of 12 MiB before, none now). A leaf the
+//     at 3 MiB/s and a faster idle origin; the origin took 11 of 12 MiB
+//     before, none now). A leaf the
 //     reader waits on that every peer asked for has answered DONT_HAVE of,
 //     with no HAVE of it standing and no crowd known (a holder that
 //     dropped a damaged block), goes to the origin at once, not after
