@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,5 +99,48 @@ func TestCheck(t *testing.T) {
 		if got.Met != tc.met || !strings.HasPrefix(got.By, tc.by) {
 			t.Errorf("check(%v %s %v) = met %v, %q; want %v, %q…", tc.figure, tc.op, tc.bound, got.Met, got.By, tc.met, tc.by)
 		}
+	}
+}
+
+// TestCrowdTargetsMedians checks that the crowd targets take the median
+// over repeated runs, leave out the crowds with a seed, and name the
+// striping-off figures.
+func TestCrowdTargetsMedians(t *testing.T) {
+	c := &CrowdResult{SiteBytes: 6 * mib}
+	mesh := func(arrival string, seeds int, striping bool, copies, offload, done float64) CrowdRun {
+		return CrowdRun{N: 50, Arrival: arrival, Seeds: seeds, Mesh: true, Striping: striping, Copies: copies, Offload: offload, CompletionP50: done}
+	}
+	for k, copies := range []float64{20, 1, 9} {
+		c.Runs = append(c.Runs,
+			mesh("100ms", 0, true, copies, 0.7, []float64{4000, 6000, 5000}[k]),
+			mesh("100ms", 0, false, 30+copies, 0.5, 9000),
+			mesh("100ms", 1, true, 0.1, 0.99, 100),
+			CrowdRun{N: 50, Arrival: "100ms", CompletionP50: []float64{12000, 10000, 11000}[k], Copies: 50},
+			mesh("poisson 10s", 0, true, 2, []float64{0.96, 0.93, 0.97}[k], 200))
+	}
+	got := map[string]Target{}
+	for _, tg := range crowdTargets(c) {
+		got[tg.Name] = tg
+	}
+	for name, want := range map[string]struct {
+		figure float64
+		met    bool
+		note   string
+	}{
+		"crowd: 50 within 100ms, no seed: origin copies":            {9, false, "median of 3 runs: 20.00, 1.00, 9.00; striping off: median 39.00"},
+		"crowd: 50 within 100ms, no seed: completion p50 ÷ no mesh": {5000.0 / 11000, true, "5000 ms vs 11000 ms"},
+		"crowd: 50 poisson 10s, no seed: offload":                   {0.96, true, "0.960, 0.930, 0.970"},
+	} {
+		tg, ok := got[name]
+		if !ok {
+			t.Errorf("no target %q in %v", name, got)
+			continue
+		}
+		if math.Abs(tg.Figure-want.figure) > 1e-9 || tg.Met != want.met || !strings.Contains(tg.Note, want.note) {
+			t.Errorf("%s: figure %v met %v note %q; want %v, %v, a note with %q", name, tg.Figure, tg.Met, tg.Note, want.figure, want.met, want.note)
+		}
+	}
+	if m := medianOf([]CrowdRun{{Copies: 1}, {Copies: 4}, {Copies: 2}, {Copies: 9}}, func(r CrowdRun) float64 { return r.Copies }); m != 3 {
+		t.Errorf("median of 1, 4, 2, 9 = %v, want 3", m)
 	}
 }

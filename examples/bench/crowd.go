@@ -30,6 +30,7 @@ type CrowdRun struct {
 	Seeds         int       `json:"seeds"`
 	Mesh          bool      `json:"mesh"`
 	Striping      bool      `json:"striping"`
+	Repeat        int       `json:"repeat"`
 	Offload       float64   `json:"offload"`
 	OriginSent    int64     `json:"origin_sent_bytes"`
 	Copies        float64   `json:"copies"`
@@ -62,27 +63,43 @@ func runCrowd(ctx context.Context, o options, p *progress) (*CrowdResult, error)
 			scheds = append(scheds, poisson)
 		}
 		for _, s := range scheds {
-			for _, seeds := range []int{0, 1} {
-				for _, striping := range o.striping {
-					r, err := crowdRun(ctx, o, site, n, s, seeds, striping)
-					if err != nil {
-						return res, err
-					}
-					p.step("crowd: %-28s offload %.3f, origin copies %.2f, TTFB p50 %.0f ms, completion p50 %.0f ms (%.0f s)",
-						r.Name, r.Offload, r.Copies, r.TTFBp50, r.CompletionP50, r.Seconds)
-					res.Runs = append(res.Runs, r)
+			for k := range o.repeat {
+				runs, err := crowdRound(ctx, o, site, n, s, p)
+				for i := range runs {
+					runs[i].Repeat = k
+				}
+				res.Runs = append(res.Runs, runs...)
+				if err != nil {
+					return res, err
 				}
 			}
-			r, err := plainRun(ctx, o, site, n, s)
-			if err != nil {
-				return res, err
-			}
-			p.step("crowd: %-28s origin copies %.2f, TTFB p50 %.0f ms, completion p50 %.0f ms (%.0f s)",
-				r.Name, r.Copies, r.TTFBp50, r.CompletionP50, r.Seconds)
-			res.Runs = append(res.Runs, r)
 		}
 	}
 	return res, nil
+}
+
+// crowdRound runs n apps on schedule s once in each way: no seed and one
+// seed, striping as the options say, and the baseline without the mesh.
+func crowdRound(ctx context.Context, o options, site meshtest.Site, n int, s schedule, p *progress) ([]CrowdRun, error) {
+	var runs []CrowdRun
+	for _, seeds := range []int{0, 1} {
+		for _, striping := range o.striping {
+			r, err := crowdRun(ctx, o, site, n, s, seeds, striping)
+			if err != nil {
+				return runs, err
+			}
+			p.step("crowd: %-28s offload %.3f, origin copies %.2f, TTFB p50 %.0f ms, completion p50 %.0f ms (%.0f s)",
+				r.Name, r.Offload, r.Copies, r.TTFBp50, r.CompletionP50, r.Seconds)
+			runs = append(runs, r)
+		}
+	}
+	r, err := plainRun(ctx, o, site, n, s)
+	if err != nil {
+		return runs, err
+	}
+	p.step("crowd: %-28s origin copies %.2f, TTFB p50 %.0f ms, completion p50 %.0f ms (%.0f s)",
+		r.Name, r.Copies, r.TTFBp50, r.CompletionP50, r.Seconds)
+	return append(runs, r), nil
 }
 
 func (o options) origin(site meshtest.Site) (*meshtest.Origin, error) {

@@ -18,6 +18,11 @@
 //     25 MiB/s shared by all and 30 ms. -striping on,off runs every mesh
 //     crowd twice, with striping (mesh.Config.FetchStriping) on and off:
 //     the same-run comparison of fetch issue 13 (default on).
+//     -crowd-repeat K runs every crowd and baseline K times (default 1),
+//     one round of all of them after another, so that the machine's
+//     noise falls on each alike; the targets then take the medians (the
+//     fetch issue asks 3 runs: a 50-app flash crowd's origin copies vary
+//     by half from one run to the next).
 //   - longtail: a site of -longtail-assets small assets (default 200) with
 //     Zipf popularity (s = 1); -longtail-peers app peers (default 20), no
 //     seed, arriving over 5 s, each fetching -longtail-fetches distinct
@@ -64,7 +69,7 @@
 //	seconds     the whole run's wall time
 //	crowd       {site_bytes, assets, uplink_bytes_per_second, latency_ms, runs: [run]}
 //	            run: {name, n, arrival ("100ms" | "poisson 10s"), seeds, mesh (false: the baseline),
-//	                  striping (mesh runs: striping on),
+//	                  striping (mesh runs: striping on), repeat (0 to -crowd-repeat - 1),
 //	                  offload (peer ÷ all bytes the apps fetched), origin_sent_bytes (what the origin
 //	                  sent while the apps ran), copies (origin_sent_bytes ÷ site_bytes),
 //	                  ttfb_p50_ms, ttfb_p95_ms (every fetch of the apps),
@@ -126,6 +131,7 @@ type options struct {
 	poisson   time.Duration
 	seed      uint64
 	striping  []bool // crowd: the mesh runs with striping on (true) and off
+	repeat    int    // crowd: runs of each crowd, interleaved (targets: medians)
 
 	longAssets, longPeers, longFetches int
 
@@ -159,6 +165,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.within, "within", 100*time.Millisecond, "crowd: the span of the simultaneous arrivals")
 	fs.DurationVar(&o.poisson, "poisson", 10*time.Second, "crowd: the span of the Poisson arrivals")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed of schedules and choices")
+	fs.IntVar(&o.repeat, "crowd-repeat", 1, "crowd: run every crowd (and its baseline) this many times, interleaved; the targets take the medians")
 	strip := fs.String("striping", "on", "crowd: run the mesh crowds with striping on, off, or both (on,off: the same-run comparison)")
 	fs.IntVar(&o.longAssets, "longtail-assets", 200, "longtail: assets in the site")
 	fs.IntVar(&o.longPeers, "longtail-peers", 20, "longtail: app peers")
@@ -189,6 +196,9 @@ func parseFlags(args []string) (options, error) {
 		o.scenarios = append(o.scenarios, s)
 	}
 	var err error
+	if o.repeat < 1 {
+		return o, fmt.Errorf("bad -crowd-repeat %d (1 or more)", o.repeat)
+	}
 	if o.crowdN, err = ints("crowd-n", *ns); err != nil {
 		return o, err
 	}

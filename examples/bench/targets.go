@@ -1,6 +1,10 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
 
 // targets puts every target of the benchmark issue (must-show 2) that this
 // run measured beside its figure. Nothing is estimated: a target whose
@@ -37,29 +41,77 @@ func targets(r *Report) []Target {
 	return ts
 }
 
+// crowdTargets puts the fetch issue's crowd must-shows beside the medians
+// of the runs that measured them (-crowd-repeat; one run is its own
+// median), each run's figure in the note, with the same crowds' striping
+// off figures when those ran too.
 func crowdTargets(c *CrowdResult) []Target {
 	var ts []Target
-	find := func(n int, poisson bool, seeds int, isMesh bool) *CrowdRun {
-		for i := range c.Runs {
-			r := &c.Runs[i]
-			if r.N == n && (r.Arrival[0] == 'p') == poisson && r.Mesh == isMesh && (!isMesh || r.Seeds == seeds && r.Striping) {
-				return r
+	find := func(n int, poisson bool, seeds int, isMesh, striping bool) []CrowdRun {
+		var out []CrowdRun
+		for _, r := range c.Runs {
+			if r.N == n && (r.Arrival[0] == 'p') == poisson && r.Mesh == isMesh && (!isMesh || r.Seeds == seeds && r.Striping == striping) {
+				out = append(out, r)
 			}
 		}
-		return nil
+		return out
 	}
-	note := fmt.Sprintf("site %.1f MiB", float64(c.SiteBytes)/mib)
-	if r := find(50, false, 0, true); r != nil {
-		ts = append(ts, check("crowd: 50 within "+r.Arrival+", no seed: origin copies", r.Copies, "<=", 1.25, "copies", note))
-		if b := find(50, false, 0, false); b != nil && b.CompletionP50 > 0 {
-			ts = append(ts, check("crowd: 50 within "+r.Arrival+", no seed: completion p50 ÷ no mesh", r.CompletionP50/b.CompletionP50, "<=", 0.5, "×",
-				fmt.Sprintf("%.0f ms vs %.0f ms (fetch issue, must-show 2)", r.CompletionP50, b.CompletionP50)))
+	site := fmt.Sprintf("site %.1f MiB", float64(c.SiteBytes)/mib)
+	copies := func(r CrowdRun) float64 { return r.Copies }
+	if rs := find(50, false, 0, true, true); len(rs) > 0 {
+		off := find(50, false, 0, true, false)
+		ts = append(ts, check("crowd: 50 within "+rs[0].Arrival+", no seed: origin copies", medianOf(rs, copies), "<=", 1.25, "copies",
+			site+figures(rs, off, copies, "%.2f")))
+		done := func(r CrowdRun) float64 { return r.CompletionP50 }
+		if b := find(50, false, 0, false, false); len(b) > 0 && medianOf(b, done) > 0 {
+			m, base := medianOf(rs, done), medianOf(b, done)
+			ts = append(ts, check("crowd: 50 within "+rs[0].Arrival+", no seed: completion p50 ÷ no mesh", m/base, "<=", 0.5, "×",
+				fmt.Sprintf("%.0f ms vs %.0f ms (fetch issue, must-show 2)", m, base)+figures(rs, off, done, "%.0f")))
 		}
 	}
-	if r := find(50, true, 0, true); r != nil {
-		ts = append(ts, check("crowd: 50 "+r.Arrival+", no seed: offload", r.Offload, ">=", 0.95, "", note))
+	if rs := find(50, true, 0, true, true); len(rs) > 0 {
+		offload := func(r CrowdRun) float64 { return r.Offload }
+		ts = append(ts, check("crowd: 50 "+rs[0].Arrival+", no seed: offload", medianOf(rs, offload), ">=", 0.95, "",
+			site+figures(rs, find(50, true, 0, true, false), offload, "%.3f")))
 	}
 	return ts
+}
+
+// medianOf is the median of f over runs (the mean of the middle two of an
+// even number).
+func medianOf(runs []CrowdRun, f func(CrowdRun) float64) float64 {
+	v := make([]float64, len(runs))
+	for i, r := range runs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v) == 0 {
+		return 0
+	}
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// figures is a note's list of each run's figure, "" for a single run with
+// no striping-off runs beside it.
+func figures(on, off []CrowdRun, f func(CrowdRun) float64, format string) string {
+	list := func(rs []CrowdRun) string {
+		var parts []string
+		for _, r := range rs {
+			parts = append(parts, fmt.Sprintf(format, f(r)))
+		}
+		return strings.Join(parts, ", ")
+	}
+	var out string
+	if len(on) > 1 {
+		out = fmt.Sprintf("; median of %d runs: %s", len(on), list(on))
+	}
+	if len(off) > 0 {
+		out += fmt.Sprintf("; striping off: median "+format+" (%s)", medianOf(off, f), list(off))
+	}
+	return out
 }
 
 func footprintTargets(f *FootprintResult) []Target {
