@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 // its figures, the JSON and the plots.
 func TestTinyRun(t *testing.T) {
 	dir := t.TempDir()
-	o, err := parseFlags([]string{"-tiny", "-json", filepath.Join(dir, "bench.json"), "-plots", filepath.Join(dir, "plots")})
+	o, err := parseFlags([]string{"-tiny", "-crowd-repeat", "2", "-json", filepath.Join(dir, "bench.json"), "-plots", filepath.Join(dir, "plots")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,10 +42,13 @@ func TestTinyRun(t *testing.T) {
 	if err := writeReport(o, rep); err != nil {
 		t.Fatal(err)
 	}
-	if c := rep.Crowd; c == nil || len(c.Runs) != 6 {
-		t.Errorf("crowd: %+v, want 6 runs (2 schedules × (2 mesh crowds + baseline))", c)
+	if c := rep.Crowd; c == nil || len(c.Runs) != 12 {
+		t.Errorf("crowd: %+v, want 12 runs (2 schedules × 2 repeats × (2 mesh crowds + baseline))", c)
 	} else {
-		for _, r := range c.Runs {
+		for i, r := range c.Runs {
+			if want := i / 3 % 2; r.Repeat != want {
+				t.Errorf("crowd run %d (%s) is repeat %d, want %d", i, r.Name, r.Repeat, want)
+			}
 			if r.Failed > 0 || r.TTFBp50 <= 0 || r.CompletionP50 < r.TTFBp50 || (!r.Mesh && r.Copies < float64(r.N)*0.99) {
 				t.Errorf("crowd run %+v: want no failure, TTFB within completion, and a baseline costing N copies", r)
 			}
@@ -80,6 +83,18 @@ func TestTinyRun(t *testing.T) {
 		if fi, err := os.Stat(p); err != nil || fi.Size() < 1000 {
 			t.Errorf("plot %s: %v", p, err)
 		}
+	}
+}
+
+// TestCrowdRepeatFlag checks that -crowd-repeat must be 1 or more.
+func TestCrowdRepeatFlag(t *testing.T) {
+	for _, v := range []string{"0", "-1"} {
+		if _, err := parseFlags([]string{"-crowd-repeat", v}); err == nil {
+			t.Errorf("-crowd-repeat %s accepted", v)
+		}
+	}
+	if o, err := parseFlags([]string{"-crowd-repeat", "3"}); err != nil || o.repeat != 3 {
+		t.Errorf("-crowd-repeat 3: repeat %d, err %v", o.repeat, err)
 	}
 }
 
