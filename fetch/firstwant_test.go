@@ -25,12 +25,16 @@ import (
 // records every want and cancel it receives, in order, and answers a
 // want-block for a block it holds with the block after blockDelay, a
 // want-have with HAVE unless noHaves, and a want for a block it lacks with
-// DONT_HAVE when asked to.
+// DONT_HAVE when asked to. With haveDelay its HAVEs and DONT_HAVEs go
+// that long after the want; withhold names blocks whose want-blocks it
+// takes and never answers.
 type scripted struct {
 	h          host.Host
 	blocks     map[cid.Cid]blocks.Block
 	blockDelay time.Duration
 	noHaves    bool
+	haveDelay  time.Duration
+	withhold   func(cid.Cid) bool
 
 	mu      sync.Mutex
 	msgs    [][]bsmsg.Entry  // received wantlists, in order of arrival
@@ -75,7 +79,9 @@ func (s *scripted) serve(st network.Stream) {
 			case ok && e.WantType == pb.Message_Wantlist_Block:
 				if !s.asked[e.Cid] {
 					s.asked[e.Cid] = true
-					want = append(want, b)
+					if s.withhold == nil || !s.withhold(e.Cid) {
+						want = append(want, b)
+					}
 				}
 			case ok && !s.noHaves:
 				presence.AddHave(e.Cid)
@@ -85,20 +91,22 @@ func (s *scripted) serve(st network.Stream) {
 		}
 		s.mu.Unlock()
 		if !presence.Empty() {
-			send(s.h, from, presence)
+			if s.haveDelay > 0 {
+				time.AfterFunc(s.haveDelay, func() { send(s.h, from, presence) })
+			} else {
+				send(s.h, from, presence)
+			}
 		}
 		if len(want) > 0 {
 			time.Sleep(s.blockDelay)
-			reply := bsmsg.New(false)
-			for _, b := range want {
+			for _, b := range want { // a message each, as a holder sends 1 MiB leaves
+				reply := bsmsg.New(false)
 				reply.AddBlock(b)
-			}
-			s.mu.Lock()
-			for range want {
+				s.mu.Lock()
 				s.replyTo = append(s.replyTo, k)
+				s.mu.Unlock()
+				send(s.h, from, reply)
 			}
-			s.mu.Unlock()
-			send(s.h, from, reply)
 			s.sent <- struct{}{}
 		}
 	}

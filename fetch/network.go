@@ -309,6 +309,15 @@ func (g *guard) deliveredSince(p peer.ID, t time.Time) bool {
 	return ok && !last.Before(t)
 }
 
+// claims reports whether p's HAVE of c stands or p was sent a want-block
+// of c, late or not, that it has not refused and this node has not
+// cancelled: p holds c, and asked for it again it sends it.
+func (g *guard) claims(p peer.ID, c cid.Cid) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.proms.blocked[c][p] || g.proms.haves[c][p]
+}
+
 // blockAskedBefore reports whether p has had a want-block of c open (sent,
 // not yet answered) since before t.
 func (g *guard) blockAskedBefore(p peer.ID, c cid.Cid, t time.Time) bool {

@@ -259,6 +259,21 @@ func takesOver(j joinState, s *soon) bool {
 	return j.peerWaiting && s.reached(j.now, j.lastPeer.Add(j.hedgeWait()))
 }
 
+// peerHedges reports whether the leaf the reader has waited on since
+// j.waitSince, asked of peers at askedAt, is asked directly of a holder
+// that serves this fetch and was not asked for it: once the reader has
+// waited on it, since it was asked, as long as peers get for a leaf
+// (joinState.wait). Bitswap's session gives each want-block to one of the
+// peers that said HAVE, often a crowd member at its serving cap, while
+// the seed serving this node goes on sending the leaves around it. It
+// notes in s when the answer changes.
+func peerHedges(j joinState, askedAt time.Time, s *soon) bool {
+	if j.waitSince.IsZero() {
+		return false
+	}
+	return s.reached(j.now, later(j.waitSince, askedAt).Add(j.wait()))
+}
+
 // hedgesAgain reports whether an origin that took over from hedging at
 // tookOver (zero: it did not) goes back to hedging per leaf: a holder
 // serves the fetch and peers have delivered since. A busy seed that paused

@@ -812,3 +812,63 @@ func TestCrowdShowsLife(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerHedges: the leaf the reader waits on is asked directly of a
+// holder serving the fetch once the reader has waited on it, since it was
+// last asked, as long as peers get for a leaf (joinState.wait): peerTimeout
+// before peers keep a pace, twice their pace after, at most half of
+// StallTimeout; never while the reader does not wait.
+func TestPeerHedges(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const pt = 200 * time.Millisecond
+	base := joinState{start: t0, lastPeer: t0, peerTimeout: pt, stallTimeout: 5 * time.Second,
+		missing: true, peerDelivered: true, waitSince: t0}
+	asked := t0 // when the leaf was last asked of peers
+	rule := func(j joinState, s *soon) (bool, string) { return peerHedges(j, asked, s), "" }
+	runJoinCases(t, base, rule, []joinCase{
+		{"the reader does not wait", time.Minute, func(j *joinState) { j.waitSince = time.Time{} }, false, 0},
+		{"waited less than peerTimeout", pt - 1, nil, false, pt},
+		{"waited peerTimeout", pt, nil, true, 0},
+		{"peers keep a pace: twice it", 500 * time.Millisecond, func(j *joinState) { j.pace = 300 * time.Millisecond }, false, 600 * time.Millisecond},
+		{"at most half of StallTimeout", 2500 * time.Millisecond, func(j *joinState) { j.pace = 10 * time.Second }, true, 0},
+		{"before any peer delivered: the first block's time", pt, func(j *joinState) {
+			j.peerDelivered, j.held, j.leaf = false, true, pt
+		}, false, 2 * pt},
+	})
+	// A leaf asked again after the reader began to wait is timed from then.
+	asked = t0.Add(time.Second)
+	runJoinCases(t, base, rule, []joinCase{
+		{"asked again later: timed from then", time.Second + pt - 1, nil, false, time.Second + pt},
+		{"asked again later: a peer wait after", time.Second + pt, nil, true, 0},
+	})
+}
+
+// TestPeerHedgesSynctest drives peerHedges with a fake clock the way the
+// Reader does: the leaf goes to the serving holder exactly a peer wait
+// after the reader began to wait on it.
+func TestPeerHedgesSynctest(t *testing.T) {
+	const pt = 200 * time.Millisecond
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		waitSince := start.Add(350 * time.Millisecond)
+		for {
+			j := joinState{now: time.Now(), start: start, lastPeer: start, peerTimeout: pt,
+				stallTimeout: 5 * time.Second, missing: true, peerDelivered: true}
+			if !j.now.Before(waitSince) {
+				j.waitSince = waitSince
+			}
+			s := newSoon(j.now)
+			if peerHedges(j, start, s) {
+				break
+			}
+			next := s.next
+			if j.waitSince.IsZero() {
+				next = waitSince // the reader's Read wakes the Reader
+			}
+			time.Sleep(next.Sub(j.now))
+		}
+		if d := time.Since(start); d != 350*time.Millisecond+pt {
+			t.Errorf("asked of the serving holder after %v, want %v", d, 350*time.Millisecond+pt)
+		}
+	})
+}

@@ -81,6 +81,7 @@ type promises struct {
 	open    map[promiseKey]promise       // want-blocks not yet answered
 	haveAsk map[promiseKey]time.Time     // want-haves not yet answered
 	haves   map[cid.Cid]map[peer.ID]bool // peers that said HAVE of a block
+	blocked map[cid.Cid]map[peer.ID]bool // peers sent a want-block of it, late or not, not cancelled
 	donts   map[cid.Cid]map[peer.ID]bool // peers that said DONT_HAVE of a wanted block, and not HAVE since
 	last    map[peer.ID]time.Time        // last block delivered by a peer
 	blk     map[peer.ID]time.Duration    // a peer's time per block, averaged
@@ -97,6 +98,7 @@ func newPromises(penalty time.Duration) *promises {
 		open:    make(map[promiseKey]promise),
 		haveAsk: make(map[promiseKey]time.Time),
 		haves:   make(map[cid.Cid]map[peer.ID]bool),
+		blocked: make(map[cid.Cid]map[peer.ID]bool),
 		donts:   make(map[cid.Cid]map[peer.ID]bool),
 		last:    make(map[peer.ID]time.Time),
 		blk:     make(map[peer.ID]time.Duration),
@@ -119,6 +121,12 @@ func (ps *promises) asked(p peer.ID, c cid.Cid, block bool, now time.Time) {
 		}
 		return
 	}
+	m := ps.blocked[c]
+	if m == nil {
+		m = make(map[peer.ID]bool)
+		ps.blocked[c] = m
+	}
+	m[p] = true
 	if _, ok := ps.open[k]; !ok {
 		d := haveDeadline // a proven peer's promise is kept to time its blocks
 		if !ps.proven(p) {
@@ -222,6 +230,9 @@ func (ps *promises) dontHave(p peer.ID, c cid.Cid, now time.Time) {
 	if m := ps.haves[c]; m != nil {
 		delete(m, p)
 	}
+	if m := ps.blocked[c]; m != nil {
+		delete(m, p)
+	}
 	delete(ps.probes[p], c)
 	delete(ps.held[p], c)
 }
@@ -308,6 +319,12 @@ func (ps *promises) gone(p peer.ID) {
 			delete(ps.haves, c)
 		}
 	}
+	for c, m := range ps.blocked {
+		delete(m, p)
+		if len(m) == 0 {
+			delete(ps.blocked, c)
+		}
+	}
 	for c := range ps.donts {
 		ps.unrefuse(p, c)
 	}
@@ -350,6 +367,7 @@ func (ps *promises) forget(c cid.Cid) {
 		delete(ps.held[p], c)
 	}
 	delete(ps.haves, c)
+	delete(ps.blocked, c)
 	delete(ps.donts, c)
 }
 

@@ -107,6 +107,10 @@ const (
 type req struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	// moved: the leaf was asked again on the same bitswap session
+	// (peerHedgeLocked), which hands the one copy that comes to both
+	// requests: this one's is no duplicate.
+	moved atomic.Bool
 }
 
 type leafState struct {
@@ -121,6 +125,7 @@ type leafState struct {
 	peerAt     time.Time // when peers were last asked
 	fetchedAt  time.Time // when it first came
 	from       peer.ID   // the peer it first came from ("": not from a peer)
+	peerHedged bool      // asked directly of a serving holder (peerHedgeLocked)
 	local      *req
 	peer       *req
 	origin     *req
@@ -631,6 +636,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		r.wake()
 		return now, false
 	}
+	r.peerHedgeLocked(p, cur, now, s)
 	r.judgeMembersLocked(now, s)
 	r.stripeLocked(p, now, s)
 	r.dialAddrlessLocked(p, now, s)
@@ -1014,6 +1020,87 @@ func (r *Reader) stuckLocked(cur, end int, now time.Time, s *soon) bool {
 	r.retarget, r.retargetLeaf = other, cur
 	r.f.log.Debug("leaf asked again on a new session", "cid", r.leaves[cur].Cid, "direct", r.retarget)
 	return true
+}
+
+// peerHedgeLocked asks the leaf the reader waits on, once, directly of
+// the holder serving this fetch (servingHolderLocked) at the top priority
+// once the reader has waited on it as long as peers get for a leaf
+// (peerHedges): its peer request is set aside, and planLocked asks it
+// again in a batch whose first want goes to that holder (askFirst).
+// Bitswap's session gives each want-block to one of the peers that said
+// HAVE: in the default demo (a seed, 20 apps) most of the leaves the
+// apps took from the origin had been asked only of apps at their serving
+// caps, while the seed sent the leaves around them. The caller holds mu.
+func (r *Reader) peerHedgeLocked(p *plan, cur int, now time.Time, s *soon) {
+	if cur >= len(r.st) {
+		return
+	}
+	st := &r.st[cur]
+	if st.data != nil || st.peer == nil || st.peerHedged {
+		return
+	}
+	if !peerHedges(r.joinLocked(p, now, s), st.peerAt, s) {
+		return
+	}
+	h := r.servingHolderLocked(now, r.leaves[cur].Cid)
+	if h == "" {
+		return
+	}
+	st.peerHedged = true
+	st.peer.moved.Store(true)
+	st.peer.cancel()
+	st.peer = nil
+	r.retarget, r.retargetLeaf = h, cur
+	r.f.log.Debug("leaf asked of a serving holder", "cid", r.leaves[cur].Cid, "holder", h)
+}
+
+// servingHolderLocked returns the provider of this content that holds it
+// (not one of the crowd still fetching it), connected and not penalised,
+// that has said HAVE of c or was asked for it (guard.claims: a provider
+// holding part of the content only would answer DONT_HAVE, which can
+// bring the origin in at once), and that sent this fetch the most leaves within StallTimeout (of those, the
+// one that sent the last); "" if none. Asked for c already, it is asked
+// again at the top priority: a holder serves each peer's wants by the
+// priority each had when asked, and a leaf asked far ahead of the reader
+// can wait behind leaves asked later. Counting leaves, not taking the last
+// to deliver, picks the seed serving this node over a crowd member at its
+// serving cap that has just finished. The caller holds mu.
+func (r *Reader) servingHolderLocked(now time.Time, c cid.Cid) peer.ID {
+	var fetching []peer.ID
+	if r.f.cfg.Crowd != nil {
+		fetching = r.f.cfg.Crowd.Fetchers(r.t.Cid)
+	}
+	type sent struct {
+		n    int
+		last time.Time
+	}
+	by := map[peer.ID]*sent{}
+	for i := range r.st {
+		st := &r.st[i]
+		if st.from == "" || now.Sub(st.fetchedAt) > r.f.cfg.StallTimeout {
+			continue
+		}
+		x := by[st.from]
+		if x == nil {
+			x = &sent{}
+			by[st.from] = x
+		}
+		x.n++
+		x.last = later(x.last, st.fetchedAt)
+	}
+	h := r.f.cfg.Host
+	var best peer.ID
+	for _, p := range r.provs {
+		x := by[p]
+		if x == nil || p == h.ID() || slices.Contains(fetching, p) || r.f.guard.isPenalised(p) ||
+			h.Network().Connectedness(p) != network.Connected || !r.f.guard.claims(p, c) {
+			continue
+		}
+		if b := by[best]; best == "" || x.n > b.n || x.n == b.n && x.last.After(b.last) {
+			best = p
+		}
+	}
+	return best
 }
 
 // askAgainLocked cancels the peer requests of the missing leaves in
@@ -1544,6 +1631,11 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	// A copy is a duplicate if another won: the winner cancelled and
 	// forgot every request for the leaf, this one included.
 	if s.data != nil || (s.local != from && s.peer != from && s.origin != from) {
+		if from.moved.Load() {
+			r.mu.Unlock()
+			from.cancel()
+			return
+		}
 		r.stats.DuplicateBytes += n
 		r.mu.Unlock()
 		from.cancel()

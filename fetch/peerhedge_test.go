@@ -1,0 +1,112 @@
+package fetch_test
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/store"
+)
+
+// TestLeafAskedOfServingHolder: bitswap's session gives each want-block to
+// one of the peers that said HAVE, and sticks to it. Here the seed serving
+// the fetch holds the first 3 of 6 leaves when it is asked (it answers
+// DONT_HAVE for the rest), so the session asks a holder that said HAVE,
+// has served this node before and sits on every want-block, as an app at
+// its serving cap does, for the last 3. The seed then has them and says
+// HAVE. The leaf the reader waits on is asked of the seed directly, at the
+// top priority, once the reader has waited on it as long as peers get for
+// a leaf (peerHedges), so every leaf comes from the seed well before the
+// re-ask of a stuck leaf (StuckAfter, 3 s); without that each of the last
+// leaves waited for it.
+func TestLeafAskedOfServingHolder(t *testing.T) {
+	warm, warmBlk := smallAsset(t, 72)
+	a := makeAsset(t, 73, 6*MiB)
+	leaves := leafBlocks(t, a)
+	if len(leaves) != 6 {
+		t.Fatalf("%d leaves, want 6", len(leaves))
+	}
+	sitter := newScripted(t, append(leaves, warmBlk)...)
+	sitter.withhold = func(c cid.Cid) bool { return !c.Equals(warmBlk.Cid()) }
+	seed := newScripted(t, leaves[:3]...)
+	cl := newNode(t, fetch.Config{Providers: providers{
+		warm.t.Cid: {sitter.info()},
+		a.t.Cid:    {seed.info(), sitter.info()},
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, p := range []*scripted{seed, sitter} {
+		if err := cl.h.Connect(ctx, p.info()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.fetchWhole(t, warm.t, warm.data) // the sitter is trusted
+
+	r, err := cl.f.Open(ctx, a.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go seedGets(ctx, seed, sitter, cl, leaves[3:])
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	checkBytes(t, got, a.data)
+	st := r.Stats()
+	t.Logf("peers %v in %v", st.Peers, st.TTLB)
+	if st.Peers[seed.h.ID()] != int64(len(a.data)) {
+		t.Errorf("Stats.Peers = %v, want every byte from the seed", st.Peers)
+	}
+	if st.TTLB >= fetch.StuckAfter {
+		t.Errorf("the fetch took %v, want under %v: the leaves the sitter sat on waited to be asked again", st.TTLB, fetch.StuckAfter)
+	}
+}
+
+// seedGets waits until the sitter has been asked for the blocks bs, then
+// gives them to the seed, which tells cl it has them.
+func seedGets(ctx context.Context, seed, sitter *scripted, cl *node, bs []blocks.Block) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for _, b := range bs {
+		for !sitter.askedBlock(b.Cid()) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}
+	have := bsmsg.New(false)
+	seed.mu.Lock()
+	for _, b := range bs {
+		seed.blocks[b.Cid()] = b
+		have.AddHave(b.Cid())
+	}
+	seed.mu.Unlock()
+	send(seed.h, cl.h.ID(), have)
+}
+
+// leafBlocks returns a's leaves as blocks, in file order.
+func leafBlocks(t testing.TB, a asset) []blocks.Block {
+	t.Helper()
+	ls, err := store.Leaves(context.Background(), nodesGetter(a.t), a.t.Cid, a.t.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := make([]blocks.Block, len(ls))
+	for i, l := range ls {
+		b, err := blocks.NewBlockWithCid(a.data[l.Offset:l.Offset+l.Size], l.Cid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs[i] = b
+	}
+	return bs
+}
