@@ -3,6 +3,7 @@ package fetch_test
 import (
 	"context"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -27,7 +28,11 @@ import (
 // want-have with HAVE unless noHaves, and a want for a block it lacks with
 // DONT_HAVE when asked to. With haveDelay its HAVEs and DONT_HAVEs go
 // that long after the want; withhold names blocks whose want-blocks it
-// takes and never answers.
+// takes and never answers. With pace it sends one block at a time, over
+// all its streams, each pace after the one before, as a holder at its
+// serving cap does; with reverse a message's blocks go last first, as a
+// holder serving wants by the priorities they had when asked may send
+// them.
 type scripted struct {
 	h          host.Host
 	blocks     map[cid.Cid]blocks.Block
@@ -35,6 +40,9 @@ type scripted struct {
 	noHaves    bool
 	haveDelay  time.Duration
 	withhold   func(cid.Cid) bool
+	pace       time.Duration
+	reverse    bool
+	paced      sync.Mutex // held while a paced block waits its turn and goes
 
 	mu      sync.Mutex
 	msgs    [][]bsmsg.Entry  // received wantlists, in order of arrival
@@ -99,17 +107,30 @@ func (s *scripted) serve(st network.Stream) {
 		}
 		if len(want) > 0 {
 			time.Sleep(s.blockDelay)
+			if s.reverse {
+				slices.Reverse(want)
+			}
 			for _, b := range want { // a message each, as a holder sends 1 MiB leaves
-				reply := bsmsg.New(false)
-				reply.AddBlock(b)
-				s.mu.Lock()
-				s.replyTo = append(s.replyTo, k)
-				s.mu.Unlock()
-				send(s.h, from, reply)
+				s.sendPaced(from, b, k)
 			}
 			s.sent <- struct{}{}
 		}
 	}
+}
+
+// sendPaced sends b to p, answering message k, at s.pace.
+func (s *scripted) sendPaced(p peer.ID, b blocks.Block, k int) {
+	if s.pace > 0 {
+		s.paced.Lock()
+		defer s.paced.Unlock()
+		time.Sleep(s.pace)
+	}
+	reply := bsmsg.New(false)
+	reply.AddBlock(b)
+	s.mu.Lock()
+	s.replyTo = append(s.replyTo, k)
+	s.mu.Unlock()
+	send(s.h, p, reply)
 }
 
 // firstAbout returns the index of the first message with an entry for c,

@@ -16,17 +16,19 @@ import (
 
 // TestLeafAskedOfServingHolder: bitswap's session gives each want-block to
 // one of the peers that said HAVE, and sticks to it. Here the seed serving
-// the fetch holds the first 3 of 6 leaves when it is asked (it answers
-// DONT_HAVE for the rest), so the session asks a holder that said HAVE,
-// has served this node before and sits on every want-block, as an app at
-// its serving cap does, for the last 3. The seed then has them and says
-// HAVE. The leaf the reader waits on is asked of the seed directly, at the
+// the fetch (it served this node last, so the fetch's first leaf is asked
+// of it directly) holds the first 3 of 6 leaves when it is asked (it
+// answers DONT_HAVE for the rest), so the session asks a holder that said
+// HAVE, has served this node before and sits on every want-block, as an
+// app at its serving cap does, for the last 3 (and may for the others).
+// The seed then has them and says HAVE. The leaf the reader waits on is asked of the seed directly, at the
 // top priority, once the reader has waited on it as long as peers get for
 // a leaf (peerHedges), so every leaf comes from the seed well before the
 // re-ask of a stuck leaf (StuckAfter, 3 s); without that each of the last
 // leaves waited for it.
 func TestLeafAskedOfServingHolder(t *testing.T) {
 	warm, warmBlk := smallAsset(t, 72)
+	seedWarm, seedWarmBlk := smallAsset(t, 74)
 	a := makeAsset(t, 73, 6*MiB)
 	leaves := leafBlocks(t, a)
 	if len(leaves) != 6 {
@@ -34,10 +36,11 @@ func TestLeafAskedOfServingHolder(t *testing.T) {
 	}
 	sitter := newScripted(t, append(leaves, warmBlk)...)
 	sitter.withhold = func(c cid.Cid) bool { return !c.Equals(warmBlk.Cid()) }
-	seed := newScripted(t, leaves[:3]...)
+	seed := newScripted(t, append(leaves[:3:3], seedWarmBlk)...)
 	cl := newNode(t, fetch.Config{Providers: providers{
-		warm.t.Cid: {sitter.info()},
-		a.t.Cid:    {seed.info(), sitter.info()},
+		warm.t.Cid:     {sitter.info()},
+		seedWarm.t.Cid: {seed.info()},
+		a.t.Cid:        {seed.info(), sitter.info()},
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -46,7 +49,8 @@ func TestLeafAskedOfServingHolder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cl.fetchWhole(t, warm.t, warm.data) // the sitter is trusted
+	cl.fetchWhole(t, warm.t, warm.data)         // the sitter is trusted
+	cl.fetchWhole(t, seedWarm.t, seedWarm.data) // the seed has served this node: asked first
 
 	r, err := cl.f.Open(ctx, a.t)
 	if err != nil {
@@ -109,4 +113,36 @@ func leafBlocks(t testing.TB, a asset) []blocks.Block {
 		bs[i] = b
 	}
 	return bs
+}
+
+// TestPriorityOrderNotSkipped: a holder serving this node sends a fetch's
+// leaves last first, one each 300 ms (a holder serves each peer's wants by
+// the priorities they had when asked, and leaves asked later nearer the
+// reader go before one asked long ago). That is no sign that it dropped the
+// leaf the reader waits on, so the origin, there to hedge, waits the
+// holder's full hedge time and takes nothing. Counted as skipped (a later
+// leaf from a peer asked for the reader's leaf before: the rule until
+// 2026-12-04), the origin took the reader's leaf 200 ms after the first
+// later leaf came.
+func TestPriorityOrderNotSkipped(t *testing.T) {
+	warm, warmBlk := smallAsset(t, 75)
+	a := makeAsset(t, 76, 6*MiB)
+	seed := newScripted(t, append(leafBlocks(t, a), warmBlk)...)
+	o := newOrigin(t, a.data)
+	cl := newNode(t, fetch.Config{Providers: providers{warm.t.Cid: {seed.info()}, a.t.Cid: {seed.info()}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := cl.h.Connect(ctx, seed.info()); err != nil {
+		t.Fatal(err)
+	}
+	cl.fetchWhole(t, warm.t, warm.data) // the seed serves this node
+	seed.pace, seed.reverse = 300*time.Millisecond, true
+
+	tg := a.t
+	tg.URL = o.URL
+	st := cl.fetchWhole(t, tg, a.data)
+	t.Logf("peers %v, origin %d bytes in %d requests, took %v", st.Peers, o.sent.Load(), o.reqs.Load(), st.TTLB)
+	if n := o.reqs.Load(); n > 0 {
+		t.Errorf("the origin was asked for %d leaves while the seed sent the fetch's leaves last first, one each 300 ms", n)
+	}
 }

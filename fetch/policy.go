@@ -74,8 +74,8 @@ type joinState struct {
 	// stallTimeout (holderDeliveringLocked; then held too).
 	serving bool
 	// crowd: others are known to fetch the same content (Config.Crowd);
-	// skipped: a later leaf of the window has come from peers while the
-	// one the reader waits on has not; refused: every peer asked for the
+	// skipped: the holder asked directly for the leaf the reader waits on
+	// has sent later leaves of the window instead (skippedLocked); refused: every peer asked for the
 	// leaf the reader waits on has answered, with DONT_HAVE, and no peer's
 	// HAVE of it stands (guard.refused; gathered only when no crowd is
 	// known).
@@ -239,9 +239,10 @@ func hedgeLeaf(j joinState, s *soon) bool {
 
 // hedgeWait is hedgeWaits times as long as peers get for a leaf (wait), at
 // most half of stallTimeout: a holder serving a crowd sends each of its
-// fetchers leaves in bursts. Only wait when no crowd is known and peers
-// have sent later leaves but not the one the reader waits on: the holder
-// skipped it (a damaged block it dropped, TestFaultSeedDamage).
+// fetchers leaves in bursts. Only wait when no crowd is known and the
+// holder asked directly for the leaf the reader waits on has sent later
+// leaves instead: it skipped it (a damaged block it dropped,
+// TestFaultSeedDamage).
 func (j joinState) hedgeWait() time.Duration {
 	w := j.wait()
 	if j.skipped && !j.crowd {
@@ -261,18 +262,27 @@ func takesOver(j joinState, s *soon) bool {
 
 // peerHedges reports whether the leaf the reader has waited on since
 // j.waitSince, asked of peers at askedAt, is asked directly of a holder
-// that serves this fetch and was not asked for it: once the reader has
-// waited on it, since it was asked, as long as peers get for a leaf
-// (joinState.wait). Bitswap's session gives each want-block to one of the
-// peers that said HAVE, often a crowd member at its serving cap, while
-// the seed serving this node goes on sending the leaves around it. It
-// notes in s when the answer changes.
+// that serves this fetch: once the reader has waited on it, since it was
+// asked, for peerTimeout. Bitswap's session gives each want-block to one
+// of the peers that said HAVE, often a crowd member at its serving cap,
+// while the seed serving this node goes on sending the leaves around it.
+// Asking again costs a message, not origin bytes, so it does not wait for
+// the peers' pace (afterPeers): timed by a pace the re-asks themselves set,
+// each leaf waited twice as long as the one before (0.2, 0.4, 0.6, 0.85,
+// 1.3 s in TestLeafAskedOfServingHolder). It notes in s when the answer
+// changes.
 func peerHedges(j joinState, askedAt time.Time, s *soon) bool {
 	if j.waitSince.IsZero() {
 		return false
 	}
-	return s.reached(j.now, later(j.waitSince, askedAt).Add(j.wait()))
+	return s.reached(j.now, later(j.waitSince, askedAt).Add(j.peerTimeout))
 }
+
+// skipAfter is how many later leaves a holder asked directly for the
+// reader's leaf may send before the leaf counts as skipped (skippedLocked):
+// twice the sends a meshcdn holder has under way to one peer
+// (perPeerSends), as other servers may have more.
+const skipAfter = 2 * perPeerSends
 
 // hedgesAgain reports whether an origin that took over from hedging at
 // tookOver (zero: it did not) goes back to hedging per leaf: a holder

@@ -125,7 +125,8 @@ type leafState struct {
 	peerAt     time.Time // when peers were last asked
 	fetchedAt  time.Time // when it first came
 	from       peer.ID   // the peer it first came from ("": not from a peer)
-	peerHedged bool      // asked directly of a serving holder (peerHedgeLocked)
+	hedgedTo   peer.ID   // the serving holder it was asked of directly, if any (peerHedgeLocked)
+	hedgedAt   time.Time // and when
 	local      *req
 	peer       *req
 	origin     *req
@@ -790,7 +791,7 @@ func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool, s *so
 		noProvider: r.prov == provNone, provsPenalised: r.allProvidersPenalised(),
 		peerDelivered: r.stats.PeerBytes > 0,
 		peersSlow:     !r.waitSince.IsZero() && slowerThanOrigin(r.peerTimes, r.f.originShare(fetchers)),
-		held:          serving || r.firstMissingHeldLocked(), serving: serving, crowd: fetchers > 0, skipped: r.skippedLocked(now, s),
+		held:          serving || r.firstMissingHeldLocked(), serving: serving, crowd: fetchers > 0, skipped: r.skippedLocked(),
 		refused: fetchers == 0 && r.waitedRefusedLocked(), // (only asked for when no crowd is known)
 		leaf:    leafTime(r.f.originRequestRate()),
 		pace:    peerPace(r.peerTimes), stallTimeout: r.f.cfg.StallTimeout,
@@ -798,33 +799,36 @@ func (r *Reader) joinStateLocked(now time.Time, missing, peerWaiting bool, s *so
 }
 
 // skippedLocked reports whether a peer skipped the leaf the reader waits
-// on: a leaf after it, within the window, came PeerTimeout or more before
-// now from a peer (fetched, never asked of the origin) that had been sent
-// a want-block of the reader's leaf before it sent that one. A peer sends
-// the wants of one fetch in file order (guard.order), give or take its
-// send workers racing, so it has dropped the leaf (a damaged block,
-// TestFaultSeedDamage). Leaves coming out of order from different peers
-// are no sign: counted as one, the origin took a leaf at the reader's
-// first short wait whenever another holder was quicker, in the default
-// demo about one leaf in thirty. It notes in s when such a leaf, come
-// less than PeerTimeout ago, will count. The caller holds mu.
-func (r *Reader) skippedLocked(now time.Time, s *soon) bool {
+// on: the holder it was asked of directly, at the top priority
+// (peerHedgeLocked), has since sent more than skipAfter later leaves of
+// the window (fetched, never asked of the origin), more than it can have
+// had under way when asked, so it has dropped the leaf (a damaged block,
+// TestFaultSeedDamage; one that answers the direct want with DONT_HAVE is
+// caught sooner, waitedRefusedLocked). Later leaves sent by a peer asked
+// for the reader's leaf only in the session's order are no sign: a holder
+// serves each peer's wants by the priorities they had when asked, and a
+// leaf asked far ahead of the reader waits behind leaves asked later
+// nearer it. Counted as skipped (until 2026-12-04), they had the default
+// demo's apps take leaves from the origin after 200 ms waits while the
+// seed sent the leaves around them. The caller holds mu.
+func (r *Reader) skippedLocked() bool {
 	cur, waiting := r.waitingLeafLocked()
 	if !waiting {
 		return false
 	}
+	w := &r.st[cur]
+	if w.hedgedTo == "" {
+		return false
+	}
+	n := 0
 	end := min(len(r.leaves), cur+r.f.windowLeaves())
 	for k := cur + 1; k < end; k++ {
 		st := &r.st[k]
-		if !st.fetched || !st.originAt.IsZero() || st.from == "" ||
-			!r.f.guard.blockAskedBefore(st.from, r.leaves[cur].Cid, st.fetchedAt) {
-			continue
-		}
-		if s.reached(now, st.fetchedAt.Add(r.f.cfg.PeerTimeout)) {
-			return true
+		if st.fetched && st.originAt.IsZero() && st.from == w.hedgedTo && st.fetchedAt.After(w.hedgedAt) {
+			n++
 		}
 	}
-	return false
+	return n > skipAfter
 }
 
 // waitedRefusedLocked reports whether the reader waits on a leaf that the
@@ -1036,7 +1040,7 @@ func (r *Reader) peerHedgeLocked(p *plan, cur int, now time.Time, s *soon) {
 		return
 	}
 	st := &r.st[cur]
-	if st.data != nil || st.peer == nil || st.peerHedged {
+	if st.data != nil || st.peer == nil || st.hedgedTo != "" {
 		return
 	}
 	if !peerHedges(r.joinLocked(p, now, s), st.peerAt, s) {
@@ -1046,7 +1050,7 @@ func (r *Reader) peerHedgeLocked(p *plan, cur int, now time.Time, s *soon) {
 	if h == "" {
 		return
 	}
-	st.peerHedged = true
+	st.hedgedTo, st.hedgedAt = h, now
 	st.peer.moved.Store(true)
 	st.peer.cancel()
 	st.peer = nil
