@@ -1028,7 +1028,7 @@ func (r *Reader) stuckLocked(cur, end int, now time.Time, s *soon) bool {
 
 // peerHedgeLocked asks the leaf the reader waits on, once, directly of
 // the holder serving this fetch (servingHolderLocked) at the top priority
-// once the reader has waited on it as long as peers get for a leaf
+// once the reader has waited on it for PeerTimeout since it was asked
 // (peerHedges): its peer request is set aside, and planLocked asks it
 // again in a batch whose first want goes to that holder (askFirst).
 // Bitswap's session gives each want-block to one of the peers that said
@@ -1062,13 +1062,14 @@ func (r *Reader) peerHedgeLocked(p *plan, cur int, now time.Time, s *soon) {
 // (not one of the crowd still fetching it), connected and not penalised,
 // that has said HAVE of c or was asked for it (guard.claims: a provider
 // holding part of the content only would answer DONT_HAVE, which can
-// bring the origin in at once), and that sent this fetch the most leaves within StallTimeout (of those, the
-// one that sent the last); "" if none. Asked for c already, it is asked
-// again at the top priority: a holder serves each peer's wants by the
-// priority each had when asked, and a leaf asked far ahead of the reader
-// can wait behind leaves asked later. Counting leaves, not taking the last
-// to deliver, picks the seed serving this node over a crowd member at its
-// serving cap that has just finished. The caller holds mu.
+// bring the origin in at once), and that sent this fetch the most leaves
+// within StallTimeout (of those, the one that sent the last); "" if none.
+// Asked for c already, it is asked again at the top priority: a holder
+// serves each peer's wants by the priority each had when asked, and a
+// leaf asked far ahead of the reader can wait behind leaves asked later.
+// Counting leaves, not taking the last to deliver, picks the seed serving
+// this node over a crowd member at its serving cap that has just
+// finished. The caller holds mu.
 func (r *Reader) servingHolderLocked(now time.Time, c cid.Cid) peer.ID {
 	var fetching []peer.ID
 	if r.f.cfg.Crowd != nil {
@@ -1635,7 +1636,7 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	// A copy is a duplicate if another won: the winner cancelled and
 	// forgot every request for the leaf, this one included.
 	if s.data != nil || (s.local != from && s.peer != from && s.origin != from) {
-		if from.moved.Load() {
+		if from.moved.Load() { // the copy the leaf's new request gets as well
 			r.mu.Unlock()
 			from.cancel()
 			return
