@@ -121,12 +121,7 @@ func (ps *promises) asked(p peer.ID, c cid.Cid, block bool, now time.Time) {
 		}
 		return
 	}
-	m := ps.blocked[c]
-	if m == nil {
-		m = make(map[peer.ID]bool)
-		ps.blocked[c] = m
-	}
-	m[p] = true
+	mark(ps.blocked, c, p)
 	if _, ok := ps.open[k]; !ok {
 		d := haveDeadline // a proven peer's promise is kept to time its blocks
 		if !ps.proven(p) {
@@ -145,6 +140,26 @@ func (ps *promises) answered(k promiseKey, now time.Time) {
 	}
 	delete(ps.haveAsk, k)
 	ps.rtt[k.p] = average(ps.rtt[k.p], now.Sub(at))
+}
+
+// mark notes p in mm under c.
+func mark(mm map[cid.Cid]map[peer.ID]bool, c cid.Cid, p peer.ID) {
+	m := mm[c]
+	if m == nil {
+		m = make(map[peer.ID]bool)
+		mm[c] = m
+	}
+	m[p] = true
+}
+
+// dropPeer removes p from mm, and the blocks it leaves with no peer.
+func dropPeer(mm map[cid.Cid]map[peer.ID]bool, p peer.ID) {
+	for c, m := range mm {
+		delete(m, p)
+		if len(m) == 0 {
+			delete(mm, c)
+		}
+	}
 }
 
 // average is an exponentially weighted average, a quarter weight to the
@@ -195,12 +210,7 @@ func (ps *promises) have(p peer.ID, c cid.Cid, now time.Time) (void, hold bool) 
 		}
 		delete(ps.liedTo, k)
 	}
-	m := ps.haves[c]
-	if m == nil {
-		m = make(map[peer.ID]bool)
-		ps.haves[c] = m
-	}
-	m[p] = true
+	mark(ps.haves, c, p)
 	ps.unrefuse(p, c)
 	if ps.trusted(p, c) {
 		return false, false
@@ -242,12 +252,7 @@ func (ps *promises) dontHave(p peer.ID, c cid.Cid, now time.Time) {
 // or c is forgotten (refusedOnly).
 func (ps *promises) refused(p peer.ID, c cid.Cid, now time.Time) {
 	ps.dontHave(p, c, now)
-	m := ps.donts[c]
-	if m == nil {
-		m = make(map[peer.ID]bool)
-		ps.donts[c] = m
-	}
-	m[p] = true
+	mark(ps.donts, c, p)
 }
 
 // unrefuse forgets that p said DONT_HAVE of c.
@@ -313,18 +318,8 @@ func (ps *promises) gone(p peer.ID) {
 			delete(ps.haveAsk, k)
 		}
 	}
-	for c, m := range ps.haves {
-		delete(m, p)
-		if len(m) == 0 {
-			delete(ps.haves, c)
-		}
-	}
-	for c, m := range ps.blocked {
-		delete(m, p)
-		if len(m) == 0 {
-			delete(ps.blocked, c)
-		}
-	}
+	dropPeer(ps.haves, p)
+	dropPeer(ps.blocked, p)
 	for c := range ps.donts {
 		ps.unrefuse(p, c)
 	}
