@@ -75,10 +75,10 @@ type joinState struct {
 	serving bool
 	// crowd: others are known to fetch the same content (Config.Crowd);
 	// skipped: the holder asked directly for the leaf the reader waits on
-	// has sent later leaves of the window instead (skippedLocked); refused: every peer asked for the
-	// leaf the reader waits on has answered, with DONT_HAVE, and no peer's
-	// HAVE of it stands (guard.refused; gathered only when no crowd is
-	// known).
+	// has sent later leaves of the window instead (skippedLocked);
+	// refused: every peer asked for the leaf the reader waits on has
+	// answered, with DONT_HAVE, and no peer's HAVE of it stands
+	// (guard.refused; gathered only when no crowd is known).
 	crowd, skipped, refused bool
 	// pace is the recent time between leaves from peers (peerPace; 0:
 	// not known), stallTimeout Config.StallTimeout. Once peers deliver,
@@ -261,9 +261,9 @@ func takesOver(j joinState, s *soon) bool {
 }
 
 // peerHedges reports whether the leaf the reader has waited on since
-// j.waitSince, asked of peers at askedAt, is asked directly of a holder
-// that serves this fetch: once the reader has waited on it, since it was
-// asked, for peerTimeout. Bitswap's session gives each want-block to one
+// waitSince (zero: it does not wait), asked of peers at askedAt, is asked
+// directly of a holder that serves this fetch: once the reader has waited
+// on it, since it was asked, for peerTimeout. Bitswap's session gives each want-block to one
 // of the peers that said HAVE, often a crowd member at its serving cap,
 // while the seed serving this node goes on sending the leaves around it.
 // Asking again costs a message, not origin bytes, so it does not wait for
@@ -271,11 +271,11 @@ func takesOver(j joinState, s *soon) bool {
 // each leaf waited twice as long as the one before (0.2, 0.4, 0.6, 0.85,
 // 1.3 s in TestLeafAskedOfServingHolder). It notes in s when the answer
 // changes.
-func peerHedges(j joinState, askedAt time.Time, s *soon) bool {
-	if j.waitSince.IsZero() {
+func peerHedges(now, waitSince, askedAt time.Time, peerTimeout time.Duration, s *soon) bool {
+	if waitSince.IsZero() {
 		return false
 	}
-	return s.reached(j.now, later(j.waitSince, askedAt).Add(j.peerTimeout))
+	return s.reached(now, later(waitSince, askedAt).Add(peerTimeout))
 }
 
 // skipAfter is how many later leaves a holder asked directly for the

@@ -823,7 +823,9 @@ func TestPeerHedges(t *testing.T) {
 	base := joinState{start: t0, lastPeer: t0, peerTimeout: pt, stallTimeout: 5 * time.Second,
 		missing: true, peerDelivered: true, waitSince: t0}
 	asked := t0 // when the leaf was last asked of peers
-	rule := func(j joinState, s *soon) (bool, string) { return peerHedges(j, asked, s), "" }
+	rule := func(j joinState, s *soon) (bool, string) {
+		return peerHedges(j.now, j.waitSince, asked, j.peerTimeout, s), ""
+	}
 	runJoinCases(t, base, rule, []joinCase{
 		{"the reader does not wait", time.Minute, func(j *joinState) { j.waitSince = time.Time{} }, false, 0},
 		{"waited less than peerTimeout", pt - 1, nil, false, pt},
@@ -850,20 +852,19 @@ func TestPeerHedgesSynctest(t *testing.T) {
 		start := time.Now()
 		waitSince := start.Add(350 * time.Millisecond)
 		for {
-			j := joinState{now: time.Now(), start: start, lastPeer: start, peerTimeout: pt,
-				stallTimeout: 5 * time.Second, missing: true, peerDelivered: true}
-			if !j.now.Before(waitSince) {
-				j.waitSince = waitSince
+			now, waiting := time.Now(), time.Time{}
+			if !now.Before(waitSince) {
+				waiting = waitSince
 			}
-			s := newSoon(j.now)
-			if peerHedges(j, start, s) {
+			s := newSoon(now)
+			if peerHedges(now, waiting, start, pt, s) {
 				break
 			}
 			next := s.next
-			if j.waitSince.IsZero() {
+			if waiting.IsZero() {
 				next = waitSince // the reader's Read wakes the Reader
 			}
-			time.Sleep(next.Sub(j.now))
+			time.Sleep(next.Sub(now))
 		}
 		if d := time.Since(start); d != 350*time.Millisecond+pt {
 			t.Errorf("asked of the serving holder after %v, want %v", d, 350*time.Millisecond+pt)

@@ -637,7 +637,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 		r.wake()
 		return now, false
 	}
-	r.peerHedgeLocked(p, cur, now, s)
+	r.peerHedgeLocked(cur, now, s)
 	r.judgeMembersLocked(now, s)
 	r.stripeLocked(p, now, s)
 	r.dialAddrlessLocked(p, now, s)
@@ -1035,15 +1035,13 @@ func (r *Reader) stuckLocked(cur, end int, now time.Time, s *soon) bool {
 // HAVE: in the default demo (a seed, 20 apps) most of the leaves the
 // apps took from the origin had been asked only of apps at their serving
 // caps, while the seed sent the leaves around them. The caller holds mu.
-func (r *Reader) peerHedgeLocked(p *plan, cur int, now time.Time, s *soon) {
+func (r *Reader) peerHedgeLocked(cur int, now time.Time, s *soon) {
 	if cur >= len(r.st) {
 		return
 	}
 	st := &r.st[cur]
-	if st.data != nil || st.peer == nil || st.hedgedTo != "" {
-		return
-	}
-	if !peerHedges(r.joinLocked(p, now, s), st.peerAt, s) {
+	if st.data != nil || st.peer == nil || st.hedgedTo != "" ||
+		!peerHedges(now, r.waitSince, st.peerAt, r.f.cfg.PeerTimeout, s) {
 		return
 	}
 	h := r.servingHolderLocked(now, r.leaves[cur].Cid)
