@@ -63,8 +63,8 @@ func crowdTargets(c *CrowdResult) []Target {
 		ts = append(ts, check("crowd: 50 within "+rs[0].Arrival+", no seed: origin copies", medianOf(rs, copies), "<=", 1.25, "copies",
 			site+figures(rs, off, copies, "%.2f")))
 		done := func(r CrowdRun) float64 { return r.CompletionP50 }
-		if b := find(50, false, 0, false, false); len(b) > 0 && medianOf(b, done) > 0 {
-			m, base := medianOf(rs, done), medianOf(b, done)
+		if base := medianOf(find(50, false, 0, false, false), done); base > 0 {
+			m := medianOf(rs, done)
 			ts = append(ts, check("crowd: 50 within "+rs[0].Arrival+", no seed: completion p50 ÷ no mesh", m/base, "<=", 0.5, "×",
 				fmt.Sprintf("%.0f ms vs %.0f ms (fetch issue, must-show 2)", m, base)+figures(rs, off, done, "%.0f")))
 		}
