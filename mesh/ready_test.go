@@ -227,3 +227,62 @@ func TestOthersTrustedFromSeedsOnly(t *testing.T) {
 		t.Fatalf("a seed's holders: %v, want [%s]", ps, victim)
 	}
 }
+
+// TestLookupKeepsSeedPastCut: a lookup of at most count providers keeps a
+// place for the connected seed that holds the content, though the table
+// ranks it last (peers that delivered to this node first, and the seed's
+// HAVE the oldest). In a crowd beside a seed, a late app that 16 other apps
+// had served looked up 16 of them and not the seed.
+func TestLookupKeepsSeedPastCut(t *testing.T) {
+	s := newSite(t, map[string]int64{"x.bin": 300 << 10, "y1.bin": 1000, "y2.bin": 1001})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	seed := newNode(t, mesh.Config{Name: "cut", Role: mesh.RoleSeed, Origin: s.URL(), DisableDHT: true})
+	m, err := seed.LoadManifest(ctx, "manifest.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetchAll(ctx, t, seed, m, "x.bin", s.Site()["x.bin"])
+	app := newNode(t, mesh.Config{Name: "cut", Origin: s.URL(), Bootstrap: []string{seed.Addrs()[0].String()},
+		PeerTimeout: 5 * time.Second, DisableDHT: true})
+	if err := app.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Two holders of x, each the only holder of a small file the app then
+	// takes from it: both delivered to the app, the seed did not.
+	var holders []peer.ID
+	for _, y := range []string{"y1.bin", "y2.bin"} {
+		h := newNode(t, mesh.Config{Name: "cut", Origin: s.URL(), DisableDHT: true})
+		if err := app.Host().Connect(ctx, peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+		fetchAll(ctx, t, h, m, "x.bin", s.Site()["x.bin"])
+		fetchAll(ctx, t, h, m, y, s.Site()[y])
+		a, _ := m.Lookup(y)
+		waitProvider(ctx, t, app, a.Cid)
+		if p, _ := fetchAll(ctx, t, app, m, y, s.Site()[y]); p != a.Size {
+			t.Fatalf("the app took %d of %s's %d bytes from peers, want all from its holder", p, y, a.Size)
+		}
+		holders = append(holders, h.ID())
+	}
+	x, _ := m.Lookup("x.bin")
+	for len(app.Announcer().Table().Providers(x.Cid, 0)) < 3 {
+		if ctx.Err() != nil {
+			t.Fatalf("the app's table lists %v for x.bin, want the seed and both holders", app.Announcer().Table().Providers(x.Cid, 0))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ps := app.Announcer().Table().Providers(x.Cid, 0); ps[2] != seed.ID() {
+		t.Fatalf("the table ranks %v, want the seed %s last: the test shows nothing", ps, seed.ID())
+	}
+	got := app.LookupProviders(ctx, x.Cid, 2)
+	if len(got) != 2 || !slices.Contains(got, seed.ID()) || got[0] != app.Announcer().Table().Providers(x.Cid, 1)[0] {
+		t.Errorf("a lookup of 2 gave %v, want the table's first and then the seed %s", got, seed.ID())
+	}
+	if got := app.LookupProviders(ctx, x.Cid, 0); len(got) != 3 {
+		t.Errorf("a lookup of all gave %v, want the 3 holders", got)
+	}
+	if got := app.LookupProviders(ctx, x.Cid, 1); len(got) != 1 || got[0] == seed.ID() {
+		t.Errorf("seed %s table %v: a lookup of 1 gave %v, want the table's first (no place to spare)", seed.ID(), app.Announcer().Table().Providers(x.Cid, 0), got)
+	}
+}
