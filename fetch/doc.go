@@ -66,8 +66,8 @@
 //     When a provider that holds the content (not one still fetching it)
 //     has sent this Fetcher blocks or HAVEs within StallTimeout, the origin
 //     joins as a hedge per leaf: it takes only the leaf the reader waits
-//     on, at once if peers are slower than its share, else once the reader
-//     has waited the first block's time (before any peer delivered) or four
+//     on, once the reader has waited the origin's time for a leaf if peers
+//     are slower than its share, else once it has waited the first block's time (before any peer delivered) or four
 //     times as long as peers get for a leaf (at most half of StallTimeout;
 //     as long, when no crowd is known and a peer asked for that leaf has
 //     since sent a later one and not it: a seed that dropped a damaged

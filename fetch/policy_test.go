@@ -637,7 +637,8 @@ func TestHedgeLeaf(t *testing.T) {
 	hedge := func(j joinState, s *soon) (bool, string) { return hedgeLeaf(j, s), "" }
 	runJoinCases(t, base, hedge, []joinCase{
 		{"the reader does not wait", time.Minute, func(j *joinState) { j.waitSince = time.Time{} }, false, 0},
-		{"peers slower than the origin: at once", 0, func(j *joinState) { j.peersSlow = true }, true, 0},
+		{"peers slower than the origin: not before the origin's time for the leaf", pt/4 - 1, func(j *joinState) { j.peersSlow, j.leaf = true, pt/4 }, false, pt / 4},
+		{"peers slower than the origin: after the origin's time for the leaf", pt / 4, func(j *joinState) { j.peersSlow, j.leaf = true, pt/4 }, true, 0},
 		{"no crowd, the peers do not have it: at once", 0, func(j *joinState) { j.crowd, j.refused = false, true }, true, 0},
 		{"in a crowd the peers' DONT_HAVE is not final: hedgeWaits peer waits", pt, func(j *joinState) { j.refused = true }, false, hedgeWaits * pt},
 		{"the reader gets hedgeWaits peer waits", hedgeWaits*pt - 1, nil, false, hedgeWaits * pt},
