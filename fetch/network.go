@@ -309,6 +309,18 @@ func (g *guard) deliveredSince(p peer.ID, t time.Time) bool {
 	return ok && !last.Before(t)
 }
 
+// deliveries returns how many blocks p delivered to this node, if it
+// delivered one since t (else 0): those since it last went a Config.Penalty
+// without delivering.
+func (g *guard) deliveries(p peer.ID, t time.Time) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if last, ok := g.proms.last[p]; !ok || last.Before(t) {
+		return 0
+	}
+	return g.proms.count[p]
+}
+
 // claims reports whether p's HAVE of c stands or p was sent a want-block
 // of c, late or not, that it has not refused and this node has not
 // cancelled: p holds c, and asked for it again it sends it.

@@ -9,6 +9,7 @@ import (
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/meshcdn/meshcdn/fetch"
 	"github.com/meshcdn/meshcdn/store"
@@ -144,5 +145,57 @@ func TestPriorityOrderNotSkipped(t *testing.T) {
 	t.Logf("peers %v, origin %d bytes in %d requests, took %v", st.Peers, o.sent.Load(), o.reqs.Load(), st.TTLB)
 	if n := o.reqs.Load(); n > 0 {
 		t.Errorf("the origin was asked for %d leaves while the seed sent the fetch's leaves last first, one each 300 ms", n)
+	}
+}
+
+// TestOneLeafAskedOfHolderThatServed: a one-leaf file's block is asked
+// first of a holder that served this node last and sits on it, as an app
+// at its serving cap does; the session asks it too (its HAVE comes first).
+// No holder has sent this fetch a leaf, so once the reader has waited as
+// long as peers get for a leaf, the block is asked of the holder that has
+// delivered this node the most blocks lately, the seed (guard.deliveries).
+// Without that no block came (the session's want-block stayed with the
+// sitter) and, with no origin, the fetch failed after StallTimeout; with
+// one, the default demo's apps took such photos from it after 1.2 s.
+func TestOneLeafAskedOfHolderThatServed(t *testing.T) {
+	var seedHolds []blocks.Block
+	var seedServed []asset
+	for i := range 3 {
+		a, b := smallAsset(t, uint64(80+i))
+		seedHolds, seedServed = append(seedHolds, b), append(seedServed, a)
+	}
+	warm, warmBlk := smallAsset(t, 84)
+	x, xBlk := smallAsset(t, 85)
+	sitter := newScripted(t, warmBlk, xBlk)
+	sitter.withhold = func(c cid.Cid) bool { return c.Equals(xBlk.Cid()) }
+	seed := newScripted(t, append(seedHolds, xBlk)...)
+	seed.haveDelay = 100 * time.Millisecond // the sitter's HAVE comes first
+	provs := providers{warm.t.Cid: {sitter.info()}, x.t.Cid: {sitter.info(), seed.info()}}
+	for _, a := range seedServed {
+		provs[a.t.Cid] = []peer.AddrInfo{seed.info()}
+	}
+	cl := newNode(t, fetch.Config{Providers: provs})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, p := range []*scripted{seed, sitter} {
+		if err := cl.h.Connect(ctx, p.info()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range seedServed {
+		cl.fetchWhole(t, a.t, a.data) // the seed has served this node most
+	}
+	cl.fetchWhole(t, warm.t, warm.data) // and the sitter last: asked first
+
+	st := cl.fetchWhole(t, x.t, x.data)
+	t.Logf("peers %v in %v", st.Peers, st.TTLB)
+	if !sitter.askedBlock(xBlk.Cid()) {
+		t.Fatal("the sitter was not asked for the block: the test shows nothing")
+	}
+	if st.Peers[seed.h.ID()] != int64(len(x.data)) {
+		t.Errorf("Stats.Peers = %v, want the block from the seed", st.Peers)
+	}
+	if st.TTLB >= fetch.StuckAfter {
+		t.Errorf("the fetch took %v, want under %v: the block the sitter sat on was not asked of the seed", st.TTLB, fetch.StuckAfter)
 	}
 }

@@ -84,6 +84,7 @@ type promises struct {
 	blocked map[cid.Cid]map[peer.ID]bool // peers sent a want-block of it, late or not, not cancelled
 	donts   map[cid.Cid]map[peer.ID]bool // peers that said DONT_HAVE of a wanted block, and not HAVE since
 	last    map[peer.ID]time.Time        // last block delivered by a peer
+	count   map[peer.ID]int              // blocks a peer delivered since its deliveries were last pruned
 	blk     map[peer.ID]time.Duration    // a peer's time per block, averaged
 	rtt     map[peer.ID]time.Duration    // a peer's want-have to answer time, averaged
 	liedTo  map[promiseKey]time.Time     // HAVEs of it from p are void until
@@ -101,6 +102,7 @@ func newPromises(penalty time.Duration) *promises {
 		blocked: make(map[cid.Cid]map[peer.ID]bool),
 		donts:   make(map[cid.Cid]map[peer.ID]bool),
 		last:    make(map[peer.ID]time.Time),
+		count:   make(map[peer.ID]int),
 		blk:     make(map[peer.ID]time.Duration),
 		rtt:     make(map[peer.ID]time.Duration),
 		liedTo:  make(map[promiseKey]time.Time),
@@ -302,6 +304,7 @@ func (ps *promises) delivered(p peer.ID, c cid.Cid, now time.Time) {
 		}
 	}
 	ps.last[p] = now
+	ps.count[p]++
 }
 
 // gone drops p's open promises and HAVEs: p lost its connection (killed,
@@ -455,6 +458,7 @@ func (ps *promises) prune(now time.Time) {
 		if now.Sub(last) >= ps.penalty {
 			delete(ps.last, p)
 			delete(ps.blk, p)
+			delete(ps.count, p)
 		}
 	}
 	for k, until := range ps.liedTo {
