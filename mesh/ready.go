@@ -216,13 +216,6 @@ func (n *Node) pendingSeeds() []peer.ID {
 // before them the connected bootstrap peers whose summary is not in yet
 // (they may hold the content; the fetch races them for the peer timeout
 // instead of going to the origin at once).
-//
-// A lookup of at most count providers keeps room for the connected
-// bootstrap peers the table lists for the content: the table ranks peers
-// that delivered to this node first, then by the latest announcement, and
-// a seed's HAVE is the oldest. In a crowd beside a seed, a late app that
-// 16 others had served looked up 16 of them and not the seed, which then
-// served it only after a provider refresh seconds later.
 type providers struct {
 	n     *Node
 	table *announce.Table
@@ -236,13 +229,11 @@ func (f providers) FindProvidersAsync(ctx context.Context, root cid.Cid, count i
 	if count > 0 && len(pending) > count {
 		pending = pending[:count]
 	}
-	seeds := f.seedsPastCut(root, count, pending)
 	src := f.table.FindProvidersAsync(ctx, root, count)
-	if len(pending) == 0 && len(seeds) == 0 {
+	if len(pending) == 0 {
 		return src
 	}
-	room := count - len(seeds) // places for pending and the table's first
-	ch := make(chan peer.AddrInfo, len(pending)+len(seeds))
+	ch := make(chan peer.AddrInfo, len(pending))
 	for _, p := range pending {
 		ch <- peer.AddrInfo{ID: p, Addrs: f.n.host.Peerstore().Addrs(p)}
 	}
@@ -250,7 +241,7 @@ func (f providers) FindProvidersAsync(ctx context.Context, root cid.Cid, count i
 		defer close(ch)
 		sent := len(pending)
 		for ai := range src {
-			if slices.Contains(pending, ai.ID) || slices.Contains(seeds, ai.ID) || (count > 0 && sent >= room) {
+			if slices.Contains(pending, ai.ID) || (count > 0 && sent >= count) {
 				continue
 			}
 			select {
@@ -262,46 +253,9 @@ func (f providers) FindProvidersAsync(ctx context.Context, root cid.Cid, count i
 				return
 			}
 		}
-		for _, p := range seeds {
-			select {
-			case ch <- peer.AddrInfo{ID: p, Addrs: f.n.host.Peerstore().Addrs(p)}:
-			case <-ctx.Done():
-				return
-			}
-		}
 	}
 	if !f.n.spawn(merge) {
 		return src // closing: the table's answer alone
 	}
 	return ch
-}
-
-// seedsPastCut returns the connected bootstrap peers that the table lists
-// for root after its first count providers (those in pending not counted),
-// at most half of count, so that the others keep most of the places.
-// count <= 0 (all providers) leaves none out; count 1 has no place to
-// spare.
-func (f providers) seedsPastCut(root cid.Cid, count int, pending []peer.ID) []peer.ID {
-	if count < 2 {
-		return nil
-	}
-	var out []peer.ID
-	kept := 0
-	for _, p := range f.table.Providers(root, 0) {
-		switch {
-		case slices.Contains(pending, p):
-		case kept < count-len(pending):
-			kept++
-		case f.n.isSeed(p):
-			if out = append(out, p); len(out) == count/2 {
-				return out
-			}
-		}
-	}
-	return out
-}
-
-// isSeed reports whether p is a bootstrap peer this node is connected to.
-func (n *Node) isSeed(p peer.ID) bool {
-	return n.host.ConnManager().IsProtected(p, bootstrapTag) && n.host.Network().Connectedness(p) == network.Connected
 }
