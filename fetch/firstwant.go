@@ -254,7 +254,7 @@ func (r *Reader) firstProvider() peer.ID {
 			continue
 		}
 		if h.Network().Connectedness(p) == network.Connected {
-			if r.f.guard.deliveredSince(p, since) {
+			if r.f.guard.deliveries(p, since) > 0 {
 				return p
 			}
 			if first == "" {

@@ -301,17 +301,9 @@ func (g *guard) refusers(c cid.Cid) []peer.ID {
 	return slices.Collect(maps.Keys(g.proms.donts[c]))
 }
 
-// deliveredSince reports whether p delivered a block to this node since t.
-func (g *guard) deliveredSince(p peer.ID, t time.Time) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	last, ok := g.proms.last[p]
-	return ok && !last.Before(t)
-}
-
 // deliveries returns how many blocks p delivered to this node, if it
-// delivered one since t (else 0): those since it last went a Config.Penalty
-// without delivering.
+// delivered one since t (else 0, so > 0 says p delivered since t): those
+// since it last went a Config.Penalty without delivering.
 func (g *guard) deliveries(p peer.ID, t time.Time) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -328,15 +320,6 @@ func (g *guard) claims(p peer.ID, c cid.Cid) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.proms.blocked[c][p] || g.proms.haves[c][p]
-}
-
-// blockAskedBefore reports whether p has had a want-block of c open (sent,
-// not yet answered) since before t.
-func (g *guard) blockAskedBefore(p peer.ID, c cid.Cid, t time.Time) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	pr, ok := g.proms.open[promiseKey{p, c}]
-	return ok && pr.at.Before(t)
 }
 
 // senderOf returns the peer that first sent the block c.

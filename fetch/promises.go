@@ -123,7 +123,7 @@ func (ps *promises) asked(p peer.ID, c cid.Cid, block bool, now time.Time) {
 		}
 		return
 	}
-	mark(ps.blocked, c, p)
+	addTo(ps.blocked, c, p)
 	if _, ok := ps.open[k]; !ok {
 		d := haveDeadline // a proven peer's promise is kept to time its blocks
 		if !ps.proven(p) {
@@ -142,16 +142,6 @@ func (ps *promises) answered(k promiseKey, now time.Time) {
 	}
 	delete(ps.haveAsk, k)
 	ps.rtt[k.p] = average(ps.rtt[k.p], now.Sub(at))
-}
-
-// mark notes p in mm under c.
-func mark(mm map[cid.Cid]map[peer.ID]bool, c cid.Cid, p peer.ID) {
-	m := mm[c]
-	if m == nil {
-		m = make(map[peer.ID]bool)
-		mm[c] = m
-	}
-	m[p] = true
 }
 
 // dropPeer removes p from mm, and the blocks it leaves with no peer.
@@ -212,7 +202,7 @@ func (ps *promises) have(p peer.ID, c cid.Cid, now time.Time) (void, hold bool) 
 		}
 		delete(ps.liedTo, k)
 	}
-	mark(ps.haves, c, p)
+	addTo(ps.haves, c, p)
 	ps.unrefuse(p, c)
 	if ps.trusted(p, c) {
 		return false, false
@@ -254,7 +244,7 @@ func (ps *promises) dontHave(p peer.ID, c cid.Cid, now time.Time) {
 // or c is forgotten (refusedOnly).
 func (ps *promises) refused(p peer.ID, c cid.Cid, now time.Time) {
 	ps.dontHave(p, c, now)
-	mark(ps.donts, c, p)
+	addTo(ps.donts, c, p)
 }
 
 // unrefuse forgets that p said DONT_HAVE of c.
@@ -499,12 +489,13 @@ func (ps *promises) next() (time.Time, bool) {
 	return t, !t.IsZero()
 }
 
-// addTo adds c to m[p], making the set on first use.
-func addTo(m map[peer.ID]map[cid.Cid]bool, p peer.ID, c cid.Cid) {
-	s := m[p]
+// addTo adds v to the set m[k], making the set on first use: a peer's
+// CIDs, or a CID's peers.
+func addTo[K, V comparable](m map[K]map[V]bool, k K, v V) {
+	s := m[k]
 	if s == nil {
-		s = make(map[cid.Cid]bool)
-		m[p] = s
+		s = make(map[V]bool)
+		m[k] = s
 	}
-	s[c] = true
+	s[v] = true
 }
