@@ -266,7 +266,9 @@
 // and went to the origin (origin copies median 15.5 with 8 MiB against 11
 // with 2, 4 interleaved pairs), while a peer fetch kept its throughput with
 // 2 (0.46-0.48 of the ceiling with either) and held 8 MiB less
-// (BenchmarkFetchMemory). It turns off bitswap's own provider search (it
+// (BenchmarkFetchMemory). A block the peer cancels while it waits there
+// (the peer got it from another holder) is not sent, as boxo's server
+// sends it (cancels.go). It turns off bitswap's own provider search (it
 // would look up leaf CIDs, which the provider table does not hold;
 // providers are found by root here). A Fetcher reads a peer's next block
 // only while the blocks it has received and not yet stored come to less

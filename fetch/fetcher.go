@@ -105,7 +105,7 @@ func New(cfg Config) (*Fetcher, error) {
 	f.backlog = newStoreBacklog(storeBacklogBytes)
 	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side, backlog: f.backlog, done: f.ctx}), f)
 	f.guard.side = side
-	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeBurst, cfg.ServeConcurrency, &f.served, f.urgent)
+	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeBurst, cfg.ServeConcurrency, f.urgent)
 	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
 		// Providers are found by root CID here and connected before the
 		// session asks; bitswap's own search would ask about leaf CIDs.

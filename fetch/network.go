@@ -13,6 +13,7 @@ import (
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	bspb "github.com/ipfs/boxo/bitswap/message/pb"
 	bsnet "github.com/ipfs/boxo/bitswap/network"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -44,6 +45,7 @@ type guard struct {
 	proms     *promises               // HAVEs not yet followed by the block
 	side      *sideBlocks             // blocks the inbound filter took out of messages (nil: none)
 	haves     *haveAnswers            // want-haves of held blocks, answered outside boxo (haves.go)
+	cancels   *cancelBook             // blocks peers cancelled, not sent (cancels.go)
 	promTimer *time.Timer             // checks the promises when one is due
 	stopped   bool
 	life      sync.RWMutex // held for reading while forgiving; stop takes it
@@ -66,6 +68,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		sends:          newSendLimiter(),
 		proms:          newPromises(f.cfg.Penalty),
 		haves:          newHaveAnswers(f.ctx, f.holds, n.SendMessage),
+		cancels:        newCancelBook(),
 	}
 }
 
@@ -121,8 +124,9 @@ func (g *guard) NewMessageSender(ctx context.Context, p peer.ID, opts *bsnet.Mes
 // sends blocks with, synchronously, in one of its workers. Here each send
 // gets a deadline for its size, at most perPeerSends run at once per peer
 // (a send waiting for its turn fails after slotWait if the peer is
-// stalled), and a peer that misses
-// deadlines is put on probation, then cut (see sendLimiter).
+// stalled), and a peer that misses deadlines is put on probation, then cut
+// (see sendLimiter). The blocks p cancelled since they were read for it
+// are taken out (cancels.go); those sent count as served.
 func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) error {
 	g.reprioritise(m)
 	slots := g.sends.acquire(p, time.Now())
@@ -131,6 +135,10 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 		return err
 	}
 	defer func() { <-slots }()
+	m = g.cancels.without(p, m, time.Now())
+	if m.Empty() {
+		return nil
+	}
 	began := time.Now()
 	deadline, ok := g.sends.begin(p, m.Size(), began)
 	if !ok {
@@ -141,6 +149,9 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 		return g.BitSwapNetwork.SendMessage(ctx, p, streamed(m)) // wire.go: no message-sized buffer
 	})
 	cancel()
+	if err == nil {
+		g.f.served.Add(blockBytes(m))
+	}
 	now := time.Now()
 	switch g.sends.end(p, began, err != nil && !now.Before(deadline), now) {
 	case sendSlow:
@@ -150,6 +161,15 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 		_ = g.BitSwapNetwork.DisconnectFrom(context.Background(), p)
 	}
 	return err
+}
+
+// blockBytes is the size of the blocks in m.
+func blockBytes(m bsmsg.BitSwapMessage) int64 {
+	var n int64
+	for _, b := range m.Blocks() {
+		n += int64(len(b.RawData()))
+	}
+	return n
 }
 
 // takeSlot takes one of p's send slots, waiting while p drains; it fails
@@ -548,6 +568,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		m = withSideBlocks(g.side, m)
 	}
 	now := time.Now()
+	g.cancels.note(p, m, now)
 	g.mu.Lock()
 	if g.isPenalisedLocked(p, now) {
 		g.mu.Unlock()
@@ -641,18 +662,18 @@ func (g *guard) presencesLocked(p peer.ID, m bsmsg.BitSwapMessage, now time.Time
 // withoutPresences returns a copy of m without the block presences of cs
 // (HAVEs held back from bitswap: see promises).
 func withoutPresences(m bsmsg.BitSwapMessage, cs []cid.Cid) bsmsg.BitSwapMessage {
-	out := withoutAnyPresence(m)
-	for _, bp := range m.BlockPresences() {
-		if !slices.Contains(cs, bp.Cid) {
-			out.AddBlockPresence(bp.Cid, bp.Type)
-		}
-	}
-	return out
+	return rebuilt(m, nil, func(bp bsmsg.BlockPresence) bool { return !slices.Contains(cs, bp.Cid) })
 }
 
 // withoutAnyPresence returns a copy of m (its want list, blocks and
 // pending bytes) without its block presences.
 func withoutAnyPresence(m bsmsg.BitSwapMessage) bsmsg.BitSwapMessage {
+	return rebuilt(m, nil, func(bsmsg.BlockPresence) bool { return false })
+}
+
+// rebuilt returns a copy of m: its want list and pending bytes, the blocks
+// block keeps and the block presences presence keeps (nil keeps all).
+func rebuilt(m bsmsg.BitSwapMessage, block func(blocks.Block) bool, presence func(bsmsg.BlockPresence) bool) bsmsg.BitSwapMessage {
 	out := bsmsg.New(m.Full())
 	for _, e := range m.Wantlist() {
 		if e.Cancel {
@@ -662,7 +683,14 @@ func withoutAnyPresence(m bsmsg.BitSwapMessage) bsmsg.BitSwapMessage {
 		}
 	}
 	for _, b := range m.Blocks() {
-		out.AddBlock(b)
+		if block == nil || block(b) {
+			out.AddBlock(b)
+		}
+	}
+	for _, bp := range m.BlockPresences() {
+		if presence == nil || presence(bp) {
+			out.AddBlockPresence(bp.Cid, bp.Type)
+		}
 	}
 	out.SetPendingBytes(m.PendingBytes())
 	return out
@@ -828,6 +856,7 @@ func (r guardReceiver) PeerDisconnected(p peer.ID) {
 	delete(r.g.expect, p) // what it was asked went with the connection
 	r.g.proms.gone(p)
 	r.g.haves.gone(p)
+	r.g.cancels.gone(p)
 	r.g.pruneLocked(now)
 	released := r.g.releaseLocked()
 	rs := r.g.receivers

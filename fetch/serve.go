@@ -3,7 +3,6 @@ package fetch
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -21,12 +20,11 @@ type servingStore struct {
 	Store
 	limit  *rate.Limiter // nil: no cap
 	sem    chan struct{} // nil: no cap
-	served *atomic.Int64 // bytes handed to bitswap's server
 	urgent *urgentWants  // nil: none go ahead
 }
 
-func newServingStore(s Store, bytesPerSec, burst int64, concurrency int, served *atomic.Int64, urgent *urgentWants) *servingStore {
-	ss := &servingStore{Store: s, served: served, urgent: urgent}
+func newServingStore(s Store, bytesPerSec, burst int64, concurrency int, urgent *urgentWants) *servingStore {
+	ss := &servingStore{Store: s, urgent: urgent}
 	if bytesPerSec > 0 {
 		// At least one block, so that a block of the largest size (a
 		// leaf is at most 1 MiB) can be served at all.
@@ -62,18 +60,10 @@ func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
 			}
 		}
 	}
-	var b blocks.Block
-	var err error
 	if fp, ok := s.Store.(forPeer); ok {
-		b, err = fp.GetForPeer(ctx, c) // the asking peer hashes it
-	} else {
-		b, err = s.Store.Get(ctx, c)
+		return fp.GetForPeer(ctx, c) // the asking peer hashes it
 	}
-	if err != nil {
-		return nil, err
-	}
-	s.served.Add(int64(len(b.RawData())))
-	return b, nil
+	return s.Store.Get(ctx, c)
 }
 
 // wait takes n bytes from the serving budget, a burst at a time.

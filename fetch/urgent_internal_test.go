@@ -4,7 +4,6 @@ import (
 	"context"
 	"math"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -87,9 +86,8 @@ func TestServeUrgentAhead(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				st, cs := blocksHeld(t, 10)
-				var served atomic.Int64
 				u := newUrgentWants()
-				ss := newServingStore(st, 4*mib, 4*mib, -1, &served, u)
+				ss := newServingStore(st, 4*mib, 4*mib, -1, u)
 				start := time.Now()
 				for _, c := range cs[:7] {
 					go ss.Get(context.Background(), c)
