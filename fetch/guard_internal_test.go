@@ -1,9 +1,13 @@
 package fetch
 
 import (
+	"slices"
 	"testing"
 	"time"
 
+	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	bspb "github.com/ipfs/boxo/bitswap/message/pb"
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -32,6 +36,47 @@ func TestGuardPrune(t *testing.T) {
 		}
 		if _, ok := m[fresh]; !ok {
 			t.Errorf("%s: an entry within the horizon was dropped", name)
+		}
+	}
+}
+
+// TestKeepWanted: bitswap's cancel of a leaf is kept back while the leaf
+// was moved (asked again) within movedFor, an open fetch wants it and no
+// block of it has come; other cancels, and the wants beside them, go out.
+func TestKeepWanted(t *testing.T) {
+	leaf, other := testBlock(t, []byte("leaf")).Cid(), testBlock(t, []byte("other")).Cid()
+	for _, tc := range []struct {
+		name             string
+		wanted, received bool
+		moved            time.Duration // ago; 0: not moved
+		sent             bool          // the cancel goes out
+	}{
+		{"moved", true, false, time.Millisecond, false},
+		{"not moved", true, false, 0, true},
+		{"moved long ago", true, false, movedFor + time.Second, true},
+		{"received", true, true, time.Millisecond, true},
+		{"no fetch wants it", false, false, time.Millisecond, true},
+	} {
+		g := &guard{wanted: map[cid.Cid]int{}, sender: map[cid.Cid]peer.ID{}, moved: map[cid.Cid]time.Time{}}
+		if tc.wanted {
+			g.wanted[leaf] = 1
+		}
+		if tc.received {
+			g.sender[leaf] = "p"
+		}
+		if tc.moved > 0 {
+			g.moved[leaf] = time.Now().Add(-tc.moved)
+		}
+		m := bsmsg.New(false)
+		m.Cancel(leaf)
+		m.AddEntry(other, 1, bspb.Message_Wantlist_Have, false)
+		g.keepWanted(m)
+		cancelled := slices.ContainsFunc(m.Wantlist(), func(e bsmsg.Entry) bool { return e.Cancel && e.Cid.Equals(leaf) })
+		if cancelled != tc.sent {
+			t.Errorf("%s: cancel sent %v, want %v", tc.name, cancelled, tc.sent)
+		}
+		if !slices.ContainsFunc(m.Wantlist(), func(e bsmsg.Entry) bool { return e.Cid.Equals(other) }) {
+			t.Errorf("%s: the want beside the cancel was taken out", tc.name)
 		}
 	}
 }

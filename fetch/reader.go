@@ -1050,6 +1050,7 @@ func (r *Reader) peerHedgeLocked(cur int, now time.Time, s *soon) {
 	}
 	st.hedgedTo, st.hedgedAt = h, now
 	st.peer.moved.Store(true)
+	r.f.guard.move(r.leaves[cur].Cid) // before the cancel bitswap sends
 	st.peer.cancel()
 	st.peer = nil
 	r.retarget, r.retargetLeaf = h, cur
@@ -1137,18 +1138,23 @@ func (r *Reader) leavesSentLocked(now time.Time) map[peer.ID]leavesSent {
 // want-haves reach every connected peer). It returns how many it
 // cancelled. The caller holds mu.
 func (r *Reader) askAgainLocked(now time.Time, from, to int, pick func(i int) bool) int {
-	n := 0
+	var again []int
+	var cs []cid.Cid
 	for i := from; i < to; i++ {
 		if st := &r.st[i]; st.peer != nil && st.data == nil && pick(i) {
-			st.peer.cancel()
-			st.peer = nil
-			n++
+			again, cs = append(again, i), append(cs, r.leaves[i].Cid)
 		}
 	}
-	if n > 0 {
-		r.leafSess, r.sessSince = r.f.bs.NewSession(r.ctx), now
+	if len(again) == 0 {
+		return 0
 	}
-	return n
+	r.f.guard.move(cs...) // before the cancels bitswap sends
+	for _, i := range again {
+		r.st[i].peer.cancel()
+		r.st[i].peer = nil
+	}
+	r.leafSess, r.sessSince = r.f.bs.NewSession(r.ctx), now
+	return len(again)
 }
 
 // giveUpLocked returns the fetch's error when nothing can come: at once if
