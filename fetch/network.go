@@ -251,9 +251,10 @@ func (s orderedSender) SendMsg(ctx context.Context, m bsmsg.BitSwapMessage) erro
 // direct want, on a stream of its own, came before the cancel that bitswap
 // sent up to 20 ms later). In one run of the default demo the apps'
 // clients sent 1,497 cancels of leaves their fetches still waited for, and
-// the leaves holders then did not send went to the origin. Such cancels
-// are kept back: the new session's wants reach the holder too, and its
-// cancel, once the block has come, ends the want there.
+// the leaves holders then did not send went to the origin. The cancels of
+// a leaf the reader waits on, asked again, are kept back: the new
+// session's wants reach the holder too, and its cancel, once the block has
+// come, ends the want there.
 
 // movedFor is how long after a leaf's request was ended to be asked again
 // bitswap's cancels of it are kept back.

@@ -70,7 +70,7 @@ func (r *Reader) refreshProviders() {
 	again := 0
 	if len(fresh) > 0 {
 		now := time.Now()
-		again = r.askAgainLocked(now, 0, len(r.st), func(i int) bool { return now.Sub(r.st[i].peerAt) >= r.f.cfg.PeerTimeout })
+		again = r.askAgainLocked(now, 0, len(r.st), false, func(i int) bool { return now.Sub(r.st[i].peerAt) >= r.f.cfg.PeerTimeout })
 		if cur := r.curLeaf(); again > 0 && !r.waitSince.IsZero() && cur < len(r.st) && r.st[cur].peer == nil && len(dial) > 0 {
 			r.retarget, r.retargetLeaf = dial[0].ID, cur // asked directly too (firstwant.go)
 		}
