@@ -120,26 +120,24 @@ func (b *cancelBook) forgetLocked(p peer.ID, c cid.Cid) {
 }
 
 // without returns m without the blocks p cancelled within cancelFor of
-// now (forgetting those cancels: the block is dealt with); m itself if
-// none.
-func (b *cancelBook) without(p peer.ID, m bsmsg.BitSwapMessage, now time.Time) bsmsg.BitSwapMessage {
-	bs := m.Blocks()
-	if len(bs) == 0 {
-		return m
-	}
-	drop := make(map[cid.Cid]bool)
+// now (forgetting those cancels: the block is dealt with), and their CIDs;
+// m itself and none if there are none.
+func (b *cancelBook) without(p peer.ID, m bsmsg.BitSwapMessage, now time.Time) (bsmsg.BitSwapMessage, []cid.Cid) {
+	var drop []cid.Cid
 	b.mu.Lock()
-	for _, blk := range bs {
+	for _, blk := range m.Blocks() {
 		if t, ok := b.by[p][blk.Cid()]; ok {
-			drop[blk.Cid()] = now.Sub(t) <= cancelFor
+			if now.Sub(t) <= cancelFor {
+				drop = append(drop, blk.Cid())
+			}
 			b.forgetLocked(p, blk.Cid())
 		}
 	}
 	b.mu.Unlock()
-	if !slices.ContainsFunc(bs, func(blk blocks.Block) bool { return drop[blk.Cid()] }) {
-		return m
+	if len(drop) == 0 {
+		return m, nil
 	}
-	return rebuilt(m, func(blk blocks.Block) bool { return !drop[blk.Cid()] }, nil)
+	return rebuilt(m, func(blk blocks.Block) bool { return !slices.ContainsFunc(drop, blk.Cid().Equals) }, nil), drop
 }
 
 // gone forgets p's cancels: what it asked went with the connection.

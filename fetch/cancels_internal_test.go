@@ -35,7 +35,7 @@ func TestCancelBook(t *testing.T) {
 	wantMsg.AddEntry(blk.Cid(), 1, bspb.Message_Wantlist_Have, false)
 
 	sent := func(cb *cancelBook, p peer.ID, at time.Time) bool {
-		out := cb.without(p, blockMsg(), at)
+		out, _ := cb.without(p, blockMsg(), at)
 		if len(out.Haves()) != 1 {
 			t.Fatal("the HAVE went with the block")
 		}

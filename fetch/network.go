@@ -137,9 +137,9 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 		return err
 	}
 	defer func() { <-slots }()
-	if out := g.cancels.without(p, m, time.Now()); out != m {
-		g.f.log.Debug("cancelled blocks not sent", "peer", p, "cid", m.Blocks()[0].Cid(), "blocks", len(m.Blocks())-len(out.Blocks()))
-		m = out
+	m, dropped := g.cancels.without(p, m, time.Now())
+	if len(dropped) > 0 {
+		g.f.log.Debug("cancelled blocks not sent", "peer", p, "cids", dropped)
 	}
 	if m.Empty() {
 		return nil

@@ -1144,16 +1144,19 @@ func (r *Reader) leavesSentLocked(now time.Time) map[peer.ID]leavesSent {
 // returns how many it cancelled. The caller holds mu.
 func (r *Reader) askAgainLocked(now time.Time, from, to int, keep bool, pick func(i int) bool) int {
 	var again []int
-	var cs []cid.Cid
 	for i := from; i < to; i++ {
 		if st := &r.st[i]; st.peer != nil && st.data == nil && pick(i) {
-			again, cs = append(again, i), append(cs, r.leaves[i].Cid)
+			again = append(again, i)
 		}
 	}
 	if len(again) == 0 {
 		return 0
 	}
 	if keep {
+		cs := make([]cid.Cid, len(again))
+		for k, i := range again {
+			cs[k] = r.leaves[i].Cid
+		}
 		r.f.guard.move(cs...) // before the cancels bitswap sends
 	}
 	for _, i := range again {
