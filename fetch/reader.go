@@ -1205,7 +1205,11 @@ func (r *Reader) giveUpLocked(missing bool, now time.Time, s *soon) error {
 // for no answer, owes none. A member of the crowd fetching the content
 // must deliver its share whatever it was asked: a DONT_HAVE does not
 // excuse it, unless the origin failed (it had nothing to send either).
-// They are judged once; a provider first asked for an answer less than
+// A member the stripe gives no leaf has no share: it can send only what
+// it took from others, and is judged as any provider is (the demo's
+// 50-app flash crowd penalised about ten members per app for 30 s at
+// the 3-leaf hero image, the 47 that owned none of its leaves, and then
+// could not take the video from them). They are judged once; a provider first asked for an answer less than
 // PeerTimeout before (its want went out late: a slow dial, a loaded
 // machine) is judged when it has owed the answer that long, and one not
 // yet connected (not a crowd member) or asked (the dial or the want still
@@ -1228,7 +1232,7 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 	early := now.Before(again)
 	var silent []peer.ID
 	for _, p := range r.provs {
-		member := slices.Contains(fetching, p)
+		member := slices.Contains(fetching, p) && r.ownsLocked(p)
 		linked := g.linkedSince(p, r.start)
 		quiet := !g.answeredSince(p, r.start) // said nothing this fetch
 		switch {
@@ -1253,6 +1257,20 @@ func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 		}
 	}
 	return silent
+}
+
+// ownsLocked reports whether the stripe gives p a leaf of this fetch to
+// take from the origin. The caller holds mu.
+func (r *Reader) ownsLocked(p peer.ID) bool {
+	if r.stripe == nil {
+		return false
+	}
+	for i := range r.leaves {
+		if r.stripe.owner(i) == p {
+			return true
+		}
+	}
+	return false
 }
 
 // carryOut starts what schedule planned, without the lock.

@@ -214,6 +214,72 @@ func TestStripingSilentMember(t *testing.T) {
 	}
 }
 
+// TestStripingMemberWithoutShare: of two crowd members that hold nothing
+// and send nothing, the one the stripe gives a leaf to take from the
+// origin is penalised StallTimeout after the start; the one it gives none
+// is not: it can send only what it takes from others, and answers
+// DONT_HAVE meanwhile. (Penalised for 30 s as silent, the members that
+// owned none of a small file's leaves were lost to the whole flash crowd's
+// next fetches.)
+func TestStripingMemberWithoutShare(t *testing.T) {
+	a := makeAsset(t, 95, 3*MiB)
+	o := newOrigin(t, a.data)
+	tg := a.t
+	tg.URL = o.URL
+	self := newHost(t)
+	var owner, spare host.Host
+	for owner == nil || spare == nil {
+		h := newHost(t)
+		members := []peer.ID{self.ID(), h.ID()}
+		if owner != nil {
+			members = append(members, owner.ID())
+		}
+		n := 0
+		for i := range 3 {
+			if stripeOwner(tg.Cid, members, i) == h.ID() {
+				n++
+			}
+		}
+		switch {
+		case owner == nil && n == 3:
+			owner = h // owns every leaf between it and self
+		case owner != nil && n == 0 && ownsAll(tg.Cid, members, owner.ID()):
+			spare = h // owns none, and owner still owns every leaf
+		default:
+			h.Close()
+		}
+	}
+	ow, sp := nodeOn(t, owner, fetch.Config{}), nodeOn(t, spare, fetch.Config{})
+	const stall = 3 * time.Second
+	cl := nodeOn(t, self, fetch.Config{
+		Crowd:        crowd{tg.Cid: {ow.h.ID(), sp.h.ID()}},
+		Providers:    providers{tg.Cid: {ow.info(), sp.info()}},
+		StallTimeout: stall,
+	})
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	awaitPenalised(t, cl.f, ow.h.ID(), stall+10*time.Second, "the member that owed its share")
+	// Both were judged in the same pass.
+	if cl.f.Penalised(sp.h.ID()) {
+		t.Errorf("the member the stripe gave no leaf was penalised as silent")
+	}
+}
+
+// ownsAll reports whether p owns every one of the first three leaves of
+// root's stripe over members.
+func ownsAll(root cid.Cid, members []peer.ID, p peer.ID) bool {
+	for i := range 3 {
+		if stripeOwner(root, members, i) != p {
+			return false
+		}
+	}
+	return true
+}
+
 // TestStripingForgedCrowd: 64 peers that announced the fetch and cannot be
 // reached (keys of an attacker's making, known only by gossip, no
 // address) fill the stripe beside this node. Its patience with members it
