@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // HeldBytes is the bytes of leaves the Reader holds in memory, for tests.
@@ -64,3 +65,7 @@ func (f *Fetcher) WantedUrgently(c cid.Cid) bool { return f.urgent.urgent(c, tim
 // OriginCapacity is what the origin is estimated to give one fetch, in
 // bytes per second (originCapacity).
 func (f *Fetcher) OriginCapacity() float64 { return f.originCapacity() }
+
+// PenaliseLate penalises p as f's guard does a peer whose HAVEs were not
+// followed by blocks in time (promises.due names it a liar).
+func (f *Fetcher) PenaliseLate(p peer.ID) bool { return f.guard.penaliseLate(p) }

@@ -40,6 +40,7 @@ type guard struct {
 	expect    map[peer.ID]time.Time   // first want that asked for an answer, not answered since
 	gone      map[peer.ID]time.Time   // last disconnect, as bitswap saw it
 	timers    map[peer.ID]*time.Timer // penalty ends
+	late      map[peer.ID]bool        // penalised only for HAVEs not followed by blocks (liftLateLocked)
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
 	sends     *sendLimiter            // deadlines of what the server sends
 	proms     *promises               // HAVEs not yet followed by the block
@@ -65,6 +66,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		expect:         make(map[peer.ID]time.Time),
 		gone:           make(map[peer.ID]time.Time),
 		timers:         make(map[peer.ID]*time.Timer),
+		late:           make(map[peer.ID]bool),
 		prio:           make(map[cid.Cid]int32),
 		sends:          newSendLimiter(),
 		proms:          newPromises(f.cfg.Penalty),
@@ -558,6 +560,7 @@ func (g *guard) penaliseFor(p peer.ID, d time.Duration) bool {
 		return false
 	}
 	g.penalised[p] = until
+	delete(g.late, p) // penaliseLate notes it again
 	restore := make(map[peer.ID][]cid.Cid)
 	for _, k := range append(g.proms.penalised(p), g.releaseLocked()...) {
 		if _, ok := g.wanted[k.c]; ok {
@@ -597,6 +600,7 @@ func (g *guard) forgive(p peer.ID) {
 	delete(g.timers, p)
 	if until, ok := g.penalised[p]; ok && !time.Now().Before(until) {
 		delete(g.penalised, p)
+		delete(g.late, p)
 	}
 	penalised := g.isPenalisedLocked(p, time.Now())
 	rs := g.receivers
@@ -634,9 +638,12 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	now := time.Now()
 	g.cancels.note(p, m, now)
 	g.mu.Lock()
+	lifted := false
 	if g.isPenalisedLocked(p, now) {
-		g.mu.Unlock()
-		return
+		if lifted = g.liftLateLocked(p, m); !lifted {
+			g.mu.Unlock()
+			return
+		}
 	}
 	if len(m.Blocks())+len(m.BlockPresences()) > 0 {
 		// An answer, whatever it is about: p is not silent. (Matching it
@@ -669,6 +676,12 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	g.armPromisesLocked()
 	rs := g.receivers
 	g.mu.Unlock()
+	if lifted {
+		g.f.log.Info("penalty lifted: a block the peer had said HAVE of came late", "peer", p)
+		for _, rv := range rs {
+			rv.PeerConnected(p)
+		}
+	}
 	if len(held) > 0 {
 		m = withoutPresences(m, held)
 	}
@@ -851,12 +864,53 @@ func (g *guard) checkPromises() {
 	}
 	tellHaves(context.Background(), rs, released)
 	for _, p := range liars {
-		if g.penalise(p) {
+		if g.penaliseLate(p) {
 			g.f.log.Info("peer penalised: HAVEs never followed by blocks", "peer", p)
 			g.f.countPenalty()
 			g.f.wakeAll()
 		}
 	}
+}
+
+// penaliseLate penalises p for HAVEs it has not followed by blocks in
+// time (a liar, or a holder too busy to keep them), noting that a wanted
+// block from it lifts the penalty (liftLateLocked). It reports whether p
+// was not penalised before.
+func (g *guard) penaliseLate(p peer.ID) bool {
+	if !g.penalise(p) {
+		return false
+	}
+	g.mu.Lock()
+	if g.isPenalisedLocked(p, time.Now()) {
+		g.late[p] = true
+	}
+	g.mu.Unlock()
+	return true
+}
+
+// liftLateLocked lifts p's penalty if it was penalised only for HAVEs not
+// followed by blocks (penaliseLate) and m brings a block a fetch wants:
+// the peer was busy, not lying. A block's CID is its bytes' hash, so a
+// liar cannot send one it does not hold. In a congested crowd an app at
+// its serving cap sends each of the peers it said HAVE to a block every
+// few seconds, longer than haveDeadline: penalised by most of them for
+// Config.Penalty, its late blocks were dropped as they came (its upload
+// wasted) and it served no one for the rest of the crowd. It reports
+// whether it lifted the penalty. The caller holds g.mu.
+func (g *guard) liftLateLocked(p peer.ID, m bsmsg.BitSwapMessage) bool {
+	if !g.late[p] || !slices.ContainsFunc(m.Blocks(), func(b blocks.Block) bool {
+		_, ok := g.wanted[b.Cid()]
+		return ok
+	}) {
+		return false
+	}
+	delete(g.late, p)
+	delete(g.penalised, p)
+	if t := g.timers[p]; t != nil {
+		t.Stop()
+		delete(g.timers, p)
+	}
+	return true
 }
 
 // reset tells the receivers' clients that p disconnected and, unless it

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	bspb "github.com/ipfs/boxo/bitswap/message/pb"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -239,4 +241,57 @@ func askedSilentPeer(t *testing.T) (host.Host, <-chan struct{}) {
 		}
 	})
 	return h, asked
+}
+
+// TestLatePenaltyLifted: a holder penalised for HAVEs it did not follow
+// by blocks in time (a liar, or a holder at its serving cap), that then
+// sends the block a fetch waits for, was busy, not lying: the block is
+// taken and the penalty lifted. Before, its late block was dropped and
+// the fetch, with no one else to ask, stalled; in a congested flash crowd
+// the apps penalised most of their busy neighbours for 10 min this way.
+func TestLatePenaltyLifted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := makeAsset(t, 21, 100<<10) // one leaf: the root is the block
+	busy := newHost(t)
+	wants := make(chan bsmsg.BitSwapMessage, 16)
+	listen(busy, wants)
+	o := newOrigin(t, a.data)
+	tg := a.t
+	tg.URL = o.URL
+	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute, StallTimeout: 5 * time.Second,
+		Providers: providers{tg.Cid: {{ID: busy.ID(), Addrs: busy.Addrs()}}}})
+	r := cl.open(t, tg)
+	read := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		read <- b
+	}()
+	waitMessage(ctx, t, wants, func(m bsmsg.BitSwapMessage) bool {
+		return slices.ContainsFunc(m.Wantlist(), func(e bsmsg.Entry) bool {
+			return !e.Cancel && e.WantType == bspb.Message_Wantlist_Block && e.Cid.Equals(tg.Cid)
+		})
+	})
+	if !cl.f.PenaliseLate(busy.ID()) || !cl.f.Penalised(busy.ID()) {
+		t.Fatal("the busy holder was not penalised")
+	}
+	b, err := blocks.NewBlockWithCid(a.data, tg.Cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := bsmsg.New(false)
+	m.AddBlock(b)
+	send(busy, cl.h.ID(), m)
+	select {
+	case got := <-read:
+		checkBytes(t, got, a.data)
+	case <-ctx.Done():
+		t.Fatal("the read did not end")
+	}
+	if st := r.Stats(); st.PeerBytes != int64(len(a.data)) {
+		t.Errorf("PeerBytes = %d, want %d: the late block was not taken", st.PeerBytes, len(a.data))
+	}
+	if cl.f.Penalised(busy.ID()) {
+		t.Error("the holder is still penalised after it sent the block")
+	}
 }
