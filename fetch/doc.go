@@ -107,8 +107,11 @@
 //     time per block (at least 100 ms, at most 2 s), while another peer said
 //     HAVE of it, is asked of the other (the peer is reset in bitswap, which
 //     cannot take back a HAVE); a peer with two such late blocks that
-//     delivers nothing in 2 s is penalised. A reader that waits 3 s on a
-//     leaf asked of peers asks it again on a new bitswap session.
+//     delivers nothing in 2 s is penalised. A peer penalised for what it
+//     did not send (late or silent) that then sends a wanted block was
+//     busy, not lying: the block is taken and the penalty lifted. A
+//     reader that waits 3 s on a leaf asked of peers asks it again on a
+//     new bitswap session.
 //  5. Fetched blocks go to the Store within its quota; a fetch larger than
 //     the quota streams all the same. When every block is stored the root is
 //     named with Store.AddRoot, which is how the announcer learns of it.
@@ -137,9 +140,10 @@
 //     measured) after it was asked and the origin joined, or when the
 //     reader has waited PeerTimeout plus one leaf's origin time on it. A
 //     node that announces a fetch and sends nothing thus delays no one by
-//     more than PeerTimeout and the origin's time; crowd members are
-//     judged as silent providers are (step 4) and penalised, which takes
-//     them out of the stripe. A striping node tells Config.Advertiser of
+//     more than PeerTimeout and the origin's time; crowd members the
+//     stripe gives a leaf are judged as silent providers are (step 4) and
+//     penalised, which takes them out of the stripe (a member given none
+//     has nothing to send but what it takes from others). A striping node tells Config.Advertiser of
 //     its fetch when its origin requests start, provider known or not, so
 //     that the others count it in, and one that knows of no holder of the
 //     whole content (only other fetchers, or nobody) as soon as it asks

@@ -66,6 +66,9 @@ func (f *Fetcher) WantedUrgently(c cid.Cid) bool { return f.urgent.urgent(c, tim
 // bytes per second (originCapacity).
 func (f *Fetcher) OriginCapacity() float64 { return f.originCapacity() }
 
-// PenaliseLate penalises p as f's guard does a peer whose HAVEs were not
-// followed by blocks in time (promises.due names it a liar).
-func (f *Fetcher) PenaliseLate(p peer.ID) bool { return f.guard.penaliseLate(p) }
+// PenaliseMissing penalises p as f's guard does a peer whose HAVEs were
+// not followed by blocks in time (promises.due names it a liar) or a
+// silent provider.
+func (f *Fetcher) PenaliseMissing(p peer.ID) bool {
+	return f.guard.penaliseMissing(p, f.cfg.Penalty)
+}

@@ -40,7 +40,7 @@ type guard struct {
 	expect    map[peer.ID]time.Time   // first want that asked for an answer, not answered since
 	gone      map[peer.ID]time.Time   // last disconnect, as bitswap saw it
 	timers    map[peer.ID]*time.Timer // penalty ends
-	late      map[peer.ID]bool        // penalised only for HAVEs not followed by blocks (liftLateLocked)
+	missing   map[peer.ID]bool        // penalised only for blocks it did not send (liftMissingLocked)
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
 	sends     *sendLimiter            // deadlines of what the server sends
 	proms     *promises               // HAVEs not yet followed by the block
@@ -66,7 +66,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		expect:         make(map[peer.ID]time.Time),
 		gone:           make(map[peer.ID]time.Time),
 		timers:         make(map[peer.ID]*time.Timer),
-		late:           make(map[peer.ID]bool),
+		missing:        make(map[peer.ID]bool),
 		prio:           make(map[cid.Cid]int32),
 		sends:          newSendLimiter(),
 		proms:          newPromises(f.cfg.Penalty),
@@ -560,7 +560,7 @@ func (g *guard) penaliseFor(p peer.ID, d time.Duration) bool {
 		return false
 	}
 	g.penalised[p] = until
-	delete(g.late, p) // penaliseLate notes it again
+	delete(g.missing, p) // penaliseMissing notes it again
 	restore := make(map[peer.ID][]cid.Cid)
 	for _, k := range append(g.proms.penalised(p), g.releaseLocked()...) {
 		if _, ok := g.wanted[k.c]; ok {
@@ -600,7 +600,7 @@ func (g *guard) forgive(p peer.ID) {
 	delete(g.timers, p)
 	if until, ok := g.penalised[p]; ok && !time.Now().Before(until) {
 		delete(g.penalised, p)
-		delete(g.late, p)
+		delete(g.missing, p)
 	}
 	penalised := g.isPenalisedLocked(p, time.Now())
 	rs := g.receivers
@@ -640,7 +640,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	g.mu.Lock()
 	lifted := false
 	if g.isPenalisedLocked(p, now) {
-		if lifted = g.liftLateLocked(p, m); !lifted {
+		if lifted = g.liftMissingLocked(p, m); !lifted {
 			g.mu.Unlock()
 			return
 		}
@@ -677,7 +677,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	rs := g.receivers
 	g.mu.Unlock()
 	if lifted {
-		g.f.log.Info("penalty lifted: a block the peer had said HAVE of came late", "peer", p)
+		g.f.log.Info("penalty lifted: the peer sent a wanted block", "peer", p)
 		for _, rv := range rs {
 			rv.PeerConnected(p)
 		}
@@ -864,7 +864,7 @@ func (g *guard) checkPromises() {
 	}
 	tellHaves(context.Background(), rs, released)
 	for _, p := range liars {
-		if g.penaliseLate(p) {
+		if g.penaliseMissing(p, g.f.cfg.Penalty) {
 			g.f.log.Info("peer penalised: HAVEs never followed by blocks", "peer", p)
 			g.f.countPenalty()
 			g.f.wakeAll()
@@ -872,24 +872,25 @@ func (g *guard) checkPromises() {
 	}
 }
 
-// penaliseLate penalises p for HAVEs it has not followed by blocks in
-// time (a liar, or a holder too busy to keep them), noting that a wanted
-// block from it lifts the penalty (liftLateLocked). It reports whether p
-// was not penalised before.
-func (g *guard) penaliseLate(p peer.ID) bool {
-	if !g.penalise(p) {
+// penaliseMissing penalises p for d for blocks it has not sent: HAVEs not
+// followed by blocks in time (a liar, or a holder too busy to keep them),
+// or silence (a provider or stripe owner that sent nothing). A wanted
+// block from it lifts the penalty (liftMissingLocked). It reports whether
+// p was not penalised before.
+func (g *guard) penaliseMissing(p peer.ID, d time.Duration) bool {
+	if !g.penaliseFor(p, d) {
 		return false
 	}
 	g.mu.Lock()
 	if g.isPenalisedLocked(p, time.Now()) {
-		g.late[p] = true
+		g.missing[p] = true
 	}
 	g.mu.Unlock()
 	return true
 }
 
-// liftLateLocked lifts p's penalty if it was penalised only for HAVEs not
-// followed by blocks (penaliseLate) and m brings a block a fetch wants:
+// liftMissingLocked lifts p's penalty if it was penalised only for blocks
+// it did not send (penaliseMissing) and m brings a block a fetch wants:
 // the peer was busy, not lying. A block's CID is its bytes' hash, so a
 // liar cannot send one it does not hold. In a congested crowd an app at
 // its serving cap sends each of the peers it said HAVE to a block every
@@ -897,14 +898,14 @@ func (g *guard) penaliseLate(p peer.ID) bool {
 // Config.Penalty, its late blocks were dropped as they came (its upload
 // wasted) and it served no one for the rest of the crowd. It reports
 // whether it lifted the penalty. The caller holds g.mu.
-func (g *guard) liftLateLocked(p peer.ID, m bsmsg.BitSwapMessage) bool {
-	if !g.late[p] || !slices.ContainsFunc(m.Blocks(), func(b blocks.Block) bool {
+func (g *guard) liftMissingLocked(p peer.ID, m bsmsg.BitSwapMessage) bool {
+	if !g.missing[p] || !slices.ContainsFunc(m.Blocks(), func(b blocks.Block) bool {
 		_, ok := g.wanted[b.Cid()]
 		return ok
 	}) {
 		return false
 	}
-	delete(g.late, p)
+	delete(g.missing, p)
 	delete(g.penalised, p)
 	if t := g.timers[p]; t != nil {
 		t.Stop()

@@ -243,10 +243,10 @@ func askedSilentPeer(t *testing.T) (host.Host, <-chan struct{}) {
 	return h, asked
 }
 
-// TestLatePenaltyLifted: a holder penalised for HAVEs it did not follow
-// by blocks in time (a liar, or a holder at its serving cap), that then
-// sends the block a fetch waits for, was busy, not lying: the block is
-// taken and the penalty lifted. Before, its late block was dropped and
+// TestLatePenaltyLifted: a holder penalised for blocks it did not send
+// (HAVEs not followed by blocks in time, or silence: a liar, or a holder
+// at its serving cap) that then sends the block a fetch waits for was
+// busy, not lying: the block is taken and the penalty lifted. Before, its late block was dropped and
 // the fetch, with no one else to ask, stalled; in a congested flash crowd
 // the apps penalised most of their busy neighbours for 10 min this way.
 func TestLatePenaltyLifted(t *testing.T) {
@@ -272,7 +272,7 @@ func TestLatePenaltyLifted(t *testing.T) {
 			return !e.Cancel && e.WantType == bspb.Message_Wantlist_Block && e.Cid.Equals(tg.Cid)
 		})
 	})
-	if !cl.f.PenaliseLate(busy.ID()) || !cl.f.Penalised(busy.ID()) {
+	if !cl.f.PenaliseMissing(busy.ID()) || !cl.f.Penalised(busy.ID()) {
 		t.Fatal("the busy holder was not penalised")
 	}
 	b, err := blocks.NewBlockWithCid(a.data, tg.Cid)

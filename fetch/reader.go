@@ -1302,7 +1302,7 @@ func (r *Reader) carryOut(p *plan) {
 		}()
 	}
 	for _, id := range p.silent {
-		if f.guard.penaliseFor(id, min(f.cfg.Penalty, silentPenalty)) {
+		if f.guard.penaliseMissing(id, min(f.cfg.Penalty, silentPenalty)) {
 			f.countPenalty()
 			f.log.Info("silent provider penalised", "peer", id, "cid", r.t.Cid, "owedFor", f.guard.owedFor(id, time.Now()))
 		}
