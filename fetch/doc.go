@@ -137,7 +137,9 @@
 //     Config.PeerTimeout plus the origin's time for the leaf (its place
 //     in its owner's queue of Config.OriginConcurrency requests times one
 //     leaf's time, measured from this Fetcher's origin requests, 1 s until
-//     measured) after it was asked and the origin joined, or when the
+//     measured; for an owner this node is not connected to, whose copy
+//     comes through others, twice PeerTimeout plus that time more) after
+//     it was asked and the origin joined, or when the
 //     reader has waited PeerTimeout plus one leaf's origin time on it. A
 //     node that announces a fetch and sends nothing thus delays no one by
 //     more than PeerTimeout and the origin's time; crowd members the

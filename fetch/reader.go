@@ -1447,7 +1447,8 @@ func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *s
 	a := leafAsk{since: later(r.st[i].since, r.originSince), rank: 1 + before/r.f.cfg.OriginConcurrency,
 		held:        held,
 		ownerActive: r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf)),
-		backup:      r.stripe.place(i), pace: peerPace(r.peerTimes)}
+		backup:      r.stripe.place(i), pace: peerPace(r.peerTimes),
+		far: r.f.cfg.Host.Network().Connectedness(owner) != network.Connected}
 	if i == r.curLeaf() {
 		a.waitSince = r.waitSince
 	}
