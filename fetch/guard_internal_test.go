@@ -7,6 +7,7 @@ import (
 
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	bspb "github.com/ipfs/boxo/bitswap/message/pb"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -77,6 +78,38 @@ func TestKeepWanted(t *testing.T) {
 		}
 		if !slices.ContainsFunc(m.Wantlist(), func(e bsmsg.Entry) bool { return e.Cid.Equals(other) }) {
 			t.Errorf("%s: the want beside the cancel was taken out", tc.name)
+		}
+	}
+}
+
+// TestLiftMissing: a penalty for blocks not sent is lifted by a block a
+// fetch wants, not by one no fetch wants (a liar may hold some blocks),
+// and a penalty for anything else (a bad block) is not lifted.
+func TestLiftMissing(t *testing.T) {
+	wanted, unwanted := testBlock(t, []byte("wanted")), testBlock(t, []byte("unwanted"))
+	for _, tc := range []struct {
+		name    string
+		missing bool
+		b       blocks.Block
+		lifted  bool
+	}{
+		{"missing, wanted block", true, wanted, true},
+		{"missing, block nobody wants", true, unwanted, false},
+		{"bad block before, wanted block", false, wanted, false},
+	} {
+		p := peer.ID("p")
+		g := &guard{
+			penalised: map[peer.ID]time.Time{p: time.Now().Add(time.Minute)},
+			missing:   map[peer.ID]bool{p: tc.missing},
+			wanted:    map[cid.Cid]int{wanted.Cid(): 1},
+			timers:    map[peer.ID]*time.Timer{},
+		}
+		m := bsmsg.New(false)
+		m.AddBlock(tc.b)
+		got := g.liftMissingLocked(p, m)
+		_, still := g.penalised[p]
+		if got != tc.lifted || still == tc.lifted {
+			t.Errorf("%s: lifted %v (still penalised %v), want lifted %v", tc.name, got, still, tc.lifted)
 		}
 	}
 }
