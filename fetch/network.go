@@ -555,12 +555,12 @@ func (g *guard) penaliseFor(p peer.ID, d time.Duration) bool {
 	now := time.Now()
 	already := g.isPenalisedLocked(p, now)
 	until := now.Add(d)
+	delete(g.missing, p) // any penalty but a missing block's stands; penaliseMissing notes it again
 	if already && g.penalised[p].After(until) {
 		g.mu.Unlock()
 		return false
 	}
 	g.penalised[p] = until
-	delete(g.missing, p) // penaliseMissing notes it again
 	restore := make(map[peer.ID][]cid.Cid)
 	for _, k := range append(g.proms.penalised(p), g.releaseLocked()...) {
 		if _, ok := g.wanted[k.c]; ok {
