@@ -150,7 +150,10 @@ func TestPeerSlowerThanOrigin(t *testing.T) {
 // The holder's pace puts its next block halfway between the two
 // deadlines (0.2 s and 1.2 s): the token bucket makes it no sooner than
 // 0.5 s after the last, and a loaded machine under -race has 0.7 s to
-// spare (1.5 MiB/s, leaving 0.5 s, failed once in CI).
+// spare (1.5 MiB/s, leaving 0.5 s, failed once in CI). A machine loaded
+// past that (CI under -race: the block after 1.2 s, 2 runs in 10 once)
+// sees the origin asked at the longer deadline, which is the rule too:
+// only a hedge sooner fails.
 //
 // The holder answers want-haves through boxo's queue only and serves
 // every block in its cap's turn, as Kubo does: a meshcdn holder's HAVE
@@ -209,8 +212,17 @@ func TestBusyHolderNotHedged(t *testing.T) {
 	before := o.reqs.Load()
 	st = fetchBoth(cl, cl)
 	t.Logf("just served by the holder: TTFB %v, origin %d, peer %d, hedged %v", st.TTFB, st.OriginBytes, st.PeerBytes, st.Hedged)
-	if st.Hedged || o.reqs.Load() != before || st.PeerBytes != MiB {
-		t.Errorf("a holder that had just served this node was hedged at PeerTimeout: Stats %+v, origin asked %d times", st, o.reqs.Load()-before)
+	// A machine loaded enough to hold the holder's block past the longer
+	// deadline (CI under -race once saw 1.207 s) has the origin rightly
+	// asked then: what is checked is that it was not asked sooner.
+	longer := fetch.DefaultPeerTimeout + time.Second // PeerTimeout + the origin's assumed time for a leaf
+	switch {
+	case st.Hedged && st.TTFB < longer:
+		t.Errorf("a holder that had just served this node was hedged before PeerTimeout plus the origin's time for a leaf (%v): Stats %+v", longer, st)
+	case st.Hedged:
+		t.Logf("the holder's block came after %v: the origin was asked at the longer deadline, as it should be", longer)
+	case o.reqs.Load() != before || st.PeerBytes != MiB:
+		t.Errorf("not hedged, yet the origin was asked %d times or the peer did not send the leaf: Stats %+v", o.reqs.Load()-before, st)
 	}
 }
 
