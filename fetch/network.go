@@ -329,7 +329,7 @@ func (g *guard) asked(p peer.ID, m bsmsg.BitSwapMessage) {
 		if e.Cancel {
 			g.proms.dontHave(p, e.Cid, now)
 		} else {
-			g.proms.asked(p, e.Cid, e.WantType == bspb.Message_Wantlist_Block, now)
+			g.proms.asked(p, e.Cid, e.WantType == bspb.Message_Wantlist_Block, e.SendDontHave, now)
 		}
 	}
 	g.armPromisesLocked()

@@ -59,11 +59,11 @@ func TestPromisesLateAfter(t *testing.T) {
 			t0 := time.Unix(1000, 0)
 			ps := newPromises(time.Minute)
 			if tc.rtt > 0 {
-				ps.asked(liar, c[0], false, t0)
+				ps.asked(liar, c[0], false, true, t0)
 				ps.have(liar, c[0], t0.Add(tc.rtt))
 			}
 			if tc.blk > 0 {
-				ps.asked(seed, c[1], true, t0)
+				ps.asked(seed, c[1], true, true, t0)
 				ps.delivered(seed, c[1], t0.Add(tc.blk))
 			}
 			if got := ps.lateAfter(liar); got != tc.want {
@@ -84,7 +84,7 @@ func TestPromisesLate(t *testing.T) {
 
 	// A sole provider that is slow is waited on.
 	ps.have(liar, c[0], t0)
-	ps.asked(liar, c[0], true, t0)
+	ps.asked(liar, c[0], true, true, t0)
 	if l, ls := ps.due(t0.Add(10*lateFloor), nil); len(l)+len(ls) != 0 {
 		t.Fatalf("a sole slow provider was judged: %v %v", l, ls)
 	}
@@ -93,7 +93,7 @@ func TestPromisesLate(t *testing.T) {
 	// lateFloor (nothing is known of either yet).
 	ps.have(seed, c[1], t0)
 	ps.have(liar, c[1], t0)
-	ps.asked(liar, c[1], true, t0)
+	ps.asked(liar, c[1], true, true, t0)
 	if at, ok := ps.next(); !ok || at.After(t0.Add(lateFloor)) {
 		t.Fatalf("next = %v %v, want at most %v", at, ok, t0.Add(lateFloor))
 	}
@@ -110,11 +110,11 @@ func TestPromisesLate(t *testing.T) {
 
 	// A peer that delivers is not judged late: bitswap prefers it.
 	t1 := t0.Add(time.Second)
-	ps.asked(seed, c[2], true, t1)
+	ps.asked(seed, c[2], true, true, t1)
 	ps.delivered(seed, c[2], t1.Add(10*time.Millisecond))
 	ps.have(liar, c[3], t1)
 	ps.have(seed, c[3], t1)
-	ps.asked(seed, c[3], true, t1)
+	ps.asked(seed, c[3], true, true, t1)
 	if l, _ := ps.due(t1.Add(haveDeadline), nil); len(l) != 0 {
 		t.Fatalf("a delivering peer was judged late: %v", l)
 	}
@@ -152,7 +152,7 @@ func TestPromisesHold(t *testing.T) {
 	cs := testLeaves(t, 12)[6:]
 	ps.have(seed, cs[0], t0)
 	ps.have(liar, cs[0], t0)
-	ps.asked(liar, cs[0], true, t0)
+	ps.asked(liar, cs[0], true, true, t0)
 	if l, _ := ps.due(t0.Add(haveDeadline), nil); len(l) != 1 {
 		t.Fatalf("due = %v, want the liar's promise late", l)
 	}
@@ -179,13 +179,13 @@ func TestPromisesLiar(t *testing.T) {
 		for _, x := range c[:2] {
 			ps.have(seed, x, t0)
 			ps.have(liar, x, t0)
-			ps.asked(liar, x, true, t0)
+			ps.asked(liar, x, true, true, t0)
 		}
 		if l, ls := ps.due(t0.Add(lateFloor), nil); len(l) != 2 || len(ls) != 0 {
 			t.Fatalf("due = %v, %v; want two late and no liar yet", l, ls)
 		}
 		if forgive {
-			ps.asked(liar, c[2], true, t0.Add(lateFloor))
+			ps.asked(liar, c[2], true, true, t0.Add(lateFloor))
 			ps.delivered(liar, c[2], t0.Add(lateFloor+time.Millisecond))
 		}
 		if at, ok := ps.next(); !forgive && (!ok || !at.Equal(t0.Add(lateFloor+haveDeadline))) {
@@ -211,7 +211,7 @@ func TestPromisesPeerGone(t *testing.T) {
 	for _, x := range c {
 		ps.have(seed, x, t0)
 		ps.have(other, x, t0)
-		ps.asked(seed, x, true, t0)
+		ps.asked(seed, x, true, true, t0)
 	}
 	ps.gone(seed)
 	l, liars := ps.due(t0.Add(10*haveDeadline), nil)
@@ -226,14 +226,15 @@ func TestPromisesPeerGone(t *testing.T) {
 // TestPromisesRefused: a peer's DONT_HAVE of a wanted block stands until
 // that peer says HAVE of it, the block is forgotten or the peer is gone;
 // another peer's HAVE of it, or a want of it not yet answered, makes it no
-// longer refused by all.
+// longer refused by all; a broadcast want-have (no DONT_HAVE asked) does
+// not.
 func TestPromisesRefused(t *testing.T) {
 	seed, other := peer.ID("seed"), peer.ID("other")
 	c := testLeaves(t, 4)
 	t0 := time.Unix(1000, 0)
 	ps := newPromises(time.Minute)
 	for _, x := range c {
-		ps.asked(seed, x, true, t0)
+		ps.asked(seed, x, true, true, t0)
 		ps.refused(seed, x, t0)
 	}
 	for i, x := range c {
@@ -252,7 +253,13 @@ func TestPromisesRefused(t *testing.T) {
 			t.Errorf("leaf %d: refusedOnly = %v, want %v", i, got, want)
 		}
 	}
-	ps.asked(other, c[3], false, t0)
+	// Bitswap's broadcast want-have asks for no DONT_HAVE: a peer that
+	// lacks the block says nothing, and owes nothing.
+	ps.asked(other, c[3], false, false, t0)
+	if !ps.refusedOnly(c[3]) {
+		t.Error("not refused while a peer sent only a broadcast want-have (which asks no DONT_HAVE) is silent")
+	}
+	ps.asked(other, c[3], false, true, t0)
 	if ps.refusedOnly(c[3]) {
 		t.Error("refused by all while a peer asked has not answered")
 	}
@@ -278,7 +285,7 @@ func TestPromisesLiarPenalised(t *testing.T) {
 	ps := newPromises(time.Minute)
 	ps.have(liar, c[0], t0)
 	ps.have(seed, c[0], t0)
-	ps.asked(seed, c[0], true, t0)
+	ps.asked(seed, c[0], true, true, t0)
 	if l, _ := ps.due(t0.Add(lateFloor), nil); len(l) != 1 || l[0].p != seed {
 		t.Fatalf("due = %v, want the seed's promise late (the liar said HAVE too)", l)
 	}
@@ -296,7 +303,7 @@ func TestPromisesLiarPenalised(t *testing.T) {
 	t1 := t0.Add(time.Hour)
 	ps.have(liar, c[1], t1)
 	ps.have(seed, c[1], t1)
-	ps.asked(seed, c[1], true, t1)
+	ps.asked(seed, c[1], true, true, t1)
 	if l, ls := ps.due(t1.Add(haveDeadline), penalised); len(l)+len(ls) != 0 {
 		t.Fatalf("due = %v, %v: a penalised peer's HAVE made the seed's promise late", l, ls)
 	}
@@ -444,9 +451,9 @@ func TestPromisesLiveHolder(t *testing.T) {
 		t.Errorf("no holder: %q", got)
 	}
 	// slow delivers one block at once (its burst), fast one later, slowly.
-	ps.asked("slow", cs[1], true, t0)
+	ps.asked("slow", cs[1], true, true, t0)
 	ps.delivered("slow", cs[1], t0.Add(10*time.Millisecond))
-	ps.asked("fast", cs[2], true, t0.Add(time.Second))
+	ps.asked("fast", cs[2], true, true, t0.Add(time.Second))
 	ps.delivered("fast", cs[2], t0.Add(1200*time.Millisecond))
 	if ps.blk["slow"] >= ps.blk["fast"] {
 		t.Fatalf("time per block: slow %v, fast %v; the test wants slow's shorter", ps.blk["slow"], ps.blk["fast"])
@@ -457,7 +464,7 @@ func TestPromisesLiveHolder(t *testing.T) {
 	if got := ps.liveHolder(cs[0], none); got != "fast" {
 		t.Errorf("holders slow, fast and new: %q, want fast (the last to deliver)", got)
 	}
-	ps.asked("fast", cs[0], true, t0.Add(3*time.Second))
+	ps.asked("fast", cs[0], true, true, t0.Add(3*time.Second))
 	if got := ps.liveHolder(cs[0], none); got != "slow" {
 		t.Errorf("fast asked already: %q, want slow (it delivered, new never did)", got)
 	}
