@@ -23,6 +23,7 @@ const (
 	DefaultReadAhead                        = 32
 	DefaultWindowBytes                int64 = 8 << 20
 	DefaultOriginConcurrency                = 4
+	DefaultPeerBudget                       = 8
 	DefaultPenalty                          = 10 * time.Minute
 	DefaultServeBytesPerSecond        int64 = 16 << 20
 	DefaultServeConcurrency                 = 16
@@ -145,6 +146,15 @@ type Config struct {
 	// Default DefaultOriginConcurrency (4).
 	OriginConcurrency int
 
+	// PeerBudget bounds the dials of fetches: a fetch dials one of its
+	// providers or crowd members only while the host has fewer than
+	// PeerBudget peers connected or being dialled, or while the fetch has
+	// fewer than two of them connected; the others wait as spares, dialled
+	// (one picked at random) when that changes. A fetch waiting on peers
+	// that looks its providers up again (refresh) dials the new ones
+	// regardless. Default DefaultPeerBudget (8); negative means no bound.
+	PeerBudget int
+
 	// Gater, if set, keeps the peers this Fetcher refuses for breaking the
 	// bitswap protocol (a message over the limits or malformed, silent
 	// streams). Give the same Gater to the Host as its connection gater
@@ -224,6 +234,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.OriginConcurrency == 0 {
 		c.OriginConcurrency = DefaultOriginConcurrency
+	}
+	if c.PeerBudget == 0 {
+		c.PeerBudget = DefaultPeerBudget
 	}
 	if c.OriginHeaderTimeout == 0 {
 		c.OriginHeaderTimeout = DefaultOriginHeaderTimeout

@@ -38,6 +38,7 @@ type Fetcher struct {
 	ownHTTP *http.Transport
 	metrics *metrics
 	served  atomic.Int64
+	dialing atomic.Int64  // dials of providers under way (dialbudget.go)
 	direct  directWants   // first wants sent to providers directly (firstwant.go)
 	urgent  *urgentWants  // blocks peers want urgently (urgent.go)
 	backlog *storeBacklog // blocks being stored (backlog.go)

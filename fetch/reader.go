@@ -185,6 +185,8 @@ type Reader struct {
 	askedFirst  bool          // a provider was asked directly (firstwant.go)
 	stripe      *stripe       // the split of origin leaves with the crowd (policy.go); nil: none
 	addrless    []peer.ID     // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
+	spare       []peer.ID     // providers not dialled for Config.PeerBudget (dialbudget.go)
+	dialing     int           // this fetch's dials under way (dialbudget.go)
 	addrlessAt  time.Time     // when dialAddrlessLocked looks again
 	addrlessGap time.Duration // how long it waits after that (addrlessPoll, doubling)
 	reaskAt     time.Time     // striping: leaves may be asked of peers again from then
@@ -393,10 +395,10 @@ func (r *Reader) connect(ai peer.AddrInfo) {
 	r.learnAddrs(ai)
 	r.mu.Lock()
 	r.provs = append(r.provs, ai.ID)
-	later := r.addrlessLocked(ai.ID)
+	dial := !r.addrlessLocked(ai.ID) && r.admitDialLocked(ai.ID)
 	r.mu.Unlock()
-	if !later {
-		r.dial(ai)
+	if dial {
+		r.dial(ai, true)
 	}
 }
 
@@ -445,7 +447,9 @@ func (r *Reader) dialAddrlessLocked(p *plan, now time.Time, s *soon) {
 		if len(ai.Addrs) == 0 {
 			return false
 		}
-		p.connect = append(p.connect, ai)
+		if r.admitDialLocked(id) {
+			p.connect = append(p.connect, ai)
+		}
 		return true
 	})
 	if len(r.addrless) > 0 {
@@ -468,14 +472,22 @@ func (r *Reader) learnAddrs(ai peer.AddrInfo) {
 	}
 }
 
-// dial connects to a peer in the background, for the fetch's life.
-func (r *Reader) dial(ai peer.AddrInfo) {
+// dial connects to a peer in the background, for the fetch's life;
+// counted: the dial counts against Config.PeerBudget until it ends
+// (admitDialLocked).
+func (r *Reader) dial(ai peer.AddrInfo, counted bool) {
 	h := r.f.cfg.Host
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		if err := h.Connect(r.ctx, ai); err != nil {
 			r.f.log.Debug("connect to provider", "peer", ai.ID, "err", err)
+		}
+		if counted {
+			r.f.dialing.Add(-1)
+			r.mu.Lock()
+			r.dialing--
+			r.mu.Unlock()
 		}
 	}()
 }
@@ -641,10 +653,12 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	r.judgeMembersLocked(now, s)
 	r.stripeLocked(p, now, s)
 	r.dialAddrlessLocked(p, now, s)
+	r.dialSpareLocked(p)
 	p.refresh = r.refreshDueLocked(now, p.peerWaiting, s)
 	r.reaskLocked(cur, end, now, s)
 	r.planLocked(p, cur, end, now, s)
 	if err := r.giveUpLocked(p.missing, now, s); err != nil {
+		r.unadmitLocked(p.connect) // not dialled
 		r.mu.Unlock()
 		r.fail(err)
 		return time.Time{}, true
@@ -1286,7 +1300,7 @@ func (r *Reader) carryOut(p *plan) {
 		r.goOrigin(i, p.leaves[i], p.origQ[k])
 	}
 	for _, ai := range p.connect {
-		r.dial(ai)
+		r.dial(ai, true)
 	}
 	if p.refresh {
 		r.wg.Add(1)
@@ -1371,7 +1385,7 @@ func (r *Reader) meetMembersLocked(p *plan) {
 		if r.addrlessLocked(m) {
 			continue
 		}
-		if ai := h.Peerstore().PeerInfo(m); len(ai.Addrs) > 0 {
+		if ai := h.Peerstore().PeerInfo(m); len(ai.Addrs) > 0 && r.admitDialLocked(m) {
 			p.connect = append(p.connect, ai)
 		}
 	}

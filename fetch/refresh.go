@@ -77,7 +77,7 @@ func (r *Reader) refreshProviders() {
 	}
 	r.mu.Unlock()
 	for _, ai := range dial {
-		r.dial(ai)
+		r.dial(ai, false)
 	}
 	if again > 0 {
 		r.f.log.Debug("leaves asked again of new providers", "cid", r.t.Cid, "leaves", again)

@@ -168,10 +168,11 @@ type Config struct {
 
 	// AnnounceAddrs sends this node's addresses with its announcements
 	// (announce.Config.AnnounceAddrs), so that peers that hear of it only
-	// through gossip can dial it. Default Off for both roles: in the demo
-	// site's 50-app cold crowd it halved the origin's copies (about 12
-	// against 20) but doubled the completion time (about 80 s against 40
-	// s), nodes then waiting on busy holders while the origin idles.
+	// through gossip can dial it (within FetchPeerBudget). Default Off for
+	// both roles: in the demo site's 50-app cold crowd it now finishes
+	// sooner (43 and 50 s against 55 and 61 s, origin copies 4.7-4.9
+	// against 4.9-7.8), but the default demo (a seed, 20 apps) loses
+	// offload with it (median 0.926 against 0.942, four runs each).
 	AnnounceAddrs Toggle
 
 	// PeerTimeout is how long peers get before the origin is asked as well.
@@ -188,6 +189,12 @@ type Config struct {
 	// of its reader (fetch.Config.WindowBytes). Default 8 MiB; negative
 	// means no bound.
 	FetchWindowBytes int64
+
+	// FetchPeerBudget bounds the dials of fetches: a fetch dials its
+	// providers and crowd members only while the node has fewer peers
+	// connected, or the fetch fewer than two of them
+	// (fetch.Config.PeerBudget). Default 8; negative means no bound.
+	FetchPeerBudget int
 
 	// ServeBytesPerSecond caps what this node serves to others. Default
 	// 4 MiB/s for apps, 128 MiB/s (about a gigabit link) for seeds;

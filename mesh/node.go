@@ -181,6 +181,7 @@ func (n *Node) startFetcher(reg prometheus.Registerer, gate *fetch.Gater) (err e
 		PeerTimeout:          cfg.PeerTimeout,
 		NoStriping:           cfg.FetchStriping == Off,
 		WindowBytes:          cfg.FetchWindowBytes,
+		PeerBudget:           cfg.FetchPeerBudget,
 		OriginHeaderTimeout:  cfg.OriginHeaderTimeout,
 		OriginIdleTimeout:    cfg.OriginIdleTimeout,
 		ServeBytesPerSecond:  cfg.ServeBytesPerSecond,

@@ -1,0 +1,121 @@
+package fetch_test
+
+import (
+	"context"
+	"io"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/meshcdn/meshcdn/fetch"
+)
+
+// connectedTo returns how many of ns n is connected to.
+func connectedTo(n *node, ns []*node) int {
+	k := 0
+	for _, m := range ns {
+		if n.h.Network().Connectedness(m.h.ID()) == network.Connected {
+			k++
+		}
+	}
+	return k
+}
+
+// TestPeerBudget: a fetch told of five providers, all holding the
+// content, on a host with a budget of two peers (Config.PeerBudget),
+// dials two and takes everything from them; when one of them goes
+// mid-fetch it dials a spare. Without the budget it dialled all five.
+func TestPeerBudget(t *testing.T) {
+	const size = 16 * MiB
+	a := makeAsset(t, 70, size)
+	holders := make([]*node, 5)
+	infos := make([]peer.AddrInfo, len(holders))
+	for i := range holders {
+		holders[i] = newNode(t, fetch.Config{})
+		holders[i].hold(t, a)
+		infos[i] = holders[i].info()
+	}
+	o := newOrigin(t, a.data)
+	cl := newNode(t, fetch.Config{PeerBudget: 2, WindowBytes: 2 * MiB, Providers: providers{a.t.Cid: infos}})
+	tg := a.t
+	tg.URL = o.URL
+	r := cl.open(t, tg)
+	head := make([]byte, MiB)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	checkBytes(t, head, a.data[:MiB])
+	if k := connectedTo(cl, holders); k > 2 {
+		t.Fatalf("connected to %d of 5 providers, want at most PeerBudget (2)", k)
+	}
+	// One source goes: its host closes. A spare is then dialled: a
+	// provider not connected before connects.
+	var gone *node
+	was := map[peer.ID]bool{}
+	for _, h := range holders {
+		if cl.h.Network().Connectedness(h.h.ID()) == network.Connected {
+			was[h.h.ID()] = true
+			if gone == nil {
+				gone = h
+			}
+		}
+	}
+	if gone == nil {
+		t.Fatal("connected to no provider after the first MiB came from peers")
+	}
+	spare := make(chan peer.ID, len(holders))
+	cl.h.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if p := c.RemotePeer(); !was[p] && slices.ContainsFunc(holders, func(h *node) bool { return h.h.ID() == p }) {
+			spare <- p
+		}
+	}})
+	if err := gone.h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBytes(t, rest, a.data[MiB:])
+	select {
+	case p := <-spare:
+		t.Logf("spare %s dialled after a source went; Stats peers %v", p, r.Stats().Peers)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no spare provider dialled after one of the two sources went")
+	}
+	if k := connectedTo(cl, holders); k > 2 {
+		t.Errorf("connected to %d providers after one went, want at most 2", k)
+	}
+}
+
+// TestPeerBudgetMinSources: a host whose budget is spent on a peer that
+// holds nothing of the content still dials two of the content's providers
+// (minSources) and takes it from them, not from the origin.
+func TestPeerBudgetMinSources(t *testing.T) {
+	a := makeAsset(t, 71, 4*MiB)
+	holders := make([]*node, 4)
+	infos := make([]peer.AddrInfo, len(holders))
+	for i := range holders {
+		holders[i] = newNode(t, fetch.Config{})
+		holders[i].hold(t, a)
+		infos[i] = holders[i].info()
+	}
+	o := newOrigin(t, a.data)
+	cl := newNode(t, fetch.Config{PeerBudget: 1, Providers: providers{a.t.Cid: infos}})
+	other := newNode(t, fetch.Config{})
+	if err := cl.h.Connect(context.Background(), other.info()); err != nil {
+		t.Fatal(err)
+	}
+	tg := a.t
+	tg.URL = o.URL
+	st := cl.fetchWhole(t, tg, a.data)
+	if k := connectedTo(cl, holders); k != 2 {
+		t.Errorf("connected to %d of the 4 providers, want 2 (the budget is spent on a peer holding nothing)", k)
+	}
+	if st.PeerBytes != int64(len(a.data)) {
+		t.Errorf("Stats = %+v, want every byte from peers", st)
+	}
+}
