@@ -14,8 +14,8 @@ import (
 // announcements (mesh AnnounceAddrs), every node of the demo's 50-app flash
 // crowd came to be connected to every other: upload spread evenly, but each
 // node spent its serving cap on 49 peers' wants, much of it on copies sent
-// after another source had delivered (peers sent 2.1 bytes per byte kept),
-// and the crowd took 88 s. Dialling only while the host has fewer than 8
+// after another source had delivered (peers sent 1.85 to 2.1 bytes per
+// byte kept), and the crowd took 67 to 88 s. Dialling only while the host has fewer than 8
 // peers, the same crowd took 43 and 50 s (origin copies 4.66 and 4.94;
 // 1.26 and 1.60 bytes sent per byte kept). Without addresses (the default)
 // each app knows the three it was introduced to and those that dial it, and
