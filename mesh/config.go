@@ -170,8 +170,8 @@ type Config struct {
 	// (announce.Config.AnnounceAddrs), so that peers that hear of it only
 	// through gossip can dial it (within FetchPeerBudget). Default Off for
 	// both roles: in the demo site's 50-app cold crowd it now finishes
-	// sooner (43 and 50 s against 55 and 61 s, origin copies 4.7-4.9
-	// against 4.9-7.8), but the default demo (a seed, 20 apps) loses
+	// sooner (43 to 51 s against 55 to 61 s, origin copies 4.7 to 5.4
+	// against 4.9 to 7.8), but the default demo (a seed, 20 apps) loses
 	// offload with it (median 0.926 against 0.942, four runs each).
 	AnnounceAddrs Toggle
 
