@@ -48,8 +48,9 @@ func (r *Reader) admitDialLocked(p peer.ID) bool {
 
 // mayDialLocked reports whether the fetch may dial another provider: the
 // host has fewer peers connected or being dialled than Config.PeerBudget,
-// or the fetch has fewer than minSources of its providers connected or
-// being dialled. The caller holds mu.
+// or the fetch has fewer than minSources of its providers connected (not
+// penalised: a fetch among liars still reaches the honest) or being
+// dialled. The caller holds mu.
 func (r *Reader) mayDialLocked() bool {
 	budget := r.f.cfg.PeerBudget
 	net := r.f.cfg.Host.Network()
@@ -61,7 +62,7 @@ func (r *Reader) mayDialLocked() bool {
 		if n >= minSources {
 			return false
 		}
-		if net.Connectedness(p) == network.Connected {
+		if net.Connectedness(p) == network.Connected && !r.f.guard.isPenalised(p) {
 			n++
 		}
 	}

@@ -93,9 +93,11 @@ func TestPeerBudget(t *testing.T) {
 
 // TestPeerBudgetMinSources: a host whose budget is spent on a peer that
 // holds nothing of the content still dials two of the content's providers
-// (minSources) and takes it from them, not from the origin.
+// (minSources) and takes it from them, not from the origin; when it
+// penalises those two mid-fetch, it dials spares.
 func TestPeerBudgetMinSources(t *testing.T) {
-	a := makeAsset(t, 71, 4*MiB)
+	const size = 16 * MiB
+	a := makeAsset(t, 71, size)
 	holders := make([]*node, 4)
 	infos := make([]peer.AddrInfo, len(holders))
 	for i := range holders {
@@ -104,18 +106,47 @@ func TestPeerBudgetMinSources(t *testing.T) {
 		infos[i] = holders[i].info()
 	}
 	o := newOrigin(t, a.data)
-	cl := newNode(t, fetch.Config{PeerBudget: 1, Providers: providers{a.t.Cid: infos}})
+	cl := newNode(t, fetch.Config{PeerBudget: 1, WindowBytes: 2 * MiB, Providers: providers{a.t.Cid: infos}})
 	other := newNode(t, fetch.Config{})
 	if err := cl.h.Connect(context.Background(), other.info()); err != nil {
 		t.Fatal(err)
 	}
 	tg := a.t
 	tg.URL = o.URL
-	st := cl.fetchWhole(t, tg, a.data)
-	if k := connectedTo(cl, holders); k != 2 {
-		t.Errorf("connected to %d of the 4 providers, want 2 (the budget is spent on a peer holding nothing)", k)
+	r := cl.open(t, tg)
+	head := make([]byte, MiB)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
 	}
-	if st.PeerBytes != int64(len(a.data)) {
-		t.Errorf("Stats = %+v, want every byte from peers", st)
+	checkBytes(t, head, a.data[:MiB])
+	var first []*node
+	for _, h := range holders {
+		if cl.h.Network().Connectedness(h.h.ID()) == network.Connected {
+			first = append(first, h)
+		}
+	}
+	if len(first) != 2 {
+		t.Fatalf("connected to %d of the 4 providers, want 2 (the budget is spent on a peer holding nothing)", len(first))
+	}
+	// Both are penalised (as liars would be): the fetch dials spares.
+	spare := make(chan peer.ID, len(holders))
+	cl.h.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if p := c.RemotePeer(); p != first[0].h.ID() && p != first[1].h.ID() && p != other.h.ID() {
+			spare <- p
+		}
+	}})
+	for _, h := range first {
+		cl.f.PenaliseMissing(h.h.ID())
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBytes(t, rest, a.data[MiB:])
+	select {
+	case p := <-spare:
+		t.Logf("spare %s dialled; Stats peers %v, origin %d", p, r.Stats().Peers, r.Stats().OriginBytes)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no spare dialled after both sources were penalised; Stats %+v", r.Stats())
 	}
 }
