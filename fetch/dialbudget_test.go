@@ -24,22 +24,26 @@ func connectedTo(n *node, ns []*node) int {
 	return k
 }
 
-// TestPeerBudget: a fetch told of five providers, all holding the
-// content, on a host with a budget of two peers (Config.PeerBudget),
-// dials two and takes everything from them; when one of them goes
-// mid-fetch it dials a spare. Without the budget it dialled all five.
-func TestPeerBudget(t *testing.T) {
-	const size = 16 * MiB
-	a := makeAsset(t, 70, size)
-	holders := make([]*node, 5)
-	infos := make([]peer.AddrInfo, len(holders))
+// budgetFetch starts a fetch of a 16 MiB asset (seed) on a node with the
+// given PeerBudget and a 2 MiB window, told of n providers that hold it,
+// after connecting it to others; it reads and checks the first MiB.
+func budgetFetch(t *testing.T, seed uint64, n, budget int, others ...*node) (*node, []*node, *fetch.Reader, asset) {
+	t.Helper()
+	a := makeAsset(t, seed, 16*MiB)
+	holders := make([]*node, n)
+	infos := make([]peer.AddrInfo, n)
 	for i := range holders {
 		holders[i] = newNode(t, fetch.Config{})
 		holders[i].hold(t, a)
 		infos[i] = holders[i].info()
 	}
 	o := newOrigin(t, a.data)
-	cl := newNode(t, fetch.Config{PeerBudget: 2, WindowBytes: 2 * MiB, Providers: providers{a.t.Cid: infos}})
+	cl := newNode(t, fetch.Config{PeerBudget: budget, WindowBytes: 2 * MiB, Providers: providers{a.t.Cid: infos}})
+	for _, m := range others {
+		if err := cl.h.Connect(context.Background(), m.info()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tg := a.t
 	tg.URL = o.URL
 	r := cl.open(t, tg)
@@ -48,6 +52,15 @@ func TestPeerBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkBytes(t, head, a.data[:MiB])
+	return cl, holders, r, a
+}
+
+// TestPeerBudget: a fetch told of five providers, all holding the
+// content, on a host with a budget of two peers (Config.PeerBudget),
+// dials two and takes everything from them; when one of them goes
+// mid-fetch it dials a spare. Without the budget it dialled all five.
+func TestPeerBudget(t *testing.T) {
+	cl, holders, r, a := budgetFetch(t, 70, 5, 2)
 	if k := connectedTo(cl, holders); k > 2 {
 		t.Fatalf("connected to %d of 5 providers, want at most PeerBudget (2)", k)
 	}
@@ -75,17 +88,7 @@ func TestPeerBudget(t *testing.T) {
 	if err := gone.h.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rest, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkBytes(t, rest, a.data[MiB:])
-	select {
-	case p := <-spare:
-		t.Logf("spare %s dialled after a source went; Stats peers %v", p, r.Stats().Peers)
-	case <-time.After(10 * time.Second):
-		t.Fatal("no spare provider dialled after one of the two sources went")
-	}
+	readRestSpare(t, r, a, spare, "one of the two sources went")
 	if k := connectedTo(cl, holders); k > 2 {
 		t.Errorf("connected to %d providers after one went, want at most 2", k)
 	}
@@ -96,29 +99,8 @@ func TestPeerBudget(t *testing.T) {
 // (minSources) and takes it from them, not from the origin; when it
 // penalises those two mid-fetch, it dials spares.
 func TestPeerBudgetMinSources(t *testing.T) {
-	const size = 16 * MiB
-	a := makeAsset(t, 71, size)
-	holders := make([]*node, 4)
-	infos := make([]peer.AddrInfo, len(holders))
-	for i := range holders {
-		holders[i] = newNode(t, fetch.Config{})
-		holders[i].hold(t, a)
-		infos[i] = holders[i].info()
-	}
-	o := newOrigin(t, a.data)
-	cl := newNode(t, fetch.Config{PeerBudget: 1, WindowBytes: 2 * MiB, Providers: providers{a.t.Cid: infos}})
 	other := newNode(t, fetch.Config{})
-	if err := cl.h.Connect(context.Background(), other.info()); err != nil {
-		t.Fatal(err)
-	}
-	tg := a.t
-	tg.URL = o.URL
-	r := cl.open(t, tg)
-	head := make([]byte, MiB)
-	if _, err := io.ReadFull(r, head); err != nil {
-		t.Fatal(err)
-	}
-	checkBytes(t, head, a.data[:MiB])
+	cl, holders, r, a := budgetFetch(t, 71, 4, 1, other)
 	var first []*node
 	for _, h := range holders {
 		if cl.h.Network().Connectedness(h.h.ID()) == network.Connected {
@@ -138,6 +120,13 @@ func TestPeerBudgetMinSources(t *testing.T) {
 	for _, h := range first {
 		cl.f.PenaliseMissing(h.h.ID())
 	}
+	readRestSpare(t, r, a, spare, "both sources were penalised")
+}
+
+// readRestSpare reads the rest of a (past its first MiB) from r and waits
+// for spare to name a provider dialled after what happened.
+func readRestSpare(t *testing.T, r *fetch.Reader, a asset, spare <-chan peer.ID, what string) {
+	t.Helper()
 	rest, err := io.ReadAll(r)
 	if err != nil {
 		t.Fatal(err)
@@ -145,8 +134,8 @@ func TestPeerBudgetMinSources(t *testing.T) {
 	checkBytes(t, rest, a.data[MiB:])
 	select {
 	case p := <-spare:
-		t.Logf("spare %s dialled; Stats peers %v, origin %d", p, r.Stats().Peers, r.Stats().OriginBytes)
+		t.Logf("spare %s dialled after %s; Stats peers %v, origin %d", p, what, r.Stats().Peers, r.Stats().OriginBytes)
 	case <-time.After(10 * time.Second):
-		t.Fatalf("no spare dialled after both sources were penalised; Stats %+v", r.Stats())
+		t.Fatalf("no spare dialled after %s; Stats %+v", what, r.Stats())
 	}
 }
