@@ -84,7 +84,9 @@ func TestKeepWanted(t *testing.T) {
 
 // TestLiftMissing: a penalty for blocks not sent is lifted by a block a
 // fetch wants, not by one no fetch wants (a liar may hold some blocks),
-// and a penalty for anything else (a bad block) is not lifted.
+// nor once the peer's penalties were lifted maxLifts times within
+// liftWindow (a liar holding some wanted blocks would send one after each
+// lie); a penalty for anything else (a bad block) is not lifted.
 func TestLiftMissing(t *testing.T) {
 	wanted, unwanted := testBlock(t, []byte("wanted")), testBlock(t, []byte("unwanted"))
 	for _, tc := range []struct {
@@ -92,10 +94,13 @@ func TestLiftMissing(t *testing.T) {
 		missing bool
 		b       blocks.Block
 		lifted  bool
+		before  int // lifts of its penalties lately (negative: long ago)
 	}{
-		{"missing, wanted block", true, wanted, true},
-		{"missing, block nobody wants", true, unwanted, false},
-		{"bad block before, wanted block", false, wanted, false},
+		{"missing, wanted block", true, wanted, true, 0},
+		{"missing, block nobody wants", true, unwanted, false, 0},
+		{"bad block before, wanted block", false, wanted, false, 0},
+		{"missing, wanted block, lifted often lately", true, wanted, false, maxLifts},
+		{"missing, wanted block, lifted often long ago", true, wanted, true, -maxLifts},
 	} {
 		p := peer.ID("p")
 		g := &guard{
@@ -103,6 +108,13 @@ func TestLiftMissing(t *testing.T) {
 			missing:   map[peer.ID]bool{p: tc.missing},
 			wanted:    map[cid.Cid]int{wanted.Cid(): 1},
 			timers:    map[peer.ID]*time.Timer{},
+			lifts:     map[peer.ID]lifts{},
+		}
+		switch {
+		case tc.before > 0:
+			g.lifts[p] = lifts{since: time.Now().Add(-time.Minute), n: tc.before}
+		case tc.before < 0:
+			g.lifts[p] = lifts{since: time.Now().Add(-liftWindow - time.Minute), n: -tc.before}
 		}
 		m := bsmsg.New(false)
 		m.AddBlock(tc.b)

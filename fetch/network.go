@@ -41,6 +41,7 @@ type guard struct {
 	gone      map[peer.ID]time.Time   // last disconnect, as bitswap saw it
 	timers    map[peer.ID]*time.Timer // penalty ends
 	missing   map[peer.ID]bool        // penalised only for blocks it did not send (liftMissingLocked)
+	lifts     map[peer.ID]lifts       // penalties lifted lately (liftMissingLocked)
 	prio      map[cid.Cid]int32       // wire priority of a wanted leaf: its urgency
 	sends     *sendLimiter            // deadlines of what the server sends
 	proms     *promises               // HAVEs not yet followed by the block
@@ -67,6 +68,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		gone:           make(map[peer.ID]time.Time),
 		timers:         make(map[peer.ID]*time.Timer),
 		missing:        make(map[peer.ID]bool),
+		lifts:          make(map[peer.ID]lifts),
 		prio:           make(map[cid.Cid]int32),
 		sends:          newSendLimiter(),
 		proms:          newPromises(f.cfg.Penalty),
@@ -896,8 +898,11 @@ func (g *guard) penaliseMissing(p peer.ID, d time.Duration) bool {
 // its serving cap sends each of the peers it said HAVE to a block every
 // few seconds, longer than haveDeadline: penalised by most of them for
 // Config.Penalty, its late blocks were dropped as they came (its upload
-// wasted) and it served no one for the rest of the crowd. It reports
-// whether it lifted the penalty. The caller holds g.mu.
+// wasted) and it served no one for the rest of the crowd. A peer's
+// penalties are lifted at most maxLifts times per liftWindow: a liar that
+// holds some wanted blocks could otherwise send one after each lie and
+// never stay penalised. It reports whether it lifted the penalty. The
+// caller holds g.mu.
 func (g *guard) liftMissingLocked(p peer.ID, m bsmsg.BitSwapMessage) bool {
 	if !g.missing[p] || !slices.ContainsFunc(m.Blocks(), func(b blocks.Block) bool {
 		_, ok := g.wanted[b.Cid()]
@@ -905,6 +910,17 @@ func (g *guard) liftMissingLocked(p peer.ID, m bsmsg.BitSwapMessage) bool {
 	}) {
 		return false
 	}
+	now := time.Now()
+	l := g.lifts[p]
+	if now.Sub(l.since) >= liftWindow {
+		l = lifts{since: now}
+	}
+	if l.n >= maxLifts {
+		return false
+	}
+	l.n++
+	g.pruneLiftsLocked(now)
+	g.lifts[p] = l
 	delete(g.missing, p)
 	delete(g.penalised, p)
 	if t := g.timers[p]; t != nil {
@@ -912,6 +928,34 @@ func (g *guard) liftMissingLocked(p peer.ID, m bsmsg.BitSwapMessage) bool {
 		delete(g.timers, p)
 	}
 	return true
+}
+
+// lifts counts a peer's lifted penalties since since.
+type lifts struct {
+	since time.Time
+	n     int
+}
+
+// maxLifts is how many of a peer's penalties for blocks not sent are
+// lifted per liftWindow (the default Config.Penalty): a busy holder in a
+// crowd is penalised and forgiven a few times in a crowd's minute.
+const (
+	maxLifts   = 4
+	liftWindow = DefaultPenalty
+)
+
+// pruneLiftsLocked forgets the lift counts older than liftWindow once there
+// are many, so that a stream of new peers does not grow the map without
+// bound. The caller holds g.mu.
+func (g *guard) pruneLiftsLocked(now time.Time) {
+	if len(g.lifts) < 1024 {
+		return
+	}
+	for p, l := range g.lifts {
+		if now.Sub(l.since) >= liftWindow {
+			delete(g.lifts, p)
+		}
+	}
 }
 
 // reset tells the receivers' clients that p disconnected and, unless it
