@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"math/rand/v2"
+	"slices"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -41,8 +42,7 @@ func (r *Reader) admitDialLocked(p peer.ID) bool {
 		r.spare = append(r.spare, p)
 		return false
 	}
-	r.dialing++
-	r.f.dialing.Add(1)
+	r.countDialsLocked(1)
 	return true
 }
 
@@ -78,35 +78,29 @@ func (r *Reader) dialSpareLocked(p *plan) {
 		return
 	}
 	h := r.f.cfg.Host
-	r.spare = deleteConnected(r.spare, h.Network(), r.f.guard.isPenalised)
+	r.spare = slices.DeleteFunc(r.spare, r.settled)
 	for len(r.spare) > 0 && r.mayDialLocked() {
 		k := rand.IntN(len(r.spare))
 		id := r.spare[k]
 		r.spare[k] = r.spare[len(r.spare)-1]
 		r.spare = r.spare[:len(r.spare)-1]
 		if ai := h.Peerstore().PeerInfo(id); len(ai.Addrs) > 0 {
-			r.dialing++
-			r.f.dialing.Add(1)
+			r.countDialsLocked(1)
 			p.connect = append(p.connect, ai)
 		}
 	}
 }
 
-// deleteConnected removes from ps the peers connected on net or left out
-// by skip.
-func deleteConnected(ps []peer.ID, net network.Network, skip func(peer.ID) bool) []peer.ID {
-	out := ps[:0]
-	for _, p := range ps {
-		if net.Connectedness(p) != network.Connected && !skip(p) {
-			out = append(out, p)
-		}
-	}
-	return out
+// settled reports whether a provider waiting to be dialled (addrless, a
+// spare) needs no dial any more: connected meanwhile (it dialled this
+// node) or penalised.
+func (r *Reader) settled(p peer.ID) bool {
+	return r.f.cfg.Host.Network().Connectedness(p) == network.Connected || r.f.guard.isPenalised(p)
 }
 
-// unadmitLocked takes back the dials admitted for ais, which a plan given
-// up will not make. The caller holds mu.
-func (r *Reader) unadmitLocked(ais []peer.AddrInfo) {
-	r.dialing -= len(ais)
-	r.f.dialing.Add(-int64(len(ais)))
+// countDialsLocked adds n (negative: takes back) to the dials under way
+// of the fetch and of the Fetcher. The caller holds mu.
+func (r *Reader) countDialsLocked(n int) {
+	r.dialing += n
+	r.f.dialing.Add(int64(n))
 }

@@ -440,7 +440,7 @@ func (r *Reader) dialAddrlessLocked(p *plan, now time.Time, s *soon) {
 	}
 	h := r.f.cfg.Host
 	r.addrless = slices.DeleteFunc(r.addrless, func(id peer.ID) bool {
-		if h.Network().Connectedness(id) == network.Connected || r.f.guard.isPenalised(id) {
+		if r.settled(id) {
 			return true
 		}
 		ai := h.Peerstore().PeerInfo(id)
@@ -484,9 +484,8 @@ func (r *Reader) dial(ai peer.AddrInfo, counted bool) {
 			r.f.log.Debug("connect to provider", "peer", ai.ID, "err", err)
 		}
 		if counted {
-			r.f.dialing.Add(-1)
 			r.mu.Lock()
-			r.dialing--
+			r.countDialsLocked(-1)
 			r.mu.Unlock()
 		}
 	}()
@@ -658,7 +657,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	r.reaskLocked(cur, end, now, s)
 	r.planLocked(p, cur, end, now, s)
 	if err := r.giveUpLocked(p.missing, now, s); err != nil {
-		r.unadmitLocked(p.connect) // not dialled
+		r.countDialsLocked(-len(p.connect)) // not dialled
 		r.mu.Unlock()
 		r.fail(err)
 		return time.Time{}, true
