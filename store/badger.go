@@ -28,6 +28,26 @@ type badgerKV struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	// ops are the calls into badger under way; once closed is set no new
+	// one starts and Close waits for them. A badger Update that passed its
+	// own closed check as Close stopped its watermark waited for a read
+	// timestamp for ever (an Import racing Close hung 13 minutes in CI).
+	opsMu  sync.Mutex
+	closed bool
+	ops    sync.WaitGroup
+}
+
+// enter starts a call into badger: false (the caller returns ErrClosed)
+// once Close has begun; else the caller calls d.ops.Done when it is done.
+func (d *badgerKV) enter() bool {
+	d.opsMu.Lock()
+	defer d.opsMu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.ops.Add(1)
+	return true
 }
 
 // gcInterval is how often the value log is garbage collected, so that
@@ -146,6 +166,10 @@ func caught(err *error) {
 }
 
 func (d *badgerKV) Get(_ context.Context, k datastore.Key) (v []byte, err error) {
+	if !d.enter() {
+		return nil, ErrClosed
+	}
+	defer d.ops.Done()
 	defer caught(&err)
 	err = d.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(k.Bytes())
@@ -165,6 +189,10 @@ func (d *badgerKV) Put(_ context.Context, k datastore.Key, v []byte) error {
 	if d.readOnly {
 		return ErrReadOnly
 	}
+	if !d.enter() {
+		return ErrClosed
+	}
+	defer d.ops.Done()
 	return d.db.Update(func(txn *badger.Txn) error { return txn.Set(k.Bytes(), v) })
 }
 
@@ -172,10 +200,18 @@ func (d *badgerKV) Delete(_ context.Context, k datastore.Key) error {
 	if d.readOnly {
 		return ErrReadOnly
 	}
+	if !d.enter() {
+		return ErrClosed
+	}
+	defer d.ops.Done()
 	return d.db.Update(func(txn *badger.Txn) error { return txn.Delete(k.Bytes()) })
 }
 
 func (d *badgerKV) Iterate(ctx context.Context, prefix string, keysOnly bool, fn func(string, []byte, error) error) (err error) {
+	if !d.enter() {
+		return ErrClosed
+	}
+	defer d.ops.Done()
 	defer caught(&err)
 	return d.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
@@ -214,6 +250,10 @@ func (d *badgerKV) gone() bool {
 // then made again for the flush and removed after it (what its remover
 // asked for), and Close reports what happened.
 func (d *badgerKV) Close() error {
+	d.opsMu.Lock()
+	d.closed = true
+	d.opsMu.Unlock()
+	d.ops.Wait()
 	close(d.stop)
 	d.wg.Wait()
 	var remade bool
