@@ -483,6 +483,27 @@ func (t *Table) Providers(root cid.Cid, limit int) []peer.ID {
 	return rankedPeers(es, limit)
 }
 
+// Holders returns the peers that announced they hold root whole (a HAVE
+// or the DHT, not a FETCH still under way) and whose entry has not
+// expired: at most limit of them (limit <= 0: all), those with the most
+// evidence first, then the latest expiry. The fetch package asks it of its
+// Crowd (fetch.Holders): a stripe leaves the leaves ahead of its reader to
+// the mesh while one is known. Safe for concurrent use; the slice is the
+// caller's.
+func (t *Table) Holders(root cid.Cid, limit int) []peer.ID {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.byRoot[root]
+	es := make([]ranked, 0, len(m))
+	for _, e := range m {
+		if !e.fetching && now.Before(e.expires) {
+			es = append(es, ranked{e, t.evidence(e.key.peer)})
+		}
+	}
+	return rankedPeers(es, limit)
+}
+
 // Fetchers returns the peers that announced they are fetching root (a
 // FETCH message) and have since announced neither that they hold it (HAVE)
 // nor that they gave up (DROP), and whose announcement has not expired

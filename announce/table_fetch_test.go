@@ -31,8 +31,8 @@ func gossip(tb *Table, p peer.ID, k Kind, seq uint64, ttl time.Duration, roots .
 	tb.update(update{peer: p, ttl: ttl, src: FromGossip, seq: seq, fetching: k == Fetch}, cs)
 }
 
-// TestTableFetchers: a FETCH makes a peer a fetcher (and a provider); a
-// later HAVE makes it a holder and takes it out of Fetchers; a DROP removes
+// TestTableFetchers: a FETCH makes a peer a fetcher (and a provider, not a
+// holder); a later HAVE makes it a holder and takes it out of Fetchers; a DROP removes
 // it; a FETCH that is not renewed expires at its TTL; a message older than
 // what set the pair (by the author's seqno) changes nothing.
 func TestTableFetchers(t *testing.T) {
@@ -50,6 +50,9 @@ func TestTableFetchers(t *testing.T) {
 		if got := sorted(tb.Providers(root, 0)); !slices.Equal(got, []peer.ID{a, b, c}) {
 			t.Fatalf("Providers = %v, want [a b c]: fetchers serve what they have", got)
 		}
+		if got := tb.Holders(root, 0); !slices.Equal(got, []peer.ID{c}) {
+			t.Fatalf("Holders = %v, want [c]: a fetcher does not hold it yet", got)
+		}
 		if s := tb.Stats(); s.Fetching != 2 {
 			t.Fatalf("Stats().Fetching = %d, want 2", s.Fetching)
 		}
@@ -57,6 +60,9 @@ func TestTableFetchers(t *testing.T) {
 		gossip(tb, a, Have, 11, 3*time.Minute, "site") // a holds it now
 		if got := tb.Fetchers(root); !slices.Equal(got, []peer.ID{b}) {
 			t.Fatalf("Fetchers after a's HAVE = %v, want [b]", got)
+		}
+		if got := sorted(tb.Holders(root, 0)); !slices.Equal(got, []peer.ID{a, c}) {
+			t.Fatalf("Holders after a's HAVE = %v, want [a c]", got)
 		}
 		gossip(tb, a, Fetch, 9, FetchingTTL, "site") // overtaken by the HAVE
 		if got := tb.Fetchers(root); !slices.Equal(got, []peer.ID{b}) {
@@ -69,6 +75,9 @@ func TestTableFetchers(t *testing.T) {
 		gossip(tb, b, Drop, 21, 0, "site") // b gave up
 		if got := tb.Fetchers(root); len(got) != 0 {
 			t.Fatalf("Fetchers after b's DROP = %v, want none", got)
+		}
+		if got := sorted(tb.Holders(root, 0)); !slices.Equal(got, []peer.ID{a, c}) {
+			t.Fatalf("Holders after b's DROP = %v, want [a c]: a fetch given up holds nothing", got)
 		}
 		if got := sorted(tb.Providers(root, 0)); !slices.Equal(got, []peer.ID{a, c}) {
 			t.Fatalf("Providers after b's DROP = %v, want [a c]", got)

@@ -60,6 +60,17 @@ type Crowd interface {
 	Fetchers(root cid.Cid) []peer.ID
 }
 
+// Holders is what a Crowd may tell besides: the peers known to hold a root
+// whole (they announced it held, not that they are fetching it), at most
+// limit of them (limit <= 0: all). A stripe that knows one, and whose peers
+// deliver, leaves the leaves ahead of its reader to the mesh, its own share
+// included: they come through the members between this node and the
+// holder. The announce package's *Table implements it. Calls must be
+// cheap and safe for concurrent use.
+type Holders interface {
+	Holders(root cid.Cid, limit int) []peer.ID
+}
+
 // Config configures a Fetcher. Zero fields mean the default stated beside
 // them. New copies the Config; later changes to it do nothing.
 type Config struct {

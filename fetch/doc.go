@@ -156,7 +156,14 @@
 //     others must have heard of it): until then, knowing of others, it
 //     owns no leaf, and knowing of none, every leaf. A leaf a peer has
 //     said HAVE of goes to the origin only when overdue, even if this
-//     node owns it. Config.NoStriping turns it off.
+//     node owns it. While the crowd knows a peer that holds the whole
+//     content (Holders) and peers have delivered a block of this fetch
+//     (or, before any has, for a generation from its start: PeerTimeout
+//     plus the longer of one leaf's origin time and the fetch's peer
+//     pace), no leaf ahead of the reader goes to the origin, this node's
+//     own included: the content comes through the mesh, and the origin
+//     takes only a leaf the reader has waited on. Config.NoStriping turns
+//     it off.
 //  8. With the origin failed (see below) and no block from anyone for
 //     Config.StallTimeout, or at once when no peer is known to hold the
 //     content and none has sent any, Read returns an error wrapping

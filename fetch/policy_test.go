@@ -312,6 +312,11 @@ func TestOverdue(t *testing.T) {
 		{"far owner, first backup's turn", leafAsk{since: t0, rank: 1, backup: 1, far: true}, pt + leaf + farHops*(pt+leaf), true, 0},
 		{"far owner, the reader waited", leafAsk{since: t0, rank: 1, backup: 1, far: true, waitSince: t0}, pt + leaf, true, 0},
 		{"a silent owner's leaf: slow peers do not delay it", leafAsk{since: t0, rank: 1, pace: 2 * time.Second, waitSince: t0}, pt + leaf, true, 0},
+		// A holder of the whole content is known and peers deliver: the
+		// leaves ahead of the reader are left to the mesh.
+		{"in the mesh: not taken ahead of the reader", leafAsk{since: t0, rank: 1, backup: 1, inMesh: true}, time.Hour, false, 0},
+		{"in the mesh, the reader waits", leafAsk{since: t0, rank: 1, inMesh: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf - 1, false, time.Second + pt + leaf},
+		{"in the mesh, the reader waited", leafAsk{since: t0, rank: 1, inMesh: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, true, 0},
 	} {
 		now := t0.Add(tc.at)
 		s := newSoon(now)
@@ -321,6 +326,35 @@ func TestOverdue(t *testing.T) {
 		if !tc.want {
 			checkNext(t, tc.name, s, t0, tc.wantNext)
 		}
+	}
+}
+
+// TestLeftToMesh: the leaves ahead of a stripe's reader are left to the
+// mesh while a holder is known and peers have delivered a block of the
+// fetch, or for the first generation while none has.
+func TestLeftToMesh(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	const gen = time.Second
+	for _, tc := range []struct {
+		name      string
+		holder    bool
+		delivered bool
+		at        time.Duration // now, after the fetch's start t0
+		want      bool
+		wantNext  time.Duration // after t0; 0: nothing due
+	}{
+		{"no holder known", false, true, 0, false, 0},
+		{"a holder, the fetch just began", true, false, 0, true, gen},
+		{"a holder, nothing delivered in nearly a generation", true, false, gen - 1, true, gen},
+		{"a holder, nothing delivered in a generation", true, false, gen, false, 0},
+		{"a holder, peers delivered", true, true, time.Hour, true, 0},
+	} {
+		now := t0.Add(tc.at)
+		s := newSoon(now)
+		if got := leftToMesh(tc.holder, tc.delivered, t0, now, gen, s); got != tc.want {
+			t.Errorf("%s: leftToMesh = %v, want %v", tc.name, got, tc.want)
+		}
+		checkNext(t, tc.name, s, t0, tc.wantNext)
 	}
 }
 

@@ -184,6 +184,7 @@ type Reader struct {
 	waitedDry   time.Duration // waits ended, origin on, while no peer has delivered (crowdJudged)
 	askedFirst  bool          // a provider was asked directly (firstwant.go)
 	stripe      *stripe       // the split of origin leaves with the crowd (policy.go); nil: none
+	holderKnown bool          // the crowd knows a holder of the whole content (holderKnownLocked)
 	addrless    []peer.ID     // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
 	spare       []peer.ID     // providers not dialled for Config.PeerBudget (dialbudget.go)
 	dialing     int           // this fetch's dials under way (dialbudget.go)
@@ -1363,12 +1364,30 @@ func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 	self := r.f.cfg.Host.ID()
 	in := heard(r.f.cfg.Advertiser != nil, r.announcedAt, now, r.f.cfg.PeerTimeout, s)
 	st := makeStripe(r.t.Cid, self, r.f.cfg.Crowd.Fetchers(r.t.Cid), r.memberOutLocked, in)
+	r.holderKnown = r.holderKnownLocked()
 	changed := r.stripe == nil || !r.stripe.same(st)
 	if changed {
 		r.stripe = st
 		r.meetMembersLocked(p)
 	}
 }
+
+// holderKnownLocked reports whether the crowd, if it tells holders
+// (Holders), knows a peer other than this node that holds the content
+// whole and is not penalised. The caller holds mu.
+func (r *Reader) holderKnownLocked() bool {
+	hs, ok := r.f.cfg.Crowd.(Holders)
+	if !ok {
+		return false
+	}
+	self := r.f.cfg.Host.ID()
+	return slices.ContainsFunc(hs.Holders(r.t.Cid, holdersAsked), func(q peer.ID) bool {
+		return q != self && !r.f.guard.isPenalised(q)
+	})
+}
+
+// holdersAsked is how many holders holderKnownLocked asks the crowd for.
+const holdersAsked = 8
 
 // meetMembersLocked makes the stripe's members that are not providers yet
 // providers, connecting them. A member this node cannot dial yet (known by
@@ -1436,21 +1455,25 @@ func (r *Reader) mineLocked(p *plan, i int, now time.Time, leaf time.Duration, s
 // stripeMineLocked is mineLocked's answer by the stripe alone. The caller
 // holds mu.
 func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *soon) (bool, string) {
-	held := r.f.guard.held(r.leaves[i].Cid)
-	switch {
-	case r.stripe == nil:
+	if r.stripe == nil {
 		return true, "no stripe"
-	case r.stripe.alone():
+	}
+	if r.stripe.alone() {
 		return true, "alone"
-	case r.stripe.owner(i) == r.f.cfg.Host.ID() && !held:
+	}
+	self, owner := r.f.cfg.Host.ID(), r.stripe.owner(i)
+	held := r.f.guard.held(r.leaves[i].Cid)
+	pace := peerPace(r.peerTimes)
+	inMesh := leftToMesh(r.holderKnown, r.stats.PeerBytes > 0, r.start, now, r.f.cfg.PeerTimeout+max(leaf, pace), s)
+	switch {
+	case owner == self && !held && !inMesh:
 		return true, "mine"
-	case r.f.guard.isPenalised(r.stripe.owner(i)):
+	case r.f.guard.isPenalised(owner):
 		return true, "owner penalised" // until the stripe is made again without it
 	}
 	// Another's leaf, or this node's own that a peer already holds (it
-	// said HAVE): the peers are asked, and the origin only once it is
-	// overdue.
-	owner := r.stripe.owner(i)
+	// said HAVE) or that the mesh brings: the peers are asked, and the
+	// origin only once it is overdue.
 	before := 0 // the owner's leaves before i: its origin requests go in file order
 	for k := r.curLeaf(); k < i; k++ {
 		if r.stripe.owner(k) == owner {
@@ -1458,10 +1481,9 @@ func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *s
 		}
 	}
 	a := leafAsk{since: later(r.st[i].since, r.originSince), rank: 1 + before/r.f.cfg.OriginConcurrency,
-		held:        held,
-		ownerActive: r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf)),
-		backup:      r.stripe.place(i), pace: peerPace(r.peerTimes),
-		far: r.f.cfg.Host.Network().Connectedness(owner) != network.Connected}
+		held: held, inMesh: inMesh, pace: pace, backup: r.stripe.place(i),
+		ownerActive: owner != self && r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf)),
+		far:         owner != self && r.f.cfg.Host.Network().Connectedness(owner) != network.Connected}
 	if i == r.curLeaf() {
 		a.waitSince = r.waitSince
 	}
@@ -1469,8 +1491,11 @@ func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *s
 		return false, ""
 	}
 	r.f.log.Debug("leaf overdue from its stripe owner", "cid", r.leaves[i].Cid, "owner", owner,
-		"held", a.held, "active", a.ownerActive, "rank", a.rank, "leaf", leaf, "asked", now.Sub(a.since), "waited", now.Sub(a.waitSince))
-	if a.held {
+		"held", a.held, "active", a.ownerActive, "mesh", a.inMesh, "rank", a.rank, "leaf", leaf, "asked", now.Sub(a.since), "waited", now.Sub(a.waitSince))
+	switch {
+	case owner == self:
+		return true, "mine, waited"
+	case a.held:
 		return true, "overdue held"
 	}
 	return true, "overdue"

@@ -176,7 +176,7 @@ func (n *Node) startFetcher(reg prometheus.Registerer, gate *fetch.Gater) (err e
 		Store:                n.store,
 		Gater:                gate,
 		Providers:            providers{n: n, table: n.ann.Table()},
-		Crowd:                n.ann.Table(), // who else is fetching: striping
+		Crowd:                n.ann.Table(), // who else is fetching, and who holds it (fetch.Holders): striping
 		HTTPClient:           n.client,
 		PeerTimeout:          cfg.PeerTimeout,
 		NoStriping:           cfg.FetchStriping == Off,
@@ -733,3 +733,10 @@ func (n *Node) Stats() Stats {
 		Seeds:    seeds,
 	}
 }
+
+// The provider table is the fetches' crowd, holders included: a stripe
+// leaves the leaves ahead of its reader to the mesh once one is known.
+var _ interface {
+	fetch.Crowd
+	fetch.Holders
+} = (*announce.Table)(nil)
