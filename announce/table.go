@@ -470,13 +470,19 @@ func (t *Table) listFor(p peer.ID) *list.List {
 // (limit <= 0: all): those with the most evidence (TableConfig.Evidence)
 // first, and among equals the latest expiry first.
 func (t *Table) Providers(root cid.Cid, limit int) []peer.ID {
+	return t.listed(root, limit, func(*entry) bool { return true })
+}
+
+// listed returns the peers of root's unexpired entries that keep accepts,
+// at most limit of them (limit <= 0: all), ranked as Providers says.
+func (t *Table) listed(root cid.Cid, limit int, keep func(*entry) bool) []peer.ID {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	m := t.byRoot[root]
 	es := make([]ranked, 0, len(m))
 	for _, e := range m {
-		if now.Before(e.expires) {
+		if now.Before(e.expires) && keep(e) {
 			es = append(es, ranked{e, t.evidence(e.key.peer)})
 		}
 	}
@@ -491,17 +497,7 @@ func (t *Table) Providers(root cid.Cid, limit int) []peer.ID {
 // the mesh while one is known. Safe for concurrent use; the slice is the
 // caller's.
 func (t *Table) Holders(root cid.Cid, limit int) []peer.ID {
-	now := time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	m := t.byRoot[root]
-	es := make([]ranked, 0, len(m))
-	for _, e := range m {
-		if !e.fetching && now.Before(e.expires) {
-			es = append(es, ranked{e, t.evidence(e.key.peer)})
-		}
-	}
-	return rankedPeers(es, limit)
+	return t.listed(root, limit, func(e *entry) bool { return !e.fetching })
 }
 
 // Fetchers returns the peers that announced they are fetching root (a

@@ -3,7 +3,6 @@ package fetch_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
@@ -12,7 +11,6 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -295,13 +293,7 @@ func TestStripingForgedCrowd(t *testing.T) {
 	tg.URL = o.URL
 	forged := make([]peer.ID, 64)
 	for i := range forged {
-		key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if forged[i], err = peer.IDFromPrivateKey(key); err != nil {
-			t.Fatal(err)
-		}
+		forged[i] = farPeer(t)
 	}
 	const stall = 2 * time.Second
 	cl := newNode(t, fetch.Config{Crowd: crowd{a.t.Cid: forged}, StallTimeout: stall})
