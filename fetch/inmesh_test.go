@@ -23,6 +23,23 @@ type holdersCrowd struct {
 
 func (c holdersCrowd) Holders(root cid.Cid, limit int) []peer.ID { return c.holders[root] }
 
+// fetchAt fetches a through cl with an origin sending at most limit bytes
+// per second, checks the bytes, and returns the fetch's Stats.
+func fetchAt(t *testing.T, cl *node, a asset, limit rate.Limit) fetch.Stats {
+	t.Helper()
+	o := newOrigin(t, a.data)
+	o.limit = rate.NewLimiter(limit, 64<<10)
+	tg := a.t
+	tg.URL = o.URL
+	r, err := cl.f.Open(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkBytes(t, readAll(t, r), a.data)
+	return r.Stats()
+}
+
 // farPeer is the ID of a peer known by gossip only: no address, never
 // connected.
 func farPeer(t *testing.T) peer.ID {
@@ -64,17 +81,7 @@ func TestStripingShareLeftToMesh(t *testing.T) {
 	defer mr.Close()
 	go io.Copy(io.Discard, mr)
 
-	o := newOrigin(t, a.data)
-	o.limit = rate.NewLimiter(6*MiB, 64<<10)
-	tg := a.t
-	tg.URL = o.URL
-	r, err := cl.f.Open(context.Background(), tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	checkBytes(t, readAll(t, r), a.data)
-	st := r.Stats()
+	st := fetchAt(t, cl, a, 6*MiB)
 	t.Logf("origin kept %d, sent %d; peer %d; TTLB %v", st.OriginBytes, st.OriginSentBytes, st.PeerBytes, st.TTLB)
 	if st.OriginSentBytes > MiB {
 		t.Errorf("the origin sent %d bytes: this node's share went to the origin though the mesh holds the file", st.OriginSentBytes)
@@ -95,23 +102,13 @@ func TestStripingForgedHolder(t *testing.T) {
 	a := makeAsset(t, 94, 32*MiB)
 	forged := farPeer(t)
 	run := func(holders []peer.ID) time.Duration {
-		o := newOrigin(t, a.data)
-		o.limit = rate.NewLimiter(16*MiB, 64<<10)
-		tg := a.t
-		tg.URL = o.URL
 		silent := newNode(t, fetch.Config{})
 		cl := newNode(t, fetch.Config{
 			Crowd:        holdersCrowd{crowd{a.t.Cid: {silent.h.ID()}}, map[cid.Cid][]peer.ID{a.t.Cid: holders}},
 			Providers:    providers{a.t.Cid: {silent.info()}},
 			StallTimeout: time.Minute, // the member is not judged during the test
 		})
-		r, err := cl.f.Open(context.Background(), tg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		checkBytes(t, readAll(t, r), a.data)
-		return r.Stats().TTLB
+		return fetchAt(t, cl, a, 16*MiB).TTLB
 	}
 	plain, forgedTTLB := run(nil), run([]peer.ID{forged})
 	t.Logf("TTLB %v without the forged holder, %v with it", plain, forgedTTLB)
@@ -125,9 +122,10 @@ func TestStripingForgedHolder(t *testing.T) {
 // the other its share), so the leaves ahead of the readers are left to
 // the mesh: each node takes a leaf of its share from the origin only once
 // its reader has waited on it. Against the same pair without the forged
-// holder, in the same run, the fetch takes longer, by at most a
+// holder, in the same run, the fetch takes longer, by at most about a
 // generation per leaf (logged; bounded here loosely, the times vary
-// several-fold on a loaded machine).
+// several-fold on a loaded machine). This is the price of the rule under
+// that attack, not a fix of it.
 func TestStripingForgedHolderPair(t *testing.T) {
 	a := makeAsset(t, 96, 16*MiB)
 	forged := farPeer(t)
@@ -169,7 +167,9 @@ func TestStripingForgedHolderPair(t *testing.T) {
 	p1, p2 := run(nil)
 	f1, f2 := run([]peer.ID{forged})
 	t.Logf("TTLB %v, %v without the forged holder; %v, %v with it", p1, p2, f1, f2)
-	if worst := max(f1, f2); worst > 4*max(p1, p2)+4*time.Second {
+	// About a generation per leaf at worst: 16 leaves at a peer timeout
+	// and the peers' pace each (2.3 to 6.1 s here, against 1.0).
+	if worst := max(f1, f2); worst > max(p1, p2)+10*time.Second {
 		t.Errorf("TTLB %v with a forged holder, %v without", worst, max(p1, p2))
 	}
 }

@@ -63,17 +63,7 @@ func TestStripingSplitsOrigin(t *testing.T) {
 		mine, theirs = holdTheirShare(t, a, leaves, cl, other)
 		// An origin slower than a peer even under -race on a busy
 		// machine: the test is about the split, not the race.
-		o := newOrigin(t, a.data)
-		o.limit = rate.NewLimiter(6*MiB, 64<<10)
-		tg := a.t
-		tg.URL = o.URL
-		r, err := cl.f.Open(context.Background(), tg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		checkBytes(t, readAll(t, r), a.data)
-		return mine, theirs, r.Stats()
+		return mine, theirs, fetchAt(t, cl, a, 6*MiB)
 	}
 	mine, theirs, st := run(false)
 	t.Logf("striping: own share %d, the other's %d; origin kept %d, sent %d; peer %d", mine, theirs, st.OriginBytes, st.OriginSentBytes, st.PeerBytes)
