@@ -111,7 +111,14 @@
 //     did not send (late or silent) that then sends a wanted block was
 //     busy, not lying: the block is taken and the penalty lifted. A
 //     reader that waits 3 s on a leaf asked of peers asks it again on a
-//     new bitswap session.
+//     new bitswap session. A want-block that has waited 500 ms at a peer
+//     that delivers (busy, in promises.go) while another peer said HAVE of
+//     the block, was not asked for it and has fewer of this node's
+//     want-blocks open, is moved: bitswap hears DONT_HAVE from the busy
+//     peer and asks again among the holders (TestWantsMovedFromBusyHolder).
+//     Bitswap's session otherwise waits on the peer it first asked, which
+//     in a crowd is one of the first holders, at its serving cap, while
+//     members that hold the leaf sit idle.
 //  5. Fetched blocks go to the Store within its quota; a fetch larger than
 //     the quota streams all the same. When every block is stored the root is
 //     named with Store.AddRoot, which is how the announcer learns of it.

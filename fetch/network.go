@@ -849,17 +849,32 @@ func (g *guard) checkPromises() {
 		return
 	}
 	now := time.Now()
-	late, liars := g.proms.due(now, func(q peer.ID) bool { return g.isPenalisedLocked(q, now) })
+	excluded := func(q peer.ID) bool { return g.isPenalisedLocked(q, now) }
+	moved := g.proms.busy(now, excluded)
+	late, liars := g.proms.due(now, excluded)
 	byPeer := make(map[peer.ID][]cid.Cid)
 	for _, k := range late {
 		if _, ok := g.wanted[k.c]; ok {
 			byPeer[k.p] = append(byPeer[k.p], k.c)
 		}
 	}
+	busyPeers := make(map[peer.ID][]cid.Cid)
+	var lighter []promiseKey
+	for _, m := range moved {
+		if _, ok := g.wanted[m.from.c]; ok {
+			busyPeers[m.from.p] = append(busyPeers[m.from.p], m.from.c)
+			lighter = append(lighter, promiseKey{m.to, m.from.c})
+		}
+	}
 	released := g.releaseLocked()
 	g.armPromisesLocked()
 	rs := g.receivers
 	g.mu.Unlock()
+	for p, cs := range busyPeers {
+		g.f.log.Debug("want-blocks moved from a busy holder", "peer", p, "cid", cs[0], "blocks", len(cs))
+		dontHave(context.Background(), rs, p, cs)
+	}
+	tellHaves(context.Background(), rs, lighter)
 	for p, cs := range byPeer {
 		g.f.log.Debug("HAVE not followed by the block in time: peer reset in bitswap", "peer", p, "cid", cs[0], "blocks", len(cs))
 		g.reset(rs, p)

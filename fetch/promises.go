@@ -62,9 +62,11 @@ type promiseKey struct {
 	c cid.Cid
 }
 
-// promise is an open want-block: asked at, judged at due.
+// promise is an open want-block: asked at, judged at due; weighed is when
+// busy last looked for a less busy holder of it (zero: not yet).
 type promise struct {
 	at, due time.Time
+	weighed time.Time
 }
 
 // lateness counts a peer's late promises since it last delivered a block.
@@ -490,12 +492,96 @@ func (ps *promises) otherHolder(k promiseKey, now time.Time, excluded func(peer.
 	return false
 }
 
-// next is when due has something to do at the earliest, or false.
+// busyAfter is how long a want-block may wait at a peer that delivers
+// before busy looks for a less busy holder of the block.
+const busyAfter = 500 * time.Millisecond
+
+// busy returns the promises of delivering peers asked busyAfter ago or
+// more (looked at again every busyAfter while they are open) that another
+// peer can keep sooner, each with that peer: one that said HAVE of the
+// block (bitswap heard it, and it was not late with it), not yet asked for
+// it, with the fewest want-blocks of this node open, fewer than the busy
+// peer. Bitswap's session gives each want-block to one peer that said
+// HAVE, favouring the peers that sent it blocks first, and waits on it: in
+// a crowd every member asked the first holders for every leaf while the
+// members that held them sat idle. Bitswap is to hear DONT_HAVE of each
+// from its peer and HAVE from the other: its session then picks again
+// among the peers that said HAVE (its presence table never turns a HAVE
+// into a DONT_HAVE, so the busy peer stays one of them, less likely the
+// more blocks the other has sent first), and the next look tries again if
+// it picked the busy peer. The want stays open at the busy peer, whose
+// block, if it comes first, is taken. excluded leaves peers out as in due.
+func (ps *promises) busy(now time.Time, excluded func(peer.ID) bool) (moved []move) {
+	var load map[peer.ID]int
+	for k, pr := range ps.open {
+		if !ps.proven(k.p) || now.Before(pr.weighAt()) {
+			continue
+		}
+		pr.weighed = now
+		ps.open[k] = pr
+		if load == nil {
+			load = ps.load()
+		}
+		q := ps.lighterHolder(k, now, excluded, load)
+		if q == "" {
+			continue
+		}
+		load[q]++
+		moved = append(moved, move{k, q})
+	}
+	return moved
+}
+
+// weighAt is when busy is to look at pr next.
+func (pr promise) weighAt() time.Time {
+	return later(pr.at, pr.weighed).Add(busyAfter)
+}
+
+// move is a want-block to take from a busy peer (from.p) to another (to).
+type move struct {
+	from promiseKey
+	to   peer.ID
+}
+
+// load counts the open promises of each peer.
+func (ps *promises) load() map[peer.ID]int {
+	n := make(map[peer.ID]int)
+	for k := range ps.open {
+		n[k.p]++
+	}
+	return n
+}
+
+// lighterHolder returns the peer other than k.p that said HAVE of k.c,
+// bitswap heard it and it was not late with it, has not been asked for
+// k.c, and has the fewest open promises (load), fewer than k.p; "" if
+// none.
+func (ps *promises) lighterHolder(k promiseKey, now time.Time, excluded func(peer.ID) bool, load map[peer.ID]int) peer.ID {
+	var best peer.ID
+	for q := range ps.haves[k.c] {
+		switch {
+		case q == k.p, excluded != nil && excluded(q), ps.held[q][k.c], ps.blocked[k.c][q]:
+			continue
+		}
+		if until, ok := ps.liedTo[promiseKey{q, k.c}]; ok && now.Before(until) {
+			continue
+		}
+		if load[q] < load[k.p] && (best == "" || load[q] < load[best] || load[q] == load[best] && q < best) {
+			best = q
+		}
+	}
+	return best
+}
+
+// next is when due or busy has something to do at the earliest, or false.
 func (ps *promises) next() (time.Time, bool) {
 	var t time.Time
-	for _, pr := range ps.open {
+	for k, pr := range ps.open {
 		if t.IsZero() || pr.due.Before(t) {
 			t = pr.due
+		}
+		if b := pr.weighAt(); ps.proven(k.p) && b.Before(t) {
+			t = b
 		}
 	}
 	for _, l := range ps.late {

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -470,5 +471,73 @@ func TestPromisesLiveHolder(t *testing.T) {
 	}
 	if got := ps.liveHolder(cs[0], func(p peer.ID) bool { return p == "slow" }); got != "new" {
 		t.Errorf("fast asked, slow left out: %q, want new", got)
+	}
+}
+
+// TestPromisesBusy: a want-block that has waited busyAfter at a peer that
+// delivers is moved, once, when another peer said HAVE of the block,
+// bitswap heard it, it was not asked for the block and fewer of this
+// node's want-blocks wait on it: to that peer.
+func TestPromisesBusy(t *testing.T) {
+	hub, idle, newbie := peer.ID("hub"), peer.ID("idle"), peer.ID("newbie")
+	for _, tc := range []struct {
+		name string
+		set  func(ps *promises, c []cid.Cid, t0 time.Time)
+		want bool
+	}{
+		{"an idle holder", func(ps *promises, c []cid.Cid, t0 time.Time) {
+			ps.have(idle, c[0], t0)
+		}, true},
+		{"no other holder", func(*promises, []cid.Cid, time.Time) {}, false},
+		{"the other holder asked for it already", func(ps *promises, c []cid.Cid, t0 time.Time) {
+			ps.have(idle, c[0], t0)
+			ps.asked(idle, c[0], true, true, t0)
+		}, false},
+		{"the other holder as busy", func(ps *promises, c []cid.Cid, t0 time.Time) {
+			ps.have(idle, c[0], t0)
+			for _, x := range c[3:] {
+				ps.asked(idle, x, true, true, t0)
+			}
+		}, false},
+		{"the other holder's HAVE held back", func(ps *promises, c []cid.Cid, t0 time.Time) {
+			// An unproven peer's HAVEs past probeLimit are not told to
+			// bitswap, which would have nobody to ask.
+			ps.have(newbie, c[3], t0)
+			ps.have(newbie, c[4], t0)
+			ps.have(newbie, c[0], t0)
+		}, false},
+		{"the other holder penalised", func(ps *promises, c []cid.Cid, t0 time.Time) {
+			ps.have(peer.ID("penalised"), c[0], t0)
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testLeaves(t, 6)
+			t0 := time.Unix(1000, 0)
+			ps := newPromises(time.Minute)
+			ps.asked(idle, c[5], true, true, t0.Add(-time.Second))
+			ps.delivered(idle, c[5], t0.Add(-time.Second))
+			ps.asked(hub, c[5], true, true, t0.Add(-time.Second))
+			ps.delivered(hub, c[5], t0.Add(-time.Second))
+			for _, x := range c[:3] {
+				ps.have(hub, x, t0)
+				ps.asked(hub, x, true, true, t0)
+			}
+			tc.set(ps, c, t0)
+			out := func(p peer.ID) bool { return p == "penalised" }
+			if at, ok := ps.next(); !ok || at.After(t0.Add(busyAfter)) {
+				t.Fatalf("next = %v %v, want at most %v", at, ok, t0.Add(busyAfter))
+			}
+			if m := ps.busy(t0.Add(busyAfter-time.Millisecond), out); len(m) != 0 {
+				t.Fatalf("moved before busyAfter: %v", m)
+			}
+			m := ps.busy(t0.Add(busyAfter), out)
+			moved := slices.Contains(m, move{promiseKey{hub, c[0]}, idle})
+			if moved != tc.want {
+				t.Fatalf("busy = %v: c0 moved to the idle holder %v, want %v", m, moved, tc.want)
+			}
+			if again := ps.busy(t0.Add(2*busyAfter-time.Millisecond), out); len(again) != 0 {
+				t.Fatalf("weighed again within busyAfter: %v", again)
+			}
+		})
 	}
 }

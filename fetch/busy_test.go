@@ -1,0 +1,78 @@
+package fetch_test
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/meshcdn/meshcdn/fetch"
+)
+
+// TestWantsMovedFromBusyHolder: bitswap's session gives each want-block to
+// one of the peers that said HAVE and waits on it. Here two holders have
+// served this node and say HAVE of every leaf; one sits on every
+// want-block, as a crowd member at its serving cap does. Past the first
+// leaf the reader reads nothing, so no hedge of a leaf it waits on
+// applies: the leaves asked of the sitter are moved to the other holder,
+// which has fewer of this node's want-blocks open, once they have waited
+// busyAfter (500 ms; bitswap may pick the sitter again, and the next look
+// tries again).
+// Without that they wait at the sitter for as long as the reader does not
+// need them (in a crowd, while the members holding them sit idle). The
+// other holder answers HAVE 50 ms late, so that bitswap asks the sitter
+// for most leaves.
+func TestWantsMovedFromBusyHolder(t *testing.T) {
+	sitWarm, sitWarmBlk := smallAsset(t, 81)
+	holdWarm, holdWarmBlk := smallAsset(t, 82)
+	a := makeAsset(t, 83, 8*MiB) // within the window: all asked at once
+	leaves := leafBlocks(t, a)
+	sitter := newScripted(t, append(leaves, sitWarmBlk)...)
+	sitter.withhold = func(c cid.Cid) bool { return !c.Equals(sitWarmBlk.Cid()) }
+	holder := newScripted(t, append(leaves, holdWarmBlk)...)
+	holder.haveDelay = 50 * time.Millisecond // the session asks the sitter first
+	cl := newNode(t, fetch.Config{Providers: providers{
+		sitWarm.t.Cid:  {sitter.info()},
+		holdWarm.t.Cid: {holder.info()},
+		a.t.Cid:        {sitter.info(), holder.info()},
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, p := range []*scripted{sitter, holder} {
+		if err := cl.h.Connect(ctx, p.info()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.fetchWhole(t, sitWarm.t, sitWarm.data) // both are trusted
+	cl.fetchWhole(t, holdWarm.t, holdWarm.data)
+
+	r, err := cl.f.Open(ctx, a.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// The reader takes the first leaf (asked first, directly, of one of
+	// them; the peer hedge asks it of the other once the reader has waited
+	// PeerTimeout) and then waits on nothing until every leaf has come, or
+	// 2.5 s (under StuckAfter) have passed.
+	first := make([]byte, MiB)
+	if _, err := io.ReadFull(r, first); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(deadline) && r.Stats().PeerBytes < int64(len(a.data)) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := r.Stats()
+	t.Logf("without reading: %d of %d bytes from peers (%v)", st.PeerBytes, len(a.data), st.Peers)
+	if st.PeerBytes < int64(len(a.data)) {
+		t.Errorf("peers sent %d of %d bytes in 2.5 s: leaves asked of the sitter were not asked of the other holder", st.PeerBytes, len(a.data))
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	checkBytes(t, append(first, rest...), a.data)
+}
