@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -95,12 +96,16 @@ func TestLiftMissing(t *testing.T) {
 		b       blocks.Block
 		lifted  bool
 		before  int // lifts of its penalties lately (negative: long ago)
+		others  int // other peers whose lifts are counted, lately (negative: long ago)
 	}{
-		{"missing, wanted block", true, wanted, true, 0},
-		{"missing, block nobody wants", true, unwanted, false, 0},
-		{"bad block before, wanted block", false, wanted, false, 0},
-		{"missing, wanted block, lifted often lately", true, wanted, false, maxLifts},
-		{"missing, wanted block, lifted often long ago", true, wanted, true, -maxLifts},
+		{"missing, wanted block", true, wanted, true, 0, 0},
+		{"missing, block nobody wants", true, unwanted, false, 0, 0},
+		{"bad block before, wanted block", false, wanted, false, 0, 0},
+		{"missing, wanted block, lifted often lately", true, wanted, false, maxLifts, 0},
+		{"missing, wanted block, lifted often long ago", true, wanted, true, -maxLifts, 0},
+		{"missing, wanted block, many others lifted lately", true, wanted, false, 0, maxLiftPeers},
+		{"missing, wanted block, many others lifted long ago", true, wanted, true, 0, -maxLiftPeers},
+		{"missing, wanted block, lifted before among many others", true, wanted, true, 1, maxLiftPeers - 1},
 	} {
 		p := peer.ID("p")
 		g := &guard{
@@ -116,12 +121,22 @@ func TestLiftMissing(t *testing.T) {
 		case tc.before < 0:
 			g.lifts[p] = lifts{since: time.Now().Add(-liftWindow - time.Minute), n: -tc.before}
 		}
+		for i := range max(tc.others, -tc.others) {
+			since := time.Now().Add(-time.Minute)
+			if tc.others < 0 {
+				since = time.Now().Add(-liftWindow - time.Minute)
+			}
+			g.lifts[peer.ID(fmt.Sprint("other-", i))] = lifts{since: since, n: 1}
+		}
 		m := bsmsg.New(false)
 		m.AddBlock(tc.b)
 		got := g.liftMissingLocked(p, m)
 		_, still := g.penalised[p]
 		if got != tc.lifted || still == tc.lifted {
 			t.Errorf("%s: lifted %v (still penalised %v), want lifted %v", tc.name, got, still, tc.lifted)
+		}
+		if len(g.lifts) > maxLiftPeers {
+			t.Errorf("%s: %d peers' lifts counted, want at most %d", tc.name, len(g.lifts), maxLiftPeers)
 		}
 	}
 }

@@ -916,8 +916,9 @@ func (g *guard) penaliseMissing(p peer.ID, d time.Duration) bool {
 // wasted) and it served no one for the rest of the crowd. A peer's
 // penalties are lifted at most maxLifts times per liftWindow: a liar that
 // holds some wanted blocks could otherwise send one after each lie and
-// never stay penalised. It reports whether it lifted the penalty. The
-// caller holds g.mu.
+// never stay penalised; the lifts of at most maxLiftPeers peers are
+// counted (roomForLiftLocked). It reports whether it lifted the penalty.
+// The caller holds g.mu.
 func (g *guard) liftMissingLocked(p peer.ID, m bsmsg.BitSwapMessage) bool {
 	if !g.missing[p] || !slices.ContainsFunc(m.Blocks(), func(b blocks.Block) bool {
 		_, ok := g.wanted[b.Cid()]
@@ -926,7 +927,10 @@ func (g *guard) liftMissingLocked(p peer.ID, m bsmsg.BitSwapMessage) bool {
 		return false
 	}
 	now := time.Now()
-	l := g.lifts[p]
+	l, known := g.lifts[p]
+	if !known && !g.roomForLiftLocked(now) {
+		return false
+	}
 	if now.Sub(l.since) >= liftWindow {
 		l = lifts{since: now}
 	}
@@ -934,7 +938,6 @@ func (g *guard) liftMissingLocked(p peer.ID, m bsmsg.BitSwapMessage) bool {
 		return false
 	}
 	l.n++
-	g.pruneLiftsLocked(now)
 	g.lifts[p] = l
 	delete(g.missing, p)
 	delete(g.penalised, p)
@@ -959,18 +962,25 @@ const (
 	liftWindow = DefaultPenalty
 )
 
-// pruneLiftsLocked forgets the lift counts older than liftWindow once there
-// are many, so that a stream of new peers does not grow the map without
-// bound. The caller holds g.mu.
-func (g *guard) pruneLiftsLocked(now time.Time) {
-	if len(g.lifts) < 1024 {
-		return
+// maxLiftPeers bounds the peers whose lifted penalties are counted: past
+// it, a penalty of a peer not counted yet is not lifted (it runs out).
+const maxLiftPeers = 1024
+
+// roomForLiftLocked reports whether another peer's lifts may be counted:
+// the map has room, once full after the counts older than liftWindow are
+// forgotten. A stream of new peers, each penalised and then sending a
+// wanted block, neither grows the map without bound nor makes each lift
+// walk it. The caller holds g.mu.
+func (g *guard) roomForLiftLocked(now time.Time) bool {
+	if len(g.lifts) < maxLiftPeers {
+		return true
 	}
 	for p, l := range g.lifts {
 		if now.Sub(l.since) >= liftWindow {
 			delete(g.lifts, p)
 		}
 	}
+	return len(g.lifts) < maxLiftPeers
 }
 
 // reset tells the receivers' clients that p disconnected and, unless it
