@@ -366,25 +366,25 @@
 //
 // # Replay
 //
-// A signed message stays valid forever: anyone who captured one (any peer
-// of the mesh receives them all) can send it again later, to anyone, and
-// gossipsub's seen-message cache forgets a message after 2 minutes. A
-// replayed HAVE of content its author has since dropped, or FETCH of a
-// fetch it has since abandoned, would list the author for content it does
-// not have (a striping peer would wait on it and blame it); a replayed DROP
-// would hide a holder. So the validator also ignores (Stats.Replayed) a
-// message whose gossipsub sequence number it has already accepted from that
-// author, or has passed by more than 64, or that is more than 2 older than
-// the first it saw from that author (pubsub validates messages
-// concurrently, so an author's first two can be checked in either order). Both go-libp2p-pubsub and @libp2p/gossipsub (the
-// browser's) count the sequence number up per author from the author's
-// start time in nanoseconds, so a new message always carries a new, higher
-// number, also after the author restarts; the 64 below the highest are
-// still accepted once each, for messages that overtook each other on
-// different paths. The sequence number is inside the signed envelope: it
+// A signed message stays valid forever: anyone who captured one (any peer of
+// the mesh receives them all) can send it again later, to anyone, and
+// gossipsub's seen-message cache forgets a message after 2 minutes. A replayed
+// HAVE of content its author has since dropped, or FETCH of a fetch it has
+// since abandoned, would list the author for content it does not have (a
+// striping peer would wait on it and blame it); a replayed DROP would hide a
+// holder. So the validator also ignores (Stats.Replayed) a message whose
+// gossipsub sequence number it has already accepted from that author, or has
+// passed by more than 64, or that is more than 2 older than the first it saw
+// from that author (pubsub validates messages concurrently, so an author's
+// first two can be checked in either order). Both go-libp2p-pubsub and
+// @libp2p/gossipsub (the browser's) count the sequence number up per author
+// from the author's start time in nanoseconds, so a new message always carries
+// a new, higher number, also after the author restarts; the 64 below the
+// highest are still accepted once each, for messages that overtook each other
+// on different paths. The sequence number is inside the signed envelope: it
 // cannot be changed without the author's key. The Table then orders what
-// passes: a message older than the one that last set an entry changes
-// nothing (see Semantics).
+// passes: a message older than the one that last set an entry changes nothing
+// (see Semantics).
 //
 // The validator remembers 16,384 authors (about 100 bytes each). When full
 // it forgets the author without evidence (TableConfig.Evidence) it heard

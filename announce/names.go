@@ -54,10 +54,10 @@ func MDNSService(name string) string { return "_meshcdn-" + name + "._udp" }
 // for callers (mesh.New) that build the DHT themselves, for example as the
 // host's router: the mesh's protocol prefix, no bootstrap peers (the routing
 // table fills from connected peers that speak the same protocol), no value
-// records (the mesh only needs provider records), provider records kept in
-// a bounded store (MaxProviderRecords in all, MaxProviderRecordsPerPeer per
-// provider) and the given mode. Append options to change more. It panics on an invalid name: check it with
-// ValidName first.
+// records (the mesh only needs provider records), provider records kept in a
+// bounded store (MaxProviderRecords in all, MaxProviderRecordsPerPeer per
+// provider) and the given mode. Append options to change more. It panics on an
+// invalid name: check it with ValidName first.
 func DHTOptions(name string, mode dht.ModeOpt) []dht.Option {
 	if !ValidName(name) {
 		panic(fmt.Sprintf("announce: DHTOptions: invalid mesh name %q", name))

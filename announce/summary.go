@@ -257,9 +257,10 @@ func (s *SummaryService) Close() error {
 	return nil
 }
 
-// holders lists the peers the table knows to hold content (not except),
-// those with evidence first and the most recently refreshed first among them, at most limit of them, with their unexpired
-// roots (the most recently refreshed first).
+// holders lists the peers the table knows to hold content (not except), those
+// with evidence first and the most recently refreshed first among them, at
+// most limit of them, with their unexpired roots (the most recently refreshed
+// first).
 func (t *Table) holders(except peer.ID, limit int) []Holder {
 	now := time.Now()
 	t.mu.Lock()

@@ -13,24 +13,23 @@ import (
 
 // Blocks a peer cancelled are not sent. boxo's server takes a peer's wanted
 // blocks off its queue (up to MaxOutstandingBytesPerPeer at a time), reads
-// them, which at a serving cap means waiting for the budget
-// (servingStore), and then sends them: a cancel that comes in between, as
-// the peer got the block from another holder, is not heeded, and the block
-// goes out anyway. Counted in the demo (one run each, every node's sends):
-// in the 50-app flash crowd the apps sent 3,114 MB for 2,542 MB their
-// peers kept, and 438 MB of the 572 MB wasted went to peers that had
-// cancelled the block before it was sent; in the default demo (a seed, 20
-// apps) 214 of the 365 MB wasted. The guard drops such blocks from a
-// message as it goes out, as boxo's server drops a cancelled want it has
-// not yet taken off its queue (and they do not count as served). Measured
-// against the code before in interleaved runs: the default demo's peers
-// sent 1.13 times the bytes their peers kept (median of ten) against 1.36,
-// the flash crowd's 1.05-1.08 against 1.20-1.25 (three each), offload and
-// origin copies within the noise. (The budget of the cap they took is not given back: given to the next block,
-// a peer at a tenth of the origin's rate, its blocks cancelled as the
-// origin took them, sent the next ones at once, looked faster than it was,
-// and a fetch beside it took 3 times as long as from the origin alone
-// instead of 1.5, TestSlowPeer.)
+// them, which at a serving cap means waiting for the budget (servingStore),
+// and then sends them: a cancel that comes in between, as the peer got the
+// block from another holder, is not heeded, and the block goes out anyway.
+// Counted in the demo (one run each, every node's sends): in the 50-app flash
+// crowd the apps sent 3,114 MB for 2,542 MB their peers kept, and 438 MB of
+// the 572 MB wasted went to peers that had cancelled the block before it was
+// sent; in the default demo (a seed, 20 apps) 214 of the 365 MB wasted. The
+// guard drops such blocks from a message as it goes out, as boxo's server
+// drops a cancelled want it has not yet taken off its queue (and they do not
+// count as served). Measured against the code before in interleaved runs: the
+// default demo's peers sent 1.13 times the bytes their peers kept (median of
+// ten) against 1.36, the flash crowd's 1.05-1.08 against 1.20-1.25 (three
+// each), offload and origin copies within the noise. (The budget of the cap
+// they took is not given back: given to the next block, a peer at a tenth of
+// the origin's rate, its blocks cancelled as the origin took them, sent the
+// next ones at once, looked faster than it was, and a fetch beside it took 3
+// times as long as from the origin alone instead of 1.5, TestSlowPeer.)
 const (
 	// cancelFor is how long a cancel is remembered: longer than a block
 	// taken off the queue waits for the cap and a send slot.

@@ -3,9 +3,10 @@
 // many bytes from peers as possible.
 //
 // A Fetcher (New) runs boxo bitswap on a libp2p host the caller owns, serving
-// what the caller's Store holds to other peers within a byte rate (an
-// average: Config.ServeBurst may go at once) and a concurrency cap. Open (or OpenPath, given a manifest) returns a Reader, an
-// io.ReadSeekCloser that streams the file in order as its blocks arrive:
+// what the caller's Store holds to other peers within a byte rate (an average:
+// Config.ServeBurst may go at once) and a concurrency cap. Open (or OpenPath,
+// given a manifest) returns a Reader, an io.ReadSeekCloser that streams the
+// file in order as its blocks arrive:
 //
 //	r, err := f.Open(ctx, fetch.Target{Cid: root, Size: size, Nodes: nodes, URL: "https://cdn.example/app.js"})
 //	...
@@ -57,40 +58,38 @@
 //     stalled for twice their recent pace between leaves (at least
 //     PeerTimeout, at most half of Config.StallTimeout: a holder serving a
 //     crowd sends each fetcher leaves in bursts), or the reader has waited
-//     that long on a block, or the reader waits on peers whose recent rate
-//     is under half of the origin's share: what the origin's requests have
-//     given this Fetcher together (each request's rate times the requests
-//     in flight with it; known once the origin has been used), divided
-//     among the nodes known to fetch the same content (Config.Crowd), who
-//     share it.
-//     When a provider that holds the content (not one still fetching it)
-//     has sent this Fetcher blocks or HAVEs within StallTimeout, the origin
-//     joins as a hedge per leaf: it takes only the leaf the reader waits
-//     on, once the reader has waited the origin's time for a leaf if peers
-//     are slower than its share, else once it has waited the first block's time (before any peer delivered) or four
-//     times as long as peers get for a leaf (at most half of StallTimeout;
-//     as long, when no crowd is known and a peer asked for that leaf has
-//     since sent a later one and not it: a seed that dropped a damaged
-//     block); it takes every leaf it may, as below, only once no holder is
-//     serving or the peers have sent nothing for as long, and goes back to
-//     hedging once they send again (TestBusyHolderHedgedPerLeaf: a holder
-//     at 3 MiB/s and a faster idle origin; the origin took 11 of 12 MiB
-//     before, none now). A leaf the
-//     reader waits on that every peer asked for has answered DONT_HAVE of,
-//     with no HAVE of it standing and no crowd known (a holder that
-//     dropped a damaged block), goes to the origin at once, not after
-//     the peer timeout (TestLeafRefusedByHolder; in a crowd a member
-//     still fetching says DONT_HAVE of what it will soon send). For the
-//     first block peers get the origin's time for a leaf
-//     besides PeerTimeout (measured from this Fetcher's origin requests,
-//     1 s until measured) when a peer has said HAVE of it or a provider
-//     that holds the content has sent this Fetcher a block or a HAVE
-//     within Config.StallTimeout: the origin, asked then, would bring it
-//     no sooner, and in a crowd it is shared. Until a peer has delivered, only the leaf the reader needs
-//     first is asked of peers: bitswap sends wants that go out together in
-//     random order. Peers go on: each leaf goes to whichever source delivers a verified
-//     copy first, and the other request is cancelled. The first origin
-//     request goes alone, the next ones Config.OriginConcurrency at once.
+//     that long on a block, or the reader waits on peers whose recent rate is
+//     under half of the origin's share: what the origin's requests have given
+//     this Fetcher together (each request's rate times the requests in flight
+//     with it; known once the origin has been used), divided among the nodes
+//     known to fetch the same content (Config.Crowd), who share it. When a
+//     provider that holds the content (not one still fetching it) has sent
+//     this Fetcher blocks or HAVEs within StallTimeout, the origin joins as a
+//     hedge per leaf: it takes only the leaf the reader waits on, once the
+//     reader has waited the origin's time for a leaf if peers are slower than
+//     its share, else once it has waited the first block's time (before any
+//     peer delivered) or four times as long as peers get for a leaf (at most
+//     half of StallTimeout; as long, when no crowd is known and a peer asked
+//     for that leaf has since sent a later one and not it: a seed that dropped
+//     a damaged block); it takes every leaf it may, as below, only once no
+//     holder is serving or the peers have sent nothing for as long, and goes
+//     back to hedging once they send again (TestBusyHolderHedgedPerLeaf: a
+//     holder at 3 MiB/s and a faster idle origin; the origin took 11 of 12 MiB
+//     before, none now). A leaf the reader waits on that every peer asked for
+//     has answered DONT_HAVE of, with no HAVE of it standing and no crowd
+//     known (a holder that dropped a damaged block), goes to the origin at
+//     once, not after the peer timeout (TestLeafRefusedByHolder; in a crowd a
+//     member still fetching says DONT_HAVE of what it will soon send). For the
+//     first block peers get the origin's time for a leaf besides PeerTimeout
+//     (measured from this Fetcher's origin requests, 1 s until measured) when
+//     a peer has said HAVE of it or a provider that holds the content has sent
+//     this Fetcher a block or a HAVE within Config.StallTimeout: the origin,
+//     asked then, would bring it no sooner, and in a crowd it is shared. Until
+//     a peer has delivered, only the leaf the reader needs first is asked of
+//     peers: bitswap sends wants that go out together in random order. Peers
+//     go on: each leaf goes to whichever source delivers a verified copy
+//     first, and the other request is cancelled. The first origin request goes
+//     alone, the next ones Config.OriginConcurrency at once.
 //  4. Every block is checked against its CID before it is stored or handed
 //     to the reader. Bitswap names a received block by the hash of its
 //     bytes, so a corrupted block arrives under a CID no fetch asked for: its
@@ -128,49 +127,46 @@
 //     content meanwhile ask this node and get each block from it as it
 //     arrives, so a flash crowd that starts cold pays the origin for about
 //     one copy.
-//  7. Striping (policy.go): with Config.Crowd naming other peers fetching
-//     the same root at the same time, the nodes split the leaves they take
-//     from the origin, each taking a different share and the rest from
-//     the others as they arrive. Leaf i (0-based, in file order) belongs
-//     to the member p of the stripe, the crowd and this node less
-//     penalised peers, with the highest score(root, p, i): the first 8
-//     bytes, read big-endian, of SHA-256(root CID bytes || peer ID bytes
-//     || i as 8 bytes big-endian), CID and peer ID in their binary forms
-//     (a tie goes to the greater peer ID bytes). Every member computes the same owners without a
-//     coordinator (rendezvous hashing), and a member that joins or leaves
-//     moves only the leaves it takes or held. Once the origin has joined
-//     (step 3) a node asks it only for its own leaves; another's leaf goes
-//     to the origin when no peer has said HAVE of it within
-//     Config.PeerTimeout plus the origin's time for the leaf (its place
-//     in its owner's queue of Config.OriginConcurrency requests times one
-//     leaf's time, measured from this Fetcher's origin requests, 1 s until
-//     measured; for an owner this node is not connected to, whose copy
-//     comes through others, twice PeerTimeout plus that time more) after
-//     it was asked and the origin joined, or when the
-//     reader has waited PeerTimeout plus one leaf's origin time on it. A
-//     node that announces a fetch and sends nothing thus delays no one by
-//     more than PeerTimeout and the origin's time; crowd members the
+//  7. Striping (policy.go): with Config.Crowd naming other peers fetching the
+//     same root at the same time, the nodes split the leaves they take from
+//     the origin, each taking a different share and the rest from the others
+//     as they arrive. Leaf i (0-based, in file order) belongs to the member p
+//     of the stripe, the crowd and this node less penalised peers, with the
+//     highest score(root, p, i): the first 8 bytes, read big-endian, of
+//     SHA-256(root CID bytes || peer ID bytes || i as 8 bytes big-endian), CID
+//     and peer ID in their binary forms (a tie goes to the greater peer ID
+//     bytes). Every member computes the same owners without a coordinator
+//     (rendezvous hashing), and a member that joins or leaves moves only the
+//     leaves it takes or held. Once the origin has joined (step 3) a node asks
+//     it only for its own leaves; another's leaf goes to the origin when no
+//     peer has said HAVE of it within Config.PeerTimeout plus the origin's
+//     time for the leaf (its place in its owner's queue of
+//     Config.OriginConcurrency requests times one leaf's time, measured from
+//     this Fetcher's origin requests, 1 s until measured; for an owner this
+//     node is not connected to, whose copy comes through others, twice
+//     PeerTimeout plus that time more) after it was asked and the origin
+//     joined, or when the reader has waited PeerTimeout plus one leaf's origin
+//     time on it. A node that announces a fetch and sends nothing thus delays
+//     no one by more than PeerTimeout and the origin's time; crowd members the
 //     stripe gives a leaf are judged as silent providers are (step 4) and
-//     penalised, which takes them out of the stripe (a member given none
-//     has nothing to send but what it takes from others). A striping node tells Config.Advertiser of
-//     its fetch when its origin requests start, provider known or not, so
-//     that the others count it in, and one that knows of no holder of the
-//     whole content (only other fetchers, or nobody) as soon as it asks
-//     peers: it may be the first of a crowd that starts together, and the
-//     others fetching connect to it and ask it for the leaves it gets. It
-//     counts itself a member of its stripe only Config.PeerTimeout after
-//     it told Config.Advertiser (the
-//     others must have heard of it): until then, knowing of others, it
-//     owns no leaf, and knowing of none, every leaf. A leaf a peer has
-//     said HAVE of goes to the origin only when overdue, even if this
-//     node owns it. While the crowd knows a peer that holds the whole
-//     content (Holders) and peers have delivered a block of this fetch
-//     (or, before any has, for a generation from its start: PeerTimeout
-//     plus the longer of one leaf's origin time and the fetch's peer
-//     pace), no leaf ahead of the reader goes to the origin, this node's
-//     own included: the content comes through the mesh, and the origin
-//     takes only a leaf the reader has waited on. Config.NoStriping turns
-//     it off.
+//     penalised, which takes them out of the stripe (a member given none has
+//     nothing to send but what it takes from others). A striping node tells
+//     Config.Advertiser of its fetch when its origin requests start, provider
+//     known or not, so that the others count it in, and one that knows of no
+//     holder of the whole content (only other fetchers, or nobody) as soon as
+//     it asks peers: it may be the first of a crowd that starts together, and
+//     the others fetching connect to it and ask it for the leaves it gets. It
+//     counts itself a member of its stripe only Config.PeerTimeout after it
+//     told Config.Advertiser (the others must have heard of it): until then,
+//     knowing of others, it owns no leaf, and knowing of none, every leaf. A
+//     leaf a peer has said HAVE of goes to the origin only when overdue, even
+//     if this node owns it. While the crowd knows a peer that holds the whole
+//     content (Holders) and peers have delivered a block of this fetch (or,
+//     before any has, for a generation from its start: PeerTimeout plus the
+//     longer of one leaf's origin time and the fetch's peer pace), no leaf
+//     ahead of the reader goes to the origin, this node's own included: the
+//     content comes through the mesh, and the origin takes only a leaf the
+//     reader has waited on. Config.NoStriping turns it off.
 //  8. With the origin failed (see below) and no block from anyone for
 //     Config.StallTimeout, or at once when no peer is known to hold the
 //     content and none has sent any, Read returns an error wrapping

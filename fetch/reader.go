@@ -1209,25 +1209,25 @@ func (r *Reader) giveUpLocked(missing bool, now time.Time, s *soon) error {
 }
 
 // silentLocked returns the providers (and crowd members) to penalise: those
-// that, in StallTimeout from the start, sent nothing for the content
-// while connected, though asked for an answer at least PeerTimeout before
-// (a want that says send DONT_HAVE: the fetch's first want-block,
-// bitswap's wants to its session's peers). A provider that answered
-// DONT_HAVE said something: it was listed for content it does not hold (a
-// seed asked before its summary came, a holder that evicted it) and is
-// honest; one that was only sent bitswap's broadcast want-haves, which ask
-// for no answer, owes none. A member of the crowd fetching the content
-// must deliver its share whatever it was asked: a DONT_HAVE does not
-// excuse it, unless the origin failed (it had nothing to send either).
-// A member the stripe gives no leaf has no share: it can send only what
-// it took from others, and is judged as any provider is (the demo's
-// 50-app flash crowd penalised about ten members per app for 30 s at
-// the 3-leaf hero image, the 47 that owned none of its leaves, and then
-// could not take the video from them). They are judged once; a provider first asked for an answer less than
-// PeerTimeout before (its want went out late: a slow dial, a loaded
-// machine) is judged when it has owed the answer that long, and one not
-// yet connected (not a crowd member) or asked (the dial or the want still
-// on its way) is looked at again PeerTimeout later. The caller holds mu.
+// that, in StallTimeout from the start, sent nothing for the content while
+// connected, though asked for an answer at least PeerTimeout before (a want
+// that says send DONT_HAVE: the fetch's first want-block, bitswap's wants to
+// its session's peers). A provider that answered DONT_HAVE said something: it
+// was listed for content it does not hold (a seed asked before its summary
+// came, a holder that evicted it) and is honest; one that was only sent
+// bitswap's broadcast want-haves, which ask for no answer, owes none. A member
+// of the crowd fetching the content must deliver its share whatever it was
+// asked: a DONT_HAVE does not excuse it, unless the origin failed (it had
+// nothing to send either). A member the stripe gives no leaf has no share: it
+// can send only what it took from others, and is judged as any provider is
+// (the demo's 50-app flash crowd penalised about ten members per app for 30 s
+// at the 3-leaf hero image, the 47 that owned none of its leaves, and then
+// could not take the video from them). They are judged once; a provider first
+// asked for an answer less than PeerTimeout before (its want went out late: a
+// slow dial, a loaded machine) is judged when it has owed the answer that
+// long, and one not yet connected (not a crowd member) or asked (the dial or
+// the want still on its way) is looked at again PeerTimeout later. The caller
+// holds mu.
 func (r *Reader) silentLocked(now time.Time, s *soon) []peer.ID {
 	if r.provsDone || len(r.provs) == 0 {
 		return nil
