@@ -969,8 +969,8 @@ const maxLiftPeers = 1024
 // roomForLiftLocked reports whether another peer's lifts may be counted:
 // the map has room, once full after the counts older than liftWindow are
 // forgotten. A stream of new peers, each penalised and then sending a
-// wanted block, neither grows the map without bound nor makes each lift
-// walk it. The caller holds g.mu.
+// wanted block, does not grow the map without bound; it is walked only
+// when full. The caller holds g.mu.
 func (g *guard) roomForLiftLocked(now time.Time) bool {
 	if len(g.lifts) < maxLiftPeers {
 		return true
