@@ -286,9 +286,10 @@ func TestOpenPathAndMetrics(t *testing.T) {
 		"meshcdn_fetch_ttfb_seconds":                   2,
 		"meshcdn_fetch_offload_ratio":                  0,
 		"meshcdn_fetch_origin_sent_bytes_total":        float64(len(a.data) + len(small.data)),
+		"meshcdn_fetch_moved_wants_total":              0,
 	} {
-		if got[name] != want {
-			t.Errorf("metric %s = %v, want %v (all: %v)", name, got[name], want, got)
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("metric %s = %v (present %v), want %v (all: %v)", name, v, ok, want, got)
 		}
 	}
 	// A second Fetcher on the same registry is refused, not a panic.

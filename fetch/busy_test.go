@@ -70,6 +70,9 @@ func TestWantsMovedFromBusyHolder(t *testing.T) {
 	if st.PeerBytes < int64(len(a.data)) {
 		t.Errorf("peers sent %d of %d bytes in 2.5 s: leaves asked of the sitter were not asked of the other holder", st.PeerBytes, len(a.data))
 	}
+	if n := cl.f.Stats().MovedWants; n == 0 {
+		t.Errorf("Stats().MovedWants = 0, want the want-blocks moved from the sitter counted")
+	}
 	rest, err := io.ReadAll(r)
 	if err != nil {
 		t.Fatalf("read: %v", err)

@@ -215,6 +215,10 @@ type Totals struct {
 	// Stats): what origins sent, and what of it was not a first verified
 	// copy (OriginSentBytes - OriginBytes, or 0).
 	OriginSentBytes, OriginWastedBytes int64
+	// MovedWants counts want-blocks moved from a busy peer to another
+	// holder (a peer that delivers had sat on them for 500 ms while a peer
+	// with fewer of this node's wants said HAVE).
+	MovedWants int64
 }
 
 // Offload is the share of fetched network bytes that came from peers:
@@ -274,6 +278,16 @@ func (f *Fetcher) countPenalty() {
 	f.mu.Unlock()
 	if f.metrics != nil {
 		f.metrics.penalised.Inc()
+	}
+}
+
+// countMoved adds n want-blocks moved from a busy peer to the totals.
+func (f *Fetcher) countMoved(n int) {
+	f.mu.Lock()
+	f.totals.MovedWants += int64(n)
+	f.mu.Unlock()
+	if f.metrics != nil {
+		f.metrics.moved.Add(float64(n))
 	}
 }
 

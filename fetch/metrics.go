@@ -22,6 +22,8 @@ type metrics struct {
 	penalised prometheus.Counter
 	// originSent counts what origins sent (Stats.OriginSentBytes).
 	originSent prometheus.Counter
+	// moved counts want-blocks moved from busy peers (Totals.MovedWants).
+	moved prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
@@ -47,13 +49,15 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 		Name: "penalised_peers_total", Help: "Peers penalised for sending bad blocks."})
 	m.originSent = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 		Name: "origin_sent_bytes_total", Help: "Bytes origins sent for fetches, kept or not (cut hedges, lost races, skipped bytes, an estimate of bytes in flight when a response was cut); minus bytes_total{source=\"origin\"} it is what was wasted."})
+	m.moved = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+		Name: "moved_wants_total", Help: "Want-blocks moved from a peer that sat on them for 500 ms to another that said HAVE and had fewer of this node's wants."})
 	served := prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 		Name: "served_bytes_total", Help: "Block bytes served to other peers through bitswap."},
 		func() float64 { return float64(f.served.Load()) })
 	offload := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 		Name: "offload_ratio", Help: "Share of fetched network bytes that came from peers since start."},
 		func() float64 { return f.Stats().Offload() })
-	m.collectors = []prometheus.Collector{m.bytes, m.dupBytes, m.fetches, m.ttfb, m.ttlb, m.badBlocks, m.penalised, m.originSent, served, offload}
+	m.collectors = []prometheus.Collector{m.bytes, m.dupBytes, m.fetches, m.ttfb, m.ttlb, m.badBlocks, m.penalised, m.originSent, m.moved, served, offload}
 	for i, c := range m.collectors {
 		if err := reg.Register(c); err != nil {
 			for _, done := range m.collectors[:i] {

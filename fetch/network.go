@@ -875,6 +875,9 @@ func (g *guard) checkPromises() {
 		dontHave(context.Background(), rs, p, cs)
 	}
 	tellHaves(context.Background(), rs, lighter)
+	if len(lighter) > 0 {
+		g.f.countMoved(len(lighter))
+	}
 	for p, cs := range byPeer {
 		g.f.log.Debug("HAVE not followed by the block in time: peer reset in bitswap", "peer", p, "cid", cs[0], "blocks", len(cs))
 		g.reset(rs, p)
