@@ -509,7 +509,7 @@ const busyAfter = 500 * time.Millisecond
 // among the peers that said HAVE (its presence table never turns a HAVE
 // into a DONT_HAVE, so the busy peer stays one of them, less likely the
 // more blocks the other has sent first), and the next look tries again if
-// it picked the busy peer. The want stays open at the busy peer, whose
+// it picked the busy peer (a promise moved stays open for it). The want stays open at the busy peer, whose
 // block, if it comes first, is taken. excluded leaves peers out as in due.
 func (ps *promises) busy(now time.Time, excluded func(peer.ID) bool) (moved []move) {
 	var load map[peer.ID]int
@@ -527,6 +527,8 @@ func (ps *promises) busy(now time.Time, excluded func(peer.ID) bool) (moved []mo
 			continue
 		}
 		load[q]++
+		pr.due = later(pr.due, now.Add(busyAfter)) // open for the next look
+		ps.open[k] = pr
 		moved = append(moved, move{k, q})
 	}
 	return moved
