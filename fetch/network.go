@@ -778,24 +778,28 @@ func rebuilt(m bsmsg.BitSwapMessage, block func(blocks.Block) bool, presence fun
 // releaseLocked returns the held HAVEs bitswap may hear now, of CIDs
 // still wanted. The caller holds mu.
 func (g *guard) releaseLocked() []promiseKey {
-	ks := g.proms.release()
-	n := 0
-	for _, k := range ks {
-		if _, ok := g.wanted[k.c]; ok {
-			ks[n] = k
-			n++
-		}
-	}
-	return ks[:n]
+	return slices.DeleteFunc(g.proms.release(), g.unwantedLocked)
 }
 
-// tellHaves tells the receivers the HAVEs of ks, by peer.
-func tellHaves(ctx context.Context, rs []bsnet.Receiver, ks []promiseKey) {
+// unwantedLocked reports whether no open fetch wants k's CID. The caller
+// holds mu.
+func (g *guard) unwantedLocked(k promiseKey) bool {
+	_, ok := g.wanted[k.c]
+	return !ok
+}
+
+// byPeer groups the CIDs of ks by peer.
+func byPeer(ks []promiseKey) map[peer.ID][]cid.Cid {
 	by := make(map[peer.ID][]cid.Cid)
 	for _, k := range ks {
 		by[k.p] = append(by[k.p], k.c)
 	}
-	for p, cs := range by {
+	return by
+}
+
+// tellHaves tells the receivers the HAVEs of ks, by peer.
+func tellHaves(ctx context.Context, rs []bsnet.Receiver, ks []promiseKey) {
+	for p, cs := range byPeer(ks) {
 		have(ctx, rs, p, cs)
 	}
 }
@@ -852,17 +856,11 @@ func (g *guard) checkPromises() {
 	excluded := func(q peer.ID) bool { return g.isPenalisedLocked(q, now) }
 	moved := g.proms.busy(now, excluded)
 	late, liars := g.proms.due(now, excluded)
-	byPeer := make(map[peer.ID][]cid.Cid)
-	for _, k := range late {
-		if _, ok := g.wanted[k.c]; ok {
-			byPeer[k.p] = append(byPeer[k.p], k.c)
-		}
-	}
-	busyPeers := make(map[peer.ID][]cid.Cid)
-	var lighter []promiseKey
+	late = slices.DeleteFunc(late, g.unwantedLocked)
+	var busyKeys, lighter []promiseKey
 	for _, m := range moved {
-		if _, ok := g.wanted[m.from.c]; ok {
-			busyPeers[m.from.p] = append(busyPeers[m.from.p], m.from.c)
+		if !g.unwantedLocked(m.from) {
+			busyKeys = append(busyKeys, m.from)
 			lighter = append(lighter, promiseKey{m.to, m.from.c})
 		}
 	}
@@ -870,7 +868,7 @@ func (g *guard) checkPromises() {
 	g.armPromisesLocked()
 	rs := g.receivers
 	g.mu.Unlock()
-	for p, cs := range busyPeers {
+	for p, cs := range byPeer(busyKeys) {
 		g.f.log.Debug("want-blocks moved from a busy holder", "peer", p, "cid", cs[0], "blocks", len(cs))
 		dontHave(context.Background(), rs, p, cs)
 	}
@@ -878,7 +876,7 @@ func (g *guard) checkPromises() {
 	if len(lighter) > 0 {
 		g.f.countMoved(len(lighter))
 	}
-	for p, cs := range byPeer {
+	for p, cs := range byPeer(late) {
 		g.f.log.Debug("HAVE not followed by the block in time: peer reset in bitswap", "peer", p, "cid", cs[0], "blocks", len(cs))
 		g.reset(rs, p)
 	}

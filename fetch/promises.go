@@ -509,27 +509,25 @@ const busyAfter = 500 * time.Millisecond
 // among the peers that said HAVE (its presence table never turns a HAVE
 // into a DONT_HAVE, so the busy peer stays one of them, less likely the
 // more blocks the other has sent first), and the next look tries again if
-// it picked the busy peer (a promise moved stays open for it). The want stays open at the busy peer, whose
-// block, if it comes first, is taken. excluded leaves peers out as in due.
+// it picked the busy peer (a promise moved stays open for it). The want
+// stays open at the busy peer, whose block, if it comes first, is taken.
+// excluded leaves peers out as in due.
 func (ps *promises) busy(now time.Time, excluded func(peer.ID) bool) (moved []move) {
 	var load map[peer.ID]int
 	for k, pr := range ps.open {
 		if !ps.proven(k.p) || now.Before(pr.weighAt()) {
 			continue
 		}
-		pr.weighed = now
-		ps.open[k] = pr
 		if load == nil {
 			load = ps.load()
 		}
-		q := ps.lighterHolder(k, now, excluded, load)
-		if q == "" {
-			continue
+		pr.weighed = now
+		if q := ps.lighterHolder(k, now, excluded, load); q != "" {
+			load[q]++
+			pr.due = later(pr.due, now.Add(busyAfter)) // open for the next look
+			moved = append(moved, move{k, q})
 		}
-		load[q]++
-		pr.due = later(pr.due, now.Add(busyAfter)) // open for the next look
 		ps.open[k] = pr
-		moved = append(moved, move{k, q})
 	}
 	return moved
 }
