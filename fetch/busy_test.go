@@ -40,11 +40,7 @@ func TestWantsMovedFromBusyHolder(t *testing.T) {
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, p := range []*scripted{sitter, holder} {
-		if err := cl.h.Connect(ctx, p.info()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cl.connectScripted(ctx, t, sitter, holder)
 	cl.fetchWhole(t, sitWarm.t, sitWarm.data) // both are trusted
 	cl.fetchWhole(t, holdWarm.t, holdWarm.data)
 

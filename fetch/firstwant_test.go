@@ -133,6 +133,16 @@ func (s *scripted) sendPaced(p peer.ID, b blocks.Block, k int) {
 	send(s.h, p, reply)
 }
 
+// connectScripted connects n to each of ps.
+func (n *node) connectScripted(ctx context.Context, t testing.TB, ps ...*scripted) {
+	t.Helper()
+	for _, p := range ps {
+		if err := n.h.Connect(ctx, p.info()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // firstAbout returns the index of the first message with an entry for c,
 // and that entry.
 func (s *scripted) firstAbout(c cid.Cid) (int, bsmsg.Entry, bool) {
@@ -468,11 +478,7 @@ func TestFirstWantToHolderThatDelivered(t *testing.T) {
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, p := range []*scripted{listed, served} {
-		if err := cl.h.Connect(ctx, p.info()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cl.connectScripted(ctx, t, listed, served)
 	cl.fetchWhole(t, warm.t, warm.data) // served delivers to this node
 	st := cl.fetchWhole(t, a.t, a.data)
 	if !served.askedBlock(a.t.Cid) || listed.askedBlock(a.t.Cid) {

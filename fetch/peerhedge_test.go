@@ -45,11 +45,7 @@ func TestLeafAskedOfServingHolder(t *testing.T) {
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, p := range []*scripted{seed, sitter} {
-		if err := cl.h.Connect(ctx, p.info()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cl.connectScripted(ctx, t, seed, sitter)
 	cl.fetchWhole(t, warm.t, warm.data)         // the sitter is trusted
 	cl.fetchWhole(t, seedWarm.t, seedWarm.data) // the seed has served this node: asked first
 
@@ -177,11 +173,7 @@ func TestOneLeafAskedOfHolderThatServed(t *testing.T) {
 	cl := newNode(t, fetch.Config{Providers: provs})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, p := range []*scripted{seed, sitter} {
-		if err := cl.h.Connect(ctx, p.info()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cl.connectScripted(ctx, t, seed, sitter)
 	for _, a := range seedServed {
 		cl.fetchWhole(t, a.t, a.data) // the seed has served this node most
 	}
