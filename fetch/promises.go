@@ -511,11 +511,14 @@ const busyAfter = 500 * time.Millisecond
 // more blocks the other has sent first), and the next look tries again if
 // it picked the busy peer (a promise moved stays open for it). The want
 // stays open at the busy peer, whose block, if it comes first, is taken.
-// excluded leaves peers out as in due.
+// A block already asked of another peer is not moved again: where many
+// members hold every leaf (a crowd all connected to each other), each look
+// found another lighter holder and each want-block went to peer after peer,
+// all of which sent it. excluded leaves peers out as in due.
 func (ps *promises) busy(now time.Time, excluded func(peer.ID) bool) (moved []move) {
 	var load map[peer.ID]int
 	for k, pr := range ps.open {
-		if !ps.proven(k.p) || now.Before(pr.weighAt()) {
+		if !ps.proven(k.p) || now.Before(pr.weighAt()) || len(ps.blocked[k.c]) > 1 {
 			continue
 		}
 		if load == nil {
