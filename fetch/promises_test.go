@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -20,7 +21,7 @@ import (
 	"github.com/meshcdn/meshcdn/store"
 )
 
-func testLeaf(t *testing.T, s string) cid.Cid {
+func testLeaf(t testing.TB, s string) cid.Cid {
 	t.Helper()
 	h, err := mh.Sum([]byte(s), mh.SHA2_256, -1)
 	if err != nil {
@@ -549,3 +550,25 @@ func TestPromisesBusy(t *testing.T) {
 	}
 }
 
+// BenchmarkPromisesRelease: a node beside 49 unproven holders (a crowd all
+// connected to each other), each with its probes taken and 60 HAVEs held
+// back, looks for HAVEs to release, as each promise check does.
+func BenchmarkPromisesRelease(b *testing.B) {
+	t0 := time.Unix(1000, 0)
+	ps := newPromises(time.Minute)
+	for i := range 49 {
+		p := peer.ID(fmt.Sprintf("holder-%02d", i))
+		for j := range 62 {
+			ps.have(p, testLeaf(b, fmt.Sprint(j)), t0)
+		}
+	}
+	if n := len(ps.held); n != 49 {
+		b.Fatalf("%d peers with HAVEs held back, want 49", n)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if told := ps.release(); len(told) != 0 {
+			b.Fatalf("released %d HAVEs of unproven peers with no probe free", len(told))
+		}
+	}
+}
