@@ -494,13 +494,21 @@ func TestPromisesBusy(t *testing.T) {
 			ps.have(idle, c[0], t0)
 			ps.asked(idle, c[0], true, true, t0)
 		}, false},
-		{"a third peer asked for it already", func(ps *promises, c []cid.Cid, t0 time.Time) {
-			// Once two peers are asked, no more: in a crowd whose members
-			// all hold the block, each look would ask one more.
+		{"two other peers asked for it already", func(ps *promises, c []cid.Cid, t0 time.Time) {
+			// Once maxAskedForMove peers are asked, no more: in a crowd
+			// whose members all hold the block, each look would ask one
+			// more.
+			ps.have(idle, c[0], t0)
+			for _, q := range []peer.ID{newbie, "third"} {
+				ps.have(q, c[0], t0)
+				ps.asked(q, c[0], true, true, t0)
+			}
+		}, false},
+		{"one other peer asked for it already", func(ps *promises, c []cid.Cid, t0 time.Time) {
 			ps.have(idle, c[0], t0)
 			ps.have(newbie, c[0], t0)
 			ps.asked(newbie, c[0], true, true, t0)
-		}, false},
+		}, true},
 		{"the other holder as busy", func(ps *promises, c []cid.Cid, t0 time.Time) {
 			ps.have(idle, c[0], t0)
 			for _, x := range c[3:] {
