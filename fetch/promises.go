@@ -384,8 +384,8 @@ func (ps *promises) release() (told []promiseKey) {
 	for p, cs := range ps.held {
 		if !ps.proven(p) && len(ps.probes[p])+ps.late[p].n >= probeLimit {
 			// No probe free: none of p's held HAVEs is trusted (trusted).
-			// Walking them all at each look cost a node beside 49 unproven
-			// holders a tenth of its CPU.
+			// Walking them all at each look took 5% of the CPU of a crowd
+			// of 50 apps all connected to each other.
 			continue
 		}
 		for c := range cs {
