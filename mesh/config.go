@@ -169,10 +169,13 @@ type Config struct {
 	// AnnounceAddrs sends this node's addresses with its announcements
 	// (announce.Config.AnnounceAddrs), so that peers that hear of it only
 	// through gossip can dial it (within FetchPeerBudget). Default Off for
-	// both roles: in the demo site's 50-app cold crowd it now finishes
-	// sooner (43 to 51 s against 55 to 61 s, origin copies 4.7 to 5.4
-	// against 4.9 to 7.8), but the default demo (a seed, 20 apps) loses
-	// offload with it (median 0.926 against 0.942, four runs each).
+	// both roles: the default demo (a seed, 20 apps) loses offload with it
+	// (median 0.926 against 0.942, four runs each). In the demo site's
+	// 50-app cold crowd it finished sooner on one 2-core machine (43 to 51
+	// s against 55 to 61 s, origin copies 4.7 to 5.4 against 4.9 to 7.8);
+	// on a slower one, where the all-connected crowd kept both cores busy,
+	// it took 115 to 142 s and 5.8 to 9.5 copies against about 70 s and 4.6
+	// without (README, "Fetches dial within a peer budget").
 	AnnounceAddrs Toggle
 
 	// PeerTimeout is how long peers get before the origin is asked as well.
