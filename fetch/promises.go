@@ -531,17 +531,19 @@ const maxAskedForMove = 3
 func (ps *promises) busy(now time.Time, excluded func(peer.ID) bool) (moved []move) {
 	var load map[peer.ID]int
 	for k, pr := range ps.open {
-		if !ps.proven(k.p) || now.Before(pr.weighAt()) || len(ps.blocked[k.c]) >= maxAskedForMove {
+		if !ps.proven(k.p) || now.Before(pr.weighAt()) {
 			continue
 		}
-		if load == nil {
-			load = ps.load()
-		}
-		pr.weighed = now
-		if q := ps.lighterHolder(k, now, excluded, load); q != "" {
-			load[q]++
-			pr.due = later(pr.due, now.Add(busyAfter)) // open for the next look
-			moved = append(moved, move{k, q})
+		pr.weighed = now // also when bounded: next would call for a look at once
+		if len(ps.blocked[k.c]) < maxAskedForMove {
+			if load == nil {
+				load = ps.load()
+			}
+			if q := ps.lighterHolder(k, now, excluded, load); q != "" {
+				load[q]++
+				pr.due = later(pr.due, now.Add(busyAfter)) // open for the next look
+				moved = append(moved, move{k, q})
+			}
 		}
 		ps.open[k] = pr
 	}

@@ -558,6 +558,32 @@ func TestPromisesBusy(t *testing.T) {
 	}
 }
 
+// TestPromisesBusyBounded: a want-block that busy does not move because
+// maxAskedForMove peers are asked for it is looked at again busyAfter
+// later. Left unweighed, next called for a look at once, and the promise
+// timer fired every millisecond while the want was open.
+func TestPromisesBusyBounded(t *testing.T) {
+	c := testLeaves(t, 2)
+	t0 := time.Unix(1000, 0)
+	ps := newPromises(time.Minute)
+	peers := []peer.ID{"a", "b", "c", "idle"}
+	for _, p := range peers {
+		ps.asked(p, c[1], true, true, t0.Add(-time.Second))
+		ps.delivered(p, c[1], t0.Add(-time.Second))
+		ps.have(p, c[0], t0)
+	}
+	for _, p := range peers[:maxAskedForMove] {
+		ps.asked(p, c[0], true, true, t0)
+	}
+	now := t0.Add(busyAfter)
+	if m := ps.busy(now, nil); len(m) != 0 {
+		t.Fatalf("busy = %v, want nothing moved with %d peers asked", m, maxAskedForMove)
+	}
+	if at, ok := ps.next(); !ok || !at.After(now) {
+		t.Fatalf("next = %v %v after a look at %v, want a later time", at, ok, now)
+	}
+}
+
 // BenchmarkPromisesRelease: a node beside 49 unproven holders (a crowd all
 // connected to each other), each with its probes taken and 60 HAVEs held
 // back, looks for HAVEs to release, as each promise check does.
