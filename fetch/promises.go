@@ -232,11 +232,17 @@ func (ps *promises) trusted(p peer.ID, c cid.Cid) bool {
 	if ps.proven(p) || ps.probes[p][c] {
 		return true
 	}
-	if len(ps.probes[p])+ps.late[p].n >= probeLimit {
+	if !ps.probeFree(p) {
 		return false
 	}
 	addTo(ps.probes, p, c)
 	return true
+}
+
+// probeFree reports whether another HAVE of p may be heard as a probe:
+// its probes and late promises are under probeLimit.
+func (ps *promises) probeFree(p peer.ID) bool {
+	return len(ps.probes[p])+ps.late[p].n < probeLimit
 }
 
 // dontHave records p's DONT_HAVE of c at now: its promise is answered.
@@ -382,7 +388,7 @@ func (ps *promises) forget(c cid.Cid) {
 // delivered, or a probe came free) and forgets them as held.
 func (ps *promises) release() (told []promiseKey) {
 	for p, cs := range ps.held {
-		if !ps.proven(p) && len(ps.probes[p])+ps.late[p].n >= probeLimit {
+		if !ps.proven(p) && !ps.probeFree(p) {
 			// No probe free: none of p's held HAVEs is trusted (trusted).
 			// Walking them all at each look took 5% of the CPU of a crowd
 			// of 50 apps all connected to each other.
