@@ -133,9 +133,13 @@ type nodeReport struct {
 	Fetches     int     `json:"fetches"`
 	TTFBms      float64 `json:"ttfb_median_ms"`
 	Done        bool    `json:"done"`
+	CompletionS float64 `json:"completion_s,omitempty"` // an app's arrival to the end of its last fetch
 }
 
-// report is the whole run's figures.
+// report is the whole run's figures. CompletionP50 and CompletionP95 are
+// over the apps' completions (nodeReport.CompletionS), in seconds: the fetch
+// issue's completion figure, which examples/bench's crowd scenario sets
+// against the same crowd without the mesh.
 type report struct {
 	Assets        int          `json:"assets"`
 	SiteBytes     int64        `json:"site_bytes"`
@@ -152,6 +156,8 @@ type report struct {
 	PeerTTFBp95   float64      `json:"peer_ttfb_p95_ms"`
 	OriginTTFBp50 float64      `json:"origin_ttfb_p50_ms"`
 	OriginTTFBp95 float64      `json:"origin_ttfb_p95_ms"`
+	CompletionP50 float64      `json:"completion_p50_s"`
+	CompletionP95 float64      `json:"completion_p95_s"`
 	Seconds       float64      `json:"seconds"`
 	Nodes         []nodeReport `json:"nodes"`
 	DashboardURL  string       `json:"dashboard_url,omitempty"`
@@ -168,6 +174,7 @@ func (r *report) print(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d assets (%.1f MiB), %d seeds, %d app peers, %.1f s\n", r.Assets, mib(r.SiteBytes), r.Seeds, r.Peers, r.Seconds)
+	fmt.Fprintf(w, "app completion:    p50 %6.1f s   p95 %6.1f s\n", r.CompletionP50, r.CompletionP95)
 	fmt.Fprintf(w, "bytes from peers:  %8.1f MiB\n", mib(r.PeerBytes))
 	fmt.Fprintf(w, "bytes from origin: %8.1f MiB (the origin sent %.1f MiB)\n", mib(r.OriginBytes), mib(r.OriginServed))
 	fmt.Fprintf(w, "TTFB peer hits:    p50 %6.1f ms  p95 %6.1f ms  (%d fetches)\n", r.PeerTTFBp50, r.PeerTTFBp95, r.PeerHits)
@@ -272,12 +279,18 @@ func collect(cr *meshtest.Report, org *meshtest.Origin, start time.Time) *report
 		}
 	}
 	for _, n := range cr.Nodes {
-		r.Nodes = append(r.Nodes, nodeReport{
+		nr := nodeReport{
 			Name: n.Name, Role: string(n.Role), Peer: n.Peer,
 			PeerBytes: n.Stats.Fetch.PeerBytes, OriginBytes: n.Stats.Fetch.OriginBytes, ServedBytes: n.Stats.Fetch.ServedBytes,
 			Fetches: n.Fetches, TTFBms: ms(meshtest.Percentile(byNode[n.Name], 0.5)), Done: n.Done > 0,
-		})
+		}
+		if n.Role == mesh.RoleApp && n.Done > 0 {
+			nr.CompletionS = (n.Done - n.Arrival).Seconds()
+		}
+		r.Nodes = append(r.Nodes, nr)
 	}
+	done := cr.Completions()
+	r.CompletionP50, r.CompletionP95 = meshtest.Percentile(done, 0.5).Seconds(), meshtest.Percentile(done, 0.95).Seconds()
 	peer := cr.TTFBs(func(f meshtest.FetchReport) bool { return f.Source() == "peer" })
 	origin := cr.TTFBs(func(f meshtest.FetchReport) bool { return f.Source() == "origin" })
 	r.PeerTTFBp50, r.PeerTTFBp95 = ms(meshtest.Percentile(peer, 0.5)), ms(meshtest.Percentile(peer, 0.95))
