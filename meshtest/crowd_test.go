@@ -84,6 +84,12 @@ func TestCrowdSeedServesApps(t *testing.T) {
 		if n.Done <= n.Arrival || n.Arrival < r.AppsStart || n.Fetches != len(site) {
 			t.Errorf("app %s arrived %v, done %v, %d fetches", n.Name, n.Arrival, n.Done, n.Fetches)
 		}
+		if n.Links < 1 || n.Links > 5 {
+			t.Errorf("app %s linked to %d others, want the seed at least and at most the 5 others", n.Name, n.Links)
+		}
+	}
+	if r.Nodes[0].Links != 5 {
+		t.Errorf("the seed linked to %d apps, want the 5 that were bootstrapped to it", r.Nodes[0].Links)
 	}
 	if got := len(r.Completions()); got != 5 {
 		t.Errorf("%d completions, want 5", got)

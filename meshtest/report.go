@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
+
 	"github.com/meshcdn/meshcdn/mesh"
 )
 
@@ -53,6 +55,12 @@ type NodeReport struct {
 	Fetches, Failed int
 	// Stats is the node's own accounting when the Report was made.
 	Stats mesh.Stats
+	// Links counts the other nodes of the crowd it was connected to when
+	// the Report was made: the graph a crowd's figures come from. Apps
+	// that arrive together while the first few are still the only ones
+	// started may all reach only those few, and take only what those
+	// serve.
+	Links int
 }
 
 // FetchReport is one asset fetch of one node.
@@ -100,8 +108,10 @@ func (c *Crowd) Report() *Report {
 	for _, a := range c.m.Assets {
 		r.SiteBytes += a.Size
 	}
-	for _, mb := range members {
+	links := crowdLinks(members)
+	for k, mb := range members {
 		nr := mb.report()
+		nr.Links = links[k]
 		r.Nodes = append(r.Nodes, nr)
 		mb.mu.Lock()
 		r.Fetches = append(r.Fetches, mb.fetches...)
@@ -124,6 +134,21 @@ func (c *Crowd) Report() *Report {
 	r.Copies = ratio(r.OriginSent, r.SiteBytes)
 	r.AppCopies = ratio(r.AppOriginSent, r.SiteBytes)
 	return r
+}
+
+// crowdLinks counts, for each member, the other members its host is
+// connected to.
+func crowdLinks(members []*member) []int {
+	links := make([]int, len(members))
+	for k, mb := range members {
+		nw := mb.node.Host().Network()
+		for j, o := range members {
+			if j != k && nw.Connectedness(o.node.ID()) == network.Connected {
+				links[k]++
+			}
+		}
+	}
+	return links
 }
 
 func (mb *member) report() NodeReport {

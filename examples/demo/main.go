@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -134,6 +135,7 @@ type nodeReport struct {
 	TTFBms      float64 `json:"ttfb_median_ms"`
 	Done        bool    `json:"done"`
 	CompletionS float64 `json:"completion_s,omitempty"` // an app's arrival to the end of its last fetch
+	Links       int     `json:"links"`                  // other nodes it was connected to at the end
 }
 
 // report is the whole run's figures. CompletionP50 and CompletionP95 are
@@ -175,6 +177,9 @@ func (r *report) print(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d assets (%.1f MiB), %d seeds, %d app peers, %.1f s\n", r.Assets, mib(r.SiteBytes), r.Seeds, r.Peers, r.Seconds)
 	fmt.Fprintf(w, "app completion:    p50 %6.1f s   p95 %6.1f s\n", r.CompletionP50, r.CompletionP95)
+	if lo, mid, hi, ok := r.appLinks(); ok {
+		fmt.Fprintf(w, "app links:         min %d, median %d, max %d other nodes\n", lo, mid, hi)
+	}
 	fmt.Fprintf(w, "bytes from peers:  %8.1f MiB\n", mib(r.PeerBytes))
 	fmt.Fprintf(w, "bytes from origin: %8.1f MiB (the origin sent %.1f MiB)\n", mib(r.OriginBytes), mib(r.OriginServed))
 	fmt.Fprintf(w, "TTFB peer hits:    p50 %6.1f ms  p95 %6.1f ms  (%d fetches)\n", r.PeerTTFBp50, r.PeerTTFBp95, r.PeerHits)
@@ -183,6 +188,24 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "fetches with bytes from both: %d\n", r.MixedFetches)
 	}
 	fmt.Fprintf(w, "offload ratio:     %.3f\n", r.Offload)
+}
+
+// appLinks returns the fewest, the median and the most other nodes an app
+// was connected to at the end (nodeReport.Links); ok is false without apps.
+// A crowd whose apps arrived together may have most of them linked only to
+// the first few to start, which then serve them all.
+func (r *report) appLinks() (lo, mid, hi int, ok bool) {
+	var ls []int
+	for _, n := range r.Nodes {
+		if n.Role == string(mesh.RoleApp) {
+			ls = append(ls, n.Links)
+		}
+	}
+	if len(ls) == 0 {
+		return 0, 0, 0, false
+	}
+	slices.Sort(ls)
+	return ls[0], ls[(len(ls)-1)/2], ls[len(ls)-1], true
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
@@ -282,7 +305,7 @@ func collect(cr *meshtest.Report, org *meshtest.Origin, start time.Time) *report
 		nr := nodeReport{
 			Name: n.Name, Role: string(n.Role), Peer: n.Peer,
 			PeerBytes: n.Stats.Fetch.PeerBytes, OriginBytes: n.Stats.Fetch.OriginBytes, ServedBytes: n.Stats.Fetch.ServedBytes,
-			Fetches: n.Fetches, TTFBms: ms(meshtest.Percentile(byNode[n.Name], 0.5)), Done: n.Done > 0,
+			Fetches: n.Fetches, TTFBms: ms(meshtest.Percentile(byNode[n.Name], 0.5)), Done: n.Done > 0, Links: n.Links,
 		}
 		if n.Role == mesh.RoleApp && n.Done > 0 {
 			nr.CompletionS = (n.Done - n.Arrival).Seconds()
