@@ -52,6 +52,9 @@ func TestTinyRun(t *testing.T) {
 			if r.Failed > 0 || r.TTFBp50 <= 0 || r.CompletionP50 < r.TTFBp50 || (!r.Mesh && r.Copies < float64(r.N)*0.99) {
 				t.Errorf("crowd run %+v: want no failure, TTFB within completion, and a baseline costing N copies", r)
 			}
+			if r.Mesh && (len(r.AppLinks) != r.N || r.AppLinks[0] < 1) || !r.Mesh && r.AppLinks != nil {
+				t.Errorf("crowd run %s: app links %v, want each of %d apps linked to another node (mesh runs only)", r.Name, r.AppLinks, r.N)
+			}
 		}
 	}
 	if l := rep.LongTail; l == nil || len(l.Ranks) == 0 || l.Failed > 0 {

@@ -42,6 +42,10 @@ type CrowdRun struct {
 	OriginTTFB    []float64 `json:"origin_ttfb_ms"`
 	Failed        int       `json:"failed_fetches"`
 	Seconds       float64   `json:"seconds"`
+	// AppLinks is, for a mesh crowd, how many other nodes each app was
+	// connected to at the end (meshtest.NodeReport.Links), fewest first:
+	// the graph a run's figures come from.
+	AppLinks []int `json:"app_links,omitempty"`
 }
 
 type schedule struct {
@@ -88,8 +92,8 @@ func crowdRound(ctx context.Context, o options, site meshtest.Site, n int, s sch
 			if err != nil {
 				return runs, err
 			}
-			p.step("crowd: %-28s offload %.3f, origin copies %.2f, TTFB p50 %.0f ms, completion p50 %.0f ms (%.0f s)",
-				r.Name, r.Offload, r.Copies, r.TTFBp50, r.CompletionP50, r.Seconds)
+			p.step("crowd: %-28s offload %.3f, origin copies %.2f, TTFB p50 %.0f ms, completion p50 %.0f ms (%.0f s), app links %s",
+				r.Name, r.Offload, r.Copies, r.TTFBp50, r.CompletionP50, r.Seconds, r.linksSummary())
 			runs = append(runs, r)
 		}
 	}
@@ -143,10 +147,25 @@ func crowdRun(ctx context.Context, o options, site meshtest.Site, n int, s sched
 			r.Failed++
 		}
 	}
+	for _, nr := range rep.Nodes {
+		if nr.Role == mesh.RoleApp {
+			r.AppLinks = append(r.AppLinks, nr.Links)
+		}
+	}
+	slices.Sort(r.AppLinks)
 	if ctx.Err() != nil {
 		return r, ctx.Err()
 	}
 	return r, nil // failed fetches are figures, not a failed run
+}
+
+// linksSummary is "min/median/max" of the apps' links, "-" without them.
+func (r CrowdRun) linksSummary() string {
+	ls := r.AppLinks
+	if len(ls) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d/%d", ls[0], ls[(len(ls)-1)/2], ls[len(ls)-1])
 }
 
 // plainRun is the baseline: n plain HTTP clients, each with its own

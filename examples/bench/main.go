@@ -75,7 +75,8 @@
 //	                  ttfb_p50_ms, ttfb_p95_ms (every fetch of the apps),
 //	                  completion_p50_ms, completion_p95_ms (an app's arrival to its last byte),
 //	                  peer_ttfb_ms, origin_ttfb_ms (all samples: fetches wholly from peers, wholly from the origin),
-//	                  failed_fetches, seconds}
+//	                  failed_fetches, seconds, app_links (mesh runs: the other nodes each app was
+//	                  connected to at the end, fewest first)}
 //	longtail    {assets, peers, fetches_per_peer, zipf_s, offload,
 //	             ranks: [{from, to, fetches, peer_bytes, origin_bytes, offload}], failed_fetches, seconds}
 //	throughput  {bytes, reps, cores, runs: [{name (peer-tcp|peer-quic|origin|http-get),
