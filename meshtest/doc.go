@@ -14,8 +14,9 @@
 //     (at once, staggered, or as a seeded Poisson process), each fetching a
 //     list of assets through the public API. Its Report holds every node's
 //     Stats, every fetch's time to first byte and completion, bytes from
-//     peers and from the origin, what the origin sent, the offload and the
-//     origin's egress in copies of the site.
+//     peers and from the origin, what the origin sent, the offload, the
+//     origin's egress in copies of the site, and how many other nodes each
+//     node was linked to (the graph the figures come from).
 //   - NewNode and WaitProvider are the small helpers tests of a single node
 //     need.
 //
