@@ -16,6 +16,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -29,13 +30,18 @@ import (
 const MiB = 1 << 20
 
 // newHost starts a libp2p host listening on loopback TCP only.
-func newHost(t testing.TB) host.Host {
+func newHost(t testing.TB) host.Host { return hostWith(t) }
+
+// newHostKey is newHost with the identity key k.
+func newHostKey(t testing.TB, k crypto.PrivKey) host.Host { return hostWith(t, libp2p.Identity(k)) }
+
+func hostWith(t testing.TB, opts ...libp2p.Option) host.Host {
 	t.Helper()
-	h, err := libp2p.New(
+	h, err := libp2p.New(append([]libp2p.Option{
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 		libp2p.DisableRelay(),
 		libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport),
-	)
+	}, opts...)...)
 	if err != nil {
 		t.Fatalf("libp2p.New: %v", err)
 	}

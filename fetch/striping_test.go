@@ -3,6 +3,7 @@ package fetch_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -214,30 +216,9 @@ func TestStripingMemberWithoutShare(t *testing.T) {
 	o := newOrigin(t, a.data)
 	tg := a.t
 	tg.URL = o.URL
-	self := newHost(t)
-	var owner, spare host.Host
-	for owner == nil || spare == nil {
-		h := newHost(t)
-		members := []peer.ID{self.ID(), h.ID()}
-		if owner != nil {
-			members = append(members, owner.ID())
-		}
-		n := 0
-		for i := range 3 {
-			if stripeOwner(tg.Cid, members, i) == h.ID() {
-				n++
-			}
-		}
-		switch {
-		case owner == nil && n == 3:
-			owner = h // owns every leaf between it and self
-		case owner != nil && n == 0 && ownsAll(tg.Cid, members, owner.ID()):
-			spare = h // owns none, and owner still owns every leaf
-		default:
-			h.Close()
-		}
-	}
-	ow, sp := nodeOn(t, owner, fetch.Config{}), nodeOn(t, spare, fetch.Config{})
+	selfKey, ownerKey, spareKey := ownerAndSpare(t, tg.Cid)
+	self := newHostKey(t, selfKey)
+	ow, sp := nodeOn(t, newHostKey(t, ownerKey), fetch.Config{}), nodeOn(t, newHostKey(t, spareKey), fetch.Config{})
 	const stall = 3 * time.Second
 	cl := nodeOn(t, self, fetch.Config{
 		Crowd:        crowd{tg.Cid: {ow.h.ID(), sp.h.ID()}},
@@ -254,6 +235,41 @@ func TestStripingMemberWithoutShare(t *testing.T) {
 	// Both were judged in the same pass.
 	if cl.f.Penalised(sp.h.ID()) {
 		t.Errorf("the member the stripe gave no leaf was penalised as silent")
+	}
+}
+
+// ownerAndSpare returns the identity keys of three peers: self, an owner
+// that the stripe of root over the three gives every one of its first three
+// leaves, and a spare it gives none. It draws keys, not hosts, and draws
+// all three again when no spare comes within a few draws: found one after
+// another for a self and an owner drawn once, a self that scored high on
+// every leaf left an owner one chance in thousands or worse (the test once
+// searched for 15 minutes under -race, starting a libp2p host each draw).
+func ownerAndSpare(t *testing.T, root cid.Cid) (self, owner, spare crypto.PrivKey) {
+	t.Helper()
+	key := func() (crypto.PrivKey, peer.ID) {
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := peer.IDFromPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k, id
+	}
+	for {
+		sk, sid := key()
+		ok, oid := key()
+		if !ownsAll(root, []peer.ID{sid, oid}, oid) {
+			continue
+		}
+		for range 16 {
+			pk, pid := key()
+			if ownsAll(root, []peer.ID{sid, oid, pid}, oid) {
+				return sk, ok, pk
+			}
+		}
 	}
 }
 
