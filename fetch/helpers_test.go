@@ -3,6 +3,7 @@ package fetch_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -34,6 +35,20 @@ func newHost(t testing.TB) host.Host { return hostWith(t) }
 
 // newHostKey is newHost with the identity key k.
 func newHostKey(t testing.TB, k crypto.PrivKey) host.Host { return hostWith(t, libp2p.Identity(k)) }
+
+// newKey returns a new Ed25519 identity key and its peer ID.
+func newKey(t testing.TB) (crypto.PrivKey, peer.ID) {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, id
+}
 
 func hostWith(t testing.TB, opts ...libp2p.Option) host.Host {
 	t.Helper()

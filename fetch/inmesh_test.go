@@ -2,13 +2,11 @@ package fetch_test
 
 import (
 	"context"
-	"crypto/rand"
 	"io"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
 
@@ -44,14 +42,7 @@ func fetchAt(t *testing.T, cl *node, a asset, limit rate.Limit) fetch.Stats {
 // connected.
 func farPeer(t *testing.T) peer.ID {
 	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, id := newKey(t)
 	return id
 }
 

@@ -3,7 +3,6 @@ package fetch_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
@@ -247,25 +246,14 @@ func TestStripingMemberWithoutShare(t *testing.T) {
 // searched for 15 minutes under -race, starting a libp2p host each draw).
 func ownerAndSpare(t *testing.T, root cid.Cid) (self, owner, spare crypto.PrivKey) {
 	t.Helper()
-	key := func() (crypto.PrivKey, peer.ID) {
-		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, err := peer.IDFromPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k, id
-	}
 	for {
-		sk, sid := key()
-		ok, oid := key()
+		sk, sid := newKey(t)
+		ok, oid := newKey(t)
 		if !ownsAll(root, []peer.ID{sid, oid}, oid) {
 			continue
 		}
 		for range 16 {
-			pk, pid := key()
+			pk, pid := newKey(t)
 			if ownsAll(root, []peer.ID{sid, oid, pid}, oid) {
 				return sk, ok, pk
 			}
