@@ -206,6 +206,18 @@ func (r *Report) Completions() []time.Duration {
 	return ds
 }
 
+// AppLinks returns each app node's Links, fewest first.
+func (r *Report) AppLinks() []int {
+	var ls []int
+	for _, n := range r.Nodes {
+		if n.Role == mesh.RoleApp {
+			ls = append(ls, n.Links)
+		}
+	}
+	slices.Sort(ls)
+	return ls
+}
+
 // FromApps keeps the fetches of app nodes, for TTFBs and Durations.
 func FromApps(f FetchReport) bool { return f.Role == mesh.RoleApp }
 

@@ -147,12 +147,7 @@ func crowdRun(ctx context.Context, o options, site meshtest.Site, n int, s sched
 			r.Failed++
 		}
 	}
-	for _, nr := range rep.Nodes {
-		if nr.Role == mesh.RoleApp {
-			r.AppLinks = append(r.AppLinks, nr.Links)
-		}
-	}
-	slices.Sort(r.AppLinks)
+	r.AppLinks = rep.AppLinks()
 	if ctx.Err() != nil {
 		return r, ctx.Err()
 	}

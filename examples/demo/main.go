@@ -26,7 +26,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -162,6 +161,7 @@ type report struct {
 	CompletionP95 float64      `json:"completion_p95_s"`
 	Seconds       float64      `json:"seconds"`
 	Nodes         []nodeReport `json:"nodes"`
+	AppLinks      []int        `json:"-"` // the apps' Links, fewest first
 	DashboardURL  string       `json:"dashboard_url,omitempty"`
 	// OriginCopies is what the origin sent per asset path, in copies of
 	// that asset: where a crowd's origin egress goes.
@@ -177,8 +177,8 @@ func (r *report) print(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d assets (%.1f MiB), %d seeds, %d app peers, %.1f s\n", r.Assets, mib(r.SiteBytes), r.Seeds, r.Peers, r.Seconds)
 	fmt.Fprintf(w, "app completion:    p50 %6.1f s   p95 %6.1f s\n", r.CompletionP50, r.CompletionP95)
-	if lo, mid, hi, ok := r.appLinks(); ok {
-		fmt.Fprintf(w, "app links:         min %d, median %d, max %d other nodes\n", lo, mid, hi)
+	if ls := r.AppLinks; len(ls) > 0 {
+		fmt.Fprintf(w, "app links:         min %d, median %d, max %d other nodes\n", ls[0], ls[(len(ls)-1)/2], ls[len(ls)-1])
 	}
 	fmt.Fprintf(w, "bytes from peers:  %8.1f MiB\n", mib(r.PeerBytes))
 	fmt.Fprintf(w, "bytes from origin: %8.1f MiB (the origin sent %.1f MiB)\n", mib(r.OriginBytes), mib(r.OriginServed))
@@ -188,24 +188,6 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "fetches with bytes from both: %d\n", r.MixedFetches)
 	}
 	fmt.Fprintf(w, "offload ratio:     %.3f\n", r.Offload)
-}
-
-// appLinks returns the fewest, the median and the most other nodes an app
-// was connected to at the end (nodeReport.Links); ok is false without apps.
-// A crowd whose apps arrived together may have most of them linked only to
-// the first few to start, which then serve them all.
-func (r *report) appLinks() (lo, mid, hi int, ok bool) {
-	var ls []int
-	for _, n := range r.Nodes {
-		if n.Role == string(mesh.RoleApp) {
-			ls = append(ls, n.Links)
-		}
-	}
-	if len(ls) == 0 {
-		return 0, 0, 0, false
-	}
-	slices.Sort(ls)
-	return ls[0], ls[(len(ls)-1)/2], ls[len(ls)-1], true
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
@@ -312,6 +294,7 @@ func collect(cr *meshtest.Report, org *meshtest.Origin, start time.Time) *report
 		}
 		r.Nodes = append(r.Nodes, nr)
 	}
+	r.AppLinks = cr.AppLinks()
 	done := cr.Completions()
 	r.CompletionP50, r.CompletionP95 = meshtest.Percentile(done, 0.5).Seconds(), meshtest.Percentile(done, 0.95).Seconds()
 	peer := cr.TTFBs(func(f meshtest.FetchReport) bool { return f.Source() == "peer" })
