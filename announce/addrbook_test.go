@@ -2,7 +2,6 @@ package announce
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"testing"
 	"time"
@@ -12,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
 )
 
 // addrsAttacker is a host on the test topic that publishes ADDRS messages
@@ -56,15 +57,7 @@ func newAddrsAttacker(t *testing.T, victim *tnode) *addrsAttacker {
 // newKey returns a fresh author key and its ID.
 func newKey(t *testing.T) (crypto.PrivKey, peer.ID) {
 	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, id
+	return testutil.Key(t)
 }
 
 // publish sends an ADDRS of addrs signed by key and waits until the victim

@@ -3,7 +3,6 @@ package fetch_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -39,15 +38,7 @@ func newHostKey(t testing.TB, k crypto.PrivKey) host.Host { return hostWith(t, l
 // newKey returns a new Ed25519 identity key and its peer ID.
 func newKey(t testing.TB) (crypto.PrivKey, peer.ID) {
 	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, id
+	return testutil.Key(t)
 }
 
 func hostWith(t testing.TB, opts ...libp2p.Option) host.Host {

@@ -10,11 +10,11 @@ import (
 
 	"github.com/ipfs/go-cid"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/meshcdn/meshcdn/announce"
+	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/mesh"
 	"github.com/meshcdn/meshcdn/meshtest"
 )
@@ -59,14 +59,7 @@ func (f *sybilFlood) publish(ctx context.Context, t *testing.T, ttl time.Duratio
 // the seed's validation queue.
 func (f *sybilFlood) publishKind(ctx context.Context, t *testing.T, kind announce.Kind, ttl time.Duration, roots []cid.Cid) {
 	t.Helper()
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, id := testutil.Key(t)
 	msgs, err := announce.Encode(kind, ttl, roots)
 	if err != nil {
 		t.Fatal(err)
