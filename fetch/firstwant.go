@@ -316,10 +316,30 @@ func (w *firstWant) run() {
 	f.direct.mu.Lock()
 	cancel := err == nil && !w.fromTarget
 	f.direct.mu.Unlock()
-	if cancel {
+	if cancel && !r.stillWanted(w) {
 		f.cancelDirect(w.p, w.c)
 	}
 	<-r.ctx.Done()
+}
+
+// stillWanted reports whether w's leaf was asked again (req.again) and is
+// still missing in an open Reader: w's want at the provider is then no
+// longer w's alone, and its cancel is not sent. Sent, it went on a stream
+// of its own, and could reach the provider after the new request's direct
+// want (askFirst) to the same holder, which it then took out (the cancels
+// a holder heeds, cancels.go): the holder sat on the leaf, and a fetch from
+// one peer at its serving cap beside a changed origin failed after
+// StallTimeout one time in 20 (TestChangedOriginPeersServe; a cancel of
+// the re-asked want reached the holder 2 ms after the new one). The new
+// request's wants end the holder's want when it ends: its direct want's
+// cancel, or bitswap's once the leaf has come (guard.keepWanted).
+func (r *Reader) stillWanted(w *firstWant) bool {
+	if !w.q.again.Load() {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.closed && r.err == nil && !r.st[w.i].fetched
 }
 
 // firstLead bounds how long the batch's session waits for the direct want

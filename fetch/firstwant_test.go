@@ -32,7 +32,9 @@ import (
 // all its streams, each pace after the one before, as a holder at its
 // serving cap does; with reverse a message's blocks go last first, as a
 // holder serving wants by the priorities they had when asked may send
-// them.
+// them. A block in sitFor is sent for the first want-block of it that
+// comes that long or more after the first, as a holder that dropped the
+// wants before sends one asked anew.
 type scripted struct {
 	h          host.Host
 	blocks     map[cid.Cid]blocks.Block
@@ -40,20 +42,27 @@ type scripted struct {
 	noHaves    bool
 	haveDelay  time.Duration
 	withhold   func(cid.Cid) bool
+	sitFor     map[cid.Cid]time.Duration
 	pace       time.Duration
 	reverse    bool
 	paced      sync.Mutex // held while a paced block waits its turn and goes
 
 	mu      sync.Mutex
-	msgs    [][]bsmsg.Entry  // received wantlists, in order of arrival
-	asked   map[cid.Cid]bool // want-blocks taken (answered or to be)
-	replyTo []int            // index in msgs of the message each block sent answered
-	sent    chan struct{}    // gets a value after each block sent
+	msgs    [][]bsmsg.Entry       // received wantlists, in order of arrival
+	asked   map[cid.Cid]bool      // want-blocks taken (answered or to be)
+	replyTo []int                 // index in msgs of the message each block sent answered
+	firstWB map[cid.Cid]time.Time // when the first want-block of a CID came
+	sitDone map[cid.Cid]bool      // a want-block of a CID in sitFor answered
+	// cancelsBefore counts, per block sent, the cancels of it received
+	// before it was sent
+	cancelsBefore map[cid.Cid]int
+	sent          chan struct{} // gets a value after each block sent
 }
 
 func newScripted(t testing.TB, hold ...blocks.Block) *scripted {
 	t.Helper()
-	s := &scripted{h: newHost(t), blocks: make(map[cid.Cid]blocks.Block), asked: make(map[cid.Cid]bool), sent: make(chan struct{}, 16)}
+	s := &scripted{h: newHost(t), blocks: make(map[cid.Cid]blocks.Block), asked: make(map[cid.Cid]bool), sent: make(chan struct{}, 16),
+		firstWB: make(map[cid.Cid]time.Time), sitDone: make(map[cid.Cid]bool), cancelsBefore: make(map[cid.Cid]int)}
 	for _, b := range hold {
 		s.blocks[b.Cid()] = b
 	}
@@ -85,11 +94,8 @@ func (s *scripted) serve(st network.Stream) {
 			switch {
 			case e.Cancel:
 			case ok && e.WantType == pb.Message_Wantlist_Block:
-				if !s.asked[e.Cid] {
-					s.asked[e.Cid] = true
-					if s.withhold == nil || !s.withhold(e.Cid) {
-						want = append(want, b)
-					}
+				if s.answers(e.Cid) {
+					want = append(want, b)
 				}
 			case ok && !s.noHaves:
 				presence.AddHave(e.Cid)
@@ -118,6 +124,25 @@ func (s *scripted) serve(st network.Stream) {
 	}
 }
 
+// answers records a want-block of c and reports whether to send c: for
+// the first want-block of it unless withheld; for a CID in sitFor, for the
+// first that comes sitFor or more after the first. The caller holds mu.
+func (s *scripted) answers(c cid.Cid) bool {
+	first := !s.asked[c]
+	s.asked[c] = true
+	if sit, ok := s.sitFor[c]; ok {
+		if first {
+			s.firstWB[c] = time.Now()
+		}
+		if s.sitDone[c] || time.Since(s.firstWB[c]) < sit {
+			return false
+		}
+		s.sitDone[c] = true
+		return true
+	}
+	return first && (s.withhold == nil || !s.withhold(c))
+}
+
 // sendPaced sends b to p, answering message k, at s.pace.
 func (s *scripted) sendPaced(p peer.ID, b blocks.Block, k int) {
 	if s.pace > 0 {
@@ -129,6 +154,13 @@ func (s *scripted) sendPaced(p peer.ID, b blocks.Block, k int) {
 	reply.AddBlock(b)
 	s.mu.Lock()
 	s.replyTo = append(s.replyTo, k)
+	for _, wl := range s.msgs {
+		for _, e := range wl {
+			if e.Cancel && e.Cid.Equals(b.Cid()) {
+				s.cancelsBefore[b.Cid()]++
+			}
+		}
+	}
 	s.mu.Unlock()
 	send(s.h, p, reply)
 }

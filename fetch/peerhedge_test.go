@@ -191,3 +191,38 @@ func TestOneLeafAskedOfHolderThatServed(t *testing.T) {
 		t.Errorf("the fetch took %v, want under %v: the block the sitter sat on was not asked of the seed", st.TTLB, fetch.StuckAfter)
 	}
 }
+
+// TestLeafAskedAgainNotCancelled: a holder serving this fetch sits on the
+// want-blocks of the leaf the reader waits on for 1.5 s, as one that
+// dropped them does; the peer hedge asks it of the holder directly, then
+// the re-ask of a stuck leaf on a new session. The holder then has the
+// leaf asked of it anew, and is sent no cancel of it before it sends it:
+// the direct want that asked it before is ended by the re-ask, and its
+// cancel, on a stream of its own, could reach the holder after the new
+// want and take it out (a holder heeds cancels that come after it took a
+// want: cancels.go). Before, that cancel went out, and a fetch from one
+// slow holder beside a changed origin failed after StallTimeout one time
+// in 20 (TestChangedOriginPeersServe).
+func TestLeafAskedAgainNotCancelled(t *testing.T) {
+	a := makeAsset(t, 77, 3*MiB)
+	leaves := leafBlocks(t, a)
+	sat := leaves[1].Cid()
+	h := newScripted(t, leaves...)
+	h.sitFor = map[cid.Cid]time.Duration{sat: 1500 * time.Millisecond}
+	h.blockDelay = 200 * time.Millisecond // a cancel sent with the new want comes first
+	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {h.info()}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl.connectScripted(ctx, t, h)
+	st := cl.fetchWhole(t, a.t, a.data)
+	t.Logf("peers %v in %v", st.Peers, st.TTLB)
+	h.mu.Lock()
+	n, sent := h.cancelsBefore[sat], h.sitDone[sat]
+	h.mu.Unlock()
+	if !sent || n != 0 {
+		t.Errorf("the holder sent the leaf it sat on: %v, after %d cancels of it; want sent, after none", sent, n)
+	}
+	if st.Peers[h.h.ID()] != int64(len(a.data)) {
+		t.Errorf("Stats.Peers = %v, want every byte from the holder", st.Peers)
+	}
+}

@@ -111,6 +111,10 @@ type req struct {
 	// (peerHedgeLocked), which hands the one copy that comes to both
 	// requests: this one's is no duplicate.
 	moved atomic.Bool
+	// again: the leaf was asked again (peerHedgeLocked, askAgainLocked
+	// with keep), so the end of this request is no cue to cancel its
+	// direct want (Reader.stillWanted).
+	again atomic.Bool
 }
 
 type leafState struct {
@@ -1064,6 +1068,7 @@ func (r *Reader) peerHedgeLocked(cur int, now time.Time, s *soon) {
 	}
 	st.hedgedTo, st.hedgedAt = h, now
 	st.peer.moved.Store(true)
+	st.peer.again.Store(true)
 	r.f.guard.move(r.leaves[cur].Cid) // before the cancel bitswap sends
 	st.peer.cancel()
 	st.peer = nil
@@ -1174,6 +1179,7 @@ func (r *Reader) askAgainLocked(now time.Time, from, to int, keep bool, pick fun
 		r.f.guard.move(cs...) // before the cancels bitswap sends
 	}
 	for _, i := range again {
+		r.st[i].peer.again.Store(keep)
 		r.st[i].peer.cancel()
 		r.st[i].peer = nil
 	}
