@@ -130,6 +130,7 @@ type nodeReport struct {
 	PeerBytes   int64   `json:"peer_bytes"`
 	OriginBytes int64   `json:"origin_bytes"`
 	ServedBytes int64   `json:"served_bytes"`
+	DupBytes    int64   `json:"duplicate_bytes"` // copies received after another source delivered the block
 	Fetches     int     `json:"fetches"`
 	TTFBms      float64 `json:"ttfb_median_ms"`
 	Done        bool    `json:"done"`
@@ -287,7 +288,8 @@ func collect(cr *meshtest.Report, org *meshtest.Origin, start time.Time) *report
 		nr := nodeReport{
 			Name: n.Name, Role: string(n.Role), Peer: n.Peer,
 			PeerBytes: n.Stats.Fetch.PeerBytes, OriginBytes: n.Stats.Fetch.OriginBytes, ServedBytes: n.Stats.Fetch.ServedBytes,
-			Fetches: n.Fetches, TTFBms: ms(meshtest.Percentile(byNode[n.Name], 0.5)), Done: n.Done > 0, Links: n.Links,
+			DupBytes: n.Stats.Fetch.DuplicateBytes,
+			Fetches:  n.Fetches, TTFBms: ms(meshtest.Percentile(byNode[n.Name], 0.5)), Done: n.Done > 0, Links: n.Links,
 		}
 		if n.Role == mesh.RoleApp && n.Done > 0 {
 			nr.CompletionS = (n.Done - n.Arrival).Seconds()
