@@ -54,12 +54,6 @@ func newAddrsAttacker(t *testing.T, victim *tnode) *addrsAttacker {
 	return &addrsAttacker{topic: tp, victim: victim}
 }
 
-// newKey returns a fresh author key and its ID.
-func newKey(t *testing.T) (crypto.PrivKey, peer.ID) {
-	t.Helper()
-	return testutil.Key(t)
-}
-
 // publish sends an ADDRS of addrs signed by key and waits until the victim
 // has accepted it.
 func (at *addrsAttacker) publish(t *testing.T, key crypto.PrivKey, id peer.ID, addrs []ma.Multiaddr) {
@@ -115,11 +109,11 @@ func TestAddrsSybilsBounded(t *testing.T) {
 	at := newAddrsAttacker(t, victim)
 	var sybils []peer.ID
 	for k := range 3 * maxAddrAuthors {
-		key, id := newKey(t)
+		key, id := testutil.Key(t)
 		at.publish(t, key, id, fakeAddrs(k, MaxAddrs))
 		sybils = append(sybils, id)
 	}
-	key, honest := newKey(t)
+	key, honest := testutil.Key(t)
 	want := fakeAddrs(1000, 2)
 	at.publish(t, key, honest, want)
 	// Messages are recorded in the order they were validated: once the
@@ -146,7 +140,7 @@ func TestAddrsSybilsBounded(t *testing.T) {
 func TestAddrsReplaced(t *testing.T) {
 	victim := loopbackNode(t, false)
 	at := newAddrsAttacker(t, victim)
-	key, id := newKey(t)
+	key, id := testutil.Key(t)
 	for k := range 10 {
 		at.publish(t, key, id, fakeAddrs(k, MaxAddrs))
 	}

@@ -35,12 +35,6 @@ func newHost(t testing.TB) host.Host { return hostWith(t) }
 // newHostKey is newHost with the identity key k.
 func newHostKey(t testing.TB, k crypto.PrivKey) host.Host { return hostWith(t, libp2p.Identity(k)) }
 
-// newKey returns a new Ed25519 identity key and its peer ID.
-func newKey(t testing.TB) (crypto.PrivKey, peer.ID) {
-	t.Helper()
-	return testutil.Key(t)
-}
-
 func hostWith(t testing.TB, opts ...libp2p.Option) host.Host {
 	t.Helper()
 	h, err := libp2p.New(append([]libp2p.Option{

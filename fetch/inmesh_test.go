@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/internal/testutil"
 )
 
 // holdersCrowd is a static crowd that also tells holders (fetch.Holders).
@@ -42,7 +43,7 @@ func fetchAt(t *testing.T, cl *node, a asset, limit rate.Limit) fetch.Stats {
 // connected.
 func farPeer(t *testing.T) peer.ID {
 	t.Helper()
-	_, id := newKey(t)
+	_, id := testutil.Key(t)
 	return id
 }
 

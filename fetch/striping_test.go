@@ -18,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/store"
 )
 
@@ -247,13 +248,13 @@ func TestStripingMemberWithoutShare(t *testing.T) {
 func ownerAndSpare(t *testing.T, root cid.Cid) (self, owner, spare crypto.PrivKey) {
 	t.Helper()
 	for {
-		sk, sid := newKey(t)
-		ok, oid := newKey(t)
+		sk, sid := testutil.Key(t)
+		ok, oid := testutil.Key(t)
 		if !ownsAll(root, []peer.ID{sid, oid}, oid) {
 			continue
 		}
 		for range 16 {
-			pk, pid := newKey(t)
+			pk, pid := testutil.Key(t)
 			if ownsAll(root, []peer.ID{sid, oid, pid}, oid) {
 				return sk, ok, pk
 			}
