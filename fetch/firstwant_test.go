@@ -154,13 +154,7 @@ func (s *scripted) sendPaced(p peer.ID, b blocks.Block, k int) {
 	reply.AddBlock(b)
 	s.mu.Lock()
 	s.replyTo = append(s.replyTo, k)
-	for _, wl := range s.msgs {
-		for _, e := range wl {
-			if e.Cancel && e.Cid.Equals(b.Cid()) {
-				s.cancelsBefore[b.Cid()]++
-			}
-		}
-	}
+	s.cancelsBefore[b.Cid()] += s.cancelsLocked(b.Cid())
 	s.mu.Unlock()
 	send(s.h, p, reply)
 }
@@ -199,14 +193,20 @@ func (s *scripted) askedBlock(c cid.Cid) bool {
 func (s *scripted) cancelled(c cid.Cid) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.cancelsLocked(c) > 0
+}
+
+// cancelsLocked counts the cancels of c received. The caller holds mu.
+func (s *scripted) cancelsLocked(c cid.Cid) int {
+	n := 0
 	for _, wl := range s.msgs {
 		for _, e := range wl {
 			if e.Cancel && e.Cid.Equals(c) {
-				return true
+				n++
 			}
 		}
 	}
-	return false
+	return n
 }
 
 // smallAsset is a 100 KiB asset: one raw leaf, its own root.
