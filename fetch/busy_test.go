@@ -3,6 +3,7 @@ package fetch_test
 import (
 	"context"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -74,4 +75,54 @@ func TestWantsMovedFromBusyHolder(t *testing.T) {
 		t.Fatalf("read: %v", err)
 	}
 	checkBytes(t, append(first, rest...), a.data)
+}
+
+// TestLateHolderCancelled: two holders new to this node say HAVE of every
+// leaf; the sitter at once, and it sits on every want-block, the other
+// 300 ms later, and it sends. The sitter's promises grow late and it is
+// reset in bitswap (guard.checkPromises), or penalised; told it is gone,
+// bitswap forgets what it asked of it and never cancels it, nor does the
+// first want asked again of the other (firstwant.go, stillWanted). A
+// holder at its serving cap sends such leaves when it gets to them, copies
+// nobody wants: in a 50-app crowd able to dial each other, more than half
+// of the copies apps received twice. Each leaf asked of the sitter is
+// cancelled there once it has come from the other (guard.arrived).
+func TestLateHolderCancelled(t *testing.T) {
+	a := makeAsset(t, 85, 8*MiB)
+	leaves := leafBlocks(t, a)
+	sitter := newScripted(t, leaves...)
+	sitter.withhold = func(cid.Cid) bool { return true }
+	holder := newScripted(t, leaves...)
+	holder.haveDelay = 300 * time.Millisecond // the session asks the sitter first
+	cl := newNode(t, fetch.Config{Providers: providers{a.t.Cid: {sitter.info(), holder.info()}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl.connectScripted(ctx, t, sitter, holder)
+
+	r, err := cl.f.Open(ctx, a.t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	checkBytes(t, got, a.data)
+	var asked []cid.Cid
+	for _, b := range leaves {
+		if sitter.askedBlock(b.Cid()) {
+			asked = append(asked, b.Cid())
+		}
+	}
+	if len(asked) == 0 {
+		t.Fatal("the sitter was asked for no leaf: nothing to check")
+	}
+	uncancelled := func() []cid.Cid {
+		return slices.DeleteFunc(slices.Clone(asked), sitter.cancelled)
+	}
+	if !sitter.awaitMessages(2*time.Second, func() bool { return len(uncancelled()) == 0 }) {
+		t.Errorf("%d of the %d leaves asked of the sitter (all sent by the other holder) not cancelled there in 2 s: %v",
+			len(uncancelled()), len(asked), uncancelled())
+	}
 }

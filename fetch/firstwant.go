@@ -316,7 +316,11 @@ func (w *firstWant) run() {
 	f.direct.mu.Lock()
 	cancel := err == nil && !w.fromTarget
 	f.direct.mu.Unlock()
-	if cancel && !r.stillWanted(w) {
+	switch {
+	case !cancel:
+	case r.stillWanted(w):
+		f.guard.owe(w.p, w.c) // cancelled when it comes, if from another
+	default:
 		f.cancelDirect(w.p, w.c)
 	}
 	<-r.ctx.Done()
@@ -332,7 +336,8 @@ func (w *firstWant) run() {
 // StallTimeout one time in 20 (TestChangedOriginPeersServe; a cancel of
 // the re-asked want reached the holder 2 ms after the new one). The new
 // request's wants end the holder's want when it ends: its direct want's
-// cancel, or bitswap's once the leaf has come (guard.keepWanted).
+// cancel, or bitswap's once the leaf has come (guard.keepWanted); and the
+// guard cancels w's want when the leaf comes from another (guard.owe).
 func (r *Reader) stillWanted(w *firstWant) bool {
 	if !w.q.again.Load() {
 		return false
@@ -367,8 +372,9 @@ func (w *firstWant) lead() {
 	}
 }
 
-// cancelDirect tells p that the want for c is over. The caller runs in a
-// Reader's goroutine, which Close waits for before the Fetcher's.
+// cancelDirect tells p that the want for c is over, on a stream of its
+// own. The caller runs in a Reader's goroutine, which Close waits for
+// before the Fetcher's.
 func (f *Fetcher) cancelDirect(p peer.ID, c cid.Cid) {
 	m := bsmsg.New(false)
 	m.Cancel(c)
@@ -378,7 +384,7 @@ func (f *Fetcher) cancelDirect(p peer.ID, c cid.Cid) {
 		ctx, cancel := context.WithTimeout(f.ctx, cancelTimeout)
 		defer cancel()
 		if err := f.guard.SendMessage(ctx, p, m); err != nil {
-			f.log.Debug("cancel first want", "peer", p, "cid", c, "err", err)
+			f.log.Debug("cancel", "peer", p, "cid", c, "err", err)
 		}
 	}()
 }

@@ -57,11 +57,12 @@ type scripted struct {
 	// before it was sent
 	cancelsBefore map[cid.Cid]int
 	sent          chan struct{} // gets a value after each block sent
+	got           chan struct{} // gets a value (if empty) after each message received
 }
 
 func newScripted(t testing.TB, hold ...blocks.Block) *scripted {
 	t.Helper()
-	s := &scripted{h: newHost(t), blocks: make(map[cid.Cid]blocks.Block), asked: make(map[cid.Cid]bool), sent: make(chan struct{}, 16),
+	s := &scripted{h: newHost(t), blocks: make(map[cid.Cid]blocks.Block), asked: make(map[cid.Cid]bool), sent: make(chan struct{}, 16), got: make(chan struct{}, 1),
 		firstWB: make(map[cid.Cid]time.Time), sitDone: make(map[cid.Cid]bool), cancelsBefore: make(map[cid.Cid]int)}
 	for _, b := range hold {
 		s.blocks[b.Cid()] = b
@@ -87,6 +88,10 @@ func (s *scripted) serve(st network.Stream) {
 		s.mu.Lock()
 		k := len(s.msgs)
 		s.msgs = append(s.msgs, wl)
+		select {
+		case s.got <- struct{}{}:
+		default:
+		}
 		presence := bsmsg.New(false)
 		var want []blocks.Block
 		for _, e := range wl {
@@ -194,6 +199,21 @@ func (s *scripted) cancelled(c cid.Cid) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cancelsLocked(c) > 0
+}
+
+// awaitMessages waits until cond, checked after each message s receives,
+// holds, or d has passed; it reports whether cond held.
+func (s *scripted) awaitMessages(d time.Duration, cond func() bool) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-s.got:
+		case <-t.C:
+			return cond()
+		}
+	}
+	return true
 }
 
 // cancelsLocked counts the cancels of c received. The caller holds mu.

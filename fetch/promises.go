@@ -363,6 +363,18 @@ func (ps *promises) penalised(p peer.ID) (lifted []promiseKey) {
 	return lifted
 }
 
+// blockedAt returns the CIDs p was sent a want-block of and has not sent
+// or been told to forget (cancelled, DONT_HAVE).
+func (ps *promises) blockedAt(p peer.ID) []cid.Cid {
+	var cs []cid.Cid
+	for c, m := range ps.blocked {
+		if m[p] {
+			cs = append(cs, c)
+		}
+	}
+	return cs
+}
+
 // forget drops what is known of c (it arrived, or nobody wants it).
 func (ps *promises) forget(c cid.Cid) {
 	for k := range ps.open {

@@ -1766,6 +1766,7 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	r.f.account(src, p, n, false)
 	r.f.log.Debug("block", "cid", l.Cid, "source", string(src), "peer", p, "bytes", n)
 	if first && src != SourceLocal {
+		r.f.guard.arrived(l.Cid, p)
 		r.keepCounted(i, l, data, src)
 	}
 	r.wake()
