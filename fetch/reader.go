@@ -1464,14 +1464,17 @@ func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *s
 	if r.stripe == nil {
 		return true, "no stripe"
 	}
-	if r.stripe.alone() {
-		return true, "alone"
+	self, owner := r.f.cfg.Host.ID(), r.f.cfg.Host.ID()
+	alone := r.stripe.alone()
+	if !alone {
+		owner = r.stripe.owner(i)
 	}
-	self, owner := r.f.cfg.Host.ID(), r.stripe.owner(i)
 	held := r.f.guard.held(r.leaves[i].Cid)
 	pace := peerPace(r.peerTimes)
 	inMesh := leftToMesh(r.holderKnown, r.stats.PeerBytes > 0, r.start, now, r.f.cfg.PeerTimeout+max(leaf, pace), s)
 	switch {
+	case alone && !held && !inMesh:
+		return true, "alone"
 	case owner == self && !held && !inMesh:
 		return true, "mine"
 	case r.f.guard.isPenalised(owner):
@@ -1482,12 +1485,12 @@ func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *s
 	// origin only once it is overdue.
 	before := 0 // the owner's leaves before i: its origin requests go in file order
 	for k := r.curLeaf(); k < i; k++ {
-		if r.stripe.owner(k) == owner {
+		if alone || r.stripe.owner(k) == owner {
 			before++
 		}
 	}
 	a := leafAsk{since: later(r.st[i].since, r.originSince), rank: 1 + before/r.f.cfg.OriginConcurrency,
-		held: held, inMesh: inMesh, pace: pace, backup: r.stripe.place(i),
+		held: held, inMesh: inMesh, pace: pace, backup: r.stripe.place(i), // 0 when alone
 		ownerActive: owner != self && r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf)),
 		far:         owner != self && r.f.cfg.Host.Network().Connectedness(owner) != network.Connected}
 	if i == r.curLeaf() {
@@ -1499,6 +1502,8 @@ func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *s
 	r.f.log.Debug("leaf overdue from its stripe owner", "cid", r.leaves[i].Cid, "owner", owner,
 		"held", a.held, "active", a.ownerActive, "mesh", a.inMesh, "rank", a.rank, "leaf", leaf, "asked", now.Sub(a.since), "waited", now.Sub(a.waitSince))
 	switch {
+	case alone:
+		return true, "alone, waited"
 	case owner == self:
 		return true, "mine, waited"
 	case a.held:

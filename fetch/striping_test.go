@@ -413,3 +413,30 @@ func TestStripingAnnouncesBesideCrowd(t *testing.T) {
 		t.Errorf("beside a holder the fetch announced %v, want nothing", adv2.fetching)
 	}
 }
+
+// TestStripingAloneLeavesHeldToPeers: a node that knows of no other node
+// fetching the same content (its stripe is itself alone), and of no
+// provider (the origin joins at once), is connected to a holder that says
+// HAVE of every leaf and sends them one at a time, more slowly than the
+// origin. Once the holder has said HAVE, the node leaves the leaves to it:
+// the origin takes a leaf only when the reader has waited on it past its
+// due (overdue), as a node in a stripe does with its own share when a
+// peer holds it. Alone, the node used to ask the origin for every leaf of
+// its window: in a 50-app flash crowd the last app still fetching, its
+// neighbours done and holding the video, took 29 of its 50 leaves from the
+// origin while they sent them too.
+func TestStripingAloneLeavesHeldToPeers(t *testing.T) {
+	a := makeAsset(t, 86, 16*MiB)
+	holder := newScripted(t, leafBlocks(t, a)...)
+	holder.pace = 100 * time.Millisecond // slower than the origin, well within a leaf's due
+	cl := newNode(t, fetch.Config{Crowd: crowd{}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl.connectScripted(ctx, t, holder)
+	st := fetchAt(t, cl, a, 64*MiB)
+	t.Logf("origin sent %d, kept %d; peers %d", st.OriginSentBytes, st.OriginBytes, st.PeerBytes)
+	// The leaves asked of the origin before the HAVEs came, with room.
+	if st.OriginSentBytes > 4*MiB {
+		t.Errorf("the origin sent %d bytes of %d, most of them held by the peer that was sending them", st.OriginSentBytes, len(a.data))
+	}
+}
