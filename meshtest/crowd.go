@@ -56,11 +56,12 @@ type CrowdConfig struct {
 	AppAssets func(i int) []string
 
 	// Neighbours is how many other apps an arriving app connects to,
-	// chosen at random (as mDNS would find on a LAN), besides the seeds:
-	// apps started before it are its bootstrap peers, and if there are
-	// fewer than Neighbours it also dials apps that finished starting while
-	// it started, so that apps arriving together form one mesh. Default 3;
-	// negative: none.
+	// chosen at random among the apps that arrived before it (as a LAN's
+	// mDNS or a tracker would tell it of), besides the seeds: those started
+	// are its bootstrap peers, the others it dials once they have started.
+	// An app with fewer apps before it also dials apps that finished
+	// starting while it started, so that apps arriving together form one
+	// mesh. Default 3; negative: none.
 	Neighbours int
 
 	// WaitProvider is how long an arriving app that has a peer waits for
@@ -159,7 +160,7 @@ func (c *Crowd) Nodes() []*mesh.Node {
 
 // Run starts the seeds, which each fetch every asset and pin the site; then
 // the apps arrive on the schedule. An arriving app starts (mesh.New,
-// bootstrapped to the seeds and to Neighbours apps started before it),
+// bootstrapped to the seeds and to Neighbours apps arrived before it),
 // waits up to WaitProvider to hear of a holder, and fetches Assets in order,
 // checking every byte against the site. Run returns when every app is done
 // or ctx ends, with the Report and the errors of failed fetches joined. The
@@ -274,40 +275,122 @@ func (c *Crowd) arrive(ctx context.Context, seeds []string) error {
 	return errors.Join(errs...)
 }
 
-// arrivals are the addresses of the apps started so far.
+// arrivals are the apps that have arrived so far, in order of arrival.
 type arrivals struct {
-	mu    sync.Mutex
-	rng   *rand.Rand
-	addrs []string
+	mu   sync.Mutex
+	rng  *rand.Rand
+	apps []*arrival
+}
+
+// arrival is one app of arrivals.
+type arrival struct {
+	ready chan struct{} // closed when addr is set (empty: the app did not start)
+	addr  string
+}
+
+// arrive records an app's arrival and returns it with up to n of the apps
+// that arrived before it, chosen at random: its neighbours, whether or not
+// they have finished starting (an app picking only among those started
+// made a star of a crowd arriving faster than an app starts: the few
+// started first were the only ones up when half the crowd arrived, and
+// each of those connected to nothing but them).
+func (a *arrivals) arrive(n int) (*arrival, []*arrival) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	me := &arrival{ready: make(chan struct{})}
+	var before []*arrival
+	for _, j := range a.rng.Perm(len(a.apps)) {
+		if len(before) >= n {
+			break
+		}
+		before = append(before, a.apps[j])
+	}
+	a.apps = append(a.apps, me)
+	return me, before
+}
+
+// started records that me has started listening on addr (empty: it failed
+// to start).
+func (me *arrival) started(addr string) {
+	me.addr = addr
+	close(me.ready)
+}
+
+// readyAddrs returns the addresses of those of as that have started.
+func readyAddrs(as []*arrival) []string {
+	var out []string
+	for _, x := range as {
+		select {
+		case <-x.ready:
+			if x.addr != "" {
+				out = append(out, x.addr)
+			}
+		default:
+		}
+	}
+	return out
 }
 
 // pick returns up to n addresses of apps started so far, at random, none
 // of them in not.
 func (a *arrivals) pick(n int, not []string) []string {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	var started []string
+	for _, x := range a.apps {
+		select {
+		case <-x.ready:
+			if x.addr != "" && !slices.Contains(not, x.addr) {
+				started = append(started, x.addr)
+			}
+		default:
+		}
+	}
+	perm := a.rng.Perm(len(started))
+	a.mu.Unlock()
 	var out []string
-	for _, j := range a.rng.Perm(len(a.addrs)) {
-		if len(out) >= n {
-			break
-		}
-		if !slices.Contains(not, a.addrs[j]) {
-			out = append(out, a.addrs[j])
-		}
+	for _, j := range perm[:min(n, len(perm))] {
+		out = append(out, started[j])
 	}
 	return out
 }
 
-// meetLate connects a just-started app to apps that finished starting
-// while it started, up to Neighbours in all with the early ones it was
-// bootstrapped to, as mDNS finds whoever is up on a LAN: apps that start
-// together would otherwise each find none of the others started and stay
-// islands (with 50 apps arriving within 100 ms and a start taking longer
-// than that, every app was one). It returns how many it connected to.
-func (c *Crowd) meetLate(ctx context.Context, n *mesh.Node, a *arrivals, early []string) int {
+// meetEarlier connects a just-started app to each of before (neighbours
+// that arrived before it) not in boot, once it has started (waiting up to
+// neighbourWait for it), as an app that learnt of them dials them when
+// they are up.
+func (c *Crowd) meetEarlier(ctx context.Context, n *mesh.Node, before []*arrival, boot []string) {
+	wctx, cancel := context.WithTimeout(ctx, neighbourWait)
+	defer cancel()
+	for _, x := range before {
+		select {
+		case <-x.ready:
+		case <-wctx.Done():
+			return
+		}
+		if x.addr == "" || slices.Contains(boot, x.addr) {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = n.Connect(cctx, x.addr) // a neighbour that cannot be reached is not one
+		cancel()
+	}
+}
+
+// neighbourWait bounds how long an app waits for a neighbour that arrived
+// before it to start.
+const neighbourWait = 10 * time.Second
+
+// meetLate connects a just-started app to up to k apps that finished
+// starting while it started, none of them in not, as mDNS finds whoever is
+// up on a LAN: the first apps to arrive have fewer than Neighbours apps
+// that arrived before them. It returns how many it connected to.
+func (c *Crowd) meetLate(ctx context.Context, n *mesh.Node, a *arrivals, k int, not []string) int {
+	if k <= 0 {
+		return 0
+	}
 	self := n.Addrs()[0].String()
 	met := 0
-	for _, addr := range a.pick(c.cfg.Neighbours-len(early), append(early, self)) {
+	for _, addr := range a.pick(k, append(not, self)) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if n.Connect(cctx, addr) == nil {
 			met++
@@ -317,28 +400,35 @@ func (c *Crowd) meetLate(ctx context.Context, n *mesh.Node, a *arrivals, early [
 	return met
 }
 
-func (a *arrivals) add(addr string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.addrs = append(a.addrs, addr)
-}
-
-// join starts an arriving app bootstrapped to the seeds and to neighbours
-// that arrived before it, waits to hear of a holder, and fetches.
+// join starts an arriving app bootstrapped to the seeds and to those of
+// its neighbours (apps that arrived before it) that have started, connects
+// it to the others as they start, waits to hear of a holder, and fetches.
 func (c *Crowd) join(ctx context.Context, name string, paths, seeds []string, a *arrivals) error {
 	arrival := time.Since(c.start)
-	early := a.pick(c.cfg.Neighbours, nil)
-	boot := append(append([]string(nil), seeds...), early...)
+	k := max(c.cfg.Neighbours, 0)
+	me, before := a.arrive(k)
+	ready := readyAddrs(before)
+	boot := append(append([]string(nil), seeds...), ready...)
 	mb, err := c.newMember(ctx, name, mesh.RoleApp, c.cfg.App, boot)
 	if err != nil {
+		me.started("")
 		return err
 	}
 	mb.mu.Lock()
 	mb.arrival = arrival
 	mb.mu.Unlock()
-	a.add(mb.node.Addrs()[0].String())
-	late := c.meetLate(ctx, mb.node, a, early)
-	if c.cfg.WaitProvider > 0 && len(boot)+late > 0 && len(paths) > 0 {
+	me.started(mb.node.Addrs()[0].String())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if len(ready) < len(before) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.meetEarlier(ctx, mb.node, before, ready)
+		}()
+	}
+	late := c.meetLate(ctx, mb.node, a, k-len(before), ready)
+	if c.cfg.WaitProvider > 0 && len(seeds)+len(before)+late > 0 && len(paths) > 0 {
 		wctx, cancel := context.WithTimeout(ctx, c.cfg.WaitProvider)
 		if mb.node.WaitPeers(wctx, 1) == nil {
 			last, _ := c.m.Lookup(paths[len(paths)-1])
