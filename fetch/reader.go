@@ -1451,7 +1451,12 @@ func (r *Reader) mineLocked(p *plan, i int, now time.Time, leaf time.Duration, s
 		// The leaf may be hedged; in a crowd, the stripe still says who
 		// takes it from the origin (its owner, the others once it is
 		// overdue): every member of a crowd beside a busy seed hedged the
-		// same leaves.
+		// same leaves. Alone, the hedge's rule stands: it knows a leaf the
+		// holder skipped (a damaged block it dropped, TestFaultSeedDamage),
+		// which the stripe's due would have waited on as held.
+		if r.stripe != nil && r.stripe.alone() {
+			return true, "hedge alone"
+		}
 		mine, why := r.stripeMineLocked(i, now, leaf, s)
 		return mine, "hedge " + why
 	}
