@@ -299,13 +299,11 @@ func (g *guard) move(cs ...cid.Cid) {
 // demo's offload fell from 0.952 to 0.948 over five pairs of runs). A peer
 // may hear bitswap's cancel as well; a cancel is a few bytes.
 
-// owe records that p is owed a cancel of each of cs once it arrives.
-func (g *guard) owe(p peer.ID, cs ...cid.Cid) {
+// owe records that p is owed a cancel of c once it arrives.
+func (g *guard) owe(p peer.ID, c cid.Cid) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, c := range cs {
-		g.oweLocked(p, c)
-	}
+	g.oweLocked(p, c)
 }
 
 // oweLocked is owe for one CID of a wanted leaf. The caller holds mu.
