@@ -316,16 +316,23 @@ func (me *arrival) started(addr string) {
 	close(me.ready)
 }
 
+// startedAddr returns me's address if it has started, and whether it has
+// (with an address).
+func (me *arrival) startedAddr() (string, bool) {
+	select {
+	case <-me.ready:
+		return me.addr, me.addr != ""
+	default:
+		return "", false
+	}
+}
+
 // readyAddrs returns the addresses of those of as that have started.
 func readyAddrs(as []*arrival) []string {
 	var out []string
 	for _, x := range as {
-		select {
-		case <-x.ready:
-			if x.addr != "" {
-				out = append(out, x.addr)
-			}
-		default:
+		if addr, ok := x.startedAddr(); ok {
+			out = append(out, addr)
 		}
 	}
 	return out
@@ -335,16 +342,7 @@ func readyAddrs(as []*arrival) []string {
 // of them in not.
 func (a *arrivals) pick(n int, not []string) []string {
 	a.mu.Lock()
-	var started []string
-	for _, x := range a.apps {
-		select {
-		case <-x.ready:
-			if x.addr != "" && !slices.Contains(not, x.addr) {
-				started = append(started, x.addr)
-			}
-		default:
-		}
-	}
+	started := slices.DeleteFunc(readyAddrs(a.apps), func(addr string) bool { return slices.Contains(not, addr) })
 	perm := a.rng.Perm(len(started))
 	a.mu.Unlock()
 	var out []string
@@ -404,7 +402,7 @@ func (c *Crowd) meetLate(ctx context.Context, n *mesh.Node, a *arrivals, k int, 
 // its neighbours (apps that arrived before it) that have started, connects
 // it to the others as they start, waits to hear of a holder, and fetches.
 func (c *Crowd) join(ctx context.Context, name string, paths, seeds []string, a *arrivals) error {
-	arrival := time.Since(c.start)
+	arrivedAt := time.Since(c.start)
 	k := max(c.cfg.Neighbours, 0)
 	me, before := a.arrive(k)
 	ready := readyAddrs(before)
@@ -415,7 +413,7 @@ func (c *Crowd) join(ctx context.Context, name string, paths, seeds []string, a 
 		return err
 	}
 	mb.mu.Lock()
-	mb.arrival = arrival
+	mb.arrival = arrivedAt
 	mb.mu.Unlock()
 	me.started(mb.node.Addrs()[0].String())
 	var wg sync.WaitGroup
