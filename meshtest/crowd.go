@@ -47,8 +47,14 @@ type CrowdConfig struct {
 	Arrival Arrival
 
 	// Assets are the paths every node fetches, in this order, one after
-	// another. Default every asset of the manifest, in manifest order.
+	// another (see Together). Default every asset of the manifest, in
+	// manifest order.
 	Assets []string
+
+	// Together makes an app fetch its first asset, then all the others at
+	// once, as a browser loads a page and then the resources it names.
+	// Default false: one after another.
+	Together bool
 
 	// AppAssets, if set, gives app i (0 for the first to arrive) its own
 	// list of paths to fetch instead of Assets: a long tail of popularity.
@@ -437,22 +443,41 @@ func (c *Crowd) join(ctx context.Context, name string, paths, seeds []string, a 
 	return c.fetchAll(ctx, mb, paths)
 }
 
-// fetchAll fetches paths through the member's node one after another,
-// reading each to the end and comparing it with the site.
+// fetchAll fetches paths through the member's node, reading each to the
+// end and comparing it with the site: one after another, or with Together
+// the first and then the others at once.
 func (c *Crowd) fetchAll(ctx context.Context, mb *member, paths []string) error {
-	var errs []error
-	for _, p := range paths {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	one := func(p string) {
 		fr := c.fetchOne(ctx, mb, p)
 		mb.mu.Lock()
 		mb.fetches = append(mb.fetches, fr)
 		mb.mu.Unlock()
 		if fr.Err != "" {
+			mu.Lock()
 			errs = append(errs, fmt.Errorf("meshtest: crowd: %s: %s: %s", mb.name, p, fr.Err))
+			mu.Unlock()
 		}
+	}
+	for i, p := range paths {
 		if ctx.Err() != nil {
 			break
 		}
+		if i == 0 || !c.cfg.Together {
+			one(p)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			one(p)
+		}()
 	}
+	wg.Wait()
 	mb.mu.Lock()
 	mb.done = time.Since(c.start)
 	mb.mu.Unlock()

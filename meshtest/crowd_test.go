@@ -243,3 +243,30 @@ func (s *startedNodes) names() []string {
 	defer s.mu.Unlock()
 	return slices.Clone(s.nodes)
 }
+
+// TestCrowdTogether: with Together an app fetches its first asset, then
+// all the others at once; without, each after the one before has ended.
+func TestCrowdTogether(t *testing.T) {
+	site := meshtest.GenerateSite(11, map[string]int64{"a": 1000, "b": 2000, "c": 3000, "d": 4000})
+	for _, together := range []bool{false, true} {
+		o := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: site, Latency: 100 * time.Millisecond})
+		_, r := runCrowd(t, meshtest.CrowdConfig{Origin: o, Apps: 1, Assets: []string{"a", "b", "c", "d"},
+			Together: together, WaitProvider: -1, Neighbours: -1}, time.Minute)
+		if len(r.Fetches) != 4 {
+			t.Fatalf("together %v: %d fetches, want 4", together, len(r.Fetches))
+		}
+		f := slices.Clone(r.Fetches)
+		slices.SortFunc(f, func(x, y meshtest.FetchReport) int { return strings.Compare(x.Path, y.Path) })
+		end := func(x meshtest.FetchReport) time.Duration { return x.Start + x.Duration }
+		for _, x := range f[1:] {
+			if x.Start < end(f[0]) {
+				t.Errorf("together %v: %s began %v before the first asset ended", together, x.Path, end(f[0])-x.Start)
+			}
+		}
+		overlap := f[2].Start < end(f[1]) && f[3].Start < end(f[2])
+		if overlap != together {
+			t.Errorf("together %v: the assets after the first overlap: %v (starts %v %v %v, ends %v %v %v)", together, overlap,
+				f[1].Start, f[2].Start, f[3].Start, end(f[1]), end(f[2]), end(f[3]))
+		}
+	}
+}

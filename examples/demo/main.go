@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -48,6 +49,7 @@ type options struct {
 	announceFetches mesh.Toggle
 	striping        mesh.Toggle
 	announceAddrs   mesh.Toggle
+	together        bool
 	windowMiB       int64
 	logPath         string
 	cpuProfile      string
@@ -69,6 +71,7 @@ func main() {
 	addrs := flag.Bool("announce-addrs", false, "nodes send their addresses with their announcements, so that peers heard of through gossip can be dialled (mesh.Config.AnnounceAddrs)")
 	flag.StringVar(&o.logPath, "log", "", "write every node's debug log to this file, as JSON lines naming the node (node=app-07)")
 	flag.Int64Var(&o.windowMiB, "window-mib", 0, "MiB each fetch holds in memory ahead of its reader (mesh.Config.FetchWindowBytes; 0: the default 8, -1: no bound)")
+	flag.BoolVar(&o.together, "together", false, "each app fetches the page, then all its other assets at once, as a browser does (meshtest.CrowdConfig.Together); default one after another")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (every node) to this file")
 	flag.Parse()
 	o.announceFetches = toggle(*announce)
@@ -191,14 +194,29 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "offload ratio:     %.3f\n", r.Offload)
 }
 
+// assets returns the paths each app fetches: the manifest's order (nil),
+// or with together the page first, as a browser loads it before the
+// resources it names.
+func assets(site meshtest.Site, together bool) []string {
+	if !together {
+		return nil
+	}
+	paths := site.Paths()
+	if i := slices.Index(paths, "index.html"); i > 0 {
+		paths = slices.Insert(slices.Delete(paths, i, i+1), 0, "index.html")
+	}
+	return paths
+}
+
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 	start := time.Now()
+	site := meshtest.DemoSite(42, int64(o.videoMiB)<<20)
 	org, err := meshtest.NewOrigin(meshtest.OriginConfig{
-		Site:           meshtest.DemoSite(42, int64(o.videoMiB)<<20),
+		Site:           site,
 		BytesPerSecond: int64(o.uplinkMiB * (1 << 20)),
 		Latency:        o.latency,
 	})
@@ -225,6 +243,7 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 		// would on a LAN), and fetch the whole site.
 		Arrival: meshtest.Staggered(o.arrival),
 		Rand:    uint64(time.Now().UnixNano()),
+		Assets:  assets(site, o.together), Together: o.together,
 	})
 	if err != nil {
 		return nil, err
