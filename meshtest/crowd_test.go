@@ -270,3 +270,16 @@ func TestCrowdTogether(t *testing.T) {
 		}
 	}
 }
+
+// TestSitePathsFrom: the page first, the rest sorted; a path the site does
+// not have changes nothing.
+func TestSitePathsFrom(t *testing.T) {
+	site := meshtest.DemoSite(1, 1<<10)
+	got := site.PathsFrom("index.html")
+	if got[0] != "index.html" || !slices.IsSorted(got[1:]) || len(got) != len(site) {
+		t.Errorf("PathsFrom(index.html) = %v", got)
+	}
+	if got := site.PathsFrom("none"); !slices.Equal(got, site.Paths()) {
+		t.Errorf("PathsFrom(none) = %v, want %v", got, site.Paths())
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
@@ -106,6 +107,16 @@ func (s Site) Paths() []string {
 		ps = append(ps, p)
 	}
 	sort.Strings(ps)
+	return ps
+}
+
+// PathsFrom returns the site's paths, sorted, but first first if the site
+// has it: a page before the resources it names (CrowdConfig.Together).
+func (s Site) PathsFrom(first string) []string {
+	ps := s.Paths()
+	if i := slices.Index(ps, first); i > 0 {
+		ps = slices.Insert(slices.Delete(ps, i, i+1), 0, first)
+	}
 	return ps
 }
 

@@ -30,6 +30,7 @@ type CrowdRun struct {
 	Seeds         int       `json:"seeds"`
 	Mesh          bool      `json:"mesh"`
 	Striping      bool      `json:"striping"`
+	Together      bool      `json:"together"`
 	Repeat        int       `json:"repeat"`
 	Offload       float64   `json:"offload"`
 	OriginSent    int64     `json:"origin_sent_bytes"`
@@ -106,6 +107,23 @@ func crowdRound(ctx context.Context, o options, site meshtest.Site, n int, s sch
 	return append(runs, r), nil
 }
 
+// assets returns the paths each app or client fetches: nil (every path,
+// in order) or, together, the page first.
+func (o options) assets(site meshtest.Site) []string {
+	if !o.together {
+		return nil
+	}
+	return site.PathsFrom("index.html")
+}
+
+// togetherName is what a crowd's name gains when it loads together.
+func (o options) togetherName() string {
+	if o.together {
+		return ", together"
+	}
+	return ""
+}
+
 func (o options) origin(site meshtest.Site) (*meshtest.Origin, error) {
 	return meshtest.NewOrigin(meshtest.OriginConfig{Site: site, BytesPerSecond: int64(o.uplinkMiB * mib), Latency: o.latency})
 }
@@ -114,6 +132,7 @@ func (o options) origin(site meshtest.Site) (*meshtest.Origin, error) {
 // striping on or off.
 func crowdRun(ctx context.Context, o options, site meshtest.Site, n int, s schedule, seeds int, striping bool) (CrowdRun, error) {
 	r := CrowdRun{Name: fmt.Sprintf("%d apps, %s, %d seed", n, s.name, seeds), N: n, Arrival: s.name, Seeds: seeds, Mesh: true, Striping: striping}
+	r.Together, r.Name = o.together, r.Name+o.togetherName()
 	org, err := o.origin(site)
 	if err != nil {
 		return r, err
@@ -124,7 +143,8 @@ func crowdRun(ctx context.Context, o options, site meshtest.Site, n int, s sched
 		r.Name += ", striping off"
 		cfg.FetchStriping = mesh.Off
 	}
-	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: org, Seeds: seeds, Apps: n, Seed: cfg, App: cfg, Arrival: s.arrival, Rand: o.seed})
+	c, err := meshtest.NewCrowd(meshtest.CrowdConfig{Origin: org, Seeds: seeds, Apps: n, Seed: cfg, App: cfg, Arrival: s.arrival, Rand: o.seed,
+		Assets: o.assets(site), Together: o.together})
 	if err != nil {
 		return r, err
 	}
@@ -164,15 +184,19 @@ func (r CrowdRun) linksSummary() string {
 }
 
 // plainRun is the baseline: n plain HTTP clients, each with its own
-// connections, fetching every asset one after another on schedule s.
+// connections, fetching every asset one after another on schedule s (with
+// -crowd-together the page first, then the others at once).
 func plainRun(ctx context.Context, o options, site meshtest.Site, n int, s schedule) (CrowdRun, error) {
-	r := CrowdRun{Name: fmt.Sprintf("%d http clients, %s", n, s.name), N: n, Arrival: s.name}
+	r := CrowdRun{Name: fmt.Sprintf("%d http clients, %s", n, s.name) + o.togetherName(), N: n, Arrival: s.name, Together: o.together}
 	org, err := o.origin(site)
 	if err != nil {
 		return r, err
 	}
 	defer org.Close()
-	paths := site.Paths()
+	paths := o.assets(site)
+	if paths == nil {
+		paths = site.Paths()
+	}
 	times := s.arrival(n)
 	var mu sync.Mutex
 	var ttfbs, dones []time.Duration
@@ -190,7 +214,7 @@ func plainRun(ctx context.Context, o options, site meshtest.Site, n int, s sched
 				return
 			}
 			arrived := time.Now()
-			tt, failed := plainClient(ctx, org.URL(), paths)
+			tt, failed := plainClient(ctx, org.URL(), paths, o.together)
 			mu.Lock()
 			defer mu.Unlock()
 			ttfbs = append(ttfbs, tt...)
@@ -208,34 +232,64 @@ func plainRun(ctx context.Context, o options, site meshtest.Site, n int, s sched
 	return r, ctx.Err()
 }
 
-// plainClient GETs every path in turn with its own client, returning each
-// time to first byte and the number that failed.
-func plainClient(ctx context.Context, base string, paths []string) ([]time.Duration, int) {
+// plainClient GETs every path with its own client, in turn or, together,
+// the first and then the others at once, returning each time to first
+// byte and the number that failed.
+func plainClient(ctx context.Context, base string, paths []string, together bool) ([]time.Duration, int) {
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
-	var ttfbs []time.Duration
-	failed := 0
-	one := make([]byte, 1)
-	for _, p := range paths {
-		t0 := time.Now()
-		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/"+p, nil)
-		resp, err := c.Do(req)
+	var (
+		mu     sync.Mutex
+		ttfbs  []time.Duration
+		failed int
+		wg     sync.WaitGroup
+	)
+	one := func(p string) {
+		tt, err := plainGet(ctx, c, base+"/"+p)
+		mu.Lock()
+		defer mu.Unlock()
 		if err != nil {
 			failed++
-			continue
-		}
-		_, err = io.ReadFull(resp.Body, one)
-		tt := time.Since(t0)
-		if err == nil {
-			_, err = io.Copy(io.Discard, resp.Body)
-		}
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 {
-			failed++
-			continue
+			return
 		}
 		ttfbs = append(ttfbs, tt)
 	}
+	for i, p := range paths {
+		if i == 0 || !together {
+			one(p)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			one(p)
+		}()
+	}
+	wg.Wait()
 	return ttfbs, failed
+}
+
+// plainGet GETs url to the end and returns its time to first byte.
+func plainGet(ctx context.Context, c *http.Client, url string) (time.Duration, error) {
+	t0 := time.Now()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	one := make([]byte, 1)
+	_, err = io.ReadFull(resp.Body, one)
+	tt := time.Since(t0)
+	if err == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+	}
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return tt, err
 }

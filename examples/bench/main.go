@@ -22,7 +22,9 @@
 //     one round of all of them after another, so that the machine's
 //     noise falls on each alike; the targets then take the medians (the
 //     fetch issue asks 3 runs: a 50-app flash crowd's origin copies vary
-//     by half from one run to the next).
+//     by half from one run to the next). Each app and client fetches the
+//     assets one after another; -crowd-together loads the page, then all
+//     the others at once, as a browser does.
 //   - longtail: a site of -longtail-assets small assets (default 200) with
 //     Zipf popularity (s = 1); -longtail-peers app peers (default 20), no
 //     seed, arriving over 5 s, each fetching -longtail-fetches distinct
@@ -133,6 +135,7 @@ type options struct {
 	seed      uint64
 	striping  []bool // crowd: the mesh runs with striping on (true) and off
 	repeat    int    // crowd: runs of each crowd, interleaved (targets: medians)
+	together  bool   // crowd: the page first, then the other assets at once
 
 	longAssets, longPeers, longFetches int
 
@@ -167,6 +170,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.poisson, "poisson", 10*time.Second, "crowd: the span of the Poisson arrivals")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed of schedules and choices")
 	fs.IntVar(&o.repeat, "crowd-repeat", 1, "crowd: run every crowd (and its baseline) this many times, interleaved; the targets take the medians")
+	fs.BoolVar(&o.together, "crowd-together", false, "crowd: each app, and each plain HTTP client, loads the page and then all its other assets at once, as a browser does (default one after another)")
 	strip := fs.String("striping", "on", "crowd: run the mesh crowds with striping on, off, or both (on,off: the same-run comparison)")
 	fs.IntVar(&o.longAssets, "longtail-assets", 200, "longtail: assets in the site")
 	fs.IntVar(&o.longPeers, "longtail-peers", 20, "longtail: app peers")

@@ -26,7 +26,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -194,20 +193,6 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "offload ratio:     %.3f\n", r.Offload)
 }
 
-// assets returns the paths each app fetches: the manifest's order (nil),
-// or with together the page first, as a browser loads it before the
-// resources it names.
-func assets(site meshtest.Site, together bool) []string {
-	if !together {
-		return nil
-	}
-	paths := site.Paths()
-	if i := slices.Index(paths, "index.html"); i > 0 {
-		paths = slices.Insert(slices.Delete(paths, i, i+1), 0, "index.html")
-	}
-	return paths
-}
-
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -236,15 +221,19 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 		// where its leaves came from and why the origin joined.
 		cfg.Logger = slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	crowd, err := meshtest.NewCrowd(meshtest.CrowdConfig{
+	ccfg := meshtest.CrowdConfig{
 		Origin: org, Seeds: o.seeds, Apps: o.peers, Seed: cfg, App: cfg,
 		// The flash crowd: app peers arrive spread over o.arrival, each
 		// knowing the seeds and a few peers that came before it (as mDNS
 		// would on a LAN), and fetch the whole site.
-		Arrival: meshtest.Staggered(o.arrival),
-		Rand:    uint64(time.Now().UnixNano()),
-		Assets:  assets(site, o.together), Together: o.together,
-	})
+		Arrival:  meshtest.Staggered(o.arrival),
+		Rand:     uint64(time.Now().UnixNano()),
+		Together: o.together,
+	}
+	if o.together {
+		ccfg.Assets = site.PathsFrom("index.html") // the page, then what it names
+	}
+	crowd, err := meshtest.NewCrowd(ccfg)
 	if err != nil {
 		return nil, err
 	}
