@@ -509,9 +509,18 @@ type leafAsk struct {
 }
 
 // farHops is how many generations later than a connected owner's a copy
-// from an owner this node is not connected to is looked for: through a
-// member connected to both, and one more.
-const farHops = 2
+// from an owner this node is not connected to is looked for: the hops of a
+// crowd's graph between two apps that each know a few others. It was 2
+// (through a member connected to both, and one more) while the test crowds
+// drew a star, every app linked to the few started first, two hops from
+// any other (see overdue). In a random graph of 50 apps with 3 to 15 links
+// each (meshtest, since 2026-12-06) the copies travel farther: the demo's
+// crowd loading its assets together (-together), where all 50 stripe the
+// video at once, took it 2.85-5.07 times from the origin (median 3.58 of
+// 9 runs) with 4, against 3.86-5.21 (median 3.96) with 2, interleaved;
+// loading them one after another, 2.27-3.36 copies of the site against
+// 2.01-3.58 (3 pairs): no change beyond the noise.
+const farHops = 4
 
 // overdue reports whether a leaf another member owns is taken from the
 // origin after all: its owner should have had it from the origin (rank
@@ -532,9 +541,9 @@ const farHops = 2
 // never take a leaf ahead of the reader. An owner this node is not
 // connected to (far: known by gossip only) cannot tell it HAVE, and its
 // copy comes through members connected to both: ahead of the reader its
-// backups wait farHops generations more (the demo's 50-app flash crowd,
-// each app connected to a few others: origin copies median 5.03 of 7
-// against 5.49 of 4, interleaved; 4 generations, 5.68-7.73 against
+// backups wait farHops generations more (the demo's 50-app flash crowd
+// when it drew a star: origin copies median 5.03 of 7 with 2 against 5.49
+// of 4 without, interleaved; 4 generations then, 5.68-7.73 against
 // 4.68-5.06 of 3 pairs). With the reader waiting on the
 // leaf, backup k goes after k times peerTimeout plus the longer of one
 // leaf's origin time and pace (twice that if held): the holders of a

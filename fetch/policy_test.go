@@ -307,7 +307,7 @@ func TestOverdue(t *testing.T) {
 		{"its owner at work, slow peers, the reader waits", leafAsk{since: t0, ownerActive: true, pace: 2 * time.Second, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, false, time.Second + pt + 2*time.Second},
 		// An owner not connected to this node: its copy comes through
 		// others, farHops generations later.
-		{"far owner, first backup waits past a near owner's time", leafAsk{since: t0, rank: 1, backup: 1, far: true}, pt + leaf, false, pt + leaf + 2*(pt+leaf)},
+		{"far owner, first backup waits past a near owner's time", leafAsk{since: t0, rank: 1, backup: 1, far: true}, pt + leaf, false, pt + leaf + 4*(pt+leaf)},
 		{"far owner, first backup waits", leafAsk{since: t0, rank: 1, backup: 1, far: true}, pt + leaf + farHops*(pt+leaf) - 1, false, pt + leaf + farHops*(pt+leaf)},
 		{"far owner, first backup's turn", leafAsk{since: t0, rank: 1, backup: 1, far: true}, pt + leaf + farHops*(pt+leaf), true, 0},
 		{"far owner, the reader waited", leafAsk{since: t0, rank: 1, backup: 1, far: true, waitSince: t0}, pt + leaf, true, 0},
