@@ -443,6 +443,29 @@ func (c *Crowd) join(ctx context.Context, name string, paths, seeds []string, a 
 	return c.fetchAll(ctx, mb, paths)
 }
 
+// Load calls fetch for each of paths, one after another or, together, the
+// first and then all the others at once, as a browser loads a page and the
+// resources it names; it starts none once ctx has ended, and returns when
+// every call it made has.
+func Load(ctx context.Context, paths []string, together bool, fetch func(path string)) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i, p := range paths {
+		if ctx.Err() != nil {
+			return
+		}
+		if i == 0 || !together {
+			fetch(p)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fetch(p)
+		}()
+	}
+}
+
 // fetchAll fetches paths through the member's node, reading each to the
 // end and comparing it with the site: one after another, or with Together
 // the first and then the others at once.
@@ -450,7 +473,6 @@ func (c *Crowd) fetchAll(ctx context.Context, mb *member, paths []string) error 
 	var (
 		mu   sync.Mutex
 		errs []error
-		wg   sync.WaitGroup
 	)
 	one := func(p string) {
 		fr := c.fetchOne(ctx, mb, p)
@@ -463,21 +485,7 @@ func (c *Crowd) fetchAll(ctx context.Context, mb *member, paths []string) error 
 			mu.Unlock()
 		}
 	}
-	for i, p := range paths {
-		if ctx.Err() != nil {
-			break
-		}
-		if i == 0 || !c.cfg.Together {
-			one(p)
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			one(p)
-		}()
-	}
-	wg.Wait()
+	Load(ctx, paths, c.cfg.Together, one)
 	mb.mu.Lock()
 	mb.done = time.Since(c.start)
 	mb.mu.Unlock()

@@ -283,3 +283,16 @@ func TestSitePathsFrom(t *testing.T) {
 		t.Errorf("PathsFrom(none) = %v, want %v", got, site.Paths())
 	}
 }
+
+// TestLoadStopsAtCancel: Load starts no fetch once its context has ended.
+func TestLoadStopsAtCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var got []string
+	meshtest.Load(ctx, []string{"a", "b", "c"}, false, func(p string) {
+		got = append(got, p)
+		cancel()
+	})
+	if !slices.Equal(got, []string{"a"}) {
+		t.Errorf("fetched %v after the context ended at the first, want [a]", got)
+	}
+}

@@ -243,7 +243,6 @@ func plainClient(ctx context.Context, base string, paths []string, together bool
 		mu     sync.Mutex
 		ttfbs  []time.Duration
 		failed int
-		wg     sync.WaitGroup
 	)
 	one := func(p string) {
 		tt, err := plainGet(ctx, c, base+"/"+p)
@@ -255,18 +254,7 @@ func plainClient(ctx context.Context, base string, paths []string, together bool
 		}
 		ttfbs = append(ttfbs, tt)
 	}
-	for i, p := range paths {
-		if i == 0 || !together {
-			one(p)
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			one(p)
-		}()
-	}
-	wg.Wait()
+	meshtest.Load(ctx, paths, together, one)
 	return ttfbs, failed
 }
 
