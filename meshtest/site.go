@@ -110,8 +110,9 @@ func (s Site) Paths() []string {
 	return ps
 }
 
-// PathsFrom returns the site's paths, sorted, but first first if the site
-// has it: a page before the resources it names (CrowdConfig.Together).
+// PathsFrom returns the site's paths, sorted, except that the path first
+// comes first if the site has it: a page before the resources it names
+// (CrowdConfig.Together).
 func (s Site) PathsFrom(first string) []string {
 	ps := s.Paths()
 	if i := slices.Index(ps, first); i > 0 {
