@@ -205,6 +205,15 @@ type Config struct {
 	// no cap.
 	ServeConcurrency int
 
+	// ServeEvenly serves the peers asking this node evenly: the one sent
+	// the fewest bytes lately (those in flight included) next, whatever it
+	// has pending (serveorder.go). Under bitswap's own order a busy app in
+	// a flash crowd served some of its askers five times as often as
+	// others, which took the leaves they waited on from the origin.
+	// Default false (boxo's order, which spreads content faster from a
+	// seed that many fetch from at once); mesh sets it for apps.
+	ServeEvenly bool
+
 	// MaxOutstandingBytesPerPeer is bitswap's server setting of how many
 	// bytes of blocks it reads for one peer ahead of their sending. Boxo's
 	// default of 1 MiB (one block) caps throughput; default

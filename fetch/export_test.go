@@ -72,3 +72,11 @@ func (f *Fetcher) OriginCapacity() float64 { return f.originCapacity() }
 func (f *Fetcher) PenaliseMissing(p peer.ID) bool {
 	return f.guard.penaliseMissing(p, f.cfg.Penalty)
 }
+
+// OnServeWants makes f's serving order call fn after it noted a wantlist
+// (serveorder.go; only with Config.ServeEvenly).
+func (f *Fetcher) OnServeWants(fn func()) {
+	f.order.mu.Lock()
+	f.order.onNote = fn
+	f.order.mu.Unlock()
+}

@@ -41,6 +41,7 @@ type Fetcher struct {
 	dialing atomic.Int64  // dials of providers under way (dialbudget.go)
 	direct  directWants   // first wants sent to providers directly (firstwant.go)
 	urgent  *urgentWants  // blocks peers want urgently (urgent.go)
+	order   *serveOrder   // whose request the server serves next (serveorder.go); nil: boxo's order
 	backlog *storeBacklog // blocks being stored (backlog.go)
 
 	ctx    context.Context // ends at Close
@@ -74,6 +75,9 @@ func New(cfg Config) (*Fetcher, error) {
 		return nil, err
 	}
 	f := &Fetcher{cfg: cfg, log: cfg.Logger, readers: make(map[*Reader]struct{}), calls: make(map[string]*originCall), urgent: newUrgentWants()}
+	if cfg.ServeEvenly {
+		f.order = newServeOrder()
+	}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -106,8 +110,12 @@ func New(cfg Config) (*Fetcher, error) {
 	f.backlog = newStoreBacklog(storeBacklogBytes)
 	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side, backlog: f.backlog, done: f.ctx}), f)
 	f.guard.side = side
-	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeBurst, cfg.ServeConcurrency, f.urgent)
-	f.bs = bitswap.New(f.ctx, f.guard, nil, serving,
+	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeBurst, cfg.ServeConcurrency, f.urgent, f.order)
+	var opts []bitswap.Option
+	if f.order != nil {
+		opts = append(opts, bitswap.WithTaskComparator(f.order.less)) // serveorder.go
+	}
+	f.bs = bitswap.New(f.ctx, f.guard, nil, serving, append(opts,
 		// Providers are found by root CID here and connected before the
 		// session asks; bitswap's own search would ask about leaf CIDs.
 		bitswap.ProviderSearchDelay(time.Hour),
@@ -117,7 +125,7 @@ func New(cfg Config) (*Fetcher, error) {
 			return !f.guard.refusedSender(p)
 		}),
 		bitswap.TaskWorkerCount(serveWorkers(cfg.ServeConcurrency)),
-	)
+	)...)
 	return f, nil
 }
 

@@ -134,9 +134,12 @@ func (g *guard) NewMessageSender(ctx context.Context, p peer.ID, opts *bsnet.Mes
 // (a send waiting for its turn fails after slotWait if the peer is
 // stalled), and a peer that misses deadlines is put on probation, then cut
 // (see sendLimiter). The blocks p cancelled since they were read for it
-// are taken out (cancels.go); those sent count as served.
+// are taken out (cancels.go); those sent count as served, and in the order
+// the server serves peers in (serveorder.go).
 func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessage) error {
 	g.reprioritise(m)
+	var sent int64
+	defer func(read bsmsg.BitSwapMessage) { g.f.order.sent(p, read, sent, time.Now()) }(m) // serveorder.go
 	slots := g.sends.acquire(p, time.Now())
 	defer g.sends.release(p)
 	if err := g.takeSlot(ctx, p, slots); err != nil {
@@ -161,7 +164,8 @@ func (g *guard) SendMessage(ctx context.Context, p peer.ID, m bsmsg.BitSwapMessa
 	})
 	cancel()
 	if err == nil {
-		g.f.served.Add(blockBytes(m))
+		sent = blockBytes(m)
+		g.f.served.Add(sent)
 	}
 	now := time.Now()
 	switch g.sends.end(p, began, err != nil && !now.Before(deadline), now) {
@@ -772,6 +776,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 	}
 	if !g.refusedSender(p) {
 		g.f.urgent.note(m, now)  // urgent.go: ahead of the serving cap's queue
+		g.f.order.note(p, m)     // serveorder.go: whose request is served next
 		m = g.haves.answer(p, m) // haves.go: not behind the blocks in boxo's queue
 	}
 	g.f.direct.received(g.f, p, m.Blocks()) // firstwant.go: before bitswap, which may not want them yet
@@ -1121,6 +1126,7 @@ func (r guardReceiver) PeerDisconnected(p peer.ID) {
 	r.g.proms.gone(p)
 	r.g.haves.gone(p)
 	r.g.cancels.gone(p)
+	r.g.f.order.forget(p)
 	r.g.pruneLocked(now)
 	released := r.g.releaseLocked()
 	rs := r.g.receivers

@@ -21,10 +21,11 @@ type servingStore struct {
 	limit  *rate.Limiter // nil: no cap
 	sem    chan struct{} // nil: no cap
 	urgent *urgentWants  // nil: none go ahead
+	order  *serveOrder   // nil: reads are not noted
 }
 
-func newServingStore(s Store, bytesPerSec, burst int64, concurrency int, urgent *urgentWants) *servingStore {
-	ss := &servingStore{Store: s, urgent: urgent}
+func newServingStore(s Store, bytesPerSec, burst int64, concurrency int, urgent *urgentWants, order *serveOrder) *servingStore {
+	ss := &servingStore{Store: s, urgent: urgent, order: order}
 	if bytesPerSec > 0 {
 		// At least one block, so that a block of the largest size (a
 		// leaf is at most 1 MiB) can be served at all.
@@ -39,8 +40,21 @@ func newServingStore(s Store, bytesPerSec, burst int64, concurrency int, urgent 
 // Get reads a block for a peer, waiting for a serving slot and for the
 // byte budget. It waits for the budget before it reads, by the block's size
 // from the store's index, so that a holder at its cap does not keep in
-// memory the blocks it is not yet allowed to send.
-func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+// memory the blocks it is not yet allowed to send. The read counts as in
+// flight in the serving order (serveorder.go) until it is sent or fails.
+func (s *servingStore) Get(ctx context.Context, c cid.Cid) (b blocks.Block, err error) {
+	n := 0
+	if s.limit != nil || s.order != nil {
+		if n, err = s.Store.GetSize(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	s.order.reading(c, n, time.Now())
+	defer func() {
+		if err != nil {
+			s.order.unread(c)
+		}
+	}()
 	if s.sem != nil {
 		select {
 		case s.sem <- struct{}{}:
@@ -49,15 +63,9 @@ func (s *servingStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
 			return nil, cancelled(c)
 		}
 	}
-	if s.limit != nil {
-		n, err := s.Store.GetSize(ctx, c)
-		if err != nil {
+	if s.limit != nil && !s.ahead(c, n) {
+		if err := s.wait(ctx, c, n); err != nil {
 			return nil, err
-		}
-		if !s.ahead(c, n) {
-			if err := s.wait(ctx, c, n); err != nil {
-				return nil, err
-			}
 		}
 	}
 	if fp, ok := s.Store.(forPeer); ok {

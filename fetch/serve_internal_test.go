@@ -43,7 +43,7 @@ func servedAt(t *testing.T, rate, burst int64, n int) []time.Duration {
 	var out []time.Duration
 	synctest.Test(t, func(t *testing.T) {
 		st, cs := blocksHeld(t, n)
-		ss := newServingStore(st, rate, burst, -1, nil)
+		ss := newServingStore(st, rate, burst, -1, nil, nil)
 		start := time.Now()
 		for _, c := range cs {
 			if _, err := ss.Get(context.Background(), c); err != nil {
@@ -98,7 +98,7 @@ func TestServeCapReadsLate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st, cs := blocksHeld(t, 3)
 		rc := &readCounter{Store: st}
-		ss := newServingStore(rc, 1<<20, 0, -1, nil) // 1 MiB/s, one block of burst
+		ss := newServingStore(rc, 1<<20, 0, -1, nil, nil) // 1 MiB/s, one block of burst
 		done := make(chan struct{})
 		for _, c := range cs {
 			go func() {

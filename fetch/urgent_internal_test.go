@@ -87,7 +87,7 @@ func TestServeUrgentAhead(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				st, cs := blocksHeld(t, 10)
 				u := newUrgentWants()
-				ss := newServingStore(st, 4*mib, 4*mib, -1, u)
+				ss := newServingStore(st, 4*mib, 4*mib, -1, u, nil)
 				start := time.Now()
 				for _, c := range cs[:7] {
 					go ss.Get(context.Background(), c)

@@ -187,6 +187,7 @@ func (n *Node) startFetcher(reg prometheus.Registerer, gate *fetch.Gater) (err e
 		ServeBytesPerSecond:  cfg.ServeBytesPerSecond,
 		ServeBurst:           cfg.ServeBurst,
 		ServeConcurrency:     cfg.ServeConcurrency,
+		ServeEvenly:          cfg.Role == RoleApp, // fetch/serveorder.go
 		Logger:               cfg.Logger,
 		PrometheusRegisterer: reg,
 	})
