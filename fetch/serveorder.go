@@ -38,12 +38,13 @@ import (
 //
 // Served so, the first holder sent its askers 22 to 25 messages each, none
 // waiting more than 4.5 s. The crowd's origin copies, against boxo's order
-// with every app alternated: lower in 9 of 11 pairs, median 2.77 against
+// with every app alternated: lower in 11 of 15 pairs, median 2.75 against
 // 3.12 copies of the site, completion p50 unchanged (median 38.8 s against
-// 40.3). Seeds keep boxo's order: served evenly, the default demo's seed
-// (20 apps) brought offload down from 0.951-0.952 to 0.946-0.949 and
-// completion p50 up from 6.2-6.8 s to 7.2-8.6 s (three pairs): a seed that
-// serves the eager first has them serving the others sooner.
+// 39.1). Seeds keep boxo's order: with every node serving evenly, the seed
+// too, the default demo (20 apps) lost offload, from 0.951-0.952 to
+// 0.946-0.949, and its completion p50 rose from 6.2-6.8 s to 7.2-8.6 s
+// (three pairs): a seed that serves the eager first has them serving the
+// others sooner.
 //
 // Bytes in flight keep the order right between the moment boxo takes a
 // peer's request and the moment the block is sent (a holder at its cap
