@@ -25,26 +25,11 @@ import (
 func TestServeEvenlyNoStarving(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	holder := newNode(t, fetch.Config{ServeEvenly: true, ServeBytesPerSecond: 32 << 20, ServeBurst: 1 << 20, ServeConcurrency: 8})
-	a, b := makeAsset(t, 21, 16*MiB), makeAsset(t, 22, 2*MiB)
-	holder.hold(t, a)
-	holder.hold(t, b)
+	holder, a, ask := evenHolder(ctx, t, 21, 1)
 	leaves, err := store.Leaves(ctx, nodesGetter(a.t), a.t.Cid, a.t.Size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	own, err := store.Leaves(ctx, nodesGetter(b.t), b.t.Cid, b.t.Size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The one-block peer has been served before (boxo puts a peer it never
-	// served first), as an app that took a page's small files from the
-	// holder has.
-	modest, answers := connectedAsker(ctx, t, holder)
-	one := bsmsg.New(false)
-	one.AddEntry(own[0].Cid, 1, bspb.Message_Wantlist_Block, true)
-	send(modest, holder.h.ID(), one)
-	waitMessage(ctx, t, answers, func(m bsmsg.BitSwapMessage) bool { return len(m.Blocks()) > 0 })
 	want := bsmsg.New(false)
 	for i, l := range leaves {
 		want.AddEntry(l.Cid, int32(100-i), bspb.Message_Wantlist_Block, true)
@@ -73,10 +58,7 @@ func TestServeEvenlyNoStarving(t *testing.T) {
 			t.Fatal("the holder did not note the wantlists")
 		}
 	}
-	one = bsmsg.New(false)
-	one.AddEntry(own[1].Cid, 1, bspb.Message_Wantlist_Block, true)
-	send(modest, holder.h.ID(), one)
-	waitMessage(ctx, t, answers, func(m bsmsg.BitSwapMessage) bool { return len(m.Blocks()) > 0 })
+	ask(1)
 	before := greedyBlocks.Load()
 	t.Logf("the one-block peer's block came after %d of the others' %d", before, greedyPeers*len(leaves))
 	if before > 12 {
@@ -91,22 +73,7 @@ func TestServeEvenlyNoStarving(t *testing.T) {
 func TestServeEvenlyBesideFetches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	holder := newNode(t, fetch.Config{ServeEvenly: true, ServeBytesPerSecond: 32 << 20, ServeBurst: 1 << 20, ServeConcurrency: 8})
-	a, b := makeAsset(t, 23, 16*MiB), makeAsset(t, 24, 2*MiB)
-	holder.hold(t, a)
-	holder.hold(t, b)
-	own, err := store.Leaves(ctx, nodesGetter(b.t), b.t.Cid, b.t.Size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	modest, answers := connectedAsker(ctx, t, holder)
-	ask := func(i int) {
-		m := bsmsg.New(false)
-		m.AddEntry(own[i].Cid, math.MaxInt32, bspb.Message_Wantlist_Block, true)
-		send(modest, holder.h.ID(), m)
-		waitMessage(ctx, t, answers, func(m bsmsg.BitSwapMessage) bool { return len(m.Blocks()) > 0 })
-	}
-	ask(0)
+	holder, a, ask := evenHolder(ctx, t, 23, math.MaxInt32)
 	var wg sync.WaitGroup
 	started := make(chan struct{}, 6)
 	for range 6 {
@@ -137,4 +104,31 @@ func TestServeEvenlyBesideFetches(t *testing.T) {
 	if others > 12 {
 		t.Errorf("the one-block peer waited for %d MiB sent to others", others)
 	}
+}
+
+// evenHolder is a holder serving evenly at 32 MiB/s (4 workers), holding a
+// 16 MiB asset for the others and a 2 MiB one for the one-block peer, and
+// that peer's ask: a want-block of the asset's leaf i with priority prio,
+// which returns once the block has come. The peer has been served its
+// first leaf already (boxo puts a peer it never served first), as an app
+// that took a page's small files from the holder has.
+func evenHolder(ctx context.Context, t *testing.T, seed uint64, prio int32) (holder *node, big asset, ask func(i int)) {
+	t.Helper()
+	holder = newNode(t, fetch.Config{ServeEvenly: true, ServeBytesPerSecond: 32 << 20, ServeBurst: 1 << 20, ServeConcurrency: 8})
+	big, small := makeAsset(t, seed, 16*MiB), makeAsset(t, seed+1, 2*MiB)
+	holder.hold(t, big)
+	holder.hold(t, small)
+	own, err := store.Leaves(ctx, nodesGetter(small.t), small.t.Cid, small.t.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modest, answers := connectedAsker(ctx, t, holder)
+	ask = func(i int) {
+		m := bsmsg.New(false)
+		m.AddEntry(own[i].Cid, prio, bspb.Message_Wantlist_Block, true)
+		send(modest, holder.h.ID(), m)
+		waitMessage(ctx, t, answers, func(m bsmsg.BitSwapMessage) bool { return len(m.Blocks()) > 0 })
+	}
+	ask(0)
+	return holder, big, ask
 }
