@@ -209,7 +209,7 @@ type Config struct {
 	// the fewest bytes lately (those in flight included) next, whatever it
 	// has pending (serveorder.go). Under bitswap's own order a busy app in
 	// a flash crowd served some of its askers five times as often as
-	// others, which took the leaves they waited on from the origin.
+	// others, some of which waited half a minute for a block.
 	// Default false (boxo's order, which spreads content faster from a
 	// seed that many fetch from at once); mesh sets it for apps.
 	ServeEvenly bool
