@@ -208,10 +208,10 @@ type Config struct {
 	// ServeEvenly serves the peers asking this node evenly: the one sent
 	// the fewest bytes lately (those in flight included) next, whatever it
 	// has pending (serveorder.go). Under bitswap's own order a busy app in
-	// a flash crowd served some of its askers five times as often as
-	// others, some of which waited half a minute for a block.
-	// Default false (boxo's order, which spreads content faster from a
-	// seed that many fetch from at once); mesh sets it for apps.
+	// a flash crowd served some of its askers nine times as often as
+	// others. Default false (boxo's order), and mesh does not set it: in
+	// the demo's flash crowd it was not shown to save origin copies, and
+	// from a seed boxo's order spreads content faster (serveorder.go).
 	ServeEvenly bool
 
 	// MaxOutstandingBytesPerPeer is bitswap's server setting of how many

@@ -11,8 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// Whose request a holder serves next (Config.ServeEvenly; mesh sets it for
-// apps).
+// Whose request a holder serves next (Config.ServeEvenly, off by default;
+// mesh does not set it).
 //
 // Boxo's server picks the next peer to serve by comparing peers (its
 // fairPeerComparator): fewer blocks being sent first, then more requests
@@ -26,8 +26,9 @@ import (
 // Which of boxo's rules does it was not pinned down: a holder asked by
 // scripted peers (TestServeEvenlyNoStarving) or by six plain fetches
 // (TestServeEvenlyBesideFetches) serves a one-block peer within a few
-// blocks under either order. So the Fetcher orders the server's requests
-// itself (bitswap.WithTaskComparator, which replaces boxo's comparator):
+// blocks under either order. With ServeEvenly the Fetcher orders the
+// server's requests itself (bitswap.WithTaskComparator, which replaces
+// boxo's comparator):
 //
 //   - between peers, the one with the fewest bytes in flight to it (read
 //     for sending, not yet sent) plus bytes sent to it lately (decaying
@@ -36,16 +37,19 @@ import (
 //   - within a peer's requests, the higher priority its wantlist gave
 //     first (as boxo does), then by CID, so that the order is total.
 //
-// Served so, the first holder sent its askers 22 to 25 messages each, none
-// waiting more than 4.5 s. What that does to the crowd's origin copies is
-// not shown: against boxo's order, alternated, lower in 8 of 16 pairs,
-// median 2.70 against 2.95 copies of the site, completion p50 median 42.1 s
-// against 43.0. It is kept for the even service itself, nothing measured
-// having got worse. Seeds keep boxo's order: with every node serving evenly, the seed
+// A first version that counted only bytes sent had the first holder send
+// 6 askers 22 to 25 messages each, no gap over 4.5 s; this one, with bytes
+// in flight, 4 to 11 to each of 15, gaps up to 18 s (one logged run each),
+// against boxo's 4 to 38 with gaps up to 35 s. The crowd's origin copies,
+// against boxo's order with every app serving evenly, alternated: lower in
+// 8 of 16 pairs, median 2.70 against 2.95 copies of the site, completion
+// p50 median 42.1 s against 43.0; the first version lower in 4 of 4
+// (2.77-3.22 against 3.39-4.07). With every node serving evenly, the seed
 // too, the default demo (20 apps) lost offload, from 0.951-0.952 to
 // 0.946-0.949, and its completion p50 rose from 6.2-6.8 s to 7.2-8.6 s
 // (three pairs): a seed that serves the eager first has them serving the
-// others sooner.
+// others sooner. No gain shown, so mesh leaves it off; what it would take
+// is in the README ("An app's serving order, tried").
 //
 // Bytes in flight keep the order right between the moment boxo takes a
 // peer's request and the moment the block is sent (a holder at its cap

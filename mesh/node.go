@@ -187,7 +187,6 @@ func (n *Node) startFetcher(reg prometheus.Registerer, gate *fetch.Gater) (err e
 		ServeBytesPerSecond:  cfg.ServeBytesPerSecond,
 		ServeBurst:           cfg.ServeBurst,
 		ServeConcurrency:     cfg.ServeConcurrency,
-		ServeEvenly:          cfg.Role == RoleApp, // fetch/serveorder.go
 		Logger:               cfg.Logger,
 		PrometheusRegisterer: reg,
 	})
