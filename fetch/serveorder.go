@@ -158,7 +158,7 @@ func (o *serveOrder) reading(c cid.Cid, n int, now time.Time) {
 		if _, ok := sp.inflight[c]; ok {
 			continue
 		}
-		if best == nil || o.beforeLocked(p, sp, to, best, now) {
+		if best == nil || peerBefore(p, sp, sp.wants[c], to, best, best.wants[c], now) {
 			to, best = p, sp
 		}
 	}
@@ -170,12 +170,15 @@ func (o *serveOrder) reading(c cid.Cid, n int, now time.Time) {
 	best.flying += n
 }
 
-// beforeLocked reports whether peer a comes before peer b. The caller
-// holds mu.
-func (o *serveOrder) beforeLocked(a peer.ID, sa *servedPeer, b peer.ID, sb *servedPeer, now time.Time) bool {
-	la, lb := sa.load(now), sb.load(now)
-	if la != lb {
+// peerBefore reports whether peer a, asking for a block with priority pa,
+// is served before peer b asking with pb: the lighter load first, then the
+// higher priority, then the lower peer ID. The caller holds mu.
+func peerBefore(a peer.ID, sa *servedPeer, pa int32, b peer.ID, sb *servedPeer, pb int32, now time.Time) bool {
+	if la, lb := sa.load(now), sb.load(now); la != lb {
 		return la < lb
+	}
+	if pa != pb {
+		return pa > pb
 	}
 	return a < b
 }
@@ -245,14 +248,7 @@ func (o *serveOrder) less(a, b *bsserver.TaskInfo) bool {
 		}
 		return a.Cid.KeyString() < b.Cid.KeyString()
 	}
-	now := time.Now()
-	if la, lb := sa.load(now), sb.load(now); la != lb {
-		return la < lb
-	}
-	if pa != pb {
-		return pa > pb
-	}
-	return a.Peer < b.Peer
+	return peerBefore(a.Peer, sa, pa, b.Peer, sb, pb, time.Now())
 }
 
 // priority is the priority p gave c (0 if not known).
