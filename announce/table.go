@@ -134,6 +134,7 @@ type entry struct {
 	expires  time.Time
 	source   Source
 	fetching bool          // from a FETCH, not yet followed by a HAVE
+	since    time.Time     // when the table heard the FETCH that made it fetching
 	seq      uint64        // gossipsub seqno of the last message that set it; 0 otherwise
 	ri       int           // index in Table.byRoot[key.root]
 	in       *list.List    // Table.lru or Table.kept
@@ -342,6 +343,7 @@ func (t *Table) insertLocked(k entryKey, expires time.Time, u update) {
 func (t *Table) setFetchingLocked(e *entry, fetching bool) {
 	e.fetching = fetching
 	if fetching {
+		e.since = time.Now()
 		t.stats.Fetching++
 	} else {
 		t.stats.Fetching--
@@ -522,6 +524,23 @@ func (t *Table) Fetchers(root cid.Cid) []peer.ID {
 		}
 	}
 	return rankedPeers(es, t.cfg.MaxFetchers)
+}
+
+// FetchingSince returns when this table first heard the FETCH by which p
+// is listed as fetching root (see Fetchers): false if it is not listed.
+// A FETCH repeated while the peer is listed keeps the first time. It
+// implements the fetch package's FetchStarts: a stripe counts a member's
+// head start, the leaves it took alone before others joined it. Safe for
+// concurrent use.
+func (t *Table) FetchingSince(root cid.Cid, p peer.ID) (time.Time, bool) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.fetches[root][p]
+	if !ok || !now.Before(e.expires) {
+		return time.Time{}, false
+	}
+	return e.since, true
 }
 
 // rankedPeers sorts es (sortEntries) and returns the first limit peers

@@ -71,6 +71,17 @@ type Holders interface {
 	Holders(root cid.Cid, limit int) []peer.ID
 }
 
+// FetchStarts is what a Crowd may tell besides: when this node first heard
+// that p fetches root (false: it is not known to). A stripe gives the
+// member that began first, alone, the leaves it can have taken from the
+// origin before the next node began (its head start: headStart,
+// policy.go), so that those who join it do not take them from the origin
+// again. The announce package's *Table implements it. Calls must be cheap
+// and safe for concurrent use.
+type FetchStarts interface {
+	FetchingSince(root cid.Cid, p peer.ID) (time.Time, bool)
+}
+
 // Config configures a Fetcher. Zero fields mean the default stated beside
 // them. New copies the Config; later changes to it do nothing.
 type Config struct {

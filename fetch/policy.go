@@ -355,8 +355,13 @@ type stripe struct {
 	root    cid.Cid
 	self    peer.ID
 	members []peer.ID // sorted, no duplicates
-	owners  map[int]peer.ID
-	places  map[int]int
+	// lead is the member that began first, alone: it owns the leaves
+	// before leads, those it can have taken from the origin by the time
+	// the next node began (headStart). "" when none.
+	lead   peer.ID
+	leads  int
+	owners map[int]peer.ID
+	places map[int]int
 }
 
 // newStripe makes the stripe of root over self and crowd, less the peers
@@ -383,8 +388,62 @@ func makeStripe(root cid.Cid, self peer.ID, crowd []peer.ID, out func(peer.ID) b
 	return &stripe{root: root, self: self, members: slices.Compact(ms), owners: make(map[int]peer.ID), places: make(map[int]int)}
 }
 
-// same reports whether the stripe is over exactly the members of o.
-func (s *stripe) same(o *stripe) bool { return slices.Equal(s.members, o.members) }
+// same reports whether the stripe is over exactly the members of o, with
+// the same head start.
+func (s *stripe) same(o *stripe) bool {
+	return slices.Equal(s.members, o.members) && s.lead == o.lead && s.leads == o.leads
+}
+
+// withLead gives the stripe's leaves before n to member lead (headStart);
+// a lead that is not a member, or n <= 0, gives none.
+func (s *stripe) withLead(lead peer.ID, n int) {
+	if n <= 0 || !slices.Contains(s.members, lead) {
+		lead, n = "", 0
+	}
+	s.lead, s.leads = lead, n
+	clear(s.owners)
+	clear(s.places)
+}
+
+// fetchStart is when a node began to fetch a root, as a stripe knows it,
+// and whether it is a member of the stripe.
+type fetchStart struct {
+	p      peer.ID
+	at     time.Time
+	member bool
+}
+
+// headStart returns the member that began to fetch first, alone, and the
+// leaves it can have taken from the origin before the next node began
+// (starts: the members and this node): the time between the two at
+// concurrency leaves per leaf, the origin's time for one. A crowd that
+// forms while its first node is well under way (in the demo site's 50-app
+// flash crowd, the apps that opened the video as the first held most of
+// it) would otherwise split the leaves the first already has and take
+// their shares from the origin again. The leaves are counted from the
+// content's start at the origin's pace: a lead that read slower, or from
+// further on, has fewer, and those it lacks go to the others as an
+// owner's overdue leaves do. No lead (0) when two began at once or the
+// first is not a member.
+func headStart(starts []fetchStart, leaf time.Duration, concurrency int) (peer.ID, int) {
+	if len(starts) < 2 || leaf <= 0 {
+		return "", 0
+	}
+	first, second := 0, -1
+	for k := 1; k < len(starts); k++ {
+		switch {
+		case starts[k].at.Before(starts[first].at):
+			first, second = k, first
+		case second < 0 || starts[k].at.Before(starts[second].at):
+			second = k
+		}
+	}
+	gap := starts[second].at.Sub(starts[first].at)
+	if !starts[first].member || gap <= 0 {
+		return "", 0
+	}
+	return starts[first].p, int(gap * time.Duration(max(concurrency, 1)) / leaf)
+}
 
 // alone reports whether nothing is split: no member but this node.
 func (s *stripe) alone() bool {
@@ -430,31 +489,51 @@ func (s *stripe) rank(i int) {
 	if _, ok := s.owners[i]; ok {
 		return
 	}
+	led := s.lead != "" && i < s.leads // the lead's, the others ranked after it
 	scores := make([]uint64, len(s.members))
 	best, me := -1, -1
 	for k, p := range s.members {
 		scores[k] = stripeScore(s.root, p, i)
-		if best < 0 || above(scores[k], p, scores[best], s.members[best]) {
-			best = k
-		}
 		if p == s.self {
 			me = k
 		}
-	}
-	var owner peer.ID
-	if best >= 0 {
-		owner = s.members[best]
-	}
-	place := len(s.members)
-	if me >= 0 {
-		place = 0
-		for k, p := range s.members {
-			if above(scores[k], p, scores[me], s.self) {
-				place++
-			}
+		if led && p == s.lead {
+			continue
+		}
+		if best < 0 || above(scores[k], p, scores[best], s.members[best]) {
+			best = k
 		}
 	}
-	s.owners[i], s.places[i] = owner, place
+	var owner peer.ID
+	switch {
+	case led:
+		owner = s.lead
+	case best >= 0:
+		owner = s.members[best]
+	}
+	s.owners[i], s.places[i] = owner, s.placeOf(me, scores, led)
+}
+
+// placeOf is the place in a leaf's ranking of the member at me (-1: this
+// node is no member) given the members' scores, led when the leaf is the
+// lead's.
+func (s *stripe) placeOf(me int, scores []uint64, led bool) int {
+	switch {
+	case me < 0:
+		return len(s.members)
+	case led && s.self == s.lead:
+		return 0
+	}
+	place := 0
+	if led {
+		place = 1
+	}
+	for k, p := range s.members {
+		if !(led && p == s.lead) && above(scores[k], p, scores[me], s.self) {
+			place++
+		}
+	}
+	return place
 }
 
 // above reports whether member p with score a ranks above member q with
@@ -496,8 +575,9 @@ type leafAsk struct {
 	// plus one leaf's origin time (it is working through its share).
 	held, ownerActive bool
 	// inMesh: the leaves ahead of the reader are left to the mesh
-	// (leftToMesh): the content is held whole by a peer, and on its way.
-	inMesh bool
+	// (leftToMesh): the content is held whole by a peer, and on its way;
+	// near: this node is connected to such a holder.
+	inMesh, near bool
 	// pace is the recent time between leaves from peers (peerPace).
 	pace time.Duration
 	// backup is this node's place in the leaf's ranking after its owner
@@ -576,6 +656,9 @@ func overdue(a leafAsk, now time.Time, peerTimeout, leaf time.Duration, s *soon)
 		}
 	}
 	if !a.waitSince.IsZero() {
+		if a.inMesh && (a.held || a.near) {
+			wave = max(wave, hedgeWaits)
+		}
 		wait := wave * (peerTimeout + max(leaf, a.pace))
 		if a.held {
 			wait *= 2 // a peer has it: it is on its way

@@ -315,8 +315,13 @@ func TestOverdue(t *testing.T) {
 		// A holder of the whole content is known and peers deliver: the
 		// leaves ahead of the reader are left to the mesh.
 		{"in the mesh: not taken ahead of the reader", leafAsk{since: t0, rank: 1, backup: 1, inMesh: true}, time.Hour, false, 0},
-		{"in the mesh, the reader waits", leafAsk{since: t0, rank: 1, inMesh: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf - 1, false, time.Second + pt + leaf},
-		{"in the mesh, the reader waited", leafAsk{since: t0, rank: 1, inMesh: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, true, 0},
+		// The reader waiting on it gives the mesh hedgeWaits waves: a
+		// holder serving a crowd sends each of them a leaf now and then.
+		{"in the mesh, the reader waits", leafAsk{since: t0, rank: 1, inMesh: true, near: true, waitSince: t0.Add(time.Second)}, time.Second + hedgeWaits*(pt+leaf) - 1, false, time.Second + hedgeWaits*(pt+leaf)},
+		{"in the mesh, the reader waited", leafAsk{since: t0, rank: 1, inMesh: true, near: true, waitSince: t0.Add(time.Second)}, time.Second + hedgeWaits*(pt+leaf), true, 0},
+		{"in the mesh by a far holder, nobody has it, the reader waited", leafAsk{since: t0, rank: 1, inMesh: true, waitSince: t0.Add(time.Second)}, time.Second + pt + leaf, true, 0},
+		{"in the mesh, held, the reader waits", leafAsk{since: t0, held: true, inMesh: true, waitSince: t0}, 2*hedgeWaits*(pt+leaf) - 1, false, 2 * hedgeWaits * (pt + leaf)},
+		{"in the mesh, a far backup waits its wave", leafAsk{since: t0, backup: 6, inMesh: true, waitSince: t0}, 6*(pt+leaf) - 1, false, 6 * (pt + leaf)},
 	} {
 		now := t0.Add(tc.at)
 		s := newSoon(now)
@@ -426,6 +431,75 @@ func TestStripePlace(t *testing.T) {
 	}
 	if st := makeStripe(root, crowd[0], crowd[1:], nil, false); st.place(0) != len(crowd)-1 {
 		t.Errorf("a node outside the stripe has place %d, want %d", st.place(0), len(crowd)-1)
+	}
+}
+
+// TestHeadStart: the member that began first, alone, leads the leaves it
+// can have taken from the origin before the next node began; nobody leads
+// when two began at once, when the first is not a member, or when the
+// origin's time for a leaf is not known.
+func TestHeadStart(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ps := testPeers(3)
+	const leaf = 100 * time.Millisecond
+	for _, tc := range []struct {
+		name      string
+		starts    []fetchStart
+		conc      int
+		wantLead  peer.ID
+		wantLeads int
+	}{
+		{"one began 2 s before the others", []fetchStart{{ps[0], t0.Add(2 * time.Second), true}, {ps[1], t0, true}, {ps[2], t0.Add(3 * time.Second), true}}, 1, ps[1], 20},
+		{"at 4 requests at once", []fetchStart{{ps[0], t0.Add(2 * time.Second), true}, {ps[1], t0, true}}, 4, ps[1], 80},
+		{"less than a leaf ahead", []fetchStart{{ps[0], t0.Add(leaf - 1), true}, {ps[1], t0, true}}, 1, "", 0},
+		{"began together", []fetchStart{{ps[0], t0, true}, {ps[1], t0, true}}, 1, "", 0},
+		{"the first is no member", []fetchStart{{ps[0], t0, false}, {ps[1], t0.Add(time.Second), true}}, 1, "", 0},
+		{"alone", []fetchStart{{ps[0], t0, true}}, 1, "", 0},
+	} {
+		st := newStripe(testRoot(t, "lead"), ps[0], ps, nil)
+		st.withLead(headStart(tc.starts, leaf, tc.conc))
+		if st.lead != tc.wantLead || st.leads != tc.wantLeads {
+			t.Errorf("%s: lead %q of %d leaves, want %q of %d", tc.name, st.lead, st.leads, tc.wantLead, tc.wantLeads)
+		}
+	}
+	if _, n := headStart([]fetchStart{{ps[0], t0, true}, {ps[1], t0.Add(time.Second), true}}, 0, 1); n != 0 {
+		t.Errorf("no leaf time: a lead of %d leaves", n)
+	}
+}
+
+// TestStripeLead: the lead owns the leaves of its head start in every
+// member's view and is placed first in them, the others after it in their
+// usual order; past its head start the stripe is as without a lead.
+func TestStripeLead(t *testing.T) {
+	root := testRoot(t, "lead")
+	crowd := testPeers(5)
+	lead, leads := crowd[2], 10
+	for leaf := range 30 {
+		seen := make(map[int]bool)
+		for _, self := range crowd {
+			st := newStripe(root, self, crowd, nil)
+			plain := newStripe(root, self, crowd, nil)
+			st.withLead(lead, leads)
+			k := st.place(leaf)
+			seen[k] = true
+			switch {
+			case leaf >= leads:
+				if st.owner(leaf) != plain.owner(leaf) || k != plain.place(leaf) {
+					t.Errorf("leaf %d past the head start: owner %s place %d, want %s %d", leaf, st.owner(leaf), k, plain.owner(leaf), plain.place(leaf))
+				}
+			case st.owner(leaf) != lead:
+				t.Errorf("leaf %d: owner %s, want the lead", leaf, st.owner(leaf))
+			case self == lead && k != 0, self != lead && k == 0:
+				t.Errorf("leaf %d: %s placed %d", leaf, self, k)
+			}
+		}
+		if len(seen) != len(crowd) {
+			t.Errorf("leaf %d: %d places for %d members", leaf, len(seen), len(crowd))
+		}
+	}
+	st := newStripe(root, crowd[0], crowd, nil)
+	if st.withLead(testPeers(7)[6], 10); st.lead != "" || st.owner(0) == testPeers(7)[6] {
+		t.Errorf("a lead that is no member leads %d leaves", st.leads)
 	}
 }
 

@@ -189,6 +189,7 @@ type Reader struct {
 	askedFirst  bool          // a provider was asked directly (firstwant.go)
 	stripe      *stripe       // the split of origin leaves with the crowd (policy.go); nil: none
 	holderKnown bool          // the crowd knows a holder of the whole content (holderKnownLocked)
+	holderNear  bool          // one of them is connected to this node
 	addrless    []peer.ID     // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
 	spare       []peer.ID     // providers not dialled for Config.PeerBudget (dialbudget.go)
 	dialing     int           // this fetch's dials under way (dialbudget.go)
@@ -1370,26 +1371,59 @@ func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 	self := r.f.cfg.Host.ID()
 	in := heard(r.f.cfg.Advertiser != nil, r.announcedAt, now, r.f.cfg.PeerTimeout, s)
 	st := makeStripe(r.t.Cid, self, r.f.cfg.Crowd.Fetchers(r.t.Cid), r.memberOutLocked, in)
-	r.holderKnown = r.holderKnownLocked()
-	changed := r.stripe == nil || !r.stripe.same(st)
-	if changed {
-		r.stripe = st
-		r.meetMembersLocked(p)
+	if fs, ok := r.f.cfg.Crowd.(FetchStarts); ok {
+		st.withLead(headStart(r.startsLocked(fs, st, now), leafTime(r.f.originRequestRate()), r.f.cfg.OriginConcurrency))
 	}
+	r.holderKnown, r.holderNear = r.holderKnownLocked()
+	if r.stripe == nil || !r.stripe.same(st) {
+		met := r.stripe != nil && slices.Equal(r.stripe.members, st.members)
+		r.stripe = st
+		if !met {
+			r.meetMembersLocked(p)
+		}
+	}
+}
+
+// startsLocked returns when the stripe's members and this node began to
+// fetch the root, as far as this node knows: this node at its start, a
+// member when this node heard its FETCH (fs), now if it did not. The
+// caller holds mu.
+func (r *Reader) startsLocked(fs FetchStarts, st *stripe, now time.Time) []fetchStart {
+	self := r.f.cfg.Host.ID()
+	starts := []fetchStart{{p: self, at: r.start, member: slices.Contains(st.members, self)}}
+	for _, m := range st.members {
+		if m == self {
+			continue
+		}
+		at, ok := fs.FetchingSince(r.t.Cid, m)
+		if !ok {
+			at = now
+		}
+		starts = append(starts, fetchStart{p: m, at: at, member: true})
+	}
+	return starts
 }
 
 // holderKnownLocked reports whether the crowd, if it tells holders
 // (Holders), knows a peer other than this node that holds the content
-// whole and is not penalised. The caller holds mu.
-func (r *Reader) holderKnownLocked() bool {
+// whole and is not penalised (known), and one this node is connected to
+// (near). The caller holds mu.
+func (r *Reader) holderKnownLocked() (known, near bool) {
 	hs, ok := r.f.cfg.Crowd.(Holders)
 	if !ok {
-		return false
+		return false, false
 	}
-	self := r.f.cfg.Host.ID()
-	return slices.ContainsFunc(hs.Holders(r.t.Cid, holdersAsked), func(q peer.ID) bool {
-		return q != self && !r.f.guard.isPenalised(q)
-	})
+	self, nw := r.f.cfg.Host.ID(), r.f.cfg.Host.Network()
+	for _, q := range hs.Holders(r.t.Cid, holdersAsked) {
+		if q == self || r.f.guard.isPenalised(q) {
+			continue
+		}
+		known = true
+		if nw.Connectedness(q) == network.Connected {
+			return true, true
+		}
+	}
+	return known, false
 }
 
 // holdersAsked is how many holders holderKnownLocked asks the crowd for.
@@ -1454,7 +1488,7 @@ func (r *Reader) mineLocked(p *plan, i int, now time.Time, leaf time.Duration, s
 		// same leaves. Alone, the hedge's rule stands: it knows a leaf the
 		// holder skipped (a damaged block it dropped, TestFaultSeedDamage),
 		// which the stripe's due would have waited on as held.
-		if r.stripe != nil && r.stripe.alone() {
+		if r.stripe != nil && r.stripe.alone() && (!r.inMeshLocked(now, leaf, s) || r.joinLocked(p, now, s).skipped) {
 			return true, "hedge alone"
 		}
 		mine, why := r.stripeMineLocked(i, now, leaf, s)
@@ -1476,7 +1510,10 @@ func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *s
 	}
 	held := r.f.guard.held(r.leaves[i].Cid)
 	pace := peerPace(r.peerTimes)
-	inMesh := leftToMesh(r.holderKnown, r.stats.PeerBytes > 0, r.start, now, r.f.cfg.PeerTimeout+max(leaf, pace), s)
+	inMesh := r.inMeshLocked(now, leaf, s)
+	if inMesh && r.stats.PeerBytes == 0 {
+		return false, ""
+	}
 	switch {
 	case alone && !held && !inMesh:
 		return true, "alone"
@@ -1495,7 +1532,7 @@ func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *s
 		}
 	}
 	a := leafAsk{since: later(r.st[i].since, r.originSince), rank: 1 + before/r.f.cfg.OriginConcurrency,
-		held: held, inMesh: inMesh, pace: pace, backup: r.stripe.place(i), // 0 when alone
+		held: held, inMesh: inMesh, near: r.holderNear, pace: pace, backup: r.stripe.place(i), // 0 when alone
 		ownerActive: owner != self && r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf)),
 		far:         owner != self && r.f.cfg.Host.Network().Connectedness(owner) != network.Connected}
 	if i == r.curLeaf() {
@@ -1515,6 +1552,16 @@ func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *s
 		return true, "overdue held"
 	}
 	return true, "overdue"
+}
+
+// inMeshLocked reports whether the leaves are left to the mesh
+// (leftToMesh). The caller holds mu.
+func (r *Reader) inMeshLocked(now time.Time, leaf time.Duration, s *soon) bool {
+	gen := r.f.cfg.PeerTimeout + max(leaf, peerPace(r.peerTimes))
+	if r.stats.PeerBytes == 0 && r.holderNear {
+		gen = min(hedgeWaits*gen, max(gen, r.f.cfg.StallTimeout/2))
+	}
+	return leftToMesh(r.holderKnown, r.stats.PeerBytes > 0, r.start, now, gen, s)
 }
 
 // stuckAfter is how long the reader waits on a leaf asked of peers before
