@@ -576,7 +576,8 @@ type leafAsk struct {
 	held, ownerActive bool
 	// inMesh: the leaves ahead of the reader are left to the mesh
 	// (leftToMesh): the content is held whole by a peer, and on its way;
-	// near: this node is connected to such a holder.
+	// near: this node is connected to such a holder, or peers outside the
+	// stripe have delivered leaves of it (it comes through them).
 	inMesh, near bool
 	// pace is the recent time between leaves from peers (peerPace).
 	pace time.Duration

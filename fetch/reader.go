@@ -190,6 +190,7 @@ type Reader struct {
 	stripe      *stripe       // the split of origin leaves with the crowd (policy.go); nil: none
 	holderKnown bool          // the crowd knows a holder of the whole content (holderKnownLocked)
 	holderNear  bool          // one of them is connected to this node
+	borne       bool          // a peer outside the stripe has delivered a leaf (borneLocked)
 	addrless    []peer.ID     // providers known by ID only, dialled once their addresses come (dialAddrlessLocked)
 	spare       []peer.ID     // providers not dialled for Config.PeerBudget (dialbudget.go)
 	dialing     int           // this fetch's dials under way (dialbudget.go)
@@ -1375,6 +1376,7 @@ func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 		st.withLead(headStart(r.startsLocked(fs, st, now), leafTime(r.f.originRequestRate()), r.f.cfg.OriginConcurrency))
 	}
 	r.holderKnown, r.holderNear = r.holderKnownLocked()
+	r.borne = r.borne || r.borneLocked(st)
 	if r.stripe == nil || !r.stripe.same(st) {
 		met := r.stripe != nil && slices.Equal(r.stripe.members, st.members)
 		r.stripe = st
@@ -1424,6 +1426,20 @@ func (r *Reader) holderKnownLocked() (known, near bool) {
 		}
 	}
 	return known, false
+}
+
+// borneLocked reports whether a peer that is not a member of st has
+// delivered a leaf of this fetch: the content reaches this node from
+// beyond the stripe, as it does from a holder it is not connected to
+// through the peers between them, and not only as the members' shares.
+// The caller holds mu.
+func (r *Reader) borneLocked(st *stripe) bool {
+	for i := range r.st {
+		if q := r.st[i].from; q != "" && !slices.Contains(st.members, q) {
+			return true
+		}
+	}
+	return false
 }
 
 // holdersAsked is how many holders holderKnownLocked asks the crowd for.
@@ -1532,7 +1548,7 @@ func (r *Reader) stripeMineLocked(i int, now time.Time, leaf time.Duration, s *s
 		}
 	}
 	a := leafAsk{since: later(r.st[i].since, r.originSince), rank: 1 + before/r.f.cfg.OriginConcurrency,
-		held: held, inMesh: inMesh, near: r.holderNear, pace: pace, backup: r.stripe.place(i), // 0 when alone
+		held: held, inMesh: inMesh, near: r.holderNear || r.borne, pace: pace, backup: r.stripe.place(i), // 0 when alone
 		ownerActive: owner != self && r.f.guard.usefulSince(owner, now.Add(-r.f.cfg.PeerTimeout-leaf)),
 		far:         owner != self && r.f.cfg.Host.Network().Connectedness(owner) != network.Connected}
 	if i == r.curLeaf() {
