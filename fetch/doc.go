@@ -166,7 +166,16 @@
 //     longer of one leaf's origin time and the fetch's peer pace), no leaf
 //     ahead of the reader goes to the origin, this node's own included: the
 //     content comes through the mesh, and the origin takes only a leaf the
-//     reader has waited on. Config.NoStriping turns it off.
+//     reader has waited on (a connected holder gets up to four generations
+//     for the first block, at most StallTimeout/2; a reader waiting on a leaf
+//     a peer said HAVE of, beside a connected holder or with leaves from
+//     peers outside the stripe, gives the mesh four waves). When the Crowd
+//     tells when each member began (FetchStarts), the member that began
+//     first, alone, owns the leaves it can have taken from the origin by
+//     the time the next node began: the time between them at
+//     OriginConcurrency leaves per leaf's origin time, from leaf 0; the
+//     others rank after it for those leaves. Config.NoStriping turns
+//     striping off.
 //  8. With the origin failed (see below) and no block from anyone for
 //     Config.StallTimeout, or at once when no peer is known to hold the
 //     content and none has sent any, Read returns an error wrapping
