@@ -134,12 +134,19 @@ type entry struct {
 	expires  time.Time
 	source   Source
 	fetching bool          // from a FETCH, not yet followed by a HAVE
-	since    time.Time     // when the table heard the FETCH that made it fetching
 	seq      uint64        // gossipsub seqno of the last message that set it; 0 otherwise
 	ri       int           // index in Table.byRoot[key.root]
 	in       *list.List    // Table.lru or Table.kept
 	all      *list.Element // in Table.lru or Table.kept
 	own      *list.Element // in Table.byPeer[peer]
+}
+
+// fetchEntry is a fetching entry, with when the table heard the FETCH that
+// made it one (kept here, not in every entry: a table of HAVEs does not pay
+// for it).
+type fetchEntry struct {
+	e     *entry
+	since time.Time
 }
 
 type tableSub struct {
@@ -169,11 +176,11 @@ type Table struct {
 	mu      sync.Mutex
 	closed  bool
 	entries map[entryKey]*entry
-	byRoot  map[cid.Cid][]*entry           // a root's entries, each at its entry.ri
-	fetches map[cid.Cid]map[peer.ID]*entry // the fetching entries of byRoot
-	byPeer  map[peer.ID]*list.List         // *entry, least recently refreshed first
-	lru     list.List                      // *entry of unknown peers, least recently refreshed first
-	kept    list.List                      // *entry of peers with evidence, likewise
+	byRoot  map[cid.Cid][]*entry               // a root's entries, each at its entry.ri
+	fetches map[cid.Cid]map[peer.ID]fetchEntry // the fetching entries of byRoot
+	byPeer  map[peer.ID]*list.List             // *entry, least recently refreshed first
+	lru     list.List                          // *entry of unknown peers, least recently refreshed first
+	kept    list.List                          // *entry of peers with evidence, likewise
 	subs    map[*tableSub]struct{}
 	stats   TableStats
 	// nextExpiry is at or before the earliest expiry of any entry (zero:
@@ -219,7 +226,7 @@ func NewTable(cfg TableConfig) *Table {
 		cfg:     cfg,
 		entries: make(map[entryKey]*entry),
 		byRoot:  make(map[cid.Cid][]*entry),
-		fetches: make(map[cid.Cid]map[peer.ID]*entry),
+		fetches: make(map[cid.Cid]map[peer.ID]fetchEntry),
 		byPeer:  make(map[peer.ID]*list.List),
 		subs:    make(map[*tableSub]struct{}),
 	}
@@ -343,7 +350,6 @@ func (t *Table) insertLocked(k entryKey, expires time.Time, u update) {
 func (t *Table) setFetchingLocked(e *entry, fetching bool) {
 	e.fetching = fetching
 	if fetching {
-		e.since = time.Now()
 		t.stats.Fetching++
 	} else {
 		t.stats.Fetching--
@@ -352,10 +358,10 @@ func (t *Table) setFetchingLocked(e *entry, fetching bool) {
 	m := t.fetches[r]
 	if fetching {
 		if m == nil {
-			m = make(map[peer.ID]*entry)
+			m = make(map[peer.ID]fetchEntry)
 			t.fetches[r] = m
 		}
-		m[p] = e
+		m[p] = fetchEntry{e, time.Now()}
 		return
 	}
 	delete(m, p)
@@ -518,8 +524,8 @@ func (t *Table) Fetchers(root cid.Cid) []peer.ID {
 		return nil
 	}
 	es := make([]ranked, 0, len(m))
-	for _, e := range m {
-		if now.Before(e.expires) {
+	for _, f := range m {
+		if e := f.e; now.Before(e.expires) {
 			es = append(es, ranked{e, t.evidence(e.key.peer)})
 		}
 	}
@@ -536,11 +542,11 @@ func (t *Table) FetchingSince(root cid.Cid, p peer.ID) (time.Time, bool) {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e, ok := t.fetches[root][p]
-	if !ok || !now.Before(e.expires) {
+	f, ok := t.fetches[root][p]
+	if !ok || !now.Before(f.e.expires) {
 		return time.Time{}, false
 	}
-	return e.since, true
+	return f.since, true
 }
 
 // rankedPeers sorts es (sortEntries) and returns the first limit peers

@@ -1504,7 +1504,7 @@ func (r *Reader) mineLocked(p *plan, i int, now time.Time, leaf time.Duration, s
 		// same leaves. Alone, the hedge's rule stands: it knows a leaf the
 		// holder skipped (a damaged block it dropped, TestFaultSeedDamage),
 		// which the stripe's due would have waited on as held.
-		if r.stripe != nil && r.stripe.alone() && (!r.inMeshLocked(now, leaf, s) || r.joinLocked(p, now, s).skipped) {
+		if r.stripe != nil && r.stripe.alone() {
 			return true, "hedge alone"
 		}
 		mine, why := r.stripeMineLocked(i, now, leaf, s)
