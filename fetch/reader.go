@@ -1429,12 +1429,15 @@ func (r *Reader) holderKnownLocked() (known, near bool) {
 }
 
 // borneLocked reports whether a peer that is not a member of st has
-// delivered a leaf of this fetch: the content reaches this node from
+// delivered a leaf of the window: the content reaches this node from
 // beyond the stripe, as it does from a holder it is not connected to
 // through the peers between them, and not only as the members' shares.
-// The caller holds mu.
+// Only the window is looked at (a pass runs after each delivery, and the
+// answer is kept once true: Reader.borne), so that a pass costs no more on
+// a long file. The caller holds mu.
 func (r *Reader) borneLocked(st *stripe) bool {
-	for i := range r.st {
+	cur := r.curLeaf()
+	for i := max(cur-1, 0); i < min(len(r.st), cur+r.f.cfg.ReadAhead); i++ {
 		if q := r.st[i].from; q != "" && !slices.Contains(st.members, q) {
 			return true
 		}
