@@ -3,6 +3,7 @@ package fetch_test
 import (
 	"context"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,5 +164,45 @@ func TestStripingForgedHolderPair(t *testing.T) {
 	// and the peers' pace each (2.3 to 6.1 s here, against 1.0).
 	if worst := max(f1, f2); worst > max(p1, p2)+10*time.Second {
 		t.Errorf("TTLB %v with a forged holder, %v without", worst, max(p1, p2))
+	}
+}
+
+// startsCrowd is a static crowd that also tells when its members began to
+// fetch (fetch.FetchStarts), all at since, and counts the questions.
+type startsCrowd struct {
+	crowd
+	since time.Time
+	mu    sync.Mutex
+	asked map[peer.ID]int
+}
+
+func (c *startsCrowd) FetchingSince(root cid.Cid, p peer.ID) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked[p]++
+	return c.since, true
+}
+
+// TestFetchStartsAskedOnce: a fetch asks the crowd when a member began to
+// fetch once, not on every scheduling pass: a member's start does not
+// change while it stays a member, and the crowd (the announce table) takes
+// a lock for each question. Asked on every pass, a fetch of 16 leaves beside
+// one member asked it about once per delivery and timer.
+func TestFetchStartsAskedOnce(t *testing.T) {
+	a := makeAsset(t, 97, 16*MiB)
+	silent := newNode(t, fetch.Config{})
+	c := &startsCrowd{crowd: crowd{a.t.Cid: {silent.h.ID()}}, since: time.Now().Add(-time.Second), asked: make(map[peer.ID]int)}
+	cl := newNode(t, fetch.Config{Crowd: c, Providers: providers{a.t.Cid: {silent.info()}}, StallTimeout: time.Minute})
+	st := fetchAt(t, cl, a, 32*MiB)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.Logf("asked %v; origin %d bytes in %v", c.asked, st.OriginBytes, st.TTLB)
+	if n := c.asked[silent.h.ID()]; n != 1 {
+		t.Errorf("the crowd was asked %d times when the member began, want once", n)
+	}
+	for p, n := range c.asked {
+		if p != silent.h.ID() {
+			t.Errorf("the crowd was asked %d times about %s, not a member", n, p)
+		}
 	}
 }

@@ -395,14 +395,13 @@ func (s *stripe) same(o *stripe) bool {
 }
 
 // withLead gives the stripe's leaves before n to member lead (headStart);
-// a lead that is not a member, or n <= 0, gives none.
+// a lead that is not a member, or n <= 0, gives none. It is called on a
+// stripe just made, before any owner is asked of it.
 func (s *stripe) withLead(lead peer.ID, n int) {
 	if n <= 0 || !slices.Contains(s.members, lead) {
 		lead, n = "", 0
 	}
 	s.lead, s.leads = lead, n
-	clear(s.owners)
-	clear(s.places)
 }
 
 // fetchStart is when a node began to fetch a root, as a stripe knows it,
