@@ -532,21 +532,24 @@ func (t *Table) Fetchers(root cid.Cid) []peer.ID {
 	return rankedPeers(es, t.cfg.MaxFetchers)
 }
 
-// FetchingSince returns when this table first heard the FETCH by which p
-// is listed as fetching root (see Fetchers): false if it is not listed.
-// A FETCH repeated while the peer is listed keeps the first time. It
-// implements the fetch package's FetchStarts: a stripe counts a member's
-// head start, the leaves it took alone before others joined it. Safe for
-// concurrent use.
-func (t *Table) FetchingSince(root cid.Cid, p peer.ID) (time.Time, bool) {
+// FetchStarts returns when this table first heard the FETCH by which each
+// peer is listed as fetching root (see Fetchers; unlike Fetchers, not
+// limited to MaxFetchers). A FETCH repeated while the peer is listed keeps
+// the first time; one after its HAVE or DROP starts anew. It implements the
+// fetch package's FetchStarts: a stripe counts a member's head start, the
+// leaves it took alone before others joined it. Safe for concurrent use.
+func (t *Table) FetchStarts(root cid.Cid) map[peer.ID]time.Time {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	f, ok := t.fetches[root][p]
-	if !ok || !now.Before(f.e.expires) {
-		return time.Time{}, false
+	m := t.fetches[root]
+	starts := make(map[peer.ID]time.Time, len(m))
+	for p, f := range m {
+		if now.Before(f.e.expires) {
+			starts[p] = f.since
+		}
 	}
-	return f.since, true
+	return starts
 }
 
 // rankedPeers sorts es (sortEntries) and returns the first limit peers

@@ -181,13 +181,17 @@ func TestSweepSkipsUntilAnExpiry(t *testing.T) {
 	})
 }
 
-// TestTableFetchingSince: the table tells when it first heard a peer's
-// FETCH of a root; a repeated FETCH keeps that time, a HAVE ends it, and a
-// FETCH after the HAVE starts it again.
-func TestTableFetchingSince(t *testing.T) {
+// TestTableFetchStarts: the table tells when it first heard a peer's FETCH
+// of a root; a repeated FETCH keeps that time, a HAVE ends it, and a FETCH
+// after the HAVE starts it again.
+func TestTableFetchStarts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		tb := NewTable(TableConfig{})
 		defer tb.Close()
+		since := func(root cid.Cid, p peer.ID) (time.Time, bool) {
+			at, ok := tb.FetchStarts(root)[p]
+			return at, ok
+		}
 		a, b := peer.ID("a"), peer.ID("b")
 		root := rootOf("video")
 		t0 := time.Now()
@@ -195,26 +199,26 @@ func TestTableFetchingSince(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		gossip(tb, b, Fetch, 20, FetchingTTL, "video")
 		gossip(tb, a, Fetch, 11, FetchingTTL, "video") // again: still since t0
-		if at, ok := tb.FetchingSince(root, a); !ok || !at.Equal(t0) {
+		if at, ok := since(root, a); !ok || !at.Equal(t0) {
 			t.Errorf("a fetching since %v (%v), want %v", at, ok, t0)
 		}
-		if at, ok := tb.FetchingSince(root, b); !ok || !at.Equal(t0.Add(3*time.Second)) {
+		if at, ok := since(root, b); !ok || !at.Equal(t0.Add(3*time.Second)) {
 			t.Errorf("b fetching since %v (%v), want 3 s later", at, ok)
 		}
 		gossip(tb, a, Have, 12, 3*time.Minute, "video")
-		if _, ok := tb.FetchingSince(root, a); ok {
+		if _, ok := since(root, a); ok {
 			t.Error("a holder still has a fetch start")
 		}
 		time.Sleep(time.Second)
 		gossip(tb, a, Fetch, 13, FetchingTTL, "video")
-		if at, ok := tb.FetchingSince(root, a); !ok || !at.Equal(t0.Add(4*time.Second)) {
+		if at, ok := since(root, a); !ok || !at.Equal(t0.Add(4*time.Second)) {
 			t.Errorf("a fetching again since %v (%v), want 4 s after the first", at, ok)
 		}
-		if _, ok := tb.FetchingSince(rootOf("other"), a); ok {
+		if _, ok := since(rootOf("other"), a); ok {
 			t.Error("a fetch start for a root never announced")
 		}
 		time.Sleep(FetchingTTL)
-		if _, ok := tb.FetchingSince(root, b); ok {
+		if _, ok := since(root, b); ok {
 			t.Error("an expired FETCH still has a fetch start")
 		}
 	})

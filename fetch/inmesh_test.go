@@ -3,7 +3,8 @@ package fetch_test
 import (
 	"context"
 	"io"
-	"sync"
+	"log/slog"
+	"maps"
 	"testing"
 	"time"
 
@@ -168,41 +169,67 @@ func TestStripingForgedHolderPair(t *testing.T) {
 }
 
 // startsCrowd is a static crowd that also tells when its members began to
-// fetch (fetch.FetchStarts), all at since, and counts the questions.
+// fetch (fetch.FetchStarts): all at since.
 type startsCrowd struct {
 	crowd
 	since time.Time
-	mu    sync.Mutex
-	asked map[peer.ID]int
 }
 
-func (c *startsCrowd) FetchingSince(root cid.Cid, p peer.ID) (time.Time, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.asked[p]++
-	return c.since, true
+func (c startsCrowd) FetchStarts(root cid.Cid) map[peer.ID]time.Time {
+	starts := make(map[peer.ID]time.Time)
+	for _, p := range c.crowd[root] {
+		starts[p] = c.since
+	}
+	return starts
 }
 
-// TestFetchStartsAskedOnce: a fetch asks the crowd when a member began to
-// fetch once, not on every scheduling pass: a member's start does not
-// change while it stays a member, and the crowd (the announce table) takes
-// a lock for each question. Asked on every pass, a fetch of 16 leaves beside
-// one member asked it about once per delivery and timer.
-func TestFetchStartsAskedOnce(t *testing.T) {
+// originLeaves is a slog.Handler that hands on the origin leaves, by
+// reason, of each fetch that ends (the "fetch ended" debug record).
+type originLeaves chan map[string]int
+
+func (h originLeaves) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h originLeaves) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "fetch ended" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "origin_leaves" {
+			m, _ := a.Value.Any().(map[string]int)
+			h <- maps.Clone(m)
+		}
+		return true
+	})
+	return nil
+}
+
+func (h originLeaves) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h originLeaves) WithGroup(string) slog.Handler      { return h }
+
+// TestFetchHeadStartHeard: a fetch takes the head start of a member from
+// when the crowd heard it began (fetch.FetchStarts). A member (connected,
+// sending nothing) that began 30 s before this node owns every leaf a
+// node could take from the origin in that time, all 16, so this node takes
+// none as its own share (only as the silent owner's overdue backup); the
+// same member beginning with this node leaves it its rendezvous share.
+func TestFetchHeadStartHeard(t *testing.T) {
 	a := makeAsset(t, 97, 16*MiB)
 	silent := newNode(t, fetch.Config{})
-	c := &startsCrowd{crowd: crowd{a.t.Cid: {silent.h.ID()}}, since: time.Now().Add(-time.Second), asked: make(map[peer.ID]int)}
-	cl := newNode(t, fetch.Config{Crowd: c, Providers: providers{a.t.Cid: {silent.info()}}, StallTimeout: time.Minute})
-	st := fetchAt(t, cl, a, 32*MiB)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t.Logf("asked %v; origin %d bytes in %v", c.asked, st.OriginBytes, st.TTLB)
-	if n := c.asked[silent.h.ID()]; n != 1 {
-		t.Errorf("the crowd was asked %d times when the member began, want once", n)
+	fetchBeside := func(ago time.Duration) map[string]int {
+		since := time.Now().Add(-ago)
+		logs := make(originLeaves, 1)
+		c := startsCrowd{crowd: crowd{a.t.Cid: {silent.h.ID()}}, since: since}
+		cl := newNode(t, fetch.Config{Crowd: c, Providers: providers{a.t.Cid: {silent.info()}},
+			StallTimeout: time.Minute, Logger: slog.New(logs)})
+		st := fetchAt(t, cl, a, 32*MiB)
+		got := <-logs
+		t.Logf("began %v before: origin leaves %v, %d bytes in %v", ago, got, st.OriginBytes, st.TTLB)
+		return got
 	}
-	for p, n := range c.asked {
-		if p != silent.h.ID() {
-			t.Errorf("the crowd was asked %d times about %s, not a member", n, p)
-		}
+	if got := fetchBeside(30 * time.Second); got["mine"] != 0 {
+		t.Errorf("beside a member that began 30 s before: %d leaves taken from the origin as this node's share, want none", got["mine"])
+	}
+	if got := fetchBeside(0); got["mine"] == 0 {
+		t.Errorf("beside a member that began with this node: no leaf taken as this node's share (%v)", got)
 	}
 }

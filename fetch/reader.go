@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -201,10 +200,6 @@ type Reader struct {
 	provAt      time.Time     // when the providers were last looked up
 	trace       fetchTrace    // what the policy decided, logged when the fetch ends
 
-	// startOf is when the stripe's members began to fetch, as heard
-	// (startsLocked).
-	startOf map[peer.ID]time.Time
-
 	// addrlessSince is when the first of addrless was noted (zero: none
 	// waits). retarget is a holder to ask directly for leaf retargetLeaf
 	// (stuckLocked, refreshProviders; firstwant.go's askFirst).
@@ -256,7 +251,7 @@ func (f *Fetcher) Open(ctx context.Context, t Target) (*Reader, error) {
 		f.mu.Unlock()
 		return nil, fmt.Errorf("fetch: open %s: %w", t.Cid, ErrClosed)
 	}
-	r := &Reader{f: f, t: t, start: time.Now(), kick: make(chan struct{}, 1), changed: make(chan struct{}), size: -1, startOf: make(map[peer.ID]time.Time)}
+	r := &Reader{f: f, t: t, start: time.Now(), kick: make(chan struct{}, 1), changed: make(chan struct{}), size: -1}
 	r.ctx, r.cancel = context.WithCancel(ctx)
 	f.readers[r] = struct{}{}
 	f.totals.Fetches++
@@ -1393,25 +1388,19 @@ func (r *Reader) stripeLocked(p *plan, now time.Time, s *soon) {
 
 // startsLocked returns when the stripe's members and this node began to
 // fetch the root, as far as this node knows: this node at its start, a
-// member when this node heard its FETCH (fs), now if it did not. A
-// member's start, once heard, is kept while it stays a member (a repeated
-// FETCH keeps it in the crowd too), so that a scheduling pass asks fs only
-// of new members. The caller holds mu.
+// member when this node heard its FETCH (fs, asked once a pass), now if it
+// did not. The caller holds mu.
 func (r *Reader) startsLocked(fs FetchStarts, st *stripe, now time.Time) []fetchStart {
 	self := r.f.cfg.Host.ID()
-	maps.DeleteFunc(r.startOf, func(p peer.ID, _ time.Time) bool { return !slices.Contains(st.members, p) })
+	heard := fs.FetchStarts(r.t.Cid)
 	starts := []fetchStart{{p: self, at: r.start, member: slices.Contains(st.members, self)}}
 	for _, m := range st.members {
 		if m == self {
 			continue
 		}
-		at, ok := r.startOf[m]
+		at, ok := heard[m]
 		if !ok {
-			if at, ok = fs.FetchingSince(r.t.Cid, m); ok {
-				r.startOf[m] = at
-			} else {
-				at = now
-			}
+			at = now
 		}
 		starts = append(starts, fetchStart{p: m, at: at, member: true})
 	}
