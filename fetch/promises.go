@@ -21,8 +21,13 @@ import (
 //   - A HAVE is not trusted alone: a peer that has not delivered a block
 //     lately (unproven) has at most probeLimit of its HAVEs, less its late
 //     promises, told to bitswap; the rest are held back until it delivers a
-//     block, when they are told. So a liar gets at most probeLimit blocks
-//     asked of it, and an honest peer is trusted after its first block.
+//     block, when they are told. So a liar has at most probeLimit blocks
+//     asked of it at a time, and an honest peer is trusted after its first
+//     block. A probe comes free when its block arrives from another peer
+//     (forget), so over a fetch a liar beside a faster holder is asked more:
+//     TestFaultHaveLiar's liars were sent up to 18 want-blocks in one
+//     fetch, each cancelled when the seed's block came, and penalised once
+//     lateLimit of them were late.
 //   - An unproven peer's promise is late lateAfter after it was asked:
 //     lateFactor times its HAVE round trip plus the time per block of the
 //     fastest peer delivering, at least lateFloor and at most haveDeadline.
