@@ -73,11 +73,11 @@ type Holders interface {
 
 // FetchStarts is what a Crowd may tell besides: when this node first heard
 // that each peer it lists as fetching root began to (a peer missing from
-// the map is not known to). A stripe gives the
-// member that began first, alone, the leaves it can have taken from the
-// origin before the next node began (its head start: headStart,
-// policy.go), so that those who join it do not take them from the origin
-// again. The announce package's *Table implements it. Calls must be cheap
+// the map is not known to). A stripe gives the member that began first,
+// alone, the leaves it can have taken from the origin before the next node
+// began (its head start: headStart, policy.go), so that those who join it
+// do not take them from the origin again. A fetch asks once per scheduling
+// pass. The announce package's *Table implements it. Calls must be cheap
 // and safe for concurrent use.
 type FetchStarts interface {
 	FetchStarts(root cid.Cid) map[peer.ID]time.Time
