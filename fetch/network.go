@@ -729,23 +729,7 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		g.answered[p] = now
 		delete(g.expect, p)
 	}
-	var bad []cid.Cid
-	for _, b := range m.Blocks() {
-		c := b.Cid()
-		if _, ok := g.wanted[c]; ok {
-			if _, seen := g.sender[c]; !seen {
-				g.sender[c] = p
-			}
-			g.useful[p] = now
-			g.oweAskedLocked(c)
-			g.proms.delivered(p, c, now)
-			continue
-		}
-		if _, ok := g.recent[c]; ok {
-			continue
-		}
-		bad = append(bad, c)
-	}
+	bad := g.blocksLocked(p, m, now)
 	void, held := g.presencesLocked(p, m, now)
 	var released []promiseKey
 	if len(m.Blocks())+len(m.DontHaves()) > 0 {
@@ -787,6 +771,31 @@ func (r guardReceiver) ReceiveMessage(ctx context.Context, p peer.ID, m bsmsg.Bi
 		dontHave(ctx, rs, p, void)
 	}
 	tellHaves(ctx, rs, released)
+}
+
+// blocksLocked records the blocks of m, from p at now: a wanted block
+// makes p useful and keeps its promise; it returns the CIDs of blocks
+// nobody wanted lately (bad: p sent what it was not asked for). The caller
+// holds mu.
+func (g *guard) blocksLocked(p peer.ID, m bsmsg.BitSwapMessage, now time.Time) []cid.Cid {
+	var bad []cid.Cid
+	for _, b := range m.Blocks() {
+		c := b.Cid()
+		if _, ok := g.wanted[c]; ok {
+			if _, seen := g.sender[c]; !seen {
+				g.sender[c] = p
+			}
+			g.useful[p] = now
+			g.oweAskedLocked(c)
+			g.proms.delivered(p, c, now)
+			continue
+		}
+		if _, ok := g.recent[c]; ok {
+			continue
+		}
+		bad = append(bad, c)
+	}
+	return bad
 }
 
 // presencesLocked records the HAVEs and DONT_HAVEs of m, from p at now,
