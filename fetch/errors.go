@@ -41,6 +41,14 @@ var (
 	// no bytes are verified against (only sha2-256 with its whole 32-byte
 	// digest, and identity).
 	ErrNoRoute = errors.New("fetch: no way to fetch")
+
+	// ErrMalformed reports content whose blocks are authentic (each hashes
+	// to its CID) but do not make the file its description says: a leaf
+	// longer or shorter than the root's block sizes, or than the size a
+	// manifest gives a single-leaf file. No source can serve it as
+	// described, so the fetch fails; no peer is penalised, as none lied.
+	// Every *MalformedError matches it.
+	ErrMalformed = errors.New("fetch: content does not match its description")
 )
 
 // Source names where bytes came from. It is also the value of the "source"
@@ -146,3 +154,22 @@ func (e *ChangedError) Error() string {
 
 // Is reports whether target is ErrChanged.
 func (e *ChangedError) Is(target error) bool { return target == ErrChanged }
+
+// MalformedError reports a leaf whose verified bytes are not as many as the
+// content's description says (see ErrMalformed). It matches ErrMalformed
+// with errors.Is.
+type MalformedError struct {
+	// Root is the content asked for, Leaf the leaf that did not fit.
+	Root, Leaf cid.Cid
+	// Size is how many bytes the leaf has; Declared how many the root's
+	// block sizes (or the Target's Size) say it has.
+	Size, Declared int64
+}
+
+// Error describes the mismatch.
+func (e *MalformedError) Error() string {
+	return fmt.Sprintf("fetch: %s: leaf %s is %d bytes, its description says %d", e.Root, e.Leaf, e.Size, e.Declared)
+}
+
+// Is reports whether target is ErrMalformed.
+func (e *MalformedError) Is(target error) bool { return target == ErrMalformed }

@@ -384,8 +384,8 @@ func (t Target) knownSize() int64 {
 // originDo sends an origin request under Config.OriginHeaderTimeout and
 // returns the response with its body read under Config.OriginIdleTimeout;
 // cancel must cancel the request's context. The caller stops the watchdog
-// and closes the body; closing it tells sent (if not nil) what the origin
-// sent (meteredBody).
+// and closes the body; reading and closing it tell sent (if not nil) what
+// the origin sent (meteredBody).
 func (f *Fetcher) originDo(req *http.Request, cancel context.CancelFunc, sent func(int64)) (*http.Response, *watchdog, error) {
 	wd := newWatchdog(f.cfg.OriginHeaderTimeout, "no response headers", cancel)
 	asked := time.Now()
@@ -408,8 +408,9 @@ func (f *Fetcher) originDo(req *http.Request, cancel context.CancelFunc, sent fu
 // are lost with the connection: the bandwidth-delay product, the rate the
 // body came at times the time the response headers took (one round trip
 // and the origin's think time), at most 256 KiB and what remained. The
-// headers themselves are not counted. On close it tells the sink the
-// total, once.
+// headers themselves are not counted. It tells the sink the bytes of each
+// read as they come (a fetch sees its origin's progress within a leaf),
+// and on close the estimate of those lost, if any.
 type meteredBody struct {
 	io.ReadCloser
 	length  int64         // the Content-Length, -1 if unknown
@@ -430,7 +431,11 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		b.eof = true
 	}
+	tell := n > 0 && !b.done && b.sink != nil
 	b.mu.Unlock()
+	if tell {
+		b.sink(int64(n))
+	}
 	return n, err
 }
 
@@ -442,8 +447,8 @@ func (b *meteredBody) Close() error {
 		return err
 	}
 	b.done = true
-	if b.sink != nil {
-		b.sink(b.read + inFlight(b.read, b.length, b.eof, time.Since(b.headers), b.rtt))
+	if est := inFlight(b.read, b.length, b.eof, time.Since(b.headers), b.rtt); b.sink != nil && est > 0 {
+		b.sink(est)
 	}
 	return err
 }

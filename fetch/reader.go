@@ -153,6 +153,7 @@ type Reader struct {
 	sessSince time.Time        // when leafSess started; under mu
 	wg        sync.WaitGroup
 	once      sync.Once
+	lastByte  atomic.Int64 // unix ns of the last bytes any source sent (LastByte)
 
 	mu          sync.Mutex
 	changed     chan struct{} // closed and replaced when state changes
@@ -1788,9 +1789,25 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 	}()
 }
 
+// LastByte is when a source last sent this fetch bytes: an origin's
+// response body as it comes, a peer's or the store's leaf as it arrives;
+// the fetch's start if none has yet. A leaf is read only once it has all
+// arrived and been verified; LastByte tells a caller waiting on a large
+// leaf from a slow origin that bytes are coming (the gateway's
+// FirstByteTimeout counts from it). Bytes of an origin request another
+// fetch of the same leaf started, which this one waits on, are not seen.
+// Safe for concurrent use.
+func (r *Reader) LastByte() time.Time {
+	if ns := r.lastByte.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return r.start
+}
+
 // noteOriginSent adds n bytes the origin sent for this fetch (a
-// meteredBody's count) to its stats and the Fetcher's.
+// meteredBody's count, told as they come) to its stats and the Fetcher's.
 func (r *Reader) noteOriginSent(n int64) {
+	r.lastByte.Store(time.Now().UnixNano())
 	r.mu.Lock()
 	r.stats.OriginSentBytes += n
 	r.mu.Unlock()
@@ -1801,6 +1818,7 @@ func (r *Reader) noteOriginSent(n int64) {
 // wins and the other requests for the leaf are cancelled.
 func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	now := time.Now()
+	r.lastByte.Store(now.UnixNano())
 	if data == nil {
 		data = []byte{} // the empty leaf: present, not missing
 	}
@@ -1827,6 +1845,16 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 		return
 	}
 	r.cancelLocked(s)
+	if l.Size >= 0 && n != l.Size {
+		// Authentic bytes (they hash to the leaf's CID) of another length
+		// than the root or the Target says: read as described, a short leaf
+		// gave Read (0, nil) for ever and a Seek past its end a panic, a
+		// long one bytes of the wrong offsets.
+		r.mu.Unlock()
+		r.f.account(src, p, n, true)
+		r.fail(&MalformedError{Root: r.t.Cid, Leaf: l.Cid, Size: n, Declared: l.Size})
+		return
+	}
 	if src == SourceLocal && s.dropped {
 		// A leaf the window let go of, read back from the store: it was
 		// counted when it was fetched.
