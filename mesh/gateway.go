@@ -26,9 +26,10 @@ import (
 
 // Defaults of the GatewayConfig fields whose zero value means "the default".
 const (
-	// DefaultGatewayFirstByteTimeout bounds how long the gateway waits for
-	// the first bytes of a response, and for each later leaf, before it
-	// answers 504 (or, once headers are out, aborts the connection).
+	// DefaultGatewayFirstByteTimeout bounds how long the gateway waits with
+	// no byte coming for the first leaf of a response, and for each later
+	// leaf, before it answers 504 (or, once headers are out, aborts the
+	// connection).
 	DefaultGatewayFirstByteTimeout = 20 * time.Second
 	// DefaultGatewayWriteTimeout bounds how long one write to a client
 	// (at most 32 KiB) may block before the connection is dropped.
@@ -72,10 +73,12 @@ type GatewayConfig struct {
 	// of the page's own that resolves to 127.0.0.1). Default none.
 	Hosts []string
 
-	// FirstByteTimeout bounds how long a request waits for bytes from any
-	// source: for the first leaf it needs (then the answer is 504 before any
-	// header) and for each later one (then the connection is aborted).
-	// Default DefaultGatewayFirstByteTimeout (20 s); negative means no
+	// FirstByteTimeout bounds how long a request waits with no byte coming
+	// from any source: for the first leaf it needs (then the answer is 504
+	// before any header) and for each later one (then the connection is
+	// aborted). A leaf (up to 1 MiB) is served once it has all come and
+	// been verified; an origin that keeps sending it, however slowly, is
+	// not cut (fetch.Reader.LastByte). Default DefaultGatewayFirstByteTimeout (20 s); negative means no
 	// bound beyond the fetch's own.
 	FirstByteTimeout time.Duration
 
@@ -286,6 +289,18 @@ func (g *Gateway) serveHTTP(w *gatewayWriter, r *http.Request) {
 	}
 }
 
+// byCID reports whether the path names content by its CID (/ipfs/CID),
+// which never changes, as resolve reads it: a site's own ipfs/ folder
+// (/ipfs/app.js) is the site's, whose files a new version may change.
+func byCID(p string) bool {
+	rest, ok := strings.CutPrefix(p, "/ipfs/")
+	if !ok {
+		return false
+	}
+	_, err := cid.Decode(strings.TrimSuffix(rest, "/"))
+	return err == nil
+}
+
 // resolve maps a request path to what to fetch, or to an error status.
 func (g *Gateway) resolve(p string) (t fetch.Target, typ string, status int, msg string) {
 	m := g.m.Load()
@@ -371,7 +386,7 @@ func (g *Gateway) serve(w *gatewayWriter, r *http.Request, t fetch.Target, typ s
 	h := w.Header()
 	h.Set("Etag", etag)
 	h.Set("X-Ipfs-Path", "/ipfs/"+t.Cid.String())
-	if strings.HasPrefix(r.URL.Path, "/ipfs/") {
+	if byCID(r.URL.Path) {
 		h.Set("Cache-Control", "public, max-age=29030400, immutable")
 	} else {
 		h.Set("Cache-Control", "no-cache")
@@ -817,13 +832,12 @@ func (s *source) readLeaf(i int64, buf []byte) ([]byte, error) {
 		buf = make([]byte, want)
 	}
 	buf = buf[:want]
-	var timer *time.Timer
+	var w *byteWatch
 	if d := s.g.cfg.FirstByteTimeout; d > 0 {
-		cancel := s.cancel
-		timer = time.AfterFunc(d, func() { cancel(fmt.Errorf("%w (%v): %w", errNoByte, d, context.DeadlineExceeded)) })
+		w = watchBytes(s.rd, d, s.cancel)
 	}
 	n, err := io.ReadFull(s.rd, buf)
-	fired := timer != nil && !timer.Stop()
+	fired := w != nil && w.stop()
 	s.rdPos += int64(n)
 	if s.size < 0 && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) {
 		if size := s.rd.Size(); size >= 0 && off+int64(n) == size {
@@ -854,6 +868,61 @@ func (s *source) readLeaf(i int64, buf []byte) ([]byte, error) {
 	return buf[:n], nil
 }
 
+// byteWatch cancels a fetch that no source has sent a byte for d
+// (FirstByteTimeout): not d after the leaf was asked for, since a leaf is
+// read only whole and a slow origin that keeps sending takes longer than d
+// over a 1 MiB leaf (one at 40 KiB/s got a 504 after 20 s with 800 KB of
+// the leaf come).
+type byteWatch struct {
+	rd     *fetch.Reader
+	d      time.Duration
+	since  time.Time
+	cancel context.CancelCauseFunc
+
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+	fired   bool
+}
+
+// watchBytes starts a byteWatch over rd from now.
+func watchBytes(rd *fetch.Reader, d time.Duration, cancel context.CancelCauseFunc) *byteWatch {
+	w := &byteWatch{rd: rd, d: d, since: time.Now(), cancel: cancel}
+	w.mu.Lock()
+	w.t = time.AfterFunc(d, w.check)
+	w.mu.Unlock()
+	return w
+}
+
+// check cancels the fetch if its last byte (or the watch's start, if
+// later) is d old, and looks again when it would be otherwise.
+func (w *byteWatch) check() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	last := w.rd.LastByte()
+	if last.Before(w.since) {
+		last = w.since
+	}
+	if idle := time.Since(last); idle < w.d {
+		w.t.Reset(w.d - idle)
+		return
+	}
+	w.fired = true
+	w.cancel(fmt.Errorf("%w (%v): %w", errNoByte, w.d, context.DeadlineExceeded))
+}
+
+// stop ends the watch and reports whether it had cancelled the fetch.
+func (w *byteWatch) stop() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.t.Stop()
+	return w.fired
+}
+
 // errBusy reports a request that found the gateway's MaxBuffer taken.
 var errBusy = errors.New("mesh: gateway: busy: its open fetches hold GatewayConfig.MaxBuffer")
 
@@ -868,7 +937,9 @@ func (s *source) open(off int64) error {
 	rd, err := s.g.n.fetcher.Open(ctx, s.t)
 	if err != nil {
 		cancel(nil)
-		s.g.budget.Release(held)
+		if held > 0 { // no budget (MaxBuffer < 0) holds nothing
+			s.g.budget.Release(held)
+		}
 		return fmt.Errorf("mesh: gateway: %w", err)
 	}
 	s.mu.Lock()

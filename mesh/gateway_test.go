@@ -755,27 +755,35 @@ func TestGatewayMetrics(t *testing.T) {
 // project's docs) has its files served by path; /ipfs/CID still fetches
 // by CID, and a path under /ipfs/ that is neither a CID nor a site file
 // is a bad CID (400). Before, every path under /ipfs/ was read as a CID:
-// the folder's files answered 400.
+// the folder's files answered 400. The folder's files are cached as the
+// site's (no-cache), not as content by CID (immutable).
 func TestGatewaySiteIpfsFolder(t *testing.T) {
 	b := startGatewayBed(t, map[string]int64{"index.html": 1500, "ipfs/guide.html": 900, "ipfs/docs/index.html": 700})
 	s := b.s
 	guide, _ := b.m.Lookup("ipfs/guide.html")
 	docs, _ := b.m.Lookup("ipfs/docs/index.html")
+	const immutable, mutable = "public, max-age=29030400, immutable", "no-cache"
 	for _, tc := range []struct {
 		path   string
 		status int
 		body   []byte
+		cache  string // Cache-Control of a 200
 	}{
-		{"/ipfs/guide.html", http.StatusOK, s.Site()["ipfs/guide.html"]},
-		{"/ipfs/docs/", http.StatusOK, s.Site()["ipfs/docs/index.html"]},
-		{"/ipfs/docs", http.StatusOK, s.Site()["ipfs/docs/index.html"]}, // redirected to /ipfs/docs/
-		{"/ipfs/" + guide.Cid.String(), http.StatusOK, s.Site()["ipfs/guide.html"]},
-		{"/ipfs/" + docs.Cid.String() + "/", http.StatusOK, s.Site()["ipfs/docs/index.html"]},
-		{"/ipfs/nothing.html", http.StatusBadRequest, nil},
+		{"/ipfs/guide.html", http.StatusOK, s.Site()["ipfs/guide.html"], mutable},
+		{"/ipfs/docs/", http.StatusOK, s.Site()["ipfs/docs/index.html"], mutable},
+		{"/ipfs/docs", http.StatusOK, s.Site()["ipfs/docs/index.html"], mutable}, // redirected to /ipfs/docs/
+		{"/ipfs/" + guide.Cid.String(), http.StatusOK, s.Site()["ipfs/guide.html"], immutable},
+		{"/ipfs/" + docs.Cid.String() + "/", http.StatusOK, s.Site()["ipfs/docs/index.html"], immutable},
+		{"/ipfs/nothing.html", http.StatusBadRequest, nil, ""},
 	} {
 		resp, body := b.do(t, http.MethodGet, tc.path, nil)
 		if resp.StatusCode != tc.status || tc.body != nil && !bytes.Equal(body, tc.body) {
 			t.Errorf("GET %s = %d with %d bytes, want %d with %d", tc.path, resp.StatusCode, len(body), tc.status, len(tc.body))
+		}
+		// A site file may change with the next version: cached as
+		// immutable, a browser kept the old one for 336 days.
+		if got := resp.Header.Get("Cache-Control"); tc.cache != "" && got != tc.cache {
+			t.Errorf("GET %s: Cache-Control %q, want %q", tc.path, got, tc.cache)
 		}
 	}
 }
@@ -803,4 +811,29 @@ func TestGatewayOriginSheddingLoad(t *testing.T) {
 		}
 	}
 	b.s.SetFault(nil)
+}
+
+// TestGatewaySlowOrigin: an origin that keeps sending, slower than a leaf
+// per FirstByteTimeout, is not cut: the gateway answers 200 with every
+// byte. The timeout counts from the last
+// byte that came, not from when the leaf was asked for (a 600 KiB file at
+// 200 KiB/s got a 504 after the 1 s timeout, with 200 KiB of it come).
+func TestGatewaySlowOrigin(t *testing.T) {
+	s := meshtest.StartOrigin(t, meshtest.OriginConfig{
+		Site:           meshtest.GenerateSite(1, map[string]int64{"slow.bin": 600 << 10}),
+		BytesPerSecond: 200 << 10, Burst: 16 << 10,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: time.Second}))
+	defer gw.Close()
+	start := time.Now()
+	resp, body, err := gatewayGet(t, ctx, gw.URL+"/slow.bin", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET from a slow origin = %d (%v) %.80q after %v, want 200", resp.StatusCode, err, body, time.Since(start))
+	}
+	if want := s.Site()["slow.bin"]; !bytes.Equal(body, want) {
+		t.Errorf("GET from a slow origin gave %d bytes, not the file's %d", len(body), len(want))
+	}
 }
