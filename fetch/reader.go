@@ -154,6 +154,7 @@ type Reader struct {
 	wg        sync.WaitGroup
 	once      sync.Once
 	lastByte  atomic.Int64 // unix ns of the last bytes any source sent (LastByte)
+	overQuota int8         // overQuotaLocked: 0 not known yet, 1 yes, 2 no; under mu
 
 	mu          sync.Mutex
 	changed     chan struct{} // closed and replaced when state changes
@@ -643,7 +644,7 @@ func (r *Reader) schedule() (next time.Time, done bool) {
 	now := time.Now()
 	s := newSoon(now)
 	cur := r.curLeaf()
-	end := min(len(r.leaves), cur+cfg.ReadAhead)
+	end := min(len(r.leaves), cur+r.aheadLocked())
 	r.dropOutsideLocked(cur, end)
 	p := &plan{leaves: r.leaves, cur: cur}
 	p.missing, p.peerWaiting = r.windowLocked(cur, end)
@@ -1992,6 +1993,9 @@ func (r *Reader) keepLeaf(i int, l store.Leaf, data []byte, src Source) {
 // slower than leaves arrive (a player). A reader that keeps up finds the
 // leaves it waits for in memory. The caller holds mu.
 func (r *Reader) spareKeptLocked(i int) {
+	if r.overQuotaLocked() {
+		return // the store would evict them before they are read back
+	}
 	cur, rb, win := r.curLeaf(), r.f.readBackLeaves(), r.f.windowLeaves()
 	spare := func(j int) {
 		if s := &r.st[j]; s.data != nil && s.kept {
@@ -2009,6 +2013,39 @@ func (r *Reader) spareKeptLocked(i int) {
 	for j := cur + rb; j < cur+win && j < len(r.st); j++ {
 		spare(j)
 	}
+}
+
+// aheadLocked is how many leaves from the position are fetched:
+// Config.ReadAhead, or only the window (Config.WindowBytes) for content
+// the store cannot keep whole (overQuotaLocked), whose leaves stay in
+// memory until read. The caller holds mu.
+func (r *Reader) aheadLocked() int {
+	if r.overQuotaLocked() {
+		return min(r.f.cfg.ReadAhead, r.f.windowLeaves())
+	}
+	return r.f.cfg.ReadAhead
+}
+
+// overQuotaLocked reports whether the content is larger than the store can
+// hold beside what it has pinned (a store that tells its Usage). Leaves
+// stored ahead of the reader and let go of were then evicted to make room
+// for the next before the reader came to them, and fetched again: a file
+// of 5 MiB through a store of 1 MiB cost the origin 7 MiB. The caller
+// holds mu. It asks the store once, when the size is known.
+func (r *Reader) overQuotaLocked() bool {
+	if r.overQuota == 0 {
+		u, ok := r.f.cfg.Store.(interface{ Usage() store.Usage })
+		if !ok {
+			r.overQuota = 2
+		} else if r.size >= 0 {
+			q := u.Usage()
+			r.overQuota = 2
+			if q.Quota >= 0 && r.size > q.Quota-q.Pinned {
+				r.overQuota = 1
+			}
+		}
+	}
+	return r.overQuota == 1
 }
 
 // finishTimeout bounds naming content in the store after its reader closed.
