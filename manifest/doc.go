@@ -44,7 +44,9 @@
 //	}
 //
 // Fields, all required but "nodes" and "seeds"; a reader refuses unknown
-// fields:
+// fields, a name in another case ("Path"), a field given twice in one
+// object, and a document that is not UTF-8. Parse checks each asset as it
+// reads it, so a bad one is refused before the rest is decoded:
 //
 //   - version: the integer 1. A reader refuses any other version.
 //   - profile: "unixfs-v1-2025", the import parameters of every CID: CIDv1,

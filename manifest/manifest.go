@@ -172,8 +172,10 @@ func Read(r io.Reader) (*Manifest, error) {
 // ErrUnsupportedVersion; unknown fields, a missing field, a bad CID (not
 // CIDv1 sha2-256 raw or dag-pb), a negative size, an unsafe or duplicate
 // path, a bad content type, inner nodes that do not hash to their CIDs or do
-// not add up to the asset's size, or data after the JSON object are
-// ErrInvalid, wrapped with the asset and field at fault.
+// not add up to the asset's size, a field name in another case or given
+// twice, bytes that are not UTF-8, or data after the JSON object are
+// ErrInvalid, wrapped with the asset and field at fault. Each asset is
+// checked as it is read (decode.go).
 func Parse(data []byte) (*Manifest, error) {
 	var probe struct {
 		Version *int `json:"version"`
@@ -187,37 +189,51 @@ func Parse(data []byte) (*Manifest, error) {
 	if *probe.Version != Version {
 		return nil, fmt.Errorf("%w: %d (this reader knows %d)", ErrUnsupportedVersion, *probe.Version, Version)
 	}
+	if !utf8.Valid(data) {
+		// encoding/json would put U+FFFD for each bad byte, silently
+		// renaming a path.
+		return nil, fmt.Errorf("%w: not UTF-8", ErrInvalid)
+	}
+	m := &Manifest{Version: Version, Profile: Profile, index: make(map[string]int)}
+	var profile string
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var w wireManifest
-	if err := dec.Decode(&w); err != nil {
+	err := decodeObject(dec, map[string]fieldFunc{
+		"version": func(d *json.Decoder) error { var v int; return d.Decode(&v) }, // checked above
+		"profile": func(d *json.Decoder) error { return d.Decode(&profile) },
+		"seeds":   func(d *json.Decoder) error { return decodeSeeds(d, &m.Seeds) },
+		"assets":  func(d *json.Decoder) error { return decodeArray(d, func(i int) error { return m.addAsset(d, i) }) },
+	})
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: data after the manifest object", ErrInvalid)
-	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the manifest object", ErrInvalid)
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, errTrailing)
 	}
-	if w.Profile != Profile {
-		return nil, fmt.Errorf("%w: profile %q, want %q", ErrInvalid, w.Profile, Profile)
+	if profile != Profile {
+		return nil, fmt.Errorf("%w: profile %q, want %q", ErrInvalid, profile, Profile)
 	}
-	if err := checkSeeds(w.Seeds); err != nil {
+	if err := checkSeeds(m.Seeds); err != nil {
 		return nil, fmt.Errorf("%w: seeds: %v", ErrInvalid, err)
 	}
-	m := &Manifest{Version: Version, Profile: Profile, Seeds: w.Seeds, Assets: make([]Asset, 0, len(w.Assets)), index: make(map[string]int, len(w.Assets))}
-	for i, wa := range w.Assets {
-		a, err := parseAsset(wa)
-		if err != nil {
-			return nil, fmt.Errorf("%w: asset %d (%q): %v", ErrInvalid, i, wa.Path, err)
-		}
-		if _, dup := m.index[a.Path]; dup {
-			return nil, fmt.Errorf("%w: asset %d: duplicate path %q", ErrInvalid, i, a.Path)
-		}
-		m.index[a.Path] = len(m.Assets)
-		m.Assets = append(m.Assets, a)
-	}
 	return m, nil
+}
+
+// addAsset decodes asset i from dec, checks it, and adds it to m.
+func (m *Manifest) addAsset(dec *json.Decoder, i int) error {
+	wa, err := decodeAsset(dec)
+	if err != nil {
+		return errAsset(i, wa.Path, err)
+	}
+	a, err := parseAsset(wa)
+	if err != nil {
+		return errAsset(i, wa.Path, err)
+	}
+	if _, dup := m.index[a.Path]; dup {
+		return fmt.Errorf("asset %d: duplicate path %q", i, a.Path)
+	}
+	m.index[a.Path] = len(m.Assets)
+	m.Assets = append(m.Assets, a)
+	return nil
 }
 
 func parseAsset(wa wireAsset) (Asset, error) {
