@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -705,6 +706,9 @@ var errNoByte = errors.New("no byte from any source in time")
 
 // prime reads the first leaf the answer needs (the start of the first
 // range of rangeHeader, or 0), and the first leaf if the size is unknown.
+// An answer of ranges within primeLeaves leaves has them all read first:
+// it is small, and a failure on its second leaf would otherwise come after
+// the status line, an empty reply instead of a 502 with its reason.
 func (s *source) prime(rangeHeader string, maxRanges int) error {
 	if s.size < 0 {
 		if err := s.fill(0); err != nil {
@@ -712,8 +716,10 @@ func (s *source) prime(rangeHeader string, maxRanges int) error {
 		}
 	}
 	first := int64(0)
+	var rs []byteRange
 	if rangeHeader != "" {
-		rs, err := parseRanges(rangeHeader, s.size)
+		var err error
+		rs, err = parseRanges(rangeHeader, s.size)
 		if err != nil {
 			return nil // ServeContent answers 416 without reading
 		}
@@ -726,15 +732,50 @@ func (s *source) prime(rangeHeader string, maxRanges int) error {
 		}
 		if (maxRanges < 0 || countRanges(rangeHeader) <= maxRanges) && sum <= s.size {
 			first = rs[0].start
+		} else {
+			rs = nil
 		}
 	}
 	if first >= s.size {
 		return nil // nothing to read (the empty file)
 	}
+	if more := rangeLeaves(rs); len(more) <= primeLeaves {
+		for _, i := range slices.Backward(more) { // the first one last: the answer begins with it
+			if i != first/leafSize {
+				if err := s.fill(i); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	if i := first / leafSize; i != s.leaf {
 		return s.fill(i)
 	}
 	return nil
+}
+
+// primeLeaves is how many leaves a ranged answer may span and still have
+// them all read before its headers (prime).
+const primeLeaves = 2
+
+// rangeLeaves lists, in order and once each, the leaves that rs cover.
+func rangeLeaves(rs []byteRange) []int64 {
+	var ls []int64
+	for _, r := range rs {
+		if r.length <= 0 {
+			continue
+		}
+		for i := r.start / leafSize; i <= (r.start+r.length-1)/leafSize; i++ {
+			if !slices.Contains(ls, i) {
+				ls = append(ls, i)
+			}
+			if len(ls) > primeLeaves {
+				return ls
+			}
+		}
+	}
+	slices.Sort(ls)
+	return ls
 }
 
 // Read reads from the leaf at the position, reading it first if needed.

@@ -837,3 +837,24 @@ func TestGatewaySlowOrigin(t *testing.T) {
 		t.Errorf("GET from a slow origin gave %d bytes, not the file's %d", len(body), len(want))
 	}
 }
+
+// TestGatewaySmallRangeFailsBeforeHeaders: a ranged answer within two
+// leaves has both read before its headers, so that the second failing is a
+// 502 with its reason; it was an empty reply (the status line not yet
+// flushed when the connection was cut). The origin here fails every Range
+// request that does not start at 0, and no peer holds the file.
+func TestGatewaySmallRangeFailsBeforeHeaders(t *testing.T) {
+	b := startGatewayBed(t, map[string]int64{"index.html": 1500, "big.bin": 3 << 20})
+	b.s.SetFault(func(r *http.Request) meshtest.Fault {
+		if rg := r.Header.Get("Range"); rg != "" && !strings.HasPrefix(rg, "bytes=0-") {
+			return meshtest.Fault{Kind: meshtest.FaultStatus, Status: http.StatusNotFound}
+		}
+		return meshtest.Fault{}
+	})
+	for _, rg := range []string{"bytes=1048570-1048580", "bytes=0-9,2097152-2097161"} {
+		resp, body, err := gatewayGet(t, b.ctx, b.gw.URL+"/big.bin", map[string]string{"Range": rg})
+		if err != nil || resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "404") {
+			t.Errorf("GET Range %s with its second leaf failing = %d (%v) %.100q, want 502 naming the 404", rg, resp.StatusCode, err, body)
+		}
+	}
+}
