@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path"
 	"strings"
 	"testing"
 	"time"
@@ -170,7 +171,7 @@ func FuzzGateway(f *testing.F) {
 			if rec.Code != status {
 				t.Fatalf("%s %q = %d, want %d: %s", method, p, rec.Code, status, rec.Body.String())
 			}
-			if loc := (&url.URL{Path: p}).EscapedPath() + "/"; status == http.StatusFound && rec.Header().Get("Location") != loc {
+			if loc := "./" + path.Base((&url.URL{Path: p}).EscapedPath()) + "/"; status == http.StatusFound && rec.Header().Get("Location") != loc {
 				t.Fatalf("%s %q: Location %q, want %q", method, p, rec.Header().Get("Location"), loc)
 			}
 			return

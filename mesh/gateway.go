@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -279,12 +280,17 @@ func (g *Gateway) serveHTTP(w *gatewayWriter, r *http.Request) {
 	case http.StatusFound:
 		// A directory asked for without its slash: its index, as a
 		// static file server does. Not permanent: a later version of
-		// the site may make the path a file.
-		loc := r.URL.EscapedPath() + "/"
+		// the site may make the path a file. Relative to the request,
+		// as http.FileServer's: under http.StripPrefix an absolute one
+		// named a path without the prefix (http.Redirect makes a
+		// relative one absolute from the stripped path). "./" keeps a
+		// name with a colon from reading as a scheme.
+		loc := "./" + path.Base(r.URL.EscapedPath()) + "/"
 		if r.URL.RawQuery != "" {
 			loc += "?" + r.URL.RawQuery
 		}
-		http.Redirect(w, r, loc, http.StatusFound)
+		w.Header().Set("Location", loc)
+		w.WriteHeader(http.StatusFound)
 	default:
 		http.Error(w, msg, status)
 	}

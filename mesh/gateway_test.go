@@ -858,3 +858,24 @@ func TestGatewaySmallRangeFailsBeforeHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayRedirectUnderPrefix: mounted under http.StripPrefix, a
+// directory asked for without its slash is redirected within the mount;
+// the absolute Location it gave (/docs/) left the mount, a 404.
+func TestGatewayRedirectUnderPrefix(t *testing.T) {
+	s := newSite(t, map[string]int64{"index.html": 1500, "docs/index.html": 700})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	mux := http.NewServeMux()
+	mux.Handle("/assets/", http.StripPrefix("/assets", n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest()})))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	resp, body, err := gatewayGet(t, ctx, srv.URL+"/assets/docs?v=2", nil)
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, s.Site()["docs/index.html"]) {
+		t.Fatalf("GET /assets/docs = %d (%v) with %d bytes, want 200 with the docs index", resp.StatusCode, err, len(body))
+	}
+	if got := resp.Request.URL.RequestURI(); got != "/assets/docs/?v=2" {
+		t.Errorf("redirected to %s, want /assets/docs/?v=2", got)
+	}
+}
