@@ -329,7 +329,9 @@ func (g *Gateway) resolve(p string) (t fetch.Target, typ string, status int, msg
 		t = fetch.Target{Cid: c, Gateway: g.n.cfg.Gateway}
 		if m != nil {
 			for _, a := range m.Assets {
-				if a.Cid.Equals(c) {
+				// The same content in any CID version: a dag-pb CIDv0
+				// (Qm…) names what the manifest's CIDv1 does.
+				if a.Cid.Type() == c.Type() && bytes.Equal(a.Cid.Hash(), c.Hash()) {
 					// The manifest knows its size and inner nodes, and
 					// where the origin serves it.
 					if at, err := g.n.target(a); err == nil {

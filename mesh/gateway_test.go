@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/manifest"
@@ -877,5 +878,27 @@ func TestGatewayRedirectUnderPrefix(t *testing.T) {
 	}
 	if got := resp.Request.URL.RequestURI(); got != "/assets/docs/?v=2" {
 		t.Errorf("redirected to %s, want /assets/docs/?v=2", got)
+	}
+}
+
+// TestGatewayCidV0OfManifestAsset: /ipfs/ with the CIDv0 form (Qm…) of a
+// manifest's dag-pb asset is the asset: fetched with the manifest's size,
+// inner nodes and origin file. Compared by CID version too, it was fetched
+// by CID alone, from peers only, and none held it: a 504.
+func TestGatewayCidV0OfManifestAsset(t *testing.T) {
+	s := newSite(t, map[string]int64{"index.html": 1500, "big.bin": 2<<20 + 7})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: 3 * time.Second}))
+	defer gw.Close()
+	a, _ := s.Manifest().Lookup("big.bin")
+	v0 := cid.NewCidV0(a.Cid.Hash())
+	resp, body, err := gatewayGet(t, ctx, gw.URL+"/ipfs/"+v0.String(), nil)
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, s.Site()["big.bin"]) {
+		t.Fatalf("GET /ipfs/%s = %d (%v) with %d bytes, want 200 with the asset", v0, resp.StatusCode, err, len(body))
+	}
+	if got := resp.Header.Get("Content-Type"); got != a.Type {
+		t.Errorf("Content-Type %q, want the manifest's %q", got, a.Type)
 	}
 }
