@@ -130,23 +130,36 @@ func (t *Txn) claimDAG(ctx context.Context, root cid.Cid) ([]*blockMeta, error) 
 	claim := func(c cid.Cid) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.closed {
-			return ErrClosed
+		for {
+			if s.closed {
+				return ErrClosed
+			}
+			if t.done {
+				return errTxnDone
+			}
+			b := s.blocks[string(c.Hash())]
+			if waited, err := s.awaitWriteLocked(ctx, b); err != nil {
+				return err
+			} else if waited {
+				continue
+			}
+			if !b.held() {
+				return fmt.Errorf("%w: block %s missing", ErrIncomplete, c)
+			}
+			b.c = c
+			t.hold(b, false)
+			order = append(order, b)
+			return nil
 		}
-		if t.done {
-			return errTxnDone
-		}
-		b := s.blocks[string(c.Hash())]
-		if !b.held() {
-			return fmt.Errorf("%w: block %s missing", ErrIncomplete, c)
-		}
-		b.c = c
-		t.hold(b, false)
-		order = append(order, b)
-		return nil
 	}
 	var rawSize int64
 	if root.Type() == cid.Raw {
+		s.mu.Lock()
+		_, err := s.awaitWriteLocked(ctx, s.blocks[string(root.Hash())])
+		s.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("store: commit %s: %w", root, err)
+		}
 		n, err := s.GetSize(ctx, root)
 		if err != nil {
 			return nil, fmt.Errorf("store: commit %s: %w: %v", root, ErrIncomplete, err)
@@ -248,4 +261,24 @@ func (t *Txn) release(committed bool) {
 		b.elem = s.lru.PushBack(b)
 	}
 	t.held = nil
+}
+
+// awaitWriteLocked waits, if b is being written, until it is (or ctx ends)
+// and reports whether it waited: a block another fetch of the same content
+// is writing (a pin beside a gateway's read) is there once written;
+// counted missing, the pin failed with ErrIncomplete. The caller holds
+// s.mu, which is released while waiting.
+func (s *Store) awaitWriteLocked(ctx context.Context, b *blockMeta) (bool, error) {
+	if b == nil || b.pending == nil {
+		return false, nil
+	}
+	wait := b.pending
+	s.mu.Unlock()
+	defer s.mu.Lock()
+	select {
+	case <-wait:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 }
