@@ -131,6 +131,41 @@ func TestPinRacingCloseFailsWithErrClosed(t *testing.T) {
 	}
 }
 
+// TestLoadManifestRacingClose: a LoadManifest waiting on an origin that
+// never answers ends at Close with an error matching ErrClosed; with no
+// ManifestTimeout it went on for as long as the origin held the request.
+func TestLoadManifestRacingClose(t *testing.T) {
+	s := newSite(t, map[string]int64{"a.bin": 3000})
+	asked := make(chan struct{})
+	var once sync.Once
+	s.SetFault(func(r *http.Request) meshtest.Fault {
+		once.Do(func() { close(asked) })
+		return meshtest.Fault{Kind: meshtest.FaultHang}
+	})
+	n, err := mesh.New(context.Background(), meshtest.LocalConfig(mesh.Config{Origin: s.URL(), ManifestTimeout: -1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.LoadManifest(context.Background(), "manifest.json")
+		done <- err
+	}()
+	<-asked
+	if err := n.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, mesh.ErrClosed) {
+			t.Errorf("LoadManifest racing Close = %v, want an error matching ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("LoadManifest still waiting 10 s after Close")
+	}
+}
+
 // TestNewThatCannotListenLeavesNothing: New fails when the host can listen
 // on none of ListenAddrs (the one TCP port is taken), and releases
 // everything it started: no goroutine of the host (swarm, transports,
