@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -104,7 +105,8 @@ type Config struct {
 
 	// BootstrapBackoff is the wait between failed dials of a bootstrap
 	// peer. Default DefaultBootstrapBackoff: 250 ms doubling to 30 s, each
-	// wait cut by up to half at random.
+	// wait cut by up to half at random. Min is at least
+	// MinBootstrapBackoff (10 ms).
 	BootstrapBackoff Backoff
 
 	// RelayReservations is how many seeds (bootstrap peers) an app holds
@@ -244,7 +246,8 @@ type Config struct {
 	ManifestTimeout time.Duration
 
 	// FollowInterval is how often Follow checks the site's manifest.
-	// Default 1 min for apps, 30 s for seeds.
+	// Default 1 min for apps, 30 s for seeds; at least MinFollowInterval
+	// (100 ms).
 	FollowInterval time.Duration
 
 	// HTTPClient fetches manifests and origin content. Nil means a client
@@ -266,7 +269,8 @@ type Config struct {
 	// nothing: never the global registry unless you pass it.
 	PrometheusRegisterer prometheus.Registerer
 
-	// PrometheusLabels are constant labels on every metric of the node.
+	// PrometheusLabels are constant labels on every metric of the node;
+	// each name is [a-zA-Z_][a-zA-Z0-9_]*, not beginning with "__".
 	// Nodes sharing a registry need the same label names with different
 	// values (go-libp2p panics on a registry holding its metrics under
 	// other label names). Default {"node": "<peer ID>"}.
@@ -306,6 +310,18 @@ func (e *ConfigError) Error() string {
 // Is reports whether target is ErrConfig.
 func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
 
+// The least durations a Config accepts: what a slip of units gives
+// (Backoff{Min: 250} meant as milliseconds, FollowInterval: 30 meant as
+// seconds) otherwise ran as nanoseconds, a core spent redialling a dead
+// seed, 14,000 manifest requests a second.
+const (
+	// MinBootstrapBackoff is the least BootstrapBackoff.Min.
+	MinBootstrapBackoff = 10 * time.Millisecond
+	// MinFollowInterval is the least FollowInterval and
+	// FollowConfig.Interval.
+	MinFollowInterval = 100 * time.Millisecond
+)
+
 func configErr(field, value, reason string) error {
 	return &ConfigError{Field: field, Value: value, Reason: reason}
 }
@@ -323,8 +339,10 @@ func (c *Config) validate() error {
 	case c.BootstrapBackoff.Min <= 0 || c.BootstrapBackoff.Max < c.BootstrapBackoff.Min ||
 		c.BootstrapBackoff.Jitter < 0 || c.BootstrapBackoff.Jitter > 1:
 		return configErr("BootstrapBackoff", fmt.Sprintf("%+v", c.BootstrapBackoff), "want 0 < Min <= Max and 0 <= Jitter <= 1")
-	case c.FollowInterval < 0:
-		return configErr("FollowInterval", c.FollowInterval.String(), "negative")
+	case c.BootstrapBackoff.Min < MinBootstrapBackoff:
+		return configErr("BootstrapBackoff", fmt.Sprintf("%+v", c.BootstrapBackoff), fmt.Sprintf("Min under MinBootstrapBackoff (%v)", MinBootstrapBackoff))
+	case c.FollowInterval < MinFollowInterval:
+		return configErr("FollowInterval", c.FollowInterval.String(), fmt.Sprintf("under MinFollowInterval (%v)", MinFollowInterval))
 	case c.MaxMemory < 0:
 		return configErr("MaxMemory", fmt.Sprint(c.MaxMemory), "negative")
 	case c.MaxConns < 0:
@@ -332,6 +350,13 @@ func (c *Config) validate() error {
 	}
 	if err := c.checkToggles(); err != nil {
 		return err
+	}
+	for k := range c.PrometheusLabels {
+		if !labelName(k) {
+			// Registering it panicked in go-libp2p, inside New, leaving
+			// the DataDir locked for the rest of the process.
+			return configErr("PrometheusLabels", k, "a label name is a letter or '_', then letters, digits or '_', and does not begin with \"__\"")
+		}
 	}
 	if err := checkBaseURL("Origin", c.Origin); err != nil {
 		return err
@@ -395,4 +420,20 @@ func checkBaseURL(field, s string) error {
 		return configErr(field, s, "a base URL has no query or fragment")
 	}
 	return nil
+}
+
+// labelName reports whether k is a Prometheus label name every version of
+// the client accepts: [a-zA-Z_][a-zA-Z0-9_]*, not beginning with "__"
+// (reserved).
+func labelName(k string) bool {
+	if k == "" || strings.HasPrefix(k, "__") {
+		return false
+	}
+	for i, r := range k {
+		letter := r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !letter && (i == 0 || r < '0' || r > '9') {
+			return false
+		}
+	}
+	return true
 }

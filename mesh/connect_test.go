@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcdn/meshcdn/mesh"
 )
@@ -186,6 +187,14 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"toggle below off", mesh.Config{BrowserTransports: -3}, "BrowserTransports"},
 		{"negative max conns", mesh.Config{MaxConns: -1}, "MaxConns"},
 		{"negative max memory", mesh.Config{MaxMemory: -1}, "MaxMemory"},
+		// Units slipped: nanoseconds spun a core redialling, and sent
+		// thousands of manifest requests a second.
+		{"backoff in nanoseconds", mesh.Config{BootstrapBackoff: mesh.Backoff{Min: 250, Max: 30000}}, "BootstrapBackoff"},
+		{"follow interval in nanoseconds", mesh.Config{FollowInterval: 30}, "FollowInterval"},
+		// go-libp2p panicked registering it, inside New, leaving the
+		// DataDir locked.
+		{"empty label name", mesh.Config{PrometheusLabels: prometheus.Labels{"": "x"}}, "PrometheusLabels"},
+		{"label name with a dash", mesh.Config{PrometheusLabels: prometheus.Labels{"my-node": "x"}}, "PrometheusLabels"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

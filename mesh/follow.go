@@ -29,7 +29,8 @@ type FollowConfig struct {
 	URL string
 
 	// Interval is how often the manifest is checked. Default
-	// Config.FollowInterval (1 min for apps, 30 s for seeds).
+	// Config.FollowInterval (1 min for apps, 30 s for seeds); at least
+	// MinFollowInterval.
 	Interval time.Duration
 
 	// Pin keeps the current version pinned (every asset fetched and
@@ -168,8 +169,8 @@ func (n *Node) Follow(cfg FollowConfig) (*Follower, error) {
 	if cfg.Interval == 0 {
 		cfg.Interval = n.cfg.FollowInterval
 	}
-	if cfg.Interval < 0 {
-		return nil, fmt.Errorf("%w: negative FollowConfig.Interval", ErrConfig)
+	if cfg.Interval < MinFollowInterval {
+		return nil, fmt.Errorf("%w: FollowConfig.Interval %v, under MinFollowInterval (%v)", ErrConfig, cfg.Interval, MinFollowInterval)
 	}
 	if err := checkToggle("FollowConfig.Pin", cfg.Pin); err != nil {
 		return nil, err
