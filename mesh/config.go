@@ -58,7 +58,8 @@ type Config struct {
 	DataDir string
 
 	// InMemory keeps the store in memory and makes a new identity on every
-	// start: for tests and throw-away nodes. Default false.
+	// start: for tests and throw-away nodes. Default false; not with
+	// DataDir.
 	InMemory bool
 
 	// Quota is the most bytes of content the store keeps. Default 1 GiB for
@@ -334,6 +335,10 @@ func (c *Config) validate() error {
 		return configErr("Role", string(c.Role), `not "app" or "seed"`)
 	case c.DataDir == "" && !c.InMemory:
 		return configErr("DataDir", "", "required unless InMemory")
+	case c.DataDir != "" && c.InMemory:
+		// Both: DataDir was ignored (no key kept, no lock; two nodes
+		// "on" one directory both started).
+		return configErr("InMemory", "true", "set with DataDir: a node keeps its state in one or the other")
 	case c.PeerTimeout < 0:
 		return configErr("PeerTimeout", c.PeerTimeout.String(), "negative")
 	case c.BootstrapBackoff.Min <= 0 || c.BootstrapBackoff.Max < c.BootstrapBackoff.Min ||

@@ -183,6 +183,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"backoff max below min", mesh.Config{BootstrapBackoff: mesh.Backoff{Min: time.Second, Max: time.Millisecond}}, "BootstrapBackoff"},
 		{"bad name", mesh.Config{Name: "Bad Name"}, "Name"},
 		{"no data dir", mesh.Config{Name: "ok", InMemory: false}, "DataDir"},
+		{"data dir and in memory", mesh.Config{DataDir: "state"}, "InMemory"}, // InMemory set below
 		{"toggle neither on nor off", mesh.Config{RelayService: 2}, "RelayService"},
 		{"toggle below off", mesh.Config{BrowserTransports: -3}, "BrowserTransports"},
 		{"negative max conns", mesh.Config{MaxConns: -1}, "MaxConns"},
