@@ -82,7 +82,8 @@ type Config struct {
 	Origin string
 
 	// Gateway is a trustless gateway's base URL (GATEWAY/ipfs/CID?format=raw)
-	// used for content fetched by CID alone. Empty means none.
+	// used for content fetched by CID alone. Empty means none. A query (a
+	// signed URL's token) is kept after /ipfs/CID.
 	Gateway string
 
 	// ListenAddrs are the multiaddrs the host listens on. Default for apps:
@@ -366,7 +367,7 @@ func (c *Config) validate() error {
 	if err := checkBaseURL("Origin", c.Origin); err != nil {
 		return err
 	}
-	if err := checkBaseURL("Gateway", c.Gateway); err != nil {
+	if err := checkBaseURL("Gateway", c.Gateway); err != nil && !gatewayQuery(c.Gateway) {
 		return err
 	}
 	for i, a := range c.ListenAddrs {
@@ -425,6 +426,15 @@ func checkBaseURL(field, s string) error {
 		return configErr(field, s, "a base URL has no query or fragment")
 	}
 	return nil
+}
+
+// gatewayQuery reports whether s is an http(s) URL with a host whose only
+// fault as a base URL is its query: a trustless gateway's signed URL, whose
+// token the fetch package keeps after /ipfs/CID (fetch.Target.Gateway). A
+// fragment is still refused.
+func gatewayQuery(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Fragment == ""
 }
 
 // labelName reports whether k is a Prometheus label name every version of

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"go.uber.org/goleak"
 
+	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
 	"github.com/meshcdn/meshcdn/meshtest"
 )
@@ -163,6 +164,36 @@ func TestLoadManifestRacingClose(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("LoadManifest still waiting 10 s after Close")
+	}
+}
+
+// TestPinAfterCloseEmptyManifest: Pin on a closed node fails with
+// ErrClosed, a manifest of no assets too (it returned nil).
+func TestPinAfterCloseEmptyManifest(t *testing.T) {
+	n, err := mesh.New(context.Background(), meshtest.LocalConfig(mesh.Config{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Pin(context.Background(), &manifest.Manifest{}); !errors.Is(err, mesh.ErrClosed) {
+		t.Errorf("Pin of no assets after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestGatewayBaseURLWithQuery: a trustless gateway's base URL may carry a
+// query (a signed URL's token), which the fetch keeps after /ipfs/CID; New
+// refused it as "a base URL has no query". A fragment is still refused.
+func TestGatewayBaseURLWithQuery(t *testing.T) {
+	n, err := mesh.New(context.Background(), meshtest.LocalConfig(mesh.Config{Gateway: "https://gw.example/site?token=abc"}))
+	if err != nil {
+		t.Fatalf("New with a gateway URL with a query = %v", err)
+	}
+	n.Close()
+	_, err = mesh.New(context.Background(), meshtest.LocalConfig(mesh.Config{Gateway: "https://gw.example/site#x"}))
+	if !errors.Is(err, mesh.ErrConfig) {
+		t.Errorf("New with a gateway URL with a fragment = %v, want ErrConfig", err)
 	}
 }
 

@@ -496,8 +496,13 @@ func (n *Node) Connect(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("mesh: connect %q: %w", addr, err)
 	}
+	// Close ends the dial too, with an error matching ErrClosed (the
+	// swarm's "swarm closed" alone did not).
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	defer context.AfterFunc(n.ctx, stop)()
 	if err := n.host.Connect(ctx, ai); err != nil {
-		return fmt.Errorf("mesh: connect %s: %w", ai.ID, err)
+		return n.closing(fmt.Errorf("mesh: connect %s: %w", ai.ID, err))
 	}
 	return nil
 }
@@ -603,6 +608,9 @@ func (n *Node) LoadManifest(ctx context.Context, u string) (*manifest.Manifest, 
 func (n *Node) Pin(ctx context.Context, m *manifest.Manifest) error {
 	if m == nil {
 		return errors.New("mesh: pin: nil manifest")
+	}
+	if n.closed.Load() {
+		return ErrClosed // a manifest of no assets too
 	}
 	if err := n.checkFits(m); err != nil {
 		return err
