@@ -182,6 +182,45 @@ func TestPinAfterCloseEmptyManifest(t *testing.T) {
 	}
 }
 
+// TestConnectRacingClose: a Connect to a peer that accepts and never
+// answers the handshake ends at Close with an error matching ErrClosed
+// (it failed with "swarm closed", seconds later).
+func TestConnectRacingClose(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			accepted <- c // held open, never answered
+		}
+	}()
+	n, err := mesh.New(context.Background(), meshtest.LocalConfig(mesh.Config{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	addr := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/12D3KooWLRPJAA5o6vKPUMSfoDtEsRHYEtQQGWUrbDJJuimXTGcJ", port)
+	done := make(chan error, 1)
+	go func() { done <- n.Connect(context.Background(), addr) }()
+	c := <-accepted
+	defer c.Close()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, mesh.ErrClosed) {
+			t.Errorf("Connect racing Close = %v, want an error matching ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Connect still dialling 10 s after Close")
+	}
+}
+
 // TestGatewayBaseURLWithQuery: a trustless gateway's base URL may carry a
 // query (a signed URL's token), which the fetch keeps after /ipfs/CID; New
 // refused it as "a base URL has no query". A fragment is still refused.
