@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // The decoding below reads a manifest one field and one asset at a time,
@@ -14,13 +15,11 @@ import (
 // as documented ("Path" is not "path") and may appear once per object (a
 // browser's JSON.parse keeps the last of two; Go's decoder mixed them).
 
-// fieldFunc decodes the value of one field of an object from dec.
-type fieldFunc func(dec *json.Decoder) error
-
-// decodeObject reads a JSON object from dec, calling fields[name] for each
-// field: a name not in fields, or one given twice, is an error, as is a
-// value that is not an object.
-func decodeObject(dec *json.Decoder, fields map[string]fieldFunc) error {
+// decodeObject reads a JSON object from dec whose field names are among
+// names, calling field with a name's index to decode its value: a name not
+// among them, or one given twice, is an error, as is a value that is not
+// an object. names holds at most 64.
+func decodeObject(dec *json.Decoder, names []string, field func(i int) error) error {
 	t, err := dec.Token()
 	if err != nil {
 		return err
@@ -28,22 +27,22 @@ func decodeObject(dec *json.Decoder, fields map[string]fieldFunc) error {
 	if t != json.Delim('{') {
 		return fmt.Errorf("%v where an object belongs", t)
 	}
-	seen := make(map[string]bool, len(fields))
+	var seen uint64
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
 			return err
 		}
 		name, _ := t.(string)
-		f, ok := fields[name]
+		i := slices.Index(names, name)
 		switch {
-		case !ok:
+		case i < 0:
 			return fmt.Errorf("unknown field %q", name)
-		case seen[name]:
+		case seen&(1<<i) != 0:
 			return fmt.Errorf("field %q given twice", name)
 		}
-		seen[name] = true
-		if err := f(dec); err != nil {
+		seen |= 1 << i
+		if err := field(i); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
@@ -78,27 +77,35 @@ func decodeArray(dec *json.Decoder, each func(i int) error) error {
 // bytes (44 characters of base64).
 const minNodeLen = 44
 
+// assetFields are the names of an asset's fields, as decodeAsset numbers
+// them.
+var assetFields = []string{"path", "cid", "size", "type", "nodes"}
+
 // decodeAsset reads one asset's wire form from dec.
 func decodeAsset(dec *json.Decoder) (wireAsset, error) {
 	var wa wireAsset
-	err := decodeObject(dec, map[string]fieldFunc{
-		"path": func(d *json.Decoder) error { return d.Decode(&wa.Path) },
-		"cid":  func(d *json.Decoder) error { return d.Decode(&wa.Cid) },
-		"size": func(d *json.Decoder) error { return d.Decode(&wa.Size) },
-		"type": func(d *json.Decoder) error { return d.Decode(&wa.Type) },
-		"nodes": func(d *json.Decoder) error {
-			return decodeArray(d, func(j int) error {
-				var s string
-				if err := d.Decode(&s); err != nil {
-					return err
-				}
-				if len(s) < minNodeLen {
-					return fmt.Errorf("node %d: %d characters, shorter than any inner node", j, len(s))
-				}
-				wa.Nodes = append(wa.Nodes, s)
-				return nil
-			})
-		},
+	err := decodeObject(dec, assetFields, func(i int) error {
+		switch i {
+		case 0:
+			return dec.Decode(&wa.Path)
+		case 1:
+			return dec.Decode(&wa.Cid)
+		case 2:
+			return dec.Decode(&wa.Size)
+		case 3:
+			return dec.Decode(&wa.Type)
+		}
+		return decodeArray(dec, func(j int) error {
+			var s string
+			if err := dec.Decode(&s); err != nil {
+				return err
+			}
+			if len(s) < minNodeLen {
+				return fmt.Errorf("node %d: %d characters, shorter than any inner node", j, len(s))
+			}
+			wa.Nodes = append(wa.Nodes, s)
+			return nil
+		})
 	})
 	return wa, err
 }

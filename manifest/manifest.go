@@ -197,11 +197,17 @@ func Parse(data []byte) (*Manifest, error) {
 	m := &Manifest{Version: Version, Profile: Profile, index: make(map[string]int)}
 	var profile string
 	dec := json.NewDecoder(bytes.NewReader(data))
-	err := decodeObject(dec, map[string]fieldFunc{
-		"version": func(d *json.Decoder) error { var v int; return d.Decode(&v) }, // checked above
-		"profile": func(d *json.Decoder) error { return d.Decode(&profile) },
-		"seeds":   func(d *json.Decoder) error { return decodeSeeds(d, &m.Seeds) },
-		"assets":  func(d *json.Decoder) error { return decodeArray(d, func(i int) error { return m.addAsset(d, i) }) },
+	err := decodeObject(dec, manifestFields, func(i int) error {
+		switch i {
+		case 0:
+			var v int // checked above
+			return dec.Decode(&v)
+		case 1:
+			return dec.Decode(&profile)
+		case 2:
+			return decodeSeeds(dec, &m.Seeds)
+		}
+		return decodeArray(dec, func(i int) error { return m.addAsset(dec, i) })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -217,6 +223,10 @@ func Parse(data []byte) (*Manifest, error) {
 	}
 	return m, nil
 }
+
+// manifestFields are the names of a manifest's fields, as Parse numbers
+// them.
+var manifestFields = []string{"version", "profile", "seeds", "assets"}
 
 // addAsset decodes asset i from dec, checks it, and adds it to m.
 func (m *Manifest) addAsset(dec *json.Decoder, i int) error {
