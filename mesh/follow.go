@@ -507,9 +507,8 @@ func (n *Node) loadManifest(ctx context.Context, u, etag string) (*manifest.Mani
 	}
 	// Close ends the request too: it went on to the timeout (or for ever
 	// with none) after the node had closed.
-	ctx, stop := context.WithCancel(ctx)
+	ctx, stop := n.untilClose(ctx)
 	defer stop()
-	defer context.AfterFunc(n.ctx, stop)()
 	if n.cfg.ManifestTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, n.cfg.ManifestTimeout,

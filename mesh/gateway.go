@@ -80,8 +80,9 @@ type GatewayConfig struct {
 	// before any header) and for each later one (then the connection is
 	// aborted). A leaf (up to 1 MiB) is served once it has all come and
 	// been verified; an origin that keeps sending it, however slowly, is
-	// not cut (fetch.Reader.LastByte). Default DefaultGatewayFirstByteTimeout (20 s); negative means no
-	// bound beyond the fetch's own.
+	// not cut (fetch.Reader.LastByte). Default
+	// DefaultGatewayFirstByteTimeout (20 s); negative means no bound beyond
+	// the fetch's own.
 	FirstByteTimeout time.Duration
 
 	// WriteTimeout bounds how long one write of at most 32 KiB to a client
@@ -300,19 +301,25 @@ func (g *Gateway) serveHTTP(w *gatewayWriter, r *http.Request) {
 // which never changes, as resolve reads it: a site's own ipfs/ folder
 // (/ipfs/app.js) is the site's, whose files a new version may change.
 func byCID(p string) bool {
+	_, ok, err := cidOf(p)
+	return ok && err == nil
+}
+
+// cidOf decodes the CID a path /ipfs/CID (or /ipfs/CID/) names; ok is
+// false for a path outside /ipfs/.
+func cidOf(p string) (c cid.Cid, ok bool, err error) {
 	rest, ok := strings.CutPrefix(p, "/ipfs/")
 	if !ok {
-		return false
+		return cid.Undef, false, nil
 	}
-	_, err := cid.Decode(strings.TrimSuffix(rest, "/"))
-	return err == nil
+	c, err = cid.Decode(strings.TrimSuffix(rest, "/"))
+	return c, true, err
 }
 
 // resolve maps a request path to what to fetch, or to an error status.
 func (g *Gateway) resolve(p string) (t fetch.Target, typ string, status int, msg string) {
 	m := g.m.Load()
-	if rest, ok := strings.CutPrefix(p, "/ipfs/"); ok {
-		c, err := cid.Decode(strings.TrimSuffix(rest, "/"))
+	if c, ok, err := cidOf(p); ok {
 		if err != nil && g.sitePath(m, p) {
 			return g.resolvePath(m, p) // the site's own ipfs/ folder
 		}

@@ -498,13 +498,20 @@ func (n *Node) Connect(ctx context.Context, addr string) error {
 	}
 	// Close ends the dial too, with an error matching ErrClosed (the
 	// swarm's "swarm closed" alone did not).
-	ctx, stop := context.WithCancel(ctx)
+	ctx, stop := n.untilClose(ctx)
 	defer stop()
-	defer context.AfterFunc(n.ctx, stop)()
 	if err := n.host.Connect(ctx, ai); err != nil {
 		return n.closing(fmt.Errorf("mesh: connect %s: %w", ai.ID, err))
 	}
 	return nil
+}
+
+// untilClose returns a context that ends with ctx or at Close, whichever
+// comes first, and the function that releases it.
+func (n *Node) untilClose(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, stop := context.WithCancel(ctx)
+	unhook := context.AfterFunc(n.ctx, stop)
+	return ctx, func() { unhook(); stop() }
 }
 
 // WaitPeers waits until the node is connected to at least count peers, or

@@ -444,15 +444,12 @@ func (s *Store) put(ctx context.Context, blk blocks.Block, t *Txn) error {
 			return fmt.Errorf("store: put %s: %w", blk.Cid(), errTxnDone)
 		}
 		b := s.blocks[key]
-		if b != nil && b.pending != nil {
-			wait := b.pending
+		if waited, err := s.awaitWriteLocked(ctx, b); err != nil || waited {
 			s.mu.Unlock()
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return fmt.Errorf("store: put %s: %w", blk.Cid(), ctx.Err())
+			if err != nil {
+				return fmt.Errorf("store: put %s: %w", blk.Cid(), err)
 			}
+			continue // look again: the write may have failed
 		}
 		if b != nil && !b.missing {
 			if t != nil {
