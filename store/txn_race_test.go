@@ -24,6 +24,15 @@ type gatedDS struct {
 	release chan struct{}
 }
 
+// newGatedDS returns a gatedDS over an empty in-memory datastore.
+func newGatedDS() *gatedDS {
+	return &gatedDS{
+		Batching: dssync.MutexWrap(datastore.NewMapDatastore()),
+		entered:  make(chan struct{}, 1),
+		release:  make(chan struct{}),
+	}
+}
+
 func (d *gatedDS) Put(ctx context.Context, k datastore.Key, v []byte) error {
 	if k.IsDescendantOf(datastore.NewKey("/blocks")) {
 		select {
@@ -41,11 +50,7 @@ func (d *gatedDS) Put(ctx context.Context, k datastore.Key, v []byte) error {
 // later must not take Used below zero.
 func TestTxnDiscardDuringPut(t *testing.T) {
 	ctx := context.Background()
-	ds := &gatedDS{
-		Batching: dssync.MutexWrap(datastore.NewMapDatastore()),
-		entered:  make(chan struct{}, 1),
-		release:  make(chan struct{}),
-	}
+	ds := newGatedDS()
 	s, err := store.New(store.Config{Datastore: ds, Quota: 2 * mib})
 	if err != nil {
 		t.Fatal(err)
@@ -118,11 +123,7 @@ func TestTxnPutRacingDiscard(t *testing.T) {
 // while its gateway read the same file failed 1 round in 40.
 func TestAddRootWaitsForBlockBeingWritten(t *testing.T) {
 	ctx := context.Background()
-	ds := &gatedDS{
-		Batching: dssync.MutexWrap(datastore.NewMapDatastore()),
-		entered:  make(chan struct{}, 1),
-		release:  make(chan struct{}),
-	}
+	ds := newGatedDS()
 	s, err := store.New(store.Config{Datastore: ds, Quota: -1})
 	if err != nil {
 		t.Fatal(err)
