@@ -155,6 +155,11 @@ type Config struct {
 	// bound (every leaf within ReadAhead stays in memory).
 	WindowBytes int64
 
+	// ClosedError, if set, is matched beside ErrClosed by the errors of a
+	// Reader that the Fetcher's Close ended (a mesh node passes its own
+	// ErrClosed, so that a Read after the node closed matches it).
+	ClosedError error
+
 	// OriginHeaderTimeout bounds the wait for an origin's response headers,
 	// and OriginIdleTimeout the wait for the next 16 KiB of its body (or
 	// its end): an origin that accepts and says nothing, or trickles a few

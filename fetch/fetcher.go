@@ -129,7 +129,8 @@ func New(cfg Config) (*Fetcher, error) {
 	return f, nil
 }
 
-// Close ends every open fetch (their Readers then fail with ErrClosed),
+// Close ends every open fetch (their Readers then fail with ErrClosed, and
+// Config.ClosedError),
 // stops the bitswap client and server, closes the Fetcher's own HTTP
 // connections and unregisters its metrics. It waits for every goroutine the
 // Fetcher started. Later calls return an error wrapping ErrClosed.
@@ -145,8 +146,12 @@ func (f *Fetcher) Close() error {
 		rs = append(rs, r)
 	}
 	f.mu.Unlock()
+	why := ErrClosed
+	if f.cfg.ClosedError != nil {
+		why = fmt.Errorf("%w (%w)", ErrClosed, f.cfg.ClosedError)
+	}
 	for _, r := range rs {
-		r.Close()
+		r.closeWith(why)
 	}
 	f.guard.stop()
 	f.cancel()

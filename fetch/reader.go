@@ -166,6 +166,7 @@ type Reader struct {
 	st          []leafState
 	err         error
 	closed      bool
+	closedErr   error // what calls after close wrap: ErrClosed, or the Fetcher's
 	stats       Stats
 	prov        provState
 	originOn    bool
@@ -2171,7 +2172,7 @@ func (r *Reader) next() ([]byte, int64, error) {
 	defer r.mu.Unlock()
 	for {
 		if r.closed {
-			return nil, 0, fmt.Errorf("fetch: read %s: %w", r.t.Cid, ErrClosed)
+			return nil, 0, fmt.Errorf("fetch: read %s: %w", r.t.Cid, r.closedErr)
 		}
 		if r.leaves != nil && r.size >= 0 && r.pos >= r.size {
 			return nil, 0, io.EOF
@@ -2224,7 +2225,7 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		return 0, fmt.Errorf("fetch: seek %s: %w", r.t.Cid, ErrClosed)
+		return 0, fmt.Errorf("fetch: seek %s: %w", r.t.Cid, r.closedErr)
 	}
 	var abs int64
 	switch whence {
@@ -2257,7 +2258,7 @@ func (r *Reader) waitSizeLocked() error {
 	for r.size < 0 {
 		switch {
 		case r.closed:
-			return fmt.Errorf("fetch: seek %s: %w", r.t.Cid, ErrClosed)
+			return fmt.Errorf("fetch: seek %s: %w", r.t.Cid, r.closedErr)
 		case r.err != nil:
 			return r.err
 		case r.ctx.Err() != nil:
@@ -2294,14 +2295,17 @@ func (r *Reader) Stats() Stats {
 // Close cancels everything the fetch started and waits for it to end. The
 // blocks fetched stay in the store. Later calls return an error wrapping
 // ErrClosed.
-func (r *Reader) Close() error {
+func (r *Reader) Close() error { return r.closeWith(ErrClosed) }
+
+// closeWith closes r; later calls on it fail with an error wrapping why.
+func (r *Reader) closeWith(why error) error {
 	first := false
 	r.once.Do(func() { first = true })
 	if !first {
 		return fmt.Errorf("fetch: close %s: %w", r.t.Cid, ErrClosed)
 	}
 	r.mu.Lock()
-	r.closed = true
+	r.closed, r.closedErr = true, why
 	r.notifyLocked()
 	r.mu.Unlock()
 	r.cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"go.uber.org/goleak"
 
+	"github.com/meshcdn/meshcdn/fetch"
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
 	"github.com/meshcdn/meshcdn/meshtest"
@@ -157,13 +159,8 @@ func TestLoadManifestRacingClose(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatalf("Close = %v", err)
 	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, mesh.ErrClosed) {
-			t.Errorf("LoadManifest racing Close = %v, want an error matching ErrClosed", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("LoadManifest still waiting 10 s after Close")
+	if err := afterClose(t, done, "LoadManifest"); !errors.Is(err, mesh.ErrClosed) {
+		t.Errorf("LoadManifest racing Close = %v, want an error matching ErrClosed", err)
 	}
 }
 
@@ -211,13 +208,56 @@ func TestConnectRacingClose(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if err := afterClose(t, done, "Connect"); !errors.Is(err, mesh.ErrClosed) {
+		t.Errorf("Connect racing Close = %v, want an error matching ErrClosed", err)
+	}
+}
+
+// afterClose returns what a call racing Close sent on done, failing the
+// test if it is still under way 10 s after Close.
+func afterClose(t *testing.T, done <-chan error, call string) error {
+	t.Helper()
 	select {
 	case err := <-done:
-		if !errors.Is(err, mesh.ErrClosed) {
-			t.Errorf("Connect racing Close = %v, want an error matching ErrClosed", err)
-		}
+		return err
 	case <-time.After(10 * time.Second):
-		t.Fatal("Connect still dialling 10 s after Close")
+		t.Fatalf("%s still under way 10 s after Close", call)
+		return nil
+	}
+}
+
+// TestReadRacingClose: a Read waiting on an origin that never answers
+// ends at Close with an error matching ErrClosed (it matched only
+// fetch.ErrClosed), and fetch.ErrClosed still.
+func TestReadRacingClose(t *testing.T) {
+	s := newSite(t, map[string]int64{"a.bin": 3000})
+	asked := make(chan struct{})
+	var once sync.Once
+	s.SetFault(func(r *http.Request) meshtest.Fault {
+		once.Do(func() { close(asked) })
+		return meshtest.Fault{Kind: meshtest.FaultHang}
+	})
+	n, err := mesh.New(context.Background(), meshtest.LocalConfig(mesh.Config{Origin: s.URL()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	r, _, err := n.OpenAsset(context.Background(), s.Manifest(), "a.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(r)
+		done <- err
+	}()
+	<-asked
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := afterClose(t, done, "Read"); !errors.Is(err, mesh.ErrClosed) || !errors.Is(err, fetch.ErrClosed) {
+		t.Errorf("Read racing Close = %v, want an error matching ErrClosed and fetch.ErrClosed", err)
 	}
 }
 

@@ -189,6 +189,7 @@ func (n *Node) startFetcher(reg prometheus.Registerer, gate *fetch.Gater) (err e
 		ServeConcurrency:     cfg.ServeConcurrency,
 		Logger:               cfg.Logger,
 		PrometheusRegisterer: reg,
+		ClosedError:          ErrClosed, // a Read that Close cut matches it
 	})
 	if err != nil {
 		return fmt.Errorf("mesh: %w", err)
