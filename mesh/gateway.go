@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -74,6 +75,17 @@ type GatewayConfig struct {
 	// that a web page cannot read the gateway through DNS rebinding (a name
 	// of the page's own that resolves to 127.0.0.1). Default none.
 	Hosts []string
+
+	// AllowCrossSite lets pages of other sites use the gateway. Default
+	// false: a request a browser marks as sent by a page of another site
+	// (Sec-Fetch-Site: cross-site; or, from a browser that does not send
+	// it, an Origin header naming neither a loopback name nor the Host)
+	// gets 403, so that a page on the web cannot have the node fetch, keep
+	// and serve content of its choosing by CID (an <img> pointing at
+	// 127.0.0.1), nor time what it holds. A webview loading its page from
+	// the gateway is same-origin. Set it for a renderer loaded from
+	// file:// or a custom scheme, whose requests browsers mark cross-site.
+	AllowCrossSite bool
 
 	// FirstByteTimeout bounds how long a request waits with no byte coming
 	// from any source: for the first leaf it needs (then the answer is 504
@@ -263,6 +275,10 @@ func (g *Gateway) serveHTTP(w *gatewayWriter, r *http.Request) {
 	}
 	if !g.allowHost(r.Host) {
 		http.Error(w, "meshcdn gateway: Host not served (see GatewayConfig.Hosts)", http.StatusForbidden)
+		return
+	}
+	if !g.cfg.AllowCrossSite && g.crossSite(r) {
+		http.Error(w, "meshcdn gateway: not for pages of other sites (see GatewayConfig.AllowCrossSite)", http.StatusForbidden)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -594,6 +610,39 @@ func (g *Gateway) allowHost(hostport string) bool {
 		}
 	}
 	return false
+}
+
+// crossSite reports whether a browser sent r for a page of another site:
+// it says so (Sec-Fetch-Site, which Chromium, Firefox and Safari send to
+// loopback), or, not saying, names an Origin that is neither a loopback
+// name (localhost, *.localhost, a loopback address) nor the request's Host.
+func (g *Gateway) crossSite(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" {
+		return site == "cross-site"
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false // not a browser's cross-origin request
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return true // "null": a file:// or sandboxed page
+	}
+	if u.Host == r.Host || loopbackName(u.Hostname()) {
+		return false
+	}
+	return !slices.Contains(g.cfg.Hosts, strings.TrimSuffix(strings.ToLower(u.Hostname()), "."))
+}
+
+// loopbackName reports whether host (without port) names this machine:
+// localhost, a name under .localhost, or a loopback address.
+func loopbackName(host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func isLoopback(remote string) bool {

@@ -902,3 +902,72 @@ func TestGatewayCidV0OfManifestAsset(t *testing.T) {
 		t.Errorf("Content-Type %q, want the manifest's %q", got, a.Type)
 	}
 }
+
+// TestGatewayCrossSite: a request a browser marks as sent by a page of
+// another site gets 403 and fetches nothing (a page on the web could have
+// the node fetch, keep and serve content of its choosing through an <img>
+// pointing at 127.0.0.1, or time what it holds); the page's own requests,
+// loopback origins and non-browser clients are served, and
+// AllowCrossSite serves them all.
+func TestGatewayCrossSite(t *testing.T) {
+	s := newSite(t, map[string]int64{"a.bin": 3000})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	a, _ := s.Manifest().Lookup("a.bin")
+	byCID := "/ipfs/" + a.Cid.String()
+	get := func(gw *httptest.Server, p string, h map[string]string) int {
+		req, err := http.NewRequestWithContext(ctx, "GET", gw.URL+p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), Hosts: []string{"app.example"}}))
+	defer gw.Close()
+	for _, h := range []map[string]string{
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost:3000"},
+		{"Origin": "https://evil.example"},
+		{"Origin": "null"},
+		{"Origin": "http://localhost.evil.example"},
+	} {
+		for _, p := range []string{byCID, "/a.bin"} {
+			if got := get(gw, p, h); got != http.StatusForbidden {
+				t.Errorf("GET %s with %v = %d, want 403", p, h, got)
+			}
+		}
+	}
+	if f := n.Fetcher().Stats().Fetches; f != 0 {
+		t.Errorf("cross-site requests started %d fetches, want none", f)
+	}
+	for _, h := range []map[string]string{
+		nil,
+		{"Sec-Fetch-Site": "same-origin"},
+		{"Sec-Fetch-Site": "none"},
+		{"Sec-Fetch-Site": "same-site", "Origin": "http://localhost:3000"},
+		{"Origin": "http://localhost:3000"},
+		{"Origin": "http://127.0.0.1:5"},
+		{"Origin": "http://[::1]:5"},
+		{"Origin": "http://app.example"},
+		{"Origin": gw.URL},
+	} {
+		if got := get(gw, byCID, h); got != http.StatusOK {
+			t.Errorf("GET %s with %v = %d, want 200", byCID, h, got)
+		}
+	}
+	open := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), AllowCrossSite: true}))
+	defer open.Close()
+	if got := get(open, byCID, map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "null"}); got != http.StatusOK {
+		t.Errorf("GET %s cross-site with AllowCrossSite = %d, want 200", byCID, got)
+	}
+}
