@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -29,25 +30,44 @@ type originCall struct {
 	err     error
 	waiters int
 	cancel  context.CancelFunc
+	// heard are the last-byte times (Reader.LastByte) of the callers,
+	// each set as the body's bytes come: one waiting on a request
+	// another started sees its progress. Under Fetcher.callMu.
+	heard map[*atomic.Int64]int
+}
+
+// hear sets every caller's last-byte time to now. The caller holds
+// Fetcher.callMu.
+func (c *originCall) hear(now int64) {
+	for h := range c.heard {
+		h.Store(now)
+	}
 }
 
 // originShared is originLeaf, shared among concurrent callers for one leaf
 // from one URL (or gateway): the same bytes at another URL (a file copied
 // under two names) are another request, which may fare otherwise. What the
 // origin sent for the shared request is told to sent, the sink of the
-// caller that started it.
-func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent func(int64)) ([]byte, error) {
+// caller that started it; every caller's heard is set to the time of the
+// body's last bytes as they come.
+func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent func(int64), heard *atomic.Int64) ([]byte, error) {
 	key := t.URL + "\n" + t.Gateway + "\n" + l.Cid.KeyString()
 	f.callMu.Lock()
 	c := f.calls[key]
 	if c == nil {
 		cctx, cancel := context.WithCancel(f.ctx)
-		c = &originCall{done: make(chan struct{}), cancel: cancel}
+		c = &originCall{done: make(chan struct{}), cancel: cancel, heard: make(map[*atomic.Int64]int)}
 		f.calls[key] = c
+		tell := func(n int64) {
+			sent(n)
+			f.callMu.Lock()
+			c.hear(time.Now().UnixNano())
+			f.callMu.Unlock()
+		}
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			c.data, c.err = f.originLeaf(cctx, t, l, sent)
+			c.data, c.err = f.originLeaf(cctx, t, l, tell)
 			f.callMu.Lock()
 			if f.calls[key] == c {
 				delete(f.calls, key)
@@ -58,7 +78,15 @@ func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent
 		}()
 	}
 	c.waiters++
+	c.heard[heard]++
 	f.callMu.Unlock()
+	defer func() {
+		f.callMu.Lock()
+		if c.heard[heard]--; c.heard[heard] == 0 {
+			delete(c.heard, heard)
+		}
+		f.callMu.Unlock()
+	}()
 
 	select {
 	case <-c.done:

@@ -1750,7 +1750,7 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		data, err := r.f.originShared(ctx, r.t, l, r.noteOriginSent)
+		data, err := r.f.originShared(ctx, r.t, l, r.noteOriginSent, &r.lastByte)
 		r.mu.Lock()
 		if err != nil && r.st[i].origin == q {
 			r.st[i].origin = nil
@@ -1796,9 +1796,8 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 // the fetch's start if none has yet. A leaf is read only once it has all
 // arrived and been verified; LastByte tells a caller waiting on a large
 // leaf from a slow origin that bytes are coming (the gateway's
-// FirstByteTimeout counts from it). Bytes of an origin request another
-// fetch of the same leaf started, which this one waits on, are not seen.
-// Safe for concurrent use.
+// FirstByteTimeout counts from it), and so does one waiting on an origin
+// request another fetch of the same leaf started. Safe for concurrent use.
 func (r *Reader) LastByte() time.Time {
 	if ns := r.lastByte.Load(); ns != 0 {
 		return time.Unix(0, ns)

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -836,6 +837,54 @@ func TestGatewaySlowOrigin(t *testing.T) {
 	}
 	if want := s.Site()["slow.bin"]; !bytes.Equal(body, want) {
 		t.Errorf("GET from a slow origin gave %d bytes, not the file's %d", len(body), len(want))
+	}
+}
+
+// TestGatewaySlowOriginShared: two requests for the file of a slow origin,
+// the second asked once the first's origin request is under way, share
+// that request, and the second is not cut either: its timeout counts from
+// the shared request's last bytes (it got 504 after the 1 s timeout, the
+// first a 200).
+func TestGatewaySlowOriginShared(t *testing.T) {
+	s := meshtest.StartOrigin(t, meshtest.OriginConfig{
+		Site:           meshtest.GenerateSite(1, map[string]int64{"slow.bin": 600 << 10}),
+		BytesPerSecond: 200 << 10, Burst: 16 << 10,
+	})
+	asked := make(chan struct{})
+	var once sync.Once
+	s.SetFault(func(r *http.Request) meshtest.Fault {
+		if strings.HasSuffix(r.URL.Path, "/slow.bin") {
+			once.Do(func() { close(asked) })
+		}
+		return meshtest.Fault{}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := newNode(t, mesh.Config{Origin: s.URL()})
+	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: time.Second}))
+	defer gw.Close()
+	codes := make(chan string, 2)
+	get := func() {
+		resp, body, err := gatewayGet(t, ctx, gw.URL+"/slow.bin", nil)
+		switch {
+		case err != nil:
+			codes <- err.Error()
+		case resp.StatusCode != http.StatusOK || !bytes.Equal(body, s.Site()["slow.bin"]):
+			codes <- fmt.Sprintf("%d with %d bytes", resp.StatusCode, len(body))
+		default:
+			codes <- ""
+		}
+	}
+	go get()
+	<-asked
+	go get()
+	for range 2 {
+		if c := <-codes; c != "" {
+			t.Errorf("GET from a slow origin beside another = %s, want 200 with the file", c)
+		}
+	}
+	if sent, size := s.Stats().Sent, int64(600<<10); sent > size+size/2 {
+		t.Errorf("the origin sent %d bytes for a %d-byte file asked twice at once, want one request's", sent, size)
 	}
 }
 
