@@ -864,11 +864,22 @@ func TestGatewaySlowOriginShared(t *testing.T) {
 	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), FirstByteTimeout: time.Second}))
 	defer gw.Close()
 	codes := make(chan string, 2)
-	get := func() {
-		resp, body, err := gatewayGet(t, ctx, gw.URL+"/slow.bin", nil)
+	get := func() { // not gatewayGet: its t.Fatal is for the test's goroutine
+		req, err := http.NewRequestWithContext(ctx, "GET", gw.URL+"/slow.bin", nil)
+		if err != nil {
+			codes <- err.Error()
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			codes <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
 		switch {
 		case err != nil:
-			codes <- err.Error()
+			codes <- fmt.Sprintf("%d, then %v", resp.StatusCode, err)
 		case resp.StatusCode != http.StatusOK || !bytes.Equal(body, s.Site()["slow.bin"]):
 			codes <- fmt.Sprintf("%d with %d bytes", resp.StatusCode, len(body))
 		default:
@@ -966,19 +977,7 @@ func TestGatewayCrossSite(t *testing.T) {
 	a, _ := s.Manifest().Lookup("a.bin")
 	byCID := "/ipfs/" + a.Cid.String()
 	get := func(gw *httptest.Server, p string, h map[string]string) int {
-		req, err := http.NewRequestWithContext(ctx, "GET", gw.URL+p, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for k, v := range h {
-			req.Header.Set(k, v)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		resp, _, _ := gatewayGet(t, ctx, gw.URL+p, h)
 		return resp.StatusCode
 	}
 	gw := httptest.NewServer(n.Gateway(mesh.GatewayConfig{Manifest: s.Manifest(), Hosts: []string{"app.example"}}))

@@ -107,22 +107,32 @@ func settle() {
 	time.Sleep(50 * time.Millisecond)
 }
 
-// TestPinRacingCloseFailsWithErrClosed: Close while Pin waits on the
-// origin. Pin returns an error that matches ErrClosed, as every call the
-// node's Close ends does, not only the fetcher's own fetch.ErrClosed.
-func TestPinRacingCloseFailsWithErrClosed(t *testing.T) {
-	s := newSite(t, map[string]int64{"a.bin": 3 << 20})
+// hungNode returns a site of one file, a.bin of size bytes, whose origin
+// never answers, a node on it (cfg with the site's Origin), and a channel
+// closed when the origin is first asked.
+func hungNode(t *testing.T, size int64, cfg mesh.Config) (*meshtest.Origin, *mesh.Node, <-chan struct{}) {
+	t.Helper()
+	s := newSite(t, map[string]int64{"a.bin": size})
 	asked := make(chan struct{})
 	var once sync.Once
 	s.SetFault(func(r *http.Request) meshtest.Fault {
 		once.Do(func() { close(asked) })
 		return meshtest.Fault{Kind: meshtest.FaultHang}
 	})
-	n, err := mesh.New(context.Background(), meshtest.LocalConfig(mesh.Config{Origin: s.URL()}))
+	cfg.Origin = s.URL()
+	n, err := mesh.New(context.Background(), meshtest.LocalConfig(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Close()
+	t.Cleanup(func() { n.Close() })
+	return s, n, asked
+}
+
+// TestPinRacingCloseFailsWithErrClosed: Close while Pin waits on the
+// origin. Pin returns an error that matches ErrClosed, as every call the
+// node's Close ends does, not only the fetcher's own fetch.ErrClosed.
+func TestPinRacingCloseFailsWithErrClosed(t *testing.T) {
+	s, n, asked := hungNode(t, 3<<20, mesh.Config{})
 	done := make(chan error, 1)
 	go func() { done <- n.Pin(context.Background(), s.Manifest()) }()
 	<-asked
@@ -138,18 +148,7 @@ func TestPinRacingCloseFailsWithErrClosed(t *testing.T) {
 // never answers ends at Close with an error matching ErrClosed; with no
 // ManifestTimeout it went on for as long as the origin held the request.
 func TestLoadManifestRacingClose(t *testing.T) {
-	s := newSite(t, map[string]int64{"a.bin": 3000})
-	asked := make(chan struct{})
-	var once sync.Once
-	s.SetFault(func(r *http.Request) meshtest.Fault {
-		once.Do(func() { close(asked) })
-		return meshtest.Fault{Kind: meshtest.FaultHang}
-	})
-	n, err := mesh.New(context.Background(), meshtest.LocalConfig(mesh.Config{Origin: s.URL(), ManifestTimeout: -1}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	_, n, asked := hungNode(t, 3000, mesh.Config{ManifestTimeout: -1})
 	done := make(chan error, 1)
 	go func() {
 		_, err := n.LoadManifest(context.Background(), "manifest.json")
@@ -230,18 +229,7 @@ func afterClose(t *testing.T, done <-chan error, call string) error {
 // ends at Close with an error matching ErrClosed (it matched only
 // fetch.ErrClosed), and fetch.ErrClosed still.
 func TestReadRacingClose(t *testing.T) {
-	s := newSite(t, map[string]int64{"a.bin": 3000})
-	asked := make(chan struct{})
-	var once sync.Once
-	s.SetFault(func(r *http.Request) meshtest.Fault {
-		once.Do(func() { close(asked) })
-		return meshtest.Fault{Kind: meshtest.FaultHang}
-	})
-	n, err := mesh.New(context.Background(), meshtest.LocalConfig(mesh.Config{Origin: s.URL()}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	s, n, asked := hungNode(t, 3000, mesh.Config{})
 	r, _, err := n.OpenAsset(context.Background(), s.Manifest(), "a.bin")
 	if err != nil {
 		t.Fatal(err)
