@@ -27,6 +27,27 @@ const (
 	DefaultSummaryConcurrency = 16
 )
 
+// Per asker, the service answers at most summaryPerPeer requests at once
+// (one peer's silent streams held every slot: every other asker was
+// refused), waits at most summaryReadTimeout for the 2-byte request, and
+// lists other holders (SummaryRequest.Others, a scan of the table and up
+// to MaxSummarySize bytes) for summaryOthersBurst requests, then one per
+// summaryOthersEvery; beyond that it answers with its own roots only. One
+// peer looping requests with Others had 18 to 84 answers of 1 MiB a second
+// out of a seed whose table a flood had filled, and held the table's lock
+// for each scan: its lookups took up to 0.5 s. The holders listed are
+// shared by the answers within summaryOthersFresh when the table is large.
+const (
+	summaryPerPeer      = 2
+	summaryReadTimeout  = 2 * time.Second
+	summaryOthersBurst  = 4
+	summaryOthersEvery  = 5 * time.Second
+	summaryOthersFresh  = time.Second
+	summaryAskersMax    = 4096 // askers remembered; the oldest idle forgotten
+	summaryHoldersExtra = 1    // listed beyond MaxSummaryHolders: the asker left out
+	summaryScanShared   = 1000 // table entries from which a listing is shared
+)
+
 // SummaryConfig configures a SummaryService. Zero fields mean the default
 // stated beside them.
 type SummaryConfig struct {
@@ -76,9 +97,24 @@ type SummaryService struct {
 
 	mu     sync.Mutex
 	closed bool
+	askers map[peer.ID]*asker // under mu
 	wg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	othersMu  sync.Mutex
+	others    []Holder // the table's holders, listed at othersAt
+	othersAt  time.Time
+	othersBig bool // the table held summaryScanShared entries or more then
+}
+
+// asker is what the service keeps of one peer that asks it: its answers
+// under way, and its allowance of answers listing other holders (a token
+// bucket of summaryOthersBurst, one token per summaryOthersEvery).
+type asker struct {
+	active int
+	tokens float64
+	at     time.Time // when tokens was last brought up to date
 }
 
 // NewSummaryService registers the summary handler on cfg.Host.
@@ -103,7 +139,7 @@ func NewSummaryService(cfg SummaryConfig) (*SummaryService, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &SummaryService{cfg: cfg, log: log.With("pkg", "announce"), proto: SummaryProtocol(cfg.Name)}
+	s := &SummaryService{cfg: cfg, log: log.With("pkg", "announce"), proto: SummaryProtocol(cfg.Name), askers: make(map[peer.ID]*asker)}
 	if cfg.Concurrency > 0 {
 		s.slots = make(chan struct{}, cfg.Concurrency)
 	}
@@ -116,15 +152,23 @@ func NewSummaryService(cfg SummaryConfig) (*SummaryService, error) {
 func (s *SummaryService) Protocol() protocol.ID { return s.proto }
 
 func (s *SummaryService) handle(st network.Stream) {
+	p := st.Conn().RemotePeer()
 	s.mu.Lock()
-	if s.closed {
+	a := s.askerLocked(p, time.Now())
+	if s.closed || a.active >= summaryPerPeer {
 		s.mu.Unlock()
 		st.Reset()
 		return
 	}
+	a.active++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		a.active--
+		s.mu.Unlock()
+	}()
 	if s.slots != nil {
 		select {
 		case s.slots <- struct{}{}:
@@ -144,8 +188,44 @@ func (s *SummaryService) handle(st network.Stream) {
 	st.Close()
 }
 
+// askerLocked returns p's record, made if new; over summaryAskersMax
+// records, those with no answer under way are forgotten first. The caller
+// holds mu.
+func (s *SummaryService) askerLocked(p peer.ID, now time.Time) *asker {
+	a := s.askers[p]
+	if a != nil {
+		return a
+	}
+	if len(s.askers) >= summaryAskersMax {
+		for q, b := range s.askers {
+			if b.active == 0 {
+				delete(s.askers, q)
+			}
+		}
+	}
+	a = &asker{tokens: summaryOthersBurst, at: now}
+	s.askers[p] = a
+	return a
+}
+
+// othersAllowed takes one of p's answers listing other holders, and
+// reports whether it had one left.
+func (s *SummaryService) othersAllowed(p peer.ID, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.askerLocked(p, now)
+	a.tokens = min(summaryOthersBurst, a.tokens+now.Sub(a.at).Seconds()/summaryOthersEvery.Seconds())
+	a.at = now
+	if a.tokens < 1 {
+		return false
+	}
+	a.tokens--
+	return true
+}
+
 func (s *SummaryService) answer(st network.Stream) error {
-	if err := st.SetDeadline(time.Now().Add(s.cfg.Timeout)); err != nil {
+	now := time.Now()
+	if err := st.SetDeadline(now.Add(min(s.cfg.Timeout, summaryReadTimeout))); err != nil {
 		return err
 	}
 	buf := make([]byte, summaryRequestSize)
@@ -156,7 +236,15 @@ func (s *SummaryService) answer(st network.Stream) error {
 	if err != nil {
 		return err
 	}
-	b, err := EncodeSummary(s.summary(st.Conn().RemotePeer(), req))
+	if err := st.SetDeadline(now.Add(s.cfg.Timeout)); err != nil {
+		return err
+	}
+	p := st.Conn().RemotePeer()
+	if req.Others && !s.othersAllowed(p, time.Now()) {
+		req.Others = false
+		s.log.Debug("summary: other holders not listed again so soon", "peer", p)
+	}
+	b, err := EncodeSummary(s.summary(p, req))
 	if err != nil {
 		return err
 	}
@@ -173,13 +261,37 @@ func (s *SummaryService) summary(asker peer.ID, req SummaryRequest) Summary {
 		}
 	}
 	if req.Others && s.cfg.Table != nil {
-		sum.Others = s.cfg.Table.holders(asker, MaxSummaryHolders)
+		sum.Others = s.holders(asker)
 		ps := s.cfg.Host.Peerstore()
 		for i := range sum.Others {
 			sum.Others[i].Addrs = ps.Addrs(sum.Others[i].Peer)
 		}
 	}
 	return sum
+}
+
+// holders lists the table's holders but asker (Table.holders), from a
+// list shared by the answers within summaryOthersFresh when the table is
+// large (summaryScanShared entries): each scan holds the table's lock, for
+// up to 0.24 s at 100,000 entries. A smaller table is listed afresh for
+// each answer, so that a holder heard a moment ago is in it. The Holders are copies; their Roots are shared and
+// not to be changed.
+func (s *SummaryService) holders(asker peer.ID) []Holder {
+	now := time.Now()
+	s.othersMu.Lock()
+	if !s.othersBig || now.Sub(s.othersAt) >= summaryOthersFresh {
+		s.others = s.cfg.Table.holders("", MaxSummaryHolders+summaryHoldersExtra)
+		s.othersAt, s.othersBig = now, s.cfg.Table.Len() >= summaryScanShared
+	}
+	all := s.others
+	s.othersMu.Unlock()
+	out := make([]Holder, 0, min(len(all), MaxSummaryHolders))
+	for _, h := range all {
+		if h.Peer != asker && len(out) < MaxSummaryHolders {
+			out = append(out, Holder{Peer: h.Peer, Roots: h.Roots})
+		}
+	}
+	return out
 }
 
 // Request asks p for its summary (and, with req.Others, the holders it
