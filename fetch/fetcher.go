@@ -108,7 +108,7 @@ func New(cfg Config) (*Fetcher, error) {
 	}
 	side := newSideBlocks() // sideblocks.go: received blocks without copies
 	f.backlog = newStoreBacklog(storeBacklogBytes)
-	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side, backlog: f.backlog, done: f.ctx}), f)
+	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side, backlog: f.backlog, done: f.ctx, pace: newWantPacer()}), f)
 	f.guard.side = side
 	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeBurst, cfg.ServeConcurrency, f.urgent, f.order)
 	var opts []bitswap.Option
