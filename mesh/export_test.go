@@ -9,3 +9,6 @@ const GatewayParkCheck = gatewayParkCheck
 // peers (bootstrapTag), for tests: gossipsub protects its mesh peers under
 // tags of its own, so IsProtected(p, "") says nothing of ours.
 const BootstrapTag = bootstrapTag
+
+// FollowRetry is followRetry, for tests.
+var FollowRetry = followRetry

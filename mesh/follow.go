@@ -109,7 +109,9 @@ const followBuffer = 16
 // checks each new version in full before it takes effect, swaps it in
 // atomically (Manifest, and every attached Gateway), pins it on a seed,
 // and tells the app (Subscribe, FollowConfig.OnEvent). A failed check
-// keeps the version in effect. Make one with Node.Follow; it is safe for
+// keeps the version in effect; until a first version is in effect (and,
+// with Pin, pinned whole), a failed check is followed by another after
+// 1 s, doubling up to Interval. Make one with Node.Follow; it is safe for
 // concurrent use and stops at Close or when the node closes.
 //
 // With Pin, a new version goes in this order: the roots that left the site
@@ -135,6 +137,7 @@ type Follower struct {
 	mu       sync.Mutex
 	cur      *manifest.Manifest
 	first    chan struct{} // closed when the first version is in effect
+	lastErr  error         // the last check's failure to load, nil after one that loaded
 	gateways []*Gateway
 	subs     map[*siteSub]struct{}
 
@@ -207,12 +210,21 @@ func (f *Follower) Manifest() *manifest.Manifest {
 }
 
 // Wait waits until a version is in effect and returns it, or fails when
-// ctx ends or the follower stops first.
+// ctx ends or the follower stops first. Until the first version loads,
+// the follower checks again 1 s after a failure, doubling to Interval; a
+// Wait that ctx ends wraps the last check's error too (an HTTP 404, a
+// refused connection).
 func (f *Follower) Wait(ctx context.Context) (*manifest.Manifest, error) {
 	select {
 	case <-f.first:
 		return f.Manifest(), nil
 	case <-ctx.Done():
+		f.mu.Lock()
+		last := f.lastErr
+		f.mu.Unlock()
+		if last != nil {
+			return nil, fmt.Errorf("mesh: follow %s: %w; the last check failed: %w", f.url, ctx.Err(), last)
+		}
 		return nil, fmt.Errorf("mesh: follow %s: %w", f.url, ctx.Err())
 	case <-f.done:
 		return nil, fmt.Errorf("mesh: follow %s: %w", f.url, ErrClosed)
@@ -301,7 +313,7 @@ func (f *Follower) run() {
 	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	for {
+	for failed := 0; ; {
 		select {
 		case <-f.ctx.Done():
 			return
@@ -309,21 +321,46 @@ func (f *Follower) run() {
 		case <-f.kick:
 			timer.Stop()
 		}
-		f.check()
-		timer.Reset(f.cfg.Interval)
+		ok := f.check()
+		if ok || (f.Manifest() != nil && (!f.pin || f.pinnedOK)) {
+			failed = 0
+			timer.Reset(f.cfg.Interval)
+			continue
+		}
+		timer.Reset(followRetry(failed, f.cfg.Interval))
+		failed++
 	}
 }
+
+// followRetry is how long after its failed-th failure in a row (from 0)
+// a follower with no version in effect, or whose pin of it failed, checks
+// again: followRetryMin doubling, at most interval. An app started while
+// its origin was down for a moment waited the whole Interval (a minute)
+// for its first version.
+func followRetry(failed int, interval time.Duration) time.Duration {
+	d := followRetryMin
+	for range min(failed, 30) {
+		d *= 2
+	}
+	return min(d, interval)
+}
+
+// followRetryMin is the first wait of followRetry.
+const followRetryMin = time.Second
 
 // check loads the manifest; a new version is swapped in and, with Pin,
 // the content that left is unpinned before the new version is pinned, so
 // that a quota that fits one version (and a bit) takes the redeploy.
-func (f *Follower) check() {
+func (f *Follower) check() bool {
 	m, etag, err := f.n.loadManifest(f.ctx, f.url, f.etag)
+	f.mu.Lock()
+	f.lastErr = err
+	f.mu.Unlock()
 	if err != nil {
 		if f.ctx.Err() == nil {
 			f.emit(SiteEvent{Kind: SiteFailed, Manifest: f.Manifest(), Err: err})
 		}
-		return
+		return false
 	}
 	if m != nil {
 		data, _ := m.Marshal()
@@ -336,6 +373,7 @@ func (f *Follower) check() {
 	if f.pin && !f.pinnedOK {
 		f.pinCurrent()
 	}
+	return !f.pin || f.pinnedOK
 }
 
 // swap puts m in effect: unpins what left (with Pin), then sets m in the

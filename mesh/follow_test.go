@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -434,6 +436,70 @@ func TestFollowRejectsBadToggle(t *testing.T) {
 				f.Close()
 			}
 			t.Errorf("Follow(Pin %d, Seeds %d) = %v, want a *ConfigError", cfg.Pin, cfg.Seeds, err)
+		}
+	}
+}
+
+// TestFollowRetriesFirstLoad: a follower whose first manifest check fails
+// (the origin down for a moment as the app starts) checks again within
+// seconds, not at the next Interval (here an hour: Wait waited it out);
+// a Wait that runs out while checks fail says why (it said only "context
+// deadline exceeded").
+func TestFollowRetriesFirstLoad(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	site := meshtest.StartOrigin(t, meshtest.OriginConfig{})
+	deploySite(t, site, map[string][]byte{"index.html": []byte("<p>one")})
+	var asked atomic.Int64
+	site.SetFault(func(r *http.Request) meshtest.Fault {
+		if strings.HasSuffix(r.URL.Path, "manifest.json") && asked.Add(1) == 1 {
+			return meshtest.Fault{Kind: meshtest.FaultStatus, Status: http.StatusInternalServerError}
+		}
+		return meshtest.Fault{}
+	})
+	app := newNode(t, mesh.Config{Origin: site.URL()})
+	f, err := app.Follow(mesh.FollowConfig{URL: "manifest.json", Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if m, err := f.Wait(ctx); err != nil || m == nil {
+		t.Fatalf("Wait after a failed first check = %v, %v; want the manifest within seconds", m, err)
+	}
+	if n := asked.Load(); n != 2 {
+		t.Errorf("the origin was asked for the manifest %d times, want 2", n)
+	}
+
+	gone, err := app.Follow(mesh.FollowConfig{URL: "missing.json", Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gone.Close()
+	short, cancelShort := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancelShort()
+	_, err = gone.Wait(short)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "404") {
+		t.Errorf("Wait on a manifest the origin does not have = %v, want the deadline and the 404", err)
+	}
+}
+
+// TestFollowRetry: the waits between failed first checks double from
+// followRetryMin up to the interval.
+func TestFollowRetry(t *testing.T) {
+	for _, tc := range []struct {
+		failed   int
+		interval time.Duration
+		want     time.Duration
+	}{
+		{0, time.Minute, time.Second},
+		{1, time.Minute, 2 * time.Second},
+		{5, time.Minute, 32 * time.Second},
+		{6, time.Minute, time.Minute},
+		{1000, time.Minute, time.Minute},
+		{0, 500 * time.Millisecond, 500 * time.Millisecond},
+	} {
+		if got := mesh.FollowRetry(tc.failed, tc.interval); got != tc.want {
+			t.Errorf("followRetry(%d, %v) = %v, want %v", tc.failed, tc.interval, got, tc.want)
 		}
 	}
 }
