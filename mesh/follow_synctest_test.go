@@ -23,14 +23,18 @@ type memSite struct {
 	h    http.Handler
 	mu   sync.Mutex
 	hang bool
+	fail int         // the first fail requests fail, as to an origin that is down
 	at   []time.Time // when each request came
 }
 
 func (m *memSite) RoundTrip(req *http.Request) (*http.Response, error) {
 	m.mu.Lock()
 	m.at = append(m.at, time.Now())
-	hang := m.hang
+	hang, down := m.hang, len(m.at) <= m.fail
 	m.mu.Unlock()
+	if down {
+		return nil, errors.New("connection refused")
+	}
 	if hang {
 		<-req.Context().Done()
 		return nil, req.Context().Err()
@@ -93,6 +97,47 @@ func TestFollowTiming(t *testing.T) {
 		}
 		if ev.Manifest == nil || f.Manifest() != ev.Manifest {
 			t.Error("the version in effect did not stay after a failed check")
+		}
+		f.Close()
+		n.Close()
+	})
+}
+
+// TestFollowFirstRetryTiming: a follower whose first checks fail (the
+// origin down as the app starts) checks again after 1 s, 2 s, 4 s, and once
+// a version is in effect, every Interval again.
+func TestFollowFirstRetryTiming(t *testing.T) {
+	site := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: meshtest.Site{"index.html": []byte("one")}})
+	synctest.Test(t, func(t *testing.T) {
+		tr := &memSite{h: site, fail: 3}
+		n, err := mesh.New(context.Background(), mesh.Config{Name: "test-mesh", InMemory: true, Origin: "http://origin.invalid",
+			MDNS: mesh.Off, NATPortMap: mesh.Off, DisableDHT: true, HTTPClient: &http.Client{Transport: tr},
+			Libp2pOptions: []libp2p.Option{libp2p.NoListenAddrs, libp2p.NoTransports}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		start := time.Now()
+		f, err := n.Follow(mesh.FollowConfig{URL: "manifest.json"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute + time.Second)
+		tr.mu.Lock()
+		at := append([]time.Time(nil), tr.at...)
+		tr.mu.Unlock()
+		want := []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second, 7*time.Second + time.Minute}
+		if len(at) != len(want) {
+			t.Fatalf("%d checks in the first %v, want %d", len(at), time.Since(start), len(want))
+		}
+		for i, a := range at {
+			if d := a.Sub(start); d != want[i] {
+				t.Errorf("check %d at %v, want %v", i, d, want[i])
+			}
 		}
 		f.Close()
 		n.Close()
