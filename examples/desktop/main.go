@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshcdn/meshcdn/internal/siteurl"
 	"github.com/meshcdn/meshcdn/mesh"
 )
 
@@ -49,7 +50,12 @@ func main() {
 		os.Exit(2)
 	}
 	if *origin == "" {
-		*origin = (*manifestURL)[:strings.LastIndex(*manifestURL, "/")]
+		o, err := siteurl.Origin("manifest", *manifestURL)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "desktop:", err)
+			os.Exit(2)
+		}
+		*origin = o
 	}
 	cfg := mesh.Config{Name: *name, DataDir: *dir, Origin: *origin, FollowInterval: *recheck}
 	if *bootstrap != "" {
@@ -96,6 +102,17 @@ func run(ctx context.Context, cfg mesh.Config, manifestURL string, ln net.Listen
 		return err
 	}
 	defer f.Close()
+	// Site events are told from the start: a manifest that does not load
+	// (a wrong URL, the origin down) is said at once, not after the wait.
+	ectx, stopEvents := context.WithCancel(ctx)
+	events := f.Subscribe(ectx)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		a.report(events)
+	}()
+	stopReport := func() { stopEvents(); <-reported }
+	defer stopReport()
 	// Until the first version loads (the origin may be slow or down), the
 	// app waits; then the gateway follows every version.
 	m, err := f.Wait(ctx)
@@ -110,18 +127,10 @@ func run(ctx context.Context, cfg mesh.Config, manifestURL string, ln net.Listen
 	if err != nil {
 		fmt.Fprintln(a.errOut, "desktop: the mesh is not ready, serving anyway (first loads may come from the origin):", err)
 	}
-	ectx, stopEvents := context.WithCancel(ctx)
-	defer stopEvents()
-	events := f.Subscribe(ectx)
 	g := n.Gateway(mesh.GatewayConfig{})
 	f.Attach(g)
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(a.out, "gateway: http://%s/ (%d assets); peer %s\n", ln.Addr(), len(m.Assets), n.ID())
-	reported := make(chan struct{})
-	go func() {
-		defer close(reported)
-		a.report(events)
-	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	if a.started != nil {
@@ -134,8 +143,7 @@ func run(ctx context.Context, cfg mesh.Config, manifestURL string, ln net.Listen
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
-	stopEvents()
-	<-reported
+	stopReport()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -144,13 +152,19 @@ func run(ctx context.Context, cfg mesh.Config, manifestURL string, ln net.Listen
 	return nil
 }
 
-// report says what happens to the site, until events ends.
+// report says what happens to the site, until events ends; a.event hears
+// of every event after the first version took effect.
 func (a app) report(events <-chan mesh.SiteEvent) {
 	for ev := range events {
-		switch ev.Kind {
-		case mesh.SiteUpdated:
+		switch {
+		case ev.Kind == mesh.SiteUpdated && ev.Previous == nil:
+			continue // the first version: run says it serves
+		case ev.Kind == mesh.SiteFailed && ev.Manifest == nil:
+			fmt.Fprintln(a.errOut, "desktop: the site's manifest did not load (trying again):", ev.Err)
+			continue
+		case ev.Kind == mesh.SiteUpdated:
 			fmt.Fprintf(a.out, "site updated: %d assets now (was %d); the gateway serves the new version\n", len(ev.Manifest.Assets), len(ev.Previous.Assets))
-		case mesh.SiteFailed:
+		case ev.Kind == mesh.SiteFailed:
 			fmt.Fprintln(a.errOut, "desktop: site check failed (still serving the version in effect):", ev.Err)
 		}
 		if a.event != nil {

@@ -48,6 +48,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshcdn/meshcdn/internal/siteurl"
 	"github.com/meshcdn/meshcdn/mesh"
 )
 
@@ -69,7 +70,12 @@ func main() {
 		os.Exit(2)
 	}
 	if *origin == "" {
-		*origin = (*manifestURL)[:strings.LastIndex(*manifestURL, "/")]
+		o, err := siteurl.Origin("manifest", *manifestURL)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "seed:", err)
+			os.Exit(2)
+		}
+		*origin = o
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := mesh.Config{Name: *name, Role: mesh.RoleSeed, DataDir: *dir, Origin: *origin, Quota: *quota << 20, FollowInterval: *recheck, Logger: log}
