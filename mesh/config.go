@@ -90,7 +90,10 @@ type Config struct {
 	// TCP and QUIC on every interface, ports chosen by the system (and
 	// WebRTC-direct and WebTransport, see BrowserTransports); for seeds
 	// also WebTransport, WebRTC-direct and WebSockets. Tests and the demo
-	// pass LoopbackAddrs(role).
+	// pass LoopbackAddrs(role). New fails with a *ConfigError when an
+	// address given here cannot be listened on (a port taken, a transport
+	// go-libp2p lacks); of the defaults, one that fails (IPv6 on a host
+	// without it) is logged and the others serve.
 	ListenAddrs []string
 
 	// Bootstrap are the mesh's seeds, as multiaddrs ending in /p2p/ID (a

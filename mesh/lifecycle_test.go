@@ -319,3 +319,34 @@ func TestLibp2pOptionsListenAddrs(t *testing.T) {
 		t.Errorf("listening on %v: want one TCP address (ListenAddrs) and one QUIC (Libp2pOptions)", m.Host().Network().ListenAddresses())
 	}
 }
+
+// TestNewFailsOnAnAddressGiven: an address the caller gave in ListenAddrs
+// that cannot be listened on (a taken port, a transport go-libp2p no
+// longer has) fails New with a *ConfigError naming it; New started on the
+// others, and a seed's multiaddrs in the manifest went dead without a word.
+func TestNewFailsOnAnAddressGiven(t *testing.T) {
+	taken, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, bad := range []string{
+		fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", taken.Addr().(*net.TCPAddr).Port),
+		"/ip4/127.0.0.1/udp/0/quic", // draft-29 QUIC: no transport
+	} {
+		cfg := meshtest.LocalConfig(mesh.Config{
+			ListenAddrs:       []string{"/ip4/127.0.0.1/udp/0/quic-v1", bad},
+			BrowserTransports: mesh.Off,
+		})
+		n, err := mesh.New(context.Background(), cfg)
+		if err == nil {
+			t.Errorf("New with %s in ListenAddrs succeeded, listening on %v", bad, n.Addrs())
+			n.Close()
+			continue
+		}
+		var ce *mesh.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "ListenAddrs[1]" {
+			t.Errorf("New with %s in ListenAddrs = %v, want a *ConfigError naming ListenAddrs[1]", bad, err)
+		}
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -81,6 +82,7 @@ var ErrDataDirInUse = errors.New("mesh: data dir in use by another node")
 // node holds fails with ErrDataDirInUse. Bootstrap peers are dialled in the
 // background and kept connected: Ready and WaitPeers wait for them.
 func New(ctx context.Context, cfg Config) (_ *Node, err error) {
+	explicit := slices.Clone(cfg.ListenAddrs) // the caller's own: each must listen
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -136,8 +138,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.host, err = libp2p.New(opts...); err != nil {
 		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
 	}
-	if err := n.host.Network().Listen(addrs...); err != nil {
-		return nil, fmt.Errorf("mesh: libp2p host: %w", err) // the deferred Close closes the host
+	if err := n.listen(addrs, explicit); err != nil {
+		return nil, err // the deferred Close closes the host
 	}
 
 	if err := n.startAnnounce(reg); err != nil {
@@ -366,6 +368,52 @@ func listenLater(opts []libp2p.Option) ([]libp2p.Option, []ma.Multiaddr, error) 
 		return nil
 	}
 	return append(slices.Clip(opts), none), c.ListenAddrs, nil
+}
+
+// listen has the host listen on each of addrs. One that the caller gave in
+// Config.ListenAddrs (explicit) and that fails is a *ConfigError naming it:
+// a seed whose fixed port was taken started on its other addresses alone,
+// and the manifest's multiaddrs of it went dead without a word. Others
+// (role defaults, browser transports, Libp2pOptions) that fail are logged;
+// New fails only when none listens, as go-libp2p does.
+func (n *Node) listen(addrs []ma.Multiaddr, explicit []string) error {
+	sw, ok := n.host.Network().(*swarm.Swarm)
+	if !ok { // a host of Libp2pOptions' making: as go-libp2p does
+		if err := n.host.Network().Listen(addrs...); err != nil {
+			return fmt.Errorf("mesh: libp2p host: %w", err)
+		}
+		return nil
+	}
+	// In the swarm's order (QUIC before WebTransport and WebRTC on its
+	// port), one at a time for each address's own error.
+	addrs = slices.Clone(addrs)
+	slices.SortStableFunc(addrs, func(a, b ma.Multiaddr) int { return listenOrder(sw, a) - listenOrder(sw, b) })
+	var failed []error
+	for _, a := range addrs {
+		err := sw.AddListenAddr(a)
+		if err == nil {
+			continue
+		}
+		for i, e := range explicit {
+			if m, perr := ma.NewMultiaddr(e); perr == nil && m.Equal(a) {
+				return configErr(fmt.Sprintf("ListenAddrs[%d]", i), e, "cannot listen: "+err.Error())
+			}
+		}
+		n.log.Warn("cannot listen on an address", "addr", a, "err", err)
+		failed = append(failed, fmt.Errorf("%s: %w", a, err))
+	}
+	if len(addrs) > 0 && len(failed) == len(addrs) {
+		return fmt.Errorf("mesh: libp2p host: cannot listen on any address: %w", errors.Join(failed...))
+	}
+	return nil
+}
+
+// listenOrder is the order the swarm listens on a in (Swarm.Listen).
+func listenOrder(sw *swarm.Swarm, a ma.Multiaddr) int {
+	if l, ok := sw.TransportForListening(a).(swarm.OrderedListener); ok {
+		return l.ListenOrder()
+	}
+	return 0
 }
 
 // loadIdentity reads the node's private key, or makes and saves one.
