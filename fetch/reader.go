@@ -1216,7 +1216,9 @@ func (r *Reader) giveUpLocked(missing bool, now time.Time, s *soon) error {
 	if !stalled {
 		return fmt.Errorf("%w: %s: the origin failed and no peer has it: %w", ErrUnavailable, r.t.Cid, cause)
 	}
-	return fmt.Errorf("%w: %s: no block from any source for %v; origin: %w", ErrUnavailable, r.t.Cid, cfg.StallTimeout, cause)
+	// The time it was, not StallTimeout: with an origin, the fetch gives
+	// up only once the origin failed too (a hung one after its timeout).
+	return fmt.Errorf("%w: %s: no block from any source for %v; origin: %w", ErrUnavailable, r.t.Cid, now.Sub(r.lastBlock).Round(time.Millisecond), cause)
 }
 
 // silentLocked returns the providers (and crowd members) to penalise: those

@@ -550,7 +550,7 @@ func (n *Node) loadManifest(ctx context.Context, u, etag string) (*manifest.Mani
 	if n.cfg.ManifestTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, n.cfg.ManifestTimeout,
-			fmt.Errorf("mesh: manifest %s: no manifest within %v: %w", u, n.cfg.ManifestTimeout, context.DeadlineExceeded))
+			fmt.Errorf("no manifest within %v: %w", n.cfg.ManifestTimeout, context.DeadlineExceeded))
 		defer cancel()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)

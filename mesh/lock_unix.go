@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -21,7 +22,7 @@ func lockDataDir(path string) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("mesh: data dir %s: %w", path, ErrDataDirInUse)
+			return nil, fmt.Errorf("%w: %s (its lock %s is held)", ErrDataDirInUse, filepath.Dir(path), filepath.Base(path))
 		}
 		return nil, fmt.Errorf("mesh: data dir lock: %w", err)
 	}
