@@ -327,6 +327,16 @@ func parseAsset(wa wireAsset) (Asset, error) {
 	return a, nil
 }
 
+// CheckSeeds reports whether seeds may be a manifest's Seeds (Marshal and
+// Parse refuse those it does not): an error, matching ErrInvalid, names
+// the first bad entry.
+func CheckSeeds(seeds []string) error {
+	if err := checkSeeds(seeds); err != nil {
+		return fmt.Errorf("%w: seeds: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
 // checkSeeds checks the form of the seeds field: at most MaxSeeds entries,
 // each a string of at most MaxSeedLen bytes that starts with "/" and has a
 // /p2p/ component. Whether an entry parses as a multiaddr with transports

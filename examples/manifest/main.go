@@ -17,6 +17,10 @@
 // -seeds names the site's seeds (multiaddrs ending in /p2p/ID, as
 // examples/seed prints them): nodes that follow the site use them as
 // bootstrap peers.
+//
+// Files and directories whose names begin with a dot (.git, .env) are left
+// out, .well-known excepted, unless -dotfiles; symbolic links are left out
+// (manifest.FromDir). What was left out is said on stderr.
 package main
 
 import (
@@ -24,10 +28,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/meshcdn/meshcdn/manifest"
@@ -36,8 +42,9 @@ import (
 func main() {
 	out := flag.String("o", "manifest.json", "output file, relative to DIR; - for stdout")
 	seeds := flag.String("seeds", "", "comma-separated multiaddrs of the site's seeds, each ending in /p2p/ID")
+	dotfiles := flag.Bool("dotfiles", false, "list files and directories whose names begin with a dot too (.well-known always is)")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: manifest [-o NAME] [-seeds ADDR,ADDR] DIR")
+		fmt.Fprintln(os.Stderr, "usage: manifest [-o NAME] [-seeds ADDR,ADDR] [-dotfiles] DIR")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -47,39 +54,54 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, flag.Arg(0), *out, *seeds); err != nil {
+	if err := run(ctx, options{dir: flag.Arg(0), out: *out, seeds: *seeds, dotfiles: *dotfiles}); err != nil {
 		fmt.Fprintln(os.Stderr, "manifest:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, dir, out, seeds string) error {
-	exclude, err := earlierManifests(dir)
+// options are the command's arguments.
+type options struct {
+	dir, out, seeds string
+	dotfiles        bool
+}
+
+func run(ctx context.Context, o options) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	var seeds []string
+	if o.seeds != "" {
+		seeds = strings.Split(o.seeds, ",")
+		if err := manifest.CheckSeeds(seeds); err != nil {
+			return fmt.Errorf("-seeds: %w", err)
+		}
+	}
+	left, err := leftOut(o.dir, o.dotfiles)
 	if err != nil {
 		return err
 	}
-	if out != "-" {
-		exclude = append(exclude, out, out+".tmp")
+	// The output being written again is no news.
+	left.manifests = slices.DeleteFunc(left.manifests, func(p string) bool { return p == filepath.ToSlash(o.out) })
+	exclude := left.exclude
+	if o.out != "-" {
+		exclude = append(exclude, o.out, o.out+".tmp")
 	}
-	m, err := manifest.FromDir(ctx, dir, exclude...)
+	m, err := manifest.FromDir(ctx, o.dir, exclude...)
 	if err != nil {
 		return err
 	}
-	if seeds != "" {
-		m.Seeds = strings.Split(seeds, ",")
-	}
+	m.Seeds = seeds
 	data, err := m.Marshal()
 	if err != nil {
 		return err
 	}
-	if _, err := manifest.Parse(data); err != nil {
-		return err // a bad -seeds entry
-	}
-	if out == "-" {
+	left.say(os.Stderr)
+	if o.out == "-" {
 		_, err := os.Stdout.Write(data)
 		return err
 	}
-	name := filepath.Join(dir, filepath.FromSlash(out))
+	name := filepath.Join(o.dir, filepath.FromSlash(o.out))
 	if err := os.WriteFile(name+".tmp", data, 0o644); err != nil {
 		return err
 	}
@@ -90,33 +112,96 @@ func run(ctx context.Context, dir, out, seeds string) error {
 	return nil
 }
 
-// earlierManifests lists the .json files under dir that are meshcdn
-// manifests, as paths relative to dir.
-func earlierManifests(dir string) ([]string, error) {
-	var found []string
+// check refuses a DIR that is not a directory and an -o outside it.
+func (o options) check() error {
+	info, err := os.Stat(o.dir)
+	if err != nil {
+		return err
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("%s is not a directory: give the site's directory", o.dir)
+	}
+	if o.out != "-" && (!filepath.IsLocal(o.out) || manifest.CheckPath(filepath.ToSlash(o.out)) != nil) {
+		return fmt.Errorf("-o %q: a file name under DIR (the manifest is published beside the assets), or - for stdout", o.out)
+	}
+	return nil
+}
+
+// left is what a manifest of a directory leaves out: exclude lists the
+// paths (relative to the directory, slash-separated) to pass to
+// manifest.FromDir; the rest counts what is said.
+type left struct {
+	exclude   []string
+	manifests []string // earlier meshcdn manifests
+	dotfiles  int      // files under a name beginning with a dot
+	links     int      // symbolic links (FromDir skips them)
+}
+
+// say tells w what was left out.
+func (l left) say(w io.Writer) {
+	for _, m := range l.manifests {
+		fmt.Fprintf(w, "left out %s: a meshcdn manifest\n", m)
+	}
+	if l.dotfiles > 0 {
+		fmt.Fprintf(w, "left out %d files under names beginning with a dot (-dotfiles lists them)\n", l.dotfiles)
+	}
+	if l.links > 0 {
+		fmt.Fprintf(w, "left out %d symbolic links: copy what they point to into the site to list it\n", l.links)
+	}
+}
+
+// leftOut walks dir for what its manifest leaves out: earlier manifests,
+// symbolic links and, unless dotfiles, files under a name beginning with a
+// dot but .well-known.
+func leftOut(dir string, dotfiles bool) (left, error) {
+	var l left
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() || !strings.HasSuffix(p, ".json") {
-			return err
-		}
-		if info, err := d.Info(); err != nil || info.Size() > manifest.MaxSize {
-			return err
-		}
-		data, err := os.ReadFile(p)
 		if err != nil {
 			return err
-		}
-		if !bytes.Contains(data, []byte(`"`+manifest.Profile+`"`)) {
-			return nil
-		}
-		if _, err := manifest.Parse(data); err != nil {
-			return nil // some other JSON file: an asset like any other
 		}
 		rel, err := filepath.Rel(dir, p)
-		if err != nil {
+		rel = filepath.ToSlash(rel)
+		switch {
+		case err != nil:
 			return err
+		case d.Type()&fs.ModeSymlink != 0:
+			l.links++
+		case !d.Type().IsRegular():
+		case !dotfiles && dotted(rel):
+			l.dotfiles++
+			l.exclude = append(l.exclude, rel)
+		case isManifest(p):
+			l.manifests = append(l.manifests, rel)
+			l.exclude = append(l.exclude, rel)
 		}
-		found = append(found, filepath.ToSlash(rel))
 		return nil
 	})
-	return found, err
+	return l, err
+}
+
+// dotted reports whether a part of the slash-separated path rel begins
+// with a dot (but .well-known, which sites serve).
+func dotted(rel string) bool {
+	for _, part := range strings.Split(rel, "/") {
+		if strings.HasPrefix(part, ".") && part != ".well-known" {
+			return true
+		}
+	}
+	return false
+}
+
+// isManifest reports whether the file at p is a meshcdn manifest.
+func isManifest(p string) bool {
+	if !strings.HasSuffix(p, ".json") {
+		return false
+	}
+	if info, err := os.Stat(p); err != nil || info.Size() > manifest.MaxSize {
+		return false
+	}
+	data, err := os.ReadFile(p)
+	if err != nil || !bytes.Contains(data, []byte(`"`+manifest.Profile+`"`)) {
+		return false
+	}
+	_, err = manifest.Parse(data)
+	return err == nil // else some other JSON file: an asset like any other
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -25,7 +26,7 @@ func TestNeverListsItself(t *testing.T) {
 	}
 	const seed = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
 	for _, out := range []string{"manifest.json", "manifest.json", "v2.json"} {
-		if err := run(context.Background(), dir, out, seed); err != nil {
+		if err := run(context.Background(), options{dir: dir, out: out, seeds: seed}); err != nil {
 			t.Fatal(err)
 		}
 		data, err := os.ReadFile(filepath.Join(dir, out))
@@ -48,7 +49,58 @@ func TestNeverListsItself(t *testing.T) {
 			t.Errorf("manifest %s seeds = %v", out, m.Seeds)
 		}
 	}
-	if err := run(context.Background(), dir, "bad.json", "not-an-addr"); err == nil {
-		t.Error("run(-seeds not-an-addr) succeeded")
+	if err := run(context.Background(), options{dir: dir, out: "bad.json", seeds: "not-an-addr"}); err == nil || !strings.HasPrefix(err.Error(), "-seeds: ") {
+		t.Errorf("run(-seeds not-an-addr) = %v, want an error naming -seeds", err)
+	}
+}
+
+// TestLeavesOut: files under names beginning with a dot (.git, .env) are
+// left out but .well-known (listed with -dotfiles), and a DIR that is a
+// file or an -o outside DIR is refused before anything is hashed (the
+// file was hashed, then the write failed; an absolute -o was joined under
+// DIR).
+func TestLeavesOut(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"index.html", ".env", ".git/HEAD", ".well-known/security.txt", "img/.hidden.png"} {
+		p := filepath.Join(dir, filepath.FromSlash(f))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	paths := func(dotfiles bool) string {
+		if err := run(context.Background(), options{dir: dir, out: "manifest.json", dotfiles: dotfiles}); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := manifest.Parse(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps []string
+		for _, a := range m.Assets {
+			ps = append(ps, a.Path)
+		}
+		return strings.Join(ps, " ")
+	}
+	if got, want := paths(false), ".well-known/security.txt index.html"; got != want {
+		t.Errorf("listed %q, want %q", got, want)
+	}
+	if got, want := paths(true), ".env .git/HEAD .well-known/security.txt img/.hidden.png index.html"; got != want {
+		t.Errorf("with -dotfiles listed %q, want %q", got, want)
+	}
+	for _, o := range []options{
+		{dir: filepath.Join(dir, "index.html"), out: "manifest.json"},
+		{dir: dir, out: filepath.Join(t.TempDir(), "abs.json")},
+		{dir: dir, out: "../up.json"},
+	} {
+		if err := run(context.Background(), o); err == nil {
+			t.Errorf("run(%+v) succeeded", o)
+		}
 	}
 }
