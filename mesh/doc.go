@@ -91,7 +91,7 @@
 // resource manager admits a quarter more than MaxConns inbound, so that
 // trimming (idle peers first) always comes before refusing anyone; before,
 // a seed admitted 128 inbound connections against a MaxConns of 1024, and
-// 128 idle peers locked everyone out. Bitswap streams are capped at 16
+// 128 idle peers locked everyone out. Bitswap streams are capped at 64
 // inbound per peer. The provider table ranks peers by what the node knows
 // of them (delivered verified bytes, bootstrap, connected) over unknown
 // keys: see announce.TableConfig.Evidence.

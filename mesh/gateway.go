@@ -147,8 +147,8 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 // /ipfs/CID; a path under /ipfs/ that is no CID is the site's own, for a
 // site with an ipfs folder), fetched through the node, with Range requests, ETags from CIDs
 // (If-None-Match gives 304), HEAD and the manifest's content types. A desktop
-// webview or Electron renderer loads assets from it. Serve it on 127.0.0.1:
-// see ListenGateway in examples/desktop.
+// webview or Electron renderer loads assets from it. Serve it on 127.0.0.1,
+// with an http.Server's ReadHeaderTimeout set: see run in examples/desktop.
 //
 // It answers with the truth: 200 or 206 only once the first bytes of the
 // answer are in hand (verified); 504 when no source gave them within

@@ -12,8 +12,11 @@
 //   - Pins: pinned content is never evicted; an import that cannot fit beside
 //     the pinned content fails with ErrQuotaExceeded and leaves nothing.
 //
-// Every block is checked against its CID when put and again when read:
-// corrupt bytes are reported as *CorruptError and never returned.
+// Every block is checked against its CID when put and again when read by
+// Get: corrupt bytes are reported as *CorruptError and never returned. A
+// block served to another peer (GetForPeer), which checks what it receives,
+// is checked more cheaply where the storage allows (badger's CRC32C of a
+// value-log entry and its length) and hashed otherwise.
 //
 // # Failures
 //
