@@ -15,12 +15,12 @@ import (
 	"github.com/meshcdn/meshcdn/meshtest"
 )
 
-// readmeApp is the README's "Use it in your app" snippet (its text is in
-// docs/pending/lifecycle.md), step for step. What differs: the snippet's
+// readmeApp is the README's "Use it in your app" snippet, step for step. What differs: the snippet's
 // Config literal (name, DataDir, origin) is cfg, which the test adds
 // loopback ports, mDNS off and a FollowInterval of 100 ms (instead of the
 // app role's minute) to; its gateway listens on ln instead of
-// 127.0.0.1:8377; and its log.Fatal calls return the error instead.
+// 127.0.0.1:8377 (Serve on ln, not ListenAndServe); and its log calls
+// return the error instead.
 func readmeApp(ctx context.Context, cfg mesh.Config, ln net.Listener) error {
 	n, err := mesh.New(ctx, cfg)
 	if err != nil {
@@ -51,7 +51,8 @@ func readmeApp(ctx context.Context, cfg mesh.Config, ln net.Listener) error {
 	gw := n.Gateway(mesh.GatewayConfig{})
 	site.Attach(gw)
 	// The app's webview loads http://127.0.0.1:8377/...: peers first, the origin when they are slow.
-	return http.Serve(ln, gw)
+	srv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second}
+	return srv.Serve(ln)
 }
 
 // failAssets makes every asset request to the origin fail (the manifest's
