@@ -70,6 +70,7 @@ const (
 	SiteFailed
 )
 
+// String returns the kind's name ("updated", ...).
 func (k SiteEventKind) String() string {
 	switch k {
 	case SiteUpdated:

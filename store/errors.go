@@ -40,6 +40,7 @@ type CorruptError struct {
 	Cid cid.Cid
 }
 
+// Error says which block was corrupt and how.
 func (e *CorruptError) Error() string {
 	return fmt.Sprintf("store: block %s: stored bytes do not match its hash", e.Cid)
 }

@@ -20,6 +20,7 @@ const (
 	Removed
 )
 
+// String returns the kind's name.
 func (k EventKind) String() string {
 	switch k {
 	case Added:
