@@ -2,6 +2,7 @@ package announce
 
 import (
 	"container/list"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // maxAddrAuthors bounds the authors whose ADDRS addresses are kept in the
@@ -42,9 +44,14 @@ func newAddrBook(n network.Network) *addrBook {
 	return &addrBook{net: n, order: list.New(), by: make(map[peer.ID]*list.Element)}
 }
 
-// record sets p's addresses to addrs for ttl, at most AddrsTTL.
+// record sets p's addresses to addrs for ttl, at most AddrsTTL, those
+// this host would dial in good faith only (dialable).
 func (b *addrBook) record(p peer.ID, addrs []ma.Multiaddr, ttl time.Duration) {
 	ttl = min(ttl, AddrsTTL)
+	addrs = slices.DeleteFunc(slices.Clone(addrs), func(a ma.Multiaddr) bool { return !dialable(a, b.net) })
+	if len(addrs) == 0 {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	ps := b.net.Peerstore()
@@ -81,4 +88,71 @@ func without(a, b []ma.Multiaddr) []ma.Multiaddr {
 		}
 	}
 	return out
+}
+
+// dialable reports whether an address an ADDRS gave is one to dial: an
+// ADDRS names any address its author likes, and every node fetching what
+// the author announced dials it, so that a forged one made every app dial a
+// service of its machine (127.0.0.1:PORT), of its LAN, or a third party
+// (the audit: 4 keys of 8 addresses each, 32 TCP connections per app per
+// fetch). Kept: a public address or a DNS name; a loopback address only by
+// a host that itself listens on loopback alone (nodes of one machine: tests,
+// the demo); a private one (10/8, 172.16/12, 192.168/16, 100.64/10,
+// fc00::/7) only by a host that has an address in the same /24 (IPv4) or
+// /64 (IPv6). Never an unspecified, link-local or multicast one.
+func dialable(a ma.Multiaddr, n network.Network) bool {
+	ip, err := manet.ToIP(a)
+	if err != nil {
+		dns := false
+		for _, c := range a {
+			switch c.Protocol().Code {
+			case ma.P_DNS, ma.P_DNS4, ma.P_DNS6, ma.P_DNSADDR:
+				dns = true
+			}
+		}
+		return dns
+	}
+	switch {
+	case ip.IsUnspecified(), ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast(), ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
+		return false
+	case ip.IsLoopback():
+		return loopbackOnly(n)
+	case ip.IsPrivate() || cgnat.Contains(ip):
+		return nearOwn(ip, n)
+	}
+	return true
+}
+
+// cgnat is the shared address space of carrier-grade NAT (RFC 6598).
+var cgnat = &net.IPNet{IP: net.IPv4(100, 64, 0, 0), Mask: net.CIDRMask(10, 32)}
+
+// loopbackOnly reports whether n listens on loopback addresses alone.
+func loopbackOnly(n network.Network) bool {
+	own := n.ListenAddresses()
+	for _, a := range own {
+		if ip, err := manet.ToIP(a); err == nil && !ip.IsLoopback() {
+			return false
+		}
+	}
+	return len(own) > 0
+}
+
+// nearOwn reports whether n has an address in ip's /24 (IPv4) or /64
+// (IPv6): a peer of its own network.
+func nearOwn(ip net.IP, n network.Network) bool {
+	bits, size := 64, 128
+	if ip.To4() != nil {
+		bits, size = 24, 32
+	}
+	mask := net.CIDRMask(bits, size)
+	own, err := n.InterfaceListenAddresses()
+	if err != nil {
+		return false
+	}
+	for _, a := range own {
+		if o, err := manet.ToIP(a); err == nil && o.Mask(mask).Equal(ip.Mask(mask)) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,12 +3,14 @@ package announce
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -93,7 +95,7 @@ func awaitAddr(t *testing.T, victim *tnode, id peer.ID, a ma.Multiaddr) {
 func fakeAddrs(k, n int) []ma.Multiaddr {
 	out := make([]ma.Multiaddr, n)
 	for i := range out {
-		out[i] = ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", k/256%256, k%256, i))
+		out[i] = ma.StringCast(fmt.Sprintf("/ip4/44.%d.%d.%d/tcp/4001", k/256%256, k%256, i)) // public: kept (dialable)
 	}
 	return out
 }
@@ -160,5 +162,87 @@ func TestAddrsReplaced(t *testing.T) {
 	victim.h.Peerstore().UpdateAddrs(id, AddrsTTL, 0)
 	if got := victim.h.Peerstore().Addrs(id); len(got) != 0 {
 		t.Errorf("%d addresses kept for longer than AddrsTTL", len(got))
+	}
+}
+
+// addrsNet is a network with given addresses, for dialable alone.
+type addrsNet struct {
+	network.Network
+	listen, iface []ma.Multiaddr
+}
+
+func (n addrsNet) ListenAddresses() []ma.Multiaddr                   { return n.listen }
+func (n addrsNet) InterfaceListenAddresses() ([]ma.Multiaddr, error) { return n.iface, nil }
+
+// TestAddrsDialable: an ADDRS's addresses are kept only where this host
+// would dial them in good faith: public addresses and DNS names; loopback
+// ones by a host that listens on loopback alone; private ones by a host on
+// the same /24 or /64; never unspecified, link-local or multicast ones. A
+// forged ADDRS had every app fetching its author's content dial services
+// of its own machine and LAN.
+func TestAddrsDialable(t *testing.T) {
+	addrs := func(ss ...string) []ma.Multiaddr {
+		var out []ma.Multiaddr
+		for _, s := range ss {
+			out = append(out, ma.StringCast(s))
+		}
+		return out
+	}
+	loop := addrsNet{listen: addrs("/ip4/127.0.0.1/tcp/4001"), iface: addrs("/ip4/127.0.0.1/tcp/4001")}
+	lan := addrsNet{listen: addrs("/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001"),
+		iface: addrs("/ip4/127.0.0.1/tcp/4001", "/ip4/192.168.1.20/tcp/4001", "/ip6/fd00:1:2:3::20/tcp/4001")}
+	for _, tc := range []struct {
+		addr      string
+		loop, lan bool
+	}{
+		{"/ip4/203.0.113.7/tcp/4001", true, true},
+		{"/dns4/seed.example.com/tcp/4001", true, true},
+		{"/ip6/2001:db8::7/udp/4001/quic-v1", true, true},
+		{"/ip4/127.0.0.1/tcp/6379", true, false},
+		{"/ip6/::1/tcp/22", true, false},
+		{"/ip4/192.168.1.1/tcp/80", false, true},
+		{"/ip4/192.168.2.1/tcp/80", false, false},
+		{"/ip4/10.0.0.1/tcp/80", false, false},
+		{"/ip4/100.64.0.1/tcp/80", false, false},
+		{"/ip6/fd00:1:2:3::1/tcp/80", false, true},
+		{"/ip4/169.254.169.254/tcp/80", false, false},
+		{"/ip4/0.0.0.0/tcp/80", false, false},
+		{"/ip4/224.0.0.1/udp/5353", false, false},
+		{"/ip6/fe80::1/tcp/80", false, false},
+	} {
+		a := ma.StringCast(tc.addr)
+		if got := dialable(a, loop); got != tc.loop {
+			t.Errorf("dialable(%s) on a loopback host = %v, want %v", tc.addr, got, tc.loop)
+		}
+		if got := dialable(a, lan); got != tc.lan {
+			t.Errorf("dialable(%s) on a LAN host = %v, want %v", tc.addr, got, tc.lan)
+		}
+	}
+}
+
+// TestAddrsRecordsDialableOnly: the address book of a host on loopback
+// keeps an ADDRS's public and loopback addresses and drops its LAN and
+// link-local ones (it put all of them in the peerstore, to be dialled).
+func TestAddrsRecordsDialableOnly(t *testing.T) {
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	b := newAddrBook(h.Network())
+	p := testPeer(t)
+	b.record(p, []ma.Multiaddr{
+		ma.StringCast("/ip4/203.0.113.7/tcp/4001"),
+		ma.StringCast("/ip4/127.0.0.1/tcp/4001"),
+		ma.StringCast("/ip4/192.168.1.1/tcp/80"),
+		ma.StringCast("/ip4/169.254.169.254/tcp/80"),
+	}, time.Minute)
+	var got []string
+	for _, a := range h.Peerstore().Addrs(p) {
+		got = append(got, a.String())
+	}
+	slices.Sort(got)
+	if want := []string{"/ip4/127.0.0.1/tcp/4001", "/ip4/203.0.113.7/tcp/4001"}; !slices.Equal(got, want) {
+		t.Errorf("peerstore has %v, want %v", got, want)
 	}
 }
