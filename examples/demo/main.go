@@ -50,6 +50,7 @@ type options struct {
 	announceAddrs   mesh.Toggle
 	together        bool
 	windowMiB       int64
+	serveConc       int
 	logPath         string
 	cpuProfile      string
 }
@@ -70,6 +71,7 @@ func main() {
 	addrs := flag.Bool("announce-addrs", false, "nodes send their addresses with their announcements, so that peers heard of through gossip can be dialled (mesh.Config.AnnounceAddrs)")
 	flag.StringVar(&o.logPath, "log", "", "write every node's debug log to this file, as JSON lines naming the node (node=app-07)")
 	flag.Int64Var(&o.windowMiB, "window-mib", 0, "MiB each fetch holds in memory ahead of its reader (mesh.Config.FetchWindowBytes; 0: the default 8, -1: no bound)")
+	flag.IntVar(&o.serveConc, "serve-concurrency", 0, "block requests each app serves at once (mesh.Config.ServeConcurrency; 0: the default 8)")
 	flag.BoolVar(&o.together, "together", false, "each app fetches the page, then all its other assets at once, as a browser does (meshtest.CrowdConfig.Together); default one after another")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (every node) to this file")
 	flag.Parse()
@@ -230,6 +232,7 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 		Rand:     uint64(time.Now().UnixNano()),
 		Together: o.together,
 	}
+	ccfg.App.ServeConcurrency = o.serveConc
 	if o.together {
 		ccfg.Assets = site.PathsFrom("index.html") // the page, then what it names
 	}
