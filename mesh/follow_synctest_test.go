@@ -44,6 +44,19 @@ func (m *memSite) RoundTrip(req *http.Request) (*http.Response, error) {
 	return rec.Result(), nil
 }
 
+// bubbleNode starts, in a synctest bubble, a node with no network whose
+// HTTP requests go to tr.
+func bubbleNode(t *testing.T, tr http.RoundTripper) *mesh.Node {
+	t.Helper()
+	n, err := mesh.New(context.Background(), mesh.Config{Name: "test-mesh", InMemory: true, Origin: "http://origin.invalid",
+		MDNS: mesh.Off, NATPortMap: mesh.Off, DisableDHT: true, HTTPClient: &http.Client{Transport: tr},
+		Libp2pOptions: []libp2p.Option{libp2p.NoListenAddrs, libp2p.NoTransports}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // TestFollowTiming checks the follower's timing in a synctest bubble, where
 // time is exact: an app checks at once and then every FollowInterval (1 min
 // by default), a change is seen at the next check, and a manifest origin
@@ -55,12 +68,7 @@ func TestFollowTiming(t *testing.T) {
 	site := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: meshtest.Site{"index.html": []byte("one")}})
 	synctest.Test(t, func(t *testing.T) {
 		tr := &memSite{h: site}
-		n, err := mesh.New(context.Background(), mesh.Config{Name: "test-mesh", InMemory: true, Origin: "http://origin.invalid",
-			MDNS: mesh.Off, NATPortMap: mesh.Off, DisableDHT: true, HTTPClient: &http.Client{Transport: tr},
-			Libp2pOptions: []libp2p.Option{libp2p.NoListenAddrs, libp2p.NoTransports}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := bubbleNode(t, tr)
 		defer n.Close()
 		events := make(chan mesh.SiteEvent, 16)
 		start := time.Now()
@@ -110,12 +118,7 @@ func TestFollowFirstRetryTiming(t *testing.T) {
 	site := meshtest.StartOrigin(t, meshtest.OriginConfig{Site: meshtest.Site{"index.html": []byte("one")}})
 	synctest.Test(t, func(t *testing.T) {
 		tr := &memSite{h: site, fail: 3}
-		n, err := mesh.New(context.Background(), mesh.Config{Name: "test-mesh", InMemory: true, Origin: "http://origin.invalid",
-			MDNS: mesh.Off, NATPortMap: mesh.Off, DisableDHT: true, HTTPClient: &http.Client{Transport: tr},
-			Libp2pOptions: []libp2p.Option{libp2p.NoListenAddrs, libp2p.NoTransports}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := bubbleNode(t, tr)
 		defer n.Close()
 		start := time.Now()
 		f, err := n.Follow(mesh.FollowConfig{URL: "manifest.json"})
