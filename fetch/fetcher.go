@@ -211,8 +211,12 @@ type Totals struct {
 	// whose every leaf was fetched; Failed those that ended with an error
 	// other than being closed.
 	Fetches, Completed, Failed int64
-	// LocalBytes, PeerBytes and OriginBytes count the bytes delivered from
-	// each source (the first verified copy of each leaf).
+	// LocalBytes, PeerBytes and OriginBytes add up the fetches' (see
+	// Stats), but for a leaf two fetches took from one origin request
+	// (concurrent fetches of the same content share it): the origin's
+	// once, local for the others, so that OriginBytes is what the origin
+	// delivered. A leaf read back from the store after a backwards Seek
+	// counts again, as local.
 	LocalBytes, PeerBytes, OriginBytes int64
 	// DuplicateBytes counts verified copies that arrived after another
 	// source had won: the cost of hedging.

@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 	const ns, sub = "meshcdn", "fetch"
 	m := &metrics{reg: reg}
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-		Name: "bytes_total", Help: "Bytes delivered to fetches, by source (local, peer, origin): the first verified copy of each block."},
+		Name: "bytes_total", Help: "Bytes delivered to fetches, by source (local, peer, origin): the first verified copy of each block; a block two fetches took from one origin request counts once as origin."},
 		[]string{"source"})
 	m.dupBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 		Name: "duplicate_bytes_total", Help: "Verified bytes that arrived after another source had won, by source."},
@@ -38,6 +38,16 @@ func newMetrics(reg prometheus.Registerer, f *Fetcher) (*metrics, error) {
 	m.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 		Name: "fetches_total", Help: "Fetches ended, by result (complete, failed, abandoned)."},
 		[]string{"result"})
+	// Every series from the start, at 0: a query subtracting one from
+	// another (origin_sent_bytes_total minus bytes_total{source="origin"})
+	// had nothing to subtract before a first origin block.
+	for _, src := range []Source{SourceLocal, SourcePeer, SourceOrigin} {
+		m.bytes.WithLabelValues(string(src))
+		m.dupBytes.WithLabelValues(string(src))
+	}
+	for _, r := range []string{"complete", "failed", "abandoned"} {
+		m.fetches.WithLabelValues(r)
+	}
 	buckets := prometheus.ExponentialBuckets(0.001, 2, 16)
 	m.ttfb = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
 		Name: "ttfb_seconds", Help: "Time from Open to the first byte handed to the reader.", Buckets: buckets})

@@ -30,6 +30,9 @@ type originCall struct {
 	err     error
 	waiters int
 	cancel  context.CancelFunc
+	// counted: a caller has taken the leaf as the origin's (the others
+	// count it as local in the Fetcher's totals: one request, once).
+	counted atomic.Bool
 	// heard are the last-byte times (Reader.LastByte) of the callers,
 	// each set as the body's bytes come: one waiting on a request
 	// another started sees its progress. Under Fetcher.callMu.
@@ -49,8 +52,10 @@ func (c *originCall) hear(now int64) {
 // under two names) are another request, which may fare otherwise. What the
 // origin sent for the shared request is told to sent, the sink of the
 // caller that started it; every caller's heard is set to the time of the
-// body's last bytes as they come.
-func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent func(int64), heard *atomic.Int64) ([]byte, error) {
+// body's last bytes as they come. own reports, with the bytes, that this
+// caller is the first to take them: the Fetcher's totals count the
+// request's leaf once as the origin's.
+func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent func(int64), heard *atomic.Int64) (data []byte, own bool, err error) {
 	key := t.URL + "\n" + t.Gateway + "\n" + l.Cid.KeyString()
 	f.callMu.Lock()
 	c := f.calls[key]
@@ -90,7 +95,7 @@ func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent
 
 	select {
 	case <-c.done:
-		return c.data, c.err
+		return c.data, c.err == nil && c.counted.CompareAndSwap(false, true), c.err
 	case <-ctx.Done():
 		f.callMu.Lock()
 		c.waiters--
@@ -107,7 +112,7 @@ func (f *Fetcher) originShared(ctx context.Context, t Target, l store.Leaf, sent
 			// what the origin sent for it is counted when the fetch ends.
 			<-c.done
 		}
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	}
 }
 

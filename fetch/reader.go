@@ -55,7 +55,10 @@ type Stats struct {
 	Size int64
 	// LocalBytes, PeerBytes and OriginBytes count the bytes delivered from
 	// each source: the first verified copy of each leaf, once per delivery
-	// (a leaf fetched again after a backwards Seek counts again).
+	// (a leaf read again after a backwards Seek counts again when it is
+	// fetched again, from the store as local; one still in memory is not
+	// fetched). A leaf of an origin request another fetch of the same
+	// content started counts as the origin's here (see Totals).
 	LocalBytes, PeerBytes, OriginBytes int64
 	// DuplicateBytes counts verified copies that lost the race.
 	DuplicateBytes int64
@@ -115,6 +118,10 @@ type req struct {
 	// with keep), so the end of this request is no cue to cancel its
 	// direct want (Reader.stillWanted).
 	again atomic.Bool
+	// shared: an origin request's bytes another fetch of this Fetcher
+	// took as the origin's first (originShared): the Fetcher's totals
+	// count them as local.
+	shared atomic.Bool
 }
 
 type leafState struct {
@@ -1752,7 +1759,8 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		data, err := r.f.originShared(ctx, r.t, l, r.noteOriginSent, &r.lastByte)
+		data, own, err := r.f.originShared(ctx, r.t, l, r.noteOriginSent, &r.lastByte)
+		q.shared.Store(err == nil && !own)
 		r.mu.Lock()
 		if err != nil && r.st[i].origin == q {
 			r.st[i].origin = nil
@@ -1871,7 +1879,11 @@ func (r *Reader) deliver(i int, data []byte, src Source, p peer.ID, from *req) {
 	first := r.recordLocked(i, data, src, p, now)
 	r.notifyLocked()
 	r.mu.Unlock()
-	r.f.account(src, p, n, false)
+	counted := src
+	if src == SourceOrigin && from != nil && from.shared.Load() {
+		counted = SourceLocal // one origin request, counted once in the totals
+	}
+	r.f.account(counted, p, n, false)
 	r.f.log.Debug("block", "cid", l.Cid, "source", string(src), "peer", p, "bytes", n)
 	if first && src != SourceLocal {
 		r.f.guard.arrived(l.Cid, p)
