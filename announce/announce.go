@@ -677,6 +677,10 @@ func (a *Announcer) readLoop() {
 		if !ok { // cannot happen: the validator sets it
 			continue
 		}
+		// gossipsub keeps the message for its history windows: the decoded
+		// form is this loop's alone (16 MiB of a sybil flood's roots, held
+		// twice over, beside the raw bytes gossip needs).
+		msg.ValidatorData = nil
 		u := update{peer: msg.GetFrom(), ttl: m.TTL, src: FromGossip, seq: seqno(msg), fetching: m.Kind == Fetch}
 		switch m.Kind {
 		case Have, Fetch:
