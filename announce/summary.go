@@ -40,8 +40,8 @@ const (
 const (
 	summaryPerPeer      = 2
 	summaryReadTimeout  = 2 * time.Second
-	summaryOthersBurst  = 4
-	summaryOthersEvery  = 5 * time.Second
+	summaryOthersBurst  = 8 // a page asks at join, and again at most once a second when it dials
+	summaryOthersEvery  = 2 * time.Second
 	summaryOthersFresh  = time.Second
 	summaryAskersMax    = 4096 // askers remembered; the oldest idle forgotten
 	summaryHoldersExtra = 1    // listed beyond MaxSummaryHolders: the asker left out
