@@ -322,8 +322,8 @@ func (f *Follower) run() {
 		case <-f.kick:
 			timer.Stop()
 		}
-		ok := f.check()
-		if ok || (f.Manifest() != nil && (!f.pin || f.pinnedOK)) {
+		f.check()
+		if f.Manifest() != nil && (!f.pin || f.pinnedOK) { // a version in effect, pinned if asked
 			failed = 0
 			timer.Reset(f.cfg.Interval)
 			continue
@@ -352,7 +352,7 @@ const followRetryMin = time.Second
 // check loads the manifest; a new version is swapped in and, with Pin,
 // the content that left is unpinned before the new version is pinned, so
 // that a quota that fits one version (and a bit) takes the redeploy.
-func (f *Follower) check() bool {
+func (f *Follower) check() {
 	m, etag, err := f.n.loadManifest(f.ctx, f.url, f.etag)
 	f.mu.Lock()
 	f.lastErr = err
@@ -361,7 +361,7 @@ func (f *Follower) check() bool {
 		if f.ctx.Err() == nil {
 			f.emit(SiteEvent{Kind: SiteFailed, Manifest: f.Manifest(), Err: err})
 		}
-		return false
+		return
 	}
 	if m != nil {
 		data, _ := m.Marshal()
@@ -374,7 +374,6 @@ func (f *Follower) check() bool {
 	if f.pin && !f.pinnedOK {
 		f.pinCurrent()
 	}
-	return !f.pin || f.pinnedOK
 }
 
 // swap puts m in effect: unpins what left (with Pin), then sets m in the

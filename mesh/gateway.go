@@ -137,7 +137,7 @@ func (c GatewayConfig) withDefaults() GatewayConfig {
 	}
 	c.Hosts = append([]string(nil), c.Hosts...)
 	for i, h := range c.Hosts {
-		c.Hosts[i] = strings.TrimSuffix(strings.ToLower(h), ".")
+		c.Hosts[i] = normHost(h)
 	}
 	return c
 }
@@ -597,20 +597,14 @@ func (g *Gateway) allowHost(hostport string) bool {
 	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
 		host = host[1 : len(host)-1]
 	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	if ip := net.ParseIP(host); ip != nil {
-		return true // a literal address cannot be rebound to another
-	}
-	for _, h := range g.cfg.Hosts {
-		if host == h {
-			return true
-		}
-	}
-	return false
+	host = normHost(host)
+	// A literal address cannot be rebound to another.
+	return loopbackName(host) || net.ParseIP(host) != nil || slices.Contains(g.cfg.Hosts, host)
 }
+
+// normHost is a host name as the gateway compares it: lower case, without
+// a trailing dot.
+func normHost(host string) string { return strings.TrimSuffix(strings.ToLower(host), ".") }
 
 // crossSite reports whether a browser sent r for a page of another site:
 // it says so (Sec-Fetch-Site, which Chromium, Firefox and Safari send to
@@ -631,13 +625,13 @@ func (g *Gateway) crossSite(r *http.Request) bool {
 	if u.Host == r.Host || loopbackName(u.Hostname()) {
 		return false
 	}
-	return !slices.Contains(g.cfg.Hosts, strings.TrimSuffix(strings.ToLower(u.Hostname()), "."))
+	return !slices.Contains(g.cfg.Hosts, normHost(u.Hostname()))
 }
 
 // loopbackName reports whether host (without port) names this machine:
 // localhost, a name under .localhost, or a loopback address.
 func loopbackName(host string) bool {
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	host = normHost(host)
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
 	}
