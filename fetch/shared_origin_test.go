@@ -8,6 +8,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/internal/testutil"
 )
 
 // TestSharedOriginCountedOnce: two fetches of the same file at once share
@@ -25,8 +26,9 @@ func TestSharedOriginCountedOnce(t *testing.T) {
 	tg.URL = o.URL
 	reg := prometheus.NewRegistry()
 	cl := newNode(t, fetch.Config{PrometheusRegisterer: reg})
-	if v := counterValue(t, reg, "meshcdn_fetch_bytes_total", "origin"); v != 0 {
-		t.Errorf("bytes_total{source=origin} before any fetch = %v, want a series at 0", v)
+	origin := map[string]string{"source": "origin"}
+	if v, ok := testutil.MetricValue(t, reg, "meshcdn_fetch_bytes_total", origin); !ok || v != 0 {
+		t.Errorf("bytes_total{source=origin} before any fetch = %v (a series: %v), want a series at 0", v, ok)
 	}
 	rs := []*fetch.Reader{cl.open(t, tg), cl.open(t, tg)}
 	var wg sync.WaitGroup
@@ -45,30 +47,7 @@ func TestSharedOriginCountedOnce(t *testing.T) {
 	if tot.OriginWastedBytes != 0 || tot.OriginSentBytes != sent {
 		t.Errorf("totals: origin sent %d, wasted %d; the origin sent %d, all kept", tot.OriginSentBytes, tot.OriginWastedBytes, sent)
 	}
-	if v := counterValue(t, reg, "meshcdn_fetch_bytes_total", "origin"); v != float64(sent) {
+	if v, _ := testutil.MetricValue(t, reg, "meshcdn_fetch_bytes_total", origin); v != float64(sent) {
 		t.Errorf("bytes_total{source=origin} = %v, want %d", v, sent)
 	}
-}
-
-// counterValue returns the value of the counter name{source=src} in reg,
-// or -1 if there is no such series.
-func counterValue(t *testing.T, reg *prometheus.Registry, name, src string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "source" && l.GetValue() == src {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return -1
 }

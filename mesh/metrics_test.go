@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshcdn/meshcdn/internal/testutil"
 	"github.com/meshcdn/meshcdn/mesh"
 )
 
@@ -151,30 +152,11 @@ func TestTwoNodesOneRegistry(t *testing.T) {
 
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v, ok := testutil.MetricValue(t, reg, name, labels)
+	if !ok {
+		t.Fatalf("no %s%v on the registry", name, labels)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue metric
-				}
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no %s%v on the registry", name, labels)
-	return 0
+	return v
 }
 
 // TestStatsJSON: peer IDs in Stats' JSON are their string form.
