@@ -479,14 +479,58 @@ func primeRange(r *http.Request, etag string) string {
 	return r.Header.Get("Range")
 }
 
-// limitRanges returns r without its Range header if it asks for more
-// ranges than GatewayConfig.MaxRanges (the whole content is sent instead).
+// limitRanges returns r as ServeContent is to act on it: without its
+// Range header if it asks for more ranges than GatewayConfig.MaxRanges (the
+// whole content is sent instead), and without the suffix ranges of length
+// zero it names.
 func (g *Gateway) limitRanges(r *http.Request) *http.Request {
-	if g.cfg.MaxRanges >= 0 && countRanges(r.Header.Get("Range")) > g.cfg.MaxRanges {
+	h := r.Header.Get("Range")
+	switch {
+	case g.cfg.MaxRanges >= 0 && countRanges(h) > g.cfg.MaxRanges:
 		r = r.Clone(r.Context())
 		r.Header.Del("Range")
+	case h != "":
+		if kept := dropEmptySuffixes(h); kept != h {
+			r = r.Clone(r.Context())
+			r.Header.Set("Range", kept)
+		}
 	}
 	return r
+}
+
+// unsatisfiable is a Range header no content satisfies: ServeContent
+// answers it 416 with the content's size.
+const unsatisfiable = "bytes=9223372036854775807-"
+
+// dropEmptySuffixes returns the Range header h without its suffix ranges
+// of length zero ("-0"), which RFC 9110 section 14.1.1 calls unsatisfiable
+// and http.ServeContent would answer with an impossible Content-Range
+// ("bytes 5-4/5"). A header of nothing else becomes unsatisfiable; any
+// other header is returned as it is.
+func dropEmptySuffixes(h string) string {
+	specs, ok := strings.CutPrefix(h, "bytes=")
+	if !ok {
+		return h
+	}
+	var kept []string
+	dropped := false
+	for spec := range strings.SplitSeq(specs, ",") {
+		first, last, ok := strings.Cut(strings.TrimSpace(spec), "-")
+		if ok && strings.TrimSpace(first) == "" {
+			if n, err := parseDigits(strings.TrimSpace(last)); err == nil && n == 0 {
+				dropped = true
+				continue
+			}
+		}
+		kept = append(kept, spec)
+	}
+	switch {
+	case !dropped:
+		return h
+	case countRanges(strings.Join(kept, ",")) == 0:
+		return unsatisfiable
+	}
+	return "bytes=" + strings.Join(kept, ",")
 }
 
 // inlineBytes returns the bytes a raw CID with an identity hash holds.

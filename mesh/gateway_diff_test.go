@@ -193,10 +193,11 @@ func compare(o, g answer) []string {
 
 // diffRanges are the Range headers TestGatewayMatchesFileServer sends:
 // single, suffix, open, around the 1 MiB leaf boundary, past the end,
-// multi-range, overlapping and malformed.
+// multi-range, overlapping and malformed. Suffixes of length zero, which
+// http.FileServer answers wrongly, are TestGatewayEmptySuffixRange's.
 var diffRanges = []string{
 	"bytes=0-0", "bytes=-1", "bytes=-5", "bytes=0-", "bytes=1-", "bytes=1048575-", "bytes=1048576-",
-	"bytes=1048576-1048576", "bytes=5000000-", "bytes=0-1,3-4", "bytes=0-10,5-15", "bytes=-0", "bytes=x",
+	"bytes=1048576-1048576", "bytes=5000000-", "bytes=0-1,3-4", "bytes=0-10,5-15", "bytes=x",
 	"bytes=5-3", "bytes=0-0,-1", "items=0-1", "bytes=0-99999999999", "bytes=1048570-1048580,10-20",
 	"bytes= 0-3", "bytes=3145728-3145732,0-2,1048576-1048578", "bytes=0-0,,1-1", "bytes=0-0, x",
 }
@@ -238,6 +239,33 @@ func TestGatewayMatchesFileServer(t *testing.T) {
 		g := b.ask(t, b.gw.URL, r.method, r.path, r.hdr)
 		if d := compare(o, g); len(d) > 0 {
 			t.Errorf("%s %s %v:\n\t%s", r.method, r.path, r.hdr, strings.Join(d, "\n\t"))
+		}
+	}
+}
+
+// TestGatewayEmptySuffixRange asks for the last 0 bytes of a file, which
+// RFC 9110 (section 14.1.1) calls unsatisfiable: alone, the answer is 416
+// with the file's size, as for a range past the end; beside a satisfiable
+// range, that range alone is sent. (http.ServeContent, and so
+// http.FileServer, answers "bytes=-0" 206 with "Content-Range: bytes
+// 5-4/5", which no client can act on.)
+func TestGatewayEmptySuffixRange(t *testing.T) {
+	b := newDiffBed(t, nil)
+	for _, p := range []string{"app.js", "video/clip.mp4"} {
+		a, _ := b.m.Lookup(p)
+		size := len(b.files[p])
+		for _, u := range []string{"/" + p, "/ipfs/" + a.Cid.String()} {
+			for _, h := range []string{"bytes=-0", "bytes=-00, -0", "bytes=-0,"} {
+				got := b.ask(t, b.gw.URL, "GET", u, map[string]string{"Range": h})
+				if want := fmt.Sprintf("bytes */%d", size); got.status != http.StatusRequestedRangeNotSatisfiable || got.hdr.Get("Content-Range") != want {
+					t.Errorf("GET %s Range %q = %d, Content-Range %q; want 416, %q", u, h, got.status, got.hdr.Get("Content-Range"), want)
+				}
+			}
+			got := b.ask(t, b.gw.URL, "GET", u, map[string]string{"Range": "bytes=-0,1-2,-0"})
+			want := fmt.Sprintf("bytes 1-2/%d", size)
+			if got.status != http.StatusPartialContent || got.hdr.Get("Content-Range") != want || !bytes.Equal(got.body, b.files[p][1:3]) {
+				t.Errorf("GET %s Range bytes=-0,1-2,-0 = %d, Content-Range %q, %d bytes; want 206, %q, bytes 1-2", u, got.status, got.hdr.Get("Content-Range"), len(got.body), want)
+			}
 		}
 	}
 }
