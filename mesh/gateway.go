@@ -515,9 +515,12 @@ func dropEmptySuffixes(h string) string {
 	var kept []string
 	dropped := false
 	for spec := range strings.SplitSeq(specs, ",") {
-		first, last, ok := strings.Cut(strings.TrimSpace(spec), "-")
-		if ok && strings.TrimSpace(first) == "" {
-			if n, err := parseDigits(strings.TrimSpace(last)); err == nil && n == 0 {
+		// Read as ServeContent reads it: spaces and tabs trimmed, the
+		// length by strconv.ParseInt.
+		first, last, ok := strings.Cut(strings.Trim(spec, " \t"), "-")
+		last = strings.Trim(last, " \t")
+		if ok && strings.Trim(first, " \t") == "" && !strings.HasPrefix(last, "-") {
+			if n, err := strconv.ParseInt(last, 10, 64); err == nil && n == 0 {
 				dropped = true
 				continue
 			}
