@@ -182,7 +182,10 @@ type Store struct {
 	roots    map[string]*rootMeta  // by multihash bytes of the root
 	lru      list.List             // *rootMeta (unpinned) and *blockMeta (loose); front is the oldest
 	subs     map[*subscription]struct{}
-	wg       sync.WaitGroup
+	// expect lists, by multihash bytes, the open Txns that hold a block
+	// once it is put (Txn.Expect).
+	expect map[string][]*Txn
+	wg     sync.WaitGroup
 
 	pinMu     sync.Mutex // serialises pin file writes
 	pinsDirty bool       // under mu
@@ -472,6 +475,9 @@ func (s *Store) put(ctx context.Context, blk blocks.Block, t *Txn) error {
 		s.used += size
 		if t != nil {
 			t.hold(b, !b.missing)
+		}
+		for _, e := range s.expect[key] {
+			e.hold(b, false)
 		}
 		s.mu.Unlock()
 		return s.write(ctx, b, blk, t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -21,9 +22,10 @@ import (
 // nothing else holds. Always call Discard, also after Commit (it does nothing
 // then). A Txn is safe for concurrent use.
 type Txn struct {
-	s    *Store
-	held map[*blockMeta]bool // true for blocks this Txn wrote
-	done bool
+	s        *Store
+	held     map[*blockMeta]bool // true for blocks this Txn wrote
+	expected []string            // keys in s.expect naming this Txn
+	done     bool
 }
 
 // errTxnDone is returned by a Txn's calls made after (or racing with) its
@@ -64,6 +66,53 @@ func (t *Txn) Put(ctx context.Context, b blocks.Block) error {
 		return errTxnDone
 	}
 	return t.s.putChecked(ctx, b, t)
+}
+
+// Expect holds the blocks cs name for the Txn, as Put does, without their
+// bytes: those the store holds now at once, the others when they are put,
+// by anyone (a fetch putting blocks one by one, as bitswap does). A block
+// it holds this way is not the Txn's: Discard leaves it in the store,
+// evictable. It keeps content fetched block by block whole until Commit
+// while other writes evict to make room.
+func (t *Txn) Expect(cs ...cid.Cid) error {
+	s := t.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if t.done {
+		return errTxnDone
+	}
+	for _, c := range cs {
+		key := string(c.Hash())
+		if b := s.blocks[key]; b != nil && !b.missing {
+			t.hold(b, false)
+			continue
+		}
+		if s.expect == nil {
+			s.expect = make(map[string][]*Txn)
+		}
+		if !slices.Contains(s.expect[key], t) {
+			s.expect[key] = append(s.expect[key], t)
+			t.expected = append(t.expected, key)
+		}
+	}
+	return nil
+}
+
+// unexpect takes the Txn off the store's expected blocks. The caller holds
+// s.mu.
+func (t *Txn) unexpect() {
+	for _, key := range t.expected {
+		l := slices.DeleteFunc(t.s.expect[key], func(e *Txn) bool { return e == t })
+		if len(l) == 0 {
+			delete(t.s.expect, key)
+		} else {
+			t.s.expect[key] = l
+		}
+	}
+	t.expected = nil
 }
 
 func (t *Txn) isDone() bool {
@@ -236,6 +285,7 @@ func (t *Txn) release(committed bool) {
 		return
 	}
 	t.done = true
+	t.unexpect()
 	s := t.s
 	for b, isNew := range t.held {
 		b.refs--
