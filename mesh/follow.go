@@ -427,9 +427,7 @@ func (f *Follower) unpinGone(m *manifest.Manifest) int {
 // pinCurrent pins the version in effect.
 func (f *Follower) pinCurrent() {
 	m := f.Manifest()
-	before := f.n.fetcher.Stats()
-	err := f.n.Pin(f.ctx, m)
-	after := f.n.fetcher.Stats()
+	tally, err := f.n.pin(f.ctx, m)
 	for _, a := range m.Assets {
 		if f.n.store.Holds(a.Cid) {
 			f.pinned[a.Cid.KeyString()] = a.Cid // pinned, or about to be: unpinned later if it leaves
@@ -444,8 +442,7 @@ func (f *Follower) pinCurrent() {
 		return
 	}
 	f.pinnedOK = true
-	fetched := after.PeerBytes + after.OriginBytes - before.PeerBytes - before.OriginBytes
-	f.emit(SiteEvent{Kind: SitePinned, Manifest: m, Fetched: fetched, OriginBytes: after.OriginBytes - before.OriginBytes})
+	f.emit(SiteEvent{Kind: SitePinned, Manifest: m, Fetched: tally.fetched, OriginBytes: tally.origin})
 }
 
 // emit sends ev to every subscriber without waiting, then to OnEvent.

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	blocks "github.com/ipfs/go-block-format"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -30,6 +30,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/announce"
 	"github.com/meshcdn/meshcdn/fetch"
+	"github.com/meshcdn/meshcdn/internal/dagfile"
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/store"
 )
@@ -668,18 +669,33 @@ func (n *Node) Pin(ctx context.Context, m *manifest.Manifest) error {
 	if n.closed.Load() {
 		return ErrClosed // a manifest of no assets too
 	}
+	_, err := n.pin(ctx, m)
+	return err
+}
+
+// pinTally is what pinning a manifest fetched: all of it, and from the
+// origin.
+type pinTally struct{ fetched, origin int64 }
+
+// pin pins every asset of m in turn, for Pin and the follower, once it
+// has checked that they fit.
+func (n *Node) pin(ctx context.Context, m *manifest.Manifest) (pinTally, error) {
+	var tally pinTally
 	if err := n.checkFits(m); err != nil {
-		return err
+		return tally, err
 	}
 	for _, a := range m.Assets {
 		if n.closed.Load() {
-			return ErrClosed
+			return tally, ErrClosed
 		}
-		if err := n.pinAsset(ctx, a); err != nil {
-			return n.closing(fmt.Errorf("mesh: pin %s: %w", a.Path, err))
+		fetched, origin, err := n.pinAsset(ctx, a)
+		tally.fetched += fetched
+		tally.origin += origin
+		if err != nil {
+			return tally, n.closing(fmt.Errorf("mesh: pin %s: %w", a.Path, err))
 		}
 	}
-	return nil
+	return tally, nil
 }
 
 // notKeptWhy says why the store did not keep leaves: a full disk, a store
@@ -722,48 +738,82 @@ func (n *Node) checkFits(m *manifest.Manifest) error {
 	return nil
 }
 
-// pinAsset fetches one asset if it is not held, and pins it.
-func (n *Node) pinAsset(ctx context.Context, a manifest.Asset) error {
+// pinAsset fetches one asset if it is not held, and pins it. It returns
+// the bytes it fetched from peers and from the origin. The asset's blocks
+// are held from the start (store.Txn.Expect): other fetches evicting to
+// make room cannot take the leaves it fetched before they are pinned.
+func (n *Node) pinAsset(ctx context.Context, a manifest.Asset) (fetched, origin int64, err error) {
+	txn := n.store.Begin()
+	defer txn.Discard()
+	if err := txn.Expect(leafCids(ctx, a)...); err != nil {
+		return 0, 0, err
+	}
 	if a.Size == 0 {
 		// An empty file is one empty raw block: nothing to fetch. The
 		// store hashes it, so a manifest whose CID is not that of no
 		// bytes fails here.
 		b, err := blocks.NewBlockWithCid(nil, a.Cid)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
-		if err := n.store.Put(ctx, b); err != nil {
-			return err
+		if err := txn.Put(ctx, b); err != nil {
+			return 0, 0, err
 		}
 	}
 	if !n.store.Holds(a.Cid) {
-		t, err := n.target(a)
-		if err != nil {
-			return err
-		}
-		r, err := n.fetcher.Open(ctx, t)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(io.Discard, r)
-		st := r.Stats()
-		r.Close()
-		if err != nil {
-			return err
-		}
-		if st.NotKept > 0 {
-			return fmt.Errorf("%d leaves not kept: %w", st.NotKept, notKeptWhy(n.store.Health()))
+		if fetched, origin, err = n.fetchToPin(ctx, a); err != nil {
+			return fetched, origin, err
 		}
 	}
 	// Every leaf is held; the inner nodes come from the manifest (already
 	// checked against their CIDs), so the content can be named and pinned
 	// now, whether or not the fetch did it first.
 	for _, b := range a.Nodes {
-		if err := n.store.Put(ctx, b); err != nil {
-			return err
+		if err := txn.Put(ctx, b); err != nil {
+			return fetched, origin, err
 		}
 	}
-	return n.store.Pin(ctx, a.Cid)
+	return fetched, origin, txn.Commit(ctx, a.Cid, true)
+}
+
+// fetchToPin reads asset a through a fetch, for pinAsset.
+func (n *Node) fetchToPin(ctx context.Context, a manifest.Asset) (fetched, origin int64, err error) {
+	t, err := n.target(a)
+	if err != nil {
+		return 0, 0, err
+	}
+	r, err := n.fetcher.Open(ctx, t)
+	if err != nil {
+		return 0, 0, err
+	}
+	_, err = io.Copy(io.Discard, r)
+	st := r.Stats()
+	r.Close()
+	fetched, origin = st.PeerBytes+st.OriginBytes, st.OriginBytes
+	if err != nil {
+		return fetched, origin, err
+	}
+	if st.NotKept > 0 {
+		return fetched, origin, fmt.Errorf("%d leaves not kept: %w", st.NotKept, notKeptWhy(n.store.Health()))
+	}
+	return fetched, origin, nil
+}
+
+// leafCids lists the leaves of asset a: the root of a one-leaf file, else
+// those its inner nodes name (none if they do not say).
+func leafCids(ctx context.Context, a manifest.Asset) []cid.Cid {
+	if len(a.Nodes) == 0 {
+		return []cid.Cid{a.Cid}
+	}
+	leaves, err := store.Leaves(ctx, dagfile.NewNodes(a.Nodes), a.Cid, a.Size)
+	if err != nil {
+		return nil // the fetch finds out and says so
+	}
+	cs := make([]cid.Cid, len(leaves))
+	for i, l := range leaves {
+		cs[i] = l.Cid
+	}
+	return cs
 }
 
 // Stats is a snapshot of a node's figures.
