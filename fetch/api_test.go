@@ -182,6 +182,26 @@ func TestLyingOrigin(t *testing.T) {
 	}
 }
 
+// TestResolveNoSourceSaysWhy opens a file of several leaves by its CID
+// alone, with no peer, origin or gateway: the read fails with ErrNoRoute
+// once no peer has sent the root for StallTimeout, saying so, not with
+// the text of a context deadline (the caller's context has not ended).
+func TestResolveNoSourceSaysWhy(t *testing.T) {
+	a := makeAsset(t, 45, 2*MiB)
+	cl := newNode(t, fetch.Config{StallTimeout: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := cl.f.Open(ctx, fetch.Target{Cid: a.t.Cid})
+	if err == nil {
+		defer r.Close()
+		_, err = io.ReadAll(r)
+	}
+	if !errors.Is(err, fetch.ErrNoRoute) || errors.Is(err, context.DeadlineExceeded) ||
+		strings.Contains(err.Error(), "deadline") || !strings.Contains(err.Error(), "no peer sent it within 100ms") {
+		t.Errorf("reading a CID nobody holds = %v; want ErrNoRoute saying no peer sent the root within 100ms", err)
+	}
+}
+
 // TestCloseAndCancel: Close and a cancelled context end a fetch that waits.
 func TestCloseAndCancel(t *testing.T) {
 	a := makeAsset(t, 44, 2*MiB)

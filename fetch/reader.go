@@ -614,6 +614,10 @@ func (g *nodeFetcher) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) 
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if r.t.Gateway == "" && errors.Is(err, context.DeadlineExceeded) {
+			// The wait for peers ran out, not the caller's context.
+			err = fmt.Errorf("no peer sent it within %v, and there is no gateway to ask", wait)
+		}
 		return nil, fmt.Errorf("%w: inner node %s: %v", ErrNoRoute, c, err)
 	}
 	g.nodes = append(g.nodes, b)
