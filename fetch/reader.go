@@ -265,7 +265,14 @@ func (f *Fetcher) Open(ctx context.Context, t Target) (*Reader, error) {
 	r.ctx, r.cancel = context.WithCancel(ctx)
 	f.readers[r] = struct{}{}
 	f.totals.Fetches++
+	// Open's own count, handed to run: a Close from now on (the
+	// Fetcher's too) waits until the reader is started and stopped again,
+	// not only for what was started before it.
+	r.wg.Add(1)
 	f.mu.Unlock()
+	if testHookOpening != nil {
+		testHookOpening(r)
+	}
 
 	r.stats.Cid = t.Cid
 	r.stats.Size = -1
@@ -277,6 +284,7 @@ func (f *Fetcher) Open(ctx context.Context, t Target) (*Reader, error) {
 	}
 	if len(t.Nodes) > 0 || t.Cid.Type() == cid.Raw {
 		if err := r.setLeavesFromTarget(); err != nil {
+			r.wg.Done()
 			r.Close()
 			return nil, err
 		}
@@ -292,10 +300,13 @@ func (f *Fetcher) Open(ctx context.Context, t Target) (*Reader, error) {
 		r.trace.crowdAtOpen = len(f.cfg.Crowd.Fetchers(t.Cid))
 	}
 	r.mu.Unlock()
-	r.wg.Add(1)
-	go r.run()
+	go r.run() // with Open's count
 	return r, nil
 }
+
+// testHookOpening, when set by a test, runs in Open once the Reader is
+// registered with its Fetcher and before it is started.
+var testHookOpening func(*Reader)
 
 func (r *Reader) setLeavesFromTarget() error {
 	t := r.t
