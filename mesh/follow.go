@@ -228,8 +228,26 @@ func (f *Follower) Wait(ctx context.Context) (*manifest.Manifest, error) {
 		}
 		return nil, fmt.Errorf("mesh: follow %s: %w", f.url, ctx.Err())
 	case <-f.done:
-		return nil, fmt.Errorf("mesh: follow %s: %w", f.url, ErrClosed)
+		return nil, fmt.Errorf("mesh: follow %s: %w", f.url, f.closedErr())
 	}
+}
+
+// errFollowerClosed is what a Follower closed on its own fails with: it
+// matches ErrClosed, as the Follower's docs say, but does not say the
+// node closed.
+var errFollowerClosed error = followerClosed{}
+
+type followerClosed struct{}
+
+func (followerClosed) Error() string        { return "mesh: follower closed" }
+func (followerClosed) Is(target error) bool { return target == ErrClosed }
+
+// closedErr is why the follower stopped: its node closed, or it did.
+func (f *Follower) closedErr() error {
+	if f.n.closed.Load() {
+		return ErrClosed
+	}
+	return errFollowerClosed
 }
 
 // Attach makes g serve the version in effect now and every later one:
@@ -291,7 +309,7 @@ func (f *Follower) Close() error {
 	first := false
 	f.once.Do(func() { first = true })
 	if !first {
-		return fmt.Errorf("mesh: follow %s: close: %w", f.url, ErrClosed)
+		return fmt.Errorf("mesh: follow %s: close: %w", f.url, errFollowerClosed)
 	}
 	f.cancel()
 	<-f.done

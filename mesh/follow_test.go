@@ -419,6 +419,34 @@ func TestFollowAttachNil(t *testing.T) {
 	f.Attach(nil) // with a version in effect
 }
 
+// TestFollowerClosedSaysWho: a Follower closed with its node still
+// running fails Wait and a second Close with an error matching ErrClosed
+// that says the follower closed (it said "node closed"); with the node
+// closed, it says that.
+func TestFollowerClosedSaysWho(t *testing.T) {
+	n := newNode(t, mesh.Config{Origin: "http://127.0.0.1:1"}) // never answers: no version
+	ctx := context.Background()
+	for _, closeNode := range []bool{false, true} {
+		f, err := n.Follow(mesh.FollowConfig{URL: "manifest.json"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "follower closed"
+		if closeNode {
+			n.Close()
+			want = "node closed"
+		} else {
+			f.Close()
+		}
+		if _, err := f.Wait(ctx); !errors.Is(err, mesh.ErrClosed) || !strings.Contains(err.Error(), want) {
+			t.Errorf("node closed %v: Wait = %v, want ErrClosed saying %q", closeNode, err, want)
+		}
+		if err := f.Close(); !closeNode && (!errors.Is(err, mesh.ErrClosed) || !strings.Contains(err.Error(), want)) {
+			t.Errorf("second Close = %v, want ErrClosed saying %q", err, want)
+		}
+	}
+}
+
 // TestFollowRejectsBadToggle: a FollowConfig Toggle other than Default, On
 // and Off is refused with a *ConfigError naming it, as New does for
 // Config's; Follow used to take it for Off.
