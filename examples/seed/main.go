@@ -32,6 +32,13 @@
 // certificate hash every 14 days) and the manifest's URL. Opening the printed URL shows the whole
 // mesh from one command; the origin must allow the page's origin (CORS) for
 // the manifest and Range requests.
+//
+// -metrics ADDR serves Prometheus metrics at http://ADDR/metrics (a
+// loopback address; put a reverse proxy in front to scrape it from
+// elsewhere): the node's (meshcdn_*: bytes by source, store usage, peers),
+// Go's (go_goroutines, go_memstats_*) and the process's
+// (process_resident_memory_bytes, process_open_fds), what a kiosk seed left
+// alone for weeks is watched by.
 package main
 
 import (
@@ -47,6 +54,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshcdn/meshcdn/internal/siteurl"
 	"github.com/meshcdn/meshcdn/mesh"
@@ -64,6 +75,7 @@ func main() {
 	listen := flag.String("listen", "", "comma-separated multiaddrs to listen on, ports fixed so that the seed's multiaddrs survive restarts (default: the seed role's; with -loopback, 127.0.0.1 with ports chosen by the system)")
 	browser := flag.String("browser", "", "directory of the built browser client to serve (examples/browser/dist)")
 	browserAddr := flag.String("browser-addr", "127.0.0.1:8090", "where -browser serves the page: a 127.0.0.1 address")
+	metricsAddr := flag.String("metrics", "", "serve Prometheus metrics (the node's, Go's and the process's) at http://ADDR/metrics: a loopback address such as 127.0.0.1:9464")
 	flag.Parse()
 	if *name == "" || *dir == "" || *manifestURL == "" {
 		flag.Usage()
@@ -88,6 +100,17 @@ func main() {
 	}
 	if *listen != "" {
 		cfg.ListenAddrs = strings.Split(*listen, ",") // mesh.New names a bad entry
+	}
+	if *metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		cfg.PrometheusRegisterer = reg
+		stop, err := serveMetrics(*metricsAddr, reg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "seed:", err)
+			os.Exit(2)
+		}
+		defer stop()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -144,16 +167,12 @@ type pageConfig struct{ dir, addr, manifest string }
 // servePage serves the browser client from page.dir and /meshcdn.json, the
 // settings the page reads when its URL has none.
 func servePage(n *mesh.Node, name string, page pageConfig) (func(), error) {
-	host, _, err := net.SplitHostPort(page.addr)
-	if err != nil || net.ParseIP(host) == nil || !net.ParseIP(host).IsLoopback() {
-		return nil, fmt.Errorf("-browser-addr %q: want a loopback address such as 127.0.0.1:8090", page.addr)
-	}
 	if _, err := os.Stat(page.dir + "/main.js"); err != nil {
 		return nil, fmt.Errorf("-browser %s: %w (build it: cd examples/browser && npm ci && npm run build)", page.dir, err)
 	}
-	ln, err := net.Listen("tcp", page.addr)
+	ln, err := listenLoopback("browser-addr", page.addr)
 	if err != nil {
-		return nil, fmt.Errorf("-browser-addr: %w", err)
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/meshcdn.json", func(w http.ResponseWriter, r *http.Request) {
@@ -172,5 +191,33 @@ func servePage(n *mesh.Node, name string, page pageConfig) (func(), error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	fmt.Printf("browser page: http://%s/\n", ln.Addr())
+	return func() { srv.Close() }, nil
+}
+
+// listenLoopback listens on addr, which the flag named flagName gave: a
+// loopback address only.
+func listenLoopback(flagName, addr string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || net.ParseIP(host) == nil || !net.ParseIP(host).IsLoopback() {
+		return nil, fmt.Errorf("-%s %q: want a loopback address such as 127.0.0.1:PORT", flagName, addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-%s: %w", flagName, err)
+	}
+	return ln, nil
+}
+
+// serveMetrics serves reg's metrics at http://addr/metrics.
+func serveMetrics(addr string, reg *prometheus.Registry) (func(), error) {
+	ln, err := listenLoopback("metrics", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	fmt.Printf("metrics: http://%s/metrics\n", ln.Addr())
 	return func() { srv.Close() }, nil
 }
