@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
+
 	"github.com/meshcdn/meshcdn/store"
 )
 
@@ -14,16 +16,7 @@ import (
 // after Close, on a closed bitswap). Before, the Reader's Close waited on
 // a count Open had not taken yet, and the Fetcher's Close returned at once.
 func TestCloseWaitsForOpen(t *testing.T) {
-	h := loopHost(t)
-	st, err := store.New(store.Config{InMemory: true, Quota: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	f, err := New(Config{Host: h, Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newMemFetcher(t, loopHost(t))
 	closed := make(chan struct{})
 	early := false
 	testHookOpening = func(r *Reader) {
@@ -48,4 +41,20 @@ func TestCloseWaitsForOpen(t *testing.T) {
 	if early {
 		t.Error("Fetcher.Close returned while an Open was still starting its Reader")
 	}
+}
+
+// newMemFetcher starts a Fetcher on h over a store in memory, which the
+// test's cleanup closes; the caller closes the Fetcher.
+func newMemFetcher(t *testing.T, h host.Host) *Fetcher {
+	t.Helper()
+	st, err := store.New(store.Config{InMemory: true, Quota: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f, err := New(Config{Host: h, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -15,8 +15,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
-
-	"github.com/meshcdn/meshcdn/store"
 )
 
 // TestInboundSideBlocks: with a side table, the inbound filter hands boxo
@@ -129,15 +127,7 @@ func TestFetcherTakesBlocksAside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h, sender := loopHost(t), loopHost(t)
-	st, err := store.New(store.Config{InMemory: true, Quota: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	f, err := New(Config{Host: h, Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newMemFetcher(t, h)
 	defer f.Close()
 	leaf := testBlock(t, bytes.Repeat([]byte{5}, 1<<20))
 	f.guard.want([]cid.Cid{leaf.Cid()})
