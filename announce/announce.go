@@ -250,6 +250,14 @@ type Announcer struct {
 	joins    map[peer.ID]time.Time // until when
 	joinSig  chan struct{}
 	notifiee network.Notifiee
+	// meshTag is the tag under which gossipsub protects the peers of the
+	// topic's mesh in the connection manager: it protects a peer at GRAFT
+	// and unprotects it only at PRUNE, and a peer that disconnects is
+	// dropped from the mesh without one, so every mesh peer that ever left
+	// stayed protected (a seed's protected set grew with its churn, and a
+	// key grafted once came back immune to trimming). The Announcer
+	// unprotects a peer when its last connection closes.
+	meshTag string
 	// Peers to look at for pubsub state lost while connected
 	// (resubscribe.go).
 	repairs *repairs
@@ -412,6 +420,7 @@ func (a *Announcer) startRouting() (err error) {
 // joinTopic validates, joins and subscribes to the mesh's topic.
 func (a *Announcer) joinTopic() (err error) {
 	topic := Topic(a.cfg.Name)
+	a.meshTag = "pubsub:" + topic // go-libp2p-pubsub's tag_tracer.go
 	a.val = newValidator(a.cfg.Host.ID(), a.cfg.PeerRate, float64(a.cfg.PeerBurst), &a.n, a.cfg.Table.Evidence)
 	if err := a.ps.RegisterTopicValidator(topic, a.val.validate, pubsub.WithValidatorInline(true)); err != nil {
 		return fmt.Errorf("announce: new: validator: %w", err)
@@ -448,6 +457,10 @@ func (a *Announcer) startLoops() {
 		if len(n.ConnsToPeer(c.RemotePeer())) <= 1 {
 			a.expectJoin(c.RemotePeer())
 			a.repairs.lookAt(c.RemotePeer(), time.Now().Add(connectGrace), false)
+		}
+	}, DisconnectedF: func(n network.Network, c network.Conn) {
+		if len(n.ConnsToPeer(c.RemotePeer())) == 0 {
+			a.host.ConnManager().Unprotect(c.RemotePeer(), a.meshTag)
 		}
 	}}
 	a.host.Network().Notify(a.notifiee)

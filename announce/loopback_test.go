@@ -30,10 +30,11 @@ func loopbackNodeAddrs(t testing.TB) *tnode {
 	return loopbackNodeWith(t, false, true)
 }
 
-// loopbackNodeWith is loopbackNode, with Config.AnnounceAddrs set to addrs.
-func loopbackNodeWith(t testing.TB, withStore, addrs bool) *tnode {
+// loopbackNodeWith is loopbackNode, with Config.AnnounceAddrs set to addrs
+// and the host made with opts too.
+func loopbackNodeWith(t testing.TB, withStore, addrs bool, opts ...libp2p.Option) *tnode {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
+	h, err := libp2p.New(append([]libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +43,8 @@ func loopbackNodeWith(t testing.TB, withStore, addrs bool) *tnode {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	nd.tr = newTracer(Topic("test"))
-	opts := append(PubSubOptions(), pubsub.WithRawTracer(nd.tr))
-	if nd.ps, err = pubsub.NewGossipSub(ctx, h, opts...); err != nil {
+	psOpts := append(PubSubOptions(), pubsub.WithRawTracer(nd.tr))
+	if nd.ps, err = pubsub.NewGossipSub(ctx, h, psOpts...); err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{Name: "test", Host: h, PubSub: nd.ps, DisableDHT: true, MDNS: Off, SummaryInterval: time.Hour, AnnounceAddrs: addrs}
