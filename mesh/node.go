@@ -273,7 +273,7 @@ func (n *Node) startWatchers() error {
 	if err != nil {
 		return fmt.Errorf("mesh: subscribe: %w", err)
 	}
-	ids, err := n.host.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+	ids, err := n.host.EventBus().Subscribe([]any{new(event.EvtPeerIdentificationCompleted), new(event.EvtPeerIdentificationFailed)})
 	if err != nil {
 		conns.Close()
 		return fmt.Errorf("mesh: subscribe: %w", err)

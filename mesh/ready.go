@@ -64,7 +64,12 @@ func (s *summaries) claim(p peer.ID) bool {
 	return true
 }
 
-// watchIdentify asks every newly identified peer for its summary.
+// watchIdentify asks every newly identified peer for its summary. A
+// bootstrap peer whose identify failed is asked all the same: a seed
+// speaks the protocol, and go-libp2p does not identify a connection twice,
+// so Ready would otherwise wait on it for as long as it stays connected (a
+// seed whose identify streams a few peers held open reset every new app's
+// identify, and the apps' Ready hung past the attack's end).
 func (n *Node) watchIdentify(sub event.Subscription) {
 	defer sub.Close()
 	proto := n.sumSvc.Protocol()
@@ -76,11 +81,18 @@ func (n *Node) watchIdentify(sub event.Subscription) {
 			if !ok {
 				return
 			}
-			ev := e.(event.EvtPeerIdentificationCompleted)
-			if slices.Contains(ev.Protocols, proto) {
-				n.ask(ev.Peer)
-			} else {
-				n.summarised(ev.Peer) // nothing to learn: it does not answer
+			switch ev := e.(type) {
+			case event.EvtPeerIdentificationCompleted:
+				if slices.Contains(ev.Protocols, proto) {
+					n.ask(ev.Peer)
+				} else {
+					n.summarised(ev.Peer) // nothing to learn: it does not answer
+				}
+			case event.EvtPeerIdentificationFailed:
+				n.log.Debug("identify failed", "peer", ev.Peer, "err", ev.Reason)
+				if n.isBootstrap(ev.Peer) && n.host.Network().Connectedness(ev.Peer) == network.Connected {
+					n.ask(ev.Peer)
+				}
 			}
 		}
 	}

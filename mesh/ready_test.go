@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
 
@@ -225,5 +226,32 @@ func TestOthersTrustedFromSeedsOnly(t *testing.T) {
 	awaitRoot(planted)
 	if ps := table.Providers(planted, 0); len(ps) != 1 || ps[0] != victim {
 		t.Fatalf("a seed's holders: %v, want [%s]", ps, victim)
+	}
+}
+
+// TestReadyBesideFailedIdentify: a seed whose identify fails (here it
+// does not answer identify at all; in an audit, a few peers held its
+// identify streams open and it reset every new app's) is asked for its
+// summary all the same, and Ready returns with what the seed holds known.
+// Before, Ready waited on an identify that go-libp2p never runs twice on
+// a connection, until ctx ended.
+func TestReadyBesideFailedIdentify(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := newSite(t, map[string]int64{"a.bin": 3000})
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: s.URL(), DisableDHT: true})
+	if err := seed.Pin(ctx, s.Manifest()); err != nil {
+		t.Fatal(err)
+	}
+	seed.Host().RemoveStreamHandler(identify.ID)
+	app := newNode(t, mesh.Config{Bootstrap: []string{seed.Addrs()[0].String()}, DisableDHT: true})
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	if err := app.Ready(rctx); err != nil {
+		t.Fatalf("Ready beside a seed whose identify fails = %v, want nil", err)
+	}
+	a, _ := s.Manifest().Lookup("a.bin")
+	if got := app.Announcer().Table().Providers(a.Cid, 0); !slices.Contains(got, seed.ID()) {
+		t.Errorf("providers of a.bin after Ready = %v, want the seed (its summary)", got)
 	}
 }
