@@ -92,9 +92,15 @@ func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 			StreamsInbound: systemStreams,
 			Streams:        2 * systemStreams,
 		},
+		// Connections still in their handshake are transient: as many
+		// as the system admits, so that handshakes left to stall (15 s
+		// each, go-libp2p's accept timeout) shut no one out before the
+		// system's own limit. At a quarter of it, 320 of a seed's,
+		// stalled from a few addresses, kept every new app out over TCP
+		// and QUIC alike.
 		Transient: rcmgr.ResourceLimits{
-			ConnsInbound:   rcmgr.LimitVal(max(64, inbound/4)),
-			Conns:          rcmgr.LimitVal(max(128, total/4)),
+			ConnsInbound:   rcmgr.LimitVal(inbound),
+			Conns:          rcmgr.LimitVal(total),
 			StreamsInbound: transientStreams,
 			Streams:        2 * transientStreams,
 		},

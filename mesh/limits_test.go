@@ -27,6 +27,9 @@ func TestResourceLimitsFollowMaxConns(t *testing.T) {
 		if fd := int(l.System.FD); fd < int(l.System.Conns) {
 			t.Errorf("%s: system FD = %d, want at least Conns %d", role, fd, l.System.Conns)
 		}
+		if n, sys := l.Transient.ConnsInbound, l.System.ConnsInbound; n != sys || l.Transient.Conns != l.System.Conns {
+			t.Errorf("%s: transient connections %d inbound, %d in all; want the system's %d and %d (handshakes)", role, n, l.Transient.Conns, sys, l.System.Conns)
+		}
 		if n := int(l.PeerDefault.StreamsInbound); n != peerStreamsInbound {
 			t.Errorf("%s: inbound streams per peer = %d, want %d", role, n, peerStreamsInbound)
 		}

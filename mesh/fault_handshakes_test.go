@@ -1,0 +1,103 @@
+//go:build fault
+
+package mesh_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/meshcdn/meshcdn/mesh"
+	"github.com/meshcdn/meshcdn/meshtest"
+)
+
+// TestFaultStalledHandshakes: 200 TCP connections to a seed that begin a
+// handshake and stall (multistream and noise named, then nothing), each
+// redialled as the seed's 15 s accept timeout closes it, while a new app
+// connects to the seed over TCP and over QUIC. Transient connections
+// (still in their handshake) were capped at a quarter of the inbound
+// limit, 125 for this seed (MaxConns 400): the stalled ones took every
+// slot and the apps could not connect at all until the flood stopped (an
+// audit: 320 of a default seed's, over TCP and QUIC). Now the transient cap
+// is the system's own.
+func TestFaultStalledHandshakes(t *testing.T) {
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, MaxConns: 400, DisableDHT: true})
+	var tcpAddr, quicAddr string
+	for _, a := range seed.Addrs() {
+		s := a.String()
+		switch {
+		case strings.Contains(s, "/tcp/") && !strings.Contains(s, "/ws"):
+			tcpAddr = s
+		case strings.Contains(s, "/quic-v1/p2p/"):
+			quicAddr = s
+		}
+	}
+	parts := strings.Split(tcpAddr, "/")
+	hostPort := net.JoinHostPort(parts[2], parts[4])
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	held := make(chan struct{}, 200)
+	for range 200 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				c, err := net.Dial("tcp", hostPort)
+				if err != nil {
+					select {
+					case <-ctx.Done():
+					case <-time.After(50 * time.Millisecond):
+					}
+					continue
+				}
+				c.Write([]byte("\x13/multistream/1.0.0\n\x07/noise\n"))
+				select {
+				case held <- struct{}{}:
+				default:
+				}
+				done := context.AfterFunc(ctx, func() { c.Close() })
+				io.Copy(io.Discard, c) // until the seed closes it
+				done()
+				c.Close()
+			}
+		})
+	}
+	for range 200 { // every stalled connection made once
+		<-held
+	}
+	// Wait until the seed holds at least 120 of them in their handshake
+	// (the old cap was 125).
+	deadline := time.Now().Add(10 * time.Second)
+	for transientIn(seed) < 120 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the seed holds %d handshakes after 10 s, want 120", transientIn(seed))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, addr := range []string{tcpAddr, quicAddr} {
+		actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		app, err := mesh.New(actx, meshtest.LocalConfig(mesh.Config{Bootstrap: []string{addr}, BrowserTransports: mesh.Off, DisableDHT: true}))
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if err := app.WaitPeers(actx, 1); err != nil {
+			t.Errorf("an app dialling %s beside 200 stalled handshakes: %v", addr[:strings.Index(addr, "/p2p/")], err)
+		}
+		app.Close()
+		cancel()
+	}
+}
+
+// transientIn is how many inbound connections n holds in its handshake.
+func transientIn(n *mesh.Node) int {
+	var st network.ScopeStat
+	n.Host().Network().ResourceManager().ViewTransient(func(s network.ResourceScope) error { st = s.Stat(); return nil })
+	return st.NumConnsInbound
+}
