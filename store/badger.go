@@ -196,14 +196,16 @@ const gcMarker = "/.gc/"
 // has no call to flush the memtable; dropping a prefix does that and
 // compacts level 0 into level 1, where deleted blocks' older versions are
 // dropped and counted. So compact writes a marker key and drops its prefix.
-// Writes wait meanwhile (badger would refuse them).
-func (d *badgerKV) compact() error {
+// Writes wait meanwhile (badger would refuse them). A panic of badger's on
+// a damaged table is an error here, as for reads.
+func (d *badgerKV) compact() (err error) {
 	if !d.enter() {
 		return ErrClosed
 	}
 	defer d.ops.Done()
 	d.writes.Lock()
 	defer d.writes.Unlock()
+	defer caught(&err)
 	marker := []byte(gcMarker + "flush")
 	if err := d.db.Update(func(txn *badger.Txn) error { return txn.Set(marker, nil) }); err != nil {
 		return err
