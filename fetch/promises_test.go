@@ -17,8 +17,6 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mh "github.com/multiformats/go-multihash"
-
-	"github.com/meshcdn/meshcdn/store"
 )
 
 func testLeaf(t testing.TB, s string) cid.Cid {
@@ -351,15 +349,7 @@ func recordedGuard(t *testing.T) (*Fetcher, *recorder) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	st, err := store.New(store.Config{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	f, err := New(Config{Host: h, Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newMemFetcher(t, h)
 	t.Cleanup(func() { f.Close() })
 	rec := &recorder{haves: make(map[peer.ID]int), resets: make(map[peer.ID]time.Time)}
 	f.guard.mu.Lock()
