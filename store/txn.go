@@ -88,8 +88,9 @@ func (t *Txn) Expect(cs ...cid.Cid) error {
 		key := string(c.Hash())
 		if b := s.blocks[key]; b != nil && !b.missing {
 			t.hold(b, false)
-			continue
 		}
+		// Listed even when held: a write under way may fail, and the
+		// block is then put again as a new one.
 		if s.expect == nil {
 			s.expect = make(map[string][]*Txn)
 		}
