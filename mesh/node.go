@@ -688,9 +688,9 @@ func (n *Node) pin(ctx context.Context, m *manifest.Manifest) (pinTally, error) 
 		if n.closed.Load() {
 			return tally, ErrClosed
 		}
-		fetched, origin, err := n.pinAsset(ctx, a)
-		tally.fetched += fetched
-		tally.origin += origin
+		got, err := n.pinAsset(ctx, a)
+		tally.fetched += got.fetched
+		tally.origin += got.origin
 		if err != nil {
 			return tally, n.closing(fmt.Errorf("mesh: pin %s: %w", a.Path, err))
 		}
@@ -739,14 +739,14 @@ func (n *Node) checkFits(m *manifest.Manifest) error {
 }
 
 // pinAsset fetches one asset if it is not held, and pins it. It returns
-// the bytes it fetched from peers and from the origin. The asset's blocks
+// what it fetched. The asset's blocks
 // are held from the start (store.Txn.Expect): other fetches evicting to
 // make room cannot take the leaves it fetched before they are pinned.
-func (n *Node) pinAsset(ctx context.Context, a manifest.Asset) (fetched, origin int64, err error) {
+func (n *Node) pinAsset(ctx context.Context, a manifest.Asset) (got pinTally, err error) {
 	txn := n.store.Begin()
 	defer txn.Discard()
 	if err := txn.Expect(leafCids(ctx, a)...); err != nil {
-		return 0, 0, err
+		return got, err
 	}
 	if a.Size == 0 {
 		// An empty file is one empty raw block: nothing to fetch. The
@@ -754,15 +754,15 @@ func (n *Node) pinAsset(ctx context.Context, a manifest.Asset) (fetched, origin 
 		// bytes fails here.
 		b, err := blocks.NewBlockWithCid(nil, a.Cid)
 		if err != nil {
-			return 0, 0, err
+			return got, err
 		}
 		if err := txn.Put(ctx, b); err != nil {
-			return 0, 0, err
+			return got, err
 		}
 	}
 	if !n.store.Holds(a.Cid) {
-		if fetched, origin, err = n.fetchToPin(ctx, a); err != nil {
-			return fetched, origin, err
+		if got, err = n.fetchToPin(ctx, a); err != nil {
+			return got, err
 		}
 	}
 	// Every leaf is held; the inner nodes come from the manifest (already
@@ -770,33 +770,33 @@ func (n *Node) pinAsset(ctx context.Context, a manifest.Asset) (fetched, origin 
 	// now, whether or not the fetch did it first.
 	for _, b := range a.Nodes {
 		if err := txn.Put(ctx, b); err != nil {
-			return fetched, origin, err
+			return got, err
 		}
 	}
-	return fetched, origin, txn.Commit(ctx, a.Cid, true)
+	return got, txn.Commit(ctx, a.Cid, true)
 }
 
 // fetchToPin reads asset a through a fetch, for pinAsset.
-func (n *Node) fetchToPin(ctx context.Context, a manifest.Asset) (fetched, origin int64, err error) {
+func (n *Node) fetchToPin(ctx context.Context, a manifest.Asset) (got pinTally, err error) {
 	t, err := n.target(a)
 	if err != nil {
-		return 0, 0, err
+		return got, err
 	}
 	r, err := n.fetcher.Open(ctx, t)
 	if err != nil {
-		return 0, 0, err
+		return got, err
 	}
 	_, err = io.Copy(io.Discard, r)
 	st := r.Stats()
 	r.Close()
-	fetched, origin = st.PeerBytes+st.OriginBytes, st.OriginBytes
+	got = pinTally{fetched: st.PeerBytes + st.OriginBytes, origin: st.OriginBytes}
 	if err != nil {
-		return fetched, origin, err
+		return got, err
 	}
 	if st.NotKept > 0 {
-		return fetched, origin, fmt.Errorf("%d leaves not kept: %w", st.NotKept, notKeptWhy(n.store.Health()))
+		return got, fmt.Errorf("%d leaves not kept: %w", st.NotKept, notKeptWhy(n.store.Health()))
 	}
-	return fetched, origin, nil
+	return got, nil
 }
 
 // leafCids lists the leaves of asset a: the root of a one-leaf file, else
