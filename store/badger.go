@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -41,6 +42,12 @@ type badgerKV struct {
 	// compact, during which badger refuses writes (ErrBlockedWrites):
 	// they wait instead.
 	writes sync.RWMutex
+
+	// rounds is held by whoever runs garbage collection (gcLoop, or a
+	// writer past gcEvery); written counts the value log bytes written
+	// since the last round began.
+	rounds  sync.Mutex
+	written atomic.Int64
 }
 
 // enter starts a call into badger: false (the caller returns ErrClosed)
@@ -56,13 +63,24 @@ func (d *badgerKV) enter() bool {
 }
 
 // gcInterval is how often the value log is garbage collected, so that
-// evicted blocks give their disk space back: the disk holds at most what
-// was evicted in that time beyond the quota. A round that finds nothing
-// costs a memtable flush and a compaction of the keys (about 15 ms).
+// evicted blocks give their disk space back; gcEvery bytes written begin a
+// round sooner: the disk holds at most what was evicted in the shorter of
+// the two beyond the quota. A round that finds nothing costs a memtable
+// flush and a compaction of the keys (about 15 ms).
 const (
 	gcInterval     = 2 * time.Minute
 	gcSleep        = time.Second
 	gcDiscardRatio = 0.3
+	// gcEvery is how many bytes written to the value log begin a round
+	// before gcInterval is up, run by the write that crosses it, which
+	// rewrites up to gcRewrites files back to back: a store that writes
+	// faster than gcInterval allows (an app reading files at loopback or
+	// LAN speed) held all it wrote in that time beyond its quota, and more
+	// at every round while writes came faster than one file a gcSleep (a
+	// 64 MiB quota: 2.7 GiB on disk after 4 GiB read). A round that finds
+	// nothing costs a compaction (about 15 ms).
+	gcEvery    = 64 << 20
+	gcRewrites = 2 * gcEvery / vlogFileSize
 	// closeTimeout bounds Close: badger retries a failed memtable flush
 	// forever.
 	closeTimeout = 10 * time.Second
@@ -142,7 +160,7 @@ func openBadgerKV(dir string, readOnly bool, guard *diskGuard, log *slog.Logger)
 // is too full for the rewrite (a GC pass writes the live values of one
 // value log file into the current one before deleting it). Each round
 // begins with compact, then rewrites one file a gcSleep until none is
-// worth it.
+// worth it. Writes begin rounds of their own (gcEvery).
 func (d *badgerKV) gcLoop() {
 	defer d.wg.Done()
 	t := time.NewTimer(gcInterval)
@@ -155,13 +173,8 @@ func (d *badgerKV) gcLoop() {
 		case <-t.C:
 		}
 		next := gcInterval
-		if free, err := d.guard.freeNow(); err == nil && free >= d.guard.margin+vlogFileSize {
-			if round {
-				if err := d.compact(); err != nil {
-					d.log.Warn("compaction for value log garbage collection failed", "err", err)
-				}
-			}
-			switch err := d.collect(); {
+		if d.roomToCollect() {
+			switch err := d.pass(round); {
 			case err == nil:
 				next = gcSleep // there may be more to collect
 			case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected), errors.Is(err, ErrClosed):
@@ -171,6 +184,66 @@ func (d *badgerKV) gcLoop() {
 		}
 		round = next == gcInterval
 		t.Reset(next)
+	}
+}
+
+// roomToCollect reports whether the disk has room for a rewrite: the
+// margin and one value log file (always, without a guard).
+func (d *badgerKV) roomToCollect() bool {
+	if d.guard == nil {
+		return true
+	}
+	free, err := d.guard.freeNow()
+	return err == nil && free >= d.guard.margin+vlogFileSize
+}
+
+// pass is one pass of gcLoop: a compaction first if it begins a round,
+// then one rewrite (collect).
+func (d *badgerKV) pass(begin bool) error {
+	d.rounds.Lock()
+	defer d.rounds.Unlock()
+	if begin {
+		d.compactForGC()
+	}
+	return d.collect()
+}
+
+// compactForGC begins a round: compact, so that badger counts what deleted
+// blocks left in the value log. The caller holds rounds.
+func (d *badgerKV) compactForGC() {
+	d.written.Store(0)
+	if err := d.compact(); err != nil && !errors.Is(err, ErrClosed) {
+		d.log.Warn("compaction for value log garbage collection failed", "err", err)
+	}
+}
+
+// collectWritten runs a round in a writer once gcEvery bytes went to the
+// value log since the last one began: a compaction, then up to gcRewrites
+// files rewritten back to back, so that what the writes evicted gives its
+// disk back as fast as they come. A writer finding a round under way goes
+// on (that round, or the next writer's, collects).
+func (d *badgerKV) collectWritten() {
+	if !d.rounds.TryLock() {
+		return
+	}
+	defer d.rounds.Unlock()
+	if d.written.Load() < gcEvery {
+		return // a round began meanwhile
+	}
+	if !d.roomToCollect() {
+		d.written.Store(0) // look again after gcEvery more
+		return
+	}
+	d.compactForGC()
+	for range gcRewrites {
+		switch err := d.collect(); {
+		case err == nil:
+			continue
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected), errors.Is(err, ErrClosed):
+		default:
+			d.log.Warn("value log garbage collection failed", "err", err)
+		}
+		return
 	}
 }
 
@@ -240,7 +313,20 @@ func (d *badgerKV) Get(_ context.Context, k datastore.Key) (v []byte, err error)
 	return v, err
 }
 
+// Put writes v at k; the write that takes the value log past gcEvery
+// since the last garbage collection round runs one (collectWritten).
 func (d *badgerKV) Put(_ context.Context, k datastore.Key, v []byte) error {
+	if err := d.set(k, v); err != nil {
+		return err
+	}
+	if len(v) > valueThreshold && d.written.Add(int64(len(v))) >= gcEvery {
+		d.collectWritten()
+	}
+	return nil
+}
+
+// set is Put's write.
+func (d *badgerKV) set(k datastore.Key, v []byte) error {
 	if d.readOnly {
 		return ErrReadOnly
 	}
