@@ -43,7 +43,7 @@ const (
 const sweepInterval = time.Second
 
 // Provide retry backoff: a failed provide (typically: no DHT peer yet) is
-// retried after 1 s, doubling up to 5 min.
+// retried after 1 s, doubling up to 5 min, for content still held.
 const (
 	provideRetryMin = time.Second
 	provideRetryMax = 5 * time.Minute
@@ -1091,7 +1091,7 @@ func (a *Announcer) provideLoop() {
 		case <-reprovide.C:
 			queueAll()
 		case <-retry.C:
-			a.queueProvide(mapKeys(failed))
+			a.queueProvide(a.stillHeld(failed))
 			clear(failed)
 		case <-a.provSig:
 		}
@@ -1131,12 +1131,22 @@ func (a *Announcer) provideLoop() {
 	}
 }
 
-func mapKeys(m map[cid.Cid]struct{}) []cid.Cid {
-	ks := make([]cid.Cid, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
+// stillHeld returns the roots of rs that Holdings holds now. A failed
+// provide is tried again only for content still held: on a node whose
+// provides fail (no DHT server among its peers), every root it had ever
+// held, long evicted, stayed in the retry set and was provided again at
+// every retry.
+func (a *Announcer) stillHeld(rs map[cid.Cid]struct{}) []cid.Cid {
+	if len(rs) == 0 {
+		return nil
 	}
-	return ks
+	var held []cid.Cid
+	for _, ri := range a.cfg.Holdings.Roots() {
+		if _, ok := rs[ri.Cid]; ok {
+			held = append(held, ri.Cid)
+		}
+	}
+	return held
 }
 
 // signal wakes whoever waits on ch (a channel of capacity 1) without

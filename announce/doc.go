@@ -404,7 +404,7 @@
 // Held roots are provided to the mesh's DHT when they arrive, all of them at
 // start and every ReprovideInterval (12 h), one provide at a time; a failed
 // provide (typically: no DHT peer yet) is retried after 1 s, doubling up to
-// 5 min. boxo's
+// 5 min, if the content is still held then. boxo's
 // provider.System was considered and not used: its Close does not wait for
 // its provide workers (our Close must), it logs through go-log's global
 // logger rather than an injected slog.Logger, and its persistent queue adds
