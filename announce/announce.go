@@ -54,13 +54,21 @@ const (
 const rejoinGap = 500 * time.Millisecond
 
 // Holdings is what an Announcer needs from the content store:
-// *store.Store satisfies it.
+// *store.Store satisfies it. A Holdings that also has a method
+// Holds(cid.Cid) bool (as *store.Store does) spares the peers FETCH
+// announcements of content it holds whole already (see Fetching).
 type Holdings interface {
 	// Roots lists the content held now.
 	Roots() []store.RootInfo
 	// Subscribe reports content coming and going until ctx ends; the
 	// channel is then closed.
 	Subscribe(ctx context.Context) <-chan store.Event
+}
+
+// rootHolder is what a Holdings may offer besides: whether it holds root
+// whole now.
+type rootHolder interface {
+	Holds(root cid.Cid) bool
 }
 
 // ContentRouter is what an Announcer needs from a DHT: *dht.IpfsDHT
@@ -539,6 +547,13 @@ const FetchingTTL = 2 * time.Minute
 // a burst of fetches does not use up the message rate that peers accept
 // from this node. ctx is not used, since nothing waits.
 // fetch.Config.Advertiser calls it.
+//
+// A root that Holdings holds whole already (if it can say: see Holdings)
+// is not announced: its HAVE went out, or is on its way, and ends any
+// fetch of it at the peers. Kept as a fetch under way, it would be
+// announced as such in every summary once the content was evicted, for as
+// long as the node ran (the fetch package tells of a fetch from a
+// goroutine of its own, which may run after the fetch stored the content).
 func (a *Announcer) Fetching(ctx context.Context, root cid.Cid) error {
 	return a.queueFetch(root, Fetch)
 }
@@ -555,6 +570,12 @@ func (a *Announcer) queueFetch(root cid.Cid, k Kind) error {
 		return fmt.Errorf("announce: %v for a fetch of %s: %w", k, root, ErrClosed)
 	}
 	a.fetchMu.Lock()
+	if k == Fetch && a.holds(root) {
+		// Under fetchMu: a HAVE that storeLoop handles after this look
+		// still ends what is queued here.
+		a.fetchMu.Unlock()
+		return nil
+	}
 	if _, ok := a.fetchKind[root]; !ok {
 		a.fetchOrder = append(a.fetchOrder, root)
 	}
@@ -567,6 +588,13 @@ func (a *Announcer) queueFetch(root cid.Cid, k Kind) error {
 	a.fetchMu.Unlock()
 	signal(a.fetchSig)
 	return nil
+}
+
+// holds reports whether Holdings holds root whole now; false when it
+// cannot tell.
+func (a *Announcer) holds(root cid.Cid) bool {
+	h, ok := a.cfg.Holdings.(rootHolder)
+	return ok && h.Holds(root)
 }
 
 // fetchLoop sends what Fetching and Abandoned queue.

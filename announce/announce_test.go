@@ -751,3 +751,32 @@ func apart(t *testing.T, x, y *tnode) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestFetchingAfterHaveNotKept: a fetch announcement that comes after the
+// fetch's own HAVE (the fetch package tells its Advertiser from a goroutine
+// of its own, which may run after the fetch stored the content) is not kept
+// as a fetch under way. Kept, the root stayed among the fetches that every
+// summary announces once the content was evicted (a summary drops only
+// those held) for as long as the node ran, and peers listed the node as
+// fetching it: an audit's app reading 20,000 distinct files beside a seed
+// was still announcing 5 of them as under way two minutes after its last
+// read.
+func TestFetchingAfterHaveNotKept(t *testing.T) {
+	a, b := announcerAndListener(t)
+	ctx := context.Background()
+	root := importSeed(t, a, 7, 100<<10)
+	awaitProvider(t, b, root, a.h.ID()) // the HAVE is out
+	if err := a.a.Fetching(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.st.Remove(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	a.a.summarise()
+	a.a.fetchMu.Lock()
+	n := len(a.a.active)
+	a.a.fetchMu.Unlock()
+	if n != 0 {
+		t.Errorf("%d roots announced as fetches under way after the content was held and removed, want 0", n)
+	}
+}
