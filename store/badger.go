@@ -43,11 +43,14 @@ type badgerKV struct {
 	// they wait instead.
 	writes sync.RWMutex
 
-	// rounds is held by whoever runs garbage collection (gcLoop, or a
-	// writer past gcEvery); written counts the value log bytes written
-	// since the last round began.
-	rounds  sync.Mutex
+	// written counts the value log bytes written since the last garbage
+	// collection round began; the write that takes it past gcEvery wakes
+	// gcLoop through wake.
 	written atomic.Int64
+	wake    chan struct{}
+	// rounds is held while gcLoop runs garbage collection (a test's
+	// collection takes it too).
+	rounds sync.Mutex
 }
 
 // enter starts a call into badger: false (the caller returns ErrClosed)
@@ -72,8 +75,8 @@ const (
 	gcSleep        = time.Second
 	gcDiscardRatio = 0.3
 	// gcEvery is how many bytes written to the value log begin a round
-	// before gcInterval is up, run by the write that crosses it, which
-	// rewrites up to gcRewrites files back to back: a store that writes
+	// before gcInterval is up (the write that crosses it wakes gcLoop),
+	// which rewrites up to gcRewrites files back to back: a store that writes
 	// faster than gcInterval allows (an app reading files at loopback or
 	// LAN speed) held all it wrote in that time beyond its quota, and more
 	// at every round while writes came faster than one file a gcSleep (a
@@ -148,7 +151,7 @@ func openBadgerKV(dir string, readOnly bool, guard *diskGuard, log *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
-	kv = &badgerKV{db: db, dir: dir, dirInfo: info, readOnly: readOnly, guard: guard, log: log, stop: make(chan struct{})}
+	kv = &badgerKV{db: db, dir: dir, dirInfo: info, readOnly: readOnly, guard: guard, log: log, stop: make(chan struct{}), wake: make(chan struct{}, 1)}
 	if !readOnly {
 		kv.wg.Add(1)
 		go kv.gcLoop()
@@ -160,7 +163,7 @@ func openBadgerKV(dir string, readOnly bool, guard *diskGuard, log *slog.Logger)
 // is too full for the rewrite (a GC pass writes the live values of one
 // value log file into the current one before deleting it). Each round
 // begins with compact, then rewrites one file a gcSleep until none is
-// worth it. Writes begin rounds of their own (gcEvery).
+// worth it. Writes past gcEvery wake it for a round of their own.
 func (d *badgerKV) gcLoop() {
 	defer d.wg.Done()
 	t := time.NewTimer(gcInterval)
@@ -170,6 +173,13 @@ func (d *badgerKV) gcLoop() {
 		select {
 		case <-d.stop:
 			return
+		case <-d.wake:
+			if d.written.Load() >= gcEvery {
+				d.collectWritten()
+				round = true
+				t.Reset(gcInterval)
+			}
+			continue
 		case <-t.C:
 		}
 		next := gcInterval
@@ -209,7 +219,7 @@ func (d *badgerKV) pass(begin bool) error {
 }
 
 // compactForGC begins a round: compact, so that badger counts what deleted
-// blocks left in the value log. The caller holds rounds.
+// blocks left in the value log.
 func (d *badgerKV) compactForGC() {
 	d.written.Store(0)
 	if err := d.compact(); err != nil && !errors.Is(err, ErrClosed) {
@@ -217,19 +227,13 @@ func (d *badgerKV) compactForGC() {
 	}
 }
 
-// collectWritten runs a round in a writer once gcEvery bytes went to the
+// collectWritten runs a round for gcLoop once gcEvery bytes went to the
 // value log since the last one began: a compaction, then up to gcRewrites
 // files rewritten back to back, so that what the writes evicted gives its
-// disk back as fast as they come. A writer finding a round under way goes
-// on (that round, or the next writer's, collects).
+// disk back as fast as they come.
 func (d *badgerKV) collectWritten() {
-	if !d.rounds.TryLock() {
-		return
-	}
+	d.rounds.Lock()
 	defer d.rounds.Unlock()
-	if d.written.Load() < gcEvery {
-		return // a round began meanwhile
-	}
 	if !d.roomToCollect() {
 		d.written.Store(0) // look again after gcEvery more
 		return
@@ -314,13 +318,17 @@ func (d *badgerKV) Get(_ context.Context, k datastore.Key) (v []byte, err error)
 }
 
 // Put writes v at k; the write that takes the value log past gcEvery
-// since the last garbage collection round runs one (collectWritten).
+// since the last garbage collection round wakes gcLoop to run one
+// (collectWritten), without waiting for it.
 func (d *badgerKV) Put(_ context.Context, k datastore.Key, v []byte) error {
 	if err := d.set(k, v); err != nil {
 		return err
 	}
 	if len(v) > valueThreshold && d.written.Add(int64(len(v))) >= gcEvery {
-		d.collectWritten()
+		select {
+		case d.wake <- struct{}{}:
+		default: // gcLoop is awake already
+		}
 	}
 	return nil
 }

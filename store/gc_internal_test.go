@@ -58,6 +58,8 @@ func TestValueLogGivesDiskBack(t *testing.T) {
 	}
 	before := dirSize(t, dir)
 	d := s.ds.(*badgerKV)
+	d.rounds.Lock() // the store's own rounds wait
+	defer d.rounds.Unlock()
 	if err := d.compact(); err != nil {
 		t.Fatal(err)
 	}
