@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 )
 
 // Connection and stream limits. go-libp2p's resource manager, scaled to a
@@ -63,6 +64,27 @@ const (
 	connGrace = 30 * time.Second
 )
 
+// Identify's streams. go-libp2p's service limits (SetDefaultServiceLimits,
+// scaled to a seed's 1 GiB) admit 128 inbound identify streams in all,
+// requests and pushes together, and 16 of each per peer. go-libp2p reads
+// a push for up to 5 s, and a peer that leaves its push streams silent and
+// opens them again as they are reset holds them: 8 peers filled the 128,
+// and the seed reset every new app's identify request, so the app never
+// learnt the seed's protocols and addresses (an audit: 12 peers). A peer
+// needs one request and one push at a time per connection, and holds at
+// most 8 connections (PeerDefault): it gets identifyPerPeer of each, each
+// way. Each kind admits MaxConns streams in all (identifyPerPeer for each
+// of MaxConns/8 peers) and the service twice that, so that filling it
+// takes MaxConns/8 peers (128 on a seed, 16 on an app) holding all they
+// may, each with its own key and connection. A request is answered and
+// closed at once; only pushes can be held (each reserving its yamux window,
+// 256 KiB, of the node's memory). Each stream reading identify's answer
+// reserves signedIDSize of memory for it.
+const (
+	identifyPerPeer = 8
+	signedIDSize    = 8 << 10 // go-libp2p identify's signedIDSize
+)
+
 // bitswapProtocols are the protocol IDs boxo's bitswap speaks.
 var bitswapProtocols = []protocol.ID{"/ipfs/bitswap/1.2.0", "/ipfs/bitswap/1.1.0", "/ipfs/bitswap/1.0.0", "/ipfs/bitswap"}
 
@@ -108,6 +130,7 @@ func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{},
 		Protocol:     map[protocol.ID]rcmgr.ResourceLimits{},
 	}
+	identifyLimits(&over, scaled, cfg.MaxConns)
 	for _, p := range bitswapProtocols {
 		over.ProtocolPeer[p] = perPeer
 		over.Protocol[p] = rcmgr.ResourceLimits{
@@ -116,6 +139,32 @@ func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 		}
 	}
 	return over.Build(base)
+}
+
+// identifyLimits sets identify's stream limits in over for maxConns (see
+// identifyPerPeer), raising scaled's totals where they are lower: per peer
+// identifyPerPeer requests and as many pushes, each way; per protocol
+// identifyPerPeer per 8 of maxConns each way, twice that for the service
+// (requests and pushes), with memory for every stream to read an answer.
+func identifyLimits(over *rcmgr.PartialLimitConfig, scaled rcmgr.PartialLimitConfig, maxConns int) {
+	one := rcmgr.LimitVal(identifyPerPeer * maxConns / 8)
+	total := func(was rcmgr.ResourceLimits, each rcmgr.LimitVal) rcmgr.ResourceLimits {
+		return rcmgr.ResourceLimits{
+			StreamsInbound:  max(was.StreamsInbound, each),
+			StreamsOutbound: max(was.StreamsOutbound, each),
+			Streams:         max(was.Streams, 2*each),
+			Memory:          max(was.Memory, rcmgr.LimitVal64(2*int64(each)*signedIDSize)),
+		}
+	}
+	perPeer := func(each rcmgr.LimitVal) rcmgr.ResourceLimits {
+		return rcmgr.ResourceLimits{StreamsInbound: each, StreamsOutbound: each, Streams: 2 * each}
+	}
+	for _, p := range []protocol.ID{identify.ID, identify.IDPush} {
+		over.Protocol[p] = total(scaled.Protocol[p], one)
+		over.ProtocolPeer[p] = perPeer(identifyPerPeer)
+	}
+	over.Service = map[string]rcmgr.ResourceLimits{identify.ServiceName: total(scaled.Service[identify.ServiceName], 2*one)}
+	over.ServicePeer = map[string]rcmgr.ResourceLimits{identify.ServiceName: perPeer(2 * identifyPerPeer)}
 }
 
 // limitOptions returns the host's resource and connection managers.

@@ -1,11 +1,14 @@
 package mesh
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 )
 
 // TestBitswapStreamsAdmitFullSpeedSender pins that an app node's resource
@@ -38,5 +41,76 @@ func TestBitswapStreamsAdmitFullSpeedSender(t *testing.T) {
 		if err := s.SetProtocol(bitswapProtocols[0]); err != nil {
 			t.Fatalf("stream %d of one peer refused for bitswap: %v", i+1, err)
 		}
+	}
+}
+
+// openIdentify opens a stream of proto for p in rm as go-libp2p's identify
+// does (protocol, then service, then the memory to read an answer) and
+// returns it, or the first refusal.
+func openIdentify(rm network.ResourceManager, p peer.ID, dir network.Direction, proto protocol.ID) (network.StreamManagementScope, error) {
+	s, err := rm.OpenStream(p, dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.SetProtocol(proto); err != nil {
+		s.Done()
+		return nil, err
+	}
+	if err := s.SetService(identify.ServiceName); err != nil {
+		s.Done()
+		return nil, err
+	}
+	if err := s.ReserveMemory(signedIDSize, network.ReservationPriorityAlways); err != nil {
+		s.Done()
+		return nil, err
+	}
+	return s, nil
+}
+
+// TestIdentifyStreamsHeldByFew: for each role, MaxConns/8 - 1 peers each
+// hold all the identify push streams they may (identifyPerPeer: the next
+// is refused), and a new peer still identifies on each of 8 connections,
+// request and push, both ways. With go-libp2p's limits (scaled to a seed's
+// 1 GiB: 128 inbound in all, 16 per peer) 8 such peers filled identify and
+// every new peer's identify was refused.
+func TestIdentifyStreamsHeldByFew(t *testing.T) {
+	for _, role := range []Role{RoleApp, RoleSeed} {
+		cfg := Config{Role: role, Name: "x", InMemory: true}.withDefaults()
+		rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(cfg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var open []network.StreamManagementScope
+		for i := range cfg.MaxConns/8 - 1 {
+			p := peer.ID(fmt.Sprint("holder", i))
+			for j := range identifyPerPeer + 1 {
+				s, err := openIdentify(rm, p, network.DirInbound, identify.IDPush)
+				switch {
+				case j < identifyPerPeer && err != nil:
+					t.Fatalf("%s: holder %d's push %d refused: %v", role, i, j+1, err)
+				case j == identifyPerPeer && err == nil:
+					t.Errorf("%s: holder %d's push %d admitted, want at most %d a peer", role, i, j+1, identifyPerPeer)
+				}
+				if err == nil {
+					open = append(open, s)
+				}
+			}
+		}
+		honest := peer.ID("honest")
+		for range 8 { // 8 connections, each identified and pushed to, both ways
+			for _, dir := range []network.Direction{network.DirInbound, network.DirOutbound} {
+				for _, proto := range []protocol.ID{identify.ID, identify.IDPush} {
+					s, err := openIdentify(rm, honest, dir, proto)
+					if err != nil {
+						t.Fatalf("%s: beside %d holders, a new peer's %s (%s) refused: %v", role, cfg.MaxConns/8-1, proto, dir, err)
+					}
+					open = append(open, s)
+				}
+			}
+		}
+		for _, s := range open {
+			s.Done()
+		}
+		rm.Close()
 	}
 }
