@@ -193,6 +193,14 @@ type Config struct {
 	// streams are still reset unread). mesh.New sets it.
 	Gater *Gater
 
+	// Asking, if set, is called with a peer just before a want for blocks
+	// (a want-block) goes out to it, in the goroutine that sends it: the
+	// peer is about to send blocks, each message on a stream of its own,
+	// and the host may admit more of its streams from then on (mesh.New
+	// sets it: peers it asked get a sender's resource limits). It must
+	// return promptly.
+	Asking func(p peer.ID)
+
 	// Penalty is how long a peer that sent a bad block (or advertised the
 	// content and sent nothing for StallTimeout) is ignored: its messages
 	// are dropped, bitswap treats it as disconnected and its requests are

@@ -140,3 +140,51 @@ func TestLiftMissing(t *testing.T) {
 		}
 	}
 }
+
+// TestSendAskingTellsAsking: Config.Asking hears of a peer before a
+// want-block goes out to it (the send sees it told), and not of a message
+// that asks for no block: want-haves, cancels, blocks sent.
+func TestSendAskingTellsAsking(t *testing.T) {
+	b := testBlock(t, []byte("leaf"))
+	for _, tc := range []struct {
+		name string
+		m    func() bsmsg.BitSwapMessage
+		told bool
+	}{
+		{"want-block", func() bsmsg.BitSwapMessage {
+			m := bsmsg.New(false)
+			m.AddEntry(b.Cid(), 1, bspb.Message_Wantlist_Block, true)
+			return m
+		}, true},
+		{"want-have", func() bsmsg.BitSwapMessage {
+			m := bsmsg.New(false)
+			m.AddEntry(b.Cid(), 1, bspb.Message_Wantlist_Have, true)
+			return m
+		}, false},
+		{"cancel", func() bsmsg.BitSwapMessage {
+			m := bsmsg.New(false)
+			m.Cancel(b.Cid())
+			return m
+		}, false},
+		{"block", func() bsmsg.BitSwapMessage {
+			m := bsmsg.New(false)
+			m.AddBlock(b)
+			return m
+		}, false},
+	} {
+		var told []peer.ID
+		g := &guard{f: &Fetcher{cfg: Config{Asking: func(p peer.ID) { told = append(told, p) }}}, expect: map[peer.ID]time.Time{}}
+		var toldAtSend int
+		err := g.sendAsking("p", tc.m(), time.Now(), func() error { toldAtSend = len(told); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		if tc.told {
+			want = 1
+		}
+		if toldAtSend != want || len(told) != want || (want == 1 && told[0] != "p") {
+			t.Errorf("%s: Asking told %v (%d before the send), want p told %d times before it", tc.name, told, toldAtSend, want)
+		}
+	}
+}

@@ -377,14 +377,25 @@ func (g *guard) keepWanted(m bsmsg.BitSwapMessage) {
 // first want in m that asks for one (expectAnswer) from before it goes
 // out, so that a disconnect while it is sent, or as soon as it is read,
 // takes the debt away with the connection; a want that fails to go out is
-// taken back.
+// taken back. Config.Asking hears of a want-block in m before it goes.
 func (g *guard) sendAsking(p peer.ID, m bsmsg.BitSwapMessage, at time.Time, send func() error) error {
+	if ask := g.f.cfg.Asking; ask != nil && asksBlocks(m) {
+		ask(p)
+	}
 	noted := g.expectAnswer(p, m, at)
 	err := send()
 	if err != nil && noted {
 		g.unexpect(p, at)
 	}
 	return err
+}
+
+// asksBlocks reports whether m wants a block sent (a want-block that is
+// not a cancel).
+func asksBlocks(m bsmsg.BitSwapMessage) bool {
+	return slices.ContainsFunc(m.Wantlist(), func(e bsmsg.Entry) bool {
+		return !e.Cancel && e.WantType == bspb.Message_Wantlist_Block
+	})
 }
 
 // asked records the want-blocks of wanted blocks in m, sent to p: promises

@@ -12,3 +12,14 @@ const BootstrapTag = bootstrapTag
 
 // FollowRetry is followRetry, for tests.
 var FollowRetry = followRetry
+
+// UnaskedStreamsInbound and UnaskedPeerMemory are the inbound streams and
+// the memory a peer not asked for blocks holds at most, and
+// SenderStreamsInbound and SenderPeerMemory those of a peer asked
+// (limits.go), for tests.
+const (
+	UnaskedStreamsInbound = unaskedStreamsInbound
+	UnaskedPeerMemory     = unaskedPeerMemory
+	SenderStreamsInbound  = peerStreamsInbound
+	SenderPeerMemory      = senderPeerMemory
+)

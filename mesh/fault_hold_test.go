@@ -80,27 +80,26 @@ func isBitswap(p protocol.ID) bool {
 // holdStreams makes h hold streams on each of protos, as many as n
 // admits: each protocol's streams are opened one after the other until n
 // refuses one, negotiated and then left idle. A stream n ends after a
-// second or more is opened again (n resets idle streams on a timeout and
-// the attacker comes back); one n ends sooner (identify's request, a
-// gossipsub stream replaced by the next) is not. It returns how many it
-// opened; the holders are counted in wg and end with ctx.
+// second or more is opened again (n resets idle streams on a timeout, or
+// closed the connection, and the attacker comes back); one n ends sooner
+// (identify's request, a gossipsub stream replaced by the next) is not.
+// It returns how many it opened; the holders are counted in wg and end
+// with ctx.
 func holdStreams(ctx context.Context, h host.Host, n *mesh.Node, protos []protocol.ID, wg *sync.WaitGroup) int {
 	target := n.ID()
 	opened := 0
 	for _, proto := range protos {
 		for range 100 {
 			s, err := openIdle(ctx, h, target, proto)
-			if err == nil {
-				opened++
+			if err != nil {
+				break // refused: this protocol's share is taken
 			}
+			opened++
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				keepIdle(ctx, h, target, proto, s)
 			}()
-			if err != nil {
-				break // refused: that worker tries again, to take any room freed
-			}
 		}
 	}
 	return opened
@@ -109,9 +108,6 @@ func holdStreams(ctx context.Context, h host.Host, n *mesh.Node, protos []protoc
 // keepIdle holds s until its peer ends it, then opens another stream of
 // proto in its place, as long as the last one lived a second or more.
 func keepIdle(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, s network.Stream) {
-	if s == nil && !reopen(ctx, h, p, proto, &s) {
-		return
-	}
 	for {
 		began := time.Now()
 		stop := context.AfterFunc(ctx, func() { s.Reset() })
@@ -125,7 +121,7 @@ func keepIdle(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, s 
 }
 
 // reopen opens a stream of proto from h to p into *s, trying again every
-// 100 ms while p refuses it, until ctx ends (false).
+// second while p refuses it, until ctx ends (false).
 func reopen(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, s *network.Stream) bool {
 	for {
 		var err error
@@ -135,7 +131,7 @@ func reopen(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, s *n
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(time.Second):
 		}
 	}
 }

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -31,19 +32,19 @@ import (
 // Scaled to 1 GiB that scope admits 256 inbound streams: 20 peers opening 60
 // streams each and never writing on them kept it full, and a new app's
 // streams were refused. So a peer holds at most peerStreamsInbound inbound
-// streams of any protocol, negotiated or not, and the transient scope admits
-// two per connection the connection manager keeps (MaxConns). Filling it now
-// takes MaxConns/40 peers (26 on a seed, each a connection and a key)
-// holding all they may, where before two connections of one peer did (a
-// peer could hold 384, a connection 128 with its 32 MiB of yamux windows),
-// and it stays full only while they keep reopening streams the host resets
-// after 10 s (go-libp2p admits 8 connections per IPv4 address or IPv6 /56:
-// 64 connections take 8 of those). The system's inbound streams have room
-// for that and 4 per connection negotiated. Each un-negotiated yamux stream
-// reserves its 256 KiB window from its connection's memory, so a full
-// transient scope holds MaxConns/2 MiB of the system's MaxMemory (512 MiB of
-// a seed's 1 GiB; reserved, not allocated: the window fills only with bytes
-// the peer sends).
+// streams of any protocol, negotiated or not (unaskedStreamsInbound unless
+// this node asked it for blocks: Memory per peer, below), and the transient
+// scope admits unaskedStreamsInbound for each of MaxConns/8 peers (3072 on
+// a seed, three per MaxConns; two before, which 26 peers holding 80 each
+// filled). Filling it takes MaxConns/8 peers (128 on a seed, each a
+// connection and a key) holding all they may, where before the per-peer
+// limit two connections of one peer did, and it stays full only while they
+// keep reopening streams the host resets after 10 s. The system's inbound
+// streams have room for that and 4 per connection negotiated. Each
+// un-negotiated yamux stream reserves its 256 KiB window from its
+// connection's memory, so a full transient scope holds 768 MiB of a seed's
+// 1,152 (reserved, not allocated: the window fills only with bytes the peer
+// sends).
 const (
 	// bitswapStreamsPerPeer is the most inbound bitswap streams one peer
 	// holds at once. An honest seed sending at full speed holds more than
@@ -57,8 +58,9 @@ const (
 	// thru's notes).
 	bitswapStreamsPerPeer = 64
 	// peerStreamsInbound is the most inbound streams of any protocol,
-	// negotiated or not, one peer holds at once: bitswap's 64 and room for
-	// identify, ping, the DHT, gossipsub and the mesh's own protocols.
+	// negotiated or not, one peer that this node asked for blocks (a
+	// sender) holds at once: bitswap's 64 and room for identify, ping,
+	// the DHT, gossipsub and the mesh's own protocols.
 	peerStreamsInbound = 80
 	// connGrace is how long a new connection is safe from trimming.
 	connGrace = 30 * time.Second
@@ -85,12 +87,78 @@ const (
 	signedIDSize    = 8 << 10 // go-libp2p identify's signedIDSize
 )
 
+// Memory per peer. Each yamux stream (TCP, WebSockets) reserves its
+// initial window, yamuxWindow, of the resource manager's memory when it
+// opens, inbound or outbound (a constant of the protocol: go-yamux refuses
+// a smaller one), and an inbound stream whose reservation fails closes its
+// whole connection. Every peer had peerStreamsInbound inbound streams and
+// go-libp2p's scaled memory (192 MiB on a seed, 96 on an app): a peer
+// holding idle streams on the protocols it could (bitswap's after one
+// message stay 2 min, the DHT's and the relay's 1 min, pushes and pings
+// are opened again as they are reset) reserved 20 MiB. 57 such peers
+// filled a seed's 1,152 MiB (96 held 1,140 MiB), after which each
+// connection that opened a stream was closed, the attackers' and honest
+// apps' alike; 96 holding theirs over QUIC (whose streams reserve no
+// window) filled its 6,144 inbound streams, as 26 that never negotiated
+// filled its 2,048 not negotiated: a new app then learnt nothing from the
+// seed. An app's 1,280 inbound streams took 16 peers, its 384 MiB 19, its
+// 256 not negotiated 4: its fetch from its seed failed (the figures of
+// TestFaultIdleStreamsMemory before the change, and of adding its peers 8
+// at a time).
+//
+// An honest peer holds few streams at once: an app fetching from a seed
+// held 3-4 inbound and 3-4 outbound streams at the seed (1.5-1.8 MiB).
+// Only a peer sending blocks holds many: a loaded app holds up to
+// bitswapStreamsPerPeer of a seed's, with their windows and their growth.
+// Bitswap sends no block unasked, so a peer this node has not asked for
+// blocks within askedFor holds at most unaskedStreamsInbound inbound
+// streams (negotiated or not: 8 connections, each identified and pushed
+// to, and the rest) and unaskedPeerMemory (that many windows and 8
+// outbound); a peer it asked (fetch's Config.Asking, called before the
+// want-block goes out, so before the blocks come) gets a sender's limits:
+// peerStreamsInbound and senderPeerMemory, the windows of
+// bitswapStreamsPerPeer streams and a block message being read on each
+// (fetch's inbound filter reserves each message's size), which leaves
+// window growth room while fewer are open (it reserves at priority 128:
+// only below half the limit). Filling a seed's memory now takes 144 peers
+// never asked, an app's 48 (MaxConns/8 or more, as each other limit).
+//
+// What this cannot do: bound a peer below the system's memory per
+// connection it admits (a seed's 1,152 MiB over 1,280 connections: 0.9
+// MiB; an app's 2.4), which an honest peer's few yamux streams already
+// exceed, so 144 keys still fill a seed's memory (a seed admits 256
+// connections from one IPv4 address), and a peer that claims content this
+// node fetches is asked, and gets a sender's limits until askedFor after
+// the last want-block (bitswap's session stops asking a peer that sends
+// nothing, and fetch penalises it).
+const (
+	// yamuxWindow is go-yamux's initial stream window, which each stream
+	// reserves as it opens.
+	yamuxWindow = 256 << 10
+	// unaskedStreamsInbound is the most inbound streams, negotiated or
+	// not, a peer not asked for blocks lately holds at once.
+	unaskedStreamsInbound = 24
+	// unaskedPeerMemory is the memory such a peer's streams reserve in all.
+	unaskedPeerMemory = (unaskedStreamsInbound + 8) * yamuxWindow
+	// senderPeerMemory is the memory a peer asked for blocks reserves:
+	// 80 MiB (go-libp2p's scaled default was 96 on an app, 192 on a seed).
+	senderPeerMemory = bitswapStreamsPerPeer * (yamuxWindow + blockMessage)
+	// blockMessage is the size of a message of one block (1 MiB leaves).
+	blockMessage = 1 << 20
+	// askedFor is how long after the last want-block sent to a peer it
+	// keeps a sender's limits: blocks asked come well within it.
+	askedFor = time.Minute
+	// askedPrune is the number of asked peers held from which those no
+	// longer senders are forgotten.
+	askedPrune = 256
+)
+
 // bitswapProtocols are the protocol IDs boxo's bitswap speaks.
 var bitswapProtocols = []protocol.ID{"/ipfs/bitswap/1.2.0", "/ipfs/bitswap/1.1.0", "/ipfs/bitswap/1.0.0", "/ipfs/bitswap"}
 
 // resourceLimits returns the resource manager's limits for cfg: go-libp2p's
-// defaults scaled to MaxMemory, with the connection and bitswap stream
-// limits above.
+// defaults scaled to MaxMemory, with the connection, stream and memory
+// limits above; a peer's are those of a peer not asked for blocks.
 func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
@@ -104,7 +172,7 @@ func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 	base := limits.Scale(cfg.MaxMemory, fds)
 	perPeer := rcmgr.ResourceLimits{StreamsInbound: bitswapStreamsPerPeer}
 	scaled := base.ToPartialLimitConfig()
-	transientStreams := max(scaled.Transient.StreamsInbound, rcmgr.LimitVal(2*cfg.MaxConns))
+	transientStreams := max(scaled.Transient.StreamsInbound, rcmgr.LimitVal(unaskedStreamsInbound*cfg.MaxConns/8))
 	systemStreams := max(scaled.System.StreamsInbound, transientStreams+rcmgr.LimitVal(4*cfg.MaxConns))
 	over := rcmgr.PartialLimitConfig{
 		System: rcmgr.ResourceLimits{
@@ -126,7 +194,7 @@ func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 			StreamsInbound: transientStreams,
 			Streams:        2 * transientStreams,
 		},
-		PeerDefault:  rcmgr.ResourceLimits{StreamsInbound: peerStreamsInbound},
+		PeerDefault:  rcmgr.ResourceLimits{StreamsInbound: unaskedStreamsInbound, Memory: unaskedPeerMemory},
 		ProtocolPeer: map[protocol.ID]rcmgr.ResourceLimits{},
 		Protocol:     map[protocol.ID]rcmgr.ResourceLimits{},
 	}
@@ -167,9 +235,93 @@ func identifyLimits(over *rcmgr.PartialLimitConfig, scaled rcmgr.PartialLimitCon
 	over.ServicePeer = map[string]rcmgr.ResourceLimits{identify.ServiceName: perPeer(2 * identifyPerPeer)}
 }
 
-// limitOptions returns the host's resource and connection managers.
-func limitOptions(cfg Config) ([]libp2p.Option, error) {
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(cfg)), connLimitOptions(cfg)...)
+// senderLimits returns the per-peer limits of a peer asked for blocks.
+func senderLimits(cfg Config) rcmgr.BaseLimit {
+	l := resourceLimits(cfg).ToPartialLimitConfig().PeerDefault
+	l.StreamsInbound, l.Memory = peerStreamsInbound, senderPeerMemory
+	return l.Build(rcmgr.BaseLimit{})
+}
+
+// newLimiter returns the resource manager's limiter for cfg: the limits of
+// resourceLimits, and a sender's for the peers asked lately.
+func newLimiter(cfg Config, asked *askedPeers) rcmgr.Limiter {
+	return &peerLimiter{Limiter: rcmgr.NewFixedLimiter(resourceLimits(cfg)), sender: senderLimits(cfg), asked: asked}
+}
+
+// peerLimiter is a limiter whose per-peer limits are a sender's while this
+// node has lately asked the peer for blocks, and its own otherwise.
+type peerLimiter struct {
+	rcmgr.Limiter
+	sender rcmgr.Limit
+	asked  *askedPeers
+}
+
+// GetPeerLimits returns p's limits, which follow asked at each use (the
+// resource manager asks once per peer scope, and keeps it while p is
+// connected).
+func (l *peerLimiter) GetPeerLimits(p peer.ID) rcmgr.Limit {
+	return tieredLimit{p: p, unasked: l.Limiter.GetPeerLimits(p), l: l}
+}
+
+// tieredLimit is one peer's limits: a sender's or unasked.
+type tieredLimit struct {
+	p       peer.ID
+	unasked rcmgr.Limit
+	l       *peerLimiter
+}
+
+func (t tieredLimit) now() rcmgr.Limit {
+	if t.l.asked.sender(t.p, time.Now()) {
+		return t.l.sender
+	}
+	return t.unasked
+}
+
+func (t tieredLimit) GetMemoryLimit() int64                  { return t.now().GetMemoryLimit() }
+func (t tieredLimit) GetStreamLimit(d network.Direction) int { return t.now().GetStreamLimit(d) }
+func (t tieredLimit) GetStreamTotalLimit() int               { return t.now().GetStreamTotalLimit() }
+func (t tieredLimit) GetConnLimit(d network.Direction) int   { return t.now().GetConnLimit(d) }
+func (t tieredLimit) GetConnTotalLimit() int                 { return t.now().GetConnTotalLimit() }
+func (t tieredLimit) GetFDLimit() int                        { return t.now().GetFDLimit() }
+
+// askedPeers are the peers this node asked for blocks, with when it last
+// did (fetch's Config.Asking). Safe for concurrent use.
+type askedPeers struct {
+	mu        sync.Mutex
+	at        map[peer.ID]time.Time
+	nextPrune int
+}
+
+func newAskedPeers() *askedPeers { return &askedPeers{at: make(map[peer.ID]time.Time)} }
+
+// ask records that a want-block is going out to p now.
+func (a *askedPeers) ask(p peer.ID) {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.at) >= max(a.nextPrune, askedPrune) {
+		for q, t := range a.at {
+			if now.Sub(t) > askedFor {
+				delete(a.at, q)
+			}
+		}
+		a.nextPrune = 2 * len(a.at)
+	}
+	a.at[p] = now
+}
+
+// sender reports whether p was asked for blocks within askedFor of now.
+func (a *askedPeers) sender(p peer.ID, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	t, ok := a.at[p]
+	return ok && now.Sub(t) <= askedFor
+}
+
+// limitOptions returns the host's resource and connection managers; the
+// resource manager admits the peers in asked as senders.
+func limitOptions(cfg Config, asked *askedPeers) ([]libp2p.Option, error) {
+	rm, err := rcmgr.NewResourceManager(newLimiter(cfg, asked), connLimitOptions(cfg)...)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: resource manager: %w", err)
 	}

@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -12,20 +13,22 @@ import (
 )
 
 // TestBitswapStreamsAdmitFullSpeedSender pins that an app node's resource
-// manager admits 64 inbound bitswap streams from one peer at once: a seed
-// sending 8 blocks at a time holds more than 8 streams open at the app
-// (boxo closes each in the background after writing it), and a stream
-// refused is a block dropped. With the limit at 16, a loaded app node
-// refused them and fetches stalled for 3 s or failed (see
+// manager admits 64 inbound bitswap streams at once from a peer it asked
+// for blocks: a seed sending 8 blocks at a time holds more than 8 streams
+// open at the app (boxo closes each in the background after writing it),
+// and a stream refused is a block dropped. With the limit at 16, a loaded
+// app node refused them and fetches stalled for 3 s or failed (see
 // BenchmarkNodeThroughput).
 func TestBitswapStreamsAdmitFullSpeedSender(t *testing.T) {
 	cfg := Config{}.withDefaults()
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(cfg)))
+	asked := newAskedPeers()
+	rm, err := rcmgr.NewResourceManager(newLimiter(cfg, asked))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rm.Close()
 	p := peer.ID("seed")
+	asked.ask(p)
 	var open []network.StreamManagementScope
 	defer func() {
 		for _, s := range open {
@@ -112,5 +115,80 @@ func TestIdentifyStreamsHeldByFew(t *testing.T) {
 			s.Done()
 		}
 		rm.Close()
+	}
+}
+
+// windows reserves yamux windows in p's scope in rm (as go-yamux does for
+// each stream it opens, in its connection's) until one is refused or want
+// are held, and returns how many it reserved.
+func windows(rm network.ResourceManager, p peer.ID, want int) int {
+	n := 0
+	_ = rm.ViewPeer(p, func(s network.PeerScope) error {
+		for n < want && s.ReserveMemory(yamuxWindow, network.ReservationPriorityAlways) == nil {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// TestPeerLimitsFollowAsking: a peer this node has not asked for blocks
+// holds unaskedStreamsInbound inbound streams and unaskedPeerMemory of
+// yamux windows; once asked (askedPeers.ask, which fetch calls before a
+// want-block goes out) it holds a sender's, on the scopes it already has,
+// for askedFor after the last want-block. Before, every peer had 80
+// streams and 192 MiB on a seed (its 80 idle streams' windows: 20 MiB),
+// and 57 such peers filled a seed's memory.
+func TestPeerLimitsFollowAsking(t *testing.T) {
+	cfg := Config{Role: RoleSeed}.withDefaults()
+	asked := newAskedPeers()
+	rm, err := rcmgr.NewResourceManager(newLimiter(cfg, asked))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rm.Close()
+	p := peer.ID("peer")
+	if n := streamsAdmitted(rm, p, peerStreamsInbound); n != unaskedStreamsInbound {
+		t.Errorf("a peer not asked holds %d inbound streams, want %d", n, unaskedStreamsInbound)
+	}
+	if n, want := windows(rm, p, 1024), unaskedPeerMemory/yamuxWindow; n != want {
+		t.Errorf("a peer not asked reserves %d yamux windows, want %d", n, want)
+	}
+	asked.ask(p)
+	if n, want := streamsAdmitted(rm, p, peerStreamsInbound), peerStreamsInbound-unaskedStreamsInbound; n != want {
+		t.Errorf("a peer asked holds %d more inbound streams, want %d", n, want)
+	}
+	if n, want := windows(rm, p, 1024), (senderPeerMemory-unaskedPeerMemory)/yamuxWindow; n != want {
+		t.Errorf("a peer asked reserves %d more yamux windows, want %d", n, want)
+	}
+	now := time.Now()
+	if !asked.sender(p, now.Add(askedFor-time.Second)) || asked.sender(p, now.Add(askedFor+time.Second)) {
+		t.Errorf("asked %v ago: a sender until askedFor (%v), not after", askedFor, askedFor)
+	}
+}
+
+// streamsAdmitted opens up to want inbound streams of p in rm, kept open,
+// and returns how many it admitted.
+func streamsAdmitted(rm network.ResourceManager, p peer.ID, want int) int {
+	for n := range want {
+		if _, err := rm.OpenStream(p, network.DirInbound); err != nil {
+			return n
+		}
+	}
+	return want
+}
+
+// TestAskedPeersPruned: askedPeers forgets the peers asked longer than
+// askedFor ago once it holds askedPrune, and keeps the others.
+func TestAskedPeersPruned(t *testing.T) {
+	a := newAskedPeers()
+	old := time.Now().Add(-askedFor - time.Second)
+	for i := range askedPrune {
+		a.at[peer.ID(fmt.Sprint("old", i))] = old
+	}
+	a.at["recent"] = time.Now()
+	a.ask("new")
+	if len(a.at) != 2 || !a.sender("recent", time.Now()) || !a.sender("new", time.Now()) {
+		t.Errorf("after pruning: %d peers held, want the recent and the new one", len(a.at))
 	}
 }

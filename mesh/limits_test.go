@@ -11,9 +11,10 @@ import (
 // watermark (MaxConns), so that the connection manager gets to trim before
 // anyone is refused, and a peer holds at most bitswapStreamsPerPeer inbound
 // bitswap streams while the protocol as a whole has room for many peers. A
-// peer holds at most peerStreamsInbound inbound streams, negotiated or not,
-// and the transient scope (streams still negotiating) has room for two per
-// connection, so it takes MaxConns/40 peers' idle streams to fill it.
+// peer holds at most unaskedStreamsInbound inbound streams, negotiated or
+// not, and unaskedPeerMemory, unless asked for blocks (senderLimits), and
+// the transient scope (streams still negotiating) has room for as many for
+// MaxConns/8 peers, so it takes that many peers' idle streams to fill it.
 func TestResourceLimitsFollowMaxConns(t *testing.T) {
 	for _, role := range []Role{RoleApp, RoleSeed} {
 		cfg := Config{Role: role, Name: "x", InMemory: true}.withDefaults()
@@ -30,11 +31,17 @@ func TestResourceLimitsFollowMaxConns(t *testing.T) {
 		if n, sys := l.Transient.ConnsInbound, l.System.ConnsInbound; n != sys || l.Transient.Conns != l.System.Conns {
 			t.Errorf("%s: transient connections %d inbound, %d in all; want the system's %d and %d (handshakes)", role, n, l.Transient.Conns, sys, l.System.Conns)
 		}
-		if n := int(l.PeerDefault.StreamsInbound); n != peerStreamsInbound {
-			t.Errorf("%s: inbound streams per peer = %d, want %d", role, n, peerStreamsInbound)
+		if n, m := int(l.PeerDefault.StreamsInbound), int64(l.PeerDefault.Memory); n != unaskedStreamsInbound || m != unaskedPeerMemory {
+			t.Errorf("%s: per peer %d inbound streams, %d bytes; want %d and %d", role, n, m, unaskedStreamsInbound, unaskedPeerMemory)
 		}
-		if n := int(l.Transient.StreamsInbound); n < 2*cfg.MaxConns {
-			t.Errorf("%s: transient inbound streams = %d, want at least 2 per connection (%d)", role, n, 2*cfg.MaxConns)
+		if s := senderLimits(cfg); s.StreamsInbound != peerStreamsInbound || s.Memory != senderPeerMemory || s.StreamsOutbound != int(l.PeerDefault.StreamsOutbound) {
+			t.Errorf("%s: a sender's limits = %+v, want %d inbound streams, %d bytes, the rest as a peer's", role, s, peerStreamsInbound, senderPeerMemory)
+		}
+		if n := int(l.Transient.StreamsInbound); n < unaskedStreamsInbound*cfg.MaxConns/8 {
+			t.Errorf("%s: transient inbound streams = %d, want room for MaxConns/8 peers' %d (%d)", role, n, unaskedStreamsInbound, unaskedStreamsInbound*cfg.MaxConns/8)
+		}
+		if peers := int64(l.System.Memory) / unaskedPeerMemory; peers < int64(cfg.MaxConns/8) {
+			t.Errorf("%s: system memory holds %d peers' %d bytes, want at least MaxConns/8 (%d)", role, peers, unaskedPeerMemory, cfg.MaxConns/8)
 		}
 		if n, tr := int(l.System.StreamsInbound), int(l.Transient.StreamsInbound); n < tr+4*cfg.MaxConns {
 			t.Errorf("%s: system inbound streams = %d, want room for the transient %d and 4 per connection (%d)", role, n, tr, tr+4*cfg.MaxConns)

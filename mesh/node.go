@@ -53,8 +53,9 @@ type Node struct {
 	fetcher *fetch.Fetcher
 	served  atomic.Pointer[fetch.Fetcher] // the fetcher, for evidence
 	client  *http.Client
-	lock    *os.File // the DataDir lock
-	self    peer.ID  // known before host is set (AutoRelay asks at once)
+	lock    *os.File    // the DataDir lock
+	self    peer.ID     // known before host is set (AutoRelay asks at once)
+	asked   *askedPeers // peers asked for blocks lately: a sender's limits (limits.go)
 
 	boot      bootstrap
 	summaries *summaries
@@ -128,7 +129,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	reg := n.metrics.registerer() // nil without PrometheusRegisterer
 	gate := new(fetch.Gater)      // shared by the host and the fetcher's bitswap filter
-	opts, err := hostOptions(cfg, key, reg, n.relayCandidates, gate)
+	n.asked = newAskedPeers()     // told by the fetcher, read by the resource manager
+	opts, err := hostOptions(cfg, key, reg, n.relayCandidates, gate, n.asked)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +180,7 @@ func (n *Node) startFetcher(reg prometheus.Registerer, gate *fetch.Gater) (err e
 		Host:                 newReuseHost(n.host), // bitswap streams to pages stay open (browsers.go)
 		Store:                n.store,
 		Gater:                gate,
+		Asking:               n.asked.ask, // peers asked for blocks may send them (limits.go)
 		Providers:            providers{n: n, table: n.ann.Table()},
 		Crowd:                n.ann.Table(), // who else is fetching, and who holds it (fetch.Holders): striping
 		HTTPClient:           n.client,
@@ -306,8 +309,8 @@ func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInf
 	return ch
 }
 
-func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, relays autorelay.PeerSource, gate *fetch.Gater) ([]libp2p.Option, error) {
-	lopts, err := limitOptions(cfg)
+func hostOptions(cfg Config, key crypto.PrivKey, reg prometheus.Registerer, relays autorelay.PeerSource, gate *fetch.Gater, asked *askedPeers) ([]libp2p.Option, error) {
+	lopts, err := limitOptions(cfg, asked)
 	if err != nil {
 		return nil, err
 	}
