@@ -412,7 +412,7 @@ func (s *inboundStream) messageHeader() (uint64, error) {
 	}
 	if l > 0 {
 		if err := s.Scope().ReserveMemory(int(l), network.ReservationPriorityAlways); err != nil {
-			return 0, fmt.Errorf("%w: %v", errTooLarge, err)
+			return 0, fmt.Errorf("%w: %d bytes: %v", errNoMemory, l, err)
 		}
 		s.reserved = int(l)
 	}

@@ -92,6 +92,40 @@ func TestInboundFilter(t *testing.T) {
 	}
 }
 
+// fullScope is a stream scope with no memory left to reserve.
+type fullScope struct{ *network.NullScope }
+
+func (fullScope) ReserveMemory(int, uint8) error { return network.ErrResourceLimitExceeded }
+
+// fullStream is a pipeStream whose scope has no memory left.
+type fullStream struct{ *pipeStream }
+
+func (fullStream) Scope() network.StreamScope { return fullScope{&network.NullScope{}} }
+
+// TestInboundNoMemoryNotRefused: a message that the resource manager has
+// no memory for (the node's or the peer's limits full, as when idle peers
+// hold their streams' windows) resets its stream, and its peer, not at
+// fault, is not refused. It was taken for a message over the limits, and
+// an honest seed sending blocks was refused for a minute.
+func TestInboundNoMemoryNotRefused(t *testing.T) {
+	var wire bytes.Buffer
+	withBlock := bsmsg.New(false)
+	withBlock.AddBlock(blocks.NewBlock(bytes.Repeat([]byte{7}, 1<<20)))
+	if err := withBlock.ToNetV1(&wire); err != nil {
+		t.Fatal(err)
+	}
+	ps := &pipeStream{r: bytes.NewReader(wire.Bytes())}
+	var rejected error
+	s := &inboundStream{Stream: fullStream{ps}, r: bufio.NewReaderSize(ps, 4096), rejected: func(_ network.Stream, err error) { rejected = err }}
+	got, err := io.ReadAll(s)
+	if !errors.Is(err, errNoMemory) || errors.Is(err, errTooLarge) || !ps.reset || rejected != nil {
+		t.Fatalf("a block with no memory for it: err %v, reset %v, rejected %v; want errNoMemory, a reset and no refusal", err, ps.reset, rejected)
+	}
+	if len(got) != 0 {
+		t.Fatalf("%d bytes of the message passed, want none", len(got))
+	}
+}
+
 // loopHost starts a libp2p host on loopback TCP.
 func loopHost(t *testing.T, opts ...libp2p.Option) host.Host {
 	t.Helper()
