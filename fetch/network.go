@@ -1127,6 +1127,7 @@ func (r guardReceiver) ReceiveError(err error) {
 }
 
 func (r guardReceiver) PeerConnected(p peer.ID) {
+	r.g.sends.reconnected(p, time.Now()) // sendlimit.go: a cut peer back is on probation
 	if r.g.isPenalised(p) {
 		return
 	}

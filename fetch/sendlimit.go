@@ -18,11 +18,20 @@ import (
 //   - a first missed deadline puts the peer on probation for slowFor: one
 //     send at a time (the others fail at once, so they hold no worker);
 //   - a send begun on probation that misses its deadline too cuts the
-//     peer: it is disconnected and its requests are refused for cutFor.
+//     peer: it is disconnected and its requests are refused for cutFor,
+//     or until it connects again, when it is on probation again.
 //
 // A slow but honest peer (a browser on a thin link) is served one block at a
 // time while on probation; a peer that reads nothing holds a worker per
 // message for one deadline (10 s for a 1 MiB block) and is then gone.
+//
+// A cut peer that connects again is on probation from then on, no longer
+// refused: a laptop that slept, or lost its network, while a seed sent to
+// it misses deadlines as a peer that reads nothing does, and was refused
+// for the rest of cutFor after it woke and redialled (every fetch of its
+// first minute back went to the origin). A peer that reads nothing gains
+// one send per connection it makes, a deadline of one worker, and is cut
+// again; with a new key it would get perPeerSends at once.
 const (
 	sendBase    = 2 * time.Second
 	minSendRate = 128 << 10 // bytes per second, about 1 Mbit/s
@@ -51,7 +60,7 @@ type sendVerdict int
 const (
 	sendOK   sendVerdict = iota // nothing to do
 	sendSlow                    // the peer is now on probation
-	sendCut                     // disconnect the peer and refuse it for cutFor
+	sendCut                     // disconnect the peer and refuse it for cutFor (or until it reconnects)
 )
 
 // sendLimiter holds the per-peer send records. Its methods take the time as
@@ -188,6 +197,19 @@ func (l *sendLimiter) stalled(p peer.ID, now time.Time) bool {
 		return true
 	}
 	return s.inflight > 0 && now.Sub(s.progress) >= sendBase
+}
+
+// reconnected records that p connected again at now: a cut peer is on
+// probation from then on instead of refused (see above).
+func (l *sendLimiter) reconnected(p peer.ID, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.peers[p]
+	if s == nil || !now.Before(s.cutUntil) {
+		return
+	}
+	s.cutUntil = time.Time{}
+	s.slowSince, s.slowUntil = now, now.Add(slowFor)
 }
 
 // refused reports whether p's requests are refused at now (it was cut).

@@ -119,3 +119,44 @@ func TestSendStalled(t *testing.T) {
 		t.Fatal("stalled with nothing under way")
 	}
 }
+
+// TestSendLimiterReconnected: a peer cut for not reading (a laptop that
+// slept while a seed sent to it) that connects again is on probation, one
+// send at a time, not refused for the rest of cutFor; missing a deadline
+// again cuts it again. A peer that was not cut is left as it was.
+func TestSendLimiterReconnected(t *testing.T) {
+	l := newSendLimiter()
+	p := peer.ID("slept")
+	t0 := time.Unix(1000, 0)
+	l.begin(p, 1<<20, t0)
+	t1 := t0.Add(10 * time.Second)
+	l.end(p, t0, true, t1)
+	l.begin(p, 1<<20, t1)
+	t2 := t1.Add(10 * time.Second)
+	if v := l.end(p, t1, true, t2); v != sendCut {
+		t.Fatalf("miss on probation: %v, want sendCut", v)
+	}
+	back := t2.Add(5 * time.Second) // woke and redialled
+	l.reconnected(p, back)
+	if l.refused(p, back) {
+		t.Fatal("a cut peer that connected again is still refused")
+	}
+	if _, ok := l.begin(p, 1<<20, back); !ok {
+		t.Fatal("a cut peer that connected again was not sent to")
+	}
+	if _, ok := l.begin(p, 1<<20, back); ok {
+		t.Fatal("a cut peer back was sent two blocks at once, want probation")
+	}
+	if v := l.end(p, back, true, back.Add(10*time.Second)); v != sendCut {
+		t.Fatalf("a peer back that misses again: %v, want sendCut", v)
+	}
+
+	q := peer.ID("fresh")
+	l.reconnected(q, t0)
+	if _, ok := l.begin(q, 1, t0); !ok {
+		t.Fatal("a fresh peer was refused")
+	}
+	if _, ok := l.begin(q, 1, t0); !ok {
+		t.Fatal("a peer never cut is on probation after reconnecting")
+	}
+}
