@@ -256,7 +256,8 @@ type Config struct {
 	FollowInterval time.Duration
 
 	// HTTPClient fetches manifests and origin content. Nil means a client
-	// of the node's own.
+	// of the node's own. The node closes its idle connections when the
+	// machine's network changes (they may be bound to an address gone).
 	HTTPClient *http.Client
 
 	// Logger receives the node's logs (slog attributes pkg, cid, peer,

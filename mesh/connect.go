@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -71,6 +72,7 @@ type keeper struct {
 	ai     peer.AddrInfo
 	state  peerState
 	kick   chan struct{} // redial now: a disconnect or new addresses
+	fresh  atomic.Bool   // the machine's network changed: the backoff starts over
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -245,7 +247,8 @@ func (n *Node) keep(ctx context.Context, k *keeper) {
 			}
 			n.boot.setState(p, k, s)
 		},
-		kick: k.kick,
+		kick:  k.kick,
+		fresh: func() bool { return k.fresh.Swap(false) },
 	}.run(ctx)
 }
 
@@ -255,7 +258,8 @@ func (n *Node) keep(ctx context.Context, k *keeper) {
 // again. A connection that lasted at least policy.Max is redialled at once
 // when it drops, and the backoff starts over; one that dropped sooner
 // counts as a failed dial, so a peer that accepts and then drops us at once
-// is not redialled in a tight loop.
+// is not redialled in a tight loop, unless fresh says the machine's network
+// changed since (netwatch.go): then the count starts over.
 type redialer struct {
 	policy    Backoff
 	rand      func() float64
@@ -264,12 +268,17 @@ type redialer struct {
 	dial      func(context.Context, peer.AddrInfo) error
 	report    func(peer.ID, peerState, error)
 	kick      <-chan struct{}
+	fresh     func() bool // nil: never
 }
 
 func (r redialer) run(ctx context.Context) {
 	failures := 0
 	var since time.Time // when the connection we know of was made
 	for {
+		fresh := r.fresh != nil && r.fresh()
+		if fresh {
+			failures = 0
+		}
 		ai := r.target()
 		if r.connected(ai.ID) {
 			if since.IsZero() {
@@ -277,7 +286,7 @@ func (r redialer) run(ctx context.Context) {
 			}
 		} else {
 			if !since.IsZero() { // it dropped
-				if time.Since(since) >= r.policy.Max {
+				if time.Since(since) >= r.policy.Max || fresh {
 					failures = 0
 				} else if failures++; !sleepOrKick(ctx, r.policy.Delay(failures, r.rand()), r.kick) {
 					return

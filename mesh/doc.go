@@ -31,7 +31,11 @@
 // to 30 s, jittered),
 // protects their connections from the connection manager, and, as an app
 // behind NAT, holds circuit relay reservations on them. Node.SetBootstrap
-// changes the set at run time. A seed keeps its multiaddrs across restarts
+// changes the set at run time. When the machine's network changes (a
+// laptop on another Wi-Fi, a cable, offline and back: the interfaces that
+// are up or their addresses, looked at every 2 s), the node closes the
+// connections from addresses it no longer has and its HTTP client's idle
+// ones, and redials its seeds at once. A seed keeps its multiaddrs across restarts
 // when it keeps its DataDir (identity) and listens on fixed ports
 // (examples/seed -listen).
 //

@@ -1,5 +1,10 @@
 package mesh
 
+import (
+	"net/netip"
+	"strings"
+)
+
 // GatewayParkCheck is how long a request waiting for the gateway's
 // MaxBuffer may wait for a blocked write to be parked (gatewayParkCheck),
 // for tests.
@@ -23,3 +28,16 @@ const (
 	SenderStreamsInbound  = peerStreamsInbound
 	SenderPeerMemory      = senderPeerMemory
 )
+
+// NetworkChanged does what the node does when the machine's network
+// changes (netwatch.go), as if the machine's addresses were now addrs.
+func (n *Node) NetworkChanged(addrs ...netip.Addr) {
+	st := netState{addrs: make(map[netip.Addr]bool)}
+	var ks []string
+	for _, a := range addrs {
+		st.addrs[a] = true
+		ks = append(ks, a.String())
+	}
+	st.key = strings.Join(ks, " ")
+	n.networkChanged(st)
+}

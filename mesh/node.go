@@ -269,8 +269,8 @@ func (n *Node) startAnnounce(reg prometheus.Registerer) error {
 	return nil
 }
 
-// startWatchers starts the goroutines that follow connections: keepers'
-// redials and summary requests.
+// startWatchers starts the goroutines that follow connections (keepers'
+// redials and summary requests) and the machine's network.
 func (n *Node) startWatchers() error {
 	conns, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
 	if err != nil {
@@ -281,10 +281,14 @@ func (n *Node) startWatchers() error {
 		conns.Close()
 		return fmt.Errorf("mesh: subscribe: %w", err)
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
 		n.watchConnections(conns)
+	}()
+	go func() {
+		defer n.wg.Done()
+		watchNetwork(n.ctx, readNetState, netWatchEvery, n.networkChanged) // netwatch.go
 	}()
 	go func() {
 		defer n.wg.Done()

@@ -1,0 +1,139 @@
+package mesh
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// Noticing a new network. A laptop's app changes network (another Wi-Fi, a
+// cable, a VPN, a new lease), or loses it and gets it back. go-libp2p looks
+// at the interfaces once a minute and closes nothing: a TCP connection
+// bound to an address the machine no longer has stayed connected until
+// yamux's keepalive gave up (15 to 40 s in the audit's lab), and the HTTP
+// client's idle keep-alive connections to the origin stayed in its pool:
+// the next origin request went out on one of them and waited the whole
+// OriginHeaderTimeout (10 s) for headers that could never come, and the
+// fetch failed (the gateway answered 504) though the origin answered at
+// once on a new connection. Offline, each request waited so on one of the
+// pool's dead connections instead of failing at once.
+//
+// Every netWatchEvery the node lists the machine's interfaces that are up
+// and their addresses. When the list changes, it closes the HTTP client's
+// idle connections, closes the libp2p connections whose local address is
+// no longer the machine's, and redials the bootstrap peers that are not
+// connected at once rather than after their backoff (up to 30 s after a
+// network came back).
+
+// netWatchEvery is how often the node looks at the machine's interfaces.
+const netWatchEvery = 2 * time.Second
+
+// netState is the machine's network as the node last saw it.
+type netState struct {
+	key   string              // the interfaces that are up, their flags and addresses
+	addrs map[netip.Addr]bool // the addresses of the interfaces that are up
+}
+
+// readNetState lists the interfaces that are up and their addresses.
+func readNetState() (netState, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return netState{}, err
+	}
+	st := netState{addrs: make(map[netip.Addr]bool)}
+	var parts []string
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		as, err := ifc.Addrs()
+		if err != nil {
+			return netState{}, err
+		}
+		part := []string{ifc.Name, ifc.Flags.String()}
+		for _, a := range as {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				st.addrs[ip.Unmap()] = true
+				part = append(part, ipn.String())
+			}
+		}
+		slices.Sort(part[2:])
+		parts = append(parts, strings.Join(part, " "))
+	}
+	slices.Sort(parts)
+	st.key = strings.Join(parts, "; ")
+	return st, nil
+}
+
+// watchNetwork calls changed whenever read's answer differs from the one
+// before, looking every interval, until ctx ends. A failed read counts as
+// no change.
+func watchNetwork(ctx context.Context, read func() (netState, error), interval time.Duration, changed func(netState)) {
+	last, _ := read()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now, err := read()
+		if err != nil || now.key == last.key {
+			continue
+		}
+		last = now
+		changed(now)
+	}
+}
+
+// networkChanged drops what the old network left: idle HTTP connections,
+// libp2p connections from addresses the machine no longer has; and redials
+// the bootstrap peers now, their backoff started over.
+func (n *Node) networkChanged(st netState) {
+	n.boot.mu.Lock()
+	for _, k := range n.boot.keepers {
+		k.fresh.Store(true) // before the connections close: their drop counts as none
+	}
+	n.boot.mu.Unlock()
+	n.client.CloseIdleConnections()
+	closed := 0
+	for _, c := range n.host.Network().Conns() {
+		if goneLocal(c, st) {
+			closed++
+			_ = c.Close()
+		}
+	}
+	n.boot.mu.Lock()
+	for _, k := range n.boot.keepers {
+		kick(k.kick)
+	}
+	n.boot.mu.Unlock()
+	n.log.Info("network changed", "closed", closed, "addrs", len(st.addrs))
+}
+
+// goneLocal reports whether c's local address is an IP address the
+// machine no longer has. A connection from an unspecified address (a QUIC
+// socket bound to 0.0.0.0) is not judged.
+func goneLocal(c network.Conn, st netState) bool {
+	ip, err := manet.ToIP(c.LocalMultiaddr())
+	if err != nil {
+		return false
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return false
+	}
+	a = a.Unmap()
+	return !a.IsUnspecified() && !st.addrs[a]
+}

@@ -1,0 +1,129 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// TestWatchNetwork: the watcher calls changed at the first look after the
+// machine's network changed, once per change; a look that fails or finds
+// the same network calls nothing.
+func TestWatchNetwork(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		cur, fail := "wifi 10.0.0.5", false
+		set := func(key string, f bool) {
+			mu.Lock()
+			cur, fail = key, f
+			mu.Unlock()
+		}
+		read := func() (netState, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if fail {
+				return netState{}, errors.New("netlink: no answer")
+			}
+			return netState{key: cur}, nil
+		}
+		start := time.Now()
+		var got []string
+		var at []time.Duration
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			watchNetwork(ctx, read, 2*time.Second, func(st netState) {
+				got = append(got, st.key)
+				at = append(at, time.Since(start))
+			})
+		}()
+		time.Sleep(5 * time.Second) // looks at 2 and 4 s: the same
+		set("wifi 10.0.7.9", false)
+		time.Sleep(2 * time.Second) // the look at 6 s sees it
+		set("", true)
+		time.Sleep(2 * time.Second) // 8 s: a failed look
+		set("wifi 10.0.7.9", false)
+		time.Sleep(2 * time.Second) // 10 s: the same again
+		set("", false)              // offline: no interface up but loopback
+		time.Sleep(2 * time.Second) // 12 s
+		cancel()
+		<-done
+		want := []string{"wifi 10.0.7.9", ""}
+		wantAt := []time.Duration{6 * time.Second, 12 * time.Second}
+		if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || at[0] != wantAt[0] || at[1] != wantAt[1] {
+			t.Fatalf("changes %q at %v, want %q at %v", got, at, want, wantAt)
+		}
+	})
+}
+
+// TestRedialerFreshNetwork: a bootstrap connection that lasted less than
+// Max and dropped waits a backoff before its redial, unless the machine's
+// network changed (fresh): then it is redialled at once. A network change
+// also starts the backoff of a peer that was down over from Min.
+func TestRedialerFreshNetwork(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		f := &fakePeer{start: time.Now(), up: true}
+		kick := make(chan struct{}, 1)
+		var mu sync.Mutex
+		freshNet := false
+		setFresh := func() {
+			mu.Lock()
+			freshNet = true
+			mu.Unlock()
+		}
+		r := redialer{
+			policy:    Backoff{Min: time.Second, Max: time.Minute},
+			rand:      func() float64 { return 0 },
+			target:    func() peer.AddrInfo { return peer.AddrInfo{ID: "seed"} },
+			connected: f.connected,
+			dial:      f.dial,
+			report:    func(peer.ID, peerState, error) {},
+			kick:      kick,
+			fresh: func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				was := freshNet
+				freshNet = false
+				return was
+			},
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.run(ctx)
+		}()
+		synctest.Wait() // connected at 0
+		time.Sleep(10 * time.Second)
+		setFresh() // the network changed: the connection is closed
+		f.set(true, false)
+		kick <- struct{}{}
+		synctest.Wait()
+		if got := f.dialTimes(); len(got) != 2 || got[1] != 10*time.Second {
+			t.Fatalf("a connection of 10 s closed by a network change: dials at %v, want one at 10 s", got)
+		}
+		// Offline: dials fail, the backoff grows (1, 2, 4, 8 s).
+		f.set(false, false)
+		kick <- struct{}{}
+		time.Sleep(16 * time.Second)
+		synctest.Wait()
+		n := len(f.dialTimes())
+		// Back online: the change is seen, the peer redialled at once.
+		f.set(true, false)
+		setFresh()
+		kick <- struct{}{}
+		synctest.Wait()
+		if got := f.dialTimes(); len(got) != n+1 || !f.connected("") {
+			t.Fatalf("the network came back at %v: dials at %v, want one at once that connects", time.Since(f.start), got)
+		}
+		cancel()
+		<-done
+	})
+}
