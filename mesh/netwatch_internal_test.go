@@ -8,6 +8,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -126,4 +128,40 @@ func TestRedialerFreshNetwork(t *testing.T) {
 		cancel()
 		<-done
 	})
+}
+
+// TestPingOn: a peer that runs ping answers on the connection probed; one
+// that does not says so at once, which is an answer (the connection is
+// alive), not a timeout.
+func TestPingOn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pinger := rawHost(t, true)
+	mute := rawHost(t, false)
+	me := rawHost(t, true)
+	for _, h := range []host.Host{pinger, mute} {
+		if err := me.Connect(ctx, peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pingOn(ctx, me.Network().ConnsToPeer(pinger.ID())[0]); err != nil {
+		t.Errorf("ping of a peer that runs it: %v", err)
+	}
+	err := pingOn(ctx, me.Network().ConnsToPeer(mute.ID())[0])
+	if err == nil || timedOut(err) {
+		t.Errorf("ping of a peer without it: %v, want an error that is no timeout", err)
+	}
+}
+
+// rawHost is a libp2p host on loopback TCP, with or without the ping
+// protocol.
+func rawHost(t *testing.T, withPing bool) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.Ping(withPing),
+		libp2p.DisableRelay(), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
 }

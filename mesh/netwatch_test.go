@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/meshcdn/meshcdn/manifest"
 	"github.com/meshcdn/meshcdn/mesh"
@@ -185,4 +186,77 @@ func TestNetworkChangeClosesConnectionsFromGoneAddresses(t *testing.T) {
 	defer stop()
 	awaitConnectedness(within, t, app, seed.ID(), true)
 	t.Logf("seed redialled %v after the change", time.Since(start).Round(time.Millisecond))
+}
+
+// TestStaleConnectionClosedWhenPeerConnectsAgain: an app changes network
+// and redials its seed from its new address; the seed still holds the
+// app's old connection, which nothing reaches any more, and go-libp2p
+// opens the seed's streams to the app on it (it has the most streams). The
+// seed pings the app on the old connection when the new one comes, closes
+// it when no answer comes within 5 s, and the app fetches from the seed
+// again; before, the old connection stayed until yamux's keepalive gave up
+// (30 to 40 s), the seed's blocks went into it and the app's fetches to the
+// origin.
+func TestStaleConnectionClosedWhenPeerConnectsAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	site := newSite(t, map[string]int64{"a.bin": 4 << 20})
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, Origin: site.URL(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
+	m := site.Manifest()
+	if err := seed.Pin(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	tcp := strings.Split(seed.Addrs()[0].String(), "/") // /ip4/127.0.0.1/tcp/PORT/p2p/ID
+	bh := newBlackhole(t, "127.0.0.1:"+tcp[4])
+	_, port, _ := net.SplitHostPort(bh.ln.Addr().String())
+	app := newNode(t, mesh.Config{Bootstrap: []string{"/ip4/127.0.0.1/tcp/" + port + "/p2p/" + seed.ID().String()}})
+	if err := app.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := seed.Host().Network().ConnsToPeer(app.ID())
+	gone := make(chan struct{}, 1)
+	seed.Host().Network().Notify(&network.NotifyBundle{DisconnectedF: func(network.Network, network.Conn) {
+		select {
+		case gone <- struct{}{}:
+		default:
+		}
+	}})
+
+	bh.cut()                                             // the app's old network is gone...
+	app.NetworkChanged(netip.MustParseAddr("192.0.2.1")) // ...and the app redials from its new one
+	moved := time.Now()
+	within, stop := context.WithTimeout(ctx, 10*time.Second)
+	defer stop()
+	for !allClosed(old) {
+		select {
+		case <-gone:
+		case <-within.Done():
+			t.Fatalf("the seed still holds the app's old connection %v after the app connected again", time.Since(moved).Round(time.Millisecond))
+		}
+	}
+	t.Logf("the seed closed the app's old connection %v after the move", time.Since(moved).Round(time.Millisecond))
+	a, _ := m.Lookup("a.bin")
+	waitProvider(ctx, t, app, a.Cid)
+	r, _, err := app.OpenAsset(within, m, "a.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, site.Site()["a.bin"]) {
+		t.Fatalf("fetch from the seed after the move: %d bytes, %v", len(got), err)
+	}
+	if st := r.Stats(); st.PeerBytes != int64(len(got)) {
+		t.Errorf("fetch after the move: %d bytes from peers, want all %d", st.PeerBytes, len(got))
+	}
+}
+
+// allClosed reports whether every connection in cs is closed.
+func allClosed(cs []network.Conn) bool {
+	for _, c := range cs {
+		if !c.IsClosed() {
+			return false
+		}
+	}
+	return true
 }

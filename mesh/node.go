@@ -67,6 +67,8 @@ type Node struct {
 	// spawnMu orders spawn's Add to wg before Close's Wait: Close sets
 	// closed under it.
 	spawnMu sync.Mutex
+	// probing holds the IDs of the connections being probed (stale.go).
+	probing sync.Map
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -290,6 +292,7 @@ func (n *Node) startWatchers() error {
 		defer n.wg.Done()
 		watchNetwork(n.ctx, readNetState, netWatchEvery, n.networkChanged) // netwatch.go
 	}()
+	n.watchStaleConns() // stale.go
 	go func() {
 		defer n.wg.Done()
 		n.watchIdentify(ids)
