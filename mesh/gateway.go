@@ -1018,23 +1018,34 @@ func (s *source) readLeaf(i int64, buf []byte) ([]byte, error) {
 // (FirstByteTimeout): not d after the leaf was asked for, since a leaf is
 // read only whole and a slow origin that keeps sending takes longer than d
 // over a 1 MiB leaf (one at 40 KiB/s got a 504 after 20 s with 800 KB of
-// the leaf come).
+// the leaf come). A check that runs lateTimer or more after it was due
+// found the process itself not running (a laptop that slept, where the
+// monotonic clock counts the sleep, as on Windows; a process stopped): the
+// sources get d from then on. Before, a response the gateway was sending
+// when the app slept for longer than d was cut at the wake, the sources
+// never given a chance to go on.
 type byteWatch struct {
-	rd     *fetch.Reader
+	rd     interface{ LastByte() time.Time } // a *fetch.Reader
 	d      time.Duration
 	since  time.Time
 	cancel context.CancelCauseFunc
 
 	mu      sync.Mutex
 	t       *time.Timer
+	due     time.Time // when the timer is set to fire
 	stopped bool
 	fired   bool
 }
 
+// lateTimer is how late a byteWatch's check must run to count as one the
+// process slept through.
+const lateTimer = 2 * time.Second
+
 // watchBytes starts a byteWatch over rd from now.
-func watchBytes(rd *fetch.Reader, d time.Duration, cancel context.CancelCauseFunc) *byteWatch {
+func watchBytes(rd interface{ LastByte() time.Time }, d time.Duration, cancel context.CancelCauseFunc) *byteWatch {
 	w := &byteWatch{rd: rd, d: d, since: time.Now(), cancel: cancel}
 	w.mu.Lock()
+	w.due = w.since.Add(d)
 	w.t = time.AfterFunc(d, w.check)
 	w.mu.Unlock()
 	return w
@@ -1048,11 +1059,16 @@ func (w *byteWatch) check() {
 	if w.stopped {
 		return
 	}
+	now := time.Now()
+	if now.Sub(w.due) >= lateTimer {
+		w.since = now // asleep: the sources get d from the wake
+	}
 	last := w.rd.LastByte()
 	if last.Before(w.since) {
 		last = w.since
 	}
-	if idle := time.Since(last); idle < w.d {
+	if idle := now.Sub(last); idle < w.d {
+		w.due = now.Add(w.d - idle)
 		w.t.Reset(w.d - idle)
 		return
 	}

@@ -2,7 +2,11 @@ package mesh
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
@@ -33,4 +37,54 @@ func TestGatewayUnboundedOpenFails(t *testing.T) {
 	if err := s.open(0); err == nil {
 		t.Error("open on a closed fetcher succeeded")
 	}
+}
+
+// lastByteAt is a fetch whose last byte came at a set time.
+type lastByteAt struct{ at time.Time }
+
+func (l *lastByteAt) LastByte() time.Time { return l.at }
+
+// TestByteWatchAfterSleep: the gateway's watch of a response's sources
+// runs late when the process slept through it (a laptop whose monotonic
+// clock counts the sleep, as on Windows: a stopped process here). It then
+// gives the sources FirstByteTimeout from the wake instead of cutting the
+// response at once; a source still silent that long after is cut as
+// before. (Timers in a synctest bubble fire when due, so the test stops
+// the watch's timer and runs the late check itself, as the late timer
+// would.)
+func TestByteWatchAfterSleep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &lastByteAt{at: time.Now()}
+		var mu sync.Mutex
+		var cause error
+		w := watchBytes(src, 20*time.Second, func(err error) {
+			mu.Lock()
+			cause = err
+			mu.Unlock()
+		})
+		got := func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			return cause
+		}
+		w.mu.Lock()
+		w.t.Stop()
+		w.mu.Unlock()
+		time.Sleep(10 * time.Minute) // asleep
+		w.check()
+		if cause := got(); cause != nil {
+			t.Fatalf("cut at the wake: %v", cause)
+		}
+		time.Sleep(20*time.Second - time.Millisecond)
+		synctest.Wait()
+		if cause := got(); cause != nil {
+			t.Fatalf("cut %v after the wake, want FirstByteTimeout (20 s): %v", 20*time.Second-time.Millisecond, cause)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if cause := got(); !errors.Is(cause, errNoByte) {
+			t.Fatalf("a source silent for 20 s after the wake: cause %v, want errNoByte", cause)
+		}
+		w.stop()
+	})
 }
