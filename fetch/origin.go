@@ -509,34 +509,63 @@ func inFlight(read, length int64, eof bool, elapsed, rtt time.Duration) int64 {
 
 // watchdog cancels an origin request that says nothing for too long, and
 // tells its errors apart from others. A nil *watchdog (no timeout) does
-// nothing.
+// nothing. A timer that fires lateTimer or more after it was due found the
+// process itself not running (a laptop that slept, where the monotonic
+// clock counts the sleep, as on Windows; a stopped process): the request is
+// cut all the same, its connection suspect (the origin, unanswered while
+// the laptop slept, retransmits only after a backoff of tens of seconds),
+// but with errSlept, which neither kills the origin for the fetch nor
+// counts as its failure: the leaf is asked again at once. Before, a fetch
+// from the origin under way when the app slept for longer than
+// OriginIdleTimeout failed at the wake (the gateway cut its response).
 type watchdog struct {
-	mu    sync.Mutex
-	timer *time.Timer
-	d     time.Duration
-	what  string
-	fired string // what had not come when it fired; "" while it has not
+	mu      sync.Mutex
+	timer   *time.Timer
+	cancel  context.CancelFunc
+	d       time.Duration
+	due     time.Time // when the timer is set to fire
+	what    string
+	fired   string // what had not come when it fired; "" while it has not
+	slept   bool   // it fired late
+	stopped bool
 }
 
+// lateTimer is how late a watchdog's timer must fire to count as one the
+// process slept through.
+const lateTimer = 2 * time.Second
+
+// errSlept is what explain says of a request cut by a watchdog that fired
+// late: not the origin's failure.
+var errSlept = errors.New("cut after this process slept through it")
+
 func newWatchdog(d time.Duration, what string, cancel context.CancelFunc) *watchdog {
-	w := &watchdog{}
+	w := &watchdog{cancel: cancel}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.timer = time.AfterFunc(time.Hour, func() {
-		w.mu.Lock()
-		w.fired = fmt.Sprintf("%s for %v", w.what, w.d)
-		w.mu.Unlock()
-		cancel()
-	})
+	w.timer = time.AfterFunc(time.Hour, w.fire)
 	w.timer.Stop()
 	w.arm(d, what)
 	return w
+}
+
+// fire cancels the request, noting whether the timer fired late.
+func (w *watchdog) fire() {
+	w.mu.Lock()
+	if w.stopped || w.fired != "" {
+		w.mu.Unlock()
+		return
+	}
+	w.slept = time.Since(w.due) >= lateTimer
+	w.fired = fmt.Sprintf("%s for %v", w.what, w.d)
+	w.mu.Unlock()
+	w.cancel()
 }
 
 // arm starts the timer for d (negative: no timeout). The caller holds mu.
 func (w *watchdog) arm(d time.Duration, what string) {
 	w.d, w.what = d, what
 	if d >= 0 && w.fired == "" {
+		w.due = time.Now().Add(d)
 		w.timer.Reset(d)
 	}
 }
@@ -554,6 +583,7 @@ func (w *watchdog) kick() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.d >= 0 && w.fired == "" {
+		w.due = time.Now().Add(w.d)
 		w.timer.Reset(w.d)
 	}
 }
@@ -561,16 +591,21 @@ func (w *watchdog) kick() {
 func (w *watchdog) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.stopped = true
 	w.timer.Stop()
 }
 
 // explain returns err, or if the watchdog fired, an error saying what did
-// not come in time that matches context.DeadlineExceeded.
+// not come in time that matches context.DeadlineExceeded (errSlept if it
+// fired late).
 func (w *watchdog) explain(err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.fired == "" {
 		return err
+	}
+	if w.slept {
+		return fmt.Errorf("origin request %w (%s): asked again", errSlept, w.fired)
 	}
 	return fmt.Errorf("origin timed out: %s: %w", w.fired, context.DeadlineExceeded)
 }

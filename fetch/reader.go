@@ -1781,6 +1781,15 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 			r.st[i].origin = nil
 			r.originBusy--
 		}
+		if err != nil && ctx.Err() == nil && errors.Is(err, errSlept) {
+			// Cut because this process slept through it (watchdog): the
+			// origin did nothing wrong; the leaf is asked again.
+			r.mu.Unlock()
+			r.f.log.Info("origin request cut after a sleep: asked again", "cid", l.Cid)
+			q.cancel()
+			r.wake()
+			return
+		}
 		if err != nil && ctx.Err() == nil {
 			r.stats.OriginErrors++
 			r.originFail++

@@ -93,7 +93,8 @@ func (r *Reader) goWhole(q *req) {
 				r.originBusy--
 			}
 		}
-		if err != nil && live {
+		slept := errors.Is(err, errSlept) // not the origin's failure (watchdog): asked again
+		if err != nil && live && !slept {
 			r.stats.OriginErrors++
 			r.originDead = err
 			r.notifyLocked()
