@@ -32,8 +32,8 @@
 // protects their connections from the connection manager, and, as an app
 // behind NAT, holds circuit relay reservations on them. Node.SetBootstrap
 // changes the set at run time. When the machine's network changes (a
-// laptop on another Wi-Fi, a cable, offline and back: the interfaces that
-// are up or their addresses, looked at every 2 s), the node closes the
+// laptop on another Wi-Fi, a cable, offline and back: the addresses of
+// the interfaces that are up, looked at every 2 s), the node closes the
 // connections from addresses it no longer has and its HTTP client's idle
 // ones, and redials its seeds at once. A seed keeps its multiaddrs across restarts
 // when it keeps its DataDir (identity) and listens on fixed ports

@@ -24,8 +24,8 @@ import (
 // once on a new connection. Offline, each request waited so on one of the
 // pool's dead connections instead of failing at once.
 //
-// Every netWatchEvery the node lists the machine's interfaces that are up
-// and their addresses. When the list changes, it closes the HTTP client's
+// Every netWatchEvery the node lists the addresses of the machine's
+// interfaces that are up. When the list changes, it closes the HTTP client's
 // idle connections, closes the libp2p connections whose local address is
 // no longer the machine's, and redials the bootstrap peers that are not
 // connected at once rather than after their backoff (up to 30 s after a
@@ -36,11 +36,13 @@ const netWatchEvery = 2 * time.Second
 
 // netState is the machine's network as the node last saw it.
 type netState struct {
-	key   string              // the interfaces that are up, their flags and addresses
+	key   string              // the addresses of the interfaces that are up, link-local ones aside
 	addrs map[netip.Addr]bool // the addresses of the interfaces that are up
 }
 
-// readNetState lists the interfaces that are up and their addresses.
+// readNetState lists the addresses of the interfaces that are up. An
+// interface without addresses, or with link-local ones only (a container's
+// veth coming and going, a carrier lost for a moment), changes nothing.
 func readNetState() (netState, error) {
 	ifs, err := net.Interfaces()
 	if err != nil {
@@ -56,19 +58,21 @@ func readNetState() (netState, error) {
 		if err != nil {
 			return netState{}, err
 		}
-		part := []string{ifc.Name, ifc.Flags.String()}
 		for _, a := range as {
 			ipn, ok := a.(*net.IPNet)
 			if !ok {
 				continue
 			}
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
-				st.addrs[ip.Unmap()] = true
-				part = append(part, ipn.String())
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			st.addrs[ip] = true
+			if !ip.IsLinkLocalUnicast() {
+				parts = append(parts, ifc.Name+" "+ipn.String())
 			}
 		}
-		slices.Sort(part[2:])
-		parts = append(parts, strings.Join(part, " "))
 	}
 	slices.Sort(parts)
 	st.key = strings.Join(parts, "; ")

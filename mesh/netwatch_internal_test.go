@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -164,4 +165,23 @@ func rawHost(t *testing.T, withPing bool) host.Host {
 	}
 	t.Cleanup(func() { h.Close() })
 	return h
+}
+
+// TestReadNetState: the machine's loopback address is listed, and the
+// key, which says when the network changed, holds it.
+func TestReadNetState(t *testing.T) {
+	st, err := readNetState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.addrs[netip.MustParseAddr("127.0.0.1")] {
+		t.Fatalf("127.0.0.1 not among the machine's addresses %v", st.addrs)
+	}
+	again, err := readNetState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.key == "" || again.key != st.key {
+		t.Fatalf("two reads of an unchanged network: %q, then %q", st.key, again.key)
+	}
 }
