@@ -13,21 +13,26 @@ import (
 )
 
 // failingRouter is a DHT whose every provide fails, as on a node with no
-// DHT server among its peers. Provides wait until open is closed; each is
-// counted, and sent on tried.
+// DHT server among its peers. Each provide is signalled on entered, waits
+// until open is closed, is counted, and is sent on tried.
 type failingRouter struct {
-	open  chan struct{}
-	tried chan cid.Cid
+	entered chan struct{}
+	open    chan struct{}
+	tried   chan cid.Cid
 
 	mu sync.Mutex
 	n  map[cid.Cid]int
 }
 
 func newFailingRouter() *failingRouter {
-	return &failingRouter{open: make(chan struct{}), tried: make(chan cid.Cid, 1024), n: make(map[cid.Cid]int)}
+	return &failingRouter{entered: make(chan struct{}, 1), open: make(chan struct{}), tried: make(chan cid.Cid, 1024), n: make(map[cid.Cid]int)}
 }
 
 func (r *failingRouter) Provide(ctx context.Context, c cid.Cid, _ bool) error {
+	select {
+	case r.entered <- struct{}{}:
+	default:
+	}
 	select {
 	case <-r.open:
 	case <-ctx.Done():
@@ -66,6 +71,15 @@ var _ routing.ContentRouting = (*failingRouter)(nil)
 func TestProvideRetryForgetsRootsNotHeld(t *testing.T) {
 	r := newFailingRouter()
 	nd := newTestNet(t).node(nodeOpts{quota: 1 << 20, cfg: func(c *Config) { c.DisableDHT, c.DHT = false, r }})
+	// A first root, whose provide waits: the loop has queued what the
+	// store held at its start (nothing since), so each root below is
+	// queued once, by its HAVE.
+	importSeed(t, nd, 999, 100<<10)
+	select {
+	case <-r.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no provide began")
+	}
 	// 40 roots of 100 KiB through a 1 MiB store, all queued before the
 	// first provide ends: at most 10 are still held.
 	const total = 40
