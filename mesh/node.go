@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, client: cfg.HTTPClient, summaries: newSummaries()}
+	n := &Node{cfg: cfg, log: cfg.Logger, client: cfg.HTTPClient, summaries: newSummaries(), asked: newAskedPeers()}
 	n.boot.keepers = make(map[peer.ID]*keeper)
 	n.boot.addrs = bootstrap // AutoRelay may ask before the keepers start
 	n.boot.changed = make(chan struct{})
@@ -115,7 +115,6 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.client == nil {
 		n.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
-
 	key, err := n.openDataDir(ctx)
 	if err != nil {
 		return nil, err
@@ -131,7 +130,6 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	reg := n.metrics.registerer() // nil without PrometheusRegisterer
 	gate := new(fetch.Gater)      // shared by the host and the fetcher's bitswap filter
-	n.asked = newAskedPeers()     // told by the fetcher, read by the resource manager
 	opts, err := hostOptions(cfg, key, reg, n.relayCandidates, gate, n.asked)
 	if err != nil {
 		return nil, err
