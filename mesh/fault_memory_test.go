@@ -73,7 +73,7 @@ func idleStreamsMemory(t *testing.T, victim mesh.Role, peers int, transport stri
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	b := newBed(t, 1, nil)
-	base := b.baselineTCP(ctx, t, "a0.bin")
+	base := b.baselineOf(ctx, t, "a0.bin", b.tcpApp)
 	target := b.seed
 	if victim == mesh.RoleApp {
 		target = b.tcpApp(ctx, t)
@@ -204,22 +204,6 @@ func memoryOf(n *mesh.Node, hs []host.Host) string {
 	}
 	return fmt.Sprintf("node memory %d MiB (attackers %d MiB, at most %.1f MiB each), %d inbound streams, %d not negotiated",
 		sys.Memory>>20, sum>>20, float64(most)/(1<<20), sys.NumStreamsInbound, transientStreamsIn(n))
-}
-
-// baselineTCP is baseline for apps connected to the seed over TCP.
-func (b *nhBed) baselineTCP(ctx context.Context, t *testing.T, path string) time.Duration {
-	t.Helper()
-	var ds []time.Duration
-	for range 3 {
-		app := b.tcpApp(ctx, t)
-		d, _, err := b.fetch(ctx, app, path)
-		if err != nil {
-			t.Fatalf("baseline fetch: %v", err)
-		}
-		ds = append(ds, d)
-		app.Close()
-	}
-	return median(ds)
 }
 
 // tcpApp starts an app bootstrapped to the seed's TCP address and waits

@@ -121,9 +121,15 @@ func (b *nhBed) fetch(ctx context.Context, n *mesh.Node, path string) (time.Dura
 // so nothing is local) and returns the median.
 func (b *nhBed) baseline(ctx context.Context, t *testing.T, path string) time.Duration {
 	t.Helper()
+	return b.baselineOf(ctx, t, path, b.newApp)
+}
+
+// baselineOf is baseline with apps made by newApp.
+func (b *nhBed) baselineOf(ctx context.Context, t *testing.T, path string, newApp func(context.Context, *testing.T) *mesh.Node) time.Duration {
+	t.Helper()
 	var ds []time.Duration
 	for range 3 {
-		app := b.newApp(ctx, t)
+		app := newApp(ctx, t)
 		d, _, err := b.fetch(ctx, app, path)
 		if err != nil {
 			t.Fatalf("baseline fetch: %v", err)
