@@ -5,18 +5,8 @@ import (
 	"crypto/cipher"
 	"crypto/sha256"
 	"math"
-	"syscall"
 	"time"
 )
-
-// CPUTime returns the user and system CPU time this process has used so far
-// (getrusage): with the serving side in the same process, the CPU a transfer
-// costs both ends.
-func CPUTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // CeilingCPU measures, on data, the CPU seconds per GiB that a verified,
 // encrypted transfer cannot avoid on this machine: hashing once (sha2-256,
