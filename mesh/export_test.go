@@ -41,3 +41,12 @@ func (n *Node) NetworkChanged(addrs ...netip.Addr) {
 	st.key = strings.Join(ks, " ")
 	n.networkChanged(st)
 }
+
+// LiftHandshakeExempt makes loopback count against the handshake limit per
+// address (handshakes.go) for nodes made until restore is called, so that
+// a test can flood from 127.0.0.2 and up.
+func LiftHandshakeExempt() (restore func()) {
+	was := handshakeExempt
+	handshakeExempt = nil
+	return func() { handshakeExempt = was }
+}

@@ -101,3 +101,73 @@ func transientIn(n *mesh.Node) int {
 	n.Host().Network().ResourceManager().ViewTransient(func(s network.ResourceScope) error { st = s.Stat(); return nil })
 	return st.NumConnsInbound
 }
+
+// TestFaultStalledHandshakesFewAddresses: four addresses (127.0.0.2-5,
+// loopback made to count like any other address) each open 30 TCP
+// connections to a seed of 80 inbound connections (MaxConns 64) that name
+// noise and stall, redialled as the seed closes them, while a new app
+// connects. Without a limit on handshakes per address the 120 took every
+// inbound slot and the app could not connect; now each address holds 16
+// (a seed's limit) and the app connects beside them.
+func TestFaultStalledHandshakesFewAddresses(t *testing.T) {
+	defer mesh.LiftHandshakeExempt()()
+	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, MaxConns: 64, DisableDHT: true})
+	var tcpAddr string
+	for _, a := range seed.Addrs() {
+		if s := a.String(); strings.Contains(s, "/tcp/") && !strings.Contains(s, "/ws") {
+			tcpAddr = s
+		}
+	}
+	parts := strings.Split(tcpAddr, "/")
+	hostPort := net.JoinHostPort(parts[2], parts[4])
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stop()
+	const addrs, each = 4, 30
+	for i := range addrs * each {
+		from := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%addrs))}
+		wg.Go(func() { stallHandshakes(ctx, hostPort, from) })
+	}
+	// Wait until the flood holds all it can: 64 with the limit, 80 (every
+	// inbound slot) without.
+	deadline := time.Now().Add(10 * time.Second)
+	for transientIn(seed) < addrs*16 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the seed holds %d handshakes after 10 s, want %d", transientIn(seed), addrs*16)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	app, err := mesh.New(actx, meshtest.LocalConfig(mesh.Config{Bootstrap: []string{tcpAddr}, BrowserTransports: mesh.Off, DisableDHT: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if err := app.WaitPeers(actx, 1); err != nil {
+		t.Errorf("an app beside %d stalled handshakes from %d addresses (the seed holding %d): %v", addrs*each, addrs, transientIn(seed), err)
+	}
+}
+
+// stallHandshakes opens TCP connections to hostPort from the address from,
+// names multistream and noise on each and then sends nothing, each one
+// after the last was closed, until ctx ends.
+func stallHandshakes(ctx context.Context, hostPort string, from *net.TCPAddr) {
+	d := net.Dialer{LocalAddr: from}
+	for ctx.Err() == nil {
+		c, err := d.DialContext(ctx, "tcp", hostPort)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		c.Write([]byte("\x13/multistream/1.0.0\n\x07/noise\n"))
+		done := context.AfterFunc(ctx, func() { c.Close() })
+		io.Copy(io.Discard, c) // until the seed closes it
+		done()
+		c.Close()
+	}
+}

@@ -187,7 +187,8 @@ func resourceLimits(cfg Config) rcmgr.ConcreteLimitConfig {
 		// each, go-libp2p's accept timeout) shut no one out before the
 		// system's own limit. At a quarter of it, 320 of a seed's,
 		// stalled from a few addresses, kept every new app out over TCP
-		// and QUIC alike.
+		// and QUIC alike. Each address holds at most handshakesPerAddr
+		// of them (handshakes.go).
 		Transient: rcmgr.ResourceLimits{
 			ConnsInbound:   rcmgr.LimitVal(inbound),
 			Conns:          rcmgr.LimitVal(total),
@@ -329,7 +330,7 @@ func limitOptions(cfg Config, asked *askedPeers) ([]libp2p.Option, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: connection manager: %w", err)
 	}
-	return []libp2p.Option{libp2p.ResourceManager(rm), libp2p.ConnectionManager(cm)}, nil
+	return []libp2p.Option{libp2p.ResourceManager(limitHandshakes(rm, handshakesPerAddr(cfg))), libp2p.ConnectionManager(cm)}, nil
 }
 
 // evidence rates what the node knows of p beyond its announcements, for the
