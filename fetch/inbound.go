@@ -21,6 +21,8 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/meshcdn/meshcdn/internal/expiry"
 )
 
 // Want lists that are too large. boxo's bitswap reads any message up to
@@ -144,43 +146,16 @@ const silentKey = "meshcdn/fetch/silent-streams"
 // The zero value is ready to use; a Gater is safe for concurrent use. It
 // holds an entry per refused peer while it is refused.
 type Gater struct {
-	mu        sync.Mutex
-	until     map[peer.ID]time.Time
-	nextPrune int
+	until expiry.Set[peer.ID]
 }
 
 var _ connmgr.ConnectionGater = (*Gater)(nil)
 
-// gaterPruneAt is the number of refusals held from which a Gater forgets
-// the expired ones.
-const gaterPruneAt = 256
-
 // refuse refuses p until until.
-func (g *Gater) refuse(p peer.ID, until time.Time) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.until == nil {
-		g.until = make(map[peer.ID]time.Time)
-	}
-	if len(g.until) >= max(g.nextPrune, gaterPruneAt) {
-		now := time.Now()
-		for q, u := range g.until {
-			if !now.Before(u) {
-				delete(g.until, q)
-			}
-		}
-		g.nextPrune = 2 * len(g.until)
-	}
-	g.until[p] = until
-}
+func (g *Gater) refuse(p peer.ID, until time.Time) { g.until.Add(p, until, time.Now()) }
 
 // Refused reports whether p is refused at now.
-func (g *Gater) Refused(p peer.ID, now time.Time) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	until, ok := g.until[p]
-	return ok && now.Before(until)
-}
+func (g *Gater) Refused(p peer.ID, now time.Time) bool { return g.until.Has(p, now) }
 
 // InterceptPeerDial refuses dialling a refused peer.
 func (g *Gater) InterceptPeerDial(p peer.ID) bool { return !g.Refused(p, time.Now()) }

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -12,6 +11,8 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
+
+	"github.com/meshcdn/meshcdn/internal/expiry"
 )
 
 // Connection and stream limits. go-libp2p's resource manager, scaled to a
@@ -148,9 +149,6 @@ const (
 	// askedFor is how long after the last want-block sent to a peer it
 	// keeps a sender's limits: blocks asked come well within it.
 	askedFor = time.Minute
-	// askedPrune is the number of asked peers held from which those no
-	// longer senders are forgotten.
-	askedPrune = 256
 )
 
 // bitswapProtocols are the protocol IDs boxo's bitswap speaks.
@@ -285,39 +283,20 @@ func (t tieredLimit) GetConnLimit(d network.Direction) int   { return t.now().Ge
 func (t tieredLimit) GetConnTotalLimit() int                 { return t.now().GetConnTotalLimit() }
 func (t tieredLimit) GetFDLimit() int                        { return t.now().GetFDLimit() }
 
-// askedPeers are the peers this node asked for blocks, with when it last
-// did (fetch's Config.Asking). Safe for concurrent use.
-type askedPeers struct {
-	mu        sync.Mutex
-	at        map[peer.ID]time.Time
-	nextPrune int
-}
+// askedPeers are the peers this node asked for blocks within askedFor
+// (fetch's Config.Asking). Safe for concurrent use.
+type askedPeers struct{ until expiry.Set[peer.ID] }
 
-func newAskedPeers() *askedPeers { return &askedPeers{at: make(map[peer.ID]time.Time)} }
+func newAskedPeers() *askedPeers { return &askedPeers{} }
 
 // ask records that a want-block is going out to p now.
 func (a *askedPeers) ask(p peer.ID) {
 	now := time.Now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.at) >= max(a.nextPrune, askedPrune) {
-		for q, t := range a.at {
-			if now.Sub(t) > askedFor {
-				delete(a.at, q)
-			}
-		}
-		a.nextPrune = 2 * len(a.at)
-	}
-	a.at[p] = now
+	a.until.Add(p, now.Add(askedFor), now)
 }
 
 // sender reports whether p was asked for blocks within askedFor of now.
-func (a *askedPeers) sender(p peer.ID, now time.Time) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	t, ok := a.at[p]
-	return ok && now.Sub(t) <= askedFor
-}
+func (a *askedPeers) sender(p peer.ID, now time.Time) bool { return a.until.Has(p, now) }
 
 // limitOptions returns the host's resource and connection managers; the
 // resource manager admits the peers in asked as senders.

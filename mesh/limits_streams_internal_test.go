@@ -178,17 +178,17 @@ func streamsAdmitted(rm network.ResourceManager, p peer.ID, want int) int {
 	return want
 }
 
-// TestAskedPeersPruned: askedPeers forgets the peers asked longer than
-// askedFor ago once it holds askedPrune, and keeps the others.
-func TestAskedPeersPruned(t *testing.T) {
+// TestAskedPeersExpire: a peer asked for blocks is a sender for askedFor
+// after the last ask, and no longer; a peer never asked is none. (The set
+// forgets expired peers as it grows: internal/expiry's TestSetSweeps.)
+func TestAskedPeersExpire(t *testing.T) {
 	a := newAskedPeers()
-	old := time.Now().Add(-askedFor - time.Second)
-	for i := range askedPrune {
-		a.at[peer.ID(fmt.Sprint("old", i))] = old
+	a.ask("p")
+	now := time.Now()
+	if !a.sender("p", now) || a.sender("q", now) {
+		t.Errorf("just asked: sender(p) %v, sender(never asked) %v", a.sender("p", now), a.sender("q", now))
 	}
-	a.at["recent"] = time.Now()
-	a.ask("new")
-	if len(a.at) != 2 || !a.sender("recent", time.Now()) || !a.sender("new", time.Now()) {
-		t.Errorf("after pruning: %d peers held, want the recent and the new one", len(a.at))
+	if a.sender("p", now.Add(askedFor+time.Second)) {
+		t.Error("a peer asked longer than askedFor ago is still a sender")
 	}
 }
