@@ -18,6 +18,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/meshcdn/meshcdn/internal/dagfile"
+	"github.com/meshcdn/meshcdn/internal/wake"
 	"github.com/meshcdn/meshcdn/store"
 )
 
@@ -509,7 +510,7 @@ func inFlight(read, length int64, eof bool, elapsed, rtt time.Duration) int64 {
 
 // watchdog cancels an origin request that says nothing for too long, and
 // tells its errors apart from others. A nil *watchdog (no timeout) does
-// nothing. A timer that fires lateTimer or more after it was due found the
+// nothing. A timer that fires wake.Late or more after it was due found the
 // process itself not running (a laptop that slept, where the monotonic
 // clock counts the sleep, as on Windows; a stopped process): the request is
 // cut all the same, its connection suspect (the origin, unanswered while
@@ -529,10 +530,6 @@ type watchdog struct {
 	slept   bool   // it fired late
 	stopped bool
 }
-
-// lateTimer is how late a watchdog's timer must fire to count as one the
-// process slept through.
-const lateTimer = 2 * time.Second
 
 // errSlept is what explain says of a request cut by a watchdog that fired
 // late: not the origin's failure.
@@ -555,7 +552,7 @@ func (w *watchdog) fire() {
 		w.mu.Unlock()
 		return
 	}
-	w.slept = time.Since(w.due) >= lateTimer
+	w.slept = wake.Slept(w.due, time.Now())
 	w.fired = fmt.Sprintf("%s for %v", w.what, w.d)
 	w.mu.Unlock()
 	w.cancel()

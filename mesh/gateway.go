@@ -24,6 +24,7 @@ import (
 
 	"github.com/meshcdn/meshcdn/fetch"
 	"github.com/meshcdn/meshcdn/internal/dagfile"
+	"github.com/meshcdn/meshcdn/internal/wake"
 	"github.com/meshcdn/meshcdn/manifest"
 )
 
@@ -1018,7 +1019,7 @@ func (s *source) readLeaf(i int64, buf []byte) ([]byte, error) {
 // (FirstByteTimeout): not d after the leaf was asked for, since a leaf is
 // read only whole and a slow origin that keeps sending takes longer than d
 // over a 1 MiB leaf (one at 40 KiB/s got a 504 after 20 s with 800 KB of
-// the leaf come). A check that runs lateTimer or more after it was due
+// the leaf come). A check that runs wake.Late or more after it was due
 // found the process itself not running (a laptop that slept, where the
 // monotonic clock counts the sleep, as on Windows; a process stopped): the
 // sources get d from then on. Before, a response the gateway was sending
@@ -1036,10 +1037,6 @@ type byteWatch struct {
 	stopped bool
 	fired   bool
 }
-
-// lateTimer is how late a byteWatch's check must run to count as one the
-// process slept through.
-const lateTimer = 2 * time.Second
 
 // watchBytes starts a byteWatch over rd from now.
 func watchBytes(rd interface{ LastByte() time.Time }, d time.Duration, cancel context.CancelCauseFunc) *byteWatch {
@@ -1060,7 +1057,7 @@ func (w *byteWatch) check() {
 		return
 	}
 	now := time.Now()
-	if now.Sub(w.due) >= lateTimer {
+	if wake.Slept(w.due, now) {
 		w.since = now // asleep: the sources get d from the wake
 	}
 	last := w.rd.LastByte()
