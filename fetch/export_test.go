@@ -80,3 +80,7 @@ func (f *Fetcher) OnServeWants(fn func()) {
 	f.order.onNote = fn
 	f.order.mu.Unlock()
 }
+
+// AfterWait does what r's scheduling loop does after a wait for due that
+// ended at now (afterWait), for tests that play a sleep of the process.
+func (r *Reader) AfterWait(due, now time.Time) { r.afterWait(due, now) }

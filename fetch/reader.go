@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/meshcdn/meshcdn/internal/dagfile"
+	"github.com/meshcdn/meshcdn/internal/wake"
 	"github.com/meshcdn/meshcdn/store"
 )
 
@@ -558,7 +559,26 @@ func (r *Reader) run() {
 		case <-r.kick:
 		case <-timer.C:
 		}
+		r.afterWait(next, time.Now())
 	}
+}
+
+// afterWait is run's look at the clock after each wait for due. A wait
+// that ended wake.Late or more after due found the process itself not
+// running (a laptop that slept, where the monotonic clock counts the sleep,
+// as on Windows; a stopped process): the sources get StallTimeout from now.
+// Before, a fetch with no origin under way through such a sleep failed at
+// the wake, "no block from any source" for as long as the sleep.
+func (r *Reader) afterWait(due, now time.Time) {
+	if !wake.Slept(due, now) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.After(r.lastBlock) {
+		r.lastBlock = now
+	}
+	r.f.log.Debug("fetch: this process slept through a fetch", "cid", r.t.Cid, "late", now.Sub(due).Round(time.Millisecond))
 }
 
 // resolve learns the leaves of a dag-pb root opened without its nodes, from

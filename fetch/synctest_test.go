@@ -117,6 +117,55 @@ func TestStallTimeout(t *testing.T) {
 	}
 }
 
+// TestStallAfterSleep: a fetch whose scheduling loop finds, 4 s in, that
+// its wait ended 3 s after it was due (the process slept: wake.Late is 2 s)
+// gives its sources StallTimeout from then: it fails 9 s in, not 5 s (it
+// failed at the wake after any sleep longer than StallTimeout). A wait
+// ended 1 s late is a loaded machine, not a sleep: 5 s.
+func TestStallAfterSleep(t *testing.T) {
+	a := makeAsset(t, 62, 2*MiB)
+	for _, tc := range []struct {
+		name string
+		late time.Duration
+		want time.Duration
+	}{
+		{"slept", 3 * time.Second, 4*time.Second + fetch.DefaultStallTimeout},
+		{"loaded", time.Second, fetch.DefaultStallTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := fetch.Config{HTTPClient: &http.Client{Transport: failingOrigin{}}}
+				cfg.Providers = providers{a.t.Cid: {{ID: peer.ID("unreachable-provider")}}}
+				cfg.Host, cfg.Store = bubbleNode(t)
+				f, err := fetch.New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				tg := a.t
+				tg.URL = "http://origin.invalid/file"
+				start := time.Now()
+				r, err := f.Open(context.Background(), tg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				go func() {
+					time.Sleep(4 * time.Second)
+					r.AfterWait(time.Now().Add(-tc.late), time.Now())
+				}()
+				_, err = io.ReadAll(r)
+				if !errors.Is(err, fetch.ErrUnavailable) {
+					t.Fatalf("ReadAll = %v, want ErrUnavailable", err)
+				}
+				if d := time.Since(start); d != tc.want {
+					t.Errorf("failed after %v, want exactly %v", d, tc.want)
+				}
+			})
+		})
+	}
+}
+
 // bubbleRead opens a's content in a synctest bubble with a Fetcher of cfg
 // on a bubbleNode (cfg's Host and Store are set), its origin at
 // http://origin.invalid/file (cfg.HTTPClient answers), reads it to the end
