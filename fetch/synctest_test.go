@@ -136,25 +136,13 @@ func TestStallAfterSleep(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				cfg := fetch.Config{HTTPClient: &http.Client{Transport: failingOrigin{}}}
 				cfg.Providers = providers{a.t.Cid: {{ID: peer.ID("unreachable-provider")}}}
-				cfg.Host, cfg.Store = bubbleNode(t)
-				f, err := fetch.New(cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				tg := a.t
-				tg.URL = "http://origin.invalid/file"
 				start := time.Now()
-				r, err := f.Open(context.Background(), tg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer r.Close()
+				r := bubbleOpen(t, context.Background(), cfg, a)
 				go func() {
 					time.Sleep(4 * time.Second)
 					r.AfterWait(time.Now().Add(-tc.late), time.Now())
 				}()
-				_, err = io.ReadAll(r)
+				_, err := io.ReadAll(r)
 				if !errors.Is(err, fetch.ErrUnavailable) {
 					t.Fatalf("ReadAll = %v, want ErrUnavailable", err)
 				}
@@ -173,22 +161,30 @@ func TestStallAfterSleep(t *testing.T) {
 // and the error.
 func bubbleRead(t *testing.T, ctx context.Context, cfg fetch.Config, a asset) ([]byte, fetch.Stats, time.Duration, error) {
 	t.Helper()
+	start := time.Now()
+	r := bubbleOpen(t, ctx, cfg, a)
+	got, err := io.ReadAll(r)
+	return got, r.Stats(), time.Since(start), err
+}
+
+// bubbleOpen opens a's content as bubbleRead does; the Reader and its
+// Fetcher are closed when the test ends.
+func bubbleOpen(t *testing.T, ctx context.Context, cfg fetch.Config, a asset) *fetch.Reader {
+	t.Helper()
 	cfg.Host, cfg.Store = bubbleNode(t)
 	f, err := fetch.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	tg := a.t
 	tg.URL = "http://origin.invalid/file"
-	start := time.Now()
 	r, err := f.Open(ctx, tg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	got, err := io.ReadAll(r)
-	return got, r.Stats(), time.Since(start), err
+	t.Cleanup(func() { r.Close() })
+	return r
 }
 
 // bubbleNode makes a host without listeners or transports (no network

@@ -28,45 +28,14 @@ import (
 // is the system's own.
 func TestFaultStalledHandshakes(t *testing.T) {
 	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, MaxConns: 400, DisableDHT: true})
-	var tcpAddr, quicAddr string
-	for _, a := range seed.Addrs() {
-		s := a.String()
-		switch {
-		case strings.Contains(s, "/tcp/") && !strings.Contains(s, "/ws"):
-			tcpAddr = s
-		case strings.Contains(s, "/quic-v1/p2p/"):
-			quicAddr = s
-		}
-	}
-	parts := strings.Split(tcpAddr, "/")
-	hostPort := net.JoinHostPort(parts[2], parts[4])
+	tcpAddr, quicAddr := seedAddrs(seed)
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer stop()
 	held := make(chan struct{}, 200)
 	for range 200 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				c, err := net.Dial("tcp", hostPort)
-				if err != nil {
-					select {
-					case <-ctx.Done():
-					case <-time.After(50 * time.Millisecond):
-					}
-					continue
-				}
-				c.Write([]byte("\x13/multistream/1.0.0\n\x07/noise\n"))
-				select {
-				case held <- struct{}{}:
-				default:
-				}
-				done := context.AfterFunc(ctx, func() { c.Close() })
-				io.Copy(io.Discard, c) // until the seed closes it
-				done()
-				c.Close()
-			}
-		})
+		wg.Go(func() { stallHandshakes(ctx, hostPortOf(tcpAddr), nil, held) })
 	}
 	for range 200 { // every stalled connection made once
 		<-held
@@ -112,14 +81,8 @@ func transientIn(n *mesh.Node) int {
 func TestFaultStalledHandshakesFewAddresses(t *testing.T) {
 	defer mesh.LiftHandshakeExempt()()
 	seed := newNode(t, mesh.Config{Role: mesh.RoleSeed, MaxConns: 64, DisableDHT: true})
-	var tcpAddr string
-	for _, a := range seed.Addrs() {
-		if s := a.String(); strings.Contains(s, "/tcp/") && !strings.Contains(s, "/ws") {
-			tcpAddr = s
-		}
-	}
-	parts := strings.Split(tcpAddr, "/")
-	hostPort := net.JoinHostPort(parts[2], parts[4])
+	tcpAddr, _ := seedAddrs(seed)
+	hostPort := hostPortOf(tcpAddr)
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -127,7 +90,7 @@ func TestFaultStalledHandshakesFewAddresses(t *testing.T) {
 	const addrs, each = 4, 30
 	for i := range addrs * each {
 		from := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%addrs))}
-		wg.Go(func() { stallHandshakes(ctx, hostPort, from) })
+		wg.Go(func() { stallHandshakes(ctx, hostPort, from, nil) })
 	}
 	// Wait until the flood holds all it can: 64 with the limit, 80 (every
 	// inbound slot) without.
@@ -150,11 +113,15 @@ func TestFaultStalledHandshakesFewAddresses(t *testing.T) {
 	}
 }
 
-// stallHandshakes opens TCP connections to hostPort from the address from,
-// names multistream and noise on each and then sends nothing, each one
-// after the last was closed, until ctx ends.
-func stallHandshakes(ctx context.Context, hostPort string, from *net.TCPAddr) {
-	d := net.Dialer{LocalAddr: from}
+// stallHandshakes opens TCP connections to hostPort from the address from
+// (nil: any), names multistream and noise on each and then sends nothing,
+// each one after the last was closed, until ctx ends; each connection
+// made is told on opened, if it has room.
+func stallHandshakes(ctx context.Context, hostPort string, from *net.TCPAddr, opened chan<- struct{}) {
+	d := net.Dialer{}
+	if from != nil {
+		d.LocalAddr = from
+	}
 	for ctx.Err() == nil {
 		c, err := d.DialContext(ctx, "tcp", hostPort)
 		if err != nil {
@@ -165,9 +132,32 @@ func stallHandshakes(ctx context.Context, hostPort string, from *net.TCPAddr) {
 			continue
 		}
 		c.Write([]byte("\x13/multistream/1.0.0\n\x07/noise\n"))
+		select {
+		case opened <- struct{}{}:
+		default:
+		}
 		done := context.AfterFunc(ctx, func() { c.Close() })
 		io.Copy(io.Discard, c) // until the seed closes it
 		done()
 		c.Close()
 	}
+}
+
+// seedAddrs returns n's TCP (not WebSocket) and QUIC multiaddrs.
+func seedAddrs(n *mesh.Node) (tcpAddr, quicAddr string) {
+	for _, a := range n.Addrs() {
+		switch s := a.String(); {
+		case strings.Contains(s, "/tcp/") && !strings.Contains(s, "/ws"):
+			tcpAddr = s
+		case strings.Contains(s, "/quic-v1/p2p/"):
+			quicAddr = s
+		}
+	}
+	return tcpAddr, quicAddr
+}
+
+// hostPortOf is the host:port of a /ip4/H/tcp/P/... multiaddr.
+func hostPortOf(addr string) string {
+	parts := strings.Split(addr, "/")
+	return net.JoinHostPort(parts[2], parts[4])
 }
