@@ -27,7 +27,11 @@ import (
 // above what an office of browsers behind one address has in flight (a
 // handshake takes a few round trips), and filling a seed's 1,280 inbound
 // connections now takes 80 addresses. Loopback is exempt, as from
-// go-libp2p's own per-address limits.
+// go-libp2p's own per-address limits. Only TCP connections (WebSockets
+// included) count: a UDP source address can be forged, and counting QUIC's
+// or WebRTC's first packets against an address would let anyone lock that
+// address out by sending them in its name (quic-go makes a client prove
+// its address under load instead).
 
 // errHandshakes refuses an inbound connection whose address holds its
 // handshake limit.
@@ -98,6 +102,9 @@ func (l *handshakeLimiter) OpenConnection(dir network.Direction, usefd bool, end
 func (l *handshakeLimiter) key(dir network.Direction, endpoint ma.Multiaddr) (netip.Prefix, bool) {
 	if dir != network.DirInbound || endpoint == nil {
 		return netip.Prefix{}, false
+	}
+	if _, err := endpoint.ValueForProtocol(ma.P_TCP); err != nil {
+		return netip.Prefix{}, false // not TCP
 	}
 	ip, err := manet.ToIP(endpoint)
 	if err != nil {

@@ -14,8 +14,9 @@ import (
 
 // TestHandshakeLimiter: an address holds at most per inbound connections
 // before their peer is named; naming the peer or ending the connection
-// frees a place; outbound connections, loopback and other addresses do not
-// count; an IPv6 /56 counts as one address.
+// frees a place; outbound connections, loopback, other addresses and UDP
+// (whose source address can be forged) do not count; an IPv6 /56 counts as
+// one address.
 func TestHandshakeLimiter(t *testing.T) {
 	base, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits))
 	if err != nil {
@@ -34,10 +35,13 @@ func TestHandshakeLimiter(t *testing.T) {
 		}
 		held = append(held, s)
 	}
-	if _, err := open(network.DirInbound, "/ip4/198.51.100.7/tcp/9"); !errors.Is(err, errHandshakes) {
-		t.Fatalf("a fourth handshake from the address: %v, want errHandshakes", err)
+	for _, addr := range []string{"/ip4/198.51.100.7/tcp/9", "/ip4/198.51.100.7/tcp/9/ws"} {
+		if _, err := open(network.DirInbound, addr); !errors.Is(err, errHandshakes) {
+			t.Fatalf("a fourth handshake from the address (%s): %v, want errHandshakes", addr, err)
+		}
 	}
-	for _, addr := range []string{"/ip4/198.51.100.8/tcp/1", "/ip4/127.0.0.2/tcp/1", "/ip6/::1/tcp/1"} {
+	for _, addr := range []string{"/ip4/198.51.100.8/tcp/1", "/ip4/127.0.0.2/tcp/1", "/ip6/::1/tcp/1",
+		"/ip4/198.51.100.7/udp/1/quic-v1", "/ip4/198.51.100.7/udp/1/webrtc-direct"} {
 		if _, err := open(network.DirInbound, addr); err != nil {
 			t.Errorf("inbound from %s: %v", addr, err)
 		}
