@@ -51,10 +51,10 @@ func handshakesPerAddr(cfg Config) int {
 	return max(8, cfg.Relay.ConnsPerIP/16)
 }
 
-// handshakeLimiter is a resource manager that refuses an inbound
+// addrLimiter is a resource manager that refuses an inbound
 // connection from an address already holding per connections in their
 // handshake.
-type handshakeLimiter struct {
+type addrLimiter struct {
 	network.ResourceManager
 	per    int
 	exempt []netip.Prefix
@@ -69,12 +69,12 @@ func limitHandshakes(rm network.ResourceManager, per int) network.ResourceManage
 	if per <= 0 {
 		return rm
 	}
-	return &handshakeLimiter{ResourceManager: rm, per: per, exempt: handshakeExempt, open: make(map[netip.Prefix]int)}
+	return &addrLimiter{ResourceManager: rm, per: per, exempt: handshakeExempt, open: make(map[netip.Prefix]int)}
 }
 
 // OpenConnection opens the connection's scope, counting an inbound one
 // against its address until its peer is named or it ends.
-func (l *handshakeLimiter) OpenConnection(dir network.Direction, usefd bool, endpoint ma.Multiaddr) (network.ConnManagementScope, error) {
+func (l *addrLimiter) OpenConnection(dir network.Direction, usefd bool, endpoint ma.Multiaddr) (network.ConnManagementScope, error) {
 	key, ok := l.key(dir, endpoint)
 	if ok {
 		l.mu.Lock()
@@ -89,7 +89,7 @@ func (l *handshakeLimiter) OpenConnection(dir network.Direction, usefd bool, end
 	if !ok {
 		return s, err
 	}
-	h := &handshakeScope{ConnManagementScope: s, l: l, key: key}
+	h := &addrScope{ConnManagementScope: s, l: l, key: key}
 	if err != nil {
 		h.release()
 		return nil, err
@@ -99,7 +99,7 @@ func (l *handshakeLimiter) OpenConnection(dir network.Direction, usefd bool, end
 
 // key is the address an inbound connection from endpoint counts against,
 // and whether it counts.
-func (l *handshakeLimiter) key(dir network.Direction, endpoint ma.Multiaddr) (netip.Prefix, bool) {
+func (l *addrLimiter) key(dir network.Direction, endpoint ma.Multiaddr) (netip.Prefix, bool) {
 	if dir != network.DirInbound || endpoint == nil {
 		return netip.Prefix{}, false
 	}
@@ -129,7 +129,7 @@ func (l *handshakeLimiter) key(dir network.Direction, endpoint ma.Multiaddr) (ne
 }
 
 // done counts off one handshake of key.
-func (l *handshakeLimiter) done(key netip.Prefix) {
+func (l *addrLimiter) done(key netip.Prefix) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.open[key]--; l.open[key] <= 0 {
@@ -137,25 +137,25 @@ func (l *handshakeLimiter) done(key netip.Prefix) {
 	}
 }
 
-// handshakeScope is an inbound connection's scope, counted against its
+// addrScope is an inbound connection's scope, counted against its
 // address until SetPeer or Done.
-type handshakeScope struct {
+type addrScope struct {
 	network.ConnManagementScope
-	l    *handshakeLimiter
+	l    *addrLimiter
 	key  netip.Prefix
 	once sync.Once
 }
 
-func (s *handshakeScope) release() { s.once.Do(func() { s.l.done(s.key) }) }
+func (s *addrScope) release() { s.once.Do(func() { s.l.done(s.key) }) }
 
 // SetPeer ends the handshake's count and names the peer.
-func (s *handshakeScope) SetPeer(p peer.ID) error {
+func (s *addrScope) SetPeer(p peer.ID) error {
 	s.release()
 	return s.ConnManagementScope.SetPeer(p)
 }
 
 // Done ends the handshake's count, if still counted, and the scope.
-func (s *handshakeScope) Done() {
+func (s *addrScope) Done() {
 	s.release()
 	s.ConnManagementScope.Done()
 }
