@@ -42,9 +42,9 @@ func (n *Node) NetworkChanged(addrs ...netip.Addr) {
 	n.networkChanged(st)
 }
 
-// LiftHandshakeExempt makes loopback count against the handshake limit per
-// address (handshakes.go) for nodes made until restore is called, so that
-// a test can flood from 127.0.0.2 and up.
+// LiftHandshakeExempt makes loopback count against the limits per address
+// of handshakes and memory (handshakes.go, addrmem.go) for nodes made
+// until restore is called, so that a test can flood from 127.0.0.2 and up.
 func LiftHandshakeExempt() (restore func()) {
 	was := handshakeExempt
 	handshakeExempt = nil

@@ -37,8 +37,8 @@ import (
 // handshake limit.
 var errHandshakes = errors.New("mesh: too many handshakes in progress from this address")
 
-// handshakeExempt lists the addresses without a handshake limit: loopback
-// (a variable for tests).
+// handshakeExempt lists the addresses without per-address limits of
+// handshakes and memory: loopback (a variable for tests).
 var handshakeExempt = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 // handshakesPerAddr is the handshake limit per address for cfg: a
@@ -51,50 +51,51 @@ func handshakesPerAddr(cfg Config) int {
 	return max(8, cfg.Relay.ConnsPerIP/16)
 }
 
-// addrLimiter is a resource manager that refuses an inbound
-// connection from an address already holding per connections in their
-// handshake.
+// addrLimiter is a resource manager that bounds what one address holds
+// through its inbound TCP connections (key): at most per of them in their
+// handshake (one more is refused at its accept), and at most memory bytes
+// reserved by them and their streams (addrmem.go). Zero is no limit. Safe
+// for concurrent use.
 type addrLimiter struct {
 	network.ResourceManager
 	per    int
+	memory int64
 	exempt []netip.Prefix
 
 	mu   sync.Mutex
 	open map[netip.Prefix]int
+	held map[netip.Prefix]int64
 }
 
-// limitHandshakes wraps rm with a limit of per handshakes per address (none
-// if per is 0).
-func limitHandshakes(rm network.ResourceManager, per int) network.ResourceManager {
-	if per <= 0 {
+// limitAddrs wraps rm with limits of per handshakes and memory bytes per
+// address; it returns rm itself if both are 0 (no limit).
+func limitAddrs(rm network.ResourceManager, per int, memory int64) network.ResourceManager {
+	if per <= 0 && memory <= 0 {
 		return rm
 	}
-	return &addrLimiter{ResourceManager: rm, per: per, exempt: handshakeExempt, open: make(map[netip.Prefix]int)}
+	return &addrLimiter{
+		ResourceManager: rm, per: max(per, 0), memory: max(memory, 0), exempt: handshakeExempt,
+		open: make(map[netip.Prefix]int), held: make(map[netip.Prefix]int64),
+	}
 }
 
-// OpenConnection opens the connection's scope, counting an inbound one
-// against its address until its peer is named or it ends.
+// OpenConnection opens the connection's scope. An inbound TCP one counts
+// against its address: as a handshake until its peer is named or it ends,
+// and for the memory it reserves until it ends.
 func (l *addrLimiter) OpenConnection(dir network.Direction, usefd bool, endpoint ma.Multiaddr) (network.ConnManagementScope, error) {
 	key, ok := l.key(dir, endpoint)
-	if ok {
-		l.mu.Lock()
-		if l.open[key] >= l.per {
-			l.mu.Unlock()
-			return nil, errHandshakes
-		}
-		l.open[key]++
-		l.mu.Unlock()
+	if !ok {
+		return l.ResourceManager.OpenConnection(dir, usefd, endpoint)
+	}
+	if !l.begin(key) {
+		return nil, errHandshakes
 	}
 	s, err := l.ResourceManager.OpenConnection(dir, usefd, endpoint)
-	if !ok {
-		return s, err
-	}
-	h := &addrScope{ConnManagementScope: s, l: l, key: key}
 	if err != nil {
-		h.release()
+		l.done(key)
 		return nil, err
 	}
-	return h, nil
+	return &addrScope{ConnManagementScope: s, charge: addrCharge{l: l, key: key}}, nil
 }
 
 // key is the address an inbound connection from endpoint counts against,
@@ -128,8 +129,26 @@ func (l *addrLimiter) key(dir network.Direction, endpoint ma.Multiaddr) (netip.P
 	return key, err == nil
 }
 
+// begin counts a handshake of key, or reports false if key holds its
+// limit already.
+func (l *addrLimiter) begin(key netip.Prefix) bool {
+	if l.per == 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[key] >= l.per {
+		return false
+	}
+	l.open[key]++
+	return true
+}
+
 // done counts off one handshake of key.
 func (l *addrLimiter) done(key netip.Prefix) {
+	if l.per == 0 {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.open[key]--; l.open[key] <= 0 {
@@ -138,15 +157,17 @@ func (l *addrLimiter) done(key netip.Prefix) {
 }
 
 // addrScope is an inbound connection's scope, counted against its
-// address until SetPeer or Done.
+// address as a handshake until SetPeer or Done, and charged to it for the
+// memory reserved through it (addrmem.go) until each reservation is
+// released or its scope ends.
 type addrScope struct {
 	network.ConnManagementScope
-	l    *addrLimiter
-	key  netip.Prefix
-	once sync.Once
+	charge addrCharge
+	once   sync.Once
 }
 
-func (s *addrScope) release() { s.once.Do(func() { s.l.done(s.key) }) }
+// release counts off the connection's handshake, once.
+func (s *addrScope) release() { s.once.Do(func() { s.charge.l.done(s.charge.key) }) }
 
 // SetPeer ends the handshake's count and names the peer.
 func (s *addrScope) SetPeer(p peer.ID) error {
@@ -154,8 +175,11 @@ func (s *addrScope) SetPeer(p peer.ID) error {
 	return s.ConnManagementScope.SetPeer(p)
 }
 
-// Done ends the handshake's count, if still counted, and the scope.
+// Done ends the handshake's count, if still counted, and the scope, and
+// frees the memory the scope held at its address (go-libp2p frees a
+// scope's memory as it ends).
 func (s *addrScope) Done() {
 	s.release()
 	s.ConnManagementScope.Done()
+	s.charge.settle()
 }

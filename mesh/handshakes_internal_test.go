@@ -23,7 +23,7 @@ func TestHandshakeLimiter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer base.Close()
-	l := limitHandshakes(base, 3)
+	l := limitAddrs(base, 3, 0)
 	open := func(dir network.Direction, addr string) (network.ConnManagementScope, error) {
 		return l.OpenConnection(dir, true, ma.StringCast(addr))
 	}

@@ -127,11 +127,12 @@ const (
 // What this cannot do: bound a peer below the system's memory per
 // connection it admits (a seed's 1,152 MiB over 1,280 connections: 0.9
 // MiB; an app's 2.4), which an honest peer's few yamux streams already
-// exceed, so 144 keys still fill a seed's memory (a seed admits 256
-// connections from one IPv4 address), and a peer that claims content this
-// node fetches is asked, and gets a sender's limits until askedFor after
-// the last want-block (bitswap's session stops asking a peer that sends
-// nothing, and fetch penalises it).
+// exceed, so 144 keys still fill a seed's memory (from four addresses or
+// more: the memory of one address's connections is bounded, addrmem.go),
+// and a peer that claims content this node fetches is asked, and gets a
+// sender's limits until askedFor after the last want-block (bitswap's
+// session stops asking a peer that sends nothing, and fetch penalises
+// it).
 const (
 	// yamuxWindow is go-yamux's initial stream window, which each stream
 	// reserves as it opens.
@@ -309,7 +310,7 @@ func limitOptions(cfg Config, asked *askedPeers) ([]libp2p.Option, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: connection manager: %w", err)
 	}
-	return []libp2p.Option{libp2p.ResourceManager(limitHandshakes(rm, handshakesPerAddr(cfg))), libp2p.ConnectionManager(cm)}, nil
+	return []libp2p.Option{libp2p.ResourceManager(limitAddrs(rm, handshakesPerAddr(cfg), addrMemory(cfg))), libp2p.ConnectionManager(cm)}, nil
 }
 
 // evidence rates what the node knows of p beyond its announcements, for the
