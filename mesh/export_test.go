@@ -50,3 +50,17 @@ func LiftHandshakeExempt() (restore func()) {
 	handshakeExempt = nil
 	return func() { handshakeExempt = was }
 }
+
+// AddrMemory is the memory n's inbound connections from the IPv4 address
+// ip hold against n's limit of memory per address, and that limit (0: no
+// limit), for tests.
+func AddrMemory(n *Node, ip string) (held, limit int64) {
+	l, ok := n.host.Network().ResourceManager().(*addrLimiter)
+	if !ok {
+		return 0, 0
+	}
+	key := netip.PrefixFrom(netip.MustParseAddr(ip), 32)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held[key], l.memory
+}

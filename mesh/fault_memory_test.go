@@ -132,12 +132,18 @@ func streamHolder(ctx context.Context, t *testing.T, n *mesh.Node, transport str
 		idleStreams(ctx, h, n, mesh.UnaskedStreamsInbound, wg, &resets) // all it may hold: more are refused, and their windows close its connection
 		return h
 	}
+	holdEvery(ctx, h, n, wg)
+	return h
+}
+
+// holdEvery makes h hold all the streams n admits it on every protocol n
+// speaks, bitswap's first (holdStreams).
+func holdEvery(ctx context.Context, h host.Host, n *mesh.Node, wg *sync.WaitGroup) {
 	protos := n.Host().Mux().Protocols()
 	slices.SortStableFunc(protos, func(a, b protocol.ID) int { // bitswap's live longest
 		return cmp.Compare(b2i(!isBitswap(a)), b2i(!isBitswap(b)))
 	})
 	holdStreams(ctx, h, n, protos, wg)
-	return h
 }
 
 func b2i(b bool) int {
