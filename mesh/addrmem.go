@@ -70,6 +70,9 @@ func addrMemory(cfg Config) int64 {
 // reserve charges size bytes to key at prio (the resource manager's
 // priorities: at prio p, only up to (p+1)/256 of the limit), or refuses.
 func (l *addrLimiter) reserve(key netip.Prefix, size int64, prio uint8) error {
+	if l == nil {
+		return nil // a connection not charged to an address
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.memory > 0 && l.held[key]+size > l.memory*(1+int64(prio))/256 {
@@ -81,7 +84,7 @@ func (l *addrLimiter) reserve(key netip.Prefix, size int64, prio uint8) error {
 
 // unreserve frees size bytes of key's charge.
 func (l *addrLimiter) unreserve(key netip.Prefix, size int64) {
-	if size == 0 {
+	if l == nil || size == 0 {
 		return
 	}
 	l.mu.Lock()
@@ -91,8 +94,8 @@ func (l *addrLimiter) unreserve(key netip.Prefix, size int64) {
 	}
 }
 
-// addrCharge is what one scope reserved against its address. Safe for
-// concurrent use.
+// addrCharge is what one scope reserved against its address (none if l is
+// nil: a connection not charged to one). Safe for concurrent use.
 type addrCharge struct {
 	l   *addrLimiter
 	key netip.Prefix
@@ -133,6 +136,13 @@ func (c *addrCharge) release(size int, under func(int)) {
 	n := min(max(int64(size), 0), c.held)
 	c.held -= n
 	c.l.unreserve(c.key, n)
+}
+
+// empty reports whether the scope holds nothing and has not ended.
+func (c *addrCharge) empty() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held == 0 && !c.done
 }
 
 // settle frees at the address all the scope still holds: the scope has
@@ -203,9 +213,21 @@ type addrSpan struct {
 	charge addrCharge
 }
 
-// ReserveMemory reserves memory in the span, charged to its address.
+// ReserveMemory reserves memory in the span, charged to its address. A
+// span whose first reservation, at priority 255, is refused is ended here:
+// go-yamux begins a span for each new stream and reserves its window at
+// 255, and when that is refused it drops the span without ending it, which
+// held a reference to the peer's scope for ever (the resource manager
+// never collected the scope of a peer once refused a window; an attacker
+// with new keys made one such scope per key). Ending a span twice is a
+// no-op.
 func (s *addrSpan) ReserveMemory(size int, prio uint8) error {
-	return s.charge.reserve(size, prio, s.ResourceScopeSpan.ReserveMemory)
+	first := s.charge.empty()
+	err := s.charge.reserve(size, prio, s.ResourceScopeSpan.ReserveMemory)
+	if err != nil && first && prio == network.ReservationPriorityAlways {
+		s.Done()
+	}
+	return err
 }
 
 // ReleaseMemory frees memory the span reserved.

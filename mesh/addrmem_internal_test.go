@@ -101,6 +101,11 @@ func TestAddrMemory(t *testing.T) {
 	}
 	c3, s3 := b.conn(network.DirInbound, ip)
 	b.reserve("a third peer of the full address", s3, 256, 255, errAddrMemory)
+	b.reserve("the span whose first window was refused", s3, 1, 255, errOther) // ended (addrSpan)
+	s3, err := c3.PeerScope().BeginSpan()                                      // the next stream's
+	if err != nil {
+		t.Fatal(err)
+	}
 	b.reserve("the third peer's connection scope", c3, 1, 255, errAddrMemory)
 	_, other := b.conn(network.DirInbound, "198.51.100.8")
 	b.reserve("a peer of another address", other, 256, 255, nil)
@@ -115,11 +120,11 @@ func TestAddrMemory(t *testing.T) {
 	}
 	q.Done()
 	for i := range 3 {
-		c, s := b.conn(network.DirInbound, "127.0.0.2")
-		if _, ok := c.(*addrScope); ok {
-			t.Fatal("a loopback connection is charged to its address")
-		}
+		_, s := b.conn(network.DirInbound, "127.0.0.2")
 		b.reserve(fmt.Sprintf("loopback peer %d", i+1), s, 512, 255, nil)
+	}
+	if got := b.held("127.0.0.2"); got != 0 {
+		t.Errorf("loopback is charged %d KiB", got>>10)
 	}
 
 	s1.ReleaseMemory(256 << 10)
@@ -189,7 +194,59 @@ func TestAddrMemoryPerAddr(t *testing.T) {
 			t.Errorf("addrMemory(%s, MaxMemory %d MiB, ConnsPerIP %d) = %d MiB, want %d", c.role, cfg.MaxMemory>>20, cfg.Relay.ConnsPerIP, got>>20, c.want>>20)
 		}
 	}
-	if _, ok := limitAddrs(&network.NullResourceManager{}, 0, 0).(*addrLimiter); ok {
-		t.Errorf("limitAddrs without limits wrapped the resource manager")
+}
+
+// refusingSpan is a span that refuses every reservation and records its
+// end.
+type refusingSpan struct {
+	network.ResourceScopeSpan
+	ended bool
+}
+
+func (s *refusingSpan) ReserveMemory(int, uint8) error { return network.ErrResourceLimitExceeded }
+func (s *refusingSpan) Done()                          { s.ended = true }
+
+// TestAbandonedSpanEnded: a span whose first reservation, at priority 255
+// (go-yamux's window for a new stream), is refused is ended, as go-yamux
+// drops it without ending it (the peer's scope was held for ever); one
+// refused a window's growth (128) or a later window is not: its stream
+// goes on. Connections charged to no address are wrapped for it too.
+func TestAbandonedSpanEnded(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		held  int64
+		prio  uint8
+		ended bool
+	}{
+		{"a new stream's window refused", 0, 255, true},
+		{"a window's growth refused", 256 << 10, 128, false},
+		{"a later window refused", 256 << 10, 255, false},
+		{"a first reservation at 128 refused", 0, 128, false},
+	} {
+		under := &refusingSpan{}
+		s := &addrSpan{ResourceScopeSpan: under}
+		s.charge.held = c.held
+		if err := s.ReserveMemory(256<<10, c.prio); err == nil {
+			t.Fatalf("%s: the reservation was not refused", c.name)
+		}
+		if under.ended != c.ended {
+			t.Errorf("%s: span ended %v, want %v", c.name, under.ended, c.ended)
+		}
+	}
+	base, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	l := limitAddrs(base, 0, 0)
+	for _, addr := range []string{"/ip4/127.0.0.1/tcp/1", "/ip4/198.51.100.7/tcp/1"} {
+		c, err := l.OpenConnection(network.DirOutbound, true, ma.StringCast(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := c.(*addrScope); !ok {
+			t.Errorf("an outbound TCP connection to %s is not wrapped: its muxer's abandoned spans are never ended", addr)
+		}
+		c.Done()
 	}
 }

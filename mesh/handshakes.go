@@ -68,11 +68,9 @@ type addrLimiter struct {
 }
 
 // limitAddrs wraps rm with limits of per handshakes and memory bytes per
-// address; it returns rm itself if both are 0 (no limit).
+// address (0: no limit); with neither, it still ends the spans go-yamux
+// abandons (addrSpan).
 func limitAddrs(rm network.ResourceManager, per int, memory int64) network.ResourceManager {
-	if per <= 0 && memory <= 0 {
-		return rm
-	}
 	return &addrLimiter{
 		ResourceManager: rm, per: max(per, 0), memory: max(memory, 0), exempt: handshakeExempt,
 		open: make(map[netip.Prefix]int), held: make(map[netip.Prefix]int64),
@@ -85,7 +83,11 @@ func limitAddrs(rm network.ResourceManager, per int, memory int64) network.Resou
 func (l *addrLimiter) OpenConnection(dir network.Direction, usefd bool, endpoint ma.Multiaddr) (network.ConnManagementScope, error) {
 	key, ok := l.key(dir, endpoint)
 	if !ok {
-		return l.ResourceManager.OpenConnection(dir, usefd, endpoint)
+		s, err := l.ResourceManager.OpenConnection(dir, usefd, endpoint)
+		if err != nil || !isTCP(endpoint) {
+			return s, err
+		}
+		return &addrScope{ConnManagementScope: s}, nil // its muxer's spans ended when refused (addrSpan)
 	}
 	if !l.begin(key) {
 		return nil, errHandshakes
@@ -104,8 +106,8 @@ func (l *addrLimiter) key(dir network.Direction, endpoint ma.Multiaddr) (netip.P
 	if dir != network.DirInbound || endpoint == nil {
 		return netip.Prefix{}, false
 	}
-	if _, err := endpoint.ValueForProtocol(ma.P_TCP); err != nil {
-		return netip.Prefix{}, false // not TCP
+	if !isTCP(endpoint) {
+		return netip.Prefix{}, false
 	}
 	ip, err := manet.ToIP(endpoint)
 	if err != nil {
@@ -129,6 +131,13 @@ func (l *addrLimiter) key(dir network.Direction, endpoint ma.Multiaddr) (netip.P
 	return key, err == nil
 }
 
+// isTCP reports whether a connection to or from endpoint is over TCP
+// (WebSockets included): muxed by yamux.
+func isTCP(endpoint ma.Multiaddr) bool {
+	_, err := endpoint.ValueForProtocol(ma.P_TCP)
+	return err == nil
+}
+
 // begin counts a handshake of key, or reports false if key holds its
 // limit already.
 func (l *addrLimiter) begin(key netip.Prefix) bool {
@@ -146,7 +155,7 @@ func (l *addrLimiter) begin(key netip.Prefix) bool {
 
 // done counts off one handshake of key.
 func (l *addrLimiter) done(key netip.Prefix) {
-	if l.per == 0 {
+	if l == nil || l.per == 0 {
 		return
 	}
 	l.mu.Lock()
