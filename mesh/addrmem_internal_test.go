@@ -210,7 +210,8 @@ func (s *refusingSpan) Done()                          { s.ended = true }
 // (go-yamux's window for a new stream), is refused is ended, as go-yamux
 // drops it without ending it (the peer's scope was held for ever); one
 // refused a window's growth (128) or a later window is not: its stream
-// goes on. Connections charged to no address are wrapped for it too.
+// goes on. Connections charged to no address (outbound, loopback, relayed)
+// are wrapped for it too.
 func TestAbandonedSpanEnded(t *testing.T) {
 	for _, c := range []struct {
 		name  string
@@ -239,13 +240,14 @@ func TestAbandonedSpanEnded(t *testing.T) {
 	}
 	defer base.Close()
 	l := limitAddrs(base, 0, 0)
-	for _, addr := range []string{"/ip4/127.0.0.1/tcp/1", "/ip4/198.51.100.7/tcp/1"} {
+	for _, addr := range []string{"/ip4/127.0.0.1/tcp/1", "/ip4/198.51.100.7/tcp/1",
+		"/ip4/198.51.100.7/udp/1/quic-v1/p2p/12D3KooWGzHcyF5HF5ggMGRMq1yjDd4Zjvcw96DyHcnWUyaVfhfF/p2p-circuit"} {
 		c, err := l.OpenConnection(network.DirOutbound, true, ma.StringCast(addr))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, ok := c.(*addrScope); !ok {
-			t.Errorf("an outbound TCP connection to %s is not wrapped: its muxer's abandoned spans are never ended", addr)
+			t.Errorf("an outbound yamux connection to %s is not wrapped: its muxer's abandoned spans are never ended", addr)
 		}
 		c.Done()
 	}

@@ -20,7 +20,7 @@ import (
 // noise and then sends nothing holds a transient slot for 15 s, and a few
 // addresses at the rate limit (each holding 64 at once, at a seed's 4.3 a
 // second) took every inbound slot a seed has (fault
-// TestFaultStalledHandshakes, from one address). So an address (an IPv4
+// TestFaultStalledHandshakesFewAddresses: four addresses). So an address (an IPv4
 // address, an IPv6 /56, as the per-address limits count) holds at most
 // handshakesPerAddr inbound connections in their handshake; one more is
 // refused at its accept, before any handshake work. A seed's 16 is far
@@ -28,7 +28,8 @@ import (
 // handshake takes a few round trips), and filling a seed's 1,280 inbound
 // connections now takes 80 addresses. Loopback is exempt, as from
 // go-libp2p's own per-address limits. Only TCP connections (WebSockets
-// included) count: a UDP source address can be forged, and counting QUIC's
+// included; not relayed ones, whose address is the relay's) count: a UDP
+// source address can be forged, and counting QUIC's
 // or WebRTC's first packets against an address would let anyone lock that
 // address out by sending them in its name (quic-go makes a client prove
 // its address under load instead).
@@ -84,7 +85,7 @@ func (l *addrLimiter) OpenConnection(dir network.Direction, usefd bool, endpoint
 	key, ok := l.key(dir, endpoint)
 	if !ok {
 		s, err := l.ResourceManager.OpenConnection(dir, usefd, endpoint)
-		if err != nil || !isTCP(endpoint) {
+		if err != nil || !yamuxed(endpoint) {
 			return s, err
 		}
 		return &addrScope{ConnManagementScope: s}, nil // its muxer's spans ended when refused (addrSpan)
@@ -106,8 +107,8 @@ func (l *addrLimiter) key(dir network.Direction, endpoint ma.Multiaddr) (netip.P
 	if dir != network.DirInbound || endpoint == nil {
 		return netip.Prefix{}, false
 	}
-	if !isTCP(endpoint) {
-		return netip.Prefix{}, false
+	if !has(endpoint, ma.P_TCP) || has(endpoint, ma.P_CIRCUIT) {
+		return netip.Prefix{}, false // not TCP, or relayed: its address is the relay's
 	}
 	ip, err := manet.ToIP(endpoint)
 	if err != nil {
@@ -131,10 +132,15 @@ func (l *addrLimiter) key(dir network.Direction, endpoint ma.Multiaddr) (netip.P
 	return key, err == nil
 }
 
-// isTCP reports whether a connection to or from endpoint is over TCP
-// (WebSockets included): muxed by yamux.
-func isTCP(endpoint ma.Multiaddr) bool {
-	_, err := endpoint.ValueForProtocol(ma.P_TCP)
+// yamuxed reports whether a connection to or from endpoint is muxed by
+// yamux: over TCP (WebSockets included) or relayed.
+func yamuxed(endpoint ma.Multiaddr) bool {
+	return has(endpoint, ma.P_TCP) || has(endpoint, ma.P_CIRCUIT)
+}
+
+// has reports whether endpoint has a component of protocol code.
+func has(endpoint ma.Multiaddr, code int) bool {
+	_, err := endpoint.ValueForProtocol(code)
 	return err == nil
 }
 

@@ -14,8 +14,9 @@ import (
 
 // TestHandshakeLimiter: an address holds at most per inbound connections
 // before their peer is named; naming the peer or ending the connection
-// frees a place; outbound connections, loopback, other addresses and UDP
-// (whose source address can be forged) do not count; an IPv6 /56 counts as
+// frees a place; outbound connections, loopback, other addresses, UDP
+// (whose source address can be forged) and relayed connections (whose
+// address is the relay's) do not count; an IPv6 /56 counts as
 // one address.
 func TestHandshakeLimiter(t *testing.T) {
 	base, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits))
@@ -41,7 +42,8 @@ func TestHandshakeLimiter(t *testing.T) {
 		}
 	}
 	for _, addr := range []string{"/ip4/198.51.100.8/tcp/1", "/ip4/127.0.0.2/tcp/1", "/ip6/::1/tcp/1",
-		"/ip4/198.51.100.7/udp/1/quic-v1", "/ip4/198.51.100.7/udp/1/webrtc-direct"} {
+		"/ip4/198.51.100.7/udp/1/quic-v1", "/ip4/198.51.100.7/udp/1/webrtc-direct",
+		"/ip4/198.51.100.7/tcp/1/p2p/12D3KooWGzHcyF5HF5ggMGRMq1yjDd4Zjvcw96DyHcnWUyaVfhfF/p2p-circuit"} {
 		if _, err := open(network.DirInbound, addr); err != nil {
 			t.Errorf("inbound from %s: %v", addr, err)
 		}
