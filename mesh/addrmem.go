@@ -24,20 +24,20 @@ import (
 // of 384 MiB, 160 held 378-383 MiB and the seed closed the honest app's
 // connection (in 4 runs of 7; fault TestFaultAddrMemory).
 //
-// So the TCP connections of one address (WebSockets included; an IPv4
-// address, an IPv6 /56, as for handshakes) reserve at most addrMemory in
-// all, through their scopes, their spans, and the spans of their peers'
-// scopes that their muxers begin: a quarter of the system's memory (288 MiB
-// at a seed, 96 at an app). A reservation over it is refused as the
-// resource manager refuses one, at its priority (a window's growth, at 128,
-// only below half of it): an inbound stream whose window is refused closes
-// its connection, of that address; no other address loses anything. Beside
-// the same attacks the address holds 91-96 MiB of 384 (284-287 of 1,152),
-// no honest connection is closed, and the honest fetch takes 0.8-1.9x its
-// baseline. Filling a seed's memory now takes four addresses. An honest
-// peer's few streams reserve 1.5-1.8 MiB at a seed: 160 such peers fit
-// behind one address (of the 256 connections it may hold), and the rest of
-// the memory is left to the other addresses; an app's address holds 8
+// So the TCP connections of one address (WebSockets included, relayed ones
+// not; an IPv4 address, an IPv6 /56, as for handshakes) reserve at most
+// addrMemory in all, through their scopes, their spans, and the spans of
+// their peers' scopes that their muxers begin: a quarter of the system's
+// memory (288 MiB at a seed, 96 at an app). A reservation over it is refused
+// as the resource manager refuses one, at its priority (a window's growth,
+// at 128, only below half of it): an inbound stream whose window is refused
+// closes its connection, of that address; no other address loses anything.
+// Beside the same attacks the address holds 91-96 MiB of 384 (284-287 of
+// 1,152), no honest connection is closed, and the honest fetch takes
+// 0.8-1.9x its baseline. Filling a seed's memory now takes four addresses.
+// An honest peer's few streams reserve 1.5-1.8 MiB at a seed: 160 such peers
+// fit behind one address (of the 256 connections it may hold), and the rest
+// of the memory is left to the other addresses; an app's address holds 8
 // connections, and its 96 MiB a sender's 80 (senderPeerMemory). No limit
 // without a limit on connections per address (ConnsPerIP negative: a node
 // behind a proxy sees one address); loopback is exempt, as from the
