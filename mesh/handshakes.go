@@ -171,10 +171,11 @@ func (l *addrLimiter) done(key netip.Prefix) {
 	}
 }
 
-// addrScope is an inbound connection's scope, counted against its
-// address as a handshake until SetPeer or Done, and charged to it for the
-// memory reserved through it (addrmem.go) until each reservation is
-// released or its scope ends.
+// addrScope is the scope of a connection yamux muxes. An inbound one
+// with an address to charge (charge.l set) counts against it as a
+// handshake until SetPeer or Done, and for the memory reserved through it
+// (addrmem.go) until each reservation is released or its scope ends; on
+// every one the spans go-yamux abandons are ended (addrSpan).
 type addrScope struct {
 	network.ConnManagementScope
 	charge addrCharge
