@@ -57,14 +57,15 @@ import (
 // refusals.
 var errAddrMemory = fmt.Errorf("mesh: memory limit of the address reached: %w", network.ErrResourceLimitExceeded)
 
-// addrMemory is the memory limit per address for cfg: a quarter of the
-// resource manager's system memory (288 MiB at a seed, 96 at an app); none
-// (0) when connections per address are not limited.
-func addrMemory(cfg Config) int64 {
+// addrMemory is the memory limit per address for cfg, whose resource
+// manager limits with lim: a quarter of its system memory (288 MiB at a
+// seed, 96 at an app); none (0) when connections per address are not
+// limited.
+func addrMemory(cfg Config, lim rcmgr.Limiter) int64 {
 	if cfg.Relay.ConnsPerIP < 0 {
 		return 0
 	}
-	return rcmgr.NewFixedLimiter(resourceLimits(cfg)).GetSystemLimits().GetMemoryLimit() / 4
+	return lim.GetSystemLimits().GetMemoryLimit() / 4
 }
 
 // reserve charges size bytes to key at prio (the resource manager's

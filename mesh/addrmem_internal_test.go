@@ -190,7 +190,7 @@ func TestAddrMemoryPerAddr(t *testing.T) {
 		if c.connsPerIP != 0 {
 			cfg.Relay.ConnsPerIP = c.connsPerIP
 		}
-		if got := addrMemory(cfg); got != c.want {
+		if got := addrMemory(cfg, newLimiter(cfg, newAskedPeers())); got != c.want {
 			t.Errorf("addrMemory(%s, MaxMemory %d MiB, ConnsPerIP %d) = %d MiB, want %d", c.role, cfg.MaxMemory>>20, cfg.Relay.ConnsPerIP, got>>20, c.want>>20)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // Handshakes in progress, per address. An inbound connection sits in the
@@ -110,15 +109,10 @@ func (l *addrLimiter) key(dir network.Direction, endpoint ma.Multiaddr) (netip.P
 	if !has(endpoint, ma.P_TCP) || has(endpoint, ma.P_CIRCUIT) {
 		return netip.Prefix{}, false // not TCP, or relayed: its address is the relay's
 	}
-	ip, err := manet.ToIP(endpoint)
-	if err != nil {
-		return netip.Prefix{}, false
-	}
-	a, ok := netip.AddrFromSlice(ip)
+	a, ok := ipOf(endpoint)
 	if !ok {
 		return netip.Prefix{}, false
 	}
-	a = a.Unmap()
 	for _, p := range l.exempt {
 		if p.Contains(a) {
 			return netip.Prefix{}, false

@@ -302,7 +302,8 @@ func (a *askedPeers) sender(p peer.ID, now time.Time) bool { return a.until.Has(
 // limitOptions returns the host's resource and connection managers; the
 // resource manager admits the peers in asked as senders.
 func limitOptions(cfg Config, asked *askedPeers) ([]libp2p.Option, error) {
-	rm, err := rcmgr.NewResourceManager(newLimiter(cfg, asked), connLimitOptions(cfg)...)
+	lim := newLimiter(cfg, asked)
+	rm, err := rcmgr.NewResourceManager(lim, connLimitOptions(cfg)...)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: resource manager: %w", err)
 	}
@@ -310,7 +311,7 @@ func limitOptions(cfg Config, asked *askedPeers) ([]libp2p.Option, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: connection manager: %w", err)
 	}
-	return []libp2p.Option{libp2p.ResourceManager(limitAddrs(rm, handshakesPerAddr(cfg), addrMemory(cfg))), libp2p.ConnectionManager(cm)}, nil
+	return []libp2p.Option{libp2p.ResourceManager(limitAddrs(rm, handshakesPerAddr(cfg), addrMemory(cfg, lim))), libp2p.ConnectionManager(cm)}, nil
 }
 
 // evidence rates what the node knows of p beyond its announcements, for the

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
 
@@ -130,14 +131,16 @@ func (n *Node) networkChanged(st netState) {
 // machine no longer has. A connection from an unspecified address (a QUIC
 // socket bound to 0.0.0.0) is not judged.
 func goneLocal(c network.Conn, st netState) bool {
-	ip, err := manet.ToIP(c.LocalMultiaddr())
+	a, ok := ipOf(c.LocalMultiaddr())
+	return ok && !a.IsUnspecified() && !st.addrs[a]
+}
+
+// ipOf is the IP address of m (IPv4-mapped ones as IPv4), if it has one.
+func ipOf(m ma.Multiaddr) (netip.Addr, bool) {
+	ip, err := manet.ToIP(m)
 	if err != nil {
-		return false
+		return netip.Addr{}, false
 	}
 	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return false
-	}
-	a = a.Unmap()
-	return !a.IsUnspecified() && !st.addrs[a]
+	return a.Unmap(), ok
 }
