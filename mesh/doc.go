@@ -35,8 +35,8 @@
 // laptop on another Wi-Fi, a cable, offline and back: the addresses of
 // the interfaces that are up, looked at every 2 s), the node closes the
 // connections from addresses it no longer has and its HTTP client's idle
-// ones, and redials its seeds at once. A seed keeps its multiaddrs across restarts
-// when it keeps its DataDir (identity) and listens on fixed ports
+// ones, and redials its seeds at once. A seed keeps its multiaddrs across
+// restarts when it keeps its DataDir (identity) and listens on fixed ports
 // (examples/seed -listen).
 //
 // On every new connection a node asks the peer for the roots it holds
