@@ -16,7 +16,7 @@ import (
 // from the origin when others fetch the same content (striping), when a
 // leaf left to another is taken from the origin after all, and when peers
 // count as slower than the origin. Everything here is a pure function of
-// the state it is given and the time: the Reader (reader.go) gathers the
+// the state it is given and the time: the Reader (schedule.go) gathers the
 // state under its lock, asks, and carries the answer out; the tests
 // (policy_test.go) drive it with a fake clock.
 
