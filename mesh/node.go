@@ -207,7 +207,8 @@ func (n *Node) startFetcher(reg prometheus.Registerer, gate *fetch.Gater) (err e
 // opens the store; an InMemory node gets a new key and an in-memory store.
 func (n *Node) openDataDir(ctx context.Context) (crypto.PrivKey, error) {
 	cfg := n.cfg
-	storeCfg := store.Config{InMemory: cfg.InMemory, Quota: cfg.Quota, Logger: cfg.Logger, ReleaseMapped: cfg.ReleaseMapped}
+	storeCfg := store.Config{InMemory: cfg.InMemory, Quota: cfg.Quota, Logger: cfg.Logger, ReleaseMapped: cfg.ReleaseMapped,
+		ReleaseQuietHeap: store.DefaultReleaseMapped}
 	var key crypto.PrivKey
 	var err error
 	if cfg.InMemory {

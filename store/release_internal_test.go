@@ -1,9 +1,12 @@
 package store
 
 import (
+	"context"
 	"runtime/metrics"
 	"testing"
 	"time"
+
+	"github.com/meshcdn/meshcdn/internal/testutil"
 )
 
 // heapSink keeps the test's allocations reachable until it drops them, so
@@ -22,13 +25,13 @@ func TestHeapReleaser(t *testing.T) {
 	}
 	heapSink = nil
 	released0 := releasedBytes(t)
-	if n := h.release(); n < 64<<20 {
+	if n := h.release(false); n < 64<<20 {
 		t.Fatalf("release found %d MiB to release after 64 MiB of garbage", n>>20)
 	}
 	if d := releasedBytes(t) - released0; d < 32<<20 {
 		t.Errorf("%d MiB returned to the kernel, want most of the 64 MiB of garbage", d>>20)
 	}
-	if n := h.release(); n != 0 {
+	if n := h.release(false); n != 0 {
 		t.Errorf("a second check right after released (%d MiB allocated or free)", n>>20)
 	}
 }
@@ -50,18 +53,103 @@ func releasedBytes(t *testing.T) int64 {
 func TestReleaseHeapOncePerInterval(t *testing.T) {
 	const every = time.Hour
 	now := time.Now()
-	processHeap.mu.Lock()
-	processHeap.last = time.Time{} // another run of this test set it an hour ahead
-	processHeap.mu.Unlock()
-	releaseHeap(now, every) // the first check: sets the baseline
+	resetLast := func() {
+		processHeap.mu.Lock()
+		processHeap.last = time.Time{} // set an hour ahead below
+		processHeap.mu.Unlock()
+	}
+	resetLast()
+	defer resetLast() // for the other stores' checks in this process
+	releaseHeap(now, every, false) // the first check: sets the baseline
 	for range 16 {
 		heapSink = append(heapSink, make([]byte, 1<<20))
 	}
 	heapSink = nil
-	if n := releaseHeap(now.Add(time.Second), every); n != 0 {
+	if n := releaseHeap(now.Add(time.Second), every, false); n != 0 {
 		t.Errorf("a second store's check a second later released %d MiB", n>>20)
 	}
-	if n := releaseHeap(now.Add(every), every); n < 16<<20 {
+	if n := releaseHeap(now.Add(every), every, false); n < 16<<20 {
 		t.Errorf("the check an interval later released %d MiB, want the 16 MiB allocated since", n>>20)
 	}
+}
+
+// TestQuietHeapReleaser: for a quiet process only (a seed), the check
+// leaves a process that is allocating alone, collects once it has gone
+// quiet after the burst (a seed idle after a pin held the pin's garbage
+// until a peer asked it for something), and not again while it stays
+// quiet.
+func TestQuietHeapReleaser(t *testing.T) {
+	h := newHeapReleaser()
+	for range 64 {
+		heapSink = append(heapSink, make([]byte, 1<<20))
+	}
+	heapSink = nil
+	if n := h.release(true); n != 0 {
+		t.Fatalf("the check released %d MiB while 64 MiB had just been allocated", n>>20)
+	}
+	released0 := releasedBytes(t)
+	if n := h.release(true); n < 64<<20 {
+		t.Fatalf("the check after the burst released %d MiB, want the 64 MiB allocated since the last release", n>>20)
+	}
+	if d := releasedBytes(t) - released0; d < 32<<20 {
+		t.Errorf("%d MiB returned to the kernel, want most of the 64 MiB of garbage", d>>20)
+	}
+	if n := h.release(true); n != 0 {
+		t.Errorf("a third check, quiet since, released %d MiB", n>>20)
+	}
+}
+
+// TestHeapDue: the rule of both kinds of check, at the edges of
+// minHeapRelease.
+func TestHeapDue(t *testing.T) {
+	const m = minHeapRelease
+	for _, c := range []struct {
+		name               string
+		since, burst, free uint64
+		quiet, want        bool
+	}{
+		{"busy", m, m, 0, false, true},
+		{"free heap", 0, 0, m, false, true},
+		{"idle", m - 1, m, m - 1, false, false},
+		{"quiet: busy", m / 4, 4 * m, m, true, false},
+		{"quiet: after a burst", m/4 - 1, m, 0, true, true},
+		{"quiet: free heap", 0, 0, m, true, true},
+		{"quiet: idle since the last release", 0, m - 1, m - 1, true, false},
+	} {
+		if got := heapDue(c.since, c.burst, c.free, c.quiet); got != c.want {
+			t.Errorf("%s: heapDue(%d, %d, %d, %v) = %v, want %v", c.name, c.since, c.burst, c.free, c.quiet, got, c.want)
+		}
+	}
+}
+
+// TestStoreReleasesQuietHeap: a store on disk with ReleaseQuietHeap (a
+// seed's) and no ReleaseMapped forces a collection by itself once the
+// process has gone quiet after an import, and keeps its mapped pages.
+func TestStoreReleasesQuietHeap(t *testing.T) {
+	s, err := New(Config{Dir: t.TempDir(), ReleaseQuietHeap: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	forced0 := forcedCollections(t)
+	if _, err := s.Import(context.Background(), testutil.Reader(8, 24<<20), ImportOptions{Pin: true}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for forcedCollections(t) == forced0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no forced collection within 20 s of a 24 MiB import, the process quiet since")
+		}
+		time.Sleep(10 * time.Millisecond) // the runtime's counters have no event to wait on
+	}
+}
+
+// forcedCollections returns the process's forced garbage collections.
+func forcedCollections(t *testing.T) uint64 {
+	m := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+	metrics.Read(m)
+	if m[0].Value.Kind() != metrics.KindUint64 {
+		t.Fatal("no /gc/cycles/forced:gc-cycles")
+	}
+	return m[0].Value.Uint64()
 }
