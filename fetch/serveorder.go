@@ -49,7 +49,7 @@ import (
 // 0.946-0.949, and its completion p50 rose from 6.2-6.8 s to 7.2-8.6 s
 // (three pairs): a seed that serves the eager first has them serving the
 // others sooner. No gain shown, so mesh leaves it off; what it would take
-// is in the README ("An app's serving order, tried").
+// is in docs/fetch.md ("An app's serving order, tried").
 //
 // Bytes in flight keep the order right between the moment boxo takes a
 // peer's request and the moment the block is sent (a holder at its cap

@@ -1,6 +1,6 @@
 // Striping: tabs (and Go nodes) fetching the same root at the same time
 // split the leaves they take from the origin, by the Go fetch package's
-// rule (fetch/policy.go, "Striping"; README "Striping, and how a browser
+// rule (fetch/policy.go, "Striping"; docs/fetch.md "Striping, and how a browser
 // joins a stripe"). Pure functions of the members, the leaf and the
 // clock, so that they are tested without a browser or timers
 // (test/stripe.test.mjs); client.js's striped fetch carries them out.
