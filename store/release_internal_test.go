@@ -59,7 +59,8 @@ func TestReleaseHeapOncePerInterval(t *testing.T) {
 		processHeap.mu.Unlock()
 	}
 	resetLast()
-	defer resetLast()              // for the other stores' checks in this process
+	defer resetLast() // for the other stores' checks in this process
+
 	releaseHeap(now, every, false) // the first check: sets the baseline
 	for range 16 {
 		heapSink = append(heapSink, make([]byte, 1<<20))
