@@ -77,7 +77,7 @@ type Config struct {
 	// that does not release its mapped pages (a seed) still returns the Go
 	// heap's garbage once it goes quiet after activity (checked every 5 s,
 	// store.Config.ReleaseQuietHeap): a seed idle after pinning 30 MiB kept
-	// 41-49 MiB of heap resident, 10 of it live, until a peer asked it for
+	// 41-53 MiB of heap resident, 10 of it live, until a peer asked it for
 	// something.
 	ReleaseMapped time.Duration
 

@@ -85,7 +85,7 @@ const minHeapRelease = 8 << 20
 // collects only as the heap grows: an app that fetched 30 MiB and went idle
 // kept about 40 MiB of heap resident (RssAnon) a minute later, and a seed
 // that pinned 30 MiB and went idle kept the heap of the pin's end (61 MiB
-// of objects, 10 of them live: RssAnon 41-49 MiB) until its next
+// of objects, 10 of them live: RssAnon 41-53 MiB) until its next
 // collection, which an idle seed put off until a peer asked it for
 // something. A collection is the only way to tell garbage from live
 // objects, so the releaser forces one (debug.FreeOSMemory) when the process

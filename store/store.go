@@ -92,10 +92,11 @@ type Config struct {
 	// after 8 MiB or more since the last release (or with that much free
 	// heap), the heap is collected and its free pages given back to the
 	// kernel (debug.FreeOSMemory): once after each burst of activity. A
-	// busy process is left to the runtime. Mapped pages are kept. Default 0: never; the mesh package's seed role uses
-	// DefaultReleaseMapped (a seed that pinned 30 MiB and went idle held
-	// 41-49 MiB of heap, 10 of it live, until a peer asked it for
-	// something). Needs Dir.
+	// busy process is left to the runtime; mapped pages are kept. Default
+	// 0: never. The mesh package sets DefaultReleaseMapped, which takes
+	// effect on seeds (a seed that pinned 30 MiB and went idle held 41-53
+	// MiB of heap, 10 of it live, until a peer asked it for something).
+	// Needs Dir.
 	ReleaseQuietHeap time.Duration
 }
 
