@@ -43,10 +43,10 @@ type badgerKV struct {
 	// they wait instead.
 	writes sync.RWMutex
 
-	// written counts the value log bytes written since the last garbage
-	// collection round began; the write that takes it past gcEvery wakes
-	// gcLoop through wake.
-	written atomic.Int64
+	// deleted counts the value log bytes of blocks deleted since the last
+	// garbage collection round began; the delete that takes it past
+	// gcEvery wakes gcLoop through wake.
+	deleted atomic.Int64
 	wake    chan struct{}
 	// rounds is held while gcLoop runs garbage collection (a test's
 	// collection takes it too).
@@ -66,22 +66,27 @@ func (d *badgerKV) enter() bool {
 }
 
 // gcInterval is how often the value log is garbage collected, so that
-// evicted blocks give their disk space back; gcEvery bytes written begin a
-// round sooner: the disk holds at most what was evicted in the shorter of
-// the two beyond the quota. A round that finds nothing costs a memtable
-// flush and a compaction of the keys (about 15 ms).
+// evicted blocks give their disk space back; gcEvery bytes of blocks
+// deleted begin a round sooner: the disk holds at most what was evicted in
+// the shorter of the two beyond the quota. A round that finds nothing costs
+// a memtable flush and a compaction of the keys (about 15 ms).
 const (
 	gcInterval     = 2 * time.Minute
 	gcSleep        = time.Second
 	gcDiscardRatio = 0.3
-	// gcEvery is how many bytes written to the value log begin a round
-	// before gcInterval is up (the write that crosses it wakes gcLoop),
-	// which rewrites up to gcRewrites files back to back: a store that writes
-	// faster than gcInterval allows (an app reading files at loopback or
-	// LAN speed) held all it wrote in that time beyond its quota, and more
-	// at every round while writes came faster than one file a gcSleep (a
-	// 64 MiB quota: 2.7 GiB on disk after 4 GiB read). A round that finds
-	// nothing costs a compaction (about 15 ms).
+	// gcEvery is how many bytes of value log blocks deleted begin a round
+	// before gcInterval is up (the delete that crosses it wakes gcLoop),
+	// which rewrites up to gcRewrites files back to back: a store that
+	// evicts faster than gcInterval allows (an app at its quota reading
+	// files at loopback or LAN speed) held all it evicted in that time
+	// beyond its quota, and more at every round while evictions came
+	// faster than one file a gcSleep (a 64 MiB quota: 2.7 GiB on disk after
+	// 4 GiB read). Counted in bytes written until 2026-12-07, rounds also
+	// ran where nothing was deleted, so nothing to give back: a node
+	// fetching four 64 MiB videos under its quota ran three, each a
+	// memtable flush and a level-0 table built while the videos came in
+	// (about 12 MiB more heap at the fetch's peak: badger's new memtable
+	// arena, the table's buffers).
 	gcEvery    = 64 << 20
 	gcRewrites = 2 * gcEvery / vlogFileSize
 	// closeTimeout bounds Close: badger retries a failed memtable flush
@@ -174,8 +179,8 @@ func (d *badgerKV) gcLoop() {
 		case <-d.stop:
 			return
 		case <-d.wake:
-			if d.written.Load() >= gcEvery {
-				d.collectWritten()
+			if d.deleted.Load() >= gcEvery {
+				d.collectDeleted()
 				round = true
 				t.Reset(gcInterval)
 			}
@@ -221,21 +226,21 @@ func (d *badgerKV) pass(begin bool) error {
 // compactForGC begins a round: compact, so that badger counts what deleted
 // blocks left in the value log.
 func (d *badgerKV) compactForGC() {
-	d.written.Store(0)
+	d.deleted.Store(0)
 	if err := d.compact(); err != nil && !errors.Is(err, ErrClosed) {
 		d.log.Warn("compaction for value log garbage collection failed", "err", err)
 	}
 }
 
-// collectWritten runs a round for gcLoop once gcEvery bytes went to the
-// value log since the last one began: a compaction, then up to gcRewrites
-// files rewritten back to back, so that what the writes evicted gives its
-// disk back as fast as they come.
-func (d *badgerKV) collectWritten() {
+// collectDeleted runs a round for gcLoop once gcEvery bytes of value log
+// blocks were deleted since the last one began: a compaction, then up to
+// gcRewrites files rewritten back to back, so that what evictions left
+// gives its disk back as fast as they come.
+func (d *badgerKV) collectDeleted() {
 	d.rounds.Lock()
 	defer d.rounds.Unlock()
 	if !d.roomToCollect() {
-		d.written.Store(0) // look again after gcEvery more
+		d.deleted.Store(0) // look again after gcEvery more
 		return
 	}
 	d.compactForGC()
@@ -317,20 +322,22 @@ func (d *badgerKV) Get(_ context.Context, k datastore.Key) (v []byte, err error)
 	return v, err
 }
 
-// Put writes v at k; the write that takes the value log past gcEvery
-// since the last garbage collection round wakes gcLoop to run one
-// (collectWritten), without waiting for it.
+// Put writes v at k.
 func (d *badgerKV) Put(_ context.Context, k datastore.Key, v []byte) error {
-	if err := d.set(k, v); err != nil {
-		return err
-	}
-	if len(v) > valueThreshold && d.written.Add(int64(len(v))) >= gcEvery {
+	return d.set(k, v)
+}
+
+// deletedValue counts a deleted value of size bytes; the delete that takes
+// the value log's deleted bytes past gcEvery since the last garbage
+// collection round wakes gcLoop to run one (collectDeleted), without
+// waiting for it. Values of valueThreshold or less are in the LSM tree.
+func (d *badgerKV) deletedValue(size int64) {
+	if size > valueThreshold && d.deleted.Add(size) >= gcEvery {
 		select {
 		case d.wake <- struct{}{}:
 		default: // gcLoop is awake already
 		}
 	}
-	return nil
 }
 
 // set is Put's write.

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/ipfs/go-datastore"
 
 	"github.com/meshcdn/meshcdn/internal/testutil"
 )
@@ -162,5 +165,42 @@ func TestValueLogKeepsUpWithWrites(t *testing.T) {
 	t.Logf("192 MiB through a %d MiB store: directory at most %d MiB (limit %d MiB)", quota>>20, peak>>20, limit>>20)
 	if peak > limit {
 		t.Errorf("directory reached %d MiB for a %d MiB quota, want at most %d MiB", peak>>20, quota>>20, limit>>20)
+	}
+}
+
+// TestGCFollowsDeletes: writes alone begin no garbage collection round
+// (a node fetching four 64 MiB videos under its quota ran three, each a
+// memtable flush and a level-0 table built during the fetch, for nothing
+// to give back); deleted blocks do, once gcEvery bytes of them are in the
+// value log. gcLoop is not started here, so the wake stays to be seen.
+func TestGCFollowsDeletes(t *testing.T) {
+	db, err := badger.Open(badgerOptions(t.TempDir(), false, slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	d := &badgerKV{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	ctx := context.Background()
+	for i := range 2 * gcEvery >> 20 {
+		if err := d.Put(ctx, datastore.NewKey(fmt.Sprint("/b/", i)), testutil.Bytes(uint64(i), 1<<20)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(d.wake) != 0 {
+		t.Fatalf("%d MiB written and nothing deleted woke the garbage collection", 2*gcEvery>>20)
+	}
+	for range gcEvery / (4 << 10) {
+		d.deletedValue(4 << 10) // small blocks live in the LSM tree
+	}
+	if len(d.wake) != 0 {
+		t.Fatal("deleted blocks kept in the LSM tree woke the garbage collection")
+	}
+	d.deletedValue(gcEvery - 1<<20)
+	if len(d.wake) != 0 {
+		t.Fatal("less than gcEvery deleted woke the garbage collection")
+	}
+	d.deletedValue(1 << 20)
+	if len(d.wake) != 1 {
+		t.Fatal("gcEvery deleted did not wake the garbage collection")
 	}
 }
