@@ -327,10 +327,11 @@ func (d *badgerKV) Put(_ context.Context, k datastore.Key, v []byte) error {
 	return d.set(k, v)
 }
 
-// deletedValue counts a deleted value of size bytes; the delete that takes
-// the value log's deleted bytes past gcEvery since the last garbage
-// collection round wakes gcLoop to run one (collectDeleted), without
-// waiting for it. Values of valueThreshold or less are in the LSM tree.
+// deletedValue counts a deleted value of size bytes (Delete); the delete
+// that takes the value log's deleted bytes past gcEvery since the last
+// garbage collection round wakes gcLoop to run one (collectDeleted),
+// without waiting for it. Values of valueThreshold or less are in the LSM
+// tree.
 func (d *badgerKV) deletedValue(size int64) {
 	if size > valueThreshold && d.deleted.Add(size) >= gcEvery {
 		select {
@@ -354,6 +355,8 @@ func (d *badgerKV) set(k datastore.Key, v []byte) error {
 	return d.db.Update(func(txn *badger.Txn) error { return txn.Set(k.Bytes(), v) })
 }
 
+// Delete deletes k; a value it held in the value log counts towards the
+// next garbage collection round (deletedValue).
 func (d *badgerKV) Delete(_ context.Context, k datastore.Key) error {
 	if d.readOnly {
 		return ErrReadOnly
@@ -364,7 +367,17 @@ func (d *badgerKV) Delete(_ context.Context, k datastore.Key) error {
 	defer d.ops.Done()
 	d.writes.RLock()
 	defer d.writes.RUnlock()
-	return d.db.Update(func(txn *badger.Txn) error { return txn.Delete(k.Bytes()) })
+	var size int64
+	err := d.db.Update(func(txn *badger.Txn) error {
+		if item, err := txn.Get(k.Bytes()); err == nil {
+			size = item.ValueSize() // from the value pointer: nothing read
+		}
+		return txn.Delete(k.Bytes())
+	})
+	if err == nil {
+		d.deletedValue(size)
+	}
+	return err
 }
 
 func (d *badgerKV) Iterate(ctx context.Context, prefix string, keysOnly bool, fn func(string, []byte, error) error) (err error) {

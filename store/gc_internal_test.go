@@ -181,25 +181,38 @@ func TestGCFollowsDeletes(t *testing.T) {
 	defer db.Close()
 	d := &badgerKV{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	ctx := context.Background()
-	for i := range 2 * gcEvery >> 20 {
-		if err := d.Put(ctx, datastore.NewKey(fmt.Sprint("/b/", i)), testutil.Bytes(uint64(i), 1<<20)); err != nil {
+	put := func(name string, i int, size int64) datastore.Key {
+		k := datastore.NewKey(fmt.Sprint(name, i))
+		if err := d.Put(ctx, k, testutil.Bytes(uint64(i), size)); err != nil {
 			t.Fatal(err)
 		}
+		return k
+	}
+	del := func(k datastore.Key) {
+		if err := d.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var big []datastore.Key
+	for i := range 2 * gcEvery >> 20 {
+		big = append(big, put("/b/", i, 1<<20))
 	}
 	if len(d.wake) != 0 {
 		t.Fatalf("%d MiB written and nothing deleted woke the garbage collection", 2*gcEvery>>20)
 	}
-	for range gcEvery / (4 << 10) {
-		d.deletedValue(4 << 10) // small blocks live in the LSM tree
+	for i := range 2048 {
+		del(put("/s/", i, 4<<10)) // small blocks live in the LSM tree
 	}
 	if len(d.wake) != 0 {
 		t.Fatal("deleted blocks kept in the LSM tree woke the garbage collection")
 	}
-	d.deletedValue(gcEvery - 1<<20)
+	for _, k := range big[:gcEvery>>20-1] {
+		del(k)
+	}
 	if len(d.wake) != 0 {
 		t.Fatal("less than gcEvery deleted woke the garbage collection")
 	}
-	d.deletedValue(1 << 20)
+	del(big[gcEvery>>20-1])
 	if len(d.wake) != 1 {
 		t.Fatal("gcEvery deleted did not wake the garbage collection")
 	}

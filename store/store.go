@@ -662,17 +662,10 @@ func (s *Store) deleteBlock(ctx context.Context, b *blockMeta) error {
 		b.elem = s.lru.PushFront(b)
 		return err
 	}
-	if d, ok := s.ds.(valueDeleter); ok {
-		d.deletedValue(b.size)
-	}
 	delete(s.blocks, b.key)
 	s.used -= b.size
 	return nil
 }
-
-// valueDeleter is a kv told of the size of each block deleted (badger's,
-// whose value log garbage collection follows what was deleted).
-type valueDeleter interface{ deletedValue(size int64) }
 
 // touchBlock marks a block, and the content it belongs to, as used now. The
 // caller holds mu.
