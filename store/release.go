@@ -19,12 +19,14 @@ const DefaultReleaseMapped = 20 * time.Second
 // (Config.ReleaseQuietHeap).
 func (s *Store) releaseLoop(dir string, every time.Duration, mapped bool) {
 	defer s.wg.Done()
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		s.log.Warn("releasing mapped pages: no absolute path", "dir", dir, "err", err)
-		return
-	}
-	if !mapped {
+	var abs string
+	if mapped {
+		var err error
+		if abs, err = filepath.Abs(dir); err != nil {
+			s.log.Warn("releasing mapped pages: no absolute path", "dir", dir, "err", err)
+			return
+		}
+	} else {
 		every /= 4 // a quiet process is told from a busy one over a quarter of the interval
 	}
 	t := time.NewTicker(every)

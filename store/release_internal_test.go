@@ -20,19 +20,32 @@ var heapSink [][]byte
 // since, it does nothing.
 func TestHeapReleaser(t *testing.T) {
 	h := newHeapReleaser()
-	for range 64 {
-		heapSink = append(heapSink, make([]byte, 1<<20))
-	}
-	heapSink = nil
+	garbage(64)
 	released0 := releasedBytes(t)
 	if n := h.release(false); n < 64<<20 {
 		t.Fatalf("release found %d MiB to release after 64 MiB of garbage", n>>20)
 	}
-	if d := releasedBytes(t) - released0; d < 32<<20 {
-		t.Errorf("%d MiB returned to the kernel, want most of the 64 MiB of garbage", d>>20)
-	}
+	wantReturned(t, released0, 64)
 	if n := h.release(false); n != 0 {
 		t.Errorf("a second check right after released (%d MiB allocated or free)", n>>20)
+	}
+}
+
+// garbage allocates mib MiB and lets go of it (kept reachable in heapSink
+// until then, so that the compiler cannot elide it).
+func garbage(mib int) {
+	for range mib {
+		heapSink = append(heapSink, make([]byte, 1<<20))
+	}
+	heapSink = nil
+}
+
+// wantReturned fails t unless most of mib MiB of garbage went back to the
+// kernel since the heap's released bytes were released0.
+func wantReturned(t *testing.T, released0 int64, mib int) {
+	t.Helper()
+	if d := releasedBytes(t) - released0; d < int64(mib)<<19 {
+		t.Errorf("%d MiB returned to the kernel, want most of the %d MiB of garbage", d>>20, mib)
 	}
 }
 
@@ -62,10 +75,7 @@ func TestReleaseHeapOncePerInterval(t *testing.T) {
 	defer resetLast() // for the other stores' checks in this process
 
 	releaseHeap(now, every, false) // the first check: sets the baseline
-	for range 16 {
-		heapSink = append(heapSink, make([]byte, 1<<20))
-	}
-	heapSink = nil
+	garbage(16)
 	if n := releaseHeap(now.Add(time.Second), every, false); n != 0 {
 		t.Errorf("a second store's check a second later released %d MiB", n>>20)
 	}
@@ -81,10 +91,7 @@ func TestReleaseHeapOncePerInterval(t *testing.T) {
 // quiet.
 func TestQuietHeapReleaser(t *testing.T) {
 	h := newHeapReleaser()
-	for range 64 {
-		heapSink = append(heapSink, make([]byte, 1<<20))
-	}
-	heapSink = nil
+	garbage(64)
 	if n := h.release(true); n != 0 {
 		t.Fatalf("the check released %d MiB while 64 MiB had just been allocated", n>>20)
 	}
@@ -92,9 +99,7 @@ func TestQuietHeapReleaser(t *testing.T) {
 	if n := h.release(true); n < 64<<20 {
 		t.Fatalf("the check after the burst released %d MiB, want the 64 MiB allocated since the last release", n>>20)
 	}
-	if d := releasedBytes(t) - released0; d < 32<<20 {
-		t.Errorf("%d MiB returned to the kernel, want most of the 64 MiB of garbage", d>>20)
-	}
+	wantReturned(t, released0, 64)
 	if n := h.release(true); n != 0 {
 		t.Errorf("a third check, quiet since, released %d MiB", n>>20)
 	}
