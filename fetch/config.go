@@ -230,13 +230,15 @@ type Config struct {
 	// no cap.
 	ServeConcurrency int
 
-	// ServeEvenly serves the peers asking this node evenly: the one sent
-	// the fewest bytes lately (those in flight included) next, whatever it
-	// has pending (serveorder.go). Under bitswap's own order a busy app in
-	// a flash crowd served some of its askers nine times as often as
-	// others. Default false (boxo's order), and mesh does not set it: in
-	// the demo's flash crowd it was not shown to save origin copies, and
-	// from a seed boxo's order spreads content faster (serveorder.go).
+	// ServeEvenly has this node order the requests it serves itself
+	// (serveorder.go): a block a peer's reader waits on (the top priority)
+	// before any peer's read-ahead, then the peer sent the fewest bytes
+	// lately (those in flight included), whatever it has pending. Bitswap's
+	// own order serves first the peers with the most requests pending: a
+	// busy app in a flash crowd served some of its askers nine times as
+	// often as others, and a seed at its cap left an app near the end of a
+	// file without a block for over a second. Default false (boxo's
+	// order); mesh sets it for seeds.
 	ServeEvenly bool
 
 	// MaxOutstandingBytesPerPeer is bitswap's server setting of how many

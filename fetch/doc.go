@@ -293,9 +293,10 @@
 // 2 (0.46-0.48 of the ceiling with either) and held 8 MiB less
 // (BenchmarkFetchMemory). A block the peer cancels while it waits there
 // (the peer got it from another holder) is not sent, as boxo's server
-// sends it (cancels.go). With Config.ServeEvenly (off by default) the
-// server takes the requests of the peer sent the fewest bytes lately
-// first, not boxo's order (serveorder.go). It turns off bitswap's own
+// sends it (cancels.go). With Config.ServeEvenly (off by default; mesh's
+// seeds set it) the server takes a block a reader waits on first, then the
+// requests of the peer sent the fewest bytes lately, not boxo's order
+// (serveorder.go). It turns off bitswap's own
 // provider search (it would look up leaf CIDs, which the provider table
 // does not hold; providers are found by root here). A Fetcher reads a peer's next block
 // only while the blocks it has received and not yet stored come to less

@@ -12,7 +12,7 @@ import (
 )
 
 // Whose request a holder serves next (Config.ServeEvenly, off by default;
-// mesh does not set it).
+// mesh sets it for seeds).
 //
 // Boxo's server picks the next peer to serve by comparing peers (its
 // fairPeerComparator): fewer blocks being sent first, then more requests
@@ -30,10 +30,13 @@ import (
 // server's requests itself (bitswap.WithTaskComparator, which replaces
 // boxo's comparator):
 //
-//   - between peers, the one with the fewest bytes in flight to it (read
-//     for sending, not yet sent) plus bytes sent to it lately (decaying
-//     by e every serveMemory) goes first, whatever it has pending: a peer
-//     that was sent little lately is served next;
+//   - between peers, a block a reader waits on (a want-block with the top
+//     priority, topPriority: the Fetcher gives it to the leaf its reader
+//     needs next, see urgent.go) goes before any peer's read-ahead;
+//   - then the peer with the fewest bytes in flight to it (read for
+//     sending, not yet sent) plus bytes sent to it lately (decaying by e
+//     every serveMemory) goes first, whatever it has pending: a peer that
+//     was sent little lately is served next;
 //   - within a peer's requests, the higher priority its wantlist gave
 //     first (as boxo does), then by CID, so that the order is total.
 //
@@ -44,12 +47,26 @@ import (
 // against boxo's order with every app serving evenly, alternated: lower in
 // 8 of 16 pairs, median 2.70 against 2.95 copies of the site, completion
 // p50 median 42.1 s against 43.0; the first version lower in 4 of 4
-// (2.77-3.22 against 3.39-4.07). With every node serving evenly, the seed
-// too, the default demo (20 apps) lost offload, from 0.951-0.952 to
-// 0.946-0.949, and its completion p50 rose from 6.2-6.8 s to 7.2-8.6 s
-// (three pairs): a seed that serves the eager first has them serving the
-// others sooner. No gain shown, so mesh leaves it off; what it would take
-// is in docs/fetch.md ("An app's serving order, tried").
+// (2.77-3.22 against 3.39-4.07). No gain shown for apps, so mesh leaves
+// it off for them; what it would take is in docs/fetch.md ("An app's
+// serving order, tried").
+//
+// Seeds. In the default demo (a seed at its 128 MiB/s cap serving 20
+// apps) one app in three runs or so took the last 6 to 9 leaves of the
+// video from the origin: the seed, sending 130 blocks a second to the
+// others, sent it one in 1.3 s. Boxo's comparator, among peers with as
+// many blocks being sent, serves first the one with more requests pending
+// (up to 16), and an app near the end of a file has few. By load alone
+// (this order without its first rule) the seed did no better (offload
+// median 0.948 in 10 runs); with a waited block first, offload
+// 0.9509-0.9524 (median 0.9524, the ceiling 20/21: the apps took nothing
+// from the origin in 15 of 18 runs) against 0.942-0.9524 (median 0.9511,
+// 10 of 18 at 0.95 or more) for boxo's order interleaved, completion p50
+// median 5.5 s against 5.0 s: the apps wait for the seed rather than take
+// from the origin. Beside the
+// bench's 50-app crowds with a seed (two runs each) it was no worse:
+// 0.62 and 0.66 copies against 0.19 and 0.66 (100 ms), 0.81 and 1.23
+// against 1.11 and 1.06 (Poisson). So mesh sets it for seeds.
 //
 // Bytes in flight keep the order right between the moment boxo takes a
 // peer's request and the moment the block is sent (a holder at its cap
@@ -171,9 +188,13 @@ func (o *serveOrder) reading(c cid.Cid, n int, now time.Time) {
 }
 
 // peerBefore reports whether peer a, asking for a block with priority pa,
-// is served before peer b asking with pb: the lighter load first, then the
-// higher priority, then the lower peer ID. The caller holds mu.
+// is served before peer b asking with pb: a block a reader waits on
+// (topPriority) first, then the lighter load, then the higher priority,
+// then the lower peer ID. The caller holds mu.
 func peerBefore(a peer.ID, sa *servedPeer, pa int32, b peer.ID, sb *servedPeer, pb int32, now time.Time) bool {
+	if wa, wb := pa == topPriority, pb == topPriority; wa != wb {
+		return wa
+	}
 	if la, lb := sa.load(now), sb.load(now); la != lb {
 		return la < lb
 	}

@@ -78,6 +78,34 @@ func TestServeOrderInTurn(t *testing.T) {
 	}
 }
 
+// TestServeOrderWaitingFirst: a block a reader waits on (topPriority) is
+// served before another peer's read-ahead however much more its peer was
+// sent lately; between two such blocks, and between two read-aheads, the
+// lighter load goes first.
+func TestServeOrderWaitingFirst(t *testing.T) {
+	bs := testBlocks(5)
+	heavy, light := peer.ID("heavy"), peer.ID("light")
+	o := newServeOrder()
+	o.note(heavy, wantsOf(topPriority, bs[0].Cid()))
+	o.note(heavy, wantsOf(5, bs[1].Cid()))
+	o.note(light, wantsOf(topPriority-1, bs[2].Cid()))
+	o.note(light, wantsOf(topPriority, bs[3].Cid()))
+	now := time.Now()
+	o.sent(heavy, sentOf(bs[4]), 64<<20, now) // a block it no longer wants
+	h0, h1 := blockTask(heavy, bs[0].Cid()), blockTask(heavy, bs[1].Cid())
+	l2, l3 := blockTask(light, bs[2].Cid()), blockTask(light, bs[3].Cid())
+
+	if !o.less(h0, l2) || o.less(l2, h0) {
+		t.Error("the heavy peer's waited block does not go before the light peer's read-ahead")
+	}
+	if !o.less(l3, h0) || o.less(h0, l3) {
+		t.Error("between two waited blocks the lighter load does not go first")
+	}
+	if !o.less(l2, h1) {
+		t.Error("between two read-aheads the lighter load does not go first")
+	}
+}
+
 // TestServeOrderReadFor: a read is put in flight to the peer first in the
 // order among those that want the block; a send to another moves it there;
 // a read that fails, or a block cancelled and not sent, is in flight to

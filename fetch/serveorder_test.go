@@ -111,6 +111,75 @@ func TestServeEvenlyBesideFetches(t *testing.T) {
 	}
 }
 
+// TestServeEvenlyWaitingFirst: a holder at its serving cap, having just
+// sent a peer 16 MiB, then asked for 16 blocks each by five peers it has
+// sent nothing lately, serves that peer's block with the top priority (a
+// reader waits on it) after the few blocks already read for sending. By
+// load alone it came after the others had caught up with what it was sent
+// (at a seed serving 20 apps at its cap, an app near the end of a file
+// waited 1.6 s for its next leaf, which its reader took from the origin).
+func TestServeEvenlyWaitingFirst(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	holder, a, _ := evenHolder(ctx, t, 25, math.MaxInt32)
+	leaves, err := store.Leaves(ctx, nodesGetter(a.t), a.t.Cid, a.t.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := makeAsset(t, 27, MiB) // what the heavy peer's reader waits on
+	holder.hold(t, next)
+	own, err := store.Leaves(ctx, nodesGetter(next.t), next.t.Cid, next.t.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bsmsg.New(false)
+	for i, l := range leaves {
+		want.AddEntry(l.Cid, int32(100-i), bspb.Message_Wantlist_Block, true)
+	}
+	heavy, answers := connectedAsker(ctx, t, holder)
+	send(heavy, holder.h.ID(), want)
+	for got := 0; got < len(leaves); {
+		waitMessage(ctx, t, answers, func(m bsmsg.BitSwapMessage) bool {
+			got += len(m.Blocks())
+			return len(m.Blocks()) > 0
+		})
+	}
+	const greedyPeers = 5
+	noted := make(chan struct{}, 64)
+	holder.f.OnServeWants(func() {
+		select {
+		case noted <- struct{}{}:
+		default:
+		}
+	})
+	var greedyBlocks atomic.Int64
+	for range greedyPeers {
+		g := newHost(t)
+		onMessages(g, func(m bsmsg.BitSwapMessage) { greedyBlocks.Add(int64(len(m.Blocks()))) })
+		if err := g.Connect(ctx, holder.info()); err != nil {
+			t.Fatal(err)
+		}
+		send(g, holder.h.ID(), want)
+	}
+	for range greedyPeers {
+		select {
+		case <-noted:
+		case <-ctx.Done():
+			t.Fatal("the holder did not note the wantlists")
+		}
+	}
+	start := greedyBlocks.Load()
+	m := bsmsg.New(false)
+	m.AddEntry(own[0].Cid, math.MaxInt32, bspb.Message_Wantlist_Block, true)
+	send(heavy, holder.h.ID(), m)
+	waitMessage(ctx, t, answers, func(m bsmsg.BitSwapMessage) bool { return len(m.Blocks()) > 0 })
+	before := greedyBlocks.Load() - start
+	t.Logf("the waiting block came after %d of the others' %d (%d before it was asked)", before, greedyPeers*len(leaves), start)
+	if before > 12 {
+		t.Errorf("the waiting block came after %d of the others' blocks; 4 workers' reads and a few more expected", before)
+	}
+}
+
 // evenHolder is a holder serving evenly at 32 MiB/s (4 workers), holding a
 // 16 MiB asset for the others and a 2 MiB one for the one-block peer, and
 // that peer's ask: a want-block of the asset's leaf i with priority prio,

@@ -230,6 +230,16 @@ type Config struct {
 	// Default 8 for apps, 64 for seeds; negative means no cap.
 	ServeConcurrency int
 
+	// ServeEvenly orders the peers this node serves itself
+	// (fetch.Config.ServeEvenly): a block a peer's reader waits on before
+	// any peer's read-ahead, then the peer sent the fewest bytes lately.
+	// Off, bitswap's own order serves first the peers with the most
+	// requests pending: a seed at its cap serving 20 apps left an app near
+	// the end of a file without a block for over a second, and its reader
+	// took the leaves from the origin. Default On for seeds, Off for apps
+	// (no gain shown in a crowd of apps; docs/fetch.md).
+	ServeEvenly Toggle
+
 	// MaxMemory is the resource manager's memory limit for libp2p
 	// (connections, streams, buffers). Default 256 MiB for apps, 1 GiB for
 	// seeds; New refuses a negative value.

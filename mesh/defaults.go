@@ -59,6 +59,7 @@ var roleDefaults = map[Role]Config{
 		// joined every fetch from an app).
 		ServeBurst:       4 << 20,
 		ServeConcurrency: 8,
+		ServeEvenly:      Off,
 		MaxMemory:        256 << 20,
 		MaxConns:         128,
 		ReleaseMapped:    store.DefaultReleaseMapped,
@@ -91,6 +92,7 @@ var roleDefaults = map[Role]Config{
 		// completion time).
 		ServeBurst:       1 << 20,
 		ServeConcurrency: 64,
+		ServeEvenly:      On,
 		MaxMemory:        1 << 30,
 		MaxConns:         1024,
 		ReleaseMapped:    -1,
@@ -157,6 +159,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ServeConcurrency == 0 {
 		c.ServeConcurrency = d.ServeConcurrency
+	}
+	if c.ServeEvenly == Default {
+		c.ServeEvenly = d.ServeEvenly
 	}
 	if c.MaxMemory == 0 {
 		c.MaxMemory = d.MaxMemory

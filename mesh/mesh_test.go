@@ -83,11 +83,11 @@ func TestConfigDefaults(t *testing.T) {
 	if c.Quota != 8<<30 || c.RelayService != mesh.On || c.ServeBytesPerSecond != 128<<20 {
 		t.Errorf("seed defaults = quota %d relay %v serve %d", c.Quota, c.RelayService, c.ServeBytesPerSecond)
 	}
-	if c.ServeBurst != 1<<20 {
-		t.Errorf("seed ServeBurst = %d, want one block", c.ServeBurst)
+	if c.ServeBurst != 1<<20 || c.ServeEvenly != mesh.On {
+		t.Errorf("seed ServeBurst = %d, want one block; ServeEvenly %v, want On", c.ServeBurst, c.ServeEvenly)
 	}
-	if app := newNode(t, mesh.Config{}).Config(); app.ServeBurst != 4<<20 {
-		t.Errorf("app ServeBurst = %d, want 4 MiB", app.ServeBurst)
+	if app := newNode(t, mesh.Config{}).Config(); app.ServeBurst != 4<<20 || app.ServeEvenly != mesh.Off {
+		t.Errorf("app ServeBurst = %d, want 4 MiB; ServeEvenly %v, want Off", app.ServeBurst, app.ServeEvenly)
 	}
 	if app := newNode(t, mesh.Config{ServeBytesPerSecond: 3 << 20}).Config(); app.ServeBurst != 3<<20 {
 		t.Errorf("app ServeBurst = %d with a 3 MiB/s cap, want at most the cap", app.ServeBurst)

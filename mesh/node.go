@@ -193,6 +193,7 @@ func (n *Node) startFetcher(reg prometheus.Registerer, gate *fetch.Gater) (err e
 		ServeBytesPerSecond:  cfg.ServeBytesPerSecond,
 		ServeBurst:           cfg.ServeBurst,
 		ServeConcurrency:     cfg.ServeConcurrency,
+		ServeEvenly:          cfg.ServeEvenly == On,
 		Logger:               cfg.Logger,
 		PrometheusRegisterer: reg,
 		ClosedError:          ErrClosed, // a Read that Close cut matches it
