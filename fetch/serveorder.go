@@ -52,9 +52,9 @@ import (
 // serving order, tried").
 //
 // Seeds. In the default demo (a seed at its 128 MiB/s cap serving 20
-// apps) one app in three runs or so took the last 6 to 9 leaves of the
-// video from the origin: the seed, sending 130 blocks a second to the
-// others, sent it one in 1.3 s. Boxo's comparator, among peers with as
+// apps) one app in three runs or so took 6 to 9 leaves of the video from
+// the origin, in two of three logged runs its last ones: the seed,
+// sending 130 blocks a second to the others, sent it one in 1.3 s. Boxo's comparator, among peers with as
 // many blocks being sent, serves first the one with more requests pending
 // (up to 16), and an app near the end of a file has few. By load alone
 // (this order without its first rule) the seed did no better (offload
