@@ -53,20 +53,23 @@ import (
 //
 // Seeds. In the default demo (a seed at its 128 MiB/s cap serving 20
 // apps) one app in three runs or so took 6 to 9 leaves of the video from
-// the origin, in two of three logged runs its last ones: the seed,
-// sending 130 blocks a second to the others, sent it one in 1.3 s. Boxo's comparator, among peers with as
-// many blocks being sent, serves first the one with more requests pending
-// (up to 16), and an app near the end of a file has few. By load alone
-// (this order without its first rule) the seed did no better (offload
-// median 0.948 in 10 runs); with a waited block first, offload
-// 0.9509-0.9524 (median 0.9524, the ceiling 20/21: the apps took nothing
-// from the origin in 15 of 18 runs) against 0.942-0.9524 (median 0.9511,
-// 10 of 18 at 0.95 or more) for boxo's order interleaved, completion p50
-// median 5.5 s against 5.0 s: the apps wait for the seed rather than take
-// from the origin. Beside the
-// bench's 50-app crowds with a seed (two runs each) it was no worse:
-// 0.62 and 0.66 copies against 0.19 and 0.66 (100 ms), 0.81 and 1.23
-// against 1.11 and 1.06 (Poisson). So mesh sets it for seeds.
+// the origin, in two of three logged runs its last ones: the seed, sending
+// 130 blocks a second to the others, sent it one in 1.3 s. Boxo's
+// comparator, among peers with as many blocks being sent, serves first the
+// one with more requests pending (up to 16), and an app near the end of a
+// file has few. By load alone (this order without its first rule) the seed
+// did no better (offload median 0.948 in 10 runs); with a waited block
+// first, offload 0.9509-0.9524 (median 0.9524, the ceiling 20/21: the apps
+// took nothing from the origin in 15 of 18 runs) against 0.942-0.9524
+// (median 0.9511, 10 of 18 at 0.95 or more) for boxo's order interleaved,
+// completion p50 median 5.5 s against 5.0 s: the apps wait for the seed
+// rather than take from the origin. Beside the bench's 50-app crowds with
+// a seed (two runs each) it was no worse: 0.62 and 0.66 copies against
+// 0.19 and 0.66 (100 ms), 0.81 and 1.23 against 1.11 and 1.06 (Poisson).
+// So mesh sets it for seeds. A peer that marks every want as waited gains
+// no more than its turn among the waited blocks, which go by load: once it
+// has been sent more than another peer lately, that peer's waited block
+// goes first.
 //
 // Bytes in flight keep the order right between the moment boxo takes a
 // peer's request and the moment the block is sent (a holder at its cap
