@@ -76,7 +76,7 @@ func New(cfg Config) (*Fetcher, error) {
 	}
 	f := &Fetcher{cfg: cfg, log: cfg.Logger, readers: make(map[*Reader]struct{}), calls: make(map[string]*originCall), urgent: newUrgentWants()}
 	if cfg.ServeEvenly {
-		f.order = newServeOrder()
+		f.order = newServeOrder(cfg.MaxOutstandingBytesPerPeer)
 	}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)

@@ -50,7 +50,7 @@ func testBlocks(n int) []blocks.Block {
 func TestServeOrderInTurn(t *testing.T) {
 	bs := testBlocks(4)
 	greedy, modest := peer.ID("greedy"), peer.ID("modest")
-	o := newServeOrder()
+	o := newServeOrder(0)
 	o.note(greedy, wantsOf(100, bs[0].Cid(), bs[1].Cid(), bs[2].Cid()))
 	o.note(modest, wantsOf(1, bs[3].Cid()))
 	g0, g1, m3 := blockTask(greedy, bs[0].Cid()), blockTask(greedy, bs[1].Cid()), blockTask(modest, bs[3].Cid())
@@ -85,7 +85,7 @@ func TestServeOrderInTurn(t *testing.T) {
 func TestServeOrderWaitingFirst(t *testing.T) {
 	bs := testBlocks(5)
 	heavy, light := peer.ID("heavy"), peer.ID("light")
-	o := newServeOrder()
+	o := newServeOrder(0)
 	o.note(heavy, wantsOf(topPriority, bs[0].Cid()))
 	o.note(heavy, wantsOf(5, bs[1].Cid()))
 	o.note(light, wantsOf(topPriority-1, bs[2].Cid()))
@@ -106,6 +106,35 @@ func TestServeOrderWaitingFirst(t *testing.T) {
 	}
 }
 
+// TestServeOrderMaxedLast: a peer with the most bytes the server keeps
+// under way for one peer goes after the others, its waited block too (boxo
+// takes nothing from it, and would take nothing from anyone while it came
+// first), and a read of a block both want is put to the other; once a send
+// lands, it is back in turn.
+func TestServeOrderMaxedLast(t *testing.T) {
+	bs := testBlocks(4)
+	stuck, other := peer.ID("stuck"), peer.ID("other")
+	o := newServeOrder(2 << 20)
+	o.note(stuck, wantsOf(topPriority, bs[0].Cid(), bs[1].Cid(), bs[2].Cid()))
+	o.note(other, wantsOf(5, bs[2].Cid(), bs[3].Cid()))
+	o.sent(other, sentOf(testBlocks(5)[4]), 8<<20, time.Now()) // served lately: the heavier
+	now := time.Now()
+	o.reading(bs[0].Cid(), 1<<20, now)
+	o.reading(bs[1].Cid(), 1<<20, now)
+	s2, o3 := blockTask(stuck, bs[2].Cid()), blockTask(other, bs[3].Cid())
+	if !o.less(o3, s2) || o.less(s2, o3) {
+		t.Error("a peer with 2 MiB under way does not go after the other")
+	}
+	o.reading(bs[2].Cid(), 1<<20, now)
+	if _, ok := o.peers[other].inflight[bs[2].Cid()]; !ok {
+		t.Error("a read of a block both want was not put to the peer that is not maxed")
+	}
+	o.sent(stuck, sentOf(bs[0]), 1<<20, now)
+	if o.peers[stuck].maxed(o.maxOut) {
+		t.Errorf("still maxed with %d bytes in flight", o.peers[stuck].flying)
+	}
+}
+
 // TestServeOrderReadFor: a read is put in flight to the peer first in the
 // order among those that want the block; a send to another moves it there;
 // a read that fails, or a block cancelled and not sent, is in flight to
@@ -113,7 +142,7 @@ func TestServeOrderWaitingFirst(t *testing.T) {
 func TestServeOrderReadFor(t *testing.T) {
 	bs := testBlocks(3)
 	a, b := peer.ID("a"), peer.ID("b")
-	o := newServeOrder()
+	o := newServeOrder(0)
 	o.note(a, wantsOf(10, bs[0].Cid(), bs[1].Cid()))
 	o.note(b, wantsOf(10, bs[0].Cid(), bs[1].Cid(), bs[2].Cid()))
 	now := time.Now()
@@ -146,7 +175,7 @@ func TestServeOrderReadFor(t *testing.T) {
 // peer wants puts nothing in flight.
 func TestServeOrderBounds(t *testing.T) {
 	p := peer.ID("p")
-	o := newServeOrder()
+	o := newServeOrder(0)
 	m := bsmsg.New(false)
 	for i := range maxOrderWants + 10 {
 		m.AddEntry(blocks.NewBlock([]byte{byte(i), byte(i >> 8), 'x'}).Cid(), 1, bspb.Message_Wantlist_Block, true)
