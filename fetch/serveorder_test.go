@@ -35,29 +35,7 @@ func TestServeEvenlyNoStarving(t *testing.T) {
 		want.AddEntry(l.Cid, int32(100-i), bspb.Message_Wantlist_Block, true)
 	}
 	const greedyPeers = 5
-	noted := make(chan struct{}, 64)
-	holder.f.OnServeWants(func() {
-		select {
-		case noted <- struct{}{}:
-		default: // the test has what it needs
-		}
-	})
-	var greedyBlocks atomic.Int64
-	for range greedyPeers {
-		g := newHost(t)
-		onMessages(g, func(m bsmsg.BitSwapMessage) { greedyBlocks.Add(int64(len(m.Blocks()))) })
-		if err := g.Connect(ctx, holder.info()); err != nil {
-			t.Fatal(err)
-		}
-		send(g, holder.h.ID(), want)
-	}
-	for range greedyPeers { // one wantlist each
-		select {
-		case <-noted:
-		case <-ctx.Done():
-			t.Fatal("the holder did not note the wantlists")
-		}
-	}
+	greedyBlocks := greedyAskers(ctx, t, holder, want, greedyPeers)
 	// Counted from the ask, not from the wantlists: the blocks served
 	// before the ask reached the holder say nothing of its order (under
 	// -race on two loaded cores, 14 of them came before an ask that then
@@ -145,29 +123,7 @@ func TestServeEvenlyWaitingFirst(t *testing.T) {
 		})
 	}
 	const greedyPeers = 5
-	noted := make(chan struct{}, 64)
-	holder.f.OnServeWants(func() {
-		select {
-		case noted <- struct{}{}:
-		default:
-		}
-	})
-	var greedyBlocks atomic.Int64
-	for range greedyPeers {
-		g := newHost(t)
-		onMessages(g, func(m bsmsg.BitSwapMessage) { greedyBlocks.Add(int64(len(m.Blocks()))) })
-		if err := g.Connect(ctx, holder.info()); err != nil {
-			t.Fatal(err)
-		}
-		send(g, holder.h.ID(), want)
-	}
-	for range greedyPeers {
-		select {
-		case <-noted:
-		case <-ctx.Done():
-			t.Fatal("the holder did not note the wantlists")
-		}
-	}
+	greedyBlocks := greedyAskers(ctx, t, holder, want, greedyPeers)
 	start := greedyBlocks.Load()
 	m := bsmsg.New(false)
 	m.AddEntry(own[0].Cid, math.MaxInt32, bspb.Message_Wantlist_Block, true)
@@ -178,6 +134,37 @@ func TestServeEvenlyWaitingFirst(t *testing.T) {
 	if before > 12 {
 		t.Errorf("the waiting block came after %d of the others' blocks; 4 workers' reads and a few more expected", before)
 	}
+}
+
+// greedyAskers connects n peers to holder, each sending it want, and
+// returns once the holder has noted their wantlists; the count is of the
+// blocks they have been sent.
+func greedyAskers(ctx context.Context, t *testing.T, holder *node, want bsmsg.BitSwapMessage, n int) *atomic.Int64 {
+	t.Helper()
+	noted := make(chan struct{}, 64)
+	holder.f.OnServeWants(func() {
+		select {
+		case noted <- struct{}{}:
+		default: // the test has what it needs
+		}
+	})
+	blocks := new(atomic.Int64)
+	for range n {
+		g := newHost(t)
+		onMessages(g, func(m bsmsg.BitSwapMessage) { blocks.Add(int64(len(m.Blocks()))) })
+		if err := g.Connect(ctx, holder.info()); err != nil {
+			t.Fatal(err)
+		}
+		send(g, holder.h.ID(), want)
+	}
+	for range n { // one wantlist each
+		select {
+		case <-noted:
+		case <-ctx.Done():
+			t.Fatal("the holder did not note the wantlists")
+		}
+	}
+	return blocks
 }
 
 // evenHolder is a holder serving evenly at 32 MiB/s (4 workers), holding a
