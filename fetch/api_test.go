@@ -395,6 +395,48 @@ func TestOriginIgnoringRange(t *testing.T) {
 	}
 }
 
+// TestOriginIgnoringRangeWholeReadOnce: a whole-file read that ends while
+// the plan that began it is still starting its other leaves is not begun
+// again for them (under -race on a loaded machine the file was read a
+// second time: three requests in TestOriginIgnoringRange). The hook holds
+// the plan at its second leaf until the whole read has ended; whole reads
+// are counted as they begin (the origin's count would miss one begun as
+// the test ends).
+func TestOriginIgnoringRangeWholeReadOnce(t *testing.T) {
+	a := makeAsset(t, 46, 3*MiB+77)
+	var requests atomic.Int64
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Length", strconv.Itoa(len(a.data)))
+		w.Write(a.data) // no Range support
+	}))
+	defer o.Close()
+	var held, whole atomic.Bool
+	var wholeReads atomic.Int64
+	fetch.SetWholeHook(t, func(*fetch.Reader) { wholeReads.Add(1) })
+	fetch.SetGoOriginHook(t, func(r *fetch.Reader, i int) {
+		if i < 2 || held.Swap(true) {
+			return
+		}
+		whole.Store(r.WholeReading())
+		for deadline := time.Now().Add(10 * time.Second); r.WholeReading() && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond) // the read ends in its own goroutine; no event tells
+		}
+	})
+	cl := newNode(t, fetch.Config{})
+	tg := a.t
+	tg.URL = o.URL
+	r := cl.open(t, tg)
+	checkBytes(t, readAll(t, r), a.data)
+	r.Close() // waits for the plan held at its second leaf to finish starting
+	if !held.Load() || !whole.Load() {
+		t.Fatalf("the plan did not reach its second leaf with a whole read under way (held %v, whole %v)", held.Load(), whole.Load())
+	}
+	if n := wholeReads.Load(); n != 1 {
+		t.Errorf("%d whole-file reads begun, want 1 (%d origin requests so far)", n, requests.Load())
+	}
+}
+
 // TestClosedRightAfterLastByteIsStored: a reader closed as soon as it read
 // the last byte still leaves the content named in the store (and so
 // announced) when Close returns.

@@ -129,21 +129,32 @@ func (r *Reader) goPeers(idx []int, cur int, leaves []store.Leaf, reqs []*req, b
 	}()
 }
 
+// testHookGoOrigin, set by tests, runs as goOrigin starts, without the
+// lock.
+var testHookGoOrigin func(r *Reader, i int)
+
 func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
+	if h := testHookGoOrigin; h != nil {
+		h(r, i)
+	}
 	ctx := q.ctx
 	if r.t.URL != "" {
 		// One read of the whole file fulfils q with the others, and
 		// while one is under way (it may have found that the origin
-		// honours Range after all), it does.
+		// honours Range after all), it does. One that ended since the
+		// plan has fulfilled q or given it up (stale): a whole read
+		// begun for it read the file a second time (under -race on a
+		// loaded machine, between two leaves of one plan).
 		ignores := r.f.ignoresRange(r.t.URL)
 		r.mu.Lock()
-		if r.whole == nil && ignores && len(r.leaves) > 1 {
+		stale := r.st[i].origin != q
+		if !stale && r.whole == nil && ignores && len(r.leaves) > 1 {
 			r.whole = r.newReq()
 			r.goWhole(r.whole)
 		}
 		whole := r.whole != nil
 		r.mu.Unlock()
-		if whole {
+		if whole || stale {
 			return
 		}
 	}

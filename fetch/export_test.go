@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -84,3 +85,26 @@ func (f *Fetcher) OnServeWants(fn func()) {
 // AfterWait does what r's scheduling loop does after a wait for due that
 // ended at now (afterWait), for tests that play a sleep of the process.
 func (r *Reader) AfterWait(due, now time.Time) { r.afterWait(due, now) }
+
+// SetGoOriginHook sets a function run as a Reader starts an origin request
+// for leaf i (nil: none); the test's cleanup unsets it.
+func SetGoOriginHook(t testing.TB, fn func(r *Reader, i int)) {
+	testHookGoOrigin = fn
+	t.Cleanup(func() { testHookGoOrigin = nil })
+}
+
+// SetWholeHook sets a function run, with the Reader's lock held, as a
+// whole-file read of its origin begins (nil: none); the test's cleanup
+// unsets it.
+func SetWholeHook(t testing.TB, fn func(r *Reader)) {
+	testHookWhole = fn
+	t.Cleanup(func() { testHookWhole = nil })
+}
+
+// WholeReading reports whether a whole-file read of the Reader's origin is
+// under way.
+func (r *Reader) WholeReading() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.whole != nil
+}

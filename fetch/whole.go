@@ -70,12 +70,19 @@ func (f *Fetcher) ignoresRange(u string) bool {
 	return ignored && !honoured
 }
 
+// testHookWhole, set by tests, runs as a whole-file read begins, with
+// the lock held.
+var testHookWhole func(r *Reader)
+
 // goWhole reads the whole file from the origin once and delivers every
 // leaf not yet fetched, in file order, as it arrives. It runs while the
 // reader has no other origin request for the file; the leaves' origin
 // requests are placeholders that it fulfils. The caller holds mu and has
 // set r.whole.
 func (r *Reader) goWhole(q *req) {
+	if h := testHookWhole; h != nil {
+		h(r)
+	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
