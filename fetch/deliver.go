@@ -141,10 +141,10 @@ func (r *Reader) goOrigin(i int, l store.Leaf, q *req) {
 	if r.t.URL != "" {
 		// One read of the whole file fulfils q with the others, and
 		// while one is under way (it may have found that the origin
-		// honours Range after all), it does. One that ended since the
-		// plan has fulfilled q or given it up (stale): a whole read
-		// begun for it read the file a second time (under -race on a
-		// loaded machine, between two leaves of one plan).
+		// honours Range after all), it does. A whole read that ended
+		// since the plan has fulfilled q or given it up (q is stale):
+		// beginning another for q read the file a second time (under
+		// -race on a loaded machine, between two leaves of one plan).
 		ignores := r.f.ignoresRange(r.t.URL)
 		r.mu.Lock()
 		stale := r.st[i].origin != q
