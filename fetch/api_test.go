@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -377,21 +376,15 @@ func TestEmptyFile(t *testing.T) {
 // fetch: each leaf is cut out of the whole-file answer and checked.
 func TestOriginIgnoringRange(t *testing.T) {
 	a := makeAsset(t, 45, 3*MiB+77)
-	var requests atomic.Int64
-	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		requests.Add(1)
-		w.Header().Set("Content-Length", strconv.Itoa(len(a.data)))
-		w.Write(a.data) // no Range support
-	}))
-	defer o.Close()
+	o := newWholeOrigin(t, a.data)
 	cl := newNode(t, fetch.Config{})
 	tg := a.t
 	tg.URL = o.URL
 	r := cl.open(t, tg)
 	checkBytes(t, readAll(t, r), a.data)
 	// One request finds out; one more reads the rest of the file whole.
-	if st := r.Stats(); st.OriginBytes != int64(len(a.data)) || requests.Load() > 2 {
-		t.Errorf("stats %+v after %d origin requests, want at most 2", st, requests.Load())
+	if st := r.Stats(); st.OriginBytes != int64(len(a.data)) || o.reqs.Load() > 2 {
+		t.Errorf("stats %+v after %d origin requests, want at most 2", st, o.reqs.Load())
 	}
 }
 
@@ -404,13 +397,7 @@ func TestOriginIgnoringRange(t *testing.T) {
 // the test ends).
 func TestOriginIgnoringRangeWholeReadOnce(t *testing.T) {
 	a := makeAsset(t, 46, 3*MiB+77)
-	var requests atomic.Int64
-	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		requests.Add(1)
-		w.Header().Set("Content-Length", strconv.Itoa(len(a.data)))
-		w.Write(a.data) // no Range support
-	}))
-	defer o.Close()
+	o := newWholeOrigin(t, a.data)
 	var held, whole atomic.Bool
 	var wholeReads atomic.Int64
 	fetch.SetWholeHook(t, func(*fetch.Reader) { wholeReads.Add(1) })
@@ -433,7 +420,7 @@ func TestOriginIgnoringRangeWholeReadOnce(t *testing.T) {
 		t.Fatalf("the plan did not reach its second leaf with a whole read under way (held %v, whole %v)", held.Load(), whole.Load())
 	}
 	if n := wholeReads.Load(); n != 1 {
-		t.Errorf("%d whole-file reads begun, want 1 (%d origin requests so far)", n, requests.Load())
+		t.Errorf("%d whole-file reads begun, want 1 (%d origin requests so far)", n, o.reqs.Load())
 	}
 }
 

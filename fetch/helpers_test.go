@@ -177,23 +177,36 @@ func (p providers) FindProvidersAsync(ctx context.Context, c cid.Cid, n int) <-c
 	return ch
 }
 
-// origin is an httptest origin serving one file with Range support. It
+// origin is an httptest origin serving one file with Range support (or,
+// made by newWholeOrigin, answering every request with the whole file). It
 // counts the bytes it sends, can be paced, held and killed.
 type origin struct {
 	*httptest.Server
-	data  []byte
-	sent  atomic.Int64
-	reqs  atomic.Int64
-	limit *rate.Limiter   // nil: no pacing
-	dieAt atomic.Int64    // after this many requests, cut all (0: never; <0: from the start)
-	hold  <-chan struct{} // nil: answer at once; else answer once it is closed
-	asked chan struct{}   // nil, or closed at the first request (set before the first)
-	once  sync.Once
+	data    []byte
+	noRange bool // every request answered 200 with the whole file
+	sent    atomic.Int64
+	reqs    atomic.Int64
+	limit   *rate.Limiter   // nil: no pacing
+	dieAt   atomic.Int64    // after this many requests, cut all (0: never; <0: from the start)
+	hold    <-chan struct{} // nil: answer at once; else answer once it is closed
+	asked   chan struct{}   // nil, or closed at the first request (set before the first)
+	once    sync.Once
 }
 
 func newOrigin(t testing.TB, data []byte) *origin {
 	t.Helper()
-	o := &origin{data: data}
+	return startOrigin(t, &origin{data: data})
+}
+
+// newWholeOrigin is an origin that ignores Range, as python's http.server
+// does: every answer is 200 with the whole file.
+func newWholeOrigin(t testing.TB, data []byte) *origin {
+	t.Helper()
+	return startOrigin(t, &origin{data: data, noRange: true})
+}
+
+// startOrigin serves o until the test ends.
+func startOrigin(t testing.TB, o *origin) *origin {
 	o.Server = httptest.NewServer(http.HandlerFunc(o.serve))
 	t.Cleanup(o.Close)
 	return o
@@ -216,7 +229,7 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	start, end := int64(0), int64(len(o.data))
 	status := http.StatusOK
-	if rg := r.Header.Get("Range"); rg != "" {
+	if rg := r.Header.Get("Range"); rg != "" && !o.noRange {
 		var a, b int64
 		if _, err := fmt.Sscanf(rg, "bytes=%d-%d", &a, &b); err != nil || a >= end {
 			http.Error(w, "bad range", http.StatusRequestedRangeNotSatisfiable)

@@ -41,19 +41,11 @@ func TestChangedOrigin(t *testing.T) {
 		{"same size, new bytes, no Range support", changed, true, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var o *origin
-			url := ""
+			o := newOrigin
 			if tc.noRange {
-				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					w.Header().Set("Content-Length", strconv.Itoa(len(tc.data)))
-					w.Write(tc.data)
-				}))
-				t.Cleanup(srv.Close)
-				url = srv.URL
-			} else {
-				o = newOrigin(t, tc.data)
-				url = o.URL
+				o = newWholeOrigin
 			}
+			url := o(t, tc.data).URL
 			cl := newNode(t, fetch.Config{StallTimeout: time.Minute})
 			tg := a.t
 			tg.URL = url
