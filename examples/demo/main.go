@@ -39,6 +39,7 @@ type options struct {
 	peers, seeds int
 	videoMiB     int
 	arrival      time.Duration
+	poisson      time.Duration
 	jsonOut      bool
 	dashboard    bool
 	hold         time.Duration
@@ -61,6 +62,7 @@ func main() {
 	flag.IntVar(&o.seeds, "seeds", 1, "seeds that pin the site before the crowd arrives")
 	flag.IntVar(&o.videoMiB, "video", 50, "size of the video asset in MiB")
 	flag.DurationVar(&o.arrival, "arrival", 3*time.Second, "time over which the app peers arrive")
+	flag.DurationVar(&o.poisson, "poisson", 0, "if set, the app peers arrive as a Poisson process over this time instead of evenly over -arrival (the benchmark's Poisson crowd)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the figures as one JSON object")
 	flag.BoolVar(&o.dashboard, "dashboard", true, "serve a live dashboard on 127.0.0.1")
 	flag.DurationVar(&o.hold, "hold", 0, "keep the dashboard up this long after the run")
@@ -78,7 +80,7 @@ func main() {
 	o.announceFetches = toggle(*announce)
 	o.striping = toggle(*striping)
 	o.announceAddrs = toggle(*addrs)
-	if o.peers < 0 || o.seeds < 0 || o.videoMiB < 0 || o.arrival < 0 {
+	if o.peers < 0 || o.seeds < 0 || o.videoMiB < 0 || o.arrival < 0 || o.poisson < 0 {
 		fmt.Fprintln(os.Stderr, "demo: negative flag")
 		os.Exit(2)
 	}
@@ -231,6 +233,9 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 		Arrival:  meshtest.Staggered(o.arrival),
 		Rand:     uint64(time.Now().UnixNano()),
 		Together: o.together,
+	}
+	if o.poisson > 0 {
+		ccfg.Arrival = meshtest.Poisson(o.poisson, ccfg.Rand)
 	}
 	ccfg.App.ServeConcurrency = o.serveConc
 	if o.together {
