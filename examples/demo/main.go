@@ -40,6 +40,7 @@ type options struct {
 	videoMiB     int
 	arrival      time.Duration
 	poisson      time.Duration
+	seed         uint64
 	jsonOut      bool
 	dashboard    bool
 	hold         time.Duration
@@ -63,6 +64,7 @@ func main() {
 	flag.IntVar(&o.videoMiB, "video", 50, "size of the video asset in MiB")
 	flag.DurationVar(&o.arrival, "arrival", 3*time.Second, "time over which the app peers arrive")
 	flag.DurationVar(&o.poisson, "poisson", 0, "if set, the app peers arrive as a Poisson process over this time instead of evenly over -arrival (the benchmark's Poisson crowd)")
+	flag.Uint64Var(&o.seed, "seed", 0, "seeds the crowd's random choices (the Poisson schedule, each app's neighbours), so that runs can be repeated or paired; 0: from the clock")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the figures as one JSON object")
 	flag.BoolVar(&o.dashboard, "dashboard", true, "serve a live dashboard on 127.0.0.1")
 	flag.DurationVar(&o.hold, "hold", 0, "keep the dashboard up this long after the run")
@@ -231,8 +233,11 @@ func run(ctx context.Context, o options, out io.Writer) (*report, error) {
 		// knowing the seeds and a few peers that came before it (as mDNS
 		// would on a LAN), and fetch the whole site.
 		Arrival:  meshtest.Staggered(o.arrival),
-		Rand:     uint64(time.Now().UnixNano()),
+		Rand:     o.seed,
 		Together: o.together,
+	}
+	if ccfg.Rand == 0 {
+		ccfg.Rand = uint64(time.Now().UnixNano())
 	}
 	if o.poisson > 0 {
 		ccfg.Arrival = meshtest.Poisson(o.poisson, ccfg.Rand)
