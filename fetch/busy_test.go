@@ -3,6 +3,7 @@ package fetch_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -124,5 +125,43 @@ func TestLateHolderCancelled(t *testing.T) {
 	if !sitter.awaitMessages(2*time.Second, func() bool { return len(uncancelled()) == 0 }) {
 		t.Errorf("%d of the %d leaves asked of the sitter (all sent by the other holder) not cancelled there in 2 s: %v",
 			len(uncancelled()), len(asked), uncancelled())
+	}
+}
+
+// TestBusyHolderNotLiar: a holder new to this node (no block from it yet)
+// says HAVE of both leaves of an asset and sends each block as a holder at
+// its serving cap does over a slow link, 1 MiB in about 3.4 s, while
+// another holder says HAVE too and sends nothing. The busy holder's
+// promises go late within a few hundred milliseconds, and with no block
+// delivered haveDeadline (2 s) after, the liar rule named it a liar and
+// penalised it for Config.Penalty (lifted once its block came, but in the
+// meantime its HAVEs were void and it counted as no holder). Its block's
+// bytes arriving now keep its judgement waiting, and the delivered block
+// clears it.
+func TestBusyHolderNotLiar(t *testing.T) {
+	a := makeAsset(t, 84, 2*MiB) // two leaves
+	leaves := leafBlocks(t, a)
+	busy := newScripted(t, leaves...)
+	busy.trickle = 300 << 10
+	sitter := newScripted(t, leaves...)
+	sitter.withhold = func(cid.Cid) bool { return true }
+	sitter.haveDelay = 50 * time.Millisecond // the session asks the busy one first
+	o := newOrigin(t, a.data)
+	tg := a.t
+	tg.URL = o.URL
+	// The origin does not join: what is judged is the busy holder alone.
+	liar := &msgCounter{msg: "peer penalised: HAVEs never followed by blocks", peer: busy.h.ID().String()}
+	cl := newNode(t, fetch.Config{PeerTimeout: time.Minute, StallTimeout: time.Minute, Logger: slog.New(liar),
+		Providers: providers{a.t.Cid: {busy.info(), sitter.info()}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl.connectScripted(ctx, t, busy, sitter)
+	r := cl.open(t, tg)
+	checkBytes(t, readAll(t, r), a.data)
+	if n := liar.n.Load(); n > 0 {
+		t.Error("the busy holder was penalised as a liar while its blocks were on their way")
+	}
+	if st := r.Stats(); st.PeerBytes != int64(len(a.data)) || st.OriginBytes != 0 {
+		t.Errorf("PeerBytes %d, OriginBytes %d; want %d from peers", st.PeerBytes, st.OriginBytes, len(a.data))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"testing"
+	"time"
 
 	bsmsg "github.com/ipfs/boxo/bitswap/message"
 	blocks "github.com/ipfs/go-block-format"
@@ -96,4 +97,38 @@ func send(h host.Host, p peer.ID, m bsmsg.BitSwapMessage) {
 	}
 	defer s.Close()
 	m.ToNetV1(s)
+}
+
+// sendSlowly writes one bitswap message to p on a new stream at about
+// rate bytes a second, in 16 KiB writes: a holder sending at its serving
+// cap.
+func sendSlowly(h host.Host, p peer.ID, m bsmsg.BitSwapMessage, rate int) {
+	s, err := h.NewStream(context.Background(), p, bitswapProtocols[0])
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	m.ToNetV1(&slowWriter{w: s, rate: rate})
+}
+
+// slowWriter writes to w at about rate bytes a second.
+type slowWriter struct {
+	w    io.Writer
+	rate int
+}
+
+func (sw *slowWriter) Write(b []byte) (int, error) {
+	const piece = 16 << 10
+	n := 0
+	for len(b) > 0 {
+		k := min(len(b), piece)
+		time.Sleep(time.Duration(k) * time.Second / time.Duration(sw.rate))
+		m, err := sw.w.Write(b[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		b = b[k:]
+	}
+	return n, nil
 }

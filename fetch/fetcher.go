@@ -43,6 +43,7 @@ type Fetcher struct {
 	urgent  *urgentWants  // blocks peers want urgently (urgent.go)
 	order   *serveOrder   // whose request the server serves next (serveorder.go); nil: boxo's order
 	backlog *storeBacklog // blocks being stored (backlog.go)
+	inflow  *inflow       // blocks on their way (inflow.go)
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -107,8 +108,9 @@ func New(cfg Config) (*Fetcher, error) {
 		gate = new(Gater)
 	}
 	side := newSideBlocks() // sideblocks.go: received blocks without copies
+	f.inflow = newInflow()  // inflow.go: blocks on their way
 	f.backlog = newStoreBacklog(storeBacklogBytes)
-	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side, backlog: f.backlog, done: f.ctx, pace: newWantPacer()}), f)
+	f.guard = newGuard(bsnet.NewFromIpfsHost(filterHost{Host: cfg.Host, gate: gate, rejected: f.tooLarge, side: side, backlog: f.backlog, done: f.ctx, pace: newWantPacer(), inflow: f.inflow}), f)
 	f.guard.side = side
 	serving := newServingStore(cfg.Store, cfg.ServeBytesPerSecond, cfg.ServeBurst, cfg.ServeConcurrency, f.urgent, f.order)
 	var opts []bitswap.Option

@@ -44,6 +44,7 @@ type scripted struct {
 	withhold   func(cid.Cid) bool
 	sitFor     map[cid.Cid]time.Duration
 	pace       time.Duration
+	trickle    int // bytes a second each block is sent at (0: at once)
 	reverse    bool
 	paced      sync.Mutex // held while a paced block waits its turn and goes
 
@@ -161,6 +162,10 @@ func (s *scripted) sendPaced(p peer.ID, b blocks.Block, k int) {
 	s.replyTo = append(s.replyTo, k)
 	s.cancelsBefore[b.Cid()] += s.cancelsLocked(b.Cid())
 	s.mu.Unlock()
+	if s.trickle > 0 {
+		sendSlowly(s.h, p, reply, s.trickle)
+		return
+	}
 	send(s.h, p, reply)
 }
 

@@ -286,16 +286,25 @@ func busyHolderFetch(t *testing.T) (sent int64, size int, tookOver bool) {
 }
 
 // msgCounter is a slog.Handler that counts the records whose message is
-// msg, at any level.
+// msg, at any level, and whose "peer" attribute is peer if that is set.
 type msgCounter struct {
-	msg string
-	n   atomic.Int64
+	msg  string
+	peer string
+	n    atomic.Int64
 }
 
 func (h *msgCounter) Enabled(context.Context, slog.Level) bool { return true }
 
 func (h *msgCounter) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == h.msg {
+	if r.Message != h.msg {
+		return nil
+	}
+	match := h.peer == ""
+	r.Attrs(func(a slog.Attr) bool {
+		match = match || a.Key == "peer" && a.Value.String() == h.peer
+		return !match
+	})
+	if match {
 		h.n.Add(1)
 	}
 	return nil

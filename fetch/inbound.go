@@ -217,6 +217,7 @@ type filterHost struct {
 	backlog *storeBacklog
 	done    context.Context
 	pace    *wantPacer // nil: want lists are not paced
+	inflow  *inflow    // nil: block bytes coming in are not noted
 }
 
 func (h filterHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
@@ -226,7 +227,7 @@ func (h filterHost) SetStreamHandler(pid protocol.ID, handler network.StreamHand
 			_ = h.Network().ClosePeer(p)
 			return
 		}
-		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.refuse, side: h.side, backlog: h.backlog, done: h.done, pace: h.pace})
+		handler(&inboundStream{Stream: s, r: bufio.NewReaderSize(s, 4096), rejected: h.refuse, side: h.side, backlog: h.backlog, done: h.done, pace: h.pace, inflow: h.inflow})
 	})
 }
 
@@ -276,6 +277,7 @@ type inboundStream struct {
 	backlog  *storeBacklog
 	done     context.Context
 	pace     *wantPacer
+	inflow   *inflow
 
 	pending  []byte // the message being handed out
 	token    string // side key of the blocks of the last message handed out
@@ -440,13 +442,25 @@ func (s *inboundStream) field(out *[]byte, left int, wantBytes *int) (block []by
 			s.backlog.wait(s.done, body, storeBacklogWait)
 		}
 		block = make([]byte, body)
-		_, err = io.ReadFull(s.r, block)
-		return block, n, err
+		return block, n, readNoting(s.r, block, s.inflow, s.sender())
 	}
 	*out = slices.Grow(*out, body)
-	_, err = io.ReadFull(s.r, (*out)[len(*out):len(*out)+body])
+	if tag == 3<<3|2 {
+		err = readNoting(s.r, (*out)[len(*out):len(*out)+body], s.inflow, s.sender())
+	} else {
+		_, err = io.ReadFull(s.r, (*out)[len(*out):len(*out)+body])
+	}
 	*out = (*out)[:len(*out)+body]
 	return nil, n, err
+}
+
+// sender is the peer whose block bytes readNoting notes: the stream's
+// remote peer, or none when nothing notes them.
+func (s *inboundStream) sender() peer.ID {
+	if s.inflow == nil {
+		return ""
+	}
+	return s.Conn().RemotePeer()
 }
 
 // varint reads a varint, appending its bytes to out.

@@ -72,7 +72,7 @@ func newGuard(n bsnet.BitSwapNetwork, f *Fetcher) *guard {
 		lifts:          make(map[peer.ID]lifts),
 		prio:           make(map[cid.Cid]int32),
 		sends:          newSendLimiter(),
-		proms:          newPromises(f.cfg.Penalty),
+		proms:          newPromises(f.cfg.Penalty, f.inflow.recent),
 		haves:          newHaveAnswers(f.ctx, f.holds, n.SendMessage),
 		cancels:        newCancelBook(),
 		moved:          make(map[cid.Cid]time.Time),

@@ -76,8 +76,9 @@ type promise struct {
 
 // lateness counts a peer's late promises since it last delivered a block.
 type lateness struct {
-	n     int
-	first time.Time
+	n        int
+	first    time.Time
+	deferred int // judgements put off in a row for a block on its way
 }
 
 // promises is a decision type: methods take the time and return what to
@@ -99,24 +100,28 @@ type promises struct {
 	probes  map[peer.ID]map[cid.Cid]bool // HAVEs of an unproven peer bitswap heard
 	held    map[peer.ID]map[cid.Cid]bool // HAVEs held back from bitswap
 	penalty time.Duration                // how long voids and deliveries are remembered
+	// arriving, if set, reports whether a block from p is on its way at
+	// now (inflow.go): a liar's judgement waits while one is.
+	arriving func(p peer.ID, now time.Time) bool
 }
 
-func newPromises(penalty time.Duration) *promises {
+func newPromises(penalty time.Duration, arriving func(peer.ID, time.Time) bool) *promises {
 	return &promises{
-		open:    make(map[promiseKey]promise),
-		haveAsk: make(map[promiseKey]haveAsk),
-		haves:   make(map[cid.Cid]map[peer.ID]bool),
-		blocked: make(map[cid.Cid]map[peer.ID]bool),
-		donts:   make(map[cid.Cid]map[peer.ID]bool),
-		last:    make(map[peer.ID]time.Time),
-		count:   make(map[peer.ID]int),
-		blk:     make(map[peer.ID]time.Duration),
-		rtt:     make(map[peer.ID]time.Duration),
-		liedTo:  make(map[promiseKey]time.Time),
-		late:    make(map[peer.ID]lateness),
-		probes:  make(map[peer.ID]map[cid.Cid]bool),
-		held:    make(map[peer.ID]map[cid.Cid]bool),
-		penalty: penalty,
+		arriving: arriving,
+		open:     make(map[promiseKey]promise),
+		haveAsk:  make(map[promiseKey]haveAsk),
+		haves:    make(map[cid.Cid]map[peer.ID]bool),
+		blocked:  make(map[cid.Cid]map[peer.ID]bool),
+		donts:    make(map[cid.Cid]map[peer.ID]bool),
+		last:     make(map[peer.ID]time.Time),
+		count:    make(map[peer.ID]int),
+		blk:      make(map[peer.ID]time.Duration),
+		rtt:      make(map[peer.ID]time.Duration),
+		liedTo:   make(map[promiseKey]time.Time),
+		late:     make(map[peer.ID]lateness),
+		probes:   make(map[peer.ID]map[cid.Cid]bool),
+		held:     make(map[peer.ID]map[cid.Cid]bool),
+		penalty:  penalty,
 	}
 }
 
@@ -479,6 +484,12 @@ func (ps *promises) due(now time.Time, excluded func(peer.ID) bool) (late []prom
 	}
 	for p, l := range ps.late {
 		if l.n >= lateLimit && now.Sub(l.first) >= haveDeadline {
+			if l.deferred < maxLiarDeferrals && ps.arriving != nil && ps.arriving(p, now) {
+				// A busy holder's block is on its way: judged again
+				// a haveDeadline on, unless it delivers meanwhile.
+				ps.late[p] = lateness{n: l.n, first: now, deferred: l.deferred + 1}
+				continue
+			}
 			delete(ps.late, p)
 			if excluded == nil || !excluded(p) {
 				liars = append(liars, p)

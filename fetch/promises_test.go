@@ -57,7 +57,7 @@ func TestPromisesLateAfter(t *testing.T) {
 			liar, seed := peer.ID("liar"), peer.ID("seed")
 			c := testLeaves(t, 2)
 			t0 := time.Unix(1000, 0)
-			ps := newPromises(time.Minute)
+			ps := newPromises(time.Minute, nil)
 			if tc.rtt > 0 {
 				ps.asked(liar, c[0], false, true, t0)
 				ps.have(liar, c[0], t0.Add(tc.rtt))
@@ -80,7 +80,7 @@ func TestPromisesLate(t *testing.T) {
 	liar, seed := peer.ID("liar"), peer.ID("seed")
 	c := testLeaves(t, 4)
 	t0 := time.Unix(1000, 0)
-	ps := newPromises(time.Minute)
+	ps := newPromises(time.Minute, nil)
 
 	// A sole provider that is slow is waited on.
 	ps.have(liar, c[0], t0)
@@ -127,7 +127,7 @@ func TestPromisesHold(t *testing.T) {
 	newbie, seed := peer.ID("newbie"), peer.ID("seed")
 	c := testLeaves(t, 6)
 	t0 := time.Unix(1000, 0)
-	ps := newPromises(time.Minute)
+	ps := newPromises(time.Minute, nil)
 	var held []cid.Cid
 	for i, x := range c {
 		if _, hold := ps.have(newbie, x, t0); hold {
@@ -175,7 +175,7 @@ func TestPromisesLiar(t *testing.T) {
 		liar, seed := peer.ID("liar"), peer.ID("seed")
 		c := testLeaves(t, 3)
 		t0 := time.Unix(1000, 0)
-		ps := newPromises(time.Minute)
+		ps := newPromises(time.Minute, nil)
 		for _, x := range c[:2] {
 			ps.have(seed, x, t0)
 			ps.have(liar, x, t0)
@@ -207,7 +207,7 @@ func TestPromisesPeerGone(t *testing.T) {
 	seed, other := peer.ID("seed"), peer.ID("other")
 	c := testLeaves(t, 3)
 	t0 := time.Unix(1000, 0)
-	ps := newPromises(time.Minute)
+	ps := newPromises(time.Minute, nil)
 	for _, x := range c {
 		ps.have(seed, x, t0)
 		ps.have(other, x, t0)
@@ -232,7 +232,7 @@ func TestPromisesRefused(t *testing.T) {
 	seed, other := peer.ID("seed"), peer.ID("other")
 	c := testLeaves(t, 4)
 	t0 := time.Unix(1000, 0)
-	ps := newPromises(time.Minute)
+	ps := newPromises(time.Minute, nil)
 	for _, x := range c {
 		ps.asked(seed, x, true, true, t0)
 		ps.refused(seed, x, t0)
@@ -282,7 +282,7 @@ func TestPromisesLiarPenalised(t *testing.T) {
 	liar, seed := peer.ID("liar"), peer.ID("seed")
 	c := testLeaves(t, 2)
 	t0 := time.Unix(1000, 0)
-	ps := newPromises(time.Minute)
+	ps := newPromises(time.Minute, nil)
 	ps.have(liar, c[0], t0)
 	ps.have(seed, c[0], t0)
 	ps.asked(seed, c[0], true, true, t0)
@@ -435,7 +435,7 @@ func TestGuardLiarTiming(t *testing.T) {
 // block learnt long ago (a slow holder's burst), nor of one already asked
 // for the leaf or left out; with none, nobody.
 func TestPromisesLiveHolder(t *testing.T) {
-	ps := newPromises(time.Minute)
+	ps := newPromises(time.Minute, nil)
 	cs := testLeaves(t, 4)
 	t0 := time.Unix(1000, 0)
 	none := func(peer.ID) bool { return false }
@@ -519,7 +519,7 @@ func TestPromisesBusy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testLeaves(t, 6)
 			t0 := time.Unix(1000, 0)
-			ps := newPromises(time.Minute)
+			ps := newPromises(time.Minute, nil)
 			ps.asked(idle, c[5], true, true, t0.Add(-time.Second))
 			ps.delivered(idle, c[5], t0.Add(-time.Second))
 			ps.asked(hub, c[5], true, true, t0.Add(-time.Second))
@@ -555,7 +555,7 @@ func TestPromisesBusy(t *testing.T) {
 func TestPromisesBusyBounded(t *testing.T) {
 	c := testLeaves(t, 2)
 	t0 := time.Unix(1000, 0)
-	ps := newPromises(time.Minute)
+	ps := newPromises(time.Minute, nil)
 	peers := []peer.ID{"a", "b", "c", "idle"}
 	for _, p := range peers {
 		ps.asked(p, c[1], true, true, t0.Add(-time.Second))
@@ -579,7 +579,7 @@ func TestPromisesBusyBounded(t *testing.T) {
 // back, looks for HAVEs to release, as each promise check does.
 func BenchmarkPromisesRelease(b *testing.B) {
 	t0 := time.Unix(1000, 0)
-	ps := newPromises(time.Minute)
+	ps := newPromises(time.Minute, nil)
 	for i := range 49 {
 		p := peer.ID(fmt.Sprintf("holder-%02d", i))
 		for j := range 62 {
@@ -593,6 +593,50 @@ func BenchmarkPromisesRelease(b *testing.B) {
 	for b.Loop() {
 		if told := ps.release(); len(told) != 0 {
 			b.Fatalf("released %d HAVEs of unproven peers with no probe free", len(told))
+		}
+	}
+}
+
+// TestPromisesLiarArriving: a peer due to be named a liar whose block is
+// on its way (block bytes came from it lately: a busy holder sending at its
+// serving cap) is judged again a haveDeadline later, and named then if no
+// block is on its way any more and none was delivered; or, with bytes
+// still coming and no block finished, once maxLiarDeferrals judgements
+// were put off in a row.
+func TestPromisesLiarArriving(t *testing.T) {
+	busy, seed := peer.ID("busy"), peer.ID("seed")
+	c := testLeaves(t, 2)
+	t0 := time.Unix(1000, 0)
+	for _, keepsSending := range []bool{false, true} {
+		arriving := true
+		ps := newPromises(time.Minute, func(p peer.ID, _ time.Time) bool { return p == busy && arriving })
+		for _, x := range c {
+			ps.have(seed, x, t0)
+			ps.have(busy, x, t0)
+			ps.asked(busy, x, true, true, t0)
+		}
+		if l, ls := ps.due(t0.Add(lateFloor), nil); len(l) != 2 || len(ls) != 0 {
+			t.Fatalf("due = %v, %v; want two late and no liar yet", l, ls)
+		}
+		judged := t0.Add(lateFloor + haveDeadline)
+		for k := range maxLiarDeferrals {
+			if _, ls := ps.due(judged, nil); len(ls) != 0 {
+				t.Fatalf("liars = %v while its block is on its way (judgement %d)", ls, k+1)
+			}
+			if at, ok := ps.next(); !ok || !at.Equal(judged.Add(haveDeadline)) {
+				t.Fatalf("next = %v %v, want the judgement again at %v", at, ok, judged.Add(haveDeadline))
+			}
+			if _, ls := ps.due(judged.Add(haveDeadline-time.Millisecond), nil); len(ls) != 0 {
+				t.Fatalf("liars = %v before the judgement again", ls)
+			}
+			judged = judged.Add(haveDeadline)
+			if !keepsSending {
+				arriving = false
+				break
+			}
+		}
+		if _, ls := ps.due(judged, nil); len(ls) != 1 || ls[0] != busy {
+			t.Fatalf("keeps sending %v: liars = %v, want %v", keepsSending, ls, busy)
 		}
 	}
 }
