@@ -39,7 +39,10 @@ import (
 //     own preference for the peers that sent it blocks first, and by the
 //     Reader's re-ask of a stuck leaf (reader.go, stuckAfter).
 //   - A peer with lateLimit late promises that has delivered nothing in
-//     haveDeadline since the first is a liar: penalised (Config.Penalty).
+//     haveDeadline since the first is a liar: penalised (Config.Penalty);
+//     unless a block of it is on its way (its bytes arriving: inflow.go),
+//     when it is judged again haveDeadline later, at most
+//     maxLiarDeferrals times in a row.
 //
 // With no other holder nothing is judged: a slow sole provider is waited for
 // (and the origin hedges). A peer whose connection went broke no promise.
