@@ -50,30 +50,26 @@ type inflow struct {
 
 func newInflow() *inflow { return &inflow{last: make(map[peer.ID]time.Time)} }
 
-// note records that block bytes came from p at now.
+// note records that block bytes came from p at now. Past maxInflowPeers
+// it makes room by forgetting the peers not heard from within
+// inflowRecent; with no room, p is not recorded.
 func (in *inflow) note(p peer.ID, now time.Time) {
 	if in == nil {
 		return
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	record(in.last, p, now, inflowRecent)
-}
-
-// record sets m[p] to now, making room past maxInflowPeers by forgetting
-// the entries older than recent; with no room, p is not recorded.
-func record(m map[peer.ID]time.Time, p peer.ID, now time.Time, recent time.Duration) {
-	if _, ok := m[p]; !ok && len(m) >= maxInflowPeers {
-		for q, at := range m {
-			if now.Sub(at) >= recent {
-				delete(m, q)
+	if _, ok := in.last[p]; !ok && len(in.last) >= maxInflowPeers {
+		for q, at := range in.last {
+			if now.Sub(at) >= inflowRecent {
+				delete(in.last, q)
 			}
 		}
-		if len(m) >= maxInflowPeers {
+		if len(in.last) >= maxInflowPeers {
 			return
 		}
 	}
-	m[p] = now
+	in.last[p] = now
 }
 
 // recent reports whether block bytes came from p within inflowRecent
