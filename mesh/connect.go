@@ -275,16 +275,20 @@ func (r redialer) run(ctx context.Context) {
 	failures := 0
 	var since time.Time // when the connection we know of was made
 	for {
-		fresh := r.fresh != nil && r.fresh()
-		if fresh {
-			failures = 0
-		}
 		ai := r.target()
 		if r.connected(ai.ID) {
 			if since.IsZero() {
 				since = time.Now()
 			}
 		} else {
+			// Looked at only once the peer is down: a kick taken while
+			// still connected (a stale one, the connection's own) used
+			// up the change before its connections were closed, and the
+			// drop then counted as a failure (a 1 min wait).
+			fresh := r.fresh != nil && r.fresh()
+			if fresh {
+				failures = 0
+			}
 			if !since.IsZero() { // it dropped
 				if time.Since(since) >= r.policy.Max || fresh {
 					failures = 0

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -125,6 +126,52 @@ func TestRedialerFreshNetwork(t *testing.T) {
 		synctest.Wait()
 		if got := f.dialTimes(); len(got) != n+1 || !f.connected("") {
 			t.Fatalf("the network came back at %v: dials at %v, want one at once that connects", time.Since(f.start), got)
+		}
+		cancel()
+		<-done
+	})
+}
+
+// TestRedialerFreshSeenAtTheDrop: a network change is noted before its
+// connections close, and a kick that comes between (the keeper's kick
+// buffer holds one, and the connection's own events kick it) finds the
+// peer still connected: the change must still count when the drop is
+// seen. The keeper took it up at that kick and counted the drop as a
+// failure: the redial came a backoff later (a minute in
+// TestNetworkChangeClosesConnectionsFromGoneAddresses, which failed 5 times
+// in 1,500 runs on a loaded machine).
+func TestRedialerFreshSeenAtTheDrop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		f := &fakePeer{start: time.Now(), up: true}
+		kick := make(chan struct{}, 1)
+		var freshNet atomic.Bool
+		r := redialer{
+			policy:    Backoff{Min: time.Second, Max: time.Minute},
+			rand:      func() float64 { return 0 },
+			target:    func() peer.AddrInfo { return peer.AddrInfo{ID: "seed"} },
+			connected: f.connected,
+			dial:      f.dial,
+			report:    func(peer.ID, peerState, error) {},
+			kick:      kick,
+			fresh:     func() bool { return freshNet.Swap(false) },
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.run(ctx)
+		}()
+		synctest.Wait() // connected at 0
+		time.Sleep(10 * time.Second)
+		freshNet.Store(true) // the network changed
+		kick <- struct{}{}   // a kick while the connection is still up
+		synctest.Wait()
+		f.set(true, false) // its connections closed
+		kick <- struct{}{}
+		synctest.Wait()
+		if got := f.dialTimes(); len(got) != 2 || got[1] != 10*time.Second {
+			t.Fatalf("a connection closed by a network change after a kick: dials at %v, want one at 10 s", got)
 		}
 		cancel()
 		<-done
