@@ -74,37 +74,8 @@ func TestRedialerFreshNetwork(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		f := &fakePeer{start: time.Now(), up: true}
-		kick := make(chan struct{}, 1)
-		var mu sync.Mutex
-		freshNet := false
-		setFresh := func() {
-			mu.Lock()
-			freshNet = true
-			mu.Unlock()
-		}
-		r := redialer{
-			policy:    Backoff{Min: time.Second, Max: time.Minute},
-			rand:      func() float64 { return 0 },
-			target:    func() peer.AddrInfo { return peer.AddrInfo{ID: "seed"} },
-			connected: f.connected,
-			dial:      f.dial,
-			report:    func(peer.ID, peerState, error) {},
-			kick:      kick,
-			fresh: func() bool {
-				mu.Lock()
-				defer mu.Unlock()
-				was := freshNet
-				freshNet = false
-				return was
-			},
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			r.run(ctx)
-		}()
-		synctest.Wait() // connected at 0
+		f, kick, freshNet, done := startFreshRedialer(ctx)
+		setFresh := func() { freshNet.Store(true) }
 		time.Sleep(10 * time.Second)
 		setFresh() // the network changed: the connection is closed
 		f.set(true, false)
@@ -144,25 +115,7 @@ func TestRedialerFreshSeenAtTheDrop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		f := &fakePeer{start: time.Now(), up: true}
-		kick := make(chan struct{}, 1)
-		var freshNet atomic.Bool
-		r := redialer{
-			policy:    Backoff{Min: time.Second, Max: time.Minute},
-			rand:      func() float64 { return 0 },
-			target:    func() peer.AddrInfo { return peer.AddrInfo{ID: "seed"} },
-			connected: f.connected,
-			dial:      f.dial,
-			report:    func(peer.ID, peerState, error) {},
-			kick:      kick,
-			fresh:     func() bool { return freshNet.Swap(false) },
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			r.run(ctx)
-		}()
-		synctest.Wait() // connected at 0
+		f, kick, freshNet, done := startFreshRedialer(ctx)
 		time.Sleep(10 * time.Second)
 		freshNet.Store(true) // the network changed
 		kick <- struct{}{}   // a kick while the connection is still up
@@ -176,6 +129,31 @@ func TestRedialerFreshSeenAtTheDrop(t *testing.T) {
 		cancel()
 		<-done
 	})
+}
+
+// startFreshRedialer runs a keeper's loop (in a synctest bubble) on a
+// fake peer it connects at once, backoff 1 s to 1 min without jitter,
+// kicked by kick, told of network changes by fresh (taken up when read);
+// done closes when the loop ends with ctx.
+func startFreshRedialer(ctx context.Context) (f *fakePeer, kick chan struct{}, fresh *atomic.Bool, done chan struct{}) {
+	f = &fakePeer{start: time.Now(), up: true}
+	kick, fresh, done = make(chan struct{}, 1), new(atomic.Bool), make(chan struct{})
+	r := redialer{
+		policy:    Backoff{Min: time.Second, Max: time.Minute},
+		rand:      func() float64 { return 0 },
+		target:    func() peer.AddrInfo { return peer.AddrInfo{ID: "seed"} },
+		connected: f.connected,
+		dial:      f.dial,
+		report:    func(peer.ID, peerState, error) {},
+		kick:      kick,
+		fresh:     func() bool { return fresh.Swap(false) },
+	}
+	go func() {
+		defer close(done)
+		r.run(ctx)
+	}()
+	synctest.Wait() // connected at 0
+	return f, kick, fresh, done
 }
 
 // TestPingOn: a peer that runs ping answers on the connection probed; one
