@@ -284,7 +284,7 @@ func (r redialer) run(ctx context.Context) {
 			// Looked at only once the peer is down: a kick taken while
 			// still connected (a stale one, the connection's own) used
 			// up the change before its connections were closed, and the
-			// drop then counted as a failure (a 1 min wait).
+			// drop then counted as a failure (a wait of its backoff).
 			fresh := r.fresh != nil && r.fresh()
 			if fresh {
 				failures = 0

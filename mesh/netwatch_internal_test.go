@@ -109,8 +109,9 @@ func TestRedialerFreshNetwork(t *testing.T) {
 // peer still connected: the change must still count when the drop is
 // seen. The keeper took it up at that kick and counted the drop as a
 // failure: the redial came a backoff later (a minute in
-// TestNetworkChangeClosesConnectionsFromGoneAddresses, which failed 5 times
-// in 1,500 runs on a loaded machine).
+// TestNetworkChangeClosesConnectionsFromGoneAddresses; this was one path
+// of its failures on a loaded machine, and another remains:
+// docs/ci-history.md).
 func TestRedialerFreshSeenAtTheDrop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
